@@ -1,0 +1,25 @@
+//! Builds the eBPF crate for bpfel-unknown-none with aya-build and leaves the object in OUT_DIR.
+use anyhow::{anyhow, Context as _};
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf = packages
+        .iter()
+        .find(|p| p.name.as_str() == "sluice-ebpf")
+        .ok_or_else(|| anyhow!("sluice-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}

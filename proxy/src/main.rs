@@ -1,0 +1,4 @@
+//! The `sluice` binary: agent, CLI and proxy.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Namespaced test harness for sluice's integration tests (see tests/README.md).

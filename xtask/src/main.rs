@@ -1,0 +1,48 @@
+//! sluice's build system: `cargo xtask setup | demo | test | bench`.
+//!
+//! It imports no runtime crate; everything it does is running programs.
+
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sluice's build system")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (apt packages, nightly rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Set up, build, then run every test (unit and the root-only integration tests).
+    Test {
+        /// Skip the setup step (the toolchain is already installed).
+        #[arg(long)]
+        no_setup: bool,
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Test { no_setup, args } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            let mut cmd = vec!["test", "--workspace", "--no-fail-fast"];
+            let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+            if !extra.is_empty() {
+                cmd.push("--");
+                cmd.extend(extra);
+            }
+            setup::run_cmd("cargo", &cmd)
+        }
+    }
+}
