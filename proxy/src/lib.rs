@@ -3,3 +3,11 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and the code map.
 
 pub mod bpf;
+pub mod drain;
+pub mod inbound;
+pub mod listener;
+pub mod netns;
+pub mod outbound;
+pub mod policy;
+pub mod services;
+pub mod upstream;
