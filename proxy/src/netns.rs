@@ -149,6 +149,12 @@ impl Netns {
     }
 }
 
+impl AsFd for Netns {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// `SO_NETNS_COOKIE` of any socket.
 pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
     let mut cookie: u64 = 0;
