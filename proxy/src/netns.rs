@@ -176,23 +176,22 @@ pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
 }
 
 /// Binds a listening TCP socket in the calling thread's netns (SO_REUSEADDR; v6-only for IPv6),
-/// non-blocking so tokio can adopt it.
+/// non-blocking so tokio can adopt it. Needs no runtime.
 pub fn bind_tcp_here(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => {
-            let s = tokio::net::TcpSocket::new_v6()?;
-            set_int_opt(&s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-            s
-        }
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    // SAFETY: the fd is valid and owned by `sock`; we move ownership out right after.
-    let listener = sock.listen(1024)?;
-    let std = listener.into_std()?;
-    std.set_nonblocking(true)?;
-    Ok(std)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
 }
 
 /// `setsockopt(fd, level, name, &value, 4)`.
