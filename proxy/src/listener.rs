@@ -212,6 +212,12 @@ fn accept_one(
             return reset(stream);
         }
     };
+    // A connection made straight to the listener (not redirected) reports itself as its
+    // original destination; proxying it would connect to ourselves forever.
+    if stream.local_addr().is_ok_and(|l| l == orig_dst) {
+        warn!(conn = id, %peer, %orig_dst, "rejecting connection addressed to the listener itself");
+        return reset(stream);
+    }
     ctx.stats.record(orig_dst);
     let span = info_span!(
         "conn",
