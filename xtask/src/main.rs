@@ -2,6 +2,7 @@
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
+mod demo;
 mod setup;
 
 use anyhow::Result;
@@ -18,6 +19,13 @@ struct Cli {
 enum Cmd {
     /// Install what building and testing need (apt packages, nightly rust-src, bpf-linker). Idempotent.
     Setup,
+    /// Set up, build, then (as root) run two pods with the agent capturing one of them and curl
+    /// through it; cleans up everything, also on Ctrl-C.
+    Demo {
+        /// Skip the setup step (the toolchain is already installed).
+        #[arg(long)]
+        no_setup: bool,
+    },
     /// Set up, build, then run every test (unit and the root-only integration tests).
     Test {
         /// Skip the setup step (the toolchain is already installed).
@@ -32,10 +40,13 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
+        Cmd::Demo { no_setup } => demo::run(no_setup),
         Cmd::Test { no_setup, args } => {
             if !no_setup {
                 setup::run()?;
             }
+            // The integration tests drive the real binary (tests/src/sluice_cli.rs finds it).
+            setup::run_cmd("cargo", &["build", "-j2", "-p", "sluice"])?;
             let mut cmd = vec!["test", "--workspace", "--no-fail-fast"];
             let extra: Vec<&str> = args.iter().map(String::as_str).collect();
             if !extra.is_empty() {
