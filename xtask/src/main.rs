@@ -36,7 +36,7 @@ fn main() -> Result<()> {
             if !no_setup {
                 setup::run()?;
             }
-            let mut cmd = vec!["test", "--workspace", "--no-fail-fast"];
+            let mut cmd = vec!["test", "--no-fail-fast"];
             let extra: Vec<&str> = args.iter().map(String::as_str).collect();
             if !extra.is_empty() {
                 cmd.push("--");
