@@ -47,7 +47,7 @@ fn main() -> Result<()> {
             }
             // The integration tests drive the real binary (tests/src/sluice_cli.rs finds it).
             setup::run_cmd("cargo", &["build", "-j2", "-p", "sluice"])?;
-            let mut cmd = vec!["test", "--workspace", "--no-fail-fast"];
+            let mut cmd = vec!["test", "--no-fail-fast"];
             let extra: Vec<&str> = args.iter().map(String::as_str).collect();
             if !extra.is_empty() {
                 cmd.push("--");
