@@ -155,10 +155,11 @@ async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
             Err(e) => error(e),
         },
         Request::Unenroll { netns } => match reg.unenroll(&netns).await {
-            Ok((cookie, removed)) => Response::Unenrolled {
+            Ok((cookie, removed, remaining)) => Response::Unenrolled {
                 netns,
                 cookie,
                 removed,
+                remaining,
             },
             Err(e) => error(e),
         },

@@ -38,8 +38,8 @@ pub fn enroll(control: &Path, spec: EnrollSpec) -> Result<PodStatus, CliError> {
     }
 }
 
-/// Unenrolls a netns; returns (cookie, map entries removed).
-pub fn unenroll(control: &Path, netns: &str) -> Result<(u64, usize), CliError> {
+/// Unenrolls a netns; returns (cookie, map entries removed, map entries left).
+pub fn unenroll(control: &Path, netns: &str) -> Result<(u64, usize, usize), CliError> {
     match call(
         control,
         &Request::Unenroll {
@@ -47,8 +47,11 @@ pub fn unenroll(control: &Path, netns: &str) -> Result<(u64, usize), CliError> {
         },
     )? {
         Response::Unenrolled {
-            cookie, removed, ..
-        } => Ok((cookie, removed)),
+            cookie,
+            removed,
+            remaining,
+            ..
+        } => Ok((cookie, removed, remaining)),
         other => Err(refused(other)),
     }
 }

@@ -190,8 +190,10 @@ fn run() -> Result<()> {
             println!("enrolled {}", cli::pod_line(&pod));
         }
         Cmd::Unenroll { netns, control } => {
-            let (cookie, removed) = cli::unenroll(&control, &netns)?;
-            println!("unenrolled netns={netns} cookie={cookie} removed_entries={removed}");
+            let (cookie, removed, remaining) = cli::unenroll(&control, &netns)?;
+            println!(
+                "unenrolled netns={netns} cookie={cookie} removed_entries={removed} remaining_entries={remaining}"
+            );
         }
         Cmd::Status { control, json } => {
             let s = cli::status(&control)?;

@@ -44,6 +44,8 @@ pub enum Response {
         cookie: u64,
         /// Map entries deleted.
         removed: usize,
+        /// Map entries still keyed by the cookie afterwards (`entries_for`; 0 when clean).
+        remaining: usize,
     },
     /// Everything the agent knows.
     Status(StatusReport),

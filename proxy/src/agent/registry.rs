@@ -193,7 +193,8 @@ impl Registry {
 
     /// Removes a pod: every map entry of its cookie, then its listeners. A netns that still
     /// exists but that this agent never saw (enrolled by an earlier agent) is removed too.
-    pub async fn unenroll(&mut self, netns_arg: &str) -> Result<(u64, usize), AgentError> {
+    /// Returns (cookie, entries removed, entries left for the cookie afterwards).
+    pub async fn unenroll(&mut self, netns_arg: &str) -> Result<(u64, usize, usize), AgentError> {
         let path = crate::netns::resolve(netns_arg);
         let known = self
             .pods
@@ -221,8 +222,9 @@ impl Registry {
                 l.close().await;
             }
         }
-        info!(netns = netns_arg, cookie, removed, "unenrolled");
-        Ok((cookie, removed))
+        let remaining = self.datapath.entries_for(cookie).unwrap_or(usize::MAX);
+        info!(netns = netns_arg, cookie, removed, remaining, "unenrolled");
+        Ok((cookie, removed, remaining))
     }
 
     fn in_kernel(&self, cookie: u64) -> bool {
