@@ -77,8 +77,15 @@ pub async fn run(
     })?;
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
-    let registry = Arc::new(Mutex::new(Registry::new(datapath, handler)));
-    info!(cgroup = %opts.cgroup.display(), control = %opts.control.display(), "agent ready");
+    let mut registry = Registry::new(datapath, handler);
+    let adopted = registry.adopt_pinned();
+    let registry = Arc::new(Mutex::new(registry));
+    info!(
+        cgroup = %opts.cgroup.display(),
+        control = %opts.control.display(),
+        adopted,
+        "agent ready"
+    );
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -191,6 +191,60 @@ impl Registry {
         })
     }
 
+    /// After an agent restart: the pinned policy map still holds the pods enrolled earlier.
+    /// Finds their netns under /run/netns by cookie and serves their node-mode listeners again, so
+    /// capture keeps working without re-enrollment. Returns how many pods were adopted.
+    pub fn adopt_pinned(&mut self) -> usize {
+        let policies = match self.datapath.policies() {
+            Ok(p) if !p.is_empty() => p,
+            _ => return 0,
+        };
+        let Ok(dir) = std::fs::read_dir(crate::netns::NETNS_RUN_DIR) else {
+            return 0;
+        };
+        let mut adopted = 0;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(ns) = Netns::open(&name) else { continue };
+            let Ok(cookie) = ns.cookie() else { continue };
+            let Some((_, policy)) = policies.iter().find(|(c, _)| *c == cookie) else {
+                continue;
+            };
+            let mode = match policy.mode {
+                sluice_common::mode::NODE => Mode::Node,
+                sluice_common::mode::SIDECAR => Mode::Sidecar,
+                _ => Mode::Off,
+            };
+            let enrollment = Enrollment {
+                mode,
+                policy: *policy,
+            };
+            let ns = Arc::new(ns);
+            let listeners = if mode == Mode::Node {
+                match self.bind_listeners(&name, &ns, &enrollment) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(netns = %name, cookie, error = %e, "cannot re-adopt pod");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            info!(netns = %name, cookie, mode = mode.name(), "adopted pod enrolled by an earlier agent");
+            self.pods.insert(
+                cookie,
+                Pod {
+                    netns_arg: name,
+                    enrollment,
+                    listeners,
+                },
+            );
+            adopted += 1;
+        }
+        adopted
+    }
+
     /// Removes a pod: every map entry of its cookie, then its listeners. A netns that still
     /// exists but that this agent never saw (enrolled by an earlier agent) is removed too.
     /// Returns (cookie, entries removed, entries left for the cookie afterwards).
