@@ -87,6 +87,7 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
             source,
         })
     };
+    add_v6_passthrough_source(&opts.netns);
     Ok(Bound {
         netns: opts.netns.clone(),
         outbound: vec![
@@ -98,6 +99,24 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
             bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), INBOUND_PORT))?,
         ],
     })
+}
+
+/// The inbound passthrough connects from ::6, which must be a local address for the app's answer
+/// to come back; IPv4 has all of 127/8 on `lo`, IPv6 only ::1. Adds ::6/128 to `lo` (idempotent;
+/// a netns without IPv6 only loses the IPv6 inbound passthrough, so that is a warning).
+fn add_v6_passthrough_source(netns: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["-6", "addr", "replace", "::6/128", "dev", "lo", "nodad"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            netns,
+            error = %String::from_utf8_lossy(&o.stderr).trim(),
+            "cannot add ::6 to lo: no IPv6 inbound passthrough"
+        ),
+        Err(e) => tracing::warn!(netns, error = %e, "cannot run ip: no IPv6 inbound passthrough"),
+    }
 }
 
 /// Drops to `uid`/`uid` (no supplementary groups) keeping CAP_NET_ADMIN in the permitted and
