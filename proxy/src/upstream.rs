@@ -3,9 +3,11 @@
 //!
 //! The socket's netns is fixed at `socket()` time, so the factory switches the calling runtime
 //! thread into the pod netns for exactly the `socket()` call (an [`EnterGuard`], no `.await`
-//! while inside) and back. Measured on this machine: the two `setns` calls cost a few
-//! microseconds per connection (see `setns_swap_cost` below), far below a TCP handshake, so a
-//! per-pod socket factory thread (a channel round trip and a context switch) would not be cheaper.
+//! while inside) and back. Measured on this machine (`setns_swap_cost` below, debug build):
+//! `socket()` 5 µs plain, 12.5 µs with the swap (open the thread's own netns + two `setns`), i.e.
+//! ~7.5 µs per upstream connection, far below a TCP handshake. A per-pod socket factory thread
+//! would cost a channel round trip and two context switches per socket plus one thread per pod,
+//! so the swap was picked.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
