@@ -164,7 +164,8 @@ pub async fn serve(
     stop: Watch,
 ) {
     let local = listener.local_addr().ok();
-    let span = info_span!("listener", listener = ctx.name, netns = %ctx.netns, addr = ?local);
+    // Root spans: a listener outlives whatever request started it (e.g. an enroll call).
+    let span = info_span!(parent: None, "listener", listener = ctx.name, netns = %ctx.netns, addr = ?local);
     async move {
         info!("listening");
         let stopped = stop.signaled();
@@ -220,6 +221,7 @@ fn accept_one(
     }
     ctx.stats.record(orig_dst);
     let span = info_span!(
+        parent: None,
         "conn",
         conn = id,
         listener = ctx.name,

@@ -9,7 +9,7 @@ use std::{
 
 use sluice_common::{Counter, PROXY_MARK};
 use tokio::task::JoinHandle;
-use tracing::{info, info_span, Instrument as _};
+use tracing::info;
 
 use super::protocol::{PodStatus, StatusReport};
 use crate::{
@@ -177,11 +177,13 @@ impl Registry {
                 op: "register listener".into(),
                 source,
             })?;
-            let span = info_span!("pod", netns = %netns_arg);
-            tasks.push(tokio::spawn(
-                listener::serve(l, ctx.clone(), self.handler.clone(), drain.watch())
-                    .instrument(span),
-            ));
+            // `serve` instruments itself with a root `listener` span.
+            tasks.push(tokio::spawn(listener::serve(
+                l,
+                ctx.clone(),
+                self.handler.clone(),
+                drain.watch(),
+            )));
         }
         Ok(PodListeners {
             addrs: addrs.to_vec(),
