@@ -8,9 +8,15 @@
 //!   `remove_netns` deletes every entry keyed by that netns cookie in every map.
 //! - [`Datapath::counters`] sums the per-CPU counters.
 
+mod error;
+mod fs;
+
 use std::path::PathBuf;
 
 use sluice_common::{Counter, NetnsPolicy, COUNTER_SLOTS};
+
+pub use error::{BpfError, IPTABLES_HINT};
+pub use fs::{default_cgroup_root, ensure_bpffs};
 
 /// Where the maps are pinned by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
@@ -22,13 +28,6 @@ pub struct LoadOptions {
     pub cgroup: PathBuf,
     /// bpffs directory for pins.
     pub pin_dir: PathBuf,
-}
-
-/// Errors of the kernel side. Each names the operation and the hook, map or path involved.
-#[derive(Debug, thiserror::Error)]
-pub enum BpfError {
-    #[error("eBPF data path not available: {0}")]
-    Unavailable(String),
 }
 
 /// Summed per-CPU counters, indexed by [`Counter`].
@@ -51,7 +50,11 @@ impl Datapath {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 
-    pub fn set_policy(&mut self, _netns_cookie: u64, _policy: &NetnsPolicy) -> Result<(), BpfError> {
+    pub fn set_policy(
+        &mut self,
+        _netns_cookie: u64,
+        _policy: &NetnsPolicy,
+    ) -> Result<(), BpfError> {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 
@@ -73,9 +76,4 @@ impl Datapath {
     pub fn counters(&self) -> Result<Counters, BpfError> {
         Err(BpfError::Unavailable("not built yet".into()))
     }
-}
-
-/// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, `/sys/fs/cgroup` on unified ones.
-pub fn default_cgroup_root() -> Result<PathBuf, BpfError> {
-    Err(BpfError::Unavailable("not built yet".into()))
 }

@@ -1,0 +1,75 @@
+//! Errors of the kernel side; each names the hook, map or path involved.
+
+use std::path::PathBuf;
+
+/// The hint every "kernel cannot do this" error carries.
+pub const IPTABLES_HINT: &str =
+    "this kernel may lack the hook; use the iptables fallback (`sluice iptables install`)";
+
+/// Errors of the kernel side. Each names the operation and the hook, map or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// Generic "the data path cannot run here".
+    #[error("eBPF data path not available: {0}")]
+    Unavailable(String),
+    /// No cgroup v2 mount found.
+    #[error("no cgroup v2 mount found (tried {tried})")]
+    NoCgroup2 { tried: String },
+    /// bpffs could not be mounted or used.
+    #[error("bpffs at {path}: {reason}")]
+    Bpffs { path: PathBuf, reason: String },
+    /// The pin directory could not be created or cleaned.
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded object (or one of its maps) could not be loaded.
+    #[error("loading the eBPF object (maps pinned under {pin_dir}): {source}")]
+    Object {
+        pin_dir: PathBuf,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// A program is missing from the object (build problem).
+    #[error("program {program} (hook {hook}) missing from the eBPF object")]
+    ProgramMissing {
+        program: &'static str,
+        hook: &'static str,
+    },
+    /// The kernel refused a program: verifier error or missing program type.
+    #[error("loading program {program} (hook {hook}) failed: {source}; {IPTABLES_HINT}")]
+    ProgramLoad {
+        program: &'static str,
+        hook: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Attaching a program failed.
+    #[error("attaching {hook} to {target}: {source}; {IPTABLES_HINT}")]
+    Attach {
+        hook: &'static str,
+        target: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// The cgroup directory could not be opened.
+    #[error("opening cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map is missing from the object.
+    #[error("map {map} missing from the eBPF object")]
+    MapMissing { map: &'static str },
+    /// A map operation failed.
+    #[error("map {map}: {op}: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
