@@ -1,16 +1,17 @@
 //! sluice's kernel programs: capture, original destination, fast path.
+//!
+//! One hook per file; every map lives in `maps.rs`. Runtime settings come from the per-netns
+//! policy map, never from compile-time features, so one object is tested and shipped.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
-
-/// Let the connect proceed.
-const ALLOW: i32 = 1;
-
-#[cgroup_sock_addr(connect4)]
-pub fn sluice_connect4(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
+mod addr;
+mod connect;
+mod maps;
+mod peername;
+mod sk_msg;
+mod sockops;
+mod sockopt;
 
 #[cfg(not(test))]
 #[panic_handler]

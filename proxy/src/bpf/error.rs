@@ -64,6 +64,9 @@ pub enum BpfError {
     /// A map is missing from the object.
     #[error("map {map} missing from the eBPF object")]
     MapMissing { map: &'static str },
+    /// A policy was rejected before it reached the kernel.
+    #[error("invalid netns policy: field {field}: {reason}")]
+    InvalidPolicy { field: &'static str, reason: String },
     /// A map operation failed.
     #[error("map {map}: {op}: {source}")]
     Map {
@@ -72,4 +75,18 @@ pub enum BpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+}
+
+impl BpfError {
+    /// Maps an aya map error to [`BpfError::Map`] naming the map and operation.
+    pub(crate) fn map(
+        map: &'static str,
+        op: &'static str,
+    ) -> impl FnOnce(aya::maps::MapError) -> Self {
+        move |source| Self::Map {
+            map,
+            op,
+            source: Box::new(source),
+        }
+    }
 }

@@ -1,0 +1,122 @@
+//! sockops: re-key the original destination by connection, track both loopback ends in the
+//! SockHash, and delete per-connection entries when a tracked socket closes.
+//!
+//! Uncaptured sockets cost one hash lookup at ESTABLISHED and nothing afterwards (the state
+//! callback is only enabled on tracked sockets).
+
+use core::ptr::{addr_of, read_volatile};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+    },
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::sock_ops,
+    programs::SockOpsContext,
+    EbpfContext as _,
+};
+use sluice_common::{SockTuple, AF_INET6};
+
+use crate::{
+    addr::{from_ip6, mapped_from_ip4, remote_port_host},
+    maps::{ORIG_BY_SOCK, ORIG_BY_TUPLE, SLOW_SOCKS, SOCKS},
+};
+
+/// sockops: the return value is ignored for these callbacks; 1 is the conventional "ok".
+const SOCKOPS_OK: u32 = 1;
+
+#[sock_ops]
+pub fn sluice_sockops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => active_established(&ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => passive_established(&ctx),
+        // args[1] is the new TCP state.
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => closed(&ctx),
+        _ => {}
+    }
+    SOCKOPS_OK
+}
+
+/// The app end connected (to the listener, if captured): re-key its original destination by
+/// connection for the proxy's getsockopt, and track the socket.
+#[inline(always)]
+fn active_established(ctx: &SockOpsContext) {
+    // SAFETY: helper available to sockops programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: read-only copy of the value.
+    let Some(orig) = (unsafe { ORIG_BY_SOCK.get(&cookie) }) else {
+        return;
+    };
+    let orig = *orig;
+    let tuple = own_tuple(ctx);
+    if ORIG_BY_TUPLE.insert(&tuple, &orig, BPF_ANY as u64).is_err() {
+        return;
+    }
+    track(ctx, tuple);
+}
+
+/// The proxy end was accepted: track it when the app end is a captured connection.
+#[inline(always)]
+fn passive_established(ctx: &SockOpsContext) {
+    let tuple = own_tuple(ctx);
+    if ORIG_BY_TUPLE.get_ptr(&tuple.reversed()).is_none() {
+        return;
+    }
+    track(ctx, tuple);
+}
+
+/// Puts the socket into the SockHash (sk_msg runs on it from now on) and asks for the state
+/// callback so `closed` cleans up.
+#[inline(always)]
+fn track(ctx: &SockOpsContext, mut tuple: SockTuple) {
+    // SAFETY: `ops` is the program's context; the helper only reads the socket behind it.
+    let ops = unsafe { &mut *ctx.ops };
+    // Failure (map full) leaves the connection on the TCP stack path, which still works.
+    let _ = SOCKS.update(&mut tuple, ops, BPF_ANY as u64);
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// A tracked socket closed: drop what was keyed by it. The SockHash entry leaves on its own.
+#[inline(always)]
+fn closed(ctx: &SockOpsContext) {
+    // SAFETY: helper available to sockops programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let _ = ORIG_BY_SOCK.remove(&cookie);
+    let _ = SLOW_SOCKS.remove(&cookie);
+    // The proxy end keys the connection as its peer (the app) sees it; for the app end this
+    // finds nothing, so the proxy can still read the original destination after the app closed.
+    let _ = ORIG_BY_TUPLE.remove(&own_tuple(ctx).reversed());
+}
+
+/// The connection as this socket sees it (src = local end).
+#[inline(always)]
+fn own_tuple(ctx: &SockOpsContext) -> SockTuple {
+    let ops = ctx.ops;
+    let mut t = SockTuple::zeroed();
+    // SAFETY: helper available to sockops programs.
+    t.netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: address and port fields of bpf_sock_ops, read one 4-byte word at a time.
+    unsafe {
+        if ctx.family() == AF_INET6 as u32 {
+            t.src_addr = from_ip6([
+                read_volatile(addr_of!((*ops).local_ip6[0])),
+                read_volatile(addr_of!((*ops).local_ip6[1])),
+                read_volatile(addr_of!((*ops).local_ip6[2])),
+                read_volatile(addr_of!((*ops).local_ip6[3])),
+            ]);
+            t.dst_addr = from_ip6([
+                read_volatile(addr_of!((*ops).remote_ip6[0])),
+                read_volatile(addr_of!((*ops).remote_ip6[1])),
+                read_volatile(addr_of!((*ops).remote_ip6[2])),
+                read_volatile(addr_of!((*ops).remote_ip6[3])),
+            ]);
+        } else {
+            t.src_addr = mapped_from_ip4(read_volatile(addr_of!((*ops).local_ip4)));
+            t.dst_addr = mapped_from_ip4(read_volatile(addr_of!((*ops).remote_ip4)));
+        }
+        t.src_port = read_volatile(addr_of!((*ops).local_port)) as u16;
+        t.dst_port = remote_port_host(read_volatile(addr_of!((*ops).remote_port)));
+    }
+    t
+}
