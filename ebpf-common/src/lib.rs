@@ -19,8 +19,8 @@ pub const MAP_ORIG_BY_SOCK: &str = "sluice_orig_sock_v1";
 pub const MAP_ORIG_BY_TUPLE: &str = "sluice_orig_tuple_v1";
 /// SockHash of both loopback ends of captured connections: [`SockTuple`] (own view) -> socket.
 pub const MAP_SOCKS: &str = "sluice_socks_v1";
-/// Sockets that sent through the TCP stack once and must stay there (ordering): socket cookie
-/// (u64) -> netns cookie (u64).
+/// Sockets that sent through the TCP stack once and must stay there (ordering): [`SockTuple`]
+/// (own view) -> u8.
 pub const MAP_SLOW_SOCKS: &str = "sluice_slow_socks_v1";
 /// Every map, for iteration and cleanup in user space.
 pub const ALL_MAPS: [&str; 6] = [

@@ -76,3 +76,33 @@ pub const LOOPBACK_IP4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 pub const LOOPBACK_MAPPED: [u8; 16] = v4_mapped([127, 0, 0, 1]);
 /// ::1.
 pub const LOOPBACK_IP6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Loads the u32 at byte offset `$off` of a context or `bpf_sock` pointer with one
+/// `*(u32 *)(ptr + off)` instruction. Plain Rust field reads let LLVM form `ptr + 40` once and
+/// load from it, which the verifier refuses: "dereference of modified ctx ptr R1 off=40
+/// disallowed" (context) and "R2 pointer arithmetic on sock prohibited" (bpf_sock).
+macro_rules! ctx_u32 {
+    ($sk:expr, $off:expr) => {{
+        #[cfg(target_arch = "bpf")]
+        let v: u32 = {
+            let v: u64;
+            // SAFETY: `$sk` is the program context or a PTR_TO_SOCKET and `$off` a readable
+            // 4-byte field of it.
+            unsafe {
+                core::arch::asm!(
+                    "{v} = *(u32 *)({sk} + {off})",
+                    v = out(reg) v,
+                    sk = in(reg) $sk,
+                    off = const $off,
+                    options(readonly, nostack, preserves_flags),
+                );
+            }
+            v as u32
+        };
+        #[cfg(not(target_arch = "bpf"))]
+        // SAFETY: as above (host builds only type-check this crate).
+        let v: u32 = unsafe { core::ptr::read_unaligned(($sk as *const u8).add($off) as *const u32) };
+        v
+    }};
+}
+pub(crate) use ctx_u32;

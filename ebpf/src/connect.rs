@@ -6,10 +6,13 @@
 //! when the policy asks for it. Capture stores the original destination by socket cookie and
 //! rewrites the destination to 127.0.0.1 / ::1 / ::ffff:127.0.0.1 : outbound_port.
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::{
+    mem::offset_of,
+    ptr::{addr_of_mut, write_volatile},
+};
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
+    bindings::{bpf_sock, bpf_sock_addr},
     helpers::{bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
@@ -22,7 +25,8 @@ use sluice_common::{
 
 use crate::{
     addr::{
-        from_ip6, is_loopback, mapped_from_ip4, to_ip6, LOOPBACK_IP4, LOOPBACK_IP6, LOOPBACK_MAPPED,
+        ctx_u32, from_ip6, is_loopback, mapped_from_ip4, to_ip6, LOOPBACK_IP4, LOOPBACK_IP6,
+        LOOPBACK_MAPPED,
     },
     maps::{active_policy, count, ORIG_BY_SOCK},
 };
@@ -50,13 +54,8 @@ fn connect4(ctx: &SockAddrContext) {
     let Some((policy, netns)) = enrolled_tcp(ctx) else {
         return;
     };
-    // SAFETY: ctx fields of a cgroup/connect4 program; 4-byte reads as the verifier wants.
-    let (ip4, port_be) = unsafe {
-        (
-            read_volatile(addr_of!((*sa).user_ip4)),
-            read_volatile(addr_of!((*sa).user_port)) as u16,
-        )
-    };
+    let ip4 = ctx_u32!(sa, offset_of!(bpf_sock_addr, user_ip4));
+    let port_be = ctx_u32!(sa, offset_of!(bpf_sock_addr, user_port)) as u16;
     let dst = mapped_from_ip4(ip4);
     if !should_capture(ctx, policy, &dst, u16::from_be(port_be)) {
         return;
@@ -79,19 +78,14 @@ fn connect6(ctx: &SockAddrContext) {
     let Some((policy, netns)) = enrolled_tcp(ctx) else {
         return;
     };
-    // SAFETY: ctx fields of a cgroup/connect6 program. Each user_ip6 word is read on its own:
-    // merged 8-byte loads are refused ("invalid bpf_context access off=8 size=8").
-    let (words, port_be) = unsafe {
-        (
-            [
-                read_volatile(addr_of!((*sa).user_ip6[0])),
-                read_volatile(addr_of!((*sa).user_ip6[1])),
-                read_volatile(addr_of!((*sa).user_ip6[2])),
-                read_volatile(addr_of!((*sa).user_ip6[3])),
-            ],
-            read_volatile(addr_of!((*sa).user_port)) as u16,
-        )
-    };
+    const IP6: usize = offset_of!(bpf_sock_addr, user_ip6);
+    let words = [
+        ctx_u32!(sa, IP6),
+        ctx_u32!(sa, IP6 + 4),
+        ctx_u32!(sa, IP6 + 8),
+        ctx_u32!(sa, IP6 + 12),
+    ];
+    let port_be = ctx_u32!(sa, offset_of!(bpf_sock_addr, user_port)) as u16;
     let dst = from_ip6(words);
     if !should_capture(ctx, policy, &dst, u16::from_be(port_be)) {
         return;
@@ -127,8 +121,7 @@ fn connect6(ctx: &SockAddrContext) {
 /// otherwise.
 #[inline(always)]
 fn enrolled_tcp(ctx: &SockAddrContext) -> Option<(&'static NetnsPolicy, u64)> {
-    // SAFETY: `type` is readable in every cgroup/sock_addr program.
-    let sock_type = unsafe { read_volatile(addr_of!((*ctx.sock_addr).type_)) };
+    let sock_type = ctx_u32!(ctx.sock_addr, offset_of!(bpf_sock_addr, type_));
     // SAFETY: helper available to cgroup/sock_addr programs; ctx is the program's context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let Some(policy) = active_policy(netns) else {
@@ -170,8 +163,9 @@ fn should_capture(ctx: &SockAddrContext, p: &NetnsPolicy, dst: &[u8; 16], port: 
 #[inline(always)]
 fn is_proxy_socket(sa: *mut bpf_sock_addr, p: &NetnsPolicy) -> bool {
     // SAFETY: ctx->sk is a PTR_TO_SOCKET (never NULL in sock_addr programs); `mark` is a
-    // readable bpf_sock field.
-    let mark = unsafe { read_volatile(addr_of!((*(*sa).__bindgen_anon_1.sk).mark)) };
+    // readable bpf_sock field (it is what SO_MARK set).
+    let sk = unsafe { (*sa).__bindgen_anon_1.sk };
+    let mark = ctx_u32!(sk, offset_of!(bpf_sock, mark));
     if mark == PROXY_MARK {
         return true;
     }

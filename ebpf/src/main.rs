@@ -4,6 +4,8 @@
 //! policy map, never from compile-time features, so one object is tested and shipped.
 #![no_std]
 #![no_main]
+// Inline asm for single-instruction loads from `struct bpf_sock` (see `addr::sock_u32!`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod addr;
 mod connect;

@@ -40,10 +40,10 @@ pub static SOCKS: SockHash<SockTuple> = SockHash::pinned(65536, 0);
 
 /// Sockets whose bytes once went through the TCP stack and must keep doing so (a reader drains
 /// the sk_msg queue before the TCP queue, so mixing paths would reorder bytes).
-/// socket cookie (u64) -> netns cookie (u64); written by sk_msg; deleted by sockops on close; LRU
-/// 65536.
+/// [`SockTuple`] as the socket sees it -> 1 (sk_msg cannot read socket cookies); written by
+/// sk_msg; deleted by sockops on close; LRU 65536.
 #[map(name = "sluice_slow_socks_v1")]
-pub static SLOW_SOCKS: LruHashMap<u64, u64> = LruHashMap::pinned(65536, 0);
+pub static SLOW_SOCKS: LruHashMap<SockTuple, u8> = LruHashMap::pinned(65536, 0);
 
 /// Adds `n` to counter `c` on this CPU.
 #[inline(always)]

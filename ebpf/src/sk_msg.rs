@@ -6,11 +6,11 @@
 //! before the TCP queue, so switching back would reorder bytes), so turning it on applies to new
 //! connections. No logging here: this runs for every send.
 
-use core::ptr::{addr_of, read_volatile};
+use core::mem::offset_of;
 
 use aya_ebpf::{
-    bindings::{sk_action::SK_PASS, BPF_F_INGRESS},
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    bindings::{sk_action::SK_PASS, sk_msg_md, BPF_F_INGRESS},
+    helpers::bpf_get_netns_cookie,
     macros::sk_msg,
     programs::SkMsgContext,
     EbpfContext as _,
@@ -18,7 +18,7 @@ use aya_ebpf::{
 use sluice_common::{Counter, SockTuple, AF_INET6};
 
 use crate::{
-    addr::{from_ip6, mapped_from_ip4, remote_port_host},
+    addr::{ctx_u32, from_ip6, mapped_from_ip4, remote_port_host},
     maps::{active_policy, count, SLOW_SOCKS, SOCKS},
 };
 
@@ -33,19 +33,16 @@ pub fn sluice_sk_msg(ctx: SkMsgContext) -> u32 {
 
 #[inline(always)]
 fn fast_path(ctx: &SkMsgContext) {
-    // SAFETY: helpers available to sk_msg programs.
-    let (netns, cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.as_ptr()),
-            bpf_get_socket_cookie(ctx.as_ptr()),
-        )
-    };
-    if SLOW_SOCKS.get_ptr(&cookie).is_some() {
+    // SAFETY: helper available to sk_msg programs (bpf_get_socket_cookie is not, hence tuple
+    // keys: "program of this type cannot use helper bpf_get_socket_cookie#46").
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let own = own_tuple(ctx, netns);
+    if SLOW_SOCKS.get_ptr(&own).is_some() {
         return;
     }
     let on = matches!(active_policy(netns), Some(p) if p.fast_path == 1);
     if on {
-        let mut peer = peer_tuple(ctx, netns);
+        let mut peer = own.reversed();
         if SOCKS.redirect_msg(ctx, &mut peer, BPF_F_INGRESS as u64) == SK_PASS as i64 {
             count(Counter::FastPathMsgs, 1);
             count(Counter::FastPathBytes, ctx.size() as u64);
@@ -53,37 +50,37 @@ fn fast_path(ctx: &SkMsgContext) {
         }
     }
     // Through the stack from now on, for this socket.
-    let _ = SLOW_SOCKS.insert(&cookie, &netns, 0);
+    let _ = SLOW_SOCKS.insert(&own, &SLOW, 0);
     count(Counter::FastPathMiss, 1);
 }
 
-/// The SockHash key of the peer: this socket's connection seen from the other end.
+/// Value of a [`SLOW_SOCKS`] entry (only presence matters).
+const SLOW: u8 = 1;
+
+/// This socket's connection as it sees it (its SockHash key; reversed, the peer's).
 #[inline(always)]
-fn peer_tuple(ctx: &SkMsgContext, netns: u64) -> SockTuple {
+fn own_tuple(ctx: &SkMsgContext, netns: u64) -> SockTuple {
     let msg = ctx.msg;
     let mut t = SockTuple::zeroed();
     t.netns_cookie = netns;
-    // SAFETY: address and port fields of sk_msg_md, read one 4-byte word at a time.
-    unsafe {
-        if read_volatile(addr_of!((*msg).family)) == AF_INET6 as u32 {
-            t.src_addr = from_ip6([
-                read_volatile(addr_of!((*msg).remote_ip6[0])),
-                read_volatile(addr_of!((*msg).remote_ip6[1])),
-                read_volatile(addr_of!((*msg).remote_ip6[2])),
-                read_volatile(addr_of!((*msg).remote_ip6[3])),
-            ]);
-            t.dst_addr = from_ip6([
-                read_volatile(addr_of!((*msg).local_ip6[0])),
-                read_volatile(addr_of!((*msg).local_ip6[1])),
-                read_volatile(addr_of!((*msg).local_ip6[2])),
-                read_volatile(addr_of!((*msg).local_ip6[3])),
-            ]);
-        } else {
-            t.src_addr = mapped_from_ip4(read_volatile(addr_of!((*msg).remote_ip4)));
-            t.dst_addr = mapped_from_ip4(read_volatile(addr_of!((*msg).local_ip4)));
-        }
-        t.src_port = remote_port_host(read_volatile(addr_of!((*msg).remote_port)));
-        t.dst_port = read_volatile(addr_of!((*msg).local_port)) as u16;
+    if ctx_u32!(msg, offset_of!(sk_msg_md, family)) == AF_INET6 as u32 {
+        t.src_addr = from_ip6([
+            ctx_u32!(msg, offset_of!(sk_msg_md, local_ip6)),
+            ctx_u32!(msg, offset_of!(sk_msg_md, local_ip6) + 4),
+            ctx_u32!(msg, offset_of!(sk_msg_md, local_ip6) + 8),
+            ctx_u32!(msg, offset_of!(sk_msg_md, local_ip6) + 12),
+        ]);
+        t.dst_addr = from_ip6([
+            ctx_u32!(msg, offset_of!(sk_msg_md, remote_ip6)),
+            ctx_u32!(msg, offset_of!(sk_msg_md, remote_ip6) + 4),
+            ctx_u32!(msg, offset_of!(sk_msg_md, remote_ip6) + 8),
+            ctx_u32!(msg, offset_of!(sk_msg_md, remote_ip6) + 12),
+        ]);
+    } else {
+        t.src_addr = mapped_from_ip4(ctx_u32!(msg, offset_of!(sk_msg_md, local_ip4)));
+        t.dst_addr = mapped_from_ip4(ctx_u32!(msg, offset_of!(sk_msg_md, remote_ip4)));
     }
+    t.src_port = ctx_u32!(msg, offset_of!(sk_msg_md, local_port)) as u16;
+    t.dst_port = remote_port_host(ctx_u32!(msg, offset_of!(sk_msg_md, remote_port)));
     t
 }

@@ -4,12 +4,13 @@
 //! Uncaptured sockets cost one hash lookup at ESTABLISHED and nothing afterwards (the state
 //! callback is only enabled on tracked sockets).
 
-use core::ptr::{addr_of, read_volatile};
+use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::{
-        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+        bpf_sock_ops, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_TCP_CLOSE,
     },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::sock_ops,
@@ -19,7 +20,7 @@ use aya_ebpf::{
 use sluice_common::{SockTuple, AF_INET6};
 
 use crate::{
-    addr::{from_ip6, mapped_from_ip4, remote_port_host},
+    addr::{ctx_u32, from_ip6, mapped_from_ip4, remote_port_host},
     maps::{ORIG_BY_SOCK, ORIG_BY_TUPLE, SLOW_SOCKS, SOCKS},
 };
 
@@ -82,11 +83,12 @@ fn track(ctx: &SockOpsContext, mut tuple: SockTuple) {
 fn closed(ctx: &SockOpsContext) {
     // SAFETY: helper available to sockops programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let own = own_tuple(ctx);
     let _ = ORIG_BY_SOCK.remove(&cookie);
-    let _ = SLOW_SOCKS.remove(&cookie);
+    let _ = SLOW_SOCKS.remove(&own);
     // The proxy end keys the connection as its peer (the app) sees it; for the app end this
     // finds nothing, so the proxy can still read the original destination after the app closed.
-    let _ = ORIG_BY_TUPLE.remove(&own_tuple(ctx).reversed());
+    let _ = ORIG_BY_TUPLE.remove(&own.reversed());
 }
 
 /// The connection as this socket sees it (src = local end).
@@ -96,27 +98,24 @@ fn own_tuple(ctx: &SockOpsContext) -> SockTuple {
     let mut t = SockTuple::zeroed();
     // SAFETY: helper available to sockops programs.
     t.netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    // SAFETY: address and port fields of bpf_sock_ops, read one 4-byte word at a time.
-    unsafe {
-        if ctx.family() == AF_INET6 as u32 {
-            t.src_addr = from_ip6([
-                read_volatile(addr_of!((*ops).local_ip6[0])),
-                read_volatile(addr_of!((*ops).local_ip6[1])),
-                read_volatile(addr_of!((*ops).local_ip6[2])),
-                read_volatile(addr_of!((*ops).local_ip6[3])),
-            ]);
-            t.dst_addr = from_ip6([
-                read_volatile(addr_of!((*ops).remote_ip6[0])),
-                read_volatile(addr_of!((*ops).remote_ip6[1])),
-                read_volatile(addr_of!((*ops).remote_ip6[2])),
-                read_volatile(addr_of!((*ops).remote_ip6[3])),
-            ]);
-        } else {
-            t.src_addr = mapped_from_ip4(read_volatile(addr_of!((*ops).local_ip4)));
-            t.dst_addr = mapped_from_ip4(read_volatile(addr_of!((*ops).remote_ip4)));
-        }
-        t.src_port = read_volatile(addr_of!((*ops).local_port)) as u16;
-        t.dst_port = remote_port_host(read_volatile(addr_of!((*ops).remote_port)));
+    if ctx_u32!(ops, offset_of!(bpf_sock_ops, family)) == AF_INET6 as u32 {
+        t.src_addr = from_ip6([
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, local_ip6)),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, local_ip6) + 4),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, local_ip6) + 8),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, local_ip6) + 12),
+        ]);
+        t.dst_addr = from_ip6([
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_ip6)),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_ip6) + 4),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_ip6) + 8),
+            ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_ip6) + 12),
+        ]);
+    } else {
+        t.src_addr = mapped_from_ip4(ctx_u32!(ops, offset_of!(bpf_sock_ops, local_ip4)));
+        t.dst_addr = mapped_from_ip4(ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_ip4)));
     }
+    t.src_port = ctx_u32!(ops, offset_of!(bpf_sock_ops, local_port)) as u16;
+    t.dst_port = remote_port_host(ctx_u32!(ops, offset_of!(bpf_sock_ops, remote_port)));
     t
 }

@@ -2,7 +2,10 @@
 //! `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` for the proxy's accepted socket, so the proxy
 //! makes exactly the call it makes behind iptables REDIRECT.
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::{
+    mem::offset_of,
+    ptr::{addr_of_mut, write_volatile},
+};
 
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sockopt},
@@ -16,7 +19,7 @@ use sluice_common::{
 };
 
 use crate::{
-    addr::{from_ip6, mapped_from_ip4},
+    addr::{ctx_u32, from_ip6, mapped_from_ip4},
     maps::{count, ORIG_BY_TUPLE},
 };
 
@@ -37,12 +40,7 @@ pub fn sluice_getsockopt(ctx: SockoptContext) -> i32 {
 fn answer_original_dst(ctx: &SockoptContext) {
     let so = ctx.sockopt;
     // SAFETY: level and optname are readable sockopt context fields.
-    let (level, optname) = unsafe {
-        (
-            read_volatile(addr_of!((*so).level)),
-            read_volatile(addr_of!((*so).optname)),
-        )
-    };
+    let (level, optname) = unsafe { ((*so).level, (*so).optname) };
     if optname != SO_ORIGINAL_DST || (level != SOL_IP && level != SOL_IPV6) {
         return;
     }
@@ -70,31 +68,35 @@ fn answer_original_dst(ctx: &SockoptContext) {
 /// The connection as the peer sees it: src = our remote end, dst = our local end.
 #[inline(always)]
 fn peer_view(sk: *mut bpf_sock, netns: u64) -> SockTuple {
+    const FAMILY: usize = offset_of!(bpf_sock, family);
+    const SRC_IP4: usize = offset_of!(bpf_sock, src_ip4);
+    const SRC_IP6: usize = offset_of!(bpf_sock, src_ip6);
+    const SRC_PORT: usize = offset_of!(bpf_sock, src_port);
+    const DST_PORT: usize = offset_of!(bpf_sock, dst_port);
+    const DST_IP4: usize = offset_of!(bpf_sock, dst_ip4);
+    const DST_IP6: usize = offset_of!(bpf_sock, dst_ip6);
     let mut t = SockTuple::zeroed();
     t.netns_cookie = netns;
-    // SAFETY: bpf_sock fields, read one 4-byte word at a time.
-    unsafe {
-        if read_volatile(addr_of!((*sk).family)) == AF_INET6 as u32 {
-            t.src_addr = from_ip6([
-                read_volatile(addr_of!((*sk).dst_ip6[0])),
-                read_volatile(addr_of!((*sk).dst_ip6[1])),
-                read_volatile(addr_of!((*sk).dst_ip6[2])),
-                read_volatile(addr_of!((*sk).dst_ip6[3])),
-            ]);
-            t.dst_addr = from_ip6([
-                read_volatile(addr_of!((*sk).src_ip6[0])),
-                read_volatile(addr_of!((*sk).src_ip6[1])),
-                read_volatile(addr_of!((*sk).src_ip6[2])),
-                read_volatile(addr_of!((*sk).src_ip6[3])),
-            ]);
-        } else {
-            t.src_addr = mapped_from_ip4(read_volatile(addr_of!((*sk).dst_ip4)));
-            t.dst_addr = mapped_from_ip4(read_volatile(addr_of!((*sk).src_ip4)));
-        }
-        // dst_port is a __be16, src_port host order.
-        t.src_port = u16::from_be(read_volatile(addr_of!((*sk).dst_port)));
-        t.dst_port = read_volatile(addr_of!((*sk).src_port)) as u16;
+    if ctx_u32!(sk, FAMILY) == AF_INET6 as u32 {
+        t.src_addr = from_ip6([
+            ctx_u32!(sk, DST_IP6),
+            ctx_u32!(sk, DST_IP6 + 4),
+            ctx_u32!(sk, DST_IP6 + 8),
+            ctx_u32!(sk, DST_IP6 + 12),
+        ]);
+        t.dst_addr = from_ip6([
+            ctx_u32!(sk, SRC_IP6),
+            ctx_u32!(sk, SRC_IP6 + 4),
+            ctx_u32!(sk, SRC_IP6 + 8),
+            ctx_u32!(sk, SRC_IP6 + 12),
+        ]);
+    } else {
+        t.src_addr = mapped_from_ip4(ctx_u32!(sk, DST_IP4));
+        t.dst_addr = mapped_from_ip4(ctx_u32!(sk, SRC_IP4));
     }
+    // dst_port: a __be16 in the low half of a 4-byte readable field; src_port: host order.
+    t.src_port = u16::from_be(ctx_u32!(sk, DST_PORT) as u16);
+    t.dst_port = ctx_u32!(sk, SRC_PORT) as u16;
     t
 }
 

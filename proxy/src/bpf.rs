@@ -73,7 +73,7 @@ pub struct Datapath {
     orig_by_sock: HashMap<MapData, u64, OrigDst>,
     orig_by_tuple: HashMap<MapData, SockTuple, OrigDst>,
     socks: SockHash<MapData, SockTuple>,
-    slow_socks: HashMap<MapData, u64, u64>,
+    slow_socks: HashMap<MapData, SockTuple, u8>,
     cgroup: PathBuf,
     pin_dir: PathBuf,
 }
@@ -282,16 +282,10 @@ impl Datapath {
         collect_keys(self.socks.keys(), MAP_SOCKS, |k| k.netns_cookie == netns)
     }
 
-    fn slow_keys(&self, netns: u64) -> Result<Vec<u64>, BpfError> {
-        let mut keys = Vec::new();
-        for kv in self.slow_socks.iter() {
-            match kv {
-                Ok((k, v)) if v == netns => keys.push(k),
-                Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(BpfError::map(MAP_SLOW_SOCKS, "iterate")(e)),
-            }
-        }
-        Ok(keys)
+    fn slow_keys(&self, netns: u64) -> Result<Vec<SockTuple>, BpfError> {
+        collect_keys(self.slow_socks.keys(), MAP_SLOW_SOCKS, |k| {
+            k.netns_cookie == netns
+        })
     }
 }
 

@@ -6,8 +6,10 @@
 //! tests concurrently never collide.
 
 pub mod cgroup;
+pub mod datapath;
 pub mod netns;
 pub mod pins;
+pub mod sock;
 pub mod veth;
 
 use std::{

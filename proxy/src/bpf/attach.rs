@@ -86,22 +86,25 @@ pub fn load_and_attach(
                 program: h.program,
                 hook: h.hook,
             })?;
-        let load_err = |e| BpfError::ProgramLoad {
+        let load_err = |e: aya::programs::ProgramError| BpfError::ProgramLoad {
             program: h.program,
             hook: h.hook,
+            detail: chain(&e),
             source: Box::new(e),
         };
         let target = match h.target {
             Target::Cgroup => cgroup.display().to_string(),
             Target::SockHash => sluice_common::MAP_SOCKS.to_string(),
         };
-        let attach_err = |e| BpfError::Attach {
+        let attach_err = |e: aya::programs::ProgramError| BpfError::Attach {
             hook: h.hook,
             target: target.clone(),
+            detail: chain(&e),
             source: Box::new(e),
         };
-        // AllowMultiple: other cgroup programs (systemd, other agents) keep running alongside.
-        let mode = CgroupAttachMode::AllowMultiple;
+        // aya attaches through bpf_link on kernels >= 5.7, and the kernel refuses any flag there
+        // (cgroup links always coexist with other programs): `Single` means flags = 0.
+        let mode = CgroupAttachMode::Single;
         match prog {
             Program::CgroupSockAddr(p) => {
                 load(p.load(), load_err)?;
@@ -141,4 +144,16 @@ fn load(
         Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(()),
         r => r.map_err(err),
     }
+}
+
+/// `err: cause: cause...`, so a syscall's errno is not lost behind "`bpf_link_create` failed".
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }

@@ -39,18 +39,22 @@ pub enum BpfError {
         hook: &'static str,
     },
     /// The kernel refused a program: verifier error or missing program type.
-    #[error("loading program {program} (hook {hook}) failed: {source}; {IPTABLES_HINT}")]
+    #[error("loading program {program} (hook {hook}) failed: {detail}; {IPTABLES_HINT}")]
     ProgramLoad {
         program: &'static str,
         hook: &'static str,
+        /// The error with its causes (errno, verifier log).
+        detail: String,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
     /// Attaching a program failed.
-    #[error("attaching {hook} to {target}: {source}; {IPTABLES_HINT}")]
+    #[error("attaching {hook} to {target}: {detail}; {IPTABLES_HINT}")]
     Attach {
         hook: &'static str,
         target: String,
+        /// The error with its causes (errno).
+        detail: String,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
