@@ -21,7 +21,7 @@ use sluice_common::{SockTuple, AF_INET6};
 
 use crate::{
     addr::{ctx_u32, from_ip6, mapped_from_ip4, remote_port_host},
-    maps::{ORIG_BY_SOCK, ORIG_BY_TUPLE, SLOW_SOCKS, SOCKS},
+    maps::{active_policy, ORIG_BY_SOCK, ORIG_BY_TUPLE, SLOW_SOCKS, SOCKS},
 };
 
 /// sockops: the return value is ignored for these callbacks; 1 is the conventional "ok".
@@ -67,14 +67,19 @@ fn passive_established(ctx: &SockOpsContext) {
     track(ctx, tuple);
 }
 
-/// Puts the socket into the SockHash (sk_msg runs on it from now on) and asks for the state
-/// callback so `closed` cleans up.
+/// Puts the socket into the SockHash (sk_msg runs on it from now on) when the fast path is on,
+/// and asks for the state callback so `closed` cleans up.
 #[inline(always)]
 fn track(ctx: &SockOpsContext, mut tuple: SockTuple) {
-    // SAFETY: `ops` is the program's context; the helper only reads the socket behind it.
-    let ops = unsafe { &mut *ctx.ops };
-    // Failure (map full) leaves the connection on the TCP stack path, which still works.
-    let _ = SOCKS.update(&mut tuple, ops, BPF_ANY as u64);
+    // Only when the pod's fast path is on now: a socket in a SockHash gets the kernel's
+    // tcp_bpf receive path, whose blocking reads can return a spurious EAGAIN; connections
+    // made while the fast path is off keep the plain TCP socket.
+    if matches!(active_policy(tuple.netns_cookie), Some(p) if p.fast_path == 1) {
+        // SAFETY: `ops` is the program's context; the helper only reads the socket behind it.
+        let ops = unsafe { &mut *ctx.ops };
+        // Failure (map full) leaves the connection on the TCP stack path, which still works.
+        let _ = SOCKS.update(&mut tuple, ops, BPF_ANY as u64);
+    }
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
 

@@ -114,6 +114,18 @@ impl Netns {
 
     /// A `Command` whose child enters this namespace and, when given, `cgroup` before `exec`.
     pub fn command(&self, program: &str, cgroup: Option<&Cgroup>) -> Command {
+        self.command_as(program, cgroup, None)
+    }
+
+    /// Like [`Netns::command`], and the child then drops to `(uid, gid)` (no supplementary
+    /// groups). Use this instead of `CommandExt::uid`: std switches ids *before* `pre_exec`
+    /// runs, and an unprivileged child can no longer `setns`.
+    pub fn command_as(
+        &self,
+        program: &str,
+        cgroup: Option<&Cgroup>,
+        ids: Option<(u32, u32)>,
+    ) -> Command {
         let fd = self.open();
         let procs = cgroup.map(|c| {
             std::ffi::CString::new(
@@ -125,7 +137,8 @@ impl Netns {
             .expect("cgroup path without NUL")
         });
         let mut cmd = Command::new(program);
-        // SAFETY: the closure only calls async-signal-safe syscalls (setns, open, write, close)
+        // SAFETY: the closure only calls async-signal-safe syscalls (setns, open, write, close,
+        // setgroups, setgid, setuid)
         // on data prepared before fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
@@ -141,6 +154,14 @@ impl Netns {
                     let n = libc::write(f, b"0".as_ptr().cast(), 1);
                     libc::close(f);
                     if n != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some((uid, gid)) = ids {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                 }

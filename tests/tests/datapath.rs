@@ -234,10 +234,8 @@ fn uid_1337_is_captured_unless_policy_exempts_it() {
         });
         let out = pod
             .ns
-            .command("python3", Some(&f.cg))
+            .command_as("python3", Some(&f.cg), Some((PROXY_UID, PROXY_UID)))
             .args(["-c", APP])
-            .uid(PROXY_UID)
-            .gid(PROXY_UID)
             .output()
             .expect("spawn python3 as uid 1337");
         assert!(
@@ -251,7 +249,6 @@ fn uid_1337_is_captured_unless_policy_exempts_it() {
             accepted,
         )
     };
-    use std::os::unix::process::CommandExt as _;
 
     let node = f.enroll_pod(Fixture::node_policy());
     let (out, accepted) = run_app(&f, &node);
@@ -280,9 +277,17 @@ fn uid_1337_is_captured_unless_policy_exempts_it() {
     assert!(accepted.is_none());
 }
 
-/// 1 MiB each way at once, each side half-closing after its last byte; returns bytes counted
-/// on `lo` during the transfer.
-fn transfer_both_ways(pod: &Pod) -> u64 {
+/// What one [`transfer_both_ways`] observed.
+struct Transfer {
+    /// Bytes counted on `lo` (rx + tx) during the transfer.
+    lo_bytes: u64,
+    /// Blocking reads that returned EAGAIN (the kernel's tcp_bpf receive path can wake a
+    /// reader without data, e.g. on a write-space wakeup of the same socket).
+    spurious_eagain: usize,
+}
+
+/// 1 MiB each way at once, each side half-closing after its last byte, checked byte for byte.
+fn transfer_both_ways(pod: &Pod) -> Transfer {
     const LEN: usize = 1 << 20;
     let pattern = |seed: u8| {
         (0..LEN)
@@ -290,6 +295,8 @@ fn transfer_both_ways(pod: &Pod) -> u64 {
             .collect::<Vec<u8>>()
     };
     let lo_before = pod.ns.link_stats("lo");
+    let eagain = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let eagain2 = eagain.clone();
     pod.run(move || {
         let l = TcpListener::bind("127.0.0.1:15001").unwrap();
         let app = TcpStream::connect(VIP4).unwrap();
@@ -303,9 +310,20 @@ fn transfer_both_ways(pod: &Pod) -> u64 {
                 Vec::new()
             }));
             let mut r = sock;
+            let eagain = eagain2.clone();
             threads.push(std::thread::spawn(move || {
                 let mut got = Vec::new();
-                r.read_to_end(&mut got).unwrap();
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            eagain.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
                 got
             }));
         }
@@ -323,7 +341,11 @@ fn transfer_both_ways(pod: &Pod) -> u64 {
         );
     });
     let lo_after = pod.ns.link_stats("lo");
-    (lo_after.rx_bytes - lo_before.rx_bytes) + (lo_after.tx_bytes - lo_before.tx_bytes)
+    Transfer {
+        lo_bytes: (lo_after.rx_bytes - lo_before.rx_bytes)
+            + (lo_after.tx_bytes - lo_before.tx_bytes),
+        spurious_eagain: eagain.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 #[test]
@@ -331,20 +353,22 @@ fn fast_path_moves_bytes_outside_the_stack_and_can_be_switched_off() {
     let mut f = Fixture::new("kdf");
     let pod = f.enroll_pod(Fixture::node_policy());
     let before = f.dp().counters().unwrap();
-    let lo_bytes = transfer_both_ways(&pod);
+    let on = transfer_both_ways(&pod);
     let after = f.dp().counters().unwrap();
     let fast_bytes = after.get(Counter::FastPathBytes) - before.get(Counter::FastPathBytes);
+    let fast_msgs = after.get(Counter::FastPathMsgs) - before.get(Counter::FastPathMsgs);
     eprintln!(
-        "fast path on: sk_msg bytes {fast_bytes}, lo bytes {lo_bytes}, msgs {}",
-        after.get(Counter::FastPathMsgs) - before.get(Counter::FastPathMsgs)
+        "fast path on: sk_msg {fast_bytes} bytes in {fast_msgs} msgs, lo {} bytes, {} spurious EAGAIN",
+        on.lo_bytes, on.spurious_eagain
     );
     assert!(
         fast_bytes >= 2 << 20,
         "sk_msg carried only {fast_bytes} bytes"
     );
     assert!(
-        lo_bytes < 64 << 10,
-        "lo counted {lo_bytes} bytes with the fast path on"
+        on.lo_bytes < 64 << 10,
+        "lo counted {} bytes with the fast path on",
+        on.lo_bytes
     );
     f.wait_entries(pod.cookie(), 1);
 
@@ -352,17 +376,75 @@ fn fast_path_moves_bytes_outside_the_stack_and_can_be_switched_off() {
     policy.fast_path = 0;
     f.dp().set_policy(pod.cookie(), &policy).unwrap();
     let before = f.dp().counters().unwrap();
-    let lo_bytes = transfer_both_ways(&pod);
+    let off = transfer_both_ways(&pod);
     let after = f.dp().counters().unwrap();
-    eprintln!("fast path off: lo bytes {lo_bytes}");
+    eprintln!(
+        "fast path off: lo {} bytes, {} spurious EAGAIN",
+        off.lo_bytes, off.spurious_eagain
+    );
     assert_eq!(
         after.get(Counter::FastPathBytes),
         before.get(Counter::FastPathBytes)
     );
     assert!(
-        lo_bytes >= 2 * (2 << 20),
-        "lo counted only {lo_bytes} bytes with the fast path off"
+        off.lo_bytes >= 2 * (2 << 20),
+        "lo counted only {} bytes with the fast path off",
+        off.lo_bytes
     );
+    assert_eq!(
+        off.spurious_eagain, 0,
+        "fast path off must leave the sockets plain TCP sockets"
+    );
+    f.wait_entries(pod.cookie(), 1);
+}
+
+#[test]
+fn fast_path_switched_off_mid_connection_keeps_byte_order() {
+    let mut f = Fixture::new("kds");
+    let pod = f.enroll_pod(Fixture::node_policy());
+    let (l, mut app, mut proxy) = pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let app = TcpStream::connect(VIP4).unwrap();
+        let (proxy, _) = l.accept().unwrap();
+        (l, app, proxy)
+    });
+    let chunk = |i: u8| vec![i; 32 << 10];
+    app.write_all(&chunk(1)).unwrap();
+    let fast_before = f.dp().counters().unwrap().get(Counter::FastPathBytes);
+    assert!(
+        fast_before >= 32 << 10,
+        "first chunk did not take the fast path"
+    );
+    let mut off = Fixture::node_policy();
+    off.fast_path = 0;
+    f.dp().set_policy(pod.cookie(), &off).unwrap();
+    app.write_all(&chunk(2)).unwrap();
+    let miss = f.dp().counters().unwrap().get(Counter::FastPathMiss);
+    assert!(miss >= 1, "second chunk was not sent through the stack");
+    // Back on: this connection stays on the stack (switching back could reorder bytes).
+    f.dp()
+        .set_policy(pod.cookie(), &Fixture::node_policy())
+        .unwrap();
+    app.write_all(&chunk(3)).unwrap();
+    app.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        f.dp().counters().unwrap().get(Counter::FastPathBytes),
+        fast_before
+    );
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match proxy.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let want: Vec<u8> = [chunk(1), chunk(2), chunk(3)].concat();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "bytes arrived out of order");
+    drop((l, app, proxy));
     f.wait_entries(pod.cookie(), 1);
 }
 
