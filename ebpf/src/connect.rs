@@ -248,5 +248,5 @@ fn remember(ctx: &SockAddrContext, netns: u64, addr: [u8; 16], port_be: u16, fam
     orig.netns_cookie = netns;
     // A full LRU map evicts the oldest entry, so insert only fails on memory pressure; the
     // connect then proceeds to the listener without an original destination (the proxy logs it).
-    let _ = ORIG_BY_SOCK.insert(&cookie, &orig, 0);
+    let _ = ORIG_BY_SOCK.insert(cookie, orig, 0);
 }

@@ -58,7 +58,7 @@ pub fn count(c: Counter, n: u64) {
 #[inline(always)]
 pub fn active_policy(netns_cookie: u64) -> Option<&'static NetnsPolicy> {
     // SAFETY: the value is only read; the agent replaces it whole with one update.
-    let p: &NetnsPolicy = unsafe { POLICY.get(&netns_cookie) }?;
+    let p: &NetnsPolicy = unsafe { POLICY.get(netns_cookie) }?;
     if p.mode == sluice_common::mode::OFF {
         None
     } else {

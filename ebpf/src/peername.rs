@@ -57,5 +57,5 @@ fn original(ctx: &SockAddrContext) -> Option<OrigDst> {
     // SAFETY: helper available to cgroup/sock_addr programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: read-only copy of the value.
-    unsafe { ORIG_BY_SOCK.get(&cookie) }.copied()
+    unsafe { ORIG_BY_SOCK.get(cookie) }.copied()
 }

@@ -37,7 +37,7 @@ fn fast_path(ctx: &SkMsgContext) {
     // keys: "program of this type cannot use helper bpf_get_socket_cookie#46").
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let own = own_tuple(ctx, netns);
-    if SLOW_SOCKS.get_ptr(&own).is_some() {
+    if SLOW_SOCKS.get_ptr(own).is_some() {
         return;
     }
     let on = matches!(active_policy(netns), Some(p) if p.fast_path == 1);
@@ -50,7 +50,7 @@ fn fast_path(ctx: &SkMsgContext) {
         }
     }
     // Through the stack from now on, for this socket.
-    let _ = SLOW_SOCKS.insert(&own, &SLOW, 0);
+    let _ = SLOW_SOCKS.insert(own, SLOW, 0);
     count(Counter::FastPathMiss, 1);
 }
 

@@ -46,12 +46,12 @@ fn active_established(ctx: &SockOpsContext) {
     // SAFETY: helper available to sockops programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: read-only copy of the value.
-    let Some(orig) = (unsafe { ORIG_BY_SOCK.get(&cookie) }) else {
+    let Some(orig) = (unsafe { ORIG_BY_SOCK.get(cookie) }) else {
         return;
     };
     let orig = *orig;
     let tuple = own_tuple(ctx);
-    if ORIG_BY_TUPLE.insert(&tuple, &orig, BPF_ANY as u64).is_err() {
+    if ORIG_BY_TUPLE.insert(tuple, orig, BPF_ANY as u64).is_err() {
         return;
     }
     track(ctx, tuple);
@@ -61,7 +61,7 @@ fn active_established(ctx: &SockOpsContext) {
 #[inline(always)]
 fn passive_established(ctx: &SockOpsContext) {
     let tuple = own_tuple(ctx);
-    if ORIG_BY_TUPLE.get_ptr(&tuple.reversed()).is_none() {
+    if ORIG_BY_TUPLE.get_ptr(tuple.reversed()).is_none() {
         return;
     }
     track(ctx, tuple);
@@ -89,11 +89,11 @@ fn closed(ctx: &SockOpsContext) {
     // SAFETY: helper available to sockops programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let own = own_tuple(ctx);
-    let _ = ORIG_BY_SOCK.remove(&cookie);
-    let _ = SLOW_SOCKS.remove(&own);
+    let _ = ORIG_BY_SOCK.remove(cookie);
+    let _ = SLOW_SOCKS.remove(own);
     // The proxy end keys the connection as its peer (the app) sees it; for the app end this
     // finds nothing, so the proxy can still read the original destination after the app closed.
-    let _ = ORIG_BY_TUPLE.remove(&own.reversed());
+    let _ = ORIG_BY_TUPLE.remove(own.reversed());
 }
 
 /// The connection as this socket sees it (src = local end).

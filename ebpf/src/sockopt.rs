@@ -51,7 +51,7 @@ fn answer_original_dst(ctx: &SockoptContext) {
     // The accepted socket sees the app as its peer; the map is keyed as the app sees it.
     let key = peer_view(sk, netns);
     // SAFETY: read-only copy of the value.
-    let Some(orig) = (unsafe { ORIG_BY_TUPLE.get(&key) }) else {
+    let Some(orig) = (unsafe { ORIG_BY_TUPLE.get(key) }) else {
         return;
     };
     let orig = *orig;

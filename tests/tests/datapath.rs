@@ -9,12 +9,13 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream},
 };
 
+use sluice::bpf::{Datapath, LoadOptions};
 use sluice_common::{flags, mode, Cidr, Counter, NetnsPolicy, PROXY_MARK, PROXY_UID};
 use sluice_tests::{
     datapath::{Fixture, Pod, VIP4, VIP6},
     sock::{connect_raw, orig_dst_v4, orig_dst_v6},
 };
-use sluice_tests::{require_root, run_cmd, Netns, Veth};
+use sluice_tests::{require_root, run_cmd, Cgroup, Netns, PinDir, Veth};
 
 #[test]
 fn captures_ipv4_and_reports_original_destination() {
@@ -567,6 +568,77 @@ fn dropping_the_datapath_detaches_every_program() {
     );
     // The pins outlive the programs (agent restart), until the pin dir is removed.
     assert!(f.pins.entries().contains(&"sluice_policy_v1".to_string()));
+}
+
+#[test]
+fn reload_on_the_same_pins_keeps_policies_and_capture() {
+    require_root();
+    let cg = Cgroup::new("kdp");
+    let pins = PinDir::new("kdp");
+    let opts = LoadOptions {
+        cgroup: cg.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+    };
+    let pod = Netns::new("kdp");
+    let cookie = pod.cookie();
+    let mut dp = Datapath::load(&opts).unwrap();
+    dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
+    drop(dp);
+    // A new agent finds the enrolled pod in the pinned map and captures again.
+    let dp = Datapath::load(&opts).unwrap();
+    assert_eq!(dp.policy(cookie).unwrap(), Some(Fixture::node_policy()));
+    let _inside = cg.enter_process();
+    let orig = pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let _app = TcpStream::connect(VIP4).unwrap();
+        orig_dst_v4(&l.accept().unwrap().0)
+    });
+    assert_eq!(orig.unwrap(), VIP4.parse::<SocketAddrV4>().unwrap());
+    drop(_inside);
+    dp.unload_and_unpin().unwrap();
+    assert!(
+        pins.entries().is_empty(),
+        "pins left after unload_and_unpin: {:?}",
+        pins.entries()
+    );
+}
+
+#[test]
+fn established_connections_survive_dropping_the_datapath() {
+    let mut f = Fixture::new("kde");
+    let pod = f.enroll_pod(Fixture::node_policy());
+    let (l, mut app, mut proxy) = pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let app = TcpStream::connect(VIP4).unwrap();
+        let (proxy, _) = l.accept().unwrap();
+        (l, app, proxy)
+    });
+    app.write_all(b"before").unwrap();
+    let mut buf = [0u8; 6];
+    read_exact_retry(&mut proxy, &mut buf);
+    assert_eq!(&buf, b"before");
+    f.drop_datapath();
+    app.write_all(b"after!").unwrap();
+    read_exact_retry(&mut proxy, &mut buf);
+    assert_eq!(&buf, b"after!");
+    proxy.write_all(b"back").unwrap();
+    let mut back = [0u8; 4];
+    read_exact_retry(&mut app, &mut back);
+    assert_eq!(&back, b"back");
+    drop((l, app, proxy));
+}
+
+/// `read_exact` that retries the spurious EAGAIN a blocking read can get on a SockHash socket.
+fn read_exact_retry(s: &mut TcpStream, buf: &mut [u8]) {
+    let mut off = 0;
+    while off < buf.len() {
+        match s.read(&mut buf[off..]) {
+            Ok(0) => panic!("EOF after {off} bytes"),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
 }
 
 fn cidr4(octets: [u8; 4], len: u8) -> Cidr {

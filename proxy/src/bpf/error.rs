@@ -94,3 +94,22 @@ impl BpfError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_hook_names_the_hook_and_the_iptables_fallback() {
+        let e = BpfError::ProgramLoad {
+            program: "sluice_connect4",
+            hook: "cgroup/connect4",
+            detail: "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22)".into(),
+            source: Box::new(aya::programs::ProgramError::NotLoaded),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("cgroup/connect4"), "{msg}");
+        assert!(msg.contains("sluice iptables install"), "{msg}");
+        assert!(msg.contains("os error 22"), "{msg}");
+    }
+}
