@@ -253,9 +253,27 @@ impl Datapath {
         Ok(())
     }
 
-    /// Number of programs currently held (all attached while the guard lives).
-    pub fn program_count(&self) -> usize {
-        self.ebpf.programs().count()
+    /// Kernel program id of every hook (for `bpftool prog show id <id>`), in [`HOOKS`] order.
+    pub fn program_ids(&self) -> Result<Vec<(&'static str, u32)>, BpfError> {
+        HOOKS
+            .iter()
+            .map(|h| {
+                let prog = self
+                    .ebpf
+                    .program(h.program)
+                    .ok_or(BpfError::ProgramMissing {
+                        program: h.program,
+                        hook: h.hook,
+                    })?;
+                let info = prog.info().map_err(|e| {
+                    BpfError::Unavailable(format!(
+                        "program info of {} (hook {}): {e}",
+                        h.program, h.hook
+                    ))
+                })?;
+                Ok((h.hook, info.id()))
+            })
+            .collect()
     }
 
     fn orig_by_sock_keys(&self, netns: u64) -> Result<Vec<u64>, BpfError> {
