@@ -9,11 +9,24 @@
 //!   `remove_netns` deletes every entry keyed by that netns cookie in every map.
 //! - [`Datapath::counters`] sums the per-CPU counters.
 //!
-//! What the proxy side must do for capture to work: mark every upstream socket with
-//! `SO_MARK = PROXY_MARK` before connect (else it is captured again), listen on both
-//! 127.0.0.1:outbound_port and [::1]:outbound_port inside the pod netns, from a process in the
-//! attached cgroup, and read the original destination with `getsockopt(SOL_IP, SO_ORIGINAL_DST)`
-//! (IPv4) / `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` (IPv6) on the accepted socket.
+//! What the proxy side must do for capture to work:
+//! - mark every upstream socket with `SO_MARK = PROXY_MARK` before connect, else it is captured
+//!   again (setting a mark needs CAP_NET_ADMIN; a sidecar without it uses `flags::EXEMPT_UID`
+//!   with its uid/gid instead);
+//! - listen on both 127.0.0.1:outbound_port and [::1]:outbound_port inside the pod netns (IPv4
+//!   and v4-mapped IPv6 destinations land on the first, IPv6 on the second), from a process in
+//!   the attached cgroup (accepted sockets inherit the listener's cgroup);
+//! - read the original destination with `getsockopt(SOL_IP, SO_ORIGINAL_DST)` (IPv4) or
+//!   `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` (IPv6) on the accepted socket;
+//! - key policies by the pod's netns cookie ([`netns_cookie_of`] on any socket made in it);
+//! - treat EAGAIN on a read as "poll again" (tokio does): with the fast path on, both loopback
+//!   ends use the kernel's sockmap receive path, which can wake a blocked reader without data and
+//!   return EAGAIN even on a blocking socket (seen on 6.18). Apps doing blocking reads on a
+//!   captured connection can see that too, which is why the fast path is a per-pod switch.
+//!
+//! The fast path switch is read per message: off takes effect at once; on applies to
+//! connections made afterwards (a socket that sent through the stack stays there, else bytes
+//! could be reordered).
 
 mod attach;
 mod error;
