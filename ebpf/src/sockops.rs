@@ -1,8 +1,8 @@
 //! sockops: re-key the original destination by connection, track both loopback ends in the
 //! SockHash, and delete per-connection entries when a tracked socket closes.
 //!
-//! Uncaptured sockets cost one hash lookup at ESTABLISHED and nothing afterwards (the state
-//! callback is only enabled on tracked sockets).
+//! Uncaptured sockets cost one hash lookup at connect / ESTABLISHED and nothing afterwards (the
+//! state callback is only enabled on captured sockets).
 
 use core::mem::offset_of;
 
@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::{
         bpf_sock_ops, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE,
     },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::sock_ops,
@@ -30,6 +30,7 @@ const SOCKOPS_OK: u32 = 1;
 #[sock_ops]
 pub fn sluice_sockops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => connecting(&ctx),
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => active_established(&ctx),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => passive_established(&ctx),
         // args[1] is the new TCP state.
@@ -37,6 +38,17 @@ pub fn sluice_sockops(ctx: SockOpsContext) -> u32 {
         _ => {}
     }
     SOCKOPS_OK
+}
+
+/// A captured app socket sends its SYN: ask for the state callback now, so its entry is deleted
+/// even when the connect fails (no listener) and ESTABLISHED never comes.
+#[inline(always)]
+fn connecting(ctx: &SockOpsContext) {
+    // SAFETY: helper available to sockops programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if ORIG_BY_SOCK.get_ptr(cookie).is_some() {
+        let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    }
 }
 
 /// The app end connected (to the listener, if captured): re-key its original destination by

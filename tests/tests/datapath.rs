@@ -94,6 +94,18 @@ fn captures_ipv6_and_v4_mapped() {
 }
 
 #[test]
+fn refused_capture_leaves_no_entries_behind() {
+    let mut f = Fixture::new("kdc");
+    let pod = f.enroll_pod(Fixture::node_policy());
+    // Captured, but nobody listens on 15001: the connect is refused and the socket closes from
+    // SYN_SENT, without ever reaching ESTABLISHED.
+    let err = pod.run(|| TcpStream::connect(VIP4).unwrap_err().raw_os_error());
+    assert_eq!(err, Some(libc::ECONNREFUSED));
+    assert!(f.dp().counters().unwrap().get(Counter::Captured) >= 1);
+    f.wait_entries(pod.cookie(), 1);
+}
+
+#[test]
 fn netns_not_enrolled_or_off_is_untouched() {
     let mut f = Fixture::new("kdn");
     let _enrolled = f.enroll_pod(Fixture::node_policy());
