@@ -61,36 +61,44 @@ fn captures_ipv4_and_reports_original_destination() {
 fn captures_ipv6_and_v4_mapped() {
     let mut f = Fixture::new("kd6");
     let pod = f.enroll_pod(Fixture::node_policy());
-    let (peer6, orig6, peer_mapped, orig_mapped) = pod.run(|| {
-        let l6 = TcpListener::bind("[::1]:15001").expect("bind [::1]:15001 in pod");
-        let l4 = TcpListener::bind("127.0.0.1:15001").expect("bind 127.0.0.1:15001 in pod");
-        let app = TcpStream::connect(VIP6).expect("connect to the v6 VIP is captured");
-        let (conn, _) = l6.accept().unwrap();
-        let r6 = (app.peer_addr().unwrap(), orig_dst_v6(&conn));
-        // An AF_INET6 socket dialing ::ffff:10.96.0.10 lands on the IPv4 listener.
-        let mapped = SocketAddrV6::new(Ipv4Addr::new(10, 96, 0, 10).to_ipv6_mapped(), 80, 0, 0);
-        let app = TcpStream::connect(mapped).expect("connect to the v4-mapped VIP is captured");
-        let (conn, _) = l4.accept().unwrap();
-        (r6.0, r6.1, app.peer_addr().unwrap(), orig_dst_v4(&conn))
+    let (l6, l4) = pod.run(|| {
+        (
+            TcpListener::bind("[::1]:15001").expect("bind [::1]:15001 in pod"),
+            TcpListener::bind("127.0.0.1:15001").expect("bind 127.0.0.1:15001 in pod"),
+        )
     });
-    assert_eq!(peer6, VIP6.parse().unwrap());
-    assert_eq!(
-        orig6.expect("IP6T_SO_ORIGINAL_DST"),
-        VIP6.parse::<SocketAddrV6>().unwrap()
-    );
-    assert_eq!(
-        peer_mapped,
-        SocketAddr::V6(SocketAddrV6::new(
-            Ipv4Addr::new(10, 96, 0, 10).to_ipv6_mapped(),
-            80,
-            0,
-            0
-        ))
-    );
-    assert_eq!(
-        orig_mapped.expect("SO_ORIGINAL_DST for v4-mapped"),
-        VIP4.parse::<SocketAddrV4>().unwrap()
-    );
+    let mapped_vip = SocketAddrV6::new(Ipv4Addr::new(10, 96, 0, 10).to_ipv6_mapped(), 80, 0, 0);
+    // IPv6 lands on [::1]; an AF_INET6 socket dialing ::ffff:10.96.0.10 lands on 127.0.0.1.
+    for (what, target, listener) in [
+        ("ipv6", VIP6.parse::<SocketAddr>().unwrap(), &l6),
+        ("v4-mapped", SocketAddr::V6(mapped_vip), &l4),
+    ] {
+        let mut app =
+            pod.run(move || TcpStream::connect(target).unwrap_or_else(|e| panic!("{what}: {e}")));
+        let (mut proxy, _) = listener.accept().unwrap();
+        assert_eq!(app.peer_addr().unwrap(), target, "{what}: getpeername");
+        let orig = if what == "ipv6" {
+            SocketAddr::V6(orig_dst_v6(&proxy).expect("IP6T_SO_ORIGINAL_DST"))
+        } else {
+            SocketAddr::V4(orig_dst_v4(&proxy).expect("SO_ORIGINAL_DST for v4-mapped"))
+        };
+        let want: SocketAddr = if what == "ipv6" {
+            target
+        } else {
+            VIP4.parse().unwrap()
+        };
+        assert_eq!(orig, want, "{what}: original destination");
+        // Both directions over the fast path.
+        let before = f.dp().counters().unwrap().get(Counter::FastPathBytes);
+        app.write_all(&[7u8; 4096]).unwrap();
+        let mut buf = [0u8; 4096];
+        read_exact_retry(&mut proxy, &mut buf);
+        proxy.write_all(&buf).unwrap();
+        read_exact_retry(&mut app, &mut buf);
+        assert_eq!(buf, [7u8; 4096]);
+        let carried = f.dp().counters().unwrap().get(Counter::FastPathBytes) - before;
+        assert_eq!(carried, 8192, "{what}: fast path carried {carried} bytes");
+    }
 }
 
 #[test]
