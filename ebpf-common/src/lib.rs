@@ -311,11 +311,13 @@ pub enum Counter {
     /// sk_msg found no peer socket (or fast path off): the message went through the TCP stack,
     /// and the socket stays on the stack path from then on (byte order).
     FastPathMiss = 12,
+    /// Skipped: `flags::FAIL_OPEN` is set and nothing listens on the outbound port.
+    SkipNoListener = 13,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Captured,
         Counter::SkipNotEnrolled,
         Counter::SkipLoopback,
@@ -329,6 +331,7 @@ impl Counter {
         Counter::InboundCaptured,
         Counter::SkipNotTcp,
         Counter::FastPathMiss,
+        Counter::SkipNoListener,
     ];
 }
 

@@ -7,13 +7,19 @@
 //! rewrites the destination to 127.0.0.1 / ::1 / ::ffff:127.0.0.1 : outbound_port.
 
 use core::{
-    mem::offset_of,
+    mem::{offset_of, size_of},
     ptr::{addr_of_mut, write_volatile},
 };
 
 use aya_ebpf::{
-    bindings::{bpf_sock, bpf_sock_addr},
-    helpers::{bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie},
+    bindings::{
+        bpf_sock, bpf_sock_addr, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2, BPF_F_CURRENT_NETNS,
+    },
+    helpers::{
+        bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_lookup_tcp,
+        bpf_sk_release,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext as _,
@@ -60,6 +66,9 @@ fn connect4(ctx: &SockAddrContext) {
     if !should_capture(ctx, policy, &dst, u16::from_be(port_be)) {
         return;
     }
+    if !listener_ready(ctx, policy, None) {
+        return;
+    }
     remember(ctx, netns, dst, port_be, AF_INET);
     // SAFETY: connect4 may write user_ip4 and user_port (4-byte stores).
     unsafe {
@@ -91,6 +100,9 @@ fn connect6(ctx: &SockAddrContext) {
         return;
     }
     let mapped = is_v4_mapped(&dst);
+    if !listener_ready(ctx, policy, (!mapped).then_some(LOOPBACK_IP6)) {
+        return;
+    }
     remember(
         ctx,
         netns,
@@ -234,6 +246,59 @@ fn cidr_selected(p: &NetnsPolicy, dst: &[u8; 16]) -> bool {
         i += 1;
     }
     false
+}
+
+/// With `flags::FAIL_OPEN`, capture only when a listener exists on the outbound port of the
+/// socket's netns (127.0.0.1, or ::1 when `v6` is given); otherwise the connect goes direct
+/// instead of being refused. Without the flag, always true (fail closed, like iptables).
+#[inline(always)]
+fn listener_ready(ctx: &SockAddrContext, p: &NetnsPolicy, v6: Option<[u8; 16]>) -> bool {
+    if p.flags & flags::FAIL_OPEN == 0 {
+        return true;
+    }
+    // SAFETY: an all-zero bpf_sock_tuple is valid (zero source: only listeners match).
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let size = match v6 {
+        None => {
+            tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: 0,
+                daddr: LOOPBACK_IP4,
+                sport: 0,
+                dport: p.outbound_port.to_be(),
+            };
+            size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>()
+        }
+        Some(addr) => {
+            tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                saddr: [0; 4],
+                daddr: to_ip6(&addr),
+                sport: 0,
+                dport: p.outbound_port.to_be(),
+            };
+            size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
+        }
+    };
+    // SAFETY: helper available to cgroup/sock_addr programs; the tuple lives on the stack and
+    // a found socket is released on the only path that gets one.
+    let found = unsafe {
+        let sk = bpf_sk_lookup_tcp(
+            ctx.as_ptr(),
+            &mut tuple,
+            size as u32,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        );
+        if sk.is_null() {
+            false
+        } else {
+            bpf_sk_release(sk.cast());
+            true
+        }
+    };
+    if !found {
+        count(Counter::SkipNoListener, 1);
+    }
+    found
 }
 
 /// Stores the original destination under the socket cookie.

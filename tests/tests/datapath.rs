@@ -114,6 +114,38 @@ fn refused_capture_leaves_no_entries_behind() {
 }
 
 #[test]
+fn fail_open_goes_direct_when_no_listener() {
+    let mut f = Fixture::new("kdo");
+    let pod = f.enroll_pod(NetnsPolicy {
+        flags: flags::FAIL_OPEN,
+        ..Fixture::node_policy()
+    });
+    // Nobody listens: the connect is left alone (no route: ENETUNREACH, not ECONNREFUSED).
+    for target in [VIP4, VIP6] {
+        let err = pod.run(move || TcpStream::connect(target).unwrap_err().raw_os_error());
+        assert_eq!(
+            err,
+            Some(libc::ENETUNREACH),
+            "{target} captured without a listener"
+        );
+    }
+    assert_eq!(f.dp().counters().unwrap().get(Counter::SkipNoListener), 2);
+    // With listeners it is captured as usual.
+    let (v4, v6) = pod.run(|| {
+        let l4 = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let l6 = TcpListener::bind("[::1]:15001").unwrap();
+        let _a = TcpStream::connect(VIP4).unwrap();
+        let _b = TcpStream::connect(VIP6).unwrap();
+        (
+            orig_dst_v4(&l4.accept().unwrap().0),
+            orig_dst_v6(&l6.accept().unwrap().0),
+        )
+    });
+    assert_eq!(v4.unwrap(), VIP4.parse::<SocketAddrV4>().unwrap());
+    assert_eq!(v6.unwrap(), VIP6.parse::<SocketAddrV6>().unwrap());
+}
+
+#[test]
 fn netns_not_enrolled_or_off_is_untouched() {
     let mut f = Fixture::new("kdn");
     let _enrolled = f.enroll_pod(Fixture::node_policy());
