@@ -206,6 +206,16 @@ fn exclusions_leave_connections_alone() {
         );
     }
 
+    // Only TCP is captured: a UDP connect to the VIP finds no route.
+    let pod = f.enroll_pod(Fixture::node_policy());
+    let before = f.dp().counters().unwrap().get(Counter::SkipNotTcp);
+    let err = pod.run(|| {
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.connect(VIP4).unwrap_err().raw_os_error()
+    });
+    assert_eq!(err, Some(libc::ENETUNREACH), "a UDP socket was captured");
+    assert!(f.dp().counters().unwrap().get(Counter::SkipNotTcp) > before);
+
     // Loopback destinations go where they were sent.
     let pod = f.enroll_pod(Fixture::node_policy());
     let before = f.dp().counters().unwrap().get(Counter::SkipLoopback);
