@@ -437,3 +437,31 @@ pub fn netns_cookie_of(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datapath_can_move_to_the_agent_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Datapath>();
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut p = NetnsPolicy::zeroed();
+        p.mode = mode::NODE;
+        let e = validate(&p).unwrap_err().to_string();
+        assert!(e.contains("outbound_port"), "{e}");
+        p.outbound_port = 15001;
+        assert!(validate(&p).is_ok());
+        p.n_include_outbound_cidrs = 1;
+        p.include_outbound_cidrs[0].prefix_len = 129;
+        let e = validate(&p).unwrap_err().to_string();
+        assert!(e.contains("include_outbound_cidrs"), "{e}");
+        p.include_outbound_cidrs[0].prefix_len = 104;
+        p.mode = 7;
+        assert!(validate(&p).unwrap_err().to_string().contains("mode"));
+    }
+}
