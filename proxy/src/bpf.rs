@@ -8,6 +8,10 @@
 //! - [`Datapath::set_policy`] / [`Datapath::remove_netns`] write and delete the per-netns policy;
 //!   `remove_netns` deletes every entry keyed by that netns cookie in every map.
 //! - [`Datapath::counters`] sums the per-CPU counters.
+//! - [`Datapath::persist`] (opt-in, for an agent restart) pins the cgroup links under
+//!   `<pin_dir>/links` and leaves everything attached after the process exits; the next
+//!   [`Datapath::load`] on the same `pin_dir` attaches its own programs first, then releases the
+//!   pinned ones, so capture never stops.
 //!
 //! What the proxy side must do for capture to work:
 //! - mark every upstream socket with `SO_MARK = PROXY_MARK` before connect, else it is captured
@@ -31,6 +35,7 @@
 mod attach;
 mod error;
 mod fs;
+mod link;
 
 use std::{
     os::fd::{AsRawFd, BorrowedFd},
@@ -54,6 +59,8 @@ pub use fs::{default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2}
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
 /// The bpffs mount point.
 pub const BPFFS: &str = "/sys/fs/bpf";
+/// Subdirectory of the pin dir holding the links of a persisted data path.
+pub const LINKS_DIR: &str = "links";
 
 /// The eBPF object built by build.rs from the `ebpf/` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));
@@ -79,8 +86,11 @@ impl Counters {
 
 /// The loaded and attached programs and their maps. Dropping it detaches the programs.
 pub struct Datapath {
-    // Declared first so it drops first: closing the program links detaches every hook.
+    // Declared first so they drop first: closing a cgroup link detaches its hook.
+    links: Vec<link::CgroupLink>,
+    // Holds the programs and the sk_msg attachment (detached when it drops).
     ebpf: Ebpf,
+    sk_msg: aya::programs::sk_msg::SkMsgLinkId,
     policy: HashMap<MapData, u64, NetnsPolicy>,
     counters: PerCpuArray<MapData, u64>,
     orig_by_sock: HashMap<MapData, u64, OrigDst>,
@@ -133,9 +143,17 @@ impl Datapath {
         let orig_by_tuple = take(&mut ebpf, MAP_ORIG_BY_TUPLE)?;
         let socks: SockHash<MapData, SockTuple> = take(&mut ebpf, MAP_SOCKS)?;
         let slow_socks = take(&mut ebpf, MAP_SLOW_SOCKS)?;
-        attach::load_and_attach(&mut ebpf, &opts.cgroup, socks.fd())?;
+        let attached = attach::load_and_attach(&mut ebpf, &opts.cgroup, socks.fd())?;
+        // Make before break: ours are attached, now release what a persisted agent left.
+        let links_dir = opts.pin_dir.join(LINKS_DIR);
+        link::release_pinned(&links_dir).map_err(|source| BpfError::Links {
+            path: links_dir.clone(),
+            source,
+        })?;
         Ok(Self {
+            links: attached.links,
             ebpf,
+            sk_msg: attached.sk_msg,
             policy,
             counters,
             orig_by_sock,
@@ -250,11 +268,63 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Leaves every program attached after this process exits (agent restart): pins the cgroup
+    /// links under `<pin_dir>/links` and keeps sk_msg on the pinned SockHash. The next
+    /// [`Datapath::load`] with the same `pin_dir` takes over without a capture gap.
+    pub fn persist(self) -> Result<(), BpfError> {
+        let Self {
+            links,
+            mut ebpf,
+            sk_msg,
+            pin_dir,
+            ..
+        } = self;
+        let dir = pin_dir.join(LINKS_DIR);
+        let links_err = |source| BpfError::Links {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(links_err)?;
+        for l in &links {
+            l.pin(&dir.join(l.program)).map_err(links_err)?;
+        }
+        let prog: &mut aya::programs::SkMsg = ebpf
+            .program_mut("sluice_sk_msg")
+            .ok_or(BpfError::ProgramMissing {
+                program: "sluice_sk_msg",
+                hook: "sk_msg",
+            })?
+            .try_into()
+            .map_err(|e| BpfError::Unavailable(format!("program sluice_sk_msg: {e}")))?;
+        let sk_msg_link = prog
+            .take_link(sk_msg)
+            .map_err(|e| BpfError::Unavailable(format!("sk_msg link: {e}")))?;
+        // Not dropped, so not detached: the SockHash keeps the program (replaced by the next
+        // agent's attach).
+        std::mem::forget(sk_msg_link);
+        Ok(())
+    }
+
     /// Detaches the programs and removes the pinned maps (a full uninstall; a plain drop keeps
     /// the pins for the next agent).
     pub fn unload_and_unpin(self) -> Result<(), BpfError> {
         let pin_dir = self.pin_dir.clone();
         drop(self);
+        let links_dir = pin_dir.join(LINKS_DIR);
+        link::release_pinned(&links_dir).map_err(|source| BpfError::Links {
+            path: links_dir.clone(),
+            source,
+        })?;
+        match std::fs::remove_dir(&links_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BpfError::Links {
+                    path: links_dir,
+                    source,
+                })
+            }
+        }
         for name in sluice_common::ALL_MAPS {
             let path = pin_dir.join(name);
             match std::fs::remove_file(&path) {

@@ -1,20 +1,20 @@
 //! The program table: which program goes to which hook, and loading/attaching them.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, os::fd::AsFd, path::Path};
 
 use aya::{
     maps::sock::SockMapFd,
-    programs::{CgroupAttachMode, Program},
+    programs::{sk_msg::SkMsgLinkId, Program},
     Ebpf,
 };
 
-use super::BpfError;
+use super::{link::CgroupLink, BpfError};
 
 /// Where a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// The cgroup given in `LoadOptions::cgroup`.
-    Cgroup,
+    /// The cgroup given in `LoadOptions::cgroup`, with this `bpf_attach_type`.
+    Cgroup(u32),
     /// The SockHash of captured connections.
     SockHash,
 }
@@ -29,23 +29,31 @@ pub struct Hook {
     pub target: Target,
 }
 
+// enum bpf_attach_type values (uapi/linux/bpf.h).
+const BPF_CGROUP_SOCK_OPS: u32 = 3;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+const BPF_CGROUP_GETSOCKOPT: u32 = 21;
+const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
+const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
+
 /// Every program sluice attaches, in attach order (sockops before connect, so no captured
 /// connection can establish without being tracked).
 pub const HOOKS: [Hook; 7] = [
     Hook {
         program: "sluice_getsockopt",
         hook: "cgroup/getsockopt",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_GETSOCKOPT),
     },
     Hook {
         program: "sluice_getpeername4",
         hook: "cgroup/getpeername4",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_INET4_GETPEERNAME),
     },
     Hook {
         program: "sluice_getpeername6",
         hook: "cgroup/getpeername6",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_INET6_GETPEERNAME),
     },
     Hook {
         program: "sluice_sk_msg",
@@ -55,30 +63,40 @@ pub const HOOKS: [Hook; 7] = [
     Hook {
         program: "sluice_sockops",
         hook: "sockops",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_SOCK_OPS),
     },
     Hook {
         program: "sluice_connect4",
         hook: "cgroup/connect4",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_INET4_CONNECT),
     },
     Hook {
         program: "sluice_connect6",
         hook: "cgroup/connect6",
-        target: Target::Cgroup,
+        target: Target::Cgroup(BPF_CGROUP_INET6_CONNECT),
     },
 ];
 
-/// Loads every program and attaches it. The links live inside `ebpf`: dropping it detaches.
+/// What [`load_and_attach`] attached.
+pub struct Attached {
+    /// The cgroup links (dropping one detaches it).
+    pub links: Vec<CgroupLink>,
+    /// The sk_msg attachment, owned by the program inside `Ebpf` (detached when it drops).
+    pub sk_msg: SkMsgLinkId,
+}
+
+/// Loads every program and attaches it: cgroup hooks through links we own, sk_msg through aya.
 pub fn load_and_attach(
     ebpf: &mut Ebpf,
     cgroup: &Path,
     sockhash: &SockMapFd,
-) -> Result<(), BpfError> {
+) -> Result<Attached, BpfError> {
     let cgroup_fd = File::open(cgroup).map_err(|source| BpfError::Cgroup {
         path: cgroup.to_path_buf(),
         source,
     })?;
+    let mut links = Vec::new();
+    let mut sk_msg = None;
     for h in HOOKS {
         let prog = ebpf
             .program_mut(h.program)
@@ -92,37 +110,22 @@ pub fn load_and_attach(
             detail: chain(&e),
             source: Box::new(e),
         };
-        let target = match h.target {
-            Target::Cgroup => cgroup.display().to_string(),
-            Target::SockHash => sluice_common::MAP_SOCKS.to_string(),
-        };
-        let attach_err = |e: aya::programs::ProgramError| BpfError::Attach {
-            hook: h.hook,
-            target: target.clone(),
-            detail: chain(&e),
-            source: Box::new(e),
-        };
-        // aya attaches through bpf_link on kernels >= 5.7, and the kernel refuses any flag there
-        // (cgroup links always coexist with other programs): `Single` means flags = 0.
-        let mode = CgroupAttachMode::Single;
-        match prog {
-            Program::CgroupSockAddr(p) => {
+        match (prog, h.target) {
+            (Program::CgroupSockAddr(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
+            (Program::SockOps(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
+            (Program::CgroupSockopt(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
+            (Program::SkMsg(p), Target::SockHash) => {
                 load(p.load(), load_err)?;
-                p.attach(&cgroup_fd, mode).map_err(attach_err)?;
+                let id = p.attach(sockhash).map_err(|e| BpfError::Attach {
+                    hook: h.hook,
+                    target: sluice_common::MAP_SOCKS.to_string(),
+                    detail: chain(&e),
+                    source: Box::new(e),
+                })?;
+                sk_msg = Some(id);
+                continue;
             }
-            Program::SockOps(p) => {
-                load(p.load(), load_err)?;
-                p.attach(&cgroup_fd, mode).map_err(attach_err)?;
-            }
-            Program::CgroupSockopt(p) => {
-                load(p.load(), load_err)?;
-                p.attach(&cgroup_fd, mode).map_err(attach_err)?;
-            }
-            Program::SkMsg(p) => {
-                load(p.load(), load_err)?;
-                p.attach(sockhash).map_err(attach_err)?;
-            }
-            other => {
+            (other, _) => {
                 return Err(BpfError::Unavailable(format!(
                     "program {} has unexpected type {:?} (hook {})",
                     h.program,
@@ -131,8 +134,36 @@ pub fn load_and_attach(
                 )))
             }
         }
+        let Target::Cgroup(attach_type) = h.target else {
+            unreachable!("sk_msg continued above")
+        };
+        let prog = ebpf.program(h.program).ok_or(BpfError::ProgramMissing {
+            program: h.program,
+            hook: h.hook,
+        })?;
+        let prog_fd = prog.fd().map_err(load_err_of(h))?;
+        let link = CgroupLink::create(h.program, prog_fd.as_fd(), cgroup_fd.as_fd(), attach_type)
+            .map_err(|source| BpfError::AttachLink {
+            hook: h.hook,
+            target: cgroup.to_path_buf(),
+            source,
+        })?;
+        links.push(link);
     }
-    Ok(())
+    let sk_msg = sk_msg.ok_or(BpfError::ProgramMissing {
+        program: "sluice_sk_msg",
+        hook: "sk_msg",
+    })?;
+    Ok(Attached { links, sk_msg })
+}
+
+fn load_err_of(h: Hook) -> impl FnOnce(aya::programs::ProgramError) -> BpfError {
+    move |e| BpfError::ProgramLoad {
+        program: h.program,
+        hook: h.hook,
+        detail: chain(&e),
+        source: Box::new(e),
+    }
 }
 
 fn load(

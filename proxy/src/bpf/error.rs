@@ -58,6 +58,21 @@ pub enum BpfError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// Creating a cgroup link failed (`BPF_LINK_CREATE`).
+    #[error("attaching {hook} to cgroup {target}: {source}; {IPTABLES_HINT}")]
+    AttachLink {
+        hook: &'static str,
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Pinning or taking over pinned links failed.
+    #[error("pinned links under {path}: {source}")]
+    Links {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The cgroup directory could not be opened.
     #[error("opening cgroup {path}: {source}")]
     Cgroup {
