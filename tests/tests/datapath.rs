@@ -666,6 +666,75 @@ fn reload_on_the_same_pins_keeps_policies_and_capture() {
 }
 
 #[test]
+fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
+    require_root();
+    let cg = Cgroup::new("kdq");
+    let pins = PinDir::new("kdq");
+    let opts = LoadOptions {
+        cgroup: cg.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+    };
+    let pod = Netns::new("kdq");
+    let cookie = pod.cookie();
+    let cg_path = cg.path().to_str().unwrap().to_string();
+    let attached = || {
+        run_cmd("bpftool", &["cgroup", "show", &cg_path])
+            .lines()
+            .filter(|l| l.contains("sluice_"))
+            .count()
+    };
+    let capture_works = |pod: &Netns| {
+        pod.run(|| {
+            let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+            let _app = TcpStream::connect(VIP4).unwrap();
+            orig_dst_v4(&l.accept().unwrap().0).unwrap()
+        })
+    };
+    let cgroup_hooks = sluice::bpf::HOOKS.len() - 1; // sk_msg attaches to the SockHash
+    let _inside = cg.enter_process();
+
+    let mut dp = Datapath::load(&opts).unwrap();
+    dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
+    dp.persist().unwrap();
+    // No Datapath in this process any more, still captured.
+    assert_eq!(attached(), cgroup_hooks, "persisted programs not attached");
+    assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
+
+    // The next agent attaches its own and releases the pinned ones.
+    let dp = Datapath::load(&opts).unwrap();
+    assert_eq!(
+        attached(),
+        cgroup_hooks,
+        "old and new programs both attached"
+    );
+    assert!(!pins
+        .path()
+        .join(sluice::bpf::LINKS_DIR)
+        .read_dir()
+        .unwrap()
+        .any(|_| true));
+    assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
+    // Fast path still works with the new sk_msg on the shared SockHash.
+    let before = dp.counters().unwrap().get(Counter::FastPathBytes);
+    pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let mut app = TcpStream::connect(VIP4).unwrap();
+        let (mut proxy, _) = l.accept().unwrap();
+        app.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        read_exact_retry(&mut proxy, &mut buf);
+        assert_eq!(&buf, b"ping");
+    });
+    assert_eq!(
+        dp.counters().unwrap().get(Counter::FastPathBytes) - before,
+        4
+    );
+    dp.unload_and_unpin().unwrap();
+    assert_eq!(attached(), 0, "programs left after unload");
+    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+}
+
+#[test]
 fn established_connections_survive_dropping_the_datapath() {
     let mut f = Fixture::new("kde");
     let pod = f.enroll_pod(Fixture::node_policy());
