@@ -66,11 +66,20 @@ fn apt() -> Result<()> {
 fn nightly() -> Result<()> {
     let list = output("rustup", &["toolchain", "list"])?;
     if !list.lines().any(|l| l.starts_with("nightly")) {
-        run_cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])?;
+        run_cmd(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
     }
-    let comps = output("rustup", &["component", "list", "--installed", "--toolchain", "nightly"])?;
+    let comps = output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", "nightly"],
+    )?;
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        run_cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+        run_cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
     }
     eprintln!("setup: nightly with rust-src present");
     Ok(())
