@@ -13,6 +13,31 @@ pub const MAP_VERSION: &str = "v1";
 pub const MAP_POLICY: &str = "sluice_policy_v1";
 /// Per-CPU counters: index ([`Counter`] as u32) -> u64.
 pub const MAP_COUNTERS: &str = "sluice_counters_v1";
+/// Original destination of a captured app socket: socket cookie (u64) -> [`OrigDst`].
+pub const MAP_ORIG_BY_SOCK: &str = "sluice_orig_sock_v1";
+/// Original destination by connection: [`SockTuple`] (app side view) -> [`OrigDst`].
+pub const MAP_ORIG_BY_TUPLE: &str = "sluice_orig_tuple_v1";
+/// SockHash of both loopback ends of captured connections: [`SockTuple`] (own view) -> socket.
+pub const MAP_SOCKS: &str = "sluice_socks_v1";
+/// Sockets that sent through the TCP stack once and must stay there (ordering): [`SockTuple`]
+/// (own view) -> u8.
+pub const MAP_SLOW_SOCKS: &str = "sluice_slow_socks_v1";
+/// Every map, for iteration and cleanup in user space.
+pub const ALL_MAPS: [&str; 6] = [
+    MAP_POLICY,
+    MAP_COUNTERS,
+    MAP_ORIG_BY_SOCK,
+    MAP_ORIG_BY_TUPLE,
+    MAP_SOCKS,
+    MAP_SLOW_SOCKS,
+];
+
+/// `AF_INET`, as stored in [`OrigDst::family`].
+pub const AF_INET: u16 = 2;
+/// `AF_INET6`, as stored in [`OrigDst::family`].
+pub const AF_INET6: u16 = 10;
+/// `SO_ORIGINAL_DST` (SOL_IP) and `IP6T_SO_ORIGINAL_DST` (SOL_IPV6) share this option number.
+pub const SO_ORIGINAL_DST: i32 = 80;
 
 /// `SO_MARK` the proxy sets on every upstream socket it opens. Setting a mark needs
 /// CAP_NET_ADMIN, so an application cannot forge it; connect4/6 never capture a socket carrying it.
@@ -154,6 +179,107 @@ impl NetnsPolicy {
     }
 }
 
+/// `addr` as `::ffff:a.b.c.d` (how every IPv4 address is stored in keys and values).
+#[inline(always)]
+pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+/// True when a 16-byte address is v4-mapped (`::ffff:0:0/96`).
+#[inline(always)]
+pub fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[0] == 0
+        && addr[1] == 0
+        && addr[2] == 0
+        && addr[3] == 0
+        && addr[4] == 0
+        && addr[5] == 0
+        && addr[6] == 0
+        && addr[7] == 0
+        && addr[8] == 0
+        && addr[9] == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff
+}
+
+/// Where a captured connection was really going. Written by connect4/6, read by sockops,
+/// getsockopt and getpeername.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrigDst {
+    /// Destination address, network order; IPv4 v4-mapped.
+    pub addr: [u8; 16],
+    /// Destination port, network order.
+    pub port_be: u16,
+    /// [`AF_INET`] when `addr` is v4-mapped (IPv4 or v4-mapped IPv6 destination), else [`AF_INET6`].
+    pub family: u16,
+    pub _pad: [u8; 4],
+    /// Netns cookie of the app socket (lets user space find every entry of a netns).
+    pub netns_cookie: u64,
+}
+
+impl OrigDst {
+    pub const fn zeroed() -> Self {
+        Self {
+            addr: [0; 16],
+            port_be: 0,
+            family: 0,
+            _pad: [0; 4],
+            netns_cookie: 0,
+        }
+    }
+
+    /// The destination port in host order.
+    pub const fn port(&self) -> u16 {
+        u16::from_be(self.port_be)
+    }
+}
+
+/// A TCP connection seen from one end, in one network namespace. Loopback tuples repeat in
+/// every netns, so the netns cookie is part of the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockTuple {
+    /// Netns cookie of the socket.
+    pub netns_cookie: u64,
+    /// Source (local) address, network order; IPv4 v4-mapped.
+    pub src_addr: [u8; 16],
+    /// Destination (remote) address, network order; IPv4 v4-mapped.
+    pub dst_addr: [u8; 16],
+    /// Source port, host order.
+    pub src_port: u16,
+    /// Destination port, host order.
+    pub dst_port: u16,
+    pub _pad: [u8; 4],
+}
+
+impl SockTuple {
+    pub const fn zeroed() -> Self {
+        Self {
+            netns_cookie: 0,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            _pad: [0; 4],
+        }
+    }
+
+    /// The same connection seen from the other end.
+    pub const fn reversed(&self) -> Self {
+        Self {
+            netns_cookie: self.netns_cookie,
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            _pad: [0; 4],
+        }
+    }
+}
+
 /// Indexes of the per-CPU counter array. User space sums the CPUs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +306,33 @@ pub enum Counter {
     PeernameRestored = 9,
     /// sk_lookup steered an inbound connection to the inbound listener.
     InboundCaptured = 10,
+    /// Skipped: not a TCP (SOCK_STREAM) socket.
+    SkipNotTcp = 11,
+    /// sk_msg found no peer socket (or fast path off): the message went through the TCP stack,
+    /// and the socket stays on the stack path from then on (byte order).
+    FastPathMiss = 12,
+    /// Skipped: `flags::FAIL_OPEN` is set and nothing listens on the outbound port.
+    SkipNoListener = 13,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 14] = [
+        Counter::Captured,
+        Counter::SkipNotEnrolled,
+        Counter::SkipLoopback,
+        Counter::SkipPort,
+        Counter::SkipCidr,
+        Counter::SkipProxy,
+        Counter::FastPathMsgs,
+        Counter::FastPathBytes,
+        Counter::OrigDstAnswered,
+        Counter::PeernameRestored,
+        Counter::InboundCaptured,
+        Counter::SkipNotTcp,
+        Counter::FastPathMiss,
+        Counter::SkipNoListener,
+    ];
 }
 
 /// Number of slots in the counter array.
@@ -191,4 +344,8 @@ mod user {
     unsafe impl aya::Pod for super::NetnsPolicy {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Cidr {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OrigDst {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockTuple {}
 }

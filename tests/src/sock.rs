@@ -1,0 +1,123 @@
+//! Socket calls the tests make the way a proxy or app would: SO_ORIGINAL_DST, marked connects.
+
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+/// `getsockopt(SOL_IP, SO_ORIGINAL_DST)`: the call a proxy makes behind iptables REDIRECT.
+pub fn orig_dst_v4(sock: &impl AsRawFd) -> io::Result<SocketAddrV4> {
+    // SAFETY: zeroed sockaddr_in is valid; getsockopt writes at most `len` bytes.
+    unsafe {
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&mut sin as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        assert_eq!(
+            sin.sin_family as i32,
+            libc::AF_INET,
+            "SO_ORIGINAL_DST family"
+        );
+        Ok(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ))
+    }
+}
+
+/// `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)`.
+pub fn orig_dst_v6(sock: &impl AsRawFd) -> io::Result<SocketAddrV6> {
+    // SAFETY: zeroed sockaddr_in6 is valid; getsockopt writes at most `len` bytes.
+    unsafe {
+        let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IPV6,
+            libc::IP6T_SO_ORIGINAL_DST,
+            (&mut sin6 as *mut libc::sockaddr_in6).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        assert_eq!(
+            sin6.sin6_family as i32,
+            libc::AF_INET6,
+            "IP6T_SO_ORIGINAL_DST family"
+        );
+        Ok(SocketAddrV6::new(
+            Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+            u16::from_be(sin6.sin6_port),
+            0,
+            0,
+        ))
+    }
+}
+
+/// A blocking TCP connect, optionally with `SO_MARK` set first (as the proxy marks its
+/// upstream sockets).
+pub fn connect_raw(addr: SocketAddr, mark: Option<u32>) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls; the fd is owned right after creation.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        if let Some(mark) = mark {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            );
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let rc = match addr {
+            SocketAddr::V4(a) => {
+                let mut sin: libc::sockaddr_in = std::mem::zeroed();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                libc::connect(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                libc::connect(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(owned)
+    }
+}
