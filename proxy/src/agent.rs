@@ -37,6 +37,10 @@ pub struct AgentOptions {
     pub pin_dir: PathBuf,
     /// Control socket path (created mode 0600, its directory 0700 when created).
     pub control: PathBuf,
+    /// On SIGTERM/SIGINT leave the programs attached and their links pinned
+    /// ([`Datapath::persist`]) so the next agent on the same pin dir takes over without a capture
+    /// gap; otherwise dropping the data path detaches them.
+    pub persist: bool,
 }
 
 /// Errors starting the agent.
@@ -80,6 +84,7 @@ pub async fn run(
     let mut registry = Registry::new(datapath, handler);
     let adopted = registry.adopt_pinned();
     let registry = Arc::new(Mutex::new(registry));
+    let mut clients = tokio::task::JoinSet::new();
     info!(
         cgroup = %opts.cgroup.display(),
         control = %opts.control.display(),
@@ -90,10 +95,11 @@ pub async fn run(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
             r = control.accept() => match r {
                 Ok((stream, _)) => {
                     let reg = registry.clone();
-                    tokio::spawn(serve_client(stream, reg).instrument(info_span!("control")));
+                    clients.spawn(serve_client(stream, reg).instrument(info_span!("control")));
                 }
                 Err(e) => warn!(error = %e, "control accept failed"),
             },
@@ -102,9 +108,24 @@ pub async fn run(
     info!("shutting down");
     drop(control);
     let _ = std::fs::remove_file(&opts.control);
-    let mut reg = registry.lock().await;
-    reg.shutdown().await;
-    // Dropping the registry drops the Datapath, which detaches the programs.
+    // Abort the control connections (each holds a clone of the registry), then take it back.
+    clients.shutdown().await;
+    let registry = match Arc::try_unwrap(registry) {
+        Ok(m) => m.into_inner(),
+        Err(_) => unreachable!("every control task was aborted and joined"),
+    };
+    let datapath = registry.shutdown().await;
+    if opts.persist {
+        datapath.persist().map_err(|source| StartError::Datapath {
+            cgroup: opts.cgroup.clone(),
+            pins: opts.pin_dir.clone(),
+            source,
+        })?;
+        info!(pins = %opts.pin_dir.display(), "programs left attached for the next agent");
+    } else {
+        drop(datapath);
+        info!("programs detached");
+    }
     Ok(())
 }
 

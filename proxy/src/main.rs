@@ -41,6 +41,10 @@ enum Cmd {
         /// Static service table (VIP:port -> endpoints), stand-in for the L7 engine's clusters.
         #[arg(long)]
         services: Option<PathBuf>,
+        /// On exit leave the programs attached (links pinned) so the next agent on the same pin
+        /// dir takes over without a capture gap.
+        #[arg(long)]
+        persist: bool,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -169,6 +173,7 @@ fn run() -> Result<()> {
             pin_dir,
             control,
             services,
+            persist,
         } => {
             let cgroup = match cgroup {
                 Some(c) => c,
@@ -181,6 +186,7 @@ fn run() -> Result<()> {
                     cgroup,
                     pin_dir,
                     control,
+                    persist,
                 },
                 handler,
             ))?;

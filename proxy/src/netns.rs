@@ -134,7 +134,8 @@ impl Netns {
             // SAFETY: fd is a fresh, valid descriptor nobody else owns.
             unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
         };
-        netns_cookie_of(&sock).map_err(|e| sock_err("getsockopt(SO_NETNS_COOKIE)", e))
+        crate::bpf::netns_cookie_of(sock.as_fd())
+            .map_err(|e| sock_err("getsockopt(SO_NETNS_COOKIE)", e))
     }
 
     /// Binds a TCP listener at `addr` inside this netns (on a helper thread). IPv6 listeners are
@@ -153,26 +154,6 @@ impl AsFd for Netns {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-/// `SO_NETNS_COOKIE` of any socket.
-pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: cookie/len point to valid memory of the advertised size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cookie)
 }
 
 /// Binds a listening TCP socket in the calling thread's netns (SO_REUSEADDR; v6-only for IPv6),

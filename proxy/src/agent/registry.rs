@@ -338,12 +338,14 @@ impl Registry {
         }
     }
 
-    /// Stops every listener (the maps stay pinned, so capture keeps its state for the next agent).
-    pub async fn shutdown(&mut self) {
+    /// Stops every listener and gives the data path back: the caller drops it (programs
+    /// detached, maps stay pinned) or persists it (programs stay attached for the next agent).
+    pub async fn shutdown(mut self) -> Datapath {
         for (_, pod) in self.pods.drain() {
             if let Some(l) = pod.listeners {
                 l.close().await;
             }
         }
+        self.datapath
     }
 }
