@@ -42,7 +42,8 @@ pub enum AgentError {
     NotEnrolled(String),
 }
 
-/// Names of the eBPF counters, in the order `sluice status` prints them.
+/// Names of the eBPF counters, in the order `sluice status` prints them (every [`Counter`]; the
+/// `status_names_every_counter` test keeps the table complete).
 pub const COUNTER_NAMES: &[(&str, Counter)] = &[
     ("captured", Counter::Captured),
     ("skip_not_enrolled", Counter::SkipNotEnrolled),
@@ -55,6 +56,9 @@ pub const COUNTER_NAMES: &[(&str, Counter)] = &[
     ("orig_dst_answered", Counter::OrigDstAnswered),
     ("peername_restored", Counter::PeernameRestored),
     ("inbound_captured", Counter::InboundCaptured),
+    ("skip_not_tcp", Counter::SkipNotTcp),
+    ("fast_path_miss", Counter::FastPathMiss),
+    ("skip_no_listener", Counter::SkipNoListener),
 ];
 
 /// The listeners the agent serves inside one pod (node mode).
@@ -347,5 +351,25 @@ impl Registry {
             }
         }
         self.datapath
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_every_counter() {
+        let mut idx: Vec<u32> = COUNTER_NAMES.iter().map(|(_, c)| *c as u32).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        assert_eq!(idx.len(), COUNTER_NAMES.len(), "a counter is listed twice");
+        // Counters are dense from 0: the highest index + 1 is the number of counters.
+        assert_eq!(idx, (0..idx.len() as u32).collect::<Vec<_>>());
+        assert_eq!(
+            idx.len(),
+            Counter::SkipNoListener as usize + 1,
+            "a new counter is not named"
+        );
     }
 }
