@@ -128,6 +128,9 @@ struct EnrollArgs {
     /// Do not capture sockets of uid/gid 1337 (Istio sidecar behaviour).
     #[arg(long)]
     exempt_uid: bool,
+    /// While no proxy listens in the pod, let connections go direct instead of failing.
+    #[arg(long)]
+    fail_open: bool,
 }
 
 impl From<EnrollArgs> for EnrollSpec {
@@ -142,6 +145,7 @@ impl From<EnrollArgs> for EnrollSpec {
             exclude_inbound_ports: a.exclude_inbound_ports,
             fast_path: a.fast_path,
             exempt_uid: a.exempt_uid,
+            fail_open: a.fail_open,
         }
     }
 }

@@ -122,6 +122,9 @@ pub struct EnrollSpec {
     /// `--exempt-uid`: sockets of uid/gid 1337 are not captured (Istio sidecar behaviour).
     #[serde(default)]
     pub exempt_uid: bool,
+    /// `--fail-open`: while no proxy listens in the pod, connections go direct instead of failing.
+    #[serde(default)]
+    pub fail_open: bool,
 }
 
 /// A validated enrollment: the mode and the policy to write for the pod's netns cookie.
@@ -149,6 +152,9 @@ impl EnrollSpec {
         };
         p.outbound_port = sluice_common::OUTBOUND_PORT;
         p.inbound_port = sluice_common::INBOUND_PORT;
+        if self.fail_open {
+            p.flags |= flags::FAIL_OPEN;
+        }
         if self.exempt_uid {
             p.flags |= flags::EXEMPT_UID;
             p.exempt_uid = PROXY_UID;
@@ -313,12 +319,13 @@ mod tests {
         s.include_outbound_cidrs = Some("10.0.0.0/8,fd00::/8,192.168.1.1".into());
         s.fast_path = Some("off".into());
         s.exempt_uid = true;
+        s.fail_open = true;
         let p = s.validate().unwrap().policy;
         assert_eq!(p.mode, mode::SIDECAR);
         assert_eq!(p.fast_path, 0);
         assert_eq!(
             (p.flags, p.exempt_uid, p.exempt_gid),
-            (flags::EXEMPT_UID, 1337, 1337)
+            (flags::EXEMPT_UID | flags::FAIL_OPEN, 1337, 1337)
         );
         assert_eq!(&p.exclude_outbound_ports[..2], &[22, 8080]);
         assert_eq!(p.n_include_outbound_cidrs, 3);

@@ -465,3 +465,28 @@ fn sidecar_mode_uses_the_sidecar_process() {
         "the agent must not proxy a sidecar-mode pod"
     );
 }
+
+/// `--fail-open`: a sidecar-mode pod whose sidecar is not running yet connects direct instead of
+/// failing; without it the connection is refused (captured, nobody on 15001).
+#[test]
+fn fail_open_goes_direct_while_no_proxy_listens() {
+    let node = Node::start("fo");
+    let pod = Netns::new("fp");
+    let server_ns = Netns::new("fs");
+    let veth = Veth::new("fo", &pod, &server_ns);
+    let server = EchoPeerServer::start(&server_ns, SocketAddr::new(veth.b_v4.into(), 0));
+    let _in_cgroup = node.cgroup.enter_process();
+    node.enroll(&pod, &["--mode", "sidecar"]);
+    let dst = server.addr;
+    let err =
+        pod.run(move || TcpStream::connect_timeout(&dst, Duration::from_secs(2)).unwrap_err());
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    node.enroll(&pod, &["--mode", "sidecar", "--fail-open"]);
+    let x = exchange(&pod, server.addr, 10, None);
+    assert_eq!(x.local.ip(), IpAddr::from(veth.a_v4), "not direct: {x:?}");
+    assert!(
+        x.answer.starts_with(&peer_prefix(veth.a_v4.into())),
+        "{x:?}"
+    );
+    assert!(node.counter("skip_no_listener") >= 1);
+}
