@@ -5,3 +5,9 @@
 pub mod bpf;
 pub mod config;
 pub mod route;
+pub mod admin;
+pub mod detect;
+pub mod http;
+pub mod proxy;
+pub mod tcp_proxy;
+pub mod upstream;

@@ -1,0 +1,313 @@
+//! Cluster manager: the running clusters, their hosts, load balancing, pools and host health.
+//!
+//! A [`Cluster`] is built once per configuration version from a [`ClusterSpec`] (the runtime view of
+//! a validated config cluster) and shared as an `Arc` by every request routed to it; requests hold
+//! the `Arc` so a reload never pulls a cluster from under an in-flight request.
+
+pub mod from_config;
+pub mod health;
+pub mod lb;
+pub mod outlier;
+pub mod pool;
+pub mod spec;
+pub mod tls;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+
+pub use self::spec::{
+    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
+};
+use crate::proxy::stats::{ClusterStats, StatsStore};
+
+/// Errors raised while building clusters from their specs.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A TLS file (CA, certificate or key) could not be read or parsed.
+    #[error("cluster {cluster}: tls {what} {path}: {reason}")]
+    TlsFile {
+        /// Cluster name.
+        cluster: String,
+        /// Which file: trusted_ca, certificate_chain, private_key.
+        what: &'static str,
+        /// File path.
+        path: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The rustls configuration could not be built.
+    #[error("cluster {cluster}: tls config: {reason}")]
+    Tls {
+        /// Cluster name.
+        cluster: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// Process-relative monotonic milliseconds (for lock-free timestamps in atomics).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One upstream endpoint with its health state and connection pool.
+#[derive(Debug)]
+pub struct Host {
+    /// Address connected to.
+    pub addr: SocketAddr,
+    /// Load-balancing weight (>= 1).
+    pub weight: u32,
+    /// False while active health checking says the host is unhealthy.
+    pub hc_healthy: AtomicBool,
+    /// Outlier ejection end, in [`now_ms`] units; 0 when not ejected.
+    pub ejected_until: AtomicU64,
+    /// How many times this host has been ejected (multiplies the ejection time).
+    pub ejections: AtomicU32,
+    /// Consecutive 5xx (or local-origin failures) seen, for outlier detection.
+    pub consecutive_5xx: AtomicU32,
+    /// Requests in flight to this host (least-request balancing).
+    pub active_rq: AtomicUsize,
+    /// Requests sent to this host.
+    pub rq_total: AtomicU64,
+    /// Requests that got a 5xx or failed locally.
+    pub rq_error: AtomicU64,
+    /// Connection pool.
+    pub pool: pool::HostPool,
+}
+
+impl Host {
+    fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            weight: weight.max(1),
+            hc_healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            active_rq: AtomicUsize::new(0),
+            rq_total: AtomicU64::new(0),
+            rq_error: AtomicU64::new(0),
+            pool: pool::HostPool::default(),
+        })
+    }
+
+    /// Whether outlier detection currently ejects this host.
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Healthy for load balancing: passing health checks and not ejected.
+    pub fn is_healthy(&self, now: u64) -> bool {
+        self.hc_healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
+    }
+
+    /// Envoy's `health_flags` text for /clusters.
+    pub fn health_flags(&self) -> String {
+        let mut flags = String::new();
+        if !self.hc_healthy.load(Ordering::Relaxed) {
+            flags.push_str("/failed_active_hc");
+        }
+        if self.is_ejected(now_ms()) {
+            flags.push_str("/failed_outlier_check");
+        }
+        if flags.is_empty() {
+            flags.push_str("healthy");
+        }
+        flags
+    }
+}
+
+/// The current host list of a cluster plus the structures the balancer derives from it.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    /// All hosts, in config order.
+    pub hosts: Vec<Arc<Host>>,
+    /// Ring (ring hash) or table (maglev), when the balancer needs one.
+    pub hash_table: Option<lb::HashTable>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Everything the config said about the cluster.
+    pub spec: ClusterSpec,
+    /// Current hosts (swapped by DNS refresh).
+    pub hosts: ArcSwap<HostSet>,
+    /// ORIGINAL_DST hosts created on demand, keyed by destination.
+    orig_dst_hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
+    /// TLS origination, when the cluster has a TLS transport socket.
+    pub tls: Option<tls::TlsOrigin>,
+    /// Counters, shared across config versions.
+    pub stats: Arc<ClusterStats>,
+    /// Round-robin cursor.
+    rr: AtomicUsize,
+    /// Requests in flight (circuit breaker max_requests).
+    pub rq_active: AtomicUsize,
+    /// Requests waiting for a connection (max_pending_requests).
+    pub rq_pending: AtomicUsize,
+    /// Open upstream connections (max_connections).
+    pub cx_active: Arc<AtomicUsize>,
+    /// Retries in flight (max_retries).
+    pub retries_active: AtomicUsize,
+}
+
+/// How the request asks for a host: a hash for hash balancers, the original destination for
+/// ORIGINAL_DST clusters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LbContext {
+    /// Hash computed from the route's hash_policy (None: no policy matched).
+    pub hash: Option<u64>,
+    /// Original destination of the downstream connection.
+    pub orig_dst: Option<SocketAddr>,
+}
+
+impl Cluster {
+    /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
+    /// cluster is dropped.
+    pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {
+        let tls = match &spec.tls {
+            Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),
+            None => None,
+        };
+        let hosts = match &spec.discovery {
+            Discovery::Static(eps) => eps
+                .iter()
+                .filter_map(|e| {
+                    e.host
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| Host::new(SocketAddr::new(ip, e.port), e.weight))
+                })
+                .collect(),
+            Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
+        };
+        let set = HostSet {
+            hash_table: lb::HashTable::build(&spec.lb, &hosts),
+            hosts,
+        };
+        let cluster = Arc::new(Self {
+            stats: stats.cluster(&spec.name),
+            spec,
+            hosts: ArcSwap::from_pointee(set),
+            orig_dst_hosts: Mutex::new(HashMap::new()),
+            tls,
+            rr: AtomicUsize::new(0),
+            rq_active: AtomicUsize::new(0),
+            rq_pending: AtomicUsize::new(0),
+            cx_active: Arc::new(AtomicUsize::new(0)),
+            retries_active: AtomicUsize::new(0),
+        });
+        if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
+            tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));
+        }
+        if let Some(hc) = cluster.spec.health_check.clone() {
+            tokio::spawn(health::run(Arc::downgrade(&cluster), hc));
+        }
+        Ok(cluster)
+    }
+
+    /// Picks a host, or None when the cluster has no usable host (503 UH).
+    pub fn choose_host(&self, ctx: &LbContext) -> Option<Arc<Host>> {
+        if matches!(self.spec.discovery, Discovery::OriginalDst) {
+            let dst = ctx.orig_dst?;
+            let mut map = self
+                .orig_dst_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return Some(map.entry(dst).or_insert_with(|| Host::new(dst, 1)).clone());
+        }
+        let set = self.hosts.load();
+        lb::choose(&self.spec.lb, &set, &self.rr, ctx)
+    }
+
+    /// Every host currently known (static, resolved or original-destination ones).
+    pub fn all_hosts(&self) -> Vec<Arc<Host>> {
+        let mut v = self.hosts.load().hosts.clone();
+        if matches!(self.spec.discovery, Discovery::OriginalDst) {
+            let map = self
+                .orig_dst_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            v.extend(map.values().cloned());
+        }
+        v
+    }
+
+    /// Records a finished request's outcome for outlier detection.
+    pub fn record_outcome(&self, host: &Host, failed: bool) {
+        if failed {
+            host.rq_error.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = &self.spec.outlier {
+            outlier::record(self, o, host, failed);
+        }
+    }
+
+    /// Replaces the host list (DNS refresh), keeping hosts (and their pools) that did not change.
+    fn set_hosts(&self, addrs: Vec<(SocketAddr, u32)>) {
+        let old = self.hosts.load();
+        let same = old.hosts.len() == addrs.len()
+            && old
+                .hosts
+                .iter()
+                .zip(&addrs)
+                .all(|(h, (a, w))| h.addr == *a && h.weight == *w);
+        if same {
+            return;
+        }
+        let hosts: Vec<Arc<Host>> = addrs
+            .into_iter()
+            .map(|(a, w)| {
+                old.hosts
+                    .iter()
+                    .find(|h| h.addr == a && h.weight == w)
+                    .cloned()
+                    .unwrap_or_else(|| Host::new(a, w))
+            })
+            .collect();
+        let set = HostSet {
+            hash_table: lb::HashTable::build(&self.spec.lb, &hosts),
+            hosts,
+        };
+        self.hosts.store(Arc::new(set));
+    }
+}
+
+/// STRICT_DNS: resolves every endpoint at `refresh` intervals; all returned addresses become hosts.
+async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let Discovery::StrictDns { endpoints, .. } = &c.spec.discovery else {
+            return;
+        };
+        let endpoints = endpoints.clone();
+        drop(c);
+        let mut addrs = Vec::new();
+        for e in &endpoints {
+            match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
+                Ok(it) => {
+                    for a in it {
+                        if !addrs.iter().any(|(x, _)| *x == a) {
+                            addrs.push((a, e.weight));
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(host = %e.host, error = %err, "dns resolution failed"),
+            }
+        }
+        let Some(c) = cluster.upgrade() else { return };
+        c.set_hosts(addrs);
+        drop(c);
+        tokio::time::sleep(refresh).await;
+    }
+}
