@@ -316,6 +316,7 @@ pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ProxyError> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let bootstrap = config::load_file(&args.config_path)?;
     let source = source_json(&args.config_path);
