@@ -7,8 +7,18 @@
 //! Parsing is pure: no I/O except [`load_file`] reading the file, no tokio, no sockets.
 
 mod cluster;
+mod duration;
 mod listener;
+mod path;
+mod raw;
+mod raw_cluster;
+pub(crate) mod raw_route;
+#[cfg(test)]
+mod tests;
 mod typed;
+mod unsupported_fields;
+mod validate;
+mod validate_cluster;
 
 use std::{path::Path as FsPath, sync::Arc};
 
@@ -26,11 +36,14 @@ pub use listener::{
     NetworkFilter, TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
+pub(crate) use path::FieldPath;
 pub use typed::{ClusterRef, ListenerRef};
 
 /// A validated Envoy v3 static bootstrap: everything the proxy runs.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
+    /// `node` (identity only; informational).
+    pub node: Option<Node>,
     /// `admin.address.socket_address`, if an admin block is configured.
     pub admin: Option<Admin>,
     /// `static_resources.listeners[]`, in config order (names are unique).
@@ -38,6 +51,15 @@ pub struct Bootstrap {
     /// `static_resources.clusters[]`, in config order (names are unique; every route and
     /// tcp_proxy reference resolves to one of them).
     pub clusters: Vec<Arc<Cluster>>,
+}
+
+/// `node`: the proxy's identity (informational; shown by the admin interface).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// `node.id`.
+    pub id: String,
+    /// `node.cluster`.
+    pub cluster: String,
 }
 
 impl Bootstrap {
@@ -146,7 +168,6 @@ pub fn load_file(path: impl AsRef<FsPath>) -> Result<Bootstrap, ConfigError> {
 
 /// Parses and validates an Envoy v3 bootstrap from YAML text (JSON is valid YAML too).
 pub fn from_yaml_str(text: &str) -> Result<Bootstrap, ConfigError> {
-    // Interim commit of the public model: the parser lands in the next commit.
-    let _ = text;
-    Err(ConfigError::field("", "parser not yet committed"))
+    let raw: raw::RawBootstrap = raw::parse_document(text)?;
+    validate::bootstrap(raw)
 }

@@ -5,12 +5,16 @@
 //! and route, the cluster, the rewritten path and host, and the header mutations to apply in
 //! Envoy's order — or a redirect, a direct response, or no route (404 NR).
 
+mod build;
 mod headers;
 mod matcher;
 mod select;
+#[cfg(test)]
+mod tests;
 
 use std::{collections::HashMap, time::Duration};
 
+pub(crate) use build::{build_route_table, build_weighted, WeightedInput};
 pub use headers::{
     AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
 };

@@ -22,6 +22,8 @@ pub const ENVOY_DEFAULT_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD
 pub struct Admin {
     /// `admin.address.socket_address` (an IP address and port).
     pub address: SocketAddr,
+    /// `admin.access_log_path` (deprecated in Envoy but common), if set.
+    pub access_log_path: Option<PathBuf>,
 }
 
 /// `static_resources.listeners[]`.
@@ -34,6 +36,9 @@ pub struct Listener {
     /// `use_original_dst`: hand connections whose original destination (SO_ORIGINAL_DST)
     /// matches another listener to that listener (Envoy's deprecated v2 behaviour for 15001).
     pub use_original_dst: bool,
+    /// `bind_to_port` (default true): false for listeners that only receive connections
+    /// handed over by a `use_original_dst` listener.
+    pub bind_to_port: bool,
     /// `listener_filters[]`, in order.
     pub listener_filters: Vec<ListenerFilter>,
     /// `filter_chains[]`, in config order; see [`Listener::select_chain`].

@@ -136,28 +136,31 @@ pub struct HeaderMatcher {
 pub enum HeaderMatchKind {
     /// `string_match` or a legacy `exact_match`/`prefix_match`/... field.
     String(StringMatcher),
-    /// `present_match`.
+    /// `present_match` (also what a matcher without any match field means:
+    /// `Present(true)`).
     Present(bool),
-    /// No matcher: the header must be present (Envoy treats it as an empty exact match,
-    /// which matches any value).
+    /// Legacy `exact_match: ""`: any value of a present header.
     Any,
 }
 
 impl HeaderMatcher {
-    /// Whether the request matches, Envoy's HeaderUtility semantics: a missing header
-    /// matches only `invert_match` (or `present_match: false`), unless treated as empty.
+    /// Whether the request matches, with Envoy's HeaderUtility semantics: a missing header
+    /// (unless `treat_missing_header_as_empty`) matches only `present_match: false`, or
+    /// `present_match: true` inverted — every other matcher fails, inverted or not.
     pub fn matches(&self, value: Option<Cow<'_, str>>) -> bool {
-        if let HeaderMatchKind::Present(want) = self.kind {
-            return (value.is_some() == want) != self.invert_match;
-        }
         let value = match value {
             Some(v) => v,
             None if self.treat_missing_header_as_empty => Cow::Borrowed(""),
-            None => return self.invert_match,
+            None => {
+                return match self.kind {
+                    HeaderMatchKind::Present(want) => want == self.invert_match,
+                    _ => false,
+                }
+            }
         };
         let m = match &self.kind {
             HeaderMatchKind::String(sm) => sm.matches(&value),
-            HeaderMatchKind::Present(_) => unreachable!("handled above"),
+            HeaderMatchKind::Present(want) => *want,
             HeaderMatchKind::Any => true,
         };
         m != self.invert_match
