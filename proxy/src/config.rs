@@ -10,7 +10,7 @@ mod cluster;
 mod duration;
 mod listener;
 mod path;
-mod raw;
+pub(crate) mod raw;
 mod raw_cluster;
 pub(crate) mod raw_route;
 #[cfg(test)]
