@@ -142,7 +142,8 @@ pub struct ListenerSlot {
 struct Bound {
     addr: SocketAddr,
     slot: Arc<ListenerSlot>,
-    task: JoinHandle<()>,
+    /// The accept loop; None for `bind_to_port: false` listeners (hand-off targets only).
+    task: Option<JoinHandle<()>>,
 }
 
 /// The running proxy.
@@ -261,12 +262,13 @@ impl Server {
         {
             let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
             bound.retain(|name, b| {
-                let keep = rt
-                    .listeners
-                    .get(name)
-                    .is_some_and(|l| l.cfg.address == b.addr);
+                let keep = rt.listeners.get(name).is_some_and(|l| {
+                    l.cfg.address == b.addr && l.cfg.bind_to_port == b.task.is_some()
+                });
                 if !keep {
-                    b.task.abort();
+                    if let Some(t) = &b.task {
+                        t.abort();
+                    }
                     tracing::info!(listener = %name, addr = %b.addr, "listener removed");
                 }
                 keep
@@ -279,17 +281,22 @@ impl Server {
             }
         }
         for (name, l) in to_bind {
-            let tcp = listener::bind(l.cfg.address).map_err(|source| ProxyError::Bind {
-                listener: name.clone(),
-                addr: l.cfg.address,
-                source,
-            })?;
             let addr = l.cfg.address;
+            let tcp = if l.cfg.bind_to_port {
+                Some(listener::bind(addr).map_err(|source| ProxyError::Bind {
+                    listener: name.clone(),
+                    addr,
+                    source,
+                })?)
+            } else {
+                None
+            };
             let slot = Arc::new(ListenerSlot {
                 rt: ArcSwap::new(l),
             });
-            let task = tokio::spawn(listener::accept_loop(self.clone(), slot.clone(), tcp));
-            tracing::info!(listener = %name, %addr, "listener started");
+            let task =
+                tcp.map(|tcp| tokio::spawn(listener::accept_loop(self.clone(), slot.clone(), tcp)));
+            tracing::info!(listener = %name, %addr, bound = task.is_some(), "listener started");
             self.bound
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -306,7 +306,10 @@ async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
             }
         }
         let Some(c) = cluster.upgrade() else { return };
-        c.set_hosts(addrs);
+        // A failed resolution keeps the previous hosts (Envoy keeps the last good answer).
+        if !addrs.is_empty() || endpoints.is_empty() {
+            c.set_hosts(addrs);
+        }
         drop(c);
         tokio::time::sleep(refresh).await;
     }

@@ -186,3 +186,70 @@ async fn outlier_ejection_and_return() {
         "{clusters}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_check_excludes_failing_host() {
+    let good = TestUpstream::start("good").await;
+    let bad = TestUpstream::start("bad").await;
+    bad.state.status.store(503, Ordering::SeqCst);
+    let (admin, port) = (free_port(), free_port());
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: hc }\n";
+    let hc = "    health_checks:\n    - timeout: 1s\n      interval: 0.2s\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n      http_health_check: { path: /healthz }\n";
+    let proxy = ProxyProcess::start(
+        &http_bootstrap(
+            admin,
+            port,
+            routes,
+            &static_cluster("hc", &[good.port(), bad.port()], hc),
+            "",
+        ),
+        admin,
+    );
+    let app_requests = |u: &TestUpstream| {
+        u.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path != "/healthz")
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clusters = proxy.admin_get("/clusters");
+    assert!(
+        clusters.contains(&format!(
+            "hc::{}::health_flags::/failed_active_hc",
+            bad.addr
+        )),
+        "{clusters}"
+    );
+    let hc_req = bad
+        .state
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.path == "/healthz")
+        .cloned()
+        .unwrap();
+    assert_eq!(hc_req.headers["host"], "hc");
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..8 {
+        let (status, _, body) = get(url.clone(), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "good"));
+    }
+    assert_eq!(app_requests(&bad), 0);
+    // Recovers: the next passing check puts it back in rotation.
+    bad.state.status.store(200, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..8 {
+        assert_eq!(get(url.clone(), &[]).await.0, 200);
+    }
+    assert!(
+        app_requests(&bad) >= 3,
+        "bad host back in rotation: {}",
+        app_requests(&bad)
+    );
+    assert!(proxy.stat("cluster.hc.health_check_failure") >= 1);
+}

@@ -80,12 +80,12 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         alpn: t.alpn_protocols.clone(),
         match_sans: Vec::new(),
     });
-    let health_check = c.health_checks.iter().find_map(|h| match &h.kind {
+    let health_check = c.health_checks.first().map(|h| match &h.kind {
         config::HealthCheckKind::Http {
             path,
             host,
             expected_statuses,
-        } => Some(HealthCheckSpec {
+        } => HealthCheckSpec {
             interval: h.interval,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
@@ -93,8 +93,18 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             path: path.clone(),
             host: host.clone().unwrap_or_else(|| name.clone()),
             expected: expected_statuses.iter().map(|r| (r.start, r.end)).collect(),
-        }),
-        config::HealthCheckKind::Tcp => None,
+            tcp_only: false,
+        },
+        config::HealthCheckKind::Tcp => HealthCheckSpec {
+            interval: h.interval,
+            timeout: h.timeout,
+            unhealthy_threshold: h.unhealthy_threshold,
+            healthy_threshold: h.healthy_threshold,
+            path: String::new(),
+            host: name.clone(),
+            expected: Vec::new(),
+            tcp_only: true,
+        },
     });
     ClusterSpec {
         discovery,

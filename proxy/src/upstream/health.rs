@@ -66,6 +66,12 @@ fn apply(streaks: &mut HashMap<SocketAddr, Streak>, h: &Host, ok: bool, spec: &H
 }
 
 async fn check(cluster: &Arc<Cluster>, host: &Host, spec: &HealthCheckSpec) -> bool {
+    if spec.tcp_only {
+        return matches!(
+            tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(host.addr)).await,
+            Ok(Ok(_))
+        );
+    }
     let fut = async {
         let sender = pool::connect(cluster, host, true).await.ok()?;
         let pool::Sender::H1(mut s) = sender else {

@@ -158,4 +158,6 @@ pub struct HealthCheckSpec {
     pub host: String,
     /// Accepted statuses as [start, end) ranges (default 200..201).
     pub expected: Vec<(u16, u16)>,
+    /// `tcp_health_check`: a successful connect is a pass (no HTTP request).
+    pub tcp_only: bool,
 }
