@@ -82,16 +82,10 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             }
         }
     }
-    match discovery {
-        DiscoveryType::OriginalDst if !endpoints.is_empty() => {
-            return Err(p
-                .field("load_assignment")
-                .err("ORIGINAL_DST clusters must not have endpoints"))
-        }
-        DiscoveryType::Static | DiscoveryType::StrictDns if raw.load_assignment.is_none() => {
-            return Err(p.field("load_assignment").err("required"))
-        }
-        _ => {}
+    if discovery == DiscoveryType::OriginalDst && !endpoints.is_empty() {
+        return Err(p
+            .field("load_assignment")
+            .err("ORIGINAL_DST clusters must not have endpoints"));
     }
 
     let mut circuit_breakers = CircuitBreakers::default();
@@ -195,11 +189,15 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         }
     };
 
+    let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+    if connect_timeout.is_zero() {
+        return Err(p.field("connect_timeout").err("must be greater than 0s"));
+    }
     Ok(Cluster {
         name: ClusterRef::new(&name),
         discovery,
         lb_policy,
-        connect_timeout: raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+        connect_timeout,
         dns_refresh_rate: raw
             .dns_refresh_rate
             .map_or(DEFAULT_DNS_REFRESH_RATE, |d| d.0),
