@@ -72,10 +72,11 @@ pub struct RouteTable {
 pub(crate) struct DomainIndex {
     /// Exact domains.
     pub(crate) exact: HashMap<String, usize>,
-    /// `*<suffix>` wildcards as (suffix, vhost), longest suffix first.
-    pub(crate) suffix: Vec<(String, usize)>,
-    /// `<prefix>*` wildcards as (prefix, vhost), longest prefix first.
-    pub(crate) prefix: Vec<(String, usize)>,
+    /// `*<suffix>` wildcards grouped by suffix length, longest first (Envoy's layout: one
+    /// hash lookup per distinct length).
+    pub(crate) suffix: Vec<(usize, HashMap<String, usize>)>,
+    /// `<prefix>*` wildcards grouped by prefix length, longest first.
+    pub(crate) prefix: Vec<(usize, HashMap<String, usize>)>,
     /// The virtual host with domain `*`.
     pub(crate) default: Option<usize>,
 }

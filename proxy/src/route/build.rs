@@ -56,8 +56,8 @@ pub(crate) fn build_route_table(
         }
         virtual_hosts.push(virtual_host(vh, &vp, clusters)?);
     }
-    domains.suffix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
-    domains.prefix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
+    domains.suffix.sort_by_key(|e| std::cmp::Reverse(e.0));
+    domains.prefix.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(RouteTable {
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
@@ -87,13 +87,9 @@ fn add_domain(
     let dup = if d == "*" {
         idx.default.replace(vhost).is_some()
     } else if let Some(suffix) = d.strip_prefix('*') {
-        let dup = idx.suffix.iter().any(|(s, _)| s == suffix);
-        idx.suffix.push((suffix.to_string(), vhost));
-        dup
+        insert_wildcard(&mut idx.suffix, suffix, vhost)
     } else if let Some(prefix) = d.strip_suffix('*') {
-        let dup = idx.prefix.iter().any(|(s, _)| s == prefix);
-        idx.prefix.push((prefix.to_string(), vhost));
-        dup
+        insert_wildcard(&mut idx.prefix, prefix, vhost)
     } else {
         idx.exact.insert(d.clone(), vhost).is_some()
     };
@@ -106,6 +102,22 @@ fn add_domain(
         )));
     }
     Ok(())
+}
+
+/// Adds a wildcard's fixed part to its length group; true if it was already there.
+fn insert_wildcard(
+    groups: &mut Vec<(usize, std::collections::HashMap<String, usize>)>,
+    fixed: &str,
+    vhost: usize,
+) -> bool {
+    let pos = match groups.iter().position(|(len, _)| *len == fixed.len()) {
+        Some(p) => p,
+        None => {
+            groups.push((fixed.len(), Default::default()));
+            groups.len() - 1
+        }
+    };
+    groups[pos].1.insert(fixed.to_string(), vhost).is_some()
 }
 
 fn virtual_host(

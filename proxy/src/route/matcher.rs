@@ -107,7 +107,11 @@ impl StringMatcher {
             }
             StringMatcher::Contains { value, ignore_case } => {
                 if *ignore_case {
-                    s.to_ascii_lowercase().contains(value.as_str())
+                    // `value` is lower-cased at load; compare windows without allocating.
+                    value.is_empty()
+                        || s.as_bytes()
+                            .windows(value.len())
+                            .any(|w| w.eq_ignore_ascii_case(value.as_bytes()))
                 } else {
                     s.contains(value.as_str())
                 }

@@ -178,17 +178,18 @@ impl RouteTable {
             .get(host)
             .copied()
             .or_else(|| {
-                // `>=`: the wildcard must match at least one character.
-                d.suffix
-                    .iter()
-                    .find(|(s, _)| s.len() < host.len() && host.ends_with(s.as_str()))
-                    .map(|(_, i)| *i)
+                // `len < host.len()`: the wildcard must match at least one character.
+                d.suffix.iter().find_map(|(len, map)| {
+                    let tail =
+                        host.get(host.len().checked_sub(*len).filter(|_| *len < host.len())?..)?;
+                    map.get(tail).copied()
+                })
             })
             .or_else(|| {
-                d.prefix
-                    .iter()
-                    .find(|(p, _)| p.len() < host.len() && host.starts_with(p.as_str()))
-                    .map(|(_, i)| *i)
+                d.prefix.iter().find_map(|(len, map)| {
+                    let head = host.get(..*len).filter(|_| *len < host.len())?;
+                    map.get(head).copied()
+                })
             })
             .or(d.default)?;
         Some((idx, &self.virtual_hosts[idx]))

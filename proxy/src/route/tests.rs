@@ -190,6 +190,9 @@ fn domain_order_exact_suffix_prefix_default() {
             // `*-bar.foo.com` needs at least one character before `-bar`.
             (get("-bar.foo.com", "/"), "suffix r0 -> c /"),
             (get("x.foo.com", "/"), "suffix r0 -> c /"),
+            // Non-ASCII hosts never split a character.
+            (get("ü.foo.com", "/"), "suffix r0 -> c /"),
+            (get("ü", "/"), "default r0 -> a /"),
             (get("a.b.foo.com", "/"), "suffix r0 -> c /"),
             // `*.foo.com` does not match `foo.com` itself (nor `.foo.com`).
             (get("foo.com", "/"), "prefix r0 -> d /"),
@@ -640,6 +643,8 @@ virtual_hosts:
   - { match: { prefix: "/down" }, direct_response: { status: 503 } }
   - { match: { path: "/first" }, route: { cluster: a } }
   - { match: { prefix: "/first" }, route: { cluster: b } }
+  - { match: { prefix: "/ci", headers: [{ name: x-c, string_match: { contains: ABC, ignore_case: true } }] }, route: { cluster: c } }
+  - { match: { prefix: "/sfx", headers: [{ name: x-s, string_match: { suffix: END, ignore_case: true } }] }, route: { cluster: d } }
 "#;
 
 #[test]
@@ -660,6 +665,10 @@ fn cluster_header_direct_response_and_first_match() {
             (get("h", "/first"), "v r2 -> a /first"),
             (get("h", "/first/x"), "v r3 -> b /first/x"),
             (get("h", "/none"), "NR"),
+            (get("h", "/ci").h("x-c", "zzaBcz"), "v r4 -> c /ci"),
+            (get("h", "/ci").h("x-c", "zzab"), "NR"),
+            (get("h", "/sfx").h("x-s", "the-end"), "v r5 -> d /sfx"),
+            (get("h", "/sfx").h("x-s", "ending"), "NR"),
         ],
     );
 }
