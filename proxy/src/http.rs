@@ -367,6 +367,9 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
     } else {
         *resp.version_mut() = Version::HTTP_2;
     }
+    // Envoy's defaults: server_name "envoy", server_header_transformation OVERWRITE.
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("envoy"));
     let status = resp.status().as_u16();
     match status {
         200..=299 => hcm.stats.downstream_rq_2xx.inc(),

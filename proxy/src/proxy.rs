@@ -21,7 +21,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::{net::TcpStream, task::JoinHandle};
 
-pub use self::listener::{ChainRt, ListenerRt};
+pub use self::listener::{original_dst, ChainRt, ListenerRt, ServeError};
 use self::stats::StatsStore;
 use crate::{
     config,
@@ -154,6 +154,27 @@ pub struct Server {
     bound: Mutex<HashMap<String, Bound>>,
     config_path: Option<PathBuf>,
     reload_lock: tokio::sync::Mutex<()>,
+    bind_listeners: bool,
+}
+
+/// How [`Server::start_with`] runs.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Bind the listeners' addresses (`sluice proxy`). False when a caller that owns the sockets
+    /// (the capture side binding 15001/15006 inside a pod's network namespace) hands accepted
+    /// connections to [`Server::serve_connection`] instead.
+    pub bind_listeners: bool,
+    /// Serve the admin interface when the config has one.
+    pub admin: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            bind_listeners: true,
+            admin: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -180,6 +201,16 @@ impl Server {
         source: serde_json::Value,
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Self>, ProxyError> {
+        Self::start_with(bootstrap, source, config_path, StartOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with options (e.g. no listener binding for the capture side).
+    pub async fn start_with(
+        bootstrap: config::Bootstrap,
+        source: serde_json::Value,
+        config_path: Option<PathBuf>,
+        opts: StartOptions,
+    ) -> Result<Arc<Self>, ProxyError> {
         let stats = Arc::new(StatsStore::default());
         let rt = Runtime::build(bootstrap, source, &stats, 1)?;
         let admin = rt.bootstrap.admin.clone();
@@ -189,9 +220,10 @@ impl Server {
             bound: Mutex::new(HashMap::new()),
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
+            bind_listeners: opts.bind_listeners,
         });
         server.reconcile_listeners().await?;
-        if let Some(a) = admin {
+        if let Some(a) = admin.filter(|_| opts.admin) {
             let l = tokio::net::TcpListener::bind(a.address)
                 .await
                 .map_err(|source| ProxyError::Bind {
@@ -254,6 +286,10 @@ impl Server {
             .map(|b| b.slot.clone())
     }
 
+    fn binds(&self, l: &ListenerRt) -> bool {
+        self.bind_listeners && l.cfg.bind_to_port
+    }
+
     /// Binds new listeners, drops removed ones, and points existing ones at the current version.
     /// A listener whose address changed is re-bound.
     async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ProxyError> {
@@ -262,9 +298,10 @@ impl Server {
         {
             let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
             bound.retain(|name, b| {
-                let keep = rt.listeners.get(name).is_some_and(|l| {
-                    l.cfg.address == b.addr && l.cfg.bind_to_port == b.task.is_some()
-                });
+                let keep = rt
+                    .listeners
+                    .get(name)
+                    .is_some_and(|l| l.cfg.address == b.addr && self.binds(l) == b.task.is_some());
                 if !keep {
                     if let Some(t) = &b.task {
                         t.abort();
@@ -282,7 +319,7 @@ impl Server {
         }
         for (name, l) in to_bind {
             let addr = l.cfg.address;
-            let tcp = if l.cfg.bind_to_port {
+            let tcp = if self.binds(&l) {
                 Some(listener::bind(addr).map_err(|source| ProxyError::Bind {
                     listener: name.clone(),
                     addr,

@@ -152,19 +152,25 @@ pub fn choose(
         }
         LbKind::Random => pick_random(hosts, &usable),
         LbKind::LeastRequest { choice_count } => {
-            let candidates: Vec<&Arc<Host>> = hosts.iter().filter(|h| usable(h)).collect();
-            if candidates.is_empty() {
-                return None;
-            }
+            // Sample among all hosts (no allocation); unusable picks are skipped, and when every
+            // sample was unusable fall back to a random usable host.
             let mut rng = rand::thread_rng();
-            let mut best = candidates[rng.gen_range(0..candidates.len())];
-            for _ in 1..(*choice_count).max(1) {
-                let c = candidates[rng.gen_range(0..candidates.len())];
-                if c.active_rq.load(Ordering::Relaxed) < best.active_rq.load(Ordering::Relaxed) {
-                    best = c;
+            let mut best: Option<&Arc<Host>> = None;
+            for _ in 0..(*choice_count).max(1) {
+                let c = &hosts[rng.gen_range(0..hosts.len())];
+                if !usable(c) {
+                    continue;
+                }
+                if best.is_none_or(|b| {
+                    c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
+                }) {
+                    best = Some(c);
                 }
             }
-            Some(best.clone())
+            match best {
+                Some(b) => Some(b.clone()),
+                None => pick_random(hosts, &usable),
+            }
         }
         LbKind::RingHash { .. } | LbKind::Maglev => {
             let hash = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
