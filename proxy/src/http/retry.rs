@@ -45,3 +45,86 @@ pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
         .min(policy.max_interval.as_millis().max(1) as u64);
     Duration::from_millis(rand::thread_rng().gen_range(0..ceiling.max(1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RetryOn;
+
+    fn policy(on: RetryOn, codes: Vec<u16>) -> RetryPolicy {
+        RetryPolicy {
+            retry_on: on,
+            num_retries: 1,
+            per_try_timeout: None,
+            base_interval: Duration::from_millis(25),
+            max_interval: Duration::from_millis(250),
+            retriable_status_codes: codes,
+        }
+    }
+
+    #[test]
+    fn retry_on_table() {
+        let five = RetryOn {
+            server_error: true,
+            ..Default::default()
+        };
+        let gw = RetryOn {
+            gateway_error: true,
+            ..Default::default()
+        };
+        let cf = RetryOn {
+            connect_failure: true,
+            ..Default::default()
+        };
+        let r4 = RetryOn {
+            retriable_4xx: true,
+            ..Default::default()
+        };
+        let codes = RetryOn {
+            retriable_status_codes: true,
+            ..Default::default()
+        };
+        let reset = RetryOn {
+            reset: true,
+            ..Default::default()
+        };
+        let table = [
+            (five, Outcome::Status(500), true),
+            (five, Outcome::Status(503), true),
+            (five, Outcome::Status(404), false),
+            (five, Outcome::ConnectFailure, true),
+            (five, Outcome::Reset, true),
+            (five, Outcome::PerTryTimeout, true),
+            (gw, Outcome::Status(500), false),
+            (gw, Outcome::Status(502), true),
+            (gw, Outcome::Status(504), true),
+            (cf, Outcome::ConnectFailure, true),
+            (cf, Outcome::Status(503), false),
+            (cf, Outcome::Reset, false),
+            (r4, Outcome::Status(409), true),
+            (r4, Outcome::Status(400), false),
+            (codes, Outcome::Status(418), true),
+            (codes, Outcome::Status(500), false),
+            (reset, Outcome::Reset, true),
+            (reset, Outcome::Status(503), false),
+        ];
+        for (on, outcome, want) in table {
+            assert_eq!(
+                should_retry(&policy(on, vec![418]), outcome),
+                want,
+                "{on:?} {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let p = policy(RetryOn::default(), vec![]);
+        for retry in 0..10 {
+            let ceiling = (25u64 << retry).min(250);
+            for _ in 0..50 {
+                assert!(backoff(&p, retry) < Duration::from_millis(ceiling));
+            }
+        }
+    }
+}
