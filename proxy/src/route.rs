@@ -6,6 +6,8 @@
 //! Envoy's order — or a redirect, a direct response, or no route (404 NR).
 
 mod build;
+mod build_headers;
+mod build_match;
 mod headers;
 mod matcher;
 mod select;

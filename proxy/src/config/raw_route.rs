@@ -174,6 +174,8 @@ pub(crate) struct RawRouteAction {
 pub(crate) struct RawWeightedClusters {
     #[serde(default)]
     pub clusters: Vec<RawClusterWeight>,
+    /// Deprecated in Envoy; if set it must equal the sum of the weights.
+    pub total_weight: Option<u32>,
 }
 
 /// `WeightedCluster.ClusterWeight`.

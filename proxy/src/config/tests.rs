@@ -385,6 +385,35 @@ fn invalid_regexes_are_rejected_with_their_path() {
 }
 
 #[test]
+fn weighted_total_weight_must_equal_the_sum() {
+    let routes = r#"virtual_hosts:
+- name: v0
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      weighted_clusters:
+        total_weight: 100
+        clusters: [{ name: a, weight: 30 }, { name: b, weight: 60 }]
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.total_weight"),
+        "differs from the sum of the weights (90)",
+    );
+    assert!(from_yaml_str(&with_routes(&routes.replace("weight: 60", "weight: 70"))).is_ok());
+    let zero = routes
+        .replace("        total_weight: 100\n", "")
+        .replace("weight: 30", "weight: 0")
+        .replace("weight: 60", "weight: 0");
+    expect_err(
+        &with_routes(&zero),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.clusters"),
+        "greater than 0",
+    );
+}
+
+#[test]
 fn typed_config_type_urls_are_checked() {
     let yaml =
         with_routes(ROUTES_OK).replace("v3.HttpConnectionManager", "v3.HttpConnectionManagr");

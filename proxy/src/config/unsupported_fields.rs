@@ -251,7 +251,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "runtime_key_prefix",
     "random_value_specifier",
     "header_name",
-    "total_weight",
     "host_rewrite_literal",
     "cluster_header",
     // Cluster

@@ -4,19 +4,19 @@
 use std::collections::HashSet;
 
 use super::{
-    AppendAction, ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy,
-    HashPolicyKind, HeaderMatchKind, HeaderMatcher, HeaderMutations, HeaderToAdd, HostRewrite,
-    PathMatch, QueryParameterMatcher, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, StringMatcher, VirtualHost,
-    WeightedCluster, WeightedClusters, DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES,
+    build_headers::mutations,
+    build_match::{one_line, route_match},
+    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
+    HeaderMutations, HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost, WeightedCluster,
+    WeightedClusters, DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES,
     DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
     DEFAULT_ROUTE_TIMEOUT,
 };
 use crate::config::{
     raw_route::{
-        RawHeaderMatcher, RawHeaderValueOption, RawRegexMatchAndSubstitute, RawRegexMatcher,
-        RawRetryPolicy, RawRoute, RawRouteAction, RawRouteConfiguration, RawRouteMatch,
-        RawStringMatcher, RawVirtualHost,
+        RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute, RawRouteAction,
+        RawRouteConfiguration, RawVirtualHost,
     },
     ClusterRef, ConfigError, FieldPath,
 };
@@ -287,212 +287,6 @@ fn route(
     })
 }
 
-fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMatch, ConfigError> {
-    let mut specs = Vec::new();
-    if let Some(x) = &raw.prefix {
-        specs.push(PathMatch::Prefix(x.clone()));
-    }
-    if let Some(x) = &raw.path {
-        specs.push(PathMatch::Path(x.clone()));
-    }
-    if let Some(x) = &raw.safe_regex {
-        specs.push(PathMatch::SafeRegex(full_regex(x, &p.field("safe_regex"))?));
-    }
-    if let Some(x) = &raw.path_separated_prefix {
-        let pp = p.field("path_separated_prefix");
-        if !x.starts_with('/') || x.ends_with('/') || x.contains(['?', '#']) {
-            return Err(pp.err(format!(
-                "{x:?} must start with '/', not end with '/' and contain no '?' or '#'"
-            )));
-        }
-        specs.push(PathMatch::PathSeparatedPrefix(x.clone()));
-    }
-    let path = match specs.len() {
-        1 => specs.pop().expect("one"),
-        0 => {
-            return Err(
-                p.err("one of prefix, path, safe_regex and path_separated_prefix is required")
-            )
-        }
-        _ => {
-            return Err(
-                p.err("only one of prefix, path, safe_regex and path_separated_prefix may be set")
-            )
-        }
-    };
-    let mut headers = Vec::new();
-    for (i, h) in raw.headers.iter().enumerate() {
-        headers.push(header_matcher(h, &p.field("headers").index(i))?);
-    }
-    let mut query_parameters = Vec::new();
-    for (i, q) in raw.query_parameters.iter().enumerate() {
-        let qp = p.field("query_parameters").index(i);
-        let name = q
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| qp.field("name").err("required"))?;
-        let string_match = match (&q.string_match, q.present_match) {
-            (Some(_), Some(_)) => return Err(qp.err("only one of string_match and present_match")),
-            (Some(sm), None) => Some(string_matcher(sm, &qp.field("string_match"))?),
-            (None, _) => None,
-        };
-        query_parameters.push(QueryParameterMatcher { name, string_match });
-    }
-    Ok(RouteMatch {
-        path,
-        case_sensitive: raw.case_sensitive.unwrap_or(true),
-        headers,
-        query_parameters,
-    })
-}
-
-fn header_matcher(raw: &RawHeaderMatcher, p: &FieldPath) -> Result<HeaderMatcher, ConfigError> {
-    let name = raw
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| p.field("name").err("required"))?;
-    let lit = |v: &String,
-               f: &str,
-               kind: fn(String) -> StringMatcher|
-     -> Result<HeaderMatchKind, ConfigError> {
-        if v.is_empty() && f != "exact_match" {
-            return Err(p.field(f).err("must not be empty"));
-        }
-        Ok(HeaderMatchKind::String(kind(v.clone())))
-    };
-    let mut kinds = Vec::new();
-    if let Some(sm) = &raw.string_match {
-        kinds.push(HeaderMatchKind::String(string_matcher(
-            sm,
-            &p.field("string_match"),
-        )?));
-    }
-    if let Some(b) = raw.present_match {
-        kinds.push(HeaderMatchKind::Present(b));
-    }
-    if let Some(v) = &raw.exact_match {
-        kinds.push(if v.is_empty() {
-            HeaderMatchKind::Any
-        } else {
-            lit(v, "exact_match", |value| StringMatcher::Exact {
-                value,
-                ignore_case: false,
-            })?
-        });
-    }
-    if let Some(v) = &raw.prefix_match {
-        kinds.push(lit(v, "prefix_match", |value| StringMatcher::Prefix {
-            value,
-            ignore_case: false,
-        })?);
-    }
-    if let Some(v) = &raw.suffix_match {
-        kinds.push(lit(v, "suffix_match", |value| StringMatcher::Suffix {
-            value,
-            ignore_case: false,
-        })?);
-    }
-    if let Some(v) = &raw.contains_match {
-        kinds.push(lit(v, "contains_match", |value| StringMatcher::Contains {
-            value,
-            ignore_case: false,
-        })?);
-    }
-    if let Some(r) = &raw.safe_regex_match {
-        kinds.push(HeaderMatchKind::String(StringMatcher::Regex(full_regex(
-            r,
-            &p.field("safe_regex_match"),
-        )?)));
-    }
-    let kind = match kinds.len() {
-        0 => HeaderMatchKind::Present(true),
-        1 => kinds.pop().expect("one"),
-        _ => return Err(p.err("only one header match specifier may be set")),
-    };
-    Ok(HeaderMatcher {
-        name: name.to_ascii_lowercase(),
-        kind,
-        invert_match: raw.invert_match.unwrap_or(false),
-        treat_missing_header_as_empty: raw.treat_missing_header_as_empty.unwrap_or(false),
-    })
-}
-
-fn string_matcher(raw: &RawStringMatcher, p: &FieldPath) -> Result<StringMatcher, ConfigError> {
-    let ignore_case = raw.ignore_case.unwrap_or(false);
-    let mut out = Vec::new();
-    if let Some(v) = &raw.exact {
-        out.push(StringMatcher::Exact {
-            value: v.clone(),
-            ignore_case,
-        });
-    }
-    for (f, v, k) in [
-        ("prefix", &raw.prefix, 0),
-        ("suffix", &raw.suffix, 1),
-        ("contains", &raw.contains, 2),
-    ] {
-        if let Some(v) = v {
-            if v.is_empty() {
-                return Err(p.field(f).err("must not be empty"));
-            }
-            out.push(match k {
-                0 => StringMatcher::Prefix {
-                    value: v.clone(),
-                    ignore_case,
-                },
-                1 => StringMatcher::Suffix {
-                    value: v.clone(),
-                    ignore_case,
-                },
-                _ => StringMatcher::Contains {
-                    value: if ignore_case {
-                        v.to_ascii_lowercase()
-                    } else {
-                        v.clone()
-                    },
-                    ignore_case,
-                },
-            });
-        }
-    }
-    if let Some(r) = &raw.safe_regex {
-        if ignore_case {
-            return Err(p
-                .field("ignore_case")
-                .err("has no effect on safe_regex: use (?i) in the regex"));
-        }
-        out.push(StringMatcher::Regex(full_regex(r, &p.field("safe_regex"))?));
-    }
-    match out.len() {
-        1 => Ok(out.pop().expect("one")),
-        0 => Err(p.err("one of exact, prefix, suffix, contains and safe_regex is required")),
-        _ => Err(p.err("only one of exact, prefix, suffix, contains and safe_regex may be set")),
-    }
-}
-
-/// Compiles a RegexMatcher anchored for a full match (RE2 FullMatch).
-fn full_regex(raw: &RawRegexMatcher, p: &FieldPath) -> Result<regex::Regex, ConfigError> {
-    let re = raw
-        .regex
-        .as_deref()
-        .ok_or_else(|| p.field("regex").err("required"))?;
-    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
-        p.field("regex")
-            .err(format!("invalid regex {re:?}: {}", one_line(&e)))
-    })
-}
-
-fn one_line(e: &regex::Error) -> String {
-    e.to_string()
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
 fn regex_rewrite(
     raw: &RawRegexMatchAndSubstitute,
     p: &FieldPath,
@@ -590,7 +384,16 @@ fn forward(
                     )?,
                 });
             }
-            ClusterSpecifier::Weighted(build_weighted(inputs, &wp, clusters)?)
+            let weighted = build_weighted(inputs, &wp, clusters)?;
+            if let Some(total) = w.total_weight {
+                if u64::from(total) != weighted.total_weight {
+                    return Err(wp.field("total_weight").err(format!(
+                        "{total} differs from the sum of the weights ({})",
+                        weighted.total_weight
+                    )));
+                }
+            }
+            ClusterSpecifier::Weighted(weighted)
         }
         (None, None, Some(h)) => {
             let n = h.to_ascii_lowercase();
@@ -834,99 +637,4 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
         max_interval,
         retriable_status_codes: codes,
     })
-}
-
-/// `<dir>_headers_to_add` / `<dir>_headers_to_remove` of one level at `p`.
-pub(crate) fn mutations(
-    add: &[RawHeaderValueOption],
-    remove: &[String],
-    p: &FieldPath,
-    dir: &str,
-) -> Result<HeaderMutations, ConfigError> {
-    let ap = p.field(&format!("{dir}_headers_to_add"));
-    let rp = p.field(&format!("{dir}_headers_to_remove"));
-    let mut out = HeaderMutations::default();
-    for (i, name) in remove.iter().enumerate() {
-        let n = name.to_ascii_lowercase();
-        check_header_name(&n, &rp.index(i))?;
-        out.remove.push(n);
-    }
-    for (i, h) in add.iter().enumerate() {
-        let hp = ap.index(i);
-        let hv = h
-            .header
-            .as_ref()
-            .ok_or_else(|| hp.field("header").err("required"))?;
-        let key = hv.key.as_deref().unwrap_or("").to_ascii_lowercase();
-        check_header_name(&key, &hp.field("header").field("key"))?;
-        let raw_value = hv.value.as_deref().unwrap_or("");
-        let value = unescape_header_value(raw_value)
-            .map_err(|m| hp.field("header").field("value").err(m))?;
-        if http::HeaderValue::from_str(&value).is_err() {
-            return Err(hp
-                .field("header")
-                .field("value")
-                .err(format!("invalid header value {raw_value:?}")));
-        }
-        let action = match (h.append, h.append_action.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(hp.err("only one of append and append_action may be set"))
-            }
-            (Some(true), None) | (None, None) | (None, Some("APPEND_IF_EXISTS_OR_ADD")) => {
-                AppendAction::AppendIfExistsOrAdd
-            }
-            (Some(false), None) | (None, Some("OVERWRITE_IF_EXISTS_OR_ADD")) => {
-                AppendAction::OverwriteIfExistsOrAdd
-            }
-            (None, Some("ADD_IF_ABSENT")) => AppendAction::AddIfAbsent,
-            (None, Some("OVERWRITE_IF_EXISTS")) => AppendAction::OverwriteIfExists,
-            (None, Some(o)) => {
-                return Err(hp
-                    .field("append_action")
-                    .err(format!("unknown value {o:?}")))
-            }
-        };
-        out.add.push(HeaderToAdd {
-            name: key,
-            value,
-            action,
-            keep_empty_value: h.keep_empty_value.unwrap_or(false),
-        });
-    }
-    Ok(out)
-}
-
-fn check_header_name(n: &str, p: &FieldPath) -> Result<(), ConfigError> {
-    if n.starts_with(':') || n == "host" {
-        return Err(p.err(format!(
-            "{n:?}: :-prefixed or host headers may not be modified"
-        )));
-    }
-    if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
-        return Err(p.err(format!("invalid header name {n:?}")));
-    }
-    Ok(())
-}
-
-/// Envoy header values: `%%` is a literal `%`; `%VAR%` formatters are not supported.
-fn unescape_header_value(v: &str) -> Result<String, String> {
-    if !v.contains('%') {
-        return Ok(v.to_string());
-    }
-    let mut out = String::with_capacity(v.len());
-    let mut rest = v;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        if rest[i + 1..].starts_with('%') {
-            out.push('%');
-            rest = &rest[i + 2..];
-        } else {
-            let var = rest[i + 1..].split('%').next().unwrap_or("");
-            return Err(format!(
-                "not supported (header value formatter %{var}%; write %% for a literal %)"
-            ));
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
