@@ -122,6 +122,15 @@ impl ConfigError {
         }
     }
 
+    /// What is wrong (without path, file or position).
+    pub fn message(&self) -> &str {
+        match self {
+            ConfigError::Yaml { message, .. }
+            | ConfigError::Field { message, .. }
+            | ConfigError::Io { message, .. } => message,
+        }
+    }
+
     /// A field error at `path` with `message` (no file or position yet).
     pub(crate) fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Field {
