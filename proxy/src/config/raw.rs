@@ -8,7 +8,26 @@ use super::raw_route::RawRouteConfiguration;
 use super::{duration::PbDuration, path::FieldPath, raw_cluster::RawCluster, ConfigError};
 
 /// Parses the whole YAML document into `T`, mapping errors to a path and a line/column.
+/// Documents using YAML merge keys (`<<: *anchor`, which Envoy's YAML loader resolves) are
+/// merged first; their field errors then carry the path but no line/column.
 pub(crate) fn parse_document<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    if text.contains("<<") {
+        let mut value: Value = parse_document_direct(text)?;
+        if value.apply_merge().is_ok() {
+            return serde_path_to_error::deserialize(value).map_err(|e| {
+                let p = FieldPath::root().join_serde(e.path());
+                serde_error(
+                    &p,
+                    strip_path_prefix(&strip_location(&e.into_inner().to_string())),
+                )
+            });
+        }
+        // Not a usable merge (e.g. `<<` inside a string): decode the text as is.
+    }
+    parse_document_direct(text)
+}
+
+fn parse_document_direct<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = FieldPath::root().join_serde(e.path());

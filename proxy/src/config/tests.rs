@@ -198,6 +198,46 @@ fn malformed_yaml_reports_line_and_column() {
 }
 
 #[test]
+fn yaml_anchors_and_merge_keys_are_resolved() {
+    let yaml = r#"
+x-cluster-defaults: &defaults
+  connect_timeout: 0.25s
+  lb_policy: RANDOM
+static_resources:
+  clusters:
+  - <<: *defaults
+    name: merged
+  - name: aliased
+    connect_timeout: 1s
+"#;
+    // The extension key at the top level is not an Envoy field.
+    expect_err(yaml, "x-cluster-defaults", "unknown field");
+    let yaml = r#"
+static_resources:
+  clusters:
+  - &first
+    name: first
+    connect_timeout: 0.25s
+    lb_policy: RANDOM
+  - <<: *first
+    name: second
+"#;
+    let b = from_yaml_str(yaml).expect("merge keys resolve");
+    let second = b.cluster("second").unwrap();
+    assert_eq!(second.connect_timeout, Duration::from_millis(250));
+    assert_eq!(second.lb_policy, LbPolicy::Random);
+    let bad = yaml.replace(
+        "    name: second\n",
+        "    name: second\n    conect_timeout: 1s\n",
+    );
+    expect_err(
+        &bad,
+        "static_resources.clusters[1].conect_timeout",
+        "unknown field",
+    );
+}
+
+#[test]
 fn unknown_field_names_its_path() {
     let yaml =
         with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    conect_timeout: 1s\n");
