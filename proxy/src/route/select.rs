@@ -368,18 +368,12 @@ fn rewrite_path<'a>(
     Cow::Borrowed(full)
 }
 
-/// The port-less host (`[v6]:port` and `name:port` forms).
+/// The host without its port, as Envoy's `HeaderUtility::getPortStart`: everything from
+/// the last `:` unless that `:` is inside `[...]` (an IPv6 literal).
 fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        match host.rfind("]:") {
-            Some(i) => &host[..=i],
-            None => host,
-        }
-    } else {
-        match host.rfind(':') {
-            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-            _ => host,
-        }
+    match host.rfind(':') {
+        Some(i) if host.rfind(']').is_none_or(|v6_end| v6_end < i) => &host[..i],
+        _ => host,
     }
 }
 
@@ -428,8 +422,11 @@ fn redirect_location<H: HeaderLookup + ?Sized>(
                 path_has_own_query = true;
                 p.clone()
             } else {
+                // Envoy keeps the request's `?query` (and what follows it).
                 let mut s = p.clone();
-                s.push_str(&req.path[path.len()..]);
+                if let Some(q) = req.path.find('?') {
+                    s.push_str(&req.path[q..]);
+                }
                 s
             }
         }

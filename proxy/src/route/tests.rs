@@ -607,6 +607,10 @@ fn redirects() {
                 "v r1 redirect 302 http://new.example/p?q=1",
             ),
             (
+                get("foo.com", "/moved#frag"),
+                "v r1 redirect 302 http://new.example/p",
+            ),
+            (
                 get("foo.com", "/withquery?q=1"),
                 "v r2 redirect 301 http://foo.com/p?a=b",
             ),
