@@ -199,20 +199,46 @@ pub async fn serve<I, F>(
     }
 }
 
+/// The request's authority (`:authority` or Host), cheap to clone (shared bytes).
+enum Authority {
+    Uri(http::uri::Authority),
+    Header(HeaderValue),
+}
+
+impl Authority {
+    fn of(req: &Request<Incoming>) -> Option<Self> {
+        if let Some(a) = req.uri().authority() {
+            return Some(Self::Uri(a.clone()));
+        }
+        req.headers()
+            .get(header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .map(|h| Self::Header(h.clone()))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Uri(a) => a.as_str(),
+            Self::Header(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
 /// A UUID v4 string.
 pub fn uuid_v4() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
@@ -263,25 +289,21 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
             h.insert("x-request-id", v);
         }
     }
-    let authority: Option<String> = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| header_str(req.headers(), header::HOST));
-    let path: String = req
+    let authority = Authority::of(&req);
+    let path = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),
-        path: path.clone(),
+        path: path.as_str().to_string(),
         protocol: protocol_str(version),
         xff: header_str(req.headers(), "x-forwarded-for"),
         user_agent: header_str(req.headers(), header::USER_AGENT),
         request_id: header_str(req.headers(), "x-request-id"),
-        authority: authority.clone(),
+        authority: authority.as_ref().map(|a| a.as_str().to_string()),
         bytes_rx: req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -290,13 +312,13 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         ..Entry::default()
     });
 
-    let method = req.method().as_str().to_string();
+    let method = req.method().clone();
     let outcome = {
         let table = hcm.cfg.route_table.clone();
         let view = RequestView {
-            authority: authority.as_deref(),
-            path: &path,
-            method: &method,
+            authority: authority.as_ref().map(Authority::as_str),
+            path: path.as_str(),
+            method: method.as_str(),
             scheme,
             headers: req.headers(),
             random: rand::random(),
@@ -348,8 +370,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                     o
                 }
                 Some(cluster) => {
-                    let plan =
-                        forward::Plan::new(&fwd, &conn, &path, authority.as_deref(), req.headers());
+                    let plan = forward::Plan::new(&fwd, &conn, &path, req.headers());
                     forward::run(cluster, plan, conn, req).await
                 }
             },
@@ -381,15 +402,10 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
     if let Some(mut e) = log_entry {
         e.status = status;
         e.flags = flag.as_str();
-        e.duration = start.elapsed();
         e.upstream_ms = upstream_ms;
         e.upstream_host = upstream_host.map(|a| a.to_string());
-        e.bytes_tx = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        hcm.log.log(&e);
+        // Logged when the response body ends (or the stream is dropped), with the bytes sent.
+        return resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
     }
     resp
 }

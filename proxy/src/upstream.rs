@@ -81,6 +81,8 @@ pub struct Host {
     pub rq_total: AtomicU64,
     /// Requests that got a 5xx or failed locally.
     pub rq_error: AtomicU64,
+    /// Last time an ORIGINAL_DST request picked this host ([`now_ms`]).
+    pub last_used: AtomicU64,
     /// Connection pool.
     pub pool: pool::HostPool,
 }
@@ -97,6 +99,7 @@ impl Host {
             active_rq: AtomicUsize::new(0),
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
+            last_used: AtomicU64::new(now_ms()),
             pool: pool::HostPool::default(),
         })
     }
@@ -210,6 +213,9 @@ impl Cluster {
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));
         }
+        if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
+            tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster)));
+        }
         if let Some(hc) = cluster.spec.health_check.clone() {
             tokio::spawn(health::run(Arc::downgrade(&cluster), hc));
         }
@@ -280,6 +286,20 @@ impl Cluster {
             hosts,
         };
         self.hosts.store(Arc::new(set));
+    }
+}
+
+/// Envoy's ORIGINAL_DST `cleanup_interval` default.
+pub const ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
+
+/// ORIGINAL_DST: drops hosts no request has used since the last sweep (with their pools).
+async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
+    loop {
+        tokio::time::sleep(ORIGINAL_DST_CLEANUP).await;
+        let Some(c) = cluster.upgrade() else { return };
+        let mut map = c.orig_dst_hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let cutoff = now_ms().saturating_sub(ORIGINAL_DST_CLEANUP.as_millis() as u64);
+        map.retain(|_, h| h.last_used.load(Ordering::Relaxed) > cutoff || Arc::strong_count(h) > 1);
     }
 }
 

@@ -6,8 +6,18 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
+use super::Body;
 use crate::config;
 
 /// Lines buffered before the logger drops (and counts) new ones.
@@ -30,9 +40,9 @@ pub struct Entry {
     pub flags: &'static str,
     /// Request body bytes received (when known).
     pub bytes_rx: u64,
-    /// Response body bytes sent (when known).
+    /// Response body bytes sent.
     pub bytes_tx: u64,
-    /// Milliseconds from start to response headers.
+    /// Time from the start of the request to the end of the response.
     pub duration: Duration,
     /// Upstream service time in ms, when an upstream answered.
     pub upstream_ms: Option<u64>,
@@ -163,6 +173,71 @@ impl AccessLogger {
         for s in &self.sinks {
             let _ = s.try_send(line.clone());
         }
+    }
+}
+
+/// A response body that counts the bytes sent and writes the access log line when the stream
+/// ends (or is dropped, e.g. the client went away).
+pub struct LoggedBody {
+    inner: Body,
+    pending: Option<(Box<Entry>, AccessLogger, Instant)>,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `entry` is completed with duration and bytes sent at the end.
+    pub fn wrap(inner: Body, entry: Entry, logger: AccessLogger, start: Instant) -> Body {
+        Self {
+            inner,
+            pending: Some((Box::new(entry), logger, start)),
+        }
+        .boxed()
+    }
+
+    fn finish(&mut self) {
+        if let Some((mut e, logger, start)) = self.pending.take() {
+            e.duration = start.elapsed();
+            logger.log(&e);
+        }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some((e, _, _))) = (f.data_ref(), this.pending.as_mut()) {
+                    e.bytes_tx += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -11,7 +11,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http::{
+    header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Request, Response, Uri,
+    Version,
+};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
@@ -45,8 +48,9 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Everything taken from the route selection (owned, so the request can be mutated after).
 pub(crate) struct Plan {
-    original_path: String,
-    path: String,
+    original_path: PathAndQuery,
+    /// The rewritten path, when the route rewrote it.
+    rewritten: Option<String>,
     host_rewrite: Option<Option<String>>,
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
@@ -59,8 +63,7 @@ impl Plan {
     pub(crate) fn new(
         fwd: &Forward<'_>,
         conn: &ConnInfo,
-        path: &str,
-        _authority: Option<&str>,
+        path: &PathAndQuery,
         headers: &HeaderMap,
     ) -> Self {
         let mut hash: Option<u64> = None;
@@ -82,8 +85,11 @@ impl Plan {
             }
         }
         Self {
-            original_path: path.to_string(),
-            path: fwd.path.to_string(),
+            original_path: path.clone(),
+            rewritten: match &fwd.path {
+                std::borrow::Cow::Owned(p) if p != path.as_str() => Some(p.clone()),
+                _ => None,
+            },
             host_rewrite: fwd.host_rewrite.map(|h| match h {
                 HostRewriteResult::Literal(s) => Some(s.to_string()),
                 HostRewriteResult::Auto => None,
@@ -183,11 +189,15 @@ pub(crate) async fn run(
     if !upgrade {
         strip_hop_by_hop(&mut parts.headers);
     }
-    if plan.path != plan.original_path {
-        if let Ok(v) = HeaderValue::from_str(&plan.original_path) {
+    if plan.rewritten.is_some() {
+        if let Ok(v) = HeaderValue::from_str(plan.original_path.as_str()) {
             parts.headers.insert("x-envoy-original-path", v);
         }
     }
+    let path: PathAndQuery = match &plan.rewritten {
+        Some(p) => p.parse().unwrap_or_else(|_| plan.original_path.clone()),
+        None => plan.original_path.clone(),
+    };
     let mut authority = parts
         .uri
         .authority()
@@ -224,7 +234,7 @@ pub(crate) async fn run(
             return Outcome::local(Flag::NoHealthyUpstream);
         };
         set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
-        parts.uri = origin_form(&plan.path);
+        parts.uri = origin_form(&path);
         return upgrade::run(&cluster, &host, parts, body).await;
     }
 
@@ -263,7 +273,7 @@ pub(crate) async fn run(
                 &cluster,
                 &host,
                 &parts,
-                &plan.path,
+                &path,
                 b,
                 per_try,
                 body.replayable(),
@@ -341,8 +351,10 @@ pub(crate) async fn run(
     }
 }
 
-fn origin_form(path: &str) -> Uri {
-    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+fn origin_form(path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 fn set_authority(
@@ -371,7 +383,7 @@ async fn attempt(
     cluster: &Cluster,
     host: &Arc<Host>,
     parts: &Parts,
-    path: &str,
+    path: &PathAndQuery,
     body: Body,
     per_try: Option<Duration>,
     replayable: bool,
@@ -429,7 +441,7 @@ async fn send(
     host: &Host,
     sender: Sender,
     parts: &Parts,
-    path: &str,
+    path: &PathAndQuery,
     body: Body,
 ) -> Result<Response<Incoming>, SendError> {
     let mut b = Request::builder().method(parts.method.clone());

@@ -111,8 +111,17 @@ pub async fn acquire(cluster: &Cluster, host: &Host) -> Result<(Sender, bool), C
         if let Some(s) = host.pool.take_idle() {
             break Ok((Sender::H1(s), true));
         }
-        if cluster.cx_active.load(Ordering::Relaxed) < cluster.spec.breakers.max_connections {
-            break connect(cluster, host, false).await.map(|s| (s, false));
+        let max = cluster.spec.breakers.max_connections;
+        if cluster
+            .cx_active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+        {
+            break connect_reserved(cluster, host, false)
+                .await
+                .map(|s| (s, false));
         }
         if !pending {
             if cluster.rq_pending.fetch_add(1, Ordering::Relaxed)
@@ -131,12 +140,33 @@ pub async fn acquire(cluster: &Cluster, host: &Host) -> Result<(Sender, bool), C
     result
 }
 
-/// Opens a new connection (TCP, optional TLS, HTTP handshake). `force_h1` is for upgrades.
+/// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
+/// check (health checks, upgrades, replacing a stale pooled connection). `force_h1` is for
+/// upgrades.
 pub async fn connect(
     cluster: &Cluster,
     host: &Host,
     force_h1: bool,
 ) -> Result<Sender, ConnectError> {
+    cluster.cx_active.fetch_add(1, Ordering::AcqRel);
+    connect_reserved(cluster, host, force_h1).await
+}
+
+/// Opens a connection whose `cx_active` slot the caller already took; the slot is released when
+/// the connection closes, or at once when connecting fails.
+async fn connect_reserved(
+    cluster: &Cluster,
+    host: &Host,
+    force_h1: bool,
+) -> Result<Sender, ConnectError> {
+    let r = open(cluster, host, force_h1).await;
+    if r.is_err() {
+        cluster.cx_active.fetch_sub(1, Ordering::AcqRel);
+    }
+    r
+}
+
+async fn open(cluster: &Cluster, host: &Host, force_h1: bool) -> Result<Sender, ConnectError> {
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(host.addr)).await {
         Err(_) => {
@@ -183,7 +213,6 @@ where
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        active.fetch_add(1, Ordering::Relaxed);
         stats.upstream_cx_active.inc();
         tokio::spawn(async move {
             let _ = conn.await;
@@ -196,7 +225,6 @@ where
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        active.fetch_add(1, Ordering::Relaxed);
         stats.upstream_cx_active.inc();
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
