@@ -56,6 +56,24 @@ async fn retries_on_5xx_and_connect_failure() {
     let (status, _, _) = get(format!("http://127.0.0.1:{port}/retry"), &[]).await;
     assert_eq!(status, 503);
     assert_eq!(flaky.state.request_count(), 3 + 1 + 4);
+    // Router headers from downstream: x-envoy-retry-on enables retries on a route without a
+    // policy, and is consumed (not forwarded).
+    flaky.state.fail_next.store(1, Ordering::SeqCst);
+    let (status, _, _) = get(
+        format!("http://127.0.0.1:{port}/noretry"),
+        &[
+            "-H",
+            "x-envoy-retry-on: 5xx",
+            "-H",
+            "x-envoy-max-retries: 2",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(flaky.state.request_count(), 3 + 1 + 4 + 2);
+    let last = flaky.state.last_request().unwrap();
+    assert!(!last.headers.contains_key("x-envoy-retry-on"));
+    assert!(!last.headers.contains_key("x-envoy-max-retries"));
 
     // Connect failure on the dead host is retried (round robin moves on to the live one).
     for _ in 0..10 {

@@ -84,6 +84,36 @@ impl Plan {
                 }
             }
         }
+        // Router headers consumed from downstream (Envoy honours them by default).
+        let header_ms = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        };
+        let mut timeout = fwd.action.timeout;
+        if let Some(ms) = header_ms("x-envoy-upstream-rq-timeout-ms") {
+            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        let mut retry_policy = fwd.action.retry_policy.clone();
+        if let Some(v) = headers
+            .get("x-envoy-retry-on")
+            .and_then(|v| v.to_str().ok())
+        {
+            let p = retry_policy.get_or_insert_with(retry::header_policy);
+            retry::merge_retry_on(&mut p.retry_on, v);
+        }
+        if let Some(n) = header_ms("x-envoy-max-retries") {
+            if let Some(p) = retry_policy.as_mut() {
+                p.num_retries = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        if let Some(ms) = header_ms("x-envoy-upstream-rq-per-try-timeout-ms") {
+            let p = retry_policy.get_or_insert_with(|| RetryPolicy {
+                num_retries: 0,
+                ..retry::header_policy()
+            });
+            p.per_try_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
         Self {
             original_path: path.clone(),
             rewritten: match &fwd.path {
@@ -96,8 +126,8 @@ impl Plan {
             }),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
-            timeout: fwd.action.timeout,
-            retry: fwd.action.retry_policy.clone(),
+            timeout,
+            retry: retry_policy,
             hash,
         }
     }
@@ -184,6 +214,9 @@ pub(crate) async fn run(
     let (mut parts, body) = req.into_parts();
     for m in &plan.req_mutations {
         m.apply(&mut parts.headers);
+    }
+    for h in retry::CONSUMED_HEADERS {
+        parts.headers.remove(*h);
     }
     let upgrade = is_upgrade(&parts);
     if !upgrade {
