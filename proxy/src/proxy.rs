@@ -72,6 +72,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Initial discovery of every cluster (STRICT_DNS resolution) before the version serves.
+    pub async fn warm(&self) {
+        futures_util::future::join_all(self.clusters.values().map(|c| c.warm())).await;
+    }
+
     /// Builds clusters and listeners of `bootstrap` (starts their DNS and health-check tasks).
     pub fn build(
         bootstrap: config::Bootstrap,
@@ -213,6 +218,7 @@ impl Server {
     ) -> Result<Arc<Self>, ProxyError> {
         let stats = Arc::new(StatsStore::default());
         let rt = Runtime::build(bootstrap, source, &stats, 1)?;
+        rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
         let server = Arc::new(Self {
             current: ArcSwap::from_pointee(rt),

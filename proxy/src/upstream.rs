@@ -303,17 +303,32 @@ async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
     }
 }
 
-/// STRICT_DNS: resolves every endpoint at `refresh` intervals; all returned addresses become hosts.
+/// STRICT_DNS: re-resolves every `refresh` (the first resolution is [`Cluster::warm`]).
 async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
     loop {
+        tokio::time::sleep(refresh).await;
         let Some(c) = cluster.upgrade() else { return };
-        let Discovery::StrictDns { endpoints, .. } = &c.spec.discovery else {
+        c.resolve().await;
+    }
+}
+
+impl Cluster {
+    /// Initial host discovery before the cluster takes traffic (Envoy's cluster warming):
+    /// STRICT_DNS clusters resolve once, bounded by [`DNS_WARM_TIMEOUT`].
+    pub async fn warm(&self) {
+        if matches!(self.spec.discovery, Discovery::StrictDns { .. }) {
+            let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, self.resolve()).await;
+        }
+    }
+
+    /// Resolves every STRICT_DNS endpoint; every address returned becomes a host. A failed
+    /// resolution keeps the previous hosts (Envoy keeps the last good answer).
+    async fn resolve(&self) {
+        let Discovery::StrictDns { endpoints, .. } = &self.spec.discovery else {
             return;
         };
-        let endpoints = endpoints.clone();
-        drop(c);
         let mut addrs = Vec::new();
-        for e in &endpoints {
+        for e in endpoints {
             match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
                 Ok(it) => {
                     for a in it {
@@ -322,15 +337,16 @@ async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
                         }
                     }
                 }
-                Err(err) => tracing::warn!(host = %e.host, error = %err, "dns resolution failed"),
+                Err(err) => {
+                    tracing::warn!(cluster = %self.spec.name, host = %e.host, error = %err, "dns resolution failed")
+                }
             }
         }
-        let Some(c) = cluster.upgrade() else { return };
-        // A failed resolution keeps the previous hosts (Envoy keeps the last good answer).
         if !addrs.is_empty() || endpoints.is_empty() {
-            c.set_hosts(addrs);
+            self.set_hosts(addrs);
         }
-        drop(c);
-        tokio::time::sleep(refresh).await;
     }
 }
+
+/// Bound on the initial STRICT_DNS resolution of a new config version.
+pub const DNS_WARM_TIMEOUT: Duration = Duration::from_secs(5);

@@ -190,3 +190,28 @@ async fn tls_origination_with_ca_validation() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(up.state.request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_dns_cluster_resolves_before_serving() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let (admin, port) = (free_port(), free_port());
+    // `localhost` may also resolve to ::1 where the upstreams do not listen: retry those.
+    let routes = "              - match: { prefix: \"/\" }\n                route:\n                  cluster: dns\n                  retry_policy: { retry_on: connect-failure, num_retries: 3 }\n";
+    let clusters = static_cluster("dns", &[a.port(), b.port()], "")
+        .replace("type: STATIC", "type: STRICT_DNS\n    dns_refresh_rate: 1s")
+        .replace("address: 127.0.0.1", "address: localhost");
+    let proxy = ProxyProcess::start(&http_bootstrap(admin, port, routes, &clusters, ""), admin);
+    // The very first request already finds resolved hosts (no 503 UH while DNS warms up).
+    let codes = burst(format!("http://127.0.0.1:{port}/"), 20, vec![]).await;
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    assert!(a.state.request_count() >= 5 && b.state.request_count() >= 5);
+    let clusters = proxy.admin_get("/clusters");
+    assert!(
+        clusters.contains(&format!(
+            "dns::127.0.0.1:{}::health_flags::healthy",
+            a.port()
+        )),
+        "{clusters}"
+    );
+}

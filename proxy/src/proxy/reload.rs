@@ -67,6 +67,7 @@ impl Server {
                 return false;
             }
         };
+        rt.warm().await;
         let previous = self.current.swap(Arc::new(rt));
         if let Err(e) = self.reconcile_listeners().await {
             tracing::error!(error = %e, "listener update failed; restoring the previous config");
