@@ -65,6 +65,8 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Cluster names in config order.
     pub cluster_order: Vec<String>,
+    /// Each cluster's config as built (to keep unchanged clusters across reloads).
+    fingerprints: HashMap<String, String>,
     /// Listeners by name.
     pub listeners: HashMap<String, Arc<ListenerRt>>,
     /// Version number (1 for the initial config).
@@ -78,18 +80,33 @@ impl Runtime {
     }
 
     /// Builds clusters and listeners of `bootstrap` (starts their DNS and health-check tasks).
+    /// A cluster whose config is unchanged from `previous` is kept as is (pools, host health,
+    /// outlier state, DNS answers); the others are built new.
     pub fn build(
         bootstrap: config::Bootstrap,
         source: serde_json::Value,
         stats: &StatsStore,
         version: u64,
+        previous: Option<&Runtime>,
     ) -> Result<Self, ProxyError> {
         let mut clusters = HashMap::new();
         let mut cluster_order = Vec::new();
+        let mut fingerprints = HashMap::new();
         for c in &bootstrap.clusters {
-            let cl = Cluster::build(cluster_spec(c), stats)?;
-            cluster_order.push(c.name.as_str().to_string());
-            clusters.insert(c.name.as_str().to_string(), cl);
+            let name = c.name.as_str().to_string();
+            let fingerprint = format!("{c:?}");
+            let kept = previous.and_then(|p| {
+                (p.fingerprints.get(&name) == Some(&fingerprint))
+                    .then(|| p.clusters.get(&name).cloned())
+                    .flatten()
+            });
+            let cl = match kept {
+                Some(cl) => cl,
+                None => Cluster::build(cluster_spec(c), stats)?,
+            };
+            cluster_order.push(name.clone());
+            clusters.insert(name.clone(), cl);
+            fingerprints.insert(name, fingerprint);
         }
         let mut listeners = HashMap::new();
         for l in &bootstrap.listeners {
@@ -131,6 +148,7 @@ impl Runtime {
             source,
             clusters,
             cluster_order,
+            fingerprints,
             listeners,
             version,
         })
@@ -217,7 +235,7 @@ impl Server {
         opts: StartOptions,
     ) -> Result<Arc<Self>, ProxyError> {
         let stats = Arc::new(StatsStore::default());
-        let rt = Runtime::build(bootstrap, source, &stats, 1)?;
+        let rt = Runtime::build(bootstrap, source, &stats, 1, None)?;
         rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
         let server = Arc::new(Self {

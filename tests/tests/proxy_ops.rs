@@ -103,6 +103,7 @@ async fn hot_reload_good_and_bad_while_serving() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(a.state.request_count() > 0);
 
+    let a_conns_before = a.state.connections.load(Ordering::SeqCst);
     // Good reload: route to b and add a listener.
     let v2 = with_extra_listener(
         &http_bootstrap(admin, port, &route_to("b"), &clusters, ""),
@@ -131,6 +132,12 @@ async fn hot_reload_good_and_bad_while_serving() {
         .await
         .unwrap();
     assert_eq!((s, body.as_str()), (200, "a"), "added listener serves");
+    // Cluster a is unchanged by the reload: it is kept with its connection pool.
+    let a_conns = a.state.connections.load(Ordering::SeqCst);
+    assert_eq!(
+        a_conns, a_conns_before,
+        "cluster a rebuilt on reload (pool lost)"
+    );
     assert_eq!(proxy.stat("server.reloads"), 1);
 
     // Bad reload: rejected with the field path, the running config keeps serving.

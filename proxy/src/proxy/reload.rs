@@ -58,8 +58,15 @@ impl Server {
                 return false;
             }
         };
-        let version = self.runtime().version + 1;
-        let rt = match Runtime::build(bootstrap, source_json(&path), &self.stats, version) {
+        let current = self.runtime();
+        let version = current.version + 1;
+        let rt = match Runtime::build(
+            bootstrap,
+            source_json(&path),
+            &self.stats,
+            version,
+            Some(&current),
+        ) {
             Ok(rt) => rt,
             Err(e) => {
                 self.stats.server.reload_failures.inc();
