@@ -10,6 +10,7 @@
 
 pub mod access_log;
 mod forward;
+pub mod idle;
 pub mod local_reply;
 pub mod retry;
 mod upgrade;
@@ -43,8 +44,11 @@ use crate::{
     upstream::Cluster,
 };
 
+/// Error of a [`Body`]: hyper's, or the proxy's own (stream idle timeout).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Body type used for everything sent upstream or downstream.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
 
 /// Envoy's default max_request_headers_kb (60 KiB): larger request heads get 431.
 pub const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
@@ -370,7 +374,13 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                     o
                 }
                 Some(cluster) => {
-                    let plan = forward::Plan::new(&fwd, &conn, &path, req.headers());
+                    let plan = forward::Plan::new(
+                        &fwd,
+                        &conn,
+                        &path,
+                        req.headers(),
+                        hcm.cfg.stream_idle_timeout,
+                    );
                     forward::run(cluster, plan, conn, req).await
                 }
             },

@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -60,6 +60,8 @@ pub struct UpstreamState {
     pub fail_status: AtomicU16,
     /// Requests in flight now.
     pub active: AtomicUsize,
+    /// When > 0: send a first body chunk, stall this long, then the rest (streamed body).
+    pub stall_body_ms: AtomicU64,
     /// SNI of TLS connections seen last.
     pub last_sni: Mutex<Option<String>>,
 }
@@ -159,7 +161,14 @@ where
         .await;
 }
 
-async fn handle(st: Arc<UpstreamState>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Response body of the test upstream.
+type RespBody = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).boxed()
+}
+
+async fn handle(st: Arc<UpstreamState>, mut req: Request<Incoming>) -> Response<RespBody> {
     st.requests.lock().unwrap().push(Recorded {
         method: req.method().to_string(),
         path: req
@@ -187,7 +196,7 @@ async fn handle(st: Arc<UpstreamState>, mut req: Request<Incoming>) -> Response<
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .unwrap();
     }
     st.active.fetch_add(1, Ordering::SeqCst);
@@ -206,10 +215,29 @@ async fn handle(st: Arc<UpstreamState>, mut req: Request<Incoming>) -> Response<
     } else {
         st.status.load(Ordering::SeqCst)
     };
+    let stall = st.stall_body_ms.load(Ordering::SeqCst);
+    let body = if stall > 0 {
+        let chunks = futures_util::stream::unfold(0u8, move |i| async move {
+            match i {
+                0 => Some((
+                    Ok(http_body::Frame::data(Bytes::from_static(b"partial "))),
+                    1,
+                )),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(stall)).await;
+                    Some((Ok(http_body::Frame::data(Bytes::from_static(b"rest"))), 2))
+                }
+                _ => None,
+            }
+        });
+        StreamBody::new(chunks).boxed()
+    } else {
+        full(st.name.clone())
+    };
     Response::builder()
         .status(status)
         .header("x-upstream", st.name.as_str())
-        .body(Full::new(Bytes::from(st.name.clone())))
+        .body(body)
         .unwrap()
 }
 

@@ -271,3 +271,39 @@ async fn active_health_check_excludes_failing_host() {
     );
     assert!(proxy.stat("cluster.hc.health_check_failure") >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_response_body_hits_idle_timeout() {
+    let up = TestUpstream::start("stall").await;
+    up.state.stall_body_ms.store(5000, Ordering::SeqCst);
+    let (admin, port) = (free_port(), free_port());
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: stall, idle_timeout: 0.3s }\n";
+    let _proxy = ProxyProcess::start(
+        &http_bootstrap(
+            admin,
+            port,
+            routes,
+            &static_cluster("stall", &[up.port()], ""),
+            "",
+        ),
+        admin,
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let t0 = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "10", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    // Headers and the first chunk arrived, then the stream was cut after ~0.3 s idle.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "partial ");
+    assert!(
+        !out.status.success(),
+        "curl should see a truncated transfer"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

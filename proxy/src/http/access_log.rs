@@ -203,12 +203,12 @@ impl LoggedBody {
 
 impl HttpBody for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, super::BodyError>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {

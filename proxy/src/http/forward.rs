@@ -55,6 +55,8 @@ pub(crate) struct Plan {
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
     timeout: Option<Duration>,
+    /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
+    idle: Option<Duration>,
     retry: Option<RetryPolicy>,
     hash: Option<u64>,
 }
@@ -65,6 +67,7 @@ impl Plan {
         conn: &ConnInfo,
         path: &PathAndQuery,
         headers: &HeaderMap,
+        stream_idle: Option<Duration>,
     ) -> Self {
         let mut hash: Option<u64> = None;
         for p in &fwd.action.hash_policy {
@@ -127,6 +130,11 @@ impl Plan {
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
             timeout,
+            idle: match fwd.action.idle_timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => stream_idle,
+            },
             retry: retry_policy,
             hash,
         }
@@ -167,7 +175,7 @@ impl ReqBody {
         match self {
             ReqBody::Empty => Some(local_reply::empty()),
             ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
-            ReqBody::Once(b) => b.take().map(|b| b.boxed()),
+            ReqBody::Once(b) => b.take().map(|b| b.map_err(Into::into).boxed()),
         }
     }
     fn replayable(&self) -> bool {
@@ -353,7 +361,7 @@ pub(crate) async fn run(
                         Flag::None
                     };
                     Outcome {
-                        resp: finish_response(resp, upstream_ms, &plan.resp_mutations),
+                        resp: finish_response(resp, upstream_ms, &plan.resp_mutations, plan.idle),
                         flag,
                         upstream_host: last_host,
                         upstream_ms: Some(upstream_ms),
@@ -530,8 +538,15 @@ fn finish_response(
     resp: Response<Incoming>,
     upstream_ms: u64,
     mutations: &[HeaderMutations],
+    idle: Option<Duration>,
 ) -> Response<Body> {
-    let mut resp = resp.map(|b| b.boxed());
+    let mut resp = resp.map(|b| {
+        let b = b.map_err(Into::into).boxed();
+        match idle {
+            Some(d) => super::idle::IdleBody::wrap(b, d),
+            None => b,
+        }
+    });
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut().insert(
         "x-envoy-upstream-service-time",

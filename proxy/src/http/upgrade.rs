@@ -73,7 +73,7 @@ pub(crate) async fn run(
     }
     use http_body_util::BodyExt;
     Outcome {
-        resp: resp.map(|b| b.boxed()),
+        resp: resp.map(|b| b.map_err(Into::into).boxed()),
         flag: Flag::None,
         upstream_host: Some(host.addr),
         upstream_ms: Some(upstream_ms),
