@@ -46,9 +46,14 @@ fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
         "/clusters" => text(200, clusters(server), "text/plain"),
         "/listeners" => text(200, listeners(server), "text/plain"),
         "/stats" => text(200, server.stats.render(), "text/plain"),
+        "/stats/prometheus" => text(
+            200,
+            server.stats.render_prometheus(),
+            "text/plain; version=0.0.4",
+        ),
         _ => text(
             404,
-            "invalid path. admin commands are: /ready /config_dump /clusters /listeners /stats\n"
+            "invalid path. admin commands are: /ready /config_dump /clusters /listeners /stats /stats/prometheus\n"
                 .into(),
             "text/plain",
         ),

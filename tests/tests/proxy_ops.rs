@@ -344,4 +344,17 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
     assert_eq!(proxy.stat("cluster.a.upstream_rq_total"), 1);
     assert_eq!(proxy.stat("http.ingress.downstream_rq_2xx"), 1);
     assert!(proxy.stat("tcp.banner.downstream_cx_total") >= 1);
+    let prom = proxy.admin_get("/stats/prometheus");
+    assert!(
+        prom.contains("# TYPE envoy_cluster_upstream_rq_total counter"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("envoy_http_downstream_rq_2xx{envoy_http_conn_manager_prefix=\"ingress\"} 1"),
+        "{prom}"
+    );
 }
