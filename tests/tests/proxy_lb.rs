@@ -146,26 +146,44 @@ async fn ring_hash_is_sticky_and_spreads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_origination_with_ca_validation() {
+async fn tls_origination_with_ca_validation_mtls_and_alpn_h2() {
     let pki = test_pki();
     let other = test_pki();
     let up = TestUpstream::start_tls("secure", pki.server.clone()).await;
+    let up_h2 = TestUpstream::start_tls("secure-h2", pki.server_h2.clone()).await;
+    let up_mtls = TestUpstream::start_tls("secure-mtls", pki.server_mtls.clone()).await;
     let dir = TempDir::new("tls");
     let ca = dir.path("ca.pem");
     let wrong_ca = dir.path("wrong-ca.pem");
+    let (cert, key) = (dir.path("client.pem"), dir.path("client-key.pem"));
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&wrong_ca, &other.ca_pem).unwrap();
-    let tls = |ca: &std::path::Path| {
+    std::fs::write(&cert, &pki.client_cert_pem).unwrap();
+    std::fs::write(&key, &pki.client_key_pem).unwrap();
+    let tls = |ca: &std::path::Path, extra: &str| {
         format!(
-            "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: localhost\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: {} }}\n",
+            "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: localhost\n        common_tls_context:\n{extra}          validation_context:\n            trusted_ca: {{ filename: {} }}\n",
             ca.display()
         )
     };
-    let routes = "              - match: { prefix: \"/bad\" }\n                route: { cluster: wrongca }\n              - match: { prefix: \"/\" }\n                route: { cluster: secure }\n";
+    let client_cert = format!(
+        "          tls_certificates:\n          - certificate_chain: {{ filename: {} }}\n            private_key: {{ filename: {} }}\n",
+        cert.display(),
+        key.display()
+    );
+    let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config:\n          http2_protocol_options: {}\n";
+    let routes = "              - match: { prefix: \"/bad\" }\n                route: { cluster: wrongca }\n              - match: { prefix: \"/h2\" }\n                route: { cluster: secureh2 }\n              - match: { prefix: \"/mtls\" }\n                route: { cluster: mtls }\n              - match: { prefix: \"/nocert\" }\n                route: { cluster: nocert }\n              - match: { prefix: \"/\" }\n                route: { cluster: secure }\n";
     let clusters = format!(
-        "{}{}",
-        static_cluster("secure", &[up.port()], &tls(&ca)),
-        static_cluster("wrongca", &[up.port()], &tls(&wrong_ca))
+        "{}{}{}{}{}",
+        static_cluster("secure", &[up.port()], &tls(&ca, "")),
+        static_cluster("wrongca", &[up.port()], &tls(&wrong_ca, "")),
+        static_cluster(
+            "secureh2",
+            &[up_h2.port()],
+            &format!("{}{h2}", tls(&ca, ""))
+        ),
+        static_cluster("mtls", &[up_mtls.port()], &tls(&ca, &client_cert)),
+        static_cluster("nocert", &[up_mtls.port()], &tls(&ca, "")),
     );
     let (admin, port) = (free_port(), free_port());
     let proxy = ProxyProcess::start_in(
@@ -173,22 +191,33 @@ async fn tls_origination_with_ca_validation() {
         &http_bootstrap(admin, port, routes, &clusters, ""),
         admin,
     );
-    let u = format!("http://127.0.0.1:{port}/hello");
-    let (status, _, body) = tokio::task::spawn_blocking(move || curl(&["-s", &u]))
-        .await
-        .unwrap();
+    let get = |path: &'static str| {
+        let u = format!("http://127.0.0.1:{port}{path}");
+        tokio::task::spawn_blocking(move || curl(&["-s", &u]))
+    };
+    let (status, _, body) = get("/hello").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "secure"), "{}", proxy.log());
     assert_eq!(
         up.state.last_sni.lock().unwrap().as_deref(),
         Some("localhost")
     );
     // A server certificate from another CA is refused: 503 UF.
-    let u = format!("http://127.0.0.1:{port}/bad");
-    let (status, _, body) = tokio::task::spawn_blocking(move || curl(&["-s", &u]))
-        .await
-        .unwrap();
+    let (status, _, body) = get("/bad").await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(up.state.request_count(), 1);
+    // http2 cluster over TLS: ALPN h2, the upstream sees HTTP/2.
+    let (status, _, body) = get("/h2").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "secure-h2"));
+    assert_eq!(
+        up_h2.state.last_request().unwrap().version,
+        http::Version::HTTP_2
+    );
+    // mTLS: the client certificate is presented; without it the upstream refuses the handshake.
+    let (status, _, body) = get("/mtls").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "secure-mtls"));
+    let (status, _, _) = get("/nocert").await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(up_mtls.state.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
