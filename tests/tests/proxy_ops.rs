@@ -358,3 +358,48 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
         "{prom}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_without_polling() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let (admin, port) = (free_port(), free_port());
+    let clusters = format!(
+        "{}{}",
+        static_cluster("a", &[a.port()], ""),
+        static_cluster("b", &[b.port()], "")
+    );
+    let dir = sluice_tests::upstream::harness::TempDir::new("hup");
+    let proxy = ProxyProcess::start_with(
+        dir,
+        &http_bootstrap(admin, port, &route_to("a"), &clusters, ""),
+        admin,
+        0,
+    );
+    let get = || {
+        let u = format!("http://127.0.0.1:{port}/");
+        tokio::task::spawn_blocking(move || curl(&["-s", &u]).2)
+    };
+    assert_eq!(get().await.unwrap(), "a");
+    write_atomically(
+        &proxy.config,
+        &http_bootstrap(admin, port, &route_to("b"), &clusters, ""),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        get().await.unwrap(),
+        "a",
+        "no polling: file change alone does nothing"
+    );
+    proxy.sighup();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.stat("server.reloads") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP reload not applied; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get().await.unwrap(), "b");
+}

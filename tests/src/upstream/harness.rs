@@ -79,13 +79,23 @@ impl ProxyProcess {
 
     /// Like [`start`](Self::start) with a caller-made temp dir (for files the config names).
     pub fn start_in(dir: TempDir, yaml: &str, admin_port: u16) -> Self {
+        Self::start_with(dir, yaml, admin_port, 200)
+    }
+
+    /// Like [`start_in`](Self::start_in) with the config poll interval (0: SIGHUP only).
+    pub fn start_with(dir: TempDir, yaml: &str, admin_port: u16, poll_ms: u64) -> Self {
         let config = dir.path("envoy.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
         let child = Command::new(sluice_bin())
             .args(["proxy", "-c"])
             .arg(&config)
-            .args(["--reload-poll-ms", "200", "--log-level", "info"])
+            .args([
+                "--reload-poll-ms",
+                &poll_ms.to_string(),
+                "--log-level",
+                "info",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -118,6 +128,12 @@ impl ProxyProcess {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGHUP (config reload) to the proxy.
+    pub fn sighup(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     }
 
     /// The proxy's stderr so far.
