@@ -274,3 +274,60 @@ async fn websocket_upgrade_passthrough() {
     let rec = up.state.last_request().unwrap();
     assert_eq!(rec.headers["upgrade"], "websocket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_actions_rewrites_and_header_mutations() {
+    let up = TestUpstream::start("a").await;
+    let (admin, port) = (free_port(), free_port());
+    let routes = r#"              - match: { prefix: "/direct" }
+                direct_response: { status: 418, body: { inline_string: "short and stout" } }
+              - match: { prefix: "/old" }
+                redirect: { path_redirect: "/new", response_code: FOUND }
+              - match: { prefix: "/api/" }
+                route: { cluster: backend, prefix_rewrite: "/v2/" }
+                request_headers_to_add:
+                - header: { key: x-added, value: route-level }
+                response_headers_to_add:
+                - header: { key: x-resp, value: from-proxy }
+                request_headers_to_remove: [x-secret]
+"#;
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    );
+    let _proxy = ProxyProcess::start(&yaml, admin);
+    let base = format!("http://127.0.0.1:{port}");
+    let (s, _, body) = blocking({
+        let u = format!("{base}/direct");
+        move || curl(&["-s", &u])
+    })
+    .await;
+    assert_eq!((s, body.as_str()), (418, "short and stout"));
+    let (s, headers, _) = blocking({
+        let u = format!("{base}/old?q=1");
+        move || curl(&["-s", "-H", "host: svc.local", &u])
+    })
+    .await;
+    assert_eq!(s, 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some("http://svc.local/new?q=1")
+    );
+    let (s, headers, body) = blocking({
+        let u = format!("{base}/api/items?x=1");
+        move || curl(&["-s", "-H", "x-secret: s3cr3t", &u])
+    })
+    .await;
+    assert_eq!((s, body.as_str()), (200, "a"));
+    assert_eq!(header(&headers, "x-resp"), Some("from-proxy"));
+    assert_eq!(header(&headers, "server"), Some("envoy"));
+    let rec = up.state.last_request().unwrap();
+    assert_eq!(rec.path, "/v2/items?x=1");
+    assert_eq!(rec.headers["x-envoy-original-path"], "/api/items?x=1");
+    assert_eq!(rec.headers["x-added"], "route-level");
+    assert!(!rec.headers.contains_key("x-secret"));
+    assert_eq!(up.state.request_count(), 1);
+}
