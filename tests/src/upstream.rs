@@ -48,8 +48,10 @@ pub struct UpstreamState {
     pub name: String,
     /// Connections accepted.
     pub connections: AtomicUsize,
-    /// Requests received.
+    /// Requests received (recorded when the head arrives).
     pub requests: Mutex<Vec<Recorded>>,
+    /// Request bodies received, in order (recorded when complete).
+    pub bodies: Mutex<Vec<Bytes>>,
     /// Status for normal requests (default 200).
     pub status: AtomicU16,
     /// Delay before answering, ms.
@@ -204,7 +206,9 @@ async fn handle(st: Arc<UpstreamState>, mut req: Request<Incoming>) -> Response<
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let _ = req.into_body().collect().await;
+    if let Ok(b) = req.into_body().collect().await {
+        st.bodies.lock().unwrap().push(b.to_bytes());
+    }
     st.active.fetch_sub(1, Ordering::SeqCst);
     let failing = st
         .fail_next

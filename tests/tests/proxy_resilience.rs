@@ -75,6 +75,20 @@ async fn retries_on_5xx_and_connect_failure() {
     assert!(!last.headers.contains_key("x-envoy-retry-on"));
     assert!(!last.headers.contains_key("x-envoy-max-retries"));
 
+    // A request body is buffered and replayed on the retry.
+    flaky.state.fail_next.store(1, Ordering::SeqCst);
+    let (status, _, _) = get(
+        format!("http://127.0.0.1:{port}/retry"),
+        &["-X", "POST", "--data-binary", "payload-123"],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let bodies = flaky.state.bodies.lock().unwrap().clone();
+    assert_eq!(
+        &bodies[bodies.len() - 2..],
+        [&b"payload-123"[..], &b"payload-123"[..]]
+    );
+
     // Connect failure on the dead host is retried (round robin moves on to the live one).
     for _ in 0..10 {
         let (status, _, body) = get(format!("http://127.0.0.1:{port}/cf"), &[]).await;
