@@ -27,7 +27,7 @@ use crate::{
     route::{Forward, HashPolicyKind, HeaderMutations, HostRewriteResult, RetryPolicy},
     upstream::{
         lb::hash_bytes,
-        pool::{self, ConnectError, Sender},
+        pool::{self, ConnectError, H1Sender, ReturnOnEnd, Sender},
         Cluster, Host, LbContext,
     },
 };
@@ -322,7 +322,7 @@ pub(crate) async fn run(
             .await;
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, failed) = match &result {
-                Ok(r) => (
+                Ok((r, _)) => (
                     Try::Status(r.status().as_u16()),
                     r.status().is_server_error(),
                 ),
@@ -361,7 +361,13 @@ pub(crate) async fn run(
                         Flag::None
                     };
                     Outcome {
-                        resp: finish_response(resp, upstream_ms, &plan.resp_mutations, plan.idle),
+                        resp: finish_response(
+                            resp,
+                            &host,
+                            upstream_ms,
+                            &plan.resp_mutations,
+                            plan.idle,
+                        ),
                         flag,
                         upstream_host: last_host,
                         upstream_ms: Some(upstream_ms),
@@ -428,7 +434,7 @@ async fn attempt(
     body: Body,
     per_try: Option<Duration>,
     replayable: bool,
-) -> Result<Response<Incoming>, AttemptError> {
+) -> Result<Upstream, AttemptError> {
     host.active_rq.fetch_add(1, Ordering::Relaxed);
     let _active = Gauge(&host.active_rq);
     host.rq_total.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +465,7 @@ async fn attempt(
         }),
         None => fut.await,
     };
-    if let Ok(r) = &result {
+    if let Ok((r, _)) = &result {
         match r.status().as_u16() {
             200..=299 => cluster.stats.upstream_rq_2xx.inc(),
             300..=399 => cluster.stats.upstream_rq_3xx.inc(),
@@ -470,6 +476,9 @@ async fn attempt(
     }
     result
 }
+
+/// An upstream response, with its HTTP/1 connection (returned to the pool when the body ends).
+type Upstream = (Response<Incoming>, Option<H1Sender>);
 
 enum SendError {
     /// The connection was closed before the request went out; the body is returned when unused.
@@ -484,7 +493,7 @@ async fn send(
     parts: &Parts,
     path: &PathAndQuery,
     body: Body,
-) -> Result<Response<Incoming>, SendError> {
+) -> Result<Upstream, SendError> {
     let mut b = Request::builder().method(parts.method.clone());
     match sender {
         Sender::H1(mut s) => {
@@ -498,10 +507,7 @@ async fn send(
                 .map_err(|_| SendError::Failed)?;
             *req.headers_mut() = parts.headers.clone();
             match s.try_send_request(req).await {
-                Ok(r) => {
-                    host.pool.release(Sender::H1(s));
-                    Ok(r)
-                }
+                Ok(r) => Ok((r, Some(s))),
                 Err(mut e) => Err(SendError::Closed(
                     e.take_message()
                         .map(|m| m.into_body())
@@ -529,19 +535,27 @@ async fn send(
             if s.ready().await.is_err() {
                 return Err(SendError::Failed);
             }
-            s.send_request(req).await.map_err(|_| SendError::Failed)
+            s.send_request(req)
+                .await
+                .map(|r| (r, None))
+                .map_err(|_| SendError::Failed)
         }
     }
 }
 
 fn finish_response(
-    resp: Response<Incoming>,
+    (resp, sender): Upstream,
+    host: &Arc<Host>,
     upstream_ms: u64,
     mutations: &[HeaderMutations],
     idle: Option<Duration>,
 ) -> Response<Body> {
     let mut resp = resp.map(|b| {
         let b = b.map_err(Into::into).boxed();
+        let b = match sender {
+            Some(s) => ReturnOnEnd::wrap(b, s, host.clone()),
+            None => b,
+        };
         match idle {
             Some(d) => super::idle::IdleBody::wrap(b, d),
             None => b,

@@ -2,7 +2,7 @@
 //! max_connections / max_pending_requests circuit breakers.
 
 use std::{
-    sync::{atomic::Ordering, Mutex},
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -17,7 +17,7 @@ use super::{Cluster, Host};
 use crate::http::Body;
 
 /// Idle HTTP/1 connections kept per host.
-pub const MAX_IDLE_PER_HOST: usize = 64;
+pub const MAX_IDLE_PER_HOST: usize = 1024;
 /// How often a pending request re-checks for a free connection.
 const PENDING_POLL: Duration = Duration::from_millis(2);
 
@@ -66,12 +66,11 @@ impl HostPool {
     fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|s| !s.is_closed());
-        let i = idle.iter().rposition(|s| s.is_ready())?;
-        Some(idle.swap_remove(i))
+        idle.pop()
     }
 
-    /// Returns an HTTP/1 connection after its response headers arrived; it is reused once hyper
-    /// reports it ready (the previous response body fully read).
+    /// Returns an HTTP/1 connection whose response body was read to the end (see
+    /// [`ReturnOnEnd`]); the next user waits for hyper to report it ready.
     pub fn release(&self, s: Sender) {
         if let Sender::H1(s) = s {
             if s.is_closed() {
@@ -81,6 +80,71 @@ impl HostPool {
             if idle.len() < MAX_IDLE_PER_HOST {
                 idle.push(s);
             }
+        }
+    }
+}
+
+/// An HTTP/1 connection's sender, exclusive while its request/response runs.
+pub type H1Sender = http1::SendRequest<Body>;
+
+/// A response body that gives its HTTP/1 connection back to the pool once the body has been
+/// read to the end (a body abandoned midway closes the connection instead).
+pub struct ReturnOnEnd {
+    inner: Body,
+    slot: Option<(H1Sender, Arc<Host>)>,
+}
+
+impl ReturnOnEnd {
+    /// Wraps the upstream response body `inner` of connection `sender` to `host`.
+    pub fn wrap(inner: Body, sender: H1Sender, host: Arc<Host>) -> Body {
+        use http_body_util::BodyExt;
+        Self {
+            inner,
+            slot: Some((sender, host)),
+        }
+        .boxed()
+    }
+
+    fn give_back(&mut self) {
+        if let Some((s, host)) = self.slot.take() {
+            host.pool.release(Sender::H1(s));
+        }
+    }
+}
+
+impl http_body::Body for ReturnOnEnd {
+    type Data = bytes::Bytes;
+    type Error = crate::http::BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.slot = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ReturnOnEnd {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.give_back();
         }
     }
 }
