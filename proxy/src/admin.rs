@@ -60,12 +60,31 @@ fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Replaces every `private_key` value with `[redacted]` (as Envoy's config dump does for secrets).
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if k == "private_key" {
+                    *val = serde_json::Value::String("[redacted]".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 fn config_dump(server: &Server) -> String {
     let rt = server.runtime();
+    let mut source = rt.source.clone();
+    redact(&mut source);
     let dump = serde_json::json!({
         "configs": [{
             "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-            "bootstrap": rt.source,
+            "bootstrap": source,
             "version_info": rt.version.to_string(),
         }]
     });
@@ -123,4 +142,22 @@ fn listeners(server: &Server) -> String {
         let _ = writeln!(out, "{}::{}", l.name, l.address);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn private_keys_are_redacted() {
+        let mut v = serde_json::json!({"a": [{"tls_certificates": [{
+            "certificate_chain": {"filename": "/c.pem"},
+            "private_key": {"inline_string": "-----BEGIN PRIVATE KEY-----"}
+        }]}]});
+        super::redact(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("BEGIN PRIVATE KEY"), "{text}");
+        assert!(
+            text.contains("/c.pem") && text.contains("[redacted]"),
+            "{text}"
+        );
+    }
 }
