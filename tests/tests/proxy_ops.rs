@@ -403,3 +403,70 @@ async fn sighup_reloads_without_polling() {
     }
     assert_eq!(get().await.unwrap(), "b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_weighted_clusters_and_idle_timeout() {
+    let (one, _t1) = banner_server(b"one\r\n").await;
+    let (two, _t2) = banner_server(b"two\r\n").await;
+    let (admin, tcp_port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
+static_resources:
+  listeners:
+  - name: tcp
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {tcp_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: split
+          idle_timeout: 0.5s
+          weighted_clusters:
+            clusters:
+            - {{ name: one, weight: 1 }}
+            - {{ name: two, weight: 1 }}
+  clusters:
+{}{}"#,
+        static_cluster("one", &[one.port()], ""),
+        static_cluster("two", &[two.port()], "")
+    );
+    let proxy = ProxyProcess::start(&yaml, admin);
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        *seen
+            .entry(String::from_utf8_lossy(&buf[..n]).to_string())
+            .or_insert(0) += 1;
+    }
+    let (a, b) = (
+        seen.get("one\r\n").copied().unwrap_or(0),
+        seen.get("two\r\n").copied().unwrap_or(0),
+    );
+    assert_eq!(a + b, 30, "{seen:?}");
+    assert!(a >= 5 && b >= 5, "weighted split {a}/{b}");
+    // Idle connection closed after idle_timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let _ = s.read(&mut buf).await.unwrap();
+    let t0 = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed by idle_timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(proxy.stat("tcp.split.idle_timeout") >= 1);
+}
