@@ -89,3 +89,4 @@ pub fn run_cmd_quiet(program: &str, args: &[&str]) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+pub mod upstream;
