@@ -500,3 +500,64 @@ fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
     dp.unload_and_unpin().unwrap();
     assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
 }
+
+#[test]
+fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
+    require_root();
+    let cg = Cgroup::new("iba");
+    let pins = PinDir::new("iba");
+    let opts = LoadOptions {
+        cgroup: cg.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+    };
+    let gone = Netns::new("iba");
+    let kept = Netns::new("iba");
+    let (gone_cookie, kept_cookie) = (gone.cookie(), kept.cookie());
+    let mut dp = Datapath::load(&opts).unwrap();
+    for (ns, cookie) in [(&gone, gone_cookie), (&kept, kept_cookie)] {
+        dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
+        dp.attach_inbound(cookie, ns.file()).unwrap();
+    }
+    let gone_link = sk_lookup_links(&gone);
+    assert_eq!(gone_link.len(), 1);
+    dp.persist().unwrap();
+    let gone_ino = gone.inode();
+    drop(gone);
+    // The kernel detaches a netns link when its namespace is cleaned up (asynchronously).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = sluice_tests::run_cmd(
+            "bpftool",
+            &["link", "show", "id", &gone_link[0].to_string()],
+        );
+        if !shown.contains(&format!("netns_ino {gone_ino}")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "netns link not auto-detached after the netns was deleted:\n{shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut dp = Datapath::load(&opts).expect("load adopts what it can");
+    assert_eq!(
+        dp.inbound_netns(),
+        vec![kept_cookie],
+        "only the live pod's link is adopted"
+    );
+    assert_eq!(sk_lookup_links(&kept).len(), 1);
+    assert!(
+        !pins
+            .path()
+            .join(sluice::bpf::LINKS_DIR)
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "pins left in links/"
+    );
+    dp.remove_netns(gone_cookie).unwrap();
+    dp.remove_netns(kept_cookie).unwrap();
+    assert!(sk_lookup_links(&kept).is_empty());
+    dp.unload_and_unpin().unwrap();
+    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+}
