@@ -59,6 +59,10 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<u32, u32> {
     };
     let family = ctx_u32!(sk, offset_of!(bpf_sk_lookup, family));
     let v4 = family == AF_INET as u32;
+    // The source alone decides, not the ingress interface: a local connection to the pod IP
+    // (the proxy's passthrough) does not report lo's ifindex (checked on 6.18). 127/8 and ::1
+    // from the wire are martians the kernel drops earlier; a wire peer posing as ::6 is left to
+    // the app but cannot complete the handshake (the SYN-ACK goes to the pod's own ::6 on lo).
     if v4 {
         // remote_ip4 holds the network-order bytes: the first octet is the low byte.
         let src = ctx_u32!(sk, offset_of!(bpf_sk_lookup, remote_ip4));

@@ -41,8 +41,9 @@ const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
 const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 /// Every program sluice attaches, in attach order (sockops before connect, so no captured
-/// connection can establish without being tracked). sk_lookup is loaded here and attached per
-/// netns later.
+/// connection can establish without being tracked). sk_lookup is only loaded here, so a kernel
+/// or verifier problem shows at `load`; the instances linked to pods are loaded per netns by
+/// `Datapath::attach_inbound` (each with its netns cookie baked in).
 pub const HOOKS: [Hook; 8] = [
     Hook {
         program: "sluice_getsockopt",

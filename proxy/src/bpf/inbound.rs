@@ -303,7 +303,7 @@ fn sockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<i32> {
 /// Address family ([`AF_INET`] / [`AF_INET6`]) and bound port of a socket.
 fn local_family_port(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
     // SAFETY: a zeroed sockaddr_storage is valid; getsockname writes at most `len` bytes.
-    let (ss, _) = unsafe {
+    let ss = unsafe {
         let mut ss: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         if libc::getsockname(
@@ -314,7 +314,7 @@ fn local_family_port(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
         {
             return Err(io::Error::last_os_error());
         }
-        (ss, len)
+        ss
     };
     match ss.ss_family as libc::c_int {
         libc::AF_INET => {
