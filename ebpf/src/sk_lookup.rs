@@ -13,7 +13,11 @@
 
 use core::mem::offset_of;
 
-use aya_ebpf::{bindings::bpf_sk_lookup, macros::sk_lookup, programs::SkLookupContext};
+use aya_ebpf::{
+    bindings::{bpf_sk_lookup, BPF_SK_LOOKUP_F_NO_REUSEPORT},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
 use sluice_common::{
     flags, Counter, ListenerKey, NetnsPolicy, AF_INET, AF_INET6, ALWAYS_EXCLUDED_INBOUND_PORTS,
     MAX_PORTS, PASSTHROUGH_SRC_V6,
@@ -91,12 +95,15 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<u32, u32> {
     }
     // An IPv4 connection takes the AF_INET listener, or a dual-stack AF_INET6 one
     // (bpf_sk_assign refuses a v6-only socket with -EAFNOSUPPORT, so that falls through).
+    // NO_REUSEPORT: exactly the registered socket, even when a new owner shares the port with
+    // SO_REUSEPORT during a hand-over (else the kernel would pick one of the group by hash).
+    let flags = BPF_SK_LOOKUP_F_NO_REUSEPORT as u64;
     let assigned = (v4
         && INBOUND_LISTENERS
-            .redirect_sk_lookup(ctx, ListenerKey::new(netns, AF_INET), 0)
+            .redirect_sk_lookup(ctx, ListenerKey::new(netns, AF_INET), flags)
             .is_ok())
         || INBOUND_LISTENERS
-            .redirect_sk_lookup(ctx, ListenerKey::new(netns, AF_INET6), 0)
+            .redirect_sk_lookup(ctx, ListenerKey::new(netns, AF_INET6), flags)
             .is_ok();
     if assigned {
         count(Counter::InboundCaptured, 1);

@@ -191,31 +191,49 @@ pub fn connect_from(src: SocketAddr, dst: SocketAddr, mark: Option<u32>) -> io::
 /// A TCP listener on `[::]:port` with `IPV6_V6ONLY` set to `v6only` (std leaves it to the
 /// `net.ipv6.bindv6only` sysctl).
 pub fn listen_v6(port: u16, v6only: bool) -> io::Result<TcpListener> {
+    listen_with(
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+        &[(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only.into())],
+    )
+}
+
+/// A TCP listener on `addr` with `SO_REUSEPORT`, so a second owner can bind the same port
+/// while the first still listens (a listener hand-over).
+pub fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_with(addr, &[(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)])
+}
+
+/// A TCP listener on `addr` with `SO_REUSEADDR` and the given (level, option, value) set first.
+fn listen_with(
+    addr: SocketAddr,
+    opts: &[(libc::c_int, libc::c_int, libc::c_int)],
+) -> io::Result<TcpListener> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket syscalls; the fd is owned right after creation.
     unsafe {
-        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         let owned = OwnedFd::from_raw_fd(fd);
-        let on: libc::c_int = v6only.into();
-        let one: libc::c_int = 1;
-        for (opt_level, opt, v) in [
-            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &on),
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR, &one),
-        ] {
+        let reuse = [(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
+        for &(opt_level, opt, v) in reuse.iter().chain(opts) {
             if libc::setsockopt(
                 fd,
                 opt_level,
                 opt,
-                (v as *const libc::c_int).cast(),
+                (&v as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             ) != 0
             {
                 return Err(io::Error::last_os_error());
             }
         }
-        let (sa, len) = sockaddr(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port));
+        let (sa, len) = sockaddr(addr);
         if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
             return Err(io::Error::last_os_error());
         }

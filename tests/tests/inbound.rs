@@ -16,7 +16,7 @@ use sluice_tests::{
     datapath::Fixture,
     inbound::{accept, accept_within, assert_idle, send, sk_lookup_links, InboundFixture},
     require_root,
-    sock::{connect_from, listen_v6},
+    sock::{connect_from, listen_reuseport, listen_v6},
     Cgroup, Netns, PinDir, Veth,
 };
 
@@ -560,4 +560,43 @@ fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
     assert!(sk_lookup_links(&kept).is_empty());
     dp.unload_and_unpin().unwrap();
     assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+}
+
+#[test]
+fn registering_a_new_listener_hands_over_and_removing_it_falls_back_to_policy() {
+    // Mode switch node <-> sidecar: the new owner binds 15006 next to the old one
+    // (SO_REUSEPORT) and registers its socket; every new connection goes to exactly that socket
+    // (not one of the reuseport group by hash), and the old owner's connections keep flowing.
+    let mut s = InboundFixture::new("ibh", Fixture::node_policy());
+    let cookie = s.pod.cookie();
+    let app = s.listen("0.0.0.0:8080");
+    let any = "0.0.0.0:15006".parse().unwrap();
+    let old = s.pod.run(move || listen_reuseport(any).unwrap());
+    s.f.dp().set_inbound_listener(cookie, &old).unwrap();
+    let mut c1 = s.dial(s.pod_v4(APP_PORT)).unwrap();
+    let (mut d1, _) = accept(&old, "old listener");
+    let new = s.pod.run(move || listen_reuseport(any).unwrap());
+    s.f.dp().set_inbound_listener(cookie, &new).unwrap();
+    assert_eq!(
+        s.f.dp().entries_for(cookie).unwrap(),
+        3,
+        "one listener per family"
+    );
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        conns.push(s.dial(s.pod_v4(APP_PORT)).unwrap());
+        let (d, _) = accept(&new, &format!("new listener, connection {i}"));
+        assert_eq!(d.local_addr().unwrap(), s.pod_v4(APP_PORT));
+        assert_idle(&old, "old listener after the hand-over");
+    }
+    send(&mut c1, &mut d1, b"old connection still flows");
+    send(&mut d1, &mut c1, b"both ways");
+
+    assert_eq!(s.f.dp().remove_inbound_listener(cookie).unwrap(), 1);
+    let e = s
+        .dial(s.pod_v4(APP_PORT))
+        .expect_err("fail-closed without a listener");
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+    assert_idle(&app, "app");
+    assert_idle(&new, "unregistered listener");
 }
