@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod datapath;
+pub mod inbound;
 pub mod netns;
 pub mod pins;
 pub mod sluice_cli;

@@ -80,6 +80,17 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    /// Attaching, adopting or detaching a pod's sk_lookup link failed.
+    #[error("inbound capture (sk_lookup) of netns {netns_cookie:#x}: {op}: {source}")]
+    Inbound {
+        netns_cookie: u64,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket given as a pod's inbound listener was refused before it reached the map.
+    #[error("inbound listener of netns {netns_cookie:#x}: {reason}")]
+    InboundListener { netns_cookie: u64, reason: String },
     /// A map is missing from the object.
     #[error("map {map} missing from the eBPF object")]
     MapMissing { map: &'static str },
