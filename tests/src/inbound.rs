@@ -111,7 +111,23 @@ pub fn send(from: &mut TcpStream, to: &mut TcpStream, msg: &[u8]) {
     assert_eq!(buf, msg);
 }
 
-/// Ids of the sk_lookup links attached to `ns` (from `bpftool link show`).
+/// Waits up to 2 s for every sk_lookup link of `ns` to disappear: the kernel frees a link whose
+/// last reference was a pin (or a map-held fd) from a workqueue, so `bpftool link show` can list it
+/// for a moment after the detach returned. True when none is left.
+pub fn sk_lookup_links_gone(ns: &Netns) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if sk_lookup_links(ns).is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Ids of the sk_lookup links attached to `ns`, from `bpftool link show`.
 pub fn sk_lookup_links(ns: &Netns) -> Vec<u32> {
     let want = format!("netns_ino {}", ns.inode());
     let out = run_cmd("bpftool", &["link", "show"]);

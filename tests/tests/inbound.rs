@@ -14,7 +14,10 @@ use sluice::bpf::{Datapath, LoadOptions, SK_LOOKUP_PIN_PREFIX};
 use sluice_common::{flags, Counter, NetnsPolicy, PROXY_MARK};
 use sluice_tests::{
     datapath::Fixture,
-    inbound::{accept, accept_within, assert_idle, send, sk_lookup_links, InboundFixture},
+    inbound::{
+        accept, accept_within, assert_idle, send, sk_lookup_links, sk_lookup_links_gone,
+        InboundFixture,
+    },
     require_root,
     sock::{connect_from, listen_reuseport, listen_v6},
     Cgroup, Netns, PinDir, Veth,
@@ -326,10 +329,7 @@ fn detach_and_remove_netns_leave_nothing() {
     assert!(captured(&s));
 
     assert!(s.f.dp().detach_inbound(cookie).unwrap());
-    assert!(
-        sk_lookup_links(&s.pod.ns).is_empty(),
-        "link left after detach"
-    );
+    assert!(sk_lookup_links_gone(&s.pod.ns), "link left after detach");
     assert!(!s.f.dp().detach_inbound(cookie).unwrap());
     assert_eq!(s.f.dp().entries_for(cookie).unwrap(), 3);
     assert!(!captured(&s));
@@ -339,7 +339,7 @@ fn detach_and_remove_netns_leave_nothing() {
     assert_eq!(s.f.dp().remove_netns(cookie).unwrap(), 4);
     assert_eq!(s.f.dp().entries_for(cookie).unwrap(), 0);
     assert!(
-        sk_lookup_links(&s.pod.ns).is_empty(),
+        sk_lookup_links_gone(&s.pod.ns),
         "link left after remove_netns"
     );
     assert_eq!(
@@ -358,10 +358,7 @@ fn detach_and_remove_netns_leave_nothing() {
     s.f.dp().set_inbound_listener(cookie, &proxy4).unwrap();
     assert!(captured(&s));
     s.f.drop_datapath();
-    assert!(
-        sk_lookup_links(&s.pod.ns).is_empty(),
-        "link left after drop"
-    );
+    assert!(sk_lookup_links_gone(&s.pod.ns), "link left after drop");
     assert!(!captured(&s));
 }
 
@@ -376,7 +373,7 @@ fn bad_netns_fd_and_bad_listeners_are_rejected() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("the fd is netns"), "{e}");
-    assert!(sk_lookup_links(&s.client).is_empty());
+    assert!(sk_lookup_links_gone(&s.client));
     type MakeSocket = Box<dyn Fn(&InboundFixture) -> std::os::fd::OwnedFd>;
     let cases: [(&str, MakeSocket); 4] = [
         (
@@ -496,7 +493,7 @@ fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
     send(&mut est_proxy, &mut est_client, b"both ways");
 
     assert_eq!(dp.remove_netns(cookie).unwrap(), 3);
-    assert!(sk_lookup_links(&pod).is_empty());
+    assert!(sk_lookup_links_gone(&pod));
     dp.unload_and_unpin().unwrap();
     assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
 }
@@ -557,7 +554,7 @@ fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
     );
     dp.remove_netns(gone_cookie).unwrap();
     dp.remove_netns(kept_cookie).unwrap();
-    assert!(sk_lookup_links(&kept).is_empty());
+    assert!(sk_lookup_links_gone(&kept));
     dp.unload_and_unpin().unwrap();
     assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
 }
