@@ -53,7 +53,7 @@ use sluice_common::{
 
 pub use attach::{Hook, Target, HOOKS};
 pub use error::{BpfError, IPTABLES_HINT};
-pub use fs::{default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
+pub use fs::{check_cgroup2, default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
 
 /// Where the maps are pinned by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
@@ -123,6 +123,7 @@ where
 impl Datapath {
     /// Loads the object, pins (or reuses) its maps under `pin_dir` and attaches every program.
     pub fn load(opts: &LoadOptions) -> Result<Self, BpfError> {
+        check_cgroup2(&opts.cgroup)?;
         if opts.pin_dir.starts_with(BPFFS) {
             ensure_bpffs(Path::new(BPFFS))?;
         }
