@@ -65,7 +65,7 @@ use sluice_common::{
 
 pub use attach::{Hook, Target, HOOKS};
 pub use error::{BpfError, IPTABLES_HINT};
-pub use fs::{default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
+pub use fs::{check_cgroup2, default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
 pub use inbound::SK_LOOKUP_PIN_PREFIX;
 
 /// Where the maps are pinned by default.
@@ -139,6 +139,7 @@ where
 impl Datapath {
     /// Loads the object, pins (or reuses) its maps under `pin_dir` and attaches every program.
     pub fn load(opts: &LoadOptions) -> Result<Self, BpfError> {
+        check_cgroup2(&opts.cgroup)?;
         if opts.pin_dir.starts_with(BPFFS) {
             ensure_bpffs(Path::new(BPFFS))?;
         }
