@@ -122,12 +122,23 @@ fn run_one(
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
     let mut out = Vec::new();
     ups.take();
+    let fill = |text: &str| {
+        ups.names().iter().fold(text.to_string(), |t, n| {
+            t.replace(&format!("{{{{upstream.{n}}}}}"), &ups.port(n).to_string())
+        })
+    };
     for r in &case.requests {
+        let path = fill(&r.path);
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v)))
+            .collect();
         let req = client::Request {
             method: &r.method,
-            path: &r.path,
+            path: &path,
             host: r.host.as_deref(),
-            headers: &r.headers,
+            headers: &headers,
             body: r.body.as_deref().map(str::as_bytes),
         };
         let resp = client::send(addr, &req, REQUEST_TIMEOUT);
@@ -147,12 +158,11 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
             o.insert("status".into(), r.status.to_string());
             o.insert("body".into(), String::from_utf8_lossy(&r.body).into_owned());
             for (k, v) in &r.headers {
-                let v = if PRESENCE_ONLY_RESPONSE.contains(&k.as_str()) {
-                    PRESENT
-                } else {
-                    v.as_str()
-                };
-                push_value(&mut o, format!("resp.header.{k}"), v);
+                push_value(
+                    &mut o,
+                    format!("resp.header.{k}"),
+                    reduce(PRESENCE_ONLY_RESPONSE, k, v),
+                );
             }
         }
         Err(e) => {
@@ -183,15 +193,32 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
                 push_value(&mut o, "up.host".into(), v);
                 continue;
             }
-            let v = if PRESENCE_ONLY_UPSTREAM.contains(&k.as_str()) {
-                PRESENT
-            } else {
-                v.as_str()
-            };
-            push_value(&mut o, format!("up.header.{k}"), v);
+            push_value(
+                &mut o,
+                format!("up.header.{k}"),
+                reduce(PRESENCE_ONLY_UPSTREAM, k, v),
+            );
         }
     }
     o
+}
+
+/// `v`, or [`PRESENT`] when `k` is in `list` — except an `x-request-id` that is not a generated
+/// UUID (one the client sent must arrive unchanged, so it is compared).
+fn reduce<'a>(list: &[&str], k: &str, v: &'a str) -> &'a str {
+    if !list.contains(&k) || (k == "x-request-id" && !is_uuid(v)) {
+        v
+    } else {
+        PRESENT
+    }
+}
+
+fn is_uuid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn push_value(o: &mut Observation, key: String, v: &str) {

@@ -107,6 +107,11 @@ impl Upstreams {
         self.ports[name]
     }
 
+    /// Names of the running upstreams.
+    pub fn names(&self) -> Vec<&str> {
+        self.ports.keys().map(String::as_str).collect()
+    }
+
     /// Returns and clears the requests recorded so far, resetting the reply scripts.
     pub fn take(&self) -> Vec<Recorded> {
         let mut s = self.shared.lock().expect("upstream log lock");
