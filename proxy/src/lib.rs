@@ -3,3 +3,5 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and the code map.
 
 pub mod bpf;
+pub mod config;
+pub mod route;
