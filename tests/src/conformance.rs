@@ -148,7 +148,34 @@ fn run_one(
             return Err(format!("{kind} died during case {}: {e}", case.name));
         }
     }
+    if case.relabel_upstreams {
+        relabel(&mut out);
+    }
     Ok(out)
+}
+
+/// Replaces upstream names in `upstream` by `#1`, `#2`, ... in order of first appearance.
+fn relabel(obs: &mut [Observation]) {
+    let mut seen: Vec<String> = Vec::new();
+    for o in obs {
+        let Some(v) = o.get_mut("upstream") else {
+            continue;
+        };
+        if v == "none" {
+            continue;
+        }
+        let names: Vec<String> = v
+            .split(',')
+            .map(|n| {
+                let i = seen.iter().position(|s| s == n).unwrap_or_else(|| {
+                    seen.push(n.to_string());
+                    seen.len() - 1
+                });
+                format!("#{}", i + 1)
+            })
+            .collect();
+        *v = names.join(",");
+    }
 }
 
 /// Flattens a response and the upstream recordings into an [`Observation`].
@@ -335,4 +362,46 @@ fn find_decl<'a>(decls: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a 
 /// A scratch directory for this process's runs.
 pub fn workdir() -> PathBuf {
     std::env::temp_dir().join(format!("sluice-conformance-{}", std::process::id()))
+}
+
+/// The heading under which every declared divergence must be listed.
+pub const DIVERGENCE_HEADING: &str = "## Known divergences from Envoy";
+
+/// The documentation page holding [`DIVERGENCE_HEADING`]: docs/config.md once the section has been
+/// folded in there, docs/conformance.md until then. Returns the path and the section's text.
+pub fn divergence_docs() -> (PathBuf, String) {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    for name in ["config.md", "conformance.md"] {
+        let path = docs.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Some(start) = text.find(DIVERGENCE_HEADING) {
+                let body = &text[start + DIVERGENCE_HEADING.len()..];
+                let end = body.find("\n## ").unwrap_or(body.len());
+                return (path, body[..end].to_string());
+            }
+        }
+    }
+    panic!(
+        "no `{DIVERGENCE_HEADING}` section in {}/config.md or conformance.md",
+        docs.display()
+    )
+}
+
+/// Declared divergences that the docs section does not list: each must appear as a line naming
+/// the case (`` `case` ``) and the key (`` `key` ``).
+pub fn undocumented_divergences(cases: &[Case], section: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for case in cases {
+        let keys = case
+            .diverge
+            .keys()
+            .chain(case.requests.iter().flat_map(|r| r.diverge.keys()));
+        for key in keys {
+            let (c, k) = (format!("`{}`", case.name), format!("`{key}`"));
+            if !section.lines().any(|l| l.contains(&c) && l.contains(&k)) {
+                missing.push(format!("  {}: {key}", case.name));
+            }
+        }
+    }
+    missing
 }

@@ -35,6 +35,10 @@ pub struct Case {
     pub upstreams: BTreeMap<String, Vec<Reply>>,
     /// Requests, sent in order on fresh connections.
     pub requests: Vec<CaseRequest>,
+    /// Rename upstreams in the `upstream` observation by order of first appearance in the case
+    /// (`#1`, `#2`, ...), for load-balancing cases where only the pattern is deterministic.
+    #[serde(default)]
+    pub relabel_upstreams: bool,
     /// Declared divergences for every request: observation key -> reason. A key ending in `*` is a
     /// prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]
