@@ -32,6 +32,9 @@ pub struct Reply {
     /// Wait this long before answering (timeout cases).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Send the body chunked instead of with a content-length.
+    #[serde(default)]
+    pub chunked: bool,
 }
 
 fn default_status() -> u16 {
@@ -177,6 +180,7 @@ async fn serve(
             }
             buf.drain(..len).collect()
         };
+        let head_only = method == "HEAD";
         let reply = {
             let mut s = shared.lock().expect("upstream log lock");
             let n = s.count.entry(name.clone()).or_default();
@@ -196,6 +200,7 @@ async fn serve(
             headers: Vec::new(),
             body: None,
             delay_ms: 0,
+            chunked: false,
         });
         if reply.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
@@ -205,7 +210,24 @@ async fn serve(
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
-        out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        if reply.chunked {
+            out.push_str("transfer-encoding: chunked\r\n\r\n");
+            if !head_only {
+                for piece in body.as_bytes().chunks(4) {
+                    out.push_str(&format!(
+                        "{:x}\r\n{}\r\n",
+                        piece.len(),
+                        String::from_utf8_lossy(piece)
+                    ));
+                }
+                out.push_str("0\r\n\r\n");
+            }
+        } else {
+            out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+            if !head_only {
+                out.push_str(&body);
+            }
+        }
         if sock.write_all(out.as_bytes()).await.is_err() {
             return;
         }
