@@ -8,6 +8,7 @@
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
 //!   upstream server saw it; `host` is only in `up.host`).
 //!
+//! The response's `server` header is not compared ([`IGNORED_RESPONSE`]).
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
 //! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
@@ -36,12 +37,12 @@ use self::{client::Response, upstream::Recorded};
 pub type Observation = BTreeMap<String, String>;
 
 /// Response headers whose value differs run to run: only their presence is compared.
-pub const PRESENCE_ONLY_RESPONSE: &[&str] = &[
-    "date",
-    "server",
-    "x-envoy-upstream-service-time",
-    "x-request-id",
-];
+pub const PRESENCE_ONLY_RESPONSE: &[&str] =
+    &["date", "x-envoy-upstream-service-time", "x-request-id"];
+
+/// Response headers left out of the comparison altogether: `server` names the product (Envoy
+/// sends `server: envoy`; sluice need not pretend to be Envoy).
+pub const IGNORED_RESPONSE: &[&str] = &["server"];
 
 /// Upstream request headers whose value differs run to run: only their presence is compared.
 pub const PRESENCE_ONLY_UPSTREAM: &[&str] = &["x-request-id"];
@@ -185,7 +186,11 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
         Ok(r) => {
             o.insert("status".into(), r.status.to_string());
             o.insert("body".into(), String::from_utf8_lossy(&r.body).into_owned());
-            for (k, v) in &r.headers {
+            for (k, v) in r
+                .headers
+                .iter()
+                .filter(|(k, _)| !IGNORED_RESPONSE.contains(&k.as_str()))
+            {
                 push_value(
                     &mut o,
                     format!("resp.header.{k}"),
@@ -287,6 +292,8 @@ pub fn check_expectations(case: &Case, obs: &[Observation]) -> Vec<String> {
 pub struct Diff {
     /// `req[i] key: envoy=.. sluice=..` lines not covered by a declaration.
     pub undeclared: Vec<String>,
+    /// The observation key of each `undeclared` line, in the same order.
+    pub undeclared_keys: Vec<String>,
     /// Differences covered by a declared divergence, with its reason.
     pub declared: Vec<String>,
     /// Declared divergences that matched no difference.
@@ -332,7 +339,10 @@ pub fn compare(case: &Case, envoy: &[Observation], sluice: &[Observation]) -> Di
                     used.insert(slot, true);
                     d.declared.push(format!("{line} (declared: {reason})"));
                 }
-                None => d.undeclared.push(line),
+                None => {
+                    d.undeclared.push(line);
+                    d.undeclared_keys.push(k.clone());
+                }
             }
         }
     }

@@ -121,6 +121,10 @@ fn sluice_matches_envoy() {
     let cases = cases();
     let work = conformance::workdir().join("differential");
     let (mut failures, mut declared) = (Vec::new(), 0);
+    let mut by_key: std::collections::BTreeMap<
+        String,
+        (usize, std::collections::BTreeSet<String>),
+    > = Default::default();
     for case in &cases {
         let runs = conformance::run_case(
             &rt,
@@ -147,6 +151,11 @@ fn sluice_matches_envoy() {
         if !d.declared.is_empty() && std::env::var_os("CONFORMANCE_DUMP").is_some() {
             eprintln!("{} declared:\n{}", case.name, d.declared.join("\n"));
         }
+        for k in &d.undeclared_keys {
+            let e = by_key.entry(k.clone()).or_default();
+            e.0 += 1;
+            e.1.insert(case.name.clone());
+        }
         if !d.undeclared.is_empty() || !d.stale.is_empty() {
             let mut lines = d.undeclared;
             lines.extend(d.stale);
@@ -163,13 +172,25 @@ fn sluice_matches_envoy() {
         cases.len(),
         started.elapsed()
     );
+    let summary: Vec<String> = by_key
+        .iter()
+        .map(|(k, (n, cs))| {
+            let names: Vec<&str> = cs.iter().map(String::as_str).collect();
+            format!(
+                "  {k}: {n} differences in {} cases ({})",
+                cs.len(),
+                names.join(", ")
+            )
+        })
+        .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ between Envoy and sluice (configs in {}):\n{}",
+        "{} of {} cases differ between Envoy and sluice (configs in {}):\n{}\n\nundeclared differences by key:\n{}",
         failures.len(),
         cases.len(),
         work.display(),
-        failures.join("\n\n")
+        failures.join("\n\n"),
+        summary.join("\n")
     );
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -47,11 +47,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// The process's combined stdout/stderr so far (for failure messages).
+    /// The process's combined stdout/stderr so far (for failure messages): the first 20 and the
+    /// last 10 lines.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        if lines.len() <= 30 {
+            return lines.join("\n");
+        }
+        format!(
+            "{}\n[...]\n{}",
+            lines[..20].join("\n"),
+            lines[lines.len() - 10..].join("\n")
+        )
     }
 
     /// Whether the process has exited (a crash during a case is reported as such).
@@ -186,7 +194,7 @@ pub fn start(
         Kind::Sluice => {
             let mut c = Command::new(sluice_binary()?);
             c.arg("proxy").arg("-c").arg(config);
-            c.env("RUST_LOG", "warn");
+            c.env("RUST_LOG", "warn").env("RUST_BACKTRACE", "0");
             c
         }
     };
