@@ -127,7 +127,8 @@ pub fn envoy_binary() -> &'static Path {
 }
 
 /// The sluice binary: `$SLUICE_BIN`, else `$CARGO_TARGET_DIR/debug/sluice`, else
-/// `<workspace>/target/debug/sluice`. Err names every place looked at.
+/// `<workspace>/target/debug/sluice` (which must not be older than the proxy's sources). Err names
+/// every place looked at, or the stale binary.
 pub fn sluice_binary() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     if let Some(p) = std::env::var_os("SLUICE_BIN") {
@@ -143,12 +144,39 @@ pub fn sluice_binary() -> Result<PathBuf, String> {
     tried.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sluice"));
     for p in &tried {
         if p.is_file() {
-            return Ok(p.clone());
+            return fresh(p).map(|()| p.clone());
         }
     }
     Err(format!(
         "no sluice binary (set SLUICE_BIN or run `cargo build -p sluice`); looked at {tried:?}"
     ))
+}
+
+/// Err when a source file of the proxy crate is newer than the binary found in the target
+/// directory (a stale build would make the comparison meaningless). `SLUICE_BIN` is trusted as is.
+fn fresh(bin: &Path) -> Result<(), String> {
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy");
+    let mut stack = vec![src.join("src"), src.join("Cargo.toml")];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return Err(format!(
+                "{} is older than {} (run `cargo build -p sluice`, or set SLUICE_BIN)",
+                bin.display(),
+                p.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn unique_base_id() -> u32 {
