@@ -54,7 +54,7 @@ pub const PRESENT: &str = "<present>";
 pub const ABSENT: &str = "<absent>";
 
 /// How long the client waits for one response.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The directory holding the case files.
 pub fn case_dir() -> PathBuf {
