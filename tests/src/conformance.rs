@@ -74,8 +74,26 @@ pub fn runtime() -> Runtime {
 pub type RunResult = Result<Vec<Observation>, String>;
 
 /// Runs `case` under each of `kinds` in turn, on the same rendered YAML file, the same listener port
-/// and the same upstream servers. The rendered config is kept in `workdir`.
+/// and the same upstream servers. The rendered config is kept in `workdir`. A run whose proxy could
+/// not bind its ports (another process took one in between) is retried once on fresh ports.
 pub fn run_case(
+    rt: &Runtime,
+    case: &Case,
+    kinds: &[Kind],
+    workdir: &Path,
+) -> Vec<(Kind, RunResult)> {
+    let runs = run_case_once(rt, case, kinds, workdir);
+    let port_clash = |r: &RunResult| {
+        r.as_ref()
+            .is_err_and(|e| e.contains("Address already in use"))
+    };
+    if runs.iter().any(|(_, r)| port_clash(r)) {
+        return run_case_once(rt, case, kinds, workdir);
+    }
+    runs
+}
+
+fn run_case_once(
     rt: &Runtime,
     case: &Case,
     kinds: &[Kind],

@@ -82,12 +82,40 @@ impl Drop for Running {
     }
 }
 
-/// `n` distinct free loopback ports (all bound at once, then released; the proxy binds them right
-/// after).
+/// Ports handed out by [`free_ports`]: below Linux's default ephemeral range (32768-60999), so the
+/// upstream servers' `bind(0)` and client connections never take a port released here.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
+
+/// `N` distinct free loopback ports from [`PORT_RANGE`] (all bound at once, then released; the
+/// proxy binds them right after).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 to pick a free port"))
-        .collect();
+    static SEED: AtomicU32 = AtomicU32::new(0);
+    let mut x = std::process::id()
+        ^ SEED.fetch_add(0x9e37_79b9, Ordering::Relaxed)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+    let mut held: Vec<TcpListener> = Vec::new();
+    for _ in 0..1000 {
+        if held.len() == N {
+            break;
+        }
+        // xorshift32: a different walk through the range for every call and process.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+        let port = PORT_RANGE.start + u16::try_from(x % span).expect("port in range");
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        N,
+        "no {N} free loopback ports in {PORT_RANGE:?}"
+    );
     std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
 }
 
