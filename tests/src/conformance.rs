@@ -47,6 +47,10 @@ pub const IGNORED_RESPONSE: &[&str] = &["server"];
 /// Upstream request headers whose value differs run to run: only their presence is compared.
 pub const PRESENCE_ONLY_UPSTREAM: &[&str] = &["x-request-id"];
 
+/// Case-level `diverge` key declaring that sluice does not run the case at all (it rejects the
+/// config or dies); stale, like any declaration, once sluice runs it.
+pub const SLUICE_START: &str = "sluice-start";
+
 /// Marker for a value that is present but not compared.
 pub const PRESENT: &str = "<present>";
 

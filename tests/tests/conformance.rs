@@ -140,7 +140,10 @@ fn sluice_matches_envoy() {
                 continue;
             }
             (_, Err(s)) => {
-                failures.push(format!("{}: sluice run failed: {s}", case.name));
+                match case.diverge.get(conformance::SLUICE_START) {
+                    Some(_) => declared += 1,
+                    None => failures.push(format!("{}: sluice run failed: {s}", case.name)),
+                }
                 continue;
             }
         };

@@ -39,8 +39,8 @@ pub struct Case {
     /// (`#1`, `#2`, ...), for load-balancing cases where only the pattern is deterministic.
     #[serde(default)]
     pub relabel_upstreams: bool,
-    /// Declared divergences for every request: observation key -> reason. A key ending in `*` is a
-    /// prefix. Each must also be listed in docs/conformance.md.
+    /// Declared divergences for every request: observation key (or `sluice-start`) -> reason. A key
+    /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]
     pub diverge: BTreeMap<String, String>,
 }
