@@ -2,7 +2,7 @@
 //! `sluice proxy`, records what the client and the upstream servers saw, and compares the two.
 //!
 //! An observation is a flat map `key -> value` per request:
-//! - `status`, `body`, `resp.header.<name>` (the response the client got; repeated headers joined
+//! - `status`, `body` (over 256 bytes: length and hash), `resp.header.<name>` (the response the client got; repeated headers joined
 //!   with `\n`),
 //! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
@@ -153,6 +153,10 @@ fn run_one(
     };
     for r in &case.requests {
         let path = fill(&r.path);
+        let body = r
+            .body_size
+            .map(upstream::pattern)
+            .or_else(|| r.body.clone());
         let headers: Vec<(String, String)> = r
             .headers
             .iter()
@@ -163,7 +167,7 @@ fn run_one(
             path: &path,
             host: r.host.as_deref(),
             headers: &headers,
-            body: r.body.as_deref().map(str::as_bytes),
+            body: body.as_deref().map(str::as_bytes),
         };
         let resp = client::send(addr, &req, REQUEST_TIMEOUT);
         out.push(observe(resp, ups.take()));
@@ -207,7 +211,7 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
     match resp {
         Ok(r) => {
             o.insert("status".into(), r.status.to_string());
-            o.insert("body".into(), String::from_utf8_lossy(&r.body).into_owned());
+            o.insert("body".into(), body_text(&r.body));
             for (k, v) in r
                 .headers
                 .iter()
@@ -238,10 +242,7 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
         o.insert("up.method".into(), last.method.clone());
         o.insert("up.path".into(), last.path.clone());
         if !last.body.is_empty() {
-            o.insert(
-                "up.body".into(),
-                String::from_utf8_lossy(&last.body).into_owned(),
-            );
+            o.insert("up.body".into(), body_text(&last.body));
         }
         for (k, v) in &last.headers {
             if k == "host" {
@@ -280,6 +281,17 @@ fn is_uuid(v: &str) -> bool {
         && groups
             .iter()
             .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A body as observed: the text, or for more than 256 bytes its length and FNV-1a hash.
+pub fn body_text(b: &[u8]) -> String {
+    if b.len() <= 256 {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    let hash = b.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("<{} bytes, fnv1a {hash:016x}>", b.len())
 }
 
 fn push_value(o: &mut Observation, key: String, v: &str) {

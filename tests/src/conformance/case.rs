@@ -74,6 +74,8 @@ pub struct CaseRequest {
     pub headers: Vec<(String, String)>,
     /// Request body.
     pub body: Option<String>,
+    /// Instead of `body`: this many bytes of [`super::upstream::pattern`].
+    pub body_size: Option<usize>,
     /// Observations Envoy must show (key -> value), checked so a case provably tests what it says.
     #[serde(default)]
     pub expect: BTreeMap<String, String>,

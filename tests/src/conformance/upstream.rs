@@ -32,6 +32,8 @@ pub struct Reply {
     /// Wait this long before answering (timeout cases).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Instead of `body`: this many bytes of [`pattern`] (large-body cases).
+    pub body_size: Option<usize>,
     /// Send the body chunked instead of with a content-length.
     #[serde(default)]
     pub chunked: bool,
@@ -200,12 +202,16 @@ async fn serve(
             headers: Vec::new(),
             body: None,
             delay_ms: 0,
+            body_size: None,
             chunked: false,
         });
         if reply.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
         }
-        let body = reply.body.unwrap_or_else(|| name.clone());
+        let body = match reply.body_size {
+            Some(n) => pattern(n),
+            None => reply.body.unwrap_or_else(|| name.clone()),
+        };
         let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
@@ -213,7 +219,11 @@ async fn serve(
         if reply.chunked {
             out.push_str("transfer-encoding: chunked\r\n\r\n");
             if !head_only {
-                for piece in body.as_bytes().chunks(4) {
+                // Small bodies in 4-byte chunks (several chunks to re-frame), large ones in 16 KiB.
+                for piece in body
+                    .as_bytes()
+                    .chunks(if body.len() > 1024 { 16384 } else { 4 })
+                {
                     out.push_str(&format!(
                         "{:x}\r\n{}\r\n",
                         piece.len(),
@@ -281,4 +291,9 @@ fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+/// `n` bytes of a fixed pattern (`abc...z` repeated): large bodies that are cheap to check.
+pub fn pattern(n: usize) -> String {
+    (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect()
 }
