@@ -151,6 +151,7 @@ fn run_one(
             t.replace(&format!("{{{{upstream.{n}}}}}"), &ups.port(n).to_string())
         })
     };
+    let mut conn = None;
     for r in &case.requests {
         let path = fill(&r.path);
         let body = r
@@ -169,7 +170,11 @@ fn run_one(
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
         };
-        let resp = client::send(addr, &req, REQUEST_TIMEOUT);
+        let reused = if r.reuse { conn.take() } else { None };
+        let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
+            conn = Some(s);
+            resp
+        });
         out.push(observe(resp, ups.take()));
         if let Some(e) = proc.exited() {
             return Err(format!("{kind} died during case {}: {e}", case.name));

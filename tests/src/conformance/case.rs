@@ -74,6 +74,9 @@ pub struct CaseRequest {
     pub headers: Vec<(String, String)>,
     /// Request body.
     pub body: Option<String>,
+    /// Send on the previous request's connection (HTTP/1.1 keep-alive) instead of a new one.
+    #[serde(default)]
+    pub reuse: bool,
     /// Instead of `body`: this many bytes of [`super::upstream::pattern`].
     pub body_size: Option<usize>,
     /// Observations Envoy must show (key -> value), checked so a case provably tests what it says.

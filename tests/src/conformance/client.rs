@@ -34,11 +34,28 @@ pub struct Response {
 
 /// Sends `req` to `addr` on a fresh connection and reads one response.
 pub fn send(addr: SocketAddr, req: &Request<'_>, timeout: Duration) -> Result<Response, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    send_on(None, addr, req, timeout).map(|(r, _)| r)
+}
+
+/// Like [`send`], on `conn` when given (a kept-alive connection of an earlier request), else on a
+/// fresh one; returns the connection for reuse.
+pub fn send_on(
+    conn: Option<TcpStream>,
+    addr: SocketAddr,
+    req: &Request<'_>,
+    timeout: Duration,
+) -> Result<(Response, TcpStream), String> {
+    let mut s = match conn {
+        Some(s) => s,
+        None => {
+            let s = TcpStream::connect_timeout(&addr, timeout)
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            s
+        }
+    };
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     if let Some(h) = req.host {
         head.push_str(&format!("host: {h}\r\n"));
@@ -56,7 +73,8 @@ pub fn send(addr: SocketAddr, req: &Request<'_>, timeout: Duration) -> Result<Re
     }
     s.write_all(&bytes)
         .map_err(|e| format!("write to {addr}: {e}"))?;
-    read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)
+    let resp = read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)?;
+    Ok((resp, s))
 }
 
 fn read_response(
