@@ -34,6 +34,9 @@ pub struct Reply {
     pub delay_ms: u64,
     /// Instead of `body`: this many bytes of [`pattern`] (large-body cases).
     pub body_size: Option<usize>,
+    /// Close the connection without answering (an upstream reset before headers).
+    #[serde(default)]
+    pub close: bool,
     /// Send the body chunked instead of with a content-length.
     #[serde(default)]
     pub chunked: bool,
@@ -203,10 +206,14 @@ async fn serve(
             body: None,
             delay_ms: 0,
             body_size: None,
+            close: false,
             chunked: false,
         });
         if reply.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+        }
+        if reply.close {
+            return;
         }
         let body = match reply.body_size {
             Some(n) => pattern(n),
