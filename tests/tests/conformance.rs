@@ -15,7 +15,11 @@ const MIN_CASES: usize = 40;
 fn cases() -> Vec<Case> {
     let all = conformance::load_all(&conformance::case_dir());
     match std::env::var("CONFORMANCE_CASE") {
-        Ok(f) => all.into_iter().filter(|c| c.name.contains(&f)).collect(),
+        Ok(f) => {
+            let some: Vec<Case> = all.into_iter().filter(|c| c.name.contains(&f)).collect();
+            assert!(!some.is_empty(), "CONFORMANCE_CASE={f:?} matches no case");
+            some
+        }
         Err(_) => {
             assert!(
                 all.len() >= MIN_CASES,
