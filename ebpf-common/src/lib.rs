@@ -64,11 +64,7 @@ pub struct Cidr {
 
 impl Cidr {
     pub const fn zeroed() -> Self {
-        Self {
-            addr: [0; 16],
-            prefix_len: 0,
-            _pad: [0; 7],
-        }
+        Self { addr: [0; 16], prefix_len: 0, _pad: [0; 7] }
     }
 
     /// True when the (IPv6 or v4-mapped) address `addr` is inside this prefix.

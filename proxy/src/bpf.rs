@@ -51,11 +51,7 @@ impl Datapath {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 
-    pub fn set_policy(
-        &mut self,
-        _netns_cookie: u64,
-        _policy: &NetnsPolicy,
-    ) -> Result<(), BpfError> {
+    pub fn set_policy(&mut self, _netns_cookie: u64, _policy: &NetnsPolicy) -> Result<(), BpfError> {
         Err(BpfError::Unavailable("not built yet".into()))
     }
 
