@@ -536,6 +536,19 @@ mod tests {
     }
 
     #[test]
+    fn undocumented_divergences_need_case_and_key_on_one_line() {
+        let c = case(
+            "description: d\nroute_config: {}\ndiverge: {sluice-start: r}\n\
+             requests:\n- {path: /, diverge: {status: r}}\n",
+        );
+        let section = "\n- `t` `status`: reason\n- `t`\n`sluice-start` on another line\n";
+        assert_eq!(
+            undocumented_divergences(&[c], section),
+            vec!["  t: sluice-start"]
+        );
+    }
+
+    #[test]
     fn relabel_follows_first_appearance() {
         let mut o = vec![
             obs(&[("upstream", "e2")]),
