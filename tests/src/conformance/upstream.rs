@@ -1,0 +1,306 @@
+//! Recording upstream servers: one loopback HTTP/1.1 server per cluster that logs every request it
+//! gets and answers from a per-request script.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    runtime::Runtime,
+    task::JoinHandle,
+};
+
+use super::client::find;
+
+/// One scripted answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// Status code (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Response headers in order.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Body; default: the upstream's name.
+    pub body: Option<String>,
+    /// Wait this long before answering (timeout cases).
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Instead of `body`: this many bytes of [`pattern`] (large-body cases).
+    pub body_size: Option<usize>,
+    /// Close the connection without answering (an upstream reset before headers).
+    #[serde(default)]
+    pub close: bool,
+    /// Send the body chunked instead of with a content-length.
+    #[serde(default)]
+    pub chunked: bool,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// A request as an upstream server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Name of the upstream (the cluster) that got it.
+    pub upstream: String,
+    /// Method token.
+    pub method: String,
+    /// Request target (path with query).
+    pub path: String,
+    /// Headers in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Shared {
+    log: Vec<Recorded>,
+    /// Requests each upstream answered since the last `take` (indexes the reply script).
+    count: BTreeMap<String, usize>,
+}
+
+/// The running set of upstream servers of one proxy run. Dropping it stops them.
+pub struct Upstreams {
+    shared: Arc<Mutex<Shared>>,
+    ports: BTreeMap<String, u16>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Upstreams {
+    /// Binds one server per name on 127.0.0.1 (ephemeral port) and serves `scripts[name]`
+    /// (reply i for the i-th request since the last [`Upstreams::take`], the last reply repeating).
+    pub fn start(
+        rt: &Runtime,
+        names: &[String],
+        scripts: &BTreeMap<String, Vec<Reply>>,
+    ) -> Upstreams {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut ports = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for name in names {
+            let listener = rt
+                .block_on(TcpListener::bind("127.0.0.1:0"))
+                .unwrap_or_else(|e| panic!("binding upstream {name} on 127.0.0.1:0: {e}"));
+            ports.insert(
+                name.clone(),
+                listener.local_addr().expect("local_addr").port(),
+            );
+            let script = Arc::new(scripts.get(name).cloned().unwrap_or_default());
+            let (shared, name) = (shared.clone(), name.clone());
+            tasks.push(rt.spawn(async move {
+                let mut conns = tokio::task::JoinSet::new();
+                while let Ok((sock, _)) = listener.accept().await {
+                    conns.spawn(serve(sock, name.clone(), script.clone(), shared.clone()));
+                }
+            }));
+        }
+        Upstreams {
+            shared,
+            ports,
+            tasks,
+        }
+    }
+
+    /// Port of upstream `name`.
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
+    }
+
+    /// Names of the running upstreams.
+    pub fn names(&self) -> Vec<&str> {
+        self.ports.keys().map(String::as_str).collect()
+    }
+
+    /// Returns and clears the requests recorded so far, resetting the reply scripts.
+    pub fn take(&self) -> Vec<Recorded> {
+        let mut s = self.shared.lock().expect("upstream log lock");
+        s.count.clear();
+        std::mem::take(&mut s.log)
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    name: String,
+    script: Arc<Vec<Reply>>,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let _ = sock.set_nodelay(true);
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(p) = find(&buf, b"\r\n\r\n") {
+                break p;
+            }
+            let mut chunk = [0u8; 8192];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let mut start = lines.next().unwrap_or_default().split(' ');
+        let method = start.next().unwrap_or_default().to_string();
+        let path = start.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            match read_chunked(&mut sock, &mut buf).await {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < len {
+                let mut chunk = [0u8; 8192];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..len).collect()
+        };
+        let head_only = method == "HEAD";
+        let reply = {
+            let mut s = shared.lock().expect("upstream log lock");
+            let n = s.count.entry(name.clone()).or_default();
+            let i = *n;
+            *n += 1;
+            s.log.push(Recorded {
+                upstream: name.clone(),
+                method,
+                path,
+                headers,
+                body,
+            });
+            script.get(i).or(script.last()).cloned()
+        };
+        let reply = reply.unwrap_or(Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: None,
+            delay_ms: 0,
+            body_size: None,
+            close: false,
+            chunked: false,
+        });
+        if reply.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+        }
+        if reply.close {
+            return;
+        }
+        let body = match reply.body_size {
+            Some(n) => pattern(n),
+            None => reply.body.unwrap_or_else(|| name.clone()),
+        };
+        let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+        for (k, v) in &reply.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if reply.chunked {
+            out.push_str("transfer-encoding: chunked\r\n\r\n");
+            if !head_only {
+                // Small bodies in 4-byte chunks (several chunks to re-frame), large ones in 16 KiB.
+                for piece in body
+                    .as_bytes()
+                    .chunks(if body.len() > 1024 { 16384 } else { 4 })
+                {
+                    out.push_str(&format!(
+                        "{:x}\r\n{}\r\n",
+                        piece.len(),
+                        String::from_utf8_lossy(piece)
+                    ));
+                }
+                out.push_str("0\r\n\r\n");
+            }
+        } else {
+            out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+            if !head_only {
+                out.push_str(&body);
+            }
+        }
+        if sock.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_chunked(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = find(buf, b"\r\n") {
+                break p;
+            }
+            let mut chunk = [0u8; 8192];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let size_str = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            let mut chunk = [0u8; 8192];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if size == 0 {
+            // Trailers are not used by the cases; the final CRLF follows the zero chunk.
+            buf.drain(..2);
+            return Some(body);
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// `n` bytes of a fixed pattern (`abc...z` repeated): large bodies that are cheap to check.
+pub fn pattern(n: usize) -> String {
+    (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect()
+}
