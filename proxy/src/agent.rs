@@ -21,12 +21,9 @@ use tracing::{info, info_span, warn, Instrument as _};
 
 use self::{
     protocol::{Request, Response},
-    registry::Registry,
+    registry::{Handlers, Registry},
 };
-use crate::{
-    bpf::{BpfError, Datapath, LoadOptions},
-    listener::ConnectionHandler,
-};
+use crate::bpf::{BpfError, Datapath, LoadOptions};
 
 /// What `sluice agent` needs.
 #[derive(Clone, Debug)]
@@ -61,11 +58,8 @@ pub enum StartError {
     Signal(io::Error),
 }
 
-/// Runs the agent until SIGTERM or SIGINT. `handler` serves every node-mode listener.
-pub async fn run(
-    opts: AgentOptions,
-    handler: Arc<dyn ConnectionHandler>,
-) -> Result<(), StartError> {
+/// Runs the agent until SIGTERM or SIGINT. `handlers` serve every node-mode listener.
+pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
     let datapath = Datapath::load(&LoadOptions {
         cgroup: opts.cgroup.clone(),
         pin_dir: opts.pin_dir.clone(),
@@ -81,7 +75,7 @@ pub async fn run(
     })?;
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
-    let mut registry = Registry::new(datapath, handler);
+    let mut registry = Registry::new(datapath, handlers);
     let adopted = registry.adopt_pinned();
     let registry = Arc::new(Mutex::new(registry));
     let mut clients = tokio::task::JoinSet::new();

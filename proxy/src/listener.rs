@@ -183,7 +183,7 @@ pub async fn serve(
                     }
                 },
             };
-            accept_one(stream, peer, &ctx, &handler);
+            accept_one(stream, peer, local.map(|l| l.port()), &ctx, &handler);
         }
         info!("listener closed");
     }
@@ -194,6 +194,7 @@ pub async fn serve(
 fn accept_one(
     stream: TcpStream,
     peer: SocketAddr,
+    listener_port: Option<u16>,
     ctx: &Arc<ListenerContext>,
     handler: &Arc<dyn ConnectionHandler>,
 ) {
@@ -213,9 +214,10 @@ fn accept_one(
             return reset(stream);
         }
     };
-    // A connection made straight to the listener (not redirected) reports itself as its
-    // original destination; proxying it would connect to ourselves forever.
-    if stream.local_addr().is_ok_and(|l| l == orig_dst) {
+    // A connection made straight to the listener's port (not redirected) would be proxied to
+    // ourselves forever. Only the port tells: an sk_lookup-captured inbound connection's local
+    // address *is* its original destination (no NAT), so comparing addresses rejects them all.
+    if listener_port == Some(orig_dst.port()) {
         warn!(conn = id, %peer, %orig_dst, "rejecting connection addressed to the listener itself");
         return reset(stream);
     }

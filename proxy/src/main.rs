@@ -193,6 +193,10 @@ fn run() -> Result<()> {
                 None => bpf::default_cgroup_root()?,
             };
             let handler = passthrough(services.as_deref())?;
+            let handlers = agent::registry::Handlers {
+                outbound: handler,
+                inbound: Arc::new(sluice::inbound::InboundPassthrough),
+            };
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             rt.block_on(agent::run(
                 AgentOptions {
@@ -201,7 +205,7 @@ fn run() -> Result<()> {
                     control,
                     persist,
                 },
-                handler,
+                handlers,
             ))?;
         }
         Cmd::Enroll { spec, control } => {

@@ -104,7 +104,7 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
 /// The inbound passthrough connects from ::6, which must be a local address for the app's answer
 /// to come back; IPv4 has all of 127/8 on `lo`, IPv6 only ::1. Adds ::6/128 to `lo` (idempotent;
 /// a netns without IPv6 only loses the IPv6 inbound passthrough, so that is a warning).
-fn add_v6_passthrough_source(netns: &str) {
+pub(crate) fn add_v6_passthrough_source(netns: &str) {
     let out = std::process::Command::new("ip")
         .args(["-6", "addr", "replace", "::6/128", "dev", "lo", "nodad"])
         .output();

@@ -105,6 +105,12 @@ impl SluiceProcess {
     /// temporary directory. Waits until it is ready.
     pub fn agent(cgroup: &Cgroup, pin_dir: &Path, extra: &[&str]) -> (Self, ControlSocket) {
         let control = ControlSocket::new();
+        let p = Self::agent_at(cgroup, pin_dir, &control.path(), extra);
+        (p, control)
+    }
+
+    /// `sluice agent` with a given control socket path (e.g. a restart on the same one).
+    pub fn agent_at(cgroup: &Cgroup, pin_dir: &Path, control: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(sluice_bin());
         cmd.arg("agent")
             .arg("--cgroup")
@@ -112,12 +118,21 @@ impl SluiceProcess {
             .arg("--pin-dir")
             .arg(pin_dir)
             .arg("--control")
-            .arg(control.path())
+            .arg(control)
             .args(extra);
         in_cgroup(&mut cmd, cgroup);
         let mut p = Self::spawn(cmd);
         p.wait_for_log("agent ready", Duration::from_secs(20));
-        (p, control)
+        p
+    }
+
+    /// SIGKILL (by pid) and reap: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 
     /// `sluice sidecar --netns <ns> --uid <uid>`; waits until it is ready.

@@ -81,6 +81,12 @@ pub struct PodStatus {
     pub recent_destinations: Vec<String>,
     /// Kernel map entries keyed by this cookie.
     pub map_entries: usize,
+    /// Connections accepted by the agent's inbound (15006) listeners for this pod.
+    #[serde(default)]
+    pub inbound_accepted: u64,
+    /// Most recent original destinations of inbound connections, oldest first.
+    #[serde(default)]
+    pub inbound_recent_destinations: Vec<String>,
 }
 
 /// The answer to [`Request::Status`].

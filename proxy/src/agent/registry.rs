@@ -59,24 +59,47 @@ pub const COUNTER_NAMES: &[(&str, Counter)] = &[
     ("skip_not_tcp", Counter::SkipNotTcp),
     ("fast_path_miss", Counter::FastPathMiss),
     ("skip_no_listener", Counter::SkipNoListener),
+    ("inbound_skip_port", Counter::InboundSkipPort),
+    ("inbound_no_listener", Counter::InboundNoListener),
 ];
 
-/// The listeners the agent serves inside one pod (node mode).
+/// The listeners the agent serves inside one pod (node mode): 127.0.0.1/::1 on the outbound
+/// port, 0.0.0.0/[::] on the inbound port (registered with sk_lookup).
 struct PodListeners {
     addrs: Vec<SocketAddr>,
     ctx: Arc<ListenerContext>,
+    inbound_ctx: Arc<ListenerContext>,
     drain: Drain,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl PodListeners {
-    /// Stops accepting and waits until the sockets are closed (so the port can be bound again).
+    /// Stops accepting and waits until the sockets are closed (so the ports can be bound again;
+    /// a closed inbound socket leaves the sk_lookup SockHash by itself). Connections in flight
+    /// keep running to their end.
     async fn close(self) {
         self.drain.signal();
         for t in self.tasks {
             let _ = t.await;
         }
     }
+}
+
+/// Node-mode sockets bound inside a pod, not served yet.
+struct BoundSockets {
+    netns_arg: String,
+    netns: Arc<Netns>,
+    outbound: Vec<(SocketAddr, std::net::TcpListener)>,
+    inbound: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+/// The handlers of the node-mode listeners.
+#[derive(Clone)]
+pub struct Handlers {
+    /// Serves the outbound (15001) listeners.
+    pub outbound: Arc<dyn ConnectionHandler>,
+    /// Serves the inbound (15006) listeners.
+    pub inbound: Arc<dyn ConnectionHandler>,
 }
 
 /// One enrolled pod.
@@ -89,16 +112,16 @@ struct Pod {
 /// Every pod the agent enrolled, and the data path.
 pub struct Registry {
     datapath: Datapath,
-    handler: Arc<dyn ConnectionHandler>,
+    handlers: Handlers,
     pods: HashMap<u64, Pod>,
 }
 
 impl Registry {
-    /// A registry over a loaded data path; `handler` serves every node-mode outbound listener.
-    pub fn new(datapath: Datapath, handler: Arc<dyn ConnectionHandler>) -> Self {
+    /// A registry over a loaded data path; `handlers` serve every node-mode listener.
+    pub fn new(datapath: Datapath, handlers: Handlers) -> Self {
         Self {
             datapath,
-            handler,
+            handlers,
             pods: HashMap::new(),
         }
     }
@@ -113,21 +136,39 @@ impl Registry {
             .pods
             .get(&cookie)
             .is_some_and(|p| p.listeners.is_some());
-        let new_listeners = if enrollment.mode == Mode::Node && !had_listeners {
-            Some(self.bind_listeners(&spec.netns, &netns, &enrollment)?)
+        let bound = if enrollment.mode == Mode::Node && !had_listeners {
+            Some(self.bind_sockets(&spec.netns, &netns, &enrollment)?)
         } else {
             None
         };
-        if let Err(source) = self.datapath.set_policy(cookie, &enrollment.policy) {
-            if let Some(l) = new_listeners {
-                l.close().await;
-            }
-            return Err(AgentError::Bpf {
-                netns: spec.netns.clone(),
-                cookie,
-                source,
-            });
+        let bpf_err = |source| AgentError::Bpf {
+            netns: spec.netns.clone(),
+            cookie,
+            source,
+        };
+        let known = self.pods.contains_key(&cookie);
+        let mut result = self.datapath.set_policy(cookie, &enrollment.policy);
+        if result.is_ok() && enrollment.mode != Mode::Off {
+            result = self.datapath.attach_inbound(cookie, &*netns);
         }
+        let listeners = match (result, bound) {
+            (Ok(()), Some(b)) => match self.register_and_serve(cookie, b) {
+                Ok(l) => Ok(Some(l)),
+                Err(e) => Err(e),
+            },
+            (Ok(()), None) => Ok(None),
+            (Err(e), _) => Err(bpf_err(e)),
+        };
+        let listeners = match listeners {
+            Ok(l) => l,
+            Err(e) => {
+                if !known {
+                    // Leave nothing behind for a pod this request introduced.
+                    let _ = self.datapath.remove_netns(cookie);
+                }
+                return Err(e);
+            }
+        };
         let pod = self.pods.entry(cookie).or_insert_with(|| Pod {
             netns_arg: spec.netns.clone(),
             enrollment,
@@ -135,7 +176,7 @@ impl Registry {
         });
         pod.netns_arg = spec.netns.clone();
         pod.enrollment = enrollment;
-        if let Some(l) = new_listeners {
+        if let Some(l) = listeners {
             pod.listeners = Some(l);
         } else if enrollment.mode != Mode::Node {
             if let Some(l) = pod.listeners.take() {
@@ -146,52 +187,100 @@ impl Registry {
         Ok(self.pod_status(cookie))
     }
 
-    fn bind_listeners(
+    /// Binds the node-mode sockets inside the pod: 127.0.0.1 / ::1 on the outbound port,
+    /// 0.0.0.0 / [::] (v6-only) on the inbound port, and adds ::6 to the pod's `lo` for the IPv6
+    /// inbound passthrough. Either all four are bound or none.
+    fn bind_sockets(
         &self,
         netns_arg: &str,
         netns: &Arc<Netns>,
         enrollment: &Enrollment,
+    ) -> Result<BoundSockets, AgentError> {
+        let out = enrollment.policy.outbound_port;
+        let inb = enrollment.policy.inbound_port;
+        let bind = |addrs: [SocketAddr; 2]| {
+            addrs
+                .into_iter()
+                .map(|a| netns.bind_tcp(a).map(|l| (a, l)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let outbound = bind([
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), out),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), out),
+        ])?;
+        let inbound = bind([
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), inb),
+            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), inb),
+        ])?;
+        netns.run(|| crate::sidecar::add_v6_passthrough_source(netns_arg))?;
+        Ok(BoundSockets {
+            netns_arg: netns_arg.to_string(),
+            netns: netns.clone(),
+            outbound,
+            inbound,
+        })
+    }
+
+    /// Registers the inbound sockets with sk_lookup and serves all of them.
+    fn register_and_serve(
+        &mut self,
+        cookie: u64,
+        bound: BoundSockets,
     ) -> Result<PodListeners, AgentError> {
-        let port = enrollment.policy.outbound_port;
-        let addrs = [
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
-        ];
-        // Bind both first: if either fails, both sockets are dropped and nothing was started.
-        let bound = addrs
-            .iter()
-            .map(|a| netns.bind_tcp(*a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ctx = Arc::new(ListenerContext {
-            name: "outbound",
-            direction: Direction::Outbound,
-            netns: netns_arg.to_string(),
-            upstream: UpstreamFactory::new(
-                Some(netns.clone()),
-                Some(PROXY_MARK),
-                DEFAULT_CONNECT_TIMEOUT,
-            ),
-            stats: ListenerStats::default(),
-        });
+        for (_, l) in &bound.inbound {
+            self.datapath
+                .set_inbound_listener(cookie, l)
+                .map_err(|source| AgentError::Bpf {
+                    netns: bound.netns_arg.clone(),
+                    cookie,
+                    source,
+                })?;
+        }
+        let upstream = UpstreamFactory::new(
+            Some(bound.netns.clone()),
+            Some(PROXY_MARK),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let ctx = |name, direction| {
+            Arc::new(ListenerContext {
+                name,
+                direction,
+                netns: bound.netns_arg.clone(),
+                upstream: upstream.clone(),
+                stats: ListenerStats::default(),
+            })
+        };
+        let out_ctx = ctx("outbound", Direction::Outbound);
+        let in_ctx = ctx("inbound", Direction::Inbound);
         let (drain, _) = Drain::new();
         let mut tasks = Vec::new();
-        for l in bound {
-            let l = tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
-                path: netns.path().to_path_buf(),
-                op: "register listener".into(),
-                source,
-            })?;
-            // `serve` instruments itself with a root `listener` span.
-            tasks.push(tokio::spawn(listener::serve(
-                l,
-                ctx.clone(),
-                self.handler.clone(),
-                drain.watch(),
-            )));
+        let mut addrs = Vec::new();
+        let groups = [
+            (bound.outbound, &out_ctx, &self.handlers.outbound),
+            (bound.inbound, &in_ctx, &self.handlers.inbound),
+        ];
+        for (socks, ctx, handler) in groups {
+            for (addr, l) in socks {
+                addrs.push(addr);
+                let l =
+                    tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
+                        path: bound.netns.path().to_path_buf(),
+                        op: "register listener".into(),
+                        source,
+                    })?;
+                // `serve` instruments itself with a root `listener` span.
+                tasks.push(tokio::spawn(listener::serve(
+                    l,
+                    ctx.clone(),
+                    handler.clone(),
+                    drain.watch(),
+                )));
+            }
         }
         Ok(PodListeners {
-            addrs: addrs.to_vec(),
-            ctx,
+            addrs,
+            ctx: out_ctx,
+            inbound_ctx: in_ctx,
             drain,
             tasks,
         })
@@ -226,8 +315,18 @@ impl Registry {
                 policy: *policy,
             };
             let ns = Arc::new(ns);
+            // The sk_lookup link was adopted from its pin when it was persisted; after a crash
+            // (links gone with the old process) it is made again here.
+            if mode != Mode::Off {
+                if let Err(e) = self.datapath.attach_inbound(cookie, &*ns) {
+                    tracing::warn!(netns = %name, cookie, error = %e, "cannot re-attach inbound capture");
+                }
+            }
             let listeners = if mode == Mode::Node {
-                match self.bind_listeners(&name, &ns, &enrollment) {
+                match self
+                    .bind_sockets(&name, &ns, &enrollment)
+                    .and_then(|b| self.register_and_serve(cookie, b))
+                {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(netns = %name, cookie, error = %e, "cannot re-adopt pod");
@@ -314,6 +413,9 @@ impl Registry {
             s.bytes_out = st.bytes_out.load(Ordering::Relaxed);
             s.bytes_in = st.bytes_in.load(Ordering::Relaxed);
             s.recent_destinations = st.recent().iter().map(ToString::to_string).collect();
+            let ist = &l.inbound_ctx.stats;
+            s.inbound_accepted = ist.accepted.load(Ordering::Relaxed);
+            s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
         }
         s
     }
@@ -366,10 +468,6 @@ mod tests {
         assert_eq!(idx.len(), COUNTER_NAMES.len(), "a counter is listed twice");
         // Counters are dense from 0: the highest index + 1 is the number of counters.
         assert_eq!(idx, (0..idx.len() as u32).collect::<Vec<_>>());
-        assert_eq!(
-            idx.len(),
-            Counter::SkipNoListener as usize + 1,
-            "a new counter is not named"
-        );
+        assert_eq!(idx.len(), Counter::ALL.len(), "a new counter is not named");
     }
 }
