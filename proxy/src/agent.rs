@@ -1,18 +1,19 @@
 //! The node agent daemon: loads the data path, serves the root-only control socket, runs the
 //! node-mode listeners of every enrolled pod, and shuts down cleanly on SIGTERM/SIGINT.
 
+pub mod fd_passing;
 pub mod protocol;
 pub mod registry;
 
 use std::{
     io,
-    os::unix::fs::PermissionsExt as _,
+    os::{fd::AsRawFd as _, fd::OwnedFd, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncWriteExt as _, Interest},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
     sync::Mutex,
@@ -76,7 +77,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
     let mut registry = Registry::new(datapath, handlers);
-    let adopted = registry.adopt_pinned();
+    let adopted = registry.adopt_pinned().await;
     let registry = Arc::new(Mutex::new(registry));
     let mut clients = tokio::task::JoinSet::new();
     info!(
@@ -140,30 +141,53 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-async fn serve_client(stream: UnixStream, registry: Arc<Mutex<Registry>>) {
-    let (rd, mut wr) = stream.into_split();
-    let mut lines = BufReader::new(rd).lines();
+/// Longest request line accepted.
+const MAX_LINE: usize = 1 << 20;
+
+/// Serves one control connection: JSON lines, each answered by one line. Descriptors that arrive
+/// with a line (`SCM_RIGHTS`) go to that request.
+async fn serve_client(mut stream: UnixStream, registry: Arc<Mutex<Registry>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut chunk = [0u8; 4096];
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line[..pos]).into_owned();
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle(req, std::mem::take(&mut fds), &registry).await,
+                Err(e) => Response::Error {
+                    message: format!("malformed request {line:?}: {e}"),
+                },
+            };
+            let mut out = serde_json::to_string(&resp).expect("responses always serialize");
+            out.push('\n');
+            if let Err(e) = stream.write_all(out.as_bytes()).await {
+                return warn!(error = %e, "control write failed");
+            }
+        }
+        if buf.len() > MAX_LINE {
+            return warn!(len = buf.len(), "control request line too long");
+        }
+        if let Err(e) = stream.readable().await {
+            return warn!(error = %e, "control read failed");
+        }
+        let fd = stream.as_raw_fd();
+        match stream.try_io(Interest::READABLE, || {
+            fd_passing::recv_with_fds(fd, &mut chunk)
+        }) {
+            Ok((0, _)) => return,
+            Ok((n, more)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                fds.extend(more);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return warn!(error = %e, "control read failed"),
-        };
-        let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req, &registry).await,
-            Err(e) => Response::Error {
-                message: format!("malformed request {line:?}: {e}"),
-            },
-        };
-        let mut out = serde_json::to_string(&resp).expect("responses always serialize");
-        out.push('\n');
-        if let Err(e) = wr.write_all(out.as_bytes()).await {
-            return warn!(error = %e, "control write failed");
         }
     }
 }
 
-async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
+async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> Response {
     let mut reg = registry.lock().await;
     let error = |e: registry::AgentError| {
         warn!(error = %e, "request refused");
@@ -186,5 +210,13 @@ async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
             Err(e) => error(e),
         },
         Request::Status => Response::Status(reg.status()),
+        Request::RegisterInbound { netns } => match reg.register_inbound(&netns, fds) {
+            Ok((cookie, listeners)) => Response::Registered {
+                netns,
+                cookie,
+                listeners,
+            },
+            Err(e) => error(e),
+        },
     }
 }

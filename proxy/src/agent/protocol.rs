@@ -28,6 +28,12 @@ pub enum Request {
     },
     /// Enrolled pods and counters.
     Status,
+    /// A sidecar-mode pod's proxy hands over its inbound listening sockets (sent with the line as
+    /// `SCM_RIGHTS`); the agent registers them with sk_lookup. Their netns decides the pod.
+    RegisterInbound {
+        /// The pod netns as the sidecar knows it (for logs).
+        netns: String,
+    },
 }
 
 /// The agent's answer.
@@ -49,6 +55,15 @@ pub enum Response {
     },
     /// Everything the agent knows.
     Status(StatusReport),
+    /// Inbound listeners registered for a sidecar-mode pod.
+    Registered {
+        /// Netns as given.
+        netns: String,
+        /// Its cookie.
+        cookie: u64,
+        /// Sockets registered.
+        listeners: usize,
+    },
     /// The request was refused; nothing changed.
     Error {
         /// What was wrong, naming the value.

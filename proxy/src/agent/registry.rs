@@ -40,6 +40,12 @@ pub enum AgentError {
     /// Unenroll of a netns the agent does not know.
     #[error("netns {0} is not enrolled")]
     NotEnrolled(String),
+    /// A request that does not fit the pod's state (e.g. registering listeners of a node-mode pod).
+    #[error("netns {netns}: {reason}")]
+    Refused { netns: String, reason: String },
+    /// The L7 engine could not start for the pod.
+    #[error("netns {netns}: L7 engine: {message}")]
+    L7 { netns: String, message: String },
 }
 
 /// Names of the eBPF counters, in the order `sluice status` prints them (every [`Counter`]; the
@@ -100,6 +106,9 @@ pub struct Handlers {
     pub outbound: Arc<dyn ConnectionHandler>,
     /// Serves the inbound (15006) listeners.
     pub inbound: Arc<dyn ConnectionHandler>,
+    /// With `--config`: each pod's listeners are served by the L7 engine instead (its own
+    /// servers, upstream sockets made in the pod's netns).
+    pub l7: Option<Arc<crate::l7capture::L7Config>>,
 }
 
 /// One enrolled pod.
@@ -152,7 +161,7 @@ impl Registry {
             result = self.datapath.attach_inbound(cookie, &*netns);
         }
         let listeners = match (result, bound) {
-            (Ok(()), Some(b)) => match self.register_and_serve(cookie, b) {
+            (Ok(()), Some(b)) => match self.register_and_serve(cookie, b).await {
                 Ok(l) => Ok(Some(l)),
                 Err(e) => Err(e),
             },
@@ -222,7 +231,7 @@ impl Registry {
     }
 
     /// Registers the inbound sockets with sk_lookup and serves all of them.
-    fn register_and_serve(
+    async fn register_and_serve(
         &mut self,
         cookie: u64,
         bound: BoundSockets,
@@ -252,12 +261,28 @@ impl Registry {
         };
         let out_ctx = ctx("outbound", Direction::Outbound);
         let in_ctx = ctx("inbound", Direction::Inbound);
+        let (outbound, inbound) = match &self.handlers.l7 {
+            Some(l7) => {
+                let h = l7
+                    .pod_handlers(&upstream, self.handlers.outbound.clone())
+                    .await
+                    .map_err(|e| AgentError::L7 {
+                        netns: bound.netns_arg.clone(),
+                        message: e.to_string(),
+                    })?;
+                (h.outbound, h.inbound)
+            }
+            None => (
+                self.handlers.outbound.clone(),
+                self.handlers.inbound.clone(),
+            ),
+        };
         let (drain, _) = Drain::new();
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         let groups = [
-            (bound.outbound, &out_ctx, &self.handlers.outbound),
-            (bound.inbound, &in_ctx, &self.handlers.inbound),
+            (bound.outbound, &out_ctx, &outbound),
+            (bound.inbound, &in_ctx, &inbound),
         ];
         for (socks, ctx, handler) in groups {
             for (addr, l) in socks {
@@ -289,7 +314,7 @@ impl Registry {
     /// After an agent restart: the pinned policy map still holds the pods enrolled earlier.
     /// Finds their netns under /run/netns by cookie and serves their node-mode listeners again, so
     /// capture keeps working without re-enrollment. Returns how many pods were adopted.
-    pub fn adopt_pinned(&mut self) -> usize {
+    pub async fn adopt_pinned(&mut self) -> usize {
         let policies = match self.datapath.policies() {
             Ok(p) if !p.is_empty() => p,
             _ => return 0,
@@ -323,10 +348,11 @@ impl Registry {
                 }
             }
             let listeners = if mode == Mode::Node {
-                match self
-                    .bind_sockets(&name, &ns, &enrollment)
-                    .and_then(|b| self.register_and_serve(cookie, b))
-                {
+                let served = match self.bind_sockets(&name, &ns, &enrollment) {
+                    Ok(b) => self.register_and_serve(cookie, b).await,
+                    Err(e) => Err(e),
+                };
+                match served {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(netns = %name, cookie, error = %e, "cannot re-adopt pod");
@@ -348,6 +374,53 @@ impl Registry {
             adopted += 1;
         }
         adopted
+    }
+
+    /// Registers a sidecar-mode pod's own inbound listening sockets (received over the control
+    /// socket) with sk_lookup. The sockets' netns names the pod, which must be enrolled in
+    /// `sidecar` mode. Returns (cookie, sockets registered). The agent's copies of the fds are
+    /// closed afterwards; the SockHash entries live as long as the sidecar's sockets.
+    pub fn register_inbound(
+        &mut self,
+        netns_arg: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<(u64, usize), AgentError> {
+        use std::os::fd::AsFd as _;
+        let refused = |reason: String| AgentError::Refused {
+            netns: netns_arg.to_string(),
+            reason,
+        };
+        let first = fds
+            .first()
+            .ok_or_else(|| refused("register_inbound came without file descriptors".into()))?;
+        let cookie = crate::bpf::netns_cookie_of(first.as_fd())
+            .map_err(|e| refused(format!("SO_NETNS_COOKIE of the received socket: {e}")))?;
+        let pod = self
+            .pods
+            .get(&cookie)
+            .ok_or_else(|| AgentError::NotEnrolled(format!("{netns_arg} (cookie {cookie})")))?;
+        if pod.enrollment.mode != Mode::Sidecar {
+            return Err(refused(format!(
+                "the pod is in mode {}; only sidecar-mode pods register their own listeners",
+                pod.enrollment.mode.name()
+            )));
+        }
+        for fd in &fds {
+            self.datapath
+                .set_inbound_listener(cookie, fd)
+                .map_err(|source| AgentError::Bpf {
+                    netns: netns_arg.to_string(),
+                    cookie,
+                    source,
+                })?;
+        }
+        info!(
+            netns = netns_arg,
+            cookie,
+            listeners = fds.len(),
+            "sidecar inbound listeners registered"
+        );
+        Ok((cookie, fds.len()))
     }
 
     /// Removes a pod: every map entry of its cookie, then its listeners. A netns that still
