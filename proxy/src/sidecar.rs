@@ -217,7 +217,9 @@ fn set_caps(mask: u32) -> io::Result<()> {
 }
 
 /// Serves the bound listeners until SIGTERM/SIGINT: outbound with `outbound`, inbound with
-/// `inbound`. Upstream sockets are made in the current netns (the pod's) and marked.
+/// `inbound`. Upstream sockets are made in the current netns (the pod's) and marked. On the
+/// signal the listeners close at once (freeing 15001/15006 for the next owner) and the process
+/// returns when the open connections have ended (or on a second signal).
 pub async fn serve(
     bound: Bound,
     outbound: Arc<dyn ConnectionHandler>,
@@ -265,5 +267,27 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
+    // The ports are free now (a mode switch can hand them to the agent); connections in flight
+    // run to their end. A second signal exits at once.
+    info!("listeners closed; draining open connections");
+    loop {
+        let active = out_ctx
+            .stats
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + in_ctx
+                .stats
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if active == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("drained");
     Ok(())
 }
