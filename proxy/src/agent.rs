@@ -70,6 +70,18 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         pins: opts.pin_dir.clone(),
         source,
     })?;
+    let mut datapath = datapath;
+    if opts.persist {
+        // Crash safety: the links are pinned from the start, so even a SIGKILL leaves capture
+        // attached (and each pod's fail-open/closed flag in force) for the next agent.
+        datapath
+            .pin_links_now()
+            .map_err(|source| StartError::Datapath {
+                cgroup: opts.cgroup.clone(),
+                pins: opts.pin_dir.clone(),
+                source,
+            })?;
+    }
     let control = bind_control(&opts.control).map_err(|source| StartError::Control {
         path: opts.control.clone(),
         source,
