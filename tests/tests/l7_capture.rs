@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use sluice_tests::{agent_node::Node, unique_name, Netns, Veth};
+use sluice_tests::{agent_node::Node, sluice_cli::SluiceProcess, unique_name, Netns, Veth};
 
 fn config(upstream: SocketAddr) -> String {
     format!(
@@ -48,7 +48,34 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  - name: virtualInbound
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: 15006 }}
+    use_original_dst: true
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: inbound
+          route_config:
+            virtual_hosts:
+            - name: inbound
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: InboundPassthroughCluster }}
+                request_headers_to_add:
+                - header: {{ key: x-inbound, value: sluice-in }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
+  - name: InboundPassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 1s
   - name: svc
     type: STATIC
     connect_timeout: 1s
@@ -103,15 +130,20 @@ impl HttpEcho {
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let line = head.lines().next().unwrap_or_default().to_string();
-                let routed = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("x-routed-by: ")
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_default();
-                let body = format!("line={line}\nrouted={routed}\npeer={peer}\n");
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix(&format!("{name}: "))
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default()
+                };
+                let body = format!(
+                    "line={line}\nrouted={}\ninbound={}\npeer={peer}\n",
+                    header("x-routed-by"),
+                    header("x-inbound")
+                );
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -203,4 +235,75 @@ fn node_mode_outbound_is_routed_by_the_l7_engine() {
     assert!(body.contains("line=GET /api/items HTTP/1.1"), "{body}");
     assert!(body.contains("routed=\n"), "{body}");
     assert!(body.contains(&format!("peer={client_ip}:")), "{body}");
+}
+
+/// `sluice sidecar --config` in a sidecar-mode client pod routes outbound with `virtualOutbound`;
+/// the server pod (node mode, `sluice agent --config`) serves the connection with
+/// `virtualInbound`, whose upstream socket is bound to 127.0.0.6 inside the server pod.
+#[test]
+fn sidecar_outbound_and_node_inbound_through_the_l7_engine() {
+    sluice_tests::require_root();
+    let client = Netns::new("l8c");
+    let server = Netns::new("l8s");
+    let veth = Veth::new("l8", &client, &server);
+    let app = HttpEcho::start(&server, SocketAddr::new(veth.b_v4.into(), 0));
+    let dir = TempDir(std::env::temp_dir().join(unique_name("l8cfg")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let cfg = dir.0.join("envoy.yaml");
+    std::fs::write(&cfg, config(app.addr)).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let node = Node::start_with("l8", &["--config", cfg]);
+    node.enroll(&server, &[]);
+    node.enroll(&client, &["--mode", "sidecar"]);
+    let ctl = node.ctl();
+    let mut sidecar = SluiceProcess::sidecar_with(
+        &client,
+        1337,
+        Some(&node.cgroup),
+        &["--config", cfg, "--agent-control", &ctl],
+    );
+    sidecar.wait_for_log("inbound listeners registered", Duration::from_secs(5));
+
+    let out = client
+        .command("curl", Some(&node.cgroup))
+        .args([
+            "-sS",
+            "-m",
+            "5",
+            "-H",
+            "Host: svc.test",
+            "http://10.96.0.10/api/items",
+        ])
+        .output()
+        .expect("run curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains("line=GET /v2/api/items HTTP/1.1"), "{body}");
+    assert!(
+        body.contains("routed=sluice-l7"),
+        "outbound L7 (sidecar): {body}"
+    );
+    assert!(
+        body.contains("inbound=sluice-in"),
+        "inbound L7 (agent): {body}"
+    );
+    assert!(
+        body.contains("peer=127.0.0.6:"),
+        "inbound upstream source: {body}"
+    );
+    assert!(
+        sidecar.log().contains("orig_dst=10.96.0.10:80"),
+        "{}",
+        sidecar.log()
+    );
+    assert_eq!(node.pod(&server).inbound_accepted, 1);
+    assert_eq!(
+        node.pod(&client).accepted,
+        0,
+        "the agent must not proxy a sidecar pod"
+    );
 }

@@ -48,3 +48,28 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     }
     Ok((msg.bytes, fds))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::{fd::AsRawFd as _, unix::net::UnixStream};
+
+    use super::*;
+
+    #[test]
+    fn descriptors_travel_with_the_line() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let line = b"{\"op\":\"register_inbound\",\"netns\":\"p\"}\n";
+        send_with_fds(a.as_raw_fd(), line, &[l.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, fds) = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], line);
+        assert_eq!(fds.len(), 1);
+        // The received fd is the same listening socket.
+        let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
+        assert_eq!(got.local_addr().unwrap(), l.local_addr().unwrap());
+        // Nothing more: a non-blocking receive says so instead of waiting.
+        let e = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+}

@@ -173,6 +173,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
         let un: Request = serde_json::from_str(r#"{"op":"unenroll","netns":"x"}"#).unwrap();
         assert_eq!(un, Request::Unenroll { netns: "x".into() });
+        let reg: Request =
+            serde_json::from_str(r#"{"op":"register_inbound","netns":"p"}"#).unwrap();
+        assert_eq!(reg, Request::RegisterInbound { netns: "p".into() });
         let err = Response::Error {
             message: "m".into(),
         };
