@@ -2,7 +2,10 @@
 //! pod's IP over a veth; sk_lookup hands the connection to the agent's 15006 listener inside the
 //! server pod, which forwards it to the app from 127.0.0.6 / ::6.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use sluice_tests::{
     agent_node::Node,
@@ -86,6 +89,26 @@ fn node_mode_inbound_capture_end_to_end() {
     }
     assert!(node.counter("inbound_skip_port") >= skip_before + 2);
     assert!(node.counter("inbound_captured") >= 2);
+
+    // Dialing the inbound listener's own port is not steered (sk_lookup skips 15006); the
+    // agent's 0.0.0.0:15006 gets it and resets it instead of proxying to itself.
+    let own = SocketAddr::new(s4, 15006);
+    let r = client.run(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&own, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut b = [0u8; 16];
+        std::io::Read::read(&mut s, &mut b)
+    });
+    assert!(
+        matches!(&r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(node
+        .agent_log()
+        .contains("rejecting connection addressed to the listener itself"));
+    assert_eq!(node.pod(&server).inbound_accepted, 2, "no loop");
 
     // Both pods enrolled: the client's outbound proxy and the server's inbound proxy.
     node.enroll(&client, &[]);
