@@ -23,13 +23,14 @@ mod validate_cluster;
 use std::{path::Path as FsPath, sync::Arc};
 
 pub use cluster::{
-    CircuitBreakers, Cluster, DataSource, DiscoveryType, Endpoint, EndpointAddress, HealthCheck,
-    HealthCheckKind, LbPolicy, OutlierDetection, UpstreamProtocol, UpstreamTls,
-    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONSECUTIVE_5XX,
+    CircuitBreakers, Cluster, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
+    EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, UpstreamProtocol,
+    UpstreamTls, DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONSECUTIVE_5XX,
     DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EJECTION_PERCENT,
     DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RETRIES,
-    DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
+    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE,
+    DEFAULT_RING_HASH_MIN_SIZE,
 };
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,

@@ -26,6 +26,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 use http_body_util::combinators::BoxBody;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -65,8 +66,8 @@ enum RouteClusters {
     None,
     /// `cluster`.
     Single(Arc<Cluster>),
-    /// `weighted_clusters`, in config order.
-    Weighted(Vec<Arc<Cluster>>),
+    /// `weighted_clusters`, in config order (None: no such cluster, `validate_clusters: false`).
+    Weighted(Vec<Option<Arc<Cluster>>>),
 }
 
 /// An HTTP connection manager with its routes resolved to running clusters.
@@ -120,7 +121,7 @@ impl Hcm {
                             ClusterSpecifier::Weighted(w) => RouteClusters::Weighted(
                                 w.clusters
                                     .iter()
-                                    .filter_map(|wc| clusters.get(wc.name.as_str()).cloned())
+                                    .map(|wc| clusters.get(wc.name.as_str()).cloned())
                                     .collect(),
                             ),
                             ClusterSpecifier::Header(_) => RouteClusters::None,
@@ -152,7 +153,7 @@ impl Hcm {
                         .clusters
                         .iter()
                         .position(|wc| std::ptr::eq(&wc.name, name))?;
-                    cs.get(i).cloned()
+                    cs.get(i).cloned().flatten()
                 } else {
                     None
                 }
@@ -284,10 +285,24 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
     let start_wall = SystemTime::now();
     hcm.stats.downstream_rq_total.inc();
     let version = req.version();
+    let h1 = version == Version::HTTP_10 || version == Version::HTTP_11;
     let scheme = if conn.tls { "https" } else { "http" };
+    // Envoy's HTTP/1 codec rejects an HTTP/1.1 request without Host before routing.
+    if version == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !req.headers().contains_key(header::HOST)
+    {
+        hcm.stats.downstream_rq_4xx.inc();
+        let mut r = local_reply::reply(400, "");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static("envoy"));
+        return r;
+    }
     // Downstream sanitation (Envoy defaults, see the module doc).
+    sanitize(&hcm.cfg, &conn, scheme, req.headers_mut());
     let h = req.headers_mut();
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if !h.contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
@@ -317,6 +332,9 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
     });
 
     let method = req.method().clone();
+    // A local reply leaves a request body unread: Envoy then closes the connection.
+    let body_pending = !req.body().is_end_stream();
+    let mut close = false;
     let outcome = {
         let table = hcm.cfg.route_table.clone();
         let view = RequestView {
@@ -330,6 +348,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         match table.select(&view) {
             Selection::NoRoute => {
                 hcm.stats.no_route.inc();
+                close = body_pending;
                 Outcome::local(Flag::NoRoute)
             }
             Selection::DirectResponse {
@@ -337,6 +356,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                 response_headers,
                 ..
             } => {
+                close = body_pending;
                 let mut r =
                     local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
                 response_headers.apply(r.headers_mut());
@@ -353,6 +373,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                 response_headers,
                 ..
             } => {
+                close = body_pending;
                 let mut r = local_reply::reply(status, "");
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, v);
@@ -367,6 +388,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
                 None => {
+                    close = body_pending;
                     let mut o = Outcome::local(Flag::NoCluster);
                     *o.resp.status_mut() =
                         http::StatusCode::from_u16(fwd.action.cluster_not_found_status)
@@ -393,8 +415,12 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         upstream_host,
         upstream_ms,
     } = outcome;
-    if version == Version::HTTP_10 || version == Version::HTTP_11 {
+    if h1 {
         *resp.version_mut() = version;
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     } else {
         *resp.version_mut() = Version::HTTP_2;
     }
@@ -418,4 +444,77 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         return resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
     }
     resp
+}
+
+/// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
+/// request is internal without `internal_address_config` (1.40), so the router-control headers are
+/// stripped; `use_remote_address` appends the peer to `x-forwarded-for`.
+fn sanitize(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    scheme: &'static str,
+    h: &mut HeaderMap,
+) {
+    for n in retry::EXTERNAL_STRIPPED_HEADERS {
+        h.remove(*n);
+    }
+    if !cfg.use_remote_address {
+        if !h.contains_key("x-forwarded-proto") {
+            h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+        }
+        return;
+    }
+    for n in retry::EDGE_STRIPPED_HEADERS {
+        h.remove(*n);
+    }
+    let peer = conn.peer.ip();
+    let mut client = peer;
+    if cfg.xff_num_trusted_hops > 0 {
+        if let Some(ip) = xff_from_right(h, cfg.xff_num_trusted_hops as usize - 1) {
+            client = ip;
+        }
+    }
+    // Envoy appends its own (first non-loopback) address for a loopback peer.
+    let appended = if peer.is_loopback() {
+        local_address()
+    } else {
+        peer
+    };
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(old) if !old.is_empty() => format!("{old},{appended}"),
+        _ => appended.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert("x-envoy-external-address", v);
+    }
+}
+
+/// The `x-forwarded-for` address `skip` entries from the right, if it parses.
+fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
+    let mut all: Vec<&str> = Vec::new();
+    for v in h.get_all("x-forwarded-for") {
+        all.extend(v.to_str().ok()?.split(','));
+    }
+    all.iter().rev().nth(skip)?.trim().parse().ok()
+}
+
+/// The host's first non-loopback IPv4 address (Envoy's `Utility::getLocalAddress(v4)`, used
+/// for `x-forwarded-for` when the peer is loopback), else 127.0.0.1; looked up once.
+fn local_address() -> std::net::IpAddr {
+    static ADDR: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        nix::ifaddrs::getifaddrs()
+            .ok()
+            .and_then(|mut it| {
+                it.find_map(|ifa| {
+                    let ip = std::net::IpAddr::V4(ifa.address?.as_sockaddr_in()?.ip());
+                    (!ip.is_loopback()).then_some(ip)
+                })
+            })
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    })
 }

@@ -16,7 +16,7 @@ mod tests;
 
 use std::{collections::HashMap, time::Duration};
 
-pub(crate) use build::{build_route_table, build_weighted, WeightedInput};
+pub(crate) use build::{build_route_table, build_weighted, KnownClusters, WeightedInput};
 pub use headers::{
     AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
 };

@@ -86,11 +86,19 @@ pub struct Host {
     pub last_used: AtomicU64,
     /// Connection pool.
     pub pool: pool::HostPool,
+    /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
+    /// name); None keeps the request's Host.
+    pub hostname: Option<Arc<str>>,
 }
 
 impl Host {
     fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+        Self::named(addr, weight, None)
+    }
+
+    fn named(addr: SocketAddr, weight: u32, hostname: Option<Arc<str>>) -> Arc<Self> {
         Arc::new(Self {
+            hostname,
             addr,
             weight: weight.max(1),
             hc_healthy: AtomicBool::new(true),
@@ -198,10 +206,13 @@ impl Cluster {
             Discovery::Static(eps) => eps
                 .iter()
                 .filter_map(|e| {
-                    e.host
-                        .parse::<std::net::IpAddr>()
-                        .ok()
-                        .map(|ip| Host::new(SocketAddr::new(ip, e.port), e.weight))
+                    e.host.parse::<std::net::IpAddr>().ok().map(|ip| {
+                        Host::named(
+                            SocketAddr::new(ip, e.port),
+                            e.weight,
+                            e.hostname.as_deref().map(Arc::from),
+                        )
+                    })
                 })
                 .collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
@@ -273,25 +284,25 @@ impl Cluster {
     }
 
     /// Replaces the host list (DNS refresh), keeping hosts (and their pools) that did not change.
-    fn set_hosts(&self, addrs: Vec<(SocketAddr, u32)>) {
+    fn set_hosts(&self, addrs: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
         let old = self.hosts.load();
         let same = old.hosts.len() == addrs.len()
             && old
                 .hosts
                 .iter()
                 .zip(&addrs)
-                .all(|(h, (a, w))| h.addr == *a && h.weight == *w);
+                .all(|(h, (a, w, n))| h.addr == *a && h.weight == *w && h.hostname == *n);
         if same {
             return;
         }
         let hosts: Vec<Arc<Host>> = addrs
             .into_iter()
-            .map(|(a, w)| {
+            .map(|(a, w, n)| {
                 old.hosts
                     .iter()
-                    .find(|h| h.addr == a && h.weight == w)
+                    .find(|h| h.addr == a && h.weight == w && h.hostname == n)
                     .cloned()
-                    .unwrap_or_else(|| Host::new(a, w))
+                    .unwrap_or_else(|| Host::named(a, w, n))
             })
             .collect();
         let set = HostSet {
@@ -337,16 +348,22 @@ impl Cluster {
     /// Resolves every STRICT_DNS endpoint; every address returned becomes a host. A failed
     /// resolution keeps the previous hosts (Envoy keeps the last good answer).
     async fn resolve(&self) {
-        let Discovery::StrictDns { endpoints, .. } = &self.spec.discovery else {
+        let Discovery::StrictDns {
+            endpoints, family, ..
+        } = &self.spec.discovery
+        else {
             return;
         };
         let mut addrs = Vec::new();
         for e in endpoints {
             match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
                 Ok(it) => {
-                    for a in it {
-                        if !addrs.iter().any(|(x, _)| *x == a) {
-                            addrs.push((a, e.weight));
+                    let mut found: Vec<SocketAddr> = it.collect();
+                    family.filter(&mut found);
+                    let name: Option<Arc<str>> = e.hostname.as_deref().map(Arc::from);
+                    for a in found {
+                        if !addrs.iter().any(|(x, _, _)| *x == a) {
+                            addrs.push((a, e.weight, name.clone()));
                         }
                     }
                 }

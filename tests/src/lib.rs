@@ -91,5 +91,5 @@ pub fn run_cmd_quiet(program: &str, args: &[&str]) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
-pub mod upstream;
 pub mod conformance;
+pub mod upstream;

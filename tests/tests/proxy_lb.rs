@@ -225,10 +225,14 @@ async fn strict_dns_cluster_resolves_before_serving() {
     let a = TestUpstream::start("a").await;
     let b = TestUpstream::start("b").await;
     let (admin, port) = (free_port(), free_port());
-    // `localhost` may also resolve to ::1 where the upstreams do not listen: retry those.
+    // `localhost` may also resolve to ::1 where the upstreams do not listen: V4_ONLY (Envoy's
+    // default AUTO would pick ::1 alone when there is one), and retry connect failures.
     let routes = "              - match: { prefix: \"/\" }\n                route:\n                  cluster: dns\n                  retry_policy: { retry_on: connect-failure, num_retries: 3 }\n";
     let clusters = static_cluster("dns", &[a.port(), b.port()], "")
-        .replace("type: STATIC", "type: STRICT_DNS\n    dns_refresh_rate: 1s")
+        .replace(
+            "type: STATIC",
+            "type: STRICT_DNS\n    dns_refresh_rate: 1s\n    dns_lookup_family: V4_ONLY",
+        )
         .replace("address: 127.0.0.1", "address: localhost");
     let proxy = ProxyProcess::start(&http_bootstrap(admin, port, routes, &clusters, ""), admin);
     // The very first request already finds resolved hosts (no 503 UH while DNS warms up).

@@ -62,6 +62,46 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// `transport_socket` `envoy.transport_sockets.tls` (UpstreamTlsContext), if any.
     pub tls: Option<UpstreamTls>,
+    /// `dns_lookup_family` for STRICT_DNS (default `AUTO`, as Envoy).
+    pub dns_lookup_family: DnsLookupFamily,
+    /// ORIGINAL_DST `original_dst_lb_config`: with `use_http_header: true`, the request header
+    /// (`http_header_name`, default `x-envoy-original-dst-host`) naming the destination.
+    pub original_dst_header: Option<String>,
+}
+
+/// Envoy's default ORIGINAL_DST destination header.
+pub const DEFAULT_ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
+
+/// `dns_lookup_family`: which resolved addresses a STRICT_DNS endpoint yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DnsLookupFamily {
+    /// `AUTO`: IPv6 addresses if there are any, else IPv4.
+    #[default]
+    Auto,
+    /// `V4_ONLY`.
+    V4Only,
+    /// `V6_ONLY`.
+    V6Only,
+    /// `V4_PREFERRED`: IPv4 addresses if there are any, else IPv6.
+    V4Preferred,
+    /// `ALL`: both families.
+    All,
+}
+
+impl DnsLookupFamily {
+    /// Keeps the addresses of `addrs` this family selects.
+    pub fn filter(self, addrs: &mut Vec<SocketAddr>) {
+        let has_v4 = addrs.iter().any(SocketAddr::is_ipv4);
+        let has_v6 = addrs.iter().any(SocketAddr::is_ipv6);
+        let keep_v4 = match self {
+            Self::All => return,
+            Self::V4Only => true,
+            Self::V6Only => false,
+            Self::Auto => !has_v6,
+            Self::V4Preferred => has_v4,
+        };
+        addrs.retain(|a| a.is_ipv4() == keep_v4);
+    }
 }
 
 /// `type`.
@@ -113,6 +153,8 @@ pub struct Endpoint {
     pub address: EndpointAddress,
     /// `load_balancing_weight` (default [`DEFAULT_ENDPOINT_WEIGHT`], >= 1).
     pub weight: u32,
+    /// `endpoint.hostname` (used by `auto_host_rewrite`).
+    pub hostname: Option<String>,
 }
 
 /// `socket_address` of an endpoint.

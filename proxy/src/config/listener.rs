@@ -113,6 +113,12 @@ pub struct HttpConnectionManager {
     pub request_timeout: Option<Duration>,
     /// `access_log[]`, each with Envoy's default format.
     pub access_log: Vec<AccessLog>,
+    /// `use_remote_address` (default false): append the peer to `x-forwarded-for`, set
+    /// `x-forwarded-proto` from the connection and `x-envoy-external-address`.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops` (default 0): with `use_remote_address`, the client address is the
+    /// `x-forwarded-for` entry this many hops from the right (before the append).
+    pub xff_num_trusted_hops: u32,
 }
 
 /// `codec_type`.

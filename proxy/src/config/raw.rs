@@ -271,6 +271,8 @@ pub(crate) struct RawHcm {
     pub request_timeout: Option<PbDuration>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
+    pub use_remote_address: Option<bool>,
+    pub xff_num_trusted_hops: Option<u32>,
 }
 
 /// `http_filters[]`.

@@ -27,6 +27,16 @@ pub(crate) struct RawCluster {
     pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
     pub maglev_lb_config: Option<RawMaglevLbConfig>,
     pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
+    pub dns_lookup_family: Option<String>,
+    pub original_dst_lb_config: Option<RawOriginalDstLbConfig>,
+}
+
+/// `Cluster.OriginalDstLbConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOriginalDstLbConfig {
+    pub use_http_header: Option<bool>,
+    pub http_header_name: Option<String>,
 }
 
 /// `ClusterLoadAssignment`.
@@ -59,6 +69,7 @@ pub(crate) struct RawLbEndpoint {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEndpoint {
     pub address: Option<RawAddress>,
+    pub hostname: Option<String>,
 }
 
 /// `CircuitBreakers`.

@@ -22,6 +22,7 @@ pub(crate) struct RawRouteConfiguration {
     pub response_headers_to_remove: Vec<String>,
     pub most_specific_header_mutations_wins: Option<bool>,
     pub ignore_port_in_host_matching: Option<bool>,
+    pub validate_clusters: Option<bool>,
 }
 
 /// `VirtualHost`.

@@ -100,7 +100,8 @@ fn full_bootstrap_parses_into_the_typed_model() {
         a.endpoints,
         vec![Endpoint {
             address: EndpointAddress::Ip("127.0.0.1:8001".parse().unwrap()),
-            weight: 1
+            weight: 1,
+            hostname: None,
         }]
     );
 }

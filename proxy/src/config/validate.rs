@@ -386,6 +386,8 @@ fn hcm(
         ),
         request_timeout: timeout_or(raw.request_timeout.map(|d| d.0), None),
         access_log,
+        use_remote_address: raw.use_remote_address.unwrap_or(false),
+        xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
     })
 }
 
@@ -448,7 +450,11 @@ fn tcp_proxy(
                     response_headers: Default::default(),
                 })
                 .collect();
-            TcpProxyCluster::Weighted(build_weighted(inputs, &wp, clusters)?)
+            TcpProxyCluster::Weighted(build_weighted(
+                inputs,
+                &wp,
+                &crate::route::KnownClusters::strict(clusters),
+            )?)
         }
     };
     Ok(TcpProxy {

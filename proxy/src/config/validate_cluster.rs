@@ -9,11 +9,11 @@ use super::{
     raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions, RawUpstreamTlsContext},
     raw_route::RawDataSource,
     validate::socket_address,
-    CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType, Endpoint,
-    EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, UpstreamProtocol,
-    UpstreamTls, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT,
-    DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_HASH_MAX_SIZE,
-    DEFAULT_RING_HASH_MIN_SIZE,
+    CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType, DnsLookupFamily,
+    Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection,
+    UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE,
+    DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -78,7 +78,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     }
                     Some(w) => w,
                 };
-                endpoints.push(Endpoint { address, weight });
+                endpoints.push(Endpoint {
+                    address,
+                    weight,
+                    hostname: lbe.endpoint.as_ref().and_then(|e| e.hostname.clone()),
+                });
             }
         }
     }
@@ -189,6 +193,42 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         }
     };
 
+    let dns_lookup_family = match raw.dns_lookup_family.as_deref() {
+        None | Some("AUTO") => DnsLookupFamily::Auto,
+        Some("V4_ONLY") => DnsLookupFamily::V4Only,
+        Some("V6_ONLY") => DnsLookupFamily::V6Only,
+        Some("V4_PREFERRED") => DnsLookupFamily::V4Preferred,
+        Some("ALL") => DnsLookupFamily::All,
+        Some(other) => {
+            return Err(p.field("dns_lookup_family").err(format!(
+                "unknown value {other:?} (expected AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL)"
+            )))
+        }
+    };
+    let original_dst_header = match &raw.original_dst_lb_config {
+        None => None,
+        Some(_) if discovery != DiscoveryType::OriginalDst => {
+            return Err(p
+                .field("original_dst_lb_config")
+                .err("only valid with type ORIGINAL_DST"))
+        }
+        Some(o) if o.use_http_header == Some(true) => {
+            let name = o
+                .http_header_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(DEFAULT_ORIGINAL_DST_HEADER)
+                .to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(p
+                    .field("original_dst_lb_config")
+                    .field("http_header_name")
+                    .err(format!("{name:?} is not a valid header name")));
+            }
+            Some(name)
+        }
+        Some(_) => None,
+    };
     let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
     if connect_timeout.is_zero() {
         return Err(p.field("connect_timeout").err("must be greater than 0s"));
@@ -207,6 +247,8 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         health_checks,
         protocol,
         tls,
+        dns_lookup_family,
+        original_dst_header,
     })
 }
 

@@ -87,41 +87,11 @@ impl Plan {
                 }
             }
         }
-        // Router headers consumed from downstream (Envoy honours them by default).
-        let header_ms = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        };
-        let mut timeout = fwd.action.timeout;
-        if let Some(ms) = header_ms("x-envoy-upstream-rq-timeout-ms") {
-            timeout = (ms > 0).then(|| Duration::from_millis(ms));
-        }
-        let mut retry_policy = fwd.action.retry_policy.clone();
-        if let Some(v) = headers
-            .get("x-envoy-retry-on")
-            .and_then(|v| v.to_str().ok())
-        {
-            let p = retry_policy.get_or_insert_with(retry::header_policy);
-            retry::merge_retry_on(&mut p.retry_on, v);
-        }
-        if let Some(n) = header_ms("x-envoy-max-retries") {
-            if let Some(p) = retry_policy.as_mut() {
-                p.num_retries = u32::try_from(n).unwrap_or(u32::MAX);
-            }
-        }
-        if let Some(ms) = header_ms("x-envoy-upstream-rq-per-try-timeout-ms") {
-            let p = retry_policy.get_or_insert_with(|| RetryPolicy {
-                num_retries: 0,
-                ..retry::header_policy()
-            });
-            p.per_try_timeout = (ms > 0).then(|| Duration::from_millis(ms));
-        }
         Self {
             original_path: path.clone(),
             rewritten: match &fwd.path {
-                std::borrow::Cow::Owned(p) if p != path.as_str() => Some(p.clone()),
-                _ => None,
+                std::borrow::Cow::Owned(p) => Some(p.clone()),
+                std::borrow::Cow::Borrowed(_) => None,
             },
             host_rewrite: fwd.host_rewrite.map(|h| match h {
                 HostRewriteResult::Literal(s) => Some(s.to_string()),
@@ -129,13 +99,13 @@ impl Plan {
             }),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
-            timeout,
+            timeout: fwd.action.timeout,
             idle: match fwd.action.idle_timeout {
                 Some(d) if d.is_zero() => None,
                 Some(d) => Some(d),
                 None => stream_idle,
             },
-            retry: retry_policy,
+            retry: fwd.action.retry_policy.clone(),
             hash,
         }
     }
@@ -223,9 +193,6 @@ pub(crate) async fn run(
     for m in &plan.req_mutations {
         m.apply(&mut parts.headers);
     }
-    for h in retry::CONSUMED_HEADERS {
-        parts.headers.remove(*h);
-    }
     let upgrade = is_upgrade(&parts);
     if !upgrade {
         strip_hop_by_hop(&mut parts.headers);
@@ -239,15 +206,12 @@ pub(crate) async fn run(
         Some(p) => p.parse().unwrap_or_else(|_| plan.original_path.clone()),
         None => plan.original_path.clone(),
     };
-    let mut authority = parts
+    let authority = parts
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| super::header_str(&parts.headers, header::HOST))
         .unwrap_or_default();
-    if let Some(Some(h)) = &plan.host_rewrite {
-        authority = h.clone();
-    }
     if let Some(t) = plan.timeout {
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
         let t = per_try.map_or(t, |p| p.min(t));
@@ -256,9 +220,20 @@ pub(crate) async fn run(
             HeaderValue::from(t.as_millis() as u64),
         );
     }
+    // ORIGINAL_DST `use_http_header`: the header names the destination (an unparsable value
+    // gives no host, as Envoy); without it, the connection's original destination.
+    let orig_dst = match cluster
+        .spec
+        .orig_dst_header
+        .as_ref()
+        .and_then(|n| parts.headers.get(n))
+    {
+        Some(v) => v.to_str().ok().and_then(|s| s.trim().parse().ok()),
+        None => Some(conn.orig_dst),
+    };
     let lb = LbContext {
         hash: plan.hash,
-        orig_dst: Some(conn.orig_dst),
+        orig_dst,
     };
 
     // Circuit breaker: max_requests.
@@ -380,21 +355,28 @@ pub(crate) async fn run(
                         AttemptError::Timeout => Flag::Timeout,
                     };
                     let mut o = Outcome::local(flag);
+                    o.resp = local_reply::for_failure(flag, retries_done > 0);
                     o.upstream_host = last_host;
                     o
                 }
             };
         }
     };
-    match plan.timeout {
-        Some(t) => match tokio::time::timeout(t, attempts).await {
-            Ok(o) => o,
-            Err(_) => {
-                cluster.stats.upstream_rq_timeout.inc();
-                Outcome::local(Flag::Timeout)
-            }
-        },
-        None => attempts.await,
+    // The route timeout, and the stream idle timeout while no response has started (Envoy's
+    // stream idle timer; the response body is guarded by `IdleBody`).
+    let after = |d: Option<Duration>| async move {
+        match d {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        o = attempts => o,
+        () = after(plan.timeout) => {
+            cluster.stats.upstream_rq_timeout.inc();
+            Outcome::local(Flag::Timeout)
+        }
+        () = after(plan.idle) => Outcome::local(Flag::StreamIdleTimeout),
     }
 }
 
@@ -404,6 +386,9 @@ fn origin_form(path: &PathAndQuery) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// Sets the Host for an attempt on `host`: the literal rewrite, the endpoint's host name for
+/// `auto_host_rewrite` (an endpoint without one keeps the Host), else the request's. A rewrite
+/// adds `x-envoy-original-host` with the request's Host, as Envoy.
 fn set_authority(
     parts: &mut Parts,
     authority: &str,
@@ -411,10 +396,20 @@ fn set_authority(
     rewrite: Option<&Option<String>>,
 ) {
     let value = match rewrite {
-        Some(None) => host.addr.to_string(),
-        _ => authority.to_string(),
+        Some(Some(literal)) => Some(literal.as_str()),
+        Some(None) => host.hostname.as_deref(),
+        None => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let value = match value {
+        Some(v) => {
+            if let Ok(orig) = HeaderValue::from_str(authority) {
+                parts.headers.insert("x-envoy-original-host", orig);
+            }
+            v
+        }
+        None => authority,
+    };
+    if let Ok(v) = HeaderValue::from_str(value) {
         parts.headers.insert(header::HOST, v);
     }
 }

@@ -29,6 +29,8 @@ pub enum Flag {
     RetryLimitExceeded,
     /// DC: downstream connection termination.
     DownstreamTermination,
+    /// SI: the stream idle timeout fired.
+    StreamIdleTimeout,
 }
 
 impl Flag {
@@ -45,6 +47,7 @@ impl Flag {
             Flag::ConnectionTermination => "UC",
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
+            Flag::StreamIdleTimeout => "SI",
         }
     }
 }
@@ -76,15 +79,35 @@ pub fn reply(status: u16, body: &str) -> Response<Body> {
     r
 }
 
+/// Envoy's prefix of a reset local reply body.
+const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before headers. ";
+
+/// The local reply for a failed upstream attempt, in Envoy's `... retried and the latest reset
+/// reason: ...` form when the request was retried.
+pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
+    let reason = match flag {
+        Flag::ConnectFailure => "remote connection failure",
+        Flag::ConnectionTermination => "connection termination",
+        _ => return for_flag(flag),
+    };
+    let how = if retried {
+        "retried and the latest reset reason: "
+    } else {
+        "reset reason: "
+    };
+    reply(503, &format!("{RESET_PREFIX}{how}{reason}"))
+}
+
 /// The status and body Envoy sends for a local failure flag.
 pub fn for_flag(flag: Flag) -> Response<Body> {
     match flag {
+        Flag::StreamIdleTimeout => reply(504, "stream timeout"),
         Flag::NoRoute => reply(404, ""),
         Flag::NoCluster => reply(503, ""),
         Flag::NoHealthyUpstream => reply(503, "no healthy upstream"),
         Flag::ConnectFailure => reply(
             503,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
         ),
         Flag::Overflow => {
             let mut r = reply(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::route::{RetryOn, RetryPolicy};
+use crate::route::RetryPolicy;
 
 /// How an upstream attempt ended, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,45 +37,33 @@ pub fn should_retry(policy: &RetryPolicy, outcome: Outcome) -> bool {
     }
 }
 
-/// Request headers the router consumes (Envoy's "HTTP headers consumed from downstreams"); they
-/// are removed before the request goes upstream.
-pub const CONSUMED_HEADERS: &[&str] = &[
+/// Request headers Envoy strips from every external request before routing
+/// (`ConnectionManagerUtility::cleanInternalHeaders`). Envoy 1.40 without
+/// `internal_address_config` treats no request as internal, so none of them is ever honoured.
+pub const EXTERNAL_STRIPPED_HEADERS: &[&str] = &[
+    "x-envoy-internal",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
     "x-envoy-retry-on",
     "x-envoy-retry-grpc-on",
     "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
 ];
 
-/// ORs the conditions of an `x-envoy-retry-on` value into `on` (unknown tokens are ignored, as
-/// Envoy does for this header).
-pub fn merge_retry_on(on: &mut RetryOn, value: &str) {
-    for t in value.split(',').map(str::trim) {
-        match t {
-            "5xx" => on.server_error = true,
-            "gateway-error" => on.gateway_error = true,
-            "reset" => on.reset = true,
-            "connect-failure" => on.connect_failure = true,
-            "retriable-4xx" => on.retriable_4xx = true,
-            "retriable-status-codes" => on.retriable_status_codes = true,
-            _ => {}
-        }
-    }
-}
-
-/// A policy for requests whose route has none but whose headers ask for retries or a per-try
-/// timeout.
-pub fn header_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: RetryOn::default(),
-        num_retries: crate::route::DEFAULT_NUM_RETRIES,
-        per_try_timeout: None,
-        base_interval: crate::route::DEFAULT_RETRY_BASE_INTERVAL,
-        max_interval: crate::route::DEFAULT_RETRY_BASE_INTERVAL
-            * crate::route::DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
-        retriable_status_codes: Vec::new(),
-    }
-}
+/// Request headers Envoy strips from edge requests (`use_remote_address: true`) only.
+pub const EDGE_STRIPPED_HEADERS: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
 
 /// Fully jittered exponential back-off: uniform in [0, min(base * 2^retry, max)).
 pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
@@ -89,6 +77,7 @@ pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::RetryOn;
 
     fn policy(on: RetryOn, codes: Vec<u16>) -> RetryPolicy {
         RetryPolicy {

@@ -29,12 +29,39 @@ pub(crate) struct WeightedInput {
     pub(crate) response_headers: HeaderMutations,
 }
 
+/// The cluster names a route configuration may reference.
+pub(crate) struct KnownClusters<'a> {
+    names: &'a HashSet<String>,
+    /// `validate_clusters`: when false every name is accepted.
+    validate: bool,
+}
+
+impl<'a> KnownClusters<'a> {
+    /// Every reference must name one of `names`.
+    pub(crate) fn strict(names: &'a HashSet<String>) -> Self {
+        Self {
+            names,
+            validate: true,
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        !self.validate || self.names.contains(name)
+    }
+}
+
 /// Compiles `route_config` at path `p`; every cluster reference must be in `clusters`.
 pub(crate) fn build_route_table(
     raw: RawRouteConfiguration,
     p: &FieldPath,
-    clusters: &HashSet<String>,
+    known: &HashSet<String>,
 ) -> Result<RouteTable, ConfigError> {
+    // `validate_clusters` defaults to true for an inline route configuration (Envoy); with false
+    // a dangling cluster name is accepted here and answers 503 (NC) at run time.
+    let clusters = &KnownClusters {
+        names: known,
+        validate: raw.validate_clusters.unwrap_or(true),
+    };
     let request_headers = mutations(
         &raw.request_headers_to_add,
         &raw.request_headers_to_remove,
@@ -123,7 +150,7 @@ fn insert_wildcard(
 fn virtual_host(
     raw: RawVirtualHost,
     p: &FieldPath,
-    clusters: &HashSet<String>,
+    clusters: &KnownClusters<'_>,
 ) -> Result<VirtualHost, ConfigError> {
     let name = raw
         .name
@@ -168,7 +195,7 @@ fn virtual_host(
 fn route(
     raw: RawRoute,
     p: &FieldPath,
-    clusters: &HashSet<String>,
+    clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
@@ -352,7 +379,7 @@ fn forward(
     raw: RawRouteAction,
     m: &RouteMatch,
     p: &FieldPath,
-    clusters: &HashSet<String>,
+    clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
 ) -> Result<ForwardAction, ConfigError> {
     let cluster = match (raw.cluster, raw.weighted_clusters, raw.cluster_header) {
@@ -515,7 +542,7 @@ fn forward(
 pub(crate) fn build_weighted(
     inputs: Vec<WeightedInput>,
     p: &FieldPath,
-    clusters: &HashSet<String>,
+    clusters: &KnownClusters<'_>,
 ) -> Result<WeightedClusters, ConfigError> {
     if inputs.is_empty() {
         return Err(p.field("clusters").err("at least one cluster is required"));

@@ -27,6 +27,7 @@ fn data_source_path(d: &config::DataSource, cluster: &str, what: &str) -> String
 /// Converts one config cluster.
 pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
     let name = c.name.as_str().to_string();
+    let dns = c.discovery == config::DiscoveryType::StrictDns;
     let endpoints: Vec<EndpointSpec> = c
         .endpoints
         .iter()
@@ -35,11 +36,16 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 host: a.ip().to_string(),
                 port: a.port(),
                 weight: e.weight,
+                hostname: e
+                    .hostname
+                    .clone()
+                    .or_else(|| dns.then(|| a.ip().to_string())),
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
                 port: *port,
                 weight: e.weight,
+                hostname: e.hostname.clone().or_else(|| Some(host.clone())),
             },
         })
         .collect();
@@ -48,6 +54,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         config::DiscoveryType::StrictDns => Discovery::StrictDns {
             endpoints,
             refresh: c.dns_refresh_rate,
+            family: c.dns_lookup_family,
         },
         config::DiscoveryType::OriginalDst => Discovery::OriginalDst,
     };
@@ -107,6 +114,10 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
     });
     ClusterSpec {
+        orig_dst_header: c
+            .original_dst_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         discovery,
         lb,
         connect_timeout: c.connect_timeout,

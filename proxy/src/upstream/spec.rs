@@ -34,6 +34,8 @@ pub struct ClusterSpec {
     pub outlier: Option<OutlierSpec>,
     /// Active HTTP health check, when configured.
     pub health_check: Option<HealthCheckSpec>,
+    /// ORIGINAL_DST `use_http_header`: the request header naming the destination `ip:port`.
+    pub orig_dst_header: Option<http::HeaderName>,
 }
 
 /// Host discovery.
@@ -47,6 +49,8 @@ pub enum Discovery {
         endpoints: Vec<EndpointSpec>,
         /// dns_refresh_rate (Envoy default 5 s).
         refresh: Duration,
+        /// dns_lookup_family (Envoy default AUTO).
+        family: crate::config::DnsLookupFamily,
     },
     /// Connect to the downstream connection's original destination.
     OriginalDst,
@@ -61,6 +65,9 @@ pub struct EndpointSpec {
     pub port: u16,
     /// load_balancing_weight (1 when unset).
     pub weight: u32,
+    /// The host name `auto_host_rewrite` sends: `endpoint.hostname`, else for STRICT_DNS the
+    /// resolved name (or IP literal).
+    pub hostname: Option<String>,
 }
 
 /// Load-balancing policies.
