@@ -41,7 +41,7 @@ use self::{
 use crate::{
     config,
     proxy::stats::HttpStats,
-    route::{RequestView, SelectedCluster, Selection},
+    route::{format::FormatContext, RequestView, SelectedCluster, Selection},
     upstream::Cluster,
 };
 
@@ -335,6 +335,14 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
     // A local reply leaves a request body unread: Envoy then closes the connection.
     let body_pending = !req.body().is_end_stream();
     let mut close = false;
+    let fmt = FormatContext {
+        request: None,
+        downstream_remote: Some(conn.peer),
+        downstream_local: Some(conn.local),
+        upstream_remote: None,
+        protocol: Some(protocol_str(version)),
+        start: Some(start_wall),
+    };
     let outcome = {
         let table = hcm.cfg.route_table.clone();
         let view = RequestView {
@@ -359,7 +367,13 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                 close = body_pending;
                 let mut r =
                     local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
-                response_headers.apply(r.headers_mut());
+                response_headers.apply_with(
+                    r.headers_mut(),
+                    &FormatContext {
+                        request: Some(req.headers()),
+                        ..fmt
+                    },
+                );
                 Outcome {
                     resp: r,
                     flag: Flag::None,
@@ -378,7 +392,13 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
-                response_headers.apply(r.headers_mut());
+                response_headers.apply_with(
+                    r.headers_mut(),
+                    &FormatContext {
+                        request: Some(req.headers()),
+                        ..fmt
+                    },
+                );
                 Outcome {
                     resp: r,
                     flag: Flag::None,
@@ -403,7 +423,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
-                    forward::run(cluster, plan, conn, req).await
+                    forward::run(cluster, plan, conn, fmt, req).await
                 }
             },
         }

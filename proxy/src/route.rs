@@ -8,6 +8,7 @@
 mod build;
 mod build_headers;
 mod build_match;
+pub mod format;
 mod headers;
 mod matcher;
 mod select;

@@ -279,14 +279,21 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[2].routes[5].match.grpc: not supported"
     ));
     // An unsupported field inside a cluster and an unsupported enum value.
+    let yaml =
+        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    respect_dns_ttl: true\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].respect_dns_ttl",
+        "not supported",
+    );
     let yaml = with_routes(ROUTES_OK).replace(
         "  - name: b\n",
-        "  - name: b\n    dns_lookup_family: V4_ONLY\n",
+        "  - name: b\n    dns_lookup_family: V5_ONLY\n",
     );
     expect_err(
         &yaml,
         "static_resources.clusters[1].dns_lookup_family",
-        "not supported",
+        "unknown value",
     );
     let yaml = with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    type: EDS\n");
     expect_err(&yaml, "static_resources.clusters[1].type", "not supported");
@@ -310,6 +317,12 @@ fn dangling_cluster_references_are_rejected() {
         &rc_path("virtual_hosts[0].routes[0].route.cluster"),
         "unknown cluster \"nope\"",
     );
+    // validate_clusters: false accepts it (503 NC at run time, as Envoy).
+    let lax = format!(
+        "validate_clusters: false\n{}",
+        ROUTES_OK.replace("cluster: a", "cluster: nope")
+    );
+    from_yaml_str(&with_routes(&lax)).expect("validate_clusters: false accepts a dangling name");
     let routes = r#"virtual_hosts:
 - name: v0
   domains: ["*"]
@@ -506,7 +519,7 @@ fn value_errors_name_their_field() {
     );
     let yaml = with_routes(&ROUTES_OK.replace(
         "route: { cluster: a }",
-        "route: { cluster: a }\n    request_headers_to_add: [{ header: { key: x-ip, value: \"%DOWNSTREAM_REMOTE_ADDRESS%\" } }]",
+        "route: { cluster: a }\n    request_headers_to_add: [{ header: { key: x-ip, value: \"%DYNAMIC_METADATA(a:b)%\" } }]",
     ));
     expect_err(
         &yaml,
@@ -736,4 +749,41 @@ fn route_action_defaults_follow_envoy() {
     assert!(f.retry_policy.is_none());
     assert!(matches!(&f.cluster, ClusterSpecifier::Cluster(c) if c.as_str() == "a"));
     assert_eq!(f.cluster_not_found_status, 503);
+}
+
+#[test]
+fn envoy_fields_for_forwarding_and_discovery_parse() {
+    let yaml = with_routes(ROUTES_OK)
+        .replace(
+            "          stat_prefix: ingress\n",
+            "          stat_prefix: ingress\n          use_remote_address: true\n          xff_num_trusted_hops: 1\n",
+        )
+        .replace("  - name: b\n", "  - name: b\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n")
+        .replace("{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8001", "{ endpoint: { hostname: a.internal, address: { socket_address: { address: 127.0.0.1, port_value: 8001");
+    let b = from_yaml_str(&yaml).expect("valid");
+    let NetworkFilter::Http(hcm) = &b.listeners[0].filter_chains[0].filter else {
+        panic!("not an HCM")
+    };
+    assert!(hcm.use_remote_address);
+    assert_eq!(hcm.xff_num_trusted_hops, 1);
+    assert_eq!(
+        b.clusters[0].endpoints[0].hostname.as_deref(),
+        Some("a.internal")
+    );
+    assert_eq!(b.clusters[1].dns_lookup_family, DnsLookupFamily::V4Only);
+    let od = "  - name: od\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    original_dst_lb_config: { use_http_header: true }\n";
+    let b = from_yaml_str(&format!("{}{od}", with_routes(ROUTES_OK))).expect("valid");
+    assert_eq!(
+        b.clusters[2].original_dst_header.as_deref(),
+        Some(DEFAULT_ORIGINAL_DST_HEADER)
+    );
+    let bad = "  - name: s\n    original_dst_lb_config: { use_http_header: true }\n";
+    expect_err(
+        &format!("{}{bad}", with_routes(ROUTES_OK)),
+        "static_resources.clusters[2].original_dst_lb_config",
+        "ORIGINAL_DST",
+    );
+    let mut v = vec!["[::1]:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()];
+    DnsLookupFamily::Auto.filter(&mut v);
+    assert_eq!(v, ["[::1]:1".parse::<SocketAddr>().unwrap()]);
 }

@@ -24,7 +24,10 @@ use super::{
     upgrade, Body, ConnInfo, Outcome,
 };
 use crate::{
-    route::{Forward, HashPolicyKind, HeaderMutations, HostRewriteResult, RetryPolicy},
+    route::{
+        format::FormatContext, Forward, HashPolicyKind, HeaderMutations, HostRewriteResult,
+        RetryPolicy,
+    },
     upstream::{
         lb::hash_bytes,
         pool::{self, ConnectError, H1Sender, ReturnOnEnd, Sender},
@@ -187,11 +190,24 @@ pub(crate) async fn run(
     cluster: Arc<Cluster>,
     plan: Plan,
     conn: ConnInfo,
+    fmt: FormatContext<'_>,
     req: Request<Incoming>,
 ) -> Outcome {
     let (mut parts, body) = req.into_parts();
-    for m in &plan.req_mutations {
-        m.apply(&mut parts.headers);
+    if plan.req_mutations.iter().any(HeaderMutations::has_format) {
+        // Operators read the request as it arrived: a snapshot, only for such configs.
+        let snapshot = parts.headers.clone();
+        let ctx = FormatContext {
+            request: Some(&snapshot),
+            ..fmt
+        };
+        for m in &plan.req_mutations {
+            m.apply_with(&mut parts.headers, &ctx);
+        }
+    } else {
+        for m in &plan.req_mutations {
+            m.apply(&mut parts.headers);
+        }
     }
     let upgrade = is_upgrade(&parts);
     if !upgrade {
@@ -341,6 +357,11 @@ pub(crate) async fn run(
                             &host,
                             upstream_ms,
                             &plan.resp_mutations,
+                            &FormatContext {
+                                request: Some(&parts.headers),
+                                upstream_remote: Some(host.addr),
+                                ..fmt
+                            },
                             plan.idle,
                         ),
                         flag,
@@ -543,6 +564,7 @@ fn finish_response(
     host: &Arc<Host>,
     upstream_ms: u64,
     mutations: &[HeaderMutations],
+    fmt: &FormatContext<'_>,
     idle: Option<Duration>,
 ) -> Response<Body> {
     let mut resp = resp.map(|b| {
@@ -562,7 +584,7 @@ fn finish_response(
         HeaderValue::from(upstream_ms),
     );
     for m in mutations {
-        m.apply(resp.headers_mut());
+        m.apply_with(resp.headers_mut(), fmt);
     }
     resp
 }

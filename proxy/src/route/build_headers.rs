@@ -1,7 +1,10 @@
 //! Compiles `*_headers_to_add` / `*_headers_to_remove` of one level into
 //! [`HeaderMutations`], rejecting what Envoy's HeaderParser rejects.
 
-use super::{AppendAction, HeaderMutations, HeaderToAdd};
+use super::{
+    format::{HeaderValueFormat, ParsedValue},
+    AppendAction, HeaderMutations, HeaderToAdd,
+};
 use crate::config::{raw_route::RawHeaderValueOption, ConfigError, FieldPath};
 
 /// `<dir>_headers_to_add` / `<dir>_headers_to_remove` of one level at `p`.
@@ -28,8 +31,12 @@ pub(crate) fn mutations(
         let key = hv.key.as_deref().unwrap_or("").to_ascii_lowercase();
         check_header_name(&key, &hp.field("header").field("key"))?;
         let raw_value = hv.value.as_deref().unwrap_or("");
-        let value = unescape_header_value(raw_value)
-            .map_err(|m| hp.field("header").field("value").err(m))?;
+        let (value, format) = match HeaderValueFormat::parse(raw_value)
+            .map_err(|m| hp.field("header").field("value").err(m))?
+        {
+            ParsedValue::Literal(v) => (v, None),
+            ParsedValue::Format(f) => (String::new(), Some(f)),
+        };
         if http::HeaderValue::from_str(&value).is_err() {
             return Err(hp
                 .field("header")
@@ -57,6 +64,7 @@ pub(crate) fn mutations(
         out.add.push(HeaderToAdd {
             name: key,
             value,
+            format,
             action,
             keep_empty_value: h.keep_empty_value.unwrap_or(false),
         });
@@ -74,27 +82,4 @@ fn check_header_name(n: &str, p: &FieldPath) -> Result<(), ConfigError> {
         return Err(p.err(format!("invalid header name {n:?}")));
     }
     Ok(())
-}
-
-/// Envoy header values: `%%` is a literal `%`; `%VAR%` formatters are not supported.
-fn unescape_header_value(v: &str) -> Result<String, String> {
-    if !v.contains('%') {
-        return Ok(v.to_string());
-    }
-    let mut out = String::with_capacity(v.len());
-    let mut rest = v;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        if rest[i + 1..].starts_with('%') {
-            out.push('%');
-            rest = &rest[i + 2..];
-        } else {
-            let var = rest[i + 1..].split('%').next().unwrap_or("");
-            return Err(format!(
-                "not supported (header value formatter %{var}%; write %% for a literal %)"
-            ));
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }

@@ -1,6 +1,8 @@
 //! Header access for matching ([`HeaderLookup`]) and Envoy's header mutations
 //! (`*_headers_to_add` / `*_headers_to_remove`, [`HeaderLevels`] in Envoy's order).
 
+use super::format::{FormatContext, HeaderValueFormat};
+
 /// Read access to request headers (names are passed lower-case).
 pub trait HeaderLookup {
     /// Calls `f` with every value of header `name`, in order. Values that are not valid
@@ -122,8 +124,11 @@ pub enum AppendAction {
 pub struct HeaderToAdd {
     /// `header.key`, lower-cased.
     pub name: String,
-    /// `header.value` (`%%` unescaped to `%`).
+    /// `header.value` (`%%` unescaped to `%`) when it has no command operator.
     pub value: String,
+    /// `header.value` when it has command operators (`%REQ(x)%`, ...): rendered per request;
+    /// a value that renders empty is not added (unless `keep_empty_value`).
+    pub format: Option<HeaderValueFormat>,
     /// `append_action` / `append`.
     pub action: AppendAction,
     /// `keep_empty_value`: apply even when `value` is empty (Envoy skips empty values
@@ -142,31 +147,50 @@ pub struct HeaderMutations {
 }
 
 impl HeaderMutations {
+    /// Whether an addition has command operators (rendered per request).
+    pub fn has_format(&self) -> bool {
+        self.add.iter().any(|h| h.format.is_some())
+    }
+
     /// Whether this level changes nothing.
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty()
     }
 
     /// Applies this level as Envoy's HeaderParser does: removals first, then additions.
+    /// Formatted values render from an empty context (see [`Self::apply_with`]).
     pub fn apply<M: HeaderMapMut + ?Sized>(&self, map: &mut M) {
+        self.apply_with(map, &FormatContext::default());
+    }
+
+    /// [`Self::apply`], rendering formatted values from `ctx`.
+    pub fn apply_with<M: HeaderMapMut + ?Sized>(&self, map: &mut M, ctx: &FormatContext<'_>) {
         for name in &self.remove {
             map.remove_all(name);
         }
         for h in &self.add {
-            if h.value.is_empty() && !h.keep_empty_value {
+            let rendered;
+            let value = match &h.format {
+                Some(f) => {
+                    rendered = f.render(ctx);
+                    rendered.as_str()
+                }
+                None => h.value.as_str(),
+            };
+            if value.is_empty() && !h.keep_empty_value {
                 continue;
             }
             match h.action {
-                AppendAction::AppendIfExistsOrAdd => map.append(&h.name, &h.value),
+                AppendAction::AppendIfExistsOrAdd => map.append(&h.name, value),
                 AppendAction::AddIfAbsent => {
                     if !map.contains(&h.name) {
-                        map.append(&h.name, &h.value)
+                        map.append(&h.name, value)
                     }
                 }
-                AppendAction::OverwriteIfExistsOrAdd => map.set(&h.name, &h.value),
+                AppendAction::OverwriteIfExistsOrAdd => map.set(&h.name, value),
                 AppendAction::OverwriteIfExists => {
                     if map.contains(&h.name) {
-                        map.set(&h.name, &h.value)
+                        map.set(&h.name, value)
                     }
                 }
             }
@@ -209,8 +233,13 @@ impl<'a> HeaderLevels<'a> {
 
     /// Applies every level in order.
     pub fn apply<M: HeaderMapMut + ?Sized>(&self, map: &mut M) {
+        self.apply_with(map, &FormatContext::default());
+    }
+
+    /// Applies every level in order, rendering formatted values from `ctx`.
+    pub fn apply_with<M: HeaderMapMut + ?Sized>(&self, map: &mut M, ctx: &FormatContext<'_>) {
         for l in self.iter() {
-            l.apply(map);
+            l.apply_with(map, ctx);
         }
     }
 }

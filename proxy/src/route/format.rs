@@ -1,0 +1,329 @@
+//! Envoy substitution formats in header values (`%REQ(x-user)%`, `%PROTOCOL%`, ...), compiled
+//! once at config load into a [`HeaderValueFormat`] and rendered per request from a
+//! [`FormatContext`].
+
+use std::{net::SocketAddr, time::SystemTime};
+
+/// The command operators a header value may use (Envoy's names).
+pub const SUPPORTED_OPERATORS: &str = "REQ(header), DOWNSTREAM_REMOTE_ADDRESS, \
+DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, DOWNSTREAM_LOCAL_ADDRESS, \
+DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, UPSTREAM_REMOTE_ADDRESS, \
+UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, PROTOCOL, HOSTNAME, START_TIME";
+
+/// One part of a header value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Piece {
+    /// Literal text (`%%` already unescaped).
+    Lit(String),
+    /// `%REQ(name)%` / `%REQ(name?alt)%` (first value; `:authority` reads Host), with the
+    /// optional `:N` length limit.
+    Req {
+        name: String,
+        alt: Option<String>,
+        max_len: Option<usize>,
+    },
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` (`with_port`) or `..._WITHOUT_PORT`.
+    DownstreamRemote { with_port: bool },
+    /// `%DOWNSTREAM_LOCAL_ADDRESS%` or `..._WITHOUT_PORT`.
+    DownstreamLocal { with_port: bool },
+    /// `%UPSTREAM_REMOTE_ADDRESS%` or `..._WITHOUT_PORT` (known on the response side).
+    UpstreamRemote { with_port: bool },
+    /// `%PROTOCOL%`.
+    Protocol,
+    /// `%HOSTNAME%`, resolved at load.
+    Hostname(String),
+    /// `%START_TIME%` (Envoy's default `%Y-%m-%dT%H:%M:%E3SZ`).
+    StartTime,
+}
+
+/// A header value: literal, or a template with command operators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderValueFormat {
+    pieces: Vec<Piece>,
+}
+
+/// A parsed header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedValue {
+    /// No command operator: the text (`%%` unescaped).
+    Literal(String),
+    /// A template with operators.
+    Format(HeaderValueFormat),
+}
+
+/// What the operators of a [`HeaderValueFormat`] read; unknown parts render empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FormatContext<'a> {
+    /// The downstream request's headers.
+    pub request: Option<&'a http::HeaderMap>,
+    /// The downstream peer.
+    pub downstream_remote: Option<SocketAddr>,
+    /// The local address of the downstream connection.
+    pub downstream_local: Option<SocketAddr>,
+    /// The upstream host (response side).
+    pub upstream_remote: Option<SocketAddr>,
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: Option<&'static str>,
+    /// When the request started.
+    pub start: Option<SystemTime>,
+}
+
+impl HeaderValueFormat {
+    /// Parses an Envoy header value: `Literal` when it has no operator (`%%` unescaped), else
+    /// the compiled template. Errors name the operator.
+    pub fn parse(v: &str) -> Result<ParsedValue, String> {
+        if !v.contains('%') {
+            return Ok(ParsedValue::Literal(v.to_string()));
+        }
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut lit = String::new();
+        let mut rest = v;
+        while let Some(i) = rest.find('%') {
+            lit.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            if let Some(r) = rest.strip_prefix('%') {
+                lit.push('%');
+                rest = r;
+                continue;
+            }
+            let (piece, after) = parse_operator(rest)?;
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(piece);
+            rest = after;
+        }
+        lit.push_str(rest);
+        if pieces.is_empty() {
+            return Ok(ParsedValue::Literal(lit));
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(ParsedValue::Format(Self { pieces }))
+    }
+
+    /// Renders the value (empty when every operator had nothing to say and there is no
+    /// literal text).
+    pub fn render(&self, ctx: &FormatContext<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Req { name, alt, max_len } => {
+                    let v = req_header(ctx, name)
+                        .or_else(|| alt.as_deref().and_then(|a| req_header(ctx, a)));
+                    if let Some(v) = v {
+                        let v = match max_len {
+                            Some(n) => truncate(v, *n),
+                            None => v,
+                        };
+                        out.push_str(v);
+                    }
+                }
+                Piece::DownstreamRemote { with_port } => {
+                    push_addr(&mut out, ctx.downstream_remote, *with_port)
+                }
+                Piece::DownstreamLocal { with_port } => {
+                    push_addr(&mut out, ctx.downstream_local, *with_port)
+                }
+                Piece::UpstreamRemote { with_port } => {
+                    push_addr(&mut out, ctx.upstream_remote, *with_port)
+                }
+                Piece::Protocol => out.push_str(ctx.protocol.unwrap_or("")),
+                Piece::Hostname(h) => out.push_str(h),
+                Piece::StartTime => {
+                    if let Some(t) = ctx.start {
+                        out.push_str(&crate::http::access_log::format_time(t));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn truncate(v: &str, n: usize) -> &str {
+    if v.len() <= n {
+        return v;
+    }
+    let mut end = n;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
+fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
+    let h = ctx.request?;
+    let name = if name == ":authority" { "host" } else { name };
+    h.get(name)?.to_str().ok()
+}
+
+fn push_addr(out: &mut String, a: Option<SocketAddr>, with_port: bool) {
+    use std::fmt::Write;
+    if let Some(a) = a {
+        let _ = if with_port {
+            write!(out, "{a}")
+        } else {
+            write!(out, "{}", a.ip())
+        };
+    }
+}
+
+/// Parses `NAME[(arg)][:N]%` at the start of `s` (after the opening `%`).
+fn parse_operator(s: &str) -> Result<(Piece, &str), String> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .unwrap_or(s.len());
+    let name = &s[..end];
+    let mut rest = &s[end..];
+    let mut arg = None;
+    if let Some(r) = rest.strip_prefix('(') {
+        let close = r
+            .find(')')
+            .ok_or_else(|| format!("header value formatter %{name}(...: missing `)`"))?;
+        arg = Some(&r[..close]);
+        rest = &r[close + 1..];
+    }
+    let mut max_len = None;
+    if let Some(r) = rest.strip_prefix(':') {
+        let digits = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        max_len = Some(
+            r[..digits]
+                .parse::<usize>()
+                .map_err(|_| format!("header value formatter %{name}: invalid length"))?,
+        );
+        rest = &r[digits..];
+    }
+    let rest = rest.strip_prefix('%').ok_or_else(|| {
+        format!("header value formatter %{name}...: missing closing `%` (write %% for a literal %)")
+    })?;
+    let unsupported = || {
+        format!(
+            "not supported (header value formatter %{name}%; supported here: {SUPPORTED_OPERATORS}; write %% for a literal %)"
+        )
+    };
+    let no_arg = |p: Piece| {
+        if arg.is_some() || max_len.is_some() {
+            Err(format!(
+                "header value formatter %{name}% takes no argument or length"
+            ))
+        } else {
+            Ok(p)
+        }
+    };
+    let piece = match name {
+        "REQ" => {
+            let arg =
+                arg.ok_or_else(|| "header value formatter %REQ% needs (header)".to_string())?;
+            let (main, alt) = match arg.split_once('?') {
+                Some((m, a)) => (m, Some(a)),
+                None => (arg, None),
+            };
+            let check = |h: &str| -> Result<String, String> {
+                let h = h.to_ascii_lowercase();
+                if h == ":authority" {
+                    return Ok(h);
+                }
+                if h.starts_with(':') || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(format!(
+                        "header value formatter %REQ({h})%: not supported header name"
+                    ));
+                }
+                Ok(h)
+            };
+            Piece::Req {
+                name: check(main)?,
+                alt: alt.map(check).transpose()?,
+                max_len,
+            }
+        }
+        "DOWNSTREAM_REMOTE_ADDRESS" => no_arg(Piece::DownstreamRemote { with_port: true })?,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            no_arg(Piece::DownstreamRemote { with_port: false })?
+        }
+        "DOWNSTREAM_LOCAL_ADDRESS" => no_arg(Piece::DownstreamLocal { with_port: true })?,
+        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
+            no_arg(Piece::DownstreamLocal { with_port: false })?
+        }
+        "UPSTREAM_REMOTE_ADDRESS" => no_arg(Piece::UpstreamRemote { with_port: true })?,
+        "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            no_arg(Piece::UpstreamRemote { with_port: false })?
+        }
+        "PROTOCOL" => no_arg(Piece::Protocol)?,
+        "HOSTNAME" => no_arg(Piece::Hostname(
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        ))?,
+        "START_TIME" => no_arg(Piece::StartTime)?,
+        _ => return Err(unsupported()),
+    };
+    Ok((piece, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(v: &str) -> HeaderValueFormat {
+        match HeaderValueFormat::parse(v).unwrap() {
+            ParsedValue::Format(f) => f,
+            ParsedValue::Literal(l) => panic!("{v:?} parsed as literal {l:?}"),
+        }
+    }
+
+    #[test]
+    fn literals_and_escapes_stay_literal() {
+        assert_eq!(
+            HeaderValueFormat::parse("plain"),
+            Ok(ParsedValue::Literal("plain".into()))
+        );
+        assert_eq!(
+            HeaderValueFormat::parse("100%%"),
+            Ok(ParsedValue::Literal("100%".into()))
+        );
+    }
+
+    #[test]
+    fn operators_render_from_the_context() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-user", "alice".parse().unwrap());
+        h.insert("host", "front.example.com".parse().unwrap());
+        let ctx = FormatContext {
+            request: Some(&h),
+            downstream_remote: Some("127.0.0.1:4242".parse().unwrap()),
+            downstream_local: Some("[::1]:80".parse().unwrap()),
+            upstream_remote: None,
+            protocol: Some("HTTP/1.1"),
+            start: Some(SystemTime::UNIX_EPOCH),
+        };
+        assert_eq!(fmt("u=%REQ(X-User)%;%%").render(&ctx), "u=alice;%");
+        assert_eq!(fmt("%REQ(x-none?x-user):3%").render(&ctx), "ali");
+        assert_eq!(fmt("%REQ(:authority)%").render(&ctx), "front.example.com");
+        assert_eq!(
+            fmt("%DOWNSTREAM_REMOTE_ADDRESS%").render(&ctx),
+            "127.0.0.1:4242"
+        );
+        assert_eq!(
+            fmt("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%").render(&ctx),
+            "127.0.0.1"
+        );
+        assert_eq!(fmt("%DOWNSTREAM_LOCAL_ADDRESS%").render(&ctx), "[::1]:80");
+        assert_eq!(fmt("%PROTOCOL%").render(&ctx), "HTTP/1.1");
+        assert_eq!(fmt("%UPSTREAM_REMOTE_ADDRESS%").render(&ctx), "");
+        assert_eq!(fmt("%REQ(x-missing)%").render(&ctx), "");
+        assert_eq!(fmt("%START_TIME%").render(&ctx), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn unknown_or_malformed_operators_are_rejected() {
+        let e = HeaderValueFormat::parse("%NOPE%").unwrap_err();
+        assert!(e.contains("%NOPE%") && e.contains("not supported"), "{e}");
+        assert!(HeaderValueFormat::parse("%REQ(x-a%").is_err());
+        assert!(HeaderValueFormat::parse("50% off").is_err());
+        assert!(HeaderValueFormat::parse("%PROTOCOL(x)%").is_err());
+        assert!(HeaderValueFormat::parse("%REQ(:path)%").is_err());
+    }
+}
