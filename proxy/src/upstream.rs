@@ -173,6 +173,10 @@ pub struct Cluster {
     pub retries_active: AtomicUsize,
     /// Opens this cluster's upstream sockets (the capture side's netns/mark hook).
     pub connector: connect::Connector,
+    /// True once the first STRICT_DNS resolution is done (always true for other types).
+    dns_ready: tokio::sync::watch::Sender<bool>,
+    /// True once the first active health-check round is done (true without health checks).
+    hc_ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// How the request asks for a host: a hash for hash balancers, the original destination for
@@ -221,6 +225,8 @@ impl Cluster {
             hash_table: lb::HashTable::build(&spec.lb, &hosts),
             hosts,
         };
+        let spec_discovery_is_dns = matches!(spec.discovery, Discovery::StrictDns { .. });
+        let has_hc = spec.health_check.is_some();
         let cluster = Arc::new(Self {
             stats: stats.cluster(&spec.name),
             spec,
@@ -233,6 +239,8 @@ impl Cluster {
             cx_active: Arc::new(AtomicUsize::new(0)),
             retries_active: AtomicUsize::new(0),
             connector,
+            dns_ready: tokio::sync::watch::Sender::new(!spec_discovery_is_dns),
+            hc_ready: tokio::sync::watch::Sender::new(!has_hc),
         });
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));
@@ -327,22 +335,43 @@ async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
     }
 }
 
-/// STRICT_DNS: re-resolves every `refresh` (the first resolution is [`Cluster::warm`]).
+/// STRICT_DNS: resolves at once (awaited by [`Cluster::warm`]), then every `refresh`.
 async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
     loop {
+        {
+            let Some(c) = cluster.upgrade() else { return };
+            c.resolve().await;
+            c.dns_ready.send_replace(true);
+        }
         tokio::time::sleep(refresh).await;
-        let Some(c) = cluster.upgrade() else { return };
-        c.resolve().await;
     }
 }
 
 impl Cluster {
     /// Initial host discovery before the cluster takes traffic (Envoy's cluster warming):
-    /// STRICT_DNS clusters resolve once, bounded by [`DNS_WARM_TIMEOUT`].
+    /// the first STRICT_DNS resolution (bounded by [`DNS_WARM_TIMEOUT`]), then the first active
+    /// health-check round (bounded by the check's timeout plus [`HC_WARM_MARGIN`]).
     pub async fn warm(&self) {
-        if matches!(self.spec.discovery, Discovery::StrictDns { .. }) {
-            let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, self.resolve()).await;
+        let mut dns = self.dns_ready.subscribe();
+        let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, dns.wait_for(|v| *v)).await;
+        if let Some(hc) = &self.spec.health_check {
+            let mut rx = self.hc_ready.subscribe();
+            let _ = tokio::time::timeout(hc.timeout + HC_WARM_MARGIN, rx.wait_for(|v| *v)).await;
         }
+    }
+
+    /// Waits (bounded by [`DNS_WARM_TIMEOUT`]) for the first STRICT_DNS resolution; the health
+    /// checker starts after it so its first round covers the resolved hosts.
+    pub(crate) async fn dns_resolved(cluster: &Weak<Self>) {
+        let Some(mut rx) = cluster.upgrade().map(|c| c.dns_ready.subscribe()) else {
+            return;
+        };
+        let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, rx.wait_for(|v| *v)).await;
+    }
+
+    /// Marks the first health-check round done.
+    pub(crate) fn health_round_done(&self) {
+        self.hc_ready.send_replace(true);
     }
 
     /// Resolves every STRICT_DNS endpoint; every address returned becomes a host. A failed
@@ -380,3 +409,5 @@ impl Cluster {
 
 /// Bound on the initial STRICT_DNS resolution of a new config version.
 pub const DNS_WARM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Added to the health check `timeout` to bound the wait for the first health-check round.
+pub const HC_WARM_MARGIN: Duration = Duration::from_millis(500);

@@ -107,7 +107,7 @@ async fn keepalive_headers_access_log_and_local_replies() {
     let u = format!("http://127.0.0.1:{port}/dead");
     let (status, _, body) = blocking(move || curl(&["-s", &u])).await;
     assert_eq!(status, 503);
-    assert!(body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: connection failure"), "{body}");
+    assert!(body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"), "{body}");
     // 503 UH: no hosts.
     let u = format!("http://127.0.0.1:{port}/empty");
     let (status, _, body) = blocking(move || curl(&["-s", &u])).await;

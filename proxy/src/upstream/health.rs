@@ -21,6 +21,7 @@ struct Streak {
 /// Runs until the cluster is dropped (config replaced).
 pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
     let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
+    Cluster::dns_resolved(&cluster).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let hosts = c.all_hosts();
@@ -38,6 +39,7 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
             }
             apply(&mut streaks, h, ok, &spec);
         }
+        c.health_round_done();
         drop(c);
         tokio::time::sleep(spec.interval).await;
     }
