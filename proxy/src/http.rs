@@ -2,11 +2,13 @@
 //! forwards each request along its route (retries, timeouts, circuit breakers, outlier
 //! detection, header handling like Envoy's defaults, access log).
 //!
-//! Header defaults (Envoy 1.40, `use_remote_address: false`, `xff_num_trusted_hops: 0`):
-//! `x-forwarded-for` is passed through unmodified; `x-forwarded-proto` is set to the downstream
-//! scheme (`http`, or `https` over TLS); `x-request-id` is generated (UUID v4) when absent;
-//! `x-envoy-expected-rq-timeout-ms` is sent upstream; `x-envoy-upstream-service-time` is added to
-//! responses; Host/`:authority` is kept unless the route rewrites it.
+//! Header defaults (Envoy 1.40): every request is external, so Envoy's router-control headers
+//! are stripped ([`retry::EXTERNAL_STRIPPED_HEADERS`]); with `use_remote_address: false`
+//! `x-forwarded-for` is passed through unmodified and `x-forwarded-proto` added when absent
+//! (with `true`: XFF appended, XFP overwritten, `x-envoy-external-address` set); `x-request-id`
+//! is generated (UUID v4) when absent; `x-envoy-expected-rq-timeout-ms` is sent upstream;
+//! `x-envoy-upstream-service-time` is added to responses; Host/`:authority` is kept unless the
+//! route rewrites it.
 
 pub mod access_log;
 mod forward;
@@ -475,8 +477,11 @@ fn sanitize(
     scheme: &'static str,
     h: &mut HeaderMap,
 ) {
-    for n in retry::EXTERNAL_STRIPPED_HEADERS {
-        h.remove(*n);
+    // One pass over the names usually shows there is nothing to strip.
+    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for n in retry::EXTERNAL_STRIPPED_HEADERS {
+            h.remove(*n);
+        }
     }
     if !cfg.use_remote_address {
         if !h.contains_key("x-forwarded-proto") {
