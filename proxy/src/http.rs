@@ -15,6 +15,7 @@ mod forward;
 pub mod idle;
 pub mod local_reply;
 pub mod retry;
+mod sanitize;
 mod upgrade;
 
 use std::{
@@ -303,7 +304,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         return r;
     }
     // Downstream sanitation (Envoy defaults, see the module doc).
-    sanitize(&hcm.cfg, &conn, scheme, req.headers_mut());
+    sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());
     let h = req.headers_mut();
     if !h.contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
@@ -466,80 +467,4 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         return resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
     }
     resp
-}
-
-/// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
-/// request is internal without `internal_address_config` (1.40), so the router-control headers are
-/// stripped; `use_remote_address` appends the peer to `x-forwarded-for`.
-fn sanitize(
-    cfg: &config::HttpConnectionManager,
-    conn: &ConnInfo,
-    scheme: &'static str,
-    h: &mut HeaderMap,
-) {
-    // One pass over the names usually shows there is nothing to strip.
-    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-        for n in retry::EXTERNAL_STRIPPED_HEADERS {
-            h.remove(*n);
-        }
-    }
-    if !cfg.use_remote_address {
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-        }
-        return;
-    }
-    for n in retry::EDGE_STRIPPED_HEADERS {
-        h.remove(*n);
-    }
-    let peer = conn.peer.ip();
-    let mut client = peer;
-    if cfg.xff_num_trusted_hops > 0 {
-        if let Some(ip) = xff_from_right(h, cfg.xff_num_trusted_hops as usize - 1) {
-            client = ip;
-        }
-    }
-    // Envoy appends its own (first non-loopback) address for a loopback peer.
-    let appended = if peer.is_loopback() {
-        local_address()
-    } else {
-        peer
-    };
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(old) if !old.is_empty() => format!("{old},{appended}"),
-        _ => appended.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        h.insert("x-envoy-external-address", v);
-    }
-}
-
-/// The `x-forwarded-for` address `skip` entries from the right, if it parses.
-fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
-    let mut all: Vec<&str> = Vec::new();
-    for v in h.get_all("x-forwarded-for") {
-        all.extend(v.to_str().ok()?.split(','));
-    }
-    all.iter().rev().nth(skip)?.trim().parse().ok()
-}
-
-/// The host's first non-loopback IPv4 address (Envoy's `Utility::getLocalAddress(v4)`, used
-/// for `x-forwarded-for` when the peer is loopback), else 127.0.0.1; looked up once.
-fn local_address() -> std::net::IpAddr {
-    static ADDR: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| {
-        nix::ifaddrs::getifaddrs()
-            .ok()
-            .and_then(|mut it| {
-                it.find_map(|ifa| {
-                    let ip = std::net::IpAddr::V4(ifa.address?.as_sockaddr_in()?.ip());
-                    (!ip.is_loopback()).then_some(ip)
-                })
-            })
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
-    })
 }

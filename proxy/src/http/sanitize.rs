@@ -1,0 +1,168 @@
+//! Envoy's downstream request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`):
+//! router-control headers of external requests, `x-forwarded-for` / `x-forwarded-proto` /
+//! `x-envoy-external-address` per `use_remote_address`.
+
+use http::{HeaderMap, HeaderValue};
+
+use super::ConnInfo;
+use crate::config;
+
+/// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
+/// request is internal without `internal_address_config` (1.40), so the router-control headers are
+/// stripped; `use_remote_address` appends the peer to `x-forwarded-for`.
+pub(super) fn request(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    scheme: &'static str,
+    h: &mut HeaderMap,
+) {
+    // One pass over the names usually shows there is nothing to strip.
+    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
+            h.remove(*n);
+        }
+    }
+    if !cfg.use_remote_address {
+        if !h.contains_key("x-forwarded-proto") {
+            h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+        }
+        return;
+    }
+    for n in super::retry::EDGE_STRIPPED_HEADERS {
+        h.remove(*n);
+    }
+    let peer = conn.peer.ip();
+    let mut client = peer;
+    if cfg.xff_num_trusted_hops > 0 {
+        if let Some(ip) = xff_from_right(h, cfg.xff_num_trusted_hops as usize - 1) {
+            client = ip;
+        }
+    }
+    // Envoy appends its own (first non-loopback) address for a loopback peer.
+    let appended = if peer.is_loopback() {
+        local_address()
+    } else {
+        peer
+    };
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(old) if !old.is_empty() => format!("{old},{appended}"),
+        _ => appended.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert("x-envoy-external-address", v);
+    }
+}
+
+/// The `x-forwarded-for` address `skip` entries from the right, if it parses.
+fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
+    let mut all: Vec<&str> = Vec::new();
+    for v in h.get_all("x-forwarded-for") {
+        all.extend(v.to_str().ok()?.split(','));
+    }
+    all.iter().rev().nth(skip)?.trim().parse().ok()
+}
+
+/// The host's first non-loopback IPv4 address (Envoy's `Utility::getLocalAddress(v4)`, used
+/// for `x-forwarded-for` when the peer is loopback), else 127.0.0.1; looked up once.
+fn local_address() -> std::net::IpAddr {
+    static ADDR: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        nix::ifaddrs::getifaddrs()
+            .ok()
+            .and_then(|mut it| {
+                it.find_map(|ifa| {
+                    let ip = std::net::IpAddr::V4(ifa.address?.as_sockaddr_in()?.ip());
+                    (!ip.is_loopback()).then_some(ip)
+                })
+            })
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn hcm(use_remote_address: bool, hops: u32) -> config::HttpConnectionManager {
+        let b = config::from_yaml_str(
+            "static_resources:\n  listeners:\n  - name: l\n    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: s\n          http_filters: [{ name: envoy.filters.http.router }]\n          route_config: { virtual_hosts: [] }\n",
+        )
+        .expect("valid");
+        let config::NetworkFilter::Http(h) = &b.listeners[0].filter_chains[0].filter else {
+            panic!("not an HCM")
+        };
+        let mut h = Arc::unwrap_or_clone(h.clone());
+        h.use_remote_address = use_remote_address;
+        h.xff_num_trusted_hops = hops;
+        h
+    }
+
+    fn conn(peer: &str) -> ConnInfo {
+        let local = "10.1.1.1:80".parse().unwrap();
+        ConnInfo {
+            peer: peer.parse().unwrap(),
+            local,
+            orig_dst: local,
+            tls: false,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn external_requests_lose_router_control_headers() {
+        let mut h = headers(&[
+            ("x-envoy-upstream-rq-timeout-ms", "2000"),
+            ("x-envoy-internal", "true"),
+            ("x-envoy-retry-on", "5xx"),
+            ("x-envoy-custom", "keep"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        request(&hcm(false, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        assert!(!h.contains_key("x-envoy-upstream-rq-timeout-ms"));
+        assert!(!h.contains_key("x-envoy-internal"));
+        assert!(!h.contains_key("x-envoy-retry-on"));
+        assert_eq!(h["x-envoy-custom"], "keep");
+        assert_eq!(h["x-forwarded-proto"], "https", "a client's XFP is kept");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert!(!h.contains_key("x-envoy-external-address"));
+    }
+
+    #[test]
+    fn use_remote_address_appends_the_peer() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        request(&hcm(true, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9,198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
+        // One trusted hop: the client is the last XFF entry before the append.
+        let mut h = headers(&[("x-forwarded-for", "192.0.2.1, 203.0.113.9")]);
+        request(&hcm(true, 1), &conn("198.51.100.7:5000"), "http", &mut h);
+        assert_eq!(h["x-envoy-external-address"], "203.0.113.9");
+        // A loopback peer is replaced by the host's own address in XFF (Envoy's local address).
+        let mut h = HeaderMap::new();
+        request(&hcm(true, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        assert_eq!(h["x-forwarded-for"], local_address().to_string().as_str());
+        assert_eq!(h["x-envoy-external-address"], "127.0.0.1");
+    }
+}
