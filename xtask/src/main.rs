@@ -2,6 +2,7 @@
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
+mod bench;
 mod setup;
 
 use anyhow::Result;
@@ -18,6 +19,11 @@ struct Cli {
 enum Cmd {
     /// Install what building and testing need (apt packages, nightly rust-src, bpf-linker). Idempotent.
     Setup,
+    /// Benchmark every capture path against direct: latency, throughput, churn, bulk, proxy cost.
+    Bench(bench::BenchArgs),
+    /// The bench's load generator (run by `bench` inside the client pod).
+    #[command(hide = true)]
+    BenchLoadgen(bench::loadgen::LoadgenArgs),
     /// Set up, build, then run every test (unit and the root-only integration tests).
     Test {
         /// Skip the setup step (the toolchain is already installed).
@@ -32,6 +38,8 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
+        Cmd::Bench(a) => bench::run_bench(a),
+        Cmd::BenchLoadgen(a) => bench::loadgen::main(&a),
         Cmd::Test { no_setup, args } => {
             if !no_setup {
                 setup::run()?;
