@@ -14,6 +14,12 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build watches the eBPF crate's directory; the shared types are compiled into the object too.
+    let common = root_dir
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {root_dir}"))?
+        .join("ebpf-common");
+    println!("cargo:rerun-if-changed={common}");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

@@ -2,4 +2,16 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and the code map.
 
+pub mod agent;
 pub mod bpf;
+pub mod cli;
+pub mod drain;
+pub mod inbound;
+pub mod iptables;
+pub mod listener;
+pub mod netns;
+pub mod outbound;
+pub mod policy;
+pub mod services;
+pub mod sidecar;
+pub mod upstream;

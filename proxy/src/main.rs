@@ -1,4 +1,249 @@
-//! The `sluice` binary: agent, CLI and proxy.
-fn main() -> anyhow::Result<()> {
+//! The `sluice` binary: a thin clap dispatcher into the library (agent, CLI, sidecar, iptables).
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::{
+    agent::{self, protocol::DEFAULT_CONTROL, AgentOptions},
+    bpf, cli, iptables,
+    listener::ConnectionHandler,
+    outbound::Passthrough,
+    policy::EnrollSpec,
+    services::Services,
+    sidecar::{self, SidecarOptions},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "eBPF transparent redirection and an Envoy-style proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
+    Agent {
+        /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// bpffs directory for pins.
+        #[arg(long, default_value = bpf::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Control socket (created mode 0600).
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+        /// Static service table (VIP:port -> endpoints), stand-in for the L7 engine's clusters.
+        #[arg(long)]
+        services: Option<PathBuf>,
+        /// On exit leave the programs attached (links pinned) so the next agent on the same pin
+        /// dir takes over without a capture gap.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Enroll (or re-enroll) a pod network namespace.
+    Enroll {
+        #[command(flatten)]
+        spec: EnrollArgs,
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+    },
+    /// Remove a pod network namespace: its map entries and its listeners.
+    Unenroll {
+        /// Name under /run/netns or a path.
+        #[arg(long)]
+        netns: String,
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+    },
+    /// Enrolled pods and the eBPF counters.
+    Status {
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+        /// Print the raw JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the outbound (15001) and inbound (15006) listeners as a process inside a pod netns.
+    Sidecar {
+        /// Name under /run/netns or a path.
+        #[arg(long)]
+        netns: String,
+        /// uid/gid to drop to after binding (0 keeps root).
+        #[arg(long, default_value_t = sluice_common::PROXY_UID)]
+        uid: u32,
+        /// Static service table, as for the agent.
+        #[arg(long)]
+        services: Option<PathBuf>,
+    },
+    /// The iptables baseline: istio-init's nat rules inside a pod netns.
+    Iptables {
+        #[arg(value_enum)]
+        action: IptablesAction,
+        /// Name under /run/netns or a path.
+        #[arg(long)]
+        netns: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IptablesAction {
+    Install,
+    Remove,
+}
+
+/// `sluice enroll` options; values are kept as text and validated by `EnrollSpec::validate`
+/// so the CLI and the agent refuse exactly the same things with the same messages.
+#[derive(clap::Args)]
+struct EnrollArgs {
+    /// Name under /run/netns or a path.
+    #[arg(long)]
+    netns: String,
+    /// node | sidecar | off.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Outbound destination ports never captured, comma separated.
+    #[arg(long)]
+    exclude_outbound_ports: Option<String>,
+    /// Only these outbound destination ports are captured.
+    #[arg(long)]
+    include_outbound_ports: Option<String>,
+    /// Outbound destination CIDRs never captured.
+    #[arg(long)]
+    exclude_outbound_cidrs: Option<String>,
+    /// Only destinations in these CIDRs are captured.
+    #[arg(long)]
+    include_outbound_cidrs: Option<String>,
+    /// Inbound ports never captured (default 15008,15090,15021,15020).
+    #[arg(long)]
+    exclude_inbound_ports: Option<String>,
+    /// on | off: sk_msg fast path between app and proxy.
+    #[arg(long)]
+    fast_path: Option<String>,
+    /// Do not capture sockets of uid/gid 1337 (Istio sidecar behaviour).
+    #[arg(long)]
+    exempt_uid: bool,
+    /// While no proxy listens in the pod, let connections go direct instead of failing.
+    #[arg(long)]
+    fail_open: bool,
+}
+
+impl From<EnrollArgs> for EnrollSpec {
+    fn from(a: EnrollArgs) -> Self {
+        EnrollSpec {
+            netns: a.netns,
+            mode: a.mode,
+            exclude_outbound_ports: a.exclude_outbound_ports,
+            include_outbound_ports: a.include_outbound_ports,
+            exclude_outbound_cidrs: a.exclude_outbound_cidrs,
+            include_outbound_cidrs: a.include_outbound_cidrs,
+            exclude_inbound_ports: a.exclude_inbound_ports,
+            fast_path: a.fast_path,
+            exempt_uid: a.exempt_uid,
+            fail_open: a.fail_open,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    // Every error of the library names its operation and value and includes its cause, so the
+    // top-level message alone is complete (no chain, no backtrace).
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Agent {
+            cgroup,
+            pin_dir,
+            control,
+            services,
+            persist,
+        } => {
+            let cgroup = match cgroup {
+                Some(c) => c,
+                None => bpf::default_cgroup_root()?,
+            };
+            let handler = passthrough(services.as_deref())?;
+            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            rt.block_on(agent::run(
+                AgentOptions {
+                    cgroup,
+                    pin_dir,
+                    control,
+                    persist,
+                },
+                handler,
+            ))?;
+        }
+        Cmd::Enroll { spec, control } => {
+            let pod = cli::enroll(&control, spec.into())?;
+            println!("enrolled {}", cli::pod_line(&pod));
+        }
+        Cmd::Unenroll { netns, control } => {
+            let (cookie, removed, remaining) = cli::unenroll(&control, &netns)?;
+            println!(
+                "unenrolled netns={netns} cookie={cookie} removed_entries={removed} remaining_entries={remaining}"
+            );
+        }
+        Cmd::Status { control, json } => {
+            let s = cli::status(&control)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", cli::format_status(&s));
+            }
+        }
+        Cmd::Sidecar {
+            netns,
+            uid,
+            services,
+        } => {
+            let handler = passthrough(services.as_deref())?;
+            let opts = SidecarOptions { netns, uid };
+            // Still single-threaded here: enter, bind, drop privileges, then start the runtime.
+            let bound = sidecar::enter_and_bind(&opts)?;
+            sidecar::drop_privileges(uid)?;
+            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            rt.block_on(sidecar::serve(bound, handler))?;
+        }
+        Cmd::Iptables { action, netns } => match action {
+            IptablesAction::Install => {
+                iptables::install(&netns)?;
+                println!("installed istio-init rules (iptables + ip6tables) in netns {netns}");
+            }
+            IptablesAction::Remove => {
+                iptables::remove(&netns)?;
+                println!("removed istio-init rules from netns {netns}");
+            }
+        },
+    }
     Ok(())
+}
+
+fn passthrough(services: Option<&std::path::Path>) -> Result<Arc<dyn ConnectionHandler>> {
+    let table = match services {
+        Some(p) => Services::load(p)?,
+        None => Services::default(),
+    };
+    Ok(Arc::new(Passthrough::new(Arc::new(table))))
 }

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod datapath;
 pub mod netns;
 pub mod pins;
+pub mod sluice_cli;
 pub mod sock;
 pub mod veth;
 

@@ -3,7 +3,7 @@
 //! workloads, and writes target/bench/report.md, report.json and chart.svg.
 
 mod chart;
-pub mod loadgen;
+mod loadgen;
 mod paths;
 mod report;
 mod topology;
@@ -19,11 +19,14 @@ use anyhow::{bail, Context as _, Result};
 
 use paths::{PathKind, Programs};
 use report::{Results, Sample};
-use topology::{check_interrupted, run, Topology};
+use topology::{check_interrupted, run as run_cmd, Topology};
 
 /// Options of `cargo xtask bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Internal: the load generator the bench runs inside the client pod.
+    #[command(subcommand)]
+    pub internal: Option<Internal>,
     /// Smoke run (< 2 min): one repetition, short runs, fewer workloads.
     #[arg(long)]
     pub quick: bool,
@@ -43,6 +46,22 @@ pub struct BenchArgs {
     /// Output directory (default: <target dir>/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Subcommands the bench runs itself.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Internal {
+    /// The load generator (prints one JSON object).
+    #[command(hide = true)]
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+/// `cargo xtask bench` (or its internal load generator).
+pub fn run(a: BenchArgs) -> Result<()> {
+    match &a.internal {
+        Some(Internal::Loadgen(l)) => loadgen::main(l),
+        None => run_bench(a),
+    }
 }
 
 /// Durations and workload sets of one run.
@@ -114,7 +133,7 @@ fn machine() -> String {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let kernel = run("uname", &["-r"]).unwrap_or_default();
+    let kernel = run_cmd("uname", &["-r"]).unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -144,7 +163,7 @@ fn machine() -> String {
 }
 
 /// Runs the bench.
-pub fn run_bench(a: BenchArgs) -> Result<()> {
+fn run_bench(a: BenchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("cargo xtask bench needs root (network namespaces, iptables, eBPF)");
@@ -174,7 +193,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         "iptables-restore",
         "ss",
     ] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+        if run_cmd("sh", &["-c", &format!("command -v {tool}")]).is_err() {
             bail!("{tool} is not installed (run `cargo xtask setup`)");
         }
     }
@@ -206,7 +225,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         None
     };
     let envoy_version = match &envoy {
-        Some(e) => run(&e.to_string_lossy(), &["--version"])?
+        Some(e) => run_cmd(&e.to_string_lossy(), &["--version"])?
             .split_whitespace()
             .find(|w| w.contains("/1.40."))
             .unwrap_or("?")

@@ -3,6 +3,7 @@
 //! It imports no runtime crate; everything it does is running programs.
 
 mod bench;
+mod demo;
 mod setup;
 
 use anyhow::Result;
@@ -21,9 +22,13 @@ enum Cmd {
     Setup,
     /// Benchmark every capture path against direct: latency, throughput, churn, bulk, proxy cost.
     Bench(bench::BenchArgs),
-    /// The bench's load generator (run by `bench` inside the client pod).
-    #[command(hide = true)]
-    BenchLoadgen(bench::loadgen::LoadgenArgs),
+    /// Set up, build, then (as root) run two pods with the agent capturing one of them and curl
+    /// through it; cleans up everything, also on Ctrl-C.
+    Demo {
+        /// Skip the setup step (the toolchain is already installed).
+        #[arg(long)]
+        no_setup: bool,
+    },
     /// Set up, build, then run every test (unit and the root-only integration tests).
     Test {
         /// Skip the setup step (the toolchain is already installed).
@@ -38,12 +43,14 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
-        Cmd::Bench(a) => bench::run_bench(a),
-        Cmd::BenchLoadgen(a) => bench::loadgen::main(&a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::Demo { no_setup } => demo::run(no_setup),
         Cmd::Test { no_setup, args } => {
             if !no_setup {
                 setup::run()?;
             }
+            // The integration tests drive the real binary (tests/src/sluice_cli.rs finds it).
+            setup::run_cmd("cargo", &["build", "-j2", "-p", "sluice"])?;
             let mut cmd = vec!["test", "--no-fail-fast"];
             let extra: Vec<&str> = args.iter().map(String::as_str).collect();
             if !extra.is_empty() {

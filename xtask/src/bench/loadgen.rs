@@ -219,7 +219,7 @@ pub async fn churn(
     })
 }
 
-/// Entry point of `xtask bench-loadgen`: prints one JSON object on stdout.
+/// Entry point of `xtask bench loadgen`: prints one JSON object on stdout.
 pub fn main(args: &LoadgenArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -232,13 +232,13 @@ pub fn main(args: &LoadgenArgs) -> Result<()> {
         "churn" => {
             serde_json::to_string(&rt.block_on(churn(args.addr, &args.path, args.conns, dur))?)?
         }
-        m => bail!("bench-loadgen: unknown mode {m:?} (open | churn)"),
+        m => bail!("bench loadgen: unknown mode {m:?} (open | churn)"),
     };
     println!("{json}");
     Ok(())
 }
 
-/// Arguments of the hidden `xtask bench-loadgen` subcommand.
+/// Arguments of the hidden `xtask bench loadgen` subcommand.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LoadgenArgs {
     /// open | churn

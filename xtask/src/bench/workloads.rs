@@ -61,7 +61,8 @@ pub fn open_loop(
         topo,
         &loadgen.to_string_lossy(),
         &[
-            "bench-loadgen",
+            "bench",
+            "loadgen",
             "--mode",
             "open",
             "--addr",
@@ -96,7 +97,8 @@ pub fn churn(topo: &Topology, loadgen: &Path, conc: u64, secs: f64) -> Result<(C
         topo,
         &loadgen.to_string_lossy(),
         &[
-            "bench-loadgen",
+            "bench",
+            "loadgen",
             "--mode",
             "churn",
             "--addr",

@@ -1,0 +1,196 @@
+//! The node agent daemon: loads the data path, serves the root-only control socket, runs the
+//! node-mode listeners of every enrolled pod, and shuts down cleanly on SIGTERM/SIGINT.
+
+pub mod protocol;
+pub mod registry;
+
+use std::{
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::Mutex,
+};
+use tracing::{info, info_span, warn, Instrument as _};
+
+use self::{
+    protocol::{Request, Response},
+    registry::Registry,
+};
+use crate::{
+    bpf::{BpfError, Datapath, LoadOptions},
+    listener::ConnectionHandler,
+};
+
+/// What `sluice agent` needs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// cgroup v2 directory the programs attach to.
+    pub cgroup: PathBuf,
+    /// bpffs pin directory.
+    pub pin_dir: PathBuf,
+    /// Control socket path (created mode 0600, its directory 0700 when created).
+    pub control: PathBuf,
+    /// On SIGTERM/SIGINT leave the programs attached and their links pinned
+    /// ([`Datapath::persist`]) so the next agent on the same pin dir takes over without a capture
+    /// gap; otherwise dropping the data path detaches them.
+    pub persist: bool,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Loading or attaching the eBPF programs failed.
+    #[error("loading the data path (cgroup {cgroup}, pins {pins}): {source}")]
+    Datapath {
+        cgroup: PathBuf,
+        pins: PathBuf,
+        source: BpfError,
+    },
+    /// The control socket cannot be created.
+    #[error("control socket {path}: {source}")]
+    Control { path: PathBuf, source: io::Error },
+    /// Installing the signal handlers failed.
+    #[error("signal handler: {0}")]
+    Signal(io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT. `handler` serves every node-mode listener.
+pub async fn run(
+    opts: AgentOptions,
+    handler: Arc<dyn ConnectionHandler>,
+) -> Result<(), StartError> {
+    let datapath = Datapath::load(&LoadOptions {
+        cgroup: opts.cgroup.clone(),
+        pin_dir: opts.pin_dir.clone(),
+    })
+    .map_err(|source| StartError::Datapath {
+        cgroup: opts.cgroup.clone(),
+        pins: opts.pin_dir.clone(),
+        source,
+    })?;
+    let control = bind_control(&opts.control).map_err(|source| StartError::Control {
+        path: opts.control.clone(),
+        source,
+    })?;
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
+    let mut registry = Registry::new(datapath, handler);
+    let adopted = registry.adopt_pinned();
+    let registry = Arc::new(Mutex::new(registry));
+    let mut clients = tokio::task::JoinSet::new();
+    info!(
+        cgroup = %opts.cgroup.display(),
+        control = %opts.control.display(),
+        adopted,
+        "agent ready"
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
+            r = control.accept() => match r {
+                Ok((stream, _)) => {
+                    let reg = registry.clone();
+                    clients.spawn(serve_client(stream, reg).instrument(info_span!("control")));
+                }
+                Err(e) => warn!(error = %e, "control accept failed"),
+            },
+        }
+    }
+    info!("shutting down");
+    drop(control);
+    let _ = std::fs::remove_file(&opts.control);
+    // Abort the control connections (each holds a clone of the registry), then take it back.
+    clients.shutdown().await;
+    let registry = match Arc::try_unwrap(registry) {
+        Ok(m) => m.into_inner(),
+        Err(_) => unreachable!("every control task was aborted and joined"),
+    };
+    let datapath = registry.shutdown().await;
+    if opts.persist {
+        datapath.persist().map_err(|source| StartError::Datapath {
+            cgroup: opts.cgroup.clone(),
+            pins: opts.pin_dir.clone(),
+            source,
+        })?;
+        info!(pins = %opts.pin_dir.display(), "programs left attached for the next agent");
+    } else {
+        drop(datapath);
+        info!("programs detached");
+    }
+    Ok(())
+}
+
+fn bind_control(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+async fn serve_client(stream: UnixStream, registry: Arc<Mutex<Registry>>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => return warn!(error = %e, "control read failed"),
+        };
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handle(req, &registry).await,
+            Err(e) => Response::Error {
+                message: format!("malformed request {line:?}: {e}"),
+            },
+        };
+        let mut out = serde_json::to_string(&resp).expect("responses always serialize");
+        out.push('\n');
+        if let Err(e) = wr.write_all(out.as_bytes()).await {
+            return warn!(error = %e, "control write failed");
+        }
+    }
+}
+
+async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
+    let mut reg = registry.lock().await;
+    let error = |e: registry::AgentError| {
+        warn!(error = %e, "request refused");
+        Response::Error {
+            message: e.to_string(),
+        }
+    };
+    match req {
+        Request::Enroll(spec) => match reg.enroll(&spec).await {
+            Ok(pod) => Response::Enrolled(pod),
+            Err(e) => error(e),
+        },
+        Request::Unenroll { netns } => match reg.unenroll(&netns).await {
+            Ok((cookie, removed, remaining)) => Response::Unenrolled {
+                netns,
+                cookie,
+                removed,
+                remaining,
+            },
+            Err(e) => error(e),
+        },
+        Request::Status => Response::Status(reg.status()),
+    }
+}

@@ -1,0 +1,161 @@
+//! The control protocol: one JSON object per line, one response line per request, over the
+//! agent's root-only unix socket. A blocking client ([`call`]) for the CLI lives here too.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::EnrollSpec;
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL: &str = "/run/sluice/agent.sock";
+
+/// A request to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Enroll (or re-enroll) a pod netns.
+    Enroll(EnrollSpec),
+    /// Remove a pod netns: every map entry and its listeners.
+    Unenroll {
+        /// Name under /run/netns or a path.
+        netns: String,
+    },
+    /// Enrolled pods and counters.
+    Status,
+}
+
+/// The agent's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The pod is enrolled as described.
+    Enrolled(PodStatus),
+    /// The pod is gone from the maps.
+    Unenrolled {
+        /// Netns as given.
+        netns: String,
+        /// Its cookie.
+        cookie: u64,
+        /// Map entries deleted.
+        removed: usize,
+        /// Map entries still keyed by the cookie afterwards (`entries_for`; 0 when clean).
+        remaining: usize,
+    },
+    /// Everything the agent knows.
+    Status(StatusReport),
+    /// The request was refused; nothing changed.
+    Error {
+        /// What was wrong, naming the value.
+        message: String,
+    },
+}
+
+/// One enrolled pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// Netns as given at enrollment.
+    pub netns: String,
+    /// Netns cookie (the map key).
+    pub cookie: u64,
+    /// node, sidecar or off.
+    pub mode: String,
+    /// Addresses the agent listens on inside the pod (node mode), empty otherwise.
+    pub listeners: Vec<String>,
+    /// Connections accepted by the agent's listeners for this pod.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections whose upstream connect failed.
+    pub upstream_failures: u64,
+    /// Bytes app -> upstream over closed connections.
+    pub bytes_out: u64,
+    /// Bytes upstream -> app over closed connections.
+    pub bytes_in: u64,
+    /// Most recent original destinations, oldest first.
+    pub recent_destinations: Vec<String>,
+    /// Kernel map entries keyed by this cookie.
+    pub map_entries: usize,
+}
+
+/// The answer to [`Request::Status`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Every enrolled pod, by cookie.
+    pub pods: Vec<PodStatus>,
+    /// Cookies that have a policy in the kernel map (includes pods enrolled by an earlier agent).
+    pub kernel_policies: Vec<u64>,
+    /// eBPF counters by name.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Errors talking to the agent; each names the socket path.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, writing or reading failed.
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The agent's answer is not valid protocol.
+    #[error("control socket {path}: bad response {line:?}: {source}")]
+    Decode {
+        path: PathBuf,
+        line: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Sends one request and waits (at most 30 s) for its response.
+pub fn call(control: &Path, req: &Request) -> Result<Response, ClientError> {
+    let io = |source| ClientError::Io {
+        path: control.to_path_buf(),
+        source,
+    };
+    let mut s = UnixStream::connect(control).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line = serde_json::to_string(req).expect("requests always serialize");
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(answer.trim_end()).map_err(|source| ClientError::Decode {
+        path: control.to_path_buf(),
+        line: answer.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_tagged_json() {
+        let req = Request::Enroll(EnrollSpec {
+            netns: "pod".into(),
+            mode: Some("node".into()),
+            ..Default::default()
+        });
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(
+            line.starts_with(r#"{"op":"enroll","netns":"pod","mode":"node""#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let un: Request = serde_json::from_str(r#"{"op":"unenroll","netns":"x"}"#).unwrap();
+        assert_eq!(un, Request::Unenroll { netns: "x".into() });
+        let err = Response::Error {
+            message: "m".into(),
+        };
+        let line = serde_json::to_string(&err).unwrap();
+        assert_eq!(line, r#"{"result":"error","message":"m"}"#);
+    }
+}

@@ -1,0 +1,375 @@
+//! The agent's pod registry: enrolled netns cookies, their policies, and the node-mode listeners
+//! the agent serves inside each pod.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{atomic::Ordering, Arc},
+};
+
+use sluice_common::{Counter, PROXY_MARK};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::protocol::{PodStatus, StatusReport};
+use crate::{
+    bpf::{BpfError, Datapath},
+    drain::Drain,
+    listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
+    netns::{Netns, NetnsError},
+    policy::{EnrollSpec, Enrollment, Mode, PolicyError},
+    upstream::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
+};
+
+/// Why an agent request was refused. Each names the netns or value.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A value of the enrollment is malformed.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The netns cannot be opened or used.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The kernel maps refused the update.
+    #[error("netns {netns} (cookie {cookie}): {source}")]
+    Bpf {
+        netns: String,
+        cookie: u64,
+        source: BpfError,
+    },
+    /// Unenroll of a netns the agent does not know.
+    #[error("netns {0} is not enrolled")]
+    NotEnrolled(String),
+}
+
+/// Names of the eBPF counters, in the order `sluice status` prints them (every [`Counter`]; the
+/// `status_names_every_counter` test keeps the table complete).
+pub const COUNTER_NAMES: &[(&str, Counter)] = &[
+    ("captured", Counter::Captured),
+    ("skip_not_enrolled", Counter::SkipNotEnrolled),
+    ("skip_loopback", Counter::SkipLoopback),
+    ("skip_port", Counter::SkipPort),
+    ("skip_cidr", Counter::SkipCidr),
+    ("skip_proxy", Counter::SkipProxy),
+    ("fast_path_msgs", Counter::FastPathMsgs),
+    ("fast_path_bytes", Counter::FastPathBytes),
+    ("orig_dst_answered", Counter::OrigDstAnswered),
+    ("peername_restored", Counter::PeernameRestored),
+    ("inbound_captured", Counter::InboundCaptured),
+    ("skip_not_tcp", Counter::SkipNotTcp),
+    ("fast_path_miss", Counter::FastPathMiss),
+    ("skip_no_listener", Counter::SkipNoListener),
+];
+
+/// The listeners the agent serves inside one pod (node mode).
+struct PodListeners {
+    addrs: Vec<SocketAddr>,
+    ctx: Arc<ListenerContext>,
+    drain: Drain,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PodListeners {
+    /// Stops accepting and waits until the sockets are closed (so the port can be bound again).
+    async fn close(self) {
+        self.drain.signal();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// One enrolled pod.
+struct Pod {
+    netns_arg: String,
+    enrollment: Enrollment,
+    listeners: Option<PodListeners>,
+}
+
+/// Every pod the agent enrolled, and the data path.
+pub struct Registry {
+    datapath: Datapath,
+    handler: Arc<dyn ConnectionHandler>,
+    pods: HashMap<u64, Pod>,
+}
+
+impl Registry {
+    /// A registry over a loaded data path; `handler` serves every node-mode outbound listener.
+    pub fn new(datapath: Datapath, handler: Arc<dyn ConnectionHandler>) -> Self {
+        Self {
+            datapath,
+            handler,
+            pods: HashMap::new(),
+        }
+    }
+
+    /// Enrolls or re-enrolls a pod. Everything is validated and every listener bound before the
+    /// kernel map is written, so a refused request changes nothing.
+    pub async fn enroll(&mut self, spec: &EnrollSpec) -> Result<PodStatus, AgentError> {
+        let enrollment = spec.validate()?;
+        let netns = Arc::new(Netns::open(&spec.netns)?);
+        let cookie = netns.cookie()?;
+        let had_listeners = self
+            .pods
+            .get(&cookie)
+            .is_some_and(|p| p.listeners.is_some());
+        let new_listeners = if enrollment.mode == Mode::Node && !had_listeners {
+            Some(self.bind_listeners(&spec.netns, &netns, &enrollment)?)
+        } else {
+            None
+        };
+        if let Err(source) = self.datapath.set_policy(cookie, &enrollment.policy) {
+            if let Some(l) = new_listeners {
+                l.close().await;
+            }
+            return Err(AgentError::Bpf {
+                netns: spec.netns.clone(),
+                cookie,
+                source,
+            });
+        }
+        let pod = self.pods.entry(cookie).or_insert_with(|| Pod {
+            netns_arg: spec.netns.clone(),
+            enrollment,
+            listeners: None,
+        });
+        pod.netns_arg = spec.netns.clone();
+        pod.enrollment = enrollment;
+        if let Some(l) = new_listeners {
+            pod.listeners = Some(l);
+        } else if enrollment.mode != Mode::Node {
+            if let Some(l) = pod.listeners.take() {
+                l.close().await;
+            }
+        }
+        info!(netns = %spec.netns, cookie, mode = enrollment.mode.name(), "enrolled");
+        Ok(self.pod_status(cookie))
+    }
+
+    fn bind_listeners(
+        &self,
+        netns_arg: &str,
+        netns: &Arc<Netns>,
+        enrollment: &Enrollment,
+    ) -> Result<PodListeners, AgentError> {
+        let port = enrollment.policy.outbound_port;
+        let addrs = [
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+        ];
+        // Bind both first: if either fails, both sockets are dropped and nothing was started.
+        let bound = addrs
+            .iter()
+            .map(|a| netns.bind_tcp(*a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctx = Arc::new(ListenerContext {
+            name: "outbound",
+            direction: Direction::Outbound,
+            netns: netns_arg.to_string(),
+            upstream: UpstreamFactory::new(
+                Some(netns.clone()),
+                Some(PROXY_MARK),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            stats: ListenerStats::default(),
+        });
+        let (drain, _) = Drain::new();
+        let mut tasks = Vec::new();
+        for l in bound {
+            let l = tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
+                path: netns.path().to_path_buf(),
+                op: "register listener".into(),
+                source,
+            })?;
+            // `serve` instruments itself with a root `listener` span.
+            tasks.push(tokio::spawn(listener::serve(
+                l,
+                ctx.clone(),
+                self.handler.clone(),
+                drain.watch(),
+            )));
+        }
+        Ok(PodListeners {
+            addrs: addrs.to_vec(),
+            ctx,
+            drain,
+            tasks,
+        })
+    }
+
+    /// After an agent restart: the pinned policy map still holds the pods enrolled earlier.
+    /// Finds their netns under /run/netns by cookie and serves their node-mode listeners again, so
+    /// capture keeps working without re-enrollment. Returns how many pods were adopted.
+    pub fn adopt_pinned(&mut self) -> usize {
+        let policies = match self.datapath.policies() {
+            Ok(p) if !p.is_empty() => p,
+            _ => return 0,
+        };
+        let Ok(dir) = std::fs::read_dir(crate::netns::NETNS_RUN_DIR) else {
+            return 0;
+        };
+        let mut adopted = 0;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(ns) = Netns::open(&name) else { continue };
+            let Ok(cookie) = ns.cookie() else { continue };
+            let Some((_, policy)) = policies.iter().find(|(c, _)| *c == cookie) else {
+                continue;
+            };
+            let mode = match policy.mode {
+                sluice_common::mode::NODE => Mode::Node,
+                sluice_common::mode::SIDECAR => Mode::Sidecar,
+                _ => Mode::Off,
+            };
+            let enrollment = Enrollment {
+                mode,
+                policy: *policy,
+            };
+            let ns = Arc::new(ns);
+            let listeners = if mode == Mode::Node {
+                match self.bind_listeners(&name, &ns, &enrollment) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(netns = %name, cookie, error = %e, "cannot re-adopt pod");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            info!(netns = %name, cookie, mode = mode.name(), "adopted pod enrolled by an earlier agent");
+            self.pods.insert(
+                cookie,
+                Pod {
+                    netns_arg: name,
+                    enrollment,
+                    listeners,
+                },
+            );
+            adopted += 1;
+        }
+        adopted
+    }
+
+    /// Removes a pod: every map entry of its cookie, then its listeners. A netns that still
+    /// exists but that this agent never saw (enrolled by an earlier agent) is removed too.
+    /// Returns (cookie, entries removed, entries left for the cookie afterwards).
+    pub async fn unenroll(&mut self, netns_arg: &str) -> Result<(u64, usize, usize), AgentError> {
+        let path = crate::netns::resolve(netns_arg);
+        let known = self
+            .pods
+            .iter()
+            .find(|(_, p)| crate::netns::resolve(&p.netns_arg) == path)
+            .map(|(c, _)| *c);
+        let cookie = match known {
+            Some(c) => c,
+            None => match Netns::open(netns_arg).and_then(|n| n.cookie()) {
+                Ok(c) if self.in_kernel(c) => c,
+                Ok(_) => return Err(AgentError::NotEnrolled(netns_arg.to_string())),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let removed = self
+            .datapath
+            .remove_netns(cookie)
+            .map_err(|source| AgentError::Bpf {
+                netns: netns_arg.to_string(),
+                cookie,
+                source,
+            })?;
+        if let Some(pod) = self.pods.remove(&cookie) {
+            if let Some(l) = pod.listeners {
+                l.close().await;
+            }
+        }
+        let remaining = self.datapath.entries_for(cookie).unwrap_or(usize::MAX);
+        info!(netns = netns_arg, cookie, removed, remaining, "unenrolled");
+        Ok((cookie, removed, remaining))
+    }
+
+    fn in_kernel(&self, cookie: u64) -> bool {
+        self.datapath
+            .policies()
+            .map(|ps| ps.iter().any(|(c, _)| *c == cookie))
+            .unwrap_or(false)
+    }
+
+    fn pod_status(&self, cookie: u64) -> PodStatus {
+        let Some(pod) = self.pods.get(&cookie) else {
+            return PodStatus::default();
+        };
+        let mut s = PodStatus {
+            netns: pod.netns_arg.clone(),
+            cookie,
+            mode: pod.enrollment.mode.name().to_string(),
+            map_entries: self.datapath.entries_for(cookie).unwrap_or(0),
+            ..Default::default()
+        };
+        if let Some(l) = &pod.listeners {
+            let st = &l.ctx.stats;
+            s.listeners = l.addrs.iter().map(ToString::to_string).collect();
+            s.accepted = st.accepted.load(Ordering::Relaxed);
+            s.active = st.active.load(Ordering::Relaxed);
+            s.upstream_failures = st.upstream_failures.load(Ordering::Relaxed);
+            s.bytes_out = st.bytes_out.load(Ordering::Relaxed);
+            s.bytes_in = st.bytes_in.load(Ordering::Relaxed);
+            s.recent_destinations = st.recent().iter().map(ToString::to_string).collect();
+        }
+        s
+    }
+
+    /// Every pod, the kernel's cookies and the counters.
+    pub fn status(&self) -> StatusReport {
+        let mut cookies: Vec<u64> = self.pods.keys().copied().collect();
+        cookies.sort_unstable();
+        let counters = match self.datapath.counters() {
+            Ok(c) => COUNTER_NAMES
+                .iter()
+                .map(|(n, k)| (n.to_string(), c.get(*k)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut kernel_policies: Vec<u64> = self
+            .datapath
+            .policies()
+            .map(|ps| ps.into_iter().map(|(c, _)| c).collect())
+            .unwrap_or_default();
+        kernel_policies.sort_unstable();
+        StatusReport {
+            pods: cookies.into_iter().map(|c| self.pod_status(c)).collect(),
+            kernel_policies,
+            counters,
+        }
+    }
+
+    /// Stops every listener and gives the data path back: the caller drops it (programs
+    /// detached, maps stay pinned) or persists it (programs stay attached for the next agent).
+    pub async fn shutdown(mut self) -> Datapath {
+        for (_, pod) in self.pods.drain() {
+            if let Some(l) = pod.listeners {
+                l.close().await;
+            }
+        }
+        self.datapath
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_every_counter() {
+        let mut idx: Vec<u32> = COUNTER_NAMES.iter().map(|(_, c)| *c as u32).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        assert_eq!(idx.len(), COUNTER_NAMES.len(), "a counter is listed twice");
+        // Counters are dense from 0: the highest index + 1 is the number of counters.
+        assert_eq!(idx, (0..idx.len() as u32).collect::<Vec<_>>());
+        assert_eq!(
+            idx.len(),
+            Counter::SkipNoListener as usize + 1,
+            "a new counter is not named"
+        );
+    }
+}

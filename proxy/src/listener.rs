@@ -1,0 +1,336 @@
+//! Proxy listeners: the accept loop, the original destination, and the handler seam for L7.
+//!
+//! A listener accepts on 15001 (outbound) or 15006 (inbound), asks the kernel where the connection
+//! was really going (`SO_ORIGINAL_DST`, answered by conntrack behind iptables REDIRECT or by
+//! sluice's cgroup/getsockopt program under eBPF: the same call), opens one tracing span per
+//! connection and hands an [`Accepted`] to a [`ConnectionHandler`]. The TCP passthrough
+//! ([`crate::outbound::Passthrough`], [`crate::inbound::InboundPassthrough`]) is one handler; the
+//! L7 engine (HTTP routing) plugs in as another.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::fd::AsRawFd,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, info_span, warn, Instrument as _};
+
+use crate::{drain::Watch, upstream::UpstreamFactory};
+
+/// Which way a listener's connections flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// App -> somewhere (15001).
+    Outbound,
+    /// Somewhere -> app (15006).
+    Inbound,
+}
+
+/// Errors of one proxied connection, classified the way an access log needs them.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The original destination could not be read (downstream fault: not a redirected socket).
+    #[error("downstream: no original destination: {0}")]
+    OrigDst(io::Error),
+    /// The upstream refused, was unreachable or timed out.
+    #[error("upstream {addr}: connect: {source}")]
+    UpstreamConnect { addr: SocketAddr, source: io::Error },
+    /// Copying bytes failed after both sides were connected.
+    #[error("copy between downstream and upstream {addr}: {source}")]
+    Copy { addr: SocketAddr, source: io::Error },
+    /// The proxy could not open its own socket (internal fault).
+    #[error("internal: upstream socket for {addr}: {source}")]
+    Socket { addr: SocketAddr, source: io::Error },
+}
+
+/// Who is at fault for a [`ProxyError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client side.
+    Downstream,
+    /// The server side.
+    Upstream,
+    /// sluice itself.
+    Internal,
+}
+
+impl ProxyError {
+    /// Who is at fault.
+    pub fn source_side(&self) -> ErrorSource {
+        match self {
+            ProxyError::OrigDst(_) => ErrorSource::Downstream,
+            ProxyError::UpstreamConnect { .. } | ProxyError::Copy { .. } => ErrorSource::Upstream,
+            ProxyError::Socket { .. } => ErrorSource::Internal,
+        }
+    }
+}
+
+/// How many recent original destinations a listener remembers for `sluice status`.
+pub const RECENT_DESTINATIONS: usize = 8;
+
+/// Per-listener statistics, shown by `sluice status` (updated once per connection, never per byte).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections currently open.
+    pub active: AtomicU64,
+    /// Connections whose upstream connect failed.
+    pub upstream_failures: AtomicU64,
+    /// Bytes app -> upstream (summed at close).
+    pub bytes_out: AtomicU64,
+    /// Bytes upstream -> app (summed at close).
+    pub bytes_in: AtomicU64,
+    /// Last original destinations seen, newest last.
+    pub recent: Mutex<VecDeque<SocketAddr>>,
+}
+
+impl ListenerStats {
+    fn record(&self, orig_dst: SocketAddr) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT_DESTINATIONS {
+            r.pop_front();
+        }
+        r.push_back(orig_dst);
+    }
+
+    /// Snapshot of the recent destinations.
+    pub fn recent(&self) -> Vec<SocketAddr> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().copied().collect()
+    }
+}
+
+/// What every connection of a listener shares: its name, its pod, how to reach upstreams.
+#[derive(Debug)]
+pub struct ListenerContext {
+    /// Listener name for logs (`outbound`, `inbound`).
+    pub name: &'static str,
+    /// Outbound or inbound.
+    pub direction: Direction,
+    /// The pod's netns, for logs (path as given).
+    pub netns: String,
+    /// Opens upstream sockets inside the pod's netns, marked with the proxy mark.
+    pub upstream: UpstreamFactory,
+    /// Counters for `sluice status`.
+    pub stats: ListenerStats,
+}
+
+/// One accepted, not yet proxied connection.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The downstream (app side) socket.
+    pub stream: TcpStream,
+    /// The downstream peer.
+    pub peer: SocketAddr,
+    /// Where the downstream was really going.
+    pub orig_dst: SocketAddr,
+    /// Connection number (unique within the process).
+    pub id: u64,
+    /// The listener it came from.
+    pub ctx: Arc<ListenerContext>,
+}
+
+/// Future returned by [`ConnectionHandler::handle`].
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send>>;
+
+/// What a listener does with each connection. The TCP passthrough implements it now; the L7
+/// engine (HTTP connection manager -> routes -> clusters) implements it to take over a listener.
+/// The future runs inside the connection's span; it owns the stream and must end it (a dropped
+/// stream is closed; call [`reset`] to abort with RST).
+pub trait ConnectionHandler: Send + Sync + 'static {
+    /// Proxies one connection to completion.
+    fn handle(&self, conn: Accepted) -> HandlerFuture;
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts until `stop` fires, spawning one instrumented task per connection. Connections in
+/// flight keep running after the listener closes.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    handler: Arc<dyn ConnectionHandler>,
+    stop: Watch,
+) {
+    let local = listener.local_addr().ok();
+    // Root spans: a listener outlives whatever request started it (e.g. an enroll call).
+    let span = info_span!(parent: None, "listener", listener = ctx.name, netns = %ctx.netns, addr = ?local);
+    async move {
+        info!("listening");
+        let stopped = stop.signaled();
+        tokio::pin!(stopped);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut stopped => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off a little instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            accept_one(stream, peer, &ctx, &handler);
+        }
+        info!("listener closed");
+    }
+    .instrument(span)
+    .await
+}
+
+fn accept_one(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<ListenerContext>,
+    handler: &Arc<dyn ConnectionHandler>,
+) {
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let orig_dst = match original_dst(&stream) {
+        Ok(d) => d,
+        Err(e) if ctx.direction == Direction::Inbound => {
+            // sk_lookup steering keeps the original local address: no NAT, nothing to ask.
+            debug!(error = %e, "no SO_ORIGINAL_DST, using the local address");
+            match stream.local_addr() {
+                Ok(a) => a,
+                Err(e) => return warn!(conn = id, %peer, error = %e, "no local address"),
+            }
+        }
+        Err(e) => {
+            warn!(conn = id, %peer, error = %ProxyError::OrigDst(e), "rejecting connection");
+            return reset(stream);
+        }
+    };
+    // A connection made straight to the listener (not redirected) reports itself as its
+    // original destination; proxying it would connect to ourselves forever.
+    if stream.local_addr().is_ok_and(|l| l == orig_dst) {
+        warn!(conn = id, %peer, %orig_dst, "rejecting connection addressed to the listener itself");
+        return reset(stream);
+    }
+    ctx.stats.record(orig_dst);
+    let span = info_span!(
+        parent: None,
+        "conn",
+        conn = id,
+        listener = ctx.name,
+        orig_dst = %orig_dst,
+        netns = %ctx.netns
+    );
+    let conn = Accepted {
+        stream,
+        peer,
+        orig_dst,
+        id,
+        ctx: ctx.clone(),
+    };
+    let fut = handler.handle(conn);
+    let ctx = ctx.clone();
+    tokio::spawn(
+        async move {
+            info!(%peer, "accepted");
+            match fut.await {
+                Ok(()) => {}
+                Err(e) => {
+                    if matches!(e, ProxyError::UpstreamConnect { .. }) {
+                        ctx.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    warn!(error = %e, side = ?e.source_side(), "connection failed");
+                }
+            }
+            ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        .instrument(span),
+    );
+}
+
+/// Aborts a connection with a TCP RST (SO_LINGER 0, then close) so the client sees
+/// ECONNRESET at once instead of waiting.
+pub fn reset(stream: TcpStream) {
+    if let Err(e) = stream.set_zero_linger() {
+        debug!(error = %e, "SO_LINGER 0 failed; closing normally");
+    }
+    drop(stream);
+}
+
+/// The original destination of an accepted socket: `getsockopt(SOL_IP, SO_ORIGINAL_DST)` for
+/// IPv4, `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` for IPv6, chosen by the socket's family.
+pub fn original_dst(stream: &impl AsRawFd) -> io::Result<SocketAddr> {
+    let fd = stream.as_raw_fd();
+    // SAFETY: zeroed sockaddr_storage is valid; getsockopt writes at most `len` bytes into it.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above; the family is read from getsockname into the same storage type.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let v6 = ss.ss_family as i32 == libc::AF_INET6;
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST)
+    } else {
+        (libc::SOL_IP, libc::SO_ORIGINAL_DST)
+    };
+    // SAFETY: fresh zeroed storage, length set to its size.
+    let mut dst: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: dst/len describe writable memory of the advertised size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut dst as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    sockaddr_to_std(&dst)
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: family says sockaddr_in, which fits in sockaddr_storage.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says sockaddr_in6, which fits in sockaddr_storage.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        f => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("SO_ORIGINAL_DST returned address family {f}"),
+        )),
+    }
+}

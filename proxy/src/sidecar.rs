@@ -1,0 +1,224 @@
+//! `sluice sidecar`: the same listeners and proxy code as the agent's node mode, as a standalone
+//! process inside one pod netns, dropping to uid/gid 1337 after binding (the iptables path and
+//! the eBPF `sidecar` mode).
+//!
+//! Order matters: the process enters the pod netns and binds while it is still single-threaded
+//! and root, then drops to the proxy uid keeping only CAP_NET_ADMIN (needed for `SO_MARK` on
+//! upstream sockets, which eBPF capture relies on to skip the proxy), and only then starts the
+//! tokio runtime, whose threads inherit the netns, the uid and the capability.
+
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    sync::Arc,
+};
+
+use nix::{
+    sched::{setns, CloneFlags},
+    unistd::{setgid, setgroups, setuid, Gid, Uid},
+};
+use sluice_common::{INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK};
+use tracing::info;
+
+use crate::{
+    drain::Drain,
+    inbound::InboundPassthrough,
+    listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
+    netns::{bind_tcp_here, Netns, NetnsError},
+    upstream::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
+};
+
+/// What `sluice sidecar` needs.
+#[derive(Clone, Debug)]
+pub struct SidecarOptions {
+    /// Pod netns (name under /run/netns or path).
+    pub netns: String,
+    /// uid and gid to run as after binding; 0 keeps root.
+    pub uid: u32,
+}
+
+/// `CAP_NET_ADMIN` from linux/capability.h (libc does not export it).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Errors starting the sidecar; each names the netns, address or step.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    /// The netns cannot be opened or entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A listener cannot be bound.
+    #[error("netns {netns}: bind {addr}: {source}")]
+    Bind {
+        netns: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// Dropping privileges failed.
+    #[error("dropping to uid/gid {uid}: {step}: {source}")]
+    Privileges {
+        uid: u32,
+        step: &'static str,
+        source: io::Error,
+    },
+    /// The runtime cannot start.
+    #[error("tokio runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// Bound listeners, ready to be served.
+pub struct Bound {
+    netns: String,
+    outbound: Vec<TcpListener>,
+    inbound: Vec<TcpListener>,
+}
+
+/// Enters the netns with the calling (main, single) thread and binds 127.0.0.1/::1 :15001 and
+/// 0.0.0.0/:: :15006 there. Call before any other thread exists.
+pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
+    let ns = Netns::open(&opts.netns)?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
+        path: ns.path().to_path_buf(),
+        source: e.into(),
+    })?;
+    let bind = |addr: SocketAddr| {
+        bind_tcp_here(addr).map_err(|source| SidecarError::Bind {
+            netns: opts.netns.clone(),
+            addr,
+            source,
+        })
+    };
+    add_v6_passthrough_source(&opts.netns);
+    Ok(Bound {
+        netns: opts.netns.clone(),
+        outbound: vec![
+            bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), OUTBOUND_PORT))?,
+            bind(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), OUTBOUND_PORT))?,
+        ],
+        inbound: vec![
+            bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), INBOUND_PORT))?,
+            bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), INBOUND_PORT))?,
+        ],
+    })
+}
+
+/// The inbound passthrough connects from ::6, which must be a local address for the app's answer
+/// to come back; IPv4 has all of 127/8 on `lo`, IPv6 only ::1. Adds ::6/128 to `lo` (idempotent;
+/// a netns without IPv6 only loses the IPv6 inbound passthrough, so that is a warning).
+fn add_v6_passthrough_source(netns: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["-6", "addr", "replace", "::6/128", "dev", "lo", "nodad"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            netns,
+            error = %String::from_utf8_lossy(&o.stderr).trim(),
+            "cannot add ::6 to lo: no IPv6 inbound passthrough"
+        ),
+        Err(e) => tracing::warn!(netns, error = %e, "cannot run ip: no IPv6 inbound passthrough"),
+    }
+}
+
+/// Drops to `uid`/`uid` (no supplementary groups) keeping CAP_NET_ADMIN in the permitted and
+/// effective sets. Single-threaded callers only: capabilities are per thread.
+pub fn drop_privileges(uid: u32) -> Result<(), SidecarError> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let err = |step, source| SidecarError::Privileges { uid, step, source };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } < 0 {
+        return Err(err("prctl(PR_SET_KEEPCAPS)", io::Error::last_os_error()));
+    }
+    setgroups(&[]).map_err(|e| err("setgroups", e.into()))?;
+    setgid(Gid::from_raw(uid)).map_err(|e| err("setgid", e.into()))?;
+    setuid(Uid::from_raw(uid)).map_err(|e| err("setuid", e.into()))?;
+    set_caps(1 << CAP_NET_ADMIN).map_err(|e| err("capset(CAP_NET_ADMIN)", e))?;
+    Ok(())
+}
+
+fn set_caps(mask: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let hdr = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        Data {
+            effective: mask,
+            permitted: mask,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: header and two data structs, the layout capset(2) expects for version 3.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Serves the bound listeners until SIGTERM/SIGINT: outbound with `outbound`, inbound with the
+/// inbound passthrough. Upstream sockets are made in the current netns (the pod's) and marked.
+pub async fn serve(bound: Bound, outbound: Arc<dyn ConnectionHandler>) -> Result<(), SidecarError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let upstream = UpstreamFactory::new(None, Some(PROXY_MARK), DEFAULT_CONNECT_TIMEOUT);
+    let ctx = |name, direction| {
+        Arc::new(ListenerContext {
+            name,
+            direction,
+            netns: bound.netns.clone(),
+            upstream: upstream.clone(),
+            stats: ListenerStats::default(),
+        })
+    };
+    let out_ctx = ctx("outbound", Direction::Outbound);
+    let in_ctx = ctx("inbound", Direction::Inbound);
+    let inbound: Arc<dyn ConnectionHandler> = Arc::new(InboundPassthrough);
+    let (drain, _) = Drain::new();
+    let mut tasks = Vec::new();
+    let groups = [
+        (bound.outbound, &out_ctx, &outbound),
+        (bound.inbound, &in_ctx, &inbound),
+    ];
+    for (listeners, ctx, handler) in groups {
+        for l in listeners {
+            let l = tokio::net::TcpListener::from_std(l).map_err(SidecarError::Runtime)?;
+            tasks.push(tokio::spawn(listener::serve(
+                l,
+                ctx.clone(),
+                handler.clone(),
+                drain.watch(),
+            )));
+        }
+    }
+    info!(netns = %bound.netns, uid = nix::unistd::getuid().as_raw(), "sidecar ready");
+    let mut term = signal(SignalKind::terminate()).map_err(SidecarError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(SidecarError::Runtime)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("shutting down");
+    drain.signal();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
