@@ -423,7 +423,10 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
     }
     let t = std::time::Instant::now();
     loop {
-        a.check_alive()?;
+        if let Err(e) = a.check_alive() {
+            let ss = topo.client.exec("ss", &["-tanp"]).unwrap_or_default();
+            bail!("{e:#}\nsockets in the client pod:\n{ss}");
+        }
         if topo
             .client
             .wait_listen(15001, Duration::from_millis(200))

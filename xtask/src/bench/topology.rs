@@ -297,7 +297,7 @@ impl Topology {
         for ns in [&client, &server] {
             ns.exec(
                 "sysctl",
-                &["-qw", "net.ipv4.ip_local_port_range=1024 65000"],
+                &["-qw", "net.ipv4.ip_local_port_range=20000 65000"],
             )?;
             ns.exec("sysctl", &["-qw", "net.ipv4.tcp_tw_reuse=1"])?;
             ns.exec("sysctl", &["-qw", "net.core.somaxconn=4096"])?;
