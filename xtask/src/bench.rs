@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Proxy worker threads for sluice (tokio) and Envoy (--concurrency).
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    /// Cargo profile of the load generator and sluice builds: release (measurements) or dev
+    /// (the CI smoke test, which reuses what `cargo xtask test` built).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
     /// Output directory (default: <target dir>/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -117,14 +121,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-fn cargo_build_release(package: &str) -> Result<()> {
+/// Builds `package` with the cargo profile.
+fn cargo_build(package: &str, profile: &str) -> Result<()> {
     let st = std::process::Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", package])
+        .args(["build", "--profile", profile, "--quiet", "-p", package])
         .current_dir(workspace_root())
         .status()
         .context("running cargo build")?;
     if !st.success() {
-        bail!("cargo build --release -p {package} failed ({st})");
+        bail!("cargo build --profile {profile} -p {package} failed ({st})");
     }
     Ok(())
 }
@@ -198,9 +203,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         }
     }
     let target = target_dir();
-    eprintln!("bench: building the load generator (release xtask)");
-    cargo_build_release("xtask")?;
-    let loadgen = target.join("release/xtask");
+    let out_dir = match a.profile.as_str() {
+        "release" => "release",
+        "dev" => "debug",
+        p => bail!("--profile {p}: expected release or dev"),
+    };
+    eprintln!("bench: building the load generator ({} xtask)", a.profile);
+    cargo_build("xtask", &a.profile)?;
+    let loadgen = target.join(out_dir).join("xtask");
     let needs_sluice = paths.iter().any(|p| p.needs_sluice());
     let sluice = match (&a.sluice, needs_sluice) {
         (Some(p), _) => Some(
@@ -208,9 +218,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
                 .with_context(|| format!("--sluice {}", p.display()))?,
         ),
         (None, true) => {
-            eprintln!("bench: building sluice (release)");
-            cargo_build_release("sluice")?;
-            Some(target.join("release/sluice"))
+            eprintln!("bench: building sluice ({})", a.profile);
+            cargo_build("sluice", &a.profile)?;
+            Some(target.join(out_dir).join("sluice"))
         }
         (None, false) => None,
     };
@@ -273,12 +283,13 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         "the seed's istio-init rules applied by the bench with iptables-restore (this sluice has no `iptables install`)"
     };
     let header = format!(
-        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- sluice proxy behaviour in these paths: the sidecar / node-mode listener on 15001 forwards TCP to the original destination (SO_ORIGINAL_DST); Envoy runs its HTTP connection manager with one route to the server cluster (and tcp_proxy for iperf3)\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
+        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- sluice proxy behaviour in these paths: the sidecar / node-mode listener on 15001 forwards TCP to the original destination (SO_ORIGINAL_DST); Envoy runs its HTTP connection manager with one route to the server cluster (and tcp_proxy for iperf3), so over Envoy h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx while the TCP-forwarding paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
         if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },
         machine_start,
         machine(),
         plan.reps,
         started.elapsed().as_secs_f64(),
+        a.profile,
         a.workers,
     );
     let md = report::markdown(&results, &header, &paths, &plan.open, &plan.sweep, &goals);
@@ -362,12 +373,12 @@ fn measure(
     check_interrupted()?;
     push("h2.rps".into(), workloads::h2load(topo, plan.tput_secs)?);
     check_interrupted()?;
-    let (c, ct) = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
+    let c = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
     push("churn.cps".into(), c.conns_per_sec);
     push("churn.errors".into(), c.errors as f64);
     push(
         "churn.conntrack_per_conn".into(),
-        ct as f64 / c.connections as f64,
+        workloads::conntrack_per_conn(topo, loadgen, 500)?,
     );
     check_interrupted()?;
     push(

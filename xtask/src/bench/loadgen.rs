@@ -180,17 +180,22 @@ pub async fn churn(
     path: &str,
     concurrency: u64,
     duration: Duration,
+    max_conns: u64,
 ) -> Result<ChurnResult> {
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let req = request(path, &addr.to_string(), true);
     let t0 = Instant::now();
     let end = t0 + duration;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let req = req.clone();
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut err) = (0u64, 0u64);
             let mut buf = Vec::with_capacity(8192);
-            while Instant::now() < end {
+            while Instant::now() < end
+                && started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max_conns
+            {
                 let one = async {
                     let mut s = TcpStream::connect(addr).await?;
                     s.set_nodelay(true)?;
@@ -229,9 +234,13 @@ pub fn main(args: &LoadgenArgs) -> Result<()> {
         "open" => serde_json::to_string(
             &rt.block_on(open_loop(args.addr, &args.path, args.rate, args.conns, dur))?,
         )?,
-        "churn" => {
-            serde_json::to_string(&rt.block_on(churn(args.addr, &args.path, args.conns, dur))?)?
-        }
+        "churn" => serde_json::to_string(&rt.block_on(churn(
+            args.addr,
+            &args.path,
+            args.conns,
+            dur,
+            args.max_conns,
+        ))?)?,
         m => bail!("bench loadgen: unknown mode {m:?} (open | churn)"),
     };
     println!("{json}");
@@ -256,6 +265,9 @@ pub struct LoadgenArgs {
     /// Connections (open loop) or concurrent workers (churn).
     #[arg(long, default_value_t = 16)]
     pub conns: u64,
+    /// Churn: stop after this many connections.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub max_conns: u64,
     /// Duration in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,

@@ -288,7 +288,7 @@ pub fn markdown(
         }
     }
     let (k0, _) = open_title(open[0].0, open[0].1);
-    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent. CPU and RSS of the proxy process (the agent in node mode) during the {k0} run.\n");
+    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. CPU and RSS of the proxy process (the agent in node mode) during the {k0} run.\n");
     let _ = writeln!(o, "| path | HTTP/1.1 req/s | HTTP/2 req/s | new conn/s | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
     for &p in paths {

@@ -89,10 +89,13 @@ pub fn open_loop(
     Ok(r)
 }
 
-/// Churn through our generator, with the client pod's conntrack entries counted before/after.
-pub fn churn(topo: &Topology, loadgen: &Path, conc: u64, secs: f64) -> Result<(ChurnResult, u64)> {
-    topo.conntrack_flush()?;
-    let before = topo.conntrack_count()?;
+fn churn_run(
+    topo: &Topology,
+    loadgen: &Path,
+    conc: u64,
+    secs: f64,
+    max_conns: u64,
+) -> Result<ChurnResult> {
     let out = client_run(
         topo,
         &loadgen.to_string_lossy(),
@@ -109,16 +112,33 @@ pub fn churn(topo: &Topology, loadgen: &Path, conc: u64, secs: f64) -> Result<(C
             &conc.to_string(),
             "--seconds",
             &secs.to_string(),
+            "--max-conns",
+            &max_conns.to_string(),
         ],
         bound(secs),
     )?;
-    let after = topo.conntrack_count()?;
     let r: ChurnResult =
         serde_json::from_str(out.trim()).with_context(|| format!("loadgen printed {out:?}"))?;
     if r.connections == 0 {
         bail!("churn: no connection completed ({} errors)", r.errors);
     }
-    Ok((r, after.saturating_sub(before)))
+    Ok(r)
+}
+
+/// New connections per second (one request each) with `conc` concurrent clients.
+pub fn churn(topo: &Topology, loadgen: &Path, conc: u64, secs: f64) -> Result<ChurnResult> {
+    churn_run(topo, loadgen, conc, secs, u64::MAX)
+}
+
+/// Conntrack entries the client pod's table gains per connection: `n` sequential connections
+/// (one request each) after a flush, counted with `conntrack -C` before and after. Short and
+/// sequential so no entry expires and no 4-tuple is reused meanwhile.
+pub fn conntrack_per_conn(topo: &Topology, loadgen: &Path, n: u64) -> Result<f64> {
+    topo.conntrack_flush()?;
+    let before = topo.conntrack_count()?;
+    let r = churn_run(topo, loadgen, 1, 10.0, n)?;
+    let after = topo.conntrack_count()?;
+    Ok(after.saturating_sub(before) as f64 / (r.connections + r.errors) as f64)
 }
 
 /// Closed-loop HTTP/1.1 throughput with wrk (one thread): requests/s.
