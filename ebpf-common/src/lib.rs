@@ -22,14 +22,20 @@ pub const MAP_SOCKS: &str = "sluice_socks_v1";
 /// Sockets that sent through the TCP stack once and must stay there (ordering): [`SockTuple`]
 /// (own view) -> u8.
 pub const MAP_SLOW_SOCKS: &str = "sluice_slow_socks_v1";
+/// SockHash of each enrolled netns's inbound listener(s): [`ListenerKey`] -> listening socket.
+pub const MAP_INBOUND_LISTENERS: &str = "sluice_inbound_listeners_v1";
+/// Name of the sk_lookup program's load-time global holding the cookie of the netns that
+/// instance is linked to (u64). sk_lookup cannot call `bpf_get_netns_cookie`.
+pub const SK_LOOKUP_NETNS_GLOBAL: &str = "SLUICE_NETNS_COOKIE";
 /// Every map, for iteration and cleanup in user space.
-pub const ALL_MAPS: [&str; 6] = [
+pub const ALL_MAPS: [&str; 7] = [
     MAP_POLICY,
     MAP_COUNTERS,
     MAP_ORIG_BY_SOCK,
     MAP_ORIG_BY_TUPLE,
     MAP_SOCKS,
     MAP_SLOW_SOCKS,
+    MAP_INBOUND_LISTENERS,
 ];
 
 /// `AF_INET`, as stored in [`OrigDst::family`].
@@ -51,6 +57,18 @@ pub const OUTBOUND_PORT: u16 = 15001;
 /// Default inbound listener port (Envoy's virtualInbound).
 pub const INBOUND_PORT: u16 = 15006;
 
+/// Inbound ports sk_lookup never captures, whatever the policy says (Istio's own ports: HBONE,
+/// Prometheus, health, merged metrics). The policy's `exclude_inbound_ports` adds to these, and
+/// the inbound and outbound listener ports are never captured either.
+pub const ALWAYS_EXCLUDED_INBOUND_PORTS: [u16; 4] = [15008, 15090, 15021, 15020];
+
+/// Source address of the proxy's inbound passthrough connections (IPv4, inside 127.0.0.0/8,
+/// which `lo` owns whole). sk_lookup never captures a connection from it, so there is no loop.
+pub const PASSTHROUGH_SRC_V4: [u8; 4] = [127, 0, 0, 6];
+/// Source address of the proxy's inbound passthrough connections (IPv6, `::6`; it must be added
+/// to `lo` with `ip -6 addr add ::6/128 dev lo`). Never captured by sk_lookup.
+pub const PASSTHROUGH_SRC_V6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6];
+
 /// Capture mode of an enrolled pod.
 pub mod mode {
     /// Nothing is captured.
@@ -66,7 +84,10 @@ pub mod flags {
     /// Sockets owned by `exempt_uid` / `exempt_gid` are not captured (Istio-style sidecar option;
     /// never set in node mode by default, so an app running as uid 1337 is still captured).
     pub const EXEMPT_UID: u8 = 1 << 0;
-    /// When no proxy listener exists in the netns, let connections go direct instead of refusing.
+    /// When no proxy listener exists in the netns, let connections go direct instead of refusing
+    /// them: outbound (connect4/6 finds nothing on the outbound port) and inbound (sk_lookup
+    /// finds no registered inbound listener; without the flag the SYN is dropped and the client
+    /// gets a reset).
     pub const FAIL_OPEN: u8 = 1 << 1;
 }
 
@@ -280,6 +301,29 @@ impl SockTuple {
     }
 }
 
+/// Key of the inbound listener SockHash: one listening socket per (netns, address family). An
+/// `AF_INET6` socket that is not `IPV6_V6ONLY` also takes IPv4 connections when no `AF_INET` one
+/// is registered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// Netns cookie of the pod.
+    pub netns_cookie: u64,
+    /// [`AF_INET`] or [`AF_INET6`]: the family of the listening socket.
+    pub family: u16,
+    pub _pad: [u8; 6],
+}
+
+impl ListenerKey {
+    pub const fn new(netns_cookie: u64, family: u16) -> Self {
+        Self {
+            netns_cookie,
+            family,
+            _pad: [0; 6],
+        }
+    }
+}
+
 /// Indexes of the per-CPU counter array. User space sums the CPUs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,7 +332,7 @@ pub enum Counter {
     Captured = 0,
     /// Skipped: netns not enrolled (or mode off).
     SkipNotEnrolled = 1,
-    /// Skipped: loopback destination.
+    /// Skipped: loopback destination (connect4/6), or loopback / passthrough source (sk_lookup).
     SkipLoopback = 2,
     /// Skipped: excluded (or not included) destination port.
     SkipPort = 3,
@@ -313,11 +357,17 @@ pub enum Counter {
     FastPathMiss = 12,
     /// Skipped: `flags::FAIL_OPEN` is set and nothing listens on the outbound port.
     SkipNoListener = 13,
+    /// sk_lookup left an inbound connection alone: excluded port (policy list, Istio's own ports
+    /// or the listener ports). Loopback and passthrough sources count as `SkipLoopback`.
+    InboundSkipPort = 14,
+    /// sk_lookup found no live inbound listener for an inbound connection it would capture: it
+    /// went direct (`flags::FAIL_OPEN`) or was dropped (fail closed).
+    InboundNoListener = 15,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 16] = [
         Counter::Captured,
         Counter::SkipNotEnrolled,
         Counter::SkipLoopback,
@@ -332,6 +382,8 @@ impl Counter {
         Counter::SkipNotTcp,
         Counter::FastPathMiss,
         Counter::SkipNoListener,
+        Counter::InboundSkipPort,
+        Counter::InboundNoListener,
     ];
 }
 
@@ -348,4 +400,6 @@ mod user {
     unsafe impl aya::Pod for super::OrigDst {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockTuple {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenerKey {}
 }

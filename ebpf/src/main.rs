@@ -13,6 +13,7 @@ mod addr;
 mod connect;
 mod maps;
 mod peername;
+mod sk_lookup;
 mod sk_msg;
 mod sockops;
 mod sockopt;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, SockHash},
 };
-use sluice_common::{Counter, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS};
+use sluice_common::{Counter, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS};
 
 /// Enrolled network namespaces.
 /// netns cookie (u64) -> [`NetnsPolicy`]; written by the agent; read by every program; 4096.
@@ -44,6 +44,12 @@ pub static SOCKS: SockHash<SockTuple> = SockHash::pinned(65536, 0);
 /// sk_msg; deleted by sockops on close; LRU 65536.
 #[map(name = "sluice_slow_socks_v1")]
 pub static SLOW_SOCKS: LruHashMap<SockTuple, u8> = LruHashMap::pinned(65536, 0);
+
+/// Inbound listening sockets (15006) of every netns with inbound capture, one per family.
+/// [`ListenerKey`] (netns cookie, family) -> listening socket; written by the agent (a socket
+/// leaves by itself when it closes); read by sk_lookup (`bpf_sk_assign`); 8192 (2 per netns).
+#[map(name = "sluice_inbound_listeners_v1")]
+pub static INBOUND_LISTENERS: SockHash<ListenerKey> = SockHash::pinned(8192, 0);
 
 /// Adds `n` to counter `c` on this CPU.
 #[inline(always)]

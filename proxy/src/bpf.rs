@@ -8,10 +8,15 @@
 //! - [`Datapath::set_policy`] / [`Datapath::remove_netns`] write and delete the per-netns policy;
 //!   `remove_netns` deletes every entry keyed by that netns cookie in every map.
 //! - [`Datapath::counters`] sums the per-CPU counters.
-//! - [`Datapath::persist`] (opt-in, for an agent restart) pins the cgroup links under
-//!   `<pin_dir>/links` and leaves everything attached after the process exits; the next
-//!   [`Datapath::load`] on the same `pin_dir` attaches its own programs first, then releases the
-//!   pinned ones, so capture never stops.
+//! - Inbound capture (`inbound.rs`): [`Datapath::attach_inbound`] links sk_lookup to a pod's
+//!   netns, [`Datapath::set_inbound_listener`] registers the pod's 15006 listening socket(s);
+//!   [`Datapath::detach_inbound`] / [`Datapath::remove_inbound_listener`] undo them and
+//!   `remove_netns` does both.
+//! - [`Datapath::persist`] (opt-in, for an agent restart) pins the cgroup links and the
+//!   per-netns sk_lookup links under `<pin_dir>/links` and leaves everything attached after the
+//!   process exits; the next [`Datapath::load`] on the same `pin_dir` attaches its own programs
+//!   first, then releases the pinned cgroup links and adopts the sk_lookup ones (swapping its
+//!   program in with `BPF_LINK_UPDATE`), so capture never stops.
 //!
 //! What the proxy side must do for capture to work:
 //! - mark every upstream socket with `SO_MARK = PROXY_MARK` before connect, else it is captured
@@ -20,6 +25,11 @@
 //! - listen on both 127.0.0.1:outbound_port and [::1]:outbound_port inside the pod netns (IPv4
 //!   and v4-mapped IPv6 destinations land on the first, IPv6 on the second), from a process in
 //!   the attached cgroup (accepted sockets inherit the listener's cgroup);
+//! - for inbound capture, bind `0.0.0.0:inbound_port` and/or `[::]:inbound_port` inside the pod
+//!   netns, `listen()`, and pass each socket to [`Datapath::set_inbound_listener`]; the accepted
+//!   socket's local address is the original destination (no getsockopt needed); forward to the
+//!   app from 127.0.0.6 (or ::6, added to `lo`), which sk_lookup never captures, with
+//!   `SO_MARK = PROXY_MARK` so connect4/6 do not capture it either;
 //! - read the original destination with `getsockopt(SOL_IP, SO_ORIGINAL_DST)` (IPv4) or
 //!   `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` (IPv6) on the accepted socket;
 //! - key policies by the pod's netns cookie ([`netns_cookie_of`] on any socket made in it);
@@ -35,6 +45,7 @@
 mod attach;
 mod error;
 mod fs;
+mod inbound;
 mod link;
 
 use std::{
@@ -47,13 +58,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use sluice_common::{
-    mode, Counter, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS, MAP_COUNTERS, MAP_ORIG_BY_SOCK,
-    MAP_ORIG_BY_TUPLE, MAP_POLICY, MAP_SLOW_SOCKS, MAP_SOCKS, MAX_CIDRS, MAX_PORTS,
+    mode, Counter, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS, MAP_COUNTERS,
+    MAP_INBOUND_LISTENERS, MAP_ORIG_BY_SOCK, MAP_ORIG_BY_TUPLE, MAP_POLICY, MAP_SLOW_SOCKS,
+    MAP_SOCKS, MAX_CIDRS, MAX_PORTS,
 };
 
 pub use attach::{Hook, Target, HOOKS};
 pub use error::{BpfError, IPTABLES_HINT};
-pub use fs::{default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
+pub use fs::{check_cgroup2, default_cgroup_root, ensure_bpffs, HYBRID_CGROUP2, UNIFIED_CGROUP2};
+pub use inbound::SK_LOOKUP_PIN_PREFIX;
 
 /// Where the maps are pinned by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
@@ -88,6 +101,8 @@ impl Counters {
 pub struct Datapath {
     // Declared first so they drop first: closing a cgroup link detaches its hook.
     links: Vec<link::CgroupLink>,
+    // Per-netns sk_lookup links (closing one detaches it).
+    inbound_links: inbound::InboundLinks,
     // Holds the programs and the sk_msg attachment (detached when it drops).
     ebpf: Ebpf,
     sk_msg: aya::programs::sk_msg::SkMsgLinkId,
@@ -97,6 +112,7 @@ pub struct Datapath {
     orig_by_tuple: HashMap<MapData, SockTuple, OrigDst>,
     socks: SockHash<MapData, SockTuple>,
     slow_socks: HashMap<MapData, SockTuple, u8>,
+    inbound_listeners: SockHash<MapData, ListenerKey>,
     cgroup: PathBuf,
     pin_dir: PathBuf,
 }
@@ -123,6 +139,7 @@ where
 impl Datapath {
     /// Loads the object, pins (or reuses) its maps under `pin_dir` and attaches every program.
     pub fn load(opts: &LoadOptions) -> Result<Self, BpfError> {
+        check_cgroup2(&opts.cgroup)?;
         if opts.pin_dir.starts_with(BPFFS) {
             ensure_bpffs(Path::new(BPFFS))?;
         }
@@ -143,7 +160,10 @@ impl Datapath {
         let orig_by_tuple = take(&mut ebpf, MAP_ORIG_BY_TUPLE)?;
         let socks: SockHash<MapData, SockTuple> = take(&mut ebpf, MAP_SOCKS)?;
         let slow_socks = take(&mut ebpf, MAP_SLOW_SOCKS)?;
+        let inbound_listeners = take(&mut ebpf, MAP_INBOUND_LISTENERS)?;
         let attached = attach::load_and_attach(&mut ebpf, &opts.cgroup, socks.fd())?;
+        // sk_lookup links of a persisted agent: our program replaces theirs in place.
+        let inbound_links = inbound::adopt_pinned(&opts.pin_dir)?;
         // Make before break: ours are attached, now release what a persisted agent left.
         let links_dir = opts.pin_dir.join(LINKS_DIR);
         link::release_pinned(&links_dir).map_err(|source| BpfError::Links {
@@ -152,6 +172,7 @@ impl Datapath {
         })?;
         Ok(Self {
             links: attached.links,
+            inbound_links,
             ebpf,
             sk_msg: attached.sk_msg,
             policy,
@@ -160,6 +181,7 @@ impl Datapath {
             orig_by_tuple,
             socks,
             slow_socks,
+            inbound_listeners,
             cgroup: opts.cgroup.clone(),
             pin_dir: opts.pin_dir.clone(),
         })
@@ -193,9 +215,11 @@ impl Datapath {
         }
     }
 
-    /// Deletes every map entry keyed by this netns cookie; returns how many were removed.
+    /// Deletes every map entry keyed by this netns cookie and detaches its sk_lookup link;
+    /// returns how many entries (the link counts as one) were removed.
     pub fn remove_netns(&mut self, netns_cookie: u64) -> Result<usize, BpfError> {
-        let mut removed = 0;
+        let mut removed = usize::from(self.detach_inbound(netns_cookie)?);
+        removed += self.remove_inbound_listener(netns_cookie)?;
         match self.policy.remove(&netns_cookie) {
             Ok(()) => removed += 1,
             Err(aya::maps::MapError::KeyNotFound) => {}
@@ -224,10 +248,14 @@ impl Datapath {
             .map_err(BpfError::map(MAP_POLICY, "iterate"))
     }
 
-    /// Number of entries, in every map, that belong to this netns cookie (0 after `remove_netns`).
+    /// Number of entries, in every map, that belong to this netns cookie, plus 1 for its
+    /// sk_lookup link (0 after `remove_netns`).
     pub fn entries_for(&self, netns_cookie: u64) -> Result<usize, BpfError> {
         let policy = usize::from(self.policy(netns_cookie)?.is_some());
+        let link = usize::from(self.inbound_links.contains_key(&netns_cookie));
         Ok(policy
+            + link
+            + self.inbound_listener_keys(netns_cookie)?.len()
             + self.orig_by_sock_keys(netns_cookie)?.len()
             + self.orig_by_tuple_keys(netns_cookie)?.len()
             + self.socks_keys(netns_cookie)?.len()
@@ -235,14 +263,16 @@ impl Datapath {
     }
 
     /// Entries per map (all netns), in [`sluice_common::ALL_MAPS`] order except the counter
-    /// array (fixed size): policy, orig-by-socket, orig-by-tuple, sockhash, slow sockets.
-    pub fn map_sizes(&self) -> Result<[usize; 5], BpfError> {
+    /// array (fixed size): policy, orig-by-socket, orig-by-tuple, sockhash, slow sockets,
+    /// inbound listeners.
+    pub fn map_sizes(&self) -> Result<[usize; 6], BpfError> {
         Ok([
             self.policy.keys().count(),
             self.orig_by_sock.keys().count(),
             self.orig_by_tuple.keys().count(),
             self.socks.keys().count(),
             self.slow_socks.keys().count(),
+            self.inbound_listeners.keys().count(),
         ])
     }
 
@@ -269,11 +299,13 @@ impl Datapath {
     }
 
     /// Leaves every program attached after this process exits (agent restart): pins the cgroup
-    /// links under `<pin_dir>/links` and keeps sk_msg on the pinned SockHash. The next
+    /// links and the per-netns sk_lookup links under `<pin_dir>/links` and keeps sk_msg on the
+    /// pinned SockHash. The next
     /// [`Datapath::load`] with the same `pin_dir` takes over without a capture gap.
     pub fn persist(self) -> Result<(), BpfError> {
         let Self {
             links,
+            inbound_links,
             mut ebpf,
             sk_msg,
             pin_dir,
@@ -288,6 +320,7 @@ impl Datapath {
         for l in &links {
             l.pin(&dir.join(l.program)).map_err(links_err)?;
         }
+        Self::pin_inbound_links(&inbound_links, &pin_dir)?;
         let prog: &mut aya::programs::SkMsg = ebpf
             .program_mut("sluice_sk_msg")
             .ok_or(BpfError::ProgramMissing {

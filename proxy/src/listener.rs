@@ -23,7 +23,7 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument as _};
 
-use crate::{drain::Watch, upstream::UpstreamFactory};
+use crate::{connector::UpstreamFactory, drain::Watch};
 
 /// Which way a listener's connections flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
+    Proxy(sluice::proxy::cli::ProxyArgs),
     /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
     Agent {
         /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
@@ -163,6 +165,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
+    let cli = Cli::parse();
+    // `sluice proxy` sets up its own logging from --log-level.
+    let cli = match cli.cmd {
+        Cmd::Proxy(args) => return Ok(sluice::proxy::run(args)?),
+        cmd => Cli { cmd },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -171,7 +179,8 @@ fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().cmd {
+    match cli.cmd {
+        Cmd::Proxy(_) => unreachable!("dispatched above"),
         Cmd::Agent {
             cgroup,
             pin_dir,

@@ -88,8 +88,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
         listener::{Direction, ListenerContext, ListenerStats},
-        upstream::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     };
 
     fn ctx() -> Arc<ListenerContext> {

@@ -21,11 +21,11 @@ use sluice_common::{INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK};
 use tracing::info;
 
 use crate::{
+    connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     drain::Drain,
     inbound::InboundPassthrough,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{bind_tcp_here, Netns, NetnsError},
-    upstream::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
 
 /// What `sluice sidecar` needs.

@@ -1,124 +1,352 @@
-//! Upstream sockets: created inside the pod's netns, marked so eBPF never captures them, connected
-//! with a timeout.
+//! Cluster manager: the running clusters, their hosts, load balancing, pools and host health.
 //!
-//! The socket's netns is fixed at `socket()` time, so the factory switches the calling runtime
-//! thread into the pod netns for exactly the `socket()` call (an [`EnterGuard`], no `.await`
-//! while inside) and back. Measured on this machine (`setns_swap_cost` below, debug build):
-//! `socket()` 5 µs plain, 12.5 µs with the swap (open the thread's own netns + two `setns`), i.e.
-//! ~7.5 µs per upstream connection, far below a TCP handshake. A per-pod socket factory thread
-//! would cost a channel round trip and two context switches per socket plus one thread per pod,
-//! so the swap was picked.
+//! A [`Cluster`] is built once per configuration version from a [`ClusterSpec`] (the runtime view of
+//! a validated config cluster) and shared as an `Arc` by every request routed to it; requests hold
+//! the `Arc` so a reload never pulls a cluster from under an in-flight request.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+pub mod from_config;
+pub mod health;
+pub mod lb;
+pub mod outlier;
+pub mod pool;
+pub mod spec;
+pub mod tls;
 
-use tokio::net::{TcpSocket, TcpStream};
-
-use crate::{
-    listener::ProxyError,
-    netns::{set_int_opt, EnterGuard, Netns},
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
 };
 
-/// Default upstream connect timeout (Envoy's cluster default is 5 s; sluice fails faster).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use arc_swap::ArcSwap;
 
-/// Opens upstream connections for one pod.
-#[derive(Debug, Clone)]
-pub struct UpstreamFactory {
-    /// Pod netns to create sockets in; `None`: the process already lives there (sidecar).
-    netns: Option<Arc<Netns>>,
-    /// `SO_MARK` for every upstream socket (`sluice_common::PROXY_MARK`); `None` leaves it unset.
-    mark: Option<u32>,
-    /// Connect timeout.
-    connect_timeout: Duration,
+pub use self::spec::{
+    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
+};
+use crate::proxy::stats::{ClusterStats, StatsStore};
+
+/// Errors raised while building clusters from their specs.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A TLS file (CA, certificate or key) could not be read or parsed.
+    #[error("cluster {cluster}: tls {what} {path}: {reason}")]
+    TlsFile {
+        /// Cluster name.
+        cluster: String,
+        /// Which file: trusted_ca, certificate_chain, private_key.
+        what: &'static str,
+        /// File path.
+        path: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The rustls configuration could not be built.
+    #[error("cluster {cluster}: tls config: {reason}")]
+    Tls {
+        /// Cluster name.
+        cluster: String,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
-impl UpstreamFactory {
-    /// A factory for a pod netns (`None`: the current one).
-    pub fn new(netns: Option<Arc<Netns>>, mark: Option<u32>, connect_timeout: Duration) -> Self {
-        Self {
-            netns,
-            mark,
-            connect_timeout,
-        }
+/// Process-relative monotonic milliseconds (for lock-free timestamps in atomics).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One upstream endpoint with its health state and connection pool.
+#[derive(Debug)]
+pub struct Host {
+    /// Address connected to.
+    pub addr: SocketAddr,
+    /// Load-balancing weight (>= 1).
+    pub weight: u32,
+    /// False while active health checking says the host is unhealthy.
+    pub hc_healthy: AtomicBool,
+    /// Outlier ejection end, in [`now_ms`] units; 0 when not ejected.
+    pub ejected_until: AtomicU64,
+    /// How many times this host has been ejected (multiplies the ejection time).
+    pub ejections: AtomicU32,
+    /// Consecutive 5xx (or local-origin failures) seen, for outlier detection.
+    pub consecutive_5xx: AtomicU32,
+    /// Requests in flight to this host (least-request balancing).
+    pub active_rq: AtomicUsize,
+    /// Requests sent to this host.
+    pub rq_total: AtomicU64,
+    /// Requests that got a 5xx or failed locally.
+    pub rq_error: AtomicU64,
+    /// Last time an ORIGINAL_DST request picked this host ([`now_ms`]).
+    pub last_used: AtomicU64,
+    /// Connection pool.
+    pub pool: pool::HostPool,
+}
+
+impl Host {
+    fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            weight: weight.max(1),
+            hc_healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            active_rq: AtomicUsize::new(0),
+            rq_total: AtomicU64::new(0),
+            rq_error: AtomicU64::new(0),
+            last_used: AtomicU64::new(now_ms()),
+            pool: pool::HostPool::default(),
+        })
     }
 
-    /// Creates an unconnected TCP socket for `dst` inside the pod netns, marked, optionally bound
-    /// to `bind` (with IP_FREEBIND, for the inbound passthrough's 127.0.0.6 / ::6).
-    pub fn socket(&self, dst: SocketAddr, bind: Option<SocketAddr>) -> io::Result<TcpSocket> {
-        let sock = {
-            let _inside: Option<EnterGuard> = match &self.netns {
-                Some(ns) => Some(ns.enter().map_err(io::Error::other)?),
-                None => None,
-            };
-            match dst {
-                SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                SocketAddr::V6(_) => TcpSocket::new_v6()?,
-            }
+    /// Whether outlier detection currently ejects this host.
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Healthy for load balancing: passing health checks and not ejected.
+    pub fn is_healthy(&self, now: u64) -> bool {
+        self.hc_healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
+    }
+
+    /// Envoy's `health_flags` text for /clusters.
+    pub fn health_flags(&self) -> String {
+        let mut flags = String::new();
+        if !self.hc_healthy.load(Ordering::Relaxed) {
+            flags.push_str("/failed_active_hc");
+        }
+        if self.is_ejected(now_ms()) {
+            flags.push_str("/failed_outlier_check");
+        }
+        if flags.is_empty() {
+            flags.push_str("healthy");
+        }
+        flags
+    }
+}
+
+/// The current host list of a cluster plus the structures the balancer derives from it.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    /// All hosts, in config order.
+    pub hosts: Vec<Arc<Host>>,
+    /// Ring (ring hash) or table (maglev), when the balancer needs one.
+    pub hash_table: Option<lb::HashTable>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Everything the config said about the cluster.
+    pub spec: ClusterSpec,
+    /// Current hosts (swapped by DNS refresh).
+    pub hosts: ArcSwap<HostSet>,
+    /// ORIGINAL_DST hosts created on demand, keyed by destination.
+    orig_dst_hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
+    /// TLS origination, when the cluster has a TLS transport socket.
+    pub tls: Option<tls::TlsOrigin>,
+    /// Counters, shared across config versions.
+    pub stats: Arc<ClusterStats>,
+    /// Round-robin cursor.
+    rr: AtomicUsize,
+    /// Requests in flight (circuit breaker max_requests).
+    pub rq_active: AtomicUsize,
+    /// Requests waiting for a connection (max_pending_requests).
+    pub rq_pending: AtomicUsize,
+    /// Open upstream connections (max_connections).
+    pub cx_active: Arc<AtomicUsize>,
+    /// Retries in flight (max_retries).
+    pub retries_active: AtomicUsize,
+}
+
+/// How the request asks for a host: a hash for hash balancers, the original destination for
+/// ORIGINAL_DST clusters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LbContext {
+    /// Hash computed from the route's hash_policy (None: no policy matched).
+    pub hash: Option<u64>,
+    /// Original destination of the downstream connection.
+    pub orig_dst: Option<SocketAddr>,
+}
+
+impl Cluster {
+    /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
+    /// cluster is dropped.
+    pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {
+        let tls = match &spec.tls {
+            Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),
+            None => None,
         };
-        if let Some(mark) = self.mark {
-            set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_MARK, mark as i32)?;
+        let hosts = match &spec.discovery {
+            Discovery::Static(eps) => eps
+                .iter()
+                .filter_map(|e| {
+                    e.host
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| Host::new(SocketAddr::new(ip, e.port), e.weight))
+                })
+                .collect(),
+            Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
+        };
+        let set = HostSet {
+            hash_table: lb::HashTable::build(&spec.lb, &hosts),
+            hosts,
+        };
+        let cluster = Arc::new(Self {
+            stats: stats.cluster(&spec.name),
+            spec,
+            hosts: ArcSwap::from_pointee(set),
+            orig_dst_hosts: Mutex::new(HashMap::new()),
+            tls,
+            rr: AtomicUsize::new(0),
+            rq_active: AtomicUsize::new(0),
+            rq_pending: AtomicUsize::new(0),
+            cx_active: Arc::new(AtomicUsize::new(0)),
+            retries_active: AtomicUsize::new(0),
+        });
+        if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
+            tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));
         }
-        sock.set_nodelay(true)?;
-        if let Some(b) = bind {
-            match b {
-                SocketAddr::V4(_) => set_int_opt(&sock, libc::SOL_IP, libc::IP_FREEBIND, 1)?,
-                SocketAddr::V6(_) => set_int_opt(&sock, libc::SOL_IPV6, libc::IPV6_FREEBIND, 1)?,
+        if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
+            tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster)));
+        }
+        if let Some(hc) = cluster.spec.health_check.clone() {
+            tokio::spawn(health::run(Arc::downgrade(&cluster), hc));
+        }
+        Ok(cluster)
+    }
+
+    /// Picks a host, or None when the cluster has no usable host (503 UH).
+    pub fn choose_host(&self, ctx: &LbContext) -> Option<Arc<Host>> {
+        if matches!(self.spec.discovery, Discovery::OriginalDst) {
+            let dst = ctx.orig_dst?;
+            let mut map = self
+                .orig_dst_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return Some(map.entry(dst).or_insert_with(|| Host::new(dst, 1)).clone());
+        }
+        let set = self.hosts.load();
+        lb::choose(&self.spec.lb, &set, &self.rr, ctx)
+    }
+
+    /// Every host currently known (static, resolved or original-destination ones).
+    pub fn all_hosts(&self) -> Vec<Arc<Host>> {
+        let mut v = self.hosts.load().hosts.clone();
+        if matches!(self.spec.discovery, Discovery::OriginalDst) {
+            let map = self
+                .orig_dst_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            v.extend(map.values().cloned());
+        }
+        v
+    }
+
+    /// Records a finished request's outcome for outlier detection.
+    pub fn record_outcome(&self, host: &Host, failed: bool) {
+        if failed {
+            host.rq_error.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = &self.spec.outlier {
+            outlier::record(self, o, host, failed);
+        }
+    }
+
+    /// Replaces the host list (DNS refresh), keeping hosts (and their pools) that did not change.
+    fn set_hosts(&self, addrs: Vec<(SocketAddr, u32)>) {
+        let old = self.hosts.load();
+        let same = old.hosts.len() == addrs.len()
+            && old
+                .hosts
+                .iter()
+                .zip(&addrs)
+                .all(|(h, (a, w))| h.addr == *a && h.weight == *w);
+        if same {
+            return;
+        }
+        let hosts: Vec<Arc<Host>> = addrs
+            .into_iter()
+            .map(|(a, w)| {
+                old.hosts
+                    .iter()
+                    .find(|h| h.addr == a && h.weight == w)
+                    .cloned()
+                    .unwrap_or_else(|| Host::new(a, w))
+            })
+            .collect();
+        let set = HostSet {
+            hash_table: lb::HashTable::build(&self.spec.lb, &hosts),
+            hosts,
+        };
+        self.hosts.store(Arc::new(set));
+    }
+}
+
+/// Envoy's ORIGINAL_DST `cleanup_interval` default.
+pub const ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
+
+/// ORIGINAL_DST: drops hosts no request has used since the last sweep (with their pools).
+async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
+    loop {
+        tokio::time::sleep(ORIGINAL_DST_CLEANUP).await;
+        let Some(c) = cluster.upgrade() else { return };
+        let mut map = c.orig_dst_hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let cutoff = now_ms().saturating_sub(ORIGINAL_DST_CLEANUP.as_millis() as u64);
+        map.retain(|_, h| h.last_used.load(Ordering::Relaxed) > cutoff || Arc::strong_count(h) > 1);
+    }
+}
+
+/// STRICT_DNS: re-resolves every `refresh` (the first resolution is [`Cluster::warm`]).
+async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
+    loop {
+        tokio::time::sleep(refresh).await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.resolve().await;
+    }
+}
+
+impl Cluster {
+    /// Initial host discovery before the cluster takes traffic (Envoy's cluster warming):
+    /// STRICT_DNS clusters resolve once, bounded by [`DNS_WARM_TIMEOUT`].
+    pub async fn warm(&self) {
+        if matches!(self.spec.discovery, Discovery::StrictDns { .. }) {
+            let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, self.resolve()).await;
+        }
+    }
+
+    /// Resolves every STRICT_DNS endpoint; every address returned becomes a host. A failed
+    /// resolution keeps the previous hosts (Envoy keeps the last good answer).
+    async fn resolve(&self) {
+        let Discovery::StrictDns { endpoints, .. } = &self.spec.discovery else {
+            return;
+        };
+        let mut addrs = Vec::new();
+        for e in endpoints {
+            match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
+                Ok(it) => {
+                    for a in it {
+                        if !addrs.iter().any(|(x, _)| *x == a) {
+                            addrs.push((a, e.weight));
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(cluster = %self.spec.name, host = %e.host, error = %err, "dns resolution failed")
+                }
             }
-            sock.bind(b)?;
         }
-        Ok(sock)
-    }
-
-    /// Connects to `dst` from inside the pod netns, within the connect timeout.
-    pub async fn connect(
-        &self,
-        dst: SocketAddr,
-        bind: Option<SocketAddr>,
-    ) -> Result<TcpStream, ProxyError> {
-        let sock = self
-            .socket(dst, bind)
-            .map_err(|source| ProxyError::Socket { addr: dst, source })?;
-        match tokio::time::timeout(self.connect_timeout, sock.connect(dst)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(source)) => Err(ProxyError::UpstreamConnect { addr: dst, source }),
-            Err(_) => Err(ProxyError::UpstreamConnect {
-                addr: dst,
-                source: io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", self.connect_timeout),
-                ),
-            }),
+        if !addrs.is_empty() || endpoints.is_empty() {
+            self.set_hosts(addrs);
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Cost of the setns swap, the price of opening a socket in another netns (here: our own,
-    /// which the kernel handles the same way). Printed; asserted only loosely.
-    #[test]
-    fn setns_swap_cost() {
-        let ns = Arc::new(Netns::current().unwrap());
-        let f = UpstreamFactory::new(Some(ns), None, DEFAULT_CONNECT_TIMEOUT);
-        let dst: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let n = 2000;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            drop(f.socket(dst, None).unwrap());
-        }
-        let swap = t.elapsed() / n;
-        let plain = UpstreamFactory::new(None, None, DEFAULT_CONNECT_TIMEOUT);
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            drop(plain.socket(dst, None).unwrap());
-        }
-        let base = t.elapsed() / n;
-        eprintln!("socket(): {base:?} plain, {swap:?} with setns swap");
-        assert!(
-            swap < Duration::from_millis(1),
-            "setns swap too slow: {swap:?}"
-        );
-    }
-}
+/// Bound on the initial STRICT_DNS resolution of a new config version.
+pub const DNS_WARM_TIMEOUT: Duration = Duration::from_secs(5);

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod datapath;
+pub mod inbound;
 pub mod netns;
 pub mod pins;
 pub mod sluice_cli;
@@ -89,3 +90,4 @@ pub fn run_cmd_quiet(program: &str, args: &[&str]) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+pub mod upstream;

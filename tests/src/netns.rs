@@ -58,6 +58,19 @@ impl Netns {
         File::open(self.path()).unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()))
     }
 
+    /// An open fd of the namespace (what `Datapath::attach_inbound` takes).
+    pub fn file(&self) -> File {
+        self.open()
+    }
+
+    /// The namespace's inode number (`netns_ino` in `bpftool link show`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()))
+            .ino()
+    }
+
     /// Spawns a thread that enters the namespace (setns is per thread) and runs `f` there.
     pub fn spawn<F, R>(&self, f: F) -> JoinHandle<R>
     where

@@ -234,7 +234,8 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    fn new() -> Self {
+    /// A fresh `sl-ctl-<pid>-<n>` directory under the temp dir.
+    pub fn new() -> Self {
         let dir = std::env::temp_dir().join(unique_name("ctl"));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         Self { dir }
@@ -248,6 +249,12 @@ impl ControlSocket {
     /// The path as `&str` for CLI arguments.
     pub fn arg(&self) -> String {
         self.path().display().to_string()
+    }
+}
+
+impl Default for ControlSocket {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

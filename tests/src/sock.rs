@@ -2,7 +2,7 @@
 
 use std::{
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
@@ -119,5 +119,127 @@ pub fn connect_raw(addr: SocketAddr, mark: Option<u32>) -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
         Ok(owned)
+    }
+}
+
+/// A `sockaddr_in` / `sockaddr_in6` for `addr`, with its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_storage is valid, and it is large enough for either family.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    }
+}
+
+/// A blocking TCP connect from `src` (bound first, like the proxy's inbound passthrough binding
+/// 127.0.0.6 / ::6) to `dst`, optionally with `SO_MARK` set.
+pub fn connect_from(src: SocketAddr, dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls; the fd is owned right after creation.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        if let Some(mark) = mark {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            );
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (sa, len) = sockaddr(src);
+        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (da, len) = sockaddr(dst);
+        if libc::connect(fd, (&da as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpStream::from(owned))
+    }
+}
+
+/// A TCP listener on `[::]:port` with `IPV6_V6ONLY` set to `v6only` (std leaves it to the
+/// `net.ipv6.bindv6only` sysctl).
+pub fn listen_v6(port: u16, v6only: bool) -> io::Result<TcpListener> {
+    listen_with(
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+        &[(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only.into())],
+    )
+}
+
+/// A TCP listener on `addr` with `SO_REUSEPORT`, so a second owner can bind the same port
+/// while the first still listens (a listener hand-over).
+pub fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_with(addr, &[(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)])
+}
+
+/// A TCP listener on `addr` with `SO_REUSEADDR` and the given (level, option, value) set first.
+fn listen_with(
+    addr: SocketAddr,
+    opts: &[(libc::c_int, libc::c_int, libc::c_int)],
+) -> io::Result<TcpListener> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls; the fd is owned right after creation.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let reuse = [(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
+        for &(opt_level, opt, v) in reuse.iter().chain(opts) {
+            if libc::setsockopt(
+                fd,
+                opt_level,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (sa, len) = sockaddr(addr);
+        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::listen(fd, 128) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from(owned))
     }
 }

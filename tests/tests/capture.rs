@@ -19,6 +19,8 @@ use sluice_tests::{
 };
 
 const VIP: &str = "10.96.0.10:80";
+/// An unrouted IPv6 service VIP.
+const VIP6: &str = "[fd00:96::10]:80";
 
 /// Agent running in its own cgroup (the programs attach there) with its pins and control socket.
 struct Node {
@@ -159,21 +161,20 @@ fn captured_through_proxy(v6: bool, fast_path: bool) {
         assert_eq!(fast, 0, "fast path used although switched off");
     }
 
-    if !v6 {
-        // Unrouted ClusterIP: captured, reported with its original destination, and the failed
-        // upstream (ENETUNREACH inside the pod) ends the client at once.
-        let (r, took) = failed_upstream(&pod, VIP.parse().unwrap());
-        assert!(took < Duration::from_secs(2), "client waited {took:?}");
-        match r {
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-            Ok(n) => assert_eq!(n, 0),
-        }
-        let p = node.pod(&pod);
-        assert!(p.recent_destinations.contains(&VIP.to_string()), "{p:?}");
-        assert!(p.upstream_failures >= 1, "{p:?}");
-        assert!(node.counter("captured") >= 2);
-        assert!(node.counter("orig_dst_answered") >= 2);
+    // Unrouted ClusterIP: captured, reported with its original destination, and the failed
+    // upstream (ENETUNREACH inside the pod) ends the client at once.
+    let vip: SocketAddr = if v6 { VIP6 } else { VIP }.parse().unwrap();
+    let (r, took) = failed_upstream(&pod, vip);
+    assert!(took < Duration::from_secs(2), "client waited {took:?}");
+    match r {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => assert_eq!(n, 0),
     }
+    let p = node.pod(&pod);
+    assert!(p.recent_destinations.contains(&vip.to_string()), "{p:?}");
+    assert!(p.upstream_failures >= 1, "{p:?}");
+    assert!(node.counter("captured") >= 2);
+    assert!(node.counter("orig_dst_answered") >= 2);
 }
 
 /// Test 1: an enrolled pod's connection goes through the agent's proxy.

@@ -1,7 +1,11 @@
 //! Bad input to the `sluice` CLI: a missing netns, an unknown mode, a malformed port list or CIDR
 //! is refused with a message naming the value, and nothing changes.
 
-use sluice_tests::{require_root, run_cmd, sluice_cli::sluice_err, Netns};
+use sluice_tests::{
+    require_root, run_cmd,
+    sluice_cli::{sluice_err, ControlSocket},
+    Netns, PinDir,
+};
 
 #[test]
 fn bad_input_is_named_and_changes_nothing() {
@@ -85,4 +89,32 @@ fn bad_input_is_named_and_changes_nothing() {
     assert_eq!(pod.run(|| run_cmd("ss", &["-tlnH"])), ss_before);
     let nat = pod.run(|| run_cmd("iptables-save", &["-t", "nat"]));
     assert!(!nat.contains("ISTIO"), "{nat}");
+}
+
+/// `sluice agent --cgroup` on a directory outside the cgroup v2 hierarchy is refused naming it,
+/// before anything is pinned, attached or bound.
+#[test]
+fn agent_refuses_a_cgroup_that_is_not_cgroup_v2() {
+    require_root();
+    let pins = PinDir::new("bcg");
+    let control = ControlSocket::new();
+    let not_cgroup = std::env::temp_dir();
+    let err = sluice_err(&[
+        "agent",
+        "--cgroup",
+        not_cgroup.to_str().unwrap(),
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+        "--control",
+        &control.arg(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{} is not a cgroup v2 directory",
+            not_cgroup.display()
+        )),
+        "{err}"
+    );
+    assert!(pins.entries().is_empty(), "pinned: {:?}", pins.entries());
+    assert!(!control.path().exists(), "control socket created");
 }

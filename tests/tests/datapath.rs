@@ -690,7 +690,11 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
             orig_dst_v4(&l.accept().unwrap().0).unwrap()
         })
     };
-    let cgroup_hooks = sluice::bpf::HOOKS.len() - 1; // sk_msg attaches to the SockHash
+    // sk_msg attaches to the SockHash, sk_lookup to pod netns.
+    let cgroup_hooks = sluice::bpf::HOOKS
+        .iter()
+        .filter(|h| matches!(h.target, sluice::bpf::Target::Cgroup(_)))
+        .count();
     let _inside = cg.enter_process();
 
     let mut dp = Datapath::load(&opts).unwrap();

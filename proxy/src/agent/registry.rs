@@ -14,11 +14,11 @@ use tracing::info;
 use super::protocol::{PodStatus, StatusReport};
 use crate::{
     bpf::{BpfError, Datapath},
+    connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     drain::Drain,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{Netns, NetnsError},
     policy::{EnrollSpec, Enrollment, Mode, PolicyError},
-    upstream::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
 
 /// Why an agent request was refused. Each names the netns or value.

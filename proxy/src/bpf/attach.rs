@@ -17,6 +17,9 @@ pub enum Target {
     Cgroup(u32),
     /// The SockHash of captured connections.
     SockHash,
+    /// A pod's network namespace, one link per netns ([`super::Datapath::attach_inbound`]);
+    /// `load` only loads the program.
+    Netns,
 }
 
 /// A program of the object and its hook.
@@ -38,8 +41,10 @@ const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
 const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 /// Every program sluice attaches, in attach order (sockops before connect, so no captured
-/// connection can establish without being tracked).
-pub const HOOKS: [Hook; 7] = [
+/// connection can establish without being tracked). sk_lookup is only loaded here, so a kernel
+/// or verifier problem shows at `load`; the instances linked to pods are loaded per netns by
+/// `Datapath::attach_inbound` (each with its netns cookie baked in).
+pub const HOOKS: [Hook; 8] = [
     Hook {
         program: "sluice_getsockopt",
         hook: "cgroup/getsockopt",
@@ -74,6 +79,11 @@ pub const HOOKS: [Hook; 7] = [
         program: "sluice_connect6",
         hook: "cgroup/connect6",
         target: Target::Cgroup(BPF_CGROUP_INET6_CONNECT),
+    },
+    Hook {
+        program: super::inbound::SK_LOOKUP_PROGRAM,
+        hook: "sk_lookup",
+        target: Target::Netns,
     },
 ];
 
@@ -114,6 +124,10 @@ pub fn load_and_attach(
             (Program::CgroupSockAddr(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
             (Program::SockOps(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
             (Program::CgroupSockopt(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
+            (Program::SkLookup(p), Target::Netns) => {
+                load(p.load(), load_err)?;
+                continue;
+            }
             (Program::SkMsg(p), Target::SockHash) => {
                 load(p.load(), load_err)?;
                 let id = p.attach(sockhash).map_err(|e| BpfError::Attach {
@@ -135,7 +149,7 @@ pub fn load_and_attach(
             }
         }
         let Target::Cgroup(attach_type) = h.target else {
-            unreachable!("sk_msg continued above")
+            unreachable!("sk_msg and sk_lookup continued above")
         };
         let prog = ebpf.program(h.program).ok_or(BpfError::ProgramMissing {
             program: h.program,
@@ -178,7 +192,7 @@ fn load(
 }
 
 /// `err: cause: cause...`, so a syscall's errno is not lost behind "`bpf_link_create` failed".
-fn chain(err: &dyn std::error::Error) -> String {
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -15,6 +15,10 @@ pub enum BpfError {
     /// No cgroup v2 mount found.
     #[error("no cgroup v2 mount found (tried {tried})")]
     NoCgroup2 { tried: String },
+    /// The attach target is not a directory of the cgroup v2 hierarchy (e.g. a cgroup v1
+    /// controller directory or a plain directory).
+    #[error("{path} is not a cgroup v2 directory (cgroup programs attach only to cgroup v2)")]
+    NotCgroup2 { path: PathBuf },
     /// bpffs could not be mounted or used.
     #[error("bpffs at {path}: {reason}")]
     Bpffs { path: PathBuf, reason: String },
@@ -80,6 +84,17 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    /// Attaching, adopting or detaching a pod's sk_lookup link failed.
+    #[error("inbound capture (sk_lookup) of netns {netns_cookie:#x}: {op}: {source}")]
+    Inbound {
+        netns_cookie: u64,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket given as a pod's inbound listener was refused before it reached the map.
+    #[error("inbound listener of netns {netns_cookie:#x}: {reason}")]
+    InboundListener { netns_cookie: u64, reason: String },
     /// A map is missing from the object.
     #[error("map {map} missing from the eBPF object")]
     MapMissing { map: &'static str },

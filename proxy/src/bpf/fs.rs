@@ -33,6 +33,18 @@ pub fn default_cgroup_root() -> Result<PathBuf, BpfError> {
     })
 }
 
+/// Checks that `path` is a directory of the cgroup v2 hierarchy (the only place cgroup programs
+/// attach), so a wrong `--cgroup` is refused before anything is pinned or attached.
+pub fn check_cgroup2(path: &Path) -> Result<(), BpfError> {
+    if is_fs(path, CGROUP2_SUPER_MAGIC) && path.is_dir() {
+        Ok(())
+    } else {
+        Err(BpfError::NotCgroup2 {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 /// Makes sure bpffs is mounted at `mount_point` (mounting it when it is not).
 pub fn ensure_bpffs(mount_point: &Path) -> Result<(), BpfError> {
     if is_fs(mount_point, BPF_FS_MAGIC) {
@@ -54,4 +66,22 @@ pub fn ensure_bpffs(mount_point: &Path) -> Result<(), BpfError> {
         reason: format!("mount -t bpf: {e}"),
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cgroup2_directories_are_attach_targets() {
+        let err = check_cgroup2(Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            err.contains("/tmp") && err.contains("not a cgroup v2"),
+            "{err}"
+        );
+        let root = default_cgroup_root().expect("this host has a cgroup v2 mount");
+        check_cgroup2(&root).expect("the detected root is a cgroup v2 directory");
+        let procs = root.join("cgroup.procs");
+        assert!(check_cgroup2(&procs).is_err(), "a file is not a cgroup");
+    }
 }

@@ -1,8 +1,9 @@
-//! cgroup attachments as bpf_links sluice owns: detached when dropped, or pinned on bpffs so
-//! they outlive the agent (restart without a capture gap) until the next agent takes over.
+//! Attachments as bpf_links sluice owns (cgroup hooks, per-netns sk_lookup): detached when
+//! dropped, or pinned on bpffs so they outlive the agent (restart without a capture gap) until
+//! the next agent takes over.
 //!
 //! Raw `bpf(2)` calls because aya 0.14 cannot turn a cgroup/getsockopt link into a pinnable
-//! `FdLink` (no `TryFrom<CgroupSockoptLink> for FdLink`).
+//! `FdLink` (no `TryFrom<CgroupSockoptLink> for FdLink`) and has no `BPF_LINK_UPDATE`.
 
 use std::{
     ffi::CString,
@@ -17,6 +18,7 @@ use std::{
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// `bpf_attr` is a union; 64 zeroed bytes cover the fields used here and the kernel accepts a
 /// shorter attr than its own (missing tail = zero).
@@ -75,26 +77,60 @@ impl CgroupLink {
         cgroup: BorrowedFd<'_>,
         attach_type: u32,
     ) -> io::Result<Self> {
-        let mut attr = Attr::new();
-        attr.put_u32(0, prog.as_raw_fd() as u32); // link_create.prog_fd
-        attr.put_u32(4, cgroup.as_raw_fd() as u32); // link_create.target_fd
-        attr.put_u32(8, attach_type); // link_create.attach_type
-        let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
-        // SAFETY: the kernel returned a new fd we own.
         Ok(Self {
             program,
-            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            fd: link_create(prog, cgroup, attach_type)?,
         })
     }
 
     /// Pins the link at `path` (`BPF_OBJ_PIN`): it stays attached after the fd is closed.
     pub fn pin(&self, path: &Path) -> io::Result<()> {
-        let c = path_cstring(path)?;
-        let mut attr = Attr::new();
-        attr.put_u64(0, c.as_ptr() as u64); // pathname
-        attr.put_u32(8, self.fd.as_fd().as_raw_fd() as u32); // bpf_fd
-        bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+        pin(self.fd.as_fd(), path)
     }
+}
+
+/// `BPF_LINK_CREATE` of `prog` on `target` (a cgroup or netns fd) for `attach_type`; the link is
+/// detached when the returned fd (and every pin of it) is gone.
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, prog.as_raw_fd() as u32); // link_create.prog_fd
+    attr.put_u32(4, target.as_raw_fd() as u32); // link_create.target_fd
+    attr.put_u32(8, attach_type); // link_create.attach_type
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_LINK_UPDATE`: atomically replaces the program of an attached link (no gap). Fails with
+/// `ENOLINK` when the link's target is gone (a netns link whose namespace was deleted).
+pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, link.as_raw_fd() as u32); // link_update.link_fd
+    attr.put_u32(4, new_prog.as_raw_fd() as u32); // link_update.new_prog_fd
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+/// Pins a bpf object (here: a link) at `path` (`BPF_OBJ_PIN`).
+pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = path_cstring(path)?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, c.as_ptr() as u64); // pathname
+    attr.put_u32(8, fd.as_raw_fd() as u32); // bpf_fd
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// Opens a pinned bpf object (`BPF_OBJ_GET`).
+pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
+    let c = path_cstring(path)?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, c.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Detaches every link pinned in `dir` (left by [`CgroupLink::pin`] of an earlier agent):
@@ -108,12 +144,7 @@ pub fn release_pinned(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let c = path_cstring(&path)?;
-        let mut attr = Attr::new();
-        attr.put_u64(0, c.as_ptr() as u64);
-        let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-        // SAFETY: the kernel returned a new fd we own.
-        let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let link = open_pinned(&path)?;
         std::fs::remove_file(&path)?;
         drop(link);
         removed.push(path);

@@ -1,0 +1,242 @@
+//! Typed clusters: discovery type, endpoints, load balancing, circuit breakers, outlier
+//! detection, health checks, upstream protocol and TLS.
+
+use std::{net::SocketAddr, ops::Range, path::PathBuf, time::Duration};
+
+use super::ClusterRef;
+
+/// Envoy's default `connect_timeout` (5 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Envoy's default `dns_refresh_rate` for STRICT_DNS (5 s).
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+/// Default `load_balancing_weight` of an endpoint.
+pub const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
+/// Default `circuit_breakers.thresholds[].max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Default `circuit_breakers.thresholds[].max_pending_requests`.
+pub const DEFAULT_MAX_PENDING_REQUESTS: u32 = 1024;
+/// Default `circuit_breakers.thresholds[].max_requests`.
+pub const DEFAULT_MAX_REQUESTS: u32 = 1024;
+/// Default `circuit_breakers.thresholds[].max_retries`.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default `outlier_detection.consecutive_5xx`.
+pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+/// Default `outlier_detection.interval`.
+pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `outlier_detection.base_ejection_time`.
+pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+/// Default `outlier_detection.max_ejection_percent`.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+/// Default `least_request_lb_config.choice_count` (power of two choices).
+pub const DEFAULT_LEAST_REQUEST_CHOICE_COUNT: u32 = 2;
+/// Default `maglev_lb_config.table_size` (a prime).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
+/// Default `ring_hash_lb_config.minimum_ring_size`.
+pub const DEFAULT_RING_HASH_MIN_SIZE: u64 = 1024;
+/// Default `ring_hash_lb_config.maximum_ring_size`.
+pub const DEFAULT_RING_HASH_MAX_SIZE: u64 = 8 * 1024 * 1024;
+
+/// `static_resources.clusters[]`.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `name` (unique across clusters).
+    pub name: ClusterRef,
+    /// `type` (default STATIC).
+    pub discovery: DiscoveryType,
+    /// `lb_policy` with its `*_lb_config` (default ROUND_ROBIN).
+    pub lb_policy: LbPolicy,
+    /// `connect_timeout` (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// `dns_refresh_rate` for STRICT_DNS (default [`DEFAULT_DNS_REFRESH_RATE`]).
+    pub dns_refresh_rate: Duration,
+    /// `load_assignment.endpoints[].lb_endpoints[]`, flattened in order (empty for ORIGINAL_DST).
+    pub endpoints: Vec<Endpoint>,
+    /// `circuit_breakers.thresholds[]` (DEFAULT priority).
+    pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection`, if configured (absent = no outlier detection, as in Envoy).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `health_checks[]`.
+    pub health_checks: Vec<HealthCheck>,
+    /// From `typed_extension_protocol_options` (HttpProtocolOptions `explicit_http_config`) or
+    /// the legacy `http2_protocol_options`; default HTTP/1.1.
+    pub protocol: UpstreamProtocol,
+    /// `transport_socket` `envoy.transport_sockets.tls` (UpstreamTlsContext), if any.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DiscoveryType {
+    /// `STATIC`: endpoints are IP addresses.
+    #[default]
+    Static,
+    /// `STRICT_DNS`: endpoints are host names, every resolved address is an endpoint,
+    /// re-resolved every `dns_refresh_rate`.
+    StrictDns,
+    /// `ORIGINAL_DST`: the upstream is the downstream connection's original destination.
+    OriginalDst,
+}
+
+/// `lb_policy` and its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LbPolicy {
+    /// `ROUND_ROBIN` (weighted).
+    #[default]
+    RoundRobin,
+    /// `LEAST_REQUEST` with `least_request_lb_config.choice_count`.
+    LeastRequest {
+        /// `choice_count` (default [`DEFAULT_LEAST_REQUEST_CHOICE_COUNT`]).
+        choice_count: u32,
+    },
+    /// `RANDOM`.
+    Random,
+    /// `RING_HASH` with `ring_hash_lb_config`.
+    RingHash {
+        /// `minimum_ring_size` (default [`DEFAULT_RING_HASH_MIN_SIZE`]).
+        minimum_ring_size: u64,
+        /// `maximum_ring_size` (default [`DEFAULT_RING_HASH_MAX_SIZE`]).
+        maximum_ring_size: u64,
+    },
+    /// `MAGLEV` with `maglev_lb_config.table_size`.
+    Maglev {
+        /// `table_size` (default [`DEFAULT_MAGLEV_TABLE_SIZE`], must be prime).
+        table_size: u64,
+    },
+    /// `CLUSTER_PROVIDED` (only with ORIGINAL_DST).
+    ClusterProvided,
+}
+
+/// One `lb_endpoints[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// `endpoint.address.socket_address`.
+    pub address: EndpointAddress,
+    /// `load_balancing_weight` (default [`DEFAULT_ENDPOINT_WEIGHT`], >= 1).
+    pub weight: u32,
+}
+
+/// `socket_address` of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndpointAddress {
+    /// An IP literal (STATIC).
+    Ip(SocketAddr),
+    /// A host name to resolve (STRICT_DNS; an IP literal there is `Ip`).
+    Dns {
+        /// `address`.
+        host: String,
+        /// `port_value`.
+        port: u16,
+    },
+}
+
+/// `circuit_breakers.thresholds[]` for the DEFAULT priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CircuitBreakers {
+    /// `max_connections` (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: u32,
+    /// `max_pending_requests` (default [`DEFAULT_MAX_PENDING_REQUESTS`]).
+    pub max_pending_requests: u32,
+    /// `max_requests` (default [`DEFAULT_MAX_REQUESTS`]).
+    pub max_requests: u32,
+    /// `max_retries` (default [`DEFAULT_MAX_RETRIES`]).
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_retries: DEFAULT_MAX_RETRIES,
+        }
+    }
+}
+
+/// `outlier_detection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutlierDetection {
+    /// `consecutive_5xx` (default [`DEFAULT_CONSECUTIVE_5XX`]).
+    pub consecutive_5xx: u32,
+    /// `interval` (default [`DEFAULT_OUTLIER_INTERVAL`]).
+    pub interval: Duration,
+    /// `base_ejection_time` (default [`DEFAULT_BASE_EJECTION_TIME`]).
+    pub base_ejection_time: Duration,
+    /// `max_ejection_percent` (default [`DEFAULT_MAX_EJECTION_PERCENT`], 0..=100).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: DEFAULT_CONSECUTIVE_5XX,
+            interval: DEFAULT_OUTLIER_INTERVAL,
+            base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+        }
+    }
+}
+
+/// `health_checks[]` (all four timing/threshold fields are required, as in Envoy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `timeout`.
+    pub timeout: Duration,
+    /// `interval`.
+    pub interval: Duration,
+    /// `unhealthy_threshold`.
+    pub unhealthy_threshold: u32,
+    /// `healthy_threshold`.
+    pub healthy_threshold: u32,
+    /// `http_health_check` or `tcp_health_check`.
+    pub kind: HealthCheckKind,
+}
+
+/// The health checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// `http_health_check`.
+    Http {
+        /// `path` (required).
+        path: String,
+        /// `host` (default: the cluster name, as Envoy).
+        host: Option<String>,
+        /// `expected_statuses[]` as half-open ranges `[start, end)` (default `[200, 201)`).
+        expected_statuses: Vec<Range<u16>>,
+    },
+    /// `tcp_health_check: {}` (connect only).
+    Tcp,
+}
+
+/// The upstream HTTP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (`explicit_http_config.http_protocol_options`, the default).
+    #[default]
+    Http1,
+    /// HTTP/2 (`explicit_http_config.http2_protocol_options`).
+    Http2,
+}
+
+/// `transport_socket` `envoy.transport_sockets.tls` UpstreamTlsContext.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// `sni`.
+    pub sni: Option<String>,
+    /// `common_tls_context.validation_context.trusted_ca`; `None` = no verification (as Envoy
+    /// without a validation context).
+    pub trusted_ca: Option<DataSource>,
+    /// `common_tls_context.tls_certificates[0]` (certificate_chain, private_key): client cert.
+    pub client_cert: Option<(DataSource, DataSource)>,
+    /// `common_tls_context.alpn_protocols`.
+    pub alpn_protocols: Vec<String>,
+}
+
+/// An Envoy `DataSource`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DataSource {
+    /// `filename`.
+    File(PathBuf),
+    /// `inline_string`.
+    Inline(String),
+}

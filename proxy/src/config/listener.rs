@@ -1,0 +1,171 @@
+//! Typed listeners, filter chains, http_connection_manager, tcp_proxy and admin.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use super::{ClusterRef, ListenerRef};
+use crate::route::{RouteTable, WeightedClusters};
+
+/// Envoy's default `stream_idle_timeout` of the http_connection_manager (5 minutes).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's default `idle_timeout` of tcp_proxy (1 hour).
+pub const DEFAULT_TCP_PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default access log format (used for stdout and file access logs; `%...%` are Envoy
+/// command operators, one line per request).
+pub const ENVOY_DEFAULT_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% \
+%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% \
+%BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \
+\"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \
+\"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
+
+/// `admin`: the admin interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// `admin.address.socket_address` (an IP address and port).
+    pub address: SocketAddr,
+    /// `admin.access_log_path` (deprecated in Envoy but common), if set.
+    pub access_log_path: Option<PathBuf>,
+}
+
+/// `static_resources.listeners[]`.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// `name` (unique across listeners).
+    pub name: ListenerRef,
+    /// `address.socket_address` (`address` must be an IP literal, `protocol` TCP).
+    pub address: SocketAddr,
+    /// `use_original_dst`: hand connections whose original destination (SO_ORIGINAL_DST)
+    /// matches another listener to that listener (Envoy's deprecated v2 behaviour for 15001).
+    pub use_original_dst: bool,
+    /// `bind_to_port` (default true): false for listeners that only receive connections
+    /// handed over by a `use_original_dst` listener.
+    pub bind_to_port: bool,
+    /// `listener_filters[]`, in order.
+    pub listener_filters: Vec<ListenerFilter>,
+    /// `filter_chains[]`, in config order; see [`Listener::select_chain`].
+    pub filter_chains: Vec<FilterChain>,
+}
+
+impl Listener {
+    /// Envoy's filter chain choice for a connection whose destination port is `dest_port`:
+    /// a chain whose `filter_chain_match.destination_port` equals it, else the chain without
+    /// a destination_port; `None` means Envoy closes the connection.
+    pub fn select_chain(&self, dest_port: u16) -> Option<&FilterChain> {
+        self.filter_chains
+            .iter()
+            .find(|c| c.destination_port == Some(dest_port))
+            .or_else(|| {
+                self.filter_chains
+                    .iter()
+                    .find(|c| c.destination_port.is_none())
+            })
+    }
+
+    /// Whether the `envoy.filters.listener.original_dst` listener filter is configured.
+    pub fn has_original_dst_filter(&self) -> bool {
+        self.listener_filters.contains(&ListenerFilter::OriginalDst)
+    }
+}
+
+/// `listener_filters[].name` (typed_config, if present, must be the matching empty message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerFilter {
+    /// `envoy.filters.listener.original_dst`: the connection's destination is its
+    /// SO_ORIGINAL_DST.
+    OriginalDst,
+    /// `envoy.filters.listener.http_inspector`: sniff HTTP/1 vs HTTP/2 on plaintext.
+    HttpInspector,
+    /// `envoy.filters.listener.tls_inspector`: sniff TLS SNI/ALPN.
+    TlsInspector,
+}
+
+/// `filter_chains[]`: one match and exactly one terminal network filter.
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    /// `name`, if set.
+    pub name: Option<String>,
+    /// `filter_chain_match.destination_port`; `None` matches any port.
+    pub destination_port: Option<u16>,
+    /// `filters[0]`: the terminal network filter.
+    pub filter: NetworkFilter,
+}
+
+/// A terminal network filter.
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    /// `envoy.filters.network.http_connection_manager`.
+    Http(Arc<HttpConnectionManager>),
+    /// `envoy.filters.network.tcp_proxy`.
+    Tcp(Arc<TcpProxy>),
+}
+
+/// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
+#[derive(Debug, Clone)]
+pub struct HttpConnectionManager {
+    /// `stat_prefix`.
+    pub stat_prefix: String,
+    /// `codec_type` (default AUTO).
+    pub codec_type: CodecType,
+    /// `route_config`, compiled.
+    pub route_table: Arc<RouteTable>,
+    /// `stream_idle_timeout` (default [`DEFAULT_STREAM_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout` (default disabled); `None` = disabled.
+    pub request_timeout: Option<Duration>,
+    /// `access_log[]`, each with Envoy's default format.
+    pub access_log: Vec<AccessLog>,
+}
+
+/// `codec_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CodecType {
+    /// `AUTO`: HTTP/2 if the connection starts with the h2 preface (or ALPN h2), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// `HTTP1`.
+    Http1,
+    /// `HTTP2` (prior knowledge on plaintext).
+    Http2,
+}
+
+/// `access_log[]` with Envoy's default format ([`ENVOY_DEFAULT_ACCESS_LOG_FORMAT`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// `envoy.access_loggers.stdout`.
+    Stdout,
+    /// `envoy.access_loggers.file` with `path`.
+    File {
+        /// `path` of the log file (appended to).
+        path: PathBuf,
+    },
+}
+
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    /// `stat_prefix`.
+    pub stat_prefix: String,
+    /// `cluster` or `weighted_clusters`.
+    pub cluster: TcpProxyCluster,
+    /// `idle_timeout` (default [`DEFAULT_TCP_PROXY_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The upstream cluster of a tcp_proxy.
+#[derive(Debug, Clone)]
+pub enum TcpProxyCluster {
+    /// `cluster`.
+    Single(ClusterRef),
+    /// `weighted_clusters.clusters[]` (name, weight).
+    Weighted(WeightedClusters),
+}
+
+impl TcpProxyCluster {
+    /// The cluster for a connection given `random` (any u64; reduced modulo the total weight
+    /// exactly as Envoy does).
+    pub fn pick(&self, random: u64) -> &ClusterRef {
+        match self {
+            TcpProxyCluster::Single(c) => c,
+            TcpProxyCluster::Weighted(w) => &w.pick(random).name,
+        }
+    }
+}

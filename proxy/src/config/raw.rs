@@ -1,0 +1,325 @@
+//! Raw serde types mirroring Envoy's v3 field names (bootstrap, listeners, network filters),
+//! with `deny_unknown_fields`, and the YAML/`typed_config` decoding with field paths.
+
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_norway::Value;
+
+use super::raw_route::RawRouteConfiguration;
+use super::{duration::PbDuration, path::FieldPath, raw_cluster::RawCluster, ConfigError};
+
+/// Parses the whole YAML document into `T`, mapping errors to a path and a line/column.
+/// Documents using YAML merge keys (`<<: *anchor`, which Envoy's YAML loader resolves) are
+/// merged first; their field errors then carry the path but no line/column.
+pub(crate) fn parse_document<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    if text.contains("<<") {
+        let mut value: Value = parse_document_direct(text)?;
+        if value.apply_merge().is_ok() {
+            return serde_path_to_error::deserialize(value).map_err(|e| {
+                let p = FieldPath::root().join_serde(e.path());
+                serde_error(
+                    &p,
+                    strip_path_prefix(&strip_location(&e.into_inner().to_string())),
+                )
+            });
+        }
+        // Not a usable merge (e.g. `<<` inside a string): decode the text as is.
+    }
+    parse_document_direct(text)
+}
+
+fn parse_document_direct<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = FieldPath::root().join_serde(e.path());
+        let inner = e.into_inner();
+        let (line, column) = match inner.location() {
+            Some(l) => (Some(l.line()), Some(l.column())),
+            None => (None, None),
+        };
+        let message = strip_path_prefix(&strip_location(&inner.to_string())).to_string();
+        if !is_data_error(&message) {
+            return ConfigError::Yaml {
+                file: None,
+                line,
+                column,
+                message,
+            };
+        }
+        let mut err = serde_error(&path, &message);
+        if let ConfigError::Field {
+            line: l, column: c, ..
+        } = &mut err
+        {
+            *l = line;
+            *c = column;
+        }
+        err
+    })
+}
+
+/// Whether a serde_norway message is about the data (a field) rather than YAML syntax.
+fn is_data_error(message: &str) -> bool {
+    const DATA: &[&str] = &[
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+        "unknown field",
+        "missing field",
+        "duplicate field",
+        "invalid duration",
+        "nanos must",
+    ];
+    DATA.iter().any(|m| message.contains(m))
+}
+
+/// serde_norway prefixes messages with the YAML path (`a.b[0]: ...`); the error carries
+/// the Envoy path separately.
+fn strip_path_prefix(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((prefix, rest))
+            if !prefix.is_empty()
+                && !prefix.contains(char::is_whitespace)
+                && !prefix.contains('`') =>
+        {
+            rest
+        }
+        _ => message,
+    }
+}
+
+/// serde_norway appends " at line L column C"; the error carries those separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Turns a serde message at `path` into a ConfigError: Envoy fields sluice does not
+/// implement are reported as `<path>: not supported`.
+pub(crate) fn serde_error(path: &FieldPath, message: &str) -> ConfigError {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| e.replace('`', ""))
+            .unwrap_or_default();
+        let supported = if expected.is_empty() {
+            String::new()
+        } else {
+            format!(" (supported here: {expected})")
+        };
+        if super::unsupported_fields::is_envoy_field(name) {
+            return path.err(format!("not supported{supported}"));
+        }
+        return path.err(format!("unknown field{supported}"));
+    }
+    path.err(message.to_string())
+}
+
+/// Decodes an `Any`-style `typed_config`: checks `@type` against `type_url` and decodes the
+/// rest into `T` with paths under `path`.
+pub(crate) fn typed_config<T: DeserializeOwned>(
+    value: &Value,
+    path: &FieldPath,
+    type_url: &str,
+) -> Result<T, ConfigError> {
+    let Value::Mapping(map) = value else {
+        return Err(path.err("must be a mapping with an `@type`"));
+    };
+    let mut map = map.clone();
+    let ty = map
+        .remove("@type")
+        .ok_or_else(|| path.field("@type").err("missing"))?;
+    let ty = ty
+        .as_str()
+        .ok_or_else(|| path.field("@type").err("must be a string"))?;
+    if ty != type_url {
+        return Err(path
+            .field("@type")
+            .err(format!("unsupported type {ty:?} (expected {type_url:?})")));
+    }
+    serde_path_to_error::deserialize(Value::Mapping(map)).map_err(|e| {
+        let p = path.join_serde(e.path());
+        serde_error(
+            &p,
+            strip_path_prefix(&strip_location(&e.into_inner().to_string())),
+        )
+    })
+}
+
+/// The `@type` of a typed_config value, if any.
+pub(crate) fn type_url(value: &Value) -> Option<&str> {
+    value.get("@type").and_then(Value::as_str)
+}
+
+/// An empty message (`{}`), e.g. a listener filter's typed_config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}
+
+/// `Bootstrap`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBootstrap {
+    pub node: Option<RawNode>,
+    pub admin: Option<RawAdmin>,
+    pub static_resources: Option<RawStaticResources>,
+}
+
+/// `node` (identity only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+}
+
+/// `admin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub address: Option<RawAddress>,
+    pub access_log_path: Option<String>,
+}
+
+/// `static_resources`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStaticResources {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+}
+
+/// `core.v3.Address`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAddress {
+    pub socket_address: Option<RawSocketAddress>,
+}
+
+/// `core.v3.SocketAddress`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSocketAddress {
+    pub address: Option<String>,
+    pub port_value: Option<u32>,
+    pub protocol: Option<String>,
+}
+
+/// `listener.v3.Listener`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub name: Option<String>,
+    pub address: Option<RawAddress>,
+    #[serde(default)]
+    pub filter_chains: Vec<RawFilterChain>,
+    #[serde(default)]
+    pub listener_filters: Vec<RawListenerFilter>,
+    pub use_original_dst: Option<bool>,
+    pub bind_to_port: Option<bool>,
+    pub traffic_direction: Option<String>,
+}
+
+/// `listener_filters[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenerFilter {
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+/// `filter_chains[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilterChain {
+    pub name: Option<String>,
+    pub filter_chain_match: Option<RawFilterChainMatch>,
+    #[serde(default)]
+    pub filters: Vec<RawNetworkFilter>,
+}
+
+/// `filter_chain_match`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilterChainMatch {
+    pub destination_port: Option<u32>,
+}
+
+/// `filters[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetworkFilter {
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+/// `HttpConnectionManager`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHcm {
+    pub stat_prefix: Option<String>,
+    pub codec_type: Option<String>,
+    pub route_config: Option<RawRouteConfiguration>,
+    #[serde(default)]
+    pub http_filters: Vec<RawHttpFilter>,
+    pub stream_idle_timeout: Option<PbDuration>,
+    pub request_timeout: Option<PbDuration>,
+    #[serde(default)]
+    pub access_log: Vec<RawAccessLog>,
+}
+
+/// `http_filters[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpFilter {
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+/// `access_log[]` (AccessLog).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessLog {
+    /// Informational: Envoy (and sluice) pick the logger by the typed_config `@type`.
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+/// `FileAccessLog` (log_format is not supported: Envoy's default format is used).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileAccessLog {
+    pub path: Option<String>,
+}
+
+/// `TcpProxy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpProxy {
+    pub stat_prefix: Option<String>,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<RawTcpWeightedClusters>,
+    pub idle_timeout: Option<PbDuration>,
+}
+
+/// `TcpProxy.weighted_clusters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpWeightedClusters {
+    #[serde(default)]
+    pub clusters: Vec<RawTcpWeightedCluster>,
+}
+
+/// `TcpProxy.weighted_clusters.clusters[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpWeightedCluster {
+    pub name: Option<String>,
+    pub weight: Option<u32>,
+}

@@ -1,0 +1,205 @@
+//! Raw serde types of Envoy's `cluster.v3.Cluster` and the messages it embeds, with
+//! `deny_unknown_fields`.
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::{duration::PbDuration, raw::RawAddress, raw_route::RawDataSource};
+
+/// `cluster.v3.Cluster`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub discovery_type: Option<String>,
+    pub lb_policy: Option<String>,
+    pub load_assignment: Option<RawLoadAssignment>,
+    pub connect_timeout: Option<PbDuration>,
+    pub dns_refresh_rate: Option<PbDuration>,
+    pub circuit_breakers: Option<RawCircuitBreakers>,
+    pub outlier_detection: Option<RawOutlierDetection>,
+    #[serde(default)]
+    pub health_checks: Vec<RawHealthCheck>,
+    pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
+    pub http2_protocol_options: Option<Value>,
+    pub transport_socket: Option<RawTransportSocket>,
+    pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
+    pub maglev_lb_config: Option<RawMaglevLbConfig>,
+    pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
+}
+
+/// `ClusterLoadAssignment`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLoadAssignment {
+    pub cluster_name: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<RawLocalityLbEndpoints>,
+}
+
+/// `LocalityLbEndpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocalityLbEndpoints {
+    #[serde(default)]
+    pub lb_endpoints: Vec<RawLbEndpoint>,
+}
+
+/// `LbEndpoint`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLbEndpoint {
+    pub endpoint: Option<RawEndpoint>,
+    pub load_balancing_weight: Option<u32>,
+}
+
+/// `Endpoint`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub address: Option<RawAddress>,
+}
+
+/// `CircuitBreakers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCircuitBreakers {
+    #[serde(default)]
+    pub thresholds: Vec<RawThresholds>,
+}
+
+/// `CircuitBreakers.Thresholds`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawThresholds {
+    pub priority: Option<String>,
+    pub max_connections: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
+/// `OutlierDetection`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutlierDetection {
+    pub consecutive_5xx: Option<u32>,
+    pub interval: Option<PbDuration>,
+    pub base_ejection_time: Option<PbDuration>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `core.v3.HealthCheck`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    pub timeout: Option<PbDuration>,
+    pub interval: Option<PbDuration>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub http_health_check: Option<RawHttpHealthCheck>,
+    pub tcp_health_check: Option<RawTcpHealthCheck>,
+}
+
+/// `HealthCheck.HttpHealthCheck`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpHealthCheck {
+    pub path: Option<String>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub expected_statuses: Vec<RawInt64Range>,
+}
+
+/// `HealthCheck.TcpHealthCheck` (connect-only: `send`/`receive` are not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpHealthCheck {}
+
+/// `type.v3.Int64Range` (`[start, end)`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInt64Range {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+/// `core.v3.TransportSocket`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransportSocket {
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+/// `UpstreamTlsContext`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTlsContext {
+    pub sni: Option<String>,
+    pub common_tls_context: Option<RawCommonTlsContext>,
+}
+
+/// `CommonTlsContext`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCommonTlsContext {
+    #[serde(default)]
+    pub tls_certificates: Vec<RawTlsCertificate>,
+    pub validation_context: Option<RawValidationContext>,
+    #[serde(default)]
+    pub alpn_protocols: Vec<String>,
+}
+
+/// `TlsCertificate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTlsCertificate {
+    pub certificate_chain: Option<RawDataSource>,
+    pub private_key: Option<RawDataSource>,
+}
+
+/// `CertificateValidationContext`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawValidationContext {
+    pub trusted_ca: Option<RawDataSource>,
+}
+
+/// `upstreams.http.v3.HttpProtocolOptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpProtocolOptions {
+    pub explicit_http_config: Option<RawExplicitHttpConfig>,
+}
+
+/// `HttpProtocolOptions.ExplicitHttpConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExplicitHttpConfig {
+    pub http_protocol_options: Option<super::raw::Empty>,
+    pub http2_protocol_options: Option<super::raw::Empty>,
+}
+
+/// `Cluster.RingHashLbConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRingHashLbConfig {
+    pub minimum_ring_size: Option<u64>,
+    pub maximum_ring_size: Option<u64>,
+}
+
+/// `Cluster.MaglevLbConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaglevLbConfig {
+    pub table_size: Option<u64>,
+}
+
+/// `Cluster.LeastRequestLbConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLeastRequestLbConfig {
+    pub choice_count: Option<u32>,
+}

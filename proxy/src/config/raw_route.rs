@@ -1,0 +1,285 @@
+//! Raw serde types of Envoy's `route.v3` messages (RouteConfiguration, VirtualHost, Route,
+//! matchers and actions) with `deny_unknown_fields`.
+
+use serde::Deserialize;
+
+use super::duration::PbDuration;
+
+/// `RouteConfiguration`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteConfiguration {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub virtual_hosts: Vec<RawVirtualHost>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+    pub most_specific_header_mutations_wins: Option<bool>,
+    pub ignore_port_in_host_matching: Option<bool>,
+}
+
+/// `VirtualHost`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVirtualHost {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+    pub retry_policy: Option<RawRetryPolicy>,
+}
+
+/// `Route`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawRouteMatch>,
+    pub route: Option<RawRouteAction>,
+    pub redirect: Option<RawRedirectAction>,
+    pub direct_response: Option<RawDirectResponse>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+}
+
+/// `RouteMatch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteMatch {
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+    pub safe_regex: Option<RawRegexMatcher>,
+    pub path_separated_prefix: Option<String>,
+    pub case_sensitive: Option<bool>,
+    #[serde(default)]
+    pub headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    pub query_parameters: Vec<RawQueryParameterMatcher>,
+}
+
+/// `type.matcher.v3.RegexMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegexMatcher {
+    pub regex: Option<String>,
+    /// Deprecated in Envoy, accepted in its empty form (RE2 is the only engine).
+    #[allow(dead_code)]
+    pub google_re2: Option<RawGoogleRe2>,
+}
+
+/// `RegexMatcher.GoogleRE2` (deprecated; only the empty form is accepted).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGoogleRe2 {}
+
+/// `type.matcher.v3.StringMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStringMatcher {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+    pub contains: Option<String>,
+    pub safe_regex: Option<RawRegexMatcher>,
+    pub ignore_case: Option<bool>,
+}
+
+/// `HeaderMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMatcher {
+    pub name: Option<String>,
+    pub string_match: Option<RawStringMatcher>,
+    pub present_match: Option<bool>,
+    pub exact_match: Option<String>,
+    pub prefix_match: Option<String>,
+    pub suffix_match: Option<String>,
+    pub contains_match: Option<String>,
+    pub safe_regex_match: Option<RawRegexMatcher>,
+    pub invert_match: Option<bool>,
+    pub treat_missing_header_as_empty: Option<bool>,
+}
+
+/// `QueryParameterMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueryParameterMatcher {
+    pub name: Option<String>,
+    pub string_match: Option<RawStringMatcher>,
+    pub present_match: Option<bool>,
+}
+
+/// `core.v3.HeaderValueOption`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderValueOption {
+    pub header: Option<RawHeaderValue>,
+    pub append: Option<bool>,
+    pub append_action: Option<String>,
+    pub keep_empty_value: Option<bool>,
+}
+
+/// `core.v3.HeaderValue`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderValue {
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+/// `RouteAction`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteAction {
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<RawWeightedClusters>,
+    pub cluster_header: Option<String>,
+    pub cluster_not_found_response_code: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
+    pub host_rewrite_literal: Option<String>,
+    pub auto_host_rewrite: Option<bool>,
+    pub timeout: Option<PbDuration>,
+    pub idle_timeout: Option<PbDuration>,
+    pub retry_policy: Option<RawRetryPolicy>,
+    #[serde(default)]
+    pub hash_policy: Vec<RawHashPolicy>,
+}
+
+/// `WeightedCluster`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWeightedClusters {
+    #[serde(default)]
+    pub clusters: Vec<RawClusterWeight>,
+    /// Deprecated in Envoy; if set it must equal the sum of the weights.
+    pub total_weight: Option<u32>,
+}
+
+/// `WeightedCluster.ClusterWeight`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClusterWeight {
+    pub name: Option<String>,
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<RawHeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+}
+
+/// `type.matcher.v3.RegexMatchAndSubstitute`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegexMatchAndSubstitute {
+    pub pattern: Option<RawRegexMatcher>,
+    pub substitution: Option<String>,
+}
+
+/// `RetryPolicy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryPolicy {
+    pub retry_on: Option<String>,
+    pub num_retries: Option<u32>,
+    pub per_try_timeout: Option<PbDuration>,
+    pub retry_back_off: Option<RawRetryBackOff>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u32>,
+}
+
+/// `RetryPolicy.RetryBackOff`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryBackOff {
+    pub base_interval: Option<PbDuration>,
+    pub max_interval: Option<PbDuration>,
+}
+
+/// `RouteAction.HashPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashPolicy {
+    pub header: Option<RawHashHeader>,
+    pub cookie: Option<RawHashCookie>,
+    pub connection_properties: Option<RawHashConnectionProperties>,
+    pub terminal: Option<bool>,
+}
+
+/// `HashPolicy.Header`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashHeader {
+    pub header_name: Option<String>,
+}
+
+/// `HashPolicy.Cookie` (`ttl`/`path`/`attributes` are not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashCookie {
+    pub name: Option<String>,
+}
+
+/// `HashPolicy.ConnectionProperties`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashConnectionProperties {
+    pub source_ip: Option<bool>,
+}
+
+/// `RedirectAction`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedirectAction {
+    pub https_redirect: Option<bool>,
+    pub scheme_redirect: Option<String>,
+    pub host_redirect: Option<String>,
+    pub port_redirect: Option<u32>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
+    pub response_code: Option<String>,
+    pub strip_query: Option<bool>,
+}
+
+/// `DirectResponseAction`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDirectResponse {
+    pub status: Option<u32>,
+    pub body: Option<RawDataSource>,
+}
+
+/// `core.v3.DataSource`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDataSource {
+    pub filename: Option<String>,
+    pub inline_string: Option<String>,
+}

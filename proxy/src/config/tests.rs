@@ -1,0 +1,738 @@
+//! Config validation tests: a full bootstrap, the Kubeflow example, and rejections that must
+//! name the exact field path.
+
+use std::{net::SocketAddr, time::Duration};
+
+use super::*;
+use crate::route::{ClusterSpecifier, RequestView, RouteAction, SelectedCluster, Selection};
+
+const KUBEFLOW: &str = include_str!("testdata/kubeflow-gateway.yaml");
+
+/// A bootstrap with one HTTP listener whose route_config is `route_config` (indented YAML
+/// under `route_config:`) and clusters `a`, `b`.
+fn with_routes(route_config: &str) -> String {
+    let indented: String = route_config
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          http_filters:
+          - name: envoy.filters.http.router
+          route_config:
+{indented}  clusters:
+  - name: a
+    load_assignment:
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8001 }} }} }} }}] }}]
+  - name: b
+    load_assignment:
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8002 }} }} }} }}] }}]
+"#
+    )
+}
+
+const HCM_PATH: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+
+fn rc_path(rest: &str) -> String {
+    format!("{HCM_PATH}.route_config.{rest}")
+}
+
+#[track_caller]
+fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
+    let err = from_yaml_str(yaml).expect_err("config must be rejected");
+    assert_eq!(err.path(), path, "wrong path in: {err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("{path}: ")),
+        "display must start with the path: {shown}"
+    );
+    assert!(
+        shown.contains(message_part),
+        "{shown:?} should contain {message_part:?}"
+    );
+    err
+}
+
+const ROUTES_OK: &str = r#"name: local
+virtual_hosts:
+- name: v0
+  domains: ["a.example"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: a }
+"#;
+
+#[test]
+fn full_bootstrap_parses_into_the_typed_model() {
+    let b = from_yaml_str(&with_routes(ROUTES_OK)).expect("valid");
+    assert_eq!(b.listeners.len(), 1);
+    let l = &b.listeners[0];
+    assert_eq!(l.name.as_str(), "http");
+    assert_eq!(l.address, "127.0.0.1:10000".parse::<SocketAddr>().unwrap());
+    assert!(l.bind_to_port);
+    let chain = l.select_chain(10000).expect("default chain");
+    let NetworkFilter::Http(hcm) = &chain.filter else {
+        panic!("expected HCM")
+    };
+    assert_eq!(hcm.stat_prefix, "ingress");
+    assert_eq!(hcm.codec_type, CodecType::Auto);
+    assert_eq!(hcm.stream_idle_timeout, Some(DEFAULT_STREAM_IDLE_TIMEOUT));
+    assert_eq!(hcm.request_timeout, None);
+    assert_eq!(hcm.route_table.virtual_hosts[0].name, "v0");
+    let a = b.cluster("a").expect("cluster a");
+    assert_eq!(a.discovery, DiscoveryType::Static);
+    assert_eq!(a.lb_policy, LbPolicy::RoundRobin);
+    assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(a.circuit_breakers, CircuitBreakers::default());
+    assert_eq!(a.circuit_breakers.max_retries, 3);
+    assert_eq!(a.outlier_detection, None);
+    assert_eq!(a.protocol, UpstreamProtocol::Http1);
+    assert_eq!(
+        a.endpoints,
+        vec![Endpoint {
+            address: EndpointAddress::Ip("127.0.0.1:8001".parse().unwrap()),
+            weight: 1
+        }]
+    );
+}
+
+#[test]
+fn kubeflow_example_routes_like_the_istio_gateway() {
+    let b = from_yaml_str(KUBEFLOW).expect("kubeflow example is valid");
+    let NetworkFilter::Http(hcm) = &b.listeners[0].filter_chains[0].filter else {
+        panic!("expected HCM")
+    };
+    assert_eq!(hcm.stream_idle_timeout, None, "0s disables");
+    assert_eq!(hcm.access_log, vec![AccessLog::Stdout]);
+    let headers: Vec<(&str, &str)> = vec![("x-forwarded-prefix", "/spoofed")];
+    let req = RequestView {
+        authority: Some("gateway.kubeflow.example"),
+        path: "/notebook/default/sample-service/static/app.js?v=1",
+        method: "GET",
+        scheme: "http",
+        headers: headers.as_slice(),
+        random: 0,
+    };
+    let Selection::Forward(f) = hcm.route_table.select(&req) else {
+        panic!("expected a forward")
+    };
+    assert_eq!(
+        f.cluster,
+        SelectedCluster::Named(&ClusterRef::new(
+            "outbound|80||sample-service.default.svc.cluster.local"
+        ))
+    );
+    assert_eq!(f.path, "/static/app.js?v=1");
+    assert_eq!(f.action.timeout, None, "timeout 0s disables");
+    assert_eq!(f.action.retry_policy.as_ref().unwrap().num_retries, 2);
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    f.request_headers.apply(&mut out);
+    assert_eq!(
+        out,
+        vec![(
+            "x-forwarded-prefix".to_string(),
+            "/notebook/default/sample-service".to_string()
+        )]
+    );
+    let c = b
+        .cluster("outbound|80||sample-service.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(c.discovery, DiscoveryType::StrictDns);
+    assert_eq!(c.connect_timeout, Duration::from_secs(10));
+    assert_eq!(
+        c.endpoints[0].address,
+        EndpointAddress::Dns {
+            host: "sample-service.default.svc.cluster.local".into(),
+            port: 80
+        }
+    );
+}
+
+#[test]
+fn load_file_reads_and_names_the_file_in_errors() {
+    let dir = std::env::temp_dir().join(format!("sluice-l7-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("kubeflow.yaml");
+    std::fs::write(&good, KUBEFLOW).unwrap();
+    assert!(load_file(&good).is_ok());
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "static_resources:\n  listeners:\n    - name: x\n   bad: [\n",
+    )
+    .unwrap();
+    let err = load_file(&bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: invalid YAML", bad.display())),
+        "{err}"
+    );
+    let missing = load_file(dir.join("missing.yaml")).unwrap_err();
+    assert!(matches!(missing, ConfigError::Io { .. }), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn malformed_yaml_reports_line_and_column() {
+    let err =
+        from_yaml_str("static_resources:\n  listeners:\n    - name: x\n   bad: [\n").unwrap_err();
+    match &err {
+        ConfigError::Yaml { line, column, .. } => {
+            assert!(line.is_some() && column.is_some(), "{err}");
+            assert_eq!(*line, Some(4), "{err}");
+        }
+        other => panic!("expected a YAML error, got {other}"),
+    }
+    assert!(err.to_string().contains("at line 4 column"), "{err}");
+}
+
+#[test]
+fn yaml_anchors_and_merge_keys_are_resolved() {
+    let yaml = r#"
+x-cluster-defaults: &defaults
+  connect_timeout: 0.25s
+  lb_policy: RANDOM
+static_resources:
+  clusters:
+  - <<: *defaults
+    name: merged
+  - name: aliased
+    connect_timeout: 1s
+"#;
+    // The extension key at the top level is not an Envoy field.
+    expect_err(yaml, "x-cluster-defaults", "unknown field");
+    let yaml = r#"
+static_resources:
+  clusters:
+  - &first
+    name: first
+    connect_timeout: 0.25s
+    lb_policy: RANDOM
+  - <<: *first
+    name: second
+"#;
+    let b = from_yaml_str(yaml).expect("merge keys resolve");
+    let second = b.cluster("second").unwrap();
+    assert_eq!(second.connect_timeout, Duration::from_millis(250));
+    assert_eq!(second.lb_policy, LbPolicy::Random);
+    let bad = yaml.replace(
+        "    name: second\n",
+        "    name: second\n    conect_timeout: 1s\n",
+    );
+    expect_err(
+        &bad,
+        "static_resources.clusters[1].conect_timeout",
+        "unknown field",
+    );
+}
+
+#[test]
+fn unknown_field_names_its_path() {
+    let yaml =
+        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    conect_timeout: 1s\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].conect_timeout",
+        "unknown field",
+    );
+    let yaml = with_routes(&ROUTES_OK.replace("prefix: \"/\"", "prefx: \"/\""));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].match.prefx"),
+        "unknown field",
+    );
+}
+
+#[test]
+fn unsupported_envoy_field_is_rejected_not_ignored() {
+    let routes = r#"virtual_hosts:
+- { name: v0, domains: [a], routes: [{ match: { prefix: "/" }, route: { cluster: a } }] }
+- { name: v1, domains: [b], routes: [{ match: { prefix: "/" }, route: { cluster: a } }] }
+- name: v2
+  domains: [c]
+  routes:
+  - { match: { prefix: "/0" }, route: { cluster: a } }
+  - { match: { prefix: "/1" }, route: { cluster: a } }
+  - { match: { prefix: "/2" }, route: { cluster: a } }
+  - { match: { prefix: "/3" }, route: { cluster: a } }
+  - { match: { prefix: "/4" }, route: { cluster: a } }
+  - { match: { prefix: "/5", grpc: {} }, route: { cluster: a } }
+"#;
+    let err = expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[2].routes[5].match.grpc"),
+        "not supported",
+    );
+    assert!(err.to_string().starts_with(
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[2].routes[5].match.grpc: not supported"
+    ));
+    // An unsupported field inside a cluster and an unsupported enum value.
+    let yaml = with_routes(ROUTES_OK).replace(
+        "  - name: b\n",
+        "  - name: b\n    dns_lookup_family: V4_ONLY\n",
+    );
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].dns_lookup_family",
+        "not supported",
+    );
+    let yaml = with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    type: EDS\n");
+    expect_err(&yaml, "static_resources.clusters[1].type", "not supported");
+    // A second HTTP filter.
+    let yaml = with_routes(ROUTES_OK).replace(
+        "          - name: envoy.filters.http.router\n",
+        "          - name: envoy.filters.http.cors\n          - name: envoy.filters.http.router\n",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM_PATH}.http_filters[0]"),
+        "not supported",
+    );
+}
+
+#[test]
+fn dangling_cluster_references_are_rejected() {
+    let yaml = with_routes(&ROUTES_OK.replace("cluster: a", "cluster: nope"));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].route.cluster"),
+        "unknown cluster \"nope\"",
+    );
+    let routes = r#"virtual_hosts:
+- name: v0
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      weighted_clusters:
+        clusters: [{ name: a, weight: 1 }, { name: ghost, weight: 1 }]
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.clusters[1].name"),
+        "unknown cluster \"ghost\"",
+    );
+    let tcp = r#"static_resources:
+  listeners:
+  - name: tcp
+    address: { socket_address: { address: 127.0.0.1, port_value: 9000 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: missing
+"#;
+    expect_err(
+        tcp,
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.cluster",
+        "unknown cluster \"missing\"",
+    );
+}
+
+#[test]
+fn duplicate_domains_and_names_are_rejected() {
+    let routes = r#"virtual_hosts:
+- { name: v0, domains: ["Foo.com", "*.foo.com"], routes: [] }
+- { name: v1, domains: ["bar.com", "foo.COM"], routes: [] }
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[1].domains[1]"),
+        "duplicate domain \"foo.com\"",
+    );
+    let routes = r#"virtual_hosts:
+- { name: v0, domains: ["*"], routes: [] }
+- { name: v1, domains: ["*"], routes: [] }
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[1].domains[0]"),
+        "single wildcard",
+    );
+    let yaml = with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: a\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].name",
+        "duplicate cluster name \"a\"",
+    );
+    let one = with_routes(ROUTES_OK);
+    let listener_start = one.find("  - name: http").unwrap();
+    let clusters_start = one.find("  clusters:").unwrap();
+    let listener = &one[listener_start..clusters_start];
+    let twice = format!(
+        "{}{}{}{}",
+        &one[..clusters_start],
+        listener.replace("port_value: 10000", "port_value: 10001"),
+        "",
+        &one[clusters_start..]
+    );
+    expect_err(
+        &twice,
+        "static_resources.listeners[1].name",
+        "duplicate listener name \"http\"",
+    );
+}
+
+#[test]
+fn invalid_regexes_are_rejected_with_their_path() {
+    let yaml = with_routes(&ROUTES_OK.replace("prefix: \"/\"", "safe_regex: { regex: \"/a(\" }"));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].match.safe_regex.regex"),
+        "invalid regex",
+    );
+    let routes = r#"virtual_hosts:
+- name: v0
+  domains: ["*"]
+  routes:
+  - match:
+      prefix: "/"
+      headers: [{ name: x, string_match: { safe_regex: { regex: "[z-a]" } } }]
+    route: { cluster: a }
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].match.headers[0].string_match.safe_regex.regex"),
+        "invalid regex",
+    );
+    let routes = r#"virtual_hosts:
+- name: v0
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      cluster: a
+      regex_rewrite: { pattern: { regex: "^/(a)" }, substitution: "/\\2" }
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.regex_rewrite.substitution"),
+        "group \\2",
+    );
+}
+
+#[test]
+fn weighted_total_weight_must_equal_the_sum() {
+    let routes = r#"virtual_hosts:
+- name: v0
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      weighted_clusters:
+        total_weight: 100
+        clusters: [{ name: a, weight: 30 }, { name: b, weight: 60 }]
+"#;
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.total_weight"),
+        "differs from the sum of the weights (90)",
+    );
+    assert!(from_yaml_str(&with_routes(&routes.replace("weight: 60", "weight: 70"))).is_ok());
+    let zero = routes
+        .replace("        total_weight: 100\n", "")
+        .replace("weight: 30", "weight: 0")
+        .replace("weight: 60", "weight: 0");
+    expect_err(
+        &with_routes(&zero),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.clusters"),
+        "greater than 0",
+    );
+}
+
+#[test]
+fn typed_config_type_urls_are_checked() {
+    let yaml =
+        with_routes(ROUTES_OK).replace("v3.HttpConnectionManager", "v3.HttpConnectionManagr");
+    expect_err(&yaml, &format!("{HCM_PATH}.@type"), "not supported");
+    let yaml = with_routes(ROUTES_OK).replace(
+        "stat_prefix: ingress",
+        "stat_prefix: ingress\n          rds: {}",
+    );
+    expect_err(&yaml, &format!("{HCM_PATH}.rds"), "not supported");
+}
+
+#[test]
+fn value_errors_name_their_field() {
+    let yaml =
+        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    connect_timeout: 5\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].connect_timeout",
+        "duration",
+    );
+    let yaml = with_routes(ROUTES_OK)
+        .replace("  - name: b\n", "  - name: b\n    connect_timeout: 1.5ms\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].connect_timeout",
+        "invalid duration",
+    );
+    let yaml =
+        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    lb_policy: LEAST_CONN\n");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].lb_policy",
+        "unknown value",
+    );
+    let yaml = with_routes(ROUTES_OK).replace("port_value: 8002", "port_value: 70000");
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value",
+        "not a valid port",
+    );
+    let yaml = with_routes(&ROUTES_OK.replace(
+        "route: { cluster: a }",
+        "route: { cluster: a, retry_policy: { retry_on: \"5xx,bogus\" } }",
+    ));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].route.retry_policy.retry_on"),
+        "bogus",
+    );
+    let yaml = with_routes(&ROUTES_OK.replace(
+        "route: { cluster: a }",
+        "route: { cluster: a }\n    request_headers_to_add: [{ header: { key: x-ip, value: \"%DOWNSTREAM_REMOTE_ADDRESS%\" } }]",
+    ));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].request_headers_to_add[0].header.value"),
+        "not supported",
+    );
+    let yaml = with_routes(&ROUTES_OK.replace(
+        "route: { cluster: a }",
+        "route: { cluster: a }\n    request_headers_to_remove: [\":path\"]",
+    ));
+    expect_err(
+        &yaml,
+        &rc_path("virtual_hosts[0].routes[0].request_headers_to_remove[0]"),
+        "may not be modified",
+    );
+}
+
+#[test]
+fn cluster_options_parse() {
+    let yaml = r#"static_resources:
+  clusters:
+  - name: full
+    type: STRICT_DNS
+    lb_policy: MAGLEV
+    maglev_lb_config: { table_size: 257 }
+    connect_timeout: { seconds: 2, nanos: 500000000 }
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: backend.local, port_value: 443 } } }
+          load_balancing_weight: 3
+        - endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 443 } } }
+    circuit_breakers:
+      thresholds: [{ max_connections: 10, max_retries: 1 }]
+    outlier_detection: { consecutive_5xx: 3 }
+    health_checks:
+    - timeout: 1s
+      interval: 0.5s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      http_health_check: { path: /healthz, expected_statuses: [{ start: 200, end: 300 }] }
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: backend.local
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context: { trusted_ca: { filename: /etc/ca.pem } }
+          tls_certificates: [{ certificate_chain: { filename: /c.pem }, private_key: { filename: /k.pem } }]
+  - name: passthrough
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+"#;
+    let b = from_yaml_str(yaml).expect("valid");
+    let c = b.cluster("full").unwrap();
+    assert_eq!(c.lb_policy, LbPolicy::Maglev { table_size: 257 });
+    assert_eq!(c.connect_timeout, Duration::from_millis(2500));
+    assert_eq!(c.endpoints[0].weight, 3);
+    assert_eq!(
+        c.endpoints[1].address,
+        EndpointAddress::Ip("10.0.0.1:443".parse().unwrap())
+    );
+    assert_eq!(c.circuit_breakers.max_connections, 10);
+    assert_eq!(
+        c.circuit_breakers.max_pending_requests,
+        DEFAULT_MAX_PENDING_REQUESTS
+    );
+    assert_eq!(c.circuit_breakers.max_retries, 1);
+    let od = c.outlier_detection.unwrap();
+    assert_eq!(
+        (od.consecutive_5xx, od.interval, od.max_ejection_percent),
+        (3, DEFAULT_OUTLIER_INTERVAL, 10)
+    );
+    assert_eq!(c.health_checks[0].interval, Duration::from_millis(500));
+    assert_eq!(
+        c.health_checks[0].kind,
+        HealthCheckKind::Http {
+            path: "/healthz".into(),
+            host: None,
+            expected_statuses: std::iter::once(200..300).collect()
+        }
+    );
+    assert_eq!(c.protocol, UpstreamProtocol::Http2);
+    let tls = c.tls.as_ref().unwrap();
+    assert_eq!(tls.sni.as_deref(), Some("backend.local"));
+    assert_eq!(tls.trusted_ca, Some(DataSource::File("/etc/ca.pem".into())));
+    assert_eq!(tls.alpn_protocols, vec!["h2".to_string()]);
+    assert!(tls.client_cert.is_some());
+    let p = b.cluster("passthrough").unwrap();
+    assert_eq!(
+        (p.discovery, p.lb_policy),
+        (DiscoveryType::OriginalDst, LbPolicy::ClusterProvided)
+    );
+
+    let bad = yaml.replace("table_size: 257", "table_size: 256");
+    expect_err(
+        &bad,
+        "static_resources.clusters[0].maglev_lb_config.table_size",
+        "prime",
+    );
+    let bad = yaml.replace("lb_policy: CLUSTER_PROVIDED", "lb_policy: ROUND_ROBIN");
+    expect_err(
+        &bad,
+        "static_resources.clusters[1].lb_policy",
+        "CLUSTER_PROVIDED",
+    );
+    let bad = yaml.replace(
+        "address: 10.0.0.1, port_value: 443",
+        "address: 10.0.0.1, port_value: 443, protocol: UDP",
+    );
+    expect_err(
+        &bad,
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].endpoint.address.socket_address.protocol",
+        "not supported",
+    );
+    let bad = yaml.replace("      unhealthy_threshold: 2\n", "");
+    expect_err(
+        &bad,
+        "static_resources.clusters[0].health_checks[0].unhealthy_threshold",
+        "required",
+    );
+    let bad = yaml.replace(
+        "sni: backend.local",
+        "sni: backend.local\n        allow_renegotiation: true",
+    );
+    expect_err(
+        &bad,
+        "static_resources.clusters[0].transport_socket.typed_config.allow_renegotiation",
+        "not supported",
+    );
+}
+
+#[test]
+fn listeners_filter_chains_and_tcp_proxy() {
+    let yaml = r#"static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: { socket_address: { address: 0.0.0.0, port_value: 15001 } }
+    use_original_dst: true
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst }
+    - name: envoy.filters.listener.http_inspector
+    filter_chains:
+    - filter_chain_match: { destination_port: 5432 }
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: db
+          weighted_clusters: { clusters: [{ name: passthrough, weight: 1 }, { name: other, weight: 3 }] }
+          idle_timeout: 0s
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: passthrough
+          cluster: passthrough
+  clusters:
+  - { name: passthrough, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED }
+  - { name: other, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED }
+"#;
+    let b = from_yaml_str(yaml).expect("valid");
+    let l = &b.listeners[0];
+    assert!(l.use_original_dst && l.has_original_dst_filter());
+    assert_eq!(
+        l.listener_filters,
+        vec![ListenerFilter::OriginalDst, ListenerFilter::HttpInspector]
+    );
+    let NetworkFilter::Tcp(db) = &l.select_chain(5432).unwrap().filter else {
+        panic!("tcp")
+    };
+    assert_eq!(db.idle_timeout, None);
+    assert_eq!(db.cluster.pick(0).as_str(), "passthrough");
+    assert_eq!(db.cluster.pick(1).as_str(), "other");
+    let NetworkFilter::Tcp(pt) = &l.select_chain(80).unwrap().filter else {
+        panic!("tcp")
+    };
+    assert_eq!(pt.idle_timeout, Some(DEFAULT_TCP_PROXY_IDLE_TIMEOUT));
+    assert!(matches!(&pt.cluster, TcpProxyCluster::Single(c) if c.as_str() == "passthrough"));
+
+    let bad = yaml.replace(
+        "    - filter_chain_match: { destination_port: 5432 }\n",
+        "    - filter_chain_match: {}\n",
+    );
+    expect_err(
+        &bad,
+        "static_resources.listeners[0].filter_chains[1].filter_chain_match",
+        "same matching rules",
+    );
+    let bad = yaml.replace(
+        "envoy.filters.listener.http_inspector",
+        "envoy.filters.listener.proxy_protocol",
+    );
+    expect_err(
+        &bad,
+        "static_resources.listeners[0].listener_filters[1].name",
+        "not supported",
+    );
+    let bad = yaml.replace(
+        "destination_port: 5432",
+        "destination_port: 5432, server_names: [a]",
+    );
+    expect_err(
+        &bad,
+        "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
+        "not supported",
+    );
+}
+
+#[test]
+fn route_action_defaults_follow_envoy() {
+    let b = from_yaml_str(&with_routes(ROUTES_OK)).unwrap();
+    let NetworkFilter::Http(hcm) = &b.listeners[0].filter_chains[0].filter else {
+        panic!()
+    };
+    let RouteAction::Forward(f) = &hcm.route_table.virtual_hosts[0].routes[0].action else {
+        panic!()
+    };
+    assert_eq!(f.timeout, Some(crate::route::DEFAULT_ROUTE_TIMEOUT));
+    assert_eq!(f.idle_timeout, None);
+    assert!(f.retry_policy.is_none());
+    assert!(matches!(&f.cluster, ClusterSpecifier::Cluster(c) if c.as_str() == "a"));
+    assert_eq!(f.cluster_not_found_status, 503);
+}

@@ -1,0 +1,462 @@
+//! Raw bootstrap -> typed [`Bootstrap`]: listeners, filter chains, network filters (with the
+//! `@type` dispatch of `typed_config`), admin; clusters are in `validate_cluster`.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_norway::Value;
+
+use super::{
+    path::FieldPath,
+    raw::{
+        type_url, typed_config, Empty, RawAccessLog, RawAddress, RawBootstrap, RawFileAccessLog,
+        RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawTcpProxy,
+    },
+    validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError, FilterChain,
+    HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node, TcpProxy,
+    TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
+};
+use crate::route::{build_route_table, build_weighted, WeightedInput};
+
+/// Type URL of the http_connection_manager typed_config.
+pub(crate) const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+/// Type URL of the tcp_proxy typed_config.
+pub(crate) const TCP_PROXY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const STDOUT_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+const FILE_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+const ORIGINAL_DST_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+const HTTP_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+const TLS_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+
+/// Validates the whole bootstrap.
+pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
+    let root = FieldPath::root();
+    let node = raw.node.map(|n| Node {
+        id: n.id.unwrap_or_default(),
+        cluster: n.cluster.unwrap_or_default(),
+    });
+    let admin = match raw.admin {
+        None => None,
+        Some(a) => {
+            let p = root.field("admin");
+            let address = match &a.address {
+                Some(addr) => ip_socket_address(addr, &p.field("address"))?,
+                None => return Err(p.field("address").err("required")),
+            };
+            Some(Admin {
+                address,
+                access_log_path: a.access_log_path.map(PathBuf::from),
+            })
+        }
+    };
+    let sr = root.field("static_resources");
+    let (raw_listeners, raw_clusters) = match raw.static_resources {
+        Some(s) => (s.listeners, s.clusters),
+        None => (Vec::new(), Vec::new()),
+    };
+
+    let mut clusters = Vec::with_capacity(raw_clusters.len());
+    let mut cluster_names = HashSet::new();
+    for (i, c) in raw_clusters.into_iter().enumerate() {
+        let p = sr.field("clusters").index(i);
+        let cluster = validate_cluster::cluster(c, &p)?;
+        if !cluster_names.insert(cluster.name.as_str().to_string()) {
+            return Err(p.field("name").err(format!(
+                "duplicate cluster name {:?}",
+                cluster.name.as_str()
+            )));
+        }
+        clusters.push(Arc::new(cluster));
+    }
+
+    let mut listeners: Vec<Listener> = Vec::with_capacity(raw_listeners.len());
+    for (i, l) in raw_listeners.into_iter().enumerate() {
+        let p = sr.field("listeners").index(i);
+        let listener = listener(l, &p, &cluster_names)?;
+        if listeners.iter().any(|o| o.name == listener.name) {
+            return Err(p.field("name").err(format!(
+                "duplicate listener name {:?}",
+                listener.name.as_str()
+            )));
+        }
+        if listener.bind_to_port {
+            if let Some(o) = listeners
+                .iter()
+                .find(|o| o.bind_to_port && o.address == listener.address)
+            {
+                return Err(p.field("address").err(format!(
+                    "address {} is already used by listener {:?}",
+                    listener.address,
+                    o.name.as_str()
+                )));
+            }
+        }
+        listeners.push(listener);
+    }
+    Ok(Bootstrap {
+        node,
+        admin,
+        listeners,
+        clusters,
+    })
+}
+
+/// `address.socket_address` that must be an IP literal and a TCP port.
+pub(crate) fn ip_socket_address(
+    addr: &RawAddress,
+    p: &FieldPath,
+) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = socket_address(addr, p)?;
+    let ip: IpAddr = host.parse().map_err(|_| {
+        p.field("socket_address")
+            .field("address")
+            .err(format!("{host:?} is not an IP address"))
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// `address.socket_address` -> (address, port), checking protocol TCP.
+pub(crate) fn socket_address<'a>(
+    addr: &'a RawAddress,
+    p: &FieldPath,
+) -> Result<(&'a str, u16), ConfigError> {
+    let sp = p.field("socket_address");
+    let sa = addr
+        .socket_address
+        .as_ref()
+        .ok_or_else(|| sp.err("required"))?;
+    if let Some(proto) = &sa.protocol {
+        if proto != "TCP" {
+            return Err(sp
+                .field("protocol")
+                .unsupported(&format!("{proto}; only TCP")));
+        }
+    }
+    let host = sa
+        .address
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| sp.field("address").err("required"))?;
+    let port = sa
+        .port_value
+        .ok_or_else(|| sp.field("port_value").err("required"))?;
+    let port = u16::try_from(port).map_err(|_| {
+        sp.field("port_value")
+            .err(format!("{port} is not a valid port"))
+    })?;
+    Ok((host, port))
+}
+
+fn listener(
+    raw: RawListener,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<Listener, ConfigError> {
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))?;
+    let address = match &raw.address {
+        Some(a) => ip_socket_address(a, &p.field("address"))?,
+        None => return Err(p.field("address").err("required")),
+    };
+    if let Some(td) = &raw.traffic_direction {
+        if !matches!(td.as_str(), "UNSPECIFIED" | "INBOUND" | "OUTBOUND") {
+            return Err(p
+                .field("traffic_direction")
+                .err(format!("unknown value {td:?}")));
+        }
+    }
+    let mut listener_filters = Vec::new();
+    for (i, f) in raw.listener_filters.iter().enumerate() {
+        let fp = p.field("listener_filters").index(i);
+        let name = f.name.as_deref().unwrap_or("");
+        let (kind, ty) = match name {
+            "envoy.filters.listener.original_dst" => {
+                (ListenerFilter::OriginalDst, ORIGINAL_DST_TYPE)
+            }
+            "envoy.filters.listener.http_inspector" => {
+                (ListenerFilter::HttpInspector, HTTP_INSPECTOR_TYPE)
+            }
+            "envoy.filters.listener.tls_inspector" => {
+                (ListenerFilter::TlsInspector, TLS_INSPECTOR_TYPE)
+            }
+            "" => return Err(fp.field("name").err("required")),
+            other => {
+                return Err(fp
+                    .field("name")
+                    .unsupported(&format!("listener filter {other:?}")))
+            }
+        };
+        if let Some(tc) = &f.typed_config {
+            let _: Empty = typed_config(tc, &fp.field("typed_config"), ty)?;
+        }
+        listener_filters.push(kind);
+    }
+    if raw.filter_chains.is_empty() {
+        return Err(p
+            .field("filter_chains")
+            .err("at least one filter chain is required"));
+    }
+    let mut filter_chains: Vec<FilterChain> = Vec::new();
+    for (i, fc) in raw.filter_chains.into_iter().enumerate() {
+        let fp = p.field("filter_chains").index(i);
+        let chain = filter_chain(fc, &fp, clusters)?;
+        if filter_chains
+            .iter()
+            .any(|o| o.destination_port == chain.destination_port)
+        {
+            return Err(fp
+                .field("filter_chain_match")
+                .err("multiple filter chains with the same matching rules are defined"));
+        }
+        filter_chains.push(chain);
+    }
+    Ok(Listener {
+        name: ListenerRef::new(&name),
+        address,
+        use_original_dst: raw.use_original_dst.unwrap_or(false),
+        bind_to_port: raw.bind_to_port.unwrap_or(true),
+        listener_filters,
+        filter_chains,
+    })
+}
+
+fn filter_chain(
+    raw: RawFilterChain,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<FilterChain, ConfigError> {
+    let destination_port = match raw.filter_chain_match.and_then(|m| m.destination_port) {
+        None => None,
+        Some(port) => Some(
+            u16::try_from(port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    p.field("filter_chain_match")
+                        .field("destination_port")
+                        .err(format!("{port} is not a valid port"))
+                })?,
+        ),
+    };
+    let fp = p.field("filters");
+    let mut filters = raw.filters.into_iter();
+    let first = filters
+        .next()
+        .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
+    if filters.next().is_some() {
+        return Err(fp.index(1).unsupported(
+            "only one network filter per chain (http_connection_manager or tcp_proxy)",
+        ));
+    }
+    let filter = network_filter(first, &fp.index(0), clusters)?;
+    Ok(FilterChain {
+        name: raw.name,
+        destination_port,
+        filter,
+    })
+}
+
+fn network_filter(
+    raw: RawNetworkFilter,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<NetworkFilter, ConfigError> {
+    let name = raw.name.as_deref().unwrap_or("");
+    let tp = p.field("typed_config");
+    let tc = raw.typed_config.as_ref();
+    // Envoy picks the factory by the typed_config type URL, or by name without one.
+    let kind = match tc.and_then(type_url) {
+        Some(HCM_TYPE) => "hcm",
+        Some(TCP_PROXY_TYPE) => "tcp",
+        Some(other) => {
+            return Err(tp
+                .field("@type")
+                .unsupported(&format!("network filter type {other:?}")))
+        }
+        None => match name {
+            "envoy.filters.network.http_connection_manager" => "hcm",
+            "envoy.filters.network.tcp_proxy" => "tcp",
+            "" => return Err(p.field("name").err("required")),
+            other => {
+                return Err(p
+                    .field("name")
+                    .unsupported(&format!("network filter {other:?}")))
+            }
+        },
+    };
+    let tc = tc.ok_or_else(|| tp.err("required"))?;
+    match kind {
+        "hcm" => {
+            let raw: RawHcm = typed_config(tc, &tp, HCM_TYPE)?;
+            Ok(NetworkFilter::Http(Arc::new(hcm(raw, &tp, clusters)?)))
+        }
+        _ => {
+            let raw: RawTcpProxy = typed_config(tc, &tp, TCP_PROXY_TYPE)?;
+            Ok(NetworkFilter::Tcp(Arc::new(tcp_proxy(raw, &tp, clusters)?)))
+        }
+    }
+}
+
+/// A timeout where `0s` means disabled.
+fn timeout_or(raw: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+    match raw {
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+        None => default,
+    }
+}
+
+fn hcm(
+    raw: RawHcm,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<HttpConnectionManager, ConfigError> {
+    let stat_prefix = raw
+        .stat_prefix
+        .ok_or_else(|| p.field("stat_prefix").err("required"))?;
+    let codec_type = match raw.codec_type.as_deref() {
+        None | Some("AUTO") => CodecType::Auto,
+        Some("HTTP1") => CodecType::Http1,
+        Some("HTTP2") => CodecType::Http2,
+        Some("HTTP3") => return Err(p.field("codec_type").unsupported("HTTP3")),
+        Some(other) => {
+            return Err(p.field("codec_type").err(format!(
+                "unknown value {other:?} (expected AUTO, HTTP1 or HTTP2)"
+            )))
+        }
+    };
+    let rc = raw.route_config.ok_or_else(|| {
+        p.field("route_config")
+            .err("required (rds is not supported)")
+    })?;
+    let route_table = build_route_table(rc, &p.field("route_config"), clusters)?;
+    let hp = p.field("http_filters");
+    if raw.http_filters.is_empty() {
+        return Err(hp.err("must end with the router filter (envoy.filters.http.router)"));
+    }
+    for (i, f) in raw.http_filters.iter().enumerate() {
+        let fp = hp.index(i);
+        let is_router = match f.typed_config.as_ref().and_then(type_url) {
+            Some(t) => t == ROUTER_TYPE,
+            None => f.name.as_deref() == Some("envoy.filters.http.router"),
+        };
+        if !is_router {
+            let what = f
+                .typed_config
+                .as_ref()
+                .and_then(type_url)
+                .or(f.name.as_deref())
+                .unwrap_or("");
+            return Err(fp.unsupported(&format!(
+                "HTTP filter {what:?}; only envoy.filters.http.router"
+            )));
+        }
+        if i + 1 != raw.http_filters.len() {
+            return Err(hp.index(i + 1).unsupported("HTTP filters after the router"));
+        }
+        if let Some(tc) = &f.typed_config {
+            let _: Empty = typed_config(tc, &fp.field("typed_config"), ROUTER_TYPE)?;
+        }
+    }
+    let mut access_log = Vec::new();
+    for (i, al) in raw.access_log.iter().enumerate() {
+        access_log.push(access_log_entry(al, &p.field("access_log").index(i))?);
+    }
+    Ok(HttpConnectionManager {
+        stat_prefix,
+        codec_type,
+        route_table: Arc::new(route_table),
+        stream_idle_timeout: timeout_or(
+            raw.stream_idle_timeout.map(|d| d.0),
+            Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        ),
+        request_timeout: timeout_or(raw.request_timeout.map(|d| d.0), None),
+        access_log,
+    })
+}
+
+fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, ConfigError> {
+    let tp = p.field("typed_config");
+    let tc: &Value = raw
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| tp.err("required"))?;
+    match type_url(tc) {
+        Some(STDOUT_LOG_TYPE) => {
+            let _: Empty = typed_config(tc, &tp, STDOUT_LOG_TYPE)?;
+            Ok(AccessLog::Stdout)
+        }
+        Some(FILE_LOG_TYPE) => {
+            let f: RawFileAccessLog = typed_config(tc, &tp, FILE_LOG_TYPE)?;
+            let path = f
+                .path
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| tp.field("path").err("required"))?;
+            Ok(AccessLog::File {
+                path: PathBuf::from(path),
+            })
+        }
+        Some(other) => Err(tp
+            .field("@type")
+            .unsupported(&format!("access logger type {other:?}"))),
+        None => Err(tp.field("@type").err("missing")),
+    }
+}
+
+fn tcp_proxy(
+    raw: RawTcpProxy,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<TcpProxy, ConfigError> {
+    let stat_prefix = raw
+        .stat_prefix
+        .ok_or_else(|| p.field("stat_prefix").err("required"))?;
+    let cluster = match (raw.cluster, raw.weighted_clusters) {
+        (Some(_), Some(_)) => {
+            return Err(p.err("exactly one of cluster and weighted_clusters must be set"))
+        }
+        (None, None) => return Err(p.field("cluster").err("required")),
+        (Some(c), None) => {
+            if !clusters.contains(&c) {
+                return Err(p.field("cluster").err(format!("unknown cluster {c:?}")));
+            }
+            TcpProxyCluster::Single(c.as_str().into())
+        }
+        (None, Some(w)) => {
+            let wp = p.field("weighted_clusters");
+            let inputs = w
+                .clusters
+                .into_iter()
+                .map(|c| WeightedInput {
+                    name: c.name,
+                    weight: c.weight,
+                    request_headers: Default::default(),
+                    response_headers: Default::default(),
+                })
+                .collect();
+            TcpProxyCluster::Weighted(build_weighted(inputs, &wp, clusters)?)
+        }
+    };
+    Ok(TcpProxy {
+        stat_prefix,
+        cluster,
+        idle_timeout: timeout_or(
+            raw.idle_timeout.map(|d| d.0),
+            Some(DEFAULT_TCP_PROXY_IDLE_TIMEOUT),
+        ),
+    })
+}

@@ -1,0 +1,429 @@
+//! Raw cluster -> typed [`Cluster`]: discovery type, lb policy, endpoints, circuit breakers,
+//! outlier detection, health checks, protocol options and upstream TLS.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{
+    path::FieldPath,
+    raw::typed_config,
+    raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions, RawUpstreamTlsContext},
+    raw_route::RawDataSource,
+    validate::socket_address,
+    CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType, Endpoint,
+    EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, UpstreamProtocol,
+    UpstreamTls, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT,
+    DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_HASH_MAX_SIZE,
+    DEFAULT_RING_HASH_MIN_SIZE,
+};
+
+const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const UPSTREAM_TLS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+/// Validates one `static_resources.clusters[]` entry at `p`.
+pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigError> {
+    let name = raw
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))?;
+    let discovery = match raw.discovery_type.as_deref() {
+        None | Some("STATIC") => DiscoveryType::Static,
+        Some("STRICT_DNS") => DiscoveryType::StrictDns,
+        Some("ORIGINAL_DST") => DiscoveryType::OriginalDst,
+        Some(t @ ("LOGICAL_DNS" | "EDS")) => return Err(p.field("type").unsupported(t)),
+        Some(other) => return Err(p.field("type").err(format!("unknown value {other:?}"))),
+    };
+    let lb_policy = lb_policy(&raw, p, discovery)?;
+
+    let mut endpoints = Vec::new();
+    if let Some(la) = &raw.load_assignment {
+        let lp = p.field("load_assignment");
+        if let Some(cn) = &la.cluster_name {
+            if cn != &name {
+                return Err(lp
+                    .field("cluster_name")
+                    .err(format!("{cn:?} differs from the cluster name {name:?}")));
+            }
+        }
+        for (i, loc) in la.endpoints.iter().enumerate() {
+            let ep = lp.field("endpoints").index(i);
+            for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
+                let bp = ep.field("lb_endpoints").index(j);
+                let addr = lbe
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.address.as_ref())
+                    .ok_or_else(|| bp.field("endpoint").field("address").err("required"))?;
+                let ap = bp.field("endpoint").field("address");
+                let (host, port) = socket_address(addr, &ap)?;
+                let address = match (host.parse::<IpAddr>(), discovery) {
+                    (Ok(ip), _) => EndpointAddress::Ip(SocketAddr::new(ip, port)),
+                    (Err(_), DiscoveryType::StrictDns) => EndpointAddress::Dns {
+                        host: host.to_string(),
+                        port,
+                    },
+                    (Err(_), _) => {
+                        return Err(ap.field("socket_address").field("address").err(format!(
+                            "{host:?} is not an IP address (host names need type STRICT_DNS)"
+                        )))
+                    }
+                };
+                let weight = match lbe.load_balancing_weight {
+                    None => DEFAULT_ENDPOINT_WEIGHT,
+                    Some(0) => {
+                        return Err(bp.field("load_balancing_weight").err("must be at least 1"))
+                    }
+                    Some(w) => w,
+                };
+                endpoints.push(Endpoint { address, weight });
+            }
+        }
+    }
+    if discovery == DiscoveryType::OriginalDst && !endpoints.is_empty() {
+        return Err(p
+            .field("load_assignment")
+            .err("ORIGINAL_DST clusters must not have endpoints"));
+    }
+
+    let mut circuit_breakers = CircuitBreakers::default();
+    if let Some(cb) = &raw.circuit_breakers {
+        for (i, t) in cb.thresholds.iter().enumerate() {
+            let tp = p.field("circuit_breakers").field("thresholds").index(i);
+            match t.priority.as_deref() {
+                None | Some("DEFAULT") => {}
+                Some("HIGH") => return Err(tp.field("priority").unsupported("HIGH")),
+                Some(o) => return Err(tp.field("priority").err(format!("unknown value {o:?}"))),
+            }
+            if i > 0 {
+                return Err(tp.err("duplicate thresholds for priority DEFAULT"));
+            }
+            let d = CircuitBreakers::default();
+            circuit_breakers = CircuitBreakers {
+                max_connections: t.max_connections.unwrap_or(d.max_connections),
+                max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
+                max_requests: t.max_requests.unwrap_or(d.max_requests),
+                max_retries: t.max_retries.unwrap_or(d.max_retries),
+            };
+        }
+    }
+
+    let outlier_detection = match &raw.outlier_detection {
+        None => None,
+        Some(o) => {
+            let d = OutlierDetection::default();
+            let max_ejection_percent = o.max_ejection_percent.unwrap_or(d.max_ejection_percent);
+            if max_ejection_percent > 100 {
+                return Err(p
+                    .field("outlier_detection")
+                    .field("max_ejection_percent")
+                    .err("must be at most 100"));
+            }
+            Some(OutlierDetection {
+                consecutive_5xx: o.consecutive_5xx.unwrap_or(d.consecutive_5xx),
+                interval: o.interval.map_or(d.interval, |x| x.0),
+                base_ejection_time: o.base_ejection_time.map_or(d.base_ejection_time, |x| x.0),
+                max_ejection_percent,
+            })
+        }
+    };
+
+    let mut health_checks = Vec::new();
+    for (i, hc) in raw.health_checks.iter().enumerate() {
+        health_checks.push(health_check(hc, &p.field("health_checks").index(i))?);
+    }
+
+    let mut protocol = UpstreamProtocol::Http1;
+    if let Some(h2) = &raw.http2_protocol_options {
+        if !matches!(h2, serde_norway::Value::Mapping(m) if m.is_empty()) {
+            return Err(p
+                .field("http2_protocol_options")
+                .unsupported("only the empty form {}"));
+        }
+        protocol = UpstreamProtocol::Http2;
+    }
+    if let Some(opts) = &raw.typed_extension_protocol_options {
+        let op = p.field("typed_extension_protocol_options");
+        for (k, v) in opts {
+            let key = k.as_str().unwrap_or("");
+            let kp = op.field(key);
+            if key != HTTP_PROTOCOL_OPTIONS_KEY {
+                return Err(kp.unsupported("protocol options other than HttpProtocolOptions"));
+            }
+            let hpo: RawHttpProtocolOptions = typed_config(v, &kp, HTTP_PROTOCOL_OPTIONS_TYPE)?;
+            let ep = kp.field("explicit_http_config");
+            let e = hpo.explicit_http_config.ok_or_else(|| ep.err("required"))?;
+            protocol = match (e.http_protocol_options, e.http2_protocol_options) {
+                (Some(_), None) => UpstreamProtocol::Http1,
+                (None, Some(_)) => UpstreamProtocol::Http2,
+                _ => {
+                    return Err(
+                        ep.err("exactly one of http_protocol_options and http2_protocol_options")
+                    )
+                }
+            };
+        }
+    }
+
+    let tls = match &raw.transport_socket {
+        None => None,
+        Some(ts) => {
+            let tp = p.field("transport_socket");
+            let tcp = tp.field("typed_config");
+            let tc = ts
+                .typed_config
+                .as_ref()
+                .ok_or_else(|| tcp.err("required"))?;
+            match ts.name.as_deref() {
+                None | Some("envoy.transport_sockets.tls") => {}
+                Some(other) => {
+                    return Err(tp
+                        .field("name")
+                        .unsupported(&format!("transport socket {other:?}")))
+                }
+            }
+            let raw_tls: RawUpstreamTlsContext = typed_config(tc, &tcp, UPSTREAM_TLS_TYPE)?;
+            Some(upstream_tls(raw_tls, &tcp)?)
+        }
+    };
+
+    let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+    if connect_timeout.is_zero() {
+        return Err(p.field("connect_timeout").err("must be greater than 0s"));
+    }
+    Ok(Cluster {
+        name: ClusterRef::new(&name),
+        discovery,
+        lb_policy,
+        connect_timeout,
+        dns_refresh_rate: raw
+            .dns_refresh_rate
+            .map_or(DEFAULT_DNS_REFRESH_RATE, |d| d.0),
+        endpoints,
+        circuit_breakers,
+        outlier_detection,
+        health_checks,
+        protocol,
+        tls,
+    })
+}
+
+fn lb_policy(
+    raw: &RawCluster,
+    p: &FieldPath,
+    discovery: DiscoveryType,
+) -> Result<LbPolicy, ConfigError> {
+    let lp = p.field("lb_policy");
+    let policy = raw.lb_policy.as_deref().unwrap_or("ROUND_ROBIN");
+    // A *_lb_config must go with its policy.
+    let configs = [
+        (
+            "ring_hash_lb_config",
+            raw.ring_hash_lb_config.is_some(),
+            "RING_HASH",
+        ),
+        ("maglev_lb_config", raw.maglev_lb_config.is_some(), "MAGLEV"),
+        (
+            "least_request_lb_config",
+            raw.least_request_lb_config.is_some(),
+            "LEAST_REQUEST",
+        ),
+    ];
+    for (field, set, wants) in configs {
+        if set && policy != wants {
+            return Err(p
+                .field(field)
+                .err(format!("requires lb_policy {wants}, not {policy}")));
+        }
+    }
+    let out = match policy {
+        "ROUND_ROBIN" => LbPolicy::RoundRobin,
+        "RANDOM" => LbPolicy::Random,
+        "LEAST_REQUEST" => {
+            let choice_count = raw
+                .least_request_lb_config
+                .as_ref()
+                .and_then(|c| c.choice_count)
+                .unwrap_or(DEFAULT_LEAST_REQUEST_CHOICE_COUNT);
+            if choice_count < 2 {
+                return Err(p
+                    .field("least_request_lb_config")
+                    .field("choice_count")
+                    .err("must be at least 2"));
+            }
+            LbPolicy::LeastRequest { choice_count }
+        }
+        "RING_HASH" => {
+            let c = raw.ring_hash_lb_config.as_ref();
+            let minimum_ring_size = c
+                .and_then(|c| c.minimum_ring_size)
+                .unwrap_or(DEFAULT_RING_HASH_MIN_SIZE);
+            let maximum_ring_size = c
+                .and_then(|c| c.maximum_ring_size)
+                .unwrap_or(DEFAULT_RING_HASH_MAX_SIZE);
+            if minimum_ring_size == 0 || minimum_ring_size > maximum_ring_size {
+                return Err(p
+                    .field("ring_hash_lb_config")
+                    .err("minimum_ring_size must be in 1..=maximum_ring_size"));
+            }
+            LbPolicy::RingHash {
+                minimum_ring_size,
+                maximum_ring_size,
+            }
+        }
+        "MAGLEV" => {
+            let table_size = raw
+                .maglev_lb_config
+                .as_ref()
+                .and_then(|c| c.table_size)
+                .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
+            if !is_prime(table_size) || table_size > 5_000_011 {
+                return Err(p
+                    .field("maglev_lb_config")
+                    .field("table_size")
+                    .err(format!("{table_size} must be a prime number <= 5000011")));
+            }
+            LbPolicy::Maglev { table_size }
+        }
+        "CLUSTER_PROVIDED" => LbPolicy::ClusterProvided,
+        "LOAD_BALANCING_POLICY_CONFIG" => return Err(lp.unsupported(policy)),
+        other => return Err(lp.err(format!("unknown value {other:?}"))),
+    };
+    match (discovery, out) {
+        (DiscoveryType::OriginalDst, LbPolicy::ClusterProvided) => Ok(out),
+        (DiscoveryType::OriginalDst, _) => Err(lp.err(format!(
+            "cluster type ORIGINAL_DST requires lb_policy CLUSTER_PROVIDED, not {policy}"
+        ))),
+        (_, LbPolicy::ClusterProvided) => {
+            Err(lp.err("CLUSTER_PROVIDED is only valid for cluster type ORIGINAL_DST"))
+        }
+        _ => Ok(out),
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut i = 2u64;
+    while i * i <= n {
+        if n.is_multiple_of(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, ConfigError> {
+    let timeout = raw
+        .timeout
+        .ok_or_else(|| p.field("timeout").err("required"))?
+        .0;
+    let interval = raw
+        .interval
+        .ok_or_else(|| p.field("interval").err("required"))?
+        .0;
+    if timeout.is_zero() {
+        return Err(p.field("timeout").err("must be greater than 0s"));
+    }
+    if interval.is_zero() {
+        return Err(p.field("interval").err("must be greater than 0s"));
+    }
+    let unhealthy_threshold = raw
+        .unhealthy_threshold
+        .ok_or_else(|| p.field("unhealthy_threshold").err("required"))?;
+    let healthy_threshold = raw
+        .healthy_threshold
+        .ok_or_else(|| p.field("healthy_threshold").err("required"))?;
+    let kind = match (&raw.http_health_check, &raw.tcp_health_check) {
+        (Some(h), None) => {
+            let hp = p.field("http_health_check");
+            let path = h
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| hp.field("path").err("required"))?;
+            let mut expected_statuses = Vec::new();
+            for (i, r) in h.expected_statuses.iter().enumerate() {
+                let rp = hp.field("expected_statuses").index(i);
+                let (start, end) = (r.start.unwrap_or(0), r.end.unwrap_or(0));
+                if !(100..=600).contains(&start) || !(100..=600).contains(&end) || start >= end {
+                    return Err(rp.err(format!(
+                        "invalid range [{start}, {end}): need 100 <= start < end <= 600"
+                    )));
+                }
+                expected_statuses.push(start as u16..end as u16);
+            }
+            if expected_statuses.is_empty() {
+                expected_statuses.push(200..201);
+            }
+            HealthCheckKind::Http {
+                path,
+                host: h.host.clone().filter(|h| !h.is_empty()),
+                expected_statuses,
+            }
+        }
+        (None, Some(_)) => HealthCheckKind::Tcp,
+        _ => return Err(p.err("exactly one of http_health_check and tcp_health_check is required")),
+    };
+    Ok(HealthCheck {
+        timeout,
+        interval,
+        unhealthy_threshold,
+        healthy_threshold,
+        kind,
+    })
+}
+
+fn data_source(raw: &RawDataSource, p: &FieldPath) -> Result<DataSource, ConfigError> {
+    match (&raw.filename, &raw.inline_string) {
+        (Some(f), None) if !f.is_empty() => Ok(DataSource::File(f.into())),
+        (None, Some(s)) => Ok(DataSource::Inline(s.clone())),
+        _ => Err(p.err("exactly one of filename and inline_string is required")),
+    }
+}
+
+fn upstream_tls(raw: RawUpstreamTlsContext, p: &FieldPath) -> Result<UpstreamTls, ConfigError> {
+    let mut tls = UpstreamTls {
+        sni: raw.sni.filter(|s| !s.is_empty()),
+        ..UpstreamTls::default()
+    };
+    if let Some(ctx) = raw.common_tls_context {
+        let cp = p.field("common_tls_context");
+        if let Some(vc) = &ctx.validation_context {
+            if let Some(ca) = &vc.trusted_ca {
+                let vp = cp.field("validation_context").field("trusted_ca");
+                tls.trusted_ca = Some(data_source(ca, &vp)?);
+            }
+        }
+        match ctx.tls_certificates.as_slice() {
+            [] => {}
+            [c] => {
+                let tp = cp.field("tls_certificates").index(0);
+                let chain = c
+                    .certificate_chain
+                    .as_ref()
+                    .ok_or_else(|| tp.field("certificate_chain").err("required"))?;
+                let key = c
+                    .private_key
+                    .as_ref()
+                    .ok_or_else(|| tp.field("private_key").err("required"))?;
+                tls.client_cert = Some((
+                    data_source(chain, &tp.field("certificate_chain"))?,
+                    data_source(key, &tp.field("private_key"))?,
+                ));
+            }
+            _ => {
+                return Err(cp
+                    .field("tls_certificates")
+                    .index(1)
+                    .unsupported("more than one client certificate"))
+            }
+        }
+        tls.alpn_protocols = ctx.alpn_protocols;
+    }
+    Ok(tls)
+}

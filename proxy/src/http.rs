@@ -1,0 +1,421 @@
+//! HTTP connection manager: serves HTTP/1.1 and HTTP/2 downstream connections with hyper and
+//! forwards each request along its route (retries, timeouts, circuit breakers, outlier
+//! detection, header handling like Envoy's defaults, access log).
+//!
+//! Header defaults (Envoy 1.40, `use_remote_address: false`, `xff_num_trusted_hops: 0`):
+//! `x-forwarded-for` is passed through unmodified; `x-forwarded-proto` is set to the downstream
+//! scheme (`http`, or `https` over TLS); `x-request-id` is generated (UUID v4) when absent;
+//! `x-envoy-expected-rq-timeout-ms` is sent upstream; `x-envoy-upstream-service-time` is added to
+//! responses; Host/`:authority` is kept unless the route rewrites it.
+
+pub mod access_log;
+mod forward;
+pub mod idle;
+pub mod local_reply;
+pub mod retry;
+mod upgrade;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::{
+    access_log::{AccessLogger, Entry},
+    local_reply::Flag,
+};
+use crate::{
+    config,
+    proxy::stats::HttpStats,
+    route::{RequestView, SelectedCluster, Selection},
+    upstream::Cluster,
+};
+
+/// Error of a [`Body`]: hyper's, or the proxy's own (stream idle timeout).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body type used for everything sent upstream or downstream.
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// Envoy's default max_request_headers_kb (60 KiB): larger request heads get 431.
+pub const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
+/// Envoy's default max_headers_count.
+pub const MAX_HEADERS_COUNT: usize = 100;
+/// Time allowed to receive a request's headers when the HCM sets no `request_timeout`
+/// (slowloris guard; Envoy's request_headers_timeout is off by default, hyper's default is 30 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The clusters a route can forward to, resolved when the config is loaded.
+#[derive(Debug, Clone)]
+enum RouteClusters {
+    /// Not a forwarding route, or a cluster_header route.
+    None,
+    /// `cluster`.
+    Single(Arc<Cluster>),
+    /// `weighted_clusters`, in config order.
+    Weighted(Vec<Arc<Cluster>>),
+}
+
+/// An HTTP connection manager with its routes resolved to running clusters.
+#[derive(Debug)]
+pub struct Hcm {
+    /// The config block.
+    pub cfg: Arc<config::HttpConnectionManager>,
+    /// `http.<stat_prefix>` counters.
+    pub stats: Arc<HttpStats>,
+    log: AccessLogger,
+    /// `[vhost][route]` -> clusters.
+    routes: Vec<Vec<RouteClusters>>,
+    /// All clusters by name (cluster_header routes only).
+    by_name: HashMap<String, Arc<Cluster>>,
+}
+
+/// The downstream connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Local address of the accepted socket.
+    pub local: SocketAddr,
+    /// Original destination (captured connections), else the local address.
+    pub orig_dst: SocketAddr,
+    /// Whether the downstream connection is TLS.
+    pub tls: bool,
+}
+
+impl Hcm {
+    /// Resolves every route's clusters against `clusters` and starts the access loggers.
+    pub fn build(
+        cfg: Arc<config::HttpConnectionManager>,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        stats: &crate::proxy::stats::StatsStore,
+    ) -> Self {
+        use crate::route::{ClusterSpecifier, RouteAction};
+        let routes = cfg
+            .route_table
+            .virtual_hosts
+            .iter()
+            .map(|vh| {
+                vh.routes
+                    .iter()
+                    .map(|r| match &r.action {
+                        RouteAction::Forward(f) => match &f.cluster {
+                            ClusterSpecifier::Cluster(c) => clusters
+                                .get(c.as_str())
+                                .map(|c| RouteClusters::Single(c.clone()))
+                                .unwrap_or(RouteClusters::None),
+                            ClusterSpecifier::Weighted(w) => RouteClusters::Weighted(
+                                w.clusters
+                                    .iter()
+                                    .filter_map(|wc| clusters.get(wc.name.as_str()).cloned())
+                                    .collect(),
+                            ),
+                            ClusterSpecifier::Header(_) => RouteClusters::None,
+                        },
+                        _ => RouteClusters::None,
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            stats: stats.http(&cfg.stat_prefix),
+            log: AccessLogger::start(&cfg.access_log),
+            cfg,
+            routes,
+            by_name: clusters.clone(),
+        }
+    }
+
+    fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {
+        let rc = self
+            .routes
+            .get(fwd.route_ref.vhost as usize)?
+            .get(fwd.route_ref.route as usize)?;
+        match (fwd.cluster, rc) {
+            (SelectedCluster::Named(_), RouteClusters::Single(c)) => Some(c.clone()),
+            (SelectedCluster::Named(name), RouteClusters::Weighted(cs)) => {
+                if let crate::route::ClusterSpecifier::Weighted(w) = &fwd.action.cluster {
+                    let i = w
+                        .clusters
+                        .iter()
+                        .position(|wc| std::ptr::eq(&wc.name, name))?;
+                    cs.get(i).cloned()
+                } else {
+                    None
+                }
+            }
+            (SelectedCluster::FromHeader(name), _) => self.by_name.get(name).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// Serves one downstream connection with `codec` until it closes; each request is handled by the
+/// HCM `current()` returns at that moment (so a reload applies to the next request).
+pub async fn serve<I, F>(
+    io: I,
+    conn: ConnInfo,
+    codec: config::CodecType,
+    header_timeout: Duration,
+    current: F,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> Arc<Hcm> + Send + Sync + 'static,
+{
+    let current = Arc::new(current);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let hcm = current();
+        async move { Ok::<_, Infallible>(handle(hcm, conn, req).await) }
+    });
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEADERS_BYTES)
+        .max_headers(MAX_HEADERS_COUNT)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+    let b = match codec {
+        config::CodecType::Auto => b,
+        config::CodecType::Http1 => b.http1_only(),
+        config::CodecType::Http2 => b.http2_only(),
+    };
+    if let Err(e) = b
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
+        tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended with error");
+    }
+}
+
+/// The request's authority (`:authority` or Host), cheap to clone (shared bytes).
+enum Authority {
+    Uri(http::uri::Authority),
+    Header(HeaderValue),
+}
+
+impl Authority {
+    fn of(req: &Request<Incoming>) -> Option<Self> {
+        if let Some(a) = req.uri().authority() {
+            return Some(Self::Uri(a.clone()));
+        }
+        req.headers()
+            .get(header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .map(|h| Self::Header(h.clone()))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Uri(a) => a.as_str(),
+            Self::Header(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
+/// A UUID v4 string.
+pub fn uuid_v4() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn protocol_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// What the forward path reports back for stats and the access log.
+pub(crate) struct Outcome {
+    pub(crate) resp: Response<Body>,
+    pub(crate) flag: Flag,
+    pub(crate) upstream_host: Option<SocketAddr>,
+    pub(crate) upstream_ms: Option<u64>,
+}
+
+impl Outcome {
+    fn local(flag: Flag) -> Self {
+        Self {
+            resp: local_reply::for_flag(flag),
+            flag,
+            upstream_host: None,
+            upstream_ms: None,
+        }
+    }
+}
+
+/// Handles one request end to end.
+pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    hcm.stats.downstream_rq_total.inc();
+    let version = req.version();
+    let scheme = if conn.tls { "https" } else { "http" };
+    // Downstream sanitation (Envoy defaults, see the module doc).
+    let h = req.headers_mut();
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    if !h.contains_key("x-request-id") {
+        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+            h.insert("x-request-id", v);
+        }
+    }
+    let authority = Authority::of(&req);
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let log_entry = hcm.log.enabled().then(|| Entry {
+        start: Some(start_wall),
+        method: req.method().as_str().to_string(),
+        path: path.as_str().to_string(),
+        protocol: protocol_str(version),
+        xff: header_str(req.headers(), "x-forwarded-for"),
+        user_agent: header_str(req.headers(), header::USER_AGENT),
+        request_id: header_str(req.headers(), "x-request-id"),
+        authority: authority.as_ref().map(|a| a.as_str().to_string()),
+        bytes_rx: req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0),
+        ..Entry::default()
+    });
+
+    let method = req.method().clone();
+    let outcome = {
+        let table = hcm.cfg.route_table.clone();
+        let view = RequestView {
+            authority: authority.as_ref().map(Authority::as_str),
+            path: path.as_str(),
+            method: method.as_str(),
+            scheme,
+            headers: req.headers(),
+            random: rand::random(),
+        };
+        match table.select(&view) {
+            Selection::NoRoute => {
+                hcm.stats.no_route.inc();
+                Outcome::local(Flag::NoRoute)
+            }
+            Selection::DirectResponse {
+                response,
+                response_headers,
+                ..
+            } => {
+                let mut r =
+                    local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
+                response_headers.apply(r.headers_mut());
+                Outcome {
+                    resp: r,
+                    flag: Flag::None,
+                    upstream_host: None,
+                    upstream_ms: None,
+                }
+            }
+            Selection::Redirect {
+                location,
+                status,
+                response_headers,
+                ..
+            } => {
+                let mut r = local_reply::reply(status, "");
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                response_headers.apply(r.headers_mut());
+                Outcome {
+                    resp: r,
+                    flag: Flag::None,
+                    upstream_host: None,
+                    upstream_ms: None,
+                }
+            }
+            Selection::Forward(fwd) => match hcm.resolve(&fwd) {
+                None => {
+                    let mut o = Outcome::local(Flag::NoCluster);
+                    *o.resp.status_mut() =
+                        http::StatusCode::from_u16(fwd.action.cluster_not_found_status)
+                            .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                    o
+                }
+                Some(cluster) => {
+                    let plan = forward::Plan::new(
+                        &fwd,
+                        &conn,
+                        &path,
+                        req.headers(),
+                        hcm.cfg.stream_idle_timeout,
+                    );
+                    forward::run(cluster, plan, conn, req).await
+                }
+            },
+        }
+    };
+
+    let Outcome {
+        mut resp,
+        flag,
+        upstream_host,
+        upstream_ms,
+    } = outcome;
+    if version == Version::HTTP_10 || version == Version::HTTP_11 {
+        *resp.version_mut() = version;
+    } else {
+        *resp.version_mut() = Version::HTTP_2;
+    }
+    // Envoy's defaults: server_name "envoy", server_header_transformation OVERWRITE.
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    let status = resp.status().as_u16();
+    match status {
+        200..=299 => hcm.stats.downstream_rq_2xx.inc(),
+        300..=399 => hcm.stats.downstream_rq_3xx.inc(),
+        400..=499 => hcm.stats.downstream_rq_4xx.inc(),
+        500..=599 => hcm.stats.downstream_rq_5xx.inc(),
+        _ => {}
+    }
+    if let Some(mut e) = log_entry {
+        e.status = status;
+        e.flags = flag.as_str();
+        e.upstream_ms = upstream_ms;
+        e.upstream_host = upstream_host.map(|a| a.to_string());
+        // Logged when the response body ends (or the stream is dropped), with the bytes sent.
+        return resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
+    }
+    resp
+}

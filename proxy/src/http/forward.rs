@@ -1,0 +1,573 @@
+//! The upstream half of a request: host choice, circuit breakers, attempts with retries and
+//! timeouts, outlier bookkeeping, and the response headers Envoy adds.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{
+    header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Request, Response, Uri,
+    Version,
+};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+
+use super::{
+    local_reply::{self, Flag},
+    retry::{self, Outcome as Try},
+    upgrade, Body, ConnInfo, Outcome,
+};
+use crate::{
+    route::{Forward, HashPolicyKind, HeaderMutations, HostRewriteResult, RetryPolicy},
+    upstream::{
+        lb::hash_bytes,
+        pool::{self, ConnectError, H1Sender, ReturnOnEnd, Sender},
+        Cluster, Host, LbContext,
+    },
+};
+
+/// Largest request body buffered so the request can be retried (Envoy's per-request buffer
+/// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
+pub const MAX_RETRY_BODY: u64 = 64 * 1024;
+
+/// Hop-by-hop headers never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+];
+
+/// Everything taken from the route selection (owned, so the request can be mutated after).
+pub(crate) struct Plan {
+    original_path: PathAndQuery,
+    /// The rewritten path, when the route rewrote it.
+    rewritten: Option<String>,
+    host_rewrite: Option<Option<String>>,
+    req_mutations: Vec<HeaderMutations>,
+    resp_mutations: Vec<HeaderMutations>,
+    timeout: Option<Duration>,
+    /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
+    idle: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    hash: Option<u64>,
+}
+
+impl Plan {
+    pub(crate) fn new(
+        fwd: &Forward<'_>,
+        conn: &ConnInfo,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        stream_idle: Option<Duration>,
+    ) -> Self {
+        let mut hash: Option<u64> = None;
+        for p in &fwd.action.hash_policy {
+            let h = match &p.kind {
+                HashPolicyKind::Header(name) => {
+                    headers.get(name.as_str()).map(|v| hash_bytes(v.as_bytes()))
+                }
+                HashPolicyKind::Cookie(name) => {
+                    cookie(headers, name).map(|v| hash_bytes(v.as_bytes()))
+                }
+                HashPolicyKind::SourceIp => Some(hash_bytes(conn.peer.ip().to_string().as_bytes())),
+            };
+            if let Some(h) = h {
+                hash = Some(hash.map_or(h, |old| old.rotate_left(1) ^ h));
+                if p.terminal {
+                    break;
+                }
+            }
+        }
+        // Router headers consumed from downstream (Envoy honours them by default).
+        let header_ms = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        };
+        let mut timeout = fwd.action.timeout;
+        if let Some(ms) = header_ms("x-envoy-upstream-rq-timeout-ms") {
+            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        let mut retry_policy = fwd.action.retry_policy.clone();
+        if let Some(v) = headers
+            .get("x-envoy-retry-on")
+            .and_then(|v| v.to_str().ok())
+        {
+            let p = retry_policy.get_or_insert_with(retry::header_policy);
+            retry::merge_retry_on(&mut p.retry_on, v);
+        }
+        if let Some(n) = header_ms("x-envoy-max-retries") {
+            if let Some(p) = retry_policy.as_mut() {
+                p.num_retries = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        if let Some(ms) = header_ms("x-envoy-upstream-rq-per-try-timeout-ms") {
+            let p = retry_policy.get_or_insert_with(|| RetryPolicy {
+                num_retries: 0,
+                ..retry::header_policy()
+            });
+            p.per_try_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        Self {
+            original_path: path.clone(),
+            rewritten: match &fwd.path {
+                std::borrow::Cow::Owned(p) if p != path.as_str() => Some(p.clone()),
+                _ => None,
+            },
+            host_rewrite: fwd.host_rewrite.map(|h| match h {
+                HostRewriteResult::Literal(s) => Some(s.to_string()),
+                HostRewriteResult::Auto => None,
+            }),
+            req_mutations: fwd.request_headers.iter().cloned().collect(),
+            resp_mutations: fwd.response_headers.iter().cloned().collect(),
+            timeout,
+            idle: match fwd.action.idle_timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => stream_idle,
+            },
+            retry: retry_policy,
+            hash,
+        }
+    }
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for kv in s.split(';') {
+            if let Some((k, val)) = kv.trim().split_once('=') {
+                if k == name {
+                    return Some(val);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Decrements a counter when dropped.
+struct Gauge<'a>(&'a AtomicUsize);
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The request body, replayable when small.
+enum ReqBody {
+    Empty,
+    Buffered(Bytes),
+    Once(Option<Incoming>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            ReqBody::Empty => Some(local_reply::empty()),
+            ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
+            ReqBody::Once(b) => b.take().map(|b| b.map_err(Into::into).boxed()),
+        }
+    }
+    fn replayable(&self) -> bool {
+        !matches!(self, ReqBody::Once(_))
+    }
+}
+
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    for n in listed {
+        h.remove(n.as_str());
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Runs the forward path for one request.
+pub(crate) async fn run(
+    cluster: Arc<Cluster>,
+    plan: Plan,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Outcome {
+    let (mut parts, body) = req.into_parts();
+    for m in &plan.req_mutations {
+        m.apply(&mut parts.headers);
+    }
+    for h in retry::CONSUMED_HEADERS {
+        parts.headers.remove(*h);
+    }
+    let upgrade = is_upgrade(&parts);
+    if !upgrade {
+        strip_hop_by_hop(&mut parts.headers);
+    }
+    if plan.rewritten.is_some() {
+        if let Ok(v) = HeaderValue::from_str(plan.original_path.as_str()) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
+    let path: PathAndQuery = match &plan.rewritten {
+        Some(p) => p.parse().unwrap_or_else(|_| plan.original_path.clone()),
+        None => plan.original_path.clone(),
+    };
+    let mut authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| super::header_str(&parts.headers, header::HOST))
+        .unwrap_or_default();
+    if let Some(Some(h)) = &plan.host_rewrite {
+        authority = h.clone();
+    }
+    if let Some(t) = plan.timeout {
+        let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
+        let t = per_try.map_or(t, |p| p.min(t));
+        parts.headers.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(t.as_millis() as u64),
+        );
+    }
+    let lb = LbContext {
+        hash: plan.hash,
+        orig_dst: Some(conn.orig_dst),
+    };
+
+    // Circuit breaker: max_requests.
+    if cluster.rq_active.fetch_add(1, Ordering::Relaxed) >= cluster.spec.breakers.max_requests {
+        cluster.rq_active.fetch_sub(1, Ordering::Relaxed);
+        cluster.stats.upstream_rq_pending_overflow.inc();
+        return Outcome::local(Flag::Overflow);
+    }
+    let _active = Gauge(&cluster.rq_active);
+
+    if upgrade {
+        let Some(host) = cluster.choose_host(&lb) else {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            return Outcome::local(Flag::NoHealthyUpstream);
+        };
+        set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+        parts.uri = origin_form(&path);
+        return upgrade::run(&cluster, &host, parts, body).await;
+    }
+
+    let mut body = if body.is_end_stream() {
+        ReqBody::Empty
+    } else if plan.retry.is_some()
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|u| u <= MAX_RETRY_BODY)
+    {
+        match body.collect().await {
+            Ok(c) => ReqBody::Buffered(c.to_bytes()),
+            Err(_) => return Outcome::local(Flag::DownstreamTermination),
+        }
+    } else {
+        ReqBody::Once(Some(body))
+    };
+
+    let attempts = async {
+        let mut retries_done = 0u32;
+        let mut last_host: Option<SocketAddr> = None;
+        loop {
+            let Some(host) = cluster.choose_host(&lb) else {
+                cluster.stats.upstream_cx_none_healthy.inc();
+                return Outcome::local(Flag::NoHealthyUpstream);
+            };
+            last_host = Some(host.addr).or(last_host);
+            set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+            let Some(b) = body.take() else {
+                return Outcome::local(Flag::ConnectionTermination);
+            };
+            let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
+            let t0 = Instant::now();
+            let result = attempt(
+                &cluster,
+                &host,
+                &parts,
+                &path,
+                b,
+                per_try,
+                body.replayable(),
+            )
+            .await;
+            let upstream_ms = t0.elapsed().as_millis() as u64;
+            let (outcome, failed) = match &result {
+                Ok((r, _)) => (
+                    Try::Status(r.status().as_u16()),
+                    r.status().is_server_error(),
+                ),
+                Err(AttemptError::Connect(ConnectError::Overflow)) => {
+                    cluster.stats.upstream_rq_pending_overflow.inc();
+                    return Outcome::local(Flag::Overflow);
+                }
+                Err(AttemptError::Connect(_)) => (Try::ConnectFailure, true),
+                Err(AttemptError::Reset) => (Try::Reset, true),
+                Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
+            };
+            cluster.record_outcome(&host, failed);
+            let retry = plan.retry.as_ref().filter(|p| {
+                retries_done < p.num_retries && body.replayable() && retry::should_retry(p, outcome)
+            });
+            if let Some(policy) = retry {
+                if cluster.retries_active.fetch_add(1, Ordering::Relaxed)
+                    >= cluster.spec.breakers.max_retries
+                {
+                    cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
+                    cluster.stats.upstream_rq_retry_overflow.inc();
+                } else {
+                    drop(result);
+                    tokio::time::sleep(retry::backoff(policy, retries_done)).await;
+                    cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
+                    retries_done += 1;
+                    cluster.stats.upstream_rq_retry.inc();
+                    continue;
+                }
+            }
+            return match result {
+                Ok(resp) => {
+                    let flag = if retries_done > 0 && failed {
+                        Flag::RetryLimitExceeded
+                    } else {
+                        Flag::None
+                    };
+                    Outcome {
+                        resp: finish_response(
+                            resp,
+                            &host,
+                            upstream_ms,
+                            &plan.resp_mutations,
+                            plan.idle,
+                        ),
+                        flag,
+                        upstream_host: last_host,
+                        upstream_ms: Some(upstream_ms),
+                    }
+                }
+                Err(e) => {
+                    let flag = match e {
+                        AttemptError::Connect(_) => Flag::ConnectFailure,
+                        AttemptError::Reset => Flag::ConnectionTermination,
+                        AttemptError::Timeout => Flag::Timeout,
+                    };
+                    let mut o = Outcome::local(flag);
+                    o.upstream_host = last_host;
+                    o
+                }
+            };
+        }
+    };
+    match plan.timeout {
+        Some(t) => match tokio::time::timeout(t, attempts).await {
+            Ok(o) => o,
+            Err(_) => {
+                cluster.stats.upstream_rq_timeout.inc();
+                Outcome::local(Flag::Timeout)
+            }
+        },
+        None => attempts.await,
+    }
+}
+
+fn origin_form(path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn set_authority(
+    parts: &mut Parts,
+    authority: &str,
+    host: &Host,
+    rewrite: Option<&Option<String>>,
+) {
+    let value = match rewrite {
+        Some(None) => host.addr.to_string(),
+        _ => authority.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        parts.headers.insert(header::HOST, v);
+    }
+}
+
+/// Why an attempt produced no response.
+enum AttemptError {
+    Connect(ConnectError),
+    Reset,
+    Timeout,
+}
+
+async fn attempt(
+    cluster: &Cluster,
+    host: &Arc<Host>,
+    parts: &Parts,
+    path: &PathAndQuery,
+    body: Body,
+    per_try: Option<Duration>,
+    replayable: bool,
+) -> Result<Upstream, AttemptError> {
+    host.active_rq.fetch_add(1, Ordering::Relaxed);
+    let _active = Gauge(&host.active_rq);
+    host.rq_total.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.upstream_rq_total.inc();
+    let fut = async {
+        let (sender, reused) = pool::acquire(cluster, host)
+            .await
+            .map_err(AttemptError::Connect)?;
+        match send(cluster, host, sender, parts, path, body).await {
+            // A pooled keep-alive connection the upstream closed meanwhile: one fresh try.
+            Err(SendError::Closed(Some(b))) if reused => {
+                let sender = pool::connect(cluster, host, false)
+                    .await
+                    .map_err(AttemptError::Connect)?;
+                send(cluster, host, sender, parts, path, b)
+                    .await
+                    .map_err(|_| AttemptError::Reset)
+            }
+            Err(_) => Err(AttemptError::Reset),
+            Ok(r) => Ok(r),
+        }
+    };
+    let _ = replayable;
+    let result = match per_try {
+        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+            cluster.stats.upstream_rq_timeout.inc();
+            Err(AttemptError::Timeout)
+        }),
+        None => fut.await,
+    };
+    if let Ok((r, _)) = &result {
+        match r.status().as_u16() {
+            200..=299 => cluster.stats.upstream_rq_2xx.inc(),
+            300..=399 => cluster.stats.upstream_rq_3xx.inc(),
+            400..=499 => cluster.stats.upstream_rq_4xx.inc(),
+            500..=599 => cluster.stats.upstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+    result
+}
+
+/// An upstream response, with its HTTP/1 connection (returned to the pool when the body ends).
+type Upstream = (Response<Incoming>, Option<H1Sender>);
+
+enum SendError {
+    /// The connection was closed before the request went out; the body is returned when unused.
+    Closed(Option<Body>),
+    Failed,
+}
+
+async fn send(
+    cluster: &Cluster,
+    host: &Host,
+    sender: Sender,
+    parts: &Parts,
+    path: &PathAndQuery,
+    body: Body,
+) -> Result<Upstream, SendError> {
+    let mut b = Request::builder().method(parts.method.clone());
+    match sender {
+        Sender::H1(mut s) => {
+            if s.ready().await.is_err() {
+                return Err(SendError::Closed(Some(body)));
+            }
+            let mut req = b
+                .uri(origin_form(path))
+                .version(Version::HTTP_11)
+                .body(body)
+                .map_err(|_| SendError::Failed)?;
+            *req.headers_mut() = parts.headers.clone();
+            match s.try_send_request(req).await {
+                Ok(r) => Ok((r, Some(s))),
+                Err(mut e) => Err(SendError::Closed(
+                    e.take_message()
+                        .map(|m| m.into_body())
+                        .filter(|_| !e.error().is_parse()),
+                )),
+            }
+        }
+        Sender::H2(mut s) => {
+            let scheme = if cluster.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let auth = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| host.addr.to_string());
+            let uri = format!("{scheme}://{auth}{path}");
+            b = b.uri(uri.as_str()).version(Version::HTTP_2);
+            let mut req = b.body(body).map_err(|_| SendError::Failed)?;
+            *req.headers_mut() = parts.headers.clone();
+            req.headers_mut().remove(header::HOST);
+            if s.ready().await.is_err() {
+                return Err(SendError::Failed);
+            }
+            s.send_request(req)
+                .await
+                .map(|r| (r, None))
+                .map_err(|_| SendError::Failed)
+        }
+    }
+}
+
+fn finish_response(
+    (resp, sender): Upstream,
+    host: &Arc<Host>,
+    upstream_ms: u64,
+    mutations: &[HeaderMutations],
+    idle: Option<Duration>,
+) -> Response<Body> {
+    let mut resp = resp.map(|b| {
+        let b = b.map_err(Into::into).boxed();
+        let b = match sender {
+            Some(s) => ReturnOnEnd::wrap(b, s, host.clone()),
+            None => b,
+        };
+        match idle {
+            Some(d) => super::idle::IdleBody::wrap(b, d),
+            None => b,
+        }
+    });
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(upstream_ms),
+    );
+    for m in mutations {
+        m.apply(resp.headers_mut());
+    }
+    resp
+}

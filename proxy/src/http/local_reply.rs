@@ -1,0 +1,105 @@
+//! Locally generated responses and Envoy's response flags.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// Envoy response flags (the short form printed by `%RESPONSE_FLAGS%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// No flag.
+    None,
+    /// NR: no route configured.
+    NoRoute,
+    /// NC: the route's cluster does not exist.
+    NoCluster,
+    /// UH: no healthy upstream host.
+    NoHealthyUpstream,
+    /// UF: upstream connection failure.
+    ConnectFailure,
+    /// UO: upstream overflow (circuit breaker).
+    Overflow,
+    /// UT: upstream request timeout.
+    Timeout,
+    /// UC: upstream connection termination.
+    ConnectionTermination,
+    /// URX: retry limit exceeded (upstream answered with a retriable error each time).
+    RetryLimitExceeded,
+    /// DC: downstream connection termination.
+    DownstreamTermination,
+}
+
+impl Flag {
+    /// The short flag text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::None => "-",
+            Flag::NoRoute => "NR",
+            Flag::NoCluster => "NC",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::ConnectFailure => "UF",
+            Flag::Overflow => "UO",
+            Flag::Timeout => "UT",
+            Flag::ConnectionTermination => "UC",
+            Flag::RetryLimitExceeded => "URX",
+            Flag::DownstreamTermination => "DC",
+        }
+    }
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|n| match n {}).boxed()
+}
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|n| match n {}).boxed()
+}
+
+/// Envoy-style local reply: `text/plain` body (none when empty).
+pub fn reply(status: u16, body: &str) -> Response<Body> {
+    let mut r = Response::new(if body.is_empty() {
+        empty()
+    } else {
+        full(Bytes::copy_from_slice(body.as_bytes()))
+    });
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+    r
+}
+
+/// The status and body Envoy sends for a local failure flag.
+pub fn for_flag(flag: Flag) -> Response<Body> {
+    match flag {
+        Flag::NoRoute => reply(404, ""),
+        Flag::NoCluster => reply(503, ""),
+        Flag::NoHealthyUpstream => reply(503, "no healthy upstream"),
+        Flag::ConnectFailure => reply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
+        Flag::Overflow => {
+            let mut r = reply(
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            );
+            r.headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            r
+        }
+        Flag::Timeout => reply(504, "upstream request timeout"),
+        Flag::ConnectionTermination | Flag::RetryLimitExceeded => reply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        Flag::DownstreamTermination | Flag::None => reply(503, ""),
+    }
+}

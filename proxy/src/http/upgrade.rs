@@ -1,0 +1,81 @@
+//! HTTP/1.1 Upgrade (WebSocket) passthrough: forward the upgrade request on a fresh upstream
+//! connection; on `101` splice the two upgraded connections together.
+
+use std::time::Instant;
+
+use http::{request::Parts, Request, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::{
+    local_reply::{self, Flag},
+    Outcome,
+};
+use crate::upstream::{
+    pool::{self, Sender},
+    Cluster, Host,
+};
+
+/// Forwards an upgrade request and, when the upstream switches protocols, copies bytes both ways
+/// in a background task for as long as either side keeps the connection open.
+pub(crate) async fn run(
+    cluster: &Cluster,
+    host: &Host,
+    mut parts: Parts,
+    body: Incoming,
+) -> Outcome {
+    cluster.stats.upstream_rq_total.inc();
+    let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return Outcome::local(Flag::DownstreamTermination);
+    };
+    let t0 = Instant::now();
+    let sender = match pool::connect(cluster, host, true).await {
+        Ok(Sender::H1(s)) => s,
+        Ok(Sender::H2(_)) | Err(_) => {
+            cluster.record_outcome(host, true);
+            let mut o = Outcome::local(Flag::ConnectFailure);
+            o.upstream_host = Some(host.addr);
+            return o;
+        }
+    };
+    let mut s = sender;
+    let mut up_req = Request::from_parts(parts, super::local_reply::empty());
+    *up_req.version_mut() = Version::HTTP_11;
+    drop(body);
+    let mut resp = match s.send_request(up_req).await {
+        Ok(r) => r,
+        Err(_) => {
+            cluster.record_outcome(host, true);
+            let mut o = Outcome::local(Flag::ConnectionTermination);
+            o.upstream_host = Some(host.addr);
+            return o;
+        }
+    };
+    let upstream_ms = t0.elapsed().as_millis() as u64;
+    cluster.record_outcome(host, resp.status().is_server_error());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let up_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up_upgrade) else {
+                return;
+            };
+            let mut d = TokioIo::new(d);
+            let mut u = TokioIo::new(u);
+            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+        });
+        let (parts, _) = resp.into_parts();
+        return Outcome {
+            resp: http::Response::from_parts(parts, local_reply::empty()),
+            flag: Flag::None,
+            upstream_host: Some(host.addr),
+            upstream_ms: Some(upstream_ms),
+        };
+    }
+    use http_body_util::BodyExt;
+    Outcome {
+        resp: resp.map(|b| b.map_err(Into::into).boxed()),
+        flag: Flag::None,
+        upstream_host: Some(host.addr),
+        upstream_ms: Some(upstream_ms),
+    }
+}

@@ -1,0 +1,402 @@
+//! `sluice proxy -c envoy.yaml`: the running proxy — config versions, listeners, connection
+//! dispatch (original destination, protocol detection, filter chains) and hot reload.
+//!
+//! A config version is a [`Runtime`]: clusters built from the bootstrap plus every listener's
+//! filter chains resolved to them. The [`Server`] holds one listener slot per listener name whose
+//! runtime is swapped atomically on reload; each request loads the current one, so requests in
+//! flight finish on the version they started with and the next request uses the new one.
+
+pub mod cli;
+mod listener;
+mod reload;
+pub mod stats;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use arc_swap::ArcSwap;
+use tokio::{net::TcpStream, task::JoinHandle};
+
+pub use self::listener::{original_dst, ChainRt, ListenerRt, ServeError};
+use self::stats::StatsStore;
+use crate::{
+    config,
+    http::Hcm,
+    tcp_proxy::TcpProxy,
+    upstream::{self, from_config::cluster_spec, Cluster},
+};
+
+/// Errors of the proxy runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The config file was rejected.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A cluster could not be built (TLS files).
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    /// A listener or the admin address could not be bound.
+    #[error("bind {addr} (listener {listener}): {source}")]
+    Bind {
+        /// Listener name (`admin` for the admin interface).
+        listener: String,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The tokio runtime could not start.
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// One config version.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The validated config.
+    pub bootstrap: Arc<config::Bootstrap>,
+    /// The config file as JSON (for /config_dump).
+    pub source: serde_json::Value,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Cluster names in config order.
+    pub cluster_order: Vec<String>,
+    /// Each cluster's config as built (to keep unchanged clusters across reloads).
+    fingerprints: HashMap<String, String>,
+    /// Listeners by name.
+    pub listeners: HashMap<String, Arc<ListenerRt>>,
+    /// Version number (1 for the initial config).
+    pub version: u64,
+}
+
+impl Runtime {
+    /// Initial discovery of every cluster (STRICT_DNS resolution) before the version serves.
+    pub async fn warm(&self) {
+        futures_util::future::join_all(self.clusters.values().map(|c| c.warm())).await;
+    }
+
+    /// Builds clusters and listeners of `bootstrap` (starts their DNS and health-check tasks).
+    /// A cluster whose config is unchanged from `previous` is kept as is (pools, host health,
+    /// outlier state, DNS answers); the others are built new.
+    pub fn build(
+        bootstrap: config::Bootstrap,
+        source: serde_json::Value,
+        stats: &StatsStore,
+        version: u64,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, ProxyError> {
+        let mut clusters = HashMap::new();
+        let mut cluster_order = Vec::new();
+        let mut fingerprints = HashMap::new();
+        for c in &bootstrap.clusters {
+            let name = c.name.as_str().to_string();
+            let fingerprint = format!("{c:?}");
+            let kept = previous.and_then(|p| {
+                (p.fingerprints.get(&name) == Some(&fingerprint))
+                    .then(|| p.clusters.get(&name).cloned())
+                    .flatten()
+            });
+            let cl = match kept {
+                Some(cl) => cl,
+                None => Cluster::build(cluster_spec(c), stats)?,
+            };
+            cluster_order.push(name.clone());
+            clusters.insert(name.clone(), cl);
+            fingerprints.insert(name, fingerprint);
+        }
+        let mut listeners = HashMap::new();
+        for l in &bootstrap.listeners {
+            let chains = l
+                .filter_chains
+                .iter()
+                .map(|fc| match &fc.filter {
+                    config::NetworkFilter::Http(h) => {
+                        ChainRt::Http(Arc::new(Hcm::build(h.clone(), &clusters, stats)))
+                    }
+                    config::NetworkFilter::Tcp(t) => {
+                        let names: Vec<&config::ClusterRef> = match &t.cluster {
+                            config::TcpProxyCluster::Single(c) => vec![c],
+                            config::TcpProxyCluster::Weighted(w) => {
+                                w.clusters.iter().map(|c| &c.name).collect()
+                            }
+                        };
+                        ChainRt::Tcp(Arc::new(TcpProxy {
+                            cfg: t.clone(),
+                            stats: stats.tcp(&t.stat_prefix),
+                            clusters: names
+                                .iter()
+                                .filter_map(|n| clusters.get(n.as_str()).cloned())
+                                .collect(),
+                        }))
+                    }
+                })
+                .collect();
+            listeners.insert(
+                l.name.as_str().to_string(),
+                Arc::new(ListenerRt {
+                    cfg: l.clone(),
+                    chains,
+                }),
+            );
+        }
+        Ok(Self {
+            bootstrap: Arc::new(bootstrap),
+            source,
+            clusters,
+            cluster_order,
+            fingerprints,
+            listeners,
+            version,
+        })
+    }
+}
+
+/// A listener name's current runtime; persists across reloads while the listener exists.
+#[derive(Debug)]
+pub struct ListenerSlot {
+    /// The current version of this listener.
+    pub rt: ArcSwap<ListenerRt>,
+}
+
+struct Bound {
+    addr: SocketAddr,
+    slot: Arc<ListenerSlot>,
+    /// The accept loop; None for `bind_to_port: false` listeners (hand-off targets only).
+    task: Option<JoinHandle<()>>,
+}
+
+/// The running proxy.
+pub struct Server {
+    current: ArcSwap<Runtime>,
+    /// Counters (shared by every config version).
+    pub stats: Arc<StatsStore>,
+    bound: Mutex<HashMap<String, Bound>>,
+    config_path: Option<PathBuf>,
+    reload_lock: tokio::sync::Mutex<()>,
+    bind_listeners: bool,
+}
+
+/// How [`Server::start_with`] runs.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Bind the listeners' addresses (`sluice proxy`). False when a caller that owns the sockets
+    /// (the capture side binding 15001/15006 inside a pod's network namespace) hands accepted
+    /// connections to [`Server::serve_connection`] instead.
+    pub bind_listeners: bool,
+    /// Serve the admin interface when the config has one.
+    pub admin: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            bind_listeners: true,
+            admin: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config_path", &self.config_path)
+            .finish()
+    }
+}
+
+/// Reads `path` as generic JSON (for /config_dump); `Null` when it can't.
+pub fn source_json(path: &std::path::Path) -> serde_json::Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_norway::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl Server {
+    /// Builds the first config version, binds every listener and the admin address and starts
+    /// serving. `config_path` enables reloads.
+    pub async fn start(
+        bootstrap: config::Bootstrap,
+        source: serde_json::Value,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Self>, ProxyError> {
+        Self::start_with(bootstrap, source, config_path, StartOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with options (e.g. no listener binding for the capture side).
+    pub async fn start_with(
+        bootstrap: config::Bootstrap,
+        source: serde_json::Value,
+        config_path: Option<PathBuf>,
+        opts: StartOptions,
+    ) -> Result<Arc<Self>, ProxyError> {
+        let stats = Arc::new(StatsStore::default());
+        let rt = Runtime::build(bootstrap, source, &stats, 1, None)?;
+        rt.warm().await;
+        let admin = rt.bootstrap.admin.clone();
+        let server = Arc::new(Self {
+            current: ArcSwap::from_pointee(rt),
+            stats,
+            bound: Mutex::new(HashMap::new()),
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            bind_listeners: opts.bind_listeners,
+        });
+        server.reconcile_listeners().await?;
+        if let Some(a) = admin.filter(|_| opts.admin) {
+            let l = tokio::net::TcpListener::bind(a.address)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    listener: "admin".into(),
+                    addr: a.address,
+                    source,
+                })?;
+            tokio::spawn(crate::admin::serve(l, server.clone()));
+        }
+        Ok(server)
+    }
+
+    /// The current config version.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Serves an already-accepted connection as listener `listener` would (the capture side's
+    /// entry point). `orig_dst` is the connection's original destination when the caller already
+    /// knows it (eBPF map, SO_ORIGINAL_DST); `None` makes the listener query SO_ORIGINAL_DST itself
+    /// when it is an original-destination listener. Returns when the connection is done.
+    pub async fn serve_connection(
+        self: &Arc<Self>,
+        listener: &str,
+        stream: TcpStream,
+        orig_dst: Option<SocketAddr>,
+    ) -> Result<(), listener::ServeError> {
+        let slot = {
+            let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            bound.get(listener).map(|b| b.slot.clone())
+        };
+        let slot = match slot {
+            Some(s) => s,
+            None => {
+                let rt = self.runtime();
+                let l = rt
+                    .listeners
+                    .get(listener)
+                    .ok_or_else(|| listener::ServeError::NoListener(listener.to_string()))?;
+                Arc::new(ListenerSlot {
+                    rt: ArcSwap::new(l.clone()),
+                })
+            }
+        };
+        listener::handle_connection(self.clone(), slot, stream, orig_dst).await;
+        Ok(())
+    }
+
+    /// The slot of the listener bound at `addr`, if any (original-destination hand-off).
+    pub(crate) fn slot_for_addr(&self, addr: SocketAddr) -> Option<Arc<ListenerSlot>> {
+        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound
+            .values()
+            .find(|b| b.addr == addr)
+            .or_else(|| {
+                bound
+                    .values()
+                    .find(|b| b.addr.ip().is_unspecified() && b.addr.port() == addr.port())
+            })
+            .map(|b| b.slot.clone())
+    }
+
+    fn binds(&self, l: &ListenerRt) -> bool {
+        self.bind_listeners && l.cfg.bind_to_port
+    }
+
+    /// Binds new listeners, drops removed ones, and points existing ones at the current version.
+    /// A listener whose address changed is re-bound.
+    async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ProxyError> {
+        let rt = self.runtime();
+        let mut to_bind = Vec::new();
+        {
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            bound.retain(|name, b| {
+                let keep = rt
+                    .listeners
+                    .get(name)
+                    .is_some_and(|l| l.cfg.address == b.addr && self.binds(l) == b.task.is_some());
+                if !keep {
+                    if let Some(t) = &b.task {
+                        t.abort();
+                    }
+                    tracing::info!(listener = %name, addr = %b.addr, "listener removed");
+                }
+                keep
+            });
+            for (name, l) in &rt.listeners {
+                match bound.get(name) {
+                    Some(b) => b.slot.rt.store(l.clone()),
+                    None => to_bind.push((name.clone(), l.clone())),
+                }
+            }
+        }
+        for (name, l) in to_bind {
+            let addr = l.cfg.address;
+            let tcp = if self.binds(&l) {
+                Some(listener::bind(addr).map_err(|source| ProxyError::Bind {
+                    listener: name.clone(),
+                    addr,
+                    source,
+                })?)
+            } else {
+                None
+            };
+            let slot = Arc::new(ListenerSlot {
+                rt: ArcSwap::new(l),
+            });
+            let task =
+                tcp.map(|tcp| tokio::spawn(listener::accept_loop(self.clone(), slot.clone(), tcp)));
+            tracing::info!(listener = %name, %addr, bound = task.is_some(), "listener started");
+            self.bound
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, Bound { addr, slot, task });
+        }
+        Ok(())
+    }
+}
+
+/// Runs `sluice proxy` until SIGINT/SIGTERM (blocking; builds its own tokio runtime).
+pub fn run(args: cli::ProxyArgs) -> Result<(), ProxyError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ProxyError::Runtime)?;
+    rt.block_on(run_async(args))
+}
+
+/// [`run`] inside an existing tokio runtime.
+pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ProxyError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let bootstrap = config::load_file(&args.config_path)?;
+    let source = source_json(&args.config_path);
+    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
+    tracing::info!(config = %args.config_path.display(), "sluice proxy started");
+    reload::spawn_watchers(server.clone(), args.reload_poll());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ProxyError::Runtime)?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("sluice proxy shutting down");
+    Ok(())
+}

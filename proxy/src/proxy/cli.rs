@@ -1,0 +1,25 @@
+//! Command-line arguments of `sluice proxy` (mirrors `envoy -c`).
+
+use std::{path::PathBuf, time::Duration};
+
+/// `sluice proxy -c envoy.yaml`: run the Envoy-compatible proxy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// Envoy v3 static bootstrap YAML (reloaded on SIGHUP or when the file changes).
+    #[arg(short = 'c', long = "config-path")]
+    pub config_path: PathBuf,
+    /// tracing filter for the proxy's own logs (stderr), e.g. `info`, `sluice=debug`.
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// How often the config file's mtime is checked, in milliseconds (0 disables; SIGHUP still
+    /// reloads).
+    #[arg(long = "reload-poll-ms", default_value_t = 1000)]
+    pub reload_poll_ms: u64,
+}
+
+impl ProxyArgs {
+    /// The mtime poll interval, if enabled.
+    pub fn reload_poll(&self) -> Option<Duration> {
+        (self.reload_poll_ms > 0).then(|| Duration::from_millis(self.reload_poll_ms))
+    }
+}

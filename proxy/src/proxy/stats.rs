@@ -1,0 +1,244 @@
+//! Counters with Envoy's names, kept across config reloads (looked up by name at build time only).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+/// A monotonically increasing counter (or a gauge when `dec` is used).
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one (gauges).
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! stat_struct {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: Counter,)*
+        }
+        impl $name {
+            fn render(&self, prefix: &str, out: &mut BTreeMap<String, u64>) {
+                $(out.insert(format!("{prefix}.{}", stringify!($field)), self.$field.get());)*
+            }
+        }
+    };
+}
+
+stat_struct!(
+    /// `cluster.<name>.*`
+    ClusterStats {
+        /// Requests sent upstream (attempts).
+        upstream_rq_total,
+        /// Upstream 2xx responses.
+        upstream_rq_2xx,
+        /// Upstream 3xx responses.
+        upstream_rq_3xx,
+        /// Upstream 4xx responses.
+        upstream_rq_4xx,
+        /// Upstream 5xx responses.
+        upstream_rq_5xx,
+        /// Attempts that hit per_try_timeout or the route timeout.
+        upstream_rq_timeout,
+        /// Retries performed.
+        upstream_rq_retry,
+        /// Requests refused by max_requests/max_pending_requests.
+        upstream_rq_pending_overflow,
+        /// Retries refused by max_retries.
+        upstream_rq_retry_overflow,
+        /// Connections opened.
+        upstream_cx_total,
+        /// Connections currently open (gauge).
+        upstream_cx_active,
+        /// Connection attempts that failed.
+        upstream_cx_connect_fail,
+        /// Connection attempts that timed out.
+        upstream_cx_connect_timeout,
+        /// Requests that found no healthy host.
+        upstream_cx_none_healthy,
+        /// Outlier ejections (outlier_detection.ejections_enforced_total).
+        outlier_ejections,
+        /// Health checks that passed.
+        health_check_success,
+        /// Health checks that failed.
+        health_check_failure,
+    }
+);
+
+stat_struct!(
+    /// `http.<stat_prefix>.*`
+    HttpStats {
+        /// Requests received.
+        downstream_rq_total,
+        /// 2xx responses sent.
+        downstream_rq_2xx,
+        /// 3xx responses sent.
+        downstream_rq_3xx,
+        /// 4xx responses sent.
+        downstream_rq_4xx,
+        /// 5xx responses sent.
+        downstream_rq_5xx,
+        /// Connections accepted.
+        downstream_cx_total,
+        /// Requests with no route (404 NR).
+        no_route,
+        /// Requests upgraded (WebSocket).
+        downstream_cx_upgrades_total,
+    }
+);
+
+stat_struct!(
+    /// `tcp.<stat_prefix>.*`
+    TcpStats {
+        /// Connections proxied.
+        downstream_cx_total,
+        /// Connections closed for idleness.
+        idle_timeout,
+        /// Bytes from downstream.
+        downstream_cx_rx_bytes_total,
+        /// Bytes to downstream.
+        downstream_cx_tx_bytes_total,
+    }
+);
+
+/// Every named stats block, shared by all config versions.
+#[derive(Debug, Default)]
+pub struct StatsStore {
+    clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
+    tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    /// `server.*` counters.
+    pub server: ServerStats,
+}
+
+stat_struct!(
+    /// `server.*`
+    ServerStats {
+        /// Config reloads applied.
+        reloads,
+        /// Config reloads rejected.
+        reload_failures,
+        /// Downstream connections accepted on any listener.
+        downstream_cx_total,
+    }
+);
+
+impl StatsStore {
+    /// The stats of cluster `name` (created on first use).
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        let mut m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(name.to_string()).or_default().clone()
+    }
+    /// The stats of HTTP connection manager `stat_prefix`.
+    pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
+        let mut m = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(prefix.to_string()).or_default().clone()
+    }
+    /// The stats of tcp_proxy `stat_prefix`.
+    pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
+        let mut m = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(prefix.to_string()).or_default().clone()
+    }
+    /// Envoy's `/stats/prometheus` text: the scope name becomes a label as Envoy's default tag
+    /// extraction does (`envoy_cluster_upstream_rq_total{envoy_cluster_name="x"}`,
+    /// `envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="p"}`,
+    /// `envoy_tcp_downstream_cx_total{envoy_tcp_prefix="p"}`, `envoy_server_*`).
+    pub fn render_prometheus(&self) -> String {
+        let mut families: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        let mut add = |scope: &str, label: &str, name: &str, map: BTreeMap<String, u64>| {
+            for (k, v) in map {
+                let stat = k.rsplit('.').next().unwrap_or(&k);
+                let family = format!("envoy_{scope}_{stat}");
+                let labels = if label.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{label}=\"{}\"}}", name.replace('"', "\\\""))
+                };
+                families.entry(family).or_default().push((labels, v));
+            }
+        };
+        for (n, s) in self
+            .clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let mut m = BTreeMap::new();
+            s.render("", &mut m);
+            add("cluster", "envoy_cluster_name", n, m);
+        }
+        for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let mut m = BTreeMap::new();
+            s.render("", &mut m);
+            add("http", "envoy_http_conn_manager_prefix", n, m);
+        }
+        for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let mut m = BTreeMap::new();
+            s.render("", &mut m);
+            add("tcp", "envoy_tcp_prefix", n, m);
+        }
+        let mut m = BTreeMap::new();
+        self.server.render("", &mut m);
+        add("server", "", "", m);
+        let mut out = String::new();
+        for (family, samples) in families {
+            let kind = if family.ends_with("_active") {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let _ = writeln!(out, "# TYPE {family} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{family}{labels} {v}");
+            }
+        }
+        out
+    }
+
+    /// Envoy's `/stats` text: `name: value` lines, sorted.
+    pub fn render(&self) -> String {
+        let mut all = BTreeMap::new();
+        for (n, s) in self
+            .clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            s.render(&format!("cluster.{n}"), &mut all);
+        }
+        for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            s.render(&format!("http.{n}"), &mut all);
+        }
+        for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            s.render(&format!("tcp.{n}"), &mut all);
+        }
+        self.server.render("server", &mut all);
+        let mut out = String::new();
+        for (k, v) in all {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,335 @@
+//! Compiled Envoy route tables and request matching (pure: no I/O, no locks, no per-request
+//! regex compilation).
+//!
+//! [`RouteTable::select`] takes a [`RequestView`] and returns a [`Selection`]: the virtual host
+//! and route, the cluster, the rewritten path and host, and the header mutations to apply in
+//! Envoy's order — or a redirect, a direct response, or no route (404 NR).
+
+mod build;
+mod build_headers;
+mod build_match;
+mod headers;
+mod matcher;
+mod select;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::HashMap, time::Duration};
+
+pub(crate) use build::{build_route_table, build_weighted, WeightedInput};
+pub use headers::{
+    AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
+};
+pub use matcher::{
+    HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, StringMatcher,
+};
+pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
+
+use crate::config::ClusterRef;
+
+/// Envoy's default route `timeout` (15 s).
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Envoy's default `retry_policy.num_retries`.
+pub const DEFAULT_NUM_RETRIES: u32 = 1;
+/// Envoy's default `retry_back_off.base_interval` (25 ms).
+pub const DEFAULT_RETRY_BASE_INTERVAL: Duration = Duration::from_millis(25);
+/// Envoy's `retry_back_off.max_interval` default is this many times `base_interval`.
+pub const DEFAULT_RETRY_MAX_INTERVAL_FACTOR: u32 = 10;
+/// Envoy's default `cluster_not_found_response_code` (503).
+pub const DEFAULT_CLUSTER_NOT_FOUND_STATUS: u16 = 503;
+/// Envoy's default `redirect.response_code` (301 MOVED_PERMANENTLY).
+pub const DEFAULT_REDIRECT_STATUS: u16 = 301;
+
+/// Index of a virtual host in its [`RouteTable`] and of a route in that virtual host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteRef {
+    /// Index into [`RouteTable::virtual_hosts`].
+    pub vhost: u32,
+    /// Index into [`VirtualHost::routes`].
+    pub route: u32,
+}
+
+/// A compiled `route_config` (RouteConfiguration).
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    /// `name`.
+    pub name: String,
+    /// `virtual_hosts[]`, in config order.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// `ignore_port_in_host_matching`: strip `:port` from the host before domain matching.
+    pub ignore_port_in_host_matching: bool,
+    /// `most_specific_header_mutations_wins`: apply route-config-level mutations first and
+    /// route-level last (default: the reverse, so the route config level wins).
+    pub most_specific_header_mutations_wins: bool,
+    /// `request_headers_to_add` / `request_headers_to_remove` at route-config level.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove` at route-config level.
+    pub response_headers: HeaderMutations,
+    /// Domain index (lower-case), built from `virtual_hosts[].domains`.
+    pub(crate) domains: DomainIndex,
+}
+
+/// Lower-cased domain -> virtual host index, in Envoy's four classes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DomainIndex {
+    /// Exact domains.
+    pub(crate) exact: HashMap<String, usize>,
+    /// `*<suffix>` wildcards grouped by suffix length, longest first (Envoy's layout: one
+    /// hash lookup per distinct length).
+    pub(crate) suffix: Vec<(usize, HashMap<String, usize>)>,
+    /// `<prefix>*` wildcards grouped by prefix length, longest first.
+    pub(crate) prefix: Vec<(usize, HashMap<String, usize>)>,
+    /// The virtual host with domain `*`.
+    pub(crate) default: Option<usize>,
+}
+
+/// `virtual_hosts[]`.
+#[derive(Debug, Clone)]
+pub struct VirtualHost {
+    /// `name`.
+    pub name: String,
+    /// `domains[]` as written.
+    pub domains: Vec<String>,
+    /// `routes[]`, first match wins.
+    pub routes: Vec<Route>,
+    /// `request_headers_to_add` / `request_headers_to_remove`.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove`.
+    pub response_headers: HeaderMutations,
+    /// `retry_policy`, used by routes without their own.
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `name`, if set.
+    pub name: Option<String>,
+    /// `match`.
+    pub matcher: RouteMatch,
+    /// `route` | `redirect` | `direct_response`.
+    pub action: RouteAction,
+    /// `request_headers_to_add` / `request_headers_to_remove`.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove`.
+    pub response_headers: HeaderMutations,
+}
+
+/// `match` (RouteMatch).
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    /// `prefix` | `path` | `safe_regex` | `path_separated_prefix`.
+    pub path: PathMatch,
+    /// `case_sensitive` (default true; not used by safe_regex).
+    pub case_sensitive: bool,
+    /// `headers[]`: all must match.
+    pub headers: Vec<HeaderMatcher>,
+    /// `query_parameters[]`: all must match.
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// `route`: forward to a cluster.
+    Forward(Box<ForwardAction>),
+    /// `redirect`.
+    Redirect(Box<RedirectAction>),
+    /// `direct_response`.
+    DirectResponse(DirectResponse),
+}
+
+/// `route` (RouteAction).
+#[derive(Debug, Clone)]
+pub struct ForwardAction {
+    /// `cluster` | `weighted_clusters` | `cluster_header`.
+    pub cluster: ClusterSpecifier,
+    /// `prefix_rewrite`: replaces the matched prefix/path (whole path for safe_regex).
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`.
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// `host_rewrite_literal` | `auto_host_rewrite`.
+    pub host_rewrite: HostRewrite,
+    /// `timeout` (default [`DEFAULT_ROUTE_TIMEOUT`]); `None` = disabled (`0s`).
+    pub timeout: Option<Duration>,
+    /// `idle_timeout`; `None` = not set (HCM `stream_idle_timeout` applies) — `Some(ZERO)`
+    /// disables.
+    pub idle_timeout: Option<Duration>,
+    /// `retry_policy` (the virtual host's when the route has none).
+    pub retry_policy: Option<RetryPolicy>,
+    /// `hash_policy[]`.
+    pub hash_policy: Vec<HashPolicy>,
+    /// `cluster_not_found_response_code` (default [`DEFAULT_CLUSTER_NOT_FOUND_STATUS`]).
+    pub cluster_not_found_status: u16,
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug, Clone)]
+pub enum ClusterSpecifier {
+    /// `cluster`.
+    Cluster(ClusterRef),
+    /// `weighted_clusters`.
+    Weighted(WeightedClusters),
+    /// `cluster_header`: the (lower-case) request header naming the cluster.
+    Header(String),
+}
+
+/// `weighted_clusters`.
+#[derive(Debug, Clone)]
+pub struct WeightedClusters {
+    /// `clusters[]`, in config order.
+    pub clusters: Vec<WeightedCluster>,
+    /// Sum of the weights (> 0).
+    pub total_weight: u64,
+}
+
+impl WeightedClusters {
+    /// Envoy's pick: `random % total_weight` falls in one cluster's cumulative weight range.
+    pub fn pick(&self, random: u64) -> &WeightedCluster {
+        let mut value = random % self.total_weight;
+        for c in &self.clusters {
+            if value < u64::from(c.weight) {
+                return c;
+            }
+            value -= u64::from(c.weight);
+        }
+        // Unreachable: total_weight is the sum of the weights. Fall back to the last one.
+        self.clusters.last().expect("validated non-empty")
+    }
+}
+
+/// `weighted_clusters.clusters[]`.
+#[derive(Debug, Clone)]
+pub struct WeightedCluster {
+    /// `name`.
+    pub name: ClusterRef,
+    /// `weight`.
+    pub weight: u32,
+    /// `request_headers_to_add` / `request_headers_to_remove` (applied before the route's).
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove` (applied before the route's).
+    pub response_headers: HeaderMutations,
+}
+
+/// `regex_rewrite` (RegexMatchAndSubstitute).
+#[derive(Debug, Clone)]
+pub struct RegexRewrite {
+    /// `pattern.regex`, compiled.
+    pub pattern: regex::Regex,
+    /// `substitution` translated to the regex crate's syntax (`\1` -> `${1}`).
+    pub substitution: String,
+}
+
+impl RegexRewrite {
+    /// Replaces every match in `path` (no query) as RE2's GlobalReplace does.
+    pub fn apply<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        self.pattern.replace_all(path, self.substitution.as_str())
+    }
+}
+
+/// Host rewrite of a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HostRewrite {
+    /// Keep the downstream host.
+    #[default]
+    None,
+    /// `host_rewrite_literal`.
+    Literal(String),
+    /// `auto_host_rewrite: true`: the chosen endpoint's host name (STRICT_DNS) — the runtime
+    /// applies it once the endpoint is known.
+    Auto,
+}
+
+/// `retry_policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// `retry_on`, parsed.
+    pub retry_on: RetryOn,
+    /// `num_retries` (default [`DEFAULT_NUM_RETRIES`]).
+    pub num_retries: u32,
+    /// `per_try_timeout`; `None` = the route timeout applies.
+    pub per_try_timeout: Option<Duration>,
+    /// `retry_back_off.base_interval` (default [`DEFAULT_RETRY_BASE_INTERVAL`]).
+    pub base_interval: Duration,
+    /// `retry_back_off.max_interval` (default 10 x base_interval).
+    pub max_interval: Duration,
+    /// `retriable_status_codes[]` (used with `retriable-status-codes`).
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// The conditions of `retry_on` (a comma-separated list in Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RetryOn {
+    /// `5xx`: any 5xx response, connect failure or reset.
+    pub server_error: bool,
+    /// `gateway-error`: 502, 503, 504.
+    pub gateway_error: bool,
+    /// `reset`: upstream reset / no response.
+    pub reset: bool,
+    /// `connect-failure`.
+    pub connect_failure: bool,
+    /// `retriable-4xx`: 409.
+    pub retriable_4xx: bool,
+    /// `retriable-status-codes`: the codes in `retriable_status_codes`.
+    pub retriable_status_codes: bool,
+}
+
+/// `hash_policy[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HashPolicy {
+    /// What is hashed.
+    pub kind: HashPolicyKind,
+    /// `terminal`: stop at this policy if it produced a hash.
+    pub terminal: bool,
+}
+
+/// The hashed request property.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HashPolicyKind {
+    /// `header.header_name` (lower-case).
+    Header(String),
+    /// `cookie.name` (no `ttl`: never generated).
+    Cookie(String),
+    /// `connection_properties.source_ip: true`.
+    SourceIp,
+}
+
+/// `redirect` (RedirectAction).
+#[derive(Debug, Clone)]
+pub struct RedirectAction {
+    /// `scheme_redirect`, or `https` for `https_redirect: true`.
+    pub scheme: Option<String>,
+    /// `host_redirect`.
+    pub host: Option<String>,
+    /// `port_redirect`.
+    pub port: Option<u16>,
+    /// `path_redirect` | `prefix_rewrite` | `regex_rewrite`.
+    pub path: RedirectPath,
+    /// `response_code` as a status (default [`DEFAULT_REDIRECT_STATUS`]).
+    pub status: u16,
+    /// `strip_query`.
+    pub strip_query: bool,
+}
+
+/// How a redirect builds its path.
+#[derive(Debug, Clone)]
+pub enum RedirectPath {
+    /// Keep the request path.
+    Keep,
+    /// `path_redirect` (replaces the whole path; the request query is kept unless the
+    /// redirect path has its own query or `strip_query`).
+    Path(String),
+    /// `prefix_rewrite` (replaces the matched prefix, like the route action's).
+    PrefixRewrite(String),
+    /// `regex_rewrite`.
+    RegexRewrite(RegexRewrite),
+}
+
+/// `direct_response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// `status`.
+    pub status: u16,
+    /// `body.inline_string` (or `body.filename` read at load time).
+    pub body: Option<String>,
+}

@@ -1,0 +1,640 @@
+//! Compiles a raw `route_config` into a [`RouteTable`]: domain index, matchers (regexes
+//! compiled once), actions, header mutations; rejects what Envoy rejects, with field paths.
+
+use std::collections::HashSet;
+
+use super::{
+    build_headers::mutations,
+    build_match::{one_line, route_match},
+    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
+    HeaderMutations, HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost, WeightedCluster,
+    WeightedClusters, DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES,
+    DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
+    DEFAULT_ROUTE_TIMEOUT,
+};
+use crate::config::{
+    raw_route::{
+        RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute, RawRouteAction,
+        RawRouteConfiguration, RawVirtualHost,
+    },
+    ClusterRef, ConfigError, FieldPath,
+};
+
+/// One weighted cluster before validation (shared by routes and tcp_proxy).
+pub(crate) struct WeightedInput {
+    pub(crate) name: Option<String>,
+    pub(crate) weight: Option<u32>,
+    pub(crate) request_headers: HeaderMutations,
+    pub(crate) response_headers: HeaderMutations,
+}
+
+/// Compiles `route_config` at path `p`; every cluster reference must be in `clusters`.
+pub(crate) fn build_route_table(
+    raw: RawRouteConfiguration,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<RouteTable, ConfigError> {
+    let request_headers = mutations(
+        &raw.request_headers_to_add,
+        &raw.request_headers_to_remove,
+        p,
+        "request",
+    )?;
+    let response_headers = mutations(
+        &raw.response_headers_to_add,
+        &raw.response_headers_to_remove,
+        p,
+        "response",
+    )?;
+    let mut domains = DomainIndex::default();
+    let mut virtual_hosts = Vec::with_capacity(raw.virtual_hosts.len());
+    for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
+        let vp = p.field("virtual_hosts").index(i);
+        for (j, d) in vh.domains.iter().enumerate() {
+            add_domain(&mut domains, d, i, &vp.field("domains").index(j))?;
+        }
+        virtual_hosts.push(virtual_host(vh, &vp, clusters)?);
+    }
+    domains.suffix.sort_by_key(|e| std::cmp::Reverse(e.0));
+    domains.prefix.sort_by_key(|e| std::cmp::Reverse(e.0));
+    Ok(RouteTable {
+        name: raw.name.unwrap_or_default(),
+        virtual_hosts,
+        ignore_port_in_host_matching: raw.ignore_port_in_host_matching.unwrap_or(false),
+        most_specific_header_mutations_wins: raw
+            .most_specific_header_mutations_wins
+            .unwrap_or(false),
+        request_headers,
+        response_headers,
+        domains,
+    })
+}
+
+fn add_domain(
+    idx: &mut DomainIndex,
+    domain: &str,
+    vhost: usize,
+    p: &FieldPath,
+) -> Result<(), ConfigError> {
+    if domain.is_empty() {
+        return Err(p.err("domain must not be empty"));
+    }
+    if domain.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(p.err(format!("invalid domain {domain:?}")));
+    }
+    let d = domain.to_ascii_lowercase();
+    let dup = if d == "*" {
+        idx.default.replace(vhost).is_some()
+    } else if let Some(suffix) = d.strip_prefix('*') {
+        insert_wildcard(&mut idx.suffix, suffix, vhost)
+    } else if let Some(prefix) = d.strip_suffix('*') {
+        insert_wildcard(&mut idx.prefix, prefix, vhost)
+    } else {
+        idx.exact.insert(d.clone(), vhost).is_some()
+    };
+    if dup {
+        if d == "*" {
+            return Err(p.err("only a single wildcard domain `*` is permitted in a route config"));
+        }
+        return Err(p.err(format!(
+            "duplicate domain {d:?}: domains must be unique across virtual hosts"
+        )));
+    }
+    Ok(())
+}
+
+/// Adds a wildcard's fixed part to its length group; true if it was already there.
+fn insert_wildcard(
+    groups: &mut Vec<(usize, std::collections::HashMap<String, usize>)>,
+    fixed: &str,
+    vhost: usize,
+) -> bool {
+    let pos = match groups.iter().position(|(len, _)| *len == fixed.len()) {
+        Some(p) => p,
+        None => {
+            groups.push((fixed.len(), Default::default()));
+            groups.len() - 1
+        }
+    };
+    groups[pos].1.insert(fixed.to_string(), vhost).is_some()
+}
+
+fn virtual_host(
+    raw: RawVirtualHost,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<VirtualHost, ConfigError> {
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))?;
+    if raw.domains.is_empty() {
+        return Err(p.field("domains").err("at least one domain is required"));
+    }
+    let retry_policy = match &raw.retry_policy {
+        Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
+        None => None,
+    };
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        routes.push(route(
+            r,
+            &p.field("routes").index(i),
+            clusters,
+            retry_policy.as_ref(),
+        )?);
+    }
+    Ok(VirtualHost {
+        request_headers: mutations(
+            &raw.request_headers_to_add,
+            &raw.request_headers_to_remove,
+            p,
+            "request",
+        )?,
+        response_headers: mutations(
+            &raw.response_headers_to_add,
+            &raw.response_headers_to_remove,
+            p,
+            "response",
+        )?,
+        name,
+        domains: raw.domains,
+        routes,
+        retry_policy,
+    })
+}
+
+fn route(
+    raw: RawRoute,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+    vhost_retry: Option<&RetryPolicy>,
+) -> Result<Route, ConfigError> {
+    let mp = p.field("match");
+    let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
+    let action = match (raw.route, raw.redirect, raw.direct_response) {
+        (Some(a), None, None) => RouteAction::Forward(Box::new(forward(
+            a,
+            &matcher,
+            &p.field("route"),
+            clusters,
+            vhost_retry,
+        )?)),
+        (None, Some(r), None) => {
+            let rp = p.field("redirect");
+            let scheme = match (r.scheme_redirect, r.https_redirect) {
+                (Some(_), Some(true)) => {
+                    return Err(rp.err("only one of scheme_redirect and https_redirect"))
+                }
+                (Some(s), _) => Some(s.to_ascii_lowercase()),
+                (None, Some(true)) => Some("https".to_string()),
+                (None, _) => None,
+            };
+            let path = match (r.path_redirect, r.prefix_rewrite, r.regex_rewrite) {
+                (None, None, None) => RedirectPath::Keep,
+                (Some(pr), None, None) => RedirectPath::Path(pr),
+                (None, Some(pr), None) => {
+                    check_prefix_rewrite(&pr, &matcher, &rp.field("prefix_rewrite"))?;
+                    RedirectPath::PrefixRewrite(pr)
+                }
+                (None, None, Some(rr)) => {
+                    RedirectPath::RegexRewrite(regex_rewrite(&rr, &rp.field("regex_rewrite"))?)
+                }
+                _ => {
+                    return Err(
+                        rp.err("only one of path_redirect, prefix_rewrite and regex_rewrite")
+                    )
+                }
+            };
+            let status = match r.response_code.as_deref() {
+                None | Some("MOVED_PERMANENTLY") => DEFAULT_REDIRECT_STATUS,
+                Some("FOUND") => 302,
+                Some("SEE_OTHER") => 303,
+                Some("TEMPORARY_REDIRECT") => 307,
+                Some("PERMANENT_REDIRECT") => 308,
+                Some(o) => {
+                    return Err(rp
+                        .field("response_code")
+                        .err(format!("unknown value {o:?}")))
+                }
+            };
+            let port = match r.port_redirect {
+                None | Some(0) => None,
+                Some(x) => Some(u16::try_from(x).map_err(|_| {
+                    rp.field("port_redirect")
+                        .err(format!("{x} is not a valid port"))
+                })?),
+            };
+            RouteAction::Redirect(Box::new(RedirectAction {
+                scheme,
+                host: r.host_redirect.filter(|h| !h.is_empty()),
+                port,
+                path,
+                status,
+                strip_query: r.strip_query.unwrap_or(false),
+            }))
+        }
+        (None, None, Some(d)) => {
+            let dp = p.field("direct_response");
+            let status = d.status.ok_or_else(|| dp.field("status").err("required"))?;
+            if !(200..600).contains(&status) {
+                return Err(dp
+                    .field("status")
+                    .err(format!("{status} is not in [200, 600)")));
+            }
+            let body =
+                match d.body {
+                    None => None,
+                    Some(b) => {
+                        if b.filename.is_some() {
+                            return Err(dp
+                                .field("body")
+                                .field("filename")
+                                .unsupported("use inline_string"));
+                        }
+                        Some(b.inline_string.ok_or_else(|| {
+                            dp.field("body").field("inline_string").err("required")
+                        })?)
+                    }
+                };
+            RouteAction::DirectResponse(DirectResponse {
+                status: status as u16,
+                body,
+            })
+        }
+        (None, None, None) => {
+            return Err(p.err("one of route, redirect and direct_response is required"))
+        }
+        _ => return Err(p.err("only one of route, redirect and direct_response may be set")),
+    };
+    Ok(Route {
+        name: raw.name,
+        matcher,
+        action,
+        request_headers: mutations(
+            &raw.request_headers_to_add,
+            &raw.request_headers_to_remove,
+            p,
+            "request",
+        )?,
+        response_headers: mutations(
+            &raw.response_headers_to_add,
+            &raw.response_headers_to_remove,
+            p,
+            "response",
+        )?,
+    })
+}
+
+fn regex_rewrite(
+    raw: &RawRegexMatchAndSubstitute,
+    p: &FieldPath,
+) -> Result<RegexRewrite, ConfigError> {
+    let pp = p.field("pattern");
+    let pat = raw.pattern.as_ref().ok_or_else(|| pp.err("required"))?;
+    let re_src = pat
+        .regex
+        .as_deref()
+        .ok_or_else(|| pp.field("regex").err("required"))?;
+    let pattern = regex::Regex::new(re_src).map_err(|e| {
+        pp.field("regex")
+            .err(format!("invalid regex {re_src:?}: {}", one_line(&e)))
+    })?;
+    let sub = raw
+        .substitution
+        .as_deref()
+        .ok_or_else(|| p.field("substitution").err("required"))?;
+    let substitution = re2_substitution(sub, pattern.captures_len() - 1)
+        .map_err(|m| p.field("substitution").err(m))?;
+    Ok(RegexRewrite {
+        pattern,
+        substitution,
+    })
+}
+
+/// RE2 rewrite string (`\1`, `\\`) -> regex crate replacement (`${1}`, `$$` for `$`).
+fn re2_substitution(sub: &str, groups: usize) -> Result<String, String> {
+    let mut out = String::with_capacity(sub.len() + 8);
+    let mut chars = sub.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some(d @ '0'..='9') => {
+                    let n = d as usize - '0' as usize;
+                    if n > groups {
+                        return Err(format!("{sub:?} refers to group \\{n} but the pattern has {groups} capture groups"));
+                    }
+                    out.push_str(&format!("${{{n}}}"));
+                }
+                _ => {
+                    return Err(format!(
+                        "invalid rewrite {sub:?}: '\\' must be followed by a digit or '\\'"
+                    ))
+                }
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn check_prefix_rewrite(rw: &str, m: &RouteMatch, p: &FieldPath) -> Result<(), ConfigError> {
+    if rw.contains(['?', '#']) && !matches!(m.path, PathMatch::SafeRegex(_)) {
+        return Err(p.err("must not contain '?' or '#'"));
+    }
+    Ok(())
+}
+
+fn forward(
+    raw: RawRouteAction,
+    m: &RouteMatch,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+    vhost_retry: Option<&RetryPolicy>,
+) -> Result<ForwardAction, ConfigError> {
+    let cluster = match (raw.cluster, raw.weighted_clusters, raw.cluster_header) {
+        (Some(c), None, None) => {
+            if !clusters.contains(&c) {
+                return Err(p.field("cluster").err(format!("unknown cluster {c:?}")));
+            }
+            ClusterSpecifier::Cluster(ClusterRef::new(&c))
+        }
+        (None, Some(w), None) => {
+            let wp = p.field("weighted_clusters");
+            let mut inputs = Vec::with_capacity(w.clusters.len());
+            for (i, c) in w.clusters.into_iter().enumerate() {
+                let cp = wp.field("clusters").index(i);
+                inputs.push(WeightedInput {
+                    name: c.name,
+                    weight: c.weight,
+                    request_headers: mutations(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                        &cp,
+                        "request",
+                    )?,
+                    response_headers: mutations(
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                        &cp,
+                        "response",
+                    )?,
+                });
+            }
+            let weighted = build_weighted(inputs, &wp, clusters)?;
+            if let Some(total) = w.total_weight {
+                if u64::from(total) != weighted.total_weight {
+                    return Err(wp.field("total_weight").err(format!(
+                        "{total} differs from the sum of the weights ({})",
+                        weighted.total_weight
+                    )));
+                }
+            }
+            ClusterSpecifier::Weighted(weighted)
+        }
+        (None, None, Some(h)) => {
+            let n = h.to_ascii_lowercase();
+            if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                return Err(p
+                    .field("cluster_header")
+                    .err(format!("invalid header name {h:?}")));
+            }
+            ClusterSpecifier::Header(n)
+        }
+        (None, None, None) => {
+            return Err(p.err("one of cluster, weighted_clusters and cluster_header is required"))
+        }
+        _ => {
+            return Err(
+                p.err("only one of cluster, weighted_clusters and cluster_header may be set")
+            )
+        }
+    };
+    let cluster_not_found_status = match raw.cluster_not_found_response_code.as_deref() {
+        None | Some("SERVICE_UNAVAILABLE") => DEFAULT_CLUSTER_NOT_FOUND_STATUS,
+        Some("NOT_FOUND") => 404,
+        Some("INTERNAL_SERVER_ERROR") => 500,
+        Some(o) => {
+            return Err(p
+                .field("cluster_not_found_response_code")
+                .err(format!("unknown value {o:?}")))
+        }
+    };
+    if raw.prefix_rewrite.is_some() && raw.regex_rewrite.is_some() {
+        return Err(p.err("only one of prefix_rewrite and regex_rewrite may be set"));
+    }
+    let prefix_rewrite = raw.prefix_rewrite.filter(|s| !s.is_empty());
+    if let Some(pr) = &prefix_rewrite {
+        check_prefix_rewrite(pr, m, &p.field("prefix_rewrite"))?;
+    }
+    let regex_rewrite = match &raw.regex_rewrite {
+        Some(r) => Some(regex_rewrite(r, &p.field("regex_rewrite"))?),
+        None => None,
+    };
+    let host_rewrite = match (raw.host_rewrite_literal, raw.auto_host_rewrite) {
+        (Some(_), Some(true)) => {
+            return Err(p.err("only one of host_rewrite_literal and auto_host_rewrite may be set"))
+        }
+        (Some(h), _) if !h.is_empty() => {
+            if http::HeaderValue::from_str(&h).is_err() {
+                return Err(p
+                    .field("host_rewrite_literal")
+                    .err(format!("invalid host {h:?}")));
+            }
+            HostRewrite::Literal(h)
+        }
+        (_, Some(true)) => HostRewrite::Auto,
+        _ => HostRewrite::None,
+    };
+    let retry_policy = match &raw.retry_policy {
+        Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
+        None => vhost_retry.cloned(),
+    };
+    let mut hash_policy = Vec::new();
+    for (i, h) in raw.hash_policy.iter().enumerate() {
+        let hp = p.field("hash_policy").index(i);
+        let kind = match (&h.header, &h.cookie, &h.connection_properties) {
+            (Some(hh), None, None) => {
+                let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
+                if n.is_empty() {
+                    return Err(hp.field("header").field("header_name").err("required"));
+                }
+                Some(HashPolicyKind::Header(n))
+            }
+            (None, Some(c), None) => {
+                let n = c
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| hp.field("cookie").field("name").err("required"))?;
+                Some(HashPolicyKind::Cookie(n))
+            }
+            // Envoy adds no hash method for `source_ip: false`.
+            (None, None, Some(cp)) => cp
+                .source_ip
+                .unwrap_or(false)
+                .then_some(HashPolicyKind::SourceIp),
+            (None, None, None) => {
+                return Err(hp.err("one of header, cookie and connection_properties is required"))
+            }
+            _ => {
+                return Err(
+                    hp.err("only one of header, cookie and connection_properties may be set")
+                )
+            }
+        };
+        if let Some(kind) = kind {
+            hash_policy.push(HashPolicy {
+                kind,
+                terminal: h.terminal.unwrap_or(false),
+            });
+        }
+    }
+    let timeout = match raw.timeout {
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    Ok(ForwardAction {
+        cluster,
+        prefix_rewrite,
+        regex_rewrite,
+        host_rewrite,
+        timeout,
+        idle_timeout: raw.idle_timeout.map(|d| d.0),
+        retry_policy,
+        hash_policy,
+        cluster_not_found_status,
+    })
+}
+
+/// Validates weighted clusters: names known, total weight > 0.
+pub(crate) fn build_weighted(
+    inputs: Vec<WeightedInput>,
+    p: &FieldPath,
+    clusters: &HashSet<String>,
+) -> Result<WeightedClusters, ConfigError> {
+    if inputs.is_empty() {
+        return Err(p.field("clusters").err("at least one cluster is required"));
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut total: u64 = 0;
+    for (i, c) in inputs.into_iter().enumerate() {
+        let cp = p.field("clusters").index(i);
+        let name = c
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| cp.field("name").err("required"))?;
+        if !clusters.contains(&name) {
+            return Err(cp.field("name").err(format!("unknown cluster {name:?}")));
+        }
+        let weight = c.weight.unwrap_or(0);
+        total += u64::from(weight);
+        out.push(WeightedCluster {
+            name: ClusterRef::new(&name),
+            weight,
+            request_headers: c.request_headers,
+            response_headers: c.response_headers,
+        });
+    }
+    if total == 0 {
+        return Err(p
+            .field("clusters")
+            .err("the sum of the weights must be greater than 0"));
+    }
+    if total > u64::from(u32::MAX) {
+        return Err(p
+            .field("clusters")
+            .err("the sum of the weights must fit in 32 bits"));
+    }
+    Ok(WeightedClusters {
+        clusters: out,
+        total_weight: total,
+    })
+}
+
+fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, ConfigError> {
+    let mut on = RetryOn::default();
+    for token in raw
+        .retry_on
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        match token {
+            "5xx" => on.server_error = true,
+            "gateway-error" => on.gateway_error = true,
+            "reset" => on.reset = true,
+            "connect-failure" => on.connect_failure = true,
+            "retriable-4xx" => on.retriable_4xx = true,
+            "retriable-status-codes" => on.retriable_status_codes = true,
+            "refused-stream"
+            | "envoy-ratelimited"
+            | "retriable-headers"
+            | "http3-post-connect-failure"
+            | "reset-before-request"
+            | "cancelled"
+            | "deadline-exceeded"
+            | "internal"
+            | "resource-exhausted"
+            | "unavailable" => {
+                return Err(p
+                    .field("retry_on")
+                    .unsupported(&format!("retry condition {token:?}")))
+            }
+            other => {
+                return Err(p
+                    .field("retry_on")
+                    .err(format!("unknown retry condition {other:?}")))
+            }
+        }
+    }
+    let mut codes = Vec::new();
+    for (i, c) in raw.retriable_status_codes.iter().enumerate() {
+        if !(100..600).contains(c) {
+            return Err(p
+                .field("retriable_status_codes")
+                .index(i)
+                .err(format!("{c} is not an HTTP status")));
+        }
+        codes.push(*c as u16);
+    }
+    let (base_interval, max_interval) = match &raw.retry_back_off {
+        None => (
+            DEFAULT_RETRY_BASE_INTERVAL,
+            DEFAULT_RETRY_BASE_INTERVAL * DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
+        ),
+        Some(b) => {
+            let bp = p.field("retry_back_off");
+            let base = b
+                .base_interval
+                .ok_or_else(|| bp.field("base_interval").err("required"))?
+                .0;
+            if base.is_zero() {
+                return Err(bp.field("base_interval").err("must be greater than 0s"));
+            }
+            let max = b
+                .max_interval
+                .map_or(base * DEFAULT_RETRY_MAX_INTERVAL_FACTOR, |d| d.0);
+            if max < base {
+                return Err(bp
+                    .field("max_interval")
+                    .err("must be greater than or equal to base_interval"));
+            }
+            (base, max)
+        }
+    };
+    Ok(RetryPolicy {
+        retry_on: on,
+        num_retries: raw.num_retries.unwrap_or(DEFAULT_NUM_RETRIES),
+        per_try_timeout: raw.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        base_interval,
+        max_interval,
+        retriable_status_codes: codes,
+    })
+}

@@ -1,0 +1,100 @@
+//! Compiles `*_headers_to_add` / `*_headers_to_remove` of one level into
+//! [`HeaderMutations`], rejecting what Envoy's HeaderParser rejects.
+
+use super::{AppendAction, HeaderMutations, HeaderToAdd};
+use crate::config::{raw_route::RawHeaderValueOption, ConfigError, FieldPath};
+
+/// `<dir>_headers_to_add` / `<dir>_headers_to_remove` of one level at `p`.
+pub(crate) fn mutations(
+    add: &[RawHeaderValueOption],
+    remove: &[String],
+    p: &FieldPath,
+    dir: &str,
+) -> Result<HeaderMutations, ConfigError> {
+    let ap = p.field(&format!("{dir}_headers_to_add"));
+    let rp = p.field(&format!("{dir}_headers_to_remove"));
+    let mut out = HeaderMutations::default();
+    for (i, name) in remove.iter().enumerate() {
+        let n = name.to_ascii_lowercase();
+        check_header_name(&n, &rp.index(i))?;
+        out.remove.push(n);
+    }
+    for (i, h) in add.iter().enumerate() {
+        let hp = ap.index(i);
+        let hv = h
+            .header
+            .as_ref()
+            .ok_or_else(|| hp.field("header").err("required"))?;
+        let key = hv.key.as_deref().unwrap_or("").to_ascii_lowercase();
+        check_header_name(&key, &hp.field("header").field("key"))?;
+        let raw_value = hv.value.as_deref().unwrap_or("");
+        let value = unescape_header_value(raw_value)
+            .map_err(|m| hp.field("header").field("value").err(m))?;
+        if http::HeaderValue::from_str(&value).is_err() {
+            return Err(hp
+                .field("header")
+                .field("value")
+                .err(format!("invalid header value {raw_value:?}")));
+        }
+        let action = match (h.append, h.append_action.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(hp.err("only one of append and append_action may be set"))
+            }
+            (Some(true), None) | (None, None) | (None, Some("APPEND_IF_EXISTS_OR_ADD")) => {
+                AppendAction::AppendIfExistsOrAdd
+            }
+            (Some(false), None) | (None, Some("OVERWRITE_IF_EXISTS_OR_ADD")) => {
+                AppendAction::OverwriteIfExistsOrAdd
+            }
+            (None, Some("ADD_IF_ABSENT")) => AppendAction::AddIfAbsent,
+            (None, Some("OVERWRITE_IF_EXISTS")) => AppendAction::OverwriteIfExists,
+            (None, Some(o)) => {
+                return Err(hp
+                    .field("append_action")
+                    .err(format!("unknown value {o:?}")))
+            }
+        };
+        out.add.push(HeaderToAdd {
+            name: key,
+            value,
+            action,
+            keep_empty_value: h.keep_empty_value.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+fn check_header_name(n: &str, p: &FieldPath) -> Result<(), ConfigError> {
+    if n.starts_with(':') || n == "host" {
+        return Err(p.err(format!(
+            "{n:?}: :-prefixed or host headers may not be modified"
+        )));
+    }
+    if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+        return Err(p.err(format!("invalid header name {n:?}")));
+    }
+    Ok(())
+}
+
+/// Envoy header values: `%%` is a literal `%`; `%VAR%` formatters are not supported.
+fn unescape_header_value(v: &str) -> Result<String, String> {
+    if !v.contains('%') {
+        return Ok(v.to_string());
+    }
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        if rest[i + 1..].starts_with('%') {
+            out.push('%');
+            rest = &rest[i + 2..];
+        } else {
+            let var = rest[i + 1..].split('%').next().unwrap_or("");
+            return Err(format!(
+                "not supported (header value formatter %{var}%; write %% for a literal %)"
+            ));
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}

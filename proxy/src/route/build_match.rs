@@ -1,0 +1,212 @@
+//! Compiles a route's `match` (path, header and query parameter matchers) with regexes
+//! compiled once, anchored for RE2's full-match semantics.
+
+use super::{
+    HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, RouteMatch, StringMatcher,
+};
+use crate::config::{
+    raw_route::{RawHeaderMatcher, RawRegexMatcher, RawRouteMatch, RawStringMatcher},
+    ConfigError, FieldPath,
+};
+
+pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMatch, ConfigError> {
+    let mut specs = Vec::new();
+    if let Some(x) = &raw.prefix {
+        specs.push(PathMatch::Prefix(x.clone()));
+    }
+    if let Some(x) = &raw.path {
+        specs.push(PathMatch::Path(x.clone()));
+    }
+    if let Some(x) = &raw.safe_regex {
+        specs.push(PathMatch::SafeRegex(full_regex(x, &p.field("safe_regex"))?));
+    }
+    if let Some(x) = &raw.path_separated_prefix {
+        let pp = p.field("path_separated_prefix");
+        if !x.starts_with('/') || x.ends_with('/') || x.contains(['?', '#']) {
+            return Err(pp.err(format!(
+                "{x:?} must start with '/', not end with '/' and contain no '?' or '#'"
+            )));
+        }
+        specs.push(PathMatch::PathSeparatedPrefix(x.clone()));
+    }
+    let path = match specs.len() {
+        1 => specs.pop().expect("one"),
+        0 => {
+            return Err(
+                p.err("one of prefix, path, safe_regex and path_separated_prefix is required")
+            )
+        }
+        _ => {
+            return Err(
+                p.err("only one of prefix, path, safe_regex and path_separated_prefix may be set")
+            )
+        }
+    };
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.iter().enumerate() {
+        headers.push(header_matcher(h, &p.field("headers").index(i))?);
+    }
+    let mut query_parameters = Vec::new();
+    for (i, q) in raw.query_parameters.iter().enumerate() {
+        let qp = p.field("query_parameters").index(i);
+        let name = q
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| qp.field("name").err("required"))?;
+        let string_match = match (&q.string_match, q.present_match) {
+            (Some(_), Some(_)) => return Err(qp.err("only one of string_match and present_match")),
+            (Some(sm), None) => Some(string_matcher(sm, &qp.field("string_match"))?),
+            (None, _) => None,
+        };
+        query_parameters.push(QueryParameterMatcher { name, string_match });
+    }
+    Ok(RouteMatch {
+        path,
+        case_sensitive: raw.case_sensitive.unwrap_or(true),
+        headers,
+        query_parameters,
+    })
+}
+
+fn header_matcher(raw: &RawHeaderMatcher, p: &FieldPath) -> Result<HeaderMatcher, ConfigError> {
+    let name = raw
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))?;
+    let lit = |v: &String,
+               f: &str,
+               kind: fn(String) -> StringMatcher|
+     -> Result<HeaderMatchKind, ConfigError> {
+        if v.is_empty() && f != "exact_match" {
+            return Err(p.field(f).err("must not be empty"));
+        }
+        Ok(HeaderMatchKind::String(kind(v.clone())))
+    };
+    let mut kinds = Vec::new();
+    if let Some(sm) = &raw.string_match {
+        kinds.push(HeaderMatchKind::String(string_matcher(
+            sm,
+            &p.field("string_match"),
+        )?));
+    }
+    if let Some(b) = raw.present_match {
+        kinds.push(HeaderMatchKind::Present(b));
+    }
+    if let Some(v) = &raw.exact_match {
+        kinds.push(if v.is_empty() {
+            HeaderMatchKind::Any
+        } else {
+            lit(v, "exact_match", |value| StringMatcher::Exact {
+                value,
+                ignore_case: false,
+            })?
+        });
+    }
+    if let Some(v) = &raw.prefix_match {
+        kinds.push(lit(v, "prefix_match", |value| StringMatcher::Prefix {
+            value,
+            ignore_case: false,
+        })?);
+    }
+    if let Some(v) = &raw.suffix_match {
+        kinds.push(lit(v, "suffix_match", |value| StringMatcher::Suffix {
+            value,
+            ignore_case: false,
+        })?);
+    }
+    if let Some(v) = &raw.contains_match {
+        kinds.push(lit(v, "contains_match", |value| StringMatcher::Contains {
+            value,
+            ignore_case: false,
+        })?);
+    }
+    if let Some(r) = &raw.safe_regex_match {
+        kinds.push(HeaderMatchKind::String(StringMatcher::Regex(full_regex(
+            r,
+            &p.field("safe_regex_match"),
+        )?)));
+    }
+    let kind = match kinds.len() {
+        0 => HeaderMatchKind::Present(true),
+        1 => kinds.pop().expect("one"),
+        _ => return Err(p.err("only one header match specifier may be set")),
+    };
+    Ok(HeaderMatcher {
+        name: name.to_ascii_lowercase(),
+        kind,
+        invert_match: raw.invert_match.unwrap_or(false),
+        treat_missing_header_as_empty: raw.treat_missing_header_as_empty.unwrap_or(false),
+    })
+}
+
+fn string_matcher(raw: &RawStringMatcher, p: &FieldPath) -> Result<StringMatcher, ConfigError> {
+    let ignore_case = raw.ignore_case.unwrap_or(false);
+    let mut out = Vec::new();
+    if let Some(v) = &raw.exact {
+        out.push(StringMatcher::Exact {
+            value: v.clone(),
+            ignore_case,
+        });
+    }
+    for (f, v, k) in [
+        ("prefix", &raw.prefix, 0),
+        ("suffix", &raw.suffix, 1),
+        ("contains", &raw.contains, 2),
+    ] {
+        if let Some(v) = v {
+            if v.is_empty() {
+                return Err(p.field(f).err("must not be empty"));
+            }
+            out.push(match k {
+                0 => StringMatcher::Prefix {
+                    value: v.clone(),
+                    ignore_case,
+                },
+                1 => StringMatcher::Suffix {
+                    value: v.clone(),
+                    ignore_case,
+                },
+                _ => StringMatcher::Contains {
+                    value: if ignore_case {
+                        v.to_ascii_lowercase()
+                    } else {
+                        v.clone()
+                    },
+                    ignore_case,
+                },
+            });
+        }
+    }
+    if let Some(r) = &raw.safe_regex {
+        // `ignore_case` has no effect on safe_regex (Envoy documents the same).
+        out.push(StringMatcher::Regex(full_regex(r, &p.field("safe_regex"))?));
+    }
+    match out.len() {
+        1 => Ok(out.pop().expect("one")),
+        0 => Err(p.err("one of exact, prefix, suffix, contains and safe_regex is required")),
+        _ => Err(p.err("only one of exact, prefix, suffix, contains and safe_regex may be set")),
+    }
+}
+
+/// Compiles a RegexMatcher anchored for a full match (RE2 FullMatch).
+fn full_regex(raw: &RawRegexMatcher, p: &FieldPath) -> Result<regex::Regex, ConfigError> {
+    let re = raw
+        .regex
+        .as_deref()
+        .ok_or_else(|| p.field("regex").err("required"))?;
+    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+        p.field("regex")
+            .err(format!("invalid regex {re:?}: {}", one_line(&e)))
+    })
+}
+
+pub(crate) fn one_line(e: &regex::Error) -> String {
+    e.to_string()
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,446 @@
+//! [`RouteTable::select`]: virtual host by domain, first matching route, cluster choice,
+//! path/host rewrite and header levels.
+
+use std::borrow::Cow;
+
+use super::{
+    ClusterSpecifier, DirectResponse, ForwardAction, HeaderLevels, HeaderLookup, HeaderMatcher,
+    HostRewrite, RedirectAction, RedirectPath, Route, RouteAction, RouteRef, RouteTable,
+    VirtualHost, WeightedCluster,
+};
+use crate::config::ClusterRef;
+
+/// The parts of a request routing looks at.
+#[derive(Clone, Copy)]
+pub struct RequestView<'a, H: HeaderLookup + ?Sized> {
+    /// `:authority` / `Host` (`None` when the request has none).
+    pub authority: Option<&'a str>,
+    /// `:path`, with query string.
+    pub path: &'a str,
+    /// `:method`.
+    pub method: &'a str,
+    /// The request scheme as `x-forwarded-proto` would say (`http` / `https`).
+    pub scheme: &'a str,
+    /// The other request headers.
+    pub headers: &'a H,
+    /// A uniformly random value for `weighted_clusters` (reduced modulo the total weight).
+    pub random: u64,
+}
+
+/// The routing decision for a request.
+#[derive(Debug)]
+pub enum Selection<'a> {
+    /// Forward upstream.
+    Forward(Forward<'a>),
+    /// Answer with a redirect (`Location: location`).
+    Redirect {
+        /// Which route matched.
+        route_ref: RouteRef,
+        /// The matched virtual host.
+        vhost: &'a VirtualHost,
+        /// The matched route.
+        route: &'a Route,
+        /// The redirect action.
+        redirect: &'a RedirectAction,
+        /// The `Location` header value.
+        location: String,
+        /// The status code (301, 302, 303, 307 or 308).
+        status: u16,
+        /// Response header levels, in application order.
+        response_headers: HeaderLevels<'a>,
+    },
+    /// Answer directly.
+    DirectResponse {
+        /// Which route matched.
+        route_ref: RouteRef,
+        /// The matched virtual host.
+        vhost: &'a VirtualHost,
+        /// The matched route.
+        route: &'a Route,
+        /// Status and body.
+        response: &'a DirectResponse,
+        /// Response header levels, in application order.
+        response_headers: HeaderLevels<'a>,
+    },
+    /// No virtual host or no route matched: Envoy answers 404 with response flag `NR`.
+    NoRoute,
+}
+
+impl<'a> Selection<'a> {
+    /// The matched virtual host, if any.
+    pub fn vhost(&self) -> Option<&'a VirtualHost> {
+        match self {
+            Selection::Forward(f) => Some(f.vhost),
+            Selection::Redirect { vhost, .. } | Selection::DirectResponse { vhost, .. } => {
+                Some(vhost)
+            }
+            Selection::NoRoute => None,
+        }
+    }
+
+    /// The matched route, if any.
+    pub fn route(&self) -> Option<&'a Route> {
+        match self {
+            Selection::Forward(f) => Some(f.route),
+            Selection::Redirect { route, .. } | Selection::DirectResponse { route, .. } => {
+                Some(route)
+            }
+            Selection::NoRoute => None,
+        }
+    }
+}
+
+/// A request to forward upstream.
+#[derive(Debug)]
+pub struct Forward<'a> {
+    /// Which route matched.
+    pub route_ref: RouteRef,
+    /// The matched virtual host.
+    pub vhost: &'a VirtualHost,
+    /// The matched route.
+    pub route: &'a Route,
+    /// The route action (timeouts, retry policy, hash policy).
+    pub action: &'a ForwardAction,
+    /// The upstream cluster.
+    pub cluster: SelectedCluster<'a>,
+    /// The `:path` to send upstream (borrowed when not rewritten).
+    pub path: Cow<'a, str>,
+    /// The host rewrite to apply, if any.
+    pub host_rewrite: Option<HostRewriteResult<'a>>,
+    /// Request header levels, in application order.
+    pub request_headers: HeaderLevels<'a>,
+    /// Response header levels, in application order.
+    pub response_headers: HeaderLevels<'a>,
+}
+
+/// The cluster a forwarded request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectedCluster<'a> {
+    /// A configured cluster (validated to exist).
+    Named(&'a ClusterRef),
+    /// The value of the route's `cluster_header` (may name no cluster: answer
+    /// `cluster_not_found_status`).
+    FromHeader(&'a str),
+    /// `cluster_header` was absent: answer `cluster_not_found_status` (Envoy: 503 NC).
+    Missing,
+}
+
+impl SelectedCluster<'_> {
+    /// The cluster name, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            SelectedCluster::Named(c) => Some(c.as_str()),
+            SelectedCluster::FromHeader(h) => Some(h),
+            SelectedCluster::Missing => None,
+        }
+    }
+}
+
+/// A host rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRewriteResult<'a> {
+    /// Set `:authority`/`Host` to this value.
+    Literal(&'a str),
+    /// `auto_host_rewrite`: set it to the chosen endpoint's host name.
+    Auto,
+}
+
+/// Splits `:path` into path and query (without `?`); the fragment is dropped.
+fn split_path(full: &str) -> (&str, Option<&str>) {
+    let no_frag = full.split_once('#').map_or(full, |(p, _)| p);
+    match no_frag.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (no_frag, None),
+    }
+}
+
+impl RouteTable {
+    /// The virtual host for `authority` (Envoy's order: exact, longest suffix wildcard,
+    /// longest prefix wildcard, `*`; case-insensitive; the port is part of the host unless
+    /// `ignore_port_in_host_matching`).
+    pub fn find_virtual_host(&self, authority: Option<&str>) -> Option<(usize, &VirtualHost)> {
+        let d = &self.domains;
+        if d.exact.is_empty() && d.suffix.is_empty() && d.prefix.is_empty() {
+            return d.default.map(|i| (i, &self.virtual_hosts[i]));
+        }
+        let mut host = authority?;
+        if self.ignore_port_in_host_matching {
+            host = strip_port(host);
+        }
+        let lower: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        let host = lower.as_ref();
+        let idx = d
+            .exact
+            .get(host)
+            .copied()
+            .or_else(|| {
+                // `len < host.len()`: the wildcard must match at least one character.
+                d.suffix.iter().find_map(|(len, map)| {
+                    let tail =
+                        host.get(host.len().checked_sub(*len).filter(|_| *len < host.len())?..)?;
+                    map.get(tail).copied()
+                })
+            })
+            .or_else(|| {
+                d.prefix.iter().find_map(|(len, map)| {
+                    let head = host.get(..*len).filter(|_| *len < host.len())?;
+                    map.get(head).copied()
+                })
+            })
+            .or(d.default)?;
+        Some((idx, &self.virtual_hosts[idx]))
+    }
+
+    /// Routes a request. Pure and allocation-free except for rewritten paths, redirects
+    /// and headers with several values that a matcher joins.
+    pub fn select<'a, H: HeaderLookup + ?Sized>(
+        &'a self,
+        req: &RequestView<'a, H>,
+    ) -> Selection<'a> {
+        let Some((vi, vhost)) = self.find_virtual_host(req.authority) else {
+            return Selection::NoRoute;
+        };
+        let (path, query) = split_path(req.path);
+        let Some((ri, route)) = vhost
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| route_matches(r, req, path, query))
+        else {
+            return Selection::NoRoute;
+        };
+        let route_ref = RouteRef {
+            vhost: vi as u32,
+            route: ri as u32,
+        };
+        match &route.action {
+            RouteAction::DirectResponse(response) => Selection::DirectResponse {
+                route_ref,
+                vhost,
+                route,
+                response,
+                response_headers: self.levels(None, route, vhost, false),
+            },
+            RouteAction::Redirect(redirect) => {
+                let location = redirect_location(redirect, route, req, path);
+                Selection::Redirect {
+                    route_ref,
+                    vhost,
+                    route,
+                    redirect,
+                    location,
+                    status: redirect.status,
+                    response_headers: self.levels(None, route, vhost, false),
+                }
+            }
+            RouteAction::Forward(action) => {
+                let (cluster, weighted): (SelectedCluster<'a>, Option<&'a WeightedCluster>) =
+                    match &action.cluster {
+                        ClusterSpecifier::Cluster(c) => (SelectedCluster::Named(c), None),
+                        ClusterSpecifier::Weighted(w) => {
+                            let wc = w.pick(req.random);
+                            (SelectedCluster::Named(&wc.name), Some(wc))
+                        }
+                        ClusterSpecifier::Header(h) => match req.headers.first_value(h) {
+                            Some(v) => (SelectedCluster::FromHeader(v), None),
+                            None => (SelectedCluster::Missing, None),
+                        },
+                    };
+                let new_path = rewrite_path(
+                    &route.matcher.path,
+                    action.prefix_rewrite.as_deref(),
+                    action.regex_rewrite.as_ref(),
+                    req.path,
+                    path,
+                );
+                let host_rewrite = match &action.host_rewrite {
+                    HostRewrite::None => None,
+                    HostRewrite::Literal(h) => Some(HostRewriteResult::Literal(h)),
+                    HostRewrite::Auto => Some(HostRewriteResult::Auto),
+                };
+                Selection::Forward(Forward {
+                    route_ref,
+                    vhost,
+                    route,
+                    action,
+                    cluster,
+                    path: new_path,
+                    host_rewrite,
+                    request_headers: self.levels(weighted, route, vhost, true),
+                    response_headers: self.levels(weighted, route, vhost, false),
+                })
+            }
+        }
+    }
+
+    fn levels<'a>(
+        &'a self,
+        weighted: Option<&'a WeightedCluster>,
+        route: &'a Route,
+        vhost: &'a VirtualHost,
+        request: bool,
+    ) -> HeaderLevels<'a> {
+        let (w, r, v, g) = if request {
+            (
+                weighted.map(|w| &w.request_headers),
+                &route.request_headers,
+                &vhost.request_headers,
+                &self.request_headers,
+            )
+        } else {
+            (
+                weighted.map(|w| &w.response_headers),
+                &route.response_headers,
+                &vhost.response_headers,
+                &self.response_headers,
+            )
+        };
+        if self.most_specific_header_mutations_wins {
+            HeaderLevels::new([w, Some(g), Some(v), Some(r)])
+        } else {
+            HeaderLevels::new([w, Some(r), Some(v), Some(g)])
+        }
+    }
+}
+
+fn route_matches<H: HeaderLookup + ?Sized>(
+    route: &Route,
+    req: &RequestView<'_, H>,
+    path: &str,
+    query: Option<&str>,
+) -> bool {
+    let m = &route.matcher;
+    if !m.path.matches(path, m.case_sensitive) {
+        return false;
+    }
+    for h in &m.headers {
+        let value = match h.name.as_str() {
+            ":method" => Some(Cow::Borrowed(req.method)),
+            ":authority" | "host" => req.authority.map(Cow::Borrowed),
+            ":path" => Some(Cow::Borrowed(req.path)),
+            ":scheme" => Some(Cow::Borrowed(req.scheme)),
+            name => HeaderMatcher::lookup(name, req.headers),
+        };
+        if !h.matches(value) {
+            return false;
+        }
+    }
+    if !m.query_parameters.is_empty() {
+        let q = query.unwrap_or("");
+        if !m.query_parameters.iter().all(|qp| qp.matches(q)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Envoy's path rewrite: `prefix_rewrite` replaces the configured prefix/path (the whole
+/// path for safe_regex), `regex_rewrite` rewrites the path; the query string is kept.
+fn rewrite_path<'a>(
+    matcher: &super::PathMatch,
+    prefix_rewrite: Option<&str>,
+    regex_rewrite: Option<&super::RegexRewrite>,
+    full: &'a str,
+    path: &str,
+) -> Cow<'a, str> {
+    use super::PathMatch;
+    if let Some(rw) = prefix_rewrite {
+        let matched_len = match matcher {
+            PathMatch::Prefix(p) | PathMatch::Path(p) | PathMatch::PathSeparatedPrefix(p) => {
+                p.len()
+            }
+            PathMatch::SafeRegex(_) => path.len(),
+        };
+        let mut s = String::with_capacity(full.len() + rw.len());
+        s.push_str(rw);
+        s.push_str(&full[matched_len..]);
+        return Cow::Owned(s);
+    }
+    if let Some(rr) = regex_rewrite {
+        let mut s = rr.apply(path).into_owned();
+        s.push_str(&full[path.len()..]);
+        return Cow::Owned(s);
+    }
+    Cow::Borrowed(full)
+}
+
+/// The host without its port, as Envoy's `HeaderUtility::getPortStart`: everything from
+/// the last `:` unless that `:` is inside `[...]` (an IPv6 literal).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if host.rfind(']').is_none_or(|v6_end| v6_end < i) => &host[..i],
+        _ => host,
+    }
+}
+
+/// Envoy's redirect URI: scheme, host (port handling), path (rewrite / path_redirect /
+/// strip_query).
+fn redirect_location<H: HeaderLookup + ?Sized>(
+    r: &RedirectAction,
+    route: &Route,
+    req: &RequestView<'_, H>,
+    path: &str,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(req.scheme);
+    let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let host: &str = match &r.host {
+        Some(h) => h,
+        None => {
+            let request_host = req.authority.unwrap_or("");
+            let port_start = if request_host.starts_with('[') {
+                request_host.rfind("]:").map(|i| i + 1)
+            } else {
+                request_host.rfind(':')
+            };
+            match port_start {
+                Some(i) => {
+                    let request_port = &request_host[i..];
+                    let mut remove = !port.is_empty();
+                    if scheme != req.scheme {
+                        remove |= req.scheme == "https" && request_port == ":443";
+                        remove |= req.scheme == "http" && request_port == ":80";
+                    }
+                    if remove {
+                        &request_host[..i]
+                    } else {
+                        request_host
+                    }
+                }
+                None => request_host,
+            }
+        }
+    };
+    let mut path_has_own_query = false;
+    let mut final_path: String = match &r.path {
+        RedirectPath::Keep => req.path.to_string(),
+        RedirectPath::Path(p) => {
+            if p.contains('?') {
+                path_has_own_query = true;
+                p.clone()
+            } else {
+                // Envoy keeps the request's `?query` (and what follows it).
+                let mut s = p.clone();
+                if let Some(q) = req.path.find('?') {
+                    s.push_str(&req.path[q..]);
+                }
+                s
+            }
+        }
+        RedirectPath::PrefixRewrite(rw) => {
+            rewrite_path(&route.matcher.path, Some(rw), None, req.path, path).into_owned()
+        }
+        RedirectPath::RegexRewrite(rr) => {
+            rewrite_path(&route.matcher.path, None, Some(rr), req.path, path).into_owned()
+        }
+    };
+    if r.strip_query && !path_has_own_query {
+        if let Some(i) = final_path.find('?') {
+            final_path.truncate(i);
+        }
+    }
+    format!("{scheme}://{host}{port}{final_path}")
+}

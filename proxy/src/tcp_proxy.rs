@@ -1,0 +1,152 @@
+//! tcp_proxy: pick a cluster (single or weighted) and a host, connect, and copy bytes both ways
+//! until either side closes or the connection is idle for `idle_timeout`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    config,
+    proxy::stats::TcpStats,
+    upstream::{Cluster, LbContext},
+};
+
+/// Copy buffer per direction.
+const BUF: usize = 16 * 1024;
+
+/// A tcp_proxy filter with its clusters resolved.
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// The config block.
+    pub cfg: Arc<config::TcpProxy>,
+    /// Counters for `tcp.<stat_prefix>`.
+    pub stats: Arc<TcpStats>,
+    /// Clusters: one for `cluster`, or one per weighted entry in config order.
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
+/// Why a TCP proxy session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpProxyError {
+    /// The cluster has no usable host.
+    #[error("cluster {0}: no healthy upstream")]
+    NoHealthyUpstream(String),
+    /// Connecting upstream failed.
+    #[error("upstream {addr}: connect failed: {reason}")]
+    Connect {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TcpProxy {
+    fn pick_cluster(&self) -> &Arc<Cluster> {
+        match &self.cfg.cluster {
+            config::TcpProxyCluster::Single(_) => &self.clusters[0],
+            config::TcpProxyCluster::Weighted(w) => {
+                let picked = w.pick(rand::random());
+                let i = w
+                    .clusters
+                    .iter()
+                    .position(|c| std::ptr::eq(c, picked))
+                    .unwrap_or(0);
+                &self.clusters[i]
+            }
+        }
+    }
+
+    /// Proxies `down` to an upstream host until done.
+    pub async fn serve(
+        &self,
+        mut down: TcpStream,
+        orig_dst: Option<SocketAddr>,
+        src: SocketAddr,
+    ) -> Result<(), TcpProxyError> {
+        self.stats.downstream_cx_total.inc();
+        let cluster = self.pick_cluster();
+        let ctx = LbContext {
+            hash: Some(crate::upstream::lb::hash_bytes(
+                src.ip().to_string().as_bytes(),
+            )),
+            orig_dst,
+        };
+        let Some(host) = cluster.choose_host(&ctx) else {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
+        };
+        let up =
+            match tokio::time::timeout(cluster.spec.connect_timeout, TcpStream::connect(host.addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    cluster.stats.upstream_cx_connect_fail.inc();
+                    cluster.record_outcome(&host, true);
+                    return Err(TcpProxyError::Connect {
+                        addr: host.addr,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    cluster.stats.upstream_cx_connect_timeout.inc();
+                    cluster.record_outcome(&host, true);
+                    return Err(TcpProxyError::Connect {
+                        addr: host.addr,
+                        reason: "timeout".into(),
+                    });
+                }
+            };
+        cluster.stats.upstream_cx_total.inc();
+        cluster.stats.upstream_cx_active.inc();
+        let _ = up.set_nodelay(true);
+        let _ = down.set_nodelay(true);
+        let (rx, tx, idled) = copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout).await;
+        cluster.stats.upstream_cx_active.dec();
+        self.stats.downstream_cx_rx_bytes_total.add(rx);
+        self.stats.downstream_cx_tx_bytes_total.add(tx);
+        if idled {
+            self.stats.idle_timeout.inc();
+        }
+        Ok(())
+    }
+}
+
+/// Copies both ways; returns (bytes down->up, bytes up->down, closed for idleness). A half close
+/// is forwarded as a shutdown of the other side's write half.
+pub async fn copy_bidirectional_idle<D>(
+    down: &mut D,
+    mut up: TcpStream,
+    idle: Option<Duration>,
+) -> (u64, u64, bool)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ur, mut uw) = up.split();
+    let (mut dr, mut dw) = tokio::io::split(down);
+    let mut b1 = vec![0u8; BUF];
+    let mut b2 = vec![0u8; BUF];
+    let (mut up_open, mut down_open) = (true, true);
+    let (mut rx, mut tx) = (0u64, 0u64);
+    let idle = idle.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    loop {
+        if !up_open && !down_open {
+            return (rx, tx, false);
+        }
+        tokio::select! {
+            r = dr.read(&mut b1), if down_open => match r {
+                Ok(0) | Err(_) => { down_open = false; let _ = uw.shutdown().await; }
+                Ok(n) => { if uw.write_all(&b1[..n]).await.is_err() { return (rx, tx, false); } rx += n as u64; }
+            },
+            r = ur.read(&mut b2), if up_open => match r {
+                Ok(0) | Err(_) => { up_open = false; let _ = dw.shutdown().await; }
+                Ok(n) => { if dw.write_all(&b2[..n]).await.is_err() { return (rx, tx, false); } tx += n as u64; }
+            },
+            _ = tokio::time::sleep(idle) => return (rx, tx, true),
+        }
+    }
+}

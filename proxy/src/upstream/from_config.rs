@@ -1,0 +1,131 @@
+//! Adapter: validated `config::Cluster` -> runtime [`ClusterSpec`].
+
+use std::time::Duration;
+
+use super::spec::{
+    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
+};
+use crate::config;
+
+/// Envoy's default `outlier_detection.max_ejection_time` (300 s).
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+
+fn data_source_path(d: &config::DataSource, cluster: &str, what: &str) -> String {
+    match d {
+        config::DataSource::File(p) => p.display().to_string(),
+        // Inline PEM: written to a private temp file so one loader handles both.
+        config::DataSource::Inline(s) => {
+            let dir = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let p = dir.join(format!("{cluster}-{what}.pem"));
+            let _ = std::fs::write(&p, s);
+            p.display().to_string()
+        }
+    }
+}
+
+/// Converts one config cluster.
+pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
+    let name = c.name.as_str().to_string();
+    let endpoints: Vec<EndpointSpec> = c
+        .endpoints
+        .iter()
+        .map(|e| match &e.address {
+            config::EndpointAddress::Ip(a) => EndpointSpec {
+                host: a.ip().to_string(),
+                port: a.port(),
+                weight: e.weight,
+            },
+            config::EndpointAddress::Dns { host, port } => EndpointSpec {
+                host: host.clone(),
+                port: *port,
+                weight: e.weight,
+            },
+        })
+        .collect();
+    let discovery = match c.discovery {
+        config::DiscoveryType::Static => Discovery::Static(endpoints),
+        config::DiscoveryType::StrictDns => Discovery::StrictDns {
+            endpoints,
+            refresh: c.dns_refresh_rate,
+        },
+        config::DiscoveryType::OriginalDst => Discovery::OriginalDst,
+    };
+    let lb = match c.lb_policy {
+        config::LbPolicy::RoundRobin | config::LbPolicy::ClusterProvided => LbKind::RoundRobin,
+        config::LbPolicy::LeastRequest { choice_count } => LbKind::LeastRequest { choice_count },
+        config::LbPolicy::Random => LbKind::Random,
+        config::LbPolicy::RingHash {
+            minimum_ring_size, ..
+        } => LbKind::RingHash {
+            min_ring_size: minimum_ring_size,
+        },
+        config::LbPolicy::Maglev { .. } => LbKind::Maglev,
+    };
+    let cb = c.circuit_breakers;
+    let tls = c.tls.as_ref().map(|t| TlsSpec {
+        sni: t.sni.clone(),
+        trusted_ca: t
+            .trusted_ca
+            .as_ref()
+            .map(|d| data_source_path(d, &name, "ca")),
+        cert_chain: t
+            .client_cert
+            .as_ref()
+            .map(|(cert, _)| data_source_path(cert, &name, "cert")),
+        private_key: t
+            .client_cert
+            .as_ref()
+            .map(|(_, key)| data_source_path(key, &name, "key")),
+        alpn: t.alpn_protocols.clone(),
+        match_sans: Vec::new(),
+    });
+    let health_check = c.health_checks.first().map(|h| match &h.kind {
+        config::HealthCheckKind::Http {
+            path,
+            host,
+            expected_statuses,
+        } => HealthCheckSpec {
+            interval: h.interval,
+            timeout: h.timeout,
+            unhealthy_threshold: h.unhealthy_threshold,
+            healthy_threshold: h.healthy_threshold,
+            path: path.clone(),
+            host: host.clone().unwrap_or_else(|| name.clone()),
+            expected: expected_statuses.iter().map(|r| (r.start, r.end)).collect(),
+            tcp_only: false,
+        },
+        config::HealthCheckKind::Tcp => HealthCheckSpec {
+            interval: h.interval,
+            timeout: h.timeout,
+            unhealthy_threshold: h.unhealthy_threshold,
+            healthy_threshold: h.healthy_threshold,
+            path: String::new(),
+            host: name.clone(),
+            expected: Vec::new(),
+            tcp_only: true,
+        },
+    });
+    ClusterSpec {
+        discovery,
+        lb,
+        connect_timeout: c.connect_timeout,
+        http2: c.protocol == config::UpstreamProtocol::Http2,
+        tls,
+        breakers: Breakers {
+            max_connections: cb.max_connections as usize,
+            max_pending_requests: cb.max_pending_requests as usize,
+            max_requests: cb.max_requests as usize,
+            max_retries: cb.max_retries as usize,
+        },
+        outlier: c.outlier_detection.map(|o| OutlierSpec {
+            consecutive_5xx: o.consecutive_5xx,
+            interval: o.interval,
+            base_ejection_time: o.base_ejection_time,
+            max_ejection_percent: o.max_ejection_percent,
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+        }),
+        health_check,
+        name,
+    }
+}

@@ -1,0 +1,295 @@
+//! Load balancers: weighted round robin, least request (P2C), random, ring hash and maglev.
+//!
+//! Envoy's panic threshold (50 %) applies: when fewer than half the hosts are healthy, every host
+//! is a candidate.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use rand::Rng;
+
+use super::{now_ms, Host, HostSet, LbContext, LbKind};
+
+/// Envoy's default healthy_panic_threshold, percent.
+pub const PANIC_THRESHOLD_PERCENT: usize = 50;
+/// Maglev table size (Envoy's default, a prime).
+pub const MAGLEV_TABLE_SIZE: usize = 65537;
+/// Ring hash upper bound on ring entries.
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Precomputed hash structure: host indexes ordered for lookup.
+#[derive(Debug)]
+pub enum HashTable {
+    /// Sorted (hash, host index) ring.
+    Ring(Vec<(u64, u32)>),
+    /// Maglev lookup table of host indexes.
+    Maglev(Vec<u32>),
+}
+
+/// 64-bit FNV-1a followed by a murmur finalizer (stable across runs, good spread).
+pub fn hash_bytes(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(h)
+}
+
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl HashTable {
+    /// Builds the ring or table a hashing balancer needs; None for other balancers or no hosts.
+    pub fn build(kind: &LbKind, hosts: &[Arc<Host>]) -> Option<Self> {
+        if hosts.is_empty() {
+            return None;
+        }
+        match kind {
+            LbKind::RingHash { min_ring_size } => {
+                let total_w: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
+                let size = (*min_ring_size).clamp(hosts.len() as u64, MAX_RING_SIZE);
+                let mut ring = Vec::with_capacity(size as usize + hosts.len());
+                for (i, h) in hosts.iter().enumerate() {
+                    let n = (size * u64::from(h.weight)).div_ceil(total_w).max(1);
+                    let key = h.addr.to_string();
+                    for r in 0..n {
+                        ring.push((hash_bytes(format!("{key}_{r}").as_bytes()), i as u32));
+                    }
+                }
+                ring.sort_unstable();
+                Some(Self::Ring(ring))
+            }
+            LbKind::Maglev => Some(Self::Maglev(maglev_table(hosts))),
+            _ => None,
+        }
+    }
+}
+
+fn maglev_table(hosts: &[Arc<Host>]) -> Vec<u32> {
+    let m = MAGLEV_TABLE_SIZE;
+    let max_w = hosts.iter().map(|h| h.weight).max().unwrap_or(1) as f64;
+    let perms: Vec<(usize, usize)> = hosts
+        .iter()
+        .map(|h| {
+            let k = h.addr.to_string();
+            let offset = (hash_bytes(k.as_bytes()) % m as u64) as usize;
+            let skip = (hash_bytes(format!("{k}#skip").as_bytes()) % (m as u64 - 1) + 1) as usize;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0usize; hosts.len()];
+    let mut target_weight = vec![0f64; hosts.len()];
+    let mut table = vec![u32::MAX; m];
+    let mut filled = 0;
+    'outer: loop {
+        for (i, h) in hosts.iter().enumerate() {
+            // Weighted maglev: a host takes a turn each time its accumulated weight reaches the max.
+            target_weight[i] += f64::from(h.weight) / max_w;
+            if target_weight[i] < 1.0 {
+                continue;
+            }
+            target_weight[i] -= 1.0;
+            let (offset, skip) = perms[i];
+            loop {
+                let c = (offset + next[i] * skip) % m;
+                next[i] += 1;
+                if table[c] == u32::MAX {
+                    table[c] = i as u32;
+                    filled += 1;
+                    break;
+                }
+            }
+            if filled == m {
+                break 'outer;
+            }
+        }
+    }
+    table
+}
+
+/// Picks a host from `set` with policy `kind`; None when there are no hosts.
+pub fn choose(
+    kind: &LbKind,
+    set: &HostSet,
+    rr: &AtomicUsize,
+    ctx: &LbContext,
+) -> Option<Arc<Host>> {
+    let hosts = &set.hosts;
+    if hosts.is_empty() {
+        return None;
+    }
+    let now = now_ms();
+    let healthy = hosts.iter().filter(|h| h.is_healthy(now)).count();
+    let panic = healthy * 100 < PANIC_THRESHOLD_PERCENT * hosts.len();
+    let usable = |h: &Host| panic || h.is_healthy(now);
+    match kind {
+        LbKind::RoundRobin => {
+            let total: u64 = hosts
+                .iter()
+                .filter(|h| usable(h))
+                .map(|h| u64::from(h.weight))
+                .sum();
+            if total == 0 {
+                return None;
+            }
+            let mut pos = rr.fetch_add(1, Ordering::Relaxed) as u64 % total;
+            for h in hosts.iter().filter(|h| usable(h)) {
+                let w = u64::from(h.weight);
+                if pos < w {
+                    return Some(h.clone());
+                }
+                pos -= w;
+            }
+            None
+        }
+        LbKind::Random => pick_random(hosts, &usable),
+        LbKind::LeastRequest { choice_count } => {
+            // Sample among all hosts (no allocation); unusable picks are skipped, and when every
+            // sample was unusable fall back to a random usable host.
+            let mut rng = rand::thread_rng();
+            let mut best: Option<&Arc<Host>> = None;
+            for _ in 0..(*choice_count).max(1) {
+                let c = &hosts[rng.gen_range(0..hosts.len())];
+                if !usable(c) {
+                    continue;
+                }
+                if best.is_none_or(|b| {
+                    c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
+                }) {
+                    best = Some(c);
+                }
+            }
+            match best {
+                Some(b) => Some(b.clone()),
+                None => pick_random(hosts, &usable),
+            }
+        }
+        LbKind::RingHash { .. } | LbKind::Maglev => {
+            let hash = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
+            match &set.hash_table {
+                Some(HashTable::Ring(ring)) => {
+                    let start = ring.partition_point(|(h, _)| *h < hash);
+                    (0..ring.len())
+                        .map(|i| &hosts[ring[(start + i) % ring.len()].1 as usize])
+                        .find(|h| usable(h))
+                        .cloned()
+                }
+                Some(HashTable::Maglev(table)) => {
+                    let start = (hash % table.len() as u64) as usize;
+                    // Unhealthy host: walk on (a rebuilt table would move fewer keys; see docs).
+                    (0..table.len())
+                        .map(|i| &hosts[table[(start + i) % table.len()] as usize])
+                        .find(|h| usable(h))
+                        .cloned()
+                }
+                None => pick_random(hosts, &usable),
+            }
+        }
+    }
+}
+
+fn pick_random(hosts: &[Arc<Host>], usable: &dyn Fn(&Host) -> bool) -> Option<Arc<Host>> {
+    let candidates: Vec<&Arc<Host>> = hosts.iter().filter(|h| usable(h)).collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    Some(candidates[rand::thread_rng().gen_range(0..candidates.len())].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn hosts(n: u16, weight: u32) -> Vec<Arc<Host>> {
+        (0..n)
+            .map(|i| Host::new(format!("10.0.0.{}:80", i + 1).parse().unwrap(), weight))
+            .collect()
+    }
+
+    fn dist(
+        kind: LbKind,
+        set: &HostSet,
+        n: usize,
+        hash: impl Fn(usize) -> Option<u64>,
+    ) -> Vec<usize> {
+        let rr = AtomicUsize::new(0);
+        let mut counts: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+        for i in 0..n {
+            let ctx = LbContext {
+                hash: hash(i),
+                orig_dst: None,
+            };
+            let h = choose(&kind, set, &rr, &ctx).unwrap();
+            *counts.entry(h.addr).or_default() += 1;
+        }
+        set.hosts
+            .iter()
+            .map(|h| counts.get(&h.addr).copied().unwrap_or(0))
+            .collect()
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact() {
+        let mut hs = hosts(2, 1);
+        hs.push(Host::new("10.0.0.9:80".parse().unwrap(), 2));
+        let set = HostSet {
+            hash_table: None,
+            hosts: hs,
+        };
+        assert_eq!(
+            dist(LbKind::RoundRobin, &set, 400, |_| None),
+            vec![100, 100, 200]
+        );
+    }
+
+    #[test]
+    fn ring_hash_is_sticky_and_spreads() {
+        let kind = LbKind::RingHash {
+            min_ring_size: 1024,
+        };
+        let hs = hosts(4, 1);
+        let set = HostSet {
+            hash_table: HashTable::build(&kind, &hs),
+            hosts: hs,
+        };
+        let same = dist(kind.clone(), &set, 100, |_| Some(hash_bytes(b"user-1")));
+        assert_eq!(same.iter().filter(|c| **c == 100).count(), 1);
+        let spread = dist(kind, &set, 4000, |i| {
+            Some(hash_bytes(format!("k{i}").as_bytes()))
+        });
+        for c in spread {
+            assert!((600..1400).contains(&c), "ring hash share {c} of 4000");
+        }
+    }
+
+    #[test]
+    fn maglev_spreads_and_skips_ejected() {
+        let hs = hosts(3, 1);
+        let set = HostSet {
+            hash_table: HashTable::build(&LbKind::Maglev, &hs),
+            hosts: hs,
+        };
+        let d = dist(LbKind::Maglev, &set, 3000, |i| {
+            Some(hash_bytes(format!("k{i}").as_bytes()))
+        });
+        for c in &d {
+            assert!((700..1300).contains(c), "maglev share {c} of 3000");
+        }
+        set.hosts[0]
+            .ejected_until
+            .store(now_ms() + 60_000, Ordering::Relaxed);
+        let d = dist(LbKind::Maglev, &set, 300, |i| {
+            Some(hash_bytes(format!("k{i}").as_bytes()))
+        });
+        assert_eq!(d[0], 0);
+    }
+}

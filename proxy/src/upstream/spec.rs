@@ -1,0 +1,163 @@
+//! Runtime description of a cluster (what the cluster manager needs), built from the validated config.
+
+use std::time::Duration;
+
+/// Envoy's default circuit-breaker thresholds.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Envoy's default max_pending_requests.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Envoy's default max_requests.
+pub const DEFAULT_MAX_REQUESTS: usize = 1024;
+/// Envoy's default max_retries.
+pub const DEFAULT_MAX_RETRIES: usize = 3;
+/// Envoy's default connect_timeout (5 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cluster as the runtime uses it.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Cluster name.
+    pub name: String,
+    /// Where hosts come from.
+    pub discovery: Discovery,
+    /// Load-balancing policy.
+    pub lb: LbKind,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 (prior knowledge, or ALPN when TLS) to the hosts.
+    pub http2: bool,
+    /// TLS origination.
+    pub tls: Option<TlsSpec>,
+    /// Circuit breaker thresholds (default priority).
+    pub breakers: Breakers,
+    /// Outlier detection, when configured.
+    pub outlier: Option<OutlierSpec>,
+    /// Active HTTP health check, when configured.
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Host discovery.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// Fixed IP endpoints.
+    Static(Vec<EndpointSpec>),
+    /// Names resolved every `refresh`; every address returned is a host.
+    StrictDns {
+        /// Endpoints (host names or IPs).
+        endpoints: Vec<EndpointSpec>,
+        /// dns_refresh_rate (Envoy default 5 s).
+        refresh: Duration,
+    },
+    /// Connect to the downstream connection's original destination.
+    OriginalDst,
+}
+
+/// One configured endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    /// IP or DNS name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// load_balancing_weight (1 when unset).
+    pub weight: u32,
+}
+
+/// Load-balancing policies.
+#[derive(Debug, Clone)]
+pub enum LbKind {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power of `choice_count` choices on active requests.
+    LeastRequest {
+        /// How many random hosts to compare (Envoy default 2).
+        choice_count: u32,
+    },
+    /// Uniform random.
+    Random,
+    /// Consistent hashing on a ring.
+    RingHash {
+        /// Minimum ring entries (Envoy default 1024).
+        min_ring_size: u64,
+    },
+    /// Maglev table (size 65537).
+    Maglev,
+}
+
+/// TLS origination settings.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSpec {
+    /// SNI to send (none: no SNI, like Envoy).
+    pub sni: Option<String>,
+    /// PEM CA bundle to verify the server against; None: no verification (Envoy's default when no
+    /// validation_context is set).
+    pub trusted_ca: Option<String>,
+    /// PEM client certificate chain file (mTLS).
+    pub cert_chain: Option<String>,
+    /// PEM client private key file (mTLS).
+    pub private_key: Option<String>,
+    /// ALPN protocols to offer (empty: derived from the cluster's protocol).
+    pub alpn: Vec<String>,
+    /// Accept these SANs only (empty: any name the CA vouches for... see tls.rs).
+    pub match_sans: Vec<String>,
+}
+
+/// Circuit-breaker thresholds.
+#[derive(Debug, Clone)]
+pub struct Breakers {
+    /// Max open connections to the cluster.
+    pub max_connections: usize,
+    /// Max requests waiting for a connection.
+    pub max_pending_requests: usize,
+    /// Max requests in flight.
+    pub max_requests: usize,
+    /// Max retries in flight.
+    pub max_retries: usize,
+}
+
+impl Default for Breakers {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_requests: DEFAULT_MAX_PENDING,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_retries: DEFAULT_MAX_RETRIES,
+        }
+    }
+}
+
+/// Outlier detection (consecutive 5xx only).
+#[derive(Debug, Clone)]
+pub struct OutlierSpec {
+    /// Consecutive 5xx (local-origin failures count too) before ejection (default 5).
+    pub consecutive_5xx: u32,
+    /// Evaluation interval (default 10 s); unused for consecutive-5xx ejection, kept for dumps.
+    pub interval: Duration,
+    /// Base ejection time (default 30 s), multiplied by the number of ejections.
+    pub base_ejection_time: Duration,
+    /// Max share of hosts ejected at once, percent (default 10; at least one host may be ejected).
+    pub max_ejection_percent: u32,
+    /// Upper bound on an ejection (default max(300 s, base)).
+    pub max_ejection_time: Duration,
+}
+
+/// Active HTTP health check.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSpec {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Per-check timeout.
+    pub timeout: Duration,
+    /// Failures before a healthy host is marked unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Successes before an unhealthy host is marked healthy.
+    pub healthy_threshold: u32,
+    /// Request path.
+    pub path: String,
+    /// Host header (default: the cluster name, like Envoy).
+    pub host: String,
+    /// Accepted statuses as [start, end) ranges (default 200..201).
+    pub expected: Vec<(u16, u16)>,
+    /// `tcp_health_check`: a successful connect is a pass (no HTTP request).
+    pub tcp_only: bool,
+}

@@ -1,0 +1,218 @@
+//! TLS origination with rustls (ring provider): SNI, CA validation, client certificates, ALPN.
+//!
+//! Like Envoy, a cluster without a validation context does not verify the server certificate, and
+//! with one it verifies the chain against the CA; the name is checked only when `match_sans` is set.
+
+use std::sync::Arc;
+
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{ring, CryptoProvider},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+use super::{TlsSpec, UpstreamError};
+
+/// A cluster's ready-to-use TLS client side.
+#[derive(Clone)]
+pub struct TlsOrigin {
+    connector: TlsConnector,
+    sni: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for TlsOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOrigin").field("sni", &self.sni).finish()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+impl TlsOrigin {
+    /// Loads the files named in `spec` and builds the client config.
+    pub fn build(cluster: &str, spec: &TlsSpec, http2: bool) -> Result<Self, UpstreamError> {
+        let file_err = |what: &'static str, path: &str, reason: String| UpstreamError::TlsFile {
+            cluster: cluster.to_string(),
+            what,
+            path: path.to_string(),
+            reason,
+        };
+        let tls_err = |reason: String| UpstreamError::Tls {
+            cluster: cluster.to_string(),
+            reason,
+        };
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?;
+        let verifier: Arc<dyn ServerCertVerifier> = match &spec.trusted_ca {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
+                for c in certs {
+                    let c = c.map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
+                }
+                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| tls_err(e.to_string()))?;
+                Arc::new(ChainVerifier {
+                    inner,
+                    check_name: !spec.match_sans.is_empty(),
+                })
+            }
+            None => Arc::new(NoVerify(provider())),
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match (&spec.cert_chain, &spec.private_key) {
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| file_err("certificate_chain", cert, e.to_string()))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| file_err("certificate_chain", cert, e.to_string()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| file_err("private_key", key, e.to_string()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_err(e.to_string()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = if spec.alpn.is_empty() {
+            if http2 {
+                vec![b"h2".to_vec()]
+            } else {
+                Vec::new()
+            }
+        } else {
+            spec.alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
+        };
+        config.enable_sni = spec.sni.is_some();
+        let sni = match &spec.sni {
+            Some(s) => Some(
+                ServerName::try_from(s.clone()).map_err(|e| tls_err(format!("sni {s}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            sni,
+        })
+    }
+
+    /// Runs the TLS handshake over `tcp`; returns the stream and whether ALPN chose h2.
+    pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
+        let name = match &self.sni {
+            Some(n) => n.clone(),
+            None => ServerName::IpAddress(tcp.peer_addr()?.ip().into()),
+        };
+        let stream = self.connector.connect(name, tcp).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok((stream, h2))
+    }
+}
+
+/// Chain validation against the configured CA; the name is only checked when SANs are required.
+#[derive(Debug)]
+struct ChainVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for ChainVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// No validation context: accept any certificate (signatures are still checked).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,90 @@
+//! Test PKI with rcgen: a CA, a `localhost` / 127.0.0.1 server certificate and a client
+//! certificate, and rustls server configs (plain, h2 ALPN, client-certificate required).
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+
+/// A CA, certificates it signed, and server configs using them.
+pub struct TestPki {
+    /// CA certificate, PEM.
+    pub ca_pem: String,
+    /// Client certificate, PEM (for mTLS origination).
+    pub client_cert_pem: String,
+    /// Client private key, PEM.
+    pub client_key_pem: String,
+    /// Server config presenting the server certificate (ALPN http/1.1).
+    pub server: Arc<ServerConfig>,
+    /// Same, offering ALPN h2 first.
+    pub server_h2: Arc<ServerConfig>,
+    /// Same, requiring a client certificate signed by the CA.
+    pub server_mtls: Arc<ServerConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Generates a fresh CA, server and client certificates.
+pub fn test_pki() -> TestPki {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "sluice test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client_params =
+        CertificateParams::new(vec!["client.test".to_string()]).expect("client params");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params
+        .signed_by(&client_key, &ca, &ca_key)
+        .expect("client cert");
+
+    let chain = vec![CertificateDer::from(cert.der().to_vec())];
+    let server_key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let base = || {
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+    };
+    let mut server = base()
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), server_key())
+        .expect("server tls config");
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut server_h2 = base()
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), server_key())
+        .expect("server h2 tls config");
+    server_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.der().to_vec()))
+        .expect("ca root");
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .expect("client verifier");
+    let server_mtls = base()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, server_key())
+        .expect("server mtls config");
+    TestPki {
+        ca_pem: ca.pem(),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
+        server: Arc::new(server),
+        server_h2: Arc::new(server_h2),
+        server_mtls: Arc::new(server_mtls),
+    }
+}

@@ -1,0 +1,333 @@
+//! `sluice proxy` HTTP behaviour with real clients: keep-alive reuse, Envoy's default headers,
+//! access log, HTTP/2 (curl + h2load), WebSocket upgrade, 404 NR, 503 UH/UF.
+
+use std::time::Duration;
+
+use sluice_tests::upstream::{
+    harness::{curl, free_port, header, http_bootstrap, static_cluster, ProxyProcess, TempDir},
+    TestUpstream,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+fn is_uuid_v4(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 36
+        && [8, 13, 18, 23].iter().all(|i| b[*i] == b'-')
+        && b[14] == b'4'
+        && s.chars()
+            .filter(|c| *c != '-')
+            .all(|c| c.is_ascii_hexdigit())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_headers_access_log_and_local_replies() {
+    let up = TestUpstream::start("a").await;
+    let (admin, port) = (free_port(), free_port());
+    let dir = TempDir::new("http");
+    let access = dir.path("access.log");
+    let dead = free_port();
+    let routes = "              - match: { prefix: \"/dead\" }\n                route: { cluster: dead }\n              - match: { prefix: \"/empty\" }\n                route: { cluster: empty }\n              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let clusters = format!(
+        "{}{}{}",
+        static_cluster("backend", &[up.port()], ""),
+        static_cluster("dead", &[dead], ""),
+        static_cluster("empty", &[], "")
+    );
+    let hcm_extra = format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n",
+        access.display()
+    );
+    let yaml = http_bootstrap(admin, port, routes, &clusters, &hcm_extra);
+    let proxy = ProxyProcess::start_in(dir, &yaml, admin);
+
+    // Keep-alive: 20 requests on one curl connection -> the upstream sees far fewer connections.
+    let url = format!("http://127.0.0.1:{port}/k");
+    let urls: Vec<String> = (0..20).map(|i| format!("{url}{i}")).collect();
+    let out = blocking(move || {
+        let mut args = vec!["-s".to_string(), "-w".into(), "%{http_code}\\n".into()];
+        for u in urls {
+            args.extend(["-o".to_string(), "/dev/null".into(), u]);
+        }
+        std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await;
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|l| *l == "200").count(),
+        20,
+        "codes: {codes}"
+    );
+    let conns = up
+        .state
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        conns <= 2,
+        "upstream saw {conns} connections for 20 keep-alive requests"
+    );
+    assert_eq!(up.state.request_count(), 20);
+
+    // Envoy default headers (use_remote_address false): XFF untouched, XFP set, request id.
+    let u = format!("http://127.0.0.1:{port}/hdr");
+    let (status, headers, body) =
+        blocking(move || curl(&["-s", "-H", "x-forwarded-for: 203.0.113.9", &u])).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "a");
+    assert!(
+        header(&headers, "x-envoy-upstream-service-time").is_some(),
+        "{headers:?}"
+    );
+    let rec = up.state.last_request().unwrap();
+    assert_eq!(rec.path, "/hdr");
+    assert_eq!(rec.headers["x-forwarded-for"], "203.0.113.9");
+    assert_eq!(rec.headers["x-forwarded-proto"], "http");
+    assert_eq!(rec.headers["host"], format!("127.0.0.1:{port}"));
+    let rid = rec.headers["x-request-id"].to_str().unwrap().to_string();
+    assert!(is_uuid_v4(&rid), "x-request-id {rid}");
+    assert_eq!(rec.headers["x-envoy-expected-rq-timeout-ms"], "15000");
+    // An incoming x-request-id is kept.
+    let u = format!("http://127.0.0.1:{port}/rid");
+    blocking(move || curl(&["-s", "-H", "x-request-id: my-id-1", &u])).await;
+    assert_eq!(
+        up.state.last_request().unwrap().headers["x-request-id"],
+        "my-id-1"
+    );
+
+    // 503 UF: connection refused.
+    let u = format!("http://127.0.0.1:{port}/dead");
+    let (status, _, body) = blocking(move || curl(&["-s", &u])).await;
+    assert_eq!(status, 503);
+    assert!(body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: connection failure"), "{body}");
+    // 503 UH: no hosts.
+    let u = format!("http://127.0.0.1:{port}/empty");
+    let (status, _, body) = blocking(move || curl(&["-s", &u])).await;
+    assert_eq!((status, body.as_str()), (503, "no healthy upstream"));
+
+    // Access log: Envoy's default format, with flags.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&access).expect("access log written");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /hdr HTTP/1.1\" 200 - ") && l.contains("\"203.0.113.9\"")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /dead HTTP/1.1\" 503 UF ")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /empty HTTP/1.1\" 503 UH ")),
+        "{log}"
+    );
+    assert!(log.starts_with('['), "{log}");
+    assert!(proxy.stat("http.ingress.downstream_rq_total") >= 24);
+    assert!(proxy.stat("cluster.backend.upstream_rq_2xx") >= 22);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404_nr() {
+    let up = TestUpstream::start("a").await;
+    let (admin, port) = (free_port(), free_port());
+    let routes =
+        "              - match: { path: \"/only\" }\n                route: { cluster: backend }\n";
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    )
+    .replace("domains: [\"*\"]", "domains: [\"svc.local\"]");
+    let proxy = ProxyProcess::start(&yaml, admin);
+    let u = format!("http://127.0.0.1:{port}/only");
+    let (s1, _, _) = blocking({
+        let u = u.clone();
+        move || curl(&["-s", "-H", "host: svc.local", &u])
+    })
+    .await;
+    let (s2, _, b2) = blocking({
+        let u = u.clone();
+        move || curl(&["-s", "-H", "host: other.local", &u])
+    })
+    .await;
+    let u3 = format!("http://127.0.0.1:{port}/nope");
+    let (s3, _, _) = blocking(move || curl(&["-s", "-H", "host: svc.local", &u3])).await;
+    assert_eq!((s1, s2, s3), (200, 404, 404));
+    assert!(b2.is_empty());
+    assert_eq!(proxy.stat("http.ingress.no_route"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_downstream_and_upstream() {
+    let up = TestUpstream::start("h2").await;
+    let (admin, port) = (free_port(), free_port());
+    let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config:\n          http2_protocol_options: {}\n";
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], h2),
+        "",
+    );
+    let proxy = ProxyProcess::start(&yaml, admin);
+
+    let u = format!("http://127.0.0.1:{port}/x");
+    let out = blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                &u,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2");
+    assert_eq!(
+        up.state.last_request().unwrap().version,
+        http::Version::HTTP_2
+    );
+
+    let u = format!("http://127.0.0.1:{port}/load");
+    let out = blocking(move || {
+        std::process::Command::new("h2load")
+            .args(["-n", "400", "-c", "4", "-m", "10", &u])
+            .output()
+            .expect("run h2load")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("400 succeeded, 0 failed"), "{text}");
+    assert!(text.contains("status codes: 400 2xx"), "{text}");
+    // All 400 multiplexed on HTTP/2 upstream connections: few connections.
+    let conns = up
+        .state
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(conns <= 4, "h2 upstream connections: {conns}");
+    assert!(proxy.stat("cluster.backend.upstream_rq_2xx") >= 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passthrough() {
+    let up = TestUpstream::start("ws").await;
+    let (admin, port) = (free_port(), free_port());
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    // Upgrades pass through without upgrade_configs (the config model has no such field yet).
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    );
+    let _proxy = ProxyProcess::start(&yaml, admin);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [&b"hello"[..], b"second frame"] {
+        s.write_all(msg).await.unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, msg);
+    }
+    let rec = up.state.last_request().unwrap();
+    assert_eq!(rec.headers["upgrade"], "websocket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_actions_rewrites_and_header_mutations() {
+    let up = TestUpstream::start("a").await;
+    let (admin, port) = (free_port(), free_port());
+    let routes = r#"              - match: { prefix: "/direct" }
+                direct_response: { status: 418, body: { inline_string: "short and stout" } }
+              - match: { prefix: "/old" }
+                redirect: { path_redirect: "/new", response_code: FOUND }
+              - match: { prefix: "/api/" }
+                route: { cluster: backend, prefix_rewrite: "/v2/" }
+                request_headers_to_add:
+                - header: { key: x-added, value: route-level }
+                response_headers_to_add:
+                - header: { key: x-resp, value: from-proxy }
+                request_headers_to_remove: [x-secret]
+"#;
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    );
+    let _proxy = ProxyProcess::start(&yaml, admin);
+    let base = format!("http://127.0.0.1:{port}");
+    let (s, _, body) = blocking({
+        let u = format!("{base}/direct");
+        move || curl(&["-s", &u])
+    })
+    .await;
+    assert_eq!((s, body.as_str()), (418, "short and stout"));
+    let (s, headers, _) = blocking({
+        let u = format!("{base}/old?q=1");
+        move || curl(&["-s", "-H", "host: svc.local", &u])
+    })
+    .await;
+    assert_eq!(s, 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some("http://svc.local/new?q=1")
+    );
+    let (s, headers, body) = blocking({
+        let u = format!("{base}/api/items?x=1");
+        move || curl(&["-s", "-H", "x-secret: s3cr3t", &u])
+    })
+    .await;
+    assert_eq!((s, body.as_str()), (200, "a"));
+    assert_eq!(header(&headers, "x-resp"), Some("from-proxy"));
+    assert_eq!(header(&headers, "server"), Some("envoy"));
+    let rec = up.state.last_request().unwrap();
+    assert_eq!(rec.path, "/v2/items?x=1");
+    assert_eq!(rec.headers["x-envoy-original-path"], "/api/items?x=1");
+    assert_eq!(rec.headers["x-added"], "route-level");
+    assert!(!rec.headers.contains_key("x-secret"));
+    assert_eq!(up.state.request_count(), 1);
+}
