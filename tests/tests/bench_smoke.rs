@@ -1,5 +1,5 @@
 //! CI smoke test of the bench harness: `cargo xtask bench --quick` runs every path (direct,
-//! iptables and eBPF capture with sluice, iptables with Envoy) and each one produced numbers.
+//! iptables and eBPF capture with sluice, the L7 `sluice proxy` and Envoy behind iptables) and each one produced numbers.
 //! It asserts nothing about the numbers themselves (the machine is shared; see xtask/src/bench.rs).
 
 use std::{path::Path, process::Command};
@@ -22,6 +22,7 @@ const PROXY_PATHS: &[&str] = &["open.1000x16.cpu_ms_per_1k", "open.1000x16.rss_k
 const PATHS: &[&str] = &[
     "direct",
     "iptables+sluice",
+    "iptables+sluice-l7",
     "ebpf+sluice-sidecar",
     "ebpf+sluice-node",
     "ebpf+sluice-nofast",

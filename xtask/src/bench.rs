@@ -31,7 +31,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Comma-separated paths to run (default: all):
-    /// direct, iptables+sluice, ebpf+sluice-sidecar, ebpf+sluice-node, ebpf+sluice-nofast, iptables+envoy.
+    /// direct, iptables+sluice, iptables+sluice-l7, ebpf+sluice-sidecar, ebpf+sluice-node,
+    /// ebpf+sluice-nofast, iptables+envoy.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).
@@ -97,7 +98,7 @@ impl Plan {
             Plan {
                 reps: a.reps.unwrap_or(3),
                 open: vec![(1000, 16), (1000, 64), (5000, 16), (5000, 64)],
-                open_secs: 4.0,
+                open_secs: 3.5,
                 tput_secs: 3.0,
                 churn_secs: 3.0,
                 iperf_secs: 3.0,
@@ -283,7 +284,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         "the seed's istio-init rules applied by the bench with iptables-restore (this sluice has no `iptables install`)"
     };
     let header = format!(
-        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- sluice proxy behaviour in these paths: the sidecar / node-mode listener on 15001 forwards TCP to the original destination (SO_ORIGINAL_DST); Envoy runs its HTTP connection manager with one route to the server cluster (and tcp_proxy for iperf3), so over Envoy h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx while the TCP-forwarding paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
+        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent (iptables+sluice, ebpf+*) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
         if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },
         machine_start,
         machine(),

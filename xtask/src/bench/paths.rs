@@ -20,6 +20,8 @@ pub enum PathKind {
     Direct,
     /// istio-init rules (`sluice iptables install`) + `sluice sidecar` as uid 1337.
     IptablesSluice,
+    /// istio-init rules + `sluice proxy -c` (the L7 engine) as uid 1337 with Envoy's config.
+    IptablesSluiceL7,
     /// eBPF capture, pod in `sidecar` mode, `sluice sidecar` in the pod.
     EbpfSidecar,
     /// eBPF capture, pod in `node` mode: the agent's in-process proxy.
@@ -31,9 +33,10 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 6] = [
+    pub const ALL: [PathKind; 7] = [
         PathKind::Direct,
         PathKind::IptablesSluice,
+        PathKind::IptablesSluiceL7,
         PathKind::EbpfSidecar,
         PathKind::EbpfNode,
         PathKind::EbpfNoFast,
@@ -44,6 +47,7 @@ impl PathKind {
         match self {
             PathKind::Direct => "direct",
             PathKind::IptablesSluice => "iptables+sluice",
+            PathKind::IptablesSluiceL7 => "iptables+sluice-l7",
             PathKind::EbpfSidecar => "ebpf+sluice-sidecar",
             PathKind::EbpfNode => "ebpf+sluice-node",
             PathKind::EbpfNoFast => "ebpf+sluice-nofast",
@@ -113,6 +117,7 @@ pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<bool> {
     for p in paths.iter().filter(|p| p.needs_sluice()) {
         let need: &[&str] = match p {
             PathKind::IptablesSluice => &["sidecar"],
+            PathKind::IptablesSluiceL7 => &["proxy"],
             PathKind::EbpfSidecar => &["agent", "enroll", "sidecar"],
             _ => &["agent", "enroll"],
         };
@@ -312,7 +317,7 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
     let sluice = || -> Result<&PathBuf> { progs.sluice.as_ref().context("no sluice binary") };
     match kind {
         PathKind::Direct => return Ok(a),
-        PathKind::IptablesSluice | PathKind::IptablesEnvoy => {
+        PathKind::IptablesSluice | PathKind::IptablesSluiceL7 | PathKind::IptablesEnvoy => {
             a.iptables = Some(IptablesGuard {
                 netns: ns.clone(),
                 sluice: progs
@@ -343,6 +348,18 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
                     .env("TOKIO_WORKER_THREADS", &workers)
                     .env("RUST_LOG", "warn");
                 a.proxy = Some(spawn("sluice sidecar", c, &log)?);
+                a.log = Some(p);
+            } else if kind == PathKind::IptablesSluiceL7 {
+                let cfg = topo.dir.path.join("envoy.yaml");
+                fs::write(&cfg, envoy_config(&topo.server_ip))?;
+                let (p, log) = log_file(topo, &format!("sluice-proxy-{n}.log"))?;
+                let mut c = topo.client.command("setpriv", None);
+                c.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"])
+                    .arg(sluice()?)
+                    .args(["proxy", "-c", &cfg.to_string_lossy(), "-l", "warn"])
+                    .args(["--reload-poll-ms", "0"])
+                    .env("TOKIO_WORKER_THREADS", &workers);
+                a.proxy = Some(spawn("sluice proxy", c, &log)?);
                 a.log = Some(p);
             } else {
                 let cfg = topo.dir.path.join("envoy.yaml");
