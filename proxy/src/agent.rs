@@ -1,18 +1,19 @@
 //! The node agent daemon: loads the data path, serves the root-only control socket, runs the
 //! node-mode listeners of every enrolled pod, and shuts down cleanly on SIGTERM/SIGINT.
 
+pub mod fd_passing;
 pub mod protocol;
 pub mod registry;
 
 use std::{
     io,
-    os::unix::fs::PermissionsExt as _,
+    os::{fd::AsRawFd as _, fd::OwnedFd, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncWriteExt as _, Interest},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
     sync::Mutex,
@@ -21,12 +22,9 @@ use tracing::{info, info_span, warn, Instrument as _};
 
 use self::{
     protocol::{Request, Response},
-    registry::Registry,
+    registry::{Handlers, Registry},
 };
-use crate::{
-    bpf::{BpfError, Datapath, LoadOptions},
-    listener::ConnectionHandler,
-};
+use crate::bpf::{BpfError, Datapath, LoadOptions};
 
 /// What `sluice agent` needs.
 #[derive(Clone, Debug)]
@@ -61,11 +59,8 @@ pub enum StartError {
     Signal(io::Error),
 }
 
-/// Runs the agent until SIGTERM or SIGINT. `handler` serves every node-mode listener.
-pub async fn run(
-    opts: AgentOptions,
-    handler: Arc<dyn ConnectionHandler>,
-) -> Result<(), StartError> {
+/// Runs the agent until SIGTERM or SIGINT. `handlers` serve every node-mode listener.
+pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
     let datapath = Datapath::load(&LoadOptions {
         cgroup: opts.cgroup.clone(),
         pin_dir: opts.pin_dir.clone(),
@@ -75,14 +70,26 @@ pub async fn run(
         pins: opts.pin_dir.clone(),
         source,
     })?;
+    let mut datapath = datapath;
+    if opts.persist {
+        // Crash safety: the links are pinned from the start, so even a SIGKILL leaves capture
+        // attached (and each pod's fail-open/closed flag in force) for the next agent.
+        datapath
+            .pin_links_now()
+            .map_err(|source| StartError::Datapath {
+                cgroup: opts.cgroup.clone(),
+                pins: opts.pin_dir.clone(),
+                source,
+            })?;
+    }
     let control = bind_control(&opts.control).map_err(|source| StartError::Control {
         path: opts.control.clone(),
         source,
     })?;
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
-    let mut registry = Registry::new(datapath, handler);
-    let adopted = registry.adopt_pinned();
+    let mut registry = Registry::new(datapath, handlers);
+    let adopted = registry.adopt_pinned().await;
     let registry = Arc::new(Mutex::new(registry));
     let mut clients = tokio::task::JoinSet::new();
     info!(
@@ -146,30 +153,53 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-async fn serve_client(stream: UnixStream, registry: Arc<Mutex<Registry>>) {
-    let (rd, mut wr) = stream.into_split();
-    let mut lines = BufReader::new(rd).lines();
+/// Longest request line accepted.
+const MAX_LINE: usize = 1 << 20;
+
+/// Serves one control connection: JSON lines, each answered by one line. Descriptors that arrive
+/// with a line (`SCM_RIGHTS`) go to that request.
+async fn serve_client(mut stream: UnixStream, registry: Arc<Mutex<Registry>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut chunk = [0u8; 4096];
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line[..pos]).into_owned();
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle(req, std::mem::take(&mut fds), &registry).await,
+                Err(e) => Response::Error {
+                    message: format!("malformed request {line:?}: {e}"),
+                },
+            };
+            let mut out = serde_json::to_string(&resp).expect("responses always serialize");
+            out.push('\n');
+            if let Err(e) = stream.write_all(out.as_bytes()).await {
+                return warn!(error = %e, "control write failed");
+            }
+        }
+        if buf.len() > MAX_LINE {
+            return warn!(len = buf.len(), "control request line too long");
+        }
+        if let Err(e) = stream.readable().await {
+            return warn!(error = %e, "control read failed");
+        }
+        let fd = stream.as_raw_fd();
+        match stream.try_io(Interest::READABLE, || {
+            fd_passing::recv_with_fds(fd, &mut chunk)
+        }) {
+            Ok((0, _)) => return,
+            Ok((n, more)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                fds.extend(more);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return warn!(error = %e, "control read failed"),
-        };
-        let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req, &registry).await,
-            Err(e) => Response::Error {
-                message: format!("malformed request {line:?}: {e}"),
-            },
-        };
-        let mut out = serde_json::to_string(&resp).expect("responses always serialize");
-        out.push('\n');
-        if let Err(e) = wr.write_all(out.as_bytes()).await {
-            return warn!(error = %e, "control write failed");
         }
     }
 }
 
-async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
+async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> Response {
     let mut reg = registry.lock().await;
     let error = |e: registry::AgentError| {
         warn!(error = %e, "request refused");
@@ -192,5 +222,13 @@ async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
             Err(e) => error(e),
         },
         Request::Status => Response::Status(reg.status()),
+        Request::RegisterInbound { netns } => match reg.register_inbound(&netns, fds) {
+            Ok((cookie, listeners)) => Response::Registered {
+                netns,
+                cookie,
+                listeners,
+            },
+            Err(e) => error(e),
+        },
     }
 }

@@ -115,6 +115,8 @@ pub struct Datapath {
     inbound_listeners: SockHash<MapData, ListenerKey>,
     cgroup: PathBuf,
     pin_dir: PathBuf,
+    // Set by [`Datapath::pin_links_now`]: sk_lookup links are pinned as soon as they are made.
+    pin_eagerly: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -184,7 +186,31 @@ impl Datapath {
             inbound_listeners,
             cgroup: opts.cgroup.clone(),
             pin_dir: opts.pin_dir.clone(),
+            pin_eagerly: false,
         })
+    }
+
+    /// Crash safety: pins every link under `<pin_dir>/links` now, and every sk_lookup link as
+    /// soon as [`Datapath::attach_inbound`] makes it, so the programs stay attached even when
+    /// the process dies without running [`Datapath::persist`] (SIGKILL, OOM). The next
+    /// [`Datapath::load`] on the same pins takes over exactly as after `persist`. Dropping the
+    /// data path then no longer detaches anything: call it only when the programs should outlive
+    /// the process (the agent's `--persist`).
+    pub fn pin_links_now(&mut self) -> Result<(), BpfError> {
+        let dir = self.pin_dir.join(LINKS_DIR);
+        let links_err = |source| BpfError::Links {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(links_err)?;
+        for l in &self.links {
+            let path = dir.join(l.program);
+            let _ = std::fs::remove_file(&path);
+            l.pin(&path).map_err(links_err)?;
+        }
+        Self::pin_inbound_links(&self.inbound_links, &self.pin_dir)?;
+        self.pin_eagerly = true;
+        Ok(())
     }
 
     /// The cgroup the programs are attached to.
@@ -318,7 +344,10 @@ impl Datapath {
         };
         std::fs::create_dir_all(&dir).map_err(links_err)?;
         for l in &links {
-            l.pin(&dir.join(l.program)).map_err(links_err)?;
+            // Already pinned by `pin_links_now`: pin again (same link) instead of failing.
+            let path = dir.join(l.program);
+            let _ = std::fs::remove_file(&path);
+            l.pin(&path).map_err(links_err)?;
         }
         Self::pin_inbound_links(&inbound_links, &pin_dir)?;
         let prog: &mut aya::programs::SkMsg = ebpf

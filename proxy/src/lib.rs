@@ -13,6 +13,7 @@ pub mod drain;
 pub mod http;
 pub mod inbound;
 pub mod iptables;
+pub mod l7capture;
 pub mod listener;
 pub mod netns;
 pub mod outbound;

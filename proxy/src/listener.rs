@@ -183,7 +183,7 @@ pub async fn serve(
                     }
                 },
             };
-            accept_one(stream, peer, &ctx, &handler);
+            accept_one(stream, peer, local.map(|l| l.port()), &ctx, &handler);
         }
         info!("listener closed");
     }
@@ -194,6 +194,7 @@ pub async fn serve(
 fn accept_one(
     stream: TcpStream,
     peer: SocketAddr,
+    listener_port: Option<u16>,
     ctx: &Arc<ListenerContext>,
     handler: &Arc<dyn ConnectionHandler>,
 ) {
@@ -219,9 +220,17 @@ fn accept_one(
             return reset(stream);
         }
     };
-    // A connection made straight to the listener (not redirected) reports itself as its
-    // original destination; proxying it would connect to ourselves forever.
-    if stream.local_addr().is_ok_and(|l| l == orig_dst) {
+    // A connection made straight to the listener (not redirected) would be proxied to ourselves
+    // forever. Inbound, only the port tells: an sk_lookup-captured connection's local address
+    // *is* its original destination (no NAT), so comparing addresses would reject them all (and
+    // sk_lookup never steers the listener's own port). Outbound, a redirected connection to a
+    // remote host's port 15001 is legitimate: only a destination equal to the listener's own
+    // address is a loop.
+    let to_itself = match ctx.direction {
+        Direction::Inbound => listener_port == Some(orig_dst.port()),
+        Direction::Outbound => stream.local_addr().is_ok_and(|l| l == orig_dst),
+    };
+    if to_itself {
         warn!(conn = id, %peer, %orig_dst, "rejecting connection addressed to the listener itself");
         return reset(stream);
     }

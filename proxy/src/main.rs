@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sluice::{
     agent::{self, protocol::DEFAULT_CONTROL, AgentOptions},
     bpf, cli, iptables,
+    l7capture::L7Config,
     listener::ConnectionHandler,
     outbound::Passthrough,
     policy::EnrollSpec,
@@ -47,6 +48,10 @@ enum Cmd {
         /// dir takes over without a capture gap.
         #[arg(long)]
         persist: bool,
+        /// Envoy v3 bootstrap: node-mode 15001/15006 connections go to its `virtualOutbound` /
+        /// `virtualInbound` listeners (L7 routing) instead of the TCP passthrough.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -82,6 +87,13 @@ enum Cmd {
         /// Static service table, as for the agent.
         #[arg(long)]
         services: Option<PathBuf>,
+        /// Envoy v3 bootstrap for the L7 engine, as for the agent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Register the inbound listeners with this agent (sidecar mode: sk_lookup steers to
+        /// the sidecar's 15006); the fds travel over the control socket with SCM_RIGHTS.
+        #[arg(long)]
+        agent_control: Option<PathBuf>,
     },
     /// The iptables baseline: istio-init's nat rules inside a pod netns.
     Iptables {
@@ -187,12 +199,24 @@ fn run() -> Result<()> {
             control,
             services,
             persist,
+            config,
         } => {
             let cgroup = match cgroup {
                 Some(c) => c,
                 None => bpf::default_cgroup_root()?,
             };
             let handler = passthrough(services.as_deref())?;
+            let l7 = match config {
+                Some(p) => Some(Arc::new(
+                    L7Config::load(&p).with_context(|| format!("config {}", p.display()))?,
+                )),
+                None => None,
+            };
+            let handlers = agent::registry::Handlers {
+                outbound: handler,
+                inbound: Arc::new(sluice::inbound::InboundPassthrough),
+                l7,
+            };
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             rt.block_on(agent::run(
                 AgentOptions {
@@ -201,7 +225,7 @@ fn run() -> Result<()> {
                     control,
                     persist,
                 },
-                handler,
+                handlers,
             ))?;
         }
         Cmd::Enroll { spec, control } => {
@@ -226,14 +250,43 @@ fn run() -> Result<()> {
             netns,
             uid,
             services,
+            config,
+            agent_control,
         } => {
             let handler = passthrough(services.as_deref())?;
+            let l7 = match config {
+                Some(p) => {
+                    Some(L7Config::load(&p).with_context(|| format!("config {}", p.display()))?)
+                }
+                None => None,
+            };
             let opts = SidecarOptions { netns, uid };
-            // Still single-threaded here: enter, bind, drop privileges, then start the runtime.
+            // Still single-threaded here: enter, bind, register with the agent (root-only
+            // socket), drop privileges, then start the runtime.
             let bound = sidecar::enter_and_bind(&opts)?;
+            if let Some(control) = &agent_control {
+                sidecar::register_inbound(&bound, control)?;
+            }
             sidecar::drop_privileges(uid)?;
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
-            rt.block_on(sidecar::serve(bound, handler))?;
+            rt.block_on(async move {
+                let inbound: Arc<dyn ConnectionHandler> =
+                    Arc::new(sluice::inbound::InboundPassthrough);
+                let (outbound, inbound) = match l7 {
+                    Some(l7) => {
+                        let upstream = sluice::connector::UpstreamFactory::new(
+                            None,
+                            Some(sluice_common::PROXY_MARK),
+                            sluice::connector::DEFAULT_CONNECT_TIMEOUT,
+                        );
+                        let h = l7.pod_handlers(&upstream, handler).await?;
+                        (h.outbound, h.inbound)
+                    }
+                    None => (handler, inbound),
+                };
+                sidecar::serve(bound, outbound, inbound).await?;
+                anyhow::Ok(())
+            })?;
         }
         Cmd::Iptables { action, netns } => match action {
             IptablesAction::Install => {

@@ -27,7 +27,7 @@ use crate::{
     config,
     http::Hcm,
     tcp_proxy::TcpProxy,
-    upstream::{self, from_config::cluster_spec, Cluster},
+    upstream::{self, connect::Connector, from_config::cluster_spec, Cluster},
 };
 
 /// Errors of the proxy runtime.
@@ -88,6 +88,7 @@ impl Runtime {
         stats: &StatsStore,
         version: u64,
         previous: Option<&Runtime>,
+        connector: &Connector,
     ) -> Result<Self, ProxyError> {
         let mut clusters = HashMap::new();
         let mut cluster_order = Vec::new();
@@ -102,7 +103,7 @@ impl Runtime {
             });
             let cl = match kept {
                 Some(cl) => cl,
-                None => Cluster::build(cluster_spec(c), stats)?,
+                None => Cluster::build_with(cluster_spec(c), stats, connector.clone())?,
             };
             cluster_order.push(name.clone());
             clusters.insert(name.clone(), cl);
@@ -178,6 +179,8 @@ pub struct Server {
     config_path: Option<PathBuf>,
     reload_lock: tokio::sync::Mutex<()>,
     bind_listeners: bool,
+    /// Opens every upstream socket (clusters, passthrough).
+    pub(crate) connector: Connector,
 }
 
 /// How [`Server::start_with`] runs.
@@ -189,6 +192,9 @@ pub struct StartOptions {
     pub bind_listeners: bool,
     /// Serve the admin interface when the config has one.
     pub admin: bool,
+    /// Opens upstream sockets; the default connects from the calling process's netns. The node
+    /// agent passes a factory that creates them inside the pod's netns with `SO_MARK`.
+    pub connector: Connector,
 }
 
 impl Default for StartOptions {
@@ -196,6 +202,7 @@ impl Default for StartOptions {
         Self {
             bind_listeners: true,
             admin: true,
+            connector: Connector::default(),
         }
     }
 }
@@ -235,7 +242,7 @@ impl Server {
         opts: StartOptions,
     ) -> Result<Arc<Self>, ProxyError> {
         let stats = Arc::new(StatsStore::default());
-        let rt = Runtime::build(bootstrap, source, &stats, 1, None)?;
+        let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
         rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
         let server = Arc::new(Self {
@@ -245,6 +252,7 @@ impl Server {
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
             bind_listeners: opts.bind_listeners,
+            connector: opts.connector.clone(),
         });
         server.reconcile_listeners().await?;
         if let Some(a) = admin.filter(|_| opts.admin) {

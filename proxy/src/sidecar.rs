@@ -8,9 +8,12 @@
 //! tokio runtime, whose threads inherit the netns, the uid and the capability.
 
 use std::{
-    io,
+    io::{self, BufRead as _},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use nix::{
@@ -23,7 +26,6 @@ use tracing::info;
 use crate::{
     connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     drain::Drain,
-    inbound::InboundPassthrough,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{bind_tcp_here, Netns, NetnsError},
 };
@@ -63,6 +65,9 @@ pub enum SidecarError {
     /// The runtime cannot start.
     #[error("tokio runtime: {0}")]
     Runtime(io::Error),
+    /// Handing the inbound listeners to the agent failed.
+    #[error("registering the inbound listeners with the agent at {control}: {reason}")]
+    Register { control: PathBuf, reason: String },
 }
 
 /// Bound listeners, ready to be served.
@@ -101,10 +106,47 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
     })
 }
 
+/// Sidecar mode under eBPF: hands the bound inbound sockets to the agent over its control socket
+/// (`register_inbound` + `SCM_RIGHTS`), so sk_lookup steers the pod's inbound connections to
+/// them. Call while still root (the control socket is root-only).
+pub fn register_inbound(bound: &Bound, control: &Path) -> Result<(), SidecarError> {
+    use crate::agent::protocol::{Request, Response};
+    let err = |reason: String| SidecarError::Register {
+        control: control.to_path_buf(),
+        reason,
+    };
+    let s = std::os::unix::net::UnixStream::connect(control).map_err(|e| err(e.to_string()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| err(e.to_string()))?;
+    let req = Request::RegisterInbound {
+        netns: bound.netns.clone(),
+    };
+    let mut line = serde_json::to_string(&req).expect("requests always serialize");
+    line.push('\n');
+    let fds: Vec<i32> = bound.inbound.iter().map(|l| l.as_raw_fd()).collect();
+    crate::agent::fd_passing::send_with_fds(s.as_raw_fd(), line.as_bytes(), &fds)
+        .map_err(|e| err(format!("sendmsg: {e}")))?;
+    let mut answer = String::new();
+    io::BufReader::new(&s)
+        .read_line(&mut answer)
+        .map_err(|e| err(format!("reading the answer: {e}")))?;
+    match serde_json::from_str::<Response>(answer.trim_end()) {
+        Ok(Response::Registered {
+            cookie, listeners, ..
+        }) => {
+            info!(netns = %bound.netns, cookie, listeners, "inbound listeners registered with the agent");
+            Ok(())
+        }
+        Ok(Response::Error { message }) => Err(err(message)),
+        Ok(other) => Err(err(format!("unexpected answer {other:?}"))),
+        Err(e) => Err(err(format!("bad answer {answer:?}: {e}"))),
+    }
+}
+
 /// The inbound passthrough connects from ::6, which must be a local address for the app's answer
 /// to come back; IPv4 has all of 127/8 on `lo`, IPv6 only ::1. Adds ::6/128 to `lo` (idempotent;
 /// a netns without IPv6 only loses the IPv6 inbound passthrough, so that is a warning).
-fn add_v6_passthrough_source(netns: &str) {
+pub(crate) fn add_v6_passthrough_source(netns: &str) {
     let out = std::process::Command::new("ip")
         .args(["-6", "addr", "replace", "::6/128", "dev", "lo", "nodad"])
         .output();
@@ -174,9 +216,15 @@ fn set_caps(mask: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves the bound listeners until SIGTERM/SIGINT: outbound with `outbound`, inbound with the
-/// inbound passthrough. Upstream sockets are made in the current netns (the pod's) and marked.
-pub async fn serve(bound: Bound, outbound: Arc<dyn ConnectionHandler>) -> Result<(), SidecarError> {
+/// Serves the bound listeners until SIGTERM/SIGINT: outbound with `outbound`, inbound with
+/// `inbound`. Upstream sockets are made in the current netns (the pod's) and marked. On the
+/// signal the listeners close at once (freeing 15001/15006 for the next owner) and the process
+/// returns when the open connections have ended (or on a second signal).
+pub async fn serve(
+    bound: Bound,
+    outbound: Arc<dyn ConnectionHandler>,
+    inbound: Arc<dyn ConnectionHandler>,
+) -> Result<(), SidecarError> {
     use tokio::signal::unix::{signal, SignalKind};
     let upstream = UpstreamFactory::new(None, Some(PROXY_MARK), DEFAULT_CONNECT_TIMEOUT);
     let ctx = |name, direction| {
@@ -190,7 +238,6 @@ pub async fn serve(bound: Bound, outbound: Arc<dyn ConnectionHandler>) -> Result
     };
     let out_ctx = ctx("outbound", Direction::Outbound);
     let in_ctx = ctx("inbound", Direction::Inbound);
-    let inbound: Arc<dyn ConnectionHandler> = Arc::new(InboundPassthrough);
     let (drain, _) = Drain::new();
     let mut tasks = Vec::new();
     let groups = [
@@ -220,5 +267,27 @@ pub async fn serve(bound: Bound, outbound: Arc<dyn ConnectionHandler>) -> Result
     for t in tasks {
         let _ = t.await;
     }
+    // The ports are free now (a mode switch can hand them to the agent); connections in flight
+    // run to their end. A second signal exits at once.
+    info!("listeners closed; draining open connections");
+    loop {
+        let active = out_ctx
+            .stats
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + in_ctx
+                .stats
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if active == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("drained");
     Ok(())
 }

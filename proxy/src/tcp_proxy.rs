@@ -79,28 +79,30 @@ impl TcpProxy {
             cluster.stats.upstream_cx_none_healthy.inc();
             return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
         };
-        let up =
-            match tokio::time::timeout(cluster.spec.connect_timeout, TcpStream::connect(host.addr))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    cluster.stats.upstream_cx_connect_fail.inc();
-                    cluster.record_outcome(&host, true);
-                    return Err(TcpProxyError::Connect {
-                        addr: host.addr,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    cluster.stats.upstream_cx_connect_timeout.inc();
-                    cluster.record_outcome(&host, true);
-                    return Err(TcpProxyError::Connect {
-                        addr: host.addr,
-                        reason: "timeout".into(),
-                    });
-                }
-            };
+        let up = match tokio::time::timeout(
+            cluster.spec.connect_timeout,
+            cluster.connector.connect(host.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                cluster.record_outcome(&host, true);
+                return Err(TcpProxyError::Connect {
+                    addr: host.addr,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                cluster.stats.upstream_cx_connect_timeout.inc();
+                cluster.record_outcome(&host, true);
+                return Err(TcpProxyError::Connect {
+                    addr: host.addr,
+                    reason: "timeout".into(),
+                });
+            }
+        };
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
         let _ = up.set_nodelay(true);

@@ -4,6 +4,7 @@
 //! a validated config cluster) and shared as an `Arc` by every request routed to it; requests hold
 //! the `Arc` so a reload never pulls a cluster from under an in-flight request.
 
+pub mod connect;
 pub mod from_config;
 pub mod health;
 pub mod lb;
@@ -162,6 +163,8 @@ pub struct Cluster {
     pub cx_active: Arc<AtomicUsize>,
     /// Retries in flight (max_retries).
     pub retries_active: AtomicUsize,
+    /// Opens this cluster's upstream sockets (the capture side's netns/mark hook).
+    pub connector: connect::Connector,
 }
 
 /// How the request asks for a host: a hash for hash balancers, the original destination for
@@ -178,6 +181,15 @@ impl Cluster {
     /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
     /// cluster is dropped.
     pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {
+        Self::build_with(spec, stats, connect::Connector::default())
+    }
+
+    /// [`build`](Self::build) with the connector that opens its upstream sockets.
+    pub fn build_with(
+        spec: ClusterSpec,
+        stats: &StatsStore,
+        connector: connect::Connector,
+    ) -> Result<Arc<Self>, UpstreamError> {
         let tls = match &spec.tls {
             Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),
             None => None,
@@ -209,6 +221,7 @@ impl Cluster {
             rq_pending: AtomicUsize::new(0),
             cx_active: Arc::new(AtomicUsize::new(0)),
             retries_active: AtomicUsize::new(0),
+            connector,
         });
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));

@@ -105,6 +105,12 @@ impl SluiceProcess {
     /// temporary directory. Waits until it is ready.
     pub fn agent(cgroup: &Cgroup, pin_dir: &Path, extra: &[&str]) -> (Self, ControlSocket) {
         let control = ControlSocket::new();
+        let p = Self::agent_at(cgroup, pin_dir, &control.path(), extra);
+        (p, control)
+    }
+
+    /// `sluice agent` with a given control socket path (e.g. a restart on the same one).
+    pub fn agent_at(cgroup: &Cgroup, pin_dir: &Path, control: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(sluice_bin());
         cmd.arg("agent")
             .arg("--cgroup")
@@ -112,12 +118,42 @@ impl SluiceProcess {
             .arg("--pin-dir")
             .arg(pin_dir)
             .arg("--control")
-            .arg(control.path())
+            .arg(control)
             .args(extra);
         in_cgroup(&mut cmd, cgroup);
         let mut p = Self::spawn(cmd);
         p.wait_for_log("agent ready", Duration::from_secs(20));
-        (p, control)
+        p
+    }
+
+    /// Sends SIGTERM (by pid) without waiting.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits (at most `timeout`) for the child to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// SIGKILL (by pid) and reap: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 
     /// `sluice sidecar --netns <ns> --uid <uid>`; waits until it is ready.
@@ -128,8 +164,14 @@ impl SluiceProcess {
     /// Like [`SluiceProcess::sidecar`], started inside `cgroup` (the eBPF `sidecar` mode: its
     /// sockets must be under the attached cgroup for SO_ORIGINAL_DST to be answered).
     pub fn sidecar_in(ns: &Netns, uid: u32, cgroup: Option<&Cgroup>) -> Self {
+        Self::sidecar_with(ns, uid, cgroup, &[])
+    }
+
+    /// Like [`SluiceProcess::sidecar_in`] with extra arguments (e.g. `--agent-control`).
+    pub fn sidecar_with(ns: &Netns, uid: u32, cgroup: Option<&Cgroup>, extra: &[&str]) -> Self {
         let mut cmd = Command::new(sluice_bin());
-        cmd.args(["sidecar", "--netns", ns.name(), "--uid", &uid.to_string()]);
+        cmd.args(["sidecar", "--netns", ns.name(), "--uid", &uid.to_string()])
+            .args(extra);
         if let Some(cg) = cgroup {
             in_cgroup(&mut cmd, cg);
         }

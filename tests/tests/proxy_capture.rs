@@ -59,6 +59,7 @@ async fn capture(orig_dst: SocketAddr) -> (SocketAddr, std::sync::Arc<Server>) {
         StartOptions {
             bind_listeners: false,
             admin: false,
+            ..Default::default()
         },
     )
     .await

@@ -28,6 +28,12 @@ pub enum Request {
     },
     /// Enrolled pods and counters.
     Status,
+    /// A sidecar-mode pod's proxy hands over its inbound listening sockets (sent with the line as
+    /// `SCM_RIGHTS`); the agent registers them with sk_lookup. Their netns decides the pod.
+    RegisterInbound {
+        /// The pod netns as the sidecar knows it (for logs).
+        netns: String,
+    },
 }
 
 /// The agent's answer.
@@ -49,6 +55,15 @@ pub enum Response {
     },
     /// Everything the agent knows.
     Status(StatusReport),
+    /// Inbound listeners registered for a sidecar-mode pod.
+    Registered {
+        /// Netns as given.
+        netns: String,
+        /// Its cookie.
+        cookie: u64,
+        /// Sockets registered.
+        listeners: usize,
+    },
     /// The request was refused; nothing changed.
     Error {
         /// What was wrong, naming the value.
@@ -81,6 +96,12 @@ pub struct PodStatus {
     pub recent_destinations: Vec<String>,
     /// Kernel map entries keyed by this cookie.
     pub map_entries: usize,
+    /// Connections accepted by the agent's inbound (15006) listeners for this pod.
+    #[serde(default)]
+    pub inbound_accepted: u64,
+    /// Most recent original destinations of inbound connections, oldest first.
+    #[serde(default)]
+    pub inbound_recent_destinations: Vec<String>,
 }
 
 /// The answer to [`Request::Status`].
@@ -152,6 +173,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
         let un: Request = serde_json::from_str(r#"{"op":"unenroll","netns":"x"}"#).unwrap();
         assert_eq!(un, Request::Unenroll { netns: "x".into() });
+        let reg: Request =
+            serde_json::from_str(r#"{"op":"register_inbound","netns":"p"}"#).unwrap();
+        assert_eq!(reg, Request::RegisterInbound { netns: "p".into() });
         let err = Response::Error {
             message: "m".into(),
         };

@@ -40,6 +40,12 @@ pub enum AgentError {
     /// Unenroll of a netns the agent does not know.
     #[error("netns {0} is not enrolled")]
     NotEnrolled(String),
+    /// A request that does not fit the pod's state (e.g. registering listeners of a node-mode pod).
+    #[error("netns {netns}: {reason}")]
+    Refused { netns: String, reason: String },
+    /// The L7 engine could not start for the pod.
+    #[error("netns {netns}: L7 engine: {message}")]
+    L7 { netns: String, message: String },
 }
 
 /// Names of the eBPF counters, in the order `sluice status` prints them (every [`Counter`]; the
@@ -59,24 +65,50 @@ pub const COUNTER_NAMES: &[(&str, Counter)] = &[
     ("skip_not_tcp", Counter::SkipNotTcp),
     ("fast_path_miss", Counter::FastPathMiss),
     ("skip_no_listener", Counter::SkipNoListener),
+    ("inbound_skip_port", Counter::InboundSkipPort),
+    ("inbound_no_listener", Counter::InboundNoListener),
 ];
 
-/// The listeners the agent serves inside one pod (node mode).
+/// The listeners the agent serves inside one pod (node mode): 127.0.0.1/::1 on the outbound
+/// port, 0.0.0.0/[::] on the inbound port (registered with sk_lookup).
 struct PodListeners {
     addrs: Vec<SocketAddr>,
     ctx: Arc<ListenerContext>,
+    inbound_ctx: Arc<ListenerContext>,
     drain: Drain,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl PodListeners {
-    /// Stops accepting and waits until the sockets are closed (so the port can be bound again).
+    /// Stops accepting and waits until the sockets are closed (so the ports can be bound again;
+    /// a closed inbound socket leaves the sk_lookup SockHash by itself). Connections in flight
+    /// keep running to their end.
     async fn close(self) {
         self.drain.signal();
         for t in self.tasks {
             let _ = t.await;
         }
     }
+}
+
+/// Node-mode sockets bound inside a pod, not served yet.
+struct BoundSockets {
+    netns_arg: String,
+    netns: Arc<Netns>,
+    outbound: Vec<(SocketAddr, std::net::TcpListener)>,
+    inbound: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+/// The handlers of the node-mode listeners.
+#[derive(Clone)]
+pub struct Handlers {
+    /// Serves the outbound (15001) listeners.
+    pub outbound: Arc<dyn ConnectionHandler>,
+    /// Serves the inbound (15006) listeners.
+    pub inbound: Arc<dyn ConnectionHandler>,
+    /// With `--config`: each pod's listeners are served by the L7 engine instead (its own
+    /// servers, upstream sockets made in the pod's netns).
+    pub l7: Option<Arc<crate::l7capture::L7Config>>,
 }
 
 /// One enrolled pod.
@@ -89,16 +121,16 @@ struct Pod {
 /// Every pod the agent enrolled, and the data path.
 pub struct Registry {
     datapath: Datapath,
-    handler: Arc<dyn ConnectionHandler>,
+    handlers: Handlers,
     pods: HashMap<u64, Pod>,
 }
 
 impl Registry {
-    /// A registry over a loaded data path; `handler` serves every node-mode outbound listener.
-    pub fn new(datapath: Datapath, handler: Arc<dyn ConnectionHandler>) -> Self {
+    /// A registry over a loaded data path; `handlers` serve every node-mode listener.
+    pub fn new(datapath: Datapath, handlers: Handlers) -> Self {
         Self {
             datapath,
-            handler,
+            handlers,
             pods: HashMap::new(),
         }
     }
@@ -113,21 +145,39 @@ impl Registry {
             .pods
             .get(&cookie)
             .is_some_and(|p| p.listeners.is_some());
-        let new_listeners = if enrollment.mode == Mode::Node && !had_listeners {
-            Some(self.bind_listeners(&spec.netns, &netns, &enrollment)?)
+        let bound = if enrollment.mode == Mode::Node && !had_listeners {
+            Some(self.bind_sockets(&spec.netns, &netns, &enrollment)?)
         } else {
             None
         };
-        if let Err(source) = self.datapath.set_policy(cookie, &enrollment.policy) {
-            if let Some(l) = new_listeners {
-                l.close().await;
-            }
-            return Err(AgentError::Bpf {
-                netns: spec.netns.clone(),
-                cookie,
-                source,
-            });
+        let bpf_err = |source| AgentError::Bpf {
+            netns: spec.netns.clone(),
+            cookie,
+            source,
+        };
+        let known = self.pods.contains_key(&cookie);
+        let mut result = self.datapath.set_policy(cookie, &enrollment.policy);
+        if result.is_ok() && enrollment.mode != Mode::Off {
+            result = self.datapath.attach_inbound(cookie, &*netns);
         }
+        let listeners = match (result, bound) {
+            (Ok(()), Some(b)) => match self.register_and_serve(cookie, b).await {
+                Ok(l) => Ok(Some(l)),
+                Err(e) => Err(e),
+            },
+            (Ok(()), None) => Ok(None),
+            (Err(e), _) => Err(bpf_err(e)),
+        };
+        let listeners = match listeners {
+            Ok(l) => l,
+            Err(e) => {
+                if !known {
+                    // Leave nothing behind for a pod this request introduced.
+                    let _ = self.datapath.remove_netns(cookie);
+                }
+                return Err(e);
+            }
+        };
         let pod = self.pods.entry(cookie).or_insert_with(|| Pod {
             netns_arg: spec.netns.clone(),
             enrollment,
@@ -135,7 +185,7 @@ impl Registry {
         });
         pod.netns_arg = spec.netns.clone();
         pod.enrollment = enrollment;
-        if let Some(l) = new_listeners {
+        if let Some(l) = listeners {
             pod.listeners = Some(l);
         } else if enrollment.mode != Mode::Node {
             if let Some(l) = pod.listeners.take() {
@@ -146,52 +196,116 @@ impl Registry {
         Ok(self.pod_status(cookie))
     }
 
-    fn bind_listeners(
+    /// Binds the node-mode sockets inside the pod: 127.0.0.1 / ::1 on the outbound port,
+    /// 0.0.0.0 / [::] (v6-only) on the inbound port, and adds ::6 to the pod's `lo` for the IPv6
+    /// inbound passthrough. Either all four are bound or none.
+    fn bind_sockets(
         &self,
         netns_arg: &str,
         netns: &Arc<Netns>,
         enrollment: &Enrollment,
+    ) -> Result<BoundSockets, AgentError> {
+        let out = enrollment.policy.outbound_port;
+        let inb = enrollment.policy.inbound_port;
+        let bind = |addrs: [SocketAddr; 2]| {
+            addrs
+                .into_iter()
+                .map(|a| netns.bind_tcp(a).map(|l| (a, l)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let outbound = bind([
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), out),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), out),
+        ])?;
+        let inbound = bind([
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), inb),
+            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), inb),
+        ])?;
+        netns.run(|| crate::sidecar::add_v6_passthrough_source(netns_arg))?;
+        Ok(BoundSockets {
+            netns_arg: netns_arg.to_string(),
+            netns: netns.clone(),
+            outbound,
+            inbound,
+        })
+    }
+
+    /// Registers the inbound sockets with sk_lookup and serves all of them.
+    async fn register_and_serve(
+        &mut self,
+        cookie: u64,
+        bound: BoundSockets,
     ) -> Result<PodListeners, AgentError> {
-        let port = enrollment.policy.outbound_port;
-        let addrs = [
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
-        ];
-        // Bind both first: if either fails, both sockets are dropped and nothing was started.
-        let bound = addrs
-            .iter()
-            .map(|a| netns.bind_tcp(*a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ctx = Arc::new(ListenerContext {
-            name: "outbound",
-            direction: Direction::Outbound,
-            netns: netns_arg.to_string(),
-            upstream: UpstreamFactory::new(
-                Some(netns.clone()),
-                Some(PROXY_MARK),
-                DEFAULT_CONNECT_TIMEOUT,
+        for (_, l) in &bound.inbound {
+            self.datapath
+                .set_inbound_listener(cookie, l)
+                .map_err(|source| AgentError::Bpf {
+                    netns: bound.netns_arg.clone(),
+                    cookie,
+                    source,
+                })?;
+        }
+        let upstream = UpstreamFactory::new(
+            Some(bound.netns.clone()),
+            Some(PROXY_MARK),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let ctx = |name, direction| {
+            Arc::new(ListenerContext {
+                name,
+                direction,
+                netns: bound.netns_arg.clone(),
+                upstream: upstream.clone(),
+                stats: ListenerStats::default(),
+            })
+        };
+        let out_ctx = ctx("outbound", Direction::Outbound);
+        let in_ctx = ctx("inbound", Direction::Inbound);
+        let (outbound, inbound) = match &self.handlers.l7 {
+            Some(l7) => {
+                let h = l7
+                    .pod_handlers(&upstream, self.handlers.outbound.clone())
+                    .await
+                    .map_err(|e| AgentError::L7 {
+                        netns: bound.netns_arg.clone(),
+                        message: e.to_string(),
+                    })?;
+                (h.outbound, h.inbound)
+            }
+            None => (
+                self.handlers.outbound.clone(),
+                self.handlers.inbound.clone(),
             ),
-            stats: ListenerStats::default(),
-        });
+        };
         let (drain, _) = Drain::new();
         let mut tasks = Vec::new();
-        for l in bound {
-            let l = tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
-                path: netns.path().to_path_buf(),
-                op: "register listener".into(),
-                source,
-            })?;
-            // `serve` instruments itself with a root `listener` span.
-            tasks.push(tokio::spawn(listener::serve(
-                l,
-                ctx.clone(),
-                self.handler.clone(),
-                drain.watch(),
-            )));
+        let mut addrs = Vec::new();
+        let groups = [
+            (bound.outbound, &out_ctx, &outbound),
+            (bound.inbound, &in_ctx, &inbound),
+        ];
+        for (socks, ctx, handler) in groups {
+            for (addr, l) in socks {
+                addrs.push(addr);
+                let l =
+                    tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
+                        path: bound.netns.path().to_path_buf(),
+                        op: "register listener".into(),
+                        source,
+                    })?;
+                // `serve` instruments itself with a root `listener` span.
+                tasks.push(tokio::spawn(listener::serve(
+                    l,
+                    ctx.clone(),
+                    handler.clone(),
+                    drain.watch(),
+                )));
+            }
         }
         Ok(PodListeners {
-            addrs: addrs.to_vec(),
-            ctx,
+            addrs,
+            ctx: out_ctx,
+            inbound_ctx: in_ctx,
             drain,
             tasks,
         })
@@ -200,7 +314,7 @@ impl Registry {
     /// After an agent restart: the pinned policy map still holds the pods enrolled earlier.
     /// Finds their netns under /run/netns by cookie and serves their node-mode listeners again, so
     /// capture keeps working without re-enrollment. Returns how many pods were adopted.
-    pub fn adopt_pinned(&mut self) -> usize {
+    pub async fn adopt_pinned(&mut self) -> usize {
         let policies = match self.datapath.policies() {
             Ok(p) if !p.is_empty() => p,
             _ => return 0,
@@ -226,8 +340,19 @@ impl Registry {
                 policy: *policy,
             };
             let ns = Arc::new(ns);
+            // The sk_lookup link was adopted from its pin when it was persisted; after a crash
+            // (links gone with the old process) it is made again here.
+            if mode != Mode::Off {
+                if let Err(e) = self.datapath.attach_inbound(cookie, &*ns) {
+                    tracing::warn!(netns = %name, cookie, error = %e, "cannot re-attach inbound capture");
+                }
+            }
             let listeners = if mode == Mode::Node {
-                match self.bind_listeners(&name, &ns, &enrollment) {
+                let served = match self.bind_sockets(&name, &ns, &enrollment) {
+                    Ok(b) => self.register_and_serve(cookie, b).await,
+                    Err(e) => Err(e),
+                };
+                match served {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(netns = %name, cookie, error = %e, "cannot re-adopt pod");
@@ -249,6 +374,53 @@ impl Registry {
             adopted += 1;
         }
         adopted
+    }
+
+    /// Registers a sidecar-mode pod's own inbound listening sockets (received over the control
+    /// socket) with sk_lookup. The sockets' netns names the pod, which must be enrolled in
+    /// `sidecar` mode. Returns (cookie, sockets registered). The agent's copies of the fds are
+    /// closed afterwards; the SockHash entries live as long as the sidecar's sockets.
+    pub fn register_inbound(
+        &mut self,
+        netns_arg: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<(u64, usize), AgentError> {
+        use std::os::fd::AsFd as _;
+        let refused = |reason: String| AgentError::Refused {
+            netns: netns_arg.to_string(),
+            reason,
+        };
+        let first = fds
+            .first()
+            .ok_or_else(|| refused("register_inbound came without file descriptors".into()))?;
+        let cookie = crate::bpf::netns_cookie_of(first.as_fd())
+            .map_err(|e| refused(format!("SO_NETNS_COOKIE of the received socket: {e}")))?;
+        let pod = self
+            .pods
+            .get(&cookie)
+            .ok_or_else(|| AgentError::NotEnrolled(format!("{netns_arg} (cookie {cookie})")))?;
+        if pod.enrollment.mode != Mode::Sidecar {
+            return Err(refused(format!(
+                "the pod is in mode {}; only sidecar-mode pods register their own listeners",
+                pod.enrollment.mode.name()
+            )));
+        }
+        for fd in &fds {
+            self.datapath
+                .set_inbound_listener(cookie, fd)
+                .map_err(|source| AgentError::Bpf {
+                    netns: netns_arg.to_string(),
+                    cookie,
+                    source,
+                })?;
+        }
+        info!(
+            netns = netns_arg,
+            cookie,
+            listeners = fds.len(),
+            "sidecar inbound listeners registered"
+        );
+        Ok((cookie, fds.len()))
     }
 
     /// Removes a pod: every map entry of its cookie, then its listeners. A netns that still
@@ -314,6 +486,9 @@ impl Registry {
             s.bytes_out = st.bytes_out.load(Ordering::Relaxed);
             s.bytes_in = st.bytes_in.load(Ordering::Relaxed);
             s.recent_destinations = st.recent().iter().map(ToString::to_string).collect();
+            let ist = &l.inbound_ctx.stats;
+            s.inbound_accepted = ist.accepted.load(Ordering::Relaxed);
+            s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
         }
         s
     }
@@ -366,10 +541,6 @@ mod tests {
         assert_eq!(idx.len(), COUNTER_NAMES.len(), "a counter is listed twice");
         // Counters are dense from 0: the highest index + 1 is the number of counters.
         assert_eq!(idx, (0..idx.len() as u32).collect::<Vec<_>>());
-        assert_eq!(
-            idx.len(),
-            Counter::SkipNoListener as usize + 1,
-            "a new counter is not named"
-        );
+        assert_eq!(idx.len(), Counter::ALL.len(), "a new counter is not named");
     }
 }

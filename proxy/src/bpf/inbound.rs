@@ -63,6 +63,12 @@ impl Datapath {
         let prog = load_instance(&self.pin_dir, netns_cookie)?;
         let fd = link::link_create(prog.as_fd(), netns.as_fd(), BPF_SK_LOOKUP)
             .map_err(|e| err("BPF_LINK_CREATE", e))?;
+        if self.pin_eagerly {
+            std::fs::create_dir_all(self.pin_dir.join(LINKS_DIR))
+                .map_err(|e| err("create the links directory", e))?;
+            link::pin(fd.as_fd(), &inbound_pin(&self.pin_dir, netns_cookie))
+                .map_err(|e| err("pin the link", e))?;
+        }
         self.inbound_links.insert(netns_cookie, fd);
         Ok(())
     }
@@ -158,12 +164,13 @@ impl Datapath {
     /// Pins every owned sk_lookup link under `<pin_dir>/links` (for [`Datapath::persist`]).
     pub(super) fn pin_inbound_links(links: &InboundLinks, pin_dir: &Path) -> Result<(), BpfError> {
         for (&netns_cookie, fd) in links {
-            link::pin(fd.as_fd(), &inbound_pin(pin_dir, netns_cookie)).map_err(|source| {
-                BpfError::Inbound {
-                    netns_cookie,
-                    op: "pin the link",
-                    source,
-                }
+            let path = inbound_pin(pin_dir, netns_cookie);
+            // Already pinned (eager pinning): pin again instead of failing with EEXIST.
+            let _ = std::fs::remove_file(&path);
+            link::pin(fd.as_fd(), &path).map_err(|source| BpfError::Inbound {
+                netns_cookie,
+                op: "pin the link",
+                source,
             })?;
         }
         Ok(())

@@ -11,6 +11,7 @@ use crate::{
     config, detect,
     http::{self, ConnInfo, Hcm},
     tcp_proxy::{self, TcpProxy},
+    upstream::connect::Connector,
 };
 
 /// Backlog of every listener socket.
@@ -153,7 +154,7 @@ pub async fn handle_connection(
                 {
                     Some(i) => idx = i,
                     None if !want_http && l.captured() && dst != local => {
-                        passthrough(stream, dst).await;
+                        passthrough(&server.connector, stream, dst).await;
                         return;
                     }
                     None => {}
@@ -195,9 +196,9 @@ pub async fn handle_connection(
 
 /// Opaque TCP to the original destination (Istio's PassthroughCluster) for captured non-HTTP
 /// traffic when the listener has no tcp_proxy chain.
-async fn passthrough(mut down: TcpStream, dst: SocketAddr) {
+async fn passthrough(connector: &Connector, mut down: TcpStream, dst: SocketAddr) {
     let Ok(Ok(up)) =
-        tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(dst)).await
+        tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, connector.connect(dst)).await
     else {
         return;
     };

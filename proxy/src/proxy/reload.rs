@@ -66,6 +66,7 @@ impl Server {
             &self.stats,
             version,
             Some(&current),
+            &self.connector,
         ) {
             Ok(rt) => rt,
             Err(e) => {

@@ -68,7 +68,7 @@ fn apply(streaks: &mut HashMap<SocketAddr, Streak>, h: &Host, ok: bool, spec: &H
 async fn check(cluster: &Arc<Cluster>, host: &Host, spec: &HealthCheckSpec) -> bool {
     if spec.tcp_only {
         return matches!(
-            tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(host.addr)).await,
+            tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await,
             Ok(Ok(_))
         );
     }

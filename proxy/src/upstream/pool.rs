@@ -8,10 +8,7 @@ use std::{
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Cluster, Host};
 use crate::http::Body;
@@ -232,7 +229,7 @@ async fn connect_reserved(
 
 async fn open(cluster: &Cluster, host: &Host, force_h1: bool) -> Result<Sender, ConnectError> {
     let timeout = cluster.spec.connect_timeout;
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(host.addr)).await {
+    let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(host.addr)).await {
         Err(_) => {
             cluster.stats.upstream_cx_connect_timeout.inc();
             cluster.stats.upstream_cx_connect_fail.inc();

@@ -1,0 +1,75 @@
+//! Unix-socket messages that carry file descriptors (`SCM_RIGHTS`): a `sluice sidecar` hands its
+//! inbound listening sockets to the agent, which registers them with sk_lookup.
+
+use std::{
+    io::{self, IoSlice, IoSliceMut},
+    os::fd::{FromRawFd as _, OwnedFd, RawFd},
+};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Most descriptors accepted with one message.
+pub const MAX_FDS: usize = 8;
+
+/// Sends `data` with `fds` attached (all bytes in one `sendmsg`; blocking sockets).
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let n = sendmsg::<()>(sock, &[IoSlice::new(data)], &cmsg, MsgFlags::empty(), None)
+        .map_err(io::Error::from)?;
+    if n != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("sendmsg sent {n} of {} bytes", data.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// One `recvmsg` into `buf`: the byte count and the descriptors that came with it (close-on-exec).
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this process for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::{fd::AsRawFd as _, unix::net::UnixStream};
+
+    use super::*;
+
+    #[test]
+    fn descriptors_travel_with_the_line() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let line = b"{\"op\":\"register_inbound\",\"netns\":\"p\"}\n";
+        send_with_fds(a.as_raw_fd(), line, &[l.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, fds) = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], line);
+        assert_eq!(fds.len(), 1);
+        // The received fd is the same listening socket.
+        let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
+        assert_eq!(got.local_addr().unwrap(), l.local_addr().unwrap());
+        // Nothing more: a non-blocking receive says so instead of waiting.
+        let e = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+}

@@ -1,0 +1,150 @@
+//! The L7 engine behind the capture listeners: `sluice agent --config envoy.yaml` and
+//! `sluice sidecar --config envoy.yaml` hand every connection accepted on 15001 / 15006 to the
+//! Envoy-style [`Server`] as the listener named like Istio's: [`OUTBOUND_LISTENER`]
+//! (`virtualOutbound`) and [`INBOUND_LISTENER`] (`virtualInbound`), with the original destination.
+//!
+//! Upstream sockets must be made inside the pod's netns and carry `PROXY_MARK` (or eBPF would
+//! capture the proxy's own connections), so each pod gets its own [`Server`] instances whose
+//! [`Connector`] is the pod's [`UpstreamFactory`]: one for outbound, one for inbound (whose
+//! sockets are bound to 127.0.0.6 / ::6 like Envoy's inbound `upstream_bind_config`, the source
+//! sk_lookup never captures). Per-pod servers also keep connection pools per pod: a pooled
+//! connection opened from pod A's netns is never reused for pod B. A config without a
+//! `virtualInbound` (or `virtualOutbound`) listener keeps the TCP passthrough for that direction.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tracing::warn;
+
+use crate::{
+    config,
+    connector::UpstreamFactory,
+    inbound::{InboundPassthrough, PASSTHROUGH_SRC_V4, PASSTHROUGH_SRC_V6},
+    listener::{Accepted, ConnectionHandler, HandlerFuture},
+    proxy::{ProxyError, Server, StartOptions},
+    upstream::connect::Connector,
+};
+
+/// Listener name that serves the outbound capture listener (15001), as in Istio.
+pub const OUTBOUND_LISTENER: &str = "virtualOutbound";
+/// Listener name that serves the inbound capture listener (15006), as in Istio.
+pub const INBOUND_LISTENER: &str = "virtualInbound";
+
+/// A validated Envoy bootstrap for the capture listeners.
+#[derive(Debug, Clone)]
+pub struct L7Config {
+    bootstrap: config::Bootstrap,
+    source: serde_json::Value,
+    path: PathBuf,
+}
+
+/// The two handlers of one pod.
+#[derive(Clone)]
+pub struct PodHandlers {
+    /// For the outbound listener.
+    pub outbound: Arc<dyn ConnectionHandler>,
+    /// For the inbound listener.
+    pub inbound: Arc<dyn ConnectionHandler>,
+}
+
+impl L7Config {
+    /// Loads and validates `path` (the error names the field).
+    pub fn load(path: &Path) -> Result<Self, config::ConfigError> {
+        Ok(Self {
+            bootstrap: config::load_file(path)?,
+            source: crate::proxy::source_json(path),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn has_listener(&self, name: &str) -> bool {
+        self.bootstrap
+            .listeners
+            .iter()
+            .any(|l| l.name.as_str() == name)
+    }
+
+    /// Starts this pod's servers (no listener binding, no admin) whose upstream sockets come from
+    /// `upstream`, and returns the handlers for its listeners. `outbound` is used when the config
+    /// has no `virtualOutbound` listener.
+    pub async fn pod_handlers(
+        &self,
+        upstream: &UpstreamFactory,
+        outbound: Arc<dyn ConnectionHandler>,
+    ) -> Result<PodHandlers, ProxyError> {
+        let out: Arc<dyn ConnectionHandler> = if self.has_listener(OUTBOUND_LISTENER) {
+            let f = upstream.clone();
+            let connector = Connector::with_factory(Arc::new(move |dst| f.socket(dst, None)));
+            Arc::new(L7Handler {
+                server: self.start(connector).await?,
+                listener: OUTBOUND_LISTENER,
+            })
+        } else {
+            outbound
+        };
+        let inb: Arc<dyn ConnectionHandler> = if self.has_listener(INBOUND_LISTENER) {
+            let f = upstream.clone();
+            let connector = Connector::with_factory(Arc::new(move |dst: SocketAddr| {
+                let src: IpAddr = match dst {
+                    SocketAddr::V4(_) => PASSTHROUGH_SRC_V4.into(),
+                    SocketAddr::V6(_) => PASSTHROUGH_SRC_V6.into(),
+                };
+                f.socket(dst, Some(SocketAddr::new(src, 0)))
+            }));
+            Arc::new(L7Handler {
+                server: self.start(connector).await?,
+                listener: INBOUND_LISTENER,
+            })
+        } else {
+            Arc::new(InboundPassthrough)
+        };
+        Ok(PodHandlers {
+            outbound: out,
+            inbound: inb,
+        })
+    }
+
+    async fn start(&self, connector: Connector) -> Result<Arc<Server>, ProxyError> {
+        Server::start_with(
+            self.bootstrap.clone(),
+            self.source.clone(),
+            None,
+            StartOptions {
+                bind_listeners: false,
+                admin: false,
+                connector,
+            },
+        )
+        .await
+    }
+}
+
+/// Hands accepted connections to a [`Server`] listener.
+struct L7Handler {
+    server: Arc<Server>,
+    listener: &'static str,
+}
+
+impl ConnectionHandler for L7Handler {
+    fn handle(&self, conn: Accepted) -> HandlerFuture {
+        let server = self.server.clone();
+        let listener = self.listener;
+        Box::pin(async move {
+            if let Err(e) = server
+                .serve_connection(listener, conn.stream, Some(conn.orig_dst))
+                .await
+            {
+                warn!(error = %e, listener, "L7 engine refused the connection");
+            }
+            Ok(())
+        })
+    }
+}

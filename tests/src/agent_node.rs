@@ -1,0 +1,115 @@
+//! A test "node": `sluice agent` in its own cgroup with its pins and control socket, and the CLI
+//! calls tests make against it (enroll, unenroll, status, counters).
+
+use std::time::Duration;
+
+use sluice::agent::protocol::{PodStatus, StatusReport};
+
+use crate::{
+    require_root,
+    sluice_cli::{sluice_ok, ControlSocket, SluiceProcess},
+    Cgroup, Netns, PinDir,
+};
+
+/// Agent running in its own cgroup (the programs attach there) with its pins and control socket.
+pub struct Node {
+    // Drop order: the agent first, then pins and cgroup.
+    /// The agent process (`None` while stopped).
+    pub agent: Option<SluiceProcess>,
+    /// Its control socket.
+    pub control: ControlSocket,
+    /// Its pins.
+    pub pins: PinDir,
+    /// Its cgroup (the programs attach there; pods' apps join it).
+    pub cgroup: Cgroup,
+    extra: Vec<String>,
+}
+
+impl Node {
+    /// Starts `sluice agent <extra>`.
+    pub fn start_with(tag: &str, extra: &[&str]) -> Self {
+        require_root();
+        let cgroup = Cgroup::new(tag);
+        let pins = PinDir::new(tag);
+        let (agent, control) = SluiceProcess::agent(&cgroup, pins.path(), extra);
+        Self {
+            agent: Some(agent),
+            control,
+            pins,
+            cgroup,
+            extra: extra.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Starts `sluice agent` with default options.
+    pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, &[])
+    }
+
+    /// Starts a new agent on the same cgroup, pins and control socket (after a stop or a kill).
+    pub fn restart(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let agent =
+            SluiceProcess::agent_at(&self.cgroup, self.pins.path(), &self.control.path(), &extra);
+        self.agent = Some(agent);
+    }
+
+    /// The running agent.
+    pub fn agent(&mut self) -> &mut SluiceProcess {
+        self.agent.as_mut().expect("agent is running")
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        self.agent.as_ref().map(|a| a.log()).unwrap_or_default()
+    }
+
+    /// `--control <path>`.
+    pub fn ctl(&self) -> String {
+        self.control.arg()
+    }
+
+    /// `sluice enroll --netns <ns> <extra>`.
+    pub fn enroll(&self, ns: &Netns, extra: &[&str]) -> String {
+        let ctl = self.ctl();
+        let mut args = vec!["enroll", "--netns", ns.name(), "--control", &ctl];
+        args.extend_from_slice(extra);
+        sluice_ok(&args)
+    }
+
+    /// `sluice unenroll --netns <ns>`.
+    pub fn unenroll(&self, ns: &Netns) -> String {
+        sluice_ok(&["unenroll", "--netns", ns.name(), "--control", &self.ctl()])
+    }
+
+    /// `sluice status --json`.
+    pub fn status(&self) -> StatusReport {
+        let out = sluice_ok(&["status", "--json", "--control", &self.ctl()]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+    }
+
+    /// One pod's status.
+    pub fn pod(&self, ns: &Netns) -> PodStatus {
+        let cookie = ns.cookie();
+        self.status()
+            .pods
+            .into_iter()
+            .find(|p| p.cookie == cookie)
+            .unwrap_or_else(|| panic!("netns {} (cookie {cookie}) not in status", ns.name()))
+    }
+
+    /// One eBPF counter.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.status()
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    }
+
+    /// Waits until the agent's log contains `needle`.
+    pub fn wait_for_log(&mut self, needle: &str) {
+        self.agent().wait_for_log(needle, Duration::from_secs(10));
+    }
+}
