@@ -25,6 +25,7 @@ const PATHS: &[&str] = &[
     "iptables+sluice-l7",
     "ebpf+sluice-sidecar",
     "ebpf+sluice-node",
+    "ebpf+sluice-node-l7",
     "ebpf+sluice-nofast",
     "iptables+envoy",
 ];

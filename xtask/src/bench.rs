@@ -32,7 +32,7 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Comma-separated paths to run (default: all):
     /// direct, iptables+sluice, iptables+sluice-l7, ebpf+sluice-sidecar, ebpf+sluice-node,
-    /// ebpf+sluice-nofast, iptables+envoy.
+    /// ebpf+sluice-node-l7, ebpf+sluice-nofast, iptables+envoy.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).
@@ -98,12 +98,12 @@ impl Plan {
             Plan {
                 reps: a.reps.unwrap_or(3),
                 open: vec![(1000, 16), (1000, 64), (5000, 16), (5000, 64)],
-                open_secs: 3.5,
+                open_secs: 3.0,
                 tput_secs: 3.0,
                 churn_secs: 3.0,
                 iperf_secs: 3.0,
                 sweep: topology::PAYLOADS.iter().map(|(p, _)| *p).collect(),
-                sweep_secs: 2.0,
+                sweep_secs: 1.5,
             }
         }
     }
@@ -284,7 +284,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         "the seed's istio-init rules applied by the bench with iptables-restore (this sluice has no `iptables install`)"
     };
     let header = format!(
-        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent (iptables+sluice, ebpf+*) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
+        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent without `--config` (iptables+sluice, ebpf+sluice-sidecar/-node/-nofast) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7), the node agent with `--config` (ebpf+sluice-node-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
         if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },
         machine_start,
         machine(),

@@ -26,6 +26,8 @@ pub enum PathKind {
     EbpfSidecar,
     /// eBPF capture, pod in `node` mode: the agent's in-process proxy.
     EbpfNode,
+    /// As `EbpfNode` with the agent's L7 engine (`--config` Envoy's YAML) on the capture listener.
+    EbpfNodeL7,
     /// As `EbpfNode` with the sk_msg fast path off.
     EbpfNoFast,
     /// istio-init rules + Envoy 1.40 as uid 1337 (Istio's sidecar data path).
@@ -33,12 +35,13 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 7] = [
+    pub const ALL: [PathKind; 8] = [
         PathKind::Direct,
         PathKind::IptablesSluice,
         PathKind::IptablesSluiceL7,
         PathKind::EbpfSidecar,
         PathKind::EbpfNode,
+        PathKind::EbpfNodeL7,
         PathKind::EbpfNoFast,
         PathKind::IptablesEnvoy,
     ];
@@ -50,6 +53,7 @@ impl PathKind {
             PathKind::IptablesSluiceL7 => "iptables+sluice-l7",
             PathKind::EbpfSidecar => "ebpf+sluice-sidecar",
             PathKind::EbpfNode => "ebpf+sluice-node",
+            PathKind::EbpfNodeL7 => "ebpf+sluice-node-l7",
             PathKind::EbpfNoFast => "ebpf+sluice-nofast",
             PathKind::IptablesEnvoy => "iptables+envoy",
         }
@@ -228,7 +232,9 @@ impl Active {
     /// The process whose CPU and RSS are the proxy's (the agent in node mode).
     pub fn proxy_pid(&self) -> Option<u32> {
         match self.kind {
-            PathKind::EbpfNode | PathKind::EbpfNoFast => self.agent.as_ref().map(Proc::pid),
+            PathKind::EbpfNode | PathKind::EbpfNodeL7 | PathKind::EbpfNoFast => {
+                self.agent.as_ref().map(Proc::pid)
+            }
             _ => self.proxy.as_ref().map(Proc::pid),
         }
     }
@@ -375,7 +381,10 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
                 a.log = Some(p);
             }
         }
-        PathKind::EbpfSidecar | PathKind::EbpfNode | PathKind::EbpfNoFast => {
+        PathKind::EbpfSidecar
+        | PathKind::EbpfNode
+        | PathKind::EbpfNodeL7
+        | PathKind::EbpfNoFast => {
             let pins = PathBuf::from(format!("/sys/fs/bpf/sl-bench-{}-{n}", std::process::id()));
             a.pins = Some(PinsGuard(pins.clone()));
             let control = topo.dir.path.join(format!("agent-{n}.sock"));
@@ -390,6 +399,11 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
                 .arg(&control)
                 .env("TOKIO_WORKER_THREADS", &workers)
                 .env("RUST_LOG", "warn");
+            if kind == PathKind::EbpfNodeL7 {
+                let cfg = topo.dir.path.join("envoy.yaml");
+                fs::write(&cfg, envoy_config(&topo.server_ip))?;
+                c.arg("--config").arg(&cfg);
+            }
             join_cgroup(&mut c, topo.cgroup.procs_file());
             a.agent = Some(spawn("sluice agent", c, &alog)?);
             a.log = Some(p.clone());

@@ -155,11 +155,12 @@ pub fn goals(r: &Results, open_key: &str, sweep: &[&str]) -> Vec<Goal> {
         r50.zip(r99)
             .map(|(a, b)| a.median <= 0.8 && b.median <= 0.8),
     ));
-    let e99 = r.added_ratio(&p99, EbpfNode, IptablesEnvoy);
+    let e99 = r.added_ratio(&p99, EbpfNodeL7, IptablesEnvoy);
+    let e99_l4 = r.added_ratio(&p99, EbpfNode, IptablesEnvoy);
     g.push(goal(
-        "sluice eBPF (node) added p99 <= 0.5x iptables+Envoy's",
-        format!("{} x", cell(e99, 2)),
-        e99.map(|s| s.median <= 0.5),
+        "sluice eBPF (node) added p99 <= 0.5x iptables+Envoy's (judged on the L7 node path)",
+        format!("L7 node {} x; L4 node {} x", cell(e99, 2), cell(e99_l4, 2)),
+        e99.or(e99_l4).map(|s| s.median <= 0.5),
     ));
     // Against Envoy the fair proxy is the L7 engine running Envoy's own config; the L4 sidecar
     // (TCP forwarding, no HTTP parsing) is shown beside it.
