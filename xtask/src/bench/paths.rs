@@ -140,7 +140,8 @@ pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<bool> {
 }
 
 /// Finds the native Envoy (not the Python launcher, so the pid we read /proc of is Envoy's) and
-/// copies it into the bench directory, where uid 1337 can execute it.
+/// links (or copies) it into the bench directory, where uid 1337 can execute it (the pip
+/// install lives under /root, which uid 1337 cannot traverse).
 pub fn prepare_envoy(dir: &Path) -> Result<PathBuf> {
     let native = run(
         "python3",
@@ -157,8 +158,11 @@ pub fn prepare_envoy(dir: &Path) -> Result<PathBuf> {
         );
     }
     let dst = dir.join("envoy");
-    fs::copy(&native, &dst)
-        .with_context(|| format!("copy {} to {}", native.display(), dst.display()))?;
+    // A hard link costs no space (the binary is ~100 MB); copy only across filesystems.
+    if fs::hard_link(&native, &dst).is_err() {
+        fs::copy(&native, &dst)
+            .with_context(|| format!("copy {} to {}", native.display(), dst.display()))?;
+    }
     Ok(dst)
 }
 
