@@ -199,6 +199,12 @@ fn accept_one(
     handler: &Arc<dyn ConnectionHandler>,
 ) {
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    // Like the upstream side: without TCP_NODELAY a response the proxy relays in two writes
+    // (nginx's headers, then the sendfile body) waits for the app's delayed ACK (~40 ms) whenever
+    // the app<->proxy hop goes through TCP (iptables path, eBPF with the fast path off).
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(conn = id, %peer, error = %e, "TCP_NODELAY on the accepted socket");
+    }
     let orig_dst = match original_dst(&stream) {
         Ok(d) => d,
         Err(e) if ctx.direction == Direction::Inbound => {

@@ -1,0 +1,401 @@
+//! `cargo xtask bench`: builds its own client/server pods, runs every path (direct, iptables and
+//! eBPF capture with sluice, iptables with Envoy) interleaved over repetitions with the same
+//! workloads, and writes target/bench/report.md, report.json and chart.svg.
+
+mod chart;
+mod loadgen;
+mod paths;
+mod report;
+mod topology;
+mod workloads;
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use paths::{PathKind, Programs};
+use report::{Results, Sample};
+use topology::{check_interrupted, run as run_cmd, Topology};
+
+/// Options of `cargo xtask bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Internal: the load generator the bench runs inside the client pod.
+    #[command(subcommand)]
+    pub internal: Option<Internal>,
+    /// Smoke run (< 2 min): one repetition, short runs, fewer workloads.
+    #[arg(long)]
+    pub quick: bool,
+    /// Comma-separated paths to run (default: all):
+    /// direct, iptables+sluice, iptables+sluice-l7, ebpf+sluice-sidecar, ebpf+sluice-node,
+    /// ebpf+sluice-node-l7, ebpf+sluice-nofast, iptables+envoy.
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
+    /// The sluice binary (default: `cargo build --release -p sluice`).
+    #[arg(long)]
+    pub sluice: Option<PathBuf>,
+    /// Repetitions (default 3, 1 with --quick).
+    #[arg(long)]
+    pub reps: Option<u32>,
+    /// Proxy worker threads for sluice (tokio) and Envoy (--concurrency).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Cargo profile of the load generator and sluice builds: release (measurements) or dev
+    /// (the CI smoke test, which reuses what `cargo xtask test` built).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
+    /// Output directory (default: <target dir>/bench).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Subcommands the bench runs itself.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Internal {
+    /// The load generator (prints one JSON object).
+    #[command(hide = true)]
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+/// `cargo xtask bench` (or its internal load generator).
+pub fn run(a: BenchArgs) -> Result<()> {
+    match &a.internal {
+        Some(Internal::Loadgen(l)) => loadgen::main(l),
+        None => run_bench(a),
+    }
+}
+
+/// Durations and workload sets of one run.
+struct Plan {
+    reps: u32,
+    open: Vec<(u64, u64)>,
+    open_secs: f64,
+    tput_secs: f64,
+    churn_secs: f64,
+    iperf_secs: f64,
+    sweep: Vec<&'static str>,
+    sweep_secs: f64,
+}
+
+impl Plan {
+    fn new(a: &BenchArgs) -> Plan {
+        if a.quick {
+            Plan {
+                reps: a.reps.unwrap_or(1),
+                open: vec![(1000, 16)],
+                open_secs: 1.5,
+                tput_secs: 1.0,
+                churn_secs: 1.0,
+                iperf_secs: 1.0,
+                sweep: vec!["/64", "/64k"],
+                sweep_secs: 1.0,
+            }
+        } else {
+            Plan {
+                reps: a.reps.unwrap_or(3),
+                open: vec![(1000, 16), (1000, 64), (5000, 16), (5000, 64)],
+                open_secs: 3.0,
+                tput_secs: 3.0,
+                churn_secs: 3.0,
+                iperf_secs: 3.0,
+                sweep: topology::PAYLOADS.iter().map(|(p, _)| *p).collect(),
+                sweep_secs: 1.5,
+            }
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds `package` with the cargo profile.
+fn cargo_build(package: &str, profile: &str) -> Result<()> {
+    let st = std::process::Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--profile", profile, "--quiet", "-p", package])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo build --profile {profile} -p {package} failed ({st})");
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = run_cmd("uname", &["-r"]).unwrap_or_default();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k / 1024 / 1024)
+        .unwrap_or(0);
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{nproc} cores ({cpu}), {mem} GiB, kernel {}, load average {} (other work on the machine shares the cores)",
+        kernel.trim(),
+        load.join(" ")
+    )
+}
+
+/// Runs the bench.
+fn run_bench(a: BenchArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask bench needs root (network namespaces, iptables, eBPF)");
+    }
+    topology::install_signal_handler();
+    let started = Instant::now();
+    let machine_start = machine();
+    let plan = Plan::new(&a);
+    let paths: Vec<PathKind> = if a.paths.is_empty() {
+        PathKind::ALL.to_vec()
+    } else {
+        a.paths
+            .iter()
+            .map(|p| PathKind::parse(p))
+            .collect::<Result<_>>()?
+    };
+    if !paths.contains(&PathKind::Direct) {
+        bail!("--paths must include direct (every other path is reported against it)");
+    }
+    for tool in [
+        "wrk",
+        "h2load",
+        "iperf3",
+        "nginx",
+        "conntrack",
+        "setpriv",
+        "iptables-restore",
+        "ss",
+    ] {
+        if run_cmd("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            bail!("{tool} is not installed (run `cargo xtask setup`)");
+        }
+    }
+    let target = target_dir();
+    let out_dir = match a.profile.as_str() {
+        "release" => "release",
+        "dev" => "debug",
+        p => bail!("--profile {p}: expected release or dev"),
+    };
+    eprintln!("bench: building the load generator ({} xtask)", a.profile);
+    cargo_build("xtask", &a.profile)?;
+    let loadgen = target.join(out_dir).join("xtask");
+    let needs_sluice = paths.iter().any(|p| p.needs_sluice());
+    let sluice = match (&a.sluice, needs_sluice) {
+        (Some(p), _) => Some(
+            p.canonicalize()
+                .with_context(|| format!("--sluice {}", p.display()))?,
+        ),
+        (None, true) => {
+            eprintln!("bench: building sluice ({})", a.profile);
+            cargo_build("sluice", &a.profile)?;
+            Some(target.join(out_dir).join("sluice"))
+        }
+        (None, false) => None,
+    };
+    let sluice_iptables = match &sluice {
+        Some(s) => paths::check_sluice(s, &paths)?,
+        None => false,
+    };
+    let topo = Topology::new()?;
+    let envoy = if paths.contains(&PathKind::IptablesEnvoy) {
+        Some(paths::prepare_envoy(&topo.dir.path)?)
+    } else {
+        None
+    };
+    let envoy_version = match &envoy {
+        Some(e) => run_cmd(&e.to_string_lossy(), &["--version"])?
+            .split_whitespace()
+            .find(|w| w.contains("/1.40."))
+            .unwrap_or("?")
+            .to_string(),
+        None => "-".into(),
+    };
+    let progs = Programs {
+        sluice,
+        sluice_iptables,
+        envoy,
+        workers: a.workers,
+    };
+    eprintln!(
+        "bench: topology up (client {}, server {} at {}); {} repetitions of {} paths",
+        topo.client.name,
+        topo.server.name,
+        topo.server_ip,
+        plan.reps,
+        paths.len()
+    );
+    let mut samples = Vec::new();
+    let mut n = 0;
+    for rep in 0..plan.reps {
+        for &p in &paths {
+            check_interrupted()?;
+            n += 1;
+            let t = Instant::now();
+            measure(&topo, &progs, &plan, p, rep, n, &loadgen, &mut samples)
+                .with_context(|| format!("path {} (repetition {})", p.name(), rep + 1))?;
+            eprintln!(
+                "bench: rep {} {} done in {:.1} s",
+                rep + 1,
+                p.name(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    drop(topo);
+    let results = Results::new(samples);
+    let (ok, title) = report::open_title(plan.open[0].0, plan.open[0].1);
+    let goals = report::goals(&results, &ok, &plan.sweep);
+    let rules = if progs.sluice_iptables {
+        "installed by `sluice iptables install`"
+    } else {
+        "the seed's istio-init rules applied by the bench with iptables-restore (this sluice has no `iptables install`)"
+    };
+    let header = format!(
+        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent without `--config` (iptables+sluice, ebpf+sluice-sidecar/-node/-nofast) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7), the node agent with `--config` (ebpf+sluice-node-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
+        if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },
+        machine_start,
+        machine(),
+        plan.reps,
+        started.elapsed().as_secs_f64(),
+        a.profile,
+        a.workers,
+    );
+    let md = report::markdown(&results, &header, &paths, &plan.open, &plan.sweep, &goals);
+    let out = a.out.clone().unwrap_or_else(|| target.join("bench"));
+    fs::create_dir_all(&out).with_context(|| format!("mkdir {}", out.display()))?;
+    fs::write(out.join("report.md"), &md)?;
+    let json = serde_json::json!({
+        "machine": machine(),
+        "quick": a.quick,
+        "reps": plan.reps,
+        "workers": a.workers,
+        "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "goals": goals,
+        "samples": results.samples,
+    });
+    fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    fs::write(
+        out.join("chart.svg"),
+        chart::svg(&results, &paths, &ok, &title),
+    )?;
+    println!("{md}");
+    eprintln!(
+        "bench: wrote {}/report.md, report.json, chart.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    topo: &Topology,
+    progs: &Programs,
+    plan: &Plan,
+    p: PathKind,
+    rep: u32,
+    n: u32,
+    loadgen: &Path,
+    samples: &mut Vec<Sample>,
+) -> Result<()> {
+    let mut active = paths::activate(p, topo, progs, n)?;
+    let mut push = |metric: String, value: f64| {
+        samples.push(Sample {
+            path: p.name(),
+            rep,
+            metric,
+            value,
+        })
+    };
+    let pid = active.proxy_pid();
+    // Warm-up (not recorded): first connections, Envoy's and tokio's worker start-up.
+    workloads::open_loop(topo, loadgen, 1000, 16, 0.5)?;
+    for &(rate, conns) in &plan.open {
+        check_interrupted()?;
+        let (k, _) = report::open_title(rate, conns);
+        let cpu0 = pid.map(workloads::cpu_ns).transpose()?;
+        let r = workloads::open_loop(topo, loadgen, rate, conns, plan.open_secs)?;
+        if let (Some(pid), Some(c0)) = (pid, cpu0) {
+            let dc = workloads::cpu_ns(pid)?.saturating_sub(c0) as f64 / 1e6;
+            push(
+                format!("{k}.cpu_ms_per_1k"),
+                dc / r.requests as f64 * 1000.0,
+            );
+            push(format!("{k}.rss_kib"), workloads::rss_kib(pid)?.0 as f64);
+        }
+        push(format!("{k}.p50_us"), r.p50_us);
+        push(format!("{k}.p90_us"), r.p90_us);
+        push(format!("{k}.p99_us"), r.p99_us);
+        push(format!("{k}.p999_us"), r.p999_us);
+        push(format!("{k}.achieved_rps"), r.achieved_rps);
+        push(format!("{k}.errors"), r.errors as f64);
+        active.check_alive()?;
+    }
+    check_interrupted()?;
+    push(
+        "wrk.h1.rps".into(),
+        workloads::wrk(topo, "/1k", 64, plan.tput_secs)?,
+    );
+    check_interrupted()?;
+    push("h2.rps".into(), workloads::h2load(topo, plan.tput_secs)?);
+    check_interrupted()?;
+    let c = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
+    push("churn.cps".into(), c.conns_per_sec);
+    push("churn.errors".into(), c.errors as f64);
+    push(
+        "churn.conntrack_per_conn".into(),
+        workloads::conntrack_per_conn(topo, loadgen, 500)?,
+    );
+    check_interrupted()?;
+    push(
+        "iperf.gbps".into(),
+        workloads::iperf(topo, plan.iperf_secs)?,
+    );
+    for s in &plan.sweep {
+        check_interrupted()?;
+        push(
+            format!("sweep.{s}.rps"),
+            workloads::wrk(topo, s, 16, plan.sweep_secs)?,
+        );
+    }
+    if let Some(pid) = pid {
+        push("peak_rss_kib".into(), workloads::rss_kib(pid)?.1 as f64);
+    }
+    active.check_alive()?;
+    Ok(())
+}
