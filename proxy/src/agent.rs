@@ -3,12 +3,14 @@
 
 pub mod protocol;
 pub mod registry;
+pub mod upgrade;
 
 use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
@@ -41,6 +43,12 @@ pub struct AgentOptions {
     /// ([`Datapath::persist`]) so the next agent on the same pin dir takes over without a capture
     /// gap; otherwise dropping the data path detaches them.
     pub persist: bool,
+    /// Graceful upgrade: take over the pods, listening sockets and links of the agent serving
+    /// this control socket (see [`upgrade`]) instead of adopting pinned state.
+    pub upgrade_from: Option<PathBuf>,
+    /// After handing over to a new agent, how long to wait for this agent's established
+    /// connections to end before exiting.
+    pub drain_timeout: Duration,
 }
 
 /// Errors starting the agent.
@@ -59,6 +67,9 @@ pub enum StartError {
     /// Installing the signal handlers failed.
     #[error("signal handler: {0}")]
     Signal(io::Error),
+    /// Taking over from the old agent failed.
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
 /// Runs the agent until SIGTERM or SIGINT. `handler` serves every node-mode listener.
@@ -66,6 +77,11 @@ pub async fn run(
     opts: AgentOptions,
     handler: Arc<dyn ConnectionHandler>,
 ) -> Result<(), StartError> {
+    // Upgrade: the old agent pins its links before our load adopts them.
+    let handover = match &opts.upgrade_from {
+        Some(old) => Some(upgrade::begin(old)?),
+        None => None,
+    };
     let datapath = Datapath::load(&LoadOptions {
         cgroup: opts.cgroup.clone(),
         pin_dir: opts.pin_dir.clone(),
@@ -82,7 +98,19 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
     let mut registry = Registry::new(datapath, handler);
-    let adopted = registry.adopt_pinned();
+    let (adopted, pending) = match handover {
+        Some(h) => {
+            let (pods, fds, pending) = h.into_parts();
+            (registry.adopt_handover(pods, fds), Some(pending))
+        }
+        None => (registry.adopt_pinned(), None),
+    };
+    if let Some(p) = pending {
+        let d = upgrade::commit(p)?;
+        info!(old_connections = d.connections, old_drain = ?d.drain_timeout, "took over from the old agent");
+    }
+    let upgrade_state = Arc::new(upgrade::UpgradeState::new(opts.drain_timeout));
+    let mut upgraded = false;
     let registry = Arc::new(Mutex::new(registry));
     let mut clients = tokio::task::JoinSet::new();
     info!(
@@ -95,11 +123,13 @@ pub async fn run(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = upgrade_state.committed() => { upgraded = true; break }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
             r = control.accept() => match r {
                 Ok((stream, _)) => {
                     let reg = registry.clone();
-                    clients.spawn(serve_client(stream, reg).instrument(info_span!("control")));
+                    let up = upgrade_state.clone();
+                    clients.spawn(serve_client(stream, reg, up).instrument(info_span!("control")));
                 }
                 Err(e) => warn!(error = %e, "control accept failed"),
             },
@@ -107,7 +137,12 @@ pub async fn run(
     }
     info!("shutting down");
     drop(control);
-    let _ = std::fs::remove_file(&opts.control);
+    if upgraded {
+        // The path is the new agent's now; serve our established connections to their end.
+        upgrade_state.drain().await;
+    } else {
+        let _ = std::fs::remove_file(&opts.control);
+    }
     // Abort the control connections (each holds a clone of the registry), then take it back.
     clients.shutdown().await;
     let registry = match Arc::try_unwrap(registry) {
@@ -115,7 +150,7 @@ pub async fn run(
         Err(_) => unreachable!("every control task was aborted and joined"),
     };
     let datapath = registry.shutdown().await;
-    if opts.persist {
+    if opts.persist && !upgraded {
         datapath.persist().map_err(|source| StartError::Datapath {
             cgroup: opts.cgroup.clone(),
             pins: opts.pin_dir.clone(),
@@ -146,7 +181,11 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-async fn serve_client(stream: UnixStream, registry: Arc<Mutex<Registry>>) {
+async fn serve_client(
+    stream: UnixStream,
+    registry: Arc<Mutex<Registry>>,
+    upgrade_state: Arc<upgrade::UpgradeState>,
+) {
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd).lines();
     loop {
@@ -156,6 +195,11 @@ async fn serve_client(stream: UnixStream, registry: Arc<Mutex<Registry>>) {
             Err(e) => return warn!(error = %e, "control read failed"),
         };
         let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::UpgradeBegin) => {
+                let stream = lines.into_inner().into_inner().reunite(wr);
+                let stream = stream.expect("halves of one stream");
+                return upgrade::serve_old(stream, registry, upgrade_state).await;
+            }
             Ok(req) => handle(req, &registry).await,
             Err(e) => Response::Error {
                 message: format!("malformed request {line:?}: {e}"),
@@ -192,5 +236,20 @@ async fn handle(req: Request, registry: &Mutex<Registry>) -> Response {
             Err(e) => error(e),
         },
         Request::Status => Response::Status(reg.status()),
+        Request::Release {
+            container_id,
+            netns,
+        } => match reg.release(&container_id, netns.as_deref()).await {
+            Ok(r) => Response::Released {
+                container_id,
+                cookie: r.map(|(c, _, _)| c),
+                removed: r.map_or(0, |(_, n, _)| n),
+                remaining: r.map_or(0, |(_, _, n)| n),
+            },
+            Err(e) => error(e),
+        },
+        Request::UpgradeBegin | Request::UpgradeCommit => Response::Error {
+            message: "upgrade_begin must be the first request on its connection".into(),
+        },
     }
 }

@@ -9,6 +9,9 @@ use std::{
 
 use sluice_common::{Counter, PROXY_MARK};
 use tokio::task::JoinHandle;
+
+// CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
+mod lifecycle;
 use tracing::info;
 
 use super::protocol::{PodStatus, StatusReport};
@@ -18,7 +21,7 @@ use crate::{
     drain::Drain,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{Netns, NetnsError},
-    policy::{EnrollSpec, Enrollment, Mode, PolicyError},
+    policy::{EnrollSpec, Enrollment, Mode, PodIdentity, PolicyError},
 };
 
 /// Why an agent request was refused. Each names the netns or value.
@@ -84,6 +87,8 @@ struct Pod {
     netns_arg: String,
     enrollment: Enrollment,
     listeners: Option<PodListeners>,
+    /// Container id and pod name/namespace (CNI enrollments).
+    identity: Option<PodIdentity>,
 }
 
 /// Every pod the agent enrolled, and the data path.
@@ -132,9 +137,13 @@ impl Registry {
             netns_arg: spec.netns.clone(),
             enrollment,
             listeners: None,
+            identity: None,
         });
         pod.netns_arg = spec.netns.clone();
         pod.enrollment = enrollment;
+        if spec.pod.is_some() {
+            pod.identity = spec.pod.clone();
+        }
         if let Some(l) = new_listeners {
             pod.listeners = Some(l);
         } else if enrollment.mode != Mode::Node {
@@ -244,6 +253,7 @@ impl Registry {
                     netns_arg: name,
                     enrollment,
                     listeners,
+                    identity: None,
                 },
             );
             adopted += 1;
@@ -303,6 +313,7 @@ impl Registry {
             cookie,
             mode: pod.enrollment.mode.name().to_string(),
             map_entries: self.datapath.entries_for(cookie).unwrap_or(0),
+            pod: pod.identity.clone(),
             ..Default::default()
         };
         if let Some(l) = &pod.listeners {
