@@ -6,6 +6,7 @@
 //! tests concurrently never collide.
 
 pub mod cgroup;
+pub mod cni;
 pub mod datapath;
 pub mod inbound;
 pub mod netns;

@@ -234,6 +234,11 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
+    /// A fresh directory with no agent behind its socket path (for "agent unreachable").
+    pub fn new_for_tests() -> Self {
+        Self::new()
+    }
+
     fn new() -> Self {
         let dir = std::env::temp_dir().join(unique_name("ctl"));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
