@@ -120,6 +120,39 @@ impl SluiceProcess {
         (p, control)
     }
 
+    /// `sluice agent` in `cgroup` on an existing control socket path (e.g. a second agent with
+    /// `--upgrade-from` the same path). Waits until it is ready.
+    pub fn agent_at(cgroup: &Cgroup, pin_dir: &Path, control: &Path, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("agent")
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .arg("--pin-dir")
+            .arg(pin_dir)
+            .arg("--control")
+            .arg(control)
+            .args(extra);
+        in_cgroup(&mut cmd, cgroup);
+        let mut p = Self::spawn(cmd);
+        p.wait_for_log("agent ready", Duration::from_secs(20));
+        p
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// `sluice sidecar --netns <ns> --uid <uid>`; waits until it is ready.
     pub fn sidecar(ns: &Netns, uid: u32) -> Self {
         Self::sidecar_in(ns, uid, None)
