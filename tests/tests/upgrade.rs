@@ -13,8 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::agent::protocol::StatusReport;
+use sluice::{
+    agent::protocol::StatusReport,
+    bpf::{Datapath, LoadOptions, SK_LOOKUP_PIN_PREFIX},
+};
 use sluice_tests::{
+    datapath::Fixture,
+    inbound::{accept, send, sk_lookup_links},
     require_root,
     sluice_cli::{sluice_ok, SluiceProcess},
     Cgroup, Netns, PinDir, Veth,
@@ -335,4 +340,178 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
         "took {:?}",
         test_start.elapsed()
     );
+}
+
+/// The data-path half of the upgrade, inbound: the old agent pins its sk_lookup links while it
+/// keeps running (`Datapath::pin_links_for_upgrade`); the new agent's load adopts the same
+/// link with its own program; when the old agent's data path drops, inbound capture and the
+/// established inbound connection carry on.
+#[test]
+fn upgrade_hands_sk_lookup_links_over_while_the_old_agent_runs() {
+    require_root();
+    let cg = Cgroup::new("upl");
+    let pins = PinDir::new("upl");
+    let opts = LoadOptions {
+        cgroup: cg.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+    };
+    let pod = Netns::new("upl");
+    let client = Netns::new("upl");
+    let veth = Veth::new("upl", &client, &pod);
+    let cookie = pod.cookie();
+    let dst = SocketAddr::new(veth.b_v4.into(), 8080);
+    let proxy = pod.run(|| std::net::TcpListener::bind("0.0.0.0:15006").unwrap());
+    let captured = |what: &str| {
+        let c = client.run(move || std::net::TcpStream::connect(dst).unwrap());
+        let (down, _) = accept(&proxy, what);
+        assert_eq!(down.local_addr().unwrap(), dst, "{what}");
+        (c, down)
+    };
+    let link_pin = pins
+        .path()
+        .join(sluice::bpf::LINKS_DIR)
+        .join(format!("{SK_LOOKUP_PIN_PREFIX}{cookie}"));
+
+    let mut old = Datapath::load(&opts).unwrap();
+    old.set_policy(cookie, &Fixture::node_policy()).unwrap();
+    old.attach_inbound(cookie, pod.file()).unwrap();
+    old.set_inbound_listener(cookie, &proxy).unwrap();
+    let (mut est_client, mut est_proxy) = captured("old agent");
+    let links = sk_lookup_links(&pod);
+    assert_eq!(links.len(), 1);
+
+    assert_eq!(old.pin_links_for_upgrade().unwrap(), 1);
+    assert!(link_pin.exists(), "not pinned at {}", link_pin.display());
+    let _both = captured("pinned, old agent still running");
+
+    let new = Datapath::load(&opts).unwrap();
+    assert!(!link_pin.exists(), "pin not taken over");
+    assert_eq!(new.inbound_netns(), vec![cookie]);
+    assert_eq!(sk_lookup_links(&pod), links, "the same link, adopted");
+    let _during = captured("both agents running");
+
+    drop(old);
+    assert_eq!(
+        sk_lookup_links(&pod),
+        links,
+        "link detached with the old agent"
+    );
+    let _after = captured("new agent alone");
+    send(&mut est_client, &mut est_proxy, b"still here");
+    send(&mut est_proxy, &mut est_client, b"both ways");
+    drop(new);
+    assert!(
+        sk_lookup_links(&pod).is_empty(),
+        "link left after the last agent"
+    );
+}
+
+/// The drain is bounded: a connection that never ends is cut at `--drain-timeout` and the old
+/// agent exits anyway. The new agent can itself be upgraded (its adopted sockets hand over
+/// again), and `--upgrade-from` a socket nobody serves fails naming it.
+#[test]
+fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
+    require_root();
+    let cgroup = Cgroup::new("ud");
+    let pins = PinDir::new("ud");
+    let (mut first, control) =
+        SluiceProcess::agent(&cgroup, pins.path(), &["--drain-timeout", "1s"]);
+    let ctl = control.arg();
+    let pod = Netns::new("udp");
+    let server_ns = Netns::new("uds");
+    let veth = Veth::new("ud", &pod, &server_ns);
+    let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = start_server(&server_ns, dst, server_stop.clone());
+    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    let in_cgroup = cgroup.enter_process();
+    let request = || {
+        pod.run_async(move || async move { one_request(dst).await })
+            .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
+    };
+    request();
+    // A connection that stays open past the deadline.
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = pod.spawn(move || {
+        let mut s = std::net::TcpStream::connect(dst).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        open_tx.send(()).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+        let mut buf = [0u8; 16];
+        std::io::Read::read(&mut s, &mut buf)
+    });
+    open_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("opened");
+
+    let mut second = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl, "--drain-timeout", "1s"],
+    );
+    request();
+    let start = Instant::now();
+    let exit = first.wait_exit(Duration::from_secs(5));
+    println!(
+        "drain deadline 1s: old agent exited after {:?}: {exit:?}",
+        start.elapsed()
+    );
+    assert!(exit.is_some_and(|e| e.success()), "{}", first.log());
+    assert!(
+        first.log().contains("drain deadline passed"),
+        "{}",
+        first.log()
+    );
+    done_tx.send(()).unwrap();
+    // Cut by the old agent's exit: EOF or reset, not a hang.
+    let cut = holder.join().expect("holder");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    request();
+
+    // Upgrade the upgraded agent.
+    let third = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl],
+    );
+    assert!(
+        second
+            .wait_exit(Duration::from_secs(5))
+            .is_some_and(|e| e.success()),
+        "{}",
+        second.log()
+    );
+    request();
+    let s = status(&ctl);
+    assert_eq!(s.pods.len(), 1);
+    assert!(s.pods[0].accepted >= 1, "{s:?}");
+    assert!(
+        third.log().contains("adopted pod from the old agent"),
+        "{}",
+        third.log()
+    );
+    drop(in_cgroup);
+
+    let nobody = std::env::temp_dir().join(sluice_tests::unique_name("nobody.sock"));
+    let err = sluice_tests::sluice_cli::sluice_err(&[
+        "agent",
+        "--cgroup",
+        &cgroup.path().display().to_string(),
+        "--pin-dir",
+        &pins.path().display().to_string(),
+        "--control",
+        &nobody.display().to_string(),
+        "--upgrade-from",
+        &nobody.display().to_string(),
+    ]);
+    assert!(
+        err.contains(&format!("upgrade from {}: connect", nobody.display())),
+        "{err}"
+    );
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().expect("server");
+    drop(third);
 }
