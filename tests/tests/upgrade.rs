@@ -468,7 +468,25 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     // Cut by the old agent's exit: EOF or reset, not a hang.
     let cut = holder.join().expect("holder");
     assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    // The old agent's exit left the new agent's programs in place, sk_msg fast path included.
+    let counter = |name: &str| {
+        status(&ctl)
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    };
+    let (captured0, fast0) = (counter("captured"), counter("fast_path_bytes"));
     request();
+    assert!(
+        counter("captured") > captured0,
+        "not captured after the old agent left"
+    );
+    assert!(
+        counter("fast_path_bytes") > fast0,
+        "sk_msg fast path gone with the old agent"
+    );
 
     // Upgrade the upgraded agent.
     let third = SluiceProcess::agent_at(

@@ -1,6 +1,6 @@
 //! Hand-over of a running data path to a new agent (graceful upgrade) without stopping this one.
 
-use super::{BpfError, Datapath, LINKS_DIR};
+use super::{BpfError, Datapath, LINKS_DIR, SK_LOOKUP_PIN_PREFIX};
 
 impl Datapath {
     /// Pins this data path's per-netns sk_lookup links under `<pin_dir>/links` while it keeps
@@ -16,6 +16,15 @@ impl Datapath {
             path: dir.clone(),
             source,
         })?;
+        // A pin left by an upgrade that was given up is replaced (it is the same link).
+        for cookie in self.inbound_links.keys() {
+            let pin = dir.join(format!("{SK_LOOKUP_PIN_PREFIX}{cookie}"));
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(BpfError::Links { path: pin, source }),
+            }
+        }
         Self::pin_inbound_links(&self.inbound_links, &self.pin_dir)?;
         Ok(self.inbound_links.len())
     }

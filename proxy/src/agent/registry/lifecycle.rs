@@ -117,6 +117,10 @@ impl Registry {
     /// Old agent, upgrade step 2: stops every accept loop (the sockets stay open in the new
     /// agent) and returns the listener contexts, whose `active` counters tell when the
     /// connections still served here have ended.
+    ///
+    /// Merge note: this must only stop the accept loops. The 15006 socket's entry in the
+    /// inbound listener SockHash is the new agent's now (same kernel socket), so nothing here
+    /// may call `remove_inbound_listener` for it.
     pub async fn stop_accepting(&mut self) -> Vec<Arc<ListenerContext>> {
         let mut ctxs = Vec::new();
         for pod in self.pods.values_mut() {
