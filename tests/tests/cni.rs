@@ -300,3 +300,71 @@ fn cni_pod_churn_leaves_nothing_behind() {
         "enrollment p99 {p99:?} >= 500 ms"
     );
 }
+
+/// The mode comes from the pod annotation (runtimeConfig, then CNI_ARGS), then the config;
+/// excluded namespaces pass through untouched; a bad mode is CNI error 7 naming it.
+#[test]
+fn cni_mode_annotation_and_excluded_namespaces() {
+    let node = Node::start("cm");
+    let ctl = node.ctl();
+    let annotated = CniNetwork::new(json!({
+        "control": ctl,
+        "mode": "node",
+        "runtimeConfig": { "podAnnotations": { "sluice.io/mode": "sidecar" } },
+    }));
+    let plain = CniNetwork::new(json!({
+        "control": ctl,
+        "mode": "node",
+        "excludeNamespaces": ["kube-system"],
+    }));
+    let a = Netns::new("cma");
+    let r = annotated.add(&a, "ctr-annot", &pod_args("annot"));
+    assert!(r.ok, "{}", r.result);
+    assert_eq!(node.pod(&a).mode, "sidecar");
+    assert!(
+        node.pod(&a).listeners.is_empty(),
+        "sidecar mode: no agent listener"
+    );
+
+    let b = Netns::new("cmb");
+    let r = plain.add(
+        &b,
+        "ctr-args",
+        &format!("{};SLUICE_MODE=off", pod_args("args")),
+    );
+    assert!(r.ok, "{}", r.result);
+    assert_eq!(node.pod(&b).mode, "off");
+
+    let sys = Netns::new("cms");
+    let r = plain.add(
+        &sys,
+        "ctr-sys",
+        "IgnoreUnknown=1;K8S_POD_NAME=coredns;K8S_POD_NAMESPACE=kube-system",
+    );
+    assert!(r.ok, "{}", r.result);
+    assert_eq!(r.result, r.prev);
+    let cookie = sys.cookie();
+    assert!(
+        !node.status().pods.iter().any(|p| p.cookie == cookie),
+        "excluded namespace enrolled"
+    );
+
+    let bad = Netns::new("cmx");
+    let r = plain.add(
+        &bad,
+        "ctr-bad",
+        &format!("{};SLUICE_MODE=bogus", pod_args("bad")),
+    );
+    assert!(!r.ok, "bad mode accepted");
+    assert_eq!(r.result["code"], 7, "{}", r.result);
+    assert!(
+        r.result["details"].as_str().unwrap().contains("bogus"),
+        "{}",
+        r.result
+    );
+    plain.del(Some(&bad), "ctr-bad", "");
+    plain.del(Some(&sys), "ctr-sys", "");
+    plain.del(Some(&b), "ctr-args", "");
+    annotated.del(Some(&a), "ctr-annot", "");
+    assert!(node.status().pods.is_empty(), "{:?}", node.status().pods);
+}
