@@ -137,14 +137,21 @@ pub async fn run(
     }
     info!("shutting down");
     drop(control);
-    if upgraded {
-        // The path is the new agent's now; serve our established connections to their end.
-        upgrade_state.drain().await;
-    } else {
+    if !upgraded {
         let _ = std::fs::remove_file(&opts.control);
     }
     // Abort the control connections (each holds a clone of the registry), then take it back.
+    // After an upgrade this also closes requests that queued behind the hand-over, so their
+    // clients retry on the path, which is the new agent's now.
     clients.shutdown().await;
+    if upgraded {
+        // Serve our established connections to their end (bounded; a signal cuts it short).
+        tokio::select! {
+            _ = upgrade_state.drain() => {}
+            _ = term.recv() => warn!("SIGTERM while draining: cutting the rest"),
+            _ = int.recv() => warn!("SIGINT while draining: cutting the rest"),
+        }
+    }
     let registry = match Arc::try_unwrap(registry) {
         Ok(m) => m.into_inner(),
         Err(_) => unreachable!("every control task was aborted and joined"),

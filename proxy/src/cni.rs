@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use self::config::{CniEnv, NetConf};
 use crate::{
-    agent::protocol::{call, ClientError, PodStatus, Request, Response},
+    agent::protocol::{self, ClientError, PodStatus, Request, Response},
     policy::{EnrollSpec, PodIdentity},
 };
 
@@ -146,6 +146,19 @@ fn identity(env: &CniEnv, container_id: &str) -> PodIdentity {
         container_id: container_id.to_string(),
         pod_name: env.args.get("K8S_POD_NAME").cloned(),
         pod_namespace: env.args.get("K8S_POD_NAMESPACE").cloned(),
+    }
+}
+
+/// [`call`], retried once when the agent closed the connection without answering (a request
+/// that queued behind a graceful upgrade: the socket path belongs to the new agent by then).
+/// Every request the plugin sends is idempotent.
+fn call(control: &Path, req: &Request) -> Result<Response, ClientError> {
+    match protocol::call(control, req) {
+        Err(ClientError::Decode { line, .. }) if line.is_empty() => {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            protocol::call(control, req)
+        }
+        r => r,
     }
 }
 

@@ -263,6 +263,33 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
             rt.block_on(load(dst, stop))
         })
     };
+    // Control requests keep being answered across the hand-over (a request queued behind it
+    // is closed unanswered and retried once, as sluice-cni does).
+    let stop_ctl = Arc::new(AtomicBool::new(false));
+    let ctl_client = {
+        let (stop, path) = (stop_ctl.clone(), control.path());
+        std::thread::spawn(move || {
+            use sluice::agent::protocol::{call, ClientError, Request, Response};
+            let (mut calls, mut retried, mut failed) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                calls += 1;
+                let r = match call(&path, &Request::Status) {
+                    Err(ClientError::Decode { line, .. }) if line.is_empty() => {
+                        retried += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                        call(&path, &Request::Status)
+                    }
+                    r => r,
+                };
+                match r {
+                    Ok(Response::Status(s)) if s.pods.len() == 1 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (calls, retried, failed)
+        })
+    };
     std::thread::sleep(Duration::from_secs(2));
 
     // The upgrade: a new agent on the same control socket path.
@@ -301,7 +328,17 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     std::thread::sleep(Duration::from_secs(1)); // new connections with only the new agent left
     stop_load.store(true, Ordering::Relaxed);
     let load = loader.join().expect("load thread");
+    stop_ctl.store(true, Ordering::Relaxed);
+    let (ctl_calls, ctl_retried, ctl_failed) = ctl_client.join().expect("control client");
     drop(in_cgroup);
+    println!(
+        "upgrade: control socket: {ctl_calls} status calls, {ctl_retried} retried once, {} failed",
+        ctl_failed.len()
+    );
+    assert!(
+        ctl_failed.is_empty(),
+        "control requests failed: {ctl_failed:?}"
+    );
 
     let dropped: Vec<&String> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
     let ok: Vec<&StreamReport> = reports.iter().filter_map(|r| r.as_ref().ok()).collect();
