@@ -570,3 +570,64 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     server.join().expect("server");
     drop(third);
 }
+
+/// A new agent that fails after the hand-over started (here: its data path cannot load) leaves
+/// the old agent serving: it keeps accepting, answers the control socket, and a later upgrade
+/// still works (the links it pinned for the failed one are pinned again).
+#[test]
+fn failed_upgrade_leaves_the_old_agent_serving() {
+    require_root();
+    let cgroup = Cgroup::new("uf");
+    let pins = PinDir::new("uf");
+    let (mut old, control) = SluiceProcess::agent(&cgroup, pins.path(), &[]);
+    let ctl = control.arg();
+    let pod = Netns::new("ufp");
+    let server_ns = Netns::new("ufs");
+    let veth = Veth::new("uf", &pod, &server_ns);
+    let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = start_server(&server_ns, dst, server_stop.clone());
+    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    let in_cgroup = cgroup.enter_process();
+    let request = || {
+        pod.run_async(move || async move { one_request(dst).await })
+            .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
+    };
+    request();
+
+    let err = sluice_tests::sluice_cli::sluice_err(&[
+        "agent",
+        "--cgroup",
+        "/sys/fs/cgroup/unified/sl-no-such-cgroup",
+        "--pin-dir",
+        &pins.path().display().to_string(),
+        "--control",
+        &ctl,
+        "--upgrade-from",
+        &ctl,
+    ]);
+    assert!(err.contains("sl-no-such-cgroup"), "{err}");
+    old.wait_for_log("upgrade aborted", Duration::from_secs(5));
+    request();
+    let s = status(&ctl);
+    assert_eq!(s.pods.len(), 1, "{s:?}");
+    assert!(s.pods[0].accepted >= 2, "{s:?}");
+
+    let new = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl],
+    );
+    assert!(
+        old.wait_exit(Duration::from_secs(5))
+            .is_some_and(|e| e.success()),
+        "{}",
+        old.log()
+    );
+    request();
+    drop(in_cgroup);
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().expect("server");
+    drop(new);
+}

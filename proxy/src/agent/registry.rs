@@ -9,9 +9,6 @@ use std::{
 
 use sluice_common::{Counter, PROXY_MARK};
 use tokio::task::JoinHandle;
-
-// CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
-mod lifecycle;
 use tracing::info;
 
 use super::protocol::{PodStatus, StatusReport};
@@ -23,6 +20,9 @@ use crate::{
     netns::{Netns, NetnsError},
     policy::{EnrollSpec, Enrollment, Mode, PodIdentity, PolicyError},
 };
+
+// CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
+mod lifecycle;
 
 /// Why an agent request was refused. Each names the netns or value.
 #[derive(Debug, thiserror::Error)]
