@@ -1,0 +1,633 @@
+//! Graceful agent upgrade under load: `sluice agent --upgrade-from SOCK` takes over the pods'
+//! listening sockets (SCM_RIGHTS), links and control socket from a running agent while 100
+//! long-lived streaming connections and a steady 500 new connections/s flow through the proxy.
+//! No established connection may drop and no new one may be refused; the old agent drains its
+//! connections and exits by itself.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use sluice::{
+    agent::protocol::StatusReport,
+    bpf::{Datapath, LoadOptions, SK_LOOKUP_PIN_PREFIX},
+};
+use sluice_tests::{
+    datapath::Fixture,
+    inbound::{accept, send, sk_lookup_links},
+    require_root,
+    sluice_cli::{sluice_ok, SluiceProcess},
+    Cgroup, Netns, PinDir, Veth,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+const STREAMS: usize = 100;
+const RATE_PER_SEC: u64 = 500;
+const MSG: usize = 32;
+
+/// Echo server on a thread (own runtime) inside `ns`: echoes every byte, closes at EOF.
+fn start_server(
+    ns: &Netns,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = ns.spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = TcpListener::bind(addr).await.expect("server bind");
+            tx.send(()).expect("ready");
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Ok((mut s, _))) =
+                    tokio::time::timeout(Duration::from_millis(100), l.accept()).await
+                else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server did not start");
+    h
+}
+
+/// What one long-lived stream saw.
+#[derive(Debug)]
+struct StreamReport {
+    rounds: u64,
+    rounds_after_upgrade: u64,
+}
+
+async fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
+    // The sk_msg fast path can wake a reader without data (EAGAIN): tokio polls again.
+    s.read_exact(buf).await.map(|_| ())
+}
+
+async fn one_stream(
+    mut s: TcpStream,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    upgraded: Arc<AtomicBool>,
+) -> Result<StreamReport, String> {
+    let mut r = StreamReport {
+        rounds: 0,
+        rounds_after_upgrade: 0,
+    };
+    let mut back = [0u8; MSG];
+    while !stop.load(Ordering::Relaxed) {
+        let after = upgraded.load(Ordering::Relaxed);
+        let msg = format!("{id:>8}:{:>22}\n", r.rounds);
+        s.write_all(msg.as_bytes())
+            .await
+            .map_err(|e| format!("stream {id} round {}: write: {e}", r.rounds))?;
+        read_full(&mut s, &mut back)
+            .await
+            .map_err(|e| format!("stream {id} round {}: read: {e}", r.rounds))?;
+        if back != msg.as_bytes() {
+            return Err(format!("stream {id}: echo mismatch"));
+        }
+        r.rounds += 1;
+        if after {
+            r.rounds_after_upgrade += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown()
+        .await
+        .map_err(|e| format!("stream {id}: shutdown: {e}"))?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .await
+        .map_err(|e| format!("stream {id}: close: {e}"))?;
+    Ok(r)
+}
+
+/// What the new-connection generator saw.
+#[derive(Debug, Default)]
+struct LoadReport {
+    attempted: u64,
+    ok: u64,
+    failed: u64,
+    first_errors: Vec<String>,
+    elapsed: Duration,
+}
+
+async fn one_request(dst: SocketAddr) -> Result<(), String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(dst))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(b"ping")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    s.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| "read timeout".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    if out != b"ping" {
+        return Err(format!("answer {out:?}"));
+    }
+    Ok(())
+}
+
+async fn load(dst: SocketAddr, stop: Arc<AtomicBool>) -> LoadReport {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SEC));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut attempted = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        attempted += 1;
+        let (ok, errors) = (ok.clone(), errors.clone());
+        tasks.spawn(async move {
+            match one_request(dst).await {
+                Ok(()) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => errors.lock().unwrap().push(e),
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let errors = errors.lock().unwrap();
+    LoadReport {
+        attempted,
+        ok: ok.load(Ordering::Relaxed),
+        failed: errors.len() as u64,
+        first_errors: errors.iter().take(5).cloned().collect(),
+        elapsed: start.elapsed(),
+    }
+}
+
+fn status(control: &str) -> StatusReport {
+    let out = sluice_ok(&["status", "--json", "--control", control]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+}
+
+#[test]
+fn upgrade_under_load_drops_and_refuses_nothing() {
+    require_root();
+    let test_start = Instant::now();
+    let cgroup = Cgroup::new("up");
+    let pins = PinDir::new("up");
+    let (mut old, control) =
+        SluiceProcess::agent(&cgroup, pins.path(), &["--drain-timeout", "20s"]);
+    let ctl = control.arg();
+    let pod = Netns::new("upp");
+    let server_ns = Netns::new("ups");
+    let veth = Veth::new("up", &pod, &server_ns);
+    let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = start_server(&server_ns, dst, server_stop.clone());
+    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    let in_cgroup = cgroup.enter_process();
+
+    // 100 long-lived streams, opened through the old agent.
+    let stop_streams = Arc::new(AtomicBool::new(false));
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let streams = {
+        let (stop, upgraded) = (stop_streams.clone(), upgraded.clone());
+        pod.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for id in 0..STREAMS {
+                    let s = TcpStream::connect(dst)
+                        .await
+                        .unwrap_or_else(|e| panic!("stream {id}: connect {dst}: {e}"));
+                    set.spawn(one_stream(s, id, stop.clone(), upgraded.clone()));
+                }
+                ready_tx.send(()).expect("ready");
+                let mut out = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    out.push(r.expect("stream task"));
+                }
+                out
+            })
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("streams did not connect");
+    let before = status(&ctl);
+    assert_eq!(before.pods.len(), 1);
+    assert!(
+        before.pods[0].active >= STREAMS as u64,
+        "{:?}",
+        before.pods[0]
+    );
+
+    // A steady stream of new connections for the whole upgrade.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let stop = stop_load.clone();
+        pod.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(load(dst, stop))
+        })
+    };
+    // Control requests keep being answered across the hand-over (a request queued behind it
+    // is closed unanswered and retried once, as sluice-cni does).
+    let stop_ctl = Arc::new(AtomicBool::new(false));
+    let ctl_client = {
+        let (stop, path) = (stop_ctl.clone(), control.path());
+        std::thread::spawn(move || {
+            use sluice::agent::protocol::{call, ClientError, Request, Response};
+            let (mut calls, mut retried, mut failed) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                calls += 1;
+                let r = match call(&path, &Request::Status) {
+                    Err(ClientError::Decode { line, .. }) if line.is_empty() => {
+                        retried += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                        call(&path, &Request::Status)
+                    }
+                    r => r,
+                };
+                match r {
+                    Ok(Response::Status(s)) if s.pods.len() == 1 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (calls, retried, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The upgrade: a new agent on the same control socket path.
+    let up_start = Instant::now();
+    let new = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl],
+    );
+    let took_over = up_start.elapsed();
+    upgraded.store(true, Ordering::Relaxed);
+    old.wait_for_log("upgrade committed", Duration::from_secs(5));
+    assert!(
+        new.log().contains("took over from the old agent"),
+        "{}",
+        new.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // The new agent answers on the path and serves the pod (new connections land there).
+    let after = status(&ctl);
+    assert_eq!(after.pods.len(), 1, "{after:?}");
+    assert_eq!(after.pods[0].cookie, pod.cookie());
+    assert!(
+        after.pods[0].accepted > 0,
+        "new agent accepted nothing: {:?}",
+        after.pods[0]
+    );
+
+    // End the streams: the old agent has drained and exits by itself.
+    stop_streams.store(true, Ordering::Relaxed);
+    let reports = streams.join().expect("streams thread");
+    let drain_start = Instant::now();
+    let exit = old.wait_exit(Duration::from_secs(10));
+    let drained_in = drain_start.elapsed();
+    std::thread::sleep(Duration::from_secs(1)); // new connections with only the new agent left
+    stop_load.store(true, Ordering::Relaxed);
+    let load = loader.join().expect("load thread");
+    stop_ctl.store(true, Ordering::Relaxed);
+    let (ctl_calls, ctl_retried, ctl_failed) = ctl_client.join().expect("control client");
+    drop(in_cgroup);
+    println!(
+        "upgrade: control socket: {ctl_calls} status calls, {ctl_retried} retried once, {} failed",
+        ctl_failed.len()
+    );
+    assert!(
+        ctl_failed.is_empty(),
+        "control requests failed: {ctl_failed:?}"
+    );
+
+    let dropped: Vec<&String> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
+    let ok: Vec<&StreamReport> = reports.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let rounds: u64 = ok.iter().map(|r| r.rounds).sum();
+    let min_after = ok.iter().map(|r| r.rounds_after_upgrade).min().unwrap_or(0);
+    println!(
+        "upgrade: new agent ready {took_over:?} after start; streams {} ok / {} dropped ({rounds} echo rounds, >= {min_after} each after the upgrade); \
+         new connections {} attempted, {} ok, {} refused/failed in {:?} ({:.0}/s); old agent exited {drained_in:?} after the streams ended: {exit:?}",
+        ok.len(),
+        dropped.len(),
+        load.attempted,
+        load.ok,
+        load.failed,
+        load.elapsed,
+        load.attempted as f64 / load.elapsed.as_secs_f64()
+    );
+    assert!(dropped.is_empty(), "dropped streams: {dropped:?}");
+    assert_eq!(ok.len(), STREAMS);
+    assert!(min_after > 0, "a stream made no progress after the upgrade");
+    assert_eq!(load.failed, 0, "refused/failed: {:?}", load.first_errors);
+    assert!(
+        load.attempted as f64 / load.elapsed.as_secs_f64() > RATE_PER_SEC as f64 * 0.8,
+        "load generator too slow: {load:?}"
+    );
+    let exit = exit.unwrap_or_else(|| panic!("old agent did not exit:\n{}", old.log()));
+    assert!(exit.success(), "old agent: {exit}\n{}", old.log());
+    assert!(old.log().contains("drained"), "{}", old.log());
+    // Capture still works with only the new agent's programs.
+    let last = status(&ctl);
+    assert!(last.pods[0].accepted > after.pods[0].accepted, "{last:?}");
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().expect("server thread");
+    drop(new);
+    assert!(
+        test_start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        test_start.elapsed()
+    );
+}
+
+/// The data-path half of the upgrade, inbound: the old agent pins its sk_lookup links while it
+/// keeps running (`Datapath::pin_links_for_upgrade`); the new agent's load adopts the same
+/// link with its own program; when the old agent's data path drops, inbound capture and the
+/// established inbound connection carry on.
+#[test]
+fn upgrade_hands_sk_lookup_links_over_while_the_old_agent_runs() {
+    require_root();
+    let cg = Cgroup::new("upl");
+    let pins = PinDir::new("upl");
+    let opts = LoadOptions {
+        cgroup: cg.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+    };
+    let pod = Netns::new("upl");
+    let client = Netns::new("upl");
+    let veth = Veth::new("upl", &client, &pod);
+    let cookie = pod.cookie();
+    let dst = SocketAddr::new(veth.b_v4.into(), 8080);
+    let proxy = pod.run(|| std::net::TcpListener::bind("0.0.0.0:15006").unwrap());
+    let captured = |what: &str| {
+        let c = client.run(move || std::net::TcpStream::connect(dst).unwrap());
+        let (down, _) = accept(&proxy, what);
+        assert_eq!(down.local_addr().unwrap(), dst, "{what}");
+        (c, down)
+    };
+    let link_pin = pins
+        .path()
+        .join(sluice::bpf::LINKS_DIR)
+        .join(format!("{SK_LOOKUP_PIN_PREFIX}{cookie}"));
+
+    let mut old = Datapath::load(&opts).unwrap();
+    old.set_policy(cookie, &Fixture::node_policy()).unwrap();
+    old.attach_inbound(cookie, pod.file()).unwrap();
+    old.set_inbound_listener(cookie, &proxy).unwrap();
+    let (mut est_client, mut est_proxy) = captured("old agent");
+    let links = sk_lookup_links(&pod);
+    assert_eq!(links.len(), 1);
+
+    assert_eq!(old.pin_links_for_upgrade().unwrap(), 1);
+    assert!(link_pin.exists(), "not pinned at {}", link_pin.display());
+    let _both = captured("pinned, old agent still running");
+
+    let new = Datapath::load(&opts).unwrap();
+    assert!(!link_pin.exists(), "pin not taken over");
+    assert_eq!(new.inbound_netns(), vec![cookie]);
+    assert_eq!(sk_lookup_links(&pod), links, "the same link, adopted");
+    let _during = captured("both agents running");
+
+    drop(old);
+    assert_eq!(
+        sk_lookup_links(&pod),
+        links,
+        "link detached with the old agent"
+    );
+    let _after = captured("new agent alone");
+    send(&mut est_client, &mut est_proxy, b"still here");
+    send(&mut est_proxy, &mut est_client, b"both ways");
+    drop(new);
+    assert!(
+        sk_lookup_links(&pod).is_empty(),
+        "link left after the last agent"
+    );
+}
+
+/// The drain is bounded: a connection that never ends is cut at `--drain-timeout` and the old
+/// agent exits anyway. The new agent can itself be upgraded (its adopted sockets hand over
+/// again), and `--upgrade-from` a socket nobody serves fails naming it.
+#[test]
+fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
+    require_root();
+    let cgroup = Cgroup::new("ud");
+    let pins = PinDir::new("ud");
+    let (mut first, control) =
+        SluiceProcess::agent(&cgroup, pins.path(), &["--drain-timeout", "1s"]);
+    let ctl = control.arg();
+    let pod = Netns::new("udp");
+    let server_ns = Netns::new("uds");
+    let veth = Veth::new("ud", &pod, &server_ns);
+    let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = start_server(&server_ns, dst, server_stop.clone());
+    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    let in_cgroup = cgroup.enter_process();
+    let request = || {
+        pod.run_async(move || async move { one_request(dst).await })
+            .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
+    };
+    request();
+    // A connection that stays open past the deadline.
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = pod.spawn(move || {
+        let mut s = std::net::TcpStream::connect(dst).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        open_tx.send(()).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+        let mut buf = [0u8; 16];
+        std::io::Read::read(&mut s, &mut buf)
+    });
+    open_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("opened");
+
+    let mut second = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl, "--drain-timeout", "1s"],
+    );
+    request();
+    let start = Instant::now();
+    let exit = first.wait_exit(Duration::from_secs(5));
+    println!(
+        "drain deadline 1s: old agent exited after {:?}: {exit:?}",
+        start.elapsed()
+    );
+    assert!(exit.is_some_and(|e| e.success()), "{}", first.log());
+    assert!(
+        first.log().contains("drain deadline passed"),
+        "{}",
+        first.log()
+    );
+    done_tx.send(()).unwrap();
+    // Cut by the old agent's exit: EOF or reset, not a hang.
+    let cut = holder.join().expect("holder");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    // The old agent's exit left the new agent's programs in place, sk_msg fast path included.
+    let counter = |name: &str| {
+        status(&ctl)
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    };
+    let (captured0, fast0) = (counter("captured"), counter("fast_path_bytes"));
+    request();
+    assert!(
+        counter("captured") > captured0,
+        "not captured after the old agent left"
+    );
+    assert!(
+        counter("fast_path_bytes") > fast0,
+        "sk_msg fast path gone with the old agent"
+    );
+
+    // Upgrade the upgraded agent.
+    let third = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl],
+    );
+    assert!(
+        second
+            .wait_exit(Duration::from_secs(5))
+            .is_some_and(|e| e.success()),
+        "{}",
+        second.log()
+    );
+    request();
+    let s = status(&ctl);
+    assert_eq!(s.pods.len(), 1);
+    assert!(s.pods[0].accepted >= 1, "{s:?}");
+    assert!(
+        third.log().contains("adopted pod from the old agent"),
+        "{}",
+        third.log()
+    );
+    drop(in_cgroup);
+
+    let nobody = std::env::temp_dir().join(sluice_tests::unique_name("nobody.sock"));
+    let err = sluice_tests::sluice_cli::sluice_err(&[
+        "agent",
+        "--cgroup",
+        &cgroup.path().display().to_string(),
+        "--pin-dir",
+        &pins.path().display().to_string(),
+        "--control",
+        &nobody.display().to_string(),
+        "--upgrade-from",
+        &nobody.display().to_string(),
+    ]);
+    assert!(
+        err.contains(&format!("upgrade from {}: connect", nobody.display())),
+        "{err}"
+    );
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().expect("server");
+    drop(third);
+}
+
+/// A new agent that fails after the hand-over started (here: its data path cannot load) leaves
+/// the old agent serving: it keeps accepting, answers the control socket, and a later upgrade
+/// still works (the links it pinned for the failed one are pinned again).
+#[test]
+fn failed_upgrade_leaves_the_old_agent_serving() {
+    require_root();
+    let cgroup = Cgroup::new("uf");
+    let pins = PinDir::new("uf");
+    let (mut old, control) = SluiceProcess::agent(&cgroup, pins.path(), &[]);
+    let ctl = control.arg();
+    let pod = Netns::new("ufp");
+    let server_ns = Netns::new("ufs");
+    let veth = Veth::new("uf", &pod, &server_ns);
+    let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = start_server(&server_ns, dst, server_stop.clone());
+    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    let in_cgroup = cgroup.enter_process();
+    let request = || {
+        pod.run_async(move || async move { one_request(dst).await })
+            .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
+    };
+    request();
+
+    let err = sluice_tests::sluice_cli::sluice_err(&[
+        "agent",
+        "--cgroup",
+        "/sys/fs/cgroup/unified/sl-no-such-cgroup",
+        "--pin-dir",
+        &pins.path().display().to_string(),
+        "--control",
+        &ctl,
+        "--upgrade-from",
+        &ctl,
+    ]);
+    assert!(err.contains("sl-no-such-cgroup"), "{err}");
+    old.wait_for_log("upgrade aborted", Duration::from_secs(5));
+    request();
+    let s = status(&ctl);
+    assert_eq!(s.pods.len(), 1, "{s:?}");
+    assert!(s.pods[0].accepted >= 2, "{s:?}");
+
+    let new = SluiceProcess::agent_at(
+        &cgroup,
+        pins.path(),
+        &control.path(),
+        &["--upgrade-from", &ctl],
+    );
+    assert!(
+        old.wait_exit(Duration::from_secs(5))
+            .is_some_and(|e| e.success()),
+        "{}",
+        old.log()
+    );
+    request();
+    drop(in_cgroup);
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().expect("server");
+    drop(new);
+}
