@@ -143,14 +143,20 @@ fn cni_pods_are_enrolled_captured_and_cleaned_up() {
     assert_eq!(id.pod_name.as_deref(), Some("web-a"));
     assert_eq!(id.pod_namespace.as_deref(), Some("shop"));
     assert_eq!(pa.mode, "node");
-    assert!(
-        pa.listeners.contains(&"127.0.0.1:15001".to_string()),
-        "{pa:?}"
-    );
+    for l in [
+        "127.0.0.1:15001",
+        "[::1]:15001",
+        "0.0.0.0:15006",
+        "[::]:15006",
+    ] {
+        assert!(pa.listeners.contains(&l.to_string()), "{l}: {pa:?}");
+    }
     let check = net.check(&a, "ctr-a", &pod_args("web-a"), &add_a.result);
     assert!(check.ok, "CHECK failed: {} {}", check.stdout, check.stderr);
 
-    // Both directions, each captured as the caller's outbound connection.
+    // Both directions, each captured twice: the caller's outbound connection (15001 in its pod)
+    // and the server pod's inbound one (15006, sk_lookup), whose passthrough dials the app from
+    // 127.0.0.6.
     let server_b = EchoPeerServer::start(&b, SocketAddr::new(IpAddr::V4(ip_b), 8080));
     let server_a = EchoPeerServer::start(&a, SocketAddr::new(IpAddr::V4(ip_a), 8081));
     let in_cgroup = node.cgroup.enter_process();
@@ -158,14 +164,15 @@ fn cni_pods_are_enrolled_captured_and_cleaned_up() {
     let ba = exchange(&b, server_a.addr, 2000, None);
     drop(in_cgroup);
     assert_eq!(ab.peer, server_b.addr, "getpeername shows the original dst");
+    assert_eq!(ba.peer, server_a.addr, "getpeername shows the original dst");
     assert!(
-        ab.answer.starts_with(&format!("peer={ip_a}:")) && ab.answer.ends_with("bytes=1000"),
-        "{}",
+        ab.answer.starts_with("peer=127.0.0.6:") && ab.answer.ends_with("bytes=1000"),
+        "server app in b must see the inbound passthrough source: {}",
         ab.answer
     );
     assert!(
-        ba.answer.starts_with(&format!("peer={ip_b}:")) && ba.answer.ends_with("bytes=2000"),
-        "{}",
+        ba.answer.starts_with("peer=127.0.0.6:") && ba.answer.ends_with("bytes=2000"),
+        "server app in a must see the inbound passthrough source: {}",
         ba.answer
     );
     let (pa, pb) = (node.pod(&a), node.pod(&b));
@@ -176,6 +183,19 @@ fn cni_pods_are_enrolled_captured_and_cleaned_up() {
     assert!(
         pb.recent_destinations.contains(&server_a.addr.to_string()) && pb.accepted >= 1,
         "{pb:?}"
+    );
+    // ... and each server side came in through its pod's inbound listener.
+    assert!(
+        pb.inbound_recent_destinations
+            .contains(&server_b.addr.to_string())
+            && pb.inbound_accepted >= 1,
+        "{pb:?}"
+    );
+    assert!(
+        pa.inbound_recent_destinations
+            .contains(&server_a.addr.to_string())
+            && pa.inbound_accepted >= 1,
+        "{pa:?}"
     );
     drop((server_a, server_b));
 
@@ -194,7 +214,11 @@ fn cni_pods_are_enrolled_captured_and_cleaned_up() {
     );
     for ns in [&a, &b] {
         let l = listening_in(ns);
-        assert!(!l.contains(":15001"), "listener left in {}: {l}", ns.name());
+        assert!(
+            !l.contains(":15001") && !l.contains(":15006"),
+            "listener left in {}: {l}",
+            ns.name()
+        );
     }
     // Idempotent: again, and for a pod that never existed.
     net.del(Some(&a), "ctr-a", &pod_args("web-a"));

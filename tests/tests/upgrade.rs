@@ -1,8 +1,10 @@
 //! Graceful agent upgrade under load: `sluice agent --upgrade-from SOCK` takes over the pods'
-//! listening sockets (SCM_RIGHTS), links and control socket from a running agent while 100
-//! long-lived streaming connections and a steady 500 new connections/s flow through the proxy.
-//! No established connection may drop and no new one may be refused; the old agent drains its
-//! connections and exits by itself.
+//! listening sockets (15001 and 15006, v4 and v6, over SCM_RIGHTS), links and control socket
+//! from a running agent while 100 long-lived streaming connections and a steady 500 new
+//! connections/s flow through the proxy. Half of them go to a server in an enrolled node-mode
+//! pod, so they are captured twice: outbound in the client pod and inbound (sk_lookup, 15006)
+//! in the server pod. No established connection may drop and no new one may be refused; the
+//! old agent drains its outbound and inbound connections and exits by itself.
 
 use std::{
     net::SocketAddr,
@@ -33,11 +35,13 @@ const STREAMS: usize = 100;
 const RATE_PER_SEC: u64 = 500;
 const MSG: usize = 32;
 
-/// Echo server on a thread (own runtime) inside `ns`: echoes every byte, closes at EOF.
+/// Echo server on a thread (own runtime) inside `ns`: echoes every byte, closes at EOF. Counts
+/// the connections it accepted and those whose peer was 127.0.0.6 (the inbound passthrough).
 fn start_server(
     ns: &Netns,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    peers: Arc<PeerCount>,
 ) -> std::thread::JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = ns.spawn(move || {
@@ -49,11 +53,15 @@ fn start_server(
             let l = TcpListener::bind(addr).await.expect("server bind");
             tx.send(()).expect("ready");
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Ok((mut s, _))) =
+                let Ok(Ok((mut s, peer))) =
                     tokio::time::timeout(Duration::from_millis(100), l.accept()).await
                 else {
                     continue;
                 };
+                peers.total.fetch_add(1, Ordering::Relaxed);
+                if peer.ip() == std::net::Ipv4Addr::new(127, 0, 0, 6) {
+                    peers.passthrough.fetch_add(1, Ordering::Relaxed);
+                }
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     loop {
@@ -74,6 +82,13 @@ fn start_server(
     rx.recv_timeout(Duration::from_secs(5))
         .expect("server did not start");
     h
+}
+
+/// Connections a server accepted, and how many of them came from 127.0.0.6.
+#[derive(Debug, Default)]
+struct PeerCount {
+    total: AtomicU64,
+    passthrough: AtomicU64,
 }
 
 /// What one long-lived stream saw.
@@ -132,6 +147,8 @@ async fn one_stream(
 struct LoadReport {
     attempted: u64,
     ok: u64,
+    /// Of `ok`: to the server in the enrolled pod (captured inbound too).
+    inbound_ok: u64,
     failed: u64,
     first_errors: Vec<String>,
     elapsed: Duration,
@@ -157,23 +174,31 @@ async fn one_request(dst: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-async fn load(dst: SocketAddr, stop: Arc<AtomicBool>) -> LoadReport {
+/// New connections at [`RATE_PER_SEC`], alternating between `dsts[0]` and `dsts[1]` (the
+/// server in the enrolled pod).
+async fn load(dsts: [SocketAddr; 2], stop: Arc<AtomicBool>) -> LoadReport {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SEC));
     let ok = Arc::new(AtomicU64::new(0));
+    let inbound_ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut attempted = 0;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         attempted += 1;
-        let (ok, errors) = (ok.clone(), errors.clone());
+        let inbound = attempted % 2 == 0;
+        let dst = dsts[usize::from(inbound)];
+        let (ok, inbound_ok, errors) = (ok.clone(), inbound_ok.clone(), errors.clone());
         tasks.spawn(async move {
             match one_request(dst).await {
                 Ok(()) => {
                     ok.fetch_add(1, Ordering::Relaxed);
+                    if inbound {
+                        inbound_ok.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Err(e) => errors.lock().unwrap().push(e),
+                Err(e) => errors.lock().unwrap().push(format!("{dst}: {e}")),
             }
         });
         while tasks.try_join_next().is_some() {}
@@ -183,6 +208,7 @@ async fn load(dst: SocketAddr, stop: Arc<AtomicBool>) -> LoadReport {
     LoadReport {
         attempted,
         ok: ok.load(Ordering::Relaxed),
+        inbound_ok: inbound_ok.load(Ordering::Relaxed),
         failed: errors.len() as u64,
         first_errors: errors.iter().take(5).cloned().collect(),
         elapsed: start.elapsed(),
@@ -207,10 +233,25 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     let server_ns = Netns::new("ups");
     let veth = Veth::new("up", &pod, &server_ns);
     let dst = SocketAddr::new(veth.b_v4.into(), 9000);
+    // A server pod, enrolled too: connections to it are captured inbound by its 15006.
+    let server_pod = Netns::new("upi");
+    let veth_in = Veth::new("upi", &pod, &server_pod);
+    let dst_in = SocketAddr::new(veth_in.b_v4.into(), 9000);
+    let dsts = [dst, dst_in];
     let server_stop = Arc::new(AtomicBool::new(false));
-    let server = start_server(&server_ns, dst, server_stop.clone());
+    let (peers, peers_in) = (Arc::<PeerCount>::default(), Arc::<PeerCount>::default());
+    let server = start_server(&server_ns, dst, server_stop.clone(), peers.clone());
+    let server_in = start_server(&server_pod, dst_in, server_stop.clone(), peers_in.clone());
     sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    sluice_ok(&["enroll", "--netns", server_pod.name(), "--control", &ctl]);
     let in_cgroup = cgroup.enter_process();
+    let pod_of = |s: &StatusReport, ns: &Netns| {
+        s.pods
+            .iter()
+            .find(|p| p.cookie == ns.cookie())
+            .cloned()
+            .unwrap_or_else(|| panic!("{} not in {s:?}", ns.name()))
+    };
 
     // 100 long-lived streams, opened through the old agent.
     let stop_streams = Arc::new(AtomicBool::new(false));
@@ -226,6 +267,8 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
             rt.block_on(async move {
                 let mut set = tokio::task::JoinSet::new();
                 for id in 0..STREAMS {
+                    // Every other stream goes to the server pod (captured inbound as well).
+                    let dst = dsts[id % 2];
                     let s = TcpStream::connect(dst)
                         .await
                         .unwrap_or_else(|e| panic!("stream {id}: connect {dst}: {e}"));
@@ -244,11 +287,12 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
         .recv_timeout(Duration::from_secs(10))
         .expect("streams did not connect");
     let before = status(&ctl);
-    assert_eq!(before.pods.len(), 1);
+    assert_eq!(before.pods.len(), 2);
+    let (client_before, server_before) = (pod_of(&before, &pod), pod_of(&before, &server_pod));
+    assert!(client_before.active >= STREAMS as u64, "{client_before:?}");
     assert!(
-        before.pods[0].active >= STREAMS as u64,
-        "{:?}",
-        before.pods[0]
+        server_before.inbound_accepted >= STREAMS as u64 / 2,
+        "the server pod's streams were not captured inbound: {server_before:?}"
     );
 
     // A steady stream of new connections for the whole upgrade.
@@ -260,7 +304,7 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(load(dst, stop))
+            rt.block_on(load(dsts, stop))
         })
     };
     // Control requests keep being answered across the hand-over (a request queued behind it
@@ -282,7 +326,7 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
                     r => r,
                 };
                 match r {
-                    Ok(Response::Status(s)) if s.pods.len() == 1 => {}
+                    Ok(Response::Status(s)) if s.pods.len() == 2 => {}
                     other => failed.push(format!("{other:?}")),
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -308,15 +352,43 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
         "{}",
         new.log()
     );
+    // The old agent's drain counts the inbound connections too: 100 outbound streams in the
+    // client pod + 50 inbound ones in the server pod (+ load connections in flight).
+    let old_connections: u64 = new
+        .log()
+        .split("old_connections=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no old_connections in\n{}", new.log()));
+    assert!(
+        old_connections >= STREAMS as u64 * 3 / 2,
+        "the old agent drains {old_connections} connections, fewer than the 150 streams"
+    );
     std::thread::sleep(Duration::from_secs(2));
     // The new agent answers on the path and serves the pod (new connections land there).
     let after = status(&ctl);
-    assert_eq!(after.pods.len(), 1, "{after:?}");
-    assert_eq!(after.pods[0].cookie, pod.cookie());
+    assert_eq!(after.pods.len(), 2, "{after:?}");
+    let (client_after, server_after) = (pod_of(&after, &pod), pod_of(&after, &server_pod));
     assert!(
-        after.pods[0].accepted > 0,
-        "new agent accepted nothing: {:?}",
-        after.pods[0]
+        client_after.accepted > 0,
+        "new agent accepted nothing: {client_after:?}"
+    );
+    // The new agent serves the adopted 15006 sockets (re-registered with sk_lookup).
+    for l in [
+        "0.0.0.0:15006",
+        "[::]:15006",
+        "127.0.0.1:15001",
+        "[::1]:15001",
+    ] {
+        assert!(
+            server_after.listeners.contains(&l.to_string()),
+            "{l} not adopted: {server_after:?}"
+        );
+    }
+    assert!(
+        server_after.inbound_accepted > 0,
+        "new agent accepted nothing inbound: {server_after:?}"
     );
 
     // End the streams: the old agent has drained and exits by itself.
@@ -346,11 +418,13 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     let min_after = ok.iter().map(|r| r.rounds_after_upgrade).min().unwrap_or(0);
     println!(
         "upgrade: new agent ready {took_over:?} after start; streams {} ok / {} dropped ({rounds} echo rounds, >= {min_after} each after the upgrade); \
-         new connections {} attempted, {} ok, {} refused/failed in {:?} ({:.0}/s); old agent exited {drained_in:?} after the streams ended: {exit:?}",
+         new connections {} attempted, {} ok ({} of them inbound captured), {} refused/failed in {:?} ({:.0}/s); \
+         old agent drained {old_connections} connections, exited {drained_in:?} after the streams ended: {exit:?}",
         ok.len(),
         dropped.len(),
         load.attempted,
         load.ok,
+        load.inbound_ok,
         load.failed,
         load.elapsed,
         load.attempted as f64 / load.elapsed.as_secs_f64()
@@ -360,6 +434,30 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     assert!(min_after > 0, "a stream made no progress after the upgrade");
     assert_eq!(load.failed, 0, "refused/failed: {:?}", load.first_errors);
     assert!(
+        load.inbound_ok >= load.attempted / 2 - 1,
+        "inbound connections missing: {load:?}"
+    );
+    // Every connection the server pod's app saw came through the inbound passthrough.
+    let (total_in, via_passthrough) = (
+        peers_in.total.load(Ordering::Relaxed),
+        peers_in.passthrough.load(Ordering::Relaxed),
+    );
+    println!("upgrade: server pod app: {total_in} connections, {via_passthrough} from 127.0.0.6");
+    assert_eq!(
+        via_passthrough, total_in,
+        "connections to the server pod bypassed inbound capture"
+    );
+    assert_eq!(
+        total_in,
+        STREAMS as u64 / 2 + load.inbound_ok,
+        "server pod connections"
+    );
+    assert_eq!(
+        peers.passthrough.load(Ordering::Relaxed),
+        0,
+        "the unenrolled server saw 127.0.0.6"
+    );
+    assert!(
         load.attempted as f64 / load.elapsed.as_secs_f64() > RATE_PER_SEC as f64 * 0.8,
         "load generator too slow: {load:?}"
     );
@@ -368,9 +466,17 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     assert!(old.log().contains("drained"), "{}", old.log());
     // Capture still works with only the new agent's programs.
     let last = status(&ctl);
-    assert!(last.pods[0].accepted > after.pods[0].accepted, "{last:?}");
+    assert!(
+        pod_of(&last, &pod).accepted > client_after.accepted,
+        "{last:?}"
+    );
+    assert!(
+        pod_of(&last, &server_pod).inbound_accepted > server_after.inbound_accepted,
+        "{last:?}"
+    );
     server_stop.store(true, Ordering::Relaxed);
     server.join().expect("server thread");
+    server_in.join().expect("server thread");
     drop(new);
     assert!(
         test_start.elapsed() < Duration::from_secs(30),
@@ -459,7 +565,7 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     let veth = Veth::new("ud", &pod, &server_ns);
     let dst = SocketAddr::new(veth.b_v4.into(), 9000);
     let server_stop = Arc::new(AtomicBool::new(false));
-    let server = start_server(&server_ns, dst, server_stop.clone());
+    let server = start_server(&server_ns, dst, server_stop.clone(), Arc::default());
     sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
     let in_cgroup = cgroup.enter_process();
     let request = || {
@@ -586,7 +692,7 @@ fn failed_upgrade_leaves_the_old_agent_serving() {
     let veth = Veth::new("uf", &pod, &server_ns);
     let dst = SocketAddr::new(veth.b_v4.into(), 9000);
     let server_stop = Arc::new(AtomicBool::new(false));
-    let server = start_server(&server_ns, dst, server_stop.clone());
+    let server = start_server(&server_ns, dst, server_stop.clone(), Arc::default());
     sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
     let in_cgroup = cgroup.enter_process();
     let request = || {
