@@ -269,9 +269,20 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
                 for id in 0..STREAMS {
                     // Every other stream goes to the server pod (captured inbound as well).
                     let dst = dsts[id % 2];
-                    let s = TcpStream::connect(dst)
+                    let mut s = TcpStream::connect(dst)
                         .await
                         .unwrap_or_else(|e| panic!("stream {id}: connect {dst}: {e}"));
+                    // One echo before "ready": the whole path (outbound proxy, the server
+                    // pod's inbound proxy, the server) has accepted this stream by then.
+                    let hello = format!("{id:>8}:{:>22}\n", "hello");
+                    s.write_all(hello.as_bytes())
+                        .await
+                        .unwrap_or_else(|e| panic!("stream {id}: first write: {e}"));
+                    let mut back = [0u8; MSG];
+                    read_full(&mut s, &mut back)
+                        .await
+                        .unwrap_or_else(|e| panic!("stream {id}: first echo: {e}"));
+                    assert_eq!(&back[..], hello.as_bytes(), "stream {id}: first echo");
                     set.spawn(one_stream(s, id, stop.clone(), upgraded.clone()));
                 }
                 ready_tx.send(()).expect("ready");
@@ -567,6 +578,17 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     let server_stop = Arc::new(AtomicBool::new(false));
     let server = start_server(&server_ns, dst, server_stop.clone(), Arc::default());
     sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    // A sidecar-mode pod is handed over as policy only (its sidecar owns its sockets).
+    let side = Netns::new("udc");
+    sluice_ok(&[
+        "enroll",
+        "--netns",
+        side.name(),
+        "--mode",
+        "sidecar",
+        "--control",
+        &ctl,
+    ]);
     let in_cgroup = cgroup.enter_process();
     let request = || {
         pod.run_async(move || async move { one_request(dst).await })
@@ -647,8 +669,26 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     );
     request();
     let s = status(&ctl);
-    assert_eq!(s.pods.len(), 1);
-    assert!(s.pods[0].accepted >= 1, "{s:?}");
+    assert_eq!(s.pods.len(), 2, "{s:?}");
+    let node_pod = s
+        .pods
+        .iter()
+        .find(|p| p.cookie == pod.cookie())
+        .expect("node pod");
+    assert!(node_pod.accepted >= 1, "{s:?}");
+    let side_pod = s
+        .pods
+        .iter()
+        .find(|p| p.cookie == side.cookie())
+        .expect("sidecar pod");
+    assert_eq!(side_pod.mode, "sidecar", "{side_pod:?}");
+    assert!(side_pod.listeners.is_empty(), "{side_pod:?}");
+    assert!(s.kernel_policies.contains(&side.cookie()), "{s:?}");
+    let ss = side.run(|| sluice_tests::run_cmd("ss", &["-ltnH"]));
+    assert!(
+        !ss.contains(":15001") && !ss.contains(":15006"),
+        "agent listeners in the sidecar-mode pod: {ss}"
+    );
     assert!(
         third.log().contains("adopted pod from the old agent"),
         "{}",
