@@ -4,12 +4,14 @@
 pub mod fd_passing;
 pub mod protocol;
 pub mod registry;
+pub mod upgrade;
 
 use std::{
     io,
     os::{fd::AsRawFd as _, fd::OwnedFd, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
@@ -39,6 +41,12 @@ pub struct AgentOptions {
     /// ([`Datapath::persist`]) so the next agent on the same pin dir takes over without a capture
     /// gap; otherwise dropping the data path detaches them.
     pub persist: bool,
+    /// Graceful upgrade: take over the pods, listening sockets and links of the agent serving
+    /// this control socket (see [`upgrade`]) instead of adopting pinned state.
+    pub upgrade_from: Option<PathBuf>,
+    /// After handing over to a new agent, how long to wait for this agent's established
+    /// connections to end before exiting.
+    pub drain_timeout: Duration,
 }
 
 /// Errors starting the agent.
@@ -57,10 +65,19 @@ pub enum StartError {
     /// Installing the signal handlers failed.
     #[error("signal handler: {0}")]
     Signal(io::Error),
+    /// Taking over from the old agent failed.
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
-/// Runs the agent until SIGTERM or SIGINT. `handlers` serve every node-mode listener.
+/// Runs the agent until SIGTERM or SIGINT (or until a new agent took over with
+/// `--upgrade-from`). `handlers` serve every node-mode listener.
 pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
+    // Upgrade: the old agent pins its links before our load adopts them.
+    let handover = match &opts.upgrade_from {
+        Some(old) => Some(upgrade::begin(old)?),
+        None => None,
+    };
     let datapath = Datapath::load(&LoadOptions {
         cgroup: opts.cgroup.clone(),
         pin_dir: opts.pin_dir.clone(),
@@ -89,7 +106,19 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
     let mut registry = Registry::new(datapath, handlers);
-    let adopted = registry.adopt_pinned().await;
+    let (adopted, pending) = match handover {
+        Some(h) => {
+            let (pods, fds, pending) = h.into_parts();
+            (registry.adopt_handover(pods, fds).await, Some(pending))
+        }
+        None => (registry.adopt_pinned().await, None),
+    };
+    if let Some(p) = pending {
+        let d = upgrade::commit(p)?;
+        info!(old_connections = d.connections, old_drain = ?d.drain_timeout, "took over from the old agent");
+    }
+    let upgrade_state = Arc::new(upgrade::UpgradeState::new(opts.drain_timeout));
+    let mut upgraded = false;
     let registry = Arc::new(Mutex::new(registry));
     let mut clients = tokio::task::JoinSet::new();
     info!(
@@ -102,11 +131,13 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = upgrade_state.committed() => { upgraded = true; break }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
             r = control.accept() => match r {
                 Ok((stream, _)) => {
                     let reg = registry.clone();
-                    clients.spawn(serve_client(stream, reg).instrument(info_span!("control")));
+                    let up = upgrade_state.clone();
+                    clients.spawn(serve_client(stream, reg, up).instrument(info_span!("control")));
                 }
                 Err(e) => warn!(error = %e, "control accept failed"),
             },
@@ -114,15 +145,27 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     }
     info!("shutting down");
     drop(control);
-    let _ = std::fs::remove_file(&opts.control);
+    if !upgraded {
+        let _ = std::fs::remove_file(&opts.control);
+    }
     // Abort the control connections (each holds a clone of the registry), then take it back.
+    // After an upgrade this also closes requests that queued behind the hand-over, so their
+    // clients retry on the path, which is the new agent's now.
     clients.shutdown().await;
+    if upgraded {
+        // Serve our established connections to their end (bounded; a signal cuts it short).
+        tokio::select! {
+            _ = upgrade_state.drain() => {}
+            _ = term.recv() => warn!("SIGTERM while draining: cutting the rest"),
+            _ = int.recv() => warn!("SIGINT while draining: cutting the rest"),
+        }
+    }
     let registry = match Arc::try_unwrap(registry) {
         Ok(m) => m.into_inner(),
         Err(_) => unreachable!("every control task was aborted and joined"),
     };
     let datapath = registry.shutdown().await;
-    if opts.persist {
+    if opts.persist && !upgraded {
         datapath.persist().map_err(|source| StartError::Datapath {
             cgroup: opts.cgroup.clone(),
             pins: opts.pin_dir.clone(),
@@ -157,8 +200,13 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
 const MAX_LINE: usize = 1 << 20;
 
 /// Serves one control connection: JSON lines, each answered by one line. Descriptors that arrive
-/// with a line (`SCM_RIGHTS`) go to that request.
-async fn serve_client(mut stream: UnixStream, registry: Arc<Mutex<Registry>>) {
+/// with a line (`SCM_RIGHTS`) go to that request. An `upgrade_begin` first request turns the
+/// connection into the old agent's side of a graceful upgrade.
+async fn serve_client(
+    mut stream: UnixStream,
+    registry: Arc<Mutex<Registry>>,
+    upgrade_state: Arc<upgrade::UpgradeState>,
+) {
     let mut buf: Vec<u8> = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -167,6 +215,9 @@ async fn serve_client(mut stream: UnixStream, registry: Arc<Mutex<Registry>>) {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line[..pos]).into_owned();
             let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::UpgradeBegin) => {
+                    return upgrade::serve_old(stream, registry, upgrade_state).await;
+                }
                 Ok(req) => handle(req, std::mem::take(&mut fds), &registry).await,
                 Err(e) => Response::Error {
                     message: format!("malformed request {line:?}: {e}"),
@@ -229,6 +280,21 @@ async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> 
                 listeners,
             },
             Err(e) => error(e),
+        },
+        Request::Release {
+            container_id,
+            netns,
+        } => match reg.release(&container_id, netns.as_deref()).await {
+            Ok(r) => Response::Released {
+                container_id,
+                cookie: r.map(|(c, _, _)| c),
+                removed: r.map_or(0, |(_, n, _)| n),
+                remaining: r.map_or(0, |(_, _, n)| n),
+            },
+            Err(e) => error(e),
+        },
+        Request::UpgradeBegin | Request::UpgradeCommit => Response::Error {
+            message: "upgrade_commit without a hand-over on this connection".into(),
         },
     }
 }

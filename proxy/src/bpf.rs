@@ -45,6 +45,7 @@
 mod attach;
 mod error;
 mod fs;
+mod handover;
 mod inbound;
 mod link;
 

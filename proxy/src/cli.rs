@@ -78,10 +78,26 @@ pub fn pod_line(p: &PodStatus) -> String {
     } else {
         p.listeners.join(",")
     };
-    format!(
+    let mut line = format!(
         "netns={} cookie={} mode={} listener={} map_entries={}",
         p.netns, p.cookie, p.mode, listener, p.map_entries
-    )
+    );
+    if let Some(id) = &p.pod {
+        let _ = write!(line, " pod={} container={}", pod_name(p), id.container_id);
+    }
+    line
+}
+
+/// `namespace/name` of a CNI-enrolled pod, `-` otherwise.
+pub fn pod_name(p: &PodStatus) -> String {
+    match &p.pod {
+        Some(id) => format!(
+            "{}/{}",
+            id.pod_namespace.as_deref().unwrap_or("-"),
+            id.pod_name.as_deref().unwrap_or("-")
+        ),
+        None => "-".into(),
+    }
 }
 
 /// The status report as tables: pods, then counters.
@@ -89,17 +105,18 @@ pub fn format_status(s: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<28} {:>20} {:<8} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  RECENT ORIGINAL DESTINATIONS",
-        "NETNS", "COOKIE", "MODE", "LISTENER", "ACCEPTED", "ACTIVE", "FAILED", "BYTES_OUT", "BYTES_IN", "ENTRIES"
+        "{:<28} {:>20} {:<8} {:<24} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  RECENT ORIGINAL DESTINATIONS",
+        "NETNS", "COOKIE", "MODE", "POD", "LISTENER", "ACCEPTED", "ACTIVE", "FAILED", "BYTES_OUT", "BYTES_IN", "ENTRIES"
     );
     for p in &s.pods {
         let up = if p.listeners.is_empty() { "-" } else { "up" };
         let _ = writeln!(
             out,
-            "{:<28} {:>20} {:<8} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  {}",
+            "{:<28} {:>20} {:<8} {:<24} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  {}",
             p.netns,
             p.cookie,
             p.mode,
+            pod_name(p),
             up,
             p.accepted,
             p.active,
@@ -145,6 +162,11 @@ mod tests {
                 accepted: 2,
                 recent_destinations: vec!["10.96.0.10:80".into()],
                 map_entries: 1,
+                pod: Some(crate::policy::PodIdentity {
+                    container_id: "c0ffee".into(),
+                    pod_name: Some("web-0".into()),
+                    pod_namespace: Some("shop".into()),
+                }),
                 ..Default::default()
             }],
             kernel_policies: vec![4097, 5000],
@@ -156,6 +178,12 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("10.96.0.10:80"), "{t}");
+        assert!(t.contains("shop/web-0"), "{t}");
+        assert!(
+            pod_line(&s.pods[0]).ends_with("pod=shop/web-0 container=c0ffee"),
+            "{}",
+            pod_line(&s.pods[0])
+        );
         assert!(t.contains("without a known netns: 5000"), "{t}");
         assert!(
             t.contains("captured") && t.lines().last().unwrap().ends_with('2'),

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agent;
 pub mod bpf;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod connector;
 pub mod detect;

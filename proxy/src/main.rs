@@ -52,6 +52,14 @@ enum Cmd {
         /// `virtualInbound` listeners (L7 routing) instead of the TCP passthrough.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Graceful upgrade: take over every pod, listening socket and link from the agent
+        /// serving this control socket; it stops accepting, drains and exits.
+        #[arg(long)]
+        upgrade_from: Option<PathBuf>,
+        /// After handing over to a new agent: how long to let established connections finish
+        /// (e.g. 30s, 500ms, 2m).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: std::time::Duration,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -160,6 +168,7 @@ impl From<EnrollArgs> for EnrollSpec {
             fast_path: a.fast_path,
             exempt_uid: a.exempt_uid,
             fail_open: a.fail_open,
+            pod: None,
         }
     }
 }
@@ -200,6 +209,8 @@ fn run() -> Result<()> {
             services,
             persist,
             config,
+            upgrade_from,
+            drain_timeout,
         } => {
             let cgroup = match cgroup {
                 Some(c) => c,
@@ -224,6 +235,8 @@ fn run() -> Result<()> {
                     pin_dir,
                     control,
                     persist,
+                    upgrade_from,
+                    drain_timeout,
                 },
                 handlers,
             ))?;
@@ -308,4 +321,20 @@ fn passthrough(services: Option<&std::path::Path>) -> Result<Arc<dyn ConnectionH
         None => Services::default(),
     };
     Ok(Arc::new(Passthrough::new(Arc::new(table))))
+}
+
+/// `30s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)");
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
 }

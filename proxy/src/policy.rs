@@ -125,6 +125,23 @@ pub struct EnrollSpec {
     /// `--fail-open`: while no proxy listens in the pod, connections go direct instead of failing.
     #[serde(default)]
     pub fail_open: bool,
+    /// Who the pod is (container id, pod name/namespace), sent by the CNI plugin; shown by
+    /// `sluice status` and used by CNI DEL/CHECK to find the pod by container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodIdentity>,
+}
+
+/// A pod as the container runtime names it (CNI_CONTAINERID, K8S_POD_NAME, K8S_POD_NAMESPACE).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodIdentity {
+    /// The runtime's container (sandbox) id: the key of CNI ADD/DEL/CHECK.
+    pub container_id: String,
+    /// Kubernetes pod name, when the runtime passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Kubernetes pod namespace, when the runtime passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
 }
 
 /// A validated enrollment: the mode and the policy to write for the pod's netns cookie.

@@ -54,6 +54,23 @@ impl Node {
         self.agent = Some(agent);
     }
 
+    /// Graceful upgrade: a new agent (same options) with `--upgrade-from` the control socket
+    /// takes over; waits (at most `timeout`) until the old one has drained and exited 0.
+    pub fn upgrade(&mut self, timeout: Duration) {
+        let ctl = self.ctl();
+        let mut extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        extra.extend(["--upgrade-from", &ctl]);
+        let new =
+            SluiceProcess::agent_at(&self.cgroup, self.pins.path(), &self.control.path(), &extra);
+        let mut old = self.agent.replace(new).expect("agent is running");
+        let exit = old.wait_exit(timeout);
+        assert!(
+            exit.is_some_and(|e| e.success()),
+            "old agent after the upgrade: {exit:?}\n{}",
+            old.log()
+        );
+    }
+
     /// The running agent.
     pub fn agent(&mut self) -> &mut SluiceProcess {
         self.agent.as_mut().expect("agent is running")

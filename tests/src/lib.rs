@@ -7,6 +7,7 @@
 
 pub mod agent_node;
 pub mod cgroup;
+pub mod cni;
 pub mod datapath;
 pub mod inbound;
 pub mod netns;

@@ -276,6 +276,11 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
+    /// A fresh directory with no agent behind its socket path (for "agent unreachable").
+    pub fn new_for_tests() -> Self {
+        Self::new()
+    }
+
     /// A fresh `sl-ctl-<pid>-<n>` directory under the temp dir.
     pub fn new() -> Self {
         let dir = std::env::temp_dir().join(unique_name("ctl"));

@@ -307,3 +307,61 @@ fn sidecar_outbound_and_node_inbound_through_the_l7_engine() {
         "the agent must not proxy a sidecar pod"
     );
 }
+
+/// Graceful upgrade with `--config`: the new agent serves the handed-over 15001 and 15006
+/// sockets of node-mode pods with the L7 engine, exactly as the old one did (outbound routed by
+/// `virtualOutbound`, inbound by `virtualInbound` with its upstream from 127.0.0.6).
+#[test]
+fn node_mode_l7_is_served_by_the_new_agent_after_an_upgrade() {
+    sluice_tests::require_root();
+    let client = Netns::new("l9c");
+    let server = Netns::new("l9s");
+    let veth = Veth::new("l9", &client, &server);
+    let app = HttpEcho::start(&server, SocketAddr::new(veth.b_v4.into(), 0));
+    let dir = TempDir(std::env::temp_dir().join(unique_name("l9cfg")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let cfg = dir.0.join("envoy.yaml");
+    std::fs::write(&cfg, config(app.addr)).unwrap();
+    let mut node = Node::start_with("l9", &["--config", cfg.to_str().unwrap()]);
+    node.enroll(&server, &[]);
+    node.enroll(&client, &[]);
+    let request = |node: &Node| {
+        let out = client
+            .command("curl", Some(&node.cgroup))
+            .args([
+                "-sS",
+                "-m",
+                "5",
+                "-H",
+                "Host: svc.test",
+                "http://10.96.0.10/api/items",
+            ])
+            .output()
+            .expect("run curl");
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(body.contains("line=GET /v2/api/items HTTP/1.1"), "{body}");
+        assert!(body.contains("routed=sluice-l7"), "outbound L7: {body}");
+        assert!(body.contains("inbound=sluice-in"), "inbound L7: {body}");
+        assert!(body.contains("peer=127.0.0.6:"), "inbound upstream: {body}");
+    };
+    request(&node);
+    assert_eq!(node.pod(&server).inbound_accepted, 1);
+
+    node.upgrade(Duration::from_secs(10));
+    assert!(
+        node.agent_log().contains("took over from the old agent"),
+        "{}",
+        node.agent_log()
+    );
+    request(&node);
+    // Counted by the new agent: its adopted 15006 socket served the request.
+    let s = node.pod(&server);
+    assert_eq!(s.inbound_accepted, 1, "{s:?}");
+    assert!(s.listeners.contains(&"[::]:15006".to_string()), "{s:?}");
+    assert_eq!(node.pod(&client).accepted, 1);
+}

@@ -1,5 +1,6 @@
 //! Unix-socket messages that carry file descriptors (`SCM_RIGHTS`): a `sluice sidecar` hands its
-//! inbound listening sockets to the agent, which registers them with sk_lookup.
+//! inbound listening sockets to the agent, which registers them with sk_lookup; an old agent
+//! hands every node-mode listening socket to its successor (graceful upgrade).
 
 use std::{
     io::{self, IoSlice, IoSliceMut},
@@ -8,14 +9,30 @@ use std::{
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// Most descriptors accepted with one message.
+/// Most descriptors accepted with one control request.
 pub const MAX_FDS: usize = 8;
+/// Most descriptors sent or accepted with one hand-over message (the kernel caps SCM_RIGHTS at
+/// 253 per message).
+pub const MAX_FDS_PER_MSG: usize = 250;
+
+/// One `sendmsg` of `data` with `fds` attached (`MSG_NOSIGNAL`); returns the bytes sent, which
+/// may be fewer than `data.len()` (the descriptors went with the first of them).
+pub fn send_some(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(data)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)
+}
 
 /// Sends `data` with `fds` attached (all bytes in one `sendmsg`; blocking sockets).
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let n = sendmsg::<()>(sock, &[IoSlice::new(data)], &cmsg, MsgFlags::empty(), None)
-        .map_err(io::Error::from)?;
+    let n = send_some(sock, data, fds)?;
     if n != data.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
@@ -25,15 +42,32 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
     Ok(())
 }
 
-/// One `recvmsg` into `buf`: the byte count and the descriptors that came with it (close-on-exec).
+/// One non-blocking `recvmsg` into `buf` (at most [`MAX_FDS`] descriptors): the byte count and
+/// the descriptors that came with it (close-on-exec).
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    recv_into(sock, buf, &mut space, MsgFlags::MSG_DONTWAIT)
+}
+
+/// One `recvmsg` into `buf` that blocks as the socket does, accepting up to
+/// [`MAX_FDS_PER_MSG`] descriptors (the hand-over).
+pub fn recv_many_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MSG]);
+    recv_into(sock, buf, &mut space, MsgFlags::empty())
+}
+
+fn recv_into(
+    sock: RawFd,
+    buf: &mut [u8],
+    space: &mut Vec<u8>,
+    flags: MsgFlags,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock,
         &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        Some(space),
+        MsgFlags::MSG_CMSG_CLOEXEC | flags,
     )
     .map_err(io::Error::from)?;
     let mut fds = Vec::new();

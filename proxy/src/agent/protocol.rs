@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::EnrollSpec;
+use crate::policy::{EnrollSpec, PodIdentity};
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL: &str = "/run/sluice/agent.sock";
@@ -18,6 +18,8 @@ pub const DEFAULT_CONTROL: &str = "/run/sluice/agent.sock";
 /// A request to the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// One request per control line, never stored in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Enroll (or re-enroll) a pod netns.
     Enroll(EnrollSpec),
@@ -34,6 +36,25 @@ pub enum Request {
         /// The pod netns as the sidecar knows it (for logs).
         netns: String,
     },
+    // --- CNI and graceful upgrade (additive) ---
+    /// CNI DEL: removes the pod enrolled with `container_id` (else the one in `netns`, if
+    /// given and enrolled). Idempotent: an unknown pod or a missing netns is not an error.
+    Release {
+        /// CNI_CONTAINERID.
+        container_id: String,
+        /// CNI_NETNS, when the runtime still has it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<String>,
+    },
+    /// Graceful upgrade, step 1 (sent by `sluice agent --upgrade-from`, first request on its
+    /// connection): the old agent pins its sk_lookup links and answers [`Response::Handover`]
+    /// with every pod, each node-mode pod's 15001 and 15006 listening sockets (v4 and v6)
+    /// riding along as SCM_RIGHTS.
+    UpgradeBegin,
+    /// Graceful upgrade, step 2: the new agent serves every pod and the control socket; the old
+    /// one stops accepting, answers [`Response::Draining`] and exits once its connections end
+    /// (or its drain deadline passes).
+    UpgradeCommit,
 }
 
 /// The agent's answer.
@@ -63,6 +84,32 @@ pub enum Response {
         cookie: u64,
         /// Sockets registered.
         listeners: usize,
+    },
+    /// Answer to [`Request::Release`].
+    Released {
+        /// The container id asked for.
+        container_id: String,
+        /// Cookie of the pod removed, `None` when nothing was enrolled (still success).
+        #[serde(default)]
+        cookie: Option<u64>,
+        /// Map entries deleted.
+        removed: usize,
+        /// Map entries still keyed by the cookie afterwards (0 when clean).
+        remaining: usize,
+    },
+    /// Answer to [`Request::UpgradeBegin`]; `fds` listening sockets came with this line.
+    Handover {
+        /// Every pod of the old agent.
+        pods: Vec<HandoverPod>,
+        /// Number of descriptors attached (SCM_RIGHTS), indexed by [`HandoverListener::fd`].
+        fds: usize,
+    },
+    /// Answer to [`Request::UpgradeCommit`]: the old agent stopped accepting.
+    Draining {
+        /// Connections still open in the old agent.
+        connections: u64,
+        /// How long it waits for them at most, in milliseconds.
+        drain_timeout_ms: u64,
     },
     /// The request was refused; nothing changed.
     Error {
@@ -102,6 +149,37 @@ pub struct PodStatus {
     /// Most recent original destinations of inbound connections, oldest first.
     #[serde(default)]
     pub inbound_recent_destinations: Vec<String>,
+    /// Who the pod is, when enrolled by the CNI plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodIdentity>,
+}
+
+/// One pod handed from an old agent to a new one (graceful upgrade).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverPod {
+    /// Netns as given at enrollment.
+    pub netns: String,
+    /// Netns cookie.
+    pub cookie: u64,
+    /// node, sidecar or off.
+    pub mode: String,
+    /// Who the pod is (CNI), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodIdentity>,
+    /// The pod's listening sockets the old agent served (node mode).
+    #[serde(default)]
+    pub listeners: Vec<HandoverListener>,
+}
+
+/// A listening socket handed over: where it is bound and which SCM_RIGHTS descriptor it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverListener {
+    /// Bound address (`127.0.0.1:15001`, `[::1]:15001`, `0.0.0.0:15006`, `[::]:15006`).
+    pub addr: String,
+    /// `outbound` (15001) or `inbound` (15006).
+    pub direction: String,
+    /// Index into the descriptors that came with the [`Response::Handover`] line.
+    pub fd: usize,
 }
 
 /// The answer to [`Request::Status`].

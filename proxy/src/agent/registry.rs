@@ -18,8 +18,11 @@ use crate::{
     drain::Drain,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{Netns, NetnsError},
-    policy::{EnrollSpec, Enrollment, Mode, PolicyError},
+    policy::{EnrollSpec, Enrollment, Mode, PodIdentity, PolicyError},
 };
+
+// CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
+mod lifecycle;
 
 /// Why an agent request was refused. Each names the netns or value.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ struct Pod {
     netns_arg: String,
     enrollment: Enrollment,
     listeners: Option<PodListeners>,
+    /// Container id and pod name/namespace (CNI enrollments).
+    identity: Option<PodIdentity>,
 }
 
 /// Every pod the agent enrolled, and the data path.
@@ -182,9 +187,13 @@ impl Registry {
             netns_arg: spec.netns.clone(),
             enrollment,
             listeners: None,
+            identity: None,
         });
         pod.netns_arg = spec.netns.clone();
         pod.enrollment = enrollment;
+        if spec.pod.is_some() {
+            pod.identity = spec.pod.clone();
+        }
         if let Some(l) = listeners {
             pod.listeners = Some(l);
         } else if enrollment.mode != Mode::Node {
@@ -369,6 +378,7 @@ impl Registry {
                     netns_arg: name,
                     enrollment,
                     listeners,
+                    identity: None,
                 },
             );
             adopted += 1;
@@ -475,6 +485,7 @@ impl Registry {
             cookie,
             mode: pod.enrollment.mode.name().to_string(),
             map_entries: self.datapath.entries_for(cookie).unwrap_or(0),
+            pod: pod.identity.clone(),
             ..Default::default()
         };
         if let Some(l) = &pod.listeners {

@@ -1,0 +1,269 @@
+//! Pod lifecycle on top of the registry: CNI release by container id, and both halves of the
+//! graceful-upgrade hand-over (the old agent exports its node-mode listening sockets, the new one
+//! serves them).
+
+use std::{
+    net::SocketAddr,
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd, RawFd},
+    sync::Arc,
+};
+
+use tracing::{info, warn};
+
+use super::{AgentError, BoundSockets, Pod, Registry};
+use crate::{
+    agent::protocol::{HandoverListener, HandoverPod},
+    listener::ListenerContext,
+    netns::{Netns, NetnsError},
+    policy::{Enrollment, Mode},
+};
+
+/// Direction names on the wire.
+const OUTBOUND: &str = "outbound";
+const INBOUND: &str = "inbound";
+
+impl Registry {
+    /// CNI DEL: removes the pod enrolled with `container_id`, else the pod in `netns` if it is
+    /// enrolled. Idempotent: nothing enrolled (or the netns already gone) is `Ok(None)`.
+    /// Returns (cookie, entries removed, entries left) when a pod was removed.
+    pub async fn release(
+        &mut self,
+        container_id: &str,
+        netns: Option<&str>,
+    ) -> Result<Option<(u64, usize, usize)>, AgentError> {
+        let by_id = self
+            .pods
+            .values()
+            .find(|p| {
+                p.identity
+                    .as_ref()
+                    .is_some_and(|i| i.container_id == container_id)
+            })
+            .map(|p| p.netns_arg.clone());
+        let target = match (by_id, netns) {
+            (Some(arg), _) => arg,
+            (None, Some(n)) if !n.is_empty() => n.to_string(),
+            _ => return Ok(None),
+        };
+        match self.unenroll(&target).await {
+            Ok(r) => Ok(Some(r)),
+            Err(AgentError::NotEnrolled(_)) | Err(AgentError::Netns(NetnsError::Open { .. })) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Old agent, upgrade step 1: pins the sk_lookup links for the new agent's load and
+    /// returns every pod with duplicates of its node-mode listening sockets, 15001 v4/v6 and
+    /// 15006 v4/v6 (found among this process's descriptors: listening TCP sockets whose netns
+    /// cookie is the pod's, bound to one of its listener addresses). Sidecar-mode pods go as
+    /// policy only. Nothing stops: this agent keeps accepting until
+    /// [`Registry::stop_accepting`].
+    pub fn export_handover(&self) -> Result<(Vec<HandoverPod>, Vec<OwnedFd>), AgentError> {
+        self.datapath
+            .pin_links_for_upgrade()
+            .map_err(|source| AgentError::Bpf {
+                netns: "(all)".into(),
+                cookie: 0,
+                source,
+            })?;
+        let sockets = listening_sockets();
+        let mut pods = Vec::new();
+        let mut fds = Vec::new();
+        for (&cookie, pod) in &self.pods {
+            let mut listeners = Vec::new();
+            if let Some(served) = &pod.listeners {
+                for (fd_cookie, addr, fd) in &sockets {
+                    if *fd_cookie != cookie
+                        || !served.addrs.contains(addr)
+                        || listeners
+                            .iter()
+                            .any(|l: &HandoverListener| l.addr == addr.to_string())
+                    {
+                        continue;
+                    }
+                    let direction = if addr.port() == pod.enrollment.policy.inbound_port {
+                        INBOUND
+                    } else {
+                        OUTBOUND
+                    };
+                    // SAFETY: `fd` was listed open in this process a moment ago, and `&self`
+                    // (the registry lock) keeps the pod's listener tasks, which own it, alive.
+                    let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+                    let dup = borrowed.try_clone_to_owned().map_err(|source| {
+                        AgentError::Netns(NetnsError::Socket {
+                            path: crate::netns::resolve(&pod.netns_arg),
+                            op: format!("dup listener {addr}"),
+                            source,
+                        })
+                    })?;
+                    listeners.push(HandoverListener {
+                        addr: addr.to_string(),
+                        direction: direction.into(),
+                        fd: fds.len(),
+                    });
+                    fds.push(dup);
+                }
+            }
+            pods.push(HandoverPod {
+                netns: pod.netns_arg.clone(),
+                cookie,
+                mode: pod.enrollment.mode.name().into(),
+                pod: pod.identity.clone(),
+                listeners,
+            });
+        }
+        Ok((pods, fds))
+    }
+
+    /// Old agent, upgrade step 2: stops every accept loop (the sockets stay open in the new
+    /// agent) and returns the outbound and inbound listener contexts, whose `active` counters
+    /// tell when the connections still served here have ended.
+    ///
+    /// This only stops the accept loops: the 15006 sockets' entries in the inbound listener
+    /// SockHash belong to the new agent now (the same kernel sockets, re-registered by it), so
+    /// nothing here calls `remove_inbound_listener`.
+    pub async fn stop_accepting(&mut self) -> Vec<Arc<ListenerContext>> {
+        let mut ctxs = Vec::new();
+        for pod in self.pods.values_mut() {
+            if let Some(l) = pod.listeners.take() {
+                ctxs.push(l.ctx.clone());
+                ctxs.push(l.inbound_ctx.clone());
+                l.close().await;
+            }
+        }
+        ctxs
+    }
+
+    /// New agent: serves the pods an old agent handed over on the sockets it sent (`fds`,
+    /// indexed by [`HandoverListener::fd`]), exactly like freshly enrolled node-mode pods: the
+    /// 15006 sockets are registered with sk_lookup again and every socket is served by the
+    /// agent's [`super::Handlers`] (the L7 engine with `--config`). Sidecar-mode pods come as
+    /// policy only. The policy is read back from the pinned map. A pod whose netns or policy is
+    /// gone is skipped (its sockets are closed). Returns how many pods were adopted.
+    pub async fn adopt_handover(&mut self, pods: Vec<HandoverPod>, fds: Vec<OwnedFd>) -> usize {
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut adopted = 0;
+        for hp in pods {
+            let mut sockets = Vec::new();
+            for l in &hp.listeners {
+                let fd = fds.get_mut(l.fd).and_then(Option::take);
+                match (fd, l.addr.parse::<SocketAddr>()) {
+                    (Some(fd), Ok(addr)) => sockets.push((addr, l.direction == INBOUND, fd)),
+                    _ => {
+                        warn!(netns = %hp.netns, listener = ?l, "handed-over listener without a descriptor")
+                    }
+                }
+            }
+            match self.adopt_one(&hp, sockets).await {
+                Ok(()) => adopted += 1,
+                Err(e) => {
+                    warn!(netns = %hp.netns, cookie = hp.cookie, error = %e, "cannot adopt handed-over pod")
+                }
+            }
+        }
+        adopted
+    }
+
+    async fn adopt_one(
+        &mut self,
+        hp: &HandoverPod,
+        sockets: Vec<(SocketAddr, bool, OwnedFd)>,
+    ) -> Result<(), AgentError> {
+        let bpf_err = |source| AgentError::Bpf {
+            netns: hp.netns.clone(),
+            cookie: hp.cookie,
+            source,
+        };
+        let policy = self
+            .datapath
+            .policy(hp.cookie)
+            .map_err(bpf_err)?
+            .ok_or_else(|| AgentError::NotEnrolled(hp.netns.clone()))?;
+        let mode: Mode = hp.mode.parse()?;
+        let netns = Arc::new(Netns::open(&hp.netns)?);
+        if mode != Mode::Off {
+            // Normally adopted from the pin the old agent made; made again if it is missing.
+            self.datapath
+                .attach_inbound(hp.cookie, &*netns)
+                .map_err(bpf_err)?;
+        }
+        let listeners = if mode == Mode::Node && !sockets.is_empty() {
+            let bound = adopted_sockets(&hp.netns, &netns, sockets)?;
+            Some(self.register_and_serve(hp.cookie, bound).await?)
+        } else {
+            None
+        };
+        info!(netns = %hp.netns, cookie = hp.cookie, mode = mode.name(), listeners = listeners.as_ref().map_or(0, |l| l.addrs.len()), "adopted pod from the old agent");
+        self.pods.insert(
+            hp.cookie,
+            Pod {
+                netns_arg: hp.netns.clone(),
+                enrollment: Enrollment { mode, policy },
+                listeners,
+                identity: hp.pod.clone(),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The handed-over descriptors as [`BoundSockets`] (non-blocking, split by direction).
+fn adopted_sockets(
+    netns_arg: &str,
+    netns: &Arc<Netns>,
+    sockets: Vec<(SocketAddr, bool, OwnedFd)>,
+) -> Result<BoundSockets, AgentError> {
+    let mut bound = BoundSockets {
+        netns_arg: netns_arg.to_string(),
+        netns: netns.clone(),
+        outbound: Vec::new(),
+        inbound: Vec::new(),
+    };
+    for (addr, is_inbound, fd) in sockets {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)
+            .map_err(|source| NetnsError::Socket {
+                path: netns.path().to_path_buf(),
+                op: format!("adopt listener {addr}"),
+                source,
+            })?;
+        if is_inbound {
+            bound.inbound.push((addr, l));
+        } else {
+            bound.outbound.push((addr, l));
+        }
+    }
+    Ok(bound)
+}
+
+/// Every listening TCP socket of this process with its netns cookie and bound address.
+fn listening_sockets() -> Vec<(u64, SocketAddr, RawFd)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(raw) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: the descriptor is open in this process (listed just now); the borrow ends
+        // within this iteration, and a descriptor closed meanwhile only makes the calls fail.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let sock = socket2::SockRef::from(&fd);
+        if !matches!(sock.is_listener(), Ok(true))
+            || !matches!(sock.r#type(), Ok(socket2::Type::STREAM))
+        {
+            continue;
+        }
+        let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) else {
+            continue;
+        };
+        let Ok(cookie) = crate::bpf::netns_cookie_of(fd.as_fd()) else {
+            continue;
+        };
+        out.push((cookie, addr, raw));
+    }
+    out
+}
