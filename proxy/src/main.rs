@@ -144,7 +144,8 @@ struct EnrollArgs {
     /// Inbound ports never captured (default 15008,15090,15021,15020).
     #[arg(long)]
     exclude_inbound_ports: Option<String>,
-    /// on | off: sk_msg fast path between app and proxy.
+    /// on | off (default off): sk_msg fast path between app and proxy. Opt-in: the kernel gives
+    /// its ingress redirect no backpressure (a bulk writer faster than the proxy can get ENOMEM).
     #[arg(long)]
     fast_path: Option<String>,
     /// Do not capture sockets of uid/gid 1337 (Istio sidecar behaviour).

@@ -163,8 +163,11 @@ impl EnrollSpec {
         let mut p = NetnsPolicy::zeroed();
         p.mode = mode.as_u8();
         p.fast_path = match self.fast_path.as_deref() {
-            None | Some("on") => 1,
-            Some("off") => 0,
+            // Off unless asked for: the kernel's sk_msg ingress redirect has no backpressure (a
+            // bulk writer faster than the proxy queues without bound and then gets ENOMEM, and
+            // a blocking reader can see EAGAIN), so the fast path is opt-in per pod.
+            None | Some("off") => 0,
+            Some("on") => 1,
             Some(other) => return Err(PolicyError::FastPath(other.to_string())),
         };
         p.outbound_port = sluice_common::OUTBOUND_PORT;
@@ -321,7 +324,7 @@ mod tests {
         let e = spec().validate().unwrap();
         assert_eq!(e.mode, Mode::Node);
         let p = e.policy;
-        assert_eq!((p.mode, p.fast_path, p.flags), (mode::NODE, 1, 0));
+        assert_eq!((p.mode, p.fast_path, p.flags), (mode::NODE, 0, 0));
         assert_eq!((p.outbound_port, p.inbound_port), (15001, 15006));
         assert_eq!(p.n_exclude_inbound_ports, 4);
         assert_eq!(&p.exclude_inbound_ports[..4], &[15008, 15090, 15021, 15020]);

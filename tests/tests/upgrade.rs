@@ -580,7 +580,15 @@ fn drain_deadline_bounds_the_old_agent_and_upgrades_chain() {
     let dst = SocketAddr::new(veth.b_v4.into(), 9000);
     let server_stop = Arc::new(AtomicBool::new(false));
     let server = start_server(&server_ns, dst, server_stop.clone(), Arc::default());
-    sluice_ok(&["enroll", "--netns", pod.name(), "--control", &ctl]);
+    sluice_ok(&[
+        "enroll",
+        "--netns",
+        pod.name(),
+        "--fast-path",
+        "on",
+        "--control",
+        &ctl,
+    ]);
     // A sidecar-mode pod is handed over as policy only (its sidecar owns its sockets).
     let side = Netns::new("udc");
     sluice_ok(&[

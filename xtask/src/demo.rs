@@ -224,12 +224,23 @@ impl Demo {
         wait_until(|| server_up(&self.server), "the server pod's http.server")?;
 
         step(&format!(
-            "enroll the client pod: sluice enroll --netns {}",
+            "enroll the client pod: sluice enroll --netns {} --fast-path on",
             self.pod
         ));
         print!(
             "{}",
-            out(bin, &["enroll", "--netns", &self.pod, "--control", &ctl])?
+            out(
+                bin,
+                &[
+                    "enroll",
+                    "--netns",
+                    &self.pod,
+                    "--fast-path",
+                    "on",
+                    "--control",
+                    &ctl
+                ]
+            )?
         );
 
         for url in [format!("http://{SERVER_IP}/"), format!("http://{VIP}/")] {

@@ -134,7 +134,7 @@ pub struct NetConf {
     /// Inbound ports never captured (default 15008,15090,15021,15020).
     #[serde(default)]
     pub exclude_inbound_ports: Option<ListOpt>,
-    /// sk_msg fast path: on or off.
+    /// sk_msg fast path: on or off (default off, see `sluice enroll --fast-path`).
     #[serde(default)]
     pub fast_path: Option<String>,
 }
