@@ -195,13 +195,18 @@ pub fn iperf(topo: &Topology, secs: f64) -> Result<f64> {
     let mut attempt = 0;
     loop {
         match iperf_once(topo, secs) {
-            Err(e) if attempt < 2 && format!("{e:#}").contains("Cannot allocate memory") => {
+            Err(e) if attempt < 2 && is_enomem(&e) => {
                 attempt += 1;
                 println!("FINDING: iperf3 hit ENOMEM (sk_msg ingress redirect); retry {attempt}/2: {e:#}");
             }
             r => return r,
         }
     }
+}
+
+/// True when iperf3 failed because a write returned ENOMEM.
+pub fn is_enomem(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("Cannot allocate memory")
 }
 
 fn iperf_once(topo: &Topology, secs: f64) -> Result<f64> {
