@@ -225,10 +225,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         }
         (None, false) => None,
     };
-    let sluice_iptables = match &sluice {
-        Some(s) => paths::check_sluice(s, &paths)?,
-        None => false,
-    };
+    if let Some(s) = &sluice {
+        paths::check_sluice(s, &paths)?;
+    }
     let topo = Topology::new()?;
     let envoy = if paths.contains(&PathKind::IptablesEnvoy) {
         Some(paths::prepare_envoy(&topo.dir.path)?)
@@ -245,7 +244,6 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     };
     let progs = Programs {
         sluice,
-        sluice_iptables,
         envoy,
         workers: a.workers,
     };
@@ -278,11 +276,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let results = Results::new(samples);
     let (ok, title) = report::open_title(plan.open[0].0, plan.open[0].1);
     let goals = report::goals(&results, &ok, &plan.sweep);
-    let rules = if progs.sluice_iptables {
-        "installed by `sluice iptables install`"
-    } else {
-        "the seed's istio-init rules applied by the bench with iptables-restore (this sluice has no `iptables install`)"
-    };
+    let rules = "installed by `sluice iptables install`";
     let header = format!(
         "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent without `--config` (iptables+sluice, ebpf+sluice-sidecar/-node/-nofast) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7), the node agent with `--config` (ebpf+sluice-node-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
         if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },

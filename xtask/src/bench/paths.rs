@@ -69,45 +69,17 @@ impl PathKind {
             })
     }
 
+    /// Every path but `direct` needs the sluice binary (the iptables paths install the
+    /// istio-init rules with `sluice iptables install`, Envoy's included).
     pub fn needs_sluice(self) -> bool {
-        !matches!(self, PathKind::Direct | PathKind::IptablesEnvoy)
+        self != PathKind::Direct
     }
 }
-
-/// The seed's istio-init nat rules, verbatim (used only when the sluice binary has no
-/// `iptables install`; the report says which installed them).
-pub const ISTIO_INIT_RULES: &str = "*nat
--N ISTIO_INBOUND
--N ISTIO_REDIRECT
--N ISTIO_IN_REDIRECT
--N ISTIO_OUTPUT
--A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
--A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
--A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
--A PREROUTING -p tcp -j ISTIO_INBOUND
--A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
--A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
--A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
--A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
--A OUTPUT -p tcp -j ISTIO_OUTPUT
--A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
--A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
--A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
--A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
--A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT
--A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1337 -j RETURN
--A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
--A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
--A ISTIO_OUTPUT -j ISTIO_REDIRECT
-COMMIT
-";
 
 /// The programs the paths run.
 pub struct Programs {
     /// The sluice binary, when any sluice path is selected.
     pub sluice: Option<PathBuf>,
-    /// Whether that binary has `iptables install` (else the bench applies the rules itself).
-    pub sluice_iptables: bool,
     /// The native Envoy binary, copied where uid 1337 can execute it.
     pub envoy: Option<PathBuf>,
     /// Proxy worker threads (tokio workers for sluice, `--concurrency` for Envoy).
@@ -115,13 +87,14 @@ pub struct Programs {
 }
 
 /// What `sluice --help` must list for each sluice path.
-pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<bool> {
+pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<()> {
     let help = run(&bin.to_string_lossy(), &["--help"])?;
     let has = |cmd: &str| help.lines().any(|l| l.trim_start().starts_with(cmd));
     for p in paths.iter().filter(|p| p.needs_sluice()) {
         let need: &[&str] = match p {
-            PathKind::IptablesSluice => &["sidecar"],
-            PathKind::IptablesSluiceL7 => &["proxy"],
+            PathKind::IptablesSluice => &["iptables", "sidecar"],
+            PathKind::IptablesSluiceL7 => &["iptables", "proxy"],
+            PathKind::IptablesEnvoy => &["iptables"],
             PathKind::EbpfSidecar => &["agent", "enroll", "sidecar"],
             _ => &["agent", "enroll"],
         };
@@ -136,7 +109,7 @@ pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<bool> {
             }
         }
     }
-    Ok(has("iptables"))
+    Ok(())
 }
 
 /// Finds the native Envoy (not the Python launcher, so the pid we read /proc of is Envoy's) and
@@ -269,17 +242,15 @@ impl Drop for Active {
 
 struct IptablesGuard {
     netns: String,
-    sluice: Option<PathBuf>,
+    sluice: PathBuf,
 }
 
 impl Drop for IptablesGuard {
     fn drop(&mut self) {
-        if let Some(s) = &self.sluice {
-            let _ = run(
-                &s.to_string_lossy(),
-                &["iptables", "remove", "--netns", &self.netns],
-            );
-        }
+        let _ = run(
+            &self.sluice.to_string_lossy(),
+            &["iptables", "remove", "--netns", &self.netns],
+        );
         for args in [["-t", "nat", "-F"], ["-t", "nat", "-X"]] {
             let _ = run(
                 "ip",
@@ -330,27 +301,12 @@ pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Re
         PathKind::IptablesSluice | PathKind::IptablesSluiceL7 | PathKind::IptablesEnvoy => {
             a.iptables = Some(IptablesGuard {
                 netns: ns.clone(),
-                sluice: progs
-                    .sluice_iptables
-                    .then(|| progs.sluice.clone())
-                    .flatten(),
+                sluice: sluice()?.clone(),
             });
-            if progs.sluice_iptables {
-                run(
-                    &sluice()?.to_string_lossy(),
-                    &["iptables", "install", "--netns", ns],
-                )?;
-            } else {
-                let rules = topo.dir.path.join("istio-init.rules");
-                fs::write(&rules, ISTIO_INIT_RULES)?;
-                topo.client.exec(
-                    "sh",
-                    &[
-                        "-c",
-                        &format!("iptables-restore --noflush < {}", rules.display()),
-                    ],
-                )?;
-            }
+            run(
+                &sluice()?.to_string_lossy(),
+                &["iptables", "install", "--netns", ns],
+            )?;
             if kind == PathKind::IptablesSluice {
                 let (p, log) = log_file(topo, &format!("sluice-sidecar-{n}.log"))?;
                 let mut c = Command::new(sluice()?);
