@@ -12,16 +12,16 @@ pub const MAP_VERSION: &str = "v1";
 /// Per-netns policy map name: netns cookie (u64) -> [`NetnsPolicy`].
 pub const MAP_POLICY: &str = "sluice_policy_v1";
 /// Per-CPU counters: index ([`Counter`] as u32) -> u64.
-pub const MAP_COUNTERS: &str = "sluice_counters_v1";
+pub const MAP_COUNTERS: &str = "sluice_counters_v2";
 /// Original destination of a captured app socket: socket cookie (u64) -> [`OrigDst`].
 pub const MAP_ORIG_BY_SOCK: &str = "sluice_orig_sock_v1";
 /// Original destination by connection: [`SockTuple`] (app side view) -> [`OrigDst`].
 pub const MAP_ORIG_BY_TUPLE: &str = "sluice_orig_tuple_v1";
 /// SockHash of both loopback ends of captured connections: [`SockTuple`] (own view) -> socket.
 pub const MAP_SOCKS: &str = "sluice_socks_v1";
-/// Sockets that sent through the TCP stack once and must stay there (ordering): [`SockTuple`]
-/// (own view) -> u8.
-pub const MAP_SLOW_SOCKS: &str = "sluice_slow_socks_v1";
+/// Fast-path state of every socket sk_msg has seen (its budget, and whether it was demoted to the
+/// TCP stack for good): [`SockTuple`] (own view) -> [`FastState`].
+pub const MAP_FAST_STATE: &str = "sluice_fast_state_v1";
 /// SockHash of each enrolled netns's inbound listener(s): [`ListenerKey`] -> listening socket.
 pub const MAP_INBOUND_LISTENERS: &str = "sluice_inbound_listeners_v1";
 /// Name of the sk_lookup program's load-time global holding the cookie of the netns that
@@ -34,7 +34,7 @@ pub const ALL_MAPS: [&str; 7] = [
     MAP_ORIG_BY_SOCK,
     MAP_ORIG_BY_TUPLE,
     MAP_SOCKS,
-    MAP_SLOW_SOCKS,
+    MAP_FAST_STATE,
     MAP_INBOUND_LISTENERS,
 ];
 
@@ -301,6 +301,43 @@ impl SockTuple {
     }
 }
 
+/// Bytes a socket may move over the fast path while its peer stays silent. The kernel queues
+/// fast-path bytes on the peer without checking its receive buffer (no backpressure), so a
+/// writer that outruns its reader is demoted to the TCP stack once it is this far ahead; the
+/// stack's flow control then throttles it. Request/response traffic resets the budget every
+/// turn (each send by the peer) and never reaches it. About a default-autotuned TCP receive
+/// window.
+pub const FAST_PATH_TURN_BUDGET: u32 = 4 << 20;
+/// Bytes a socket may move over the fast path in its life. Bounds the queue also when both ends
+/// stream at once (each send resets the other's turn budget); a long-lived connection past it
+/// goes on over the TCP stack.
+pub const FAST_PATH_LIFE_BUDGET: u64 = 1 << 30;
+
+/// Fast-path state of one socket (the value of [`MAP_FAST_STATE`]), written by sk_msg only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastState {
+    /// Bytes sent over the fast path since the peer last sent (see [`FAST_PATH_TURN_BUDGET`]).
+    pub turn_bytes: u32,
+    /// 1 once the socket sent through the TCP stack: it stays there, because a reader drains
+    /// the fast-path queue before the TCP queue and switching back would reorder bytes.
+    pub slow: u8,
+    pub _pad: [u8; 3],
+    /// Bytes sent over the fast path in the socket's life (see [`FAST_PATH_LIFE_BUDGET`]).
+    pub life_bytes: u64,
+}
+
+impl FastState {
+    pub const fn zeroed() -> Self {
+        Self {
+            turn_bytes: 0,
+            slow: 0,
+            _pad: [0; 3],
+            life_bytes: 0,
+        }
+    }
+}
+
 /// Key of the inbound listener SockHash: one listening socket per (netns, address family). An
 /// `AF_INET6` socket that is not `IPV6_V6ONLY` also takes IPv4 connections when no `AF_INET` one
 /// is registered.
@@ -352,8 +389,9 @@ pub enum Counter {
     InboundCaptured = 10,
     /// Skipped: not a TCP (SOCK_STREAM) socket.
     SkipNotTcp = 11,
-    /// sk_msg found no peer socket (or fast path off): the message went through the TCP stack,
-    /// and the socket stays on the stack path from then on (byte order).
+    /// sk_msg found no peer socket, the fast path off or the socket's budget spent: the message
+    /// went through the TCP stack, and the socket stays on the stack path from then on (byte
+    /// order).
     FastPathMiss = 12,
     /// Skipped: `flags::FAIL_OPEN` is set and nothing listens on the outbound port.
     SkipNoListener = 13,
@@ -363,11 +401,14 @@ pub enum Counter {
     /// sk_lookup found no live inbound listener for an inbound connection it would capture: it
     /// went direct (`flags::FAIL_OPEN`) or was dropped (fail closed).
     InboundNoListener = 15,
+    /// sk_msg demoted a socket to the TCP stack for good: its fast-path budget ran out (a bulk
+    /// writer ahead of its reader, see [`FAST_PATH_TURN_BUDGET`]). Also counted in `FastPathMiss`.
+    FastPathDemoted = 16,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Captured,
         Counter::SkipNotEnrolled,
         Counter::SkipLoopback,
@@ -384,11 +425,12 @@ impl Counter {
         Counter::SkipNoListener,
         Counter::InboundSkipPort,
         Counter::InboundNoListener,
+        Counter::FastPathDemoted,
     ];
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 16;
+pub const COUNTER_SLOTS: u32 = 32;
 
 #[cfg(feature = "user")]
 mod user {
@@ -402,4 +444,6 @@ mod user {
     unsafe impl aya::Pod for super::SockTuple {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FastState {}
 }

@@ -7,7 +7,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, SockHash},
 };
-use sluice_common::{Counter, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS};
+use sluice_common::{
+    Counter, FastState, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS,
+};
 
 /// Enrolled network namespaces.
 /// netns cookie (u64) -> [`NetnsPolicy`]; written by the agent; read by every program; 4096.
@@ -16,7 +18,7 @@ pub static POLICY: HashMap<u64, NetnsPolicy> = HashMap::pinned(4096, 0);
 
 /// Counters, per CPU (no atomics on bpfel).
 /// [`Counter`] index (u32) -> u64; written by every program; summed by the agent; 16 slots.
-#[map(name = "sluice_counters_v1")]
+#[map(name = "sluice_counters_v2")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
 /// Original destination of a captured app socket, until that socket closes.
@@ -38,12 +40,13 @@ pub static ORIG_BY_TUPLE: LruHashMap<SockTuple, OrigDst> = LruHashMap::pinned(65
 #[map(name = "sluice_socks_v1")]
 pub static SOCKS: SockHash<SockTuple> = SockHash::pinned(65536, 0);
 
-/// Sockets whose bytes once went through the TCP stack and must keep doing so (a reader drains
-/// the sk_msg queue before the TCP queue, so mixing paths would reorder bytes).
-/// [`SockTuple`] as the socket sees it -> 1 (sk_msg cannot read socket cookies); written by
-/// sk_msg; deleted by sockops on close; LRU 65536.
-#[map(name = "sluice_slow_socks_v1")]
-pub static SLOW_SOCKS: LruHashMap<SockTuple, u8> = LruHashMap::pinned(65536, 0);
+/// Fast-path budget of every socket sk_msg has seen, and whether it was demoted to the TCP stack
+/// for good (a reader drains the sk_msg queue before the TCP queue, so mixing paths would reorder
+/// bytes).
+/// [`SockTuple`] as the socket sees it (sk_msg cannot read socket cookies) -> [`FastState`];
+/// written by sk_msg; deleted by sockops on close; LRU 65536.
+#[map(name = "sluice_fast_state_v1")]
+pub static FAST_STATE: LruHashMap<SockTuple, FastState> = LruHashMap::pinned(65536, 0);
 
 /// Inbound listening sockets (15006) of every netns with inbound capture, one per family.
 /// [`ListenerKey`] (netns cookie, family) -> listening socket; written by the agent (a socket

@@ -4,7 +4,15 @@
 //! The switch is read from the policy map on every message. Turning it off takes effect at once;
 //! a socket that sent once through the TCP stack stays there (a reader drains the sk_msg queue
 //! before the TCP queue, so switching back would reorder bytes), so turning it on applies to new
-//! connections. No logging here: this runs for every send.
+//! connections.
+//!
+//! Backpressure: the kernel charges redirected bytes to the peer without checking its receive
+//! buffer, so a writer faster than its reader would queue until the TCP memory limit refuses
+//! and the writer's send fails with ENOMEM. Each socket therefore has a budget
+//! ([`FAST_PATH_TURN_BUDGET`] bytes while its peer is silent, [`FAST_PATH_LIFE_BUDGET`] in all):
+//! past it the socket is demoted to the TCP stack for good, whose flow control throttles the
+//! writer. Demotion keeps byte order (the reader drains what the fast path queued first).
+//! No logging here: this runs for every send.
 
 use core::mem::offset_of;
 
@@ -15,11 +23,13 @@ use aya_ebpf::{
     programs::SkMsgContext,
     EbpfContext as _,
 };
-use sluice_common::{Counter, SockTuple, AF_INET6};
+use sluice_common::{
+    Counter, FastState, SockTuple, AF_INET6, FAST_PATH_LIFE_BUDGET, FAST_PATH_TURN_BUDGET,
+};
 
 use crate::{
     addr::{ctx_u32, from_ip6, mapped_from_ip4, remote_port_host},
-    maps::{active_policy, count, SLOW_SOCKS, SOCKS},
+    maps::{active_policy, count, FAST_STATE, SOCKS},
 };
 
 /// sk_msg verdict: deliver (to the redirect target if one was set, else through the stack).
@@ -37,25 +47,59 @@ fn fast_path(ctx: &SkMsgContext) {
     // keys: "program of this type cannot use helper bpf_get_socket_cookie#46").
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let own = own_tuple(ctx, netns);
-    if SLOW_SOCKS.get_ptr(own).is_some() {
-        return;
-    }
+    let state = FAST_STATE.get_ptr_mut(&own);
+    // SAFETY (all derefs of `state` and `peer_state` below): map values stay valid for the
+    // program run; sk_msg runs under the sending socket's lock, so only the peer's reset of
+    // `turn_bytes` can race with us, and a lost reset only demotes a little early.
+    let (turn, life) = match state {
+        Some(st) if unsafe { (*st).slow } != 0 => return,
+        Some(st) => unsafe { ((*st).turn_bytes, (*st).life_bytes) },
+        None => (0, 0),
+    };
     let on = matches!(active_policy(netns), Some(p) if p.fast_path == 1);
     if on {
-        let mut peer = own.reversed();
-        if SOCKS.redirect_msg(ctx, &mut peer, BPF_F_INGRESS as u64) == SK_PASS as i64 {
-            count(Counter::FastPathMsgs, 1);
-            count(Counter::FastPathBytes, ctx.size() as u64);
-            return;
+        let size = ctx.size();
+        let turn = turn.saturating_add(size);
+        let life = life + size as u64;
+        if turn <= FAST_PATH_TURN_BUDGET && life <= FAST_PATH_LIFE_BUDGET {
+            let mut peer = own.reversed();
+            if SOCKS.redirect_msg(ctx, &mut peer, BPF_F_INGRESS as u64) == SK_PASS as i64 {
+                match state {
+                    Some(st) => unsafe {
+                        (*st).turn_bytes = turn;
+                        (*st).life_bytes = life;
+                    },
+                    None => {
+                        let mut st = FastState::zeroed();
+                        st.turn_bytes = turn;
+                        st.life_bytes = life;
+                        // Map full: the budget starts over next time (LRU evicts the oldest).
+                        let _ = FAST_STATE.insert(&own, &st, 0);
+                    }
+                }
+                // We answered: the peer's bytes are being read, its turn budget starts over.
+                if let Some(peer_state) = FAST_STATE.get_ptr_mut(&peer) {
+                    unsafe { (*peer_state).turn_bytes = 0 };
+                }
+                count(Counter::FastPathMsgs, 1);
+                count(Counter::FastPathBytes, size as u64);
+                return;
+            }
+        } else {
+            count(Counter::FastPathDemoted, 1);
         }
     }
     // Through the stack from now on, for this socket.
-    let _ = SLOW_SOCKS.insert(own, SLOW, 0);
+    match state {
+        Some(st) => unsafe { (*st).slow = 1 },
+        None => {
+            let mut st = FastState::zeroed();
+            st.slow = 1;
+            let _ = FAST_STATE.insert(&own, &st, 0);
+        }
+    }
     count(Counter::FastPathMiss, 1);
 }
-
-/// Value of a [`SLOW_SOCKS`] entry (only presence matters).
-const SLOW: u8 = 1;
 
 /// This socket's connection as it sees it (its SockHash key; reversed, the peer's).
 #[inline(always)]

@@ -21,7 +21,7 @@ use sluice_common::{SockTuple, AF_INET6};
 
 use crate::{
     addr::{ctx_u32, from_ip6, mapped_from_ip4, remote_port_host},
-    maps::{active_policy, ORIG_BY_SOCK, ORIG_BY_TUPLE, SLOW_SOCKS, SOCKS},
+    maps::{active_policy, FAST_STATE, ORIG_BY_SOCK, ORIG_BY_TUPLE, SOCKS},
 };
 
 /// sockops: the return value is ignored for these callbacks; 1 is the conventional "ok".
@@ -102,7 +102,7 @@ fn closed(ctx: &SockOpsContext) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let own = own_tuple(ctx);
     let _ = ORIG_BY_SOCK.remove(cookie);
-    let _ = SLOW_SOCKS.remove(own);
+    let _ = FAST_STATE.remove(own);
     // The proxy end keys the connection as its peer (the app) sees it; for the app end this
     // finds nothing, so the proxy can still read the original destination after the app closed.
     let _ = ORIG_BY_TUPLE.remove(own.reversed());

@@ -59,9 +59,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use sluice_common::{
-    mode, Counter, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS, MAP_COUNTERS,
-    MAP_INBOUND_LISTENERS, MAP_ORIG_BY_SOCK, MAP_ORIG_BY_TUPLE, MAP_POLICY, MAP_SLOW_SOCKS,
-    MAP_SOCKS, MAX_CIDRS, MAX_PORTS,
+    mode, Counter, FastState, ListenerKey, NetnsPolicy, OrigDst, SockTuple, COUNTER_SLOTS,
+    MAP_COUNTERS, MAP_FAST_STATE, MAP_INBOUND_LISTENERS, MAP_ORIG_BY_SOCK, MAP_ORIG_BY_TUPLE,
+    MAP_POLICY, MAP_SOCKS, MAX_CIDRS, MAX_PORTS,
 };
 
 pub use attach::{Hook, Target, HOOKS};
@@ -112,7 +112,7 @@ pub struct Datapath {
     orig_by_sock: HashMap<MapData, u64, OrigDst>,
     orig_by_tuple: HashMap<MapData, SockTuple, OrigDst>,
     socks: SockHash<MapData, SockTuple>,
-    slow_socks: HashMap<MapData, SockTuple, u8>,
+    fast_state: HashMap<MapData, SockTuple, FastState>,
     inbound_listeners: SockHash<MapData, ListenerKey>,
     cgroup: PathBuf,
     pin_dir: PathBuf,
@@ -162,7 +162,7 @@ impl Datapath {
         let orig_by_sock = take(&mut ebpf, MAP_ORIG_BY_SOCK)?;
         let orig_by_tuple = take(&mut ebpf, MAP_ORIG_BY_TUPLE)?;
         let socks: SockHash<MapData, SockTuple> = take(&mut ebpf, MAP_SOCKS)?;
-        let slow_socks = take(&mut ebpf, MAP_SLOW_SOCKS)?;
+        let fast_state = take(&mut ebpf, MAP_FAST_STATE)?;
         let inbound_listeners = take(&mut ebpf, MAP_INBOUND_LISTENERS)?;
         let attached = attach::load_and_attach(&mut ebpf, &opts.cgroup, socks.fd())?;
         // sk_lookup links of a persisted agent: our program replaces theirs in place.
@@ -183,7 +183,7 @@ impl Datapath {
             orig_by_sock,
             orig_by_tuple,
             socks,
-            slow_socks,
+            fast_state,
             inbound_listeners,
             cgroup: opts.cgroup.clone(),
             pin_dir: opts.pin_dir.clone(),
@@ -261,8 +261,8 @@ impl Datapath {
         for k in self.socks_keys(netns_cookie)? {
             removed += gone(self.socks.remove(&k), MAP_SOCKS)?;
         }
-        for k in self.slow_keys(netns_cookie)? {
-            removed += gone(self.slow_socks.remove(&k), MAP_SLOW_SOCKS)?;
+        for k in self.fast_state_keys(netns_cookie)? {
+            removed += gone(self.fast_state.remove(&k), MAP_FAST_STATE)?;
         }
         Ok(removed)
     }
@@ -286,11 +286,11 @@ impl Datapath {
             + self.orig_by_sock_keys(netns_cookie)?.len()
             + self.orig_by_tuple_keys(netns_cookie)?.len()
             + self.socks_keys(netns_cookie)?.len()
-            + self.slow_keys(netns_cookie)?.len())
+            + self.fast_state_keys(netns_cookie)?.len())
     }
 
     /// Entries per map (all netns), in [`sluice_common::ALL_MAPS`] order except the counter
-    /// array (fixed size): policy, orig-by-socket, orig-by-tuple, sockhash, slow sockets,
+    /// array (fixed size): policy, orig-by-socket, orig-by-tuple, sockhash, fast-path state,
     /// inbound listeners.
     pub fn map_sizes(&self) -> Result<[usize; 6], BpfError> {
         Ok([
@@ -298,7 +298,7 @@ impl Datapath {
             self.orig_by_sock.keys().count(),
             self.orig_by_tuple.keys().count(),
             self.socks.keys().count(),
-            self.slow_socks.keys().count(),
+            self.fast_state.keys().count(),
             self.inbound_listeners.keys().count(),
         ])
     }
@@ -446,8 +446,8 @@ impl Datapath {
         collect_keys(self.socks.keys(), MAP_SOCKS, |k| k.netns_cookie == netns)
     }
 
-    fn slow_keys(&self, netns: u64) -> Result<Vec<SockTuple>, BpfError> {
-        collect_keys(self.slow_socks.keys(), MAP_SLOW_SOCKS, |k| {
+    fn fast_state_keys(&self, netns: u64) -> Result<Vec<SockTuple>, BpfError> {
+        collect_keys(self.fast_state.keys(), MAP_FAST_STATE, |k| {
             k.netns_cookie == netns
         })
     }

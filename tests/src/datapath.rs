@@ -1,6 +1,9 @@
 //! A loaded data path on a test cgroup, with the test process inside it, and enrolled pods.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
 
 use sluice::bpf::{Datapath, LoadOptions};
 use sluice_common::{mode, NetnsPolicy, INBOUND_PORT, OUTBOUND_PORT};
@@ -43,6 +46,17 @@ impl Pod {
         R: Send + 'static,
     {
         self.ns.run(f)
+    }
+
+    /// A captured connection inside the pod: the test plays the proxy on 127.0.0.1:15001 and
+    /// the app connects to [`VIP4`]. Returns (listener, app end, proxy end).
+    pub fn captured_pair(&self) -> (TcpListener, TcpStream, TcpStream) {
+        self.run(|| {
+            let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+            let app = TcpStream::connect(VIP4).unwrap();
+            let (proxy, _) = l.accept().unwrap();
+            (l, app, proxy)
+        })
     }
 }
 

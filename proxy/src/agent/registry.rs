@@ -70,6 +70,7 @@ pub const COUNTER_NAMES: &[(&str, Counter)] = &[
     ("skip_no_listener", Counter::SkipNoListener),
     ("inbound_skip_port", Counter::InboundSkipPort),
     ("inbound_no_listener", Counter::InboundNoListener),
+    ("fast_path_demoted", Counter::FastPathDemoted),
 ];
 
 /// The listeners the agent serves inside one pod (node mode): 127.0.0.1/::1 on the outbound
