@@ -78,6 +78,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         Some(old) => Some(upgrade::begin(old)?),
         None => None,
     };
+    crate::bpf::limit_heap_retention();
     let datapath = Datapath::load(&LoadOptions {
         cgroup: opts.cgroup.clone(),
         pin_dir: opts.pin_dir.clone(),

@@ -233,6 +233,7 @@ fn inbound_pin(pin_dir: &Path, netns_cookie: u64) -> std::path::PathBuf {
 /// link keeps the program).
 fn load_instance(pin_dir: &Path, netns_cookie: u64) -> Result<OwnedFd, BpfError> {
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .default_map_pin_directory(pin_dir)
         .override_global(SK_LOOKUP_NETNS_GLOBAL, &netns_cookie, true)
         .load(OBJECT)
@@ -257,13 +258,17 @@ fn load_instance(pin_dir: &Path, netns_cookie: u64) -> Result<OwnedFd, BpfError>
     };
     prog.load().map_err(load_err)?;
     let fd = prog.fd().map_err(load_err)?;
-    fd.as_fd()
+    let owned = fd
+        .as_fd()
         .try_clone_to_owned()
         .map_err(|source| BpfError::Inbound {
             netns_cookie,
             op: "dup the program fd",
             source,
-        })
+        });
+    drop(ebpf);
+    super::release_loader_memory();
+    owned
 }
 
 /// The cookie of the netns behind a namespace fd: a helper thread enters it (setns is per
