@@ -9,13 +9,12 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream},
 };
 
-use sluice::bpf::{Datapath, LoadOptions};
 use sluice_common::{flags, mode, Cidr, Counter, NetnsPolicy, PROXY_MARK, PROXY_UID};
 use sluice_tests::{
-    datapath::{Fixture, Pod, VIP4, VIP6},
+    datapath::{Fixture, LoadSite, Pod, VIP4, VIP6},
     sock::{connect_raw, orig_dst_v4, orig_dst_v6},
 };
-use sluice_tests::{require_root, run_cmd, Cgroup, Netns, PinDir, Veth};
+use sluice_tests::{require_root, run_cmd, Netns, Veth};
 
 #[test]
 fn captures_ipv4_and_reports_original_destination() {
@@ -634,22 +633,16 @@ fn dropping_the_datapath_detaches_every_program() {
 
 #[test]
 fn reload_on_the_same_pins_keeps_policies_and_capture() {
-    require_root();
-    let cg = Cgroup::new("kdp");
-    let pins = PinDir::new("kdp");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
+    let site = LoadSite::new("kdp");
     let pod = Netns::new("kdp");
     let cookie = pod.cookie();
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
     drop(dp);
     // A new agent finds the enrolled pod in the pinned map and captures again.
-    let dp = Datapath::load(&opts).unwrap();
+    let dp = site.load();
     assert_eq!(dp.policy(cookie).unwrap(), Some(Fixture::node_policy()));
-    let _inside = cg.enter_process();
+    let _inside = site.cg.enter_process();
     let orig = pod.run(|| {
         let l = TcpListener::bind("127.0.0.1:15001").unwrap();
         let _app = TcpStream::connect(VIP4).unwrap();
@@ -659,24 +652,18 @@ fn reload_on_the_same_pins_keeps_policies_and_capture() {
     drop(_inside);
     dp.unload_and_unpin().unwrap();
     assert!(
-        pins.entries().is_empty(),
+        site.pins.entries().is_empty(),
         "pins left after unload_and_unpin: {:?}",
-        pins.entries()
+        site.pins.entries()
     );
 }
 
 #[test]
 fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
-    require_root();
-    let cg = Cgroup::new("kdq");
-    let pins = PinDir::new("kdq");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
+    let site = LoadSite::new("kdq");
     let pod = Netns::new("kdq");
     let cookie = pod.cookie();
-    let cg_path = cg.path().to_str().unwrap().to_string();
+    let cg_path = site.cg.path().to_str().unwrap().to_string();
     let attached = || {
         run_cmd("bpftool", &["cgroup", "show", &cg_path])
             .lines()
@@ -695,9 +682,9 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         .iter()
         .filter(|h| matches!(h.target, sluice::bpf::Target::Cgroup(_)))
         .count();
-    let _inside = cg.enter_process();
+    let _inside = site.cg.enter_process();
 
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
     dp.persist().unwrap();
     // No Datapath in this process any more, still captured.
@@ -705,13 +692,14 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
     assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
 
     // The next agent attaches its own and releases the pinned ones.
-    let dp = Datapath::load(&opts).unwrap();
+    let dp = site.load();
     assert_eq!(
         attached(),
         cgroup_hooks,
         "old and new programs both attached"
     );
-    assert!(!pins
+    assert!(!site
+        .pins
         .path()
         .join(sluice::bpf::LINKS_DIR)
         .read_dir()
@@ -735,7 +723,11 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
     );
     dp.unload_and_unpin().unwrap();
     assert_eq!(attached(), 0, "programs left after unload");
-    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+    assert!(
+        site.pins.entries().is_empty(),
+        "pins left: {:?}",
+        site.pins.entries()
+    );
 }
 
 #[test]
