@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice::bpf::{Datapath, LoadOptions};
+use sluice::bpf::{Datapath, LoadOptions, LINKS_DIR};
 use sluice_common::{mode, NetnsPolicy, INBOUND_PORT, OUTBOUND_PORT};
 
 use crate::{require_root, Cgroup, Netns, PinDir, ProcessInCgroup};
@@ -78,6 +78,26 @@ impl LoadSite {
     pub fn load(&self) -> Datapath {
         Datapath::load(&self.opts())
             .unwrap_or_else(|e| panic!("Datapath::load on {}: {e}", self.cg.path().display()))
+    }
+
+    /// `unload_and_unpin` of `dp`, then asserts that no pin is left.
+    pub fn unload(&self, dp: Datapath) {
+        dp.unload_and_unpin()
+            .unwrap_or_else(|e| panic!("unload_and_unpin: {e}"));
+        let left = self.pins.entries();
+        assert!(
+            left.is_empty(),
+            "pins left after unload_and_unpin: {left:?}"
+        );
+    }
+
+    /// Whether any link is pinned (persisted, or pinned for an upgrade) in the pin dir.
+    pub fn links_pinned(&self) -> bool {
+        let dir = self.pins.path().join(LINKS_DIR);
+        dir.read_dir()
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .next()
+            .is_some()
     }
 }
 

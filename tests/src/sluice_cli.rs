@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{ns_server::NsServer, unique_name, Cgroup, Netns};
+use crate::{cgroup::join_cgroup_in_child, ns_server::NsServer, unique_name, Cgroup, Netns};
 
 /// The `sluice` binary: `$SLUICE_BIN`, else `$CARGO_TARGET_DIR/debug/sluice`, else the workspace's
 /// `target/debug/sluice`. `cargo xtask test` builds it before running the tests.
@@ -213,19 +213,8 @@ impl SluiceProcess {
 
     /// Sends SIGTERM and waits (at most `timeout`) for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.sigterm();
+        self.wait_exit(timeout)
     }
 }
 
@@ -242,28 +231,10 @@ impl Drop for SluiceProcess {
 
 /// Makes the child join `cgroup` before exec.
 fn in_cgroup(cmd: &mut Command, cgroup: &Cgroup) {
-    let procs = std::ffi::CString::new(
-        cgroup
-            .path()
-            .join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .expect("cgroup path without NUL");
-    // SAFETY: only async-signal-safe calls (open, write, close) on data prepared before fork.
+    let procs = cgroup.procs_cstring();
+    // SAFETY: join_cgroup_in_child is async-signal-safe and `procs` was prepared before fork.
     unsafe {
-        cmd.pre_exec(move || {
-            let f = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if f < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(f, b"0".as_ptr().cast(), 1);
-            libc::close(f);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || join_cgroup_in_child(&procs));
     }
 }
 

@@ -464,12 +464,7 @@ fn fast_path_moves_bytes_outside_the_stack_and_can_be_switched_off() {
 fn fast_path_switched_off_mid_connection_keeps_byte_order() {
     let mut f = Fixture::new("kds");
     let pod = f.enroll_pod(Fixture::node_policy());
-    let (l, mut app, mut proxy) = pod.run(|| {
-        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        let app = TcpStream::connect(VIP4).unwrap();
-        let (proxy, _) = l.accept().unwrap();
-        (l, app, proxy)
-    });
+    let (l, mut app, mut proxy) = captured_via_proxy(&pod);
     let chunk = |i: u8| vec![i; 32 << 10];
     app.write_all(&chunk(1)).unwrap();
     let fast_before = f.dp().counters().unwrap().get(Counter::FastPathBytes);
@@ -650,12 +645,7 @@ fn reload_on_the_same_pins_keeps_policies_and_capture() {
     });
     assert_eq!(orig.unwrap(), VIP4.parse::<SocketAddrV4>().unwrap());
     drop(_inside);
-    dp.unload_and_unpin().unwrap();
-    assert!(
-        site.pins.entries().is_empty(),
-        "pins left after unload_and_unpin: {:?}",
-        site.pins.entries()
-    );
+    site.unload(dp);
 }
 
 #[test]
@@ -698,13 +688,7 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         cgroup_hooks,
         "old and new programs both attached"
     );
-    assert!(!site
-        .pins
-        .path()
-        .join(sluice::bpf::LINKS_DIR)
-        .read_dir()
-        .unwrap()
-        .any(|_| true));
+    assert!(!site.links_pinned());
     assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
     // Fast path still works with the new sk_msg on the shared SockHash.
     let before = dp.counters().unwrap().get(Counter::FastPathBytes);
@@ -721,25 +705,15 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         dp.counters().unwrap().get(Counter::FastPathBytes) - before,
         4
     );
-    dp.unload_and_unpin().unwrap();
+    site.unload(dp);
     assert_eq!(attached(), 0, "programs left after unload");
-    assert!(
-        site.pins.entries().is_empty(),
-        "pins left: {:?}",
-        site.pins.entries()
-    );
 }
 
 #[test]
 fn established_connections_survive_dropping_the_datapath() {
     let mut f = Fixture::new("kde");
     let pod = f.enroll_pod(Fixture::node_policy());
-    let (l, mut app, mut proxy) = pod.run(|| {
-        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        let app = TcpStream::connect(VIP4).unwrap();
-        let (proxy, _) = l.accept().unwrap();
-        (l, app, proxy)
-    });
+    let (l, mut app, mut proxy) = captured_via_proxy(&pod);
     app.write_all(b"before").unwrap();
     let mut buf = [0u8; 6];
     read_exact_retry(&mut proxy, &mut buf);
@@ -753,6 +727,17 @@ fn established_connections_survive_dropping_the_datapath() {
     read_exact_retry(&mut app, &mut back);
     assert_eq!(&back, b"back");
     drop((l, app, proxy));
+}
+
+/// Inside `pod`: the test's proxy listener on 127.0.0.1:15001 and an app connection to [`VIP4`]
+/// captured onto it; returns (listener, app side, proxy side).
+fn captured_via_proxy(pod: &Pod) -> (TcpListener, TcpStream, TcpStream) {
+    pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let app = TcpStream::connect(VIP4).unwrap();
+        let (proxy, _) = l.accept().unwrap();
+        (l, app, proxy)
+    })
 }
 
 /// `read_exact` that retries the spurious EAGAIN a blocking read can get on a SockHash socket.

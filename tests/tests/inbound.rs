@@ -476,12 +476,7 @@ fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
 
     assert_eq!(dp.remove_netns(cookie).unwrap(), 3);
     assert!(sk_lookup_links_gone(&p.pod));
-    dp.unload_and_unpin().unwrap();
-    assert!(
-        site.pins.entries().is_empty(),
-        "pins left: {:?}",
-        site.pins.entries()
-    );
+    site.unload(dp);
 }
 
 #[test]
@@ -523,25 +518,11 @@ fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
         "only the live pod's link is adopted"
     );
     assert_eq!(sk_lookup_links(&kept).len(), 1);
-    assert!(
-        !site
-            .pins
-            .path()
-            .join(sluice::bpf::LINKS_DIR)
-            .read_dir()
-            .unwrap()
-            .any(|_| true),
-        "pins left in links/"
-    );
+    assert!(!site.links_pinned(), "pins left in links/");
     dp.remove_netns(gone_cookie).unwrap();
     dp.remove_netns(kept_cookie).unwrap();
     assert!(sk_lookup_links_gone(&kept));
-    dp.unload_and_unpin().unwrap();
-    assert!(
-        site.pins.entries().is_empty(),
-        "pins left: {:?}",
-        site.pins.entries()
-    );
+    site.unload(dp);
 }
 
 #[test]
