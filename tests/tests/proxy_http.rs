@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use sluice_tests::upstream::{
-    harness::{curl, free_port, header, http_bootstrap, static_cluster, ProxyProcess, TempDir},
+    harness::{
+        curl, free_port, header, http_bootstrap, route_to, static_cluster, ProxyProcess, TempDir,
+    },
     TestUpstream,
 };
 use tokio::{
@@ -174,8 +176,7 @@ async fn http2_downstream_and_upstream() {
     let up = TestUpstream::start("h2").await;
     let (admin, port) = (free_port(), free_port());
     let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config:\n          http2_protocol_options: {}\n";
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let routes = &route_to("backend");
     let yaml = http_bootstrap(
         admin,
         port,
@@ -231,8 +232,7 @@ async fn http2_downstream_and_upstream() {
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;
     let (admin, port) = (free_port(), free_port());
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let routes = &route_to("backend");
     // Upgrades pass through without upgrade_configs (the config model has no such field yet).
     let yaml = http_bootstrap(
         admin,

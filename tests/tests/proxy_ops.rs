@@ -13,20 +13,13 @@ use std::{
 
 use sluice_tests::upstream::{
     assert_banner_then_echo, banner_server,
-    harness::{curl, curl_opt, free_port, http_bootstrap, static_cluster, ProxyProcess},
+    harness::{curl, curl_opt, free_port, http_bootstrap, route_to, static_cluster, ProxyProcess},
     TestUpstream,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-const ROUTE_TO: &str =
-    "              - match: { prefix: \"/\" }\n                route: { cluster: CLUSTER }\n";
-
-fn route_to(cluster: &str) -> String {
-    ROUTE_TO.replace("CLUSTER", cluster)
-}
 
 fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");

@@ -191,6 +191,11 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
+/// One route (a YAML list item for [`http_bootstrap`]'s `routes`): prefix `/` to `cluster`.
+pub fn route_to(cluster: &str) -> String {
+    format!("              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: {cluster} }}\n")
+}
+
 /// A STATIC cluster block (YAML list item, 2-space indented under `clusters:`).
 pub fn static_cluster(name: &str, ports: &[u16], extra: &str) -> String {
     let mut eps = String::new();
