@@ -154,16 +154,7 @@ fn netns_not_enrolled_or_off_is_untouched() {
         ..Fixture::node_policy()
     });
     for ns in [&stranger, &off.ns] {
-        let err = ns.run(|| {
-            let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-            TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-        });
-        assert_eq!(
-            err,
-            Some(libc::ENETUNREACH),
-            "netns {} was captured",
-            ns.name()
-        );
+        assert_not_captured(ns, &format!("netns {}", ns.name()));
     }
 }
 
@@ -190,15 +181,7 @@ fn exclusions_leave_connections_alone() {
     ] {
         let pod = f.enroll_pod(policy);
         let before = f.dp().counters().unwrap().get(counter);
-        let err = pod.run(|| {
-            let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-            TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-        });
-        assert_eq!(
-            err,
-            Some(libc::ENETUNREACH),
-            "{what}: connection was captured"
-        );
+        assert_not_captured(&pod.ns, what);
         assert!(
             f.dp().counters().unwrap().get(counter) > before,
             "{what}: {counter:?} did not rise"
@@ -613,15 +596,7 @@ fn dropping_the_datapath_detaches_every_program() {
         shown.trim().is_empty(),
         "programs still attached after drop:\n{shown}"
     );
-    let err = pod.run(|| {
-        let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-    });
-    assert_eq!(
-        err,
-        Some(libc::ENETUNREACH),
-        "capture still active after drop"
-    );
+    assert_not_captured(&pod.ns, "after dropping the data path");
     // The pins outlive the programs (agent restart), until the pin dir is removed.
     assert!(f.pins.entries().contains(&"sluice_policy_v1".to_string()));
 }
@@ -727,6 +702,20 @@ fn established_connections_survive_dropping_the_datapath() {
     read_exact_retry(&mut app, &mut back);
     assert_eq!(&back, b"back");
     drop((l, app, proxy));
+}
+
+/// Inside `ns`, with the test's proxy listening on 127.0.0.1:15001, a connect to [`VIP4`] is
+/// not captured: it fails with `ENETUNREACH` (a pod has no route to it). `what` names the case.
+fn assert_not_captured(ns: &Netns, what: &str) {
+    let err = ns.run(|| {
+        let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        TcpStream::connect(VIP4).unwrap_err().raw_os_error()
+    });
+    assert_eq!(
+        err,
+        Some(libc::ENETUNREACH),
+        "{what}: connection to {VIP4} was captured"
+    );
 }
 
 /// Inside `pod`: the test's proxy listener on 127.0.0.1:15001 and an app connection to [`VIP4`]

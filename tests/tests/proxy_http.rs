@@ -28,6 +28,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// A bootstrap (admin on `admin`) whose listener on `port` has `routes`, and one cluster
+/// `backend` with `up` as its endpoint.
+fn backend_bootstrap(admin: u16, port: u16, routes: &str, up: &TestUpstream) -> String {
+    http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_headers_access_log_and_local_replies() {
     let up = TestUpstream::start("a").await;
@@ -144,14 +156,8 @@ async fn no_route_is_404_nr() {
     let (admin, port) = (free_port(), free_port());
     let routes =
         "              - match: { path: \"/only\" }\n                route: { cluster: backend }\n";
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    )
-    .replace("domains: [\"*\"]", "domains: [\"svc.local\"]");
+    let yaml = backend_bootstrap(admin, port, routes, &up)
+        .replace("domains: [\"*\"]", "domains: [\"svc.local\"]");
     let proxy = ProxyProcess::start(&yaml, admin);
     let u = format!("http://127.0.0.1:{port}/only");
     let (s1, _, _) = blocking({
@@ -234,13 +240,7 @@ async fn websocket_upgrade_passthrough() {
     let (admin, port) = (free_port(), free_port());
     let routes = &route_to("backend");
     // Upgrades pass through without upgrade_configs (the config model has no such field yet).
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    );
+    let yaml = backend_bootstrap(admin, port, routes, &up);
     let _proxy = ProxyProcess::start(&yaml, admin);
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -291,13 +291,7 @@ async fn route_actions_rewrites_and_header_mutations() {
                 - header: { key: x-resp, value: from-proxy }
                 request_headers_to_remove: [x-secret]
 "#;
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    );
+    let yaml = backend_bootstrap(admin, port, routes, &up);
     let _proxy = ProxyProcess::start(&yaml, admin);
     let base = format!("http://127.0.0.1:{port}");
     let (s, _, body) = blocking({
