@@ -1,7 +1,7 @@
 //! A test "node": `sluice agent` in its own cgroup with its pins and control socket, and the CLI
 //! calls tests make against it (enroll, unenroll, status, counters).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice::agent::protocol::{PodStatus, StatusReport};
 
@@ -101,8 +101,7 @@ impl Node {
 
     /// `sluice status --json`.
     pub fn status(&self) -> StatusReport {
-        let out = sluice_ok(&["status", "--json", "--control", &self.ctl()]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+        status_at(&self.ctl())
     }
 
     /// One pod's status.
@@ -117,16 +116,73 @@ impl Node {
 
     /// One eBPF counter.
     pub fn counter(&self, name: &str) -> u64 {
-        self.status()
-            .counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no counter {name}"))
+        counter_at(&self.ctl(), name)
     }
 
     /// Waits until the agent's log contains `needle`.
     pub fn wait_for_log(&mut self, needle: &str) {
         self.agent().wait_for_log(needle, Duration::from_secs(10));
     }
+
+    /// How many file descriptors the agent process holds open.
+    pub fn fds(&self) -> usize {
+        count_dir(&format!("/proc/{}/fd", self.pid()))
+    }
+
+    /// How many threads the agent process runs.
+    pub fn threads(&self) -> usize {
+        count_dir(&format!("/proc/{}/task", self.pid()))
+    }
+
+    /// Waits (at most 5 s) for the agent's `unenrolled` log line of `cookie` and returns its
+    /// `remaining=` value (map entries left for the cookie).
+    pub fn unenrolled_remaining(&self, cookie: u64) -> u64 {
+        let needle = format!("cookie={cookie}");
+        let start = Instant::now();
+        loop {
+            let log = self.agent_log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("unenrolled") && l.contains(&needle))
+            {
+                let v = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("remaining="))
+                    .unwrap_or_else(|| panic!("no remaining= in {line}"));
+                return v.parse().unwrap_or_else(|_| panic!("remaining={v}"));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no unenrolled line for {needle}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The running agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.agent.as_ref().expect("agent is running").pid()
+    }
+}
+
+/// `sluice status --json --control <ctl>`, parsed.
+pub fn status_at(ctl: &str) -> StatusReport {
+    let out = sluice_ok(&["status", "--json", "--control", ctl]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+}
+
+/// One eBPF counter of the agent behind `ctl`.
+pub fn counter_at(ctl: &str, name: &str) -> u64 {
+    status_at(ctl)
+        .counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .count()
 }

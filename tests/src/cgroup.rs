@@ -6,6 +6,7 @@
 //! process-wide lock keeps two tests of one binary from doing that at the same time.
 
 use std::{
+    ffi::{CStr, CString},
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
     time::Duration,
@@ -14,6 +15,28 @@ use std::{
 use crate::unique_name;
 
 static PROCESS_CGROUP_LOCK: Mutex<()> = Mutex::new(());
+
+/// In a forked child before `exec` (a `pre_exec` closure): moves the calling process into the
+/// cgroup whose `cgroup.procs` is `procs` (writing "0" moves the writer itself).
+///
+/// # Safety
+/// Only async-signal-safe calls (open, write, close) on data prepared before the fork; it
+/// allocates nothing, so it may run between fork and exec.
+pub(crate) unsafe fn join_cgroup_in_child(procs: &CStr) -> std::io::Result<()> {
+    // SAFETY: see the function's contract; `procs` is a valid NUL-terminated path.
+    unsafe {
+        let f = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if f < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(f, b"0".as_ptr().cast(), 1);
+        libc::close(f);
+        if n != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
 /// A cgroup v2 directory `sl-<tag>-<pid>-<n>` under the detected cgroup v2 root (never the root
 /// itself). Removed on drop (after its processes have left).
@@ -41,6 +64,18 @@ impl Cgroup {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+
+    /// `<cgroup>/cgroup.procs` as a C string, prepared before a fork for
+    /// [`join_cgroup_in_child`].
+    pub(crate) fn procs_cstring(&self) -> CString {
+        CString::new(
+            self.path
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("cgroup path without NUL")
     }
 
     /// Moves the whole test process into this cgroup until the guard drops (then it goes back to

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::bpf::{Datapath, LoadOptions};
+use sluice::bpf::{Datapath, LoadOptions, LINKS_DIR};
 use sluice_common::{mode, NetnsPolicy, INBOUND_PORT, OUTBOUND_PORT};
 
 use crate::{require_root, Cgroup, Netns, PinDir, ProcessInCgroup};
@@ -60,18 +60,68 @@ impl Pod {
     }
 }
 
+/// A fresh test cgroup and pin dir for tests that load (and reload) `Datapath` themselves: an
+/// agent restart, a persisted data path, an upgrade hand-over. Declare it before the `Datapath`s
+/// so they drop (detach) first; then the pins go, then the cgroup.
+pub struct LoadSite {
+    /// Where the maps (and persisted links) are pinned.
+    pub pins: PinDir,
+    /// The cgroup the programs attach to.
+    pub cg: Cgroup,
+}
+
+impl LoadSite {
+    /// Requires root, creates the cgroup and the pin dir.
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        Self {
+            cg: Cgroup::new(tag),
+            pins: PinDir::new(tag),
+        }
+    }
+
+    /// The load options naming this cgroup and pin dir.
+    pub fn opts(&self) -> LoadOptions {
+        LoadOptions {
+            cgroup: self.cg.path().to_path_buf(),
+            pin_dir: self.pins.path().to_path_buf(),
+        }
+    }
+
+    /// `Datapath::load` on this site; panics naming the cgroup on failure.
+    pub fn load(&self) -> Datapath {
+        Datapath::load(&self.opts())
+            .unwrap_or_else(|e| panic!("Datapath::load on {}: {e}", self.cg.path().display()))
+    }
+
+    /// `unload_and_unpin` of `dp`, then asserts that no pin is left.
+    pub fn unload(&self, dp: Datapath) {
+        dp.unload_and_unpin()
+            .unwrap_or_else(|e| panic!("unload_and_unpin: {e}"));
+        let left = self.pins.entries();
+        assert!(
+            left.is_empty(),
+            "pins left after unload_and_unpin: {left:?}"
+        );
+    }
+
+    /// Whether any link is pinned (persisted, or pinned for an upgrade) in the pin dir.
+    pub fn links_pinned(&self) -> bool {
+        let dir = self.pins.path().join(LINKS_DIR);
+        dir.read_dir()
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .next()
+            .is_some()
+    }
+}
+
 impl Fixture {
     /// Requires root, creates cgroup + pin dir, loads and attaches, enters the cgroup.
     pub fn new(tag: &str) -> Self {
-        require_root();
-        let cg = Cgroup::new(tag);
-        let pins = PinDir::new(tag);
-        let dp = Datapath::load(&LoadOptions {
-            cgroup: cg.path().to_path_buf(),
-            pin_dir: pins.path().to_path_buf(),
-        })
-        .unwrap_or_else(|e| panic!("Datapath::load on {}: {e}", cg.path().display()));
-        let inside = cg.enter_process();
+        let site = LoadSite::new(tag);
+        let dp = site.load();
+        let inside = site.cg.enter_process();
+        let LoadSite { pins, cg } = site;
         Self {
             inside: Some(inside),
             dp: Some(dp),

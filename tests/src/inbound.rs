@@ -4,14 +4,16 @@
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
+use sluice::bpf::{Datapath, LINKS_DIR, SK_LOOKUP_PIN_PREFIX};
 use sluice_common::NetnsPolicy;
 
 use crate::{
     datapath::{Fixture, Pod},
-    run_cmd, Netns, Veth,
+    run_cmd, Netns, PinDir, Veth,
 };
 
 /// An enrolled server pod (inbound capture attached), a client netns and the veth between them.
@@ -65,6 +67,67 @@ impl InboundFixture {
         self.pod.run(move || {
             TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr} in the pod: {e}"))
         })
+    }
+}
+
+/// A server pod whose inbound proxy the test plays (a listener on `0.0.0.0:15006`) and a client
+/// netns dialling it over a veth (pod = end `b`), for tests that load and reload `Datapath`
+/// themselves (persisted links adopted by the next agent, the upgrade hand-over).
+pub struct ProxyPod {
+    /// The test's inbound proxy listener inside the pod.
+    pub proxy: TcpListener,
+    pub veth: Veth,
+    /// The client netns (not enrolled).
+    pub client: Netns,
+    /// The server pod.
+    pub pod: Netns,
+    /// What the client dials: the pod's IPv4 address with the app port.
+    pub dst: SocketAddr,
+}
+
+impl ProxyPod {
+    /// Creates the pod and client netns (`tag`: at most 3 characters), the veth, and the proxy
+    /// listener; the client dials `app_port`.
+    pub fn new(tag: &str, app_port: u16) -> Self {
+        let pod = Netns::new(tag);
+        let client = Netns::new(tag);
+        let veth = Veth::new(tag, &client, &pod);
+        let dst = SocketAddr::new(veth.b_v4.into(), app_port);
+        let proxy = pod.run(|| {
+            TcpListener::bind("0.0.0.0:15006").unwrap_or_else(|e| panic!("bind 15006: {e}"))
+        });
+        Self {
+            proxy,
+            veth,
+            client,
+            pod,
+            dst,
+        }
+    }
+
+    /// Enrolls the pod in node mode on `dp`, links sk_lookup to it and registers the proxy.
+    pub fn enroll(&self, dp: &mut Datapath) {
+        let cookie = self.pod.cookie();
+        dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
+        dp.attach_inbound(cookie, self.pod.file()).unwrap();
+        dp.set_inbound_listener(cookie, &self.proxy).unwrap();
+    }
+
+    /// Dials `dst` from the client and asserts the proxy accepts it with `dst` as its local
+    /// address (captured); returns (client side, proxy side). `what` names the step.
+    pub fn captured(&self, what: &str) -> (TcpStream, TcpStream) {
+        let dst = self.dst;
+        let c = self.client.run(move || TcpStream::connect(dst).unwrap());
+        let (down, _) = accept(&self.proxy, what);
+        assert_eq!(down.local_addr().unwrap(), dst, "{what}");
+        (c, down)
+    }
+
+    /// Where a persisted (or upgrade-pinned) sk_lookup link of the pod lives in `pins`.
+    pub fn link_pin(&self, pins: &PinDir) -> PathBuf {
+        pins.path()
+            .join(LINKS_DIR)
+            .join(format!("{SK_LOOKUP_PIN_PREFIX}{}", self.pod.cookie()))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cni;
 pub mod datapath;
 pub mod inbound;
 pub mod netns;
+pub mod ns_server;
 pub mod pins;
 pub mod sluice_cli;
 pub mod sock;

@@ -10,7 +10,9 @@ use std::{
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::{run_cmd, run_cmd_quiet, unique_name, Cgroup, SO_NETNS_COOKIE};
+use crate::{
+    cgroup::join_cgroup_in_child, run_cmd, run_cmd_quiet, unique_name, Cgroup, SO_NETNS_COOKIE,
+};
 
 /// A named network namespace with `lo` up and no other route (so a connect that escapes capture
 /// ends in `ENETUNREACH` rather than leaving the machine). Deleted on drop.
@@ -140,15 +142,7 @@ impl Netns {
         ids: Option<(u32, u32)>,
     ) -> Command {
         let fd = self.open();
-        let procs = cgroup.map(|c| {
-            std::ffi::CString::new(
-                c.path()
-                    .join("cgroup.procs")
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            )
-            .expect("cgroup path without NUL")
-        });
+        let procs = cgroup.map(Cgroup::procs_cstring);
         let mut cmd = Command::new(program);
         // SAFETY: the closure only calls async-signal-safe syscalls (setns, open, write, close,
         // setgroups, setgid, setuid)
@@ -159,16 +153,7 @@ impl Netns {
                     return Err(std::io::Error::last_os_error());
                 }
                 if let Some(procs) = &procs {
-                    // Writing "0" moves the writing process itself.
-                    let f = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if f < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let n = libc::write(f, b"0".as_ptr().cast(), 1);
-                    libc::close(f);
-                    if n != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    join_cgroup_in_child(procs)?;
                 }
                 if let Some((uid, gid)) = ids {
                     if libc::setgroups(0, std::ptr::null()) != 0

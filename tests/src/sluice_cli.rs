@@ -3,19 +3,16 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use crate::{unique_name, Cgroup, Netns};
+use crate::{cgroup::join_cgroup_in_child, ns_server::NsServer, unique_name, Cgroup, Netns};
 
 /// The `sluice` binary: `$SLUICE_BIN`, else `$CARGO_TARGET_DIR/debug/sluice`, else the workspace's
 /// `target/debug/sluice`. `cargo xtask test` builds it before running the tests.
@@ -216,19 +213,8 @@ impl SluiceProcess {
 
     /// Sends SIGTERM and waits (at most `timeout`) for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.sigterm();
+        self.wait_exit(timeout)
     }
 }
 
@@ -245,28 +231,10 @@ impl Drop for SluiceProcess {
 
 /// Makes the child join `cgroup` before exec.
 fn in_cgroup(cmd: &mut Command, cgroup: &Cgroup) {
-    let procs = std::ffi::CString::new(
-        cgroup
-            .path()
-            .join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .expect("cgroup path without NUL");
-    // SAFETY: only async-signal-safe calls (open, write, close) on data prepared before fork.
+    let procs = cgroup.procs_cstring();
+    // SAFETY: join_cgroup_in_child is async-signal-safe and `procs` was prepared before fork.
     unsafe {
-        cmd.pre_exec(move || {
-            let f = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if f < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(f, b"0".as_ptr().cast(), 1);
-            libc::close(f);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || join_cgroup_in_child(&procs));
     }
 }
 
@@ -317,50 +285,21 @@ impl Drop for ControlSocket {
 pub struct EchoPeerServer {
     /// Bound address.
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: NsServer,
 }
 
 impl EchoPeerServer {
     /// Binds `addr` (port 0 picks one) inside `ns`.
     pub fn start(ns: &Netns, addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = ns.spawn(move || {
-            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("server bind {addr}: {e}"));
-            l.set_nonblocking(true).expect("nonblocking listener");
-            tx.send(l.local_addr().expect("local addr"))
-                .expect("send addr");
-            while !flag.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut s, peer)) => {
-                        s.set_nonblocking(false).expect("blocking stream");
-                        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                        let mut buf = Vec::new();
-                        let n = s.read_to_end(&mut buf).unwrap_or(0);
-                        let _ = write!(s, "peer={peer} bytes={n}");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let server = NsServer::start(ns, addr, |mut s, peer| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = Vec::new();
+            let n = s.read_to_end(&mut buf).unwrap_or(0);
+            let _ = write!(s, "peer={peer} bytes={n}");
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("server did not start");
         Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EchoPeerServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            addr: server.addr,
+            _server: server,
         }
     }
 }

@@ -67,59 +67,92 @@ pub fn orig_dst_v6(sock: &impl AsRawFd) -> io::Result<SocketAddrV6> {
 /// A blocking TCP connect, optionally with `SO_MARK` set first (as the proxy marks its
 /// upstream sockets).
 pub fn connect_raw(addr: SocketAddr, mark: Option<u32>) -> io::Result<OwnedFd> {
+    connect_marked(None, addr, mark)
+}
+
+/// A blocking TCP connect from `src` (bound first, like the proxy's inbound passthrough binding
+/// 127.0.0.6 / ::6) to `dst`, optionally with `SO_MARK` set.
+pub fn connect_from(src: SocketAddr, dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+    connect_marked(Some(src), dst, mark).map(TcpStream::from)
+}
+
+/// Socket, `SO_MARK` (when given), bind to `src` (when given), blocking connect to `dst`.
+fn connect_marked(
+    src: Option<SocketAddr>,
+    dst: SocketAddr,
+    mark: Option<u32>,
+) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(dst)?;
+    if let Some(mark) = mark {
+        // SO_MARK takes a u32; c_int has its size, the cast keeps the bits.
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_MARK, mark as libc::c_int)?;
+    }
+    if let Some(src) = src {
+        sockaddr_call(&fd, src, libc::bind)?;
+    }
+    sockaddr_call(&fd, dst, libc::connect)?;
+    Ok(fd)
+}
+
+/// A new `SOCK_STREAM` socket of `addr`'s family.
+fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    // SAFETY: plain socket syscalls; the fd is owned right after creation.
+    // SAFETY: a plain socket syscall; the fd is owned right after creation.
     unsafe {
         let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let owned = OwnedFd::from_raw_fd(fd);
-        if let Some(mark) = mark {
-            let rc = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                (&mark as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            );
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        let rc = match addr {
-            SocketAddr::V4(a) => {
-                let mut sin: libc::sockaddr_in = std::mem::zeroed();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-                libc::connect(
-                    fd,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            SocketAddr::V6(a) => {
-                let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                libc::connect(
-                    fd,
-                    (&sin6 as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(owned)
+        Ok(OwnedFd::from_raw_fd(fd))
     }
+}
+
+/// `setsockopt(level, opt, &v)` with an int value.
+fn set_int_opt(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `v` outlives the call and the length is its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// The signature `bind(2)` and `connect(2)` share.
+type SockaddrCall =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+/// `bind` or `connect` (`call`) of `fd` with `addr`.
+fn sockaddr_call(fd: &OwnedFd, addr: SocketAddr, call: SockaddrCall) -> io::Result<()> {
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: `sa` is a valid sockaddr of `len` bytes for the socket's family.
+    check(unsafe {
+        call(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    })
+}
+
+/// `Ok` for a syscall's 0, the last OS error otherwise.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A `sockaddr_in` / `sockaddr_in6` for `addr`, with its length.
@@ -149,45 +182,6 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
-/// A blocking TCP connect from `src` (bound first, like the proxy's inbound passthrough binding
-/// 127.0.0.6 / ::6) to `dst`, optionally with `SO_MARK` set.
-pub fn connect_from(src: SocketAddr, dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
-    let family = if dst.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscalls; the fd is owned right after creation.
-    unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        if let Some(mark) = mark {
-            let rc = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                (&mark as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            );
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        let (sa, len) = sockaddr(src);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let (da, len) = sockaddr(dst);
-        if libc::connect(fd, (&da as *const libc::sockaddr_storage).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(TcpStream::from(owned))
-    }
-}
-
 /// A TCP listener on `[::]:port` with `IPV6_V6ONLY` set to `v6only` (std leaves it to the
 /// `net.ipv6.bindv6only` sysctl).
 pub fn listen_v6(port: u16, v6only: bool) -> io::Result<TcpListener> {
@@ -208,38 +202,13 @@ fn listen_with(
     addr: SocketAddr,
     opts: &[(libc::c_int, libc::c_int, libc::c_int)],
 ) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscalls; the fd is owned right after creation.
-    unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let reuse = [(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
-        for &(opt_level, opt, v) in reuse.iter().chain(opts) {
-            if libc::setsockopt(
-                fd,
-                opt_level,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        let (sa, len) = sockaddr(addr);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::listen(fd, 128) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(TcpListener::from(owned))
+    let fd = tcp_socket(addr)?;
+    let reuse = [(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
+    for &(level, opt, v) in reuse.iter().chain(opts) {
+        set_int_opt(&fd, level, opt, v)?;
     }
+    sockaddr_call(&fd, addr, libc::bind)?;
+    // SAFETY: listen on a socket we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+    Ok(TcpListener::from(fd))
 }

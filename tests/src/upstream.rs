@@ -11,7 +11,7 @@ use std::{
         atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 
@@ -266,4 +266,29 @@ pub async fn banner_server(banner: &'static [u8]) -> (SocketAddr, JoinHandle<()>
         }
     });
     (addr, task)
+}
+
+/// Connects to `entry` (a proxy in front of a [`banner_server`] sending `banner`) and sends
+/// nothing: protocol detection must give up quickly, so the banner arrives within 800 ms. Then
+/// `line` goes up and must come back (the server echoes).
+pub async fn assert_banner_then_echo(entry: SocketAddr, banner: &[u8], line: &[u8]) {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("banner within 2 s")
+        .unwrap();
+    assert_eq!(&buf[..n], banner);
+    assert!(
+        t0.elapsed() < Duration::from_millis(800),
+        "banner took {:?}",
+        t0.elapsed()
+    );
+    s.write_all(line).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("echo within 2 s")
+        .unwrap();
+    assert_eq!(&buf[..n], line);
 }

@@ -8,12 +8,12 @@ use std::{
     time::Duration,
 };
 
-use sluice::agent::protocol::{PodStatus, StatusReport};
 use sluice_tests::{
+    agent_node::{status_at, Node},
     require_root, run_cmd,
     sluice_cli::{
-        exchange, failed_upstream, read_answer, sluice_err, sluice_ok, ControlSocket,
-        EchoPeerServer, SluiceProcess,
+        exchange, failed_upstream, read_answer, sluice_err, sluice_ok, EchoPeerServer,
+        SluiceProcess,
     },
     Cgroup, Netns, PinDir, Veth,
 };
@@ -21,68 +21,6 @@ use sluice_tests::{
 const VIP: &str = "10.96.0.10:80";
 /// An unrouted IPv6 service VIP.
 const VIP6: &str = "[fd00:96::10]:80";
-
-/// Agent running in its own cgroup (the programs attach there) with its pins and control socket.
-struct Node {
-    // Drop order: the agent first, then pins and cgroup.
-    agent: SluiceProcess,
-    control: ControlSocket,
-    _pins: PinDir,
-    cgroup: Cgroup,
-}
-
-impl Node {
-    fn start(tag: &str) -> Self {
-        require_root();
-        let cgroup = Cgroup::new(tag);
-        let pins = PinDir::new(tag);
-        let (agent, control) = SluiceProcess::agent(&cgroup, pins.path(), &[]);
-        Self {
-            agent,
-            control,
-            _pins: pins,
-            cgroup,
-        }
-    }
-
-    fn ctl(&self) -> String {
-        self.control.arg()
-    }
-
-    fn enroll(&self, ns: &Netns, extra: &[&str]) -> String {
-        let ctl = self.ctl();
-        let mut args = vec!["enroll", "--netns", ns.name(), "--control", &ctl];
-        args.extend_from_slice(extra);
-        sluice_ok(&args)
-    }
-
-    fn unenroll(&self, ns: &Netns) -> String {
-        sluice_ok(&["unenroll", "--netns", ns.name(), "--control", &self.ctl()])
-    }
-
-    fn status(&self) -> StatusReport {
-        let out = sluice_ok(&["status", "--json", "--control", &self.ctl()]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
-    }
-
-    fn pod(&self, ns: &Netns) -> PodStatus {
-        let cookie = ns.cookie();
-        self.status()
-            .pods
-            .into_iter()
-            .find(|p| p.cookie == cookie)
-            .unwrap_or_else(|| panic!("netns {} (cookie {cookie}) not in status", ns.name()))
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.status()
-            .counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no counter {name}"))
-    }
-}
 
 /// Connects from inside `ns`, records getpeername and `ss` while the connection is open, sends,
 /// half-closes, reads the answer.
@@ -152,7 +90,7 @@ fn captured_through_proxy(v6: bool, fast_path: bool) {
         p.recent_destinations.contains(&server.addr.to_string()),
         "{p:?}"
     );
-    node.agent
+    node.agent()
         .wait_for_log(&format!("orig_dst={}", server.addr), Duration::from_secs(5));
     let fast = node.counter("fast_path_bytes") - fast_before;
     if fast_path {
@@ -403,13 +341,12 @@ fn agent_shutdown_and_restart_keep_pods() {
     let (mut second, control) = SluiceProcess::agent(&cgroup, pins.path(), &[]);
     assert!(second.log().contains("adopted=1"), "{}", second.log());
     let cookie = pod.cookie();
-    let out = sluice_ok(&["status", "--json", "--control", &control.arg()]);
-    let st: StatusReport = serde_json::from_str(&out).unwrap();
+    let st = status_at(&control.arg());
     let p = st
         .pods
         .iter()
         .find(|p| p.cookie == cookie)
-        .unwrap_or_else(|| panic!("{out}"));
+        .unwrap_or_else(|| panic!("{st:?}"));
     assert_eq!(p.mode, "node");
     assert!(!p.listeners.is_empty(), "{p:?}");
     let _in_cgroup = cgroup.enter_process();

@@ -10,93 +10,13 @@ use std::{
 };
 
 use serde_json::json;
-use sluice::agent::protocol::{PodStatus, StatusReport};
 use sluice_tests::{
+    agent_node::Node,
     cni::CniNetwork,
     require_root, run_cmd,
-    sluice_cli::{exchange, sluice_ok, ControlSocket, EchoPeerServer, SluiceProcess},
-    Cgroup, Netns, PinDir,
+    sluice_cli::{exchange, ControlSocket, EchoPeerServer},
+    Netns,
 };
-
-/// The agent in its own cgroup with its pins and control socket.
-struct Node {
-    // Drop order: the agent first, then pins and cgroup.
-    agent: SluiceProcess,
-    control: ControlSocket,
-    _pins: PinDir,
-    cgroup: Cgroup,
-}
-
-impl Node {
-    fn start(tag: &str) -> Self {
-        require_root();
-        let cgroup = Cgroup::new(tag);
-        let pins = PinDir::new(tag);
-        let (agent, control) = SluiceProcess::agent(&cgroup, pins.path(), &[]);
-        Self {
-            agent,
-            control,
-            _pins: pins,
-            cgroup,
-        }
-    }
-
-    fn ctl(&self) -> String {
-        self.control.arg()
-    }
-
-    fn status(&self) -> StatusReport {
-        let out = sluice_ok(&["status", "--json", "--control", &self.ctl()]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
-    }
-
-    fn pod(&self, ns: &Netns) -> PodStatus {
-        let cookie = ns.cookie();
-        self.status()
-            .pods
-            .into_iter()
-            .find(|p| p.cookie == cookie)
-            .unwrap_or_else(|| panic!("netns {} (cookie {cookie}) not in status", ns.name()))
-    }
-
-    fn fds(&self) -> usize {
-        count_dir(&format!("/proc/{}/fd", self.agent.pid()))
-    }
-
-    fn threads(&self) -> usize {
-        count_dir(&format!("/proc/{}/task", self.agent.pid()))
-    }
-
-    /// Waits for the agent's `unenrolled` line of `cookie` and returns its `remaining=` value.
-    fn unenrolled_remaining(&mut self, cookie: u64) -> u64 {
-        let needle = format!("cookie={cookie}");
-        let start = Instant::now();
-        loop {
-            let log = self.agent.log();
-            if let Some(line) = log
-                .lines()
-                .find(|l| l.contains("unenrolled") && l.contains(&needle))
-            {
-                let v = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("remaining="))
-                    .unwrap_or_else(|| panic!("no remaining= in {line}"));
-                return v.parse().unwrap_or_else(|_| panic!("remaining={v}"));
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "no unenrolled line for {needle}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn count_dir(path: &str) -> usize {
-    std::fs::read_dir(path)
-        .unwrap_or_else(|e| panic!("read {path}: {e}"))
-        .count()
-}
 
 fn pod_args(name: &str) -> String {
     format!("IgnoreUnknown=1;K8S_POD_NAME={name};K8S_POD_NAMESPACE=shop")
@@ -110,7 +30,7 @@ fn listening_in(ns: &Netns) -> String {
 /// leaves no policy, no map entry and no listener; DEL is idempotent (also without netns).
 #[test]
 fn cni_pods_are_enrolled_captured_and_cleaned_up() {
-    let mut node = Node::start("cn");
+    let node = Node::start("cn");
     let net = CniNetwork::new(json!({ "control": node.ctl(), "mode": "node" }));
     let a = Netns::new("cna");
     let b = Netns::new("cnb");
@@ -316,7 +236,7 @@ fn cni_pod_churn_leaves_nothing_behind() {
     let listening = run_cmd("ss", &["-ltnpH"]);
     let agent_listeners = listening
         .lines()
-        .filter(|l| l.contains(&format!("pid={},", node.agent.pid())))
+        .filter(|l| l.contains(&format!("pid={},", node.pid())))
         .count();
     assert_eq!(agent_listeners, 0, "agent listeners in the root netns");
     assert!(

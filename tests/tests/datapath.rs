@@ -9,13 +9,12 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream},
 };
 
-use sluice::bpf::{Datapath, LoadOptions};
 use sluice_common::{flags, mode, Cidr, Counter, NetnsPolicy, PROXY_MARK, PROXY_UID};
 use sluice_tests::{
-    datapath::{Fixture, Pod, VIP4, VIP6},
+    datapath::{Fixture, LoadSite, Pod, VIP4, VIP6},
     sock::{connect_raw, orig_dst_v4, orig_dst_v6},
 };
-use sluice_tests::{require_root, run_cmd, Cgroup, Netns, PinDir, Veth};
+use sluice_tests::{require_root, run_cmd, Netns, Veth};
 
 #[test]
 fn captures_ipv4_and_reports_original_destination() {
@@ -155,16 +154,7 @@ fn netns_not_enrolled_or_off_is_untouched() {
         ..Fixture::node_policy()
     });
     for ns in [&stranger, &off.ns] {
-        let err = ns.run(|| {
-            let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-            TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-        });
-        assert_eq!(
-            err,
-            Some(libc::ENETUNREACH),
-            "netns {} was captured",
-            ns.name()
-        );
+        assert_not_captured(ns, &format!("netns {}", ns.name()));
     }
 }
 
@@ -191,15 +181,7 @@ fn exclusions_leave_connections_alone() {
     ] {
         let pod = f.enroll_pod(policy);
         let before = f.dp().counters().unwrap().get(counter);
-        let err = pod.run(|| {
-            let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-            TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-        });
-        assert_eq!(
-            err,
-            Some(libc::ENETUNREACH),
-            "{what}: connection was captured"
-        );
+        assert_not_captured(&pod.ns, what);
         assert!(
             f.dp().counters().unwrap().get(counter) > before,
             "{what}: {counter:?} did not rise"
@@ -465,12 +447,7 @@ fn fast_path_moves_bytes_outside_the_stack_and_can_be_switched_off() {
 fn fast_path_switched_off_mid_connection_keeps_byte_order() {
     let mut f = Fixture::new("kds");
     let pod = f.enroll_pod(Fixture::node_policy());
-    let (l, mut app, mut proxy) = pod.run(|| {
-        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        let app = TcpStream::connect(VIP4).unwrap();
-        let (proxy, _) = l.accept().unwrap();
-        (l, app, proxy)
-    });
+    let (l, mut app, mut proxy) = captured_via_proxy(&pod);
     let chunk = |i: u8| vec![i; 32 << 10];
     app.write_all(&chunk(1)).unwrap();
     let fast_before = f.dp().counters().unwrap().get(Counter::FastPathBytes);
@@ -619,37 +596,23 @@ fn dropping_the_datapath_detaches_every_program() {
         shown.trim().is_empty(),
         "programs still attached after drop:\n{shown}"
     );
-    let err = pod.run(|| {
-        let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        TcpStream::connect(VIP4).unwrap_err().raw_os_error()
-    });
-    assert_eq!(
-        err,
-        Some(libc::ENETUNREACH),
-        "capture still active after drop"
-    );
+    assert_not_captured(&pod.ns, "after dropping the data path");
     // The pins outlive the programs (agent restart), until the pin dir is removed.
     assert!(f.pins.entries().contains(&"sluice_policy_v1".to_string()));
 }
 
 #[test]
 fn reload_on_the_same_pins_keeps_policies_and_capture() {
-    require_root();
-    let cg = Cgroup::new("kdp");
-    let pins = PinDir::new("kdp");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
+    let site = LoadSite::new("kdp");
     let pod = Netns::new("kdp");
     let cookie = pod.cookie();
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
     drop(dp);
     // A new agent finds the enrolled pod in the pinned map and captures again.
-    let dp = Datapath::load(&opts).unwrap();
+    let dp = site.load();
     assert_eq!(dp.policy(cookie).unwrap(), Some(Fixture::node_policy()));
-    let _inside = cg.enter_process();
+    let _inside = site.cg.enter_process();
     let orig = pod.run(|| {
         let l = TcpListener::bind("127.0.0.1:15001").unwrap();
         let _app = TcpStream::connect(VIP4).unwrap();
@@ -657,26 +620,15 @@ fn reload_on_the_same_pins_keeps_policies_and_capture() {
     });
     assert_eq!(orig.unwrap(), VIP4.parse::<SocketAddrV4>().unwrap());
     drop(_inside);
-    dp.unload_and_unpin().unwrap();
-    assert!(
-        pins.entries().is_empty(),
-        "pins left after unload_and_unpin: {:?}",
-        pins.entries()
-    );
+    site.unload(dp);
 }
 
 #[test]
 fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
-    require_root();
-    let cg = Cgroup::new("kdq");
-    let pins = PinDir::new("kdq");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
+    let site = LoadSite::new("kdq");
     let pod = Netns::new("kdq");
     let cookie = pod.cookie();
-    let cg_path = cg.path().to_str().unwrap().to_string();
+    let cg_path = site.cg.path().to_str().unwrap().to_string();
     let attached = || {
         run_cmd("bpftool", &["cgroup", "show", &cg_path])
             .lines()
@@ -695,9 +647,9 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         .iter()
         .filter(|h| matches!(h.target, sluice::bpf::Target::Cgroup(_)))
         .count();
-    let _inside = cg.enter_process();
+    let _inside = site.cg.enter_process();
 
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
     dp.persist().unwrap();
     // No Datapath in this process any more, still captured.
@@ -705,18 +657,13 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
     assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
 
     // The next agent attaches its own and releases the pinned ones.
-    let dp = Datapath::load(&opts).unwrap();
+    let dp = site.load();
     assert_eq!(
         attached(),
         cgroup_hooks,
         "old and new programs both attached"
     );
-    assert!(!pins
-        .path()
-        .join(sluice::bpf::LINKS_DIR)
-        .read_dir()
-        .unwrap()
-        .any(|_| true));
+    assert!(!site.links_pinned());
     assert_eq!(capture_works(&pod), VIP4.parse::<SocketAddrV4>().unwrap());
     // Fast path still works with the new sk_msg on the shared SockHash.
     let before = dp.counters().unwrap().get(Counter::FastPathBytes);
@@ -733,21 +680,15 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         dp.counters().unwrap().get(Counter::FastPathBytes) - before,
         4
     );
-    dp.unload_and_unpin().unwrap();
+    site.unload(dp);
     assert_eq!(attached(), 0, "programs left after unload");
-    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
 }
 
 #[test]
 fn established_connections_survive_dropping_the_datapath() {
     let mut f = Fixture::new("kde");
     let pod = f.enroll_pod(Fixture::node_policy());
-    let (l, mut app, mut proxy) = pod.run(|| {
-        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
-        let app = TcpStream::connect(VIP4).unwrap();
-        let (proxy, _) = l.accept().unwrap();
-        (l, app, proxy)
-    });
+    let (l, mut app, mut proxy) = captured_via_proxy(&pod);
     app.write_all(b"before").unwrap();
     let mut buf = [0u8; 6];
     read_exact_retry(&mut proxy, &mut buf);
@@ -761,6 +702,31 @@ fn established_connections_survive_dropping_the_datapath() {
     read_exact_retry(&mut app, &mut back);
     assert_eq!(&back, b"back");
     drop((l, app, proxy));
+}
+
+/// Inside `ns`, with the test's proxy listening on 127.0.0.1:15001, a connect to [`VIP4`] is
+/// not captured: it fails with `ENETUNREACH` (a pod has no route to it). `what` names the case.
+fn assert_not_captured(ns: &Netns, what: &str) {
+    let err = ns.run(|| {
+        let _l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        TcpStream::connect(VIP4).unwrap_err().raw_os_error()
+    });
+    assert_eq!(
+        err,
+        Some(libc::ENETUNREACH),
+        "{what}: connection to {VIP4} was captured"
+    );
+}
+
+/// Inside `pod`: the test's proxy listener on 127.0.0.1:15001 and an app connection to [`VIP4`]
+/// captured onto it; returns (listener, app side, proxy side).
+fn captured_via_proxy(pod: &Pod) -> (TcpListener, TcpStream, TcpStream) {
+    pod.run(|| {
+        let l = TcpListener::bind("127.0.0.1:15001").unwrap();
+        let app = TcpStream::connect(VIP4).unwrap();
+        let (proxy, _) = l.accept().unwrap();
+        (l, app, proxy)
+    })
 }
 
 /// `read_exact` that retries the spurious EAGAIN a blocking read can get on a SockHash socket.

@@ -10,17 +10,16 @@ use std::{
     time::Duration,
 };
 
-use sluice::bpf::{Datapath, LoadOptions, SK_LOOKUP_PIN_PREFIX};
+use sluice::bpf::Datapath;
 use sluice_common::{flags, Counter, NetnsPolicy, PROXY_MARK};
 use sluice_tests::{
-    datapath::Fixture,
+    datapath::{Fixture, LoadSite},
     inbound::{
         accept, accept_within, assert_idle, send, sk_lookup_links, sk_lookup_links_gone,
-        InboundFixture,
+        InboundFixture, ProxyPod,
     },
-    require_root,
     sock::{connect_from, listen_reuseport, listen_v6},
-    Cgroup, Netns, PinDir, Veth,
+    Netns,
 };
 
 const APP_PORT: u16 = 8080;
@@ -424,36 +423,15 @@ fn bad_netns_fd_and_bad_listeners_are_rejected() {
 
 #[test]
 fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
-    require_root();
-    let cg = Cgroup::new("ibp");
-    let pins = PinDir::new("ibp");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
-    let pod = Netns::new("ibp");
-    let client = Netns::new("ibp");
-    let veth = Veth::new("ibp", &client, &pod);
-    let cookie = pod.cookie();
-    let dst = SocketAddr::new(veth.b_v4.into(), APP_PORT);
-    let proxy = pod.run(|| TcpListener::bind("0.0.0.0:15006").unwrap());
-    let captured = |what: &str| {
-        let c = client.run(move || TcpStream::connect(dst).unwrap());
-        let (down, _) = accept(&proxy, what);
-        assert_eq!(down.local_addr().unwrap(), dst, "{what}");
-        (c, down)
-    };
-    let link_pin = pins
-        .path()
-        .join(sluice::bpf::LINKS_DIR)
-        .join(format!("{SK_LOOKUP_PIN_PREFIX}{cookie}"));
+    let site = LoadSite::new("ibp");
+    let p = ProxyPod::new("ibp", APP_PORT);
+    let cookie = p.pod.cookie();
+    let link_pin = p.link_pin(&site.pins);
 
-    let mut dp = Datapath::load(&opts).unwrap();
-    dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
-    dp.attach_inbound(cookie, pod.file()).unwrap();
-    dp.set_inbound_listener(cookie, &proxy).unwrap();
-    let (mut est_client, mut est_proxy) = captured("first agent");
-    let links = sk_lookup_links(&pod);
+    let mut dp = site.load();
+    p.enroll(&mut dp);
+    let (mut est_client, mut est_proxy) = p.captured("first agent");
+    let links = sk_lookup_links(&p.pod);
     assert_eq!(links.len(), 1);
     let prog_of = |id: u32| {
         sluice_tests::run_cmd("bpftool", &["link", "show", "id", &id.to_string()])
@@ -471,12 +449,16 @@ fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
         "sk_lookup link not pinned at {}",
         link_pin.display()
     );
-    assert_eq!(sk_lookup_links(&pod), links, "link gone without a Datapath");
-    let _gap = captured("no agent running");
+    assert_eq!(
+        sk_lookup_links(&p.pod),
+        links,
+        "link gone without a Datapath"
+    );
+    let _gap = p.captured("no agent running");
 
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     assert!(!link_pin.exists(), "pin not taken over");
-    assert_eq!(sk_lookup_links(&pod), links, "the same link, adopted");
+    assert_eq!(sk_lookup_links(&p.pod), links, "the same link, adopted");
     assert_ne!(
         prog_of(links[0]),
         first_prog,
@@ -488,29 +470,22 @@ fn persisted_inbound_capture_is_adopted_by_the_next_agent() {
         3,
         "policy + link + listener"
     );
-    let _new = captured("second agent");
+    let _new = p.captured("second agent");
     send(&mut est_client, &mut est_proxy, b"still here");
     send(&mut est_proxy, &mut est_client, b"both ways");
 
     assert_eq!(dp.remove_netns(cookie).unwrap(), 3);
-    assert!(sk_lookup_links_gone(&pod));
-    dp.unload_and_unpin().unwrap();
-    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+    assert!(sk_lookup_links_gone(&p.pod));
+    site.unload(dp);
 }
 
 #[test]
 fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
-    require_root();
-    let cg = Cgroup::new("iba");
-    let pins = PinDir::new("iba");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
+    let site = LoadSite::new("iba");
     let gone = Netns::new("iba");
     let kept = Netns::new("iba");
     let (gone_cookie, kept_cookie) = (gone.cookie(), kept.cookie());
-    let mut dp = Datapath::load(&opts).unwrap();
+    let mut dp = site.load();
     for (ns, cookie) in [(&gone, gone_cookie), (&kept, kept_cookie)] {
         dp.set_policy(cookie, &Fixture::node_policy()).unwrap();
         dp.attach_inbound(cookie, ns.file()).unwrap();
@@ -536,27 +511,18 @@ fn adoption_drops_links_of_pods_deleted_while_no_agent_ran() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut dp = Datapath::load(&opts).expect("load adopts what it can");
+    let mut dp = Datapath::load(&site.opts()).expect("load adopts what it can");
     assert_eq!(
         dp.inbound_netns(),
         vec![kept_cookie],
         "only the live pod's link is adopted"
     );
     assert_eq!(sk_lookup_links(&kept).len(), 1);
-    assert!(
-        !pins
-            .path()
-            .join(sluice::bpf::LINKS_DIR)
-            .read_dir()
-            .unwrap()
-            .any(|_| true),
-        "pins left in links/"
-    );
+    assert!(!site.links_pinned(), "pins left in links/");
     dp.remove_netns(gone_cookie).unwrap();
     dp.remove_netns(kept_cookie).unwrap();
     assert!(sk_lookup_links_gone(&kept));
-    dp.unload_and_unpin().unwrap();
-    assert!(pins.entries().is_empty(), "pins left: {:?}", pins.entries());
+    site.unload(dp);
 }
 
 #[test]

@@ -5,15 +5,15 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    net::{IpAddr, SocketAddr, TcpStream},
+    process::Output,
     time::Duration,
 };
 
-use sluice_tests::{agent_node::Node, sluice_cli::SluiceProcess, unique_name, Netns, Veth};
+use sluice_tests::{
+    agent_node::Node, ns_server::NsServer, sluice_cli::SluiceProcess, upstream::harness::TempDir,
+    Netns, Veth,
+};
 
 fn config(upstream: SocketAddr) -> String {
     format!(
@@ -96,128 +96,116 @@ static_resources:
     )
 }
 
-/// An HTTP/1.1 server on a thread in `ns`: answers every request with its request line, the
-/// `x-routed-by` header and the peer address, then closes.
-struct HttpEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The app behind the L7 routes: answers one HTTP/1.1 request with its request line, the
+/// `x-routed-by` and `x-inbound` headers and the peer address, then closes.
+fn http_echo(mut s: TcpStream, peer: SocketAddr) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let line = head.lines().next().unwrap_or_default().to_string();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix(&format!("{name}: "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let body = format!(
+        "line={line}\nrouted={}\ninbound={}\npeer={peer}\n",
+        header("x-routed-by"),
+        header("x-inbound")
+    );
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
-impl HttpEcho {
-    fn start(ns: &Netns, addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = ns.spawn(move || {
-            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-            l.set_nonblocking(true).unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((mut s, peer)) = l.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let line = head.lines().next().unwrap_or_default().to_string();
-                let header = |name: &str| {
-                    head.lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix(&format!("{name}: "))
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_default()
-                };
-                let body = format!(
-                    "line={line}\nrouted={}\ninbound={}\npeer={peer}\n",
-                    header("x-routed-by"),
-                    header("x-inbound")
-                );
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+/// A client and a server netns on a veth, the [`http_echo`] app in the server (end `b`), and
+/// [`config`] routing `svc` to it, written to a temp file. Drops the app before the namespaces.
+struct L7Pods {
+    /// The config file's path.
+    cfg: String,
+    _dir: TempDir,
+    app: NsServer,
+    veth: Veth,
+    server: Netns,
+    client: Netns,
+}
+
+impl L7Pods {
+    /// `tag`: at most 2 characters (the netns get `<tag>c` / `<tag>s`).
+    fn new(tag: &str) -> Self {
+        sluice_tests::require_root();
+        let client = Netns::new(&format!("{tag}c"));
+        let server = Netns::new(&format!("{tag}s"));
+        let veth = Veth::new(tag, &client, &server);
+        let app = NsServer::start(&server, SocketAddr::new(veth.b_v4.into(), 0), http_echo);
+        let dir = TempDir::new(&format!("{tag}cfg"));
+        let cfg = dir.path("envoy.yaml");
+        std::fs::write(&cfg, config(app.addr)).unwrap();
         Self {
-            addr,
-            stop,
-            thread: Some(thread),
+            cfg: cfg.to_str().expect("UTF-8 temp path").to_string(),
+            _dir: dir,
+            app,
+            veth,
+            server,
+            client,
         }
     }
-}
 
-impl Drop for HttpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// `curl -sS -m 5 <args>` in the client pod, inside the node's cgroup.
+    fn curl(&self, node: &Node, args: &[&str]) -> Output {
+        self.client
+            .command("curl", Some(&node.cgroup))
+            .args(["-sS", "-m", "5"])
+            .args(args)
+            .output()
+            .expect("run curl")
     }
-}
 
-/// Removes the config file's directory on drop.
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    /// `GET http://10.96.0.10/api/items` with `Host: svc.test` from the client pod; asserts curl
+    /// succeeded and returns the body.
+    fn get_svc(&self, node: &Node) -> String {
+        let out = self.curl(
+            node,
+            &["-H", "Host: svc.test", "http://10.96.0.10/api/items"],
+        );
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 #[test]
 fn node_mode_outbound_is_routed_by_the_l7_engine() {
-    sluice_tests::require_root();
-    let client = Netns::new("l7c");
-    let server = Netns::new("l7s");
-    let veth = Veth::new("l7", &client, &server);
-    let app = HttpEcho::start(&server, SocketAddr::new(veth.b_v4.into(), 0));
-    let dir = TempDir(std::env::temp_dir().join(unique_name("l7cfg")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let cfg = dir.0.join("envoy.yaml");
-    std::fs::write(&cfg, config(app.addr)).unwrap();
-    let node = Node::start_with("l7", &["--config", cfg.to_str().unwrap()]);
-    node.enroll(&client, &[]);
+    let p = L7Pods::new("l7");
+    let node = Node::start_with("l7", &["--config", &p.cfg]);
+    node.enroll(&p.client, &[]);
 
     // Host svc.test + /api: routed to the STATIC cluster, path rewritten, header added.
-    let out = client
-        .command("curl", Some(&node.cgroup))
-        .args([
-            "-sS",
-            "-m",
-            "5",
-            "-H",
-            "Host: svc.test",
-            "http://10.96.0.10/api/items",
-        ])
-        .output()
-        .expect("run curl");
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let body = p.get_svc(&node);
     assert!(body.contains("line=GET /v2/api/items HTTP/1.1"), "{body}");
     assert!(body.contains("routed=sluice-l7"), "{body}");
-    let client_ip: IpAddr = veth.a_v4.into();
+    let client_ip: IpAddr = p.veth.a_v4.into();
     assert!(
         body.contains(&format!("peer={client_ip}:")),
         "the upstream must come from the client pod: {body}"
     );
-    let pod = node.pod(&client);
+    let pod = node.pod(&p.client);
     assert!(
         pod.recent_destinations
             .contains(&"10.96.0.10:80".to_string()),
@@ -225,12 +213,8 @@ fn node_mode_outbound_is_routed_by_the_l7_engine() {
     );
 
     // Another host falls to the ORIGINAL_DST passthrough: straight to the server pod, not rewritten.
-    let url = format!("http://{}/api/items", app.addr);
-    let out = client
-        .command("curl", Some(&node.cgroup))
-        .args(["-sS", "-m", "5", &url])
-        .output()
-        .expect("run curl");
+    let url = format!("http://{}/api/items", p.app.addr);
+    let out = p.curl(&node, &[&url]);
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("line=GET /api/items HTTP/1.1"), "{body}");
     assert!(body.contains("routed=\n"), "{body}");
@@ -242,46 +226,20 @@ fn node_mode_outbound_is_routed_by_the_l7_engine() {
 /// `virtualInbound`, whose upstream socket is bound to 127.0.0.6 inside the server pod.
 #[test]
 fn sidecar_outbound_and_node_inbound_through_the_l7_engine() {
-    sluice_tests::require_root();
-    let client = Netns::new("l8c");
-    let server = Netns::new("l8s");
-    let veth = Veth::new("l8", &client, &server);
-    let app = HttpEcho::start(&server, SocketAddr::new(veth.b_v4.into(), 0));
-    let dir = TempDir(std::env::temp_dir().join(unique_name("l8cfg")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let cfg = dir.0.join("envoy.yaml");
-    std::fs::write(&cfg, config(app.addr)).unwrap();
-    let cfg = cfg.to_str().unwrap();
-    let node = Node::start_with("l8", &["--config", cfg]);
-    node.enroll(&server, &[]);
-    node.enroll(&client, &["--mode", "sidecar"]);
+    let p = L7Pods::new("l8");
+    let node = Node::start_with("l8", &["--config", &p.cfg]);
+    node.enroll(&p.server, &[]);
+    node.enroll(&p.client, &["--mode", "sidecar"]);
     let ctl = node.ctl();
     let mut sidecar = SluiceProcess::sidecar_with(
-        &client,
+        &p.client,
         1337,
         Some(&node.cgroup),
-        &["--config", cfg, "--agent-control", &ctl],
+        &["--config", &p.cfg, "--agent-control", &ctl],
     );
     sidecar.wait_for_log("inbound listeners registered", Duration::from_secs(5));
 
-    let out = client
-        .command("curl", Some(&node.cgroup))
-        .args([
-            "-sS",
-            "-m",
-            "5",
-            "-H",
-            "Host: svc.test",
-            "http://10.96.0.10/api/items",
-        ])
-        .output()
-        .expect("run curl");
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let body = p.get_svc(&node);
     assert!(body.contains("line=GET /v2/api/items HTTP/1.1"), "{body}");
     assert!(
         body.contains("routed=sluice-l7"),
@@ -300,9 +258,9 @@ fn sidecar_outbound_and_node_inbound_through_the_l7_engine() {
         "{}",
         sidecar.log()
     );
-    assert_eq!(node.pod(&server).inbound_accepted, 1);
+    assert_eq!(node.pod(&p.server).inbound_accepted, 1);
     assert_eq!(
-        node.pod(&client).accepted,
+        node.pod(&p.client).accepted,
         0,
         "the agent must not proxy a sidecar pod"
     );
@@ -313,44 +271,19 @@ fn sidecar_outbound_and_node_inbound_through_the_l7_engine() {
 /// `virtualOutbound`, inbound by `virtualInbound` with its upstream from 127.0.0.6).
 #[test]
 fn node_mode_l7_is_served_by_the_new_agent_after_an_upgrade() {
-    sluice_tests::require_root();
-    let client = Netns::new("l9c");
-    let server = Netns::new("l9s");
-    let veth = Veth::new("l9", &client, &server);
-    let app = HttpEcho::start(&server, SocketAddr::new(veth.b_v4.into(), 0));
-    let dir = TempDir(std::env::temp_dir().join(unique_name("l9cfg")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let cfg = dir.0.join("envoy.yaml");
-    std::fs::write(&cfg, config(app.addr)).unwrap();
-    let mut node = Node::start_with("l9", &["--config", cfg.to_str().unwrap()]);
-    node.enroll(&server, &[]);
-    node.enroll(&client, &[]);
+    let p = L7Pods::new("l9");
+    let mut node = Node::start_with("l9", &["--config", &p.cfg]);
+    node.enroll(&p.server, &[]);
+    node.enroll(&p.client, &[]);
     let request = |node: &Node| {
-        let out = client
-            .command("curl", Some(&node.cgroup))
-            .args([
-                "-sS",
-                "-m",
-                "5",
-                "-H",
-                "Host: svc.test",
-                "http://10.96.0.10/api/items",
-            ])
-            .output()
-            .expect("run curl");
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let body = p.get_svc(node);
         assert!(body.contains("line=GET /v2/api/items HTTP/1.1"), "{body}");
         assert!(body.contains("routed=sluice-l7"), "outbound L7: {body}");
         assert!(body.contains("inbound=sluice-in"), "inbound L7: {body}");
         assert!(body.contains("peer=127.0.0.6:"), "inbound upstream: {body}");
     };
     request(&node);
-    assert_eq!(node.pod(&server).inbound_accepted, 1);
+    assert_eq!(node.pod(&p.server).inbound_accepted, 1);
 
     node.upgrade(Duration::from_secs(10));
     assert!(
@@ -360,8 +293,8 @@ fn node_mode_l7_is_served_by_the_new_agent_after_an_upgrade() {
     );
     request(&node);
     // Counted by the new agent: its adopted 15006 socket served the request.
-    let s = node.pod(&server);
+    let s = node.pod(&p.server);
     assert_eq!(s.inbound_accepted, 1, "{s:?}");
     assert!(s.listeners.contains(&"[::]:15006".to_string()), "{s:?}");
-    assert_eq!(node.pod(&client).accepted, 1);
+    assert_eq!(node.pod(&p.client).accepted, 1);
 }

@@ -5,78 +5,38 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    net::{IpAddr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use sluice_tests::{
     agent_node::Node,
+    ns_server::NsServer,
     sluice_cli::{exchange, EchoPeerServer, SluiceProcess},
     Netns, Veth,
 };
 
 /// A TCP echo server on a thread in a netns (one thread per connection).
-struct StreamEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl StreamEcho {
-    fn start(ns: &Netns, addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = ns.spawn(move || {
-            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-            l.set_nonblocking(true).unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        std::thread::spawn(move || {
-                            let mut b = [0u8; 4096];
-                            loop {
-                                match s.read(&mut b) {
-                                    Ok(0) => break,
-                                    Ok(n) => {
-                                        if s.write_all(&b[..n]).is_err() {
-                                            break;
-                                        }
-                                    }
-                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                        std::thread::sleep(Duration::from_millis(1))
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                        });
+fn stream_echo(ns: &Netns, addr: SocketAddr) -> NsServer {
+    NsServer::start(ns, addr, |mut s, _| {
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if s.write_all(&b[..n]).is_err() {
+                            break;
+                        }
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break,
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for StreamEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    })
 }
 
 /// A connection opened from inside `ns`, pinged round trip.
@@ -139,8 +99,8 @@ struct World {
     peer_ip: IpAddr,
     out_app: EchoPeerServer,
     in_app: EchoPeerServer,
-    out_echo: StreamEcho,
-    in_echo: StreamEcho,
+    out_echo: NsServer,
+    in_echo: NsServer,
     sidecar: Option<SluiceProcess>,
 }
 
@@ -233,8 +193,8 @@ fn mode_switches_live_under_traffic() {
     let mut w = World {
         out_app: EchoPeerServer::start(&peer, SocketAddr::new(peer_ip, 0)),
         in_app: EchoPeerServer::start(&pod, SocketAddr::new(pod_ip, 0)),
-        out_echo: StreamEcho::start(&peer, SocketAddr::new(peer_ip, 0)),
-        in_echo: StreamEcho::start(&pod, SocketAddr::new(pod_ip, 0)),
+        out_echo: stream_echo(&peer, SocketAddr::new(peer_ip, 0)),
+        in_echo: stream_echo(&pod, SocketAddr::new(pod_ip, 0)),
         node,
         pod,
         peer,

@@ -1,17 +1,11 @@
 //! The capture side's entry point, in process: `Server::serve_connection` with a known original
 //! destination, an ORIGINAL_DST cluster, protocol detection (HTTP vs server-speaks-first TCP).
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use sluice::proxy::{Server, StartOptions};
-use sluice_tests::upstream::{banner_server, harness::curl, TestUpstream};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use sluice_tests::upstream::{assert_banner_then_echo, banner_server, harness::curl, TestUpstream};
+use tokio::net::{TcpListener, TcpStream};
 
 const CONFIG: &str = r#"
 static_resources:
@@ -105,25 +99,7 @@ async fn http_to_original_destination() {
 async fn server_speaks_first_is_not_stalled() {
     let (banner, _task) = banner_server(b"* OK IMAP ready\r\n").await;
     let (entry, _server) = capture(banner).await;
-    let t0 = Instant::now();
-    let mut s = TcpStream::connect(entry).await.unwrap();
-    let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .expect("banner within 2 s")
-        .unwrap();
-    assert_eq!(&buf[..n], b"* OK IMAP ready\r\n");
-    assert!(
-        t0.elapsed() < Duration::from_millis(800),
-        "{:?}",
-        t0.elapsed()
-    );
-    s.write_all(b"a1 NOOP\r\n").await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"a1 NOOP\r\n");
+    assert_banner_then_echo(entry, b"* OK IMAP ready\r\n", b"a1 NOOP\r\n").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

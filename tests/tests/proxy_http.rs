@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use sluice_tests::upstream::{
-    harness::{curl, free_port, header, http_bootstrap, static_cluster, ProxyProcess, TempDir},
+    harness::{
+        curl, free_port, header, http_bootstrap, route_to, static_cluster, ProxyProcess, TempDir,
+    },
     TestUpstream,
 };
 use tokio::{
@@ -24,6 +26,18 @@ fn is_uuid_v4(s: &str) -> bool {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// A bootstrap (admin on `admin`) whose listener on `port` has `routes`, and one cluster
+/// `backend` with `up` as its endpoint.
+fn backend_bootstrap(admin: u16, port: u16, routes: &str, up: &TestUpstream) -> String {
+    http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,14 +156,8 @@ async fn no_route_is_404_nr() {
     let (admin, port) = (free_port(), free_port());
     let routes =
         "              - match: { path: \"/only\" }\n                route: { cluster: backend }\n";
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    )
-    .replace("domains: [\"*\"]", "domains: [\"svc.local\"]");
+    let yaml = backend_bootstrap(admin, port, routes, &up)
+        .replace("domains: [\"*\"]", "domains: [\"svc.local\"]");
     let proxy = ProxyProcess::start(&yaml, admin);
     let u = format!("http://127.0.0.1:{port}/only");
     let (s1, _, _) = blocking({
@@ -174,8 +182,7 @@ async fn http2_downstream_and_upstream() {
     let up = TestUpstream::start("h2").await;
     let (admin, port) = (free_port(), free_port());
     let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config:\n          http2_protocol_options: {}\n";
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let routes = &route_to("backend");
     let yaml = http_bootstrap(
         admin,
         port,
@@ -231,16 +238,9 @@ async fn http2_downstream_and_upstream() {
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;
     let (admin, port) = (free_port(), free_port());
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n";
+    let routes = &route_to("backend");
     // Upgrades pass through without upgrade_configs (the config model has no such field yet).
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    );
+    let yaml = backend_bootstrap(admin, port, routes, &up);
     let _proxy = ProxyProcess::start(&yaml, admin);
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -291,13 +291,7 @@ async fn route_actions_rewrites_and_header_mutations() {
                 - header: { key: x-resp, value: from-proxy }
                 request_headers_to_remove: [x-secret]
 "#;
-    let yaml = http_bootstrap(
-        admin,
-        port,
-        routes,
-        &static_cluster("backend", &[up.port()], ""),
-        "",
-    );
+    let yaml = backend_bootstrap(admin, port, routes, &up);
     let _proxy = ProxyProcess::start(&yaml, admin);
     let base = format!("http://127.0.0.1:{port}");
     let (s, _, body) = blocking({

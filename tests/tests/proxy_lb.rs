@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use sluice_tests::upstream::{
-    harness::{curl, free_port, http_bootstrap, static_cluster, ProxyProcess, TempDir},
+    harness::{curl, free_port, http_bootstrap, route_to, static_cluster, ProxyProcess, TempDir},
     tls::test_pki,
     TestUpstream,
 };
@@ -29,9 +29,6 @@ async fn burst(url: String, n: usize, extra: Vec<String>) -> Vec<u16> {
     .unwrap()
 }
 
-const ROUTE: &str =
-    "              - match: { prefix: \"/\" }\n                route: { cluster: pool }\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even() {
     let ups = [
@@ -45,7 +42,7 @@ async fn round_robin_is_even() {
         &http_bootstrap(
             admin,
             port,
-            ROUTE,
+            &route_to("pool"),
             &static_cluster("pool", &ports, "    lb_policy: ROUND_ROBIN\n"),
             "",
         ),
@@ -74,7 +71,7 @@ async fn least_request_prefers_the_fast_host() {
         &http_bootstrap(
             admin,
             port,
-            ROUTE,
+            &route_to("pool"),
             &static_cluster("pool", &[fast.port(), slow.port()], lr),
             "",
         ),

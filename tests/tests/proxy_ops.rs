@@ -3,6 +3,7 @@
 //! server-speaks-first upstream on an original-destination listener, admin endpoints.
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -11,21 +12,14 @@ use std::{
 };
 
 use sluice_tests::upstream::{
-    banner_server,
-    harness::{curl, curl_opt, free_port, http_bootstrap, static_cluster, ProxyProcess},
+    assert_banner_then_echo, banner_server,
+    harness::{curl, curl_opt, free_port, http_bootstrap, route_to, static_cluster, ProxyProcess},
     TestUpstream,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-const ROUTE_TO: &str =
-    "              - match: { prefix: \"/\" }\n                route: { cluster: CLUSTER }\n";
-
-fn route_to(cluster: &str) -> String {
-    ROUTE_TO.replace("CLUSTER", cluster)
-}
 
 fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -299,26 +293,8 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
     let proxy = ProxyProcess::start(&yaml, admin);
 
     // The client sends nothing: detection gives up after its short budget and the banner arrives.
-    let t0 = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
-    let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"220 banner ready\r\n");
-    assert!(
-        t0.elapsed() < Duration::from_millis(800),
-        "banner took {:?}",
-        t0.elapsed()
-    );
-    s.write_all(b"HELO x\r\n").await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"HELO x\r\n");
-    drop(s);
+    let entry = SocketAddr::from(([127, 0, 0, 1], tcp_port));
+    assert_banner_then_echo(entry, b"220 banner ready\r\n", b"HELO x\r\n").await;
 
     // Admin endpoints.
     let ready = curl_opt(&["-s", &format!("http://{}/ready", proxy.admin)]).unwrap();

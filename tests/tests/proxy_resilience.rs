@@ -7,7 +7,7 @@ use std::{
 };
 
 use sluice_tests::upstream::{
-    harness::{curl, free_port, header, http_bootstrap, static_cluster, ProxyProcess},
+    harness::{curl, free_port, header, http_bootstrap, route_to, static_cluster, ProxyProcess},
     TestUpstream,
 };
 
@@ -130,8 +130,7 @@ async fn circuit_breaker_overflow_is_503_uo() {
     let up = TestUpstream::start("cb").await;
     up.state.delay_ms.store(500, Ordering::SeqCst);
     let (admin, port) = (free_port(), free_port());
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: cb }\n";
+    let routes = &route_to("cb");
     let cb = "    circuit_breakers:\n      thresholds:\n      - max_connections: 1\n        max_pending_requests: 1\n        max_requests: 2\n";
     let proxy = ProxyProcess::start(
         &http_bootstrap(
@@ -172,8 +171,7 @@ async fn outlier_ejection_and_return() {
     let bad = TestUpstream::start("bad").await;
     bad.state.status.store(500, Ordering::SeqCst);
     let (admin, port) = (free_port(), free_port());
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: pair }\n";
+    let routes = &route_to("pair");
     let od = "    outlier_detection:\n      consecutive_5xx: 3\n      interval: 0.5s\n      base_ejection_time: 1s\n      max_ejection_percent: 50\n";
     let proxy = ProxyProcess::start(
         &http_bootstrap(
@@ -226,8 +224,7 @@ async fn active_health_check_excludes_failing_host() {
     let bad = TestUpstream::start("bad").await;
     bad.state.status.store(503, Ordering::SeqCst);
     let (admin, port) = (free_port(), free_port());
-    let routes =
-        "              - match: { prefix: \"/\" }\n                route: { cluster: hc }\n";
+    let routes = &route_to("hc");
     let hc = "    health_checks:\n    - timeout: 1s\n      interval: 0.2s\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n      http_health_check: { path: /healthz }\n";
     let proxy = ProxyProcess::start(
         &http_bootstrap(

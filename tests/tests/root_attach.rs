@@ -21,6 +21,7 @@ use std::{
 
 use sluice::agent::protocol::StatusReport;
 use sluice_tests::{
+    agent_node::{counter_at, status_at},
     cgroup::current_cgroup,
     require_root, run_cmd, run_cmd_quiet,
     sluice_cli::{exchange, sluice_bin, sluice_ok, ControlSocket, EchoPeerServer, SluiceProcess},
@@ -191,17 +192,11 @@ impl RootAgent {
     }
 
     fn status(&self) -> StatusReport {
-        let out = sluice_ok(&["status", "--json", "--control", &self.ctl()]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+        status_at(&self.ctl())
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.status()
-            .counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no counter {name}"))
+        counter_at(&self.ctl(), name)
     }
 
     /// SIGTERM and wait for a clean exit; panics with the log otherwise.

@@ -15,13 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::{
-    agent::protocol::StatusReport,
-    bpf::{Datapath, LoadOptions, SK_LOOKUP_PIN_PREFIX},
-};
+use sluice::agent::protocol::StatusReport;
 use sluice_tests::{
-    datapath::Fixture,
-    inbound::{accept, send, sk_lookup_links, sk_lookup_links_gone},
+    datapath::LoadSite,
+    inbound::{send, sk_lookup_links, sk_lookup_links_gone, ProxyPod},
     require_root,
     sluice_cli::{sluice_ok, SluiceProcess},
     Cgroup, Netns, PinDir, Veth,
@@ -502,64 +499,42 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
 /// established inbound connection carry on.
 #[test]
 fn upgrade_hands_sk_lookup_links_over_while_the_old_agent_runs() {
-    require_root();
-    let cg = Cgroup::new("upl");
-    let pins = PinDir::new("upl");
-    let opts = LoadOptions {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    };
-    let pod = Netns::new("upl");
-    let client = Netns::new("upl");
-    let veth = Veth::new("upl", &client, &pod);
-    let cookie = pod.cookie();
-    let dst = SocketAddr::new(veth.b_v4.into(), 8080);
-    let proxy = pod.run(|| std::net::TcpListener::bind("0.0.0.0:15006").unwrap());
-    let captured = |what: &str| {
-        let c = client.run(move || std::net::TcpStream::connect(dst).unwrap());
-        let (down, _) = accept(&proxy, what);
-        assert_eq!(down.local_addr().unwrap(), dst, "{what}");
-        (c, down)
-    };
-    let link_pin = pins
-        .path()
-        .join(sluice::bpf::LINKS_DIR)
-        .join(format!("{SK_LOOKUP_PIN_PREFIX}{cookie}"));
+    let site = LoadSite::new("upl");
+    let p = ProxyPod::new("upl", 8080);
+    let link_pin = p.link_pin(&site.pins);
 
-    let mut old = Datapath::load(&opts).unwrap();
-    old.set_policy(cookie, &Fixture::node_policy()).unwrap();
-    old.attach_inbound(cookie, pod.file()).unwrap();
-    old.set_inbound_listener(cookie, &proxy).unwrap();
-    let (mut est_client, mut est_proxy) = captured("old agent");
-    let links = sk_lookup_links(&pod);
+    let mut old = site.load();
+    p.enroll(&mut old);
+    let (mut est_client, mut est_proxy) = p.captured("old agent");
+    let links = sk_lookup_links(&p.pod);
     assert_eq!(links.len(), 1);
 
     assert_eq!(old.pin_links_for_upgrade().unwrap(), 1);
     assert!(link_pin.exists(), "not pinned at {}", link_pin.display());
-    let _both = captured("pinned, old agent still running");
+    let _both = p.captured("pinned, old agent still running");
 
-    let new = Datapath::load(&opts).unwrap();
+    let new = site.load();
     assert!(!link_pin.exists(), "pin not taken over");
-    assert_eq!(new.inbound_netns(), vec![cookie]);
-    assert_eq!(sk_lookup_links(&pod), links, "the same link, adopted");
-    let _during = captured("both agents running");
+    assert_eq!(new.inbound_netns(), vec![p.pod.cookie()]);
+    assert_eq!(sk_lookup_links(&p.pod), links, "the same link, adopted");
+    let _during = p.captured("both agents running");
 
     drop(old);
     assert_eq!(
-        sk_lookup_links(&pod),
+        sk_lookup_links(&p.pod),
         links,
         "link detached with the old agent"
     );
-    let _after = captured("new agent alone");
+    let _after = p.captured("new agent alone");
     send(&mut est_client, &mut est_proxy, b"still here");
     send(&mut est_proxy, &mut est_client, b"both ways");
     drop(new);
     // The kernel frees the link from a workqueue (and a concurrent `bpftool link show` may hold
     // it for a moment): bounded poll.
     assert!(
-        sk_lookup_links_gone(&pod),
+        sk_lookup_links_gone(&p.pod),
         "link left after the last agent: {:?}",
-        sk_lookup_links(&pod)
+        sk_lookup_links(&p.pod)
     );
 }
 

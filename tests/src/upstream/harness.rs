@@ -2,7 +2,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -16,23 +16,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Path of the `sluice` binary: `$SLUICE_BIN`, else `$CARGO_TARGET_DIR/debug/sluice`, else
-/// `<workspace>/target/debug/sluice`. Build it first with `cargo build -p sluice`.
-pub fn sluice_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SLUICE_BIN") {
-        return p.into();
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = target.join("debug/sluice");
-    assert!(
-        p.exists(),
-        "sluice binary not found at {} (run `cargo build -p sluice` or set SLUICE_BIN)",
-        p.display()
-    );
-    p
-}
+/// Path of the `sluice` binary (the one the namespaced tests run, see
+/// [`crate::sluice_cli::sluice_bin`]).
+pub use crate::sluice_cli::sluice_bin;
 
 /// A private temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -203,6 +189,11 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// One route (a YAML list item for [`http_bootstrap`]'s `routes`): prefix `/` to `cluster`.
+pub fn route_to(cluster: &str) -> String {
+    format!("              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: {cluster} }}\n")
 }
 
 /// A STATIC cluster block (YAML list item, 2-space indented under `clusters:`).
