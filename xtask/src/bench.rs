@@ -122,22 +122,27 @@ impl Plan {
     }
 
     /// Rough wall time of the measurements: the workloads' durations (wrk, h2load and iperf3
-    /// run whole seconds) plus what bringing a path up and down, the warm-up and the conntrack
-    /// count take (calibrated on a default run: ~844 s for 8 paths x 3 repetitions).
+    /// run whole seconds), the 0.5 s warm-up, ~0.12 s to start and read each workload run and
+    /// ~0.5 s for the conntrack count (calibrated on runs of this machine: 8.7 s per one-hop
+    /// path with --quick, ~35 s per path and repetition with the earlier default plan).
     fn estimate_secs(&self, paths: &[PathKind]) -> f64 {
-        const PER_ACTIVATION: f64 = 2.5;
-        const CONNTRACK: f64 = 1.0;
+        const WARM_UP: f64 = 0.5;
+        const PER_RUN: f64 = 0.12;
+        const CONNTRACK: f64 = 0.5;
         let whole = f64::ceil;
-        let one_hop = self.open.len() as f64 * self.open_secs
+        let open = self.open.len() as f64;
+        let sweep = self.sweep.len() as f64;
+        let one_hop = open * self.open_secs
             + 2.0 * whole(self.tput_secs)
             + self.churn_secs
             + CONNTRACK
             + whole(self.iperf_secs)
-            + self.sweep.len() as f64 * whole(self.sweep_secs);
-        let two_hop = self.open_secs + whole(self.tput_secs) + self.churn_secs;
+            + sweep * whole(self.sweep_secs)
+            + (open + sweep + 5.0) * PER_RUN;
+        let two_hop = self.open_secs + whole(self.tput_secs) + self.churn_secs + 3.0 * PER_RUN;
         let per_rep: f64 = paths
             .iter()
-            .map(|p| PER_ACTIVATION + if p.two_hop() { two_hop } else { one_hop })
+            .map(|p| WARM_UP + if p.two_hop() { two_hop } else { one_hop })
             .sum();
         per_rep * f64::from(self.reps)
     }
@@ -471,4 +476,34 @@ fn more_workloads(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(quick: bool) -> BenchArgs {
+        BenchArgs {
+            internal: None,
+            quick,
+            paths: Vec::new(),
+            sluice: None,
+            reps: None,
+            workers: 1,
+            profile: "release".into(),
+            out: None,
+        }
+    }
+
+    /// The budget: the default run under 15 minutes, --quick under 2, every path
+    /// included (the estimate leaves a minute for builds, topology and report).
+    #[test]
+    fn plan_of_every_path_fits_the_time_budget() {
+        let all = PathKind::ALL;
+        let default = Plan::new(&args(false)).estimate_secs(&all);
+        let quick = Plan::new(&args(true)).estimate_secs(&all);
+        assert!(default < 840.0, "default run estimated at {default:.0} s");
+        assert!(quick < 110.0, "--quick estimated at {quick:.0} s");
+        println!("estimates: default {default:.0} s, --quick {quick:.0} s");
+    }
 }

@@ -421,7 +421,7 @@ pub fn two_hop_summary(r: &Results, k: &str) -> Option<String> {
     for p in [TwoHopEbpfSidecar, TwoHopIptablesSluice, TwoHopIptablesEnvoy] {
         if let (Some(a), Some(b)) = (r.added(p, &p50), r.added(p, &p99)) {
             parts.push(format!(
-                "{} +{:.0} / +{:.0} µs",
+                "{} {:+.0} / {:+.0} µs",
                 p.name(),
                 a.median,
                 b.median

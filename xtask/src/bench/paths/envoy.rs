@@ -43,16 +43,7 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
 /// config `sluice proxy -c` and the node agent's L7 engine run.
 pub fn outbound_config(server_ip: &str) -> String {
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 15000}}}}
-static_resources:
-  listeners:
-  - name: virtualOutbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
+        r#"{head}
     - filter_chain_match: {{destination_port: {IPERF_PORT}}}
       filters:
       - name: envoy.filters.network.tcp_proxy
@@ -76,6 +67,7 @@ static_resources:
       cluster_name: iperf
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {server_ip}, port_value: {IPERF_PORT}}}}}}}}}]}}]
 "#,
+        head = sidecar_listener("virtualOutbound", 15001),
         hcm = http_connection_manager("outbound", "server")
     )
 }
@@ -87,16 +79,7 @@ static_resources:
 /// InboundPassthroughCluster; the rules exempt `-s 127.0.0.6/32 -o lo`, so no loop).
 pub fn inbound_config() -> String {
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 15000}}}}
-static_resources:
-  listeners:
-  - name: virtualInbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15006}}}}
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
+        r#"{head}
     - filter_chain_match: {{destination_port: {HTTP_PORT}}}
       filters:
 {hcm}
@@ -113,7 +96,25 @@ static_resources:
     connect_timeout: 1s
     upstream_bind_config: {{source_address: {{address: 127.0.0.6, port_value: 0}}}}
 "#,
+        head = sidecar_listener("virtualInbound", 15006),
         hcm = http_connection_manager("inbound", "InboundPassthroughCluster")
+    )
+}
+
+/// The admin block and the head of the sidecar listener `name` on 0.0.0.0:`port` with the
+/// original_dst listener filter (the destination before the capture), up to `filter_chains:`.
+fn sidecar_listener(name: &str, port: u16) -> String {
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 15000}}}}
+static_resources:
+  listeners:
+  - name: {name}
+    address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
+    filter_chains:"#
     )
 }
 
