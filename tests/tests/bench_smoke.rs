@@ -1,5 +1,6 @@
 //! CI smoke test of the bench harness: `cargo xtask bench --quick` runs every path (direct,
-//! iptables and eBPF capture with sluice, the L7 `sluice proxy` and Envoy behind iptables) and each one produced numbers.
+//! iptables and eBPF capture with sluice, the L7 `sluice proxy` and Envoy behind iptables, and the
+//! two-hop variants with a server-side proxy too) and each one produced numbers.
 //! It asserts nothing about the numbers themselves (the machine is shared; see xtask/src/bench.rs).
 
 use std::{path::Path, process::Command};
@@ -19,6 +20,17 @@ const EVERY_PATH: &[&str] = &[
     "sweep./64k.rps",
 ];
 const PROXY_PATHS: &[&str] = &["open.1000x16.cpu_ms_per_1k", "open.1000x16.rss_kib"];
+/// Metrics of the two-hop paths (a reduced set: no h2load, iperf3, sweep or conntrack count).
+const TWO_HOP: &[&str] = &[
+    "open.1000x16.p50_us",
+    "open.1000x16.p99_us",
+    "open.1000x16.p999_us",
+    "open.1000x16.achieved_rps",
+    "open.1000x16.cpu_ms_per_1k",
+    "open.1000x16.rss_kib",
+    "wrk.h1.rps",
+    "churn.cps",
+];
 const PATHS: &[&str] = &[
     "direct",
     "iptables+sluice",
@@ -28,6 +40,11 @@ const PATHS: &[&str] = &[
     "ebpf+sluice-node-l7",
     "ebpf+sluice-nofast",
     "iptables+envoy",
+];
+const TWO_HOP_PATHS: &[&str] = &[
+    "2hop:iptables+sluice",
+    "2hop:ebpf+sluice-sidecar",
+    "2hop:iptables+envoy",
 ];
 
 #[test]
@@ -47,6 +64,26 @@ fn bench_quick_every_path_produces_numbers() {
     let report: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
     assert!(out.join("report.md").exists() && out.join("chart.svg").exists());
     let samples = report["samples"].as_array().expect("samples");
+    let metric = |path: &str, metric: &str| {
+        let v = samples
+            .iter()
+            .find(|s| s["path"] == path && s["metric"] == metric)
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("path {path}: no {metric} in report.json"));
+        assert!(v.is_finite() && v >= 0.0, "path {path}: {metric} = {v}");
+        if metric.ends_with("rps") || metric.ends_with("cps") || metric.ends_with("gbps") {
+            assert!(v > 0.0, "path {path}: {metric} = 0");
+        }
+    };
+    for path in TWO_HOP_PATHS {
+        for m in TWO_HOP {
+            metric(path, m);
+        }
+    }
+    assert!(
+        report["two_hop"].as_str().is_some(),
+        "report.json: no two_hop summary"
+    );
     for path in PATHS {
         let proxy = if *path == "direct" {
             &[][..]
@@ -64,20 +101,12 @@ fn bench_quick_every_path_produces_numbers() {
             has("iperf.gbps") || has("iperf.enomem"),
             "path {path}: neither iperf.gbps nor iperf.enomem"
         );
-        for metric in EVERY_PATH
+        for m in EVERY_PATH
             .iter()
             .filter(|m| **m != "iperf.gbps")
             .chain(proxy)
         {
-            let v = samples
-                .iter()
-                .find(|s| s["path"] == *path && s["metric"] == *metric)
-                .and_then(|s| s["value"].as_f64())
-                .unwrap_or_else(|| panic!("path {path}: no {metric} in report.json"));
-            assert!(v.is_finite() && v >= 0.0, "path {path}: {metric} = {v}");
-            if metric.ends_with("rps") || metric.ends_with("cps") || metric.ends_with("gbps") {
-                assert!(v > 0.0, "path {path}: {metric} = 0");
-            }
+            metric(path, m);
         }
     }
     let _ = std::fs::remove_dir_all(&out);

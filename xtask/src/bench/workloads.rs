@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     loadgen::{ChurnResult, OpenResult},
-    topology::{Topology, H2_PORT, HTTP_PORT, IPERF_PORT},
+    topology::{Topology, H2_PORT, HTTP_PORT, IPERF_PORT, PEER_PATH},
 };
 
 /// Runs a command to completion inside the client pod and the bench cgroup; returns stdout.
@@ -139,6 +139,15 @@ pub fn conntrack_per_conn(topo: &Topology, loadgen: &Path, n: u64) -> Result<f64
     let r = churn_run(topo, loadgen, 1, 10.0, n)?;
     let after = topo.conntrack_count()?;
     Ok(after.saturating_sub(before) as f64 / (r.connections + r.errors) as f64)
+}
+
+/// The peer address nginx saw for one request (curl) from the client pod through the path:
+/// 127.0.0.6 when a server-side proxy delivered it, the client pod's address otherwise.
+pub fn server_peer(topo: &Topology) -> Result<String> {
+    let url = format!("http://{}:{HTTP_PORT}{PEER_PATH}", topo.server_ip);
+    let args = ["-sS", "--noproxy", "*", "--max-time", "5", &url];
+    let out = client_run(topo, "curl", &args, Duration::from_secs(10))?;
+    Ok(out.trim().to_string())
 }
 
 /// Closed-loop HTTP/1.1 throughput with wrk (one thread): requests/s.
