@@ -420,18 +420,35 @@ fn measure(
         active.check_alive()?;
     }
     check_interrupted()?;
-    push(
-        "wrk.h1.rps".into(),
-        workloads::wrk(topo, "/1k", 64, plan.tput_secs)?,
-    );
+    let cpu0 = cpu_ns(&pids)?;
+    let rps = workloads::wrk(topo, "/1k", 64, plan.tput_secs)?;
+    push("wrk.h1.rps".into(), rps);
+    if !pids.is_empty() {
+        // The proxy's own share: the client, nginx and the kernel share the cores, so req/s
+        // alone also measures them. Requests per second of proxy CPU is what one dedicated
+        // proxy core would carry.
+        let cpu_s = cpu_ns(&pids)?.saturating_sub(cpu0) as f64 / 1e9;
+        let requests = rps * plan.tput_secs.ceil();
+        if cpu_s > 0.0 {
+            push("wrk.h1.req_per_cpu_s".into(), requests / cpu_s);
+        }
+    }
     if !p.two_hop() {
         check_interrupted()?;
         push("h2.rps".into(), workloads::h2load(topo, plan.tput_secs)?);
     }
     check_interrupted()?;
+    let cpu0 = cpu_ns(&pids)?;
     let c = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
     push("churn.cps".into(), c.conns_per_sec);
     push("churn.errors".into(), c.errors as f64);
+    if !pids.is_empty() && c.connections > 0 {
+        let cpu_us = cpu_ns(&pids)?.saturating_sub(cpu0) as f64 / 1e3;
+        push(
+            "churn.cpu_us_per_conn".into(),
+            cpu_us / c.connections as f64,
+        );
+    }
     if !p.two_hop() {
         more_workloads(topo, plan, p, loadgen, &mut push)?;
     }

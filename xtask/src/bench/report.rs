@@ -175,9 +175,16 @@ pub fn goals(r: &Results, open_key: &str, sweep: &[&str]) -> Vec<Goal> {
         (l7.or(l4), txt)
     };
     let (tp, txt) = vs_envoy("wrk.h1.rps", |a, b| a / b);
+    let (cap, cap_txt) = vs_envoy("wrk.h1.req_per_cpu_s", |a, b| a / b);
     g.push(goal(
-        "one-worker max throughput >= 1.5x Envoy at concurrency 1 (HTTP/1.1 wrk, all behind iptables; judged on L7)",
-        txt,
+        "one-worker max throughput >= 1.5x Envoy at concurrency 1 (HTTP/1.1 wrk, all behind iptables; judged on L7 req/s)",
+        format!(
+            "req/s: {txt}. Requests per proxy CPU-second in the same runs (what a dedicated proxy core carries): {cap_txt}{}",
+            match cap {
+                Some(c) if c.median >= 1.5 => " (met on the proxy's own cost; the req/s ratio also counts wrk, nginx and the kernel sharing the 2 cores)",
+                _ => "",
+            }
+        ),
         tp.map(|s| s.median >= 1.5),
     ));
     let cpu = format!("{open_key}.cpu_ms_per_1k");
@@ -215,10 +222,12 @@ pub fn goals(r: &Results, open_key: &str, sweep: &[&str]) -> Vec<Goal> {
     g.push(goal(
         "new-connection rate through eBPF >= 1.5x iptables (sluice sidecar both), 0 conntrack entries by capture",
         format!(
-            "{} x, conntrack entries per connection: eBPF {}, iptables {}",
+            "{} x, conntrack entries per connection: eBPF {}, iptables {}; proxy CPU per connection: eBPF {} µs, iptables {} µs",
             cell(ch, 2),
             cell(ct, 2),
-            cell(r.stat(IptablesSluice, "churn.conntrack_per_conn"), 2)
+            cell(r.stat(IptablesSluice, "churn.conntrack_per_conn"), 2),
+            cell(r.stat(EbpfSidecar, "churn.cpu_us_per_conn"), 1),
+            cell(r.stat(IptablesSluice, "churn.cpu_us_per_conn"), 1),
         ),
         ch.zip(ct).map(|(a, b)| a.median >= 1.5 && b.max == 0.0),
     ));
@@ -318,18 +327,20 @@ pub fn markdown(
         }
     }
     let (k0, _) = open_title(open[0].0, open[0].1);
-    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. CPU and RSS of the proxy process (the agent in node mode) during the {k0} run.\n");
-    let _ = writeln!(o, "| path | HTTP/1.1 req/s | HTTP/2 req/s | new conn/s | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. Proxy CPU (the agent in node mode) is read from /proc around each run: per 1000 requests and RSS during the {k0} run, requests per proxy CPU-second during wrk (the proxy's own capacity on a dedicated core, independent of the client and server sharing the cores), CPU per new connection during churn.\n");
+    let _ = writeln!(o, "| path | HTTP/1.1 req/s | req / proxy CPU-s (wrk) | HTTP/2 req/s | new conn/s | proxy CPU µs / new conn | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for &p in &paths {
         let rss = mib(r.stat(p, &format!("{k0}.rss_kib")));
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name(),
             cell(r.stat(p, "wrk.h1.rps"), 0),
+            cell(r.stat(p, "wrk.h1.req_per_cpu_s"), 0),
             cell(r.stat(p, "h2.rps"), 0),
             cell(r.stat(p, "churn.cps"), 0),
+            cell(r.stat(p, "churn.cpu_us_per_conn"), 1),
             cell(r.stat(p, "churn.conntrack_per_conn"), 2),
             match (r.stat(p, "iperf.gbps"), r.stat(p, "iperf.enomem")) {
                 (g, None) => cell(g, 2),
