@@ -6,6 +6,7 @@
 mod chart;
 mod loadgen;
 mod paths;
+mod profile;
 mod report;
 mod topology;
 mod workloads;
@@ -54,6 +55,11 @@ pub struct BenchArgs {
     /// Output directory (default: <target dir>/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Profile the proxy processes with `perf record -g` during wrk and churn in the first
+    /// repetition; the report gets a profile section, the perf.data files go to <out>/perf.
+    /// Sampling perturbs that repetition: take the numbers from a run without it.
+    #[arg(long)]
+    pub perf: bool,
 }
 
 /// Subcommands the bench runs itself.
@@ -267,6 +273,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if let Some(s) = &sluice {
         paths::check_sluice(s, &paths)?;
     }
+    let out = a.out.clone().unwrap_or_else(|| target.join("bench"));
+    let perf_dir = a.perf.then(|| out.join("perf"));
+    let mut profiles = Vec::new();
     let topo = Topology::new()?;
     let envoy = if paths.iter().any(|p| p.needs_envoy()) {
         Some(paths::prepare_envoy(&topo.dir.path)?)
@@ -306,8 +315,22 @@ fn run_bench(a: BenchArgs) -> Result<()> {
             check_interrupted()?;
             n += 1;
             let t = Instant::now();
-            measure(&topo, &progs, &plan, p, rep, n, &loadgen, &mut samples)
-                .with_context(|| format!("path {} (repetition {})", p.name(), rep + 1))?;
+            let perf = PerfRun {
+                dir: perf_dir.as_deref().filter(|_| rep == 0),
+                profiles: &mut profiles,
+            };
+            measure(
+                &topo,
+                &progs,
+                &plan,
+                p,
+                rep,
+                n,
+                &loadgen,
+                &mut samples,
+                perf,
+            )
+            .with_context(|| format!("path {} (repetition {})", p.name(), rep + 1))?;
             eprintln!(
                 "bench: rep {} {} done in {:.1} s",
                 rep + 1,
@@ -331,8 +354,10 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         a.profile,
         a.workers,
     );
-    let md = report::markdown(&results, &header, &paths, &plan.open, &plan.sweep, &goals);
-    let out = a.out.clone().unwrap_or_else(|| target.join("bench"));
+    let mut md = report::markdown(&results, &header, &paths, &plan.open, &plan.sweep, &goals);
+    if !profiles.is_empty() {
+        md.push_str(&profile::markdown(&profiles));
+    }
     fs::create_dir_all(&out).with_context(|| format!("mkdir {}", out.display()))?;
     fs::write(out.join("report.md"), &md)?;
     let json = serde_json::json!({
@@ -361,6 +386,32 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where `--perf` profiles go: `dir` is set for the repetition to profile.
+struct PerfRun<'a> {
+    dir: Option<&'a Path>,
+    profiles: &'a mut Vec<profile::Summary>,
+}
+
+impl PerfRun<'_> {
+    /// Runs `work`, under `perf record` of `pids` when this repetition is profiled.
+    fn around<T>(
+        &mut self,
+        label: String,
+        pids: &[u32],
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let rec = match self.dir {
+            Some(dir) if !pids.is_empty() => Some(profile::start(dir, &label, pids)?),
+            _ => None,
+        };
+        let out = work()?;
+        if let Some(rec) = rec {
+            self.profiles.push(rec.finish()?);
+        }
+        Ok(out)
+    }
+}
+
 /// CPU time (ns) summed over the proxy processes.
 fn cpu_ns(pids: &[u32]) -> Result<u64> {
     pids.iter().map(|&p| workloads::cpu_ns(p)).sum()
@@ -385,6 +436,7 @@ fn measure(
     n: u32,
     loadgen: &Path,
     samples: &mut Vec<Sample>,
+    mut perf: PerfRun,
 ) -> Result<()> {
     let mut active = paths::activate(p, topo, progs, n)?;
     let mut push = |metric: String, value: f64| {
@@ -421,7 +473,9 @@ fn measure(
     }
     check_interrupted()?;
     let cpu0 = cpu_ns(&pids)?;
-    let rps = workloads::wrk(topo, "/1k", 64, plan.tput_secs)?;
+    let rps = perf.around(format!("{} wrk", p.name()), &pids, || {
+        workloads::wrk(topo, "/1k", 64, plan.tput_secs)
+    })?;
     push("wrk.h1.rps".into(), rps);
     if !pids.is_empty() {
         // The proxy's own share: the client, nginx and the kernel share the cores, so req/s
@@ -439,7 +493,9 @@ fn measure(
     }
     check_interrupted()?;
     let cpu0 = cpu_ns(&pids)?;
-    let c = workloads::churn(topo, loadgen, 32, plan.churn_secs)?;
+    let c = perf.around(format!("{} churn", p.name()), &pids, || {
+        workloads::churn(topo, loadgen, 32, plan.churn_secs)
+    })?;
     push("churn.cps".into(), c.conns_per_sec);
     push("churn.errors".into(), c.errors as f64);
     if !pids.is_empty() && c.connections > 0 {
@@ -509,6 +565,7 @@ mod tests {
             workers: 1,
             profile: "release".into(),
             out: None,
+            perf: false,
         }
     }
 

@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "conntrack",
     "containernetworking-plugins",
+    // `cargo xtask bench --perf`.
+    "linux-perf",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
