@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// Output directory (default: <target dir>/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Profile the proxy processes with `perf record -g` during wrk and churn in the first
+    /// Profile the proxy processes with `perf record -g` during wrk, churn and iperf3 in the first
     /// repetition; the report gets a profile section, the perf.data files go to <out>/perf.
     /// Sampling perturbs that repetition: take the numbers from a run without it.
     #[arg(long)]
@@ -506,7 +506,7 @@ fn measure(
         );
     }
     if !p.two_hop() {
-        more_workloads(topo, plan, p, loadgen, &mut push)?;
+        more_workloads(topo, plan, p, loadgen, &mut push, &mut perf, &pids)?;
     }
     if !pids.is_empty() {
         push("peak_rss_kib".into(), rss_kib(&pids)?.1 as f64);
@@ -522,13 +522,18 @@ fn more_workloads(
     p: PathKind,
     loadgen: &Path,
     push: &mut impl FnMut(String, f64),
+    perf: &mut PerfRun,
+    pids: &[u32],
 ) -> Result<()> {
     push(
         "churn.conntrack_per_conn".into(),
         workloads::conntrack_per_conn(topo, loadgen, 500)?,
     );
     check_interrupted()?;
-    match workloads::iperf(topo, plan.iperf_secs) {
+    let iperf = perf.around(format!("{} iperf3", p.name()), pids, || {
+        Ok(workloads::iperf(topo, plan.iperf_secs))
+    })?;
+    match iperf {
         Ok(gbps) => push("iperf.gbps".into(), gbps),
         // A measured outcome, not a harness failure: the sk_msg fast path has no backpressure
         // (see workloads::iperf). Recorded per repetition and shown in the report.

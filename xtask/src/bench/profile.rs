@@ -1,5 +1,5 @@
 //! `--perf`: samples the proxy processes with `perf record` (call graphs) while the wrk and churn
-//! workloads run, keeps each `perf.data` under `<out>/perf/`, and sums every profile up for the
+//! and iperf3 workloads run, keeps each `perf.data` under `<out>/perf/`, and sums every profile up for the
 //! report: where the proxy's CPU went (kernel, the proxy's own code, libc) and the top symbols.
 
 use std::{
@@ -152,7 +152,7 @@ fn summarize(label: &str, file: &Path) -> Result<Summary> {
 /// The report section listing every profile.
 pub fn markdown(profiles: &[Summary]) -> String {
     let mut o = String::from(
-        "\n### Profiles (`--perf`: perf record -g of the proxy processes during wrk and churn)\n\n\
+        "\n### Profiles (`--perf`: perf record -g of the proxy processes during wrk, churn and iperf3)\n\n\
          Self time per object and the top symbols; the `perf.data` files are kept beside the report \
          (`perf report -i <file>` for call graphs).\n",
     );
