@@ -326,14 +326,14 @@ pub fn markdown(
         }
     }
     let (k0, _) = open_title(open[0].0, open[0].1);
-    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. Proxy CPU (the agent in node mode) is read from /proc around each run: per 1000 requests and RSS during the {k0} run, requests per proxy CPU-second during wrk (the proxy's own capacity on a dedicated core, independent of the client and server sharing the cores), CPU per new connection during churn.\n");
-    let _ = writeln!(o, "| path | HTTP/1.1 req/s | req / proxy CPU-s (wrk) | HTTP/2 req/s | new conn/s | proxy CPU µs / new conn | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "\n### Throughput, churn, bulk, proxy cost\n\nClosed loop with one proxy worker: wrk (HTTP/1.1, 1 thread, 64 connections, 1 KiB), h2load (h2c, 1 thread, 16 connections x 10 streams). Churn: new TCP connections per second, one request each, 32 concurrent; conntrack entries counted over 500 sequential connections after a flush of the client pod's table. Proxy CPU (the agent in node mode) is read from /proc around each run: per 1000 requests and RSS during the {k0} run, peak RSS (VmHWM) at the end of the path's run, requests per proxy CPU-second during wrk (the proxy's own capacity on a dedicated core, independent of the client and server sharing the cores), CPU per new connection during churn.\n");
+    let _ = writeln!(o, "| path | HTTP/1.1 req/s | req / proxy CPU-s (wrk) | HTTP/2 req/s | new conn/s | proxy CPU µs / new conn | conntrack entries / conn | iperf3 Gbit/s | proxy CPU ms / 1000 req | proxy RSS MiB | proxy peak RSS MiB |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
     for &p in &paths {
         let rss = mib(r.stat(p, &format!("{k0}.rss_kib")));
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name(),
             cell(r.stat(p, "wrk.h1.rps"), 0),
             cell(r.stat(p, "wrk.h1.req_per_cpu_s"), 0),
@@ -347,6 +347,7 @@ pub fn markdown(
             },
             cell(r.stat(p, &format!("{k0}.cpu_ms_per_1k")), 1),
             cell(rss, 1),
+            cell(mib(r.stat(p, "peak_rss_kib")), 1),
         );
     }
     let _ = writeln!(
