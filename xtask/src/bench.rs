@@ -535,8 +535,8 @@ fn more_workloads(
     })?;
     match iperf {
         Ok(gbps) => push("iperf.gbps".into(), gbps),
-        // A measured outcome, not a harness failure: the sk_msg fast path has no backpressure
-        // (see workloads::iperf). Recorded per repetition and shown in the report.
+        // A measured outcome, not a harness failure (see workloads::iperf): recorded per
+        // repetition and shown in the report.
         Err(e) if workloads::is_enomem(&e) => {
             println!(
                 "FINDING: {}: iperf3 failed with ENOMEM on every try (sk_msg ingress redirect)",

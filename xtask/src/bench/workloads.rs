@@ -196,10 +196,11 @@ pub fn h2load(topo: &Topology, secs: f64) -> Result<f64> {
 
 /// Bulk TCP with iperf3: received Gbit/s.
 ///
-/// A known data-path finding: with the sk_msg fast path, a bulk writer can see `write: Cannot
-/// allocate memory` (the kernel's sk_msg ingress redirect fails to charge the proxy socket's
-/// memory and returns ENOMEM to the app instead of blocking). The run is retried at most twice and
-/// every occurrence is printed as a FINDING line, so it is never hidden.
+/// A past data-path finding stays watched: the kernel's sk_msg ingress redirect has no
+/// backpressure, and before sk_msg got its per-socket budget (sluice_common::
+/// FAST_PATH_TURN_BUDGET) a bulk writer through the fast path queued until tcp_mem refused and
+/// saw `write: Cannot allocate memory`. Should it ever come back, the run is retried at most
+/// twice and every occurrence is printed as a FINDING line and recorded, so it is never hidden.
 pub fn iperf(topo: &Topology, secs: f64) -> Result<f64> {
     let mut attempt = 0;
     loop {
