@@ -73,7 +73,8 @@ fn fast_path(ctx: &SkMsgContext) {
                         let mut st = FastState::zeroed();
                         st.turn_bytes = turn;
                         st.life_bytes = life;
-                        // Map full: the budget starts over next time (LRU evicts the oldest).
+                        // LRU: when full, the least recently used entry makes room (its budget
+                        // starts over).
                         let _ = FAST_STATE.insert(&own, &st, 0);
                     }
                 }
