@@ -47,40 +47,29 @@ fn fast_path(ctx: &SkMsgContext) {
     // keys: "program of this type cannot use helper bpf_get_socket_cookie#46").
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let own = own_tuple(ctx, netns);
-    let state = FAST_STATE.get_ptr_mut(&own);
-    // SAFETY (all derefs of `state` and `peer_state` below): map values stay valid for the
+    let entry = FAST_STATE.get_ptr_mut(&own);
+    // SAFETY (all derefs of `entry` and `peer_entry` below): map values stay valid for the
     // program run; sk_msg runs under the sending socket's lock, so only the peer's reset of
     // `turn_bytes` can race with us, and a lost reset only demotes a little early.
-    let (turn, life) = match state {
-        Some(st) if unsafe { (*st).slow } != 0 => return,
-        Some(st) => unsafe { ((*st).turn_bytes, (*st).life_bytes) },
-        None => (0, 0),
+    let mut st = match entry {
+        Some(p) => unsafe { *p },
+        None => FastState::zeroed(),
     };
+    if st.slow != 0 {
+        return;
+    }
     let on = matches!(active_policy(netns), Some(p) if p.fast_path == 1);
     if on {
         let size = ctx.size();
-        let turn = turn.saturating_add(size);
-        let life = life + size as u64;
-        if turn <= FAST_PATH_TURN_BUDGET && life <= FAST_PATH_LIFE_BUDGET {
+        st.turn_bytes = st.turn_bytes.saturating_add(size);
+        st.life_bytes += size as u64;
+        if st.turn_bytes <= FAST_PATH_TURN_BUDGET && st.life_bytes <= FAST_PATH_LIFE_BUDGET {
             let mut peer = own.reversed();
             if SOCKS.redirect_msg(ctx, &mut peer, BPF_F_INGRESS as u64) == SK_PASS as i64 {
-                match state {
-                    Some(st) => unsafe {
-                        (*st).turn_bytes = turn;
-                        (*st).life_bytes = life;
-                    },
-                    None => {
-                        let mut st = FastState::zeroed();
-                        st.turn_bytes = turn;
-                        st.life_bytes = life;
-                        // LRU: when full, the least recently used entry makes room (its budget
-                        // starts over).
-                        let _ = FAST_STATE.insert(&own, &st, 0);
-                    }
-                }
+                store(entry, &own, &st);
                 // We answered: the peer's bytes are being read, its turn budget starts over.
-                if let Some(peer_state) = FAST_STATE.get_ptr_mut(&peer) {
-                    unsafe { (*peer_state).turn_bytes = 0 };
+                if let Some(peer_entry) = FAST_STATE.get_ptr_mut(&peer) {
+                    unsafe { (*peer_entry).turn_bytes = 0 };
                 }
                 count(Counter::FastPathMsgs, 1);
                 count(Counter::FastPathBytes, size as u64);
@@ -91,15 +80,22 @@ fn fast_path(ctx: &SkMsgContext) {
         }
     }
     // Through the stack from now on, for this socket.
-    match state {
-        Some(st) => unsafe { (*st).slow = 1 },
+    st.slow = 1;
+    store(entry, &own, &st);
+    count(Counter::FastPathMiss, 1);
+}
+
+/// Writes this socket's fast-path state: in place when it has an entry, else as a new one (the
+/// LRU map makes room by evicting its least recently used entry, whose budget starts over).
+#[inline(always)]
+fn store(entry: Option<*mut FastState>, own: &SockTuple, st: &FastState) {
+    match entry {
+        // SAFETY: see `fast_path`.
+        Some(p) => unsafe { *p = *st },
         None => {
-            let mut st = FastState::zeroed();
-            st.slow = 1;
-            let _ = FAST_STATE.insert(&own, &st, 0);
+            let _ = FAST_STATE.insert(own, st, 0);
         }
     }
-    count(Counter::FastPathMiss, 1);
 }
 
 /// This socket's connection as it sees it (its SockHash key; reversed, the peer's).
