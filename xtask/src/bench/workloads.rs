@@ -49,37 +49,49 @@ fn bound(secs: f64) -> Duration {
     Duration::from_secs_f64(secs * 3.0 + 20.0)
 }
 
+/// Runs our load generator in the client pod against nginx's `/1k` and parses its JSON line.
+fn loadgen<T: serde::de::DeserializeOwned>(
+    topo: &Topology,
+    loadgen: &Path,
+    mode: &str,
+    secs: f64,
+    extra: &[&str],
+) -> Result<T> {
+    let addr = format!("{}:{HTTP_PORT}", topo.server_ip);
+    let secs_arg = secs.to_string();
+    let mut args = vec![
+        "bench",
+        "loadgen",
+        "--mode",
+        mode,
+        "--addr",
+        &addr,
+        "--path",
+        "/1k",
+        "--seconds",
+        &secs_arg,
+    ];
+    args.extend_from_slice(extra);
+    let out = client_run(topo, &loadgen.to_string_lossy(), &args, bound(secs))?;
+    serde_json::from_str(out.trim()).with_context(|| format!("loadgen printed {out:?}"))
+}
+
 /// Open loop through our generator.
 pub fn open_loop(
     topo: &Topology,
-    loadgen: &Path,
+    gen: &Path,
     rate: u64,
     conns: u64,
     secs: f64,
 ) -> Result<OpenResult> {
-    let out = client_run(
+    let (rate_s, conns_s) = (rate.to_string(), conns.to_string());
+    let r: OpenResult = loadgen(
         topo,
-        &loadgen.to_string_lossy(),
-        &[
-            "bench",
-            "loadgen",
-            "--mode",
-            "open",
-            "--addr",
-            &format!("{}:{HTTP_PORT}", topo.server_ip),
-            "--path",
-            "/1k",
-            "--rate",
-            &rate.to_string(),
-            "--conns",
-            &conns.to_string(),
-            "--seconds",
-            &secs.to_string(),
-        ],
-        bound(secs),
+        gen,
+        "open",
+        secs,
+        &["--rate", &rate_s, "--conns", &conns_s],
     )?;
-    let r: OpenResult =
-        serde_json::from_str(out.trim()).with_context(|| format!("loadgen printed {out:?}"))?;
     if r.requests == 0 {
         bail!(
             "open loop {rate} rps / {conns} conns: no successful request ({} errors)",
@@ -91,34 +103,19 @@ pub fn open_loop(
 
 fn churn_run(
     topo: &Topology,
-    loadgen: &Path,
+    gen: &Path,
     conc: u64,
     secs: f64,
     max_conns: u64,
 ) -> Result<ChurnResult> {
-    let out = client_run(
+    let (conc_s, max_s) = (conc.to_string(), max_conns.to_string());
+    let r: ChurnResult = loadgen(
         topo,
-        &loadgen.to_string_lossy(),
-        &[
-            "bench",
-            "loadgen",
-            "--mode",
-            "churn",
-            "--addr",
-            &format!("{}:{HTTP_PORT}", topo.server_ip),
-            "--path",
-            "/1k",
-            "--conns",
-            &conc.to_string(),
-            "--seconds",
-            &secs.to_string(),
-            "--max-conns",
-            &max_conns.to_string(),
-        ],
-        bound(secs),
+        gen,
+        "churn",
+        secs,
+        &["--conns", &conc_s, "--max-conns", &max_s],
     )?;
-    let r: ChurnResult =
-        serde_json::from_str(out.trim()).with_context(|| format!("loadgen printed {out:?}"))?;
     if r.connections == 0 {
         bail!("churn: no connection completed ({} errors)", r.errors);
     }
