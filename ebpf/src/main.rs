@@ -2,7 +2,7 @@
 //!
 //! One hook per file; every map lives in `maps.rs`. Runtime settings come from the per-netns
 //! policy map, never from compile-time features, so one object is tested and shipped.
-// Built for bpfel-unknown-none by proxy/build.rs; on the host (`cargo clippy --workspace`) it is
+// Built for bpfel-unknown-none by proxy/node/build.rs; on the host (`cargo clippy --workspace`) it is
 // an ordinary std binary with an empty main, so lints run without a BPF toolchain.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use crate::{
+use sluice_node::{
     agent::protocol::{call, ClientError, PodStatus, Request, Response, StatusReport},
     netns::{Netns, NetnsError},
     policy::{EnrollSpec, PolicyError},
@@ -162,7 +162,7 @@ mod tests {
                 accepted: 2,
                 recent_destinations: vec!["10.96.0.10:80".into()],
                 map_entries: 1,
-                pod: Some(crate::policy::PodIdentity {
+                pod: Some(sluice_node::policy::PodIdentity {
                     container_id: "c0ffee".into(),
                     pod_name: Some("web-0".into()),
                     pod_namespace: Some("shop".into()),

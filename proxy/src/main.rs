@@ -2,11 +2,13 @@
 
 use std::{path::PathBuf, sync::Arc};
 
+mod cli;
+
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use sluice::{
+use sluice_node::{
     agent::{self, protocol::DEFAULT_CONTROL, AgentOptions},
-    bpf, cli, iptables,
+    bpf, iptables,
     l7capture::L7Config,
     listener::ConnectionHandler,
     outbound::Passthrough,
@@ -29,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
-    Proxy(sluice::proxy::cli::ProxyArgs),
+    Proxy(sluice_engine::server::cli::ProxyArgs),
     /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
     Agent {
         /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
@@ -190,7 +192,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     // `sluice proxy` sets up its own logging from --log-level.
     let cli = match cli.cmd {
-        Cmd::Proxy(args) => return Ok(sluice::proxy::run(args)?),
+        Cmd::Proxy(args) => return Ok(sluice_engine::server::run(args)?),
         cmd => Cli { cmd },
     };
     tracing_subscriber::fmt()
@@ -226,7 +228,7 @@ fn run() -> Result<()> {
             };
             let handlers = agent::registry::Handlers {
                 outbound: handler,
-                inbound: Arc::new(sluice::inbound::InboundPassthrough),
+                inbound: Arc::new(sluice_node::inbound::InboundPassthrough),
                 l7,
             };
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
@@ -285,13 +287,13 @@ fn run() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             rt.block_on(async move {
                 let inbound: Arc<dyn ConnectionHandler> =
-                    Arc::new(sluice::inbound::InboundPassthrough);
+                    Arc::new(sluice_node::inbound::InboundPassthrough);
                 let (outbound, inbound) = match l7 {
                     Some(l7) => {
-                        let upstream = sluice::connector::UpstreamFactory::new(
+                        let upstream = sluice_node::upstream_factory::UpstreamFactory::new(
                             None,
                             Some(sluice_common::PROXY_MARK),
-                            sluice::connector::DEFAULT_CONNECT_TIMEOUT,
+                            sluice_node::upstream_factory::DEFAULT_CONNECT_TIMEOUT,
                         );
                         let h = l7.pod_handlers(&upstream, handler).await?;
                         (h.outbound, h.inbound)

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice::agent::protocol::{PodStatus, StatusReport};
+use sluice_node::agent::protocol::{PodStatus, StatusReport};
 
 use crate::{
     require_root,

@@ -46,8 +46,8 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn new(tag: &str) -> Self {
-        let root =
-            sluice::bpf::default_cgroup_root().unwrap_or_else(|e| panic!("cgroup v2 root: {e}"));
+        let root = sluice_node::bpf::default_cgroup_root()
+            .unwrap_or_else(|e| panic!("cgroup v2 root: {e}"));
         let path = root.join(unique_name(tag));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         Self { path }
@@ -133,7 +133,8 @@ impl Drop for ProcessInCgroup {
 
 /// The calling process's cgroup v2 directory (from `/proc/self/cgroup`).
 pub fn current_cgroup() -> PathBuf {
-    let root = sluice::bpf::default_cgroup_root().unwrap_or_else(|e| panic!("cgroup v2 root: {e}"));
+    let root =
+        sluice_node::bpf::default_cgroup_root().unwrap_or_else(|e| panic!("cgroup v2 root: {e}"));
     let text = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
     let rel = text
         .lines()

@@ -5,8 +5,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::bpf::{Datapath, LoadOptions, LINKS_DIR};
 use sluice_common::{mode, NetnsPolicy, INBOUND_PORT, OUTBOUND_PORT};
+use sluice_node::bpf::{Datapath, LoadOptions, LINKS_DIR};
 
 use crate::{require_root, Cgroup, Netns, PinDir, ProcessInCgroup};
 

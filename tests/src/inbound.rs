@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::bpf::{Datapath, LINKS_DIR, SK_LOOKUP_PIN_PREFIX};
 use sluice_common::NetnsPolicy;
+use sluice_node::bpf::{Datapath, LINKS_DIR, SK_LOOKUP_PIN_PREFIX};
 
 use crate::{
     datapath::{Fixture, Pod},

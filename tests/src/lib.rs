@@ -52,7 +52,7 @@ pub fn require_root() {
         "this test needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): run `sudo -E cargo test -p sluice-tests` \
          or `cargo xtask test` as root (euid is {euid})"
     );
-    let root = sluice::bpf::default_cgroup_root()
+    let root = sluice_node::bpf::default_cgroup_root()
         .unwrap_or_else(|e| panic!("this test needs a cgroup v2 mount: {e}"));
     assert!(
         root.join("cgroup.procs").exists(),
@@ -63,7 +63,7 @@ pub fn require_root() {
         Path::new("/sys/fs/bpf").exists(),
         "this test needs /sys/fs/bpf (bpffs mount point) to exist"
     );
-    sluice::bpf::ensure_bpffs(Path::new("/sys/fs/bpf"))
+    sluice_node::bpf::ensure_bpffs(Path::new("/sys/fs/bpf"))
         .unwrap_or_else(|e| panic!("this test needs bpffs at /sys/fs/bpf: {e}"));
 }
 

@@ -12,7 +12,7 @@ pub struct PinDir {
 impl PinDir {
     pub fn new(tag: &str) -> Self {
         let root = Path::new("/sys/fs/bpf");
-        sluice::bpf::ensure_bpffs(root)
+        sluice_node::bpf::ensure_bpffs(root)
             .unwrap_or_else(|e| panic!("bpffs at {}: {e}", root.display()));
         let path = root.join(unique_name(tag));
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));

@@ -1,4 +1,4 @@
-//! Kernel-level tests of the eBPF data path through `sluice::bpf::Datapath`.
+//! Kernel-level tests of the eBPF data path through `sluice_node::bpf::Datapath`.
 //!
 //! No agent: the test plays the proxy itself (listeners on 127.0.0.1:15001 and [::1]:15001 inside
 //! the pod netns) from inside the test cgroup, and plays the app from the same netns. Run as root:
@@ -643,9 +643,9 @@ fn persisted_datapath_keeps_capturing_until_the_next_agent_takes_over() {
         })
     };
     // sk_msg attaches to the SockHash, sk_lookup to pod netns.
-    let cgroup_hooks = sluice::bpf::HOOKS
+    let cgroup_hooks = sluice_node::bpf::HOOKS
         .iter()
-        .filter(|h| matches!(h.target, sluice::bpf::Target::Cgroup(_)))
+        .filter(|h| matches!(h.target, sluice_node::bpf::Target::Cgroup(_)))
         .count();
     let _inside = site.cg.enter_process();
 

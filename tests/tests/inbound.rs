@@ -1,4 +1,4 @@
-//! Kernel-level tests of inbound capture (sk_lookup) through `sluice::bpf::Datapath`.
+//! Kernel-level tests of inbound capture (sk_lookup) through `sluice_node::bpf::Datapath`.
 //!
 //! A client netns dials the server pod over a veth. The test plays the inbound proxy (a listener
 //! on 15006 inside the pod, registered with `set_inbound_listener`) and the app (a listener on the
@@ -10,8 +10,8 @@ use std::{
     time::Duration,
 };
 
-use sluice::bpf::Datapath;
 use sluice_common::{flags, Counter, NetnsPolicy, PROXY_MARK};
+use sluice_node::bpf::Datapath;
 use sluice_tests::{
     datapath::{Fixture, LoadSite},
     inbound::{

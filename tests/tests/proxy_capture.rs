@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use sluice::proxy::{Server, StartOptions};
+use sluice_engine::server::{Server, StartOptions};
 use sluice_tests::upstream::{assert_banner_then_echo, banner_server, harness::curl, TestUpstream};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,7 +45,7 @@ static_resources:
 /// Starts the proxy without binding (like the capture side) and a loopback acceptor that hands
 /// every connection to `serve_connection` with `orig_dst`.
 async fn capture(orig_dst: SocketAddr) -> (SocketAddr, std::sync::Arc<Server>) {
-    let bootstrap = sluice::config::from_yaml_str(CONFIG).expect("valid config");
+    let bootstrap = sluice_engine::config::from_yaml_str(CONFIG).expect("valid config");
     let server = Server::start_with(
         bootstrap,
         serde_json::Value::Null,

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::agent::protocol::StatusReport;
+use sluice_node::agent::protocol::StatusReport;
 use sluice_tests::{
     agent_node::{counter_at, status_at},
     cgroup::current_cgroup,
@@ -245,7 +245,7 @@ fn wait_root_clean(root: &Path) -> Vec<Attached> {
 #[test]
 fn agent_without_cgroup_attaches_at_the_root_and_captures_only_enrolled_netns() {
     require_root();
-    let root = sluice::bpf::default_cgroup_root().expect("cgroup v2 root");
+    let root = sluice_node::bpf::default_cgroup_root().expect("cgroup v2 root");
     let _lock = RootLock::acquire(&root);
     let before = sluice_programs_at(&root);
     assert!(
@@ -387,7 +387,7 @@ fn agent_without_cgroup_attaches_at_the_root_and_captures_only_enrolled_netns() 
     let pins = node.pins.take().expect("pin dir");
     let pin_path = pins.path().to_path_buf();
     assert!(
-        !pin_path.join(sluice::bpf::LINKS_DIR).exists(),
+        !pin_path.join(sluice_node::bpf::LINKS_DIR).exists(),
         "links pinned by an agent that was not asked to persist: {:?}",
         pins.entries()
     );

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::agent::protocol::StatusReport;
+use sluice_node::agent::protocol::StatusReport;
 use sluice_tests::{
     datapath::LoadSite,
     inbound::{send, sk_lookup_links, sk_lookup_links_gone, ProxyPod},
@@ -321,7 +321,7 @@ fn upgrade_under_load_drops_and_refuses_nothing() {
     let ctl_client = {
         let (stop, path) = (stop_ctl.clone(), control.path());
         std::thread::spawn(move || {
-            use sluice::agent::protocol::{call, ClientError, Request, Response};
+            use sluice_node::agent::protocol::{call, ClientError, Request, Response};
             let (mut calls, mut retried, mut failed) = (0u64, 0u64, Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 calls += 1;

@@ -1,10 +1,10 @@
 //! The `sluice-cni` CNI plugin binary: reads the `CNI_*` environment and the network
-//! configuration on stdin, runs [`sluice::cni::run`], prints the result or the CNI error object.
+//! configuration on stdin, runs [`sluice_node::cni::run`], prints the result or the CNI error object.
 
 use std::io::{Read as _, Write as _};
 
 fn main() -> std::process::ExitCode {
-    let env = sluice::cni::CniEnv::from_vars(|k| std::env::var(k).ok());
+    let env = sluice_node::cni::CniEnv::from_vars(|k| std::env::var(k).ok());
     let mut stdin = Vec::new();
     if env.command != "VERSION" {
         if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     let mut out = std::io::stdout().lock();
-    match sluice::cni::run(&env, &stdin) {
+    match sluice_node::cni::run(&env, &stdin) {
         Ok(o) => {
             for w in &o.warnings {
                 eprintln!("{w}");

@@ -180,14 +180,18 @@ pub fn sluice_binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// Err when a source file of the proxy crate is newer than the binary found in the target
+/// Err when a source file of the proxy crates is newer than the binary found in the target
 /// directory (a stale build would make the comparison meaningless). `SLUICE_BIN` is trusted as is.
 fn fresh(bin: &Path) -> Result<(), String> {
     let built = std::fs::metadata(bin)
         .and_then(|m| m.modified())
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy");
-    let mut stack = vec![src.join("src"), src.join("Cargo.toml")];
+    // The binary crate and the engine and node crates it is built from (src/ and Cargo.toml each).
+    let mut stack: Vec<_> = ["", "engine", "node"]
+        .iter()
+        .flat_map(|c| [src.join(c).join("src"), src.join(c).join("Cargo.toml")])
+        .collect();
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else {
             continue;

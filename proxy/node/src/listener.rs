@@ -23,7 +23,7 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument as _};
 
-use crate::{connector::UpstreamFactory, drain::Watch};
+use crate::{drain::Watch, upstream_factory::UpstreamFactory};
 
 /// Which way a listener's connections flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum Direction {
 
 /// Errors of one proxied connection, classified the way an access log needs them.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub enum ConnectionError {
     /// The original destination could not be read (downstream fault: not a redirected socket).
     #[error("downstream: no original destination: {0}")]
     OrigDst(io::Error),
@@ -51,7 +51,7 @@ pub enum ProxyError {
     Socket { addr: SocketAddr, source: io::Error },
 }
 
-/// Who is at fault for a [`ProxyError`].
+/// Who is at fault for a [`ConnectionError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorSource {
     /// The client side.
@@ -62,13 +62,15 @@ pub enum ErrorSource {
     Internal,
 }
 
-impl ProxyError {
+impl ConnectionError {
     /// Who is at fault.
     pub fn source_side(&self) -> ErrorSource {
         match self {
-            ProxyError::OrigDst(_) => ErrorSource::Downstream,
-            ProxyError::UpstreamConnect { .. } | ProxyError::Copy { .. } => ErrorSource::Upstream,
-            ProxyError::Socket { .. } => ErrorSource::Internal,
+            ConnectionError::OrigDst(_) => ErrorSource::Downstream,
+            ConnectionError::UpstreamConnect { .. } | ConnectionError::Copy { .. } => {
+                ErrorSource::Upstream
+            }
+            ConnectionError::Socket { .. } => ErrorSource::Internal,
         }
     }
 }
@@ -142,7 +144,7 @@ pub struct Accepted {
 }
 
 /// Future returned by [`ConnectionHandler::handle`].
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), ConnectionError>> + Send>>;
 
 /// What a listener does with each connection. The TCP passthrough implements it now; the L7
 /// engine (HTTP connection manager -> routes -> clusters) implements it to take over a listener.
@@ -216,7 +218,7 @@ fn accept_one(
             }
         }
         Err(e) => {
-            warn!(conn = id, %peer, error = %ProxyError::OrigDst(e), "rejecting connection");
+            warn!(conn = id, %peer, error = %ConnectionError::OrigDst(e), "rejecting connection");
             return reset(stream);
         }
     };
@@ -258,7 +260,7 @@ fn accept_one(
             match fut.await {
                 Ok(()) => {}
                 Err(e) => {
-                    if matches!(e, ProxyError::UpstreamConnect { .. }) {
+                    if matches!(e, ConnectionError::UpstreamConnect { .. }) {
                         ctx.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
                     }
                     warn!(error = %e, side = ?e.source_side(), "connection failed");

@@ -4,7 +4,7 @@
 //! a validated config cluster) and shared as an `Arc` by every request routed to it; requests hold
 //! the `Arc` so a reload never pulls a cluster from under an in-flight request.
 
-pub mod connect;
+pub mod connector;
 pub mod from_config;
 pub mod health;
 pub mod lb;
@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 pub use self::spec::{
     Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
 };
-use crate::proxy::stats::{ClusterStats, StatsStore};
+use crate::server::stats::{ClusterStats, StatsStore};
 
 /// Errors raised while building clusters from their specs.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ pub struct Cluster {
     /// Retries in flight (max_retries).
     pub retries_active: AtomicUsize,
     /// Opens this cluster's upstream sockets (the capture side's netns/mark hook).
-    pub connector: connect::Connector,
+    pub connector: connector::Connector,
     /// True once the first STRICT_DNS resolution is done (always true for other types).
     dns_ready: tokio::sync::watch::Sender<bool>,
     /// True once the first active health-check round is done (true without health checks).
@@ -193,14 +193,14 @@ impl Cluster {
     /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
     /// cluster is dropped.
     pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {
-        Self::build_with(spec, stats, connect::Connector::default())
+        Self::build_with(spec, stats, connector::Connector::default())
     }
 
     /// [`build`](Self::build) with the connector that opens its upstream sockets.
     pub fn build_with(
         spec: ClusterSpec,
         stats: &StatsStore,
-        connector: connect::Connector,
+        connector: connector::Connector,
     ) -> Result<Arc<Self>, UpstreamError> {
         let tls = match &spec.tls {
             Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),

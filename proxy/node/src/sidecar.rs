@@ -24,10 +24,10 @@ use sluice_common::{INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK};
 use tracing::info;
 
 use crate::{
-    connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     drain::Drain,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{bind_tcp_here, Netns, NetnsError},
+    upstream_factory::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
 
 /// What `sluice sidecar` needs.

@@ -27,12 +27,12 @@ use crate::{
     config,
     http::Hcm,
     tcp_proxy::TcpProxy,
-    upstream::{self, connect::Connector, from_config::cluster_spec, Cluster},
+    upstream::{self, connector::Connector, from_config::cluster_spec, Cluster},
 };
 
 /// Errors of the proxy runtime.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub enum ServerError {
     /// The config file was rejected.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -89,7 +89,7 @@ impl Runtime {
         version: u64,
         previous: Option<&Runtime>,
         connector: &Connector,
-    ) -> Result<Self, ProxyError> {
+    ) -> Result<Self, ServerError> {
         let mut clusters = HashMap::new();
         let mut cluster_order = Vec::new();
         let mut fingerprints = HashMap::new();
@@ -230,7 +230,7 @@ impl Server {
         bootstrap: config::Bootstrap,
         source: serde_json::Value,
         config_path: Option<PathBuf>,
-    ) -> Result<Arc<Self>, ProxyError> {
+    ) -> Result<Arc<Self>, ServerError> {
         Self::start_with(bootstrap, source, config_path, StartOptions::default()).await
     }
 
@@ -240,7 +240,7 @@ impl Server {
         source: serde_json::Value,
         config_path: Option<PathBuf>,
         opts: StartOptions,
-    ) -> Result<Arc<Self>, ProxyError> {
+    ) -> Result<Arc<Self>, ServerError> {
         let stats = Arc::new(StatsStore::default());
         let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
         rt.warm().await;
@@ -258,7 +258,7 @@ impl Server {
         if let Some(a) = admin.filter(|_| opts.admin) {
             let l = tokio::net::TcpListener::bind(a.address)
                 .await
-                .map_err(|source| ProxyError::Bind {
+                .map_err(|source| ServerError::Bind {
                     listener: "admin".into(),
                     addr: a.address,
                     source,
@@ -324,7 +324,7 @@ impl Server {
 
     /// Binds new listeners, drops removed ones, and points existing ones at the current version.
     /// A listener whose address changed is re-bound.
-    async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ProxyError> {
+    async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ServerError> {
         let rt = self.runtime();
         let mut to_bind = Vec::new();
         {
@@ -352,7 +352,7 @@ impl Server {
         for (name, l) in to_bind {
             let addr = l.cfg.address;
             let tcp = if self.binds(&l) {
-                Some(listener::bind(addr).map_err(|source| ProxyError::Bind {
+                Some(listener::bind(addr).map_err(|source| ServerError::Bind {
                     listener: name.clone(),
                     addr,
                     source,
@@ -376,16 +376,16 @@ impl Server {
 }
 
 /// Runs `sluice proxy` until SIGINT/SIGTERM (blocking; builds its own tokio runtime).
-pub fn run(args: cli::ProxyArgs) -> Result<(), ProxyError> {
+pub fn run(args: cli::ProxyArgs) -> Result<(), ServerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(ProxyError::Runtime)?;
+        .map_err(ServerError::Runtime)?;
     rt.block_on(run_async(args))
 }
 
 /// [`run`] inside an existing tokio runtime.
-pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ProxyError> {
+pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log_level)
@@ -400,7 +400,7 @@ pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ProxyError> {
     tracing::info!(config = %args.config_path.display(), "sluice proxy started");
     reload::spawn_watchers(server.clone(), args.reload_poll());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(ProxyError::Runtime)?;
+        .map_err(ServerError::Runtime)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -14,7 +14,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{
-    listener::ProxyError,
+    listener::ConnectionError,
     netns::{set_int_opt, EnterGuard, Netns},
 };
 
@@ -74,14 +74,14 @@ impl UpstreamFactory {
         &self,
         dst: SocketAddr,
         bind: Option<SocketAddr>,
-    ) -> Result<TcpStream, ProxyError> {
+    ) -> Result<TcpStream, ConnectionError> {
         let sock = self
             .socket(dst, bind)
-            .map_err(|source| ProxyError::Socket { addr: dst, source })?;
+            .map_err(|source| ConnectionError::Socket { addr: dst, source })?;
         match tokio::time::timeout(self.connect_timeout, sock.connect(dst)).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(source)) => Err(ProxyError::UpstreamConnect { addr: dst, source }),
-            Err(_) => Err(ProxyError::UpstreamConnect {
+            Ok(Err(source)) => Err(ConnectionError::UpstreamConnect { addr: dst, source }),
+            Err(_) => Err(ConnectionError::UpstreamConnect {
                 addr: dst,
                 source: io::Error::new(
                     io::ErrorKind::TimedOut,

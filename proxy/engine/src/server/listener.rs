@@ -11,7 +11,7 @@ use crate::{
     config, detect,
     http::{self, ConnInfo, Hcm},
     tcp_proxy::{self, TcpProxy},
-    upstream::connect::Connector,
+    upstream::connector::Connector,
 };
 
 /// Backlog of every listener socket.

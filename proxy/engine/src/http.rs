@@ -43,8 +43,8 @@ use self::{
 };
 use crate::{
     config,
-    proxy::stats::HttpStats,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
+    server::stats::HttpStats,
     upstream::Cluster,
 };
 
@@ -105,7 +105,7 @@ impl Hcm {
     pub fn build(
         cfg: Arc<config::HttpConnectionManager>,
         clusters: &HashMap<String, Arc<Cluster>>,
-        stats: &crate::proxy::stats::StatsStore,
+        stats: &crate::server::stats::StatsStore,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg

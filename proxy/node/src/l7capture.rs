@@ -19,13 +19,16 @@ use std::{
 
 use tracing::warn;
 
-use crate::{
+use sluice_engine::{
     config,
-    connector::UpstreamFactory,
+    server::{Server, ServerError, StartOptions},
+    upstream::connector::Connector,
+};
+
+use crate::{
     inbound::{InboundPassthrough, PASSTHROUGH_SRC_V4, PASSTHROUGH_SRC_V6},
     listener::{Accepted, ConnectionHandler, HandlerFuture},
-    proxy::{ProxyError, Server, StartOptions},
-    upstream::connect::Connector,
+    upstream_factory::UpstreamFactory,
 };
 
 /// Listener name that serves the outbound capture listener (15001), as in Istio.
@@ -55,7 +58,7 @@ impl L7Config {
     pub fn load(path: &Path) -> Result<Self, config::ConfigError> {
         Ok(Self {
             bootstrap: config::load_file(path)?,
-            source: crate::proxy::source_json(path),
+            source: sluice_engine::server::source_json(path),
             path: path.to_path_buf(),
         })
     }
@@ -79,7 +82,7 @@ impl L7Config {
         &self,
         upstream: &UpstreamFactory,
         outbound: Arc<dyn ConnectionHandler>,
-    ) -> Result<PodHandlers, ProxyError> {
+    ) -> Result<PodHandlers, ServerError> {
         let out: Arc<dyn ConnectionHandler> = if self.has_listener(OUTBOUND_LISTENER) {
             let f = upstream.clone();
             let connector = Connector::with_factory(Arc::new(move |dst| f.socket(dst, None)));
@@ -112,7 +115,7 @@ impl L7Config {
         })
     }
 
-    async fn start(&self, connector: Connector) -> Result<Arc<Server>, ProxyError> {
+    async fn start(&self, connector: Connector) -> Result<Arc<Server>, ServerError> {
         Server::start_with(
             self.bootstrap.clone(),
             self.source.clone(),

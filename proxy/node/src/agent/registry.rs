@@ -14,11 +14,11 @@ use tracing::info;
 use super::protocol::{PodStatus, StatusReport};
 use crate::{
     bpf::{BpfError, Datapath},
-    connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     drain::Drain,
     listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{Netns, NetnsError},
     policy::{EnrollSpec, Enrollment, Mode, PodIdentity, PolicyError},
+    upstream_factory::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
 
 // CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).

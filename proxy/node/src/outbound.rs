@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::{
-    listener::{reset, Accepted, ConnectionHandler, HandlerFuture, ProxyError},
+    listener::{reset, Accepted, ConnectionError, ConnectionHandler, HandlerFuture},
     services::Services,
 };
 
@@ -40,7 +40,7 @@ pub async fn proxy_to(
     conn: Accepted,
     target: SocketAddr,
     bind: Option<SocketAddr>,
-) -> Result<(), ProxyError> {
+) -> Result<(), ConnectionError> {
     let Accepted {
         stream: mut down,
         ctx,
@@ -56,7 +56,7 @@ pub async fn proxy_to(
     debug!(upstream = %target, "upstream connected");
     let (out, inn) = splice(&mut down, &mut up)
         .await
-        .map_err(|source| ProxyError::Copy {
+        .map_err(|source| ConnectionError::Copy {
             addr: target,
             source,
         })?;
@@ -88,8 +88,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        connector::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
         listener::{Direction, ListenerContext, ListenerStats},
+        upstream_factory::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
     };
 
     fn ctx() -> Arc<ListenerContext> {
@@ -165,7 +165,10 @@ mod tests {
             ctx: ctx(),
         };
         let err = proxy_to(conn, closed, None).await.unwrap_err();
-        assert!(matches!(err, ProxyError::UpstreamConnect { .. }), "{err}");
+        assert!(
+            matches!(err, ConnectionError::UpstreamConnect { .. }),
+            "{err}"
+        );
         assert_eq!(err.source_side(), crate::listener::ErrorSource::Upstream);
         let mut buf = [0u8; 8];
         let r = tokio::time::timeout(Duration::from_secs(1), app.read(&mut buf))

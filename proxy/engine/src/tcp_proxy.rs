@@ -10,7 +10,7 @@ use tokio::{
 
 use crate::{
     config,
-    proxy::stats::TcpStats,
+    server::stats::TcpStats,
     upstream::{Cluster, LbContext},
 };
 

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     http::{local_reply, Body},
-    proxy::Server,
+    server::Server,
 };
 
 /// Accepts admin connections until the process ends.

@@ -1,0 +1,17 @@
+//! sluice-engine: the Envoy-model L7 engine — an Envoy v3 bootstrap validated into typed config,
+//! compiled route tables, the cluster manager, the HTTP connection manager and TCP proxy, and the
+//! [`server::Server`] that runs config versions and takes new ones through one entry.
+//!
+//! No eBPF, no network namespaces, no agent: it builds and tests on stable Rust alone. The node
+//! side (`sluice-node`) plugs in through [`upstream::connector::Connector`] (where upstream
+//! sockets come from) and [`server::Server::serve_connection`] (connections it accepted).
+//! See ARCHITECTURE.md at the repository root for the code map.
+
+pub mod admin;
+pub mod config;
+pub mod detect;
+pub mod http;
+pub mod route;
+pub mod server;
+pub mod tcp_proxy;
+pub mod upstream;
