@@ -1,9 +1,16 @@
-//! The capture side's entry point, in process: `Server::serve_connection` with a known original
+//! The capture side's entry point, in process: `Server::serve_captured` with a known original
 //! destination, an ORIGINAL_DST cluster, protocol detection (HTTP vs server-speaks-first TCP).
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use sluice_engine::server::{Server, StartOptions};
+use sluice_engine::server::{ConnObserver, Server, StartOptions};
 use sluice_tests::upstream::{assert_banner_then_echo, banner_server, harness::curl, TestUpstream};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -42,9 +49,44 @@ static_resources:
     connect_timeout: 1s
 "#;
 
+/// What the capture side's counters would receive.
+#[derive(Default)]
+struct Counts {
+    from_downstream: AtomicU64,
+    to_downstream: AtomicU64,
+    closed: AtomicU64,
+    upstream_failures: AtomicU64,
+}
+
+impl ConnObserver for Counts {
+    fn closed(&self, from_downstream: u64, to_downstream: u64) {
+        self.from_downstream
+            .fetch_add(from_downstream, Ordering::Relaxed);
+        self.to_downstream
+            .fetch_add(to_downstream, Ordering::Relaxed);
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+    fn upstream_failed(&self) {
+        self.upstream_failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Counts {
+    /// Waits (bounded) until `n` connections have been reported closed.
+    async fn wait_closed(&self, n: u64) {
+        for _ in 0..200 {
+            if self.closed.load(Ordering::Relaxed) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} connection(s) never reported closed");
+    }
+}
+
 /// Starts the proxy without binding (like the capture side) and a loopback acceptor that hands
-/// every connection to `serve_connection` with `orig_dst`.
-async fn capture(orig_dst: SocketAddr) -> (SocketAddr, std::sync::Arc<Server>) {
+/// every connection to `serve_captured` with `orig_dst`.
+async fn capture(orig_dst: SocketAddr) -> (SocketAddr, Arc<Server>, Arc<Counts>) {
     let bootstrap = sluice_engine::config::from_yaml_str(CONFIG).expect("valid config");
     let server = Server::start_with(
         bootstrap,
@@ -61,24 +103,27 @@ async fn capture(orig_dst: SocketAddr) -> (SocketAddr, std::sync::Arc<Server>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let s = server.clone();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = l.accept().await.unwrap();
             let s = s.clone();
+            let observer: Arc<dyn ConnObserver> = c.clone();
             tokio::spawn(async move {
-                s.serve_connection("virtualOutbound", stream, Some(orig_dst))
+                s.serve_captured("virtualOutbound", stream, orig_dst, observer)
                     .await
                     .unwrap();
             });
         }
     });
-    (addr, server)
+    (addr, server, counts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_to_original_destination() {
     let up = TestUpstream::start("orig").await;
-    let (entry, server) = capture(up.addr).await;
+    let (entry, server, counts) = capture(up.addr).await;
     let u = format!("http://{entry}/svc");
     let (status, _, body) = tokio::task::spawn_blocking(move || {
         curl(&["-s", "-H", "host: reviews.default.svc:9080", &u])
@@ -93,25 +138,60 @@ async fn http_to_original_destination() {
         .stats
         .render()
         .contains("cluster.PassthroughCluster.upstream_rq_2xx: 1"));
+    // The capture side's counters got the connection's raw bytes: curl's request line and
+    // headers in, the response (status line, headers, "orig") out.
+    counts.wait_closed(1).await;
+    let (rx, tx) = (
+        counts.from_downstream.load(Ordering::Relaxed),
+        counts.to_downstream.load(Ordering::Relaxed),
+    );
+    assert!(
+        rx > "GET /svc HTTP/1.1\r\n".len() as u64,
+        "from downstream: {rx}"
+    );
+    assert!(
+        tx > "HTTP/1.1 200 OK\r\n".len() as u64 + 4,
+        "to downstream: {tx}"
+    );
+    assert_eq!(counts.upstream_failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upstream_counts_as_an_upstream_failure() {
+    // A port nobody listens on: the ORIGINAL_DST cluster's connect is refused -> 503 UF.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let (entry, _server, counts) = capture(dead).await;
+    let u = format!("http://{entry}/svc");
+    let (status, _, _) = tokio::task::spawn_blocking(move || curl(&["-s", &u]))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    counts.wait_closed(1).await;
+    assert_eq!(counts.upstream_failures.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_speaks_first_is_not_stalled() {
     let (banner, _task) = banner_server(b"* OK IMAP ready\r\n").await;
-    let (entry, _server) = capture(banner).await;
+    let (entry, _server, counts) = capture(banner).await;
     assert_banner_then_echo(entry, b"* OK IMAP ready\r\n", b"a1 NOOP\r\n").await;
+    counts.wait_closed(1).await;
+    assert_eq!(counts.from_downstream.load(Ordering::Relaxed), 9);
+    assert!(counts.to_downstream.load(Ordering::Relaxed) >= 17);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_listener_is_an_error() {
     let up = TestUpstream::start("x").await;
-    let (_entry, server) = capture(up.addr).await;
+    let (_entry, server, _counts) = capture(up.addr).await;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let _c = TcpStream::connect(addr).await.unwrap();
     let (stream, _) = l.accept().await.unwrap();
     let err = server
-        .serve_connection("nope", stream, None)
+        .serve_captured("nope", stream, addr, Arc::new(Counts::default()))
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "no listener named nope");

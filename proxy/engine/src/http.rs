@@ -44,7 +44,7 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::stats::HttpStats,
+    server::{stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
 
@@ -175,6 +175,7 @@ pub async fn serve<I, F>(
     codec: config::CodecType,
     header_timeout: Duration,
     current: F,
+    observer: Option<Arc<dyn ConnObserver>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Arc<Hcm> + Send + Sync + 'static,
@@ -182,7 +183,14 @@ pub async fn serve<I, F>(
     let current = Arc::new(current);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let hcm = current();
-        async move { Ok::<_, Infallible>(handle(hcm, conn, req).await) }
+        let observer = observer.clone();
+        async move {
+            let (resp, flag) = handle(hcm, conn, req).await;
+            if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
+                o.upstream_failed();
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -282,8 +290,12 @@ impl Outcome {
     }
 }
 
-/// Handles one request end to end.
-pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
+/// Handles one request end to end; the flag is Envoy's response flag of the outcome.
+pub async fn handle(
+    hcm: Arc<Hcm>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> (Response<Body>, Flag) {
     let start = Instant::now();
     let start_wall = SystemTime::now();
     hcm.stats.downstream_rq_total.inc();
@@ -301,7 +313,7 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         r.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static("envoy"));
-        return r;
+        return (r, Flag::None);
     }
     // Downstream sanitation (Envoy defaults, see the module doc).
     sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());
@@ -464,7 +476,8 @@ pub async fn handle(hcm: Arc<Hcm>, conn: ConnInfo, mut req: Request<Incoming>) -
         e.upstream_ms = upstream_ms;
         e.upstream_host = upstream_host.map(|a| a.to_string());
         // Logged when the response body ends (or the stream is dropped), with the bytes sent.
-        return resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
+        let resp = resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
+        return (resp, flag);
     }
-    resp
+    (resp, flag)
 }

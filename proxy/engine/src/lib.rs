@@ -4,7 +4,7 @@
 //!
 //! No eBPF, no network namespaces, no agent: it builds and tests on stable Rust alone. The node
 //! side (`sluice-node`) plugs in through [`upstream::connector::Connector`] (where upstream
-//! sockets come from) and [`server::Server::serve_connection`] (connections it accepted).
+//! sockets come from) and [`server::Server::serve_captured`] (connections it accepted).
 //! See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod admin;

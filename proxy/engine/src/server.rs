@@ -8,6 +8,7 @@
 
 pub mod cli;
 mod listener;
+pub mod observer;
 mod reload;
 pub mod stats;
 
@@ -22,6 +23,7 @@ use arc_swap::ArcSwap;
 use tokio::{net::TcpStream, task::JoinHandle};
 
 pub use self::listener::{original_dst, ChainRt, ListenerRt, ServeError};
+pub use self::observer::ConnObserver;
 use self::stats::StatsStore;
 use crate::{
     config,
@@ -188,7 +190,7 @@ pub struct Server {
 pub struct StartOptions {
     /// Bind the listeners' addresses (`sluice proxy`). False when a caller that owns the sockets
     /// (the capture side binding 15001/15006 inside a pod's network namespace) hands accepted
-    /// connections to [`Server::serve_connection`] instead.
+    /// connections to [`Server::serve_captured`] instead.
     pub bind_listeners: bool,
     /// Serve the admin interface when the config has one.
     pub admin: bool,
@@ -273,34 +275,25 @@ impl Server {
         self.current.load_full()
     }
 
-    /// Serves an already-accepted connection as listener `listener` would (the capture side's
-    /// entry point). `orig_dst` is the connection's original destination when the caller already
-    /// knows it (eBPF map, SO_ORIGINAL_DST); `None` makes the listener query SO_ORIGINAL_DST itself
-    /// when it is an original-destination listener. Returns when the connection is done.
-    pub async fn serve_connection(
+    /// Serves a connection the capture side accepted (the node agent's or a sidecar's 15001 /
+    /// 15006) as listener `listener` would. The caller already knows the original destination
+    /// (`orig_dst`, from SO_ORIGINAL_DST or the socket's local address under sk_lookup) and runs
+    /// this inside its own per-connection span; the engine adds neither a second lookup nor a
+    /// second span, and reports the bytes each way and upstream failures to `observer` (the
+    /// capture listener's counters). Returns when the connection is done.
+    pub async fn serve_captured(
         self: &Arc<Self>,
         listener: &str,
         stream: TcpStream,
-        orig_dst: Option<SocketAddr>,
+        orig_dst: SocketAddr,
+        observer: Arc<dyn ConnObserver>,
     ) -> Result<(), listener::ServeError> {
         let slot = {
             let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
             bound.get(listener).map(|b| b.slot.clone())
         };
-        let slot = match slot {
-            Some(s) => s,
-            None => {
-                let rt = self.runtime();
-                let l = rt
-                    .listeners
-                    .get(listener)
-                    .ok_or_else(|| listener::ServeError::NoListener(listener.to_string()))?;
-                Arc::new(ListenerSlot {
-                    rt: ArcSwap::new(l.clone()),
-                })
-            }
-        };
-        listener::handle_connection(self.clone(), slot, stream, orig_dst).await;
+        let slot = slot.ok_or_else(|| listener::ServeError::NoListener(listener.to_string()))?;
+        listener::serve_captured(self.clone(), slot, stream, orig_dst, observer).await;
         Ok(())
     }
 

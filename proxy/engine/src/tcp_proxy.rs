@@ -44,6 +44,14 @@ pub enum TcpProxyError {
     },
 }
 
+impl TcpProxyError {
+    /// Whether the upstream side failed (every variant today; kept explicit for callers that
+    /// count upstream failures).
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(self, Self::NoHealthyUpstream(_) | Self::Connect { .. })
+    }
+}
+
 impl TcpProxy {
     fn pick_cluster(&self) -> &Arc<Cluster> {
         match &self.cfg.cluster {
@@ -61,12 +69,15 @@ impl TcpProxy {
     }
 
     /// Proxies `down` to an upstream host until done.
-    pub async fn serve(
+    pub async fn serve<D>(
         &self,
-        mut down: TcpStream,
+        mut down: D,
         orig_dst: Option<SocketAddr>,
         src: SocketAddr,
-    ) -> Result<(), TcpProxyError> {
+    ) -> Result<(), TcpProxyError>
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
         self.stats.downstream_cx_total.inc();
         let cluster = self.pick_cluster();
         let ctx = LbContext {
@@ -106,7 +117,6 @@ impl TcpProxy {
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
         let _ = up.set_nodelay(true);
-        let _ = down.set_nodelay(true);
         let (rx, tx, idled) = copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout).await;
         cluster.stats.upstream_cx_active.dec();
         self.stats.downstream_cx_rx_bytes_total.add(rx);

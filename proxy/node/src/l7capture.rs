@@ -21,7 +21,7 @@ use tracing::warn;
 
 use sluice_engine::{
     config,
-    server::{Server, ServerError, StartOptions},
+    server::{ConnObserver, Server, ServerError, StartOptions},
     upstream::connector::Connector,
 };
 
@@ -141,8 +141,11 @@ impl ConnectionHandler for L7Handler {
         let server = self.server.clone();
         let listener = self.listener;
         Box::pin(async move {
+            // The capture listener already resolved the destination and opened the span; the
+            // engine reports bytes and upstream failures into the listener's counters.
+            let observer: Arc<dyn ConnObserver> = conn.ctx.clone();
             if let Err(e) = server
-                .serve_connection(listener, conn.stream, Some(conn.orig_dst))
+                .serve_captured(listener, conn.stream, conn.orig_dst, observer)
                 .await
             {
                 warn!(error = %e, listener, "L7 engine refused the connection");

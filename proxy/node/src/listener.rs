@@ -11,8 +11,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::AsRawFd,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -22,6 +21,8 @@ use std::{
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument as _};
+
+use sluice_engine::server::{original_dst, ConnObserver};
 
 use crate::{drain::Watch, upstream_factory::UpstreamFactory};
 
@@ -126,6 +127,23 @@ pub struct ListenerContext {
     pub upstream: UpstreamFactory,
     /// Counters for `sluice status`.
     pub stats: ListenerStats,
+}
+
+/// The L7 engine reports the connections it serves for a capture listener here, so `sluice
+/// status` shows the same counters whichever handler served the pod.
+impl ConnObserver for ListenerContext {
+    fn closed(&self, from_downstream: u64, to_downstream: u64) {
+        self.stats
+            .bytes_out
+            .fetch_add(from_downstream, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(to_downstream, Ordering::Relaxed);
+    }
+
+    fn upstream_failed(&self) {
+        self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One accepted, not yet proxied connection.
@@ -279,75 +297,4 @@ pub fn reset(stream: TcpStream) {
         debug!(error = %e, "SO_LINGER 0 failed; closing normally");
     }
     drop(stream);
-}
-
-/// The original destination of an accepted socket: `getsockopt(SOL_IP, SO_ORIGINAL_DST)` for
-/// IPv4, `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` for IPv6, chosen by the socket's family.
-pub fn original_dst(stream: &impl AsRawFd) -> io::Result<SocketAddr> {
-    let fd = stream.as_raw_fd();
-    // SAFETY: zeroed sockaddr_storage is valid; getsockopt writes at most `len` bytes into it.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: as above; the family is read from getsockname into the same storage type.
-    let rc = unsafe {
-        libc::getsockname(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let v6 = ss.ss_family as i32 == libc::AF_INET6;
-    let (level, name) = if v6 {
-        (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST)
-    } else {
-        (libc::SOL_IP, libc::SO_ORIGINAL_DST)
-    };
-    // SAFETY: fresh zeroed storage, length set to its size.
-    let mut dst: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: dst/len describe writable memory of the advertised size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut dst as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    sockaddr_to_std(&dst)
-}
-
-fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
-    match ss.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: family says sockaddr_in, which fits in sockaddr_storage.
-            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Ok(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: family says sockaddr_in6, which fits in sockaddr_storage.
-            let sin6: &libc::sockaddr_in6 =
-                unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        f => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("SO_ORIGINAL_DST returned address family {f}"),
-        )),
-    }
 }

@@ -34,6 +34,12 @@ pub enum Flag {
 }
 
 impl Flag {
+    /// Whether the upstream could not be reached at all (UF connect failure, UH no healthy
+    /// host): what the capture side counts as a failed upstream, like a failed TCP connect.
+    pub fn is_upstream_failure(self) -> bool {
+        matches!(self, Flag::ConnectFailure | Flag::NoHealthyUpstream)
+    }
+
     /// The short flag text.
     pub fn as_str(self) -> &'static str {
         match self {

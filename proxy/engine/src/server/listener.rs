@@ -1,12 +1,23 @@
 //! Listeners: bind, accept, find the original destination, detect the protocol on captured
 //! listeners, choose the filter chain and hand the connection to HTTP or TCP proxying.
 
-use std::{net::SocketAddr, os::fd::AsFd, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    os::fd::{AsFd, AsRawFd as _},
+    sync::Arc,
+    time::Duration,
+};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
 use tracing::Instrument;
 
-use super::{ListenerSlot, Server};
+use super::{
+    observer::{ConnObserver, Metered},
+    ListenerSlot, Server,
+};
 use crate::{
     config, detect,
     http::{self, ConnInfo, Hcm},
@@ -80,7 +91,7 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: TcpLis
             Ok((stream, _)) => {
                 let server = server.clone();
                 let slot = slot.clone();
-                tokio::spawn(async move { handle_connection(server, slot, stream, None).await });
+                tokio::spawn(handle_connection(server, slot, stream));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -90,76 +101,155 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: TcpLis
     }
 }
 
-/// SO_ORIGINAL_DST (IPv4) / IP6T_SO_ORIGINAL_DST (IPv6) of an accepted socket.
-pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    use nix::sys::socket::{getsockopt, sockopt};
+/// SO_ORIGINAL_DST (IPv4) / IP6T_SO_ORIGINAL_DST (IPv6) of an accepted socket, chosen by the
+/// socket's family: the same call behind iptables REDIRECT (answered by conntrack) and under
+/// sluice's eBPF capture (answered by its cgroup/getsockopt program).
+pub fn original_dst(stream: &impl AsFd) -> std::io::Result<SocketAddr> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrLike as _, SockaddrStorage};
     let fd = stream.as_fd();
-    if let Ok(sin) = getsockopt(&fd, sockopt::OriginalDst) {
-        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-        return Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)));
-    }
-    if let Ok(sin6) = getsockopt(&fd, sockopt::Ip6tOriginalDst) {
+    let local: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+    if local.family() == Some(nix::sys::socket::AddressFamily::Inet6) {
+        let sin6 = getsockopt(&fd, sockopt::Ip6tOriginalDst)?;
         let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-        return Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)));
+        return Ok(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)));
     }
-    None
+    let sin = getsockopt(&fd, sockopt::OriginalDst)?;
+    let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+    Ok(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
 }
 
-/// Serves one accepted connection on the listener in `slot`.
-pub async fn handle_connection(
-    server: Arc<Server>,
-    mut slot: Arc<ListenerSlot>,
-    stream: TcpStream,
-    orig_dst: Option<SocketAddr>,
-) {
+/// Serves one connection accepted by one of the server's own listeners (`sluice proxy`): one
+/// span, the original destination looked up here when the listener is a captured one.
+pub async fn handle_connection(server: Arc<Server>, slot: Arc<ListenerSlot>, stream: TcpStream) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
     server.stats.server.downstream_cx_total.inc();
-    let mut l = slot.rt.load_full();
-    let dst = if l.captured() || orig_dst.is_some() {
-        orig_dst.or_else(|| original_dst(&stream)).unwrap_or(local)
+    let l = slot.rt.load();
+    let dst = if l.captured() {
+        original_dst(&stream).unwrap_or(local)
     } else {
         local
     };
+    let span = tracing::debug_span!("conn", listener = %l.cfg.name, %peer, orig_dst = %dst);
+    drop(l);
+    dispatch(server, slot, stream, Addrs { peer, local, dst }, None)
+        .instrument(span)
+        .await
+}
+
+/// Serves a connection the capture side accepted and already resolved (its original
+/// destination, its span and its per-listener counters are the capture side's): no second
+/// lookup, no second span; bytes and upstream failures go to `observer`.
+pub async fn serve_captured(
+    server: Arc<Server>,
+    slot: Arc<ListenerSlot>,
+    stream: TcpStream,
+    dst: SocketAddr,
+    observer: Arc<dyn ConnObserver>,
+) {
+    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    dispatch(
+        server,
+        slot,
+        stream,
+        Addrs { peer, local, dst },
+        Some(observer),
+    )
+    .await
+}
+
+/// The three addresses of a downstream connection.
+#[derive(Clone, Copy)]
+struct Addrs {
+    peer: SocketAddr,
+    local: SocketAddr,
+    dst: SocketAddr,
+}
+
+/// Original-destination hand-off, protocol detection, filter chain choice, then HTTP or TCP.
+async fn dispatch(
+    server: Arc<Server>,
+    mut slot: Arc<ListenerSlot>,
+    stream: TcpStream,
+    a: Addrs,
+    observer: Option<Arc<dyn ConnObserver>>,
+) {
+    let mut l = slot.rt.load_full();
     // use_original_dst: hand the connection to the listener owning the original destination.
-    if l.cfg.use_original_dst && dst != local {
-        if let Some(other) = server.slot_for_addr(dst) {
+    if l.cfg.use_original_dst && a.dst != a.local {
+        if let Some(other) = server.slot_for_addr(a.dst) {
             if !Arc::ptr_eq(&other, &slot) {
                 slot = other;
                 l = slot.rt.load_full();
             }
         }
     }
-    let span = tracing::debug_span!("conn", listener = %l.cfg.name, %peer, orig_dst = %dst);
-    async move {
-        let proto = if l.captured() || !l.cfg.listener_filters.is_empty() {
-            Some(detect::detect(&stream).await)
-        } else {
-            None
-        };
-        let Some(mut idx) = l.chain_index(dst.port()) else {
-            tracing::debug!("no filter chain matches; closing");
-            return;
-        };
-        // On captured listeners the detected protocol picks between HTTP and TCP chains.
-        if let Some(p) = &proto {
-            let want_http = p.is_http();
-            let fits = matches!(l.chains[idx], ChainRt::Http(_)) == want_http;
-            if !fits {
-                match l
-                    .chains
-                    .iter()
-                    .position(|c| matches!(c, ChainRt::Http(_)) == want_http)
-                {
-                    Some(i) => idx = i,
-                    None if !want_http && l.captured() && dst != local => {
-                        passthrough(&server.connector, stream, dst).await;
-                        return;
-                    }
-                    None => {}
-                }
+    let proto = if l.captured() || !l.cfg.listener_filters.is_empty() {
+        Some(detect::detect(&stream).await)
+    } else {
+        None
+    };
+    let Some(mut idx) = l.chain_index(a.dst.port()) else {
+        tracing::debug!("no filter chain matches; closing");
+        return;
+    };
+    let mut passthrough_only = false;
+    // On captured listeners the detected protocol picks between HTTP and TCP chains.
+    if let Some(p) = &proto {
+        let want_http = p.is_http();
+        let fits = matches!(l.chains[idx], ChainRt::Http(_)) == want_http;
+        if !fits {
+            match l
+                .chains
+                .iter()
+                .position(|c| matches!(c, ChainRt::Http(_)) == want_http)
+            {
+                Some(i) => idx = i,
+                None if !want_http && l.captured() && a.dst != a.local => passthrough_only = true,
+                None => {}
             }
+        }
+    }
+    let _ = stream.set_nodelay(true);
+    let chain = Chain {
+        server: &server,
+        slot,
+        idx,
+        passthrough_only,
+        a,
+        observer: observer.clone(),
+    };
+    match observer {
+        Some(o) => chain.serve(Metered::new(stream, o)).await,
+        None => chain.serve(stream).await,
+    }
+}
+
+/// The filter chain a connection was given, ready to serve it over any stream type (the
+/// accepted socket, or the socket wrapped in a byte counter for the capture side).
+struct Chain<'a> {
+    server: &'a Arc<Server>,
+    slot: Arc<ListenerSlot>,
+    idx: usize,
+    passthrough_only: bool,
+    a: Addrs,
+    observer: Option<Arc<dyn ConnObserver>>,
+}
+
+impl Chain<'_> {
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Addrs { peer, local, dst } = self.a;
+        if self.passthrough_only {
+            if !passthrough(&self.server.connector, stream, dst).await {
+                self.upstream_failed();
+            }
+            return;
         }
         let conn = ConnInfo {
             peer,
@@ -167,10 +257,11 @@ pub async fn handle_connection(
             orig_dst: dst,
             tls: false,
         };
-        match l.chains[idx].clone() {
+        let (slot, idx) = (self.slot.clone(), self.idx);
+        let chain = slot.rt.load().chains[idx].clone();
+        match chain {
             ChainRt::Http(hcm) => {
                 hcm.stats.downstream_cx_total.inc();
-                let _ = stream.set_nodelay(true);
                 let codec = hcm.cfg.codec_type;
                 let header_timeout = hcm
                     .cfg
@@ -181,26 +272,37 @@ pub async fn handle_connection(
                     Some(ChainRt::Http(h)) => h.clone(),
                     _ => fallback.clone(),
                 };
-                http::serve(stream, conn, codec, header_timeout, current).await;
+                let observer = self.observer.clone();
+                http::serve(stream, conn, codec, header_timeout, current, observer).await;
             }
             ChainRt::Tcp(tp) => {
                 if let Err(e) = tp.serve(stream, Some(dst), peer).await {
                     tracing::debug!(error = %e, "tcp proxy");
+                    if e.is_upstream_failure() {
+                        self.upstream_failed();
+                    }
                 }
             }
         }
     }
-    .instrument(span)
-    .await
+
+    fn upstream_failed(&self) {
+        if let Some(o) = &self.observer {
+            o.upstream_failed();
+        }
+    }
 }
 
 /// Opaque TCP to the original destination (Istio's PassthroughCluster) for captured non-HTTP
-/// traffic when the listener has no tcp_proxy chain.
-async fn passthrough(connector: &Connector, mut down: TcpStream, dst: SocketAddr) {
+/// traffic when the listener has no tcp_proxy chain. False when the upstream connect failed.
+async fn passthrough<S>(connector: &Connector, mut down: S, dst: SocketAddr) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let Ok(Ok(up)) =
         tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, connector.connect(dst)).await
     else {
-        return;
+        return false;
     };
     let _ = tcp_proxy::copy_bidirectional_idle(
         &mut down,
@@ -208,4 +310,5 @@ async fn passthrough(connector: &Connector, mut down: TcpStream, dst: SocketAddr
         Some(config::DEFAULT_TCP_PROXY_IDLE_TIMEOUT),
     )
     .await;
+    true
 }
