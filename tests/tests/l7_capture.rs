@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use sluice_node::agent::protocol::PodStatus;
 use sluice_tests::{
     agent_node::Node, ns_server::NsServer, sluice_cli::SluiceProcess, upstream::harness::TempDir,
     Netns, Veth,
@@ -190,6 +191,18 @@ impl L7Pods {
     }
 }
 
+/// The pod's status once its connections have ended and their bytes were reported (bounded).
+fn wait_for_closed_bytes(node: &Node, pod: &Netns) -> PodStatus {
+    for _ in 0..100 {
+        let st = node.pod(pod);
+        if st.active == 0 && st.bytes_in > 0 {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("connection bytes never reported: {:?}", node.pod(pod));
+}
+
 #[test]
 fn node_mode_outbound_is_routed_by_the_l7_engine() {
     let p = L7Pods::new("l7");
@@ -210,6 +223,19 @@ fn node_mode_outbound_is_routed_by_the_l7_engine() {
         pod.recent_destinations
             .contains(&"10.96.0.10:80".to_string()),
         "{pod:?}"
+    );
+    // The pod is served by the L7 engine, and `sluice status` counts it like an L4 pod: one
+    // connection, closed, with the request's and the response's bytes (curl closed it).
+    let pod = wait_for_closed_bytes(&node, &p.client);
+    assert_eq!(
+        (pod.accepted, pod.active, pod.upstream_failures),
+        (1, 0, 0),
+        "{pod:?}"
+    );
+    assert!(pod.bytes_out > 60, "request bytes app -> upstream: {pod:?}");
+    assert!(
+        pod.bytes_in > 100,
+        "response bytes upstream -> app: {pod:?}"
     );
 
     // Another host falls to the ORIGINAL_DST passthrough: straight to the server pod, not rewritten.
