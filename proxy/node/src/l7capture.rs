@@ -44,13 +44,26 @@ pub struct L7Config {
     path: PathBuf,
 }
 
-/// The two handlers of one pod.
+/// The two handlers of one pod, and the engine servers behind them.
 #[derive(Clone)]
 pub struct PodHandlers {
     /// For the outbound listener.
     pub outbound: Arc<dyn ConnectionHandler>,
     /// For the inbound listener.
     pub inbound: Arc<dyn ConnectionHandler>,
+    /// The pod's own engine servers (kept by the agent's per-pod record, so a config can be
+    /// pushed to one pod and read back).
+    pub servers: PodServers,
+}
+
+/// One pod's L7 engine servers: `virtualOutbound` and `virtualInbound` (None where the config
+/// has no such listener and the TCP passthrough serves that direction).
+#[derive(Clone, Debug, Default)]
+pub struct PodServers {
+    /// Serves the outbound capture listener (upstream sockets from the pod, marked).
+    pub outbound: Option<Arc<Server>>,
+    /// Serves the inbound capture listener (upstream sockets bound to 127.0.0.6 / ::6).
+    pub inbound: Option<Arc<Server>>,
 }
 
 impl L7Config {
@@ -83,11 +96,14 @@ impl L7Config {
         upstream: &UpstreamFactory,
         outbound: Arc<dyn ConnectionHandler>,
     ) -> Result<PodHandlers, ServerError> {
+        let mut servers = PodServers::default();
         let out: Arc<dyn ConnectionHandler> = if self.has_listener(OUTBOUND_LISTENER) {
             let f = upstream.clone();
             let connector = Connector::with_factory(Arc::new(move |dst| f.socket(dst, None)));
+            let server = self.start(connector).await?;
+            servers.outbound = Some(server.clone());
             Arc::new(L7Handler {
-                server: self.start(connector).await?,
+                server,
                 listener: OUTBOUND_LISTENER,
             })
         } else {
@@ -102,8 +118,10 @@ impl L7Config {
                 };
                 f.socket(dst, Some(SocketAddr::new(src, 0)))
             }));
+            let server = self.start(connector).await?;
+            servers.inbound = Some(server.clone());
             Arc::new(L7Handler {
-                server: self.start(connector).await?,
+                server,
                 listener: INBOUND_LISTENER,
             })
         } else {
@@ -112,6 +130,7 @@ impl L7Config {
         Ok(PodHandlers {
             outbound: out,
             inbound: inb,
+            servers,
         })
     }
 

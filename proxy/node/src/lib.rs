@@ -15,6 +15,7 @@ pub mod l7capture;
 pub mod listener;
 pub mod netns;
 pub mod outbound;
+pub mod pod_sockets;
 pub mod policy;
 pub mod services;
 pub mod sidecar;

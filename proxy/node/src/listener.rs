@@ -178,7 +178,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// Accepts until `stop` fires, spawning one instrumented task per connection. Connections in
 /// flight keep running after the listener closes.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     ctx: Arc<ListenerContext>,
     handler: Arc<dyn ConnectionHandler>,
     stop: Watch,

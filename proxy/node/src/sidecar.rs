@@ -9,7 +9,7 @@
 
 use std::{
     io::{self, BufRead as _},
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    net::SocketAddr,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::Arc,
@@ -24,9 +24,9 @@ use sluice_common::{INBOUND_PORT, OUTBOUND_PORT, PROXY_MARK};
 use tracing::info;
 
 use crate::{
-    drain::Drain,
-    listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
-    netns::{bind_tcp_here, Netns, NetnsError},
+    listener::{ConnectionHandler, Direction, ListenerContext, ListenerStats},
+    netns::{Netns, NetnsError},
+    pod_sockets::PodSockets,
     upstream_factory::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
 
@@ -73,8 +73,7 @@ pub enum SidecarError {
 /// Bound listeners, ready to be served.
 pub struct Bound {
     netns: String,
-    outbound: Vec<TcpListener>,
-    inbound: Vec<TcpListener>,
+    sockets: PodSockets,
 }
 
 /// Enters the netns with the calling (main, single) thread and binds 127.0.0.1/::1 :15001 and
@@ -85,24 +84,18 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
         path: ns.path().to_path_buf(),
         source: e.into(),
     })?;
-    let bind = |addr: SocketAddr| {
-        bind_tcp_here(addr).map_err(|source| SidecarError::Bind {
-            netns: opts.netns.clone(),
-            addr,
-            source,
-        })
-    };
     add_v6_passthrough_source(&opts.netns);
+    let sockets =
+        PodSockets::bind_here(OUTBOUND_PORT, INBOUND_PORT).map_err(|(addr, source)| {
+            SidecarError::Bind {
+                netns: opts.netns.clone(),
+                addr,
+                source,
+            }
+        })?;
     Ok(Bound {
         netns: opts.netns.clone(),
-        outbound: vec![
-            bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), OUTBOUND_PORT))?,
-            bind(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), OUTBOUND_PORT))?,
-        ],
-        inbound: vec![
-            bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), INBOUND_PORT))?,
-            bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), INBOUND_PORT))?,
-        ],
+        sockets,
     })
 }
 
@@ -123,7 +116,7 @@ pub fn register_inbound(bound: &Bound, control: &Path) -> Result<(), SidecarErro
     };
     let mut line = serde_json::to_string(&req).expect("requests always serialize");
     line.push('\n');
-    let fds: Vec<i32> = bound.inbound.iter().map(|l| l.as_raw_fd()).collect();
+    let fds: Vec<i32> = bound.sockets.inbound().map(|l| l.as_raw_fd()).collect();
     crate::agent::fd_passing::send_with_fds(s.as_raw_fd(), line.as_bytes(), &fds)
         .map_err(|e| err(format!("sendmsg: {e}")))?;
     let mut answer = String::new();
@@ -238,23 +231,10 @@ pub async fn serve(
     };
     let out_ctx = ctx("outbound", Direction::Outbound);
     let in_ctx = ctx("inbound", Direction::Inbound);
-    let (drain, _) = Drain::new();
-    let mut tasks = Vec::new();
-    let groups = [
-        (bound.outbound, &out_ctx, &outbound),
-        (bound.inbound, &in_ctx, &inbound),
-    ];
-    for (listeners, ctx, handler) in groups {
-        for l in listeners {
-            let l = tokio::net::TcpListener::from_std(l).map_err(SidecarError::Runtime)?;
-            tasks.push(tokio::spawn(listener::serve(
-                l,
-                ctx.clone(),
-                handler.clone(),
-                drain.watch(),
-            )));
-        }
-    }
+    let served = bound
+        .sockets
+        .serve(&(out_ctx.clone(), outbound), &(in_ctx.clone(), inbound))
+        .map_err(SidecarError::Runtime)?;
     info!(netns = %bound.netns, uid = nix::unistd::getuid().as_raw(), "sidecar ready");
     let mut term = signal(SignalKind::terminate()).map_err(SidecarError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(SidecarError::Runtime)?;
@@ -263,10 +243,7 @@ pub async fn serve(
         _ = int.recv() => {}
     }
     info!("shutting down");
-    drain.signal();
-    for t in tasks {
-        let _ = t.await;
-    }
+    served.close().await;
     // The ports are free now (a mode switch can hand them to the agent); connections in flight
     // run to their end. A second signal exits at once.
     info!("listeners closed; draining open connections");

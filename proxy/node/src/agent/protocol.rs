@@ -152,6 +152,10 @@ pub struct PodStatus {
     /// Who the pod is, when enrolled by the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodIdentity>,
+    /// Config version of the pod's L7 engine servers (outbound, inbound; node mode with
+    /// `--config`): what the pod's own engine is running right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_versions: Option<(Option<u64>, Option<u64>)>,
 }
 
 /// One pod handed from an old agent to a new one (graceful upgrade).

@@ -3,20 +3,20 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{atomic::Ordering, Arc},
 };
 
 use sluice_common::{Counter, PROXY_MARK};
-use tokio::task::JoinHandle;
+use sluice_engine::server::Server;
 use tracing::info;
 
 use super::protocol::{PodStatus, StatusReport};
 use crate::{
     bpf::{BpfError, Datapath},
-    drain::Drain,
-    listener::{self, ConnectionHandler, Direction, ListenerContext, ListenerStats},
+    l7capture::PodServers,
+    listener::{ConnectionHandler, Direction, ListenerContext, ListenerStats},
     netns::{Netns, NetnsError},
+    pod_sockets::{PodSockets, ServedSockets},
     policy::{EnrollSpec, Enrollment, Mode, PodIdentity, PolicyError},
     upstream_factory::{UpstreamFactory, DEFAULT_CONNECT_TIMEOUT},
 };
@@ -74,24 +74,19 @@ pub const COUNTER_NAMES: &[(&str, Counter)] = &[
 ];
 
 /// The listeners the agent serves inside one pod (node mode): 127.0.0.1/::1 on the outbound
-/// port, 0.0.0.0/[::] on the inbound port (registered with sk_lookup).
+/// port, 0.0.0.0/[::] on the inbound port (registered with sk_lookup), their counters, and the
+/// pod's own L7 engine servers when the agent runs with `--config`.
 struct PodListeners {
-    addrs: Vec<SocketAddr>,
+    served: ServedSockets,
     ctx: Arc<ListenerContext>,
     inbound_ctx: Arc<ListenerContext>,
-    drain: Drain,
-    tasks: Vec<JoinHandle<()>>,
+    engine: Option<PodServers>,
 }
 
 impl PodListeners {
-    /// Stops accepting and waits until the sockets are closed (so the ports can be bound again;
-    /// a closed inbound socket leaves the sk_lookup SockHash by itself). Connections in flight
-    /// keep running to their end.
+    /// Stops accepting; see [`ServedSockets::close`].
     async fn close(self) {
-        self.drain.signal();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.served.close().await;
     }
 }
 
@@ -99,8 +94,7 @@ impl PodListeners {
 struct BoundSockets {
     netns_arg: String,
     netns: Arc<Netns>,
-    outbound: Vec<(SocketAddr, std::net::TcpListener)>,
-    inbound: Vec<(SocketAddr, std::net::TcpListener)>,
+    sockets: PodSockets,
 }
 
 /// The handlers of the node-mode listeners.
@@ -206,37 +200,24 @@ impl Registry {
         Ok(self.pod_status(cookie))
     }
 
-    /// Binds the node-mode sockets inside the pod: 127.0.0.1 / ::1 on the outbound port,
-    /// 0.0.0.0 / [::] (v6-only) on the inbound port, and adds ::6 to the pod's `lo` for the IPv6
-    /// inbound passthrough. Either all four are bound or none.
+    /// Binds the node-mode sockets inside the pod ([`PodSockets::bind_in`]) and adds ::6 to the
+    /// pod's `lo` for the IPv6 inbound passthrough. Either all four are bound or none.
     fn bind_sockets(
         &self,
         netns_arg: &str,
         netns: &Arc<Netns>,
         enrollment: &Enrollment,
     ) -> Result<BoundSockets, AgentError> {
-        let out = enrollment.policy.outbound_port;
-        let inb = enrollment.policy.inbound_port;
-        let bind = |addrs: [SocketAddr; 2]| {
-            addrs
-                .into_iter()
-                .map(|a| netns.bind_tcp(a).map(|l| (a, l)))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let outbound = bind([
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), out),
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), out),
-        ])?;
-        let inbound = bind([
-            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), inb),
-            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), inb),
-        ])?;
+        let sockets = PodSockets::bind_in(
+            netns,
+            enrollment.policy.outbound_port,
+            enrollment.policy.inbound_port,
+        )?;
         netns.run(|| crate::sidecar::add_v6_passthrough_source(netns_arg))?;
         Ok(BoundSockets {
             netns_arg: netns_arg.to_string(),
             netns: netns.clone(),
-            outbound,
-            inbound,
+            sockets,
         })
     }
 
@@ -246,7 +227,7 @@ impl Registry {
         cookie: u64,
         bound: BoundSockets,
     ) -> Result<PodListeners, AgentError> {
-        for (_, l) in &bound.inbound {
+        for l in bound.sockets.inbound() {
             self.datapath
                 .set_inbound_listener(cookie, l)
                 .map_err(|source| AgentError::Bpf {
@@ -271,7 +252,7 @@ impl Registry {
         };
         let out_ctx = ctx("outbound", Direction::Outbound);
         let in_ctx = ctx("inbound", Direction::Inbound);
-        let (outbound, inbound) = match &self.handlers.l7 {
+        let (outbound, inbound, engine) = match &self.handlers.l7 {
             Some(l7) => {
                 let h = l7
                     .pod_handlers(&upstream, self.handlers.outbound.clone())
@@ -280,44 +261,27 @@ impl Registry {
                         netns: bound.netns_arg.clone(),
                         message: e.to_string(),
                     })?;
-                (h.outbound, h.inbound)
+                (h.outbound, h.inbound, Some(h.servers))
             }
             None => (
                 self.handlers.outbound.clone(),
                 self.handlers.inbound.clone(),
+                None,
             ),
         };
-        let (drain, _) = Drain::new();
-        let mut tasks = Vec::new();
-        let mut addrs = Vec::new();
-        let groups = [
-            (bound.outbound, &out_ctx, &outbound),
-            (bound.inbound, &in_ctx, &inbound),
-        ];
-        for (socks, ctx, handler) in groups {
-            for (addr, l) in socks {
-                addrs.push(addr);
-                let l =
-                    tokio::net::TcpListener::from_std(l).map_err(|source| NetnsError::Socket {
-                        path: bound.netns.path().to_path_buf(),
-                        op: "register listener".into(),
-                        source,
-                    })?;
-                // `serve` instruments itself with a root `listener` span.
-                tasks.push(tokio::spawn(listener::serve(
-                    l,
-                    ctx.clone(),
-                    handler.clone(),
-                    drain.watch(),
-                )));
-            }
-        }
+        let served = bound
+            .sockets
+            .serve(&(out_ctx.clone(), outbound), &(in_ctx.clone(), inbound))
+            .map_err(|source| NetnsError::Socket {
+                path: bound.netns.path().to_path_buf(),
+                op: "register listener".into(),
+                source,
+            })?;
         Ok(PodListeners {
-            addrs,
+            served,
             ctx: out_ctx,
             inbound_ctx: in_ctx,
-            drain,
-            tasks,
+            engine,
         })
     }
 
@@ -491,7 +455,7 @@ impl Registry {
         };
         if let Some(l) = &pod.listeners {
             let st = &l.ctx.stats;
-            s.listeners = l.addrs.iter().map(ToString::to_string).collect();
+            s.listeners = l.served.addrs().iter().map(ToString::to_string).collect();
             s.accepted = st.accepted.load(Ordering::Relaxed);
             s.active = st.active.load(Ordering::Relaxed);
             s.upstream_failures = st.upstream_failures.load(Ordering::Relaxed);
@@ -501,8 +465,18 @@ impl Registry {
             let ist = &l.inbound_ctx.stats;
             s.inbound_accepted = ist.accepted.load(Ordering::Relaxed);
             s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
+            s.engine_versions = l.engine.as_ref().map(|e| {
+                let version = |s: &Option<Arc<Server>>| s.as_ref().map(|s| s.runtime().version);
+                (version(&e.outbound), version(&e.inbound))
+            });
         }
         s
+    }
+
+    /// The L7 engine servers of a node-mode pod served with `--config` (None for other pods):
+    /// where a config for that one pod is pushed and read back.
+    pub fn pod_servers(&self, cookie: u64) -> Option<&PodServers> {
+        self.pods.get(&cookie)?.listeners.as_ref()?.engine.as_ref()
     }
 
     /// Every pod, the kernel's cookies and the counters.

@@ -2,19 +2,16 @@
 //! graceful-upgrade hand-over (the old agent exports its node-mode listening sockets, the new one
 //! serves them).
 
-use std::{
-    net::SocketAddr,
-    os::fd::{AsFd as _, BorrowedFd, OwnedFd, RawFd},
-    sync::Arc,
-};
+use std::{net::SocketAddr, os::fd::OwnedFd, sync::Arc};
 
 use tracing::{info, warn};
 
 use super::{AgentError, BoundSockets, Pod, Registry};
 use crate::{
     agent::protocol::{HandoverListener, HandoverPod},
-    listener::ListenerContext,
+    listener::{Direction, ListenerContext},
     netns::{Netns, NetnsError},
+    pod_sockets::PodSockets,
     policy::{Enrollment, Mode},
 };
 
@@ -56,10 +53,11 @@ impl Registry {
 
     /// Old agent, upgrade step 1: pins the sk_lookup links for the new agent's load and
     /// returns every pod with duplicates of its node-mode listening sockets, 15001 v4/v6 and
-    /// 15006 v4/v6 (found among this process's descriptors: listening TCP sockets whose netns
-    /// cookie is the pod's, bound to one of its listener addresses). Sidecar-mode pods go as
-    /// policy only. Nothing stops: this agent keeps accepting until
+    /// 15006 v4/v6, taken from the sockets the registry serves ([`ServedSockets::duplicates`]).
+    /// Sidecar-mode pods go as policy only. Nothing stops: this agent keeps accepting until
     /// [`Registry::stop_accepting`].
+    ///
+    /// [`ServedSockets::duplicates`]: crate::pod_sockets::ServedSockets::duplicates
     pub fn export_handover(&self) -> Result<(Vec<HandoverPod>, Vec<OwnedFd>), AgentError> {
         self.datapath
             .pin_links_for_upgrade()
@@ -68,42 +66,29 @@ impl Registry {
                 cookie: 0,
                 source,
             })?;
-        let sockets = listening_sockets();
         let mut pods = Vec::new();
         let mut fds = Vec::new();
         for (&cookie, pod) in &self.pods {
             let mut listeners = Vec::new();
             if let Some(served) = &pod.listeners {
-                for (fd_cookie, addr, fd) in &sockets {
-                    if *fd_cookie != cookie
-                        || !served.addrs.contains(addr)
-                        || listeners
-                            .iter()
-                            .any(|l: &HandoverListener| l.addr == addr.to_string())
-                    {
-                        continue;
-                    }
-                    let direction = if addr.port() == pod.enrollment.policy.inbound_port {
-                        INBOUND
-                    } else {
-                        OUTBOUND
-                    };
-                    // SAFETY: `fd` was listed open in this process a moment ago, and `&self`
-                    // (the registry lock) keeps the pod's listener tasks, which own it, alive.
-                    let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
-                    let dup = borrowed.try_clone_to_owned().map_err(|source| {
-                        AgentError::Netns(NetnsError::Socket {
-                            path: crate::netns::resolve(&pod.netns_arg),
-                            op: format!("dup listener {addr}"),
-                            source,
-                        })
-                    })?;
+                let dups = served.served.duplicates().map_err(|source| {
+                    AgentError::Netns(NetnsError::Socket {
+                        path: crate::netns::resolve(&pod.netns_arg),
+                        op: "dup listeners".into(),
+                        source,
+                    })
+                })?;
+                for (addr, direction, fd) in dups {
                     listeners.push(HandoverListener {
                         addr: addr.to_string(),
-                        direction: direction.into(),
+                        direction: match direction {
+                            Direction::Inbound => INBOUND,
+                            Direction::Outbound => OUTBOUND,
+                        }
+                        .into(),
                         fd: fds.len(),
                     });
-                    fds.push(dup);
+                    fds.push(fd);
                 }
             }
             pods.push(HandoverPod {
@@ -150,7 +135,14 @@ impl Registry {
             for l in &hp.listeners {
                 let fd = fds.get_mut(l.fd).and_then(Option::take);
                 match (fd, l.addr.parse::<SocketAddr>()) {
-                    (Some(fd), Ok(addr)) => sockets.push((addr, l.direction == INBOUND, fd)),
+                    (Some(fd), Ok(addr)) => {
+                        let direction = if l.direction == INBOUND {
+                            Direction::Inbound
+                        } else {
+                            Direction::Outbound
+                        };
+                        sockets.push((addr, direction, fd))
+                    }
                     _ => {
                         warn!(netns = %hp.netns, listener = ?l, "handed-over listener without a descriptor")
                     }
@@ -169,7 +161,7 @@ impl Registry {
     async fn adopt_one(
         &mut self,
         hp: &HandoverPod,
-        sockets: Vec<(SocketAddr, bool, OwnedFd)>,
+        sockets: Vec<(SocketAddr, Direction, OwnedFd)>,
     ) -> Result<(), AgentError> {
         let bpf_err = |source| AgentError::Bpf {
             netns: hp.netns.clone(),
@@ -190,12 +182,21 @@ impl Registry {
                 .map_err(bpf_err)?;
         }
         let listeners = if mode == Mode::Node && !sockets.is_empty() {
-            let bound = adopted_sockets(&hp.netns, &netns, sockets)?;
+            let sockets = PodSockets::adopt(sockets).map_err(|source| NetnsError::Socket {
+                path: netns.path().to_path_buf(),
+                op: "adopt listeners".into(),
+                source,
+            })?;
+            let bound = BoundSockets {
+                netns_arg: hp.netns.clone(),
+                netns: netns.clone(),
+                sockets,
+            };
             Some(self.register_and_serve(hp.cookie, bound).await?)
         } else {
             None
         };
-        info!(netns = %hp.netns, cookie = hp.cookie, mode = mode.name(), listeners = listeners.as_ref().map_or(0, |l| l.addrs.len()), "adopted pod from the old agent");
+        info!(netns = %hp.netns, cookie = hp.cookie, mode = mode.name(), listeners = listeners.as_ref().map_or(0, |l| l.served.addrs().len()), "adopted pod from the old agent");
         self.pods.insert(
             hp.cookie,
             Pod {
@@ -207,63 +208,4 @@ impl Registry {
         );
         Ok(())
     }
-}
-
-/// The handed-over descriptors as [`BoundSockets`] (non-blocking, split by direction).
-fn adopted_sockets(
-    netns_arg: &str,
-    netns: &Arc<Netns>,
-    sockets: Vec<(SocketAddr, bool, OwnedFd)>,
-) -> Result<BoundSockets, AgentError> {
-    let mut bound = BoundSockets {
-        netns_arg: netns_arg.to_string(),
-        netns: netns.clone(),
-        outbound: Vec::new(),
-        inbound: Vec::new(),
-    };
-    for (addr, is_inbound, fd) in sockets {
-        let l = std::net::TcpListener::from(fd);
-        l.set_nonblocking(true)
-            .map_err(|source| NetnsError::Socket {
-                path: netns.path().to_path_buf(),
-                op: format!("adopt listener {addr}"),
-                source,
-            })?;
-        if is_inbound {
-            bound.inbound.push((addr, l));
-        } else {
-            bound.outbound.push((addr, l));
-        }
-    }
-    Ok(bound)
-}
-
-/// Every listening TCP socket of this process with its netns cookie and bound address.
-fn listening_sockets() -> Vec<(u64, SocketAddr, RawFd)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(raw) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: the descriptor is open in this process (listed just now); the borrow ends
-        // within this iteration, and a descriptor closed meanwhile only makes the calls fail.
-        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-        let sock = socket2::SockRef::from(&fd);
-        if !matches!(sock.is_listener(), Ok(true))
-            || !matches!(sock.r#type(), Ok(socket2::Type::STREAM))
-        {
-            continue;
-        }
-        let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) else {
-            continue;
-        };
-        let Ok(cookie) = crate::bpf::netns_cookie_of(fd.as_fd()) else {
-            continue;
-        };
-        out.push((cookie, addr, raw));
-    }
-    out
 }
