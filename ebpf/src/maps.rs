@@ -17,7 +17,8 @@ use sluice_common::{
 pub static POLICY: HashMap<u64, NetnsPolicy> = HashMap::pinned(4096, 0);
 
 /// Counters, per CPU (no atomics on bpfel).
-/// [`Counter`] index (u32) -> u64; written by every program; summed by the agent; 16 slots.
+/// [`Counter`] index (u32) -> u64; written by every program; summed by the agent;
+/// `COUNTER_SLOTS` (32) slots.
 #[map(name = "sluice_counters_v2")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 

@@ -146,8 +146,9 @@ struct EnrollArgs {
     /// Inbound ports never captured (default 15008,15090,15021,15020).
     #[arg(long)]
     exclude_inbound_ports: Option<String>,
-    /// on | off (default off): sk_msg fast path between app and proxy. Opt-in: the kernel gives
-    /// its ingress redirect no backpressure (a bulk writer faster than the proxy can get ENOMEM).
+    /// on | off (default off): sk_msg fast path between app and proxy. Opt-in: a socket in the
+    /// SockHash gets the kernel's tcp_bpf receive path, whose blocking reads can return a
+    /// spurious EAGAIN, which some applications treat as an error.
     #[arg(long)]
     fast_path: Option<String>,
     /// Do not capture sockets of uid/gid 1337 (Istio sidecar behaviour).

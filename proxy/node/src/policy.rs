@@ -163,9 +163,10 @@ impl EnrollSpec {
         let mut p = NetnsPolicy::zeroed();
         p.mode = mode.as_u8();
         p.fast_path = match self.fast_path.as_deref() {
-            // Off unless asked for: the kernel's sk_msg ingress redirect has no backpressure (a
-            // bulk writer faster than the proxy queues without bound and then gets ENOMEM, and
-            // a blocking reader can see EAGAIN), so the fast path is opt-in per pod.
+            // Off unless asked for: a socket in the SockHash gets the kernel's tcp_bpf receive
+            // path, whose blocking reads can return a spurious EAGAIN after a wakeup (some
+            // applications treat it as an error), so the fast path is opt-in per pod. (Its old
+            // reason, ENOMEM for a bulk writer, is gone: the per-socket budget throttles it.)
             None | Some("off") => 0,
             Some("on") => 1,
             Some(other) => return Err(PolicyError::FastPath(other.to_string())),
