@@ -13,6 +13,8 @@ pub mod cli;
 mod listener;
 mod reload;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
