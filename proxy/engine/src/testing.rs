@@ -84,7 +84,11 @@ pub(crate) async fn serve(
     tokio::spawn(async move {
         while let Ok((stream, _)) = l.accept().await {
             let s = s.clone();
-            tokio::spawn(async move { s.serve_connection(FRONT, stream, None).await });
+            let Ok(local) = stream.local_addr() else {
+                continue;
+            };
+            let observer = Arc::new(crate::server::observer::Discard);
+            tokio::spawn(async move { s.serve_captured(FRONT, stream, local, observer).await });
         }
     });
     (server, addr)
