@@ -33,7 +33,7 @@ pub fn enroll(control: &Path, spec: EnrollSpec) -> Result<PodStatus, CliError> {
     spec.validate()?;
     Netns::open(&spec.netns)?;
     match call(control, &Request::Enroll(spec))? {
-        Response::Enrolled(p) => Ok(p),
+        Response::Enrolled(p) => Ok(*p),
         other => Err(refused(other)),
     }
 }
