@@ -15,6 +15,8 @@ mod raw_cluster;
 pub(crate) mod raw_route;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 mod typed;
 mod unsupported_fields;
 mod validate;

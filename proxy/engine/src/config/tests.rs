@@ -10,7 +10,7 @@ const KUBEFLOW: &str = include_str!("testdata/kubeflow-gateway.yaml");
 
 /// A bootstrap with one HTTP listener whose route_config is `route_config` (indented YAML
 /// under `route_config:`) and clusters `a`, `b`.
-fn with_routes(route_config: &str) -> String {
+pub(super) fn with_routes(route_config: &str) -> String {
     let indented: String = route_config
         .lines()
         .map(|l| format!("            {l}\n"))
@@ -40,14 +40,15 @@ fn with_routes(route_config: &str) -> String {
     )
 }
 
-const HCM_PATH: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+pub(super) const HCM_PATH: &str =
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
 
-fn rc_path(rest: &str) -> String {
+pub(super) fn rc_path(rest: &str) -> String {
     format!("{HCM_PATH}.route_config.{rest}")
 }
 
 #[track_caller]
-fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
+pub(super) fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
     let err = from_yaml_str(yaml).expect_err("config must be rejected");
     assert_eq!(err.path(), path, "wrong path in: {err}");
     let shown = err.to_string();
@@ -62,7 +63,7 @@ fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
     err
 }
 
-const ROUTES_OK: &str = r#"name: local
+pub(super) const ROUTES_OK: &str = r#"name: local
 virtual_hosts:
 - name: v0
   domains: ["a.example"]
