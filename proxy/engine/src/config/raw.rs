@@ -68,7 +68,6 @@ fn is_data_error(message: &str) -> bool {
         "missing field",
         "duplicate field",
         "invalid duration",
-        "nanos must",
     ];
     DATA.iter().any(|m| message.contains(m))
 }

@@ -56,3 +56,60 @@ fn ring_hash_sizes_are_bounded_like_envoy() {
         "at most 8388608",
     );
 }
+
+#[test]
+fn map_form_durations_get_the_string_range_check() {
+    const MAX: &str = "{ seconds: 18446744073709551615 }";
+    let hcm = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+    let route = format!("{hcm}.route_config.virtual_hosts[0].routes[0].route");
+    let base = with_routes(ROUTES_OK);
+    let cases = [
+        (
+            base.replace(
+                "          stat_prefix: ingress\n",
+                &format!("          stat_prefix: ingress\n          stream_idle_timeout: {MAX}\n"),
+            ),
+            format!("{hcm}.stream_idle_timeout"),
+        ),
+        (
+            base.replace("route: { cluster: a }", &format!("route: {{ cluster: a, idle_timeout: {MAX} }}")),
+            format!("{route}.idle_timeout"),
+        ),
+        (
+            base.replace("route: { cluster: a }", &format!("route: {{ cluster: a, timeout: {MAX} }}")),
+            format!("{route}.timeout"),
+        ),
+        (
+            with_cluster_a(&format!("connect_timeout: {MAX}")),
+            "static_resources.clusters[0].connect_timeout".to_string(),
+        ),
+        (
+            with_cluster_a(&format!(
+                "health_checks: [{{ timeout: {MAX}, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {{}} }}]"
+            )),
+            "static_resources.clusters[0].health_checks[0].timeout".to_string(),
+        ),
+        (
+            with_cluster_a("connect_timeout: { seconds: 315576000001 }"),
+            "static_resources.clusters[0].connect_timeout".to_string(),
+        ),
+        (
+            with_cluster_a("connect_timeout: { seconds: 1, nanos: 1000000000 }"),
+            "static_resources.clusters[0].connect_timeout".to_string(),
+        ),
+    ];
+    for (yaml, path) in &cases {
+        expect_err(yaml, path, "out of range");
+    }
+    // The largest protobuf Duration is accepted in both forms.
+    for max in [
+        "{ seconds: 315576000000, nanos: 999999999 }",
+        "315576000000.999999999s",
+    ] {
+        let yaml = base.replace(
+            "route: { cluster: a }",
+            &format!("route: {{ cluster: a, idle_timeout: {max} }}"),
+        );
+        from_yaml_str(&yaml).expect("protobuf's max Duration");
+    }
+}
