@@ -63,6 +63,27 @@ pub(super) fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigEr
     err
 }
 
+/// `static_resources.listeners` with one tcp_proxy listener to cluster `first`, for cluster
+/// tests (a bootstrap needs a listener): replaces `  listeners: [*tcp_listener]\n`.
+fn with_tcp_listener(yaml: &str, cluster: &str) -> String {
+    yaml.replace(
+        "  listeners: [*tcp_listener]\n",
+        &format!(
+            r#"  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10001 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: {cluster}
+"#
+        ),
+    )
+}
+
 pub(super) const ROUTES_OK: &str = r#"name: local
 virtual_hosts:
 - name: v0
@@ -216,6 +237,7 @@ static_resources:
     expect_err(yaml, "x-cluster-defaults", "unknown field");
     let yaml = r#"
 static_resources:
+  listeners: [*tcp_listener]
   clusters:
   - &first
     name: first
@@ -224,6 +246,7 @@ static_resources:
   - <<: *first
     name: second
 "#;
+    let yaml = &with_tcp_listener(yaml, "first");
     let b = from_yaml_str(yaml).expect("merge keys resolve");
     let second = b.cluster("second").unwrap();
     assert_eq!(second.connect_timeout, Duration::from_millis(250));
@@ -541,6 +564,7 @@ fn value_errors_name_their_field() {
 #[test]
 fn cluster_options_parse() {
     let yaml = r#"static_resources:
+  listeners: [*tcp_listener]
   clusters:
   - name: full
     type: STRICT_DNS
@@ -579,6 +603,7 @@ fn cluster_options_parse() {
     type: ORIGINAL_DST
     lb_policy: CLUSTER_PROVIDED
 "#;
+    let yaml = &with_tcp_listener(yaml, "full");
     let b = from_yaml_str(yaml).expect("valid");
     let c = b.cluster("full").unwrap();
     assert_eq!(c.lb_policy, LbPolicy::Maglev { table_size: 257 });

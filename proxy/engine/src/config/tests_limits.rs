@@ -113,3 +113,33 @@ fn map_form_durations_get_the_string_range_check() {
         from_yaml_str(&yaml).expect("protobuf's max Duration");
     }
 }
+
+#[test]
+fn empty_or_listener_less_bootstraps_are_rejected() {
+    for yaml in [
+        "",
+        "\n\n",
+        "# nothing yet\n",
+        "{}",
+        "static_resources: {}\n",
+        "static_resources:\n  listeners: []\n",
+        "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 9901 } } }\n",
+    ] {
+        expect_err(yaml, "static_resources.listeners", "at least one listener");
+    }
+    // A file caught half-written (cut before its listeners) is rejected the same way.
+    let full = with_routes(ROUTES_OK);
+    let cut = &full[..full.find("  listeners:").unwrap()];
+    expect_err(cut, "static_resources.listeners", "at least one listener");
+    let dir = std::env::temp_dir().join(format!("sluice-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, "").unwrap();
+    let err = load_file(&file).expect_err("an empty file is rejected");
+    assert!(
+        err.to_string()
+            .contains("static_resources.listeners: at least one listener"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
