@@ -143,3 +143,46 @@ fn empty_or_listener_less_bootstraps_are_rejected() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn direct_response_bodies_are_capped_like_envoy() {
+    let route = |body_len: usize, max: &str| {
+        with_routes(&format!(
+            "{max}virtual_hosts:\n- name: v0\n  domains: [\"*\"]\n  routes:\n  - match: {{ prefix: \"/\" }}\n    direct_response: {{ status: 200, body: {{ inline_string: \"{}\" }} }}\n",
+            "x".repeat(body_len)
+        ))
+    };
+    let path = format!(
+        "{}.route_config.virtual_hosts[0].routes[0].direct_response.body.inline_string",
+        super::tests::HCM_PATH
+    );
+    from_yaml_str(&route(4096, "")).expect("Envoy's default cap is 4096 bytes");
+    expect_err(
+        &route(4097, ""),
+        &path,
+        "exceed max_direct_response_body_size_bytes (4096)",
+    );
+    // 100 MB would be accepted only with an explicit, larger cap; 1 MB here stands for it.
+    expect_err(&route(1 << 20, ""), &path, "exceed");
+    let raised = "max_direct_response_body_size_bytes: 2000000\n";
+    from_yaml_str(&route(1 << 20, raised)).expect("the route configuration raises the cap");
+}
+
+#[test]
+fn endpoint_weights_summing_past_u32_are_rejected() {
+    let ep = |w: u32| {
+        format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8001 }} }} }}\n          load_balancing_weight: {w}\n")
+    };
+    let yaml = with_routes(ROUTES_OK).replacen(
+        "      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8001 } } } }] }]\n",
+        &format!("      endpoints:\n      - lb_endpoints:\n{}{}", ep(u32::MAX), ep(1)),
+        1,
+    );
+    expect_err(
+        &yaml,
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].load_balancing_weight",
+        "exceeds 4294967295",
+    );
+    let ok = yaml.replace(&ep(u32::MAX), &ep(u32::MAX - 1));
+    from_yaml_str(&ok).expect("a sum of exactly u32::MAX is accepted");
+}

@@ -48,6 +48,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     .err(format!("{cn:?} differs from the cluster name {name:?}")));
             }
         }
+        let mut total_weight = 0u64;
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
             for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
@@ -78,6 +79,14 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     }
                     Some(w) => w,
                 };
+                // Envoy rejects weights whose sum exceeds u32 (balancers sum them).
+                total_weight += u64::from(weight);
+                if total_weight > u64::from(u32::MAX) {
+                    return Err(bp.field("load_balancing_weight").err(format!(
+                        "the sum of the cluster's endpoint weights exceeds {}",
+                        u32::MAX
+                    )));
+                }
                 endpoints.push(Endpoint {
                     address,
                     weight,
