@@ -21,6 +21,7 @@ mod typed;
 mod unsupported_fields;
 mod validate;
 mod validate_cluster;
+mod yaml_limits;
 
 use std::{path::Path as FsPath, sync::Arc};
 

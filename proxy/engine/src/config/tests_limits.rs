@@ -186,3 +186,92 @@ fn endpoint_weights_summing_past_u32_are_rejected() {
     let ok = yaml.replace(&ep(u32::MAX), &ep(u32::MAX - 1));
     from_yaml_str(&ok).expect("a sum of exactly u32::MAX is accepted");
 }
+
+/// Ten anchors each aliasing the previous one ten times (the "billion laughs"): 10^10 nodes of a
+/// 1 KiB string once expanded, from a file of a few KiB.
+fn alias_bomb(indent: &str) -> String {
+    let mut s = format!("{indent}l0: &l0 [\"{}\"]\n", "x".repeat(1024));
+    for i in 1..10 {
+        let prev = format!("*l{}", i - 1);
+        s.push_str(&format!(
+            "{indent}l{i}: &l{i} [{}]\n",
+            vec![prev.as_str(); 10].join(", ")
+        ));
+    }
+    s
+}
+
+#[test]
+fn yaml_alias_bombs_are_rejected_before_expansion() {
+    // Inside a typed_config (decoded into a generic value, so every alias would expand).
+    let hcm = with_routes(ROUTES_OK);
+    let in_typed = hcm.replace(
+        "          stat_prefix: ingress\n",
+        &format!(
+            "          stat_prefix: ingress\n          bomb:\n{}",
+            alias_bomb("            ")
+        ),
+    );
+    // At the top level with a merge key somewhere (the whole document is then merged first);
+    // also when `<<` only appears in a comment.
+    let top = format!(
+        "{}{hcm}  clusters_defaults: {{ <<: *l9 }}\n",
+        alias_bomb("")
+    );
+    let comment = format!("# <<\n{}{hcm}", alias_bomb(""));
+    for yaml in [&in_typed, &top, &comment] {
+        let t = Instant::now();
+        let err = from_yaml_str(yaml).expect_err("an alias bomb is rejected");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            err.to_string().contains("aliases expand to more than"),
+            "{err}"
+        );
+    }
+    let err = from_yaml_str(&in_typed).unwrap_err();
+    assert!(
+        err.path()
+            .starts_with(&format!("{}.bomb.l", super::tests::HCM_PATH)),
+        "names the field: {err}"
+    );
+    // Ordinary anchors and merge keys still work (see yaml_anchors_and_merge_keys_are_resolved).
+}
+
+#[test]
+fn deeply_nested_yaml_is_rejected_fast() {
+    let deep = 100_000;
+    let flow = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+    let flow_map = format!("{}{}", "{a: ".repeat(deep), "}".repeat(deep));
+    let block: String = (0..deep).map(|_| "- ").collect::<String>() + "x\n";
+    let in_typed = with_routes(ROUTES_OK).replace(
+        "          stat_prefix: ingress\n",
+        &format!("          stat_prefix: ingress\n          deep: {flow}\n"),
+    );
+    for yaml in [&flow, &flow_map, &block, &in_typed] {
+        let t = Instant::now();
+        let err = from_yaml_str(yaml).expect_err("too deep");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            err.to_string().contains("nested deeper than 64 levels"),
+            "{err}"
+        );
+    }
+    let err = from_yaml_str(&in_typed).unwrap_err();
+    assert!(
+        err.path()
+            .starts_with(&format!("{}.deep[0][0]", super::tests::HCM_PATH)),
+        "names the field: {err}"
+    );
+    // A document larger than the limit is refused before parsing.
+    let big = " ".repeat(yaml_limits::MAX_DOCUMENT_BYTES + 1);
+    let err = from_yaml_str(&big).unwrap_err();
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+}
