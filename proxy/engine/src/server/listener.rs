@@ -82,10 +82,7 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: TcpLis
                 let slot = slot.clone();
                 tokio::spawn(async move { handle_connection(server, slot, stream, None).await });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => crate::accept::failed(&e).await,
         }
     }
 }
