@@ -195,7 +195,7 @@ fn alias_bomb(indent: &str) -> String {
         let prev = format!("*l{}", i - 1);
         s.push_str(&format!(
             "{indent}l{i}: &l{i} [{}]\n",
-            vec![prev.as_str(); 10].join(", ")
+            [prev.as_str(); 10].join(", ")
         ));
     }
     s

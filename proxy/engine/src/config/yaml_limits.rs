@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, mem::MaybeUninit};
 
-use unsafe_libyaml_norway as sys;
+use unsafe_libyaml_norway as unsafe_libyaml;
 
 use super::{path::FieldPath, ConfigError};
 
@@ -221,22 +221,22 @@ impl Walk {
 
 /// libyaml's event parser over a borrowed document.
 struct Parser<'a> {
-    sys: Box<MaybeUninit<sys::yaml_parser_t>>,
+    sys: Box<MaybeUninit<unsafe_libyaml::yaml_parser_t>>,
     _input: &'a [u8],
     done: bool,
 }
 
 impl<'a> Parser<'a> {
     fn new(input: &'a [u8]) -> Self {
-        let mut sys = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut sys = Box::new(MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
         // SAFETY: libyaml initialises the boxed (never moved) parser; the input outlives it
         // (`'a`), and `Drop` frees it. A failed init (allocation) leaves `done` set.
         let done = unsafe {
             let p = sys.as_mut_ptr();
-            let failed = sys::yaml_parser_initialize(p).fail;
+            let failed = unsafe_libyaml::yaml_parser_initialize(p).fail;
             if !failed {
-                sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-                sys::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as _);
+                unsafe_libyaml::yaml_parser_set_encoding(p, unsafe_libyaml::YAML_UTF8_ENCODING);
+                unsafe_libyaml::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as _);
             }
             failed
         };
@@ -252,12 +252,12 @@ impl<'a> Parser<'a> {
         if self.done {
             return None;
         }
-        let mut ev = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut ev = MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
         // SAFETY: the parser is initialised; a successful parse fills `ev`, which is read
         // (anchors and scalars copied out) and then freed with yaml_event_delete.
         unsafe {
             let p = self.sys.as_mut_ptr();
-            if sys::yaml_parser_parse(p, ev.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_parse(p, ev.as_mut_ptr()).fail {
                 self.done = true;
                 return None;
             }
@@ -267,11 +267,11 @@ impl<'a> Parser<'a> {
                 e.start_mark.column as usize + 1,
             );
             let out = match e.type_ {
-                sys::YAML_STREAM_END_EVENT => {
+                unsafe_libyaml::YAML_STREAM_END_EVENT => {
                     self.done = true;
                     Event::Other
                 }
-                sys::YAML_SCALAR_EVENT => Event::Scalar {
+                unsafe_libyaml::YAML_SCALAR_EVENT => Event::Scalar {
                     anchor: cstr(e.data.scalar.anchor),
                     value: std::slice::from_raw_parts(
                         e.data.scalar.value,
@@ -279,24 +279,25 @@ impl<'a> Parser<'a> {
                     )
                     .to_vec(),
                 },
-                sys::YAML_ALIAS_EVENT => Event::Alias {
+                unsafe_libyaml::YAML_ALIAS_EVENT => Event::Alias {
                     anchor: cstr(e.data.alias.anchor).unwrap_or_default(),
                     at,
                 },
-                sys::YAML_SEQUENCE_START_EVENT => Event::Start {
+                unsafe_libyaml::YAML_SEQUENCE_START_EVENT => Event::Start {
                     mapping: false,
                     anchor: cstr(e.data.sequence_start.anchor),
                     at,
                 },
-                sys::YAML_MAPPING_START_EVENT => Event::Start {
+                unsafe_libyaml::YAML_MAPPING_START_EVENT => Event::Start {
                     mapping: true,
                     anchor: cstr(e.data.mapping_start.anchor),
                     at,
                 },
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Event::End,
+                unsafe_libyaml::YAML_SEQUENCE_END_EVENT
+                | unsafe_libyaml::YAML_MAPPING_END_EVENT => Event::End,
                 _ => Event::Other,
             };
-            sys::yaml_event_delete(ev.as_mut_ptr());
+            unsafe_libyaml::yaml_event_delete(ev.as_mut_ptr());
             Some(out)
         }
     }
@@ -322,6 +323,6 @@ impl Drop for Parser<'_> {
     fn drop(&mut self) {
         // SAFETY: initialised in `new` unless init failed (then libyaml zeroed it, and delete
         // of a zeroed parser frees nothing).
-        unsafe { sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+        unsafe { unsafe_libyaml::yaml_parser_delete(self.sys.as_mut_ptr()) }
     }
 }
