@@ -26,9 +26,14 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
     };
     client.write_all(send).await.unwrap();
     let t = Instant::now();
-    let served = serve(server, conn, codec, TIMEOUT, || -> Arc<Hcm> {
-        unreachable!("no request is ever sent")
-    });
+    let served = serve(
+        server,
+        conn,
+        codec,
+        TIMEOUT,
+        || -> Arc<Hcm> { unreachable!("no request is ever sent") },
+        None,
+    );
     tokio::time::timeout(Duration::from_secs(5), served)
         .await
         .expect("the connection is closed by the header timeout");
