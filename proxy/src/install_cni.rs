@@ -14,7 +14,11 @@ pub struct InstallCniArgs {
     #[arg(long, env = "SLUICE_CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
     cni_bin_dir: PathBuf,
     /// The host's CNI conf dir as mounted in the container.
-    #[arg(long, env = "SLUICE_CNI_CONF_DIR", default_value = "/host/etc/cni/net.d")]
+    #[arg(
+        long,
+        env = "SLUICE_CNI_CONF_DIR",
+        default_value = "/host/etc/cni/net.d"
+    )]
     cni_conf_dir: PathBuf,
     /// The sluice-cni binary to copy (default: `sluice-cni` beside this binary).
     #[arg(long)]

@@ -232,9 +232,8 @@ fn run() -> Result<()> {
             health_addr,
             drain_timeout,
         } => {
-            let upgrade_from = upgrade_from.or_else(|| {
-                upgrade_from_if_present.filter(|sock| cli::agent_answers(sock))
-            });
+            let upgrade_from = upgrade_from
+                .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
             let cgroup = match cgroup {
                 Some(c) => c,
                 None => bpf::default_cgroup_root()?,

@@ -73,7 +73,10 @@ impl Node {
     fn run(&self, extra: &[&str]) -> (bool, String) {
         let args = self.args(extra);
         let out = sluice(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -142,12 +145,25 @@ fn primary_present_before_start_gets_one_entry_mode_kept_real_plugin_installed()
         v["plugins"][2],
         json!({"type": "sluice-cni", "mode": "node", "excludeNamespaces": ["kube-system"]})
     );
-    assert_eq!(fs::read(node.conf("99-other.conflist")).unwrap(), b"{}", "only the primary is edited");
+    assert_eq!(
+        fs::read(node.conf("99-other.conflist")).unwrap(),
+        b"{}",
+        "only the primary is edited"
+    );
     // The installed plugin is the real binary, executable, and answers VERSION.
     assert_eq!(mode(&node.installed()), 0o755);
-    assert_eq!(fs::read(node.installed()).unwrap(), fs::read(&real_plugin).unwrap());
-    let out = Command::new(node.installed()).env("CNI_COMMAND", "VERSION").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("supportedVersions"), "{out:?}");
+    assert_eq!(
+        fs::read(node.installed()).unwrap(),
+        fs::read(&real_plugin).unwrap()
+    );
+    let out = Command::new(node.installed())
+        .env("CNI_COMMAND", "VERSION")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("supportedVersions"),
+        "{out:?}"
+    );
     // No temp file left in either dir.
     for dir in [node.conf_dir(), node.root.join("bin")] {
         for e in fs::read_dir(&dir).unwrap() {
@@ -197,7 +213,10 @@ fn primary_cni_rewriting_its_file_gets_the_entry_back_within_a_second() {
     fs::remove_file(node.installed()).unwrap();
     let start = Instant::now();
     while !node.installed().exists() {
-        assert!(start.elapsed() < Duration::from_secs(1), "binary not restored");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "binary not restored"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -217,17 +236,35 @@ fn two_installers_racing_converge_to_one_entry_and_the_last_one_out_uninstalls()
     // Stable: never a second entry while both keep polling.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(800) {
-        assert!(entries(&primary).unwrap_or(0) <= 1, "{:?}", fs::read_to_string(&primary));
+        assert!(
+            entries(&primary).unwrap_or(0) <= 1,
+            "{:?}",
+            fs::read_to_string(&primary)
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(entries(&primary), Some(1));
     // The old pod of a rolling update stops while the new one runs: nothing is removed.
-    assert!(a.terminate(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", a.log());
-    assert!(a.log().contains("leaving sluice-cni installed"), "{}", a.log());
+    assert!(
+        a.terminate(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains("leaving sluice-cni installed"),
+        "{}",
+        a.log()
+    );
     assert_eq!(entries(&primary), Some(1));
     assert!(node.installed().exists());
     // The last installer stops (DaemonSet deleted): entry and binary go.
-    assert!(b.terminate(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", b.log());
+    assert!(
+        b.terminate(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        b.log()
+    );
     assert_eq!(entries(&primary), Some(0), "{}", b.log());
     assert!(!node.installed().exists());
     assert_eq!(mode(&primary), 0o644);
@@ -241,19 +278,33 @@ fn malformed_primary_config_is_named_and_left_untouched() {
     let before = fs::read(&primary).unwrap();
     let (ok, err) = node.run(&["--once"]);
     assert!(!ok, "a malformed config must fail --once");
-    assert!(err.contains(&primary.display().to_string()) && err.contains("not valid JSON"), "{err}");
+    assert!(
+        err.contains(&primary.display().to_string()) && err.contains("not valid JSON"),
+        "{err}"
+    );
     assert_eq!(fs::read(&primary).unwrap(), before, "file untouched");
     // Watching: the error is logged, the file left alone, and fixed files are picked up.
     let mut inst = node.installer(&[]);
     inst.wait_for_log("not valid JSON", Duration::from_secs(2));
-    assert!(inst.log().contains(&primary.display().to_string()), "{}", inst.log());
+    assert!(
+        inst.log().contains(&primary.display().to_string()),
+        "{}",
+        inst.log()
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(fs::read(&primary).unwrap(), before, "file untouched while watching");
+    assert_eq!(
+        fs::read(&primary).unwrap(),
+        before,
+        "file untouched while watching"
+    );
     write_mode(&primary, &bridge_conflist(), 0o644);
     until_one_entry(&primary, Duration::from_secs(1));
     // Bad options are refused naming the option and field.
     let (ok, err) = node.run(&["--once", "--plugin-options", r#"{"failOpen":"yes"}"#]);
-    assert!(!ok && err.contains("--plugin-options") && err.contains("failOpen"), "{err}");
+    assert!(
+        !ok && err.contains("--plugin-options") && err.contains("failOpen"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -274,7 +325,11 @@ fn uninstall_leaves_no_entry_and_no_binary_and_keeps_modes() {
     assert!(!node.installed().exists());
     assert_eq!(mode(&primary), 0o640);
     let v: Value = serde_json::from_slice(&fs::read(&primary).unwrap()).unwrap();
-    assert_eq!(v["plugins"], bridge_conflist()["plugins"], "other plugins intact");
+    assert_eq!(
+        v["plugins"],
+        bridge_conflist()["plugins"],
+        "other plugins intact"
+    );
     assert!(node.run(&["--uninstall"]).0, "uninstall is idempotent");
     // --on-exit keep leaves it installed; --on-exit uninstall removes it even with company.
     let mut keep = node.installer(&["--on-exit", "keep"]);

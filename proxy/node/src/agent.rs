@@ -85,9 +85,9 @@ pub enum StartError {
 pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
     // Bound first so liveness answers during the load; not ready yet.
     let health = match opts.health {
-        Some(addr) => Some(
-            health::Health::bind(addr).map_err(|source| StartError::Health { addr, source })?,
-        ),
+        Some(addr) => {
+            Some(health::Health::bind(addr).map_err(|source| StartError::Health { addr, source })?)
+        }
         None => None,
     };
     // Upgrade: the old agent pins its links before our load adopts them.

@@ -101,3 +101,40 @@ async fn answer(mut stream: TcpStream, ready: bool) {
     let _ = stream.write_all(resp.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.lines().next().unwrap_or("").to_string()
+    }
+
+    #[tokio::test]
+    async fn ready_only_after_set_ready_and_a_second_agent_can_bind_beside() {
+        let h = Health::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = h.addr();
+        assert_eq!(get(addr, "/healthz/live").await, "HTTP/1.1 200 OK");
+        assert_eq!(
+            get(addr, "/healthz/ready").await,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        h.set_ready(true);
+        assert_eq!(get(addr, "/healthz/ready").await, "HTTP/1.1 200 OK");
+        assert_eq!(get(addr, "/other").await, "HTTP/1.1 404 Not Found");
+        // The surge pod of a rolling update binds the same port (SO_REUSEPORT).
+        let next = Health::bind(addr).unwrap();
+        drop(h);
+        // The aborted accept task releases the old socket when the runtime next runs it (a
+        // probe queued on it in that instant is reset: one failed probe of failureThreshold 3).
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        next.set_ready(true);
+        assert_eq!(get(addr, "/healthz/ready").await, "HTTP/1.1 200 OK");
+    }
+}

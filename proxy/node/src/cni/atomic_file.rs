@@ -64,7 +64,10 @@ pub fn replace(path: &Path, content: &[u8], own: Ownership) -> io::Result<()> {
 
 /// `.<name>.sluice-<pid>.tmp` beside `path`: hidden and with an extension no CNI runtime reads.
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.sluice-{}.tmp", std::process::id()))
 }
 

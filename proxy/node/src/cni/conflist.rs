@@ -57,7 +57,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, Malformed>
         }
         Some(_) => return Err(bad("plugins: not an array".into())),
         None if !conf.get("type").is_some_and(Value::is_string) => {
-            return Err(bad("type: missing or not a string (and no plugins list)".into()));
+            return Err(bad(
+                "type: missing or not a string (and no plugins list)".into()
+            ));
         }
         None => {}
     }
@@ -81,7 +83,11 @@ pub struct Edit {
 
 /// `conf` (read from `path`) with exactly one sluice entry, `entry`, at the end of its chain.
 /// `None` when it already is exactly that.
-pub fn with_entry(path: &Path, conf: &Map<String, Value>, entry: &Map<String, Value>) -> Option<Edit> {
+pub fn with_entry(
+    path: &Path,
+    conf: &Map<String, Value>,
+    entry: &Map<String, Value>,
+) -> Option<Edit> {
     let (list, converted) = as_list(conf);
     let plugins = list["plugins"].as_array().expect("as_list makes an array");
     let mut kept: Vec<Value> = plugins.iter().filter(|p| !is_sluice(p)).cloned().collect();
@@ -92,7 +98,11 @@ pub fn with_entry(path: &Path, conf: &Map<String, Value>, entry: &Map<String, Va
     let mut list = list;
     list.insert("plugins".into(), Value::Array(kept));
     Some(Edit {
-        path: if converted { path.with_extension("conflist") } else { path.to_path_buf() },
+        path: if converted {
+            path.with_extension("conflist")
+        } else {
+            path.to_path_buf()
+        },
         conf: Value::Object(list),
         remove: converted.then(|| path.to_path_buf()),
     })
@@ -143,14 +153,20 @@ mod tests {
 
     #[test]
     fn primary_is_the_first_config_name() {
-        let names = ["20-b.conflist", ".10-a.conflist.sluice-1.tmp", "10-a.conf", "05-x.txt"];
+        let names = [
+            "20-b.conflist",
+            ".10-a.conflist.sluice-1.tmp",
+            "10-a.conf",
+            "05-x.txt",
+        ];
         assert_eq!(primary(names), Some("10-a.conf"));
         assert_eq!(primary(["readme.md"]), None);
     }
 
     #[test]
     fn conf_becomes_a_conflist_with_one_entry() {
-        let conf = obj(json!({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "bridge": "cni0"}));
+        let conf =
+            obj(json!({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "bridge": "cni0"}));
         let entry = obj(json!({"type": PLUGIN_TYPE, "mode": "node"}));
         let e = with_entry(Path::new("/d/10-a.conf"), &conf, &entry).unwrap();
         assert_eq!(e.path, Path::new("/d/10-a.conflist"));
@@ -172,10 +188,16 @@ mod tests {
         let entry = obj(json!({"type": PLUGIN_TYPE, "mode": "node"}));
         let e = with_entry(Path::new("/d/a.conflist"), &conf, &entry).unwrap();
         assert_eq!(e.remove, None);
-        assert_eq!(e.conf["plugins"], json!([{"type": "bridge"}, {"type": PLUGIN_TYPE, "mode": "node"}]));
+        assert_eq!(
+            e.conf["plugins"],
+            json!([{"type": "bridge"}, {"type": PLUGIN_TYPE, "mode": "node"}])
+        );
         let removed = without_entry(&e.path, e.conf.as_object().unwrap()).unwrap();
         assert_eq!(removed.conf["plugins"], json!([{"type": "bridge"}]));
-        assert_eq!(without_entry(&e.path, removed.conf.as_object().unwrap()), None);
+        assert_eq!(
+            without_entry(&e.path, removed.conf.as_object().unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -237,7 +237,12 @@ pub async fn run(opts: InstallOptions, once: bool) -> Result<(), InstallError> {
             }
         };
     }
-    let sig = |k| signal(k).map_err(io_err("installing a signal handler for", Path::new("install-cni")));
+    let sig = |k| {
+        signal(k).map_err(io_err(
+            "installing a signal handler for",
+            Path::new("install-cni"),
+        ))
+    };
     let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
     let presence = hold_shared(&opts.lock_file)?;
     info!(conf_dir = %opts.conf_dir.display(), bin_dir = %opts.bin_dir.display(), "install-cni watching");
@@ -253,7 +258,9 @@ pub async fn run(opts: InstallOptions, once: bool) -> Result<(), InstallError> {
                 String::new()
             }
             Ok(Pass::Unchanged(_)) => String::new(),
-            Ok(Pass::NoPrimary) => format!("waiting for a CNI config in {}", opts.conf_dir.display()),
+            Ok(Pass::NoPrimary) => {
+                format!("waiting for a CNI config in {}", opts.conf_dir.display())
+            }
             Err(e) => e.to_string(),
         };
         // Each distinct problem is logged once, not every poll.
