@@ -67,6 +67,10 @@ enum Cmd {
         /// off by default so agents started side by side (tests) never share a port.
         #[arg(long)]
         health_addr: Option<std::net::SocketAddr>,
+        /// After handing over to a new agent and draining, wait for SIGTERM instead of exiting
+        /// (DaemonSet: an exit would restart this container, which would take over again).
+        #[arg(long)]
+        idle_after_handover: bool,
         /// After handing over to a new agent: how long to let established connections finish
         /// (e.g. 30s, 500ms, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -230,6 +234,7 @@ fn run() -> Result<()> {
             upgrade_from,
             upgrade_from_if_present,
             health_addr,
+            idle_after_handover,
             drain_timeout,
         } => {
             let upgrade_from = upgrade_from
@@ -260,6 +265,7 @@ fn run() -> Result<()> {
                     upgrade_from,
                     drain_timeout,
                     health: health_addr,
+                    idle_after_handover,
                 },
                 handlers,
             ))?;

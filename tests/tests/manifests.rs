@@ -135,6 +135,11 @@ fn daemonset_upgrades_hitlessly_and_runs_no_privileged_long_lived_container() {
         args.contains(&"--upgrade-from-if-present=/run/sluice/agent.sock"),
         "{args:?}"
     );
+    assert!(args.contains(&"--idle-after-handover"), "{args:?}");
+    assert!(
+        ds["spec"]["minReadySeconds"].as_u64() > Some(30),
+        "minReadySeconds covers the old agent's drain"
+    );
     assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/healthz/ready");
     assert_eq!(agent["readinessProbe"]["httpGet"]["port"], 15021);
     let role = docs

@@ -51,6 +51,10 @@ pub struct AgentOptions {
     /// Serve `/healthz/ready` and `/healthz/live` here ([`health`]); ready once the data path is
     /// loaded and the control socket bound.
     pub health: Option<std::net::SocketAddr>,
+    /// After handing over and draining, stay (idle, nothing held) until SIGTERM instead of
+    /// exiting: in a DaemonSet an exit restarts the old pod's container, which would take the
+    /// node back from the new agent.
+    pub idle_after_handover: bool,
 }
 
 /// Errors starting the agent.
@@ -176,12 +180,13 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     // After an upgrade this also closes requests that queued behind the hand-over, so their
     // clients retry on the path, which is the new agent's now.
     clients.shutdown().await;
+    let mut stopped = false;
     if upgraded {
         // Serve our established connections to their end (bounded; a signal cuts it short).
         tokio::select! {
             _ = upgrade_state.drain() => {}
-            _ = term.recv() => warn!("SIGTERM while draining: cutting the rest"),
-            _ = int.recv() => warn!("SIGINT while draining: cutting the rest"),
+            _ = term.recv() => { warn!("SIGTERM while draining: cutting the rest"); stopped = true }
+            _ = int.recv() => { warn!("SIGINT while draining: cutting the rest"); stopped = true }
         }
     }
     let registry = match Arc::try_unwrap(registry) {
@@ -199,6 +204,13 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     } else {
         drop(datapath);
         info!("programs detached");
+    }
+    if upgraded && opts.idle_after_handover && !stopped {
+        info!("handed over and drained: idle until SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
     Ok(())
 }
