@@ -55,10 +55,8 @@ pub fn run(twice: bool) -> Result<()> {
     run_cmd("cargo", &["build", "-j2", "--release", "-p", "sluice"])?;
     let dir = Path::new("target/image");
     let _ = std::fs::remove_dir_all(dir);
-    let rootfs = dir.join("rootfs");
-    stage(&rootfs)?;
-    std::fs::write(dir.join("Containerfile"), CONTAINERFILE)?;
     let first = build(dir, "oci-1")?;
+    smoke()?;
     println!(
         "image {TAG}\n  digest {}\n  compressed size {} bytes ({:.1} MiB)",
         first.0,
@@ -164,8 +162,13 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `podman build` then a gzip OCI layout of the result: (manifest digest, compressed bytes).
+/// Stages the inputs afresh, `podman build`, then a gzip OCI layout of the result:
+/// (manifest digest, compressed bytes).
 fn build(dir: &Path, layout: &str) -> Result<(String, u64)> {
+    let rootfs = dir.join("rootfs");
+    let _ = std::fs::remove_dir_all(&rootfs);
+    stage(&rootfs)?;
+    std::fs::write(dir.join("Containerfile"), CONTAINERFILE)?;
     let d = dir.display().to_string();
     podman(&[
         "build",
@@ -206,6 +209,39 @@ fn build(dir: &Path, layout: &str) -> Result<(String, u64)> {
         .sum::<u64>()
         + manifest["config"]["size"].as_u64().unwrap_or(0);
     Ok((digest, size))
+}
+
+/// Runs the image's programs (no privileges, host network: nothing is created on the host) to
+/// prove their libraries and modules are all there.
+fn smoke() -> Result<()> {
+    let run = |entry: &str, args: &[&str], env: &[&str]| {
+        let mut a = vec![
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=20000:20000",
+        ];
+        a.extend(["--ulimit", "nproc=4096:4096", "--entrypoint", entry]);
+        for e in env {
+            a.extend(["--env", e]);
+        }
+        a.push(TAG);
+        a.extend(args);
+        podman(&a)
+    };
+    run("/sluice", &["--version"], &[])?;
+    run("/sluice-cni", &[], &["CNI_COMMAND=VERSION"])?;
+    for tool in [
+        "iptables",
+        "ip6tables-restore",
+        "iptables-legacy",
+        "ip6tables-legacy-save",
+    ] {
+        run(&format!("/usr/sbin/{tool}"), &["--version"], &[])?;
+    }
+    Ok(())
 }
 
 /// podman with the runtime this machine kind needs (crun refuses hybrid cgroups; ../shared/toolchain.md).
