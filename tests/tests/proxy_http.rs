@@ -239,8 +239,14 @@ async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;
     let (admin, port) = (free_port(), free_port());
     let routes = &route_to("backend");
-    // Upgrades pass through without upgrade_configs (the config model has no such field yet).
-    let yaml = backend_bootstrap(admin, port, routes, &up);
+    // Only the upgrade types the HCM enables become tunnels, as in Envoy.
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        routes,
+        &static_cluster("backend", &[up.port()], ""),
+        "          upgrade_configs:\n          - upgrade_type: websocket\n",
+    );
     let _proxy = ProxyProcess::start(&yaml, admin);
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -273,6 +279,49 @@ async fn websocket_upgrade_passthrough() {
     }
     let rec = up.state.last_request().unwrap();
     assert_eq!(rec.headers["upgrade"], "websocket");
+}
+
+/// Sends `head` on a new connection and returns the response head.
+async fn response_head(port: u16, head: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before a response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+/// Issue 13, item 8: an upgrade the HCM does not enable is refused before routing (Envoy's 403)
+/// and never reaches a backend, so no 101 can open a tunnel past the route table; `Upgrade: h2c`
+/// is stripped and the request served as plain HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_enabled_upgrades_tunnel_and_h2c_is_served_plain() {
+    let up = TestUpstream::start("plain").await;
+    let (admin, port) = (free_port(), free_port());
+    let yaml = backend_bootstrap(admin, port, &route_to("backend"), &up);
+    let _proxy = ProxyProcess::start(&yaml, admin);
+    let ws = response_head(port, b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await;
+    assert!(ws.starts_with("HTTP/1.1 403"), "{ws}");
+    assert!(
+        up.state.last_request().is_none(),
+        "the backend never saw it"
+    );
+    let h2c = response_head(port, b"GET /h2c HTTP/1.1\r\nHost: h.local\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n").await;
+    assert!(h2c.starts_with("HTTP/1.1 200"), "{h2c}");
+    let rec = up.state.last_request().unwrap();
+    assert_eq!(rec.path, "/h2c");
+    assert!(
+        !rec.headers.contains_key("upgrade") && !rec.headers.contains_key("http2-settings"),
+        "{:?}",
+        rec.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

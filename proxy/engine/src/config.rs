@@ -39,7 +39,7 @@ pub use cluster::{
 };
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,
-    NetworkFilter, TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT,
+    NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig, DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
 pub(crate) use path::FieldPath;

@@ -19,6 +19,7 @@ pub mod local_reply;
 pub mod retry;
 mod sanitize;
 mod upgrade;
+mod upgrade_policy;
 
 use std::{
     collections::HashMap,
@@ -332,6 +333,21 @@ pub async fn handle(
         let mut r = local_reply::reply(400, "");
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static("envoy"));
+        return (r, Flag::None);
+    }
+    // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
+    // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
+    if upgrade_policy::decide(&hcm.cfg.upgrade_configs, version, req.headers_mut())
+        == upgrade_policy::Decision::Refuse
+    {
+        hcm.stats.downstream_rq_4xx.inc();
+        let mut r = local_reply::reply(403, "");
+        if !req.body().is_end_stream() {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static("envoy"));
         return (r, Flag::None);

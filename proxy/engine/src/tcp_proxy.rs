@@ -138,8 +138,30 @@ pub async fn copy_bidirectional_idle<D>(
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut ur, mut uw) = up.split();
-    let (mut dr, mut dw) = tokio::io::split(down);
+    // The TCP side splits without a lock (borrowed halves); the other through tokio's split.
+    let (ur, uw) = up.split();
+    let (dr, dw) = tokio::io::split(down);
+    copy_halves_idle(dr, dw, ur, uw, idle).await
+}
+
+/// [`copy_bidirectional_idle`] between any two streams (an upgraded HTTP tunnel).
+pub async fn copy_streams_idle<D, U>(down: D, up: U, idle: Option<Duration>) -> (u64, u64, bool)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (dr, dw) = tokio::io::split(down);
+    let (ur, uw) = tokio::io::split(up);
+    copy_halves_idle(dr, dw, ur, uw, idle).await
+}
+
+async fn copy_halves_idle(
+    mut dr: impl AsyncRead + Unpin,
+    mut dw: impl AsyncWrite + Unpin,
+    mut ur: impl AsyncRead + Unpin,
+    mut uw: impl AsyncWrite + Unpin,
+    idle: Option<Duration>,
+) -> (u64, u64, bool) {
     let mut b1 = vec![0u8; BUF];
     let mut b2 = vec![0u8; BUF];
     let (mut up_open, mut down_open) = (true, true);

@@ -119,6 +119,17 @@ pub struct HttpConnectionManager {
     /// `xff_num_trusted_hops` (default 0): with `use_remote_address`, the client address is the
     /// `x-forwarded-for` entry this many hops from the right (before the append).
     pub xff_num_trusted_hops: u32,
+    /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// One `upgrade_configs[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpgradeConfig {
+    /// `upgrade_type`, lower-cased (matched case-insensitively against `Upgrade`).
+    pub upgrade_type: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// `codec_type`.

@@ -273,6 +273,16 @@ pub(crate) struct RawHcm {
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,
     pub xff_num_trusted_hops: Option<u32>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<RawUpgradeConfig>,
+}
+
+/// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpgradeConfig {
+    pub upgrade_type: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 /// `http_filters[]`.

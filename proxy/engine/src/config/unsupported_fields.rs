@@ -138,7 +138,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "set_current_client_cert_details",
     "proxy_100_continue",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
-    "upgrade_configs",
     "normalize_path",
     "merge_slashes",
     "path_with_escaped_slashes_action",

@@ -379,6 +379,20 @@ fn hcm(
             let _: Empty = typed_config(tc, &fp.field("typed_config"), ROUTER_TYPE)?;
         }
     }
+    let mut upgrade_configs = Vec::new();
+    for (i, u) in raw.upgrade_configs.iter().enumerate() {
+        let up = p.field("upgrade_configs").index(i);
+        let t = u
+            .upgrade_type
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| up.field("upgrade_type").err("must not be empty"))?;
+        upgrade_configs.push(crate::config::UpgradeConfig {
+            upgrade_type: t.to_ascii_lowercase(),
+            enabled: u.enabled.unwrap_or(true),
+        });
+    }
     let mut access_log = Vec::new();
     for (i, al) in raw.access_log.iter().enumerate() {
         access_log.push(access_log_entry(al, &p.field("access_log").index(i))?);
@@ -395,6 +409,7 @@ fn hcm(
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
+        upgrade_configs,
     })
 }
 

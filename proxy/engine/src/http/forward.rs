@@ -284,7 +284,7 @@ pub(crate) async fn run(
         };
         set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
         parts.uri = origin_form(&path);
-        return upgrade::run(&cluster, &host, parts, body).await;
+        return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
 
     let mut body = if body.is_end_stream() {

@@ -1,7 +1,9 @@
-//! HTTP/1.1 Upgrade (WebSocket) passthrough: forward the upgrade request on a fresh upstream
-//! connection; on `101` splice the two upgraded connections together.
+//! HTTP/1.1 Upgrade (WebSocket) passthrough for the types `upgrade_configs` enables
+//! (`upgrade_policy`): forward the upgrade request, body included, on a fresh upstream
+//! connection; on `101` splice the two upgraded connections together until either side closes
+//! or the tunnel is idle for the route's idle timeout (the stream idle timeout by default).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{request::Parts, Request, StatusCode, Version};
 use hyper::body::Incoming;
@@ -23,6 +25,7 @@ pub(crate) async fn run(
     host: &Host,
     mut parts: Parts,
     body: Incoming,
+    idle: Option<Duration>,
 ) -> Outcome {
     cluster.stats.upstream_rq_total.inc();
     let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -39,9 +42,9 @@ pub(crate) async fn run(
         }
     };
     let mut s = sender;
-    let mut up_req = Request::from_parts(parts, super::local_reply::empty());
+    use http_body_util::BodyExt;
+    let mut up_req = Request::from_parts(parts, body.map_err(Into::into).boxed());
     *up_req.version_mut() = Version::HTTP_11;
-    drop(body);
     let mut resp = match s.send_request(up_req).await {
         Ok(r) => r,
         Err(_) => {
@@ -59,9 +62,8 @@ pub(crate) async fn run(
             let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up_upgrade) else {
                 return;
             };
-            let mut d = TokioIo::new(d);
-            let mut u = TokioIo::new(u);
-            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+            let _ =
+                crate::tcp_proxy::copy_streams_idle(TokioIo::new(d), TokioIo::new(u), idle).await;
         });
         let (parts, _) = resp.into_parts();
         return Outcome {
@@ -71,7 +73,6 @@ pub(crate) async fn run(
             upstream_ms: Some(upstream_ms),
         };
     }
-    use http_body_util::BodyExt;
     Outcome {
         resp: resp.map(|b| b.map_err(Into::into).boxed()),
         flag: Flag::None,
