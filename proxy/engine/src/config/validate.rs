@@ -46,6 +46,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
     let node = raw.node.map(|n| Node {
         id: n.id.unwrap_or_default(),
         cluster: n.cluster.unwrap_or_default(),
+        metadata: n.metadata,
     });
     let admin = match raw.admin {
         None => None,
@@ -62,7 +63,16 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         }
     };
     let sr = root.field("static_resources");
-    let (raw_listeners, raw_clusters) = match raw.static_resources {
+    let mut statics = raw.static_resources;
+    let dynamic_resources = match raw.dynamic_resources {
+        Some(d) => Some(super::dynamic::dynamic_resources(
+            d,
+            &mut statics,
+            &root.field("dynamic_resources"),
+        )?),
+        None => None,
+    };
+    let (raw_listeners, raw_clusters) = match statics {
         Some(s) => (s.listeners, s.clusters),
         None => (Vec::new(), Vec::new()),
     };
@@ -110,6 +120,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         admin,
         listeners,
         clusters,
+        dynamic_resources,
     })
 }
 
@@ -132,6 +143,11 @@ pub(crate) fn socket_address<'a>(
     addr: &'a RawAddress,
     p: &FieldPath,
 ) -> Result<(&'a str, u16), ConfigError> {
+    if addr.pipe.is_some() {
+        return Err(p
+            .field("pipe")
+            .unsupported("unix socket addresses are supported for the ADS cluster only"));
+    }
     let sp = p.field("socket_address");
     let sa = addr
         .socket_address
