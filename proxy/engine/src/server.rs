@@ -183,6 +183,9 @@ pub struct Server {
     bind_listeners: bool,
     /// Opens every upstream socket (clusters, passthrough).
     pub(crate) connector: Connector,
+    /// `/ready` answers 200: at once for a static bootstrap, after the first complete xDS
+    /// configuration for one with `dynamic_resources` ([`Server::set_ready`]).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// How [`Server::start_with`] runs.
@@ -247,6 +250,7 @@ impl Server {
         let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
         rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
+        let ready = rt.bootstrap.dynamic_resources.is_none();
         let server = Arc::new(Self {
             current: ArcSwap::from_pointee(rt),
             stats,
@@ -255,6 +259,7 @@ impl Server {
             reload_lock: tokio::sync::Mutex::new(()),
             bind_listeners: opts.bind_listeners,
             connector: opts.connector.clone(),
+            ready: std::sync::atomic::AtomicBool::new(ready),
         });
         server.reconcile_listeners().await?;
         if let Some(a) = admin.filter(|_| opts.admin) {
@@ -268,6 +273,18 @@ impl Server {
             tokio::spawn(crate::admin::serve(l, server.clone()));
         }
         Ok(server)
+    }
+
+    /// Marks the server initialized (`/ready` 200); the xDS client calls it once the first
+    /// complete configuration is applied.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready
+            .store(ready, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current config version.
