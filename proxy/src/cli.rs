@@ -33,7 +33,7 @@ pub fn enroll(control: &Path, spec: EnrollSpec) -> Result<PodStatus, CliError> {
     spec.validate()?;
     Netns::open(&spec.netns)?;
     match call(control, &Request::Enroll(spec))? {
-        Response::Enrolled(p) => Ok(p),
+        Response::Enrolled(p) => Ok(*p),
         other => Err(refused(other)),
     }
 }
@@ -100,7 +100,68 @@ pub fn pod_name(p: &PodStatus) -> String {
     }
 }
 
-/// The status report as tables: pods, then counters.
+/// How `sluice status` orders its pod rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    /// By netns name (then cookie).
+    #[default]
+    Name,
+    /// Most connections accepted first.
+    Accepted,
+    /// Most connections open now first.
+    Active,
+    /// Most upstream failures first.
+    Failed,
+    /// Most bytes (both ways) first.
+    Bytes,
+}
+
+/// Keeps the pods whose netns, `namespace/name` or container id contains `filter` and orders
+/// them by `sort`. Counters and kernel policies are left as they are.
+pub fn select_pods(s: &mut StatusReport, filter: Option<&str>, sort: SortBy) {
+    if let Some(f) = filter {
+        s.pods.retain(|p| {
+            p.netns.contains(f)
+                || pod_name(p).contains(f)
+                || p.pod.as_ref().is_some_and(|i| i.container_id.contains(f))
+        });
+    }
+    match sort {
+        SortBy::Name => s
+            .pods
+            .sort_by(|a, b| (&a.netns, a.cookie).cmp(&(&b.netns, b.cookie))),
+        SortBy::Accepted => s
+            .pods
+            .sort_by_key(|p| std::cmp::Reverse(p.accepted + p.inbound_accepted)),
+        SortBy::Active => s.pods.sort_by_key(|p| std::cmp::Reverse(p.active)),
+        SortBy::Failed => s
+            .pods
+            .sort_by_key(|p| std::cmp::Reverse(p.upstream_failures)),
+        SortBy::Bytes => s
+            .pods
+            .sort_by_key(|p| std::cmp::Reverse(p.bytes_in + p.bytes_out)),
+    }
+}
+
+/// One line that sums the pods up: how many per mode, listening, connections, failures.
+pub fn summary_line(s: &StatusReport) -> String {
+    let mode = |m: &str| s.pods.iter().filter(|p| p.mode == m).count();
+    let sum = |f: fn(&PodStatus) -> u64| s.pods.iter().map(f).sum::<u64>();
+    format!(
+        "{} pods ({} node, {} sidecar, {} off), {} with listeners up, {} connections open, \
+         {} accepted, {} upstream failures",
+        s.pods.len(),
+        mode("node"),
+        mode("sidecar"),
+        mode("off"),
+        s.pods.iter().filter(|p| !p.listeners.is_empty()).count(),
+        sum(|p| p.active),
+        sum(|p| p.accepted + p.inbound_accepted),
+        sum(|p| p.upstream_failures),
+    )
+}
+
+/// The status report as tables: pods, a summary line, then counters.
 pub fn format_status(s: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -127,6 +188,7 @@ pub fn format_status(s: &StatusReport) -> String {
             p.recent_destinations.join(" ")
         );
     }
+    let _ = writeln!(out, "{}", summary_line(s));
     let orphans: Vec<String> = s
         .kernel_policies
         .iter()
@@ -189,5 +251,41 @@ mod tests {
             t.contains("captured") && t.lines().last().unwrap().ends_with('2'),
             "{t}"
         );
+    }
+
+    fn pod(netns: &str, mode: &str, accepted: u64, active: u64) -> PodStatus {
+        PodStatus {
+            netns: netns.into(),
+            cookie: accepted,
+            mode: mode.into(),
+            accepted,
+            active,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_filters_sorts_and_sums_up_a_thousand_pods() {
+        let mut s = StatusReport {
+            pods: (0..1000)
+                .map(|i| {
+                    let mode = ["node", "sidecar", "off", "node"][i % 4];
+                    pod(&format!("pod-{i:04}"), mode, i as u64, (i % 3) as u64)
+                })
+                .collect(),
+            kernel_policies: Vec::new(),
+            counters: Vec::new(),
+        };
+        assert_eq!(
+            summary_line(&s),
+            "1000 pods (500 node, 250 sidecar, 250 off), 0 with listeners up, 999 connections \
+             open, 499500 accepted, 0 upstream failures"
+        );
+        select_pods(&mut s, None, SortBy::Accepted);
+        assert_eq!(s.pods[0].netns, "pod-0999");
+        select_pods(&mut s, Some("pod-01"), SortBy::Name);
+        assert_eq!(s.pods.len(), 100);
+        assert_eq!(s.pods[0].netns, "pod-0100");
+        assert!(format_status(&s).contains("100 pods (50 node, 25 sidecar, 25 off)"));
     }
 }

@@ -85,6 +85,12 @@ enum Cmd {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
+        /// Only pods whose netns, namespace/name or container id contains this text.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Order of the pod rows.
+        #[arg(long, value_enum, default_value_t = cli::SortBy::Name)]
+        sort: cli::SortBy,
     },
     /// Run the outbound (15001) and inbound (15006) listeners as a process inside a pod netns.
     Sidecar {
@@ -255,8 +261,14 @@ fn run() -> Result<()> {
                 "unenrolled netns={netns} cookie={cookie} removed_entries={removed} remaining_entries={remaining}"
             );
         }
-        Cmd::Status { control, json } => {
-            let s = cli::status(&control)?;
+        Cmd::Status {
+            control,
+            json,
+            pod,
+            sort,
+        } => {
+            let mut s = cli::status(&control)?;
+            cli::select_pods(&mut s, pod.as_deref(), sort);
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -4,7 +4,8 @@
 //! rejected with a [`ConfigError`] naming the field path (e.g.
 //! `static_resources.listeners[0]...routes[5].match.grpc: not supported`), never ignored.
 //!
-//! Parsing is pure: no I/O except [`load_file`] reading the file, no tokio, no sockets.
+//! Parsing is pure: no I/O except [`load_file`] / [`load_serving_file`] reading the file, no
+//! tokio, no sockets.
 
 mod cluster;
 mod duration;
@@ -15,6 +16,7 @@ pub(crate) mod raw;
 mod raw_cluster;
 mod raw_dynamic;
 pub(crate) mod raw_route;
+mod references;
 #[cfg(test)]
 mod tests;
 mod typed;
@@ -174,13 +176,47 @@ fn line_col(line: Option<usize>, column: Option<usize>) -> String {
 
 /// Reads and validates the Envoy v3 bootstrap YAML at `path`; errors carry the file name.
 pub fn load_file(path: impl AsRef<FsPath>) -> Result<Bootstrap, ConfigError> {
-    let path = path.as_ref();
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-        file: name.clone(),
-        message: e.to_string(),
-    })?;
+    let (name, text) = read_text(path.as_ref())?;
     from_yaml_str(&text).map_err(|e| e.with_file(&name))
+}
+
+/// The file's name (for errors) and text.
+fn read_text(path: &FsPath) -> Result<(String, String), ConfigError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => Err(ConfigError::Io {
+            file: name,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Reads a config file for a server to run: the validated bootstrap and the file as JSON (for
+/// /config_dump), from one read. A bootstrap that serves nothing — an empty file, or no
+/// listener — is refused (Envoy refuses an empty bootstrap), at start and at reload alike.
+pub fn load_serving_file(
+    path: impl AsRef<FsPath>,
+) -> Result<(Bootstrap, serde_json::Value), ConfigError> {
+    let (name, text) = read_text(path.as_ref())?;
+    let serving = || {
+        if text.trim().is_empty() {
+            return Err(ConfigError::field(
+                "static_resources.listeners",
+                "the config file is empty: a bootstrap without listeners serves nothing",
+            ));
+        }
+        let bootstrap = from_yaml_str(&text)?;
+        if bootstrap.listeners.is_empty() {
+            return Err(ConfigError::field(
+                "static_resources.listeners",
+                "no listeners: a bootstrap without listeners serves nothing",
+            ));
+        }
+        let source = serde_norway::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Ok((bootstrap, source))
+    };
+    serving().map_err(|e: ConfigError| e.with_file(&name))
 }
 
 /// Parses and validates an Envoy v3 bootstrap from YAML text (JSON is valid YAML too).

@@ -14,4 +14,6 @@ pub mod http;
 pub mod route;
 pub mod server;
 pub mod tcp_proxy;
+#[cfg(test)]
+mod testing;
 pub mod upstream;

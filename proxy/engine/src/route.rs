@@ -57,6 +57,9 @@ pub struct RouteTable {
     pub name: String,
     /// `virtual_hosts[]`, in config order.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// `validate_clusters`: every cluster a route names must exist (Envoy's default for an
+    /// inline route configuration); false lets a dangling name answer 503 NC at run time.
+    pub validate_clusters: bool,
     /// `ignore_port_in_host_matching`: strip `:port` from the host before domain matching.
     pub ignore_port_in_host_matching: bool,
     /// `most_specific_header_mutations_wins`: apply route-config-level mutations first and

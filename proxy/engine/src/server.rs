@@ -4,13 +4,18 @@
 //! A config version is a [`Runtime`]: clusters built from the bootstrap plus every listener's
 //! filter chains resolved to them. The [`Server`] holds one listener slot per listener name whose
 //! runtime is swapped atomically on reload; each request loads the current one, so requests in
-//! flight finish on the version they started with and the next request uses the new one.
+//! flight finish on the version they started with and the next request uses the new one. Every
+//! config source gives the server a new version through one entry, [`Server::apply`]; file
+//! reload (`reload`) is one such source.
 
+mod apply;
 pub mod cli;
 mod listener;
 pub mod observer;
 mod reload;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
@@ -35,7 +40,7 @@ use crate::{
 /// Errors of the proxy runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The config file was rejected.
+    /// The config was rejected (the error names the field).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     /// A cluster could not be built (TLS files).
@@ -246,6 +251,7 @@ impl Server {
         config_path: Option<PathBuf>,
         opts: StartOptions,
     ) -> Result<Arc<Self>, ServerError> {
+        bootstrap.check_references()?;
         let stats = Arc::new(StatsStore::default());
         let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
         rt.warm().await;
@@ -404,8 +410,7 @@ pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let bootstrap = config::load_file(&args.config_path)?;
-    let source = source_json(&args.config_path);
+    let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
     let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
     tracing::info!(config = %args.config_path.display(), "sluice proxy started");
     reload::spawn_watchers(server.clone(), args.reload_poll());

@@ -55,6 +55,10 @@ pub enum UpstreamError {
     },
 }
 
+/// The request body the cluster's pools carry: any body, boxed (the HTTP connection manager's
+/// bodies are of this type).
+pub type RequestBody = http_body_util::combinators::BoxBody<bytes::Bytes, pool::BoxError>;
+
 /// Process-relative monotonic milliseconds (for lock-free timestamps in atomics).
 pub fn now_ms() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -85,7 +89,7 @@ pub struct Host {
     /// Last time an ORIGINAL_DST request picked this host ([`now_ms`]).
     pub last_used: AtomicU64,
     /// Connection pool.
-    pub pool: pool::HostPool,
+    pub pool: pool::HostPool<RequestBody>,
     /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
     /// name); None keeps the request's Host.
     pub hostname: Option<Arc<str>>,

@@ -261,7 +261,7 @@ async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> 
     };
     match req {
         Request::Enroll(spec) => match reg.enroll(&spec).await {
-            Ok(pod) => Response::Enrolled(pod),
+            Ok(pod) => Response::Enrolled(Box::new(pod)),
             Err(e) => error(e),
         },
         Request::Unenroll { netns } => match reg.unenroll(&netns).await {

@@ -318,6 +318,47 @@ impl Datapath {
             + self.fast_state_keys(netns_cookie)?.len())
     }
 
+    /// [`entries_for`](Self::entries_for) of every netns at once: one walk of each map, so a
+    /// status report costs the same for 1 pod or 1,000 (per-pod walks would be pods x entries).
+    pub fn entries_by_cookie(&self) -> Result<std::collections::HashMap<u64, usize>, BpfError> {
+        let mut n = std::collections::HashMap::<u64, usize>::new();
+        let mut count = |c: u64| *n.entry(c).or_default() += 1;
+        for (c, _) in self.policies()? {
+            count(c);
+        }
+        for c in self.inbound_links.keys() {
+            count(*c);
+        }
+        for k in self.inbound_listeners.keys() {
+            count(
+                k.map_err(BpfError::map(MAP_INBOUND_LISTENERS, "iterate"))?
+                    .netns_cookie,
+            );
+        }
+        for kv in self.orig_by_sock.iter() {
+            match kv {
+                Ok((_, v)) => count(v.netns_cookie),
+                // An LRU entry can vanish between get_next_key and lookup.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(BpfError::map(MAP_ORIG_BY_SOCK, "iterate")(e)),
+            }
+        }
+        let tuple_maps = [
+            (
+                self.orig_by_tuple.keys().collect::<Vec<_>>(),
+                MAP_ORIG_BY_TUPLE,
+            ),
+            (self.socks.keys().collect(), MAP_SOCKS),
+            (self.fast_state.keys().collect(), MAP_FAST_STATE),
+        ];
+        for (keys, map) in tuple_maps {
+            for k in keys {
+                count(k.map_err(BpfError::map(map, "iterate"))?.netns_cookie);
+            }
+        }
+        Ok(n)
+    }
+
     /// Entries per map (all netns), in [`sluice_common::ALL_MAPS`] order except the counter
     /// array (fixed size): policy, orig-by-socket, orig-by-tuple, sockhash, fast-path state,
     /// inbound listeners.

@@ -12,8 +12,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Request, Response, Uri,
-    Version,
+    header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Method, Request, Response,
+    Uri, Version,
 };
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -30,7 +30,7 @@ use crate::{
     },
     upstream::{
         lb::hash_bytes,
-        pool::{self, ConnectError, H1Sender, ReturnOnEnd, Sender},
+        pool::{ConnectError, ReturnOnEnd, SendError},
         Cluster, Host, LbContext,
     },
 };
@@ -154,6 +154,23 @@ impl ReqBody {
     fn replayable(&self) -> bool {
         !matches!(self, ReqBody::Once(_))
     }
+    /// Another copy of a replayable body (`None` for a streamed one).
+    fn copy(&self) -> Option<Body> {
+        match self {
+            ReqBody::Empty => Some(local_reply::empty()),
+            ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
+            ReqBody::Once(_) => None,
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2: a request that may be sent again without changing its effect, so a request
+/// that went out on a connection the upstream had closed can be replayed.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 fn is_upgrade(parts: &Parts) -> bool {
@@ -301,19 +318,10 @@ pub(crate) async fn run(
             };
             let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
             let t0 = Instant::now();
-            let result = attempt(
-                &cluster,
-                &host,
-                &parts,
-                &path,
-                b,
-                per_try,
-                body.replayable(),
-            )
-            .await;
+            let result = attempt(&cluster, &host, &parts, &path, b, &body, per_try).await;
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, failed) = match &result {
-                Ok((r, _)) => (
+                Ok(r) => (
                     Try::Status(r.status().as_u16()),
                     r.status().is_server_error(),
                 ),
@@ -354,7 +362,6 @@ pub(crate) async fn run(
                     Outcome {
                         resp: finish_response(
                             resp,
-                            &host,
                             upstream_ms,
                             &plan.resp_mutations,
                             &FormatContext {
@@ -448,32 +455,31 @@ async fn attempt(
     parts: &Parts,
     path: &PathAndQuery,
     body: Body,
+    again: &ReqBody,
     per_try: Option<Duration>,
-    replayable: bool,
 ) -> Result<Upstream, AttemptError> {
     host.active_rq.fetch_add(1, Ordering::Relaxed);
     let _active = Gauge(&host.active_rq);
     host.rq_total.fetch_add(1, Ordering::Relaxed);
     cluster.stats.upstream_rq_total.inc();
-    let fut = async {
-        let (sender, reused) = pool::acquire(cluster, host)
-            .await
-            .map_err(AttemptError::Connect)?;
-        match send(cluster, host, sender, parts, path, body).await {
-            // A pooled keep-alive connection the upstream closed meanwhile: one fresh try.
-            Err(SendError::Closed(Some(b))) if reused => {
-                let sender = pool::connect(cluster, host, false)
-                    .await
-                    .map_err(AttemptError::Connect)?;
-                send(cluster, host, sender, parts, path, b)
-                    .await
-                    .map_err(|_| AttemptError::Reset)
-            }
-            Err(_) => Err(AttemptError::Reset),
-            Ok(r) => Ok(r),
-        }
+    // The pool sends it once more on a fresh connection when a reused one turns out closed;
+    // a request that already went out is replayed only when safe to repeat.
+    let replay = || {
+        idempotent(&parts.method)
+            .then(|| again.copy())
+            .flatten()
+            .map(|b| upstream_request(parts, path, b))
     };
-    let _ = replayable;
+    let req = upstream_request(parts, path, body);
+    let fut = async {
+        host.pool
+            .send(cluster, host.addr, req, replay)
+            .await
+            .map_err(|e| match e {
+                SendError::Connect(c) => AttemptError::Connect(c),
+                SendError::Reset => AttemptError::Reset,
+            })
+    };
     let result = match per_try {
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
             cluster.stats.upstream_rq_timeout.inc();
@@ -481,7 +487,7 @@ async fn attempt(
         }),
         None => fut.await,
     };
-    if let Ok((r, _)) = &result {
+    if let Ok(r) = &result {
         match r.status().as_u16() {
             200..=299 => cluster.stats.upstream_rq_2xx.inc(),
             300..=399 => cluster.stats.upstream_rq_3xx.inc(),
@@ -493,75 +499,21 @@ async fn attempt(
     result
 }
 
-/// An upstream response, with its HTTP/1 connection (returned to the pool when the body ends).
-type Upstream = (Response<Incoming>, Option<H1Sender>);
+/// An upstream response; its body gives an HTTP/1 connection back to the pool when it ends.
+type Upstream = Response<ReturnOnEnd<Body>>;
 
-enum SendError {
-    /// The connection was closed before the request went out; the body is returned when unused.
-    Closed(Option<Body>),
-    Failed,
-}
-
-async fn send(
-    cluster: &Cluster,
-    host: &Host,
-    sender: Sender,
-    parts: &Parts,
-    path: &PathAndQuery,
-    body: Body,
-) -> Result<Upstream, SendError> {
-    let mut b = Request::builder().method(parts.method.clone());
-    match sender {
-        Sender::H1(mut s) => {
-            if s.ready().await.is_err() {
-                return Err(SendError::Closed(Some(body)));
-            }
-            let mut req = b
-                .uri(origin_form(path))
-                .version(Version::HTTP_11)
-                .body(body)
-                .map_err(|_| SendError::Failed)?;
-            *req.headers_mut() = parts.headers.clone();
-            match s.try_send_request(req).await {
-                Ok(r) => Ok((r, Some(s))),
-                Err(mut e) => Err(SendError::Closed(
-                    e.take_message()
-                        .map(|m| m.into_body())
-                        .filter(|_| !e.error().is_parse()),
-                )),
-            }
-        }
-        Sender::H2(mut s) => {
-            let scheme = if cluster.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let auth = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| host.addr.to_string());
-            let uri = format!("{scheme}://{auth}{path}");
-            b = b.uri(uri.as_str()).version(Version::HTTP_2);
-            let mut req = b.body(body).map_err(|_| SendError::Failed)?;
-            *req.headers_mut() = parts.headers.clone();
-            req.headers_mut().remove(header::HOST);
-            if s.ready().await.is_err() {
-                return Err(SendError::Failed);
-            }
-            s.send_request(req)
-                .await
-                .map(|r| (r, None))
-                .map_err(|_| SendError::Failed)
-        }
-    }
+/// The upstream request in origin form (the pool rewrites it for an HTTP/2 connection).
+fn upstream_request(parts: &Parts, path: &PathAndQuery, body: Body) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = origin_form(path);
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 fn finish_response(
-    (resp, sender): Upstream,
-    host: &Arc<Host>,
+    resp: Upstream,
     upstream_ms: u64,
     mutations: &[HeaderMutations],
     fmt: &FormatContext<'_>,
@@ -569,10 +521,6 @@ fn finish_response(
 ) -> Response<Body> {
     let mut resp = resp.map(|b| {
         let b = b.map_err(Into::into).boxed();
-        let b = match sender {
-            Some(s) => ReturnOnEnd::wrap(b, s, host.clone()),
-            None => b,
-        };
         match idle {
             Some(d) => super::idle::IdleBody::wrap(b, d),
             None => b,

@@ -29,7 +29,7 @@ pub(crate) async fn run(
         return Outcome::local(Flag::DownstreamTermination);
     };
     let t0 = Instant::now();
-    let sender = match pool::connect(cluster, host, true).await {
+    let sender = match pool::connect::<super::Body>(cluster, host.addr, true).await {
         Ok(Sender::H1(s)) => s,
         Ok(Sender::H2(_)) | Err(_) => {
             cluster.record_outcome(host, true);

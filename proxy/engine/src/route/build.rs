@@ -88,6 +88,7 @@ pub(crate) fn build_route_table(
     Ok(RouteTable {
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
+        validate_clusters: clusters.validate,
         ignore_port_in_host_matching: raw.ignore_port_in_host_matching.unwrap_or(false),
         most_specific_header_mutations_wins: raw
             .most_specific_header_mutations_wins

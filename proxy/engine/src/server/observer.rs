@@ -25,6 +25,15 @@ pub trait ConnObserver: Send + Sync + 'static {
     fn upstream_failed(&self);
 }
 
+/// An observer that keeps nothing (for callers without counters of their own).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl ConnObserver for Discard {
+    fn closed(&self, _from_downstream: u64, _to_downstream: u64) {}
+    fn upstream_failed(&self) {}
+}
+
 /// A downstream stream that counts what passes through it and reports the totals to its
 /// observer once, when it is dropped (the connection's end, also after an upgrade tunnel).
 pub struct Metered<S> {

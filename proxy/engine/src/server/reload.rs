@@ -1,10 +1,11 @@
-//! Hot reload: on SIGHUP or a config file change, parse and validate the whole file, build the new
-//! clusters and listeners, then swap atomically. A bad file is rejected (the error names the
-//! field) and the running version keeps serving.
+//! File reload: on SIGHUP or a config file change, read, parse and validate the file on a
+//! blocking thread (never on the async workers), then hand it to [`Server::apply`]. A bad or
+//! empty file is rejected (the error names the field) and the running version keeps serving.
 
 use std::{sync::Arc, time::Duration};
 
-use super::{source_json, Runtime, Server};
+use super::{Server, ServerError};
+use crate::config;
 
 /// Starts the SIGHUP handler and, when `poll` is set, the mtime poller.
 pub fn spawn_watchers(server: Arc<Server>, poll: Option<Duration>) {
@@ -16,7 +17,7 @@ pub fn spawn_watchers(server: Arc<Server>, poll: Option<Duration>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading config");
-            s.reload().await;
+            let _ = s.reload().await;
         }
     });
     if let Some(every) = poll {
@@ -36,7 +37,7 @@ pub fn spawn_watchers(server: Arc<Server>, poll: Option<Duration>) {
                 if now != last && now.is_some() {
                     last = now;
                     tracing::info!(config = %path.display(), "config file changed: reloading");
-                    server.reload().await;
+                    let _ = server.reload().await;
                 }
             }
         });
@@ -44,48 +45,23 @@ pub fn spawn_watchers(server: Arc<Server>, poll: Option<Duration>) {
 }
 
 impl Server {
-    /// Reloads the config file; returns whether the new version was applied.
-    pub async fn reload(self: &Arc<Self>) -> bool {
-        let _guard = self.reload_lock.lock().await;
+    /// Reloads the config file through [`apply`](Self::apply); returns the new version, or why
+    /// the file was refused (the running version keeps serving). `Ok(None)`: no config file.
+    pub async fn reload(self: &Arc<Self>) -> Result<Option<u64>, ServerError> {
         let Some(path) = self.config_path.clone() else {
-            return false;
+            return Ok(None);
         };
-        let bootstrap = match crate::config::load_file(&path) {
-            Ok(b) => b,
+        let loaded = tokio::task::spawn_blocking(move || config::load_serving_file(path))
+            .await
+            .map_err(|e| ServerError::Runtime(std::io::Error::other(e)))?;
+        let (bootstrap, source) = match loaded {
+            Ok(l) => l,
             Err(e) => {
                 self.stats.server.reload_failures.inc();
                 tracing::error!(field = e.path(), error = %e, "config rejected; keeping the running config");
-                return false;
+                return Err(e.into());
             }
         };
-        let current = self.runtime();
-        let version = current.version + 1;
-        let rt = match Runtime::build(
-            bootstrap,
-            source_json(&path),
-            &self.stats,
-            version,
-            Some(&current),
-            &self.connector,
-        ) {
-            Ok(rt) => rt,
-            Err(e) => {
-                self.stats.server.reload_failures.inc();
-                tracing::error!(error = %e, "config rejected; keeping the running config");
-                return false;
-            }
-        };
-        rt.warm().await;
-        let previous = self.current.swap(Arc::new(rt));
-        if let Err(e) = self.reconcile_listeners().await {
-            tracing::error!(error = %e, "listener update failed; restoring the previous config");
-            self.current.store(previous);
-            let _ = self.reconcile_listeners().await;
-            self.stats.server.reload_failures.inc();
-            return false;
-        }
-        self.stats.server.reloads.inc();
-        tracing::info!(version, "config reloaded");
-        true
+        self.apply(bootstrap, source).await.map(Some)
     }
 }

@@ -75,7 +75,9 @@ async fn check(cluster: &Arc<Cluster>, host: &Host, spec: &HealthCheckSpec) -> b
         );
     }
     let fut = async {
-        let sender = pool::connect(cluster, host, true).await.ok()?;
+        let sender = pool::connect::<Empty<Bytes>>(cluster, host.addr, true)
+            .await
+            .ok()?;
         let pool::Sender::H1(mut s) = sender else {
             return None;
         };
@@ -83,7 +85,7 @@ async fn check(cluster: &Arc<Cluster>, host: &Host, spec: &HealthCheckSpec) -> b
             .header(http::header::HOST, spec.host.as_str())
             .header(http::header::USER_AGENT, "Envoy/HC")
             .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new().map_err(|n| match n {}).boxed())
+            .body(Empty::<Bytes>::new())
             .ok()?;
         let resp = s.send_request(req).await.ok()?;
         let status = resp.status().as_u16();

@@ -62,7 +62,7 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// The pod is enrolled as described.
-    Enrolled(PodStatus),
+    Enrolled(Box<PodStatus>),
     /// The pod is gone from the maps.
     Unenrolled {
         /// Netns as given.

@@ -442,6 +442,12 @@ impl Registry {
     }
 
     fn pod_status(&self, cookie: u64) -> PodStatus {
+        let entries = self.datapath.entries_for(cookie).unwrap_or(0);
+        self.pod_status_with(cookie, entries)
+    }
+
+    /// A pod's status with its map entry count already known.
+    fn pod_status_with(&self, cookie: u64, map_entries: usize) -> PodStatus {
         let Some(pod) = self.pods.get(&cookie) else {
             return PodStatus::default();
         };
@@ -449,7 +455,7 @@ impl Registry {
             netns: pod.netns_arg.clone(),
             cookie,
             mode: pod.enrollment.mode.name().to_string(),
-            map_entries: self.datapath.entries_for(cookie).unwrap_or(0),
+            map_entries,
             pod: pod.identity.clone(),
             ..Default::default()
         };
@@ -481,6 +487,8 @@ impl Registry {
 
     /// Every pod, the kernel's cookies and the counters.
     pub fn status(&self) -> StatusReport {
+        // One walk of each map for every pod (see `Datapath::entries_by_cookie`).
+        let entries = self.datapath.entries_by_cookie().unwrap_or_default();
         let mut cookies: Vec<u64> = self.pods.keys().copied().collect();
         cookies.sort_unstable();
         let counters = match self.datapath.counters() {
@@ -497,7 +505,10 @@ impl Registry {
             .unwrap_or_default();
         kernel_policies.sort_unstable();
         StatusReport {
-            pods: cookies.into_iter().map(|c| self.pod_status(c)).collect(),
+            pods: cookies
+                .into_iter()
+                .map(|c| self.pod_status_with(c, entries.get(&c).copied().unwrap_or(0)))
+                .collect(),
             kernel_policies,
             counters,
         }

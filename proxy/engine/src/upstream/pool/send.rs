@@ -1,0 +1,201 @@
+//! One request through a host's pool ([`HostPool::send`]) and the stale keep-alive retry: a
+//! reused connection the upstream closed meanwhile gets the request once more on a fresh
+//! connection. The response body ([`ReturnOnEnd`]) gives its HTTP/1 connection back to the pool.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header, Request, Response, Version};
+use hyper::{body::Incoming, client::conn::http1};
+
+use super::{connect, ConnectError, HostPool, Idle, PoolBody, Sender};
+use crate::upstream::Cluster;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be had (connect failure or timeout, TLS, overflow).
+    Connect(ConnectError),
+    /// The connection failed or was reset before a response head arrived.
+    Reset,
+}
+
+/// How one send on one connection failed.
+enum Failure<B> {
+    /// The request never left: hyper gave it back untouched.
+    NotSent(Box<Request<B>>),
+    /// The request (or part of it) went out, then the connection closed before a response.
+    NoResponse,
+    /// Anything else.
+    Failed,
+}
+
+impl<B: PoolBody> HostPool<B> {
+    /// Sends `req` (origin-form URI and a `Host` header; rewritten for an HTTP/2 connection) to
+    /// `addr` on a pooled or new connection.
+    ///
+    /// A reused connection that fails before a response head arrives was closed by the upstream
+    /// while idle (keep-alive race): the request goes once more on a fresh connection — the
+    /// same request when it never left (hyper hands it back), else `replay()`'s copy, when the
+    /// caller can make one (`None`: not replayable, the failure stands). Every other failure is
+    /// left to the caller's retry policy, as Envoy's router does.
+    pub async fn send(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        req: Request<B>,
+        replay: impl FnOnce() -> Option<Request<B>>,
+    ) -> Result<Response<ReturnOnEnd<B>>, SendError> {
+        let (sender, reused) = self
+            .acquire(cluster, addr)
+            .await
+            .map_err(SendError::Connect)?;
+        let req = match self.send_on(cluster, addr, sender, req).await {
+            Ok(r) => return Ok(r),
+            Err(Failure::NotSent(req)) if reused => *req,
+            Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
+            Err(_) => return Err(SendError::Reset),
+        };
+        let sender = connect(cluster, addr, false)
+            .await
+            .map_err(SendError::Connect)?;
+        if let Sender::H2(h2) = &sender {
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(h2.clone());
+        }
+        self.send_on(cluster, addr, sender, req)
+            .await
+            .map_err(|_| SendError::Reset)
+    }
+
+    async fn send_on(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        sender: Sender<B>,
+        mut req: Request<B>,
+    ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
+        match sender {
+            Sender::H1(mut s) => {
+                if s.ready().await.is_err() {
+                    return Err(Failure::NotSent(Box::new(req)));
+                }
+                *req.version_mut() = Version::HTTP_11;
+                match s.try_send_request(req).await {
+                    Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
+                        inner,
+                        slot: Some((s, self.idle.clone())),
+                    })),
+                    Err(mut e) => match e.take_message() {
+                        Some(req) if !e.error().is_parse() => Err(Failure::NotSent(Box::new(req))),
+                        _ if closed_early(e.error()) => Err(Failure::NoResponse),
+                        _ => Err(Failure::Failed),
+                    },
+                }
+            }
+            Sender::H2(mut s) => {
+                if s.ready().await.is_err() {
+                    return Err(Failure::NotSent(Box::new(req)));
+                }
+                if !to_h2(&mut req, cluster.tls.is_some(), addr) {
+                    return Err(Failure::Failed);
+                }
+                s.send_request(req)
+                    .await
+                    .map(|r| r.map(|inner| ReturnOnEnd { inner, slot: None }))
+                    .map_err(|_| Failure::Failed)
+            }
+        }
+    }
+}
+
+/// The connection closed (EOF, reset, or hyper dropped the request) before a response head:
+/// what a keep-alive connection the upstream timed out looks like.
+fn closed_early(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+        )
+    })
+}
+
+/// HTTP/2 form: absolute URI (scheme, the `Host` header as authority, else `addr`), no `Host`.
+fn to_h2<B>(req: &mut Request<B>, tls: bool, addr: SocketAddr) -> bool {
+    let scheme = if tls { "https" } else { "http" };
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| addr.to_string());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match format!("{scheme}://{authority}{path}").parse() {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_2;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// An upstream response body that gives its HTTP/1 connection back to the pool once the body
+/// has been read to the end (a body abandoned midway closes the connection instead).
+pub struct ReturnOnEnd<B> {
+    inner: Incoming,
+    slot: Option<(http1::SendRequest<B>, Arc<Idle<B>>)>,
+}
+
+impl<B> ReturnOnEnd<B> {
+    fn give_back(&mut self) {
+        if let Some((s, idle)) = self.slot.take() {
+            idle.release(s);
+        }
+    }
+}
+
+impl<B: PoolBody> http_body::Body for ReturnOnEnd<B> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.slot = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for ReturnOnEnd<B> {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.give_back();
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The pool's stale keep-alive retry, through the whole request path: the upstream closes a
+//! pooled connection (while idle, or as the next request arrives) and the client never sees it.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::testing::{bootstrap, get, serve};
+
+/// How the raw upstream treats its first connection after answering one request.
+#[derive(Clone, Copy)]
+enum FirstConn {
+    /// Close it at once (an idle keep-alive connection the upstream timed out).
+    CloseIdle,
+    /// Read the next request, then close without answering (the close races the request).
+    CloseOnNextRequest,
+}
+
+/// Reads one request head; false on EOF.
+async fn read_head(s: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&byte[..n]),
+        }
+    }
+    true
+}
+
+async fn answer(s: &mut TcpStream, body: &str) {
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
+}
+
+/// An upstream whose first connection answers once then closes as `first` says; later
+/// connections answer every request with "fresh". Returns its address and connection count.
+async fn raw_upstream(first: FirstConn) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if n == 0 {
+                    if read_head(&mut s).await {
+                        answer(&mut s, "first").await;
+                    }
+                    if let FirstConn::CloseOnNextRequest = first {
+                        read_head(&mut s).await;
+                    }
+                    return;
+                }
+                while read_head(&mut s).await {
+                    answer(&mut s, "fresh").await;
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn connection_closed_while_idle_is_replaced_without_an_error() {
+    let (up, conns) = raw_upstream(FirstConn::CloseIdle).await;
+    let (_server, front) = serve(bootstrap(&[("/", "a")], &[("a", up)]), None).await;
+    assert_eq!(get(front, "/1").await, (200, "first".into()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(get(front, "/2").await, (200, "fresh".into()));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn close_racing_the_next_request_is_retried_once_on_a_fresh_connection() {
+    let (up, conns) = raw_upstream(FirstConn::CloseOnNextRequest).await;
+    let (server, front) = serve(bootstrap(&[("/", "a")], &[("a", up)]), None).await;
+    assert_eq!(get(front, "/1").await, (200, "first".into()));
+    // The pooled connection is still open: the request goes out on it, then the upstream
+    // closes it without answering; the pool replays the GET on a fresh connection.
+    assert_eq!(get(front, "/2").await, (200, "fresh".into()));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    let rt = server.runtime();
+    let a = rt.clusters.get("a").expect("cluster a");
+    assert_eq!(a.stats.upstream_rq_retry.get(), 0, "not a router retry");
+}
