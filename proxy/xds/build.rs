@@ -45,7 +45,12 @@ fn main() {
     }
     // Opened last: they define `envoy.extensions.config`, which would shadow the relative
     // names (`config.core.v3.X`) other extension files use.
-    files.sort_by_key(|f| (f.to_string_lossy().contains("envoy/extensions/config/"), f.clone()));
+    files.sort_by_key(|f| {
+        (
+            f.to_string_lossy().contains("envoy/extensions/config/"),
+            f.clone(),
+        )
+    });
     let relative: Vec<PathBuf> = files
         .iter()
         .map(|f| {
@@ -71,17 +76,14 @@ fn main() {
     for f in retry {
         let mut alone = protox::Compiler::new(&includes).expect("include dirs");
         alone.include_imports(true);
-        match alone.open_file(f) {
-            Ok(_) => {
-                for file in alone.file_descriptor_set().file {
-                    if !set.file.iter().any(|g| g.name == file.name) {
-                        set.file.push(file);
-                    }
+        // Only clusters/dynamic_forward_proxy stays out (a name its own imports shadow): a
+        // cluster of that type is then not decodable and NACKed as such.
+        if alone.open_file(f).is_ok() {
+            for file in alone.file_descriptor_set().file {
+                if !set.file.iter().any(|g| g.name == file.name) {
+                    set.file.push(file);
                 }
             }
-            // Only clusters/dynamic_forward_proxy (a name its own imports shadow): a cluster of
-            // that type is then not decodable and NACKed as such.
-            Err(_) => {}
         }
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");

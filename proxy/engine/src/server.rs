@@ -402,24 +402,35 @@ pub fn run(args: cli::ProxyArgs) -> Result<(), ServerError> {
 
 /// [`run`] inside an existing tokio runtime.
 pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
+    init_tracing(&args.log_level);
+    let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
+    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
+    tracing::info!(config = %args.config_path.display(), "sluice proxy started");
+    reload::spawn_watchers(server.clone(), args.reload_poll());
+    wait_for_shutdown().await?;
+    tracing::info!("sluice proxy shutting down");
+    Ok(())
+}
+
+/// The proxy's logs (stderr) at `level` (a tracing filter; `info` when it does not parse).
+pub fn init_tracing(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+            tracing_subscriber::EnvFilter::try_new(level)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
-    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
-    tracing::info!(config = %args.config_path.display(), "sluice proxy started");
-    reload::spawn_watchers(server.clone(), args.reload_poll());
+}
+
+/// Returns on SIGINT or SIGTERM.
+pub async fn wait_for_shutdown() -> Result<(), ServerError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServerError::Runtime)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("sluice proxy shutting down");
     Ok(())
 }

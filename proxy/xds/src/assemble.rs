@@ -203,7 +203,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     // Most specific first: a route inside a listener before the listener.
     origins
         .prefixes
-        .sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     Assembly {
         doc,
         missing,
@@ -224,6 +224,3 @@ fn list<'a>(sr: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
     }
     v.as_array_mut().expect("array")
 }
-
-#[cfg(test)]
-mod tests;

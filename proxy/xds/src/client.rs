@@ -114,8 +114,8 @@ async fn stream(
             return Ok(got);
         };
         got = true;
-        let Some(ty) = ResourceType::from_type_url(&resp.type_url)
-            .filter(|t| core.types().contains(t))
+        let Some(ty) =
+            ResourceType::from_type_url(&resp.type_url).filter(|t| core.types().contains(t))
         else {
             tracing::warn!(type_url = %resp.type_url, "xDS: ignoring a response of a type not subscribed to");
             continue;

@@ -88,6 +88,21 @@ pub fn any_to_json(type_url: &str, value: &[u8]) -> Result<Value, String> {
         .map_err(|e| format!("cannot convert {type_url:?} to JSON: {e}"))
 }
 
+/// The inverse of [`any_to_json`]: proto3 JSON (Envoy field names, `@type` Anys) -> an `Any` of
+/// `type_url`. Test management servers script their snapshots with it.
+pub fn json_to_any(type_url: &str, json: &Value) -> Result<Any, String> {
+    let name = type_url.rsplit('/').next().unwrap_or(type_url);
+    let desc = pool()
+        .get_message_by_name(name)
+        .ok_or_else(|| format!("unknown type {type_url:?}"))?;
+    let msg = DynamicMessage::deserialize(desc, json)
+        .map_err(|e| format!("{type_url:?} from JSON: {e}"))?;
+    Ok(Any {
+        type_url: type_url.to_string(),
+        value: prost::Message::encode_to_vec(&msg),
+    })
+}
+
 /// A decoded resource: its name and its JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {

@@ -120,7 +120,12 @@ impl Core {
     }
 
     /// Checks one response of `ty`; `Err` is the NACK detail.
-    pub fn check(&self, ty: ResourceType, update: Update, now: Instant) -> Result<Candidate, String> {
+    pub fn check(
+        &self,
+        ty: ResourceType,
+        update: Update,
+        now: Instant,
+    ) -> Result<Candidate, String> {
         let mut resources = self.accepted.clone();
         let mut versions = self.resource_versions.get(&ty).cloned().unwrap_or_default();
         let wanted = self.wanted(ty);
@@ -217,7 +222,9 @@ impl Core {
             if !self.ready && self.lds_cds_initialized(now) {
                 self.ready = true;
             }
-            return (!was_ready && self.ready).then(|| self.assembled()).flatten();
+            return (!was_ready && self.ready)
+                .then(|| self.assembled())
+                .flatten();
         }
         let asm = assemble(&self.base, &self.accepted, &HashSet::new());
         if !self.complete(&asm, &self.accepted, now) {
@@ -259,10 +266,16 @@ impl Core {
     fn initial_timeouts(&self) -> Vec<(ResourceType, Option<Duration>)> {
         let mut v = Vec::new();
         if self.dynamic.lds {
-            v.push((ResourceType::Listener, self.dynamic.lds_initial_fetch_timeout));
+            v.push((
+                ResourceType::Listener,
+                self.dynamic.lds_initial_fetch_timeout,
+            ));
         }
         if self.dynamic.cds {
-            v.push((ResourceType::Cluster, self.dynamic.cds_initial_fetch_timeout));
+            v.push((
+                ResourceType::Cluster,
+                self.dynamic.cds_initial_fetch_timeout,
+            ));
         }
         v
     }

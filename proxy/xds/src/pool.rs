@@ -10,5 +10,7 @@ static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_desc
 /// Envoy's v3 API (every message `envoy-types` ships) plus udpa/xds and the well-known types.
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("descriptor set built by build.rs"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS).expect("descriptor set built by build.rs")
+    })
 }
