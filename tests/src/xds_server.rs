@@ -65,7 +65,10 @@ impl Snapshot {
                 .expect("resource name")
                 .to_string();
             let any = json_to_any(ty, json).unwrap_or_else(|e| panic!("{e}"));
-            resources.entry(ty.to_string()).or_default().insert(name, any);
+            resources
+                .entry(ty.to_string())
+                .or_default()
+                .insert(name, any);
         }
         Self {
             version: version.into(),
@@ -110,7 +113,9 @@ impl XdsServer {
     }
 
     async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("bind");
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind");
         self.addr = listener.local_addr().unwrap();
         self.kill.send_replace(false);
         let svc = Ads {
@@ -221,8 +226,11 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         *self.shared.streams.lock().unwrap() += 1;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (mut snap_rx, shared, mut kill) =
-            (self.snapshot.clone(), self.shared.clone(), self.kill.clone());
+        let (mut snap_rx, shared, mut kill) = (
+            self.snapshot.clone(),
+            self.shared.clone(),
+            self.kill.clone(),
+        );
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
@@ -300,8 +308,11 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         *self.shared.streams.lock().unwrap() += 1;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (mut snap_rx, shared, mut kill) =
-            (self.snapshot.clone(), self.shared.clone(), self.kill.clone());
+        let (mut snap_rx, shared, mut kill) = (
+            self.snapshot.clone(),
+            self.shared.clone(),
+            self.kill.clone(),
+        );
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             // Per type: subscribed names (None = wildcard) and what the client has (name -> version).

@@ -78,7 +78,9 @@ fn rds(route: &str) -> Value {
 fn routes(name: &str, rules: &[(&str, &str)]) -> (&'static str, Value) {
     let routes: Vec<Value> = rules
         .iter()
-        .map(|(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}))
+        .map(
+            |(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}),
+        )
         .collect();
     (
         RDS,
@@ -229,9 +231,13 @@ async fn scenario(api_type: &str) {
     assert_eq!(get(p1, "/").await, None, "the replaced listener is closed");
 
     // v6: dangling cluster (inline route config of a listener) -> NACK; traffic unchanged.
-    let mut dangling = listener("web3", free_port(), json!({"route_config": {"name": "inline",
+    let mut dangling = listener(
+        "web3",
+        free_port(),
+        json!({"route_config": {"name": "inline",
         "virtual_hosts": [{"name": "x", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "ghost"}}]}]}}));
+            {"match": {"prefix": "/"}, "route": {"cluster": "ghost"}}]}]}}),
+    );
     dangling.1["name"] = json!("web3");
     server.set(good("6", vec![dangling]));
     nack(
@@ -379,5 +385,9 @@ async fn ready_is_503_until_the_first_complete_config() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.map(|r| r.0), Some(503));
-    assert_eq!(get(port, "/").await, None, "a warming listener is not served");
+    assert_eq!(
+        get(port, "/").await,
+        None,
+        "a warming listener is not served"
+    );
 }

@@ -10,6 +10,8 @@
 mod cluster;
 mod duration;
 mod dynamic;
+#[cfg(test)]
+mod dynamic_tests;
 mod listener;
 mod path;
 pub(crate) mod raw;
