@@ -87,8 +87,10 @@ struct Shared {
 
 /// The running server.
 pub struct XdsServer {
-    /// Where it listens.
+    /// Where it listens (TCP).
     pub addr: SocketAddr,
+    /// The unix socket it listens on instead, for [`start_unix`](Self::start_unix).
+    pub unix: Option<std::path::PathBuf>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     shared: Arc<Shared>,
     /// Closes every open stream when set to true.
@@ -99,10 +101,20 @@ pub struct XdsServer {
 impl XdsServer {
     /// Starts on a free loopback port with an empty snapshot.
     pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// Starts on the unix socket `path` (an Envoy `pipe` address).
+    pub async fn start_unix(path: std::path::PathBuf) -> Self {
+        Self::start_on(Some(path)).await
+    }
+
+    async fn start_on(unix: Option<std::path::PathBuf>) -> Self {
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         let (kill, _) = watch::channel(false);
         let mut s = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unix,
             snapshot,
             shared: Arc::default(),
             kill,
@@ -113,22 +125,33 @@ impl XdsServer {
     }
 
     async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .expect("bind");
-        self.addr = listener.local_addr().unwrap();
         self.kill.send_replace(false);
-        let svc = Ads {
+        let svc = AggregatedDiscoveryServiceServer::new(Ads {
             snapshot: self.snapshot.subscribe(),
             shared: self.shared.clone(),
             kill: self.kill.subscribe(),
-        };
-        self.task = Some(tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(AggregatedDiscoveryServiceServer::new(svc))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await;
-        }));
+        });
+        let router = tonic::transport::Server::builder().add_service(svc);
+        self.task = Some(match &self.unix {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path).expect("bind unix");
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                tokio::spawn(async move {
+                    let _ = router.serve_with_incoming(incoming).await;
+                })
+            }
+            None => {
+                let l = tokio::net::TcpListener::bind(self.addr)
+                    .await
+                    .expect("bind");
+                self.addr = l.local_addr().unwrap();
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                tokio::spawn(async move {
+                    let _ = router.serve_with_incoming(incoming).await;
+                })
+            }
+        });
     }
 
     /// Pushes `snap` to every stream (now and on every new stream).

@@ -21,6 +21,16 @@ use sluice_tests::{
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 fn bootstrap(admin: u16, ads: std::net::SocketAddr, api_type: &str) -> String {
+    let addr = format!(
+        "socket_address: {{ address: {}, port_value: {} }}",
+        ads.ip(),
+        ads.port()
+    );
+    bootstrap_to(admin, &addr, api_type)
+}
+
+/// The bootstrap with the ADS cluster's endpoint `address` (a socket_address or a pipe).
+fn bootstrap_to(admin: u16, address: &str, api_type: &str) -> String {
     format!(
         r#"node: {{ id: sidecar~127.0.0.1~test.default~default.svc.cluster.local, cluster: test, metadata: {{ NAMESPACE: default }} }}
 admin:
@@ -45,10 +55,8 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address:
-              socket_address: {{ address: {ip}, port_value: {port} }}
-"#,
-        ip = ads.ip(),
-        port = ads.port()
+              {address}
+"#
     )
 }
 
@@ -390,4 +398,27 @@ async fn ready_is_503_until_the_first_complete_config() {
         None,
         "a warming listener is not served"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_over_a_unix_socket_pipe() {
+    let up = TestUpstream::start("u").await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = sluice_tests::upstream::harness::TempDir::new("xds-pipe");
+    let sock = dir.path("xds.sock");
+    let server = XdsServer::start_unix(sock.clone()).await;
+    server.set(Snapshot::from_json(
+        "1",
+        &[
+            listener("web", port, rds("r")),
+            routes("r", &[("/", "backend")]),
+            eds_cluster("backend"),
+            cla("backend", &[up.port()]),
+        ],
+    ));
+    let pipe = format!("pipe: {{ path: {} }}", sock.display());
+    let proxy = ProxyProcess::start_in(dir, &bootstrap_to(admin, &pipe, "DELTA_GRPC"), admin);
+    ack(&server, LDS, "1").await;
+    expect(port, "/", 200, "u").await;
+    drop(proxy);
 }
