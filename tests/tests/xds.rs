@@ -10,9 +10,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use sluice_tests::{
+    conformance::proxy::envoy_binary,
     upstream::{
-        harness::{curl_opt, free_port, header, ProxyProcess},
+        harness::{curl_opt, free_port, header, ProxyProcess, TempDir},
         TestUpstream,
     },
     xds_server::{Snapshot, XdsServer, CDS, EDS, LDS, RDS},
@@ -49,6 +52,10 @@ static_resources:
   - name: xds-grpc
     type: STATIC
     connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
     load_assignment:
       cluster_name: xds-grpc
       endpoints:
@@ -133,31 +140,138 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(s, h, _)| (s, header(&h, "x-upstream").unwrap_or("").to_string()))
 }
 
-async fn expect(port: u16, path: &str, status: u16, upstream: &str) {
-    let got = get(port, path).await;
-    assert_eq!(
-        got,
-        Some((status, upstream.to_string())),
-        "GET :{port}{path}"
-    );
+/// Which proxy a scenario drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sluice,
+    Envoy,
 }
 
-async fn ack(server: &XdsServer, ty: &str, version: &str) {
-    let a = server.wait_for(ty, version).await;
-    assert_eq!(a.error, None, "{ty} version {version} was NACKed");
+/// A running proxy under test (killed on drop).
+enum Proxy {
+    Sluice(ProxyProcess),
+    /// The process and its directory (config, log), removed after it.
+    Envoy(std::process::Child, #[allow(dead_code)] TempDir),
 }
 
-async fn nack(server: &XdsServer, ty: &str, version: &str, contains: &[&str]) {
-    let a = server.wait_for(ty, version).await;
-    let e = a
-        .error
-        .unwrap_or_else(|| panic!("{ty} version {version} was ACKed"));
-    for c in contains {
-        assert!(e.contains(c), "NACK of {ty} v{version}: {e:?} lacks {c:?}");
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Proxy::Envoy(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-async fn scenario(api_type: &str) {
+/// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
+fn start_proxy(kind: Kind, yaml: &str, admin: u16) -> Proxy {
+    match kind {
+        Kind::Sluice => Proxy::Sluice(ProxyProcess::start(yaml, admin)),
+        Kind::Envoy => {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = TempDir::new("xds-envoy");
+            let config = dir.path("envoy.yaml");
+            std::fs::write(&config, yaml).unwrap();
+            let base_id = std::process::id() * 1000 + 500 + N.fetch_add(1, Ordering::Relaxed);
+            let mut child = std::process::Command::new(envoy_binary())
+                .arg("-c")
+                .arg(&config)
+                .args(["--base-id", &base_id.to_string(), "--concurrency", "1"])
+                .args(["--disable-hot-restart", "--log-level", "warn"])
+                .stderr(std::fs::File::create(dir.path("envoy.log")).unwrap())
+                .spawn()
+                .expect("spawn envoy");
+            let ready = format!("http://127.0.0.1:{admin}/ready");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while curl_opt(&["-s", "-m", "1", &ready]).map(|r| r.0) != Some(200) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    panic!(
+                        "envoy exited {st}: {}",
+                        std::fs::read_to_string(dir.path("envoy.log")).unwrap_or_default()
+                    );
+                }
+                assert!(Instant::now() < deadline, "envoy not ready");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Proxy::Envoy(child, dir)
+        }
+    }
+}
+
+/// What a scenario observed, step by step; sluice's run also asserts the expectations.
+struct Run {
+    strict: bool,
+    trace: Vec<String>,
+    ports: Vec<(u16, &'static str)>,
+}
+
+impl Run {
+    fn strict() -> Self {
+        Run {
+            strict: true,
+            trace: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    fn port(&self, port: u16) -> &'static str {
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map_or("?", |(_, n)| n)
+    }
+
+    async fn expect(&mut self, port: u16, path: &str, status: u16, upstream: &str) {
+        let got = get(port, path).await;
+        self.trace
+            .push(format!("GET {}{path} -> {got:?}", self.port(port)));
+        if self.strict {
+            assert_eq!(
+                got,
+                Some((status, upstream.to_string())),
+                "GET :{port}{path}"
+            );
+        }
+    }
+
+    async fn closed(&mut self, port: u16) {
+        let got = get(port, "/").await;
+        self.trace
+            .push(format!("GET {}/ -> {got:?}", self.port(port)));
+        if self.strict {
+            assert_eq!(got, None, "the replaced listener is closed");
+        }
+    }
+
+    async fn ack(&mut self, server: &XdsServer, ty: &str, version: &str) {
+        let a = server.wait_for(ty, version).await;
+        self.record(ty, version, &a.error);
+        if self.strict {
+            assert_eq!(a.error, None, "{ty} version {version} was NACKed");
+        }
+    }
+
+    async fn nack(&mut self, server: &XdsServer, ty: &str, version: &str, contains: &[&str]) {
+        let a = server.wait_for(ty, version).await;
+        self.record(ty, version, &a.error);
+        if self.strict {
+            let e = a
+                .error
+                .unwrap_or_else(|| panic!("{ty} version {version} was ACKed"));
+            for c in contains {
+                assert!(e.contains(c), "NACK of {ty} v{version}: {e:?} lacks {c:?}");
+            }
+        }
+    }
+
+    fn record(&mut self, ty: &str, version: &str, error: &Option<String>) {
+        let short = ty.rsplit('.').next().unwrap_or(ty);
+        let what = if error.is_some() { "NACK" } else { "ACK" };
+        self.trace.push(format!("{what} {short} v{version}"));
+    }
+}
+
+async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     let (a, b, c) = (
         TestUpstream::start("a").await,
         TestUpstream::start("b").await,
@@ -165,6 +279,11 @@ async fn scenario(api_type: &str) {
     );
     let (p1, p2, admin) = (free_port(), free_port(), free_port());
     let mut server = XdsServer::start().await;
+    let mut run = Run {
+        strict: kind == Kind::Sluice,
+        trace: Vec::new(),
+        ports: vec![(p1, "p1"), (p2, "p2")],
+    };
 
     // v1: listener (RDS) + route + EDS cluster + endpoints.
     let base = |v: &str, extra: Vec<(&str, Value)>| {
@@ -178,11 +297,11 @@ async fn scenario(api_type: &str) {
         Snapshot::from_json(v, &items)
     };
     server.set(base("1", vec![]));
-    let proxy = ProxyProcess::start(&bootstrap(admin, server.addr, api_type), admin);
+    let proxy = start_proxy(kind, &bootstrap(admin, server.addr, api_type), admin);
     for ty in [CDS, EDS, LDS, RDS] {
-        ack(&server, ty, "1").await;
+        run.ack(&server, ty, "1").await;
     }
-    expect(p1, "/", 200, "a").await;
+    run.expect(p1, "/", 200, "a").await;
 
     // v2: a new cluster (STATIC over CDS) and a route change.
     let v2 = |v: &str, backend: &[u16]| {
@@ -198,15 +317,15 @@ async fn scenario(api_type: &str) {
         )
     };
     server.set(v2("2", &[a.port()]));
-    ack(&server, RDS, "2").await;
-    ack(&server, CDS, "2").await;
-    expect(p1, "/b/x", 200, "b").await;
-    expect(p1, "/", 200, "a").await;
+    run.ack(&server, RDS, "2").await;
+    run.ack(&server, CDS, "2").await;
+    run.expect(p1, "/b/x", 200, "b").await;
+    run.expect(p1, "/", 200, "a").await;
 
     // v3: EDS endpoint add + remove (a -> c).
     server.set(v2("3", &[c.port()]));
-    ack(&server, EDS, "3").await;
-    expect(p1, "/", 200, "c").await;
+    run.ack(&server, EDS, "3").await;
+    run.expect(p1, "/", 200, "c").await;
 
     // v4: cluster removal: the route naming it answers 503 (RDS does not validate clusters).
     server.set(Snapshot::from_json(
@@ -218,9 +337,9 @@ async fn scenario(api_type: &str) {
             cla("backend", &[c.port()]),
         ],
     ));
-    ack(&server, CDS, "4").await;
-    expect(p1, "/b", 503, "").await;
-    expect(p1, "/", 200, "c").await;
+    run.ack(&server, CDS, "4").await;
+    run.expect(p1, "/b", 503, "").await;
+    run.expect(p1, "/", 200, "c").await;
 
     // v5: listener replacement (web on p1 -> web2 on p2).
     let good = |v: &str, extra: Vec<(&str, Value)>| {
@@ -234,9 +353,9 @@ async fn scenario(api_type: &str) {
         Snapshot::from_json(v, &items)
     };
     server.set(good("5", vec![]));
-    ack(&server, LDS, "5").await;
-    expect(p2, "/", 200, "c").await;
-    assert_eq!(get(p1, "/").await, None, "the replaced listener is closed");
+    run.ack(&server, LDS, "5").await;
+    run.expect(p2, "/", 200, "c").await;
+    run.closed(p1).await;
 
     // v6: dangling cluster (inline route config of a listener) -> NACK; traffic unchanged.
     let mut dangling = listener(
@@ -248,7 +367,7 @@ async fn scenario(api_type: &str) {
     );
     dangling.1["name"] = json!("web3");
     server.set(good("6", vec![dangling]));
-    nack(
+    run.nack(
         &server,
         LDS,
         "6",
@@ -258,7 +377,7 @@ async fn scenario(api_type: &str) {
         ],
     )
     .await;
-    expect(p2, "/", 200, "c").await;
+    run.expect(p2, "/", 200, "c").await;
 
     // v7: invalid regex in the route configuration -> NACK of RDS.
     let mut bad = routes("routes", &[("/", "backend")]);
@@ -270,27 +389,27 @@ async fn scenario(api_type: &str) {
         cla("backend", &[c.port()]),
     ];
     server.set(Snapshot::from_json("7", &items));
-    nack(
+    run.nack(
         &server,
         RDS,
         "7",
         &["RouteConfiguration \"routes\": virtual_hosts[0].routes[0].match.safe_regex"],
     )
     .await;
-    expect(p2, "/", 200, "c").await;
+    run.expect(p2, "/", 200, "c").await;
 
     // v8: an Envoy field sluice does not implement -> NACK naming it.
     items[1] = routes("routes", &[("/", "backend")]);
     items[0].1["per_connection_buffer_limit_bytes"] = json!(32768);
     server.set(Snapshot::from_json("8", &items));
-    nack(
+    run.nack(
         &server,
         LDS,
         "8",
         &["Listener \"web2\": per_connection_buffer_limit_bytes: not supported"],
     )
     .await;
-    expect(p2, "/", 200, "c").await;
+    run.expect(p2, "/", 200, "c").await;
 
     // v9: good again (endpoints b).
     server.set(Snapshot::from_json(
@@ -302,26 +421,38 @@ async fn scenario(api_type: &str) {
             cla("backend", &[b.port()]),
         ],
     ));
-    ack(&server, LDS, "9").await;
-    ack(&server, EDS, "9").await;
-    expect(p2, "/", 200, "b").await;
+    run.ack(&server, LDS, "9").await;
+    run.ack(&server, EDS, "9").await;
+    run.expect(p2, "/", 200, "b").await;
 
     // Control-plane loss mid-traffic: every request keeps succeeding on the last config.
     let sent_before = server.delta_resources_sent();
     let streams_before = server.streams();
     let traffic = tokio::spawn(async move {
         let until = Instant::now() + Duration::from_millis(1500);
-        let mut n = 0;
+        let (mut n, mut failed) = (0, 0);
         while Instant::now() < until {
-            assert_eq!(get(p2, "/").await, Some((200, "b".to_string())));
+            if get(p2, "/").await != Some((200, "b".to_string())) {
+                failed += 1;
+            }
             n += 1;
         }
-        n
+        (n, failed)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop().await;
-    assert!(traffic.await.unwrap() > 0);
-    expect(p2, "/", 200, "b").await;
+    let (n, failed) = traffic.await.unwrap();
+    assert!(n > 0);
+    run.trace.push(format!(
+        "requests failed while the server was down: {failed}"
+    ));
+    if run.strict {
+        assert_eq!(
+            failed, 0,
+            "requests failed while the control plane was down"
+        );
+    }
+    run.expect(p2, "/", 200, "b").await;
     server.restart().await;
     let restarted = Instant::now();
     // v10 after the restart: an EDS-only change (b -> a) converges over the new stream.
@@ -334,30 +465,56 @@ async fn scenario(api_type: &str) {
             cla("backend", &[a.port()]),
         ],
     ));
-    ack(&server, EDS, "10").await;
+    run.ack(&server, EDS, "10").await;
     assert!(
         restarted.elapsed() < Duration::from_secs(16),
         "reconnected within the backoff bound"
     );
     assert!(server.streams() > streams_before, "a new stream");
-    expect(p2, "/", 200, "a").await;
+    run.expect(p2, "/", 200, "a").await;
     if api_type == "DELTA_GRPC" {
         // initial_resource_versions: only the changed assignment is sent again.
-        assert_eq!(server.delta_resources_sent() - sent_before, 1);
+        let resent = server.delta_resources_sent() - sent_before;
+        run.trace
+            .push(format!("delta resources sent after reconnect: {resent}"));
+        if run.strict {
+            assert_eq!(resent, 1);
+        }
     }
-    let log = proxy.log();
-    assert!(!log.contains("panicked"), "{log}");
+    // The whole ACK/NACK sequence per type, in the order the server received it.
+    let log = server.log();
+    for ty in [CDS, EDS, LDS, RDS] {
+        let mut seq: Vec<String> = Vec::new();
+        for a in log.iter().filter(|a| a.type_url == ty) {
+            let e = format!(
+                "v{}:{}",
+                a.version,
+                if a.error.is_some() { "NACK" } else { "ACK" }
+            );
+            if seq.last() != Some(&e) {
+                seq.push(e);
+            }
+        }
+        let short = ty.rsplit('.').next().unwrap_or(ty);
+        run.trace
+            .push(format!("{short} sequence: {}", seq.join(" ")));
+    }
+    if let Proxy::Sluice(p) = &proxy {
+        let log = p.log();
+        assert!(!log.contains("panicked"), "{log}");
+    }
     drop(proxy);
+    run.trace
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sotw_ads_end_to_end() {
-    scenario("GRPC").await;
+    scenario("GRPC", Kind::Sluice).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_ads_end_to_end() {
-    scenario("DELTA_GRPC").await;
+    scenario("DELTA_GRPC", Kind::Sluice).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +524,7 @@ async fn ready_is_503_until_the_first_complete_config() {
     let server = XdsServer::start().await;
     // The listener's route never arrives and its fetch never times out (0s = wait forever):
     // the proxy stays unready, and the listener is not served.
-    let dir = sluice_tests::upstream::harness::TempDir::new("xds-ready");
+    let dir = TempDir::new("xds-ready");
     let config = dir.path("bootstrap.yaml");
     std::fs::write(&config, bootstrap(admin, server.addr, "GRPC")).unwrap();
     let mut hcm = rds("never");
@@ -385,7 +542,7 @@ async fn ready_is_503_until_the_first_complete_config() {
         .stderr(std::fs::File::create(dir.path("log")).unwrap())
         .spawn()
         .unwrap();
-    ack(&server, LDS, "1").await;
+    Run::strict().ack(&server, LDS, "1").await;
     let ready = format!("http://127.0.0.1:{admin}/ready");
     let r = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &ready]))
         .await
@@ -404,7 +561,7 @@ async fn ready_is_503_until_the_first_complete_config() {
 async fn ads_over_a_unix_socket_pipe() {
     let up = TestUpstream::start("u").await;
     let (port, admin) = (free_port(), free_port());
-    let dir = sluice_tests::upstream::harness::TempDir::new("xds-pipe");
+    let dir = TempDir::new("xds-pipe");
     let sock = dir.path("xds.sock");
     let server = XdsServer::start_unix(sock.clone()).await;
     server.set(Snapshot::from_json(
@@ -418,7 +575,36 @@ async fn ads_over_a_unix_socket_pipe() {
     ));
     let pipe = format!("pipe: {{ path: {} }}", sock.display());
     let proxy = ProxyProcess::start_in(dir, &bootstrap_to(admin, &pipe, "DELTA_GRPC"), admin);
-    ack(&server, LDS, "1").await;
-    expect(port, "/", 200, "u").await;
+    let mut run = Run::strict();
+    run.ack(&server, LDS, "1").await;
+    run.expect(port, "/", 200, "u").await;
     drop(proxy);
+}
+
+/// The same scripted server and requests against Envoy 1.40: the ACK/NACK sequence and every
+/// request's outcome match sluice's, except the known divergences listed here.
+async fn differential(api_type: &str) {
+    let sluice = scenario(api_type, Kind::Sluice).await;
+    let envoy = scenario(api_type, Kind::Envoy).await;
+    // The one known divergence: Envoy implements per_connection_buffer_limit_bytes (v8 is
+    // ACKed); sluice does not, and NACKs it naming the field.
+    let envoy: Vec<String> = envoy
+        .into_iter()
+        .map(|l| match l.as_str() {
+            "ACK Listener v8" => "NACK Listener v8".to_string(),
+            _ if l.starts_with("Listener sequence:") => l.replace("v8:ACK", "v8:NACK"),
+            _ => l,
+        })
+        .collect();
+    assert_eq!(sluice, envoy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_differential_sotw() {
+    differential("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_differential_delta() {
+    differential("DELTA_GRPC").await;
 }
