@@ -64,6 +64,11 @@ pub fn status(control: &Path) -> Result<StatusReport, CliError> {
     }
 }
 
+/// Whether an agent serves `control` (a stale socket file left by a crash does not count).
+pub fn agent_answers(control: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(control).is_ok()
+}
+
 fn refused(r: Response) -> CliError {
     match r {
         Response::Error { message } => CliError::Refused(message),

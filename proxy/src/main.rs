@@ -3,6 +3,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 mod cli;
+mod install_cni;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,8 +57,20 @@ enum Cmd {
         config: Option<PathBuf>,
         /// Graceful upgrade: take over every pod, listening socket and link from the agent
         /// serving this control socket; it stops accepting, drains and exits.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "upgrade_from_if_present")]
         upgrade_from: Option<PathBuf>,
+        /// Like --upgrade-from, but only when an agent answers on this socket; otherwise start
+        /// fresh (the DaemonSet's command: the first pod on a node has nobody to take over from).
+        #[arg(long)]
+        upgrade_from_if_present: Option<PathBuf>,
+        /// Serve `/healthz/ready` and `/healthz/live` on this address (e.g. 0.0.0.0:15021);
+        /// off by default so agents started side by side (tests) never share a port.
+        #[arg(long)]
+        health_addr: Option<std::net::SocketAddr>,
+        /// After handing over to a new agent and draining, wait for SIGTERM instead of exiting
+        /// (DaemonSet: an exit would restart this container, which would take over again).
+        #[arg(long)]
+        idle_after_handover: bool,
         /// After handing over to a new agent: how long to let established connections finish
         /// (e.g. 30s, 500ms, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -111,6 +124,12 @@ enum Cmd {
         #[arg(long)]
         agent_control: Option<PathBuf>,
     },
+    /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
+    /// installed; the DaemonSet's second container (see sluice_node::cni::install).
+    InstallCni(install_cni::InstallCniArgs),
+    /// Mount bpffs at /sys/fs/bpf unless it is mounted (the DaemonSet's privileged init
+    /// container, whose mount propagates to the host).
+    MountBpffs,
     /// The iptables baseline: istio-init's nat rules inside a pod netns.
     Iptables {
         #[arg(value_enum)]
@@ -220,8 +239,13 @@ fn run() -> Result<()> {
             persist,
             config,
             upgrade_from,
+            upgrade_from_if_present,
+            health_addr,
+            idle_after_handover,
             drain_timeout,
         } => {
+            let upgrade_from = upgrade_from
+                .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
             let cgroup = match cgroup {
                 Some(c) => c,
                 None => bpf::default_cgroup_root()?,
@@ -247,6 +271,8 @@ fn run() -> Result<()> {
                     persist,
                     upgrade_from,
                     drain_timeout,
+                    health: health_addr,
+                    idle_after_handover,
                 },
                 handlers,
             ))?;
@@ -316,6 +342,11 @@ fn run() -> Result<()> {
                 sidecar::serve(bound, outbound, inbound).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Cmd::InstallCni(args) => install_cni::run(args)?,
+        Cmd::MountBpffs => {
+            bpf::ensure_bpffs(std::path::Path::new(bpf::BPFFS))?;
+            println!("bpffs mounted at {}", bpf::BPFFS);
         }
         Cmd::Iptables { action, netns } => match action {
             IptablesAction::Install => {

@@ -1,9 +1,10 @@
-//! sluice's build system: `cargo xtask setup | demo | test | bench`.
+//! sluice's build system: `cargo xtask setup | demo | test | bench | image`.
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
 mod bench;
 mod demo;
+mod image;
 mod setup;
 
 use anyhow::Result;
@@ -29,6 +30,15 @@ enum Cmd {
         #[arg(long)]
         no_setup: bool,
     },
+    /// Build the OCI image (FROM scratch, reproducible) with podman; print digest and size.
+    Image {
+        /// Build a second time without cache and fail unless the digest is the same.
+        #[arg(long)]
+        twice: bool,
+        /// Remove the image from podman's store afterwards.
+        #[arg(long)]
+        rm: bool,
+    },
     /// Set up, build, then run every test (unit and the root-only integration tests).
     Test {
         /// Skip the setup step (the toolchain is already installed).
@@ -45,6 +55,13 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo { no_setup } => demo::run(no_setup),
+        Cmd::Image { twice, rm } => {
+            let built = image::run(twice);
+            if rm {
+                image::remove()?;
+            }
+            built
+        }
         Cmd::Test { no_setup, args } => {
             if !no_setup {
                 setup::run()?;

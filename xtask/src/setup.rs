@@ -23,6 +23,9 @@ const APT_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     // `cargo xtask bench --perf`.
     "linux-perf",
+    // `cargo xtask image` (podman build; runc: crun refuses this host kind's hybrid cgroups).
+    "podman",
+    "runc",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -32,7 +35,22 @@ pub fn run() -> Result<()> {
     nightly()?;
     bpf_linker()?;
     envoy()?;
+    kubernetes_validate()?;
     Ok(())
+}
+
+/// Offline Kubernetes schema validation for tests/tests/manifests.rs (bundles the OpenAPI
+/// schemas of Kubernetes 1.25-1.37; no network at validation time).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+fn kubernetes_validate() -> Result<()> {
+    if output("kubernetes-validate", &["--version"]).is_ok() {
+        eprintln!("setup: kubernetes-validate present");
+        return Ok(());
+    }
+    eprintln!("setup: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (pip)");
+    let spec = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    run_cmd("python3", &["-m", "pip", "install", "--quiet", &spec])
 }
 
 fn apt() -> Result<()> {

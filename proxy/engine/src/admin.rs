@@ -15,8 +15,13 @@ use crate::{
 /// Accepts admin connections until the process ends.
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Back off like the main listener: at EMFILE `continue` would spin a core.
+            Err(e) => {
+                crate::accept::failed(&e).await;
+                continue;
+            }
         };
         let server = server.clone();
         tokio::spawn(async move {

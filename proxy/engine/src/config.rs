@@ -21,10 +21,13 @@ pub(crate) mod raw_route;
 mod references;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 mod typed;
 mod unsupported_fields;
 mod validate;
 mod validate_cluster;
+mod yaml_limits;
 
 use std::{path::Path as FsPath, sync::Arc};
 

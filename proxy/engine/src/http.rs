@@ -12,6 +12,8 @@
 
 pub mod access_log;
 mod forward;
+#[cfg(test)]
+mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
 pub mod retry;
@@ -22,7 +24,10 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -181,7 +186,14 @@ pub async fn serve<I, F>(
     F: Fn() -> Arc<Hcm> + Send + Sync + 'static,
 {
     let current = Arc::new(current);
+    // Set by the first request: until then the header timeout runs from accept (hyper's own
+    // timer starts at the first byte, and the h2 preface has none).
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        if !seen.load(Ordering::Relaxed) {
+            seen.store(true, Ordering::Relaxed);
+        }
         let hcm = current();
         let observer = observer.clone();
         async move {
@@ -207,10 +219,19 @@ pub async fn serve<I, F>(
         config::CodecType::Http1 => b.http1_only(),
         config::CodecType::Http2 => b.http2_only(),
     };
-    if let Err(e) = b
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await
-    {
+    let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(c);
+    let result = tokio::select! {
+        r = &mut c => r,
+        () = tokio::time::sleep(header_timeout) => {
+            if !first_request.load(Ordering::Relaxed) {
+                tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
+                return;
+            }
+            c.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended with error");
     }
 }

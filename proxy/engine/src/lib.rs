@@ -7,6 +7,7 @@
 //! sockets come from) and [`server::Server::serve_captured`] (connections it accepted).
 //! See ARCHITECTURE.md at the repository root for the code map.
 
+mod accept;
 pub mod admin;
 pub mod config;
 pub mod detect;

@@ -2,6 +2,7 @@
 //! node-mode listeners of every enrolled pod, and shuts down cleanly on SIGTERM/SIGINT.
 
 pub mod fd_passing;
+pub mod health;
 pub mod protocol;
 pub mod registry;
 pub mod upgrade;
@@ -47,6 +48,13 @@ pub struct AgentOptions {
     /// After handing over to a new agent, how long to wait for this agent's established
     /// connections to end before exiting.
     pub drain_timeout: Duration,
+    /// Serve `/healthz/ready` and `/healthz/live` here ([`health`]); ready once the data path is
+    /// loaded and the control socket bound.
+    pub health: Option<std::net::SocketAddr>,
+    /// After handing over and draining, stay (idle, nothing held) until SIGTERM instead of
+    /// exiting: in a DaemonSet an exit restarts the old pod's container, which would take the
+    /// node back from the new agent.
+    pub idle_after_handover: bool,
 }
 
 /// Errors starting the agent.
@@ -65,6 +73,12 @@ pub enum StartError {
     /// Installing the signal handlers failed.
     #[error("signal handler: {0}")]
     Signal(io::Error),
+    /// The health endpoint cannot be bound.
+    #[error("health endpoint {addr}: {source}")]
+    Health {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
     /// Taking over from the old agent failed.
     #[error(transparent)]
     Upgrade(#[from] upgrade::UpgradeError),
@@ -73,6 +87,13 @@ pub enum StartError {
 /// Runs the agent until SIGTERM or SIGINT (or until a new agent took over with
 /// `--upgrade-from`). `handlers` serve every node-mode listener.
 pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
+    // Bound first so liveness answers during the load; not ready yet.
+    let health = match opts.health {
+        Some(addr) => {
+            Some(health::Health::bind(addr).map_err(|source| StartError::Health { addr, source })?)
+        }
+        None => None,
+    };
     // Upgrade: the old agent pins its links before our load adopts them.
     let handover = match &opts.upgrade_from {
         Some(old) => Some(upgrade::begin(old)?),
@@ -128,6 +149,10 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         adopted,
         "agent ready"
     );
+    if let Some(h) = &health {
+        h.set_ready(true);
+        info!(addr = %h.addr(), "health endpoint ready");
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -145,6 +170,8 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         }
     }
     info!("shutting down");
+    // Probes go to the new agent from now on (or fail: this one is leaving).
+    drop(health);
     drop(control);
     if !upgraded {
         let _ = std::fs::remove_file(&opts.control);
@@ -153,12 +180,13 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     // After an upgrade this also closes requests that queued behind the hand-over, so their
     // clients retry on the path, which is the new agent's now.
     clients.shutdown().await;
+    let mut stopped = false;
     if upgraded {
         // Serve our established connections to their end (bounded; a signal cuts it short).
         tokio::select! {
             _ = upgrade_state.drain() => {}
-            _ = term.recv() => warn!("SIGTERM while draining: cutting the rest"),
-            _ = int.recv() => warn!("SIGINT while draining: cutting the rest"),
+            _ = term.recv() => { warn!("SIGTERM while draining: cutting the rest"); stopped = true }
+            _ = int.recv() => { warn!("SIGINT while draining: cutting the rest"); stopped = true }
         }
     }
     let registry = match Arc::try_unwrap(registry) {
@@ -176,6 +204,13 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     } else {
         drop(datapath);
         info!("programs detached");
+    }
+    if upgraded && opts.idle_after_handover && !stopped {
+        info!("handed over and drained: idle until SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
     Ok(())
 }

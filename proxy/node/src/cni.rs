@@ -9,7 +9,10 @@
 //! pods whose container id is not among `cni.dev/valid-attachments`. Failures are printed as
 //! the spec's error object (`{cniVersion, code, msg, details}`) with a non-zero exit status.
 
+pub mod atomic_file;
 pub mod config;
+pub mod conflist;
+pub mod install;
 
 use std::path::Path;
 

@@ -116,6 +116,11 @@ impl ProxyProcess {
         }
     }
 
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGHUP (config reload) to the proxy.
     pub fn sighup(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

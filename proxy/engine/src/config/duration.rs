@@ -7,7 +7,11 @@ use serde::{
     Deserialize, Deserializer,
 };
 
-/// A non-negative protobuf Duration.
+/// protobuf's Duration limit (about 10,000 years), Envoy's bound for every duration field. Far
+/// enough for any timer, near enough that `Instant + d` and `d.as_millis()` never overflow.
+pub(crate) const MAX_SECONDS: u64 = 315_576_000_000;
+
+/// A non-negative protobuf Duration, within [`MAX_SECONDS`] in either form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PbDuration(pub(crate) Duration);
 
@@ -31,9 +35,15 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         format!("{frac:0<9}").parse().map_err(|_| bad())?
     };
-    // protobuf's Duration limit: 315,576,000,000 seconds.
-    if secs > 315_576_000_000 {
-        return Err(format!("invalid duration {s:?}: out of range"));
+    in_range(secs, nanos).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// The one range check both forms go through.
+fn in_range(secs: u64, nanos: u32) -> Result<Duration, String> {
+    if secs > MAX_SECONDS || nanos >= 1_000_000_000 {
+        return Err(format!(
+            "out of range (at most {MAX_SECONDS} seconds, nanos below 1000000000)"
+        ));
     }
     Ok(Duration::new(secs, nanos))
 }
@@ -55,22 +65,18 @@ impl<'de> Deserialize<'de> for PbDuration {
                 while let Some(k) = map.next_key::<String>()? {
                     match k.as_str() {
                         "seconds" => seconds = Some(map.next_value()?),
-                        "nanos" => {
-                            let n: u32 = map.next_value()?;
-                            if n >= 1_000_000_000 {
-                                return Err(de::Error::custom("nanos must be < 1000000000"));
-                            }
-                            nanos = Some(n)
-                        }
+                        "nanos" => nanos = Some(map.next_value()?),
                         other => {
                             return Err(de::Error::unknown_field(other, &["seconds", "nanos"]))
                         }
                     }
                 }
-                Ok(PbDuration(Duration::new(
-                    seconds.unwrap_or(0),
-                    nanos.unwrap_or(0),
-                )))
+                let (secs, nanos) = (seconds.unwrap_or(0), nanos.unwrap_or(0));
+                in_range(secs, nanos).map(PbDuration).map_err(|e| {
+                    de::Error::custom(format!(
+                        "invalid duration {{seconds: {secs}, nanos: {nanos}}}: {e}"
+                    ))
+                })
             }
         }
         d.deserialize_any(V)
@@ -90,5 +96,8 @@ mod tests {
         for bad in ["15", "s", "-1s", "1.5ms", "1.0000000001s", "abc", ".5s"] {
             assert!(parse_duration(bad).is_err(), "{bad} must be rejected");
         }
+        assert!(parse_duration("315576000000s").is_ok());
+        assert!(parse_duration("315576000001s").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
     }
 }

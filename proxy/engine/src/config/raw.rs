@@ -11,6 +11,7 @@ use super::{duration::PbDuration, path::FieldPath, raw_cluster::RawCluster, Conf
 /// Documents using YAML merge keys (`<<: *anchor`, which Envoy's YAML loader resolves) are
 /// merged first; their field errors then carry the path but no line/column.
 pub(crate) fn parse_document<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    super::yaml_limits::check(text)?;
     if text.contains("<<") {
         let mut value: Value = parse_document_direct(text)?;
         if value.apply_merge().is_ok() {
@@ -68,7 +69,6 @@ fn is_data_error(message: &str) -> bool {
         "missing field",
         "duplicate field",
         "invalid duration",
-        "nanos must",
     ];
     DATA.iter().any(|m| message.contains(m))
 }

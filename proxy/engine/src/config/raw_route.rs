@@ -23,6 +23,7 @@ pub(crate) struct RawRouteConfiguration {
     pub most_specific_header_mutations_wins: Option<bool>,
     pub ignore_port_in_host_matching: Option<bool>,
     pub validate_clusters: Option<bool>,
+    pub max_direct_response_body_size_bytes: Option<u32>,
 }
 
 /// `VirtualHost`.

@@ -10,7 +10,7 @@ const KUBEFLOW: &str = include_str!("testdata/kubeflow-gateway.yaml");
 
 /// A bootstrap with one HTTP listener whose route_config is `route_config` (indented YAML
 /// under `route_config:`) and clusters `a`, `b`.
-fn with_routes(route_config: &str) -> String {
+pub(super) fn with_routes(route_config: &str) -> String {
     let indented: String = route_config
         .lines()
         .map(|l| format!("            {l}\n"))
@@ -40,14 +40,15 @@ fn with_routes(route_config: &str) -> String {
     )
 }
 
-const HCM_PATH: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+pub(super) const HCM_PATH: &str =
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
 
-fn rc_path(rest: &str) -> String {
+pub(super) fn rc_path(rest: &str) -> String {
     format!("{HCM_PATH}.route_config.{rest}")
 }
 
 #[track_caller]
-fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
+pub(super) fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
     let err = from_yaml_str(yaml).expect_err("config must be rejected");
     assert_eq!(err.path(), path, "wrong path in: {err}");
     let shown = err.to_string();
@@ -62,7 +63,28 @@ fn expect_err(yaml: &str, path: &str, message_part: &str) -> ConfigError {
     err
 }
 
-const ROUTES_OK: &str = r#"name: local
+/// `static_resources.listeners` with one tcp_proxy listener to cluster `first`, for cluster
+/// tests (a bootstrap needs a listener): replaces `  listeners: [*tcp_listener]\n`.
+fn with_tcp_listener(yaml: &str, cluster: &str) -> String {
+    yaml.replace(
+        "  listeners: [*tcp_listener]\n",
+        &format!(
+            r#"  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10001 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: {cluster}
+"#
+        ),
+    )
+}
+
+pub(super) const ROUTES_OK: &str = r#"name: local
 virtual_hosts:
 - name: v0
   domains: ["a.example"]
@@ -215,6 +237,7 @@ static_resources:
     expect_err(yaml, "x-cluster-defaults", "unknown field");
     let yaml = r#"
 static_resources:
+  listeners: [*tcp_listener]
   clusters:
   - &first
     name: first
@@ -223,6 +246,7 @@ static_resources:
   - <<: *first
     name: second
 "#;
+    let yaml = &with_tcp_listener(yaml, "first");
     let b = from_yaml_str(yaml).expect("merge keys resolve");
     let second = b.cluster("second").unwrap();
     assert_eq!(second.connect_timeout, Duration::from_millis(250));
@@ -541,6 +565,7 @@ fn value_errors_name_their_field() {
 #[test]
 fn cluster_options_parse() {
     let yaml = r#"static_resources:
+  listeners: [*tcp_listener]
   clusters:
   - name: full
     type: STRICT_DNS
@@ -579,6 +604,7 @@ fn cluster_options_parse() {
     type: ORIGINAL_DST
     lb_policy: CLUSTER_PROVIDED
 "#;
+    let yaml = &with_tcp_listener(yaml, "full");
     let b = from_yaml_str(yaml).expect("valid");
     let c = b.cluster("full").unwrap();
     assert_eq!(c.lb_policy, LbPolicy::Maglev { table_size: 257 });

@@ -115,6 +115,13 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         }
         listeners.push(listener);
     }
+    // Envoy refuses a bootstrap that serves nothing; on reload such a file (empty, or caught
+    // half-written) would otherwise remove every listener.
+    if listeners.is_empty() {
+        return Err(sr
+            .field("listeners")
+            .err("at least one listener is required (the config is empty or has no listeners)"));
+    }
     Ok(Bootstrap {
         node,
         admin,

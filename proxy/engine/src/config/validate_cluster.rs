@@ -51,6 +51,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     .err(format!("{cn:?} differs from the cluster name {name:?}")));
             }
         }
+        let mut total_weight = 0u64;
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
             if loc.priority.unwrap_or(0) != serving_priority {
@@ -88,6 +89,14 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     }
                     Some(w) => w,
                 };
+                // Envoy rejects weights whose sum exceeds u32 (balancers sum them).
+                total_weight += u64::from(weight);
+                if total_weight > u64::from(u32::MAX) {
+                    return Err(bp.field("load_balancing_weight").err(format!(
+                        "the sum of the cluster's endpoint weights exceeds {}",
+                        u32::MAX
+                    )));
+                }
                 endpoints.push(Endpoint {
                     address,
                     weight,
@@ -315,6 +324,13 @@ fn lb_policy(
             let maximum_ring_size = c
                 .and_then(|c| c.maximum_ring_size)
                 .unwrap_or(DEFAULT_RING_HASH_MAX_SIZE);
+            // Envoy's proto bounds both at 8M entries (`lte: 8388608`), also its default max.
+            if maximum_ring_size > DEFAULT_RING_HASH_MAX_SIZE {
+                return Err(p
+                    .field("ring_hash_lb_config")
+                    .field("maximum_ring_size")
+                    .err(format!("must be at most {DEFAULT_RING_HASH_MAX_SIZE}")));
+            }
             if minimum_ring_size == 0 || minimum_ring_size > maximum_ring_size {
                 return Err(p
                     .field("ring_hash_lb_config")
@@ -331,7 +347,8 @@ fn lb_policy(
                 .as_ref()
                 .and_then(|c| c.table_size)
                 .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
-            if !is_prime(table_size) || table_size > 5_000_011 {
+            // The bound first: the primality check's cost grows with the value.
+            if table_size > MAX_MAGLEV_TABLE_SIZE || !is_prime(table_size) {
                 return Err(p
                     .field("maglev_lb_config")
                     .field("table_size")
@@ -355,12 +372,16 @@ fn lb_policy(
     }
 }
 
+/// Envoy's `maglev_lb_config.table_size` bound (`lte: 5000011`).
+const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+/// Trial division; callers bound `n` first (at most ~2236 steps for the maglev bound).
 fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }
     let mut i = 2u64;
-    while i * i <= n {
+    while i.saturating_mul(i) <= n {
         if n.is_multiple_of(i) {
             return false;
         }

@@ -1,8 +1,9 @@
 //! Envoy's downstream request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`):
 //! router-control headers of external requests, `x-forwarded-for` / `x-forwarded-proto` /
-//! `x-envoy-external-address` per `use_remote_address`.
+//! `x-envoy-external-address` per `use_remote_address`; the client's `Connection` nominations are
+//! applied first, so they can never remove a header the proxy adds.
 
-use http::{HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderValue};
 
 use super::ConnInfo;
 use crate::config;
@@ -16,6 +17,9 @@ pub(super) fn request(
     scheme: &'static str,
     h: &mut HeaderMap,
 ) {
+    if h.contains_key(header::CONNECTION) {
+        strip_connection_nominations(h);
+    }
     // One pass over the names usually shows there is nothing to strip.
     if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
@@ -55,6 +59,55 @@ pub(super) fn request(
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         h.insert("x-envoy-external-address", v);
     }
+}
+
+/// Applies the client's hop-by-hop nominations (`Connection: a, b`) now, before the proxy adds
+/// its headers: nominated headers are removed, except those the proxy owns (XFF, XFP,
+/// `x-request-id`, `x-envoy-*`, Host, framing), whose nomination is ignored. `Connection` then
+/// keeps only an `upgrade` token, so nothing later can remove a header by nomination.
+fn strip_connection_nominations(h: &mut HeaderMap) {
+    let mut upgrade = false;
+    let mut nominated: Vec<String> = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
+            if t.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if !(t.is_empty()
+                || t.eq_ignore_ascii_case("close")
+                || t.eq_ignore_ascii_case("keep-alive"))
+            {
+                // Allocates only for a real nomination (rare), not for `keep-alive`.
+                let t = t.to_ascii_lowercase();
+                if !is_proxy_owned(&t) {
+                    nominated.push(t);
+                }
+            }
+        }
+    }
+    for n in &nominated {
+        h.remove(n.as_str());
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+    }
+}
+
+/// Headers a client nomination must not remove: the proxy sets or reads them.
+fn is_proxy_owned(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-request-id"
+            | "content-length"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || name.starts_with("x-envoy-")
+        || name.starts_with(':')
 }
 
 /// The `x-forwarded-for` address `skip` entries from the right, if it parses.
@@ -164,5 +217,40 @@ mod tests {
         request(&hcm(true, 0), &conn("127.0.0.1:5000"), "http", &mut h);
         assert_eq!(h["x-forwarded-for"], local_address().to_string().as_str());
         assert_eq!(h["x-envoy-external-address"], "127.0.0.1");
+    }
+
+    #[test]
+    fn connection_nominations_cannot_remove_proxy_headers() {
+        let mut h = headers(&[
+            (
+                "connection",
+                "x-forwarded-for, x-request-id, X-Forwarded-Proto, x-envoy-external-address, x-custom, keep-alive",
+            ),
+            ("x-custom", "dropped"),
+            ("x-request-id", "client-id"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        request(&hcm(true, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9,198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
+        assert_eq!(h["x-request-id"], "client-id");
+        assert!(
+            !h.contains_key("x-custom"),
+            "an ordinary nomination is honoured"
+        );
+        assert!(
+            !h.contains_key("connection"),
+            "nothing is left to nominate later"
+        );
+        // An upgrade keeps its `Connection: upgrade` (and only that).
+        let mut h = headers(&[
+            ("connection", "Upgrade, x-forwarded-proto"),
+            ("upgrade", "websocket"),
+        ]);
+        request(&hcm(false, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["x-forwarded-proto"], "http");
     }
 }

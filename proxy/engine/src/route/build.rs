@@ -34,7 +34,12 @@ pub(crate) struct KnownClusters<'a> {
     names: &'a HashSet<String>,
     /// `validate_clusters`: when false every name is accepted.
     validate: bool,
+    /// `max_direct_response_body_size_bytes` of the route configuration (Envoy's default 4096).
+    max_direct_response_body: usize,
 }
+
+/// Envoy's default `max_direct_response_body_size_bytes`.
+pub(crate) const DEFAULT_MAX_DIRECT_RESPONSE_BODY: usize = 4096;
 
 impl<'a> KnownClusters<'a> {
     /// Every reference must name one of `names`.
@@ -42,6 +47,7 @@ impl<'a> KnownClusters<'a> {
         Self {
             names,
             validate: true,
+            max_direct_response_body: DEFAULT_MAX_DIRECT_RESPONSE_BODY,
         }
     }
 
@@ -61,6 +67,9 @@ pub(crate) fn build_route_table(
     let clusters = &KnownClusters {
         names: known,
         validate: raw.validate_clusters.unwrap_or(true),
+        max_direct_response_body: raw
+            .max_direct_response_body_size_bytes
+            .map_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY, |n| n as usize),
     };
     let request_headers = mutations(
         &raw.request_headers_to_add,
@@ -271,21 +280,27 @@ fn route(
                     .field("status")
                     .err(format!("{status} is not in [200, 600)")));
             }
-            let body =
-                match d.body {
-                    None => None,
-                    Some(b) => {
-                        if b.filename.is_some() {
-                            return Err(dp
-                                .field("body")
-                                .field("filename")
-                                .unsupported("use inline_string"));
-                        }
-                        Some(b.inline_string.ok_or_else(|| {
-                            dp.field("body").field("inline_string").err("required")
-                        })?)
+            let body = match d.body {
+                None => None,
+                Some(b) => {
+                    if b.filename.is_some() {
+                        return Err(dp
+                            .field("body")
+                            .field("filename")
+                            .unsupported("use inline_string"));
                     }
-                };
+                    let ip = dp.field("body").field("inline_string");
+                    let body = b.inline_string.ok_or_else(|| ip.err("required"))?;
+                    if body.len() > clusters.max_direct_response_body {
+                        return Err(ip.err(format!(
+                            "{} bytes exceed max_direct_response_body_size_bytes ({})",
+                            body.len(),
+                            clusters.max_direct_response_body
+                        )));
+                    }
+                    Some(body)
+                }
+            };
             RouteAction::DirectResponse(DirectResponse {
                 status: status as u16,
                 body,

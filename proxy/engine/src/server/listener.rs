@@ -93,10 +93,7 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: TcpLis
                 let slot = slot.clone();
                 tokio::spawn(handle_connection(server, slot, stream));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => crate::accept::failed(&e).await,
         }
     }
 }

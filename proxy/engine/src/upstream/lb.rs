@@ -154,9 +154,12 @@ pub fn choose(
         LbKind::LeastRequest { choice_count } => {
             // Sample among all hosts (no allocation); unusable picks are skipped, and when every
             // sample was unusable fall back to a random usable host.
+            // Samples are capped at 4 per host: a huge `choice_count` (Envoy loops that many
+            // times per request) costs O(hosts), and a host is still missed only ~2% of picks.
             let mut rng = rand::thread_rng();
             let mut best: Option<&Arc<Host>> = None;
-            for _ in 0..(*choice_count).max(1) {
+            let samples = (*choice_count as usize).min(hosts.len().saturating_mul(4).max(2));
+            for _ in 0..samples.max(1) {
                 let c = &hosts[rng.gen_range(0..hosts.len())];
                 if !usable(c) {
                     continue;
@@ -291,5 +294,24 @@ mod tests {
             Some(hash_bytes(format!("k{i}").as_bytes()))
         });
         assert_eq!(d[0], 0);
+    }
+
+    #[test]
+    fn least_request_with_choice_count_u32_max_picks_at_once() {
+        let set = HostSet {
+            hash_table: None,
+            hosts: hosts(3, 1),
+        };
+        let t = std::time::Instant::now();
+        let kind = LbKind::LeastRequest {
+            choice_count: u32::MAX,
+        };
+        let d = dist(kind, &set, 1000, |_| None);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(d.iter().sum::<usize>(), 1000);
     }
 }

@@ -28,10 +28,13 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) 
         return;
     }
     let times = host.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-    let dur =
-        (spec.base_ejection_time * times).min(spec.max_ejection_time.max(spec.base_ejection_time));
-    host.ejected_until
-        .store(now + dur.as_millis() as u64, Ordering::Relaxed);
+    // Saturating: a long base_ejection_time times many ejections must not overflow.
+    let dur = (spec.base_ejection_time.saturating_mul(times))
+        .min(spec.max_ejection_time.max(spec.base_ejection_time));
+    host.ejected_until.store(
+        now.saturating_add(u64::try_from(dur.as_millis()).unwrap_or(u64::MAX)),
+        Ordering::Relaxed,
+    );
     host.consecutive_5xx.store(0, Ordering::Relaxed);
     cluster.stats.outlier_ejections.inc();
     tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = dur.as_millis() as u64, "outlier ejected host");
