@@ -84,8 +84,24 @@ fn bad_ads_configs_name_the_field() {
     assert_eq!(e.path(), "dynamic_resources.cds_config.path");
 }
 
+/// A bootstrap with one tcp_proxy listener to the cluster `svc` whose fields are `body`.
 fn cluster(body: &str) -> String {
-    format!("static_resources:\n  clusters:\n  - name: svc\n{body}")
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: svc
+  clusters:
+  - name: svc
+{body}"#
+    )
 }
 
 #[test]

@@ -116,8 +116,8 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         listeners.push(listener);
     }
     // Envoy refuses a bootstrap that serves nothing; on reload such a file (empty, or caught
-    // half-written) would otherwise remove every listener.
-    if listeners.is_empty() {
+    // half-written) would otherwise remove every listener. Listeners may come over LDS.
+    if listeners.is_empty() && !dynamic_resources.as_ref().is_some_and(|d| d.lds) {
         return Err(sr
             .field("listeners")
             .err("at least one listener is required (the config is empty or has no listeners)"));
