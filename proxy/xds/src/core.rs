@@ -380,3 +380,6 @@ pub fn validate(asm: &Assembly) -> Result<Bootstrap, String> {
     let text = serde_json::to_string(&asm.doc).map_err(|e| e.to_string())?;
     config::from_yaml_str(&text).map_err(|e| asm.origins.describe(e.path(), e.message()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,8 @@ pub mod assemble;
 pub mod client;
 pub mod convert;
 pub mod core;
+#[cfg(test)]
+mod fixtures;
 pub mod pool;
 pub mod proxy;
 pub mod transport;
