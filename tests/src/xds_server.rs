@@ -83,6 +83,8 @@ struct Shared {
     /// Resources a Delta stream sent, in total (to check a reconnect resends nothing).
     delta_sent: Mutex<usize>,
     streams: Mutex<usize>,
+    /// Send RDS/EDS resources nobody subscribed to as well (a misbehaving server).
+    unrequested: std::sync::atomic::AtomicBool,
 }
 
 /// The running server.
@@ -176,6 +178,13 @@ impl XdsServer {
     /// Every ACK/NACK received so far.
     pub fn log(&self) -> Vec<Ack> {
         self.shared.log.lock().unwrap().clone()
+    }
+
+    /// From now on, also send RDS/EDS resources the client did not subscribe to.
+    pub fn send_unrequested(&self, yes: bool) {
+        self.shared
+            .unrequested
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Resources sent on Delta streams so far.
@@ -300,7 +309,12 @@ impl AggregatedDiscoveryService for Ads {
                         .get(&ty)
                         .into_iter()
                         .flatten()
-                        .filter(|(name, _)| names.as_ref().is_none_or(|s| s.contains(*name)))
+                        .filter(|(name, _)| {
+                            names.as_ref().is_none_or(|s| s.contains(*name))
+                                || shared
+                                    .unrequested
+                                    .load(std::sync::atomic::Ordering::Relaxed)
+                        })
                         .map(|(_, a)| a.clone())
                         .collect();
                     n += 1;
@@ -385,7 +399,12 @@ impl AggregatedDiscoveryService for Ads {
                         .get(ty)
                         .into_iter()
                         .flatten()
-                        .filter(|(name, _)| names.as_ref().is_none_or(|s| s.contains(*name)))
+                        .filter(|(name, _)| {
+                            names.as_ref().is_none_or(|s| s.contains(*name))
+                                || shared
+                                    .unrequested
+                                    .load(std::sync::atomic::Ordering::Relaxed)
+                        })
                         .collect();
                     let mut resources = Vec::new();
                     for (name, any) in &current {

@@ -608,3 +608,67 @@ async fn envoy_differential_sotw() {
 async fn envoy_differential_delta() {
     differential("DELTA_GRPC").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_from_the_server_is_nacked_or_ignored_never_a_crash() {
+    let up = TestUpstream::start("ok").await;
+    let (port, admin) = (free_port(), free_port());
+    let server = XdsServer::start().await;
+    let good = || {
+        Snapshot::from_json(
+            "1",
+            &[
+                listener("web", port, rds("r")),
+                routes("r", &[("/", "backend")]),
+                static_cluster("backend", up.port()),
+            ],
+        )
+    };
+    server.set(good());
+    let proxy = ProxyProcess::start(&bootstrap(admin, server.addr, "GRPC"), admin);
+    let mut run = Run::strict();
+    run.ack(&server, LDS, "1").await;
+    run.expect(port, "/", 200, "ok").await;
+
+    // An Any whose bytes do not decode.
+    let mut snap = good();
+    snap.version = "2".into();
+    let garbage = sluice_xds::convert::Any {
+        type_url: LDS.into(),
+        value: vec![0xff; 64],
+    };
+    snap.resources
+        .get_mut(LDS)
+        .unwrap()
+        .insert("junk".into(), garbage);
+    server.set(snap);
+    run.nack(&server, LDS, "2", &["resources[", "cannot decode"])
+        .await;
+
+    // A resource of another type inside a Listener response.
+    let mut snap = good();
+    snap.version = "3".into();
+    let route = snap.resources[RDS]["r"].clone();
+    snap.resources
+        .get_mut(LDS)
+        .unwrap()
+        .insert("route".into(), route);
+    server.set(snap);
+    run.nack(&server, LDS, "3", &["in a Listener response"])
+        .await;
+
+    // A route configuration nobody asked for: ignored (the response is ACKed, traffic as before).
+    server.send_unrequested(true);
+    let mut snap = good();
+    snap.version = "4".into();
+    let (_, stray) = routes("stray", &[("/", "nope")]);
+    let stray = sluice_xds::convert::json_to_any(RDS, &stray).unwrap();
+    snap.resources
+        .get_mut(RDS)
+        .unwrap()
+        .insert("stray".into(), stray);
+    server.set(snap);
+    run.ack(&server, RDS, "4").await;
+    run.expect(port, "/", 200, "ok").await;
+    assert!(!proxy.log().contains("panicked"));
+}

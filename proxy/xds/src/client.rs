@@ -1,7 +1,8 @@
 //! The ADS client task: connect, stream, check each response, apply it to the server, ACK or
 //! NACK, follow RDS/EDS names, fire warming timers, and reconnect with backoff. The server keeps
 //! serving the last applied configuration while the stream is down. Config work runs on this
-//! task, never on a connection's path.
+//! task (inside `block_in_place`, so connections move to other workers), never on a
+//! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
 
 use std::{sync::Arc, time::Instant};
 
@@ -122,7 +123,10 @@ async fn stream(
         };
         let before = [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)));
         let now = Instant::now();
-        let result = match core.check(ty, resp.update, now) {
+        // Decoding and validation are CPU work: this worker hands its other tasks (connections)
+        // to the rest of the pool while it runs.
+        let checked = tokio::task::block_in_place(|| core.check(ty, resp.update, now));
+        let result = match checked {
             Err(detail) => Err(detail),
             Ok(c) => {
                 let applied = if c.complete {
@@ -173,7 +177,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 
 /// Warming timers: apply what timed-out warming now allows.
 async fn tick(server: &Arc<Server>, core: &mut Core) {
-    if let Some((bootstrap, doc)) = core.tick(Instant::now()) {
+    if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
         if let Err(e) = server.apply(bootstrap, doc).await {
             tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
         }
