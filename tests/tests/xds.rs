@@ -133,11 +133,23 @@ fn cla(name: &str, ports: &[u16]) -> (&'static str, Value) {
 
 /// `(status, x-upstream)` of GET `path` on `port`; `None` when nothing answers.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with(port, path, None).await
+}
+
+/// [`get`] with an extra request header (`name: value`).
+async fn get_with(port: u16, path: &str, header_line: Option<&str>) -> Option<(u16, String)> {
     let url = format!("http://127.0.0.1:{port}{path}");
-    tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "3", &url]))
-        .await
-        .unwrap()
-        .map(|(s, h, _)| (s, header(&h, "x-upstream").unwrap_or("").to_string()))
+    let h = header_line.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["-s", "-m", "3", url.as_str()];
+        if let Some(h) = &h {
+            args.extend(["-H", h.as_str()]);
+        }
+        curl_opt(&args)
+    })
+    .await
+    .unwrap()
+    .map(|(s, h, _)| (s, header(&h, "x-upstream").unwrap_or("").to_string()))
 }
 
 /// Which proxy a scenario drives.
@@ -222,9 +234,30 @@ impl Run {
     }
 
     async fn expect(&mut self, port: u16, path: &str, status: u16, upstream: &str) {
-        let got = get(port, path).await;
-        self.trace
-            .push(format!("GET {}{path} -> {got:?}", self.port(port)));
+        self.expect_with(port, path, None, status, upstream).await;
+    }
+
+    async fn expect_with(
+        &mut self,
+        port: u16,
+        path: &str,
+        header_line: Option<&str>,
+        status: u16,
+        upstream: &str,
+    ) {
+        let mut got = get_with(port, path, header_line).await;
+        // Envoy ACKs a listener before it has warmed (the old one serves meanwhile); sluice
+        // ACKs once it serves. The reference gets a moment to converge; sluice gets none.
+        let want = Some((status, upstream.to_string()));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.strict && got != want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            got = get_with(port, path, header_line).await;
+        }
+        self.trace.push(format!(
+            "GET {}{path} {header_line:?} -> {got:?}",
+            self.port(port)
+        ));
         if self.strict {
             assert_eq!(
                 got,
@@ -481,6 +514,65 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
             assert_eq!(resent, 1);
         }
     }
+
+    // v11: RDS rename (the listener names "routes2"; "routes" is unsubscribed).
+    let later = |v: &str, route: (&'static str, Value), backend: Value| {
+        let mut c = cla("backend", &[]);
+        c.1["endpoints"][0]["lb_endpoints"] = backend;
+        Snapshot::from_json(
+            v,
+            &[
+                listener("web2", p2, rds(route.1["name"].as_str().unwrap())),
+                route,
+                eds_cluster("backend"),
+                c,
+                static_cluster("other", b.port()),
+            ],
+        )
+    };
+    let ep = |port: u16, health: &str| {
+        json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+            "health_status": health})
+    };
+    server.set(later(
+        "11",
+        routes("routes2", &[("/", "other")]),
+        json!([ep(a.port(), "HEALTHY")]),
+    ));
+    run.ack(&server, RDS, "11").await;
+    run.ack(&server, LDS, "11").await;
+    run.expect(p2, "/", 200, "b").await;
+
+    // v12: EDS health change: a UNHEALTHY, c HEALTHY -> only c.
+    server.set(later(
+        "12",
+        routes("routes2", &[("/", "backend")]),
+        json!([ep(a.port(), "UNHEALTHY"), ep(c.port(), "HEALTHY")]),
+    ));
+    run.ack(&server, EDS, "12").await;
+    for _ in 0..4 {
+        run.expect(p2, "/", 200, "c").await;
+    }
+
+    // v13: weights change: all of the weight on "other".
+    let mut weighted = routes("routes2", &[("/", "backend")]);
+    weighted.1["virtual_hosts"][0]["routes"][0]["route"] = json!({"weighted_clusters": {"clusters": [
+        {"name": "backend", "weight": 0}, {"name": "other", "weight": 100}]}});
+    server.set(later("13", weighted, json!([ep(c.port(), "HEALTHY")])));
+    run.ack(&server, RDS, "13").await;
+    for _ in 0..4 {
+        run.expect(p2, "/", 200, "b").await;
+    }
+
+    // v14: a header rule: `x-pick: other` goes to "other", the rest to "backend".
+    let mut by_header = routes("routes2", &[("/", "other"), ("/", "backend")]);
+    by_header.1["virtual_hosts"][0]["routes"][0]["match"]["headers"] =
+        json!([{"name": "x-pick", "string_match": {"exact": "other"}}]);
+    server.set(later("14", by_header, json!([ep(c.port(), "HEALTHY")])));
+    run.ack(&server, RDS, "14").await;
+    run.expect_with(p2, "/", Some("x-pick: other"), 200, "b")
+        .await;
+    run.expect(p2, "/", 200, "c").await;
     // The whole ACK/NACK sequence per type, in the order the server received it.
     let log = server.log();
     for ty in [CDS, EDS, LDS, RDS] {
