@@ -14,10 +14,12 @@ use crate::{client, core::Core};
 
 /// Runs `sluice proxy` until SIGINT/SIGTERM (blocking).
 pub fn run(args: ProxyArgs) -> Result<(), ServerError> {
-    let bootstrap = config::load_file(&args.config_path)?;
-    if bootstrap.dynamic_resources.is_none() {
-        return server::run(args);
-    }
+    // Anything but a valid ADS bootstrap (including an invalid file) takes the file-driven path,
+    // which reports errors exactly as it always has.
+    let bootstrap = match config::load_file(&args.config_path) {
+        Ok(b) if b.dynamic_resources.is_some() => b,
+        _ => return server::run(args),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
