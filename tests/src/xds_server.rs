@@ -83,6 +83,8 @@ struct Shared {
     /// Resources a Delta stream sent, in total (to check a reconnect resends nothing).
     delta_sent: Mutex<usize>,
     streams: Mutex<usize>,
+    /// `node.id` of every request that carried a node.
+    nodes: Mutex<Vec<String>>,
     /// Send RDS/EDS resources nobody subscribed to as well (a misbehaving server).
     unrequested: std::sync::atomic::AtomicBool,
 }
@@ -192,6 +194,11 @@ impl XdsServer {
         *self.shared.delta_sent.lock().unwrap()
     }
 
+    /// `node.id` of every request that carried a node, in order.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.shared.nodes.lock().unwrap().clone()
+    }
+
     /// Streams opened so far.
     pub fn streams(&self) -> usize {
         *self.shared.streams.lock().unwrap()
@@ -280,6 +287,9 @@ impl AggregatedDiscoveryService for Ads {
                     }
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
+                        if let Some(n) = &m.node {
+                            shared.nodes.lock().unwrap().push(n.id.clone());
+                        }
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {
@@ -363,6 +373,9 @@ impl AggregatedDiscoveryService for Ads {
                     r = snap_rx.changed() => if r.is_err() { return },
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
+                        if let Some(n) = &m.node {
+                            shared.nodes.lock().unwrap().push(n.id.clone());
+                        }
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {

@@ -389,6 +389,13 @@ async fn ads_over_a_unix_socket_pipe() {
     let mut run = Run::strict();
     run.ack(&server, LDS, "1").await;
     run.expect(port, "/", 200, "u").await;
+    let ids = server.node_ids();
+    assert!(!ids.is_empty(), "the node is sent");
+    assert!(
+        ids.iter()
+            .all(|i| i == "sidecar~127.0.0.1~test.default~default.svc.cluster.local"),
+        "{ids:?}"
+    );
     drop(proxy);
 }
 

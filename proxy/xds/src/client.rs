@@ -27,8 +27,10 @@ pub struct ClientConfig {
     pub target: Target,
     /// `api_type: DELTA_GRPC`.
     pub delta: bool,
-    /// The node sent in the first request of every stream.
+    /// The node sent to the server.
     pub node: Node,
+    /// `set_node_on_first_message_only`: the node only in a stream's first request.
+    pub node_first_only: bool,
 }
 
 impl ClientConfig {
@@ -42,6 +44,7 @@ impl ClientConfig {
         Ok(Self {
             target: Target::from_bootstrap(b)?,
             delta: d.ads.delta,
+            node_first_only: d.ads.set_node_on_first_message_only,
             node: Node {
                 id: n.id,
                 cluster: n.cluster,
@@ -98,7 +101,7 @@ async fn stream(
     core: &mut Core,
     ch: tonic::transport::Channel,
 ) -> Result<bool, (bool, String)> {
-    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node)
+    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only)
         .await
         .map_err(|e| (false, e))?;
     let mut got = false;

@@ -53,6 +53,8 @@ pub enum Wire {
         rx: Streaming<DiscoveryResponse>,
         /// The last nonce per type (sent with subscription changes).
         nonces: HashMap<ResourceType, String>,
+        /// The node for every request (None: first request only).
+        every: Option<Node>,
     },
     /// Delta.
     Delta {
@@ -60,18 +62,29 @@ pub enum Wire {
         tx: mpsc::Sender<DeltaDiscoveryRequest>,
         /// Responses.
         rx: Streaming<DeltaDiscoveryResponse>,
+        /// The node for every request (None: first request only).
+        every: Option<Node>,
     },
 }
 
 impl Wire {
     /// Opens the stream and sends the first request of every subscribed type (CDS, EDS, LDS,
     /// RDS; RDS/EDS only with names): the node, the last accepted versions (SotW) or
-    /// `initial_resource_versions` (Delta).
-    pub async fn open(ch: Channel, delta: bool, core: &Core, node: &Node) -> Result<Self, String> {
+    /// `initial_resource_versions` (Delta). The node goes in every request unless
+    /// `first_only` (`set_node_on_first_message_only`).
+    pub async fn open(
+        ch: Channel,
+        delta: bool,
+        core: &Core,
+        node: &Node,
+        first_only: bool,
+    ) -> Result<Self, String> {
         let mut client = AggregatedDiscoveryServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let mut node = Some(node.clone());
+        let every = (!first_only).then(|| node.clone());
+        let mut first = Some(node.clone());
+        let mut node = || first.take().or_else(|| every.clone());
         let types: Vec<ResourceType> = core
             .types()
             .into_iter()
@@ -82,7 +95,7 @@ impl Wire {
             for ty in types {
                 let wanted = core.wanted(ty);
                 let req = DeltaDiscoveryRequest {
-                    node: node.take(),
+                    node: node(),
                     type_url: ty.type_url().to_string(),
                     resource_names_subscribe: wanted.into_iter().collect(),
                     initial_resource_versions: core
@@ -99,12 +112,12 @@ impl Wire {
                 .await
                 .map_err(|e| format!("DeltaAggregatedResources: {e}"))?
                 .into_inner();
-            Ok(Wire::Delta { tx, rx })
+            Ok(Wire::Delta { tx, rx, every })
         } else {
             let (tx, rx) = mpsc::channel(64);
             for ty in types {
                 let req = DiscoveryRequest {
-                    node: node.take(),
+                    node: node(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
                     resource_names: core.wanted(ty).into_iter().collect(),
                     type_url: ty.type_url().to_string(),
@@ -121,6 +134,7 @@ impl Wire {
                 tx,
                 rx,
                 nonces: HashMap::new(),
+                every,
             })
         }
     }
@@ -179,8 +193,9 @@ impl Wire {
             details: Vec::new(),
         });
         match self {
-            Wire::Sotw { tx, .. } => tx
+            Wire::Sotw { tx, every, .. } => tx
                 .send(DiscoveryRequest {
+                    node: every.clone(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
                     resource_names: core.wanted(ty).into_iter().collect(),
                     type_url: ty.type_url().to_string(),
@@ -190,8 +205,9 @@ impl Wire {
                 })
                 .await
                 .map_err(|e| e.to_string()),
-            Wire::Delta { tx, .. } => tx
+            Wire::Delta { tx, every, .. } => tx
                 .send(DeltaDiscoveryRequest {
+                    node: every.clone(),
                     type_url: ty.type_url().to_string(),
                     response_nonce: nonce.to_string(),
                     error_detail,
@@ -214,8 +230,11 @@ impl Wire {
             return Ok(());
         }
         match self {
-            Wire::Sotw { tx, nonces, .. } => tx
+            Wire::Sotw {
+                tx, nonces, every, ..
+            } => tx
                 .send(DiscoveryRequest {
+                    node: every.clone(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
                     resource_names: new.into_iter().collect(),
                     type_url: ty.type_url().to_string(),
@@ -224,8 +243,9 @@ impl Wire {
                 })
                 .await
                 .map_err(|e| e.to_string()),
-            Wire::Delta { tx, .. } => tx
+            Wire::Delta { tx, every, .. } => tx
                 .send(DeltaDiscoveryRequest {
+                    node: every.clone(),
                     type_url: ty.type_url().to_string(),
                     resource_names_subscribe: new.difference(old).cloned().collect(),
                     resource_names_unsubscribe: old.difference(&new).cloned().collect(),
