@@ -71,6 +71,10 @@ enum Cmd {
         /// (DaemonSet: an exit would restart this container, which would take over again).
         #[arg(long)]
         idle_after_handover: bool,
+        /// A uid (besides root) whose processes may use the control socket; repeatable. Every
+        /// control connection's peer is checked with SO_PEERCRED.
+        #[arg(long = "control-allow-uid")]
+        control_allow_uids: Vec<u32>,
         /// After handing over to a new agent: how long to let established connections finish
         /// (e.g. 30s, 500ms, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -242,6 +246,7 @@ fn run() -> Result<()> {
             upgrade_from_if_present,
             health_addr,
             idle_after_handover,
+            control_allow_uids,
             drain_timeout,
         } => {
             let upgrade_from = upgrade_from
@@ -273,6 +278,7 @@ fn run() -> Result<()> {
                     drain_timeout,
                     health: health_addr,
                     idle_after_handover,
+                    control_allow_uids,
                 },
                 handlers,
             ))?;

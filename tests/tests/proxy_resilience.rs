@@ -319,3 +319,47 @@ async fn stalled_response_body_hits_idle_timeout() {
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+/// A malformed chunked request body is the client's protocol error (issue 13, item 9): the client
+/// gets 400 with `connection: close`, the upstream is not blamed, and outlier detection never
+/// ejects a healthy host for it (before the fix 8 such requests ejected it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunked_bodies_are_the_clients_fault() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = TestUpstream::start("only").await;
+    let (admin, port) = (free_port(), free_port());
+    let od = "    outlier_detection:\n      consecutive_5xx: 3\n      interval: 0.2s\n      base_ejection_time: 30s\n      max_ejection_percent: 100\n";
+    let proxy = ProxyProcess::start(
+        &http_bootstrap(
+            admin,
+            port,
+            &route_to("one"),
+            &static_cluster("one", &[up.port()], od),
+            "",
+        ),
+        admin,
+    );
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(
+            b"POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("the proxy answers and closes")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 400"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(proxy.stat("cluster.one.outlier_ejections"), 0);
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = get(url, &[]).await;
+    assert_eq!((status, body.as_str()), (200, "only"));
+}

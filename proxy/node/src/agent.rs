@@ -1,6 +1,7 @@
 //! The node agent daemon: loads the data path, serves the root-only control socket, runs the
 //! node-mode listeners of every enrolled pod, and shuts down cleanly on SIGTERM/SIGINT.
 
+pub mod control;
 pub mod fd_passing;
 pub mod health;
 pub mod protocol;
@@ -9,24 +10,20 @@ pub mod upgrade;
 
 use std::{
     io,
-    os::{fd::AsRawFd as _, fd::OwnedFd, unix::fs::PermissionsExt as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use tokio::{
-    io::{AsyncWriteExt as _, Interest},
-    net::{UnixListener, UnixStream},
+    net::UnixListener,
     signal::unix::{signal, SignalKind},
     sync::Mutex,
 };
 use tracing::{info, info_span, warn, Instrument as _};
 
-use self::{
-    protocol::{Request, Response},
-    registry::{Handlers, Registry},
-};
+use self::registry::{Handlers, Registry};
 use crate::bpf::{BpfError, Datapath, LoadOptions};
 
 /// What `sluice agent` needs.
@@ -55,6 +52,9 @@ pub struct AgentOptions {
     /// exiting: in a DaemonSet an exit restarts the old pod's container, which would take the
     /// node back from the new agent.
     pub idle_after_handover: bool,
+    /// Uids besides root (and the agent's own) whose processes may use the control socket
+    /// (checked with `SO_PEERCRED` on every connection).
+    pub control_allow_uids: Vec<u32>,
 }
 
 /// Errors starting the agent.
@@ -161,9 +161,17 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
             r = control.accept() => match r {
                 Ok((stream, _)) => {
+                    if let Err(why) = control::admit(&stream, &opts.control_allow_uids) {
+                        warn!(%why, "control connection refused");
+                        continue;
+                    }
+                    if clients.len() >= control::MAX_CLIENTS {
+                        warn!(max = control::MAX_CLIENTS, "too many control connections: closing the new one");
+                        continue;
+                    }
                     let reg = registry.clone();
                     let up = upgrade_state.clone();
-                    clients.spawn(serve_client(stream, reg, up).instrument(info_span!("control")));
+                    clients.spawn(control::serve_client(stream, reg, up).instrument(info_span!("control")));
                 }
                 Err(e) => warn!(error = %e, "control accept failed"),
             },
@@ -230,107 +238,4 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
-}
-
-/// Longest request line accepted.
-const MAX_LINE: usize = 1 << 20;
-
-/// Serves one control connection: JSON lines, each answered by one line. Descriptors that arrive
-/// with a line (`SCM_RIGHTS`) go to that request. An `upgrade_begin` first request turns the
-/// connection into the old agent's side of a graceful upgrade.
-async fn serve_client(
-    mut stream: UnixStream,
-    registry: Arc<Mutex<Registry>>,
-    upgrade_state: Arc<upgrade::UpgradeState>,
-) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..pos]).into_owned();
-            let resp = match serde_json::from_str::<Request>(&line) {
-                Ok(Request::UpgradeBegin) => {
-                    return upgrade::serve_old(stream, registry, upgrade_state).await;
-                }
-                Ok(req) => handle(req, std::mem::take(&mut fds), &registry).await,
-                Err(e) => Response::Error {
-                    message: format!("malformed request {line:?}: {e}"),
-                },
-            };
-            let mut out = serde_json::to_string(&resp).expect("responses always serialize");
-            out.push('\n');
-            if let Err(e) = stream.write_all(out.as_bytes()).await {
-                return warn!(error = %e, "control write failed");
-            }
-        }
-        if buf.len() > MAX_LINE {
-            return warn!(len = buf.len(), "control request line too long");
-        }
-        if let Err(e) = stream.readable().await {
-            return warn!(error = %e, "control read failed");
-        }
-        let fd = stream.as_raw_fd();
-        match stream.try_io(Interest::READABLE, || {
-            fd_passing::recv_with_fds(fd, &mut chunk)
-        }) {
-            Ok((0, _)) => return,
-            Ok((n, more)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                fds.extend(more);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return warn!(error = %e, "control read failed"),
-        }
-    }
-}
-
-async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> Response {
-    let mut reg = registry.lock().await;
-    let error = |e: registry::AgentError| {
-        warn!(error = %e, "request refused");
-        Response::Error {
-            message: e.to_string(),
-        }
-    };
-    match req {
-        Request::Enroll(spec) => match reg.enroll(&spec).await {
-            Ok(pod) => Response::Enrolled(Box::new(pod)),
-            Err(e) => error(e),
-        },
-        Request::Unenroll { netns } => match reg.unenroll(&netns).await {
-            Ok((cookie, removed, remaining)) => Response::Unenrolled {
-                netns,
-                cookie,
-                removed,
-                remaining,
-            },
-            Err(e) => error(e),
-        },
-        Request::Status => Response::Status(reg.status()),
-        Request::RegisterInbound { netns } => match reg.register_inbound(&netns, fds) {
-            Ok((cookie, listeners)) => Response::Registered {
-                netns,
-                cookie,
-                listeners,
-            },
-            Err(e) => error(e),
-        },
-        Request::Release {
-            container_id,
-            netns,
-        } => match reg.release(&container_id, netns.as_deref()).await {
-            Ok(r) => Response::Released {
-                container_id,
-                cookie: r.map(|(c, _, _)| c),
-                removed: r.map_or(0, |(_, n, _)| n),
-                remaining: r.map_or(0, |(_, _, n)| n),
-            },
-            Err(e) => error(e),
-        },
-        Request::UpgradeBegin | Request::UpgradeCommit => Response::Error {
-            message: "upgrade_commit without a hand-over on this connection".into(),
-        },
-    }
 }

@@ -207,7 +207,7 @@ pub fn enroll_spec(env: &CniEnv, conf: &NetConf, netns: &str, container_id: &str
 }
 
 fn add(env: &CniEnv, conf: &NetConf) -> Result<Outcome, CniError> {
-    let container_id = env.require("CNI_CONTAINERID", &env.container_id)?;
+    let container_id = env.container_id()?;
     let netns = env.require("CNI_NETNS", &env.netns)?;
     env.require("CNI_IFNAME", &env.ifname)?;
     let mut out = Outcome {
@@ -243,7 +243,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Outcome, CniError> {
 }
 
 fn del(env: &CniEnv, conf: &NetConf) -> Result<Outcome, CniError> {
-    let container_id = env.require("CNI_CONTAINERID", &env.container_id)?;
+    let container_id = env.container_id()?;
     let control = conf.control();
     let req = Request::Release {
         container_id: container_id.to_string(),
@@ -275,7 +275,7 @@ fn enrolled_pods(conf: &NetConf) -> Result<Vec<PodStatus>, CniError> {
 }
 
 fn check(env: &CniEnv, conf: &NetConf) -> Result<Outcome, CniError> {
-    let container_id = env.require("CNI_CONTAINERID", &env.container_id)?;
+    let container_id = env.container_id()?;
     env.require("CNI_NETNS", &env.netns)?;
     if let Some(ns) = env.args.get("K8S_POD_NAMESPACE") {
         if conf.exclude_namespaces.iter().any(|x| x == ns) {

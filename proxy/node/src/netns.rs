@@ -6,10 +6,12 @@
 //! so no runtime thread ever sits in a foreign netns across an `.await`.
 
 use std::{
-    fs::File,
     io,
     net::{SocketAddr, TcpListener},
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -56,10 +58,17 @@ impl Netns {
     /// Opens a netns by name (`/run/netns/NAME`) or path and checks that it is one.
     pub fn open(name_or_path: &str) -> Result<Self, NetnsError> {
         let path = resolve(name_or_path);
-        let file = File::open(&path).map_err(|source| NetnsError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // O_NONBLOCK: opening a FIFO (or another special file) named by mistake or malice must
+        // not wait for a writer while the caller holds the agent's registry; the file type is
+        // checked right after.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| NetnsError::Open {
+                path: path.clone(),
+                source,
+            })?;
         // NS_GET_NSTYPE would be exact; a netns file is an nsfs inode, which st_dev/statfs shows.
         let st = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open {
             path: path.clone(),
@@ -215,6 +224,25 @@ mod tests {
     fn resolve_names_and_paths() {
         assert_eq!(resolve("pod1"), PathBuf::from("/run/netns/pod1"));
         assert_eq!(resolve("/proc/1/ns/net"), PathBuf::from("/proc/1/ns/net"));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_not_waited_on() {
+        let dir = std::env::temp_dir().join(format!("sluice-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pod");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let path = fifo.to_str().unwrap().to_string();
+        // A blocking open of a FIFO with no writer never returns: run it on a thread and bound it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Netns::open(&path).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = got.expect("open returned within 2 s").unwrap_err();
+        assert!(err.contains("not a namespace file"), "{err}");
     }
 
     #[test]

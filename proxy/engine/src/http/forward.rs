@@ -332,6 +332,13 @@ pub(crate) async fn run(
                 Err(AttemptError::Connect(_)) => (Try::ConnectFailure, true),
                 Err(AttemptError::Reset) => (Try::Reset, true),
                 Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
+                // The client sent a malformed body: its fault, never counted against the host
+                // (outlier detection) and never retried; Envoy answers 400 and closes.
+                Err(AttemptError::Downstream) => {
+                    let mut o = Outcome::local(Flag::DownstreamProtocolError);
+                    o.upstream_host = last_host;
+                    return o;
+                }
             };
             cluster.record_outcome(&host, failed);
             let retry = plan.retry.as_ref().filter(|p| {
@@ -381,6 +388,7 @@ pub(crate) async fn run(
                         AttemptError::Connect(_) => Flag::ConnectFailure,
                         AttemptError::Reset => Flag::ConnectionTermination,
                         AttemptError::Timeout => Flag::Timeout,
+                        AttemptError::Downstream => Flag::DownstreamProtocolError,
                     };
                     let mut o = Outcome::local(flag);
                     o.resp = local_reply::for_failure(flag, retries_done > 0);
@@ -447,6 +455,8 @@ enum AttemptError {
     Connect(ConnectError),
     Reset,
     Timeout,
+    /// The client's request body failed (a downstream protocol error).
+    Downstream,
 }
 
 async fn attempt(
@@ -478,6 +488,7 @@ async fn attempt(
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),
                 SendError::Reset => AttemptError::Reset,
+                SendError::Downstream => AttemptError::Downstream,
             })
     };
     let result = match per_try {

@@ -31,6 +31,8 @@ pub enum Flag {
     DownstreamTermination,
     /// SI: the stream idle timeout fired.
     StreamIdleTimeout,
+    /// DPE: the downstream request had an HTTP protocol error (e.g. malformed chunked body).
+    DownstreamProtocolError,
 }
 
 impl Flag {
@@ -54,6 +56,7 @@ impl Flag {
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
             Flag::StreamIdleTimeout => "SI",
+            Flag::DownstreamProtocolError => "DPE",
         }
     }
 }
@@ -108,6 +111,13 @@ pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
 pub fn for_flag(flag: Flag) -> Response<Body> {
     match flag {
         Flag::StreamIdleTimeout => reply(504, "stream timeout"),
+        Flag::DownstreamProtocolError => {
+            // Envoy's codec error reply: 400, and the connection is not reused.
+            let mut r = reply(400, "Bad Request");
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
         Flag::NoRoute => reply(404, ""),
         Flag::NoCluster => reply(503, ""),
         Flag::NoHealthyUpstream => reply(503, "no healthy upstream"),

@@ -9,8 +9,12 @@ use std::{
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// Most descriptors accepted with one control request.
+/// Most descriptors accepted with one control request (more are refused and closed).
 pub const MAX_FDS: usize = 8;
+/// The kernel's limit of descriptors in one message (`SCM_MAX_FD`): every receive has room for
+/// this many, so a control message is never truncated with descriptors already installed and
+/// then lost to the process (a leak).
+const SCM_MAX_FD: usize = 253;
 /// Most descriptors sent or accepted with one hand-over message (the kernel caps SCM_RIGHTS at
 /// 253 per message).
 pub const MAX_FDS_PER_MSG: usize = 250;
@@ -42,17 +46,17 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
     Ok(())
 }
 
-/// One non-blocking `recvmsg` into `buf` (at most [`MAX_FDS`] descriptors): the byte count and
-/// the descriptors that came with it (close-on-exec).
+/// One non-blocking `recvmsg` into `buf`: the byte count and every descriptor that came with it
+/// (close-on-exec, owned: dropped ones are closed). The caller enforces [`MAX_FDS`].
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     recv_into(sock, buf, &mut space, MsgFlags::MSG_DONTWAIT)
 }
 
 /// One `recvmsg` into `buf` that blocks as the socket does, accepting up to
 /// [`MAX_FDS_PER_MSG`] descriptors (the hand-over).
 pub fn recv_many_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MSG]);
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     recv_into(sock, buf, &mut space, MsgFlags::empty())
 }
 
@@ -105,5 +109,25 @@ mod tests {
         // Nothing more: a non-blocking receive says so instead of waiting.
         let e = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn many_descriptors_arrive_whole_as_owned_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let ls: Vec<_> = (0..40)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let raw: Vec<RawFd> = ls.iter().map(|l| l.as_raw_fd()).collect();
+        send_with_fds(a.as_raw_fd(), b"x\n", &raw).unwrap();
+        let mut buf = [0u8; 16];
+        // Room for the kernel's maximum: nothing is truncated, so every descriptor the kernel
+        // installed is owned (and closed when the caller drops it, as the agent does past 8).
+        let (_, fds) = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap();
+        let got: Vec<_> = fds
+            .into_iter()
+            .map(|fd| std::net::TcpListener::from(fd).local_addr().unwrap())
+            .collect();
+        let want: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+        assert_eq!(got, want);
     }
 }

@@ -53,6 +53,43 @@ impl CniEnv {
     }
 }
 
+/// Longest container id accepted (runtimes use 64 hex characters; the spec sets no bound).
+pub const MAX_CONTAINER_ID: usize = 1024;
+
+impl CniEnv {
+    /// `CNI_CONTAINERID`, required and valid as the CNI spec (and libcni) define it: not empty,
+    /// an alphanumeric first, then alphanumerics, `_`, `-` and `.` only, at most
+    /// [`MAX_CONTAINER_ID`] characters. It goes into the agent's records and log lines, so
+    /// newlines, spaces or megabytes never get there.
+    pub fn container_id(&self) -> Result<&str, CniError> {
+        let id = self.require("CNI_CONTAINERID", &self.container_id)?;
+        let bad = |why: &str| {
+            let shown: String = id.chars().take(64).collect();
+            CniError::new(
+                ErrorCode::InvalidEnv,
+                format!("CNI_CONTAINERID is invalid: {why}"),
+                format!("{shown:?}{}", if id.len() > 64 { "..." } else { "" }),
+            )
+        };
+        if id.len() > MAX_CONTAINER_ID {
+            return Err(bad(&format!(
+                "{} characters, at most {MAX_CONTAINER_ID}",
+                id.len()
+            )));
+        }
+        let mut chars = id.chars();
+        if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad("must start with a letter or digit"));
+        }
+        if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c))) {
+            return Err(bad(&format!(
+                "{c:?} is not allowed (letters, digits, '_', '-', '.')"
+            )));
+        }
+        Ok(id)
+    }
+}
+
 /// `K8S_POD_NAME=a;K8S_POD_NAMESPACE=b;IgnoreUnknown=1` -> map (pieces without `=` are skipped).
 pub fn parse_args(args: &str) -> BTreeMap<String, String> {
     args.split(';')
@@ -186,6 +223,40 @@ impl NetConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_id(id: &str) -> CniEnv {
+        CniEnv {
+            command: "ADD".into(),
+            container_id: Some(id.to_string()),
+            ..CniEnv::default()
+        }
+    }
+
+    #[test]
+    fn container_ids_are_checked_like_the_spec() {
+        let long = "a".repeat(64);
+        for ok in ["c1", "0f3e2a", "pod_1-a.b", long.as_str()] {
+            assert_eq!(with_id(ok).container_id().unwrap(), ok);
+        }
+        let huge = format!("{}\nINJECTED", "a".repeat(10_000));
+        for (bad, why) in [
+            (huge.as_str(), "10009 characters"),
+            ("abc\ndef", "'\\n' is not allowed"),
+            ("-abc", "must start with a letter or digit"),
+            ("a b", "' ' is not allowed"),
+            ("a/b", "'/' is not allowed"),
+        ] {
+            let e = with_id(bad).container_id().unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidEnv as u32, "{bad:?}");
+            assert!(e.msg.contains(why), "{bad:?}: {}", e.msg);
+            assert!(e.details.len() < 100, "details are bounded: {}", e.details);
+        }
+        let missing = CniEnv {
+            command: "ADD".into(),
+            ..CniEnv::default()
+        };
+        assert!(missing.container_id().unwrap_err().msg.contains("required"));
+    }
 
     #[test]
     fn args_and_mode_precedence() {

@@ -23,6 +23,9 @@ pub enum SendError {
     Connect(ConnectError),
     /// The connection failed or was reset before a response head arrived.
     Reset,
+    /// The request body failed on the downstream side (e.g. malformed chunked encoding from
+    /// the client): the client's fault, not the upstream's.
+    Downstream,
 }
 
 /// How one send on one connection failed.
@@ -31,6 +34,8 @@ enum Failure<B> {
     NotSent(Box<Request<B>>),
     /// The request (or part of it) went out, then the connection closed before a response.
     NoResponse,
+    /// The request body (the client's) failed while being sent.
+    Downstream,
     /// Anything else.
     Failed,
 }
@@ -59,6 +64,7 @@ impl<B: PoolBody> HostPool<B> {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
+            Err(Failure::Downstream) => return Err(SendError::Downstream),
             Err(_) => return Err(SendError::Reset),
         };
         let sender = connect(cluster, addr, false)
@@ -69,7 +75,10 @@ impl<B: PoolBody> HostPool<B> {
         }
         self.send_on(cluster, addr, sender, req)
             .await
-            .map_err(|_| SendError::Reset)
+            .map_err(|f| match f {
+                Failure::Downstream => SendError::Downstream,
+                _ => SendError::Reset,
+            })
     }
 
     async fn send_on(
@@ -91,6 +100,7 @@ impl<B: PoolBody> HostPool<B> {
                         slot: Some((s, self.idle.clone())),
                     })),
                     Err(mut e) => match e.take_message() {
+                        _ if e.error().is_user() => Err(Failure::Downstream),
                         Some(req) if !e.error().is_parse() => Err(Failure::NotSent(Box::new(req))),
                         _ if closed_early(e.error()) => Err(Failure::NoResponse),
                         _ => Err(Failure::Failed),
@@ -107,7 +117,13 @@ impl<B: PoolBody> HostPool<B> {
                 s.send_request(req)
                     .await
                     .map(|r| r.map(|inner| ReturnOnEnd { inner, slot: None }))
-                    .map_err(|_| Failure::Failed)
+                    .map_err(|e| {
+                        if e.is_user() {
+                            Failure::Downstream
+                        } else {
+                            Failure::Failed
+                        }
+                    })
             }
         }
     }
