@@ -222,7 +222,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     // `sluice proxy` sets up its own logging from --log-level.
     let cli = match cli.cmd {
-        Cmd::Proxy(args) => return Ok(sluice_engine::server::run(args)?),
+        Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
         cmd => Cli { cmd },
     };
     tracing_subscriber::fmt()

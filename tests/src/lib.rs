@@ -16,6 +16,9 @@ pub mod pins;
 pub mod sluice_cli;
 pub mod sock;
 pub mod veth;
+pub mod xds_run;
+pub mod xds_script;
+pub mod xds_server;
 
 use std::{
     path::Path,

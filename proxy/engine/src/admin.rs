@@ -46,7 +46,8 @@ fn text(status: u16, body: String, content_type: &'static str) -> Response<Body>
 
 fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        "/ready" => text(200, "LIVE\n".into(), "text/plain"),
+        "/ready" if server.is_ready() => text(200, "LIVE\n".into(), "text/plain"),
+        "/ready" => text(503, "INITIALIZING\n".into(), "text/plain"),
         "/config_dump" => text(200, config_dump(server), "application/json"),
         "/clusters" => text(200, clusters(server), "text/plain"),
         "/listeners" => text(200, listeners(server), "text/plain"),

@@ -9,10 +9,14 @@
 
 mod cluster;
 mod duration;
+mod dynamic;
+#[cfg(test)]
+mod dynamic_tests;
 mod listener;
 mod path;
 pub(crate) mod raw;
 mod raw_cluster;
+mod raw_dynamic;
 pub(crate) mod raw_route;
 mod references;
 #[cfg(test)]
@@ -37,6 +41,7 @@ pub use cluster::{
     DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE,
     DEFAULT_RING_HASH_MIN_SIZE,
 };
+pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,
     NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig, DEFAULT_STREAM_IDLE_TIMEOUT,
@@ -57,11 +62,15 @@ pub struct Bootstrap {
     /// `static_resources.clusters[]`, in config order (names are unique; every route and
     /// tcp_proxy reference resolves to one of them).
     pub clusters: Vec<Arc<Cluster>>,
+    /// `dynamic_resources` (ADS), run by the `sluice-xds` crate.
+    pub dynamic_resources: Option<DynamicResources>,
 }
 
 /// `node`: the proxy's identity (informational; shown by the admin interface).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Node {
+    /// `node.metadata` (a Struct, sent to the management server as is).
+    pub metadata: Option<serde_json::Value>,
     /// `node.id`.
     pub id: String,
     /// `node.cluster`.

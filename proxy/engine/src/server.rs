@@ -188,6 +188,9 @@ pub struct Server {
     bind_listeners: bool,
     /// Opens every upstream socket (clusters, passthrough).
     pub(crate) connector: Connector,
+    /// `/ready` answers 200: at once for a static bootstrap, after the first complete xDS
+    /// configuration for one with `dynamic_resources` ([`Server::set_ready`]).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// How [`Server::start_with`] runs.
@@ -253,6 +256,7 @@ impl Server {
         let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
         rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
+        let ready = rt.bootstrap.dynamic_resources.is_none();
         let server = Arc::new(Self {
             current: ArcSwap::from_pointee(rt),
             stats,
@@ -261,6 +265,7 @@ impl Server {
             reload_lock: tokio::sync::Mutex::new(()),
             bind_listeners: opts.bind_listeners,
             connector: opts.connector.clone(),
+            ready: std::sync::atomic::AtomicBool::new(ready),
         });
         server.reconcile_listeners().await?;
         if let Some(a) = admin.filter(|_| opts.admin) {
@@ -274,6 +279,18 @@ impl Server {
             tokio::spawn(crate::admin::serve(l, server.clone()));
         }
         Ok(server)
+    }
+
+    /// Marks the server initialized (`/ready` 200); the xDS client calls it once the first
+    /// complete configuration is applied.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready
+            .store(ready, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current config version.
@@ -385,24 +402,35 @@ pub fn run(args: cli::ProxyArgs) -> Result<(), ServerError> {
 
 /// [`run`] inside an existing tokio runtime.
 pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
+    init_tracing(&args.log_level);
+    let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
+    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
+    tracing::info!(config = %args.config_path.display(), "sluice proxy started");
+    reload::spawn_watchers(server.clone(), args.reload_poll());
+    wait_for_shutdown().await?;
+    tracing::info!("sluice proxy shutting down");
+    Ok(())
+}
+
+/// The proxy's logs (stderr) at `level` (a tracing filter; `info` when it does not parse).
+pub fn init_tracing(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+            tracing_subscriber::EnvFilter::try_new(level)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
-    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
-    tracing::info!(config = %args.config_path.display(), "sluice proxy started");
-    reload::spawn_watchers(server.clone(), args.reload_poll());
+}
+
+/// Returns on SIGINT or SIGTERM.
+pub async fn wait_for_shutdown() -> Result<(), ServerError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServerError::Runtime)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("sluice proxy shutting down");
     Ok(())
 }

@@ -115,6 +115,9 @@ pub enum DiscoveryType {
     StrictDns,
     /// `ORIGINAL_DST`: the upstream is the downstream connection's original destination.
     OriginalDst,
+    /// `EDS`: endpoints are IP addresses from a ClusterLoadAssignment the xDS client placed in
+    /// `load_assignment`.
+    Eds,
 }
 
 /// `lb_policy` and its config.

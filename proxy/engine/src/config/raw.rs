@@ -166,6 +166,7 @@ pub(crate) struct RawBootstrap {
     pub node: Option<RawNode>,
     pub admin: Option<RawAdmin>,
     pub static_resources: Option<RawStaticResources>,
+    pub dynamic_resources: Option<super::raw_dynamic::RawDynamicResources>,
 }
 
 /// `node` (identity only).
@@ -174,6 +175,7 @@ pub(crate) struct RawBootstrap {
 pub(crate) struct RawNode {
     pub id: Option<String>,
     pub cluster: Option<String>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// `admin`.
@@ -199,6 +201,7 @@ pub(crate) struct RawStaticResources {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAddress {
     pub socket_address: Option<RawSocketAddress>,
+    pub pipe: Option<super::raw_dynamic::RawPipe>,
 }
 
 /// `core.v3.SocketAddress`.

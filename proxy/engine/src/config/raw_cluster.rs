@@ -29,6 +29,7 @@ pub(crate) struct RawCluster {
     pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
     pub dns_lookup_family: Option<String>,
     pub original_dst_lb_config: Option<RawOriginalDstLbConfig>,
+    pub eds_cluster_config: Option<super::raw_dynamic::RawEdsClusterConfig>,
 }
 
 /// `Cluster.OriginalDstLbConfig`.
@@ -54,6 +55,13 @@ pub(crate) struct RawLoadAssignment {
 pub(crate) struct RawLocalityLbEndpoints {
     #[serde(default)]
     pub lb_endpoints: Vec<RawLbEndpoint>,
+    /// Informational (zone-aware routing is not implemented).
+    #[allow(dead_code)]
+    pub locality: Option<Value>,
+    /// Locality weight: only used by locality-weighted LB, which Envoy leaves off by default.
+    #[allow(dead_code)]
+    pub load_balancing_weight: Option<u32>,
+    pub priority: Option<u32>,
 }
 
 /// `LbEndpoint`.
@@ -62,6 +70,7 @@ pub(crate) struct RawLocalityLbEndpoints {
 pub(crate) struct RawLbEndpoint {
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,
+    pub health_status: Option<String>,
 }
 
 /// `Endpoint`.

@@ -319,7 +319,8 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
         "static_resources.clusters[1].dns_lookup_family",
         "unknown value",
     );
-    let yaml = with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    type: EDS\n");
+    let yaml =
+        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    type: LOGICAL_DNS\n");
     expect_err(&yaml, "static_resources.clusters[1].type", "not supported");
     // A second HTTP filter.
     let yaml = with_routes(ROUTES_OK).replace(

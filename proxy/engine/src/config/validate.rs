@@ -46,6 +46,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
     let node = raw.node.map(|n| Node {
         id: n.id.unwrap_or_default(),
         cluster: n.cluster.unwrap_or_default(),
+        metadata: n.metadata,
     });
     let admin = match raw.admin {
         None => None,
@@ -62,7 +63,16 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         }
     };
     let sr = root.field("static_resources");
-    let (raw_listeners, raw_clusters) = match raw.static_resources {
+    let mut statics = raw.static_resources;
+    let dynamic_resources = match raw.dynamic_resources {
+        Some(d) => Some(super::dynamic::dynamic_resources(
+            d,
+            &mut statics,
+            &root.field("dynamic_resources"),
+        )?),
+        None => None,
+    };
+    let (raw_listeners, raw_clusters) = match statics {
         Some(s) => (s.listeners, s.clusters),
         None => (Vec::new(), Vec::new()),
     };
@@ -106,8 +116,8 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         listeners.push(listener);
     }
     // Envoy refuses a bootstrap that serves nothing; on reload such a file (empty, or caught
-    // half-written) would otherwise remove every listener.
-    if listeners.is_empty() {
+    // half-written) would otherwise remove every listener. Listeners may come over LDS.
+    if listeners.is_empty() && !dynamic_resources.as_ref().is_some_and(|d| d.lds) {
         return Err(sr
             .field("listeners")
             .err("at least one listener is required (the config is empty or has no listeners)"));
@@ -117,6 +127,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         admin,
         listeners,
         clusters,
+        dynamic_resources,
     })
 }
 
@@ -139,6 +150,11 @@ pub(crate) fn socket_address<'a>(
     addr: &'a RawAddress,
     p: &FieldPath,
 ) -> Result<(&'a str, u16), ConfigError> {
+    if addr.pipe.is_some() {
+        return Err(p
+            .field("pipe")
+            .unsupported("unix socket addresses are supported for the ADS cluster only"));
+    }
     let sp = p.field("socket_address");
     let sa = addr
         .socket_address

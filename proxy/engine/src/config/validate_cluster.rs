@@ -33,10 +33,13 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         None | Some("STATIC") => DiscoveryType::Static,
         Some("STRICT_DNS") => DiscoveryType::StrictDns,
         Some("ORIGINAL_DST") => DiscoveryType::OriginalDst,
-        Some(t @ ("LOGICAL_DNS" | "EDS")) => return Err(p.field("type").unsupported(t)),
+        Some("EDS") => DiscoveryType::Eds,
+        Some(t @ "LOGICAL_DNS") => return Err(p.field("type").unsupported(t)),
         Some(other) => return Err(p.field("type").err(format!("unknown value {other:?}"))),
     };
     let lb_policy = lb_policy(&raw, p, discovery)?;
+    super::dynamic::eds_cluster_config(&raw, discovery, p)?;
+    let serving_priority = super::dynamic::serving_priority(&raw, p)?;
 
     let mut endpoints = Vec::new();
     if let Some(la) = &raw.load_assignment {
@@ -51,8 +54,15 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         let mut total_weight = 0u64;
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
+            if loc.priority.unwrap_or(0) != serving_priority {
+                continue;
+            }
             for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
                 let bp = ep.field("lb_endpoints").index(j);
+                let hp = bp.field("health_status");
+                if !super::dynamic::endpoint_serves(lbe.health_status.as_deref(), &hp)? {
+                    continue;
+                }
                 let addr = lbe
                     .endpoint
                     .as_ref()

@@ -50,7 +50,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         })
         .collect();
     let discovery = match c.discovery {
-        config::DiscoveryType::Static => Discovery::Static(endpoints),
+        config::DiscoveryType::Static | config::DiscoveryType::Eds => Discovery::Static(endpoints),
         config::DiscoveryType::StrictDns => Discovery::StrictDns {
             endpoints,
             refresh: c.dns_refresh_rate,

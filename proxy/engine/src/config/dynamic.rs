@@ -1,0 +1,232 @@
+//! `dynamic_resources` (ADS: LDS and CDS over one aggregated stream), `node.metadata`, the ADS
+//! cluster's `pipe` address and EDS clusters' endpoint health: validated here, run by the
+//! `sluice-xds` crate. The engine itself never talks gRPC.
+
+use std::{path::PathBuf, time::Duration};
+
+use super::{
+    path::FieldPath,
+    raw::RawStaticResources,
+    raw_dynamic::{RawConfigSource, RawDynamicResources},
+    ConfigError,
+};
+
+/// Envoy's default `initial_fetch_timeout`.
+pub const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `dynamic_resources`: listeners and clusters come from one ADS stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicResources {
+    /// `ads_config`.
+    pub ads: AdsConfig,
+    /// `lds_config` is `ads: {}` (listeners come over ADS).
+    pub lds: bool,
+    /// `cds_config` is `ads: {}` (clusters come over ADS).
+    pub cds: bool,
+    /// `lds_config.initial_fetch_timeout` (default 15 s; `None` = wait forever, `0s`).
+    pub lds_initial_fetch_timeout: Option<Duration>,
+    /// `cds_config.initial_fetch_timeout` (default 15 s; `None` = wait forever, `0s`).
+    pub cds_initial_fetch_timeout: Option<Duration>,
+}
+
+/// `dynamic_resources.ads_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdsConfig {
+    /// `api_type: DELTA_GRPC` (else `GRPC`, State-of-the-world).
+    pub delta: bool,
+    /// `grpc_services[0].envoy_grpc.cluster_name`: a static cluster.
+    pub cluster_name: String,
+    /// The ADS cluster's `pipe` endpoints (unix sockets), if it has any; its socket_address
+    /// endpoints stay in the cluster.
+    pub pipes: Vec<PathBuf>,
+    /// `set_node_on_first_message_only`.
+    pub set_node_on_first_message_only: bool,
+}
+
+/// Validates `dynamic_resources` at `p`; takes the ADS cluster's `pipe` endpoints out of
+/// `statics` (the engine cannot serve data traffic to a unix socket; the xDS client can).
+pub(crate) fn dynamic_resources(
+    raw: RawDynamicResources,
+    statics: &mut Option<RawStaticResources>,
+    p: &FieldPath,
+) -> Result<DynamicResources, ConfigError> {
+    let ap = p.field("ads_config");
+    let ads = raw
+        .ads_config
+        .ok_or_else(|| ap.err("required (only ADS is supported)"))?;
+    let delta = match ads.api_type.as_deref() {
+        Some("GRPC") => false,
+        Some("DELTA_GRPC") => true,
+        Some(t @ ("REST" | "AGGREGATED_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+            return Err(ap.field("api_type").unsupported(t))
+        }
+        Some(o) => return Err(ap.field("api_type").err(format!("unknown value {o:?}"))),
+        None => return Err(ap.field("api_type").err("required")),
+    };
+    v3_only(
+        ads.transport_api_version.as_deref(),
+        &ap.field("transport_api_version"),
+    )?;
+    if ads.grpc_services.len() != 1 {
+        return Err(ap
+            .field("grpc_services")
+            .err("exactly one entry is supported"));
+    }
+    let gp = ap.field("grpc_services").index(0);
+    let cluster_name = ads.grpc_services[0]
+        .envoy_grpc
+        .as_ref()
+        .ok_or_else(|| {
+            gp.field("envoy_grpc")
+                .err("required (google_grpc is not supported)")
+        })?
+        .cluster_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| gp.field("envoy_grpc").field("cluster_name").err("required"))?;
+    let clusters = statics
+        .as_mut()
+        .map(|s| &mut s.clusters[..])
+        .unwrap_or(&mut []);
+    let Some(cluster) = clusters
+        .iter_mut()
+        .find(|c| c.name.as_deref() == Some(&cluster_name))
+    else {
+        return Err(gp.field("envoy_grpc").field("cluster_name").err(format!(
+            "unknown cluster {cluster_name:?} (must be a static cluster)"
+        )));
+    };
+    let mut pipes = Vec::new();
+    for loc in cluster
+        .load_assignment
+        .iter_mut()
+        .flat_map(|la| la.endpoints.iter_mut())
+    {
+        loc.lb_endpoints.retain(|lbe| {
+            match lbe
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.address.as_ref())
+                .and_then(|a| a.pipe.as_ref())
+            {
+                Some(pipe) => {
+                    pipes.extend(pipe.path.clone().map(PathBuf::from));
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+    let (lds, lds_initial_fetch_timeout) = source(raw.lds_config.as_ref(), &p.field("lds_config"))?;
+    let (cds, cds_initial_fetch_timeout) = source(raw.cds_config.as_ref(), &p.field("cds_config"))?;
+    Ok(DynamicResources {
+        ads: AdsConfig {
+            delta,
+            cluster_name,
+            pipes,
+            set_node_on_first_message_only: ads.set_node_on_first_message_only.unwrap_or(false),
+        },
+        lds,
+        cds,
+        lds_initial_fetch_timeout,
+        cds_initial_fetch_timeout,
+    })
+}
+
+/// A `ConfigSource`: `(present, initial_fetch_timeout)`; only `ads: {}` is supported.
+fn source(
+    raw: Option<&RawConfigSource>,
+    p: &FieldPath,
+) -> Result<(bool, Option<Duration>), ConfigError> {
+    let Some(s) = raw else {
+        return Ok((false, Some(DEFAULT_INITIAL_FETCH_TIMEOUT)));
+    };
+    if s.ads.is_none() {
+        return Err(p
+            .field("ads")
+            .err("required (only ADS config sources are supported)"));
+    }
+    v3_only(
+        s.resource_api_version.as_deref(),
+        &p.field("resource_api_version"),
+    )?;
+    Ok((true, initial_fetch_timeout(s)))
+}
+
+/// A config source's `initial_fetch_timeout`: default 15 s, `0s` = wait forever (`None`).
+pub(crate) fn initial_fetch_timeout(s: &RawConfigSource) -> Option<Duration> {
+    match s.initial_fetch_timeout.map(|d| d.0) {
+        None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    }
+}
+
+fn v3_only(v: Option<&str>, p: &FieldPath) -> Result<(), ConfigError> {
+    match v {
+        None | Some("V3") => Ok(()),
+        Some(o) => Err(p.unsupported(&format!("{o}; only V3"))),
+    }
+}
+
+/// Whether an endpoint with `health_status` takes traffic (Envoy: UNHEALTHY, DRAINING and
+/// TIMEOUT endpoints are excluded from load balancing).
+pub(crate) fn endpoint_serves(
+    health_status: Option<&str>,
+    p: &FieldPath,
+) -> Result<bool, ConfigError> {
+    match health_status {
+        None | Some("UNKNOWN" | "HEALTHY" | "DEGRADED") => Ok(true),
+        Some("UNHEALTHY" | "DRAINING" | "TIMEOUT") => Ok(false),
+        Some(o) => Err(p.err(format!("unknown value {o:?}"))),
+    }
+}
+
+/// `eds_cluster_config`: required for (and only allowed on) `type: EDS`, with `eds_config`
+/// `ads: {}`.
+pub(crate) fn eds_cluster_config(
+    raw: &super::raw_cluster::RawCluster,
+    discovery: super::DiscoveryType,
+    p: &FieldPath,
+) -> Result<(), ConfigError> {
+    let ep = p.field("eds_cluster_config");
+    match (&raw.eds_cluster_config, discovery) {
+        (None, super::DiscoveryType::Eds) => Err(ep.err("required for type EDS")),
+        (Some(_), d) if d != super::DiscoveryType::Eds => Err(ep.err("only for type EDS")),
+        (Some(e), _) => match &e.eds_config {
+            None => Err(ep.field("eds_config").err("required")),
+            Some(s) => source(Some(s), &ep.field("eds_config")).map(|_| ()),
+        },
+        (None, _) => Ok(()),
+    }
+}
+
+/// The priority whose endpoints serve: the lowest one with an endpoint that takes traffic.
+/// (Envoy spills over to the next priority gradually as a priority's healthy share drops under
+/// 1/1.4; here a priority serves only when every lower one has no serving endpoint.)
+pub(crate) fn serving_priority(
+    raw: &super::raw_cluster::RawCluster,
+    p: &FieldPath,
+) -> Result<u32, ConfigError> {
+    let mut best: Option<u32> = None;
+    let lp = p.field("load_assignment").field("endpoints");
+    for (i, loc) in raw
+        .load_assignment
+        .iter()
+        .flat_map(|la| la.endpoints.iter())
+        .enumerate()
+    {
+        let prio = loc.priority.unwrap_or(0);
+        for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
+            let hp = lp
+                .index(i)
+                .field("lb_endpoints")
+                .index(j)
+                .field("health_status");
+            if endpoint_serves(lbe.health_status.as_deref(), &hp)? {
+                best = Some(best.map_or(prio, |b| b.min(prio)));
+            }
+        }
+    }
+    Ok(best.unwrap_or(0))
+}

@@ -1,0 +1,149 @@
+//! `dynamic_resources`, the ADS cluster's `pipe`, EDS clusters and endpoint health/priority.
+
+use std::time::Duration;
+
+use super::{from_yaml_str, EndpointAddress};
+
+fn ads(api_type: &str, lds_extra: &str, endpoint: &str) -> String {
+    format!(
+        r#"node: {{ id: n1, cluster: c1, metadata: {{ NAMESPACE: default, LABELS: {{ app: x }} }} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services:
+    - envoy_grpc: {{ cluster_name: xds }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3{lds_extra} }}
+  cds_config: {{ ads: {{}} }}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    load_assignment:
+      cluster_name: xds
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+{endpoint}"#
+    )
+}
+
+const TCP: &str = "              socket_address: { address: 127.0.0.1, port_value: 15010 }\n";
+const PIPE: &str = "              pipe: { path: /run/xds.sock }\n";
+
+#[test]
+fn ads_bootstrap_is_accepted() {
+    let b = from_yaml_str(&ads("GRPC", ", initial_fetch_timeout: 0s", TCP)).unwrap();
+    let d = b.dynamic_resources.unwrap();
+    assert!(!d.ads.delta && d.lds && d.cds);
+    assert_eq!(d.ads.cluster_name, "xds");
+    assert_eq!(d.lds_initial_fetch_timeout, None, "0s waits forever");
+    assert_eq!(d.cds_initial_fetch_timeout, Some(Duration::from_secs(15)));
+    assert_eq!(b.node.unwrap().metadata.unwrap()["LABELS"]["app"], "x");
+    let d = from_yaml_str(&ads("DELTA_GRPC", "", TCP))
+        .unwrap()
+        .dynamic_resources
+        .unwrap();
+    assert!(d.ads.delta);
+}
+
+#[test]
+fn ads_cluster_pipe_goes_to_the_client_not_the_engine() {
+    let b = from_yaml_str(&ads("GRPC", "", PIPE)).unwrap();
+    let d = b.dynamic_resources.as_ref().unwrap();
+    assert_eq!(d.ads.pipes, [std::path::PathBuf::from("/run/xds.sock")]);
+    assert!(b.cluster("xds").unwrap().endpoints.is_empty());
+    // A pipe anywhere else is refused.
+    let other = ads("GRPC", "", TCP).replace("static_resources:\n  clusters:\n", &format!(
+        "static_resources:\n  clusters:\n  - name: other\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n{PIPE}"
+    ));
+    let e = from_yaml_str(&other).unwrap_err();
+    assert_eq!(
+        e.path(),
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe"
+    );
+    assert!(e.message().starts_with("not supported"), "{e}");
+}
+
+#[test]
+fn bad_ads_configs_name_the_field() {
+    let e = from_yaml_str(&ads("REST", "", TCP)).unwrap_err();
+    assert_eq!(e.path(), "dynamic_resources.ads_config.api_type");
+    let e =
+        from_yaml_str(&ads("GRPC", "", TCP).replace("cluster_name: xds }", "cluster_name: nope }"))
+            .unwrap_err();
+    assert_eq!(
+        e.path(),
+        "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name"
+    );
+    let e = from_yaml_str(
+        &ads("GRPC", "", TCP).replace("cds_config: { ads: {} }", "cds_config: { path: /x }"),
+    )
+    .unwrap_err();
+    assert_eq!(e.path(), "dynamic_resources.cds_config.path");
+}
+
+/// A bootstrap with one tcp_proxy listener to the cluster `svc` whose fields are `body`.
+fn cluster(body: &str) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: svc
+  clusters:
+  - name: svc
+{body}"#
+    )
+}
+
+#[test]
+fn eds_cluster_needs_eds_cluster_config() {
+    let e = from_yaml_str(&cluster("    type: EDS\n")).unwrap_err();
+    assert_eq!(e.path(), "static_resources.clusters[0].eds_cluster_config");
+    let e = from_yaml_str(&cluster(
+        "    type: STATIC\n    eds_cluster_config: { eds_config: { ads: {} } }\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.message(), "only for type EDS");
+    from_yaml_str(&cluster(
+        "    type: EDS\n    eds_cluster_config: { eds_config: { ads: {}, initial_fetch_timeout: 1s }, service_name: s }\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn endpoint_health_and_priority_choose_the_serving_endpoints() {
+    let ep = |port: u16, extra: &str| {
+        format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n{extra}")
+    };
+    let body = format!(
+        "    type: EDS\n    eds_cluster_config: {{ eds_config: {{ ads: {{}} }} }}\n    load_assignment:\n      endpoints:\n      - locality: {{ zone: a }}\n        load_balancing_weight: 5\n        lb_endpoints:\n{}{}      - priority: 1\n        lb_endpoints:\n{}",
+        ep(1001, "          health_status: UNHEALTHY\n"),
+        ep(1002, "          health_status: DRAINING\n"),
+        ep(1003, "          health_status: HEALTHY\n"),
+    );
+    let b = from_yaml_str(&cluster(&body)).unwrap();
+    let eps: Vec<_> = b.clusters[0]
+        .endpoints
+        .iter()
+        .map(|e| e.address.clone())
+        .collect();
+    assert_eq!(
+        eps,
+        [EndpointAddress::Ip("127.0.0.1:1003".parse().unwrap())],
+        "P0 has none serving"
+    );
+    let e = from_yaml_str(&cluster(&body.replace("DRAINING", "SICK"))).unwrap_err();
+    assert_eq!(
+        e.path(),
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].health_status"
+    );
+}

@@ -1,0 +1,226 @@
+//! The current xDS resources + the bootstrap file -> one bootstrap document (JSON), the input of
+//! the engine's parser and `validate()`: dynamic clusters and listeners appended to
+//! `static_resources`, RDS route configurations inlined into the HCMs that name them
+//! (`rds.route_config_name`) and EDS `ClusterLoadAssignment`s placed as the clusters'
+//! `load_assignment`. What is not there yet gets an empty stand-in and is reported as missing.
+//! Errors of the engine, which name a path in that document, are mapped back to the resource
+//! they came from ([`Origins::describe`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde_json::{json, Map, Value};
+
+use crate::convert::ResourceType;
+
+/// Type URL of the HTTP connection manager (the filter that may name an RDS route).
+pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// Accepted resources by type and name (JSON as converted).
+pub type Resources = BTreeMap<ResourceType, BTreeMap<String, Value>>;
+
+/// One assembled document.
+#[derive(Debug, Clone)]
+pub struct Assembly {
+    /// The bootstrap document.
+    pub doc: Value,
+    /// Names an HCM or an EDS cluster needs that have not arrived (stand-ins were used).
+    pub missing: BTreeSet<(ResourceType, String)>,
+    /// Where each part of `doc` came from.
+    pub origins: Origins,
+}
+
+/// Which resource each assembled path came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// (path prefix in the document, resource type, resource name), most specific first.
+    prefixes: Vec<(String, ResourceType, String)>,
+}
+
+impl Origins {
+    /// `Listener "x": filter_chains[0]...: message` for an engine error at `path`; paths in the
+    /// bootstrap file's own resources are kept as they are.
+    pub fn describe(&self, path: &str, message: &str) -> String {
+        for (prefix, ty, name) in &self.prefixes {
+            if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+                let rest = rest.trim_start_matches('.');
+                return if rest.is_empty() {
+                    format!("{} {name:?}: {message}", ty.kind())
+                } else {
+                    format!("{} {name:?}: {rest}: {message}", ty.kind())
+                };
+            }
+        }
+        if path.is_empty() {
+            message.to_string()
+        } else {
+            format!("{path}: {message}")
+        }
+    }
+
+    /// The resource an engine error at `path` belongs to, if it came from xDS.
+    pub fn resource(&self, path: &str) -> Option<(ResourceType, &str)> {
+        self.prefixes
+            .iter()
+            .find(|(p, _, _)| path.starts_with(p.as_str()))
+            .map(|(_, t, n)| (*t, n.as_str()))
+    }
+}
+
+/// The RDS names a listener's HCMs name.
+pub fn route_names(listener: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for fc in array(listener, "filter_chains") {
+        for f in array(fc, "filters") {
+            let tc = &f["typed_config"];
+            if tc["@type"] == HCM_TYPE {
+                if let Some(n) = tc["rds"]["route_config_name"].as_str() {
+                    out.push(n.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The EDS name of a cluster of type EDS (`eds_cluster_config.service_name`, else its name).
+pub fn eds_name(cluster: &Value) -> Option<String> {
+    if cluster["type"] != "EDS" {
+        return None;
+    }
+    cluster["eds_cluster_config"]["service_name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or_else(|| cluster["name"].as_str())
+        .map(str::to_string)
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// Assembles `base` (the bootstrap file as JSON) with `res`. Listeners in `strict` keep the
+/// route validation of their inline route configs (default `validate_clusters: true`, as Envoy
+/// checks a listener when it is loaded); the others, and every RDS route configuration
+/// (Envoy's default for RDS), get `validate_clusters: false` unless they set it, so a cluster
+/// leaving later gives `503 NC` at run time instead of failing an unrelated update.
+pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Assembly {
+    let mut doc = base.clone();
+    if !doc.is_object() {
+        doc = json!({});
+    }
+    let sr = doc
+        .as_object_mut()
+        .expect("object")
+        .entry("static_resources")
+        .or_insert_with(|| json!({}));
+    if !sr.is_object() {
+        *sr = json!({});
+    }
+    let sr = sr.as_object_mut().expect("object");
+    let mut missing = BTreeSet::new();
+    let mut origins = Origins::default();
+    let empty = BTreeMap::new();
+    let get = |t| res.get(&t).unwrap_or(&empty);
+
+    let clusters = list(sr, "clusters");
+    for (name, c) in get(ResourceType::Cluster) {
+        let mut c = c.clone();
+        let i = clusters.len();
+        let prefix = format!("static_resources.clusters[{i}]");
+        if let Some(eds) = eds_name(&c) {
+            let mut la = match get(ResourceType::Endpoint).get(&eds) {
+                Some(cla) => cla.clone(),
+                None => {
+                    missing.insert((ResourceType::Endpoint, eds.clone()));
+                    json!({})
+                }
+            };
+            la["cluster_name"] = json!(name);
+            c["load_assignment"] = la;
+            origins.prefixes.push((
+                format!("{prefix}.load_assignment"),
+                ResourceType::Endpoint,
+                eds,
+            ));
+        }
+        origins
+            .prefixes
+            .push((prefix, ResourceType::Cluster, name.clone()));
+        clusters.push(c);
+    }
+
+    let listeners = list(sr, "listeners");
+    for (name, l) in get(ResourceType::Listener) {
+        let mut l = l.clone();
+        let i = listeners.len();
+        let prefix = format!("static_resources.listeners[{i}]");
+        let lax = !strict.contains(name);
+        let chains = l.get_mut("filter_chains").and_then(Value::as_array_mut);
+        for (k, fc) in chains.into_iter().flatten().enumerate() {
+            let filters = fc.get_mut("filters").and_then(Value::as_array_mut);
+            for (m, f) in filters.into_iter().flatten().enumerate() {
+                let Some(tc) = f.get_mut("typed_config").and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                if tc.get("@type").and_then(Value::as_str) != Some(HCM_TYPE) {
+                    continue;
+                }
+                let rds = tc
+                    .get("rds")
+                    .and_then(|r| r.get("route_config_name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let Some(rn) = rds {
+                    tc.remove("rds");
+                    let mut rc = match get(ResourceType::Route).get(&rn) {
+                        Some(rc) => rc.clone(),
+                        None => {
+                            missing.insert((ResourceType::Route, rn.clone()));
+                            json!({ "name": rn })
+                        }
+                    };
+                    default_lax(&mut rc);
+                    tc.insert("route_config".into(), rc);
+                    origins.prefixes.push((
+                        format!(
+                            "{prefix}.filter_chains[{k}].filters[{m}].typed_config.route_config"
+                        ),
+                        ResourceType::Route,
+                        rn,
+                    ));
+                } else if lax {
+                    if let Some(rc) = tc.get_mut("route_config") {
+                        default_lax(rc);
+                    }
+                }
+            }
+        }
+        origins
+            .prefixes
+            .push((prefix, ResourceType::Listener, name.clone()));
+        listeners.push(l);
+    }
+    // Most specific first: a route inside a listener before the listener.
+    origins
+        .prefixes
+        .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    Assembly {
+        doc,
+        missing,
+        origins,
+    }
+}
+
+fn default_lax(rc: &mut Value) {
+    if let Some(o) = rc.as_object_mut() {
+        o.entry("validate_clusters").or_insert(json!(false));
+    }
+}
+
+fn list<'a>(sr: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
+    let v = sr.entry(key).or_insert_with(|| json!([]));
+    if !v.is_array() {
+        *v = json!([]);
+    }
+    v.as_array_mut().expect("array")
+}

@@ -1,0 +1,215 @@
+//! The ADS client task: connect, stream, check each response, apply it to the server, ACK or
+//! NACK, follow RDS/EDS names, fire warming timers, and reconnect with backoff. The server keeps
+//! serving the last applied configuration while the stream is down. Config work runs on this
+//! task (inside `block_in_place`, so connections move to other workers), never on a
+//! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
+
+use std::{sync::Arc, time::Instant};
+
+use envoy_types::pb::{
+    envoy::config::core::v3::Node,
+    google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue},
+};
+use serde_json::Value;
+use sluice_engine::{config::Bootstrap, server::Server};
+
+use crate::{
+    convert::ResourceType,
+    core::Core,
+    transport::{backoff, connect, Target},
+    wire::Wire,
+};
+
+/// Everything the client needs from the bootstrap.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The ADS server.
+    pub target: Target,
+    /// `api_type: DELTA_GRPC`.
+    pub delta: bool,
+    /// The node sent to the server.
+    pub node: Node,
+    /// `set_node_on_first_message_only`: the node only in a stream's first request.
+    pub node_first_only: bool,
+}
+
+impl ClientConfig {
+    /// From a validated bootstrap with `dynamic_resources`.
+    pub fn from_bootstrap(b: &Bootstrap) -> Result<Self, String> {
+        let d = b
+            .dynamic_resources
+            .as_ref()
+            .ok_or("the bootstrap has no dynamic_resources")?;
+        let n = b.node.clone().unwrap_or_default();
+        Ok(Self {
+            target: Target::from_bootstrap(b)?,
+            delta: d.ads.delta,
+            node_first_only: d.ads.set_node_on_first_message_only,
+            node: Node {
+                id: n.id,
+                cluster: n.cluster,
+                metadata: n.metadata.as_ref().and_then(to_struct),
+                user_agent_name: "sluice".into(),
+                client_features: vec!["envoy.lb.does_not_support_overprovisioning".into()],
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// Runs the client forever against `server` (started from the bootstrap's static resources).
+pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
+    let mut core = core;
+    let mut attempt = 0u32;
+    loop {
+        match connect(&cfg.target).await {
+            Ok(ch) => match stream(&server, &cfg, &mut core, ch).await {
+                Ok(got_response) | Err((got_response, _)) if got_response => attempt = 0,
+                Err((_, e)) => tracing::warn!(error = %e, "xDS stream failed"),
+                Ok(_) => tracing::warn!("xDS stream closed by the server"),
+            },
+            Err(e) => tracing::warn!(error = %e, "xDS connect failed"),
+        }
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::info!(?wait, attempt, "xDS reconnecting");
+        let until = tokio::time::Instant::now() + wait;
+        // Warming timers keep running while disconnected.
+        loop {
+            let deadline = core
+                .next_deadline()
+                .map(tokio::time::Instant::from_std)
+                .filter(|d| *d < until);
+            match deadline {
+                Some(d) => {
+                    tokio::time::sleep_until(d).await;
+                    tick(&server, &mut core).await;
+                }
+                None => {
+                    tokio::time::sleep_until(until).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One stream; `Ok(got a response)` when the server closed it, `Err((got, why))` on failure.
+async fn stream(
+    server: &Arc<Server>,
+    cfg: &ClientConfig,
+    core: &mut Core,
+    ch: tonic::transport::Channel,
+) -> Result<bool, (bool, String)> {
+    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only)
+        .await
+        .map_err(|e| (false, e))?;
+    let mut got = false;
+    loop {
+        let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
+        let msg = tokio::select! {
+            m = wire.recv() => m,
+            _ = sleep_until_opt(deadline) => {
+                tick(server, core).await;
+                continue;
+            }
+        };
+        let Some(resp) = msg.map_err(|e| (got, e))? else {
+            return Ok(got);
+        };
+        got = true;
+        let Some(ty) =
+            ResourceType::from_type_url(&resp.type_url).filter(|t| core.types().contains(t))
+        else {
+            tracing::warn!(type_url = %resp.type_url, "xDS: ignoring a response of a type not subscribed to");
+            continue;
+        };
+        let before = [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)));
+        let now = Instant::now();
+        // Decoding and validation are CPU work: this worker hands its other tasks (connections)
+        // to the rest of the pool while it runs.
+        let checked = tokio::task::block_in_place(|| core.check(ty, resp.update, now));
+        let result = match checked {
+            Err(detail) => Err(detail),
+            Ok(c) => {
+                let applied = if c.complete {
+                    server
+                        .apply(c.bootstrap.clone(), c.doc.clone())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                };
+                applied.map(|()| c)
+            }
+        };
+        match result {
+            Ok(c) => {
+                core.commit(c, now);
+                core.versions.insert(ty, resp.version_info.clone());
+                if core.is_ready() && !server.is_ready() {
+                    server.set_ready(true);
+                }
+                tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xDS ACK");
+                wire.ack(core, ty, &resp.nonce, None)
+                    .await
+                    .map_err(|e| (got, e))?;
+            }
+            Err(detail) => {
+                tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, error = %detail, "xDS NACK");
+                wire.ack(core, ty, &resp.nonce, Some(detail))
+                    .await
+                    .map_err(|e| (got, e))?;
+            }
+        }
+        for (t, old) in &before {
+            wire.resubscribe(core, *t, old)
+                .await
+                .map_err(|e| (got, e))?;
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Warming timers: apply what timed-out warming now allows.
+async fn tick(server: &Arc<Server>, core: &mut Core) {
+    if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
+        if let Err(e) = server.apply(bootstrap, doc).await {
+            tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
+        }
+    }
+    if core.is_ready() && !server.is_ready() {
+        server.set_ready(true);
+    }
+}
+
+/// `node.metadata` (JSON) as a `google.protobuf.Struct`.
+fn to_struct(v: &Value) -> Option<Struct> {
+    match to_value(v).kind {
+        Some(Kind::StructValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn to_value(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        }),
+    };
+    PbValue { kind: Some(kind) }
+}

@@ -1,0 +1,84 @@
+//! Conversion of real Envoy messages (built with envoy-types' generated structs) to the JSON the
+//! engine parses, and back.
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use prost::Message;
+use serde_json::json;
+
+use super::*;
+use crate::fixtures::*;
+
+#[test]
+fn listener_with_hcm_and_rds_is_envoy_json() {
+    let l = listener("web", 10000, rds("routes"));
+    let j = any_to_json(LDS, &l.encode_to_vec()).unwrap();
+    assert_eq!(j["name"], "web");
+    assert_eq!(j["address"]["socket_address"]["port_value"], 10000);
+    let tc = &j["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(tc["@type"], crate::assemble::HCM_TYPE);
+    assert_eq!(tc["stat_prefix"], "ingress");
+    assert_eq!(tc["rds"]["route_config_name"], "routes");
+    assert_eq!(tc["rds"]["config_source"]["ads"], json!({}));
+    assert_eq!(tc["rds"]["config_source"]["resource_api_version"], "V3");
+    assert_eq!(
+        tc["http_filters"][0]["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    );
+}
+
+#[test]
+fn route_configuration_is_envoy_json() {
+    let j = any_to_json(
+        RDS,
+        &route_config("routes", "backend", None).encode_to_vec(),
+    )
+    .unwrap();
+    let r = &j["virtual_hosts"][0]["routes"][0];
+    assert_eq!(r["match"]["prefix"], "/");
+    assert_eq!(r["route"]["cluster"], "backend");
+    assert_eq!(j["virtual_hosts"][0]["domains"], json!(["*"]));
+}
+
+#[test]
+fn eds_cluster_is_envoy_json() {
+    let j = any_to_json(CDS, &eds_cluster("backend", "backend-eds").encode_to_vec()).unwrap();
+    assert_eq!(j["type"], "EDS");
+    assert_eq!(j["connect_timeout"], "1.250s");
+    assert_eq!(j["eds_cluster_config"]["service_name"], "backend-eds");
+    assert_eq!(j["eds_cluster_config"]["eds_config"]["ads"], json!({}));
+}
+
+#[test]
+fn load_assignment_keeps_localities_priorities_health_and_weights() {
+    let j = any_to_json(EDS, &cla("backend-eds").encode_to_vec()).unwrap();
+    let p0 = &j["endpoints"][0];
+    assert_eq!(p0["locality"], json!({"region": "eu", "zone": "eu-1a"}));
+    assert_eq!(p0["load_balancing_weight"], 10);
+    assert!(p0.get("priority").is_none(), "default priority 0 skipped");
+    assert_eq!(p0["lb_endpoints"][0]["health_status"], "HEALTHY");
+    assert_eq!(p0["lb_endpoints"][0]["load_balancing_weight"], 3);
+    assert_eq!(p0["lb_endpoints"][1]["health_status"], "UNHEALTHY");
+    assert_eq!(j["endpoints"][1]["priority"], 1);
+}
+
+#[test]
+fn unknown_type_and_bad_bytes_are_errors_not_panics() {
+    assert!(any_to_json("type.googleapis.com/no.such.Message", b"")
+        .unwrap_err()
+        .contains("unknown type"));
+    assert!(any_to_json(LDS, &[0xff, 0xff, 0xff])
+        .unwrap_err()
+        .contains("cannot decode"));
+    let wrong = any(RDS, &route_config("r", "c", None));
+    assert!(decode_resource(ResourceType::Listener, &wrong)
+        .unwrap_err()
+        .contains("in a Listener response"));
+}
+
+#[test]
+fn json_round_trips_through_any() {
+    let l = listener("web", 10000, rds("routes"));
+    let j = any_to_json(LDS, &l.encode_to_vec()).unwrap();
+    let back = json_to_any(LDS, &j).unwrap();
+    assert_eq!(Listener::decode(&back.value[..]).unwrap(), l);
+}

@@ -1,0 +1,385 @@
+//! The ADS client's state, independent of the wire variant (State-of-the-world or Delta): the
+//! accepted resources, what to subscribe to, warming and when a configuration is complete.
+//!
+//! A response is checked whole ([`Core::check`]): decoded, merged into a copy of the accepted
+//! resources, assembled with the bootstrap and run through the engine's validation. A failure is
+//! the NACK detail (naming the resource and the field path); success is a [`Candidate`] the
+//! stream applies to the server (when nothing it needs is still warming) and then
+//! [`commit`](Core::commit)s before ACKing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
+
+use crate::{
+    assemble::{assemble, eds_name, route_names, Assembly, Resources},
+    convert::{decode_resource, Any, Decoded, ResourceType},
+};
+
+/// One response's resources.
+#[derive(Debug)]
+pub enum Update {
+    /// State of the world: every resource of the type (LDS/CDS: absence = removal; RDS/EDS:
+    /// the named ones, others stay).
+    Sotw(Vec<Any>),
+    /// Delta: added or changed resources (name, version, resource) and removed names.
+    Delta {
+        /// `(name, version, Any)`.
+        added: Vec<(String, String, Any)>,
+        /// `removed_resources`.
+        removed: Vec<String>,
+    },
+}
+
+/// A checked response, ready to apply and commit.
+#[derive(Debug)]
+pub struct Candidate {
+    ty: ResourceType,
+    resources: Resources,
+    versions: BTreeMap<String, String>,
+    /// The validated configuration.
+    pub bootstrap: Bootstrap,
+    /// Its document (for /config_dump).
+    pub doc: Value,
+    /// Nothing it needs is still warming: apply it now.
+    pub complete: bool,
+}
+
+/// The client's state across streams (it survives reconnects).
+#[derive(Debug)]
+pub struct Core {
+    base: Value,
+    dynamic: DynamicResources,
+    accepted: Resources,
+    /// Delta: each accepted resource's version, per type (`initial_resource_versions`).
+    pub resource_versions: BTreeMap<ResourceType, BTreeMap<String, String>>,
+    /// SotW: the last accepted `version_info` per type.
+    pub versions: BTreeMap<ResourceType, String>,
+    /// Per RDS/EDS name: when it was first wanted and its `initial_fetch_timeout`.
+    wanted_since: HashMap<(ResourceType, String), (Instant, Option<Duration>)>,
+    /// LDS/CDS have had a response (or their initial fetch timed out).
+    initialized: BTreeSet<ResourceType>,
+    start: Instant,
+    /// The accepted state has not been applied yet (something it needs was warming).
+    dirty: bool,
+    ready: bool,
+}
+
+impl Core {
+    /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
+    pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
+        Self {
+            base,
+            dynamic,
+            accepted: Resources::new(),
+            resource_versions: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            wanted_since: HashMap::new(),
+            initialized: BTreeSet::new(),
+            start: now,
+            dirty: false,
+            ready: false,
+        }
+    }
+
+    /// The types this client subscribes to at all (LDS/CDS per the bootstrap, RDS/EDS always).
+    pub fn types(&self) -> Vec<ResourceType> {
+        ResourceType::ALL
+            .into_iter()
+            .filter(|t| match t {
+                ResourceType::Listener => self.dynamic.lds,
+                ResourceType::Cluster => self.dynamic.cds,
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// Whether `ty` is a wildcard subscription (LDS, CDS).
+    pub fn wildcard(ty: ResourceType) -> bool {
+        matches!(ty, ResourceType::Listener | ResourceType::Cluster)
+    }
+
+    /// The names to subscribe to for `ty` (RDS from HCMs, EDS from EDS clusters; empty for the
+    /// wildcard types).
+    pub fn wanted(&self, ty: ResourceType) -> BTreeSet<String> {
+        wanted_in(&self.accepted, ty)
+    }
+
+    /// The accepted resources of `ty`.
+    pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Value>> {
+        self.accepted.get(&ty)
+    }
+
+    /// Whether `/ready` should answer 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Checks one response of `ty`; `Err` is the NACK detail.
+    pub fn check(
+        &self,
+        ty: ResourceType,
+        update: Update,
+        now: Instant,
+    ) -> Result<Candidate, String> {
+        let mut resources = self.accepted.clone();
+        let mut versions = self.resource_versions.get(&ty).cloned().unwrap_or_default();
+        let wanted = self.wanted(ty);
+        let keep = |name: &str| Core::wildcard(ty) || wanted.contains(name);
+        let before = resources.get(&ty).cloned().unwrap_or_default();
+        let mut seen = HashSet::new();
+        let mut decode = |i: usize, any: &Any| -> Result<Option<Decoded>, String> {
+            let d = decode_resource(ty, any).map_err(|e| format!("resources[{i}]: {e}"))?;
+            if !seen.insert(d.name.clone()) {
+                return Err(format!("duplicate {} {:?}", ty.kind(), d.name));
+            }
+            // Envoy ignores resources it did not ask for.
+            Ok(keep(&d.name).then_some(d))
+        };
+        let map = resources.entry(ty).or_default();
+        match update {
+            Update::Sotw(list) => {
+                if Core::wildcard(ty) {
+                    map.clear();
+                }
+                for (i, any) in list.iter().enumerate() {
+                    if let Some(d) = decode(i, any)? {
+                        map.insert(d.name, d.json);
+                    }
+                }
+            }
+            Update::Delta { added, removed } => {
+                for name in removed {
+                    map.remove(&name);
+                    versions.remove(&name);
+                }
+                for (i, (name, version, any)) in added.iter().enumerate() {
+                    if let Some(d) = decode(i, any)? {
+                        if &d.name != name {
+                            return Err(format!(
+                                "resources[{i}]: name {name:?} differs from the {} name {:?}",
+                                ty.kind(),
+                                d.name
+                            ));
+                        }
+                        versions.insert(d.name.clone(), version.clone());
+                        map.insert(d.name, d.json);
+                    }
+                }
+            }
+        }
+        // A listener is checked as it is loaded (its inline routes' clusters must exist); the
+        // others are not re-checked against clusters that left since.
+        let strict: HashSet<String> = match ty {
+            ResourceType::Listener => map
+                .iter()
+                .filter(|(n, v)| before.get(*n) != Some(*v))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            _ => HashSet::new(),
+        };
+        prune(&mut resources);
+        let asm = assemble(&self.base, &resources, &strict);
+        let bootstrap = validate(&asm)?;
+        let complete = self.complete(&asm, &resources, now);
+        Ok(Candidate {
+            ty,
+            resources,
+            versions,
+            bootstrap,
+            doc: asm.doc,
+            complete,
+        })
+    }
+
+    /// Makes a checked (and, if complete, applied) candidate the accepted state.
+    pub fn commit(&mut self, c: Candidate, now: Instant) {
+        self.accepted = c.resources;
+        self.resource_versions.insert(c.ty, c.versions);
+        if let Some(m) = self.accepted.get(&c.ty) {
+            let names: BTreeSet<&String> = m.keys().collect();
+            if let Some(v) = self.resource_versions.get_mut(&c.ty) {
+                v.retain(|n, _| names.contains(n));
+            }
+        }
+        self.initialized.insert(c.ty);
+        self.track_wanted(now);
+        self.dirty = !c.complete;
+        if c.complete {
+            self.ready = self.ready || self.lds_cds_initialized(now);
+        }
+    }
+
+    /// Timers: once warming resources time out (or LDS/CDS's initial fetch does), the accepted
+    /// state is assembled with empty stand-ins; returns what to apply, if anything.
+    pub fn tick(&mut self, now: Instant) -> Option<(Bootstrap, Value)> {
+        let was_ready = self.ready;
+        if !self.dirty {
+            if !self.ready && self.lds_cds_initialized(now) {
+                self.ready = true;
+            }
+            return (!was_ready && self.ready)
+                .then(|| self.assembled())
+                .flatten();
+        }
+        let asm = assemble(&self.base, &self.accepted, &HashSet::new());
+        if !self.complete(&asm, &self.accepted, now) {
+            return None;
+        }
+        self.dirty = false;
+        self.ready = self.ready || self.lds_cds_initialized(now);
+        validate(&asm).ok().map(|b| (b, asm.doc))
+    }
+
+    fn assembled(&self) -> Option<(Bootstrap, Value)> {
+        let asm = assemble(&self.base, &self.accepted, &HashSet::new());
+        validate(&asm).ok().map(|b| (b, asm.doc))
+    }
+
+    /// The next instant a timer may change something.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut out: Option<Instant> = None;
+        let mut consider = |t: Instant| out = Some(out.map_or(t, |o| o.min(t)));
+        if self.dirty {
+            for (since, timeout) in self.wanted_since.values() {
+                if let Some(t) = timeout {
+                    consider(*since + *t);
+                }
+            }
+        }
+        if !self.ready {
+            for (ty, t) in self.initial_timeouts() {
+                if !self.initialized.contains(&ty) {
+                    if let Some(t) = t {
+                        consider(self.start + t);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn initial_timeouts(&self) -> Vec<(ResourceType, Option<Duration>)> {
+        let mut v = Vec::new();
+        if self.dynamic.lds {
+            v.push((
+                ResourceType::Listener,
+                self.dynamic.lds_initial_fetch_timeout,
+            ));
+        }
+        if self.dynamic.cds {
+            v.push((
+                ResourceType::Cluster,
+                self.dynamic.cds_initial_fetch_timeout,
+            ));
+        }
+        v
+    }
+
+    fn lds_cds_initialized(&self, now: Instant) -> bool {
+        self.initial_timeouts().into_iter().all(|(ty, t)| {
+            self.initialized.contains(&ty) || t.is_some_and(|t| now >= self.start + t)
+        })
+    }
+
+    /// No needed resource is missing, except ones whose initial fetch timed out.
+    fn complete(&self, asm: &Assembly, resources: &Resources, now: Instant) -> bool {
+        asm.missing.iter().all(|(ty, name)| {
+            let timeout = self
+                .wanted_since
+                .get(&(*ty, name.clone()))
+                .map(|(since, t)| t.map(|t| *since + t))
+                .unwrap_or_else(|| timeout_for(resources, *ty, name).map(|t| now + t));
+            timeout.is_some_and(|deadline| now >= deadline)
+        })
+    }
+
+    fn track_wanted(&mut self, now: Instant) {
+        let mut current = HashSet::new();
+        for ty in [ResourceType::Route, ResourceType::Endpoint] {
+            for name in self.wanted(ty) {
+                let t = timeout_for(&self.accepted, ty, &name);
+                self.wanted_since
+                    .entry((ty, name.clone()))
+                    .or_insert((now, t));
+                current.insert((ty, name));
+            }
+        }
+        self.wanted_since.retain(|k, _| current.contains(k));
+    }
+}
+
+/// Drops RDS/EDS resources nothing names any more (Envoy unsubscribes them).
+fn prune(resources: &mut Resources) {
+    for ty in [ResourceType::Route, ResourceType::Endpoint] {
+        let wanted = wanted_in(resources, ty);
+        if let Some(m) = resources.get_mut(&ty) {
+            m.retain(|n, _| wanted.contains(n));
+        }
+    }
+}
+
+fn wanted_in(resources: &Resources, ty: ResourceType) -> BTreeSet<String> {
+    let all = |t| resources.get(&t).into_iter().flat_map(|m| m.values());
+    match ty {
+        ResourceType::Route => all(ResourceType::Listener).flat_map(route_names).collect(),
+        ResourceType::Endpoint => all(ResourceType::Cluster).filter_map(eds_name).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The `initial_fetch_timeout` of the config source that asks for `name` (an HCM's
+/// `rds.config_source`, an EDS cluster's `eds_cluster_config.eds_config`); `None` = forever.
+fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Duration> {
+    let all = |t| resources.get(&t).into_iter().flat_map(|m| m.values());
+    let source = match ty {
+        ResourceType::Route => all(ResourceType::Listener)
+            .flat_map(|l| {
+                l["filter_chains"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|fc| fc["filters"].as_array().into_iter().flatten())
+                    .map(|f| &f["typed_config"]["rds"])
+                    .filter(|r| r["route_config_name"] == name)
+                    .map(|r| r["config_source"].clone())
+                    .collect::<Vec<_>>()
+            })
+            .next(),
+        ResourceType::Endpoint => all(ResourceType::Cluster)
+            .find(|c| eds_name(c).as_deref() == Some(name))
+            .map(|c| c["eds_cluster_config"]["eds_config"].clone()),
+        _ => None,
+    };
+    match source.as_ref().map(|s| &s["initial_fetch_timeout"]) {
+        Some(Value::String(d)) => match parse_duration(d) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+        },
+        _ => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+    }
+}
+
+/// A proto3 JSON duration (`"1.5s"`).
+fn parse_duration(s: &str) -> Option<Duration> {
+    s.strip_suffix('s')?
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Runs the assembled document through the engine's parser and validation; the error names
+/// the resource and the field path (`Listener "x": filter_chains[0]...: message`).
+pub fn validate(asm: &Assembly) -> Result<Bootstrap, String> {
+    let text = serde_json::to_string(&asm.doc).map_err(|e| e.to_string())?;
+    config::from_yaml_str(&text).map_err(|e| asm.origins.describe(e.path(), e.message()))
+}
+
+#[cfg(test)]
+mod tests;

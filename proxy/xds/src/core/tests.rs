@@ -1,0 +1,230 @@
+//! The client core on real Envoy messages: EDS applied with health and priority, NACK details
+//! naming resource and field path (the same message as the YAML file), SotW absence, Delta
+//! removal, unrequested resources, duplicates and warming with `initial_fetch_timeout`.
+
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::{
+    envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager,
+    google::protobuf::UInt32Value,
+};
+use prost::Message;
+use serde_json::json;
+
+use super::*;
+use crate::{convert::any_to_json, fixtures::*};
+
+#[test]
+fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
+    let mut c = core();
+    assert!(
+        !push(
+            &mut c,
+            ResourceType::Cluster,
+            vec![any(CDS, &eds_cluster("backend", "backend-eds"))]
+        )
+        .unwrap(),
+        "EDS cluster warms until its assignment arrives"
+    );
+    assert_eq!(names(&c, ResourceType::Endpoint), ["backend-eds"]);
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &cla("backend-eds"))]),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(cand.complete);
+    let cl = cand.bootstrap.cluster("backend").unwrap();
+    let eps: Vec<String> = cl
+        .endpoints
+        .iter()
+        .map(|e| format!("{:?}:{}", e.address, e.weight))
+        .collect();
+    assert_eq!(
+        eps,
+        ["Ip(127.0.0.1:9001):3"],
+        "unhealthy/draining and priority 1 left out"
+    );
+}
+
+#[test]
+fn dangling_cluster_in_a_listener_is_nacked_with_resource_and_path() {
+    let mut c = core();
+    let inline =
+        http_connection_manager::RouteSpecifier::RouteConfig(route_config("inline", "nope", None));
+    let err = push(
+        &mut c,
+        ResourceType::Listener,
+        vec![any(LDS, &listener("web", 10000, inline))],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "Listener \"web\": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster \"nope\""
+    );
+}
+
+#[test]
+fn invalid_regex_in_rds_is_nacked_with_the_yaml_message() {
+    let mut c = core();
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![any(CDS, &eds_cluster("backend", "backend"))],
+    )
+    .unwrap();
+    push(
+        &mut c,
+        ResourceType::Listener,
+        vec![any(LDS, &listener("web", 10000, rds("routes")))],
+    )
+    .unwrap();
+    assert_eq!(names(&c, ResourceType::Route), ["routes"]);
+    let bad = route_config("routes", "backend", Some("(unclosed"));
+    let err = push(&mut c, ResourceType::Route, vec![any(RDS, &bad)]).unwrap_err();
+    assert!(
+        err.starts_with(
+            "RouteConfiguration \"routes\": virtual_hosts[0].routes[0].match.safe_regex"
+        ),
+        "{err}"
+    );
+    // The same mistake in a static file gives the same message at the file's path.
+    let mut doc = base();
+    doc["static_resources"]["listeners"] = json!([{
+        "name": "web",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+        "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+            "@type": crate::assemble::HCM_TYPE, "stat_prefix": "s",
+            "http_filters": [{"name": "envoy.filters.http.router"}],
+            "route_config": any_to_json(RDS, &bad.encode_to_vec()).unwrap()}}]}]
+    }]);
+    doc["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "backend"}));
+    let yaml = sluice_engine::config::from_yaml_str(&doc.to_string()).unwrap_err();
+    assert!(err.ends_with(yaml.message()), "{err} vs {yaml}");
+    assert!(
+        yaml.path().ends_with(err.split(": ").nth(1).unwrap()),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn unsupported_field_is_nacked_naming_it() {
+    let mut c = core();
+    let mut l = listener("web", 10000, rds("routes"));
+    l.per_connection_buffer_limit_bytes = Some(UInt32Value { value: 1024 });
+    let err = push(&mut c, ResourceType::Listener, vec![any(LDS, &l)]).unwrap_err();
+    assert!(
+        err.starts_with("Listener \"web\": per_connection_buffer_limit_bytes: not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sotw_absence_removes_and_unrequested_routes_are_ignored() {
+    let mut c = core();
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![
+            any(CDS, &eds_cluster("a", "a")),
+            any(CDS, &eds_cluster("b", "b")),
+        ],
+    )
+    .unwrap();
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![any(CDS, &eds_cluster("b", "b"))],
+    )
+    .unwrap();
+    let accepted: Vec<&String> = c.accepted(ResourceType::Cluster).unwrap().keys().collect();
+    assert_eq!(accepted, ["b"]);
+    assert_eq!(names(&c, ResourceType::Endpoint), ["b"]);
+    push(
+        &mut c,
+        ResourceType::Route,
+        vec![any(RDS, &route_config("stray", "b", None))],
+    )
+    .unwrap();
+    assert!(c.accepted(ResourceType::Route).is_none_or(|m| m.is_empty()));
+}
+
+#[test]
+fn delta_removed_resources_and_duplicates() {
+    let mut c = core();
+    let delta = |c: &Core, added, removed| {
+        c.check(
+            ResourceType::Cluster,
+            Update::Delta { added, removed },
+            Instant::now(),
+        )
+    };
+    let add = |n: &str| (n.to_string(), "1".to_string(), any(CDS, &eds_cluster(n, n)));
+    let cand = delta(&c, vec![add("a"), add("b")], vec![]).unwrap();
+    c.commit(cand, Instant::now());
+    let cand = delta(&c, vec![], vec!["a".into()]).unwrap();
+    c.commit(cand, Instant::now());
+    assert_eq!(
+        c.resource_versions[&ResourceType::Cluster]
+            .keys()
+            .cloned()
+            .collect::<Vec<String>>(),
+        ["b"]
+    );
+    let dup = delta(&c, vec![add("x"), add("x")], vec![]).unwrap_err();
+    assert_eq!(dup, "duplicate Cluster \"x\"");
+}
+
+#[test]
+fn warming_waits_for_eds_until_initial_fetch_timeout_then_serves_without_endpoints() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let mut cl = any_to_json(CDS, &eds_cluster("backend", "backend").encode_to_vec()).unwrap();
+    cl["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] = json!("1s");
+    let any = crate::convert::json_to_any(CDS, &cl).unwrap();
+    let cand = c
+        .check(ResourceType::Cluster, Update::Sotw(vec![any]), t0)
+        .unwrap();
+    assert!(!cand.complete, "warming: the assignment has not arrived");
+    c.commit(cand, t0);
+    assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    assert!(c.tick(t0 + Duration::from_millis(500)).is_none());
+    let (b, _) = c
+        .tick(t0 + Duration::from_secs(1))
+        .expect("applied at the timeout");
+    assert!(b.cluster("backend").unwrap().endpoints.is_empty());
+    assert!(
+        c.tick(t0 + Duration::from_secs(2)).is_none(),
+        "applied once"
+    );
+}
+
+#[test]
+fn rds_names_follow_the_listeners() {
+    let mut c = core();
+    push(
+        &mut c,
+        ResourceType::Listener,
+        vec![
+            any(LDS, &listener("a", 10001, rds("r1"))),
+            any(LDS, &listener("b", 10002, rds("r2"))),
+        ],
+    )
+    .unwrap();
+    assert_eq!(names(&c, ResourceType::Route), ["r1", "r2"]);
+    push(
+        &mut c,
+        ResourceType::Listener,
+        vec![any(LDS, &listener("b", 10002, rds("r3")))],
+    )
+    .unwrap();
+    assert_eq!(
+        names(&c, ResourceType::Route),
+        ["r3"],
+        "r1 and r2 unsubscribed"
+    );
+}

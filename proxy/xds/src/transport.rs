@@ -1,0 +1,105 @@
+//! The channel to the management server: plaintext HTTP/2 over TCP (the ADS cluster's first
+//! `socket_address` endpoint) or a unix socket (its `pipe` endpoint), and the reconnect backoff
+//! (jittered exponential, 100 ms doubling up to 15 s). TLS and call credentials are not
+//! implemented yet.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use hyper_util::rt::TokioIo;
+use sluice_engine::config::{Bootstrap, EndpointAddress};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Where the ADS server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port` (an IP endpoint of the ADS cluster).
+    Tcp(SocketAddr),
+    /// A unix socket path (the ADS cluster's `pipe` endpoint).
+    Pipe(PathBuf),
+}
+
+impl Target {
+    /// The ADS cluster's first endpoint (a pipe first, else an IP endpoint).
+    pub fn from_bootstrap(b: &Bootstrap) -> Result<Self, String> {
+        let d = b
+            .dynamic_resources
+            .as_ref()
+            .ok_or("the bootstrap has no dynamic_resources")?;
+        if let Some(p) = d.ads.pipes.first() {
+            return Ok(Target::Pipe(p.clone()));
+        }
+        let cluster = b
+            .cluster(&d.ads.cluster_name)
+            .ok_or_else(|| format!("ADS cluster {:?} not found", d.ads.cluster_name))?;
+        cluster
+            .endpoints
+            .iter()
+            .find_map(|e| match &e.address {
+                EndpointAddress::Ip(a) => Some(Target::Tcp(*a)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "ADS cluster {:?} has no IP or pipe endpoint (host names are not supported for the ADS cluster yet)",
+                    d.ads.cluster_name
+                )
+            })
+    }
+}
+
+/// Connects a gRPC channel to `target`.
+pub async fn connect(target: &Target) -> Result<Channel, String> {
+    match target {
+        Target::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("connect {addr}: {e}")),
+        Target::Pipe(path) => {
+            let path = path.clone();
+            let shown = path.display().to_string();
+            Endpoint::from_static("http://localhost")
+                .connect_timeout(Duration::from_secs(5))
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(TokioIo::new(s))
+                    }
+                }))
+                .await
+                .map_err(|e| format!("connect unix:{shown}: {e}"))
+        }
+    }
+}
+
+/// The wait before reconnect attempt `attempt` (0-based): uniformly random in
+/// `[cap/2, cap]` with `cap = min(100 ms * 2^attempt, 15 s)`.
+pub fn backoff(attempt: u32) -> Duration {
+    const BASE: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(15);
+    let cap = BASE
+        .checked_mul(1u32 << attempt.min(16))
+        .unwrap_or(MAX)
+        .min(MAX);
+    let ms = cap.as_millis() as u64;
+    Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), ms / 2..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_caps_at_15s() {
+        for a in 0..40 {
+            let d = backoff(a);
+            let cap = Duration::from_millis(100 * (1u64 << a.min(16))).min(Duration::from_secs(15));
+            assert!(d <= cap && d >= cap / 2, "attempt {a}: {d:?} vs {cap:?}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(100));
+        assert!(backoff(30) >= Duration::from_millis(7500));
+    }
+}

@@ -1,0 +1,127 @@
+//! Resource builders for the xDS tests: an ADS bootstrap for `sluice proxy` (or Envoy) and
+//! listeners, route configurations, clusters and load assignments as Envoy JSON, ready for
+//! [`crate::xds_server::Snapshot::from_json`].
+
+use serde_json::{json, Value};
+
+use crate::xds_server::{CDS, EDS, LDS, RDS};
+
+/// Type URL of the HTTP connection manager.
+pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// An ADS bootstrap (`api_type` GRPC or DELTA_GRPC) with admin on `admin` and the ADS server at
+/// `ads` (an HTTP/2 static cluster, as Envoy needs), LDS/CDS initial fetch timeout 5 s.
+pub fn bootstrap(admin: u16, ads: std::net::SocketAddr, api_type: &str) -> String {
+    let addr = format!(
+        "socket_address: {{ address: {}, port_value: {} }}",
+        ads.ip(),
+        ads.port()
+    );
+    bootstrap_to(admin, &addr, api_type)
+}
+
+/// The bootstrap with the ADS cluster's endpoint `address` (a socket_address or a pipe).
+pub fn bootstrap_to(admin: u16, address: &str, api_type: &str) -> String {
+    format!(
+        r#"node: {{ id: sidecar~127.0.0.1~test.default~default.svc.cluster.local, cluster: test, metadata: {{ NAMESPACE: default }} }}
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services:
+    - envoy_grpc: {{ cluster_name: xds-grpc }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 5s }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 5s }}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              {address}
+"#
+    )
+}
+
+/// `http_filters: [router]`.
+pub fn router() -> Value {
+    json!([{"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}])
+}
+
+/// A listener on 127.0.0.1:`port` with one HCM whose other fields are `hcm`.
+pub fn listener(name: &str, port: u16, hcm: Value) -> (&'static str, Value) {
+    let mut tc = hcm;
+    tc["@type"] = json!(HCM);
+    tc["stat_prefix"] = json!(name);
+    tc["http_filters"] = router();
+    (
+        LDS,
+        json!({"name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                "typed_config": tc}]}]}),
+    )
+}
+
+/// HCM fields naming the RDS route configuration `route` over ADS.
+pub fn rds(route: &str) -> Value {
+    json!({"rds": {"route_config_name": route, "config_source": {"ads": {}, "resource_api_version": "V3"}}})
+}
+
+/// A route configuration `name` with one virtual host `*`: `(prefix, cluster)` rules in order.
+pub fn routes(name: &str, rules: &[(&str, &str)]) -> (&'static str, Value) {
+    let routes: Vec<Value> = rules
+        .iter()
+        .map(
+            |(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}),
+        )
+        .collect();
+    (
+        RDS,
+        json!({"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}),
+    )
+}
+
+/// A cluster of type EDS whose assignment (named after it) comes over ADS.
+pub fn eds_cluster(name: &str) -> (&'static str, Value) {
+    (
+        CDS,
+        json!({"name": name, "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}}}),
+    )
+}
+
+/// A STATIC cluster with one endpoint 127.0.0.1:`port`.
+pub fn static_cluster(name: &str, port: u16) -> (&'static str, Value) {
+    (
+        CDS,
+        json!({"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}),
+    )
+}
+
+/// A ClusterLoadAssignment `name` with one locality and an endpoint per port.
+pub fn cla(name: &str, ports: &[u16]) -> (&'static str, Value) {
+    let eps: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+        .collect();
+    (
+        EDS,
+        json!({"cluster_name": name, "endpoints": [{"locality": {"zone": "z1"}, "lb_endpoints": eps}]}),
+    )
+}

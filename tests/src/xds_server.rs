@@ -1,0 +1,468 @@
+//! A scripted ADS management server for tests (tonic, envoy-types' `AggregatedDiscoveryService`):
+//! the test sets numbered snapshots ([`XdsServer::set`]); every stream, State-of-the-world or
+//! Delta, is pushed the difference; every ACK and NACK it receives is recorded ([`Ack`]) with the
+//! snapshot version its nonce carried. [`XdsServer::stop`] kills the server and its streams;
+//! [`XdsServer::restart`] serves again on the same port.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    },
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use futures_util::Stream;
+use serde_json::Value;
+use sluice_xds::convert::{json_to_any, Any};
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Type URLs.
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// RouteConfiguration.
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Cluster.
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// ClusterLoadAssignment.
+pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// One ACK or NACK the server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The type.
+    pub type_url: String,
+    /// The snapshot version of the response it answers (by nonce).
+    pub version: String,
+    /// `error_detail.message` (a NACK) or None (an ACK).
+    pub error: Option<String>,
+}
+
+/// A snapshot: version and resources by type URL and name.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Version string.
+    pub version: String,
+    /// type URL -> name -> resource.
+    pub resources: BTreeMap<String, BTreeMap<String, Any>>,
+}
+
+impl Snapshot {
+    /// A snapshot from `(type_url, JSON)` pairs (names from `name` / `cluster_name`).
+    pub fn from_json(version: &str, items: &[(&str, Value)]) -> Self {
+        let mut resources: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
+        for (ty, json) in items {
+            let name = json
+                .get("name")
+                .or_else(|| json.get("cluster_name"))
+                .and_then(Value::as_str)
+                .expect("resource name")
+                .to_string();
+            let any = json_to_any(ty, json).unwrap_or_else(|e| panic!("{e}"));
+            resources
+                .entry(ty.to_string())
+                .or_default()
+                .insert(name, any);
+        }
+        Self {
+            version: version.into(),
+            resources,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<Ack>>,
+    /// Resources a Delta stream sent, in total (to check a reconnect resends nothing).
+    delta_sent: Mutex<usize>,
+    streams: Mutex<usize>,
+    /// `node.id` of every request that carried a node.
+    nodes: Mutex<Vec<String>>,
+    /// Send RDS/EDS resources nobody subscribed to as well (a misbehaving server).
+    unrequested: std::sync::atomic::AtomicBool,
+}
+
+/// The running server.
+pub struct XdsServer {
+    /// Where it listens (TCP).
+    pub addr: SocketAddr,
+    /// The unix socket it listens on instead, for [`start_unix`](Self::start_unix).
+    pub unix: Option<std::path::PathBuf>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    shared: Arc<Shared>,
+    /// Closes every open stream when set to true.
+    kill: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl XdsServer {
+    /// Starts on a free loopback port with an empty snapshot.
+    pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// Starts on the unix socket `path` (an Envoy `pipe` address).
+    pub async fn start_unix(path: std::path::PathBuf) -> Self {
+        Self::start_on(Some(path)).await
+    }
+
+    async fn start_on(unix: Option<std::path::PathBuf>) -> Self {
+        let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
+        let (kill, _) = watch::channel(false);
+        let mut s = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unix,
+            snapshot,
+            shared: Arc::default(),
+            kill,
+            task: None,
+        };
+        s.serve().await;
+        s
+    }
+
+    async fn serve(&mut self) {
+        self.kill.send_replace(false);
+        let svc = AggregatedDiscoveryServiceServer::new(Ads {
+            snapshot: self.snapshot.subscribe(),
+            shared: self.shared.clone(),
+            kill: self.kill.subscribe(),
+        });
+        let router = tonic::transport::Server::builder().add_service(svc);
+        self.task = Some(match &self.unix {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path).expect("bind unix");
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                tokio::spawn(async move {
+                    let _ = router.serve_with_incoming(incoming).await;
+                })
+            }
+            None => {
+                let l = tokio::net::TcpListener::bind(self.addr)
+                    .await
+                    .expect("bind");
+                self.addr = l.local_addr().unwrap();
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                tokio::spawn(async move {
+                    let _ = router.serve_with_incoming(incoming).await;
+                })
+            }
+        });
+    }
+
+    /// Pushes `snap` to every stream (now and on every new stream).
+    pub fn set(&self, snap: Snapshot) {
+        self.snapshot.send_replace(Arc::new(snap));
+    }
+
+    /// Stops listening and ends every stream (the port is closed).
+    pub async fn stop(&mut self) {
+        self.kill.send_replace(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn restart(&mut self) {
+        self.serve().await;
+    }
+
+    /// Every ACK/NACK received so far.
+    pub fn log(&self) -> Vec<Ack> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// From now on, also send RDS/EDS resources the client did not subscribe to.
+    pub fn send_unrequested(&self, yes: bool) {
+        self.shared
+            .unrequested
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resources sent on Delta streams so far.
+    pub fn delta_resources_sent(&self) -> usize {
+        *self.shared.delta_sent.lock().unwrap()
+    }
+
+    /// `node.id` of every request that carried a node, in order.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.shared.nodes.lock().unwrap().clone()
+    }
+
+    /// Streams opened so far.
+    pub fn streams(&self) -> usize {
+        *self.shared.streams.lock().unwrap()
+    }
+
+    /// Waits (up to 10 s) for the ACK or NACK of `version` of `type_url`.
+    pub async fn wait_for(&self, type_url: &str, version: &str) -> Ack {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = self
+                .log()
+                .into_iter()
+                .find(|a| a.type_url == type_url && a.version == version)
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ACK/NACK of {type_url} version {version}; log: {:#?}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for XdsServer {
+    fn drop(&mut self) {
+        self.kill.send_replace(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ads {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    shared: Arc<Shared>,
+    kill: watch::Receiver<bool>,
+}
+
+type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn wildcard(ty: &str) -> bool {
+    ty == LDS || ty == CDS
+}
+
+fn version_of(any: &Any) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    any.value.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        *self.shared.streams.lock().unwrap() += 1;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (mut snap_rx, shared, mut kill) = (
+            self.snapshot.clone(),
+            self.shared.clone(),
+            self.kill.clone(),
+        );
+        let mut inbound = req.into_inner();
+        tokio::spawn(async move {
+            // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
+            let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
+            let mut sent: HashMap<String, String> = HashMap::new();
+            let mut nonces: HashMap<String, String> = HashMap::new();
+            let mut n = 0u64;
+            loop {
+                let mut changed_types: Vec<String> = Vec::new();
+                tokio::select! {
+                    _ = kill.wait_for(|k| *k) => return,
+                    r = snap_rx.changed() => {
+                        if r.is_err() { return; }
+                        changed_types = subs.keys().cloned().collect();
+                    }
+                    m = inbound.message() => {
+                        let Ok(Some(m)) = m else { return };
+                        if let Some(n) = &m.node {
+                            shared.nodes.lock().unwrap().push(n.id.clone());
+                        }
+                        if !m.response_nonce.is_empty() {
+                            if let Some(v) = nonces.get(&m.response_nonce) {
+                                shared.log.lock().unwrap().push(Ack {
+                                    type_url: m.type_url.clone(),
+                                    version: v.clone(),
+                                    error: m.error_detail.map(|e| e.message),
+                                });
+                            }
+                        }
+                        let names = (!wildcard(&m.type_url))
+                            .then(|| m.resource_names.iter().cloned().collect::<BTreeSet<_>>());
+                        if subs.get(&m.type_url) != Some(&names) {
+                            subs.insert(m.type_url.clone(), names);
+                            sent.remove(&m.type_url);
+                        }
+                        changed_types.push(m.type_url.clone());
+                    }
+                }
+                let snap = snap_rx.borrow_and_update().clone();
+                for ty in changed_types {
+                    if snap.version.is_empty() || sent.get(&ty) == Some(&snap.version) {
+                        continue;
+                    }
+                    let Some(names) = subs.get(&ty) else { continue };
+                    let resources: Vec<Any> = snap
+                        .resources
+                        .get(&ty)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(name, _)| {
+                            names.as_ref().is_none_or(|s| s.contains(*name))
+                                || shared
+                                    .unrequested
+                                    .load(std::sync::atomic::Ordering::Relaxed)
+                        })
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    n += 1;
+                    let nonce = n.to_string();
+                    nonces.insert(nonce.clone(), snap.version.clone());
+                    sent.insert(ty.clone(), snap.version.clone());
+                    let resp = DiscoveryResponse {
+                        version_info: snap.version.clone(),
+                        resources,
+                        type_url: ty,
+                        nonce,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        *self.shared.streams.lock().unwrap() += 1;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (mut snap_rx, shared, mut kill) = (
+            self.snapshot.clone(),
+            self.shared.clone(),
+            self.kill.clone(),
+        );
+        let mut inbound = req.into_inner();
+        tokio::spawn(async move {
+            // Per type: subscribed names (None = wildcard) and what the client has (name -> version).
+            let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
+            let mut has: HashMap<String, HashMap<String, String>> = HashMap::new();
+            let mut nonces: HashMap<String, String> = HashMap::new();
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = kill.wait_for(|k| *k) => return,
+                    r = snap_rx.changed() => if r.is_err() { return },
+                    m = inbound.message() => {
+                        let Ok(Some(m)) = m else { return };
+                        if let Some(n) = &m.node {
+                            shared.nodes.lock().unwrap().push(n.id.clone());
+                        }
+                        if !m.response_nonce.is_empty() {
+                            if let Some(v) = nonces.get(&m.response_nonce) {
+                                shared.log.lock().unwrap().push(Ack {
+                                    type_url: m.type_url.clone(),
+                                    version: v.clone(),
+                                    error: m.error_detail.map(|e| e.message),
+                                });
+                            }
+                        }
+                        let sub = subs.entry(m.type_url.clone()).or_insert_with(|| {
+                            (!wildcard(&m.type_url)).then(BTreeSet::new)
+                        });
+                        if let Some(s) = sub {
+                            s.extend(m.resource_names_subscribe.iter().cloned());
+                            for u in &m.resource_names_unsubscribe {
+                                s.remove(u);
+                            }
+                        }
+                        let h = has.entry(m.type_url.clone()).or_default();
+                        h.extend(m.initial_resource_versions.clone());
+                        for u in &m.resource_names_unsubscribe {
+                            h.remove(u);
+                        }
+                    }
+                }
+                let snap = snap_rx.borrow_and_update().clone();
+                if snap.version.is_empty() {
+                    continue;
+                }
+                for (ty, names) in &subs {
+                    let h = has.entry(ty.clone()).or_default();
+                    let current: BTreeMap<&String, &Any> = snap
+                        .resources
+                        .get(ty)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(name, _)| {
+                            names.as_ref().is_none_or(|s| s.contains(*name))
+                                || shared
+                                    .unrequested
+                                    .load(std::sync::atomic::Ordering::Relaxed)
+                        })
+                        .collect();
+                    let mut resources = Vec::new();
+                    for (name, any) in &current {
+                        let v = version_of(any);
+                        if h.get(*name) != Some(&v) {
+                            h.insert((*name).clone(), v.clone());
+                            resources.push(Resource {
+                                name: (*name).clone(),
+                                version: v,
+                                resource: Some((*any).clone()),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    let removed: Vec<String> = h
+                        .keys()
+                        .filter(|k| !current.contains_key(k))
+                        .cloned()
+                        .collect();
+                    for r in &removed {
+                        h.remove(r);
+                    }
+                    if resources.is_empty() && removed.is_empty() {
+                        continue;
+                    }
+                    *shared.delta_sent.lock().unwrap() += resources.len();
+                    n += 1;
+                    let nonce = n.to_string();
+                    nonces.insert(nonce.clone(), snap.version.clone());
+                    let resp = DeltaDiscoveryResponse {
+                        system_version_info: snap.version.clone(),
+                        resources,
+                        type_url: ty.clone(),
+                        removed_resources: removed,
+                        nonce,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
