@@ -1,0 +1,51 @@
+//! Noisy neighbour on one agent with every pod enrolled: the quiet pod (pod 1) runs the open
+//! loop at `plan.quiet_rps` over 16 connections, alone and then while pod 0 runs wrk at its
+//! maximum rate (64 connections) through the same agent. Repeated `plan.reps` times, alone and
+//! with the neighbour interleaved; the ratio is taken per repetition.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::{
+    super::{loadgen::OpenResult, paths::start::Agent},
+    ctx::Ctx,
+    report::Metrics,
+};
+
+const QUIET: usize = 1;
+const NOISY: usize = 0;
+
+fn quiet_run(cx: &Ctx, secs: f64) -> Result<OpenResult> {
+    let r = cx.multi(&[QUIET], cx.plan.quiet_rps, 16, secs)?;
+    if r.errors > 0 {
+        bail!("quiet pod: {} errors", r.errors);
+    }
+    Ok(r)
+}
+
+pub fn run(cx: &Ctx, agent: &mut Agent, key: &str, m: &mut Metrics) -> Result<()> {
+    let secs = cx.plan.noisy_secs;
+    // Warm-up of both pods' paths (not recorded).
+    quiet_run(cx, 0.5)?;
+    for _ in 0..cx.plan.reps {
+        let alone = quiet_run(cx, secs)?;
+        // wrk runs 1 s before and after the quiet pod's window.
+        let noisy = cx.wrk_start(NOISY, 64, secs + 2.0)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let with = quiet_run(cx, secs);
+        let wrk = cx.wrk_wait(noisy, secs + 2.0)?;
+        let with = with?;
+        m.push(&format!("{key}.noisy.alone.p50_us"), alone.p50_us);
+        m.push(&format!("{key}.noisy.alone.p99_us"), alone.p99_us);
+        m.push(&format!("{key}.noisy.with.p50_us"), with.p50_us);
+        m.push(&format!("{key}.noisy.with.p99_us"), with.p99_us);
+        m.push(&format!("{key}.noisy.with.rps"), with.achieved_rps);
+        m.push(&format!("{key}.noisy.neighbour_rps"), wrk);
+        m.push(
+            &format!("{key}.noisy.p99_ratio"),
+            with.p99_us / alone.p99_us,
+        );
+    }
+    agent.run.check_alive()
+}
