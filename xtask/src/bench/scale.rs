@@ -87,6 +87,19 @@ impl Plan {
     }
 }
 
+/// Copies the run's process logs (agents, sidecars, Envoys, nginx) out of the bench directory
+/// before it is removed, for the failure message.
+fn keep_logs(from: &std::path::Path, to: &std::path::Path) {
+    let _ = fs::remove_dir_all(to);
+    let _ = fs::create_dir_all(to);
+    for e in fs::read_dir(from).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log" || x == "out") {
+            let _ = fs::copy(&p, to.join(e.file_name()));
+        }
+    }
+}
+
 /// Runs the scale bench.
 pub fn run(a: &BenchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -128,11 +141,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let envoy = paths::prepare_envoy(&pods.dir.path).ok();
     let cx = Ctx::new(&pods, &sluice, &cni, &loadgen, envoy.as_deref(), &plan);
     let mut m = Metrics::default();
+    let out = a.out.clone().unwrap_or_else(|| target_dir().join("bench"));
     let mut step = |name: &str, f: &mut dyn FnMut(&mut Metrics) -> Result<()>| -> Result<()> {
         check_interrupted()?;
         let t = Instant::now();
         eprintln!("bench --scale: {name} ...");
-        f(&mut m)?;
+        if let Err(e) = f(&mut m) {
+            keep_logs(&pods.dir.path, &out.join("scale-logs"));
+            return Err(e.context(format!("{name} (logs in {}/scale-logs)", out.display())));
+        }
         eprintln!(
             "bench --scale: {name} done in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -166,7 +183,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         envoy: envoy.is_some(),
     };
     let (md, json) = report::render(&header, &m);
-    let out = a.out.clone().unwrap_or_else(|| target_dir().join("bench"));
     fs::create_dir_all(&out)?;
     fs::write(out.join("scale.md"), &md)?;
     fs::write(out.join("scale.json"), serde_json::to_string_pretty(&json)?)?;

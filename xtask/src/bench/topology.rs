@@ -72,13 +72,18 @@ impl Proc {
     /// Fails (with the log file's tail) when the process already exited.
     pub fn check_alive(&mut self, log: &Path) -> Result<()> {
         if let Some(st) = self.child.try_wait()? {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} exited ({st}):\n{}", self.name, tail.join("\n"));
+            bail!("{} exited ({st}):\n{}", self.name, log_tail(log, 15));
         }
         Ok(())
     }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    tail.join("\n")
 }
 
 impl Drop for Proc {

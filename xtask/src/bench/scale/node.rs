@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::{
-    super::paths::start::{Agent, IptablesGuard, Running},
+    super::{
+        paths::start::{Agent, IptablesGuard, Running},
+        topology::log_tail,
+    },
     ctx::{idle_cpu, stop_all, Ctx},
     procstat::{self, Snap},
     report::{quantile, Metrics},
@@ -101,7 +104,8 @@ pub fn run(cx: &Ctx, l7: bool, m: &mut Metrics) -> Result<Agent> {
             cx.plan.pods
         );
     }
-    measure(cx, key, &[pid], cx.plan.pods, m)?;
+    measure(cx, key, &[pid], cx.plan.pods, m)
+        .with_context(|| format!("agent log:\n{}", log_tail(&agent.run.log, 20)))?;
     agent.run.check_alive()?;
     Ok(agent)
 }
