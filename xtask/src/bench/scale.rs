@@ -160,12 +160,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // enrolled all along).
     step("node mode, L4", &mut |m| {
         let mut agent = node::run(&cx, false, m)?;
-        neighbour::run(&cx, &mut agent, "node_l4", m)?;
+        neighbour::run(&cx, Some(&mut agent), "node_l4", m)?;
         churn::run(&cx, &mut agent, m)
     })?;
     step("node mode, L7", &mut |m| {
         let mut agent = node::run(&cx, true, m)?;
-        neighbour::run(&cx, &mut agent, "node_l7", m)
+        neighbour::run(&cx, Some(&mut agent), "node_l7", m)
     })?;
     step("sluice sidecars", &mut |m| node::sidecars(&cx, m))?;
     match &envoy {
@@ -173,6 +173,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         None => eprintln!("bench --scale: no native Envoy found: Envoy sidecars skipped"),
     }
     step("worker scaling", &mut |m| workers::run(&cx, m))?;
+    step("noisy neighbour without a proxy", &mut |m| {
+        neighbour::run(&cx, None, "direct", m)
+    })?;
     drop(pods);
     let header = report::Header {
         quick: a.quick,

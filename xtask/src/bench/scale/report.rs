@@ -304,7 +304,11 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         p.quiet_rps, p.noisy_secs
     );
     md.push_str("| | quiet p50 alone (µs) | quiet p99 alone (µs) | quiet p50 with neighbour | quiet p99 with neighbour | p99 ratio | neighbour req/s |\n|---|---|---|---|---|---|---|\n");
-    for (label, k) in [("L4", "node_l4"), ("L7", "node_l7")] {
+    for (label, k) in [
+        ("L4", "node_l4"),
+        ("L7", "node_l7"),
+        ("no proxy (control)", "direct"),
+    ] {
         let c = |f: &str, d| m.cell(&format!("{k}.noisy.{f}"), d);
         let _ = writeln!(
             md,
@@ -318,6 +322,15 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         );
     }
 
+    for k in ["node_l4", "node_l7"] {
+        if let Some(n) = m.med(&format!("{k}.noisy.warmup_failures")) {
+            let _ = writeln!(
+                md,
+                "\nFINDING: {k}: the quiet pod's warm-up (16 connections, one request each) failed {n} time(s): a request through the agent got its connection closed before the response headers."
+            );
+        }
+    }
+    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what wrk, nginx and the quiet pod's generator sharing the 2 cores do to the quiet pod's latency without the agent.\n");
     let _ = writeln!(
         md,
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",
