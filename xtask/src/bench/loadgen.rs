@@ -91,6 +91,12 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
     Ok(ok)
 }
 
+/// Writes one request and reads its response: Ok(true) for 200.
+pub async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Result<bool> {
+    s.write_all(req).await?;
+    read_response(s, buf).await
+}
+
 /// Open loop: `rate` requests/s over `conns` keep-alive connections for `duration`.
 pub async fn open_loop(
     addr: SocketAddr,

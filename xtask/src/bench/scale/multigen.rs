@@ -1,7 +1,8 @@
 //! The load generator's `multi` mode: one process drives many pods. It enters each pod's netns
 //! in turn (setns on its only thread), connects `--conns` keep-alive connections from there (a
 //! socket stays in the netns it was created in), returns to its own netns and runs the open loop
-//! of [`loadgen::open_loop_on`] over all of them: `--rate` is the total over every pod.
+//! of [`loadgen::open_loop_on`] over all of them: `--rate` is the total over every pod. A
+//! connection whose first request fails counts as an error and is left out.
 //! It must run in the bench cgroup, as every pod process does, so connect4 captures it.
 
 use std::{fs::File, os::fd::AsRawFd as _, time::Duration};
@@ -48,16 +49,25 @@ pub fn run(args: &LoadgenArgs, rt: &tokio::runtime::Runtime) -> Result<OpenResul
     let streams = connect_all(args)?;
     let req = loadgen::request(&args.path, &args.addr.to_string(), false);
     rt.block_on(async {
-        let streams = streams
-            .into_iter()
-            .map(tokio::net::TcpStream::from_std)
-            .collect::<std::io::Result<Vec<_>>>()?;
-        loadgen::open_loop_on(
-            streams,
-            &req,
-            args.rate,
-            Duration::from_secs_f64(args.seconds),
-        )
-        .await
+        // First request on every connection: one that fails is counted as an error and its
+        // connection left out of the open loop (the rest of the pods still carry traffic).
+        let mut ok = Vec::new();
+        let mut failed = 0;
+        let mut buf = Vec::with_capacity(80 * 1024);
+        for s in streams {
+            let mut s = tokio::net::TcpStream::from_std(s)?;
+            match loadgen::exchange(&mut s, &req, &mut buf).await {
+                Ok(true) => ok.push(s),
+                _ => failed += 1,
+            }
+        }
+        if ok.is_empty() {
+            bail!("no connection answered its first request ({failed} failed)");
+        }
+        let mut r =
+            loadgen::open_loop_on(ok, &req, args.rate, Duration::from_secs_f64(args.seconds))
+                .await?;
+        r.errors += failed;
+        Ok(r)
     })
 }

@@ -18,8 +18,8 @@ const NOISY: usize = 0;
 
 fn quiet_run(cx: &Ctx, secs: f64) -> Result<OpenResult> {
     let r = cx.multi(&[QUIET], cx.plan.quiet_rps, 16, secs)?;
-    if r.errors > 0 {
-        bail!("quiet pod: {} errors", r.errors);
+    if r.requests == 0 {
+        bail!("quiet pod: no request answered ({} errors)", r.errors);
     }
     Ok(r)
 }
@@ -47,6 +47,10 @@ pub fn run(cx: &Ctx, agent: Option<&mut Agent>, key: &str, m: &mut Metrics) -> R
         m.push(&format!("{key}.noisy.with.p50_us"), with.p50_us);
         m.push(&format!("{key}.noisy.with.p99_us"), with.p99_us);
         m.push(&format!("{key}.noisy.with.rps"), with.achieved_rps);
+        m.push(
+            &format!("{key}.noisy.errors"),
+            (alone.errors + with.errors) as f64,
+        );
         m.push(&format!("{key}.noisy.neighbour_rps"), wrk);
         m.push(
             &format!("{key}.noisy.p99_ratio"),

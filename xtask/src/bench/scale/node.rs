@@ -38,7 +38,11 @@ fn measure(cx: &Ctx, key: &str, pids: &[u32], n: usize, m: &mut Metrics) -> Resu
     m.push(&format!("{key}.idle.cpu_pct"), cpu);
     m.push(&format!("{key}.idle.wakeups_per_s"), wakeups);
     let c0 = procstat::cpu_sum(pids)?;
-    cx.probe(&all)?;
+    let errors = cx.probe(&all)?;
+    m.push(&format!("{key}.one.errors"), errors as f64);
+    if errors > 0 {
+        println!("FINDING: {key}: {errors} of {n} pods' first request failed");
+    }
     if procstat::cpu_sum(pids)? <= c0 {
         // /proc CPU ticks are 10 ms: 100 requests may fall under one tick, not an error alone.
         eprintln!("bench --scale: {key}: no CPU tick counted for the probe through {n} pods");
@@ -49,9 +53,7 @@ fn measure(cx: &Ctx, key: &str, pids: &[u32], n: usize, m: &mut Metrics) -> Resu
     let rate = p.per_pod_rps * n as u64;
     let r = cx.multi(&all, rate, 1, p.traffic_secs)?;
     let cpu_s = procstat::cpu_sum(pids)? - c0;
-    if r.errors > 0 {
-        bail!("{key}: traffic to {n} pods: {} errors", r.errors);
-    }
+    m.push(&format!("{key}.traffic.errors"), r.errors as f64);
     if cpu_s <= 0.0 {
         bail!("{key}: the proxies used no CPU while {n} pods sent traffic: a hop was skipped");
     }

@@ -221,6 +221,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             1,
         ),
         ("open fds after one request through every pod", "one.fds", 0),
+        ("failed first requests (of one per pod)", "one.errors", 0),
         ("RSS after the traffic (MiB)", "traffic.rss_mib", 1),
         ("peak RSS after the traffic (MiB)", "traffic.hwm_mib", 1),
         ("open fds after the traffic", "traffic.fds", 0),
@@ -238,6 +239,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         ("traffic: achieved req/s", "traffic.rps", 0),
         ("traffic: p50 (µs)", "traffic.p50_us", 0),
         ("traffic: p99 (µs)", "traffic.p99_us", 0),
+        ("traffic: failed requests", "traffic.errors", 0),
         ("traffic: agent CPU (% of one core)", "traffic.cpu_pct", 1),
         (
             "traffic: agent CPU per 1k requests (ms)",

@@ -20,7 +20,10 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
                 for &i in &pods {
                     cx.enroll(&agent.control, i, "node")?;
                 }
-                cx.probe(&pods)?;
+                m.push(
+                    &format!("workers.{engine}.probe_errors"),
+                    cx.probe(&pods)? as f64,
+                );
                 let pid = agent.run.pid();
                 let c0 = procstat::cpu_secs(pid)?;
                 let runs = pods
