@@ -171,7 +171,9 @@ pub fn run(cx: &Ctx, agent: &mut Agent, m: &mut Metrics) -> Result<()> {
     cx.multi(&busy, rate, 1, 2.0)?;
     std::thread::sleep(Duration::from_millis(500));
     let (base, base_pods, base_entries) = state(cx, agent)?;
-    let secs = p.churn_pods as f64 / p.churn_rate + 3.0;
+    // The traffic must cover the churn even when the machine sustains only a third of the
+    // target rate (the report gives both windows).
+    let secs = p.churn_pods as f64 / p.churn_rate * 3.0 + 3.0;
     let traffic = cx.multi_start(&busy, rate, 1, secs)?;
     let chain = Chain::new(cx, &agent.control);
     let mut live: VecDeque<(Netns, String)> = VecDeque::new();
@@ -219,6 +221,8 @@ pub fn run(cx: &Ctx, agent: &mut Agent, m: &mut Metrics) -> Result<()> {
     let pct = |a: u64, b: u64| (a as f64 - b as f64) / (b as f64).max(1.0) * 100.0;
     m.push("churn.pods", (add_ms.len() + errors.len()) as f64);
     m.push("churn.rate", p.churn_pods as f64 / churn_secs);
+    m.push("churn.secs", churn_secs);
+    m.push("churn.traffic.secs", secs);
     m.push("churn.cni_errors", errors.len() as f64);
     m.push("churn.traffic.errors", r.errors as f64);
     m.push("churn.traffic.requests", r.requests as f64);

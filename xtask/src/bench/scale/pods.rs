@@ -19,6 +19,10 @@ use super::super::topology::{
 
 /// The bridge inside the server netns (the CNI churn pods join it too).
 pub const BRIDGE: &str = "sb0";
+/// The bridge's own MAC, set once: a bridge without one takes the lowest MAC of its ports,
+/// so every CNI ADD/DEL of the churn could change the server's MAC under the pods' ARP caches
+/// (stale entries, TCP retransmits with backoff: multi-second stalls of the busy pods).
+const BRIDGE_MAC: &str = "02:00:0a:fa:00:01";
 /// Prefix of every pod subnet address; the server is `.0.1`.
 pub const NET: &str = "10.250";
 /// The static pods use 10.250.1.0 .. 10.250.7.255; the CNI churn pods get 10.250.8.0/21 from
@@ -81,7 +85,8 @@ impl Pods {
         ip_batch(
             Some(&server.name),
             &format!(
-                "link add {BRIDGE} type bridge\naddr add {server_ip}/16 dev {BRIDGE}\nlink set {BRIDGE} up\n"
+                "link add {BRIDGE} type bridge\nlink set {BRIDGE} address {BRIDGE_MAC}\n\
+                 addr add {server_ip}/16 dev {BRIDGE}\nlink set {BRIDGE} up\n"
             ),
         )?;
         server.exec("sysctl", &["-qw", "net.core.somaxconn=4096"])?;

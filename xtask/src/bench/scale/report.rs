@@ -385,12 +385,14 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
     }
     let _ = writeln!(
         md,
-        "\nAchieved churn rate {} pods/s over {} pods; CNI errors {}; sluice-cni ADD p50 {} ms, p99 {} ms. Busy pods during the churn: {} requests, {} failed, p50 {} µs, p99 {} µs.",
+        "\nAchieved churn rate {} pods/s over {} pods in {} s (one pod at a time: netns, ADD chain, DEL chain of the pod added 10 before); CNI errors {}; sluice-cni ADD p50 {} ms, p99 {} ms. Busy pods (traffic window {} s, from the churn's start): {} requests, {} failed, p50 {} µs, p99 {} µs.",
         m.cell("churn.rate", 1),
         m.cell("churn.pods", 0),
+        m.cell("churn.secs", 0),
         m.cell("churn.cni_errors", 0),
         m.cell("churn.cni_add.p50_ms", 1),
         m.cell("churn.cni_add.p99_ms", 1),
+        m.cell("churn.traffic.secs", 0),
         m.cell("churn.traffic.requests", 0),
         m.cell("churn.traffic.errors", 0),
         m.cell("churn.traffic.p50_us", 0),
