@@ -79,6 +79,10 @@ enum Cmd {
         /// (e.g. 30s, 500ms, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: std::time::Duration,
+        /// Worker threads of the agent's tokio runtime (default: TOKIO_WORKER_THREADS, else one
+        /// per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -248,6 +252,7 @@ fn run() -> Result<()> {
             idle_after_handover,
             control_allow_uids,
             drain_timeout,
+            workers,
         } => {
             let upgrade_from = upgrade_from
                 .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
@@ -267,7 +272,11 @@ fn run() -> Result<()> {
                 inbound: Arc::new(sluice_node::inbound::InboundPassthrough),
                 l7,
             };
-            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().context("tokio runtime")?;
             rt.block_on(agent::run(
                 AgentOptions {
                     cgroup,

@@ -1,5 +1,6 @@
 //! The capture side's entry point, in process: `Server::serve_captured` with a known original
-//! destination, an ORIGINAL_DST cluster, protocol detection (HTTP vs server-speaks-first TCP).
+//! destination, an ORIGINAL_DST cluster, protocol detection (HTTP vs server-speaks-first TCP,
+//! and a client whose first bytes come after the detection timeout).
 
 use std::{
     net::SocketAddr,
@@ -12,7 +13,10 @@ use std::{
 
 use sluice_engine::server::{ConnObserver, Server, StartOptions};
 use sluice_tests::upstream::{assert_banner_then_echo, banner_server, harness::curl, TestUpstream};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 const CONFIG: &str = r#"
 static_resources:
@@ -84,10 +88,36 @@ impl Counts {
     }
 }
 
+/// [`CONFIG`] plus, first, a tcp_proxy chain for another port (as the bench's iperf3 chain on
+/// 5201) to a cluster nobody listens on.
+fn with_other_port_tcp_chain() -> String {
+    CONFIG
+        .replace(
+            "    filter_chains:\n",
+            "    filter_chains:\n    - filter_chain_match: {destination_port: 5201}\n      filters:\n      \
+             - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \
+             \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          \
+             stat_prefix: other\n          cluster: other\n",
+        )
+        .replace(
+            "  clusters:\n",
+            "  clusters:\n  - name: other\n    type: STATIC\n    connect_timeout: 1s\n    \
+             load_assignment: {cluster_name: other, endpoints: [{lb_endpoints: [{endpoint: \
+             {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}\n",
+        )
+}
+
 /// Starts the proxy without binding (like the capture side) and a loopback acceptor that hands
 /// every connection to `serve_captured` with `orig_dst`.
 async fn capture(orig_dst: SocketAddr) -> (SocketAddr, Arc<Server>, Arc<Counts>) {
-    let bootstrap = sluice_engine::config::from_yaml_str(CONFIG).expect("valid config");
+    capture_with(CONFIG, orig_dst).await
+}
+
+async fn capture_with(
+    config: &str,
+    orig_dst: SocketAddr,
+) -> (SocketAddr, Arc<Server>, Arc<Counts>) {
+    let bootstrap = sluice_engine::config::from_yaml_str(config).expect("valid config");
     let server = Server::start_with(
         bootstrap,
         serde_json::Value::Null,
@@ -180,6 +210,31 @@ async fn server_speaks_first_is_not_stalled() {
     counts.wait_closed(1).await;
     assert_eq!(counts.from_downstream.load(Ordering::Relaxed), 9);
     assert!(counts.to_downstream.load(Ordering::Relaxed) >= 17);
+}
+
+/// A client that connects and sends its HTTP request only after the detection timeout: the
+/// connection is not detected as HTTP, and must stay on a chain its port admits (here none but
+/// the HTTP one: plain TCP passthrough to the original destination), never the tcp_proxy chain
+/// of port 5201 (found by `cargo xtask bench --scale`: with 100 pods, first requests sent later
+/// than 100 ms after connect went to the iperf3 cluster and were closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_first_bytes_stay_on_their_port() {
+    let up = TestUpstream::start("orig").await;
+    let (entry, _server, counts) = capture_with(&with_other_port_tcp_chain(), up.addr).await;
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    tokio::time::sleep(sluice_engine::detect::DETECT_TIMEOUT * 3).await;
+    s.write_all(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("response within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("orig"), "{text}");
+    assert_eq!(counts.upstream_failures.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod loadgen;
 mod paths;
 mod profile;
 mod report;
+mod scale;
 mod topology;
 mod workloads;
 
@@ -60,6 +61,14 @@ pub struct BenchArgs {
     /// Sampling perturbs that repetition: take the numbers from a run without it.
     #[arg(long)]
     pub perf: bool,
+    /// The node-scale bench instead (issue 15): 100 pods on one agent (L4, then L7), 100 sluice
+    /// sidecars and 10 Envoy sidecars, noisy neighbour, 1 vs 2 agent workers, CNI churn; writes
+    /// <out>/scale.md and scale.json. With --quick: short windows, 50 churned pods.
+    #[arg(long)]
+    pub scale: bool,
+    /// --scale: pods enrolled on the agent (default 100).
+    #[arg(long)]
+    pub pods: Option<usize>,
 }
 
 /// Subcommands the bench runs itself.
@@ -74,6 +83,7 @@ pub enum Internal {
 pub fn run(a: BenchArgs) -> Result<()> {
     match &a.internal {
         Some(Internal::Loadgen(l)) => loadgen::main(l),
+        None if a.scale => scale::run(&a),
         None => run_bench(a),
     }
 }
@@ -213,6 +223,31 @@ fn machine() -> String {
     )
 }
 
+/// Fails unless every tool is on PATH.
+fn require_tools(tools: &[&str]) -> Result<()> {
+    for tool in tools {
+        if run_cmd("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            bail!("{tool} is not installed (run `cargo xtask setup`)");
+        }
+    }
+    Ok(())
+}
+
+/// Builds the load generator (xtask) with `--profile`; returns the profile's output directory
+/// and the load generator.
+fn build_loadgen(a: &BenchArgs) -> Result<(PathBuf, PathBuf)> {
+    let out_dir = match a.profile.as_str() {
+        "release" => "release",
+        "dev" => "debug",
+        p => bail!("--profile {p}: expected release or dev"),
+    };
+    eprintln!("bench: building the load generator ({} xtask)", a.profile);
+    cargo_build("xtask", &a.profile)?;
+    let dir = target_dir().join(out_dir);
+    let loadgen = dir.join("xtask");
+    Ok((dir, loadgen))
+}
+
 /// Runs the bench.
 fn run_bench(a: BenchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -234,7 +269,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     if !paths.contains(&PathKind::Direct) {
         bail!("--paths must include direct (every other path is reported against it)");
     }
-    for tool in [
+    require_tools(&[
         "wrk",
         "h2load",
         "iperf3",
@@ -243,20 +278,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         "setpriv",
         "iptables-restore",
         "ss",
-    ] {
-        if run_cmd("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            bail!("{tool} is not installed (run `cargo xtask setup`)");
-        }
-    }
+    ])?;
     let target = target_dir();
-    let out_dir = match a.profile.as_str() {
-        "release" => "release",
-        "dev" => "debug",
-        p => bail!("--profile {p}: expected release or dev"),
-    };
-    eprintln!("bench: building the load generator ({} xtask)", a.profile);
-    cargo_build("xtask", &a.profile)?;
-    let loadgen = target.join(out_dir).join("xtask");
+    let (bin_dir, loadgen) = build_loadgen(&a)?;
     let needs_sluice = paths.iter().any(|p| p.needs_sluice());
     let sluice = match (&a.sluice, needs_sluice) {
         (Some(p), _) => Some(
@@ -266,7 +290,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         (None, true) => {
             eprintln!("bench: building sluice ({})", a.profile);
             cargo_build("sluice", &a.profile)?;
-            Some(target.join(out_dir).join("sluice"))
+            Some(bin_dir.join("sluice"))
         }
         (None, false) => None,
     };
@@ -571,6 +595,8 @@ mod tests {
             profile: "release".into(),
             out: None,
             perf: false,
+            scale: false,
+            pods: None,
         }
     }
 

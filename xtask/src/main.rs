@@ -22,7 +22,7 @@ enum Cmd {
     /// Install what building and testing need (apt packages, nightly rust-src, bpf-linker). Idempotent.
     Setup,
     /// Benchmark every capture path against direct: latency, throughput, churn, bulk, proxy cost.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Set up, build, then (as root) run two pods with the agent capturing one of them and curl
     /// through it; cleans up everything, also on Ctrl-C.
     Demo {
@@ -53,7 +53,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
-        Cmd::Bench(a) => bench::run(a),
+        Cmd::Bench(a) => bench::run(*a),
         Cmd::Demo { no_setup } => demo::run(no_setup),
         Cmd::Image { twice, rm } => {
             let built = image::run(twice);

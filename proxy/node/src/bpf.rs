@@ -47,6 +47,7 @@ mod error;
 mod fs;
 mod handover;
 mod inbound;
+mod instance_loader;
 mod link;
 
 use std::{
@@ -118,6 +119,8 @@ pub struct Datapath {
     pin_dir: PathBuf,
     // Set by [`Datapath::pin_links_now`]: sk_lookup links are pinned as soon as they are made.
     pin_eagerly: bool,
+    // Loads the per-pod sk_lookup instances (the kernel BTF parsed once, not per enrollment).
+    instance_loader: instance_loader::InstanceLoader,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -144,10 +147,11 @@ pub fn limit_heap_retention() {
 }
 
 /// Gives the heap pages an object load freed back to the kernel. `EbpfLoader::new` parses the
-/// kernel's BTF (about 5 MiB of /sys/kernel/btf/vmlinux, some 20 MiB once parsed) on every load,
-/// although these programs need no CO-RE relocation (hence `.btf(None)`); glibc keeps what is
-/// freed in the loading thread's arena, which left the agent about 20 MiB larger after its first
-/// enroll. Control plane only (load and enroll), never per connection.
+/// kernel's BTF (about 5 MiB of /sys/kernel/btf/vmlinux, some 20 MiB once parsed) whenever it is
+/// called, although these programs need no CO-RE relocation (hence `.btf(None)`; the per-pod
+/// sk_lookup instances share one loader, see `instance_loader`); glibc keeps what is freed in the
+/// loading thread's arena, which left the agent about 20 MiB larger after its first enroll.
+/// Control plane only (load and enroll), never per connection.
 fn release_loader_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
@@ -194,7 +198,8 @@ impl Datapath {
         let inbound_listeners = take(&mut ebpf, MAP_INBOUND_LISTENERS)?;
         let attached = attach::load_and_attach(&mut ebpf, &opts.cgroup, socks.fd())?;
         // sk_lookup links of a persisted agent: our program replaces theirs in place.
-        let inbound_links = inbound::adopt_pinned(&opts.pin_dir)?;
+        let mut instance_loader = instance_loader::InstanceLoader::new(&opts.pin_dir);
+        let inbound_links = inbound::adopt_pinned(&opts.pin_dir, &mut instance_loader)?;
         // Make before break: ours are attached, now release what a persisted agent left.
         let links_dir = opts.pin_dir.join(LINKS_DIR);
         link::release_pinned(&links_dir).map_err(|source| BpfError::Links {
@@ -217,6 +222,7 @@ impl Datapath {
             cgroup: opts.cgroup.clone(),
             pin_dir: opts.pin_dir.clone(),
             pin_eagerly: false,
+            instance_loader,
         })
     }
 

@@ -49,7 +49,7 @@ pub struct ChurnResult {
     pub conns_per_sec: f64,
 }
 
-fn request(path: &str, host: &str, close: bool) -> Vec<u8> {
+pub fn request(path: &str, host: &str, close: bool) -> Vec<u8> {
     let conn = if close { "Connection: close\r\n" } else { "" };
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-bench\r\n{conn}\r\n")
         .into_bytes()
@@ -91,6 +91,12 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
     Ok(ok)
 }
 
+/// Writes one request and reads its response: Ok(true) for 200.
+pub async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Result<bool> {
+    s.write_all(req).await?;
+    read_response(s, buf).await
+}
+
 /// Open loop: `rate` requests/s over `conns` keep-alive connections for `duration`.
 pub async fn open_loop(
     addr: SocketAddr,
@@ -99,27 +105,46 @@ pub async fn open_loop(
     conns: u64,
     duration: Duration,
 ) -> Result<OpenResult> {
-    let total = ((rate as f64 * duration.as_secs_f64()) as u64).max(conns);
-    let req = request(path, &addr.to_string(), false);
     let mut streams = Vec::new();
     for _ in 0..conns {
         let s = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
-        s.set_nodelay(true)?;
         streams.push(s);
+    }
+    open_loop_on(
+        streams,
+        &request(path, &addr.to_string(), false),
+        rate,
+        duration,
+    )
+    .await
+}
+
+/// Open loop over connections already made (the scale bench connects them from many pods):
+/// one warm-up request each, then `rate` requests/s round robin over them for `duration`.
+pub async fn open_loop_on(
+    mut streams: Vec<TcpStream>,
+    req: &[u8],
+    rate: u64,
+    duration: Duration,
+) -> Result<OpenResult> {
+    let conns = streams.len() as u64;
+    let total = ((rate as f64 * duration.as_secs_f64()) as u64).max(conns);
+    for s in &streams {
+        s.set_nodelay(true)?;
     }
     // Warm every connection with one request (not recorded).
     let mut buf = Vec::with_capacity(80 * 1024);
     for s in &mut streams {
-        s.write_all(&req).await?;
+        s.write_all(req).await?;
         read_response(s, &mut buf).await?;
     }
     let t0 = Instant::now() + Duration::from_millis(5);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::new();
     for (c, mut s) in streams.into_iter().enumerate() {
-        let req = req.clone();
+        let req = req.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
             let mut errors = 0u64;
@@ -241,7 +266,8 @@ pub fn main(args: &LoadgenArgs) -> Result<()> {
             dur,
             args.max_conns,
         ))?)?,
-        m => bail!("bench loadgen: unknown mode {m:?} (open | churn)"),
+        "multi" => serde_json::to_string(&super::scale::multigen::run(args, &rt)?)?,
+        m => bail!("bench loadgen: unknown mode {m:?} (open | churn | multi)"),
     };
     println!("{json}");
     Ok(())
@@ -250,9 +276,12 @@ pub fn main(args: &LoadgenArgs) -> Result<()> {
 /// Arguments of the hidden `xtask bench loadgen` subcommand.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LoadgenArgs {
-    /// open | churn
+    /// open | churn | multi (connections from every netns of --netns, --rate in total)
     #[arg(long)]
     pub mode: String,
+    /// multi: the pods' netns names (under /run/netns), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub netns: Vec<String>,
     /// Server address (ip:port).
     #[arg(long)]
     pub addr: SocketAddr,

@@ -4,8 +4,8 @@
 //! and the two-hop variants with the same proxy in the server pod too (inbound capture), as Istio
 //! deploys it. Every activation checks that the request really took each hop.
 
-mod envoy;
-mod start;
+pub mod envoy;
+pub mod start;
 
 use std::{
     path::{Path, PathBuf},

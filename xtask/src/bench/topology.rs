@@ -72,13 +72,18 @@ impl Proc {
     /// Fails (with the log file's tail) when the process already exited.
     pub fn check_alive(&mut self, log: &Path) -> Result<()> {
         if let Some(st) = self.child.try_wait()? {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} exited ({st}):\n{}", self.name, tail.join("\n"));
+            bail!("{} exited ({st}):\n{}", self.name, log_tail(log, 15));
         }
         Ok(())
     }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    tail.join("\n")
 }
 
 impl Drop for Proc {
@@ -226,9 +231,11 @@ pub struct TempDir {
 }
 
 impl TempDir {
+    /// Mode 0755: uid 1337 (the proxies) reads the configs in it.
     pub fn new(path: PathBuf) -> Result<Self> {
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(TempDir { path })
     }
 }
@@ -250,6 +257,42 @@ pub const IPERF_PORT: u16 = 5201;
 /// a server-side proxy (source 127.0.0.6) carried the request.
 pub const PEER_PATH: &str = "/peer";
 
+/// nginx (1 worker) in `server`, serving the payloads from `dir`/www on `sip` (HTTP/1.1 on
+/// [`HTTP_PORT`], h2c on [`H2_PORT`], the [`PEER_PATH`] probe); its pid file and logs go to `dir`.
+pub fn start_nginx(server: &Netns, dir: &Path, sip: &str) -> Result<Proc> {
+    let www = dir.join("www");
+    fs::create_dir_all(&www)?;
+    for (name, size) in PAYLOADS {
+        fs::write(www.join(&name[1..]), vec![b'x'; *size])?;
+    }
+    let conf = dir.join("nginx.conf");
+    let mut f = fs::File::create(&conf)?;
+    write!(
+        f,
+        "daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 16384; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_timeout 300s;\n  \
+         keepalive_requests 10000000;\n  default_type application/octet-stream;\n  \
+         client_body_temp_path {d}/tmp;\n  \
+         server {{ listen {sip}:{HTTP_PORT} backlog=4096; root {w}; \
+         location = {PEER_PATH} {{ return 200 \"$remote_addr\\n\"; }} }}\n  \
+         server {{ listen {sip}:{H2_PORT} http2 backlog=4096; root {w}; http2_max_requests 10000000; }}\n}}\n",
+        d = dir.display(),
+        w = www.display(),
+    )?;
+    let log = fs::File::create(dir.join("nginx.out"))?;
+    Ok(Proc {
+        name: "nginx".into(),
+        child: server
+            .command("nginx", None)
+            .args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting nginx")?,
+    })
+}
+
 /// The whole topology. Field order is drop order: servers first, then namespaces, cgroup, files.
 pub struct Topology {
     _nginx: Proc,
@@ -268,10 +311,6 @@ impl Topology {
         let pid = std::process::id();
         let tag = format!("slb{pid}");
         let dir = TempDir::new(PathBuf::from(format!("/tmp/sl-bench-{pid}")))?;
-        fs::set_permissions(
-            &dir.path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
         let cgroup = Cgroup::new(&format!("sl-bench-{pid}"))?;
         let client = Netns::new(format!("sl-bench-c-{pid}"))?;
         let server = Netns::new(format!("sl-bench-s-{pid}"))?;
@@ -307,42 +346,7 @@ impl Topology {
             ns.exec("sysctl", &["-qw", "net.ipv4.tcp_tw_reuse=1"])?;
             ns.exec("sysctl", &["-qw", "net.core.somaxconn=4096"])?;
         }
-        let www = dir.path.join("www");
-        fs::create_dir_all(&www)?;
-        for (name, size) in PAYLOADS {
-            fs::write(www.join(&name[1..]), vec![b'x'; *size])?;
-        }
-        let conf = dir.path.join("nginx.conf");
-        let mut f = fs::File::create(&conf)?;
-        write!(
-            f,
-            "daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-             error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 16384; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_timeout 300s;\n  \
-             keepalive_requests 10000000;\n  default_type application/octet-stream;\n  \
-             client_body_temp_path {d}/tmp;\n  \
-             server {{ listen {sip}:{HTTP_PORT} backlog=4096; root {w}; \
-             location = {PEER_PATH} {{ return 200 \"$remote_addr\\n\"; }} }}\n  \
-             server {{ listen {sip}:{H2_PORT} http2 backlog=4096; root {w}; http2_max_requests 10000000; }}\n}}\n",
-            d = dir.path.display(),
-            w = www.display(),
-        )?;
-        let log = fs::File::create(dir.path.join("nginx.out"))?;
-        let nginx = Proc {
-            name: "nginx".into(),
-            child: server
-                .command("nginx", None)
-                .args([
-                    "-c",
-                    &conf.to_string_lossy(),
-                    "-p",
-                    &dir.path.to_string_lossy(),
-                ])
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting nginx")?,
-        };
+        let nginx = start_nginx(&server, &dir.path, &sip)?;
         let ilog = fs::File::create(dir.path.join("iperf3.out"))?;
         let iperf = Proc {
             name: "iperf3 server".into(),

@@ -19,8 +19,24 @@ use super::{
 /// Runs a command to completion inside the client pod and the bench cgroup; returns stdout.
 fn client_run(topo: &Topology, prog: &str, args: &[&str], timeout: Duration) -> Result<String> {
     let mut c: Command = topo.client.command(prog, Some(&topo.cgroup));
-    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = c.spawn().with_context(|| format!("starting {prog}"))?;
+    c.args(args);
+    run_bounded(
+        c,
+        &format!("`{prog} {}` in the client pod", args.join(" ")),
+        timeout,
+    )
+}
+
+/// Runs `c` to completion with [`wait_bounded`].
+pub fn run_bounded(mut c: Command, what: &str, timeout: Duration) -> Result<String> {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().with_context(|| format!("starting {what}"))?;
+    wait_bounded(child, what, timeout)
+}
+
+/// Waits for `child` (stdout and stderr piped), killed (SIGKILL) after `timeout`; returns
+/// stdout, fails with its stderr and stdout when it exits non-zero.
+pub fn wait_bounded(child: std::process::Child, what: &str, timeout: Duration) -> Result<String> {
     let pid = child.id();
     // A watchdog bounds every client run in time.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -35,8 +51,7 @@ fn client_run(topo: &Topology, prog: &str, args: &[&str], timeout: Duration) -> 
     let _ = dog.join();
     if !out.status.success() {
         bail!(
-            "`{prog} {}` in the client pod failed ({}): {}{}",
-            args.join(" "),
+            "{what} failed ({}): {}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim(),
             String::from_utf8_lossy(&out.stdout).trim()
@@ -45,7 +60,7 @@ fn client_run(topo: &Topology, prog: &str, args: &[&str], timeout: Duration) -> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn bound(secs: f64) -> Duration {
+pub fn bound(secs: f64) -> Duration {
     Duration::from_secs_f64(secs * 3.0 + 20.0)
 }
 
@@ -153,6 +168,11 @@ pub fn wrk(topo: &Topology, path: &str, conns: u64, secs: f64) -> Result<f64> {
     let url = format!("http://{}:{HTTP_PORT}{path}", topo.server_ip);
     let c = conns.to_string();
     let out = client_run(topo, "wrk", &["-t1", "-c", &c, "-d", &d, &url], bound(secs))?;
+    wrk_rps(&url, &out)
+}
+
+/// Requests/s from wrk's output; fails when it counted errors.
+pub fn wrk_rps(url: &str, out: &str) -> Result<f64> {
     if out.contains("Non-2xx")
         || out.contains("Socket errors")
             && !out.contains("Socket errors: connect 0, read 0, write 0, timeout 0")

@@ -194,16 +194,22 @@ async fn dispatch(
         return;
     };
     let mut passthrough_only = false;
-    // On captured listeners the detected protocol picks between HTTP and TCP chains.
+    // On captured listeners the detected protocol picks between HTTP and TCP chains, among
+    // the chains whose destination_port admits the connection (a client whose first bytes come
+    // after DETECT_TIMEOUT must not land in another port's tcp_proxy; no such chain: passthrough).
     if let Some(p) = &proto {
         let want_http = p.is_http();
         let fits = matches!(l.chains[idx], ChainRt::Http(_)) == want_http;
         if !fits {
+            let port = a.dst.port();
             match l
                 .chains
                 .iter()
-                .position(|c| matches!(c, ChainRt::Http(_)) == want_http)
-            {
+                .zip(&l.cfg.filter_chains)
+                .position(|(c, fc)| {
+                    matches!(c, ChainRt::Http(_)) == want_http
+                        && fc.destination_port.is_none_or(|p| p == port)
+                }) {
                 Some(i) => idx = i,
                 None if !want_http && l.captured() && a.dst != a.local => passthrough_only = true,
                 None => {}

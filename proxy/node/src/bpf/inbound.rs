@@ -17,13 +17,14 @@ use std::{
     path::Path,
 };
 
-use aya::{programs::SkLookup, EbpfLoader};
+use aya::programs::SkLookup;
 use nix::sched::{setns, CloneFlags};
-use sluice_common::{
-    ListenerKey, AF_INET, AF_INET6, MAP_INBOUND_LISTENERS, SK_LOOKUP_NETNS_GLOBAL,
-};
+use sluice_common::{ListenerKey, AF_INET, AF_INET6, MAP_INBOUND_LISTENERS};
 
-use super::{collect_keys, gone, link, netns_cookie_of, BpfError, Datapath, LINKS_DIR, OBJECT};
+use super::{
+    collect_keys, gone, instance_loader::InstanceLoader, link, netns_cookie_of, BpfError, Datapath,
+    LINKS_DIR,
+};
 
 /// Name of the sk_lookup program in the object.
 pub(super) const SK_LOOKUP_PROGRAM: &str = "sluice_sk_lookup";
@@ -60,7 +61,7 @@ impl Datapath {
                 ),
             ));
         }
-        let prog = load_instance(&self.pin_dir, netns_cookie)?;
+        let prog = load_instance(&mut self.instance_loader, &self.pin_dir, netns_cookie)?;
         let fd = link::link_create(prog.as_fd(), netns.as_fd(), BPF_SK_LOOKUP)
             .map_err(|e| err("BPF_LINK_CREATE", e))?;
         if self.pin_eagerly {
@@ -180,7 +181,10 @@ impl Datapath {
 /// Adopts the sk_lookup links a persisted agent pinned under `<pin_dir>/links`: swaps this
 /// object's program into each with `BPF_LINK_UPDATE` (no capture gap), removes the pin and
 /// returns the links. A link whose netns is gone (`ENOLINK`) is just unpinned.
-pub(super) fn adopt_pinned(pin_dir: &Path) -> Result<InboundLinks, BpfError> {
+pub(super) fn adopt_pinned(
+    pin_dir: &Path,
+    loader: &mut InstanceLoader,
+) -> Result<InboundLinks, BpfError> {
     let dir = pin_dir.join(LINKS_DIR);
     let mut adopted = InboundLinks::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -208,7 +212,7 @@ pub(super) fn adopt_pinned(pin_dir: &Path) -> Result<InboundLinks, BpfError> {
         };
         let path = entry.path();
         let fd = link::open_pinned(&path).map_err(|e| err("open the pinned link", e))?;
-        let prog = load_instance(pin_dir, netns_cookie)?;
+        let prog = load_instance(loader, pin_dir, netns_cookie)?;
         let live = match link::link_update(fd.as_fd(), prog.as_fd()) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => false,
@@ -231,16 +235,15 @@ fn inbound_pin(pin_dir: &Path, netns_cookie: u64) -> std::path::PathBuf {
 /// Loads the sk_lookup program for one netns (its cookie baked in) against the pinned maps and
 /// returns the program fd; the rest of that object copy is dropped (the maps are pinned, the
 /// link keeps the program).
-fn load_instance(pin_dir: &Path, netns_cookie: u64) -> Result<OwnedFd, BpfError> {
-    let mut ebpf = EbpfLoader::new()
-        .btf(None)
-        .default_map_pin_directory(pin_dir)
-        .override_global(SK_LOOKUP_NETNS_GLOBAL, &netns_cookie, true)
-        .load(OBJECT)
-        .map_err(|e| BpfError::Object {
-            pin_dir: pin_dir.to_path_buf(),
-            source: Box::new(e),
-        })?;
+fn load_instance(
+    loader: &mut InstanceLoader,
+    pin_dir: &Path,
+    netns_cookie: u64,
+) -> Result<OwnedFd, BpfError> {
+    let mut ebpf = loader.load(netns_cookie).map_err(|e| BpfError::Object {
+        pin_dir: pin_dir.to_path_buf(),
+        source: Box::new(e),
+    })?;
     let missing = BpfError::ProgramMissing {
         program: SK_LOOKUP_PROGRAM,
         hook: "sk_lookup",

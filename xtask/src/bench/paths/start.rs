@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    super::topology::{join_cgroup, run, Netns, Proc, Topology},
+    super::topology::{join_cgroup, run, Cgroup, Netns, Proc, Topology},
     Programs,
 };
 
@@ -73,6 +73,22 @@ pub struct IptablesGuard {
     sluice: PathBuf,
 }
 
+impl IptablesGuard {
+    /// Installs istio-init's rules in netns `ns`. The guard exists before the install, so a
+    /// half-done install is undone too.
+    pub fn install(sluice: &Path, ns: &str) -> Result<Self> {
+        let guard = IptablesGuard {
+            netns: ns.to_string(),
+            sluice: sluice.to_path_buf(),
+        };
+        run(
+            &sluice.to_string_lossy(),
+            &["iptables", "install", "--netns", ns],
+        )?;
+        Ok(guard)
+    }
+}
+
 impl Drop for IptablesGuard {
     fn drop(&mut self) {
         let _ = run(
@@ -95,6 +111,77 @@ impl Drop for PinsGuard {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// How to start a node agent (the bench's one-pod paths and the scale bench).
+pub struct AgentSpec<'a> {
+    pub sluice: &'a Path,
+    /// The cgroup it attaches to and runs in.
+    pub cgroup: &'a Cgroup,
+    /// Where its control socket goes.
+    pub dir: &'a Path,
+    /// Makes pin and socket names unique per start.
+    pub n: u32,
+    /// Envoy YAML of its L7 engine (`--config`).
+    pub config: Option<&'a Path>,
+    /// TOKIO_WORKER_THREADS.
+    pub workers: u32,
+    /// More arguments.
+    pub extra: &'a [&'a str],
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// Starts the agent in `spec.cgroup`, attached to it, with its own pin directory and control
+/// socket. Returns once the control socket exists.
+pub fn start_agent(spec: &AgentSpec) -> Result<Agent> {
+    let n = spec.n;
+    let pins = PinsGuard(PathBuf::from(format!(
+        "/sys/fs/bpf/sl-bench-{}-{n}",
+        std::process::id()
+    )));
+    let control = spec.dir.join(format!("agent-{n}.sock"));
+    let mut c = Command::new(spec.sluice);
+    c.args(["agent", "--cgroup"])
+        .arg(&spec.cgroup.path)
+        .arg("--pin-dir")
+        .arg(&pins.0)
+        .arg("--control")
+        .arg(&control)
+        .args(spec.extra)
+        .env("TOKIO_WORKER_THREADS", spec.workers.to_string())
+        .env("RUST_LOG", "warn");
+    if let Some(cfg) = spec.config {
+        c.arg("--config").arg(cfg);
+    }
+    join_cgroup(&mut c, spec.cgroup.procs_file());
+    let f =
+        fs::File::create(&spec.log).with_context(|| format!("create {}", spec.log.display()))?;
+    c.stdout(f.try_clone()?).stderr(f);
+    let child = c.spawn().context("starting sluice agent")?;
+    let mut agent = Agent {
+        run: Running {
+            proc: Proc {
+                name: "sluice agent".into(),
+                child,
+            },
+            log: spec.log.clone(),
+        },
+        pins,
+        control,
+    };
+    let t = Instant::now();
+    while !agent.control.exists() {
+        agent.run.check_alive()?;
+        if t.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "sluice agent: no control socket {} after 15 s",
+                agent.control.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(agent)
 }
 
 /// A running node agent. Field order is drop order: the agent stops before its pins go.
@@ -153,20 +240,9 @@ impl Starter<'_> {
         c
     }
 
-    /// Installs istio-init's rules in the side's pod. The guard exists before the install, so a
-    /// half-done install is undone too.
+    /// Installs istio-init's rules in the side's pod.
     pub fn iptables(&self, side: Side) -> Result<IptablesGuard> {
-        let ns = &side.netns(self.topo).name;
-        let sluice = self.sluice()?;
-        let guard = IptablesGuard {
-            netns: ns.clone(),
-            sluice: sluice.to_path_buf(),
-        };
-        run(
-            &sluice.to_string_lossy(),
-            &["iptables", "install", "--netns", ns],
-        )?;
-        Ok(guard)
+        IptablesGuard::install(self.sluice()?, &side.netns(self.topo).name)
     }
 
     /// `sluice sidecar` in the side's pod (15001 outbound, 15006 inbound; drops to uid 1337).
@@ -214,40 +290,21 @@ impl Starter<'_> {
     /// control socket; `l7_config` runs its L7 engine on node-mode pods. Returns once the
     /// control socket exists.
     pub fn agent(&self, l7_config: Option<&str>) -> Result<Agent> {
-        let (topo, n) = (self.topo, self.n);
-        let pins = PathBuf::from(format!("/sys/fs/bpf/sl-bench-{}-{n}", std::process::id()));
-        let pins = PinsGuard(pins);
-        let control = topo.dir.path.join(format!("agent-{n}.sock"));
-        let mut c = Command::new(self.sluice()?);
-        c.args(["agent", "--cgroup"])
-            .arg(&topo.cgroup.path)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .arg("--control")
-            .arg(&control)
-            .env("TOKIO_WORKER_THREADS", self.workers())
-            .env("RUST_LOG", "warn");
-        if let Some(cfg) = l7_config {
-            c.arg("--config").arg(self.write("agent-l7.yaml", cfg)?);
-        }
-        join_cgroup(&mut c, topo.cgroup.procs_file());
-        let mut agent = Agent {
-            run: self.spawn("sluice-agent", Side::Client, c)?,
-            pins,
-            control,
+        let cfg = match l7_config {
+            Some(c) => Some(self.write("agent-l7.yaml", c)?),
+            None => None,
         };
-        let t = Instant::now();
-        while !agent.control.exists() {
-            agent.run.check_alive()?;
-            if t.elapsed() > Duration::from_secs(15) {
-                bail!(
-                    "sluice agent: no control socket {} after 15 s",
-                    agent.control.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(agent)
+        let (log, _) = self.log("sluice-agent", Side::Client)?;
+        start_agent(&AgentSpec {
+            sluice: self.sluice()?,
+            cgroup: &self.topo.cgroup,
+            dir: &self.topo.dir.path,
+            n: self.n,
+            config: cfg.as_deref(),
+            workers: self.progs.workers,
+            extra: &[],
+            log,
+        })
     }
 
     /// Enrolls the side's pod with the agent (`mode` node or sidecar, fast path on or off).

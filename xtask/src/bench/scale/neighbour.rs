@@ -1,0 +1,64 @@
+//! Noisy neighbour on one agent with every pod enrolled: the quiet pod (pod 1) runs the open
+//! loop at `plan.quiet_rps` over 16 connections, alone and then while pod 0 runs wrk at its
+//! maximum rate (64 connections) through the same agent. Repeated `plan.reps` times, alone and
+//! with the neighbour interleaved; the ratio is taken per repetition.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::{
+    super::{loadgen::OpenResult, paths::start::Agent},
+    ctx::Ctx,
+    report::Metrics,
+};
+
+const QUIET: usize = 1;
+const NOISY: usize = 0;
+
+fn quiet_run(cx: &Ctx, secs: f64) -> Result<OpenResult> {
+    let r = cx.multi(&[QUIET], cx.plan.quiet_rps, 16, secs)?;
+    if r.requests == 0 {
+        bail!("quiet pod: no request answered ({} errors)", r.errors);
+    }
+    Ok(r)
+}
+
+/// `agent` None: the control run with no proxy (no pod enrolled), for what the shared cores
+/// alone do to the quiet pod.
+pub fn run(cx: &Ctx, agent: Option<&mut Agent>, key: &str, m: &mut Metrics) -> Result<()> {
+    let secs = cx.plan.noisy_secs;
+    // Warm-up of the quiet pod's path (not timed). A failure is a finding, recorded and
+    // printed, not hidden; the run goes on.
+    if let Err(e) = quiet_run(cx, 0.5) {
+        println!("FINDING: {key}: the quiet pod's warm-up failed: {e:#}");
+        m.push(&format!("{key}.noisy.warmup_failures"), 1.0);
+    }
+    for _ in 0..cx.plan.reps {
+        let alone = quiet_run(cx, secs)?;
+        // wrk runs 1 s before and after the quiet pod's window.
+        let noisy = cx.wrk_start(NOISY, 64, secs + 2.0)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let with = quiet_run(cx, secs);
+        let wrk = cx.wrk_wait(noisy, secs + 2.0)?;
+        let with = with?;
+        m.push(&format!("{key}.noisy.alone.p50_us"), alone.p50_us);
+        m.push(&format!("{key}.noisy.alone.p99_us"), alone.p99_us);
+        m.push(&format!("{key}.noisy.with.p50_us"), with.p50_us);
+        m.push(&format!("{key}.noisy.with.p99_us"), with.p99_us);
+        m.push(&format!("{key}.noisy.with.rps"), with.achieved_rps);
+        m.push(
+            &format!("{key}.noisy.errors"),
+            (alone.errors + with.errors) as f64,
+        );
+        m.push(&format!("{key}.noisy.neighbour_rps"), wrk);
+        m.push(
+            &format!("{key}.noisy.p99_ratio"),
+            with.p99_us / alone.p99_us,
+        );
+    }
+    match agent {
+        Some(a) => a.run.check_alive(),
+        None => Ok(()),
+    }
+}
