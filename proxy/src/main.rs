@@ -1,4 +1,5 @@
-//! The `sluice` binary: a thin clap dispatcher into the library (agent, CLI, sidecar, iptables).
+//! The `sluice` binary: a thin clap dispatcher into sluice-node (agent, CLI, sidecar, iptables,
+//! install-cni), sluice-engine (`sluice proxy`) and sluice-xds (a `dynamic_resources` bootstrap).
 
 use std::{path::PathBuf, sync::Arc};
 
