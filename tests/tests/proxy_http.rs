@@ -249,20 +249,7 @@ async fn websocket_upgrade_passthrough() {
     );
     let _proxy = ProxyProcess::start(&yaml, admin);
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed before 101");
-        got.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&got).to_string();
+    let head = send_and_read_head(&mut s, WS_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -281,9 +268,18 @@ async fn websocket_upgrade_passthrough() {
     assert_eq!(rec.headers["upgrade"], "websocket");
 }
 
+/// A WebSocket upgrade request for `/ws`.
+const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
 /// Sends `head` on a new connection and returns the response head.
 async fn response_head(port: u16, head: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    send_and_read_head(&mut s, head).await
+}
+
+/// Sends `head` on `s` and reads up to the end of the response head (the connection stays
+/// usable, e.g. as a tunnel after a 101).
+async fn send_and_read_head(s: &mut TcpStream, head: &[u8]) -> String {
     s.write_all(head).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
@@ -307,7 +303,7 @@ async fn only_enabled_upgrades_tunnel_and_h2c_is_served_plain() {
     let (admin, port) = (free_port(), free_port());
     let yaml = backend_bootstrap(admin, port, &route_to("backend"), &up);
     let _proxy = ProxyProcess::start(&yaml, admin);
-    let ws = response_head(port, b"GET /ws HTTP/1.1\r\nHost: ws.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await;
+    let ws = response_head(port, WS_UPGRADE).await;
     assert!(ws.starts_with("HTTP/1.1 403"), "{ws}");
     assert!(
         up.state.last_request().is_none(),

@@ -312,6 +312,20 @@ impl Outcome {
     }
 }
 
+/// A 4xx local reply for a request refused before routing (counted, `server: envoy`;
+/// `connection: close` when the request cannot be followed on this connection).
+fn refuse_before_routing(hcm: &Hcm, status: u16, close: bool) -> Response<Body> {
+    hcm.stats.downstream_rq_4xx.inc();
+    let mut r = local_reply::reply(status, "");
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    r
+}
+
 /// Handles one request end to end; the flag is Envoy's response flag of the outcome.
 pub async fn handle(
     hcm: Arc<Hcm>,
@@ -329,28 +343,15 @@ pub async fn handle(
         && req.uri().authority().is_none()
         && !req.headers().contains_key(header::HOST)
     {
-        hcm.stats.downstream_rq_4xx.inc();
-        let mut r = local_reply::reply(400, "");
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        r.headers_mut()
-            .insert(header::SERVER, HeaderValue::from_static("envoy"));
-        return (r, Flag::None);
+        return (refuse_before_routing(&hcm, 400, true), Flag::None);
     }
     // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
     // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
     if upgrade_policy::decide(&hcm.cfg.upgrade_configs, version, req.headers_mut())
         == upgrade_policy::Decision::Refuse
     {
-        hcm.stats.downstream_rq_4xx.inc();
-        let mut r = local_reply::reply(403, "");
-        if !req.body().is_end_stream() {
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        r.headers_mut()
-            .insert(header::SERVER, HeaderValue::from_static("envoy"));
-        return (r, Flag::None);
+        let close = !req.body().is_end_stream();
+        return (refuse_before_routing(&hcm, 403, close), Flag::None);
     }
     // Downstream sanitation (Envoy defaults, see the module doc).
     sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());

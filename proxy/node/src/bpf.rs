@@ -328,40 +328,33 @@ impl Datapath {
     /// status report costs the same for 1 pod or 1,000 (per-pod walks would be pods x entries).
     pub fn entries_by_cookie(&self) -> Result<std::collections::HashMap<u64, usize>, BpfError> {
         let mut n = std::collections::HashMap::<u64, usize>::new();
-        let mut count = |c: u64| *n.entry(c).or_default() += 1;
         for (c, _) in self.policies()? {
-            count(c);
+            *n.entry(c).or_default() += 1;
         }
         for c in self.inbound_links.keys() {
-            count(*c);
-        }
-        for k in self.inbound_listeners.keys() {
-            count(
-                k.map_err(BpfError::map(MAP_INBOUND_LISTENERS, "iterate"))?
-                    .netns_cookie,
-            );
+            *n.entry(*c).or_default() += 1;
         }
         for kv in self.orig_by_sock.iter() {
             match kv {
-                Ok((_, v)) => count(v.netns_cookie),
+                Ok((_, v)) => *n.entry(v.netns_cookie).or_default() += 1,
                 // An LRU entry can vanish between get_next_key and lookup.
                 Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(BpfError::map(MAP_ORIG_BY_SOCK, "iterate")(e)),
             }
         }
-        let tuple_maps = [
-            (
-                self.orig_by_tuple.keys().collect::<Vec<_>>(),
-                MAP_ORIG_BY_TUPLE,
-            ),
-            (self.socks.keys().collect(), MAP_SOCKS),
-            (self.fast_state.keys().collect(), MAP_FAST_STATE),
-        ];
-        for (keys, map) in tuple_maps {
-            for k in keys {
-                count(k.map_err(BpfError::map(map, "iterate"))?.netns_cookie);
-            }
-        }
+        tally(
+            &mut n,
+            self.inbound_listeners.keys(),
+            MAP_INBOUND_LISTENERS,
+            |k| k.netns_cookie,
+        )?;
+        tally(&mut n, self.orig_by_tuple.keys(), MAP_ORIG_BY_TUPLE, |k| {
+            k.netns_cookie
+        })?;
+        tally(&mut n, self.socks.keys(), MAP_SOCKS, |k| k.netns_cookie)?;
+        tally(&mut n, self.fast_state.keys(), MAP_FAST_STATE, |k| {
+            k.netns_cookie
+        })?;
         Ok(n)
     }
 
@@ -527,6 +520,20 @@ impl Datapath {
             k.netns_cookie == netns
         })
     }
+}
+
+/// Adds one to `n[cookie(key)]` for every key of a map.
+fn tally<K>(
+    n: &mut std::collections::HashMap<u64, usize>,
+    keys: impl Iterator<Item = Result<K, aya::maps::MapError>>,
+    map: &'static str,
+    cookie: impl Fn(&K) -> u64,
+) -> Result<(), BpfError> {
+    for k in keys {
+        *n.entry(cookie(&k.map_err(BpfError::map(map, "iterate"))?))
+            .or_default() += 1;
+    }
+    Ok(())
 }
 
 fn collect_keys<K>(

@@ -73,9 +73,7 @@ pub async fn serve_client(
                     message: format!("malformed request {line:?}: {e}"),
                 },
             };
-            let mut out = serde_json::to_string(&resp).expect("responses always serialize");
-            out.push('\n');
-            if let Err(e) = stream.write_all(out.as_bytes()).await {
+            if let Err(e) = write_response(&mut stream, &resp).await {
                 return warn!(error = %e, "control write failed");
             }
         }
@@ -113,9 +111,7 @@ pub async fn serve_client(
                             fd_passing::MAX_FDS
                         ),
                     };
-                    let mut out = serde_json::to_string(&resp).expect("responses always serialize");
-                    out.push('\n');
-                    let _ = stream.write_all(out.as_bytes()).await;
+                    let _ = write_response(&mut stream, &resp).await;
                     return warn!(fds = n, "control request with too many descriptors refused");
                 }
             }
@@ -172,4 +168,11 @@ async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> 
             message: "upgrade_commit without a hand-over on this connection".into(),
         },
     }
+}
+
+/// Writes one answer line.
+async fn write_response(stream: &mut UnixStream, resp: &Response) -> io::Result<()> {
+    let mut out = serde_json::to_string(resp).expect("responses always serialize");
+    out.push('\n');
+    stream.write_all(out.as_bytes()).await
 }
