@@ -27,7 +27,7 @@ fn from(ip: IpAddr) -> String {
 
 #[test]
 fn node_mode_inbound_capture_end_to_end() {
-    let node = Node::start("ia");
+    let mut node = Node::start("ia");
     let client = Netns::new("iac");
     let server = Netns::new("ias");
     let veth = Veth::new("ia", &client, &server);
@@ -69,12 +69,8 @@ fn node_mode_inbound_capture_end_to_end() {
         );
     }
     assert_eq!(pod.inbound_accepted, 2, "{pod:?}");
-    assert!(
-        node.agent_log()
-            .contains(&format!("listener=\"inbound\" orig_dst={}", app.addr)),
-        "{}",
-        node.agent_log()
-    );
+    // The log is read by a thread from the agent's stderr: wait for it, do not race it.
+    node.wait_for_log(&format!("listener=\"inbound\" orig_dst={}", app.addr));
 
     // Excluded ports go straight to the app: Istio's 15021 and the pod's own 9090.
     let skip_before = node.counter("inbound_skip_port");
@@ -105,9 +101,7 @@ fn node_mode_inbound_capture_end_to_end() {
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "{r:?}"
     );
-    assert!(node
-        .agent_log()
-        .contains("rejecting connection addressed to the listener itself"));
+    node.wait_for_log("rejecting connection addressed to the listener itself");
     assert_eq!(node.pod(&server).inbound_accepted, 2, "no loop");
 
     // Both pods enrolled: the client's outbound proxy and the server's inbound proxy.

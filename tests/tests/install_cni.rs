@@ -110,6 +110,15 @@ fn bridge_conflist() -> Value {
 /// separately, against a running installer.
 const FIRST_INSTALL: Duration = Duration::from_secs(10);
 
+/// The tests that time the installer (the 1 s re-insert bound) share this lock for reading; the
+/// one that installs the real plugin binary (tens of MB, written and fsynced) holds it for
+/// writing, so its flush never sits in the same filesystem journal as a timed small write.
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn timed() -> std::sync::RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Number of sluice-cni entries in `path` (None: missing or not a conflist).
 fn entries(path: &Path) -> Option<usize> {
     let v: Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
@@ -135,6 +144,7 @@ fn until_one_entry(path: &Path, limit: Duration) -> Duration {
 
 #[test]
 fn primary_present_before_start_gets_one_entry_mode_kept_real_plugin_installed() {
+    let _heavy_io = TIMING.write().unwrap_or_else(|p| p.into_inner());
     let node = Node::new();
     let primary = node.conf("10-bridge.conflist");
     write_mode(&primary, &bridge_conflist(), 0o640);
@@ -181,6 +191,7 @@ fn primary_present_before_start_gets_one_entry_mode_kept_real_plugin_installed()
 
 #[test]
 fn conf_created_after_start_becomes_a_conflist_within_a_second() {
+    let _timed = timed();
     let node = Node::new();
     let _inst = node.installer(&[]);
     std::thread::sleep(Duration::from_millis(300));
@@ -200,6 +211,7 @@ fn conf_created_after_start_becomes_a_conflist_within_a_second() {
 
 #[test]
 fn primary_cni_rewriting_its_file_gets_the_entry_back_within_a_second() {
+    let _timed = timed();
     let node = Node::new();
     let primary = node.conf("10-calico.conflist");
     write_mode(&primary, &bridge_conflist(), 0o644);
@@ -229,6 +241,7 @@ fn primary_cni_rewriting_its_file_gets_the_entry_back_within_a_second() {
 
 #[test]
 fn two_installers_racing_converge_to_one_entry_and_the_last_one_out_uninstalls() {
+    let _timed = timed();
     let node = Node::new();
     let primary = node.conf("10-bridge.conflist");
     write_mode(&primary, &bridge_conflist(), 0o644);
