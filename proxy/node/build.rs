@@ -20,6 +20,10 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no parent for {root_dir}"))?
         .join("ebpf-common");
     println!("cargo:rerun-if-changed={common}");
+    // aya-build echoes the nested cargo's stderr as `cargo:warning=` lines; its progress lines
+    // ("Compiling ...", "Finished ...") are noise to a new user. Errors and compiler warnings
+    // still come through (quiet only drops progress).
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),
