@@ -232,9 +232,13 @@ fn drive(a: &SoakArgs) -> Result<()> {
         sample(&mut rows, a.minutes, pid, &latest, &c)?;
         anyhow::Ok(())
     })();
-    // Let the clients finish and print their totals (bounded), then the quiet sample.
+    // Let the clients finish and print their totals (bounded; not after an error or Ctrl-C),
+    // then the quiet sample.
     let t = Instant::now();
-    while clients.child.try_wait()?.is_none() && t.elapsed() < Duration::from_secs(30) {
+    while result.is_ok()
+        && clients.child.try_wait()?.is_none()
+        && t.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     if let Some(child) = h2.take() {
