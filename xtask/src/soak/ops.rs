@@ -193,7 +193,10 @@ pub fn h2load_done(child: Child, c: &mut OpCounts) {
             c.h2_errors += errors;
             if errors > 0 || ok == 0 {
                 c.h2_errors += u64::from(ok == 0);
-                c.last_error = Some(format!("h2load: {ok} succeeded, {errors} failed"));
+                let text = out.as_deref().unwrap_or_default();
+                c.last_error = Some(format!(
+                    "h2load: {ok} succeeded, {errors} failed; its output:\n{text}"
+                ));
             }
         }
         None => {
