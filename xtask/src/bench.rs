@@ -4,12 +4,12 @@
 //! target/bench/report.md, report.json and chart.svg.
 
 mod chart;
-mod loadgen;
-mod paths;
+pub(crate) mod loadgen;
+pub(crate) mod paths;
 mod profile;
 mod report;
-mod scale;
-mod topology;
+pub(crate) mod scale;
+pub(crate) mod topology;
 mod workloads;
 
 use std::{
@@ -171,14 +171,14 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Builds `package` with the cargo profile.
-fn cargo_build(package: &str, profile: &str) -> Result<()> {
+pub(crate) fn cargo_build(package: &str, profile: &str) -> Result<()> {
     let st = std::process::Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--profile", profile, "--quiet", "-p", package])
         .current_dir(workspace_root())
@@ -224,7 +224,7 @@ fn machine() -> String {
 }
 
 /// Fails unless every tool is on PATH.
-fn require_tools(tools: &[&str]) -> Result<()> {
+pub(crate) fn require_tools(tools: &[&str]) -> Result<()> {
     for tool in tools {
         if run_cmd("sh", &["-c", &format!("command -v {tool}")]).is_err() {
             bail!("{tool} is not installed (run `cargo xtask setup`)");

@@ -1,4 +1,4 @@
-//! sluice's build system: `cargo xtask setup | demo | test | bench | image`.
+//! sluice's build system: `cargo xtask setup | demo | test | bench | soak | image`.
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod image;
 mod setup;
+mod soak;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ enum Cmd {
     Setup,
     /// Benchmark every capture path against direct: latency, throughput, churn, bulk, proxy cost.
     Bench(Box<bench::BenchArgs>),
+    /// Mixed traffic, abusive clients, L7 reloads and pod churn through the node agent for
+    /// --minutes; samples its RSS, fds and threads each minute; non-zero exit on a failed verdict.
+    Soak(Box<soak::SoakArgs>),
     /// Set up, build, then (as root) run two pods with the agent capturing one of them and curl
     /// through it; cleans up everything, also on Ctrl-C.
     Demo {
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::Bench(a) => bench::run(*a),
+        Cmd::Soak(a) => soak::run(*a),
         Cmd::Demo { no_setup } => demo::run(no_setup),
         Cmd::Image { twice, rm } => {
             let built = image::run(twice);

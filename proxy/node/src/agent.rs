@@ -6,6 +6,7 @@ pub mod fd_passing;
 pub mod health;
 pub mod protocol;
 pub mod registry;
+mod reload;
 pub mod upgrade;
 
 use std::{
@@ -121,6 +122,8 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
                 source,
             })?;
     }
+    // Before the control socket exists: whoever sees it may send SIGHUP (a reload).
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     let control = bind_control(&opts.control).map_err(|source| StartError::Control {
         path: opts.control.clone(),
         source,
@@ -159,6 +162,9 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
             _ = int.recv() => break,
             _ = upgrade_state.committed() => { upgraded = true; break }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
+            _ = hup.recv() => {
+                clients.spawn(reload::l7_config(registry.clone()).instrument(info_span!("reload")));
+            }
             r = control.accept() => match r {
                 Ok((stream, _)) => {
                     if let Err(why) = control::admit(&stream, &opts.control_allow_uids) {

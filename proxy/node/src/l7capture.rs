@@ -81,6 +81,17 @@ impl L7Config {
         &self.path
     }
 
+    /// Gives a pod's running servers this config through [`Server::apply`] (validated whole,
+    /// swapped atomically); a server that refuses it keeps serving its running version. The
+    /// pod's handlers keep their shape: a listener the new config drops stops being served
+    /// by the engine, it does not fall back to the passthrough.
+    pub async fn apply_to(&self, servers: &PodServers) -> Result<(), ServerError> {
+        for s in [&servers.outbound, &servers.inbound].into_iter().flatten() {
+            s.apply(self.bootstrap.clone(), self.source.clone()).await?;
+        }
+        Ok(())
+    }
+
     fn has_listener(&self, name: &str) -> bool {
         self.bootstrap
             .listeners

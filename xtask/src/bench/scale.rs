@@ -10,8 +10,8 @@ mod ctx;
 pub mod multigen;
 mod neighbour;
 mod node;
-mod pods;
-mod procstat;
+pub(crate) mod pods;
+pub(crate) mod procstat;
 mod report;
 mod workers;
 

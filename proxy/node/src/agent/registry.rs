@@ -479,6 +479,22 @@ impl Registry {
         s
     }
 
+    /// The `--config` file of the L7 engine (None without one).
+    pub fn l7_path(&self) -> Option<std::path::PathBuf> {
+        Some(self.handlers.l7.as_ref()?.path().to_path_buf())
+    }
+
+    /// Replaces the L7 config (a SIGHUP reload): pods enrolled from now on start with it; returns
+    /// the servers of every node-mode pod served by the engine, to apply it to (outside the
+    /// registry lock).
+    pub fn set_l7(&mut self, l7: Arc<crate::l7capture::L7Config>) -> Vec<PodServers> {
+        self.handlers.l7 = Some(l7);
+        self.pods
+            .values()
+            .filter_map(|p| p.listeners.as_ref()?.engine.clone())
+            .collect()
+    }
+
     /// The L7 engine servers of a node-mode pod served with `--config` (None for other pods):
     /// where a config for that one pod is pushed and read back.
     pub fn pod_servers(&self, cookie: u64) -> Option<&PodServers> {

@@ -111,7 +111,7 @@ impl Pods {
 
     /// Pod `i`: netns `<tag>-p<i>`, veth `eth0` <-> `v<i>` (a port of the bridge), address
     /// 10.250.<1 + i/250>.<1 + i%250>/16, no routes but the subnet's.
-    fn pod(tag: &str, server: &str, i: usize) -> Result<Pod> {
+    pub fn pod(tag: &str, server: &str, i: usize) -> Result<Pod> {
         let ns = Netns::new(format!("{tag}-p{i}"))?;
         let ip = format!("{NET}.{}.{}", 1 + i / 250, 1 + i % 250);
         let host = format!("v{i}");
