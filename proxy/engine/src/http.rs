@@ -18,6 +18,7 @@ pub mod idle;
 pub mod local_reply;
 pub mod retry;
 mod sanitize;
+mod target;
 mod upgrade;
 mod upgrade_policy;
 
@@ -314,9 +315,9 @@ impl Outcome {
 
 /// A 4xx local reply for a request refused before routing (counted, `server: envoy`;
 /// `connection: close` when the request cannot be followed on this connection).
-fn refuse_before_routing(hcm: &Hcm, status: u16, close: bool) -> Response<Body> {
+fn refuse_before_routing(hcm: &Hcm, status: u16, body: &str, close: bool) -> Response<Body> {
     hcm.stats.downstream_rq_4xx.inc();
-    let mut r = local_reply::reply(status, "");
+    let mut r = local_reply::reply(status, body);
     if close {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -343,7 +344,14 @@ pub async fn handle(
         && req.uri().authority().is_none()
         && !req.headers().contains_key(header::HOST)
     {
-        return (refuse_before_routing(&hcm, 400, true), Flag::None);
+        return (refuse_before_routing(&hcm, 400, "", true), Flag::None);
+    }
+    // CONNECT, authority-form targets, absolute-form userinfo and repeated Hosts, as Envoy.
+    if let Err(r) = target::normalize(&mut req) {
+        return (
+            refuse_before_routing(&hcm, r.status, r.body, true),
+            Flag::None,
+        );
     }
     // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
     // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
@@ -351,12 +359,15 @@ pub async fn handle(
         == upgrade_policy::Decision::Refuse
     {
         let close = !req.body().is_end_stream();
-        return (refuse_before_routing(&hcm, 403, close), Flag::None);
+        return (refuse_before_routing(&hcm, 403, "", close), Flag::None);
     }
     // Downstream sanitation (Envoy defaults, see the module doc).
     sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());
     let h = req.headers_mut();
-    if !h.contains_key("x-request-id") {
+    // Under `use_remote_address` every request is external (no `internal_address_config`), and
+    // Envoy regenerates an external request's id unless `preserve_external_request_id`.
+    let distrust_id = hcm.cfg.use_remote_address && !hcm.cfg.preserve_external_request_id;
+    if distrust_id || !h.contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }
