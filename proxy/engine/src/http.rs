@@ -12,6 +12,7 @@
 
 pub mod access_log;
 mod forward;
+mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
@@ -221,6 +222,7 @@ pub async fn serve<I, F>(
         config::CodecType::Http1 => b.http1_only(),
         config::CodecType::Http2 => b.http2_only(),
     };
+    let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let result = tokio::select! {
