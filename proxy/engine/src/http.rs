@@ -176,7 +176,9 @@ impl Hcm {
 }
 
 /// Serves one downstream connection with `codec` until it closes; each request is handled by the
-/// HCM `current()` returns at that moment (so a reload applies to the next request).
+/// HCM `current()` returns at that moment (so a reload applies to the next request). `None`: the
+/// connection's filter chain is gone (its listener was reconfigured and the old config freed);
+/// the request gets a 503 and an HTTP/1 connection is closed.
 pub async fn serve<I, F>(
     io: I,
     conn: ConnInfo,
@@ -186,7 +188,7 @@ pub async fn serve<I, F>(
     observer: Option<Arc<dyn ConnObserver>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn() -> Arc<Hcm> + Send + Sync + 'static,
+    F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
@@ -200,6 +202,9 @@ pub async fn serve<I, F>(
         let hcm = current();
         let observer = observer.clone();
         async move {
+            let Some(hcm) = hcm else {
+                return Ok::<_, Infallible>(chain_gone(req.version()));
+            };
             let (resp, flag) = handle(hcm, conn, req).await;
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
@@ -238,6 +243,18 @@ pub async fn serve<I, F>(
     if let Err(e) = result {
         tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended with error");
     }
+}
+
+/// The reply on a connection whose filter chain a reload removed: 503, and HTTP/1 closes.
+fn chain_gone(version: Version) -> Response<Body> {
+    let mut r = local_reply::reply(503, "");
+    if version != Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    r
 }
 
 /// The request's authority (`:authority` or Host), cheap to clone (shared bytes).

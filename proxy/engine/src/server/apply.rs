@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Runtime, Server, ServerError};
+use super::{ChainRt, Runtime, Server, ServerError};
 use crate::config;
 
 impl Server {
@@ -79,7 +79,7 @@ const RETIRE_WAIT: Duration = Duration::from_secs(10);
 fn retire(previous: Arc<Runtime>) {
     tokio::spawn(async move {
         let deadline = Instant::now() + RETIRE_WAIT;
-        while Arc::strong_count(&previous) > 1 && Instant::now() < deadline {
+        while in_use(&previous) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = tokio::task::spawn_blocking(move || {
@@ -88,6 +88,18 @@ fn retire(previous: Arc<Runtime>) {
         })
         .await;
     });
+}
+
+/// Whether anything besides `rt` itself holds it, its listeners or their HTTP connection
+/// managers (requests in flight, connections on a listener that was removed).
+fn in_use(rt: &Arc<Runtime>) -> bool {
+    Arc::strong_count(rt) > 1
+        || rt.listeners.values().any(|l| {
+            Arc::strong_count(l) > 1
+                || l.chains
+                    .iter()
+                    .any(|c| matches!(c, ChainRt::Http(h) if Arc::strong_count(h) > 1))
+        })
 }
 
 /// Returns free heap pages of every malloc arena to the kernel. Control plane only (after a
