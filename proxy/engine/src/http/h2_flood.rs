@@ -7,8 +7,9 @@
 //!   [`MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC`] such frames in one second is a flood. A client
 //!   that waits for its ACKs (keepalive and BDP pings) never counts. Each such frame costs an
 //!   ACK; a peer sending them as fast as it can took a core from every other client. Envoy 1.40
-//!   closes such a connection once more than 1000 ACKs are queued (`max_outbound_control_frames`;
-//!   a flood gets there within one read);
+//!   closes such a connection once more than 1000 ACKs are queued (observed: its nghttp2 codec's
+//!   "Too many frames in the outbound queue"; Envoy's own `max_outbound_control_frames` is 1000
+//!   too); a flood gets there within one read;
 //! - frames with an empty payload and no END_STREAM (`DATA`, `HEADERS`, `CONTINUATION`): more
 //!   than [`MAX_CONSECUTIVE_EMPTY_FRAMES`] in a row (Envoy's
 //!   `max_consecutive_inbound_frames_with_empty_payload`, default 1);
