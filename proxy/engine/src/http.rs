@@ -12,12 +12,14 @@
 
 pub mod access_log;
 mod forward;
+mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
 pub mod retry;
 mod sanitize;
+mod target;
 mod upgrade;
 mod upgrade_policy;
 
@@ -174,7 +176,9 @@ impl Hcm {
 }
 
 /// Serves one downstream connection with `codec` until it closes; each request is handled by the
-/// HCM `current()` returns at that moment (so a reload applies to the next request).
+/// HCM `current()` returns at that moment (so a reload applies to the next request). `None`: the
+/// connection's filter chain is gone (its listener was reconfigured and the old config freed);
+/// the request gets a 503 and an HTTP/1 connection is closed.
 pub async fn serve<I, F>(
     io: I,
     conn: ConnInfo,
@@ -184,7 +188,7 @@ pub async fn serve<I, F>(
     observer: Option<Arc<dyn ConnObserver>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn() -> Arc<Hcm> + Send + Sync + 'static,
+    F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
@@ -198,6 +202,9 @@ pub async fn serve<I, F>(
         let hcm = current();
         let observer = observer.clone();
         async move {
+            let Some(hcm) = hcm else {
+                return Ok::<_, Infallible>(chain_gone(req.version()));
+            };
             let (resp, flag) = handle(hcm, conn, req).await;
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
@@ -220,6 +227,7 @@ pub async fn serve<I, F>(
         config::CodecType::Http1 => b.http1_only(),
         config::CodecType::Http2 => b.http2_only(),
     };
+    let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let result = tokio::select! {
@@ -235,6 +243,18 @@ pub async fn serve<I, F>(
     if let Err(e) = result {
         tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended with error");
     }
+}
+
+/// The reply on a connection whose filter chain a reload removed: 503, and HTTP/1 closes.
+fn chain_gone(version: Version) -> Response<Body> {
+    let mut r = local_reply::reply(503, "");
+    if version != Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    r
 }
 
 /// The request's authority (`:authority` or Host), cheap to clone (shared bytes).
@@ -314,9 +334,9 @@ impl Outcome {
 
 /// A 4xx local reply for a request refused before routing (counted, `server: envoy`;
 /// `connection: close` when the request cannot be followed on this connection).
-fn refuse_before_routing(hcm: &Hcm, status: u16, close: bool) -> Response<Body> {
+fn refuse_before_routing(hcm: &Hcm, status: u16, body: &str, close: bool) -> Response<Body> {
     hcm.stats.downstream_rq_4xx.inc();
-    let mut r = local_reply::reply(status, "");
+    let mut r = local_reply::reply(status, body);
     if close {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -343,7 +363,14 @@ pub async fn handle(
         && req.uri().authority().is_none()
         && !req.headers().contains_key(header::HOST)
     {
-        return (refuse_before_routing(&hcm, 400, true), Flag::None);
+        return (refuse_before_routing(&hcm, 400, "", true), Flag::None);
+    }
+    // CONNECT, authority-form targets, absolute-form userinfo and repeated Hosts, as Envoy.
+    if let Err(r) = target::normalize(&mut req) {
+        return (
+            refuse_before_routing(&hcm, r.status, r.body, true),
+            Flag::None,
+        );
     }
     // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
     // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
@@ -351,12 +378,15 @@ pub async fn handle(
         == upgrade_policy::Decision::Refuse
     {
         let close = !req.body().is_end_stream();
-        return (refuse_before_routing(&hcm, 403, close), Flag::None);
+        return (refuse_before_routing(&hcm, 403, "", close), Flag::None);
     }
     // Downstream sanitation (Envoy defaults, see the module doc).
     sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());
     let h = req.headers_mut();
-    if !h.contains_key("x-request-id") {
+    // Under `use_remote_address` every request is external (no `internal_address_config`), and
+    // Envoy regenerates an external request's id unless `preserve_external_request_id`.
+    let distrust_id = hcm.cfg.use_remote_address && !hcm.cfg.preserve_external_request_id;
+    if distrust_id || !h.contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }

@@ -119,6 +119,9 @@ pub struct HttpConnectionManager {
     /// `xff_num_trusted_hops` (default 0): with `use_remote_address`, the client address is the
     /// `x-forwarded-for` entry this many hops from the right (before the append).
     pub xff_num_trusted_hops: u32,
+    /// `preserve_external_request_id` (default false): with `use_remote_address`, keep an
+    /// external request's `x-request-id` instead of generating a new one.
+    pub preserve_external_request_id: bool,
     /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
 }

@@ -132,7 +132,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "skip_xff_append",
     "via",
     "generate_request_id",
-    "preserve_external_request_id",
     "always_set_request_id_in_response",
     "forward_client_cert_details",
     "set_current_client_cert_details",

@@ -425,6 +425,7 @@ fn hcm(
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
+        preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         upgrade_configs,
     })
 }

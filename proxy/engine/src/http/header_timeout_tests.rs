@@ -31,7 +31,7 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
         conn,
         codec,
         TIMEOUT,
-        || -> Arc<Hcm> { unreachable!("no request is ever sent") },
+        || -> Option<Arc<Hcm>> { unreachable!("no request is ever sent") },
         None,
     );
     tokio::time::timeout(Duration::from_secs(5), served)

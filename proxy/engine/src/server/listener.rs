@@ -216,6 +216,8 @@ async fn dispatch(
             }
         }
     }
+    // Not held while the connection lives: a replaced config must be freed after a reload.
+    drop(l);
     let _ = stream.set_nodelay(true);
     let chain = Chain {
         server: &server,
@@ -270,10 +272,13 @@ impl Chain<'_> {
                     .cfg
                     .request_timeout
                     .unwrap_or(http::DEFAULT_HEADER_READ_TIMEOUT);
-                let fallback = hcm.clone();
+                // Weak: a long-lived connection must not keep a replaced config (and its route
+                // tables) alive; it only serves when the chain is no longer HTTP.
+                let fallback = Arc::downgrade(&hcm);
+                drop(hcm);
                 let current = move || match slot.rt.load().chains.get(idx) {
-                    Some(ChainRt::Http(h)) => h.clone(),
-                    _ => fallback.clone(),
+                    Some(ChainRt::Http(h)) => Some(h.clone()),
+                    _ => fallback.upgrade(),
                 };
                 let observer = self.observer.clone();
                 http::serve(stream, conn, codec, header_timeout, current, observer).await;

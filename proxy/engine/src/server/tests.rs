@@ -116,3 +116,62 @@ fn initial_load_refuses_an_empty_file_too() {
     assert_eq!(err.path(), "static_resources.listeners");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A keep-alive connection does not keep the version it was accepted under: after a reload that
+/// turns its filter chain into tcp_proxy, the old HTTP connection manager (and its route tables)
+/// is freed while
+/// the connection stays open, and its next request gets a 503 with the connection closed.
+#[tokio::test]
+async fn keep_alive_connection_does_not_pin_a_replaced_version() {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+
+    let a = upstream("a", Duration::ZERO).await;
+    let (server, front) = serve(bootstrap(&[("/", "a")], &[("a", a)]), None).await;
+    let io = TokioIo::new(
+        tokio::net::TcpStream::connect(front)
+            .await
+            .expect("connect"),
+    );
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(driver);
+    let req = || {
+        hyper::Request::get("/x")
+            .header(http::header::HOST, "test")
+            .body(Empty::<Bytes>::new())
+            .expect("request")
+    };
+    let resp = conn.send_request(req()).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let old = match &server.runtime().listeners[crate::testing::FRONT].chains[0] {
+        super::ChainRt::Http(h) => std::sync::Arc::downgrade(h),
+        super::ChainRt::Tcp(_) => unreachable!("an HTTP chain"),
+    };
+
+    let clusters = bootstrap_yaml(&[], &[("a", a)]);
+    let clusters = &clusters[clusters.find("  clusters:").expect("clusters")..];
+    let tcp = format!(
+        "static_resources:\n  listeners:\n  - name: {}\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: tcp\n          cluster: a\n{clusters}",
+        crate::testing::FRONT
+    );
+    let tcp = crate::config::from_yaml_str(&tcp).expect("valid tcp_proxy config");
+    server
+        .apply(tcp, serde_json::Value::Null)
+        .await
+        .expect("applied");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while old.upgrade().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replaced HCM is still alive while a keep-alive connection is open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = conn.send_request(req()).await.expect("response");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()[http::header::CONNECTION], "close");
+}

@@ -1,0 +1,461 @@
+//! HTTP/2 flood limits on a downstream connection, which hyper and h2 do not have: a wrapper
+//! around the connection's IO reads the 9-byte frame headers as bytes pass in both directions
+//! (payloads are skipped, nothing is copied or allocated per frame) and ends the connection when
+//! the client floods, as Envoy's `http2_protocol_options` flood protections do:
+//! - `PING` and `SETTINGS` (not ACKs) sent faster than they are answered: a frame that arrives
+//!   while an earlier one still waits for its ACK counts, and more than
+//!   [`MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC`] such frames in one second is a flood. A client
+//!   that waits for its ACKs (keepalive and BDP pings) never counts. Each such frame costs an
+//!   ACK; a peer sending them as fast as it can took a core from every other client. Envoy 1.40
+//!   closes such a connection once more than 1000 ACKs are queued (observed: its nghttp2 codec's
+//!   "Too many frames in the outbound queue"; Envoy's own `max_outbound_control_frames` is 1000
+//!   too); a flood gets there within one read;
+//! - frames with an empty payload and no END_STREAM (`DATA`, `HEADERS`, `CONTINUATION`): more
+//!   than [`MAX_CONSECUTIVE_EMPTY_FRAMES`] in a row (Envoy's
+//!   `max_consecutive_inbound_frames_with_empty_payload`, default 1);
+//! - `PRIORITY`: more than [`MAX_PRIORITY_FRAMES_PER_STREAM`] x (1 + streams opened) (Envoy's
+//!   `max_inbound_priority_frames_per_stream`, default 100);
+//! - `WINDOW_UPDATE`: more than 5 + 2 x (streams opened +
+//!   [`MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT`] x DATA frames sent) (Envoy's
+//!   `max_inbound_window_update_frames_per_data_frame_sent`, default 10, and its formula).
+//!
+//! A flooding connection is not read any further (its frames never reach h2) and is closed
+//! [`FLOOD_CLOSE_DELAY`] later with a read error, without GOAWAY: what Envoy does (observed:
+//! no GOAWAY, the socket closed after its 1 s `delayed_close_timeout`). The delay also holds a
+//! flooder that reconnects at once to one connection per second. HTTP/1 connections are
+//! recognised by their first bytes (no h2 preface) and pass through untouched.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// `PING` + `SETTINGS` frames (not ACKs) a client may send per second while earlier ones are
+/// unanswered.
+pub const MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC: u32 = 1000;
+/// How long a flooding connection is held (unread) before it is closed.
+pub const FLOOD_CLOSE_DELAY: Duration = Duration::from_secs(1);
+/// Consecutive empty `DATA`/`HEADERS`/`CONTINUATION` frames without END_STREAM allowed.
+pub const MAX_CONSECUTIVE_EMPTY_FRAMES: u32 = 1;
+/// `PRIORITY` frames allowed per opened stream (plus one stream's worth).
+pub const MAX_PRIORITY_FRAMES_PER_STREAM: u64 = 100;
+/// `WINDOW_UPDATE` frames allowed per `DATA` frame sent (Envoy's formula, see the module doc).
+pub const MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT: u64 = 10;
+
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CONTROL_WINDOW: Duration = Duration::from_secs(1);
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+
+/// Which limit a client exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Too many PING/SETTINGS frames per second.
+    Control,
+    /// Too many consecutive empty frames.
+    Empty,
+    /// Too many PRIORITY frames.
+    Priority,
+    /// Too many WINDOW_UPDATE frames.
+    WindowUpdate,
+}
+
+impl Flood {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Control => "PING/SETTINGS flood",
+            Self::Empty => "empty frame flood",
+            Self::Priority => "PRIORITY flood",
+            Self::WindowUpdate => "WINDOW_UPDATE flood",
+        }
+    }
+}
+
+/// One frame header.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    len: u32,
+    kind: u8,
+    flags: u8,
+}
+
+/// Finds frame headers in a byte stream fed piecewise.
+#[derive(Debug, Default)]
+struct Cursor {
+    hdr: [u8; 9],
+    have: usize,
+    skip: usize,
+}
+
+impl Cursor {
+    /// Feeds `b`; `f` sees each complete header and may stop the scan with an error.
+    fn feed<E>(&mut self, mut b: &[u8], mut f: impl FnMut(Head) -> Result<(), E>) -> Result<(), E> {
+        while !b.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(b.len());
+                self.skip -= n;
+                b = &b[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(b.len());
+            self.hdr[self.have..self.have + n].copy_from_slice(&b[..n]);
+            self.have += n;
+            b = &b[n..];
+            if self.have == 9 {
+                self.have = 0;
+                let h = &self.hdr;
+                let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+                self.skip = len as usize;
+                f(Head {
+                    len,
+                    kind: h[3],
+                    flags: h[4],
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the connection's first bytes said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Matching the h2 preface; this many bytes matched so far.
+    Sniff(usize),
+    /// HTTP/1: not inspected.
+    Http1,
+    /// HTTP/2 frames.
+    Http2,
+}
+
+/// The per-connection counters (see the module doc for the limits).
+#[derive(Debug, Default)]
+struct Counts {
+    control_in: u64,
+    control_acked: u64,
+    control: u32,
+    control_window_start: Option<Instant>,
+    empty_run: u32,
+    priority: u64,
+    streams: u64,
+    window_updates: u64,
+    data_sent: u64,
+}
+
+impl Counts {
+    fn inbound(&mut self, h: Head) -> Result<(), Flood> {
+        match h.kind {
+            DATA | HEADERS | CONTINUATION => {
+                if h.len == 0 && h.flags & FLAG_END_STREAM == 0 {
+                    self.empty_run += 1;
+                    if self.empty_run > MAX_CONSECUTIVE_EMPTY_FRAMES {
+                        return Err(Flood::Empty);
+                    }
+                } else {
+                    self.empty_run = 0;
+                }
+                if h.kind == HEADERS {
+                    self.streams += 1;
+                }
+            }
+            PING | SETTINGS if h.flags & FLAG_ACK == 0 => {
+                self.control_in += 1;
+                if self.control_in - self.control_acked.min(self.control_in) <= 1 {
+                    return Ok(());
+                }
+                self.control += 1;
+                if self.control_window_start.is_none() {
+                    self.control_window_start = Some(Instant::now());
+                }
+                if self.control > MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC {
+                    // The clock is read once per MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC frames at most.
+                    let now = Instant::now();
+                    match self.control_window_start {
+                        Some(t) if now.duration_since(t) < CONTROL_WINDOW => {
+                            return Err(Flood::Control);
+                        }
+                        _ => {
+                            self.control_window_start = Some(now);
+                            self.control = 1;
+                        }
+                    }
+                }
+            }
+            PRIORITY => {
+                self.priority += 1;
+                if self.priority > MAX_PRIORITY_FRAMES_PER_STREAM * (1 + self.streams) {
+                    return Err(Flood::Priority);
+                }
+            }
+            WINDOW_UPDATE => {
+                self.window_updates += 1;
+                let limit = 5 + 2
+                    * (self.streams + MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT * self.data_sent);
+                if self.window_updates > limit {
+                    return Err(Flood::WindowUpdate);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A downstream connection's IO with the flood limits applied to what it reads.
+#[derive(Debug)]
+pub struct FloodGuard<I> {
+    io: I,
+    mode: Mode,
+    inbound: Cursor,
+    outbound: Cursor,
+    counts: Counts,
+    flooded: Option<Flood>,
+    /// Set when a flood is found: the connection closes when it fires.
+    close_at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FloodGuard<I> {
+    /// Wraps `io`; `http1_only` connections are never inspected.
+    pub fn new(io: I, http1_only: bool) -> Self {
+        Self {
+            io,
+            mode: if http1_only {
+                Mode::Http1
+            } else {
+                Mode::Sniff(0)
+            },
+            inbound: Cursor::default(),
+            outbound: Cursor::default(),
+            counts: Counts::default(),
+            flooded: None,
+            close_at: None,
+        }
+    }
+
+    /// Inspects bytes just read.
+    fn inspect(&mut self, mut b: &[u8]) -> Result<(), Flood> {
+        if let Mode::Sniff(k) = self.mode {
+            let n = (PREFACE.len() - k).min(b.len());
+            if b[..n] != PREFACE[k..k + n] {
+                self.mode = Mode::Http1;
+                return Ok(());
+            }
+            self.mode = if k + n == PREFACE.len() {
+                Mode::Http2
+            } else {
+                Mode::Sniff(k + n)
+            };
+            b = &b[n..];
+        }
+        if self.mode != Mode::Http2 {
+            return Ok(());
+        }
+        let counts = &mut self.counts;
+        self.inbound.feed(b, |h| counts.inbound(h))
+    }
+
+    /// Counts the DATA frames and control ACKs among bytes just written.
+    fn sent(&mut self, b: &[u8]) {
+        if self.mode != Mode::Http2 {
+            return;
+        }
+        let counts = &mut self.counts;
+        let _ = self.outbound.feed(b, |h| {
+            match h.kind {
+                DATA => counts.data_sent += 1,
+                PING | SETTINGS if h.flags & FLAG_ACK != 0 => counts.control_acked += 1,
+                _ => {}
+            }
+            Ok::<(), ()>(())
+        });
+    }
+}
+
+fn flood_error(f: Flood) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, f.as_str())
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FloodGuard<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(f) = this.flooded {
+            if let Some(t) = this.close_at.as_mut() {
+                ready!(t.as_mut().poll(cx));
+                this.close_at = None;
+            }
+            return Poll::Ready(Err(flood_error(f)));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if this.mode == Mode::Http1 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(f) = this.inspect(&buf.filled()[before..]) {
+            tracing::debug!(
+                flood = f.as_str(),
+                "closing an HTTP/2 connection that floods"
+            );
+            this.flooded = Some(f);
+            buf.set_filled(before);
+            this.close_at = Some(Box::pin(tokio::time::sleep(FLOOD_CLOSE_DELAY)));
+            return Pin::new(this).poll_read(cx, buf);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FloodGuard<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.sent(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(b.len());
+            this.sent(&b[..k]);
+            left -= k;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, len: usize) -> Vec<u8> {
+        let l = (len as u32).to_be_bytes();
+        let mut f = vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 1];
+        f.resize(9 + len, 0xab);
+        f
+    }
+
+    fn h2() -> FloodGuard<()> {
+        let mut g = FloodGuard::new((), false);
+        g.inspect(PREFACE).unwrap();
+        assert_eq!(g.mode, Mode::Http2);
+        g
+    }
+
+    #[test]
+    fn http1_is_not_inspected() {
+        let mut g = FloodGuard::new((), false);
+        g.inspect(b"GET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(g.mode, Mode::Http1);
+        let mut g = FloodGuard::new((), false);
+        g.inspect(b"PRI * HTTP/2.0\r\n\r\nSX").unwrap();
+        assert_eq!(g.mode, Mode::Http1);
+    }
+
+    #[test]
+    fn headers_split_across_reads_are_parsed() {
+        let mut g = FloodGuard::new((), false);
+        let mut all = PREFACE.to_vec();
+        for _ in 0..=MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC + 1 {
+            all.extend(frame(PING, 0, 8));
+            all.extend(frame(DATA, 0, 3000));
+        }
+        let mut res = Ok(());
+        for chunk in all.chunks(7) {
+            res = g.inspect(chunk);
+            if res.is_err() {
+                break;
+            }
+        }
+        assert_eq!(res, Err(Flood::Control));
+    }
+
+    #[test]
+    fn answered_pings_and_a_slow_rate_pass() {
+        let mut g = h2();
+        // A client waiting for each ACK (keepalive, BDP pings) never counts.
+        for _ in 0..10 * MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC {
+            g.inspect(&frame(PING, 0, 8)).unwrap();
+            g.sent(&frame(PING, FLAG_ACK, 8));
+            g.inspect(&frame(PING, FLAG_ACK, 8)).unwrap();
+        }
+        g.inspect(&frame(SETTINGS, 0, 0)).unwrap();
+        for _ in 0..MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC {
+            g.inspect(&frame(SETTINGS, 0, 0)).unwrap();
+        }
+        // A window that has passed starts over.
+        g.counts.control_window_start = Some(Instant::now() - 2 * CONTROL_WINDOW);
+        g.inspect(&frame(PING, 0, 8)).unwrap();
+        let n = MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC as usize;
+        assert_eq!(
+            g.inspect(&frame(SETTINGS, 0, 0).repeat(n)),
+            Err(Flood::Control)
+        );
+    }
+
+    #[test]
+    fn empty_frames_priority_and_window_updates_are_bounded() {
+        let mut g = h2();
+        g.inspect(&frame(DATA, 0, 0)).unwrap();
+        g.inspect(&frame(DATA, 0, 5)).unwrap();
+        g.inspect(&frame(DATA, 0, 0)).unwrap();
+        g.inspect(&frame(DATA, FLAG_END_STREAM, 0)).unwrap();
+        g.inspect(&frame(HEADERS, 0, 0)).unwrap();
+        assert_eq!(g.inspect(&frame(CONTINUATION, 4, 0)), Err(Flood::Empty));
+
+        let mut g = h2();
+        let p = frame(PRIORITY, 0, 5).repeat(MAX_PRIORITY_FRAMES_PER_STREAM as usize);
+        g.inspect(&p).unwrap();
+        assert_eq!(g.inspect(&frame(PRIORITY, 0, 5)), Err(Flood::Priority));
+
+        let mut g = h2();
+        g.inspect(&frame(WINDOW_UPDATE, 0, 4).repeat(5)).unwrap();
+        g.sent(&frame(DATA, 0, 100));
+        g.inspect(&frame(WINDOW_UPDATE, 0, 4).repeat(20)).unwrap();
+        assert_eq!(
+            g.inspect(&frame(WINDOW_UPDATE, 0, 4)),
+            Err(Flood::WindowUpdate)
+        );
+    }
+}
