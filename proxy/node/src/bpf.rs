@@ -153,11 +153,7 @@ pub fn limit_heap_retention() {
 /// loading thread's arena, which left the agent about 20 MiB larger after its first enroll.
 /// Control plane only (load and enroll), never per connection.
 fn release_loader_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    sluice_engine::heap::trim();
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>

@@ -84,7 +84,7 @@ fn retire(previous: Arc<Runtime>) {
         }
         let _ = tokio::task::spawn_blocking(move || {
             drop(previous);
-            trim_heap();
+            crate::heap::trim();
         })
         .await;
     });
@@ -100,14 +100,4 @@ fn in_use(rt: &Arc<Runtime>) -> bool {
                     .iter()
                     .any(|c| matches!(c, ChainRt::Http(h) if Arc::strong_count(h) > 1))
         })
-}
-
-/// Returns free heap pages of every malloc arena to the kernel. Control plane only (after a
-/// reload), never per request.
-fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
