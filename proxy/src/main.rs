@@ -230,14 +230,10 @@ fn run() -> Result<()> {
         Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
         cmd => Cli { cmd },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // RUST_LOG (default info), behind a reload layer so an admin `/logging` can change it.
+    sluice_engine::admin::logging::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     match cli.cmd {
         Cmd::Proxy(_) => unreachable!("dispatched above"),
         Cmd::Agent {
