@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 
 mod cli;
 mod install_cni;
+mod proxy_config;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +35,9 @@ struct Cli {
 enum Cmd {
     /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
     Proxy(sluice_engine::server::cli::ProxyArgs),
+    /// istioctl's proxy-config views (listener, route, cluster, endpoint, all) of a proxy's
+    /// admin interface (`127.0.0.1:15000`) or of a saved config dump (`-f dump.json`).
+    ProxyConfig(proxy_config::Args),
     /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
     Agent {
         /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
@@ -228,6 +232,7 @@ fn run() -> Result<()> {
     // `sluice proxy` sets up its own logging from --log-level.
     let cli = match cli.cmd {
         Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
+        Cmd::ProxyConfig(args) => return proxy_config::run(&args),
         cmd => Cli { cmd },
     };
     // RUST_LOG (default info), behind a reload layer so an admin `/logging` can change it.
@@ -235,7 +240,7 @@ fn run() -> Result<()> {
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
     );
     match cli.cmd {
-        Cmd::Proxy(_) => unreachable!("dispatched above"),
+        Cmd::Proxy(_) | Cmd::ProxyConfig(_) => unreachable!("dispatched above"),
         Cmd::Agent {
             cgroup,
             pin_dir,
