@@ -19,6 +19,24 @@ fn normalize(mut v: Value) -> Value {
         }
     }
     walk(&mut v);
+    // Envoy keeps static route configurations (and listeners) in hash maps: order by name.
+    for c in v["configs"].as_array_mut().into_iter().flatten() {
+        for (key, inner) in [
+            ("static_route_configs", "route_config"),
+            ("static_listeners", "listener"),
+            ("static_clusters", "cluster"),
+        ] {
+            if let Some(a) = c.get_mut(key).and_then(Value::as_array_mut) {
+                a.sort_by_key(|e| e[inner]["name"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    // `resource=` answers: the elements themselves, ordered by their resource's name.
+    if let Some(a) = v["configs"].as_array_mut() {
+        if a.iter().all(|e| e.get("route_config").is_some()) {
+            a.sort_by_key(|e| e["route_config"]["name"].as_str().unwrap_or("").to_string());
+        }
+    }
     let boot = &mut v["configs"][0]["bootstrap"];
     if let Some(n) = boot["node"].as_object_mut() {
         for k in ["user_agent_name", "user_agent_build_version", "extensions"] {
