@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 
 mod cli;
 mod install_cni;
+mod proxy_config;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +35,9 @@ struct Cli {
 enum Cmd {
     /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
     Proxy(sluice_engine::server::cli::ProxyArgs),
+    /// istioctl's proxy-config views (listener, route, cluster, endpoint, all) of a proxy's
+    /// admin interface (`127.0.0.1:15000`) or of a saved config dump (`-f dump.json`).
+    ProxyConfig(proxy_config::Args),
     /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
     Agent {
         /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
@@ -228,18 +232,15 @@ fn run() -> Result<()> {
     // `sluice proxy` sets up its own logging from --log-level.
     let cli = match cli.cmd {
         Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
+        Cmd::ProxyConfig(args) => return proxy_config::run(&args),
         cmd => Cli { cmd },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // RUST_LOG (default info), behind a reload layer so an admin `/logging` can change it.
+    sluice_engine::admin::logging::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     match cli.cmd {
-        Cmd::Proxy(_) => unreachable!("dispatched above"),
+        Cmd::Proxy(_) | Cmd::ProxyConfig(_) => unreachable!("dispatched above"),
         Cmd::Agent {
             cgroup,
             pin_dir,

@@ -5,6 +5,7 @@
 //! caller-chosen tag, the test process id and a counter (`sl-<tag>-<pid>-<n>`), so helpers running
 //! tests concurrently never collide.
 
+pub mod admin_run;
 pub mod agent_node;
 pub mod cgroup;
 pub mod cni;

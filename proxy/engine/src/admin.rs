@@ -1,19 +1,69 @@
-//! Admin interface (Envoy's paths): /ready, /config_dump, /clusters, /listeners, /stats.
+//! Admin interface with Envoy's paths and formats: `/config_dump` (ConfigDump JSON, with
+//! `resource=`, `mask=`, `name_regex=`, `include_eds`), `/clusters` and `/listeners` (text and
+//! `?format=json`), `/server_info`, `/ready`, `/stats`, `/stats/prometheus`, and the mutating
+//! `/logging`, `/drain_listeners`, `/quitquitquit`, which answer POST only (GET gets Envoy's
+//! 405). The admin listener binds `admin.address` from the config (Envoy configs put it on
+//! 127.0.0.1). Everything here reads the current [`Runtime`](crate::server::Runtime); nothing
+//! runs on a request's path.
 
-use std::{convert::Infallible, fmt::Write as _, sync::Arc};
+mod clusters;
+pub mod config_dump;
+mod listeners;
+pub mod logging;
+mod origin;
+pub mod query;
+mod redact;
+mod time;
 
-use http::{header, HeaderValue, Request, Response};
+use std::{
+    convert::Infallible,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+pub use self::{
+    config_dump::{configs, set_canonicalizer, Canonicalizer},
+    origin::{ConfigOrigin, DynamicEntry},
+    query::{DumpQuery, QueryError},
+};
 use crate::{
     http::{local_reply, Body},
-    server::Server,
+    server::{Runtime, Server},
 };
+
+/// `/config_dump?<query>` of `rt` as JSON text (pretty, like Envoy's), or the status and
+/// message Envoy answers for a bad query. The node agent calls this per pod.
+pub fn config_dump(rt: &Runtime, query: &str) -> Result<String, QueryError> {
+    let q = DumpQuery::parse(query)?;
+    let v = q.apply(configs(rt, q.include_eds))?;
+    Ok(serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+}
+
+/// What `/quitquitquit` does; the default sends SIGTERM to this process, which takes the
+/// normal shutdown path of `sluice proxy`.
+pub type QuitHook = fn();
+
+static QUIT: OnceLock<QuitHook> = OnceLock::new();
+
+/// Installs the `/quitquitquit` action (first call wins).
+pub fn set_quit_hook(f: QuitHook) {
+    let _ = QUIT.set(f);
+}
+
+fn started() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
 
 /// Accepts admin connections until the process ends.
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
+    started();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -36,134 +86,143 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
     }
 }
 
-fn text(status: u16, body: String, content_type: &'static str) -> Response<Body> {
+const TEXT: &str = "text/plain; charset=UTF-8";
+const JSON: &str = "application/json";
+
+fn reply(status: u16, body: String, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(local_reply::full(body));
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, max-age=0"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+/// The paths that change state: POST only, as in Envoy.
+const MUTATING: &[&str] = &["/logging", "/drain_listeners", "/quitquitquit"];
+
+const HELP: &str = "admin commands are:
+  /clusters: upstream cluster status
+      format: File format to use; One of (text, json)
+  /config_dump: dump current Envoy configs
+      resource: The resource to dump
+      mask: The mask to apply
+      name_regex: Dump only the currently loaded configurations whose names match the specified regex
+      include_eds: Dump currently loaded configuration including EDS
+  /drain_listeners (POST): drain listeners
+      inboundonly: Drains all inbound listeners
+  /help: print out list of admin commands
+  /listeners: print listener info
+      format: File format to use; One of (text, json)
+  /logging (POST): query/change logging levels
+  /quitquitquit (POST): exit the server
+  /ready: print server state, return 200 if LIVE, otherwise return 503
+  /server_info: print server version/status information
+  /stats: print server stats
+  /stats/prometheus: print server stats in prometheus format
+";
+
 fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        "/ready" if server.is_ready() => text(200, "LIVE\n".into(), "text/plain"),
-        "/ready" => text(503, "INITIALIZING\n".into(), "text/plain"),
-        "/config_dump" => text(200, config_dump(server), "application/json"),
-        "/clusters" => text(200, clusters(server), "text/plain"),
-        "/listeners" => text(200, listeners(server), "text/plain"),
-        "/stats" => text(200, server.stats.render(), "text/plain"),
-        "/stats/prometheus" => text(
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let format_json = query::params(query).any(|(k, v)| k == "format" && v == "json");
+    if MUTATING.contains(&path) && req.method() != Method::POST {
+        return reply(
+            405,
+            format!("Method {} not allowed, POST required.", req.method()),
+            TEXT,
+        );
+    }
+    let rt = server.runtime();
+    match path {
+        "/ready" if server.is_ready() => reply(200, "LIVE\n".into(), TEXT),
+        "/ready" => reply(503, "INITIALIZING\n".into(), TEXT),
+        "/config_dump" => match config_dump(&rt, query) {
+            Ok(body) => reply(200, body, JSON),
+            Err(e) => reply(e.status, e.message, TEXT),
+        },
+        "/clusters" if format_json => reply(200, pretty(&clusters::json(&rt)), JSON),
+        "/clusters" => reply(200, clusters::text(&rt), TEXT),
+        "/listeners" if format_json => reply(200, pretty(&listeners::json(&rt)), JSON),
+        "/listeners" => reply(200, listeners::text(&rt), TEXT),
+        "/server_info" => reply(200, pretty(&server_info(server, &rt)), JSON),
+        "/stats" => reply(200, server.stats.render(), TEXT),
+        "/stats/prometheus" => reply(
             200,
             server.stats.render_prometheus(),
             "text/plain; version=0.0.4",
         ),
-        _ => text(
-            404,
-            "invalid path. admin commands are: /ready /config_dump /clusters /listeners /stats /stats/prometheus\n"
-                .into(),
-            "text/plain",
-        ),
-    }
-}
-
-/// Replaces every `private_key` value with `[redacted]` (as Envoy's config dump does for secrets).
-fn redact(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                if k == "private_key" {
-                    *val = serde_json::Value::String("[redacted]".into());
-                } else {
-                    redact(val);
-                }
-            }
+        "/logging" => {
+            let (status, body) = logging::post(query::params(query));
+            reply(status, body, TEXT)
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
-fn config_dump(server: &Server) -> String {
-    let rt = server.runtime();
-    let mut source = rt.source.clone();
-    redact(&mut source);
-    let dump = serde_json::json!({
-        "configs": [{
-            "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-            "bootstrap": source,
-            "version_info": rt.version.to_string(),
-        }]
-    });
-    serde_json::to_string_pretty(&dump).unwrap_or_default()
-}
-
-/// Envoy's `/clusters` text format.
-fn clusters(server: &Server) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let rt = server.runtime();
-    let mut out = String::new();
-    for name in &rt.cluster_order {
-        let Some(c) = rt.clusters.get(name) else {
-            continue;
-        };
-        let b = &c.spec.breakers;
-        let _ = writeln!(out, "{name}::observability_name::{name}");
-        let _ = writeln!(
-            out,
-            "{name}::default_priority::max_connections::{}",
-            b.max_connections
-        );
-        let _ = writeln!(
-            out,
-            "{name}::default_priority::max_pending_requests::{}",
-            b.max_pending_requests
-        );
-        let _ = writeln!(
-            out,
-            "{name}::default_priority::max_requests::{}",
-            b.max_requests
-        );
-        let _ = writeln!(
-            out,
-            "{name}::default_priority::max_retries::{}",
-            b.max_retries
-        );
-        for h in c.all_hosts() {
-            let a = h.addr;
-            let _ = writeln!(out, "{name}::{a}::cx_active::{}", c.cx_active.load(Relaxed));
-            let _ = writeln!(out, "{name}::{a}::rq_active::{}", h.active_rq.load(Relaxed));
-            let _ = writeln!(out, "{name}::{a}::rq_error::{}", h.rq_error.load(Relaxed));
-            let _ = writeln!(out, "{name}::{a}::rq_total::{}", h.rq_total.load(Relaxed));
-            let _ = writeln!(out, "{name}::{a}::health_flags::{}", h.health_flags());
-            let _ = writeln!(out, "{name}::{a}::weight::{}", h.weight);
+        "/drain_listeners" => {
+            let inbound_only = query::params(query).any(|(k, _)| k == "inboundonly");
+            let names = drain_targets(&rt, inbound_only);
+            let n = server.stop_accepting(&names);
+            tracing::info!(listeners = n, inbound_only, "admin: listeners drained");
+            reply(200, "OK\n".into(), TEXT)
         }
+        "/quitquitquit" => {
+            tracing::info!("admin: /quitquitquit");
+            (QUIT.get().copied().unwrap_or(terminate_self))();
+            reply(200, "OK\n".into(), TEXT)
+        }
+        "/help" => reply(200, HELP.into(), TEXT),
+        _ => reply(404, format!("invalid path. {HELP}"), TEXT),
     }
-    out
 }
 
-fn listeners(server: &Server) -> String {
-    let rt = server.runtime();
-    let mut out = String::new();
-    for l in &rt.bootstrap.listeners {
-        let _ = writeln!(out, "{}::{}", l.name, l.address);
+/// The listeners `/drain_listeners` stops: all, or with `inboundonly` those whose
+/// `traffic_direction` is INBOUND.
+fn drain_targets(rt: &Runtime, inbound_only: bool) -> Vec<String> {
+    let inbound: Vec<&str> = rt.source["static_resources"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["traffic_direction"] == "INBOUND")
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    rt.bootstrap
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str().to_string())
+        .filter(|n| !inbound_only || inbound.contains(&n.as_str()))
+        .collect()
+}
+
+fn terminate_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGTERM);
+}
+
+/// `/server_info` (`envoy.admin.v3.ServerInfo`, the fields sluice can fill).
+fn server_info(server: &Server, rt: &Runtime) -> Value {
+    let up = format!("{}s", started().elapsed().as_secs());
+    let mut node = rt.source.get("node").cloned().unwrap_or_else(|| json!({}));
+    if node.is_object() {
+        node["user_agent_name"] = json!("sluice");
     }
-    out
+    json!({
+        "version": concat!("sluice/", env!("CARGO_PKG_VERSION")),
+        "state": if server.is_ready() { "LIVE" } else { "INITIALIZING" },
+        "uptime_current_epoch": up,
+        "uptime_all_epochs": up,
+        "hot_restart_version": "disabled",
+        "node": node,
+        "command_line_options": {},
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn private_keys_are_redacted() {
-        let mut v = serde_json::json!({"a": [{"tls_certificates": [{
-            "certificate_chain": {"filename": "/c.pem"},
-            "private_key": {"inline_string": "-----BEGIN PRIVATE KEY-----"}
-        }]}]});
-        super::redact(&mut v);
-        let text = v.to_string();
-        assert!(!text.contains("BEGIN PRIVATE KEY"), "{text}");
-        assert!(
-            text.contains("/c.pem") && text.contains("[redacted]"),
-            "{text}"
-        );
-    }
-}
+mod tests;

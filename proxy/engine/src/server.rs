@@ -78,6 +78,8 @@ pub struct Runtime {
     pub listeners: HashMap<String, Arc<ListenerRt>>,
     /// Version number (1 for the initial config).
     pub version: u64,
+    /// Which resources came from the file and which from xDS (for /config_dump).
+    pub origin: Arc<crate::admin::ConfigOrigin>,
 }
 
 impl Runtime {
@@ -159,6 +161,7 @@ impl Runtime {
             fingerprints,
             listeners,
             version,
+            origin: Arc::default(),
         })
     }
 }
@@ -320,6 +323,21 @@ impl Server {
         Ok(())
     }
 
+    /// Stops accepting on the named listeners (admin `/drain_listeners`): their accept loops
+    /// end and their sockets close; open connections run to their end. Returns how many
+    /// listeners stopped.
+    pub fn stop_accepting(&self, names: &[String]) -> usize {
+        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for (name, b) in bound.iter() {
+            if let Some(t) = b.task.as_ref().filter(|_| names.contains(name)) {
+                t.abort();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The slot of the listener bound at `addr`, if any (original-destination hand-off).
     pub(crate) fn slot_for_addr(&self, addr: SocketAddr) -> Option<Arc<ListenerSlot>> {
         let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,16 +430,10 @@ pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The proxy's logs (stderr) at `level` (a tracing filter; `info` when it does not parse).
+/// The proxy's logs (stderr) at `level` (a tracing filter; `info` when it does not parse),
+/// changeable at run time through the admin's `POST /logging`.
 pub fn init_tracing(level: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::admin::logging::init(level);
 }
 
 /// Returns on SIGINT or SIGTERM.

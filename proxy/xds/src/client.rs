@@ -132,21 +132,37 @@ async fn stream(
         let result = match checked {
             Err(detail) => Err(detail),
             Ok(c) => {
+                let meta = core.meta.next(
+                    c.resources(),
+                    ty,
+                    &resp.version_info,
+                    c.versions(),
+                    std::time::SystemTime::now(),
+                );
+                let mut versions = core.versions.clone();
+                if !cfg.delta {
+                    versions.insert(ty, resp.version_info.clone());
+                }
                 let applied = if c.complete {
                     server
-                        .apply(c.bootstrap.clone(), c.doc.clone())
+                        .apply_with_origin(
+                            c.bootstrap.clone(),
+                            c.doc.clone(),
+                            meta.origin(&versions),
+                        )
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 } else {
                     Ok(())
                 };
-                applied.map(|()| c)
+                applied.map(|()| (c, meta))
             }
         };
         match result {
-            Ok(c) => {
+            Ok((c, meta)) => {
                 core.commit(c, now);
+                core.meta = meta;
                 core.versions.insert(ty, resp.version_info.clone());
                 if core.is_ready() && !server.is_ready() {
                     server.set_ready(true);
@@ -181,7 +197,8 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Warming timers: apply what timed-out warming now allows.
 async fn tick(server: &Arc<Server>, core: &mut Core) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
-        if let Err(e) = server.apply(bootstrap, doc).await {
+        let origin = core.meta.origin(&core.versions);
+        if let Err(e) = server.apply_with_origin(bootstrap, doc, origin).await {
             tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
         }
     }

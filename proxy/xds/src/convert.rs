@@ -103,6 +103,26 @@ pub fn json_to_any(type_url: &str, json: &Value) -> Result<Any, String> {
     })
 }
 
+/// `json` (a resource as written in YAML, `typed_config` as `{"@type": ...}`) re-printed as
+/// Envoy prints it in `/config_dump`: proto3 canonical JSON of `type_url` with Envoy's field
+/// names, default values left out, 64-bit integers as strings. `None` when it does not decode
+/// (the dump then shows the JSON as written). Installed as the engine's dump canonicalizer.
+pub fn canonical(type_url: &str, json: &Value) -> Option<Value> {
+    let name = type_url.rsplit('/').next().unwrap_or(type_url);
+    let desc = pool().get_message_by_name(name)?;
+    let mut body = json.clone();
+    if let Some(m) = body.as_object_mut() {
+        m.remove("@type");
+    }
+    let msg = DynamicMessage::deserialize(desc, &body).ok()?;
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(true)
+        .skip_default_fields(true);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts)
+        .ok()
+}
+
 /// A decoded resource: its name and its JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {

@@ -49,6 +49,18 @@ pub struct Candidate {
     pub complete: bool,
 }
 
+impl Candidate {
+    /// The accepted state this candidate would become.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// Delta: the resource versions of its type.
+    pub fn versions(&self) -> &BTreeMap<String, String> {
+        &self.versions
+    }
+}
+
 /// The client's state across streams (it survives reconnects).
 #[derive(Debug)]
 pub struct Core {
@@ -67,6 +79,8 @@ pub struct Core {
     /// The accepted state has not been applied yet (something it needs was warming).
     dirty: bool,
     ready: bool,
+    /// Per-resource version and time for /config_dump.
+    pub meta: crate::origin::Meta,
 }
 
 impl Core {
@@ -83,6 +97,7 @@ impl Core {
             start: now,
             dirty: false,
             ready: false,
+            meta: crate::origin::Meta::default(),
         }
     }
 

@@ -14,6 +14,8 @@ use crate::{client, core::Core};
 
 /// Runs `sluice proxy` until SIGINT/SIGTERM (blocking).
 pub fn run(args: ProxyArgs) -> Result<(), ServerError> {
+    // /config_dump prints resources as Envoy does (proto3 canonical JSON).
+    sluice_engine::admin::set_canonicalizer(crate::convert::canonical);
     // Anything but a valid ADS bootstrap (including an invalid file) takes the file-driven path,
     // which reports errors exactly as it always has.
     let bootstrap = match config::load_file(&args.config_path) {

@@ -11,6 +11,10 @@ use super::{duration::PbDuration, raw::RawAddress, raw_route::RawDataSource};
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCluster {
     pub name: Option<String>,
+    /// `metadata` (e.g. Istio's `filter_metadata.istio.config`): informational, shown by
+    /// /config_dump and `sluice proxy-config`, never used for routing.
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
     #[serde(rename = "type")]
     pub discovery_type: Option<String>,
     pub lb_policy: Option<String>,

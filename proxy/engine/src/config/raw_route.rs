@@ -51,6 +51,10 @@ pub(crate) struct RawVirtualHost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub name: Option<String>,
+    /// `metadata` (e.g. Istio's `filter_metadata.istio.config`): informational, shown by
+    /// /config_dump and `sluice proxy-config`, never used for routing.
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
     #[serde(rename = "match")]
     pub matcher: Option<RawRouteMatch>,
     pub route: Option<RawRouteAction>,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{ChainRt, Runtime, Server, ServerError};
-use crate::config;
+use crate::{admin::ConfigOrigin, config};
 
 impl Server {
     /// Replaces the running configuration with `bootstrap` (`source` is its document as JSON,
@@ -25,8 +25,20 @@ impl Server {
         bootstrap: config::Bootstrap,
         source: serde_json::Value,
     ) -> Result<u64, ServerError> {
+        self.apply_with_origin(bootstrap, source, ConfigOrigin::default())
+            .await
+    }
+
+    /// [`apply`](Self::apply) for a source that knows where each resource came from (xDS: the
+    /// dynamic resources with their versions), shown by `/config_dump`.
+    pub async fn apply_with_origin(
+        self: &Arc<Self>,
+        bootstrap: config::Bootstrap,
+        source: serde_json::Value,
+        origin: ConfigOrigin,
+    ) -> Result<u64, ServerError> {
         let _guard = self.reload_lock.lock().await;
-        let result = self.apply_locked(bootstrap, source).await;
+        let result = self.apply_locked(bootstrap, source, origin).await;
         match &result {
             Ok(version) => {
                 self.stats.server.reloads.inc();
@@ -44,11 +56,12 @@ impl Server {
         self: &Arc<Self>,
         bootstrap: config::Bootstrap,
         source: serde_json::Value,
+        origin: ConfigOrigin,
     ) -> Result<u64, ServerError> {
         bootstrap.check_references()?;
         let current = self.runtime();
         let version = current.version + 1;
-        let rt = Runtime::build(
+        let mut rt = Runtime::build(
             bootstrap,
             source,
             &self.stats,
@@ -56,6 +69,7 @@ impl Server {
             Some(&current),
             &self.connector,
         )?;
+        rt.origin = Arc::new(origin);
         rt.warm().await;
         let previous = self.current.swap(Arc::new(rt));
         if let Err(e) = self.reconcile_listeners().await {

@@ -1,0 +1,164 @@
+//! `/clusters`: Envoy's `cluster::field::value` text and `?format=json` (`ClusterStatuses`),
+//! with the counters sluice keeps per host (rq_active, rq_error, rq_success, rq_total; the
+//! cluster's open connections as cx_active). Counters Envoy has and sluice does not
+//! (cx_connect_fail, cx_total, rq_timeout, rq_pending_active per host) are left out rather
+//! than printed as zeros.
+
+use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
+
+use serde_json::{json, Value};
+
+use crate::{
+    server::Runtime,
+    upstream::{now_ms, Cluster, Host},
+};
+
+fn host_counters(c: &Cluster, h: &Host) -> [(&'static str, bool, u64); 5] {
+    let total = h.rq_total.load(Relaxed);
+    let error = h.rq_error.load(Relaxed);
+    [
+        ("cx_active", true, c.cx_active.load(Relaxed) as u64),
+        ("rq_active", true, h.active_rq.load(Relaxed) as u64),
+        ("rq_error", false, error),
+        ("rq_success", false, total.saturating_sub(error)),
+        ("rq_total", false, total),
+    ]
+}
+
+/// The circuit-breaker lines of both priorities (sluice configures the default priority;
+/// the high one keeps Envoy's defaults).
+fn thresholds(c: &Cluster) -> [(&'static str, [(&'static str, usize); 4]); 2] {
+    use crate::upstream::spec::{
+        DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RETRIES,
+    };
+    let b = &c.spec.breakers;
+    [
+        (
+            "default_priority",
+            [
+                ("max_connections", b.max_connections),
+                ("max_pending_requests", b.max_pending_requests),
+                ("max_requests", b.max_requests),
+                ("max_retries", b.max_retries),
+            ],
+        ),
+        (
+            "high_priority",
+            [
+                ("max_connections", DEFAULT_MAX_CONNECTIONS),
+                ("max_pending_requests", DEFAULT_MAX_PENDING),
+                ("max_requests", DEFAULT_MAX_REQUESTS),
+                ("max_retries", DEFAULT_MAX_RETRIES),
+            ],
+        ),
+    ]
+}
+
+fn health_flags(h: &Host) -> String {
+    h.health_flags()
+}
+
+/// Envoy's text format.
+pub fn text(rt: &Runtime) -> String {
+    let mut out = String::new();
+    for name in &rt.cluster_order {
+        let Some(c) = rt.clusters.get(name) else {
+            continue;
+        };
+        let _ = writeln!(out, "{name}::observability_name::{name}");
+        for (prio, lines) in thresholds(c) {
+            for (k, v) in lines {
+                let _ = writeln!(out, "{name}::{prio}::{k}::{v}");
+            }
+        }
+        let via_api = rt.origin.clusters.contains_key(name);
+        let _ = writeln!(out, "{name}::added_via_api::{via_api}");
+        for h in c.all_hosts() {
+            let a = h.addr;
+            for (k, _, v) in host_counters(c, &h) {
+                let _ = writeln!(out, "{name}::{a}::{k}::{v}");
+            }
+            let hostname = h.hostname.as_deref().unwrap_or("");
+            let _ = writeln!(out, "{name}::{a}::hostname::{hostname}");
+            let _ = writeln!(out, "{name}::{a}::health_flags::{}", health_flags(&h));
+            let _ = writeln!(out, "{name}::{a}::weight::{}", h.weight);
+            let _ = writeln!(out, "{name}::{a}::priority::0");
+        }
+    }
+    out
+}
+
+/// `?format=json`: `envoy.admin.v3.Clusters`.
+pub fn json(rt: &Runtime) -> Value {
+    let now = now_ms();
+    let statuses: Vec<Value> = rt
+        .cluster_order
+        .iter()
+        .filter_map(|name| rt.clusters.get(name).map(|c| (name, c)))
+        .map(|(name, c)| {
+            let hosts: Vec<Value> = c
+                .all_hosts()
+                .iter()
+                .map(|h| {
+                    let stats: Vec<Value> = host_counters(c, h)
+                        .iter()
+                        .map(|(k, gauge, v)| {
+                            let mut s = json!({"name": k});
+                            if *gauge {
+                                s["type"] = json!("GAUGE");
+                            }
+                            if *v != 0 {
+                                s["value"] = json!(v.to_string());
+                            }
+                            s
+                        })
+                        .collect();
+                    let mut health = json!({"eds_health_status": "HEALTHY"});
+                    if !h.hc_healthy.load(Relaxed) {
+                        health["failed_active_health_check"] = json!(true);
+                    }
+                    if h.is_ejected(now) {
+                        health["failed_outlier_check"] = json!(true);
+                    }
+                    let mut hs = json!({
+                        "address": {"socket_address": {"address": h.addr.ip().to_string(), "port_value": h.addr.port()}},
+                        "stats": stats,
+                        "health_status": health,
+                        "weight": h.weight,
+                        "locality": {},
+                    });
+                    if let Some(n) = &h.hostname {
+                        hs["hostname"] = json!(n.as_ref());
+                    }
+                    hs
+                })
+                .collect();
+            let th: Vec<Value> = thresholds(c)
+                .iter()
+                .map(|(prio, lines)| {
+                    let mut t = json!({});
+                    if *prio == "high_priority" {
+                        t["priority"] = json!("HIGH");
+                    }
+                    for (k, v) in lines {
+                        t[*k] = json!(v);
+                    }
+                    t
+                })
+                .collect();
+            let mut s = json!({
+                "name": name,
+                "circuit_breakers": {"thresholds": th},
+                "observability_name": name,
+            });
+            if rt.origin.clusters.contains_key(name.as_str()) {
+                s["added_via_api"] = json!(true);
+            }
+            if !hosts.is_empty() {
+                s["host_statuses"] = json!(hosts);
+            }
+            s
+        })
+        .collect();
+    json!({ "cluster_statuses": statuses })
+}

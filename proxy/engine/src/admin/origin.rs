@@ -1,0 +1,59 @@
+//! Where each resource of a config version came from, for `/config_dump`: the file (static
+//! entries, loaded at one time) or xDS (dynamic entries with the `version_info` they arrived
+//! with, when they last changed, and the resource as received). Cheap metadata kept beside the
+//! [`Runtime`](crate::server::Runtime); the data path never reads it.
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use serde_json::Value;
+
+/// One resource that came over xDS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicEntry {
+    /// The `version_info` of the response that last changed it (Delta: the resource's version).
+    pub version_info: String,
+    /// When it last changed.
+    pub last_updated: SystemTime,
+    /// The resource as received (proto3 JSON, Envoy field names; RDS names not inlined).
+    pub resource: Value,
+}
+
+/// The origin of every resource of one config version. The default is "all from the file".
+#[derive(Debug, Clone)]
+pub struct ConfigOrigin {
+    /// When the file's resources were loaded.
+    pub static_loaded: SystemTime,
+    /// LDS resources by listener name.
+    pub listeners: BTreeMap<String, DynamicEntry>,
+    /// RDS resources by route configuration name.
+    pub routes: BTreeMap<String, DynamicEntry>,
+    /// CDS resources by cluster name.
+    pub clusters: BTreeMap<String, DynamicEntry>,
+    /// EDS resources by EDS service name.
+    pub endpoints: BTreeMap<String, DynamicEntry>,
+    /// The last accepted LDS `version_info` (ListenersConfigDump.version_info).
+    pub lds_version: Option<String>,
+    /// The last accepted CDS `version_info` (ClustersConfigDump.version_info).
+    pub cds_version: Option<String>,
+}
+
+impl Default for ConfigOrigin {
+    fn default() -> Self {
+        Self::file(SystemTime::now())
+    }
+}
+
+impl ConfigOrigin {
+    /// Everything from the file, loaded at `at`.
+    pub fn file(at: SystemTime) -> Self {
+        Self {
+            static_loaded: at,
+            listeners: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            lds_version: None,
+            cds_version: None,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Per-resource metadata for the admin's `/config_dump`: for every accepted xDS resource, the
+//! `version_info` it arrived with, when it last changed and its JSON as received (RDS not
+//! inlined). Kept beside the accepted state and handed to the engine with each configuration
+//! (`Server::apply_with_origin`), so a dump shows which resources are dynamic and since when.
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use sluice_engine::admin::{ConfigOrigin, DynamicEntry};
+
+use crate::{assemble::Resources, convert::ResourceType};
+
+/// The dump metadata of the accepted resources.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    entries: BTreeMap<ResourceType, BTreeMap<String, DynamicEntry>>,
+    /// When the bootstrap file was loaded (its static resources' `last_updated`).
+    static_loaded: SystemTime,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            static_loaded: SystemTime::now(),
+        }
+    }
+}
+
+impl Meta {
+    /// The metadata once `resources` (a checked response of `ty` merged into the accepted
+    /// state) are accepted: a resource whose JSON is unchanged keeps its entry (Envoy skips an
+    /// identical update); a new or changed one is stamped with its Delta version, else the
+    /// response's `version_info`, and `now`.
+    pub fn next(
+        &self,
+        resources: &Resources,
+        ty: ResourceType,
+        version_info: &str,
+        delta_versions: &BTreeMap<String, String>,
+        now: SystemTime,
+    ) -> Self {
+        let mut entries = BTreeMap::new();
+        for (t, map) in resources {
+            let old = self.entries.get(t);
+            let mut out = BTreeMap::new();
+            for (name, json) in map {
+                let kept = old
+                    .and_then(|o| o.get(name))
+                    .filter(|e| e.resource == *json)
+                    .cloned();
+                let entry = kept.unwrap_or_else(|| DynamicEntry {
+                    version_info: if *t == ty {
+                        delta_versions
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_else(|| version_info.to_string())
+                    } else {
+                        String::new()
+                    },
+                    last_updated: now,
+                    resource: json.clone(),
+                });
+                out.insert(name.clone(), entry);
+            }
+            entries.insert(*t, out);
+        }
+        Self {
+            entries,
+            static_loaded: self.static_loaded,
+        }
+    }
+
+    /// The engine's view: dynamic entries by type, plus the last LDS/CDS `version_info`s.
+    pub fn origin(&self, versions: &BTreeMap<ResourceType, String>) -> ConfigOrigin {
+        let get = |t| self.entries.get(&t).cloned().unwrap_or_default();
+        let mut o = ConfigOrigin::file(self.static_loaded);
+        o.listeners = get(ResourceType::Listener);
+        o.routes = get(ResourceType::Route);
+        o.clusters = get(ResourceType::Cluster);
+        o.endpoints = get(ResourceType::Endpoint);
+        o.lds_version = versions.get(&ResourceType::Listener).cloned();
+        o.cds_version = versions.get(&ResourceType::Cluster).cloned();
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use serde_json::json;
+
+    use super::Meta;
+    use crate::{assemble::Resources, convert::ResourceType};
+
+    #[test]
+    fn unchanged_resources_keep_their_version_and_time() {
+        let t1 = UNIX_EPOCH + Duration::from_secs(1);
+        let t2 = UNIX_EPOCH + Duration::from_secs(2);
+        let mut res = Resources::new();
+        let clusters = res.entry(ResourceType::Cluster).or_default();
+        clusters.insert("a".into(), json!({"name": "a"}));
+        clusters.insert("b".into(), json!({"name": "b"}));
+        let m1 = Meta::default().next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1);
+        res.get_mut(&ResourceType::Cluster)
+            .expect("cds")
+            .insert("b".into(), json!({"name": "b", "type": "STATIC"}));
+        let m2 = m1.next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2);
+        let mut versions = BTreeMap::new();
+        versions.insert(ResourceType::Cluster, "2".to_string());
+        let o = m2.origin(&versions);
+        assert_eq!(
+            (
+                o.clusters["a"].version_info.as_str(),
+                o.clusters["a"].last_updated
+            ),
+            ("1", t1)
+        );
+        assert_eq!(
+            (
+                o.clusters["b"].version_info.as_str(),
+                o.clusters["b"].last_updated
+            ),
+            ("2", t2)
+        );
+        assert_eq!(o.cds_version.as_deref(), Some("2"));
+        let delta: BTreeMap<String, String> = [("b".to_string(), "b-v9".to_string())].into();
+        res.get_mut(&ResourceType::Cluster)
+            .expect("cds")
+            .insert("b".into(), json!({"name": "b", "type": "EDS"}));
+        let m3 = m2.next(&res, ResourceType::Cluster, "", &delta, t2);
+        assert_eq!(
+            m3.origin(&BTreeMap::new()).clusters["b"].version_info,
+            "b-v9"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The admin tests' harness: one fixture (`tests/fixtures/proxy_config/*.yaml`) under a real
+//! Envoy 1.40 and under `sluice proxy`, each with its own loopback admin port; both processes
+//! are killed (by their own pid) and reaped when the guard drops, also on panic.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    conformance::proxy::{envoy_binary, free_ports},
+    sluice_cli::sluice_bin,
+};
+
+/// The fixture directory.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/proxy_config")
+}
+
+/// One running proxy with its admin address.
+pub struct Proxy {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub admin: String,
+    dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
+pub fn start(fixture: &str, envoy: bool) -> Proxy {
+    let [port] = free_ports::<1>();
+    let text = std::fs::read_to_string(fixtures().join(fixture))
+        .unwrap_or_else(|e| panic!("read fixture {fixture}: {e}"));
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-admin-{}-{}-{port}",
+        std::process::id(),
+        if envoy { "envoy" } else { "sluice" }
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, text.replace("ADMIN_PORT", &port.to_string())).expect("write config");
+    let log = std::fs::File::create(dir.join("log")).expect("log file");
+    let mut cmd = if envoy {
+        let mut c = Command::new(envoy_binary());
+        c.arg("-c").arg(&cfg).args([
+            "--base-id",
+            &port.to_string(),
+            "-l",
+            "warning",
+            "--concurrency",
+            "1",
+        ]);
+        c
+    } else {
+        let mut c = Command::new(sluice_bin());
+        c.arg("proxy")
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--reload-poll-ms", "0"]);
+        c
+    };
+    let child = cmd
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", if envoy { "envoy" } else { "sluice" }));
+    let p = Proxy {
+        child,
+        admin: format!("127.0.0.1:{port}"),
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&p.admin, "GET", "/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{fixture} under {}: admin {} not ready; log:\n{}",
+            if envoy { "envoy" } else { "sluice" },
+            p.admin,
+            std::fs::read_to_string(p.dir.join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// One admin request: (status, body); (0, error) when the connection fails.
+pub fn get(admin: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(admin) else {
+        return (0, "connect failed".into());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (0, text);
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut b: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = b.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        b = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}
