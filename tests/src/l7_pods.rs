@@ -13,60 +13,46 @@ use std::{
 
 use crate::{agent_node::Node, ns_server::NsServer, upstream::harness::TempDir, Netns, Veth};
 
-/// The shared config shape (also the soak's, xtask/src/soak/config.rs).
+/// The shared config (also the soak's, xtask/src/soak/config.rs).
 pub const FIXTURE: &str = include_str!("../fixtures/l7-capture.yaml");
-/// The [`FIXTURE`] line replaced by the `virtualOutbound` listener.
-pub const OUTBOUND_MARK: &str = "  # @VIRTUAL_OUTBOUND@\n";
-/// The [`FIXTURE`] line replaced by the user's own clusters.
-pub const CLUSTERS_MARK: &str = "  # @CLUSTERS@\n";
 /// The route rewrite of [`L7Pods::new`]'s config: `/api/items` reaches the app as
 /// `/v2/api/items`.
 pub const REWRITE: &str = "/v2/api";
 
+/// [`FIXTURE`] with the `svc` cluster at `upstream` and each `# @NAME@` marker line replaced by
+/// its text from `parts` (markers not named stay comments).
+pub fn fill(upstream: SocketAddr, parts: &[(&str, &str)]) -> String {
+    let text = FIXTURE
+        .replace("SVC_ADDRESS", &upstream.ip().to_string())
+        .replace("SVC_PORT", &upstream.port().to_string());
+    let mut out = String::new();
+    for line in text.lines() {
+        let marker = line
+            .trim()
+            .strip_prefix("# @")
+            .and_then(|m| m.strip_suffix('@'));
+        match parts.iter().find(|(name, _)| Some(*name) == marker) {
+            Some((_, part)) => out.push_str(part),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// The config: `svc.test` + `/api` -> the STATIC cluster `svc` at `upstream`, its prefix
 /// rewritten to `rewrite`, `x-routed-by: sluice-l7` added.
 pub fn config(upstream: SocketAddr, rewrite: &str) -> String {
-    let outbound = format!(
-        r#"  - name: virtualOutbound
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 15001 }}
-    use_original_dst: true
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: outbound
-          route_config:
-            virtual_hosts:
-            - name: svc
-              domains: ["svc.test"]
-              routes:
-              - match: {{ prefix: "/api" }}
+    let routes = format!(
+        r#"              - match: {{ prefix: "/api" }}
                 route: {{ cluster: svc, prefix_rewrite: "{rewrite}" }}
                 request_headers_to_add:
                 - header: {{ key: x-routed-by, value: sluice-l7 }}
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: PassthroughCluster }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 "#
     );
-    let clusters = format!(
-        "  - name: svc\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      \
-         cluster_name: svc\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ \
-         socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]\n",
-        upstream.ip(),
-        upstream.port()
-    );
-    FIXTURE
-        .replace(OUTBOUND_MARK, &outbound)
-        .replace(CLUSTERS_MARK, &clusters)
+    fill(upstream, &[("SVC_ROUTES", &routes)])
 }
 
 /// The app behind the L7 routes: answers one HTTP/1.1 request with its request line, the
