@@ -205,8 +205,9 @@ async fn dispatch(
                 let p = detect::detect(&stream).await;
                 match (choose_chain(&l, Some(&p), a), u) {
                     (Some((i, false)), _) if p.is_http() => (idx, passthrough_only) = (i, false),
-                    (_, Some(u)) => up = Some(u),
-                    (_, None) => return upstream_failed(observer.as_deref()),
+                    // Not HTTP: the passthrough, over the upstream when it is connected (else
+                    // it connects now).
+                    (_, u) => up = u,
                 }
             }
             Late::Idle => return,
