@@ -6,190 +6,13 @@
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
-    process::Output,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sluice_node::agent::protocol::PodStatus;
 use sluice_tests::{
-    agent_node::Node, ns_server::NsServer, sluice_cli::SluiceProcess, upstream::harness::TempDir,
-    Netns, Veth,
+    agent_node::Node, l7_pods::L7Pods, ns_server::NsServer, sluice_cli::SluiceProcess, Netns,
 };
-
-fn config(upstream: SocketAddr) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: virtualOutbound
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 15001 }}
-    use_original_dst: true
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: outbound
-          route_config:
-            virtual_hosts:
-            - name: svc
-              domains: ["svc.test"]
-              routes:
-              - match: {{ prefix: "/api" }}
-                route: {{ cluster: svc, prefix_rewrite: "/v2/api" }}
-                request_headers_to_add:
-                - header: {{ key: x-routed-by, value: sluice-l7 }}
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: PassthroughCluster }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: virtualInbound
-    address:
-      socket_address: {{ address: 0.0.0.0, port_value: 15006 }}
-    use_original_dst: true
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: inbound
-          route_config:
-            virtual_hosts:
-            - name: inbound
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: InboundPassthroughCluster }}
-                request_headers_to_add:
-                - header: {{ key: x-inbound, value: sluice-in }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: InboundPassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 1s
-  - name: svc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: svc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}
-  - name: PassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 1s
-"#,
-        ip = upstream.ip(),
-        port = upstream.port()
-    )
-}
-
-/// The app behind the L7 routes: answers one HTTP/1.1 request with its request line, the
-/// `x-routed-by` and `x-inbound` headers and the peer address, then closes.
-fn http_echo(mut s: TcpStream, peer: SocketAddr) {
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&b[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let line = head.lines().next().unwrap_or_default().to_string();
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix(&format!("{name}: "))
-                    .map(str::to_string)
-            })
-            .unwrap_or_default()
-    };
-    let body = format!(
-        "line={line}\nrouted={}\ninbound={}\npeer={peer}\n",
-        header("x-routed-by"),
-        header("x-inbound")
-    );
-    let _ = write!(
-        s,
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-/// A client and a server netns on a veth, the [`http_echo`] app in the server (end `b`), and
-/// [`config`] routing `svc` to it, written to a temp file. Drops the app before the namespaces.
-struct L7Pods {
-    /// The config file's path.
-    cfg: String,
-    _dir: TempDir,
-    app: NsServer,
-    veth: Veth,
-    server: Netns,
-    client: Netns,
-}
-
-impl L7Pods {
-    /// `tag`: at most 2 characters (the netns get `<tag>c` / `<tag>s`).
-    fn new(tag: &str) -> Self {
-        sluice_tests::require_root();
-        let client = Netns::new(&format!("{tag}c"));
-        let server = Netns::new(&format!("{tag}s"));
-        let veth = Veth::new(tag, &client, &server);
-        let app = NsServer::start(&server, SocketAddr::new(veth.b_v4.into(), 0), http_echo);
-        let dir = TempDir::new(&format!("{tag}cfg"));
-        let cfg = dir.path("envoy.yaml");
-        std::fs::write(&cfg, config(app.addr)).unwrap();
-        Self {
-            cfg: cfg.to_str().expect("UTF-8 temp path").to_string(),
-            _dir: dir,
-            app,
-            veth,
-            server,
-            client,
-        }
-    }
-
-    /// `curl -sS -m 5 <args>` in the client pod, inside the node's cgroup.
-    fn curl(&self, node: &Node, args: &[&str]) -> Output {
-        self.client
-            .command("curl", Some(&node.cgroup))
-            .args(["-sS", "-m", "5"])
-            .args(args)
-            .output()
-            .expect("run curl")
-    }
-
-    /// `GET http://10.96.0.10/api/items` with `Host: svc.test` from the client pod; asserts curl
-    /// succeeded and returns the body.
-    fn get_svc(&self, node: &Node) -> String {
-        let out = self.curl(
-            node,
-            &["-H", "Host: svc.test", "http://10.96.0.10/api/items"],
-        );
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 /// The pod's status once its connections have ended and their bytes were reported (bounded).
 fn wait_for_closed_bytes(node: &Node, pod: &Netns) -> PodStatus {
@@ -323,4 +146,86 @@ fn node_mode_l7_is_served_by_the_new_agent_after_an_upgrade() {
     assert_eq!(s.inbound_accepted, 1, "{s:?}");
     assert!(s.listeners.contains(&"[::]:15006".to_string()), "{s:?}");
     assert_eq!(node.pod(&p.client).accepted, 1);
+}
+
+/// Protocol detection waits 100 ms for a captured client's first bytes. A client that is only
+/// slow to start (a busy node can hold its first write back that long: the soak's h2load once
+/// lost a whole run this way) must still get its HTTP chain, not be sent to the passthrough as
+/// opaque TCP: its late request is routed like any other.
+#[test]
+fn a_client_slow_to_send_its_first_bytes_is_still_routed_as_http() {
+    let p = L7Pods::new("ls");
+    let node = Node::start_with("ls", &["--config", &p.cfg]);
+    node.enroll(&p.client, &[]);
+    let _in = node.cgroup.enter_process();
+    // 10.96.0.10 has no host behind it (the passthrough connect fails at once); the app's own
+    // address has one that accepts and stays silent (the passthrough connect succeeds, the
+    // client speaks first): both late requests are routed by the HCM.
+    for dst in ["10.96.0.10:80".parse().expect("addr"), p.app.addr] {
+        let answer = p.client.run(move || {
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(b"GET /api/items HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\r\n")
+                .expect("send");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        });
+        assert!(answer.starts_with("HTTP/1.1 200"), "to {dst}: {answer}");
+        assert!(
+            answer.contains("line=GET /v2/api/items HTTP/1.1"),
+            "to {dst}: {answer}"
+        );
+        assert!(answer.contains("routed=sluice-l7"), "to {dst}: {answer}");
+    }
+}
+
+/// A server-speaks-first protocol (SMTP, MySQL, ...) on a port the L7 engine serves: the client
+/// sends nothing, so after the detection timeout the connection goes to the app at its original
+/// destination as opaque TCP (Envoy's `listener_filters_timeout` with
+/// `continue_on_listener_filters_timeout`), the app's greeting reaches the client, and the
+/// exchange then runs as plain TCP.
+#[test]
+fn a_silent_client_gets_the_server_first_greeting_as_tcp() {
+    let p = L7Pods::new("lg");
+    let node = Node::start_with("lg", &["--config", &p.cfg]);
+    node.enroll(&p.client, &[]);
+    let greeter = NsServer::start(
+        &p.server,
+        SocketAddr::new(p.veth.b_v4.into(), 0),
+        |mut s, _| {
+            let _ = s.write_all(b"220 greeter ready\r\n");
+            let mut b = [0u8; 64];
+            if let Ok(n) = s.read(&mut b) {
+                let _ = s.write_all(&b[..n]);
+            }
+        },
+    );
+    let dst = greeter.addr;
+    let _in = node.cgroup.enter_process();
+    let (greeting, took, echo) = p.client.run(move || {
+        let t = Instant::now();
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).expect("the greeting");
+        let greeting = String::from_utf8_lossy(&b[..n]).into_owned();
+        let took = t.elapsed();
+        s.write_all(b"NOOP\r\n").expect("send");
+        let n = s.read(&mut b).expect("the echo");
+        (
+            greeting,
+            took,
+            String::from_utf8_lossy(&b[..n]).into_owned(),
+        )
+    });
+    assert_eq!(greeting, "220 greeter ready\r\n");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "the greeting comes after the 100 ms detection timeout: {took:?}"
+    );
+    assert_eq!(echo, "NOOP\r\n", "then plain TCP both ways");
+    let pod = node.pod(&p.client);
+    assert_eq!((pod.accepted, pod.upstream_failures), (1, 0), "{pod:?}");
 }

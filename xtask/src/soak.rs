@@ -37,7 +37,7 @@ use crate::bench::{
     target_dir,
     topology::{check_interrupted, install_signal_handler, join_cgroup, run as run_cmd, Proc},
 };
-use config::{TCP_ECHO_PORT, WS_PORT};
+use config::{GREETER_PORT, TCP_ECHO_PORT, WS_PORT};
 use ops::{OpCounts, Ops};
 use report::Row;
 use tally::Counters;
@@ -130,7 +130,7 @@ fn drive(a: &SoakArgs) -> Result<()> {
             .spawn()
             .context("starting the echo servers")?,
     };
-    for port in [TCP_ECHO_PORT, WS_PORT] {
+    for port in [TCP_ECHO_PORT, WS_PORT, GREETER_PORT] {
         pods.server.wait_listen(port, Duration::from_secs(10))?;
     }
     let cfg = pods.dir.path.join("soak-l7.yaml");

@@ -1,9 +1,12 @@
 //! Protocol sniffing on captured connections: HTTP/1 request line, HTTP/2 preface, TLS ClientHello.
 //!
 //! Like Envoy's http_inspector/tls_inspector, the peek is bounded: [`DETECT_TIMEOUT`] (100 ms)
-//! after accept, a connection that has sent nothing (or too little to decide) is treated as opaque
-//! TCP, so server-speaks-first protocols (SMTP, MySQL, ...) wait at most that long for their
-//! upstream. Bytes are only peeked (`MSG_PEEK`), never consumed.
+//! after accept, a connection that has sent too little to decide is treated as opaque TCP, and
+//! one that has sent nothing at all is [`Protocol::Silent`]: the listener then connects to the
+//! original destination so a server-speaks-first protocol (SMTP, MySQL, ...) gets its greeting
+//! (Envoy's `listener_filters_timeout` with `continue_on_listener_filters_timeout`), but lets
+//! whichever side speaks first decide, so a client that is merely slow to start is not misrouted.
+//! Bytes are only peeked (`MSG_PEEK`), never consumed.
 
 use std::time::Duration;
 
@@ -39,8 +42,11 @@ pub enum Protocol {
         /// server_name extension.
         sni: Option<String>,
     },
-    /// Anything else, or nothing within the budget.
+    /// Anything else, or too little to decide within the budget, or the client closed.
     Tcp,
+    /// Not a byte within [`DETECT_TIMEOUT`]: a server-speaks-first protocol, or a client slow
+    /// to start (a busy node can delay a client's first write by more than the budget).
+    Silent,
 }
 
 impl Protocol {
@@ -132,6 +138,7 @@ pub async fn detect(stream: &TcpStream) -> Protocol {
     let mut last = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) if last == 0 => return Protocol::Silent,
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Protocol::Tcp,
             Ok(Ok(n)) => n,
         };

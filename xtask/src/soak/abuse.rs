@@ -1,5 +1,8 @@
 //! The abusive clients of issue 13, small and in-process, one round of each kind at a time:
-//! connections that never send a byte, slowloris (a header byte every 2 s), a malformed chunked
+//! connections that never send a byte (to the server-first greeter: a captured connection silent
+//! through protocol detection must reach the app as opaque TCP, so the greeting arrives just
+//! after the 100 ms detection timeout, as with Envoy's `listener_filters_timeout` and
+//! `continue_on_listener_filters_timeout`), slowloris (a header byte every 2 s), a malformed chunked
 //! body, `Connection:` nominating the headers the proxy adds, an `Upgrade: h2c` request, an
 //! HTTP/2 rapid reset (HEADERS + RST_STREAM pairs) and an HTTP/2 PING flood. Their outcomes are
 //! counted, never as errors: a proxy that cuts one off handled it. Every connection is held at
@@ -13,7 +16,12 @@ use tokio::{
     time::{sleep, timeout, Instant},
 };
 
-use super::{config::SVC_HOST, tally::Shared, wire};
+use super::{
+    config::{GREETER_PORT, SVC_HOST},
+    serve::GREETING,
+    tally::Shared,
+    wire,
+};
 
 /// How long an idle or slowloris connection is held before we close it ourselves.
 pub const HOLD: Duration = Duration::from_secs(12);
@@ -26,33 +34,57 @@ const PINGS: u32 = 5000;
 /// Wait for a request's answer or for the proxy's reaction to a flood.
 const ANSWER: Duration = Duration::from_secs(5);
 
-/// Holds a connection for [`HOLD`]: `drip` sends one byte of a never-ending header every 2 s
-/// (slowloris), else nothing is sent. The outcome says whether the proxy closed it first.
-async fn hold(addr: SocketAddr, drip: bool) -> &'static str {
+/// The outcome a silent connection must have.
+pub const SILENT_OK: &str =
+    "greeted by the app after the detection timeout (passed as TCP), held open until we closed it";
+
+/// A connection to the server-first greeter that never sends a byte, held for [`HOLD`]. The
+/// outcome says whether the app's greeting came through (after the proxy's 100 ms detection
+/// timeout, as opaque TCP) and who closed the connection.
+async fn silent(addr: SocketAddr) -> &'static str {
     let Ok(Ok(mut s)) = timeout(ANSWER, TcpStream::connect(addr)).await else {
         return "connect failed";
     };
     let end = Instant::now() + HOLD;
-    if drip {
-        let head = format!("GET /api/64 HTTP/1.1\r\nHost: {SVC_HOST}\r\nx-slow: ");
-        if wire::send(&mut s, head.as_bytes(), ANSWER).await.is_err() {
-            return "closed by proxy";
+    let mut got = Vec::new();
+    let mut b = [0u8; 512];
+    while got.len() < GREETING.len() {
+        match timeout(end - Instant::now(), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return "closed before the app's greeting (proxy held it)",
+            Ok(Ok(n)) => got.extend_from_slice(&b[..n]),
+            Err(_) => return "no greeting from the app: held by the proxy until we closed it",
         }
+    }
+    if got != GREETING {
+        return "wrong greeting";
+    }
+    match timeout(end - Instant::now(), s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => "greeted by the app, then closed by the proxy",
+        Ok(Ok(_)) => "greeted by the app, then unexpected bytes",
+        Err(_) => SILENT_OK,
+    }
+}
+
+/// Holds a slowloris connection for [`HOLD`]: one byte of a never-ending header every 2 s.
+/// The outcome says whether the proxy closed it first.
+async fn hold(addr: SocketAddr) -> &'static str {
+    let Ok(Ok(mut s)) = timeout(ANSWER, TcpStream::connect(addr)).await else {
+        return "connect failed";
+    };
+    let end = Instant::now() + HOLD;
+    let head = format!("GET /api/64 HTTP/1.1\r\nHost: {SVC_HOST}\r\nx-slow: ");
+    if wire::send(&mut s, head.as_bytes(), ANSWER).await.is_err() {
+        return "closed by proxy";
     }
     let mut b = [0u8; 512];
     while Instant::now() < end {
-        let wait = if drip {
-            Duration::from_secs(2)
-        } else {
-            end - Instant::now()
-        };
-        match timeout(wait, s.read(&mut b)).await {
+        match timeout(Duration::from_secs(2), s.read(&mut b)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return "closed by proxy",
             // The proxy answered (a 408 or 400) and will close.
             Ok(Ok(_)) => return "answered by proxy",
             Err(_) => {}
         }
-        if drip && wire::send(&mut s, b"a", ANSWER).await.is_err() {
+        if wire::send(&mut s, b"a", ANSWER).await.is_err() {
             return "closed by proxy";
         }
     }
@@ -133,10 +165,11 @@ async fn round(addr: SocketAddr, t: &Shared) {
         "GET /api/64 HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
     );
+    let greeter = SocketAddr::new(addr.ip(), GREETER_PORT);
     let idle = futures_join(
         (0..IDLE_CONNS)
-            .map(|_| hold(addr, false))
-            .chain((0..SLOW_CONNS).map(|_| hold(addr, true))),
+            .map(|_| tokio::spawn(silent(greeter)))
+            .chain((0..SLOW_CONNS).map(|_| tokio::spawn(hold(addr)))),
     );
     let (held, chunked, nominating, h2c, reset, ping) = tokio::join!(
         idle,
@@ -161,11 +194,11 @@ async fn round(addr: SocketAddr, t: &Shared) {
     t.abuse("h2_ping_flood", ping);
 }
 
-/// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join<F: std::future::Future<Output = &'static str> + Send + 'static>(
-    fs: impl Iterator<Item = F>,
+/// Collects the outputs of the spawned tasks in order.
+async fn futures_join(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<&'static str>>,
 ) -> Vec<&'static str> {
-    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let handles: Vec<_> = handles.collect();
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await.unwrap_or("client task failed"));

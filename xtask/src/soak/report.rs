@@ -111,7 +111,12 @@ pub fn render(rows: &[Row], quiet: &Snap, minutes: u64, alive: bool) -> (String,
     if let Some(e) = &o.last_error {
         let _ = writeln!(md, "\nLast driver error: {e}");
     }
-    let _ = writeln!(md, "\n## Abusive clients (outcomes, not errors)\n");
+    let _ = writeln!(
+        md,
+        "\n## Abusive clients (outcomes, not errors, except a never_sends outcome other than \
+         \"{}\")\n",
+        super::abuse::SILENT_OK
+    );
     let _ = writeln!(md, "| client | outcomes |\n|---|---|");
     for (k, m) in &last.clients.abuse {
         let _ = writeln!(md, "| {k} | {m:?} |");
@@ -163,6 +168,19 @@ fn verdict(rows: &[Row], quiet: &Snap, alive: bool) -> Vec<String> {
     }
     if last.ok() == 0 {
         f.push("no well-behaved request succeeded".into());
+    }
+    // A connection silent through protocol detection must reach the app as opaque TCP.
+    if let Some(m) = last.clients.abuse.get("never_sends") {
+        let wrong: u64 = m
+            .iter()
+            .filter(|(o, _)| o.as_str() != super::abuse::SILENT_OK)
+            .map(|(_, n)| n)
+            .sum();
+        if wrong > 0 {
+            f.push(format!(
+                "{wrong} silent connections were not passed to the app as TCP after the detection timeout"
+            ));
+        }
     }
     let drift = last.snap.rss_kib as f64 / m1.snap.rss_kib.max(1) as f64 - 1.0;
     if drift.abs() > RSS_TOLERANCE {

@@ -1,6 +1,7 @@
 //! `xtask soak serve` (hidden, run inside the server netns beside nginx): the raw TCP echo
-//! server and the WebSocket echo server the soak's clients reach through the agent. Runs until
-//! it is signalled.
+//! server, the WebSocket echo server and a server-speaks-first greeter (SMTP-like: a greeting,
+//! then it waits for the client) the soak's clients reach through the agent. Runs until it is
+//! signalled.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,7 +12,7 @@ use tokio::{
 };
 
 use super::{
-    config::{TCP_ECHO_PORT, WS_PORT},
+    config::{GREETER_PORT, TCP_ECHO_PORT, WS_PORT},
     wire,
 };
 
@@ -52,19 +53,37 @@ async fn ws_echo(mut s: TcpStream) -> Result<()> {
     }
 }
 
-async fn serve(addr: SocketAddr, ws: bool) -> Result<()> {
+/// The greeter's first words, sent on accept before the client says anything.
+pub const GREETING: &[u8] = b"220 soak greeter ready\r\n";
+
+/// Greets, then holds the connection until the client closes it (reading and dropping).
+async fn greet(mut s: TcpStream) {
+    if s.write_all(GREETING).await.is_ok() {
+        let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+    }
+}
+
+/// Which server a listener runs.
+#[derive(Clone, Copy)]
+enum Kind {
+    TcpEcho,
+    WsEcho,
+    Greeter,
+}
+
+async fn serve(addr: SocketAddr, kind: Kind) -> Result<()> {
     let l = TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind {addr}"))?;
     loop {
         let (s, _) = l.accept().await?;
-        if ws {
-            tokio::spawn(async move {
+        match kind {
+            Kind::WsEcho => tokio::spawn(async move {
                 let _ = ws_echo(s).await;
-            });
-        } else {
-            tokio::spawn(tcp_echo(s));
-        }
+            }),
+            Kind::TcpEcho => tokio::spawn(tcp_echo(s)),
+            Kind::Greeter => tokio::spawn(greet(s)),
+        };
     }
 }
 
@@ -75,8 +94,9 @@ pub fn main(a: &ServeArgs) -> Result<()> {
         .build()?;
     rt.block_on(async {
         tokio::try_join!(
-            serve(SocketAddr::new(a.addr, TCP_ECHO_PORT), false),
-            serve(SocketAddr::new(a.addr, WS_PORT), true)
+            serve(SocketAddr::new(a.addr, TCP_ECHO_PORT), Kind::TcpEcho),
+            serve(SocketAddr::new(a.addr, WS_PORT), Kind::WsEcho),
+            serve(SocketAddr::new(a.addr, GREETER_PORT), Kind::Greeter)
         )
         .map(|_| ())
     })

@@ -189,15 +189,68 @@ async fn dispatch(
     } else {
         None
     };
-    let Some(mut idx) = l.chain_index(a.dst.port()) else {
+    let Some((mut idx, mut passthrough_only)) = choose_chain(&l, proto.as_ref(), a) else {
         tracing::debug!("no filter chain matches; closing");
         return;
     };
+    // Not held while the connection lives: a replaced config must be freed after a reload.
+    drop(l);
+    // Nothing sent within DETECT_TIMEOUT and headed for the passthrough: connect to the original
+    // destination now (a server-speaks-first protocol gets its greeting, as with Envoy's
+    // continue_on_listener_filters_timeout), and let the side that speaks first decide. A client
+    // whose first bytes are HTTP after all (slow to start on a busy node) gets its HTTP chain.
+    let mut up = None;
+    if passthrough_only && proto == Some(detect::Protocol::Silent) {
+        match first_speaker(&server.connector, &stream, a.dst).await {
+            Late::Upstream(u) => up = Some(u),
+            Late::Client(u) => {
+                let p = detect::detect(&stream).await;
+                match (choose_chain(&slot.rt.load_full(), Some(&p), a), u) {
+                    (Some((i, false)), _) if p.is_http() => (idx, passthrough_only) = (i, false),
+                    // Not HTTP: the passthrough, over the upstream when it is connected (else
+                    // it connects now).
+                    (_, u) => up = u,
+                }
+            }
+            Late::Idle => return,
+            Late::ConnectFailed => return upstream_failed(observer.as_deref()),
+        }
+    }
+    let _ = stream.set_nodelay(true);
+    let chain = Chain {
+        server: &server,
+        slot,
+        idx,
+        passthrough_only,
+        up,
+        a,
+        observer: observer.clone(),
+    };
+    match observer {
+        Some(o) => chain.serve(Metered::new(stream, o)).await,
+        None => chain.serve(stream).await,
+    }
+}
+
+fn upstream_failed(observer: Option<&dyn ConnObserver>) {
+    if let Some(o) = observer {
+        o.upstream_failed();
+    }
+}
+
+/// The filter chain for a connection to `a.dst` whose first bytes look like `proto` (`None`:
+/// no detection on this listener), and whether it goes to the passthrough instead.
+fn choose_chain(
+    l: &ListenerRt,
+    proto: Option<&detect::Protocol>,
+    a: Addrs,
+) -> Option<(usize, bool)> {
+    let mut idx = l.chain_index(a.dst.port())?;
     let mut passthrough_only = false;
     // On captured listeners the detected protocol picks between HTTP and TCP chains, among
     // the chains whose destination_port admits the connection (a client whose first bytes come
     // after DETECT_TIMEOUT must not land in another port's tcp_proxy; no such chain: passthrough).
-    if let Some(p) = &proto {
+    if let Some(p) = proto {
         let want_http = p.is_http();
         let fits = matches!(l.chains[idx], ChainRt::Http(_)) == want_http;
         if !fits {
@@ -216,20 +269,45 @@ async fn dispatch(
             }
         }
     }
-    // Not held while the connection lives: a replaced config must be freed after a reload.
-    drop(l);
-    let _ = stream.set_nodelay(true);
-    let chain = Chain {
-        server: &server,
-        slot,
-        idx,
-        passthrough_only,
-        a,
-        observer: observer.clone(),
+    Some((idx, passthrough_only))
+}
+
+/// Who spoke first on a connection that was silent through detection.
+enum Late {
+    /// The original destination (its greeting, or its close): opaque TCP.
+    Upstream(TcpStream),
+    /// The client, at last: its bytes decide (the upstream, when connected, serves them if they
+    /// are not HTTP).
+    Client(Option<TcpStream>),
+    /// Neither, for the passthrough's idle timeout.
+    Idle,
+    /// The original destination could not be reached, and the client stayed silent.
+    ConnectFailed,
+}
+
+/// Connects to `dst` and waits for the first side to speak (or close). The client is watched
+/// throughout: its first bytes may come while the connect is under way, or after it failed (an
+/// HTTP client's route may not need the original destination at all; it gets the HTTP header
+/// timeout to speak).
+async fn first_speaker(connector: &Connector, down: &TcpStream, dst: SocketAddr) -> Late {
+    let connect = tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, connector.connect(dst));
+    let up = tokio::select! {
+        biased;
+        _ = down.readable() => return Late::Client(None),
+        r = connect => r.ok().and_then(Result::ok),
     };
-    match observer {
-        Some(o) => chain.serve(Metered::new(stream, o)).await,
-        None => chain.serve(stream).await,
+    let Some(up) = up else {
+        return match tokio::time::timeout(http::DEFAULT_HEADER_READ_TIMEOUT, down.readable()).await
+        {
+            Ok(_) => Late::Client(None),
+            Err(_) => Late::ConnectFailed,
+        };
+    };
+    tokio::select! {
+        biased;
+        _ = down.readable() => Late::Client(Some(up)),
+        _ = up.readable() => Late::Upstream(up),
+        _ = tokio::time::sleep(config::DEFAULT_TCP_PROXY_IDLE_TIMEOUT) => Late::Idle,
     }
 }
 
@@ -240,18 +318,21 @@ struct Chain<'a> {
     slot: Arc<ListenerSlot>,
     idx: usize,
     passthrough_only: bool,
+    /// The passthrough's upstream, when it was connected during detection.
+    up: Option<TcpStream>,
     a: Addrs,
     observer: Option<Arc<dyn ConnObserver>>,
 }
 
 impl Chain<'_> {
-    async fn serve<S>(self, stream: S)
+    async fn serve<S>(mut self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Addrs { peer, local, dst } = self.a;
         if self.passthrough_only {
-            if !passthrough(&self.server.connector, stream, dst).await {
+            let up = self.up.take();
+            if !passthrough(&self.server.connector, stream, dst, up).await {
                 self.upstream_failed();
             }
             return;
@@ -302,15 +383,25 @@ impl Chain<'_> {
 }
 
 /// Opaque TCP to the original destination (Istio's PassthroughCluster) for captured non-HTTP
-/// traffic when the listener has no tcp_proxy chain. False when the upstream connect failed.
-async fn passthrough<S>(connector: &Connector, mut down: S, dst: SocketAddr) -> bool
+/// traffic when the listener has no tcp_proxy chain, over `up` when it is already connected.
+/// False when the upstream connect failed.
+async fn passthrough<S>(
+    connector: &Connector,
+    mut down: S,
+    dst: SocketAddr,
+    up: Option<TcpStream>,
+) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Ok(Ok(up)) =
-        tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, connector.connect(dst)).await
-    else {
-        return false;
+    let up = match up {
+        Some(up) => up,
+        None => {
+            match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, connector.connect(dst)).await {
+                Ok(Ok(up)) => up,
+                _ => return false,
+            }
+        }
     };
     let _ = tcp_proxy::copy_bidirectional_idle(
         &mut down,
