@@ -4,6 +4,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 mod cli;
+mod explain;
 mod install_cni;
 mod proxy_config;
 
@@ -38,6 +39,9 @@ enum Cmd {
     /// istioctl's proxy-config views (listener, route, cluster, endpoint, all) of a proxy's
     /// admin interface (`127.0.0.1:15000`) or of a saved config dump (`-f dump.json`).
     ProxyConfig(proxy_config::Args),
+    /// How a config routes one request: listener, filter chain, virtual hosts, routes and why
+    /// they matched or not, rewrites, header changes, cluster and endpoints.
+    Explain(explain::Args),
     /// Run the node agent: load the eBPF data path, serve the control socket and node-mode pods.
     Agent {
         /// cgroup v2 directory to attach to (default: the cgroup v2 mount).
@@ -233,6 +237,7 @@ fn run() -> Result<()> {
     let cli = match cli.cmd {
         Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
         Cmd::ProxyConfig(args) => return proxy_config::run(&args),
+        Cmd::Explain(args) => return explain::run(&args),
         cmd => Cli { cmd },
     };
     // RUST_LOG (default info), behind a reload layer so an admin `/logging` can change it.
@@ -240,7 +245,7 @@ fn run() -> Result<()> {
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
     );
     match cli.cmd {
-        Cmd::Proxy(_) | Cmd::ProxyConfig(_) => unreachable!("dispatched above"),
+        Cmd::Proxy(_) | Cmd::ProxyConfig(_) | Cmd::Explain(_) => unreachable!("dispatched above"),
         Cmd::Agent {
             cgroup,
             pin_dir,

@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+mod kubeflow;
+
 /// ClusterIP the demo's client calls; no route leads there, only the proxy knows it.
 const VIP: &str = "10.96.0.10";
 const POD_IP: &str = "10.251.0.1";
@@ -193,33 +195,13 @@ impl Demo {
             "agent: sluice agent --cgroup {} (service table: {VIP}:80 -> {SERVER_IP}:80)",
             self.cgroup.display()
         ));
-        let agent = Command::new("sh")
-            .args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
-            .arg(self.cgroup.join("cgroup.procs"))
-            .arg(bin)
-            .args(["agent", "--cgroup"])
-            .arg(&self.cgroup)
-            .arg("--pin-dir")
-            .arg(&self.pins)
-            .arg("--control")
-            .arg(&control)
-            .arg("--services")
-            .arg(&services)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log)?)
-            .spawn()
-            .context("starting the agent")?;
-        self.children.push(("agent".into(), agent));
-        let start = Instant::now();
-        while !control.exists() {
-            check()?;
-            if start.elapsed() > Duration::from_secs(20) || self.exited("agent") {
-                bail!("the agent did not start:\n{}", read(&agent_log));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.start_agent(
+            bin,
+            &control,
+            &agent_log,
+            &["--services", &services.to_string_lossy()],
+            &check,
+        )?;
         let ctl = control.to_string_lossy().into_owned();
         wait_until(|| server_up(&self.server), "the server pod's http.server")?;
 
@@ -285,8 +267,56 @@ impl Demo {
             "{}",
             out(bin, &["unenroll", "--netns", &self.pod, "--control", &ctl])?
         );
+        self.stop_child("agent");
+        self.kubeflow(bin, &check)?;
         println!("\ndemo done; cleaning up {}", self.name);
         Ok(())
+    }
+
+    /// Starts `sluice agent` in the demo's cgroup with `extra` arguments; waits for its socket.
+    fn start_agent(
+        &mut self,
+        bin: &Path,
+        control: &Path,
+        log: &Path,
+        extra: &[&str],
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        let agent = Command::new("sh")
+            .args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+            .arg(self.cgroup.join("cgroup.procs"))
+            .arg(bin)
+            .args(["agent", "--cgroup"])
+            .arg(&self.cgroup)
+            .arg("--pin-dir")
+            .arg(&self.pins)
+            .arg("--control")
+            .arg(control)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .context("starting the agent")?;
+        self.children.push(("agent".into(), agent));
+        let start = Instant::now();
+        while !control.exists() {
+            check()?;
+            if start.elapsed() > Duration::from_secs(20) || self.exited("agent") {
+                bail!("the agent did not start:\n{}", read(log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to the child named `which` (one we started), then wait for it (5 s, then SIGKILL).
+    fn stop_child(&mut self, which: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == which) {
+            let (name, child) = self.children.remove(i);
+            stop(&name, child);
+        }
     }
 
     fn exited(&mut self, which: &str) -> bool {
@@ -300,23 +330,8 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         // The agent first (SIGTERM: it detaches its programs), then the server.
-        for (name, mut child) in self.children.drain(..).rev() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while !matches!(child.try_wait(), Ok(Some(_))) {
-                if start.elapsed() > Duration::from_secs(5) {
-                    eprintln!(
-                        "cleanup: {name} ignored SIGTERM, killing pid {}",
-                        child.id()
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        for (name, child) in self.children.drain(..).rev() {
+            stop(&name, child);
         }
         for ns in [&self.pod, &self.server] {
             quiet("ip", &["netns", "del", ns]);
@@ -329,6 +344,26 @@ impl Drop for Demo {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// SIGTERM to `child` (a process the demo started, by its pid), SIGKILL after 5 s.
+fn stop(name: &str, mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if start.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "cleanup: {name} ignored SIGTERM, killing pid {}",
+                child.id()
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -11,6 +11,7 @@ mod accept;
 pub mod admin;
 pub mod config;
 pub mod detect;
+pub mod explain;
 pub mod heap;
 pub mod http;
 pub mod route;

@@ -8,9 +8,12 @@
 mod build;
 mod build_headers;
 mod build_match;
+mod describe;
+pub mod explain;
 pub mod format;
 mod headers;
 mod matcher;
+mod observe;
 mod select;
 #[cfg(test)]
 mod tests;
@@ -24,6 +27,7 @@ pub use headers::{
 pub use matcher::{
     HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, StringMatcher,
 };
+pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
 
 use crate::config::ClusterRef;

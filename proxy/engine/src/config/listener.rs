@@ -60,6 +60,38 @@ impl Listener {
             })
     }
 
+    /// The chain a connection gets, as the data path chooses it: [`Self::select_chain`] by
+    /// destination port, then, when the protocol was detected (`http`: `Some(is_http)`), the
+    /// first chain of that kind admitting the port. Returns the chain index and whether it
+    /// is of the detected kind (`false`: none is; the caller may pass the connection
+    /// through).
+    pub fn choose_chain(&self, dest_port: u16, http: Option<bool>) -> Option<(usize, bool)> {
+        let chosen = self.select_chain(dest_port)?;
+        let idx = self
+            .filter_chains
+            .iter()
+            .position(|x| std::ptr::eq(x, chosen))?;
+        let Some(want_http) = http else {
+            return Some((idx, true));
+        };
+        let is_http = |c: &FilterChain| matches!(c.filter, NetworkFilter::Http(_));
+        if is_http(chosen) == want_http {
+            return Some((idx, true));
+        }
+        match self.filter_chains.iter().position(|c| {
+            is_http(c) == want_http && c.destination_port.is_none_or(|p| p == dest_port)
+        }) {
+            Some(i) => Some((i, true)),
+            None => Some((idx, false)),
+        }
+    }
+
+    /// Whether protocol detection runs before the chain choice (captured listeners and
+    /// listeners with listener filters).
+    pub fn detects_protocol(&self) -> bool {
+        self.use_original_dst || self.has_original_dst_filter() || !self.listener_filters.is_empty()
+    }
+
     /// Whether the `envoy.filters.listener.original_dst` listener filter is configured.
     pub fn has_original_dst_filter(&self) -> bool {
         self.listener_filters.contains(&ListenerFilter::OriginalDst)

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::{
+    observe::{DomainMatch, Mismatch, SelectObserver},
     ClusterSpecifier, DirectResponse, ForwardAction, HeaderLevels, HeaderLookup, HeaderMatcher,
     HostRewrite, RedirectAction, RedirectPath, Route, RouteAction, RouteRef, RouteTable,
     VirtualHost, WeightedCluster,
@@ -146,7 +147,7 @@ pub enum HostRewriteResult<'a> {
 }
 
 /// Splits `:path` into path and query (without `?`); the fragment is dropped.
-fn split_path(full: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_path(full: &str) -> (&str, Option<&str>) {
     let no_frag = full.split_once('#').map_or(full, |(p, _)| p);
     match no_frag.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -159,11 +160,25 @@ impl RouteTable {
     /// longest prefix wildcard, `*`; case-insensitive; the port is part of the host unless
     /// `ignore_port_in_host_matching`).
     pub fn find_virtual_host(&self, authority: Option<&str>) -> Option<(usize, &VirtualHost)> {
+        self.find_virtual_host_observed(authority, &mut ())
+    }
+
+    /// [`Self::find_virtual_host`], reporting the lookup to `obs`.
+    #[inline]
+    pub fn find_virtual_host_observed<O: SelectObserver + ?Sized>(
+        &self,
+        authority: Option<&str>,
+        obs: &mut O,
+    ) -> Option<(usize, &VirtualHost)> {
         let d = &self.domains;
         if d.exact.is_empty() && d.suffix.is_empty() && d.prefix.is_empty() {
+            obs.virtual_host(authority, d.default.map(|i| (i, DomainMatch::OnlyDefault)));
             return d.default.map(|i| (i, &self.virtual_hosts[i]));
         }
-        let mut host = authority?;
+        let Some(mut host) = authority else {
+            obs.virtual_host(None, None);
+            return None;
+        };
         if self.ignore_port_in_host_matching {
             host = strip_port(host);
         }
@@ -173,44 +188,56 @@ impl RouteTable {
             Cow::Borrowed(host)
         };
         let host = lower.as_ref();
-        let idx = d
+        let found = d
             .exact
             .get(host)
-            .copied()
+            .map(|&i| (i, DomainMatch::Exact))
             .or_else(|| {
                 // `len < host.len()`: the wildcard must match at least one character.
                 d.suffix.iter().find_map(|(len, map)| {
                     let tail =
                         host.get(host.len().checked_sub(*len).filter(|_| *len < host.len())?..)?;
-                    map.get(tail).copied()
+                    map.get(tail).map(|&i| (i, DomainMatch::Suffix(*len)))
                 })
             })
             .or_else(|| {
                 d.prefix.iter().find_map(|(len, map)| {
                     let head = host.get(..*len).filter(|_| *len < host.len())?;
-                    map.get(head).copied()
+                    map.get(head).map(|&i| (i, DomainMatch::Prefix(*len)))
                 })
             })
-            .or(d.default)?;
+            .or(d.default.map(|i| (i, DomainMatch::Default)));
+        obs.virtual_host(Some(host), found);
+        let (idx, _) = found?;
         Some((idx, &self.virtual_hosts[idx]))
     }
 
     /// Routes a request. Pure and allocation-free except for rewritten paths, redirects
     /// and headers with several values that a matcher joins.
+    #[inline]
     pub fn select<'a, H: HeaderLookup + ?Sized>(
         &'a self,
         req: &RequestView<'a, H>,
     ) -> Selection<'a> {
-        let Some((vi, vhost)) = self.find_virtual_host(req.authority) else {
+        self.select_observed(req, &mut ())
+    }
+
+    /// [`Self::select`], reporting the virtual host lookup and every route tried to `obs`
+    /// (`sluice explain`; the data path's `()` compiles away).
+    pub fn select_observed<'a, H: HeaderLookup + ?Sized, O: SelectObserver + ?Sized>(
+        &'a self,
+        req: &RequestView<'a, H>,
+        obs: &mut O,
+    ) -> Selection<'a> {
+        let Some((vi, vhost)) = self.find_virtual_host_observed(req.authority, obs) else {
             return Selection::NoRoute;
         };
         let (path, query) = split_path(req.path);
-        let Some((ri, route)) = vhost
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| route_matches(r, req, path, query))
-        else {
+        let Some((ri, route)) = vhost.routes.iter().enumerate().find(|(i, r)| {
+            let result = route_matches(r, req, path, query);
+            obs.route(*i, result);
+            result.is_ok()
+        }) else {
             return Selection::NoRoute;
         };
         let route_ref = RouteRef {
@@ -312,12 +339,12 @@ fn route_matches<H: HeaderLookup + ?Sized>(
     req: &RequestView<'_, H>,
     path: &str,
     query: Option<&str>,
-) -> bool {
+) -> Result<(), Mismatch> {
     let m = &route.matcher;
     if !m.path.matches(path, m.case_sensitive) {
-        return false;
+        return Err(Mismatch::Path);
     }
-    for h in &m.headers {
+    for (i, h) in m.headers.iter().enumerate() {
         let value = match h.name.as_str() {
             ":method" => Some(Cow::Borrowed(req.method)),
             ":authority" | "host" => req.authority.map(Cow::Borrowed),
@@ -326,16 +353,16 @@ fn route_matches<H: HeaderLookup + ?Sized>(
             name => HeaderMatcher::lookup(name, req.headers),
         };
         if !h.matches(value) {
-            return false;
+            return Err(Mismatch::Header(i));
         }
     }
     if !m.query_parameters.is_empty() {
         let q = query.unwrap_or("");
-        if !m.query_parameters.iter().all(|qp| qp.matches(q)) {
-            return false;
+        if let Some(i) = m.query_parameters.iter().position(|qp| !qp.matches(q)) {
+            return Err(Mismatch::Query(i));
         }
     }
-    true
+    Ok(())
 }
 
 /// Envoy's path rewrite: `prefix_rewrite` replaces the configured prefix/path (the whole

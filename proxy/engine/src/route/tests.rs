@@ -152,6 +152,75 @@ fn render(t: &RouteTable, r: &Req) -> String {
     }
 }
 
+/// `explain` names the virtual host, route and cluster `select` chose (every case of
+/// every table below runs through it).
+fn explain_agrees(t: &RouteTable, r: &Req) -> Result<(), String> {
+    let headers: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let view = RequestView {
+        authority: r.authority,
+        path: r.path,
+        method: r.method,
+        scheme: r.scheme,
+        headers: &headers,
+        random: r.random,
+    };
+    let trace = t.explain(&view, &headers);
+    let sel = t.select(&view);
+    let vhosts: Vec<&str> = trace
+        .virtual_hosts
+        .iter()
+        .filter(|v| v.chosen)
+        .map(|v| v.name.as_str())
+        .collect();
+    let routes: Vec<usize> = trace
+        .routes
+        .iter()
+        .filter(|r| r.matched)
+        .map(|r| r.index)
+        .collect();
+    let want_vhost: Vec<&str> = t
+        .find_virtual_host(r.authority)
+        .map(|(_, v)| v.name.as_str())
+        .into_iter()
+        .collect();
+    if vhosts != want_vhost {
+        return Err(format!("vhost {vhosts:?}, select {want_vhost:?}"));
+    }
+    let (want_route, want_cluster) = match &sel {
+        Selection::Forward(f) => (Some(f.route_ref.route as usize), f.cluster.name()),
+        Selection::Redirect { route_ref, .. } | Selection::DirectResponse { route_ref, .. } => {
+            (Some(route_ref.route as usize), None)
+        }
+        Selection::NoRoute => (None, None),
+    };
+    if routes != want_route.into_iter().collect::<Vec<_>>() {
+        return Err(format!("route {routes:?}, select {want_route:?}"));
+    }
+    // Every route before the matched one was tried and failed with a reason.
+    let before = want_route.unwrap_or(trace.routes.len());
+    if let Some(bad) = trace.routes[..before]
+        .iter()
+        .find(|s| !s.result.starts_with("no: "))
+    {
+        return Err(format!(
+            "route #{} before the match: {}",
+            bad.index, bad.result
+        ));
+    }
+    let cluster = match &trace.decision {
+        explain::Decision::Forward(f) => f.cluster.as_deref(),
+        _ => None,
+    };
+    if cluster != want_cluster {
+        return Err(format!("cluster {cluster:?}, select {want_cluster:?}"));
+    }
+    Ok(())
+}
+
 /// Runs every case and reports all mismatches at once.
 #[track_caller]
 fn check(yaml: &str, cases: &[(Req, &str)]) {
@@ -159,6 +228,12 @@ fn check(yaml: &str, cases: &[(Req, &str)]) {
     let mut failures = Vec::new();
     for (i, (req, want)) in cases.iter().enumerate() {
         let got = render(&t, req);
+        if let Err(e) = explain_agrees(&t, req) {
+            failures.push(format!(
+                "case {i} ({:?} {}): explain disagrees: {e}",
+                req.authority, req.path
+            ));
+        }
         if got != *want {
             failures.push(format!(
                 "case {i} ({:?} {}): want {want:?}, got {got:?}",

@@ -54,14 +54,6 @@ impl ListenerRt {
     pub fn captured(&self) -> bool {
         self.cfg.use_original_dst || self.cfg.has_original_dst_filter()
     }
-
-    fn chain_index(&self, port: u16) -> Option<usize> {
-        let c = self.cfg.select_chain(port)?;
-        self.cfg
-            .filter_chains
-            .iter()
-            .position(|x| std::ptr::eq(x, c))
-    }
 }
 
 /// Why an accepted connection could not be served.
@@ -184,7 +176,7 @@ async fn dispatch(
             }
         }
     }
-    let proto = if l.captured() || !l.cfg.listener_filters.is_empty() {
+    let proto = if l.cfg.detects_protocol() {
         Some(detect::detect(&stream).await)
     } else {
         None
@@ -239,36 +231,18 @@ fn upstream_failed(observer: Option<&dyn ConnObserver>) {
 }
 
 /// The filter chain for a connection to `a.dst` whose first bytes look like `proto` (`None`:
-/// no detection on this listener), and whether it goes to the passthrough instead.
+/// no detection on this listener; the choice is the config's, shared with `sluice explain`),
+/// and whether it goes to the passthrough instead: detected non-HTTP on a captured listener
+/// with no TCP chain admitting the port (a client whose first bytes come after
+/// DETECT_TIMEOUT must not land in another port's tcp_proxy).
 fn choose_chain(
     l: &ListenerRt,
     proto: Option<&detect::Protocol>,
     a: Addrs,
 ) -> Option<(usize, bool)> {
-    let mut idx = l.chain_index(a.dst.port())?;
-    let mut passthrough_only = false;
-    // On captured listeners the detected protocol picks between HTTP and TCP chains, among
-    // the chains whose destination_port admits the connection (a client whose first bytes come
-    // after DETECT_TIMEOUT must not land in another port's tcp_proxy; no such chain: passthrough).
-    if let Some(p) = proto {
-        let want_http = p.is_http();
-        let fits = matches!(l.chains[idx], ChainRt::Http(_)) == want_http;
-        if !fits {
-            let port = a.dst.port();
-            match l
-                .chains
-                .iter()
-                .zip(&l.cfg.filter_chains)
-                .position(|(c, fc)| {
-                    matches!(c, ChainRt::Http(_)) == want_http
-                        && fc.destination_port.is_none_or(|p| p == port)
-                }) {
-                Some(i) => idx = i,
-                None if !want_http && l.captured() && a.dst != a.local => passthrough_only = true,
-                None => {}
-            }
-        }
-    }
+    let want_http = proto.map(|p| p.is_http());
+    let (idx, fits) = l.cfg.choose_chain(a.dst.port(), want_http)?;
+    let passthrough_only = !fits && want_http == Some(false) && l.captured() && a.dst != a.local;
     Some((idx, passthrough_only))
 }
 

@@ -1,0 +1,299 @@
+//! `sluice explain`: how a config routes one request — listener, filter chain, virtual host,
+//! routes, rewrites, header changes, cluster and endpoints — computed with the data path's
+//! own choices ([`Listener::choose_chain`], [`RouteTable::select_observed`],
+//! [`WeightedClusters::pick`]), never a second implementation.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use crate::{
+    config::{
+        Bootstrap, Cluster, DiscoveryType, EndpointAddress, Listener, NetworkFilter,
+        TcpProxyCluster,
+    },
+    route::{
+        explain::{Decision, RouteTrace},
+        RequestView, RouteTable,
+    },
+};
+
+/// The request to explain.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The URL's host (as written, without brackets for IPv6).
+    pub host: String,
+    /// The URL's port (default by scheme).
+    pub port: u16,
+    /// Path with query.
+    pub path: String,
+    /// Method.
+    pub method: String,
+    /// Headers (`host` among them overrides the URL's authority).
+    pub headers: Vec<(String, String)>,
+    /// Use this listener instead of choosing by address.
+    pub listener: Option<String>,
+    /// The random draw for `weighted_clusters`.
+    pub random: u64,
+}
+
+/// Why a request cannot be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// `--listener NAME` names no listener.
+    #[error("no listener named {0}")]
+    NoListenerNamed(String),
+    /// No listener takes the address.
+    #[error("no listener takes {0} (no listener on that port, none with use_original_dst or an original_dst filter); pass --listener")]
+    NoListener(String),
+    /// The listener has no chain for the port.
+    #[error(
+        "listener {0}: no filter chain matches destination port {1} (Envoy closes the connection)"
+    )]
+    NoChain(String, u16),
+}
+
+/// The whole explanation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// `METHOD URL`.
+    pub request: String,
+    /// The `:authority` routing sees.
+    pub authority: String,
+    /// The listener.
+    pub listener: ListenerStep,
+    /// The filter chain.
+    pub filter_chain: ChainStep,
+    /// The route table trace (HTTP chains).
+    pub route: Option<RouteTrace>,
+    /// The tcp_proxy cluster (TCP chains).
+    pub tcp_cluster: Option<String>,
+    /// The cluster the request goes to, with its endpoints.
+    pub cluster: Option<ClusterStep>,
+}
+
+/// The listener choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStep {
+    /// `name`.
+    pub name: String,
+    /// `address`.
+    pub address: String,
+    /// Why this one.
+    pub why: String,
+}
+
+/// The filter chain choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainStep {
+    /// Index in `filter_chains[]`.
+    pub index: usize,
+    /// `name`, if set.
+    pub name: Option<String>,
+    /// `filter_chain_match.destination_port`.
+    pub destination_port: Option<u16>,
+    /// `http_connection_manager <stat_prefix>` or `tcp_proxy <stat_prefix>`.
+    pub filter: String,
+    /// Why this one.
+    pub why: String,
+}
+
+/// The chosen cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStep {
+    /// `name`.
+    pub name: String,
+    /// `type` and `lb_policy`, or why the cluster is unknown.
+    pub kind: String,
+    /// The endpoints it could go to (`host:port`; STRICT_DNS names as written).
+    pub endpoints: Vec<String>,
+}
+
+/// Explains how `boot` routes `req`.
+pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainError> {
+    let (listener, listener_why) = choose_listener(boot, req)?;
+    let http = listener.detects_protocol().then_some(true);
+    let (idx, fits) = listener
+        .choose_chain(req.port, http)
+        .ok_or_else(|| ExplainError::NoChain(listener.name.to_string(), req.port))?;
+    let chain = &listener.filter_chains[idx];
+    let chain_why = match (chain.destination_port, http, fits) {
+        (Some(p), _, _) => format!("filter_chain_match.destination_port {p}"),
+        (None, Some(_), true) => format!(
+            "the first HTTP chain admitting port {} (protocol detected: HTTP)",
+            req.port
+        ),
+        (None, _, _) => "the chain without destination_port".to_string(),
+    };
+    let authority = req
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| default_authority(req));
+    let mut out = Explanation {
+        request: format!("{} {}://{}{}", req.method, req.scheme, authority, req.path),
+        authority: authority.clone(),
+        listener: ListenerStep {
+            name: listener.name.to_string(),
+            address: listener.address.to_string(),
+            why: listener_why,
+        },
+        filter_chain: ChainStep {
+            index: idx,
+            name: chain.name.clone(),
+            destination_port: chain.destination_port,
+            filter: String::new(),
+            why: chain_why,
+        },
+        route: None,
+        tcp_cluster: None,
+        cluster: None,
+    };
+    let cluster_name = match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            out.filter_chain.filter = format!("http_connection_manager {}", hcm.stat_prefix);
+            let trace = route(&hcm.route_table, req, &authority);
+            let name = match &trace.decision {
+                Decision::Forward(f) => f.cluster.clone(),
+                _ => None,
+            };
+            out.route = Some(trace);
+            name
+        }
+        NetworkFilter::Tcp(tcp) => {
+            out.filter_chain.filter = format!("tcp_proxy {}", tcp.stat_prefix);
+            let name = match &tcp.cluster {
+                TcpProxyCluster::Single(c) => c.to_string(),
+                TcpProxyCluster::Weighted(w) => w.pick(req.random).name.to_string(),
+            };
+            out.tcp_cluster = Some(name.clone());
+            Some(name)
+        }
+    };
+    out.cluster = cluster_name.map(|name| cluster_step(boot, &name, req));
+    Ok(out)
+}
+
+fn route(table: &RouteTable, req: &Request, authority: &str) -> RouteTrace {
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .cloned()
+        .collect();
+    let view = RequestView {
+        authority: Some(authority),
+        path: &req.path,
+        method: &req.method,
+        scheme: &req.scheme,
+        headers: &headers,
+        random: req.random,
+    };
+    table.explain(&view, &headers)
+}
+
+/// What curl sends as Host: the port only when it is not the scheme's default.
+fn default_authority(req: &Request) -> String {
+    let host = if req.host.contains(':') {
+        format!("[{}]", req.host)
+    } else {
+        req.host.clone()
+    };
+    let default_port = if req.scheme == "https" { 443 } else { 80 };
+    if req.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", req.port)
+    }
+}
+
+fn choose_listener<'b>(
+    boot: &'b Bootstrap,
+    req: &Request,
+) -> Result<(&'b Listener, String), ExplainError> {
+    if let Some(name) = &req.listener {
+        let l = boot
+            .listener(name)
+            .ok_or_else(|| ExplainError::NoListenerNamed(name.clone()))?;
+        return Ok((l, "--listener".to_string()));
+    }
+    let ip: Option<IpAddr> = req.host.parse().ok();
+    let takes = |a: &SocketAddr| {
+        a.port() == req.port && (a.ip().is_unspecified() || ip.is_none_or(|ip| ip == a.ip()))
+    };
+    if let Some(l) = boot.listeners.iter().find(|l| takes(&l.address)) {
+        let why = if l.bind_to_port {
+            format!("its address {} takes port {}", l.address, req.port)
+        } else {
+            match boot.listeners.iter().find(|o| o.use_original_dst) {
+                Some(o) => format!(
+                    "bind_to_port false: {} (use_original_dst) hands it the captured connection whose original destination is {}",
+                    o.name, l.address
+                ),
+                None => format!(
+                    "bind_to_port false and no use_original_dst listener: nothing hands it connections in this config (explained as if one did); address {}",
+                    l.address
+                ),
+            }
+        };
+        return Ok((l, why));
+    }
+    if let Some(l) = boot
+        .listeners
+        .iter()
+        .find(|l| l.use_original_dst || l.has_original_dst_filter())
+    {
+        return Ok((
+            l,
+            format!(
+                "captured: no listener owns port {}, the capture listener keeps the connection (original destination = the URL's)",
+                req.port
+            ),
+        ));
+    }
+    Err(ExplainError::NoListener(format!(
+        "{}:{}",
+        req.host, req.port
+    )))
+}
+
+fn cluster_step(boot: &Bootstrap, name: &str, req: &Request) -> ClusterStep {
+    let Some(c) = boot.cluster(name) else {
+        return ClusterStep {
+            name: name.to_string(),
+            kind: "no such cluster (503 NC)".to_string(),
+            endpoints: Vec::new(),
+        };
+    };
+    ClusterStep {
+        name: name.to_string(),
+        kind: format!("{:?} {:?}", c.discovery, c.lb_policy),
+        endpoints: endpoints(c, req),
+    }
+}
+
+fn endpoints(c: &Cluster, req: &Request) -> Vec<String> {
+    if c.discovery == DiscoveryType::OriginalDst {
+        return vec![format!(
+            "the connection's original destination ({})",
+            default_authority(req)
+        )];
+    }
+    c.endpoints
+        .iter()
+        .map(|e| {
+            let addr = match &e.address {
+                EndpointAddress::Ip(a) => a.to_string(),
+                EndpointAddress::Dns { host, port } => format!("{host}:{port} (DNS)"),
+            };
+            if e.weight == 1 {
+                addr
+            } else {
+                format!("{addr} weight {}", e.weight)
+            }
+        })
+        .collect()
+}

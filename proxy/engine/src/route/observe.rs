@@ -1,0 +1,43 @@
+//! [`SelectObserver`]: what [`RouteTable::select_observed`](super::RouteTable::select_observed)
+//! reports while it matches, for `sluice explain`. The data path passes `()`, whose empty
+//! methods compile away: matching pays nothing for the trace.
+
+/// How the virtual host was found (Envoy's domain order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainMatch {
+    /// The table has only a `*` host: the authority is not looked at.
+    OnlyDefault,
+    /// An exact domain equal to the (lower-cased) host.
+    Exact,
+    /// The longest `*<suffix>` wildcard whose suffix (this many bytes) ends the host.
+    Suffix(usize),
+    /// The longest `<prefix>*` wildcard whose prefix (this many bytes) starts the host.
+    Prefix(usize),
+    /// No other domain matched: the `*` virtual host.
+    Default,
+}
+
+/// Why a route's `match` failed (the first failing condition, in Envoy's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The path matcher (`prefix` / `path` / `safe_regex` / `path_separated_prefix`).
+    Path,
+    /// `headers[i]` (`:method` and the other pseudo-headers included).
+    Header(usize),
+    /// `query_parameters[i]`.
+    Query(usize),
+}
+
+/// Receives the steps of one route selection.
+pub trait SelectObserver {
+    /// The virtual host lookup for `host` (after `ignore_port_in_host_matching`, lower-cased):
+    /// the index and how it matched, or `None`.
+    #[inline(always)]
+    fn virtual_host(&mut self, _host: Option<&str>, _found: Option<(usize, DomainMatch)>) {}
+    /// Route `index` of the chosen virtual host was tried: `Ok` = it matched (the last call).
+    #[inline(always)]
+    fn route(&mut self, _index: usize, _result: Result<(), Mismatch>) {}
+}
+
+/// The data path's observer: nothing.
+impl SelectObserver for () {}

@@ -1,0 +1,229 @@
+//! `sluice explain -c envoy.yaml URL [-H 'name: value'] [-X METHOD]`: how the config routes a
+//! request, step by step (listener, filter chain, virtual hosts, routes, rewrites, header
+//! changes, cluster, endpoints). The trace comes from `sluice_engine::explain`, which runs the
+//! data path's own matching; this module parses the command line and renders the trace.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use sluice_engine::{
+    explain::{Explanation, Request},
+    route::explain::{Decision, ForwardTrace, RouteTrace},
+};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Readable steps.
+    Text,
+    /// The trace as JSON.
+    Json,
+}
+
+/// `sluice explain` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The Envoy v3 bootstrap the proxy runs (`sluice proxy -c` / `sluice agent --config`).
+    #[arg(short = 'c', long = "config")]
+    pub config: PathBuf,
+    /// The request URL (`http://host:port/path?query`); the port picks the listener.
+    pub url: String,
+    /// A request header, `name: value`; repeatable (`Host` overrides the URL's authority).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The request method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub method: String,
+    /// Explain on this listener instead of the one the URL's address reaches.
+    #[arg(long)]
+    pub listener: Option<String>,
+    /// The random draw for weighted clusters (the data path draws a fresh one per request).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Runs `sluice explain`.
+pub fn run(args: &Args) -> Result<()> {
+    let boot = sluice_engine::config::load_file(&args.config)
+        .map_err(|e| anyhow!("loading {}: {e}", args.config.display()))?;
+    let req = request(args)?;
+    let ex = sluice_engine::explain::explain(&boot, &req)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&ex)?),
+        Output::Text => print!("{}", render(&ex)),
+    }
+    Ok(())
+}
+
+fn request(args: &Args) -> Result<Request> {
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|e| anyhow!("parsing URL {}: {e}", args.url))?;
+    let scheme = uri.scheme_str().unwrap_or("http").to_string();
+    let Some(host) = uri.host() else {
+        bail!("URL {} has no host", args.url);
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let Some((k, v)) = h.split_once(':') else {
+            bail!("header {h:?}: want 'name: value'");
+        };
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(Request {
+        scheme,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        path: uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string()),
+        method: args.method.clone(),
+        headers,
+        listener: args.listener.clone(),
+        random: args.seed,
+    })
+}
+
+/// The readable form of an explanation.
+pub fn render(ex: &Explanation) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "request       {}", ex.request);
+    let _ = writeln!(
+        s,
+        "listener      {} ({}): {}",
+        ex.listener.name, ex.listener.address, ex.listener.why
+    );
+    let c = &ex.filter_chain;
+    let _ = writeln!(
+        s,
+        "filter chain  #{}{} {}: {}",
+        c.index,
+        c.name.as_ref().map_or(String::new(), |n| format!(" {n}")),
+        c.filter,
+        c.why
+    );
+    if let Some(r) = &ex.route {
+        render_route(&mut s, r);
+    }
+    if let Some(t) = &ex.tcp_cluster {
+        let _ = writeln!(s, "tcp_proxy     -> {t}");
+    }
+    if let Some(c) = &ex.cluster {
+        let _ = writeln!(s, "cluster       {} ({})", c.name, c.kind);
+        for e in &c.endpoints {
+            let _ = writeln!(s, "  endpoint    {e}");
+        }
+    }
+    s
+}
+
+fn render_route(s: &mut String, r: &RouteTrace) {
+    let _ = writeln!(
+        s,
+        "route config  {} (host \"{}\")",
+        r.route_config,
+        r.host.as_deref().unwrap_or("-")
+    );
+    for v in &r.virtual_hosts {
+        let mark = if v.chosen { "*" } else { " " };
+        let why = v.why.as_deref().map_or(String::new(), |w| format!(": {w}"));
+        let _ = writeln!(
+            s,
+            "  {mark} vhost   {} [{}]{why}",
+            v.name,
+            v.domains.join(", ")
+        );
+    }
+    for rt in &r.routes {
+        let mark = if rt.matched { "*" } else { " " };
+        let name = rt
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" {n}"));
+        let _ = writeln!(
+            s,
+            "  {mark} route   #{}{name} {}: {}",
+            rt.index, rt.r#match, rt.result
+        );
+    }
+    match &r.decision {
+        Decision::NoRoute { why } => {
+            let _ = writeln!(s, "decision      no route: {why}");
+        }
+        Decision::Redirect { status, location } => {
+            let _ = writeln!(s, "decision      redirect {status} -> {location}");
+        }
+        Decision::DirectResponse { status, body } => {
+            let _ = writeln!(
+                s,
+                "decision      direct response {status} {}",
+                body.as_deref().unwrap_or("")
+            );
+        }
+        Decision::Forward(f) => render_forward(s, f),
+    }
+}
+
+fn render_forward(s: &mut String, f: &ForwardTrace) {
+    let _ = writeln!(
+        s,
+        "decision      forward to {} ({})",
+        f.cluster.as_deref().unwrap_or("- (header absent: 503 NC)"),
+        f.cluster_from
+    );
+    if let Some(draw) = f.draw {
+        for w in &f.weights {
+            let hit = if (w.range.0..w.range.1).contains(&draw) {
+                "  <- draw"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  weight      {} {} [{}, {}){hit}",
+                w.name, w.weight, w.range.0, w.range.1
+            );
+        }
+        let _ = writeln!(s, "  draw        {draw}");
+    }
+    match &f.rewritten_path {
+        Some(p) => {
+            let _ = writeln!(s, "  path        {} -> {p}", f.path);
+        }
+        None => {
+            let _ = writeln!(s, "  path        {} (unchanged)", f.path);
+        }
+    }
+    if let Some(h) = &f.host_rewrite {
+        let _ = writeln!(s, "  host        -> {h}");
+    }
+    for (k, v) in &f.request_headers_set {
+        let _ = writeln!(s, "  request     {k}: {v}");
+    }
+    for k in &f.request_headers_removed {
+        let _ = writeln!(s, "  request     -{k}");
+    }
+    for (k, v) in &f.response_headers_set {
+        let _ = writeln!(s, "  response    {k}: {v}");
+    }
+    for k in &f.response_headers_removed {
+        let _ = writeln!(s, "  response    -{k}");
+    }
+    let timeout = f
+        .timeout_ms
+        .map_or("disabled".to_string(), |t| format!("{t} ms"));
+    let retries = f
+        .retries
+        .map_or(String::new(), |r| format!(", {r} retries"));
+    let _ = writeln!(s, "  timeout     {timeout}{retries}");
+}
