@@ -125,6 +125,16 @@ fn parse_sni(hs: &[u8]) -> Option<String> {
     None
 }
 
+/// What [`detect`] decides from the bytes peeked so far (at most [`PEEK_MAX`]): `None` while it
+/// needs more. Pure; the fuzz target `detect` drives it.
+pub fn sniff(b: &[u8]) -> Option<Protocol> {
+    match classify(b) {
+        Verdict::Done(p) => Some(p),
+        Verdict::NeedMore if b.len() >= PEEK_MAX => Some(Protocol::Tcp),
+        Verdict::NeedMore => None,
+    }
+}
+
 /// Peeks at `stream` until the protocol is clear or [`DETECT_TIMEOUT`] passes.
 pub async fn detect(stream: &TcpStream) -> Protocol {
     let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
@@ -135,10 +145,8 @@ pub async fn detect(stream: &TcpStream) -> Protocol {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Protocol::Tcp,
             Ok(Ok(n)) => n,
         };
-        match classify(&buf[..n]) {
-            Verdict::Done(p) => return p,
-            Verdict::NeedMore if n == PEEK_MAX => return Protocol::Tcp,
-            Verdict::NeedMore => {}
+        if let Some(p) = sniff(&buf[..n]) {
+            return p;
         }
         if n == last {
             // peek returns at once while the data is unchanged: wait a little for more.

@@ -16,6 +16,7 @@ mod forward;
 mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
+mod preroute;
 pub mod retry;
 mod sanitize;
 mod upgrade;
@@ -43,6 +44,7 @@ use hyper_util::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use self::preroute::{preroute, PreRoute};
 use self::{
     access_log::{AccessLogger, Entry},
     local_reply::Flag,
@@ -244,7 +246,7 @@ enum Authority {
 }
 
 impl Authority {
-    fn of(req: &Request<Incoming>) -> Option<Self> {
+    fn of<B>(req: &Request<B>) -> Option<Self> {
         if let Some(a) = req.uri().authority() {
             return Some(Self::Uri(a.clone()));
         }
