@@ -38,7 +38,8 @@ struct Report {
 }
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).join("fuzz")
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
@@ -91,7 +92,7 @@ fn build() -> Result<()> {
             "--release",
             "--debug-assertions",
         ])
-        .current_dir(fuzz_dir().join(".."))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .env("AYA_BUILD_SKIP", "1")
         .status()
         .context("running cargo fuzz (run `cargo xtask setup` to install cargo-fuzz)")?;

@@ -163,13 +163,6 @@ pub async fn detect(stream: &TcpStream) -> Protocol {
 mod tests {
     use super::*;
 
-    fn done(b: &[u8]) -> Option<Protocol> {
-        match classify(b) {
-            Verdict::Done(p) => Some(p),
-            Verdict::NeedMore => None,
-        }
-    }
-
     #[test]
     fn classifies_first_bytes() {
         let table: &[(&[u8], Option<Protocol>)] = &[
@@ -182,7 +175,13 @@ mod tests {
             (b"\x00\x01binary", Some(Protocol::Tcp)),
         ];
         for (input, want) in table {
-            assert_eq!(&done(input), want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(&sniff(input), want, "{:?}", String::from_utf8_lossy(input));
         }
+        // A ClientHello announcing more than a full peek buffer decides at PEEK_MAX bytes.
+        let mut hello = vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01];
+        hello.resize(PEEK_MAX - 1, 0);
+        assert_eq!(sniff(&hello), None);
+        hello.push(0);
+        assert_eq!(sniff(&hello), Some(Protocol::Tls { sni: None }));
     }
 }
