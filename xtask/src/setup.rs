@@ -26,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     // `cargo xtask image` (podman build; runc: crun refuses this host kind's hybrid cgroups).
     "podman",
     "runc",
+    // `cargo xtask fuzz`: libfuzzer-sys compiles libFuzzer's C++ sources.
+    "g++",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

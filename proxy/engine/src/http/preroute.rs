@@ -123,3 +123,74 @@ pub fn preroute<B>(
     }
     decision
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{from_yaml_str, NetworkFilter};
+
+    fn hcm() -> std::sync::Arc<config::HttpConnectionManager> {
+        let b = from_yaml_str(
+            r#"{"static_resources": {
+              "listeners": [{"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                  "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "s", "use_remote_address": true,
+                    "http_filters": [{"name": "envoy.filters.http.router"}],
+                    "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                      {"match": {"prefix": "/direct"}, "direct_response": {"status": 204}},
+                      {"match": {"prefix": "/"}, "route": {"cluster": "c"},
+                       "request_headers_to_add": [{"header": {"key": "x-peer", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]}]}]}}}]}]}],
+              "clusters": [{"name": "c", "type": "STATIC", "load_assignment": {"cluster_name": "c", "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 2}}}}]}]}}]}}"#,
+        )
+        .expect("valid");
+        match &b.listeners[0].filter_chains[0].filter {
+            NetworkFilter::Http(h) => h.clone(),
+            NetworkFilter::Tcp(_) => panic!("not an HCM"),
+        }
+    }
+
+    fn run(req: &str, host: Option<&str>, extra: &[(&str, &str)]) -> (PreRoute, HeaderMap) {
+        let local = "10.1.1.1:80".parse().unwrap();
+        let conn = ConnInfo {
+            peer: "203.0.113.7:4000".parse().unwrap(),
+            local,
+            orig_dst: local,
+            tls: false,
+        };
+        let mut b = Request::builder().uri(req);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let mut r = b.body(()).unwrap();
+        (preroute(&hcm(), &conn, &mut r, 0), r.headers().clone())
+    }
+
+    #[test]
+    fn decides_like_handle_and_keeps_the_proxys_headers() {
+        assert_eq!(run("/", None, &[]).0, PreRoute::Refused(400));
+        let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+        assert_eq!(run("/", Some("a"), &upgrade).0, PreRoute::Refused(403));
+        assert_eq!(
+            run("/direct", Some("a"), &[]).0,
+            PreRoute::DirectResponse(204)
+        );
+        let nominate = [
+            ("connection", "x-forwarded-for, x-request-id, x-drop"),
+            ("x-drop", "1"),
+            ("x-envoy-retry-on", "5xx"),
+        ];
+        let (d, h) = run("/x", Some("a"), &nominate);
+        assert_eq!(d, PreRoute::Forward(Some("c".into())));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-peer"], "203.0.113.7");
+        assert!(h.contains_key("x-request-id"));
+        assert!(!h.contains_key("x-drop") && !h.contains_key("connection"));
+        assert!(!h.contains_key("x-envoy-retry-on"));
+    }
+}
