@@ -202,7 +202,8 @@ fn full_regex(raw: &RawRegexMatcher, p: &FieldPath) -> Result<regex::Regex, Conf
 /// Largest compiled program a config regex may have (the regex crate's `size_limit`). Envoy
 /// refuses RE2 programs over 100 instructions (`max_program_size`); with the crate's default
 /// (10 MiB) a 3 KB config of `\w{100}` matchers took minutes of CPU and gigabytes to load
-/// (found by timing adversarial configs under the `config` fuzz target). Typical route regexes need under 4 KiB.
+/// (found by timing adversarial configs under the `config` fuzz target). Typical route regexes
+/// need under 4 KiB.
 pub(crate) const MAX_REGEX_PROGRAM_BYTES: usize = 256 << 10;
 
 /// Compiles `pattern` (the config's `shown`, possibly anchored) within
@@ -252,7 +253,8 @@ mod regex_limit_tests {
 
     #[test]
     fn oversized_regex_programs_are_refused_quickly_naming_the_field() {
-        // Found under the config fuzz target: `\w{100}` compiled to ~5 MB in ~2 s; 20 of them in 3 KB took minutes.
+        // Found under the config fuzz target: `\w{100}` compiled to ~5 MB in ~2 s; twenty of
+        // them in 3 KB took minutes.
         for re in [r"\\w{100}", "(a{1000}){30}", ".{0,1000}"] {
             let start = std::time::Instant::now();
             let e = from_yaml_str(&with_regex(re)).expect_err(re).to_string();
