@@ -1,9 +1,10 @@
-//! sluice's build system: `cargo xtask setup | demo | test | bench | soak | image`.
+//! sluice's build system: `cargo xtask setup | demo | test | bench | soak | image | fuzz`.
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod image;
 mod setup;
 mod soak;
@@ -43,7 +44,10 @@ enum Cmd {
         #[arg(long)]
         rm: bool,
     },
-    /// Set up, build, then run every test (unit and the root-only integration tests).
+    /// Build the cargo-fuzz targets once and run each for a while; fails on any crash or timeout.
+    Fuzz(fuzz::FuzzArgs),
+    /// Set up, build, then run every test (unit and the root-only integration tests) and a
+    /// 60 s run of every fuzz target.
     Test {
         /// Skip the setup step (the toolchain is already installed).
         #[arg(long)]
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => bench::run(*a),
         Cmd::Soak(a) => soak::run(*a),
         Cmd::Demo { no_setup } => demo::run(no_setup),
+        Cmd::Fuzz(a) => fuzz::run(&a),
         Cmd::Image { twice, rm } => {
             let built = image::run(twice);
             if rm {
@@ -79,7 +84,13 @@ fn main() -> Result<()> {
                 cmd.push("--");
                 cmd.extend(extra);
             }
-            setup::run_cmd("cargo", &cmd)
+            let tests = setup::run_cmd("cargo", &cmd);
+            let fuzzed = fuzz::run(&fuzz::FuzzArgs {
+                seconds: 60,
+                runs: None,
+                target: None,
+            });
+            tests.and(fuzzed)
         }
     }
 }

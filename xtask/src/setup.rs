@@ -26,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     // `cargo xtask image` (podman build; runc: crun refuses this host kind's hybrid cgroups).
     "podman",
     "runc",
+    // `cargo xtask fuzz`: libfuzzer-sys compiles libFuzzer's C++ sources.
+    "g++",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -34,6 +36,7 @@ pub fn run() -> Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     envoy()?;
     kubernetes_validate()?;
     Ok(())
@@ -133,6 +136,27 @@ fn bpf_linker() -> Result<()> {
         bail!("cargo install bpf-linker failed ({status})");
     }
     Ok(())
+}
+
+/// cargo-fuzz for `cargo xtask fuzz` (libFuzzer targets in fuzz/, built with the nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_ok() {
+        eprintln!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+    run_cmd(
+        "cargo",
+        &[
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ],
+    )
 }
 
 /// The real Envoy the conformance suite (tests/tests/conformance.rs) runs beside `sluice proxy`.

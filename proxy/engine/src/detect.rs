@@ -131,6 +131,16 @@ fn parse_sni(hs: &[u8]) -> Option<String> {
     None
 }
 
+/// What [`detect`] decides from the bytes peeked so far (at most [`PEEK_MAX`]): `None` while it
+/// needs more. Pure; the fuzz target `detect` drives it.
+pub fn sniff(b: &[u8]) -> Option<Protocol> {
+    match classify(b) {
+        Verdict::Done(p) => Some(p),
+        Verdict::NeedMore if b.len() >= PEEK_MAX => Some(Protocol::Tcp),
+        Verdict::NeedMore => None,
+    }
+}
+
 /// Peeks at `stream` until the protocol is clear or [`DETECT_TIMEOUT`] passes.
 pub async fn detect(stream: &TcpStream) -> Protocol {
     let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
@@ -142,10 +152,8 @@ pub async fn detect(stream: &TcpStream) -> Protocol {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Protocol::Tcp,
             Ok(Ok(n)) => n,
         };
-        match classify(&buf[..n]) {
-            Verdict::Done(p) => return p,
-            Verdict::NeedMore if n == PEEK_MAX => return Protocol::Tcp,
-            Verdict::NeedMore => {}
+        if let Some(p) = sniff(&buf[..n]) {
+            return p;
         }
         if n == last {
             // peek returns at once while the data is unchanged: wait a little for more.
@@ -162,13 +170,6 @@ pub async fn detect(stream: &TcpStream) -> Protocol {
 mod tests {
     use super::*;
 
-    fn done(b: &[u8]) -> Option<Protocol> {
-        match classify(b) {
-            Verdict::Done(p) => Some(p),
-            Verdict::NeedMore => None,
-        }
-    }
-
     #[test]
     fn classifies_first_bytes() {
         let table: &[(&[u8], Option<Protocol>)] = &[
@@ -181,7 +182,13 @@ mod tests {
             (b"\x00\x01binary", Some(Protocol::Tcp)),
         ];
         for (input, want) in table {
-            assert_eq!(&done(input), want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(&sniff(input), want, "{:?}", String::from_utf8_lossy(input));
         }
+        // A ClientHello announcing more than a full peek buffer decides at PEEK_MAX bytes.
+        let mut hello = vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01];
+        hello.resize(PEEK_MAX - 1, 0);
+        assert_eq!(sniff(&hello), None);
+        hello.push(0);
+        assert_eq!(sniff(&hello), Some(Protocol::Tls { sni: None }));
     }
 }

@@ -17,6 +17,7 @@ mod h2_flood;
 mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
+mod preroute;
 pub mod retry;
 mod sanitize;
 mod target;
@@ -45,6 +46,7 @@ use hyper_util::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use self::preroute::{preroute, PreRoute};
 use self::{
     access_log::{AccessLogger, Entry},
     local_reply::Flag,
@@ -264,7 +266,7 @@ enum Authority {
 }
 
 impl Authority {
-    fn of(req: &Request<Incoming>) -> Option<Self> {
+    fn of<B>(req: &Request<B>) -> Option<Self> {
         if let Some(a) = req.uri().authority() {
             return Some(Self::Uri(a.clone()));
         }

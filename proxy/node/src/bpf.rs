@@ -77,8 +77,19 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Subdirectory of the pin dir holding the links of a persisted data path.
 pub const LINKS_DIR: &str = "links";
 
-/// The eBPF object built by build.rs from the `ebpf/` crate.
+/// The eBPF object built by build.rs from the `ebpf/` crate (empty under `AYA_BUILD_SKIP=1`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));
+
+/// Whether this build embeds the eBPF object (build.rs skips it under `AYA_BUILD_SKIP=1`,
+/// which only the fuzz build sets).
+pub fn object_built() -> Result<(), BpfError> {
+    if OBJECT.is_empty() {
+        return Err(BpfError::Unavailable(
+            "this binary was built with AYA_BUILD_SKIP=1 and embeds no eBPF object".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// What [`Datapath::load`] needs.
 #[derive(Clone, Debug)]
@@ -169,6 +180,7 @@ where
 impl Datapath {
     /// Loads the object, pins (or reuses) its maps under `pin_dir` and attaches every program.
     pub fn load(opts: &LoadOptions) -> Result<Self, BpfError> {
+        object_built()?;
         check_cgroup2(&opts.cgroup)?;
         if opts.pin_dir.starts_with(BPFFS) {
             ensure_bpffs(Path::new(BPFFS))?;

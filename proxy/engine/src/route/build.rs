@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::{
     build_headers::mutations,
-    build_match::{one_line, route_match},
+    build_match::{compile_regex, route_match},
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
     HeaderMutations, HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
     RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost, WeightedCluster,
@@ -340,10 +340,7 @@ fn regex_rewrite(
         .regex
         .as_deref()
         .ok_or_else(|| pp.field("regex").err("required"))?;
-    let pattern = regex::Regex::new(re_src).map_err(|e| {
-        pp.field("regex")
-            .err(format!("invalid regex {re_src:?}: {}", one_line(&e)))
-    })?;
+    let pattern = compile_regex(re_src, re_src, &pp.field("regex"))?;
     let sub = raw
         .substitution
         .as_deref()

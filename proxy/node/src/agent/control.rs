@@ -19,7 +19,7 @@ use tracing::warn;
 
 use super::{
     fd_passing,
-    protocol::{Request, Response},
+    protocol::{self, Request, Response},
     registry::{self, Registry},
     upgrade,
 };
@@ -63,15 +63,12 @@ pub async fn serve_client(
     loop {
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..pos]).into_owned();
-            let resp = match serde_json::from_str::<Request>(&line) {
+            let resp = match protocol::decode_request(&line[..pos]) {
                 Ok(Request::UpgradeBegin) => {
                     return upgrade::serve_old(stream, registry, upgrade_state).await;
                 }
                 Ok(req) => handle(req, std::mem::take(&mut fds), &registry).await,
-                Err(e) => Response::Error {
-                    message: format!("malformed request {line:?}: {e}"),
-                },
+                Err(message) => Response::Error { message },
             };
             if let Err(e) = write_response(&mut stream, &resp).await {
                 return warn!(error = %e, "control write failed");

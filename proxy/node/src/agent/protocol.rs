@@ -215,6 +215,14 @@ pub enum ClientError {
     },
 }
 
+/// Decodes one request line (without its newline) as the agent's control loop does: bytes
+/// that are not UTF-8 are replaced, not refused. The error is the answer's message, naming
+/// the line.
+pub fn decode_request(line: &[u8]) -> Result<Request, String> {
+    let line = String::from_utf8_lossy(line);
+    serde_json::from_str::<Request>(&line).map_err(|e| format!("malformed request {line:?}: {e}"))
+}
+
 /// Sends one request and waits (at most 30 s) for its response.
 pub fn call(control: &Path, req: &Request) -> Result<Response, ClientError> {
     let io = |source| ClientError::Io {

@@ -1,0 +1,196 @@
+//! The steps [`super::handle`] runs on a request before anything goes upstream, in its order:
+//! the missing-Host refusal, the upgrade policy, header sanitation, `x-request-id`, route
+//! selection, the forward plan and the route's header mutations. Pure and over any body type,
+//! so a test or the fuzz target `route` (fuzz/, docs/fuzzing.md) can drive it with arbitrary
+//! requests; `handle` itself stays the one serving path.
+
+use http::{header, HeaderMap, HeaderValue, Request, Version};
+
+use super::{forward, sanitize, upgrade_policy, uuid_v4, Authority, ConnInfo};
+use crate::{
+    config,
+    route::{format::FormatContext, HeaderMutations, RequestView, Selection},
+};
+
+/// What the pre-forward steps decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreRoute {
+    /// Refused before routing (400 missing Host, 403 upgrade not enabled).
+    Refused(u16),
+    /// No virtual host or route matched (404 NR).
+    NoRoute,
+    /// A direct response with this status.
+    DirectResponse(u16),
+    /// A redirect with this status.
+    Redirect(u16),
+    /// Forwarded to this cluster (`None`: `cluster_header` absent).
+    Forward(Option<String>),
+}
+
+/// Runs the pre-forward steps on `req` (headers are sanitized and mutated in place, as they
+/// would go upstream); `random` picks among weighted clusters.
+pub fn preroute<B>(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    req: &mut Request<B>,
+    random: u64,
+) -> PreRoute {
+    let version = req.version();
+    let scheme = if conn.tls { "https" } else { "http" };
+    if version == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !req.headers().contains_key(header::HOST)
+    {
+        return PreRoute::Refused(400);
+    }
+    if upgrade_policy::decide(&cfg.upgrade_configs, version, req.headers_mut())
+        == upgrade_policy::Decision::Refuse
+    {
+        return PreRoute::Refused(403);
+    }
+    sanitize::request(cfg, conn, scheme, req.headers_mut());
+    if !req.headers().contains_key("x-request-id") {
+        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+            req.headers_mut().insert("x-request-id", v);
+        }
+    }
+    let authority = Authority::of(req);
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let fmt = FormatContext {
+        request: Some(req.headers()),
+        downstream_remote: Some(conn.peer),
+        downstream_local: Some(conn.local),
+        upstream_remote: None,
+        protocol: Some(super::protocol_str(version)),
+        start: None,
+    };
+    let view = RequestView {
+        authority: authority.as_ref().map(Authority::as_str),
+        path: path.as_str(),
+        method: req.method().as_str(),
+        scheme,
+        headers: req.headers(),
+        random,
+    };
+    let mut resp = HeaderMap::new();
+    let (decision, mutations) = match cfg.route_table.select(&view) {
+        Selection::NoRoute => return PreRoute::NoRoute,
+        Selection::DirectResponse {
+            response,
+            response_headers,
+            ..
+        } => {
+            response_headers.apply_with(&mut resp, &fmt);
+            return PreRoute::DirectResponse(response.status);
+        }
+        Selection::Redirect {
+            status,
+            response_headers,
+            ..
+        } => {
+            response_headers.apply_with(&mut resp, &fmt);
+            return PreRoute::Redirect(status);
+        }
+        Selection::Forward(fwd) => {
+            forward::Plan::new(&fwd, conn, &path, req.headers(), cfg.stream_idle_timeout);
+            fwd.response_headers.apply_with(&mut resp, &fmt);
+            let cluster = fwd.cluster.name().map(str::to_string);
+            let m: Vec<HeaderMutations> = fwd.request_headers.iter().cloned().collect();
+            (PreRoute::Forward(cluster), m)
+        }
+    };
+    if mutations.iter().any(HeaderMutations::has_format) {
+        let request = req.headers().clone();
+        let fmt = FormatContext {
+            request: Some(&request),
+            downstream_remote: Some(conn.peer),
+            downstream_local: Some(conn.local),
+            upstream_remote: None,
+            protocol: Some(super::protocol_str(version)),
+            start: None,
+        };
+        for m in &mutations {
+            m.apply_with(req.headers_mut(), &fmt);
+        }
+    } else {
+        for m in &mutations {
+            m.apply(req.headers_mut());
+        }
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{from_yaml_str, NetworkFilter};
+
+    fn hcm() -> std::sync::Arc<config::HttpConnectionManager> {
+        let b = from_yaml_str(
+            r#"{"static_resources": {
+              "listeners": [{"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                  "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "s", "use_remote_address": true,
+                    "http_filters": [{"name": "envoy.filters.http.router"}],
+                    "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                      {"match": {"prefix": "/direct"}, "direct_response": {"status": 204}},
+                      {"match": {"prefix": "/"}, "route": {"cluster": "c"},
+                       "request_headers_to_add": [{"header": {"key": "x-peer", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]}]}]}}}]}]}],
+              "clusters": [{"name": "c", "type": "STATIC", "load_assignment": {"cluster_name": "c", "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 2}}}}]}]}}]}}"#,
+        )
+        .expect("valid");
+        match &b.listeners[0].filter_chains[0].filter {
+            NetworkFilter::Http(h) => h.clone(),
+            NetworkFilter::Tcp(_) => panic!("not an HCM"),
+        }
+    }
+
+    fn run(req: &str, host: Option<&str>, extra: &[(&str, &str)]) -> (PreRoute, HeaderMap) {
+        let local = "10.1.1.1:80".parse().unwrap();
+        let conn = ConnInfo {
+            peer: "203.0.113.7:4000".parse().unwrap(),
+            local,
+            orig_dst: local,
+            tls: false,
+        };
+        let mut b = Request::builder().uri(req);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let mut r = b.body(()).unwrap();
+        (preroute(&hcm(), &conn, &mut r, 0), r.headers().clone())
+    }
+
+    #[test]
+    fn decides_like_handle_and_keeps_the_proxys_headers() {
+        assert_eq!(run("/", None, &[]).0, PreRoute::Refused(400));
+        let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+        assert_eq!(run("/", Some("a"), &upgrade).0, PreRoute::Refused(403));
+        assert_eq!(
+            run("/direct", Some("a"), &[]).0,
+            PreRoute::DirectResponse(204)
+        );
+        let nominate = [
+            ("connection", "x-forwarded-for, x-request-id, x-drop"),
+            ("x-drop", "1"),
+            ("x-envoy-retry-on", "5xx"),
+        ];
+        let (d, h) = run("/x", Some("a"), &nominate);
+        assert_eq!(d, PreRoute::Forward(Some("c".into())));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-peer"], "203.0.113.7");
+        assert!(h.contains_key("x-request-id"));
+        assert!(!h.contains_key("x-drop") && !h.contains_key("connection"));
+        assert!(!h.contains_key("x-envoy-retry-on"));
+    }
+}
