@@ -360,38 +360,18 @@ pub async fn handle(
     let version = req.version();
     let h1 = version == Version::HTTP_10 || version == Version::HTTP_11;
     let scheme = if conn.tls { "https" } else { "http" };
-    // Envoy's HTTP/1 codec rejects an HTTP/1.1 request without Host before routing.
-    if version == Version::HTTP_11
-        && req.uri().authority().is_none()
-        && !req.headers().contains_key(header::HOST)
-    {
-        return (refuse_before_routing(&hcm, 400, "", true), Flag::None);
-    }
-    // CONNECT, authority-form targets, absolute-form userinfo and repeated Hosts, as Envoy.
-    if let Err(r) = target::normalize(&mut req) {
+    // Missing Host, request-target checks, upgrade policy, sanitation, x-request-id.
+    if let Err(r) = preroute::before_routing(&hcm.cfg, &conn, scheme, &mut req) {
+        let (body, close) = match &r {
+            preroute::Refused::Target(t) => (t.body, true),
+            // An upgrade refusal keeps the connection when no body is left to skip.
+            preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
+            preroute::Refused::MissingHost => ("", true),
+        };
         return (
-            refuse_before_routing(&hcm, r.status, r.body, true),
+            refuse_before_routing(&hcm, r.status(), body, close),
             Flag::None,
         );
-    }
-    // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
-    // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
-    if upgrade_policy::decide(&hcm.cfg.upgrade_configs, version, req.headers_mut())
-        == upgrade_policy::Decision::Refuse
-    {
-        let close = !req.body().is_end_stream();
-        return (refuse_before_routing(&hcm, 403, "", close), Flag::None);
-    }
-    // Downstream sanitation (Envoy defaults, see the module doc).
-    sanitize::request(&hcm.cfg, &conn, scheme, req.headers_mut());
-    let h = req.headers_mut();
-    // Under `use_remote_address` every request is external (no `internal_address_config`), and
-    // Envoy regenerates an external request's id unless `preserve_external_request_id`.
-    let distrust_id = hcm.cfg.use_remote_address && !hcm.cfg.preserve_external_request_id;
-    if distrust_id || !h.contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
-            h.insert("x-request-id", v);
-        }
     }
     let authority = Authority::of(&req);
     let path = req

@@ -1,21 +1,80 @@
-//! The steps [`super::handle`] runs on a request before anything goes upstream, in its order:
-//! the missing-Host refusal, the upgrade policy, header sanitation, `x-request-id`, route
-//! selection, the forward plan and the route's header mutations. Pure and over any body type,
-//! so a test or the fuzz target `route` (fuzz/, docs/fuzzing.md) can drive it with arbitrary
-//! requests; `handle` itself stays the one serving path.
+//! The steps a request goes through before anything goes upstream. [`before_routing`] (missing
+//! Host, request-target checks, upgrade policy, header sanitation, `x-request-id`) is the one
+//! implementation: [`super::handle`] calls it. [`preroute`] adds route selection, the forward plan
+//! and the route's header mutations as one pure function over any body type, so a test or the
+//! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
 
 use http::{header, HeaderMap, HeaderValue, Request, Version};
 
-use super::{forward, sanitize, upgrade_policy, uuid_v4, Authority, ConnInfo};
+use super::{forward, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo};
 use crate::{
     config,
     route::{format::FormatContext, HeaderMutations, RequestView, Selection},
 };
 
+/// Why a request was refused before routing.
+pub(super) enum Refused {
+    /// HTTP/1.1 without Host (Envoy's codec: 400).
+    MissingHost,
+    /// CONNECT, authority-form targets ([`target::normalize`]).
+    Target(target::Refusal),
+    /// An upgrade `upgrade_configs` does not enable (403).
+    Upgrade,
+}
+
+impl Refused {
+    /// The status Envoy answers with.
+    pub(super) fn status(&self) -> u16 {
+        match self {
+            Refused::MissingHost => 400,
+            Refused::Target(r) => r.status,
+            Refused::Upgrade => 403,
+        }
+    }
+}
+
+/// The steps before routing, in Envoy's order, shared by [`super::handle`] and [`preroute`]:
+/// the missing-Host refusal, the request-target checks (CONNECT, authority form, userinfo,
+/// repeated Host), the upgrade policy, header sanitation and `x-request-id` (regenerated for
+/// external requests under `use_remote_address` unless `preserve_external_request_id`).
+pub(super) fn before_routing<B>(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    scheme: &'static str,
+    req: &mut Request<B>,
+) -> Result<(), Refused> {
+    let version = req.version();
+    if version == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !req.headers().contains_key(header::HOST)
+    {
+        return Err(Refused::MissingHost);
+    }
+    target::normalize(req).map_err(Refused::Target)?;
+    // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
+    // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
+    if upgrade_policy::decide(&cfg.upgrade_configs, version, req.headers_mut())
+        == upgrade_policy::Decision::Refuse
+    {
+        return Err(Refused::Upgrade);
+    }
+    sanitize::request(cfg, conn, scheme, req.headers_mut());
+    let h = req.headers_mut();
+    // Under `use_remote_address` every request is external (no `internal_address_config`), and
+    // Envoy regenerates an external request's id unless `preserve_external_request_id`.
+    let distrust_id = cfg.use_remote_address && !cfg.preserve_external_request_id;
+    if distrust_id || !h.contains_key("x-request-id") {
+        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+            h.insert("x-request-id", v);
+        }
+    }
+    Ok(())
+}
+
 /// What the pre-forward steps decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreRoute {
-    /// Refused before routing (400 missing Host, 403 upgrade not enabled).
+    /// Refused before routing (400 missing Host or bad target, 404 CONNECT, 403 upgrade).
     Refused(u16),
     /// No virtual host or route matched (404 NR).
     NoRoute,
@@ -35,25 +94,11 @@ pub fn preroute<B>(
     req: &mut Request<B>,
     random: u64,
 ) -> PreRoute {
-    let version = req.version();
     let scheme = if conn.tls { "https" } else { "http" };
-    if version == Version::HTTP_11
-        && req.uri().authority().is_none()
-        && !req.headers().contains_key(header::HOST)
-    {
-        return PreRoute::Refused(400);
+    if let Err(r) = before_routing(cfg, conn, scheme, req) {
+        return PreRoute::Refused(r.status());
     }
-    if upgrade_policy::decide(&cfg.upgrade_configs, version, req.headers_mut())
-        == upgrade_policy::Decision::Refuse
-    {
-        return PreRoute::Refused(403);
-    }
-    sanitize::request(cfg, conn, scheme, req.headers_mut());
-    if !req.headers().contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
-            req.headers_mut().insert("x-request-id", v);
-        }
-    }
+    let version = req.version();
     let authority = Authority::of(req);
     let path = req
         .uri()
