@@ -2,7 +2,7 @@
 //! `resource=`, `mask=`, `name_regex=`, `include_eds`), `/clusters` and `/listeners` (text and
 //! `?format=json`), `/server_info`, `/ready`, `/stats`, `/stats/prometheus`, and the mutating
 //! `/logging`, `/drain_listeners`, `/quitquitquit`, which answer POST only (GET gets Envoy's
-//! 405). The admin listener binds `admin.address` from the config (Envoy configs put it on
+//! 405); and sluice's own `/xds_status` (the xDS client's state). The admin listener binds `admin.address` from the config (Envoy configs put it on
 //! 127.0.0.1). Everything here reads the current [`Runtime`](crate::server::Runtime); nothing
 //! runs on a request's path.
 
@@ -13,7 +13,8 @@ pub mod logging;
 mod origin;
 pub mod query;
 mod redact;
-mod time;
+pub mod time;
+mod xds_status;
 
 use std::{
     convert::Infallible,
@@ -31,6 +32,7 @@ pub use self::{
     config_dump::{configs, set_canonicalizer, Canonicalizer},
     origin::{ConfigOrigin, DynamicEntry},
     query::{DumpQuery, QueryError},
+    xds_status::StatusProvider,
 };
 use crate::{
     http::{local_reply, Body},
@@ -131,6 +133,7 @@ const HELP: &str = "admin commands are:
   /server_info: print server version/status information
   /stats: print server stats
   /stats/prometheus: print server stats in prometheus format
+  /xds_status: the xDS client's state per resource type and its control-plane stream (sluice only)
 ";
 
 fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
@@ -179,6 +182,7 @@ fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
             (QUIT.get().copied().unwrap_or(terminate_self))();
             reply(200, "OK\n".into(), TEXT)
         }
+        "/xds_status" => reply(200, pretty(&xds_status::json(server, &rt)), JSON),
         "/help" => reply(200, HELP.into(), TEXT),
         _ => reply(404, format!("invalid path. {HELP}"), TEXT),
     }

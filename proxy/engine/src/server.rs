@@ -194,6 +194,8 @@ pub struct Server {
     /// `/ready` answers 200: at once for a static bootstrap, after the first complete xDS
     /// configuration for one with `dynamic_resources` ([`Server::set_ready`]).
     ready: std::sync::atomic::AtomicBool,
+    /// Admin `/xds_status`: registered by the xDS client driving this server, if any.
+    xds_status: std::sync::OnceLock<crate::admin::StatusProvider>,
 }
 
 /// How [`Server::start_with`] runs.
@@ -269,6 +271,7 @@ impl Server {
             bind_listeners: opts.bind_listeners,
             connector: opts.connector.clone(),
             ready: std::sync::atomic::AtomicBool::new(ready),
+            xds_status: std::sync::OnceLock::new(),
         });
         server.reconcile_listeners().await?;
         if let Some(a) = admin.filter(|_| opts.admin) {
@@ -289,6 +292,16 @@ impl Server {
     pub fn set_ready(&self, ready: bool) {
         self.ready
             .store(ready, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Registers what admin `/xds_status` prints (the xDS client's state; first call wins).
+    pub fn set_xds_status(&self, provider: crate::admin::StatusProvider) {
+        let _ = self.xds_status.set(provider);
+    }
+
+    /// The registered `/xds_status` provider, if an xDS client drives this server.
+    pub fn xds_status(&self) -> Option<&crate::admin::StatusProvider> {
+        self.xds_status.get()
     }
 
     /// Whether `/ready` answers 200.

@@ -16,6 +16,7 @@ use sluice_engine::{config::Bootstrap, server::Server};
 use crate::{
     convert::ResourceType,
     core::Core,
+    status::XdsStatus,
     transport::{backoff, connect, Target},
     wire::Wire,
 };
@@ -31,6 +32,8 @@ pub struct ClientConfig {
     pub node: Node,
     /// `set_node_on_first_message_only`: the node only in a stream's first request.
     pub node_first_only: bool,
+    /// What the client knows of its synchronisation (admin `/xds_status`).
+    pub status: Arc<XdsStatus>,
 }
 
 impl ClientConfig {
@@ -41,8 +44,12 @@ impl ClientConfig {
             .as_ref()
             .ok_or("the bootstrap has no dynamic_resources")?;
         let n = b.node.clone().unwrap_or_default();
+        let target = Target::from_bootstrap(b)?;
+        let node_json =
+            serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
         Ok(Self {
-            target: Target::from_bootstrap(b)?,
+            status: XdsStatus::new(node_json, &target, d.ads.delta),
+            target,
             delta: d.ads.delta,
             node_first_only: d.ads.set_node_on_first_message_only,
             node: Node {
@@ -57,19 +64,38 @@ impl ClientConfig {
     }
 }
 
-/// Runs the client forever against `server` (started from the bootstrap's static resources).
+/// Runs the client forever against `server` (started from the bootstrap's static resources)
+/// and registers its status as the server's admin `/xds_status`.
 pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
     let mut core = core;
     let mut attempt = 0u32;
+    let status = cfg.status.clone();
+    status.subscriptions(&core);
+    server.set_xds_status(Arc::new(move || status.json()));
     loop {
-        match connect(&cfg.target).await {
-            Ok(ch) => match stream(&server, &cfg, &mut core, ch).await {
-                Ok(got_response) | Err((got_response, _)) if got_response => attempt = 0,
-                Err((_, e)) => tracing::warn!(error = %e, "xDS stream failed"),
-                Ok(_) => tracing::warn!("xDS stream closed by the server"),
-            },
-            Err(e) => tracing::warn!(error = %e, "xDS connect failed"),
-        }
+        let error = match connect(&cfg.target).await {
+            Ok(ch) => {
+                let r = stream(&server, &cfg, &mut core, ch).await;
+                if matches!(r, Ok(true) | Err((true, _))) {
+                    attempt = 0;
+                }
+                match r {
+                    Err((_, e)) => {
+                        tracing::warn!(error = %e, "xDS stream failed");
+                        format!("stream: {e}")
+                    }
+                    Ok(_) => {
+                        tracing::warn!("xDS stream closed by the server");
+                        "stream closed by the server".to_string()
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "xDS connect failed");
+                format!("connect: {e}")
+            }
+        };
+        cfg.status.disconnected(Some(error));
         let wait = backoff(attempt);
         attempt = attempt.saturating_add(1);
         tracing::info!(?wait, attempt, "xDS reconnecting");
@@ -104,6 +130,7 @@ async fn stream(
     let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only)
         .await
         .map_err(|e| (false, e))?;
+    cfg.status.connected();
     let mut got = false;
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
@@ -124,6 +151,7 @@ async fn stream(
             tracing::warn!(type_url = %resp.type_url, "xDS: ignoring a response of a type not subscribed to");
             continue;
         };
+        cfg.status.received(ty, &resp.version_info, &resp.nonce);
         let before = [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)));
         let now = Instant::now();
         // Decoding and validation are CPU work: this worker hands its other tasks (connections)
@@ -171,14 +199,18 @@ async fn stream(
                 wire.ack(core, ty, &resp.nonce, None)
                     .await
                     .map_err(|e| (got, e))?;
+                cfg.status.acked(ty, &resp.version_info, &resp.nonce);
             }
             Err(detail) => {
                 tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, error = %detail, "xDS NACK");
-                wire.ack(core, ty, &resp.nonce, Some(detail))
+                wire.ack(core, ty, &resp.nonce, Some(detail.clone()))
                     .await
                     .map_err(|e| (got, e))?;
+                cfg.status
+                    .nacked(ty, &resp.version_info, &resp.nonce, &detail);
             }
         }
+        cfg.status.subscriptions(core);
         for (t, old) in &before {
             wire.resubscribe(core, *t, old)
                 .await

@@ -60,6 +60,16 @@ impl ResourceType {
         }
     }
 
+    /// The service's short name (`LDS`, `RDS`, `CDS`, `EDS`), as istioctl's columns say.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ResourceType::Listener => "LDS",
+            ResourceType::Route => "RDS",
+            ResourceType::Cluster => "CDS",
+            ResourceType::Endpoint => "EDS",
+        }
+    }
+
     /// The field holding a resource's name (`cluster_name` for EDS).
     pub fn name_field(self) -> &'static str {
         match self {

@@ -16,5 +16,6 @@ mod fixtures;
 pub mod origin;
 pub mod pool;
 pub mod proxy;
+pub mod status;
 pub mod transport;
 pub mod wire;
