@@ -7,6 +7,7 @@ mod cli;
 mod explain;
 mod install_cni;
 mod proxy_config;
+mod proxy_status;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +40,9 @@ enum Cmd {
     /// istioctl's proxy-config views (listener, route, cluster, endpoint, all) of a proxy's
     /// admin interface (`127.0.0.1:15000`) or of a saved config dump (`-f dump.json`).
     ProxyConfig(proxy_config::Args),
+    /// istioctl's proxy-status (CDS/LDS/EDS/RDS SYNCED, NOT SENT, STALE, NACK; control plane)
+    /// from each proxy's own xDS client state (admin `/xds_status`).
+    ProxyStatus(proxy_status::Args),
     /// How a config routes one request: listener, filter chain, virtual hosts, routes and why
     /// they matched or not, rewrites, header changes, cluster and endpoints.
     Explain(explain::Args),
@@ -237,6 +241,7 @@ fn run() -> Result<()> {
     let cli = match cli.cmd {
         Cmd::Proxy(args) => return Ok(sluice_xds::proxy::run(args)?),
         Cmd::ProxyConfig(args) => return proxy_config::run(&args),
+        Cmd::ProxyStatus(args) => return proxy_status::run(&args),
         Cmd::Explain(args) => return explain::run(&args),
         cmd => Cli { cmd },
     };
@@ -245,7 +250,9 @@ fn run() -> Result<()> {
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
     );
     match cli.cmd {
-        Cmd::Proxy(_) | Cmd::ProxyConfig(_) | Cmd::Explain(_) => unreachable!("dispatched above"),
+        Cmd::Proxy(_) | Cmd::ProxyConfig(_) | Cmd::ProxyStatus(_) | Cmd::Explain(_) => {
+            unreachable!("dispatched above")
+        }
         Cmd::Agent {
             cgroup,
             pin_dir,

@@ -7,10 +7,10 @@
 mod cluster;
 mod dump;
 mod endpoint;
-mod fetch;
+pub(crate) mod fetch;
 mod listener;
 mod route;
-mod table;
+pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 

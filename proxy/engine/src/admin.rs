@@ -2,7 +2,7 @@
 //! `resource=`, `mask=`, `name_regex=`, `include_eds`), `/clusters` and `/listeners` (text and
 //! `?format=json`), `/server_info`, `/ready`, `/stats`, `/stats/prometheus`, and the mutating
 //! `/logging`, `/drain_listeners`, `/quitquitquit`, which answer POST only (GET gets Envoy's
-//! 405); and sluice's own `/xds_status` (the xDS client's state). The admin listener binds `admin.address` from the config (Envoy configs put it on
+//! 405). The admin listener binds `admin.address` from the config (Envoy configs put it on
 //! 127.0.0.1). Everything here reads the current [`Runtime`](crate::server::Runtime); nothing
 //! runs on a request's path.
 

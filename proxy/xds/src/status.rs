@@ -32,6 +32,9 @@ struct TypeState {
     response: Option<Event>,
     ack: Option<Event>,
     nack: Option<(Event, String)>,
+    /// `"ACK"` or `"NACK"`: how the last response was answered; None while it is pending or
+    /// when it was abandoned with its stream.
+    answer: Option<&'static str>,
     pending: bool,
 }
 
@@ -129,6 +132,7 @@ impl XdsStatus {
         let e = event(version, nonce);
         self.with_type(ty, |t| {
             t.response = Some(e);
+            t.answer = None;
             t.pending = true;
         });
     }
@@ -138,6 +142,7 @@ impl XdsStatus {
         let e = event(version, nonce);
         self.with_type(ty, |t| {
             t.ack = Some(e);
+            t.answer = Some("ACK");
             t.pending = false;
         });
     }
@@ -147,6 +152,7 @@ impl XdsStatus {
         let e = event(version, nonce);
         self.with_type(ty, |t| {
             t.nack = Some((e, error.to_string()));
+            t.answer = Some("NACK");
             t.pending = false;
         });
     }
@@ -180,6 +186,7 @@ impl XdsStatus {
                             v["error"] = json!(err);
                             v
                         }),
+                        "last_answer": t.answer,
                         "pending": t.pending,
                     })
                 })
@@ -262,6 +269,11 @@ mod tests {
         assert_eq!(lds["last_ack"]["version_info"], "1");
         assert_eq!(lds["last_nack"]["nonce"], "n-2");
         assert_eq!(lds["last_nack"]["error"], "Listener \"x\": port: bad");
+        assert_eq!(lds["last_answer"], "NACK");
+        s.received(ResourceType::Listener, "3", "n-4");
+        assert_eq!(ty(&s.json(), "LDS")["last_answer"], Value::Null);
+        s.acked(ResourceType::Listener, "3", "n-4");
+        assert_eq!(ty(&s.json(), "LDS")["last_answer"], "ACK");
 
         s.received(ResourceType::Cluster, "3", "n-3");
         s.disconnected(Some("transport error".into()));

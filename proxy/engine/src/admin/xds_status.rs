@@ -3,7 +3,7 @@
 //! engine does not know the client (it lives in `sluice-xds`): the client registers a
 //! [`StatusProvider`] on the server ([`Server::set_xds_status`](crate::server::Server::set_xds_status))
 //! and the admin prints what it returns. A server without one (a static bootstrap) answers
-//! `{"static": true, "node": ...}`.
+//! `{"static": true, "proxy_version": ..., "node": ...}`.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ pub fn json(server: &Server, rt: &Runtime) -> Value {
         Some(p) => p(),
         None => json!({
             "static": true,
+            "proxy_version": concat!("sluice/", env!("CARGO_PKG_VERSION")),
             "node": rt.source.get("node").cloned().unwrap_or_else(|| json!({})),
         }),
     }
