@@ -10,13 +10,16 @@ mod endpoint;
 pub(crate) mod fetch;
 mod listener;
 mod route;
-pub(crate) mod table;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 
 use serde_json::Value;
+
+/// istioctl's tabwriter layout (shared with `proxy-status`).
+pub(crate) use self::table::render as render_table;
 
 /// Which view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

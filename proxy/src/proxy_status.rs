@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::proxy_config::{fetch::get_json, table};
+use crate::proxy_config::{fetch::get_json, render_table};
 
 /// The admin every sidecar serves.
 const DEFAULT_TARGET: &str = "127.0.0.1:15000";
@@ -92,7 +92,7 @@ pub fn render(statuses: &[(String, Value)], output: Output) -> String {
                 .map(String::from)
                 .collect::<Vec<_>>()];
             table.extend(rows.iter().map(Row::cells));
-            let mut out = table::render(&table, 5);
+            let mut out = render_table(&table, 5);
             let nacks: Vec<String> = rows.iter().flat_map(Row::nack_lines).collect();
             if !nacks.is_empty() {
                 out.push('\n');

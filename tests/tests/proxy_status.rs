@@ -15,7 +15,7 @@ use sluice_tests::{
         TestUpstream,
     },
     xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
-    xds_server::{Snapshot, XdsServer, LDS},
+    xds_server::{Snapshot, XdsServer, CDS, LDS},
 };
 
 /// The bound issue 12 sets for a NACK or a lost control plane to show.
@@ -74,6 +74,50 @@ fn all_synced(r: &Value) -> bool {
     words(r).iter().all(|w| w == "SYNCED")
 }
 
+/// Pushes `snap`, whose `ty` resource is bad: proxy-status shows `NACK` for `ty` within the
+/// bound, with the exact `error_detail` the server received (which contains `names`), in the
+/// JSON and in the line after the table. Prints the observed latency.
+async fn nacked(
+    server: &XdsServer,
+    admin: u16,
+    api_type: &str,
+    snap: Snapshot,
+    (ty, type_url): (&str, &str),
+    names: &[&str],
+) {
+    let version = snap.version.clone();
+    let pushed = Instant::now();
+    server.set(snap);
+    let (r, _) = until(admin, &format!("{ty} NACK"), |r| r[ty] == "NACK").await;
+    let latency = pushed.elapsed();
+    let sent = server
+        .wait_for(type_url, &version)
+        .await
+        .error
+        .unwrap_or_else(|| panic!("{ty} v{version} was ACKed"));
+    let nack = &r["nacks"][0];
+    assert_eq!(
+        (&nack["type"], &nack["version_info"]),
+        (&json!(ty), &json!(version)),
+        "{r:#}"
+    );
+    assert_eq!(
+        nack["error"], sent,
+        "proxy-status shows the error_detail the server received"
+    );
+    for n in names {
+        assert!(
+            sent.contains(n),
+            "the error names the resource and field {n:?}: {sent}"
+        );
+    }
+    let table = proxy_status(admin, "short").await;
+    let line = format!("{NODE} {ty} NACK of version {version:?}: {sent}");
+    assert!(table.contains(&line), "{table}");
+    println!("{api_type}: {ty} NACK shown {latency:?} after the push\n{table}");
+    assert!(latency < BOUND, "{ty} NACK shown after {latency:?}");
+}
+
 async fn scenario(api_type: &str) {
     let up = TestUpstream::start("a").await;
     let (port, admin) = (free_port(), free_port());
@@ -115,34 +159,36 @@ async fn scenario(api_type: &str) {
             "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "ghost"}}]}]}}),
     );
     dangling.1["name"] = json!("web3");
-    let pushed = Instant::now();
-    server.set(snapshot("2", vec![dangling]));
-    let (r, _) = until(admin, "LDS NACK", |r| r["LDS"] == "NACK").await;
-    let nack_latency = pushed.elapsed();
-    let sent = server.wait_for(LDS, "2").await.error.expect("v2 NACKed");
-    assert_eq!(r["nacks"][0]["type"], "LDS", "{r:#}");
-    assert_eq!(r["nacks"][0]["version_info"], "2");
-    assert_eq!(
-        r["nacks"][0]["error"], sent,
-        "proxy-status shows the error_detail the server received"
-    );
-    let e = sent.as_str();
-    assert!(
-        e.contains("Listener \"web3\": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.cluster")
-            && e.contains("unknown cluster \"ghost\""),
-        "the error names the resource and the field: {e}"
-    );
-    let table = proxy_status(admin, "short").await;
-    assert!(
-        table.contains(&format!("{NODE} LDS NACK of version \"2\": {sent}")),
-        "{table}"
-    );
-    println!("{api_type}: NACK shown {nack_latency:?} after the push");
-    assert!(nack_latency < BOUND, "NACK shown after {nack_latency:?}");
-
+    nacked(
+        &server,
+        admin,
+        api_type,
+        snapshot("2", vec![dangling]),
+        ("LDS", LDS),
+        &[
+            "Listener \"web3\": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.cluster",
+            "unknown cluster \"ghost\"",
+        ],
+    )
+    .await;
     // 3. A good snapshot: SYNCED again.
     server.set(snapshot("3", vec![]));
     until(admin, "SYNCED after the fix", all_synced).await;
+
+    // 3b. A cluster with a field sluice does not implement: CDS NACK; then SYNCED again.
+    let mut bad = static_cluster("bad", up.port());
+    bad.1["per_connection_buffer_limit_bytes"] = json!(32768);
+    nacked(
+        &server,
+        admin,
+        api_type,
+        snapshot("4", vec![bad]),
+        ("CDS", CDS),
+        &["Cluster \"bad\": per_connection_buffer_limit_bytes: not supported"],
+    )
+    .await;
+    server.set(snapshot("5", vec![]));
+    until(admin, "SYNCED after the cluster fix", all_synced).await;
 
     // 4. The control plane stops: disconnected and STALE within a second.
     let stopped = Instant::now();
@@ -164,7 +210,9 @@ async fn scenario(api_type: &str) {
     );
     let table = proxy_status(admin, "short").await;
     assert!(table.contains("(disconnected"), "{table}");
-    println!("{api_type}: disconnected control plane shown {lost_latency:?} after the stop");
+    println!(
+        "{api_type}: disconnected control plane shown {lost_latency:?} after the stop\n{table}"
+    );
     assert!(
         lost_latency < BOUND,
         "disconnect shown after {lost_latency:?}"
