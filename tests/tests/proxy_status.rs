@@ -1,10 +1,11 @@
 //! `sluice proxy-status` on the real `sluice proxy` driven by the scripted ADS server, State of
 //! the world and Delta (issue 12, test 5): every type SYNCED after the first snapshot; a
-//! snapshot with a bad listener shows `NACK` with the error the client sent the server in
-//! `error_detail` (naming the resource and the field) within one second; a good snapshot makes it
-//! SYNCED again; the server stopped shows the control plane disconnected and every type STALE
-//! within one second; restarted, SYNCED again. The observed latencies are printed. A static
-//! bootstrap shows NOT SENT everywhere and `(static config)`.
+//! snapshot with a bad listener, then one with a bad cluster, shows `NACK` with the error the
+//! client sent the server in `error_detail` (naming the resource and the field) within one
+//! second, and a good snapshot makes it SYNCED again; a listener whose route never comes is
+//! SYNCED and `warming` in `/xds_status`; the server stopped shows the control plane
+//! disconnected and every type STALE within one second; restarted, SYNCED again. The observed
+//! latencies are printed. A static bootstrap shows NOT SENT everywhere and `(static config)`.
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,26 @@ async fn scenario(api_type: &str) {
     .await;
     server.set(snapshot("5", vec![]));
     until(admin, "SYNCED after the cluster fix", all_synced).await;
+
+    // 3c. The listener now names a route that never comes (no fetch timeout): LDS is ACKed
+    // (SYNCED) but the accepted state is not applied; /xds_status says it is warming.
+    let mut hcm = rds("never");
+    hcm["rds"]["config_source"]["initial_fetch_timeout"] = json!("0s");
+    server.set(snapshot("6", vec![listener("web", port, hcm)]));
+    until(admin, "LDS v6 ACKed and warming", |r| {
+        r["xds_status"]["warming"] == true
+            && r["LDS"] == "SYNCED"
+            && r["xds_status"]["types"]
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["type"] == "LDS"))
+                .is_some_and(|t| t["last_ack"]["version_info"] == "6")
+    })
+    .await;
+    server.set(snapshot("7", vec![]));
+    until(admin, "applied again", |r| {
+        all_synced(r) && r["xds_status"]["warming"] == false
+    })
+    .await;
 
     // 4. The control plane stops: disconnected and STALE within a second.
     let stopped = Instant::now();

@@ -109,7 +109,7 @@ pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
             match deadline {
                 Some(d) => {
                     tokio::time::sleep_until(d).await;
-                    tick(&server, &mut core).await;
+                    tick(&server, &mut core, &cfg.status).await;
                 }
                 None => {
                     tokio::time::sleep_until(until).await;
@@ -137,7 +137,7 @@ async fn stream(
         let msg = tokio::select! {
             m = wire.recv() => m,
             _ = sleep_until_opt(deadline) => {
-                tick(server, core).await;
+                tick(server, core, &cfg.status).await;
                 continue;
             }
         };
@@ -227,13 +227,14 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Warming timers: apply what timed-out warming now allows.
-async fn tick(server: &Arc<Server>, core: &mut Core) {
+async fn tick(server: &Arc<Server>, core: &mut Core, status: &XdsStatus) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
         let origin = core.meta.origin(&core.versions);
         if let Err(e) = server.apply_with_origin(bootstrap, doc, origin).await {
             tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
         }
     }
+    status.subscriptions(core);
     if core.is_ready() && !server.is_ready() {
         server.set_ready(true);
     }

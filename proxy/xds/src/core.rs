@@ -134,6 +134,12 @@ impl Core {
         self.ready
     }
 
+    /// Whether the accepted state waits for RDS/EDS resources (or their fetch timeouts) before it
+    /// is applied; meanwhile the previously applied one serves.
+    pub fn warming(&self) -> bool {
+        self.dirty
+    }
+
     /// Checks one response of `ty`; `Err` is the NACK detail.
     pub fn check(
         &self,

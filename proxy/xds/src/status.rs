@@ -44,6 +44,8 @@ struct State {
     since: SystemTime,
     streams: u64,
     last_error: Option<(String, SystemTime)>,
+    /// The accepted state is not applied yet (warming).
+    warming: bool,
     types: BTreeMap<ResourceType, TypeState>,
 }
 
@@ -71,6 +73,7 @@ impl XdsStatus {
                 since: SystemTime::now(),
                 streams: 0,
                 last_error: None,
+                warming: false,
                 types: ResourceType::ALL
                     .into_iter()
                     .map(|t| (t, TypeState::default()))
@@ -115,10 +118,12 @@ impl XdsStatus {
     }
 
     /// Which types the client subscribes to now (LDS/CDS per the bootstrap; RDS/EDS while
-    /// some name is wanted) and how many resources of each it holds.
+    /// some name is wanted), how many resources of each it holds and whether they wait to be
+    /// applied (warming).
     pub fn subscriptions(&self, core: &Core) {
         let types = core.types();
         self.with(|s| {
+            s.warming = core.warming();
             for (ty, t) in s.types.iter_mut() {
                 t.subscribed =
                     types.contains(ty) && (Core::wildcard(*ty) || !core.wanted(*ty).is_empty());
@@ -170,9 +175,10 @@ impl XdsStatus {
         };
         self.with(|s| {
             let (since, since_ago) = at(s.since);
-            let types: Vec<Value> = s
-                .types
+            // Envoy's subscription order: CDS, EDS, LDS, RDS.
+            let types: Vec<Value> = ResourceType::ALL
                 .iter()
+                .filter_map(|ty| s.types.get(ty).map(|t| (ty, t)))
                 .map(|(ty, t)| {
                     json!({
                         "type": ty.short_name(),
@@ -206,6 +212,7 @@ impl XdsStatus {
                         json!({"message": e, "at": t, "ago_ms": ago})
                     }),
                 },
+                "warming": s.warming,
                 "types": types,
             })
         })
@@ -246,6 +253,13 @@ mod tests {
         assert_eq!(v["control_plane"]["api_type"], "DELTA_GRPC");
         assert_eq!(v["control_plane"]["connected"], false);
         assert_eq!(ty(&v, "LDS")["last_response"], Value::Null);
+        let order: Vec<&Value> = v["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["type"])
+            .collect();
+        assert_eq!(order, ["CDS", "EDS", "LDS", "RDS"]);
 
         s.connected();
         s.received(ResourceType::Listener, "1", "n-1");
