@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use sluice_node::agent::protocol::{self, AdminRequest, Request, Response, DEFAULT_CONTROL};
 
@@ -48,9 +48,13 @@ pub fn control_path() -> PathBuf {
 
 /// GETs `path` from a pod's admin through the agent and parses the JSON body.
 pub fn get_json_from_agent(target: &Target, path: &str) -> anyhow::Result<Value> {
-    let (pod, netns) = match *target {
-        Target::Pod(p) => (Some(p.to_string()), None),
-        Target::Netns(n) => (None, Some(n.to_string())),
+    let (pod, netns, hint) = match *target {
+        Target::Pod(p) => (Some(p.to_string()), None, ""),
+        Target::Netns(n) => (
+            None,
+            Some(n.to_string()),
+            " (a TARGET without ':' or '/' is a netns name; an admin address is HOST:PORT)",
+        ),
         Target::Admin(a) => bail!("{a} is an admin address, not a pod"),
     };
     let control = control_path();
@@ -61,7 +65,9 @@ pub fn get_json_from_agent(target: &Target, path: &str) -> anyhow::Result<Value>
         path: path.into(),
     });
     let ctl = control.display();
-    match protocol::call(&control, &req).with_context(|| format!("agent (${CONTROL_ENV})"))? {
+    let answer = protocol::call(&control, &req)
+        .map_err(|e| anyhow!("asking the node agent (${CONTROL_ENV}) for a pod's admin: {e}"))?;
+    match answer {
         Response::Admin {
             pod, status, body, ..
         } => {
@@ -74,7 +80,7 @@ pub fn get_json_from_agent(target: &Target, path: &str) -> anyhow::Result<Value>
             serde_json::from_str(&body)
                 .with_context(|| format!("GET {path} from pod {pod}: not JSON"))
         }
-        Response::Error { message } => bail!("agent at {ctl}: {message}"),
+        Response::Error { message } => bail!("agent at {ctl}: {message}{hint}"),
         other => bail!("agent at {ctl}: unexpected answer {other:?}"),
     }
 }
