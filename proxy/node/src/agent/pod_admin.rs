@@ -118,27 +118,15 @@ fn respond(
 /// runs the admin handler (a dump never holds the registry). Errors name the pod.
 pub async fn control(req: AdminRequest, registry: &Mutex<Registry>) -> ControlResponse {
     let error = |message: String| ControlResponse::Error { message };
-    let target = match (&req.pod, &req.netns) {
-        (Some(p), None) => PodRef::Name(p),
-        (None, Some(n)) => PodRef::Netns(n),
-        _ => {
-            return error("admin: give exactly one of \"pod\" (NAMESPACE/NAME) or \"netns\"".into())
-        }
+    let (target, method) = match parse(&req) {
+        Ok(t) => t,
+        Err(message) => return error(message),
     };
     let found = registry.lock().await.admin_server(&target);
     let (pod, server) = match found {
         Ok(f) => f,
         Err(e) => return error(e.to_string()),
     };
-    let Ok(method) = Method::from_bytes(req.method.as_bytes()) else {
-        return error(format!("pod {pod}: {:?} is not an HTTP method", req.method));
-    };
-    if !req.path.starts_with('/') {
-        return error(format!(
-            "pod {pod}: admin path {:?} must start with /",
-            req.path
-        ));
-    }
     let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
     let resp = respond(&server, &pod, &method, path, query, Origin::Control);
     let status = resp.status().as_u16();
@@ -166,6 +154,25 @@ pub async fn control(req: AdminRequest, registry: &Mutex<Registry>) -> ControlRe
         content_type,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// Checks a request before the registry is asked: exactly one of `pod` and `netns`, an HTTP
+/// method, a path starting with `/`. The error names the pod as given.
+fn parse(req: &AdminRequest) -> Result<(PodRef<'_>, Method), String> {
+    let (target, name) = match (&req.pod, &req.netns) {
+        (Some(p), None) => (PodRef::Name(p), p),
+        (None, Some(n)) => (PodRef::Netns(n), n),
+        _ => return Err("admin: give exactly one of \"pod\" (NAMESPACE/NAME) or \"netns\"".into()),
+    };
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| format!("pod {name}: {:?} is not an HTTP method", req.method))?;
+    if !req.path.starts_with('/') {
+        return Err(format!(
+            "pod {name}: admin path {:?} must start with /",
+            req.path
+        ));
+    }
+    Ok((target, method))
 }
 
 /// A pod's admin port: 127.0.0.1:`port` bound inside its netns, served until [`close`].
@@ -271,6 +278,35 @@ async fn serve(listener: TcpListener, server: Arc<Server>, pod: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_checked_before_the_registry() {
+        let req = |pod: Option<&str>, netns: Option<&str>, method: &str, path: &str| {
+            let r = AdminRequest {
+                pod: pod.map(Into::into),
+                netns: netns.map(Into::into),
+                method: method.into(),
+                path: path.into(),
+            };
+            parse(&r).map(|(t, m)| (format!("{t:?}"), m))
+        };
+        assert_eq!(
+            req(Some("ns/a"), None, "GET", "/ready"),
+            Ok(("Name(\"ns/a\")".into(), Method::GET))
+        );
+        assert_eq!(
+            req(None, Some("pod1"), "POST", "/logging?level=info"),
+            Ok(("Netns(\"pod1\")".into(), Method::POST))
+        );
+        for (pod, netns) in [(None, None), (Some("ns/a"), Some("pod1"))] {
+            let e = req(pod, netns, "GET", "/ready").unwrap_err();
+            assert!(e.contains("exactly one of"), "{e}");
+        }
+        let e = req(Some("ns/a"), None, "GE T", "/ready").unwrap_err();
+        assert_eq!(e, r#"pod ns/a: "GE T" is not an HTTP method"#);
+        let e = req(None, Some("pod1"), "GET", "config_dump").unwrap_err();
+        assert_eq!(e, r#"pod pod1: admin path "config_dump" must start with /"#);
+    }
 
     #[test]
     fn node_mode_refuses_process_wide_posts() {
