@@ -280,3 +280,16 @@ fn admin_op_errors_name_the_pod() {
     let err = admin(&node, Some("default/plain"), Some("x"), "/ready").unwrap_err();
     assert!(err.contains("exactly one of"), "{err}");
 }
+
+/// `--pod-admin-port 0`: no port in the pod; the control socket still serves the pod's admin.
+#[test]
+fn pod_admin_port_zero_binds_nothing_in_the_pod() {
+    let p = L7Pods::new("pz");
+    let node = Node::start_with("pz", &["--config", &p.cfg, "--pod-admin-port", "0"]);
+    node.enroll(&p.client, &["--mode", "node"]);
+    assert_eq!(node.pod(&p.client).admin, None);
+    let (code, _) = curl_admin(&p, &node, &p.client, &[], "/ready");
+    assert_eq!(code, 7, "no admin port in the pod");
+    let (status, body) = admin(&node, None, Some(p.client.name()), "/ready").expect("control");
+    assert_eq!((status, body.as_str()), (200, "LIVE\n"));
+}

@@ -214,9 +214,16 @@ impl AdminPort {
     }
 
     /// Stops accepting and waits until the socket is closed (requests in flight finish).
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.task.abort();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for AdminPort {
+    /// Dropped without [`AdminPort::close`] (an error path): the socket still closes, soon.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

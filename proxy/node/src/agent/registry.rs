@@ -295,7 +295,6 @@ impl Registry {
                 None,
             ),
         };
-        let admin = self.start_admin(&bound, engine.as_ref());
         let served = bound
             .sockets
             .serve(&(out_ctx.clone(), outbound), &(in_ctx.clone(), inbound))
@@ -304,6 +303,7 @@ impl Registry {
                 op: "register listener".into(),
                 source,
             })?;
+        let admin = self.start_admin(&bound.netns_arg, &bound.netns, engine.as_ref());
         Ok(PodListeners {
             served,
             ctx: out_ctx,
@@ -315,16 +315,20 @@ impl Registry {
 
     /// Binds and serves the pod's admin port when the pod has an engine. A port the pod already
     /// uses is a warning, not a failed enrollment: the control socket still serves the admin.
-    fn start_admin(&self, bound: &BoundSockets, engine: Option<&PodServers>) -> Option<AdminPort> {
+    fn start_admin(
+        &self,
+        netns_arg: &str,
+        netns: &Netns,
+        engine: Option<&PodServers>,
+    ) -> Option<AdminPort> {
         let server = engine.and_then(crate::agent::pod_admin::admin_server)?;
         if self.pod_admin_port == 0 {
             return None;
         }
-        let pod = bound.netns_arg.clone();
-        match AdminPort::start(&bound.netns, self.pod_admin_port, server, pod) {
+        match AdminPort::start(netns, self.pod_admin_port, server, netns_arg.to_string()) {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::warn!(netns = %bound.netns_arg, error = %e, "pod admin port not served");
+                tracing::warn!(netns = %netns_arg, error = %e, "pod admin port not served");
                 None
             }
         }
