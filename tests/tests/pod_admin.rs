@@ -116,7 +116,8 @@ fn node_mode_pods_have_their_own_admin_by_name_netns_and_in_pod_port() {
     let p = L7Pods::new("pa");
     let node = Node::start_with("pa", &["--config", &p.cfg]);
     enroll_as(&node, &p.client, "default", "notebook");
-    node.enroll(&p.server, &["--mode", "node"]);
+    let line = node.enroll(&p.server, &["--mode", "node"]);
+    assert!(line.contains(" admin=127.0.0.1:15000"), "{line}");
     assert_eq!(
         node.pod(&p.client).admin.as_deref(),
         Some("127.0.0.1:15000"),
