@@ -216,6 +216,11 @@ fn node_mode_pods_have_their_own_admin_by_name_netns_and_in_pod_port() {
     let (status, body) =
         admin_with(&node, Some(POD), None, "POST", "/drain_listeners").expect("drain");
     assert_eq!(status, 501, "{body}");
+    // The operator (control socket) may set the agent's log level: one process, every pod.
+    let (status, body) =
+        admin_with(&node, Some(POD), None, "POST", "/logging?level=info").expect("logging");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("active loggers"), "{body}");
     assert_eq!(admin(&node, Some(POD), None, "/ready").unwrap().0, 200);
     p.get_svc(&node);
 
