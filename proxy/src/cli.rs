@@ -90,6 +90,9 @@ pub fn pod_line(p: &PodStatus) -> String {
     if let Some(id) = &p.pod {
         let _ = write!(line, " pod={} container={}", pod_name(p), id.container_id);
     }
+    if let Some(admin) = &p.admin {
+        let _ = write!(line, " admin={admin}");
+    }
     line
 }
 

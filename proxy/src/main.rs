@@ -96,6 +96,10 @@ enum Cmd {
         /// per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
+        /// netns; 0 = none (the control socket's `admin` op still serves it).
+        #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
+        pod_admin_port: u16,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -267,6 +271,7 @@ fn run() -> Result<()> {
             control_allow_uids,
             drain_timeout,
             workers,
+            pod_admin_port,
         } => {
             let upgrade_from = upgrade_from
                 .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
@@ -302,6 +307,7 @@ fn run() -> Result<()> {
                     health: health_addr,
                     idle_after_handover,
                     control_allow_uids,
+                    pod_admin_port,
                 },
                 handlers,
             ))?;

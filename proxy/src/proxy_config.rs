@@ -11,6 +11,7 @@ pub(crate) mod fetch;
 mod listener;
 mod route;
 mod table;
+mod target;
 #[cfg(test)]
 mod tests;
 
@@ -53,7 +54,9 @@ pub struct Args {
     /// listener, route, cluster, endpoint or all.
     #[arg(value_enum)]
     pub view: View,
-    /// The proxy's admin address (e.g. 127.0.0.1:15000); or use --file.
+    /// The proxy's admin address (e.g. 127.0.0.1:15000), a node-mode pod as NAMESPACE/NAME or
+    /// its netns name or path (asked through the agent at $SLUICE_CONTROL, default
+    /// /run/sluice/agent.sock); or use --file.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
     pub target: Option<String>,
     /// A saved `/config_dump` (for `endpoint`: also a `/clusters?format=json` answer).

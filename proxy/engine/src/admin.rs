@@ -137,13 +137,19 @@ const HELP: &str = "admin commands are:
 ";
 
 fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
+    respond(server, req.method(), req.uri().path(), query)
+}
+
+/// The admin's answer to `method path?query` on `server`: what the admin listener serves, and
+/// what the node agent serves for each pod (sluice-node's `pod_admin`, which refuses the
+/// process-wide paths first).
+pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Response<Body> {
     let format_json = query::params(query).any(|(k, v)| k == "format" && v == "json");
-    if MUTATING.contains(&path) && req.method() != Method::POST {
+    if MUTATING.contains(&path) && method != Method::POST {
         return reply(
             405,
-            format!("Method {} not allowed, POST required.", req.method()),
+            format!("Method {method} not allowed, POST required."),
             TEXT,
         );
     }

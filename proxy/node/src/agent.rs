@@ -4,6 +4,7 @@
 pub mod control;
 pub mod fd_passing;
 pub mod health;
+pub mod pod_admin;
 pub mod protocol;
 pub mod registry;
 mod reload;
@@ -56,6 +57,9 @@ pub struct AgentOptions {
     /// Uids besides root (and the agent's own) whose processes may use the control socket
     /// (checked with `SO_PEERCRED` on every connection).
     pub control_allow_uids: Vec<u32>,
+    /// Port of each node-mode L7 pod's admin on 127.0.0.1 inside its netns
+    /// ([`pod_admin::DEFAULT_POD_ADMIN_PORT`]); 0 = none (the control socket still serves it).
+    pub pod_admin_port: u16,
 }
 
 /// Errors starting the agent.
@@ -131,6 +135,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
     let mut registry = Registry::new(datapath, handlers);
+    registry.set_pod_admin_port(opts.pod_admin_port);
     let (adopted, pending) = match handover {
         Some(h) => {
             let (pods, fds, pending) = h.into_parts();

@@ -1,6 +1,6 @@
 //! Reading a proxy's admin interface: a plain HTTP/1.1 GET (Content-Length or chunked
 //! answers, as sluice and Envoy send them) of `/config_dump?include_eds` and, for endpoints,
-//! `/clusters?format=json`.
+//! `/clusters?format=json`; a node-mode pod's admin is asked through the agent (`target`).
 
 use std::{
     io::{Read, Write},
@@ -11,12 +11,25 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 
-use super::{Inputs, View};
+use super::{
+    target::{get_json_from_agent, Target},
+    Inputs, View,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// GETs `path` from the admin at `target` and parses the JSON body.
+/// GETs `path` from the admin `target` names and parses the JSON body: `HOST:PORT`, or a
+/// node-mode pod (`NAMESPACE/NAME`, a netns name or path) through the agent (see
+/// [`super::target`]).
 pub fn get_json(target: &str, path: &str) -> anyhow::Result<Value> {
+    match Target::parse(target) {
+        Target::Admin(addr) => get_json_at(addr, path),
+        pod => get_json_from_agent(&pod, path),
+    }
+}
+
+/// GETs `path` from the admin listening at `target` (`HOST:PORT`).
+fn get_json_at(target: &str, path: &str) -> anyhow::Result<Value> {
     let addr: SocketAddr = target
         .to_socket_addrs()
         .with_context(|| format!("admin address {target:?}: expected HOST:PORT"))?

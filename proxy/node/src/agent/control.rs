@@ -119,6 +119,11 @@ pub async fn serve_client(
 }
 
 async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> Response {
+    // Takes the lock only to find the pod's server: a dump never holds the registry.
+    let req = match req {
+        Request::Admin(a) => return super::pod_admin::control(a, registry).await,
+        req => req,
+    };
     let mut reg = registry.lock().await;
     let error = |e: registry::AgentError| {
         warn!(error = %e, "request refused");
@@ -161,6 +166,7 @@ async fn handle(req: Request, fds: Vec<OwnedFd>, registry: &Mutex<Registry>) -> 
             },
             Err(e) => error(e),
         },
+        Request::Admin(_) => unreachable!("answered above, without the lock"),
         Request::UpgradeBegin | Request::UpgradeCommit => Response::Error {
             message: "upgrade_commit without a hand-over on this connection".into(),
         },

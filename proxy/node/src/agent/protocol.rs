@@ -55,6 +55,29 @@ pub enum Request {
     /// one stops accepting, answers [`Response::Draining`] and exits once its connections end
     /// (or its drain deadline passes).
     UpgradeCommit,
+    /// One request to a node-mode pod's admin (`sluice proxy-config NAMESPACE/NAME`): the
+    /// engine's admin handler run on that pod's live server (`agent::pod_admin`).
+    Admin(AdminRequest),
+}
+
+/// [`Request::Admin`]: which pod (exactly one of `pod` and `netns`) and the HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRequest {
+    /// `NAMESPACE/NAME` of a pod enrolled with that identity (CNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pod's netns: a name under /run/netns or a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// HTTP method (default GET); mutating paths answer POST only, as in Envoy.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path and query, e.g. `/config_dump?include_eds`.
+    pub path: String,
+}
+
+fn default_method() -> String {
+    "GET".into()
 }
 
 /// The agent's answer.
@@ -111,6 +134,17 @@ pub enum Response {
         /// How long it waits for them at most, in milliseconds.
         drain_timeout_ms: u64,
     },
+    /// Answer to [`Request::Admin`]: what the pod's admin answered (any HTTP status).
+    Admin {
+        /// The pod (`NAMESPACE/NAME` when known, else its netns).
+        pod: String,
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type` of the body.
+        content_type: String,
+        /// The body (at most `pod_admin::MAX_ADMIN_BODY` bytes).
+        body: String,
+    },
     /// The request was refused; nothing changed.
     Error {
         /// What was wrong, naming the value.
@@ -152,6 +186,9 @@ pub struct PodStatus {
     /// Who the pod is, when enrolled by the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodIdentity>,
+    /// The pod's admin address inside its netns (node mode with `--config`, `--pod-admin-port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
     /// Config version of the pod's L7 engine servers (outbound, inbound; node mode with
     /// `--config`): what the pod's own engine is running right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +303,17 @@ mod tests {
         let reg: Request =
             serde_json::from_str(r#"{"op":"register_inbound","netns":"p"}"#).unwrap();
         assert_eq!(reg, Request::RegisterInbound { netns: "p".into() });
+        let admin: Request =
+            serde_json::from_str(r#"{"op":"admin","pod":"default/web","path":"/ready"}"#).unwrap();
+        assert_eq!(
+            admin,
+            Request::Admin(AdminRequest {
+                pod: Some("default/web".into()),
+                netns: None,
+                method: "GET".into(),
+                path: "/ready".into(),
+            })
+        );
         let err = Response::Error {
             message: "m".into(),
         };

@@ -10,7 +10,10 @@ use sluice_common::{Counter, PROXY_MARK};
 use sluice_engine::server::Server;
 use tracing::info;
 
-use super::protocol::{PodStatus, StatusReport};
+use super::{
+    pod_admin::{AdminPort, DEFAULT_POD_ADMIN_PORT},
+    protocol::{PodStatus, StatusReport},
+};
 use crate::{
     bpf::{BpfError, Datapath},
     l7capture::PodServers,
@@ -23,6 +26,10 @@ use crate::{
 
 // CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
 mod lifecycle;
+// Finding a pod's engine server for its admin (by NAMESPACE/NAME or netns).
+mod lookup;
+
+pub use self::lookup::PodRef;
 
 /// Why an agent request was refused. Each names the netns or value.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,12 @@ pub enum AgentError {
     /// The L7 engine could not start for the pod.
     #[error("netns {netns}: L7 engine: {message}")]
     L7 { netns: String, message: String },
+    /// An admin request for a pod the agent does not know (by `NAMESPACE/NAME` or netns).
+    #[error("no enrolled pod {0}")]
+    NoPod(String),
+    /// An admin request for a pod without an L7 engine; the reason says why.
+    #[error("pod {pod} has no L7 engine ({reason})")]
+    NoEngine { pod: String, reason: String },
 }
 
 /// Names of the eBPF counters, in the order `sluice status` prints them (every [`Counter`]; the
@@ -81,11 +94,16 @@ struct PodListeners {
     ctx: Arc<ListenerContext>,
     inbound_ctx: Arc<ListenerContext>,
     engine: Option<PodServers>,
+    /// The pod's admin on 127.0.0.1:`--pod-admin-port` in its netns (with an engine).
+    admin: Option<AdminPort>,
 }
 
 impl PodListeners {
-    /// Stops accepting; see [`ServedSockets::close`].
+    /// Stops accepting (the admin port too); see [`ServedSockets::close`].
     async fn close(self) {
+        if let Some(a) = self.admin {
+            a.close().await;
+        }
         self.served.close().await;
     }
 }
@@ -123,6 +141,8 @@ pub struct Registry {
     datapath: Datapath,
     handlers: Handlers,
     pods: HashMap<u64, Pod>,
+    /// Port of each engine-served pod's admin (0 = none).
+    pod_admin_port: u16,
 }
 
 impl Registry {
@@ -132,7 +152,13 @@ impl Registry {
             datapath,
             handlers,
             pods: HashMap::new(),
+            pod_admin_port: DEFAULT_POD_ADMIN_PORT,
         }
+    }
+
+    /// Port of the admin bound in each engine-served pod from now on (0 = none).
+    pub fn set_pod_admin_port(&mut self, port: u16) {
+        self.pod_admin_port = port;
     }
 
     /// Enrolls or re-enrolls a pod. Everything is validated and every listener bound before the
@@ -277,12 +303,35 @@ impl Registry {
                 op: "register listener".into(),
                 source,
             })?;
+        let admin = self.start_admin(&bound.netns_arg, &bound.netns, engine.as_ref());
         Ok(PodListeners {
             served,
             ctx: out_ctx,
             inbound_ctx: in_ctx,
             engine,
+            admin,
         })
+    }
+
+    /// Binds and serves the pod's admin port when the pod has an engine. A port the pod already
+    /// uses is a warning, not a failed enrollment: the control socket still serves the admin.
+    fn start_admin(
+        &self,
+        netns_arg: &str,
+        netns: &Netns,
+        engine: Option<&PodServers>,
+    ) -> Option<AdminPort> {
+        let server = engine.and_then(crate::agent::pod_admin::admin_server)?;
+        if self.pod_admin_port == 0 {
+            return None;
+        }
+        match AdminPort::start(netns, self.pod_admin_port, server, netns_arg.to_string()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(netns = %netns_arg, error = %e, "pod admin port not served");
+                None
+            }
+        }
     }
 
     /// After an agent restart: the pinned policy map still holds the pods enrolled earlier.
@@ -471,6 +520,7 @@ impl Registry {
             let ist = &l.inbound_ctx.stats;
             s.inbound_accepted = ist.accepted.load(Ordering::Relaxed);
             s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
+            s.admin = l.admin.as_ref().map(|a| a.addr().to_string());
             s.engine_versions = l.engine.as_ref().map(|e| {
                 let version = |s: &Option<Arc<Server>>| s.as_ref().map(|s| s.runtime().version);
                 (version(&e.outbound), version(&e.inbound))
