@@ -1,8 +1,8 @@
 //! `sluice proxy-status [TARGET ...] [-o short|json]`: istioctl's proxy-status table (NAME,
 //! CLUSTER, CDS, LDS, EDS, RDS, ECDS, ISTIOD, VERSION) for each proxy, computed from the
 //! proxy's own xDS client state (admin `/xds_status`) rather than from the control plane's
-//! view as istioctl does. TARGET is whatever `proxy-config` accepts (an admin address); the
-//! default is `127.0.0.1:15000`. A NACKed type shows `NACK`, and the rejected version and error
+//! view as istioctl does. TARGET is whatever `proxy-config` accepts (an admin address, a
+//! node-mode pod as `NAMESPACE/NAME` or its netns); the default is `127.0.0.1:15000`. A NACKed type shows `NACK`, and the rejected version and error
 //! follow the table; a disconnected control plane shows every received type `STALE` and
 //! `(disconnected ... ago)` after its address. The views are pure functions of the JSON.
 
@@ -33,7 +33,9 @@ pub enum Output {
 /// `sluice proxy-status` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Proxies to ask: admin addresses (HOST:PORT); default 127.0.0.1:15000.
+    /// Proxies to ask: admin addresses (HOST:PORT), node-mode pods as NAMESPACE/NAME or their
+    /// netns name or path (asked through the agent at $SLUICE_CONTROL, default
+    /// /run/sluice/agent.sock); default 127.0.0.1:15000.
     pub targets: Vec<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Short)]
@@ -145,7 +147,10 @@ impl<'a> Row<'a> {
         let metadata = &node["metadata"];
         Row {
             target,
-            name: str_of(&node["id"]),
+            // `node.id`; a config without one (a node-mode pod's) is named by its TARGET.
+            name: Some(str_of(&node["id"]))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| target.to_string()),
             // istioctl's CLUSTER is the proxy's CLUSTER_ID; without it, node.cluster.
             cluster: Some(str_of(&metadata["CLUSTER_ID"]))
                 .filter(|c| !c.is_empty())

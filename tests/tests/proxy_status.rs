@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::{
+    agent_node::Node,
+    l7_pods::L7Pods,
     upstream::{
         harness::{free_port, sluice_bin, ProxyProcess},
         TestUpstream,
@@ -282,4 +284,28 @@ async fn a_static_bootstrap_shows_not_sent_and_static_config() {
     assert_eq!(words(&r), ["NOT SENT"; 4].map(String::from));
     assert_eq!(r["control_plane"], "(static config)");
     drop(proxy);
+}
+
+/// A node-mode pod (no xDS in the agent yet) by its netns through the agent's control socket:
+/// named by the TARGET (its config has no node id), NOT SENT everywhere, `(static config)`.
+#[test]
+fn a_node_mode_pod_by_netns_shows_static_config() {
+    let p = L7Pods::new("pst");
+    let node = Node::start_with("pst", &["--config", &p.cfg]);
+    node.enroll(&p.client, &["--mode", "node"]);
+    let out = std::process::Command::new(sluice_bin())
+        .args(["proxy-status", p.client.name(), "-o", "json"])
+        .env("SLUICE_CONTROL", node.control.path())
+        .output()
+        .expect("run sluice proxy-status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v[0]["name"], p.client.name(), "{v:#}");
+    assert_eq!(v[0]["control_plane"], "(static config)");
+    assert_eq!(words(&v[0]), ["NOT SENT"; 4].map(String::from));
 }

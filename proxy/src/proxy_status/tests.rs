@@ -85,3 +85,12 @@ fn json_carries_the_words_the_nacks_and_the_raw_status() {
     assert_eq!(v[0]["xds_status"], s);
     assert_eq!(v[0]["target"], "127.0.0.1:1");
 }
+
+#[test]
+fn a_proxy_without_node_id_is_named_by_its_target() {
+    let s = json!({"static": true, "proxy_version": "sluice/0.1.0", "node": {}});
+    let out = render(&[("default/notebook".into(), s)], Output::Json);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["name"], "default/notebook");
+    assert_eq!(v[0]["control_plane"], "(static config)");
+}
