@@ -20,6 +20,10 @@ use crate::proxy_config::{fetch::get_json, render_table};
 const DEFAULT_TARGET: &str = "127.0.0.1:15000";
 /// The columns' types, in istioctl's order (ECDS: sluice never subscribes to it).
 const TYPES: [&str; 4] = ["CDS", "LDS", "EDS", "RDS"];
+/// istioctl's header (`ISTIOD`: here the control plane's address).
+const HEADER: [&str; 9] = [
+    "NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION",
+];
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,11 +92,7 @@ pub fn render(statuses: &[(String, Value)], output: Output) -> String {
             serde_json::to_string_pretty(&all).unwrap_or_default() + "\n"
         }
         Output::Short => {
-            let mut table = vec![["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS"]
-                .into_iter()
-                .chain(["ISTIOD", "VERSION"])
-                .map(String::from)
-                .collect::<Vec<_>>()];
+            let mut table = vec![HEADER.map(String::from).to_vec()];
             table.extend(rows.iter().map(Row::cells));
             let mut out = render_table(&table, 5);
             let nacks: Vec<String> = rows.iter().flat_map(Row::nack_lines).collect();

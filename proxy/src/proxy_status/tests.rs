@@ -94,3 +94,12 @@ fn a_proxy_without_node_id_is_named_by_its_target() {
     assert_eq!(v[0]["name"], "default/notebook");
     assert_eq!(v[0]["control_plane"], "(static config)");
 }
+
+#[test]
+fn ages_as_kubectl_prints_them() {
+    let age = |ms| super::age(std::time::Duration::from_millis(ms));
+    assert_eq!(
+        [age(850), age(12_400), age(184_000), age(7_500_000)],
+        ["850ms", "12s", "3m4s", "2h5m"]
+    );
+}
