@@ -95,7 +95,7 @@ pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
                 format!("connect: {e}")
             }
         };
-        cfg.status.disconnected(Some(error));
+        cfg.status.disconnected(error);
         let wait = backoff(attempt);
         attempt = attempt.saturating_add(1);
         tracing::info!(?wait, attempt, "xDS reconnecting");

@@ -99,18 +99,16 @@ impl XdsStatus {
         });
     }
 
-    /// Connecting failed or the open stream ended (`error`: why, if it failed). A response
-    /// received but not answered on that stream is abandoned.
-    pub fn disconnected(&self, error: Option<String>) {
+    /// Connecting failed or the open stream ended (`error`: why). A response received but not
+    /// answered on that stream is abandoned.
+    pub fn disconnected(&self, error: String) {
         self.with(|s| {
             let now = SystemTime::now();
             if s.connected {
                 s.connected = false;
                 s.since = now;
             }
-            if let Some(e) = error {
-                s.last_error = Some((e, now));
-            }
+            s.last_error = Some((error, now));
             for t in s.types.values_mut() {
                 t.pending = false;
             }
@@ -290,7 +288,7 @@ mod tests {
         assert_eq!(ty(&s.json(), "LDS")["last_answer"], "ACK");
 
         s.received(ResourceType::Cluster, "3", "n-3");
-        s.disconnected(Some("transport error".into()));
+        s.disconnected("transport error".into());
         let v = s.json();
         assert_eq!(v["control_plane"]["connected"], false);
         assert_eq!(

@@ -25,3 +25,29 @@ pub fn json(server: &Server, rt: &Runtime) -> Value {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use crate::testing;
+
+    #[tokio::test]
+    async fn static_until_a_client_registers_its_provider() {
+        let b = testing::bootstrap(&[("/", "b")], &[("b", "127.0.0.1:9".parse().unwrap())]);
+        let (server, _) = testing::serve(b, None).await;
+        let v = super::json(&server, &server.runtime());
+        assert_eq!(v["static"], true, "{v}");
+        assert_eq!(
+            v["proxy_version"],
+            concat!("sluice/", env!("CARGO_PKG_VERSION"))
+        );
+        server.set_xds_status(Arc::new(|| json!({"control_plane": {"connected": true}})));
+        assert_eq!(
+            super::json(&server, &server.runtime()),
+            json!({"control_plane": {"connected": true}})
+        );
+    }
+}
