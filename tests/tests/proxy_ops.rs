@@ -333,6 +333,23 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
         prom.contains("envoy_http_downstream_rq_2xx{envoy_http_conn_manager_prefix=\"ingress\"} 1"),
         "{prom}"
     );
+    // Istio's metrics: cluster `a` is not an Istio name, so the destination is unknown; the port
+    // is the listener's.
+    let istio = format!(
+        "istio_requests_total{{reporter=\"source\",destination_service=\"unknown\",\
+         destination_service_name=\"unknown\",destination_service_namespace=\"unknown\",\
+         destination_port=\"{port}\",request_protocol=\"http\",response_code=\"200\",\
+         response_flags=\"-\"}} 1"
+    );
+    assert!(prom.contains(&istio), "{istio} in\n{prom}");
+    assert!(
+        prom.contains("# TYPE istio_request_duration_milliseconds histogram"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("istio_tcp_connections_opened_total{reporter=\"source\""),
+        "{prom}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,7 +54,11 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::{stats::HttpStats, ConnObserver},
+    server::{
+        istio::{self, RequestSeries},
+        stats::HttpStats,
+        ConnObserver,
+    },
     upstream::Cluster,
 };
 
@@ -95,6 +99,9 @@ pub struct Hcm {
     routes: Vec<Vec<RouteClusters>>,
     /// All clusters by name (cluster_header routes only).
     by_name: HashMap<String, Arc<Cluster>>,
+    /// Istio request series per cluster name, and for requests that reached no cluster.
+    istio: HashMap<String, Arc<RequestSeries>>,
+    istio_unknown: Arc<RequestSeries>,
 }
 
 /// The downstream connection a request arrived on.
@@ -111,11 +118,13 @@ pub struct ConnInfo {
 }
 
 impl Hcm {
-    /// Resolves every route's clusters against `clusters` and starts the access loggers.
+    /// Resolves every route's clusters against `clusters` and starts the access loggers;
+    /// `reporter` is Istio's side of the listener the HCM serves.
     pub fn build(
         cfg: Arc<config::HttpConnectionManager>,
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
+        reporter: istio::Reporter,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg
@@ -144,13 +153,31 @@ impl Hcm {
                     .collect()
             })
             .collect();
+        let istio = clusters
+            .keys()
+            .map(|n| {
+                let d = istio::Destination::of_cluster(n);
+                (n.clone(), stats.istio.requests(reporter, d))
+            })
+            .collect();
         Self {
+            istio,
+            istio_unknown: stats
+                .istio
+                .requests(reporter, istio::Destination::unknown()),
             stats: stats.http(&cfg.stat_prefix),
             log: AccessLogger::start(&cfg.access_log),
             cfg,
             routes,
             by_name: clusters.clone(),
         }
+    }
+
+    /// The Istio series of requests sent to `cluster`.
+    fn series(&self, cluster: &Cluster) -> &Arc<RequestSeries> {
+        self.istio
+            .get(cluster.spec.name.as_str())
+            .unwrap_or(&self.istio_unknown)
     }
 
     fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {
@@ -368,10 +395,15 @@ pub async fn handle(
             preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
             preroute::Refused::MissingHost => ("", true),
         };
-        return (
-            refuse_before_routing(&hcm, r.status(), body, close),
+        let resp = refuse_before_routing(&hcm, r.status(), body, close);
+        hcm.istio_unknown.record(
+            r.status(),
             Flag::None,
+            false,
+            conn.orig_dst.port(),
+            start.elapsed(),
         );
+        return (resp, Flag::None);
     }
     let authority = Authority::of(&req);
     let path = req
@@ -397,6 +429,11 @@ pub async fn handle(
     });
 
     let method = req.method().clone();
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut series = &hcm.istio_unknown;
     // A local reply leaves a request body unread: Envoy then closes the connection.
     let body_pending = !req.body().is_end_stream();
     let mut close = false;
@@ -481,6 +518,7 @@ pub async fn handle(
                     o
                 }
                 Some(cluster) => {
+                    series = hcm.series(&cluster);
                     let plan = forward::Plan::new(
                         &fwd,
                         &conn,
@@ -520,6 +558,7 @@ pub async fn handle(
         500..=599 => hcm.stats.downstream_rq_5xx.inc(),
         _ => {}
     }
+    series.record(status, flag, grpc, conn.orig_dst.port(), start.elapsed());
     if let Some(mut e) = log_entry {
         e.status = status;
         e.flags = flag.as_str();

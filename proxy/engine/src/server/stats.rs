@@ -131,6 +131,8 @@ pub struct StatsStore {
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// `server.*` counters.
     pub server: ServerStats,
+    /// Istio's standard metrics.
+    pub istio: Arc<super::istio::IstioMetrics>,
 }
 
 stat_struct!(
