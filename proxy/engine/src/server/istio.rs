@@ -78,7 +78,7 @@ impl Destination {
         Self::named(UNKNOWN, None)
     }
 
-    fn named(what: &str, port: Option<u16>) -> Self {
+    pub(crate) fn named(what: &str, port: Option<u16>) -> Self {
         Self {
             service: what.into(),
             name: what.into(),

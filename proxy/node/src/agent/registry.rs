@@ -23,6 +23,7 @@ use crate::{
 
 // CNI release by container id and the graceful-upgrade hand-over (lifecycle helper's file).
 mod lifecycle;
+mod metrics;
 
 /// Why an agent request was refused. Each names the netns or value.
 #[derive(Debug, thiserror::Error)]

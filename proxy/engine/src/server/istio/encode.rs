@@ -25,6 +25,9 @@ pub struct Target {
     pub workload_namespace: Option<String>,
     /// The servers' metrics.
     pub metrics: Vec<Arc<IstioMetrics>>,
+    /// At most this many label sets per family for this target (0: no cap); the others are
+    /// summed into one series whose destination, protocol, code and flags read `overflow`.
+    pub max_series: usize,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -75,14 +78,15 @@ impl Snapshot {
     fn take(targets: &[Target]) -> Self {
         let mut s = Self::default();
         for t in targets {
+            let mut seen = Seen::default();
             for m in &t.metrics {
-                s.add(t, m);
+                s.add(t, m, &mut seen);
             }
         }
         s
     }
 
-    fn add(&mut self, t: &Target, m: &IstioMetrics) {
+    fn add(&mut self, t: &Target, m: &IstioMetrics, seen: &mut Seen) {
         let requests = m.requests.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for ((reporter, dest), series) in requests {
             let Some(table) = series.table.get() else {
@@ -102,6 +106,7 @@ impl Snapshot {
                 l.push(("request_protocol", protocol.into()));
                 l.push(("response_code", code));
                 l.push(("response_flags", flags.into()));
+                let l = seen.cap(&self.requests, l, t, reporter, false);
                 let r = self.requests.entry(l).or_default();
                 r.count += slot.count.load(Ordering::Relaxed);
                 r.sum_us += slot.sum_us.load(Ordering::Relaxed);
@@ -114,12 +119,57 @@ impl Snapshot {
         for ((reporter, dest), series) in tcp {
             let mut l = base(t, reporter, &dest, series.port);
             l.push(("request_protocol", "tcp".into()));
+            let l = seen.cap(&self.tcp, l, t, reporter, true);
             let c = self.tcp.entry(l).or_default();
             c.opened += series.opened.load(Ordering::Relaxed);
             c.closed += series.closed.load(Ordering::Relaxed);
             c.sent += series.sent.load(Ordering::Relaxed);
             c.received += series.received.load(Ordering::Relaxed);
         }
+    }
+}
+
+/// The label sets one target has put in each family so far.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: usize,
+    tcp: usize,
+}
+
+impl Seen {
+    /// `labels`, or the target's overflow labels when `labels` is new to `family` and the
+    /// target is at its cap.
+    fn cap<T>(
+        &mut self,
+        family: &BTreeMap<Labels, T>,
+        labels: Labels,
+        t: &Target,
+        reporter: Reporter,
+        tcp: bool,
+    ) -> Labels {
+        if family.contains_key(&labels) {
+            return labels;
+        }
+        let n = if tcp {
+            &mut self.tcp
+        } else {
+            &mut self.requests
+        };
+        if t.max_series == 0 || *n < t.max_series {
+            *n += 1;
+            return labels;
+        }
+        let overflow = super::Destination::named("overflow", None);
+        let mut l = base(t, reporter, &overflow, None);
+        l.push((
+            "request_protocol",
+            if tcp { "tcp" } else { "overflow" }.into(),
+        ));
+        if !tcp {
+            l.push(("response_code", "overflow".into()));
+            l.push(("response_flags", "overflow".into()));
+        }
+        l
     }
 }
 
@@ -247,6 +297,7 @@ mod tests {
             labels: vec![("pod", "p1".into()), ("namespace", "shop".into())],
             workload_namespace: Some("shop".into()),
             metrics: vec![a, b],
+            max_series: 0,
         }]);
         let want = r#"istio_requests_total{pod="p1",namespace="shop",reporter="source",source_workload_namespace="shop",destination_service="web.shop.svc.cluster.local",destination_service_name="web",destination_service_namespace="shop",destination_port="80",request_protocol="http",response_code="200",response_flags="-"} 2"#;
         assert!(text.contains(want), "{text}");
@@ -262,5 +313,30 @@ mod tests {
         );
         assert!(text.contains("istio_tcp_sent_bytes_total{"), "{text}");
         assert!(text.contains(r#"request_protocol="tcp"} 10"#), "{text}");
+    }
+
+    #[test]
+    fn a_target_over_its_cap_folds_new_label_sets_into_one_series() {
+        let m = Arc::new(IstioMetrics::default());
+        let s = m.requests(Reporter::Source, Destination::unknown());
+        for code in [200, 201, 202, 203] {
+            s.record(code, Flag::None, false, 80, Duration::from_millis(1));
+        }
+        let text = text(vec![Target {
+            metrics: vec![m],
+            max_series: 2,
+            ..Target::default()
+        }]);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(r#"response_code="overflow""#) && l.ends_with("} 2")),
+            "{text}"
+        );
     }
 }
