@@ -146,8 +146,8 @@ enum Cmd {
         agent_control: Option<PathBuf>,
         /// Serve the pod's Istio metrics on `/stats/prometheus` at this address inside the pod
         /// netns, like Envoy's 15090; `off` disables it.
-        #[arg(long, default_value = "0.0.0.0:15090", value_parser = sidecar::parse_metrics_addr)]
-        metrics_addr: Option<std::net::SocketAddr>,
+        #[arg(long, default_value = "0.0.0.0:15090")]
+        metrics_addr: sidecar::MetricsAddr,
     },
     /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
     /// installed; the DaemonSet's second container (see sluice_node::cni::install).
@@ -374,7 +374,7 @@ fn run() -> Result<()> {
                     }
                     None => (handler, inbound),
                 };
-                let _metrics = match metrics_addr {
+                let _metrics = match metrics_addr.0 {
                     Some(addr) => Some(sidecar::serve_metrics(addr, &servers).await?),
                     None => None,
                 };

@@ -272,14 +272,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// `--metrics-addr`: an address, or `off`.
-pub fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
-    if s == "off" {
-        return Ok(None);
+/// `--metrics-addr`: an address, or `off` (None).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("{s:?}: {e} (an address like 0.0.0.0:15090, or off)"))
     }
-    s.parse()
-        .map(Some)
-        .map_err(|e| format!("{s:?}: {e} (an address like 0.0.0.0:15090, or off)"))
 }
 
 /// Serves the Istio metrics of the pod's engine `servers` on `addr` in the current netns (the
