@@ -330,7 +330,10 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
         "{prom}"
     );
     assert!(
-        prom.contains("envoy_http_downstream_rq_2xx{envoy_http_conn_manager_prefix=\"ingress\"} 1"),
+        prom.contains(
+            "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",\
+             envoy_http_conn_manager_prefix=\"ingress\"} 1"
+        ),
         "{prom}"
     );
     // Istio's metrics: cluster `a` is not an Istio name, so the destination is unknown; the port
