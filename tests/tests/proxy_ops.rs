@@ -170,6 +170,15 @@ async fn hot_reload_good_and_bad_while_serving() {
         "non-200 during reloads: {codes:?}"
     );
     assert_eq!(proxy.stat("server.reloads"), 1);
+    // Istio's request counter survived the reload: every answer of both versions is counted
+    // (the traffic's and the added listener's one request).
+    let prom = proxy.admin_get("/stats/prometheus");
+    let counted: u64 = prom
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, codes.len() as u64 + 1, "{prom}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
