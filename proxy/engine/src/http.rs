@@ -54,11 +54,7 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::{
-        istio::{self, RequestSeries},
-        stats::HttpStats,
-        ConnObserver,
-    },
+    server::{istio::ClusterSeries, stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
 
@@ -99,9 +95,8 @@ pub struct Hcm {
     routes: Vec<Vec<RouteClusters>>,
     /// All clusters by name (cluster_header routes only).
     by_name: HashMap<String, Arc<Cluster>>,
-    /// Istio request series per cluster name, and for requests that reached no cluster.
-    istio: HashMap<String, Arc<RequestSeries>>,
-    istio_unknown: Arc<RequestSeries>,
+    /// Istio's request series of the config version's clusters (for this HCM's reporter).
+    istio: Arc<ClusterSeries>,
 }
 
 /// The downstream connection a request arrived on.
@@ -119,12 +114,12 @@ pub struct ConnInfo {
 
 impl Hcm {
     /// Resolves every route's clusters against `clusters` and starts the access loggers;
-    /// `reporter` is Istio's side of the listener the HCM serves.
+    /// `istio`: the version's Istio series for the side of the listener the HCM serves.
     pub fn build(
         cfg: Arc<config::HttpConnectionManager>,
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
-        reporter: istio::Reporter,
+        istio: Arc<ClusterSeries>,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg
@@ -153,31 +148,14 @@ impl Hcm {
                     .collect()
             })
             .collect();
-        let istio = clusters
-            .keys()
-            .map(|n| {
-                let d = istio::Destination::of_cluster(n);
-                (n.clone(), stats.istio.requests(reporter, d))
-            })
-            .collect();
         Self {
             istio,
-            istio_unknown: stats
-                .istio
-                .requests(reporter, istio::Destination::unknown()),
             stats: stats.http(&cfg.stat_prefix),
             log: AccessLogger::start(&cfg.access_log),
             cfg,
             routes,
             by_name: clusters.clone(),
         }
-    }
-
-    /// The Istio series of requests sent to `cluster`.
-    fn series(&self, cluster: &Cluster) -> &Arc<RequestSeries> {
-        self.istio
-            .get(cluster.spec.name.as_str())
-            .unwrap_or(&self.istio_unknown)
     }
 
     fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {
@@ -396,7 +374,7 @@ pub async fn handle(
             preroute::Refused::MissingHost => ("", true),
         };
         let resp = refuse_before_routing(&hcm, r.status(), body, close);
-        hcm.istio_unknown.record(
+        hcm.istio.unknown().record(
             r.status(),
             Flag::None,
             false,
@@ -433,7 +411,7 @@ pub async fn handle(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut series = &hcm.istio_unknown;
+    let mut series = hcm.istio.unknown();
     // A local reply leaves a request body unread: Envoy then closes the connection.
     let body_pending = !req.body().is_end_stream();
     let mut close = false;
@@ -518,7 +496,7 @@ pub async fn handle(
                     o
                 }
                 Some(cluster) => {
-                    series = hcm.series(&cluster);
+                    series = hcm.istio.of(&cluster.spec.name);
                     let plan = forward::Plan::new(
                         &fwd,
                         &conn,

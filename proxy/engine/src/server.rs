@@ -120,6 +120,8 @@ impl Runtime {
             fingerprints.insert(name, fingerprint);
         }
         let mut listeners = HashMap::new();
+        // Built on first use, once per reporter for the whole version.
+        let mut istio_series: HashMap<istio::Reporter, Arc<istio::ClusterSeries>> = HashMap::new();
         for l in &bootstrap.listeners {
             let reporter = istio::Reporter::of_listener(
                 traffic_direction(&source, l.name.as_str()),
@@ -130,7 +132,19 @@ impl Runtime {
                 .iter()
                 .map(|fc| match &fc.filter {
                     config::NetworkFilter::Http(h) => {
-                        ChainRt::Http(Arc::new(Hcm::build(h.clone(), &clusters, stats, reporter)))
+                        let series = istio_series.entry(reporter).or_insert_with(|| {
+                            Arc::new(istio::ClusterSeries::build(
+                                clusters.keys().map(String::as_str),
+                                &stats.istio,
+                                reporter,
+                            ))
+                        });
+                        ChainRt::Http(Arc::new(Hcm::build(
+                            h.clone(),
+                            &clusters,
+                            stats,
+                            series.clone(),
+                        )))
                     }
                     config::NetworkFilter::Tcp(t) => {
                         let names: Vec<&config::ClusterRef> = match &t.cluster {

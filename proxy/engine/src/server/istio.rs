@@ -11,7 +11,7 @@ pub mod encode;
 mod table;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
@@ -28,7 +28,7 @@ use crate::http::local_reply::Flag;
 pub const MAX_SERIES: usize = 1024;
 
 /// Istio's `reporter`: which side of the request this proxy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reporter {
     /// The client's proxy (outbound listeners).
     Source,
@@ -167,6 +167,46 @@ impl TcpSeries {
         self.sent.fetch_add(sent, Ordering::Relaxed);
         self.received.fetch_add(received, Ordering::Relaxed);
         self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The request series of every cluster of one config version as one reporter sees them, built
+/// once per version and shared by its HTTP connection managers.
+#[derive(Debug)]
+pub struct ClusterSeries {
+    by_cluster: HashMap<String, Arc<RequestSeries>>,
+    unknown: Arc<RequestSeries>,
+}
+
+impl ClusterSeries {
+    /// The series of each cluster in `names` (see [`Destination::of_cluster`]).
+    pub fn build<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        m: &IstioMetrics,
+        reporter: Reporter,
+    ) -> Self {
+        Self {
+            by_cluster: names
+                .into_iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        m.requests(reporter, Destination::of_cluster(n)),
+                    )
+                })
+                .collect(),
+            unknown: m.requests(reporter, Destination::unknown()),
+        }
+    }
+
+    /// The series of requests sent to `cluster`.
+    pub fn of(&self, cluster: &str) -> &Arc<RequestSeries> {
+        self.by_cluster.get(cluster).unwrap_or(&self.unknown)
+    }
+
+    /// The series of requests that reached no cluster.
+    pub fn unknown(&self) -> &Arc<RequestSeries> {
+        &self.unknown
     }
 }
 
