@@ -80,6 +80,10 @@ enum Cmd {
         /// off by default so agents started side by side (tests) never share a port.
         #[arg(long)]
         health_addr: Option<std::net::SocketAddr>,
+        /// Serve every pod's Istio metrics (Prometheus text, labels `pod` and `namespace`) on
+        /// `/stats/prometheus` at this address; off by default, like --health-addr.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
         /// After handing over to a new agent and draining, wait for SIGTERM instead of exiting
         /// (DaemonSet: an exit would restart this container, which would take over again).
         #[arg(long)]
@@ -148,6 +152,10 @@ enum Cmd {
         /// the sidecar's 15006); the fds travel over the control socket with SCM_RIGHTS.
         #[arg(long)]
         agent_control: Option<PathBuf>,
+        /// Serve the pod's Istio metrics on `/stats/prometheus` at this address inside the pod
+        /// netns, like Envoy's 15090; `off` disables it.
+        #[arg(long, default_value = "0.0.0.0:15090")]
+        metrics_addr: sidecar::MetricsAddr,
     },
     /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
     /// installed; the DaemonSet's second container (see sluice_node::cni::install).
@@ -267,6 +275,7 @@ fn run() -> Result<()> {
             upgrade_from,
             upgrade_from_if_present,
             health_addr,
+            metrics_addr,
             idle_after_handover,
             control_allow_uids,
             drain_timeout,
@@ -308,6 +317,7 @@ fn run() -> Result<()> {
                     idle_after_handover,
                     control_allow_uids,
                     pod_admin_port,
+                    metrics: metrics_addr,
                 },
                 handlers,
             ))?;
@@ -342,6 +352,7 @@ fn run() -> Result<()> {
             services,
             config,
             agent_control,
+            metrics_addr,
         } => {
             let handler = passthrough(services.as_deref())?;
             let l7 = match config {
@@ -360,6 +371,7 @@ fn run() -> Result<()> {
             sidecar::drop_privileges(uid)?;
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             rt.block_on(async move {
+                let mut servers = sluice_node::l7capture::PodServers::default();
                 let inbound: Arc<dyn ConnectionHandler> =
                     Arc::new(sluice_node::inbound::InboundPassthrough);
                 let (outbound, inbound) = match l7 {
@@ -370,9 +382,14 @@ fn run() -> Result<()> {
                             sluice_node::upstream_factory::DEFAULT_CONNECT_TIMEOUT,
                         );
                         let h = l7.pod_handlers(&upstream, handler).await?;
+                        servers = h.servers;
                         (h.outbound, h.inbound)
                     }
                     None => (handler, inbound),
+                };
+                let _metrics = match metrics_addr.0 {
+                    Some(addr) => Some(sidecar::serve_metrics(addr, &servers).await?),
+                    None => None,
                 };
                 sidecar::serve(bound, outbound, inbound).await?;
                 anyhow::Ok(())

@@ -15,6 +15,7 @@ pub mod l7_pods;
 pub mod netns;
 pub mod ns_server;
 pub mod pins;
+pub mod prometheus;
 pub mod sluice_cli;
 pub mod sock;
 pub mod veth;

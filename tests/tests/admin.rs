@@ -161,3 +161,36 @@ fn endpoints_answer_like_envoy() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `/stats/prometheus` speaks Envoy's Prometheus naming: every `envoy_*` family sluice prints is
+/// one Envoy 1.40 prints for the same config, with the same type, and every sample sluice
+/// prints (name and labels) is one of Envoy's.
+#[test]
+fn stats_prometheus_uses_envoys_names() {
+    let envoy = start("sidecar.yaml", true);
+    let sluice = start("sidecar.yaml", false);
+    let (_, e) = get(&envoy.admin, "GET", "/stats/prometheus");
+    let (status, s) = get(&sluice.admin, "GET", "/stats/prometheus");
+    assert_eq!(status, 200);
+    let sample = |l: &str| l.rsplit_once(' ').map(|(k, _)| k.to_string());
+    let envoy_types: Vec<&str> = e.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let envoy_samples: Vec<String> = e.lines().filter_map(sample).collect();
+    let mut missing = Vec::new();
+    for line in s.lines().filter(|l| l.starts_with("# TYPE envoy_")) {
+        if !envoy_types.contains(&line) {
+            missing.push(line.to_string());
+        }
+    }
+    for line in s.lines().filter(|l| l.starts_with("envoy_")) {
+        let k = sample(line).unwrap_or_default();
+        if !envoy_samples.contains(&k) {
+            missing.push(k);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in Envoy's /stats/prometheus: {missing:#?}"
+    );
+    // Istio's metrics follow Envoy's counters.
+    assert!(s.contains("# TYPE istio_requests_total counter"), "{s}");
+}

@@ -170,6 +170,15 @@ async fn hot_reload_good_and_bad_while_serving() {
         "non-200 during reloads: {codes:?}"
     );
     assert_eq!(proxy.stat("server.reloads"), 1);
+    // Istio's request counter survived the reload: every answer of both versions is counted
+    // (the traffic's and the added listener's one request).
+    let prom = proxy.admin_get("/stats/prometheus");
+    let counted: u64 = prom
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, codes.len() as u64 + 1, "{prom}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +339,27 @@ async fn tcp_proxy_server_speaks_first_and_admin() {
         "{prom}"
     );
     assert!(
-        prom.contains("envoy_http_downstream_rq_2xx{envoy_http_conn_manager_prefix=\"ingress\"} 1"),
+        prom.contains(
+            "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",\
+             envoy_http_conn_manager_prefix=\"ingress\"} 1"
+        ),
+        "{prom}"
+    );
+    // Istio's metrics: cluster `a` is not an Istio name, so the destination is unknown; the port
+    // is the listener's.
+    let istio = format!(
+        "istio_requests_total{{reporter=\"source\",destination_service=\"unknown\",\
+         destination_service_name=\"unknown\",destination_service_namespace=\"unknown\",\
+         destination_port=\"{port}\",request_protocol=\"http\",response_code=\"200\",\
+         response_flags=\"-\"}} 1"
+    );
+    assert!(prom.contains(&istio), "{istio} in\n{prom}");
+    assert!(
+        prom.contains("# TYPE istio_request_duration_milliseconds histogram"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("istio_tcp_connections_opened_total{reporter=\"source\""),
         "{prom}"
     );
 }

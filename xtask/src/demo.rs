@@ -16,6 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 mod kubeflow;
+mod metrics;
 
 /// ClusterIP the demo's client calls; no route leads there, only the proxy knows it.
 const VIP: &str = "10.96.0.10";

@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     // `cargo xtask fuzz`: libfuzzer-sys compiles libFuzzer's C++ sources.
     "g++",
+    // tests/tests/prometheus.rs scrapes the agent and a sidecar with a real Prometheus (its own
+    // process; the package's service is not used).
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -136,6 +136,22 @@ const HELP: &str = "admin commands are:
   /xds_status: the xDS client's state per resource type and its control-plane stream (sluice only)
 ";
 
+/// Content type of Prometheus' text format.
+pub const PROMETHEUS: &str = "text/plain; version=0.0.4";
+
+/// `/stats/prometheus`: Envoy's counters in Envoy's Prometheus naming, then Istio's standard
+/// metrics (also what the sidecar serves on 15090).
+pub fn prometheus(server: &Server) -> String {
+    let mut out = server.stats.render_prometheus();
+    out.push_str(&crate::server::istio::encode::text(vec![
+        crate::server::istio::encode::Target {
+            metrics: vec![server.stats.istio.clone()],
+            ..Default::default()
+        },
+    ]));
+    out
+}
+
 fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
     respond(server, req.method(), req.uri().path(), query)
@@ -167,11 +183,7 @@ pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Res
         "/listeners" => reply(200, listeners::text(&rt), TEXT),
         "/server_info" => reply(200, pretty(&server_info(server, &rt)), JSON),
         "/stats" => reply(200, server.stats.render(), TEXT),
-        "/stats/prometheus" => reply(
-            200,
-            server.stats.render_prometheus(),
-            "text/plain; version=0.0.4",
-        ),
+        "/stats/prometheus" => reply(200, prometheus(server), PROMETHEUS),
         "/logging" => {
             let (status, body) = logging::post(query::params(query));
             reply(status, body, TEXT)

@@ -54,7 +54,7 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::{stats::HttpStats, ConnObserver},
+    server::{istio::ClusterSeries, stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
 
@@ -95,6 +95,8 @@ pub struct Hcm {
     routes: Vec<Vec<RouteClusters>>,
     /// All clusters by name (cluster_header routes only).
     by_name: HashMap<String, Arc<Cluster>>,
+    /// Istio's request series of the config version's clusters (for this HCM's reporter).
+    istio: Arc<ClusterSeries>,
 }
 
 /// The downstream connection a request arrived on.
@@ -111,11 +113,13 @@ pub struct ConnInfo {
 }
 
 impl Hcm {
-    /// Resolves every route's clusters against `clusters` and starts the access loggers.
+    /// Resolves every route's clusters against `clusters` and starts the access loggers;
+    /// `istio`: the version's Istio series for the side of the listener the HCM serves.
     pub fn build(
         cfg: Arc<config::HttpConnectionManager>,
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
+        istio: Arc<ClusterSeries>,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg
@@ -145,6 +149,7 @@ impl Hcm {
             })
             .collect();
         Self {
+            istio,
             stats: stats.http(&cfg.stat_prefix),
             log: AccessLogger::start(&cfg.access_log),
             cfg,
@@ -368,10 +373,15 @@ pub async fn handle(
             preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
             preroute::Refused::MissingHost => ("", true),
         };
-        return (
-            refuse_before_routing(&hcm, r.status(), body, close),
+        let resp = refuse_before_routing(&hcm, r.status(), body, close);
+        hcm.istio.unknown().record(
+            r.status(),
             Flag::None,
+            false,
+            conn.orig_dst.port(),
+            start.elapsed(),
         );
+        return (resp, Flag::None);
     }
     let authority = Authority::of(&req);
     let path = req
@@ -397,6 +407,11 @@ pub async fn handle(
     });
 
     let method = req.method().clone();
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut series = hcm.istio.unknown();
     // A local reply leaves a request body unread: Envoy then closes the connection.
     let body_pending = !req.body().is_end_stream();
     let mut close = false;
@@ -481,6 +496,7 @@ pub async fn handle(
                     o
                 }
                 Some(cluster) => {
+                    series = hcm.istio.of(&cluster.spec.name);
                     let plan = forward::Plan::new(
                         &fwd,
                         &conn,
@@ -520,6 +536,7 @@ pub async fn handle(
         500..=599 => hcm.stats.downstream_rq_5xx.inc(),
         _ => {}
     }
+    series.record(status, flag, grpc, conn.orig_dst.port(), start.elapsed());
     if let Some(mut e) = log_entry {
         e.status = status;
         e.flags = flag.as_str();

@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod cli;
+pub mod istio;
 mod listener;
 pub mod observer;
 mod reload;
@@ -119,13 +120,31 @@ impl Runtime {
             fingerprints.insert(name, fingerprint);
         }
         let mut listeners = HashMap::new();
+        // Built on first use, once per reporter for the whole version.
+        let mut istio_series: HashMap<istio::Reporter, Arc<istio::ClusterSeries>> = HashMap::new();
         for l in &bootstrap.listeners {
+            let reporter = istio::Reporter::of_listener(
+                traffic_direction(&source, l.name.as_str()),
+                l.name.as_str(),
+            );
             let chains = l
                 .filter_chains
                 .iter()
                 .map(|fc| match &fc.filter {
                     config::NetworkFilter::Http(h) => {
-                        ChainRt::Http(Arc::new(Hcm::build(h.clone(), &clusters, stats)))
+                        let series = istio_series.entry(reporter).or_insert_with(|| {
+                            Arc::new(istio::ClusterSeries::build(
+                                clusters.keys().map(String::as_str),
+                                &stats.istio,
+                                reporter,
+                            ))
+                        });
+                        ChainRt::Http(Arc::new(Hcm::build(
+                            h.clone(),
+                            &clusters,
+                            stats,
+                            series.clone(),
+                        )))
                     }
                     config::NetworkFilter::Tcp(t) => {
                         let names: Vec<&config::ClusterRef> = match &t.cluster {
@@ -134,13 +153,21 @@ impl Runtime {
                                 w.clusters.iter().map(|c| &c.name).collect()
                             }
                         };
+                        let resolved: Vec<Arc<Cluster>> = names
+                            .iter()
+                            .filter_map(|n| clusters.get(n.as_str()).cloned())
+                            .collect();
                         ChainRt::Tcp(Arc::new(TcpProxy {
                             cfg: t.clone(),
                             stats: stats.tcp(&t.stat_prefix),
-                            clusters: names
+                            istio: resolved
                                 .iter()
-                                .filter_map(|n| clusters.get(n.as_str()).cloned())
+                                .map(|c| {
+                                    let d = istio::Destination::of_cluster(&c.spec.name);
+                                    stats.istio.tcp(reporter, d)
+                                })
                                 .collect(),
+                            clusters: resolved,
                         }))
                     }
                 })
@@ -164,6 +191,15 @@ impl Runtime {
             origin: Arc::default(),
         })
     }
+}
+
+/// The `traffic_direction` of listener `name` in the config file's JSON.
+fn traffic_direction<'a>(source: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    source["static_resources"]["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == name)?["traffic_direction"]
+        .as_str()
 }
 
 /// A listener name's current runtime; persists across reloads while the listener exists.

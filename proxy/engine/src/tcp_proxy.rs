@@ -10,7 +10,7 @@ use tokio::{
 
 use crate::{
     config,
-    server::stats::TcpStats,
+    server::{istio::TcpSeries, stats::TcpStats},
     upstream::{Cluster, LbContext},
 };
 
@@ -26,6 +26,8 @@ pub struct TcpProxy {
     pub stats: Arc<TcpStats>,
     /// Clusters: one for `cluster`, or one per weighted entry in config order.
     pub clusters: Vec<Arc<Cluster>>,
+    /// Istio's TCP series, one per entry of `clusters`.
+    pub istio: Vec<Arc<TcpSeries>>,
 }
 
 /// Why a TCP proxy session ended early.
@@ -53,19 +55,19 @@ impl TcpProxyError {
 }
 
 impl TcpProxy {
-    fn pick_cluster(&self) -> &Arc<Cluster> {
-        match &self.cfg.cluster {
-            config::TcpProxyCluster::Single(_) => &self.clusters[0],
+    /// The cluster a connection goes to, and its index in `clusters`.
+    fn pick_cluster(&self) -> (usize, &Arc<Cluster>) {
+        let i = match &self.cfg.cluster {
+            config::TcpProxyCluster::Single(_) => 0,
             config::TcpProxyCluster::Weighted(w) => {
                 let picked = w.pick(rand::random());
-                let i = w
-                    .clusters
+                w.clusters
                     .iter()
                     .position(|c| std::ptr::eq(c, picked))
-                    .unwrap_or(0);
-                &self.clusters[i]
+                    .unwrap_or(0)
             }
-        }
+        };
+        (i, &self.clusters[i])
     }
 
     /// Proxies `down` to an upstream host until done.
@@ -79,7 +81,7 @@ impl TcpProxy {
         D: AsyncRead + AsyncWrite + Unpin,
     {
         self.stats.downstream_cx_total.inc();
-        let cluster = self.pick_cluster();
+        let (i, cluster) = self.pick_cluster();
         let ctx = LbContext {
             hash: Some(crate::upstream::lb::hash_bytes(
                 src.ip().to_string().as_bytes(),
@@ -116,9 +118,16 @@ impl TcpProxy {
         };
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
+        let series = self.istio.get(i);
+        if let Some(s) = series {
+            s.open();
+        }
         let _ = up.set_nodelay(true);
         let (rx, tx, idled) = copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout).await;
         cluster.stats.upstream_cx_active.dec();
+        if let Some(s) = series {
+            s.close(rx, tx);
+        }
         self.stats.downstream_cx_rx_bytes_total.add(rx);
         self.stats.downstream_cx_tx_bytes_total.add(tx);
         if idled {

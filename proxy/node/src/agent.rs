@@ -60,6 +60,9 @@ pub struct AgentOptions {
     /// Port of each node-mode L7 pod's admin on 127.0.0.1 inside its netns
     /// ([`pod_admin::DEFAULT_POD_ADMIN_PORT`]); 0 = none (the control socket still serves it).
     pub pod_admin_port: u16,
+    /// Serve every pod's Istio metrics here (`/stats/prometheus`, labels `pod` and
+    /// `namespace`); see [`registry::Registry::metrics_targets`].
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Errors starting the agent.
@@ -81,6 +84,12 @@ pub enum StartError {
     /// The health endpoint cannot be bound.
     #[error("health endpoint {addr}: {source}")]
     Health {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    /// The metrics endpoint cannot be bound.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
         addr: std::net::SocketAddr,
         source: io::Error,
     },
@@ -150,6 +159,10 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     let upgrade_state = Arc::new(upgrade::UpgradeState::new(opts.drain_timeout));
     let mut upgraded = false;
     let registry = Arc::new(Mutex::new(registry));
+    let metrics = match opts.metrics {
+        Some(addr) => Some(serve_metrics(addr, registry.clone()).await?),
+        None => None,
+    };
     let mut clients = tokio::task::JoinSet::new();
     info!(
         cgroup = %opts.cgroup.display(),
@@ -191,6 +204,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     info!("shutting down");
     // Probes go to the new agent from now on (or fail: this one is leaving).
     drop(health);
+    drop(metrics);
     drop(control);
     if !upgraded {
         let _ = std::fs::remove_file(&opts.control);
@@ -249,4 +263,24 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
+}
+
+/// The scrape endpoint of `--metrics-addr`: each scrape reads the registry's pods briefly and
+/// encodes outside the lock.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+) -> Result<crate::metrics_endpoint::MetricsEndpoint, StartError> {
+    let render: crate::metrics_endpoint::Render = Arc::new(move || {
+        let registry = registry.clone();
+        Box::pin(async move {
+            let targets = registry.lock().await.metrics_targets();
+            sluice_engine::server::istio::encode::text(targets)
+        })
+    });
+    let ep = crate::metrics_endpoint::MetricsEndpoint::bind(addr, render)
+        .await
+        .map_err(|source| StartError::Metrics { addr, source })?;
+    info!(addr = %ep.addr(), "metrics endpoint ready");
+    Ok(ep)
 }

@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod iptables;
 pub mod l7capture;
 pub mod listener;
+pub mod metrics_endpoint;
 pub mod netns;
 pub mod outbound;
 pub mod pod_sockets;

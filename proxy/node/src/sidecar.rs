@@ -65,6 +65,9 @@ pub enum SidecarError {
     /// The runtime cannot start.
     #[error("tokio runtime: {0}")]
     Runtime(io::Error),
+    /// The metrics endpoint (15090) cannot be bound.
+    #[error("netns metrics endpoint {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
     /// Handing the inbound listeners to the agent failed.
     #[error("registering the inbound listeners with the agent at {control}: {reason}")]
     Register { control: PathBuf, reason: String },
@@ -267,4 +270,50 @@ pub async fn serve(
     }
     info!("drained");
     Ok(())
+}
+
+/// `--metrics-addr`: an address, or `off` (None).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("{s:?}: {e} (an address like 0.0.0.0:15090, or off)"))
+    }
+}
+
+/// Serves the Istio metrics of the pod's engine `servers` on `addr` in the current netns (the
+/// pod's), like Envoy's 15090. `POD_NAMESPACE` (set by Istio's injector) gives the workload
+/// namespace labels; there are no `pod`/`namespace` labels (Prometheus' discovery adds them).
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    servers: &crate::l7capture::PodServers,
+) -> Result<crate::metrics_endpoint::MetricsEndpoint, SidecarError> {
+    use sluice_engine::server::istio::encode::{text, Target};
+    let target = Target {
+        workload_namespace: std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty()),
+        metrics: [&servers.outbound, &servers.inbound]
+            .into_iter()
+            .flatten()
+            .map(|s| Arc::clone(&s.stats.istio))
+            .collect(),
+        ..Target::default()
+    };
+    let render: crate::metrics_endpoint::Render = Arc::new(move || {
+        let target = target.clone();
+        Box::pin(async move { text(vec![target]) })
+    });
+    let ep = crate::metrics_endpoint::MetricsEndpoint::bind(addr, render)
+        .await
+        .map_err(|source| SidecarError::Metrics { addr, source })?;
+    info!(addr = %ep.addr(), "metrics endpoint ready");
+    Ok(ep)
 }

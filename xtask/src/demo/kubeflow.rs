@@ -1,6 +1,7 @@
 //! The demo's L7 part: the seed's Kubeflow notebook route (`/notebook/default/sample-service/`
 //! rewritten to `/`) served by the node agent's L7 engine (`sluice agent --config`), then
-//! `sluice proxy-config route` and `sluice explain` for the same request.
+//! `sluice proxy-config route` and `sluice explain` for the same request, and the metrics line
+//! that counted it.
 
 use std::{
     path::{Path, PathBuf},
@@ -105,7 +106,9 @@ impl super::Demo {
              {NOTEBOOK} on {VIP} -> {SERVER_IP}:80, rewritten to /)"
         ));
         let cfg_s = cfg.to_string_lossy().into_owned();
-        self.start_agent(bin, &control, &log, &["--config", &cfg_s], check)?;
+        let metrics = super::metrics::free_addr()?;
+        let extra = ["--config", &cfg_s, "--metrics-addr", &metrics];
+        self.start_agent(bin, &control, &log, &extra, check)?;
         let ctl = control.to_string_lossy().into_owned();
         step(&format!(
             "enroll the client pod: sluice enroll --netns {}",
@@ -145,6 +148,7 @@ impl super::Demo {
         );
         step(&format!("sluice explain -c kubeflow.yaml {url}"));
         print!("{}", out(bin, &["explain", "-c", &cfg_s, &url])?);
+        super::metrics::show(&metrics)?;
 
         step(&format!("unenroll: sluice unenroll --netns {}", self.pod));
         print!(

@@ -1,5 +1,7 @@
 //! Counters with Envoy's names, kept across config reloads (looked up by name at build time only).
 
+mod prometheus;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -131,6 +133,8 @@ pub struct StatsStore {
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// `server.*` counters.
     pub server: ServerStats,
+    /// Istio's standard metrics.
+    pub istio: Arc<super::istio::IstioMetrics>,
 }
 
 stat_struct!(
@@ -161,23 +165,13 @@ impl StatsStore {
         let mut m = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(prefix.to_string()).or_default().clone()
     }
-    /// Envoy's `/stats/prometheus` text: the scope name becomes a label as Envoy's default tag
-    /// extraction does (`envoy_cluster_upstream_rq_total{envoy_cluster_name="x"}`,
-    /// `envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="p"}`,
-    /// `envoy_tcp_downstream_cx_total{envoy_tcp_prefix="p"}`, `envoy_server_*`).
+    /// Envoy's `/stats/prometheus` text of the counters (see [`prometheus`]).
     pub fn render_prometheus(&self) -> String {
-        let mut families: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-        let mut add = |scope: &str, label: &str, name: &str, map: BTreeMap<String, u64>| {
-            for (k, v) in map {
-                let stat = k.rsplit('.').next().unwrap_or(&k);
-                let family = format!("envoy_{scope}_{stat}");
-                let labels = if label.is_empty() {
-                    String::new()
-                } else {
-                    format!("{{{label}=\"{}\"}}", name.replace('"', "\\\""))
-                };
-                families.entry(family).or_default().push((labels, v));
-            }
+        let mut f = prometheus::Families::default();
+        let scope = |s: &dyn Fn(&mut BTreeMap<String, u64>)| {
+            let mut m = BTreeMap::new();
+            s(&mut m);
+            m
         };
         for (n, s) in self
             .clusters
@@ -185,36 +179,22 @@ impl StatsStore {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let mut m = BTreeMap::new();
-            s.render("", &mut m);
-            add("cluster", "envoy_cluster_name", n, m);
+            f.add(
+                "cluster",
+                "envoy_cluster_name",
+                n,
+                &scope(&|m| s.render("", m)),
+            );
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let mut m = BTreeMap::new();
-            s.render("", &mut m);
-            add("http", "envoy_http_conn_manager_prefix", n, m);
+            let m = scope(&|m| s.render("", m));
+            f.add("http", "envoy_http_conn_manager_prefix", n, &m);
         }
         for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let mut m = BTreeMap::new();
-            s.render("", &mut m);
-            add("tcp", "envoy_tcp_prefix", n, m);
+            f.add("tcp", "envoy_tcp_prefix", n, &scope(&|m| s.render("", m)));
         }
-        let mut m = BTreeMap::new();
-        self.server.render("", &mut m);
-        add("server", "", "", m);
-        let mut out = String::new();
-        for (family, samples) in families {
-            let kind = if family.ends_with("_active") {
-                "gauge"
-            } else {
-                "counter"
-            };
-            let _ = writeln!(out, "# TYPE {family} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{family}{labels} {v}");
-            }
-        }
-        out
+        f.add_server(&scope(&|m| self.server.render("", m)));
+        f.text()
     }
 
     /// Envoy's `/stats` text: `name: value` lines, sorted.

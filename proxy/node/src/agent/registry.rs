@@ -30,6 +30,7 @@ mod lifecycle;
 mod lookup;
 
 pub use self::lookup::PodRef;
+mod metrics;
 
 /// Why an agent request was refused. Each names the netns or value.
 #[derive(Debug, thiserror::Error)]
