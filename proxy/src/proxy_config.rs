@@ -7,7 +7,7 @@
 mod cluster;
 mod dump;
 mod endpoint;
-mod fetch;
+pub(crate) mod fetch;
 mod listener;
 mod route;
 mod table;

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{
@@ -39,6 +39,68 @@ pub struct Request {
     pub random: u64,
 }
 
+/// A request that cannot be built: which parameter (`url`, `header`), its value and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{param} {value:?}: {why}")]
+pub struct RequestError {
+    /// `url` or `header`.
+    pub param: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl Request {
+    /// The request for `METHOD url` with `headers` (each `name: value`), as `sluice explain`
+    /// and the admin's `/explain` take it; `random` is the weighted-cluster draw.
+    pub fn from_url(
+        url: &str,
+        method: &str,
+        headers: &[String],
+        listener: Option<String>,
+        random: u64,
+    ) -> Result<Self, RequestError> {
+        let bad = |param, value: &str, why: String| RequestError {
+            param,
+            value: value.to_string(),
+            why,
+        };
+        let uri: http::Uri = url.parse().map_err(|e| bad("url", url, format!("{e}")))?;
+        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("url", url, "no host (want http://host:port/path)".into()))?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let headers = headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                }
+                _ => Err(bad("header", h, "want 'name: value'".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Request {
+            scheme,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            path: uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string()),
+            method: method.to_string(),
+            headers,
+            listener,
+            random,
+        })
+    }
+}
+
 /// Why a request cannot be explained.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -56,7 +118,7 @@ pub enum ExplainError {
 }
 
 /// The whole explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explanation {
     /// `METHOD URL`.
     pub request: String,
@@ -75,7 +137,7 @@ pub struct Explanation {
 }
 
 /// The listener choice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListenerStep {
     /// `name`.
     pub name: String,
@@ -86,7 +148,7 @@ pub struct ListenerStep {
 }
 
 /// The filter chain choice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainStep {
     /// Index in `filter_chains[]`.
     pub index: usize,
@@ -101,7 +163,7 @@ pub struct ChainStep {
 }
 
 /// The chosen cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStep {
     /// `name`.
     pub name: String,
