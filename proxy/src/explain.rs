@@ -67,7 +67,16 @@ pub fn run(args: &Args) -> Result<()> {
             sluice_engine::explain::explain(&boot, &req)?
         }
         (None, [target, url]) => {
-            let v = crate::proxy_config::fetch::get_json(target, &admin_path(args, url))?;
+            let v = crate::proxy_config::fetch::get_json(
+                target,
+                &sluice_engine::admin::explain::path(
+                    url,
+                    &args.method,
+                    &args.headers,
+                    args.listener.as_deref(),
+                    args.seed,
+                ),
+            )?;
             serde_json::from_value(v)
                 .map_err(|e| anyhow!("{target}: /explain answered an unknown shape: {e}"))?
         }
@@ -79,35 +88,6 @@ pub fn run(args: &Args) -> Result<()> {
         Output::Text => print!("{}", render(&ex)),
     }
     Ok(())
-}
-
-/// The admin's `/explain?...` for `url` and the request options of `args`.
-pub fn admin_path(args: &Args, url: &str) -> String {
-    let mut q = format!(
-        "/explain?url={}&method={}",
-        escape(url),
-        escape(&args.method)
-    );
-    for h in &args.headers {
-        let _ = write!(q, "&header={}", escape(h));
-    }
-    if let Some(l) = &args.listener {
-        let _ = write!(q, "&listener={}", escape(l));
-    }
-    let _ = write!(q, "&seed={}", args.seed);
-    q
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn escape(s: &str) -> String {
-    s.bytes().fold(String::new(), |mut out, b| {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-        out
-    })
 }
 
 /// The readable form of an explanation.
@@ -128,6 +108,9 @@ pub fn render(ex: &Explanation) -> String {
         c.filter,
         c.why
     );
+    if let Some(r) = &ex.refused {
+        let _ = writeln!(s, "refused       {r} (before routing)");
+    }
     if let Some(r) = &ex.route {
         render_route(&mut s, r);
     }

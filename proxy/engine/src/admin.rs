@@ -8,7 +8,7 @@
 
 mod clusters;
 pub mod config_dump;
-mod explain;
+pub mod explain;
 mod listeners;
 pub mod logging;
 mod origin;

@@ -1,6 +1,6 @@
 //! `sluice explain`: how a config routes one request — listener, filter chain, virtual host,
 //! routes, rewrites, header changes, cluster and endpoints — computed with the data path's
-//! own choices ([`Listener::choose_chain`], [`RouteTable::select_observed`],
+//! own choices ([`Listener::choose_chain`], [`RouteTable::select_observed`](crate::route::RouteTable::select_observed),
 //! [`WeightedClusters::pick`]), never a second implementation.
 
 use std::net::{IpAddr, SocketAddr};
@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{
-        Bootstrap, Cluster, DiscoveryType, EndpointAddress, Listener, NetworkFilter,
-        TcpProxyCluster,
+        Bootstrap, Cluster, DiscoveryType, EndpointAddress, HttpConnectionManager, Listener,
+        NetworkFilter, TcpProxyCluster,
     },
+    http::{preroute, ConnInfo},
     route::{
         explain::{Decision, RouteTrace},
-        RequestView, RouteTable,
+        RequestView,
     },
 };
 
@@ -110,6 +111,9 @@ pub enum ExplainError {
     /// No listener takes the address.
     #[error("no listener takes {0} (no listener on that port, none with use_original_dst or an original_dst filter); pass --listener")]
     NoListener(String),
+    /// The method, path or a header is not valid HTTP.
+    #[error("{0}")]
+    BadRequest(String),
     /// The listener has no chain for the port.
     #[error(
         "listener {0}: no filter chain matches destination port {1} (Envoy closes the connection)"
@@ -128,6 +132,10 @@ pub struct Explanation {
     pub listener: ListenerStep,
     /// The filter chain.
     pub filter_chain: ChainStep,
+    /// Why the request is refused before routing (status and reason), as the data path's
+    /// checks decide (missing Host, request target, upgrade policy).
+    #[serde(default)]
+    pub refused: Option<String>,
     /// The route table trace (HTTP chains).
     pub route: Option<RouteTrace>,
     /// The tcp_proxy cluster (TCP chains).
@@ -210,6 +218,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
             filter: String::new(),
             why: chain_why,
         },
+        refused: None,
         route: None,
         tcp_cluster: None,
         cluster: None,
@@ -217,13 +226,21 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     let cluster_name = match &chain.filter {
         NetworkFilter::Http(hcm) => {
             out.filter_chain.filter = format!("http_connection_manager {}", hcm.stat_prefix);
-            let trace = route(&hcm.route_table, req, &authority);
-            let name = match &trace.decision {
-                Decision::Forward(f) => f.cluster.clone(),
-                _ => None,
-            };
-            out.route = Some(trace);
-            name
+            match route(hcm, listener, req, &authority)? {
+                Err(refused) => {
+                    out.refused = Some(refused);
+                    None
+                }
+                Ok((seen, trace)) => {
+                    out.authority = seen.unwrap_or_default();
+                    let name = match &trace.decision {
+                        Decision::Forward(f) => f.cluster.clone(),
+                        _ => None,
+                    };
+                    out.route = Some(trace);
+                    name
+                }
+            }
         }
         NetworkFilter::Tcp(tcp) => {
             out.filter_chain.filter = format!("tcp_proxy {}", tcp.stat_prefix);
@@ -239,22 +256,78 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     Ok(out)
 }
 
-fn route(table: &RouteTable, req: &Request, authority: &str) -> RouteTrace {
-    let headers: Vec<(String, String)> = req
+/// The data path's steps before routing ([`preroute::for_explain`]: Host checks, request
+/// target, upgrade policy, header sanitation, repeated Hosts joined), then the route table:
+/// the authority routing saw and the trace, or why the request is refused first.
+#[allow(clippy::type_complexity)]
+fn route(
+    hcm: &HttpConnectionManager,
+    listener: &Listener,
+    req: &Request,
+    authority: &str,
+) -> Result<Result<(Option<String>, RouteTrace), String>, ExplainError> {
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| ExplainError::BadRequest(format!("{what}: {e}"));
+    let mut b = http::Request::builder()
+        .method(http::Method::from_bytes(req.method.as_bytes()).map_err(|e| bad("method", &e))?)
+        .uri(req.path.as_str())
+        .version(http::Version::HTTP_11);
+    let hosts: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // No `host` header: curl's Host (the URL's authority); an empty one (curl's `-H 'Host:'`)
+    // sends none.
+    let hosts = match hosts.is_empty() {
+        true => vec![authority],
+        false => hosts.into_iter().filter(|h| !h.is_empty()).collect(),
+    };
+    for h in hosts {
+        b = b.header(http::header::HOST, h);
+    }
+    for (k, v) in req
         .headers
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
-        .cloned()
+    {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let mut r = b.body(()).map_err(|e| bad("request", &e))?;
+    let ip = req.host.parse().unwrap_or(listener.address.ip());
+    let local = SocketAddr::new(ip, req.port);
+    let conn = ConnInfo {
+        peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        local,
+        orig_dst: local,
+        tls: req.scheme == "https",
+    };
+    let seen = match preroute::for_explain(hcm, &conn, &mut r) {
+        Ok(a) => a,
+        Err((status, why)) => return Ok(Err(format!("{status}: {why}"))),
+    };
+    let headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != http::header::HOST)
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let view = RequestView {
-        authority: Some(authority),
-        path: &req.path,
-        method: &req.method,
+        authority: seen.as_deref(),
+        path: r.uri().path_and_query().map_or("/", |p| p.as_str()),
+        method: r.method().as_str(),
         scheme: &req.scheme,
         headers: &headers,
         random: req.random,
     };
-    table.explain(&view, &headers)
+    let trace = hcm.route_table.explain(&view, &headers);
+    Ok(Ok((seen, trace)))
 }
 
 /// What curl sends as Host: the port only when it is not the scheme's default.

@@ -62,6 +62,11 @@ impl Running {
         )
     }
 
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Whether the process has exited (a crash during a case is reported as such).
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
@@ -254,6 +259,8 @@ pub fn start(
         Kind::Sluice => {
             let mut c = Command::new(sluice_binary()?);
             c.arg("proxy").arg("-c").arg(config);
+            // The data path's route lines, for the explain agreement check.
+            c.args(["-l", super::agreement::LOG_FILTER]);
             c.env("RUST_LOG", "warn").env("RUST_BACKTRACE", "0");
             c
         }

@@ -4,7 +4,9 @@
 //! [`Explanation`](crate::explain::Explanation) as JSON; a bad parameter is a 400 naming it, a
 //! request no listener or filter chain takes is a 404 saying why. Read-only.
 
-use super::query::{params, QueryError};
+use std::fmt::Write as _;
+
+use super::query::{escape, params, QueryError};
 use crate::{
     explain::{explain, ExplainError, Request},
     server::Runtime,
@@ -42,7 +44,27 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
         .map_err(|e| bad(400, e.to_string()))?;
     let ex = explain(&rt.bootstrap, &req).map_err(|e| match e {
         ExplainError::NoListenerNamed(_) => bad(400, format!("listener: {e}")),
+        ExplainError::BadRequest(_) => bad(400, e.to_string()),
         ExplainError::NoListener(_) | ExplainError::NoChain(..) => bad(404, e.to_string()),
     })?;
     Ok(serde_json::to_string_pretty(&ex).unwrap_or_default() + "\n")
+}
+
+/// The `/explain?...` path (query escaped) for a request: what `sluice explain TARGET` sends.
+pub fn path(
+    url: &str,
+    method: &str,
+    headers: &[String],
+    listener: Option<&str>,
+    seed: u64,
+) -> String {
+    let mut q = format!("/explain?url={}&method={}", escape(url), escape(method));
+    for h in headers {
+        let _ = write!(q, "&header={}", escape(h));
+    }
+    if let Some(l) = listener {
+        let _ = write!(q, "&listener={}", escape(l));
+    }
+    let _ = write!(q, "&seed={seed}");
+    q
 }

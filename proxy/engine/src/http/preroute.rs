@@ -71,6 +71,26 @@ pub(super) fn before_routing<B>(
     Ok(())
 }
 
+/// The steps before routing for `sluice explain`: `req` as routing sees it (headers sanitized,
+/// repeated Hosts joined) and its authority, or the refusal's status and why.
+pub fn for_explain<B>(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    req: &mut Request<B>,
+) -> Result<Option<String>, (u16, String)> {
+    let scheme = if conn.tls { "https" } else { "http" };
+    before_routing(cfg, conn, scheme, req).map_err(|r| {
+        let why = match &r {
+            Refused::MissingHost => "HTTP/1.1 request without Host".to_string(),
+            Refused::Target(t) if t.body.is_empty() => "CONNECT (no route takes it)".to_string(),
+            Refused::Target(t) => format!("request target or Host refused ({})", t.body),
+            Refused::Upgrade => "an upgrade upgrade_configs does not enable".to_string(),
+        };
+        (r.status(), why)
+    })?;
+    Ok(Authority::of(req).map(|a| a.as_str().to_string()))
+}
+
 /// What the pre-forward steps decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreRoute {
