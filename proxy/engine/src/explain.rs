@@ -432,3 +432,6 @@ fn endpoints(c: &Cluster, req: &Request) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
