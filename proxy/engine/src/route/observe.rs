@@ -48,11 +48,14 @@ pub const TAKEN_TARGET: &str = "sluice_route";
 /// Logs, at debug level under [`TAKEN_TARGET`], what the data path chose for one request:
 /// `action`, `vhost`, `route` (index), `route_name`, `cluster`, and `random` (the draw for
 /// `weighted_clusters`, which `sluice explain --seed` replays). Like Envoy's router debug line
-/// ("cluster 'x' match for URL '/y'"); off by default, when the disabled callsite costs one
-/// cached interest check and the fields are not evaluated.
+/// ("cluster 'x' match for URL '/y'"); off by default, when it costs the callsite's cached
+/// level check and nothing is computed.
 #[inline]
 pub fn log_taken(sel: &super::Selection<'_>, random: u64) {
     use super::Selection;
+    if !tracing::enabled!(target: TAKEN_TARGET, tracing::Level::DEBUG) {
+        return;
+    }
     let (action, route_ref, cluster) = match sel {
         Selection::Forward(f) => ("forward", Some(f.route_ref), f.cluster.name()),
         Selection::Redirect { route_ref, .. } => ("redirect", Some(*route_ref), None),
