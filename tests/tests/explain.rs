@@ -1,6 +1,7 @@
 //! `sluice explain TARGET URL` against a running `sluice proxy` (its admin's `/explain`): the
 //! same text and JSON as `sluice explain -c` on the file it runs, the live config version after
-//! a reload, and a 400 naming the parameter for a bad query. (The agreement of `/explain` with
+//! a reload and after xDS updates (a config that exists in no file), and a 400 naming the
+//! parameter for a bad query. (The agreement of `/explain` with
 //! what the data path really does is checked on every conformance case: tests/conformance.rs.)
 
 use std::time::{Duration, Instant};
@@ -8,6 +9,9 @@ use std::time::{Duration, Instant};
 use sluice_tests::{
     admin_run::{get, start},
     sluice_cli::sluice_ok,
+    upstream::harness::{free_port, ProxyProcess},
+    xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
+    xds_server::{Snapshot, XdsServer},
 };
 
 const URL: &str = "http://10.0.0.9:8080/notebook/default/sample-service/tree?x=1";
@@ -100,4 +104,68 @@ fn bad_explain_queries_are_400_naming_the_parameter() {
     assert_eq!(got, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["route"]["decision"]["action"], "no_route", "{body}");
+}
+
+/// Polls `sluice explain admin url -o json` until `ok` holds for the JSON (10 s).
+fn explain_until(admin: &str, url: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sluice_tests::sluice_cli::sluice(&["explain", admin, url, "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            if ok(&v) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen in 10 s; last answer:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_follows_xds_updates() {
+    let (port, admin, ep1, ep2) = (free_port(), free_port(), free_port(), free_port());
+    let server = XdsServer::start().await;
+    server.set(Snapshot::from_json(
+        "1",
+        &[
+            listener("web", port, rds("routes")),
+            routes("routes", &[("/", "backend")]),
+            eds_cluster("backend"),
+            cla("backend", &[ep1]),
+        ],
+    ));
+    let _proxy = ProxyProcess::start(&bootstrap(admin, server.addr, "GRPC"), admin);
+    let admin = format!("127.0.0.1:{admin}");
+    let url = format!("http://127.0.0.1:{port}/b/x");
+    let (a1, a2) = (admin.clone(), url.clone());
+    tokio::task::spawn_blocking(move || {
+        explain_until(&a1, &a2, "v1 over LDS/RDS/CDS/EDS", |v| {
+            v["cluster"]["name"] == "backend"
+                && v["cluster"]["endpoints"] == serde_json::json!([format!("127.0.0.1:{ep1}")])
+        })
+    })
+    .await
+    .expect("v1");
+    server.set(Snapshot::from_json(
+        "2",
+        &[
+            listener("web", port, rds("routes")),
+            routes("routes", &[("/b", "other"), ("/", "backend")]),
+            eds_cluster("backend"),
+            cla("backend", &[ep1]),
+            static_cluster("other", ep2),
+        ],
+    ));
+    tokio::task::spawn_blocking(move || {
+        explain_until(&admin, &url, "v2: the new route to the new cluster", |v| {
+            v["route"]["routes"][0]["matched"] == true && v["cluster"]["name"] == "other"
+        })
+    })
+    .await
+    .expect("v2");
 }
