@@ -91,6 +91,8 @@ fn bad_explain_queries_are_400_naming_the_parameter() {
             "unknown parameter \"verb\"",
         ),
         ("url=%2Fno-host", 400, "url \"/no-host\""),
+        ("url=http://h:8080/&method=BAD%20X", 400, "method \"BAD X\""),
+        ("url=http://h:8080/&header=a%20b:c", 400, "header \"a b:c\""),
         ("url=http://h:9/", 404, "no listener takes h:9"),
     ] {
         let (got, body) = get(&p.admin, "GET", &format!("/explain?{q}"));

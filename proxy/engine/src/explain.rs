@@ -44,7 +44,7 @@ pub struct Request {
 #[derive(Debug, thiserror::Error)]
 #[error("{param} {value:?}: {why}")]
 pub struct RequestError {
-    /// `url` or `header`.
+    /// `url`, `header` or `method`.
     pub param: &'static str,
     /// The value given.
     pub value: String,
@@ -78,12 +78,19 @@ impl Request {
         let headers = headers
             .iter()
             .map(|h| match h.split_once(':') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                Some((k, v)) => {
+                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| bad("header", h, format!("{k:?} is not a header name")))?;
+                    http::HeaderValue::from_str(&v)
+                        .map_err(|_| bad("header", h, "not a valid header value".into()))?;
+                    Ok((k, v))
                 }
-                _ => Err(bad("header", h, "want 'name: value'".into())),
+                None => Err(bad("header", h, "want 'name: value'".into())),
             })
             .collect::<Result<_, _>>()?;
+        http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| bad("method", method, "not an HTTP method token".into()))?;
         Ok(Request {
             scheme,
             host: host
@@ -204,7 +211,10 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| default_authority(req));
     let mut out = Explanation {
-        request: format!("{} {}://{}{}", req.method, req.scheme, authority, req.path),
+        request: match authority.is_empty() {
+            true => format!("{} {} (no Host)", req.method, req.path),
+            false => format!("{} {}://{}{}", req.method, req.scheme, authority, req.path),
+        },
         authority: authority.clone(),
         listener: ListenerStep {
             name: listener.name.to_string(),

@@ -106,4 +106,9 @@ fn request_errors_name_the_parameter() {
         .expect_err("bad header");
     assert_eq!(e.param, "header");
     assert!(e.to_string().contains("\"nocolon\""), "{e}");
+    let e = Request::from_url("http://h/", "GET", &["bad name: x".into()], None, 0)
+        .expect_err("bad header name");
+    assert_eq!(e.param, "header");
+    let e = Request::from_url("http://h/", "BAD METHOD", &[], None, 0).expect_err("bad method");
+    assert_eq!(e.param, "method");
 }
