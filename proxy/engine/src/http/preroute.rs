@@ -3,6 +3,7 @@
 //! implementation: [`super::handle`] calls it. [`preroute`] adds route selection, the forward plan
 //! and the route's header mutations as one pure function over any body type, so a test or the
 //! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
+//! [`for_explain`] runs [`before_routing`] for `sluice explain`, so it routes what the router sees.
 
 use http::{header, HeaderMap, HeaderValue, Request, Version};
 
