@@ -1,7 +1,12 @@
-//! `sluice explain`: how a config routes one request — listener, filter chain, virtual host,
-//! routes, rewrites, header changes, cluster and endpoints — computed with the data path's
-//! own choices ([`Listener::choose_chain`], [`RouteTable::select_observed`](crate::route::RouteTable::select_observed),
-//! [`WeightedClusters::pick`]), never a second implementation.
+//! `sluice explain`: how a config routes one request — listener, filter chain, the checks
+//! before routing, virtual host, routes, rewrites, header changes, cluster and endpoints —
+//! computed with the data path's own code ([`Listener::choose_chain`],
+//! `http::preroute::for_explain`, [`RouteTable::select_observed`],
+//! [`WeightedClusters::pick`]),
+//! never a second implementation.
+//!
+//! [`RouteTable::select_observed`]: crate::route::RouteTable::select_observed
+//! [`WeightedClusters::pick`]: crate::route::WeightedClusters::pick
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -266,7 +271,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     Ok(out)
 }
 
-/// The data path's steps before routing ([`preroute::for_explain`]: Host checks, request
+/// The data path's steps before routing (`preroute::for_explain`: Host checks, request
 /// target, upgrade policy, header sanitation, repeated Hosts joined), then the route table:
 /// the authority routing saw and the trace, or why the request is refused first.
 #[allow(clippy::type_complexity)]
