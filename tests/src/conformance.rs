@@ -158,7 +158,9 @@ fn run_one(
     workdir: &Path,
     tally: &mut Tally,
 ) -> RunResult {
-    let mut proc = proxy::start(kind, config, listener, admin, workdir)?;
+    // sluice with the data path's route lines, for the explain agreement check.
+    let log = Some(agreement::LOG_FILTER);
+    let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log)?;
     let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();

@@ -231,6 +231,18 @@ pub fn start(
     admin_port: u16,
     workdir: &Path,
 ) -> Result<Running, String> {
+    start_logging(kind, config, [listener, admin_port], workdir, None)
+}
+
+/// [`start`], with sluice's log filter (`-l`) when `sluice_log` is set (the conformance suite
+/// turns the data path's route lines on with it).
+pub fn start_logging(
+    kind: Kind,
+    config: &Path,
+    [listener, admin_port]: [u16; 2],
+    workdir: &Path,
+    sluice_log: Option<&str>,
+) -> Result<Running, String> {
     let log = workdir.join(format!("{kind}.log"));
     let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -259,8 +271,9 @@ pub fn start(
         Kind::Sluice => {
             let mut c = Command::new(sluice_binary()?);
             c.arg("proxy").arg("-c").arg(config);
-            // The data path's route lines, for the explain agreement check.
-            c.args(["-l", super::agreement::LOG_FILTER]);
+            if let Some(filter) = sluice_log {
+                c.args(["-l", filter]);
+            }
             c.env("RUST_LOG", "warn").env("RUST_BACKTRACE", "0");
             c
         }
