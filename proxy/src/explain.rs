@@ -1,7 +1,9 @@
-//! `sluice explain -c envoy.yaml URL [-H 'name: value'] [-X METHOD]`: how the config routes a
-//! request, step by step (listener, filter chain, virtual hosts, routes, rewrites, header
-//! changes, cluster, endpoints). The trace comes from `sluice_engine::explain`, which runs the
-//! data path's own matching; this module parses the command line and renders the trace.
+//! `sluice explain TARGET|-c envoy.yaml URL [-H 'name: value'] [-X METHOD]`: how a running
+//! proxy's live config (its admin's `/explain`) or a config file routes a request, step by step
+//! (listener, filter chain, virtual hosts, routes, rewrites, header changes, cluster,
+//! endpoints). The trace comes from `sluice_engine::explain`, which runs the data path's own
+//! matching; this module parses the command line and renders the trace (one renderer for both
+//! sources: the admin's JSON is read back into the same types).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -23,11 +25,15 @@ pub enum Output {
 /// `sluice explain` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// The Envoy v3 bootstrap the proxy runs (`sluice proxy -c` / `sluice agent --config`).
+    /// Explain on this Envoy v3 bootstrap (`sluice proxy -c` / `sluice agent --config`)
+    /// instead of a running proxy.
     #[arg(short = 'c', long = "config")]
-    pub config: PathBuf,
-    /// The request URL (`http://host:port/path?query`); the port picks the listener.
-    pub url: String,
+    pub config: Option<PathBuf>,
+    /// `TARGET URL`, or `URL` with `-c`. TARGET is a running proxy's admin address
+    /// (`HOST:PORT`; its live config is explained through `/explain`); URL is the request
+    /// (`http://host:port/path?query`), whose port picks the listener.
+    #[arg(value_name = "[TARGET] URL", num_args = 1..=2, required = true)]
+    pub positional: Vec<String>,
     /// A request header, `name: value`; repeatable (`Host` overrides the URL's authority).
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
@@ -47,51 +53,41 @@ pub struct Args {
 
 /// Runs `sluice explain`.
 pub fn run(args: &Args) -> Result<()> {
-    let boot = sluice_engine::config::load_file(&args.config)
-        .map_err(|e| anyhow!("loading {}: {e}", args.config.display()))?;
-    let req = request(args)?;
-    let ex = sluice_engine::explain::explain(&boot, &req)?;
+    let ex = match (&args.config, args.positional.as_slice()) {
+        (Some(config), [url]) => {
+            let boot = sluice_engine::config::load_file(config)
+                .map_err(|e| anyhow!("loading {}: {e}", config.display()))?;
+            let req = Request::from_url(
+                url,
+                &args.method,
+                &args.headers,
+                args.listener.clone(),
+                args.seed,
+            )?;
+            sluice_engine::explain::explain(&boot, &req)?
+        }
+        (None, [target, url]) => {
+            let v = crate::proxy_config::fetch::get_json(
+                target,
+                &sluice_engine::admin::explain::path(
+                    url,
+                    &args.method,
+                    &args.headers,
+                    args.listener.as_deref(),
+                    args.seed,
+                ),
+            )?;
+            serde_json::from_value(v)
+                .map_err(|e| anyhow!("{target}: /explain answered an unknown shape: {e}"))?
+        }
+        (Some(_), _) => bail!("with -c FILE give only the URL (not a TARGET)"),
+        (None, _) => bail!("give TARGET URL (a running proxy's admin HOST:PORT), or -c FILE URL"),
+    };
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&ex)?),
         Output::Text => print!("{}", render(&ex)),
     }
     Ok(())
-}
-
-fn request(args: &Args) -> Result<Request> {
-    let uri: http::Uri = args
-        .url
-        .parse()
-        .map_err(|e| anyhow!("parsing URL {}: {e}", args.url))?;
-    let scheme = uri.scheme_str().unwrap_or("http").to_string();
-    let Some(host) = uri.host() else {
-        bail!("URL {} has no host", args.url);
-    };
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        let Some((k, v)) = h.split_once(':') else {
-            bail!("header {h:?}: want 'name: value'");
-        };
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    Ok(Request {
-        scheme,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-        path: uri
-            .path_and_query()
-            .map_or("/".to_string(), |p| p.as_str().to_string()),
-        method: args.method.clone(),
-        headers,
-        listener: args.listener.clone(),
-        random: args.seed,
-    })
 }
 
 /// The readable form of an explanation.
@@ -112,6 +108,9 @@ pub fn render(ex: &Explanation) -> String {
         c.filter,
         c.why
     );
+    if let Some(r) = &ex.refused {
+        let _ = writeln!(s, "refused       {r} (before routing)");
+    }
     if let Some(r) = &ex.route {
         render_route(&mut s, r);
     }

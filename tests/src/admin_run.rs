@@ -34,6 +34,18 @@ impl Drop for Proxy {
     }
 }
 
+impl Proxy {
+    /// The config file it runs (the fixture with its admin port filled in).
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// Its process id (to send it SIGHUP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
 pub fn start(fixture: &str, envoy: bool) -> Proxy {
     let [port] = free_ports::<1>();

@@ -13,6 +13,7 @@
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
 //! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
 
+pub mod agreement;
 pub mod case;
 pub mod client;
 pub mod proxy;
@@ -27,11 +28,15 @@ use std::{
 
 use tokio::runtime::Runtime;
 
+use self::{
+    agreement::{LogCursor, Tally},
+    client::Response,
+    upstream::Recorded,
+};
 pub use self::{
     case::{load_all, Case},
     proxy::Kind,
 };
-use self::{client::Response, upstream::Recorded};
 
 /// Flat observation of one request: key -> value (see the module doc).
 pub type Observation = BTreeMap<String, String>;
@@ -80,28 +85,33 @@ pub type RunResult = Result<Vec<Observation>, String>;
 /// Runs `case` under each of `kinds` in turn, on the same rendered YAML file, the same listener port
 /// and the same upstream servers. The rendered config is kept in `workdir`. A run whose proxy could
 /// not bind its ports (another process took one in between) is retried once on fresh ports.
+///
+/// For the sluice run, the agreement of its admin's `/explain` with what its data path did,
+/// request by request, is added to `tally` (see [`agreement`]).
 pub fn run_case(
     rt: &Runtime,
     case: &Case,
     kinds: &[Kind],
     workdir: &Path,
+    tally: &mut Tally,
 ) -> Vec<(Kind, RunResult)> {
-    let runs = run_case_once(rt, case, kinds, workdir);
+    let mut t = Tally::default();
+    let mut runs = run_case_once((rt, case, kinds, workdir), &mut t);
     let port_clash = |r: &RunResult| {
         r.as_ref()
             .is_err_and(|e| e.contains("Address already in use"))
     };
     if runs.iter().any(|(_, r)| port_clash(r)) {
-        return run_case_once(rt, case, kinds, workdir);
+        t = Tally::default();
+        runs = run_case_once((rt, case, kinds, workdir), &mut t);
     }
+    tally.add(t);
     runs
 }
 
 fn run_case_once(
-    rt: &Runtime,
-    case: &Case,
-    kinds: &[Kind],
-    workdir: &Path,
+    (rt, case, kinds, workdir): (&Runtime, &Case, &[Kind], &Path),
+    tally: &mut Tally,
 ) -> Vec<(Kind, RunResult)> {
     std::fs::create_dir_all(workdir)
         .unwrap_or_else(|e| panic!("creating {}: {e}", workdir.display()));
@@ -121,14 +131,19 @@ fn run_case_once(
         upstream: &|n| ups.port(n),
     };
     let config = workdir.join("envoy.yaml");
-    std::fs::write(&config, case.render(&ports))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+    // The admin listener is in the file both proxies run (sluice's `/explain` is asked during
+    // its run; Envoy also gets it from `--config-yaml`, the same address).
+    let text = case.render(&ports)
+        + &format!(
+            "\nadmin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}\n"
+        );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
     kinds
         .iter()
         .map(|&kind| {
             (
                 kind,
-                run_one(case, kind, &config, [listener, admin], &ups, workdir),
+                run_one(case, kind, &config, [listener, admin], &ups, workdir, tally),
             )
         })
         .collect()
@@ -141,8 +156,13 @@ fn run_one(
     [listener, admin]: [u16; 2],
     ups: &upstream::Upstreams,
     workdir: &Path,
+    tally: &mut Tally,
 ) -> RunResult {
-    let mut proc = proxy::start(kind, config, listener, admin, workdir)?;
+    // sluice with the data path's route lines, for the explain agreement check.
+    let log = Some(agreement::LOG_FILTER);
+    let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log)?;
+    let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
     let mut out = Vec::new();
     ups.take();
@@ -175,7 +195,15 @@ fn run_one(
             conn = Some(s);
             resp
         });
-        out.push(observe(resp, ups.take()));
+        let obs = observe(resp, ups.take());
+        if let Some(lines) = route_lines.as_mut() {
+            let i = out.len();
+            let taken = lines.taken();
+            agreement::check(
+                case, i, admin_addr, listener, &path, &headers, &taken, &obs, tally,
+            );
+        }
+        out.push(obs);
         if let Some(e) = proc.exited() {
             return Err(format!("{kind} died during case {}: {e}", case.name));
         }

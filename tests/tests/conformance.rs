@@ -69,7 +69,13 @@ fn cases_hold_under_envoy() {
     let work = conformance::workdir().join("envoy-only");
     let mut failures = Vec::new();
     for case in &cases {
-        let runs = conformance::run_case(&rt, case, &[Kind::Envoy], &work.join(&case.name));
+        let runs = conformance::run_case(
+            &rt,
+            case,
+            &[Kind::Envoy],
+            &work.join(&case.name),
+            &mut Default::default(),
+        );
         match &runs[0].1 {
             Ok(obs) => {
                 dump(case, Kind::Envoy, obs);
@@ -125,6 +131,7 @@ fn sluice_matches_envoy() {
     let cases = cases();
     let work = conformance::workdir().join("differential");
     let (mut failures, mut declared) = (Vec::new(), 0);
+    let mut explained = conformance::agreement::Tally::default();
     let mut by_key: std::collections::BTreeMap<
         String,
         (usize, std::collections::BTreeSet<String>),
@@ -135,6 +142,7 @@ fn sluice_matches_envoy() {
             case,
             &[Kind::Envoy, Kind::Sluice],
             &work.join(&case.name),
+            &mut explained,
         );
         let (envoy, sluice) = (&runs[0].1, &runs[1].1);
         let (envoy, sluice) = match (envoy, sluice) {
@@ -179,6 +187,7 @@ fn sluice_matches_envoy() {
         cases.len(),
         started.elapsed()
     );
+    check_explain_agreement(&explained, cases.len());
     let summary: Vec<String> = by_key
         .iter()
         .map(|(k, (n, cs))| {
@@ -200,4 +209,39 @@ fn sluice_matches_envoy() {
         summary.join("\n")
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Issue 12, test 4: for every request of the sluice runs, the route (virtual host, route index
+/// and name, action) and cluster that sluice's admin `/explain` names are the ones its data path
+/// took (see tests/src/conformance/agreement.rs).
+fn check_explain_agreement(t: &conformance::agreement::Tally, cases: usize) {
+    eprintln!(
+        "explain agreement: {} requests compared ({} forwarded to a cluster, {} of them weighted \
+         draws replayed by seed, {} also checked against the upstream that answered; {} redirects \
+         or direct responses, {} no route, {} refused before routing by both); not asked: {} \
+         authority-form targets, {} requests the proxy never got; {} disagreements",
+        t.compared,
+        t.clusters,
+        t.weighted,
+        t.by_backend,
+        t.local,
+        t.no_route,
+        t.refused,
+        t.not_url,
+        t.unanswered,
+        t.disagreements.len()
+    );
+    assert!(
+        t.disagreements.is_empty(),
+        "explain disagrees with the data path:\n{}",
+        t.disagreements.join("\n")
+    );
+    // Every case sends at least one request sluice routes, unless sluice refuses the case.
+    if std::env::var_os("CONFORMANCE_CASE").is_none() {
+        assert!(
+            t.compared >= cases.min(MIN_CASES),
+            "only {} requests compared with explain over {cases} cases",
+            t.compared
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Admin interface with Envoy's paths and formats: `/config_dump` (ConfigDump JSON, with
 //! `resource=`, `mask=`, `name_regex=`, `include_eds`), `/clusters` and `/listeners` (text and
-//! `?format=json`), `/server_info`, `/ready`, `/stats`, `/stats/prometheus`, and the mutating
+//! `?format=json`), `/server_info`, `/ready`, `/stats`, `/stats/prometheus`, sluice's `/explain`, and the mutating
 //! `/logging`, `/drain_listeners`, `/quitquitquit`, which answer POST only (GET gets Envoy's
 //! 405). The admin listener binds `admin.address` from the config (Envoy configs put it on
 //! 127.0.0.1). Everything here reads the current [`Runtime`](crate::server::Runtime); nothing
@@ -8,6 +8,7 @@
 
 mod clusters;
 pub mod config_dump;
+pub mod explain;
 mod listeners;
 pub mod logging;
 mod origin;
@@ -124,6 +125,12 @@ const HELP: &str = "admin commands are:
       include_eds: Dump currently loaded configuration including EDS
   /drain_listeners (POST): drain listeners
       inboundonly: Drains all inbound listeners
+  /explain: how the live config routes a request (sluice)
+      url: The request URL (http://host:port/path?query; the port picks the listener)
+      method: The request method (default GET)
+      header: A request header, name:value (repeatable)
+      listener: Explain on this listener instead of the one the URL reaches
+      seed: The random draw for weighted clusters (default 0)
   /help: print out list of admin commands
   /listeners: print listener info
       format: File format to use; One of (text, json)
@@ -174,6 +181,10 @@ pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Res
         "/ready" if server.is_ready() => reply(200, "LIVE\n".into(), TEXT),
         "/ready" => reply(503, "INITIALIZING\n".into(), TEXT),
         "/config_dump" => match config_dump(&rt, query) {
+            Ok(body) => reply(200, body, JSON),
+            Err(e) => reply(e.status, e.message, TEXT),
+        },
+        "/explain" => match explain::json(&rt, query) {
             Ok(body) => reply(200, body, JSON),
             Err(e) => reply(e.status, e.message, TEXT),
         },

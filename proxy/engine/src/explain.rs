@@ -1,20 +1,26 @@
-//! `sluice explain`: how a config routes one request — listener, filter chain, virtual host,
-//! routes, rewrites, header changes, cluster and endpoints — computed with the data path's
-//! own choices ([`Listener::choose_chain`], [`RouteTable::select_observed`],
-//! [`WeightedClusters::pick`]), never a second implementation.
+//! `sluice explain`: how a config routes one request — listener, filter chain, the checks
+//! before routing, virtual host, routes, rewrites, header changes, cluster and endpoints —
+//! computed with the data path's own code ([`Listener::choose_chain`],
+//! `http::preroute::for_explain`, [`RouteTable::select_observed`],
+//! [`WeightedClusters::pick`]),
+//! never a second implementation.
+//!
+//! [`RouteTable::select_observed`]: crate::route::RouteTable::select_observed
+//! [`WeightedClusters::pick`]: crate::route::WeightedClusters::pick
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{
-        Bootstrap, Cluster, DiscoveryType, EndpointAddress, Listener, NetworkFilter,
-        TcpProxyCluster,
+        Bootstrap, Cluster, DiscoveryType, EndpointAddress, HttpConnectionManager, Listener,
+        NetworkFilter, TcpProxyCluster,
     },
+    http::{preroute, ConnInfo},
     route::{
         explain::{Decision, RouteTrace},
-        RequestView, RouteTable,
+        RequestView,
     },
 };
 
@@ -39,6 +45,75 @@ pub struct Request {
     pub random: u64,
 }
 
+/// A request that cannot be built: which parameter (`url`, `header`), its value and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{param} {value:?}: {why}")]
+pub struct RequestError {
+    /// `url`, `header` or `method`.
+    pub param: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl Request {
+    /// The request for `METHOD url` with `headers` (each `name: value`), as `sluice explain`
+    /// and the admin's `/explain` take it; `random` is the weighted-cluster draw.
+    pub fn from_url(
+        url: &str,
+        method: &str,
+        headers: &[String],
+        listener: Option<String>,
+        random: u64,
+    ) -> Result<Self, RequestError> {
+        let bad = |param, value: &str, why: String| RequestError {
+            param,
+            value: value.to_string(),
+            why,
+        };
+        let uri: http::Uri = url.parse().map_err(|e| bad("url", url, format!("{e}")))?;
+        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("url", url, "no host (want http://host:port/path)".into()))?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let headers = headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((k, v)) => {
+                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| bad("header", h, format!("{k:?} is not a header name")))?;
+                    http::HeaderValue::from_str(&v)
+                        .map_err(|_| bad("header", h, "not a valid header value".into()))?;
+                    Ok((k, v))
+                }
+                None => Err(bad("header", h, "want 'name: value'".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| bad("method", method, "not an HTTP method token".into()))?;
+        Ok(Request {
+            scheme,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            path: uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string()),
+            method: method.to_string(),
+            headers,
+            listener,
+            random,
+        })
+    }
+}
+
 /// Why a request cannot be explained.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -48,6 +123,9 @@ pub enum ExplainError {
     /// No listener takes the address.
     #[error("no listener takes {0} (no listener on that port, none with use_original_dst or an original_dst filter); pass --listener")]
     NoListener(String),
+    /// The method, path or a header is not valid HTTP.
+    #[error("{0}")]
+    BadRequest(String),
     /// The listener has no chain for the port.
     #[error(
         "listener {0}: no filter chain matches destination port {1} (Envoy closes the connection)"
@@ -56,7 +134,7 @@ pub enum ExplainError {
 }
 
 /// The whole explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explanation {
     /// `METHOD URL`.
     pub request: String,
@@ -66,6 +144,10 @@ pub struct Explanation {
     pub listener: ListenerStep,
     /// The filter chain.
     pub filter_chain: ChainStep,
+    /// Why the request is refused before routing (status and reason), as the data path's
+    /// checks decide (missing Host, request target, upgrade policy).
+    #[serde(default)]
+    pub refused: Option<String>,
     /// The route table trace (HTTP chains).
     pub route: Option<RouteTrace>,
     /// The tcp_proxy cluster (TCP chains).
@@ -75,7 +157,7 @@ pub struct Explanation {
 }
 
 /// The listener choice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListenerStep {
     /// `name`.
     pub name: String,
@@ -86,7 +168,7 @@ pub struct ListenerStep {
 }
 
 /// The filter chain choice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainStep {
     /// Index in `filter_chains[]`.
     pub index: usize,
@@ -101,7 +183,7 @@ pub struct ChainStep {
 }
 
 /// The chosen cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStep {
     /// `name`.
     pub name: String,
@@ -134,7 +216,10 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| default_authority(req));
     let mut out = Explanation {
-        request: format!("{} {}://{}{}", req.method, req.scheme, authority, req.path),
+        request: match authority.is_empty() {
+            true => format!("{} {} (no Host)", req.method, req.path),
+            false => format!("{} {}://{}{}", req.method, req.scheme, authority, req.path),
+        },
         authority: authority.clone(),
         listener: ListenerStep {
             name: listener.name.to_string(),
@@ -148,6 +233,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
             filter: String::new(),
             why: chain_why,
         },
+        refused: None,
         route: None,
         tcp_cluster: None,
         cluster: None,
@@ -155,13 +241,21 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     let cluster_name = match &chain.filter {
         NetworkFilter::Http(hcm) => {
             out.filter_chain.filter = format!("http_connection_manager {}", hcm.stat_prefix);
-            let trace = route(&hcm.route_table, req, &authority);
-            let name = match &trace.decision {
-                Decision::Forward(f) => f.cluster.clone(),
-                _ => None,
-            };
-            out.route = Some(trace);
-            name
+            match route(hcm, listener, req, &authority)? {
+                Err(refused) => {
+                    out.refused = Some(refused);
+                    None
+                }
+                Ok((seen, trace)) => {
+                    out.authority = seen.unwrap_or_default();
+                    let name = match &trace.decision {
+                        Decision::Forward(f) => f.cluster.clone(),
+                        _ => None,
+                    };
+                    out.route = Some(trace);
+                    name
+                }
+            }
         }
         NetworkFilter::Tcp(tcp) => {
             out.filter_chain.filter = format!("tcp_proxy {}", tcp.stat_prefix);
@@ -177,22 +271,78 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     Ok(out)
 }
 
-fn route(table: &RouteTable, req: &Request, authority: &str) -> RouteTrace {
-    let headers: Vec<(String, String)> = req
+/// The data path's steps before routing (`preroute::for_explain`: Host checks, request
+/// target, upgrade policy, header sanitation, repeated Hosts joined), then the route table:
+/// the authority routing saw and the trace, or why the request is refused first.
+#[allow(clippy::type_complexity)]
+fn route(
+    hcm: &HttpConnectionManager,
+    listener: &Listener,
+    req: &Request,
+    authority: &str,
+) -> Result<Result<(Option<String>, RouteTrace), String>, ExplainError> {
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| ExplainError::BadRequest(format!("{what}: {e}"));
+    let mut b = http::Request::builder()
+        .method(http::Method::from_bytes(req.method.as_bytes()).map_err(|e| bad("method", &e))?)
+        .uri(req.path.as_str())
+        .version(http::Version::HTTP_11);
+    let hosts: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // No `host` header: curl's Host (the URL's authority); an empty one (curl's `-H 'Host:'`)
+    // sends none.
+    let hosts = match hosts.is_empty() {
+        true => vec![authority],
+        false => hosts.into_iter().filter(|h| !h.is_empty()).collect(),
+    };
+    for h in hosts {
+        b = b.header(http::header::HOST, h);
+    }
+    for (k, v) in req
         .headers
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
-        .cloned()
+    {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let mut r = b.body(()).map_err(|e| bad("request", &e))?;
+    let ip = req.host.parse().unwrap_or(listener.address.ip());
+    let local = SocketAddr::new(ip, req.port);
+    let conn = ConnInfo {
+        peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        local,
+        orig_dst: local,
+        tls: req.scheme == "https",
+    };
+    let seen = match preroute::for_explain(hcm, &conn, &mut r) {
+        Ok(a) => a,
+        Err((status, why)) => return Ok(Err(format!("{status}: {why}"))),
+    };
+    let headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != http::header::HOST)
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let view = RequestView {
-        authority: Some(authority),
-        path: &req.path,
-        method: &req.method,
+        authority: seen.as_deref(),
+        path: r.uri().path_and_query().map_or("/", |p| p.as_str()),
+        method: r.method().as_str(),
         scheme: &req.scheme,
         headers: &headers,
         random: req.random,
     };
-    table.explain(&view, &headers)
+    let trace = hcm.route_table.explain(&view, &headers);
+    Ok(Ok((seen, trace)))
 }
 
 /// What curl sends as Host: the port only when it is not the scheme's default.
@@ -297,3 +447,6 @@ fn endpoints(c: &Cluster, req: &Request) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

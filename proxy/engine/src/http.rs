@@ -17,7 +17,7 @@ mod h2_flood;
 mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
-mod preroute;
+pub(crate) mod preroute;
 pub mod retry;
 mod sanitize;
 mod target;
@@ -433,7 +433,9 @@ pub async fn handle(
             headers: req.headers(),
             random: rand::random(),
         };
-        match table.select(&view) {
+        let selection = table.select(&view);
+        crate::route::observe::log_taken(&selection, view.random);
+        match selection {
             Selection::NoRoute => {
                 hcm.stats.no_route.inc();
                 close = body_pending;

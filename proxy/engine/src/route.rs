@@ -13,7 +13,7 @@ pub mod explain;
 pub mod format;
 mod headers;
 mod matcher;
-mod observe;
+pub mod observe;
 mod select;
 #[cfg(test)]
 mod tests;

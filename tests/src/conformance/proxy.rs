@@ -62,6 +62,11 @@ impl Running {
         )
     }
 
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Whether the process has exited (a crash during a case is reported as such).
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
@@ -226,6 +231,18 @@ pub fn start(
     admin_port: u16,
     workdir: &Path,
 ) -> Result<Running, String> {
+    start_logging(kind, config, [listener, admin_port], workdir, None)
+}
+
+/// [`start`], with sluice's log filter (`-l`) when `sluice_log` is set (the conformance suite
+/// turns the data path's route lines on with it).
+pub fn start_logging(
+    kind: Kind,
+    config: &Path,
+    [listener, admin_port]: [u16; 2],
+    workdir: &Path,
+    sluice_log: Option<&str>,
+) -> Result<Running, String> {
     let log = workdir.join(format!("{kind}.log"));
     let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -254,6 +271,9 @@ pub fn start(
         Kind::Sluice => {
             let mut c = Command::new(sluice_binary()?);
             c.arg("proxy").arg("-c").arg(config);
+            if let Some(filter) = sluice_log {
+                c.args(["-l", filter]);
+            }
             c.env("RUST_LOG", "warn").env("RUST_BACKTRACE", "0");
             c
         }

@@ -3,6 +3,7 @@
 //! implementation: [`super::handle`] calls it. [`preroute`] adds route selection, the forward plan
 //! and the route's header mutations as one pure function over any body type, so a test or the
 //! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
+//! [`for_explain`] runs [`before_routing`] for `sluice explain`, so it routes what the router sees.
 
 use http::{header, HeaderMap, HeaderValue, Request, Version};
 
@@ -69,6 +70,26 @@ pub(super) fn before_routing<B>(
         }
     }
     Ok(())
+}
+
+/// The steps before routing for `sluice explain`: `req` as routing sees it (headers sanitized,
+/// repeated Hosts joined) and its authority, or the refusal's status and why.
+pub fn for_explain<B>(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    req: &mut Request<B>,
+) -> Result<Option<String>, (u16, String)> {
+    let scheme = if conn.tls { "https" } else { "http" };
+    before_routing(cfg, conn, scheme, req).map_err(|r| {
+        let why = match &r {
+            Refused::MissingHost => "HTTP/1.1 request without Host".to_string(),
+            Refused::Target(t) if t.body.is_empty() => "CONNECT (no route takes it)".to_string(),
+            Refused::Target(t) => format!("request target or Host refused ({})", t.body),
+            Refused::Upgrade => "an upgrade upgrade_configs does not enable".to_string(),
+        };
+        (r.status(), why)
+    })?;
+    Ok(Authority::of(req).map(|a| a.as_str().to_string()))
 }
 
 /// What the pre-forward steps decided.

@@ -3,7 +3,7 @@
 //! and why the winner won, every route tried and why it did or did not match, and the
 //! decision with its rewrites, header changes and cluster draw.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     describe::{describe_header, describe_match, describe_query},
@@ -31,7 +31,7 @@ impl SelectObserver for Recorder {
 }
 
 /// The route table's part of an explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouteTrace {
     /// `route_config.name`.
     pub route_config: String,
@@ -47,7 +47,7 @@ pub struct RouteTrace {
 }
 
 /// One virtual host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VhostStep {
     /// `name`.
     pub name: String,
@@ -60,7 +60,7 @@ pub struct VhostStep {
 }
 
 /// One route of the chosen virtual host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouteStep {
     /// Index in `routes[]`.
     pub index: usize,
@@ -75,7 +75,7 @@ pub struct RouteStep {
 }
 
 /// The routing decision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Decision {
     /// 404 NR.
@@ -102,7 +102,7 @@ pub enum Decision {
 }
 
 /// A forwarded request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForwardTrace {
     /// The cluster (`None`: `cluster_header` absent, 503 NC).
     pub cluster: Option<String>,
@@ -127,13 +127,13 @@ pub struct ForwardTrace {
     /// Response headers they remove.
     pub response_headers_removed: Vec<String>,
     /// Route `timeout` in milliseconds (`None` = disabled).
-    pub timeout_ms: Option<u128>,
+    pub timeout_ms: Option<u64>,
     /// `retry_policy.num_retries`, if a retry policy applies.
     pub retries: Option<u32>,
 }
 
 /// One `weighted_clusters.clusters[]` entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeightStep {
     /// Cluster name.
     pub name: String,
@@ -330,7 +330,10 @@ fn decide(
                 request_headers_removed,
                 response_headers_set: resp,
                 response_headers_removed,
-                timeout_ms: f.action.timeout.map(|t| t.as_millis()),
+                timeout_ms: f
+                    .action
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 retries: f.action.retry_policy.as_ref().map(|r| r.num_retries),
             }))
         }

@@ -41,3 +41,35 @@ pub trait SelectObserver {
 
 /// The data path's observer: nothing.
 impl SelectObserver for () {}
+
+/// The `tracing` target of [`log_taken`]'s line (enable with `sluice_route=debug`).
+pub const TAKEN_TARGET: &str = "sluice_route";
+
+/// Logs, at debug level under [`TAKEN_TARGET`], what the data path chose for one request:
+/// `action`, `vhost`, `route` (index), `route_name`, `cluster`, and `random` (the draw for
+/// `weighted_clusters`, which `sluice explain --seed` replays). Like Envoy's router debug line
+/// ("cluster 'x' match for URL '/y'"); off by default, when it costs the callsite's cached
+/// level check and nothing is computed.
+#[inline]
+pub fn log_taken(sel: &super::Selection<'_>, random: u64) {
+    use super::Selection;
+    if !tracing::enabled!(target: TAKEN_TARGET, tracing::Level::DEBUG) {
+        return;
+    }
+    let (action, route_ref, cluster) = match sel {
+        Selection::Forward(f) => ("forward", Some(f.route_ref), f.cluster.name()),
+        Selection::Redirect { route_ref, .. } => ("redirect", Some(*route_ref), None),
+        Selection::DirectResponse { route_ref, .. } => ("direct_response", Some(*route_ref), None),
+        Selection::NoRoute => ("no_route", None, None),
+    };
+    tracing::debug!(
+        target: TAKEN_TARGET,
+        action,
+        vhost = ?sel.vhost().map_or("", |v| v.name.as_str()),
+        route = ?route_ref.map_or(-1, |r| i64::from(r.route)),
+        route_name = ?sel.route().and_then(|r| r.name.as_deref()).unwrap_or(""),
+        cluster = ?cluster.unwrap_or(""),
+        random,
+        "route taken"
+    );
+}

@@ -1,0 +1,114 @@
+//! `explain` on a small config: the listener and chain, the data path's steps before routing
+//! (repeated Hosts joined, a missing Host refused, sanitized headers seen by matchers), the
+//! weighted draw, and `Request::from_url`'s errors naming the parameter.
+
+use super::{explain, Explanation, Request};
+use crate::{config::from_yaml_str, route::explain::Decision};
+
+/// The HCM's route_config (the listener `web` on 127.0.0.1:8080 wraps it, see [`yaml`]).
+const ROUTES: &str = r#"{name: rc, virtual_hosts: [
+  {name: one, domains: ["one.example"], routes: [{match: {prefix: /}, route: {cluster: a}}]},
+  {name: other, domains: ["*"], routes: [
+    {name: proto, match: {prefix: /p, headers: [{name: x-forwarded-proto, string_match: {exact: http}}]},
+     route: {cluster: a, prefix_rewrite: /q}},
+    {name: split, match: {prefix: /},
+     route: {weighted_clusters: {clusters: [{name: a, weight: 1}, {name: b, weight: 3}]}}}]}]}"#;
+
+fn yaml() -> String {
+    let hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    let cluster = |n: &str, ip: &str| {
+        format!("{{name: {n}, type: STATIC, load_assignment: {{cluster_name: {n}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: 80}}}}}}}}]}}]}}}}")
+    };
+    format!(
+        "static_resources: {{listeners: [{{name: web, address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}, \
+         filter_chains: [{{filters: [{{name: hcm, typed_config: {{'@type': {hcm}, stat_prefix: web, \
+         http_filters: [{{name: envoy.filters.http.router}}], route_config: {ROUTES}}}}}]}}]}}], \
+         clusters: [{}, {}]}}",
+        cluster("a", "127.0.0.2"),
+        cluster("b", "127.0.0.3")
+    )
+}
+
+fn run(url: &str, headers: &[&str], seed: u64) -> Explanation {
+    let boot = from_yaml_str(&yaml()).expect("config");
+    let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let req = Request::from_url(url, "GET", &headers, None, seed).expect("request");
+    explain(&boot, &req).expect("explain")
+}
+
+/// (vhost, route index, cluster) of an explanation.
+fn taken(ex: &Explanation) -> (String, Option<usize>, Option<String>) {
+    let r = ex.route.as_ref().expect("an HTTP chain");
+    let vhost = r.virtual_hosts.iter().find(|v| v.chosen).expect("a vhost");
+    let route = r.routes.iter().find(|s| s.matched).map(|s| s.index);
+    let cluster = match &r.decision {
+        Decision::Forward(f) => f.cluster.clone(),
+        _ => None,
+    };
+    (vhost.name.clone(), route, cluster)
+}
+
+#[test]
+fn listener_chain_and_host() {
+    let ex = run("http://127.0.0.1:8080/x", &["host: one.example"], 0);
+    assert_eq!(ex.listener.name, "web");
+    assert_eq!(ex.filter_chain.index, 0);
+    assert_eq!(taken(&ex), ("one".into(), Some(0), Some("a".into())));
+    let c = ex.cluster.expect("cluster");
+    assert_eq!(c.endpoints, ["127.0.0.2:80"]);
+}
+
+#[test]
+fn repeated_hosts_are_joined_as_the_data_path_does() {
+    let ex = run(
+        "http://127.0.0.1:8080/x",
+        &["host: one.example", "host: two.example"],
+        0,
+    );
+    assert_eq!(ex.authority, "one.example,two.example");
+    assert_eq!(taken(&ex).0, "other");
+}
+
+#[test]
+fn an_empty_host_is_refused_before_routing() {
+    let ex = run("http://127.0.0.1:8080/x", &["host:"], 0);
+    assert!(ex.route.is_none());
+    assert_eq!(
+        ex.refused.as_deref(),
+        Some("400: HTTP/1.1 request without Host")
+    );
+}
+
+#[test]
+fn matchers_see_the_sanitized_headers() {
+    // x-forwarded-proto is set by the connection manager before routing.
+    let ex = run("http://127.0.0.1:8080/p", &["host: x"], 0);
+    assert_eq!(taken(&ex), ("other".into(), Some(0), Some("a".into())));
+    let Some(Decision::Forward(f)) = ex.route.map(|r| r.decision) else {
+        panic!("forward");
+    };
+    assert_eq!(f.rewritten_path.as_deref(), Some("/q"));
+}
+
+#[test]
+fn the_seed_is_the_weighted_draw() {
+    for (seed, want) in [(0, "a"), (1, "b"), (3, "b"), (4, "a"), (5, "b")] {
+        let ex = run("http://127.0.0.1:8080/z", &["host: x"], seed);
+        assert_eq!(taken(&ex).2.as_deref(), Some(want), "seed {seed}");
+    }
+}
+
+#[test]
+fn request_errors_name_the_parameter() {
+    let e = Request::from_url("/no-host", "GET", &[], None, 0).expect_err("no host");
+    assert_eq!(e.param, "url");
+    let e = Request::from_url("http://h/", "GET", &["nocolon".into()], None, 0)
+        .expect_err("bad header");
+    assert_eq!(e.param, "header");
+    assert!(e.to_string().contains("\"nocolon\""), "{e}");
+    let e = Request::from_url("http://h/", "GET", &["bad name: x".into()], None, 0)
+        .expect_err("bad header name");
+    assert_eq!(e.param, "header");
+    let e = Request::from_url("http://h/", "BAD METHOD", &[], None, 0).expect_err("bad method");
+    assert_eq!(e.param, "method");
+}
