@@ -144,6 +144,12 @@ enum Cmd {
         /// the sidecar's 15006); the fds travel over the control socket with SCM_RIGHTS.
         #[arg(long)]
         agent_control: Option<PathBuf>,
+        /// With --config: Envoy's admin on 127.0.0.1:PORT in the pod; 0 = none.
+        #[arg(long, default_value_t = sluice_node::admin_port::DEFAULT_ADMIN_PORT)]
+        admin_port: u16,
+        /// `/healthz/ready` on 0.0.0.0:PORT in the pod (200 while the listeners serve); 0 = none.
+        #[arg(long, default_value_t = sidecar::admin::DEFAULT_HEALTH_PORT)]
+        health_port: u16,
     },
     /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
     /// installed; the DaemonSet's second container (see sluice_node::cni::install).
@@ -335,6 +341,8 @@ fn run() -> Result<()> {
             services,
             config,
             agent_control,
+            admin_port,
+            health_port,
         } => {
             let handler = passthrough(services.as_deref())?;
             let l7 = match config {
@@ -343,7 +351,12 @@ fn run() -> Result<()> {
                 }
                 None => None,
             };
-            let opts = SidecarOptions { netns, uid };
+            let opts = SidecarOptions {
+                netns,
+                uid,
+                admin_port: if l7.is_some() { admin_port } else { 0 },
+                health_port,
+            };
             // Still single-threaded here: enter, bind, register with the agent (root-only
             // socket), drop privileges, then start the runtime.
             let bound = sidecar::enter_and_bind(&opts)?;
@@ -355,7 +368,7 @@ fn run() -> Result<()> {
             rt.block_on(async move {
                 let inbound: Arc<dyn ConnectionHandler> =
                     Arc::new(sluice_node::inbound::InboundPassthrough);
-                let (outbound, inbound) = match l7 {
+                let (outbound, inbound, engine) = match l7 {
                     Some(l7) => {
                         let upstream = sluice_node::upstream_factory::UpstreamFactory::new(
                             None,
@@ -363,11 +376,12 @@ fn run() -> Result<()> {
                             sluice_node::upstream_factory::DEFAULT_CONNECT_TIMEOUT,
                         );
                         let h = l7.pod_handlers(&upstream, handler).await?;
-                        (h.outbound, h.inbound)
+                        let engine = agent::pod_admin::admin_server(&h.servers);
+                        (h.outbound, h.inbound, engine)
                     }
-                    None => (handler, inbound),
+                    None => (handler, inbound, None),
                 };
-                sidecar::serve(bound, outbound, inbound).await?;
+                sidecar::serve(bound, outbound, inbound, engine).await?;
                 anyhow::Ok(())
             })?;
         }
