@@ -3,7 +3,9 @@
 //! pod's netns), `/healthz/ready` on 0.0.0.0:15021 (reachable from the peer pod, like the
 //! kubelet's probe; the admin is not), `/logging`, `/drain_listeners` closing the capture
 //! listeners (inbound only, then all; readiness 503), `/quitquitquit` ending the process with
-//! status 0, and `--admin-port 0 --health-port 0`.
+//! status 0, and `--admin-port 0 --health-port 0`. Under eBPF sidecar mode a drained pod is
+//! left to its fail-open setting: refused without it, straight to the app (or the real
+//! destination) with it.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -12,8 +14,11 @@ use std::{
 
 use serde_json::Value;
 use sluice_tests::{
-    l7_pods::L7Pods,
+    agent_node::Node,
+    l7_pods::{self, http_echo, L7Pods},
+    ns_server::NsServer,
     sluice_cli::{sluice_bin, stdout_ok, SluiceProcess},
+    upstream::harness::TempDir,
     Netns,
 };
 
@@ -173,4 +178,91 @@ fn sidecar_serves_envoys_admin_and_readiness_in_its_pod() {
     );
     assert!(refused(pod, ADMIN), "--admin-port 0 still serves");
     assert!(refused(pod, HEALTH), "--health-port 0 still serves");
+}
+
+/// POST `path` to the admin of the sidecar in `ns`; asserts Envoy's `OK`.
+fn post_ok(ns: &Netns, path: &str) {
+    let (code, body) = answer(ns, &["-X", "POST"], ADMIN, path);
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", "OK\n"),
+        "POST {path}"
+    );
+}
+
+/// [`L7Pods`]'s config without `virtualOutbound`: outbound is the TCP passthrough, one
+/// upstream connection per downstream one (an engine's pooled connection, accepted before a
+/// drain, would keep carrying requests into the drained pod, as open connections do).
+fn inbound_only_config(p: &L7Pods, dir: &TempDir) -> String {
+    let full = l7_pods::config(p.app.addr, "/");
+    let (from, to) = (
+        full.find("  - name: virtualOutbound").expect("fixture"),
+        full.find("  - name: virtualInbound").expect("fixture"),
+    );
+    let path = dir.path("inbound.yaml");
+    std::fs::write(&path, format!("{}{}", &full[..from], &full[to..])).unwrap();
+    path.to_str().expect("UTF-8 temp path").to_string()
+}
+
+/// eBPF sidecar mode (sk_lookup steers to the sidecar's registered 15006, connect4 redirects to
+/// its 15001): after `/drain_listeners` the sockets are gone, and the pod's `--fail-open`
+/// decides. The server pod (no fail-open) refuses new inbound connections, as a drained Envoy
+/// behind iptables does; the client pod (fail-open) lets them reach its app directly, and with
+/// every listener drained its outbound connections go to their real destination uncaptured.
+#[test]
+fn a_drained_sidecar_leaves_its_pod_to_the_fail_open_setting() {
+    let p = L7Pods::new("sb");
+    let dir = TempDir::new("sbcfg");
+    let cfg = inbound_only_config(&p, &dir);
+    let node = Node::start("sb");
+    node.enroll(&p.server, &["--mode", "sidecar"]);
+    node.enroll(&p.client, &["--mode", "sidecar", "--fail-open"]);
+    let client_app = NsServer::start(&p.client, SocketAddr::new(p.veth.a_v4.into(), 0), http_echo);
+    let ctl = node.ctl();
+    let args = ["--config", cfg.as_str(), "--agent-control", ctl.as_str()];
+    let mut sidecars = [&p.server, &p.client].map(|ns| {
+        let mut s = SluiceProcess::sidecar_with(ns, 1337, Some(&node.cgroup), &args);
+        s.wait_for_log("inbound listeners registered", Duration::from_secs(5));
+        s
+    });
+    let get = |from: &Netns, to: SocketAddr| {
+        let out = p.curl_in(from, &node, &["-f", &format!("http://{to}/x")]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Both directions through the sidecars' virtualInbound first.
+    for (from, to) in [(&p.client, p.app.addr), (&p.server, client_app.addr)] {
+        let body = get(from, to).unwrap_or_else(|| panic!("{} -> {to} failed", from.name()));
+        assert!(body.contains("inbound=sluice-in"), "{body}");
+    }
+
+    // Server pod, no fail-open: inbound refused once its 15006 is drained.
+    post_ok(&p.server, "/drain_listeners?inboundonly");
+    eventually("server pod refuses inbound", || {
+        get(&p.client, p.app.addr).is_none()
+    });
+    // Client pod, fail-open: inbound straight to the app (no x-inbound, the peer's own address).
+    post_ok(&p.client, "/drain_listeners?inboundonly");
+    eventually("client pod's app reached directly", || {
+        get(&p.server, client_app.addr).is_some_and(|b| b.contains("inbound=\n"))
+    });
+    let body = get(&p.server, client_app.addr).expect("direct inbound");
+    assert!(body.contains(&format!("peer={}:", p.veth.b_v4)), "{body}");
+
+    // Outbound still captured by the client's sidecar until every listener is drained (the
+    // VIP has no endpoint: the passthrough resets the connection, curl 56); then nothing
+    // listens on 15001, fail-open leaves the VIP uncaptured, and it has no route in the pod
+    // (curl 7, could not connect).
+    let vip = || p.curl(&node, &["http://10.96.0.10/"]).status.code();
+    assert_eq!(vip(), Some(56));
+    post_ok(&p.client, "/drain_listeners");
+    eventually("client pod's outbound uncaptured", || vip() == Some(7));
+    for s in &mut sidecars {
+        s.sigterm();
+        let st = s
+            .wait_exit(Duration::from_secs(5))
+            .expect("sidecar exits on SIGTERM");
+        assert!(st.success(), "{st}: {}", s.log());
+    }
 }
