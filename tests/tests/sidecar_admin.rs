@@ -137,8 +137,10 @@ fn sidecar_serves_envoys_admin_and_readiness_in_its_pod() {
     assert!(!connect_refused(pod, inb) && !connect_refused(pod, outb));
     let (code, body) = answer(pod, &["-X", "POST"], ADMIN, "/drain_listeners?inboundonly");
     assert_eq!((code.as_str(), body.as_str()), ("200", "OK\n"));
-    eventually("15006 closed", || connect_refused(pod, inb));
-    assert!(connect_refused(pod, "[::1]:15006".parse().unwrap()));
+    let inb6: SocketAddr = "[::1]:15006".parse().unwrap();
+    eventually("15006 closed", || {
+        connect_refused(pod, inb) && connect_refused(pod, inb6)
+    });
     assert!(!connect_refused(pod, outb), "15001 must still serve");
     assert_eq!(answer(pod, &[], HEALTH, "/healthz/ready").0, "503");
     // Then every listener; the admin still answers.
@@ -250,14 +252,22 @@ fn a_drained_sidecar_leaves_its_pod_to_the_fail_open_setting() {
     let body = get(&p.server, client_app.addr).expect("direct inbound");
     assert!(body.contains(&format!("peer={}:", p.veth.b_v4)), "{body}");
 
-    // Outbound still captured by the client's sidecar until every listener is drained (the
-    // VIP has no endpoint: the passthrough resets the connection, curl 56); then nothing
-    // listens on 15001, fail-open leaves the VIP uncaptured, and it has no route in the pod
-    // (curl 7, could not connect).
-    let vip = || p.curl(&node, &["http://10.96.0.10/"]).status.code();
-    assert_eq!(vip(), Some(56));
+    // Outbound still captured by the client's sidecar until every listener is drained; then
+    // nothing listens on 15001 and fail-open leaves the connect alone (connect4's
+    // `skip_no_listener`), and the VIP has no route in the pod (curl 7, could not connect).
+    let vip = || {
+        let before = (node.counter("captured"), node.counter("skip_no_listener"));
+        let code = p.curl(&node, &["http://10.96.0.10/"]).status.code();
+        let captured = node.counter("captured") - before.0;
+        (captured, node.counter("skip_no_listener") - before.1, code)
+    };
+    let (captured, skipped, code) = vip();
+    assert_eq!((captured, skipped), (1, 0), "curl exit {code:?}");
+    assert_ne!(code, Some(0), "the VIP has no endpoint");
     post_ok(&p.client, "/drain_listeners");
-    eventually("client pod's outbound uncaptured", || vip() == Some(7));
+    eventually("client pod's outbound uncaptured", || {
+        vip() == (0, 1, Some(7))
+    });
     for s in &mut sidecars {
         s.sigterm();
         let st = s

@@ -137,20 +137,26 @@ impl AdminHandler for SidecarAdmin {
         if path != "/drain_listeners" || method != Method::POST {
             return admin::respond(&self.server, method, path, query);
         }
-        let req = if query::params(query).any(|(k, _)| k == "inboundonly") {
-            DrainRequest::Inbound
-        } else {
-            DrainRequest::All
-        };
-        self.drains.send_if_modified(|cur| {
-            let grow = req > *cur;
-            if grow {
-                *cur = req;
-            }
-            grow
-        });
+        request_drain(&self.drains, query);
         admin_port::text(200, "OK\n".into())
     }
+}
+
+/// Records a `/drain_listeners?query` (`inboundonly`, else all); a smaller drain than one
+/// already asked for changes nothing. Returns whether the serving loop is woken.
+fn request_drain(drains: &watch::Sender<DrainRequest>, query: &str) -> bool {
+    let req = if query::params(query).any(|(k, _)| k == "inboundonly") {
+        DrainRequest::Inbound
+    } else {
+        DrainRequest::All
+    };
+    drains.send_if_modified(|cur| {
+        let grow = req > *cur;
+        if grow {
+            *cur = req;
+        }
+        grow
+    })
 }
 
 /// Acts on a `/drain_listeners`: not ready from now on, and the capture sockets it names close
@@ -160,4 +166,21 @@ pub async fn drain(served: &mut ServedSockets, operator: &Operator, req: DrainRe
     let inbound_only = req == DrainRequest::Inbound;
     let closed = served.stop(inbound_only).await;
     info!(closed, inbound_only, "admin: capture listeners drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_requests_only_grow() {
+        let (tx, rx) = watch::channel(DrainRequest::None);
+        assert!(request_drain(&tx, "inboundonly&graceful"));
+        assert_eq!(*rx.borrow(), DrainRequest::Inbound);
+        assert!(!request_drain(&tx, "inboundonly"), "the same drain again");
+        assert!(request_drain(&tx, ""));
+        assert_eq!(*rx.borrow(), DrainRequest::All);
+        assert!(!request_drain(&tx, "inboundonly"), "all already closed");
+        assert_eq!(*rx.borrow(), DrainRequest::All);
+    }
 }
