@@ -156,6 +156,12 @@ enum Cmd {
         /// netns, like Envoy's 15090; `off` disables it.
         #[arg(long, default_value = "0.0.0.0:15090")]
         metrics_addr: sidecar::MetricsAddr,
+        /// With --config: Envoy's admin on 127.0.0.1:PORT in the pod; 0 = none.
+        #[arg(long, default_value_t = sluice_node::admin_port::DEFAULT_ADMIN_PORT)]
+        admin_port: u16,
+        /// `/healthz/ready` on 0.0.0.0:PORT in the pod (200 while the listeners serve); 0 = none.
+        #[arg(long, default_value_t = sidecar::admin::DEFAULT_HEALTH_PORT)]
+        health_port: u16,
     },
     /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
     /// installed; the DaemonSet's second container (see sluice_node::cni::install).
@@ -353,6 +359,8 @@ fn run() -> Result<()> {
             config,
             agent_control,
             metrics_addr,
+            admin_port,
+            health_port,
         } => {
             let handler = passthrough(services.as_deref())?;
             let l7 = match config {
@@ -361,7 +369,12 @@ fn run() -> Result<()> {
                 }
                 None => None,
             };
-            let opts = SidecarOptions { netns, uid };
+            let opts = SidecarOptions {
+                netns,
+                uid,
+                admin_port: if l7.is_some() { admin_port } else { 0 },
+                health_port,
+            };
             // Still single-threaded here: enter, bind, register with the agent (root-only
             // socket), drop privileges, then start the runtime.
             let bound = sidecar::enter_and_bind(&opts)?;
@@ -374,7 +387,7 @@ fn run() -> Result<()> {
                 let mut servers = sluice_node::l7capture::PodServers::default();
                 let inbound: Arc<dyn ConnectionHandler> =
                     Arc::new(sluice_node::inbound::InboundPassthrough);
-                let (outbound, inbound) = match l7 {
+                let (outbound, inbound, engine) = match l7 {
                     Some(l7) => {
                         let upstream = sluice_node::upstream_factory::UpstreamFactory::new(
                             None,
@@ -383,15 +396,16 @@ fn run() -> Result<()> {
                         );
                         let h = l7.pod_handlers(&upstream, handler).await?;
                         servers = h.servers;
-                        (h.outbound, h.inbound)
+                        let engine = agent::pod_admin::admin_server(&servers);
+                        (h.outbound, h.inbound, engine)
                     }
-                    None => (handler, inbound),
+                    None => (handler, inbound, None),
                 };
                 let _metrics = match metrics_addr.0 {
                     Some(addr) => Some(sidecar::serve_metrics(addr, &servers).await?),
                     None => None,
                 };
-                sidecar::serve(bound, outbound, inbound).await?;
+                sidecar::serve(bound, outbound, inbound, engine).await?;
                 anyhow::Ok(())
             })?;
         }

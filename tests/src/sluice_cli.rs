@@ -54,6 +54,17 @@ pub fn sluice_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// stdout of a finished command, panicking with `what` and its stderr unless it succeeded.
+pub fn stdout_ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `sluice <args>`, asserts it fails, and returns its stderr.
 pub fn sluice_err(args: &[&str]) -> String {
     let out = sluice(args);

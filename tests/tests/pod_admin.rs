@@ -13,7 +13,7 @@ use sluice_node::{
 use sluice_tests::{
     agent_node::Node,
     l7_pods::L7Pods,
-    sluice_cli::{sluice, sluice_bin},
+    sluice_cli::{sluice, sluice_bin, stdout_ok},
     Netns,
 };
 
@@ -75,16 +75,6 @@ fn sluice_at(node: &Node, args: &[&str]) -> Output {
         .env("SLUICE_CONTROL", node.control.path())
         .output()
         .expect("run sluice")
-}
-
-fn stdout_ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `curl -s -w '\n%{http_code}' <args> http://127.0.0.1:15000<path>` inside `ns`: (curl's exit

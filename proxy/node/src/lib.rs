@@ -5,6 +5,7 @@
 //!
 //! The only crate that builds the eBPF object (build.rs). See ARCHITECTURE.md for the code map.
 
+pub mod admin_port;
 pub mod agent;
 pub mod bpf;
 pub mod cni;

@@ -158,6 +158,28 @@ impl ServedSockets {
             .collect()
     }
 
+    /// Stops accepting on the inbound sockets (`inbound_only`) or on all, and closes them now
+    /// (a sidecar's `/drain_listeners`); connections in flight keep running. The rest stay
+    /// served until [`close`](Self::close). Returns how many sockets closed.
+    pub async fn stop(&mut self, inbound_only: bool) -> usize {
+        let mut stopped = 0;
+        let mut i = 0;
+        while i < self.sockets.len() {
+            if inbound_only && self.sockets[i].1 != Direction::Inbound {
+                i += 1;
+                continue;
+            }
+            // The accept loop owns the other reference to the listener: once it has ended, the
+            // socket is closed (and an inbound one has left the sk_lookup SockHash).
+            self.sockets.swap_remove(i);
+            let task = self.tasks.swap_remove(i);
+            task.abort();
+            let _ = task.await;
+            stopped += 1;
+        }
+        stopped
+    }
+
     /// Stops accepting and waits until the sockets are closed (so the ports can be bound again;
     /// a closed inbound socket leaves the sk_lookup SockHash by itself). Connections in flight
     /// keep running to their end.

@@ -6,6 +6,11 @@
 //! and root, then drops to the proxy uid keeping only CAP_NET_ADMIN (needed for `SO_MARK` on
 //! upstream sockets, which eBPF capture relies on to skip the proxy), and only then starts the
 //! tokio runtime, whose threads inherit the netns, the uid and the capability.
+//!
+//! With `--config` it serves Envoy's admin on 127.0.0.1:15000 and `/healthz/ready` on
+//! 0.0.0.0:15021 in the pod ([`admin`]).
+
+pub mod admin;
 
 use std::{
     io::{self, BufRead as _},
@@ -37,6 +42,10 @@ pub struct SidecarOptions {
     pub netns: String,
     /// uid and gid to run as after binding; 0 keeps root.
     pub uid: u32,
+    /// The admin's port on 127.0.0.1 (0 = none; served only with an L7 engine).
+    pub admin_port: u16,
+    /// `/healthz/ready`'s port on 0.0.0.0 (0 = none).
+    pub health_port: u16,
 }
 
 /// `CAP_NET_ADMIN` from linux/capability.h (libc does not export it).
@@ -77,6 +86,7 @@ pub enum SidecarError {
 pub struct Bound {
     netns: String,
     sockets: PodSockets,
+    ports: admin::Ports,
 }
 
 /// Enters the netns with the calling (main, single) thread and binds 127.0.0.1/::1 :15001 and
@@ -96,9 +106,18 @@ pub fn enter_and_bind(opts: &SidecarOptions) -> Result<Bound, SidecarError> {
                 source,
             }
         })?;
+    let ports =
+        admin::Ports::bind_here(opts.admin_port, opts.health_port).map_err(|(addr, source)| {
+            SidecarError::Bind {
+                netns: opts.netns.clone(),
+                addr,
+                source,
+            }
+        })?;
     Ok(Bound {
         netns: opts.netns.clone(),
         sockets,
+        ports,
     })
 }
 
@@ -212,16 +231,24 @@ fn set_caps(mask: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves the bound listeners until SIGTERM/SIGINT: outbound with `outbound`, inbound with
-/// `inbound`. Upstream sockets are made in the current netns (the pod's) and marked. On the
-/// signal the listeners close at once (freeing 15001/15006 for the next owner) and the process
-/// returns when the open connections have ended (or on a second signal).
+/// Serves the bound listeners until SIGTERM/SIGINT (or the admin's `/quitquitquit`): outbound
+/// with `outbound`, inbound with `inbound`; `engine` answers the admin port. Upstream sockets are
+/// made in the current netns (the pod's) and marked. The admin's `/drain_listeners` closes the
+/// capture listeners and keeps the process. On the signal the listeners, the admin and health
+/// ports close at once (freeing them for the next owner) and the process returns when the open
+/// connections have ended (or on a second signal).
 pub async fn serve(
     bound: Bound,
     outbound: Arc<dyn ConnectionHandler>,
     inbound: Arc<dyn ConnectionHandler>,
+    engine: Option<Arc<sluice_engine::server::Server>>,
 ) -> Result<(), SidecarError> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Before the admin port serves: its `/quitquitquit` is a SIGTERM.
+    let mut term = signal(SignalKind::terminate()).map_err(SidecarError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(SidecarError::Runtime)?;
+    let mut operator =
+        admin::Operator::start(bound.ports, engine, &bound.netns).map_err(SidecarError::Runtime)?;
     let upstream = UpstreamFactory::new(None, Some(PROXY_MARK), DEFAULT_CONNECT_TIMEOUT);
     let ctx = |name, direction| {
         Arc::new(ListenerContext {
@@ -234,19 +261,23 @@ pub async fn serve(
     };
     let out_ctx = ctx("outbound", Direction::Outbound);
     let in_ctx = ctx("inbound", Direction::Inbound);
-    let served = bound
+    let mut served = bound
         .sockets
         .serve(&(out_ctx.clone(), outbound), &(in_ctx.clone(), inbound))
         .map_err(SidecarError::Runtime)?;
+    operator.set_ready(true);
     info!(netns = %bound.netns, uid = nix::unistd::getuid().as_raw(), "sidecar ready");
-    let mut term = signal(SignalKind::terminate()).map_err(SidecarError::Runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(SidecarError::Runtime)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            req = operator.drain_requested() => admin::drain(&mut served, &operator, req).await,
+        }
     }
     info!("shutting down");
+    operator.set_ready(false);
     served.close().await;
+    operator.close().await;
     // The ports are free now (a mode switch can hand them to the agent); connections in flight
     // run to their end. A second signal exits at once.
     info!("listeners closed; draining open connections");

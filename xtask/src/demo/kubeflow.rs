@@ -1,31 +1,22 @@
 //! The demo's L7 part: the seed's Kubeflow notebook route (`/notebook/default/sample-service/`
 //! rewritten to `/`) served by the node agent's L7 engine (`sluice agent --config`), then
-//! `sluice proxy-config route` and `sluice explain` for the same request, and the metrics line
-//! that counted it.
+//! `sluice proxy-config route` on that pod (its admin, which the agent serves per pod) and
+//! `sluice explain` for the same request, and the metrics line that counted it.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Result};
 
-use super::{out, read, step, wait_until, SERVER_IP, VIP};
+use super::{out, read, step, SERVER_IP, VIP};
 
 /// The seed's notebook path (the VirtualService's `uri.prefix`).
 const NOTEBOOK: &str = "/notebook/default/sample-service/";
 
 /// The Envoy bootstrap of the L7 part: `virtualOutbound` (15001) routes the notebook path of
-/// `sample-service` (the ClusterIP `vip`) to `server` with the prefix rewritten to `/`;
-/// `admin` adds an admin block (for `sluice proxy`, whose `/config_dump` proxy-config reads).
-pub fn config(vip: &str, server: &str, admin: bool) -> String {
-    let admin = if admin {
-        "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 15000}}\n"
-    } else {
-        ""
-    };
+/// `sample-service` (the ClusterIP `vip`) to `server` with the prefix rewritten to `/`.
+pub fn config(vip: &str, server: &str) -> String {
     format!(
-        r#"{admin}static_resources:
+        r#"static_resources:
   listeners:
   - name: virtualOutbound
     address: {{socket_address: {{address: 127.0.0.1, port_value: 15001}}}}
@@ -98,7 +89,7 @@ impl super::Demo {
     /// The L7 part: agent with `--config`, the notebook request, proxy-config, explain.
     pub(super) fn kubeflow(&mut self, bin: &Path, check: &dyn Fn() -> Result<()>) -> Result<()> {
         let cfg = self.tmp.join("kubeflow.yaml");
-        std::fs::write(&cfg, config(VIP, SERVER_IP, false))?;
+        std::fs::write(&cfg, config(VIP, SERVER_IP))?;
         let control = self.tmp.join("agent-l7.sock");
         let log = self.tmp.join("agent-l7.log");
         step(&format!(
@@ -134,18 +125,12 @@ impl super::Demo {
         step("what the notebook service saw (path rewritten to /)");
         print!("{}", &read(&self.tmp.join("server.log"))[seen..]);
 
-        step(
-            "sluice proxy-config route -f dump.json (node mode has no per-pod admin yet: the dump \
-             is the same config's /config_dump from `sluice proxy`, run in the server netns)",
-        );
-        let dump = self.dump(bin)?;
-        print!(
-            "{}",
-            out(
-                bin,
-                &["proxy-config", "route", "-f", &dump.to_string_lossy()]
-            )?
-        );
+        step(&format!(
+            "sluice proxy-config route {} (the pod's own admin, served by the agent; \
+             SLUICE_CONTROL=<agent socket>)",
+            self.pod
+        ));
+        print!("{}", pod_admin_view(bin, &control, &["route", &self.pod])?);
         step(&format!("sluice explain -c kubeflow.yaml {url}"));
         print!("{}", out(bin, &["explain", "-c", &cfg_s, &url])?);
         super::metrics::show(&metrics)?;
@@ -158,34 +143,22 @@ impl super::Demo {
         self.stop_child("agent");
         Ok(())
     }
+}
 
-    /// `/config_dump` of the L7 config (with an admin block) from `sluice proxy` in the
-    /// server netns, saved to a file; the proxy is stopped again.
-    fn dump(&mut self, bin: &Path) -> Result<PathBuf> {
-        let cfg = self.tmp.join("kubeflow-admin.yaml");
-        std::fs::write(&cfg, config(VIP, SERVER_IP, true))?;
-        let proxy = Command::new("ip")
-            .args(["netns", "exec", &self.server])
-            .arg(bin)
-            .args(["proxy", "-c"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.tmp.join("proxy.log"))?)
-            .spawn()
-            .context("starting sluice proxy")?;
-        self.children.push(("proxy".into(), proxy));
-        let dump = self.tmp.join("config_dump.json");
-        let fetch = || {
-            Command::new("ip")
-                .args(["netns", "exec", &self.server, "curl", "-sf", "-o"])
-                .arg(&dump)
-                .arg("http://127.0.0.1:15000/config_dump")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let got = wait_until(fetch, "sluice proxy's admin");
-        self.stop_child("proxy");
-        got.map_err(|e| anyhow::anyhow!("{e}\n{}", read(&self.tmp.join("proxy.log"))))?;
-        Ok(dump)
+/// `sluice proxy-config <args>` asking the agent at `control` for a node-mode pod's admin.
+fn pod_admin_view(bin: &Path, control: &Path, args: &[&str]) -> Result<String> {
+    let o = Command::new(bin)
+        .arg("proxy-config")
+        .args(args)
+        .env("SLUICE_CONTROL", control)
+        .env("RUST_BACKTRACE", "0")
+        .output()?;
+    if !o.status.success() {
+        bail!(
+            "`sluice proxy-config {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
     }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }

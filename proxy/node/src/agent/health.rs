@@ -1,6 +1,7 @@
 //! The agent's health endpoint for the kubelet (`--health-addr`, Istio's port 15021):
 //! `GET /healthz/ready` is 200 once the data path is loaded and the control socket bound, 503
-//! before; `GET /healthz/live` is 200 while the agent runs. Anything else is 404.
+//! before (`sluice sidecar --health-port` serves the same in its pod: ready while its capture
+//! listeners serve); `GET /healthz/live` is 200 while the agent runs. Anything else is 404.
 //!
 //! The socket has `SO_REUSEPORT`: during a rolling update the new agent pod starts beside the
 //! old one on the host network and must bind the same port. The old agent closes its endpoint
@@ -42,7 +43,13 @@ impl Health {
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(64)?;
-        let listener = TcpListener::from_std(sock.into())?;
+        Self::serve(sock.into())
+    }
+
+    /// Serves an already bound, non-blocking listener (`sluice sidecar` binds its 15021 in the
+    /// pod before it drops privileges); not ready until [`Health::set_ready`].
+    pub fn serve(listener: std::net::TcpListener) -> io::Result<Self> {
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(false));
         let flag = ready.clone();

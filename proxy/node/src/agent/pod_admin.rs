@@ -1,42 +1,33 @@
 //! Each node-mode pod's Envoy admin, served by the agent: the engine's admin handler
 //! (`sluice_engine::admin::respond`) run on the pod's own live [`Server`], reached through the
 //! control socket (`{"op":"admin",...}`, [`control`]) and on 127.0.0.1:15000 inside the pod's
-//! netns ([`AdminPort`]), as an Envoy sidecar's admin is. One agent serves every pod of the
-//! node, so the paths whose effect would reach beyond the pod are refused ([`refusal`]).
+//! netns ([`start_port`], on the port server shared with the sidecar: `crate::admin_port`), as
+//! an Envoy sidecar's admin is. One agent serves every pod of the node, so the paths whose
+//! effect would reach beyond the pod are refused ([`refusal`]).
 
-use std::{
-    convert::Infallible,
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::sync::Arc;
 
-use http::{header, Method, Request, Response};
+use http::{header, Method, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use sluice_engine::{admin, http::Body, server::Server};
-use tokio::{net::TcpListener, sync::Mutex, sync::Semaphore, task::JoinHandle};
-use tracing::{debug, warn};
+use tokio::sync::Mutex;
 
 use super::{
     protocol::{AdminRequest, Response as ControlResponse},
     registry::{PodRef, Registry},
 };
+pub use crate::admin_port::AdminPort;
 use crate::{
+    admin_port::{self, AdminHandler},
     l7capture::PodServers,
     netns::{Netns, NetnsError},
 };
 
 /// Port of the per-pod admin inside each node-mode pod (`--pod-admin-port`; 0 = none), Envoy's.
-pub const DEFAULT_POD_ADMIN_PORT: u16 = 15000;
+pub const DEFAULT_POD_ADMIN_PORT: u16 = admin_port::DEFAULT_ADMIN_PORT;
 /// Largest admin body the control socket carries (a bigger dump is an error that says how to
 /// narrow it); the in-pod port has no such bound, like Envoy's admin.
 pub const MAX_ADMIN_BODY: usize = 16 << 20;
-/// Connections served at once on one pod's admin port; more are closed at accept.
-const MAX_CONNECTIONS: usize = 8;
-/// A connection that has not sent its request head within this is closed.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where an admin request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,15 +92,7 @@ fn respond(
     origin: Origin,
 ) -> Response<Body> {
     match refusal(method, path, origin, pod) {
-        Some((status, message)) => {
-            let mut r = Response::new(sluice_engine::http::local_reply::full(message + "\n"));
-            *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; charset=UTF-8"),
-            );
-            r
-        }
+        Some((status, message)) => admin_port::text(status, message + "\n"),
         None => admin::respond(server, method, path, query),
     }
 }
@@ -175,111 +158,39 @@ fn parse(req: &AdminRequest) -> Result<(PodRef<'_>, Method), String> {
     Ok((target, method))
 }
 
-/// A pod's admin port: 127.0.0.1:`port` bound inside its netns, served until [`close`].
-///
-/// [`close`]: AdminPort::close
-#[derive(Debug)]
-pub struct AdminPort {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
+/// The node-mode handler of a pod's admin port: the node-mode refusals (as from inside the
+/// pod), then the engine's answer on the pod's server.
+struct PodPortAdmin {
+    server: Arc<Server>,
+    pod: String,
 }
 
-impl AdminPort {
-    /// Binds 127.0.0.1:`port` in `netns` with `SO_REUSEPORT`, so an upgrading agent binds its
-    /// own while the old one still serves (both root; the old one closes its socket when it
-    /// stops accepting), and serves `server`'s admin for `pod` on it.
-    pub fn start(
-        netns: &Netns,
-        port: u16,
-        server: Arc<Server>,
-        pod: String,
-    ) -> Result<Self, NetnsError> {
-        let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
-        let socket_err = |op: &str, source| NetnsError::Socket {
-            path: netns.path().to_path_buf(),
-            op: format!("{op} admin {addr}"),
-            source,
-        };
-        let std = netns
-            .run(|| bind_reuseport(addr))?
-            .map_err(|e| socket_err("bind", e))?;
-        let listener = TcpListener::from_std(std).map_err(|e| socket_err("serve", e))?;
-        let task = tokio::spawn(serve(listener, server, pod));
-        Ok(Self { addr, task })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and waits until the socket is closed (requests in flight finish).
-    pub async fn close(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
+impl AdminHandler for PodPortAdmin {
+    fn respond(&self, method: &Method, path: &str, query: &str) -> Response<Body> {
+        respond(
+            &self.server,
+            &self.pod,
+            method,
+            path,
+            query,
+            Origin::PodPort,
+        )
     }
 }
 
-impl Drop for AdminPort {
-    /// Dropped without [`AdminPort::close`] (an error path): the socket still closes, soon.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(64)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock.into())
-}
-
-async fn serve(listener: TcpListener, server: Arc<Server>, pod: String) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let pod: Arc<str> = pod.into();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                warn!(pod = %pod, error = %e, "pod admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(pod = %pod, max = MAX_CONNECTIONS, "pod admin busy: connection closed");
-            continue;
-        };
-        let (server, pod) = (server.clone(), pod.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let query = req.uri().query().unwrap_or("");
-                let r = respond(
-                    &server,
-                    &pod,
-                    req.method(),
-                    req.uri().path(),
-                    query,
-                    Origin::PodPort,
-                );
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+/// Binds 127.0.0.1:`port` in `netns` (`SO_REUSEPORT`: an upgrading agent binds its own beside
+/// the old one's) and serves `server`'s admin for `pod` on it.
+pub fn start_port(
+    netns: &Netns,
+    port: u16,
+    server: Arc<Server>,
+    pod: String,
+) -> Result<AdminPort, NetnsError> {
+    let handler = Arc::new(PodPortAdmin {
+        server,
+        pod: pod.clone(),
+    });
+    AdminPort::start_in(netns, port, handler, pod)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use sluice_engine::server::Server;
 use tracing::info;
 
 use super::{
-    pod_admin::{AdminPort, DEFAULT_POD_ADMIN_PORT},
+    pod_admin::{self, AdminPort, DEFAULT_POD_ADMIN_PORT},
     protocol::{PodStatus, StatusReport},
 };
 use crate::{
@@ -326,7 +326,7 @@ impl Registry {
         if self.pod_admin_port == 0 {
             return None;
         }
-        match AdminPort::start(netns, self.pod_admin_port, server, netns_arg.to_string()) {
+        match pod_admin::start_port(netns, self.pod_admin_port, server, netns_arg.to_string()) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!(netns = %netns_arg, error = %e, "pod admin port not served");
