@@ -5,6 +5,7 @@ pub mod control;
 pub mod fd_passing;
 pub mod health;
 pub mod pod_admin;
+pub mod pod_config;
 pub mod protocol;
 pub mod registry;
 mod reload;

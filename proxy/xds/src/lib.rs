@@ -13,6 +13,7 @@ pub mod convert;
 pub mod core;
 #[cfg(test)]
 mod fixtures;
+pub mod node_mode;
 pub mod origin;
 pub mod pool;
 pub mod proxy;

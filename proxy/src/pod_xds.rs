@@ -1,0 +1,140 @@
+//! `sluice agent --xds-address`: node mode's per-pod ADS streams. Implements sluice-node's
+//! [`PodConfigSource`] with sluice-xds: every pod whose L7 engine servers start (enroll, adoption
+//! after a restart or an upgrade) gets its own ADS client with its own Istio node identity,
+//! applying each accepted version to the pod's outbound and inbound servers; dropping the guard
+//! (unenroll, agent shutdown) aborts the client, which closes its stream.
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use sluice_node::{
+    agent::pod_config::{PodConfigSource, PodInfo},
+    l7capture::{L7Config, PodServers},
+};
+use sluice_xds::{
+    client,
+    core::Core,
+    node_mode::{pod_bootstrap, PodNode, XdsAddress, DEFAULT_CLUSTER_ID},
+};
+
+/// The agent's xDS flags.
+#[derive(Args, Debug, Clone)]
+pub struct XdsArgs {
+    /// The management server: `http://HOST:PORT` (plaintext gRPC) or `unix:PATH`. Each node-mode
+    /// pod served by the L7 engine gets its own ADS stream with its own node identity; --config
+    /// becomes optional (its static resources are every pod's base).
+    #[arg(long, value_name = "URL")]
+    xds_address: Option<String>,
+    /// ADS flavour: State-of-the-world (`sotw`) or `delta`.
+    #[arg(long, value_enum, default_value_t = XdsApi::Sotw, requires = "xds_address")]
+    xds_api: XdsApi,
+    /// `CLUSTER_ID` in every pod's node metadata.
+    #[arg(long, default_value = DEFAULT_CLUSTER_ID, requires = "xds_address")]
+    xds_cluster_id: String,
+}
+
+/// `--xds-api`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdsApi {
+    /// `GRPC`.
+    Sotw,
+    /// `DELTA_GRPC`.
+    Delta,
+}
+
+/// The L7 config and the per-pod source for these flags: without --xds-address, `l7` unchanged
+/// and no source; with it, `l7` (or an empty base) serving both directions by the engine.
+pub fn setup(
+    args: &XdsArgs,
+    l7: Option<Arc<L7Config>>,
+) -> Result<(Option<Arc<L7Config>>, Option<Arc<dyn PodConfigSource>>)> {
+    let Some(url) = &args.xds_address else {
+        return Ok((l7, None));
+    };
+    let address = XdsAddress::parse(url).map_err(anyhow::Error::msg)?;
+    let l7 = match l7 {
+        Some(c) => Arc::unwrap_or_clone(c).with_dynamic_listeners(),
+        None => L7Config::dynamic_only().context("empty base config")?,
+    };
+    // Checked once here so a bad base fails the start, not every enrollment.
+    let source = XdsPods {
+        base: l7.source().clone(),
+        address,
+        delta: args.xds_api == XdsApi::Delta,
+        cluster_id: args.xds_cluster_id.clone(),
+    };
+    let probe = PodInfo {
+        netns: "check".into(),
+        name: "check".into(),
+        namespace: "default".into(),
+        ips: Vec::new(),
+    };
+    source
+        .client(&probe)
+        .map_err(|e| anyhow::anyhow!("--xds-address {url}: {e}"))?;
+    Ok((Some(Arc::new(l7)), Some(Arc::new(source))))
+}
+
+/// One ADS client per pod.
+struct XdsPods {
+    base: serde_json::Value,
+    address: XdsAddress,
+    delta: bool,
+    cluster_id: String,
+}
+
+impl XdsPods {
+    /// The pod's client configuration and its core.
+    fn client(&self, pod: &PodInfo) -> Result<(client::ClientConfig, Core), String> {
+        let node = PodNode {
+            name: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            ips: pod.ips.clone(),
+            cluster_id: self.cluster_id.clone(),
+        };
+        let doc = pod_bootstrap(&self.base, node.node(), &self.address, self.delta)?;
+        let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
+        let bootstrap = sluice_engine::config::from_yaml_str(&text).map_err(|e| e.to_string())?;
+        let dynamic = bootstrap
+            .dynamic_resources
+            .clone()
+            .ok_or("no dynamic_resources")?;
+        let cfg = client::ClientConfig::from_bootstrap(&bootstrap)?;
+        Ok((cfg, Core::new(doc, dynamic, Instant::now())))
+    }
+}
+
+/// Aborts the pod's client when dropped.
+struct Stream(tokio::task::JoinHandle<()>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl PodConfigSource for XdsPods {
+    fn start(&self, pod: &PodInfo, servers: &PodServers) -> Box<dyn Send + Sync> {
+        let (cfg, core) = match self.client(pod) {
+            Ok(c) => c,
+            Err(e) => {
+                // Checked at startup with the same base; only a pod-specific value gets here.
+                tracing::error!(netns = %pod.netns, error = %e, "no xDS stream for the pod");
+                return Box::new(());
+            }
+        };
+        let servers: Vec<_> = [&servers.outbound, &servers.inbound]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let span = tracing::info_span!("xds", netns = %pod.netns, node = %cfg.node.id);
+        tracing::info!(parent: &span, pod = %format!("{}/{}", pod.namespace, pod.name), "pod ADS stream starting");
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            client::run_all(servers, cfg, core),
+            span,
+        ));
+        Box::new(Stream(task))
+    }
+}
