@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use sluice_node::{
     agent::pod_config::{PodConfigSource, PodInfo},
@@ -43,36 +43,43 @@ pub enum XdsApi {
     Delta,
 }
 
+/// The per-pod config source given to the agent.
+pub type Source = Arc<dyn PodConfigSource>;
+
 /// The L7 config and the per-pod source for these flags: without --xds-address, `l7` unchanged
 /// and no source; with it, `l7` (or an empty base) serving both directions by the engine.
 pub fn setup(
     args: &XdsArgs,
     l7: Option<Arc<L7Config>>,
-) -> Result<(Option<Arc<L7Config>>, Option<Arc<dyn PodConfigSource>>)> {
+) -> Result<(Option<Arc<L7Config>>, Option<Source>)> {
     let Some(url) = &args.xds_address else {
         return Ok((l7, None));
     };
     let address = XdsAddress::parse(url).map_err(anyhow::Error::msg)?;
-    let l7 = match l7 {
-        Some(c) => Arc::unwrap_or_clone(c).with_dynamic_listeners(),
-        None => L7Config::dynamic_only().context("empty base config")?,
-    };
-    // Checked once here so a bad base fails the start, not every enrollment.
     let source = XdsPods {
-        base: l7.source().clone(),
+        base: l7
+            .as_ref()
+            .map_or(serde_json::Value::Null, |c| c.source().clone()),
         address,
         delta: args.xds_api == XdsApi::Delta,
         cluster_id: args.xds_cluster_id.clone(),
     };
+    // Checked once here so a bad base fails the start, not every enrollment.
     let probe = PodInfo {
-        netns: "check".into(),
-        name: "check".into(),
+        netns: "agent".into(),
+        name: "agent".into(),
         namespace: "default".into(),
         ips: Vec::new(),
     };
-    source
-        .client(&probe)
+    let (bootstrap, doc) = source
+        .bootstrap(&probe)
         .map_err(|e| anyhow::anyhow!("--xds-address {url}: {e}"))?;
+    let l7 = match l7 {
+        Some(c) => Arc::unwrap_or_clone(c).with_dynamic_listeners(),
+        // Without --config every pod's servers start from the ADS bootstrap (the xDS cluster
+        // only, no listener until the server sends some).
+        None => L7Config::dynamic_only(bootstrap, doc),
+    };
     Ok((Some(Arc::new(l7)), Some(Arc::new(source))))
 }
 
@@ -85,8 +92,11 @@ struct XdsPods {
 }
 
 impl XdsPods {
-    /// The pod's client configuration and its core.
-    fn client(&self, pod: &PodInfo) -> Result<(client::ClientConfig, Core), String> {
+    /// The pod's bootstrap, validated, and its document.
+    fn bootstrap(
+        &self,
+        pod: &PodInfo,
+    ) -> Result<(sluice_engine::config::Bootstrap, serde_json::Value), String> {
         let node = PodNode {
             name: pod.name.clone(),
             namespace: pod.namespace.clone(),
@@ -96,6 +106,12 @@ impl XdsPods {
         let doc = pod_bootstrap(&self.base, node.node(), &self.address, self.delta)?;
         let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
         let bootstrap = sluice_engine::config::from_yaml_str(&text).map_err(|e| e.to_string())?;
+        Ok((bootstrap, doc))
+    }
+
+    /// The pod's client configuration and its core.
+    fn client(&self, pod: &PodInfo) -> Result<(client::ClientConfig, Core), String> {
+        let (bootstrap, doc) = self.bootstrap(pod)?;
         let dynamic = bootstrap
             .dynamic_resources
             .clone()

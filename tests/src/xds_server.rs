@@ -1,7 +1,9 @@
 //! A scripted ADS management server for tests (tonic, envoy-types' `AggregatedDiscoveryService`):
 //! the test sets numbered snapshots ([`XdsServer::set`]); every stream, State-of-the-world or
 //! Delta, is pushed the difference; every ACK and NACK it receives is recorded ([`Ack`]) with the
-//! snapshot version its nonce carried. [`XdsServer::stop`] kills the server and its streams;
+//! snapshot version its nonce carried. A snapshot may be set for the streams of some nodes only
+//! ([`XdsServer::set_for`], node mode's per-pod streams), and every stream's node and end are
+//! recorded ([`StreamRecord`]). [`XdsServer::stop`] kills the server and its streams;
 //! [`XdsServer::restart`] serves again on the same port.
 
 use std::{
@@ -12,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -87,6 +90,72 @@ struct Shared {
     nodes: Mutex<Vec<String>>,
     /// Send RDS/EDS resources nobody subscribed to as well (a misbehaving server).
     unrequested: std::sync::atomic::AtomicBool,
+    /// (part of a node id, snapshot): what streams of matching nodes get instead of the default.
+    per_node: Mutex<Vec<(String, Arc<Snapshot>)>>,
+    /// Every stream that sent a node.
+    records: Mutex<Vec<StreamRecord>>,
+}
+
+/// One stream as the server saw it.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    /// The node of its first request.
+    pub node: Node,
+    /// When it ended (None while open).
+    pub closed: Option<Instant>,
+}
+
+impl Shared {
+    /// The snapshot for `node`: the first [`XdsServer::set_for`] entry its id contains, else
+    /// `default`.
+    fn snapshot_for(&self, node: Option<&str>, default: Arc<Snapshot>) -> Arc<Snapshot> {
+        let Some(id) = node else { return default };
+        self.per_node
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(part, _)| id.contains(part.as_str()))
+            .map_or(default, |(_, s)| s.clone())
+    }
+}
+
+/// Records a stream's node once, and its end when the stream's task ends.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    index: Option<usize>,
+    id: Option<String>,
+}
+
+impl StreamGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            index: None,
+            id: None,
+        }
+    }
+
+    fn saw(&mut self, node: &Option<Node>) {
+        let Some(n) = node else { return };
+        self.shared.nodes.lock().unwrap().push(n.id.clone());
+        if self.index.is_none() {
+            let mut r = self.shared.records.lock().unwrap();
+            r.push(StreamRecord {
+                node: n.clone(),
+                closed: None,
+            });
+            self.index = Some(r.len() - 1);
+            self.id = Some(n.id.clone());
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.index {
+            self.shared.records.lock().unwrap()[i].closed = Some(Instant::now());
+        }
+    }
 }
 
 /// The running server.
@@ -161,6 +230,23 @@ impl XdsServer {
     /// Pushes `snap` to every stream (now and on every new stream).
     pub fn set(&self, snap: Snapshot) {
         self.snapshot.send_replace(Arc::new(snap));
+    }
+
+    /// Streams of nodes whose id contains `node_part` get `snap` (now and from then on) instead
+    /// of the default snapshot of [`set`](Self::set).
+    pub fn set_for(&self, node_part: &str, snap: Snapshot) {
+        {
+            let mut p = self.shared.per_node.lock().unwrap();
+            p.retain(|(part, _)| part != node_part);
+            p.push((node_part.to_string(), Arc::new(snap)));
+        }
+        // Wakes every stream to look again.
+        self.snapshot.send_modify(|_| {});
+    }
+
+    /// Every stream that sent a node, in order of their first request.
+    pub fn stream_records(&self) -> Vec<StreamRecord> {
+        self.shared.records.lock().unwrap().clone()
     }
 
     /// Stops listening and ends every stream (the port is closed).
@@ -272,6 +358,7 @@ impl AggregatedDiscoveryService for Ads {
         );
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
+            let mut guard = StreamGuard::new(shared.clone());
             // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut sent: HashMap<String, String> = HashMap::new();
@@ -287,9 +374,7 @@ impl AggregatedDiscoveryService for Ads {
                     }
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
-                        if let Some(n) = &m.node {
-                            shared.nodes.lock().unwrap().push(n.id.clone());
-                        }
+                        guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {
@@ -308,7 +393,8 @@ impl AggregatedDiscoveryService for Ads {
                         changed_types.push(m.type_url.clone());
                     }
                 }
-                let snap = snap_rx.borrow_and_update().clone();
+                let snap =
+                    shared.snapshot_for(guard.id.as_deref(), snap_rx.borrow_and_update().clone());
                 for ty in changed_types {
                     if snap.version.is_empty() || sent.get(&ty) == Some(&snap.version) {
                         continue;
@@ -362,6 +448,7 @@ impl AggregatedDiscoveryService for Ads {
         );
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
+            let mut guard = StreamGuard::new(shared.clone());
             // Per type: subscribed names (None = wildcard) and what the client has (name -> version).
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut has: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -373,9 +460,7 @@ impl AggregatedDiscoveryService for Ads {
                     r = snap_rx.changed() => if r.is_err() { return },
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
-                        if let Some(n) = &m.node {
-                            shared.nodes.lock().unwrap().push(n.id.clone());
-                        }
+                        guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {
@@ -401,7 +486,8 @@ impl AggregatedDiscoveryService for Ads {
                         }
                     }
                 }
-                let snap = snap_rx.borrow_and_update().clone();
+                let snap =
+                    shared.snapshot_for(guard.id.as_deref(), snap_rx.borrow_and_update().clone());
                 if snap.version.is_empty() {
                     continue;
                 }

@@ -81,14 +81,15 @@ impl L7Config {
         })
     }
 
-    /// No file: empty static resources, listeners from the per-pod source only.
-    pub fn dynamic_only() -> Result<Self, config::ConfigError> {
-        Ok(Self {
-            bootstrap: config::from_yaml_str("static_resources: {}")?,
-            source: serde_json::json!({"static_resources": {}}),
+    /// No file: `bootstrap` (e.g. an ADS bootstrap without listeners, validated by the caller)
+    /// starts every pod's servers, whose listeners come from the per-pod source only.
+    pub fn dynamic_only(bootstrap: config::Bootstrap, source: serde_json::Value) -> Self {
+        Self {
+            bootstrap,
+            source,
             path: None,
             dynamic: true,
-        })
+        }
     }
 
     /// Both servers of every pod start even without a `virtualOutbound` / `virtualInbound`

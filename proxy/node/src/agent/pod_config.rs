@@ -20,7 +20,7 @@ pub struct PodInfo {
     pub name: String,
     /// Kubernetes namespace ([`DEFAULT_NAMESPACE`] when the enrollment carried none).
     pub namespace: String,
-    /// The pod's addresses found in its netns (IPv4 first; loopback left out).
+    /// The pod's addresses found in its netns (IPv4 first; loopback and link-local left out).
     pub ips: Vec<IpAddr>,
 }
 
@@ -59,6 +59,11 @@ impl PodInfo {
 fn addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = match nix::ifaddrs::getifaddrs() {
         Ok(it) => it
+            // Not the loopback interface's (the agent adds ::6 there for the inbound passthrough).
+            .filter(|a| {
+                !a.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            })
             .filter_map(|a| {
                 let s = a.address?;
                 if let Some(v4) = s.as_sockaddr_in() {
