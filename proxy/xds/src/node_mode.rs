@@ -8,9 +8,10 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 
 use serde_json::{json, Value};
 
-/// `ISTIO_VERSION` sent in every pod's node metadata: the Istio release whose sidecar output
-/// sluice is checked against (istiod gates features on it).
-pub const ISTIO_VERSION: &str = "1.24.0";
+/// `ISTIO_VERSION` sent in every pod's node metadata: the Istio release sluice's Istio shapes
+/// are modelled on (the istio-init rules, the sidecar walkthrough: 1.23); istiod gates features
+/// on it.
+pub const ISTIO_VERSION: &str = "1.23.0";
 /// `CLUSTER_ID` sent when the agent is not told one (Istio's default cluster name).
 pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 /// Name of the synthesized static cluster that reaches the management server.
