@@ -15,17 +15,27 @@ use sluice_node::{
 use sluice_xds::{
     client,
     core::Core,
+    credentials::Credentials,
     node_mode::{pod_bootstrap, PodNode, XdsAddress, DEFAULT_CLUSTER_ID},
 };
 
 /// The agent's xDS flags.
 #[derive(Args, Debug, Clone)]
 pub struct XdsArgs {
-    /// The management server: `http://HOST:PORT` (plaintext gRPC) or `unix:PATH`. Each node-mode
-    /// pod served by the L7 engine gets its own ADS stream with its own node identity; --config
-    /// becomes optional (its static resources are every pod's base).
+    /// The management server: `http://HOST:PORT` (plaintext gRPC), `https://HOST:PORT` (TLS,
+    /// with --xds-ca) or `unix:PATH`. Each node-mode pod served by the L7 engine gets its own
+    /// ADS stream with its own node identity; --config becomes optional (its static resources
+    /// are every pod's base).
     #[arg(long, value_name = "URL")]
     xds_address: Option<String>,
+    /// PEM CA bundle the server's certificate (chain and HOST) is verified against; needs an
+    /// `https://` --xds-address.
+    #[arg(long, value_name = "FILE", requires = "xds_address")]
+    xds_ca: Option<std::path::PathBuf>,
+    /// File holding a bearer token (e.g. a projected service-account token), read on every
+    /// (re)connect and sent as `authorization: Bearer ...`.
+    #[arg(long, value_name = "FILE", requires = "xds_address")]
+    xds_token: Option<std::path::PathBuf>,
     /// ADS flavour: State-of-the-world (`sotw`) or `delta`.
     #[arg(long, value_enum, default_value_t = XdsApi::Sotw, requires = "xds_address")]
     xds_api: XdsApi,
@@ -56,6 +66,7 @@ pub fn setup(
         return Ok((l7, None));
     };
     let address = XdsAddress::parse(url).map_err(anyhow::Error::msg)?;
+    let credentials = credentials(args, &address).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source = XdsPods {
         base: l7
             .as_ref()
@@ -63,6 +74,7 @@ pub fn setup(
         address,
         delta: args.xds_api == XdsApi::Delta,
         cluster_id: args.xds_cluster_id.clone(),
+        credentials,
     };
     // Checked once here so a bad base fails the start, not every enrollment.
     let probe = PodInfo {
@@ -83,12 +95,34 @@ pub fn setup(
     Ok((Some(Arc::new(l7)), Some(Arc::new(source))))
 }
 
+/// TLS when the address is `https://` (a CA is required: there are no system roots) and the
+/// token file; the CA is loaded once here so a bad file fails the start.
+fn credentials(args: &XdsArgs, address: &XdsAddress) -> Result<Credentials, String> {
+    let (host, tls) = match address {
+        XdsAddress::Tcp { host, tls, .. } => (host.clone(), *tls),
+        XdsAddress::Unix(_) => (String::new(), false),
+    };
+    match (tls, &args.xds_ca) {
+        (true, None) => return Err("an https:// --xds-address needs --xds-ca FILE".into()),
+        (false, Some(_)) => return Err("--xds-ca needs an https:// --xds-address".into()),
+        _ => {}
+    }
+    let c = Credentials {
+        ca: args.xds_ca.clone(),
+        server_name: host,
+        token: args.xds_token.clone(),
+    };
+    c.tls().map_err(|e| format!("--xds-ca: {e}"))?;
+    Ok(c)
+}
+
 /// One ADS client per pod.
 struct XdsPods {
     base: serde_json::Value,
     address: XdsAddress,
     delta: bool,
     cluster_id: String,
+    credentials: Credentials,
 }
 
 impl XdsPods {
@@ -116,7 +150,8 @@ impl XdsPods {
             .dynamic_resources
             .clone()
             .ok_or("no dynamic_resources")?;
-        let cfg = client::ClientConfig::from_bootstrap(&bootstrap)?;
+        let mut cfg = client::ClientConfig::from_bootstrap(&bootstrap)?;
+        cfg.credentials = self.credentials.clone();
         Ok((cfg, Core::new(doc, dynamic, Instant::now())))
     }
 }

@@ -101,6 +101,8 @@ struct Shared {
 pub struct StreamRecord {
     /// The node of its first request.
     pub node: Node,
+    /// The call's `authorization` metadata.
+    pub authorization: Option<String>,
     /// When it ended (None while open).
     pub closed: Option<Instant>,
 }
@@ -124,14 +126,21 @@ struct StreamGuard {
     shared: Arc<Shared>,
     index: Option<usize>,
     id: Option<String>,
+    authorization: Option<String>,
 }
 
 impl StreamGuard {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new<T>(shared: Arc<Shared>, req: &Request<T>) -> Self {
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Self {
             shared,
             index: None,
             id: None,
+            authorization,
         }
     }
 
@@ -142,6 +151,7 @@ impl StreamGuard {
             let mut r = self.shared.records.lock().unwrap();
             r.push(StreamRecord {
                 node: n.clone(),
+                authorization: self.authorization.clone(),
                 closed: None,
             });
             self.index = Some(r.len() - 1);
@@ -168,6 +178,8 @@ pub struct XdsServer {
     shared: Arc<Shared>,
     /// Closes every open stream when set to true.
     kill: watch::Sender<bool>,
+    /// Serve TLS with this config ([`start_tls`](Self::start_tls)).
+    tls: Option<Arc<rustls::ServerConfig>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -182,7 +194,19 @@ impl XdsServer {
         Self::start_on(Some(path)).await
     }
 
+    /// Starts on a free loopback port serving TLS with `config` (ALPN h2).
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(None, Some(config)).await
+    }
+
     async fn start_on(unix: Option<std::path::PathBuf>) -> Self {
+        Self::start_with(unix, None).await
+    }
+
+    async fn start_with(
+        unix: Option<std::path::PathBuf>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         let (kill, _) = watch::channel(false);
         let mut s = Self {
@@ -191,6 +215,7 @@ impl XdsServer {
             snapshot,
             shared: Arc::default(),
             kill,
+            tls,
             task: None,
         };
         s.serve().await;
@@ -220,9 +245,17 @@ impl XdsServer {
                     .expect("bind");
                 self.addr = l.local_addr().unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-                tokio::spawn(async move {
-                    let _ = router.serve_with_incoming(incoming).await;
-                })
+                match &self.tls {
+                    Some(config) => {
+                        let incoming = tls_incoming(incoming, config.clone());
+                        tokio::spawn(async move {
+                            let _ = router.serve_with_incoming(incoming).await;
+                        })
+                    }
+                    None => tokio::spawn(async move {
+                        let _ = router.serve_with_incoming(incoming).await;
+                    }),
+                }
             }
         });
     }
@@ -320,6 +353,60 @@ impl Drop for XdsServer {
     }
 }
 
+/// Accepted TCP connections after their TLS handshake (a failed handshake is an error item,
+/// which the server logs and skips).
+fn tls_incoming(
+    tcp: tokio_stream::wrappers::TcpListenerStream,
+    config: Arc<rustls::ServerConfig>,
+) -> impl Stream<Item = std::io::Result<TlsIo>> {
+    use futures_util::StreamExt as _;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tcp.then(move |r| {
+        let acceptor = acceptor.clone();
+        async move { Ok(TlsIo(acceptor.accept(r?).await?)) }
+    })
+}
+
+/// A server-side TLS connection, as tonic's incoming stream wants it.
+struct TlsIo(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[derive(Clone)]
 struct Ads {
     snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -356,9 +443,9 @@ impl AggregatedDiscoveryService for Ads {
             self.shared.clone(),
             self.kill.clone(),
         );
+        let mut guard = StreamGuard::new(shared.clone(), &req);
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
-            let mut guard = StreamGuard::new(shared.clone());
             // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut sent: HashMap<String, String> = HashMap::new();
@@ -446,9 +533,9 @@ impl AggregatedDiscoveryService for Ads {
             self.shared.clone(),
             self.kill.clone(),
         );
+        let mut guard = StreamGuard::new(shared.clone(), &req);
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
-            let mut guard = StreamGuard::new(shared.clone());
             // Per type: subscribed names (None = wildcard) and what the client has (name -> version).
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut has: HashMap<String, HashMap<String, String>> = HashMap::new();

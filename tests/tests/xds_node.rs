@@ -19,6 +19,7 @@ use sluice_tests::{
     agent_node::Node,
     l7_pods::read_head,
     ns_server::NsServer,
+    upstream::{harness::TempDir, tls::test_pki},
     xds_script::{eds_cluster, rds, router, HCM},
     xds_server::{Snapshot, StreamRecord, XdsServer, EDS, LDS, RDS},
     Netns, Veth,
@@ -251,4 +252,76 @@ fn sotw_pods_get_their_own_streams_and_routes() {
 #[test]
 fn delta_pods_get_their_own_streams_and_routes() {
     scenario("xd", "delta");
+}
+
+#[test]
+fn tls_with_a_ca_and_a_token_read_on_every_connect() {
+    sluice_tests::require_root();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = test_pki();
+    let mut server = rt.block_on(XdsServer::start_tls(pki.server_h2.clone()));
+    let dir = TempDir::new("xtls");
+    let (ca, token) = (dir.path("ca.pem"), dir.path("token"));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&token, "first-token\n").unwrap();
+    let srv = Netns::new("xts");
+    let pod = Netns::new("xta");
+    let link = Veth::new("xt", &pod, &srv);
+    let backend = NsServer::start(&srv, SocketAddr::new(link.b_v4.into(), 0), app("t"));
+    server.set_for("~pod-t.shop~", snapshot("t1", backend.addr, "/pod-t"));
+    let address = format!("https://127.0.0.1:{}", server.addr.port());
+    let (ca_arg, token_arg) = (ca.to_str().unwrap(), token.to_str().unwrap());
+    let node = Node::start_with(
+        "xt",
+        &[
+            "--xds-address",
+            &address,
+            "--xds-ca",
+            ca_arg,
+            "--xds-token",
+            token_arg,
+        ],
+    );
+    node.enroll_pod(&pod, NAMESPACE, "pod-t");
+    let id = format!("sidecar~{}~pod-t.shop~shop.svc.cluster.local", link.a_v4);
+    let first = until(
+        "a TLS stream",
+        || streams_of(&server, &id),
+        |s| !s.is_empty(),
+    );
+    assert_eq!(
+        first[0].authorization.as_deref(),
+        Some("Bearer first-token")
+    );
+    until(
+        "pod-t SYNCED over TLS",
+        || status_row(&node, "pod-t"),
+        |r| {
+            ["CDS", "LDS", "EDS", "RDS"]
+                .iter()
+                .all(|t| r[*t] == "SYNCED")
+        },
+    );
+    let body = get(&node, &pod);
+    assert!(body.contains("backend=t\nline=GET /pod-t/items "), "{body}");
+
+    // Rotated token: the reconnect after the server comes back reads the file again.
+    std::fs::write(&token, "second-token").unwrap();
+    rt.block_on(server.stop());
+    rt.block_on(server.restart());
+    let again = until(
+        "a second TLS stream",
+        || streams_of(&server, &id),
+        |s| s.len() >= 2,
+    );
+    assert_eq!(
+        again[1].authorization.as_deref(),
+        Some("Bearer second-token")
+    );
+    let body = get(&node, &pod);
+    assert!(body.contains("backend=t\n"), "after the reconnect: {body}");
+
+    drop(node);
+    drop((backend, link, pod, srv));
+    drop(server);
 }

@@ -16,6 +16,7 @@ use sluice_engine::{config::Bootstrap, server::Server};
 use crate::{
     convert::ResourceType,
     core::Core,
+    credentials::Credentials,
     status::XdsStatus,
     transport::{backoff, connect, Target},
     wire::Wire,
@@ -34,6 +35,9 @@ pub struct ClientConfig {
     pub node_first_only: bool,
     /// What the client knows of its synchronisation (admin `/xds_status`).
     pub status: Arc<XdsStatus>,
+    /// TLS and the bearer token (none from a bootstrap yet; node mode's `--xds-ca`,
+    /// `--xds-token`).
+    pub credentials: Credentials,
 }
 
 impl ClientConfig {
@@ -49,6 +53,7 @@ impl ClientConfig {
             serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
         Ok(Self {
             status: XdsStatus::new(node_json, &target, d.ads.delta),
+            credentials: Credentials::default(),
             target,
             delta: d.ads.delta,
             node_first_only: d.ads.set_node_on_first_message_only,
@@ -84,9 +89,16 @@ pub async fn run_all(servers: Vec<Arc<Server>>, cfg: ClientConfig, core: Core) {
     }
     cfg.status.subscriptions(&core);
     loop {
-        let error = match connect(&cfg.target).await {
-            Ok(ch) => {
-                let r = stream(&server, &cfg, &mut core, ch).await;
+        // The token is read on every (re)connect: a rotated one is used from the next stream.
+        let connected = match cfg.credentials.authorization() {
+            Ok(auth) => connect(&cfg.target, &cfg.credentials)
+                .await
+                .map(|ch| (ch, auth)),
+            Err(e) => Err(e),
+        };
+        let error = match connected {
+            Ok((ch, auth)) => {
+                let r = stream(&server, &cfg, &mut core, ch, auth).await;
                 if matches!(r, Ok(true) | Err((true, _))) {
                     attempt = 0;
                 }
@@ -137,8 +149,9 @@ async fn stream(
     cfg: &ClientConfig,
     core: &mut Core,
     ch: tonic::transport::Channel,
+    auth: Option<tonic::metadata::AsciiMetadataValue>,
 ) -> Result<bool, (bool, String)> {
-    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only)
+    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only, auth)
         .await
         .map_err(|e| (false, e))?;
     cfg.status.connected();

@@ -11,6 +11,7 @@ pub mod assemble;
 pub mod client;
 pub mod convert;
 pub mod core;
+pub mod credentials;
 #[cfg(test)]
 mod fixtures;
 pub mod node_mode;

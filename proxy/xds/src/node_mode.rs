@@ -20,14 +20,22 @@ pub const XDS_CLUSTER: &str = "xds-grpc";
 /// Where the management server is (`--xds-address`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XdsAddress {
-    /// `http://HOST:PORT` (plaintext gRPC; HOST resolved once when parsed).
-    Tcp(SocketAddr),
+    /// `http://HOST:PORT` (plaintext gRPC) or `https://HOST:PORT` (TLS); HOST resolved once
+    /// when parsed, and kept as the name the server's certificate must carry.
+    Tcp {
+        /// The resolved address.
+        addr: SocketAddr,
+        /// HOST as given (brackets of an IPv6 literal removed).
+        host: String,
+        /// `https://`.
+        tls: bool,
+    },
     /// `unix:PATH`.
     Unix(std::path::PathBuf),
 }
 
 impl XdsAddress {
-    /// Parses `http://HOST:PORT` or `unix:PATH` (the error names the value).
+    /// Parses `http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH` (the error names the value).
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
@@ -35,21 +43,31 @@ impl XdsAddress {
             }
             return Ok(Self::Unix(path.into()));
         }
-        let hostport = s.strip_prefix("http://").ok_or_else(|| {
-            format!("--xds-address {s:?}: expected http://HOST:PORT or unix:PATH (TLS is not supported yet)")
-        })?;
+        let (hostport, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+            (Some(h), _) => (h, false),
+            (_, Some(h)) => (h, true),
+            _ => {
+                return Err(format!(
+                    "--xds-address {s:?}: expected http://HOST:PORT, https://HOST:PORT or unix:PATH"
+                ))
+            }
+        };
         let hostport = hostport.trim_end_matches('/');
+        let host = hostport
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .ok_or_else(|| format!("--xds-address {s:?}: no port"))?;
         let addr = hostport
             .to_socket_addrs()
             .map_err(|e| format!("--xds-address {s:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("--xds-address {s:?}: the host has no address"))?;
-        Ok(Self::Tcp(addr))
+        Ok(Self::Tcp { addr, host, tls })
     }
 
     fn endpoint(&self) -> Value {
         match self {
-            Self::Tcp(a) => {
+            Self::Tcp { addr: a, .. } => {
                 json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
             }
             Self::Unix(p) => json!({"pipe": {"path": p.display().to_string()}}),
@@ -194,14 +212,28 @@ mod tests {
     fn addresses_parse_or_name_the_value() {
         assert_eq!(
             XdsAddress::parse("http://127.0.0.1:15010").unwrap(),
-            XdsAddress::Tcp("127.0.0.1:15010".parse().unwrap())
+            XdsAddress::Tcp {
+                addr: "127.0.0.1:15010".parse().unwrap(),
+                host: "127.0.0.1".into(),
+                tls: false
+            }
+        );
+        assert_eq!(
+            XdsAddress::parse("https://[::1]:15012/").unwrap(),
+            XdsAddress::Tcp {
+                addr: "[::1]:15012".parse().unwrap(),
+                host: "::1".into(),
+                tls: true
+            }
         );
         assert_eq!(
             XdsAddress::parse("unix:/run/xds.sock").unwrap(),
             XdsAddress::Unix("/run/xds.sock".into())
         );
-        let e = XdsAddress::parse("https://istiod:15012").unwrap_err();
-        assert!(e.contains("\"https://istiod:15012\""), "{e}");
+        let e = XdsAddress::parse("grpc://istiod:15012").unwrap_err();
+        assert!(e.contains("\"grpc://istiod:15012\""), "{e}");
+        let e = XdsAddress::parse("http://127.0.0.1").unwrap_err();
+        assert!(e.contains("\"http://127.0.0.1\""), "{e}");
     }
 
     #[test]
