@@ -141,6 +141,39 @@ fn metadata(r: &StreamRecord, key: &str) -> String {
     }
 }
 
+/// One pod (`shop/pod-t`) and its backend (`app("t")`) in a server netns.
+struct OnePod {
+    // Drop order: the app, the link, then the namespaces.
+    backend: NsServer,
+    link: Veth,
+    pod: Netns,
+    _srv: Netns,
+}
+
+impl OnePod {
+    /// `tag`: at most 3 characters.
+    fn new(tag: &str) -> Self {
+        let srv = Netns::new(&format!("{tag}s"));
+        let pod = Netns::new(&format!("{tag}a"));
+        let link = Veth::new(tag, &pod, &srv);
+        let backend = NsServer::start(&srv, SocketAddr::new(link.b_v4.into(), 0), app("t"));
+        Self {
+            backend,
+            link,
+            pod,
+            _srv: srv,
+        }
+    }
+
+    /// Its Istio node id.
+    fn id(&self) -> String {
+        format!(
+            "sidecar~{}~pod-t.shop~shop.svc.cluster.local",
+            self.link.a_v4
+        )
+    }
+}
+
 fn scenario(tag: &str, api: &str) {
     sluice_tests::require_root();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -264,11 +297,8 @@ fn tls_with_a_ca_and_a_token_read_on_every_connect() {
     let (ca, token) = (dir.path("ca.pem"), dir.path("token"));
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&token, "first-token\n").unwrap();
-    let srv = Netns::new("xts");
-    let pod = Netns::new("xta");
-    let link = Veth::new("xt", &pod, &srv);
-    let backend = NsServer::start(&srv, SocketAddr::new(link.b_v4.into(), 0), app("t"));
-    server.set_for("~pod-t.shop~", snapshot("t1", backend.addr, "/pod-t"));
+    let p = OnePod::new("xt");
+    server.set_for("~pod-t.shop~", snapshot("t1", p.backend.addr, "/pod-t"));
     let address = format!("https://127.0.0.1:{}", server.addr.port());
     let (ca_arg, token_arg) = (ca.to_str().unwrap(), token.to_str().unwrap());
     let node = Node::start_with(
@@ -282,8 +312,8 @@ fn tls_with_a_ca_and_a_token_read_on_every_connect() {
             token_arg,
         ],
     );
-    node.enroll_pod(&pod, NAMESPACE, "pod-t");
-    let id = format!("sidecar~{}~pod-t.shop~shop.svc.cluster.local", link.a_v4);
+    node.enroll_pod(&p.pod, NAMESPACE, "pod-t");
+    let id = p.id();
     let first = until(
         "a TLS stream",
         || streams_of(&server, &id),
@@ -302,7 +332,7 @@ fn tls_with_a_ca_and_a_token_read_on_every_connect() {
                 .all(|t| r[*t] == "SYNCED")
         },
     );
-    let body = get(&node, &pod);
+    let body = get(&node, &p.pod);
     assert!(body.contains("backend=t\nline=GET /pod-t/items "), "{body}");
 
     // Rotated token: the reconnect after the server comes back reads the file again.
@@ -318,10 +348,48 @@ fn tls_with_a_ca_and_a_token_read_on_every_connect() {
         again[1].authorization.as_deref(),
         Some("Bearer second-token")
     );
-    let body = get(&node, &pod);
+    let body = get(&node, &p.pod);
     assert!(body.contains("backend=t\n"), "after the reconnect: {body}");
 
     drop(node);
-    drop((backend, link, pod, srv));
+    drop(p);
+    drop(server);
+}
+
+/// An agent upgrade hands the pod over with its identity: the new agent opens a new stream with
+/// the same node id, the old agent's stream ends, traffic follows the config.
+#[test]
+fn an_upgrade_opens_a_new_stream_with_the_same_identity() {
+    sluice_tests::require_root();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(XdsServer::start());
+    let p = OnePod::new("xu");
+    server.set_for("~pod-t.shop~", snapshot("u1", p.backend.addr, "/pod-t"));
+    let address = format!("http://{}", server.addr);
+    let mut node = Node::start_with("xu", &["--xds-address", &address]);
+    node.enroll_pod(&p.pod, NAMESPACE, "pod-t");
+    let id = p.id();
+    until("a stream", || streams_of(&server, &id), |s| !s.is_empty());
+    until(
+        "pod-t SYNCED",
+        || status_row(&node, "pod-t"),
+        |r| r["LDS"] == "SYNCED" && r["RDS"] == "SYNCED",
+    );
+    node.upgrade(Duration::from_secs(10));
+    let s = until(
+        "the new agent's stream, the old one ended",
+        || streams_of(&server, &id),
+        |s| s.len() == 2 && s[0].closed.is_some() && s[1].closed.is_none(),
+    );
+    assert_eq!(s.len(), 2, "{s:#?}");
+    until(
+        "pod-t SYNCED on the new agent",
+        || status_row(&node, "pod-t"),
+        |r| r["LDS"] == "SYNCED" && r["RDS"] == "SYNCED",
+    );
+    let body = get(&node, &p.pod);
+    assert!(body.contains("backend=t\nline=GET /pod-t/items "), "{body}");
+    drop(node);
+    drop(p);
     drop(server);
 }

@@ -552,6 +552,14 @@ impl Registry {
         Some(self.handlers.l7.as_ref()?.path()?.to_path_buf())
     }
 
+    /// Stops every pod's config source (after an upgrade hand-over: the new agent has opened its
+    /// own streams; the servers keep their last config while they drain).
+    pub fn stop_pod_configs(&mut self) {
+        for l in self.pods.values_mut().filter_map(|p| p.listeners.as_mut()) {
+            drop(l.config.take());
+        }
+    }
+
     /// Whether pods' engine servers are configured by a per-pod source (xDS) rather than the
     /// `--config` file alone.
     pub fn has_pod_config(&self) -> bool {
