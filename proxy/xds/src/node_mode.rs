@@ -250,6 +250,15 @@ mod tests {
             crate::transport::Target::Tcp("127.0.0.1:15010".parse().unwrap())
         );
         assert_eq!(cfg.node.id, pod().id());
+        let unix = XdsAddress::parse("unix:/run/xds.sock").unwrap();
+        let doc = pod_bootstrap(&Value::Null, pod().node(), &unix, false).unwrap();
+        let b = sluice_engine::config::from_yaml_str(&doc.to_string()).expect("valid bootstrap");
+        assert_eq!(
+            crate::client::ClientConfig::from_bootstrap(&b)
+                .unwrap()
+                .target,
+            crate::transport::Target::Pipe("/run/xds.sock".into())
+        );
         let base = json!({"static_resources": {"clusters": [{"name": XDS_CLUSTER}]}});
         let e = pod_bootstrap(&base, pod().node(), &addr, false).unwrap_err();
         assert!(e.contains("xds-grpc"), "{e}");
