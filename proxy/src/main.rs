@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 mod cli;
 mod explain;
 mod install_cni;
+mod pod_xds;
 mod proxy_config;
 mod proxy_status;
 
@@ -104,6 +105,9 @@ enum Cmd {
         /// netns; 0 = none (the control socket's `admin` op still serves it).
         #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
         pod_admin_port: u16,
+        /// Per-pod xDS (node mode).
+        #[command(flatten)]
+        xds: pod_xds::XdsArgs,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -287,6 +291,7 @@ fn run() -> Result<()> {
             drain_timeout,
             workers,
             pod_admin_port,
+            xds,
         } => {
             let upgrade_from = upgrade_from
                 .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
@@ -301,10 +306,12 @@ fn run() -> Result<()> {
                 )),
                 None => None,
             };
+            let (l7, pod_config) = pod_xds::setup(&xds, l7)?;
             let handlers = agent::registry::Handlers {
                 outbound: handler,
                 inbound: Arc::new(sluice_node::inbound::InboundPassthrough),
                 l7,
+                pod_config,
             };
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers {

@@ -94,6 +94,38 @@ impl Node {
         sluice_ok(&args)
     }
 
+    /// Enrolls `ns` in node mode as the CNI plugin would (control protocol), with the pod
+    /// identity `namespace/name`.
+    pub fn enroll_pod(&self, ns: &Netns, namespace: &str, name: &str) {
+        use sluice_node::{
+            agent::protocol::{call, Request, Response},
+            policy::{EnrollSpec, PodIdentity},
+        };
+        let spec = EnrollSpec {
+            netns: ns.name().to_string(),
+            mode: Some("node".into()),
+            pod: Some(PodIdentity {
+                container_id: format!("cid-{name}"),
+                pod_name: Some(name.into()),
+                pod_namespace: Some(namespace.into()),
+            }),
+            ..Default::default()
+        };
+        match call(&self.control.path(), &Request::Enroll(spec)) {
+            Ok(Response::Enrolled(_)) => {}
+            other => panic!("enroll {}: {other:?}", ns.name()),
+        }
+    }
+
+    /// `sluice <args>` with this node's control socket in `$SLUICE_CONTROL` (not checked).
+    pub fn sluice(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::sluice_cli::sluice_bin())
+            .args(args)
+            .env("SLUICE_CONTROL", self.control.path())
+            .output()
+            .expect("run sluice")
+    }
+
     /// `sluice unenroll --netns <ns>`.
     pub fn unenroll(&self, ns: &Netns) -> String {
         sluice_ok(&["unenroll", "--netns", ns.name(), "--control", &self.ctl()])

@@ -55,9 +55,8 @@ pub fn config(upstream: SocketAddr, rewrite: &str) -> String {
     fill(upstream, &[("SVC_ROUTES", &routes)])
 }
 
-/// The app behind the L7 routes: answers one HTTP/1.1 request with its request line, the
-/// `x-routed-by` and `x-inbound` headers and the peer address, then closes.
-pub fn http_echo(mut s: TcpStream, peer: SocketAddr) {
+/// Reads a request head (up to the blank line; 5 s timeout), lossily as text.
+pub fn read_head(s: &mut TcpStream) -> String {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut head = Vec::new();
     let mut b = [0u8; 1024];
@@ -67,7 +66,13 @@ pub fn http_echo(mut s: TcpStream, peer: SocketAddr) {
             Ok(n) => head.extend_from_slice(&b[..n]),
         }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The app behind the L7 routes: answers one HTTP/1.1 request with its request line, the
+/// `x-routed-by` and `x-inbound` headers and the peer address, then closes.
+pub fn http_echo(mut s: TcpStream, peer: SocketAddr) {
+    let head = read_head(&mut s);
     let line = head.lines().next().unwrap_or_default().to_string();
     let header = |name: &str| {
         head.lines()

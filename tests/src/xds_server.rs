@@ -1,7 +1,9 @@
 //! A scripted ADS management server for tests (tonic, envoy-types' `AggregatedDiscoveryService`):
 //! the test sets numbered snapshots ([`XdsServer::set`]); every stream, State-of-the-world or
 //! Delta, is pushed the difference; every ACK and NACK it receives is recorded ([`Ack`]) with the
-//! snapshot version its nonce carried. [`XdsServer::stop`] kills the server and its streams;
+//! snapshot version its nonce carried. A snapshot may be set for the streams of some nodes only
+//! ([`XdsServer::set_for`], node mode's per-pod streams), and every stream's node and end are
+//! recorded ([`StreamRecord`]). [`XdsServer::stop`] kills the server and its streams;
 //! [`XdsServer::restart`] serves again on the same port.
 
 use std::{
@@ -12,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -87,6 +90,82 @@ struct Shared {
     nodes: Mutex<Vec<String>>,
     /// Send RDS/EDS resources nobody subscribed to as well (a misbehaving server).
     unrequested: std::sync::atomic::AtomicBool,
+    /// (part of a node id, snapshot): what streams of matching nodes get instead of the default.
+    per_node: Mutex<Vec<(String, Arc<Snapshot>)>>,
+    /// Every stream that sent a node.
+    records: Mutex<Vec<StreamRecord>>,
+}
+
+/// One stream as the server saw it.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    /// The node of its first request.
+    pub node: Node,
+    /// The call's `authorization` metadata.
+    pub authorization: Option<String>,
+    /// When it ended (None while open).
+    pub closed: Option<Instant>,
+}
+
+impl Shared {
+    /// The snapshot for `node`: the first [`XdsServer::set_for`] entry its id contains, else
+    /// `default`.
+    fn snapshot_for(&self, node: Option<&str>, default: Arc<Snapshot>) -> Arc<Snapshot> {
+        let Some(id) = node else { return default };
+        self.per_node
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(part, _)| id.contains(part.as_str()))
+            .map_or(default, |(_, s)| s.clone())
+    }
+}
+
+/// Records a stream's node once, and its end when the stream's task ends.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    index: Option<usize>,
+    id: Option<String>,
+    authorization: Option<String>,
+}
+
+impl StreamGuard {
+    fn new<T>(shared: Arc<Shared>, req: &Request<T>) -> Self {
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Self {
+            shared,
+            index: None,
+            id: None,
+            authorization,
+        }
+    }
+
+    fn saw(&mut self, node: &Option<Node>) {
+        let Some(n) = node else { return };
+        self.shared.nodes.lock().unwrap().push(n.id.clone());
+        if self.index.is_none() {
+            let mut r = self.shared.records.lock().unwrap();
+            r.push(StreamRecord {
+                node: n.clone(),
+                authorization: self.authorization.clone(),
+                closed: None,
+            });
+            self.index = Some(r.len() - 1);
+            self.id = Some(n.id.clone());
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.index {
+            self.shared.records.lock().unwrap()[i].closed = Some(Instant::now());
+        }
+    }
 }
 
 /// The running server.
@@ -99,6 +178,8 @@ pub struct XdsServer {
     shared: Arc<Shared>,
     /// Closes every open stream when set to true.
     kill: watch::Sender<bool>,
+    /// Serve TLS with this config ([`start_tls`](Self::start_tls)).
+    tls: Option<Arc<rustls::ServerConfig>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -113,7 +194,19 @@ impl XdsServer {
         Self::start_on(Some(path)).await
     }
 
+    /// Starts on a free loopback port serving TLS with `config` (ALPN h2).
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(None, Some(config)).await
+    }
+
     async fn start_on(unix: Option<std::path::PathBuf>) -> Self {
+        Self::start_with(unix, None).await
+    }
+
+    async fn start_with(
+        unix: Option<std::path::PathBuf>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         let (kill, _) = watch::channel(false);
         let mut s = Self {
@@ -122,6 +215,7 @@ impl XdsServer {
             snapshot,
             shared: Arc::default(),
             kill,
+            tls,
             task: None,
         };
         s.serve().await;
@@ -151,9 +245,17 @@ impl XdsServer {
                     .expect("bind");
                 self.addr = l.local_addr().unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-                tokio::spawn(async move {
-                    let _ = router.serve_with_incoming(incoming).await;
-                })
+                match &self.tls {
+                    Some(config) => {
+                        let incoming = tls_incoming(incoming, config.clone());
+                        tokio::spawn(async move {
+                            let _ = router.serve_with_incoming(incoming).await;
+                        })
+                    }
+                    None => tokio::spawn(async move {
+                        let _ = router.serve_with_incoming(incoming).await;
+                    }),
+                }
             }
         });
     }
@@ -161,6 +263,23 @@ impl XdsServer {
     /// Pushes `snap` to every stream (now and on every new stream).
     pub fn set(&self, snap: Snapshot) {
         self.snapshot.send_replace(Arc::new(snap));
+    }
+
+    /// Streams of nodes whose id contains `node_part` get `snap` (now and from then on) instead
+    /// of the default snapshot of [`set`](Self::set).
+    pub fn set_for(&self, node_part: &str, snap: Snapshot) {
+        {
+            let mut p = self.shared.per_node.lock().unwrap();
+            p.retain(|(part, _)| part != node_part);
+            p.push((node_part.to_string(), Arc::new(snap)));
+        }
+        // Wakes every stream to look again.
+        self.snapshot.send_modify(|_| {});
+    }
+
+    /// Every stream that sent a node, in order of their first request.
+    pub fn stream_records(&self) -> Vec<StreamRecord> {
+        self.shared.records.lock().unwrap().clone()
     }
 
     /// Stops listening and ends every stream (the port is closed).
@@ -234,6 +353,60 @@ impl Drop for XdsServer {
     }
 }
 
+/// Accepted TCP connections after their TLS handshake (a failed handshake is an error item,
+/// which the server logs and skips).
+fn tls_incoming(
+    tcp: tokio_stream::wrappers::TcpListenerStream,
+    config: Arc<rustls::ServerConfig>,
+) -> impl Stream<Item = std::io::Result<TlsIo>> {
+    use futures_util::StreamExt as _;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tcp.then(move |r| {
+        let acceptor = acceptor.clone();
+        async move { Ok(TlsIo(acceptor.accept(r?).await?)) }
+    })
+}
+
+/// A server-side TLS connection, as tonic's incoming stream wants it.
+struct TlsIo(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[derive(Clone)]
 struct Ads {
     snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -270,6 +443,7 @@ impl AggregatedDiscoveryService for Ads {
             self.shared.clone(),
             self.kill.clone(),
         );
+        let mut guard = StreamGuard::new(shared.clone(), &req);
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
@@ -287,9 +461,7 @@ impl AggregatedDiscoveryService for Ads {
                     }
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
-                        if let Some(n) = &m.node {
-                            shared.nodes.lock().unwrap().push(n.id.clone());
-                        }
+                        guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {
@@ -308,7 +480,8 @@ impl AggregatedDiscoveryService for Ads {
                         changed_types.push(m.type_url.clone());
                     }
                 }
-                let snap = snap_rx.borrow_and_update().clone();
+                let snap =
+                    shared.snapshot_for(guard.id.as_deref(), snap_rx.borrow_and_update().clone());
                 for ty in changed_types {
                     if snap.version.is_empty() || sent.get(&ty) == Some(&snap.version) {
                         continue;
@@ -360,6 +533,7 @@ impl AggregatedDiscoveryService for Ads {
             self.shared.clone(),
             self.kill.clone(),
         );
+        let mut guard = StreamGuard::new(shared.clone(), &req);
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             // Per type: subscribed names (None = wildcard) and what the client has (name -> version).
@@ -373,9 +547,7 @@ impl AggregatedDiscoveryService for Ads {
                     r = snap_rx.changed() => if r.is_err() { return },
                     m = inbound.message() => {
                         let Ok(Some(m)) = m else { return };
-                        if let Some(n) = &m.node {
-                            shared.nodes.lock().unwrap().push(n.id.clone());
-                        }
+                        guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
                             if let Some(v) = nonces.get(&m.response_nonce) {
                                 shared.log.lock().unwrap().push(Ack {
@@ -401,7 +573,8 @@ impl AggregatedDiscoveryService for Ads {
                         }
                     }
                 }
-                let snap = snap_rx.borrow_and_update().clone();
+                let snap =
+                    shared.snapshot_for(guard.id.as_deref(), snap_rx.borrow_and_update().clone());
                 if snap.version.is_empty() {
                     continue;
                 }

@@ -6,14 +6,11 @@
 use std::{process::Output, time::Duration};
 
 use serde_json::Value;
-use sluice_node::{
-    agent::protocol::{self, AdminRequest, Request, Response},
-    policy::{EnrollSpec, PodIdentity},
-};
+use sluice_node::agent::protocol::{self, AdminRequest, Request, Response};
 use sluice_tests::{
     agent_node::Node,
     l7_pods::L7Pods,
-    sluice_cli::{sluice, sluice_bin, stdout_ok},
+    sluice_cli::{sluice, stdout_ok},
     Netns,
 };
 
@@ -22,20 +19,7 @@ const POD: &str = "default/notebook";
 
 /// Enrolls `ns` in node mode as the CNI plugin would, with a pod identity.
 fn enroll_as(node: &Node, ns: &Netns, namespace: &str, name: &str) {
-    let spec = EnrollSpec {
-        netns: ns.name().to_string(),
-        mode: Some("node".into()),
-        pod: Some(PodIdentity {
-            container_id: format!("cid-{name}"),
-            pod_name: Some(name.into()),
-            pod_namespace: Some(namespace.into()),
-        }),
-        ..Default::default()
-    };
-    match protocol::call(&node.control.path(), &Request::Enroll(spec)) {
-        Ok(Response::Enrolled(_)) => {}
-        other => panic!("enroll {}: {other:?}", ns.name()),
-    }
+    node.enroll_pod(ns, namespace, name);
 }
 
 /// The control op; returns the answer (status, body) or the error message.
@@ -70,11 +54,7 @@ fn admin_with(
 
 /// `sluice <args>` with the node's control socket in `$SLUICE_CONTROL`.
 fn sluice_at(node: &Node, args: &[&str]) -> Output {
-    std::process::Command::new(sluice_bin())
-        .args(args)
-        .env("SLUICE_CONTROL", node.control.path())
-        .output()
-        .expect("run sluice")
+    node.sluice(args)
 }
 
 /// `curl -s -w '\n%{http_code}' <args> http://127.0.0.1:15000<path>` inside `ns`: (curl's exit

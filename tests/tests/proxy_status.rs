@@ -293,11 +293,7 @@ fn a_node_mode_pod_by_netns_shows_static_config() {
     let p = L7Pods::new("pst");
     let node = Node::start_with("pst", &["--config", &p.cfg]);
     node.enroll(&p.client, &["--mode", "node"]);
-    let out = std::process::Command::new(sluice_bin())
-        .args(["proxy-status", p.client.name(), "-o", "json"])
-        .env("SLUICE_CONTROL", node.control.path())
-        .output()
-        .expect("run sluice proxy-status");
+    let out = node.sluice(&["proxy-status", p.client.name(), "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

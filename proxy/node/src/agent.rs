@@ -5,6 +5,7 @@ pub mod control;
 pub mod fd_passing;
 pub mod health;
 pub mod pod_admin;
+pub mod pod_config;
 pub mod protocol;
 pub mod registry;
 mod reload;
@@ -215,6 +216,8 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     clients.shutdown().await;
     let mut stopped = false;
     if upgraded {
+        // One stream per pod at the control plane: the new agent's.
+        registry.lock().await.stop_pod_configs();
         // Serve our established connections to their end (bounded; a signal cuts it short).
         tokio::select! {
             _ = upgrade_state.drain() => {}

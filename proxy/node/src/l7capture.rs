@@ -41,7 +41,11 @@ pub const INBOUND_LISTENER: &str = "virtualInbound";
 pub struct L7Config {
     bootstrap: config::Bootstrap,
     source: serde_json::Value,
-    path: PathBuf,
+    /// The file it came from (None: no file, [`L7Config::dynamic_only`]).
+    path: Option<PathBuf>,
+    /// Listeners come later from a per-pod source (xDS): both servers start even when this
+    /// config has no `virtualOutbound` / `virtualInbound` listener.
+    dynamic: bool,
 }
 
 /// The two handlers of one pod, and the engine servers behind them.
@@ -72,13 +76,38 @@ impl L7Config {
         Ok(Self {
             bootstrap: config::load_file(path)?,
             source: sluice_engine::server::source_json(path),
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
+            dynamic: false,
         })
     }
 
-    /// The file it came from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// No file: `bootstrap` (e.g. an ADS bootstrap without listeners, validated by the caller)
+    /// starts every pod's servers, whose listeners come from the per-pod source only.
+    pub fn dynamic_only(bootstrap: config::Bootstrap, source: serde_json::Value) -> Self {
+        Self {
+            bootstrap,
+            source,
+            path: None,
+            dynamic: true,
+        }
+    }
+
+    /// Both servers of every pod start even without a `virtualOutbound` / `virtualInbound`
+    /// listener here: a per-pod source (xDS) brings them.
+    pub fn with_dynamic_listeners(mut self) -> Self {
+        self.dynamic = true;
+        self
+    }
+
+    /// The file it came from (None for [`L7Config::dynamic_only`]).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The bootstrap document as read (JSON; `Null` when the file is not YAML/JSON text): the
+    /// base a per-pod source adds its resources to.
+    pub fn source(&self) -> &serde_json::Value {
+        &self.source
     }
 
     /// Gives a pod's running servers this config through [`Server::apply`] (validated whole,
@@ -93,10 +122,12 @@ impl L7Config {
     }
 
     fn has_listener(&self, name: &str) -> bool {
-        self.bootstrap
-            .listeners
-            .iter()
-            .any(|l| l.name.as_str() == name)
+        self.dynamic
+            || self
+                .bootstrap
+                .listeners
+                .iter()
+                .any(|l| l.name.as_str() == name)
     }
 
     /// Starts this pod's servers (no listener binding, no admin) whose upstream sockets come from

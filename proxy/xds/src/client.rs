@@ -16,6 +16,7 @@ use sluice_engine::{config::Bootstrap, server::Server};
 use crate::{
     convert::ResourceType,
     core::Core,
+    credentials::Credentials,
     status::XdsStatus,
     transport::{backoff, connect, Target},
     wire::Wire,
@@ -34,6 +35,9 @@ pub struct ClientConfig {
     pub node_first_only: bool,
     /// What the client knows of its synchronisation (admin `/xds_status`).
     pub status: Arc<XdsStatus>,
+    /// TLS and the bearer token (none from a bootstrap yet; node mode's `--xds-ca`,
+    /// `--xds-token`).
+    pub credentials: Credentials,
 }
 
 impl ClientConfig {
@@ -49,6 +53,7 @@ impl ClientConfig {
             serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
         Ok(Self {
             status: XdsStatus::new(node_json, &target, d.ads.delta),
+            credentials: Credentials::default(),
             target,
             delta: d.ads.delta,
             node_first_only: d.ads.set_node_on_first_message_only,
@@ -67,15 +72,33 @@ impl ClientConfig {
 /// Runs the client forever against `server` (started from the bootstrap's static resources)
 /// and registers its status as the server's admin `/xds_status`.
 pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
+    run_all(vec![server], cfg, core).await
+}
+
+/// [`run`] for several servers that serve one proxy (a node-mode pod's outbound and inbound
+/// servers): each accepted configuration is applied to all of them, in order, as one version
+/// (ACKed once every server took it, NACKed if one refused it), and each serves the client's
+/// status as its `/xds_status`.
+pub async fn run_all(servers: Vec<Arc<Server>>, cfg: ClientConfig, core: Core) {
+    let server = Servers(servers);
     let mut core = core;
     let mut attempt = 0u32;
-    let status = cfg.status.clone();
-    status.subscriptions(&core);
-    server.set_xds_status(Arc::new(move || status.json()));
+    for s in &server.0 {
+        let status = cfg.status.clone();
+        s.set_xds_status(Arc::new(move || status.json()));
+    }
+    cfg.status.subscriptions(&core);
     loop {
-        let error = match connect(&cfg.target).await {
-            Ok(ch) => {
-                let r = stream(&server, &cfg, &mut core, ch).await;
+        // The token is read on every (re)connect: a rotated one is used from the next stream.
+        let connected = match cfg.credentials.authorization() {
+            Ok(auth) => connect(&cfg.target, &cfg.credentials)
+                .await
+                .map(|ch| (ch, auth)),
+            Err(e) => Err(e),
+        };
+        let error = match connected {
+            Ok((ch, auth)) => {
+                let r = stream(&server, &cfg, &mut core, ch, auth).await;
                 if matches!(r, Ok(true) | Err((true, _))) {
                     attempt = 0;
                 }
@@ -122,12 +145,13 @@ pub async fn run(server: Arc<Server>, cfg: ClientConfig, core: Core) {
 
 /// One stream; `Ok(got a response)` when the server closed it, `Err((got, why))` on failure.
 async fn stream(
-    server: &Arc<Server>,
+    server: &Servers,
     cfg: &ClientConfig,
     core: &mut Core,
     ch: tonic::transport::Channel,
+    auth: Option<tonic::metadata::AsciiMetadataValue>,
 ) -> Result<bool, (bool, String)> {
-    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only)
+    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only, auth)
         .await
         .map_err(|e| (false, e))?;
     cfg.status.connected();
@@ -173,14 +197,8 @@ async fn stream(
                 }
                 let applied = if c.complete {
                     server
-                        .apply_with_origin(
-                            c.bootstrap.clone(),
-                            c.doc.clone(),
-                            meta.origin(&versions),
-                        )
+                        .apply_with_origin(&c.bootstrap, &c.doc, meta.origin(&versions))
                         .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
                 } else {
                     Ok(())
                 };
@@ -227,16 +245,46 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Warming timers: apply what timed-out warming now allows.
-async fn tick(server: &Arc<Server>, core: &mut Core, status: &XdsStatus) {
+async fn tick(server: &Servers, core: &mut Core, status: &XdsStatus) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
         let origin = core.meta.origin(&core.versions);
-        if let Err(e) = server.apply_with_origin(bootstrap, doc, origin).await {
+        if let Err(e) = server.apply_with_origin(&bootstrap, &doc, origin).await {
             tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
         }
     }
     status.subscriptions(core);
     if core.is_ready() && !server.is_ready() {
         server.set_ready(true);
+    }
+}
+
+/// The servers one client configures.
+struct Servers(Vec<Arc<Server>>);
+
+impl Servers {
+    /// Applies one version to every server (the first refusal stops and is returned).
+    async fn apply_with_origin(
+        &self,
+        bootstrap: &Bootstrap,
+        doc: &Value,
+        origin: sluice_engine::admin::ConfigOrigin,
+    ) -> Result<(), String> {
+        for s in &self.0 {
+            s.apply_with_origin(bootstrap.clone(), doc.clone(), origin.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.iter().all(|s| s.is_ready())
+    }
+
+    fn set_ready(&self, ready: bool) {
+        for s in &self.0 {
+            s.set_ready(ready);
+        }
     }
 }
 

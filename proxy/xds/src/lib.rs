@@ -11,8 +11,10 @@ pub mod assemble;
 pub mod client;
 pub mod convert;
 pub mod core;
+pub mod credentials;
 #[cfg(test)]
 mod fixtures;
+pub mod node_mode;
 pub mod origin;
 pub mod pool;
 pub mod proxy;

@@ -1,13 +1,15 @@
 //! The channel to the management server: plaintext HTTP/2 over TCP (the ADS cluster's first
 //! `socket_address` endpoint) or a unix socket (its `pipe` endpoint), and the reconnect backoff
-//! (jittered exponential, 100 ms doubling up to 15 s). TLS and call credentials are not
-//! implemented yet.
+//! (jittered exponential, 100 ms doubling up to 15 s). With a CA ([`Credentials`], node mode's
+//! `--xds-ca`) the TCP connection is TLS (rustls, ALPN h2, chain and name verified).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use hyper_util::rt::TokioIo;
 use sluice_engine::config::{Bootstrap, EndpointAddress};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::credentials::Credentials;
 
 /// Where the ADS server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,17 +49,40 @@ impl Target {
     }
 }
 
-/// Connects a gRPC channel to `target`.
-pub async fn connect(target: &Target) -> Result<Channel, String> {
-    match target {
-        Target::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
+/// Connects a gRPC channel to `target`, over TLS when `creds` has a CA.
+pub async fn connect(target: &Target, creds: &Credentials) -> Result<Channel, String> {
+    let tls = creds.tls()?;
+    match (target, tls) {
+        (Target::Tcp(addr), Some((config, name))) => {
+            let addr = *addr;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let (connector, name) = (connector.clone(), name.clone());
+                    async move {
+                        let tcp = tokio::net::TcpStream::connect(addr).await?;
+                        tcp.set_nodelay(true)?;
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok::<_, std::io::Error>(TokioIo::new(tls))
+                    }
+                }))
+                .await
+                .map_err(|e| format!("connect {addr} (TLS): {e}"))
+        }
+        (Target::Pipe(path), Some(_)) => Err(format!(
+            "TLS over the unix socket {} is not supported",
+            path.display()
+        )),
+        (Target::Tcp(addr), None) => Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|e| format!("connect {addr}: {e}")),
-        Target::Pipe(path) => {
+        (Target::Pipe(path), None) => {
             let path = path.clone();
             let shown = path.display().to_string();
             Endpoint::from_static("http://localhost")

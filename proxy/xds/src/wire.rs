@@ -30,6 +30,18 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// `google.rpc.Code.INVALID_ARGUMENT`, Envoy's NACK code.
 const INVALID_ARGUMENT: i32 = 3;
 
+/// A call carrying `authorization` in its metadata, if any.
+fn with_auth<T>(
+    body: T,
+    authorization: &Option<tonic::metadata::AsciiMetadataValue>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    if let Some(a) = authorization {
+        r.metadata_mut().insert("authorization", a.clone());
+    }
+    r
+}
+
 /// One response, either variant.
 #[derive(Debug)]
 pub struct Response {
@@ -71,13 +83,15 @@ impl Wire {
     /// Opens the stream and sends the first request of every subscribed type (CDS, EDS, LDS,
     /// RDS; RDS/EDS only with names): the node, the last accepted versions (SotW) or
     /// `initial_resource_versions` (Delta). The node goes in every request unless
-    /// `first_only` (`set_node_on_first_message_only`).
+    /// `first_only` (`set_node_on_first_message_only`). `authorization` goes in the call's
+    /// metadata.
     pub async fn open(
         ch: Channel,
         delta: bool,
         core: &Core,
         node: &Node,
         first_only: bool,
+        authorization: Option<tonic::metadata::AsciiMetadataValue>,
     ) -> Result<Self, String> {
         let mut client = AggregatedDiscoveryServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -108,7 +122,7 @@ impl Wire {
                 tx.send(req).await.map_err(|e| e.to_string())?;
             }
             let rx = client
-                .delta_aggregated_resources(ReceiverStream::new(rx))
+                .delta_aggregated_resources(with_auth(ReceiverStream::new(rx), &authorization))
                 .await
                 .map_err(|e| format!("DeltaAggregatedResources: {e}"))?
                 .into_inner();
@@ -126,7 +140,7 @@ impl Wire {
                 tx.send(req).await.map_err(|e| e.to_string())?;
             }
             let rx = client
-                .stream_aggregated_resources(ReceiverStream::new(rx))
+                .stream_aggregated_resources(with_auth(ReceiverStream::new(rx), &authorization))
                 .await
                 .map_err(|e| format!("StreamAggregatedResources: {e}"))?
                 .into_inner();

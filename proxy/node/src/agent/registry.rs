@@ -97,11 +97,15 @@ struct PodListeners {
     engine: Option<PodServers>,
     /// The pod's admin on 127.0.0.1:`--pod-admin-port` in its netns (with an engine).
     admin: Option<AdminPort>,
+    /// The per-pod config source's guard (e.g. the pod's ADS stream): dropped, it stops.
+    config: Option<Box<dyn Send + Sync>>,
 }
 
 impl PodListeners {
-    /// Stops accepting (the admin port too); see [`ServedSockets::close`].
-    async fn close(self) {
+    /// Stops the pod's config source, then accepting (the admin port too); see
+    /// [`ServedSockets::close`].
+    async fn close(mut self) {
+        drop(self.config.take());
         if let Some(a) = self.admin {
             a.close().await;
         }
@@ -126,6 +130,9 @@ pub struct Handlers {
     /// With `--config`: each pod's listeners are served by the L7 engine instead (its own
     /// servers, upstream sockets made in the pod's netns).
     pub l7: Option<Arc<crate::l7capture::L7Config>>,
+    /// With `l7`: keeps each pod's servers configured (one ADS stream per pod with
+    /// `--xds-address`), see [`super::pod_config`].
+    pub pod_config: Option<Arc<dyn super::pod_config::PodConfigSource>>,
 }
 
 /// One enrolled pod.
@@ -188,10 +195,12 @@ impl Registry {
             result = self.datapath.attach_inbound(cookie, &*netns);
         }
         let listeners = match (result, bound) {
-            (Ok(()), Some(b)) => match self.register_and_serve(cookie, b).await {
-                Ok(l) => Ok(Some(l)),
-                Err(e) => Err(e),
-            },
+            (Ok(()), Some(b)) => {
+                match self.register_and_serve(cookie, b, spec.pod.as_ref()).await {
+                    Ok(l) => Ok(Some(l)),
+                    Err(e) => Err(e),
+                }
+            }
             (Ok(()), None) => Ok(None),
             (Err(e), _) => Err(bpf_err(e)),
         };
@@ -253,6 +262,7 @@ impl Registry {
         &mut self,
         cookie: u64,
         bound: BoundSockets,
+        identity: Option<&PodIdentity>,
     ) -> Result<PodListeners, AgentError> {
         for l in bound.sockets.inbound() {
             self.datapath
@@ -305,12 +315,20 @@ impl Registry {
                 source,
             })?;
         let admin = self.start_admin(&bound.netns_arg, &bound.netns, engine.as_ref());
+        let config = match (&self.handlers.pod_config, &engine) {
+            (Some(source), Some(servers)) => {
+                let pod = super::pod_config::PodInfo::new(&bound.netns_arg, &bound.netns, identity);
+                Some(source.start(&pod, servers))
+            }
+            _ => None,
+        };
         Ok(PodListeners {
             served,
             ctx: out_ctx,
             inbound_ctx: in_ctx,
             engine,
             admin,
+            config,
         })
     }
 
@@ -373,7 +391,7 @@ impl Registry {
             }
             let listeners = if mode == Mode::Node {
                 let served = match self.bind_sockets(&name, &ns, &enrollment) {
-                    Ok(b) => self.register_and_serve(cookie, b).await,
+                    Ok(b) => self.register_and_serve(cookie, b, None).await,
                     Err(e) => Err(e),
                 };
                 match served {
@@ -532,7 +550,21 @@ impl Registry {
 
     /// The `--config` file of the L7 engine (None without one).
     pub fn l7_path(&self) -> Option<std::path::PathBuf> {
-        Some(self.handlers.l7.as_ref()?.path().to_path_buf())
+        Some(self.handlers.l7.as_ref()?.path()?.to_path_buf())
+    }
+
+    /// Stops every pod's config source (after an upgrade hand-over: the new agent has opened its
+    /// own streams; the servers keep their last config while they drain).
+    pub fn stop_pod_configs(&mut self) {
+        for l in self.pods.values_mut().filter_map(|p| p.listeners.as_mut()) {
+            drop(l.config.take());
+        }
+    }
+
+    /// Whether pods' engine servers are configured by a per-pod source (xDS) rather than the
+    /// `--config` file alone.
+    pub fn has_pod_config(&self) -> bool {
+        self.handlers.pod_config.is_some()
     }
 
     /// Replaces the L7 config (a SIGHUP reload): pods enrolled from now on start with it; returns

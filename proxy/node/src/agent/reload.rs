@@ -1,7 +1,8 @@
 //! SIGHUP: the agent reloads its L7 config (`--config`). The file is read and validated on a
 //! blocking thread (never on the serving workers), then applied to every node-mode pod's engine
 //! servers through `Server::apply`; pods enrolled later start with it. A refused file leaves
-//! every pod on its running version; without `--config` the signal is logged and ignored.
+//! every pod on its running version; without `--config`, or when pods are configured over xDS
+//! (`--xds-address`), the signal is logged and ignored.
 
 use std::sync::Arc;
 
@@ -13,7 +14,17 @@ use crate::l7capture::L7Config;
 
 /// Reloads the `--config` file and applies it to every pod served by the L7 engine.
 pub async fn l7_config(registry: Arc<Mutex<Registry>>) {
-    let Some(path) = registry.lock().await.l7_path() else {
+    let (path, per_pod) = {
+        let r = registry.lock().await;
+        (r.l7_path(), r.has_pod_config())
+    };
+    if per_pod {
+        // The running config is the file plus what the management server sent each pod;
+        // applying the file alone would drop the latter.
+        info!("SIGHUP: pods are configured over xDS; the --config file is not reloaded");
+        return;
+    }
+    let Some(path) = path else {
         info!("SIGHUP: no --config, nothing to reload");
         return;
     };

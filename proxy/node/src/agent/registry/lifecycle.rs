@@ -192,7 +192,10 @@ impl Registry {
                 netns: netns.clone(),
                 sockets,
             };
-            Some(self.register_and_serve(hp.cookie, bound).await?)
+            Some(
+                self.register_and_serve(hp.cookie, bound, hp.pod.as_ref())
+                    .await?,
+            )
         } else {
             None
         };

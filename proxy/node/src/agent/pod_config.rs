@@ -1,0 +1,96 @@
+//! The per-pod configuration hook of node mode: when the agent starts a pod's L7 engine servers
+//! it asks a [`PodConfigSource`] (given by the binary, e.g. one ADS stream per pod with
+//! `--xds-address`) to keep them configured, and holds the returned guard as long as the pod is
+//! served; dropping the guard (unenroll, agent shutdown) stops the source for that pod. This
+//! crate knows nothing of gRPC: the source lives in the `sluice` binary on top of sluice-xds.
+
+use std::net::IpAddr;
+
+use crate::{l7capture::PodServers, netns::Netns, policy::PodIdentity};
+
+/// Namespace given to a pod enrolled without a Kubernetes identity.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Who a pod is, as far as the agent knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// The netns argument it was enrolled with.
+    pub netns: String,
+    /// Kubernetes pod name (the netns name when the enrollment carried none).
+    pub name: String,
+    /// Kubernetes namespace ([`DEFAULT_NAMESPACE`] when the enrollment carried none).
+    pub namespace: String,
+    /// The pod's addresses found in its netns (IPv4 first; loopback and link-local left out).
+    pub ips: Vec<IpAddr>,
+}
+
+impl PodInfo {
+    /// From the enrollment's identity (if any) and the addresses found in `netns`.
+    pub fn new(netns_arg: &str, netns: &Netns, identity: Option<&PodIdentity>) -> Self {
+        let fallback = std::path::Path::new(netns_arg)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| netns_arg.to_string());
+        let name = identity
+            .and_then(|i| i.pod_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(fallback);
+        let namespace = identity
+            .and_then(|i| i.pod_namespace.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let ips = match netns.run(addresses) {
+            Ok(ips) => ips,
+            Err(e) => {
+                tracing::warn!(netns = netns_arg, error = %e, "cannot list the pod's addresses");
+                Vec::new()
+            }
+        };
+        Self {
+            netns: netns_arg.to_string(),
+            name,
+            namespace,
+            ips,
+        }
+    }
+}
+
+/// The non-loopback addresses of the current netns, IPv4 first, each once.
+fn addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = match nix::ifaddrs::getifaddrs() {
+        Ok(it) => it
+            // Not the loopback interface's (the agent adds ::6 there for the inbound passthrough).
+            .filter(|a| {
+                !a.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            })
+            .filter_map(|a| {
+                let s = a.address?;
+                if let Some(v4) = s.as_sockaddr_in() {
+                    Some(IpAddr::V4(v4.ip()))
+                } else {
+                    s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                }
+            })
+            .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort_by_key(|ip| ip.is_ipv6());
+    out.dedup();
+    out
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// Keeps the engine servers of each node-mode pod configured (one instance for the agent).
+pub trait PodConfigSource: Send + Sync {
+    /// Starts configuring `servers` for `pod`; called when the pod's servers start (enroll,
+    /// adoption after a restart or an upgrade). Stopped when the returned guard is dropped.
+    fn start(&self, pod: &PodInfo, servers: &PodServers) -> Box<dyn Send + Sync>;
+}

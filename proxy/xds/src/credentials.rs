@@ -1,0 +1,105 @@
+//! Credentials to the management server: TLS verified against a CA file (chain and server name;
+//! istiod's 15012) and a bearer token read from a file on every (re)connect (a projected
+//! service-account token rotates), sent as `authorization: Bearer ...` on each stream.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls::{
+    crypto::ring,
+    pki_types::{pem::PemObject as _, CertificateDer, ServerName},
+    ClientConfig, RootCertStore,
+};
+use tonic::metadata::AsciiMetadataValue;
+
+/// What the client presents and checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// PEM CA bundle: connect with TLS and verify the server against it (None: plaintext).
+    pub ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (a DNS name or an IP address).
+    pub server_name: String,
+    /// File holding the bearer token, read on every connect.
+    pub token: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// The TLS client config and server name (None without a CA). The CA file is read on every
+    /// connect, so a rotated bundle is picked up by the next one.
+    pub fn tls(&self) -> Result<Option<(Arc<ClientConfig>, ServerName<'static>)>, String> {
+        let Some(ca) = &self.ca else { return Ok(None) };
+        let shown = ca.display();
+        let mut roots = RootCertStore::empty();
+        let certs =
+            CertificateDer::pem_file_iter(ca).map_err(|e| format!("CA file {shown}: {e}"))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("CA file {shown}: {e}"))?;
+            roots.add(c).map_err(|e| format!("CA file {shown}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("CA file {shown}: no certificate"));
+        }
+        let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from(self.server_name.clone())
+            .map_err(|e| format!("server name {:?}: {e}", self.server_name))?;
+        Ok(Some((Arc::new(config), name)))
+    }
+
+    /// `Bearer <token>` from the token file (None without one); read now.
+    pub fn authorization(&self) -> Result<Option<AsciiMetadataValue>, String> {
+        let Some(path) = &self.token else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("token file {}: empty", path.display()));
+        }
+        AsciiMetadataValue::try_from(format!("Bearer {token}"))
+            .map(Some)
+            .map_err(|_| format!("token file {}: not a valid header value", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_on_every_call_and_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-xds-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let c = Credentials {
+            token: Some(path.clone()),
+            ..Default::default()
+        };
+        let e = c.authorization().unwrap_err();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        std::fs::write(&path, "one\n").unwrap();
+        assert_eq!(c.authorization().unwrap().unwrap(), "Bearer one");
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(c.authorization().unwrap().unwrap(), "Bearer two");
+        std::fs::write(&path, "bad\u{1}value").unwrap();
+        assert!(c.authorization().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(Credentials::default().authorization().unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_named() {
+        let c = Credentials {
+            ca: Some("/nonexistent/ca.pem".into()),
+            server_name: "istiod.istio-system.svc".into(),
+            token: None,
+        };
+        let e = c.tls().unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(Credentials::default().tls().unwrap().is_none());
+    }
+}
