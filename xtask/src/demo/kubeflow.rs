@@ -130,9 +130,18 @@ impl super::Demo {
              SLUICE_CONTROL=<agent socket>)",
             self.pod
         ));
-        print!("{}", pod_admin_view(bin, &control, &["route", &self.pod])?);
-        step(&format!("sluice explain -c kubeflow.yaml {url}"));
-        print!("{}", out(bin, &["explain", "-c", &cfg_s, &url])?);
+        print!(
+            "{}",
+            pod_admin_view(bin, &control, &["proxy-config", "route", &self.pod])?
+        );
+        step(&format!(
+            "sluice explain {} {url} (the same pod's live config, through its admin)",
+            self.pod
+        ));
+        print!(
+            "{}",
+            pod_admin_view(bin, &control, &["explain", &self.pod, &url])?
+        );
         super::metrics::show(&metrics)?;
 
         step(&format!("unenroll: sluice unenroll --netns {}", self.pod));
@@ -145,17 +154,17 @@ impl super::Demo {
     }
 }
 
-/// `sluice proxy-config <args>` asking the agent at `control` for a node-mode pod's admin.
+/// `sluice <args>` (proxy-config, explain) asking the agent at `control` for a node-mode pod's
+/// admin.
 fn pod_admin_view(bin: &Path, control: &Path, args: &[&str]) -> Result<String> {
     let o = Command::new(bin)
-        .arg("proxy-config")
         .args(args)
         .env("SLUICE_CONTROL", control)
         .env("RUST_BACKTRACE", "0")
         .output()?;
     if !o.status.success() {
         bail!(
-            "`sluice proxy-config {}` failed: {}",
+            "`sluice {}` failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&o.stderr).trim()
         );
