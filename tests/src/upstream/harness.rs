@@ -1,19 +1,17 @@
 //! Runs the real `sluice proxy -c <file>` binary on loopback and talks to it with curl.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), below the ephemeral range: a port from
+/// `bind(0)` could be taken, before the proxy binds it, as the local port of any outgoing
+/// connection on the machine (seen once as a proxy-status test whose listener never came up).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::conformance::proxy::free_ports::<1>()[0]
 }
 
 /// Path of the `sluice` binary (the one the namespaced tests run, see
