@@ -125,3 +125,21 @@ pub fn cla(name: &str, ports: &[u16]) -> (&'static str, Value) {
         json!({"cluster_name": name, "endpoints": [{"locality": {"zone": "z1"}, "lb_endpoints": eps}]}),
     )
 }
+
+/// The base the xDS tests start from: listener `web` on `port` (HCM with RDS `routes`), route
+/// configuration `routes` sending `/` to the EDS cluster `backend`, `backend`'s endpoint on
+/// `upstream`; then `extra`.
+pub fn web_backend(
+    port: u16,
+    upstream: u16,
+    extra: Vec<(&'static str, Value)>,
+) -> Vec<(&'static str, Value)> {
+    let mut items = vec![
+        listener("web", port, rds("routes")),
+        routes("routes", &[("/", "backend")]),
+        eds_cluster("backend"),
+        cla("backend", &[upstream]),
+    ];
+    items.extend(extra);
+    items
+}

@@ -17,7 +17,7 @@ use sluice_tests::{
         harness::{free_port, sluice_bin, ProxyProcess},
         TestUpstream,
     },
-    xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
+    xds_script::{bootstrap, listener, rds, routes, static_cluster, web_backend},
     xds_server::{Snapshot, XdsServer, CDS, LDS},
 };
 
@@ -126,14 +126,7 @@ async fn scenario(api_type: &str) {
     let (port, admin) = (free_port(), free_port());
     let mut server = XdsServer::start().await;
     let snapshot = |v: &str, extra: Vec<(&'static str, Value)>| {
-        let mut items = vec![
-            listener("web", port, rds("routes")),
-            routes("routes", &[("/", "backend")]),
-            eds_cluster("backend"),
-            cla("backend", &[up.port()]),
-        ];
-        items.extend(extra);
-        Snapshot::from_json(v, &items)
+        Snapshot::from_json(v, &web_backend(port, up.port(), extra))
     };
     server.set(snapshot("1", vec![]));
     let proxy = ProxyProcess::start(&bootstrap(admin, server.addr, api_type), admin);

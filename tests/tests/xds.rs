@@ -19,6 +19,7 @@ use sluice_tests::{
     xds_run::{get, start_proxy, Kind, Proxy, Run},
     xds_script::{
         bootstrap, bootstrap_to, cla, eds_cluster, listener, rds, routes, static_cluster,
+        web_backend,
     },
     xds_server::{Snapshot, XdsServer, CDS, EDS, LDS, RDS},
 };
@@ -38,15 +39,8 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     };
 
     // v1: listener (RDS) + route + EDS cluster + endpoints.
-    let base = |v: &str, extra: Vec<(&str, Value)>| {
-        let mut items = vec![
-            listener("web", p1, rds("routes")),
-            routes("routes", &[("/", "backend")]),
-            eds_cluster("backend"),
-            cla("backend", &[a.port()]),
-        ];
-        items.extend(extra);
-        Snapshot::from_json(v, &items)
+    let base = |v: &str, extra: Vec<(&'static str, Value)>| {
+        Snapshot::from_json(v, &web_backend(p1, a.port(), extra))
     };
     server.set(base("1", vec![]));
     let proxy = start_proxy(kind, &bootstrap(admin, server.addr, api_type), admin);

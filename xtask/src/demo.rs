@@ -396,8 +396,14 @@ fn quiet(prog: &str, args: &[&str]) {
 }
 
 fn out(bin: &Path, args: &[&str]) -> Result<String> {
+    out_env(bin, args, &[])
+}
+
+/// `sluice <args>` with extra environment variables; its stdout, or an error with its stderr.
+fn out_env(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
     let o = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "0")
         .output()?;
     if !o.status.success() {

@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::{out, read, step, SERVER_IP, VIP};
 
@@ -157,17 +157,5 @@ impl super::Demo {
 /// `sluice <args>` (proxy-config, explain) asking the agent at `control` for a node-mode pod's
 /// admin.
 fn pod_admin_view(bin: &Path, control: &Path, args: &[&str]) -> Result<String> {
-    let o = Command::new(bin)
-        .args(args)
-        .env("SLUICE_CONTROL", control)
-        .env("RUST_BACKTRACE", "0")
-        .output()?;
-    if !o.status.success() {
-        bail!(
-            "`sluice {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    super::out_env(bin, args, &[("SLUICE_CONTROL", control)])
 }
