@@ -223,7 +223,12 @@ impl XdsServer {
     }
 
     async fn serve(&mut self) {
-        self.kill.send_replace(false);
+        // A fresh kill switch: streams of the previous serve keep seeing `true` even if they
+        // had not looked yet when `stop` returned (a reset to `false` could hide it from them,
+        // and their HTTP/2 connections outlive the aborted accept loop).
+        if *self.kill.borrow() {
+            self.kill = watch::channel(false).0;
+        }
         let svc = AggregatedDiscoveryServiceServer::new(Ads {
             snapshot: self.snapshot.subscribe(),
             shared: self.shared.clone(),
