@@ -166,6 +166,10 @@ enum Cmd {
         /// `/healthz/ready` on 0.0.0.0:PORT in the pod (200 while the listeners serve); 0 = none.
         #[arg(long, default_value_t = sidecar::admin::DEFAULT_HEALTH_PORT)]
         health_port: u16,
+        /// The pod's own ADS stream, as for the agent's node-mode pods (node id from
+        /// POD_NAME/POD_NAMESPACE, else the netns name and `default`, and the pod's addresses).
+        #[command(flatten)]
+        xds: pod_xds::XdsArgs,
     },
     /// Install sluice-cni on the node (binary + entry in the primary CNI config) and keep it
     /// installed; the DaemonSet's second container (see sluice_node::cni::install).
@@ -368,14 +372,16 @@ fn run() -> Result<()> {
             metrics_addr,
             admin_port,
             health_port,
+            xds,
         } => {
             let handler = passthrough(services.as_deref())?;
             let l7 = match config {
-                Some(p) => {
-                    Some(L7Config::load(&p).with_context(|| format!("config {}", p.display()))?)
-                }
+                Some(p) => Some(Arc::new(
+                    L7Config::load(&p).with_context(|| format!("config {}", p.display()))?,
+                )),
                 None => None,
             };
+            let (l7, pod_config) = pod_xds::setup(&xds, l7)?;
             let opts = SidecarOptions {
                 netns,
                 uid,
@@ -385,6 +391,10 @@ fn run() -> Result<()> {
             // Still single-threaded here: enter, bind, register with the agent (root-only
             // socket), drop privileges, then start the runtime.
             let bound = sidecar::enter_and_bind(&opts)?;
+            // In the pod netns now: its addresses make the node id.
+            let pod = pod_config
+                .as_ref()
+                .map(|_| sluice_node::agent::pod_config::PodInfo::sidecar_here(&opts.netns));
             if let Some(control) = &agent_control {
                 sidecar::register_inbound(&bound, control)?;
             }
@@ -392,6 +402,7 @@ fn run() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             rt.block_on(async move {
                 let mut servers = sluice_node::l7capture::PodServers::default();
+                let _stream;
                 let inbound: Arc<dyn ConnectionHandler> =
                     Arc::new(sluice_node::inbound::InboundPassthrough);
                 let (outbound, inbound, engine) = match l7 {
@@ -403,6 +414,11 @@ fn run() -> Result<()> {
                         );
                         let h = l7.pod_handlers(&upstream, handler).await?;
                         servers = h.servers;
+                        // Held while the sidecar serves; dropping it closes the ADS stream.
+                        _stream = pod_config
+                            .as_ref()
+                            .zip(pod.as_ref())
+                            .map(|(source, pod)| source.start(pod, &servers));
                         let engine = agent::pod_admin::admin_server(&servers);
                         (h.outbound, h.inbound, engine)
                     }

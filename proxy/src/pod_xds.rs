@@ -19,13 +19,13 @@ use sluice_xds::{
     node_mode::{pod_bootstrap, PodNode, XdsAddress, DEFAULT_CLUSTER_ID},
 };
 
-/// The agent's xDS flags.
+/// The xDS flags of `sluice agent` and `sluice sidecar`.
 #[derive(Args, Debug, Clone)]
 pub struct XdsArgs {
     /// The management server: `http://HOST:PORT` (plaintext gRPC), `https://HOST:PORT` (TLS,
-    /// with --xds-ca) or `unix:PATH`. Each node-mode pod served by the L7 engine gets its own
-    /// ADS stream with its own node identity; --config becomes optional (its static resources
-    /// are every pod's base).
+    /// with --xds-ca) or `unix:PATH`. Each node-mode pod served by the L7 engine (or the
+    /// sidecar's pod) gets its own ADS stream with its own node identity; --config becomes
+    /// optional (its static resources are every pod's base).
     #[arg(long, value_name = "URL")]
     xds_address: Option<String>,
     /// PEM CA bundle the server's certificate (chain and HOST) is verified against; needs an

@@ -167,3 +167,17 @@ impl L7Pods {
         self.get_svc_in(&self.client, node)
     }
 }
+
+/// Answers one request with `backend=<name>` and its request line.
+pub fn named_app(name: &'static str) -> impl FnMut(TcpStream, SocketAddr) + Send + 'static {
+    move |mut s, _| {
+        let head = read_head(&mut s);
+        let line = head.lines().next().unwrap_or_default();
+        let body = format!("backend={name}\nline={line}\n");
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}

@@ -101,3 +101,23 @@ pub fn run_cmd_quiet(program: &str, args: &[&str]) -> bool {
 }
 pub mod conformance;
 pub mod upstream;
+
+/// Polls until `done` (panics with `what` and the last value after 20 s).
+pub fn until<T: std::fmt::Debug>(
+    what: &str,
+    mut get: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        let v = get();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "never {what}; last: {v:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

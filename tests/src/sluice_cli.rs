@@ -177,9 +177,22 @@ impl SluiceProcess {
 
     /// Like [`SluiceProcess::sidecar_in`] with extra arguments (e.g. `--agent-control`).
     pub fn sidecar_with(ns: &Netns, uid: u32, cgroup: Option<&Cgroup>, extra: &[&str]) -> Self {
+        Self::sidecar_env(ns, uid, cgroup, extra, &[])
+    }
+
+    /// Like [`SluiceProcess::sidecar_with`], with `env` set (e.g. the downward API's
+    /// `POD_NAME` / `POD_NAMESPACE`).
+    pub fn sidecar_env(
+        ns: &Netns,
+        uid: u32,
+        cgroup: Option<&Cgroup>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(sluice_bin());
         cmd.args(["sidecar", "--netns", ns.name(), "--uid", &uid.to_string()])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         if let Some(cg) = cgroup {
             in_cgroup(&mut cmd, cg);
         }

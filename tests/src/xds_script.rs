@@ -143,3 +143,38 @@ pub fn web_backend(
     items.extend(extra);
     items
 }
+
+/// The EDS cluster of [`pod_snapshot`]'s `svc.test` route.
+pub const SVC_CLUSTER: &str = "outbound|80||svc.test";
+
+/// One pod's snapshot: `virtualOutbound` -> RDS `out` -> `svc.test` `/api` rewritten to
+/// `rewrite`, to the EDS cluster whose one endpoint is `backend`.
+pub fn pod_snapshot(
+    version: &str,
+    backend: std::net::SocketAddr,
+    rewrite: &str,
+) -> crate::xds_server::Snapshot {
+    let mut tc = rds("out");
+    tc["@type"] = json!(HCM);
+    tc["stat_prefix"] = json!("outbound");
+    tc["http_filters"] = router();
+    let listener = json!({"name": "virtualOutbound", "use_original_dst": true,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15001}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+            "typed_config": tc}]}]});
+    let route = json!({"name": "out", "virtual_hosts": [{"name": "svc", "domains": ["svc.test"],
+        "routes": [{"match": {"prefix": "/api"},
+            "route": {"cluster": SVC_CLUSTER, "prefix_rewrite": rewrite}}]}]});
+    let cla = json!({"cluster_name": SVC_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint":
+        {"address": {"socket_address": {"address": backend.ip().to_string(),
+            "port_value": backend.port()}}}}]}]});
+    crate::xds_server::Snapshot::from_json(
+        version,
+        &[
+            (LDS, listener),
+            (RDS, route),
+            eds_cluster(SVC_CLUSTER),
+            (EDS, cla),
+        ],
+    )
+}

@@ -644,3 +644,22 @@ impl AggregatedDiscoveryService for Ads {
         )))
     }
 }
+
+/// The stream records of the node whose id is `id`.
+pub fn streams_of(server: &XdsServer, id: &str) -> Vec<StreamRecord> {
+    server
+        .stream_records()
+        .into_iter()
+        .filter(|r| r.node.id == id)
+        .collect()
+}
+
+/// The string `key` of the stream's node metadata (panics when it is missing).
+pub fn metadata(r: &StreamRecord, key: &str) -> String {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let fields = &r.node.metadata.as_ref().expect("node metadata").fields;
+    match fields.get(key).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => s.clone(),
+        other => panic!("metadata {key}: {other:?} in {:?}", r.node),
+    }
+}

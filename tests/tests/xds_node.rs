@@ -9,68 +9,25 @@
 //! SotW and Delta.
 
 use std::{
-    io::Write as _,
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sluice_tests::{
     agent_node::Node,
-    l7_pods::read_head,
+    l7_pods::named_app as app,
     ns_server::NsServer,
+    until,
     upstream::{harness::TempDir, tls::test_pki},
-    xds_script::{eds_cluster, rds, router, HCM},
-    xds_server::{Snapshot, StreamRecord, XdsServer, EDS, LDS, RDS},
+    xds_script::pod_snapshot as snapshot,
+    xds_server::{metadata, streams_of, XdsServer},
     Netns, Veth,
 };
 
 /// How soon the server must see an unenrolled pod's stream end.
 const CLOSE_BOUND: Duration = Duration::from_secs(2);
-const CLUSTER: &str = "outbound|80||svc.test";
 const NAMESPACE: &str = "shop";
-
-/// Answers one request with `backend=<name>` and its request line.
-fn app(name: &'static str) -> impl FnMut(TcpStream, SocketAddr) + Send + 'static {
-    move |mut s, _| {
-        let head = read_head(&mut s);
-        let line = head.lines().next().unwrap_or_default();
-        let body = format!("backend={name}\nline={line}\n");
-        let _ = write!(
-            s,
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
-}
-
-/// One pod's snapshot: `virtualOutbound` -> RDS `out` -> `svc.test` `/api` rewritten to
-/// `rewrite`, to the EDS cluster whose one endpoint is `backend`.
-fn snapshot(version: &str, backend: SocketAddr, rewrite: &str) -> Snapshot {
-    let mut tc = rds("out");
-    tc["@type"] = json!(HCM);
-    tc["stat_prefix"] = json!("outbound");
-    tc["http_filters"] = router();
-    let listener = json!({"name": "virtualOutbound", "use_original_dst": true,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15001}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-            "typed_config": tc}]}]});
-    let route = json!({"name": "out", "virtual_hosts": [{"name": "svc", "domains": ["svc.test"],
-        "routes": [{"match": {"prefix": "/api"},
-            "route": {"cluster": CLUSTER, "prefix_rewrite": rewrite}}]}]});
-    let cla = json!({"cluster_name": CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint":
-        {"address": {"socket_address": {"address": backend.ip().to_string(),
-            "port_value": backend.port()}}}}]}]});
-    Snapshot::from_json(
-        version,
-        &[
-            (LDS, listener),
-            (RDS, route),
-            eds_cluster(CLUSTER),
-            (EDS, cla),
-        ],
-    )
-}
 
 /// `GET http://10.96.0.10/api/items` with `Host: svc.test` from `pod`: the body.
 fn get(node: &Node, pod: &Netns) -> String {
@@ -101,44 +58,6 @@ fn status_row(node: &Node, name: &str) -> Value {
     );
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     v[0].clone()
-}
-
-/// Polls until `done` (panics with `what` and the last value after 20 s).
-fn until<T: std::fmt::Debug>(
-    what: &str,
-    mut get: impl FnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let start = Instant::now();
-    loop {
-        let v = get();
-        if done(&v) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never {what}; last: {v:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The stream records of the node whose id is `id`.
-fn streams_of(server: &XdsServer, id: &str) -> Vec<StreamRecord> {
-    server
-        .stream_records()
-        .into_iter()
-        .filter(|r| r.node.id == id)
-        .collect()
-}
-
-fn metadata(r: &StreamRecord, key: &str) -> String {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    let fields = &r.node.metadata.as_ref().expect("node metadata").fields;
-    match fields.get(key).and_then(|v| v.kind.as_ref()) {
-        Some(Kind::StringValue(s)) => s.clone(),
-        other => panic!("metadata {key}: {other:?} in {:?}", r.node),
-    }
 }
 
 /// One pod (`shop/pod-t`) and its backend (`app("t")`) in a server netns.

@@ -27,6 +27,17 @@ pub struct PodInfo {
 impl PodInfo {
     /// From the enrollment's identity (if any) and the addresses found in `netns`.
     pub fn new(netns_arg: &str, netns: &Netns, identity: Option<&PodIdentity>) -> Self {
+        let ips = match netns.run(addresses) {
+            Ok(ips) => ips,
+            Err(e) => {
+                tracing::warn!(netns = netns_arg, error = %e, "cannot list the pod's addresses");
+                Vec::new()
+            }
+        };
+        Self::with_ips(netns_arg, identity, ips)
+    }
+
+    fn with_ips(netns_arg: &str, identity: Option<&PodIdentity>, ips: Vec<IpAddr>) -> Self {
         let fallback = std::path::Path::new(netns_arg)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -39,19 +50,27 @@ impl PodInfo {
             .and_then(|i| i.pod_namespace.clone())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        let ips = match netns.run(addresses) {
-            Ok(ips) => ips,
-            Err(e) => {
-                tracing::warn!(netns = netns_arg, error = %e, "cannot list the pod's addresses");
-                Vec::new()
-            }
-        };
         Self {
             netns: netns_arg.to_string(),
             name,
             namespace,
             ips,
         }
+    }
+}
+
+impl PodInfo {
+    /// Sidecar mode (`sluice sidecar`, called inside the pod netns): name and namespace from
+    /// `POD_NAME` / `POD_NAMESPACE` (the downward API names Istio's injector sets), else the
+    /// netns name and [`DEFAULT_NAMESPACE`]; the addresses of the current netns.
+    pub fn sidecar_here(netns_arg: &str) -> Self {
+        let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+        let identity = PodIdentity {
+            pod_name: env("POD_NAME"),
+            pod_namespace: env("POD_NAMESPACE"),
+            ..PodIdentity::default()
+        };
+        Self::with_ips(netns_arg, Some(&identity), addresses())
     }
 }
 
