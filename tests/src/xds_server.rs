@@ -223,9 +223,9 @@ impl XdsServer {
     }
 
     async fn serve(&mut self) {
-        // A fresh kill switch: streams of the previous serve keep seeing `true` even if they
-        // had not looked yet when `stop` returned (a reset to `false` could hide it from them,
-        // and their HTTP/2 connections outlive the aborted accept loop).
+        // A fresh kill switch per serve: `stop` ends the streams and, through the graceful
+        // shutdown below, the connections too, so a client cannot keep using a dead server's
+        // HTTP/2 connection.
         if *self.kill.borrow() {
             self.kill = watch::channel(false).0;
         }
@@ -235,13 +235,17 @@ impl XdsServer {
             kill: self.kill.subscribe(),
         });
         let router = tonic::transport::Server::builder().add_service(svc);
+        let mut kill = self.kill.subscribe();
+        let killed = async move {
+            let _ = kill.wait_for(|k| *k).await;
+        };
         self.task = Some(match &self.unix {
             Some(path) => {
                 let _ = std::fs::remove_file(path);
                 let l = tokio::net::UnixListener::bind(path).expect("bind unix");
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
                 tokio::spawn(async move {
-                    let _ = router.serve_with_incoming(incoming).await;
+                    let _ = router.serve_with_incoming_shutdown(incoming, killed).await;
                 })
             }
             None => {
@@ -254,11 +258,11 @@ impl XdsServer {
                     Some(config) => {
                         let incoming = tls_incoming(incoming, config.clone());
                         tokio::spawn(async move {
-                            let _ = router.serve_with_incoming(incoming).await;
+                            let _ = router.serve_with_incoming_shutdown(incoming, killed).await;
                         })
                     }
                     None => tokio::spawn(async move {
-                        let _ = router.serve_with_incoming(incoming).await;
+                        let _ = router.serve_with_incoming_shutdown(incoming, killed).await;
                     }),
                 }
             }
@@ -290,9 +294,16 @@ impl XdsServer {
     /// Stops listening and ends every stream (the port is closed).
     pub async fn stop(&mut self) {
         self.kill.send_replace(true);
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
+        if let Some(mut t) = self.task.take() {
+            // Graceful: every stream ends on the kill switch, then tonic closes the
+            // connections; a client that never reads its GOAWAY is cut off after 5 s.
+            if tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+                let _ = t.await;
+            }
         }
     }
 
