@@ -17,6 +17,11 @@ pub struct Case {
     pub name: String,
     /// What the case checks.
     pub description: String,
+    /// The Envoy proto fields whose observable effect the case checks, each as the full message
+    /// name without `envoy.` and the field: `config.route.v3.HeaderMatcher.range_match`,
+    /// `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.merge_slashes`.
+    #[serde(default)]
+    pub covers: Vec<String>,
     /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}` and `{{closed_port}}`
     /// placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
     pub bootstrap: Option<String>,
