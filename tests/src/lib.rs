@@ -19,6 +19,7 @@ pub mod prometheus;
 pub mod sluice_cli;
 pub mod sock;
 pub mod veth;
+pub mod xds_bench;
 pub mod xds_run;
 pub mod xds_script;
 pub mod xds_server;

@@ -47,6 +47,19 @@ pub struct Ack {
     pub error: Option<String>,
 }
 
+/// When one response was queued and when its ACK or NACK arrived (for the xDS benchmark).
+#[derive(Debug, Clone)]
+pub struct AckTime {
+    /// The type.
+    pub type_url: String,
+    /// The snapshot version of the response.
+    pub version: String,
+    /// When the server queued the response.
+    pub sent: Instant,
+    /// When its ACK or NACK arrived.
+    pub acked: Instant,
+}
+
 /// A snapshot: version and resources by type URL and name.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -80,9 +93,30 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The types whose resources differ between `self` and `other`.
+    pub fn changed_types<'a>(&'a self, other: &'a Snapshot) -> Vec<&'a str> {
+        let types: BTreeSet<&String> = self
+            .resources
+            .keys()
+            .chain(other.resources.keys())
+            .collect();
+        types
+            .into_iter()
+            .filter(|t| self.resources.get(*t) != other.resources.get(*t))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     log: Mutex<Vec<Ack>>,
+    times: Mutex<Vec<AckTime>>,
+    /// SotW: do not resend a type whose resources did not change since the last response of
+    /// that type (as a per-type versioned server does); off by default, where every snapshot
+    /// version is sent for every type.
+    skip_unchanged: std::sync::atomic::AtomicBool,
     /// Resources a Delta stream sent, in total (to check a reconnect resends nothing).
     delta_sent: Mutex<usize>,
     streams: Mutex<usize>,
@@ -108,6 +142,21 @@ pub struct StreamRecord {
 }
 
 impl Shared {
+    fn acked(&self, type_url: &str, version: &str, sent: Instant, error: Option<String>) {
+        let acked = Instant::now();
+        self.log.lock().unwrap().push(Ack {
+            type_url: type_url.to_string(),
+            version: version.to_string(),
+            error,
+        });
+        self.times.lock().unwrap().push(AckTime {
+            type_url: type_url.to_string(),
+            version: version.to_string(),
+            sent,
+            acked,
+        });
+    }
+
     /// The snapshot for `node`: the first [`XdsServer::set_for`] entry its id contains, else
     /// `default`.
     fn snapshot_for(&self, node: Option<&str>, default: Arc<Snapshot>) -> Arc<Snapshot> {
@@ -312,6 +361,18 @@ impl XdsServer {
         self.serve().await;
     }
 
+    /// When each response was queued and answered, in order of the answers.
+    pub fn ack_times(&self) -> Vec<AckTime> {
+        self.shared.times.lock().unwrap().clone()
+    }
+
+    /// SotW: skip a type whose resources did not change (see `Shared::skip_unchanged`).
+    pub fn skip_unchanged_types(&self, yes: bool) {
+        self.shared
+            .skip_unchanged
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Every ACK/NACK received so far.
     pub fn log(&self) -> Vec<Ack> {
         self.shared.log.lock().unwrap().clone()
@@ -436,6 +497,17 @@ fn wildcard(ty: &str) -> bool {
     ty == LDS || ty == CDS
 }
 
+/// A hash of a SotW response's resources.
+fn fingerprint(resources: &[Any]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in resources {
+        r.type_url.hash(&mut h);
+        r.value.hash(&mut h);
+    }
+    h.finish()
+}
+
 fn version_of(any: &Any) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -465,7 +537,8 @@ impl AggregatedDiscoveryService for Ads {
             // Per type: subscribed names (None = wildcard), last sent version, nonce -> version.
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut sent: HashMap<String, String> = HashMap::new();
-            let mut nonces: HashMap<String, String> = HashMap::new();
+            let mut prints: HashMap<String, u64> = HashMap::new();
+            let mut nonces: HashMap<String, (String, Instant)> = HashMap::new();
             let mut n = 0u64;
             loop {
                 let mut changed_types: Vec<String> = Vec::new();
@@ -479,12 +552,8 @@ impl AggregatedDiscoveryService for Ads {
                         let Ok(Some(m)) = m else { return };
                         guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
-                            if let Some(v) = nonces.get(&m.response_nonce) {
-                                shared.log.lock().unwrap().push(Ack {
-                                    type_url: m.type_url.clone(),
-                                    version: v.clone(),
-                                    error: m.error_detail.map(|e| e.message),
-                                });
+                            if let Some((v, sent)) = nonces.get(&m.response_nonce) {
+                                shared.acked(&m.type_url, v, *sent, m.error_detail.map(|e| e.message));
                             }
                         }
                         let names = (!wildcard(&m.type_url))
@@ -516,9 +585,20 @@ impl AggregatedDiscoveryService for Ads {
                         })
                         .map(|(_, a)| a.clone())
                         .collect();
+                    if shared
+                        .skip_unchanged
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        let print = fingerprint(&resources);
+                        if prints.get(&ty) == Some(&print) {
+                            sent.insert(ty.clone(), snap.version.clone());
+                            continue;
+                        }
+                        prints.insert(ty.clone(), print);
+                    }
                     n += 1;
                     let nonce = n.to_string();
-                    nonces.insert(nonce.clone(), snap.version.clone());
+                    nonces.insert(nonce.clone(), (snap.version.clone(), Instant::now()));
                     sent.insert(ty.clone(), snap.version.clone());
                     let resp = DiscoveryResponse {
                         version_info: snap.version.clone(),
@@ -555,7 +635,7 @@ impl AggregatedDiscoveryService for Ads {
             // Per type: subscribed names (None = wildcard) and what the client has (name -> version).
             let mut subs: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
             let mut has: HashMap<String, HashMap<String, String>> = HashMap::new();
-            let mut nonces: HashMap<String, String> = HashMap::new();
+            let mut nonces: HashMap<String, (String, Instant)> = HashMap::new();
             let mut n = 0u64;
             loop {
                 tokio::select! {
@@ -565,12 +645,8 @@ impl AggregatedDiscoveryService for Ads {
                         let Ok(Some(m)) = m else { return };
                         guard.saw(&m.node);
                         if !m.response_nonce.is_empty() {
-                            if let Some(v) = nonces.get(&m.response_nonce) {
-                                shared.log.lock().unwrap().push(Ack {
-                                    type_url: m.type_url.clone(),
-                                    version: v.clone(),
-                                    error: m.error_detail.map(|e| e.message),
-                                });
+                            if let Some((v, sent)) = nonces.get(&m.response_nonce) {
+                                shared.acked(&m.type_url, v, *sent, m.error_detail.map(|e| e.message));
                             }
                         }
                         let sub = subs.entry(m.type_url.clone()).or_insert_with(|| {
@@ -635,7 +711,7 @@ impl AggregatedDiscoveryService for Ads {
                     *shared.delta_sent.lock().unwrap() += resources.len();
                     n += 1;
                     let nonce = n.to_string();
-                    nonces.insert(nonce.clone(), snap.version.clone());
+                    nonces.insert(nonce.clone(), (snap.version.clone(), Instant::now()));
                     let resp = DeltaDiscoveryResponse {
                         system_version_info: snap.version.clone(),
                         resources,

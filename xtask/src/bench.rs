@@ -11,6 +11,7 @@ mod report;
 pub(crate) mod scale;
 pub(crate) mod topology;
 mod workloads;
+mod xds;
 
 use std::{
     env, fs,
@@ -66,6 +67,12 @@ pub struct BenchArgs {
     /// <out>/scale.md and scale.json. With --quick: short windows, 50 churned pods.
     #[arg(long)]
     pub scale: bool,
+    /// The xDS scale bench instead (issue 10): 5,000 routes in 500 virtual hosts, 1,000 EDS
+    /// clusters and 10,000 endpoints pushed to sluice and to Envoy by one management server; the
+    /// full push, an EDS-only change and RSS, side by side; writes <out>/xds.md and xds.json.
+    /// With --quick: a tenth of the size, one sample.
+    #[arg(long)]
+    pub xds: bool,
     /// --scale: pods enrolled on the agent (default 100).
     #[arg(long)]
     pub pods: Option<usize>,
@@ -84,6 +91,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match &a.internal {
         Some(Internal::Loadgen(l)) => loadgen::main(l),
         None if a.scale => scale::run(&a),
+        None if a.xds => xds::run(&a),
         None => run_bench(a),
     }
 }
@@ -596,6 +604,7 @@ mod tests {
             out: None,
             perf: false,
             scale: false,
+            xds: false,
             pods: None,
         }
     }
