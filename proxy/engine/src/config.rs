@@ -229,3 +229,16 @@ pub fn from_yaml_str(text: &str) -> Result<Bootstrap, ConfigError> {
     let raw: raw::RawBootstrap = raw::parse_document(text)?;
     validate::bootstrap(raw)
 }
+
+/// One cluster alone (JSON, as it would sit at `static_resources.clusters[index]`), through the
+/// same parsing and validation as in a whole bootstrap; for the xDS client's endpoint-only
+/// updates, which fall back to a whole-config check (and its exact error) on any failure.
+pub fn cluster_from_json(value: serde_json::Value, index: usize) -> Result<Cluster, ConfigError> {
+    let p = FieldPath::root()
+        .field("static_resources")
+        .field("clusters")
+        .index(index);
+    let raw: raw_cluster::RawCluster =
+        serde_path_to_error::deserialize(value).map_err(|e| p.err(e.to_string()))?;
+    validate_cluster::cluster(raw, &p)
+}

@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod cli;
+mod endpoints;
 pub mod istio;
 mod listener;
 pub mod observer;
@@ -73,8 +74,9 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Cluster names in config order.
     pub cluster_order: Vec<String>,
-    /// Each cluster's config as built (to keep unchanged clusters across reloads).
-    fingerprints: HashMap<String, String>,
+    /// Each cluster's config as built or last updated by [`Server::update_endpoints`] (to keep
+    /// unchanged clusters across reloads).
+    fingerprints: Mutex<HashMap<String, ClusterFingerprint>>,
     /// Listeners by name.
     pub listeners: HashMap<String, Arc<ListenerRt>>,
     /// Version number (1 for the initial config).
@@ -105,11 +107,15 @@ impl Runtime {
         let mut fingerprints = HashMap::new();
         for c in &bootstrap.clusters {
             let name = c.name.as_str().to_string();
-            let fingerprint = format!("{c:?}");
+            let fingerprint = ClusterFingerprint::of(c);
             let kept = previous.and_then(|p| {
-                (p.fingerprints.get(&name) == Some(&fingerprint))
-                    .then(|| p.clusters.get(&name).cloned())
-                    .flatten()
+                let same = p
+                    .fingerprints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&name)
+                    == Some(&fingerprint);
+                same.then(|| p.clusters.get(&name).cloned()).flatten()
             });
             let cl = match kept {
                 Some(cl) => cl,
@@ -185,11 +191,30 @@ impl Runtime {
             source,
             clusters,
             cluster_order,
-            fingerprints,
+            fingerprints: Mutex::new(fingerprints),
             listeners,
             version,
             origin: Arc::default(),
         })
+    }
+}
+
+/// A cluster's config in two parts: all of it, and all but its endpoints (an endpoint-only
+/// change keeps the running cluster and swaps its hosts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterFingerprint {
+    full: String,
+    shape: String,
+}
+
+impl ClusterFingerprint {
+    pub(crate) fn of(c: &config::Cluster) -> Self {
+        let mut shape = c.clone();
+        shape.endpoints = Vec::new();
+        Self {
+            full: format!("{c:?}"),
+            shape: format!("{shape:?}"),
+        }
     }
 }
 

@@ -211,17 +211,8 @@ impl Cluster {
             None => None,
         };
         let hosts = match &spec.discovery {
-            Discovery::Static(eps) => eps
-                .iter()
-                .filter_map(|e| {
-                    e.host.parse::<std::net::IpAddr>().ok().map(|ip| {
-                        Host::named(
-                            SocketAddr::new(ip, e.port),
-                            e.weight,
-                            e.hostname.as_deref().map(Arc::from),
-                        )
-                    })
-                })
+            Discovery::Static(eps) => static_addrs(eps)
+                .map(|(a, w, n)| Host::named(a, w, n))
                 .collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
         };
@@ -295,6 +286,19 @@ impl Cluster {
         }
     }
 
+    /// An endpoint-only update (EDS): the hosts of `spec`'s static endpoints replace the current
+    /// ones, keeping hosts (pools, health, outlier state) that did not change. False (nothing
+    /// done) unless both this cluster and `spec` have static endpoints.
+    pub fn replace_endpoints(&self, spec: &ClusterSpec) -> bool {
+        match (&self.spec.discovery, &spec.discovery) {
+            (Discovery::Static(_), Discovery::Static(eps)) => {
+                self.set_hosts(static_addrs(eps).collect());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Replaces the host list (DNS refresh), keeping hosts (and their pools) that did not change.
     fn set_hosts(&self, addrs: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
         let old = self.hosts.load();
@@ -323,6 +327,21 @@ impl Cluster {
         };
         self.hosts.store(Arc::new(set));
     }
+}
+
+/// `(address, weight, hostname)` of the static endpoints with an IP literal.
+fn static_addrs(
+    eps: &[EndpointSpec],
+) -> impl Iterator<Item = (SocketAddr, u32, Option<Arc<str>>)> + '_ {
+    eps.iter().filter_map(|e| {
+        e.host.parse::<std::net::IpAddr>().ok().map(|ip| {
+            (
+                SocketAddr::new(ip, e.port),
+                e.weight,
+                e.hostname.as_deref().map(Arc::from),
+            )
+        })
+    })
 }
 
 /// Envoy's ORIGINAL_DST `cleanup_interval` default.

@@ -98,6 +98,16 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// EDS cluster `cluster` (named `name`) with its assignment `cla` as `load_assignment` (an
+/// empty stand-in while it has not arrived), as the engine reads it.
+pub fn with_assignment(cluster: &Value, name: &str, cla: Option<&Value>) -> Value {
+    let mut c = cluster.clone();
+    let mut la = cla.cloned().unwrap_or_else(|| json!({}));
+    la["cluster_name"] = json!(name);
+    c["load_assignment"] = la;
+    c
+}
+
 /// Assembles `base` (the bootstrap file as JSON) with `res`. Listeners in `strict` keep the
 /// route validation of their inline route configs (default `validate_clusters: true`, as Envoy
 /// checks a listener when it is loaded); the others, and every RDS route configuration
@@ -124,25 +134,23 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
 
     let clusters = list(sr, "clusters");
     for (name, c) in get(ResourceType::Cluster) {
-        let mut c = c.clone();
         let i = clusters.len();
         let prefix = format!("static_resources.clusters[{i}]");
-        if let Some(eds) = eds_name(&c) {
-            let mut la = match get(ResourceType::Endpoint).get(&eds) {
-                Some(cla) => cla.clone(),
-                None => {
+        let c = match eds_name(c) {
+            None => c.clone(),
+            Some(eds) => {
+                let cla = get(ResourceType::Endpoint).get(&eds);
+                if cla.is_none() {
                     missing.insert((ResourceType::Endpoint, eds.clone()));
-                    json!({})
                 }
-            };
-            la["cluster_name"] = json!(name);
-            c["load_assignment"] = la;
-            origins.prefixes.push((
-                format!("{prefix}.load_assignment"),
-                ResourceType::Endpoint,
-                eds,
-            ));
-        }
+                origins.prefixes.push((
+                    format!("{prefix}.load_assignment"),
+                    ResourceType::Endpoint,
+                    eds,
+                ));
+                with_assignment(c, name, cla)
+            }
+        };
         origins
             .prefixes
             .push((prefix, ResourceType::Cluster, name.clone()));

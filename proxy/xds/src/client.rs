@@ -15,7 +15,7 @@ use sluice_engine::{config::Bootstrap, server::Server};
 
 use crate::{
     convert::ResourceType,
-    core::Core,
+    core::{Apply, Candidate, Core},
     credentials::Credentials,
     status::XdsStatus,
     transport::{backoff, connect, Target},
@@ -196,9 +196,7 @@ async fn stream(
                     versions.insert(ty, resp.version_info.clone());
                 }
                 let applied = if c.complete {
-                    server
-                        .apply_with_origin(&c.bootstrap, &c.doc, meta.origin(&versions))
-                        .await
+                    apply(server, core, &c, || meta.origin(&versions)).await
                 } else {
                     Ok(())
                 };
@@ -233,6 +231,26 @@ async fn stream(
             wire.resubscribe(core, *t, old)
                 .await
                 .map_err(|e| (got, e))?;
+        }
+    }
+}
+
+/// Applies a complete candidate: endpoint-only ones in place when the servers can, else the
+/// whole version. `Err` is the NACK detail.
+async fn apply(
+    server: &Servers,
+    core: &Core,
+    c: &Candidate,
+    origin: impl FnOnce() -> sluice_engine::admin::ConfigOrigin,
+) -> Result<(), String> {
+    match &c.apply {
+        Apply::Full { bootstrap, doc } => server.apply_with_origin(bootstrap, doc, origin()).await,
+        Apply::Endpoints(clusters) => {
+            if server.update_endpoints(clusters).await? {
+                return Ok(());
+            }
+            let (bootstrap, doc) = tokio::task::block_in_place(|| core.full(c))?;
+            server.apply_with_origin(&bootstrap, &doc, origin()).await
         }
     }
 }
@@ -275,6 +293,24 @@ impl Servers {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// An endpoint-only update on every server; false when one of them needs a whole apply
+    /// (servers already updated keep their new endpoints, which that apply also carries).
+    async fn update_endpoints(
+        &self,
+        clusters: &[sluice_engine::config::Cluster],
+    ) -> Result<bool, String> {
+        for s in &self.0 {
+            if !s
+                .update_endpoints(clusters)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn is_ready(&self) -> bool {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 
 use crate::{
-    assemble::{assemble, eds_name, route_names, Assembly, Resources},
+    assemble::{assemble, eds_name, route_names, with_assignment, Assembly, Resources},
     convert::{decode_resource, Any, Decoded, ResourceType},
 };
 
@@ -35,16 +35,30 @@ pub enum Update {
     },
 }
 
+/// How a checked response changes the running configuration.
+#[derive(Debug)]
+pub enum Apply {
+    /// A whole new version: the validated configuration and its document (for /config_dump).
+    Full {
+        /// The validated configuration.
+        bootstrap: Box<Bootstrap>,
+        /// Its document.
+        doc: Value,
+    },
+    /// An EDS response that changes the endpoints of running clusters only: their new configs
+    /// (validated one by one), for `Server::update_endpoints`. If the server finds one differs
+    /// in more than endpoints, [`Core::full`] gives the whole version instead.
+    Endpoints(Vec<config::Cluster>),
+}
+
 /// A checked response, ready to apply and commit.
 #[derive(Debug)]
 pub struct Candidate {
     ty: ResourceType,
     resources: Resources,
     versions: BTreeMap<String, String>,
-    /// The validated configuration.
-    pub bootstrap: Bootstrap,
-    /// Its document (for /config_dump).
-    pub doc: Value,
+    /// What to apply.
+    pub apply: Apply,
     /// Nothing it needs is still warming: apply it now.
     pub complete: bool,
 }
@@ -204,6 +218,17 @@ impl Core {
             _ => HashSet::new(),
         };
         prune(&mut resources);
+        if ty == ResourceType::Endpoint && self.ready && !self.dirty {
+            if let Some(clusters) = endpoints_only(&before, &resources) {
+                return Ok(Candidate {
+                    ty,
+                    resources,
+                    versions,
+                    apply: Apply::Endpoints(clusters),
+                    complete: true,
+                });
+            }
+        }
         let asm = assemble(&self.base, &resources, &strict);
         let bootstrap = validate(&asm)?;
         let complete = self.complete(&asm, &resources, now);
@@ -211,10 +236,20 @@ impl Core {
             ty,
             resources,
             versions,
-            bootstrap,
-            doc: asm.doc,
+            apply: Apply::Full {
+                bootstrap: Box::new(bootstrap),
+                doc: asm.doc,
+            },
             complete,
         })
+    }
+
+    /// The whole version a candidate stands for (when an endpoint-only update cannot be done in
+    /// place); `Err` is the NACK detail.
+    pub fn full(&self, c: &Candidate) -> Result<(Bootstrap, Value), String> {
+        let asm = assemble(&self.base, &c.resources, &HashSet::new());
+        let bootstrap = validate(&asm)?;
+        Ok((bootstrap, asm.doc))
     }
 
     /// Makes a checked (and, if complete, applied) candidate the accepted state.
@@ -332,6 +367,37 @@ impl Core {
         }
         self.wanted_since.retain(|k, _| current.contains(k));
     }
+}
+
+/// The new configs of the clusters whose assignments changed from `before` to `after`, when
+/// only assignments of existing EDS clusters changed (none removed) and each of those clusters
+/// validates alone; `None` sends the response down the whole-config path (which also gives a
+/// failure its exact NACK detail).
+fn endpoints_only(
+    before: &BTreeMap<String, Value>,
+    after: &Resources,
+) -> Option<Vec<config::Cluster>> {
+    let now = after.get(&ResourceType::Endpoint)?;
+    if before.keys().any(|k| !now.contains_key(k)) {
+        return None;
+    }
+    let changed: BTreeSet<&String> = now
+        .iter()
+        .filter(|(name, cla)| before.get(*name) != Some(*cla))
+        .map(|(name, _)| name)
+        .collect();
+    let mut out = Vec::new();
+    if changed.is_empty() {
+        return Some(out);
+    }
+    for (i, (name, c)) in after.get(&ResourceType::Cluster)?.iter().enumerate() {
+        let Some(eds) = eds_name(c).filter(|e| changed.contains(e)) else {
+            continue;
+        };
+        let json = with_assignment(c, name, now.get(&eds));
+        out.push(config::cluster_from_json(json, i).ok()?);
+    }
+    Some(out)
 }
 
 /// Drops RDS/EDS resources nothing names any more (Envoy unsubscribes them).

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::*;
 use crate::{convert::any_to_json, fixtures::*};
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 
 #[test]
 fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
@@ -35,7 +36,10 @@ fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
         )
         .unwrap();
     assert!(cand.complete);
-    let cl = cand.bootstrap.cluster("backend").unwrap();
+    let Apply::Full { bootstrap, .. } = &cand.apply else {
+        panic!("the first assignment is a whole version")
+    };
+    let cl = bootstrap.cluster("backend").unwrap();
     let eps: Vec<String> = cl
         .endpoints
         .iter()
@@ -227,4 +231,81 @@ fn rds_names_follow_the_listeners() {
         ["r3"],
         "r1 and r2 unsubscribed"
     );
+}
+
+fn endpoints_of(c: &config::Cluster) -> Vec<String> {
+    c.endpoints
+        .iter()
+        .map(|e| format!("{:?}:{}", e.address, e.weight))
+        .collect()
+}
+
+#[test]
+fn an_endpoint_only_change_is_applied_in_place_and_anything_more_is_not() {
+    let mut c = core();
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![any(CDS, &eds_cluster("backend", "backend-eds"))],
+    )
+    .unwrap();
+    push(
+        &mut c,
+        ResourceType::Endpoint,
+        vec![any(EDS, &cla("backend-eds"))],
+    )
+    .unwrap();
+    let later = Instant::now() + Duration::from_secs(60);
+    let _ = c.tick(later);
+    assert!(c.is_ready() && !c.warming());
+
+    let mut moved = cla("backend-eds");
+    moved.endpoints[0].lb_endpoints[0] = lb("127.0.0.1", 9100, HealthStatus::Healthy, Some(3));
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &moved)]),
+            later,
+        )
+        .unwrap();
+    let Apply::Endpoints(clusters) = &cand.apply else {
+        panic!("an endpoint-only change: {:?}", cand.apply)
+    };
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].name.as_str(), "backend");
+    assert_eq!(endpoints_of(&clusters[0]), ["Ip(127.0.0.1:9100):3"]);
+    let (whole, _) = c.full(&cand).unwrap();
+    assert_eq!(
+        endpoints_of(whole.cluster("backend").unwrap()),
+        ["Ip(127.0.0.1:9100):3"],
+        "the whole version it stands for has the same endpoints"
+    );
+
+    // An assignment the engine refuses takes the whole path and its exact NACK detail.
+    let mut bad = moved.clone();
+    bad.endpoints[0].lb_endpoints[0] = lb("127.0.0.1", 70000, HealthStatus::Healthy, None);
+    let err = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &bad)]),
+            later,
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("ClusterLoadAssignment") || err.contains("load_assignment"),
+        "{err}"
+    );
+
+    // Delta removal of an assignment is not endpoint-only.
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Delta {
+                added: vec![],
+                removed: vec!["backend-eds".into()],
+            },
+            later,
+        )
+        .unwrap();
+    assert!(matches!(cand.apply, Apply::Full { .. }), "{:?}", cand.apply);
 }
