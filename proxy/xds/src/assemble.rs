@@ -6,7 +6,10 @@
 //! Errors of the engine, which name a path in that document, are mapped back to the resource
 //! they came from ([`Origins::describe`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::Arc,
+};
 
 use serde_json::{json, Map, Value};
 
@@ -15,8 +18,9 @@ use crate::convert::ResourceType;
 /// Type URL of the HTTP connection manager (the filter that may name an RDS route).
 pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
-/// Accepted resources by type and name (JSON as converted).
-pub type Resources = BTreeMap<ResourceType, BTreeMap<String, Value>>;
+/// Accepted resources by type and name (JSON as converted; shared, so copying the accepted state
+/// per response costs a pointer per resource).
+pub type Resources = BTreeMap<ResourceType, BTreeMap<String, Arc<Value>>>;
 
 /// One assembled document.
 #[derive(Debug, Clone)]
@@ -137,9 +141,9 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
         let i = clusters.len();
         let prefix = format!("static_resources.clusters[{i}]");
         let c = match eds_name(c) {
-            None => c.clone(),
+            None => Value::clone(c),
             Some(eds) => {
-                let cla = get(ResourceType::Endpoint).get(&eds);
+                let cla = get(ResourceType::Endpoint).get(&eds).map(|v| &**v);
                 if cla.is_none() {
                     missing.insert((ResourceType::Endpoint, eds.clone()));
                 }
@@ -159,7 +163,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
 
     let listeners = list(sr, "listeners");
     for (name, l) in get(ResourceType::Listener) {
-        let mut l = l.clone();
+        let mut l = Value::clone(l);
         let i = listeners.len();
         let prefix = format!("static_resources.listeners[{i}]");
         let lax = !strict.contains(name);
@@ -181,7 +185,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
                 if let Some(rn) = rds {
                     tc.remove("rds");
                     let mut rc = match get(ResourceType::Route).get(&rn) {
-                        Some(rc) => rc.clone(),
+                        Some(rc) => Value::clone(rc),
                         None => {
                             missing.insert((ResourceType::Route, rn.clone()));
                             json!({ "name": rn })

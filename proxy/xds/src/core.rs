@@ -9,6 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -139,7 +140,7 @@ impl Core {
     }
 
     /// The accepted resources of `ty`.
-    pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Value>> {
+    pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Arc<Value>>> {
         self.accepted.get(&ty)
     }
 
@@ -183,7 +184,7 @@ impl Core {
                 }
                 for (i, any) in list.iter().enumerate() {
                     if let Some(d) = decode(i, any)? {
-                        map.insert(d.name, d.json);
+                        map.insert(d.name, Arc::new(d.json));
                     }
                 }
             }
@@ -202,7 +203,7 @@ impl Core {
                             ));
                         }
                         versions.insert(d.name.clone(), version.clone());
-                        map.insert(d.name, d.json);
+                        map.insert(d.name, Arc::new(d.json));
                     }
                 }
             }
@@ -358,10 +359,11 @@ impl Core {
         let mut current = HashSet::new();
         for ty in [ResourceType::Route, ResourceType::Endpoint] {
             for name in self.wanted(ty) {
-                let t = timeout_for(&self.accepted, ty, &name);
+                // Looked up for new names only: each lookup scans every listener or cluster.
+                let accepted = &self.accepted;
                 self.wanted_since
                     .entry((ty, name.clone()))
-                    .or_insert((now, t));
+                    .or_insert_with(|| (now, timeout_for(accepted, ty, &name)));
                 current.insert((ty, name));
             }
         }
@@ -374,7 +376,7 @@ impl Core {
 /// validates alone; `None` sends the response down the whole-config path (which also gives a
 /// failure its exact NACK detail).
 fn endpoints_only(
-    before: &BTreeMap<String, Value>,
+    before: &BTreeMap<String, Arc<Value>>,
     after: &Resources,
 ) -> Option<Vec<config::Cluster>> {
     let now = after.get(&ResourceType::Endpoint)?;
@@ -383,7 +385,7 @@ fn endpoints_only(
     }
     let changed: BTreeSet<&String> = now
         .iter()
-        .filter(|(name, cla)| before.get(*name) != Some(*cla))
+        .filter(|(name, cla)| !before.get(*name).is_some_and(|b| same(b, cla)))
         .map(|(name, _)| name)
         .collect();
     let mut out = Vec::new();
@@ -394,10 +396,15 @@ fn endpoints_only(
         let Some(eds) = eds_name(c).filter(|e| changed.contains(e)) else {
             continue;
         };
-        let json = with_assignment(c, name, now.get(&eds));
+        let json = with_assignment(c, name, now.get(&eds).map(|v| &**v));
         out.push(config::cluster_from_json(json, i).ok()?);
     }
     Some(out)
+}
+
+/// The same resource: one allocation, or equal JSON.
+fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// Drops RDS/EDS resources nothing names any more (Envoy unsubscribes them).
@@ -411,7 +418,12 @@ fn prune(resources: &mut Resources) {
 }
 
 fn wanted_in(resources: &Resources, ty: ResourceType) -> BTreeSet<String> {
-    let all = |t| resources.get(&t).into_iter().flat_map(|m| m.values());
+    let all = |t| {
+        resources
+            .get(&t)
+            .into_iter()
+            .flat_map(|m| m.values().map(|v| &**v))
+    };
     match ty {
         ResourceType::Route => all(ResourceType::Listener).flat_map(route_names).collect(),
         ResourceType::Endpoint => all(ResourceType::Cluster).filter_map(eds_name).collect(),

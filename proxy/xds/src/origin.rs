@@ -3,16 +3,26 @@
 //! inlined). Kept beside the accepted state and handed to the engine with each configuration
 //! (`Server::apply_with_origin`), so a dump shows which resources are dynamic and since when.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+
+use serde_json::Value;
 
 use sluice_engine::admin::{ConfigOrigin, DynamicEntry};
 
 use crate::{assemble::Resources, convert::ResourceType};
 
+/// One accepted resource's dump metadata (the resource shared with the accepted state).
+#[derive(Debug, Clone)]
+struct Entry {
+    version_info: String,
+    last_updated: SystemTime,
+    resource: Arc<Value>,
+}
+
 /// The dump metadata of the accepted resources.
 #[derive(Debug, Clone)]
 pub struct Meta {
-    entries: BTreeMap<ResourceType, BTreeMap<String, DynamicEntry>>,
+    entries: BTreeMap<ResourceType, BTreeMap<String, Entry>>,
     /// When the bootstrap file was loaded (its static resources' `last_updated`).
     static_loaded: SystemTime,
 }
@@ -46,9 +56,9 @@ impl Meta {
             for (name, json) in map {
                 let kept = old
                     .and_then(|o| o.get(name))
-                    .filter(|e| e.resource == *json)
+                    .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
                     .cloned();
-                let entry = kept.unwrap_or_else(|| DynamicEntry {
+                let entry = kept.unwrap_or_else(|| Entry {
                     version_info: if *t == ty {
                         delta_versions
                             .get(name)
@@ -72,7 +82,21 @@ impl Meta {
 
     /// The engine's view: dynamic entries by type, plus the last LDS/CDS `version_info`s.
     pub fn origin(&self, versions: &BTreeMap<ResourceType, String>) -> ConfigOrigin {
-        let get = |t| self.entries.get(&t).cloned().unwrap_or_default();
+        let get = |t| {
+            self.entries
+                .get(&t)
+                .into_iter()
+                .flatten()
+                .map(|(name, e)| {
+                    let entry = DynamicEntry {
+                        version_info: e.version_info.clone(),
+                        last_updated: e.last_updated,
+                        resource: Value::clone(&e.resource),
+                    };
+                    (name.clone(), entry)
+                })
+                .collect()
+        };
         let mut o = ConfigOrigin::file(self.static_loaded);
         o.listeners = get(ResourceType::Listener);
         o.routes = get(ResourceType::Route);
@@ -102,12 +126,12 @@ mod tests {
         let t2 = UNIX_EPOCH + Duration::from_secs(2);
         let mut res = Resources::new();
         let clusters = res.entry(ResourceType::Cluster).or_default();
-        clusters.insert("a".into(), json!({"name": "a"}));
-        clusters.insert("b".into(), json!({"name": "b"}));
+        clusters.insert("a".into(), json!({"name": "a"}).into());
+        clusters.insert("b".into(), json!({"name": "b"}).into());
         let m1 = Meta::default().next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1);
         res.get_mut(&ResourceType::Cluster)
             .expect("cds")
-            .insert("b".into(), json!({"name": "b", "type": "STATIC"}));
+            .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
         let m2 = m1.next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2);
         let mut versions = BTreeMap::new();
         versions.insert(ResourceType::Cluster, "2".to_string());
@@ -130,7 +154,7 @@ mod tests {
         let delta: BTreeMap<String, String> = [("b".to_string(), "b-v9".to_string())].into();
         res.get_mut(&ResourceType::Cluster)
             .expect("cds")
-            .insert("b".into(), json!({"name": "b", "type": "EDS"}));
+            .insert("b".into(), json!({"name": "b", "type": "EDS"}).into());
         let m3 = m2.next(&res, ResourceType::Cluster, "", &delta, t2);
         assert_eq!(
             m3.origin(&BTreeMap::new()).clusters["b"].version_info,
