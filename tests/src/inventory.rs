@@ -12,6 +12,8 @@
 pub mod coverage;
 pub mod probe;
 pub mod render;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeSet,

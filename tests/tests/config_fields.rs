@@ -77,6 +77,37 @@ fn probe_base_config_is_valid() {
     }
 }
 
+/// The probe tells a field the loader refuses from one it takes (so an agreement is meaningful).
+#[test]
+fn probe_tells_accepted_from_rejected() {
+    let sites = probe::sites();
+    let verdict = |message: &str, field: &str| {
+        let (_, pointer) = sites.iter().find(|(m, _)| *m == message).expect("site");
+        let desc = probe::descriptor(message).expect("descriptor");
+        let field = desc.get_field_by_name(field).expect("field");
+        probe::loader_accepts(pointer, &field)
+    };
+    let hcm = "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    for (message, field, accepted) in [
+        ("config.route.v3.RouteAction", "prefix_rewrite", true),
+        (
+            "config.route.v3.RouteAction",
+            "request_mirror_policies",
+            false,
+        ),
+        (hcm, "use_remote_address", true),
+        (hcm, "rds", false),
+        ("config.cluster.v3.Cluster", "dns_lookup_family", true),
+        ("config.cluster.v3.Cluster", "common_lb_config", false),
+    ] {
+        let (got, error) = verdict(message, field);
+        assert_eq!(
+            got, accepted,
+            "{message}.{field}: the probe says accepted={got}, want {accepted} (loader: {error:?})"
+        );
+    }
+}
+
 /// `supported` / `no-op` fields are accepted by the config loader and `rejected` ones refused with
 /// their path, for every message with a probe site.
 #[test]
