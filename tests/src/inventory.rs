@@ -51,6 +51,7 @@ pub const ROOT_MESSAGES: &[&str] = &[
     "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
     "extensions.filters.network.http_connection_manager.v3.HttpFilter",
+    "config.accesslog.v3.AccessLog",
     "config.cluster.v3.Cluster",
     "config.cluster.v3.Cluster.EdsClusterConfig",
     "config.cluster.v3.Cluster.LeastRequestLbConfig",
@@ -66,6 +67,8 @@ pub const ROOT_MESSAGES: &[&str] = &[
     "config.endpoint.v3.LocalityLbEndpoints",
     "config.endpoint.v3.LbEndpoint",
     "config.endpoint.v3.Endpoint",
+    "config.core.v3.Address",
+    "config.core.v3.SocketAddress",
 ];
 
 /// What sluice does with a field.
