@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::{render, Inventory, Status};
+use super::{probe, render, Inventory, Status};
 use crate::conformance::Case;
 
 /// Problems with the cases' `covers:` lists: an entry that is not an inventory field, or names a
@@ -109,7 +109,10 @@ pub fn report(inv: &Inventory, cases: &[Case]) -> String {
 /// Every generated doc: (file name under docs/, content).
 pub fn generate(inv: &Inventory, cases: &[Case]) -> [(&'static str, String); 2] {
     [
-        (super::GENERATED[0], render::config_fields(inv)),
+        (
+            super::GENERATED[0],
+            render::config_fields(inv, &probe::deprecated(inv)),
+        ),
         (super::GENERATED[1], report(inv, cases)),
     ]
 }

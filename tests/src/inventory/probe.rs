@@ -4,8 +4,12 @@
 //! message's place ([`SITES`]) and looking for a `not supported` / `unknown field` error at
 //! exactly that field's path.
 
+use std::collections::BTreeSet;
+
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Value};
+
+use super::Inventory;
 
 /// A valid bootstrap in which every message of [`SITES`] occurs.
 pub const BASE: &str = r#"
@@ -139,6 +143,20 @@ pub fn proto_fields(message: &MessageDescriptor) -> Vec<String> {
     let mut fields: Vec<FieldDescriptor> = message.fields().collect();
     fields.sort_by_key(FieldDescriptor::number);
     fields.into_iter().map(|f| f.name().to_string()).collect()
+}
+
+/// The inventory's fields that Envoy's protos mark `deprecated`.
+pub fn deprecated(inv: &Inventory) -> BTreeSet<String> {
+    inv.fields
+        .iter()
+        .filter(|f| {
+            descriptor(f.message())
+                .and_then(|m| m.get_field_by_name(f.field()))
+                .and_then(|d| d.field_descriptor_proto().options.clone())
+                .is_some_and(|o| o.deprecated())
+        })
+        .map(|f| f.name.clone())
+        .collect()
 }
 
 /// The base bootstrap as a JSON value.
