@@ -60,6 +60,21 @@ pub fn report(inv: &Inventory, cases: &[Case]) -> String {
         cases.len(),
         supported.len() - covered
     );
+    out.push_str("\n| message | supported | covered |\n|---|---|---|\n");
+    for m in inv.messages() {
+        let fields: Vec<_> = inv
+            .fields_of(m)
+            .filter(|f| f.status == Status::Supported)
+            .collect();
+        if fields.is_empty() {
+            continue;
+        }
+        let hit = fields
+            .iter()
+            .filter(|f| by_field.contains_key(f.name.as_str()))
+            .count();
+        let _ = writeln!(out, "| `{m}` | {} | {hit} |", fields.len());
+    }
     out.push_str("\n## Gaps: supported fields no case covers\n\n");
     let gaps: Vec<_> = supported
         .iter()
