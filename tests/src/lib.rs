@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod cni;
 pub mod datapath;
 pub mod inbound;
+pub mod inventory;
 pub mod l7_pods;
 pub mod netns;
 pub mod ns_server;

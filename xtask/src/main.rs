@@ -1,4 +1,5 @@
-//! sluice's build system: `cargo xtask setup | demo | test | bench | soak | image | fuzz`.
+//! sluice's build system: `cargo xtask setup | demo | test | bench | soak | image | fuzz |
+//! conformance-coverage`.
 //!
 //! It imports no runtime crate; everything it does is running programs.
 
@@ -46,6 +47,9 @@ enum Cmd {
     },
     /// Build the cargo-fuzz targets once and run each for a while; fails on any crash or timeout.
     Fuzz(fuzz::FuzzArgs),
+    /// Regenerate docs/config-fields.md and docs/conformance-coverage.md from the field inventory
+    /// (docs/config-fields.txt) and the conformance cases' `covers:` lists.
+    ConformanceCoverage,
     /// Set up, build, then run every test (unit and the root-only integration tests) and a
     /// 60 s run of every fuzz target.
     Test {
@@ -65,6 +69,17 @@ fn main() -> Result<()> {
         Cmd::Soak(a) => soak::run(*a),
         Cmd::Demo { no_setup } => demo::run(no_setup),
         Cmd::Fuzz(a) => fuzz::run(&a),
+        Cmd::ConformanceCoverage => setup::run_cmd(
+            "cargo",
+            &[
+                "run",
+                "-q",
+                "-p",
+                "sluice-tests",
+                "--bin",
+                "conformance-coverage",
+            ],
+        ),
         Cmd::Image { twice, rm } => {
             let built = image::run(twice);
             if rm {

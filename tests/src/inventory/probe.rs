@@ -1,0 +1,239 @@
+//! Checks the inventory mechanically: the fields Envoy 1.40's descriptors give each message
+//! (sluice-xds's descriptor pool), and whether sluice's config loader accepts a field, found by
+//! adding the field with a sample value of its proto type to a valid bootstrap ([`BASE`]) at the
+//! message's place ([`SITES`]) and looking for a `not supported` / `unknown field` error at
+//! exactly that field's path.
+
+use std::collections::BTreeSet;
+
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{json, Value};
+
+use super::Inventory;
+
+/// A valid bootstrap in which every message of [`SITES`] occurs.
+pub const BASE: &str = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: s
+          upgrade_configs: [{ upgrade_type: websocket }]
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+          route_config:
+            name: r
+            request_headers_to_add: [{ header: { key: a, value: b } }]
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              retry_policy: { retry_on: 5xx, retry_back_off: { base_interval: 1s } }
+              routes:
+              - match:
+                  prefix: /
+                  headers: [{ name: h, present_match: true }, { name: h2, string_match: { exact: x } }]
+                  query_parameters: [{ name: q, present_match: true }]
+                route:
+                  cluster: c
+                  hash_policy:
+                  - { header: { header_name: x } }
+                  - { cookie: { name: k } }
+                  - { connection_properties: { source_ip: true } }
+              - match: { prefix: /w }
+                route: { weighted_clusters: { clusters: [{ name: c, weight: 1 }] } }
+              - match: { prefix: /r }
+                redirect: { host_redirect: example.com }
+              - match: { prefix: /d }
+                direct_response: { status: 200 }
+  clusters:
+  - name: c
+    type: STATIC
+    lb_policy: LEAST_REQUEST
+    least_request_lb_config: { choice_count: 2 }
+    circuit_breakers: { thresholds: [{ max_connections: 10 }] }
+    outlier_detection: { consecutive_5xx: 5 }
+    health_checks:
+    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: { path: / } }
+    load_assignment:
+      cluster_name: c
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } }
+  - { name: ring, type: STATIC, lb_policy: RING_HASH, ring_hash_lb_config: { minimum_ring_size: 1024 } }
+  - { name: maglev, type: STATIC, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65537 } }
+  - name: orig
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    original_dst_lb_config: { use_http_header: true }
+  - { name: eds, type: EDS, eds_cluster_config: { eds_config: { ads: {} } } }
+"#;
+
+const HCM: &str = "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config";
+const ROUTES: &str = "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes";
+
+/// Where each probed message occurs in [`BASE`]: (message, JSON pointer). A message not listed
+/// here is checked against the descriptors only, and may list only rejected fields: when one of
+/// its fields becomes supported, add the message to [`BASE`] and here.
+pub fn sites() -> Vec<(&'static str, String)> {
+    let rc = format!("{HCM}/route_config");
+    let vh = format!("{rc}/virtual_hosts/0");
+    let c = "/static_resources/clusters/0";
+    let la = format!("{c}/load_assignment");
+    vec![
+        ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
+        ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),
+        ("extensions.filters.network.http_connection_manager.v3.HttpFilter", format!("{HCM}/http_filters/0")),
+        ("config.accesslog.v3.AccessLog", format!("{HCM}/access_log/0")),
+        ("config.route.v3.RouteConfiguration", rc.clone()),
+        ("config.core.v3.HeaderValueOption", format!("{rc}/request_headers_to_add/0")),
+        ("config.core.v3.HeaderValue", format!("{rc}/request_headers_to_add/0/header")),
+        ("config.route.v3.VirtualHost", vh.clone()),
+        ("config.route.v3.RetryPolicy", format!("{vh}/retry_policy")),
+        ("config.route.v3.RetryPolicy.RetryBackOff", format!("{vh}/retry_policy/retry_back_off")),
+        ("config.route.v3.Route", format!("{ROUTES}/0")),
+        ("config.route.v3.RouteMatch", format!("{ROUTES}/0/match")),
+        ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
+        ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),
+        ("config.route.v3.QueryParameterMatcher", format!("{ROUTES}/0/match/query_parameters/0")),
+        ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
+        ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
+        ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
+        ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
+        ("config.route.v3.RouteAction.HashPolicy.ConnectionProperties", format!("{ROUTES}/0/route/hash_policy/2/connection_properties")),
+        ("config.route.v3.WeightedCluster", format!("{ROUTES}/1/route/weighted_clusters")),
+        ("config.route.v3.WeightedCluster.ClusterWeight", format!("{ROUTES}/1/route/weighted_clusters/clusters/0")),
+        ("config.route.v3.RedirectAction", format!("{ROUTES}/2/redirect")),
+        ("config.route.v3.DirectResponseAction", format!("{ROUTES}/3/direct_response")),
+        ("config.cluster.v3.Cluster", c.into()),
+        ("config.cluster.v3.Cluster.LeastRequestLbConfig", format!("{c}/least_request_lb_config")),
+        ("config.cluster.v3.Cluster.RingHashLbConfig", "/static_resources/clusters/1/ring_hash_lb_config".into()),
+        ("config.cluster.v3.Cluster.MaglevLbConfig", "/static_resources/clusters/2/maglev_lb_config".into()),
+        ("config.cluster.v3.Cluster.OriginalDstLbConfig", "/static_resources/clusters/3/original_dst_lb_config".into()),
+        ("config.cluster.v3.Cluster.EdsClusterConfig", "/static_resources/clusters/4/eds_cluster_config".into()),
+        ("config.cluster.v3.CircuitBreakers", format!("{c}/circuit_breakers")),
+        ("config.cluster.v3.CircuitBreakers.Thresholds", format!("{c}/circuit_breakers/thresholds/0")),
+        ("config.cluster.v3.OutlierDetection", format!("{c}/outlier_detection")),
+        ("config.core.v3.HealthCheck", format!("{c}/health_checks/0")),
+        ("config.core.v3.HealthCheck.HttpHealthCheck", format!("{c}/health_checks/0/http_health_check")),
+        ("config.endpoint.v3.ClusterLoadAssignment", la.clone()),
+        ("config.endpoint.v3.LocalityLbEndpoints", format!("{la}/endpoints/0")),
+        ("config.endpoint.v3.LbEndpoint", format!("{la}/endpoints/0/lb_endpoints/0")),
+        ("config.endpoint.v3.Endpoint", format!("{la}/endpoints/0/lb_endpoints/0/endpoint")),
+        ("config.core.v3.Address", format!("{la}/endpoints/0/lb_endpoints/0/endpoint/address")),
+        ("config.core.v3.SocketAddress", format!("{la}/endpoints/0/lb_endpoints/0/endpoint/address/socket_address")),
+    ]
+}
+
+/// The descriptor of `message` (full name without `envoy.`), if Envoy 1.40 has it.
+pub fn descriptor(message: &str) -> Option<MessageDescriptor> {
+    sluice_xds::pool::pool().get_message_by_name(&format!("envoy.{message}"))
+}
+
+/// The proto names of `message`'s fields, in field-number order.
+pub fn proto_fields(message: &MessageDescriptor) -> Vec<String> {
+    let mut fields: Vec<FieldDescriptor> = message.fields().collect();
+    fields.sort_by_key(FieldDescriptor::number);
+    fields.into_iter().map(|f| f.name().to_string()).collect()
+}
+
+/// The inventory's fields that Envoy's protos mark `deprecated`.
+pub fn deprecated(inv: &Inventory) -> BTreeSet<String> {
+    inv.fields
+        .iter()
+        .filter(|f| {
+            descriptor(f.message())
+                .and_then(|m| m.get_field_by_name(f.field()))
+                .and_then(|d| d.field_descriptor_proto().options.clone())
+                .is_some_and(|o| o.deprecated())
+        })
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+/// The base bootstrap as a JSON value.
+pub fn base() -> Value {
+    serde_norway::from_str(BASE).expect("probe BASE is YAML")
+}
+
+/// A JSON pointer as the loader's field path (`/a/b/0/c` -> `a.b[0].c`).
+pub fn field_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        if seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// Whether the loader accepts `field` (of the message at `pointer` in [`BASE`]): the config with
+/// the field set to a sample value gets no `not supported` / `unknown field` error at its path.
+/// Returns the loader's verdict and its error text (if any) for the failure message.
+pub fn loader_accepts(pointer: &str, field: &FieldDescriptor) -> (bool, Option<String>) {
+    let mut doc = base();
+    let at = doc
+        .pointer_mut(pointer)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("probe site {pointer} is not a mapping in BASE"));
+    at.insert(field.name().to_string(), sample(field));
+    let text = serde_json::to_string(&doc).expect("JSON");
+    let want = format!("{}.{}", field_path(pointer), field.name());
+    match sluice_engine::config::from_yaml_str(&text) {
+        Ok(_) => (true, None),
+        Err(e) => {
+            let rejected = e.path() == want
+                && (e.message().starts_with("not supported")
+                    || e.message().starts_with("unknown field"));
+            (!rejected, Some(e.to_string()))
+        }
+    }
+}
+
+/// A plausible value of the field's proto type in Envoy's JSON form.
+fn sample(field: &FieldDescriptor) -> Value {
+    if let (true, Kind::Message(entry)) = (field.is_map(), field.kind()) {
+        return json!({ "k": sample_kind(&entry.map_entry_value_field().kind()) });
+    }
+    let one = sample_kind(&field.kind());
+    if field.is_list() {
+        json!([one])
+    } else {
+        one
+    }
+}
+
+fn sample_kind(kind: &Kind) -> Value {
+    match kind {
+        Kind::String => json!("x"),
+        Kind::Bytes => json!("eA=="),
+        Kind::Bool => json!(true),
+        Kind::Double | Kind::Float => json!(1.0),
+        Kind::Enum(e) => e
+            .get_value(0)
+            .map_or(json!(0), |v| json!(v.name().to_string())),
+        Kind::Message(m) => match m.full_name() {
+            "google.protobuf.Duration" => json!("1s"),
+            "google.protobuf.BoolValue" => json!(true),
+            "google.protobuf.StringValue" => json!("x"),
+            "google.protobuf.DoubleValue" | "google.protobuf.FloatValue" => json!(1.0),
+            n if n.starts_with("google.protobuf.") && n.ends_with("Int32Value") => json!(1),
+            n if n.starts_with("google.protobuf.") && n.ends_with("Int64Value") => json!(1),
+            _ => json!({}),
+        },
+        _ => json!(1),
+    }
+}
