@@ -5,3 +5,7 @@
 //! stays in this crate ([`watch`]).
 
 pub mod decide;
+pub mod pod_netns;
+pub mod reconcile;
+pub mod store;
+pub mod watch;
