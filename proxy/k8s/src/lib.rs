@@ -9,3 +9,7 @@ pub mod pod_netns;
 pub mod reconcile;
 pub mod store;
 pub mod watch;
+
+/// The API types the watcher takes (for tests that feed it objects).
+pub use k8s_openapi::api::core::v1::{Namespace, Pod};
+pub use kube::runtime::watcher::Event;

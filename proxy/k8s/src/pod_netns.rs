@@ -32,7 +32,11 @@ impl PodPids {
     pub fn scan(proc: &Path) -> std::io::Result<Self> {
         let mut by_uid: HashMap<String, Vec<u32>> = HashMap::new();
         for entry in std::fs::read_dir(proc)?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(text) = std::fs::read_to_string(entry.path().join("cgroup")) else {
@@ -207,10 +211,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-k8s-proc-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let pods = [
-            ("17", "0::/kubepods/pod11111111-2222-3333-4444-555555555555/c1\n"),
-            ("9", "0::/kubepods/pod11111111-2222-3333-4444-555555555555/c2\n"),
+            (
+                "17",
+                "0::/kubepods/pod11111111-2222-3333-4444-555555555555/c1\n",
+            ),
+            (
+                "9",
+                "0::/kubepods/pod11111111-2222-3333-4444-555555555555/c2\n",
+            ),
             ("30", "0::/system.slice/sshd.service\n"),
-            ("self", "0::/kubepods/pod99999999-2222-3333-4444-555555555555/c\n"),
+            (
+                "self",
+                "0::/kubepods/pod99999999-2222-3333-4444-555555555555/c\n",
+            ),
         ];
         for (pid, cg) in pods {
             std::fs::create_dir_all(dir.join(pid)).unwrap();
@@ -221,7 +234,9 @@ mod tests {
         let found = found.unwrap();
         assert_eq!(found.len(), 1, "only numeric pid directories: {found:?}");
         assert_eq!(found.pids("11111111_2222_3333_4444_555555555555"), &[9, 17]);
-        assert!(found.pids("99999999-2222-3333-4444-555555555555").is_empty());
+        assert!(found
+            .pids("99999999-2222-3333-4444-555555555555")
+            .is_empty());
         let e = find(&found, &dir, "00000000-2222-3333-4444-555555555555").unwrap_err();
         assert!(e.to_string().contains("no process"), "{e}");
     }

@@ -10,8 +10,8 @@
 //! pods that left the store, and CNI enrollments naming a pod (`pod_namespace`/`pod_name`) that
 //! no longer exists (after a grace period, so a CNI ADD that beat the watch event is kept) or
 //! whose cookie is no longer that pod's (an old sandbox). Anything else (manual `sluice
-//! enroll`) is left alone. A pod whose labels cannot be honoured ([`DecideError`]) keeps
-//! whatever it has, and the error is logged once.
+//! enroll`) is left alone. A pod whose labels cannot be honoured ([`DecideError`]) keeps its
+//! last valid decision (or, with none, whatever it has), and the error is logged once.
 
 use std::{
     collections::HashMap,
@@ -131,6 +131,9 @@ pub struct Reconciler {
     orphan_since: HashMap<u64, Instant>,
     /// The last decision error logged per pod UID (logged once).
     reported: HashMap<String, String>,
+    /// The last valid decision per pod UID: what a pod whose labels turned invalid keeps
+    /// (also through an agent restart).
+    last_good: HashMap<String, Want>,
 }
 
 /// What one pass did.
@@ -145,6 +148,7 @@ pub struct Summary {
 }
 
 /// What a found pod should have.
+#[derive(Clone)]
 enum Want {
     Capture(EnrollSpec),
     Skip(String),
@@ -164,6 +168,7 @@ impl Reconciler {
             gone: HashMap::new(),
             orphan_since: HashMap::new(),
             reported: HashMap::new(),
+            last_good: HashMap::new(),
         }
     }
 
@@ -178,6 +183,7 @@ impl Reconciler {
                 self.gone.insert(c, key);
             }
             self.reported.remove(&uid);
+            self.last_good.remove(&uid);
         }
         let enrolled = agent.status()?;
         let pids = PodPids::scan(&self.proc).unwrap_or_else(|e| {
@@ -193,7 +199,13 @@ impl Reconciler {
             let Ok(found) = pod_netns::find(&pids, &self.proc, uid) else {
                 continue;
             };
-            let want = want(&self.store, &self.settings, &mut self.reported, uid, pod);
+            let want = match want(&self.store, &self.settings, &mut self.reported, uid, pod) {
+                Some(w) => {
+                    self.last_good.insert(uid.clone(), w.clone());
+                    w
+                }
+                None => self.last_good.get(uid).cloned().unwrap_or(Want::Keep),
+            };
             self.cookies.insert(uid.clone(), found.cookie);
             live.insert(found.cookie, (pod_key(pod), found, want));
         }
@@ -231,9 +243,11 @@ impl Reconciler {
             spec.pod = identity_of(key, &self.store);
             self.act(agent, *cookie, Action::Enroll(key.clone(), spec), &mut sum);
         }
-        self.gone.retain(|c, _| known.contains(c) && !live.contains_key(c));
+        self.gone
+            .retain(|c, _| known.contains(c) && !live.contains_key(c));
         self.orphan_since.retain(|c, _| known.contains(c));
-        self.sent.retain(|c, _| known.contains(c) || live.contains_key(c));
+        self.sent
+            .retain(|c, _| known.contains(c) || live.contains_key(c));
         Ok(sum)
     }
 
@@ -297,26 +311,25 @@ impl Reconciler {
     }
 }
 
-/// The decision for a found pod; a decision error is logged once per pod and message.
+/// The decision for a found pod; None when it cannot be decided now (namespace unknown, or
+/// labels that cannot be honoured: that error is logged once per pod and message).
 fn want(
     store: &Store,
     settings: &Settings,
     reported: &mut HashMap<String, String>,
     uid: &str,
     pod: &Pod,
-) -> Want {
+) -> Option<Want> {
     let ns_name = pod.metadata.namespace.as_deref().unwrap_or("");
-    let Some(ns) = store.namespace(ns_name) else {
-        return Want::Keep;
-    };
+    let ns = store.namespace(ns_name)?;
     match decide(pod, ns, settings) {
         Ok(Decision::Capture(c)) => {
             reported.remove(uid);
-            Want::Capture(c.spec)
+            Some(Want::Capture(c.spec))
         }
         Ok(Decision::Skip(why)) => {
             reported.remove(uid);
-            Want::Skip(why)
+            Some(Want::Skip(why))
         }
         Err(e) => {
             let msg = e.to_string();
@@ -328,7 +341,7 @@ fn want(
                 error!(pod = %pod_key(pod), error = %msg, "{kind} capture setting: the pod keeps its current enrollment");
                 reported.insert(uid.to_string(), msg);
             }
-            Want::Keep
+            None
         }
     }
 }

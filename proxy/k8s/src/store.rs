@@ -68,8 +68,7 @@ impl Store {
                 let fresh = self.pod_buffer.take().unwrap_or_default();
                 for (uid, p) in &self.pods {
                     if !fresh.contains_key(uid) {
-                        self.departed
-                            .insert(uid.clone(), crate::decide::pod_key(p));
+                        self.departed.insert(uid.clone(), crate::decide::pod_key(p));
                     }
                 }
                 self.pods = fresh;
