@@ -36,6 +36,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size difference between subcommands does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
     Proxy(sluice_engine::server::cli::ProxyArgs),

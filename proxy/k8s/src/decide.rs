@@ -67,6 +67,8 @@ impl Default for Settings {
 
 /// The outcome for one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// One per pod and pass, never stored in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Enroll the pod with this mode and these options.
     Capture(Capture),

@@ -149,6 +149,8 @@ pub struct Summary {
 
 /// What a found pod should have.
 #[derive(Clone)]
+// One per node pod (a few hundred at most): the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Want {
     Capture(EnrollSpec),
     Skip(String),
@@ -346,6 +348,8 @@ fn want(
     }
 }
 
+// One at a time, never stored.
+#[allow(clippy::large_enum_variant)]
 enum Action {
     Enroll(String, EnrollSpec),
     /// Pod, reason, the netns it is enrolled as.

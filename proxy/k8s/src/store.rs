@@ -10,6 +10,8 @@ use kube::runtime::watcher::Event;
 
 /// One input of the reconcile loop.
 #[derive(Debug)]
+// Moved once from the watch stream into the store: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// A pod watch event (pods of this node).
     Pod(Event<Pod>),
