@@ -28,6 +28,10 @@ pub struct WatchArgs {
     /// Mode of a selected pod without sluice.io/mode or a namespace sluice.io/dataplane-mode.
     #[arg(long, default_value = "node")]
     watch_default_mode: String,
+    /// Reach the API server through this kubeconfig instead of the in-cluster config
+    /// (off-cluster runs and tests).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// With `--watch-pods`: spawns the watcher on `rt` and returns the readiness gate it keeps.
@@ -54,6 +58,7 @@ pub fn start(
             default_mode,
         },
         loop_opts: LoopOptions::default(),
+        kubeconfig: args.kubeconfig.clone(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     rt.spawn(sluice_k8s::watch::run(opts, ready.clone()));

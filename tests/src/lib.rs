@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod cni;
 pub mod datapath;
 pub mod inbound;
+pub mod kube_api;
 pub mod l7_pods;
 pub mod netns;
 pub mod ns_server;

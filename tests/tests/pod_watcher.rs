@@ -368,3 +368,96 @@ fn watch_errors_make_it_not_ready_until_the_server_answers() {
     // error_hold (1 s) without another error: ready again.
     until("ready again", || w.ready.load(Ordering::Relaxed), |r| *r);
 }
+
+/// `GET path` on `addr`; the status line, or the error.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return "connect failed".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
+    require_root();
+    let pods_cg = Cgroup::new("podw-api-pods");
+    let p = TestPod::new(&pods_cg, 20);
+    let mut obj = serde_json::to_value(pod(&p, "shop", "web-0", &[])).unwrap();
+    obj["spec"]["nodeName"] = "node-1".into();
+    let api = sluice_tests::kube_api::FakeApiServer::start(
+        vec![obj],
+        vec![serde_json::to_value(namespace("shop", &[("istio-injection", "enabled")])).unwrap()],
+    );
+    let dir = std::env::temp_dir().join(sluice_tests::unique_name("kubeconfig"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let health = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (kc, ha) = (
+        kubeconfig.to_string_lossy().into_owned(),
+        health.to_string(),
+    );
+    let mut node = Node::start_with(
+        "podw-api",
+        &[
+            "--watch-pods",
+            "--node-name",
+            "node-1",
+            "--kubeconfig",
+            &kc,
+            "--health-addr",
+            &ha,
+        ],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    // The pod listed by the API server is enrolled, and the agent is ready.
+    wait_enrolled(
+        &node,
+        &p.ns,
+        "web-0 enrolled by the agent's watcher",
+        Some(("node", true)),
+    );
+    until(
+        "ready",
+        || http_status(health, "/healthz/ready"),
+        |s| s.contains("200"),
+    );
+    let reqs = api.requests();
+    assert!(
+        reqs.iter().any(|r| r.starts_with("GET /api/v1/pods?")
+            && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
+        "pods listed with this node's field selector: {reqs:#?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces?")),
+        "{reqs:#?}"
+    );
+
+    // The API server goes away: not ready (clear log line), still live, nothing unenrolled.
+    drop(api);
+    until(
+        "not ready",
+        || http_status(health, "/healthz/ready"),
+        |s| s.contains("503"),
+    );
+    assert!(http_status(health, "/healthz/live").contains("200"));
+    node.wait_for_log("Kubernetes API server unreachable");
+    assert_eq!(
+        enrolled(&node, &p.ns),
+        Some(("node".into(), 4)),
+        "capture stays"
+    );
+    assert!(
+        node.agent().wait_exit(Duration::from_millis(200)).is_none(),
+        "the agent keeps running"
+    );
+}

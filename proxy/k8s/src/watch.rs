@@ -35,6 +35,23 @@ pub struct WatchOptions {
     pub settings: Settings,
     /// Resync and readiness timing.
     pub loop_opts: LoopOptions,
+    /// A kubeconfig file instead of the in-cluster config (off-cluster runs, tests).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// A client from `kubeconfig`, else the in-cluster config (then `KUBECONFIG` / ~/.kube/config).
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+    };
+    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// How long to wait before trying to build the client again.
@@ -44,7 +61,7 @@ const CLIENT_RETRY: Duration = Duration::from_secs(10);
 /// cannot be reached (never an exit: a crash loop would not make it reachable).
 pub async fn run(opts: WatchOptions, ready: Arc<AtomicBool>) {
     let client = loop {
-        match Client::try_default().await {
+        match client(opts.kubeconfig.as_deref()).await {
             Ok(c) => break c,
             Err(e) => {
                 error!(error = %e, "pod watcher: no Kubernetes client (in-cluster config or KUBECONFIG); not ready, retrying");
