@@ -159,7 +159,8 @@ impl Watcher {
             let inputs = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|i| (i, rx))
             });
-            let rec = Reconciler::new(Settings::default(), "/proc".into());
+            let rec = Reconciler::new(Settings::default(), "/proc".into())
+                .with_orphan_grace(Duration::from_secs(1));
             let opts = LoopOptions {
                 resync: Duration::from_millis(300),
                 error_hold: Duration::from_secs(1),
@@ -225,6 +226,14 @@ fn reconcile_enrolls_switches_unenrolls_and_reenrolls_after_reboot() {
     let c = TestPod::new(&pods_cg, 12);
     let d = TestPod::new(&pods_cg, 13);
     let e = TestPod::new(&pods_cg, 14);
+    // Enrolled before the watcher starts: by the CNI plugin (it enrolls every pod of a
+    // namespace it does not exclude), c in an uninjected namespace and a pod that no longer
+    // exists; by hand, a netns that is no Kubernetes pod.
+    node.enroll_pod(&c.ns, "plain", "c");
+    let ghost = Netns::new("podw-ghost");
+    node.enroll_pod(&ghost, "shop", "ghost");
+    let manual = Netns::new("podw-manual");
+    node.enroll(&manual, &["--mode", "node"]);
 
     let w = Watcher::start(&node);
     // The initial lists: `shop` is an Istio-injected namespace, `plain` is not.

@@ -129,6 +129,8 @@ pub struct Reconciler {
     gone: HashMap<u64, String>,
     /// CNI enrollments naming an unknown pod, since when.
     orphan_since: HashMap<u64, Instant>,
+    /// How long such an enrollment is kept ([`ORPHAN_GRACE`]).
+    orphan_grace: Duration,
     /// The last decision error logged per pod UID (logged once).
     reported: HashMap<String, String>,
     /// The last valid decision per pod UID: what a pod whose labels turned invalid keeps
@@ -169,9 +171,16 @@ impl Reconciler {
             cookies: HashMap::new(),
             gone: HashMap::new(),
             orphan_since: HashMap::new(),
+            orphan_grace: ORPHAN_GRACE,
             reported: HashMap::new(),
             last_good: HashMap::new(),
         }
+    }
+
+    /// Keeps a CNI enrollment naming an unknown pod this long instead of [`ORPHAN_GRACE`].
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
     }
 
     /// One pass (blocking): does nothing until both initial lists are complete.
@@ -275,7 +284,7 @@ impl Reconciler {
             }
             None => {
                 let since = *self.orphan_since.entry(entry.cookie).or_insert(now);
-                (now.duration_since(since) >= ORPHAN_GRACE)
+                (now.duration_since(since) >= self.orphan_grace)
                     .then(|| (key, "the pod no longer exists".into()))
             }
         }
