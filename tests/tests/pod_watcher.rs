@@ -147,8 +147,10 @@ impl Watcher {
     fn start(node: &Node) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let ready = Arc::new(AtomicBool::new(false));
+        // The watcher runs in this test process, the agent in its own.
         let agent = Arc::new(ControlAgent {
             path: node.control.path(),
+            only_own_process: false,
         });
         let flag = ready.clone();
         let thread = std::thread::spawn(move || {

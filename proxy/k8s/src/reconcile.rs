@@ -53,6 +53,9 @@ pub enum AgentCallError {
     /// The control socket could not be used.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The control socket is served by another process's agent (this one handed over).
+    #[error("control socket {path} is served by another agent (pid {pid}): this agent handed over, its pod watcher pauses")]
+    OtherAgent { path: PathBuf, pid: i32 },
     /// The agent answered with an error (or something unexpected).
     #[error("agent refused {what}: {message}")]
     Refused { what: String, message: String },
@@ -62,11 +65,32 @@ pub enum AgentCallError {
 pub struct ControlAgent {
     /// The control socket.
     pub path: PathBuf,
+    /// Talk only to the agent of this process (`sluice agent --watch-pods`): after a graceful
+    /// upgrade the socket path is the new agent's, whose own watcher reconciles from then on,
+    /// so this one pauses instead of second-guessing it (its decisions may differ by version).
+    pub only_own_process: bool,
 }
 
 impl ControlAgent {
     fn call(&self, what: &str, req: &Request) -> Result<Response, AgentCallError> {
-        match protocol::call(&self.path, req)? {
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let stream = std::os::unix::net::UnixStream::connect(&self.path).map_err(io)?;
+        if self.only_own_process {
+            let peer =
+                nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                    .map_err(|e| io(e.into()))?
+                    .pid();
+            if peer != std::process::id() as i32 {
+                return Err(AgentCallError::OtherAgent {
+                    path: self.path.clone(),
+                    pid: peer,
+                });
+            }
+        }
+        match protocol::call_on(stream, &self.path, req)? {
             Response::Error { message } => Err(AgentCallError::Refused {
                 what: what.to_string(),
                 message,
@@ -412,6 +436,7 @@ pub async fn run<S>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<Instant> = None;
     let mut was_ready = false;
+    let mut paused = false;
     loop {
         tokio::select! {
             item = inputs.next() => {
@@ -453,8 +478,15 @@ pub async fn run<S>(
             Err(e) => return error!(error = %e, "pod watcher pass panicked"),
         };
         rec = back;
-        if let Err(e) = result {
-            warn!(error = %e, "pod watcher: agent not reachable; retrying");
+        match result {
+            Err(e @ AgentCallError::OtherAgent { .. }) => {
+                if !paused {
+                    info!(reason = %e, "pod watcher paused");
+                    paused = true;
+                }
+            }
+            Err(e) => warn!(error = %e, "pod watcher: agent not reachable; retrying"),
+            Ok(_) => paused = false,
         }
     }
 }

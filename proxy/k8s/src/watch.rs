@@ -85,7 +85,10 @@ pub async fn run(opts: WatchOptions, ready: Arc<AtomicBool>) {
             Err(e) => Input::WatchError(format!("watching namespaces: {e}")),
         });
     let inputs = futures_util::stream::select(pods, namespaces);
-    let agent = Arc::new(ControlAgent { path: opts.control });
+    let agent = Arc::new(ControlAgent {
+        path: opts.control,
+        only_own_process: true,
+    });
     let rec = Reconciler::new(opts.settings, PathBuf::from("/proc"));
     reconcile::run(inputs, rec, agent, opts.loop_opts, Some(ready)).await;
     error!("pod watcher: watch streams ended");
