@@ -134,3 +134,55 @@ impl Store {
 pub fn uid(p: &Pod) -> Option<String> {
     p.metadata.uid.as_ref().map(|u| u.to_ascii_lowercase())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, name: &str) -> Pod {
+        let mut p: Pod =
+            serde_json::from_str(include_str!("../tests/fixtures/pod-running.json")).unwrap();
+        p.metadata.uid = Some(uid.into());
+        p.metadata.name = Some(name.into());
+        p
+    }
+
+    #[test]
+    fn relists_replace_and_remember_who_left() {
+        let mut s = Store::default();
+        assert!(!s.synced());
+        s.apply(Input::Pod(Event::Init));
+        s.apply(Input::Pod(Event::InitApply(pod("U1", "a"))));
+        s.apply(Input::Pod(Event::InitApply(pod("u2", "b"))));
+        s.apply(Input::Pod(Event::InitDone));
+        assert!(!s.synced(), "namespaces not listed yet");
+        s.apply(Input::Namespace(Event::Init));
+        s.apply(Input::Namespace(Event::InitDone));
+        assert!(s.synced());
+        assert_eq!(s.pods().len(), 2);
+        assert!(s.pods().contains_key("u1"), "UIDs are lower case");
+        assert_eq!(
+            s.pod_named("shop", "b").map(|(u, _)| u.as_str()),
+            Some("u2")
+        );
+        // A re-list without b: b left.
+        s.apply(Input::Pod(Event::Init));
+        s.apply(Input::Pod(Event::InitApply(pod("u1", "a"))));
+        assert_eq!(s.pods().len(), 2, "the old list stays until InitDone");
+        s.apply(Input::Pod(Event::InitDone));
+        assert_eq!(
+            s.take_departed().into_iter().collect::<Vec<_>>(),
+            [("u2".to_string(), "shop/b".to_string())]
+        );
+        // Deleted, then back (same UID): not departed.
+        s.apply(Input::Pod(Event::Delete(pod("u1", "a"))));
+        assert!(s.pods().is_empty());
+        s.apply(Input::Pod(Event::Apply(pod("u1", "a"))));
+        assert!(s.take_departed().is_empty());
+        assert!(
+            !s.apply(Input::WatchError("down".into())),
+            "an error changes nothing"
+        );
+        assert_eq!(s.pods().len(), 1);
+    }
+}
