@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 mod cli;
 mod explain;
 mod install_cni;
+mod pod_watch;
 mod pod_xds;
 mod proxy_config;
 mod proxy_status;
@@ -35,6 +36,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size difference between subcommands does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the Envoy-compatible proxy from an Envoy v3 static bootstrap: `sluice proxy -c envoy.yaml`.
     Proxy(sluice_engine::server::cli::ProxyArgs),
@@ -108,6 +111,9 @@ enum Cmd {
         /// Per-pod xDS (node mode).
         #[command(flatten)]
         xds: pod_xds::XdsArgs,
+        /// The pod watcher.
+        #[command(flatten)]
+        watch: pod_watch::WatchArgs,
     },
     /// Enroll (or re-enroll) a pod network namespace.
     Enroll {
@@ -296,6 +302,7 @@ fn run() -> Result<()> {
             workers,
             pod_admin_port,
             xds,
+            watch,
         } => {
             let upgrade_from = upgrade_from
                 .or_else(|| upgrade_from_if_present.filter(|sock| cli::agent_answers(sock)));
@@ -322,6 +329,9 @@ fn run() -> Result<()> {
                 rt.worker_threads(n.max(1));
             }
             let rt = rt.enable_all().build().context("tokio runtime")?;
+            let ready_gates = pod_watch::start(&watch, &control, &rt)?
+                .into_iter()
+                .collect();
             rt.block_on(agent::run(
                 AgentOptions {
                     cgroup,
@@ -335,6 +345,7 @@ fn run() -> Result<()> {
                     control_allow_uids,
                     pod_admin_port,
                     metrics: metrics_addr,
+                    ready_gates,
                 },
                 handlers,
             ))?;

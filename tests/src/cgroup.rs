@@ -57,6 +57,14 @@ impl Cgroup {
         &self.path
     }
 
+    /// A child cgroup `name` (e.g. named like a kubelet pod cgroup); removed on drop, so drop
+    /// it (and its processes) before its parent.
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+
     /// Pids currently in the cgroup.
     pub fn pids(&self) -> Vec<u32> {
         std::fs::read_to_string(self.path.join("cgroup.procs"))

@@ -12,6 +12,7 @@ pub mod cni;
 pub mod datapath;
 pub mod inbound;
 pub mod inventory;
+pub mod kube_api;
 pub mod l7_pods;
 pub mod netns;
 pub mod ns_server;

@@ -64,6 +64,8 @@ pub struct AgentOptions {
     /// Serve every pod's Istio metrics here (`/stats/prometheus`, labels `pod` and
     /// `namespace`); see [`registry::Registry::metrics_targets`].
     pub metrics: Option<std::net::SocketAddr>,
+    /// More conditions for `/healthz/ready` (the pod watcher's: the API server answers).
+    pub ready_gates: Vec<health::ReadyGate>,
 }
 
 /// Errors starting the agent.
@@ -105,7 +107,9 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     // Bound first so liveness answers during the load; not ready yet.
     let health = match opts.health {
         Some(addr) => {
-            Some(health::Health::bind(addr).map_err(|source| StartError::Health { addr, source })?)
+            let gates = opts.ready_gates.clone();
+            let h = health::Health::bind_gated(addr, gates);
+            Some(h.map_err(|source| StartError::Health { addr, source })?)
         }
         None => None,
     };

@@ -23,6 +23,10 @@ use tokio::{
     task::JoinHandle,
 };
 
+/// An extra readiness condition (e.g. the pod watcher's "API server answers"): `/healthz/ready`
+/// is 200 only while every gate is true.
+pub type ReadyGate = Arc<AtomicBool>;
+
 /// A running health endpoint; dropping it closes the socket.
 pub struct Health {
     ready: Arc<AtomicBool>,
@@ -33,6 +37,11 @@ pub struct Health {
 impl Health {
     /// Binds `addr` (reuseport) and serves; not ready until [`Health::set_ready`].
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::bind_gated(addr, Vec::new())
+    }
+
+    /// Like [`Health::bind`], and ready only while every gate is true as well.
+    pub fn bind_gated(addr: SocketAddr, gates: Vec<ReadyGate>) -> io::Result<Self> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -43,19 +52,25 @@ impl Health {
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(64)?;
-        Self::serve(sock.into())
+        Self::serve_gated(sock.into(), gates)
     }
 
     /// Serves an already bound, non-blocking listener (`sluice sidecar` binds its 15021 in the
     /// pod before it drops privileges); not ready until [`Health::set_ready`].
     pub fn serve(listener: std::net::TcpListener) -> io::Result<Self> {
+        Self::serve_gated(listener, Vec::new())
+    }
+
+    fn serve_gated(listener: std::net::TcpListener, gates: Vec<ReadyGate>) -> io::Result<Self> {
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(false));
         let flag = ready.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, flag.load(Ordering::Relaxed)));
+                let ready =
+                    flag.load(Ordering::Relaxed) && gates.iter().all(|g| g.load(Ordering::Relaxed));
+                tokio::spawn(answer(stream, ready));
             }
         });
         Ok(Self { ready, task, addr })

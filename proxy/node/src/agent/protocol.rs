@@ -262,11 +262,20 @@ pub fn decode_request(line: &[u8]) -> Result<Request, String> {
 
 /// Sends one request and waits (at most 30 s) for its response.
 pub fn call(control: &Path, req: &Request) -> Result<Response, ClientError> {
+    let s = UnixStream::connect(control).map_err(|source| ClientError::Io {
+        path: control.to_path_buf(),
+        source,
+    })?;
+    call_on(s, control, req)
+}
+
+/// [`call`] on a connection the caller made (e.g. to check its peer first); `control` names it
+/// in errors.
+pub fn call_on(mut s: UnixStream, control: &Path, req: &Request) -> Result<Response, ClientError> {
     let io = |source| ClientError::Io {
         path: control.to_path_buf(),
         source,
     };
-    let mut s = UnixStream::connect(control).map_err(io)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io)?;
     let mut line = serde_json::to_string(req).expect("requests always serialize");
