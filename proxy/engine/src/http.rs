@@ -17,9 +17,11 @@ mod h2_flood;
 mod header_timeout_tests;
 pub mod idle;
 pub mod local_reply;
+mod normalize;
 pub(crate) mod preroute;
 pub mod retry;
 mod sanitize;
+mod server_header;
 mod target;
 mod upgrade;
 mod upgrade_policy;
@@ -339,18 +341,32 @@ impl Outcome {
     }
 }
 
-/// A 4xx local reply for a request refused before routing (counted, `server: envoy`;
-/// `connection: close` when the request cannot be followed on this connection).
-fn refuse_before_routing(hcm: &Hcm, status: u16, body: &str, close: bool) -> Response<Body> {
-    hcm.stats.downstream_rq_4xx.inc();
-    let mut r = local_reply::reply(status, body);
+/// A local reply for a request refused before routing (counted; `connection: close` when the
+/// request cannot be followed on this connection; `location` for a path redirect).
+fn refuse_before_routing(
+    hcm: &Hcm,
+    r: &preroute::Refused,
+    body: &str,
+    close: bool,
+) -> Response<Body> {
+    let status = r.status();
+    if status < 400 {
+        hcm.stats.downstream_rq_3xx.inc();
+    } else {
+        hcm.stats.downstream_rq_4xx.inc();
+    }
+    let mut r2 = local_reply::reply(status, body);
+    if let preroute::Refused::PathRedirect(p) = r {
+        if let Ok(v) = HeaderValue::from_str(p) {
+            r2.headers_mut().insert(header::LOCATION, v);
+        }
+    }
     if close {
-        r.headers_mut()
+        r2.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    r.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("envoy"));
-    r
+    server_header::apply(&hcm.cfg.server_header, r2.headers_mut());
+    r2
 }
 
 /// Handles one request end to end; the flag is Envoy's response flag of the outcome.
@@ -371,9 +387,10 @@ pub async fn handle(
             preroute::Refused::Target(t) => (t.body, true),
             // An upgrade refusal keeps the connection when no body is left to skip.
             preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
-            preroute::Refused::MissingHost => ("", true),
+            preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
+            preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
-        let resp = refuse_before_routing(&hcm, r.status(), body, close);
+        let resp = refuse_before_routing(&hcm, &r, body, close);
         hcm.istio.unknown().record(
             r.status(),
             Flag::None,
@@ -527,9 +544,8 @@ pub async fn handle(
     } else {
         *resp.version_mut() = Version::HTTP_2;
     }
-    // Envoy's defaults: server_name "envoy", server_header_transformation OVERWRITE.
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
+    server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
     let status = resp.status().as_u16();
     match status {
         200..=299 => hcm.stats.downstream_rq_2xx.inc(),

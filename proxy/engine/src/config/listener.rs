@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use super::{ClusterRef, ListenerRef};
+use super::{
+    hcm_request::{PathNormalization, ServerHeader, StripPort},
+    ClusterRef, ListenerRef,
+};
 use crate::route::{RouteTable, WeightedClusters};
 
 /// Envoy's default `stream_idle_timeout` of the http_connection_manager (5 minutes).
@@ -156,6 +159,12 @@ pub struct HttpConnectionManager {
     pub preserve_external_request_id: bool,
     /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
+    /// `strip_matching_host_port` / `strip_any_host_port`.
+    pub strip_port: StripPort,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path_normalization: PathNormalization,
+    /// `server_name`, `server_header_transformation`.
+    pub server_header: ServerHeader,
 }
 
 /// One `upgrade_configs[]` entry.

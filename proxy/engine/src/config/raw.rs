@@ -279,6 +279,13 @@ pub(crate) struct RawHcm {
     pub preserve_external_request_id: Option<bool>,
     #[serde(default)]
     pub upgrade_configs: Vec<RawUpgradeConfig>,
+    pub strip_matching_host_port: Option<bool>,
+    pub strip_any_host_port: Option<bool>,
+    pub normalize_path: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub path_with_escaped_slashes_action: Option<String>,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<String>,
 }
 
 /// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).

@@ -348,6 +348,7 @@ fn hcm(
     p: &FieldPath,
     clusters: &HashSet<String>,
 ) -> Result<HttpConnectionManager, ConfigError> {
+    let (strip_port, path_normalization, server_header) = super::hcm_request::parse(&raw, p)?;
     let stat_prefix = raw
         .stat_prefix
         .ok_or_else(|| p.field("stat_prefix").err("required"))?;
@@ -427,6 +428,9 @@ fn hcm(
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         upgrade_configs,
+        strip_port,
+        path_normalization,
+        server_header,
     })
 }
 

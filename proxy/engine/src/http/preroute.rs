@@ -5,9 +5,9 @@
 //! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
 //! [`for_explain`] runs [`before_routing`] for `sluice explain`, so it routes what the router sees.
 
-use http::{header, HeaderMap, HeaderValue, Request, Version};
+use http::{header, HeaderMap, HeaderValue, Request, Uri, Version};
 
-use super::{forward, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo};
+use super::{forward, normalize, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo};
 use crate::{
     config,
     route::{format::FormatContext, HeaderMutations, RequestView, Selection},
@@ -21,6 +21,10 @@ pub(super) enum Refused {
     Target(target::Refusal),
     /// An upgrade `upgrade_configs` does not enable (403).
     Upgrade,
+    /// A path the HCM's path options refuse (400, connection closed).
+    Path,
+    /// `UNESCAPE_AND_REDIRECT` found an escaped slash: 307 to this path.
+    PathRedirect(String),
 }
 
 impl Refused {
@@ -30,14 +34,17 @@ impl Refused {
             Refused::MissingHost => 400,
             Refused::Target(r) => r.status,
             Refused::Upgrade => 403,
+            Refused::Path => 400,
+            Refused::PathRedirect(_) => 307,
         }
     }
 }
 
 /// The steps before routing, in Envoy's order, shared by [`super::handle`] and [`preroute`]:
 /// the missing-Host refusal, the request-target checks (CONNECT, authority form, userinfo,
-/// repeated Host), the upgrade policy, header sanitation and `x-request-id` (regenerated for
-/// external requests under `use_remote_address` unless `preserve_external_request_id`).
+/// repeated Host), the upgrade policy, header sanitation, `x-request-id` (regenerated for
+/// external requests under `use_remote_address` unless `preserve_external_request_id`), then
+/// the path options and the Host's port ([`normalize`]).
 pub(super) fn before_routing<B>(
     cfg: &config::HttpConnectionManager,
     conn: &ConnInfo,
@@ -69,7 +76,55 @@ pub(super) fn before_routing<B>(
             h.insert("x-request-id", v);
         }
     }
+    normalize_path(&cfg.path_normalization, req)?;
+    strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);
     Ok(())
+}
+
+/// The HCM's path options on `req`'s path (the URI is replaced only when the path changes).
+fn normalize_path<B>(cfg: &config::PathNormalization, req: &mut Request<B>) -> Result<(), Refused> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let new = match normalize::path(cfg, pq) {
+        normalize::PathVerdict::Keep => return Ok(()),
+        normalize::PathVerdict::Reject => return Err(Refused::Path),
+        normalize::PathVerdict::Redirect(p) => return Err(Refused::PathRedirect(p)),
+        normalize::PathVerdict::Rewrite(p) => p,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(new.try_into().map_err(|_| Refused::Path)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refused::Path)?;
+    Ok(())
+}
+
+/// `strip_matching_host_port` / `strip_any_host_port` on the `:authority` (HTTP/2) or Host.
+fn strip_host_port<B>(mode: config::StripPort, local_port: u16, req: &mut Request<B>) {
+    if mode == config::StripPort::Keep {
+        return;
+    }
+    if let Some(a) = req.uri().authority() {
+        let Some(host) = normalize::strip_port(mode, a.as_str(), local_port) else {
+            return;
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = host.parse().ok();
+        if let Ok(u) = Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+        return;
+    }
+    let Some(v) = req.headers().get(header::HOST) else {
+        return;
+    };
+    let Some(host) = v
+        .to_str()
+        .ok()
+        .and_then(|h| normalize::strip_port(mode, h, local_port))
+    else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(host) {
+        req.headers_mut().insert(header::HOST, v);
+    }
 }
 
 /// The steps before routing for `sluice explain`: `req` as routing sees it (headers sanitized,
@@ -86,6 +141,8 @@ pub fn for_explain<B>(
             Refused::Target(t) if t.body.is_empty() => "CONNECT (no route takes it)".to_string(),
             Refused::Target(t) => format!("request target or Host refused ({})", t.body),
             Refused::Upgrade => "an upgrade upgrade_configs does not enable".to_string(),
+            Refused::Path => "path refused by the HCM's path normalization".to_string(),
+            Refused::PathRedirect(p) => format!("escaped slashes: redirected to {p}"),
         };
         (r.status(), why)
     })?;
