@@ -44,7 +44,8 @@ pub use cluster::{
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 pub use hcm_request::{
-    EscapedSlashes, PathNormalization, ServerHeader, ServerTransformation, StripPort,
+    EscapedSlashes, HeadLimits, PathNormalization, ServerHeader, ServerTransformation, StripPort,
+    UnderscoreAction, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB,
     DEFAULT_SERVER_NAME,
 };
 pub use listener::{

@@ -16,6 +16,7 @@ mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
+mod limits;
 pub mod local_reply;
 mod normalize;
 pub(crate) mod preroute;
@@ -66,10 +67,6 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type used for everything sent upstream or downstream.
 pub type Body = BoxBody<Bytes, BodyError>;
 
-/// Envoy's default max_request_headers_kb (60 KiB): larger request heads get 431.
-pub const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
-/// Envoy's default max_headers_count.
-pub const MAX_HEADERS_COUNT: usize = 100;
 /// Time allowed to receive a request's headers when the HCM sets no `request_timeout`
 /// (slowloris guard; Envoy's request_headers_timeout is off by default, hyper's default is 30 s).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,6 +196,9 @@ pub async fn serve<I, F>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
+    // The head limits of the HCM the connection starts with (hyper's are set above them so the
+    // exact check, `limits::check`, decides and answers as Envoy).
+    let head_limits = current().map(|h| h.cfg.head_limits).unwrap_or_default();
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
     // timer starts at the first byte, and the h2 preface has none).
@@ -225,12 +225,12 @@ pub async fn serve<I, F>(
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_REQUEST_HEADERS_BYTES)
-        .max_headers(MAX_HEADERS_COUNT)
+        .max_buf_size(limits::hyper_buf_size(&head_limits))
+        .max_headers(limits::hyper_max_headers(&head_limits))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+        .max_header_list_size(head_limits.max_request_headers_bytes as u32);
     let b = match codec {
         config::CodecType::Auto => b,
         config::CodecType::Http1 => b.http1_only(),
@@ -406,6 +406,12 @@ pub async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // `always_set_request_id_in_response`: the id as it goes upstream (a shared-bytes clone).
+    let response_id = hcm
+        .cfg
+        .always_set_request_id_in_response
+        .then(|| req.headers().get("x-request-id").cloned())
+        .flatten();
     let log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),
@@ -546,6 +552,9 @@ pub async fn handle(
     }
     // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
     server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
+    if let Some(id) = response_id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
     let status = resp.status().as_u16();
     match status {
         200..=299 => hcm.stats.downstream_rq_2xx.inc(),

@@ -1,7 +1,8 @@
 //! The http_connection_manager's request and response shaping options (Envoy 1.40 semantics,
-//! checked by the `hcm_*` conformance cases): the Host's port stripping, path normalisation and
-//! the `server` response header. Parsed here from the raw HCM; applied by `http::normalize` and
-//! `http::server_header`.
+//! checked by the `hcm_*` conformance cases): the Host's port stripping, path normalisation,
+//! the `server` response header, the request head limits and `x-request-id` generation. Parsed
+//! here from the raw HCM; applied by `http::normalize`, `http::server_header`, `http::limits`
+//! and `http::preroute`.
 
 use http::HeaderValue;
 
@@ -9,6 +10,56 @@ use super::{path::FieldPath, raw::RawHcm, ConfigError};
 
 /// Envoy's default `server_name`.
 pub const DEFAULT_SERVER_NAME: &str = "envoy";
+/// Envoy's default `max_request_headers_kb` (60).
+pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+/// Envoy's largest `max_request_headers_kb` (8192, the proto's bound).
+pub const MAX_REQUEST_HEADERS_KB: u32 = 8192;
+/// Envoy's default `common_http_protocol_options.max_headers_count`.
+pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+/// `common_http_protocol_options.headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UnderscoreAction {
+    /// `ALLOW` (default).
+    #[default]
+    Allow,
+    /// `REJECT_REQUEST`: 400 `Bad Request`, connection closed.
+    Reject,
+    /// `DROP_HEADER`: such headers are removed.
+    Drop,
+}
+
+/// The HTTP/1 request head limits (`max_request_headers_kb`,
+/// `common_http_protocol_options.{max_headers_count, headers_with_underscores_action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeadLimits {
+    /// `max_request_headers_kb` * 1024: a longer head (request line, headers, CRLFs) gets 431.
+    pub max_request_headers_bytes: usize,
+    /// `max_headers_count`: a request with more header lines gets 431.
+    pub max_headers_count: usize,
+    /// `headers_with_underscores_action`.
+    pub underscores: UnderscoreAction,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self {
+            max_request_headers_bytes: DEFAULT_MAX_REQUEST_HEADERS_KB as usize * 1024,
+            max_headers_count: DEFAULT_MAX_HEADERS_COUNT as usize,
+            underscores: UnderscoreAction::Allow,
+        }
+    }
+}
+
+/// Everything [`parse`] reads.
+pub(crate) struct Options {
+    pub(crate) strip_port: StripPort,
+    pub(crate) path: PathNormalization,
+    pub(crate) server_header: ServerHeader,
+    pub(crate) head_limits: HeadLimits,
+    pub(crate) generate_request_id: bool,
+    pub(crate) always_set_request_id_in_response: bool,
+}
 
 /// `strip_matching_host_port` / `strip_any_host_port` (at most one may be set, as Envoy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -89,10 +140,7 @@ impl Default for ServerHeader {
 }
 
 /// The request/response shaping options of `raw`, whose path is `p`.
-pub(crate) fn parse(
-    raw: &RawHcm,
-    p: &FieldPath,
-) -> Result<(StripPort, PathNormalization, ServerHeader), ConfigError> {
+pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError> {
     let strip_port = match (
         raw.strip_matching_host_port.unwrap_or(false),
         raw.strip_any_host_port.unwrap_or(false),
@@ -142,14 +190,51 @@ pub(crate) fn parse(
                 .err(format!("{n:?} is not a valid header value"))
         })?,
     };
-    Ok((
+    Ok(Options {
         strip_port,
         path,
-        ServerHeader {
+        server_header: ServerHeader {
             name,
             transformation,
         },
-    ))
+        head_limits: head_limits(raw, p)?,
+        generate_request_id: raw.generate_request_id.unwrap_or(true),
+        always_set_request_id_in_response: raw.always_set_request_id_in_response.unwrap_or(false),
+    })
+}
+
+fn head_limits(raw: &RawHcm, p: &FieldPath) -> Result<HeadLimits, ConfigError> {
+    let kb = raw
+        .max_request_headers_kb
+        .unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB);
+    if kb == 0 || kb > MAX_REQUEST_HEADERS_KB {
+        return Err(p.field("max_request_headers_kb").err(format!(
+            "{kb} is out of range (1..={MAX_REQUEST_HEADERS_KB})"
+        )));
+    }
+    let cp = p.field("common_http_protocol_options");
+    let opts = raw.common_http_protocol_options.as_ref();
+    let count = opts
+        .and_then(|o| o.max_headers_count)
+        .unwrap_or(DEFAULT_MAX_HEADERS_COUNT);
+    if count == 0 {
+        return Err(cp.field("max_headers_count").err("must be at least 1"));
+    }
+    let underscores = match opts.and_then(|o| o.headers_with_underscores_action.as_deref()) {
+        None | Some("ALLOW") => UnderscoreAction::Allow,
+        Some("REJECT_REQUEST") => UnderscoreAction::Reject,
+        Some("DROP_HEADER") => UnderscoreAction::Drop,
+        Some(other) => {
+            return Err(cp.field("headers_with_underscores_action").err(format!(
+                "unknown value {other:?} (expected ALLOW, REJECT_REQUEST or DROP_HEADER)"
+            )))
+        }
+    };
+    Ok(HeadLimits {
+        max_request_headers_bytes: kb as usize * 1024,
+        max_headers_count: count as usize,
+        underscores,
+    })
 }
 
 #[cfg(test)]
@@ -205,6 +290,27 @@ mod tests {
             &with_hcm("server_header_transformation: HIDE"),
             &format!("{hcm}.server_header_transformation"),
             "unknown value",
+        );
+        expect_err(
+            &with_hcm("max_request_headers_kb: 8193"),
+            &format!("{hcm}.max_request_headers_kb"),
+            "out of range",
+        );
+        let cp = format!("{hcm}.common_http_protocol_options");
+        expect_err(
+            &with_hcm("common_http_protocol_options: { max_headers_count: 0 }"),
+            &format!("{cp}.max_headers_count"),
+            "at least 1",
+        );
+        expect_err(
+            &with_hcm("common_http_protocol_options: { headers_with_underscores_action: X }"),
+            &format!("{cp}.headers_with_underscores_action"),
+            "unknown value",
+        );
+        expect_err(
+            &with_hcm("common_http_protocol_options: { idle_timeout: 1s }"),
+            &format!("{cp}.idle_timeout"),
+            "not supported",
         );
         expect_err(
             &with_hcm("server_name: \"a\\nb\""),

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
-    hcm_request::{PathNormalization, ServerHeader, StripPort},
+    hcm_request::{HeadLimits, PathNormalization, ServerHeader, StripPort},
     ClusterRef, ListenerRef,
 };
 use crate::route::{RouteTable, WeightedClusters};
@@ -165,6 +165,15 @@ pub struct HttpConnectionManager {
     pub path_normalization: PathNormalization,
     /// `server_name`, `server_header_transformation`.
     pub server_header: ServerHeader,
+    /// `max_request_headers_kb`, `common_http_protocol_options.max_headers_count` and
+    /// `.headers_with_underscores_action`.
+    pub head_limits: HeadLimits,
+    /// `generate_request_id` (default true): add an `x-request-id` when absent (and replace an
+    /// external one under `use_remote_address`); false: never.
+    pub generate_request_id: bool,
+    /// `always_set_request_id_in_response` (default false): copy the request's `x-request-id`
+    /// into every response.
+    pub always_set_request_id_in_response: bool,
 }
 
 /// One `upgrade_configs[]` entry.

@@ -7,7 +7,9 @@
 
 use http::{header, HeaderMap, HeaderValue, Request, Uri, Version};
 
-use super::{forward, normalize, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo};
+use super::{
+    forward, limits, normalize, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo,
+};
 use crate::{
     config,
     route::{format::FormatContext, HeaderMutations, RequestView, Selection},
@@ -17,7 +19,8 @@ use crate::{
 pub(super) enum Refused {
     /// HTTP/1.1 without Host (Envoy's codec: 400).
     MissingHost,
-    /// CONNECT, authority-form targets ([`target::normalize`]).
+    /// CONNECT, authority-form targets ([`target::normalize`]); a head over the HCM's limits
+    /// or with a refused underscore ([`limits::check`]).
     Target(target::Refusal),
     /// An upgrade `upgrade_configs` does not enable (403).
     Upgrade,
@@ -51,6 +54,7 @@ pub(super) fn before_routing<B>(
     scheme: &'static str,
     req: &mut Request<B>,
 ) -> Result<(), Refused> {
+    limits::check(&cfg.head_limits, req).map_err(Refused::Target)?;
     let version = req.version();
     if version == Version::HTTP_11
         && req.uri().authority().is_none()
@@ -70,8 +74,9 @@ pub(super) fn before_routing<B>(
     let h = req.headers_mut();
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
     // Envoy regenerates an external request's id unless `preserve_external_request_id`.
+    // `generate_request_id: false` neither adds nor replaces one.
     let distrust_id = cfg.use_remote_address && !cfg.preserve_external_request_id;
-    if distrust_id || !h.contains_key("x-request-id") {
+    if cfg.generate_request_id && (distrust_id || !h.contains_key("x-request-id")) {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }
