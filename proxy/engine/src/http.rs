@@ -369,6 +369,21 @@ fn refuse_before_routing(
     r2
 }
 
+/// The HCM's `max_stream_duration` on a forwarded stream: a response not started by `deadline`
+/// becomes Envoy's 504 `downstream duration timeout` (DT); a body still streaming then is reset.
+async fn with_deadline(
+    run: impl std::future::Future<Output = Outcome>,
+    deadline: Instant,
+) -> Outcome {
+    match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(o) => Outcome {
+            resp: o.resp.map(|b| idle::IdleBody::until(b, deadline.into())),
+            ..o
+        },
+        Err(_) => Outcome::local(Flag::DurationTimeout),
+    }
+}
+
 /// Handles one request end to end; the flag is Envoy's response flag of the outcome.
 pub async fn handle(
     hcm: Arc<Hcm>,
@@ -529,7 +544,11 @@ pub async fn handle(
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
-                    forward::run(cluster, plan, conn, fmt, req).await
+                    let run = forward::run(cluster, plan, conn, fmt, req);
+                    match hcm.cfg.max_stream_duration {
+                        None => run.await,
+                        Some(d) => with_deadline(run, start + d).await,
+                    }
                 }
             },
         }

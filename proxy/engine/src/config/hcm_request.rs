@@ -59,6 +59,7 @@ pub(crate) struct Options {
     pub(crate) head_limits: HeadLimits,
     pub(crate) generate_request_id: bool,
     pub(crate) always_set_request_id_in_response: bool,
+    pub(crate) max_stream_duration: Option<std::time::Duration>,
 }
 
 /// `strip_matching_host_port` / `strip_any_host_port` (at most one may be set, as Envoy).
@@ -200,6 +201,13 @@ pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError>
         head_limits: head_limits(raw, p)?,
         generate_request_id: raw.generate_request_id.unwrap_or(true),
         always_set_request_id_in_response: raw.always_set_request_id_in_response.unwrap_or(false),
+        // `0s` (or unset): the stream duration is not limited.
+        max_stream_duration: raw
+            .common_http_protocol_options
+            .as_ref()
+            .and_then(|o| o.max_stream_duration.as_ref())
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero()),
     })
 }
 
@@ -267,10 +275,27 @@ mod tests {
             super::EscapedSlashes::Redirect
         );
         assert_eq!(h.server_header.name, "edge");
+        assert_eq!(h.max_stream_duration, None);
         assert_eq!(
             h.server_header.transformation,
             super::ServerTransformation::PassThrough
         );
+    }
+
+    #[test]
+    fn max_stream_duration_zero_is_unlimited() {
+        let hcm = |d: &str| {
+            let b = from_yaml_str(&with_hcm(&format!(
+                "common_http_protocol_options: {{ max_stream_duration: {d} }}"
+            )))
+            .expect("valid");
+            let NetworkFilter::Http(h) = &b.listeners[0].filter_chains[0].filter else {
+                panic!("not an HCM")
+            };
+            h.max_stream_duration
+        };
+        assert_eq!(hcm("0s"), None);
+        assert_eq!(hcm("1.5s"), Some(std::time::Duration::from_millis(1500)));
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub struct HttpConnectionManager {
     /// `always_set_request_id_in_response` (default false): copy the request's `x-request-id`
     /// into every response.
     pub always_set_request_id_in_response: bool,
+    /// `common_http_protocol_options.max_stream_duration` (`None`: unset or `0s`): a stream
+    /// whose response has not started by then gets 504 `downstream duration timeout`; a
+    /// response body still streaming then is reset.
+    pub max_stream_duration: Option<Duration>,
 }
 
 /// One `upgrade_configs[]` entry.

@@ -299,6 +299,7 @@ pub(crate) struct RawHcm {
 pub(crate) struct RawHttpProtocolOptions {
     pub max_headers_count: Option<u32>,
     pub headers_with_underscores_action: Option<String>,
+    pub max_stream_duration: Option<PbDuration>,
 }
 
 /// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).

@@ -434,6 +434,7 @@ fn hcm(
         head_limits: opts.head_limits,
         generate_request_id: opts.generate_request_id,
         always_set_request_id_in_response: opts.always_set_request_id_in_response,
+        max_stream_duration: opts.max_stream_duration,
     })
 }
 
