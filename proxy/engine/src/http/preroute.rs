@@ -1,5 +1,6 @@
-//! The steps a request goes through before anything goes upstream. [`before_routing`] (missing
-//! Host, request-target checks, upgrade policy, header sanitation, `x-request-id`) is the one
+//! The steps a request goes through before anything goes upstream. [`before_routing`] (head
+//! limits, missing Host, request-target checks, upgrade policy, header sanitation,
+//! `x-request-id`, the HCM's path options and Host port stripping) is the one
 //! implementation: [`super::handle`] calls it. [`preroute`] adds route selection, the forward plan
 //! and the route's header mutations as one pure function over any body type, so a test or the
 //! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
@@ -320,5 +321,61 @@ mod tests {
         assert!(h.contains_key("x-request-id"));
         assert!(!h.contains_key("x-drop") && !h.contains_key("connection"));
         assert!(!h.contains_key("x-envoy-retry-on"));
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use http::{Request, Version};
+
+    use super::*;
+    use crate::config::{EscapedSlashes, StripPort};
+
+    fn h2(uri: &str) -> Request<()> {
+        Request::builder()
+            .version(Version::HTTP_2)
+            .uri(uri)
+            .body(())
+            .unwrap()
+    }
+
+    /// HTTP/2 carries the host in `:authority` (the URI): both rewrites keep the rest of it.
+    #[test]
+    fn h2_authority_port_and_path() {
+        let mut r = h2("http://example.com:8080/a/%2E%2e/b//c?q=%2F");
+        let path = config::PathNormalization {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
+        };
+        assert!(normalize_path(&path, &mut r).is_ok());
+        strip_host_port(StripPort::Matching, 8080, &mut r);
+        assert_eq!(r.uri().to_string(), "http://example.com/b/c?q=%2F");
+        let mut r = h2("http://[::1]:9/x");
+        strip_host_port(StripPort::Matching, 8080, &mut r);
+        assert_eq!(r.uri().authority().unwrap().as_str(), "[::1]:9");
+        strip_host_port(StripPort::Any, 8080, &mut r);
+        assert_eq!(r.uri().authority().unwrap().as_str(), "[::1]");
+    }
+
+    #[test]
+    fn refusals() {
+        let reject = config::PathNormalization {
+            escaped_slashes: EscapedSlashes::Reject,
+            ..Default::default()
+        };
+        let mut r = h2("http://a/x%2fy");
+        assert!(matches!(
+            normalize_path(&reject, &mut r),
+            Err(Refused::Path)
+        ));
+        let redirect = config::PathNormalization {
+            escaped_slashes: EscapedSlashes::Redirect,
+            ..Default::default()
+        };
+        match normalize_path(&redirect, &mut r) {
+            Err(Refused::PathRedirect(p)) => assert_eq!(p, "/x/y"),
+            _ => panic!("no redirect"),
+        }
     }
 }
