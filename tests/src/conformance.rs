@@ -201,6 +201,9 @@ fn run_one(
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
         };
+        if let Some(ms) = r.pause_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let reused = if r.reuse { conn.take() } else { None };
         let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
             conn = Some(s);

@@ -44,9 +44,9 @@ pub use cluster::{
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 pub use hcm_request::{
-    EscapedSlashes, HeadLimits, PathNormalization, ServerHeader, ServerTransformation, StripPort,
-    UnderscoreAction, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB,
-    DEFAULT_SERVER_NAME,
+    ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,
+    ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,
+    DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_SERVER_NAME,
 };
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,

@@ -11,6 +11,7 @@
 //! route rewrites it.
 
 pub mod access_log;
+mod conn_timers;
 mod forward;
 mod h2_flood;
 #[cfg(test)]
@@ -198,7 +199,11 @@ pub async fn serve<I, F>(
 {
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
-    let head_limits = current().map(|h| h.cfg.head_limits).unwrap_or_default();
+    let (head_limits, timeouts) = current()
+        .map(|h| (h.cfg.head_limits, h.cfg.conn_timeouts))
+        .unwrap_or_default();
+    let activity = conn_timers::Activity::new();
+    let streams = activity.clone();
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
     // timer starts at the first byte, and the h2 preface has none).
@@ -210,15 +215,30 @@ pub async fn serve<I, F>(
         }
         let hcm = current();
         let observer = observer.clone();
+        // The stream is active (no idle timer) until its response body is done.
+        let stream = timeouts.idle.is_some().then(|| streams.begin());
+        let streams = streams.clone();
         async move {
             let Some(hcm) = hcm else {
                 return Ok::<_, Infallible>(chain_gone(req.version()));
             };
-            let (resp, flag) = handle(hcm, conn, req).await;
+            let h2 = req.version() == Version::HTTP_2;
+            if h2 {
+                streams.h2.store(true, Ordering::Relaxed);
+            }
+            let (mut resp, flag) = handle(hcm, conn, req).await;
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
-            Ok::<_, Infallible>(resp)
+            // A draining HTTP/1 connection closes after this response (Envoy's drain).
+            if !h2 && streams.draining.load(Ordering::Relaxed) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(match stream {
+                Some(g) => resp.map(|b| conn_timers::Activity::track(b, g)),
+                None => resp,
+            })
         }
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -239,14 +259,38 @@ pub async fn serve<I, F>(
     let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
-    let result = tokio::select! {
-        r = &mut c => r,
-        () = tokio::time::sleep(header_timeout) => {
-            if !first_request.load(Ordering::Relaxed) {
-                tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
-                return;
+    let header_deadline = tokio::time::sleep(header_timeout);
+    tokio::pin!(header_deadline);
+    let drain_end = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_end);
+    let (mut header_checked, mut draining, mut closing) = (false, false, false);
+    let result = loop {
+        tokio::select! {
+            r = &mut c => break r,
+            () = &mut header_deadline, if !header_checked => {
+                header_checked = true;
+                if !first_request.load(Ordering::Relaxed) {
+                    tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
+                    return;
+                }
             }
-            c.await
+            // `idle_timeout` / `max_connection_duration`: Envoy's drain (module conn_timers).
+            () = activity.expired(timeouts), if !draining => {
+                draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                if activity.h2.load(Ordering::Relaxed) {
+                    closing = true;
+                    c.as_mut().graceful_shutdown();
+                } else {
+                    drain_end
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + conn_timers::DRAIN_TIMEOUT);
+                }
+            }
+            () = &mut drain_end, if draining && !closing => {
+                closing = true;
+                c.as_mut().graceful_shutdown();
+            }
         }
     };
     if let Err(e) = result {

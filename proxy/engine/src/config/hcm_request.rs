@@ -4,6 +4,8 @@
 //! here from the raw HCM; applied by `http::normalize`, `http::server_header`, `http::limits`
 //! and `http::preroute`.
 
+use std::time::Duration;
+
 use http::HeaderValue;
 
 use super::{path::FieldPath, raw::RawHcm, ConfigError};
@@ -51,6 +53,29 @@ impl Default for HeadLimits {
     }
 }
 
+/// Envoy's default `common_http_protocol_options.idle_timeout` of the HCM (1 hour).
+pub const DEFAULT_HCM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The HCM's connection timers (`common_http_protocol_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnTimeouts {
+    /// `idle_timeout` (default [`DEFAULT_HCM_IDLE_TIMEOUT`]; `None`: `0s`, disabled): a
+    /// connection without an active stream this long is closed.
+    pub idle: Option<Duration>,
+    /// `max_connection_duration` (default none): the connection is drained and closed this
+    /// long after accept.
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for ConnTimeouts {
+    fn default() -> Self {
+        Self {
+            idle: Some(DEFAULT_HCM_IDLE_TIMEOUT),
+            max_duration: None,
+        }
+    }
+}
+
 /// Everything [`parse`] reads.
 pub(crate) struct Options {
     pub(crate) strip_port: StripPort,
@@ -59,7 +84,8 @@ pub(crate) struct Options {
     pub(crate) head_limits: HeadLimits,
     pub(crate) generate_request_id: bool,
     pub(crate) always_set_request_id_in_response: bool,
-    pub(crate) max_stream_duration: Option<std::time::Duration>,
+    pub(crate) max_stream_duration: Option<Duration>,
+    pub(crate) conn_timeouts: ConnTimeouts,
 }
 
 /// `strip_matching_host_port` / `strip_any_host_port` (at most one may be set, as Envoy).
@@ -191,6 +217,7 @@ pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError>
                 .err(format!("{n:?} is not a valid header value"))
         })?,
     };
+    let opts = raw.common_http_protocol_options.as_ref();
     Ok(Options {
         strip_port,
         path,
@@ -202,12 +229,21 @@ pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError>
         generate_request_id: raw.generate_request_id.unwrap_or(true),
         always_set_request_id_in_response: raw.always_set_request_id_in_response.unwrap_or(false),
         // `0s` (or unset): the stream duration is not limited.
-        max_stream_duration: raw
-            .common_http_protocol_options
-            .as_ref()
+        max_stream_duration: opts
             .and_then(|o| o.max_stream_duration.as_ref())
             .map(|d| d.0)
             .filter(|d| !d.is_zero()),
+        conn_timeouts: ConnTimeouts {
+            idle: match opts.and_then(|o| o.idle_timeout.as_ref()) {
+                None => Some(DEFAULT_HCM_IDLE_TIMEOUT),
+                Some(d) if d.0.is_zero() => None,
+                Some(d) => Some(d.0),
+            },
+            max_duration: opts
+                .and_then(|o| o.max_connection_duration.as_ref())
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero()),
+        },
     })
 }
 
@@ -333,8 +369,8 @@ mod tests {
             "unknown value",
         );
         expect_err(
-            &with_hcm("common_http_protocol_options: { idle_timeout: 1s }"),
-            &format!("{cp}.idle_timeout"),
+            &with_hcm("common_http_protocol_options: { max_requests_per_connection: 1 }"),
+            &format!("{cp}.max_requests_per_connection"),
             "not supported",
         );
         expect_err(

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
-    hcm_request::{HeadLimits, PathNormalization, ServerHeader, StripPort},
+    hcm_request::{ConnTimeouts, HeadLimits, PathNormalization, ServerHeader, StripPort},
     ClusterRef, ListenerRef,
 };
 use crate::route::{RouteTable, WeightedClusters};
@@ -178,6 +178,8 @@ pub struct HttpConnectionManager {
     /// whose response has not started by then gets 504 `downstream duration timeout`; a
     /// response body still streaming then is reset.
     pub max_stream_duration: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout` / `.max_connection_duration`.
+    pub conn_timeouts: ConnTimeouts,
 }
 
 /// One `upgrade_configs[]` entry.

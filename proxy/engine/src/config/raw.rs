@@ -300,6 +300,8 @@ pub(crate) struct RawHttpProtocolOptions {
     pub max_headers_count: Option<u32>,
     pub headers_with_underscores_action: Option<String>,
     pub max_stream_duration: Option<PbDuration>,
+    pub idle_timeout: Option<PbDuration>,
+    pub max_connection_duration: Option<PbDuration>,
 }
 
 /// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).

@@ -144,8 +144,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "add_user_agent",
     "max_requests_per_connection",
     // HttpProtocolOptions (common_http_protocol_options)
-    "idle_timeout",
-    "max_connection_duration",
     "max_response_headers_kb",
     // FileAccessLog / AccessLog
     "format",

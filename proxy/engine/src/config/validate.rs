@@ -435,6 +435,7 @@ fn hcm(
         generate_request_id: opts.generate_request_id,
         always_set_request_id_in_response: opts.always_set_request_id_in_response,
         max_stream_duration: opts.max_stream_duration,
+        conn_timeouts: opts.conn_timeouts,
     })
 }
 
