@@ -8,7 +8,6 @@
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
 //!   upstream server saw it; `host` is only in `up.host`).
 //!
-//! The response's `server` header is not compared ([`IGNORED_RESPONSE`]).
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
 //! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
@@ -45,9 +44,10 @@ pub type Observation = BTreeMap<String, String>;
 pub const PRESENCE_ONLY_RESPONSE: &[&str] =
     &["date", "x-envoy-upstream-service-time", "x-request-id"];
 
-/// Response headers left out of the comparison altogether: `server` names the product (Envoy
-/// sends `server: envoy`; sluice need not pretend to be Envoy).
-pub const IGNORED_RESPONSE: &[&str] = &["server"];
+/// Response headers left out of the comparison altogether (none: `server` is compared, since
+/// `server_name` and `server_header_transformation` decide it, and sluice's default is Envoy's
+/// `server: envoy`).
+pub const IGNORED_RESPONSE: &[&str] = &[];
 
 /// Upstream request headers whose value differs run to run: only their presence is compared.
 pub const PRESENCE_ONLY_UPSTREAM: &[&str] = &["x-request-id"];
@@ -160,6 +160,17 @@ fn run_one(
 ) -> RunResult {
     // sluice with the data path's route lines, for the explain agreement check.
     let log = Some(agreement::LOG_FILTER);
+    // `{{listener}}` in a request's target or Host (e.g. the port `strip_matching_host_port`
+    // strips).
+    let mut case = case.clone();
+    let port = listener.to_string();
+    for r in &mut case.requests {
+        r.path = r.path.replace("{{listener}}", &port);
+        if let Some(h) = r.host.as_mut() {
+            *h = h.replace("{{listener}}", &port);
+        }
+    }
+    let case = &case;
     let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log)?;
     let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
@@ -190,6 +201,9 @@ fn run_one(
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
         };
+        if let Some(ms) = r.pause_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let reused = if r.reuse { conn.take() } else { None };
         let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
             conn = Some(s);

@@ -12,6 +12,7 @@ mod duration;
 mod dynamic;
 #[cfg(test)]
 mod dynamic_tests;
+mod hcm_request;
 mod listener;
 mod path;
 pub(crate) mod raw;
@@ -42,6 +43,11 @@ pub use cluster::{
     DEFAULT_RING_HASH_MIN_SIZE,
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
+pub use hcm_request::{
+    ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,
+    ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,
+    DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_SERVER_NAME,
+};
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,
     NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig, DEFAULT_STREAM_IDLE_TIMEOUT,

@@ -11,15 +11,19 @@
 //! route rewrites it.
 
 pub mod access_log;
+mod conn_timers;
 mod forward;
 mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
+mod limits;
 pub mod local_reply;
+mod normalize;
 pub(crate) mod preroute;
 pub mod retry;
 mod sanitize;
+mod server_header;
 mod target;
 mod upgrade;
 mod upgrade_policy;
@@ -64,10 +68,6 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type used for everything sent upstream or downstream.
 pub type Body = BoxBody<Bytes, BodyError>;
 
-/// Envoy's default max_request_headers_kb (60 KiB): larger request heads get 431.
-pub const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
-/// Envoy's default max_headers_count.
-pub const MAX_HEADERS_COUNT: usize = 100;
 /// Time allowed to receive a request's headers when the HCM sets no `request_timeout`
 /// (slowloris guard; Envoy's request_headers_timeout is off by default, hyper's default is 30 s).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,6 +197,13 @@ pub async fn serve<I, F>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
+    // The head limits of the HCM the connection starts with (hyper's are set above them so the
+    // exact check, `limits::check`, decides and answers as Envoy).
+    let (head_limits, timeouts) = current()
+        .map(|h| (h.cfg.head_limits, h.cfg.conn_timeouts))
+        .unwrap_or_default();
+    let activity = conn_timers::Activity::new();
+    let streams = activity.clone();
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
     // timer starts at the first byte, and the h2 preface has none).
@@ -208,27 +215,42 @@ pub async fn serve<I, F>(
         }
         let hcm = current();
         let observer = observer.clone();
+        // The stream is active (no idle timer) until its response body is done.
+        let stream = timeouts.idle.is_some().then(|| streams.begin());
+        let streams = streams.clone();
         async move {
             let Some(hcm) = hcm else {
                 return Ok::<_, Infallible>(chain_gone(req.version()));
             };
-            let (resp, flag) = handle(hcm, conn, req).await;
+            let h2 = req.version() == Version::HTTP_2;
+            if h2 {
+                streams.h2.store(true, Ordering::Relaxed);
+            }
+            let (mut resp, flag) = handle(hcm, conn, req).await;
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
-            Ok::<_, Infallible>(resp)
+            // A draining HTTP/1 connection closes after this response (Envoy's drain).
+            if !h2 && streams.draining.load(Ordering::Relaxed) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(match stream {
+                Some(g) => resp.map(|b| conn_timers::Activity::track(b, g)),
+                None => resp,
+            })
         }
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_REQUEST_HEADERS_BYTES)
-        .max_headers(MAX_HEADERS_COUNT)
+        .max_buf_size(limits::hyper_buf_size(&head_limits))
+        .max_headers(limits::hyper_max_headers(&head_limits))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+        .max_header_list_size(head_limits.max_request_headers_bytes as u32);
     let b = match codec {
         config::CodecType::Auto => b,
         config::CodecType::Http1 => b.http1_only(),
@@ -237,14 +259,38 @@ pub async fn serve<I, F>(
     let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
-    let result = tokio::select! {
-        r = &mut c => r,
-        () = tokio::time::sleep(header_timeout) => {
-            if !first_request.load(Ordering::Relaxed) {
-                tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
-                return;
+    let header_deadline = tokio::time::sleep(header_timeout);
+    tokio::pin!(header_deadline);
+    let drain_end = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_end);
+    let (mut header_checked, mut draining, mut closing) = (false, false, false);
+    let result = loop {
+        tokio::select! {
+            r = &mut c => break r,
+            () = &mut header_deadline, if !header_checked => {
+                header_checked = true;
+                if !first_request.load(Ordering::Relaxed) {
+                    tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
+                    return;
+                }
             }
-            c.await
+            // `idle_timeout` / `max_connection_duration`: Envoy's drain (module conn_timers).
+            () = activity.expired(timeouts), if !draining => {
+                draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                if activity.h2.load(Ordering::Relaxed) {
+                    closing = true;
+                    c.as_mut().graceful_shutdown();
+                } else {
+                    drain_end
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + conn_timers::DRAIN_TIMEOUT);
+                }
+            }
+            () = &mut drain_end, if draining && !closing => {
+                closing = true;
+                c.as_mut().graceful_shutdown();
+            }
         }
     };
     if let Err(e) = result {
@@ -339,18 +385,47 @@ impl Outcome {
     }
 }
 
-/// A 4xx local reply for a request refused before routing (counted, `server: envoy`;
-/// `connection: close` when the request cannot be followed on this connection).
-fn refuse_before_routing(hcm: &Hcm, status: u16, body: &str, close: bool) -> Response<Body> {
-    hcm.stats.downstream_rq_4xx.inc();
-    let mut r = local_reply::reply(status, body);
+/// A local reply for a request refused before routing (counted; `connection: close` when the
+/// request cannot be followed on this connection; `location` for a path redirect).
+fn refuse_before_routing(
+    hcm: &Hcm,
+    r: &preroute::Refused,
+    body: &str,
+    close: bool,
+) -> Response<Body> {
+    let status = r.status();
+    if status < 400 {
+        hcm.stats.downstream_rq_3xx.inc();
+    } else {
+        hcm.stats.downstream_rq_4xx.inc();
+    }
+    let mut r2 = local_reply::reply(status, body);
+    if let preroute::Refused::PathRedirect(p) = r {
+        if let Ok(v) = HeaderValue::from_str(p) {
+            r2.headers_mut().insert(header::LOCATION, v);
+        }
+    }
     if close {
-        r.headers_mut()
+        r2.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    r.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("envoy"));
-    r
+    server_header::apply(&hcm.cfg.server_header, r2.headers_mut());
+    r2
+}
+
+/// The HCM's `max_stream_duration` on a forwarded stream: a response not started by `deadline`
+/// becomes Envoy's 504 `downstream duration timeout` (DT); a body still streaming then is reset.
+async fn with_deadline(
+    run: impl std::future::Future<Output = Outcome>,
+    deadline: Instant,
+) -> Outcome {
+    match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(o) => Outcome {
+            resp: o.resp.map(|b| idle::IdleBody::until(b, deadline.into())),
+            ..o
+        },
+        Err(_) => Outcome::local(Flag::DurationTimeout),
+    }
 }
 
 /// Handles one request end to end; the flag is Envoy's response flag of the outcome.
@@ -371,9 +446,10 @@ pub async fn handle(
             preroute::Refused::Target(t) => (t.body, true),
             // An upgrade refusal keeps the connection when no body is left to skip.
             preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
-            preroute::Refused::MissingHost => ("", true),
+            preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
+            preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
-        let resp = refuse_before_routing(&hcm, r.status(), body, close);
+        let resp = refuse_before_routing(&hcm, &r, body, close);
         hcm.istio.unknown().record(
             r.status(),
             Flag::None,
@@ -389,6 +465,12 @@ pub async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // `always_set_request_id_in_response`: the id as it goes upstream (a shared-bytes clone).
+    let response_id = hcm
+        .cfg
+        .always_set_request_id_in_response
+        .then(|| req.headers().get("x-request-id").cloned())
+        .flatten();
     let log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),
@@ -506,7 +588,11 @@ pub async fn handle(
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
-                    forward::run(cluster, plan, conn, fmt, req).await
+                    let run = forward::run(cluster, plan, conn, fmt, req);
+                    match hcm.cfg.max_stream_duration {
+                        None => run.await,
+                        Some(d) => with_deadline(run, start + d).await,
+                    }
                 }
             },
         }
@@ -527,9 +613,11 @@ pub async fn handle(
     } else {
         *resp.version_mut() = Version::HTTP_2;
     }
-    // Envoy's defaults: server_name "envoy", server_header_transformation OVERWRITE.
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("envoy"));
+    // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
+    server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
+    if let Some(id) = response_id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
     let status = resp.status().as_u16();
     match status {
         200..=299 => hcm.stats.downstream_rq_2xx.inc(),

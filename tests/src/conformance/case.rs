@@ -84,6 +84,9 @@ pub struct CaseRequest {
     pub reuse: bool,
     /// Instead of `body`: this many bytes of [`super::upstream::pattern`].
     pub body_size: Option<usize>,
+    /// Wait this long before sending (connection timers: `idle_timeout`,
+    /// `max_connection_duration`).
+    pub pause_ms: Option<u64>,
     /// Observations Envoy must show (key -> value), checked so a case provably tests what it says.
     #[serde(default)]
     pub expect: BTreeMap<String, String>,

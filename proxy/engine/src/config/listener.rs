@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use super::{ClusterRef, ListenerRef};
+use super::{
+    hcm_request::{ConnTimeouts, HeadLimits, PathNormalization, ServerHeader, StripPort},
+    ClusterRef, ListenerRef,
+};
 use crate::route::{RouteTable, WeightedClusters};
 
 /// Envoy's default `stream_idle_timeout` of the http_connection_manager (5 minutes).
@@ -156,6 +159,27 @@ pub struct HttpConnectionManager {
     pub preserve_external_request_id: bool,
     /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
+    /// `strip_matching_host_port` / `strip_any_host_port`.
+    pub strip_port: StripPort,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path_normalization: PathNormalization,
+    /// `server_name`, `server_header_transformation`.
+    pub server_header: ServerHeader,
+    /// `max_request_headers_kb`, `common_http_protocol_options.max_headers_count` and
+    /// `.headers_with_underscores_action`.
+    pub head_limits: HeadLimits,
+    /// `generate_request_id` (default true): add an `x-request-id` when absent (and replace an
+    /// external one under `use_remote_address`); false: never.
+    pub generate_request_id: bool,
+    /// `always_set_request_id_in_response` (default false): copy the request's `x-request-id`
+    /// into every response.
+    pub always_set_request_id_in_response: bool,
+    /// `common_http_protocol_options.max_stream_duration` (`None`: unset or `0s`): a stream
+    /// whose response has not started by then gets 504 `downstream duration timeout`; a
+    /// response body still streaming then is reset.
+    pub max_stream_duration: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout` / `.max_connection_duration`.
+    pub conn_timeouts: ConnTimeouts,
 }
 
 /// One `upgrade_configs[]` entry.

@@ -279,6 +279,29 @@ pub(crate) struct RawHcm {
     pub preserve_external_request_id: Option<bool>,
     #[serde(default)]
     pub upgrade_configs: Vec<RawUpgradeConfig>,
+    pub strip_matching_host_port: Option<bool>,
+    pub strip_any_host_port: Option<bool>,
+    pub normalize_path: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub path_with_escaped_slashes_action: Option<String>,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<String>,
+    pub generate_request_id: Option<bool>,
+    pub always_set_request_id_in_response: Option<bool>,
+    pub max_request_headers_kb: Option<u32>,
+    pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
+}
+
+/// `common_http_protocol_options` (HttpProtocolOptions; the timeouts and the other fields are
+/// not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpProtocolOptions {
+    pub max_headers_count: Option<u32>,
+    pub headers_with_underscores_action: Option<String>,
+    pub max_stream_duration: Option<PbDuration>,
+    pub idle_timeout: Option<PbDuration>,
+    pub max_connection_duration: Option<PbDuration>,
 }
 
 /// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).

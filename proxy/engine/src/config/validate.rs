@@ -348,6 +348,7 @@ fn hcm(
     p: &FieldPath,
     clusters: &HashSet<String>,
 ) -> Result<HttpConnectionManager, ConfigError> {
+    let opts = super::hcm_request::parse(&raw, p)?;
     let stat_prefix = raw
         .stat_prefix
         .ok_or_else(|| p.field("stat_prefix").err("required"))?;
@@ -427,6 +428,14 @@ fn hcm(
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         upgrade_configs,
+        strip_port: opts.strip_port,
+        path_normalization: opts.path,
+        server_header: opts.server_header,
+        head_limits: opts.head_limits,
+        generate_request_id: opts.generate_request_id,
+        always_set_request_id_in_response: opts.always_set_request_id_in_response,
+        max_stream_duration: opts.max_stream_duration,
+        conn_timeouts: opts.conn_timeouts,
     })
 }
 

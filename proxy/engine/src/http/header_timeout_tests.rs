@@ -31,7 +31,9 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
         conn,
         codec,
         TIMEOUT,
-        || -> Option<Arc<Hcm>> { unreachable!("no request is ever sent") },
+        // Asked once at accept for the head limits (none: Envoy's defaults); no request is
+        // ever sent.
+        || -> Option<Arc<Hcm>> { None },
         None,
     );
     tokio::time::timeout(Duration::from_secs(5), served)

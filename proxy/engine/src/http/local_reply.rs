@@ -33,6 +33,8 @@ pub enum Flag {
     StreamIdleTimeout,
     /// DPE: the downstream request had an HTTP protocol error (e.g. malformed chunked body).
     DownstreamProtocolError,
+    /// DT: the HCM's `max_stream_duration` passed before the response started.
+    DurationTimeout,
 }
 
 impl Flag {
@@ -56,6 +58,7 @@ impl Flag {
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
             Flag::StreamIdleTimeout => "SI",
+            Flag::DurationTimeout => "DT",
             Flag::DownstreamProtocolError => "DPE",
         }
     }
@@ -111,6 +114,7 @@ pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
 pub fn for_flag(flag: Flag) -> Response<Body> {
     match flag {
         Flag::StreamIdleTimeout => reply(504, "stream timeout"),
+        Flag::DurationTimeout => reply(504, "downstream duration timeout"),
         Flag::DownstreamProtocolError => {
             // Envoy's codec error reply: 400, and the connection is not reused.
             let mut r = reply(400, "Bad Request");

@@ -1,13 +1,16 @@
-//! The steps a request goes through before anything goes upstream. [`before_routing`] (missing
-//! Host, request-target checks, upgrade policy, header sanitation, `x-request-id`) is the one
+//! The steps a request goes through before anything goes upstream. [`before_routing`] (head
+//! limits, missing Host, request-target checks, upgrade policy, header sanitation,
+//! `x-request-id`, the HCM's path options and Host port stripping) is the one
 //! implementation: [`super::handle`] calls it. [`preroute`] adds route selection, the forward plan
 //! and the route's header mutations as one pure function over any body type, so a test or the
 //! fuzz target `route` (fuzz/, docs/fuzzing.md) can drive them with arbitrary requests.
 //! [`for_explain`] runs [`before_routing`] for `sluice explain`, so it routes what the router sees.
 
-use http::{header, HeaderMap, HeaderValue, Request, Version};
+use http::{header, HeaderMap, HeaderValue, Request, Uri, Version};
 
-use super::{forward, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo};
+use super::{
+    forward, limits, normalize, sanitize, target, upgrade_policy, uuid_v4, Authority, ConnInfo,
+};
 use crate::{
     config,
     route::{format::FormatContext, HeaderMutations, RequestView, Selection},
@@ -17,10 +20,15 @@ use crate::{
 pub(super) enum Refused {
     /// HTTP/1.1 without Host (Envoy's codec: 400).
     MissingHost,
-    /// CONNECT, authority-form targets ([`target::normalize`]).
+    /// CONNECT, authority-form targets ([`target::normalize`]); a head over the HCM's limits
+    /// or with a refused underscore ([`limits::check`]).
     Target(target::Refusal),
     /// An upgrade `upgrade_configs` does not enable (403).
     Upgrade,
+    /// A path the HCM's path options refuse (400, connection closed).
+    Path,
+    /// `UNESCAPE_AND_REDIRECT` found an escaped slash: 307 to this path.
+    PathRedirect(String),
 }
 
 impl Refused {
@@ -30,20 +38,24 @@ impl Refused {
             Refused::MissingHost => 400,
             Refused::Target(r) => r.status,
             Refused::Upgrade => 403,
+            Refused::Path => 400,
+            Refused::PathRedirect(_) => 307,
         }
     }
 }
 
 /// The steps before routing, in Envoy's order, shared by [`super::handle`] and [`preroute`]:
 /// the missing-Host refusal, the request-target checks (CONNECT, authority form, userinfo,
-/// repeated Host), the upgrade policy, header sanitation and `x-request-id` (regenerated for
-/// external requests under `use_remote_address` unless `preserve_external_request_id`).
+/// repeated Host), the upgrade policy, header sanitation, `x-request-id` (regenerated for
+/// external requests under `use_remote_address` unless `preserve_external_request_id`), then
+/// the path options and the Host's port ([`normalize`]).
 pub(super) fn before_routing<B>(
     cfg: &config::HttpConnectionManager,
     conn: &ConnInfo,
     scheme: &'static str,
     req: &mut Request<B>,
 ) -> Result<(), Refused> {
+    limits::check(&cfg.head_limits, req).map_err(Refused::Target)?;
     let version = req.version();
     if version == Version::HTTP_11
         && req.uri().authority().is_none()
@@ -63,13 +75,62 @@ pub(super) fn before_routing<B>(
     let h = req.headers_mut();
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
     // Envoy regenerates an external request's id unless `preserve_external_request_id`.
+    // `generate_request_id: false` neither adds nor replaces one.
     let distrust_id = cfg.use_remote_address && !cfg.preserve_external_request_id;
-    if distrust_id || !h.contains_key("x-request-id") {
+    if cfg.generate_request_id && (distrust_id || !h.contains_key("x-request-id")) {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }
     }
+    normalize_path(&cfg.path_normalization, req)?;
+    strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);
     Ok(())
+}
+
+/// The HCM's path options on `req`'s path (the URI is replaced only when the path changes).
+fn normalize_path<B>(cfg: &config::PathNormalization, req: &mut Request<B>) -> Result<(), Refused> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let new = match normalize::path(cfg, pq) {
+        normalize::PathVerdict::Keep => return Ok(()),
+        normalize::PathVerdict::Reject => return Err(Refused::Path),
+        normalize::PathVerdict::Redirect(p) => return Err(Refused::PathRedirect(p)),
+        normalize::PathVerdict::Rewrite(p) => p,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(new.try_into().map_err(|_| Refused::Path)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refused::Path)?;
+    Ok(())
+}
+
+/// `strip_matching_host_port` / `strip_any_host_port` on the `:authority` (HTTP/2) or Host.
+fn strip_host_port<B>(mode: config::StripPort, local_port: u16, req: &mut Request<B>) {
+    if mode == config::StripPort::Keep {
+        return;
+    }
+    if let Some(a) = req.uri().authority() {
+        let Some(host) = normalize::strip_port(mode, a.as_str(), local_port) else {
+            return;
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = host.parse().ok();
+        if let Ok(u) = Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+        return;
+    }
+    let Some(v) = req.headers().get(header::HOST) else {
+        return;
+    };
+    let Some(host) = v
+        .to_str()
+        .ok()
+        .and_then(|h| normalize::strip_port(mode, h, local_port))
+    else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(host) {
+        req.headers_mut().insert(header::HOST, v);
+    }
 }
 
 /// The steps before routing for `sluice explain`: `req` as routing sees it (headers sanitized,
@@ -86,6 +147,8 @@ pub fn for_explain<B>(
             Refused::Target(t) if t.body.is_empty() => "CONNECT (no route takes it)".to_string(),
             Refused::Target(t) => format!("request target or Host refused ({})", t.body),
             Refused::Upgrade => "an upgrade upgrade_configs does not enable".to_string(),
+            Refused::Path => "path refused by the HCM's path normalization".to_string(),
+            Refused::PathRedirect(p) => format!("escaped slashes: redirected to {p}"),
         };
         (r.status(), why)
     })?;
@@ -258,5 +321,61 @@ mod tests {
         assert!(h.contains_key("x-request-id"));
         assert!(!h.contains_key("x-drop") && !h.contains_key("connection"));
         assert!(!h.contains_key("x-envoy-retry-on"));
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use http::{Request, Version};
+
+    use super::*;
+    use crate::config::{EscapedSlashes, StripPort};
+
+    fn h2(uri: &str) -> Request<()> {
+        Request::builder()
+            .version(Version::HTTP_2)
+            .uri(uri)
+            .body(())
+            .unwrap()
+    }
+
+    /// HTTP/2 carries the host in `:authority` (the URI): both rewrites keep the rest of it.
+    #[test]
+    fn h2_authority_port_and_path() {
+        let mut r = h2("http://example.com:8080/a/%2E%2e/b//c?q=%2F");
+        let path = config::PathNormalization {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
+        };
+        assert!(normalize_path(&path, &mut r).is_ok());
+        strip_host_port(StripPort::Matching, 8080, &mut r);
+        assert_eq!(r.uri().to_string(), "http://example.com/b/c?q=%2F");
+        let mut r = h2("http://[::1]:9/x");
+        strip_host_port(StripPort::Matching, 8080, &mut r);
+        assert_eq!(r.uri().authority().unwrap().as_str(), "[::1]:9");
+        strip_host_port(StripPort::Any, 8080, &mut r);
+        assert_eq!(r.uri().authority().unwrap().as_str(), "[::1]");
+    }
+
+    #[test]
+    fn refusals() {
+        let reject = config::PathNormalization {
+            escaped_slashes: EscapedSlashes::Reject,
+            ..Default::default()
+        };
+        let mut r = h2("http://a/x%2fy");
+        assert!(matches!(
+            normalize_path(&reject, &mut r),
+            Err(Refused::Path)
+        ));
+        let redirect = config::PathNormalization {
+            escaped_slashes: EscapedSlashes::Redirect,
+            ..Default::default()
+        };
+        match normalize_path(&redirect, &mut r) {
+            Err(Refused::PathRedirect(p)) => assert_eq!(p, "/x/y"),
+            _ => panic!("no redirect"),
+        }
     }
 }

@@ -18,7 +18,7 @@ pub(crate) struct Refusal {
     pub(crate) body: &'static str,
 }
 
-const BAD_REQUEST: Refusal = Refusal {
+pub(crate) const BAD_REQUEST: Refusal = Refusal {
     status: 400,
     body: "Bad Request",
 };

@@ -17,7 +17,7 @@ pub const BUCKETS_MS: [f64; 19] = [
 pub const SLOTS: usize = 32;
 
 /// Every response flag, indexed by its key bits.
-const FLAGS: [Flag; 12] = [
+const FLAGS: [Flag; 13] = [
     Flag::None,
     Flag::NoRoute,
     Flag::NoCluster,
@@ -30,6 +30,7 @@ const FLAGS: [Flag; 12] = [
     Flag::DownstreamTermination,
     Flag::StreamIdleTimeout,
     Flag::DownstreamProtocolError,
+    Flag::DurationTimeout,
 ];
 
 /// Set in every used key, so 0 means "free slot".

@@ -1,0 +1,149 @@
+//! The HCM's connection timers (`common_http_protocol_options.idle_timeout` and
+//! `.max_connection_duration`), as Envoy's connection manager runs them: the idle timer runs
+//! while the connection has no active stream (from accept, and again from the end of each
+//! response), the duration timer from accept. Either one firing starts Envoy's drain: HTTP/1
+//! responses from then on carry `connection: close` (so the connection closes after the next
+//! one; observed against Envoy: `hcm_idle_timeout`, `hcm_max_connection_duration`), and the
+//! connection is closed after [`DRAIN_TIMEOUT`]; an HTTP/2 connection gets its GOAWAY at once
+//! (hyper's `graceful_shutdown`).
+//!
+//! A stream is active from the request's arrival until its response body has been sent (or
+//! dropped): [`Activity::track`] wraps the response body with the guard that ends it.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http_body_util::BodyExt;
+use tokio::{sync::Notify, time::Instant};
+
+use super::Body;
+use crate::config::ConnTimeouts;
+
+/// Envoy's default HCM `drain_timeout`: how long a draining HTTP/1 connection may still carry a
+/// request (answered with `connection: close`).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Active streams of a connection and when it last became idle.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    /// Set when a timer fired: responses close the connection.
+    pub(crate) draining: AtomicBool,
+    /// Whether the connection speaks HTTP/2 (drained with a GOAWAY at once).
+    pub(crate) h2: AtomicBool,
+    active: AtomicUsize,
+    /// Milliseconds from `start` to the moment the last stream ended.
+    idle_since_ms: AtomicU64,
+    became_idle: Notify,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            draining: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            became_idle: Notify::new(),
+        })
+    }
+
+    /// A stream starts; the returned guard ends it when dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> Guard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Guard(self.clone())
+    }
+
+    /// `body` with `guard` kept until the body ends or is dropped.
+    pub(crate) fn track(body: Body, guard: Guard) -> Body {
+        body.map_frame(move |f| {
+            let _ = &guard;
+            f
+        })
+        .boxed()
+    }
+
+    /// Resolves when `timeouts` say the connection should close.
+    pub(crate) async fn expired(&self, timeouts: ConnTimeouts) {
+        let end = timeouts.max_duration.map(|d| self.start + d);
+        loop {
+            // Registered before reading the state, so an end of stream in between still wakes.
+            let notified = self.became_idle.notified();
+            let idle_at = match (timeouts.idle, self.active.load(Ordering::Acquire)) {
+                (Some(idle), 0) => {
+                    let since = self.idle_since_ms.load(Ordering::Acquire);
+                    Some(self.start + Duration::from_millis(since) + idle)
+                }
+                _ => None,
+            };
+            let at = match (idle_at, end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match at {
+                Some(at) if Instant::now() >= at => return,
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = notified => {}
+                },
+                None => notified.await,
+            }
+        }
+    }
+}
+
+/// Ends a stream when dropped.
+#[derive(Debug)]
+pub(crate) struct Guard(Arc<Activity>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = a.start.elapsed().as_millis() as u64;
+        a.idle_since_ms.store(ms, Ordering::Release);
+        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.became_idle.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn idle_timer_runs_only_without_streams() {
+        let a = Activity::new();
+        let t = ConnTimeouts {
+            idle: Some(100 * MS),
+            max_duration: None,
+        };
+        let g = a.begin();
+        let waited = tokio::time::timeout(300 * MS, a.expired(t)).await;
+        assert!(waited.is_err(), "no idle expiry while a stream is active");
+        drop(g);
+        let start = Instant::now();
+        a.expired(t).await;
+        assert!(start.elapsed() >= 90 * MS, "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn max_duration_fires_even_when_busy() {
+        let a = Activity::new();
+        let t = ConnTimeouts {
+            idle: None,
+            max_duration: Some(100 * MS),
+        };
+        let _g = a.begin();
+        a.expired(t).await;
+        assert!(a.start.elapsed() >= 100 * MS);
+    }
+}
