@@ -8,6 +8,7 @@
 mod build;
 mod build_headers;
 mod build_match;
+mod build_weighted;
 mod describe;
 pub mod explain;
 pub mod format;
@@ -25,7 +26,7 @@ pub use headers::{
     AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
 };
 pub use matcher::{
-    HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, StringMatcher,
+    HeaderMatchKind, HeaderMatcher, Int64Range, PathMatch, QueryParameterMatcher, StringMatcher,
 };
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
@@ -134,6 +135,27 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     /// `query_parameters[]`: all must match.
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `runtime_fraction.default_value` (the runtime key is a no-op): the route matches when
+    /// the request's random value modulo the denominator is below the numerator.
+    pub runtime_fraction: Option<FractionalPercent>,
+    /// `grpc`: the request's `content-type` is `application/grpc` or `application/grpc+...`.
+    pub grpc: bool,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FractionalPercent {
+    /// `numerator`.
+    pub numerator: u32,
+    /// `denominator` as a number: 100, 10000 or 1000000.
+    pub denominator: u32,
+}
+
+impl FractionalPercent {
+    /// Envoy's `evaluateFractionalPercent`: `random % denominator < numerator`.
+    pub fn holds(&self, random: u64) -> bool {
+        random % u64::from(self.denominator) < u64::from(self.numerator)
+    }
 }
 
 /// What a matched route does.
@@ -189,9 +211,29 @@ pub struct WeightedClusters {
     pub clusters: Vec<WeightedCluster>,
     /// Sum of the weights (> 0).
     pub total_weight: u64,
+    /// `header_name`: a single-valued request header holding a number replaces the random
+    /// value of the pick.
+    pub random_header: Option<String>,
 }
 
 impl WeightedClusters {
+    /// The random value of the pick: `header_name`'s value when the request has exactly one
+    /// such header holding a decimal u64 (Envoy's `absl::SimpleAtoi`), else `random`.
+    pub fn random_value<H: HeaderLookup + ?Sized>(&self, headers: &H, random: u64) -> u64 {
+        let Some(name) = &self.random_header else {
+            return random;
+        };
+        let (mut count, mut parsed) = (0, None);
+        headers.for_each_value(name, &mut |v| {
+            count += 1;
+            parsed = v.trim_ascii().parse::<u64>().ok();
+        });
+        match (count, parsed) {
+            (1, Some(v)) => v,
+            _ => random,
+        }
+    }
+
     /// Envoy's pick: `random % total_weight` falls in one cluster's cumulative weight range.
     pub fn pick(&self, random: u64) -> &WeightedCluster {
         let mut value = random % self.total_weight;
@@ -209,8 +251,13 @@ impl WeightedClusters {
 /// `weighted_clusters.clusters[]`.
 #[derive(Debug, Clone)]
 pub struct WeightedCluster {
-    /// `name`.
+    /// `name` (empty when `cluster_header` is set).
     pub name: ClusterRef,
+    /// `cluster_header`: the (lower-case) request header naming the cluster.
+    pub cluster_header: Option<String>,
+    /// `host_rewrite_literal`: the Host set right after this cluster's request headers, before
+    /// the route-level mutations (no `x-envoy-original-host`, as Envoy).
+    pub host_rewrite: Option<String>,
     /// `weight`.
     pub weight: u32,
     /// `request_headers_to_add` / `request_headers_to_remove` (applied before the route's).
@@ -236,7 +283,7 @@ impl RegexRewrite {
 }
 
 /// Host rewrite of a forwarded request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum HostRewrite {
     /// Keep the downstream host.
     #[default]
@@ -246,6 +293,11 @@ pub enum HostRewrite {
     /// `auto_host_rewrite: true`: the chosen endpoint's host name (STRICT_DNS) — the runtime
     /// applies it once the endpoint is known.
     Auto,
+    /// `host_rewrite_header`: the first value of this (lower-case) request header, read after
+    /// the request header mutations; absent or empty keeps the Host.
+    Header(String),
+    /// `host_rewrite_path_regex`: the path (without query) rewritten by the regex.
+    PathRegex(RegexRewrite),
 }
 
 /// `retry_policy`.

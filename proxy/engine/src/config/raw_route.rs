@@ -83,6 +83,48 @@ pub(crate) struct RawRouteMatch {
     pub headers: Vec<RawHeaderMatcher>,
     #[serde(default)]
     pub query_parameters: Vec<RawQueryParameterMatcher>,
+    pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
+    pub grpc: Option<RawGrpcRouteMatchOptions>,
+}
+
+/// `core.v3.RuntimeFractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntimeFractionalPercent {
+    pub default_value: Option<RawFractionalPercent>,
+    /// A runtime key: a documented no-op (sluice has no runtime layer, so the default applies,
+    /// as in Envoy without `layered_runtime`).
+    #[allow(dead_code)]
+    pub runtime_key: Option<String>,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFractionalPercent {
+    pub numerator: Option<u32>,
+    pub denominator: Option<String>,
+}
+
+/// `RouteMatch.GrpcRouteMatchOptions` (empty).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrpcRouteMatchOptions {}
+
+/// `type.v3.Int64Range` (proto3 JSON: an int64 is a number or a decimal string).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInt64Range {
+    pub start: Option<RawInt64>,
+    pub end: Option<RawInt64>,
+}
+
+/// An int64 as proto3 JSON writes it: a number or a decimal string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawInt64 {
+    Number(i64),
+    Text(String),
 }
 
 /// `type.matcher.v3.RegexMatcher`.
@@ -124,6 +166,7 @@ pub(crate) struct RawHeaderMatcher {
     pub suffix_match: Option<String>,
     pub contains_match: Option<String>,
     pub safe_regex_match: Option<RawRegexMatcher>,
+    pub range_match: Option<RawInt64Range>,
     pub invert_match: Option<bool>,
     pub treat_missing_header_as_empty: Option<bool>,
 }
@@ -167,6 +210,8 @@ pub(crate) struct RawRouteAction {
     pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
     pub host_rewrite_literal: Option<String>,
     pub auto_host_rewrite: Option<bool>,
+    pub host_rewrite_header: Option<String>,
+    pub host_rewrite_path_regex: Option<RawRegexMatchAndSubstitute>,
     pub timeout: Option<PbDuration>,
     pub idle_timeout: Option<PbDuration>,
     pub retry_policy: Option<RawRetryPolicy>,
@@ -180,8 +225,14 @@ pub(crate) struct RawRouteAction {
 pub(crate) struct RawWeightedClusters {
     #[serde(default)]
     pub clusters: Vec<RawClusterWeight>,
-    /// Deprecated in Envoy; if set it must equal the sum of the weights.
+    /// Deprecated in Envoy; if set (> 0) it must equal the sum of the weights.
     pub total_weight: Option<u32>,
+    /// A runtime key prefix: a documented no-op (no runtime layer, the configured weights
+    /// apply, as in Envoy without `layered_runtime`).
+    #[allow(dead_code)]
+    pub runtime_key_prefix: Option<String>,
+    /// The request header whose numeric value is the random value of the pick.
+    pub header_name: Option<String>,
 }
 
 /// `WeightedCluster.ClusterWeight`.
@@ -189,7 +240,9 @@ pub(crate) struct RawWeightedClusters {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClusterWeight {
     pub name: Option<String>,
+    pub cluster_header: Option<String>,
     pub weight: Option<u32>,
+    pub host_rewrite_literal: Option<String>,
     #[serde(default)]
     pub request_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]

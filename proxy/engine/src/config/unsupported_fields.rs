@@ -197,8 +197,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "non_forwarding_action",
     "filter_action",
     "stat_prefix",
-    "grpc",
-    "runtime_fraction",
     "tls_context",
     "dynamic_metadata",
     "connect_matcher",
@@ -206,13 +204,10 @@ const ENVOY_FIELDS: &[&str] = &[
     "filter_state",
     "cookies",
     // HeaderMatcher / StringMatcher / QueryParameterMatcher
-    "range_match",
     "custom",
     // RouteAction
     "cluster_specifier_plugin",
     "inline_cluster_specifier_plugin",
-    "host_rewrite_header",
-    "host_rewrite_path_regex",
     "append_x_forwarded_host",
     "path_rewrite_policy",
     "request_mirror_policies",
@@ -243,11 +238,8 @@ const ENVOY_FIELDS: &[&str] = &[
     "path",
     "attributes",
     // WeightedCluster
-    "runtime_key_prefix",
     "random_value_specifier",
-    "header_name",
-    "host_rewrite_literal",
-    "cluster_header",
+    "use_hash_policy",
     // Cluster
     "transport_socket_matches",
     "eds_cluster_config",

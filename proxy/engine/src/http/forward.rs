@@ -54,7 +54,10 @@ pub(crate) struct Plan {
     original_path: PathAndQuery,
     /// The rewritten path, when the route rewrote it.
     rewritten: Option<String>,
-    host_rewrite: Option<Option<String>>,
+    host_rewrite: Option<HostPlan>,
+    /// A weighted cluster's `host_rewrite_literal` and how many leading request header levels
+    /// (its own: 0 or 1) apply before it.
+    cluster_host: Option<(usize, String)>,
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
     timeout: Option<Duration>,
@@ -96,10 +99,15 @@ impl Plan {
                 std::borrow::Cow::Owned(p) => Some(p.clone()),
                 std::borrow::Cow::Borrowed(_) => None,
             },
-            host_rewrite: fwd.host_rewrite.map(|h| match h {
-                HostRewriteResult::Literal(s) => Some(s.to_string()),
-                HostRewriteResult::Auto => None,
+            host_rewrite: fwd.host_rewrite.as_ref().map(|h| match h {
+                HostRewriteResult::Literal(s) => HostPlan::Literal(s.to_string()),
+                HostRewriteResult::Computed(s) => HostPlan::Literal(s.clone()),
+                HostRewriteResult::Auto => HostPlan::Auto,
+                HostRewriteResult::Header(n) => HostPlan::Header(n.to_string()),
             }),
+            cluster_host: fwd
+                .cluster_host_rewrite
+                .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
             timeout: fwd.action.timeout,
@@ -112,6 +120,16 @@ impl Plan {
             hash,
         }
     }
+}
+
+/// The route's host rewrite, resolved per attempt by [`set_authority`].
+enum HostPlan {
+    /// `host_rewrite_literal` (or `host_rewrite_path_regex`'s result).
+    Literal(String),
+    /// `auto_host_rewrite`: the endpoint's host name.
+    Auto,
+    /// `host_rewrite_header`: this request header's first value after the mutations.
+    Header(String),
 }
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -202,6 +220,43 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Applies the request header levels in order; a weighted cluster's `host_rewrite_literal`
+/// sets the Host after that cluster's own level, so later levels' `%REQ(:authority)%` see it
+/// (Envoy's `WeightedClusterEntry::finalizeRequestHeaders`).
+fn apply_request_mutations(plan: &Plan, fmt: &FormatContext<'_>, parts: &mut Parts) {
+    let host = plan
+        .cluster_host
+        .as_ref()
+        .and_then(|(at, h)| Some((*at, HeaderValue::from_str(h).ok()?)));
+    // Operators read the request as it arrived: a snapshot, only for such configs.
+    let mut snapshot = plan
+        .req_mutations
+        .iter()
+        .any(HeaderMutations::has_format)
+        .then(|| parts.headers.clone());
+    for i in 0..=plan.req_mutations.len() {
+        if let Some((_, v)) = host.as_ref().filter(|(at, _)| *at == i) {
+            parts.headers.insert(header::HOST, v.clone());
+            if let Some(s) = snapshot.as_mut() {
+                s.insert(header::HOST, v.clone());
+            }
+        }
+        let Some(m) = plan.req_mutations.get(i) else {
+            break;
+        };
+        match &snapshot {
+            Some(s) => m.apply_with(
+                &mut parts.headers,
+                &FormatContext {
+                    request: Some(s),
+                    ..*fmt
+                },
+            ),
+            None => m.apply(&mut parts.headers),
+        }
+    }
+}
+
 /// Runs the forward path for one request.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
@@ -211,21 +266,7 @@ pub(crate) async fn run(
     req: Request<Incoming>,
 ) -> Outcome {
     let (mut parts, body) = req.into_parts();
-    if plan.req_mutations.iter().any(HeaderMutations::has_format) {
-        // Operators read the request as it arrived: a snapshot, only for such configs.
-        let snapshot = parts.headers.clone();
-        let ctx = FormatContext {
-            request: Some(&snapshot),
-            ..fmt
-        };
-        for m in &plan.req_mutations {
-            m.apply_with(&mut parts.headers, &ctx);
-        }
-    } else {
-        for m in &plan.req_mutations {
-            m.apply(&mut parts.headers);
-        }
-    }
+    apply_request_mutations(&plan, &fmt, &mut parts);
     let upgrade = is_upgrade(&parts);
     if !upgrade {
         strip_hop_by_hop(&mut parts.headers);
@@ -239,12 +280,24 @@ pub(crate) async fn run(
         Some(p) => p.parse().unwrap_or_else(|_| plan.original_path.clone()),
         None => plan.original_path.clone(),
     };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| super::header_str(&parts.headers, header::HOST))
-        .unwrap_or_default();
+    let authority = match &plan.cluster_host {
+        Some((_, h)) => h.clone(),
+        None => parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| super::header_str(&parts.headers, header::HOST))
+            .unwrap_or_default(),
+    };
+    // `host_rewrite_header` reads the header after the mutations, once per request.
+    let host_rewrite = match &plan.host_rewrite {
+        Some(HostPlan::Header(n)) => super::header_str(&parts.headers, n.as_str())
+            .filter(|v| !v.is_empty())
+            .map(HostPlan::Literal),
+        Some(HostPlan::Literal(l)) => Some(HostPlan::Literal(l.clone())),
+        Some(HostPlan::Auto) => Some(HostPlan::Auto),
+        None => None,
+    };
     if let Some(t) = plan.timeout {
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
         let t = per_try.map_or(t, |p| p.min(t));
@@ -282,7 +335,7 @@ pub(crate) async fn run(
             cluster.stats.upstream_cx_none_healthy.inc();
             return Outcome::local(Flag::NoHealthyUpstream);
         };
-        set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+        set_authority(&mut parts, &authority, &host, host_rewrite.as_ref());
         parts.uri = origin_form(&path);
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
@@ -312,7 +365,7 @@ pub(crate) async fn run(
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
             last_host = Some(host.addr).or(last_host);
-            set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+            set_authority(&mut parts, &authority, &host, host_rewrite.as_ref());
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -425,16 +478,11 @@ fn origin_form(path: &PathAndQuery) -> Uri {
 /// Sets the Host for an attempt on `host`: the literal rewrite, the endpoint's host name for
 /// `auto_host_rewrite` (an endpoint without one keeps the Host), else the request's. A rewrite
 /// adds `x-envoy-original-host` with the request's Host, as Envoy.
-fn set_authority(
-    parts: &mut Parts,
-    authority: &str,
-    host: &Host,
-    rewrite: Option<&Option<String>>,
-) {
+fn set_authority(parts: &mut Parts, authority: &str, host: &Host, rewrite: Option<&HostPlan>) {
     let value = match rewrite {
-        Some(Some(literal)) => Some(literal.as_str()),
-        Some(None) => host.hostname.as_deref(),
-        None => None,
+        Some(HostPlan::Literal(literal)) => Some(literal.as_str()),
+        Some(HostPlan::Auto) => host.hostname.as_deref(),
+        Some(HostPlan::Header(_)) | None => None,
     };
     let value = match value {
         Some(v) => {
