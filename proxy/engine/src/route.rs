@@ -19,7 +19,7 @@ mod select;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub(crate) use build::{build_route_table, build_weighted, KnownClusters, WeightedInput};
 pub use headers::{
@@ -301,7 +301,7 @@ pub enum HostRewrite {
 }
 
 /// `retry_policy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// `retry_on`, parsed.
     pub retry_on: RetryOn,
@@ -315,6 +315,17 @@ pub struct RetryPolicy {
     pub max_interval: Duration,
     /// `retriable_status_codes[]` (used with `retriable-status-codes`).
     pub retriable_status_codes: Vec<u16>,
+    /// `retriable_headers[]` (used with `retriable-headers`): a response with a header any of
+    /// them matches is retried.
+    pub retriable_headers: Arc<[HeaderMatcher]>,
+    /// `retriable_request_headers[]`: when not empty, only a request one of them matches is
+    /// retried at all.
+    pub retriable_request_headers: Arc<[HeaderMatcher]>,
+    /// `retry_host_predicate` `envoy.retry_host_predicates.previous_hosts`: a retry avoids the
+    /// hosts already tried, re-picking up to `host_selection_retry_max_attempts` times.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (default 1, as Envoy).
+    pub host_selection_max_attempts: u32,
 }
 
 /// The conditions of `retry_on` (a comma-separated list in Envoy).
@@ -332,6 +343,18 @@ pub struct RetryOn {
     pub retriable_4xx: bool,
     /// `retriable-status-codes`: the codes in `retriable_status_codes`.
     pub retriable_status_codes: bool,
+    /// `retriable-headers`: a response header matched by `retriable_headers`.
+    pub retriable_headers: bool,
+    /// `cancelled`: response header `grpc-status: 1`.
+    pub grpc_cancelled: bool,
+    /// `deadline-exceeded`: `grpc-status: 4`.
+    pub grpc_deadline_exceeded: bool,
+    /// `resource-exhausted`: `grpc-status: 8`.
+    pub grpc_resource_exhausted: bool,
+    /// `internal`: `grpc-status: 13`.
+    pub grpc_internal: bool,
+    /// `unavailable`: `grpc-status: 14`.
+    pub grpc_unavailable: bool,
 }
 
 /// `hash_policy[]`.

@@ -112,7 +112,7 @@ pub(crate) struct RawFractionalPercent {
 pub(crate) struct RawGrpcRouteMatchOptions {}
 
 /// `type.v3.Int64Range` (proto3 JSON: an int64 is a number or a decimal string).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawInt64Range {
     pub start: Option<RawInt64>,
@@ -120,7 +120,7 @@ pub(crate) struct RawInt64Range {
 }
 
 /// An int64 as proto3 JSON writes it: a number or a decimal string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum RawInt64 {
     Number(i64),
@@ -128,7 +128,7 @@ pub(crate) enum RawInt64 {
 }
 
 /// `type.matcher.v3.RegexMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegexMatcher {
     pub regex: Option<String>,
@@ -138,12 +138,12 @@ pub(crate) struct RawRegexMatcher {
 }
 
 /// `RegexMatcher.GoogleRE2` (deprecated; only the empty form is accepted).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGoogleRe2 {}
 
 /// `type.matcher.v3.StringMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStringMatcher {
     pub exact: Option<String>,
@@ -155,7 +155,7 @@ pub(crate) struct RawStringMatcher {
 }
 
 /// `HeaderMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderMatcher {
     pub name: Option<String>,
@@ -271,6 +271,21 @@ pub(crate) struct RawRetryPolicy {
     pub retry_back_off: Option<RawRetryBackOff>,
     #[serde(default)]
     pub retriable_status_codes: Vec<u32>,
+    #[serde(default)]
+    pub retriable_headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    pub retriable_request_headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    pub retry_host_predicate: Vec<RawRetryHostPredicate>,
+    pub host_selection_retry_max_attempts: Option<RawInt64>,
+}
+
+/// `RetryPolicy.RetryHostPredicate` (a typed extension: `name` + `typed_config`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryHostPredicate {
+    pub name: Option<String>,
+    pub typed_config: Option<serde_json::Value>,
 }
 
 /// `RetryPolicy.RetryBackOff`.

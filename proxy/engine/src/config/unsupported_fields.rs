@@ -223,11 +223,7 @@ const ENVOY_FIELDS: &[&str] = &[
     "retry_policy_typed_config",
     // RetryPolicy
     "retry_priority",
-    "retry_host_predicate",
     "retry_options_predicates",
-    "host_selection_retry_max_attempts",
-    "retriable_headers",
-    "retriable_request_headers",
     "rate_limited_retry_back_off",
     "per_try_idle_timeout",
     // HashPolicy

@@ -64,6 +64,8 @@ pub(crate) struct Plan {
     /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
     idle: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// `retriable_request_headers` allow retrying this request.
+    retry_allowed: bool,
     hash: Option<u64>,
 }
 
@@ -117,6 +119,7 @@ impl Plan {
                 None => stream_idle,
             },
             retry: fwd.action.retry_policy.clone(),
+            retry_allowed: fwd.retry_allowed,
             hash,
         }
     }
@@ -359,11 +362,16 @@ pub(crate) async fn run(
     let attempts = async {
         let mut retries_done = 0u32;
         let mut last_host: Option<SocketAddr> = None;
+        // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
+        let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
-            let Some(host) = cluster.choose_host(&lb) else {
+            let Some(host) = choose_retry_host(&cluster, &lb, plan.retry.as_ref(), &tried) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
+            if plan.retry.as_ref().is_some_and(|r| r.previous_hosts) {
+                tried.push(host.addr);
+            }
             last_host = Some(host.addr).or(last_host);
             set_authority(&mut parts, &authority, &host, host_rewrite.as_ref());
             let Some(b) = body.take() else {
@@ -395,7 +403,10 @@ pub(crate) async fn run(
             };
             cluster.record_outcome(&host, failed);
             let retry = plan.retry.as_ref().filter(|p| {
-                retries_done < p.num_retries && body.replayable() && retry::should_retry(p, outcome)
+                plan.retry_allowed
+                    && retries_done < p.num_retries
+                    && body.replayable()
+                    && retry::should_retry(p, outcome, result.as_ref().ok().map(|r| r.headers()))
             });
             if let Some(policy) = retry {
                 if cluster.retries_active.fetch_add(1, Ordering::Relaxed)
@@ -467,6 +478,27 @@ pub(crate) async fn run(
         }
         () = after(plan.idle) => Outcome::local(Flag::StreamIdleTimeout),
     }
+}
+
+/// Picks the host of an attempt: with the previous_hosts predicate, a host already tried is
+/// picked again up to `host_selection_retry_max_attempts` times, and the last pick stands
+/// (Envoy's `LoadBalancerContext::shouldSelectAnotherHost`).
+fn choose_retry_host(
+    cluster: &Cluster,
+    lb: &LbContext,
+    retry: Option<&RetryPolicy>,
+    tried: &[SocketAddr],
+) -> Option<Arc<Host>> {
+    let mut host = cluster.choose_host(lb)?;
+    if let Some(r) = retry.filter(|r| r.previous_hosts) {
+        for _ in 0..r.host_selection_max_attempts {
+            if !tried.contains(&host.addr) {
+                break;
+            }
+            host = cluster.choose_host(lb)?;
+        }
+    }
+    Some(host)
 }
 
 fn origin_form(path: &PathAndQuery) -> Uri {

@@ -1,11 +1,11 @@
 //! Compiles a raw `route_config` into a [`RouteTable`]: domain index, matchers (regexes
 //! compiled once), actions, header mutations; rejects what Envoy rejects, with field paths.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use super::{
     build_headers::mutations,
-    build_match::{compile_regex, route_match},
+    build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
     HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy,
@@ -15,8 +15,8 @@ use super::{
 };
 use crate::config::{
     raw_route::{
-        RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute, RawRouteAction,
-        RawRouteConfiguration, RawVirtualHost,
+        RawHeaderMatcher, RawInt64, RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute,
+        RawRouteAction, RawRouteConfiguration, RawVirtualHost,
     },
     ClusterRef, ConfigError, FieldPath,
 };
@@ -552,6 +552,18 @@ pub(super) fn header_name(h: &str, p: &FieldPath) -> Result<String, ConfigError>
     Ok(n)
 }
 
+/// `retry_host_predicate[].name` of Envoy's previous-hosts predicate.
+const PREVIOUS_HOSTS_NAME: &str = "envoy.retry_host_predicates.previous_hosts";
+/// Its `typed_config.@type`.
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// `host_selection_retry_max_attempts` (int64): negative counts as 0; bounded so a huge value
+/// cannot spin (each re-pick is one load balancer call).
+fn clamp_attempts(n: i64) -> u32 {
+    n.clamp(0, 1024) as u32
+}
+
 fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, ConfigError> {
     let mut on = RetryOn::default();
     for token in raw
@@ -569,16 +581,16 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
             "connect-failure" => on.connect_failure = true,
             "retriable-4xx" => on.retriable_4xx = true,
             "retriable-status-codes" => on.retriable_status_codes = true,
+            "retriable-headers" => on.retriable_headers = true,
+            "cancelled" => on.grpc_cancelled = true,
+            "deadline-exceeded" => on.grpc_deadline_exceeded = true,
+            "internal" => on.grpc_internal = true,
+            "resource-exhausted" => on.grpc_resource_exhausted = true,
+            "unavailable" => on.grpc_unavailable = true,
             "refused-stream"
             | "envoy-ratelimited"
-            | "retriable-headers"
             | "http3-post-connect-failure"
-            | "reset-before-request"
-            | "cancelled"
-            | "deadline-exceeded"
-            | "internal"
-            | "resource-exhausted"
-            | "unavailable" => {
+            | "reset-before-request" => {
                 return Err(p
                     .field("retry_on")
                     .unsupported(&format!("retry condition {token:?}")))
@@ -625,7 +637,53 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
             (base, max)
         }
     };
+    let matchers = |list: &[RawHeaderMatcher], f: &str| -> Result<Arc<[_]>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, m)| header_matcher(m, &p.field(f).index(i)))
+            .collect()
+    };
+    let mut previous_hosts = false;
+    for (i, pred) in raw.retry_host_predicate.iter().enumerate() {
+        let pp = p.field("retry_host_predicate").index(i);
+        let ty = pred
+            .typed_config
+            .as_ref()
+            .and_then(|t| t.get("@type"))
+            .and_then(|t| t.as_str());
+        match (pred.name.as_deref(), ty) {
+            (_, Some(PREVIOUS_HOSTS_TYPE)) | (Some(PREVIOUS_HOSTS_NAME), None) => {
+                previous_hosts = true
+            }
+            (_, Some(t)) => {
+                return Err(pp
+                    .field("typed_config")
+                    .field("@type")
+                    .unsupported(&format!("retry host predicate {t:?}")))
+            }
+            (n, None) => {
+                return Err(pp
+                    .field("name")
+                    .unsupported(&format!("retry host predicate {:?}", n.unwrap_or(""))))
+            }
+        }
+    }
+    let host_selection_max_attempts = match &raw.host_selection_retry_max_attempts {
+        None => 1,
+        Some(RawInt64::Number(n)) => clamp_attempts(*n),
+        Some(RawInt64::Text(t)) => clamp_attempts(t.parse().map_err(|_| {
+            p.field("host_selection_retry_max_attempts")
+                .err(format!("invalid int64 {t:?}"))
+        })?),
+    };
     Ok(RetryPolicy {
+        retriable_headers: matchers(&raw.retriable_headers, "retriable_headers")?,
+        retriable_request_headers: matchers(
+            &raw.retriable_request_headers,
+            "retriable_request_headers",
+        )?,
+        previous_hosts,
+        host_selection_max_attempts,
         retry_on: on,
         num_retries: raw.num_retries.unwrap_or(DEFAULT_NUM_RETRIES),
         per_try_timeout: raw.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),

@@ -118,7 +118,10 @@ fn int64_range(raw: &RawInt64Range, p: &FieldPath) -> Result<Int64Range, ConfigE
     })
 }
 
-fn header_matcher(raw: &RawHeaderMatcher, p: &FieldPath) -> Result<HeaderMatcher, ConfigError> {
+pub(super) fn header_matcher(
+    raw: &RawHeaderMatcher,
+    p: &FieldPath,
+) -> Result<HeaderMatcher, ConfigError> {
     let name = raw
         .name
         .clone()

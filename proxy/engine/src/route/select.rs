@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use super::{
     observe::{DomainMatch, Mismatch, SelectObserver},
-    ClusterSpecifier, DirectResponse, ForwardAction, HeaderLevels, HeaderLookup, HostRewrite,
-    RedirectAction, RedirectPath, Route, RouteAction, RouteRef, RouteTable, VirtualHost,
-    WeightedCluster,
+    ClusterSpecifier, DirectResponse, ForwardAction, HeaderLevels, HeaderLookup, HeaderMatcher,
+    HostRewrite, RedirectAction, RedirectPath, Route, RouteAction, RouteRef, RouteTable,
+    VirtualHost, WeightedCluster,
 };
 use crate::config::ClusterRef;
 
@@ -114,6 +114,9 @@ pub struct Forward<'a> {
     pub cluster_host_rewrite: Option<&'a str>,
     /// Whether `request_headers` starts with the picked weighted cluster's level.
     pub cluster_request_headers: bool,
+    /// The retry policy's `retriable_request_headers` allow retrying this request (true
+    /// when there are none).
+    pub retry_allowed: bool,
     /// Request header levels, in application order.
     pub request_headers: HeaderLevels<'a>,
     /// Response header levels, in application order.
@@ -320,6 +323,12 @@ impl RouteTable {
                     path: new_path,
                     host_rewrite,
                     cluster_host_rewrite: weighted.and_then(|w| w.host_rewrite.as_deref()),
+                    retry_allowed: action.retry_policy.as_ref().is_none_or(|p| {
+                        p.retriable_request_headers.is_empty()
+                            || p.retriable_request_headers
+                                .iter()
+                                .any(|m| header_matches(m, req))
+                    }),
                     cluster_request_headers: weighted
                         .is_some_and(|w| !w.request_headers.is_empty()),
                     request_headers: self.levels(weighted, route, vhost, true),
@@ -378,15 +387,7 @@ fn route_matches<H: HeaderLookup + ?Sized>(
         return Err(Mismatch::Grpc);
     }
     for (i, h) in m.headers.iter().enumerate() {
-        let single = |v: Option<&str>| h.matches(v.map(Cow::Borrowed));
-        let ok = match h.name.as_str() {
-            ":method" => single(Some(req.method)),
-            ":authority" | "host" => single(req.authority),
-            ":path" => single(Some(req.path)),
-            ":scheme" => single(Some(req.scheme)),
-            name => h.matches_any(name, req.headers),
-        };
-        if !ok {
+        if !header_matches(h, req) {
             return Err(Mismatch::Header(i));
         }
     }
@@ -397,6 +398,18 @@ fn route_matches<H: HeaderLookup + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Whether the request matches `h` (pseudo-headers read the request line).
+fn header_matches<H: HeaderLookup + ?Sized>(h: &HeaderMatcher, req: &RequestView<'_, H>) -> bool {
+    let single = |v: Option<&str>| h.matches(v.map(Cow::Borrowed));
+    match h.name.as_str() {
+        ":method" => single(Some(req.method)),
+        ":authority" | "host" => single(req.authority),
+        ":path" => single(Some(req.path)),
+        ":scheme" => single(Some(req.scheme)),
+        name => h.matches_any(name, req.headers),
+    }
 }
 
 /// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc`, or `application/grpc+`

@@ -202,3 +202,45 @@ fn redirect_scheme_comes_from_x_forwarded_proto() {
         ],
     );
 }
+
+#[test]
+fn retriable_request_headers_gate_retries() {
+    let t = table(
+        r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      cluster: a
+      retry_policy:
+        retry_on: "5xx,retriable-headers,unavailable"
+        retriable_headers: [{ name: x-retry, present_match: true }]
+        retriable_request_headers: [{ name: x-idem, present_match: true }, { name: ":method", string_match: { exact: PUT } }]
+        retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
+        host_selection_retry_max_attempts: "3"
+"#,
+    );
+    let allowed = |method: &'static str, headers: &[(&str, &str)]| {
+        let view = super::RequestView {
+            authority: Some("h"),
+            path: "/",
+            method,
+            scheme: "http",
+            headers,
+            random: 0,
+        };
+        match t.select(&view) {
+            super::Selection::Forward(f) => {
+                let p = f.action.retry_policy.as_ref().expect("policy");
+                assert!(p.previous_hosts && p.host_selection_max_attempts == 3);
+                f.retry_allowed
+            }
+            _ => panic!("must forward"),
+        }
+    };
+    assert!(!allowed("GET", &[]));
+    assert!(allowed("GET", &[("x-idem", "1")]));
+    assert!(allowed("PUT", &[]));
+}
