@@ -191,6 +191,56 @@ pub struct ForwardAction {
     pub hash_policy: Vec<HashPolicy>,
     /// `cluster_not_found_response_code` (default [`DEFAULT_CLUSTER_NOT_FOUND_STATUS`]).
     pub cluster_not_found_status: u16,
+    /// `max_stream_duration` (when set, `timeout` is ignored, as Envoy's "new timeouts").
+    pub max_stream_duration: Option<MaxStreamDuration>,
+}
+
+/// `max_stream_duration` (RouteAction.MaxStreamDuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStreamDuration {
+    /// `max_stream_duration`: `None` unset, `Some(ZERO)` disabled.
+    pub max: Option<Duration>,
+    /// `grpc_timeout_header_max`: when set, a request's `grpc-timeout` replaces `max`, capped
+    /// at this (`ZERO`: no cap).
+    pub grpc_header_max: Option<Duration>,
+    /// `grpc_timeout_header_offset`, subtracted from the `grpc-timeout` value.
+    pub grpc_header_offset: Duration,
+}
+
+impl MaxStreamDuration {
+    /// The stream's duration limit for a request with this `grpc-timeout` header value
+    /// (Envoy's `ActiveStream::refreshDurationTimeout`); `None` = no limit.
+    pub fn limit(&self, grpc_timeout: Option<&str>) -> Option<Duration> {
+        match (
+            self.grpc_header_max,
+            grpc_timeout.and_then(parse_grpc_timeout),
+        ) {
+            (Some(cap), Some(t)) => {
+                let t = if !cap.is_zero() && t > cap { cap } else { t };
+                Some(t.saturating_sub(self.grpc_header_offset))
+            }
+            _ => self.max.filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// A `grpc-timeout` value (`<up to 8 digits><H|M|S|m|u|n>`), as Envoy's
+/// `Grpc::Common::getGrpcTimeout`; anything else is no timeout.
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Where a forwarded request goes.

@@ -217,6 +217,16 @@ pub(crate) struct RawRouteAction {
     pub retry_policy: Option<RawRetryPolicy>,
     #[serde(default)]
     pub hash_policy: Vec<RawHashPolicy>,
+    pub max_stream_duration: Option<RawMaxStreamDuration>,
+}
+
+/// `RouteAction.MaxStreamDuration`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaxStreamDuration {
+    pub max_stream_duration: Option<PbDuration>,
+    pub grpc_timeout_header_max: Option<PbDuration>,
+    pub grpc_timeout_header_offset: Option<PbDuration>,
 }
 
 /// `WeightedCluster`.

@@ -213,7 +213,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "request_mirror_policies",
     "priority",
     "include_vh_rate_limits",
-    "max_stream_duration",
     "max_grpc_timeout",
     "grpc_timeout_offset",
     "internal_redirect_policy",

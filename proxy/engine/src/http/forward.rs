@@ -64,6 +64,10 @@ pub(crate) struct Plan {
     /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
     idle: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// The route's `max_stream_duration` limit for this request, from the plan's start.
+    stream_deadline: Option<tokio::time::Instant>,
+    /// `grpc-timeout` to send upstream (a gRPC request on a route with `max_stream_duration`).
+    grpc_timeout: Option<HeaderValue>,
     /// `retriable_request_headers` allow retrying this request.
     retry_allowed: bool,
     hash: Option<u64>,
@@ -95,6 +99,10 @@ impl Plan {
                 }
             }
         }
+        let stream_limit = fwd
+            .action
+            .max_stream_duration
+            .and_then(|m| m.limit(headers.get("grpc-timeout").and_then(|v| v.to_str().ok())));
         Self {
             original_path: path.clone(),
             rewritten: match &fwd.path {
@@ -120,6 +128,13 @@ impl Plan {
             },
             retry: fwd.action.retry_policy.clone(),
             retry_allowed: fwd.retry_allowed,
+            stream_deadline: stream_limit.map(|d| tokio::time::Instant::now() + d),
+            grpc_timeout: fwd
+                .action
+                .max_stream_duration
+                .filter(|_| is_grpc_request(headers))
+                .and(stream_limit)
+                .map(grpc_timeout_value),
             hash,
         }
     }
@@ -270,6 +285,9 @@ pub(crate) async fn run(
 ) -> Outcome {
     let (mut parts, body) = req.into_parts();
     apply_request_mutations(&plan, &fmt, &mut parts);
+    if let Some(v) = &plan.grpc_timeout {
+        parts.headers.insert("grpc-timeout", v.clone());
+    }
     let upgrade = is_upgrade(&parts);
     if !upgrade {
         strip_hop_by_hop(&mut parts.headers);
@@ -441,6 +459,7 @@ pub(crate) async fn run(
                                 ..fmt
                             },
                             plan.idle,
+                            plan.stream_deadline,
                         ),
                         flag,
                         upstream_host: last_host,
@@ -477,7 +496,41 @@ pub(crate) async fn run(
             Outcome::local(Flag::Timeout)
         }
         () = after(plan.idle) => Outcome::local(Flag::StreamIdleTimeout),
+        () = until(plan.stream_deadline) => Outcome::local(Flag::DurationTimeout),
     }
+}
+
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Envoy's `Grpc::Common::isGrpcRequestHeaders` (content-type `application/grpc[+...]`).
+fn is_grpc_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
+}
+
+/// Envoy's `Grpc::Common::toGrpcTimeout`: milliseconds, moving to a coarser unit while the
+/// number has more than 8 digits.
+fn grpc_timeout_value(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let mut n = d.as_millis();
+    let mut unit = 'm';
+    for (next, div) in [('S', 1000), ('M', 60), ('H', 60)] {
+        if n <= MAX {
+            break;
+        }
+        n /= div;
+        unit = next;
+    }
+    HeaderValue::from_str(&format!("{}{unit}", n.min(MAX)))
+        .unwrap_or(HeaderValue::from_static("0m"))
 }
 
 /// Picks the host of an attempt: with the previous_hosts predicate, a host already tried is
@@ -609,14 +662,10 @@ fn finish_response(
     mutations: &[HeaderMutations],
     fmt: &FormatContext<'_>,
     idle: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Response<Body> {
-    let mut resp = resp.map(|b| {
-        let b = b.map_err(Into::into).boxed();
-        match idle {
-            Some(d) => super::idle::IdleBody::wrap(b, d),
-            None => b,
-        }
-    });
+    let mut resp = resp
+        .map(|b| super::idle::IdleBody::wrap_until(b.map_err(Into::into).boxed(), idle, deadline));
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut().insert(
         "x-envoy-upstream-service-time",

@@ -1,6 +1,7 @@
 //! Stream idle timeout on response bodies: a body that yields nothing for the idle time fails,
 //! which resets the downstream stream (HTTP/2) or closes the connection (HTTP/1.1), as Envoy's
-//! `stream_idle_timeout` / route `idle_timeout` do.
+//! `stream_idle_timeout` / route `idle_timeout` do; the same for a body still running at the
+//! route's `max_stream_duration` deadline.
 
 use std::{
     future::Future,
@@ -21,20 +22,38 @@ use super::{Body, BodyError};
 #[error("stream idle timeout ({0:?} without data)")]
 pub struct StreamIdleTimeout(pub Duration);
 
-/// A body with an idle timer reset by every frame.
+/// The error a body still running at its stream deadline ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("max stream duration reached")]
+pub struct StreamDurationTimeout;
+
+/// A body with an idle timer reset by every frame, and an optional fixed deadline.
 pub struct IdleBody {
     inner: Body,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl IdleBody {
     /// Wraps `inner` with an `idle` timeout.
     pub fn wrap(inner: Body, idle: Duration) -> Body {
+        Self::wrap_until(inner, Some(idle), None)
+    }
+
+    /// Wraps `inner` with an optional `idle` timeout and an optional `deadline`; with
+    /// neither, `inner` is returned as is.
+    pub fn wrap_until(inner: Body, idle: Option<Duration>, deadline: Option<Instant>) -> Body {
+        if idle.is_none() && deadline.is_none() {
+            return inner;
+        }
+        // Without an idle timeout the idle timer never fires (far future, re-armed per frame).
+        let idle = idle.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
         Self {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
         .boxed()
     }
@@ -49,6 +68,11 @@ impl HttpBody for IdleBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(StreamDurationTimeout))));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 let deadline = Instant::now() + this.idle;

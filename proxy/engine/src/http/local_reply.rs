@@ -33,6 +33,8 @@ pub enum Flag {
     StreamIdleTimeout,
     /// DPE: the downstream request had an HTTP protocol error (e.g. malformed chunked body).
     DownstreamProtocolError,
+    /// DT: the route's `max_stream_duration` elapsed.
+    DurationTimeout,
 }
 
 impl Flag {
@@ -57,6 +59,7 @@ impl Flag {
             Flag::DownstreamTermination => "DC",
             Flag::StreamIdleTimeout => "SI",
             Flag::DownstreamProtocolError => "DPE",
+            Flag::DurationTimeout => "DT",
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
 pub fn for_flag(flag: Flag) -> Response<Body> {
     match flag {
         Flag::StreamIdleTimeout => reply(504, "stream timeout"),
+        Flag::DurationTimeout => reply(504, "downstream duration timeout"),
         Flag::DownstreamProtocolError => {
             // Envoy's codec error reply: 400, and the connection is not reused.
             let mut r = reply(400, "Bad Request");

@@ -1,17 +1,17 @@
 //! Compiles a raw `route_config` into a [`RouteTable`]: domain index, matchers (regexes
 //! compiled once), actions, header mutations; rejects what Envoy rejects, with field paths.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
-    HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy,
-    Route, RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
-    DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL,
-    DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
+    HostRewrite, MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
+    DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS,
+    DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
 };
 use crate::config::{
     raw_route::{
@@ -483,7 +483,14 @@ fn forward(
             });
         }
     }
+    let max_stream_duration = raw.max_stream_duration.as_ref().map(|m| MaxStreamDuration {
+        max: m.max_stream_duration.map(|d| d.0),
+        grpc_header_max: m.grpc_timeout_header_max.map(|d| d.0),
+        grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
+    });
+    // Envoy ignores the route `timeout` once `max_stream_duration` is set ("new timeouts").
     let timeout = match raw.timeout {
+        _ if max_stream_duration.is_some() => None,
         None => Some(DEFAULT_ROUTE_TIMEOUT),
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
@@ -498,6 +505,7 @@ fn forward(
         retry_policy,
         hash_policy,
         cluster_not_found_status,
+        max_stream_duration,
     })
 }
 

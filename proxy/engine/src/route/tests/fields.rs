@@ -244,3 +244,34 @@ virtual_hosts:
     assert!(allowed("GET", &[("x-idem", "1")]));
     assert!(allowed("PUT", &[]));
 }
+
+#[test]
+fn max_stream_duration_limit() {
+    use std::time::Duration;
+
+    use super::{parse_grpc_timeout, MaxStreamDuration};
+    assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+    assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+    assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+    for bad in ["", "S", "1x", "123456789m", "-1S", "1.5S"] {
+        assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+    }
+    let m = MaxStreamDuration {
+        max: Some(Duration::from_secs(5)),
+        grpc_header_max: Some(Duration::from_secs(3)),
+        grpc_header_offset: Duration::from_millis(500),
+    };
+    assert_eq!(m.limit(None), Some(Duration::from_secs(5)));
+    assert_eq!(m.limit(Some("10S")), Some(Duration::from_millis(2500)));
+    assert_eq!(m.limit(Some("100m")), Some(Duration::ZERO));
+    let uncapped = MaxStreamDuration {
+        grpc_header_max: Some(Duration::ZERO),
+        max: Some(Duration::ZERO),
+        ..m
+    };
+    assert_eq!(
+        uncapped.limit(Some("10S")),
+        Some(Duration::from_millis(9500))
+    );
+    assert_eq!(uncapped.limit(None), None);
+}
