@@ -193,6 +193,9 @@ pub struct ForwardAction {
     pub cluster_not_found_status: u16,
     /// `max_stream_duration` (when set, `timeout` is ignored, as Envoy's "new timeouts").
     pub max_stream_duration: Option<MaxStreamDuration>,
+    /// `append_x_forwarded_host`: a host rewrite appends the original Host to
+    /// `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

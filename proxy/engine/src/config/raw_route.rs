@@ -218,6 +218,7 @@ pub(crate) struct RawRouteAction {
     #[serde(default)]
     pub hash_policy: Vec<RawHashPolicy>,
     pub max_stream_duration: Option<RawMaxStreamDuration>,
+    pub append_x_forwarded_host: Option<bool>,
 }
 
 /// `RouteAction.MaxStreamDuration`.

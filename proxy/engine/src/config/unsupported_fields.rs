@@ -208,7 +208,6 @@ const ENVOY_FIELDS: &[&str] = &[
     // RouteAction
     "cluster_specifier_plugin",
     "inline_cluster_specifier_plugin",
-    "append_x_forwarded_host",
     "path_rewrite_policy",
     "request_mirror_policies",
     "priority",

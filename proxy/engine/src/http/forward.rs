@@ -68,6 +68,8 @@ pub(crate) struct Plan {
     stream_deadline: Option<tokio::time::Instant>,
     /// `grpc-timeout` to send upstream (a gRPC request on a route with `max_stream_duration`).
     grpc_timeout: Option<HeaderValue>,
+    /// `append_x_forwarded_host`.
+    append_xfh: bool,
     /// `retriable_request_headers` allow retrying this request.
     retry_allowed: bool,
     hash: Option<u64>,
@@ -128,6 +130,7 @@ impl Plan {
             },
             retry: fwd.action.retry_policy.clone(),
             retry_allowed: fwd.retry_allowed,
+            append_xfh: fwd.action.append_x_forwarded_host,
             stream_deadline: stream_limit.map(|d| tokio::time::Instant::now() + d),
             grpc_timeout: fwd
                 .action
@@ -319,6 +322,15 @@ pub(crate) async fn run(
         Some(HostPlan::Auto) => Some(HostPlan::Auto),
         None => None,
     };
+    // `append_x_forwarded_host`: the value a rewrite sets, computed once for every attempt
+    // (Envoy's `appendForwardedHost`: the original Host after any client value, `,`-joined).
+    let xfh =
+        plan.append_xfh.then(
+            || match super::header_str(&parts.headers, "x-forwarded-host") {
+                Some(e) if !e.is_empty() => format!("{e},{authority}"),
+                _ => authority.clone(),
+            },
+        );
     if let Some(t) = plan.timeout {
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
         let t = per_try.map_or(t, |p| p.min(t));
@@ -356,7 +368,13 @@ pub(crate) async fn run(
             cluster.stats.upstream_cx_none_healthy.inc();
             return Outcome::local(Flag::NoHealthyUpstream);
         };
-        set_authority(&mut parts, &authority, &host, host_rewrite.as_ref());
+        set_authority(
+            &mut parts,
+            &authority,
+            xfh.as_deref(),
+            &host,
+            host_rewrite.as_ref(),
+        );
         parts.uri = origin_form(&path);
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
@@ -391,7 +409,13 @@ pub(crate) async fn run(
                 tried.push(host.addr);
             }
             last_host = Some(host.addr).or(last_host);
-            set_authority(&mut parts, &authority, &host, host_rewrite.as_ref());
+            set_authority(
+                &mut parts,
+                &authority,
+                xfh.as_deref(),
+                &host,
+                host_rewrite.as_ref(),
+            );
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -562,8 +586,15 @@ fn origin_form(path: &PathAndQuery) -> Uri {
 
 /// Sets the Host for an attempt on `host`: the literal rewrite, the endpoint's host name for
 /// `auto_host_rewrite` (an endpoint without one keeps the Host), else the request's. A rewrite
-/// adds `x-envoy-original-host` with the request's Host, as Envoy.
-fn set_authority(parts: &mut Parts, authority: &str, host: &Host, rewrite: Option<&HostPlan>) {
+/// adds `x-envoy-original-host` with the request's Host, as Envoy, and with
+/// `append_x_forwarded_host` sets `x-forwarded-host` to `xfh`.
+fn set_authority(
+    parts: &mut Parts,
+    authority: &str,
+    xfh: Option<&str>,
+    host: &Host,
+    rewrite: Option<&HostPlan>,
+) {
     let value = match rewrite {
         Some(HostPlan::Literal(literal)) => Some(literal.as_str()),
         Some(HostPlan::Auto) => host.hostname.as_deref(),
@@ -573,6 +604,9 @@ fn set_authority(parts: &mut Parts, authority: &str, host: &Host, rewrite: Optio
         Some(v) => {
             if let Ok(orig) = HeaderValue::from_str(authority) {
                 parts.headers.insert("x-envoy-original-host", orig);
+            }
+            if let Some(x) = xfh.and_then(|x| HeaderValue::from_str(x).ok()) {
+                parts.headers.insert("x-forwarded-host", x);
             }
             v
         }

@@ -506,6 +506,7 @@ fn forward(
         hash_policy,
         cluster_not_found_status,
         max_stream_duration,
+        append_x_forwarded_host: raw.append_x_forwarded_host.unwrap_or(false),
     })
 }
 
