@@ -39,6 +39,10 @@ use crate::{
 /// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
+mod host;
+
+use host::{apply_request_mutations, HostPlan, Hosting};
+
 /// Hop-by-hop headers never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -143,16 +147,6 @@ impl Plan {
     }
 }
 
-/// The route's host rewrite, resolved per attempt by [`set_authority`].
-enum HostPlan {
-    /// `host_rewrite_literal` (or `host_rewrite_path_regex`'s result).
-    Literal(String),
-    /// `auto_host_rewrite`: the endpoint's host name.
-    Auto,
-    /// `host_rewrite_header`: this request header's first value after the mutations.
-    Header(String),
-}
-
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
@@ -241,43 +235,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Applies the request header levels in order; a weighted cluster's `host_rewrite_literal`
-/// sets the Host after that cluster's own level, so later levels' `%REQ(:authority)%` see it
-/// (Envoy's `WeightedClusterEntry::finalizeRequestHeaders`).
-fn apply_request_mutations(plan: &Plan, fmt: &FormatContext<'_>, parts: &mut Parts) {
-    let host = plan
-        .cluster_host
-        .as_ref()
-        .and_then(|(at, h)| Some((*at, HeaderValue::from_str(h).ok()?)));
-    // Operators read the request as it arrived: a snapshot, only for such configs.
-    let mut snapshot = plan
-        .req_mutations
-        .iter()
-        .any(HeaderMutations::has_format)
-        .then(|| parts.headers.clone());
-    for i in 0..=plan.req_mutations.len() {
-        if let Some((_, v)) = host.as_ref().filter(|(at, _)| *at == i) {
-            parts.headers.insert(header::HOST, v.clone());
-            if let Some(s) = snapshot.as_mut() {
-                s.insert(header::HOST, v.clone());
-            }
-        }
-        let Some(m) = plan.req_mutations.get(i) else {
-            break;
-        };
-        match &snapshot {
-            Some(s) => m.apply_with(
-                &mut parts.headers,
-                &FormatContext {
-                    request: Some(s),
-                    ..*fmt
-                },
-            ),
-            None => m.apply(&mut parts.headers),
-        }
-    }
-}
-
 /// Runs the forward path for one request.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
@@ -331,6 +288,11 @@ pub(crate) async fn run(
                 _ => authority.clone(),
             },
         );
+    let hosting = Hosting {
+        authority,
+        xfh,
+        rewrite: host_rewrite,
+    };
     if let Some(t) = plan.timeout {
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
         let t = per_try.map_or(t, |p| p.min(t));
@@ -368,13 +330,7 @@ pub(crate) async fn run(
             cluster.stats.upstream_cx_none_healthy.inc();
             return Outcome::local(Flag::NoHealthyUpstream);
         };
-        set_authority(
-            &mut parts,
-            &authority,
-            xfh.as_deref(),
-            &host,
-            host_rewrite.as_ref(),
-        );
+        hosting.apply(&mut parts, &host);
         parts.uri = origin_form(&path);
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
@@ -409,13 +365,7 @@ pub(crate) async fn run(
                 tried.push(host.addr);
             }
             last_host = Some(host.addr).or(last_host);
-            set_authority(
-                &mut parts,
-                &authority,
-                xfh.as_deref(),
-                &host,
-                host_rewrite.as_ref(),
-            );
+            hosting.apply(&mut parts, &host);
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -582,39 +532,6 @@ fn origin_form(path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// Sets the Host for an attempt on `host`: the literal rewrite, the endpoint's host name for
-/// `auto_host_rewrite` (an endpoint without one keeps the Host), else the request's. A rewrite
-/// adds `x-envoy-original-host` with the request's Host, as Envoy, and with
-/// `append_x_forwarded_host` sets `x-forwarded-host` to `xfh`.
-fn set_authority(
-    parts: &mut Parts,
-    authority: &str,
-    xfh: Option<&str>,
-    host: &Host,
-    rewrite: Option<&HostPlan>,
-) {
-    let value = match rewrite {
-        Some(HostPlan::Literal(literal)) => Some(literal.as_str()),
-        Some(HostPlan::Auto) => host.hostname.as_deref(),
-        Some(HostPlan::Header(_)) | None => None,
-    };
-    let value = match value {
-        Some(v) => {
-            if let Ok(orig) = HeaderValue::from_str(authority) {
-                parts.headers.insert("x-envoy-original-host", orig);
-            }
-            if let Some(x) = xfh.and_then(|x| HeaderValue::from_str(x).ok()) {
-                parts.headers.insert("x-forwarded-host", x);
-            }
-            v
-        }
-        None => authority,
-    };
-    if let Ok(v) = HeaderValue::from_str(value) {
-        parts.headers.insert(header::HOST, v);
-    }
 }
 
 /// Why an attempt produced no response.
