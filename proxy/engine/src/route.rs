@@ -398,6 +398,8 @@ pub struct RetryOn {
     pub retriable_status_codes: bool,
     /// `retriable-headers`: a response header matched by `retriable_headers`.
     pub retriable_headers: bool,
+    /// `envoy-ratelimited`: a response with `x-envoy-ratelimited` (never retried otherwise).
+    pub envoy_ratelimited: bool,
     /// `cancelled`: response header `grpc-status: 1`.
     pub grpc_cancelled: bool,
     /// `deadline-exceeded`: `grpc-status: 4`.

@@ -28,6 +28,11 @@ pub fn should_retry(
 ) -> bool {
     let on = &policy.retry_on;
     match outcome {
+        // A rate-limited answer (an upstream Envoy's) is retried only by `envoy-ratelimited`
+        // (Envoy's `wouldRetryFromHeaders`).
+        Outcome::Status(_) if headers.is_some_and(|h| h.contains_key("x-envoy-ratelimited")) => {
+            on.envoy_ratelimited
+        }
         Outcome::Status(s) => {
             (on.server_error && s >= 500)
                 || (on.gateway_error && matches!(s, 502..=504))
@@ -230,6 +235,32 @@ mod tests {
         assert!(with("1"));
         assert!(!with("13"));
         assert!(!should_retry(&p, Outcome::Status(200), None));
+    }
+
+    #[test]
+    fn a_ratelimited_response_needs_envoy_ratelimited() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-envoy-ratelimited",
+            http::HeaderValue::from_static("true"),
+        );
+        let five = policy(
+            RetryOn {
+                server_error: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert!(!should_retry(&five, Outcome::Status(503), Some(&h)));
+        assert!(should_retry(&five, Outcome::Status(503), None));
+        let rl = policy(
+            RetryOn {
+                envoy_ratelimited: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert!(should_retry(&rl, Outcome::Status(429), Some(&h)));
     }
 
     #[test]

@@ -591,15 +591,13 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
             "retriable-4xx" => on.retriable_4xx = true,
             "retriable-status-codes" => on.retriable_status_codes = true,
             "retriable-headers" => on.retriable_headers = true,
+            "envoy-ratelimited" => on.envoy_ratelimited = true,
             "cancelled" => on.grpc_cancelled = true,
             "deadline-exceeded" => on.grpc_deadline_exceeded = true,
             "internal" => on.grpc_internal = true,
             "resource-exhausted" => on.grpc_resource_exhausted = true,
             "unavailable" => on.grpc_unavailable = true,
-            "refused-stream"
-            | "envoy-ratelimited"
-            | "http3-post-connect-failure"
-            | "reset-before-request" => {
+            "refused-stream" | "http3-post-connect-failure" | "reset-before-request" => {
                 return Err(p
                     .field("retry_on")
                     .unsupported(&format!("retry condition {token:?}")))
