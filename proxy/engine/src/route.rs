@@ -8,6 +8,7 @@
 mod build;
 mod build_headers;
 mod build_match;
+mod build_weighted;
 mod describe;
 pub mod explain;
 pub mod format;
@@ -18,14 +19,14 @@ mod select;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub(crate) use build::{build_route_table, build_weighted, KnownClusters, WeightedInput};
 pub use headers::{
     AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
 };
 pub use matcher::{
-    HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, StringMatcher,
+    HeaderMatchKind, HeaderMatcher, Int64Range, PathMatch, QueryParameterMatcher, StringMatcher,
 };
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
@@ -134,6 +135,27 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     /// `query_parameters[]`: all must match.
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `runtime_fraction.default_value` (the runtime key is a no-op): the route matches when
+    /// the request's random value modulo the denominator is below the numerator.
+    pub runtime_fraction: Option<FractionalPercent>,
+    /// `grpc`: the request's `content-type` is `application/grpc` or `application/grpc+...`.
+    pub grpc: bool,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FractionalPercent {
+    /// `numerator`.
+    pub numerator: u32,
+    /// `denominator` as a number: 100, 10000 or 1000000.
+    pub denominator: u32,
+}
+
+impl FractionalPercent {
+    /// Envoy's `evaluateFractionalPercent`: `random % denominator < numerator`.
+    pub fn holds(&self, random: u64) -> bool {
+        random % u64::from(self.denominator) < u64::from(self.numerator)
+    }
 }
 
 /// What a matched route does.
@@ -169,6 +191,59 @@ pub struct ForwardAction {
     pub hash_policy: Vec<HashPolicy>,
     /// `cluster_not_found_response_code` (default [`DEFAULT_CLUSTER_NOT_FOUND_STATUS`]).
     pub cluster_not_found_status: u16,
+    /// `max_stream_duration` (when set, `timeout` is ignored, as Envoy's "new timeouts").
+    pub max_stream_duration: Option<MaxStreamDuration>,
+    /// `append_x_forwarded_host`: a host rewrite appends the original Host to
+    /// `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
+}
+
+/// `max_stream_duration` (RouteAction.MaxStreamDuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStreamDuration {
+    /// `max_stream_duration`: `None` unset, `Some(ZERO)` disabled.
+    pub max: Option<Duration>,
+    /// `grpc_timeout_header_max`: when set, a request's `grpc-timeout` replaces `max`, capped
+    /// at this (`ZERO`: no cap).
+    pub grpc_header_max: Option<Duration>,
+    /// `grpc_timeout_header_offset`, subtracted from the `grpc-timeout` value.
+    pub grpc_header_offset: Duration,
+}
+
+impl MaxStreamDuration {
+    /// The stream's duration limit for a request with this `grpc-timeout` header value
+    /// (Envoy's `ActiveStream::refreshDurationTimeout`); `None` = no limit.
+    pub fn limit(&self, grpc_timeout: Option<&str>) -> Option<Duration> {
+        match (
+            self.grpc_header_max,
+            grpc_timeout.and_then(parse_grpc_timeout),
+        ) {
+            (Some(cap), Some(t)) => {
+                let t = if !cap.is_zero() && t > cap { cap } else { t };
+                Some(t.saturating_sub(self.grpc_header_offset))
+            }
+            _ => self.max.filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// A `grpc-timeout` value (`<up to 8 digits><H|M|S|m|u|n>`), as Envoy's
+/// `Grpc::Common::getGrpcTimeout`; anything else is no timeout.
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Where a forwarded request goes.
@@ -189,9 +264,29 @@ pub struct WeightedClusters {
     pub clusters: Vec<WeightedCluster>,
     /// Sum of the weights (> 0).
     pub total_weight: u64,
+    /// `header_name`: a single-valued request header holding a number replaces the random
+    /// value of the pick.
+    pub random_header: Option<String>,
 }
 
 impl WeightedClusters {
+    /// The random value of the pick: `header_name`'s value when the request has exactly one
+    /// such header holding a decimal u64 (Envoy's `absl::SimpleAtoi`), else `random`.
+    pub fn random_value<H: HeaderLookup + ?Sized>(&self, headers: &H, random: u64) -> u64 {
+        let Some(name) = &self.random_header else {
+            return random;
+        };
+        let (mut count, mut parsed) = (0, None);
+        headers.for_each_value(name, &mut |v| {
+            count += 1;
+            parsed = v.trim_ascii().parse::<u64>().ok();
+        });
+        match (count, parsed) {
+            (1, Some(v)) => v,
+            _ => random,
+        }
+    }
+
     /// Envoy's pick: `random % total_weight` falls in one cluster's cumulative weight range.
     pub fn pick(&self, random: u64) -> &WeightedCluster {
         let mut value = random % self.total_weight;
@@ -209,8 +304,13 @@ impl WeightedClusters {
 /// `weighted_clusters.clusters[]`.
 #[derive(Debug, Clone)]
 pub struct WeightedCluster {
-    /// `name`.
+    /// `name` (empty when `cluster_header` is set).
     pub name: ClusterRef,
+    /// `cluster_header`: the (lower-case) request header naming the cluster.
+    pub cluster_header: Option<String>,
+    /// `host_rewrite_literal`: the Host set right after this cluster's request headers, before
+    /// the route-level mutations (no `x-envoy-original-host`, as Envoy).
+    pub host_rewrite: Option<String>,
     /// `weight`.
     pub weight: u32,
     /// `request_headers_to_add` / `request_headers_to_remove` (applied before the route's).
@@ -236,7 +336,7 @@ impl RegexRewrite {
 }
 
 /// Host rewrite of a forwarded request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum HostRewrite {
     /// Keep the downstream host.
     #[default]
@@ -246,10 +346,15 @@ pub enum HostRewrite {
     /// `auto_host_rewrite: true`: the chosen endpoint's host name (STRICT_DNS) — the runtime
     /// applies it once the endpoint is known.
     Auto,
+    /// `host_rewrite_header`: the first value of this (lower-case) request header, read after
+    /// the request header mutations; absent or empty keeps the Host.
+    Header(String),
+    /// `host_rewrite_path_regex`: the path (without query) rewritten by the regex.
+    PathRegex(RegexRewrite),
 }
 
 /// `retry_policy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// `retry_on`, parsed.
     pub retry_on: RetryOn,
@@ -263,6 +368,17 @@ pub struct RetryPolicy {
     pub max_interval: Duration,
     /// `retriable_status_codes[]` (used with `retriable-status-codes`).
     pub retriable_status_codes: Vec<u16>,
+    /// `retriable_headers[]` (used with `retriable-headers`): a response with a header any of
+    /// them matches is retried.
+    pub retriable_headers: Arc<[HeaderMatcher]>,
+    /// `retriable_request_headers[]`: when not empty, only a request one of them matches is
+    /// retried at all.
+    pub retriable_request_headers: Arc<[HeaderMatcher]>,
+    /// `retry_host_predicate` `envoy.retry_host_predicates.previous_hosts`: a retry avoids the
+    /// hosts already tried, re-picking up to `host_selection_retry_max_attempts` times.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (default 1, as Envoy).
+    pub host_selection_max_attempts: u32,
 }
 
 /// The conditions of `retry_on` (a comma-separated list in Envoy).
@@ -280,6 +396,20 @@ pub struct RetryOn {
     pub retriable_4xx: bool,
     /// `retriable-status-codes`: the codes in `retriable_status_codes`.
     pub retriable_status_codes: bool,
+    /// `retriable-headers`: a response header matched by `retriable_headers`.
+    pub retriable_headers: bool,
+    /// `envoy-ratelimited`: a response with `x-envoy-ratelimited` (never retried otherwise).
+    pub envoy_ratelimited: bool,
+    /// `cancelled`: response header `grpc-status: 1`.
+    pub grpc_cancelled: bool,
+    /// `deadline-exceeded`: `grpc-status: 4`.
+    pub grpc_deadline_exceeded: bool,
+    /// `resource-exhausted`: `grpc-status: 8`.
+    pub grpc_resource_exhausted: bool,
+    /// `internal`: `grpc-status: 13`.
+    pub grpc_internal: bool,
+    /// `unavailable`: `grpc-status: 14`.
+    pub grpc_unavailable: bool,
 }
 
 /// `hash_policy[]`.

@@ -83,10 +83,52 @@ pub(crate) struct RawRouteMatch {
     pub headers: Vec<RawHeaderMatcher>,
     #[serde(default)]
     pub query_parameters: Vec<RawQueryParameterMatcher>,
+    pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
+    pub grpc: Option<RawGrpcRouteMatchOptions>,
+}
+
+/// `core.v3.RuntimeFractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntimeFractionalPercent {
+    pub default_value: Option<RawFractionalPercent>,
+    /// A runtime key: a documented no-op (sluice has no runtime layer, so the default applies,
+    /// as in Envoy without `layered_runtime`).
+    #[allow(dead_code)]
+    pub runtime_key: Option<String>,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFractionalPercent {
+    pub numerator: Option<u32>,
+    pub denominator: Option<String>,
+}
+
+/// `RouteMatch.GrpcRouteMatchOptions` (empty).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrpcRouteMatchOptions {}
+
+/// `type.v3.Int64Range` (proto3 JSON: an int64 is a number or a decimal string).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInt64Range {
+    pub start: Option<RawInt64>,
+    pub end: Option<RawInt64>,
+}
+
+/// An int64 as proto3 JSON writes it: a number or a decimal string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawInt64 {
+    Number(i64),
+    Text(String),
 }
 
 /// `type.matcher.v3.RegexMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegexMatcher {
     pub regex: Option<String>,
@@ -96,12 +138,12 @@ pub(crate) struct RawRegexMatcher {
 }
 
 /// `RegexMatcher.GoogleRE2` (deprecated; only the empty form is accepted).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGoogleRe2 {}
 
 /// `type.matcher.v3.StringMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStringMatcher {
     pub exact: Option<String>,
@@ -113,7 +155,7 @@ pub(crate) struct RawStringMatcher {
 }
 
 /// `HeaderMatcher`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderMatcher {
     pub name: Option<String>,
@@ -124,6 +166,7 @@ pub(crate) struct RawHeaderMatcher {
     pub suffix_match: Option<String>,
     pub contains_match: Option<String>,
     pub safe_regex_match: Option<RawRegexMatcher>,
+    pub range_match: Option<RawInt64Range>,
     pub invert_match: Option<bool>,
     pub treat_missing_header_as_empty: Option<bool>,
 }
@@ -167,11 +210,24 @@ pub(crate) struct RawRouteAction {
     pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
     pub host_rewrite_literal: Option<String>,
     pub auto_host_rewrite: Option<bool>,
+    pub host_rewrite_header: Option<String>,
+    pub host_rewrite_path_regex: Option<RawRegexMatchAndSubstitute>,
     pub timeout: Option<PbDuration>,
     pub idle_timeout: Option<PbDuration>,
     pub retry_policy: Option<RawRetryPolicy>,
     #[serde(default)]
     pub hash_policy: Vec<RawHashPolicy>,
+    pub max_stream_duration: Option<RawMaxStreamDuration>,
+    pub append_x_forwarded_host: Option<bool>,
+}
+
+/// `RouteAction.MaxStreamDuration`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaxStreamDuration {
+    pub max_stream_duration: Option<PbDuration>,
+    pub grpc_timeout_header_max: Option<PbDuration>,
+    pub grpc_timeout_header_offset: Option<PbDuration>,
 }
 
 /// `WeightedCluster`.
@@ -180,8 +236,14 @@ pub(crate) struct RawRouteAction {
 pub(crate) struct RawWeightedClusters {
     #[serde(default)]
     pub clusters: Vec<RawClusterWeight>,
-    /// Deprecated in Envoy; if set it must equal the sum of the weights.
+    /// Deprecated in Envoy; if set (> 0) it must equal the sum of the weights.
     pub total_weight: Option<u32>,
+    /// A runtime key prefix: a documented no-op (no runtime layer, the configured weights
+    /// apply, as in Envoy without `layered_runtime`).
+    #[allow(dead_code)]
+    pub runtime_key_prefix: Option<String>,
+    /// The request header whose numeric value is the random value of the pick.
+    pub header_name: Option<String>,
 }
 
 /// `WeightedCluster.ClusterWeight`.
@@ -189,7 +251,9 @@ pub(crate) struct RawWeightedClusters {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClusterWeight {
     pub name: Option<String>,
+    pub cluster_header: Option<String>,
     pub weight: Option<u32>,
+    pub host_rewrite_literal: Option<String>,
     #[serde(default)]
     pub request_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
@@ -218,6 +282,21 @@ pub(crate) struct RawRetryPolicy {
     pub retry_back_off: Option<RawRetryBackOff>,
     #[serde(default)]
     pub retriable_status_codes: Vec<u32>,
+    #[serde(default)]
+    pub retriable_headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    pub retriable_request_headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    pub retry_host_predicate: Vec<RawRetryHostPredicate>,
+    pub host_selection_retry_max_attempts: Option<RawInt64>,
+}
+
+/// `RetryPolicy.RetryHostPredicate` (a typed extension: `name` + `typed_config`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryHostPredicate {
+    pub name: Option<String>,
+    pub typed_config: Option<serde_json::Value>,
 }
 
 /// `RetryPolicy.RetryBackOff`.

@@ -35,6 +35,7 @@ impl Bootstrap {
             w.clusters
                 .iter()
                 .enumerate()
+                .filter(|(_, wc)| wc.cluster_header.is_none())
                 .try_for_each(|(k, wc)| known(p.index(k).field("name"), wc.name.as_str()))
         };
         let mut listeners = HashSet::new();

@@ -292,15 +292,15 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
   - { match: { prefix: "/2" }, route: { cluster: a } }
   - { match: { prefix: "/3" }, route: { cluster: a } }
   - { match: { prefix: "/4" }, route: { cluster: a } }
-  - { match: { prefix: "/5", grpc: {} }, route: { cluster: a } }
+  - { match: { prefix: "/5", tls_context: {} }, route: { cluster: a } }
 "#;
     let err = expect_err(
         &with_routes(routes),
-        &rc_path("virtual_hosts[2].routes[5].match.grpc"),
+        &rc_path("virtual_hosts[2].routes[5].match.tls_context"),
         "not supported",
     );
     assert!(err.to_string().starts_with(
-        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[2].routes[5].match.grpc: not supported"
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[2].routes[5].match.tls_context: not supported"
     ));
     // An unsupported field inside a cluster and an unsupported enum value.
     let yaml =

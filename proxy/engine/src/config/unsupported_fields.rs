@@ -188,8 +188,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "non_forwarding_action",
     "filter_action",
     "stat_prefix",
-    "grpc",
-    "runtime_fraction",
     "tls_context",
     "dynamic_metadata",
     "connect_matcher",
@@ -197,19 +195,14 @@ const ENVOY_FIELDS: &[&str] = &[
     "filter_state",
     "cookies",
     // HeaderMatcher / StringMatcher / QueryParameterMatcher
-    "range_match",
     "custom",
     // RouteAction
     "cluster_specifier_plugin",
     "inline_cluster_specifier_plugin",
-    "host_rewrite_header",
-    "host_rewrite_path_regex",
-    "append_x_forwarded_host",
     "path_rewrite_policy",
     "request_mirror_policies",
     "priority",
     "include_vh_rate_limits",
-    "max_stream_duration",
     "max_grpc_timeout",
     "grpc_timeout_offset",
     "internal_redirect_policy",
@@ -219,11 +212,7 @@ const ENVOY_FIELDS: &[&str] = &[
     "retry_policy_typed_config",
     // RetryPolicy
     "retry_priority",
-    "retry_host_predicate",
     "retry_options_predicates",
-    "host_selection_retry_max_attempts",
-    "retriable_headers",
-    "retriable_request_headers",
     "rate_limited_retry_back_off",
     "per_try_idle_timeout",
     // HashPolicy
@@ -234,11 +223,8 @@ const ENVOY_FIELDS: &[&str] = &[
     "path",
     "attributes",
     // WeightedCluster
-    "runtime_key_prefix",
     "random_value_specifier",
-    "header_name",
-    "host_rewrite_literal",
-    "cluster_header",
+    "use_hash_policy",
     // Cluster
     "transport_socket_matches",
     "eds_cluster_config",

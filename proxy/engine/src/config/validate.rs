@@ -491,12 +491,7 @@ fn tcp_proxy(
             let inputs = w
                 .clusters
                 .into_iter()
-                .map(|c| WeightedInput {
-                    name: c.name,
-                    weight: c.weight,
-                    request_headers: Default::default(),
-                    response_headers: Default::default(),
-                })
+                .map(|c| WeightedInput::plain(c.name, c.weight))
                 .collect();
             TcpProxyCluster::Weighted(build_weighted(
                 inputs,

@@ -39,6 +39,10 @@ use crate::{
 /// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
+mod host;
+
+use host::{apply_request_mutations, HostPlan, Hosting};
+
 /// Hop-by-hop headers never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -54,13 +58,24 @@ pub(crate) struct Plan {
     original_path: PathAndQuery,
     /// The rewritten path, when the route rewrote it.
     rewritten: Option<String>,
-    host_rewrite: Option<Option<String>>,
+    host_rewrite: Option<HostPlan>,
+    /// A weighted cluster's `host_rewrite_literal` and how many leading request header levels
+    /// (its own: 0 or 1) apply before it.
+    cluster_host: Option<(usize, String)>,
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
     timeout: Option<Duration>,
     /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
     idle: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// The route's `max_stream_duration` limit for this request, from the plan's start.
+    stream_deadline: Option<tokio::time::Instant>,
+    /// `grpc-timeout` to send upstream (a gRPC request on a route with `max_stream_duration`).
+    grpc_timeout: Option<HeaderValue>,
+    /// `append_x_forwarded_host`.
+    append_xfh: bool,
+    /// `retriable_request_headers` allow retrying this request.
+    retry_allowed: bool,
     hash: Option<u64>,
 }
 
@@ -90,16 +105,25 @@ impl Plan {
                 }
             }
         }
+        let stream_limit = fwd
+            .action
+            .max_stream_duration
+            .and_then(|m| m.limit(headers.get("grpc-timeout").and_then(|v| v.to_str().ok())));
         Self {
             original_path: path.clone(),
             rewritten: match &fwd.path {
                 std::borrow::Cow::Owned(p) => Some(p.clone()),
                 std::borrow::Cow::Borrowed(_) => None,
             },
-            host_rewrite: fwd.host_rewrite.map(|h| match h {
-                HostRewriteResult::Literal(s) => Some(s.to_string()),
-                HostRewriteResult::Auto => None,
+            host_rewrite: fwd.host_rewrite.as_ref().map(|h| match h {
+                HostRewriteResult::Literal(s) => HostPlan::Literal(s.to_string()),
+                HostRewriteResult::Computed(s) => HostPlan::Literal(s.clone()),
+                HostRewriteResult::Auto => HostPlan::Auto,
+                HostRewriteResult::Header(n) => HostPlan::Header(n.to_string()),
             }),
+            cluster_host: fwd
+                .cluster_host_rewrite
+                .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
             timeout: fwd.action.timeout,
@@ -109,6 +133,15 @@ impl Plan {
                 None => stream_idle,
             },
             retry: fwd.action.retry_policy.clone(),
+            retry_allowed: fwd.retry_allowed,
+            append_xfh: fwd.action.append_x_forwarded_host,
+            stream_deadline: stream_limit.map(|d| tokio::time::Instant::now() + d),
+            grpc_timeout: fwd
+                .action
+                .max_stream_duration
+                .filter(|_| is_grpc_request(headers))
+                .and(stream_limit)
+                .map(grpc_timeout_value),
             hash,
         }
     }
@@ -211,20 +244,9 @@ pub(crate) async fn run(
     req: Request<Incoming>,
 ) -> Outcome {
     let (mut parts, body) = req.into_parts();
-    if plan.req_mutations.iter().any(HeaderMutations::has_format) {
-        // Operators read the request as it arrived: a snapshot, only for such configs.
-        let snapshot = parts.headers.clone();
-        let ctx = FormatContext {
-            request: Some(&snapshot),
-            ..fmt
-        };
-        for m in &plan.req_mutations {
-            m.apply_with(&mut parts.headers, &ctx);
-        }
-    } else {
-        for m in &plan.req_mutations {
-            m.apply(&mut parts.headers);
-        }
+    apply_request_mutations(&plan, &fmt, &mut parts);
+    if let Some(v) = &plan.grpc_timeout {
+        parts.headers.insert("grpc-timeout", v.clone());
     }
     let upgrade = is_upgrade(&parts);
     if !upgrade {
@@ -239,12 +261,38 @@ pub(crate) async fn run(
         Some(p) => p.parse().unwrap_or_else(|_| plan.original_path.clone()),
         None => plan.original_path.clone(),
     };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| super::header_str(&parts.headers, header::HOST))
-        .unwrap_or_default();
+    let authority = match &plan.cluster_host {
+        Some((_, h)) => h.clone(),
+        None => parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| super::header_str(&parts.headers, header::HOST))
+            .unwrap_or_default(),
+    };
+    // `host_rewrite_header` reads the header after the mutations, once per request.
+    let host_rewrite = match &plan.host_rewrite {
+        Some(HostPlan::Header(n)) => super::header_str(&parts.headers, n.as_str())
+            .filter(|v| !v.is_empty())
+            .map(HostPlan::Literal),
+        Some(HostPlan::Literal(l)) => Some(HostPlan::Literal(l.clone())),
+        Some(HostPlan::Auto) => Some(HostPlan::Auto),
+        None => None,
+    };
+    // `append_x_forwarded_host`: the value a rewrite sets, computed once for every attempt
+    // (Envoy's `appendForwardedHost`: the original Host after any client value, `,`-joined).
+    let xfh =
+        plan.append_xfh.then(
+            || match super::header_str(&parts.headers, "x-forwarded-host") {
+                Some(e) if !e.is_empty() => format!("{e},{authority}"),
+                _ => authority.clone(),
+            },
+        );
+    let hosting = Hosting {
+        authority,
+        xfh,
+        rewrite: host_rewrite,
+    };
     if let Some(t) = plan.timeout {
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
         let t = per_try.map_or(t, |p| p.min(t));
@@ -282,7 +330,7 @@ pub(crate) async fn run(
             cluster.stats.upstream_cx_none_healthy.inc();
             return Outcome::local(Flag::NoHealthyUpstream);
         };
-        set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+        hosting.apply(&mut parts, &host);
         parts.uri = origin_form(&path);
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
@@ -306,13 +354,18 @@ pub(crate) async fn run(
     let attempts = async {
         let mut retries_done = 0u32;
         let mut last_host: Option<SocketAddr> = None;
+        // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
+        let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
-            let Some(host) = cluster.choose_host(&lb) else {
+            let Some(host) = choose_retry_host(&cluster, &lb, plan.retry.as_ref(), &tried) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
+            if plan.retry.as_ref().is_some_and(|r| r.previous_hosts) {
+                tried.push(host.addr);
+            }
             last_host = Some(host.addr).or(last_host);
-            set_authority(&mut parts, &authority, &host, plan.host_rewrite.as_ref());
+            hosting.apply(&mut parts, &host);
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -342,7 +395,10 @@ pub(crate) async fn run(
             };
             cluster.record_outcome(&host, failed);
             let retry = plan.retry.as_ref().filter(|p| {
-                retries_done < p.num_retries && body.replayable() && retry::should_retry(p, outcome)
+                plan.retry_allowed
+                    && retries_done < p.num_retries
+                    && body.replayable()
+                    && retry::should_retry(p, outcome, result.as_ref().ok().map(|r| r.headers()))
             });
             if let Some(policy) = retry {
                 if cluster.retries_active.fetch_add(1, Ordering::Relaxed)
@@ -377,6 +433,7 @@ pub(crate) async fn run(
                                 ..fmt
                             },
                             plan.idle,
+                            plan.stream_deadline,
                         ),
                         flag,
                         upstream_host: last_host,
@@ -413,41 +470,68 @@ pub(crate) async fn run(
             Outcome::local(Flag::Timeout)
         }
         () = after(plan.idle) => Outcome::local(Flag::StreamIdleTimeout),
+        () = until(plan.stream_deadline) => Outcome::local(Flag::DurationTimeout),
     }
+}
+
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Envoy's `Grpc::Common::isGrpcRequestHeaders` (content-type `application/grpc[+...]`).
+fn is_grpc_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
+}
+
+/// Envoy's `Grpc::Common::toGrpcTimeout`: milliseconds, moving to a coarser unit while the
+/// number has more than 8 digits.
+fn grpc_timeout_value(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let mut n = d.as_millis();
+    let mut unit = 'm';
+    for (next, div) in [('S', 1000), ('M', 60), ('H', 60)] {
+        if n <= MAX {
+            break;
+        }
+        n /= div;
+        unit = next;
+    }
+    HeaderValue::from_str(&format!("{}{unit}", n.min(MAX)))
+        .unwrap_or(HeaderValue::from_static("0m"))
+}
+
+/// Picks the host of an attempt: with the previous_hosts predicate, a host already tried is
+/// picked again up to `host_selection_retry_max_attempts` times, and the last pick stands
+/// (Envoy's `LoadBalancerContext::shouldSelectAnotherHost`).
+fn choose_retry_host(
+    cluster: &Cluster,
+    lb: &LbContext,
+    retry: Option<&RetryPolicy>,
+    tried: &[SocketAddr],
+) -> Option<Arc<Host>> {
+    let mut host = cluster.choose_host(lb)?;
+    if let Some(r) = retry.filter(|r| r.previous_hosts) {
+        for _ in 0..r.host_selection_max_attempts {
+            if !tried.contains(&host.addr) {
+                break;
+            }
+            host = cluster.choose_host(lb)?;
+        }
+    }
+    Some(host)
 }
 
 fn origin_form(path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// Sets the Host for an attempt on `host`: the literal rewrite, the endpoint's host name for
-/// `auto_host_rewrite` (an endpoint without one keeps the Host), else the request's. A rewrite
-/// adds `x-envoy-original-host` with the request's Host, as Envoy.
-fn set_authority(
-    parts: &mut Parts,
-    authority: &str,
-    host: &Host,
-    rewrite: Option<&Option<String>>,
-) {
-    let value = match rewrite {
-        Some(Some(literal)) => Some(literal.as_str()),
-        Some(None) => host.hostname.as_deref(),
-        None => None,
-    };
-    let value = match value {
-        Some(v) => {
-            if let Ok(orig) = HeaderValue::from_str(authority) {
-                parts.headers.insert("x-envoy-original-host", orig);
-            }
-            v
-        }
-        None => authority,
-    };
-    if let Ok(v) = HeaderValue::from_str(value) {
-        parts.headers.insert(header::HOST, v);
-    }
 }
 
 /// Why an attempt produced no response.
@@ -529,14 +613,10 @@ fn finish_response(
     mutations: &[HeaderMutations],
     fmt: &FormatContext<'_>,
     idle: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Response<Body> {
-    let mut resp = resp.map(|b| {
-        let b = b.map_err(Into::into).boxed();
-        match idle {
-            Some(d) => super::idle::IdleBody::wrap(b, d),
-            None => b,
-        }
-    });
+    let mut resp = resp
+        .map(|b| super::idle::IdleBody::wrap_until(b.map_err(Into::into).boxed(), idle, deadline));
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut().insert(
         "x-envoy-upstream-service-time",

@@ -1,7 +1,7 @@
 //! Stream idle timeout on response bodies: a body that yields nothing for the idle time fails,
 //! which resets the downstream stream (HTTP/2) or closes the connection (HTTP/1.1), as Envoy's
-//! `stream_idle_timeout` / route `idle_timeout` do. [`IdleBody::until`] is the same with a fixed
-//! deadline (the HCM's `max_stream_duration` while a response body streams).
+//! `stream_idle_timeout` / route `idle_timeout` do; the same for a body still running at a
+//! fixed deadline (the HCM's or the route's `max_stream_duration`).
 
 use std::{
     future::Future,
@@ -22,35 +22,43 @@ use super::{Body, BodyError};
 #[error("stream idle timeout ({0:?} without data)")]
 pub struct StreamIdleTimeout(pub Duration);
 
-/// The error a body cut by [`IdleBody::until`] ends with.
+/// The error a body still running at its stream deadline ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("max stream duration reached")]
 pub struct StreamDurationTimeout;
 
-/// A body with an idle timer reset by every frame (or, `idle` = `None`, a fixed deadline).
+/// A body with an optional idle timer reset by every frame, and an optional fixed deadline.
 pub struct IdleBody {
     inner: Body,
     idle: Option<Duration>,
     sleep: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl IdleBody {
     /// Wraps `inner` with an `idle` timeout.
     pub fn wrap(inner: Body, idle: Duration) -> Body {
-        Self {
-            inner,
-            idle: Some(idle),
-            sleep: Box::pin(tokio::time::sleep(idle)),
-        }
-        .boxed()
+        Self::wrap_until(inner, Some(idle), None)
     }
 
     /// Wraps `inner` so it fails at `deadline` if it has not ended by then.
     pub fn until(inner: Body, deadline: Instant) -> Body {
+        Self::wrap_until(inner, None, Some(deadline))
+    }
+
+    /// Wraps `inner` with an optional `idle` timeout and an optional `deadline`; with
+    /// neither, `inner` is returned as is.
+    pub fn wrap_until(inner: Body, idle: Option<Duration>, deadline: Option<Instant>) -> Body {
+        if idle.is_none() && deadline.is_none() {
+            return inner;
+        }
+        // Without an idle timeout the idle timer is never polled.
+        let first = idle.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
         Self {
             inner,
-            idle: None,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            idle,
+            sleep: Box::pin(tokio::time::sleep(first)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
         .boxed()
     }
@@ -65,6 +73,11 @@ impl HttpBody for IdleBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(StreamDurationTimeout))));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 if let Some(idle) = this.idle {

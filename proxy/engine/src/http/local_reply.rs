@@ -33,7 +33,7 @@ pub enum Flag {
     StreamIdleTimeout,
     /// DPE: the downstream request had an HTTP protocol error (e.g. malformed chunked body).
     DownstreamProtocolError,
-    /// DT: the HCM's `max_stream_duration` passed before the response started.
+    /// DT: the HCM's or the route's `max_stream_duration` passed before the response started.
     DurationTimeout,
 }
 
@@ -58,8 +58,8 @@ impl Flag {
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
             Flag::StreamIdleTimeout => "SI",
-            Flag::DurationTimeout => "DT",
             Flag::DownstreamProtocolError => "DPE",
+            Flag::DurationTimeout => "DT",
         }
     }
 }

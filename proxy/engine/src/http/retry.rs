@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::route::RetryPolicy;
+use crate::route::{RetryOn, RetryPolicy};
 
 /// How an upstream attempt ended, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,26 @@ pub enum Outcome {
     PerTryTimeout,
 }
 
-/// Whether `policy` retries `outcome`.
-pub fn should_retry(policy: &RetryPolicy, outcome: Outcome) -> bool {
+/// Whether `policy` retries `outcome`; `headers` are the response's (for `retriable-headers`
+/// and the gRPC conditions, which read `grpc-status`).
+pub fn should_retry(
+    policy: &RetryPolicy,
+    outcome: Outcome,
+    headers: Option<&http::HeaderMap>,
+) -> bool {
     let on = &policy.retry_on;
     match outcome {
+        // A rate-limited answer (an upstream Envoy's) is retried only by `envoy-ratelimited`
+        // (Envoy's `wouldRetryFromHeaders`).
+        Outcome::Status(_) if headers.is_some_and(|h| h.contains_key("x-envoy-ratelimited")) => {
+            on.envoy_ratelimited
+        }
         Outcome::Status(s) => {
             (on.server_error && s >= 500)
                 || (on.gateway_error && matches!(s, 502..=504))
                 || (on.retriable_4xx && s == 409)
                 || (on.retriable_status_codes && policy.retriable_status_codes.contains(&s))
+                || headers.is_some_and(|h| retry_on_headers(policy, h))
         }
         Outcome::ConnectFailure => {
             on.connect_failure || on.server_error || on.gateway_error || on.reset
@@ -35,6 +46,65 @@ pub fn should_retry(policy: &RetryPolicy, outcome: Outcome) -> bool {
         Outcome::Reset => on.server_error || on.gateway_error || on.reset,
         Outcome::PerTryTimeout => on.server_error || on.gateway_error,
     }
+}
+
+/// `retriable-headers` and the gRPC conditions (Envoy's `wouldRetryFromHeaders`).
+fn retry_on_headers(policy: &RetryPolicy, h: &http::HeaderMap) -> bool {
+    let on = &policy.retry_on;
+    if on.retriable_headers
+        && policy
+            .retriable_headers
+            .iter()
+            .any(|m| m.matches_any(&m.name, h))
+    {
+        return true;
+    }
+    let grpc = on.grpc_cancelled
+        || on.grpc_deadline_exceeded
+        || on.grpc_resource_exhausted
+        || on.grpc_internal
+        || on.grpc_unavailable;
+    if !grpc {
+        return false;
+    }
+    let status = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    matches!(
+        (status, on),
+        (
+            Some(1),
+            RetryOn {
+                grpc_cancelled: true,
+                ..
+            }
+        ) | (
+            Some(4),
+            RetryOn {
+                grpc_deadline_exceeded: true,
+                ..
+            }
+        ) | (
+            Some(8),
+            RetryOn {
+                grpc_resource_exhausted: true,
+                ..
+            }
+        ) | (
+            Some(13),
+            RetryOn {
+                grpc_internal: true,
+                ..
+            }
+        ) | (
+            Some(14),
+            RetryOn {
+                grpc_unavailable: true,
+                ..
+            }
+        )
+    )
 }
 
 /// Request headers Envoy strips from every external request before routing
@@ -77,7 +147,6 @@ pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RetryOn;
 
     fn policy(on: RetryOn, codes: Vec<u16>) -> RetryPolicy {
         RetryPolicy {
@@ -87,6 +156,10 @@ mod tests {
             base_interval: Duration::from_millis(25),
             max_interval: Duration::from_millis(250),
             retriable_status_codes: codes,
+            retriable_headers: Vec::new().into(),
+            retriable_request_headers: Vec::new().into(),
+            previous_hosts: false,
+            host_selection_max_attempts: 1,
         }
     }
 
@@ -138,11 +211,56 @@ mod tests {
         ];
         for (on, outcome, want) in table {
             assert_eq!(
-                should_retry(&policy(on, vec![418]), outcome),
+                should_retry(&policy(on, vec![418]), outcome, None),
                 want,
                 "{on:?} {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn grpc_status_conditions_read_the_response_header() {
+        let on = RetryOn {
+            grpc_unavailable: true,
+            grpc_cancelled: true,
+            ..Default::default()
+        };
+        let p = policy(on, vec![]);
+        let with = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static(v));
+            should_retry(&p, Outcome::Status(200), Some(&h))
+        };
+        assert!(with("14"));
+        assert!(with("1"));
+        assert!(!with("13"));
+        assert!(!should_retry(&p, Outcome::Status(200), None));
+    }
+
+    #[test]
+    fn a_ratelimited_response_needs_envoy_ratelimited() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-envoy-ratelimited",
+            http::HeaderValue::from_static("true"),
+        );
+        let five = policy(
+            RetryOn {
+                server_error: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert!(!should_retry(&five, Outcome::Status(503), Some(&h)));
+        assert!(should_retry(&five, Outcome::Status(503), None));
+        let rl = policy(
+            RetryOn {
+                envoy_ratelimited: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert!(should_retry(&rl, Outcome::Status(429), Some(&h)));
     }
 
     #[test]

@@ -1,37 +1,31 @@
 //! Compiles a raw `route_config` into a [`RouteTable`]: domain index, matchers (regexes
 //! compiled once), actions, header mutations; rejects what Envoy rejects, with field paths.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
     build_headers::mutations,
-    build_match::{compile_regex, route_match},
+    build_match::{compile_regex, header_matcher, route_match},
+    build_weighted::route_weighted,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
-    HeaderMutations, HostRewrite, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost, WeightedCluster,
-    WeightedClusters, DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES,
-    DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
-    DEFAULT_ROUTE_TIMEOUT,
+    HostRewrite, MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
+    DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS,
+    DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
 };
 use crate::config::{
     raw_route::{
-        RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute, RawRouteAction,
-        RawRouteConfiguration, RawVirtualHost,
+        RawHeaderMatcher, RawInt64, RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute,
+        RawRouteAction, RawRouteConfiguration, RawVirtualHost,
     },
     ClusterRef, ConfigError, FieldPath,
 };
 
-/// One weighted cluster before validation (shared by routes and tcp_proxy).
-pub(crate) struct WeightedInput {
-    pub(crate) name: Option<String>,
-    pub(crate) weight: Option<u32>,
-    pub(crate) request_headers: HeaderMutations,
-    pub(crate) response_headers: HeaderMutations,
-}
+pub(crate) use super::build_weighted::{build_weighted, WeightedInput};
 
 /// The cluster names a route configuration may reference.
 pub(crate) struct KnownClusters<'a> {
-    names: &'a HashSet<String>,
+    pub(super) names: &'a HashSet<String>,
     /// `validate_clusters`: when false every name is accepted.
     validate: bool,
     /// `max_direct_response_body_size_bytes` of the route configuration (Envoy's default 4096).
@@ -51,7 +45,7 @@ impl<'a> KnownClusters<'a> {
         }
     }
 
-    fn contains(&self, name: &str) -> bool {
+    pub(super) fn contains(&self, name: &str) -> bool {
         !self.validate || self.names.contains(name)
     }
 }
@@ -330,7 +324,7 @@ fn route(
     })
 }
 
-fn regex_rewrite(
+pub(super) fn regex_rewrite(
     raw: &RawRegexMatchAndSubstitute,
     p: &FieldPath,
 ) -> Result<RegexRewrite, ConfigError> {
@@ -403,46 +397,10 @@ fn forward(
             ClusterSpecifier::Cluster(ClusterRef::new(&c))
         }
         (None, Some(w), None) => {
-            let wp = p.field("weighted_clusters");
-            let mut inputs = Vec::with_capacity(w.clusters.len());
-            for (i, c) in w.clusters.into_iter().enumerate() {
-                let cp = wp.field("clusters").index(i);
-                inputs.push(WeightedInput {
-                    name: c.name,
-                    weight: c.weight,
-                    request_headers: mutations(
-                        &c.request_headers_to_add,
-                        &c.request_headers_to_remove,
-                        &cp,
-                        "request",
-                    )?,
-                    response_headers: mutations(
-                        &c.response_headers_to_add,
-                        &c.response_headers_to_remove,
-                        &cp,
-                        "response",
-                    )?,
-                });
-            }
-            let weighted = build_weighted(inputs, &wp, clusters)?;
-            if let Some(total) = w.total_weight {
-                if u64::from(total) != weighted.total_weight {
-                    return Err(wp.field("total_weight").err(format!(
-                        "{total} differs from the sum of the weights ({})",
-                        weighted.total_weight
-                    )));
-                }
-            }
-            ClusterSpecifier::Weighted(weighted)
+            ClusterSpecifier::Weighted(route_weighted(w, &p.field("weighted_clusters"), clusters)?)
         }
         (None, None, Some(h)) => {
-            let n = h.to_ascii_lowercase();
-            if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
-                return Err(p
-                    .field("cluster_header")
-                    .err(format!("invalid header name {h:?}")));
-            }
-            ClusterSpecifier::Header(n)
+            ClusterSpecifier::Header(header_name(&h, &p.field("cluster_header"))?)
         }
         (None, None, None) => {
             return Err(p.err("one of cluster, weighted_clusters and cluster_header is required"))
@@ -474,21 +432,13 @@ fn forward(
         Some(r) => Some(regex_rewrite(r, &p.field("regex_rewrite"))?),
         None => None,
     };
-    let host_rewrite = match (raw.host_rewrite_literal, raw.auto_host_rewrite) {
-        (Some(_), Some(true)) => {
-            return Err(p.err("only one of host_rewrite_literal and auto_host_rewrite may be set"))
-        }
-        (Some(h), _) if !h.is_empty() => {
-            if http::HeaderValue::from_str(&h).is_err() {
-                return Err(p
-                    .field("host_rewrite_literal")
-                    .err(format!("invalid host {h:?}")));
-            }
-            HostRewrite::Literal(h)
-        }
-        (_, Some(true)) => HostRewrite::Auto,
-        _ => HostRewrite::None,
-    };
+    let host_rewrite = host_rewrite(
+        raw.host_rewrite_literal,
+        raw.auto_host_rewrite,
+        raw.host_rewrite_header,
+        raw.host_rewrite_path_regex.as_ref(),
+        p,
+    )?;
     let retry_policy = match &raw.retry_policy {
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => vhost_retry.cloned(),
@@ -533,7 +483,14 @@ fn forward(
             });
         }
     }
+    let max_stream_duration = raw.max_stream_duration.as_ref().map(|m| MaxStreamDuration {
+        max: m.max_stream_duration.map(|d| d.0),
+        grpc_header_max: m.grpc_timeout_header_max.map(|d| d.0),
+        grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
+    });
+    // Envoy ignores the route `timeout` once `max_stream_duration` is set ("new timeouts").
     let timeout = match raw.timeout {
+        _ if max_stream_duration.is_some() => None,
         None => Some(DEFAULT_ROUTE_TIMEOUT),
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
@@ -548,52 +505,72 @@ fn forward(
         retry_policy,
         hash_policy,
         cluster_not_found_status,
+        max_stream_duration,
+        append_x_forwarded_host: raw.append_x_forwarded_host.unwrap_or(false),
     })
 }
 
-/// Validates weighted clusters: names known, total weight > 0.
-pub(crate) fn build_weighted(
-    inputs: Vec<WeightedInput>,
+/// `host_rewrite_literal` | `auto_host_rewrite` | `host_rewrite_header` |
+/// `host_rewrite_path_regex` (Envoy's `host_rewrite_specifier` oneof).
+fn host_rewrite(
+    literal: Option<String>,
+    auto: Option<bool>,
+    header: Option<String>,
+    path_regex: Option<&RawRegexMatchAndSubstitute>,
     p: &FieldPath,
-    clusters: &KnownClusters<'_>,
-) -> Result<WeightedClusters, ConfigError> {
-    if inputs.is_empty() {
-        return Err(p.field("clusters").err("at least one cluster is required"));
+) -> Result<HostRewrite, ConfigError> {
+    let set = [
+        literal.is_some(),
+        auto == Some(true),
+        header.is_some(),
+        path_regex.is_some(),
+    ];
+    if set.iter().filter(|b| **b).count() > 1 {
+        return Err(p.err(
+            "only one of host_rewrite_literal, auto_host_rewrite, host_rewrite_header and \
+             host_rewrite_path_regex may be set",
+        ));
     }
-    let mut out = Vec::with_capacity(inputs.len());
-    let mut total: u64 = 0;
-    for (i, c) in inputs.into_iter().enumerate() {
-        let cp = p.field("clusters").index(i);
-        let name = c
-            .name
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| cp.field("name").err("required"))?;
-        if !clusters.contains(&name) {
-            return Err(cp.field("name").err(format!("unknown cluster {name:?}")));
-        }
-        let weight = c.weight.unwrap_or(0);
-        total += u64::from(weight);
-        out.push(WeightedCluster {
-            name: ClusterRef::new(&name),
-            weight,
-            request_headers: c.request_headers,
-            response_headers: c.response_headers,
-        });
-    }
-    if total == 0 {
-        return Err(p
-            .field("clusters")
-            .err("the sum of the weights must be greater than 0"));
-    }
-    if total > u64::from(u32::MAX) {
-        return Err(p
-            .field("clusters")
-            .err("the sum of the weights must fit in 32 bits"));
-    }
-    Ok(WeightedClusters {
-        clusters: out,
-        total_weight: total,
+    Ok(if let Some(h) = literal.filter(|h| !h.is_empty()) {
+        HostRewrite::Literal(host_value(h, &p.field("host_rewrite_literal"))?)
+    } else if auto == Some(true) {
+        HostRewrite::Auto
+    } else if let Some(h) = header.filter(|h| !h.is_empty()) {
+        HostRewrite::Header(header_name(&h, &p.field("host_rewrite_header"))?)
+    } else if let Some(r) = path_regex {
+        HostRewrite::PathRegex(regex_rewrite(r, &p.field("host_rewrite_path_regex"))?)
+    } else {
+        HostRewrite::None
     })
+}
+
+/// A Host value (`host_rewrite_literal`): must be a valid header value.
+pub(super) fn host_value(h: String, p: &FieldPath) -> Result<String, ConfigError> {
+    if http::HeaderValue::from_str(&h).is_err() {
+        return Err(p.err(format!("invalid host {h:?}")));
+    }
+    Ok(h)
+}
+
+/// A request header name (`cluster_header`, `host_rewrite_header`, ...), lower-cased.
+pub(super) fn header_name(h: &str, p: &FieldPath) -> Result<String, ConfigError> {
+    let n = h.to_ascii_lowercase();
+    if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+        return Err(p.err(format!("invalid header name {h:?}")));
+    }
+    Ok(n)
+}
+
+/// `retry_host_predicate[].name` of Envoy's previous-hosts predicate.
+const PREVIOUS_HOSTS_NAME: &str = "envoy.retry_host_predicates.previous_hosts";
+/// Its `typed_config.@type`.
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// `host_selection_retry_max_attempts` (int64): negative counts as 0; bounded so a huge value
+/// cannot spin (each re-pick is one load balancer call).
+fn clamp_attempts(n: i64) -> u32 {
+    n.clamp(0, 1024) as u32
 }
 
 fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, ConfigError> {
@@ -613,16 +590,14 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
             "connect-failure" => on.connect_failure = true,
             "retriable-4xx" => on.retriable_4xx = true,
             "retriable-status-codes" => on.retriable_status_codes = true,
-            "refused-stream"
-            | "envoy-ratelimited"
-            | "retriable-headers"
-            | "http3-post-connect-failure"
-            | "reset-before-request"
-            | "cancelled"
-            | "deadline-exceeded"
-            | "internal"
-            | "resource-exhausted"
-            | "unavailable" => {
+            "retriable-headers" => on.retriable_headers = true,
+            "envoy-ratelimited" => on.envoy_ratelimited = true,
+            "cancelled" => on.grpc_cancelled = true,
+            "deadline-exceeded" => on.grpc_deadline_exceeded = true,
+            "internal" => on.grpc_internal = true,
+            "resource-exhausted" => on.grpc_resource_exhausted = true,
+            "unavailable" => on.grpc_unavailable = true,
+            "refused-stream" | "http3-post-connect-failure" | "reset-before-request" => {
                 return Err(p
                     .field("retry_on")
                     .unsupported(&format!("retry condition {token:?}")))
@@ -669,7 +644,53 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
             (base, max)
         }
     };
+    let matchers = |list: &[RawHeaderMatcher], f: &str| -> Result<Arc<[_]>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, m)| header_matcher(m, &p.field(f).index(i)))
+            .collect()
+    };
+    let mut previous_hosts = false;
+    for (i, pred) in raw.retry_host_predicate.iter().enumerate() {
+        let pp = p.field("retry_host_predicate").index(i);
+        let ty = pred
+            .typed_config
+            .as_ref()
+            .and_then(|t| t.get("@type"))
+            .and_then(|t| t.as_str());
+        match (pred.name.as_deref(), ty) {
+            (_, Some(PREVIOUS_HOSTS_TYPE)) | (Some(PREVIOUS_HOSTS_NAME), None) => {
+                previous_hosts = true
+            }
+            (_, Some(t)) => {
+                return Err(pp
+                    .field("typed_config")
+                    .field("@type")
+                    .unsupported(&format!("retry host predicate {t:?}")))
+            }
+            (n, None) => {
+                return Err(pp
+                    .field("name")
+                    .unsupported(&format!("retry host predicate {:?}", n.unwrap_or(""))))
+            }
+        }
+    }
+    let host_selection_max_attempts = match &raw.host_selection_retry_max_attempts {
+        None => 1,
+        Some(RawInt64::Number(n)) => clamp_attempts(*n),
+        Some(RawInt64::Text(t)) => clamp_attempts(t.parse().map_err(|_| {
+            p.field("host_selection_retry_max_attempts")
+                .err(format!("invalid int64 {t:?}"))
+        })?),
+    };
     Ok(RetryPolicy {
+        retriable_headers: matchers(&raw.retriable_headers, "retriable_headers")?,
+        retriable_request_headers: matchers(
+            &raw.retriable_request_headers,
+            "retriable_request_headers",
+        )?,
+        previous_hosts,
+        host_selection_max_attempts,
         retry_on: on,
         num_retries: raw.num_retries.unwrap_or(DEFAULT_NUM_RETRIES),
         per_try_timeout: raw.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),

@@ -2,10 +2,14 @@
 //! compiled once, anchored for RE2's full-match semantics.
 
 use super::{
-    HeaderMatchKind, HeaderMatcher, PathMatch, QueryParameterMatcher, RouteMatch, StringMatcher,
+    FractionalPercent, HeaderMatchKind, HeaderMatcher, Int64Range, PathMatch,
+    QueryParameterMatcher, RouteMatch, StringMatcher,
 };
 use crate::config::{
-    raw_route::{RawHeaderMatcher, RawRegexMatcher, RawRouteMatch, RawStringMatcher},
+    raw_route::{
+        RawHeaderMatcher, RawInt64, RawInt64Range, RawRegexMatcher, RawRouteMatch,
+        RawRuntimeFractionalPercent, RawStringMatcher,
+    },
     ConfigError, FieldPath,
 };
 
@@ -61,15 +65,63 @@ pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMat
         };
         query_parameters.push(QueryParameterMatcher { name, string_match });
     }
+    let runtime_fraction = match &raw.runtime_fraction {
+        Some(rf) => Some(fractional_percent(rf, &p.field("runtime_fraction"))?),
+        None => None,
+    };
     Ok(RouteMatch {
         path,
         case_sensitive: raw.case_sensitive.unwrap_or(true),
         headers,
         query_parameters,
+        runtime_fraction,
+        grpc: raw.grpc.is_some(),
     })
 }
 
-fn header_matcher(raw: &RawHeaderMatcher, p: &FieldPath) -> Result<HeaderMatcher, ConfigError> {
+/// `runtime_fraction`: its `default_value` (required, as Envoy); the runtime key is a no-op.
+fn fractional_percent(
+    raw: &RawRuntimeFractionalPercent,
+    p: &FieldPath,
+) -> Result<FractionalPercent, ConfigError> {
+    let dp = p.field("default_value");
+    let d = raw
+        .default_value
+        .as_ref()
+        .ok_or_else(|| dp.err("required"))?;
+    let denominator = match d.denominator.as_deref() {
+        None | Some("HUNDRED") => 100,
+        Some("TEN_THOUSAND") => 10_000,
+        Some("MILLION") => 1_000_000,
+        Some(o) => return Err(dp.field("denominator").err(format!("unknown value {o:?}"))),
+    };
+    Ok(FractionalPercent {
+        numerator: d.numerator.unwrap_or(0),
+        denominator,
+    })
+}
+
+/// `range_match` (Int64Range; proto3 JSON int64: a number or a decimal string).
+fn int64_range(raw: &RawInt64Range, p: &FieldPath) -> Result<Int64Range, ConfigError> {
+    let int = |v: &Option<RawInt64>, f: &str| -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(0),
+            Some(RawInt64::Number(n)) => Ok(*n),
+            Some(RawInt64::Text(t)) => t
+                .parse()
+                .map_err(|_| p.field(f).err(format!("invalid int64 {t:?}"))),
+        }
+    };
+    Ok(Int64Range {
+        start: int(&raw.start, "start")?,
+        end: int(&raw.end, "end")?,
+    })
+}
+
+pub(super) fn header_matcher(
+    raw: &RawHeaderMatcher,
+    p: &FieldPath,
+) -> Result<HeaderMatcher, ConfigError> {
     let name = raw
         .name
         .clone()
@@ -121,6 +173,12 @@ fn header_matcher(raw: &RawHeaderMatcher, p: &FieldPath) -> Result<HeaderMatcher
             value,
             ignore_case: false,
         })?);
+    }
+    if let Some(r) = &raw.range_match {
+        kinds.push(HeaderMatchKind::Range(int64_range(
+            r,
+            &p.field("range_match"),
+        )?));
     }
     if let Some(r) = &raw.safe_regex_match {
         kinds.push(HeaderMatchKind::String(StringMatcher::Regex(full_regex(

@@ -32,6 +32,7 @@ pub(crate) fn describe_header(h: &HeaderMatcher) -> String {
         HeaderMatchKind::String(sm) => describe_string(sm),
         HeaderMatchKind::Present(true) | HeaderMatchKind::Any => "present".to_string(),
         HeaderMatchKind::Present(false) => "absent".to_string(),
+        HeaderMatchKind::Range(r) => format!("in range [{}, {})", r.start, r.end),
     };
     format!("{not}{what}")
 }

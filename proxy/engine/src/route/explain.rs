@@ -241,6 +241,14 @@ fn mismatch_why(
             let value = value.map_or("absent".to_string(), |v| format!("\"{v}\""));
             format!("header {} is {value}, wants {}", h.name, describe_header(h))
         }
+        Mismatch::RuntimeFraction => match route.matcher.runtime_fraction {
+            Some(f) => format!(
+                "random value {} % {} is not below runtime_fraction {}",
+                req.random, f.denominator, f.numerator
+            ),
+            None => "runtime_fraction".to_string(),
+        },
+        Mismatch::Grpc => "not a gRPC request (content-type)".to_string(),
         Mismatch::Query(i) => {
             let q = &route.matcher.query_parameters[i];
             format!(
@@ -284,7 +292,10 @@ fn decide(
                         .map(|c| {
                             let to = from + u64::from(c.weight);
                             let s = WeightStep {
-                                name: c.name.to_string(),
+                                name: c
+                                    .cluster_header
+                                    .as_ref()
+                                    .map_or(c.name.to_string(), |h| format!("cluster_header {h}")),
                                 weight: c.weight,
                                 range: (from, to),
                             };
@@ -295,7 +306,7 @@ fn decide(
                     (
                         "weighted_clusters".to_string(),
                         steps,
-                        Some(req.random % w.total_weight),
+                        Some(w.random_value(req.headers, req.random) % w.total_weight),
                     )
                 }
                 ClusterSpecifier::Header(h) => (format!("cluster_header {h}"), Vec::new(), None),
@@ -322,10 +333,15 @@ fn decide(
                 draw,
                 path: req.path.to_string(),
                 rewritten_path: (f.path != req.path).then(|| f.path.to_string()),
-                host_rewrite: f.host_rewrite.map(|h| match h {
-                    HostRewriteResult::Literal(h) => h.to_string(),
-                    HostRewriteResult::Auto => "auto (the endpoint's host name)".to_string(),
-                }),
+                host_rewrite: match f.host_rewrite {
+                    Some(HostRewriteResult::Literal(h)) => Some(h.to_string()),
+                    Some(HostRewriteResult::Computed(h)) => Some(h),
+                    Some(HostRewriteResult::Auto) => {
+                        Some("auto (the endpoint's host name)".to_string())
+                    }
+                    Some(HostRewriteResult::Header(h)) => Some(format!("from header {h}")),
+                    None => f.cluster_host_rewrite.map(str::to_string),
+                },
                 request_headers_set,
                 request_headers_removed,
                 response_headers_set: resp,

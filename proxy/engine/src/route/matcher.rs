@@ -135,7 +135,7 @@ pub struct HeaderMatcher {
     pub treat_missing_header_as_empty: bool,
 }
 
-/// How a [`HeaderMatcher`] tests the header value (all values joined with `,`).
+/// How a [`HeaderMatcher`] tests a header value (each value of a repeated header).
 #[derive(Debug, Clone)]
 pub enum HeaderMatchKind {
     /// `string_match` or a legacy `exact_match`/`prefix_match`/... field.
@@ -145,32 +145,79 @@ pub enum HeaderMatchKind {
     Present(bool),
     /// Legacy `exact_match: ""`: any value of a present header.
     Any,
+    /// `range_match`: the value is a decimal int64 in `[start, end)`.
+    Range(Int64Range),
+}
+
+/// `type.v3.Int64Range`: `start` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int64Range {
+    /// `start` (inclusive).
+    pub start: i64,
+    /// `end` (exclusive).
+    pub end: i64,
+}
+
+impl Int64Range {
+    /// Envoy's range match: `absl::SimpleAtoi` (surrounding ASCII whitespace and a sign
+    /// allowed) succeeds and the number is in `[start, end)`.
+    pub fn matches(&self, s: &str) -> bool {
+        s.trim_ascii()
+            .parse::<i64>()
+            .is_ok_and(|n| n >= self.start && n < self.end)
+    }
 }
 
 impl HeaderMatcher {
-    /// Whether the request matches, with Envoy's HeaderUtility semantics: a missing header
-    /// (unless `treat_missing_header_as_empty`) matches only `present_match: false`, or
-    /// `present_match: true` inverted — every other matcher fails, inverted or not.
+    /// Whether a request with this header `value` (one value: a pseudo-header, or `None` when
+    /// missing) matches. See [`Self::matches_any`].
     pub fn matches(&self, value: Option<Cow<'_, str>>) -> bool {
-        let value = match value {
-            Some(v) => v,
-            None if self.treat_missing_header_as_empty => Cow::Borrowed(""),
-            None => {
-                return match self.kind {
-                    HeaderMatchKind::Present(want) => want == self.invert_match,
-                    _ => false,
-                }
-            }
-        };
-        let m = match &self.kind {
-            HeaderMatchKind::String(sm) => sm.matches(&value),
-            HeaderMatchKind::Present(want) => *want,
-            HeaderMatchKind::Any => true,
-        };
-        m != self.invert_match
+        match value {
+            Some(v) => self.value_matches(&v) != self.invert_match,
+            None => self.matches_missing(),
+        }
     }
 
-    /// All values of the header joined with `,` (borrowed when there is exactly one).
+    /// Whether the request's `name` headers match, with Envoy 1.40's HeaderUtility
+    /// semantics: a header sent several times matches when **any** of its values matches (then
+    /// `invert_match` negates that); a missing header (unless `treat_missing_header_as_empty`)
+    /// matches only `present_match: false`, or `present_match: true` inverted — every other
+    /// matcher fails, inverted or not.
+    pub fn matches_any<H: HeaderLookup + ?Sized>(&self, name: &str, headers: &H) -> bool {
+        let (mut present, mut any) = (false, false);
+        headers.for_each_value(name, &mut |v| {
+            present = true;
+            any = any || self.value_matches(v);
+        });
+        if present {
+            any != self.invert_match
+        } else {
+            self.matches_missing()
+        }
+    }
+
+    fn matches_missing(&self) -> bool {
+        if self.treat_missing_header_as_empty {
+            return self.value_matches("") != self.invert_match;
+        }
+        match self.kind {
+            HeaderMatchKind::Present(want) => want == self.invert_match,
+            _ => false,
+        }
+    }
+
+    /// Whether one present value matches (before `invert_match`).
+    fn value_matches(&self, value: &str) -> bool {
+        match &self.kind {
+            HeaderMatchKind::String(sm) => sm.matches(value),
+            HeaderMatchKind::Present(want) => *want,
+            HeaderMatchKind::Any => true,
+            HeaderMatchKind::Range(r) => r.matches(value),
+        }
+    }
+
+    /// All values of the header joined with `,` (borrowed when there is exactly one), for
+    /// explanations.
     pub(crate) fn lookup<'h, H: HeaderLookup + ?Sized>(
         name: &str,
         headers: &'h H,

@@ -26,6 +26,10 @@ pub enum Mismatch {
     Header(usize),
     /// `query_parameters[i]`.
     Query(usize),
+    /// `runtime_fraction`: the request's random value fell outside the fraction.
+    RuntimeFraction,
+    /// `grpc`: the request is not gRPC (`content-type`).
+    Grpc,
 }
 
 /// Receives the steps of one route selection.

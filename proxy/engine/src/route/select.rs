@@ -106,8 +106,17 @@ pub struct Forward<'a> {
     pub cluster: SelectedCluster<'a>,
     /// The `:path` to send upstream (borrowed when not rewritten).
     pub path: Cow<'a, str>,
-    /// The host rewrite to apply, if any.
+    /// The route's host rewrite to apply, if any (after the request header levels).
     pub host_rewrite: Option<HostRewriteResult<'a>>,
+    /// The picked weighted cluster's `host_rewrite_literal`: set right after its own request
+    /// header level (the first of `request_headers` when `cluster_request_headers`), before the
+    /// route-level ones, without `x-envoy-original-host` (Envoy's `WeightedClusterEntry`).
+    pub cluster_host_rewrite: Option<&'a str>,
+    /// Whether `request_headers` starts with the picked weighted cluster's level.
+    pub cluster_request_headers: bool,
+    /// The retry policy's `retriable_request_headers` allow retrying this request (true
+    /// when there are none).
+    pub retry_allowed: bool,
     /// Request header levels, in application order.
     pub request_headers: HeaderLevels<'a>,
     /// Response header levels, in application order.
@@ -138,12 +147,17 @@ impl SelectedCluster<'_> {
 }
 
 /// A host rewrite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostRewriteResult<'a> {
     /// Set `:authority`/`Host` to this value.
     Literal(&'a str),
     /// `auto_host_rewrite`: set it to the chosen endpoint's host name.
     Auto,
+    /// `host_rewrite_header`: set it to this request header's first value (read after the
+    /// request header mutations) when that is present and not empty.
+    Header(&'a str),
+    /// `host_rewrite_path_regex`: the rewritten path (without query).
+    Computed(String),
 }
 
 /// Splits `:path` into path and query (without `?`); the fragment is dropped.
@@ -269,8 +283,15 @@ impl RouteTable {
                     match &action.cluster {
                         ClusterSpecifier::Cluster(c) => (SelectedCluster::Named(c), None),
                         ClusterSpecifier::Weighted(w) => {
-                            let wc = w.pick(req.random);
-                            (SelectedCluster::Named(&wc.name), Some(wc))
+                            let wc = w.pick(w.random_value(req.headers, req.random));
+                            let cluster = match &wc.cluster_header {
+                                None => SelectedCluster::Named(&wc.name),
+                                Some(h) => match req.headers.first_value(h) {
+                                    Some(v) => SelectedCluster::FromHeader(v),
+                                    None => SelectedCluster::Missing,
+                                },
+                            };
+                            (cluster, Some(wc))
                         }
                         ClusterSpecifier::Header(h) => match req.headers.first_value(h) {
                             Some(v) => (SelectedCluster::FromHeader(v), None),
@@ -288,6 +309,10 @@ impl RouteTable {
                     HostRewrite::None => None,
                     HostRewrite::Literal(h) => Some(HostRewriteResult::Literal(h)),
                     HostRewrite::Auto => Some(HostRewriteResult::Auto),
+                    HostRewrite::Header(h) => Some(HostRewriteResult::Header(h)),
+                    HostRewrite::PathRegex(r) => {
+                        Some(HostRewriteResult::Computed(r.apply(path).into_owned()))
+                    }
                 };
                 Selection::Forward(Forward {
                     route_ref,
@@ -297,6 +322,15 @@ impl RouteTable {
                     cluster,
                     path: new_path,
                     host_rewrite,
+                    cluster_host_rewrite: weighted.and_then(|w| w.host_rewrite.as_deref()),
+                    retry_allowed: action.retry_policy.as_ref().is_none_or(|p| {
+                        p.retriable_request_headers.is_empty()
+                            || p.retriable_request_headers
+                                .iter()
+                                .any(|m| header_matches(m, req))
+                    }),
+                    cluster_request_headers: weighted
+                        .is_some_and(|w| !w.request_headers.is_empty()),
                     request_headers: self.levels(weighted, route, vhost, true),
                     response_headers: self.levels(weighted, route, vhost, false),
                 })
@@ -341,18 +375,19 @@ fn route_matches<H: HeaderLookup + ?Sized>(
     query: Option<&str>,
 ) -> Result<(), Mismatch> {
     let m = &route.matcher;
+    if let Some(f) = &m.runtime_fraction {
+        if !f.holds(req.random) {
+            return Err(Mismatch::RuntimeFraction);
+        }
+    }
     if !m.path.matches(path, m.case_sensitive) {
         return Err(Mismatch::Path);
     }
+    if m.grpc && !req.headers.first_value("content-type").is_some_and(is_grpc) {
+        return Err(Mismatch::Grpc);
+    }
     for (i, h) in m.headers.iter().enumerate() {
-        let value = match h.name.as_str() {
-            ":method" => Some(Cow::Borrowed(req.method)),
-            ":authority" | "host" => req.authority.map(Cow::Borrowed),
-            ":path" => Some(Cow::Borrowed(req.path)),
-            ":scheme" => Some(Cow::Borrowed(req.scheme)),
-            name => HeaderMatcher::lookup(name, req.headers),
-        };
-        if !h.matches(value) {
+        if !header_matches(h, req) {
             return Err(Mismatch::Header(i));
         }
     }
@@ -363,6 +398,26 @@ fn route_matches<H: HeaderLookup + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Whether the request matches `h` (pseudo-headers read the request line).
+fn header_matches<H: HeaderLookup + ?Sized>(h: &HeaderMatcher, req: &RequestView<'_, H>) -> bool {
+    let single = |v: Option<&str>| h.matches(v.map(Cow::Borrowed));
+    match h.name.as_str() {
+        ":method" => single(Some(req.method)),
+        ":authority" | "host" => single(req.authority),
+        ":path" => single(Some(req.path)),
+        ":scheme" => single(Some(req.scheme)),
+        name => h.matches_any(name, req.headers),
+    }
+}
+
+/// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc`, or `application/grpc+`
+/// followed by anything (`application/grpc-web` is not gRPC).
+fn is_grpc(content_type: &str) -> bool {
+    content_type
+        .strip_prefix("application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
 }
 
 /// Envoy's path rewrite: `prefix_rewrite` replaces the configured prefix/path (the whole
@@ -412,7 +467,13 @@ fn redirect_location<H: HeaderLookup + ?Sized>(
     req: &RequestView<'_, H>,
     path: &str,
 ) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or(req.scheme);
+    // Envoy's `newUri` takes the request's scheme from `x-forwarded-proto` (the client's, kept on
+    // a plain-text listener without `use_remote_address`; set to the connection's otherwise).
+    let request_scheme = req
+        .headers
+        .first_value("x-forwarded-proto")
+        .unwrap_or(req.scheme);
+    let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
     let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
     let host: &str = match &r.host {
         Some(h) => h,
@@ -427,9 +488,9 @@ fn redirect_location<H: HeaderLookup + ?Sized>(
                 Some(i) => {
                     let request_port = &request_host[i..];
                     let mut remove = !port.is_empty();
-                    if scheme != req.scheme {
-                        remove |= req.scheme == "https" && request_port == ":443";
-                        remove |= req.scheme == "http" && request_port == ":80";
+                    if scheme != request_scheme {
+                        remove |= request_scheme == "https" && request_port == ":443";
+                        remove |= request_scheme == "http" && request_port == ":80";
                     }
                     if remove {
                         &request_host[..i]

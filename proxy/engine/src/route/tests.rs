@@ -9,6 +9,8 @@
 use std::collections::HashSet;
 
 use super::*;
+
+mod fields;
 use crate::config::{raw::parse_document, raw_route::RawRouteConfiguration, FieldPath};
 
 fn table(yaml: &str) -> RouteTable {
@@ -106,9 +108,14 @@ fn render(t: &RouteTable, r: &Req) -> String {
                 "{} r{} -> {} {}",
                 f.vhost.name, f.route_ref.route, cluster, f.path
             );
-            match f.host_rewrite {
+            if let Some(h) = f.cluster_host_rewrite {
+                s.push_str(&format!(" cluster_host={h}"));
+            }
+            match &f.host_rewrite {
                 Some(HostRewriteResult::Literal(h)) => s.push_str(&format!(" host={h}")),
+                Some(HostRewriteResult::Computed(h)) => s.push_str(&format!(" host={h}")),
                 Some(HostRewriteResult::Auto) => s.push_str(" host=auto"),
+                Some(HostRewriteResult::Header(h)) => s.push_str(&format!(" host=header:{h}")),
                 None => {}
             }
             if !f.request_headers.is_empty() {
@@ -410,9 +417,13 @@ fn header_and_query_matchers() {
                 get("h", "/").h("x-exact", "v2"),
                 "v r14 direct 404 fallthrough",
             ),
-            // Several values are joined with ',' before matching.
+            // A repeated header matches when any of its values does (Envoy 1.40).
             (
-                get("h", "/").h("x-exact", "v1").h("x-exact", "v1"),
+                get("h", "/").h("x-exact", "v2").h("x-exact", "v1"),
+                "v r0 -> a /",
+            ),
+            (
+                get("h", "/").h("x-exact", "v2").h("x-exact", "v3"),
                 "v r14 direct 404 fallthrough",
             ),
             (get("h", "/").h("X-Prefix", "abc"), "v r1 -> b /"),

@@ -1,0 +1,277 @@
+//! Issue 14's route-level fields: ClusterWeight host rewrite / cluster_header, header_name,
+//! range_match, repeated headers, runtime_fraction, grpc, host_rewrite_header /
+//! host_rewrite_path_regex (each also a conformance case against Envoy).
+
+use super::{check, get, table};
+
+const WEIGHTED: &str = r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/host" }
+    route:
+      weighted_clusters:
+        clusters:
+        - { name: a, weight: 1, host_rewrite_literal: a.internal, request_headers_to_add: [{ header: { key: x-w, value: a } }] }
+        - { name: b, weight: 1 }
+  - match: { prefix: "/header" }
+    route:
+      weighted_clusters:
+        header_name: x-pick
+        total_weight: 0
+        runtime_key_prefix: ignored
+        clusters:
+        - { cluster_header: x-cluster, weight: 10 }
+        - { name: b, weight: 90 }
+"#;
+
+#[test]
+fn weighted_cluster_fields() {
+    check(
+        WEIGHTED,
+        &[
+            (
+                get("h", "/host").random(0),
+                "v r0 -> a /host cluster_host=a.internal req[x-w=a]",
+            ),
+            (get("h", "/host").random(1), "v r0 -> b /host"),
+            (
+                get("h", "/header").h("x-pick", "5").h("x-cluster", "c"),
+                "v r1 -> header:c /header",
+            ),
+            (
+                get("h", "/header").h("x-pick", "105"),
+                "v r1 -> header:- /header",
+            ),
+            (get("h", "/header").h("x-pick", "10"), "v r1 -> b /header"),
+            // Not a number, or repeated: the random value picks (0 -> the first cluster).
+            (
+                get("h", "/header").h("x-pick", "10x").h("x-cluster", "d"),
+                "v r1 -> header:d /header",
+            ),
+            (
+                get("h", "/header")
+                    .h("x-pick", "10")
+                    .h("x-pick", "10")
+                    .h("x-cluster", "d"),
+                "v r1 -> header:d /header",
+            ),
+        ],
+    );
+}
+
+const MATCHERS: &str = r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - { match: { prefix: "/", runtime_fraction: { default_value: { numerator: 0 } } }, route: { cluster: d } }
+  - { match: { prefix: "/range", headers: [{ name: x-n, range_match: { start: -5, end: "5" } }] }, route: { cluster: a } }
+  - { match: { prefix: "/grpc", grpc: {} }, route: { cluster: b } }
+  - { match: { prefix: "/frac", runtime_fraction: { default_value: { numerator: 30, denominator: TEN_THOUSAND }, runtime_key: k } }, route: { cluster: c } }
+  - { match: { prefix: "/" }, direct_response: { status: 404 } }
+"#;
+
+#[test]
+fn range_grpc_runtime_fraction() {
+    check(
+        MATCHERS,
+        &[
+            (get("h", "/range").h("x-n", "-5"), "v r1 -> a /range"),
+            (get("h", "/range").h("x-n", "+4"), "v r1 -> a /range"),
+            (get("h", "/range").h("x-n", "5"), "v r4 direct 404 -"),
+            (
+                get("h", "/range").h("x-n", "x").h("x-n", "3"),
+                "v r1 -> a /range",
+            ),
+            (get("h", "/range"), "v r4 direct 404 -"),
+            (
+                get("h", "/grpc").h("content-type", "application/grpc"),
+                "v r2 -> b /grpc",
+            ),
+            (
+                get("h", "/grpc").h("content-type", "application/grpc+json"),
+                "v r2 -> b /grpc",
+            ),
+            (
+                get("h", "/grpc").h("content-type", "application/grpc-web"),
+                "v r4 direct 404 -",
+            ),
+            (get("h", "/grpc"), "v r4 direct 404 -"),
+            // random % 10000 < 30
+            (get("h", "/frac").random(10_029), "v r3 -> c /frac"),
+            (get("h", "/frac").random(10_030), "v r4 direct 404 -"),
+        ],
+    );
+}
+
+const HOSTS: &str = r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - { match: { prefix: "/h" }, route: { cluster: a, host_rewrite_header: X-Target } }
+  - match: { prefix: "/to/" }
+    route:
+      cluster: a
+      prefix_rewrite: "/"
+      host_rewrite_path_regex: { pattern: { regex: "^/to/([^/]+)/.*$" }, substitution: '\1.internal' }
+"#;
+
+#[test]
+fn host_rewrite_header_and_path_regex() {
+    check(
+        HOSTS,
+        &[
+            (get("h", "/h"), "v r0 -> a /h host=header:x-target"),
+            (
+                get("h", "/to/svc/x?q=1"),
+                "v r1 -> a /svc/x?q=1 host=svc.internal",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn rejected_combinations_name_the_field() {
+    let err = |yaml: &str| {
+        let raw = crate::config::raw::parse_document(yaml).expect("parses");
+        super::build_route_table(
+            raw,
+            &crate::config::FieldPath::root().field("rc"),
+            &["a".to_string()].into_iter().collect(),
+        )
+        .expect_err("must be rejected")
+        .to_string()
+    };
+    let base = |action: &str| {
+        format!(
+            "virtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}, route: {action} }}] }}]"
+        )
+    };
+    let e = err(&base(
+        "{ weighted_clusters: { clusters: [{ name: a, cluster_header: x, weight: 1 }] } }",
+    ));
+    assert!(
+        e.contains("weighted_clusters.clusters[0]: only one of name and cluster_header"),
+        "{e}"
+    );
+    let e = err(&base(
+        "{ weighted_clusters: { total_weight: 3, clusters: [{ name: a, weight: 1 }] } }",
+    ));
+    assert!(e.contains("weighted_clusters.total_weight"), "{e}");
+    let e = err(&base(
+        "{ cluster: a, host_rewrite_literal: x, host_rewrite_header: y }",
+    ));
+    assert!(e.contains("only one of host_rewrite_literal"), "{e}");
+    let e = err(
+        "virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: /, runtime_fraction: { default_value: { numerator: 1, denominator: BILLION } } }, route: { cluster: a } }] }]",
+    );
+    assert!(
+        e.contains("match.runtime_fraction.default_value.denominator"),
+        "{e}"
+    );
+    // A table with the ordinary per-cluster fields loads.
+    table(WEIGHTED);
+}
+
+const REDIRECTS: &str = r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - { match: { prefix: "/keep" }, redirect: { path_redirect: /kept } }
+  - { match: { prefix: "/http" }, redirect: { scheme_redirect: http } }
+"#;
+
+#[test]
+fn redirect_scheme_comes_from_x_forwarded_proto() {
+    check(
+        REDIRECTS,
+        &[
+            (
+                get("h", "/keep").h("x-forwarded-proto", "https"),
+                "v r0 redirect 301 https://h/kept",
+            ),
+            (
+                get("h:443", "/http").h("x-forwarded-proto", "https"),
+                "v r1 redirect 301 http://h/http",
+            ),
+            (get("h:443", "/http"), "v r1 redirect 301 http://h:443/http"),
+        ],
+    );
+}
+
+#[test]
+fn retriable_request_headers_gate_retries() {
+    let t = table(
+        r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route:
+      cluster: a
+      retry_policy:
+        retry_on: "5xx,retriable-headers,unavailable"
+        retriable_headers: [{ name: x-retry, present_match: true }]
+        retriable_request_headers: [{ name: x-idem, present_match: true }, { name: ":method", string_match: { exact: PUT } }]
+        retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
+        host_selection_retry_max_attempts: "3"
+"#,
+    );
+    let allowed = |method: &'static str, headers: &[(&str, &str)]| {
+        let view = super::RequestView {
+            authority: Some("h"),
+            path: "/",
+            method,
+            scheme: "http",
+            headers,
+            random: 0,
+        };
+        match t.select(&view) {
+            super::Selection::Forward(f) => {
+                let p = f.action.retry_policy.as_ref().expect("policy");
+                assert!(p.previous_hosts && p.host_selection_max_attempts == 3);
+                f.retry_allowed
+            }
+            _ => panic!("must forward"),
+        }
+    };
+    assert!(!allowed("GET", &[]));
+    assert!(allowed("GET", &[("x-idem", "1")]));
+    assert!(allowed("PUT", &[]));
+}
+
+#[test]
+fn max_stream_duration_limit() {
+    use std::time::Duration;
+
+    use super::{parse_grpc_timeout, MaxStreamDuration};
+    assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+    assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+    assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+    for bad in ["", "S", "1x", "123456789m", "-1S", "1.5S"] {
+        assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+    }
+    let m = MaxStreamDuration {
+        max: Some(Duration::from_secs(5)),
+        grpc_header_max: Some(Duration::from_secs(3)),
+        grpc_header_offset: Duration::from_millis(500),
+    };
+    assert_eq!(m.limit(None), Some(Duration::from_secs(5)));
+    assert_eq!(m.limit(Some("10S")), Some(Duration::from_millis(2500)));
+    assert_eq!(m.limit(Some("100m")), Some(Duration::ZERO));
+    let uncapped = MaxStreamDuration {
+        grpc_header_max: Some(Duration::ZERO),
+        max: Some(Duration::ZERO),
+        ..m
+    };
+    assert_eq!(
+        uncapped.limit(Some("10S")),
+        Some(Duration::from_millis(9500))
+    );
+    assert_eq!(uncapped.limit(None), None);
+}
