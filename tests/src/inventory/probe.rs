@@ -24,6 +24,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: s
           upgrade_configs: [{ upgrade_type: websocket }]
+          common_http_protocol_options: { idle_timeout: 3600s }
           access_log:
           - name: envoy.access_loggers.stdout
             typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }
@@ -44,6 +45,7 @@ static_resources:
                   query_parameters: [{ name: q, present_match: true }]
                 route:
                   cluster: c
+                  max_stream_duration: { max_stream_duration: 5s }
                   hash_policy:
                   - { header: { header_name: x } }
                   - { cookie: { name: k } }
@@ -92,6 +94,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),
         ("extensions.filters.network.http_connection_manager.v3.HttpFilter", format!("{HCM}/http_filters/0")),
+        ("config.core.v3.HttpProtocolOptions", format!("{HCM}/common_http_protocol_options")),
         ("config.accesslog.v3.AccessLog", format!("{HCM}/access_log/0")),
         ("config.route.v3.RouteConfiguration", rc.clone()),
         ("config.core.v3.HeaderValueOption", format!("{rc}/request_headers_to_add/0")),
@@ -105,6 +108,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),
         ("config.route.v3.QueryParameterMatcher", format!("{ROUTES}/0/match/query_parameters/0")),
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
+        ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
