@@ -1,7 +1,8 @@
 //! Load balancers: weighted round robin, least request (P2C), random, ring hash and maglev.
 //!
 //! Envoy's panic threshold (50 %) applies: when fewer than half the hosts are healthy, every host
-//! is a candidate.
+//! is a candidate. Weighted round robin follows Envoy's EDF order (`edf.rs`) while every host is a
+//! candidate; otherwise it falls back to cumulative weights over the usable hosts.
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -19,13 +20,15 @@ pub const MAGLEV_TABLE_SIZE: usize = 65537;
 /// Ring hash upper bound on ring entries.
 pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 
-/// Precomputed hash structure: host indexes ordered for lookup.
+/// Precomputed pick structure: host indexes ordered for lookup.
 #[derive(Debug)]
 pub enum HashTable {
     /// Sorted (hash, host index) ring.
     Ring(Vec<(u64, u32)>),
     /// Maglev lookup table of host indexes.
     Maglev(Vec<u32>),
+    /// One round of Envoy's weighted round robin (host indexes in pick order, `edf::round`).
+    Round(Vec<u32>),
 }
 
 /// 64-bit FNV-1a followed by a murmur finalizer (stable across runs, good spread).
@@ -68,6 +71,11 @@ impl HashTable {
                 Some(Self::Ring(ring))
             }
             LbKind::Maglev => Some(Self::Maglev(maglev_table(hosts))),
+            LbKind::RoundRobin => {
+                let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
+                // Envoy's seed is a random u64 passed on as the u32 number of initial picks.
+                super::edf::round(&weights, rand::random::<u64>() as u32).map(Self::Round)
+            }
             _ => None,
         }
     }
@@ -132,6 +140,12 @@ pub fn choose(
     let usable = |h: &Host| panic || h.is_healthy(now);
     match kind {
         LbKind::RoundRobin => {
+            if let Some(HashTable::Round(order)) = &set.hash_table {
+                if panic || healthy == hosts.len() {
+                    let i = rr.fetch_add(1, Ordering::Relaxed) % order.len();
+                    return Some(hosts[order[i] as usize].clone());
+                }
+            }
             let total: u64 = hosts
                 .iter()
                 .filter(|h| usable(h))
@@ -193,7 +207,7 @@ pub fn choose(
                         .find(|h| usable(h))
                         .cloned()
                 }
-                None => pick_random(hosts, &usable),
+                Some(HashTable::Round(_)) | None => pick_random(hosts, &usable),
             }
         }
     }
@@ -252,6 +266,33 @@ mod tests {
             dist(LbKind::RoundRobin, &set, 400, |_| None),
             vec![100, 100, 200]
         );
+    }
+
+    #[test]
+    fn weighted_round_robin_interleaves_like_envoy() {
+        let mut hs = hosts(1, 3);
+        hs.push(Host::new("10.0.0.9:80".parse().unwrap(), 1));
+        let set = HostSet {
+            hash_table: HashTable::build(&LbKind::RoundRobin, &hs),
+            hosts: hs,
+        };
+        let rr = AtomicUsize::new(0);
+        let ctx = LbContext {
+            hash: None,
+            orig_dst: None,
+        };
+        let order: Vec<bool> = (0..8)
+            .map(|_| choose(&LbKind::RoundRobin, &set, &rr, &ctx).unwrap().weight == 1)
+            .collect();
+        // The weight-1 host comes once in every 4 picks and the round repeats (Envoy's order
+        // from one of its four starting points; `edf::tests` checks each exactly).
+        assert_eq!(order.iter().filter(|l| **l).count(), 2);
+        assert_eq!(order[..4], order[4..]);
+        // Outlier-ejected host: the usable hosts share by weight.
+        set.hosts[1]
+            .ejected_until
+            .store(now_ms() + 60_000, Ordering::Relaxed);
+        assert_eq!(dist(LbKind::RoundRobin, &set, 40, |_| None), vec![40, 0]);
     }
 
     #[test]
