@@ -13,6 +13,7 @@ pub mod outlier;
 pub mod pool;
 pub mod spec;
 pub mod tls;
+pub mod xxhash;
 
 use std::{
     collections::HashMap,

@@ -9,6 +9,8 @@ use std::sync::{
     Arc,
 };
 
+use std::fmt::Write as _;
+
 use rand::Rng;
 
 use super::{now_ms, Host, HostSet, LbContext, LbKind};
@@ -31,8 +33,13 @@ pub enum HashTable {
     Round(Vec<u32>),
 }
 
-/// 64-bit FNV-1a followed by a murmur finalizer (stable across runs, good spread).
+/// Envoy's request and ring hash: XXH64 with seed 0.
 pub fn hash_bytes(data: &[u8]) -> u64 {
+    super::xxhash::xxh64(data, 0)
+}
+
+/// FNV-1a followed by a murmur finalizer (maglev permutations; not Envoy's).
+fn fnv_mix(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
         h ^= u64::from(*b);
@@ -56,20 +63,7 @@ impl HashTable {
             return None;
         }
         match kind {
-            LbKind::RingHash { min_ring_size } => {
-                let total_w: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
-                let size = (*min_ring_size).clamp(hosts.len() as u64, MAX_RING_SIZE);
-                let mut ring = Vec::with_capacity(size as usize + hosts.len());
-                for (i, h) in hosts.iter().enumerate() {
-                    let n = (size * u64::from(h.weight)).div_ceil(total_w).max(1);
-                    let key = h.addr.to_string();
-                    for r in 0..n {
-                        ring.push((hash_bytes(format!("{key}_{r}").as_bytes()), i as u32));
-                    }
-                }
-                ring.sort_unstable();
-                Some(Self::Ring(ring))
-            }
+            LbKind::RingHash { min_ring_size } => Some(Self::Ring(ring(hosts, *min_ring_size))),
             LbKind::Maglev => Some(Self::Maglev(maglev_table(hosts))),
             LbKind::RoundRobin => {
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
@@ -81,6 +75,34 @@ impl HashTable {
     }
 }
 
+/// Envoy's ring: `min(ceil(w_min * min_ring_size) / w_min, max)` points (w = normalized weights),
+/// handed out by running sums of `scale * w` in host order, point `i` of a host at
+/// XXH64("<address>_<i>"), sorted by hash.
+fn ring(hosts: &[Arc<Host>], min_ring_size: u64) -> Vec<(u64, u32)> {
+    let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
+    let min_w = hosts
+        .iter()
+        .map(|h| f64::from(h.weight) / total)
+        .fold(f64::INFINITY, f64::min);
+    let scale = ((min_w * min_ring_size as f64).ceil() / min_w).min(MAX_RING_SIZE as f64);
+    let mut ring = Vec::with_capacity(scale.ceil() as usize);
+    let (mut current, mut target) = (0.0f64, 0.0f64);
+    let mut key = String::new();
+    for (i, h) in hosts.iter().enumerate() {
+        target += scale * (f64::from(h.weight) / total);
+        let mut n = 0u64;
+        while current < target {
+            key.clear();
+            let _ = write!(key, "{}_{n}", h.addr);
+            ring.push((hash_bytes(key.as_bytes()), i as u32));
+            n += 1;
+            current += 1.0;
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
 fn maglev_table(hosts: &[Arc<Host>]) -> Vec<u32> {
     let m = MAGLEV_TABLE_SIZE;
     let max_w = hosts.iter().map(|h| h.weight).max().unwrap_or(1) as f64;
@@ -88,8 +110,8 @@ fn maglev_table(hosts: &[Arc<Host>]) -> Vec<u32> {
         .iter()
         .map(|h| {
             let k = h.addr.to_string();
-            let offset = (hash_bytes(k.as_bytes()) % m as u64) as usize;
-            let skip = (hash_bytes(format!("{k}#skip").as_bytes()) % (m as u64 - 1) + 1) as usize;
+            let offset = (fnv_mix(k.as_bytes()) % m as u64) as usize;
+            let skip = (fnv_mix(format!("{k}#skip").as_bytes()) % (m as u64 - 1) + 1) as usize;
             (offset, skip)
         })
         .collect();
