@@ -222,10 +222,49 @@ fn run_one(
             return Err(format!("{kind} died during case {}: {e}", case.name));
         }
     }
+    if let Some(round) = case.upstream_round {
+        rotate_round(&mut out, round);
+    }
     if case.relabel_upstreams {
         relabel(&mut out);
     }
     Ok(out)
+}
+
+/// Rotates the `upstream` observations of a case whose order is a repeated round of `round`
+/// picks from a random start: of the `round` possible starts, the one whose sequence relabelled
+/// by first appearance is smallest, wrapping around by one round at the end (so every
+/// observation is still compared). Two proxies with the same round then compare equal whatever
+/// their starts; a different round (or one that does not repeat) does not.
+fn rotate_round(obs: &mut [Observation], round: usize) {
+    let seq: Vec<Option<String>> = obs.iter().map(|o| o.get("upstream").cloned()).collect();
+    let n = seq.len();
+    if round == 0 || n < round {
+        return;
+    }
+    let rotated = |r: usize| -> Vec<Observation> {
+        (0..n)
+            .map(|i| {
+                let j = if i + r < n { i + r } else { i + r - round };
+                seq[j]
+                    .iter()
+                    .map(|v| ("upstream".to_string(), v.clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    let labels = |r: usize| -> Vec<Option<String>> {
+        let mut o = rotated(r);
+        relabel(&mut o);
+        o.into_iter().map(|o| o.get("upstream").cloned()).collect()
+    };
+    let best = (0..round).min_by_key(|r| labels(*r)).unwrap_or(0);
+    for (o, r) in obs.iter_mut().zip(rotated(best)) {
+        match r.get("upstream") {
+            Some(v) => o.insert("upstream".to_string(), v.clone()),
+            None => o.remove("upstream"),
+        };
+    }
 }
 
 /// Replaces upstream names in `upstream` by `#1`, `#2`, ... in order of first appearance.
@@ -588,6 +627,22 @@ mod tests {
             undocumented_divergences(&[c], section),
             vec!["  t: sluice-start"]
         );
+    }
+
+    #[test]
+    fn rotate_round_makes_every_start_of_a_round_equal() {
+        let labelled = |names: &[&str]| {
+            let mut o: Vec<Observation> = names.iter().map(|n| obs(&[("upstream", n)])).collect();
+            rotate_round(&mut o, 4);
+            relabel(&mut o);
+            o.iter().map(|o| o["upstream"].clone()).collect::<Vec<_>>()
+        };
+        let a = labelled(&["x", "x", "y", "x", "x", "x", "y", "x"]);
+        assert_eq!(a, ["#1", "#1", "#1", "#2", "#1", "#1", "#1", "#2"]);
+        assert_eq!(a, labelled(&["y", "x", "x", "x", "y", "x", "x", "x"]));
+        assert_eq!(a, labelled(&["x", "y", "x", "x", "x", "y", "x", "x"]));
+        // Not a repeated round: stays different.
+        assert_ne!(a, labelled(&["x", "x", "x", "y", "y", "x", "x", "x"]));
     }
 
     #[test]

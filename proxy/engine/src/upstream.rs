@@ -5,6 +5,7 @@
 //! the `Arc` so a reload never pulls a cluster from under an in-flight request.
 
 pub mod connector;
+pub mod edf;
 pub mod from_config;
 pub mod health;
 pub mod lb;
@@ -12,6 +13,7 @@ pub mod outlier;
 pub mod pool;
 pub mod spec;
 pub mod tls;
+pub mod xxhash;
 
 use std::{
     collections::HashMap,
@@ -148,7 +150,7 @@ impl Host {
 pub struct HostSet {
     /// All hosts, in config order.
     pub hosts: Vec<Arc<Host>>,
-    /// Ring (ring hash) or table (maglev), when the balancer needs one.
+    /// Ring (ring hash), table (maglev) or weighted round robin order, when the balancer needs one.
     pub hash_table: Option<lb::HashTable>,
 }
 

@@ -44,6 +44,10 @@ pub struct Case {
     /// (`#1`, `#2`, ...), for load-balancing cases where only the pattern is deterministic.
     #[serde(default)]
     pub relabel_upstreams: bool,
+    /// The upstream order is one round of this many picks repeated from a random start (Envoy's
+    /// weighted round robin): the `upstream` observations are rotated to a canonical start first.
+    #[serde(default)]
+    pub upstream_round: Option<usize>,
     /// Declared divergences for every request: observation key (or `sluice-start`) -> reason. A key
     /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]

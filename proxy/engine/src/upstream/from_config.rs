@@ -63,11 +63,13 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         config::LbPolicy::LeastRequest { choice_count } => LbKind::LeastRequest { choice_count },
         config::LbPolicy::Random => LbKind::Random,
         config::LbPolicy::RingHash {
-            minimum_ring_size, ..
+            minimum_ring_size,
+            maximum_ring_size,
         } => LbKind::RingHash {
             min_ring_size: minimum_ring_size,
+            max_ring_size: maximum_ring_size,
         },
-        config::LbPolicy::Maglev { .. } => LbKind::Maglev,
+        config::LbPolicy::Maglev { table_size } => LbKind::Maglev { table_size },
     };
     let cb = c.circuit_breakers;
     let tls = c.tls.as_ref().map(|t| TlsSpec {

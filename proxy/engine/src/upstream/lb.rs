@@ -1,12 +1,15 @@
 //! Load balancers: weighted round robin, least request (P2C), random, ring hash and maglev.
 //!
 //! Envoy's panic threshold (50 %) applies: when fewer than half the hosts are healthy, every host
-//! is a candidate.
+//! is a candidate. Weighted round robin follows Envoy's EDF order (`edf.rs`) while every host is a
+//! candidate; otherwise it falls back to cumulative weights over the usable hosts.
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc,
 };
+
+use std::fmt::Write as _;
 
 use rand::Rng;
 
@@ -19,31 +22,20 @@ pub const MAGLEV_TABLE_SIZE: usize = 65537;
 /// Ring hash upper bound on ring entries.
 pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 
-/// Precomputed hash structure: host indexes ordered for lookup.
+/// Precomputed pick structure: host indexes ordered for lookup.
 #[derive(Debug)]
 pub enum HashTable {
     /// Sorted (hash, host index) ring.
     Ring(Vec<(u64, u32)>),
     /// Maglev lookup table of host indexes.
     Maglev(Vec<u32>),
+    /// One round of Envoy's weighted round robin (host indexes in pick order, `edf::round`).
+    Round(Vec<u32>),
 }
 
-/// 64-bit FNV-1a followed by a murmur finalizer (stable across runs, good spread).
+/// Envoy's request and ring hash: XXH64 with seed 0.
 pub fn hash_bytes(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h)
-}
-
-fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    super::xxhash::xxh64(data, 0)
 }
 
 impl HashTable {
@@ -53,64 +45,108 @@ impl HashTable {
             return None;
         }
         match kind {
-            LbKind::RingHash { min_ring_size } => {
-                let total_w: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
-                let size = (*min_ring_size).clamp(hosts.len() as u64, MAX_RING_SIZE);
-                let mut ring = Vec::with_capacity(size as usize + hosts.len());
-                for (i, h) in hosts.iter().enumerate() {
-                    let n = (size * u64::from(h.weight)).div_ceil(total_w).max(1);
-                    let key = h.addr.to_string();
-                    for r in 0..n {
-                        ring.push((hash_bytes(format!("{key}_{r}").as_bytes()), i as u32));
-                    }
-                }
-                ring.sort_unstable();
-                Some(Self::Ring(ring))
+            LbKind::RingHash {
+                min_ring_size,
+                max_ring_size,
+            } => Some(Self::Ring(ring(
+                hosts,
+                *min_ring_size,
+                (*max_ring_size).min(MAX_RING_SIZE),
+            ))),
+            LbKind::Maglev { table_size } => Some(Self::Maglev(maglev_table(hosts, *table_size))),
+            LbKind::RoundRobin => {
+                let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
+                // Envoy's seed is a random u64 passed on as the u32 number of initial picks.
+                super::edf::round(&weights, rand::random::<u64>() as u32).map(Self::Round)
             }
-            LbKind::Maglev => Some(Self::Maglev(maglev_table(hosts))),
             _ => None,
         }
     }
 }
 
-fn maglev_table(hosts: &[Arc<Host>]) -> Vec<u32> {
-    let m = MAGLEV_TABLE_SIZE;
-    let max_w = hosts.iter().map(|h| h.weight).max().unwrap_or(1) as f64;
-    let perms: Vec<(usize, usize)> = hosts
+/// Envoy's ring: `min(ceil(w_min * min_ring_size) / w_min, max)` points (w = normalized weights),
+/// handed out by running sums of `scale * w` in host order, point `i` of a host at
+/// XXH64("<address>_<i>"), sorted by hash.
+fn ring(hosts: &[Arc<Host>], min_ring_size: u64, max_ring_size: u64) -> Vec<(u64, u32)> {
+    let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
+    let min_w = hosts
         .iter()
-        .map(|h| {
-            let k = h.addr.to_string();
-            let offset = (hash_bytes(k.as_bytes()) % m as u64) as usize;
-            let skip = (hash_bytes(format!("{k}#skip").as_bytes()) % (m as u64 - 1) + 1) as usize;
-            (offset, skip)
+        .map(|h| f64::from(h.weight) / total)
+        .fold(f64::INFINITY, f64::min);
+    let scale = ((min_w * min_ring_size as f64).ceil() / min_w).min(max_ring_size as f64);
+    let mut ring = Vec::with_capacity(scale.ceil() as usize);
+    let (mut current, mut target) = (0.0f64, 0.0f64);
+    let mut key = String::new();
+    for (i, h) in hosts.iter().enumerate() {
+        target += scale * (f64::from(h.weight) / total);
+        let mut n = 0u64;
+        while current < target {
+            key.clear();
+            let _ = write!(key, "{}_{n}", h.addr);
+            ring.push((hash_bytes(key.as_bytes()), i as u32));
+            n += 1;
+            current += 1.0;
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// Envoy's maglev table: hosts sorted by address string, each with the permutation
+/// `offset = XXH64(addr) % m`, `skip = XXH64(addr, seed 1) % (m - 1) + 1`; rounds over the sorted
+/// hosts give a host its next free slot whenever `round * w >= target` (w = normalized weight;
+/// target starts at 0 and grows by the largest w per slot taken).
+fn maglev_table(hosts: &[Arc<Host>], m: u64) -> Vec<u32> {
+    let size = m as usize;
+    let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
+    struct Entry {
+        host: u32,
+        offset: u64,
+        skip: u64,
+        weight: f64,
+        target: f64,
+        next: u64,
+    }
+    let mut keyed: Vec<(String, u32)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.addr.to_string(), i as u32))
+        .collect();
+    keyed.sort();
+    let mut entries: Vec<Entry> = keyed
+        .iter()
+        .map(|(k, i)| Entry {
+            host: *i,
+            offset: super::xxhash::xxh64(k.as_bytes(), 0) % m,
+            skip: super::xxhash::xxh64(k.as_bytes(), 1) % (m - 1) + 1,
+            weight: f64::from(hosts[*i as usize].weight) / total,
+            target: 0.0,
+            next: 0,
         })
         .collect();
-    let mut next = vec![0usize; hosts.len()];
-    let mut target_weight = vec![0f64; hosts.len()];
-    let mut table = vec![u32::MAX; m];
+    let max_w = entries.iter().map(|e| e.weight).fold(0.0, f64::max);
+    let mut table = vec![u32::MAX; size];
     let mut filled = 0;
-    'outer: loop {
-        for (i, h) in hosts.iter().enumerate() {
-            // Weighted maglev: a host takes a turn each time its accumulated weight reaches the max.
-            target_weight[i] += f64::from(h.weight) / max_w;
-            if target_weight[i] < 1.0 {
+    let mut round: u32 = 1;
+    while filled < size {
+        for e in entries.iter_mut() {
+            if filled == size {
+                break;
+            }
+            if f64::from(round) * e.weight < e.target {
                 continue;
             }
-            target_weight[i] -= 1.0;
-            let (offset, skip) = perms[i];
-            loop {
-                let c = (offset + next[i] * skip) % m;
-                next[i] += 1;
-                if table[c] == u32::MAX {
-                    table[c] = i as u32;
-                    filled += 1;
-                    break;
-                }
+            e.target += max_w;
+            let mut c = ((e.offset + e.skip * e.next) % m) as usize;
+            while table[c] != u32::MAX {
+                e.next += 1;
+                c = ((e.offset + e.skip * e.next) % m) as usize;
             }
-            if filled == m {
-                break 'outer;
-            }
+            table[c] = e.host;
+            e.next += 1;
+            filled += 1;
         }
+        round += 1;
     }
     table
 }
@@ -132,6 +168,12 @@ pub fn choose(
     let usable = |h: &Host| panic || h.is_healthy(now);
     match kind {
         LbKind::RoundRobin => {
+            if let Some(HashTable::Round(order)) = &set.hash_table {
+                if panic || healthy == hosts.len() {
+                    let i = rr.fetch_add(1, Ordering::Relaxed) % order.len();
+                    return Some(hosts[order[i] as usize].clone());
+                }
+            }
             let total: u64 = hosts
                 .iter()
                 .filter(|h| usable(h))
@@ -175,7 +217,7 @@ pub fn choose(
                 None => pick_random(hosts, &usable),
             }
         }
-        LbKind::RingHash { .. } | LbKind::Maglev => {
+        LbKind::RingHash { .. } | LbKind::Maglev { .. } => {
             let hash = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
             match &set.hash_table {
                 Some(HashTable::Ring(ring)) => {
@@ -193,7 +235,7 @@ pub fn choose(
                         .find(|h| usable(h))
                         .cloned()
                 }
-                None => pick_random(hosts, &usable),
+                Some(HashTable::Round(_)) | None => pick_random(hosts, &usable),
             }
         }
     }
@@ -211,6 +253,10 @@ fn pick_random(hosts: &[Arc<Host>], usable: &dyn Fn(&Host) -> bool) -> Option<Ar
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    const MAGLEV: LbKind = LbKind::Maglev {
+        table_size: MAGLEV_TABLE_SIZE as u64,
+    };
 
     fn hosts(n: u16, weight: u32) -> Vec<Arc<Host>> {
         (0..n)
@@ -255,9 +301,37 @@ mod tests {
     }
 
     #[test]
+    fn weighted_round_robin_interleaves_like_envoy() {
+        let mut hs = hosts(1, 3);
+        hs.push(Host::new("10.0.0.9:80".parse().unwrap(), 1));
+        let set = HostSet {
+            hash_table: HashTable::build(&LbKind::RoundRobin, &hs),
+            hosts: hs,
+        };
+        let rr = AtomicUsize::new(0);
+        let ctx = LbContext {
+            hash: None,
+            orig_dst: None,
+        };
+        let order: Vec<bool> = (0..8)
+            .map(|_| choose(&LbKind::RoundRobin, &set, &rr, &ctx).unwrap().weight == 1)
+            .collect();
+        // The weight-1 host comes once in every 4 picks and the round repeats (Envoy's order
+        // from one of its four starting points; `edf::tests` checks each exactly).
+        assert_eq!(order.iter().filter(|l| **l).count(), 2);
+        assert_eq!(order[..4], order[4..]);
+        // Outlier-ejected host: the usable hosts share by weight.
+        set.hosts[1]
+            .ejected_until
+            .store(now_ms() + 60_000, Ordering::Relaxed);
+        assert_eq!(dist(LbKind::RoundRobin, &set, 40, |_| None), vec![40, 0]);
+    }
+
+    #[test]
     fn ring_hash_is_sticky_and_spreads() {
         let kind = LbKind::RingHash {
             min_ring_size: 1024,
+            max_ring_size: MAX_RING_SIZE,
         };
         let hs = hosts(4, 1);
         let set = HostSet {
@@ -278,10 +352,10 @@ mod tests {
     fn maglev_spreads_and_skips_ejected() {
         let hs = hosts(3, 1);
         let set = HostSet {
-            hash_table: HashTable::build(&LbKind::Maglev, &hs),
+            hash_table: HashTable::build(&MAGLEV, &hs),
             hosts: hs,
         };
-        let d = dist(LbKind::Maglev, &set, 3000, |i| {
+        let d = dist(MAGLEV, &set, 3000, |i| {
             Some(hash_bytes(format!("k{i}").as_bytes()))
         });
         for c in &d {
@@ -290,7 +364,7 @@ mod tests {
         set.hosts[0]
             .ejected_until
             .store(now_ms() + 60_000, Ordering::Relaxed);
-        let d = dist(LbKind::Maglev, &set, 300, |i| {
+        let d = dist(MAGLEV, &set, 300, |i| {
             Some(hash_bytes(format!("k{i}").as_bytes()))
         });
         assert_eq!(d[0], 0);

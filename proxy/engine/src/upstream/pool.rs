@@ -11,7 +11,10 @@ mod tests;
 
 use std::{
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -64,7 +67,7 @@ pub enum ConnectError {
     /// HTTP handshake failed.
     #[error("protocol error: {0}")]
     Handshake(hyper::Error),
-    /// max_connections reached and max_pending_requests full.
+    /// max_pending_requests already pending (circuit breaker).
     #[error("overflow")]
     Overflow,
 }
@@ -96,6 +99,8 @@ impl<B> Idle<B> {
 pub struct HostPool<B> {
     idle: Arc<Idle<B>>,
     h2: Mutex<Option<http2::SendRequest<B>>>,
+    /// This pool's open or opening HTTP/1 connections (idle, busy or connecting).
+    cx: Arc<AtomicUsize>,
 }
 
 impl<B> Default for HostPool<B> {
@@ -103,6 +108,7 @@ impl<B> Default for HostPool<B> {
         Self {
             idle: Arc::new(Idle(Mutex::new(Vec::new()))),
             h2: Mutex::new(None),
+            cx: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -115,9 +121,15 @@ impl<B> std::fmt::Debug for HostPool<B> {
 
 impl<B: PoolBody> HostPool<B> {
     /// Gets a sender to `addr`: a ready pooled connection, a new one, or a wait while the cluster is
-    /// at max_connections (bounded by max_pending_requests and the caller's timeout). The flag says
-    /// whether the connection was reused (a reused HTTP/1 connection may have been closed by the
-    /// upstream meanwhile).
+    /// at max_connections. The flag says whether the connection was reused (a reused HTTP/1
+    /// connection may have been closed by the upstream meanwhile).
+    ///
+    /// Envoy's connection pool semantics: a request that finds no ready connection is pending
+    /// until it has one, and fails with [`ConnectError::Overflow`] at once when
+    /// max_pending_requests are already pending (so `max_pending_requests: 0` refuses every
+    /// request that would need a new connection). A pool with no connection at all opens one
+    /// even past max_connections, so a pending request always has a connection coming
+    /// (`max_connections: 0` still serves, one connection per host).
     async fn acquire(
         &self,
         cluster: &Cluster,
@@ -128,44 +140,75 @@ impl<B: PoolBody> HostPool<B> {
             if let Some(s) = existing.filter(|s| !s.is_closed()) {
                 return Ok((Sender::H2(s), true));
             }
+            let _pending = Pending::enter(cluster)?;
             let s = connect(cluster, addr, false).await?;
             if let Sender::H2(h2) = &s {
                 *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(h2.clone());
             }
             return Ok((s, false));
         }
-        let mut pending = false;
-        let result = loop {
+        if let Some(s) = self.idle.take() {
+            return Ok((Sender::H1(s), true));
+        }
+        let _pending = Pending::enter(cluster)?;
+        loop {
             if let Some(s) = self.idle.take() {
-                break Ok((Sender::H1(s), true));
+                return Ok((Sender::H1(s), true));
             }
-            let max = cluster.spec.breakers.max_connections;
-            if cluster
-                .cx_active
-                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                    (n < max).then_some(n + 1)
-                })
-                .is_ok()
-            {
-                break connect_reserved(cluster, addr, false)
+            if self.reserve(cluster) {
+                return connect_reserved(cluster, addr, false, Some(self.cx.clone()))
                     .await
                     .map(|s| (s, false));
             }
-            if !pending {
-                if cluster.rq_pending.fetch_add(1, Ordering::Relaxed)
-                    >= cluster.spec.breakers.max_pending_requests
-                {
-                    cluster.rq_pending.fetch_sub(1, Ordering::Relaxed);
-                    return Err(ConnectError::Overflow);
-                }
-                pending = true;
-            }
             tokio::time::sleep(PENDING_POLL).await;
-        };
-        if pending {
-            cluster.rq_pending.fetch_sub(1, Ordering::Relaxed);
         }
-        result
+    }
+
+    /// Takes a connection slot in the cluster (below max_connections) and in this pool; the
+    /// pool's first connection is always allowed (Envoy: a pool with no connection opens one
+    /// past the circuit breaker, counting `upstream_cx_overflow`).
+    fn reserve(&self, cluster: &Cluster) -> bool {
+        let max = cluster.spec.breakers.max_connections;
+        let below = cluster
+            .cx_active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if below {
+            self.cx.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        if self
+            .cx
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            cluster.cx_active.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        false
+    }
+}
+
+/// A request counted in the cluster's `rq_pending` (max_pending_requests) until dropped.
+struct Pending<'a>(&'a Cluster);
+
+impl<'a> Pending<'a> {
+    fn enter(cluster: &'a Cluster) -> Result<Self, ConnectError> {
+        cluster
+            .rq_pending
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cluster.spec.breakers.max_pending_requests).then_some(n + 1)
+            })
+            .map(|_| Self(cluster))
+            .map_err(|_| ConnectError::Overflow)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.rq_pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -178,19 +221,24 @@ pub async fn connect<B: PoolBody>(
     force_h1: bool,
 ) -> Result<Sender<B>, ConnectError> {
     cluster.cx_active.fetch_add(1, Ordering::AcqRel);
-    connect_reserved(cluster, addr, force_h1).await
+    connect_reserved(cluster, addr, force_h1, None).await
 }
 
-/// Opens a connection whose `cx_active` slot the caller already took; the slot is released when
-/// the connection closes, or at once when connecting fails.
+/// Opens a connection whose `cx_active` slot (and `pool_cx` slot, for a pooled connection) the
+/// caller already took; the slots are released when the connection closes, or at once when
+/// connecting fails.
 async fn connect_reserved<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
     force_h1: bool,
+    pool_cx: Option<Arc<AtomicUsize>>,
 ) -> Result<Sender<B>, ConnectError> {
-    let r = open(cluster, addr, force_h1).await;
+    let r = open(cluster, addr, force_h1, pool_cx.clone()).await;
     if r.is_err() {
         cluster.cx_active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(cx) = pool_cx {
+            cx.fetch_sub(1, Ordering::AcqRel);
+        }
     }
     r
 }
@@ -199,6 +247,7 @@ async fn open<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
     force_h1: bool,
+    pool_cx: Option<Arc<AtomicUsize>>,
 ) -> Result<Sender<B>, ConnectError> {
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
@@ -227,14 +276,19 @@ async fn open<B: PoolBody>(
             }
             Ok(Ok((s, alpn_h2))) => {
                 let h2 = !force_h1 && (alpn_h2 || cluster.spec.http2);
-                handshake(cluster, s, h2).await
+                handshake(cluster, s, h2, pool_cx).await
             }
         },
-        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1).await,
+        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, pool_cx).await,
     }
 }
 
-async fn handshake<T, B>(cluster: &Cluster, io: T, h2: bool) -> Result<Sender<B>, ConnectError>
+async fn handshake<T, B>(
+    cluster: &Cluster,
+    io: T,
+    h2: bool,
+    pool_cx: Option<Arc<AtomicUsize>>,
+) -> Result<Sender<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: PoolBody,
@@ -242,16 +296,22 @@ where
     let active = cluster.cx_active.clone();
     let stats = cluster.stats.clone();
     let io = TokioIo::new(io);
+    let closed = move || {
+        active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(cx) = &pool_cx {
+            cx.fetch_sub(1, Ordering::Relaxed);
+        }
+        stats.upstream_cx_active.dec();
+    };
     let sender = if h2 {
         let (s, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        stats.upstream_cx_active.inc();
+        cluster.stats.upstream_cx_active.inc();
         tokio::spawn(async move {
             let _ = conn.await;
-            active.fetch_sub(1, Ordering::Relaxed);
-            stats.upstream_cx_active.dec();
+            closed();
         });
         Sender::H2(s)
     } else {
@@ -259,11 +319,10 @@ where
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        stats.upstream_cx_active.inc();
+        cluster.stats.upstream_cx_active.inc();
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
-            active.fetch_sub(1, Ordering::Relaxed);
-            stats.upstream_cx_active.dec();
+            closed();
         });
         Sender::H1(s)
     };

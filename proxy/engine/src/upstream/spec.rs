@@ -86,9 +86,14 @@ pub enum LbKind {
     RingHash {
         /// Minimum ring entries (Envoy default 1024).
         min_ring_size: u64,
+        /// Maximum ring entries (Envoy default 8M).
+        max_ring_size: u64,
     },
-    /// Maglev table (size 65537).
-    Maglev,
+    /// Maglev table.
+    Maglev {
+        /// Table entries, a prime (Envoy default 65537).
+        table_size: u64,
+    },
 }
 
 /// TLS origination settings.

@@ -99,3 +99,35 @@ async fn close_racing_the_next_request_is_retried_once_on_a_fresh_connection() {
     let a = rt.clusters.get("a").expect("cluster a");
     assert_eq!(a.stats.upstream_rq_retry.get(), 0, "not a router retry");
 }
+
+/// Serves cluster `a` (upstream `up`) with one circuit breaker threshold, e.g. `max_connections: 0`.
+async fn serve_with_breaker(up: SocketAddr, threshold: &str) -> SocketAddr {
+    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)]).replace(
+        "    connect_timeout: 1s\n",
+        &format!("    connect_timeout: 1s\n    circuit_breakers: {{ thresholds: [{{ {threshold} }}] }}\n"),
+    );
+    let config = crate::config::from_yaml_str(&yaml).expect("valid breaker config");
+    serve(config, None).await.1
+}
+
+#[tokio::test]
+async fn max_connections_zero_still_opens_the_pools_first_connection() {
+    let (up, conns) = raw_upstream(FirstConn::CloseIdle).await;
+    let front = serve_with_breaker(up, "max_connections: 0").await;
+    let got = tokio::time::timeout(Duration::from_secs(5), get(front, "/1")).await;
+    assert_eq!(
+        got.expect("answered, not pending forever"),
+        (200, "first".into())
+    );
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn max_pending_requests_zero_refuses_a_request_without_an_idle_connection() {
+    let (up, conns) = raw_upstream(FirstConn::CloseIdle).await;
+    let front = serve_with_breaker(up, "max_pending_requests: 0").await;
+    let (status, body) = get(front, "/1").await;
+    assert_eq!(status, 503);
+    assert!(body.ends_with("reset reason: overflow"), "{body}");
+    assert_eq!(conns.load(Ordering::SeqCst), 0);
+}
