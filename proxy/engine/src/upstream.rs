@@ -288,16 +288,17 @@ impl Cluster {
         }
     }
 
+    /// Whether its hosts are its config's endpoints (STATIC, EDS), so an endpoint-only update can
+    /// replace them in place ([`replace_endpoints`](Self::replace_endpoints)).
+    pub fn takes_endpoint_updates(&self) -> bool {
+        matches!(self.spec.discovery, Discovery::Static(_))
+    }
+
     /// An endpoint-only update (EDS): the hosts of `spec`'s static endpoints replace the current
-    /// ones, keeping hosts (pools, health, outlier state) that did not change. False (nothing
-    /// done) unless both this cluster and `spec` have static endpoints.
-    pub fn replace_endpoints(&self, spec: &ClusterSpec) -> bool {
-        match (&self.spec.discovery, &spec.discovery) {
-            (Discovery::Static(_), Discovery::Static(eps)) => {
-                self.set_hosts(static_addrs(eps).collect());
-                true
-            }
-            _ => false,
+    /// ones, keeping hosts (pools, health, outlier state) that did not change.
+    pub fn replace_endpoints(&self, spec: &ClusterSpec) {
+        if let Discovery::Static(eps) = &spec.discovery {
+            self.set_hosts(static_addrs(eps).collect());
         }
     }
 

@@ -21,32 +21,22 @@ impl Server {
         let rt = self.runtime();
         let mut prints = rt.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
         let mut todo = Vec::with_capacity(clusters.len());
+        // Everything is checked before anything changes, so a refusal leaves every cluster as
+        // it was. Equal shapes mean the same discovery type.
         for c in clusters {
             let name = c.name.as_str();
             let print = ClusterFingerprint::of(c);
             let (Some(running), Some(old)) = (rt.clusters.get(name), prints.get(name)) else {
                 return Ok(false);
             };
-            if old.shape != print.shape {
+            if old.shape != print.shape || !running.takes_endpoint_updates() {
                 return Ok(false);
             }
-            todo.push((running.clone(), cluster_spec(c), print));
+            todo.push((running.clone(), print));
         }
-        // Checked first, so a refusal leaves every cluster as it was.
-        if todo.iter().any(|(running, spec, _)| {
-            !matches!(
-                (&running.spec.discovery, &spec.discovery),
-                (
-                    crate::upstream::Discovery::Static(_),
-                    crate::upstream::Discovery::Static(_)
-                )
-            )
-        }) {
-            return Ok(false);
-        }
-        for (running, spec, print) in todo {
-            running.replace_endpoints(&spec);
-            prints.insert(spec.name.clone(), print);
+        for ((running, print), c) in todo.into_iter().zip(clusters) {
+            running.replace_endpoints(&cluster_spec(c));
+            prints.insert(c.name.as_str().to_string(), print);
         }
         tracing::debug!(clusters = clusters.len(), "endpoints updated in place");
         Ok(true)
