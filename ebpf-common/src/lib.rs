@@ -89,6 +89,10 @@ pub mod flags {
     /// finds no registered inbound listener; without the flag the SYN is dropped and the client
     /// gets a reset).
     pub const FAIL_OPEN: u8 = 1 << 1;
+    /// Userspace only (no program reads it): a node-mode pod served by the agent's L4
+    /// passthrough even when the agent has an L7 config (`sluice enroll --engine l4`). Kept in
+    /// the policy so an agent adopting the pod after a crash or an upgrade serves it the same way.
+    pub const L4_ONLY: u8 = 1 << 2;
 }
 
 /// Maximum number of ports in each port list of a policy.

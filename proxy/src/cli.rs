@@ -90,6 +90,9 @@ pub fn pod_line(p: &PodStatus) -> String {
     if let Some(id) = &p.pod {
         let _ = write!(line, " pod={} container={}", pod_name(p), id.container_id);
     }
+    if let Some(engine) = &p.engine {
+        let _ = write!(line, " engine={engine}");
+    }
     if let Some(admin) = &p.admin {
         let _ = write!(line, " admin={admin}");
     }
@@ -178,7 +181,12 @@ pub fn format_status(s: &StatusReport) -> String {
         "NETNS", "COOKIE", "MODE", "POD", "LISTENER", "ACCEPTED", "ACTIVE", "FAILED", "BYTES_OUT", "BYTES_IN", "ENTRIES"
     );
     for p in &s.pods {
-        let up = if p.listeners.is_empty() { "-" } else { "up" };
+        // Listeners up: the engine serving them (l4 / l7).
+        let up = match (&p.engine, p.listeners.is_empty()) {
+            (_, true) => "-",
+            (Some(e), false) => e.as_str(),
+            (None, false) => "up",
+        };
         let _ = writeln!(
             out,
             "{:<28} {:>20} {:<8} {:<24} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  {}",

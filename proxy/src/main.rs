@@ -235,6 +235,10 @@ struct EnrollArgs {
     /// While no proxy listens in the pod, let connections go direct instead of failing.
     #[arg(long)]
     fail_open: bool,
+    /// l7 | l4 (node mode): l4 serves this pod with the L4 passthrough even when the agent has
+    /// an L7 config (--config); default: the agent's config when it has one.
+    #[arg(long)]
+    engine: Option<String>,
 }
 
 impl From<EnrollArgs> for EnrollSpec {
@@ -250,6 +254,7 @@ impl From<EnrollArgs> for EnrollSpec {
             fast_path: a.fast_path,
             exempt_uid: a.exempt_uid,
             fail_open: a.fail_open,
+            engine: a.engine,
             pod: None,
         }
     }

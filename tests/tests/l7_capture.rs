@@ -229,3 +229,58 @@ fn a_silent_client_gets_the_server_first_greeting_as_tcp() {
     let pod = node.pod(&p.client);
     assert_eq!((pod.accepted, pod.upstream_failures), (1, 0), "{pod:?}");
 }
+
+/// `sluice enroll --engine l4` on an agent with `--config`: that pod gets the L4 passthrough
+/// (its connection to the service VIP goes to the VIP itself, which nothing answers), a pod
+/// enrolled without it the L7 engine; re-enrolling switches the engine live, and an upgraded
+/// agent serves each pod with the engine it had (the choice is kept in the kernel policy).
+#[test]
+fn engine_l4_pods_get_the_passthrough_on_an_agent_with_an_l7_config() {
+    let p = L7Pods::new("le");
+    let mut node = Node::start_with("le", &["--config", &p.cfg]);
+    let svc = [
+        "-sS",
+        "-m",
+        "3",
+        "-H",
+        "Host: svc.test",
+        "http://10.96.0.10/api/items",
+    ];
+    let l4 = |node: &Node| {
+        let out = p.curl(node, &svc);
+        assert!(
+            !out.status.success(),
+            "an l4 pod's request to the VIP must not be routed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(node.pod(&p.client).engine.as_deref(), Some("l4"));
+    };
+    let l7 = |node: &Node| {
+        assert!(p.get_svc(node).contains("routed=sluice-l7"));
+        assert_eq!(node.pod(&p.client).engine.as_deref(), Some("l7"));
+    };
+    let line = node.enroll(&p.client, &["--engine", "l4"]);
+    assert!(line.contains("engine=l4"), "{line}");
+    l4(&node);
+    node.enroll(&p.client, &["--engine", "l7"]);
+    l7(&node);
+    node.enroll(&p.client, &["--engine", "l4"]);
+    l4(&node);
+    node.upgrade(Duration::from_secs(10));
+    l4(&node);
+    // The same for a pod enrolled with the default engine.
+    node.enroll(&p.client, &[]);
+    l7(&node);
+    node.upgrade(Duration::from_secs(10));
+    l7(&node);
+    let bad = sluice_tests::sluice_cli::sluice_err(&[
+        "enroll",
+        "--netns",
+        p.client.name(),
+        "--control",
+        &node.ctl(),
+        "--engine",
+        "l9",
+    ]);
+    assert!(bad.contains("--engine: \"l9\" is not l4 or l7"), "{bad}");
+}

@@ -36,6 +36,9 @@ pub const NS_ISTIO_REV: &str = "istio.io/rev";
 pub const POD_INJECT: &str = "sidecar.istio.io/inject";
 /// sluice's pod annotation choosing the mode.
 pub const POD_MODE: &str = "sluice.io/mode";
+/// sluice's pod annotation choosing what serves a node-mode pod: l7 (the agent's L7 config, the
+/// default) or l4 (the passthrough).
+pub const POD_ENGINE: &str = "sluice.io/engine";
 /// Prefix of Istio's traffic annotations.
 pub const TRAFFIC_PREFIX: &str = "traffic.sidecar.istio.io/";
 
@@ -254,6 +257,21 @@ fn traffic_options(object: &str, pod: &Pod, mode: Mode) -> Result<EnrollSpec, De
         value: value.into(),
         reason: reason.into(),
     };
+    if let Some(engine) = annotations.get(POD_ENGINE) {
+        let one = EnrollSpec {
+            engine: Some(engine.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = one.validate() {
+            return Err(DecideError::Malformed {
+                object: object.into(),
+                key: POD_ENGINE.into(),
+                value: engine.clone(),
+                reason: e.to_string(),
+            });
+        }
+        spec.engine = one.engine;
+    }
     let include_ranges = annotations.get(&format!("{TRAFFIC_PREFIX}includeOutboundIPRanges"));
     let all_destinations = include_ranges.is_none_or(|r| has_wildcard(r));
     for (key, value) in annotations {

@@ -202,6 +202,7 @@ pub fn enroll_spec(env: &CniEnv, conf: &NetConf, netns: &str, container_id: &str
         fast_path: conf.fast_path.clone(),
         exempt_uid: false,
         fail_open: false,
+        engine: conf.engine_for(),
         pod: Some(identity(env, container_id)),
     }
 }

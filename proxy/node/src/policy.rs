@@ -90,6 +90,9 @@ pub enum PolicyError {
     /// `--fast-path` is not on or off.
     #[error("--fast-path: {0:?} is not on or off")]
     FastPath(String),
+    /// `--engine` is not l4 or l7.
+    #[error("--engine: {0:?} is not l4 or l7")]
+    Engine(String),
 }
 
 /// What `sluice enroll` sends to the agent: the user's strings, validated on both ends with
@@ -119,6 +122,10 @@ pub struct EnrollSpec {
     /// `--fast-path`: on or off (default on).
     #[serde(default)]
     pub fast_path: Option<String>,
+    /// `--engine`: l7 (default: the agent's L7 config when it has one) or l4 (the L4
+    /// passthrough for this pod even when the agent has an L7 config). Node mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// `--exempt-uid`: sockets of uid/gid 1337 are not captured (Istio sidecar behaviour).
     #[serde(default)]
     pub exempt_uid: bool,
@@ -153,6 +160,13 @@ pub struct Enrollment {
     pub policy: NetnsPolicy,
 }
 
+impl Enrollment {
+    /// Whether the agent serves this pod with its L4 passthrough even when it has an L7 config.
+    pub fn l4_only(&self) -> bool {
+        self.policy.flags & flags::L4_ONLY != 0
+    }
+}
+
 impl EnrollSpec {
     /// Parses every field; the first bad one is returned, nothing else happens.
     pub fn validate(&self) -> Result<Enrollment, PolicyError> {
@@ -175,6 +189,11 @@ impl EnrollSpec {
         p.inbound_port = sluice_common::INBOUND_PORT;
         if self.fail_open {
             p.flags |= flags::FAIL_OPEN;
+        }
+        match self.engine.as_deref() {
+            None | Some("l7") => {}
+            Some("l4") => p.flags |= flags::L4_ONLY,
+            Some(other) => return Err(PolicyError::Engine(other.to_string())),
         }
         if self.exempt_uid {
             p.flags |= flags::EXEMPT_UID;

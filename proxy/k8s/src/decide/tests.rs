@@ -291,3 +291,20 @@ fn fixtures_are_api_server_objects() {
     let h: Pod = serde_json::from_str(HOST_POD).unwrap();
     assert_eq!(h.spec.unwrap().host_network, Some(true));
 }
+
+#[test]
+fn the_engine_annotation_picks_l4_or_l7_and_a_bad_value_names_it() {
+    assert_eq!(spec_of(&[]).unwrap().engine, None);
+    for e in ["l4", "l7"] {
+        let spec = spec_of(&[("sluice.io/engine", e)]).unwrap();
+        assert_eq!(spec.engine.as_deref(), Some(e));
+        assert_eq!(spec.validate().unwrap().l4_only(), e == "l4");
+    }
+    let err = spec_of(&[("sluice.io/engine", "l9")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "pod shop/reviews-v1-5b4c8d7f9c-x2k8q: sluice.io/engine=\"l9\": --engine: \"l9\" is not l4 or l7"
+    );
+}

@@ -193,6 +193,10 @@ pub struct PodStatus {
     /// `--config`): what the pod's own engine is running right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_versions: Option<(Option<u64>, Option<u64>)>,
+    /// What serves a node-mode pod's listeners: `l7` (the agent's L7 config) or `l4` (the
+    /// passthrough: the agent has no config or the pod was enrolled with `--engine l4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// One pod handed from an old agent to a new one (graceful upgrade).

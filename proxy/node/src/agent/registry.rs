@@ -175,6 +175,15 @@ impl Registry {
         let enrollment = spec.validate()?;
         let netns = Arc::new(Netns::open(&spec.netns)?);
         let cookie = netns.cookie()?;
+        // A node-mode pod whose engine changes (l4 <-> l7) is served anew: its listeners close
+        // (open connections run to their end) and new ones are bound below.
+        if let Some(p) = self.pods.get_mut(&cookie) {
+            if p.listeners.is_some() && p.enrollment.l4_only() != enrollment.l4_only() {
+                if let Some(l) = p.listeners.take() {
+                    l.close().await;
+                }
+            }
+        }
         let had_listeners = self
             .pods
             .get(&cookie)
@@ -196,7 +205,10 @@ impl Registry {
         }
         let listeners = match (result, bound) {
             (Ok(()), Some(b)) => {
-                match self.register_and_serve(cookie, b, spec.pod.as_ref()).await {
+                match self
+                    .register_and_serve(cookie, b, spec.pod.as_ref(), enrollment.l4_only())
+                    .await
+                {
                     Ok(l) => Ok(Some(l)),
                     Err(e) => Err(e),
                 }
@@ -263,6 +275,7 @@ impl Registry {
         cookie: u64,
         bound: BoundSockets,
         identity: Option<&PodIdentity>,
+        l4_only: bool,
     ) -> Result<PodListeners, AgentError> {
         for l in bound.sockets.inbound() {
             self.datapath
@@ -289,7 +302,7 @@ impl Registry {
         };
         let out_ctx = ctx("outbound", Direction::Outbound);
         let in_ctx = ctx("inbound", Direction::Inbound);
-        let (outbound, inbound, engine) = match &self.handlers.l7 {
+        let (outbound, inbound, engine) = match self.handlers.l7.as_ref().filter(|_| !l4_only) {
             Some(l7) => {
                 let h = l7
                     .pod_handlers(&upstream, self.handlers.outbound.clone())
@@ -391,7 +404,10 @@ impl Registry {
             }
             let listeners = if mode == Mode::Node {
                 let served = match self.bind_sockets(&name, &ns, &enrollment) {
-                    Ok(b) => self.register_and_serve(cookie, b, None).await,
+                    Ok(b) => {
+                        self.register_and_serve(cookie, b, None, enrollment.l4_only())
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match served {
@@ -540,6 +556,7 @@ impl Registry {
             s.inbound_accepted = ist.accepted.load(Ordering::Relaxed);
             s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
             s.admin = l.admin.as_ref().map(|a| a.addr().to_string());
+            s.engine = Some(if l.engine.is_some() { "l7" } else { "l4" }.to_string());
             s.engine_versions = l.engine.as_ref().map(|e| {
                 let version = |s: &Option<Arc<Server>>| s.as_ref().map(|s| s.runtime().version);
                 (version(&e.outbound), version(&e.inbound))

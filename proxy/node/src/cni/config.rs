@@ -174,10 +174,16 @@ pub struct NetConf {
     /// sk_msg fast path: on or off (default off, see `sluice enroll --fast-path`).
     #[serde(default)]
     pub fast_path: Option<String>,
+    /// l7 or l4 for node-mode pods (see `sluice enroll --engine`); a pod's
+    /// `sluice.io/engine` annotation (runtimeConfig `podAnnotations`) wins.
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 /// The pod annotation (or CNI_ARGS key) choosing a pod's mode.
 pub const MODE_ANNOTATION: &str = "sluice.io/mode";
+/// The pod annotation choosing the engine of a node-mode pod (l7 | l4).
+pub const ENGINE_ANNOTATION: &str = "sluice.io/engine";
 /// CNI_ARGS spelling of the same (runtimes pass `KEY=VALUE` args; `/` is awkward there).
 pub const MODE_ARG: &str = "SLUICE_MODE";
 
@@ -204,19 +210,27 @@ impl NetConf {
     /// The pod's mode: runtimeConfig (`podAnnotations."sluice.io/mode"` or `"sluice.io/mode"`),
     /// then CNI_ARGS (`sluice.io/mode=` or `SLUICE_MODE=`), then the config's `mode`.
     pub fn mode_for(&self, env: &CniEnv) -> Option<String> {
-        let rc = self.runtime_config.as_ref();
-        let from_rc = rc
-            .and_then(|rc| {
-                rc.get("podAnnotations")
-                    .and_then(|a| a.get(MODE_ANNOTATION))
-                    .or_else(|| rc.get(MODE_ANNOTATION))
-            })
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-        from_rc
+        self.annotation(MODE_ANNOTATION)
             .or_else(|| env.args.get(MODE_ANNOTATION).cloned())
             .or_else(|| env.args.get(MODE_ARG).cloned())
             .or_else(|| self.mode.clone())
+    }
+
+    /// The pod's engine: runtimeConfig (`podAnnotations."sluice.io/engine"` or
+    /// `"sluice.io/engine"`), then the config's `engine`.
+    pub fn engine_for(&self) -> Option<String> {
+        self.annotation(ENGINE_ANNOTATION)
+            .or_else(|| self.engine.clone())
+    }
+
+    /// A pod annotation passed in runtimeConfig (`podAnnotations.KEY`, or `KEY` itself).
+    fn annotation(&self, key: &str) -> Option<String> {
+        let rc = self.runtime_config.as_ref()?;
+        rc.get("podAnnotations")
+            .and_then(|a| a.get(key))
+            .or_else(|| rc.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     }
 }
 

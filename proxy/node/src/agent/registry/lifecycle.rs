@@ -193,8 +193,13 @@ impl Registry {
                 sockets,
             };
             Some(
-                self.register_and_serve(hp.cookie, bound, hp.pod.as_ref())
-                    .await?,
+                self.register_and_serve(
+                    hp.cookie,
+                    bound,
+                    hp.pod.as_ref(),
+                    policy.flags & sluice_common::flags::L4_ONLY != 0,
+                )
+                .await?,
             )
         } else {
             None
