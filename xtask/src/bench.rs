@@ -38,7 +38,9 @@ pub struct BenchArgs {
     /// direct, iptables+sluice, iptables+sluice-l7, ebpf+sluice-sidecar, ebpf+sluice-node,
     /// ebpf+sluice-node-l7, ebpf+sluice-nofast, iptables+envoy, and the two-hop variants
     /// (client sidecar + server sidecar) 2hop:iptables+sluice, 2hop:ebpf+sluice-sidecar,
-    /// 2hop:iptables+envoy.
+    /// 2hop:iptables+envoy. With --scale, the sections to run: node-l4 (with the noisy
+    /// neighbour, the churn and status at 1,000 pods), node-mixed, node-l7, sidecars, envoys,
+    /// workers, noisy-control.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).

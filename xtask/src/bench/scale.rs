@@ -13,6 +13,7 @@ mod node;
 pub(crate) mod pods;
 pub(crate) mod procstat;
 mod report;
+mod status_scale;
 mod workers;
 
 use std::{fs, time::Instant};
@@ -25,6 +26,7 @@ use super::{
     BenchArgs,
 };
 use ctx::Ctx;
+use node::Engines;
 use report::Metrics;
 
 /// Sizes and durations of one run.
@@ -52,6 +54,8 @@ pub struct Plan {
     pub churn_pods: usize,
     pub churn_rate: f64,
     pub churn_busy: usize,
+    /// `sluice status` at node scale: pods enrolled at once beside the bench's pods.
+    pub status_pods: usize,
 }
 
 impl Plan {
@@ -71,6 +75,7 @@ impl Plan {
             churn_pods: 1000,
             churn_rate: 10.0,
             churn_busy: 20.min(pods),
+            status_pods: 1000,
         };
         if !a.quick {
             return full;
@@ -82,6 +87,7 @@ impl Plan {
             noisy_secs: 3.0,
             worker_secs: 3.0,
             churn_pods: 50,
+            status_pods: 50,
             ..full
         }
     }
@@ -111,6 +117,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
+    const SECTIONS: [&str; 7] = [
+        "node-l4",
+        "node-mixed",
+        "node-l7",
+        "sidecars",
+        "envoys",
+        "workers",
+        "noisy-control",
+    ];
+    if let Some(bad) = a.paths.iter().find(|p| !SECTIONS.contains(&p.as_str())) {
+        bail!("--paths {bad}: --scale sections are {}", SECTIONS.join(", "));
+    }
     if plan.pods < 2 {
         bail!("--pods must be at least 2 (noisy neighbour)");
     }
@@ -158,24 +176,42 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     };
     // L4 agent: 100 pods, then the noisy neighbour and the churn on the same agent (100 pods
     // enrolled all along).
-    step("node mode, L4", &mut |m| {
-        let mut agent = node::run(&cx, false, m)?;
-        neighbour::run(&cx, Some(&mut agent), "node_l4", m)?;
-        churn::run(&cx, &mut agent, m)
-    })?;
-    step("node mode, L7", &mut |m| {
-        let mut agent = node::run(&cx, true, m)?;
-        neighbour::run(&cx, Some(&mut agent), "node_l7", m)
-    })?;
-    step("sluice sidecars", &mut |m| node::sidecars(&cx, m))?;
+    let on = |section: &str| a.paths.is_empty() || a.paths.iter().any(|p| p == section);
+    if on("node-l4") {
+        step("node mode, L4", &mut |m| {
+            let mut agent = node::run(&cx, Engines::L4, m)?;
+            neighbour::run(&cx, Some(&mut agent), "node_l4", m)?;
+            churn::run(&cx, &mut agent, m)?;
+            status_scale::run(&cx, &agent, m)
+        })?;
+    }
+    if on("node-mixed") {
+        step("node mode, half L7 half L4", &mut |m| {
+            node::run(&cx, Engines::Mixed, m).map(drop)
+        })?;
+    }
+    if on("node-l7") {
+        step("node mode, L7", &mut |m| {
+            let mut agent = node::run(&cx, Engines::L7, m)?;
+            neighbour::run(&cx, Some(&mut agent), "node_l7", m)
+        })?;
+    }
+    if on("sidecars") {
+        step("sluice sidecars", &mut |m| node::sidecars(&cx, m))?;
+    }
     match &envoy {
-        Some(_) => step("Envoy sidecars", &mut |m| node::envoys(&cx, m))?,
+        Some(_) if on("envoys") => step("Envoy sidecars", &mut |m| node::envoys(&cx, m))?,
+        Some(_) => {}
         None => eprintln!("bench --scale: no native Envoy found: Envoy sidecars skipped"),
     }
-    step("worker scaling", &mut |m| workers::run(&cx, m))?;
-    step("noisy neighbour without a proxy", &mut |m| {
-        neighbour::run(&cx, None, "direct", m)
-    })?;
+    if on("workers") {
+        step("worker scaling", &mut |m| workers::run(&cx, m))?;
+    }
+    if on("noisy-control") {
+        step("noisy neighbour without a proxy", &mut |m| {
+            neighbour::run(&cx, None, "direct", m)
+        })?;
+    }
     drop(pods);
     let header = report::Header {
         quick: a.quick,

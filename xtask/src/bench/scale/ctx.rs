@@ -87,33 +87,49 @@ impl<'a> Ctx<'a> {
     /// `sluice enroll` of pod `i` (`mode` node or sidecar, fast path on as in the bench's
     /// eBPF paths); returns the wall time of the command (exec + one control call).
     pub fn enroll(&self, control: &Path, i: usize, mode: &str) -> Result<Duration> {
+        self.enroll_netns(control, &self.pods.pods[i].ns.name, mode, &[])
+    }
+
+    /// `sluice enroll` of netns `name` with `extra` options, timed as [`Self::enroll`].
+    pub fn enroll_netns(
+        &self,
+        control: &Path,
+        name: &str,
+        mode: &str,
+        extra: &[&str],
+    ) -> Result<Duration> {
         let t = Instant::now();
-        run(
-            &self.sluice.to_string_lossy(),
-            &[
-                "enroll",
-                "--netns",
-                &self.pods.pods[i].ns.name,
-                "--mode",
-                mode,
-                "--fast-path",
-                "on",
-                "--control",
-                &control.to_string_lossy(),
-            ],
-        )?;
+        let control = control.to_string_lossy();
+        let mut args = vec![
+            "enroll",
+            "--netns",
+            name,
+            "--mode",
+            mode,
+            "--fast-path",
+            "on",
+            "--control",
+            &control,
+        ];
+        args.extend_from_slice(extra);
+        run(&self.sluice.to_string_lossy(), &args)?;
         Ok(t.elapsed())
+    }
+
+    /// `sluice <args> --control CONTROL` to completion: its stdout and wall time.
+    pub fn sluice_timed(&self, control: &Path, args: &[&str]) -> Result<(String, Duration)> {
+        let t = Instant::now();
+        let control = control.to_string_lossy();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--control", &control]);
+        let out = run(&self.sluice.to_string_lossy(), &all)?;
+        Ok((out, t.elapsed()))
     }
 
     /// `sluice status --json` (one control call for every pod): the report and the call's
     /// wall time.
     pub fn status(&self, control: &Path) -> Result<(serde_json::Value, Duration)> {
-        let t = Instant::now();
-        let out = run(
-            &self.sluice.to_string_lossy(),
-            &["status", "--json", "--control", &control.to_string_lossy()],
-        )?;
-        let took = t.elapsed();
+        let (out, took) = self.sluice_timed(control, &["status", "--json"])?;
         Ok((serde_json::from_str(&out).context("status --json")?, took))
     }
 
@@ -159,9 +175,22 @@ impl<'a> Ctx<'a> {
 
     /// wrk (one thread, `conns` connections, `secs`) from pod `i`, started.
     pub fn wrk_start(&self, i: usize, conns: u64, secs: f64) -> Result<(Child, String)> {
+        self.wrk_start_niced(i, conns, secs, 0)
+    }
+
+    /// [`Self::wrk_start`] at scheduling priority `nice` (19: only the CPU nothing else wants,
+    /// so the generator's own CPU does not stand in for the proxy's).
+    pub fn wrk_start_niced(
+        &self,
+        i: usize,
+        conns: u64,
+        secs: f64,
+        nice: i32,
+    ) -> Result<(Child, String)> {
         let url = format!("http://{}:{HTTP_PORT}/1k", self.pods.server_ip);
-        let mut c = self.pods.in_pod(i, Path::new("wrk"));
-        c.args(["-t1", "-c", &conns.to_string()])
+        let mut c = self.pods.in_pod(i, Path::new("nice"));
+        c.args(["-n", &nice.to_string(), "wrk"])
+            .args(["-t1", "-c", &conns.to_string()])
             .args(["-d", &format!("{}s", secs.ceil() as u64), &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

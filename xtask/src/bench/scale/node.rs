@@ -74,17 +74,55 @@ fn measure(cx: &Ctx, key: &str, pids: &[u32], n: usize, m: &mut Metrics) -> Resu
     Ok(())
 }
 
+/// What serves the agent's pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engines {
+    /// No `--config`: the L4 passthrough for every pod.
+    L4,
+    /// `--config`: the L7 engine for every pod.
+    L7,
+    /// `--config`, every second pod enrolled `--engine l4` (the half L7, half L4).
+    Mixed,
+}
+
+impl Engines {
+    /// The metrics key prefix.
+    pub fn key(self) -> &'static str {
+        match self {
+            Engines::L4 => "node_l4",
+            Engines::L7 => "node_l7",
+            Engines::Mixed => "node_mixed",
+        }
+    }
+
+    /// The engine pod `i` should report in `sluice status`.
+    fn engine_of(self, i: usize) -> &'static str {
+        match self {
+            Engines::L4 => "l4",
+            Engines::L7 => "l7",
+            Engines::Mixed if i % 2 == 1 => "l4",
+            Engines::Mixed => "l7",
+        }
+    }
+}
+
 /// One agent, every pod enrolled in node mode: enrollment latency, then [`measure`]. Returns
 /// the agent (still serving every pod) for the neighbour and churn runs.
-pub fn run(cx: &Ctx, l7: bool, m: &mut Metrics) -> Result<Agent> {
-    let key = if l7 { "node_l7" } else { "node_l4" };
-    let mut agent = cx.agent(l7, None)?;
+pub fn run(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
+    let key = engines.key();
+    let mut agent = cx.agent(engines != Engines::L4, None)?;
     let pid = agent.run.pid();
     std::thread::sleep(Duration::from_millis(500));
     record(m, &format!("{key}.empty"), procstat::snap(pid)?);
     let mut lat = Vec::new();
     for i in 0..cx.plan.pods {
-        lat.push(cx.enroll(&agent.control, i, "node")?.as_secs_f64() * 1e3);
+        let extra: &[&str] = match engines.engine_of(i) {
+            "l4" if engines == Engines::Mixed => &["--engine", "l4"],
+            _ => &[],
+        };
+        let name = &cx.pods.pods[i].ns.name;
+        let took = cx.enroll_netns(&agent.control, name, "node", extra)?;
+        lat.push(took.as_secs_f64() * 1e3);
     }
     agent.run.check_alive()?;
     m.push(
@@ -99,17 +137,39 @@ pub fn run(cx: &Ctx, l7: bool, m: &mut Metrics) -> Result<Agent> {
     m.push(&format!("{key}.enroll.max_ms"), q(1.0));
     let (status, took) = cx.status(&agent.control)?;
     m.push(&format!("{key}.status_ms"), took.as_secs_f64() * 1e3);
-    let enrolled = status["pods"].as_array().map_or(0, Vec::len);
-    if enrolled != cx.plan.pods {
-        bail!(
-            "{key}: status lists {enrolled} pods, {} enrolled",
-            cx.plan.pods
-        );
-    }
+    check_engines(cx, engines, &status)?;
     measure(cx, key, &[pid], cx.plan.pods, m)
         .with_context(|| format!("agent log:\n{}", log_tail(&agent.run.log, 20)))?;
     agent.run.check_alive()?;
     Ok(agent)
+}
+
+/// Every pod is listed by `sluice status` with the engine it was enrolled for.
+fn check_engines(cx: &Ctx, engines: Engines, status: &serde_json::Value) -> Result<()> {
+    let pods = status["pods"].as_array().map_or(&[][..], Vec::as_slice);
+    if pods.len() != cx.plan.pods {
+        bail!(
+            "{}: status lists {} pods, {} enrolled",
+            engines.key(),
+            pods.len(),
+            cx.plan.pods
+        );
+    }
+    for (i, pod) in cx.pods.pods.iter().enumerate() {
+        let got = pods
+            .iter()
+            .find(|p| p["netns"] == pod.ns.name.as_str())
+            .and_then(|p| p["engine"].as_str());
+        if got != Some(engines.engine_of(i)) {
+            bail!(
+                "{}: pod {} is served by {got:?}, want {}",
+                engines.key(),
+                pod.ns.name,
+                engines.engine_of(i)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every pod in sidecar mode with its own `sluice sidecar`; the agent only manages the maps

@@ -15,6 +15,7 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
         for l7 in [false, true] {
             let engine = if l7 { "l7" } else { "l4" };
             let mut rps = [0.0; 2];
+            let mut per_cpu = [0.0; 2];
             for (w, slot) in [1u32, 2].into_iter().zip(rps.iter_mut()) {
                 let mut agent = cx.agent(l7, Some(w))?;
                 for &i in &pods {
@@ -42,9 +43,14 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
                 m.push(&format!("{key}.cpu_pct"), cpu / secs.ceil() * 100.0);
                 m.push(&format!("{key}.cpu_us_per_req"), cpu * 1e6 / requests);
                 m.push(&format!("{key}.req_per_cpu_s"), requests / cpu.max(1e-9));
+                per_cpu[w as usize - 1] = requests / cpu.max(1e-9);
                 *slot = total;
             }
             m.push(&format!("workers.{engine}.ratio"), rps[1] / rps[0]);
+            m.push(
+                &format!("workers.{engine}.capacity_ratio"),
+                2.0 * per_cpu[1] / per_cpu[0],
+            );
         }
     }
     Ok(())
