@@ -127,7 +127,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "noisy-control",
     ];
     if let Some(bad) = a.paths.iter().find(|p| !SECTIONS.contains(&p.as_str())) {
-        bail!("--paths {bad}: --scale sections are {}", SECTIONS.join(", "));
+        bail!(
+            "--paths {bad}: --scale sections are {}",
+            SECTIONS.join(", ")
+        );
     }
     if plan.pods < 2 {
         bail!("--pods must be at least 2 (noisy neighbour)");
@@ -157,9 +160,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         pods.server.name
     );
     let envoy = paths::prepare_envoy(&pods.dir.path).ok();
-    let cx = Ctx::new(&pods, &sluice, &cni, &loadgen, envoy.as_deref(), &plan);
-    let mut m = Metrics::default();
     let out = a.out.clone().unwrap_or_else(|| target_dir().join("bench"));
+    let mut cx = Ctx::new(&pods, &sluice, &cni, &loadgen, envoy.as_deref(), &plan);
+    cx.perf = a.perf.then(|| out.join("perf"));
+    let mut m = Metrics::default();
     let mut step = |name: &str, f: &mut dyn FnMut(&mut Metrics) -> Result<()>| -> Result<()> {
         check_interrupted()?;
         let t = Instant::now();
@@ -212,6 +216,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             neighbour::run(&cx, None, "direct", m)
         })?;
     }
+    let profiles = cx.profiles.take();
+    drop(cx);
     drop(pods);
     let header = report::Header {
         quick: a.quick,
@@ -221,7 +227,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         plan: &plan,
         envoy: envoy.is_some(),
     };
-    let (md, json) = report::render(&header, &m);
+    let (mut md, json) = report::render(&header, &m);
+    if !profiles.is_empty() {
+        md.push_str(
+            "\n## Profiles (--perf: the agent during the first worker-scaling repetition)\n\n",
+        );
+        md.push_str(&super::profile::markdown(&profiles));
+    }
     fs::create_dir_all(&out)?;
     fs::write(out.join("scale.md"), &md)?;
     fs::write(out.join("scale.json"), serde_json::to_string_pretty(&json)?)?;

@@ -32,6 +32,10 @@ pub struct Ctx<'a> {
     pub loadgen: &'a Path,
     pub envoy: Option<&'a Path>,
     pub plan: &'a Plan,
+    /// `--perf`: where the worker-scaling runs' `perf record` files go.
+    pub perf: Option<std::path::PathBuf>,
+    /// The profiles taken (`--perf`), for the report.
+    pub profiles: std::cell::RefCell<Vec<super::super::profile::Summary>>,
     /// Makes agent pin directories and sockets unique.
     n: Cell<u32>,
 }
@@ -52,6 +56,8 @@ impl<'a> Ctx<'a> {
             loadgen,
             envoy,
             plan,
+            perf: None,
+            profiles: Default::default(),
             n: Cell::new(0),
         }
     }

@@ -134,7 +134,10 @@ fn goals(m: &Metrics) -> Vec<Goal> {
     // The load generators share the machine's 2 cores with the agent, so the fallback
     // applies: requests per agent CPU-second, i.e. 2 workers' capacity on 2 dedicated cores
     // over 1 worker's on one = 2 x (req/CPU-s with 2) / (req/CPU-s with 1).
-    let w = [m.med("workers.l4.capacity_ratio"), m.med("workers.l7.capacity_ratio")];
+    let w = [
+        m.med("workers.l4.capacity_ratio"),
+        m.med("workers.l7.capacity_ratio"),
+    ];
     add(
         "Worker scaling: 2 workers >= 1.7x the req/s of 1 worker",
         format!(
@@ -359,12 +362,12 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",
         p.worker_pods, p.worker_secs
     );
-    md.push_str("| | req/s, 1 worker | req/s, 2 workers | ratio | agent CPU % (1 / 2) | CPU µs per request (1 / 2) | req per agent CPU-s (1 / 2) | capacity ratio (2 x req/CPU-s) |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| | req/s, 1 worker | req/s, 2 workers | ratio | agent CPU % (1 / 2) | CPU µs per request (1 / 2) | req per agent CPU-s (1 / 2) | capacity ratio (2 x req/CPU-s) | agent context switches per request (1 / 2) |\n|---|---|---|---|---|---|---|---|---|\n");
     for (label, k) in [("L4", "workers.l4"), ("L7", "workers.l7")] {
         let c = |f: &str, d| m.cell(&format!("{k}.{f}"), d);
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} |",
+            "| {label} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} / {} |",
             c("w1.rps", 0),
             c("w2.rps", 0),
             c("ratio", 2),
@@ -374,7 +377,9 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             c("w2.cpu_us_per_req", 1),
             c("w1.req_per_cpu_s", 0),
             c("w2.req_per_cpu_s", 0),
-            c("capacity_ratio", 2)
+            c("capacity_ratio", 2),
+            c("w1.switches_per_req", 2),
+            c("w2.switches_per_req", 2)
         );
     }
     md.push_str("\nThe 10 wrk processes, nginx and the agent share the machine's 2 cores: with 2 workers the agent competes with the load generators for the second core, so the req/s ratio bounds what a dedicated second core would give from below; requests per agent CPU-second show the per-request cost at each worker count, and the capacity ratio is what 2 workers on 2 dedicated cores would carry over 1 worker on one at those costs (the issue's measure when the generators share the proxy's cores).\n");

@@ -5,13 +5,13 @@
 
 use anyhow::Result;
 
-use super::{ctx::Ctx, procstat, report::Metrics};
+use super::{super::profile, ctx::Ctx, procstat, report::Metrics};
 
 pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
     let n = cx.plan.worker_pods;
     let secs = cx.plan.worker_secs;
     let pods: Vec<usize> = (0..n).collect();
-    for _ in 0..cx.plan.reps {
+    for rep in 0..cx.plan.reps {
         for l7 in [false, true] {
             let engine = if l7 { "l7" } else { "l4" };
             let mut rps = [0.0; 2];
@@ -26,7 +26,16 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
                     cx.probe(&pods)? as f64,
                 );
                 let pid = agent.run.pid();
+                let rec = match &cx.perf {
+                    Some(dir) if rep == 0 => Some(profile::start(
+                        dir,
+                        &format!("scale-workers-{engine}-w{w}"),
+                        &[pid],
+                    )?),
+                    _ => None,
+                };
                 let c0 = procstat::cpu_secs(pid)?;
+                let s0 = procstat::switches(pid)?;
                 let runs = pods
                     .iter()
                     .map(|&i| cx.wrk_start(i, 8, secs))
@@ -36,6 +45,10 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
                     .map(|r| cx.wrk_wait(r, secs))
                     .sum::<Result<f64>>()?;
                 let cpu = procstat::cpu_secs(pid)? - c0;
+                let switches = procstat::switches(pid)? - s0;
+                if let Some(r) = rec {
+                    cx.profiles.borrow_mut().push(r.finish()?);
+                }
                 agent.run.check_alive()?;
                 let key = format!("workers.{engine}.w{w}");
                 let requests = total * secs.ceil();
@@ -43,6 +56,10 @@ pub fn run(cx: &Ctx, m: &mut Metrics) -> Result<()> {
                 m.push(&format!("{key}.cpu_pct"), cpu / secs.ceil() * 100.0);
                 m.push(&format!("{key}.cpu_us_per_req"), cpu * 1e6 / requests);
                 m.push(&format!("{key}.req_per_cpu_s"), requests / cpu.max(1e-9));
+                m.push(
+                    &format!("{key}.switches_per_req"),
+                    switches as f64 / requests,
+                );
                 per_cpu[w as usize - 1] = requests / cpu.max(1e-9);
                 *slot = total;
             }
