@@ -68,8 +68,9 @@ pub enum ServerError {
 pub struct Runtime {
     /// The validated config.
     pub bootstrap: Arc<config::Bootstrap>,
-    /// The config file as JSON (for /config_dump).
-    pub source: serde_json::Value,
+    /// The config file as JSON (for /config_dump); shared by every server started from the
+    /// same document (node mode: two per pod).
+    pub source: Arc<serde_json::Value>,
     /// Clusters by name.
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Cluster names in config order.
@@ -96,7 +97,7 @@ impl Runtime {
     /// outlier state, DNS answers); the others are built new.
     pub fn build(
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: Arc<serde_json::Value>,
         stats: &StatsStore,
         version: u64,
         previous: Option<&Runtime>,
@@ -304,7 +305,7 @@ impl Server {
     /// serving. `config_path` enables reloads.
     pub async fn start(
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: impl Into<Arc<serde_json::Value>>,
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Self>, ServerError> {
         Self::start_with(bootstrap, source, config_path, StartOptions::default()).await
@@ -313,13 +314,13 @@ impl Server {
     /// [`start`](Self::start) with options (e.g. no listener binding for the capture side).
     pub async fn start_with(
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: impl Into<Arc<serde_json::Value>>,
         config_path: Option<PathBuf>,
         opts: StartOptions,
     ) -> Result<Arc<Self>, ServerError> {
         bootstrap.check_references()?;
         let stats = Arc::new(StatsStore::default());
-        let rt = Runtime::build(bootstrap, source, &stats, 1, None, &opts.connector)?;
+        let rt = Runtime::build(bootstrap, source.into(), &stats, 1, None, &opts.connector)?;
         rt.warm().await;
         let admin = rt.bootstrap.admin.clone();
         let ready = rt.bootstrap.dynamic_resources.is_none();

@@ -40,7 +40,7 @@ pub const INBOUND_LISTENER: &str = "virtualInbound";
 #[derive(Debug, Clone)]
 pub struct L7Config {
     bootstrap: config::Bootstrap,
-    source: serde_json::Value,
+    source: Arc<serde_json::Value>,
     /// The file it came from (None: no file, [`L7Config::dynamic_only`]).
     path: Option<PathBuf>,
     /// Listeners come later from a per-pod source (xDS): both servers start even when this
@@ -75,7 +75,7 @@ impl L7Config {
     pub fn load(path: &Path) -> Result<Self, config::ConfigError> {
         Ok(Self {
             bootstrap: config::load_file(path)?,
-            source: sluice_engine::server::source_json(path),
+            source: Arc::new(sluice_engine::server::source_json(path)),
             path: Some(path.to_path_buf()),
             dynamic: false,
         })
@@ -84,6 +84,7 @@ impl L7Config {
     /// No file: `bootstrap` (e.g. an ADS bootstrap without listeners, validated by the caller)
     /// starts every pod's servers, whose listeners come from the per-pod source only.
     pub fn dynamic_only(bootstrap: config::Bootstrap, source: serde_json::Value) -> Self {
+        let source = Arc::new(source);
         Self {
             bootstrap,
             source,

@@ -210,7 +210,7 @@ fn inline_route_configs(listener: &Value) -> Vec<&Value> {
 /// BootstrapConfigDump: the file's bootstrap (without the xDS resources), with the node's
 /// user agent as Envoy fills it in.
 fn bootstrap(rt: &Runtime, listeners: &[&Value], clusters: &[&Value], loaded: &Value) -> Value {
-    let mut b = match &rt.source {
+    let mut b = match &*rt.source {
         Value::Object(m) => Value::Object(m.clone()),
         _ => json!({}),
     };

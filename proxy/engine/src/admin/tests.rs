@@ -71,7 +71,7 @@ async fn runtime(source: Value, origin: Option<ConfigOrigin>) -> Runtime {
     };
     let mut rt = Runtime::build(
         b,
-        source,
+        source.into(),
         &StatsStore::default(),
         1,
         None,
@@ -166,7 +166,7 @@ async fn secrets_are_never_dumped() {
     // The TLS cluster is built only if its files exist: dump the document without building it.
     let rt = runtime(no_tls(source()), None).await;
     let mut rt = rt;
-    rt.source = source();
+    rt.source = source().into();
     let text = config_dump(&rt, "").expect("dump");
     assert!(!text.contains("BEGIN PRIVATE KEY"), "{text}");
     assert!(text.contains("[redacted]") && text.contains("/etc/c.pem"));

@@ -23,7 +23,7 @@ impl Server {
     pub async fn apply(
         self: &Arc<Self>,
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: impl Into<Arc<serde_json::Value>>,
     ) -> Result<u64, ServerError> {
         self.apply_with_origin(bootstrap, source, ConfigOrigin::default())
             .await
@@ -34,11 +34,11 @@ impl Server {
     pub async fn apply_with_origin(
         self: &Arc<Self>,
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: impl Into<Arc<serde_json::Value>>,
         origin: ConfigOrigin,
     ) -> Result<u64, ServerError> {
         let _guard = self.reload_lock.lock().await;
-        let result = self.apply_locked(bootstrap, source, origin).await;
+        let result = self.apply_locked(bootstrap, source.into(), origin).await;
         match &result {
             Ok(version) => {
                 self.stats.server.reloads.inc();
@@ -55,7 +55,7 @@ impl Server {
     async fn apply_locked(
         self: &Arc<Self>,
         bootstrap: config::Bootstrap,
-        source: serde_json::Value,
+        source: Arc<serde_json::Value>,
         origin: ConfigOrigin,
     ) -> Result<u64, ServerError> {
         bootstrap.check_references()?;
