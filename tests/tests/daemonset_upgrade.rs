@@ -24,6 +24,7 @@ use sluice_tests::{
     podrun::{
         chain::{pod_ip, primary, NodeCni},
         node::{cni_args_in, TestNode},
+        probe,
     },
     require_root, run_cmd,
     sluice_cli::sluice_ok,
@@ -158,6 +159,11 @@ fn daemonset_rolling_update_drops_nothing_and_uninstall_leaves_nothing() {
     new.wait_ready(&node.manifest, Duration::from_secs(90));
     let ready_at = up_start.elapsed();
     assert!(has_entry(&node), "the CNI entry stays during the update");
+    for c in &spec.containers {
+        if let Some(p) = &c.liveness {
+            assert!(probe::passes(p), "new pod {} liveness", c.name);
+        }
+    }
     std::thread::sleep(STREAMS_AFTER_TAKEOVER);
     stop_streams.store(true, Ordering::Relaxed);
     let reports = streams.join().expect("streams thread");

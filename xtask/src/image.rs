@@ -121,6 +121,7 @@ fn smoke() -> Result<()> {
     };
     run("/sluice", &["--version"], &[])?;
     run("/sluice-cni", &[], &["CNI_COMMAND=VERSION"])?;
+    run("/usr/sbin/ip", &["-V"], &[])?;
     for tool in [
         "iptables",
         "ip6tables-restore",
