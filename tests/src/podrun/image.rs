@@ -8,9 +8,11 @@ mod stage;
 use super::podman::{podman, podman_ok};
 use crate::{sluice_cli::sluice_bin, unique_name};
 
-/// An image in podman's store, removed (`podman rmi -f`) on drop.
+/// An image in podman's store, removed (`podman rmi -f`) on drop; an image that had the tag
+/// before (e.g. a release build) is set aside and gets the tag back.
 pub struct TestImage {
     pub tag: String,
+    saved: Option<String>,
 }
 
 impl TestImage {
@@ -21,7 +23,16 @@ impl TestImage {
         let bin_dir = bin.parent().expect("sluice has a directory");
         let dir = std::env::temp_dir().join(unique_name("image"));
         let staged = stage_into(bin_dir, &dir);
-        let image = Self { tag: tag.into() };
+        let saved = podman(&["image", "exists", tag]).status.success().then(|| {
+            let saved = format!("localhost/{}:saved", unique_name("podrun"));
+            podman_ok(&["tag", tag, &saved]);
+            podman_ok(&["untag", tag, tag]);
+            saved
+        });
+        let image = Self {
+            tag: tag.into(),
+            saved,
+        };
         let built = staged.map(|()| {
             podman(&[
                 "build",
@@ -45,13 +56,6 @@ impl TestImage {
         }
         image
     }
-
-    /// The image's id.
-    pub fn id(&self) -> String {
-        podman_ok(&["image", "inspect", "--format", "{{.Id}}", &self.tag])
-            .trim()
-            .to_string()
-    }
 }
 
 fn stage_into(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -63,5 +67,9 @@ fn stage_into(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Resul
 impl Drop for TestImage {
     fn drop(&mut self) {
         let _ = podman(&["rmi", "--force", &self.tag]);
+        if let Some(saved) = &self.saved {
+            let _ = podman(&["tag", saved, &self.tag]);
+            let _ = podman(&["untag", saved, saved]);
+        }
     }
 }
