@@ -45,6 +45,15 @@ fn daemonset_pod_runs_as_the_manifest_says_and_captures_cni_pods_both_ways() {
             );
         }
     }
+    // The pod watcher reached the API server through the in-cluster config (TLS, the
+    // service-account CA) with the node's field selector from NODE_NAME (downward API).
+    let selector = format!("fieldSelector=spec.nodeName%3D{}", node.node_name);
+    let reqs = node.api.fake.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET /api/v1/pods?") && r.contains(&selector)),
+        "no pod list for this node: {reqs:?}"
+    );
     // The agent attached in the sandboxed cgroup root, pinned in the sandboxed bpffs.
     assert!(
         node.sandbox.bpffs.path().join("sluice").is_dir(),

@@ -282,3 +282,39 @@ fn probe(p: &Value) -> Option<Probe> {
         failure_threshold: p["failureThreshold"].as_u64().unwrap_or(3) as u32,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::podrun::expand::{expand, resolve_env};
+
+    /// The shipped manifest loads (every field applied or knowingly ignored) and the agent's
+    /// args expand completely from its env.
+    #[test]
+    fn the_shipped_manifest_is_applied_and_expands() {
+        let m = load(&default_path());
+        assert_eq!((m.pod.max_surge, m.pod.max_unavailable), (1, 0));
+        let agent = m
+            .pod
+            .containers
+            .iter()
+            .find(|c| c.name == "agent")
+            .expect("agent");
+        let fields: HashMap<&str, String> = [
+            ("spec.nodeName", "n1".to_string()),
+            ("metadata.namespace", m.namespace.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let env = resolve_env(agent, &fields, &m.config_maps);
+        let args: Vec<String> = agent.args.iter().map(|a| expand(a, &env)).collect();
+        assert!(args.iter().all(|a| !a.contains("$(")), "{args:?}");
+        assert!(
+            args.contains(&"--cgroup=/host/sys/fs/cgroup".to_string()),
+            "{args:?}"
+        );
+        assert!(agent.readiness.is_some() && agent.liveness.is_some());
+    }
+}
