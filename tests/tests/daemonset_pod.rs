@@ -15,6 +15,7 @@ use sluice_tests::{
         chain::{pod_ip, primary, NodeCni},
         fields,
         node::{cni_args, TestNode},
+        podman::cap_bit,
         probe,
     },
     require_root,
@@ -44,6 +45,49 @@ fn daemonset_pod_runs_as_the_manifest_says_and_captures_cni_pods_both_ways() {
                 pod.logs()
             );
         }
+    }
+    // Each container runs with exactly the manifest's capabilities, no-new-privileges and
+    // read-only root as its securityContext says.
+    for c in &node.manifest.pod.containers {
+        let sc = &c.security;
+        assert_eq!(
+            sc.cap_drop,
+            ["ALL"],
+            "{}: the runner checks drop ALL + add",
+            c.name
+        );
+        let want = sc.cap_add.iter().fold(0u64, |m, cap| m | 1 << cap_bit(cap));
+        let pid = pod.container(&c.name).pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/status"))
+        };
+        let eff = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff hex");
+        assert_eq!(
+            eff, want,
+            "{}: CapEff {eff:#x}, manifest {:?}",
+            c.name, sc.cap_add
+        );
+        assert_eq!(
+            field("NoNewPrivs:") == "1",
+            sc.no_new_privileges,
+            "{} NoNewPrivs",
+            c.name
+        );
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        let root_ro = mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some("/"))
+            .is_some_and(|l| {
+                l.split_whitespace()
+                    .nth(5)
+                    .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+            });
+        assert_eq!(root_ro, sc.read_only_root, "{}: read-only root", c.name);
     }
     // The pod watcher reached the API server through the in-cluster config (TLS, the
     // service-account CA) with the node's field selector from NODE_NAME (downward API).

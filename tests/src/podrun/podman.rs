@@ -136,6 +136,31 @@ pub fn run_args(
     a
 }
 
+/// The kernel's bit of a capability named as in a securityContext (`BPF`, `NET_ADMIN`, ...).
+pub fn cap_bit(cap: &str) -> u32 {
+    const CAPS: &[(&str, u32)] = &[
+        ("CHOWN", 0),
+        ("DAC_OVERRIDE", 1),
+        ("FOWNER", 3),
+        ("KILL", 5),
+        ("SETGID", 6),
+        ("SETUID", 7),
+        ("NET_BIND_SERVICE", 10),
+        ("NET_ADMIN", 12),
+        ("NET_RAW", 13),
+        ("SYS_PTRACE", 19),
+        ("SYS_ADMIN", 21),
+        ("SYS_RESOURCE", 24),
+        ("PERFMON", 38),
+        ("BPF", 39),
+    ];
+    let name = cap.trim_start_matches("CAP_");
+    CAPS.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .unwrap_or_else(|| panic!("capability {cap}: add its bit to podrun::podman::cap_bit"))
+}
+
 fn cap_name(cap: &str) -> String {
     if cap == "ALL" || cap.starts_with("CAP_") {
         cap.to_string()
@@ -158,6 +183,14 @@ impl ContainerGuard {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
+    }
+
+    /// The host pid of the container's process (host PID namespace or not).
+    pub fn pid(&self) -> u32 {
+        podman_ok(&["inspect", "--format", "{{.State.Pid}}", &self.name])
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("container {}: pid: {e}", self.name))
     }
 
     /// Whether the container is running.
