@@ -31,6 +31,24 @@ pub fn sluice_cni_bin() -> PathBuf {
     bin
 }
 
+/// The reference `bridge` plugin's entry with `host-local` IPAM on `subnet`: pods get an
+/// address and **no** routes (`isGateway: false`, no ipam routes).
+pub fn bridge_plugin(bridge: &str, subnet: (Ipv4Addr, u8), data_dir: &Path) -> Value {
+    json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": false,
+        "isDefaultGateway": false,
+        "ipMasq": false,
+        "hairpinMode": false,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{ "subnet": format!("{}/{}", subnet.0, subnet.1) }]],
+            "dataDir": data_dir,
+        }
+    })
+}
+
 /// What one plugin exec produced.
 #[derive(Debug)]
 pub struct PluginRun {
@@ -53,12 +71,37 @@ pub fn exec_plugin(
     args: &str,
     conf: &Value,
 ) -> PluginRun {
+    exec_plugin_via(&[], program, command, container_id, netns, args, conf)
+}
+
+/// [`exec_plugin`] through `wrapper` (a command line that execs its last argument, the
+/// plugin, e.g. to run it in its own mount namespace); `CNI_PATH` has the plugin's directory
+/// first.
+pub fn exec_plugin_via(
+    wrapper: &[&str],
+    program: &Path,
+    command: &str,
+    container_id: &str,
+    netns: Option<&Path>,
+    args: &str,
+    conf: &Value,
+) -> PluginRun {
     let start = Instant::now();
-    let path = format!(
-        "{CNI_PLUGIN_DIR}:{}",
-        program.parent().unwrap_or(Path::new("/")).display()
-    );
-    let mut child = Command::new(program)
+    let dir = program.parent().unwrap_or(Path::new("/")).display();
+    let path = if wrapper.is_empty() {
+        format!("{CNI_PLUGIN_DIR}:{dir}")
+    } else {
+        format!("{dir}:{CNI_PLUGIN_DIR}")
+    };
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let mut child = cmd
         .env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
@@ -148,19 +191,7 @@ impl CniNetwork {
     }
 
     fn plugins(&self) -> Vec<Value> {
-        let bridge = json!({
-            "type": "bridge",
-            "bridge": self.bridge,
-            "isGateway": false,
-            "isDefaultGateway": false,
-            "ipMasq": false,
-            "hairpinMode": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": format!("{}/{}", self.subnet.0, self.subnet.1) }]],
-                "dataDir": self.data_dir,
-            }
-        });
+        let bridge = bridge_plugin(&self.bridge, self.subnet, &self.data_dir);
         let mut sluice = json!({ "type": "sluice-cni" });
         if let (Some(m), Some(o)) = (sluice.as_object_mut(), self.sluice_opts.as_object()) {
             m.extend(o.clone());

@@ -1,15 +1,13 @@
 //! `cargo xtask image`: the OCI image the DaemonSet runs, built by podman `FROM scratch` (no base
-//! image is pulled): the release `sluice` and `sluice-cni`, the iptables tools of the fallback
+//! image is pulled): the release (or `--profile dev`) `sluice` and `sluice-cni`, the iptables tools of the fallback
 //! path (xtables-nft/legacy multi-call binaries, their command links and xtables modules) and
 //! every shared library they load (from `ldd`). Inputs are copied in sorted order with mtime 0
 //! and built with `--timestamp 0`, so two builds of one commit have the same digest. Prints the
 //! digest and the compressed (gzip) size, as pushed to a registry.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod stage;
+
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
@@ -19,43 +17,22 @@ use crate::setup::run_cmd;
 /// The tag the manifest (`deploy/sluice.yaml`) refers to.
 pub const TAG: &str = "localhost/sluice:0.1.0";
 
-const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
-/// Command names the multi-call binaries answer to (argv[0]); the nft backend is the default.
-const NFT_LINKS: &[&str] = &[
-    "iptables",
-    "iptables-restore",
-    "iptables-save",
-    "ip6tables",
-    "ip6tables-restore",
-    "ip6tables-save",
-    "iptables-nft",
-    "iptables-nft-restore",
-    "iptables-nft-save",
-    "ip6tables-nft",
-    "ip6tables-nft-restore",
-    "ip6tables-nft-save",
-];
-const LEGACY_LINKS: &[&str] = &[
-    "iptables-legacy",
-    "iptables-legacy-restore",
-    "iptables-legacy-save",
-    "ip6tables-legacy",
-    "ip6tables-legacy-restore",
-    "ip6tables-legacy-save",
-];
-
-const CONTAINERFILE: &str = "FROM scratch\n\
-    COPY rootfs/ /\n\
-    ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
-    ENTRYPOINT [\"/sluice\"]\n";
-
-/// Builds the image and prints its digest and compressed size; `twice` builds it again without
-/// cache and fails unless the digests match.
-pub fn run(twice: bool) -> Result<()> {
-    run_cmd("cargo", &["build", "-j2", "--release", "-p", "sluice"])?;
+/// Builds the image from the `profile` build (`release`, or `dev` for a quick image of the debug
+/// binaries, same layout) and prints its digest and compressed size; `twice` builds it again
+/// without cache and fails unless the digests match.
+pub fn run(twice: bool, profile: &str) -> Result<()> {
+    run_cmd(
+        "cargo",
+        &["build", "-j2", "--profile", profile, "-p", "sluice"],
+    )?;
+    let bin_dir = match profile {
+        "dev" | "test" => "target/debug".to_string(),
+        "release" | "bench" => "target/release".to_string(),
+        other => format!("target/{other}"),
+    };
     let dir = Path::new("target/image");
     let _ = std::fs::remove_dir_all(dir);
-    let first = build(dir, "oci-1")?;
+    let first = build(Path::new(&bin_dir), dir, "oci-1")?;
     smoke()?;
     println!(
         "image {TAG}\n  digest {}\n  compressed size {} bytes ({:.1} MiB)",
@@ -64,7 +41,7 @@ pub fn run(twice: bool) -> Result<()> {
         first.1 as f64 / 1048576.0
     );
     if twice {
-        let second = build(dir, "oci-2")?;
+        let second = build(Path::new(&bin_dir), dir, "oci-2")?;
         if second.0 != first.0 {
             bail!("not reproducible: {} then {}", first.0, second.0);
         }
@@ -73,102 +50,13 @@ pub fn run(twice: bool) -> Result<()> {
     Ok(())
 }
 
-/// Copies every input into `rootfs` at its host path, sorted, mtimes 0.
-fn stage(rootfs: &Path) -> Result<()> {
-    let release = Path::new("target/release");
-    let mut elves: Vec<PathBuf> = Vec::new();
-    for bin in ["sluice", "sluice-cni"] {
-        copy_file(&release.join(bin), &rootfs.join(bin))?;
-        elves.push(release.join(bin));
-    }
-    for multi in [
-        "/usr/sbin/xtables-nft-multi",
-        "/usr/sbin/xtables-legacy-multi",
-    ] {
-        copy_into(rootfs, Path::new(multi))?;
-        elves.push(multi.into());
-    }
-    for (target, links) in [
-        ("xtables-nft-multi", NFT_LINKS),
-        ("xtables-legacy-multi", LEGACY_LINKS),
-    ] {
-        for l in links {
-            std::os::unix::fs::symlink(target, rootfs.join("usr/sbin").join(l))?;
-        }
-    }
-    let mut modules: Vec<PathBuf> = std::fs::read_dir(XTABLES_DIR)
-        .with_context(|| format!("{XTABLES_DIR} (apt package iptables)"))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    modules.sort();
-    for m in &modules {
-        copy_into(rootfs, m)?;
-    }
-    elves.extend(modules);
-    for lib in shared_libs(&elves)? {
-        copy_into(rootfs, &lib)?;
-    }
-    run_cmd(
-        "find",
-        &[
-            &rootfs.display().to_string(),
-            "-exec",
-            "touch",
-            "-h",
-            "-d",
-            "@0",
-            "{}",
-            "+",
-        ],
-    )
-}
-
-/// Every library `ldd` resolves for `elves` (and the dynamic loader), sorted.
-fn shared_libs(elves: &[PathBuf]) -> Result<BTreeSet<PathBuf>> {
-    let mut libs = BTreeSet::new();
-    for elf in elves {
-        let out = Command::new("ldd")
-            .arg(elf)
-            .output()
-            .context("running ldd")?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-            let path = line
-                .split("=>")
-                .last()
-                .unwrap_or("")
-                .split_whitespace()
-                .next()
-                .unwrap_or("");
-            if path.starts_with('/') {
-                libs.insert(PathBuf::from(path));
-            }
-        }
-    }
-    Ok(libs)
-}
-
-/// `host` copied (dereferenced) to the same path under `rootfs`.
-fn copy_into(rootfs: &Path, host: &Path) -> Result<()> {
-    copy_file(host, &rootfs.join(host.strip_prefix("/").unwrap_or(host)))
-}
-
-fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    Ok(())
-}
-
 /// Stages the inputs afresh, `podman build`, then a gzip OCI layout of the result:
 /// (manifest digest, compressed bytes).
-fn build(dir: &Path, layout: &str) -> Result<(String, u64)> {
+fn build(bin_dir: &Path, dir: &Path, layout: &str) -> Result<(String, u64)> {
     let rootfs = dir.join("rootfs");
     let _ = std::fs::remove_dir_all(&rootfs);
-    stage(&rootfs)?;
-    std::fs::write(dir.join("Containerfile"), CONTAINERFILE)?;
+    stage::stage(bin_dir, &rootfs)?;
+    std::fs::write(dir.join("Containerfile"), stage::CONTAINERFILE)?;
     let d = dir.display().to_string();
     podman(&[
         "build",
@@ -233,6 +121,7 @@ fn smoke() -> Result<()> {
     };
     run("/sluice", &["--version"], &[])?;
     run("/sluice-cni", &[], &["CNI_COMMAND=VERSION"])?;
+    run("/usr/sbin/ip", &["-V"], &[])?;
     for tool in [
         "iptables",
         "ip6tables-restore",

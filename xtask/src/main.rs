@@ -44,6 +44,9 @@ enum Cmd {
         /// Remove the image from podman's store afterwards.
         #[arg(long)]
         rm: bool,
+        /// Cargo profile of the binaries (`dev`: the debug build, for a quick test image).
+        #[arg(long, default_value = "release")]
+        profile: String,
     },
     /// Build the cargo-fuzz targets once and run each for a while; fails on any crash or timeout.
     Fuzz(fuzz::FuzzArgs),
@@ -80,8 +83,8 @@ fn main() -> Result<()> {
                 "conformance-coverage",
             ],
         ),
-        Cmd::Image { twice, rm } => {
-            let built = image::run(twice);
+        Cmd::Image { twice, rm, profile } => {
+            let built = image::run(twice, &profile);
             if rm {
                 image::remove()?;
             }
