@@ -15,10 +15,10 @@ pub enum BpfError {
     /// No cgroup v2 mount found.
     #[error("no cgroup v2 mount found (tried {tried})")]
     NoCgroup2 { tried: String },
-    /// The attach target is not a directory of the cgroup v2 hierarchy (e.g. a cgroup v1
-    /// controller directory or a plain directory).
-    #[error("{path} is not a cgroup v2 directory (cgroup programs attach only to cgroup v2)")]
-    NotCgroup2 { path: PathBuf },
+    /// A host path is unusable (missing cgroup, cgroup v1 or a plain directory as the attach
+    /// target, pin directory off bpffs); checked before anything is created.
+    #[error(transparent)]
+    Host(#[from] super::host_check::HostError),
     /// bpffs could not be mounted or used.
     #[error("bpffs at {path}: {reason}")]
     Bpffs { path: PathBuf, reason: String },
