@@ -20,7 +20,10 @@ pub enum BpfError {
     #[error(transparent)]
     Host(#[from] super::host_check::HostError),
     /// bpffs could not be mounted or used.
-    #[error("bpffs at {path}: {reason}")]
+    #[error(
+        "bpffs at {path}: {reason}; mount bpffs on the host (`mount -t bpf bpf /sys/fs/bpf`, what \
+         the DaemonSet's mount-bpffs init container does)"
+    )]
     Bpffs { path: PathBuf, reason: String },
     /// The pin directory could not be created or cleaned.
     #[error("pin directory {path}: {source}")]
