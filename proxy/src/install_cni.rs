@@ -33,6 +33,10 @@ pub struct InstallCniArgs {
     /// On SIGTERM: auto (uninstall unless another installer runs: an upgrade), keep, uninstall.
     #[arg(long, env = "SLUICE_CNI_ON_EXIT", value_enum, default_value = "auto")]
     on_exit: OnExitArg,
+    /// Serve `/healthz/ready` (200 while sluice-cni is installed, else 503 with the reason) and
+    /// `/healthz/live` here; the DaemonSet uses 0.0.0.0:15022 (the agent has 15021).
+    #[arg(long, env = "SLUICE_CNI_HEALTH_ADDR")]
+    health_addr: Option<std::net::SocketAddr>,
     /// Install once and exit (no watching).
     #[arg(long, conflicts_with = "uninstall")]
     once: bool,
@@ -69,6 +73,7 @@ pub fn run(a: InstallCniArgs) -> Result<()> {
             OnExitArg::Keep => OnExit::Keep,
             OnExitArg::Uninstall => OnExit::Uninstall,
         },
+        health: a.health_addr,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,10 +2,7 @@
 //! runtime, talking to its control socket; its readiness ("the API server answers") gates the
 //! agent's `/healthz/ready`.
 
-use std::{
-    path::Path,
-    sync::{atomic::AtomicBool, Arc},
-};
+use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use sluice_k8s::{decide::Settings, reconcile::LoopOptions, watch::WatchOptions};
@@ -60,7 +57,7 @@ pub fn start(
         loop_opts: LoopOptions::default(),
         kubeconfig: args.kubeconfig.clone(),
     };
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = ReadyGate::not_ready(sluice_k8s::reconcile::NOT_SYNCED);
     rt.spawn(sluice_k8s::watch::run(opts, ready.clone()));
     Ok(Some(ready))
 }

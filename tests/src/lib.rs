@@ -10,6 +10,7 @@ pub mod agent_node;
 pub mod cgroup;
 pub mod cni;
 pub mod datapath;
+pub mod http_probe;
 pub mod inbound;
 pub mod inventory;
 pub mod kube_api;
@@ -34,6 +35,7 @@ use std::{
 };
 
 pub use cgroup::{Cgroup, ProcessInCgroup};
+pub use http_probe::http_get;
 pub use netns::{LinkStats, Netns};
 pub use pins::PinDir;
 pub use veth::Veth;

@@ -5,10 +5,7 @@
 
 use std::{
     process::{Child, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,6 +16,7 @@ use sluice_k8s::{
     store::Input,
     Event, Namespace, Pod,
 };
+use sluice_node::agent::health::ReadyGate;
 use sluice_tests::{agent_node::Node, require_root, until, Cgroup, Netns};
 use tokio::sync::mpsc;
 
@@ -139,14 +137,14 @@ fn pod(p: &TestPod, ns: &str, name: &str, annotations: &[(&str, &str)]) -> Pod {
 /// The reconcile loop on its own thread and runtime, fed through a channel.
 struct Watcher {
     tx: mpsc::UnboundedSender<Input>,
-    ready: Arc<AtomicBool>,
+    ready: ReadyGate,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watcher {
     fn start(node: &Node) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = ReadyGate::not_ready("starting");
         // The watcher runs in this test process, the agent in its own.
         let agent = Arc::new(ControlAgent {
             path: node.control.path(),
@@ -282,7 +280,7 @@ fn reconcile_enrolls_switches_unenrolls_and_reenrolls_after_reboot() {
         None,
         "c's namespace is not injected"
     );
-    until("ready", || w.ready.load(Ordering::Relaxed), |r| *r);
+    until("ready", || w.ready.is_ready(), |r| *r);
     let ident = node
         .pod(&a.ns)
         .pod
@@ -369,28 +367,31 @@ fn watch_errors_make_it_not_ready_until_the_server_answers() {
     w.send(Input::Namespace(Event::InitDone));
     w.pods(Event::Init);
     w.pods(Event::InitDone);
-    until("ready", || w.ready.load(Ordering::Relaxed), |r| *r);
+    until("ready", || w.ready.is_ready(), |r| *r);
     w.send(Input::WatchError("connection refused".into()));
+    until("the reason", || w.ready.reason(), |r| r.is_some());
+    let reason = w.ready.reason().unwrap_or_default();
+    assert!(
+        reason.contains("Kubernetes API server unreachable")
+            && reason.contains("connection refused"),
+        "{reason}"
+    );
     until(
         "not ready after a watch error",
-        || w.ready.load(Ordering::Relaxed),
+        || w.ready.is_ready(),
         |r| !*r,
     );
     // error_hold (1 s) without another error: ready again.
-    until("ready again", || w.ready.load(Ordering::Relaxed), |r| *r);
+    until("ready again", || w.ready.is_ready(), |r| *r);
 }
 
 /// `GET path` on `addr`; the status line, or the error.
 fn http_status(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return "connect failed".into();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.lines().next().unwrap_or("").to_string()
+    sluice_tests::http_get(addr, path)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -462,6 +463,12 @@ fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
     );
     assert!(http_status(health, "/healthz/live").contains("200"));
     node.wait_for_log("Kubernetes API server unreachable");
+    // The reason is in the probe's body too, as for every bad host input (tests/tests/bad_host.rs).
+    let body = sluice_tests::http_get(health, "/healthz/ready");
+    assert!(
+        body.contains("not ready: pod watcher: Kubernetes API server unreachable"),
+        "{body}"
+    );
     assert_eq!(
         enrolled(&node, &p.ns),
         Some(("node".into(), 4)),

@@ -16,17 +16,17 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use sluice_node::{
-    agent::protocol::{self, ClientError, PodStatus, Request, Response},
+    agent::{
+        health::ReadyGate,
+        protocol::{self, ClientError, PodStatus, Request, Response},
+    },
     policy::{EnrollSpec, PodIdentity},
 };
 use tracing::{error, info, warn};
@@ -420,6 +420,10 @@ impl Default for LoopOptions {
     }
 }
 
+/// Why the watcher is not ready before its first lists are complete.
+pub const NOT_SYNCED: &str =
+    "pod watcher: waiting for the first list of pods and namespaces from the Kubernetes API server";
+
 /// Runs passes over `inputs` until the stream ends. `ready` is true while both initial lists
 /// are complete and no watch error happened within `error_hold`.
 pub async fn run<S>(
@@ -427,14 +431,14 @@ pub async fn run<S>(
     mut rec: Reconciler,
     agent: Arc<dyn Agent>,
     opts: LoopOptions,
-    ready: Option<Arc<AtomicBool>>,
+    ready: Option<ReadyGate>,
 ) where
     S: Stream<Item = Input> + Send,
 {
     let mut inputs = std::pin::pin!(inputs);
     let mut tick = tokio::time::interval(opts.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_error: Option<Instant> = None;
+    let mut last_error: Option<(Instant, String)> = None;
     let mut was_ready = false;
     let mut paused = false;
     loop {
@@ -448,24 +452,32 @@ pub async fn run<S>(
                 }
                 for i in items {
                     if let Input::WatchError(msg) = &i {
-                        if last_error.is_none_or(|t| t.elapsed() >= opts.error_hold) {
+                        if last_error.as_ref().is_none_or(|(t, _)| t.elapsed() >= opts.error_hold) {
                             error!(error = %msg, "pod watcher: Kubernetes API server unreachable or refusing; not ready until it answers");
                         }
-                        last_error = Some(Instant::now());
+                        last_error = Some((Instant::now(), msg.clone()));
                     }
                     rec.store.apply(i);
                 }
             }
             _ = tick.tick() => {}
         }
-        let now_ready =
-            rec.store.synced() && last_error.is_none_or(|t| t.elapsed() >= opts.error_hold);
+        let recent_error = last_error
+            .as_ref()
+            .filter(|(t, _)| t.elapsed() < opts.error_hold);
+        let now_ready = rec.store.synced() && recent_error.is_none();
         if now_ready != was_ready {
             info!(ready = now_ready, "pod watcher readiness");
             was_ready = now_ready;
         }
         if let Some(r) = &ready {
-            r.store(now_ready, Ordering::Relaxed);
+            match recent_error {
+                _ if now_ready => r.set_ready(),
+                Some((_, msg)) => r.set_not_ready(&format!(
+                    "pod watcher: Kubernetes API server unreachable or refusing: {msg}"
+                )),
+                None => r.set_not_ready(NOT_SYNCED),
+            }
         }
         let a = agent.clone();
         let done = tokio::task::spawn_blocking(move || {

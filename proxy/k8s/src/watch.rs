@@ -4,11 +4,7 @@
 //! else (decisions, netns, the agent) is in [`crate::reconcile`] and tested without an API
 //! server.
 
-use std::{
-    path::PathBuf,
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -16,6 +12,7 @@ use kube::{
     runtime::{watcher, WatchStreamExt as _},
     Api, Client,
 };
+use sluice_node::agent::health::ReadyGate;
 use tracing::{error, info};
 
 use crate::{
@@ -59,12 +56,13 @@ const CLIENT_RETRY: Duration = Duration::from_secs(10);
 
 /// Watches and reconciles until the process ends; `ready` stays false while the API server
 /// cannot be reached (never an exit: a crash loop would not make it reachable).
-pub async fn run(opts: WatchOptions, ready: Arc<AtomicBool>) {
+pub async fn run(opts: WatchOptions, ready: ReadyGate) {
     let client = loop {
         match client(opts.kubeconfig.as_deref()).await {
             Ok(c) => break c,
             Err(e) => {
                 error!(error = %e, "pod watcher: no Kubernetes client (in-cluster config or KUBECONFIG); not ready, retrying");
+                ready.set_not_ready(&format!("pod watcher: no Kubernetes client: {e}"));
                 tokio::time::sleep(CLIENT_RETRY).await;
             }
         }

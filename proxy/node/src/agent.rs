@@ -4,11 +4,13 @@
 pub mod control;
 pub mod fd_passing;
 pub mod health;
+mod leftovers;
 pub mod pod_admin;
 pub mod pod_config;
 pub mod protocol;
 pub mod registry;
 mod reload;
+pub mod start_retry;
 pub mod upgrade;
 
 use std::{
@@ -71,12 +73,13 @@ pub struct AgentOptions {
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Loading or attaching the eBPF programs failed.
-    #[error("loading the data path (cgroup {cgroup}, pins {pins}): {source}")]
+    /// Loading or attaching the eBPF programs failed (a host path check's error is complete on
+    /// its own: it names the path and what to do).
+    #[error("{}", datapath_message(cgroup, pins, source))]
     Datapath {
         cgroup: PathBuf,
         pins: PathBuf,
-        source: BpfError,
+        source: Box<BpfError>,
     },
     /// The control socket cannot be created.
     #[error("control socket {path}: {source}")]
@@ -101,9 +104,90 @@ pub enum StartError {
     Upgrade(#[from] upgrade::UpgradeError),
 }
 
+fn datapath_message(cgroup: &Path, pins: &Path, source: &BpfError) -> String {
+    match source {
+        BpfError::Host(e) => e.to_string(),
+        e => format!(
+            "loading the data path (cgroup {}, pins {}): {e}",
+            cgroup.display(),
+            pins.display()
+        ),
+    }
+}
+
+impl StartError {
+    /// Whether the host's input caused it (a path, a mount, the kernel refusing the data path):
+    /// worth retrying, as fixing the host fixes it.
+    pub fn from_host(&self) -> bool {
+        matches!(self, Self::Datapath { .. } | Self::Control { .. })
+    }
+}
+
+/// What a successful start attempt holds.
+struct Started {
+    handover: Option<upgrade::Handover>,
+    datapath: Datapath,
+    control: UnixListener,
+}
+
+/// One start attempt: take over (upgrade), load the data path, pin its links (`--persist`),
+/// bind the control socket. On failure whatever the attempt created is removed again
+/// ([`leftovers`]): the host is as before, and the next attempt starts from there.
+fn start_once(opts: &AgentOptions) -> Result<Started, StartError> {
+    // Upgrade: the old agent pins its links before our load adopts them.
+    let handover = match &opts.upgrade_from {
+        Some(old) => Some(upgrade::begin(old)?),
+        None => None,
+    };
+    let before = leftovers::Snapshot::take(&opts.pin_dir, &opts.control);
+    let datapath_err = |source| StartError::Datapath {
+        cgroup: opts.cgroup.clone(),
+        pins: opts.pin_dir.clone(),
+        source: Box::new(source),
+    };
+    let attempt = || {
+        let mut datapath = Datapath::load(&LoadOptions {
+            cgroup: opts.cgroup.clone(),
+            pin_dir: opts.pin_dir.clone(),
+        })
+        .map_err(datapath_err)?;
+        if opts.persist {
+            // Crash safety: the links are pinned from the start, so even a SIGKILL leaves
+            // capture attached (and each pod's fail-open/closed flag in force) for the next agent.
+            datapath.pin_links_now().map_err(datapath_err)?;
+        }
+        let control = bind_control(&opts.control).map_err(|source| StartError::Control {
+            path: opts.control.clone(),
+            source,
+        })?;
+        Ok((datapath, control))
+    };
+    match attempt() {
+        Ok((datapath, control)) => Ok(Started {
+            handover,
+            datapath,
+            control,
+        }),
+        Err(e) => {
+            // The attempt's data path is dropped by now: unpinned links are detached.
+            before.remove_new();
+            Err(e)
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT (or until a new agent took over with
 /// `--upgrade-from`). `handlers` serve every node-mode listener.
+///
+/// With a health endpoint (the DaemonSet) a start-up failure caused by the host
+/// ([`StartError::from_host`]) does not end the process: it stays live and not ready, saying
+/// why, and retries ([`start_retry`]). Without one nobody could see that state, so the error is
+/// returned (a manual run).
 pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartError> {
+    // Before the control socket exists: whoever sees it may send SIGHUP (a reload).
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
     // Bound first so liveness answers during the load; not ready yet.
     let health = match opts.health {
         Some(addr) => {
@@ -113,41 +197,25 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         }
         None => None,
     };
-    // Upgrade: the old agent pins its links before our load adopts them.
-    let handover = match &opts.upgrade_from {
-        Some(old) => Some(upgrade::begin(old)?),
-        None => None,
-    };
     crate::bpf::limit_heap_retention();
-    let datapath = Datapath::load(&LoadOptions {
-        cgroup: opts.cgroup.clone(),
-        pin_dir: opts.pin_dir.clone(),
-    })
-    .map_err(|source| StartError::Datapath {
-        cgroup: opts.cgroup.clone(),
-        pins: opts.pin_dir.clone(),
-        source,
-    })?;
-    let mut datapath = datapath;
-    if opts.persist {
-        // Crash safety: the links are pinned from the start, so even a SIGKILL leaves capture
-        // attached (and each pod's fail-open/closed flag in force) for the next agent.
-        datapath
-            .pin_links_now()
-            .map_err(|source| StartError::Datapath {
-                cgroup: opts.cgroup.clone(),
-                pins: opts.pin_dir.clone(),
-                source,
-            })?;
-    }
-    // Before the control socket exists: whoever sees it may send SIGHUP (a reload).
-    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
-    let control = bind_control(&opts.control).map_err(|source| StartError::Control {
-        path: opts.control.clone(),
-        source,
-    })?;
-    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
+    let started = match &health {
+        Some(h) => {
+            let signals = (&mut term, &mut int);
+            let attempts = || start_once(&opts);
+            match start_retry::until_started("agent", h, signals, StartError::from_host, attempts)
+                .await?
+            {
+                start_retry::Outcome::Started(s) => s,
+                start_retry::Outcome::Stopped => return Ok(()),
+            }
+        }
+        None => start_once(&opts)?,
+    };
+    let Started {
+        handover,
+        datapath,
+        control,
+    } = started;
     let mut registry = Registry::new(datapath, handlers);
     registry.set_pod_admin_port(opts.pod_admin_port);
     let (adopted, pending) = match handover {
@@ -238,7 +306,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         datapath.persist().map_err(|source| StartError::Datapath {
             cgroup: opts.cgroup.clone(),
             pins: opts.pin_dir.clone(),
-            source,
+            source: Box::new(source),
         })?;
         info!(pins = %opts.pin_dir.display(), "programs left attached for the next agent");
     } else {
@@ -268,7 +336,10 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok(l)
 }
 

@@ -46,6 +46,7 @@ mod attach;
 mod error;
 mod fs;
 mod handover;
+pub mod host_check;
 mod inbound;
 mod instance_loader;
 mod link;
@@ -185,6 +186,7 @@ impl Datapath {
         if opts.pin_dir.starts_with(BPFFS) {
             ensure_bpffs(Path::new(BPFFS))?;
         }
+        host_check::pin_dir_on_bpffs(&opts.pin_dir)?;
         std::fs::create_dir_all(&opts.pin_dir).map_err(|source| BpfError::PinDir {
             path: opts.pin_dir.clone(),
             source,

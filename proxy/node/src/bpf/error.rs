@@ -15,12 +15,15 @@ pub enum BpfError {
     /// No cgroup v2 mount found.
     #[error("no cgroup v2 mount found (tried {tried})")]
     NoCgroup2 { tried: String },
-    /// The attach target is not a directory of the cgroup v2 hierarchy (e.g. a cgroup v1
-    /// controller directory or a plain directory).
-    #[error("{path} is not a cgroup v2 directory (cgroup programs attach only to cgroup v2)")]
-    NotCgroup2 { path: PathBuf },
+    /// A host path is unusable (missing cgroup, cgroup v1 or a plain directory as the attach
+    /// target, pin directory off bpffs); checked before anything is created.
+    #[error(transparent)]
+    Host(#[from] super::host_check::HostError),
     /// bpffs could not be mounted or used.
-    #[error("bpffs at {path}: {reason}")]
+    #[error(
+        "bpffs at {path}: {reason}; mount bpffs on the host (`mount -t bpf bpf /sys/fs/bpf`, what \
+         the DaemonSet's mount-bpffs init container does)"
+    )]
     Bpffs { path: PathBuf, reason: String },
     /// The pin directory could not be created or cleaned.
     #[error("pin directory {path}: {source}")]

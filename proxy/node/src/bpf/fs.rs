@@ -34,15 +34,10 @@ pub fn default_cgroup_root() -> Result<PathBuf, BpfError> {
 }
 
 /// Checks that `path` is a directory of the cgroup v2 hierarchy (the only place cgroup programs
-/// attach), so a wrong `--cgroup` is refused before anything is pinned or attached.
+/// attach), so a wrong `--cgroup` is refused before anything is pinned or attached; the error
+/// says what the path is instead (missing, cgroup v1, tmpfs, ...; see [`super::host_check`]).
 pub fn check_cgroup2(path: &Path) -> Result<(), BpfError> {
-    if is_fs(path, CGROUP2_SUPER_MAGIC) && path.is_dir() {
-        Ok(())
-    } else {
-        Err(BpfError::NotCgroup2 {
-            path: path.to_path_buf(),
-        })
-    }
+    Ok(super::host_check::cgroup2(path)?)
 }
 
 /// Makes sure bpffs is mounted at `mount_point` (mounting it when it is not).

@@ -14,10 +14,15 @@
 //!    where the new pod runs beside the old one.
 //!
 //! A malformed primary configuration is reported naming the file and left untouched (the
-//! installer keeps watching and retries when the file changes).
+//! installer keeps watching and retries when the file changes). Bad host input (a missing or
+//! read-only CNI directory, an unusable lock file) is logged once naming the path and what to
+//! do, makes `/healthz/ready` 503 with that reason (`--health-addr`), and is retried with the
+//! agent's backoff (1 s doubling to 30 s), never an exit: a pass that fails leaves no temp file
+//! and removes the binary it had just installed, so nothing is half-installed.
 
 use std::{
     fs,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -26,6 +31,8 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Map, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
+
+use crate::agent::{health::Health, start_retry::Backoff};
 
 use super::{
     atomic_file::{self, Ownership},
@@ -62,6 +69,9 @@ pub struct InstallOptions {
     pub lock_file: PathBuf,
     /// Behaviour on SIGTERM/SIGINT.
     pub on_exit: OnExit,
+    /// `/healthz/ready` (200 while the entry is installed, else 503 with the reason) and
+    /// `/healthz/live` here (the DaemonSet: 15022).
+    pub health: Option<SocketAddr>,
 }
 
 /// Errors of the installer; each names the file or option.
@@ -71,7 +81,7 @@ pub enum InstallError {
     #[error(transparent)]
     Malformed(#[from] Malformed),
     /// A file operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {source}{}", io_hint(source))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -90,6 +100,25 @@ fn io_err<'a>(
         op,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// What to do about a host directory that refuses an operation.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EROFS) => {
+            " (the directory is on a read-only mount: mount the host's CNI directory writable, a \
+             hostPath volume without readOnly, and make it writable on the host)"
+        }
+        Some(libc::ENOENT) => {
+            " (the directory does not exist: create it on the host, or fix the hostPath / \
+             SLUICE_CNI_BIN_DIR / SLUICE_CNI_CONF_DIR)"
+        }
+        Some(libc::EACCES | libc::EPERM) => {
+            " (permission denied: install-cni must run as root and the host directory be \
+             root-writable)"
+        }
+        _ => "",
     }
 }
 
@@ -168,10 +197,21 @@ pub enum Pass {
 /// passes only put it back if it is gone), primary configuration carrying exactly one sluice
 /// entry.
 pub fn reconcile(opts: &InstallOptions, refresh_binary: bool) -> Result<Pass, InstallError> {
-    let missing = !installed_binary(&opts.bin_dir).exists();
+    let bin = installed_binary(&opts.bin_dir);
+    let missing = !bin.exists();
     if (refresh_binary || missing) && install_binary(opts)? {
-        info!(path = %installed_binary(&opts.bin_dir).display(), "sluice-cni binary installed");
+        info!(path = %bin.display(), "sluice-cni binary installed");
     }
+    let pass = ensure_entry(opts);
+    if pass.is_err() && missing {
+        // Not half-installed: a binary no configuration refers to goes again.
+        let _ = atomic_file::remove_if_present(&bin);
+    }
+    pass
+}
+
+/// The entry part of [`reconcile`].
+fn ensure_entry(opts: &InstallOptions) -> Result<Pass, InstallError> {
     let Some(path) = primary_conf(&opts.conf_dir)? else {
         return Ok(Pass::NoPrimary);
     };
@@ -244,51 +284,96 @@ pub async fn run(opts: InstallOptions, once: bool) -> Result<(), InstallError> {
         ))
     };
     let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
-    let presence = hold_shared(&opts.lock_file)?;
+    let health = match opts.health {
+        Some(addr) => Some(Health::bind(addr).map_err(io_err(
+            "binding the health endpoint",
+            Path::new(&addr.to_string()),
+        ))?),
+        None => None,
+    };
     info!(conf_dir = %opts.conf_dir.display(), bin_dir = %opts.bin_dir.display(), "install-cni watching");
+    let mut presence = None;
     let mut last_report = String::new();
+    let mut backoff = Backoff::default();
     // The first pass replaces a binary left by an older version; later ones only restore it.
     let mut first = true;
     loop {
-        let pass = reconcile(&opts, first);
-        first = false;
-        let report = match pass {
+        // "An installer runs here" (see `alone`), taken first; retried like any host problem.
+        let pass = match presence.is_some() {
+            true => reconcile(&opts, first),
+            false => hold_shared(&opts.lock_file).and_then(|lock| {
+                presence = Some(lock);
+                reconcile(&opts, first)
+            }),
+        };
+        first &= pass.is_err();
+        // A host problem (a directory or the lock file) is retried with a backoff; a malformed
+        // primary config is polled like a healthy one (the primary CNI may be rewriting it).
+        let (report, failed, host_problem) = match pass {
             Ok(Pass::Inserted(p)) => {
                 info!(path = %p.display(), "sluice-cni entry inserted");
-                String::new()
+                (String::new(), false, false)
             }
-            Ok(Pass::Unchanged(_)) => String::new(),
-            Ok(Pass::NoPrimary) => {
-                format!("waiting for a CNI config in {}", opts.conf_dir.display())
+            Ok(Pass::Unchanged(_)) => (String::new(), false, false),
+            Ok(Pass::NoPrimary) => (
+                format!("waiting for a CNI config in {}", opts.conf_dir.display()),
+                false,
+                false,
+            ),
+            Err(e) => {
+                let host = matches!(e, InstallError::Io { .. });
+                (e.to_string(), true, host)
             }
-            Err(e) => e.to_string(),
         };
+        if let Some(h) = &health {
+            match report.is_empty() {
+                true => h.set_ready(true),
+                false => h.set_not_ready(&report),
+            }
+        }
         // Each distinct problem is logged once, not every poll.
         if !report.is_empty() && report != last_report {
-            match report.starts_with("waiting") {
-                true => info!("{report}"),
-                false => error!("{report}"),
+            match failed {
+                false => info!("{report}"),
+                true => error!("{report}; not ready, retrying"),
             }
         }
         last_report = report;
+        let delay = match host_problem {
+            true => backoff.next_delay(),
+            false => {
+                backoff.reset();
+                POLL
+            }
+        };
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
+    drop(health);
+    let held = presence.is_some();
     drop(presence);
     let uninstall_now = match opts.on_exit {
         OnExit::Keep => false,
         OnExit::Uninstall => true,
-        OnExit::Auto => alone(&opts.lock_file)?,
+        // Never installed (the lock was never taken): nothing of ours to remove.
+        OnExit::Auto => held && alone(&opts.lock_file)?,
     };
-    if uninstall_now {
-        info!("install-cni stopping: uninstalling");
-        uninstall(&opts.bin_dir, &opts.conf_dir)
-    } else {
+    if !uninstall_now {
         info!(on_exit = ?opts.on_exit, "install-cni stopping: leaving sluice-cni installed (another installer runs, or on-exit keep)");
-        Ok(())
+        return Ok(());
+    }
+    info!("install-cni stopping: uninstalling");
+    match uninstall(&opts.bin_dir, &opts.conf_dir) {
+        Ok(()) => Ok(()),
+        // The host problem the loop reported: the stop itself is clean (no restart helps).
+        Err(e) if !last_report.is_empty() => {
+            error!(error = %e, "install-cni stopping: cannot uninstall");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
