@@ -68,6 +68,11 @@ enum Cmd {
         /// dir takes over without a capture gap.
         #[arg(long)]
         persist: bool,
+        /// What SIGTERM/SIGINT does when no successor took over: keep (with --persist the
+        /// programs stay attached for the next agent) or uninstall (detach everything and remove
+        /// the pins: the DaemonSet's setting, so deleting it leaves nothing behind).
+        #[arg(long, value_enum, default_value_t = OnExit::Keep)]
+        on_exit: OnExit,
         /// Envoy v3 bootstrap: node-mode 15001/15006 connections go to its `virtualOutbound` /
         /// `virtualInbound` listeners (L7 routing) instead of the TCP passthrough.
         #[arg(long)]
@@ -260,6 +265,15 @@ impl From<EnrollArgs> for EnrollSpec {
     }
 }
 
+/// `sluice agent --on-exit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnExit {
+    /// Leave the data path to the next agent (pins, with --persist).
+    Keep,
+    /// Detach every program and remove the pins.
+    Uninstall,
+}
+
 fn main() -> std::process::ExitCode {
     // Every error of the library names its operation and value and includes its cause, so the
     // top-level message alone is complete (no chain, no backtrace).
@@ -296,6 +310,7 @@ fn run() -> Result<()> {
             control,
             services,
             persist,
+            on_exit,
             config,
             upgrade_from,
             upgrade_from_if_present,
@@ -343,6 +358,7 @@ fn run() -> Result<()> {
                     pin_dir,
                     control,
                     persist,
+                    uninstall_on_exit: on_exit == OnExit::Uninstall,
                     upgrade_from,
                     drain_timeout,
                     health: health_addr,

@@ -4,10 +4,9 @@
 //! takes over with `--upgrade-from-if-present` over the host-path control socket, the old pod
 //! is stopped as the kubelet stops it after minReadySeconds (SIGTERM, SIGKILL after the grace
 //! period) and its install-cni keeps the CNI entry. Then uninstall: the last pod stopped as
-//! when the DaemonSet is deleted removes the CNI entry and binary; the pinned programs stay
-//! (the agent's `--persist`, README "Uninstall"): a fail-open pod keeps working, a fail-closed
-//! one is refused until the documented `rm -r /sys/fs/bpf/sluice`, after which no pin and no
-//! link is left.
+//! when the DaemonSet is deleted removes the CNI entry and binary, and its agent
+//! (`agent-on-exit: uninstall`, README "Uninstall") detaches every program: no pin and no link
+//! is left, and every pod (fail-open or not) works direct.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -276,20 +275,7 @@ fn daemonset_rolling_update_drops_nothing_and_uninstall_leaves_nothing() {
         !node.sandbox.cni_bin().join("sluice-cni").exists(),
         "uninstall must remove the binary"
     );
-    // With --persist the programs stay attached: fail-open goes direct, fail-closed is refused.
-    let fail_open = try_echo(&client, dsts[0]);
-    let fail_closed = try_echo(&server, SocketAddr::new(IpAddr::V4(ips[2]), 9000));
-    println!("after uninstall, pins kept (--persist): fail-open client {fail_open:?}, fail-closed server {fail_closed:?}");
-    assert!(
-        fail_open.is_ok(),
-        "a fail-open pod must keep working: {fail_open:?}"
-    );
-    assert!(
-        fail_closed.is_err(),
-        "a fail-closed pod is refused while the pins stay"
-    );
-    // README "Uninstall": `rm -r /sys/fs/bpf/sluice` detaches everything.
-    std::fs::remove_dir_all(node.sandbox.bpffs.path().join("sluice")).expect("rm -r the pins");
+    // `agent-on-exit: uninstall`: the agent detached everything and removed its pins.
     assert!(
         node.sandbox.bpffs.entries().is_empty(),
         "pins left: {:?}",
@@ -308,12 +294,17 @@ fn daemonset_rolling_update_drops_nothing_and_uninstall_leaves_nothing() {
             ns.name()
         );
     }
+    // The fail-open client and the fail-closed server pod both work direct.
     for (ns, name) in [(&client, "client"), (&server, "server")] {
         assert!(
             try_echo(ns, dsts[0]).is_ok(),
             "{name} works direct after the uninstall"
         );
     }
+    assert!(
+        try_echo(&server, SocketAddr::new(IpAddr::V4(ips[2]), 9000)).is_ok(),
+        "the fail-closed server pod is reachable direct after the uninstall"
+    );
     drop(in_cgroup);
     server_stop.store(true, Ordering::Relaxed);
     srv.join().expect("server");

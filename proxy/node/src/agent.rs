@@ -44,6 +44,10 @@ pub struct AgentOptions {
     /// ([`Datapath::persist`]) so the next agent on the same pin dir takes over without a capture
     /// gap; otherwise dropping the data path detaches them.
     pub persist: bool,
+    /// On SIGTERM/SIGINT without a hand-over (the DaemonSet deleted, `--on-exit uninstall`):
+    /// detach every program and remove the pins, whatever `persist` says; `persist` still
+    /// covers a crash (links pinned at start). After a hand-over the successor owns them.
+    pub uninstall_on_exit: bool,
     /// Graceful upgrade: take over the pods, listening sockets and links of the agent serving
     /// this control socket (see [`upgrade`]) instead of adopting pinned state.
     pub upgrade_from: Option<PathBuf>,
@@ -302,7 +306,19 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
         Err(_) => unreachable!("every control task was aborted and joined"),
     };
     let datapath = registry.shutdown().await;
-    if opts.persist && !upgraded {
+    if opts.uninstall_on_exit && !upgraded {
+        let pins = opts.pin_dir.clone();
+        datapath
+            .unload_and_unpin()
+            .map_err(|source| StartError::Datapath {
+                cgroup: opts.cgroup.clone(),
+                pins: opts.pin_dir.clone(),
+                source: Box::new(source),
+            })?;
+        // The directory itself (empty now); another tool's files keep it.
+        let _ = std::fs::remove_dir(&pins);
+        info!(pins = %pins.display(), "uninstall: programs detached and pins removed");
+    } else if opts.persist && !upgraded {
         datapath.persist().map_err(|source| StartError::Datapath {
             cgroup: opts.cgroup.clone(),
             pins: opts.pin_dir.clone(),
