@@ -33,9 +33,9 @@ use sluice_tests::{
 
 const STREAMS: usize = 100;
 const RATE_PER_SEC: u64 = 200;
-/// How long the streams keep exchanging data after the takeover (inside the old agent's
-/// drain-timeout, 30 s in the ConfigMap: a connection older than that is cut by design).
-const STREAMS_AFTER_TAKEOVER: Duration = Duration::from_secs(10);
+/// How long the streams keep exchanging data after the old pod's SIGTERM (on the old agent,
+/// which keeps draining them).
+const STREAMS_AFTER_SIGTERM: Duration = Duration::from_secs(5);
 
 fn has_entry(node: &TestNode) -> bool {
     let (_, list) = primary(&node.sandbox.cni_conf());
@@ -163,14 +163,23 @@ fn daemonset_rolling_update_drops_nothing_and_uninstall_leaves_nothing() {
             assert!(probe::passes(p), "new pod {} liveness", c.name);
         }
     }
-    std::thread::sleep(STREAMS_AFTER_TAKEOVER);
-    stop_streams.store(true, Ordering::Relaxed);
-    let reports = streams.join().expect("streams thread");
-    // The controller deletes the old pod once the new one has been ready for minReadySeconds.
+    // The controller deletes the old pod once the new one has been ready for minReadySeconds;
+    // the streams, opened before the takeover, still run on the old agent and must outlive its
+    // SIGTERM (the old agent drains on, bounded by the grace period): they are closed only
+    // STREAMS_AFTER_SIGTERM later, while `old.stop` waits for the old agent to exit.
     let since_ready = up_start.elapsed() - ready_at;
     std::thread::sleep(spec.min_ready.saturating_sub(since_ready));
+    let stopper = {
+        let stop_streams = stop_streams.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(STREAMS_AFTER_SIGTERM);
+            stop_streams.store(true, Ordering::Relaxed);
+        })
+    };
     let stop_start = Instant::now();
     let old_codes = old.stop(spec.grace);
+    stopper.join().expect("stopper");
+    let reports = streams.join().expect("streams thread");
     let old_stopped_in = stop_start.elapsed();
     assert!(
         has_entry(&node),

@@ -294,11 +294,23 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     if upgraded {
         // One stream per pod at the control plane: the new agent's.
         registry.lock().await.stop_pod_configs();
-        // Serve our established connections to their end (bounded; a signal cuts it short).
-        tokio::select! {
-            _ = upgrade_state.drain() => {}
-            _ = term.recv() => { warn!("SIGTERM while draining: cutting the rest"); stopped = true }
-            _ = int.recv() => { warn!("SIGINT while draining: cutting the rest"); stopped = true }
+        // Serve our established connections to their end or the drain deadline. The first
+        // SIGTERM (the controller deleting the old pod once the new one is ready) does not cut
+        // them: the drain goes on within the pod's grace period; a second signal does.
+        let drain = upgrade_state.drain();
+        tokio::pin!(drain);
+        loop {
+            tokio::select! {
+                _ = &mut drain => break,
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if stopped {
+                warn!("second signal while draining: cutting the rest");
+                break;
+            }
+            stopped = true;
+            info!("signal while draining: serving the open connections until they end or the drain deadline (a second signal cuts them)");
         }
     }
     let registry = match Arc::try_unwrap(registry) {
