@@ -117,7 +117,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 9] = [
+        "noisy-l4",
+        "noisy-l7",
         "node-l4",
         "node-mixed",
         "node-l7",
@@ -188,6 +190,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             churn::run(&cx, &mut agent, m)?;
             status_scale::run(&cx, &agent, m)
         })?;
+    }
+    // The noisy neighbour alone (node-l4 / node-l7 run it too, after their measurements).
+    for (section, engines) in [("noisy-l4", Engines::L4), ("noisy-l7", Engines::L7)] {
+        if a.paths.iter().any(|p| p == section) {
+            step(section, &mut |m| {
+                let mut agent = node::enroll_all(&cx, engines, m)?;
+                neighbour::run(&cx, Some(&mut agent), engines.key(), m)
+            })?;
+        }
     }
     if on("node-mixed") {
         step("node mode, half L7 half L4", &mut |m| {

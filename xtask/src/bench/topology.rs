@@ -260,6 +260,19 @@ pub const PEER_PATH: &str = "/peer";
 /// nginx (1 worker) in `server`, serving the payloads from `dir`/www on `sip` (HTTP/1.1 on
 /// [`HTTP_PORT`], h2c on [`H2_PORT`], the [`PEER_PATH`] probe); its pid file and logs go to `dir`.
 pub fn start_nginx(server: &Netns, dir: &Path, sip: &str) -> Result<Proc> {
+    start_nginx_on(server, dir, sip, HTTP_PORT, H2_PORT, 0)
+}
+
+/// [`start_nginx`] on other ports, at scheduling priority `nice` (the scale bench's noisy
+/// neighbour's own server).
+pub fn start_nginx_on(
+    server: &Netns,
+    dir: &Path,
+    sip: &str,
+    http_port: u16,
+    h2_port: u16,
+    nice: i32,
+) -> Result<Proc> {
     let www = dir.join("www");
     fs::create_dir_all(&www)?;
     for (name, size) in PAYLOADS {
@@ -274,9 +287,9 @@ pub fn start_nginx(server: &Netns, dir: &Path, sip: &str) -> Result<Proc> {
          http {{\n  access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_timeout 300s;\n  \
          keepalive_requests 10000000;\n  default_type application/octet-stream;\n  \
          client_body_temp_path {d}/tmp;\n  \
-         server {{ listen {sip}:{HTTP_PORT} backlog=4096; root {w}; \
+         server {{ listen {sip}:{http_port} backlog=4096; root {w}; \
          location = {PEER_PATH} {{ return 200 \"$remote_addr\\n\"; }} }}\n  \
-         server {{ listen {sip}:{H2_PORT} http2 backlog=4096; root {w}; http2_max_requests 10000000; }}\n}}\n",
+         server {{ listen {sip}:{h2_port} http2 backlog=4096; root {w}; http2_max_requests 10000000; }}\n}}\n",
         d = dir.display(),
         w = www.display(),
     )?;
@@ -284,7 +297,8 @@ pub fn start_nginx(server: &Netns, dir: &Path, sip: &str) -> Result<Proc> {
     Ok(Proc {
         name: "nginx".into(),
         child: server
-            .command("nginx", None)
+            .command("nice", None)
+            .args(["-n", &nice.to_string(), "nginx"])
             .args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()])
             .stdout(log.try_clone()?)
             .stderr(log)

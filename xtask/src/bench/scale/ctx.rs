@@ -21,7 +21,7 @@ use super::{
         topology::{join_cgroup, run, Proc, HTTP_PORT},
         workloads::{bound, wait_bounded, wrk_rps},
     },
-    pods::Pods,
+    pods::{Pods, NOISY_PORT},
     procstat, Plan,
 };
 
@@ -70,7 +70,7 @@ impl<'a> Ctx<'a> {
         self.n.set(n);
         let cfg = self.pods.dir.path.join("agent-l7.yaml");
         if l7 {
-            std::fs::write(&cfg, outbound_config(&self.pods.server_ip))?;
+            std::fs::write(&cfg, scale_config(&self.pods.server_ip))?;
         }
         let w = workers.map(|w| w.to_string());
         let extra: Vec<&str> = match &w {
@@ -181,21 +181,22 @@ impl<'a> Ctx<'a> {
 
     /// wrk (one thread, `conns` connections, `secs`) from pod `i`, started.
     pub fn wrk_start(&self, i: usize, conns: u64, secs: f64) -> Result<(Child, String)> {
-        self.wrk_start_niced(i, conns, secs, 0)
+        let url = format!("http://{}:{HTTP_PORT}/1k", self.pods.server_ip);
+        let mut c = self.pods.in_pod(i, Path::new("wrk"));
+        c.args(["-t1", "-c", &conns.to_string()])
+            .args(["-d", &format!("{}s", secs.ceil() as u64), &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok((c.spawn().context("starting wrk")?, url))
     }
 
-    /// [`Self::wrk_start`] at scheduling priority `nice` (19: only the CPU nothing else wants,
-    /// so the generator's own CPU does not stand in for the proxy's).
-    pub fn wrk_start_niced(
-        &self,
-        i: usize,
-        conns: u64,
-        secs: f64,
-        nice: i32,
-    ) -> Result<(Child, String)> {
-        let url = format!("http://{}:{HTTP_PORT}/1k", self.pods.server_ip);
+    /// The noisy neighbour's wrk from pod `i`: at nice 19 (its CPU goes to it only when nothing
+    /// else wants the core, as if it ran on cores of its own) against its own nginx
+    /// ([`NOISY_PORT`], host `noisy.bench`: the L7 config routes that host to that nginx).
+    pub fn wrk_start_noisy(&self, i: usize, conns: u64, secs: f64) -> Result<(Child, String)> {
+        let url = format!("http://{}:{NOISY_PORT}/1k", self.pods.server_ip);
         let mut c = self.pods.in_pod(i, Path::new("nice"));
-        c.args(["-n", &nice.to_string(), "wrk"])
+        c.args(["-n", "19", "wrk", "-H", "Host: noisy.bench"])
             .args(["-t1", "-c", &conns.to_string()])
             .args(["-d", &format!("{}s", secs.ceil() as u64), &url])
             .stdout(Stdio::piped())
@@ -227,7 +228,7 @@ impl<'a> Ctx<'a> {
         let envoy = self.envoy.context("no envoy binary")?;
         let cfg = self.pods.dir.path.join("envoy-outbound.yaml");
         if !cfg.exists() {
-            std::fs::write(&cfg, outbound_config(&self.pods.server_ip))?;
+            std::fs::write(&cfg, scale_config(&self.pods.server_ip))?;
         }
         let mut c = self.pods.pods[i].ns.command("setpriv", None);
         c.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"])
@@ -295,4 +296,17 @@ pub fn stop_all(procs: Vec<Running>) {
         unsafe { libc::kill(p.pid() as i32, libc::SIGTERM) };
     }
     drop(procs);
+}
+
+/// The bench's L7 outbound config plus the noisy neighbour's virtual host `noisy.bench` ->
+/// cluster `noisy` (its own nginx on [`NOISY_PORT`]).
+fn scale_config(server_ip: &str) -> String {
+    const CATCH_ALL: &str = "            - name: outbound\n              domains: [\"*\"]";
+    let base = outbound_config(server_ip);
+    assert!(base.contains(CATCH_ALL), "the outbound config's catch-all virtual host moved");
+    let vhost = "            - name: noisy\n              domains: [\"noisy.bench\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: noisy}\n";
+    format!(
+        "{}  - name: noisy\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: noisy\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {server_ip}, port_value: {NOISY_PORT}}}}}}}}}]}}]\n",
+        base.replacen(CATCH_ALL, &format!("{vhost}{CATCH_ALL}"), 1)
+    )
 }

@@ -40,7 +40,7 @@ pub fn run(cx: &Ctx, agent: Option<&mut Agent>, key: &str, m: &mut Metrics) -> R
         // to it only when nothing else wants the core, as if it ran on its own cores; what
         // the quiet pod still feels is what it shares with the neighbour: the agent and the
         // one nginx both pods call.
-        let noisy = cx.wrk_start_niced(NOISY, 64, secs + 2.0, 19)?;
+        let noisy = cx.wrk_start_noisy(NOISY, 64, secs + 2.0)?;
         std::thread::sleep(Duration::from_secs(1));
         let with = quiet_run(cx, secs);
         let wrk = cx.wrk_wait(noisy, secs + 2.0)?;

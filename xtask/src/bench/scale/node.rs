@@ -109,6 +109,16 @@ impl Engines {
 /// One agent, every pod enrolled in node mode: enrollment latency, then [`measure`]. Returns
 /// the agent (still serving every pod) for the neighbour and churn runs.
 pub fn run(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
+    let mut agent = enroll_all(cx, engines, m)?;
+    measure(cx, engines.key(), &[agent.run.pid()], cx.plan.pods, m)
+        .with_context(|| format!("agent log:\n{}", log_tail(&agent.run.log, 20)))?;
+    agent.run.check_alive()?;
+    Ok(agent)
+}
+
+/// A fresh agent with every pod enrolled in node mode (enrollment latency and the status
+/// check recorded).
+pub fn enroll_all(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
     let key = engines.key();
     let mut agent = cx.agent(engines != Engines::L4, None)?;
     let pid = agent.run.pid();
@@ -138,9 +148,6 @@ pub fn run(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
     let (status, took) = cx.status(&agent.control)?;
     m.push(&format!("{key}.status_ms"), took.as_secs_f64() * 1e3);
     check_engines(cx, engines, &status)?;
-    measure(cx, key, &[pid], cx.plan.pods, m)
-        .with_context(|| format!("agent log:\n{}", log_tail(&agent.run.log, 20)))?;
-    agent.run.check_alive()?;
     Ok(agent)
 }
 

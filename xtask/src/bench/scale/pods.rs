@@ -14,7 +14,8 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::super::topology::{
-    check_interrupted, join_cgroup, run, start_nginx, Cgroup, Netns, Proc, TempDir, HTTP_PORT,
+    check_interrupted, join_cgroup, run, start_nginx, start_nginx_on, Cgroup, Netns, Proc,
+    TempDir, HTTP_PORT,
 };
 
 /// The bridge inside the server netns (the CNI churn pods join it too).
@@ -29,6 +30,12 @@ pub const NET: &str = "10.250";
 /// host-local.
 pub const CHURN_RANGE: (&str, &str) = ("10.250.8.1", "10.250.15.254");
 
+/// The noisy neighbour's own server (a second nginx at nice 19 on the server's address): the
+/// quiet pod's nginx does not serve the neighbour's requests, so what the quiet pod still
+/// shares with it is the agent.
+pub const NOISY_PORT: u16 = 8081;
+const NOISY_H2_PORT: u16 = 8082;
+
 /// One pod: its netns.
 pub struct Pod {
     pub ns: Netns,
@@ -37,6 +44,7 @@ pub struct Pod {
 /// The whole scale topology. Field order is drop order: nginx, pods, server, cgroup, files.
 pub struct Pods {
     _nginx: Proc,
+    _noisy_nginx: Proc,
     pub pods: Vec<Pod>,
     pub server: Netns,
     pub cgroup: Cgroup,
@@ -91,6 +99,10 @@ impl Pods {
         )?;
         server.exec("sysctl", &["-qw", "net.core.somaxconn=4096"])?;
         let nginx = start_nginx(&server, &dir.path, &server_ip)?;
+        let noisy_dir = dir.path.join("noisy");
+        fs::create_dir_all(&noisy_dir)?;
+        let noisy_nginx =
+            start_nginx_on(&server, &noisy_dir, &server_ip, NOISY_PORT, NOISY_H2_PORT, 19)?;
         let mut pods = Vec::with_capacity(n);
         for i in 0..n {
             check_interrupted()?;
@@ -98,6 +110,7 @@ impl Pods {
         }
         let p = Pods {
             _nginx: nginx,
+            _noisy_nginx: noisy_nginx,
             pods,
             server,
             cgroup,
@@ -106,6 +119,7 @@ impl Pods {
             tag,
         };
         p.server.wait_listen(HTTP_PORT, Duration::from_secs(5))?;
+        p.server.wait_listen(NOISY_PORT, Duration::from_secs(5))?;
         Ok(p)
     }
 

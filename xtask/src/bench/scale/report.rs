@@ -326,7 +326,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
 
     let _ = writeln!(
         md,
-        "\n## Noisy neighbour ({} rps open loop, 16 connections, in pod 1; wrk -c64 at max rate and nice 19 in pod 0; {:.0} s)\n",
+        "\n## Noisy neighbour ({} rps open loop, 16 connections, in pod 1; wrk -c64 at max rate in pod 0, at nice 19 against its own nginx (nice 19, host noisy.bench); {:.0} s)\n",
         p.quiet_rps, p.noisy_secs
     );
     md.push_str("| | quiet p50 alone (µs) | quiet p99 alone (µs) | quiet p50 with neighbour | quiet p99 with neighbour | p99 ratio | neighbour req/s |\n|---|---|---|---|---|---|---|\n");
@@ -356,7 +356,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             );
         }
     }
-    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what wrk, nginx and the quiet pod's generator sharing the 2 cores do to the quiet pod's latency without the agent.\n");
+    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent.\n");
     let _ = writeln!(
         md,
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",
