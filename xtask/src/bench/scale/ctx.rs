@@ -303,7 +303,10 @@ pub fn stop_all(procs: Vec<Running>) {
 fn scale_config(server_ip: &str) -> String {
     const CATCH_ALL: &str = "            - name: outbound\n              domains: [\"*\"]";
     let base = outbound_config(server_ip);
-    assert!(base.contains(CATCH_ALL), "the outbound config's catch-all virtual host moved");
+    assert!(
+        base.contains(CATCH_ALL),
+        "the outbound config's catch-all virtual host moved"
+    );
     let vhost = "            - name: noisy\n              domains: [\"noisy.bench\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: noisy}\n";
     format!(
         "{}  - name: noisy\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: noisy\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {server_ip}, port_value: {NOISY_PORT}}}}}}}}}]}}]\n",

@@ -14,8 +14,8 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::super::topology::{
-    check_interrupted, join_cgroup, run, start_nginx, start_nginx_on, Cgroup, Netns, Proc,
-    TempDir, HTTP_PORT,
+    check_interrupted, join_cgroup, run, start_nginx, start_nginx_on, Cgroup, Netns, Proc, TempDir,
+    HTTP_PORT,
 };
 
 /// The bridge inside the server netns (the CNI churn pods join it too).
@@ -101,8 +101,14 @@ impl Pods {
         let nginx = start_nginx(&server, &dir.path, &server_ip)?;
         let noisy_dir = dir.path.join("noisy");
         fs::create_dir_all(&noisy_dir)?;
-        let noisy_nginx =
-            start_nginx_on(&server, &noisy_dir, &server_ip, NOISY_PORT, NOISY_H2_PORT, 19)?;
+        let noisy_nginx = start_nginx_on(
+            &server,
+            &noisy_dir,
+            &server_ip,
+            NOISY_PORT,
+            NOISY_H2_PORT,
+            19,
+        )?;
         let mut pods = Vec::with_capacity(n);
         for i in 0..n {
             check_interrupted()?;
