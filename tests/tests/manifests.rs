@@ -136,9 +136,23 @@ fn daemonset_upgrades_hitlessly_and_runs_no_privileged_long_lived_container() {
         "{args:?}"
     );
     assert!(args.contains(&"--idle-after-handover"), "{args:?}");
+    // The old agent drains past its pod's SIGTERM, so the grace period must cover the drain.
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    let drain = cm["data"]["drain-timeout"].as_str().expect("drain-timeout");
+    let drain_secs: u64 = match drain.strip_suffix('m') {
+        Some(m) => m.parse::<u64>().expect("minutes") * 60,
+        None => drain.trim_end_matches('s').parse().expect("seconds"),
+    };
     assert!(
-        ds["spec"]["minReadySeconds"].as_u64() > Some(30),
-        "minReadySeconds covers the old agent's drain"
+        pod["terminationGracePeriodSeconds"].as_u64() > Some(drain_secs),
+        "terminationGracePeriodSeconds covers the old agent's drain ({drain})"
+    );
+    assert!(
+        args.contains(&"--on-exit=$(SLUICE_AGENT_ON_EXIT)"),
+        "{args:?}"
     );
     assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/healthz/ready");
     assert_eq!(agent["readinessProbe"]["httpGet"]["port"], 15021);
