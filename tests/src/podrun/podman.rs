@@ -16,15 +16,9 @@ pub fn podman(args: &[&str]) -> Output {
 
 /// Like [`podman`] but panics with stderr unless it succeeds; returns stdout.
 pub fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "`podman {}` failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = vec!["--runtime", "runc"];
+    all.extend_from_slice(args);
+    crate::run_cmd("podman", &all)
 }
 
 /// One bind mount, resolved: host source, container target, options.
