@@ -8,7 +8,7 @@
 //! tokio, no sockets.
 
 mod cluster;
-mod duration;
+pub(crate) mod duration;
 mod dynamic;
 #[cfg(test)]
 mod dynamic_tests;

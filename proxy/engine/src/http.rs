@@ -12,6 +12,7 @@
 
 pub mod access_log;
 mod conn_timers;
+pub mod filters;
 mod forward;
 mod h2_flood;
 #[cfg(test)]
@@ -204,6 +205,10 @@ pub async fn serve<I, F>(
         .unwrap_or_default();
     let activity = conn_timers::Activity::new();
     let streams = activity.clone();
+    // `local_rate_limit_per_downstream_connection`: this connection's buckets.
+    let buckets = current()
+        .filter(|h| h.cfg.http_filters.per_connection())
+        .map(|_| Arc::new(filters::ConnBuckets::default()));
     let current = Arc::new(current);
     // Set by the first request: until then the header timeout runs from accept (hyper's own
     // timer starts at the first byte, and the h2 preface has none).
@@ -215,6 +220,7 @@ pub async fn serve<I, F>(
         }
         let hcm = current();
         let observer = observer.clone();
+        let buckets = buckets.clone();
         // The stream is active (no idle timer) until its response body is done.
         let stream = timeouts.idle.is_some().then(|| streams.begin());
         let streams = streams.clone();
@@ -226,7 +232,7 @@ pub async fn serve<I, F>(
             if h2 {
                 streams.h2.store(true, Ordering::Relaxed);
             }
-            let (mut resp, flag) = handle(hcm, conn, req).await;
+            let (mut resp, flag) = handle_with(hcm, conn, req, buckets).await;
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
@@ -432,7 +438,17 @@ async fn with_deadline(
 pub async fn handle(
     hcm: Arc<Hcm>,
     conn: ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, Flag) {
+    handle_with(hcm, conn, req, None).await
+}
+
+/// [`handle`] with the connection's rate limit buckets (`local_rate_limit_per_downstream_connection`).
+pub async fn handle_with(
+    hcm: Arc<Hcm>,
+    conn: ConnInfo,
     mut req: Request<Incoming>,
+    conn_buckets: Option<Arc<filters::ConnBuckets>>,
 ) -> (Response<Body>, Flag) {
     let start = Instant::now();
     let start_wall = SystemTime::now();
@@ -517,7 +533,38 @@ pub async fn handle(
         };
         let selection = table.select(&view);
         crate::route::observe::log_taken(&selection, view.random);
-        match selection {
+        // The HTTP filters before the router (none: the router alone, nothing to do).
+        let mut decoded = if hcm.cfg.http_filters.is_empty() {
+            None
+        } else {
+            let d = hcm
+                .cfg
+                .http_filters
+                .decode(filters::Request {
+                    selection: &selection,
+                    method: &method,
+                    headers: req.headers(),
+                    conn: conn_buckets.as_deref(),
+                    deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
+                })
+                .await;
+            Some(d)
+        };
+        let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
+        let o = match selection {
+            _ if filtered => {
+                close = body_pending;
+                let (resp, flag) = decoded
+                    .as_mut()
+                    .and_then(|d| d.local.take())
+                    .expect("a filter's local reply");
+                Outcome {
+                    resp,
+                    flag,
+                    upstream_host: None,
+                    upstream_ms: None,
+                }
+            }
             Selection::NoRoute => {
                 hcm.stats.no_route.inc();
                 close = body_pending;
@@ -588,6 +635,9 @@ pub async fn handle(
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
+                    if let Some(d) = &decoded {
+                        d.apply_request_headers(req.headers_mut());
+                    }
                     let run = forward::run(cluster, plan, conn, fmt, req);
                     match hcm.cfg.max_stream_duration {
                         None => run.await,
@@ -595,15 +645,25 @@ pub async fn handle(
                     }
                 }
             },
-        }
+        };
+        (o, decoded)
     };
 
-    let Outcome {
-        mut resp,
-        flag,
-        upstream_host,
-        upstream_ms,
-    } = outcome;
+    let (
+        Outcome {
+            mut resp,
+            mut flag,
+            upstream_host,
+            upstream_ms,
+        },
+        decoded,
+    ) = outcome;
+    if let Some(d) = decoded {
+        d.encode.apply(resp.headers_mut());
+        if d.delayed && flag == Flag::None {
+            flag = Flag::DelayInjected;
+        }
+    }
     if h1 {
         *resp.version_mut() = version;
         if close {

@@ -22,6 +22,8 @@ mod tests;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub(crate) use build::{build_route_table, build_weighted, KnownClusters, WeightedInput};
+pub(crate) use build_headers::{mutations, mutations_at};
+pub(crate) use build_match::{fractional_percent, header_matcher, percent, string_matcher};
 pub use headers::{
     AppendAction, HeaderLevels, HeaderLookup, HeaderMapMut, HeaderMutations, HeaderToAdd,
 };
@@ -31,7 +33,7 @@ pub use matcher::{
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
 
-use crate::config::ClusterRef;
+use crate::{config::ClusterRef, http::filters::PerFilterConfigs};
 
 /// Envoy's default route `timeout` (15 s).
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -107,6 +109,8 @@ pub struct VirtualHost {
     pub response_headers: HeaderMutations,
     /// `retry_policy`, used by routes without their own.
     pub retry_policy: Option<RetryPolicy>,
+    /// `typed_per_filter_config` and the deprecated `cors`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// `routes[]`.
@@ -122,6 +126,8 @@ pub struct Route {
     pub request_headers: HeaderMutations,
     /// `response_headers_to_add` / `response_headers_to_remove`.
     pub response_headers: HeaderMutations,
+    /// `typed_per_filter_config`, and the route action's deprecated `cors`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// `match` (RouteMatch).
@@ -317,6 +323,8 @@ pub struct WeightedCluster {
     pub request_headers: HeaderMutations,
     /// `response_headers_to_add` / `response_headers_to_remove` (applied before the route's).
     pub response_headers: HeaderMutations,
+    /// `typed_per_filter_config`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// `regex_rewrite` (RegexMatchAndSubstitute).

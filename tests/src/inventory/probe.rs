@@ -29,6 +29,18 @@ static_resources:
           - name: envoy.access_loggers.stdout
             typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }
           http_filters:
+          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+              delay: { fixed_delay: 1s }
+              abort: { http_status: 503 }
+          - name: envoy.filters.http.cors
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: rl
+              token_bucket: { max_tokens: 1, fill_interval: 1s }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
           route_config:
@@ -38,6 +50,11 @@ static_resources:
             - name: v
               domains: ["*"]
               retry_policy: { retry_on: 5xx, retry_back_off: { base_interval: 1s } }
+              cors: { allow_methods: GET }
+              typed_per_filter_config:
+                envoy.filters.http.cors:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+                  allow_methods: GET
               routes:
               - match:
                   prefix: /
@@ -95,6 +112,13 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),
         ("extensions.filters.network.http_connection_manager.v3.HttpFilter", format!("{HCM}/http_filters/0")),
         ("config.core.v3.HttpProtocolOptions", format!("{HCM}/common_http_protocol_options")),
+        ("extensions.filters.http.fault.v3.HTTPFault", format!("{HCM}/http_filters/0/typed_config")),
+        ("extensions.filters.common.fault.v3.FaultDelay", format!("{HCM}/http_filters/0/typed_config/delay")),
+        ("extensions.filters.http.fault.v3.FaultAbort", format!("{HCM}/http_filters/0/typed_config/abort")),
+        ("extensions.filters.http.local_ratelimit.v3.LocalRateLimit", format!("{HCM}/http_filters/2/typed_config")),
+        ("type.v3.TokenBucket", format!("{HCM}/http_filters/2/typed_config/token_bucket")),
+        ("extensions.filters.http.cors.v3.CorsPolicy", format!("{vh}/typed_per_filter_config/envoy.filters.http.cors")),
+        ("config.route.v3.CorsPolicy", format!("{vh}/cors")),
         ("config.accesslog.v3.AccessLog", format!("{HCM}/access_log/0")),
         ("config.route.v3.RouteConfiguration", rc.clone()),
         ("config.core.v3.HeaderValueOption", format!("{rc}/request_headers_to_add/0")),

@@ -142,6 +142,8 @@ pub struct HttpConnectionManager {
     pub codec_type: CodecType,
     /// `route_config`, compiled.
     pub route_table: Arc<RouteTable>,
+    /// `http_filters` before the router (empty: the router alone).
+    pub http_filters: Arc<crate::http::filters::HttpFilters>,
     /// `stream_idle_timeout` (default [`DEFAULT_STREAM_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout` (default disabled); `None` = disabled.

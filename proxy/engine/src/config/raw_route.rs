@@ -1,7 +1,10 @@
 //! Raw serde types of Envoy's `route.v3` messages (RouteConfiguration, VirtualHost, Route,
 //! matchers and actions) with `deny_unknown_fields`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde_norway::Value;
 
 use super::duration::PbDuration;
 
@@ -44,6 +47,10 @@ pub(crate) struct RawVirtualHost {
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
     pub retry_policy: Option<RawRetryPolicy>,
+    /// Filter name -> per-route config (`@type`d).
+    pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
+    /// Deprecated `cors` (config.route.v3.CorsPolicy).
+    pub cors: Option<Value>,
 }
 
 /// `Route`.
@@ -68,6 +75,8 @@ pub(crate) struct RawRoute {
     pub response_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    /// Filter name -> per-route config (`@type`d).
+    pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
 }
 
 /// `RouteMatch`.
@@ -219,6 +228,8 @@ pub(crate) struct RawRouteAction {
     pub hash_policy: Vec<RawHashPolicy>,
     pub max_stream_duration: Option<RawMaxStreamDuration>,
     pub append_x_forwarded_host: Option<bool>,
+    /// Deprecated `cors` (config.route.v3.CorsPolicy).
+    pub cors: Option<Value>,
 }
 
 /// `RouteAction.MaxStreamDuration`.
@@ -262,6 +273,8 @@ pub(crate) struct RawClusterWeight {
     pub response_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    /// Filter name -> per-route config (`@type`d).
+    pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
 }
 
 /// `type.matcher.v3.RegexMatchAndSubstitute`.

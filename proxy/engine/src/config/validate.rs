@@ -28,7 +28,6 @@ pub(crate) const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.
 /// Type URL of the tcp_proxy typed_config.
 pub(crate) const TCP_PROXY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
-const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const STDOUT_LOG_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const FILE_LOG_TYPE: &str =
@@ -368,34 +367,10 @@ fn hcm(
             .err("required (rds is not supported)")
     })?;
     let route_table = build_route_table(rc, &p.field("route_config"), clusters)?;
-    let hp = p.field("http_filters");
-    if raw.http_filters.is_empty() {
-        return Err(hp.err("must end with the router filter (envoy.filters.http.router)"));
-    }
-    for (i, f) in raw.http_filters.iter().enumerate() {
-        let fp = hp.index(i);
-        let is_router = match f.typed_config.as_ref().and_then(type_url) {
-            Some(t) => t == ROUTER_TYPE,
-            None => f.name.as_deref() == Some("envoy.filters.http.router"),
-        };
-        if !is_router {
-            let what = f
-                .typed_config
-                .as_ref()
-                .and_then(type_url)
-                .or(f.name.as_deref())
-                .unwrap_or("");
-            return Err(fp.unsupported(&format!(
-                "HTTP filter {what:?}; only envoy.filters.http.router"
-            )));
-        }
-        if i + 1 != raw.http_filters.len() {
-            return Err(hp.index(i + 1).unsupported("HTTP filters after the router"));
-        }
-        if let Some(tc) = &f.typed_config {
-            let _: Empty = typed_config(tc, &fp.field("typed_config"), ROUTER_TYPE)?;
-        }
-    }
+    let http_filters = Arc::new(crate::http::filters::http_filters(
+        &raw.http_filters,
+        &p.field("http_filters"),
+    )?);
     let mut upgrade_configs = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
         let up = p.field("upgrade_configs").index(i);
@@ -418,6 +393,7 @@ fn hcm(
         stat_prefix,
         codec_type,
         route_table: Arc::new(route_table),
+        http_filters,
         stream_idle_timeout: timeout_or(
             raw.stream_idle_timeout.map(|d| d.0),
             Some(DEFAULT_STREAM_IDLE_TIMEOUT),

@@ -35,6 +35,12 @@ pub enum Flag {
     DownstreamProtocolError,
     /// DT: the HCM's or the route's `max_stream_duration` passed before the response started.
     DurationTimeout,
+    /// FI: the fault filter aborted the request.
+    FaultInjected,
+    /// DI: the fault filter delayed the request.
+    DelayInjected,
+    /// RL: the local rate limit filter refused the request.
+    RateLimited,
 }
 
 impl Flag {
@@ -60,6 +66,9 @@ impl Flag {
             Flag::StreamIdleTimeout => "SI",
             Flag::DownstreamProtocolError => "DPE",
             Flag::DurationTimeout => "DT",
+            Flag::FaultInjected => "FI",
+            Flag::DelayInjected => "DI",
+            Flag::RateLimited => "RL",
         }
     }
 }
@@ -143,6 +152,10 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
             503,
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         ),
-        Flag::DownstreamTermination | Flag::None => reply(503, ""),
+        Flag::DownstreamTermination
+        | Flag::None
+        | Flag::FaultInjected
+        | Flag::DelayInjected
+        | Flag::RateLimited => reply(503, ""),
     }
 }

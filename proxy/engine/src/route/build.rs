@@ -167,6 +167,11 @@ fn virtual_host(
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => None,
     };
+    let per_filter = crate::http::filters::per_filter_configs(
+        raw.typed_per_filter_config.as_ref(),
+        &p.field("typed_per_filter_config"),
+        crate::http::filters::legacy_cors(raw.cors.as_ref(), &p.field("cors"))?,
+    )?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
         routes.push(route(
@@ -193,6 +198,7 @@ fn virtual_host(
         domains: raw.domains,
         routes,
         retry_policy,
+        per_filter,
     })
 }
 
@@ -204,6 +210,17 @@ fn route(
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
+    let legacy = match &raw.route {
+        Some(a) => {
+            crate::http::filters::legacy_cors(a.cors.as_ref(), &p.field("route").field("cors"))?
+        }
+        None => None,
+    };
+    let per_filter = crate::http::filters::per_filter_configs(
+        raw.typed_per_filter_config.as_ref(),
+        &p.field("typed_per_filter_config"),
+        legacy,
+    )?;
     let action = match (raw.route, raw.redirect, raw.direct_response) {
         (Some(a), None, None) => RouteAction::Forward(Box::new(forward(
             a,
@@ -321,6 +338,7 @@ fn route(
             p,
             "response",
         )?,
+        per_filter,
     })
 }
 

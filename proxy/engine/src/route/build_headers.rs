@@ -16,6 +16,16 @@ pub(crate) fn mutations(
 ) -> Result<HeaderMutations, ConfigError> {
     let ap = p.field(&format!("{dir}_headers_to_add"));
     let rp = p.field(&format!("{dir}_headers_to_remove"));
+    mutations_at(add, remove, &ap, &rp)
+}
+
+/// Header additions at `ap` and removals at `rp` (a filter's own field names).
+pub(crate) fn mutations_at(
+    add: &[RawHeaderValueOption],
+    remove: &[String],
+    ap: &FieldPath,
+    rp: &FieldPath,
+) -> Result<HeaderMutations, ConfigError> {
     let mut out = HeaderMutations::default();
     for (i, name) in remove.iter().enumerate() {
         let n = name.to_ascii_lowercase();

@@ -80,7 +80,7 @@ pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMat
 }
 
 /// `runtime_fraction`: its `default_value` (required, as Envoy); the runtime key is a no-op.
-fn fractional_percent(
+pub(crate) fn fractional_percent(
     raw: &RawRuntimeFractionalPercent,
     p: &FieldPath,
 ) -> Result<FractionalPercent, ConfigError> {
@@ -89,6 +89,14 @@ fn fractional_percent(
         .default_value
         .as_ref()
         .ok_or_else(|| dp.err("required"))?;
+    percent(d, &dp)
+}
+
+/// A `type.v3.FractionalPercent` at `dp` (denominator HUNDRED by default).
+pub(crate) fn percent(
+    d: &crate::config::raw_route::RawFractionalPercent,
+    dp: &FieldPath,
+) -> Result<FractionalPercent, ConfigError> {
     let denominator = match d.denominator.as_deref() {
         None | Some("HUNDRED") => 100,
         Some("TEN_THOUSAND") => 10_000,
@@ -118,7 +126,7 @@ fn int64_range(raw: &RawInt64Range, p: &FieldPath) -> Result<Int64Range, ConfigE
     })
 }
 
-pub(super) fn header_matcher(
+pub(crate) fn header_matcher(
     raw: &RawHeaderMatcher,
     p: &FieldPath,
 ) -> Result<HeaderMatcher, ConfigError> {
@@ -199,7 +207,10 @@ pub(super) fn header_matcher(
     })
 }
 
-fn string_matcher(raw: &RawStringMatcher, p: &FieldPath) -> Result<StringMatcher, ConfigError> {
+pub(crate) fn string_matcher(
+    raw: &RawStringMatcher,
+    p: &FieldPath,
+) -> Result<StringMatcher, ConfigError> {
     let ignore_case = raw.ignore_case.unwrap_or(false);
     let mut out = Vec::new();
     if let Some(v) = &raw.exact {

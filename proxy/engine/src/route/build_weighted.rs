@@ -40,8 +40,14 @@ pub(super) fn route_weighted(
     clusters: &KnownClusters<'_>,
 ) -> Result<WeightedClusters, ConfigError> {
     let mut inputs = Vec::with_capacity(w.clusters.len());
+    let mut per_filter = Vec::with_capacity(w.clusters.len());
     for (i, c) in w.clusters.into_iter().enumerate() {
         let cp = wp.field("clusters").index(i);
+        per_filter.push(crate::http::filters::per_filter_configs(
+            c.typed_per_filter_config.as_ref(),
+            &cp.field("typed_per_filter_config"),
+            None,
+        )?);
         let cluster_header = match c.cluster_header {
             Some(h) if !h.is_empty() => Some(header_name(&h, &cp.field("cluster_header"))?),
             _ => None,
@@ -70,6 +76,9 @@ pub(super) fn route_weighted(
         });
     }
     let mut weighted = build_weighted(inputs, wp, clusters)?;
+    for (c, pf) in weighted.clusters.iter_mut().zip(per_filter) {
+        c.per_filter = pf;
+    }
     // Envoy checks the deprecated total_weight only when it is greater than 0.
     if let Some(total) = w.total_weight.filter(|t| *t > 0) {
         if u64::from(total) != weighted.total_weight {
@@ -123,6 +132,7 @@ pub(crate) fn build_weighted(
             weight,
             request_headers: c.request_headers,
             response_headers: c.response_headers,
+            per_filter: Default::default(),
         });
     }
     if total == 0 {

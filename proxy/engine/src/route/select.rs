@@ -112,6 +112,8 @@ pub struct Forward<'a> {
     /// header level (the first of `request_headers` when `cluster_request_headers`), before the
     /// route-level ones, without `x-envoy-original-host` (Envoy's `WeightedClusterEntry`).
     pub cluster_host_rewrite: Option<&'a str>,
+    /// The picked weighted cluster, if any.
+    pub weighted: Option<&'a WeightedCluster>,
     /// Whether `request_headers` starts with the picked weighted cluster's level.
     pub cluster_request_headers: bool,
     /// The retry policy's `retriable_request_headers` allow retrying this request (true
@@ -323,6 +325,7 @@ impl RouteTable {
                     path: new_path,
                     host_rewrite,
                     cluster_host_rewrite: weighted.and_then(|w| w.host_rewrite.as_deref()),
+                    weighted,
                     retry_allowed: action.retry_policy.as_ref().is_none_or(|p| {
                         p.retriable_request_headers.is_empty()
                             || p.retriable_request_headers

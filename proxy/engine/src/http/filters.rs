@@ -1,0 +1,291 @@
+//! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit.
+//!
+//! Parsed once at config load (`parse`), with per-route overrides from
+//! `typed_per_filter_config` on the virtual host, route and weighted cluster (the most
+//! specific wins). At run time [`HttpFilters::decode`] runs them in order after route
+//! selection: each may answer locally (abort, preflight, 429) or delay the request, and the
+//! ones that ran add their response headers ([`Encode::apply`]) to whatever response follows,
+//! as Envoy's encoder filters do. An HCM with only the router has an empty chain: `handle`
+//! skips all of this.
+
+mod cors;
+mod fault;
+mod local_ratelimit;
+mod parse;
+
+use std::{sync::Arc, time::Instant};
+
+use http::{header, HeaderMap, HeaderValue, Method, Response};
+
+pub use cors::CorsPolicy;
+pub use fault::Fault;
+pub use local_ratelimit::{ConnBuckets, LocalRateLimit};
+pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
+
+use super::{local_reply, local_reply::Flag, Body};
+use crate::route::Selection;
+
+/// One filter's per-route config (`typed_per_filter_config` value), by its `@type`.
+#[derive(Debug, Clone)]
+pub enum PerRoute {
+    /// `HTTPFault`: replaces the filter's config.
+    Fault(Arc<Fault>),
+    /// `CorsPolicy`.
+    Cors(Arc<CorsPolicy>),
+    /// `LocalRateLimit`: replaces the filter's config (its own bucket).
+    LocalRateLimit(Arc<LocalRateLimit>),
+}
+
+/// `typed_per_filter_config` of one level (filter name -> config), and the level's deprecated
+/// `cors` policy.
+#[derive(Debug, Clone, Default)]
+pub struct PerFilterConfigs {
+    by_name: Vec<(String, PerRoute)>,
+    legacy_cors: Option<Arc<CorsPolicy>>,
+}
+
+impl PerFilterConfigs {
+    fn get(&self, name: &str) -> Option<&PerRoute> {
+        self.by_name.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// Whether the level configures nothing.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty() && self.legacy_cors.is_none()
+    }
+}
+
+/// One configured filter.
+#[derive(Debug)]
+enum Kind {
+    Fault(Arc<Fault>),
+    Cors,
+    LocalRateLimit(Arc<LocalRateLimit>),
+}
+
+#[derive(Debug)]
+struct Filter {
+    name: String,
+    kind: Kind,
+}
+
+/// The filters before the router, in `http_filters` order (empty: the router alone).
+#[derive(Debug, Default)]
+pub struct HttpFilters {
+    filters: Vec<Filter>,
+}
+
+/// What the filters that ran add to the response, in reverse order of the chain.
+#[derive(Default)]
+pub struct Encode {
+    cors: Option<cors::Allowed>,
+    x_ratelimit: Option<(u32, u32, u64)>,
+}
+
+impl Encode {
+    /// Adds the response headers of the filters that ran.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        if let Some(v) = self.x_ratelimit {
+            local_ratelimit::apply_x_headers(v, h);
+        }
+        if let Some(c) = &self.cors {
+            c.apply(h);
+        }
+    }
+}
+
+/// The chain's decision for one request.
+pub struct Decoded {
+    /// A local reply (and its response flag) that replaces routing.
+    pub local: Option<(Response<Body>, Flag)>,
+    /// Whether a fault delay was injected (response flag DI).
+    pub delayed: bool,
+    /// The response headers to add.
+    pub encode: Encode,
+    /// Faults in progress (`max_active_faults`), released with the request.
+    pub guards: Vec<fault::ActiveFault>,
+    /// Rate limiters that let a limited request through: their
+    /// `request_headers_to_add_when_not_enforced` go upstream.
+    pub not_enforced: Vec<Arc<LocalRateLimit>>,
+}
+
+impl Decoded {
+    /// Adds the request headers the filters decided on.
+    pub fn apply_request_headers(&self, h: &mut HeaderMap) {
+        for l in &self.not_enforced {
+            l.not_enforced_headers(h);
+        }
+    }
+}
+
+/// The request as the filters see it.
+pub struct Request<'a, 'r> {
+    /// The route selection.
+    pub selection: &'a Selection<'r>,
+    /// `:method`.
+    pub method: &'a Method,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The connection's rate limit buckets.
+    pub conn: Option<&'a ConnBuckets>,
+    /// The stream's deadline (`max_stream_duration`), which a delay cannot outlive.
+    pub deadline: Option<Instant>,
+}
+
+impl HttpFilters {
+    /// Whether only the router is configured.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Whether a connection needs its own rate limit buckets.
+    pub fn per_connection(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(&f.kind, Kind::LocalRateLimit(l) if l.per_connection()))
+    }
+
+    /// The filter names in order (for tests and the explain output).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.filters.iter().map(|f| f.name.as_str())
+    }
+
+    /// Runs the chain's request side (Envoy's decodeHeaders of each filter).
+    pub async fn decode(&self, req: Request<'_, '_>) -> Decoded {
+        let levels = levels(req.selection);
+        let mut out = Decoded {
+            local: None,
+            delayed: false,
+            encode: Encode::default(),
+            guards: Vec::new(),
+            not_enforced: Vec::new(),
+        };
+        for f in &self.filters {
+            let specific = levels.iter().flatten().find_map(|l| l.get(&f.name));
+            match &f.kind {
+                Kind::Fault(base) => {
+                    let cfg = match specific {
+                        Some(PerRoute::Fault(c)) => c,
+                        _ => base,
+                    };
+                    let cluster = match req.selection {
+                        Selection::Forward(fw) => fw.cluster.name(),
+                        _ => None,
+                    };
+                    let Some(inj) = cfg.decide(req.headers, cluster, rand::random) else {
+                        continue;
+                    };
+                    out.guards.push(inj.guard);
+                    if let Some(d) = inj.delay {
+                        out.delayed = true;
+                        let until = Instant::now() + d;
+                        match req.deadline {
+                            Some(dl) if dl <= until => {
+                                tokio::time::sleep_until(dl.into()).await;
+                                out.local = Some((
+                                    local_reply::for_flag(Flag::DurationTimeout),
+                                    Flag::DurationTimeout,
+                                ));
+                                return out;
+                            }
+                            _ => tokio::time::sleep_until(until.into()).await,
+                        }
+                    }
+                    if let Some(a) = inj.abort {
+                        out.local = Some((abort_reply(a, req.headers), Flag::FaultInjected));
+                        return out;
+                    }
+                }
+                Kind::Cors => {
+                    let Selection::Forward(_) = req.selection else {
+                        continue;
+                    };
+                    let pol = cors_policies(&levels, &f.name);
+                    match cors::decide(&pol, req.method, req.headers, rand::random()) {
+                        cors::Decision::None => {}
+                        cors::Decision::Allowed(a) => out.encode.cors = Some(a),
+                        cors::Decision::Preflight(h) => {
+                            let mut r = local_reply::reply(200, "");
+                            r.headers_mut().extend(h);
+                            out.local = Some((r, Flag::None));
+                            return out;
+                        }
+                    }
+                }
+                Kind::LocalRateLimit(base) => {
+                    let cfg = match specific {
+                        Some(PerRoute::LocalRateLimit(c)) => c,
+                        _ => base,
+                    };
+                    let Some(v) = cfg.check(req.conn, rand::random()) else {
+                        continue;
+                    };
+                    out.encode.x_ratelimit = v.x_headers.or(out.encode.x_ratelimit);
+                    if v.not_enforced {
+                        out.not_enforced.push(cfg.clone());
+                    }
+                    if let Some(status) = v.limited {
+                        let mut r = local_reply::reply(status, "local_rate_limited");
+                        cfg.limited_headers(r.headers_mut());
+                        out.local = Some((r, Flag::RateLimited));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The per-filter config levels of a selection, most specific first: weighted cluster,
+/// route, virtual host.
+fn levels<'a>(s: &Selection<'a>) -> [Option<&'a PerFilterConfigs>; 3] {
+    let weighted = match s {
+        Selection::Forward(f) => f.weighted.map(|w| &w.per_filter),
+        _ => None,
+    };
+    [
+        weighted,
+        s.route().map(|r| &r.per_filter),
+        s.vhost().map(|v| &v.per_filter),
+    ]
+}
+
+/// Envoy's CORS policies: the typed per-filter ones when any level has one, else the
+/// deprecated `cors` fields (route, then virtual host).
+fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 3], name: &str) -> cors::Policies<'a> {
+    let typed = levels.map(|l| match l.and_then(|l| l.get(name)) {
+        Some(PerRoute::Cors(c)) => Some(&**c),
+        _ => None,
+    });
+    if typed.iter().any(Option::is_some) {
+        return cors::Policies(typed);
+    }
+    cors::Policies([
+        None,
+        levels[1].and_then(|l| l.legacy_cors.as_deref()),
+        levels[2].and_then(|l| l.legacy_cors.as_deref()),
+    ])
+}
+
+/// Envoy's fault abort reply: `fault filter abort`; a gRPC request gets a trailers-only
+/// 200 with `grpc-status` (the configured one, else mapped from the HTTP status).
+fn abort_reply(a: fault::AbortReply, h: &HeaderMap) -> Response<Body> {
+    const BODY: &str = "fault filter abort";
+    let grpc_request = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_request {
+        return local_reply::reply(a.http, BODY);
+    }
+    let mut r = local_reply::reply(200, "");
+    let status = a.grpc.unwrap_or_else(|| fault::grpc_status_of(a.http));
+    let hm = r.headers_mut();
+    hm.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    hm.insert("grpc-status", HeaderValue::from(status));
+    hm.insert("grpc-message", HeaderValue::from_static(BODY));
+    r
+}

@@ -1,0 +1,337 @@
+//! `envoy.filters.http.fault` (extensions.filters.http.fault.v3.HTTPFault): delays and aborts,
+//! fixed or taken from the request's `x-envoy-fault-*` headers, with Envoy 1.40's checks
+//! (upstream cluster, downstream nodes, header matchers, max active faults) in its order.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::HeaderMap;
+use serde::Deserialize;
+
+use crate::{
+    config::{
+        duration::PbDuration,
+        raw_route::{RawFractionalPercent, RawHeaderMatcher},
+        ConfigError, FieldPath,
+    },
+    route::{header_matcher, percent, FractionalPercent, HeaderMatcher},
+};
+
+/// `@type` of the filter's config (also its per-route config).
+pub const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+/// `HTTPFault`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFault {
+    delay: Option<RawDelay>,
+    abort: Option<RawAbort>,
+    upstream_cluster: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawHeaderMatcher>,
+    #[serde(default)]
+    downstream_nodes: Vec<String>,
+    max_active_faults: Option<u32>,
+    // Runtime keys: documented no-ops (no runtime layer; the configured values apply).
+    #[allow(dead_code)]
+    abort_percent_runtime: Option<String>,
+    #[allow(dead_code)]
+    delay_percent_runtime: Option<String>,
+    #[allow(dead_code)]
+    abort_http_status_runtime: Option<String>,
+    #[allow(dead_code)]
+    abort_grpc_status_runtime: Option<String>,
+    #[allow(dead_code)]
+    delay_duration_runtime: Option<String>,
+    #[allow(dead_code)]
+    max_active_faults_runtime: Option<String>,
+    /// Only stats: a no-op.
+    #[allow(dead_code)]
+    disable_downstream_cluster_stats: Option<bool>,
+}
+
+/// `extensions.filters.common.fault.v3.FaultDelay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelay {
+    fixed_delay: Option<PbDuration>,
+    header_delay: Option<crate::config::raw::Empty>,
+    percentage: Option<RawFractionalPercent>,
+}
+
+/// `FaultAbort`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAbort {
+    http_status: Option<u32>,
+    grpc_status: Option<u32>,
+    header_abort: Option<crate::config::raw::Empty>,
+    percentage: Option<RawFractionalPercent>,
+}
+
+/// What a delay or abort takes its value from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source<T> {
+    Fixed(T),
+    Header,
+}
+
+#[derive(Debug)]
+struct Delay {
+    source: Source<Duration>,
+    percent: FractionalPercent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AbortKind {
+    Http(u16),
+    Grpc(u32),
+}
+
+#[derive(Debug)]
+struct Abort {
+    source: Source<AbortKind>,
+    percent: FractionalPercent,
+}
+
+/// A compiled `HTTPFault`.
+#[derive(Debug)]
+pub struct Fault {
+    delay: Option<Delay>,
+    abort: Option<Abort>,
+    upstream_cluster: Option<String>,
+    headers: Vec<HeaderMatcher>,
+    downstream_nodes: Vec<String>,
+    max_active: Option<u64>,
+    /// Faults in progress (delays waiting, aborts being answered), for `max_active_faults`.
+    active: Arc<AtomicU64>,
+}
+
+/// Envoy's default percentage of a delay or abort without `percentage`: 0 (never).
+fn pct(
+    raw: &Option<RawFractionalPercent>,
+    p: &FieldPath,
+) -> Result<FractionalPercent, ConfigError> {
+    match raw {
+        Some(r) => percent(r, &p.field("percentage")),
+        None => Ok(FractionalPercent {
+            numerator: 0,
+            denominator: 100,
+        }),
+    }
+}
+
+/// Compiles `raw` (at `p`).
+pub(crate) fn build(raw: RawFault, p: &FieldPath) -> Result<Fault, ConfigError> {
+    let delay = match raw.delay {
+        None => None,
+        Some(d) => {
+            let dp = p.field("delay");
+            let source = match (d.fixed_delay, d.header_delay) {
+                (Some(f), None) => Source::Fixed(f.0),
+                (None, Some(_)) => Source::Header,
+                (None, None) => {
+                    return Err(dp.err("one of fixed_delay and header_delay is required"))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(dp.err("only one of fixed_delay and header_delay may be set"))
+                }
+            };
+            Some(Delay {
+                source,
+                percent: pct(&d.percentage, &dp)?,
+            })
+        }
+    };
+    let abort = match raw.abort {
+        None => None,
+        Some(a) => {
+            let ap = p.field("abort");
+            let source = match (a.http_status, a.grpc_status, a.header_abort) {
+                (Some(s), None, None) => {
+                    if !(200..600).contains(&s) {
+                        return Err(ap
+                            .field("http_status")
+                            .err(format!("{s} is not in [200, 600)")));
+                    }
+                    Source::Fixed(AbortKind::Http(s as u16))
+                }
+                (None, Some(g), None) => Source::Fixed(AbortKind::Grpc(g)),
+                (None, None, Some(_)) => Source::Header,
+                (None, None, None) => {
+                    return Err(
+                        ap.err("one of http_status, grpc_status and header_abort is required")
+                    )
+                }
+                _ => {
+                    return Err(
+                        ap.err("only one of http_status, grpc_status and header_abort may be set")
+                    )
+                }
+            };
+            Some(Abort {
+                source,
+                percent: pct(&a.percentage, &ap)?,
+            })
+        }
+    };
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (i, h) in raw.headers.iter().enumerate() {
+        headers.push(header_matcher(h, &p.field("headers").index(i))?);
+    }
+    Ok(Fault {
+        delay,
+        abort,
+        upstream_cluster: raw.upstream_cluster.filter(|c| !c.is_empty()),
+        headers,
+        downstream_nodes: raw.downstream_nodes,
+        max_active: raw.max_active_faults.map(u64::from),
+        active: Arc::new(AtomicU64::new(0)),
+    })
+}
+
+/// A fault in progress: counts toward `max_active_faults` until dropped.
+pub struct ActiveFault(Arc<AtomicU64>);
+
+impl Drop for ActiveFault {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the fault filter does with one request.
+pub struct Injected {
+    /// Wait this long before going on.
+    pub delay: Option<Duration>,
+    /// Then answer locally.
+    pub abort: Option<AbortReply>,
+    /// Held for the request's life.
+    pub guard: ActiveFault,
+}
+
+/// A local abort: an HTTP status, or a gRPC status (HTTP 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortReply {
+    /// The HTTP status.
+    pub http: u16,
+    /// The explicit gRPC status, if any.
+    pub grpc: Option<u32>,
+}
+
+const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
+const DELAY_PCT_HEADER: &str = "x-envoy-fault-delay-request-percentage";
+const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
+const ABORT_GRPC_HEADER: &str = "x-envoy-fault-abort-grpc-request";
+const ABORT_PCT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
+const NODE_HEADER: &str = "x-envoy-downstream-service-node";
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// Envoy's header-controlled percentage: the header's numerator capped by the configured
+/// one, over the configured denominator; the configured percentage without the header.
+fn effective(p: FractionalPercent, h: &HeaderMap, name: &str) -> FractionalPercent {
+    match header_u64(h, name) {
+        Some(n) => FractionalPercent {
+            numerator: (n.min(u64::from(p.numerator))) as u32,
+            denominator: p.denominator,
+        },
+        None => p,
+    }
+}
+
+impl Fault {
+    /// Envoy's `FaultFilter::decodeHeaders`: `cluster` is the routed cluster (None without a
+    /// forwarding route); `random` draws the percentages.
+    pub fn decide(
+        &self,
+        h: &HeaderMap,
+        cluster: Option<&str>,
+        mut random: impl FnMut() -> u64,
+    ) -> Option<Injected> {
+        if let Some(want) = &self.upstream_cluster {
+            if cluster != Some(want.as_str()) {
+                return None;
+            }
+        }
+        if !self.downstream_nodes.is_empty() {
+            let node = h.get(NODE_HEADER).and_then(|v| v.to_str().ok())?;
+            if !self.downstream_nodes.iter().any(|n| n == node) {
+                return None;
+            }
+        }
+        if !self.headers.iter().all(|m| m.matches_any(&m.name, h)) {
+            return None;
+        }
+        if let Some(max) = self.max_active {
+            if self.active.load(Ordering::Relaxed) >= max {
+                return None;
+            }
+        }
+        let delay = self.delay.as_ref().and_then(|d| {
+            if !effective(d.percent, h, DELAY_PCT_HEADER).holds(random()) {
+                return None;
+            }
+            let t = match d.source {
+                Source::Fixed(t) => t,
+                Source::Header => Duration::from_millis(header_u64(h, DELAY_HEADER)?),
+            };
+            (!t.is_zero()).then_some(t)
+        });
+        let abort = self.abort.as_ref().and_then(|a| {
+            if !effective(a.percent, h, ABORT_PCT_HEADER).holds(random()) {
+                return None;
+            }
+            match a.source {
+                Source::Fixed(AbortKind::Http(s)) => Some(AbortReply {
+                    http: s,
+                    grpc: None,
+                }),
+                Source::Fixed(AbortKind::Grpc(g)) => Some(AbortReply {
+                    http: 200,
+                    grpc: Some(g),
+                }),
+                Source::Header => {
+                    let http = header_u64(h, ABORT_HEADER).filter(|s| (200..600).contains(s));
+                    match http {
+                        Some(s) => Some(AbortReply {
+                            http: s as u16,
+                            grpc: None,
+                        }),
+                        None => header_u64(h, ABORT_GRPC_HEADER).map(|g| AbortReply {
+                            http: 200,
+                            grpc: Some(g as u32),
+                        }),
+                    }
+                }
+            }
+        });
+        if delay.is_none() && abort.is_none() {
+            return None;
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Some(Injected {
+            delay,
+            abort,
+            guard: ActiveFault(self.active.clone()),
+        })
+    }
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`, for an HTTP abort of a gRPC request.
+pub fn grpc_status_of(http: u16) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}

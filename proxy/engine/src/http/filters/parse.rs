@@ -1,0 +1,131 @@
+//! Parses `http_filters` (each by its typed_config `@type`; the router last) and the
+//! `typed_per_filter_config` / deprecated `cors` of a virtual host, route or weighted cluster.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_norway::Value;
+
+use super::{cors, fault, local_ratelimit, Filter, HttpFilters, Kind, PerFilterConfigs, PerRoute};
+use crate::config::{
+    raw::{type_url, typed_config, Empty, RawHttpFilter},
+    ConfigError, FieldPath,
+};
+
+/// The router's `@type`.
+pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+/// The supported filters, for error messages.
+const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
+                         envoy.filters.http.local_ratelimit, envoy.filters.http.router";
+
+/// `http_filters` at `hp`: supported filters, then the router, last.
+pub(crate) fn http_filters(
+    raw: &[RawHttpFilter],
+    hp: &FieldPath,
+) -> Result<HttpFilters, ConfigError> {
+    if raw.is_empty() {
+        return Err(hp.err("must end with the router filter (envoy.filters.http.router)"));
+    }
+    let mut filters = Vec::new();
+    for (i, f) in raw.iter().enumerate() {
+        let fp = hp.index(i);
+        let tp = fp.field("typed_config");
+        let ty = f.typed_config.as_ref().and_then(type_url);
+        let is_router = match ty {
+            Some(t) => t == ROUTER_TYPE,
+            None => f.name.as_deref() == Some("envoy.filters.http.router"),
+        };
+        if is_router {
+            if i + 1 != raw.len() {
+                return Err(hp.index(i + 1).unsupported("HTTP filters after the router"));
+            }
+            if let Some(tc) = &f.typed_config {
+                let _: Empty = typed_config(tc, &tp, ROUTER_TYPE)?;
+            }
+            return Ok(HttpFilters { filters });
+        }
+        let name = f.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(fp.field("name").err("required"));
+        }
+        let kind = match (ty, &f.typed_config) {
+            (Some(fault::TYPE), Some(tc)) => Kind::Fault(Arc::new(fault::build(
+                typed_config(tc, &tp, fault::TYPE)?,
+                &tp,
+            )?)),
+            (Some(cors::FILTER_TYPE), Some(tc)) => {
+                let _: Empty = typed_config(tc, &tp, cors::FILTER_TYPE)?;
+                Kind::Cors
+            }
+            (Some(local_ratelimit::TYPE), Some(tc)) => Kind::LocalRateLimit(Arc::new(
+                local_ratelimit::build(typed_config(tc, &tp, local_ratelimit::TYPE)?, &tp)?,
+            )),
+            _ => {
+                let what = ty.unwrap_or(&name);
+                return Err(
+                    fp.unsupported(&format!("HTTP filter {what:?}; supported: {SUPPORTED}"))
+                );
+            }
+        };
+        if filters.iter().any(|x: &Filter| x.name == name) {
+            return Err(fp
+                .field("name")
+                .err(format!("duplicate filter name {name:?}")));
+        }
+        filters.push(Filter { name, kind });
+    }
+    Err(hp.err("must end with the router filter (envoy.filters.http.router)"))
+}
+
+/// A level's `typed_per_filter_config` (at `p`) and deprecated `cors` (at `cp`).
+pub(crate) fn per_filter_configs(
+    raw: Option<&BTreeMap<String, Value>>,
+    p: &FieldPath,
+    legacy: Option<Arc<cors::CorsPolicy>>,
+) -> Result<PerFilterConfigs, ConfigError> {
+    let mut by_name = Vec::new();
+    for (name, v) in raw.into_iter().flatten() {
+        let vp = p.field(name);
+        let c = match type_url(v) {
+            Some(fault::TYPE) => PerRoute::Fault(Arc::new(fault::build(
+                typed_config(v, &vp, fault::TYPE)?,
+                &vp,
+            )?)),
+            Some(cors::POLICY_TYPE) => PerRoute::Cors(Arc::new(cors::build(
+                typed_config(v, &vp, cors::POLICY_TYPE)?,
+                &vp,
+            )?)),
+            Some(local_ratelimit::TYPE) => PerRoute::LocalRateLimit(Arc::new(
+                local_ratelimit::build(typed_config(v, &vp, local_ratelimit::TYPE)?, &vp)?,
+            )),
+            Some(other) => {
+                return Err(vp.field("@type").unsupported(&format!(
+                    "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit"
+                )))
+            }
+            None => return Err(vp.field("@type").err("missing")),
+        };
+        by_name.push((name.clone(), c));
+    }
+    Ok(PerFilterConfigs {
+        by_name,
+        legacy_cors: legacy,
+    })
+}
+
+/// The deprecated `cors` field (config.route.v3.CorsPolicy) of a virtual host or route at `p`.
+pub(crate) fn legacy_cors(
+    raw: Option<&Value>,
+    p: &FieldPath,
+) -> Result<Option<Arc<cors::CorsPolicy>>, ConfigError> {
+    let Some(v) = raw else { return Ok(None) };
+    let mut m = serde_norway::Mapping::new();
+    m.insert(Value::from("@type"), Value::from(cors::POLICY_TYPE));
+    if let Value::Mapping(fields) = v {
+        m.extend(fields.clone());
+    } else {
+        return Err(p.err("must be a mapping"));
+    }
+    let raw = typed_config(&Value::Mapping(m), p, cors::POLICY_TYPE)?;
+    Ok(Some(Arc::new(cors::build(raw, p)?)))
+}
