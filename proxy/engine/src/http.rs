@@ -45,7 +45,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -241,7 +241,7 @@ pub async fn serve<I, F>(
             })
         }
     });
-    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut b = auto::Builder::new(crate::fair::Executor);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -19,7 +19,7 @@ use std::{
 };
 
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use self::send::{ReturnOnEnd, SendError};
@@ -304,12 +304,12 @@ where
         stats.upstream_cx_active.dec();
     };
     let sender = if h2 {
-        let (s, conn) = http2::Builder::new(TokioExecutor::new())
+        let (s, conn) = http2::Builder::new(crate::fair::Executor)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::fair::spawn(async move {
             let _ = conn.await;
             closed();
         });
@@ -320,7 +320,7 @@ where
             .await
             .map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::fair::spawn(async move {
             let _ = conn.with_upgrades().await;
             closed();
         });
