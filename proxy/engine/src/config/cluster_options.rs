@@ -28,7 +28,13 @@ pub(crate) fn options(
             .as_ref()
             .and_then(|c| c.max_requests_per_connection)
     });
-    // Envoy: the typed option wins over the deprecated cluster field; 0 means no limit.
+    // Envoy refuses both; 0 means no limit.
+    if typed_max.is_some() && raw.max_requests_per_connection.is_some() {
+        return Err(p.field("max_requests_per_connection").err(
+            "only one of this and typed_extension_protocol_options' \
+             common_http_protocol_options.max_requests_per_connection",
+        ));
+    }
     let max_requests_per_connection = typed_max
         .or(raw.max_requests_per_connection)
         .filter(|n| *n > 0);
@@ -128,3 +134,7 @@ fn common_lb_config(
     let _ = c.update_merge_window;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "cluster_options_tests.rs"]
+mod tests;

@@ -259,6 +259,9 @@ const ENVOY_FIELDS: &[&str] = &[
     "cleanup_interval",
     "max_requests_per_connection",
     "lb_policy_name",
+    // UpstreamConnectionOptions
+    "happy_eyeballs_config",
+    "set_local_interface_name_on_upstream_connections",
     // CommonLbConfig
     "locality_weighted_lb_config",
     "ignore_new_hosts_until_first_hc",
