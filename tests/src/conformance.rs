@@ -6,7 +6,8 @@
 //!   with `\n`),
 //! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
-//!   upstream server saw it; `host` is only in `up.host`).
+//!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
+//!   `up.conn` (which connection of that server it came on, 1 = the first).
 //!
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
@@ -209,7 +210,10 @@ fn run_one(
             conn = Some(s);
             resp
         });
-        let obs = observe(resp, ups.take());
+        let mut obs = observe(resp, ups.take());
+        if !case.upstream_conns {
+            obs.remove("up.conn");
+        }
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();
             let taken = lines.taken();
@@ -228,7 +232,35 @@ fn run_one(
     if case.relabel_upstreams {
         relabel(&mut out);
     }
+    if case.upstream_conns {
+        renumber_conns(&mut out);
+    }
     Ok(out)
+}
+
+/// Numbers `up.conn` from 1 per upstream by first appearance in the run (the upstream servers
+/// outlive one proxy's run, so their own serials continue across the two proxies).
+fn renumber_conns(obs: &mut [Observation]) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for o in obs {
+        let Some(conn) = o.get("up.conn").cloned() else {
+            continue;
+        };
+        let up = o
+            .get("upstream")
+            .and_then(|u| u.rsplit(',').next())
+            .unwrap_or_default()
+            .to_string();
+        let key = (up.clone(), conn);
+        if !seen.contains(&key) {
+            seen.push(key.clone());
+        }
+        let n = seen
+            .iter()
+            .filter(|(u, _)| *u == up)
+            .position(|k| *k == key);
+        o.insert("up.conn".into(), (n.unwrap_or(0) + 1).to_string());
+    }
 }
 
 /// Rotates the `upstream` observations of a case whose order is a repeated round of `round`
@@ -326,6 +358,7 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
     o.insert("attempts".into(), recorded.len().to_string());
     if let Some(last) = recorded.last() {
         o.insert("up.method".into(), last.method.clone());
+        o.insert("up.conn".into(), last.conn.to_string());
         o.insert("up.path".into(), last.path.clone());
         if !last.body.is_empty() {
             o.insert("up.body".into(), body_text(&last.body));
@@ -592,6 +625,7 @@ mod tests {
             path: "/p".into(),
             headers: h.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             body: Vec::new(),
+            conn: 1,
         };
         let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
         let o = observe(
