@@ -34,7 +34,7 @@ pub(crate) struct RawCorsPolicy {
     allow_credentials: Option<bool>,
     filter_enabled: Option<RawRuntimeFractionalPercent>,
     shadow_enabled: Option<RawRuntimeFractionalPercent>,
-    /// Default false: the header Envoy would add is never asked for without it.
+    /// Default false.
     allow_private_network_access: Option<bool>,
     /// Default true (a preflight from an origin not allowed goes upstream).
     forward_not_matching_preflights: Option<bool>,
@@ -49,6 +49,8 @@ pub struct CorsPolicy {
     expose_headers: Option<HeaderValue>,
     max_age: Option<HeaderValue>,
     allow_credentials: Option<bool>,
+    allow_private_network_access: Option<bool>,
+    forward_not_matching_preflights: Option<bool>,
     /// `filter_enabled.default_value` (None: enabled).
     enabled: Option<FractionalPercent>,
 }
@@ -64,14 +66,6 @@ fn value(v: Option<String>, p: &FieldPath) -> Result<Option<HeaderValue>, Config
 
 /// Compiles `raw` (at `p`).
 pub(crate) fn build(raw: RawCorsPolicy, p: &FieldPath) -> Result<CorsPolicy, ConfigError> {
-    if raw.allow_private_network_access == Some(true) {
-        return Err(p.field("allow_private_network_access").unsupported("true"));
-    }
-    if raw.forward_not_matching_preflights == Some(false) {
-        return Err(p
-            .field("forward_not_matching_preflights")
-            .unsupported("false"));
-    }
     let mut allow_origins = Vec::with_capacity(raw.allow_origin_string_match.len());
     for (i, m) in raw.allow_origin_string_match.iter().enumerate() {
         allow_origins.push(string_matcher(
@@ -90,6 +84,8 @@ pub(crate) fn build(raw: RawCorsPolicy, p: &FieldPath) -> Result<CorsPolicy, Con
         expose_headers: value(raw.expose_headers, &p.field("expose_headers"))?,
         max_age: value(raw.max_age, &p.field("max_age"))?,
         allow_credentials: raw.allow_credentials,
+        allow_private_network_access: raw.allow_private_network_access,
+        forward_not_matching_preflights: raw.forward_not_matching_preflights,
         enabled: match &raw.filter_enabled {
             Some(f) => Some(fractional_percent(f, &p.field("filter_enabled"))?),
             None => None,
@@ -113,12 +109,18 @@ impl<'a> Policies<'a> {
         }
     }
 
+    /// Envoy's `isOriginAllowed`: the first policy listing origins decides; a matcher that
+    /// matches `*` allows every origin.
     fn origin_allowed(&self, origin: &str) -> bool {
         self.0
             .iter()
             .flatten()
             .find(|p| !p.allow_origins.is_empty())
-            .is_some_and(|p| p.allow_origins.iter().any(|m| m.matches(origin)))
+            .is_some_and(|p| {
+                p.allow_origins
+                    .iter()
+                    .any(|m| m.matches("*") || m.matches(origin))
+            })
     }
 
     fn credentials(&self) -> bool {
@@ -127,6 +129,14 @@ impl<'a> Policies<'a> {
 
     fn expose(&self) -> Option<&'a HeaderValue> {
         self.first(|p| p.expose_headers.as_ref())
+    }
+
+    fn allowed(&self, origin: &HeaderValue) -> Allowed {
+        Allowed {
+            origin: origin.clone(),
+            credentials: self.credentials(),
+            expose: self.expose().cloned(),
+        }
     }
 }
 
@@ -172,36 +182,56 @@ pub fn decide(pol: &Policies<'_>, method: &Method, h: &HeaderMap, random: u64) -
     let Some(origin) = h.get(header::ORIGIN).filter(|o| !o.is_empty()) else {
         return Decision::None;
     };
-    if !origin.to_str().is_ok_and(|o| pol.origin_allowed(o)) {
-        return Decision::None;
-    }
-    let allowed = Allowed {
-        origin: origin.clone(),
-        credentials: pol.credentials(),
-        expose: pol.expose().cloned(),
-    };
+    let allowed = origin.to_str().is_ok_and(|o| pol.origin_allowed(o));
     let preflight = method == Method::OPTIONS
         && h.get(header::ACCESS_CONTROL_REQUEST_METHOD)
             .is_some_and(|m| !m.is_empty());
-    if !preflight {
-        return Decision::Allowed(allowed);
+    let forward = pol.first(|p| p.forward_not_matching_preflights) != Some(false);
+    if !preflight || (!allowed && forward) {
+        return match allowed {
+            true => Decision::Allowed(pol.allowed(origin)),
+            false => Decision::None,
+        };
     }
+    // The preflight reply; the filter's response side then adds the allowed origin's headers.
     let mut out = HeaderMap::new();
-    allowed.apply(&mut out);
-    for (name, v) in [
-        (
+    if pol.credentials() {
+        out.insert(ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    // `*` echoes the request's access-control-request-method / -headers (possibly empty).
+    let echo = |v: &HeaderValue, asked: header::HeaderName| match v.as_bytes() {
+        b"*" => h
+            .get(asked)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("")),
+        _ => v.clone(),
+    };
+    if let Some(v) = pol.first(|p| p.allow_methods.as_ref()) {
+        out.insert(
             "access-control-allow-methods",
-            pol.first(|p| p.allow_methods.as_ref()),
-        ),
-        (
+            echo(v, header::ACCESS_CONTROL_REQUEST_METHOD),
+        );
+    }
+    if let Some(v) = pol.first(|p| p.allow_headers.as_ref()) {
+        out.insert(
             "access-control-allow-headers",
-            pol.first(|p| p.allow_headers.as_ref()),
-        ),
-        ("access-control-max-age", pol.first(|p| p.max_age.as_ref())),
-    ] {
-        if let Some(v) = v {
-            out.insert(name, v.clone());
-        }
+            echo(v, header::ACCESS_CONTROL_REQUEST_HEADERS),
+        );
+    }
+    if let Some(v) = pol.first(|p| p.max_age.as_ref()) {
+        out.insert("access-control-max-age", v.clone());
+    }
+    if pol.first(|p| p.allow_private_network_access) == Some(true)
+        && h.get("access-control-request-private-network")
+            .is_some_and(|v| v == "true")
+    {
+        out.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
+    }
+    if allowed {
+        pol.allowed(origin).apply(&mut out);
     }
     Decision::Preflight(out)
 }
