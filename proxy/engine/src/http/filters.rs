@@ -12,6 +12,8 @@ mod cors;
 mod fault;
 mod local_ratelimit;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Instant};
 

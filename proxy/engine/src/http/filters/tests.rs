@@ -1,0 +1,190 @@
+//! Unit tests of the HTTP filters' decisions (fault, cors, local_ratelimit) and of
+//! `http_filters` parsing.
+
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::{cors, fault, local_ratelimit, parse};
+use crate::config::{raw::RawHttpFilter, FieldPath};
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+fn fault(yaml: &str) -> fault::Fault {
+    fault::build(serde_norway::from_str(yaml).unwrap(), &FieldPath::root()).unwrap()
+}
+
+#[test]
+fn fault_header_abort_prefers_the_http_status_and_ignores_bad_values() {
+    let f = fault("abort: {header_abort: {}, percentage: {numerator: 100}}");
+    let abort = |h: &[(&'static str, &str)]| {
+        f.decide(&headers(h), Some("a"), || 0)
+            .and_then(|i| i.abort)
+            .map(|a| (a.http, a.grpc))
+    };
+    assert_eq!(abort(&[]), None);
+    assert_eq!(
+        abort(&[
+            ("x-envoy-fault-abort-request", "503"),
+            ("x-envoy-fault-abort-grpc-request", "5")
+        ]),
+        Some((503, None))
+    );
+    assert_eq!(abort(&[("x-envoy-fault-abort-request", "600")]), None);
+    assert_eq!(
+        abort(&[("x-envoy-fault-abort-grpc-request", "14")]),
+        Some((200, Some(14)))
+    );
+    // The header's percentage caps the configured one.
+    assert_eq!(
+        abort(&[
+            ("x-envoy-fault-abort-request", "503"),
+            ("x-envoy-fault-abort-request-percentage", "0")
+        ]),
+        None
+    );
+}
+
+#[test]
+fn fault_max_active_counts_faults_in_progress() {
+    let f = fault("abort: {http_status: 503, percentage: {numerator: 100}}\nmax_active_faults: 1");
+    let first = f
+        .decide(&HeaderMap::new(), None, || 0)
+        .expect("first fault");
+    assert!(f.decide(&HeaderMap::new(), None, || 0).is_none());
+    drop(first);
+    assert!(f.decide(&HeaderMap::new(), None, || 0).is_some());
+}
+
+#[test]
+fn fault_upstream_cluster_and_downstream_nodes_restrict() {
+    let f = fault(
+        "abort: {http_status: 503, percentage: {numerator: 100}}\nupstream_cluster: b\ndownstream_nodes: [n1]",
+    );
+    let node = headers(&[("x-envoy-downstream-service-node", "n1")]);
+    assert!(f.decide(&node, Some("b"), || 0).is_some());
+    assert!(f.decide(&node, Some("a"), || 0).is_none());
+    assert!(f.decide(&HeaderMap::new(), Some("b"), || 0).is_none());
+}
+
+fn cors_policy(yaml: &str) -> cors::CorsPolicy {
+    cors::build(serde_norway::from_str(yaml).unwrap(), &FieldPath::root()).unwrap()
+}
+
+fn preflight(pol: &cors::CorsPolicy, h: &[(&'static str, &str)]) -> Option<HeaderMap> {
+    let pols = cors::Policies([None, Some(pol), None]);
+    match cors::decide(&pols, &Method::OPTIONS, &headers(h), 0) {
+        cors::Decision::Preflight(h) => Some(h),
+        _ => None,
+    }
+}
+
+#[test]
+fn cors_wildcards_echo_the_preflight() {
+    let pol = cors_policy(
+        "allow_origin_string_match: [{exact: '*'}]\nallow_methods: '*'\nallow_headers: '*'",
+    );
+    let h = preflight(
+        &pol,
+        &[
+            ("origin", "https://x"),
+            ("access-control-request-method", "PATCH"),
+            ("access-control-request-headers", "x-a"),
+        ],
+    )
+    .expect("a preflight reply");
+    assert_eq!(h["access-control-allow-origin"], "https://x");
+    assert_eq!(h["access-control-allow-methods"], "PATCH");
+    assert_eq!(h["access-control-allow-headers"], "x-a");
+}
+
+#[test]
+fn cors_not_matching_preflights_forward_unless_disabled() {
+    let asked = [
+        ("origin", "https://other"),
+        ("access-control-request-method", "GET"),
+    ];
+    let fwd = cors_policy("allow_origin_string_match: [{exact: 'https://a'}]");
+    assert!(preflight(&fwd, &asked).is_none());
+    let local = cors_policy(
+        "allow_origin_string_match: [{exact: 'https://a'}]\nforward_not_matching_preflights: false\nmax_age: '5'",
+    );
+    let h = preflight(&local, &asked).expect("answered locally");
+    assert!(h.get("access-control-allow-origin").is_none());
+    assert_eq!(h["access-control-max-age"], "5");
+}
+
+fn limiter(yaml: &str) -> local_ratelimit::LocalRateLimit {
+    local_ratelimit::build(serde_norway::from_str(yaml).unwrap(), &FieldPath::root()).unwrap()
+}
+
+#[test]
+fn ratelimit_limits_after_the_bucket_empties() {
+    let l = limiter(
+        "stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 3600s}\n\
+         filter_enabled: {default_value: {numerator: 100}}\n\
+         filter_enforced: {default_value: {numerator: 100}}\nstatus: {code: 503}",
+    );
+    assert_eq!(l.check(None, 0).expect("enabled").limited, None);
+    assert_eq!(l.check(None, 0).expect("enabled").limited, Some(503));
+}
+
+#[test]
+fn ratelimit_per_connection_buckets_are_separate() {
+    let l = limiter(
+        "stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 3600s}\n\
+         filter_enabled: {default_value: {numerator: 100}}\n\
+         filter_enforced: {default_value: {numerator: 100}}\n\
+         local_rate_limit_per_downstream_connection: true",
+    );
+    let (c1, c2) = (
+        local_ratelimit::ConnBuckets::default(),
+        local_ratelimit::ConnBuckets::default(),
+    );
+    assert_eq!(l.check(Some(&c1), 0).unwrap().limited, None);
+    assert_eq!(l.check(Some(&c1), 0).unwrap().limited, Some(429));
+    assert_eq!(l.check(Some(&c2), 0).unwrap().limited, None);
+}
+
+#[test]
+fn ratelimit_disabled_by_default() {
+    let l = limiter("stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 1s}");
+    assert!(l.check(None, 0).is_none());
+}
+
+fn chain(yaml: &str) -> Result<Vec<String>, (String, String)> {
+    let raw: Vec<RawHttpFilter> = serde_norway::from_str(yaml).unwrap();
+    parse::http_filters(&raw, &FieldPath::root().field("http_filters"))
+        .map(|c| c.names().map(str::to_owned).collect())
+        .map_err(|e| (e.path().to_owned(), e.message().to_owned()))
+}
+
+const ROUTER: &str = "{name: r, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}";
+const CORS: &str = "{name: c, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}";
+
+#[test]
+fn http_filters_keep_their_order_and_end_with_the_router() {
+    assert_eq!(
+        chain(&format!("[{CORS}, {ROUTER}]")),
+        Ok(vec!["c".to_owned()])
+    );
+    let (path, _) = chain(&format!("[{CORS}]")).unwrap_err();
+    assert_eq!(path, "http_filters");
+    let (path, _) = chain(&format!("[{ROUTER}, {CORS}]")).unwrap_err();
+    assert_eq!(path, "http_filters[1]");
+    let (path, msg) = chain(&format!("[{CORS}, {CORS}, {ROUTER}]")).unwrap_err();
+    assert_eq!(
+        (path.as_str(), msg.contains("duplicate")),
+        ("http_filters[1].name", true)
+    );
+    let (path, msg) = chain(&format!(
+        "[{{name: x, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer}}}}, {ROUTER}]"
+    ))
+    .unwrap_err();
+    assert_eq!(path, "http_filters[0]");
+    assert!(msg.contains("Buffer"), "{msg}");
+}
