@@ -60,6 +60,8 @@ static_resources:
                   prefix: /
                   headers: [{ name: h, present_match: true }, { name: h2, string_match: { exact: x } }]
                   query_parameters: [{ name: q, present_match: true }]
+                typed_per_filter_config:
+                  envoy.filters.http.fault: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
@@ -127,6 +129,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RetryPolicy", format!("{vh}/retry_policy")),
         ("config.route.v3.RetryPolicy.RetryBackOff", format!("{vh}/retry_policy/retry_back_off")),
         ("config.route.v3.Route", format!("{ROUTES}/0")),
+        ("config.route.v3.FilterConfig", format!("{ROUTES}/0/typed_per_filter_config/envoy.filters.http.fault")),
         ("config.route.v3.RouteMatch", format!("{ROUTES}/0/match")),
         ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),

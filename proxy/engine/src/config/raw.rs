@@ -319,6 +319,7 @@ pub(crate) struct RawUpgradeConfig {
 pub(crate) struct RawHttpFilter {
     pub name: Option<String>,
     pub typed_config: Option<Value>,
+    pub disabled: Option<bool>,
 }
 
 /// `access_log[]` (AccessLog).

@@ -42,13 +42,36 @@ pub enum PerRoute {
 /// `cors` policy.
 #[derive(Debug, Clone, Default)]
 pub struct PerFilterConfigs {
-    by_name: Vec<(String, PerRoute)>,
+    by_name: Vec<(String, PerFilter)>,
     legacy_cors: Option<Arc<CorsPolicy>>,
+}
+
+/// One entry of a level's `typed_per_filter_config`.
+#[derive(Debug, Clone)]
+enum PerFilter {
+    /// A filter's per-route config (enables the filter).
+    Config(PerRoute),
+    /// `config.route.v3.FilterConfig` with an empty `config`: enables the filter.
+    Enabled,
+    /// `config.route.v3.FilterConfig` with `disabled: true`.
+    Disabled,
 }
 
 impl PerFilterConfigs {
     fn get(&self, name: &str) -> Option<&PerRoute> {
-        self.by_name.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+        match self.by_name.iter().find(|(n, _)| n == name)? {
+            (_, PerFilter::Config(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Envoy's `PerFilterConfigs::disabled`: whether this level disables (true) or enables
+    /// (false) the filter; None when it does not name it.
+    fn disabled(&self, name: &str) -> Option<bool> {
+        self.by_name
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| matches!(c, PerFilter::Disabled))
     }
 
     /// Whether the level configures nothing.
@@ -69,6 +92,8 @@ enum Kind {
 struct Filter {
     name: String,
     kind: Kind,
+    /// `HttpFilter.disabled`: off unless a per-route entry enables it.
+    disabled: bool,
 }
 
 /// The filters before the router, in `http_filters` order (empty: the router alone).
@@ -163,6 +188,15 @@ impl HttpFilters {
             not_enforced: Vec::new(),
         };
         for f in &self.filters {
+            // The most specific level naming the filter decides, else `HttpFilter.disabled`.
+            let disabled = levels
+                .iter()
+                .flatten()
+                .find_map(|l| l.disabled(&f.name))
+                .unwrap_or(f.disabled);
+            if disabled {
+                continue;
+            }
             let specific = levels.iter().flatten().find_map(|l| l.get(&f.name));
             match &f.kind {
                 Kind::Fault(base) => {

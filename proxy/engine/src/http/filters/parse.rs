@@ -5,7 +5,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde_norway::Value;
 
-use super::{cors, fault, local_ratelimit, Filter, HttpFilters, Kind, PerFilterConfigs, PerRoute};
+use serde::Deserialize;
+
+use super::{
+    cors, fault, local_ratelimit, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
+};
 use crate::config::{
     raw::{type_url, typed_config, Empty, RawHttpFilter},
     ConfigError, FieldPath,
@@ -42,6 +46,11 @@ pub(crate) fn http_filters(
             if let Some(tc) = &f.typed_config {
                 let _: Empty = typed_config(tc, &tp, ROUTER_TYPE)?;
             }
+            if f.disabled == Some(true) {
+                return Err(fp
+                    .field("disabled")
+                    .unsupported("true on the router (the terminal filter)"));
+            }
             return Ok(HttpFilters { filters });
         }
         let name = f.name.clone().unwrap_or_default();
@@ -72,12 +81,16 @@ pub(crate) fn http_filters(
                 .field("name")
                 .err(format!("duplicate filter name {name:?}")));
         }
-        filters.push(Filter { name, kind });
+        filters.push(Filter {
+            name,
+            kind,
+            disabled: f.disabled == Some(true),
+        });
     }
     Err(hp.err("must end with the router filter (envoy.filters.http.router)"))
 }
 
-/// A level's `typed_per_filter_config` (at `p`) and deprecated `cors` (at `cp`).
+/// A level's `typed_per_filter_config` (at `p`) and its deprecated `cors` policy (`legacy`).
 pub(crate) fn per_filter_configs(
     raw: Option<&BTreeMap<String, Value>>,
     p: &FieldPath,
@@ -86,30 +99,63 @@ pub(crate) fn per_filter_configs(
     let mut by_name = Vec::new();
     for (name, v) in raw.into_iter().flatten() {
         let vp = p.field(name);
-        let c = match type_url(v) {
-            Some(fault::TYPE) => PerRoute::Fault(Arc::new(fault::build(
-                typed_config(v, &vp, fault::TYPE)?,
-                &vp,
-            )?)),
-            Some(cors::POLICY_TYPE) => PerRoute::Cors(Arc::new(cors::build(
-                typed_config(v, &vp, cors::POLICY_TYPE)?,
-                &vp,
-            )?)),
-            Some(local_ratelimit::TYPE) => PerRoute::LocalRateLimit(Arc::new(
-                local_ratelimit::build(typed_config(v, &vp, local_ratelimit::TYPE)?, &vp)?,
-            )),
-            Some(other) => {
-                return Err(vp.field("@type").unsupported(&format!(
-                    "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit"
-                )))
+        let c = if type_url(v) == Some(FILTER_CONFIG_TYPE) {
+            let fc: RawFilterConfig = typed_config(v, &vp, FILTER_CONFIG_TYPE)?;
+            match (fc.disabled, fc.config) {
+                (Some(true), _) => PerFilter::Disabled,
+                (_, None) => {
+                    return Err(vp.field("config").err(format!(
+                        "required unless disabled (Envoy: empty route/virtual host per filter configuration for {name})"
+                    )))
+                }
+                (_, Some(c)) if type_url(&c).is_none() => PerFilter::Enabled,
+                (_, Some(c)) => PerFilter::Config(per_route(&c, &vp.field("config"))?),
             }
-            None => return Err(vp.field("@type").err("missing")),
+        } else {
+            PerFilter::Config(per_route(v, &vp)?)
         };
         by_name.push((name.clone(), c));
     }
     Ok(PerFilterConfigs {
         by_name,
         legacy_cors: legacy,
+    })
+}
+
+/// `@type` of `config.route.v3.FilterConfig` (enables, disables or wraps a per-route config).
+const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+
+/// `config.route.v3.FilterConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilterConfig {
+    config: Option<Value>,
+    /// Only skips filter types Envoy does not know; sluice rejects the ones it lacks anyway.
+    #[allow(dead_code)]
+    is_optional: Option<bool>,
+    disabled: Option<bool>,
+}
+
+/// One filter's per-route config at `vp`, by its `@type`.
+fn per_route(v: &Value, vp: &FieldPath) -> Result<PerRoute, ConfigError> {
+    Ok(match type_url(v) {
+        Some(fault::TYPE) => {
+            PerRoute::Fault(Arc::new(fault::build(typed_config(v, vp, fault::TYPE)?, vp)?))
+        }
+        Some(cors::POLICY_TYPE) => PerRoute::Cors(Arc::new(cors::build(
+            typed_config(v, vp, cors::POLICY_TYPE)?,
+            vp,
+        )?)),
+        Some(local_ratelimit::TYPE) => PerRoute::LocalRateLimit(Arc::new(local_ratelimit::build(
+            typed_config(v, vp, local_ratelimit::TYPE)?,
+            vp,
+        )?)),
+        Some(other) => {
+            return Err(vp.field("@type").unsupported(&format!(
+                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, FilterConfig"
+            )))
+        }
+        None => return Err(vp.field("@type").err("missing")),
     })
 }
 

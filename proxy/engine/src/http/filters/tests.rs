@@ -188,3 +188,24 @@ fn http_filters_keep_their_order_and_end_with_the_router() {
     assert_eq!(path, "http_filters[0]");
     assert!(msg.contains("Buffer"), "{msg}");
 }
+
+#[test]
+fn filter_config_enables_disables_or_wraps() {
+    let levels: std::collections::BTreeMap<String, serde_norway::Value> = serde_norway::from_str(
+        "on: {'@type': type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {}}\n\
+         off: {'@type': type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}",
+    )
+    .unwrap();
+    let pf = parse::per_filter_configs(Some(&levels), &FieldPath::root(), None).unwrap();
+    assert_eq!(pf.disabled("on"), Some(false));
+    assert_eq!(pf.disabled("off"), Some(true));
+    assert_eq!(pf.disabled("other"), None);
+    assert!(pf.get("on").is_none());
+    let empty: std::collections::BTreeMap<String, serde_norway::Value> = serde_norway::from_str(
+        "f: {'@type': type.googleapis.com/envoy.config.route.v3.FilterConfig}",
+    )
+    .unwrap();
+    let e =
+        parse::per_filter_configs(Some(&empty), &FieldPath::root().field("t"), None).unwrap_err();
+    assert_eq!(e.path(), "t.f.config");
+}
