@@ -552,6 +552,7 @@ pub async fn handle_with(
                 .http_filters
                 .decode(filters::Request {
                     selection: &selection,
+                    route_config: &table.per_filter,
                     method: &method,
                     headers: req.headers(),
                     conn: conn_buckets.as_deref(),

@@ -78,6 +78,8 @@ pub struct RouteTable {
     pub response_headers: HeaderMutations,
     /// Domain index (lower-case), built from `virtual_hosts[].domains`.
     pub(crate) domains: DomainIndex,
+    /// `typed_per_filter_config` (the least specific level).
+    pub per_filter: PerFilterConfigs,
 }
 
 /// Lower-cased domain -> virtual host index, in Envoy's four classes.

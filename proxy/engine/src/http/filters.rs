@@ -153,6 +153,8 @@ pub struct Request<'a, 'r> {
     pub method: &'a Method,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The route configuration's `typed_per_filter_config`.
+    pub route_config: &'a PerFilterConfigs,
     /// The connection's rate limit buckets.
     pub conn: Option<&'a ConnBuckets>,
     /// The stream's deadline (`max_stream_duration`), which a delay cannot outlive.
@@ -179,7 +181,7 @@ impl HttpFilters {
 
     /// Runs the chain's request side (Envoy's decodeHeaders of each filter).
     pub async fn decode(&self, req: Request<'_, '_>) -> Decoded {
-        let levels = levels(req.selection);
+        let levels = levels(req.selection, req.route_config);
         let mut out = Decoded {
             local: None,
             delayed: false,
@@ -274,8 +276,11 @@ impl HttpFilters {
 }
 
 /// The per-filter config levels of a selection, most specific first: weighted cluster,
-/// route, virtual host.
-fn levels<'a>(s: &Selection<'a>) -> [Option<&'a PerFilterConfigs>; 3] {
+/// route, virtual host, route configuration (only with a route, as Envoy).
+fn levels<'a>(
+    s: &Selection<'a>,
+    route_config: &'a PerFilterConfigs,
+) -> [Option<&'a PerFilterConfigs>; 4] {
     let weighted = match s {
         Selection::Forward(f) => f.weighted.map(|w| &w.per_filter),
         _ => None,
@@ -284,12 +289,13 @@ fn levels<'a>(s: &Selection<'a>) -> [Option<&'a PerFilterConfigs>; 3] {
         weighted,
         s.route().map(|r| &r.per_filter),
         s.vhost().map(|v| &v.per_filter),
+        s.route().map(|_| route_config),
     ]
 }
 
 /// Envoy's CORS policies: the typed per-filter ones when any level has one, else the
 /// deprecated `cors` fields (route, then virtual host).
-fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 3], name: &str) -> cors::Policies<'a> {
+fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 4], name: &str) -> cors::Policies<'a> {
     let typed = levels.map(|l| match l.and_then(|l| l.get(name)) {
         Some(PerRoute::Cors(c)) => Some(&**c),
         _ => None,
@@ -301,6 +307,7 @@ fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 3], name: &str) -> 
         None,
         levels[1].and_then(|l| l.legacy_cors.as_deref()),
         levels[2].and_then(|l| l.legacy_cors.as_deref()),
+        None,
     ])
 }
 

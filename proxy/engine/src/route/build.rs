@@ -77,6 +77,11 @@ pub(crate) fn build_route_table(
         p,
         "response",
     )?;
+    let per_filter = crate::http::filters::per_filter_configs(
+        raw.typed_per_filter_config.as_ref(),
+        &p.field("typed_per_filter_config"),
+        None,
+    )?;
     let mut domains = DomainIndex::default();
     let mut virtual_hosts = Vec::with_capacity(raw.virtual_hosts.len());
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
@@ -99,6 +104,7 @@ pub(crate) fn build_route_table(
         request_headers,
         response_headers,
         domains,
+        per_filter,
     })
 }
 

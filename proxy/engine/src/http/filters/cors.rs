@@ -94,7 +94,7 @@ pub(crate) fn build(raw: RawCorsPolicy, p: &FieldPath) -> Result<CorsPolicy, Con
 }
 
 /// The policies that apply to a request, most specific first.
-pub struct Policies<'a>(pub [Option<&'a CorsPolicy>; 3]);
+pub struct Policies<'a>(pub [Option<&'a CorsPolicy>; 4]);
 
 impl<'a> Policies<'a> {
     fn first<T>(&self, f: impl Fn(&'a CorsPolicy) -> Option<T>) -> Option<T> {

@@ -76,7 +76,7 @@ fn cors_policy(yaml: &str) -> cors::CorsPolicy {
 }
 
 fn preflight(pol: &cors::CorsPolicy, h: &[(&'static str, &str)]) -> Option<HeaderMap> {
-    let pols = cors::Policies([None, Some(pol), None]);
+    let pols = cors::Policies([None, Some(pol), None, None]);
     match cors::decide(&pols, &Method::OPTIONS, &headers(h), 0) {
         cors::Decision::Preflight(h) => Some(h),
         _ => None,
