@@ -581,13 +581,20 @@ pub async fn handle(
                 }
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
-                    let plan = forward::Plan::new(
+                    let mut plan = forward::Plan::new(
                         &fwd,
                         &conn,
                         &path,
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
+                    if !fwd.action.mirrors.is_empty() {
+                        plan.shadows = forward::mirror::select(
+                            &fwd.action.mirrors,
+                            req.headers(),
+                            &hcm.by_name,
+                        );
+                    }
                     let run = forward::run(cluster, plan, conn, fmt, req);
                     match hcm.cfg.max_stream_duration {
                         None => run.await,

@@ -44,6 +44,10 @@ pub(crate) struct RawVirtualHost {
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
     pub retry_policy: Option<RawRetryPolicy>,
+    pub include_request_attempt_count: Option<bool>,
+    pub include_attempt_count_in_response: Option<bool>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
 }
 
 /// `Route`.
@@ -219,6 +223,22 @@ pub(crate) struct RawRouteAction {
     pub hash_policy: Vec<RawHashPolicy>,
     pub max_stream_duration: Option<RawMaxStreamDuration>,
     pub append_x_forwarded_host: Option<bool>,
+    /// Empty (proto3: the same as unset): the virtual host's apply.
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+}
+
+/// `RouteAction.RequestMirrorPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequestMirrorPolicy {
+    pub cluster: Option<String>,
+    pub cluster_header: Option<String>,
+    pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
+    /// A documented no-op: sluice does no tracing.
+    #[allow(dead_code)]
+    pub trace_sampled: Option<bool>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
 }
 
 /// `RouteAction.MaxStreamDuration`.
@@ -289,6 +309,24 @@ pub(crate) struct RawRetryPolicy {
     #[serde(default)]
     pub retry_host_predicate: Vec<RawRetryHostPredicate>,
     pub host_selection_retry_max_attempts: Option<RawInt64>,
+    pub rate_limited_retry_back_off: Option<RawRateLimitedRetryBackOff>,
+}
+
+/// `RetryPolicy.RateLimitedRetryBackOff`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimitedRetryBackOff {
+    #[serde(default)]
+    pub reset_headers: Vec<RawResetHeader>,
+    pub max_interval: Option<PbDuration>,
+}
+
+/// `RetryPolicy.ResetHeader`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResetHeader {
+    pub name: Option<String>,
+    pub format: Option<String>,
 }
 
 /// `RetryPolicy.RetryHostPredicate` (a typed extension: `name` + `typed_config`).

@@ -40,6 +40,7 @@ use crate::{
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
 mod host;
+pub(crate) mod mirror;
 
 use host::{apply_request_mutations, HostPlan, Hosting};
 
@@ -77,6 +78,12 @@ pub(crate) struct Plan {
     /// `retriable_request_headers` allow retrying this request.
     retry_allowed: bool,
     hash: Option<u64>,
+    /// `include_request_attempt_count`, `include_attempt_count_in_response` (the virtual
+    /// host's).
+    attempt_count: (bool, bool),
+    /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
+    /// (no allocation) without mirror policies.
+    pub(crate) shadows: Vec<mirror::Shadow>,
 }
 
 impl Plan {
@@ -143,6 +150,11 @@ impl Plan {
                 .and(stream_limit)
                 .map(grpc_timeout_value),
             hash,
+            attempt_count: (
+                fwd.vhost.include_request_attempt_count,
+                fwd.vhost.include_attempt_count_in_response,
+            ),
+            shadows: Vec::new(),
         }
     }
 }
@@ -238,7 +250,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Runs the forward path for one request.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
-    plan: Plan,
+    mut plan: Plan,
     conn: ConnInfo,
     fmt: FormatContext<'_>,
     req: Request<Incoming>,
@@ -337,7 +349,7 @@ pub(crate) async fn run(
 
     let mut body = if body.is_end_stream() {
         ReqBody::Empty
-    } else if plan.retry.is_some()
+    } else if (plan.retry.is_some() || !plan.shadows.is_empty())
         && body
             .size_hint()
             .upper()
@@ -351,6 +363,9 @@ pub(crate) async fn run(
         ReqBody::Once(Some(body))
     };
 
+    // Mirrored once, with the first attempt's headers.
+    let mut shadows = Some(std::mem::take(&mut plan.shadows)).filter(|s| !s.is_empty());
+    let (count_up, count_resp) = plan.attempt_count;
     let attempts = async {
         let mut retries_done = 0u32;
         let mut last_host: Option<SocketAddr> = None;
@@ -366,6 +381,18 @@ pub(crate) async fn run(
             }
             last_host = Some(host.addr).or(last_host);
             hosting.apply(&mut parts, &host);
+            if count_up {
+                parts
+                    .headers
+                    .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+            }
+            if let Some(s) = shadows.take() {
+                let copy = match &body {
+                    ReqBody::Buffered(b) => Some(b.clone()),
+                    _ => None,
+                };
+                mirror::send(s, &parts, &path, copy, &lb, plan.timeout);
+            }
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -407,8 +434,13 @@ pub(crate) async fn run(
                     cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
                     cluster.stats.upstream_rq_retry_overflow.inc();
                 } else {
+                    let wait = retry::backoff_after(
+                        policy,
+                        retries_done,
+                        result.as_ref().ok().map(|r| r.headers()),
+                    );
                     drop(result);
-                    tokio::time::sleep(retry::backoff(policy, retries_done)).await;
+                    tokio::time::sleep(wait).await;
                     cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
@@ -422,19 +454,24 @@ pub(crate) async fn run(
                     } else {
                         Flag::None
                     };
+                    let mut resp = finish_response(
+                        resp,
+                        upstream_ms,
+                        &plan.resp_mutations,
+                        &FormatContext {
+                            request: Some(&parts.headers),
+                            upstream_remote: Some(host.addr),
+                            ..fmt
+                        },
+                        plan.idle,
+                        plan.stream_deadline,
+                    );
+                    if count_resp {
+                        resp.headers_mut()
+                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+                    }
                     Outcome {
-                        resp: finish_response(
-                            resp,
-                            upstream_ms,
-                            &plan.resp_mutations,
-                            &FormatContext {
-                                request: Some(&parts.headers),
-                                upstream_remote: Some(host.addr),
-                                ..fmt
-                            },
-                            plan.idle,
-                            plan.stream_deadline,
-                        ),
+                        resp,
                         flag,
                         upstream_host: last_host,
                         upstream_ms: Some(upstream_ms),
@@ -449,6 +486,11 @@ pub(crate) async fn run(
                     };
                     let mut o = Outcome::local(flag);
                     o.resp = local_reply::for_failure(flag, retries_done > 0);
+                    if count_resp {
+                        o.resp
+                            .headers_mut()
+                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+                    }
                     o.upstream_host = last_host;
                     o
                 }

@@ -7,6 +7,8 @@ use super::{
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
+    mirror::{mirror_policies, MirrorPolicy},
+    rate_limited::rate_limited_back_off,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
     HostRewrite, MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
     RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
@@ -167,6 +169,11 @@ fn virtual_host(
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => None,
     };
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+    )?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
         routes.push(route(
@@ -174,6 +181,7 @@ fn virtual_host(
             &p.field("routes").index(i),
             clusters,
             retry_policy.as_ref(),
+            &mirrors,
         )?);
     }
     Ok(VirtualHost {
@@ -193,6 +201,8 @@ fn virtual_host(
         domains: raw.domains,
         routes,
         retry_policy,
+        include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
+        include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
     })
 }
 
@@ -201,6 +211,7 @@ fn route(
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
+    vhost_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
@@ -211,6 +222,7 @@ fn route(
             &p.field("route"),
             clusters,
             vhost_retry,
+            vhost_mirrors,
         )?)),
         (None, Some(r), None) => {
             let rp = p.field("redirect");
@@ -388,6 +400,7 @@ fn forward(
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
+    vhost_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<ForwardAction, ConfigError> {
     let cluster = match (raw.cluster, raw.weighted_clusters, raw.cluster_header) {
         (Some(c), None, None) => {
@@ -495,7 +508,19 @@ fn forward(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    // A route's own policies replace the virtual host's (Envoy's `RouteEntryImplBase`); an
+    // empty list is an unset field (proto3), so the virtual host's apply then.
+    let mirrors = if raw.request_mirror_policies.is_empty() {
+        vhost_mirrors.clone()
+    } else {
+        mirror_policies(
+            &raw.request_mirror_policies,
+            &p.field("request_mirror_policies"),
+            clusters,
+        )?
+    };
     Ok(ForwardAction {
+        mirrors,
         cluster,
         prefix_rewrite,
         regex_rewrite,
@@ -683,7 +708,15 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
                 .err(format!("invalid int64 {t:?}"))
         })?),
     };
+    let rate_limited = match &raw.rate_limited_retry_back_off {
+        Some(r) => Some(rate_limited_back_off(
+            r,
+            &p.field("rate_limited_retry_back_off"),
+        )?),
+        None => None,
+    };
     Ok(RetryPolicy {
+        rate_limited,
         retriable_headers: matchers(&raw.retriable_headers, "retriable_headers")?,
         retriable_request_headers: matchers(
             &raw.retriable_request_headers,

@@ -80,7 +80,7 @@ pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMat
 }
 
 /// `runtime_fraction`: its `default_value` (required, as Envoy); the runtime key is a no-op.
-fn fractional_percent(
+pub(super) fn fractional_percent(
     raw: &RawRuntimeFractionalPercent,
     p: &FieldPath,
 ) -> Result<FractionalPercent, ConfigError> {
