@@ -109,6 +109,11 @@ enum Cmd {
         /// per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// How many of the workers one pod's connections may occupy at once, so a pod driven
+        /// at full speed leaves the rest to the other pods (default: half the workers, at
+        /// least one; 0 = no bound).
+        #[arg(long)]
+        pod_workers: Option<usize>,
         /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
         /// netns; 0 = none (the control socket's `admin` op still serves it).
         #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
@@ -320,6 +325,7 @@ fn run() -> Result<()> {
             control_allow_uids,
             drain_timeout,
             workers,
+            pod_workers,
             pod_admin_port,
             xds,
             watch,
@@ -348,6 +354,7 @@ fn run() -> Result<()> {
             if let Some(n) = workers {
                 rt.worker_threads(n.max(1));
             }
+            let pod_workers = pod_workers.unwrap_or_else(|| agent::default_pod_workers(workers));
             let rt = rt.enable_all().build().context("tokio runtime")?;
             let ready_gates = pod_watch::start(&watch, &control, &rt)?
                 .into_iter()
@@ -365,6 +372,7 @@ fn run() -> Result<()> {
                     idle_after_handover,
                     control_allow_uids,
                     pod_admin_port,
+                    pod_workers,
                     metrics: metrics_addr,
                     ready_gates,
                 },

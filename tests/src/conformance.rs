@@ -6,7 +6,8 @@
 //!   with `\n`),
 //! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
-//!   upstream server saw it; `host` is only in `up.host`).
+//!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
+//!   `up.conn` (which connection of that server it came on, 1 = the first).
 //! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
 //!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
 //!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
@@ -216,7 +217,12 @@ fn run_one(
             // A shadow copy is fire and forget: give it time to arrive (loopback, no delay).
             std::thread::sleep(SHADOW_SETTLE);
         }
-        let obs = observe_with_shadows(resp, ups.take(), &case.shadow_upstreams);
+        let mut obs = observe_with_shadows(resp, ups.take(), &case.shadow_upstreams);
+        // Which connection a shadow copy came on is never compared.
+        obs.remove("shadow.conn");
+        if !case.upstream_conns {
+            obs.remove("up.conn");
+        }
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();
             let taken = lines.taken();
@@ -235,7 +241,35 @@ fn run_one(
     if case.relabel_upstreams {
         relabel(&mut out);
     }
+    if case.upstream_conns {
+        renumber_conns(&mut out);
+    }
     Ok(out)
+}
+
+/// Numbers `up.conn` from 1 per upstream by first appearance in the run (the upstream servers
+/// outlive one proxy's run, so their own serials continue across the two proxies).
+fn renumber_conns(obs: &mut [Observation]) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for o in obs {
+        let Some(conn) = o.get("up.conn").cloned() else {
+            continue;
+        };
+        let up = o
+            .get("upstream")
+            .and_then(|u| u.rsplit(',').next())
+            .unwrap_or_default()
+            .to_string();
+        let key = (up.clone(), conn);
+        if !seen.contains(&key) {
+            seen.push(key.clone());
+        }
+        let n = seen
+            .iter()
+            .filter(|(u, _)| *u == up)
+            .position(|k| *k == key);
+        o.insert("up.conn".into(), (n.unwrap_or(0) + 1).to_string());
+    }
 }
 
 /// Rotates the `upstream` observations of a case whose order is a repeated round of `round`
@@ -373,6 +407,7 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
 /// `retried`: the request had earlier attempts.
 fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: bool) {
     o.insert(format!("{prefix}.method"), last.method.clone());
+    o.insert(format!("{prefix}.conn"), last.conn.to_string());
     o.insert(format!("{prefix}.path"), last.path.clone());
     if !last.body.is_empty() {
         o.insert(format!("{prefix}.body"), body_text(&last.body));
@@ -637,6 +672,7 @@ mod tests {
             path: "/p".into(),
             headers: h.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             body: Vec::new(),
+            conn: 1,
         };
         let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
         let o = observe(

@@ -103,7 +103,8 @@ fn probe_tells_accepted_from_rejected() {
         (hcm, "use_remote_address", true),
         (hcm, "rds", false),
         ("config.cluster.v3.Cluster", "dns_lookup_family", true),
-        ("config.cluster.v3.Cluster", "common_lb_config", false),
+        ("config.cluster.v3.Cluster", "common_lb_config", true),
+        ("config.cluster.v3.Cluster", "lrs_server", false),
     ] {
         let (got, error) = verdict(message, field);
         assert_eq!(

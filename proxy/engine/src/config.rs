@@ -8,6 +8,7 @@
 //! tokio, no sockets.
 
 mod cluster;
+mod cluster_options;
 mod duration;
 mod dynamic;
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod listener;
 mod path;
 pub(crate) mod raw;
 mod raw_cluster;
+mod raw_cluster_options;
 mod raw_dynamic;
 pub(crate) mod raw_route;
 mod references;
@@ -33,14 +35,14 @@ mod yaml_limits;
 use std::{path::Path as FsPath, sync::Arc};
 
 pub use cluster::{
-    CircuitBreakers, Cluster, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
-    EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, UpstreamProtocol,
-    UpstreamTls, DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONSECUTIVE_5XX,
-    DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
-    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EJECTION_PERCENT,
-    DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RETRIES,
-    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE,
-    DEFAULT_RING_HASH_MIN_SIZE,
+    CircuitBreakers, Cluster, ClusterOptions, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
+    EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, TcpKeepalive,
+    UpstreamProtocol, UpstreamTls, DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CONSECUTIVE_5XX, DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT,
+    DEFAULT_HEALTHY_PANIC_THRESHOLD, DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_MAX_PENDING_REQUESTS,
+    DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RETRIES, DEFAULT_ORIGINAL_DST_HEADER,
+    DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 pub use hcm_request::{

@@ -45,7 +45,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -215,6 +215,7 @@ pub async fn serve<I, F>(
         }
         let hcm = current();
         let observer = observer.clone();
+        let last = streams.count_request(timeouts.max_requests);
         // The stream is active (no idle timer) until its response body is done.
         let stream = timeouts.idle.is_some().then(|| streams.begin());
         let streams = streams.clone();
@@ -230,8 +231,12 @@ pub async fn serve<I, F>(
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
-            // A draining HTTP/1 connection closes after this response (Envoy's drain).
-            if !h2 && streams.draining.load(Ordering::Relaxed) {
+            if last && h2 {
+                streams.drain_now.notify_one();
+            }
+            // A draining HTTP/1 connection closes after this response (Envoy's drain), as does
+            // one that reached max_requests_per_connection.
+            if !h2 && (last || streams.draining.load(Ordering::Relaxed)) {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -241,7 +246,7 @@ pub async fn serve<I, F>(
             })
         }
     });
-    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut b = auto::Builder::new(crate::fair::Executor);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -286,6 +291,11 @@ pub async fn serve<I, F>(
                         .as_mut()
                         .reset(tokio::time::Instant::now() + conn_timers::DRAIN_TIMEOUT);
                 }
+            }
+            // max_requests_per_connection on HTTP/2: GOAWAY at once.
+            () = activity.drain_now.notified(), if !closing => {
+                closing = true;
+                c.as_mut().graceful_shutdown();
             }
             () = &mut drain_end, if draining && !closing => {
                 closing = true;

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod explain;
+pub mod fair;
 pub mod heap;
 pub mod http;
 pub mod route;

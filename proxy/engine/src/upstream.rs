@@ -11,6 +11,7 @@ pub mod health;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
+pub mod sockopts;
 pub mod spec;
 pub mod tls;
 pub mod xxhash;
@@ -240,7 +241,8 @@ impl Cluster {
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),
         });
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
-            tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh));
+            let failure = cluster.spec.options.dns_failure_refresh;
+            tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
         }
         if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
             tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster)));
@@ -262,7 +264,7 @@ impl Cluster {
             return Some(map.entry(dst).or_insert_with(|| Host::new(dst, 1)).clone());
         }
         let set = self.hosts.load();
-        lb::choose(&self.spec.lb, &set, &self.rr, ctx)
+        lb::choose(&self.spec.lb, &set, &self.rr, ctx, &self.spec.options)
     }
 
     /// Every host currently known (static, resolved or original-destination ones).
@@ -361,15 +363,34 @@ async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
     }
 }
 
-/// STRICT_DNS: resolves at once (awaited by [`Cluster::warm`]), then every `refresh`.
-async fn dns_loop(cluster: Weak<Cluster>, refresh: Duration) {
+/// STRICT_DNS / LOGICAL_DNS: resolves at once (awaited by [`Cluster::warm`]), then every
+/// `refresh`; after a failed resolution, with `dns_failure_refresh_rate` (`failure`: base, max),
+/// after a backoff doubling from the base up to the max (Envoy's failure refresh).
+async fn dns_loop(
+    cluster: Weak<Cluster>,
+    refresh: Duration,
+    failure: Option<(Duration, Duration)>,
+) {
+    let mut backoff = None;
     loop {
-        {
+        let ok = {
             let Some(c) = cluster.upgrade() else { return };
-            c.resolve().await;
+            let ok = c.resolve().await;
             c.dns_ready.send_replace(true);
-        }
-        tokio::time::sleep(refresh).await;
+            ok
+        };
+        let wait = match (ok, failure) {
+            (false, Some((base, max))) => {
+                let next = backoff.map_or(base, |b: Duration| (b * 2).min(max));
+                backoff = Some(next);
+                next
+            }
+            _ => {
+                backoff = None;
+                refresh
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -400,21 +421,29 @@ impl Cluster {
         self.hc_ready.send_replace(true);
     }
 
-    /// Resolves every STRICT_DNS endpoint; every address returned becomes a host. A failed
-    /// resolution keeps the previous hosts (Envoy keeps the last good answer).
-    async fn resolve(&self) {
+    /// Resolves every STRICT_DNS endpoint; every address returned becomes a host (LOGICAL_DNS:
+    /// only the first one). A failed resolution keeps the previous hosts (Envoy keeps the last
+    /// good answer). Returns whether every endpoint resolved.
+    async fn resolve(&self) -> bool {
         let Discovery::StrictDns {
-            endpoints, family, ..
+            endpoints,
+            family,
+            logical,
+            ..
         } = &self.spec.discovery
         else {
-            return;
+            return true;
         };
+        let mut ok = true;
         let mut addrs = Vec::new();
         for e in endpoints {
             match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
                 Ok(it) => {
                     let mut found: Vec<SocketAddr> = it.collect();
                     family.filter(&mut found);
+                    if *logical {
+                        found.truncate(1);
+                    }
                     let name: Option<Arc<str>> = e.hostname.as_deref().map(Arc::from);
                     for a in found {
                         if !addrs.iter().any(|(x, _, _)| *x == a) {
@@ -423,6 +452,7 @@ impl Cluster {
                     }
                 }
                 Err(err) => {
+                    ok = false;
                     tracing::warn!(cluster = %self.spec.name, host = %e.host, error = %err, "dns resolution failed")
                 }
             }
@@ -430,6 +460,7 @@ impl Cluster {
         if !addrs.is_empty() || endpoints.is_empty() {
             self.set_hosts(addrs);
         }
+        ok
     }
 }
 

@@ -67,11 +67,26 @@ pub struct AgentOptions {
     /// Port of each node-mode L7 pod's admin on 127.0.0.1 inside its netns
     /// ([`pod_admin::DEFAULT_POD_ADMIN_PORT`]); 0 = none (the control socket still serves it).
     pub pod_admin_port: u16,
+    /// How many of the agent's workers one pod's connections may occupy at once (0 = no bound):
+    /// a pod at full speed leaves the other workers to the other pods ([`sluice_engine::fair`]).
+    pub pod_workers: usize,
     /// Serve every pod's Istio metrics here (`/stats/prometheus`, labels `pod` and
     /// `namespace`); see [`registry::Registry::metrics_targets`].
     pub metrics: Option<std::net::SocketAddr>,
     /// More conditions for `/healthz/ready` (the pod watcher's: the API server answers).
     pub ready_gates: Vec<health::ReadyGate>,
+}
+
+/// The default of [`AgentOptions::pod_workers`]: half the runtime's workers, rounded up. The
+/// runtime has `workers` when given, else `TOKIO_WORKER_THREADS`, else one per core (tokio's
+/// own rule).
+pub fn default_pod_workers(workers: Option<usize>) -> usize {
+    let runtime = workers
+        .or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    runtime.div_ceil(2)
 }
 
 /// Errors starting the agent.
@@ -222,6 +237,7 @@ pub async fn run(opts: AgentOptions, handlers: Handlers) -> Result<(), StartErro
     } = started;
     let mut registry = Registry::new(datapath, handlers);
     registry.set_pod_admin_port(opts.pod_admin_port);
+    registry.set_pod_workers(opts.pod_workers);
     let (adopted, pending) = match handover {
         Some(h) => {
             let (pods, fds, pending) = h.into_parts();
@@ -389,4 +405,16 @@ async fn serve_metrics(
         .map_err(|source| StartError::Metrics { addr, source })?;
     info!(addr = %ep.addr(), "metrics endpoint ready");
     Ok(ep)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pod_may_use_half_the_workers_rounded_up() {
+        let half = |n| super::default_pod_workers(Some(n));
+        assert_eq!(
+            [half(0), half(1), half(2), half(3), half(8)],
+            [1, 1, 1, 2, 4]
+        );
+    }
 }

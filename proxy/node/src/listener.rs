@@ -22,7 +22,10 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument as _};
 
-use sluice_engine::server::{original_dst, ConnObserver};
+use sluice_engine::{
+    fair::PodShare,
+    server::{original_dst, ConnObserver},
+};
 
 use crate::{drain::Watch, upstream_factory::UpstreamFactory};
 
@@ -127,6 +130,9 @@ pub struct ListenerContext {
     pub upstream: UpstreamFactory,
     /// Counters for `sluice status`.
     pub stats: ListenerStats,
+    /// The pod's share of the agent's workers (node mode; see [`sluice_engine::fair`]): every
+    /// connection task of the pod, and what it spawns, runs under it. `None`: unbounded.
+    pub share: Option<Arc<PodShare>>,
 }
 
 /// The L7 engine reports the connections it serves for a capture listener here, so `sluice
@@ -272,22 +278,25 @@ fn accept_one(
     };
     let fut = handler.handle(conn);
     let ctx = ctx.clone();
-    tokio::spawn(
-        async move {
-            info!(%peer, "accepted");
-            match fut.await {
-                Ok(()) => {}
-                Err(e) => {
-                    if matches!(e, ConnectionError::UpstreamConnect { .. }) {
-                        ctx.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    warn!(error = %e, side = ?e.source_side(), "connection failed");
+    let share = ctx.share.clone();
+    let task = async move {
+        info!(%peer, "accepted");
+        match fut.await {
+            Ok(()) => {}
+            Err(e) => {
+                if matches!(e, ConnectionError::UpstreamConnect { .. }) {
+                    ctx.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
                 }
+                warn!(error = %e, side = ?e.source_side(), "connection failed");
             }
-            ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
         }
-        .instrument(span),
-    );
+        ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+    .instrument(span);
+    match share {
+        Some(share) => tokio::spawn(share.run(task)),
+        None => tokio::spawn(task),
+    };
 }
 
 /// Aborts a connection with a TCP RST (SO_LINGER 0, then close) so the client sees

@@ -257,6 +257,8 @@ pub async fn serve(
             netns: bound.netns.clone(),
             upstream: upstream.clone(),
             stats: ListenerStats::default(),
+            // A sidecar serves one pod: nothing to share its workers with.
+            share: None,
         })
     };
     let out_ctx = ctx("outbound", Direction::Outbound);

@@ -44,6 +44,10 @@ pub struct Case {
     /// (`#1`, `#2`, ...), for load-balancing cases where only the pattern is deterministic.
     #[serde(default)]
     pub relabel_upstreams: bool,
+    /// Observe `up.conn`: which connection of its upstream server the last attempt came on (1
+    /// for the server's first), for connection reuse cases (`max_requests_per_connection`).
+    #[serde(default)]
+    pub upstream_conns: bool,
     /// The upstream order is one round of this many picks repeated from a random start (Envoy's
     /// weighted round robin): the `upstream` observations are rotated to a canonical start first.
     #[serde(default)]

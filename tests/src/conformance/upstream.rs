@@ -59,6 +59,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// The connection it came on: 1 for the server's first accepted connection, 2 for the next.
+    pub conn: usize,
 }
 
 #[derive(Default)]
@@ -98,8 +100,11 @@ impl Upstreams {
             let (shared, name) = (shared.clone(), name.clone());
             tasks.push(rt.spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();
+                let mut serial = 0;
                 while let Ok((sock, _)) = listener.accept().await {
-                    conns.spawn(serve(sock, name.clone(), script.clone(), shared.clone()));
+                    serial += 1;
+                    let (name, script, shared) = (name.clone(), script.clone(), shared.clone());
+                    conns.spawn(serve(sock, serial, name, script, shared));
                 }
             }));
         }
@@ -138,6 +143,7 @@ impl Drop for Upstreams {
 
 async fn serve(
     mut sock: TcpStream,
+    conn: usize,
     name: String,
     script: Arc<Vec<Reply>>,
     shared: Arc<Mutex<Shared>>,
@@ -197,6 +203,7 @@ async fn serve(
                 path,
                 headers,
                 body,
+                conn,
             });
             script.get(i).or(script.last()).cloned()
         };

@@ -117,9 +117,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 9] = [
+    const SECTIONS: [&str; 11] = [
         "noisy-l4",
         "noisy-l7",
+        "noisy-l4-unbounded",
+        "noisy-l7-unbounded",
         "node-l4",
         "node-mixed",
         "node-l7",
@@ -195,8 +197,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     for (section, engines) in [("noisy-l4", Engines::L4), ("noisy-l7", Engines::L7)] {
         if a.paths.iter().any(|p| p == section) {
             step(section, &mut |m| {
-                let mut agent = node::enroll_all(&cx, engines, m)?;
+                let mut agent = node::enroll_all(&cx, engines, engines.key(), &[], m)?;
                 neighbour::run(&cx, Some(&mut agent), engines.key(), m)
+            })?;
+        }
+    }
+    // The same without per-pod fairness (`--pod-workers 0`): what the bound buys, measured in
+    // the same run. Part of every full run.
+    for (section, engines) in [
+        ("noisy-l4-unbounded", Engines::L4),
+        ("noisy-l7-unbounded", Engines::L7),
+    ] {
+        if on(section) {
+            let key = format!("{}_unbounded", engines.key());
+            step(section, &mut |m| {
+                let mut agent = node::enroll_all(&cx, engines, &key, &["--pod-workers", "0"], m)?;
+                neighbour::run(&cx, Some(&mut agent), &key, m)
             })?;
         }
     }

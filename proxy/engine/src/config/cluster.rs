@@ -67,6 +67,8 @@ pub struct Cluster {
     /// ORIGINAL_DST `original_dst_lb_config`: with `use_http_header: true`, the request header
     /// (`http_header_name`, default `x-envoy-original-dst-host`) naming the destination.
     pub original_dst_header: Option<String>,
+    /// Connection, DNS and `common_lb_config` options.
+    pub options: ClusterOptions,
 }
 
 /// Envoy's default ORIGINAL_DST destination header.
@@ -115,6 +117,9 @@ pub enum DiscoveryType {
     StrictDns,
     /// `ORIGINAL_DST`: the upstream is the downstream connection's original destination.
     OriginalDst,
+    /// `LOGICAL_DNS`: one endpoint, a host name; the first address of each resolution is the
+    /// cluster's one host, re-resolved every `dns_refresh_rate`.
+    LogicalDns,
     /// `EDS`: endpoints are IP addresses from a ClusterLoadAssignment the xDS client placed in
     /// `load_assignment`.
     Eds,
@@ -284,4 +289,55 @@ pub enum DataSource {
     File(PathBuf),
     /// `inline_string`.
     Inline(String),
+}
+
+/// Envoy's default `common_lb_config.healthy_panic_threshold` (50 %).
+pub const DEFAULT_HEALTHY_PANIC_THRESHOLD: f64 = 50.0;
+
+/// The cluster's connection, DNS and `common_lb_config` options (module `cluster_options`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// `max_requests_per_connection` (the typed HttpProtocolOptions'
+    /// `common_http_protocol_options` one, else the deprecated cluster field; `None`: unset or 0,
+    /// no limit): a connection carries at most this many requests.
+    pub max_requests_per_connection: Option<u32>,
+    /// `upstream_connection_options.tcp_keepalive`, set on every upstream socket.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB): bounds hyper's read buffer
+    /// and the HTTP/2 flow-control windows of the cluster's connections.
+    pub buffer_limit_bytes: Option<u32>,
+    /// `dns_failure_refresh_rate` (`base_interval`, `max_interval`): after a failed resolution
+    /// the next one comes after a backoff in this range instead of `dns_refresh_rate`.
+    pub dns_failure_refresh: Option<(Duration, Duration)>,
+    /// `common_lb_config.healthy_panic_threshold.value`, percent (default
+    /// [`DEFAULT_HEALTHY_PANIC_THRESHOLD`]; 0 disables panic mode).
+    pub healthy_panic_threshold: f64,
+    /// `common_lb_config.zone_aware_lb_config.fail_traffic_on_panic`: a cluster in panic
+    /// mode has no host (503) instead of all of them.
+    pub fail_traffic_on_panic: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            max_requests_per_connection: None,
+            tcp_keepalive: None,
+            buffer_limit_bytes: None,
+            dns_failure_refresh: None,
+            healthy_panic_threshold: DEFAULT_HEALTHY_PANIC_THRESHOLD,
+            fail_traffic_on_panic: false,
+        }
+    }
+}
+
+/// `upstream_connection_options.tcp_keepalive`: `SO_KEEPALIVE` on, and each value that is set
+/// (`TCP_KEEPCNT`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpKeepalive {
+    /// `keepalive_probes`.
+    pub probes: Option<u32>,
+    /// `keepalive_time`, seconds.
+    pub time: Option<u32>,
+    /// `keepalive_interval`, seconds.
+    pub interval: Option<u32>,
 }

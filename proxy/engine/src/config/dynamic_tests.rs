@@ -85,7 +85,7 @@ fn bad_ads_configs_name_the_field() {
 }
 
 /// A bootstrap with one tcp_proxy listener to the cluster `svc` whose fields are `body`.
-fn cluster(body: &str) -> String {
+pub(super) fn cluster(body: &str) -> String {
     format!(
         r#"static_resources:
   listeners:

@@ -65,6 +65,9 @@ pub struct ConnTimeouts {
     /// `max_connection_duration` (default none): the connection is drained and closed this
     /// long after accept.
     pub max_duration: Option<Duration>,
+    /// `max_requests_per_connection` (default none; `0` = none): the response to this
+    /// request starts the connection's drain (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+    pub max_requests: Option<u32>,
 }
 
 impl Default for ConnTimeouts {
@@ -72,6 +75,7 @@ impl Default for ConnTimeouts {
         Self {
             idle: Some(DEFAULT_HCM_IDLE_TIMEOUT),
             max_duration: None,
+            max_requests: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError>
                 .and_then(|o| o.max_connection_duration.as_ref())
                 .map(|d| d.0)
                 .filter(|d| !d.is_zero()),
+            max_requests: opts
+                .and_then(|o| o.max_requests_per_connection)
+                .filter(|n| *n > 0),
         },
     })
 }
@@ -369,8 +376,8 @@ mod tests {
             "unknown value",
         );
         expect_err(
-            &with_hcm("common_http_protocol_options: { max_requests_per_connection: 1 }"),
-            &format!("{cp}.max_requests_per_connection"),
+            &with_hcm("common_http_protocol_options: { max_response_headers_kb: 1 }"),
+            &format!("{cp}.max_response_headers_kb"),
             "not supported",
         );
         expect_err(

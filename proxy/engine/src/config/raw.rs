@@ -302,6 +302,7 @@ pub(crate) struct RawHttpProtocolOptions {
     pub max_stream_duration: Option<PbDuration>,
     pub idle_timeout: Option<PbDuration>,
     pub max_connection_duration: Option<PbDuration>,
+    pub max_requests_per_connection: Option<u32>,
 }
 
 /// `upgrade_configs[]` (UpgradeConfig; per-upgrade `filters` are not supported).

@@ -34,6 +34,15 @@ pub(crate) struct RawCluster {
     pub dns_lookup_family: Option<String>,
     pub original_dst_lb_config: Option<RawOriginalDstLbConfig>,
     pub eds_cluster_config: Option<super::raw_dynamic::RawEdsClusterConfig>,
+    /// Deprecated `max_requests_per_connection` (UInt32Value; the typed protocol options' own
+    /// field wins).
+    pub max_requests_per_connection: Option<u32>,
+    pub per_connection_buffer_limit_bytes: Option<u32>,
+    pub upstream_connection_options:
+        Option<super::raw_cluster_options::RawUpstreamConnectionOptions>,
+    pub respect_dns_ttl: Option<bool>,
+    pub dns_failure_refresh_rate: Option<super::raw_cluster_options::RawRefreshRate>,
+    pub common_lb_config: Option<super::raw_cluster_options::RawCommonLbConfig>,
 }
 
 /// `Cluster.OriginalDstLbConfig`.
@@ -196,6 +205,8 @@ pub(crate) struct RawValidationContext {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpProtocolOptions {
     pub explicit_http_config: Option<RawExplicitHttpConfig>,
+    pub common_http_protocol_options:
+        Option<super::raw_cluster_options::RawUpstreamCommonHttpOptions>,
 }
 
 /// `HttpProtocolOptions.ExplicitHttpConfig`.

@@ -303,11 +303,13 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[2].routes[5].match.tls_context: not supported"
     ));
     // An unsupported field inside a cluster and an unsupported enum value.
-    let yaml =
-        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    respect_dns_ttl: true\n");
+    let yaml = with_routes(ROUTES_OK).replace(
+        "  - name: b\n",
+        "  - name: b\n    use_tcp_for_dns_lookups: true\n",
+    );
     expect_err(
         &yaml,
-        "static_resources.clusters[1].respect_dns_ttl",
+        "static_resources.clusters[1].use_tcp_for_dns_lookups",
         "not supported",
     );
     let yaml = with_routes(ROUTES_OK).replace(
@@ -319,9 +321,15 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
         "static_resources.clusters[1].dns_lookup_family",
         "unknown value",
     );
-    let yaml =
-        with_routes(ROUTES_OK).replace("  - name: b\n", "  - name: b\n    type: LOGICAL_DNS\n");
-    expect_err(&yaml, "static_resources.clusters[1].type", "not supported");
+    let yaml = with_routes(ROUTES_OK).replace(
+        "  - name: b\n",
+        "  - name: b\n    circuit_breakers: {thresholds: [{priority: HIGH}]}\n",
+    );
+    expect_err(
+        &yaml,
+        "static_resources.clusters[1].circuit_breakers.thresholds[0].priority",
+        "not supported",
+    );
     // A second HTTP filter.
     let yaml = with_routes(ROUTES_OK).replace(
         "          - name: envoy.filters.http.router\n",

@@ -259,6 +259,22 @@ const ENVOY_FIELDS: &[&str] = &[
     "cleanup_interval",
     "max_requests_per_connection",
     "lb_policy_name",
+    // UpstreamConnectionOptions
+    "happy_eyeballs_config",
+    "set_local_interface_name_on_upstream_connections",
+    // CommonLbConfig
+    "locality_weighted_lb_config",
+    "ignore_new_hosts_until_first_hc",
+    "close_connections_on_host_set_change",
+    "consistent_hashing_lb_config",
+    "override_host_status",
+    // core.v3.HttpProtocolOptions (a cluster's common_http_protocol_options)
+    "idle_timeout",
+    "max_connection_duration",
+    "max_headers_count",
+    "max_stream_duration",
+    "headers_with_underscores_action",
+    "max_connection_duration_jitter",
     // LoadAssignment / endpoints
     "policy",
     "named_endpoints",

@@ -34,7 +34,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         Some("STRICT_DNS") => DiscoveryType::StrictDns,
         Some("ORIGINAL_DST") => DiscoveryType::OriginalDst,
         Some("EDS") => DiscoveryType::Eds,
-        Some(t @ "LOGICAL_DNS") => return Err(p.field("type").unsupported(t)),
+        Some("LOGICAL_DNS") => DiscoveryType::LogicalDns,
         Some(other) => return Err(p.field("type").err(format!("unknown value {other:?}"))),
     };
     let lb_policy = lb_policy(&raw, p, discovery)?;
@@ -72,13 +72,13 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                 let (host, port) = socket_address(addr, &ap)?;
                 let address = match (host.parse::<IpAddr>(), discovery) {
                     (Ok(ip), _) => EndpointAddress::Ip(SocketAddr::new(ip, port)),
-                    (Err(_), DiscoveryType::StrictDns) => EndpointAddress::Dns {
+                    (Err(_), DiscoveryType::StrictDns | DiscoveryType::LogicalDns) => EndpointAddress::Dns {
                         host: host.to_string(),
                         port,
                     },
                     (Err(_), _) => {
                         return Err(ap.field("socket_address").field("address").err(format!(
-                            "{host:?} is not an IP address (host names need type STRICT_DNS)"
+                            "{host:?} is not an IP address (host names need type STRICT_DNS or LOGICAL_DNS)"
                         )))
                     }
                 };
@@ -104,6 +104,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                 });
             }
         }
+    }
+    if discovery == DiscoveryType::LogicalDns && endpoints.len() != 1 {
+        return Err(p
+            .field("load_assignment")
+            .err("LOGICAL_DNS clusters need exactly one endpoint"));
     }
     if discovery == DiscoveryType::OriginalDst && !endpoints.is_empty() {
         return Err(p
@@ -159,6 +164,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     }
 
     let mut protocol = UpstreamProtocol::Http1;
+    let mut typed_opts = None;
     if let Some(h2) = &raw.http2_protocol_options {
         if !matches!(h2, serde_norway::Value::Mapping(m) if m.is_empty()) {
             return Err(p
@@ -177,8 +183,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             }
             let hpo: RawHttpProtocolOptions = typed_config(v, &kp, HTTP_PROTOCOL_OPTIONS_TYPE)?;
             let ep = kp.field("explicit_http_config");
-            let e = hpo.explicit_http_config.ok_or_else(|| ep.err("required"))?;
-            protocol = match (e.http_protocol_options, e.http2_protocol_options) {
+            let e = hpo
+                .explicit_http_config
+                .as_ref()
+                .ok_or_else(|| ep.err("required"))?;
+            protocol = match (&e.http_protocol_options, &e.http2_protocol_options) {
                 (Some(_), None) => UpstreamProtocol::Http1,
                 (None, Some(_)) => UpstreamProtocol::Http2,
                 _ => {
@@ -187,8 +196,10 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     )
                 }
             };
+            typed_opts = Some(hpo);
         }
     }
+    let options = super::cluster_options::options(&raw, typed_opts.as_ref(), discovery, p)?;
 
     let tls = match &raw.transport_socket {
         None => None,
@@ -268,6 +279,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         tls,
         dns_lookup_family,
         original_dst_header,
+        options,
     })
 }
 

@@ -7,12 +7,15 @@
 //! connection is closed after [`DRAIN_TIMEOUT`]; an HTTP/2 connection gets its GOAWAY at once
 //! (hyper's `graceful_shutdown`).
 //!
+//! `max_requests_per_connection` drains the same way once the connection has carried that many
+//! requests ([`Activity::count_request`]).
+//!
 //! A stream is active from the request's arrival until its response body has been sent (or
 //! dropped): [`Activity::track`] wraps the response body with the guard that ends it.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -40,6 +43,10 @@ pub(crate) struct Activity {
     /// Milliseconds from `start` to the moment the last stream ended.
     idle_since_ms: AtomicU64,
     became_idle: Notify,
+    /// Requests seen (counted only with `max_requests_per_connection`).
+    requests: AtomicU32,
+    /// Notified when an HTTP/2 connection reached `max_requests_per_connection`: GOAWAY now.
+    pub(crate) drain_now: Notify,
 }
 
 impl Activity {
@@ -51,6 +58,20 @@ impl Activity {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             became_idle: Notify::new(),
+            requests: AtomicU32::new(0),
+            drain_now: Notify::new(),
+        })
+    }
+
+    /// Counts a request against `max_requests_per_connection`; true for the one that reaches
+    /// it (Envoy then drains the connection: HTTP/1 `connection: close` on its response,
+    /// HTTP/2 GOAWAY).
+    pub(crate) fn count_request(&self, max: Option<u32>) -> bool {
+        max.is_some_and(|m| {
+            self.requests
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+                >= m
         })
     }
 
@@ -125,6 +146,7 @@ mod tests {
         let t = ConnTimeouts {
             idle: Some(100 * MS),
             max_duration: None,
+            max_requests: None,
         };
         let g = a.begin();
         let waited = tokio::time::timeout(300 * MS, a.expired(t)).await;
@@ -141,6 +163,7 @@ mod tests {
         let t = ConnTimeouts {
             idle: None,
             max_duration: Some(100 * MS),
+            max_requests: None,
         };
         let _g = a.begin();
         a.expired(t).await;

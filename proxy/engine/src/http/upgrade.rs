@@ -58,7 +58,7 @@ pub(crate) async fn run(
     cluster.record_outcome(host, resp.status().is_server_error());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let up_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
+        crate::fair::spawn(async move {
             let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up_upgrade) else {
                 return;
             };

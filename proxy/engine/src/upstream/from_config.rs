@@ -27,7 +27,10 @@ fn data_source_path(d: &config::DataSource, cluster: &str, what: &str) -> String
 /// Converts one config cluster.
 pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
     let name = c.name.as_str().to_string();
-    let dns = c.discovery == config::DiscoveryType::StrictDns;
+    let dns = matches!(
+        c.discovery,
+        config::DiscoveryType::StrictDns | config::DiscoveryType::LogicalDns
+    );
     let endpoints: Vec<EndpointSpec> = c
         .endpoints
         .iter()
@@ -51,11 +54,14 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         .collect();
     let discovery = match c.discovery {
         config::DiscoveryType::Static | config::DiscoveryType::Eds => Discovery::Static(endpoints),
-        config::DiscoveryType::StrictDns => Discovery::StrictDns {
-            endpoints,
-            refresh: c.dns_refresh_rate,
-            family: c.dns_lookup_family,
-        },
+        config::DiscoveryType::StrictDns | config::DiscoveryType::LogicalDns => {
+            Discovery::StrictDns {
+                endpoints,
+                refresh: c.dns_refresh_rate,
+                family: c.dns_lookup_family,
+                logical: c.discovery == config::DiscoveryType::LogicalDns,
+            }
+        }
         config::DiscoveryType::OriginalDst => Discovery::OriginalDst,
     };
     let lb = match c.lb_policy {
@@ -139,6 +145,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
         }),
         health_check,
+        options: c.options.clone(),
         name,
     }
 }

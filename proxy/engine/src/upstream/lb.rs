@@ -1,7 +1,8 @@
 //! Load balancers: weighted round robin, least request (P2C), random, ring hash and maglev.
 //!
-//! Envoy's panic threshold (50 %) applies: when fewer than half the hosts are healthy, every host
-//! is a candidate. Weighted round robin follows Envoy's EDF order (`edf.rs`) while every host is a
+//! Envoy's panic threshold (`common_lb_config.healthy_panic_threshold`, default 50 %) applies:
+//! when the healthy share of the hosts is below it, every host is a candidate (or, with
+//! `zone_aware_lb_config.fail_traffic_on_panic`, none). Weighted round robin follows Envoy's EDF order (`edf.rs`) while every host is a
 //! candidate; otherwise it falls back to cumulative weights over the usable hosts.
 
 use std::sync::{
@@ -14,9 +15,8 @@ use std::fmt::Write as _;
 use rand::Rng;
 
 use super::{now_ms, Host, HostSet, LbContext, LbKind};
+use crate::config::ClusterOptions;
 
-/// Envoy's default healthy_panic_threshold, percent.
-pub const PANIC_THRESHOLD_PERCENT: usize = 50;
 /// Maglev table size (Envoy's default, a prime).
 pub const MAGLEV_TABLE_SIZE: usize = 65537;
 /// Ring hash upper bound on ring entries.
@@ -157,6 +157,7 @@ pub fn choose(
     set: &HostSet,
     rr: &AtomicUsize,
     ctx: &LbContext,
+    opts: &ClusterOptions,
 ) -> Option<Arc<Host>> {
     let hosts = &set.hosts;
     if hosts.is_empty() {
@@ -164,7 +165,11 @@ pub fn choose(
     }
     let now = now_ms();
     let healthy = hosts.iter().filter(|h| h.is_healthy(now)).count();
-    let panic = healthy * 100 < PANIC_THRESHOLD_PERCENT * hosts.len();
+    // Envoy: panic when 100 * healthy / total < threshold (0: never).
+    let panic = (healthy as f64) * 100.0 < opts.healthy_panic_threshold * hosts.len() as f64;
+    if panic && opts.fail_traffic_on_panic {
+        return None;
+    }
     let usable = |h: &Host| panic || h.is_healthy(now);
     match kind {
         LbKind::RoundRobin => {
@@ -277,7 +282,7 @@ mod tests {
                 hash: hash(i),
                 orig_dst: None,
             };
-            let h = choose(&kind, set, &rr, &ctx).unwrap();
+            let h = choose(&kind, set, &rr, &ctx, &ClusterOptions::default()).unwrap();
             *counts.entry(h.addr).or_default() += 1;
         }
         set.hosts
@@ -314,7 +319,18 @@ mod tests {
             orig_dst: None,
         };
         let order: Vec<bool> = (0..8)
-            .map(|_| choose(&LbKind::RoundRobin, &set, &rr, &ctx).unwrap().weight == 1)
+            .map(|_| {
+                choose(
+                    &LbKind::RoundRobin,
+                    &set,
+                    &rr,
+                    &ctx,
+                    &ClusterOptions::default(),
+                )
+                .unwrap()
+                .weight
+                    == 1
+            })
             .collect();
         // The weight-1 host comes once in every 4 picks and the round repeats (Envoy's order
         // from one of its four starting points; `edf::tests` checks each exactly).

@@ -19,7 +19,7 @@ use std::{
 };
 
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use self::send::{ReturnOnEnd, SendError};
@@ -41,6 +41,10 @@ impl<T> PoolBody for T where
 
 /// Idle HTTP/1 connections kept per host.
 pub const MAX_IDLE_PER_HOST: usize = 1024;
+/// hyper's smallest HTTP/1 read buffer (`max_buf_size` panics below it).
+const MIN_H1_BUF: usize = 8192;
+/// HTTP/2's default (and here smallest) flow-control window.
+const MIN_H2_WINDOW: u32 = 65_535;
 /// How often a pending request re-checks for a free connection.
 const PENDING_POLL: Duration = Duration::from_millis(2);
 
@@ -72,33 +76,46 @@ pub enum ConnectError {
     Overflow,
 }
 
-/// Idle HTTP/1 connections of one host (shared with the response bodies that give theirs back).
-struct Idle<B>(Mutex<Vec<http1::SendRequest<B>>>);
+/// Idle HTTP/1 connections of one host (shared with the response bodies that give theirs back),
+/// each with the requests it may still carry (`max_requests_per_connection`).
+struct Idle<B>(Mutex<Vec<(http1::SendRequest<B>, u32)>>);
 
 impl<B> Idle<B> {
-    fn take(&self) -> Option<http1::SendRequest<B>> {
+    fn take(&self) -> Option<(http1::SendRequest<B>, u32)> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|s| !s.is_closed());
+        idle.retain(|(s, _)| !s.is_closed());
         idle.pop()
     }
 
     /// Keeps an HTTP/1 connection whose response body was read to the end (see
-    /// [`ReturnOnEnd`]); the next user waits for hyper to report it ready.
-    fn release(&self, s: http1::SendRequest<B>) {
-        if s.is_closed() {
+    /// [`ReturnOnEnd`]) while it may carry `left` more requests; the next user waits for
+    /// hyper to report it ready. At `left == 0` the sender is dropped, which closes the
+    /// connection (Envoy's `max_requests_per_connection`).
+    fn release(&self, s: http1::SendRequest<B>, left: u32) {
+        if s.is_closed() || left == 0 {
             return;
         }
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(s);
+            idle.push((s, left));
         }
     }
+}
+
+/// Requests a new connection may carry: `max_requests_per_connection`, else no limit.
+fn requests_left(cluster: &Cluster) -> u32 {
+    cluster
+        .spec
+        .options
+        .max_requests_per_connection
+        .unwrap_or(u32::MAX)
 }
 
 /// Connections of one host.
 pub struct HostPool<B> {
     idle: Arc<Idle<B>>,
-    h2: Mutex<Option<http2::SendRequest<B>>>,
+    /// The HTTP/2 connection and the streams it may still carry.
+    h2: Mutex<Option<(http2::SendRequest<B>, u32)>>,
     /// This pool's open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
 }
@@ -134,34 +151,53 @@ impl<B: PoolBody> HostPool<B> {
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
-    ) -> Result<(Sender<B>, bool), ConnectError> {
+    ) -> Result<(Sender<B>, bool, u32), ConnectError> {
         if cluster.spec.http2 {
-            let existing = self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(s) = existing.filter(|s| !s.is_closed()) {
-                return Ok((Sender::H2(s), true));
+            if let Some(s) = self.take_h2() {
+                return Ok((Sender::H2(s), true, 0));
             }
             let _pending = Pending::enter(cluster)?;
             let s = connect(cluster, addr, false).await?;
             if let Sender::H2(h2) = &s {
-                *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(h2.clone());
+                self.set_h2(cluster, h2);
             }
-            return Ok((s, false));
+            return Ok((s, false, 0));
         }
-        if let Some(s) = self.idle.take() {
-            return Ok((Sender::H1(s), true));
+        if let Some((s, left)) = self.idle.take() {
+            return Ok((Sender::H1(s), true, left));
         }
         let _pending = Pending::enter(cluster)?;
         loop {
-            if let Some(s) = self.idle.take() {
-                return Ok((Sender::H1(s), true));
+            if let Some((s, left)) = self.idle.take() {
+                return Ok((Sender::H1(s), true, left));
             }
             if self.reserve(cluster) {
                 return connect_reserved(cluster, addr, false, Some(self.cx.clone()))
                     .await
-                    .map(|s| (s, false));
+                    .map(|s| (s, false, requests_left(cluster)));
             }
             tokio::time::sleep(PENDING_POLL).await;
         }
+    }
+
+    /// A stream on the pooled HTTP/2 connection, if it is open and may carry one more; the
+    /// connection's last allowed stream takes it out of the pool (it closes once its streams
+    /// end).
+    fn take_h2(&self) -> Option<http2::SendRequest<B>> {
+        let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, left) = slot.as_mut().filter(|(s, _)| !s.is_closed())?;
+        let s = s.clone();
+        *left -= 1;
+        if *left == 0 {
+            *slot = None;
+        }
+        Some(s)
+    }
+
+    /// Pools a new HTTP/2 connection whose first stream the caller sends.
+    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>) {
+        let left = requests_left(cluster) - 1;
+        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = (left > 0).then(|| (s.clone(), left));
     }
 
     /// Takes a connection slot in the cluster (below max_connections) and in this pool; the
@@ -263,6 +299,11 @@ async fn open<B: PoolBody>(
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
+    if let Some(k) = &cluster.spec.options.tcp_keepalive {
+        if let Err(e) = super::sockopts::apply_keepalive(&tcp, k) {
+            tracing::debug!(cluster = %cluster.spec.name, %addr, error = %e, "tcp_keepalive");
+        }
+    }
     cluster.stats.upstream_cx_total.inc();
     match &cluster.tls {
         Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp)).await {
@@ -303,24 +344,32 @@ where
         }
         stats.upstream_cx_active.dec();
     };
+    let limit = cluster.spec.options.buffer_limit_bytes;
     let sender = if h2 {
-        let (s, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
+        let mut b = http2::Builder::new(crate::fair::Executor);
+        if let Some(n) = limit {
+            // per_connection_buffer_limit_bytes: the flow-control windows (as Envoy's codec,
+            // at least HTTP/2's minimum window).
+            let w = n.max(MIN_H2_WINDOW);
+            b.initial_stream_window_size(w)
+                .initial_connection_window_size(w);
+        }
+        let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::fair::spawn(async move {
             let _ = conn.await;
             closed();
         });
         Sender::H2(s)
     } else {
-        let (s, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
+        let mut b = http1::Builder::new();
+        if let Some(n) = limit {
+            // per_connection_buffer_limit_bytes: hyper's read buffer (at least its minimum).
+            b.max_buf_size((n as usize).max(MIN_H1_BUF));
+        }
+        let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::fair::spawn(async move {
             let _ = conn.with_upgrades().await;
             closed();
         });

@@ -36,6 +36,8 @@ pub struct ClusterSpec {
     pub health_check: Option<HealthCheckSpec>,
     /// ORIGINAL_DST `use_http_header`: the request header naming the destination `ip:port`.
     pub orig_dst_header: Option<http::HeaderName>,
+    /// Connection, DNS and `common_lb_config` options, as validated.
+    pub options: crate::config::ClusterOptions,
 }
 
 /// Host discovery.
@@ -51,6 +53,8 @@ pub enum Discovery {
         refresh: Duration,
         /// dns_lookup_family (Envoy default AUTO).
         family: crate::config::DnsLookupFamily,
+        /// LOGICAL_DNS: only the first address of the (one) endpoint's answer is a host.
+        logical: bool,
     },
     /// Connect to the downstream connection's original destination.
     OriginalDst,

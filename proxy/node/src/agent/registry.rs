@@ -7,7 +7,7 @@ use std::{
 };
 
 use sluice_common::{Counter, PROXY_MARK};
-use sluice_engine::server::Server;
+use sluice_engine::{fair::PodShare, server::Server};
 use tracing::info;
 
 use super::{
@@ -151,6 +151,8 @@ pub struct Registry {
     pods: HashMap<u64, Pod>,
     /// Port of each engine-served pod's admin (0 = none).
     pod_admin_port: u16,
+    /// How many of the agent's workers one pod's tasks may occupy at once (0 = no bound).
+    pod_workers: usize,
 }
 
 impl Registry {
@@ -161,7 +163,14 @@ impl Registry {
             handlers,
             pods: HashMap::new(),
             pod_admin_port: DEFAULT_POD_ADMIN_PORT,
+            pod_workers: 0,
         }
+    }
+
+    /// Bounds how many of the agent's workers each pod enrolled from now on may occupy at once
+    /// (0 = no bound); see [`sluice_engine::fair`].
+    pub fn set_pod_workers(&mut self, workers: usize) {
+        self.pod_workers = workers;
     }
 
     /// Port of the admin bound in each engine-served pod from now on (0 = none).
@@ -291,6 +300,8 @@ impl Registry {
             Some(PROXY_MARK),
             DEFAULT_CONNECT_TIMEOUT,
         );
+        // One share for both directions: the pod's inbound and outbound work count together.
+        let share = (self.pod_workers > 0).then(|| PodShare::new(self.pod_workers));
         let ctx = |name, direction| {
             Arc::new(ListenerContext {
                 name,
@@ -298,6 +309,7 @@ impl Registry {
                 netns: bound.netns_arg.clone(),
                 upstream: upstream.clone(),
                 stats: ListenerStats::default(),
+                share: share.clone(),
             })
         };
         let out_ctx = ctx("outbound", Direction::Outbound);

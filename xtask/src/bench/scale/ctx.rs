@@ -66,6 +66,11 @@ impl<'a> Ctx<'a> {
     /// `ebpf+sluice-node-l7`) or L4 passthrough; `workers` passes `--workers`, else the tokio
     /// default (one worker per core).
     pub fn agent(&self, l7: bool, workers: Option<u32>) -> Result<Agent> {
+        self.agent_with(l7, workers, &[])
+    }
+
+    /// [`Ctx::agent`] with more `sluice agent` arguments.
+    pub fn agent_with(&self, l7: bool, workers: Option<u32>, args: &[&str]) -> Result<Agent> {
         let n = self.n.get() + 1;
         self.n.set(n);
         let cfg = self.pods.dir.path.join("agent-l7.yaml");
@@ -73,10 +78,11 @@ impl<'a> Ctx<'a> {
             std::fs::write(&cfg, scale_config(&self.pods.server_ip))?;
         }
         let w = workers.map(|w| w.to_string());
-        let extra: Vec<&str> = match &w {
+        let mut extra: Vec<&str> = match &w {
             Some(w) => vec!["--workers", w],
             None => vec![],
         };
+        extra.extend_from_slice(args);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         start_agent(&AgentSpec {
             sluice: self.sluice,

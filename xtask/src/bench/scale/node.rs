@@ -109,7 +109,7 @@ impl Engines {
 /// One agent, every pod enrolled in node mode: enrollment latency, then [`measure`]. Returns
 /// the agent (still serving every pod) for the neighbour and churn runs.
 pub fn run(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
-    let mut agent = enroll_all(cx, engines, m)?;
+    let mut agent = enroll_all(cx, engines, engines.key(), &[], m)?;
     measure(cx, engines.key(), &[agent.run.pid()], cx.plan.pods, m)
         .with_context(|| format!("agent log:\n{}", log_tail(&agent.run.log, 20)))?;
     agent.run.check_alive()?;
@@ -118,9 +118,14 @@ pub fn run(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
 
 /// A fresh agent with every pod enrolled in node mode (enrollment latency and the status
 /// check recorded).
-pub fn enroll_all(cx: &Ctx, engines: Engines, m: &mut Metrics) -> Result<Agent> {
-    let key = engines.key();
-    let mut agent = cx.agent(engines != Engines::L4, None)?;
+pub fn enroll_all(
+    cx: &Ctx,
+    engines: Engines,
+    key: &str,
+    agent_args: &[&str],
+    m: &mut Metrics,
+) -> Result<Agent> {
+    let mut agent = cx.agent_with(engines != Engines::L4, None, agent_args)?;
     let pid = agent.run.pid();
     std::thread::sleep(Duration::from_millis(500));
     record(m, &format!("{key}.empty"), procstat::snap(pid)?);

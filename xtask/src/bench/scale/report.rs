@@ -333,6 +333,14 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
     for (label, k) in [
         ("L4", "node_l4"),
         ("L7", "node_l7"),
+        (
+            "L4, no per-pod bound (`--pod-workers 0`)",
+            "node_l4_unbounded",
+        ),
+        (
+            "L7, no per-pod bound (`--pod-workers 0`)",
+            "node_l7_unbounded",
+        ),
         ("no proxy (control)", "direct"),
     ] {
         let c = |f: &str, d| m.cell(&format!("{k}.noisy.{f}"), d);
@@ -348,7 +356,12 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         );
     }
 
-    for k in ["node_l4", "node_l7"] {
+    for k in [
+        "node_l4",
+        "node_l7",
+        "node_l4_unbounded",
+        "node_l7_unbounded",
+    ] {
         if let Some(n) = m.med(&format!("{k}.noisy.warmup_failures")) {
             let _ = writeln!(
                 md,
@@ -356,7 +369,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             );
         }
     }
-    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent.\n");
+    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent. The agent bounds each pod to half its workers (`--pod-workers`, default half rounded up: one of two here), so a pod at full speed leaves the other worker to the other pods; the unbounded rows run the same agent with `--pod-workers 0`.\n");
     let _ = writeln!(
         md,
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",

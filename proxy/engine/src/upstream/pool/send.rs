@@ -56,11 +56,11 @@ impl<B: PoolBody> HostPool<B> {
         req: Request<B>,
         replay: impl FnOnce() -> Option<Request<B>>,
     ) -> Result<Response<ReturnOnEnd<B>>, SendError> {
-        let (sender, reused) = self
+        let (sender, reused, left) = self
             .acquire(cluster, addr)
             .await
             .map_err(SendError::Connect)?;
-        let req = match self.send_on(cluster, addr, sender, req).await {
+        let req = match self.send_on(cluster, addr, sender, left, req).await {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
@@ -71,9 +71,10 @@ impl<B: PoolBody> HostPool<B> {
             .await
             .map_err(SendError::Connect)?;
         if let Sender::H2(h2) = &sender {
-            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(h2.clone());
+            self.set_h2(cluster, h2);
         }
-        self.send_on(cluster, addr, sender, req)
+        let left = super::requests_left(cluster);
+        self.send_on(cluster, addr, sender, left, req)
             .await
             .map_err(|f| match f {
                 Failure::Downstream => SendError::Downstream,
@@ -86,6 +87,7 @@ impl<B: PoolBody> HostPool<B> {
         cluster: &Cluster,
         addr: SocketAddr,
         sender: Sender<B>,
+        left: u32,
         mut req: Request<B>,
     ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
         match sender {
@@ -97,7 +99,7 @@ impl<B: PoolBody> HostPool<B> {
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
-                        slot: Some((s, self.idle.clone())),
+                        slot: Some((s, left.saturating_sub(1), self.idle.clone())),
                     })),
                     Err(mut e) => match e.take_message() {
                         _ if e.error().is_user() => Err(Failure::Downstream),
@@ -169,13 +171,14 @@ fn to_h2<B>(req: &mut Request<B>, tls: bool, addr: SocketAddr) -> bool {
 /// has been read to the end (a body abandoned midway closes the connection instead).
 pub struct ReturnOnEnd<B> {
     inner: Incoming,
-    slot: Option<(http1::SendRequest<B>, Arc<Idle<B>>)>,
+    /// The connection, the requests it may carry after this one, and the pool it goes back to.
+    slot: Option<(http1::SendRequest<B>, u32, Arc<Idle<B>>)>,
 }
 
 impl<B> ReturnOnEnd<B> {
     fn give_back(&mut self) {
-        if let Some((s, idle)) = self.slot.take() {
-            idle.release(s);
+        if let Some((s, left, idle)) = self.slot.take() {
+            idle.release(s, left);
         }
     }
 }

@@ -1,0 +1,140 @@
+//! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
+//! `max_requests_per_connection` (both places), `upstream_connection_options`,
+//! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate` and
+//! `common_lb_config`.
+
+use std::time::Duration;
+
+use super::{
+    path::FieldPath,
+    raw_cluster::{RawCluster, RawHttpProtocolOptions},
+    raw_cluster_options::{RawCommonLbConfig, RawRefreshRate},
+    ClusterOptions, ConfigError, DiscoveryType, TcpKeepalive, DEFAULT_HEALTHY_PANIC_THRESHOLD,
+};
+
+/// Envoy's bound on `dns_failure_refresh_rate.base_interval` (`gt: 1ms`).
+const MIN_REFRESH_BASE: Duration = Duration::from_millis(1);
+
+/// Reads the options of `raw` at `p`; `typed` is the cluster's typed HttpProtocolOptions, if
+/// any.
+pub(crate) fn options(
+    raw: &RawCluster,
+    typed: Option<&RawHttpProtocolOptions>,
+    discovery: DiscoveryType,
+    p: &FieldPath,
+) -> Result<ClusterOptions, ConfigError> {
+    let typed_max = typed.and_then(|t| {
+        t.common_http_protocol_options
+            .as_ref()
+            .and_then(|c| c.max_requests_per_connection)
+    });
+    // Envoy refuses both; 0 means no limit.
+    if typed_max.is_some() && raw.max_requests_per_connection.is_some() {
+        return Err(p.field("max_requests_per_connection").err(
+            "only one of this and typed_extension_protocol_options' \
+             common_http_protocol_options.max_requests_per_connection",
+        ));
+    }
+    let max_requests_per_connection = typed_max
+        .or(raw.max_requests_per_connection)
+        .filter(|n| *n > 0);
+    let tcp_keepalive = raw
+        .upstream_connection_options
+        .as_ref()
+        .and_then(|o| o.tcp_keepalive.as_ref())
+        .map(|k| TcpKeepalive {
+            probes: k.keepalive_probes,
+            time: k.keepalive_time,
+            interval: k.keepalive_interval,
+        });
+    let dns = matches!(
+        discovery,
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns
+    );
+    let dns_failure_refresh = match &raw.dns_failure_refresh_rate {
+        None => None,
+        Some(r) => Some(refresh_rate(r, &p.field("dns_failure_refresh_rate"))?),
+    };
+    if !dns && (dns_failure_refresh.is_some() || raw.respect_dns_ttl.is_some()) {
+        let field = if dns_failure_refresh.is_some() {
+            "dns_failure_refresh_rate"
+        } else {
+            "respect_dns_ttl"
+        };
+        return Err(p
+            .field(field)
+            .err("only valid with type STRICT_DNS or LOGICAL_DNS"));
+    }
+    let mut out = ClusterOptions {
+        max_requests_per_connection,
+        tcp_keepalive,
+        buffer_limit_bytes: raw.per_connection_buffer_limit_bytes,
+        dns_failure_refresh,
+        ..ClusterOptions::default()
+    };
+    if let Some(c) = &raw.common_lb_config {
+        common_lb_config(c, &p.field("common_lb_config"), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn refresh_rate(r: &RawRefreshRate, p: &FieldPath) -> Result<(Duration, Duration), ConfigError> {
+    let base = r
+        .base_interval
+        .ok_or_else(|| p.field("base_interval").err("required"))?
+        .0;
+    if base <= MIN_REFRESH_BASE {
+        return Err(p.field("base_interval").err("must be greater than 1ms"));
+    }
+    // Envoy's default max_interval: 10 times the base.
+    let max = r.max_interval.map_or(base * 10, |d| d.0);
+    if max <= base {
+        return Err(p
+            .field("max_interval")
+            .err("must be greater than base_interval"));
+    }
+    Ok((base, max))
+}
+
+fn common_lb_config(
+    c: &RawCommonLbConfig,
+    p: &FieldPath,
+    out: &mut ClusterOptions,
+) -> Result<(), ConfigError> {
+    if let Some(t) = &c.healthy_panic_threshold {
+        let v = t.value.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&v) {
+            return Err(p
+                .field("healthy_panic_threshold")
+                .field("value")
+                .err(format!("{v} is out of range (0..=100)")));
+        }
+        out.healthy_panic_threshold = v;
+    } else {
+        out.healthy_panic_threshold = DEFAULT_HEALTHY_PANIC_THRESHOLD;
+    }
+    if let Some(z) = &c.zone_aware_lb_config {
+        let zp = p.field("zone_aware_lb_config");
+        if let Some(v) = z.routing_enabled.as_ref().and_then(|r| r.value) {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(zp
+                    .field("routing_enabled")
+                    .field("value")
+                    .err(format!("{v} is out of range (0..=100)")));
+            }
+        }
+        // routing_enabled / min_cluster_size: no-ops (zone-aware routing needs the
+        // cluster_manager's local_cluster_name, which sluice does not take; Envoy routes the
+        // same without it). fail_traffic_on_panic applies to every cluster in panic.
+        let _ = z.min_cluster_size;
+        out.fail_traffic_on_panic = z.fail_traffic_on_panic.unwrap_or(false);
+    }
+    // update_merge_window: a no-op here (host updates apply at once; Envoy's window only batches
+    // them).
+    let _ = c.update_merge_window;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "cluster_options_tests.rs"]
+mod tests;

@@ -1,0 +1,165 @@
+//! Parsing and validation of the cluster options (`cluster_options`): values reach
+//! [`ClusterOptions`], errors name the field path.
+
+use std::time::Duration;
+
+use super::super::{
+    dynamic_tests::cluster, from_yaml_str, tests::expect_err, Bootstrap, ClusterOptions,
+    DiscoveryType,
+};
+
+const C: &str = "static_resources.clusters[0]";
+
+/// A bootstrap with one tcp_proxy listener to cluster `svc` of type `discovery` with one
+/// endpoint `host`:80, whose definition ends with `fields` (YAML lines indented by 4).
+fn with_cluster(discovery: &str, host: &str, fields: &str) -> String {
+    cluster(&format!(
+        "    type: {discovery}\n    load_assignment:\n      cluster_name: svc\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: {host}, port_value: 80}}}}}}\n{fields}"
+    ))
+}
+
+fn options(yaml: &str) -> (Bootstrap, ClusterOptions) {
+    let b = from_yaml_str(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let o = b.cluster("svc").expect("cluster svc").options.clone();
+    (b, o)
+}
+
+const TYPED: &str = r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http_protocol_options: {}}
+        common_http_protocol_options: {max_requests_per_connection: 3}
+"#;
+
+#[test]
+fn defaults() {
+    let (_, o) = options(&with_cluster("STATIC", "127.0.0.1", ""));
+    assert_eq!(o, ClusterOptions::default());
+    assert_eq!(o.healthy_panic_threshold, 50.0);
+}
+
+#[test]
+fn max_requests_per_connection_from_either_place() {
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    max_requests_per_connection: 2\n",
+    ));
+    assert_eq!(o.max_requests_per_connection, Some(2));
+    let (_, o) = options(&with_cluster("STATIC", "127.0.0.1", TYPED));
+    assert_eq!(o.max_requests_per_connection, Some(3));
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    max_requests_per_connection: 0\n",
+    ));
+    assert_eq!(o.max_requests_per_connection, None, "0 is no limit");
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            &format!("{TYPED}    max_requests_per_connection: 1\n"),
+        ),
+        &format!("{C}.max_requests_per_connection"),
+        "only one of",
+    );
+}
+
+#[test]
+fn connection_options() {
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    per_connection_buffer_limit_bytes: 32768\n    upstream_connection_options: {tcp_keepalive: {keepalive_time: 9}}\n",
+    ));
+    assert_eq!(o.buffer_limit_bytes, Some(32768));
+    let k = o.tcp_keepalive.expect("tcp_keepalive");
+    assert_eq!((k.probes, k.time, k.interval), (None, Some(9), None));
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    upstream_connection_options: {tcp_keepalive: {keepalive_tries: 1}}\n",
+        ),
+        &format!("{C}.upstream_connection_options.tcp_keepalive.keepalive_tries"),
+        "unknown field",
+    );
+}
+
+#[test]
+fn logical_dns_and_refresh_rates() {
+    let (b, o) = options(&with_cluster(
+        "LOGICAL_DNS",
+        "localhost",
+        "    respect_dns_ttl: true\n    dns_failure_refresh_rate: {base_interval: 2s}\n",
+    ));
+    assert_eq!(
+        b.cluster("svc").unwrap().discovery,
+        DiscoveryType::LogicalDns
+    );
+    assert_eq!(
+        o.dns_failure_refresh,
+        Some((Duration::from_secs(2), Duration::from_secs(20)))
+    );
+    expect_err(
+        &with_cluster(
+            "LOGICAL_DNS",
+            "localhost",
+            "    dns_failure_refresh_rate: {base_interval: 2s, max_interval: 1s}\n",
+        ),
+        &format!("{C}.dns_failure_refresh_rate.max_interval"),
+        "greater than base_interval",
+    );
+    expect_err(
+        &with_cluster(
+            "LOGICAL_DNS",
+            "localhost",
+            "    dns_failure_refresh_rate: {}\n",
+        ),
+        &format!("{C}.dns_failure_refresh_rate.base_interval"),
+        "required",
+    );
+    expect_err(
+        &with_cluster("STATIC", "127.0.0.1", "    respect_dns_ttl: true\n"),
+        &format!("{C}.respect_dns_ttl"),
+        "only valid with type STRICT_DNS or LOGICAL_DNS",
+    );
+    let two = with_cluster("LOGICAL_DNS", "localhost", "").replace(
+        "      - lb_endpoints:\n",
+        "      - lb_endpoints:\n        - endpoint: {address: {socket_address: {address: other, port_value: 80}}}\n",
+    );
+    expect_err(
+        &two,
+        &format!("{C}.load_assignment"),
+        "exactly one endpoint",
+    );
+}
+
+#[test]
+fn common_lb_config() {
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    common_lb_config:\n      healthy_panic_threshold: {value: 0}\n      zone_aware_lb_config: {fail_traffic_on_panic: true, min_cluster_size: 3}\n      update_merge_window: 1s\n",
+    ));
+    assert_eq!(o.healthy_panic_threshold, 0.0);
+    assert!(o.fail_traffic_on_panic);
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    common_lb_config: {healthy_panic_threshold: {value: 101}}\n",
+        ),
+        &format!("{C}.common_lb_config.healthy_panic_threshold.value"),
+        "out of range",
+    );
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    common_lb_config: {locality_weighted_lb_config: {}}\n",
+        ),
+        &format!("{C}.common_lb_config.locality_weighted_lb_config"),
+        "not supported",
+    );
+}
