@@ -24,6 +24,8 @@ pub(crate) struct RawRouteConfiguration {
     pub ignore_port_in_host_matching: Option<bool>,
     pub validate_clusters: Option<bool>,
     pub max_direct_response_body_size_bytes: Option<u32>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
 }
 
 /// `VirtualHost`.

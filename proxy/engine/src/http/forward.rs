@@ -387,11 +387,15 @@ pub(crate) async fn run(
                     .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
             }
             if let Some(s) = shadows.take() {
-                let copy = match &body {
-                    ReqBody::Buffered(b) => Some(b.clone()),
-                    _ => None,
-                };
-                mirror::send(s, &parts, &path, copy, &lb, plan.timeout);
+                // A body streamed (over MAX_RETRY_BODY or of unknown length) cannot be copied:
+                // no shadow then, rather than one without its body.
+                match &body {
+                    ReqBody::Empty => mirror::send(s, &parts, &path, None, &lb, plan.timeout),
+                    ReqBody::Buffered(b) => {
+                        mirror::send(s, &parts, &path, Some(b.clone()), &lb, plan.timeout)
+                    }
+                    ReqBody::Once(_) => {}
+                }
             }
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);

@@ -79,6 +79,12 @@ pub(crate) fn build_route_table(
         p,
         "response",
     )?;
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+        &Arc::from([]),
+    )?;
     let mut domains = DomainIndex::default();
     let mut virtual_hosts = Vec::with_capacity(raw.virtual_hosts.len());
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
@@ -86,7 +92,7 @@ pub(crate) fn build_route_table(
         for (j, d) in vh.domains.iter().enumerate() {
             add_domain(&mut domains, d, i, &vp.field("domains").index(j))?;
         }
-        virtual_hosts.push(virtual_host(vh, &vp, clusters)?);
+        virtual_hosts.push(virtual_host(vh, &vp, clusters, &mirrors)?);
     }
     domains.suffix.sort_by_key(|e| std::cmp::Reverse(e.0));
     domains.prefix.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -157,6 +163,7 @@ fn virtual_host(
     raw: RawVirtualHost,
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
+    config_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<VirtualHost, ConfigError> {
     let name = raw
         .name
@@ -173,6 +180,7 @@ fn virtual_host(
         &raw.request_mirror_policies,
         &p.field("request_mirror_policies"),
         clusters,
+        config_mirrors,
     )?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
@@ -508,17 +516,12 @@ fn forward(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
-    // A route's own policies replace the virtual host's (Envoy's `RouteEntryImplBase`); an
-    // empty list is an unset field (proto3), so the virtual host's apply then.
-    let mirrors = if raw.request_mirror_policies.is_empty() {
-        vhost_mirrors.clone()
-    } else {
-        mirror_policies(
-            &raw.request_mirror_policies,
-            &p.field("request_mirror_policies"),
-            clusters,
-        )?
-    };
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+        vhost_mirrors,
+    )?;
     Ok(ForwardAction {
         mirrors,
         cluster,

@@ -29,12 +29,18 @@ pub enum MirrorCluster {
     Header(String),
 }
 
-/// A route's mirror policies: its own when set (even empty), else the virtual host's.
+/// The `request_mirror_policies` at `p`, or when the list is empty (proto3: unset) the
+/// enclosing level's `inherited`: the most specific non-empty list applies (route, virtual host,
+/// route configuration), as Envoy's `RouteEntryImplBase`.
 pub(crate) fn mirror_policies(
     raw: &[RawRequestMirrorPolicy],
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
+    inherited: &Arc<[MirrorPolicy]>,
 ) -> Result<Arc<[MirrorPolicy]>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(inherited.clone());
+    }
     raw.iter()
         .enumerate()
         .map(|(i, m)| mirror_policy(m, &p.index(i), clusters))
