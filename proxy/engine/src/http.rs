@@ -17,6 +17,7 @@ mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
+mod internal_redirect;
 mod limits;
 pub mod local_reply;
 mod normalize;
@@ -382,6 +383,8 @@ pub(crate) struct Outcome {
     pub(crate) flag: Flag,
     pub(crate) upstream_host: Option<SocketAddr>,
     pub(crate) upstream_ms: Option<u64>,
+    /// An upstream redirect the route's `internal_redirect_policy` may follow.
+    pub(crate) redirect: Option<Box<internal_redirect::Candidate>>,
 }
 
 impl Outcome {
@@ -391,6 +394,7 @@ impl Outcome {
             flag,
             upstream_host: None,
             upstream_ms: None,
+            redirect: None,
         }
     }
 }
@@ -553,6 +557,7 @@ pub async fn handle(
                     flag: Flag::None,
                     upstream_host: None,
                     upstream_ms: None,
+                    redirect: None,
                 }
             }
             Selection::Redirect {
@@ -578,6 +583,7 @@ pub async fn handle(
                     flag: Flag::None,
                     upstream_host: None,
                     upstream_ms: None,
+                    redirect: None,
                 }
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
@@ -605,7 +611,19 @@ pub async fn handle(
                             &hcm.by_name,
                         );
                     }
-                    let run = forward::run(cluster, plan, conn, fmt, req);
+                    let (parts, body) = req.into_parts();
+                    let run = async {
+                        let o = forward::run(
+                            cluster,
+                            plan,
+                            conn,
+                            fmt,
+                            parts,
+                            forward::Input::Stream(body),
+                        )
+                        .await;
+                        internal_redirect::follow(&hcm, conn, fmt, o).await
+                    };
                     match hcm.cfg.max_stream_duration {
                         None => run.await,
                         Some(d) => with_deadline(run, start + d).await,
@@ -620,6 +638,7 @@ pub async fn handle(
         flag,
         upstream_host,
         upstream_ms,
+        ..
     } = outcome;
     if h1 {
         *resp.version_mut() = version;

@@ -13,6 +13,7 @@ mod describe;
 pub mod explain;
 pub mod format;
 mod headers;
+pub mod internal_redirect;
 mod matcher;
 pub mod mirror;
 pub mod observe;
@@ -205,6 +206,8 @@ pub struct ForwardAction {
     /// `request_mirror_policies` (the virtual host's when the route sets none); empty: no
     /// mirroring, nothing done per request.
     pub mirrors: Arc<[mirror::MirrorPolicy]>,
+    /// `internal_redirect_policy`: upstream redirects followed by the proxy.
+    pub internal_redirect: Option<Arc<internal_redirect::InternalRedirectPolicy>>,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

@@ -228,6 +228,22 @@ pub(crate) struct RawRouteAction {
     /// Empty (proto3: the same as unset): the virtual host's apply.
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
+}
+
+/// `InternalRedirectPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInternalRedirectPolicy {
+    pub max_internal_redirects: Option<u32>,
+    #[serde(default)]
+    pub redirect_response_codes: Vec<u32>,
+    /// Typed extensions (`name` + `typed_config`).
+    #[serde(default)]
+    pub predicates: Vec<RawRetryHostPredicate>,
+    pub allow_cross_scheme_redirect: Option<bool>,
+    #[serde(default)]
+    pub response_headers_to_copy: Vec<String>,
 }
 
 /// `RouteAction.RequestMirrorPolicy`.

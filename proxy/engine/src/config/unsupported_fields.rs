@@ -201,7 +201,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "include_vh_rate_limits",
     "max_grpc_timeout",
     "grpc_timeout_offset",
-    "internal_redirect_policy",
     "internal_redirect_action",
     "max_internal_redirects",
     "early_data_policy",

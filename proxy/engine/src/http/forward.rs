@@ -19,14 +19,15 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
+    internal_redirect,
     local_reply::{self, Flag},
     retry::{self, Outcome as Try},
     upgrade, Body, ConnInfo, Outcome,
 };
 use crate::{
     route::{
-        format::FormatContext, Forward, HashPolicyKind, HeaderMutations, HostRewriteResult,
-        RetryPolicy,
+        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HashPolicyKind,
+        HeaderMutations, HostRewriteResult, RetryPolicy,
     },
     upstream::{
         lb::hash_bytes,
@@ -84,6 +85,15 @@ pub(crate) struct Plan {
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
+    /// The route's `internal_redirect_policy`.
+    redirect: Option<Arc<InternalRedirectPolicy>>,
+}
+
+/// The request body as [`run`] gets it: the downstream stream, or a body already read (the
+/// request of an internal redirect).
+pub(crate) enum Input {
+    Stream(Incoming),
+    Replay(Option<Bytes>),
 }
 
 impl Plan {
@@ -155,6 +165,7 @@ impl Plan {
                 fwd.vhost.include_attempt_count_in_response,
             ),
             shadows: Vec::new(),
+            redirect: fwd.action.internal_redirect.clone(),
         }
     }
 }
@@ -253,9 +264,9 @@ pub(crate) async fn run(
     mut plan: Plan,
     conn: ConnInfo,
     fmt: FormatContext<'_>,
-    req: Request<Incoming>,
+    mut parts: Parts,
+    input: Input,
 ) -> Outcome {
-    let (mut parts, body) = req.into_parts();
     apply_request_mutations(&plan, &fmt, &mut parts);
     if let Some(v) = &plan.grpc_timeout {
         parts.headers.insert("grpc-timeout", v.clone());
@@ -344,23 +355,30 @@ pub(crate) async fn run(
         };
         hosting.apply(&mut parts, &host);
         parts.uri = origin_form(&path);
+        // An internal redirect is never offered for an upgrade (it has no replayable body).
+        let Input::Stream(body) = input else {
+            return Outcome::local(Flag::ConnectionTermination);
+        };
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
 
-    let mut body = if body.is_end_stream() {
-        ReqBody::Empty
-    } else if (plan.retry.is_some() || !plan.shadows.is_empty())
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|u| u <= MAX_RETRY_BODY)
-    {
-        match body.collect().await {
-            Ok(c) => ReqBody::Buffered(c.to_bytes()),
-            Err(_) => return Outcome::local(Flag::DownstreamTermination),
+    let mut body = match input {
+        Input::Replay(None) => ReqBody::Empty,
+        Input::Replay(Some(b)) => ReqBody::Buffered(b),
+        Input::Stream(body) if body.is_end_stream() => ReqBody::Empty,
+        Input::Stream(body)
+            if (plan.retry.is_some() || !plan.shadows.is_empty() || plan.redirect.is_some())
+                && body
+                    .size_hint()
+                    .upper()
+                    .is_some_and(|u| u <= MAX_RETRY_BODY) =>
+        {
+            match body.collect().await {
+                Ok(c) => ReqBody::Buffered(c.to_bytes()),
+                Err(_) => return Outcome::local(Flag::DownstreamTermination),
+            }
         }
-    } else {
-        ReqBody::Once(Some(body))
+        Input::Stream(body) => ReqBody::Once(Some(body)),
     };
 
     // Mirrored once, with the first attempt's headers.
@@ -458,6 +476,27 @@ pub(crate) async fn run(
                     } else {
                         Flag::None
                     };
+                    // A redirect the route's policy may follow: only for a request whose body
+                    // was read whole (Envoy: no redirect for a streamed request).
+                    let redirect = plan
+                        .redirect
+                        .as_ref()
+                        .filter(|p| p.follows(resp.status().as_u16()))
+                        .and_then(|p| {
+                            let body = match &body {
+                                ReqBody::Empty => None,
+                                ReqBody::Buffered(b) => Some(b.clone()),
+                                ReqBody::Once(_) => return None,
+                            };
+                            internal_redirect::candidate(
+                                p,
+                                resp.status().as_u16(),
+                                resp.headers(),
+                                &parts,
+                                &path,
+                                body,
+                            )
+                        });
                     let mut resp = finish_response(
                         resp,
                         upstream_ms,
@@ -479,6 +518,7 @@ pub(crate) async fn run(
                         flag,
                         upstream_host: last_host,
                         upstream_ms: Some(upstream_ms),
+                        redirect,
                     }
                 }
                 Err(e) => {
@@ -574,7 +614,7 @@ fn choose_retry_host(
     Some(host)
 }
 
-fn origin_form(path: &PathAndQuery) -> Uri {
+pub(super) fn origin_form(path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))

@@ -7,6 +7,7 @@ use super::{
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
+    internal_redirect::internal_redirect_policy,
     mirror::{mirror_policies, MirrorPolicy},
     rate_limited::rate_limited_back_off,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
@@ -522,8 +523,16 @@ fn forward(
         clusters,
         vhost_mirrors,
     )?;
+    let internal_redirect = match &raw.internal_redirect_policy {
+        Some(r) => Some(Arc::new(internal_redirect_policy(
+            r,
+            &p.field("internal_redirect_policy"),
+        )?)),
+        None => None,
+    };
     Ok(ForwardAction {
         mirrors,
+        internal_redirect,
         cluster,
         prefix_rewrite,
         regex_rewrite,
