@@ -257,6 +257,7 @@ pub(crate) struct RawRequestMirrorPolicy {
     #[allow(dead_code)]
     pub trace_sampled: Option<bool>,
     pub disable_shadow_host_suffix_append: Option<bool>,
+    pub host_rewrite_literal: Option<String>,
 }
 
 /// `RouteAction.MaxStreamDuration`.

@@ -207,7 +207,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "retry_policy_typed_config",
     // RouteAction.RequestMirrorPolicy
     "request_headers_mutations",
-    "host_rewrite_literal",
     // RetryPolicy
     "retry_priority",
     "retry_options_predicates",

@@ -17,6 +17,8 @@ pub struct MirrorPolicy {
     /// Not `disable_shadow_host_suffix_append`: the shadow's Host gets `-shadow` before its
     /// port (Envoy's `shadowAppendedHost`).
     pub host_suffix: bool,
+    /// `host_rewrite_literal`: the shadow's Host (no suffix then).
+    pub host_rewrite: Option<http::HeaderValue>,
 }
 
 /// Where a mirror policy sends its copy.
@@ -71,9 +73,21 @@ fn mirror_policy(
         Some(rf) => Some(fractional_percent(rf, &p.field("runtime_fraction"))?),
         None => None,
     };
+    let host_rewrite = match raw
+        .host_rewrite_literal
+        .as_deref()
+        .filter(|h| !h.is_empty())
+    {
+        Some(h) => Some(http::HeaderValue::from_str(h).map_err(|_| {
+            p.field("host_rewrite_literal")
+                .err(format!("{h:?} is not a valid header value"))
+        })?),
+        None => None,
+    };
     Ok(MirrorPolicy {
         cluster,
         fraction,
+        host_rewrite,
         host_suffix: !raw.disable_shadow_host_suffix_append.unwrap_or(false),
     })
 }

@@ -17,6 +17,7 @@ use crate::{
 pub(crate) struct Shadow {
     cluster: Arc<Cluster>,
     host_suffix: bool,
+    host_rewrite: Option<HeaderValue>,
 }
 
 /// The shadows of one request: each policy whose `runtime_fraction` holds and whose cluster
@@ -39,6 +40,7 @@ pub(crate) fn select(
             out.push(Shadow {
                 cluster: cluster.clone(),
                 host_suffix: p.host_suffix,
+                host_rewrite: p.host_rewrite.clone(),
             });
         }
     }
@@ -61,7 +63,9 @@ pub(crate) fn send(
             continue;
         };
         let mut headers = parts.headers.clone();
-        if s.host_suffix {
+        if let Some(h) = s.host_rewrite {
+            headers.insert(header::HOST, h);
+        } else if s.host_suffix {
             let shadowed = headers
                 .get(header::HOST)
                 .and_then(|v| v.to_str().ok())
