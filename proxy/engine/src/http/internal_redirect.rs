@@ -191,3 +191,35 @@ pub(crate) async fn follow(
     }
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_targets() {
+        // (Location, Some((https, authority, path)) | None: not followed)
+        type Row = (&'static str, Option<(bool, &'static str, &'static str)>);
+        let table: &[Row] = &[
+            (
+                "http://a.example/x?q=1#frag",
+                Some((false, "a.example", "/x?q=1")),
+            ),
+            (
+                "https://a.example:8443",
+                Some((true, "a.example:8443", "/")),
+            ),
+            ("HTTP://a.example/p", Some((false, "a.example", "/p"))),
+            ("ftp://a.example/p", Some((true, "a.example", "/p"))),
+            ("/relative", None),
+            ("a.example/x", None),
+            ("", None),
+        ];
+        for (loc, want) in table {
+            let got = target(&HeaderValue::from_static(loc))
+                .map(|t| (t.https, t.authority, t.path.as_str().to_string()));
+            let want = want.map(|(h, a, p)| (h, a.to_string(), p.to_string()));
+            assert_eq!(got, want, "{loc}");
+        }
+    }
+}
