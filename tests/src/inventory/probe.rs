@@ -46,7 +46,7 @@ static_resources:
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
-                  request_mirror_policies: [{ cluster: c }]
+                  request_mirror_policies: [{ cluster: c, request_headers_mutations: [{ remove: x-r }] }]
                   internal_redirect_policy: { max_internal_redirects: 1 }
                   hash_policy:
                   - { header: { header_name: x } }
@@ -114,6 +114,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
         ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
         ("config.route.v3.RouteAction.RequestMirrorPolicy", format!("{ROUTES}/0/route/request_mirror_policies/0")),
+        ("config.common.mutation_rules.v3.HeaderMutation", format!("{ROUTES}/0/route/request_mirror_policies/0/request_headers_mutations/0")),
         ("config.route.v3.InternalRedirectPolicy", format!("{ROUTES}/0/route/internal_redirect_policy")),
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),

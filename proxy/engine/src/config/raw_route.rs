@@ -258,6 +258,16 @@ pub(crate) struct RawRequestMirrorPolicy {
     pub trace_sampled: Option<bool>,
     pub disable_shadow_host_suffix_append: Option<bool>,
     pub host_rewrite_literal: Option<String>,
+    #[serde(default)]
+    pub request_headers_mutations: Vec<RawHeaderMutation>,
+}
+
+/// `config.common.mutation_rules.v3.HeaderMutation` (`remove_on_match` not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMutation {
+    pub remove: Option<String>,
+    pub append: Option<RawHeaderValueOption>,
 }
 
 /// `RouteAction.MaxStreamDuration`.

@@ -3,8 +3,16 @@
 
 use std::sync::Arc;
 
-use super::{build::KnownClusters, build_match::fractional_percent, FractionalPercent};
-use crate::config::{raw_route::RawRequestMirrorPolicy, ClusterRef, ConfigError, FieldPath};
+use super::{
+    build::KnownClusters,
+    build_headers::{check_header_name, header_to_add},
+    build_match::fractional_percent,
+    FractionalPercent, HeaderMutations,
+};
+use crate::config::{
+    raw_route::{RawHeaderMutation, RawRequestMirrorPolicy},
+    ClusterRef, ConfigError, FieldPath,
+};
 
 /// One `RequestMirrorPolicy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +27,8 @@ pub struct MirrorPolicy {
     pub host_suffix: bool,
     /// `host_rewrite_literal`: the shadow's Host (no suffix then).
     pub host_rewrite: Option<http::HeaderValue>,
+    /// `request_headers_mutations`, one operation per entry, applied in order to the copy.
+    pub mutations: Arc<[HeaderMutations]>,
 }
 
 /// Where a mirror policy sends its copy.
@@ -84,12 +94,46 @@ fn mirror_policy(
         })?),
         None => None,
     };
+    let mutations = raw
+        .request_headers_mutations
+        .iter()
+        .enumerate()
+        .map(|(i, m)| header_mutation(m, &p.field("request_headers_mutations").index(i)))
+        .collect::<Result<_, _>>()?;
     Ok(MirrorPolicy {
         cluster,
         fraction,
         host_rewrite,
+        mutations,
         host_suffix: !raw.disable_shadow_host_suffix_append.unwrap_or(false),
     })
+}
+
+/// One `HeaderMutation` at `p`: a removal or an addition (literal values only: the copy is
+/// sent outside the request's formatting context).
+fn header_mutation(raw: &RawHeaderMutation, p: &FieldPath) -> Result<HeaderMutations, ConfigError> {
+    let mut out = HeaderMutations::default();
+    match (&raw.remove, &raw.append) {
+        (Some(r), None) => {
+            let n = r.to_ascii_lowercase();
+            check_header_name(&n, &p.field("remove"))?;
+            out.remove.push(n);
+        }
+        (None, Some(a)) => {
+            let h = header_to_add(a, &p.field("append"))?;
+            if h.format.is_some() {
+                return Err(p
+                    .field("append")
+                    .field("header")
+                    .field("value")
+                    .err("not supported: command operators in a mirror's header mutation"));
+            }
+            out.add.push(h);
+        }
+        (None, None) => return Err(p.err("one of remove and append is required")),
+        (Some(_), Some(_)) => return Err(p.err("only one of remove and append may be set")),
+    }
+    Ok(out)
 }
 
 /// Envoy's `shadowAppendedHost`: `-shadow` after the host name, before a port

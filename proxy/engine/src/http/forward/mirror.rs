@@ -9,7 +9,10 @@ use http::{header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Re
 
 use crate::{
     http::{local_reply, Body},
-    route::mirror::{shadow_host, MirrorCluster, MirrorPolicy},
+    route::{
+        mirror::{shadow_host, MirrorCluster, MirrorPolicy},
+        HeaderMutations,
+    },
     upstream::{Cluster, Host, LbContext},
 };
 
@@ -18,6 +21,7 @@ pub(crate) struct Shadow {
     cluster: Arc<Cluster>,
     host_suffix: bool,
     host_rewrite: Option<HeaderValue>,
+    mutations: Arc<[HeaderMutations]>,
 }
 
 /// The shadows of one request: each policy whose `runtime_fraction` holds and whose cluster
@@ -41,6 +45,7 @@ pub(crate) fn select(
                 cluster: cluster.clone(),
                 host_suffix: p.host_suffix,
                 host_rewrite: p.host_rewrite.clone(),
+                mutations: p.mutations.clone(),
             });
         }
     }
@@ -63,6 +68,9 @@ pub(crate) fn send(
             continue;
         };
         let mut headers = parts.headers.clone();
+        for m in s.mutations.iter() {
+            m.apply(&mut headers);
+        }
         if let Some(h) = s.host_rewrite {
             headers.insert(header::HOST, h);
         } else if s.host_suffix {

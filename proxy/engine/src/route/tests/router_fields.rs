@@ -33,6 +33,16 @@ fn bad_router_fields_name_the_field() {
             format!("{route}.request_mirror_policies[0]: one of cluster and cluster_header"),
         ),
         (
+            "{ cluster: a, request_mirror_policies: [{ cluster: a, request_headers_mutations: [{ remove: host }] }] }",
+            format!("{route}.request_mirror_policies[0].request_headers_mutations[0].remove"),
+        ),
+        (
+            "{ cluster: a, request_mirror_policies: [{ cluster: a, request_headers_mutations: [{ append: { header: { key: x, value: '%START_TIME%' } } }] }] }",
+            format!(
+                "{route}.request_mirror_policies[0].request_headers_mutations[0].append.header.value: not supported"
+            ),
+        ),
+        (
             "{ cluster: a, retry_policy: { rate_limited_retry_back_off: { reset_headers: [] } } }",
             format!("{route}.retry_policy.rate_limited_retry_back_off.reset_headers"),
         ),
