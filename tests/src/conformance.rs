@@ -8,6 +8,9 @@
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
 //!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
 //!   `up.conn` (which connection of that server it came on, 1 = the first).
+//! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
+//!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
+//!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
 //!
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
@@ -210,7 +213,13 @@ fn run_one(
             conn = Some(s);
             resp
         });
-        let mut obs = observe(resp, ups.take());
+        if !case.shadow_upstreams.is_empty() {
+            // A shadow copy is fire and forget: give it time to arrive (loopback, no delay).
+            std::thread::sleep(SHADOW_SETTLE);
+        }
+        let mut obs = observe_with_shadows(resp, ups.take(), &case.shadow_upstreams);
+        // Which connection a shadow copy came on is never compared.
+        obs.remove("shadow.conn");
         if !case.upstream_conns {
             obs.remove("up.conn");
         }
@@ -323,6 +332,38 @@ fn relabel(obs: &mut [Observation]) {
     }
 }
 
+/// How long a case with `shadow_upstreams` waits after each response for the shadow copies.
+const SHADOW_SETTLE: Duration = Duration::from_millis(300);
+
+/// [`observe`], with the recordings of the `shadows` upstreams observed as `shadow.*`.
+pub fn observe_with_shadows(
+    resp: Result<Response, String>,
+    recorded: Vec<Recorded>,
+    shadows: &[String],
+) -> Observation {
+    let (mut shadow, main): (Vec<Recorded>, Vec<Recorded>) = recorded
+        .into_iter()
+        .partition(|r| shadows.contains(&r.upstream));
+    // Copies to several clusters race each other: observed in name order.
+    shadow.sort_by(|x, y| x.upstream.cmp(&y.upstream));
+    let mut o = observe(resp, main);
+    if !shadows.is_empty() {
+        let names: Vec<&str> = shadow.iter().map(|r| r.upstream.as_str()).collect();
+        o.insert(
+            "shadow.upstream".into(),
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(",")
+            },
+        );
+        if let Some(last) = shadow.last() {
+            record_request(&mut o, "shadow", last, false);
+        }
+    }
+    o
+}
+
 /// Flattens a response and the upstream recordings into an [`Observation`].
 pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Observation {
     let mut o = Observation::new();
@@ -357,31 +398,37 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
     );
     o.insert("attempts".into(), recorded.len().to_string());
     if let Some(last) = recorded.last() {
-        o.insert("up.method".into(), last.method.clone());
-        o.insert("up.conn".into(), last.conn.to_string());
-        o.insert("up.path".into(), last.path.clone());
-        if !last.body.is_empty() {
-            o.insert("up.body".into(), body_text(&last.body));
-        }
-        for (k, v) in &last.headers {
-            if k == "host" {
-                push_value(&mut o, "up.host".into(), v);
-                continue;
-            }
-            // On a retried request Envoy sends the time left, which varies with elapsed time.
-            let v = if k == "x-envoy-expected-rq-timeout-ms" && recorded.len() > 1 {
-                PRESENT
-            } else {
-                v
-            };
-            push_value(
-                &mut o,
-                format!("up.header.{k}"),
-                reduce(PRESENCE_ONLY_UPSTREAM, k, v),
-            );
-        }
+        record_request(&mut o, "up", last, recorded.len() > 1);
     }
     o
+}
+
+/// `<prefix>.method`, `.path`, `.body`, `.host` and `.header.<name>` of one recorded request;
+/// `retried`: the request had earlier attempts.
+fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: bool) {
+    o.insert(format!("{prefix}.method"), last.method.clone());
+    o.insert(format!("{prefix}.conn"), last.conn.to_string());
+    o.insert(format!("{prefix}.path"), last.path.clone());
+    if !last.body.is_empty() {
+        o.insert(format!("{prefix}.body"), body_text(&last.body));
+    }
+    for (k, v) in &last.headers {
+        if k == "host" {
+            push_value(o, format!("{prefix}.host"), v);
+            continue;
+        }
+        // On a retried request Envoy sends the time left, which varies with elapsed time.
+        let v = if k == "x-envoy-expected-rq-timeout-ms" && retried {
+            PRESENT
+        } else {
+            v
+        };
+        push_value(
+            o,
+            format!("{prefix}.header.{k}"),
+            reduce(PRESENCE_ONLY_UPSTREAM, k, v),
+        );
+    }
 }
 
 /// `v`, or [`PRESENT`] when `k` is in `list` — except an `x-request-id` that is not a generated

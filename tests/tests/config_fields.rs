@@ -95,11 +95,7 @@ fn probe_tells_accepted_from_rejected() {
     let hcm = "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
     for (message, field, accepted) in [
         ("config.route.v3.RouteAction", "prefix_rewrite", true),
-        (
-            "config.route.v3.RouteAction",
-            "request_mirror_policies",
-            false,
-        ),
+        ("config.route.v3.RouteAction", "early_data_policy", false),
         (hcm, "use_remote_address", true),
         (hcm, "rds", false),
         ("config.cluster.v3.Cluster", "dns_lookup_family", true),

@@ -18,6 +18,7 @@ mod h2_flood;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
+mod internal_redirect;
 mod limits;
 pub mod local_reply;
 mod normalize;
@@ -388,6 +389,8 @@ pub(crate) struct Outcome {
     pub(crate) flag: Flag,
     pub(crate) upstream_host: Option<SocketAddr>,
     pub(crate) upstream_ms: Option<u64>,
+    /// An upstream redirect the route's `internal_redirect_policy` may follow.
+    pub(crate) redirect: Option<Box<internal_redirect::Candidate>>,
 }
 
 impl Outcome {
@@ -397,6 +400,7 @@ impl Outcome {
             flag,
             upstream_host: None,
             upstream_ms: None,
+            redirect: None,
         }
     }
 }
@@ -574,6 +578,7 @@ pub async fn handle_with(
                     flag,
                     upstream_host: None,
                     upstream_ms: None,
+                    redirect: None,
                 }
             }
             Selection::NoRoute => {
@@ -601,6 +606,7 @@ pub async fn handle_with(
                     flag: Flag::None,
                     upstream_host: None,
                     upstream_ms: None,
+                    redirect: None,
                 }
             }
             Selection::Redirect {
@@ -626,6 +632,7 @@ pub async fn handle_with(
                     flag: Flag::None,
                     upstream_host: None,
                     upstream_ms: None,
+                    redirect: None,
                 }
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
@@ -639,7 +646,7 @@ pub async fn handle_with(
                 }
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
-                    let plan = forward::Plan::new(
+                    let mut plan = forward::Plan::new(
                         &fwd,
                         &conn,
                         &path,
@@ -649,7 +656,26 @@ pub async fn handle_with(
                     if let Some(d) = &decoded {
                         d.apply_request_headers(req.headers_mut());
                     }
-                    let run = forward::run(cluster, plan, conn, fmt, req);
+                    if !fwd.action.mirrors.is_empty() {
+                        plan.shadows = forward::mirror::select(
+                            &fwd.action.mirrors,
+                            req.headers(),
+                            &hcm.by_name,
+                        );
+                    }
+                    let (parts, body) = req.into_parts();
+                    let run = async {
+                        let o = forward::run(
+                            cluster,
+                            plan,
+                            conn,
+                            fmt,
+                            parts,
+                            forward::Input::Stream(body),
+                        )
+                        .await;
+                        internal_redirect::follow(&hcm, conn, fmt, o).await
+                    };
                     match hcm.cfg.max_stream_duration {
                         None => run.await,
                         Some(d) => with_deadline(run, start + d).await,
@@ -666,6 +692,7 @@ pub async fn handle_with(
             mut flag,
             upstream_host,
             upstream_ms,
+            ..
         },
         decoded,
     ) = outcome;

@@ -13,8 +13,11 @@ mod describe;
 pub mod explain;
 pub mod format;
 mod headers;
+pub mod internal_redirect;
 mod matcher;
+pub mod mirror;
 pub mod observe;
+pub mod rate_limited;
 mod select;
 #[cfg(test)]
 mod tests;
@@ -113,6 +116,10 @@ pub struct VirtualHost {
     pub retry_policy: Option<RetryPolicy>,
     /// `typed_per_filter_config` and the deprecated `cors`.
     pub per_filter: PerFilterConfigs,
+    /// `include_request_attempt_count`: `x-envoy-attempt-count` on every upstream attempt.
+    pub include_request_attempt_count: bool,
+    /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the response.
+    pub include_attempt_count_in_response: bool,
 }
 
 /// `routes[]`.
@@ -204,6 +211,11 @@ pub struct ForwardAction {
     /// `append_x_forwarded_host`: a host rewrite appends the original Host to
     /// `x-forwarded-host`.
     pub append_x_forwarded_host: bool,
+    /// `request_mirror_policies` (the virtual host's when the route sets none); empty: no
+    /// mirroring, nothing done per request.
+    pub mirrors: Arc<[mirror::MirrorPolicy]>,
+    /// `internal_redirect_policy`: upstream redirects followed by the proxy.
+    pub internal_redirect: Option<Arc<internal_redirect::InternalRedirectPolicy>>,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).
@@ -389,6 +401,8 @@ pub struct RetryPolicy {
     pub previous_hosts: bool,
     /// `host_selection_retry_max_attempts` (default 1, as Envoy).
     pub host_selection_max_attempts: u32,
+    /// `rate_limited_retry_back_off`: a retried response's reset header sets the back-off.
+    pub rate_limited: Option<rate_limited::RateLimitedBackOff>,
 }
 
 /// The conditions of `retry_on` (a comma-separated list in Envoy).

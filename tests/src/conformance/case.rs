@@ -52,6 +52,11 @@ pub struct Case {
     /// weighted round robin): the `upstream` observations are rotated to a canonical start first.
     #[serde(default)]
     pub upstream_round: Option<usize>,
+    /// Upstreams that get shadow (mirrored) copies: their recordings are left out of
+    /// `upstream` / `attempts` / `up.*` and observed as `shadow.*` (see the module doc of
+    /// `conformance`), after a short wait, since a shadow arrives in its own time.
+    #[serde(default)]
+    pub shadow_upstreams: Vec<String>,
     /// Declared divergences for every request: observation key (or `sluice-start`) -> reason. A key
     /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]

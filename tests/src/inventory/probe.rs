@@ -49,7 +49,7 @@ static_resources:
             virtual_hosts:
             - name: v
               domains: ["*"]
-              retry_policy: { retry_on: 5xx, retry_back_off: { base_interval: 1s } }
+              retry_policy: { retry_on: 5xx, retry_back_off: { base_interval: 1s }, rate_limited_retry_back_off: { reset_headers: [{ name: retry-after }] } }
               cors: { allow_methods: GET }
               typed_per_filter_config:
                 envoy.filters.http.cors:
@@ -65,6 +65,8 @@ static_resources:
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
+                  request_mirror_policies: [{ cluster: c, request_headers_mutations: [{ remove: x-r }] }]
+                  internal_redirect_policy: { max_internal_redirects: 1 }
                   hash_policy:
                   - { header: { header_name: x } }
                   - { cookie: { name: k } }
@@ -128,6 +130,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.VirtualHost", vh.clone()),
         ("config.route.v3.RetryPolicy", format!("{vh}/retry_policy")),
         ("config.route.v3.RetryPolicy.RetryBackOff", format!("{vh}/retry_policy/retry_back_off")),
+        ("config.route.v3.RetryPolicy.RateLimitedRetryBackOff", format!("{vh}/retry_policy/rate_limited_retry_back_off")),
+        ("config.route.v3.RetryPolicy.ResetHeader", format!("{vh}/retry_policy/rate_limited_retry_back_off/reset_headers/0")),
         ("config.route.v3.Route", format!("{ROUTES}/0")),
         ("config.route.v3.FilterConfig", format!("{ROUTES}/0/typed_per_filter_config/envoy.filters.http.fault")),
         ("config.route.v3.RouteMatch", format!("{ROUTES}/0/match")),
@@ -136,6 +140,9 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.QueryParameterMatcher", format!("{ROUTES}/0/match/query_parameters/0")),
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
         ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
+        ("config.route.v3.RouteAction.RequestMirrorPolicy", format!("{ROUTES}/0/route/request_mirror_policies/0")),
+        ("config.common.mutation_rules.v3.HeaderMutation", format!("{ROUTES}/0/route/request_mirror_policies/0/request_headers_mutations/0")),
+        ("config.route.v3.InternalRedirectPolicy", format!("{ROUTES}/0/route/internal_redirect_policy")),
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),

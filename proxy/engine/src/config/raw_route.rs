@@ -29,6 +29,8 @@ pub(crate) struct RawRouteConfiguration {
     pub max_direct_response_body_size_bytes: Option<u32>,
     /// Filter name -> per-route config (`@type`d), the least specific level.
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
 }
 
 /// `VirtualHost`.
@@ -53,6 +55,10 @@ pub(crate) struct RawVirtualHost {
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
     /// Deprecated `cors` (config.route.v3.CorsPolicy).
     pub cors: Option<Value>,
+    pub include_request_attempt_count: Option<bool>,
+    pub include_attempt_count_in_response: Option<bool>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
 }
 
 /// `Route`.
@@ -232,6 +238,49 @@ pub(crate) struct RawRouteAction {
     pub append_x_forwarded_host: Option<bool>,
     /// Deprecated `cors` (config.route.v3.CorsPolicy).
     pub cors: Option<Value>,
+    /// Empty (proto3: the same as unset): the virtual host's apply.
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
+}
+
+/// `InternalRedirectPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInternalRedirectPolicy {
+    pub max_internal_redirects: Option<u32>,
+    #[serde(default)]
+    pub redirect_response_codes: Vec<u32>,
+    /// Typed extensions (`name` + `typed_config`).
+    #[serde(default)]
+    pub predicates: Vec<RawRetryHostPredicate>,
+    pub allow_cross_scheme_redirect: Option<bool>,
+    #[serde(default)]
+    pub response_headers_to_copy: Vec<String>,
+}
+
+/// `RouteAction.RequestMirrorPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequestMirrorPolicy {
+    pub cluster: Option<String>,
+    pub cluster_header: Option<String>,
+    pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
+    /// A documented no-op: sluice does no tracing.
+    #[allow(dead_code)]
+    pub trace_sampled: Option<bool>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
+    pub host_rewrite_literal: Option<String>,
+    #[serde(default)]
+    pub request_headers_mutations: Vec<RawHeaderMutation>,
+}
+
+/// `config.common.mutation_rules.v3.HeaderMutation` (`remove_on_match` not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMutation {
+    pub remove: Option<String>,
+    pub append: Option<RawHeaderValueOption>,
 }
 
 /// `RouteAction.MaxStreamDuration`.
@@ -304,6 +353,24 @@ pub(crate) struct RawRetryPolicy {
     #[serde(default)]
     pub retry_host_predicate: Vec<RawRetryHostPredicate>,
     pub host_selection_retry_max_attempts: Option<RawInt64>,
+    pub rate_limited_retry_back_off: Option<RawRateLimitedRetryBackOff>,
+}
+
+/// `RetryPolicy.RateLimitedRetryBackOff`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimitedRetryBackOff {
+    #[serde(default)]
+    pub reset_headers: Vec<RawResetHeader>,
+    pub max_interval: Option<PbDuration>,
+}
+
+/// `RetryPolicy.ResetHeader`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResetHeader {
+    pub name: Option<String>,
+    pub format: Option<String>,
 }
 
 /// `RetryPolicy.RetryHostPredicate` (a typed extension: `name` + `typed_config`).

@@ -19,14 +19,15 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
+    internal_redirect,
     local_reply::{self, Flag},
     retry::{self, Outcome as Try},
     upgrade, Body, ConnInfo, Outcome,
 };
 use crate::{
     route::{
-        format::FormatContext, Forward, HashPolicyKind, HeaderMutations, HostRewriteResult,
-        RetryPolicy,
+        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HashPolicyKind,
+        HeaderMutations, HostRewriteResult, RetryPolicy,
     },
     upstream::{
         lb::hash_bytes,
@@ -40,6 +41,7 @@ use crate::{
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
 mod host;
+pub(crate) mod mirror;
 
 use host::{apply_request_mutations, HostPlan, Hosting};
 
@@ -77,6 +79,21 @@ pub(crate) struct Plan {
     /// `retriable_request_headers` allow retrying this request.
     retry_allowed: bool,
     hash: Option<u64>,
+    /// `include_request_attempt_count`, `include_attempt_count_in_response` (the virtual
+    /// host's).
+    attempt_count: (bool, bool),
+    /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
+    /// (no allocation) without mirror policies.
+    pub(crate) shadows: Vec<mirror::Shadow>,
+    /// The route's `internal_redirect_policy`.
+    redirect: Option<Arc<InternalRedirectPolicy>>,
+}
+
+/// The request body as [`run`] gets it: the downstream stream, or a body already read (the
+/// request of an internal redirect).
+pub(crate) enum Input {
+    Stream(Incoming),
+    Replay(Option<Bytes>),
 }
 
 impl Plan {
@@ -143,6 +160,12 @@ impl Plan {
                 .and(stream_limit)
                 .map(grpc_timeout_value),
             hash,
+            attempt_count: (
+                fwd.vhost.include_request_attempt_count,
+                fwd.vhost.include_attempt_count_in_response,
+            ),
+            shadows: Vec::new(),
+            redirect: fwd.action.internal_redirect.clone(),
         }
     }
 }
@@ -238,12 +261,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Runs the forward path for one request.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
-    plan: Plan,
+    mut plan: Plan,
     conn: ConnInfo,
     fmt: FormatContext<'_>,
-    req: Request<Incoming>,
+    mut parts: Parts,
+    input: Input,
 ) -> Outcome {
-    let (mut parts, body) = req.into_parts();
     apply_request_mutations(&plan, &fmt, &mut parts);
     if let Some(v) = &plan.grpc_timeout {
         parts.headers.insert("grpc-timeout", v.clone());
@@ -332,25 +355,35 @@ pub(crate) async fn run(
         };
         hosting.apply(&mut parts, &host);
         parts.uri = origin_form(&path);
+        // An internal redirect is never offered for an upgrade (it has no replayable body).
+        let Input::Stream(body) = input else {
+            return Outcome::local(Flag::ConnectionTermination);
+        };
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
 
-    let mut body = if body.is_end_stream() {
-        ReqBody::Empty
-    } else if plan.retry.is_some()
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|u| u <= MAX_RETRY_BODY)
-    {
-        match body.collect().await {
-            Ok(c) => ReqBody::Buffered(c.to_bytes()),
-            Err(_) => return Outcome::local(Flag::DownstreamTermination),
+    let mut body = match input {
+        Input::Replay(None) => ReqBody::Empty,
+        Input::Replay(Some(b)) => ReqBody::Buffered(b),
+        Input::Stream(body) if body.is_end_stream() => ReqBody::Empty,
+        Input::Stream(body)
+            if (plan.retry.is_some() || !plan.shadows.is_empty() || plan.redirect.is_some())
+                && body
+                    .size_hint()
+                    .upper()
+                    .is_some_and(|u| u <= MAX_RETRY_BODY) =>
+        {
+            match body.collect().await {
+                Ok(c) => ReqBody::Buffered(c.to_bytes()),
+                Err(_) => return Outcome::local(Flag::DownstreamTermination),
+            }
         }
-    } else {
-        ReqBody::Once(Some(body))
+        Input::Stream(body) => ReqBody::Once(Some(body)),
     };
 
+    // Mirrored once, with the first attempt's headers.
+    let mut shadows = Some(std::mem::take(&mut plan.shadows)).filter(|s| !s.is_empty());
+    let (count_up, count_resp) = plan.attempt_count;
     let attempts = async {
         let mut retries_done = 0u32;
         let mut last_host: Option<SocketAddr> = None;
@@ -366,6 +399,22 @@ pub(crate) async fn run(
             }
             last_host = Some(host.addr).or(last_host);
             hosting.apply(&mut parts, &host);
+            if count_up {
+                parts
+                    .headers
+                    .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+            }
+            if let Some(s) = shadows.take() {
+                // A body streamed (over MAX_RETRY_BODY or of unknown length) cannot be copied:
+                // no shadow then, rather than one without its body.
+                match &body {
+                    ReqBody::Empty => mirror::send(s, &parts, &path, None, &lb, plan.timeout),
+                    ReqBody::Buffered(b) => {
+                        mirror::send(s, &parts, &path, Some(b.clone()), &lb, plan.timeout)
+                    }
+                    ReqBody::Once(_) => {}
+                }
+            }
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
@@ -407,8 +456,13 @@ pub(crate) async fn run(
                     cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
                     cluster.stats.upstream_rq_retry_overflow.inc();
                 } else {
+                    let wait = retry::backoff_after(
+                        policy,
+                        retries_done,
+                        result.as_ref().ok().map(|r| r.headers()),
+                    );
                     drop(result);
-                    tokio::time::sleep(retry::backoff(policy, retries_done)).await;
+                    tokio::time::sleep(wait).await;
                     cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
@@ -422,22 +476,49 @@ pub(crate) async fn run(
                     } else {
                         Flag::None
                     };
+                    // A redirect the route's policy may follow: only for a request whose body
+                    // was read whole (Envoy: no redirect for a streamed request).
+                    let redirect = plan
+                        .redirect
+                        .as_ref()
+                        .filter(|p| p.follows(resp.status().as_u16()))
+                        .and_then(|p| {
+                            let body = match &body {
+                                ReqBody::Empty => None,
+                                ReqBody::Buffered(b) => Some(b.clone()),
+                                ReqBody::Once(_) => return None,
+                            };
+                            internal_redirect::candidate(
+                                p,
+                                resp.status().as_u16(),
+                                resp.headers(),
+                                &parts,
+                                &path,
+                                body,
+                            )
+                        });
+                    let mut resp = finish_response(
+                        resp,
+                        upstream_ms,
+                        &plan.resp_mutations,
+                        &FormatContext {
+                            request: Some(&parts.headers),
+                            upstream_remote: Some(host.addr),
+                            ..fmt
+                        },
+                        plan.idle,
+                        plan.stream_deadline,
+                    );
+                    if count_resp {
+                        resp.headers_mut()
+                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+                    }
                     Outcome {
-                        resp: finish_response(
-                            resp,
-                            upstream_ms,
-                            &plan.resp_mutations,
-                            &FormatContext {
-                                request: Some(&parts.headers),
-                                upstream_remote: Some(host.addr),
-                                ..fmt
-                            },
-                            plan.idle,
-                            plan.stream_deadline,
-                        ),
+                        resp,
                         flag,
                         upstream_host: last_host,
                         upstream_ms: Some(upstream_ms),
+                        redirect,
                     }
                 }
                 Err(e) => {
@@ -449,6 +530,11 @@ pub(crate) async fn run(
                     };
                     let mut o = Outcome::local(flag);
                     o.resp = local_reply::for_failure(flag, retries_done > 0);
+                    if count_resp {
+                        o.resp
+                            .headers_mut()
+                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+                    }
                     o.upstream_host = last_host;
                     o
                 }
@@ -528,7 +614,7 @@ fn choose_retry_host(
     Some(host)
 }
 
-fn origin_form(path: &PathAndQuery) -> Uri {
+pub(super) fn origin_form(path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))

@@ -135,6 +135,34 @@ pub const EDGE_STRIPPED_HEADERS: &[&str] = &[
     "x-envoy-downstream-service-node",
 ];
 
+/// The wait before retry number `retry + 1`: with `rate_limited_retry_back_off`, a reset header
+/// of the retried response (`headers`) giving more than 1 ms sets it, jittered in
+/// [interval, 1.5 x interval) (Envoy's `JitteredLowerBoundBackOffStrategy`); otherwise
+/// [`backoff`].
+pub fn backoff_after(
+    policy: &RetryPolicy,
+    retry: u32,
+    headers: Option<&http::HeaderMap>,
+) -> Duration {
+    let reset = policy
+        .rate_limited
+        .as_ref()
+        .zip(headers)
+        .and_then(|(r, h)| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            r.reset_interval(h, now)
+        });
+    match reset {
+        Some(d) if d > Duration::from_millis(1) => {
+            let ms = d.as_millis() as u64;
+            Duration::from_millis(ms + rand::thread_rng().gen_range(0..(ms / 2).max(1)))
+        }
+        _ => backoff(policy, retry),
+    }
+}
+
 /// Fully jittered exponential back-off: uniform in [0, min(base * 2^retry, max)).
 pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     let base = policy.base_interval.as_millis().max(1) as u64;
@@ -160,6 +188,7 @@ mod tests {
             retriable_request_headers: Vec::new().into(),
             previous_hosts: false,
             host_selection_max_attempts: 1,
+            rate_limited: None,
         }
     }
 

@@ -121,7 +121,7 @@ fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
 
 /// The host's first non-loopback IPv4 address (Envoy's `Utility::getLocalAddress(v4)`, used
 /// for `x-forwarded-for` when the peer is loopback), else 127.0.0.1; looked up once.
-fn local_address() -> std::net::IpAddr {
+pub(crate) fn local_address() -> std::net::IpAddr {
     static ADDR: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
     *ADDR.get_or_init(|| {
         nix::ifaddrs::getifaddrs()

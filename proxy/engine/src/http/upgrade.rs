@@ -71,6 +71,7 @@ pub(crate) async fn run(
             flag: Flag::None,
             upstream_host: Some(host.addr),
             upstream_ms: Some(upstream_ms),
+            redirect: None,
         };
     }
     Outcome {
@@ -78,5 +79,6 @@ pub(crate) async fn run(
         flag: Flag::None,
         upstream_host: Some(host.addr),
         upstream_ms: Some(upstream_ms),
+        redirect: None,
     }
 }

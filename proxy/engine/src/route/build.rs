@@ -7,6 +7,9 @@ use super::{
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
+    internal_redirect::internal_redirect_policy,
+    mirror::{mirror_policies, MirrorPolicy},
+    rate_limited::rate_limited_back_off,
     ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
     HostRewrite, MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
     RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
@@ -82,6 +85,12 @@ pub(crate) fn build_route_table(
         &p.field("typed_per_filter_config"),
         None,
     )?;
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+        &Arc::from([]),
+    )?;
     let mut domains = DomainIndex::default();
     let mut virtual_hosts = Vec::with_capacity(raw.virtual_hosts.len());
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
@@ -89,7 +98,7 @@ pub(crate) fn build_route_table(
         for (j, d) in vh.domains.iter().enumerate() {
             add_domain(&mut domains, d, i, &vp.field("domains").index(j))?;
         }
-        virtual_hosts.push(virtual_host(vh, &vp, clusters)?);
+        virtual_hosts.push(virtual_host(vh, &vp, clusters, &mirrors)?);
     }
     domains.suffix.sort_by_key(|e| std::cmp::Reverse(e.0));
     domains.prefix.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -161,6 +170,7 @@ fn virtual_host(
     raw: RawVirtualHost,
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
+    config_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<VirtualHost, ConfigError> {
     let name = raw
         .name
@@ -178,6 +188,12 @@ fn virtual_host(
         &p.field("typed_per_filter_config"),
         crate::http::filters::legacy_cors(raw.cors.as_ref(), &p.field("cors"))?,
     )?;
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+        config_mirrors,
+    )?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
         routes.push(route(
@@ -185,6 +201,7 @@ fn virtual_host(
             &p.field("routes").index(i),
             clusters,
             retry_policy.as_ref(),
+            &mirrors,
         )?);
     }
     Ok(VirtualHost {
@@ -205,6 +222,8 @@ fn virtual_host(
         routes,
         retry_policy,
         per_filter,
+        include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
+        include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
     })
 }
 
@@ -213,6 +232,7 @@ fn route(
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
+    vhost_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
@@ -234,6 +254,7 @@ fn route(
             &p.field("route"),
             clusters,
             vhost_retry,
+            vhost_mirrors,
         )?)),
         (None, Some(r), None) => {
             let rp = p.field("redirect");
@@ -412,6 +433,7 @@ fn forward(
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
     vhost_retry: Option<&RetryPolicy>,
+    vhost_mirrors: &Arc<[MirrorPolicy]>,
 ) -> Result<ForwardAction, ConfigError> {
     let cluster = match (raw.cluster, raw.weighted_clusters, raw.cluster_header) {
         (Some(c), None, None) => {
@@ -519,7 +541,22 @@ fn forward(
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
     };
+    let mirrors = mirror_policies(
+        &raw.request_mirror_policies,
+        &p.field("request_mirror_policies"),
+        clusters,
+        vhost_mirrors,
+    )?;
+    let internal_redirect = match &raw.internal_redirect_policy {
+        Some(r) => Some(Arc::new(internal_redirect_policy(
+            r,
+            &p.field("internal_redirect_policy"),
+        )?)),
+        None => None,
+    };
     Ok(ForwardAction {
+        mirrors,
+        internal_redirect,
         cluster,
         prefix_rewrite,
         regex_rewrite,
@@ -707,7 +744,15 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
                 .err(format!("invalid int64 {t:?}"))
         })?),
     };
+    let rate_limited = match &raw.rate_limited_retry_back_off {
+        Some(r) => Some(rate_limited_back_off(
+            r,
+            &p.field("rate_limited_retry_back_off"),
+        )?),
+        None => None,
+    };
     Ok(RetryPolicy {
+        rate_limited,
         retriable_headers: matchers(&raw.retriable_headers, "retriable_headers")?,
         retriable_request_headers: matchers(
             &raw.retriable_request_headers,

@@ -33,56 +33,61 @@ pub(crate) fn mutations_at(
         out.remove.push(n);
     }
     for (i, h) in add.iter().enumerate() {
-        let hp = ap.index(i);
-        let hv = h
-            .header
-            .as_ref()
-            .ok_or_else(|| hp.field("header").err("required"))?;
-        let key = hv.key.as_deref().unwrap_or("").to_ascii_lowercase();
-        check_header_name(&key, &hp.field("header").field("key"))?;
-        let raw_value = hv.value.as_deref().unwrap_or("");
-        let (value, format) = match HeaderValueFormat::parse(raw_value)
-            .map_err(|m| hp.field("header").field("value").err(m))?
-        {
-            ParsedValue::Literal(v) => (v, None),
-            ParsedValue::Format(f) => (String::new(), Some(f)),
-        };
-        if http::HeaderValue::from_str(&value).is_err() {
-            return Err(hp
-                .field("header")
-                .field("value")
-                .err(format!("invalid header value {raw_value:?}")));
-        }
-        let action = match (h.append, h.append_action.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(hp.err("only one of append and append_action may be set"))
-            }
-            (Some(true), None) | (None, None) | (None, Some("APPEND_IF_EXISTS_OR_ADD")) => {
-                AppendAction::AppendIfExistsOrAdd
-            }
-            (Some(false), None) | (None, Some("OVERWRITE_IF_EXISTS_OR_ADD")) => {
-                AppendAction::OverwriteIfExistsOrAdd
-            }
-            (None, Some("ADD_IF_ABSENT")) => AppendAction::AddIfAbsent,
-            (None, Some("OVERWRITE_IF_EXISTS")) => AppendAction::OverwriteIfExists,
-            (None, Some(o)) => {
-                return Err(hp
-                    .field("append_action")
-                    .err(format!("unknown value {o:?}")))
-            }
-        };
-        out.add.push(HeaderToAdd {
-            name: key,
-            value,
-            format,
-            action,
-            keep_empty_value: h.keep_empty_value.unwrap_or(false),
-        });
+        out.add.push(header_to_add(h, &ap.index(i))?);
     }
     Ok(out)
 }
 
-fn check_header_name(n: &str, p: &FieldPath) -> Result<(), ConfigError> {
+/// One `HeaderValueOption` at `hp`.
+pub(crate) fn header_to_add(
+    h: &RawHeaderValueOption,
+    hp: &FieldPath,
+) -> Result<HeaderToAdd, ConfigError> {
+    let hv = h
+        .header
+        .as_ref()
+        .ok_or_else(|| hp.field("header").err("required"))?;
+    let key = hv.key.as_deref().unwrap_or("").to_ascii_lowercase();
+    check_header_name(&key, &hp.field("header").field("key"))?;
+    let raw_value = hv.value.as_deref().unwrap_or("");
+    let (value, format) = match HeaderValueFormat::parse(raw_value)
+        .map_err(|m| hp.field("header").field("value").err(m))?
+    {
+        ParsedValue::Literal(v) => (v, None),
+        ParsedValue::Format(f) => (String::new(), Some(f)),
+    };
+    if http::HeaderValue::from_str(&value).is_err() {
+        return Err(hp
+            .field("header")
+            .field("value")
+            .err(format!("invalid header value {raw_value:?}")));
+    }
+    let action = match (h.append, h.append_action.as_deref()) {
+        (Some(_), Some(_)) => return Err(hp.err("only one of append and append_action may be set")),
+        (Some(true), None) | (None, None) | (None, Some("APPEND_IF_EXISTS_OR_ADD")) => {
+            AppendAction::AppendIfExistsOrAdd
+        }
+        (Some(false), None) | (None, Some("OVERWRITE_IF_EXISTS_OR_ADD")) => {
+            AppendAction::OverwriteIfExistsOrAdd
+        }
+        (None, Some("ADD_IF_ABSENT")) => AppendAction::AddIfAbsent,
+        (None, Some("OVERWRITE_IF_EXISTS")) => AppendAction::OverwriteIfExists,
+        (None, Some(o)) => {
+            return Err(hp
+                .field("append_action")
+                .err(format!("unknown value {o:?}")))
+        }
+    };
+    Ok(HeaderToAdd {
+        name: key,
+        value,
+        format,
+        action,
+        keep_empty_value: h.keep_empty_value.unwrap_or(false),
+    })
+}
+
+pub(crate) fn check_header_name(n: &str, p: &FieldPath) -> Result<(), ConfigError> {
     if n.starts_with(':') || n == "host" {
         return Err(p.err(format!(
             "{n:?}: :-prefixed or host headers may not be modified"

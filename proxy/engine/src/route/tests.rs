@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use super::*;
 
 mod fields;
+mod router_fields;
 use crate::config::{raw::parse_document, raw_route::RawRouteConfiguration, FieldPath};
 
 fn table(yaml: &str) -> RouteTable {
