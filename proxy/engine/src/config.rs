@@ -7,6 +7,7 @@
 //! Parsing is pure: no I/O except [`load_file`] / [`load_serving_file`] reading the file, no
 //! tokio, no sockets.
 
+mod chain_match;
 mod cluster;
 mod cluster_options;
 mod duration;
@@ -14,6 +15,7 @@ mod dynamic;
 #[cfg(test)]
 mod dynamic_tests;
 mod hcm_request;
+mod istio_filters;
 mod listener;
 mod path;
 pub(crate) mod raw;
@@ -22,18 +24,23 @@ mod raw_cluster_options;
 mod raw_dynamic;
 pub(crate) mod raw_route;
 mod references;
+mod sds;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_istio;
 #[cfg(test)]
 mod tests_limits;
 mod typed;
 mod unsupported_fields;
 mod validate;
+mod validate_chain;
 mod validate_cluster;
 mod yaml_limits;
 
 use std::{path::Path as FsPath, sync::Arc};
 
+pub use chain_match::{AppProtocols, ChainMatch, Cidr, ConnFacts, SourceType};
 pub use cluster::{
     CircuitBreakers, Cluster, ClusterOptions, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
     EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, TcpKeepalive,

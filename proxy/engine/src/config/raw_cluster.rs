@@ -28,6 +28,11 @@ pub(crate) struct RawCluster {
     pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
     pub http2_protocol_options: Option<Value>,
     pub transport_socket: Option<RawTransportSocket>,
+    /// Parsed only to refuse it with a precise reason (Istio's `tlsMode-istio` needs SDS).
+    pub transport_socket_matches: Option<Value>,
+    /// Upstream network filters: only Istio's telemetry ones (no-ops) are accepted.
+    #[serde(default)]
+    pub filters: Vec<super::raw::RawNetworkFilter>,
     pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
     pub maglev_lb_config: Option<RawMaglevLbConfig>,
     pub least_request_lb_config: Option<RawLeastRequestLbConfig>,

@@ -12,14 +12,15 @@ use std::{
 use serde_norway::Value;
 
 use super::{
+    istio_filters::{is_telemetry_noop, Place},
     path::FieldPath,
     raw::{
         type_url, typed_config, Empty, RawAccessLog, RawAddress, RawBootstrap, RawFileAccessLog,
         RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawTcpProxy,
     },
-    validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError, FilterChain,
-    HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node, TcpProxy,
-    TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
+    validate_chain, validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError,
+    FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node,
+    TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
 };
 use crate::route::{build_route_table, build_weighted, WeightedInput};
 
@@ -228,23 +229,28 @@ fn listener(
         }
         listener_filters.push(kind);
     }
-    if raw.filter_chains.is_empty() {
+    if raw.filter_chains.is_empty() && raw.default_filter_chain.is_none() {
         return Err(p
             .field("filter_chains")
             .err("at least one filter chain is required"));
     }
     let mut filter_chains: Vec<FilterChain> = Vec::new();
     for (i, fc) in raw.filter_chains.into_iter().enumerate() {
-        let fp = p.field("filter_chains").index(i);
-        let chain = filter_chain(fc, &fp, clusters)?;
-        if filter_chains
-            .iter()
-            .any(|o| o.destination_port == chain.destination_port)
-        {
-            return Err(fp
-                .field("filter_chain_match")
-                .err("multiple filter chains with the same matching rules are defined"));
-        }
+        filter_chains.push(filter_chain(
+            fc,
+            &p.field("filter_chains").index(i),
+            clusters,
+        )?);
+    }
+    let paths: Vec<_> = filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&c.matcher, p.field("filter_chains").index(i)))
+        .collect();
+    validate_chain::check_overlaps(&paths)?;
+    if let Some(fc) = raw.default_filter_chain {
+        let mut chain = filter_chain(fc, &p.field("default_filter_chain"), clusters)?;
+        chain.is_default = true;
         filter_chains.push(chain);
     }
     Ok(Listener {
@@ -262,33 +268,39 @@ fn filter_chain(
     p: &FieldPath,
     clusters: &HashSet<String>,
 ) -> Result<FilterChain, ConfigError> {
-    let destination_port = match raw.filter_chain_match.and_then(|m| m.destination_port) {
-        None => None,
-        Some(port) => Some(
-            u16::try_from(port)
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    p.field("filter_chain_match")
-                        .field("destination_port")
-                        .err(format!("{port} is not a valid port"))
-                })?,
-        ),
-    };
+    let matcher =
+        validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
+    if let Some(ts) = &raw.transport_socket {
+        return Err(validate_chain::transport_socket(
+            ts,
+            &p.field("transport_socket"),
+        ));
+    }
     let fp = p.field("filters");
-    let mut filters = raw.filters.into_iter();
+    // Istio's telemetry-only filters before the terminal one are no-ops.
+    let terminal_index = raw
+        .filters
+        .iter()
+        .position(|f| {
+            !is_telemetry_noop(Place::Network, f.name.as_deref(), f.typed_config.as_ref())
+        })
+        .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
+    let mut filters = raw.filters.into_iter().skip(terminal_index);
     let first = filters
         .next()
         .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
+    let filter = network_filter(first, &fp.index(terminal_index), clusters)?;
     if filters.next().is_some() {
-        return Err(fp.index(1).unsupported(
-            "only one network filter per chain (http_connection_manager or tcp_proxy)",
+        return Err(fp.index(terminal_index + 1).unsupported(
+            "only one network filter per chain (http_connection_manager or tcp_proxy), after \
+             Istio's telemetry filters",
         ));
     }
-    let filter = network_filter(first, &fp.index(0), clusters)?;
     Ok(FilterChain {
         name: raw.name,
-        destination_port,
+        matcher,
+        is_default: false,
+        terminal_index,
         filter,
     })
 }
@@ -372,6 +384,7 @@ fn hcm(
     if raw.http_filters.is_empty() {
         return Err(hp.err("must end with the router filter (envoy.filters.http.router)"));
     }
+    let last = raw.http_filters.len() - 1;
     for (i, f) in raw.http_filters.iter().enumerate() {
         let fp = hp.index(i);
         let is_router = match f.typed_config.as_ref().and_then(type_url) {
@@ -379,6 +392,12 @@ fn hcm(
             None => f.name.as_deref() == Some("envoy.filters.http.router"),
         };
         if !is_router {
+            // Istio's telemetry filters are no-ops (`is_optional` or not); any other filter is
+            // refused, optional or not, since Envoy runs the optional filters it knows.
+            let noop = is_telemetry_noop(Place::Http, f.name.as_deref(), f.typed_config.as_ref());
+            if i < last && noop {
+                continue;
+            }
             let what = f
                 .typed_config
                 .as_ref()
@@ -386,10 +405,11 @@ fn hcm(
                 .or(f.name.as_deref())
                 .unwrap_or("");
             return Err(fp.unsupported(&format!(
-                "HTTP filter {what:?}; only envoy.filters.http.router"
+                "HTTP filter {what:?}; only envoy.filters.http.router, after Istio's telemetry \
+                 filters"
             )));
         }
-        if i + 1 != raw.http_filters.len() {
+        if i != last {
             return Err(hp.index(i + 1).unsupported("HTTP filters after the router"));
         }
         if let Some(tc) = &f.typed_config {
