@@ -43,6 +43,7 @@ pub(crate) struct RawCluster {
     /// field wins).
     pub max_requests_per_connection: Option<u32>,
     pub per_connection_buffer_limit_bytes: Option<u32>,
+    pub upstream_bind_config: Option<super::raw_cluster_options::RawBindConfig>,
     pub upstream_connection_options:
         Option<super::raw_cluster_options::RawUpstreamConnectionOptions>,
     pub respect_dns_ttl: Option<bool>,

@@ -229,7 +229,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "dns_failure_refresh_rate",
     "respect_dns_ttl",
     "dns_jitter",
-    "upstream_bind_config",
     "upstream_connection_options",
     "close_connections_on_host_health_failure",
     "ignore_health_on_host_removal",
