@@ -14,6 +14,7 @@ mod duration;
 mod dynamic;
 #[cfg(test)]
 mod dynamic_tests;
+mod filter_disabled;
 mod hcm_request;
 mod istio_filters;
 mod listener;
@@ -52,6 +53,7 @@ pub use cluster::{
     DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
+pub use filter_disabled::Predicate as FilterDisabled;
 pub use hcm_request::{
     ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,
     ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,

@@ -360,8 +360,8 @@ fn default_authority(req: &Request) -> String {
 /// an HTTP/1.1 request (or of a TLS ClientHello with the host as SNI, for `https`).
 fn conn_facts<'r>(l: &Listener, req: &'r Request) -> ConnFacts<'r> {
     let ip = req.host.parse().unwrap_or(l.address.ip());
-    let tls = req.scheme == "https" && l.has_filter(ListenerFilter::TlsInspector);
-    let http = !tls && l.has_filter(ListenerFilter::HttpInspector);
+    let tls = req.scheme == "https" && l.runs_filter(ListenerFilter::TlsInspector, req.port);
+    let http = !tls && l.runs_filter(ListenerFilter::HttpInspector, req.port);
     ConnFacts {
         dst: SocketAddr::new(ip, req.port),
         src: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0),

@@ -45,6 +45,8 @@ pub struct Listener {
     pub bind_to_port: bool,
     /// `listener_filters[]`, in order.
     pub listener_filters: Vec<ListenerFilter>,
+    /// `listener_filters[].filter_disabled`, for the filters that have one.
+    pub filter_disabled: Vec<(ListenerFilter, super::FilterDisabled)>,
     /// `filter_chains[]`, in config order, then `default_filter_chain` if set; see
     /// [`Listener::select_chain`].
     pub filter_chains: Vec<FilterChain>,
@@ -111,6 +113,16 @@ impl Listener {
     /// Whether the listener filter `f` is configured.
     pub fn has_filter(&self, f: ListenerFilter) -> bool {
         self.listener_filters.contains(&f)
+    }
+
+    /// Whether the listener filter `f` runs on a connection to `port` (configured, and its
+    /// `filter_disabled` does not hold).
+    pub fn runs_filter(&self, f: ListenerFilter, port: u16) -> bool {
+        self.has_filter(f)
+            && !self
+                .filter_disabled
+                .iter()
+                .any(|(g, p)| *g == f && p.holds(port))
     }
 }
 

@@ -240,6 +240,7 @@ pub(crate) struct RawListener {
 pub(crate) struct RawListenerFilter {
     pub name: Option<String>,
     pub typed_config: Option<Value>,
+    pub filter_disabled: Option<Value>,
 }
 
 /// `filter_chains[]`.

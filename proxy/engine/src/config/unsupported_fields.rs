@@ -94,7 +94,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "destination_port_range",
     "address_suffix",
     "suffix_len",
-    "filter_disabled",
     "is_optional",
     "filter",
     // HttpConnectionManager

@@ -203,7 +203,7 @@ fn listener(
                 .err(format!("unknown value {td:?}")));
         }
     }
-    let mut listener_filters = Vec::new();
+    let (mut listener_filters, mut filter_disabled) = (Vec::new(), Vec::new());
     for (i, f) in raw.listener_filters.iter().enumerate() {
         let fp = p.field("listener_filters").index(i);
         let name = f.name.as_deref().unwrap_or("");
@@ -226,6 +226,10 @@ fn listener(
         };
         if let Some(tc) = &f.typed_config {
             let _: Empty = typed_config(tc, &fp.field("typed_config"), ty)?;
+        }
+        if let Some(d) = &f.filter_disabled {
+            let pred = super::filter_disabled::parse(d, &fp.field("filter_disabled"))?;
+            filter_disabled.push((kind, pred));
         }
         listener_filters.push(kind);
     }
@@ -259,6 +263,7 @@ fn listener(
         use_original_dst: raw.use_original_dst.unwrap_or(false),
         bind_to_port: raw.bind_to_port.unwrap_or(true),
         listener_filters,
+        filter_disabled,
         filter_chains,
     })
 }

@@ -264,12 +264,14 @@ fn conn_facts<'p>(
         application_protocols: AppProtocols::None,
     };
     match proto {
-        Some(detect::Protocol::Tls { sni, alpn }) if l.has_filter(ListenerFilter::TlsInspector) => {
+        Some(detect::Protocol::Tls { sni, alpn })
+            if l.runs_filter(ListenerFilter::TlsInspector, a.dst.port()) =>
+        {
             facts.transport_protocol = "tls";
             facts.server_name = sni.as_deref();
             facts.application_protocols = AppProtocols::List(alpn);
         }
-        Some(p) if l.has_filter(ListenerFilter::HttpInspector) => {
+        Some(p) if l.runs_filter(ListenerFilter::HttpInspector, a.dst.port()) => {
             if let Some(ap) = p.http_inspector_protocol() {
                 facts.application_protocols = AppProtocols::One(ap);
             }
