@@ -283,3 +283,26 @@ fn transport_sockets_needing_sds_are_refused_as_such() {
     .expect("raw_buffer loads");
     assert!(b.cluster("BlackHoleCluster").unwrap().tls.is_none());
 }
+
+#[test]
+fn filter_disabled_turns_an_inspector_off_per_port() {
+    let base = istio_config("");
+    let with = base.replace(
+        "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }\n",
+        "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }\n      filter_disabled: { or_match: { rules: [{ destination_port_range: { start: 3306, end: 3307 } }, { destination_port_range: { start: 6379, end: 6380 } }] } }\n",
+    );
+    let b = from_yaml_str(&with).expect("loads");
+    let l = &b.listeners[0];
+    assert!(!l.runs_filter(ListenerFilter::HttpInspector, 3306));
+    assert!(l.runs_filter(ListenerFilter::HttpInspector, 8080));
+    assert!(l.runs_filter(ListenerFilter::TlsInspector, 3306));
+    let bad = with.replace(
+        "{ destination_port_range: { start: 6379, end: 6380 } }",
+        "{ requested_server_name: { exact: a } }",
+    );
+    expect_err(
+        &bad,
+        &format!("{LISTENER}.listener_filters[2].filter_disabled.or_match.rules[1].requested_server_name"),
+        "not supported",
+    );
+}
