@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let data = &data[..data.len().min(PEEK_MAX)];
     match sniff(data) {
         Some(Protocol::Http2) => assert!(data.starts_with(H2_PREFACE)),
-        Some(Protocol::Tls { sni: Some(name) }) => {
+        Some(Protocol::Tls {
+            sni: Some(name), ..
+        }) => {
             assert_eq!(data[0], 0x16, "TLS verdict without a handshake record");
             assert!(name.len() <= data.len(), "SNI longer than the bytes peeked");
         }

@@ -173,14 +173,14 @@ async fn scenario(api_type: &str) {
 
     // 3b. A cluster with a field sluice does not implement: CDS NACK; then SYNCED again.
     let mut bad = static_cluster("bad", up.port());
-    bad.1["per_connection_buffer_limit_bytes"] = json!(32768);
+    bad.1["close_connections_on_host_health_failure"] = json!(true);
     nacked(
         &server,
         admin,
         api_type,
         snapshot("4", vec![bad]),
         ("CDS", CDS),
-        &["Cluster \"bad\": per_connection_buffer_limit_bytes: not supported"],
+        &["Cluster \"bad\": close_connections_on_host_health_failure: not supported"],
     )
     .await;
     server.set(snapshot("5", vec![]));

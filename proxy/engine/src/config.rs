@@ -7,13 +7,16 @@
 //! Parsing is pure: no I/O except [`load_file`] / [`load_serving_file`] reading the file, no
 //! tokio, no sockets.
 
+mod chain_match;
 mod cluster;
 mod cluster_options;
 pub(crate) mod duration;
 mod dynamic;
 #[cfg(test)]
 mod dynamic_tests;
+mod filter_disabled;
 mod hcm_request;
+pub(crate) mod istio_filters;
 mod listener;
 mod path;
 pub(crate) mod raw;
@@ -22,18 +25,23 @@ mod raw_cluster_options;
 mod raw_dynamic;
 pub(crate) mod raw_route;
 mod references;
+mod sds;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_istio;
 #[cfg(test)]
 mod tests_limits;
 mod typed;
 mod unsupported_fields;
 mod validate;
+mod validate_chain;
 mod validate_cluster;
 mod yaml_limits;
 
 use std::{path::Path as FsPath, sync::Arc};
 
+pub use chain_match::{AppProtocols, ChainMatch, Cidr, ConnFacts, SourceType};
 pub use cluster::{
     CircuitBreakers, Cluster, ClusterOptions, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
     EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection, TcpKeepalive,
@@ -45,6 +53,7 @@ pub use cluster::{
     DEFAULT_OUTLIER_INTERVAL, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
+pub use filter_disabled::Predicate as FilterDisabled;
 pub use hcm_request::{
     ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,
     ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,

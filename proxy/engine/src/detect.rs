@@ -33,14 +33,18 @@ const METHODS: &[&[u8]] = &[
 /// What the first bytes look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
-    /// An HTTP/1.x request line.
+    /// An HTTP/1.1 request line (or one not complete yet).
     Http1,
+    /// An HTTP/1.0 request line.
+    Http10,
     /// The HTTP/2 connection preface (prior knowledge).
     Http2,
-    /// A TLS ClientHello, with its SNI when present.
+    /// A TLS ClientHello, with its SNI and ALPN when present.
     Tls {
         /// server_name extension.
         sni: Option<String>,
+        /// application_layer_protocol_negotiation extension, in the client's order.
+        alpn: Vec<String>,
     },
     /// Anything else, or too little to decide within the budget, or the client closed.
     Tcp,
@@ -52,7 +56,18 @@ pub enum Protocol {
 impl Protocol {
     /// Whether an HTTP connection manager can serve it.
     pub fn is_http(&self) -> bool {
-        matches!(self, Protocol::Http1 | Protocol::Http2)
+        matches!(self, Protocol::Http1 | Protocol::Http10 | Protocol::Http2)
+    }
+
+    /// What Envoy's http_inspector reports as the application protocol (`http/1.1`,
+    /// `http/1.0`, `h2c`), if anything.
+    pub fn http_inspector_protocol(&self) -> Option<&'static str> {
+        match self {
+            Protocol::Http1 => Some("http/1.1"),
+            Protocol::Http10 => Some("http/1.0"),
+            Protocol::Http2 => Some("h2c"),
+            _ => None,
+        }
     }
 }
 
@@ -78,7 +93,7 @@ fn classify(b: &[u8]) -> Verdict {
         let k = b.len().min(m.len());
         if b[..k] == m[..k] {
             if k == m.len() {
-                return Verdict::Done(Protocol::Http1);
+                return Verdict::Done(http1_version(b));
             }
             maybe_method = true;
         }
@@ -95,16 +110,54 @@ fn classify(b: &[u8]) -> Verdict {
             if b.len() < 5 + rec_len && b.len() < PEEK_MAX {
                 return Verdict::NeedMore;
             }
-            return Verdict::Done(Protocol::Tls {
-                sni: parse_sni(&b[5..]),
-            });
+            let (sni, alpn) = parse_hello(&b[5..]);
+            return Verdict::Done(Protocol::Tls { sni, alpn });
         }
     }
     Verdict::Done(Protocol::Tcp)
 }
 
-/// Extracts the server_name from a ClientHello handshake message (best effort).
-fn parse_sni(hs: &[u8]) -> Option<String> {
+/// HTTP/1.0 when the request line is complete and ends in `HTTP/1.0`, else HTTP/1.1.
+fn http1_version(b: &[u8]) -> Protocol {
+    let line = b
+        .split(|c| *c == b'\n')
+        .next()
+        .filter(|_| b.contains(&b'\n'));
+    match line.map(|l| l.strip_suffix(b"\r").unwrap_or(l)) {
+        Some(l) if l.ends_with(b" HTTP/1.0") => Protocol::Http10,
+        _ => Protocol::Http1,
+    }
+}
+
+/// Extracts the server_name and the ALPN list from a ClientHello handshake message (best
+/// effort: what is cut off or malformed is left out).
+fn parse_hello(hs: &[u8]) -> (Option<String>, Vec<String>) {
+    let (mut sni, mut alpn) = (None, Vec::new());
+    let Some(mut p) = extensions_start(hs) else {
+        return (sni, alpn);
+    };
+    let ext_len = usize::from(u16::from_be_bytes([hs[p], hs[p + 1]]));
+    p += 2;
+    let end = (p + ext_len).min(hs.len());
+    while p + 4 <= end {
+        let ty = u16::from_be_bytes([hs[p], hs[p + 1]]);
+        let len = usize::from(u16::from_be_bytes([hs[p + 2], hs[p + 3]]));
+        p += 4;
+        let Some(body) = hs.get(p..p + len) else {
+            break;
+        };
+        match ty {
+            0 => sni = parse_server_name(body),
+            16 => alpn = parse_alpn(body),
+            _ => {}
+        }
+        p += len;
+    }
+    (sni, alpn)
+}
+
+/// Offset of the extensions' length in a ClientHello, if the bytes reach it.
+fn extensions_start(hs: &[u8]) -> Option<usize> {
     let mut p = 4 + 2 + 32; // handshake header, version, random
     let sid = usize::from(*hs.get(p)?);
     p += 1 + sid;
@@ -112,23 +165,30 @@ fn parse_sni(hs: &[u8]) -> Option<String> {
     p += 2 + cs;
     let cm = usize::from(*hs.get(p)?);
     p += 1 + cm;
-    let ext_len = usize::from(u16::from_be_bytes([*hs.get(p)?, *hs.get(p + 1)?]));
-    p += 2;
-    let end = (p + ext_len).min(hs.len());
-    while p + 4 <= end {
-        let ty = u16::from_be_bytes([hs[p], hs[p + 1]]);
-        let len = usize::from(u16::from_be_bytes([hs[p + 2], hs[p + 3]]));
-        p += 4;
-        if ty == 0 {
-            let list = hs.get(p..p + len)?;
-            // list len (2), name type (1), name len (2), name
-            let name_len = usize::from(u16::from_be_bytes([*list.get(3)?, *list.get(4)?]));
-            let name = list.get(5..5 + name_len)?;
-            return std::str::from_utf8(name).ok().map(str::to_string);
+    hs.get(p + 1)?;
+    Some(p)
+}
+
+fn parse_server_name(list: &[u8]) -> Option<String> {
+    // list len (2), name type (1), name len (2), name
+    let name_len = usize::from(u16::from_be_bytes([*list.get(3)?, *list.get(4)?]));
+    let name = list.get(5..5 + name_len)?;
+    std::str::from_utf8(name).ok().map(str::to_string)
+}
+
+fn parse_alpn(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = 2; // list length
+    while let Some(&n) = body.get(p) {
+        let Some(name) = body.get(p + 1..p + 1 + usize::from(n)) else {
+            break;
+        };
+        if let Ok(s) = std::str::from_utf8(name) {
+            out.push(s.to_string());
         }
-        p += len;
+        p += 1 + usize::from(n);
     }
-    None
+    out
 }
 
 /// What [`detect`] decides from the bytes peeked so far (at most [`PEEK_MAX`]): `None` while it
@@ -174,6 +234,8 @@ mod tests {
     fn classifies_first_bytes() {
         let table: &[(&[u8], Option<Protocol>)] = &[
             (b"GET / HTTP/1.1\r\n", Some(Protocol::Http1)),
+            (b"GET / HTTP/1.0\r\nHost: a\r\n", Some(Protocol::Http10)),
+            (b"GET / HTTP/1.0", Some(Protocol::Http1)),
             (b"POST /x", Some(Protocol::Http1)),
             (b"GE", None),
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Some(Protocol::Http2)),
@@ -189,6 +251,56 @@ mod tests {
         hello.resize(PEEK_MAX - 1, 0);
         assert_eq!(sniff(&hello), None);
         hello.push(0);
-        assert_eq!(sniff(&hello), Some(Protocol::Tls { sni: None }));
+        assert_eq!(
+            sniff(&hello),
+            Some(Protocol::Tls {
+                sni: None,
+                alpn: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn client_hello_sni_and_alpn() {
+        let mut ext = Vec::new();
+        // server_name: list len, type 0, name len, name
+        let name = b"api.example.com";
+        let sn_len = (name.len() + 3) as u16;
+        ext.extend_from_slice(&[0, 0]);
+        ext.extend_from_slice(&(sn_len + 2).to_be_bytes());
+        ext.extend_from_slice(&sn_len.to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name);
+        // ALPN: list len, (len, name)...
+        let protos: &[&[u8]] = &[b"istio-peer-exchange", b"h2"];
+        let list: Vec<u8> = protos
+            .iter()
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+            .collect();
+        ext.extend_from_slice(&[0, 16]);
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[0; 32]); // random
+        body.push(0); // session id
+        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+        body.extend_from_slice(&[1, 0]); // null compression
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![0x01, 0];
+        hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 0x03, 0x01];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        assert_eq!(
+            sniff(&rec),
+            Some(Protocol::Tls {
+                sni: Some("api.example.com".into()),
+                alpn: vec!["istio-peer-exchange".into(), "h2".into()],
+            })
+        );
     }
 }

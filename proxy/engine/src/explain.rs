@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{
-        Bootstrap, Cluster, DiscoveryType, EndpointAddress, HttpConnectionManager, Listener,
-        NetworkFilter, TcpProxyCluster,
+        AppProtocols, Bootstrap, Cluster, ConnFacts, DiscoveryType, EndpointAddress,
+        HttpConnectionManager, Listener, ListenerFilter, NetworkFilter, SourceType,
+        TcpProxyCluster,
     },
     http::{preroute, ConnInfo},
     route::{
@@ -197,18 +198,12 @@ pub struct ClusterStep {
 pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainError> {
     let (listener, listener_why) = choose_listener(boot, req)?;
     let http = listener.detects_protocol().then_some(true);
+    let facts = conn_facts(listener, req);
     let (idx, fits) = listener
-        .choose_chain(req.port, http)
+        .choose_chain(&facts, http)
         .ok_or_else(|| ExplainError::NoChain(listener.name.to_string(), req.port))?;
     let chain = &listener.filter_chains[idx];
-    let chain_why = match (chain.destination_port, http, fits) {
-        (Some(p), _, _) => format!("filter_chain_match.destination_port {p}"),
-        (None, Some(_), true) => format!(
-            "the first HTTP chain admitting port {} (protocol detected: HTTP)",
-            req.port
-        ),
-        (None, _, _) => "the chain without destination_port".to_string(),
-    };
+    let chain_why = chain_why(listener, idx, &facts, http.is_some() && fits);
     let authority = req
         .headers
         .iter()
@@ -229,7 +224,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         filter_chain: ChainStep {
             index: idx,
             name: chain.name.clone(),
-            destination_port: chain.destination_port,
+            destination_port: chain.matcher.destination_port,
             filter: String::new(),
             why: chain_why,
         },
@@ -357,6 +352,68 @@ fn default_authority(req: &Request) -> String {
         host
     } else {
         format!("{host}:{}", req.port)
+    }
+}
+
+/// The connection the data path would see for `req` on `l`: the URL's address (the listener's
+/// when the host is a name), a loopback client, and what the listener's inspectors report of
+/// an HTTP/1.1 request (or of a TLS ClientHello with the host as SNI, for `https`).
+fn conn_facts<'r>(l: &Listener, req: &'r Request) -> ConnFacts<'r> {
+    let ip = req.host.parse().unwrap_or(l.address.ip());
+    let tls = req.scheme == "https" && l.runs_filter(ListenerFilter::TlsInspector, req.port);
+    let http = !tls && l.runs_filter(ListenerFilter::HttpInspector, req.port);
+    ConnFacts {
+        dst: SocketAddr::new(ip, req.port),
+        src: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0),
+        server_name: tls.then_some(req.host.as_str()),
+        transport_protocol: if tls { "tls" } else { "raw_buffer" },
+        application_protocols: match http {
+            true => AppProtocols::One("http/1.1"),
+            false => AppProtocols::None,
+        },
+    }
+}
+
+/// Why chain `idx` was chosen (`detected`: picked as the first HTTP chain admitting the
+/// connection, on a listener whose chains do not match on the protocol).
+fn chain_why(l: &Listener, idx: usize, facts: &ConnFacts<'_>, detected: bool) -> String {
+    let c = &l.filter_chains[idx];
+    if c.is_default {
+        return "default_filter_chain (no filter chain matches)".to_string();
+    }
+    if l.select_chain(facts) != Some(idx) && detected {
+        return format!(
+            "the first HTTP chain admitting port {} (protocol detected: HTTP)",
+            facts.dst.port()
+        );
+    }
+    let m = &c.matcher;
+    let mut why = Vec::new();
+    if let Some(p) = m.destination_port {
+        why.push(format!("destination_port {p}"));
+    }
+    if !m.prefix_ranges.is_empty() {
+        why.push(format!("prefix_ranges admit {}", facts.dst.ip()));
+    }
+    if !m.server_names.is_empty() {
+        why.push("server_names".to_string());
+    }
+    if let Some(t) = &m.transport_protocol {
+        why.push(format!("transport_protocol {t}"));
+    }
+    if !m.application_protocols.is_empty() {
+        why.push("application_protocols".to_string());
+    }
+    if m.source_type != SourceType::Any
+        || !m.source_prefix_ranges.is_empty()
+        || !m.direct_source_prefix_ranges.is_empty()
+        || !m.source_ports.is_empty()
+    {
+        why.push("source criteria".to_string());
+    }
+    match why.is_empty() {
+        true => "the chain without filter_chain_match criteria".to_string(),
+        false => format!("filter_chain_match: {}", why.join(", ")),
     }
 }
 

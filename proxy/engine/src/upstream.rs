@@ -209,6 +209,10 @@ impl Cluster {
         stats: &StatsStore,
         connector: connector::Connector,
     ) -> Result<Arc<Self>, UpstreamError> {
+        let connector = match spec.options.source_address {
+            Some(src) => connector.bound_to(src),
+            None => connector,
+        };
         let tls = match &spec.tls {
             Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),
             None => None,

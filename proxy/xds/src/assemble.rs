@@ -73,7 +73,8 @@ impl Origins {
 /// The RDS names a listener's HCMs name.
 pub fn route_names(listener: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    for fc in array(listener, "filter_chains") {
+    let default = listener.get("default_filter_chain").into_iter();
+    for fc in array(listener, "filter_chains").chain(default) {
         for f in array(fc, "filters") {
             let tc = &f["typed_config"];
             if tc["@type"] == HCM_TYPE {
@@ -167,8 +168,20 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
         let i = listeners.len();
         let prefix = format!("static_resources.listeners[{i}]");
         let lax = !strict.contains(name);
-        let chains = l.get_mut("filter_chains").and_then(Value::as_array_mut);
-        for (k, fc) in chains.into_iter().flatten().enumerate() {
+        // The filter chains and the default chain, each with its path in error messages.
+        let mut chains: Vec<(String, &mut Value)> = Vec::new();
+        for (key, v) in l.as_object_mut().into_iter().flat_map(|o| o.iter_mut()) {
+            match (key.as_str(), v) {
+                ("filter_chains", Value::Array(a)) => chains.extend(
+                    a.iter_mut()
+                        .enumerate()
+                        .map(|(k, fc)| (format!("filter_chains[{k}]"), fc)),
+                ),
+                ("default_filter_chain", fc) => chains.push(("default_filter_chain".into(), fc)),
+                _ => {}
+            }
+        }
+        for (chain_path, fc) in chains {
             let filters = fc.get_mut("filters").and_then(Value::as_array_mut);
             for (m, f) in filters.into_iter().flatten().enumerate() {
                 let Some(tc) = f.get_mut("typed_config").and_then(Value::as_object_mut) else {
@@ -194,9 +207,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
                     default_lax(&mut rc);
                     tc.insert("route_config".into(), rc);
                     origins.prefixes.push((
-                        format!(
-                            "{prefix}.filter_chains[{k}].filters[{m}].typed_config.route_config"
-                        ),
+                        format!("{prefix}.{chain_path}.filters[{m}].typed_config.route_config"),
                         ResourceType::Route,
                         rn,
                     ));

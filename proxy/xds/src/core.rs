@@ -442,6 +442,7 @@ fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Du
                     .as_array()
                     .into_iter()
                     .flatten()
+                    .chain(l.get("default_filter_chain"))
                     .flat_map(|fc| fc["filters"].as_array().into_iter().flatten())
                     .map(|f| &f["typed_config"]["rds"])
                     .filter(|r| r["route_config_name"] == name)

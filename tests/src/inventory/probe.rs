@@ -18,7 +18,8 @@ static_resources:
   - name: l
     address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
     filter_chains:
-    - filters:
+    - filter_chain_match: { transport_protocol: raw_buffer }
+      filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -112,6 +113,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let c = "/static_resources/clusters/0";
     let la = format!("{c}/load_assignment");
     vec![
+        ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
+        ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),
         ("extensions.filters.network.http_connection_manager.v3.HttpFilter", format!("{HCM}/http_filters/0")),

@@ -315,6 +315,9 @@ pub struct ClusterOptions {
     /// `common_lb_config.zone_aware_lb_config.fail_traffic_on_panic`: a cluster in panic
     /// mode has no host (503) instead of all of them.
     pub fail_traffic_on_panic: bool,
+    /// `upstream_bind_config.source_address`: every upstream socket is bound to it before
+    /// connecting (Istio's inbound clusters use `127.0.0.6`, port 0).
+    pub source_address: Option<SocketAddr>,
 }
 
 impl Default for ClusterOptions {
@@ -326,6 +329,7 @@ impl Default for ClusterOptions {
             dns_failure_refresh: None,
             healthy_panic_threshold: DEFAULT_HEALTHY_PANIC_THRESHOLD,
             fail_traffic_on_panic: false,
+            source_address: None,
         }
     }
 }

@@ -1,14 +1,17 @@
 //! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
 //! `max_requests_per_connection` (both places), `upstream_connection_options`,
 //! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate` and
-//! `common_lb_config`.
+//! `common_lb_config`, `upstream_bind_config`.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use super::{
     path::FieldPath,
     raw_cluster::{RawCluster, RawHttpProtocolOptions},
-    raw_cluster_options::{RawCommonLbConfig, RawRefreshRate},
+    raw_cluster_options::{RawBindConfig, RawCommonLbConfig, RawRefreshRate},
     ClusterOptions, ConfigError, DiscoveryType, TcpKeepalive, DEFAULT_HEALTHY_PANIC_THRESHOLD,
 };
 
@@ -65,7 +68,12 @@ pub(crate) fn options(
             .field(field)
             .err("only valid with type STRICT_DNS or LOGICAL_DNS"));
     }
+    let source_address = match &raw.upstream_bind_config {
+        None => None,
+        Some(b) => Some(bind_source(b, &p.field("upstream_bind_config"))?),
+    };
     let mut out = ClusterOptions {
+        source_address,
         max_requests_per_connection,
         tcp_keepalive,
         buffer_limit_bytes: raw.per_connection_buffer_limit_bytes,
@@ -76,6 +84,32 @@ pub(crate) fn options(
         common_lb_config(c, &p.field("common_lb_config"), &mut out)?;
     }
     Ok(out)
+}
+
+/// `upstream_bind_config.source_address`: an IP literal and a port (0: any), both required as
+/// in Envoy.
+fn bind_source(b: &RawBindConfig, p: &FieldPath) -> Result<SocketAddr, ConfigError> {
+    let sp = p.field("source_address");
+    let sa = b
+        .source_address
+        .as_ref()
+        .ok_or_else(|| sp.err("required"))?;
+    if sa.protocol.as_deref().is_some_and(|pr| pr != "TCP") {
+        return Err(sp.field("protocol").unsupported("only TCP"));
+    }
+    let a = sa.address.as_deref().unwrap_or("");
+    let ip: IpAddr = a.parse().map_err(|_| {
+        sp.field("address")
+            .err(format!("{a:?} is not an IP address"))
+    })?;
+    let port = sa
+        .port_value
+        .ok_or_else(|| sp.field("port_value").err("required"))?;
+    let port = u16::try_from(port).map_err(|_| {
+        sp.field("port_value")
+            .err(format!("{port} is not a valid port"))
+    })?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn refresh_rate(r: &RawRefreshRate, p: &FieldPath) -> Result<(Duration, Duration), ConfigError> {

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
+    chain_match::{self, ChainMatch, ConnFacts},
     hcm_request::{ConnTimeouts, HeadLimits, PathNormalization, ServerHeader, StripPort},
     ClusterRef, ListenerRef,
 };
@@ -44,49 +45,58 @@ pub struct Listener {
     pub bind_to_port: bool,
     /// `listener_filters[]`, in order.
     pub listener_filters: Vec<ListenerFilter>,
-    /// `filter_chains[]`, in config order; see [`Listener::select_chain`].
+    /// `listener_filters[].filter_disabled`, for the filters that have one.
+    pub filter_disabled: Vec<(ListenerFilter, super::FilterDisabled)>,
+    /// `filter_chains[]`, in config order, then `default_filter_chain` if set; see
+    /// [`Listener::select_chain`].
     pub filter_chains: Vec<FilterChain>,
 }
 
 impl Listener {
-    /// Envoy's filter chain choice for a connection whose destination port is `dest_port`:
-    /// a chain whose `filter_chain_match.destination_port` equals it, else the chain without
-    /// a destination_port; `None` means Envoy closes the connection.
-    pub fn select_chain(&self, dest_port: u16) -> Option<&FilterChain> {
-        self.filter_chains
-            .iter()
-            .find(|c| c.destination_port == Some(dest_port))
-            .or_else(|| {
-                self.filter_chains
-                    .iter()
-                    .find(|c| c.destination_port.is_none())
-            })
+    /// Envoy's filter chain choice for a connection with `facts` ([`chain_match::select`]
+    /// over the chains' `filter_chain_match`, then `default_filter_chain`); `None` means Envoy
+    /// closes the connection.
+    pub fn select_chain(&self, facts: &ConnFacts<'_>) -> Option<usize> {
+        let matched = self.filter_chains.iter().filter(|c| !c.is_default);
+        chain_match::select(matched.map(|c| &c.matcher), facts)
+            .or_else(|| self.filter_chains.iter().position(|c| c.is_default))
     }
 
-    /// The chain a connection gets, as the data path chooses it: [`Self::select_chain`] by
-    /// destination port, then, when the protocol was detected (`http`: `Some(is_http)`), the
-    /// first chain of that kind admitting the port. Returns the chain index and whether it
-    /// is of the detected kind (`false`: none is; the caller may pass the connection
-    /// through).
-    pub fn choose_chain(&self, dest_port: u16, http: Option<bool>) -> Option<(usize, bool)> {
-        let chosen = self.select_chain(dest_port)?;
-        let idx = self
-            .filter_chains
-            .iter()
-            .position(|x| std::ptr::eq(x, chosen))?;
+    /// The chain a connection gets, as the data path chooses it: [`Self::select_chain`], then,
+    /// when the protocol was detected (`http`: `Some(is_http)`) on a listener whose chains do
+    /// not match on the protocol themselves (no `server_names`, `transport_protocol` or
+    /// `application_protocols`), the first chain of that kind admitting the connection.
+    /// Returns the chain index and whether it is of the detected kind (`false`: none is; the
+    /// caller may pass the connection through).
+    pub fn choose_chain(&self, facts: &ConnFacts<'_>, http: Option<bool>) -> Option<(usize, bool)> {
+        let idx = self.select_chain(facts)?;
         let Some(want_http) = http else {
             return Some((idx, true));
         };
+        if self.matches_protocol() {
+            return Some((idx, true));
+        }
         let is_http = |c: &FilterChain| matches!(c.filter, NetworkFilter::Http(_));
-        if is_http(chosen) == want_http {
+        if is_http(&self.filter_chains[idx]) == want_http {
             return Some((idx, true));
         }
         match self.filter_chains.iter().position(|c| {
-            is_http(c) == want_http && c.destination_port.is_none_or(|p| p == dest_port)
+            is_http(c) == want_http && (c.is_default || chain_match::admits(&c.matcher, facts))
         }) {
             Some(i) => Some((i, true)),
             None => Some((idx, false)),
         }
+    }
+
+    /// Whether some chain matches on what the inspectors detect (server name, transport or
+    /// application protocol): the choice is then Envoy's alone.
+    pub fn matches_protocol(&self) -> bool {
+        self.filter_chains.iter().any(|c| {
+            let m = &c.matcher;
+            !m.server_names.is_empty()
+                || m.transport_protocol.is_some()
+                || !m.application_protocols.is_empty()
+        })
     }
 
     /// Whether protocol detection runs before the chain choice (captured listeners and
@@ -98,6 +108,21 @@ impl Listener {
     /// Whether the `envoy.filters.listener.original_dst` listener filter is configured.
     pub fn has_original_dst_filter(&self) -> bool {
         self.listener_filters.contains(&ListenerFilter::OriginalDst)
+    }
+
+    /// Whether the listener filter `f` is configured.
+    pub fn has_filter(&self, f: ListenerFilter) -> bool {
+        self.listener_filters.contains(&f)
+    }
+
+    /// Whether the listener filter `f` runs on a connection to `port` (configured, and its
+    /// `filter_disabled` does not hold).
+    pub fn runs_filter(&self, f: ListenerFilter, port: u16) -> bool {
+        self.has_filter(f)
+            && !self
+                .filter_disabled
+                .iter()
+                .any(|(g, p)| *g == f && p.holds(port))
     }
 }
 
@@ -113,14 +138,20 @@ pub enum ListenerFilter {
     TlsInspector,
 }
 
-/// `filter_chains[]`: one match and exactly one terminal network filter.
+/// `filter_chains[]` (or the listener's `default_filter_chain`): one match and exactly one
+/// terminal network filter (after Istio's telemetry-only filters, which are no-ops).
 #[derive(Debug, Clone)]
 pub struct FilterChain {
     /// `name`, if set.
     pub name: Option<String>,
-    /// `filter_chain_match.destination_port`; `None` matches any port.
-    pub destination_port: Option<u16>,
-    /// `filters[0]`: the terminal network filter.
+    /// `filter_chain_match` (empty: matches any connection).
+    pub matcher: ChainMatch,
+    /// The listener's `default_filter_chain` (kept last in `filter_chains`): taken when no
+    /// chain matches; its own `filter_chain_match` is ignored.
+    pub is_default: bool,
+    /// Index of the terminal filter in `filters[]`.
+    pub terminal_index: usize,
+    /// The terminal network filter.
     pub filter: NetworkFilter,
 }
 

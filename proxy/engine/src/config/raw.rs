@@ -226,6 +226,12 @@ pub(crate) struct RawListener {
     pub use_original_dst: Option<bool>,
     pub bind_to_port: Option<bool>,
     pub traffic_direction: Option<String>,
+    pub default_filter_chain: Option<RawFilterChain>,
+    /// Accepted (istiod sets both); the inspection budget is sluice's own (`detect.rs`).
+    #[allow(dead_code)]
+    pub listener_filters_timeout: Option<PbDuration>,
+    #[allow(dead_code)]
+    pub continue_on_listener_filters_timeout: Option<bool>,
 }
 
 /// `listener_filters[]`.
@@ -234,6 +240,7 @@ pub(crate) struct RawListener {
 pub(crate) struct RawListenerFilter {
     pub name: Option<String>,
     pub typed_config: Option<Value>,
+    pub filter_disabled: Option<Value>,
 }
 
 /// `filter_chains[]`.
@@ -244,13 +251,37 @@ pub(crate) struct RawFilterChain {
     pub filter_chain_match: Option<RawFilterChainMatch>,
     #[serde(default)]
     pub filters: Vec<RawNetworkFilter>,
+    /// Parsed only to refuse it with a precise reason (downstream TLS, SDS).
+    pub transport_socket: Option<Value>,
 }
 
 /// `filter_chain_match`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFilterChainMatch {
     pub destination_port: Option<u32>,
+    #[serde(default)]
+    pub prefix_ranges: Vec<RawCidrRange>,
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<String>,
+    #[serde(default)]
+    pub application_protocols: Vec<String>,
+    #[serde(default)]
+    pub direct_source_prefix_ranges: Vec<RawCidrRange>,
+    pub source_type: Option<String>,
+    #[serde(default)]
+    pub source_prefix_ranges: Vec<RawCidrRange>,
+    #[serde(default)]
+    pub source_ports: Vec<u32>,
+}
+
+/// `core.v3.CidrRange`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCidrRange {
+    pub address_prefix: Option<String>,
+    pub prefix_len: Option<u32>,
 }
 
 /// `filters[]`.
@@ -320,6 +351,9 @@ pub(crate) struct RawHttpFilter {
     pub name: Option<String>,
     pub typed_config: Option<Value>,
     pub disabled: Option<bool>,
+    /// A no-op: Envoy runs the optional filters it knows; the ones sluice does not are refused.
+    #[allow(dead_code)]
+    pub is_optional: Option<bool>,
 }
 
 /// `access_log[]` (AccessLog).

@@ -28,6 +28,11 @@ pub(crate) struct RawCluster {
     pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
     pub http2_protocol_options: Option<Value>,
     pub transport_socket: Option<RawTransportSocket>,
+    /// Parsed only to refuse it with a precise reason (Istio's `tlsMode-istio` needs SDS).
+    pub transport_socket_matches: Option<Value>,
+    /// Upstream network filters: only Istio's telemetry ones (no-ops) are accepted.
+    #[serde(default)]
+    pub filters: Vec<super::raw::RawNetworkFilter>,
     pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
     pub maglev_lb_config: Option<RawMaglevLbConfig>,
     pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
@@ -38,6 +43,7 @@ pub(crate) struct RawCluster {
     /// field wins).
     pub max_requests_per_connection: Option<u32>,
     pub per_connection_buffer_limit_bytes: Option<u32>,
+    pub upstream_bind_config: Option<super::raw_cluster_options::RawBindConfig>,
     pub upstream_connection_options:
         Option<super::raw_cluster_options::RawUpstreamConnectionOptions>,
     pub respect_dns_ttl: Option<bool>,

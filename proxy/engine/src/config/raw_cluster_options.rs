@@ -13,6 +13,13 @@ pub(crate) struct RawUpstreamConnectionOptions {
     pub tcp_keepalive: Option<RawTcpKeepalive>,
 }
 
+/// `core.v3.BindConfig` (only `source_address`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBindConfig {
+    pub source_address: Option<super::raw::RawSocketAddress>,
+}
+
 /// `core.v3.TcpKeepalive` (each a UInt32Value; unset = the kernel's default).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -47,11 +47,13 @@ impl Bootstrap {
                     .err(format!("duplicate listener name {:?}", l.name.as_str())));
             }
             for (j, fc) in l.filter_chains.iter().enumerate() {
-                let tp = lp
-                    .field("filter_chains")
-                    .index(j)
+                let cp = match fc.is_default {
+                    true => lp.field("default_filter_chain"),
+                    false => lp.field("filter_chains").index(j),
+                };
+                let tp = cp
                     .field("filters")
-                    .index(0)
+                    .index(fc.terminal_index)
                     .field("typed_config");
                 match &fc.filter {
                     NetworkFilter::Tcp(t) => match &t.cluster {

@@ -93,6 +93,18 @@ virtual_hosts:
     route: { cluster: a }
 "#;
 
+/// The chain a plain connection from 10.0.0.2 to 10.0.0.1:`port` gets.
+fn chain_for(l: &Listener, port: u16) -> Option<&FilterChain> {
+    let facts = ConnFacts {
+        dst: SocketAddr::from(([10, 0, 0, 1], port)),
+        src: SocketAddr::from(([10, 0, 0, 2], 40000)),
+        server_name: None,
+        transport_protocol: "raw_buffer",
+        application_protocols: AppProtocols::None,
+    };
+    l.select_chain(&facts).map(|i| &l.filter_chains[i])
+}
+
 #[test]
 fn full_bootstrap_parses_into_the_typed_model() {
     let b = from_yaml_str(&with_routes(ROUTES_OK)).expect("valid");
@@ -101,7 +113,7 @@ fn full_bootstrap_parses_into_the_typed_model() {
     assert_eq!(l.name.as_str(), "http");
     assert_eq!(l.address, "127.0.0.1:10000".parse::<SocketAddr>().unwrap());
     assert!(l.bind_to_port);
-    let chain = l.select_chain(10000).expect("default chain");
+    let chain = chain_for(l, 10000).expect("default chain");
     let NetworkFilter::Http(hcm) = &chain.filter else {
         panic!("expected HCM")
     };
@@ -729,13 +741,13 @@ fn listeners_filter_chains_and_tcp_proxy() {
         l.listener_filters,
         vec![ListenerFilter::OriginalDst, ListenerFilter::HttpInspector]
     );
-    let NetworkFilter::Tcp(db) = &l.select_chain(5432).unwrap().filter else {
+    let NetworkFilter::Tcp(db) = &chain_for(l, 5432).unwrap().filter else {
         panic!("tcp")
     };
     assert_eq!(db.idle_timeout, None);
     assert_eq!(db.cluster.pick(0).as_str(), "passthrough");
     assert_eq!(db.cluster.pick(1).as_str(), "other");
-    let NetworkFilter::Tcp(pt) = &l.select_chain(80).unwrap().filter else {
+    let NetworkFilter::Tcp(pt) = &chain_for(l, 80).unwrap().filter else {
         panic!("tcp")
     };
     assert_eq!(pt.idle_timeout, Some(DEFAULT_TCP_PROXY_IDLE_TIMEOUT));
@@ -761,11 +773,11 @@ fn listeners_filter_chains_and_tcp_proxy() {
     );
     let bad = yaml.replace(
         "destination_port: 5432",
-        "destination_port: 5432, server_names: [a]",
+        "destination_port: 5432, destination_port_range: {start: 1, end: 9}",
     );
     expect_err(
         &bad,
-        "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
+        "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port_range",
         "not supported",
     );
 }

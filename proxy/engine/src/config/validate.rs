@@ -12,14 +12,15 @@ use std::{
 use serde_norway::Value;
 
 use super::{
+    istio_filters::{is_telemetry_noop, Place},
     path::FieldPath,
     raw::{
         type_url, typed_config, Empty, RawAccessLog, RawAddress, RawBootstrap, RawFileAccessLog,
         RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawTcpProxy,
     },
-    validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError, FilterChain,
-    HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node, TcpProxy,
-    TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
+    validate_chain, validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError,
+    FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node,
+    TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
 };
 use crate::route::{build_route_table, build_weighted, WeightedInput};
 
@@ -201,7 +202,7 @@ fn listener(
                 .err(format!("unknown value {td:?}")));
         }
     }
-    let mut listener_filters = Vec::new();
+    let (mut listener_filters, mut filter_disabled) = (Vec::new(), Vec::new());
     for (i, f) in raw.listener_filters.iter().enumerate() {
         let fp = p.field("listener_filters").index(i);
         let name = f.name.as_deref().unwrap_or("");
@@ -225,25 +226,34 @@ fn listener(
         if let Some(tc) = &f.typed_config {
             let _: Empty = typed_config(tc, &fp.field("typed_config"), ty)?;
         }
+        if let Some(d) = &f.filter_disabled {
+            let pred = super::filter_disabled::parse(d, &fp.field("filter_disabled"))?;
+            filter_disabled.push((kind, pred));
+        }
         listener_filters.push(kind);
     }
-    if raw.filter_chains.is_empty() {
+    if raw.filter_chains.is_empty() && raw.default_filter_chain.is_none() {
         return Err(p
             .field("filter_chains")
             .err("at least one filter chain is required"));
     }
     let mut filter_chains: Vec<FilterChain> = Vec::new();
     for (i, fc) in raw.filter_chains.into_iter().enumerate() {
-        let fp = p.field("filter_chains").index(i);
-        let chain = filter_chain(fc, &fp, clusters)?;
-        if filter_chains
-            .iter()
-            .any(|o| o.destination_port == chain.destination_port)
-        {
-            return Err(fp
-                .field("filter_chain_match")
-                .err("multiple filter chains with the same matching rules are defined"));
-        }
+        filter_chains.push(filter_chain(
+            fc,
+            &p.field("filter_chains").index(i),
+            clusters,
+        )?);
+    }
+    let paths: Vec<_> = filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&c.matcher, p.field("filter_chains").index(i)))
+        .collect();
+    validate_chain::check_overlaps(&paths)?;
+    if let Some(fc) = raw.default_filter_chain {
+        let mut chain = filter_chain(fc, &p.field("default_filter_chain"), clusters)?;
+        chain.is_default = true;
         filter_chains.push(chain);
     }
     Ok(Listener {
@@ -252,6 +262,7 @@ fn listener(
         use_original_dst: raw.use_original_dst.unwrap_or(false),
         bind_to_port: raw.bind_to_port.unwrap_or(true),
         listener_filters,
+        filter_disabled,
         filter_chains,
     })
 }
@@ -261,33 +272,39 @@ fn filter_chain(
     p: &FieldPath,
     clusters: &HashSet<String>,
 ) -> Result<FilterChain, ConfigError> {
-    let destination_port = match raw.filter_chain_match.and_then(|m| m.destination_port) {
-        None => None,
-        Some(port) => Some(
-            u16::try_from(port)
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    p.field("filter_chain_match")
-                        .field("destination_port")
-                        .err(format!("{port} is not a valid port"))
-                })?,
-        ),
-    };
+    let matcher =
+        validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
+    if let Some(ts) = &raw.transport_socket {
+        return Err(validate_chain::transport_socket(
+            ts,
+            &p.field("transport_socket"),
+        ));
+    }
     let fp = p.field("filters");
-    let mut filters = raw.filters.into_iter();
+    // Istio's telemetry-only filters before the terminal one are no-ops.
+    let terminal_index = raw
+        .filters
+        .iter()
+        .position(|f| {
+            !is_telemetry_noop(Place::Network, f.name.as_deref(), f.typed_config.as_ref())
+        })
+        .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
+    let mut filters = raw.filters.into_iter().skip(terminal_index);
     let first = filters
         .next()
         .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
+    let filter = network_filter(first, &fp.index(terminal_index), clusters)?;
     if filters.next().is_some() {
-        return Err(fp.index(1).unsupported(
-            "only one network filter per chain (http_connection_manager or tcp_proxy)",
+        return Err(fp.index(terminal_index + 1).unsupported(
+            "only one network filter per chain (http_connection_manager or tcp_proxy), after \
+             Istio's telemetry filters",
         ));
     }
-    let filter = network_filter(first, &fp.index(0), clusters)?;
     Ok(FilterChain {
         name: raw.name,
-        destination_port,
+        matcher,
+        is_default: false,
+        terminal_index,
         filter,
     })
 }

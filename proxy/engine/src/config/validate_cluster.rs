@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
+    istio_filters::{is_telemetry_noop, Place},
     path::FieldPath,
     raw::typed_config,
     raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions, RawUpstreamTlsContext},
@@ -19,6 +20,8 @@ use super::{
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const RAW_BUFFER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 const UPSTREAM_TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
@@ -201,8 +204,27 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     }
     let options = super::cluster_options::options(&raw, typed_opts.as_ref(), discovery, p)?;
 
+    if let Some(m) = raw
+        .transport_socket_matches
+        .as_ref()
+        .filter(|m| m.as_sequence().is_none_or(|s| !s.is_empty()))
+    {
+        let mp = p.field("transport_socket_matches");
+        super::sds::refuse(m, &mp)?;
+        return Err(mp.unsupported("only one transport_socket per cluster"));
+    }
+    for (i, f) in raw.filters.iter().enumerate() {
+        let (name, tc) = (f.name.as_deref(), f.typed_config.as_ref());
+        if !is_telemetry_noop(Place::Network, name, tc) {
+            return Err(p
+                .field("filters")
+                .index(i)
+                .unsupported("upstream network filters other than Istio's telemetry filters"));
+        }
+    }
     let tls = match &raw.transport_socket {
         None => None,
+        Some(ts) if is_raw_buffer(ts) => None,
         Some(ts) => {
             let tp = p.field("transport_socket");
             let tcp = tp.field("typed_config");
@@ -218,6 +240,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                         .unsupported(&format!("transport socket {other:?}")))
                 }
             }
+            super::sds::refuse(tc, &tcp)?;
             let raw_tls: RawUpstreamTlsContext = typed_config(tc, &tcp, UPSTREAM_TLS_TYPE)?;
             Some(upstream_tls(raw_tls, &tcp)?)
         }
@@ -468,6 +491,14 @@ fn data_source(raw: &RawDataSource, p: &FieldPath) -> Result<DataSource, ConfigE
         (Some(f), None) if !f.is_empty() => Ok(DataSource::File(f.into())),
         (None, Some(s)) => Ok(DataSource::Inline(s.clone())),
         _ => Err(p.err("exactly one of filename and inline_string is required")),
+    }
+}
+
+/// `envoy.transport_sockets.raw_buffer` (plaintext, the default), by type or by name.
+fn is_raw_buffer(ts: &super::raw_cluster::RawTransportSocket) -> bool {
+    match ts.typed_config.as_ref().and_then(super::raw::type_url) {
+        Some(t) => t == RAW_BUFFER_TYPE,
+        None => ts.name.as_deref() == Some("envoy.transport_sockets.raw_buffer"),
     }
 }
 

@@ -233,7 +233,7 @@ fn upstream_failed(observer: Option<&dyn ConnObserver>) {
 /// The filter chain for a connection to `a.dst` whose first bytes look like `proto` (`None`:
 /// no detection on this listener; the choice is the config's, shared with `sluice explain`),
 /// and whether it goes to the passthrough instead: detected non-HTTP on a captured listener
-/// with no TCP chain admitting the port (a client whose first bytes come after
+/// with no TCP chain admitting the connection (a client whose first bytes come after
 /// DETECT_TIMEOUT must not land in another port's tcp_proxy).
 fn choose_chain(
     l: &ListenerRt,
@@ -241,9 +241,44 @@ fn choose_chain(
     a: Addrs,
 ) -> Option<(usize, bool)> {
     let want_http = proto.map(|p| p.is_http());
-    let (idx, fits) = l.cfg.choose_chain(a.dst.port(), want_http)?;
+    let facts = conn_facts(&l.cfg, proto, a);
+    let (idx, fits) = l.cfg.choose_chain(&facts, want_http)?;
     let passthrough_only = !fits && want_http == Some(false) && l.captured() && a.dst != a.local;
     Some((idx, passthrough_only))
+}
+
+/// What Envoy's filter chain match sees of a connection: its (original) destination and peer,
+/// and what the configured inspectors report of `proto` (tls_inspector: `tls`, SNI, ALPN;
+/// http_inspector: `http/1.1`, `http/1.0` or `h2c`); `raw_buffer` otherwise.
+fn conn_facts<'p>(
+    l: &config::Listener,
+    proto: Option<&'p detect::Protocol>,
+    a: Addrs,
+) -> config::ConnFacts<'p> {
+    use config::{AppProtocols, ConnFacts, ListenerFilter};
+    let mut facts = ConnFacts {
+        dst: a.dst,
+        src: a.peer,
+        server_name: None,
+        transport_protocol: "raw_buffer",
+        application_protocols: AppProtocols::None,
+    };
+    match proto {
+        Some(detect::Protocol::Tls { sni, alpn })
+            if l.runs_filter(ListenerFilter::TlsInspector, a.dst.port()) =>
+        {
+            facts.transport_protocol = "tls";
+            facts.server_name = sni.as_deref();
+            facts.application_protocols = AppProtocols::List(alpn);
+        }
+        Some(p) if l.runs_filter(ListenerFilter::HttpInspector, a.dst.port()) => {
+            if let Some(ap) = p.http_inspector_protocol() {
+                facts.application_protocols = AppProtocols::One(ap);
+            }
+        }
+        _ => {}
+    }
+    facts
 }
 
 /// Who spoke first on a connection that was silent through detection.

@@ -309,3 +309,23 @@ fn an_endpoint_only_change_is_applied_in_place_and_anything_more_is_not() {
         .unwrap();
     assert!(matches!(cand.apply, Apply::Full { .. }), "{:?}", cand.apply);
 }
+
+#[test]
+fn a_default_filter_chain_subscribes_and_inlines_its_rds() {
+    let mut c = core();
+    let mut l = listener("d", 10003, rds("rd"));
+    l.default_filter_chain = Some(l.filter_chains.remove(0));
+    push(&mut c, ResourceType::Listener, vec![any(LDS, &l)]).unwrap();
+    assert_eq!(names(&c, ResourceType::Route), ["rd"]);
+    let inline =
+        http_connection_manager::RouteSpecifier::RouteConfig(route_config("inline", "nope", None));
+    let mut bad = listener("e", 10004, inline);
+    bad.default_filter_chain = Some(bad.filter_chains.remove(0));
+    let err = push(&mut c, ResourceType::Listener, vec![any(LDS, &bad)]).unwrap_err();
+    assert!(
+        err.starts_with(
+            "Listener \"e\": default_filter_chain.filters[0].typed_config.route_config"
+        ),
+        "{err}"
+    );
+}

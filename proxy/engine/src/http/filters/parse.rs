@@ -12,6 +12,7 @@ use super::{
 };
 use crate::config::{
     raw::{type_url, typed_config, Empty, RawHttpFilter},
+    istio_filters::{is_telemetry_noop, Place},
     ConfigError, FieldPath,
 };
 
@@ -52,6 +53,11 @@ pub(crate) fn http_filters(
                     .unsupported("true on the router (the terminal filter)"));
             }
             return Ok(HttpFilters { filters });
+        }
+        // Istio's telemetry-only filters are no-ops. `is_optional` changes nothing here: Envoy
+        // runs the optional filters it knows, so one sluice does not implement is refused either way.
+        if is_telemetry_noop(Place::Http, f.name.as_deref(), f.typed_config.as_ref()) {
+            continue;
         }
         let name = f.name.clone().unwrap_or_default();
         if name.is_empty() {

@@ -1,0 +1,163 @@
+//! Istio's telemetry-only filters, accepted as documented no-ops: the stats plugin
+//! (`istio.stats`, native or Wasm-hosted), peer metadata exchange (`istio.metadata_exchange`,
+//! `envoy.filters.http.peer_metadata`, `envoy.filters.network.metadata_exchange`) and the
+//! upstream ALPN override (`istio.alpn`). They only feed Istio's metrics and peer labels, which
+//! sluice computes itself (`server/istio.rs`); routing never depends on them. A filter is
+//! recognised by its typed_config's type URL (the `type_url` inside a `udpa.type.v1` /
+//! `xds.type.v3` TypedStruct), as Envoy picks factories, or by name when it has no typed_config.
+
+use serde_norway::Value;
+
+use super::raw::type_url;
+
+/// TypedStruct wrappers (the type that matters is their `type_url`).
+const TYPED_STRUCTS: &[&str] = &[
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+];
+const STATS: &str = "type.googleapis.com/stats.PluginConfig";
+const PEER_METADATA: &str = "type.googleapis.com/io.istio.http.peer_metadata.Config";
+const ALPN: &str = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+const TCP_METADATA_EXCHANGE: &str =
+    "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange";
+const HTTP_WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const NETWORK_WASM: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+/// Istio's Wasm plugins (null VM code names and root ids) that only do telemetry.
+const WASM_TELEMETRY: &[&str] = &[
+    "envoy.wasm.stats",
+    "envoy.wasm.metadata_exchange",
+    "stats_inbound",
+    "stats_outbound",
+];
+
+/// Where a filter sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// An http_connection_manager's `http_filters[]` (before the router).
+    Http,
+    /// A filter chain's `filters[]` (before the terminal filter), or a cluster's upstream
+    /// `filters[]`.
+    Network,
+}
+
+/// Whether the filter `name` with `typed_config` is one of Istio's telemetry-only filters at
+/// `place` (then it is a no-op).
+pub(crate) fn is_telemetry_noop(
+    place: Place,
+    name: Option<&str>,
+    typed_config: Option<&Value>,
+) -> bool {
+    let Some(tc) = typed_config else {
+        return match place {
+            Place::Http => matches!(
+                name,
+                Some("istio.stats" | "istio.metadata_exchange" | "istio.alpn")
+                    | Some("envoy.filters.http.peer_metadata")
+            ),
+            Place::Network => matches!(
+                name,
+                Some("istio.stats" | "istio.metadata_exchange")
+                    | Some("envoy.filters.network.metadata_exchange")
+                    | Some("envoy.filters.network.upstream.metadata_exchange")
+            ),
+        };
+    };
+    let Some(mut ty) = type_url(tc) else {
+        return false;
+    };
+    let mut body = tc;
+    if TYPED_STRUCTS.contains(&ty) {
+        let Some(inner) = tc.get("type_url").and_then(Value::as_str) else {
+            return false;
+        };
+        ty = inner;
+        body = tc.get("value").unwrap_or(&Value::Null);
+    }
+    match (place, ty) {
+        (_, STATS) => true,
+        (Place::Http, PEER_METADATA | ALPN) => true,
+        (Place::Network, TCP_METADATA_EXCHANGE) => true,
+        (Place::Http, HTTP_WASM) | (Place::Network, NETWORK_WASM) => wasm_is_telemetry(body),
+        _ => false,
+    }
+}
+
+/// A Wasm filter config (`config.root_id`, `config.vm_config.code.local.inline_string`) that
+/// runs one of Istio's telemetry plugins.
+fn wasm_is_telemetry(body: &Value) -> bool {
+    let config = body.get("config").unwrap_or(&Value::Null);
+    let root_id = config.get("root_id").and_then(Value::as_str);
+    let code = config
+        .get("vm_config")
+        .and_then(|v| v.get("code"))
+        .and_then(|c| c.get("local"))
+        .and_then(|l| l.get("inline_string"))
+        .and_then(Value::as_str);
+    let known = |s: Option<&str>| s.is_some_and(|s| WASM_TELEMETRY.contains(&s));
+    known(code) || (code.is_none() && known(root_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Value {
+        serde_norway::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn istio_telemetry_filters_are_recognised_and_others_are_not() {
+        let table = [
+            (Place::Http, "{'@type': type.googleapis.com/stats.PluginConfig}", true),
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/io.istio.http.peer_metadata.Config, value: {}}",
+                true,
+            ),
+            (
+                Place::Network,
+                "{'@type': type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange, value: {protocol: istio-peer-exchange}}",
+                true,
+            ),
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: {root_id: stats_outbound, vm_config: {runtime: envoy.wasm.runtime.null, code: {local: {inline_string: envoy.wasm.stats}}}}}",
+                true,
+            ),
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: {root_id: stats_outbound, vm_config: {code: {local: {inline_string: my.plugin}}}}}",
+                false,
+            ),
+            // The network metadata exchange is not an HTTP filter, nor the reverse.
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange}",
+                false,
+            ),
+            (
+                Place::Network,
+                "{'@type': type.googleapis.com/io.istio.http.peer_metadata.Config}",
+                false,
+            ),
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua}",
+                false,
+            ),
+        ];
+        for (place, tc, want) in table {
+            assert_eq!(
+                is_telemetry_noop(place, None, Some(&yaml(tc))),
+                want,
+                "{tc}"
+            );
+        }
+        assert!(is_telemetry_noop(Place::Http, Some("istio.alpn"), None));
+        assert!(!is_telemetry_noop(
+            Place::Http,
+            Some("envoy.filters.http.lua"),
+            None
+        ));
+    }
+}

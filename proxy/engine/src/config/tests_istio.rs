@@ -1,0 +1,308 @@
+//! What istiod sends a sidecar: filter chain matches, Istio's telemetry filters, its clusters,
+//! and the refusal of transport sockets that need SDS.
+
+use super::tests::expect_err;
+use super::*;
+
+/// A virtualInbound-like listener (network telemetry filters before each terminal filter) and
+/// Istio's clusters; `extra_cluster` is appended under `clusters:`.
+fn istio_config(extra_cluster: &str) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: virtualInbound
+    address: {{ socket_address: {{ address: 0.0.0.0, port_value: 15006 }} }}
+    traffic_direction: INBOUND
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst }}
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}
+    - name: envoy.filters.listener.http_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }}
+    filter_chains:
+    - name: 0.0.0.0_8080
+      filter_chain_match:
+        destination_port: 8080
+        transport_protocol: raw_buffer
+        application_protocols: [http/1.1, http/1.0, h2c]
+        prefix_ranges: [{{ address_prefix: 0.0.0.0, prefix_len: 0 }}]
+      filters:
+      - name: istio.metadata_exchange
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+          value: {{ protocol: istio-peer-exchange, enable_discovery: true }}
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: inbound_0.0.0.0_8080
+          route_config:
+            virtual_hosts:
+            - name: inbound
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: / }}, route: {{ cluster: "inbound|8080||" }} }}]
+          http_filters:
+          - name: istio.metadata_exchange
+            typed_config:
+              "@type": type.googleapis.com/xds.type.v3.TypedStruct
+              type_url: type.googleapis.com/io.istio.http.peer_metadata.Config
+              value: {{ downstream_discovery: [{{ istio_headers: {{}} }}] }}
+          - name: istio.stats
+            typed_config: {{ "@type": type.googleapis.com/stats.PluginConfig, disable_host_header_fallback: true }}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+    - name: 0.0.0.0_8080_tcp
+      filter_chain_match: {{ destination_port: 8080, transport_protocol: raw_buffer }}
+      filters:
+      - name: istio.stats
+        typed_config: {{ "@type": type.googleapis.com/stats.PluginConfig }}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: "inbound|8080||"
+          cluster: "inbound|8080||"
+    - name: virtualInbound-blackhole
+      filter_chain_match: {{ destination_port: 15006 }}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: BlackHoleCluster
+          cluster: BlackHoleCluster
+    default_filter_chain:
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: InboundPassthroughCluster
+          cluster: PassthroughCluster
+  clusters:
+  - name: BlackHoleCluster
+    type: STATIC
+    connect_timeout: 10s
+  - name: PassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 10s
+    filters:
+    - name: istio.metadata_exchange
+      typed_config:
+        "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+        type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+        value: {{ protocol: istio-peer-exchange }}
+  - name: "inbound|8080||"
+    type: STATIC
+    connect_timeout: 10s
+    load_assignment:
+      cluster_name: "inbound|8080||"
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.6, port_value: 8080 }} }} }} }}] }}]
+{extra_cluster}"#
+    )
+}
+
+const LISTENER: &str = "static_resources.listeners[0]";
+
+fn facts<'a>(dst: &str, transport: &'a str, app: AppProtocols<'a>) -> ConnFacts<'a> {
+    ConnFacts {
+        dst: dst.parse().unwrap(),
+        src: "10.0.0.9:40000".parse().unwrap(),
+        server_name: None,
+        transport_protocol: transport,
+        application_protocols: app,
+    }
+}
+
+#[test]
+fn istio_inbound_listener_loads_and_chooses_like_envoy() {
+    let b = from_yaml_str(&istio_config("")).expect("istiod's sidecar config loads");
+    let l = &b.listeners[0];
+    assert_eq!(l.filter_chains.len(), 4, "three chains and the default");
+    assert!(l.filter_chains[3].is_default);
+    assert_eq!(l.filter_chains[0].terminal_index, 1);
+    let name = |f: &ConnFacts<'_>| {
+        l.select_chain(f)
+            .map(|i| l.filter_chains[i].name.clone().unwrap_or("default".into()))
+    };
+    let http = facts("10.0.0.1:8080", "raw_buffer", AppProtocols::One("http/1.1"));
+    assert_eq!(name(&http).as_deref(), Some("0.0.0.0_8080"));
+    let opaque = facts("10.0.0.1:8080", "raw_buffer", AppProtocols::None);
+    assert_eq!(name(&opaque).as_deref(), Some("0.0.0.0_8080_tcp"));
+    // Port 8080 keeps only its chains; none takes TLS, so the default chain does.
+    let tls = facts("10.0.0.1:8080", "tls", AppProtocols::None);
+    assert_eq!(name(&tls).as_deref(), Some("default"));
+    let other = facts("10.0.0.1:9999", "raw_buffer", AppProtocols::None);
+    assert_eq!(name(&other).as_deref(), Some("default"));
+    let direct = facts("10.0.0.1:15006", "raw_buffer", AppProtocols::None);
+    assert_eq!(name(&direct).as_deref(), Some("virtualInbound-blackhole"));
+    // The detected-protocol fallback is off once chains match on the protocol themselves.
+    assert!(l.matches_protocol());
+    assert_eq!(l.choose_chain(&opaque, Some(false)), Some((1, true)));
+}
+
+#[test]
+fn filter_chain_match_errors_name_the_field() {
+    let base = istio_config("");
+    let chain0 = format!("{LISTENER}.filter_chains[0].filter_chain_match");
+    let table = [
+        (
+            "destination_port: 8080\n        transport_protocol: raw_buffer\n        application_protocols",
+            "destination_port: 8080\n        address_suffix: x\n        transport_protocol: raw_buffer\n        application_protocols",
+            format!("{chain0}.address_suffix"),
+            "not supported",
+        ),
+        (
+            "address_prefix: 0.0.0.0, prefix_len: 0",
+            "address_prefix: 0.0.0.0, prefix_len: 33",
+            format!("{chain0}.prefix_ranges[0].prefix_len"),
+            "33 is too long",
+        ),
+        (
+            "address_prefix: 0.0.0.0, prefix_len: 0",
+            "address_prefix: not-an-ip",
+            format!("{chain0}.prefix_ranges[0].address_prefix"),
+            "not an IP address",
+        ),
+        (
+            "destination_port: 8080\n        transport_protocol: raw_buffer\n        application_protocols",
+            "destination_port: 8080\n        server_names: [\"a*.example.com\"]\n        transport_protocol: raw_buffer\n        application_protocols",
+            format!("{chain0}.server_names[0]"),
+            "partial wildcards",
+        ),
+        (
+            "destination_port: 8080\n        transport_protocol: raw_buffer\n        application_protocols",
+            "destination_port: 8080\n        source_type: LOCAL\n        transport_protocol: raw_buffer\n        application_protocols",
+            format!("{chain0}.source_type"),
+            "unknown value",
+        ),
+        // The TCP chain made to overlap the HTTP chain (same port, transport and protocol).
+        (
+            "{ destination_port: 8080, transport_protocol: raw_buffer }",
+            "{ destination_port: 8080, transport_protocol: raw_buffer, application_protocols: [h2c], prefix_ranges: [{ address_prefix: 0.0.0.0 }] }",
+            format!("{LISTENER}.filter_chains[1].filter_chain_match"),
+            "overlapping matching rules",
+        ),
+    ];
+    for (from, to, path, msg) in table {
+        assert!(base.contains(from), "{from}");
+        expect_err(&base.replacen(from, to, 1), &path, msg);
+    }
+}
+
+#[test]
+fn only_istio_telemetry_filters_are_no_ops() {
+    let base = istio_config("");
+    let bad = base.replace(
+        "      - name: istio.stats\n        typed_config: { \"@type\": type.googleapis.com/stats.PluginConfig }\n",
+        "      - name: envoy.filters.network.rbac\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC }\n",
+    );
+    expect_err(
+        &bad,
+        &format!("{LISTENER}.filter_chains[1].filters[0].typed_config.@type"),
+        "network filter type",
+    );
+    let bad = base.replace(
+        "type_url: type.googleapis.com/io.istio.http.peer_metadata.Config",
+        "type_url: type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+    );
+    let bad = bad.replace(
+        "          - name: istio.metadata_exchange\n            typed_config:\n              \"@type\": type.googleapis.com/xds",
+        "          - name: istio.metadata_exchange\n            is_optional: true\n            typed_config:\n              \"@type\": type.googleapis.com/xds",
+    );
+    expect_err(
+        &bad,
+        &format!("{LISTENER}.filter_chains[0].filters[1].typed_config.http_filters[0]"),
+        "TypedStruct",
+    );
+    let bad = base.replace(
+        "    - name: istio.metadata_exchange\n      typed_config:\n        \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n        type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange\n        value: { protocol: istio-peer-exchange }\n",
+        "    - name: envoy.filters.network.tcp_proxy\n",
+    );
+    expect_err(
+        &bad,
+        "static_resources.clusters[1].filters[0]",
+        "upstream network filters",
+    );
+}
+
+#[test]
+fn transport_sockets_needing_sds_are_refused_as_such() {
+    let sds_cluster = r#"  - name: "outbound|80||web.default.svc.cluster.local"
+    type: STATIC
+    connect_timeout: 1s
+    transport_socket_matches:
+    - name: tlsMode-istio
+      match: { tlsMode: istio }
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs:
+            - name: default
+              sds_config: { ads: {}, resource_api_version: V3 }
+    - name: tlsMode-disabled
+      match: {}
+      transport_socket: { name: envoy.transport_sockets.raw_buffer }
+"#;
+    let err = expect_err(
+        &istio_config(sds_cluster),
+        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs",
+        "SDS is not supported yet",
+    );
+    assert!(err.to_string().contains("not supported"), "{err}");
+    let single = sds_cluster
+        .replace("    transport_socket_matches:\n    - name: tlsMode-istio\n      match: { tlsMode: istio }\n      transport_socket:\n        name", "    transport_socket:\n        name")
+        .replace("    - name: tlsMode-disabled\n      match: {}\n      transport_socket: { name: envoy.transport_sockets.raw_buffer }\n", "");
+    expect_err(
+        &istio_config(&single),
+        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs",
+        "SDS is not supported yet",
+    );
+    // Downstream: a filter chain's transport_socket, with and without SDS.
+    let chain = "    - name: virtualInbound-blackhole\n      filter_chain_match: { destination_port: 15006 }\n";
+    let tls = "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            combined_validation_context:\n              validation_context_sds_secret_config: { name: ROOTCA, sds_config: { ads: {} } }\n";
+    let base = istio_config("");
+    expect_err(
+        &base.replace(chain, &format!("{chain}{tls}")),
+        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context.combined_validation_context.validation_context_sds_secret_config"),
+        "SDS is not supported yet",
+    );
+    let plain = "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext }\n";
+    expect_err(
+        &base.replace(chain, &format!("{chain}{plain}")),
+        &format!("{LISTENER}.filter_chains[2].transport_socket"),
+        "downstream TLS termination",
+    );
+    // A raw_buffer transport socket on a cluster is plaintext, as Envoy's default.
+    let raw = "    transport_socket: { name: envoy.transport_sockets.raw_buffer }\n";
+    let b = from_yaml_str(&base.replace(
+        "  - name: BlackHoleCluster\n    type: STATIC\n",
+        &format!("  - name: BlackHoleCluster\n    type: STATIC\n{raw}"),
+    ))
+    .expect("raw_buffer loads");
+    assert!(b.cluster("BlackHoleCluster").unwrap().tls.is_none());
+}
+
+#[test]
+fn filter_disabled_turns_an_inspector_off_per_port() {
+    let base = istio_config("");
+    let with = base.replace(
+        "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }\n",
+        "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }\n      filter_disabled: { or_match: { rules: [{ destination_port_range: { start: 3306, end: 3307 } }, { destination_port_range: { start: 6379, end: 6380 } }] } }\n",
+    );
+    let b = from_yaml_str(&with).expect("loads");
+    let l = &b.listeners[0];
+    assert!(!l.runs_filter(ListenerFilter::HttpInspector, 3306));
+    assert!(l.runs_filter(ListenerFilter::HttpInspector, 8080));
+    assert!(l.runs_filter(ListenerFilter::TlsInspector, 3306));
+    let bad = with.replace(
+        "{ destination_port_range: { start: 6379, end: 6380 } }",
+        "{ requested_server_name: { exact: a } }",
+    );
+    expect_err(
+        &bad,
+        &format!("{LISTENER}.listener_filters[2].filter_disabled.or_match.rules[1].requested_server_name"),
+        "not supported",
+    );
+}
