@@ -653,15 +653,17 @@ pub async fn handle_with(
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
-                    if let Some(d) = &decoded {
-                        d.apply_request_headers(req.headers_mut());
-                    }
+                    // The shadows are chosen here; their copies are made from the request as
+                    // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {
                         plan.shadows = forward::mirror::select(
                             &fwd.action.mirrors,
                             req.headers(),
                             &hcm.by_name,
                         );
+                    }
+                    if let Some(d) = &decoded {
+                        d.apply_request_headers(req.headers_mut());
                     }
                     let (parts, body) = req.into_parts();
                     let run = async {

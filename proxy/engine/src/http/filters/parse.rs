@@ -11,8 +11,8 @@ use super::{
     cors, fault, local_ratelimit, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
 };
 use crate::config::{
-    raw::{type_url, typed_config, Empty, RawHttpFilter},
     istio_filters::{is_telemetry_noop, Place},
+    raw::{type_url, typed_config, Empty, RawHttpFilter},
     ConfigError, FieldPath,
 };
 
