@@ -551,18 +551,17 @@ pub async fn handle_with(
         let mut decoded = if hcm.cfg.http_filters.is_empty() {
             None
         } else {
-            let d = hcm
-                .cfg
-                .http_filters
-                .decode(filters::Request {
-                    selection: &selection,
-                    route_config: &table.per_filter,
-                    method: &method,
-                    headers: req.headers(),
-                    conn: conn_buckets.as_deref(),
-                    deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
-                })
-                .await;
+            // Boxed: the filters' state (a fault delay's timer) stays out of the request's
+            // state machine when no filter is configured.
+            let d = Box::pin(hcm.cfg.http_filters.decode(filters::Request {
+                selection: &selection,
+                route_config: &table.per_filter,
+                method: &method,
+                headers: req.headers(),
+                conn: conn_buckets.as_deref(),
+                deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
+            }))
+            .await;
             Some(d)
         };
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
@@ -676,7 +675,12 @@ pub async fn handle_with(
                             forward::Input::Stream(body),
                         )
                         .await;
-                        internal_redirect::follow(&hcm, conn, fmt, o).await
+                        // Boxed: following holds a second forward future, which would double
+                        // every request's state machine; only a redirect candidate pays for it.
+                        if o.redirect.is_none() {
+                            return o;
+                        }
+                        Box::pin(internal_redirect::follow(&hcm, conn, fmt, o)).await
                     };
                     match hcm.cfg.max_stream_duration {
                         None => run.await,
