@@ -474,8 +474,8 @@ pub async fn handle_with(
     if let Err(r) = preroute::before_routing(&hcm.cfg, &conn, scheme, &mut req) {
         let (body, close) = match &r {
             preroute::Refused::Target(t) => (t.body, true),
-            // An upgrade refusal keeps the connection when no body is left to skip.
-            preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
+            // A refused upgrade closes the connection (what follows may be the new protocol).
+            preroute::Refused::Upgrade => ("", true),
             preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
             preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
