@@ -268,7 +268,9 @@ pub async fn serve<I, F>(
         config::CodecType::Http1 => b.http1_only(),
         config::CodecType::Http2 => b.http2_only(),
     };
-    let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
+    // The guard also enforces `HTTP2` (hyper-util's upgrade-capable connection ignores
+    // `http2_only` and would serve HTTP/1.1).
+    let io = h2_flood::FloodGuard::new(io, codec);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let header_deadline = tokio::time::sleep(header_timeout);
