@@ -268,7 +268,9 @@ pub async fn serve<I, F>(
         config::CodecType::Http1 => b.http1_only(),
         config::CodecType::Http2 => b.http2_only(),
     };
-    let io = h2_flood::FloodGuard::new(io, codec == config::CodecType::Http1);
+    // The guard also enforces `HTTP2` (hyper-util's upgrade-capable connection ignores
+    // `http2_only` and would serve HTTP/1.1).
+    let io = h2_flood::FloodGuard::new(io, codec);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let header_deadline = tokio::time::sleep(header_timeout);
@@ -474,8 +476,8 @@ pub async fn handle_with(
     if let Err(r) = preroute::before_routing(&hcm.cfg, &conn, scheme, &mut req) {
         let (body, close) = match &r {
             preroute::Refused::Target(t) => (t.body, true),
-            // An upgrade refusal keeps the connection when no body is left to skip.
-            preroute::Refused::Upgrade => ("", !req.body().is_end_stream()),
+            // A refused upgrade closes the connection (what follows may be the new protocol).
+            preroute::Refused::Upgrade => ("", true),
             preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
             preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };

@@ -335,12 +335,12 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
     );
     let yaml = with_routes(ROUTES_OK).replace(
         "  - name: b\n",
-        "  - name: b\n    circuit_breakers: {thresholds: [{priority: HIGH}]}\n",
+        "  - name: b\n    circuit_breakers: {thresholds: [{priority: HIGH}, {priority: HIGH}]}\n",
     );
     expect_err(
         &yaml,
-        "static_resources.clusters[1].circuit_breakers.thresholds[0].priority",
-        "not supported",
+        "static_resources.clusters[1].circuit_breakers.thresholds[1]",
+        "duplicate thresholds for priority HIGH",
     );
     // A second HTTP filter.
     let yaml = with_routes(ROUTES_OK).replace(

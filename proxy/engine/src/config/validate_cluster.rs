@@ -121,15 +121,21 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
 
     let mut circuit_breakers = CircuitBreakers::default();
     if let Some(cb) = &raw.circuit_breakers {
+        let (mut seen_default, mut seen_high) = (false, false);
         for (i, t) in cb.thresholds.iter().enumerate() {
             let tp = p.field("circuit_breakers").field("thresholds").index(i);
-            match t.priority.as_deref() {
-                None | Some("DEFAULT") => {}
-                Some("HIGH") => return Err(tp.field("priority").unsupported("HIGH")),
+            let (seen, name) = match t.priority.as_deref() {
+                None | Some("DEFAULT") => (&mut seen_default, "DEFAULT"),
+                Some("HIGH") => (&mut seen_high, "HIGH"),
                 Some(o) => return Err(tp.field("priority").err(format!("unknown value {o:?}"))),
+            };
+            if std::mem::replace(seen, true) {
+                return Err(tp.err(format!("duplicate thresholds for priority {name}")));
             }
-            if i > 0 {
-                return Err(tp.err("duplicate thresholds for priority DEFAULT"));
+            // Every route has the DEFAULT priority (RouteAction.priority is rejected), so
+            // HIGH thresholds never apply: validated, then left unused as in Envoy.
+            if name == "HIGH" {
+                continue;
             }
             let d = CircuitBreakers::default();
             circuit_breakers = CircuitBreakers {

@@ -35,6 +35,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::config::CodecType;
+
 /// `PING` + `SETTINGS` frames (not ACKs) a client may send per second while earlier ones are
 /// unanswered.
 pub const MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC: u32 = 1000;
@@ -135,6 +137,10 @@ impl Cursor {
 enum Mode {
     /// Matching the h2 preface; this many bytes matched so far.
     Sniff(usize),
+    /// Matching the h2 preface under `codec_type: HTTP2` (anything else is refused).
+    SniffH2Only(usize),
+    /// `codec_type: HTTP2` and the connection did not open with the preface: closed.
+    NotHttp2,
     /// HTTP/1: not inspected.
     Http1,
     /// HTTP/2 frames.
@@ -228,14 +234,16 @@ pub struct FloodGuard<I> {
 }
 
 impl<I> FloodGuard<I> {
-    /// Wraps `io`; `http1_only` connections are never inspected.
-    pub fn new(io: I, http1_only: bool) -> Self {
+    /// Wraps `io` for the HCM's `codec_type`: `HTTP1` connections are never inspected; under
+    /// `HTTP2` a connection that does not open with the h2 preface is closed at once (Envoy's
+    /// HTTP/2 codec refuses it: no response, nothing forwarded).
+    pub fn new(io: I, codec: CodecType) -> Self {
         Self {
             io,
-            mode: if http1_only {
-                Mode::Http1
-            } else {
-                Mode::Sniff(0)
+            mode: match codec {
+                CodecType::Http1 => Mode::Http1,
+                CodecType::Auto => Mode::Sniff(0),
+                CodecType::Http2 => Mode::SniffH2Only(0),
             },
             inbound: Cursor::default(),
             outbound: Cursor::default(),
@@ -247,16 +255,19 @@ impl<I> FloodGuard<I> {
 
     /// Inspects bytes just read.
     fn inspect(&mut self, mut b: &[u8]) -> Result<(), Flood> {
-        if let Mode::Sniff(k) = self.mode {
+        if let Mode::Sniff(k) | Mode::SniffH2Only(k) = self.mode {
             let n = (PREFACE.len() - k).min(b.len());
             if b[..n] != PREFACE[k..k + n] {
-                self.mode = Mode::Http1;
+                self.mode = match self.mode {
+                    Mode::SniffH2Only(_) => Mode::NotHttp2,
+                    _ => Mode::Http1,
+                };
                 return Ok(());
             }
-            self.mode = if k + n == PREFACE.len() {
-                Mode::Http2
-            } else {
-                Mode::Sniff(k + n)
+            self.mode = match self.mode {
+                _ if k + n == PREFACE.len() => Mode::Http2,
+                Mode::SniffH2Only(_) => Mode::SniffH2Only(k + n),
+                _ => Mode::Sniff(k + n),
             };
             b = &b[n..];
         }
@@ -307,7 +318,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for FloodGuard<I> {
         if this.mode == Mode::Http1 {
             return Poll::Ready(Ok(()));
         }
-        if let Err(f) = this.inspect(&buf.filled()[before..]) {
+        let inspected = this.inspect(&buf.filled()[before..]);
+        if this.mode == Mode::NotHttp2 {
+            buf.set_filled(before);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "codec_type HTTP2: no HTTP/2 connection preface",
+            )));
+        }
+        if let Err(f) = inspected {
             tracing::debug!(
                 flood = f.as_str(),
                 "closing an HTTP/2 connection that floods"
@@ -377,7 +396,7 @@ mod tests {
     }
 
     fn h2() -> FloodGuard<()> {
-        let mut g = FloodGuard::new((), false);
+        let mut g = FloodGuard::new((), CodecType::Auto);
         g.inspect(PREFACE).unwrap();
         assert_eq!(g.mode, Mode::Http2);
         g
@@ -385,17 +404,31 @@ mod tests {
 
     #[test]
     fn http1_is_not_inspected() {
-        let mut g = FloodGuard::new((), false);
+        let mut g = FloodGuard::new((), CodecType::Auto);
         g.inspect(b"GET / HTTP/1.1\r\n").unwrap();
         assert_eq!(g.mode, Mode::Http1);
-        let mut g = FloodGuard::new((), false);
+        let mut g = FloodGuard::new((), CodecType::Auto);
         g.inspect(b"PRI * HTTP/2.0\r\n\r\nSX").unwrap();
         assert_eq!(g.mode, Mode::Http1);
     }
 
     #[test]
+    fn http2_codec_refuses_http1_and_accepts_the_preface_in_pieces() {
+        let mut g = FloodGuard::new((), CodecType::Http2);
+        g.inspect(b"GET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(g.mode, Mode::NotHttp2);
+        let mut g = FloodGuard::new((), CodecType::Http2);
+        g.inspect(&PREFACE[..5]).unwrap();
+        assert_eq!(g.mode, Mode::SniffH2Only(5));
+        g.inspect(&PREFACE[5..]).unwrap();
+        assert_eq!(g.mode, Mode::Http2);
+        let g = FloodGuard::new((), CodecType::Http1);
+        assert_eq!(g.mode, Mode::Http1);
+    }
+
+    #[test]
     fn headers_split_across_reads_are_parsed() {
-        let mut g = FloodGuard::new((), false);
+        let mut g = FloodGuard::new((), CodecType::Auto);
         let mut all = PREFACE.to_vec();
         for _ in 0..=MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC + 1 {
             all.extend(frame(PING, 0, 8));

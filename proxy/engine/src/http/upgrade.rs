@@ -74,6 +74,12 @@ pub(crate) async fn run(
             redirect: None,
         };
     }
+    // Refused by the upstream: the connection cannot go on (bytes after the request may be the
+    // new protocol's), so Envoy closes it.
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     Outcome {
         resp: resp.map(|b| b.map_err(Into::into).boxed()),
         flag: Flag::None,

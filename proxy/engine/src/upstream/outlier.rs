@@ -22,9 +22,10 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) 
     }
     let hosts = cluster.all_hosts();
     let ejected = hosts.iter().filter(|h| h.is_ejected(now)).count();
-    // Envoy ejects at least one host whatever max_ejection_percent says.
-    let allowed = (hosts.len() * spec.max_ejection_percent as usize / 100).max(1);
-    if ejected >= allowed {
+    // Envoy ejects only while the ejected share, this host included, stays within
+    // max_ejection_percent (without always_eject_one_host, which is rejected): two hosts and
+    // the default 10% eject none.
+    if (ejected + 1) * 100 > hosts.len() * spec.max_ejection_percent as usize {
         return;
     }
     let times = host.ejections.fetch_add(1, Ordering::Relaxed) + 1;
