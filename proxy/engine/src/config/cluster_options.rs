@@ -94,20 +94,10 @@ fn bind_source(b: &RawBindConfig, p: &FieldPath) -> Result<SocketAddr, ConfigErr
         .source_address
         .as_ref()
         .ok_or_else(|| sp.err("required"))?;
-    if sa.protocol.as_deref().is_some_and(|pr| pr != "TCP") {
-        return Err(sp.field("protocol").unsupported("only TCP"));
-    }
-    let a = sa.address.as_deref().unwrap_or("");
+    let (a, port) = super::validate::socket_address_fields(sa, &sp)?;
     let ip: IpAddr = a.parse().map_err(|_| {
         sp.field("address")
             .err(format!("{a:?} is not an IP address"))
-    })?;
-    let port = sa
-        .port_value
-        .ok_or_else(|| sp.field("port_value").err("required"))?;
-    let port = u16::try_from(port).map_err(|_| {
-        sp.field("port_value")
-            .err(format!("{port} is not a valid port"))
     })?;
     Ok(SocketAddr::new(ip, port))
 }

@@ -16,7 +16,7 @@ use super::{
     path::FieldPath,
     raw::{
         type_url, typed_config, Empty, RawAccessLog, RawAddress, RawBootstrap, RawFileAccessLog,
-        RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawTcpProxy,
+        RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawSocketAddress, RawTcpProxy,
     },
     validate_chain, validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError,
     FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node,
@@ -160,6 +160,14 @@ pub(crate) fn socket_address<'a>(
         .socket_address
         .as_ref()
         .ok_or_else(|| sp.err("required"))?;
+    socket_address_fields(sa, &sp)
+}
+
+/// A `SocketAddress`'s TCP protocol, non-empty address and port (at `sp`).
+pub(crate) fn socket_address_fields<'a>(
+    sa: &'a RawSocketAddress,
+    sp: &FieldPath,
+) -> Result<(&'a str, u16), ConfigError> {
     if let Some(proto) = &sa.protocol {
         if proto != "TCP" {
             return Err(sp
