@@ -111,6 +111,7 @@ fn credentials(args: &XdsArgs, address: &XdsAddress) -> Result<Credentials, Stri
         ca: args.xds_ca.clone(),
         server_name: host,
         token: args.xds_token.clone(),
+        ..Default::default()
     };
     c.tls().map_err(|e| format!("--xds-ca: {e}"))?;
     Ok(c)

@@ -61,6 +61,26 @@ impl Drop for Proxy {
     }
 }
 
+/// `sluice proxy -c config`, stderr to `log`, without waiting for anything (a proxy that is
+/// expected never to become ready). The caller kills it.
+pub fn spawn_sluice(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(crate::upstream::harness::sluice_bin())
+        .args(["proxy", "-c"])
+        .arg(config)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn sluice proxy")
+}
+
+/// The status of admin `/ready` on `admin` (None when nothing answers).
+pub async fn ready_status(admin: u16) -> Option<u16> {
+    let ready = format!("http://127.0.0.1:{admin}/ready");
+    tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &ready]))
+        .await
+        .unwrap()
+        .map(|r| r.0)
+}
+
 /// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
 pub fn start_proxy(kind: Kind, yaml: &str, admin: u16) -> Proxy {
     match kind {

@@ -137,6 +137,8 @@ pub struct StreamRecord {
     pub node: Node,
     /// The call's `authorization` metadata.
     pub authorization: Option<String>,
+    /// The call's ASCII metadata, `(key, value)` (headers included).
+    pub metadata: Vec<(String, String)>,
     /// When it ended (None while open).
     pub closed: Option<Instant>,
 }
@@ -176,6 +178,7 @@ struct StreamGuard {
     index: Option<usize>,
     id: Option<String>,
     authorization: Option<String>,
+    metadata: Vec<(String, String)>,
 }
 
 impl StreamGuard {
@@ -185,11 +188,22 @@ impl StreamGuard {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let metadata = req
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().ok()?.to_string()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
         Self {
             shared,
             index: None,
             id: None,
             authorization,
+            metadata,
         }
     }
 
@@ -201,6 +215,7 @@ impl StreamGuard {
             r.push(StreamRecord {
                 node: n.clone(),
                 authorization: self.authorization.clone(),
+                metadata: self.metadata.clone(),
                 closed: None,
             });
             self.index = Some(r.len() - 1);

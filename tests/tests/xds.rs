@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_tests::{
     upstream::{
-        harness::{curl_opt, free_port, ProxyProcess, TempDir},
+        harness::{free_port, ProxyProcess, TempDir},
         TestUpstream,
     },
-    xds_run::{get, start_proxy, Kind, Proxy, Run},
+    xds_run::{get, ready_status, spawn_sluice, start_proxy, Kind, Proxy, Run},
     xds_script::{
         bootstrap, bootstrap_to, cla, eds_cluster, listener, rds, routes, static_cluster,
         web_backend,
@@ -341,20 +341,12 @@ async fn ready_is_503_until_the_first_complete_config() {
             static_cluster("backend", up.port()),
         ],
     ));
-    let mut child = std::process::Command::new(sluice_tests::upstream::harness::sluice_bin())
-        .args(["proxy", "-c"])
-        .arg(&config)
-        .stderr(std::fs::File::create(dir.path("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sluice(&config, &dir.path("log"));
     Run::strict().ack(&server, LDS, "1").await;
-    let ready = format!("http://127.0.0.1:{admin}/ready");
-    let r = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &ready]))
-        .await
-        .unwrap();
+    let r = ready_status(admin).await;
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(r.map(|r| r.0), Some(503));
+    assert_eq!(r, Some(503));
     assert_eq!(
         get(port, "/").await,
         None,

@@ -35,8 +35,8 @@ pub struct ClientConfig {
     pub node_first_only: bool,
     /// What the client knows of its synchronisation (admin `/xds_status`).
     pub status: Arc<XdsStatus>,
-    /// TLS and the bearer token (none from a bootstrap yet; node mode's `--xds-ca`,
-    /// `--xds-token`).
+    /// TLS and metadata: a bootstrap's ADS cluster `transport_socket` and `initial_metadata`;
+    /// node mode's `--xds-ca`, `--xds-token`.
     pub credentials: Credentials,
 }
 
@@ -49,11 +49,20 @@ impl ClientConfig {
             .ok_or("the bootstrap has no dynamic_resources")?;
         let n = b.node.clone().unwrap_or_default();
         let target = Target::from_bootstrap(b)?;
+        let cluster_tls = b
+            .cluster(&d.ads.cluster_name)
+            .map(|c| sluice_engine::upstream::from_config::cluster_spec(c))
+            .and_then(|spec| spec.tls.map(|tls| (spec.name, tls)));
+        let credentials = Credentials {
+            cluster_tls,
+            initial_metadata: d.ads.initial_metadata.clone(),
+            ..Default::default()
+        };
         let node_json =
             serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
         Ok(Self {
             status: XdsStatus::new(node_json, &target, d.ads.delta),
-            credentials: Credentials::default(),
+            credentials,
             target,
             delta: d.ads.delta,
             node_first_only: d.ads.set_node_on_first_message_only,
@@ -90,15 +99,15 @@ pub async fn run_all(servers: Vec<Arc<Server>>, cfg: ClientConfig, core: Core) {
     cfg.status.subscriptions(&core);
     loop {
         // The token is read on every (re)connect: a rotated one is used from the next stream.
-        let connected = match cfg.credentials.authorization() {
-            Ok(auth) => connect(&cfg.target, &cfg.credentials)
+        let connected = match cfg.credentials.metadata() {
+            Ok(md) => connect(&cfg.target, &cfg.credentials)
                 .await
-                .map(|ch| (ch, auth)),
+                .map(|ch| (ch, md)),
             Err(e) => Err(e),
         };
         let error = match connected {
-            Ok((ch, auth)) => {
-                let r = stream(&server, &cfg, &mut core, ch, auth).await;
+            Ok((ch, md)) => {
+                let r = stream(&server, &cfg, &mut core, ch, md).await;
                 if matches!(r, Ok(true) | Err((true, _))) {
                     attempt = 0;
                 }
@@ -149,11 +158,18 @@ async fn stream(
     cfg: &ClientConfig,
     core: &mut Core,
     ch: tonic::transport::Channel,
-    auth: Option<tonic::metadata::AsciiMetadataValue>,
+    metadata: crate::credentials::Metadata,
 ) -> Result<bool, (bool, String)> {
-    let mut wire = Wire::open(ch, cfg.delta, core, &cfg.node, cfg.node_first_only, auth)
-        .await
-        .map_err(|e| (false, e))?;
+    let mut wire = Wire::open(
+        ch,
+        cfg.delta,
+        core,
+        &cfg.node,
+        cfg.node_first_only,
+        metadata,
+    )
+    .await
+    .map_err(|e| (false, e))?;
     cfg.status.connected();
     let mut got = false;
     loop {

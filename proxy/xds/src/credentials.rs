@@ -1,6 +1,8 @@
 //! Credentials to the management server: TLS verified against a CA file (chain and server name;
 //! istiod's 15012) and a bearer token read from a file on every (re)connect (a projected
-//! service-account token rotates), sent as `authorization: Bearer ...` on each stream.
+//! service-account token rotates), sent as `authorization: Bearer ...` on each stream; or, from
+//! a bootstrap, the ADS cluster's own `transport_socket` (Envoy's UpstreamTlsContext semantics,
+//! the engine's [`TlsOrigin`]) and the gRPC service's `initial_metadata`.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -9,7 +11,11 @@ use rustls::{
     pki_types::{pem::PemObject as _, CertificateDer, ServerName},
     ClientConfig, RootCertStore,
 };
-use tonic::metadata::AsciiMetadataValue;
+use sluice_engine::upstream::{spec::TlsSpec, tls::TlsOrigin};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+
+/// gRPC metadata sent on every stream.
+pub type Metadata = Vec<(AsciiMetadataKey, AsciiMetadataValue)>;
 
 /// What the client presents and checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +26,12 @@ pub struct Credentials {
     pub server_name: String,
     /// File holding the bearer token, read on every connect.
     pub token: Option<PathBuf>,
+    /// A bootstrap's ADS cluster `transport_socket`: `(cluster name, its TLS)`, with Envoy's
+    /// semantics (no validation context: no verification; the name is checked only against
+    /// SANs). The files are read on every connect.
+    pub cluster_tls: Option<(String, TlsSpec)>,
+    /// A bootstrap's `grpc_services[0].initial_metadata` (validated by the engine).
+    pub initial_metadata: Vec<(String, String)>,
 }
 
 impl Credentials {
@@ -49,8 +61,35 @@ impl Credentials {
         Ok(Some((Arc::new(config), name)))
     }
 
+    /// The ADS cluster's TLS (None without one), built now from its files.
+    pub fn cluster_tls(&self) -> Result<Option<TlsOrigin>, String> {
+        let Some((cluster, spec)) = &self.cluster_tls else {
+            return Ok(None);
+        };
+        TlsOrigin::build(cluster, spec, true)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The metadata of a stream: `initial_metadata`, then `authorization` from the token file
+    /// (read now).
+    pub fn metadata(&self) -> Result<Metadata, String> {
+        let mut out = Metadata::with_capacity(self.initial_metadata.len() + 1);
+        for (k, v) in &self.initial_metadata {
+            let key = AsciiMetadataKey::from_bytes(k.as_bytes())
+                .map_err(|_| format!("initial_metadata key {k:?} is not valid"))?;
+            let value = AsciiMetadataValue::try_from(v.as_str())
+                .map_err(|_| format!("initial_metadata value of {k:?} is not valid"))?;
+            out.push((key, value));
+        }
+        if let Some(a) = self.authorization()? {
+            out.push((AsciiMetadataKey::from_static("authorization"), a));
+        }
+        Ok(out)
+    }
+
     /// `Bearer <token>` from the token file (None without one); read now.
-    pub fn authorization(&self) -> Result<Option<AsciiMetadataValue>, String> {
+    fn authorization(&self) -> Result<Option<AsciiMetadataValue>, String> {
         let Some(path) = &self.token else {
             return Ok(None);
         };
@@ -96,7 +135,7 @@ mod tests {
         let c = Credentials {
             ca: Some("/nonexistent/ca.pem".into()),
             server_name: "istiod.istio-system.svc".into(),
-            token: None,
+            ..Default::default()
         };
         let e = c.tls().unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");

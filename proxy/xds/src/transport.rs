@@ -1,12 +1,17 @@
 //! The channel to the management server: plaintext HTTP/2 over TCP (the ADS cluster's first
 //! `socket_address` endpoint) or a unix socket (its `pipe` endpoint), and the reconnect backoff
 //! (jittered exponential, 100 ms doubling up to 15 s). With a CA ([`Credentials`], node mode's
-//! `--xds-ca`) the TCP connection is TLS (rustls, ALPN h2, chain and name verified).
+//! `--xds-ca`) the TCP connection is TLS (rustls, ALPN h2, chain and name verified); with a
+//! bootstrap whose ADS cluster has a `transport_socket`, it is that cluster's TLS, as Envoy
+//! would originate it.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use hyper_util::rt::TokioIo;
-use sluice_engine::config::{Bootstrap, EndpointAddress};
+use sluice_engine::{
+    config::{Bootstrap, EndpointAddress},
+    upstream::tls::TlsOrigin,
+};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::credentials::Credentials;
@@ -49,8 +54,11 @@ impl Target {
     }
 }
 
-/// Connects a gRPC channel to `target`, over TLS when `creds` has a CA.
+/// Connects a gRPC channel to `target`, over TLS when `creds` has a CA or the ADS cluster's TLS.
 pub async fn connect(target: &Target, creds: &Credentials) -> Result<Channel, String> {
+    if let Some(origin) = creds.cluster_tls()? {
+        return connect_cluster_tls(target, origin).await;
+    }
     let tls = creds.tls()?;
     match (target, tls) {
         (Target::Tcp(addr), Some((config, name))) => {
@@ -98,6 +106,33 @@ pub async fn connect(target: &Target, creds: &Credentials) -> Result<Channel, St
                 .map_err(|e| format!("connect unix:{shown}: {e}"))
         }
     }
+}
+
+/// TLS from the bootstrap's ADS cluster (`transport_socket`), over TCP.
+async fn connect_cluster_tls(target: &Target, origin: TlsOrigin) -> Result<Channel, String> {
+    let addr = match target {
+        Target::Tcp(addr) => *addr,
+        Target::Pipe(path) => {
+            return Err(format!(
+                "TLS over the unix socket {} is not supported",
+                path.display()
+            ))
+        }
+    };
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let origin = origin.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let (tls, _h2) = origin.connect(tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| format!("connect {addr} (TLS): {e}"))
 }
 
 /// The wait before reconnect attempt `attempt` (0-based): uniformly random in

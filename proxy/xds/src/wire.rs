@@ -23,6 +23,7 @@ use tonic::{transport::Channel, Streaming};
 use crate::{
     convert::ResourceType,
     core::{Core, Update},
+    credentials::Metadata,
 };
 
 /// The largest response accepted (a larger one ends the stream; the client reconnects).
@@ -30,14 +31,11 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// `google.rpc.Code.INVALID_ARGUMENT`, Envoy's NACK code.
 const INVALID_ARGUMENT: i32 = 3;
 
-/// A call carrying `authorization` in its metadata, if any.
-fn with_auth<T>(
-    body: T,
-    authorization: &Option<tonic::metadata::AsciiMetadataValue>,
-) -> tonic::Request<T> {
+/// A call carrying `metadata` (the bootstrap's `initial_metadata`, `authorization`).
+fn with_metadata<T>(body: T, metadata: &Metadata) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
-    if let Some(a) = authorization {
-        r.metadata_mut().insert("authorization", a.clone());
+    for (k, v) in metadata {
+        r.metadata_mut().append(k.clone(), v.clone());
     }
     r
 }
@@ -83,7 +81,7 @@ impl Wire {
     /// Opens the stream and sends the first request of every subscribed type (CDS, EDS, LDS,
     /// RDS; RDS/EDS only with names): the node, the last accepted versions (SotW) or
     /// `initial_resource_versions` (Delta). The node goes in every request unless
-    /// `first_only` (`set_node_on_first_message_only`). `authorization` goes in the call's
+    /// `first_only` (`set_node_on_first_message_only`). `metadata` goes in the call's
     /// metadata.
     pub async fn open(
         ch: Channel,
@@ -91,7 +89,7 @@ impl Wire {
         core: &Core,
         node: &Node,
         first_only: bool,
-        authorization: Option<tonic::metadata::AsciiMetadataValue>,
+        metadata: Metadata,
     ) -> Result<Self, String> {
         let mut client = AggregatedDiscoveryServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -122,7 +120,7 @@ impl Wire {
                 tx.send(req).await.map_err(|e| e.to_string())?;
             }
             let rx = client
-                .delta_aggregated_resources(with_auth(ReceiverStream::new(rx), &authorization))
+                .delta_aggregated_resources(with_metadata(ReceiverStream::new(rx), &metadata))
                 .await
                 .map_err(|e| format!("DeltaAggregatedResources: {e}"))?
                 .into_inner();
@@ -140,7 +138,7 @@ impl Wire {
                 tx.send(req).await.map_err(|e| e.to_string())?;
             }
             let rx = client
-                .stream_aggregated_resources(with_auth(ReceiverStream::new(rx), &authorization))
+                .stream_aggregated_resources(with_metadata(ReceiverStream::new(rx), &metadata))
                 .await
                 .map_err(|e| format!("StreamAggregatedResources: {e}"))?
                 .into_inner();

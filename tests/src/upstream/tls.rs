@@ -24,6 +24,8 @@ pub struct TestPki {
     pub server_h2: Arc<ServerConfig>,
     /// Same, requiring a client certificate signed by the CA.
     pub server_mtls: Arc<ServerConfig>,
+    /// Same as `server_mtls`, offering ALPN h2 (a gRPC server).
+    pub server_mtls_h2: Arc<ServerConfig>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -76,9 +78,14 @@ pub fn test_pki() -> TestPki {
         .build()
         .expect("client verifier");
     let server_mtls = base()
+        .with_client_cert_verifier(verifier.clone())
+        .with_single_cert(chain.clone(), server_key())
+        .expect("server mtls config");
+    let mut server_mtls_h2 = base()
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, server_key())
-        .expect("server mtls config");
+        .expect("server mtls h2 config");
+    server_mtls_h2.alpn_protocols = vec![b"h2".to_vec()];
     TestPki {
         ca_pem: ca.pem(),
         client_cert_pem: client.pem(),
@@ -86,5 +93,6 @@ pub fn test_pki() -> TestPki {
         server: Arc::new(server),
         server_h2: Arc::new(server_h2),
         server_mtls: Arc::new(server_mtls),
+        server_mtls_h2: Arc::new(server_mtls_h2),
     }
 }

@@ -41,6 +41,9 @@ pub struct AdsConfig {
     pub pipes: Vec<PathBuf>,
     /// `set_node_on_first_message_only`.
     pub set_node_on_first_message_only: bool,
+    /// `grpc_services[0].initial_metadata`: `(key, value)` sent on every stream (lowercase
+    /// ASCII keys, not `-bin`, no pseudo-headers).
+    pub initial_metadata: Vec<(String, String)>,
 }
 
 /// Validates `dynamic_resources` at `p`; takes the ADS cluster's `pipe` endpoints out of
@@ -84,6 +87,10 @@ pub(crate) fn dynamic_resources(
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| gp.field("envoy_grpc").field("cluster_name").err("required"))?;
+    let initial_metadata = initial_metadata(
+        &ads.grpc_services[0].initial_metadata,
+        &gp.field("initial_metadata"),
+    )?;
     let clusters = statics
         .as_mut()
         .map(|s| &mut s.clusters[..])
@@ -125,12 +132,50 @@ pub(crate) fn dynamic_resources(
             cluster_name,
             pipes,
             set_node_on_first_message_only: ads.set_node_on_first_message_only.unwrap_or(false),
+            initial_metadata,
         },
         lds,
         cds,
         lds_initial_fetch_timeout,
         cds_initial_fetch_timeout,
     })
+}
+
+/// `GrpcService.initial_metadata`: gRPC metadata keys are lowercase ASCII header names; binary
+/// (`-bin`) values and pseudo-headers are refused, naming the entry.
+fn initial_metadata(
+    raw: &[super::raw_route::RawHeaderValue],
+    p: &FieldPath,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, h) in raw.iter().enumerate() {
+        let ip = p.index(i);
+        let key = h
+            .key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ip.field("key").err("required"))?;
+        let valid = http::HeaderName::from_bytes(key.as_bytes()).is_ok()
+            && !key.bytes().any(|b| b.is_ascii_uppercase());
+        if !valid || key.starts_with(':') {
+            return Err(ip
+                .field("key")
+                .err(format!("{key:?} is not a lowercase gRPC metadata key")));
+        }
+        if key.ends_with("-bin") {
+            return Err(ip
+                .field("key")
+                .unsupported(&format!("{key} (binary metadata)")));
+        }
+        let value = h.value.clone().unwrap_or_default();
+        if http::HeaderValue::from_str(&value).is_err() {
+            return Err(ip
+                .field("value")
+                .err(format!("{value:?} is not a valid header value")));
+        }
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
 }
 
 /// A `ConfigSource`: `(present, initial_fetch_timeout)`; only `ads: {}` is supported.

@@ -84,6 +84,41 @@ fn bad_ads_configs_name_the_field() {
     assert_eq!(e.path(), "dynamic_resources.cds_config.path");
 }
 
+#[test]
+fn initial_metadata_is_kept_and_bad_entries_are_named() {
+    let with = |md: &str| {
+        ads("GRPC", "", TCP).replace(
+            "    - envoy_grpc: { cluster_name: xds }\n",
+            &format!("    - envoy_grpc: {{ cluster_name: xds }}\n      initial_metadata: {md}\n"),
+        )
+    };
+    let b = from_yaml_str(&with(
+        "[{ key: x-tenant, value: blue }, { key: x-b, value: '' }]",
+    ))
+    .unwrap();
+    assert_eq!(
+        b.dynamic_resources.unwrap().ads.initial_metadata,
+        [
+            ("x-tenant".into(), "blue".into()),
+            ("x-b".into(), String::new())
+        ]
+    );
+    let md = "dynamic_resources.ads_config.grpc_services[0].initial_metadata";
+    for (bad, path) in [
+        ("[{ key: X-Tenant, value: a }]", format!("{md}[0].key")),
+        (
+            "[{ key: ok, value: a }, { value: a }]",
+            format!("{md}[1].key"),
+        ),
+        ("[{ key: x-token-bin, value: a }]", format!("{md}[0].key")),
+        ("[{ key: ':path', value: a }]", format!("{md}[0].key")),
+        ("[{ key: x, value: \"a\\nb\" }]", format!("{md}[0].value")),
+    ] {
+        let e = from_yaml_str(&with(bad)).unwrap_err();
+        assert_eq!(e.path(), path, "{bad}: {e}");
+    }
+}
+
 /// A bootstrap with one tcp_proxy listener to the cluster `svc` whose fields are `body`.
 pub(super) fn cluster(body: &str) -> String {
     format!(

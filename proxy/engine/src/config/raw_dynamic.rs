@@ -30,6 +30,9 @@ pub(crate) struct RawApiConfigSource {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGrpcService {
     pub envoy_grpc: Option<RawEnvoyGrpc>,
+    /// Sent as metadata (headers) on every stream to the service.
+    #[serde(default)]
+    pub initial_metadata: Vec<super::raw_route::RawHeaderValue>,
     /// Accepted; the stream has no deadline (Envoy's ADS ignores it too).
     #[allow(dead_code)]
     pub timeout: Option<PbDuration>,

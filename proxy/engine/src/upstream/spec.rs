@@ -101,7 +101,7 @@ pub enum LbKind {
 }
 
 /// TLS origination settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSpec {
     /// SNI to send (none: no SNI, like Envoy).
     pub sni: Option<String>,
