@@ -2,6 +2,8 @@
 //! cluster. A streaming request (a chunked upload still being sent) and an open TCP-proxy
 //! connection run to their end on the config they started with; new requests and connections
 //! use the new one. Both ADS flavours, the real `sluice proxy` against the scripted server.
+//! And a CDS update that removes the cluster a tcp_proxy names is accepted, by Envoy 1.40 and
+//! sluice alike: new connections are closed (`NC`) until the cluster comes back.
 
 use std::time::Duration;
 
@@ -9,10 +11,10 @@ use serde_json::{json, Value};
 use sluice_tests::{
     upstream::{
         banner_server,
-        harness::{free_port, ProxyProcess},
+        harness::{curl_opt, free_port, ProxyProcess},
         TestUpstream,
     },
-    xds_run::Run,
+    xds_run::{start_proxy, Kind, Run},
     xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
     xds_server::{Snapshot, XdsServer, CDS, LDS},
 };
@@ -153,4 +155,91 @@ async fn sotw_in_flight_survives_listener_replacement_and_cluster_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_in_flight_survives_listener_replacement_and_cluster_update() {
     in_flight("DELTA_GRPC").await;
+}
+
+/// EOF (the proxy closed the connection) or the banner, within 3 s.
+async fn banner_or_eof(port: u16) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut buf = [0u8; 16];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.ends_with(b"\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// One proxy (`kind`): the tcp_proxy's cluster removed (ACKed, new connections closed) and
+/// added back (connections proxied again).
+async fn tcp_proxy_cluster_removal(kind: Kind) {
+    let (echo, _echo_task) = banner_server(b"hi\n").await;
+    let (tcp_port, admin) = (free_port(), free_port());
+    let server = XdsServer::start().await;
+    let with_echo = |v: &str| {
+        Snapshot::from_json(
+            v,
+            &[
+                tcp_listener("tcp", tcp_port, "echo", "tcp"),
+                static_cluster("echo", echo.port()),
+            ],
+        )
+    };
+    server.set(with_echo("1"));
+    let yaml = bootstrap(admin, server.addr, "GRPC");
+    let proxy = tokio::task::spawn_blocking(move || start_proxy(kind, &yaml, admin))
+        .await
+        .unwrap();
+    assert_eq!(server.wait_for(CDS, "1").await.error, None, "{kind:?}");
+    assert_eq!(banner_or_eof(tcp_port).await, b"hi\n", "{kind:?}");
+    server.set(Snapshot::from_json(
+        "2",
+        &[tcp_listener("tcp", tcp_port, "echo", "tcp")],
+    ));
+    assert_eq!(
+        server.wait_for(CDS, "2").await.error,
+        None,
+        "{kind:?}: the removal is accepted"
+    );
+    assert_eq!(
+        banner_or_eof(tcp_port).await,
+        b"",
+        "{kind:?}: a connection to the removed cluster is closed"
+    );
+    let stats_url = format!("http://127.0.0.1:{admin}/stats");
+    let stats = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &stats_url]))
+        .await
+        .unwrap()
+        .map(|r| r.2)
+        .unwrap_or_default();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l == "tcp.tcp.downstream_cx_no_route: 1"),
+        "{kind:?}: {}",
+        stats
+            .lines()
+            .filter(|l| l.starts_with("tcp."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    server.set(with_echo("3"));
+    assert_eq!(server.wait_for(CDS, "3").await.error, None, "{kind:?}");
+    assert_eq!(banner_or_eof(tcp_port).await, b"hi\n", "{kind:?}: back");
+    drop(proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_tcp_proxy_cluster_is_accepted_as_envoy_does() {
+    tcp_proxy_cluster_removal(Kind::Envoy).await;
+    tcp_proxy_cluster_removal(Kind::Sluice).await;
 }

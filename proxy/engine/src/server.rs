@@ -160,9 +160,11 @@ impl Runtime {
                                 w.clusters.iter().map(|c| &c.name).collect()
                             }
                         };
-                        let resolved: Vec<Arc<Cluster>> = names
+                        // A name with no cluster stays `None`: its connections are closed
+                        // (NC), as in Envoy.
+                        let resolved: Vec<Option<Arc<Cluster>>> = names
                             .iter()
-                            .filter_map(|n| clusters.get(n.as_str()).cloned())
+                            .map(|n| clusters.get(n.as_str()).cloned())
                             .collect();
                         ChainRt::Tcp(Arc::new(TcpProxy {
                             cfg: t.clone(),
@@ -170,8 +172,10 @@ impl Runtime {
                             istio: resolved
                                 .iter()
                                 .map(|c| {
-                                    let d = istio::Destination::of_cluster(&c.spec.name);
-                                    stats.istio.tcp(reporter, d)
+                                    c.as_ref().map(|c| {
+                                        let d = istio::Destination::of_cluster(&c.spec.name);
+                                        stats.istio.tcp(reporter, d)
+                                    })
                                 })
                                 .collect(),
                             clusters: resolved,

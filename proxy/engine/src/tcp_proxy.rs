@@ -24,10 +24,12 @@ pub struct TcpProxy {
     pub cfg: Arc<config::TcpProxy>,
     /// Counters for `tcp.<stat_prefix>`.
     pub stats: Arc<TcpStats>,
-    /// Clusters: one for `cluster`, or one per weighted entry in config order.
-    pub clusters: Vec<Arc<Cluster>>,
-    /// Istio's TCP series, one per entry of `clusters`.
-    pub istio: Vec<Arc<TcpSeries>>,
+    /// Clusters: one for `cluster`, or one per weighted entry in config order; `None` where
+    /// the configuration has no cluster of that name (as in Envoy, which looks the cluster up
+    /// per connection: a connection that picks it is closed, `NC`).
+    pub clusters: Vec<Option<Arc<Cluster>>>,
+    /// Istio's TCP series, one per entry of `clusters` (`None` with it).
+    pub istio: Vec<Option<Arc<TcpSeries>>>,
 }
 
 /// Why a TCP proxy session ended early.
@@ -36,6 +38,9 @@ pub enum TcpProxyError {
     /// The cluster has no usable host.
     #[error("cluster {0}: no healthy upstream")]
     NoHealthyUpstream(String),
+    /// The configuration has no cluster of that name (Envoy's `NC`: the connection is closed).
+    #[error("cluster {0}: not found")]
+    NoCluster(String),
     /// Connecting upstream failed.
     #[error("upstream {addr}: connect failed: {reason}")]
     Connect {
@@ -47,27 +52,27 @@ pub enum TcpProxyError {
 }
 
 impl TcpProxyError {
-    /// Whether the upstream side failed (every variant today; kept explicit for callers that
-    /// count upstream failures).
+    /// Whether the upstream side failed (not a missing cluster: nothing was tried).
     pub fn is_upstream_failure(&self) -> bool {
         matches!(self, Self::NoHealthyUpstream(_) | Self::Connect { .. })
     }
 }
 
 impl TcpProxy {
-    /// The cluster a connection goes to, and its index in `clusters`.
-    fn pick_cluster(&self) -> (usize, &Arc<Cluster>) {
-        let i = match &self.cfg.cluster {
-            config::TcpProxyCluster::Single(_) => 0,
+    /// The index in `clusters` a connection goes to, and that cluster's name.
+    fn pick_cluster(&self) -> (usize, &str) {
+        match &self.cfg.cluster {
+            config::TcpProxyCluster::Single(c) => (0, c.as_str()),
             config::TcpProxyCluster::Weighted(w) => {
                 let picked = w.pick(rand::random());
-                w.clusters
+                let i = w
+                    .clusters
                     .iter()
                     .position(|c| std::ptr::eq(c, picked))
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                (i, picked.name.as_str())
             }
-        };
-        (i, &self.clusters[i])
+        }
     }
 
     /// Proxies `down` to an upstream host until done.
@@ -81,7 +86,11 @@ impl TcpProxy {
         D: AsyncRead + AsyncWrite + Unpin,
     {
         self.stats.downstream_cx_total.inc();
-        let (i, cluster) = self.pick_cluster();
+        let (i, name) = self.pick_cluster();
+        let Some(cluster) = self.clusters.get(i).and_then(Option::as_ref) else {
+            self.stats.downstream_cx_no_route.inc();
+            return Err(TcpProxyError::NoCluster(name.to_string()));
+        };
         let ctx = LbContext {
             hash: Some(crate::upstream::lb::hash_bytes(
                 src.ip().to_string().as_bytes(),
@@ -118,7 +127,7 @@ impl TcpProxy {
         };
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
-        let series = self.istio.get(i);
+        let series = self.istio.get(i).and_then(Option::as_ref);
         if let Some(s) = series {
             s.open();
         }

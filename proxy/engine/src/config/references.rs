@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
-use super::{Bootstrap, ConfigError, FieldPath, NetworkFilter, TcpProxyCluster};
+use super::{Bootstrap, ConfigError, FieldPath, NetworkFilter};
 use crate::route::{ClusterSpecifier, RouteAction, WeightedClusters};
 
 impl Bootstrap {
     /// Checks what validation guarantees about names: unique listener and cluster names, and
-    /// every tcp_proxy and route cluster reference resolving (routes only with
-    /// `validate_clusters`).
+    /// every route cluster reference resolving (with `validate_clusters`; a tcp_proxy's
+    /// cluster is looked up per connection, as Envoy).
     pub fn check_references(&self) -> Result<(), ConfigError> {
         let sr = FieldPath::root().field("static_resources");
         let mut clusters = HashSet::new();
@@ -56,10 +56,8 @@ impl Bootstrap {
                     .index(fc.terminal_index)
                     .field("typed_config");
                 match &fc.filter {
-                    NetworkFilter::Tcp(t) => match &t.cluster {
-                        TcpProxyCluster::Single(c) => known(tp.field("cluster"), c.as_str())?,
-                        TcpProxyCluster::Weighted(w) => weighted(tp, w)?,
-                    },
+                    // tcp_proxy clusters are looked up per connection (as Envoy): not checked.
+                    NetworkFilter::Tcp(_) => {}
                     NetworkFilter::Http(h) if h.route_table.validate_clusters => {
                         let rp = tp.field("route_config");
                         for (v, vh) in h.route_table.virtual_hosts.iter().enumerate() {

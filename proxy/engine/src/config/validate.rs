@@ -481,12 +481,9 @@ fn tcp_proxy(
             return Err(p.err("exactly one of cluster and weighted_clusters must be set"))
         }
         (None, None) => return Err(p.field("cluster").err("required")),
-        (Some(c), None) => {
-            if !clusters.contains(&c) {
-                return Err(p.field("cluster").err(format!("unknown cluster {c:?}")));
-            }
-            TcpProxyCluster::Single(c.as_str().into())
-        }
+        // Envoy looks the cluster up per connection: a name with no cluster is accepted and
+        // its connections are closed (NC); CDS may remove a cluster a tcp_proxy names.
+        (Some(c), None) => TcpProxyCluster::Single(c.as_str().into()),
         (None, Some(w)) => {
             let wp = p.field("weighted_clusters");
             let inputs = w
@@ -497,7 +494,7 @@ fn tcp_proxy(
             TcpProxyCluster::Weighted(build_weighted(
                 inputs,
                 &wp,
-                &crate::route::KnownClusters::strict(clusters),
+                &crate::route::KnownClusters::lax(clusters),
             )?)
         }
     };

@@ -48,6 +48,14 @@ impl<'a> KnownClusters<'a> {
         }
     }
 
+    /// Every name is accepted (a tcp_proxy looks its cluster up per connection, as Envoy).
+    pub(crate) fn lax(names: &'a HashSet<String>) -> Self {
+        Self {
+            validate: false,
+            ..Self::strict(names)
+        }
+    }
+
     pub(super) fn contains(&self, name: &str) -> bool {
         !self.validate || self.names.contains(name)
     }

@@ -116,6 +116,8 @@ stat_struct!(
     TcpStats {
         /// Connections proxied.
         downstream_cx_total,
+        /// Connections closed because their cluster does not exist (Envoy's `NC`).
+        downstream_cx_no_route,
         /// Connections closed for idleness.
         idle_timeout,
         /// Bytes from downstream.
