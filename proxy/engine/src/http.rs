@@ -23,6 +23,7 @@ mod limits;
 pub mod local_reply;
 mod normalize;
 pub(crate) mod preroute;
+mod request_timeout;
 pub mod retry;
 mod sanitize;
 mod server_header;
@@ -666,6 +667,12 @@ pub async fn handle_with(
                     if let Some(d) = &decoded {
                         d.apply_request_headers(req.headers_mut());
                     }
+                    let timer = request_timeout::RequestTimer::start(
+                        hcm.cfg.request_timeout,
+                        body_pending,
+                        start,
+                    );
+                    plan.body_end = timer.as_ref().map(request_timeout::RequestTimer::end_flag);
                     let (parts, body) = req.into_parts();
                     let run = async {
                         let o = forward::run(
@@ -684,9 +691,29 @@ pub async fn handle_with(
                         }
                         Box::pin(internal_redirect::follow(&hcm, conn, fmt, o)).await
                     };
-                    match hcm.cfg.max_stream_duration {
+                    let run = async {
+                        match hcm.cfg.max_stream_duration {
+                            None => run.await,
+                            Some(d) => with_deadline(run, start + d).await,
+                        }
+                    };
+                    match &timer {
                         None => run.await,
-                        Some(d) => with_deadline(run, start + d).await,
+                        // Boxed: only a request with the timer and a body pays for its state.
+                        Some(t) => match Box::pin(t.bound(run)).await {
+                            Some(o) => o,
+                            // The body never came whole: 408, and the connection closes.
+                            None => {
+                                close = true;
+                                Outcome {
+                                    resp: local_reply::reply(408, "request timeout"),
+                                    flag: Flag::None,
+                                    upstream_host: None,
+                                    upstream_ms: None,
+                                    redirect: None,
+                                }
+                            }
+                        },
                     }
                 }
             },

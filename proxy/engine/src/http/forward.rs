@@ -21,6 +21,7 @@ use hyper::body::{Body as _, Incoming};
 use super::{
     internal_redirect,
     local_reply::{self, Flag},
+    request_timeout::EndFlagged,
     retry::{self, Outcome as Try},
     upgrade, Body, ConnInfo, Outcome,
 };
@@ -87,6 +88,9 @@ pub(crate) struct Plan {
     pub(crate) shadows: Vec<mirror::Shadow>,
     /// The route's `internal_redirect_policy`.
     redirect: Option<Arc<InternalRedirectPolicy>>,
+    /// Set when the request body has been read to its end (the HCM's `request_timeout` is
+    /// then disarmed); `None` without that timer.
+    pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -166,6 +170,7 @@ impl Plan {
             ),
             shadows: Vec::new(),
             redirect: fwd.action.internal_redirect.clone(),
+            body_end: None,
         }
     }
 }
@@ -196,7 +201,8 @@ impl Drop for Gauge<'_> {
 enum ReqBody {
     Empty,
     Buffered(Bytes),
-    Once(Option<Incoming>),
+    /// The downstream body, streamed (boxed once, when the request is planned).
+    Once(Option<Body>),
 }
 
 impl ReqBody {
@@ -204,7 +210,7 @@ impl ReqBody {
         match self {
             ReqBody::Empty => Some(local_reply::empty()),
             ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
-            ReqBody::Once(b) => b.take().map(|b| b.map_err(Into::into).boxed()),
+            ReqBody::Once(b) => b.take(),
         }
     }
     fn replayable(&self) -> bool {
@@ -362,6 +368,7 @@ pub(crate) async fn run(
         return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
     }
 
+    let body_end = plan.body_end.take();
     let mut body = match input {
         Input::Replay(None) => ReqBody::Empty,
         Input::Replay(Some(b)) => ReqBody::Buffered(b),
@@ -378,8 +385,14 @@ pub(crate) async fn run(
                 Err(_) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
-        Input::Stream(body) => ReqBody::Once(Some(body)),
+        Input::Stream(body) => ReqBody::Once(Some(match body_end.clone() {
+            None => body.map_err(Into::into).boxed(),
+            Some(end) => EndFlagged::new(body, end).map_err(Into::into).boxed(),
+        })),
     };
+    if let Some(end) = body_end.filter(|_| body.replayable()) {
+        end.store(true, std::sync::atomic::Ordering::Release);
+    }
 
     // Mirrored once, with the first attempt's headers.
     let mut shadows = Some(std::mem::take(&mut plan.shadows)).filter(|s| !s.is_empty());
