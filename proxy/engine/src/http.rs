@@ -473,6 +473,10 @@ pub async fn handle_with(
     let version = req.version();
     let h1 = version == Version::HTTP_10 || version == Version::HTTP_11;
     let scheme = if conn.tls { "https" } else { "http" };
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // Missing Host, request-target checks, upgrade policy, sanitation, x-request-id.
     if let Err(r) = preroute::before_routing(&hcm.cfg, &conn, scheme, &mut req) {
         let (body, close) = match &r {
@@ -482,7 +486,10 @@ pub async fn handle_with(
             preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
             preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
-        let resp = refuse_before_routing(&hcm, &r, body, close);
+        let mut resp = refuse_before_routing(&hcm, &r, body, close);
+        if grpc {
+            local_reply::to_grpc(&mut resp);
+        }
         hcm.istio.unknown().record(
             r.status(),
             Flag::None,
@@ -522,10 +529,6 @@ pub async fn handle_with(
     });
 
     let method = req.method().clone();
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut series = hcm.istio.unknown();
     // A local reply leaves a request body unread: Envoy then closes the connection.
     let body_pending = !req.body().is_end_stream();
@@ -731,6 +734,10 @@ pub async fn handle_with(
         },
         decoded,
     ) = outcome;
+    // A gRPC request's local reply is trailers-only, as Envoy's sendLocalReply makes it.
+    if grpc {
+        local_reply::to_grpc(&mut resp);
+    }
     if let Some(d) = decoded {
         d.encode.apply(resp.headers_mut());
         if d.delayed && flag == Flag::None {

@@ -17,7 +17,7 @@ mod tests;
 
 use std::{sync::Arc, time::Instant};
 
-use http::{header, HeaderMap, HeaderValue, Method, Response};
+use http::{HeaderMap, Method, Response};
 
 pub use cors::CorsPolicy;
 pub use fault::Fault;
@@ -230,7 +230,7 @@ impl HttpFilters {
                         }
                     }
                     if let Some(a) = inj.abort {
-                        out.local = Some((abort_reply(a, req.headers), Flag::FaultInjected));
+                        out.local = Some((abort_reply(a), Flag::FaultInjected));
                         return out;
                     }
                 }
@@ -264,7 +264,13 @@ impl HttpFilters {
                     }
                     if let Some(status) = v.limited {
                         let mut r = local_reply::reply(status, "local_rate_limited");
-                        cfg.limited_headers(r.headers_mut());
+                        cfg.limited_headers(r.headers_mut(), v.retry_after);
+                        if cfg.resource_exhausted {
+                            if let Some(l) = r.extensions_mut().get_mut::<local_reply::LocalReply>()
+                            {
+                                l.grpc_status = Some(8);
+                            }
+                        }
                         out.local = Some((r, Flag::RateLimited));
                         return out;
                     }
@@ -311,24 +317,12 @@ fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 4], name: &str) -> 
     ])
 }
 
-/// Envoy's fault abort reply: `fault filter abort`; a gRPC request gets a trailers-only
-/// 200 with `grpc-status` (the configured one, else mapped from the HTTP status).
-fn abort_reply(a: fault::AbortReply, h: &HeaderMap) -> Response<Body> {
-    const BODY: &str = "fault filter abort";
-    let grpc_request = h
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !grpc_request {
-        return local_reply::reply(a.http, BODY);
+/// Envoy's fault abort reply: `fault filter abort`; for a gRPC request the configured
+/// `grpc_status`, else the one mapped from the HTTP status (`local_reply::to_grpc`).
+fn abort_reply(a: fault::AbortReply) -> Response<Body> {
+    let mut r = local_reply::reply(a.http, "fault filter abort");
+    if let Some(l) = r.extensions_mut().get_mut::<local_reply::LocalReply>() {
+        l.grpc_status = a.grpc;
     }
-    let mut r = local_reply::reply(200, "");
-    let status = a.grpc.unwrap_or_else(|| fault::grpc_status_of(a.http));
-    let hm = r.headers_mut();
-    hm.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    hm.insert("grpc-status", HeaderValue::from(status));
-    hm.insert("grpc-message", HeaderValue::from_static(BODY));
     r
 }

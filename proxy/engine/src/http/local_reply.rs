@@ -83,12 +83,26 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|n| match n {}).boxed()
 }
 
+/// Marks a response as made here (not by an upstream), with its text: a gRPC request's local
+/// reply is turned into a trailers-only gRPC response ([`to_grpc`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LocalReply {
+    text: Bytes,
+    /// The `grpc-status` to send instead of the one mapped from the HTTP status.
+    pub(crate) grpc_status: Option<u32>,
+}
+
 /// Envoy-style local reply: `text/plain` body (none when empty).
 pub fn reply(status: u16, body: &str) -> Response<Body> {
+    let text = Bytes::copy_from_slice(body.as_bytes());
     let mut r = Response::new(if body.is_empty() {
         empty()
     } else {
-        full(Bytes::copy_from_slice(body.as_bytes()))
+        full(text.clone())
+    });
+    r.extensions_mut().insert(LocalReply {
+        text,
+        grpc_status: None,
     });
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !body.is_empty() {
@@ -98,6 +112,62 @@ pub fn reply(status: u16, body: &str) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
     r
+}
+
+/// Envoy's `sendLocalReply` for a gRPC request: a local reply becomes a trailers-only response
+/// (200, `content-type: application/grpc`, no body) whose `grpc-status` is mapped from the HTTP
+/// status (Envoy's `httpToGrpcStatus`) and whose `grpc-message` is the reply's text,
+/// percent-encoded. Responses from an upstream, and replies that already carry a `grpc-status`
+/// (a fault's gRPC abort), are left alone.
+pub(crate) fn to_grpc(r: &mut Response<Body>) {
+    let Some(l) = r.extensions_mut().remove::<LocalReply>() else {
+        return;
+    };
+    if r.headers().contains_key("grpc-status") {
+        return;
+    }
+    let status = l
+        .grpc_status
+        .unwrap_or_else(|| grpc_status_of(r.status().as_u16()));
+    *r.status_mut() = StatusCode::OK;
+    *r.body_mut() = empty();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    h.insert("grpc-status", HeaderValue::from(status));
+    if !l.text.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(&grpc_message(&l.text)) {
+            h.insert("grpc-message", v);
+        }
+    }
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+pub fn grpc_status_of(http: u16) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII, and `%`, as `%XX`.
+fn grpc_message(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 /// Envoy's prefix of a reset local reply body.

@@ -323,15 +323,3 @@ impl Fault {
         })
     }
 }
-
-/// Envoy's `Grpc::Utility::httpToGrpcStatus`, for an HTTP abort of a gRPC request.
-pub fn grpc_status_of(http: u16) -> u32 {
-    match http {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
-}

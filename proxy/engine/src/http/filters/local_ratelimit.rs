@@ -49,6 +49,7 @@ pub(crate) struct RawLocalRateLimit {
     #[allow(dead_code)]
     always_consume_default_token_bucket: Option<bool>,
     rate_limited_as_resource_exhausted: Option<bool>,
+    enable_retry_after_header: Option<bool>,
 }
 
 /// `type.v3.HttpStatus`.
@@ -110,6 +111,11 @@ pub struct LocalRateLimit {
     response_headers: HeaderMutations,
     per_connection: bool,
     x_headers: bool,
+    /// `rate_limited_as_resource_exhausted`: a limited gRPC request gets `grpc-status` 8
+    /// (RESOURCE_EXHAUSTED) instead of 14 (UNAVAILABLE).
+    pub resource_exhausted: bool,
+    /// `enable_retry_after_header`: a 429 carries `retry-after` (seconds to the next token).
+    retry_after: bool,
     /// The shared bucket (when not per connection).
     shared: Option<Mutex<Bucket>>,
 }
@@ -145,11 +151,6 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
     }
     if raw.stage.unwrap_or(0) != 0 {
         return Err(p.field("stage").unsupported("a stage other than 0"));
-    }
-    if raw.rate_limited_as_resource_exhausted == Some(true) {
-        return Err(p
-            .field("rate_limited_as_resource_exhausted")
-            .unsupported("true"));
     }
     let status = match raw.status.as_ref().and_then(|s| s.code.as_ref()) {
         None => DEFAULT_STATUS,
@@ -215,6 +216,8 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
         response_headers: mutations(&raw.response_headers_to_add, &[], p, "response")?,
         per_connection,
         x_headers,
+        resource_exhausted: raw.rate_limited_as_resource_exhausted == Some(true),
+        retry_after: raw.enable_retry_after_header == Some(true),
         shared: bucket.filter(|_| !per_connection).map(|b| {
             Mutex::new(Bucket {
                 tokens: b.max,
@@ -236,6 +239,8 @@ pub struct Verdict {
     pub not_enforced: bool,
     /// The `x-ratelimit-*` values for the response (limit, remaining, reset seconds).
     pub x_headers: Option<(u32, u32, u64)>,
+    /// `retry-after` seconds for an enforced 429 (with `enable_retry_after_header`).
+    pub retry_after: Option<u64>,
 }
 
 impl LocalRateLimit {
@@ -285,21 +290,26 @@ impl LocalRateLimit {
             }
             (None, None) => (true, spec.max),
         };
-        let x_headers = self.x_headers.then(|| {
-            let reset = if left >= 1.0 {
+        // Seconds until the next token.
+        let next_token = || {
+            if left >= 1.0 {
                 0
             } else {
                 Duration::from_secs_f64((1.0 - left) / spec.rate)
                     .as_secs_f64()
                     .ceil() as u64
-            };
-            (spec.max as u32, left.floor() as u32, reset)
-        });
+            }
+        };
+        let x_headers = self
+            .x_headers
+            .then(|| (spec.max as u32, left.floor() as u32, next_token()));
         let enforced = !allowed && self.enforced.is_some_and(|e| e.holds(random >> 20));
         Some(Verdict {
             limited: enforced.then_some(self.status),
             not_enforced: !allowed && !enforced,
             x_headers,
+            retry_after: (enforced && self.retry_after && self.status == 429)
+                .then(|| next_token().max(1)),
         })
     }
 
@@ -308,9 +318,12 @@ impl LocalRateLimit {
         self.request_headers_not_enforced.apply(h);
     }
 
-    /// The limited reply's `response_headers_to_add`.
-    pub fn limited_headers(&self, h: &mut HeaderMap) {
+    /// The limited reply's `response_headers_to_add`, then `retry-after` unless they set it.
+    pub fn limited_headers(&self, h: &mut HeaderMap, retry_after: Option<u64>) {
         self.response_headers.apply(h);
+        if let Some(secs) = retry_after.filter(|_| !h.contains_key(http::header::RETRY_AFTER)) {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
     }
 }
 
