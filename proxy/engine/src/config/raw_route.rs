@@ -275,12 +275,20 @@ pub(crate) struct RawRequestMirrorPolicy {
     pub request_headers_mutations: Vec<RawHeaderMutation>,
 }
 
-/// `config.common.mutation_rules.v3.HeaderMutation` (`remove_on_match` not supported).
+/// `config.common.mutation_rules.v3.HeaderMutation`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderMutation {
     pub remove: Option<String>,
     pub append: Option<RawHeaderValueOption>,
+    pub remove_on_match: Option<RawRemoveOnMatch>,
+}
+
+/// `HeaderMutation.RemoveOnMatch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoveOnMatch {
+    pub key_matcher: Option<RawStringMatcher>,
 }
 
 /// `RouteAction.MaxStreamDuration`.

@@ -191,8 +191,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "max_internal_redirects",
     "early_data_policy",
     "retry_policy_typed_config",
-    // RouteAction.RequestMirrorPolicy.request_headers_mutations[]
-    "remove_on_match",
     // RetryPolicy
     "retry_priority",
     "retry_options_predicates",

@@ -317,10 +317,11 @@ fn cors_policies<'a>(levels: &[Option<&'a PerFilterConfigs>; 4], name: &str) -> 
     ])
 }
 
-/// Envoy's fault abort reply: `fault filter abort`; for a gRPC request the configured
-/// `grpc_status`, else the one mapped from the HTTP status (`local_reply::to_grpc`).
+/// Envoy's fault abort reply: its body (`fault filter abort` by default); for a gRPC request
+/// the configured `grpc_status`, else the one mapped from the HTTP status
+/// (`local_reply::to_grpc`).
 fn abort_reply(a: fault::AbortReply) -> Response<Body> {
-    let mut r = local_reply::reply(a.http, "fault filter abort");
+    let mut r = local_reply::reply(a.http, &a.body);
     if let Some(l) = r.extensions_mut().get_mut::<local_reply::LocalReply>() {
         l.grpc_status = a.grpc;
     }

@@ -83,6 +83,59 @@ pub enum StringMatcher {
     Regex(regex::Regex),
 }
 
+/// Equal when built from the same config (a regex by its source).
+impl PartialEq for StringMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        use StringMatcher::*;
+        match (self, other) {
+            (
+                Exact {
+                    value: a,
+                    ignore_case: x,
+                },
+                Exact {
+                    value: b,
+                    ignore_case: y,
+                },
+            )
+            | (
+                Prefix {
+                    value: a,
+                    ignore_case: x,
+                },
+                Prefix {
+                    value: b,
+                    ignore_case: y,
+                },
+            )
+            | (
+                Suffix {
+                    value: a,
+                    ignore_case: x,
+                },
+                Suffix {
+                    value: b,
+                    ignore_case: y,
+                },
+            )
+            | (
+                Contains {
+                    value: a,
+                    ignore_case: x,
+                },
+                Contains {
+                    value: b,
+                    ignore_case: y,
+                },
+            ) => a == b && x == y,
+            (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StringMatcher {}
+
 impl StringMatcher {
     /// Whether `s` matches.
     pub fn matches(&self, s: &str) -> bool {

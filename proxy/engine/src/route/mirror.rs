@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::{
     build::KnownClusters,
     build_headers::{check_header_name, header_to_add},
-    build_match::fractional_percent,
-    FractionalPercent, HeaderMutations,
+    build_match::{fractional_percent, string_matcher},
+    FractionalPercent, HeaderMutations, StringMatcher,
 };
 use crate::config::{
     raw_route::{RawHeaderMutation, RawRequestMirrorPolicy},
@@ -28,7 +28,35 @@ pub struct MirrorPolicy {
     /// `host_rewrite_literal`: the shadow's Host (no suffix then).
     pub host_rewrite: Option<http::HeaderValue>,
     /// `request_headers_mutations`, one operation per entry, applied in order to the copy.
-    pub mutations: Arc<[HeaderMutations]>,
+    pub mutations: Arc<[MirrorMutation]>,
+}
+
+/// One `HeaderMutation` of a mirror policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorMutation {
+    /// `remove` or `append`.
+    Headers(HeaderMutations),
+    /// `remove_on_match.key_matcher`: every header whose name matches is removed.
+    RemoveOnMatch(StringMatcher),
+}
+
+impl MirrorMutation {
+    /// Applies the operation to the copy's headers.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        match self {
+            MirrorMutation::Headers(m) => m.apply(headers),
+            MirrorMutation::RemoveOnMatch(k) => {
+                let names: Vec<http::HeaderName> = headers
+                    .keys()
+                    .filter(|n| k.matches(n.as_str()))
+                    .cloned()
+                    .collect();
+                for n in names {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
 }
 
 /// Where a mirror policy sends its copy.
@@ -109,12 +137,29 @@ fn mirror_policy(
     })
 }
 
-/// One `HeaderMutation` at `p`: a removal or an addition (literal values only: the copy is
-/// sent outside the request's formatting context).
-fn header_mutation(raw: &RawHeaderMutation, p: &FieldPath) -> Result<HeaderMutations, ConfigError> {
+/// One `HeaderMutation` at `p`: a removal, an addition (literal values only: the copy is sent
+/// outside the request's formatting context) or a removal by name matcher.
+fn header_mutation(raw: &RawHeaderMutation, p: &FieldPath) -> Result<MirrorMutation, ConfigError> {
+    let set = [
+        raw.remove.is_some(),
+        raw.append.is_some(),
+        raw.remove_on_match.is_some(),
+    ];
+    match set.iter().filter(|s| **s).count() {
+        0 => return Err(p.err("one of remove, append and remove_on_match is required")),
+        1 => {}
+        _ => {
+            return Err(p.err("only one of remove, append and remove_on_match may be set"));
+        }
+    }
+    if let Some(r) = &raw.remove_on_match {
+        let kp = p.field("remove_on_match").field("key_matcher");
+        let k = r.key_matcher.as_ref().ok_or_else(|| kp.err("required"))?;
+        return Ok(MirrorMutation::RemoveOnMatch(string_matcher(k, &kp)?));
+    }
     let mut out = HeaderMutations::default();
     match (&raw.remove, &raw.append) {
-        (Some(r), None) => {
+        (Some(r), _) => {
             let n = r.to_ascii_lowercase();
             check_header_name(&n, &p.field("remove"))?;
             out.remove.push(n);
@@ -130,10 +175,9 @@ fn header_mutation(raw: &RawHeaderMutation, p: &FieldPath) -> Result<HeaderMutat
             }
             out.add.push(h);
         }
-        (None, None) => return Err(p.err("one of remove and append is required")),
-        (Some(_), Some(_)) => return Err(p.err("only one of remove and append may be set")),
+        (None, None) => unreachable!("counted above"),
     }
-    Ok(out)
+    Ok(MirrorMutation::Headers(out))
 }
 
 /// Envoy's `shadowAppendedHost`: `-shadow` after the host name, before a port

@@ -72,6 +72,7 @@ struct RawAbort {
     grpc_status: Option<u32>,
     header_abort: Option<crate::config::raw::Empty>,
     percentage: Option<RawFractionalPercent>,
+    response_body: Option<String>,
 }
 
 /// What a delay or abort takes its value from.
@@ -97,6 +98,8 @@ enum AbortKind {
 struct Abort {
     source: Source<AbortKind>,
     percent: FractionalPercent,
+    /// `response_body` (empty: Envoy's `fault filter abort`).
+    body: Arc<str>,
 }
 
 /// A compiled `HTTPFault`.
@@ -177,6 +180,11 @@ pub(crate) fn build(raw: RawFault, p: &FieldPath) -> Result<Fault, ConfigError> 
             Some(Abort {
                 source,
                 percent: pct(&a.percentage, &ap)?,
+                body: a
+                    .response_body
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or_else(|| DEFAULT_ABORT_BODY.to_string())
+                    .into(),
             })
         }
     };
@@ -214,13 +222,18 @@ pub struct Injected {
     pub guard: ActiveFault,
 }
 
-/// A local abort: an HTTP status, or a gRPC status (HTTP 200).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Envoy's abort body when `response_body` is unset.
+const DEFAULT_ABORT_BODY: &str = "fault filter abort";
+
+/// A local abort: an HTTP status, or a gRPC status (HTTP 200), and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbortReply {
     /// The HTTP status.
     pub http: u16,
     /// The explicit gRPC status, if any.
     pub grpc: Option<u32>,
+    /// The body (`response_body`, else `fault filter abort`).
+    pub body: Arc<str>,
 }
 
 const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
@@ -292,10 +305,12 @@ impl Fault {
                 Source::Fixed(AbortKind::Http(s)) => Some(AbortReply {
                     http: s,
                     grpc: None,
+                    body: a.body.clone(),
                 }),
                 Source::Fixed(AbortKind::Grpc(g)) => Some(AbortReply {
                     http: 200,
                     grpc: Some(g),
+                    body: a.body.clone(),
                 }),
                 Source::Header => {
                     let http = header_u64(h, ABORT_HEADER).filter(|s| (200..600).contains(s));
@@ -303,10 +318,12 @@ impl Fault {
                         Some(s) => Some(AbortReply {
                             http: s as u16,
                             grpc: None,
+                            body: a.body.clone(),
                         }),
                         None => header_u64(h, ABORT_GRPC_HEADER).map(|g| AbortReply {
                             http: 200,
                             grpc: Some(g as u32),
+                            body: a.body.clone(),
                         }),
                     }
                 }

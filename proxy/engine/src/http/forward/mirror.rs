@@ -9,10 +9,7 @@ use http::{header, request::Parts, uri::PathAndQuery, HeaderMap, HeaderValue, Re
 
 use crate::{
     http::{local_reply, Body},
-    route::{
-        mirror::{shadow_host, MirrorCluster, MirrorPolicy},
-        HeaderMutations,
-    },
+    route::mirror::{shadow_host, MirrorCluster, MirrorMutation, MirrorPolicy},
     upstream::{Cluster, Host, LbContext},
 };
 
@@ -21,7 +18,7 @@ pub(crate) struct Shadow {
     cluster: Arc<Cluster>,
     host_suffix: bool,
     host_rewrite: Option<HeaderValue>,
-    mutations: Arc<[HeaderMutations]>,
+    mutations: Arc<[MirrorMutation]>,
 }
 
 /// The shadows of one request: each policy whose `runtime_fraction` holds and whose cluster
