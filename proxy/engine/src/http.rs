@@ -60,7 +60,7 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::{istio::ClusterSeries, stats::HttpStats, ConnObserver},
+    server::{drain::DrainWatch, istio::ClusterSeries, stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
 
@@ -184,21 +184,41 @@ impl Hcm {
     }
 }
 
-/// Serves one downstream connection with `codec` until it closes; each request is handled by the
-/// HCM `current()` returns at that moment (so a reload applies to the next request). `None`: the
+/// How one downstream connection is served, fixed when it starts.
+#[derive(Debug)]
+pub struct ConnOptions {
+    /// The HCM's `codec_type`.
+    pub codec: config::CodecType,
+    /// Time allowed for a request's headers (and for the first request from accept).
+    pub header_timeout: Duration,
+    /// The drain of the listener the connection arrived on.
+    pub drain: DrainWatch,
+}
+
+/// Serves one downstream connection until it closes; each request is handled by the HCM
+/// `current()` returns at that moment (so a reload applies to the next request). `None`: the
 /// connection's filter chain is gone (its listener was reconfigured and the old config freed);
 /// the request gets a 503 and an HTTP/1 connection is closed.
+///
+/// When the listener drains (removed or re-bound, module `server::drain`), the connection takes
+/// Envoy's drain path: HTTP/1 answers the request in flight with `connection: close` and closes
+/// (an idle one closes at once), HTTP/2 sends GOAWAY and finishes its streams; whatever is still
+/// open when the drain time ends is closed.
 pub async fn serve<I, F>(
     io: I,
     conn: ConnInfo,
-    codec: config::CodecType,
-    header_timeout: Duration,
+    opts: ConnOptions,
     current: F,
     observer: Option<Arc<dyn ConnObserver>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
+    let ConnOptions {
+        codec,
+        header_timeout,
+        mut drain,
+    } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
     let (head_limits, timeouts) = current()
@@ -277,7 +297,12 @@ pub async fn serve<I, F>(
     tokio::pin!(header_deadline);
     let drain_end = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain_end);
+    let listener_drain = drain.started();
+    tokio::pin!(listener_drain);
+    let force_close = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(force_close);
     let (mut header_checked, mut draining, mut closing) = (false, false, false);
+    let mut listener_draining = false;
     let result = loop {
         tokio::select! {
             r = &mut c => break r,
@@ -309,6 +334,22 @@ pub async fn serve<I, F>(
             () = &mut drain_end, if draining && !closing => {
                 closing = true;
                 c.as_mut().graceful_shutdown();
+            }
+            // The listener drains: every response from now on closes (HTTP/1), GOAWAY (HTTP/2),
+            // an idle connection closes now; the rest closes when the drain time ends.
+            end = &mut listener_drain, if !listener_draining => {
+                listener_draining = true;
+                draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                force_close.as_mut().reset(end);
+                if !closing {
+                    closing = true;
+                    c.as_mut().graceful_shutdown();
+                }
+            }
+            () = &mut force_close, if listener_draining => {
+                tracing::debug!(peer = %conn.peer, "listener drain time over; closing");
+                return;
             }
         }
     };
