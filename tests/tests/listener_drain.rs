@@ -1,9 +1,10 @@
 //! Listener drain on removal (Envoy's, with `--drain-strategy immediate`), through a file reload
 //! of the real `sluice proxy` (xDS applies configs through the same engine entry): once a
-//! listener is gone, its HTTP/1 request in flight finishes with `connection: close` and the
-//! connection closes, its idle keep-alive connection closes at once, and its tcp_proxy
-//! connection is closed when `--drain-time-s` ends; a connection on a listener that stays keeps
-//! working.
+//! listener is gone, every HTTP/1 response on its connections (the request in flight's too)
+//! carries `connection: close` and the connection closes after it, and what is still open when
+//! `--drain-time-s` ends (a silent keep-alive connection, a tcp_proxy connection) is closed then;
+//! a connection on a listener that stays keeps working. Observed the same against Envoy 1.40
+//! (`--drain-time-s 2 --drain-strategy immediate`, LDS from a file).
 
 use std::{
     sync::atomic::Ordering,
@@ -149,11 +150,13 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
     );
 
     let get = b"GET / HTTP/1.1\r\nhost: web\r\n\r\n";
-    let (mut busy, mut idle) = (
-        TcpStream::connect(("127.0.0.1", web)).await.unwrap(),
-        TcpStream::connect(("127.0.0.1", web)).await.unwrap(),
+    let connect = || TcpStream::connect(("127.0.0.1", web));
+    let (mut busy, mut idle, mut silent) = (
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+        connect().await.unwrap(),
     );
-    for s in [&mut busy, &mut idle] {
+    for s in [&mut busy, &mut idle, &mut silent] {
         s.write_all(get).await.unwrap();
         let r = read_response(s).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -177,11 +180,17 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
     std::fs::write(&proxy.config, config(admin, &[stay_listener], &clusters)).unwrap();
     proxy.reload().await;
     let removed = Instant::now();
+    a.state.delay_ms.store(0, Ordering::SeqCst);
 
+    // A keep-alive connection still carries a request, answered with `connection: close`.
+    idle.write_all(get).await.unwrap();
+    let r = read_response(&mut idle).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
     closed_within(
         &mut idle,
         Duration::from_secs(1),
-        "idle keep-alive connection",
+        "drained keep-alive connection",
     )
     .await;
     let r = read_response(&mut busy).await;
@@ -200,14 +209,17 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
     )
     .await;
 
-    // The tcp_proxy connection works until the drain time ends, then it is closed.
+    // The tcp_proxy connection works until the drain time ends; then it and the silent HTTP
+    // connection are closed.
     echo(&mut tcp_conn, b"draining\n").await;
-    let at = closed_within(&mut tcp_conn, DRAIN_TIME * 3, "tcp_proxy connection").await;
-    let after = at - removed;
-    assert!(
-        after >= DRAIN_TIME - Duration::from_millis(300),
-        "closed after {after:?}, before the drain time"
-    );
+    for (s, what) in [(&mut tcp_conn, "tcp_proxy"), (&mut silent, "silent HTTP/1")] {
+        let at = closed_within(s, DRAIN_TIME * 3, what).await;
+        let after = at - removed;
+        assert!(
+            after >= DRAIN_TIME - Duration::from_millis(300),
+            "{what} connection closed after {after:?}, before the drain time"
+        );
+    }
     // The listener that stayed keeps its connection.
     echo(&mut stay_conn, b"still here\n").await;
     assert!(

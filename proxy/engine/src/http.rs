@@ -201,9 +201,11 @@ pub struct ConnOptions {
 /// the request gets a 503 and an HTTP/1 connection is closed.
 ///
 /// When the listener drains (removed or re-bound, module `server::drain`), the connection takes
-/// Envoy's drain path: HTTP/1 answers the request in flight with `connection: close` and closes
-/// (an idle one closes at once), HTTP/2 sends GOAWAY and finishes its streams; whatever is still
-/// open when the drain time ends is closed.
+/// Envoy's drain path (observed against Envoy 1.40 with `--drain-strategy immediate`): every
+/// HTTP/1 response from then on carries `connection: close` (the request in flight's too) and
+/// the connection closes after it; HTTP/2 sends GOAWAY with its next response and finishes its
+/// open streams; a connection that carries no request meanwhile stays open, and whatever is
+/// still open when the drain time ends is closed.
 pub async fn serve<I, F>(
     io: I,
     conn: ConnInfo,
@@ -258,7 +260,9 @@ pub async fn serve<I, F>(
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
-            if last && h2 {
+            // HTTP/2: GOAWAY with the response that reached max_requests_per_connection, or
+            // with the first response after the listener's drain started (as Envoy).
+            if h2 && (last || streams.draining.load(Ordering::Relaxed)) {
                 streams.drain_now.notify_one();
             }
             // A draining HTTP/1 connection closes after this response (Envoy's drain), as does
@@ -335,17 +339,12 @@ pub async fn serve<I, F>(
                 closing = true;
                 c.as_mut().graceful_shutdown();
             }
-            // The listener drains: every response from now on closes (HTTP/1), GOAWAY (HTTP/2),
-            // an idle connection closes now; the rest closes when the drain time ends.
+            // The listener drains: the next response closes the connection (HTTP/1) or sends
+            // GOAWAY (HTTP/2); what is still open when the drain time ends is closed.
             end = &mut listener_drain, if !listener_draining => {
                 listener_draining = true;
-                draining = true;
                 activity.draining.store(true, Ordering::Relaxed);
                 force_close.as_mut().reset(end);
-                if !closing {
-                    closing = true;
-                    c.as_mut().graceful_shutdown();
-                }
             }
             () = &mut force_close, if listener_draining => {
                 tracing::debug!(peer = %conn.peer, "listener drain time over; closing");

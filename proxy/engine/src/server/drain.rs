@@ -1,9 +1,12 @@
 //! A listener's drain (Envoy's, with `--drain-strategy immediate`): when a listener is removed,
 //! or replaced in a way that is not an in-place update (new address, `bind_to_port` flipped),
-//! its open connections are drained. HTTP connections stop carrying requests (HTTP/1: the next
-//! response says `connection: close`; HTTP/2: GOAWAY; idle connections close at once) and
-//! whatever is still open when the drain time (`--drain-time-s`) ends is closed, tcp_proxy and
-//! passthrough connections included.
+//! its open connections are drained, still on the removed listener's config: every HTTP/1
+//! response from then on says `connection: close` (the connection closes after it), HTTP/2 sends
+//! GOAWAY with its next response, and whatever is still open when the drain time
+//! (`--drain-time-s`) ends is closed: silent keep-alive connections, long streams, tcp_proxy and
+//! passthrough connections. Observed against Envoy 1.40 (`--drain-strategy immediate`, LDS
+//! removal): the same, except that Envoy keeps a connection it answered with `connection: close`
+//! or GOAWAY open until the drain time ends.
 //!
 //! [`ListenerDrain`] lives in the listener's slot; every connection subscribes once
 //! ([`ListenerDrain::watch`]), not per request.
