@@ -2,7 +2,8 @@
 //! of the real `sluice proxy` (xDS applies configs through the same engine entry): once a
 //! listener is gone, every HTTP/1 response on its connections (the request in flight's too)
 //! carries `connection: close` and the connection closes after it, and what is still open when
-//! `--drain-time-s` ends (a silent keep-alive connection, a tcp_proxy connection) is closed then;
+//! `--drain-time-s` ends (a silent keep-alive connection, a WebSocket tunnel, a tcp_proxy
+//! connection) is closed then;
 //! a connection on a listener that stays keeps working. Observed the same against Envoy 1.40
 //! (`--drain-time-s 2 --drain-strategy immediate`, LDS from a file).
 
@@ -33,6 +34,7 @@ fn http_listener(name: &str, port: u16, cluster: &str) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
+          upgrade_configs: [{{ upgrade_type: websocket }}]
           route_config:
             virtual_hosts:
             - name: all
@@ -162,6 +164,15 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         assert!(!r.to_ascii_lowercase().contains("connection: close"), "{r}");
     }
+    let mut tunnel = connect().await.unwrap();
+    tunnel
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: web\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let r = read_response(&mut tunnel).await;
+    assert!(r.starts_with("HTTP/1.1 101"), "{r}");
     let mut tcp_conn = TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
     let mut stay_conn = TcpStream::connect(("127.0.0.1", stay)).await.unwrap();
     for s in [&mut tcp_conn, &mut stay_conn] {
@@ -209,10 +220,15 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
     )
     .await;
 
-    // The tcp_proxy connection works until the drain time ends; then it and the silent HTTP
-    // connection are closed.
+    // The tcp_proxy connection and the tunnel work until the drain time ends; then they and the
+    // silent HTTP connection are closed.
     echo(&mut tcp_conn, b"draining\n").await;
-    for (s, what) in [(&mut tcp_conn, "tcp_proxy"), (&mut silent, "silent HTTP/1")] {
+    echo(&mut tunnel, b"tunnel\n").await;
+    for (s, what) in [
+        (&mut tcp_conn, "tcp_proxy"),
+        (&mut silent, "silent HTTP/1"),
+        (&mut tunnel, "WebSocket tunnel"),
+    ] {
         let at = closed_within(s, DRAIN_TIME * 3, what).await;
         let after = at - removed;
         assert!(

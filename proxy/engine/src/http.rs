@@ -237,9 +237,14 @@ pub async fn serve<I, F>(
     // timer starts at the first byte, and the h2 preface has none).
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    // An upgrade request carries the drain along: its tunnel outlives this connection's task.
+    let tunnel_drain = drain.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         if !seen.load(Ordering::Relaxed) {
             seen.store(true, Ordering::Relaxed);
+        }
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(tunnel_drain.clone());
         }
         let hcm = current();
         let observer = observer.clone();

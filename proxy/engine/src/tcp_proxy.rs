@@ -160,14 +160,19 @@ where
 }
 
 /// [`copy_bidirectional_idle`] between any two streams (an upgraded HTTP tunnel).
-pub async fn copy_streams_idle<D, U>(down: D, up: U, idle: Option<Duration>) -> (u64, u64, bool)
+pub async fn copy_streams_idle<D, U>(
+    down: D,
+    up: U,
+    idle: Option<Duration>,
+    stop: impl Future<Output = ()>,
+) -> (u64, u64, bool)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (dr, dw) = tokio::io::split(down);
     let (ur, uw) = tokio::io::split(up);
-    copy_halves_idle(dr, dw, ur, uw, idle, std::future::pending()).await
+    copy_halves_idle(dr, dw, ur, uw, idle, stop).await
 }
 
 async fn copy_halves_idle(
