@@ -12,10 +12,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice_tests::upstream::{
-    banner_server,
-    harness::{free_port, static_cluster, ProxyProcess, TempDir},
-    TestUpstream,
+use sluice_tests::{
+    upstream::{
+        banner_server,
+        harness::{free_port, static_cluster, ProxyProcess, TempDir},
+        TestUpstream,
+    },
+    xds_run::Run,
+    xds_script::{self, bootstrap, cla, eds_cluster, listener, rds, routes},
+    xds_server::{Snapshot, XdsServer, CDS, LDS},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -242,4 +247,74 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
         TcpStream::connect(("127.0.0.1", web)).await.is_err(),
         "the removed listener no longer accepts"
     );
+}
+
+/// The same drain when the listeners are removed over ADS (SotW absence, delta removal).
+async fn lds_removal(api_type: &str) {
+    let a = TestUpstream::start("a").await;
+    let (echo_addr, _echo_task) = banner_server(b"hi\n").await;
+    let (admin, web, tcp, stay) = (free_port(), free_port(), free_port(), free_port());
+    let server = XdsServer::start().await;
+    let common = [
+        xds_script::tcp_listener("stay", stay, "echo", "stay"),
+        xds_script::static_cluster("echo", echo_addr.port()),
+        eds_cluster("backend"),
+        cla("backend", &[a.port()]),
+    ];
+    let mut v1 = common.to_vec();
+    v1.extend([
+        listener("web", web, rds("routes")),
+        routes("routes", &[("/", "backend")]),
+        xds_script::tcp_listener("tcp", tcp, "echo", "tcp"),
+    ]);
+    server.set(Snapshot::from_json("1", &v1));
+    let drain = DRAIN_TIME.as_secs().to_string();
+    let _proxy = ProxyProcess::start_args(
+        TempDir::new("xds-drain"),
+        &bootstrap(admin, server.addr, api_type),
+        admin,
+        0,
+        &["--drain-time-s", &drain],
+    );
+    let mut run = Run::strict();
+    for ty in [LDS, CDS] {
+        run.ack(&server, ty, "1").await;
+    }
+    run.expect(web, "/", 200, "a").await;
+    let mut busy = TcpStream::connect(("127.0.0.1", web)).await.unwrap();
+    let mut tcp_conn = TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    let mut hi = [0u8; 3];
+    tokio::time::timeout(Duration::from_secs(3), tcp_conn.read_exact(&mut hi))
+        .await
+        .expect("banner within 3 s")
+        .unwrap();
+
+    a.state.delay_ms.store(800, Ordering::SeqCst);
+    busy.write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.set(Snapshot::from_json("2", &common));
+    run.ack(&server, LDS, "2").await;
+    let removed = Instant::now();
+    let r = read_response(&mut busy).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "in flight: {r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    closed_within(&mut busy, Duration::from_secs(1), "drained HTTP/1").await;
+    echo(&mut tcp_conn, b"draining\n").await;
+    let after = closed_within(&mut tcp_conn, DRAIN_TIME * 3, "tcp_proxy").await - removed;
+    assert!(
+        after >= DRAIN_TIME - Duration::from_millis(300),
+        "tcp_proxy connection closed after {after:?}, before the drain time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_lds_removal_drains() {
+    lds_removal("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_lds_removal_drains() {
+    lds_removal("DELTA_GRPC").await;
 }
