@@ -76,6 +76,24 @@ pub fn listener(name: &str, port: u16, hcm: Value) -> (&'static str, Value) {
     )
 }
 
+/// A tcp_proxy listener `name` on 127.0.0.1:`port` to `cluster`.
+pub fn tcp_listener(
+    name: &str,
+    port: u16,
+    cluster: &str,
+    stat_prefix: &str,
+) -> (&'static str, Value) {
+    (
+        LDS,
+        json!({"name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": stat_prefix, "cluster": cluster}}]}]}),
+    )
+}
+
 /// HCM fields naming the RDS route configuration `route` over ADS.
 pub fn rds(route: &str) -> Value {
     json!({"rds": {"route_config_name": route, "config_source": {"ads": {}, "resource_api_version": "V3"}}})

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice_tests::{
     upstream::{
         banner_server,
@@ -15,26 +15,15 @@ use sluice_tests::{
         TestUpstream,
     },
     xds_run::{start_proxy, Kind, Run},
-    xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
+    xds_script::{
+        bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster, tcp_listener,
+    },
     xds_server::{Snapshot, XdsServer, CDS, LDS},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-/// A tcp_proxy listener `name` on `port` to `cluster`.
-fn tcp_listener(name: &str, port: u16, cluster: &str, stat_prefix: &str) -> (&'static str, Value) {
-    (
-        LDS,
-        json!({"name": name,
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                    "stat_prefix": stat_prefix, "cluster": cluster}}]}]}),
-    )
-}
 
 /// Reads until `want` bytes arrived (3 s at most).
 async fn read_exact(s: &mut TcpStream, want: usize) -> Vec<u8> {

@@ -61,7 +61,7 @@ use self::{
 use crate::{
     config,
     route::{format::FormatContext, RequestView, SelectedCluster, Selection},
-    server::{istio::ClusterSeries, stats::HttpStats, ConnObserver},
+    server::{drain::DrainWatch, istio::ClusterSeries, stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
 
@@ -185,21 +185,43 @@ impl Hcm {
     }
 }
 
-/// Serves one downstream connection with `codec` until it closes; each request is handled by the
-/// HCM `current()` returns at that moment (so a reload applies to the next request). `None`: the
+/// How one downstream connection is served, fixed when it starts.
+#[derive(Debug)]
+pub struct ConnOptions {
+    /// The HCM's `codec_type`.
+    pub codec: config::CodecType,
+    /// Time allowed for a request's headers (and for the first request from accept).
+    pub header_timeout: Duration,
+    /// The drain of the listener the connection arrived on.
+    pub drain: DrainWatch,
+}
+
+/// Serves one downstream connection until it closes; each request is handled by the HCM
+/// `current()` returns at that moment (so a reload applies to the next request). `None`: the
 /// connection's filter chain is gone (its listener was reconfigured and the old config freed);
 /// the request gets a 503 and an HTTP/1 connection is closed.
+///
+/// When the listener drains (removed or re-bound, module `server::drain`), the connection takes
+/// Envoy's drain path (observed against Envoy 1.40 with `--drain-strategy immediate`): every
+/// HTTP/1 response from then on carries `connection: close` (the request in flight's too) and
+/// the connection closes after it; HTTP/2 sends GOAWAY with its next response and finishes its
+/// open streams; a connection that carries no request meanwhile stays open, and whatever is
+/// still open when the drain time ends is closed.
 pub async fn serve<I, F>(
     io: I,
     conn: ConnInfo,
-    codec: config::CodecType,
-    header_timeout: Duration,
+    opts: ConnOptions,
     current: F,
     observer: Option<Arc<dyn ConnObserver>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Option<Arc<Hcm>> + Send + Sync + 'static,
 {
+    let ConnOptions {
+        codec,
+        header_timeout,
+        mut drain,
+    } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
     let (head_limits, timeouts) = current()
@@ -216,9 +238,14 @@ pub async fn serve<I, F>(
     // timer starts at the first byte, and the h2 preface has none).
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    // An upgrade request carries the drain along: its tunnel outlives this connection's task.
+    let tunnel_drain = drain.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         if !seen.load(Ordering::Relaxed) {
             seen.store(true, Ordering::Relaxed);
+        }
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(tunnel_drain.clone());
         }
         let hcm = current();
         let observer = observer.clone();
@@ -239,7 +266,9 @@ pub async fn serve<I, F>(
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
-            if last && h2 {
+            // HTTP/2: GOAWAY with the response that reached max_requests_per_connection, or
+            // with the first response after the listener's drain started (as Envoy).
+            if h2 && (last || streams.draining.load(Ordering::Relaxed)) {
                 streams.drain_now.notify_one();
             }
             // A draining HTTP/1 connection closes after this response (Envoy's drain), as does
@@ -278,7 +307,12 @@ pub async fn serve<I, F>(
     tokio::pin!(header_deadline);
     let drain_end = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain_end);
+    let listener_drain = drain.started();
+    tokio::pin!(listener_drain);
+    let force_close = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(force_close);
     let (mut header_checked, mut draining, mut closing) = (false, false, false);
+    let mut listener_draining = false;
     let result = loop {
         tokio::select! {
             r = &mut c => break r,
@@ -310,6 +344,17 @@ pub async fn serve<I, F>(
             () = &mut drain_end, if draining && !closing => {
                 closing = true;
                 c.as_mut().graceful_shutdown();
+            }
+            // The listener drains: the next response closes the connection (HTTP/1) or sends
+            // GOAWAY (HTTP/2); what is still open when the drain time ends is closed.
+            end = &mut listener_drain, if !listener_draining => {
+                listener_draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                force_close.as_mut().reset(end);
+            }
+            () = &mut force_close, if listener_draining => {
+                tracing::debug!(peer = %conn.peer, "listener drain time over; closing");
+                return;
             }
         }
     };

@@ -10,6 +10,9 @@
 
 mod apply;
 pub mod cli;
+pub mod drain;
+#[cfg(test)]
+mod drain_tests;
 mod endpoints;
 pub mod istio;
 mod listener;
@@ -24,6 +27,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -237,6 +241,8 @@ fn traffic_direction<'a>(source: &'a serde_json::Value, name: &str) -> Option<&'
 pub struct ListenerSlot {
     /// The current version of this listener.
     pub rt: ArcSwap<ListenerRt>,
+    /// Raised when the listener is removed or re-bound: its connections drain.
+    pub drain: drain::ListenerDrain,
 }
 
 struct Bound {
@@ -262,6 +268,8 @@ pub struct Server {
     ready: std::sync::atomic::AtomicBool,
     /// Admin `/xds_status`: registered by the xDS client driving this server, if any.
     xds_status: std::sync::OnceLock<crate::admin::StatusProvider>,
+    /// How long a removed listener's connections may stay open (`--drain-time-s`).
+    drain_time: Duration,
 }
 
 /// How [`Server::start_with`] runs.
@@ -276,6 +284,9 @@ pub struct StartOptions {
     /// Opens upstream sockets; the default connects from the calling process's netns. The node
     /// agent passes a factory that creates them inside the pod's netns with `SO_MARK`.
     pub connector: Connector,
+    /// How long the connections of a removed or re-bound listener may stay open once its drain
+    /// starts (Envoy's `--drain-time-s`; [`drain::DEFAULT_DRAIN_TIME`]).
+    pub drain_time: Duration,
 }
 
 impl Default for StartOptions {
@@ -284,6 +295,7 @@ impl Default for StartOptions {
             bind_listeners: true,
             admin: true,
             connector: Connector::default(),
+            drain_time: drain::DEFAULT_DRAIN_TIME,
         }
     }
 }
@@ -338,6 +350,7 @@ impl Server {
             connector: opts.connector.clone(),
             ready: std::sync::atomic::AtomicBool::new(ready),
             xds_status: std::sync::OnceLock::new(),
+            drain_time: opts.drain_time,
         });
         server.reconcile_listeners().await?;
         if let Some(a) = admin.filter(|_| opts.admin) {
@@ -436,7 +449,9 @@ impl Server {
     }
 
     /// Binds new listeners, drops removed ones, and points existing ones at the current version.
-    /// A listener whose address changed is re-bound.
+    /// A listener whose address changed is re-bound. A dropped listener (removed or re-bound)
+    /// drains its open connections (module `drain`); one updated in place keeps them, and they
+    /// pick up the new version per request.
     async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ServerError> {
         let rt = self.runtime();
         let mut to_bind = Vec::new();
@@ -451,7 +466,8 @@ impl Server {
                     if let Some(t) = &b.task {
                         t.abort();
                     }
-                    tracing::info!(listener = %name, addr = %b.addr, "listener removed");
+                    b.slot.drain.start(self.drain_time);
+                    tracing::info!(listener = %name, addr = %b.addr, drain_s = self.drain_time.as_secs(), "listener removed; draining its connections");
                 }
                 keep
             });
@@ -475,6 +491,7 @@ impl Server {
             };
             let slot = Arc::new(ListenerSlot {
                 rt: ArcSwap::new(l),
+                drain: drain::ListenerDrain::default(),
             });
             let task =
                 tcp.map(|tcp| tokio::spawn(listener::accept_loop(self.clone(), slot.clone(), tcp)));
@@ -501,7 +518,12 @@ pub fn run(args: cli::ProxyArgs) -> Result<(), ServerError> {
 pub async fn run_async(args: cli::ProxyArgs) -> Result<(), ServerError> {
     init_tracing(&args.log_level);
     let (bootstrap, source) = config::load_serving_file(&args.config_path)?;
-    let server = Server::start(bootstrap, source, Some(args.config_path.clone())).await?;
+    let opts = StartOptions {
+        drain_time: args.drain_time(),
+        ..StartOptions::default()
+    };
+    let server =
+        Server::start_with(bootstrap, source, Some(args.config_path.clone()), opts).await?;
     tracing::info!(config = %args.config_path.display(), "sluice proxy started");
     reload::spawn_watchers(server.clone(), args.reload_poll());
     wait_for_shutdown().await?;

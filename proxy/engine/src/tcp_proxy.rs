@@ -1,7 +1,8 @@
 //! tcp_proxy: pick a cluster (single or weighted) and a host, connect, and copy bytes both ways
-//! until either side closes or the connection is idle for `idle_timeout`.
+//! until either side closes, the connection is idle for `idle_timeout`, or its listener's drain
+//! time ends.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -75,12 +76,14 @@ impl TcpProxy {
         }
     }
 
-    /// Proxies `down` to an upstream host until done.
+    /// Proxies `down` to an upstream host until done, or until `stop` resolves (the listener's
+    /// drain time ended): both sides are then closed.
     pub async fn serve<D>(
         &self,
         mut down: D,
         orig_dst: Option<SocketAddr>,
         src: SocketAddr,
+        stop: impl Future<Output = ()>,
     ) -> Result<(), TcpProxyError>
     where
         D: AsyncRead + AsyncWrite + Unpin,
@@ -132,7 +135,8 @@ impl TcpProxy {
             s.open();
         }
         let _ = up.set_nodelay(true);
-        let (rx, tx, idled) = copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout).await;
+        let (rx, tx, idled) =
+            copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout, stop).await;
         cluster.stats.upstream_cx_active.dec();
         if let Some(s) = series {
             s.close(rx, tx);
@@ -146,12 +150,14 @@ impl TcpProxy {
     }
 }
 
-/// Copies both ways; returns (bytes down->up, bytes up->down, closed for idleness). A half close
-/// is forwarded as a shutdown of the other side's write half.
+/// Copies both ways until both sides closed, the copy was idle for `idle`, or `stop` resolved;
+/// returns (bytes down->up, bytes up->down, closed for idleness). A half close is forwarded as a
+/// shutdown of the other side's write half.
 pub async fn copy_bidirectional_idle<D>(
     down: &mut D,
     mut up: TcpStream,
     idle: Option<Duration>,
+    stop: impl Future<Output = ()>,
 ) -> (u64, u64, bool)
 where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -159,18 +165,23 @@ where
     // The TCP side splits without a lock (borrowed halves); the other through tokio's split.
     let (ur, uw) = up.split();
     let (dr, dw) = tokio::io::split(down);
-    copy_halves_idle(dr, dw, ur, uw, idle).await
+    copy_halves_idle(dr, dw, ur, uw, idle, stop).await
 }
 
 /// [`copy_bidirectional_idle`] between any two streams (an upgraded HTTP tunnel).
-pub async fn copy_streams_idle<D, U>(down: D, up: U, idle: Option<Duration>) -> (u64, u64, bool)
+pub async fn copy_streams_idle<D, U>(
+    down: D,
+    up: U,
+    idle: Option<Duration>,
+    stop: impl Future<Output = ()>,
+) -> (u64, u64, bool)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (dr, dw) = tokio::io::split(down);
     let (ur, uw) = tokio::io::split(up);
-    copy_halves_idle(dr, dw, ur, uw, idle).await
+    copy_halves_idle(dr, dw, ur, uw, idle, stop).await
 }
 
 async fn copy_halves_idle(
@@ -179,7 +190,9 @@ async fn copy_halves_idle(
     mut ur: impl AsyncRead + Unpin,
     mut uw: impl AsyncWrite + Unpin,
     idle: Option<Duration>,
+    stop: impl Future<Output = ()>,
 ) -> (u64, u64, bool) {
+    tokio::pin!(stop);
     let mut b1 = vec![0u8; BUF];
     let mut b2 = vec![0u8; BUF];
     let (mut up_open, mut down_open) = (true, true);
@@ -199,6 +212,7 @@ async fn copy_halves_idle(
                 Ok(n) => { if dw.write_all(&b2[..n]).await.is_err() { return (rx, tx, false); } tx += n as u64; }
             },
             _ = tokio::time::sleep(idle) => return (rx, tx, true),
+            () = &mut stop => return (rx, tx, false),
         }
     }
 }

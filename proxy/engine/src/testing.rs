@@ -70,9 +70,24 @@ pub(crate) async fn serve(
     bootstrap: crate::config::Bootstrap,
     config_path: Option<std::path::PathBuf>,
 ) -> (Arc<Server>, SocketAddr) {
+    serve_draining(
+        bootstrap,
+        config_path,
+        crate::server::drain::DEFAULT_DRAIN_TIME,
+    )
+    .await
+}
+
+/// [`serve`] with the drain time of removed listeners (`--drain-time-s`).
+pub(crate) async fn serve_draining(
+    bootstrap: crate::config::Bootstrap,
+    config_path: Option<std::path::PathBuf>,
+    drain_time: Duration,
+) -> (Arc<Server>, SocketAddr) {
     let opts = StartOptions {
         bind_listeners: false,
         admin: false,
+        drain_time,
         ..StartOptions::default()
     };
     let server = Server::start_with(bootstrap, serde_json::Value::Null, config_path, opts)

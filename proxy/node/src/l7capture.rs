@@ -186,6 +186,8 @@ impl L7Config {
                 bind_listeners: false,
                 admin: false,
                 connector,
+                // The agent has no --drain-time-s: Envoy's default.
+                ..StartOptions::default()
             },
         )
         .await

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use sluice_engine::{
     config,
-    server::{self, cli::ProxyArgs, Server, ServerError},
+    server::{self, cli::ProxyArgs, Server, ServerError, StartOptions},
 };
 
 use crate::{client, core::Core};
@@ -43,7 +43,11 @@ async fn run_ads(args: ProxyArgs, bootstrap: config::Bootstrap) -> Result<(), Se
         }
     })?;
     // No file reload: the configuration comes from the management server.
-    let server = Server::start(bootstrap, source.clone(), None).await?;
+    let opts = StartOptions {
+        drain_time: args.drain_time(),
+        ..StartOptions::default()
+    };
+    let server = Server::start_with(bootstrap, source.clone(), None, opts).await?;
     tracing::info!(config = %args.config_path.display(), target = ?cfg.target, delta = cfg.delta, "sluice proxy started (ADS)");
     let core = Core::new(source, dynamic, Instant::now());
     let task = tokio::spawn(client::run(server, cfg, core));

@@ -68,6 +68,17 @@ impl ProxyProcess {
 
     /// Like [`start_in`](Self::start_in) with the config poll interval (0: SIGHUP only).
     pub fn start_with(dir: TempDir, yaml: &str, admin_port: u16, poll_ms: u64) -> Self {
+        Self::start_args(dir, yaml, admin_port, poll_ms, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with) with more `sluice proxy` arguments.
+    pub fn start_args(
+        dir: TempDir,
+        yaml: &str,
+        admin_port: u16,
+        poll_ms: u64,
+        extra: &[&str],
+    ) -> Self {
         let config = dir.path("envoy.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
@@ -80,6 +91,7 @@ impl ProxyProcess {
                 "--log-level",
                 "info",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -144,6 +156,21 @@ impl ProxyProcess {
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0)
+    }
+
+    /// Sends SIGHUP and waits (5 s at most) until `server.reloads` has counted the reload.
+    pub async fn reload(&self) {
+        let before = self.stat("server.reloads");
+        self.sighup();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.stat("server.reloads") == before {
+            assert!(
+                Instant::now() < deadline,
+                "SIGHUP reload not applied; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -29,8 +29,11 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
     let served = serve(
         server,
         conn,
-        codec,
-        TIMEOUT,
+        super::ConnOptions {
+            codec,
+            header_timeout: TIMEOUT,
+            drain: crate::server::drain::DrainWatch::never(),
+        },
         // Asked once at accept for the head limits (none: Envoy's defaults); no request is
         // ever sent.
         || -> Option<Arc<Hcm>> { None },

@@ -1,7 +1,9 @@
 //! HTTP/1.1 Upgrade (WebSocket) passthrough for the types `upgrade_configs` enables
 //! (`upgrade_policy`): forward the upgrade request, body included, on a fresh upstream
 //! connection; on `101` splice the two upgraded connections together until either side closes
-//! or the tunnel is idle for the route's idle timeout (the stream idle timeout by default).
+//! or the tunnel is idle for the route's idle timeout (the stream idle timeout by default), or
+//! the drain time of its listener ends (the connection's `DrainWatch`, in the request's
+//! extensions).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,9 @@ pub(crate) async fn run(
     let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return Outcome::local(Flag::DownstreamTermination);
     };
+    let drain = parts
+        .extensions
+        .remove::<crate::server::drain::DrainWatch>();
     let t0 = Instant::now();
     let sender = match pool::connect::<super::Body>(cluster, host.addr, true).await {
         Ok(Sender::H1(s)) => s,
@@ -62,8 +67,14 @@ pub(crate) async fn run(
             let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up_upgrade) else {
                 return;
             };
-            let _ =
-                crate::tcp_proxy::copy_streams_idle(TokioIo::new(d), TokioIo::new(u), idle).await;
+            let stop = async move {
+                match drain {
+                    Some(d) => d.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (d, u) = (TokioIo::new(d), TokioIo::new(u));
+            let _ = crate::tcp_proxy::copy_streams_idle(d, u, idle, stop).await;
         });
         let (parts, _) = resp.into_parts();
         return Outcome {

@@ -15,9 +15,19 @@ pub struct ProxyArgs {
     /// reloads).
     #[arg(long = "reload-poll-ms", default_value_t = 1000)]
     pub reload_poll_ms: u64,
+    /// Envoy's `--drain-time-s`: how long the open connections of a listener that was removed
+    /// (or re-bound to a new address) may stay once its drain starts; whatever is still open
+    /// then is closed.
+    #[arg(long = "drain-time-s", default_value_t = 600)]
+    pub drain_time_s: u64,
 }
 
 impl ProxyArgs {
+    /// `--drain-time-s`.
+    pub fn drain_time(&self) -> Duration {
+        Duration::from_secs(self.drain_time_s)
+    }
+
     /// The mtime poll interval, if enabled.
     pub fn reload_poll(&self) -> Option<Duration> {
         (self.reload_poll_ms > 0).then(|| Duration::from_millis(self.reload_poll_ms))

@@ -339,9 +339,12 @@ impl Chain<'_> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Addrs { peer, local, dst } = self.a;
+        // Once per connection: the drain of the listener that serves it.
+        let drain = self.slot.drain.watch();
         if self.passthrough_only {
             let up = self.up.take();
-            if !passthrough(&self.server.connector, stream, dst, up).await {
+            let stop = drain.ended();
+            if !passthrough(&self.server.connector, stream, dst, up, stop).await {
                 self.upstream_failed();
             }
             return;
@@ -371,10 +374,15 @@ impl Chain<'_> {
                     _ => fallback.upgrade(),
                 };
                 let observer = self.observer.clone();
-                http::serve(stream, conn, codec, header_timeout, current, observer).await;
+                let opts = http::ConnOptions {
+                    codec,
+                    header_timeout,
+                    drain,
+                };
+                http::serve(stream, conn, opts, current, observer).await;
             }
             ChainRt::Tcp(tp) => {
-                if let Err(e) = tp.serve(stream, Some(dst), peer).await {
+                if let Err(e) = tp.serve(stream, Some(dst), peer, drain.ended()).await {
                     tracing::debug!(error = %e, "tcp proxy");
                     if e.is_upstream_failure() {
                         self.upstream_failed();
@@ -392,13 +400,14 @@ impl Chain<'_> {
 }
 
 /// Opaque TCP to the original destination (Istio's PassthroughCluster) for captured non-HTTP
-/// traffic when the listener has no tcp_proxy chain, over `up` when it is already connected.
-/// False when the upstream connect failed.
+/// traffic when the listener has no tcp_proxy chain, over `up` when it is already connected,
+/// until `stop` (the listener's drain time ended). False when the upstream connect failed.
 async fn passthrough<S>(
     connector: &Connector,
     mut down: S,
     dst: SocketAddr,
     up: Option<TcpStream>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -416,6 +425,7 @@ where
         &mut down,
         up,
         Some(config::DEFAULT_TCP_PROXY_IDLE_TIMEOUT),
+        stop,
     )
     .await;
     true
