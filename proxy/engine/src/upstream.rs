@@ -79,8 +79,9 @@ pub struct Host {
     pub hc_healthy: AtomicBool,
     /// Outlier ejection end, in [`now_ms`] units; 0 when not ejected.
     pub ejected_until: AtomicU64,
-    /// How many times this host has been ejected (multiplies the ejection time).
-    pub ejections: AtomicU32,
+    /// Envoy's ejection time backoff: grows by one per ejection, shrinks by one per outlier
+    /// sweep that finds the host in service (multiplies `base_ejection_time`).
+    pub eject_backoff: AtomicU32,
     /// Consecutive 5xx (or local-origin failures) seen, for outlier detection.
     pub consecutive_5xx: AtomicU32,
     /// Requests in flight to this host (least-request balancing).
@@ -110,7 +111,7 @@ impl Host {
             weight: weight.max(1),
             hc_healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
-            ejections: AtomicU32::new(0),
+            eject_backoff: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             active_rq: AtomicUsize::new(0),
             rq_total: AtomicU64::new(0),
@@ -184,6 +185,9 @@ pub struct Cluster {
     dns_ready: tokio::sync::watch::Sender<bool>,
     /// True once the first active health-check round is done (true without health checks).
     hc_ready: tokio::sync::watch::Sender<bool>,
+    /// When the cluster was built ([`now_ms`]): Envoy's outlier sweeps run every `interval`
+    /// from then, and an ejected host returns at a sweep.
+    pub outlier_epoch_ms: u64,
 }
 
 /// How the request asks for a host: a hash for hash balancers, the original destination for
@@ -243,6 +247,7 @@ impl Cluster {
             connector,
             dns_ready: tokio::sync::watch::Sender::new(!spec_discovery_is_dns),
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),
+            outlier_epoch_ms: now_ms(),
         });
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             let failure = cluster.spec.options.dns_failure_refresh;

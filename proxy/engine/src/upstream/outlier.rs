@@ -1,4 +1,8 @@
-//! Outlier detection: consecutive 5xx ejection with Envoy's growing ejection time and cap.
+//! Outlier detection: consecutive 5xx ejection with Envoy's ejection time backoff and cap. As in
+//! Envoy, a host comes back only at an outlier sweep (every `interval` from the cluster's
+//! creation) at least `base_ejection_time x backoff` (at most `max_ejection_time`) after its
+//! ejection, and each sweep that finds it in service lowers its backoff by one. The sweeps are
+//! computed, not run: no timer task per cluster.
 
 use std::sync::atomic::Ordering;
 
@@ -28,15 +32,97 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) 
     if (ejected + 1) * 100 > hosts.len() * spec.max_ejection_percent as usize {
         return;
     }
-    let times = host.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-    // Saturating: a long base_ejection_time times many ejections must not overflow.
-    let dur = (spec.base_ejection_time.saturating_mul(times))
-        .min(spec.max_ejection_time.max(spec.base_ejection_time));
-    host.ejected_until.store(
-        now.saturating_add(u64::try_from(dur.as_millis()).unwrap_or(u64::MAX)),
-        Ordering::Relaxed,
+    let max = spec.max_ejection_time.max(spec.base_ejection_time);
+    let backoff = next_backoff(
+        host.eject_backoff.load(Ordering::Relaxed),
+        host.ejected_until.load(Ordering::Relaxed),
+        now,
+        cluster.outlier_epoch_ms,
+        spec,
     );
+    host.eject_backoff.store(backoff, Ordering::Relaxed);
+    // Saturating: a long base_ejection_time times many ejections must not overflow.
+    let dur = spec.base_ejection_time.saturating_mul(backoff).min(max);
+    let until = back_at(
+        now,
+        u64::try_from(dur.as_millis()).unwrap_or(u64::MAX),
+        cluster.outlier_epoch_ms,
+        interval_ms(spec),
+    );
+    host.ejected_until.store(until, Ordering::Relaxed);
     host.consecutive_5xx.store(0, Ordering::Relaxed);
     cluster.stats.outlier_ejections.inc();
-    tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = dur.as_millis() as u64, "outlier ejected host");
+    tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = until - now, "outlier ejected host");
+}
+
+fn interval_ms(spec: &OutlierSpec) -> u64 {
+    u64::try_from(spec.interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The backoff of a host ejected at `now`: the last one, less one per sweep since the sweep that
+/// returned the host (at `returned`, 0 if never ejected), plus one while `base x backoff` stays
+/// below `max_ejection_time + base` (Envoy's `ejectHost`).
+fn next_backoff(last: u32, returned: u64, now: u64, epoch: u64, spec: &OutlierSpec) -> u32 {
+    let iv = interval_ms(spec);
+    let sweeps = |t: u64| t.saturating_sub(epoch) / iv;
+    let mut backoff = last;
+    if backoff > 0 && returned > 0 {
+        let in_service = sweeps(now).saturating_sub(sweeps(returned));
+        backoff = backoff.saturating_sub(u32::try_from(in_service).unwrap_or(u32::MAX));
+    }
+    let max = spec.max_ejection_time.max(spec.base_ejection_time);
+    if spec.base_ejection_time.saturating_mul(backoff) < max.saturating_add(spec.base_ejection_time)
+    {
+        backoff += 1;
+    }
+    backoff
+}
+
+/// The first sweep (`epoch + k x interval`) at least `dur_ms` after `now`.
+fn back_at(now: u64, dur_ms: u64, epoch: u64, iv: u64) -> u64 {
+    let due = now.saturating_add(dur_ms).saturating_sub(epoch);
+    epoch.saturating_add(due.div_ceil(iv).saturating_mul(iv))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn spec(interval: u64, base: u64, max: u64) -> OutlierSpec {
+        OutlierSpec {
+            consecutive_5xx: 1,
+            interval: Duration::from_millis(interval),
+            base_ejection_time: Duration::from_millis(base),
+            max_ejection_percent: 100,
+            max_ejection_time: Duration::from_millis(max),
+        }
+    }
+
+    #[test]
+    fn a_host_returns_at_the_first_sweep_after_its_ejection_time() {
+        // Sweeps every 500 ms from 1000: ejected at 1300 for 200 ms -> back at the 1500 sweep;
+        // for 300 ms -> 1600 is no sweep, back at 2000.
+        assert_eq!(back_at(1300, 200, 1000, 500), 1500);
+        assert_eq!(back_at(1300, 300, 1000, 500), 2000);
+        assert_eq!(back_at(1300, 700, 1000, 500), 2000);
+        // The default 10 s interval keeps a 200 ms ejection for up to 10 s.
+        assert_eq!(back_at(1300, 200, 1000, 10_000), 11_000);
+    }
+
+    #[test]
+    fn the_backoff_grows_per_ejection_and_shrinks_per_sweep_in_service() {
+        let s = spec(1000, 100, 300);
+        assert_eq!(next_backoff(0, 0, 5_000, 0, &s), 1);
+        // Ejected again right at the sweep that returned it: 1 -> 2.
+        assert_eq!(next_backoff(1, 5_000, 5_500, 0, &s), 2);
+        // Two sweeps in service (6000, 7000) after returning at 5000: 2 -> 0 -> 1.
+        assert_eq!(next_backoff(2, 5_000, 7_100, 0, &s), 1);
+        // Growth stops once base x backoff reaches max + base (100 x 4 = 400 = 300 + 100).
+        assert_eq!(next_backoff(3, 5_000, 5_100, 0, &s), 4);
+        assert_eq!(next_backoff(4, 5_000, 5_100, 0, &s), 4);
+    }
 }
