@@ -195,10 +195,9 @@ async fn stream(
                 if !cfg.delta {
                     versions.insert(ty, resp.version_info.clone());
                 }
-                let applied = if c.complete {
-                    apply(server, core, &c, || meta.origin(&versions)).await
-                } else {
-                    Ok(())
+                let applied = match &c.apply {
+                    Some(a) => apply(server, core, &c, a, || meta.origin(&versions)).await,
+                    None => Ok(()),
                 };
                 applied.map(|()| (c, meta))
             }
@@ -235,15 +234,16 @@ async fn stream(
     }
 }
 
-/// Applies a complete candidate: endpoint-only ones in place when the servers can, else the
-/// whole version. `Err` is the NACK detail.
+/// Applies what a candidate changes: endpoint-only updates in place when the servers can, else
+/// the whole version. `Err` is the NACK detail.
 async fn apply(
     server: &Servers,
     core: &Core,
     c: &Candidate,
+    a: &Apply,
     origin: impl FnOnce() -> sluice_engine::admin::ConfigOrigin,
 ) -> Result<(), String> {
-    match &c.apply {
+    match a {
         Apply::Full { bootstrap, doc } => server.apply_with_origin(bootstrap, doc, origin()).await,
         Apply::Endpoints(clusters) => {
             if server.update_endpoints(clusters).await? {
@@ -267,7 +267,7 @@ async fn tick(server: &Servers, core: &mut Core, status: &XdsStatus) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
         let origin = core.meta.origin(&core.versions);
         if let Err(e) = server.apply_with_origin(&bootstrap, &doc, origin).await {
-            tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
+            tracing::error!(error = %e, "xDS: applying after warming or initial_fetch_timeout failed");
         }
     }
     status.subscriptions(core);
