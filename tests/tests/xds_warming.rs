@@ -4,13 +4,59 @@
 //! version until its route arrives, the route to the warming cluster answers 503 (Envoy's `NC`)
 //! until its assignment arrives. Envoy observes the same ACKs and request outcomes.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sluice_tests::{
-    upstream::{harness::free_port, TestUpstream},
+    upstream::{
+        harness::{curl_opt, free_port},
+        TestUpstream,
+    },
     xds_run::{start_proxy, Kind, Run},
     xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
     xds_server::{Snapshot, XdsServer, CDS, EDS, LDS, RDS},
 };
+
+/// What admin `/config_dump` shows of the dynamic listeners (the RDS name of each state) and
+/// the warming clusters: `slow: active r-slow warming r-slow-2; warming clusters: late`.
+async fn dump(admin: u16) -> String {
+    let url = format!("http://127.0.0.1:{admin}/config_dump");
+    let body = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "3", &url]))
+        .await
+        .unwrap()
+        .map(|r| r.2)
+        .unwrap_or_default();
+    let d: Value = serde_json::from_str(&body).unwrap_or_default();
+    let configs = d["configs"].as_array().cloned().unwrap_or_default();
+    let of = |suffix: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for l in of("ListenersConfigDump")["dynamic_listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let mut line = l["name"].as_str().unwrap_or("?").to_string();
+        for state in ["active_state", "warming_state"] {
+            let hcm = &l[state]["listener"]["filter_chains"][0]["filters"][0]["typed_config"];
+            if let Some(r) = hcm["rds"]["route_config_name"].as_str() {
+                line.push_str(&format!(" {state} {r}"));
+            }
+        }
+        out.push(line);
+    }
+    let clusters = of("ClustersConfigDump");
+    let warming: Vec<&str> = clusters["dynamic_warming_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["cluster"]["name"].as_str())
+        .collect();
+    format!("{}; warming clusters: {warming:?}", out.join(", "))
+}
 
 async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     let (a, b) = (
@@ -63,6 +109,7 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     run.ack(&server, RDS, "2").await;
     run.expect(p_fast, "/", 200, "b").await;
     run.expect(p_slow, "/", 200, "a").await;
+    run.trace.push(dump(admin).await);
 
     // v3: a new EDS cluster whose assignment is withheld, and a route to it on "fast".
     let mut v3 = vec![
@@ -79,6 +126,7 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     run.expect(p_fast, "/late", 503, "").await;
     run.expect(p_fast, "/", 200, "b").await;
     run.expect(p_slow, "/", 200, "a").await;
+    run.trace.push(dump(admin).await);
 
     // v4: both withheld resources arrive.
     v3.push(routes("r-slow-2", &[("/", "two")]));
@@ -88,6 +136,7 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     run.ack(&server, EDS, "4").await;
     run.expect(p_slow, "/", 200, "b").await;
     run.expect(p_fast, "/late", 200, "a").await;
+    run.trace.push(dump(admin).await);
     proxy.assert_no_panic();
     drop(proxy);
     run.trace

@@ -191,6 +191,10 @@ async fn stream(
                     c.versions(),
                     std::time::SystemTime::now(),
                 );
+                let meta = match c.plan() {
+                    Some(plan) => meta.with_plan(plan),
+                    None => meta,
+                };
                 let mut versions = core.versions.clone();
                 if !cfg.delta {
                     versions.insert(ty, resp.version_info.clone());
@@ -265,6 +269,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Warming timers: apply what timed-out warming now allows.
 async fn tick(server: &Servers, core: &mut Core, status: &XdsStatus) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
+        core.meta = core.meta.clone().with_plan(core.serving());
         let origin = core.meta.origin(&core.versions);
         if let Err(e) = server.apply_with_origin(&bootstrap, &doc, origin).await {
             tracing::error!(error = %e, "xDS: applying after warming or initial_fetch_timeout failed");

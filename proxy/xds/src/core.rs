@@ -89,6 +89,12 @@ impl Candidate {
         &self.resources
     }
 
+    /// What the server runs once it is applied (`None`: before the first complete
+    /// configuration, what runs now).
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
     /// Delta: the resource versions of its type.
     pub fn versions(&self) -> &BTreeMap<String, String> {
         &self.versions
@@ -183,10 +189,14 @@ impl Core {
         self.pending || !self.serving.warming.is_empty()
     }
 
-    /// The listeners and clusters still warming (before the first complete configuration: all
-    /// those that wait).
+    /// The listeners and clusters still warming (after the first complete configuration).
     pub fn warming_resources(&self) -> &BTreeSet<(ResourceType, String)> {
         &self.serving.warming
+    }
+
+    /// What the server runs (the last applied plan).
+    pub fn serving(&self) -> &Plan {
+        &self.serving
     }
 
     /// Checks one response of `ty`; `Err` is the NACK detail.
@@ -293,7 +303,8 @@ impl Core {
             (None, None)
         } else {
             let (plan, applied) = self.settle(self.select(&resources, now))?;
-            let apply = (plan.resources != self.serving.resources).then(|| Apply::Full {
+            // Also when only what warms changed: the applied origin shows it in /config_dump.
+            let apply = (plan != self.serving).then(|| Apply::Full {
                 bootstrap: Box::new(applied.0),
                 doc: applied.1,
             });
@@ -427,7 +438,7 @@ impl Core {
                 return None;
             }
             let (plan, applied) = self.settle(plan).ok()?;
-            let changed = plan.resources != self.serving.resources;
+            let changed = plan != self.serving;
             self.serving = plan;
             return changed.then_some(applied);
         }

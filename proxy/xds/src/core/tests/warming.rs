@@ -117,9 +117,11 @@ fn a_listener_waiting_for_rds_does_not_hold_back_another_listeners_route_change(
     let t = Instant::now();
     let mut c = serving(t);
     let lds = vec![http("a", 10001, "slow"), http("b", 10002, "rb")];
-    assert!(
-        step(&mut c, Listener, lds, t).is_none(),
-        "a warms: its old version and b run unchanged"
+    let d = doc(step(&mut c, Listener, lds, t));
+    assert_eq!(
+        route_of(&d, "a")["name"],
+        "ra",
+        "a warms: its old version runs"
     );
     assert!(c.warming());
     assert_eq!(c.warming_resources(), &set(&[(Listener, "a")]));
@@ -164,7 +166,8 @@ fn a_new_listener_warms_left_out() {
         http("b", 10002, "rb"),
         http("n", 10003, "rn"),
     ];
-    assert!(step(&mut c, Listener, lds, t).is_none());
+    let d = doc(step(&mut c, Listener, lds, t));
+    assert!(named(&d, "listeners", "n").is_none(), "n warms, left out");
     let d = doc(step(
         &mut c,
         Route,
@@ -260,10 +263,17 @@ fn a_tcp_proxy_to_a_warming_cluster_keeps_its_listener_at_the_old_version() {
         any(CDS, &eds_cluster("c2", "e2")),
         any(CDS, &eds_cluster("c3", "e3")),
     ];
-    assert!(step(&mut c, Cluster, cds, t).is_none(), "c3 warms");
+    let d = doc(step(&mut c, Cluster, cds, t));
+    assert!(named(&d, "clusters", "c3").is_none(), "c3 warms");
     // The engine holds no tcp_proxy to a cluster it does not run: t stays at its old version,
     // the new u is left out, until c3 is there.
-    assert!(step(&mut c, Listener, lds("c3", true), t).is_none());
+    let d = doc(step(&mut c, Listener, lds("c3", true), t));
+    assert_eq!(
+        named(&d, "listeners", "t").unwrap()["filter_chains"][0]["filters"][0]["typed_config"]
+            ["cluster"],
+        "c1"
+    );
+    assert!(named(&d, "listeners", "u").is_none());
     assert_eq!(
         c.warming_resources(),
         &set(&[(Cluster, "c3"), (Listener, "t"), (Listener, "u")])
@@ -297,7 +307,8 @@ fn a_warming_listener_times_out_to_an_empty_route_configuration() {
         any(LDS, &listener("a", 10001, slow)),
         http("b", 10002, "rb"),
     ];
-    assert!(step(&mut c, Listener, lds, t).is_none());
+    let d = doc(step(&mut c, Listener, lds, t));
+    assert_eq!(route_of(&d, "a")["name"], "ra");
     assert_eq!(c.next_deadline(), Some(t + Duration::from_secs(1)));
     assert!(c.tick(t + Duration::from_millis(500)).is_none());
     let (_, d) = c
