@@ -2,7 +2,10 @@
 //! withheld while listener `fast`'s route changes, and a new EDS cluster's assignment is
 //! withheld while a route names it. `fast` follows its new route at once, `slow` keeps its old
 //! version until its route arrives, the route to the warming cluster answers 503 (Envoy's `NC`)
-//! until its assignment arrives. Envoy observes the same ACKs and request outcomes.
+//! until its assignment arrives; CDS is answered only once no cluster warms (Envoy's CDS
+//! pause). Envoy observes the same ACKs, request outcomes and `/config_dump` warming states.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::{
@@ -56,6 +59,21 @@ async fn dump(admin: u16) -> String {
         .filter_map(|c| c["cluster"]["name"].as_str())
         .collect();
     format!("{}; warming clusters: {warming:?}", out.join(", "))
+}
+
+/// Whether CDS has been answered for one of `versions`, waiting up to 10 s for it if `wait`.
+async fn cds_answered(server: &XdsServer, versions: &[&str], wait: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(if wait { 10 } else { 0 });
+    loop {
+        let answered = server
+            .log()
+            .iter()
+            .any(|a| a.type_url == CDS && versions.contains(&a.version.as_str()));
+        if answered || Instant::now() >= deadline {
+            return answered;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
@@ -121,12 +139,15 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     ];
     v3.extend(clusters());
     server.set(Snapshot::from_json("3", &v3));
-    // (Envoy holds the CDS ACK while a cluster warms: CDS is paused until "late" is active.)
     run.ack(&server, RDS, "3").await;
     run.expect(p_fast, "/late", 503, "").await;
     run.expect(p_fast, "/", 200, "b").await;
     run.expect(p_slow, "/", 200, "a").await;
     run.trace.push(dump(admin).await);
+    // Envoy pauses CDS while a cluster warms: its answer waits until "late" is active.
+    let early = cds_answered(&server, &["3"], false).await;
+    run.trace
+        .push(format!("CDS v3 answered while late warms: {early}"));
 
     // v4: both withheld resources arrive.
     v3.push(routes("r-slow-2", &[("/", "two")]));
@@ -134,6 +155,9 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     server.set(Snapshot::from_json("4", &v3));
     run.ack(&server, RDS, "4").await;
     run.ack(&server, EDS, "4").await;
+    let late = cds_answered(&server, &["3", "4"], true).await;
+    run.trace
+        .push(format!("CDS answered once late is active: {late}"));
     run.expect(p_slow, "/", 200, "b").await;
     run.expect(p_fast, "/late", 200, "a").await;
     run.trace.push(dump(admin).await);

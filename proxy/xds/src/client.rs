@@ -4,7 +4,7 @@
 //! task (inside `block_in_place`, so connections move to other workers), never on a
 //! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
@@ -156,12 +156,18 @@ async fn stream(
         .map_err(|e| (false, e))?;
     cfg.status.connected();
     let mut got = false;
+    // A CDS answer held while a cluster warms (Envoy's CDS pause); only the latest is sent.
+    let mut held: Option<Answer> = None;
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         let msg = tokio::select! {
             m = wire.recv() => m,
             _ = sleep_until_opt(deadline) => {
+                let before = wanted(core);
                 tick(server, core, &cfg.status).await;
+                follow(&mut wire, core, &cfg.status, &before, &mut held)
+                    .await
+                    .map_err(|e| (got, e))?;
                 continue;
             }
         };
@@ -176,7 +182,7 @@ async fn stream(
             continue;
         };
         cfg.status.received(ty, &resp.version_info, &resp.nonce);
-        let before = [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)));
+        let before = wanted(core);
         let now = Instant::now();
         // Decoding and validation are CPU work: this worker hands its other tasks (connections)
         // to the rest of the pool while it runs.
@@ -206,7 +212,7 @@ async fn stream(
                 applied.map(|()| (c, meta))
             }
         };
-        match result {
+        let error = match result {
             Ok((c, meta)) => {
                 core.commit(c, now);
                 core.meta = meta;
@@ -214,28 +220,81 @@ async fn stream(
                 if core.is_ready() && !server.is_ready() {
                     server.set_ready(true);
                 }
-                tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xDS ACK");
-                wire.ack(core, ty, &resp.nonce, None)
-                    .await
-                    .map_err(|e| (got, e))?;
-                cfg.status.acked(ty, &resp.version_info, &resp.nonce);
+                None
             }
-            Err(detail) => {
-                tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, error = %detail, "xDS NACK");
-                wire.ack(core, ty, &resp.nonce, Some(detail.clone()))
-                    .await
-                    .map_err(|e| (got, e))?;
-                cfg.status
-                    .nacked(ty, &resp.version_info, &resp.nonce, &detail);
-            }
-        }
-        cfg.status.subscriptions(core);
-        for (t, old) in &before {
-            wire.resubscribe(core, *t, old)
+            Err(detail) => Some(detail),
+        };
+        let a = Answer {
+            ty,
+            version: resp.version_info,
+            nonce: resp.nonce,
+            error,
+        };
+        if ty == ResourceType::Cluster && core.cds_paused() {
+            tracing::debug!(version = %a.version, "xDS: CDS answer held while a cluster warms");
+            held = Some(a);
+        } else {
+            answer(&mut wire, core, &cfg.status, &a)
                 .await
                 .map_err(|e| (got, e))?;
         }
+        follow(&mut wire, core, &cfg.status, &before, &mut held)
+            .await
+            .map_err(|e| (got, e))?;
     }
+}
+
+/// The ACK (or NACK with its detail) of one response.
+struct Answer {
+    ty: ResourceType,
+    version: String,
+    nonce: String,
+    error: Option<String>,
+}
+
+async fn answer(
+    wire: &mut Wire,
+    core: &Core,
+    status: &XdsStatus,
+    a: &Answer,
+) -> Result<(), String> {
+    let url = a.ty.type_url();
+    match &a.error {
+        None => tracing::info!(type_url = %url, version = %a.version, "xDS ACK"),
+        Some(e) => tracing::warn!(type_url = %url, version = %a.version, error = %e, "xDS NACK"),
+    }
+    wire.ack(core, a.ty, &a.nonce, a.error.clone()).await?;
+    match &a.error {
+        None => status.acked(a.ty, &a.version, &a.nonce),
+        Some(e) => status.nacked(a.ty, &a.version, &a.nonce, e),
+    }
+    Ok(())
+}
+
+/// The RDS/EDS names subscribed to now.
+fn wanted(core: &Core) -> [(ResourceType, BTreeSet<String>); 2] {
+    [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)))
+}
+
+/// After a response or a timer: the status, RDS/EDS subscriptions following the names wanted
+/// `before` to now, and a held CDS answer once no cluster warms.
+async fn follow(
+    wire: &mut Wire,
+    core: &Core,
+    status: &XdsStatus,
+    before: &[(ResourceType, BTreeSet<String>); 2],
+    held: &mut Option<Answer>,
+) -> Result<(), String> {
+    status.subscriptions(core);
+    for (t, old) in before {
+        wire.resubscribe(core, *t, old).await?;
+    }
+    if !core.cds_paused() {
+        if let Some(a) = held.take() {
+            answer(wire, core, status, &a).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies what a candidate changes: endpoint-only updates in place when the servers can, else

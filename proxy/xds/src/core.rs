@@ -194,6 +194,17 @@ impl Core {
         &self.serving.warming
     }
 
+    /// Whether CDS answers wait: after the first complete configuration, while a cluster warms,
+    /// Envoy pauses CDS (its ACK or NACK goes out once no cluster warms).
+    pub fn cds_paused(&self) -> bool {
+        self.ready
+            && self
+                .serving
+                .warming
+                .iter()
+                .any(|(t, _)| *t == ResourceType::Cluster)
+    }
+
     /// What the server runs (the last applied plan).
     pub fn serving(&self) -> &Plan {
         &self.serving
@@ -440,6 +451,7 @@ impl Core {
             let (plan, applied) = self.settle(plan).ok()?;
             let changed = plan != self.serving;
             self.serving = plan;
+            prune(&mut self.accepted, &self.serving.resources);
             return changed.then_some(applied);
         }
         if !self.pending {

@@ -207,6 +207,10 @@ fn a_new_eds_cluster_warming_does_not_hold_back_other_cluster_updates() {
         "5s"
     );
     assert_eq!(c.warming_resources(), &set(&[(Cluster, "c3")]));
+    assert!(
+        c.cds_paused(),
+        "Envoy holds the CDS answer while a cluster warms"
+    );
 
     // An RDS route to the warming cluster is taken (Envoy: 503 NC until it is active).
     let d = doc(step(
@@ -234,7 +238,7 @@ fn a_new_eds_cluster_warming_does_not_hold_back_other_cluster_updates() {
         named(&d, "clusters", "c3").unwrap()["load_assignment"]["cluster_name"],
         "c3"
     );
-    assert!(!c.warming());
+    assert!(!c.warming() && !c.cds_paused());
 }
 
 #[test]
