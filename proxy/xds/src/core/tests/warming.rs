@@ -348,3 +348,27 @@ fn ready_still_waits_for_the_first_complete_configuration() {
     assert_eq!(first_cluster(route_of(&d, "a")), "c1");
     assert!(c.is_ready() && !c.warming());
 }
+
+#[test]
+fn an_inline_route_to_a_warming_cluster_is_applied() {
+    // Envoy counts a warming cluster as known (`validate_clusters` accepts it): the listener is
+    // active and its route answers 503 NC until the cluster is.
+    let t = Instant::now();
+    let mut c = serving(t);
+    let cds = vec![
+        any(CDS, &eds_cluster("c1", "e1")),
+        any(CDS, &eds_cluster("c2", "e2")),
+        any(CDS, &eds_cluster("c3", "e3")),
+    ];
+    doc(step(&mut c, Cluster, cds, t));
+    let inline = RouteSpecifier::RouteConfig(route_config("inline", "c3", None));
+    let lds = vec![
+        http("a", 10001, "ra"),
+        http("b", 10002, "rb"),
+        any(LDS, &listener("i", 10006, inline)),
+    ];
+    let d = doc(step(&mut c, Listener, lds, t));
+    assert_eq!(first_cluster(route_of(&d, "i")), "c3");
+    assert!(named(&d, "clusters", "c3").is_none(), "c3 still warms");
+    assert_eq!(c.warming_resources(), &set(&[(Cluster, "c3")]));
+}
