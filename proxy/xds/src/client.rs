@@ -1,5 +1,6 @@
 //! The ADS client task: connect, stream, check each response, apply it to the server, ACK or
-//! NACK, follow RDS/EDS names, fire warming timers, and reconnect with backoff. The server keeps
+//! NACK (a CDS answer waits while a cluster warms, as Envoy pauses CDS), follow RDS/EDS names,
+//! fire warming timers, and reconnect with backoff. The server keeps
 //! serving the last applied configuration while the stream is down. Config work runs on this
 //! task (inside `block_in_place`, so connections move to other workers), never on a
 //! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
@@ -252,6 +253,7 @@ struct Answer {
     error: Option<String>,
 }
 
+/// Sends `a` on the stream, logs it and records it in the status.
 async fn answer(
     wire: &mut Wire,
     core: &Core,
