@@ -81,6 +81,16 @@ pub async fn ready_status(admin: u16) -> Option<u16> {
         .map(|r| r.0)
 }
 
+impl Proxy {
+    /// Asserts that sluice's log shows no panic (Envoy's is not checked).
+    pub fn assert_no_panic(&self) {
+        if let Proxy::Sluice(p) = self {
+            let log = p.log();
+            assert!(!log.contains("panicked"), "{log}");
+        }
+    }
+}
+
 /// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
 pub fn start_proxy(kind: Kind, yaml: &str, admin: u16) -> Proxy {
     match kind {

@@ -16,7 +16,7 @@ use sluice_tests::{
         harness::{free_port, ProxyProcess, TempDir},
         TestUpstream,
     },
-    xds_run::{get, ready_status, spawn_sluice, start_proxy, Kind, Proxy, Run},
+    xds_run::{get, ready_status, spawn_sluice, start_proxy, Kind, Run},
     xds_script::{
         bootstrap, bootstrap_to, cla, eds_cluster, listener, rds, routes, static_cluster,
         web_backend,
@@ -304,10 +304,7 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
         run.trace
             .push(format!("{short} sequence: {}", seq.join(" ")));
     }
-    if let Proxy::Sluice(p) = &proxy {
-        let log = p.log();
-        assert!(!log.contains("panicked"), "{log}");
-    }
+    proxy.assert_no_panic();
     drop(proxy);
     run.trace
 }

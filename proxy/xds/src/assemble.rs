@@ -61,6 +61,19 @@ impl Origins {
         }
     }
 
+    /// The xDS listener an engine error at `path` lies in (also when the error is in the RDS
+    /// route configuration inlined into it).
+    pub fn listener(&self, path: &str) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .filter(|(_, t, _)| *t == ResourceType::Listener)
+            .find(|(p, _, _)| {
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+            .map(|(_, _, n)| n.as_str())
+    }
+
     /// The resource an engine error at `path` belongs to, if it came from xDS.
     pub fn resource(&self, path: &str) -> Option<(ResourceType, &str)> {
         self.prefixes

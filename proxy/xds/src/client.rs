@@ -1,10 +1,11 @@
 //! The ADS client task: connect, stream, check each response, apply it to the server, ACK or
-//! NACK, follow RDS/EDS names, fire warming timers, and reconnect with backoff. The server keeps
+//! NACK (a CDS answer waits while a cluster warms, as Envoy pauses CDS), follow RDS/EDS names,
+//! fire warming timers, and reconnect with backoff. The server keeps
 //! serving the last applied configuration while the stream is down. Config work runs on this
 //! task (inside `block_in_place`, so connections move to other workers), never on a
 //! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
@@ -172,12 +173,18 @@ async fn stream(
     .map_err(|e| (false, e))?;
     cfg.status.connected();
     let mut got = false;
+    // A CDS answer held while a cluster warms (Envoy's CDS pause); only the latest is sent.
+    let mut held: Option<Answer> = None;
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         let msg = tokio::select! {
             m = wire.recv() => m,
             _ = sleep_until_opt(deadline) => {
+                let before = wanted(core);
                 tick(server, core, &cfg.status).await;
+                follow(&mut wire, core, &cfg.status, &before, &mut held)
+                    .await
+                    .map_err(|e| (got, e))?;
                 continue;
             }
         };
@@ -192,7 +199,7 @@ async fn stream(
             continue;
         };
         cfg.status.received(ty, &resp.version_info, &resp.nonce);
-        let before = [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)));
+        let before = wanted(core);
         let now = Instant::now();
         // Decoding and validation are CPU work: this worker hands its other tasks (connections)
         // to the rest of the pool while it runs.
@@ -207,19 +214,22 @@ async fn stream(
                     c.versions(),
                     std::time::SystemTime::now(),
                 );
+                let meta = match c.plan() {
+                    Some(plan) => meta.with_plan(plan),
+                    None => meta,
+                };
                 let mut versions = core.versions.clone();
                 if !cfg.delta {
                     versions.insert(ty, resp.version_info.clone());
                 }
-                let applied = if c.complete {
-                    apply(server, core, &c, || meta.origin(&versions)).await
-                } else {
-                    Ok(())
+                let applied = match &c.apply {
+                    Some(a) => apply(server, core, &c, a, || meta.origin(&versions)).await,
+                    None => Ok(()),
                 };
                 applied.map(|()| (c, meta))
             }
         };
-        match result {
+        let error = match result {
             Ok((c, meta)) => {
                 core.commit(c, now);
                 core.meta = meta;
@@ -227,39 +237,94 @@ async fn stream(
                 if core.is_ready() && !server.is_ready() {
                     server.set_ready(true);
                 }
-                tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xDS ACK");
-                wire.ack(core, ty, &resp.nonce, None)
-                    .await
-                    .map_err(|e| (got, e))?;
-                cfg.status.acked(ty, &resp.version_info, &resp.nonce);
+                None
             }
-            Err(detail) => {
-                tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, error = %detail, "xDS NACK");
-                wire.ack(core, ty, &resp.nonce, Some(detail.clone()))
-                    .await
-                    .map_err(|e| (got, e))?;
-                cfg.status
-                    .nacked(ty, &resp.version_info, &resp.nonce, &detail);
-            }
-        }
-        cfg.status.subscriptions(core);
-        for (t, old) in &before {
-            wire.resubscribe(core, *t, old)
+            Err(detail) => Some(detail),
+        };
+        let a = Answer {
+            ty,
+            version: resp.version_info,
+            nonce: resp.nonce,
+            error,
+        };
+        if ty == ResourceType::Cluster && core.cds_paused() {
+            tracing::debug!(version = %a.version, "xDS: CDS answer held while a cluster warms");
+            held = Some(a);
+        } else {
+            answer(&mut wire, core, &cfg.status, &a)
                 .await
                 .map_err(|e| (got, e))?;
         }
+        follow(&mut wire, core, &cfg.status, &before, &mut held)
+            .await
+            .map_err(|e| (got, e))?;
     }
 }
 
-/// Applies a complete candidate: endpoint-only ones in place when the servers can, else the
-/// whole version. `Err` is the NACK detail.
+/// The ACK (or NACK with its detail) of one response.
+struct Answer {
+    ty: ResourceType,
+    version: String,
+    nonce: String,
+    error: Option<String>,
+}
+
+/// Sends `a` on the stream, logs it and records it in the status.
+async fn answer(
+    wire: &mut Wire,
+    core: &Core,
+    status: &XdsStatus,
+    a: &Answer,
+) -> Result<(), String> {
+    let url = a.ty.type_url();
+    match &a.error {
+        None => tracing::info!(type_url = %url, version = %a.version, "xDS ACK"),
+        Some(e) => tracing::warn!(type_url = %url, version = %a.version, error = %e, "xDS NACK"),
+    }
+    wire.ack(core, a.ty, &a.nonce, a.error.clone()).await?;
+    match &a.error {
+        None => status.acked(a.ty, &a.version, &a.nonce),
+        Some(e) => status.nacked(a.ty, &a.version, &a.nonce, e),
+    }
+    Ok(())
+}
+
+/// The RDS/EDS names subscribed to now.
+fn wanted(core: &Core) -> [(ResourceType, BTreeSet<String>); 2] {
+    [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)))
+}
+
+/// After a response or a timer: the status, RDS/EDS subscriptions following the names wanted
+/// `before` to now, and a held CDS answer once no cluster warms.
+async fn follow(
+    wire: &mut Wire,
+    core: &Core,
+    status: &XdsStatus,
+    before: &[(ResourceType, BTreeSet<String>); 2],
+    held: &mut Option<Answer>,
+) -> Result<(), String> {
+    status.subscriptions(core);
+    for (t, old) in before {
+        wire.resubscribe(core, *t, old).await?;
+    }
+    if !core.cds_paused() {
+        if let Some(a) = held.take() {
+            answer(wire, core, status, &a).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies what a candidate changes: endpoint-only updates in place when the servers can, else
+/// the whole version. `Err` is the NACK detail.
 async fn apply(
     server: &Servers,
     core: &Core,
     c: &Candidate,
+    a: &Apply,
     origin: impl FnOnce() -> sluice_engine::admin::ConfigOrigin,
 ) -> Result<(), String> {
-    match &c.apply {
+    match a {
         Apply::Full { bootstrap, doc } => server.apply_with_origin(bootstrap, doc, origin()).await,
         Apply::Endpoints(clusters) => {
             if server.update_endpoints(clusters).await? {
@@ -281,9 +346,10 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Warming timers: apply what timed-out warming now allows.
 async fn tick(server: &Servers, core: &mut Core, status: &XdsStatus) {
     if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
+        core.meta = core.meta.clone().with_plan(core.serving());
         let origin = core.meta.origin(&core.versions);
         if let Err(e) = server.apply_with_origin(&bootstrap, &doc, origin).await {
-            tracing::error!(error = %e, "xDS: applying after initial_fetch_timeout failed");
+            tracing::error!(error = %e, "xDS: applying after warming or initial_fetch_timeout failed");
         }
     }
     status.subscriptions(core);

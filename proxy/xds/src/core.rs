@@ -4,8 +4,14 @@
 //! A response is checked whole ([`Core::check`]): decoded, merged into a copy of the accepted
 //! resources, assembled with the bootstrap and run through the engine's validation. A failure is
 //! the NACK detail (naming the resource and the field path); success is a [`Candidate`] the
-//! stream applies to the server (when nothing it needs is still warming) and then
-//! [`commit`](Core::commit)s before ACKing.
+//! stream applies to the server and then [`commit`](Core::commit)s before ACKing.
+//!
+//! Warming is per resource, as Envoy's listener and cluster managers do it: a listener whose RDS
+//! names, or an EDS cluster whose assignment, have not arrived (nor timed out) warms on its own.
+//! The configuration applied meanwhile ([`Plan`]) has every other resource up to date and the
+//! warming one at its previous version (or left out if new); when it completes, it is applied
+//! with it. Before the first complete configuration (`/ready`), the whole accepted state waits,
+//! as Envoy's init manager holds the server until every resource has initialized.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -58,9 +64,12 @@ pub struct Candidate {
     ty: ResourceType,
     resources: Resources,
     versions: BTreeMap<String, String>,
-    /// What to apply.
-    pub apply: Apply,
-    /// Nothing it needs is still warming: apply it now.
+    /// What the server would run (`None`: what runs now, before the first complete
+    /// configuration).
+    plan: Option<Plan>,
+    /// What to apply, if the running configuration changes.
+    pub apply: Option<Apply>,
+    /// Nothing it needs is still warming.
     pub complete: bool,
 }
 
@@ -68,6 +77,12 @@ impl Candidate {
     /// The accepted state this candidate would become.
     pub fn resources(&self) -> &Resources {
         &self.resources
+    }
+
+    /// What the server runs once it is applied (`None`: before the first complete
+    /// configuration, what runs now).
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
     }
 
     /// Delta: the resource versions of its type.
@@ -91,8 +106,12 @@ pub struct Core {
     /// LDS/CDS have had a response (or their initial fetch timed out).
     initialized: BTreeSet<ResourceType>,
     start: Instant,
-    /// The accepted state has not been applied yet (something it needs was warming).
-    dirty: bool,
+    /// Before the first complete configuration: the accepted state waits for all it needs.
+    pending: bool,
+    /// What the server runs (the last applied plan).
+    serving: Plan,
+    /// Timeouts up to this instant have been taken into account.
+    evaluated: Instant,
     ready: bool,
     /// Per-resource version and time for /config_dump.
     pub meta: crate::origin::Meta,
@@ -110,7 +129,9 @@ impl Core {
             wanted_since: HashMap::new(),
             initialized: BTreeSet::new(),
             start: now,
-            dirty: false,
+            pending: false,
+            serving: Plan::default(),
+            evaluated: now,
             ready: false,
             meta: crate::origin::Meta::default(),
         }
@@ -133,10 +154,13 @@ impl Core {
         matches!(ty, ResourceType::Listener | ResourceType::Cluster)
     }
 
-    /// The names to subscribe to for `ty` (RDS from HCMs, EDS from EDS clusters; empty for the
-    /// wildcard types).
+    /// The names to subscribe to for `ty` (RDS from HCMs, EDS from EDS clusters, of the accepted
+    /// listeners and clusters and of the previous versions serving while those warm; empty for
+    /// the wildcard types).
     pub fn wanted(&self, ty: ResourceType) -> BTreeSet<String> {
-        wanted_in(&self.accepted, ty)
+        let mut out = wanted_in(&self.accepted, ty);
+        out.extend(wanted_in(&self.serving.resources, ty));
+        out
     }
 
     /// The accepted resources of `ty`.
@@ -149,10 +173,31 @@ impl Core {
         self.ready
     }
 
-    /// Whether the accepted state waits for RDS/EDS resources (or their fetch timeouts) before it
-    /// is applied; meanwhile the previously applied one serves.
+    /// Whether part of the accepted state waits for RDS/EDS resources (or their fetch timeouts)
+    /// before it is applied; meanwhile the previous versions serve.
     pub fn warming(&self) -> bool {
-        self.dirty
+        self.pending || !self.serving.warming.is_empty()
+    }
+
+    /// The listeners and clusters still warming (after the first complete configuration).
+    pub fn warming_resources(&self) -> &BTreeSet<(ResourceType, String)> {
+        &self.serving.warming
+    }
+
+    /// Whether CDS answers wait: after the first complete configuration, while a cluster warms,
+    /// Envoy pauses CDS (its ACK or NACK goes out once no cluster warms).
+    pub fn cds_paused(&self) -> bool {
+        self.ready
+            && self
+                .serving
+                .warming
+                .iter()
+                .any(|(t, _)| *t == ResourceType::Cluster)
+    }
+
+    /// What the server runs (the last applied plan).
+    pub fn serving(&self) -> &Plan {
+        &self.serving
     }
 
     /// Checks one response of `ty`; `Err` is the NACK detail.
@@ -218,29 +263,59 @@ impl Core {
                 .collect(),
             _ => HashSet::new(),
         };
-        prune(&mut resources);
-        if ty == ResourceType::Endpoint && self.ready && !self.dirty {
-            if let Some(clusters) = endpoints_only(&before, &resources) {
-                return Ok(Candidate {
-                    ty,
-                    resources,
-                    versions,
-                    apply: Apply::Endpoints(clusters),
-                    complete: true,
-                });
+        prune(&mut resources, &self.serving.resources);
+        if ty == ResourceType::Endpoint && self.ready && !self.pending {
+            let plan = self.select(&resources, now);
+            let same_set = |t| plan.resources.get(&t) == self.serving.resources.get(&t);
+            if plan.warming == self.serving.warming
+                && same_set(ResourceType::Listener)
+                && same_set(ResourceType::Cluster)
+            {
+                let empty = BTreeMap::new();
+                let running = self.serving.resources.get(&ty).unwrap_or(&empty);
+                if let Some(clusters) = endpoints_only(running, &plan.resources) {
+                    return Ok(Candidate {
+                        ty,
+                        complete: plan.warming.is_empty(),
+                        resources,
+                        versions,
+                        plan: Some(plan),
+                        apply: Some(Apply::Endpoints(clusters)),
+                    });
+                }
             }
         }
+        // The whole accepted state is checked (NACK), warming resources with empty stand-ins.
         let asm = assemble(&self.base, &resources, &strict);
         let bootstrap = validate(&asm)?;
         let complete = self.complete(&asm, &resources, now);
+        let (plan, apply) = if complete {
+            let plan = Plan {
+                resources: resources.clone(),
+                warming: BTreeSet::new(),
+            };
+            let apply = Apply::Full {
+                bootstrap: Box::new(bootstrap),
+                doc: asm.doc,
+            };
+            (Some(plan), Some(apply))
+        } else if !self.ready {
+            (None, None)
+        } else {
+            let (plan, applied) = self.settle(self.select(&resources, now))?;
+            // Also when only what warms changed: the applied origin shows it in /config_dump.
+            let apply = (plan != self.serving).then(|| Apply::Full {
+                bootstrap: Box::new(applied.0),
+                doc: applied.1,
+            });
+            (Some(plan), apply)
+        };
         Ok(Candidate {
             ty,
             resources,
             versions,
-            apply: Apply::Full {
-                bootstrap: Box::new(bootstrap),
-                doc: asm.doc,
-            },
+            plan,
+            apply,
             complete,
         })
     }
@@ -248,7 +323,8 @@ impl Core {
     /// The whole version a candidate stands for (when an endpoint-only update cannot be done in
     /// place); `Err` is the NACK detail.
     pub fn full(&self, c: &Candidate) -> Result<(Bootstrap, Value), String> {
-        let asm = assemble(&self.base, &c.resources, &HashSet::new());
+        let resources = c.plan.as_ref().map_or(&c.resources, |p| &p.resources);
+        let asm = assemble(&self.base, resources, &HashSet::new());
         let bootstrap = validate(&asm)?;
         Ok((bootstrap, asm.doc))
     }
@@ -264,8 +340,17 @@ impl Core {
             }
         }
         self.initialized.insert(c.ty);
+        match c.plan {
+            Some(plan) => {
+                self.serving = plan;
+                self.pending = false;
+            }
+            None => self.pending = true,
+        }
+        // What only a version that no longer runs named.
+        prune(&mut self.accepted, &self.serving.resources);
         self.track_wanted(now);
-        self.dirty = !c.complete;
+        self.evaluated = now;
         if c.complete {
             self.ready = self.ready || self.lds_cds_initialized(now);
         }
@@ -274,36 +359,57 @@ impl Core {
     /// Timers: once warming resources time out (or LDS/CDS's initial fetch does), the accepted
     /// state is assembled with empty stand-ins; returns what to apply, if anything.
     pub fn tick(&mut self, now: Instant) -> Option<(Bootstrap, Value)> {
-        let was_ready = self.ready;
-        if !self.dirty {
-            if !self.ready && self.lds_cds_initialized(now) {
-                self.ready = true;
+        self.evaluated = now;
+        if self.ready {
+            if self.serving.warming.is_empty() {
+                return None;
             }
-            return (!was_ready && self.ready)
-                .then(|| self.assembled())
-                .flatten();
+            let plan = self.select(&self.accepted, now);
+            if plan == self.serving {
+                return None;
+            }
+            let (plan, applied) = self.settle(plan).ok()?;
+            let changed = plan != self.serving;
+            self.serving = plan;
+            prune(&mut self.accepted, &self.serving.resources);
+            return changed.then_some(applied);
+        }
+        if !self.pending {
+            if !self.lds_cds_initialized(now) {
+                return None;
+            }
+            self.ready = true;
+            return self.applied_whole();
         }
         let asm = assemble(&self.base, &self.accepted, &HashSet::new());
         if !self.complete(&asm, &self.accepted, now) {
             return None;
         }
-        self.dirty = false;
-        self.ready = self.ready || self.lds_cds_initialized(now);
-        validate(&asm).ok().map(|b| (b, asm.doc))
+        self.ready = self.lds_cds_initialized(now);
+        self.applied_whole()
     }
 
-    fn assembled(&self) -> Option<(Bootstrap, Value)> {
+    /// The whole accepted state as the running plan (before `/ready`: stand-ins for what is
+    /// missing).
+    fn applied_whole(&mut self) -> Option<(Bootstrap, Value)> {
         let asm = assemble(&self.base, &self.accepted, &HashSet::new());
-        validate(&asm).ok().map(|b| (b, asm.doc))
+        let b = validate(&asm).ok()?;
+        self.pending = false;
+        self.serving = Plan {
+            resources: self.accepted.clone(),
+            warming: BTreeSet::new(),
+        };
+        Some((b, asm.doc))
     }
 
     /// The next instant a timer may change something.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut out: Option<Instant> = None;
         let mut consider = |t: Instant| out = Some(out.map_or(t, |o| o.min(t)));
-        if self.dirty {
-            for (since, timeout) in self.wanted_since.values() {
-                if let Some(t) = timeout {
+        if self.warming() {
+            for ((ty, name), (since, timeout)) in &self.wanted_since {
+                let arrived = self.accepted.get(ty).is_some_and(|m| m.contains_key(name));
+                if let (false, Some(t)) = (arrived, timeout) {
                     consider(*since + *t);
                 }
             }
@@ -317,7 +423,8 @@ impl Core {
                 }
             }
         }
-        out
+        // Deadlines already taken into account would fire again at once.
+        out.filter(|t| *t > self.evaluated)
     }
 
     fn initial_timeouts(&self) -> Vec<(ResourceType, Option<Duration>)> {
@@ -345,14 +452,19 @@ impl Core {
 
     /// No needed resource is missing, except ones whose initial fetch timed out.
     fn complete(&self, asm: &Assembly, resources: &Resources, now: Instant) -> bool {
-        asm.missing.iter().all(|(ty, name)| {
-            let timeout = self
-                .wanted_since
-                .get(&(*ty, name.clone()))
-                .map(|(since, t)| t.map(|t| *since + t))
-                .unwrap_or_else(|| timeout_for(resources, *ty, name).map(|t| now + t));
-            timeout.is_some_and(|deadline| now >= deadline)
-        })
+        asm.missing
+            .iter()
+            .all(|(ty, name)| self.timed_out(resources, *ty, name, now))
+    }
+
+    /// Whether the initial fetch of RDS/EDS `name` has timed out by `now`.
+    fn timed_out(&self, resources: &Resources, ty: ResourceType, name: &str, now: Instant) -> bool {
+        let deadline = self
+            .wanted_since
+            .get(&(ty, name.to_string()))
+            .map(|(since, t)| t.map(|t| *since + t))
+            .unwrap_or_else(|| timeout_for(resources, ty, name).map(|t| now + t));
+        deadline.is_some_and(|deadline| now >= deadline)
     }
 
     fn track_wanted(&mut self, now: Instant) {
@@ -407,10 +519,12 @@ fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-/// Drops RDS/EDS resources nothing names any more (Envoy unsubscribes them).
-fn prune(resources: &mut Resources) {
+/// Drops RDS/EDS resources nothing names any more, in `resources` or the running listeners and
+/// clusters of `serving` (Envoy unsubscribes them).
+fn prune(resources: &mut Resources, serving: &Resources) {
     for ty in [ResourceType::Route, ResourceType::Endpoint] {
-        let wanted = wanted_in(resources, ty);
+        let mut wanted = wanted_in(resources, ty);
+        wanted.extend(wanted_in(serving, ty));
         if let Some(m) = resources.get_mut(&ty) {
             m.retain(|n, _| wanted.contains(n));
         }
@@ -477,9 +591,16 @@ fn parse_duration(s: &str) -> Option<Duration> {
 /// Runs the assembled document through the engine's parser and validation; the error names
 /// the resource and the field path (`Listener "x": filter_chains[0]...: message`).
 pub fn validate(asm: &Assembly) -> Result<Bootstrap, String> {
-    let text = serde_json::to_string(&asm.doc).map_err(|e| e.to_string())?;
-    config::from_yaml_str(&text).map_err(|e| asm.origins.describe(e.path(), e.message()))
+    validate_raw(asm).map_err(|e| asm.origins.describe(e.path(), e.message()))
 }
+
+fn validate_raw(asm: &Assembly) -> Result<Bootstrap, config::ConfigError> {
+    let text = serde_json::to_string(&asm.doc).expect("a JSON value serialises");
+    config::from_yaml_str(&text)
+}
+
+mod plan;
+pub use plan::Plan;
 
 #[cfg(test)]
 mod tests;

@@ -2,14 +2,20 @@
 //! `version_info` it arrived with, when it last changed and its JSON as received (RDS not
 //! inlined). Kept beside the accepted state and handed to the engine with each configuration
 //! (`Server::apply_with_origin`), so a dump shows which resources are dynamic and since when.
+//! Listeners and clusters are shown as they run ([`Meta::with_plan`]): a warming one at its
+//! serving version (active) and its accepted one (warming).
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use serde_json::Value;
 
 use sluice_engine::admin::{ConfigOrigin, DynamicEntry};
 
-use crate::{assemble::Resources, convert::ResourceType};
+use crate::{assemble::Resources, convert::ResourceType, core::Plan};
 
 /// One accepted resource's dump metadata (the resource shared with the accepted state).
 #[derive(Debug, Clone)]
@@ -23,6 +29,10 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Meta {
     entries: BTreeMap<ResourceType, BTreeMap<String, Entry>>,
+    /// The listeners and clusters that run (a warming one's previous version).
+    running: BTreeMap<ResourceType, BTreeMap<String, Entry>>,
+    /// The listeners and clusters of `entries` that warm.
+    warming: BTreeSet<(ResourceType, String)>,
     /// When the bootstrap file was loaded (its static resources' `last_updated`).
     static_loaded: SystemTime,
 }
@@ -31,6 +41,8 @@ impl Default for Meta {
     fn default() -> Self {
         Self {
             entries: BTreeMap::new(),
+            running: BTreeMap::new(),
+            warming: BTreeSet::new(),
             static_loaded: SystemTime::now(),
         }
     }
@@ -76,17 +88,48 @@ impl Meta {
         }
         Self {
             entries,
+            running: self.running.clone(),
+            warming: self.warming.clone(),
             static_loaded: self.static_loaded,
         }
     }
 
+    /// The metadata once `plan` runs: each listener and cluster it runs keeps the entry of the
+    /// version it runs (the accepted one, or the one running before while the accepted one
+    /// warms).
+    pub fn with_plan(mut self, plan: &Plan) -> Self {
+        for ty in [ResourceType::Listener, ResourceType::Cluster] {
+            let mut out = BTreeMap::new();
+            for (name, json) in plan.resources.get(&ty).into_iter().flatten() {
+                let of = |m: &BTreeMap<ResourceType, BTreeMap<String, Entry>>| {
+                    m.get(&ty)
+                        .and_then(|m| m.get(name))
+                        .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
+                        .cloned()
+                };
+                let entry = of(&self.entries).or_else(|| of(&self.running));
+                out.insert(
+                    name.clone(),
+                    entry.unwrap_or_else(|| Entry {
+                        version_info: String::new(),
+                        last_updated: SystemTime::now(),
+                        resource: json.clone(),
+                    }),
+                );
+            }
+            self.running.insert(ty, out);
+        }
+        self.warming = plan.warming.clone();
+        self
+    }
+
     /// The engine's view: dynamic entries by type, plus the last LDS/CDS `version_info`s.
     pub fn origin(&self, versions: &BTreeMap<ResourceType, String>) -> ConfigOrigin {
-        let get = |t| {
-            self.entries
-                .get(&t)
+        let dump = |m: &BTreeMap<ResourceType, BTreeMap<String, Entry>>, t, warming: bool| {
+            m.get(&t)
                 .into_iter()
                 .flatten()
+                .filter(|(name, _)| !warming || self.warming.contains(&(t, name.to_string())))
                 .map(|(name, e)| {
                     let entry = DynamicEntry {
                         version_info: e.version_info.clone(),
@@ -97,11 +140,14 @@ impl Meta {
                 })
                 .collect()
         };
+        let (running, accepted) = (&self.running, &self.entries);
         let mut o = ConfigOrigin::file(self.static_loaded);
-        o.listeners = get(ResourceType::Listener);
-        o.routes = get(ResourceType::Route);
-        o.clusters = get(ResourceType::Cluster);
-        o.endpoints = get(ResourceType::Endpoint);
+        o.listeners = dump(running, ResourceType::Listener, false);
+        o.routes = dump(accepted, ResourceType::Route, false);
+        o.clusters = dump(running, ResourceType::Cluster, false);
+        o.endpoints = dump(accepted, ResourceType::Endpoint, false);
+        o.warming_listeners = dump(accepted, ResourceType::Listener, true);
+        o.warming_clusters = dump(accepted, ResourceType::Cluster, true);
         o.lds_version = versions.get(&ResourceType::Listener).cloned();
         o.cds_version = versions.get(&ResourceType::Cluster).cloned();
         o
@@ -118,7 +164,15 @@ mod tests {
     use serde_json::json;
 
     use super::Meta;
-    use crate::{assemble::Resources, convert::ResourceType};
+    use crate::{assemble::Resources, convert::ResourceType, core::Plan};
+
+    /// Everything accepted runs.
+    fn all(res: &Resources) -> Plan {
+        Plan {
+            resources: res.clone(),
+            ..Plan::default()
+        }
+    }
 
     #[test]
     fn unchanged_resources_keep_their_version_and_time() {
@@ -128,11 +182,15 @@ mod tests {
         let clusters = res.entry(ResourceType::Cluster).or_default();
         clusters.insert("a".into(), json!({"name": "a"}).into());
         clusters.insert("b".into(), json!({"name": "b"}).into());
-        let m1 = Meta::default().next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1);
+        let m1 = Meta::default()
+            .next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1)
+            .with_plan(&all(&res));
         res.get_mut(&ResourceType::Cluster)
             .expect("cds")
             .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
-        let m2 = m1.next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2);
+        let m2 = m1
+            .next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2)
+            .with_plan(&all(&res));
         let mut versions = BTreeMap::new();
         versions.insert(ResourceType::Cluster, "2".to_string());
         let o = m2.origin(&versions);
@@ -157,8 +215,25 @@ mod tests {
             .insert("b".into(), json!({"name": "b", "type": "EDS"}).into());
         let m3 = m2.next(&res, ResourceType::Cluster, "", &delta, t2);
         assert_eq!(
-            m3.origin(&BTreeMap::new()).clusters["b"].version_info,
+            m3.clone()
+                .with_plan(&all(&res))
+                .origin(&BTreeMap::new())
+                .clusters["b"]
+                .version_info,
             "b-v9"
         );
+
+        // While the new b warms, the running b stays active and the new one is warming.
+        let mut warming = all(&res);
+        warming
+            .resources
+            .get_mut(&ResourceType::Cluster)
+            .expect("cds")
+            .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
+        warming.warming.insert((ResourceType::Cluster, "b".into()));
+        let o = m3.with_plan(&warming).origin(&BTreeMap::new());
+        assert_eq!(o.clusters["b"].version_info, "2");
+        assert_eq!(o.warming_clusters["b"].version_info, "b-v9");
+        assert_eq!(o.warming_clusters.len(), 1);
     }
 }

@@ -44,8 +44,10 @@ struct State {
     since: SystemTime,
     streams: u64,
     last_error: Option<(String, SystemTime)>,
-    /// The accepted state is not applied yet (warming).
+    /// Part of the accepted state is not applied yet (warming).
     warming: bool,
+    /// The listeners and clusters that warm (`Listener "a"`).
+    warming_resources: Vec<String>,
     types: BTreeMap<ResourceType, TypeState>,
 }
 
@@ -74,6 +76,7 @@ impl XdsStatus {
                 streams: 0,
                 last_error: None,
                 warming: false,
+                warming_resources: Vec::new(),
                 types: ResourceType::ALL
                     .into_iter()
                     .map(|t| (t, TypeState::default()))
@@ -122,6 +125,11 @@ impl XdsStatus {
         let types = core.types();
         self.with(|s| {
             s.warming = core.warming();
+            s.warming_resources = core
+                .warming_resources()
+                .iter()
+                .map(|(ty, name)| format!("{} {name:?}", ty.kind()))
+                .collect();
             for (ty, t) in s.types.iter_mut() {
                 t.subscribed =
                     types.contains(ty) && (Core::wildcard(*ty) || !core.wanted(*ty).is_empty());
@@ -211,6 +219,7 @@ impl XdsStatus {
                     }),
                 },
                 "warming": s.warming,
+                "warming_resources": s.warming_resources,
                 "types": types,
             })
         })

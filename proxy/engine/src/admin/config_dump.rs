@@ -10,7 +10,11 @@ use std::{collections::BTreeSet, sync::OnceLock};
 
 use serde_json::{json, Map, Value};
 
-use super::{origin::DynamicEntry, redact::redact, time::rfc3339};
+use super::{
+    origin::{ConfigOrigin, DynamicEntry},
+    redact::redact,
+    time::rfc3339,
+};
 use crate::server::Runtime;
 
 /// `@type` of each dump message and resource.
@@ -138,6 +142,13 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
                     .map(|e| dynamic(e, "cluster", types::CLUSTER))
                     .collect(),
             ),
+            (
+                "dynamic_warming_clusters",
+                o.warming_clusters
+                    .values()
+                    .map(|e| dynamic(e, "cluster", types::CLUSTER))
+                    .collect(),
+            ),
         ],
     ));
     if include_eds {
@@ -146,7 +157,10 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
     out.push(message(
         types::LISTENERS,
         vec![
-            ("version_info", o.lds_version.clone().map_or(Value::Null, Value::from)),
+            (
+                "version_info",
+                o.lds_version.clone().map_or(Value::Null, Value::from),
+            ),
             (
                 "static_listeners",
                 static_listeners
@@ -154,15 +168,7 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
                     .map(|l| json!({"listener": any(types::LISTENER, l), "last_updated": loaded}))
                     .collect(),
             ),
-            (
-                "dynamic_listeners",
-                o.listeners
-                    .iter()
-                    .map(|(name, e)| {
-                        json!({"name": name, "active_state": dynamic(e, "listener", types::LISTENER)})
-                    })
-                    .collect(),
-            ),
+            ("dynamic_listeners", Value::Array(dynamic_listeners(o))),
         ],
     ));
     out.push(message(types::SCOPED_ROUTES, vec![]));
@@ -191,6 +197,32 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
         redact(c);
     }
     out
+}
+
+/// ListenersConfigDump.DynamicListener per name: the serving version (`active_state`) and the
+/// one warming to replace it (`warming_state`).
+fn dynamic_listeners(o: &ConfigOrigin) -> Vec<Value> {
+    let names: BTreeSet<&String> = o
+        .listeners
+        .keys()
+        .chain(o.warming_listeners.keys())
+        .collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(name));
+            for (key, map) in [
+                ("active_state", &o.listeners),
+                ("warming_state", &o.warming_listeners),
+            ] {
+                if let Some(e) = map.get(name) {
+                    m.insert(key.into(), dynamic(e, "listener", types::LISTENER));
+                }
+            }
+            Value::Object(m)
+        })
+        .collect()
 }
 
 /// The route configurations written inline in a listener's HTTP connection managers.

@@ -31,6 +31,11 @@ pub struct ConfigOrigin {
     pub clusters: BTreeMap<String, DynamicEntry>,
     /// EDS resources by EDS service name.
     pub endpoints: BTreeMap<String, DynamicEntry>,
+    /// Listeners accepted but still warming (their RDS on its way), by name; the version in
+    /// `listeners`, if any, serves meanwhile.
+    pub warming_listeners: BTreeMap<String, DynamicEntry>,
+    /// Clusters accepted but still warming (their EDS on its way), by name.
+    pub warming_clusters: BTreeMap<String, DynamicEntry>,
     /// The last accepted LDS `version_info` (ListenersConfigDump.version_info).
     pub lds_version: Option<String>,
     /// The last accepted CDS `version_info` (ClustersConfigDump.version_info).
@@ -52,6 +57,8 @@ impl ConfigOrigin {
             routes: BTreeMap::new(),
             clusters: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            warming_listeners: BTreeMap::new(),
+            warming_clusters: BTreeMap::new(),
             lds_version: None,
             cds_version: None,
         }

@@ -213,6 +213,36 @@ async fn xds_resources_are_dynamic_entries_with_versions() {
 }
 
 #[tokio::test]
+async fn warming_listeners_and_clusters_are_dumped_as_warming() {
+    let entry = |resource| DynamicEntry {
+        version_info: "2".into(),
+        last_updated: UNIX_EPOCH,
+        resource,
+    };
+    let mut o = ConfigOrigin::file(SystemTime::now());
+    o.warming_listeners
+        .insert("new".into(), entry(json!({"name": "new"})));
+    o.warming_clusters
+        .insert("late".into(), entry(json!({"name": "late"})));
+    let rt = runtime(no_tls(source()), Some(o)).await;
+    let d = dump(&rt, "");
+    let c = &d["configs"][1];
+    assert_eq!(c["dynamic_warming_clusters"][0]["cluster"]["name"], "late");
+    let l = d["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.ListenersConfigDump")
+        .expect("listeners");
+    assert_eq!(l["dynamic_listeners"][0]["name"], "new");
+    assert!(l["dynamic_listeners"][0].get("active_state").is_none());
+    assert_eq!(
+        l["dynamic_listeners"][0]["warming_state"]["listener"]["name"],
+        "new"
+    );
+}
+
+#[tokio::test]
 async fn resource_mask_and_name_regex_as_envoy() {
     let rt = runtime(no_tls(source()), None).await;
     let d = dump(&rt, "resource=static_clusters&mask=cluster.name");
