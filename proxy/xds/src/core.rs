@@ -24,7 +24,7 @@ use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_F
 
 use crate::{
     assemble::{assemble, eds_name, route_names, with_assignment, Assembly, Resources},
-    convert::{decode_resource, Any, Decoded, ResourceType},
+    convert::{decode_resource, Any, ResourceType},
 };
 
 /// One response's resources.
@@ -63,6 +63,8 @@ pub enum Apply {
 pub struct Candidate {
     ty: ResourceType,
     resources: Resources,
+    /// A State-of-the-world response's resources by their bytes (`None` for Delta).
+    memo: Option<Memo>,
     versions: BTreeMap<String, String>,
     /// What the server would run (`None`: what runs now, before the first complete
     /// configuration).
@@ -115,7 +117,19 @@ pub struct Core {
     ready: bool,
     /// Per-resource version and time for /config_dump.
     pub meta: crate::origin::Meta,
+    /// Per type, the last accepted State-of-the-world response's resources by their bytes.
+    memo: HashMap<ResourceType, Memo>,
 }
+
+/// A decoded resource, its JSON shared with the accepted state.
+#[derive(Debug, Clone)]
+struct Shared {
+    name: String,
+    json: Arc<Value>,
+}
+
+/// Resources by the bytes they came as (an `Any`'s `value`).
+type Memo = HashMap<Vec<u8>, Shared>;
 
 impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
@@ -134,6 +148,7 @@ impl Core {
             evaluated: now,
             ready: false,
             meta: crate::origin::Meta::default(),
+            memo: HashMap::new(),
         }
     }
 
@@ -213,8 +228,25 @@ impl Core {
         let keep = |name: &str| Core::wildcard(ty) || wanted.contains(name);
         let before = resources.get(&ty).cloned().unwrap_or_default();
         let mut seen = HashSet::new();
-        let mut decode = |i: usize, any: &Any| -> Result<Option<Decoded>, String> {
-            let d = decode_resource(ty, any).map_err(|e| format!("resources[{i}]: {e}"))?;
+        let memo = self.memo.get(&ty);
+        let mut next_memo = None;
+        // A resource whose bytes the last State-of-the-world response of its type carried is
+        // not decoded again: it is the same resource (decoding is a function of the bytes), and
+        // sharing its JSON lets every later comparison stop at the pointer.
+        let mut decode = |i: usize, any: &Any| -> Result<Option<Shared>, String> {
+            let cached = memo
+                .filter(|_| any.type_url == ty.type_url())
+                .and_then(|m| m.get(&any.value));
+            let d = match cached {
+                Some(d) => d.clone(),
+                None => {
+                    let d = decode_resource(ty, any).map_err(|e| format!("resources[{i}]: {e}"))?;
+                    Shared {
+                        name: d.name,
+                        json: Arc::new(d.json),
+                    }
+                }
+            };
             if !seen.insert(d.name.clone()) {
                 return Err(format!("duplicate {} {:?}", ty.kind(), d.name));
             }
@@ -227,11 +259,14 @@ impl Core {
                 if Core::wildcard(ty) {
                     map.clear();
                 }
-                for (i, any) in list.iter().enumerate() {
-                    if let Some(d) = decode(i, any)? {
-                        map.insert(d.name, Arc::new(d.json));
+                let mut memo = HashMap::with_capacity(list.len());
+                for (i, any) in list.into_iter().enumerate() {
+                    if let Some(d) = decode(i, &any)? {
+                        map.insert(d.name.clone(), d.json.clone());
+                        memo.insert(any.value, d);
                     }
                 }
+                next_memo = Some(memo);
             }
             Update::Delta { added, removed } => {
                 for name in removed {
@@ -248,7 +283,7 @@ impl Core {
                             ));
                         }
                         versions.insert(d.name.clone(), version.clone());
-                        map.insert(d.name, Arc::new(d.json));
+                        map.insert(d.name, d.json);
                     }
                 }
             }
@@ -278,6 +313,7 @@ impl Core {
                         ty,
                         complete: plan.warming.is_empty(),
                         resources,
+                        memo: next_memo,
                         versions,
                         plan: Some(plan),
                         apply: Some(Apply::Endpoints(clusters)),
@@ -313,6 +349,7 @@ impl Core {
         Ok(Candidate {
             ty,
             resources,
+            memo: next_memo,
             versions,
             plan,
             apply,
@@ -332,6 +369,9 @@ impl Core {
     /// Makes a checked (and, if complete, applied) candidate the accepted state.
     pub fn commit(&mut self, c: Candidate, now: Instant) {
         self.accepted = c.resources;
+        if let Some(m) = c.memo {
+            self.memo.insert(c.ty, m);
+        }
         self.resource_versions.insert(c.ty, c.versions);
         if let Some(m) = self.accepted.get(&c.ty) {
             let names: BTreeSet<&String> = m.keys().collect();

@@ -335,3 +335,38 @@ fn a_default_filter_chain_subscribes_and_inlines_its_rds() {
 }
 
 mod warming;
+
+#[test]
+fn a_resent_sotw_resource_is_not_decoded_again_and_keeps_its_json() {
+    let mut c = core();
+    let a = any(CDS, &eds_cluster("a", "a"));
+    push(&mut c, ResourceType::Cluster, vec![a.clone()]).unwrap();
+    let first = c.accepted(ResourceType::Cluster).unwrap()["a"].clone();
+    // The same bytes again, next to a new cluster: `a` is the very same JSON (no decode).
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![a.clone(), any(CDS, &eds_cluster("b", "b"))],
+    )
+    .unwrap();
+    let again = c.accepted(ResourceType::Cluster).unwrap();
+    assert!(Arc::ptr_eq(&first, &again["a"]));
+    assert_eq!(again["b"]["name"], "b");
+    // Different bytes for `a`: decoded, a new JSON with the change.
+    let mut changed = eds_cluster("a", "a");
+    changed.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 7,
+        nanos: 0,
+    });
+    push(&mut c, ResourceType::Cluster, vec![any(CDS, &changed)]).unwrap();
+    let now = c.accepted(ResourceType::Cluster).unwrap();
+    assert!(!Arc::ptr_eq(&first, &now["a"]));
+    assert_eq!(now["a"]["connect_timeout"], "7s");
+    // A cached resource is still checked: the same bytes twice in one response is a duplicate.
+    let dup = c.check(
+        ResourceType::Cluster,
+        Update::Sotw(vec![any(CDS, &changed), any(CDS, &changed)]),
+        Instant::now(),
+    );
+    assert!(dup.unwrap_err().contains("duplicate"));
+}
