@@ -25,6 +25,7 @@ mod normalize;
 pub(crate) mod preroute;
 mod request_timeout;
 pub mod retry;
+mod route_reply;
 mod sanitize;
 mod server_header;
 mod target;
@@ -442,6 +443,17 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// A reply made here, from no upstream and with no flag (a route's own answer).
+    fn answered(resp: Response<Body>) -> Self {
+        Self {
+            resp,
+            flag: Flag::None,
+            upstream_host: None,
+            upstream_ms: None,
+            redirect: None,
+        }
+    }
+
     fn local(flag: Flag) -> Self {
         Self {
             resp: local_reply::for_flag(flag),
@@ -636,54 +648,11 @@ pub async fn handle_with(
                 close = body_pending;
                 Outcome::local(Flag::NoRoute)
             }
-            Selection::DirectResponse {
-                response,
-                response_headers,
-                ..
-            } => {
+            ref answering @ (Selection::DirectResponse { .. } | Selection::Redirect { .. }) => {
                 close = body_pending;
-                let mut r =
-                    local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
-                response_headers.apply_with(
-                    r.headers_mut(),
-                    &FormatContext {
-                        request: Some(req.headers()),
-                        ..fmt
-                    },
-                );
-                Outcome {
-                    resp: r,
-                    flag: Flag::None,
-                    upstream_host: None,
-                    upstream_ms: None,
-                    redirect: None,
-                }
-            }
-            Selection::Redirect {
-                location,
-                status,
-                response_headers,
-                ..
-            } => {
-                close = body_pending;
-                let mut r = local_reply::reply(status, "");
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                response_headers.apply_with(
-                    r.headers_mut(),
-                    &FormatContext {
-                        request: Some(req.headers()),
-                        ..fmt
-                    },
-                );
-                Outcome {
-                    resp: r,
-                    flag: Flag::None,
-                    upstream_host: None,
-                    upstream_ms: None,
-                    redirect: None,
-                }
+                let resp = route_reply::answer(answering, req.headers(), fmt)
+                    .expect("a route that answers by itself");
+                Outcome::answered(resp)
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
                 None => {
@@ -753,13 +722,7 @@ pub async fn handle_with(
                             // The body never came whole: 408, and the connection closes.
                             None => {
                                 close = true;
-                                Outcome {
-                                    resp: local_reply::reply(408, "request timeout"),
-                                    flag: Flag::None,
-                                    upstream_host: None,
-                                    upstream_ms: None,
-                                    redirect: None,
-                                }
+                                Outcome::answered(local_reply::reply(408, "request timeout"))
                             }
                         },
                     }

@@ -13,7 +13,7 @@ use http::{
     Version,
 };
 
-use super::{forward, ConnInfo, Hcm, Outcome};
+use super::{forward, route_reply, ConnInfo, Hcm, Outcome};
 use crate::route::{
     format::FormatContext, internal_redirect::InternalRedirectPolicy, RequestView, Selection,
 };
@@ -141,15 +141,25 @@ pub(crate) async fn follow(
                 headers: &headers,
                 random: rand::random(),
             };
-            // Only a route that forwards is followed (a redirect landing on a direct response
-            // or redirect route passes through).
-            let Selection::Forward(fwd) = table.select(&view) else {
-                break;
-            };
-            let name = fwd.route.name.as_deref().unwrap_or("");
-            if !c.policy.accepts(name, https, t.https, &mut visited) {
+            let selection = table.select(&view);
+            let name = selection
+                .route()
+                .and_then(|r| r.name.as_deref())
+                .unwrap_or("");
+            // No route: the upstream's redirect passes through (as Envoy).
+            if matches!(selection, Selection::NoRoute)
+                || !c.policy.accepts(name, https, t.https, &mut visited)
+            {
                 break;
             }
+            // A direct-response or redirect route answers the redirected request itself.
+            let fwd = match selection {
+                Selection::Forward(fwd) => fwd,
+                ref answering => match route_reply::answer(answering, &headers, fmt) {
+                    Some(resp) => return Outcome::answered(resp),
+                    None => break,
+                },
+            };
             let Some(cluster) = hcm.resolve(&fwd) else {
                 break;
             };

@@ -134,6 +134,37 @@ fn ratelimit_limits_after_the_bucket_empties() {
 }
 
 #[test]
+fn retry_after_is_the_seconds_to_the_next_token_on_an_enforced_429_only() {
+    let yaml = "stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 60s}\n\
+         filter_enabled: {default_value: {numerator: 100}}\n\
+         filter_enforced: {default_value: {numerator: 100}}\nenable_retry_after_header: true";
+    let l = limiter(yaml);
+    assert_eq!(l.check(None, 0).unwrap().retry_after, None, "not limited");
+    let v = l.check(None, 0).unwrap();
+    assert_eq!(v.limited, Some(429));
+    // The bucket refills one token a minute and was emptied a moment ago.
+    assert!(
+        matches!(v.retry_after, Some(59 | 60)),
+        "{:?}",
+        v.retry_after
+    );
+    let other = limiter(&format!("{yaml}\nstatus: {{code: 503}}"));
+    other.check(None, 0);
+    assert_eq!(
+        other.check(None, 0).unwrap().retry_after,
+        None,
+        "only on a 429"
+    );
+    let fast = limiter(&yaml.replace("60s", "0.1s"));
+    fast.check(None, 0);
+    assert_eq!(
+        fast.check(None, 0).unwrap().retry_after,
+        Some(1),
+        "at least 1"
+    );
+}
+
+#[test]
 fn ratelimit_per_connection_buckets_are_separate() {
     let l = limiter(
         "stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 3600s}\n\

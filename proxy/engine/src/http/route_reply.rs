@@ -1,0 +1,46 @@
+//! The answer of a route that answers by itself: a `direct_response` (its status and body) or a
+//! `redirect` (its status and `location`), each with the route's response header mutations
+//! rendered against the request. Used for a request's own route and for the route an internal
+//! redirect lands on (Envoy's router answers both the same way).
+
+use http::{header, HeaderMap, HeaderValue, Response};
+
+use super::{local_reply, Body};
+use crate::route::{format::FormatContext, Selection};
+
+/// The response of `selection` when it answers by itself (`None` for forwarding or no route).
+pub(crate) fn answer(
+    selection: &Selection<'_>,
+    request: &HeaderMap,
+    fmt: FormatContext<'_>,
+) -> Option<Response<Body>> {
+    let ctx = FormatContext {
+        request: Some(request),
+        ..fmt
+    };
+    match selection {
+        Selection::DirectResponse {
+            response,
+            response_headers,
+            ..
+        } => {
+            let mut r = local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
+            response_headers.apply_with(r.headers_mut(), &ctx);
+            Some(r)
+        }
+        Selection::Redirect {
+            location,
+            status,
+            response_headers,
+            ..
+        } => {
+            let mut r = local_reply::reply(*status, "");
+            if let Ok(v) = HeaderValue::from_str(location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            response_headers.apply_with(r.headers_mut(), &ctx);
+            Some(r)
+        }
+        Selection::Forward(_) | Selection::NoRoute => None,
+    }
+}
