@@ -530,10 +530,12 @@ pub async fn handle_with(
     let version = req.version();
     let h1 = version == Version::HTTP_10 || version == Version::HTTP_11;
     let scheme = if conn.tls { "https" } else { "http" };
+    // Envoy's gRPC test: `application/grpc` or `application/grpc+...` (gRPC-Web is not gRPC).
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::route::is_grpc);
     // Missing Host, request-target checks, upgrade policy, sanitation, x-request-id.
     if let Err(r) = preroute::before_routing(&hcm.cfg, &conn, scheme, &mut req) {
         let (body, close) = match &r {

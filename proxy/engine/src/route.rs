@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
 mod select;
+pub(crate) use select::is_grpc;
 #[cfg(test)]
 mod tests;
 

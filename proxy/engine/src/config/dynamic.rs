@@ -41,8 +41,8 @@ pub struct AdsConfig {
     pub pipes: Vec<PathBuf>,
     /// `set_node_on_first_message_only`.
     pub set_node_on_first_message_only: bool,
-    /// `grpc_services[0].initial_metadata`: `(key, value)` sent on every stream (lowercase
-    /// ASCII keys, not `-bin`, no pseudo-headers).
+    /// `grpc_services[0].initial_metadata`: `(key, value)` sent on every stream (keys
+    /// lower-cased, not `-bin`, no pseudo-headers).
     pub initial_metadata: Vec<(String, String)>,
 }
 
@@ -141,8 +141,8 @@ pub(crate) fn dynamic_resources(
     })
 }
 
-/// `GrpcService.initial_metadata`: gRPC metadata keys are lowercase ASCII header names; binary
-/// (`-bin`) values and pseudo-headers are refused, naming the entry.
+/// `GrpcService.initial_metadata`: keys are header names, sent lower-cased (as Envoy's gRPC
+/// client does); binary (`-bin`) values and pseudo-headers are refused, naming the entry.
 fn initial_metadata(
     raw: &[super::raw_route::RawHeaderValue],
     p: &FieldPath,
@@ -155,12 +155,14 @@ fn initial_metadata(
             .as_deref()
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ip.field("key").err("required"))?;
-        let valid = http::HeaderName::from_bytes(key.as_bytes()).is_ok()
-            && !key.bytes().any(|b| b.is_ascii_uppercase());
+        // Envoy's gRPC client sends the key lower-cased.
+        let key = key.to_ascii_lowercase();
+        let key = key.as_str();
+        let valid = http::HeaderName::from_bytes(key.as_bytes()).is_ok();
         if !valid || key.starts_with(':') {
             return Err(ip
                 .field("key")
-                .err(format!("{key:?} is not a lowercase gRPC metadata key")));
+                .err(format!("{key:?} is not a gRPC metadata key")));
         }
         if key.ends_with("-bin") {
             return Err(ip

@@ -93,7 +93,7 @@ fn initial_metadata_is_kept_and_bad_entries_are_named() {
         )
     };
     let b = from_yaml_str(&with(
-        "[{ key: x-tenant, value: blue }, { key: x-b, value: '' }]",
+        "[{ key: X-Tenant, value: blue }, { key: x-b, value: '' }]",
     ))
     .unwrap();
     assert_eq!(
@@ -101,11 +101,12 @@ fn initial_metadata_is_kept_and_bad_entries_are_named() {
         [
             ("x-tenant".into(), "blue".into()),
             ("x-b".into(), String::new())
-        ]
+        ],
+        "keys are sent lower-cased, as Envoy's gRPC client does"
     );
     let md = "dynamic_resources.ads_config.grpc_services[0].initial_metadata";
     for (bad, path) in [
-        ("[{ key: X-Tenant, value: a }]", format!("{md}[0].key")),
+        ("[{ key: 'x tenant', value: a }]", format!("{md}[0].key")),
         (
             "[{ key: ok, value: a }, { value: a }]",
             format!("{md}[1].key"),

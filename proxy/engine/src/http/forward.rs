@@ -373,8 +373,14 @@ pub(crate) async fn run(
         Input::Replay(None) => ReqBody::Empty,
         Input::Replay(Some(b)) => ReqBody::Buffered(b),
         Input::Stream(body) if body.is_end_stream() => ReqBody::Empty,
+        // Buffered when it may be sent again (retries, mirrors, redirects), and under the HCM's
+        // `request_timeout`: Envoy's router reads a small body while the upstream connects, so
+        // a client that sent it whole is not timed out by a slow connect.
         Input::Stream(body)
-            if (plan.retry.is_some() || !plan.shadows.is_empty() || plan.redirect.is_some())
+            if (plan.retry.is_some()
+                || !plan.shadows.is_empty()
+                || plan.redirect.is_some()
+                || body_end.is_some())
                 && body
                     .size_hint()
                     .upper()

@@ -417,7 +417,7 @@ fn header_matches<H: HeaderLookup + ?Sized>(h: &HeaderMatcher, req: &RequestView
 
 /// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc`, or `application/grpc+`
 /// followed by anything (`application/grpc-web` is not gRPC).
-fn is_grpc(content_type: &str) -> bool {
+pub(crate) fn is_grpc(content_type: &str) -> bool {
     content_type
         .strip_prefix("application/grpc")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
