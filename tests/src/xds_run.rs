@@ -72,13 +72,18 @@ pub fn spawn_sluice(config: &std::path::Path, log: &std::path::Path) -> std::pro
         .expect("spawn sluice proxy")
 }
 
-/// The status of admin `/ready` on `admin` (None when nothing answers).
-pub async fn ready_status(admin: u16) -> Option<u16> {
-    let ready = format!("http://127.0.0.1:{admin}/ready");
-    tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &ready]))
+/// `(status, body)` of admin `GET path` on `admin` (None when nothing answers).
+pub async fn admin_get(admin: u16, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://127.0.0.1:{admin}{path}");
+    tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "3", &url]))
         .await
         .unwrap()
-        .map(|r| r.0)
+        .map(|r| (r.0, r.2))
+}
+
+/// The status of admin `/ready` on `admin` (None when nothing answers).
+pub async fn ready_status(admin: u16) -> Option<u16> {
+    admin_get(admin, "/ready").await.map(|r| r.0)
 }
 
 impl Proxy {

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use sluice_tests::{
     upstream::{
-        harness::{curl_opt, free_port, TempDir},
+        harness::{free_port, TempDir},
         tls::test_pki,
         TestUpstream,
     },
-    xds_run::{get, ready_status, spawn_sluice, start_proxy, Kind},
+    xds_run::{admin_get, get, ready_status, spawn_sluice, start_proxy, Kind},
     xds_script::{bootstrap, listener, rds, routes, static_cluster},
     xds_server::{Snapshot, XdsServer, LDS},
 };
@@ -114,14 +114,11 @@ async fn a_server_the_ca_does_not_vouch_for_is_refused() {
     let config = dir.path("bootstrap.yaml");
     std::fs::write(&config, tls_bootstrap(admin, server.addr, &dir.path(""))).unwrap();
     let mut child = spawn_sluice(&config, &dir.path("log"));
-    let status_url = format!("http://127.0.0.1:{admin}/xds_status");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let error = loop {
-        let url = status_url.clone();
-        let body = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "1", &url]))
+        let body = admin_get(admin, "/xds_status")
             .await
-            .unwrap()
-            .map(|(_, _, b)| b)
+            .map(|r| r.1)
             .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if let Some(m) = v["control_plane"]["last_error"]["message"].as_str() {

@@ -11,10 +11,10 @@ use serde_json::json;
 use sluice_tests::{
     upstream::{
         banner_server,
-        harness::{curl_opt, free_port, ProxyProcess},
+        harness::{free_port, ProxyProcess},
         TestUpstream,
     },
-    xds_run::{start_proxy, Kind, Run},
+    xds_run::{admin_get, start_proxy, Kind, Run},
     xds_script::{
         bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster, tcp_listener,
     },
@@ -204,11 +204,9 @@ async fn tcp_proxy_cluster_removal(kind: Kind) {
         b"",
         "{kind:?}: a connection to the removed cluster is closed"
     );
-    let stats_url = format!("http://127.0.0.1:{admin}/stats");
-    let stats = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "2", &stats_url]))
+    let stats = admin_get(admin, "/stats")
         .await
-        .unwrap()
-        .map(|r| r.2)
+        .map(|r| r.1)
         .unwrap_or_default();
     assert!(
         stats

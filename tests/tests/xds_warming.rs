@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::{
-    upstream::{
-        harness::{curl_opt, free_port},
-        TestUpstream,
-    },
-    xds_run::{start_proxy, Kind, Run},
+    upstream::{harness::free_port, TestUpstream},
+    xds_run::{admin_get, start_proxy, Kind, Run},
     xds_script::{bootstrap, cla, eds_cluster, listener, rds, routes, static_cluster},
     xds_server::{Snapshot, XdsServer, CDS, EDS, LDS, RDS},
 };
@@ -21,11 +18,9 @@ use sluice_tests::{
 /// What admin `/config_dump` shows of the dynamic listeners (the RDS name of each state) and
 /// the warming clusters: `slow: active r-slow warming r-slow-2; warming clusters: late`.
 async fn dump(admin: u16) -> String {
-    let url = format!("http://127.0.0.1:{admin}/config_dump");
-    let body = tokio::task::spawn_blocking(move || curl_opt(&["-s", "-m", "3", &url]))
+    let body = admin_get(admin, "/config_dump")
         .await
-        .unwrap()
-        .map(|r| r.2)
+        .map(|r| r.1)
         .unwrap_or_default();
     let d: Value = serde_json::from_str(&body).unwrap_or_default();
     let configs = d["configs"].as_array().cloned().unwrap_or_default();
