@@ -438,7 +438,7 @@ pub struct RetryOn {
 }
 
 /// `hash_policy[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct HashPolicy {
     /// What is hashed.
     pub kind: HashPolicyKind,
@@ -447,10 +447,17 @@ pub struct HashPolicy {
 }
 
 /// The hashed request property.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub enum HashPolicyKind {
-    /// `header.header_name` (lower-case).
-    Header(String),
+    /// `header.header_name` (lower-case): every value of the header, each rewritten by
+    /// `header.regex_rewrite` when set, sorted and hashed together (Envoy's order-independent
+    /// hash of a repeated header).
+    Header {
+        name: String,
+        rewrite: Option<RegexRewrite>,
+    },
+    /// `query_parameter.name`: the first value of that query parameter, as sent (no decoding).
+    QueryParameter(String),
     /// `cookie.name` (no `ttl`: never generated).
     Cookie(String),
     /// `connection_properties.source_ip: true`.

@@ -72,6 +72,7 @@ static_resources:
                   - { header: { header_name: x } }
                   - { cookie: { name: k } }
                   - { connection_properties: { source_ip: true } }
+                  - { query_parameter: { name: q } }
               - match: { prefix: /w }
                 route: { weighted_clusters: { clusters: [{ name: c, weight: 1 }] } }
               - match: { prefix: /r }
@@ -150,6 +151,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
         ("config.route.v3.RouteAction.HashPolicy.ConnectionProperties", format!("{ROUTES}/0/route/hash_policy/2/connection_properties")),
+        ("config.route.v3.RouteAction.HashPolicy.QueryParameter", format!("{ROUTES}/0/route/hash_policy/3/query_parameter")),
         ("config.route.v3.WeightedCluster", format!("{ROUTES}/1/route/weighted_clusters")),
         ("config.route.v3.WeightedCluster.ClusterWeight", format!("{ROUTES}/1/route/weighted_clusters/clusters/0")),
         ("config.route.v3.RedirectAction", format!("{ROUTES}/2/redirect")),

@@ -404,6 +404,7 @@ pub(crate) struct RawHashPolicy {
     pub header: Option<RawHashHeader>,
     pub cookie: Option<RawHashCookie>,
     pub connection_properties: Option<RawHashConnectionProperties>,
+    pub query_parameter: Option<RawHashQueryParameter>,
     pub terminal: Option<bool>,
 }
 
@@ -412,6 +413,14 @@ pub(crate) struct RawHashPolicy {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHashHeader {
     pub header_name: Option<String>,
+    pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
+}
+
+/// `HashPolicy.QueryParameter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashQueryParameter {
+    pub name: Option<String>,
 }
 
 /// `HashPolicy.Cookie` (`ttl`/`path`/`attributes` are not supported).

@@ -831,3 +831,36 @@ fn envoy_fields_for_forwarding_and_discovery_parse() {
     DnsLookupFamily::Auto.filter(&mut v);
     assert_eq!(v, ["[::1]:1".parse::<SocketAddr>().unwrap()]);
 }
+
+#[test]
+fn hash_policies_name_the_bad_field() {
+    let routes = |policy: &str| {
+        with_routes(&format!(
+            "virtual_hosts:\n- name: v\n  domains: [\"*\"]\n  routes:\n  - match: {{ prefix: / }}\n    route: {{ cluster: a, hash_policy: [{policy}] }}\n"
+        ))
+    };
+    let hp = rc_path("virtual_hosts[0].routes[0].route.hash_policy[0]");
+    from_yaml_str(&routes("{ query_parameter: { name: user } }")).unwrap();
+    from_yaml_str(&routes(
+        r#"{ header: { header_name: x-user, regex_rewrite: { pattern: { regex: "^(.*)-[0-9]+$" }, substitution: "\\1" } } }"#,
+    ))
+    .unwrap();
+    expect_err(
+        &routes("{ query_parameter: {} }"),
+        &format!("{hp}.query_parameter.name"),
+        "required",
+    );
+    expect_err(
+        &routes("{ query_parameter: { name: q }, header: { header_name: x } }"),
+        &hp,
+        "only one of header, cookie, connection_properties and query_parameter",
+    );
+    expect_err(&routes("{ terminal: true }"), &hp, "one of header");
+    expect_err(
+        &routes(
+            r#"{ header: { header_name: x, regex_rewrite: { pattern: { regex: "(" }, substitution: "" } } }"#,
+        ),
+        &format!("{hp}.header.regex_rewrite.pattern.regex"),
+        "",
+    );
+}

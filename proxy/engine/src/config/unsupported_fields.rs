@@ -196,9 +196,7 @@ const ENVOY_FIELDS: &[&str] = &[
     "retry_options_predicates",
     "per_try_idle_timeout",
     // HashPolicy
-    "query_parameter",
     "filter_state",
-    "regex_rewrite",
     "ttl",
     "path",
     "attributes",

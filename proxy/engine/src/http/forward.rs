@@ -41,6 +41,7 @@ use crate::{
 /// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
+mod hash_policy;
 mod host;
 pub(crate) mod mirror;
 
@@ -111,8 +112,11 @@ impl Plan {
         let mut hash: Option<u64> = None;
         for p in &fwd.action.hash_policy {
             let h = match &p.kind {
-                HashPolicyKind::Header(name) => {
-                    headers.get(name.as_str()).map(|v| hash_bytes(v.as_bytes()))
+                HashPolicyKind::Header { name, rewrite } => {
+                    hash_policy::header(headers, name, rewrite.as_ref())
+                }
+                HashPolicyKind::QueryParameter(name) => {
+                    hash_policy::query_parameter(path, name).map(|v| hash_bytes(v.as_bytes()))
                 }
                 HashPolicyKind::Cookie(name) => {
                     cookie(headers, name).map(|v| hash_bytes(v.as_bytes()))

@@ -377,6 +377,13 @@ fn route(
     })
 }
 
+/// A hash policy's non-empty `name` under `p`.
+fn required_name(name: &Option<String>, p: &FieldPath) -> Result<String, ConfigError> {
+    name.clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))
+}
+
 pub(super) fn regex_rewrite(
     raw: &RawRegexMatchAndSubstitute,
     p: &FieldPath,
@@ -500,34 +507,46 @@ fn forward(
     let mut hash_policy = Vec::new();
     for (i, h) in raw.hash_policy.iter().enumerate() {
         let hp = p.field("hash_policy").index(i);
+        let set = [
+            h.header.is_some(),
+            h.cookie.is_some(),
+            h.connection_properties.is_some(),
+            h.query_parameter.is_some(),
+        ];
+        const ONE_OF: &str = "header, cookie, connection_properties and query_parameter";
+        match set.iter().filter(|s| **s).count() {
+            0 => return Err(hp.err(format!("one of {ONE_OF} is required"))),
+            1 => {}
+            _ => return Err(hp.err(format!("only one of {ONE_OF} may be set"))),
+        }
         let kind = match (&h.header, &h.cookie, &h.connection_properties) {
-            (Some(hh), None, None) => {
+            (Some(hh), _, _) => {
+                let hhp = hp.field("header");
                 let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
                 if n.is_empty() {
-                    return Err(hp.field("header").field("header_name").err("required"));
+                    return Err(hhp.field("header_name").err("required"));
                 }
-                Some(HashPolicyKind::Header(n))
+                let rewrite = match &hh.regex_rewrite {
+                    Some(r) => Some(self::regex_rewrite(r, &hhp.field("regex_rewrite"))?),
+                    None => None,
+                };
+                Some(HashPolicyKind::Header { name: n, rewrite })
             }
-            (None, Some(c), None) => {
-                let n = c
-                    .name
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .ok_or_else(|| hp.field("cookie").field("name").err("required"))?;
-                Some(HashPolicyKind::Cookie(n))
-            }
+            (None, Some(c), _) => Some(HashPolicyKind::Cookie(required_name(
+                &c.name,
+                &hp.field("cookie"),
+            )?)),
             // Envoy adds no hash method for `source_ip: false`.
             (None, None, Some(cp)) => cp
                 .source_ip
                 .unwrap_or(false)
                 .then_some(HashPolicyKind::SourceIp),
             (None, None, None) => {
-                return Err(hp.err("one of header, cookie and connection_properties is required"))
-            }
-            _ => {
-                return Err(
-                    hp.err("only one of header, cookie and connection_properties may be set")
-                )
+                let q = h.query_parameter.as_ref().expect("one is set");
+                Some(HashPolicyKind::QueryParameter(required_name(
+                    &q.name,
+                    &hp.field("query_parameter"),
+                )?))
             }
         };
         if let Some(kind) = kind {
