@@ -6,6 +6,7 @@
 //! Envoy's order — or a redirect, a direct response, or no route (404 NR).
 
 mod build;
+mod build_hash;
 mod build_headers;
 mod build_match;
 mod build_weighted;
@@ -458,10 +459,22 @@ pub enum HashPolicyKind {
     },
     /// `query_parameter.name`: the first value of that query parameter, as sent (no decoding).
     QueryParameter(String),
-    /// `cookie.name` (no `ttl`: never generated).
-    Cookie(String),
+    /// `cookie.name`; with `ttl`, a cookie generated when the request has none.
+    Cookie {
+        name: String,
+        generate: Option<CookieGen>,
+    },
     /// `connection_properties.source_ip: true`.
     SourceIp,
+}
+
+/// How a cookie hash policy with a `ttl` makes the cookie a request lacks: the
+/// `Set-Cookie` value after the cookie's own `name="value"` (Envoy's order:
+/// `; Max-Age=ttl` unless 0, `; Path=path` when set, each attribute, `; HttpOnly`).
+#[derive(Debug, Clone)]
+pub struct CookieGen {
+    /// Everything after the value, from `; ` on.
+    pub suffix: String,
 }
 
 /// `redirect` (RedirectAction).

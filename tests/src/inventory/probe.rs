@@ -70,7 +70,7 @@ static_resources:
                   internal_redirect_policy: { max_internal_redirects: 1 }
                   hash_policy:
                   - { header: { header_name: x } }
-                  - { cookie: { name: k } }
+                  - { cookie: { name: k, ttl: 1s, attributes: [{ name: a, value: b }] } }
                   - { connection_properties: { source_ip: true } }
                   - { query_parameter: { name: q } }
               - match: { prefix: /w }
@@ -150,6 +150,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
+        ("config.route.v3.RouteAction.HashPolicy.CookieAttribute", format!("{ROUTES}/0/route/hash_policy/1/cookie/attributes/0")),
         ("config.route.v3.RouteAction.HashPolicy.ConnectionProperties", format!("{ROUTES}/0/route/hash_policy/2/connection_properties")),
         ("config.route.v3.RouteAction.HashPolicy.QueryParameter", format!("{ROUTES}/0/route/hash_policy/3/query_parameter")),
         ("config.route.v3.WeightedCluster", format!("{ROUTES}/1/route/weighted_clusters")),

@@ -423,11 +423,23 @@ pub(crate) struct RawHashQueryParameter {
     pub name: Option<String>,
 }
 
-/// `HashPolicy.Cookie` (`ttl`/`path`/`attributes` are not supported).
+/// `HashPolicy.Cookie`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHashCookie {
     pub name: Option<String>,
+    pub ttl: Option<PbDuration>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<RawCookieAttribute>,
+}
+
+/// `HashPolicy.CookieAttribute`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCookieAttribute {
+    pub name: Option<String>,
+    pub value: Option<String>,
 }
 
 /// `HashPolicy.ConnectionProperties`.

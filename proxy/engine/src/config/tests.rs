@@ -856,6 +856,25 @@ fn hash_policies_name_the_bad_field() {
         "only one of header, cookie, connection_properties and query_parameter",
     );
     expect_err(&routes("{ terminal: true }"), &hp, "one of header");
+    from_yaml_str(&routes(
+        "{ cookie: { name: s, ttl: 0s, path: /a, attributes: [{ name: Secure }, { name: SameSite, value: Lax }] } }",
+    ))
+    .unwrap();
+    expect_err(
+        &routes("{ cookie: { name: s, ttl: 1s, attributes: [{ value: x }] } }"),
+        &format!("{hp}.cookie.attributes[0].name"),
+        "cookie attribute name",
+    );
+    expect_err(
+        &routes(r#"{ cookie: { name: "a;b", ttl: 1s } }"#),
+        &format!("{hp}.cookie.name"),
+        "not a cookie name",
+    );
+    expect_err(
+        &routes(r#"{ cookie: { name: s, ttl: 1s, path: "/a b" } }"#),
+        &format!("{hp}.cookie.path"),
+        "not a cookie path",
+    );
     expect_err(
         &routes(
             r#"{ header: { header_name: x, regex_rewrite: { pattern: { regex: "(" }, substitution: "" } } }"#,

@@ -78,6 +78,8 @@ pub(crate) struct Plan {
     grpc_timeout: Option<HeaderValue>,
     /// `append_x_forwarded_host`.
     append_xfh: bool,
+    /// The `Set-Cookie` of a cookie hash policy that made the request's cookie.
+    set_cookie: Option<HeaderValue>,
     /// `retriable_request_headers` allow retrying this request.
     retry_allowed: bool,
     hash: Option<u64>,
@@ -110,6 +112,7 @@ impl Plan {
         stream_idle: Option<Duration>,
     ) -> Self {
         let mut hash: Option<u64> = None;
+        let mut set_cookie = None;
         for p in &fwd.action.hash_policy {
             let h = match &p.kind {
                 HashPolicyKind::Header { name, rewrite } => {
@@ -118,8 +121,16 @@ impl Plan {
                 HashPolicyKind::QueryParameter(name) => {
                     hash_policy::query_parameter(path, name).map(|v| hash_bytes(v.as_bytes()))
                 }
-                HashPolicyKind::Cookie(name) => {
-                    cookie(headers, name).map(|v| hash_bytes(v.as_bytes()))
+                HashPolicyKind::Cookie { name, generate } => {
+                    match (hash_policy::cookie(headers, name), generate) {
+                        (Some(v), _) => Some(hash_bytes(v.as_bytes())),
+                        (None, Some(generate)) => {
+                            let (value, set) = hash_policy::new_cookie(name, generate, conn);
+                            set_cookie = Some(set);
+                            Some(hash_bytes(value.as_bytes()))
+                        }
+                        (None, None) => None,
+                    }
                 }
                 HashPolicyKind::SourceIp => Some(hash_bytes(conn.peer.ip().to_string().as_bytes())),
             };
@@ -160,6 +171,7 @@ impl Plan {
             retry: fwd.action.retry_policy.clone(),
             retry_allowed: fwd.retry_allowed,
             append_xfh: fwd.action.append_x_forwarded_host,
+            set_cookie,
             stream_deadline: stream_limit.map(|d| tokio::time::Instant::now() + d),
             grpc_timeout: fwd
                 .action
@@ -177,20 +189,6 @@ impl Plan {
             body_end: None,
         }
     }
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    for v in headers.get_all(header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for kv in s.split(';') {
-            if let Some((k, val)) = kv.trim().split_once('=') {
-                if k == name {
-                    return Some(val);
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Decrements a counter when dropped.
@@ -535,6 +533,9 @@ pub(crate) async fn run(
                     if count_resp {
                         resp.headers_mut()
                             .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+                    }
+                    if let Some(c) = &plan.set_cookie {
+                        resp.headers_mut().append(header::SET_COOKIE, c.clone());
                     }
                     Outcome {
                         resp,

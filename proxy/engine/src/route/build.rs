@@ -4,17 +4,18 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
+    build_hash::hash_policies,
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
     internal_redirect::internal_redirect_policy,
     mirror::{mirror_policies, MirrorPolicy},
     rate_limited::rate_limited_back_off,
-    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HashPolicy, HashPolicyKind,
-    HostRewrite, MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
-    DEFAULT_CLUSTER_NOT_FOUND_STATUS, DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS,
-    DEFAULT_RETRY_BASE_INTERVAL, DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
+    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HostRewrite, MaxStreamDuration,
+    PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy, Route,
+    RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
+    DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL,
+    DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
 };
 use crate::config::{
     raw_route::{
@@ -377,13 +378,6 @@ fn route(
     })
 }
 
-/// A hash policy's non-empty `name` under `p`.
-fn required_name(name: &Option<String>, p: &FieldPath) -> Result<String, ConfigError> {
-    name.clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| p.field("name").err("required"))
-}
-
 pub(super) fn regex_rewrite(
     raw: &RawRegexMatchAndSubstitute,
     p: &FieldPath,
@@ -504,58 +498,7 @@ fn forward(
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => vhost_retry.cloned(),
     };
-    let mut hash_policy = Vec::new();
-    for (i, h) in raw.hash_policy.iter().enumerate() {
-        let hp = p.field("hash_policy").index(i);
-        let set = [
-            h.header.is_some(),
-            h.cookie.is_some(),
-            h.connection_properties.is_some(),
-            h.query_parameter.is_some(),
-        ];
-        const ONE_OF: &str = "header, cookie, connection_properties and query_parameter";
-        match set.iter().filter(|s| **s).count() {
-            0 => return Err(hp.err(format!("one of {ONE_OF} is required"))),
-            1 => {}
-            _ => return Err(hp.err(format!("only one of {ONE_OF} may be set"))),
-        }
-        let kind = match (&h.header, &h.cookie, &h.connection_properties) {
-            (Some(hh), _, _) => {
-                let hhp = hp.field("header");
-                let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
-                if n.is_empty() {
-                    return Err(hhp.field("header_name").err("required"));
-                }
-                let rewrite = match &hh.regex_rewrite {
-                    Some(r) => Some(self::regex_rewrite(r, &hhp.field("regex_rewrite"))?),
-                    None => None,
-                };
-                Some(HashPolicyKind::Header { name: n, rewrite })
-            }
-            (None, Some(c), _) => Some(HashPolicyKind::Cookie(required_name(
-                &c.name,
-                &hp.field("cookie"),
-            )?)),
-            // Envoy adds no hash method for `source_ip: false`.
-            (None, None, Some(cp)) => cp
-                .source_ip
-                .unwrap_or(false)
-                .then_some(HashPolicyKind::SourceIp),
-            (None, None, None) => {
-                let q = h.query_parameter.as_ref().expect("one is set");
-                Some(HashPolicyKind::QueryParameter(required_name(
-                    &q.name,
-                    &hp.field("query_parameter"),
-                )?))
-            }
-        };
-        if let Some(kind) = kind {
-            hash_policy.push(HashPolicy {
-                kind,
-                terminal: h.terminal.unwrap_or(false),
-            });
-        }
-    }
+    let hash_policy = hash_policies(&raw.hash_policy, &p.field("hash_policy"))?;
     let max_stream_duration = raw.max_stream_duration.as_ref().map(|m| MaxStreamDuration {
         max: m.max_stream_duration.map(|d| d.0),
         grpc_header_max: m.grpc_timeout_header_max.map(|d| d.0),

@@ -1,0 +1,123 @@
+//! `RouteAction.hash_policy[]`: what a ring hash or maglev cluster hashes for a request.
+
+use super::{build::regex_rewrite, CookieGen, HashPolicy, HashPolicyKind};
+use crate::config::{
+    raw_route::{RawHashCookie, RawHashPolicy},
+    ConfigError, FieldPath,
+};
+
+/// The route's hash policies, in order; `p` is the `hash_policy` field.
+pub(super) fn hash_policies(
+    raw: &[RawHashPolicy],
+    p: &FieldPath,
+) -> Result<Vec<HashPolicy>, ConfigError> {
+    let mut hash_policy = Vec::new();
+    for (i, h) in raw.iter().enumerate() {
+        let hp = p.index(i);
+        let set = [
+            h.header.is_some(),
+            h.cookie.is_some(),
+            h.connection_properties.is_some(),
+            h.query_parameter.is_some(),
+        ];
+        const ONE_OF: &str = "header, cookie, connection_properties and query_parameter";
+        match set.iter().filter(|s| **s).count() {
+            0 => return Err(hp.err(format!("one of {ONE_OF} is required"))),
+            1 => {}
+            _ => return Err(hp.err(format!("only one of {ONE_OF} may be set"))),
+        }
+        let kind = match (&h.header, &h.cookie, &h.connection_properties) {
+            (Some(hh), _, _) => {
+                let hhp = hp.field("header");
+                let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
+                if n.is_empty() {
+                    return Err(hhp.field("header_name").err("required"));
+                }
+                let rewrite = match &hh.regex_rewrite {
+                    Some(r) => Some(regex_rewrite(r, &hhp.field("regex_rewrite"))?),
+                    None => None,
+                };
+                Some(HashPolicyKind::Header { name: n, rewrite })
+            }
+            (None, Some(c), _) => {
+                let cp = hp.field("cookie");
+                Some(HashPolicyKind::Cookie {
+                    name: required_name(&c.name, &cp)?,
+                    generate: cookie_gen(c, &cp)?,
+                })
+            }
+            // Envoy adds no hash method for `source_ip: false`.
+            (None, None, Some(cp)) => cp
+                .source_ip
+                .unwrap_or(false)
+                .then_some(HashPolicyKind::SourceIp),
+            (None, None, None) => {
+                let q = h.query_parameter.as_ref().expect("one is set");
+                Some(HashPolicyKind::QueryParameter(required_name(
+                    &q.name,
+                    &hp.field("query_parameter"),
+                )?))
+            }
+        };
+        if let Some(kind) = kind {
+            hash_policy.push(HashPolicy {
+                kind,
+                terminal: h.terminal.unwrap_or(false),
+            });
+        }
+    }
+    Ok(hash_policy)
+}
+
+/// A cookie hash policy's generated cookie: only with `ttl` (Envoy makes none without).
+fn cookie_gen(c: &RawHashCookie, p: &FieldPath) -> Result<Option<CookieGen>, ConfigError> {
+    let Some(ttl) = c.ttl else {
+        return Ok(None);
+    };
+    let mut suffix = String::new();
+    if ttl.0.as_secs() > 0 {
+        suffix.push_str(&format!("; Max-Age={}", ttl.0.as_secs()));
+    }
+    let attr_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    // It goes into the Set-Cookie header.
+    if !c
+        .name
+        .as_deref()
+        .is_some_and(|n| attr_ok(n) && !n.contains('='))
+    {
+        return Err(p
+            .field("name")
+            .err("not a cookie name (visible ASCII, no ';' or '=') for a generated cookie"));
+    }
+    if let Some(path) = c.path.as_deref().filter(|s| !s.is_empty()) {
+        if !attr_ok(path) {
+            return Err(p
+                .field("path")
+                .err("not a cookie path (visible ASCII, no ';')"));
+        }
+        suffix.push_str(&format!("; Path={path}"));
+    }
+    for (i, a) in c.attributes.iter().enumerate() {
+        let ap = p.field("attributes").index(i);
+        let name = a.name.as_deref().unwrap_or("");
+        if !attr_ok(name) || name.contains('=') {
+            return Err(ap.field("name").err("required: a cookie attribute name"));
+        }
+        suffix.push_str("; ");
+        suffix.push_str(name);
+        match a.value.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) if attr_ok(v) => suffix.push_str(&format!("={v}")),
+            Some(_) => return Err(ap.field("value").err("not a cookie attribute value")),
+            None => {}
+        }
+    }
+    suffix.push_str("; HttpOnly");
+    Ok(Some(CookieGen { suffix }))
+}
+
+/// A hash policy's non-empty `name` under `p`.
+fn required_name(name: &Option<String>, p: &FieldPath) -> Result<String, ConfigError> {
+    name.clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.field("name").err("required"))
+}
