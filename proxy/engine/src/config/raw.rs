@@ -218,6 +218,10 @@ pub(crate) struct RawSocketAddress {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
     pub name: Option<String>,
+    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (no filter reads it).
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
+
     pub address: Option<RawAddress>,
     #[serde(default)]
     pub filter_chains: Vec<RawFilterChain>,

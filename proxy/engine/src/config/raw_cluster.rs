@@ -72,6 +72,9 @@ pub(crate) struct RawLoadAssignment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocalityLbEndpoints {
+    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (nothing reads locality metadata).
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub lb_endpoints: Vec<RawLbEndpoint>,
     /// Informational (zone-aware routing is not implemented).
@@ -87,6 +90,9 @@ pub(crate) struct RawLocalityLbEndpoints {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLbEndpoint {
+    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (no subset load balancing or transport socket matching reads it).
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,
     pub health_status: Option<String>,

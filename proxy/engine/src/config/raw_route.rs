@@ -13,6 +13,10 @@ use super::duration::PbDuration;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRouteConfiguration {
     pub name: Option<String>,
+    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (no filter reads it).
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
+
     #[serde(default)]
     pub virtual_hosts: Vec<RawVirtualHost>,
     #[serde(default)]
@@ -38,6 +42,10 @@ pub(crate) struct RawRouteConfiguration {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVirtualHost {
     pub name: Option<String>,
+    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (no filter reads it).
+    #[allow(dead_code)]
+    pub metadata: Option<serde_json::Value>,
+
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]

@@ -883,3 +883,20 @@ fn hash_policies_name_the_bad_field() {
         "",
     );
 }
+
+#[test]
+fn metadata_is_accepted_wherever_istiod_sends_it() {
+    let meta =
+        "{ filter_metadata: { istio: { workload: \"reviews;default;reviews;v1;Kubernetes\" } } }";
+    let yaml = with_routes(&format!(
+        "metadata: {meta}\nvirtual_hosts:\n- name: v\n  metadata: {meta}\n  domains: [\"*\"]\n  routes:\n  - match: {{ prefix: / }}\n    route: {{ cluster: a }}\n"
+    ))
+    .replacen("  - name: http\n", &format!("  - name: http\n    metadata: {meta}\n"), 1)
+    .replacen(
+        "      endpoints: [{ lb_endpoints: [{ endpoint:",
+        &format!("      endpoints: [{{ metadata: {meta}, lb_endpoints: [{{ metadata: {{ filter_metadata: {{ envoy.transport_socket_match: {{ tlsMode: istio }} }} }}, endpoint:"),
+        1,
+    );
+    assert_eq!(yaml.matches("filter_metadata:").count(), 5, "{yaml}");
+    from_yaml_str(&yaml).unwrap();
+}
