@@ -197,9 +197,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "per_try_idle_timeout",
     // HashPolicy
     "filter_state",
-    "ttl",
-    "path",
-    "attributes",
     // WeightedCluster
     "random_value_specifier",
     "use_hash_policy",

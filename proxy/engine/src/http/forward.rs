@@ -123,7 +123,7 @@ impl Plan {
                 }
                 HashPolicyKind::Cookie { name, generate } => {
                     match (hash_policy::cookie(headers, name), generate) {
-                        (Some(v), _) => Some(hash_bytes(v.as_bytes())),
+                        (Some(v), _) => Some(hash_bytes(v)),
                         (None, Some(generate)) => {
                             let (value, set) = hash_policy::new_cookie(name, generate, conn);
                             set_cookie = Some(set);
@@ -136,9 +136,11 @@ impl Plan {
             };
             if let Some(h) = h {
                 hash = Some(hash.map_or(h, |old| old.rotate_left(1) ^ h));
-                if p.terminal {
-                    break;
-                }
+            }
+            // Envoy stops at a terminal policy once the hash so far is set, whether or not this
+            // policy added to it.
+            if p.terminal && hash.is_some() {
+                break;
             }
         }
         let stream_limit = fwd
@@ -518,6 +520,16 @@ pub(crate) async fn run(
                                 body,
                             )
                         });
+                    let mut resp = resp;
+                    // Only a hashing balancer asks for the hash, and so for the cookie (Envoy);
+                    // before the route's response mutations, which may remove it.
+                    if let Some(c) = plan
+                        .set_cookie
+                        .as_ref()
+                        .filter(|_| cluster.spec.lb.hashes())
+                    {
+                        resp.headers_mut().append(header::SET_COOKIE, c.clone());
+                    }
                     let mut resp = finish_response(
                         resp,
                         upstream_ms,
@@ -533,9 +545,6 @@ pub(crate) async fn run(
                     if count_resp {
                         resp.headers_mut()
                             .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
-                    }
-                    if let Some(c) = &plan.set_cookie {
-                        resp.headers_mut().append(header::SET_COOKIE, c.clone());
                     }
                     Outcome {
                         resp,

@@ -78,37 +78,30 @@ fn cookie_gen(c: &RawHashCookie, p: &FieldPath) -> Result<Option<CookieGen>, Con
     if ttl.0.as_secs() > 0 {
         suffix.push_str(&format!("; Max-Age={}", ttl.0.as_secs()));
     }
-    let attr_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b';');
-    // It goes into the Set-Cookie header.
-    if !c
-        .name
-        .as_deref()
-        .is_some_and(|n| attr_ok(n) && !n.contains('='))
-    {
-        return Err(p
-            .field("name")
-            .err("not a cookie name (visible ASCII, no ';' or '=') for a generated cookie"));
-    }
+    // Each piece goes into the Set-Cookie header as written (Envoy only refuses NUL, CR and LF;
+    // a header value here may not hold the other control characters either).
+    let check = |s: &str, field: &FieldPath| match http::HeaderValue::from_str(s) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(field.err("control characters cannot go into a Set-Cookie header")),
+    };
+    // `name` itself was checked non-empty by the caller.
+    check(c.name.as_deref().unwrap_or(""), &p.field("name"))?;
     if let Some(path) = c.path.as_deref().filter(|s| !s.is_empty()) {
-        if !attr_ok(path) {
-            return Err(p
-                .field("path")
-                .err("not a cookie path (visible ASCII, no ';')"));
-        }
+        check(path, &p.field("path"))?;
         suffix.push_str(&format!("; Path={path}"));
     }
     for (i, a) in c.attributes.iter().enumerate() {
         let ap = p.field("attributes").index(i);
         let name = a.name.as_deref().unwrap_or("");
-        if !attr_ok(name) || name.contains('=') {
-            return Err(ap.field("name").err("required: a cookie attribute name"));
+        if name.is_empty() {
+            return Err(ap.field("name").err("required"));
         }
+        check(name, &ap.field("name"))?;
         suffix.push_str("; ");
         suffix.push_str(name);
-        match a.value.as_deref().filter(|v| !v.is_empty()) {
-            Some(v) if attr_ok(v) => suffix.push_str(&format!("={v}")),
-            Some(_) => return Err(ap.field("value").err("not a cookie attribute value")),
-            None => {}
+        if let Some(v) = a.value.as_deref().filter(|v| !v.is_empty()) {
+            check(v, &ap.field("value"))?;
+            suffix.push_str(&format!("={v}"));
         }
     }
     suffix.push_str("; HttpOnly");

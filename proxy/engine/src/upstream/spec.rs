@@ -100,6 +100,14 @@ pub enum LbKind {
     },
 }
 
+impl LbKind {
+    /// Whether the balancer picks by the request's hash (ring hash, maglev): only these ask the
+    /// route's hash policy, and so make a cookie policy's cookie.
+    pub fn hashes(&self) -> bool {
+        matches!(self, LbKind::RingHash { .. } | LbKind::Maglev { .. })
+    }
+}
+
 /// TLS origination settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSpec {

@@ -14,27 +14,27 @@ use crate::{
 /// Envoy's header hash: every value of `name`, each rewritten by `rewrite` when set, sorted
 /// (so the order the values came in does not matter) and hashed in turn, each hash seeding the
 /// next. None when the header is absent. One value and no rewrite hash without a copy.
-pub(super) fn header(
-    headers: &HeaderMap,
+pub(super) fn header<'h>(
+    headers: &'h HeaderMap,
     name: &str,
     rewrite: Option<&RegexRewrite>,
 ) -> Option<u64> {
     let mut all = headers.get_all(name).iter();
     let first = all.next()?;
-    let rewritten = |v: &'_ http::HeaderValue| -> Vec<u8> {
+    let rewritten = |v: &'h http::HeaderValue| -> Cow<'h, [u8]> {
         match (rewrite, v.to_str()) {
-            (Some(r), Ok(s)) => r.apply(s).into_owned().into_bytes(),
+            (Some(r), Ok(s)) => match r.apply(s) {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            },
             // A value that is not text is hashed as sent (the regex reads text).
-            _ => v.as_bytes().to_vec(),
+            _ => Cow::Borrowed(v.as_bytes()),
         }
     };
     let Some(second) = all.next() else {
-        return Some(match rewrite {
-            None => hash_bytes(first.as_bytes()),
-            Some(_) => hash_bytes(&rewritten(first)),
-        });
+        return Some(hash_bytes(&rewritten(first)));
     };
-    let mut values: Vec<Vec<u8>> = [first, second]
+    let mut values: Vec<Cow<'h, [u8]>> = [first, second]
         .into_iter()
         .chain(all)
         .map(rewritten)
@@ -45,24 +45,23 @@ pub(super) fn header(
     Some(values.iter().fold(0, |seed, v| xxh64(v, seed)))
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, without the double quotes
-/// that may wrap it (RFC 6265 4.1.1, as Envoy reads it).
-pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    for v in headers.get_all(http::header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for kv in s.split(';') {
-            if let Some((k, val)) = kv.trim().split_once('=') {
-                if k == name {
-                    let unquoted = val
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(val);
-                    return Some(unquoted);
-                }
-            }
-        }
-    }
-    None
+/// The value of cookie `name` in the request's `Cookie` headers, as Envoy reads it: the first
+/// `name=value` pair with that name (spaces before the name skipped, the value as sent but for
+/// the double quotes that may wrap it, RFC 6265 4.1.1); an empty value counts as no cookie.
+pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    let first = headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let start = pair.iter().position(|b| *b != b' ')?;
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let key = pair.get(start..eq)?;
+            (key == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+    })?;
+    let unquoted = match first {
+        [b'"', inner @ .., b'"'] => inner,
+        v => v,
+    };
+    (!unquoted.is_empty()).then_some(unquoted)
 }
 
 /// The cookie a `ttl` cookie policy makes for a request without one: Envoy's value, the hex of
@@ -175,13 +174,26 @@ mod tests {
     }
 
     #[test]
-    fn a_quoted_cookie_value_is_read_without_its_quotes() {
-        let h = headers(&[("cookie", "a=1; s=\"v1\""), ("cookie", "t=x")]);
-        assert_eq!(cookie(&h, "s"), Some("v1"));
-        assert_eq!(cookie(&h, "t"), Some("x"));
-        assert_eq!(cookie(&h, "a"), Some("1"));
-        assert_eq!(cookie(&headers(&[("cookie", "s=\"")]), "s"), Some("\""));
-        assert_eq!(cookie(&h, "u"), None);
+    fn a_cookie_is_read_as_envoy_reads_it() {
+        let h = headers(&[("cookie", "a=1; s=\"v1\""), ("cookie", "t=x ;u=2")]);
+        let c =
+            |h: &HeaderMap, n: &str| cookie(h, n).map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(c(&h, "s").as_deref(), Some("v1"), "quotes dropped");
+        assert_eq!(c(&h, "t").as_deref(), Some("x "), "the value as sent");
+        assert_eq!(c(&h, "a").as_deref(), Some("1"));
+        assert_eq!(c(&h, "u").as_deref(), Some("2"));
+        assert_eq!(
+            c(&headers(&[("cookie", "s=\"")]), "s").as_deref(),
+            Some("\"")
+        );
+        assert_eq!(c(&h, "v"), None);
+        // The first pair wins, and an empty value is no cookie.
+        assert_eq!(c(&headers(&[("cookie", "s=; s=x")]), "s"), None);
+        assert_eq!(c(&headers(&[("cookie", "s=\"\"")]), "s"), None);
+        assert_eq!(
+            c(&headers(&[("cookie", "s=1; s=2")]), "s").as_deref(),
+            Some("1")
+        );
     }
 
     #[test]
