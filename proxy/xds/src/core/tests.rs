@@ -241,6 +241,64 @@ fn endpoints_of(c: &config::Cluster) -> Vec<String> {
 }
 
 #[test]
+fn istiods_endpoint_metadata_is_accepted() {
+    use envoy_types::pb::{
+        envoy::config::core::v3::Metadata,
+        google::protobuf::{value::Kind, Struct, Value},
+    };
+    // What istiod puts on every endpoint (and on localities): read by nothing here.
+    let s = |k: &str, v: &str| Struct {
+        fields: [(
+            k.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(v.into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let meta = Metadata {
+        filter_metadata: [
+            (
+                "istio".to_string(),
+                s("workload", "reviews;default;reviews;v1;Kubernetes"),
+            ),
+            (
+                "envoy.transport_socket_match".to_string(),
+                s("tlsMode", "istio"),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let mut assignment = cla("backend-eds");
+    assignment.endpoints[0].metadata = Some(meta.clone());
+    assignment.endpoints[0].lb_endpoints[0].metadata = Some(meta);
+    let mut c = core();
+    push(
+        &mut c,
+        ResourceType::Cluster,
+        vec![any(CDS, &eds_cluster("backend", "backend-eds"))],
+    )
+    .unwrap();
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &assignment)]),
+            Instant::now(),
+        )
+        .expect("ACKed, not refused on metadata");
+    let Some(Apply::Full { bootstrap, .. }) = &cand.apply else {
+        panic!("the first assignment is a whole version")
+    };
+    assert_eq!(
+        endpoints_of(bootstrap.cluster("backend").unwrap()),
+        ["Ip(127.0.0.1:9001):3"]
+    );
+}
+
+#[test]
 fn an_endpoint_only_change_is_applied_in_place_and_anything_more_is_not() {
     let mut c = core();
     push(
