@@ -15,6 +15,40 @@ use super::*;
 use crate::{convert::any_to_json, fixtures::*};
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 
+/// What istiod puts on every endpoint and locality (`filter_metadata`), which nothing here
+/// reads: an assignment carrying it must be ACKed like one without.
+fn istiod_metadata() -> envoy_types::pb::envoy::config::core::v3::Metadata {
+    use envoy_types::pb::{
+        envoy::config::core::v3::Metadata,
+        google::protobuf::{value::Kind, Struct, Value},
+    };
+    let s = |k: &str, v: &str| Struct {
+        fields: [(
+            k.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(v.into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    Metadata {
+        filter_metadata: [
+            (
+                "istio".to_string(),
+                s("workload", "reviews;default;reviews;v1;Kubernetes"),
+            ),
+            (
+                "envoy.transport_socket_match".to_string(),
+                s("tlsMode", "istio"),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
     let mut c = core();
@@ -28,13 +62,16 @@ fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
         "EDS cluster warms until its assignment arrives"
     );
     assert_eq!(names(&c, ResourceType::Endpoint), ["backend-eds"]);
+    let mut assignment = cla("backend-eds");
+    assignment.endpoints[0].metadata = Some(istiod_metadata());
+    assignment.endpoints[0].lb_endpoints[0].metadata = Some(istiod_metadata());
     let cand = c
         .check(
             ResourceType::Endpoint,
-            Update::Sotw(vec![any(EDS, &cla("backend-eds"))]),
+            Update::Sotw(vec![any(EDS, &assignment)]),
             Instant::now(),
         )
-        .unwrap();
+        .expect("ACKed, istiod's metadata and all");
     assert!(cand.complete);
     let Some(Apply::Full { bootstrap, .. }) = &cand.apply else {
         panic!("the first assignment is a whole version")
@@ -238,64 +275,6 @@ fn endpoints_of(c: &config::Cluster) -> Vec<String> {
         .iter()
         .map(|e| format!("{:?}:{}", e.address, e.weight))
         .collect()
-}
-
-#[test]
-fn istiods_endpoint_metadata_is_accepted() {
-    use envoy_types::pb::{
-        envoy::config::core::v3::Metadata,
-        google::protobuf::{value::Kind, Struct, Value},
-    };
-    // What istiod puts on every endpoint (and on localities): read by nothing here.
-    let s = |k: &str, v: &str| Struct {
-        fields: [(
-            k.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(v.into())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let meta = Metadata {
-        filter_metadata: [
-            (
-                "istio".to_string(),
-                s("workload", "reviews;default;reviews;v1;Kubernetes"),
-            ),
-            (
-                "envoy.transport_socket_match".to_string(),
-                s("tlsMode", "istio"),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-        ..Default::default()
-    };
-    let mut assignment = cla("backend-eds");
-    assignment.endpoints[0].metadata = Some(meta.clone());
-    assignment.endpoints[0].lb_endpoints[0].metadata = Some(meta);
-    let mut c = core();
-    push(
-        &mut c,
-        ResourceType::Cluster,
-        vec![any(CDS, &eds_cluster("backend", "backend-eds"))],
-    )
-    .unwrap();
-    let cand = c
-        .check(
-            ResourceType::Endpoint,
-            Update::Sotw(vec![any(EDS, &assignment)]),
-            Instant::now(),
-        )
-        .expect("ACKed, not refused on metadata");
-    let Some(Apply::Full { bootstrap, .. }) = &cand.apply else {
-        panic!("the first assignment is a whole version")
-    };
-    assert_eq!(
-        endpoints_of(bootstrap.cluster("backend").unwrap()),
-        ["Ip(127.0.0.1:9001):3"]
-    );
 }
 
 #[test]
