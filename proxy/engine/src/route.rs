@@ -451,8 +451,8 @@ pub struct HashPolicy {
 #[derive(Debug, Clone)]
 pub enum HashPolicyKind {
     /// `header.header_name` (lower-case): every value of the header, each rewritten by
-    /// `header.regex_rewrite` when set, sorted and hashed together (Envoy's order-independent
-    /// hash of a repeated header).
+    /// `header.regex_rewrite` when set, sorted and hashed in turn, each hash seeding the next
+    /// (Envoy's order-independent hash of a repeated header).
     Header {
         name: String,
         rewrite: Option<RegexRewrite>,

@@ -26,38 +26,34 @@ pub(super) fn hash_policies(
             1 => {}
             _ => return Err(hp.err(format!("only one of {ONE_OF} may be set"))),
         }
-        let kind = match (&h.header, &h.cookie, &h.connection_properties) {
-            (Some(hh), _, _) => {
-                let hhp = hp.field("header");
-                let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
-                if n.is_empty() {
-                    return Err(hhp.field("header_name").err("required"));
-                }
-                let rewrite = match &hh.regex_rewrite {
-                    Some(r) => Some(regex_rewrite(r, &hhp.field("regex_rewrite"))?),
-                    None => None,
-                };
-                Some(HashPolicyKind::Header { name: n, rewrite })
+        // Exactly one is set (checked above).
+        let kind = if let Some(hh) = &h.header {
+            let hhp = hp.field("header");
+            let n = hh.header_name.as_deref().unwrap_or("").to_ascii_lowercase();
+            if n.is_empty() {
+                return Err(hhp.field("header_name").err("required"));
             }
-            (None, Some(c), _) => {
-                let cp = hp.field("cookie");
-                Some(HashPolicyKind::Cookie {
-                    name: required_name(&c.name, &cp)?,
-                    generate: cookie_gen(c, &cp)?,
-                })
-            }
-            // Envoy adds no hash method for `source_ip: false`.
-            (None, None, Some(cp)) => cp
-                .source_ip
+            let rewrite = match &hh.regex_rewrite {
+                Some(r) => Some(regex_rewrite(r, &hhp.field("regex_rewrite"))?),
+                None => None,
+            };
+            Some(HashPolicyKind::Header { name: n, rewrite })
+        } else if let Some(c) = &h.cookie {
+            let cp = hp.field("cookie");
+            Some(HashPolicyKind::Cookie {
+                name: required_name(&c.name, &cp)?,
+                generate: cookie_gen(c, &cp)?,
+            })
+        } else if let Some(q) = &h.query_parameter {
+            let name = required_name(&q.name, &hp.field("query_parameter"))?;
+            Some(HashPolicyKind::QueryParameter(name))
+        } else {
+            // `connection_properties`; Envoy adds no hash method for `source_ip: false`.
+            h.connection_properties
+                .as_ref()
+                .and_then(|cp| cp.source_ip)
                 .unwrap_or(false)
-                .then_some(HashPolicyKind::SourceIp),
-            (None, None, None) => {
-                let q = h.query_parameter.as_ref().expect("one is set");
-                Some(HashPolicyKind::QueryParameter(required_name(
-                    &q.name,
-                    &hp.field("query_parameter"),
-                )?))
-            }
+                .then_some(HashPolicyKind::SourceIp)
         };
         if let Some(kind) = kind {
             hash_policy.push(HashPolicy {

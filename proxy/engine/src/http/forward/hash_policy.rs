@@ -1,5 +1,6 @@
 //! The request properties a route's `hash_policy` hashes that need more than a lookup: every
-//! value of a repeated header, and a query parameter.
+//! value of a repeated header, a query parameter, a cookie (read, or made when a `ttl` policy
+//! finds none).
 
 use std::borrow::Cow;
 
@@ -77,17 +78,18 @@ pub(super) fn new_cookie(
         xxh64(format!("{}{}", conn.peer, conn.orig_dst).as_bytes(), 0)
     );
     let set = format!("{name}=\"{value}\"{}", generate.suffix);
-    // The name and the suffix were checked at load as visible ASCII.
-    let set = HeaderValue::try_from(set).expect("a cookie of visible ASCII");
+    // The name and every piece of the suffix were checked at load as header values
+    // (`route/build_hash.rs`), and the value is hex.
+    let set = HeaderValue::try_from(set).expect("a Set-Cookie checked at load");
     (value, set)
 }
 
 /// The first value of query parameter `name` in `path`, as sent (Envoy does not decode it for
 /// hashing); a parameter without `=` has the empty value.
-pub(super) fn query_parameter<'p>(path: &'p PathAndQuery, name: &str) -> Option<Cow<'p, str>> {
+pub(super) fn query_parameter<'p>(path: &'p PathAndQuery, name: &str) -> Option<&'p str> {
     path.query()?.split('&').find_map(|param| {
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        (key == name).then_some(Cow::Borrowed(value))
+        (key == name).then_some(value)
     })
 }
 
@@ -199,7 +201,7 @@ mod tests {
     #[test]
     fn the_first_value_of_the_query_parameter_as_sent() {
         let q = |p: &'static str, n: &str| {
-            query_parameter(&PathAndQuery::from_static(p), n).map(|v| v.into_owned())
+            query_parameter(&PathAndQuery::from_static(p), n).map(str::to_owned)
         };
         assert_eq!(q("/a?user=alice", "user").as_deref(), Some("alice"));
         assert_eq!(
