@@ -64,6 +64,7 @@ pub const ROOT_MESSAGES: &[&str] = &[
     "config.core.v3.HealthCheck",
     "config.core.v3.HealthCheck.HttpHealthCheck",
     "config.endpoint.v3.ClusterLoadAssignment",
+    "config.endpoint.v3.ClusterLoadAssignment.Policy",
     "config.endpoint.v3.LocalityLbEndpoints",
     "config.endpoint.v3.LbEndpoint",
     "config.endpoint.v3.Endpoint",

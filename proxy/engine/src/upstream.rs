@@ -11,6 +11,7 @@ pub mod health;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
+pub mod priority;
 pub mod sockopts;
 pub mod spec;
 pub mod tls;
@@ -27,6 +28,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+
+pub use crate::config::EndpointHealth;
 
 pub use self::spec::{
     Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
@@ -131,8 +134,8 @@ impl Host {
         self.hc_healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
     }
 
-    /// Envoy's `health_flags` text for /clusters.
-    pub fn health_flags(&self) -> String {
+    /// Envoy's `health_flags` text for /clusters, given the host's `health_status`.
+    pub fn health_flags(&self, eds: EndpointHealth) -> String {
         let mut flags = String::new();
         if !self.hc_healthy.load(Ordering::Relaxed) {
             flags.push_str("/failed_active_hc");
@@ -140,6 +143,12 @@ impl Host {
         if self.is_ejected(now_ms()) {
             flags.push_str("/failed_outlier_check");
         }
+        flags.push_str(match eds {
+            EndpointHealth::Healthy => "",
+            EndpointHealth::Unhealthy => "/failed_eds_health",
+            EndpointHealth::Degraded => "/degraded_eds_health",
+            EndpointHealth::Draining => "/eds_status_draining",
+        });
         if flags.is_empty() {
             flags.push_str("healthy");
         }
@@ -147,13 +156,103 @@ impl Host {
     }
 }
 
+/// A host's place in its cluster: its priority level and its `health_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostMeta {
+    /// Priority level (0 = highest).
+    pub priority: u32,
+    /// `health_status` from the config or EDS.
+    pub health: EndpointHealth,
+}
+
+/// One host a cluster should have: what the config or DNS says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// Address connected to.
+    pub addr: SocketAddr,
+    /// Load-balancing weight.
+    pub weight: u32,
+    /// The name `auto_host_rewrite` sends.
+    pub hostname: Option<Arc<str>>,
+    /// Priority and health status.
+    pub meta: HostMeta,
+}
+
+/// One priority level of a [`HostSet`]: a run of its hosts and the balancer's tables over them.
+#[derive(Debug)]
+pub struct Level {
+    /// Its hosts: `HostSet::hosts[range]`.
+    pub range: std::ops::Range<usize>,
+    /// Ring, maglev table or round-robin order over the level's hosts whose `health_status` is
+    /// healthy (indexes into the level's hosts), when the balancer needs one.
+    pub healthy_table: Option<lb::HashTable>,
+    /// The same over every host of the level (panic), when some host is not healthy by
+    /// `health_status` (otherwise `healthy_table` is it).
+    pub all_table: Option<lb::HashTable>,
+    /// How many of its hosts are healthy by `health_status`.
+    pub eds_healthy: usize,
+}
+
 /// The current host list of a cluster plus the structures the balancer derives from it.
 #[derive(Debug, Default)]
 pub struct HostSet {
-    /// All hosts, in config order.
+    /// All hosts, by priority, in config order within a priority.
     pub hosts: Vec<Arc<Host>>,
-    /// Ring (ring hash), table (maglev) or weighted round robin order, when the balancer needs one.
-    pub hash_table: Option<lb::HashTable>,
+    /// Each host's priority and health status (parallel to `hosts`).
+    pub meta: Vec<HostMeta>,
+    /// The priority levels present, highest first.
+    pub levels: Vec<Level>,
+}
+
+impl HostSet {
+    /// Orders `hosts` into priority levels and builds each level's tables for balancer `kind`.
+    pub fn build(kind: &LbKind, mut hosts: Vec<(Arc<Host>, HostMeta)>) -> Self {
+        hosts.sort_by_key(|(_, m)| m.priority);
+        let (hosts, meta): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
+        let mut levels = Vec::new();
+        let mut start = 0;
+        while start < hosts.len() {
+            let prio = meta[start].priority;
+            let end = start
+                + meta[start..]
+                    .iter()
+                    .take_while(|m| m.priority == prio)
+                    .count();
+            let members: Vec<u32> = (start..end)
+                .filter(|i| meta[*i].health == EndpointHealth::Healthy)
+                .map(|i| (i - start) as u32)
+                .collect();
+            let level_hosts = &hosts[start..end];
+            let picked: Vec<Arc<Host>> = members
+                .iter()
+                .map(|i| level_hosts[*i as usize].clone())
+                .collect();
+            levels.push(Level {
+                range: start..end,
+                healthy_table: lb::HashTable::build(kind, &picked).map(|t| t.remap(&members)),
+                all_table: (members.len() < level_hosts.len())
+                    .then(|| lb::HashTable::build(kind, level_hosts))
+                    .flatten(),
+                eds_healthy: members.len(),
+            });
+            start = end;
+        }
+        Self {
+            hosts,
+            meta,
+            levels,
+        }
+    }
+
+    /// The hosts as entries (what built them).
+    fn entries(&self) -> impl Iterator<Item = HostEntry> + '_ {
+        self.hosts.iter().zip(&self.meta).map(|(h, m)| HostEntry {
+            addr: h.addr,
+            weight: h.weight,
+            hostname: h.hostname.clone(),
+            meta: *m,
+        })
+    }
 }
 
 /// A running cluster.
@@ -223,14 +322,11 @@ impl Cluster {
         };
         let hosts = match &spec.discovery {
             Discovery::Static(eps) => static_addrs(eps)
-                .map(|(a, w, n)| Host::named(a, w, n))
+                .map(|e| (Host::named(e.addr, e.weight, e.hostname), e.meta))
                 .collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
         };
-        let set = HostSet {
-            hash_table: lb::HashTable::build(&spec.lb, &hosts),
-            hosts,
-        };
+        let set = HostSet::build(&spec.lb, hosts);
         let spec_discovery_is_dns = matches!(spec.discovery, Discovery::StrictDns { .. });
         let has_hc = spec.health_check.is_some();
         let cluster = Arc::new(Self {
@@ -276,6 +372,26 @@ impl Cluster {
         lb::choose(&self.spec.lb, &set, &self.rr, ctx, &self.spec.options)
     }
 
+    /// Every host currently known with its priority and health status (original-destination
+    /// hosts are priority 0, healthy).
+    pub fn hosts_with_meta(&self) -> Vec<(Arc<Host>, HostMeta)> {
+        let set = self.hosts.load();
+        let mut v: Vec<(Arc<Host>, HostMeta)> = set
+            .hosts
+            .iter()
+            .cloned()
+            .zip(set.meta.iter().copied())
+            .collect();
+        if matches!(self.spec.discovery, Discovery::OriginalDst) {
+            let map = self
+                .orig_dst_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            v.extend(map.values().map(|h| (h.clone(), HostMeta::default())));
+        }
+        v
+    }
+
     /// Every host currently known (static, resolved or original-destination ones).
     pub fn all_hosts(&self) -> Vec<Arc<Host>> {
         let mut v = self.hosts.load().hosts.clone();
@@ -313,47 +429,43 @@ impl Cluster {
         }
     }
 
-    /// Replaces the host list (DNS refresh), keeping hosts (and their pools) that did not change.
-    fn set_hosts(&self, addrs: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
+    /// Replaces the host list (DNS refresh, EDS), keeping hosts (and their pools, health and
+    /// outlier state) whose address, weight and host name did not change, whatever their
+    /// priority or health status now.
+    fn set_hosts(&self, mut entries: Vec<HostEntry>) {
+        entries.sort_by_key(|e| e.meta.priority);
         let old = self.hosts.load();
-        let same = old.hosts.len() == addrs.len()
-            && old
-                .hosts
-                .iter()
-                .zip(&addrs)
-                .all(|(h, (a, w, n))| h.addr == *a && h.weight == *w && h.hostname == *n);
-        if same {
+        if old.hosts.len() == entries.len() && old.entries().eq(entries.iter().cloned()) {
             return;
         }
-        let hosts: Vec<Arc<Host>> = addrs
+        let hosts: Vec<(Arc<Host>, HostMeta)> = entries
             .into_iter()
-            .map(|(a, w, n)| {
-                old.hosts
+            .map(|e| {
+                let host = old
+                    .hosts
                     .iter()
-                    .find(|h| h.addr == a && h.weight == w && h.hostname == n)
+                    .find(|h| h.addr == e.addr && h.weight == e.weight && h.hostname == e.hostname)
                     .cloned()
-                    .unwrap_or_else(|| Host::named(a, w, n))
+                    .unwrap_or_else(|| Host::named(e.addr, e.weight, e.hostname));
+                (host, e.meta)
             })
             .collect();
-        let set = HostSet {
-            hash_table: lb::HashTable::build(&self.spec.lb, &hosts),
-            hosts,
-        };
-        self.hosts.store(Arc::new(set));
+        self.hosts
+            .store(Arc::new(HostSet::build(&self.spec.lb, hosts)));
     }
 }
 
-/// `(address, weight, hostname)` of the static endpoints with an IP literal.
-fn static_addrs(
-    eps: &[EndpointSpec],
-) -> impl Iterator<Item = (SocketAddr, u32, Option<Arc<str>>)> + '_ {
+/// The static endpoints with an IP literal.
+fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
     eps.iter().filter_map(|e| {
-        e.host.parse::<std::net::IpAddr>().ok().map(|ip| {
-            (
-                SocketAddr::new(ip, e.port),
-                e.weight,
-                e.hostname.as_deref().map(Arc::from),
-            )
+        e.host.parse::<std::net::IpAddr>().ok().map(|ip| HostEntry {
+            addr: SocketAddr::new(ip, e.port),
+            weight: e.weight,
+            hostname: e.hostname.as_deref().map(Arc::from),
+            meta: HostMeta {
+                priority: e.priority,
+                health: e.health,
+            },
         })
     })
 }
@@ -455,8 +567,16 @@ impl Cluster {
                     }
                     let name: Option<Arc<str>> = e.hostname.as_deref().map(Arc::from);
                     for a in found {
-                        if !addrs.iter().any(|(x, _, _)| *x == a) {
-                            addrs.push((a, e.weight, name.clone()));
+                        if !addrs.iter().any(|x: &HostEntry| x.addr == a) {
+                            addrs.push(HostEntry {
+                                addr: a,
+                                weight: e.weight,
+                                hostname: name.clone(),
+                                meta: HostMeta {
+                                    priority: e.priority,
+                                    health: e.health,
+                                },
+                            });
                         }
                     }
                 }

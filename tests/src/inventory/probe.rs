@@ -90,6 +90,7 @@ static_resources:
     - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: { path: / } }
     load_assignment:
       cluster_name: c
+      policy: { overprovisioning_factor: 140 }
       endpoints:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } }
@@ -169,6 +170,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.core.v3.HealthCheck", format!("{c}/health_checks/0")),
         ("config.core.v3.HealthCheck.HttpHealthCheck", format!("{c}/health_checks/0/http_health_check")),
         ("config.endpoint.v3.ClusterLoadAssignment", la.clone()),
+        ("config.endpoint.v3.ClusterLoadAssignment.Policy", format!("{la}/policy")),
         ("config.endpoint.v3.LocalityLbEndpoints", format!("{la}/endpoints/0")),
         ("config.endpoint.v3.LbEndpoint", format!("{la}/endpoints/0/lb_endpoints/0")),
         ("config.endpoint.v3.Endpoint", format!("{la}/endpoints/0/lb_endpoints/0/endpoint")),

@@ -54,10 +54,6 @@ fn thresholds(c: &Cluster) -> [(&'static str, [(&'static str, usize); 4]); 2] {
     ]
 }
 
-fn health_flags(h: &Host) -> String {
-    h.health_flags()
-}
-
 /// Envoy's text format.
 pub fn text(rt: &Runtime) -> String {
     let mut out = String::new();
@@ -73,16 +69,17 @@ pub fn text(rt: &Runtime) -> String {
         }
         let via_api = rt.origin.clusters.contains_key(name);
         let _ = writeln!(out, "{name}::added_via_api::{via_api}");
-        for h in c.all_hosts() {
+        for (h, meta) in c.hosts_with_meta() {
             let a = h.addr;
             for (k, _, v) in host_counters(c, &h) {
                 let _ = writeln!(out, "{name}::{a}::{k}::{v}");
             }
             let hostname = h.hostname.as_deref().unwrap_or("");
             let _ = writeln!(out, "{name}::{a}::hostname::{hostname}");
-            let _ = writeln!(out, "{name}::{a}::health_flags::{}", health_flags(&h));
+            let flags = h.health_flags(meta.health);
+            let _ = writeln!(out, "{name}::{a}::health_flags::{flags}");
             let _ = writeln!(out, "{name}::{a}::weight::{}", h.weight);
-            let _ = writeln!(out, "{name}::{a}::priority::0");
+            let _ = writeln!(out, "{name}::{a}::priority::{}", meta.priority);
         }
     }
     out
@@ -97,9 +94,9 @@ pub fn json(rt: &Runtime) -> Value {
         .filter_map(|name| rt.clusters.get(name).map(|c| (name, c)))
         .map(|(name, c)| {
             let hosts: Vec<Value> = c
-                .all_hosts()
+                .hosts_with_meta()
                 .iter()
-                .map(|h| {
+                .map(|(h, meta)| {
                     let stats: Vec<Value> = host_counters(c, h)
                         .iter()
                         .map(|(k, gauge, v)| {
@@ -113,7 +110,7 @@ pub fn json(rt: &Runtime) -> Value {
                             s
                         })
                         .collect();
-                    let mut health = json!({"eds_health_status": "HEALTHY"});
+                    let mut health = json!({"eds_health_status": meta.health.as_str()});
                     if !h.hc_healthy.load(Relaxed) {
                         health["failed_active_health_check"] = json!(true);
                     }
@@ -127,6 +124,9 @@ pub fn json(rt: &Runtime) -> Value {
                         "weight": h.weight,
                         "locality": {},
                     });
+                    if meta.priority != 0 {
+                        hs["priority"] = json!(meta.priority);
+                    }
                     if let Some(n) = &h.hostname {
                         hs["hostname"] = json!(n.as_ref());
                     }

@@ -325,35 +325,51 @@ fn endpoints(rt: &Runtime) -> Value {
     )
 }
 
-/// A cluster's current hosts as a ClusterLoadAssignment (one locality, priority 0).
+/// A cluster's current hosts as a ClusterLoadAssignment (one locality per priority level).
 fn assignment(rt: &Runtime, name: &str) -> Value {
     let Some(c) = rt.clusters.get(name) else {
         return json!({"cluster_name": name});
     };
     let now = crate::upstream::now_ms();
-    let lb: Vec<Value> = c
-        .all_hosts()
-        .iter()
-        .map(|h| {
-            let mut ep = json!({
-                "address": {"socket_address": {"address": h.addr.ip().to_string(), "port_value": h.addr.port()}},
-                "health_check_config": {},
-            });
-            if let Some(n) = &h.hostname {
-                ep["hostname"] = json!(n.as_ref());
-            }
-            let healthy = h.hc_healthy.load(std::sync::atomic::Ordering::Relaxed) && !h.is_ejected(now);
-            json!({
-                "endpoint": ep,
-                "health_status": if healthy { "HEALTHY" } else { "UNHEALTHY" },
-                "load_balancing_weight": h.weight,
+    let mut levels: Vec<(u32, Vec<Value>)> = Vec::new();
+    for (h, meta) in c.hosts_with_meta() {
+        let mut ep = json!({
+            "address": {"socket_address": {"address": h.addr.ip().to_string(), "port_value": h.addr.port()}},
+            "health_check_config": {},
+        });
+        if let Some(n) = &h.hostname {
+            ep["hostname"] = json!(n.as_ref());
+        }
+        let status = if h.is_healthy(now) {
+            meta.health.as_str()
+        } else {
+            "UNHEALTHY"
+        };
+        let lbe = json!({
+            "endpoint": ep,
+            "health_status": status,
+            "load_balancing_weight": h.weight,
+        });
+        match levels.iter_mut().find(|(p, _)| *p == meta.priority) {
+            Some((_, v)) => v.push(lbe),
+            None => levels.push((meta.priority, vec![lbe])),
+        }
+    }
+    let overprovisioning = c.spec.options.overprovisioning_factor;
+    let mut cla =
+        json!({"cluster_name": name, "policy": {"overprovisioning_factor": overprovisioning}});
+    if !levels.is_empty() {
+        let eps: Vec<Value> = levels
+            .into_iter()
+            .map(|(p, lb)| {
+                let mut l = json!({"locality": {}, "lb_endpoints": lb, "load_balancing_weight": 0});
+                if p != 0 {
+                    l["priority"] = json!(p);
+                }
+                l
             })
-        })
-        .collect();
-    let mut cla = json!({"cluster_name": name, "policy": {"overprovisioning_factor": 140}});
-    if !lb.is_empty() {
-        cla["endpoints"] =
-            json!([{"locality": {}, "lb_endpoints": lb, "load_balancing_weight": 0}]);
+            .collect();
+        cla["endpoints"] = json!(eps);
     }
     cla
 }

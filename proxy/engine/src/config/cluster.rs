@@ -163,6 +163,36 @@ pub struct Endpoint {
     pub weight: u32,
     /// `endpoint.hostname` (used by `auto_host_rewrite`).
     pub hostname: Option<String>,
+    /// The locality's `priority` (0 = highest).
+    pub priority: u32,
+    /// `health_status`.
+    pub health: EndpointHealth,
+}
+
+/// `LbEndpoint.health_status`, as Envoy's load balancers class it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EndpointHealth {
+    /// `UNKNOWN` (the default) or `HEALTHY`.
+    #[default]
+    Healthy,
+    /// `DEGRADED`: takes the load its level's healthy hosts cannot.
+    Degraded,
+    /// `UNHEALTHY` or `TIMEOUT`: counted in its level, takes traffic only in panic.
+    Unhealthy,
+    /// `DRAINING`: excluded (not counted in its level's health), takes traffic only in panic.
+    Draining,
+}
+
+impl EndpointHealth {
+    /// Envoy's enum name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "HEALTHY",
+            Self::Degraded => "DEGRADED",
+            Self::Unhealthy => "UNHEALTHY",
+            Self::Draining => "DRAINING",
+        }
+    }
 }
 
 /// `socket_address` of an endpoint.
@@ -318,7 +348,17 @@ pub struct ClusterOptions {
     /// `upstream_bind_config.source_address`: every upstream socket is bound to it before
     /// connecting (Istio's inbound clusters use `127.0.0.6`, port 0).
     pub source_address: Option<SocketAddr>,
+    /// `load_assignment.policy.overprovisioning_factor`, percent (default
+    /// [`DEFAULT_OVERPROVISIONING_FACTOR`]): a priority level's health is its healthy share times
+    /// this, capped at 100.
+    pub overprovisioning_factor: u32,
+    /// `load_assignment.policy.weighted_priority_health`: a level's health counts endpoint
+    /// weights instead of endpoints.
+    pub weighted_priority_health: bool,
 }
+
+/// Envoy's default `ClusterLoadAssignment.policy.overprovisioning_factor` (140 %).
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -330,6 +370,8 @@ impl Default for ClusterOptions {
             healthy_panic_threshold: DEFAULT_HEALTHY_PANIC_THRESHOLD,
             fail_traffic_on_panic: false,
             source_address: None,
+            overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+            weighted_priority_health: false,
         }
     }
 }

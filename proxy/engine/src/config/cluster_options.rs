@@ -1,7 +1,7 @@
 //! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
 //! `max_requests_per_connection` (both places), `upstream_connection_options`,
 //! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate` and
-//! `common_lb_config`, `upstream_bind_config`.
+//! `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -82,6 +82,23 @@ pub(crate) fn options(
     };
     if let Some(c) = &raw.common_lb_config {
         common_lb_config(c, &p.field("common_lb_config"), &mut out)?;
+    }
+    if let Some(policy) = raw
+        .load_assignment
+        .as_ref()
+        .and_then(|la| la.policy.as_ref())
+    {
+        let pp = p.field("load_assignment").field("policy");
+        match policy.overprovisioning_factor {
+            Some(0) => {
+                return Err(pp
+                    .field("overprovisioning_factor")
+                    .err("must be greater than 0"))
+            }
+            Some(f) => out.overprovisioning_factor = f,
+            None => {}
+        }
+        out.weighted_priority_health = policy.weighted_priority_health.unwrap_or(false);
     }
     Ok(out)
 }

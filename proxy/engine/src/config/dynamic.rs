@@ -216,19 +216,6 @@ fn v3_only(v: Option<&str>, p: &FieldPath) -> Result<(), ConfigError> {
     }
 }
 
-/// Whether an endpoint with `health_status` takes traffic (Envoy: UNHEALTHY, DRAINING and
-/// TIMEOUT endpoints are excluded from load balancing).
-pub(crate) fn endpoint_serves(
-    health_status: Option<&str>,
-    p: &FieldPath,
-) -> Result<bool, ConfigError> {
-    match health_status {
-        None | Some("UNKNOWN" | "HEALTHY" | "DEGRADED") => Ok(true),
-        Some("UNHEALTHY" | "DRAINING" | "TIMEOUT") => Ok(false),
-        Some(o) => Err(p.err(format!("unknown value {o:?}"))),
-    }
-}
-
 /// `eds_cluster_config`: required for (and only allowed on) `type: EDS`, with `eds_config`
 /// `ads: {}`.
 pub(crate) fn eds_cluster_config(
@@ -248,32 +235,18 @@ pub(crate) fn eds_cluster_config(
     }
 }
 
-/// The priority whose endpoints serve: the lowest one with an endpoint that takes traffic.
-/// (Envoy spills over to the next priority gradually as a priority's healthy share drops under
-/// 1/1.4; here a priority serves only when every lower one has no serving endpoint.)
-pub(crate) fn serving_priority(
-    raw: &super::raw_cluster::RawCluster,
+/// `health_status` as Envoy's load balancers class it (UNKNOWN and HEALTHY are healthy;
+/// TIMEOUT is unhealthy).
+pub(crate) fn endpoint_health(
+    health_status: Option<&str>,
     p: &FieldPath,
-) -> Result<u32, ConfigError> {
-    let mut best: Option<u32> = None;
-    let lp = p.field("load_assignment").field("endpoints");
-    for (i, loc) in raw
-        .load_assignment
-        .iter()
-        .flat_map(|la| la.endpoints.iter())
-        .enumerate()
-    {
-        let prio = loc.priority.unwrap_or(0);
-        for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
-            let hp = lp
-                .index(i)
-                .field("lb_endpoints")
-                .index(j)
-                .field("health_status");
-            if endpoint_serves(lbe.health_status.as_deref(), &hp)? {
-                best = Some(best.map_or(prio, |b| b.min(prio)));
-            }
-        }
+) -> Result<super::EndpointHealth, ConfigError> {
+    use super::EndpointHealth as H;
+    match health_status {
+        None | Some("UNKNOWN" | "HEALTHY") => Ok(H::Healthy),
+        Some("DEGRADED") => Ok(H::Degraded),
+        Some("UNHEALTHY" | "TIMEOUT") => Ok(H::Unhealthy),
+        Some("DRAINING") => Ok(H::Draining),
+        Some(o) => Err(p.err(format!("unknown value {o:?}"))),
     }
-    Ok(best.unwrap_or(0))
 }

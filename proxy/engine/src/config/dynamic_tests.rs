@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{from_yaml_str, EndpointAddress};
+use super::{from_yaml_str, EndpointAddress, EndpointHealth};
 
 fn ads(api_type: &str, lds_extra: &str, endpoint: &str) -> String {
     format!(
@@ -156,7 +156,7 @@ fn eds_cluster_needs_eds_cluster_config() {
 }
 
 #[test]
-fn endpoint_health_and_priority_choose_the_serving_endpoints() {
+fn every_endpoint_is_kept_with_its_priority_and_health_status() {
     let ep = |port: u16, extra: &str| {
         format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n{extra}")
     };
@@ -170,12 +170,17 @@ fn endpoint_health_and_priority_choose_the_serving_endpoints() {
     let eps: Vec<_> = b.clusters[0]
         .endpoints
         .iter()
-        .map(|e| e.address.clone())
+        .map(|e| (e.address.clone(), e.priority, e.health))
         .collect();
+    let ip = |port: u16| EndpointAddress::Ip(format!("127.0.0.1:{port}").parse().unwrap());
     assert_eq!(
         eps,
-        [EndpointAddress::Ip("127.0.0.1:1003".parse().unwrap())],
-        "P0 has none serving"
+        [
+            (ip(1001), 0, EndpointHealth::Unhealthy),
+            (ip(1002), 0, EndpointHealth::Draining),
+            (ip(1003), 1, EndpointHealth::Healthy)
+        ],
+        "the balancer, not the loader, decides which serve"
     );
     let e = from_yaml_str(&cluster(&body.replace("DRAINING", "SICK"))).unwrap_err();
     assert_eq!(

@@ -66,6 +66,15 @@ pub(crate) struct RawLoadAssignment {
     pub cluster_name: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<RawLocalityLbEndpoints>,
+    pub policy: Option<RawLoadAssignmentPolicy>,
+}
+
+/// `ClusterLoadAssignment.Policy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLoadAssignmentPolicy {
+    pub overprovisioning_factor: Option<u32>,
+    pub weighted_priority_health: Option<bool>,
 }
 
 /// `LocalityLbEndpoints`.

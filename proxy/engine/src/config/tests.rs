@@ -136,6 +136,8 @@ fn full_bootstrap_parses_into_the_typed_model() {
             address: EndpointAddress::Ip("127.0.0.1:8001".parse().unwrap()),
             weight: 1,
             hostname: None,
+            priority: 0,
+            health: Default::default(),
         }]
     );
 }

@@ -42,7 +42,6 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     };
     let lb_policy = lb_policy(&raw, p, discovery)?;
     super::dynamic::eds_cluster_config(&raw, discovery, p)?;
-    let serving_priority = super::dynamic::serving_priority(&raw, p)?;
 
     let mut endpoints = Vec::new();
     if let Some(la) = &raw.load_assignment {
@@ -57,15 +56,13 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         let mut total_weight = 0u64;
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
-            if loc.priority.unwrap_or(0) != serving_priority {
-                continue;
-            }
+            let priority = loc.priority.unwrap_or(0);
             for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
                 let bp = ep.field("lb_endpoints").index(j);
-                let hp = bp.field("health_status");
-                if !super::dynamic::endpoint_serves(lbe.health_status.as_deref(), &hp)? {
-                    continue;
-                }
+                let health = super::dynamic::endpoint_health(
+                    lbe.health_status.as_deref(),
+                    &bp.field("health_status"),
+                )?;
                 let addr = lbe
                     .endpoint
                     .as_ref()
@@ -104,6 +101,8 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     address,
                     weight,
                     hostname: lbe.endpoint.as_ref().and_then(|e| e.hostname.clone()),
+                    priority,
+                    health,
                 });
             }
         }

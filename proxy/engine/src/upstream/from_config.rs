@@ -43,12 +43,16 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                     .hostname
                     .clone()
                     .or_else(|| dns.then(|| a.ip().to_string())),
+                priority: e.priority,
+                health: e.health,
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
                 port: *port,
                 weight: e.weight,
                 hostname: e.hostname.clone().or_else(|| Some(host.clone())),
+                priority: e.priority,
+                health: e.health,
             },
         })
         .collect();

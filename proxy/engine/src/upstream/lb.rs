@@ -1,9 +1,14 @@
 //! Load balancers: weighted round robin, least request (P2C), random, ring hash and maglev.
 //!
-//! Envoy's panic threshold (`common_lb_config.healthy_panic_threshold`, default 50 %) applies:
-//! when the healthy share of the hosts is below it, every host is a candidate (or, with
-//! `zone_aware_lb_config.fail_traffic_on_panic`, none). Weighted round robin follows Envoy's EDF order (`edf.rs`) while every host is a
-//! candidate; otherwise it falls back to cumulative weights over the usable hosts.
+//! A request first gets a priority level and a host source ([`priority`](super::priority):
+//! Envoy's spill-over, degraded load and panic, from the request hash for hashing balancers, a
+//! random number otherwise), then a host of that level. In panic every host of the level is a
+//! candidate (or, with `zone_aware_lb_config.fail_traffic_on_panic`, none). Weighted round robin
+//! follows Envoy's EDF order (`edf.rs`) while every host of the source is usable; otherwise it
+//! falls back to cumulative weights over the usable hosts. Ring hash and maglev walk their
+//! table (built over the level's healthy hosts, or every host in panic) past unusable hosts;
+//! as in Envoy they take their level's healthy hosts even when the level was chosen for its
+//! degraded load.
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -14,7 +19,13 @@ use std::fmt::Write as _;
 
 use rand::Rng;
 
-use super::{now_ms, Host, HostSet, LbContext, LbKind};
+use smallvec::SmallVec;
+
+use super::{
+    now_ms,
+    priority::{self, LevelCounts, Source},
+    EndpointHealth, Host, HostSet, LbContext, LbKind,
+};
 use crate::config::ClusterOptions;
 
 /// Maglev table size (Envoy's default, a prime).
@@ -60,6 +71,17 @@ impl HashTable {
                 super::edf::round(&weights, rand::random::<u64>() as u32).map(Self::Round)
             }
             _ => None,
+        }
+    }
+
+    /// The table with host index `i` replaced by `members[i]` (a table built over a subset of
+    /// hosts, made to index the whole list).
+    pub fn remap(self, members: &[u32]) -> Self {
+        let m = |i: u32| members[i as usize];
+        match self {
+            Self::Ring(v) => Self::Ring(v.into_iter().map(|(h, i)| (h, m(i))).collect()),
+            Self::Maglev(v) => Self::Maglev(v.into_iter().map(m).collect()),
+            Self::Round(v) => Self::Round(v.into_iter().map(m).collect()),
         }
     }
 }
@@ -151,7 +173,44 @@ fn maglev_table(hosts: &[Arc<Host>], m: u64) -> Vec<u32> {
     table
 }
 
-/// Picks a host from `set` with policy `kind`; None when there are no hosts.
+/// Counts each level's hosts by health right now.
+fn level_counts(set: &HostSet, now: u64) -> SmallVec<[LevelCounts; 4]> {
+    set.levels
+        .iter()
+        .map(|level| {
+            let mut c = LevelCounts::default();
+            for (h, m) in set.hosts[level.range.clone()]
+                .iter()
+                .zip(&set.meta[level.range.clone()])
+            {
+                c.hosts += 1;
+                if m.health == EndpointHealth::Draining {
+                    continue;
+                }
+                let w = u64::from(h.weight);
+                c.counted += 1;
+                c.counted_weight += w;
+                if !h.is_healthy(now) {
+                    continue;
+                }
+                match m.health {
+                    EndpointHealth::Healthy => {
+                        c.healthy += 1;
+                        c.healthy_weight += w;
+                    }
+                    EndpointHealth::Degraded => {
+                        c.degraded += 1;
+                        c.degraded_weight += w;
+                    }
+                    EndpointHealth::Unhealthy | EndpointHealth::Draining => {}
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// Picks a host from `set` with policy `kind`; None when no host may take the request.
 pub fn choose(
     kind: &LbKind,
     set: &HostSet,
@@ -159,39 +218,67 @@ pub fn choose(
     ctx: &LbContext,
     opts: &ClusterOptions,
 ) -> Option<Arc<Host>> {
-    let hosts = &set.hosts;
-    if hosts.is_empty() {
+    if set.hosts.is_empty() {
         return None;
     }
     let now = now_ms();
-    let healthy = hosts.iter().filter(|h| h.is_healthy(now)).count();
-    // Envoy: panic when 100 * healthy / total < threshold (0: never).
-    let panic = (healthy as f64) * 100.0 < opts.healthy_panic_threshold * hosts.len() as f64;
-    if panic && opts.fail_traffic_on_panic {
+    let counts = level_counts(set, now);
+    let hashing = kind.hashes();
+    let hash = hashing.then(|| ctx.hash.unwrap_or_else(|| rand::thread_rng().gen()));
+    // One level without degraded hosts needs no draw (it takes all the load).
+    let draw = hash.unwrap_or_else(|| {
+        if counts.len() == 1 && counts[0].degraded == 0 {
+            0
+        } else {
+            rand::thread_rng().gen()
+        }
+    });
+    let params = priority::Params {
+        overprovisioning_factor: u64::from(opts.overprovisioning_factor),
+        weighted: opts.weighted_priority_health,
+        panic_threshold: opts.healthy_panic_threshold.round().clamp(0.0, 100.0) as u64,
+    };
+    let pick = priority::pick(&counts, params, draw);
+    if pick.source == Source::All && opts.fail_traffic_on_panic {
         return None;
     }
-    let usable = |h: &Host| panic || h.is_healthy(now);
+    let level = &set.levels[pick.level];
+    let hosts = &set.hosts[level.range.clone()];
+    let meta = &set.meta[level.range.clone()];
+    // Hashing balancers take the level's healthy hosts whatever the source (Envoy builds their
+    // table over the healthy hosts only).
+    let want = match (pick.source, hashing) {
+        (Source::All, _) => None,
+        (Source::Degraded, false) => Some(EndpointHealth::Degraded),
+        _ => Some(EndpointHealth::Healthy),
+    };
+    let usable = |i: usize| want.is_none_or(|w| meta[i].health == w && hosts[i].is_healthy(now));
+    let all_table = || level.all_table.as_ref().or(level.healthy_table.as_ref());
     match kind {
         LbKind::RoundRobin => {
-            if let Some(HashTable::Round(order)) = &set.hash_table {
-                if panic || healthy == hosts.len() {
-                    let i = rr.fetch_add(1, Ordering::Relaxed) % order.len();
-                    return Some(hosts[order[i] as usize].clone());
+            let table = match pick.source {
+                Source::All => all_table(),
+                Source::Healthy if counts[pick.level].healthy as usize == level.eds_healthy => {
+                    level.healthy_table.as_ref()
                 }
+                _ => None,
+            };
+            if let Some(HashTable::Round(order)) = table {
+                let i = rr.fetch_add(1, Ordering::Relaxed) % order.len();
+                return Some(hosts[order[i] as usize].clone());
             }
-            let total: u64 = hosts
-                .iter()
-                .filter(|h| usable(h))
-                .map(|h| u64::from(h.weight))
+            let total: u64 = (0..hosts.len())
+                .filter(|i| usable(*i))
+                .map(|i| u64::from(hosts[i].weight))
                 .sum();
             if total == 0 {
                 return None;
             }
             let mut pos = rr.fetch_add(1, Ordering::Relaxed) as u64 % total;
-            for h in hosts.iter().filter(|h| usable(h)) {
-                let w = u64::from(h.weight);
+            for i in (0..hosts.len()).filter(|i| usable(*i)) {
+                let w = u64::from(hosts[i].weight);
                 if pos < w {
-                    return Some(h.clone());
+                    return Some(hosts[i].clone());
                 }
                 pos -= w;
             }
@@ -207,10 +294,11 @@ pub fn choose(
             let mut best: Option<&Arc<Host>> = None;
             let samples = (*choice_count as usize).min(hosts.len().saturating_mul(4).max(2));
             for _ in 0..samples.max(1) {
-                let c = &hosts[rng.gen_range(0..hosts.len())];
-                if !usable(c) {
+                let i = rng.gen_range(0..hosts.len());
+                if !usable(i) {
                     continue;
                 }
+                let c = &hosts[i];
                 if best.is_none_or(|b| {
                     c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
                 }) {
@@ -223,22 +311,26 @@ pub fn choose(
             }
         }
         LbKind::RingHash { .. } | LbKind::Maglev { .. } => {
-            let hash = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
-            match &set.hash_table {
+            let hash = hash.unwrap_or(draw);
+            let table = match pick.source {
+                Source::All => all_table(),
+                _ => level.healthy_table.as_ref(),
+            };
+            match table {
                 Some(HashTable::Ring(ring)) => {
                     let start = ring.partition_point(|(h, _)| *h < hash);
                     (0..ring.len())
-                        .map(|i| &hosts[ring[(start + i) % ring.len()].1 as usize])
-                        .find(|h| usable(h))
-                        .cloned()
+                        .map(|i| ring[(start + i) % ring.len()].1 as usize)
+                        .find(|i| usable(*i))
+                        .map(|i| hosts[i].clone())
                 }
                 Some(HashTable::Maglev(table)) => {
                     let start = (hash % table.len() as u64) as usize;
                     // Unhealthy host: walk on (a rebuilt table would move fewer keys; see docs).
                     (0..table.len())
-                        .map(|i| &hosts[table[(start + i) % table.len()] as usize])
-                        .find(|h| usable(h))
-                        .cloned()
+                        .map(|i| table[(start + i) % table.len()] as usize)
+                        .find(|i| usable(*i))
+                        .map(|i| hosts[i].clone())
                 }
                 Some(HashTable::Round(_)) | None => pick_random(hosts, &usable),
             }
@@ -246,12 +338,17 @@ pub fn choose(
     }
 }
 
-fn pick_random(hosts: &[Arc<Host>], usable: &dyn Fn(&Host) -> bool) -> Option<Arc<Host>> {
-    let candidates: Vec<&Arc<Host>> = hosts.iter().filter(|h| usable(h)).collect();
-    if candidates.is_empty() {
+/// A uniformly random usable host (two passes, no allocation).
+fn pick_random(hosts: &[Arc<Host>], usable: &dyn Fn(usize) -> bool) -> Option<Arc<Host>> {
+    let n = (0..hosts.len()).filter(|i| usable(*i)).count();
+    if n == 0 {
         return None;
     }
-    Some(candidates[rand::thread_rng().gen_range(0..candidates.len())].clone())
+    let k = rand::thread_rng().gen_range(0..n);
+    (0..hosts.len())
+        .filter(|i| usable(*i))
+        .nth(k)
+        .map(|i| hosts[i].clone())
 }
 
 #[cfg(test)]
@@ -262,6 +359,13 @@ mod tests {
     const MAGLEV: LbKind = LbKind::Maglev {
         table_size: MAGLEV_TABLE_SIZE as u64,
     };
+
+    fn set_of(kind: &LbKind, hosts: Vec<Arc<Host>>) -> HostSet {
+        HostSet::build(
+            kind,
+            hosts.into_iter().map(|h| (h, Default::default())).collect(),
+        )
+    }
 
     fn hosts(n: u16, weight: u32) -> Vec<Arc<Host>> {
         (0..n)
@@ -295,10 +399,7 @@ mod tests {
     fn weighted_round_robin_is_exact() {
         let mut hs = hosts(2, 1);
         hs.push(Host::new("10.0.0.9:80".parse().unwrap(), 2));
-        let set = HostSet {
-            hash_table: None,
-            hosts: hs,
-        };
+        let set = set_of(&LbKind::RoundRobin, hs);
         assert_eq!(
             dist(LbKind::RoundRobin, &set, 400, |_| None),
             vec![100, 100, 200]
@@ -309,10 +410,7 @@ mod tests {
     fn weighted_round_robin_interleaves_like_envoy() {
         let mut hs = hosts(1, 3);
         hs.push(Host::new("10.0.0.9:80".parse().unwrap(), 1));
-        let set = HostSet {
-            hash_table: HashTable::build(&LbKind::RoundRobin, &hs),
-            hosts: hs,
-        };
+        let set = set_of(&LbKind::RoundRobin, hs);
         let rr = AtomicUsize::new(0);
         let ctx = LbContext {
             hash: None,
@@ -350,10 +448,7 @@ mod tests {
             max_ring_size: MAX_RING_SIZE,
         };
         let hs = hosts(4, 1);
-        let set = HostSet {
-            hash_table: HashTable::build(&kind, &hs),
-            hosts: hs,
-        };
+        let set = set_of(&kind, hs);
         let same = dist(kind.clone(), &set, 100, |_| Some(hash_bytes(b"user-1")));
         assert_eq!(same.iter().filter(|c| **c == 100).count(), 1);
         let spread = dist(kind, &set, 4000, |i| {
@@ -367,10 +462,7 @@ mod tests {
     #[test]
     fn maglev_spreads_and_skips_ejected() {
         let hs = hosts(3, 1);
-        let set = HostSet {
-            hash_table: HashTable::build(&MAGLEV, &hs),
-            hosts: hs,
-        };
+        let set = set_of(&MAGLEV, hs);
         let d = dist(MAGLEV, &set, 3000, |i| {
             Some(hash_bytes(format!("k{i}").as_bytes()))
         });
@@ -388,10 +480,7 @@ mod tests {
 
     #[test]
     fn least_request_with_choice_count_u32_max_picks_at_once() {
-        let set = HostSet {
-            hash_table: None,
-            hosts: hosts(3, 1),
-        };
+        let set = set_of(&LbKind::RoundRobin, hosts(3, 1));
         let t = std::time::Instant::now();
         let kind = LbKind::LeastRequest {
             choice_count: u32::MAX,

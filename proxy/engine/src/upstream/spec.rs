@@ -72,6 +72,10 @@ pub struct EndpointSpec {
     /// The host name `auto_host_rewrite` sends: `endpoint.hostname`, else for STRICT_DNS the
     /// resolved name (or IP literal).
     pub hostname: Option<String>,
+    /// Priority level (0 = highest).
+    pub priority: u32,
+    /// `health_status` from the config or EDS.
+    pub health: crate::config::EndpointHealth,
 }
 
 /// Load-balancing policies.

@@ -76,16 +76,15 @@ fn eds_cluster_gets_its_endpoints_health_and_priority_applied() {
     let Some(Apply::Full { bootstrap, .. }) = &cand.apply else {
         panic!("the first assignment is a whole version")
     };
-    let cl = bootstrap.cluster("backend").unwrap();
-    let eps: Vec<String> = cl
-        .endpoints
-        .iter()
-        .map(|e| format!("{:?}:{}", e.address, e.weight))
-        .collect();
     assert_eq!(
-        eps,
-        ["Ip(127.0.0.1:9001):3"],
-        "unhealthy/draining and priority 1 left out"
+        endpoints_of(bootstrap.cluster("backend").unwrap()),
+        [
+            "Ip(127.0.0.1:9001):3 P0 Healthy",
+            "Ip(127.0.0.1:9002):1 P0 Unhealthy",
+            "Ip(127.0.0.1:9003):1 P0 Draining",
+            "Ip(127.0.0.1:9004):1 P1 Healthy"
+        ],
+        "every endpoint with its weight, priority and health status (the balancer spills over)"
     );
 }
 
@@ -273,7 +272,12 @@ fn rds_names_follow_the_listeners() {
 fn endpoints_of(c: &config::Cluster) -> Vec<String> {
     c.endpoints
         .iter()
-        .map(|e| format!("{:?}:{}", e.address, e.weight))
+        .map(|e| {
+            format!(
+                "{:?}:{} P{} {:?}",
+                e.address, e.weight, e.priority, e.health
+            )
+        })
         .collect()
 }
 
@@ -310,11 +314,17 @@ fn an_endpoint_only_change_is_applied_in_place_and_anything_more_is_not() {
     };
     assert_eq!(clusters.len(), 1);
     assert_eq!(clusters[0].name.as_str(), "backend");
-    assert_eq!(endpoints_of(&clusters[0]), ["Ip(127.0.0.1:9100):3"]);
+    let moved_eps = [
+        "Ip(127.0.0.1:9100):3 P0 Healthy",
+        "Ip(127.0.0.1:9002):1 P0 Unhealthy",
+        "Ip(127.0.0.1:9003):1 P0 Draining",
+        "Ip(127.0.0.1:9004):1 P1 Healthy",
+    ];
+    assert_eq!(endpoints_of(&clusters[0]), moved_eps);
     let (whole, _) = c.full(&cand).unwrap();
     assert_eq!(
         endpoints_of(whole.cluster("backend").unwrap()),
-        ["Ip(127.0.0.1:9100):3"],
+        moved_eps,
         "the whole version it stands for has the same endpoints"
     );
 
