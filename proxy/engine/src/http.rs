@@ -623,8 +623,10 @@ pub async fn handle_with(
                 route_config: &table.per_filter,
                 method: &method,
                 headers: req.headers(),
+                view: &view,
                 conn: conn_buckets.as_deref(),
                 deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
+                remote: sanitize::RemoteAddress::of(&hcm.cfg, &conn),
             }))
             .await;
             Some(d)

@@ -19,6 +19,7 @@ mod matcher;
 pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
+pub mod rate_limits;
 mod select;
 pub(crate) use select::is_grpc;
 #[cfg(test)]
@@ -118,6 +119,8 @@ pub struct VirtualHost {
     pub retry_policy: Option<RetryPolicy>,
     /// `typed_per_filter_config` and the deprecated `cors`.
     pub per_filter: PerFilterConfigs,
+    /// `rate_limits[]` (for the local rate limit filter's descriptors).
+    pub rate_limits: Arc<[rate_limits::RateLimitEntry]>,
     /// `include_request_attempt_count`: `x-envoy-attempt-count` on every upstream attempt.
     pub include_request_attempt_count: bool,
     /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the response.
@@ -218,6 +221,10 @@ pub struct ForwardAction {
     pub mirrors: Arc<[mirror::MirrorPolicy]>,
     /// `internal_redirect_policy`: upstream redirects followed by the proxy.
     pub internal_redirect: Option<Arc<internal_redirect::InternalRedirectPolicy>>,
+    /// `rate_limits[]` (for the local rate limit filter's descriptors).
+    pub rate_limits: Arc<[rate_limits::RateLimitEntry]>,
+    /// `include_vh_rate_limits` (deprecated): the virtual host's `rate_limits` apply too.
+    pub include_vh_rate_limits: bool,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

@@ -68,6 +68,7 @@ static_resources:
                   max_stream_duration: { max_stream_duration: 5s }
                   request_mirror_policies: [{ cluster: c, request_headers_mutations: [{ remove: x-r }] }]
                   internal_redirect_policy: { max_internal_redirects: 1 }
+                  rate_limits: [{ actions: [{ remote_address: {} }] }]
                   hash_policy:
                   - { header: { header_name: x } }
                   - { cookie: { name: k, ttl: 1s, attributes: [{ name: a, value: b }] } }
@@ -149,6 +150,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.common.mutation_rules.v3.HeaderMutation", format!("{ROUTES}/0/route/request_mirror_policies/0/request_headers_mutations/0")),
         ("config.route.v3.InternalRedirectPolicy", format!("{ROUTES}/0/route/internal_redirect_policy")),
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
+        ("config.route.v3.RateLimit", format!("{ROUTES}/0/route/rate_limits/0")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
         ("config.route.v3.RouteAction.HashPolicy.CookieAttribute", format!("{ROUTES}/0/route/hash_policy/1/cookie/attributes/0")),

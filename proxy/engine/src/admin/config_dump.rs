@@ -340,10 +340,11 @@ fn assignment(rt: &Runtime, name: &str) -> Value {
         if let Some(n) = &h.hostname {
             ep["hostname"] = json!(n.as_ref());
         }
-        let status = if h.is_healthy(now) {
-            meta.health.as_str()
-        } else {
-            "UNHEALTHY"
+        // Envoy dumps the coarse health: a DRAINING host is UNHEALTHY there.
+        let status = match meta.health {
+            _ if !h.is_healthy(now) => "UNHEALTHY",
+            crate::upstream::EndpointHealth::Draining => "UNHEALTHY",
+            other => other.as_str(),
         };
         let lbe = json!({
             "endpoint": ep,

@@ -58,6 +58,8 @@ pub(crate) struct RawVirtualHost {
     pub response_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub rate_limits: Vec<crate::route::rate_limits::RawRateLimit>,
     pub retry_policy: Option<RawRetryPolicy>,
     /// Filter name -> per-route config (`@type`d).
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
@@ -249,6 +251,9 @@ pub(crate) struct RawRouteAction {
     /// Empty (proto3: the same as unset): the virtual host's apply.
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    #[serde(default)]
+    pub rate_limits: Vec<crate::route::rate_limits::RawRateLimit>,
+    pub include_vh_rate_limits: Option<bool>,
     pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
 }
 

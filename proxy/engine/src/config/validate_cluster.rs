@@ -53,7 +53,8 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     .err(format!("{cn:?} differs from the cluster name {name:?}")));
             }
         }
-        let mut total_weight = 0u64;
+        // Per priority level: the balancers sum a level's weights.
+        let mut level_weights: std::collections::BTreeMap<u32, u64> = Default::default();
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
             let priority = loc.priority.unwrap_or(0);
@@ -90,10 +91,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     Some(w) => w,
                 };
                 // Envoy rejects weights whose sum exceeds u32 (balancers sum them).
-                total_weight += u64::from(weight);
-                if total_weight > u64::from(u32::MAX) {
+                let total_weight = level_weights.entry(priority).or_default();
+                *total_weight += u64::from(weight);
+                if *total_weight > u64::from(u32::MAX) {
                     return Err(bp.field("load_balancing_weight").err(format!(
-                        "the sum of the cluster's endpoint weights exceeds {}",
+                        "the sum of the endpoint weights of priority {priority} exceeds {}",
                         u32::MAX
                     )));
                 }

@@ -21,11 +21,16 @@ use http::{HeaderMap, Method, Response};
 
 pub use cors::CorsPolicy;
 pub use fault::Fault;
-pub use local_ratelimit::{ConnBuckets, LocalRateLimit};
+pub use local_ratelimit::{ConnBuckets, LocalRateLimit, VhRateLimits};
 pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
 
 use super::{local_reply, local_reply::Flag, Body};
-use crate::route::Selection;
+use smallvec::SmallVec;
+
+use crate::route::{
+    rate_limits::{Descriptor, RateLimitEntry, RequestFacts},
+    Selection,
+};
 
 /// One filter's per-route config (`typed_per_filter_config` value), by its `@type`.
 #[derive(Debug, Clone)]
@@ -153,12 +158,17 @@ pub struct Request<'a, 'r> {
     pub method: &'a Method,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The request line and headers as routing saw them.
+    pub view: &'a crate::route::RequestView<'a, HeaderMap>,
     /// The route configuration's `typed_per_filter_config`.
     pub route_config: &'a PerFilterConfigs,
     /// The connection's rate limit buckets.
     pub conn: Option<&'a ConnBuckets>,
     /// The stream's deadline (`max_stream_duration`), which a delay cannot outlive.
     pub deadline: Option<Instant>,
+    /// How to find the downstream remote address after `x-forwarded-for` processing (rate
+    /// limit descriptors' `remote_address`).
+    pub remote: super::sanitize::RemoteAddress,
 }
 
 impl HttpFilters {
@@ -255,7 +265,12 @@ impl HttpFilters {
                         Some(PerRoute::LocalRateLimit(c)) => c,
                         _ => base,
                     };
-                    let Some(v) = cfg.check(req.conn, rand::random()) else {
+                    let descriptors = if cfg.has_descriptors() {
+                        request_descriptors(cfg, &req)
+                    } else {
+                        SmallVec::new()
+                    };
+                    let Some(v) = cfg.check(req.conn, rand::random(), &descriptors) else {
                         continue;
                     };
                     out.encode.x_ratelimit = v.x_headers.or(out.encode.x_ratelimit);
@@ -279,6 +294,53 @@ impl HttpFilters {
         }
         out
     }
+}
+
+/// A request's rate limit descriptors for `cfg`: from the filter's own `rate_limits`, else
+/// (for a forwarded request) the route's of the filter's stage and, per `vh_rate_limits` (or the
+/// route's `include_vh_rate_limits`), the virtual host's; entries with a `disable_key` are
+/// skipped (Envoy's `Filter::populateDescriptors`).
+fn request_descriptors<'a>(
+    cfg: &'a LocalRateLimit,
+    req: &Request<'a, '_>,
+) -> SmallVec<[Descriptor<'a>; 2]> {
+    let fw = match req.selection {
+        Selection::Forward(fw) => Some(fw),
+        _ => None,
+    };
+    let facts = RequestFacts {
+        request: req.view,
+        remote: Some(req.remote.resolve(req.headers)),
+        cluster: fw.and_then(|f| f.cluster.name()),
+    };
+    let mut out = SmallVec::new();
+    if !cfg.rate_limits.is_empty() {
+        out.extend(cfg.rate_limits.iter().filter_map(|e| e.descriptor(&facts)));
+        return out;
+    }
+    let Some(fw) = fw else {
+        return out;
+    };
+    let mut add = |entries: &'a [RateLimitEntry]| {
+        out.extend(
+            entries
+                .iter()
+                .filter(|e| e.stage == cfg.stage && !e.disabled)
+                .filter_map(|e| e.descriptor(&facts)),
+        )
+    };
+    add(&fw.action.rate_limits);
+    let vh = if fw.action.include_vh_rate_limits {
+        VhRateLimits::Include
+    } else {
+        cfg.vh_rate_limits
+    };
+    match vh {
+        VhRateLimits::Include => add(&fw.vhost.rate_limits),
+        VhRateLimits::Override if fw.action.rate_limits.is_empty() => add(&fw.vhost.rate_limits),
+        _ => {}
+    }
+    out
 }
 
 /// The per-filter config levels of a selection, most specific first: weighted cluster,

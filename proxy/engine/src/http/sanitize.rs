@@ -111,6 +111,35 @@ fn is_proxy_owned(name: &str) -> bool {
 }
 
 /// The `x-forwarded-for` address `skip` entries from the right, if it parses.
+/// How to find the downstream remote address Envoy's HCM settles on (the final remote address
+/// of `mutateRequestHeaders`), once the headers went through [`request`].
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddress {
+    peer: std::net::IpAddr,
+    /// `x-forwarded-for` entries to skip from the right; None: the peer.
+    xff_skip: Option<usize>,
+}
+
+impl RemoteAddress {
+    /// With `use_remote_address` the peer, or with `xff_num_trusted_hops` the address that many
+    /// hops left of the one the proxy appended; without it the `x-forwarded-for` address
+    /// `xff_num_trusted_hops` from the right, else the peer.
+    pub fn of(cfg: &config::HttpConnectionManager, conn: &ConnInfo) -> Self {
+        let hops = cfg.xff_num_trusted_hops as usize;
+        Self {
+            peer: conn.peer.ip(),
+            xff_skip: (!cfg.use_remote_address || hops > 0).then_some(hops),
+        }
+    }
+
+    /// The address, read from the (sanitized) request headers `h`.
+    pub fn resolve(&self, h: &HeaderMap) -> std::net::IpAddr {
+        self.xff_skip
+            .and_then(|skip| xff_from_right(h, skip))
+            .unwrap_or(self.peer)
+    }
+}
+
 fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
     let mut all: Vec<&str> = Vec::new();
     for v in h.get_all("x-forwarded-for") {

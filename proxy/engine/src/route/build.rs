@@ -231,6 +231,7 @@ fn virtual_host(
         routes,
         retry_policy,
         per_filter,
+        rate_limits: super::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?.into(),
         include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
         include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
     })
@@ -524,9 +525,12 @@ fn forward(
         )?)),
         None => None,
     };
+    let rate_limits = super::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?;
     Ok(ForwardAction {
         mirrors,
         internal_redirect,
+        rate_limits: rate_limits.into(),
+        include_vh_rate_limits: raw.include_vh_rate_limits.unwrap_or(false),
         cluster,
         prefix_rewrite,
         regex_rewrite,

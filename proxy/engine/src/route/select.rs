@@ -403,8 +403,25 @@ fn route_matches<H: HeaderLookup + ?Sized>(
     Ok(())
 }
 
+/// The first value of header `name`, pseudo-headers read from the request line.
+pub(crate) fn header_value<'a, H: HeaderLookup + ?Sized>(
+    req: &RequestView<'a, H>,
+    name: &str,
+) -> Option<&'a str> {
+    match name {
+        ":method" => Some(req.method),
+        ":authority" | "host" => req.authority,
+        ":path" => Some(req.path),
+        ":scheme" => Some(req.scheme),
+        name => req.headers.first_value(name),
+    }
+}
+
 /// Whether the request matches `h` (pseudo-headers read the request line).
-fn header_matches<H: HeaderLookup + ?Sized>(h: &HeaderMatcher, req: &RequestView<'_, H>) -> bool {
+pub(crate) fn header_matches<H: HeaderLookup + ?Sized>(
+    h: &HeaderMatcher,
+    req: &RequestView<'_, H>,
+) -> bool {
     let single = |v: Option<&str>| h.matches(v.map(Cow::Borrowed));
     match h.name.as_str() {
         ":method" => single(Some(req.method)),

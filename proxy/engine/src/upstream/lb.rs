@@ -286,18 +286,24 @@ pub fn choose(
         }
         LbKind::Random => pick_random(hosts, &usable),
         LbKind::LeastRequest { choice_count } => {
-            // Sample among all hosts (no allocation); unusable picks are skipped, and when every
-            // sample was unusable fall back to a random usable host.
             // Samples are capped at 4 per host: a huge `choice_count` (Envoy loops that many
             // times per request) costs O(hosts), and a host is still missed only ~2% of picks.
+            // Samples are drawn among the source's usable hosts, as Envoy's (which draws from
+            // the source's host list).
+            let n = (0..hosts.len()).filter(|i| usable(*i)).count();
+            if n == 0 {
+                return None;
+            }
             let mut rng = rand::thread_rng();
             let mut best: Option<&Arc<Host>> = None;
-            let samples = (*choice_count as usize).min(hosts.len().saturating_mul(4).max(2));
+            let samples = (*choice_count as usize).min(n.saturating_mul(4).max(2));
             for _ in 0..samples.max(1) {
-                let i = rng.gen_range(0..hosts.len());
-                if !usable(i) {
-                    continue;
-                }
+                let k = rng.gen_range(0..n);
+                let i = if n == hosts.len() {
+                    k
+                } else {
+                    (0..hosts.len()).filter(|i| usable(*i)).nth(k).unwrap_or(0)
+                };
                 let c = &hosts[i];
                 if best.is_none_or(|b| {
                     c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
@@ -305,10 +311,7 @@ pub fn choose(
                     best = Some(c);
                 }
             }
-            match best {
-                Some(b) => Some(b.clone()),
-                None => pick_random(hosts, &usable),
-            }
+            best.cloned()
         }
         LbKind::RingHash { .. } | LbKind::Maglev { .. } => {
             let hash = hash.unwrap_or(draw);

@@ -176,7 +176,12 @@ fn loads(levels: &[LevelCounts], p: Params) -> Loads {
         }
         return out;
     }
-    // total > 0 here: with no availability every level is in panic (threshold > 0).
+    if total == 0 {
+        // No level has health, yet none is in panic (a share at the threshold whose health
+        // rounds down to 0): Envoy computes no load and falls back to the first level.
+        out[0].0 = 100;
+        return out;
+    }
     let mut left = 100u32;
     for (o, (h, _)) in out.iter_mut().zip(&avail) {
         o.0 = left.min(h * 100 / total);
@@ -302,6 +307,17 @@ mod tests {
             shares(&l, P),
             vec![(0, Source::Healthy, 84), (1, Source::All, 16)]
         );
+    }
+
+    #[test]
+    fn health_rounding_to_zero_outside_panic_falls_back_to_the_first_level() {
+        // 1 of 2 healthy with an overprovisioning factor of 1: health 0, share 50 %.
+        let p = Params {
+            overprovisioning_factor: 1,
+            ..P
+        };
+        let l = [level(2, 1, 0), level(2, 1, 0)];
+        assert_eq!(shares(&l, p), vec![(0, Source::Healthy, 100)]);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! `envoy.filters.http.local_ratelimit` (extensions.filters.http.local_ratelimit.v3.LocalRateLimit):
-//! one token bucket per config (or per config and downstream connection), Envoy's 429
-//! `local_rate_limited` reply, the not-enforced request headers and the DRAFT_VERSION_03
-//! `x-ratelimit-*` response headers.
+//! a default token bucket and one per configured descriptor (per config, or per config and
+//! downstream connection), Envoy's 429 `local_rate_limited` reply, the not-enforced request
+//! headers and the DRAFT_VERSION_03 `x-ratelimit-*` response headers.
+//!
+//! With `descriptors`, a request's descriptors come from the filter's own `rate_limits`, else
+//! from its route's and virtual host's `rate_limits` of the filter's `stage`
+//! (`route/rate_limits.rs`). Every configured descriptor equal to one of them takes a token,
+//! slowest-filling first, and the first one out of tokens limits the request; the default bucket
+//! takes a token too when none matched or with `always_consume_default_token_bucket` (default
+//! true), as Envoy's `LocalRateLimiterImpl::requestAllowed`.
 
 use std::{
     sync::Mutex,
@@ -10,6 +17,7 @@ use std::{
 
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::{
     config::{
@@ -17,6 +25,7 @@ use crate::{
         raw_route::{RawHeaderValueOption, RawRuntimeFractionalPercent},
         ConfigError, FieldPath,
     },
+    route::rate_limits::{Descriptor, RateLimitEntry, RawRateLimit},
     route::{fractional_percent, mutations, mutations_at, FractionalPercent, HeaderMutations},
 };
 
@@ -38,18 +47,35 @@ pub(crate) struct RawLocalRateLimit {
     #[serde(default)]
     response_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
-    descriptors: Vec<serde_norway::Value>,
+    descriptors: Vec<RawDescriptor>,
     stage: Option<u32>,
     local_rate_limit_per_downstream_connection: Option<bool>,
     enable_x_ratelimit_headers: Option<String>,
-    /// `OVERRIDE` (default) / `INCLUDE` / `IGNORE`: only for descriptors, which are rejected.
-    #[allow(dead_code)]
     vh_rate_limits: Option<String>,
-    /// Only matters with descriptors (rejected): a no-op.
-    #[allow(dead_code)]
     always_consume_default_token_bucket: Option<bool>,
     rate_limited_as_resource_exhausted: Option<bool>,
     enable_retry_after_header: Option<bool>,
+    #[serde(default)]
+    rate_limits: Vec<RawRateLimit>,
+    local_cluster_rate_limit: Option<serde_json::Value>,
+    max_dynamic_descriptors: Option<serde_json::Value>,
+}
+
+/// `common.ratelimit.v3.LocalRateLimitDescriptor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDescriptor {
+    #[serde(default)]
+    entries: Vec<RawDescriptorEntry>,
+    token_bucket: Option<RawTokenBucket>,
+}
+
+/// `RateLimitDescriptor.Entry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDescriptorEntry {
+    key: Option<String>,
+    value: Option<String>,
 }
 
 /// `type.v3.HttpStatus`.
@@ -118,6 +144,36 @@ pub struct LocalRateLimit {
     retry_after: bool,
     /// The shared bucket (when not per connection).
     shared: Option<Mutex<Bucket>>,
+    /// `descriptors[]`, with their buckets.
+    descriptors: Vec<DescriptorLimit>,
+    /// `rate_limits[]`: the filter's own descriptor actions (else the route's).
+    pub rate_limits: Vec<RateLimitEntry>,
+    /// `stage`: which route `rate_limits` feed this filter.
+    pub stage: u32,
+    /// `vh_rate_limits`.
+    pub vh_rate_limits: VhRateLimits,
+    /// `always_consume_default_token_bucket` (default true).
+    always_consume_default: bool,
+}
+
+/// `vh_rate_limits`: whether the virtual host's `rate_limits` apply next to the route's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhRateLimits {
+    /// `OVERRIDE` (default): only when the route has none.
+    Override,
+    /// `INCLUDE`: always.
+    Include,
+    /// `IGNORE`: never.
+    Ignore,
+}
+
+/// One configured descriptor and its bucket.
+#[derive(Debug)]
+struct DescriptorLimit {
+    entries: Vec<(String, String)>,
+    spec: BucketSpec,
+    /// When not per connection.
+    shared: Option<Mutex<Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +181,8 @@ struct BucketSpec {
     max: f64,
     /// Tokens per second.
     rate: f64,
+    /// `fill_interval`.
+    interval: Duration,
 }
 
 /// A token bucket with Envoy's continuous refill; starts full.
@@ -132,6 +190,15 @@ struct BucketSpec {
 pub struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    fn full(spec: BucketSpec) -> Mutex<Self> {
+        Mutex::new(Self {
+            tokens: spec.max,
+            at: Instant::now(),
+        })
+    }
 }
 
 fn percent(
@@ -146,12 +213,34 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
     if raw.stat_prefix.as_deref().unwrap_or("").is_empty() {
         return Err(p.field("stat_prefix").err("required"));
     }
-    if !raw.descriptors.is_empty() {
-        return Err(p.field("descriptors").unsupported("descriptors"));
+    if raw.local_cluster_rate_limit.is_some() {
+        return Err(p
+            .field("local_cluster_rate_limit")
+            .unsupported("sharing a limit across a local cluster needs its membership"));
     }
-    if raw.stage.unwrap_or(0) != 0 {
-        return Err(p.field("stage").unsupported("a stage other than 0"));
+    if raw.max_dynamic_descriptors.is_some() {
+        return Err(p
+            .field("max_dynamic_descriptors")
+            .unsupported("dynamic (wildcard) descriptors not implemented"));
     }
+    let stage = raw.stage.unwrap_or(0);
+    if stage > crate::route::rate_limits::MAX_STAGE {
+        return Err(p.field("stage").err(format!(
+            "{stage} is above the maximum {}",
+            crate::route::rate_limits::MAX_STAGE
+        )));
+    }
+    let vh_rate_limits = match raw.vh_rate_limits.as_deref() {
+        None | Some("OVERRIDE") => VhRateLimits::Override,
+        Some("INCLUDE") => VhRateLimits::Include,
+        Some("IGNORE") => VhRateLimits::Ignore,
+        Some(o) => {
+            return Err(p
+                .field("vh_rate_limits")
+                .err(format!("unknown value {o:?}")))
+        }
+    };
+    let rate_limits = crate::route::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?;
     let status = match raw.status.as_ref().and_then(|s| s.code.as_ref()) {
         None => DEFAULT_STATUS,
         Some(RawStatusCode::Number(n)) => *n as u16,
@@ -168,26 +257,16 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
     let status = if status < 400 { DEFAULT_STATUS } else { status };
     let bucket = match &raw.token_bucket {
         None => None,
-        Some(b) => {
-            let bp = p.field("token_bucket");
-            let max = b
-                .max_tokens
-                .filter(|m| *m > 0)
-                .ok_or_else(|| bp.field("max_tokens").err("must be greater than 0"))?;
-            let per_fill = b.tokens_per_fill.unwrap_or(1);
-            if per_fill == 0 {
-                return Err(bp.field("tokens_per_fill").err("must be greater than 0"));
-            }
-            let interval = b
-                .fill_interval
-                .as_ref()
-                .map(|d| d.0)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| bp.field("fill_interval").err("required, greater than 0"))?;
-            Some(BucketSpec {
-                max: f64::from(max),
-                rate: f64::from(per_fill) / interval.as_secs_f64(),
-            })
+        Some(b) => Some(bucket_spec(b, &p.field("token_bucket"))?),
+    };
+    let per_connection = raw.local_rate_limit_per_downstream_connection == Some(true);
+    let descriptors = match bucket {
+        Some(b) => descriptors(&raw.descriptors, b, per_connection, &p.field("descriptors"))?,
+        None if raw.descriptors.is_empty() => Vec::new(),
+        None => {
+            return Err(p
+                .field("token_bucket")
+                .err("required with descriptors (their fill intervals are multiples of it)"))
         }
     };
     let x_headers = match raw.enable_x_ratelimit_headers.as_deref() {
@@ -199,7 +278,6 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
                 .err(format!("unknown value {o:?}")))
         }
     };
-    let per_connection = raw.local_rate_limit_per_downstream_connection == Some(true);
     let nep = p.field("request_headers_to_add_when_not_enforced");
     let not_enforced = mutations_at(
         &raw.request_headers_to_add_when_not_enforced,
@@ -218,18 +296,92 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
         x_headers,
         resource_exhausted: raw.rate_limited_as_resource_exhausted == Some(true),
         retry_after: raw.enable_retry_after_header == Some(true),
-        shared: bucket.filter(|_| !per_connection).map(|b| {
-            Mutex::new(Bucket {
-                tokens: b.max,
-                at: Instant::now(),
-            })
-        }),
+        shared: bucket.filter(|_| !per_connection).map(Bucket::full),
+        descriptors,
+        rate_limits,
+        stage,
+        vh_rate_limits,
+        always_consume_default: raw.always_consume_default_token_bucket != Some(false),
     })
 }
 
-/// The per-connection buckets of one downstream connection, by config.
+/// A `token_bucket` at `p`.
+fn bucket_spec(b: &RawTokenBucket, p: &FieldPath) -> Result<BucketSpec, ConfigError> {
+    let max = b
+        .max_tokens
+        .filter(|m| *m > 0)
+        .ok_or_else(|| p.field("max_tokens").err("must be greater than 0"))?;
+    let per_fill = b.tokens_per_fill.unwrap_or(1);
+    if per_fill == 0 {
+        return Err(p.field("tokens_per_fill").err("must be greater than 0"));
+    }
+    let interval = b
+        .fill_interval
+        .as_ref()
+        .map(|d| d.0)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| p.field("fill_interval").err("required, greater than 0"))?;
+    Ok(BucketSpec {
+        max: f64::from(max),
+        rate: f64::from(per_fill) / interval.as_secs_f64(),
+        interval,
+    })
+}
+
+/// `descriptors[]` at `p`: each needs entries (key and value set) and a token bucket whose
+/// `fill_interval` is a multiple of the filter's (Envoy's rule); no two alike.
+fn descriptors(
+    raw: &[RawDescriptor],
+    base: BucketSpec,
+    per_connection: bool,
+    p: &FieldPath,
+) -> Result<Vec<DescriptorLimit>, ConfigError> {
+    let mut out: Vec<DescriptorLimit> = Vec::with_capacity(raw.len());
+    for (i, d) in raw.iter().enumerate() {
+        let dp = p.index(i);
+        if d.entries.is_empty() {
+            return Err(dp.field("entries").err("at least one entry is required"));
+        }
+        let mut entries = Vec::with_capacity(d.entries.len());
+        for (j, e) in d.entries.iter().enumerate() {
+            let ep = dp.field("entries").index(j);
+            let key = e.key.clone().filter(|k| !k.is_empty());
+            let key = key.ok_or_else(|| ep.field("key").err("required"))?;
+            let value = e.value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+                ep.field("value")
+                    .unsupported("an empty value (a wildcard for dynamic descriptors)")
+            })?;
+            entries.push((key, value));
+        }
+        let tb = d
+            .token_bucket
+            .as_ref()
+            .ok_or_else(|| dp.field("token_bucket").err("required"))?;
+        let spec = bucket_spec(tb, &dp.field("token_bucket"))?;
+        if spec.interval.as_millis() % base.interval.as_millis().max(1) != 0 {
+            return Err(dp.field("token_bucket").field("fill_interval").err(format!(
+                "{:?} is not a multiple of the filter's token_bucket.fill_interval {:?}",
+                spec.interval, base.interval
+            )));
+        }
+        if out.iter().any(|o| o.entries == entries) {
+            return Err(dp.err("duplicate descriptor"));
+        }
+        out.push(DescriptorLimit {
+            entries,
+            spec,
+            shared: (!per_connection).then(|| Bucket::full(spec)),
+        });
+    }
+    Ok(out)
+}
+
+/// The per-connection buckets of one downstream connection, by config and descriptor.
 #[derive(Debug, Default)]
-pub struct ConnBuckets(Mutex<Vec<(usize, Bucket)>>);
+pub struct ConnBuckets(Mutex<Vec<((usize, usize), Bucket)>>);
+
+/// Which bucket of a config: the default one or a descriptor's.
+const DEFAULT_BUCKET: usize = usize::MAX;
 
 /// The outcome of one request.
 pub struct Verdict {
@@ -249,6 +401,11 @@ impl LocalRateLimit {
         self.per_connection && self.bucket.is_some()
     }
 
+    /// Whether requests need descriptors (`descriptors` configured).
+    pub fn has_descriptors(&self) -> bool {
+        !self.descriptors.is_empty()
+    }
+
     fn take(spec: BucketSpec, b: &mut Bucket, now: Instant) -> (bool, f64) {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * spec.rate).min(spec.max);
@@ -261,35 +418,103 @@ impl LocalRateLimit {
         }
     }
 
-    /// Envoy's `LocalRateLimitFilter::decodeHeaders`; `conn` holds the connection's buckets.
-    pub fn check(&self, conn: Option<&ConnBuckets>, random: u64) -> Option<Verdict> {
+    /// Takes a token from bucket `which` (a descriptor index or [`DEFAULT_BUCKET`]): the
+    /// shared one, or the connection's. Returns whether one was left, and what is left.
+    fn take_from(&self, which: usize, conn: Option<&ConnBuckets>, now: Instant) -> (bool, f64) {
+        let (spec, shared) = match which {
+            DEFAULT_BUCKET => match self.bucket {
+                Some(spec) => (spec, self.shared.as_ref()),
+                None => return (true, 0.0),
+            },
+            i => (
+                self.descriptors[i].spec,
+                self.descriptors[i].shared.as_ref(),
+            ),
+        };
+        if let Some(m) = shared {
+            return Self::take(spec, &mut m.lock().unwrap_or_else(|e| e.into_inner()), now);
+        }
+        let Some(c) = conn else {
+            return (true, spec.max);
+        };
+        let key = (self as *const Self as usize, which);
+        let mut v = c.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match v.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                v.push((
+                    key,
+                    Bucket {
+                        tokens: spec.max,
+                        at: now,
+                    },
+                ));
+                v.len() - 1
+            }
+        };
+        Self::take(spec, &mut v[i].1, now)
+    }
+
+    fn spec_of(&self, which: usize) -> Option<BucketSpec> {
+        match which {
+            DEFAULT_BUCKET => self.bucket,
+            i => Some(self.descriptors[i].spec),
+        }
+    }
+
+    /// Envoy's `LocalRateLimitFilter::decodeHeaders` for a request with `descriptors`; `conn`
+    /// holds the connection's buckets.
+    pub fn check(
+        &self,
+        conn: Option<&ConnBuckets>,
+        random: u64,
+        descriptors: &[Descriptor<'_>],
+    ) -> Option<Verdict> {
         if !self.enabled.is_some_and(|e| e.holds(random)) {
             return None;
         }
-        let spec = self.bucket?;
+        // The configured descriptors a request descriptor equals, slowest-filling first.
+        let mut matched: SmallVec<[usize; 4]> = descriptors
+            .iter()
+            .filter_map(|d| {
+                self.descriptors.iter().position(|c| {
+                    c.entries.len() == d.len()
+                        && c.entries
+                            .iter()
+                            .zip(d.iter())
+                            .all(|((ck, cv), (k, v))| ck == k && cv == v)
+                })
+            })
+            .collect();
+        if matched.is_empty() && self.bucket.is_none() {
+            return None;
+        }
+        matched.sort_by(|a, b| {
+            self.descriptors[*a]
+                .spec
+                .rate
+                .total_cmp(&self.descriptors[*b].spec.rate)
+        });
         let now = Instant::now();
-        let (allowed, left) = match (&self.shared, conn) {
-            (Some(m), _) => Self::take(spec, &mut m.lock().unwrap_or_else(|e| e.into_inner()), now),
-            (None, Some(c)) => {
-                let key = self as *const Self as usize;
-                let mut v = c.0.lock().unwrap_or_else(|e| e.into_inner());
-                let i = match v.iter().position(|(k, _)| *k == key) {
-                    Some(i) => i,
-                    None => {
-                        v.push((
-                            key,
-                            Bucket {
-                                tokens: spec.max,
-                                at: now,
-                            },
-                        ));
-                        v.len() - 1
-                    }
-                };
-                Self::take(spec, &mut v[i].1, now)
+        // The bucket that decided (Envoy's token bucket context) and what it has left.
+        let mut decided = None;
+        for &i in &matched {
+            let (ok, left) = self.take_from(i, conn, now);
+            if !ok {
+                decided = Some((i, false, left));
+                break;
             }
-            (None, None) => (true, spec.max),
-        };
+            decided.get_or_insert((i, true, left));
+        }
+        let blocked = decided.is_some_and(|(_, ok, _)| !ok);
+        if !blocked && (matched.is_empty() || self.always_consume_default) {
+            let (ok, left) = self.take_from(DEFAULT_BUCKET, conn, now);
+            if !ok || matched.is_empty() {
+                decided = Some((DEFAULT_BUCKET, ok, left));
+            }
+        }
+        let (which, allowed, left) = decided?;
+        let spec = self.spec_of(which)?;
         // Seconds until the next token.
         let next_token = || {
             if left >= 1.0 {

@@ -129,8 +129,8 @@ fn ratelimit_limits_after_the_bucket_empties() {
          filter_enabled: {default_value: {numerator: 100}}\n\
          filter_enforced: {default_value: {numerator: 100}}\nstatus: {code: 503}",
     );
-    assert_eq!(l.check(None, 0).expect("enabled").limited, None);
-    assert_eq!(l.check(None, 0).expect("enabled").limited, Some(503));
+    assert_eq!(l.check(None, 0, &[]).expect("enabled").limited, None);
+    assert_eq!(l.check(None, 0, &[]).expect("enabled").limited, Some(503));
 }
 
 #[test]
@@ -139,8 +139,12 @@ fn retry_after_is_the_seconds_to_the_next_token_on_an_enforced_429_only() {
          filter_enabled: {default_value: {numerator: 100}}\n\
          filter_enforced: {default_value: {numerator: 100}}\nenable_retry_after_header: true";
     let l = limiter(yaml);
-    assert_eq!(l.check(None, 0).unwrap().retry_after, None, "not limited");
-    let v = l.check(None, 0).unwrap();
+    assert_eq!(
+        l.check(None, 0, &[]).unwrap().retry_after,
+        None,
+        "not limited"
+    );
+    let v = l.check(None, 0, &[]).unwrap();
     assert_eq!(v.limited, Some(429));
     // The bucket refills one token a minute and was emptied a moment ago.
     assert!(
@@ -149,16 +153,16 @@ fn retry_after_is_the_seconds_to_the_next_token_on_an_enforced_429_only() {
         v.retry_after
     );
     let other = limiter(&format!("{yaml}\nstatus: {{code: 503}}"));
-    other.check(None, 0);
+    other.check(None, 0, &[]);
     assert_eq!(
-        other.check(None, 0).unwrap().retry_after,
+        other.check(None, 0, &[]).unwrap().retry_after,
         None,
         "only on a 429"
     );
     let fast = limiter(&yaml.replace("60s", "0.1s"));
-    fast.check(None, 0);
+    fast.check(None, 0, &[]);
     assert_eq!(
-        fast.check(None, 0).unwrap().retry_after,
+        fast.check(None, 0, &[]).unwrap().retry_after,
         Some(1),
         "at least 1"
     );
@@ -176,15 +180,15 @@ fn ratelimit_per_connection_buckets_are_separate() {
         local_ratelimit::ConnBuckets::default(),
         local_ratelimit::ConnBuckets::default(),
     );
-    assert_eq!(l.check(Some(&c1), 0).unwrap().limited, None);
-    assert_eq!(l.check(Some(&c1), 0).unwrap().limited, Some(429));
-    assert_eq!(l.check(Some(&c2), 0).unwrap().limited, None);
+    assert_eq!(l.check(Some(&c1), 0, &[]).unwrap().limited, None);
+    assert_eq!(l.check(Some(&c1), 0, &[]).unwrap().limited, Some(429));
+    assert_eq!(l.check(Some(&c2), 0, &[]).unwrap().limited, None);
 }
 
 #[test]
 fn ratelimit_disabled_by_default() {
     let l = limiter("stat_prefix: rl\ntoken_bucket: {max_tokens: 1, fill_interval: 1s}");
-    assert!(l.check(None, 0).is_none());
+    assert!(l.check(None, 0, &[]).is_none());
 }
 
 fn chain(yaml: &str) -> Result<Vec<String>, (String, String)> {
@@ -239,4 +243,102 @@ fn filter_config_enables_disables_or_wraps() {
     let e =
         parse::per_filter_configs(Some(&empty), &FieldPath::root().field("t"), None).unwrap_err();
     assert_eq!(e.path(), "t.f.config");
+}
+
+fn descriptor<'a>(entries: &[(&'a str, &'a str)]) -> crate::route::rate_limits::Descriptor<'a> {
+    entries
+        .iter()
+        .map(|(k, v)| (*k, std::borrow::Cow::Borrowed(*v)))
+        .collect()
+}
+
+const DESCRIPTORS: &str = "stat_prefix: rl\ntoken_bucket: {max_tokens: 100, fill_interval: 60s}\n\
+     filter_enabled: {default_value: {numerator: 100}}\n\
+     filter_enforced: {default_value: {numerator: 100}}\n\
+     descriptors:\n\
+     - entries: [{key: user, value: ann}]\n  token_bucket: {max_tokens: 1, fill_interval: 120s}\n\
+     - entries: [{key: path, value: /a}]\n  token_bucket: {max_tokens: 2, fill_interval: 60s}\n";
+
+#[test]
+fn a_matching_descriptor_limits_with_its_own_bucket_and_the_slowest_goes_first() {
+    let l = limiter(DESCRIPTORS);
+    let ann = [descriptor(&[("user", "ann")])];
+    assert_eq!(l.check(None, 0, &ann).unwrap().limited, None);
+    assert_eq!(
+        l.check(None, 0, &ann).unwrap().limited,
+        Some(429),
+        "ann's 1 token"
+    );
+    let bob = [descriptor(&[("user", "bob")])];
+    assert_eq!(
+        l.check(None, 0, &bob).unwrap().limited,
+        None,
+        "no descriptor: default"
+    );
+    // Both match: the slower-filling `user` bucket (empty) limits before `path` is touched.
+    let both = [
+        descriptor(&[("path", "/a")]),
+        descriptor(&[("user", "ann")]),
+    ];
+    assert_eq!(l.check(None, 0, &both).unwrap().limited, Some(429));
+    let path = [descriptor(&[("path", "/a")])];
+    assert_eq!(l.check(None, 0, &path).unwrap().limited, None);
+    assert_eq!(
+        l.check(None, 0, &path).unwrap().limited,
+        None,
+        "path kept 2"
+    );
+    assert_eq!(l.check(None, 0, &path).unwrap().limited, Some(429));
+}
+
+#[test]
+fn the_default_bucket_is_consumed_unless_told_not_to() {
+    let small_default = DESCRIPTORS.replace("max_tokens: 100", "max_tokens: 1");
+    let l = limiter(&small_default);
+    let path = [descriptor(&[("path", "/a")])];
+    assert_eq!(l.check(None, 0, &path).unwrap().limited, None);
+    assert_eq!(
+        l.check(None, 0, &path).unwrap().limited,
+        Some(429),
+        "the default bucket's one token went with the first request"
+    );
+    let l = limiter(&format!(
+        "{small_default}always_consume_default_token_bucket: false\n"
+    ));
+    assert_eq!(l.check(None, 0, &path).unwrap().limited, None);
+    assert_eq!(l.check(None, 0, &path).unwrap().limited, None);
+    assert_eq!(
+        l.check(None, 0, &[]).unwrap().limited,
+        None,
+        "default still full"
+    );
+}
+
+#[test]
+fn bad_descriptors_are_named() {
+    let err = |yaml: &str| {
+        local_ratelimit::build(serde_norway::from_str(yaml).unwrap(), &FieldPath::root())
+            .unwrap_err()
+            .path()
+            .to_string()
+    };
+    assert_eq!(
+        err(&DESCRIPTORS.replace("fill_interval: 120s", "fill_interval: 90s")),
+        "descriptors[0].token_bucket.fill_interval"
+    );
+    assert_eq!(
+        err(&DESCRIPTORS
+            .replace("value: /a", "value: ann")
+            .replace("key: path", "key: user")),
+        "descriptors[1]"
+    );
+    assert_eq!(
+        err(&DESCRIPTORS.replace("value: ann", "value: ''")),
+        "descriptors[0].entries[0].value"
+    );
+    assert_eq!(
+        err(&DESCRIPTORS.replace("token_bucket: {max_tokens: 100, fill_interval: 60s}\n", "")),
+        "token_bucket"
+    );
+    assert_eq!(err(&format!("{DESCRIPTORS}stage: 11\n")), "stage");
 }
