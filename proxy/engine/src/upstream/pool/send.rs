@@ -96,6 +96,7 @@ impl<B: PoolBody> HostPool<B> {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
                 *req.version_mut() = Version::HTTP_11;
+                add_empty_content_length(&mut req);
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
@@ -128,6 +129,27 @@ impl<B: PoolBody> HostPool<B> {
                     })
             }
         }
+    }
+}
+
+/// Envoy's HTTP/1 encoder: a request without a body, of a method that may have one, carries
+/// `content-length: 0` (GET, HEAD, DELETE, TRACE and CONNECT go without).
+fn add_empty_content_length<B: http_body::Body>(req: &mut Request<B>) {
+    use http::{header, Method};
+    let bodiless = [
+        Method::GET,
+        Method::HEAD,
+        Method::DELETE,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    if req.body().is_end_stream()
+        && !bodiless.contains(req.method())
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
     }
 }
 
