@@ -173,11 +173,14 @@ fn endpoint_weights_summing_past_u32_are_rejected() {
     let ep = |w: u32| {
         format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8001 }} }} }}\n          load_balancing_weight: {w}\n")
     };
-    let yaml = with_routes(ROUTES_OK).replacen(
+    let any = with_routes(ROUTES_OK).replacen(
         "      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8001 } } } }] }]\n",
         &format!("      endpoints:\n      - lb_endpoints:\n{}{}", ep(u32::MAX), ep(1)),
         1,
     );
+    // Only Envoy's ring hash and maglev check the sum (per priority level).
+    from_yaml_str(&any).expect("round robin takes any sum");
+    let yaml = any.replacen("  - name: a\n", "  - name: a\n    lb_policy: MAGLEV\n", 1);
     expect_err(
         &yaml,
         "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].load_balancing_weight",

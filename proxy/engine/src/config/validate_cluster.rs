@@ -53,7 +53,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     .err(format!("{cn:?} differs from the cluster name {name:?}")));
             }
         }
-        // Per priority level: the balancers sum a level's weights.
+        // Per priority level, as the hashing balancers sum a level's weights.
         let mut level_weights: std::collections::BTreeMap<u32, u64> = Default::default();
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
@@ -90,10 +90,14 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     }
                     Some(w) => w,
                 };
-                // Envoy rejects weights whose sum exceeds u32 (balancers sum them).
+                // Envoy's ring hash and maglev reject a level whose weights sum past u32.
                 let total_weight = level_weights.entry(priority).or_default();
                 *total_weight += u64::from(weight);
-                if *total_weight > u64::from(u32::MAX) {
+                let hashing = matches!(
+                    lb_policy,
+                    LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
+                );
+                if hashing && *total_weight > u64::from(u32::MAX) {
                     return Err(bp.field("load_balancing_weight").err(format!(
                         "the sum of the endpoint weights of priority {priority} exceeds {}",
                         u32::MAX

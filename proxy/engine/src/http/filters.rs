@@ -265,12 +265,16 @@ impl HttpFilters {
                         Some(PerRoute::LocalRateLimit(c)) => c,
                         _ => base,
                     };
+                    let random = rand::random();
+                    if !cfg.enabled(random) {
+                        continue;
+                    }
                     let descriptors = if cfg.has_descriptors() {
                         request_descriptors(cfg, &req)
                     } else {
                         SmallVec::new()
                     };
-                    let Some(v) = cfg.check(req.conn, rand::random(), &descriptors) else {
+                    let Some(v) = cfg.check(req.conn, random, &descriptors) else {
                         continue;
                     };
                     out.encode.x_ratelimit = v.x_headers.or(out.encode.x_ratelimit);
@@ -308,9 +312,10 @@ fn request_descriptors<'a>(
         Selection::Forward(fw) => Some(fw),
         _ => None,
     };
+    let remote = || Some(req.remote.resolve(req.headers));
     let facts = RequestFacts {
         request: req.view,
-        remote: Some(req.remote.resolve(req.headers)),
+        remote: &remote,
         cluster: fw.and_then(|f| f.cluster.name()),
     };
     let mut out = SmallVec::new();

@@ -3,6 +3,8 @@
 //! `x-envoy-external-address` per `use_remote_address`; the client's `Connection` nominations are
 //! applied first, so they can never remove a header the proxy adds.
 
+use std::fmt::Write as _;
+
 use http::{header, HeaderMap, HeaderValue};
 
 use super::ConnInfo;
@@ -48,10 +50,18 @@ pub(super) fn request(
     } else {
         peer
     };
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(old) if !old.is_empty() => format!("{old},{appended}"),
-        _ => appended.to_string(),
-    };
+    // Repeated lines are one list (Envoy's header map joins them).
+    let mut xff = String::new();
+    for v in h.get_all("x-forwarded-for") {
+        match v.to_str() {
+            Ok(old) if !old.is_empty() => {
+                xff.push_str(old);
+                xff.push(',');
+            }
+            _ => {}
+        }
+    }
+    let _ = write!(xff, "{appended}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
@@ -110,7 +120,6 @@ fn is_proxy_owned(name: &str) -> bool {
         || name.starts_with(':')
 }
 
-/// The `x-forwarded-for` address `skip` entries from the right, if it parses.
 /// How to find the downstream remote address Envoy's HCM settles on (the final remote address
 /// of `mutateRequestHeaders`), once the headers went through [`request`].
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +149,7 @@ impl RemoteAddress {
     }
 }
 
+/// The `x-forwarded-for` address `skip` entries from the right, if it parses.
 fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
     let mut all: Vec<&str> = Vec::new();
     for v in h.get_all("x-forwarded-for") {

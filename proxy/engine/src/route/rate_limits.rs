@@ -35,6 +35,18 @@ pub(crate) struct RawRateLimit {
     x_ratelimit_option: Option<String>,
 }
 
+impl RawRateLimit {
+    /// The fields only a route's or virtual host's entry may set.
+    pub(crate) fn route_only_fields(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("stage", self.stage.is_some()),
+            ("disable_key", self.disable_key.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+    }
+}
+
 /// `RateLimit.Action`: exactly one of its fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,11 +136,12 @@ enum Action {
 pub type Descriptor<'a> = SmallVec<[(&'a str, Cow<'a, str>); 2]>;
 
 /// What the actions read from a request.
-pub struct RequestFacts<'a, H: HeaderLookup + ?Sized> {
+pub struct RequestFacts<'a, 'f, H: HeaderLookup + ?Sized> {
     /// The request line and headers.
     pub request: &'a RequestView<'a, H>,
-    /// The downstream remote address (after `x-forwarded-for` processing).
-    pub remote: Option<IpAddr>,
+    /// The downstream remote address (after `x-forwarded-for` processing), looked up only
+    /// when an action needs it.
+    pub remote: &'f dyn Fn() -> Option<IpAddr>,
     /// The cluster the route picked (for `destination_cluster`).
     pub cluster: Option<&'a str>,
 }
@@ -291,7 +304,7 @@ impl RateLimitEntry {
     /// This entry's descriptor for a request, when every action produces its entry.
     pub fn descriptor<'a, H: HeaderLookup + ?Sized>(
         &'a self,
-        req: &RequestFacts<'a, H>,
+        req: &RequestFacts<'a, '_, H>,
     ) -> Option<Descriptor<'a>> {
         let mut d = Descriptor::new();
         for a in &self.actions {
@@ -306,10 +319,10 @@ impl RateLimitEntry {
                     None => return None,
                 },
                 Action::RemoteAddress => {
-                    d.push(("remote_address", Cow::Owned(req.remote?.to_string())))
+                    d.push(("remote_address", Cow::Owned((req.remote)()?.to_string())))
                 }
                 Action::MaskedRemoteAddress { v4, v6 } => {
-                    let ip = req.remote?;
+                    let ip = (req.remote)()?;
                     d.push(("masked_remote_address", Cow::Owned(masked(ip, *v4, *v6))));
                 }
                 Action::GenericKey { key, value } => d.push((key, Cow::Borrowed(value))),
@@ -359,10 +372,10 @@ mod tests {
 
     fn facts<'a>(
         request: &'a RequestView<'a, [(&'a str, &'a str)]>,
-    ) -> RequestFacts<'a, [(&'a str, &'a str)]> {
+    ) -> RequestFacts<'a, 'static, [(&'a str, &'a str)]> {
         RequestFacts {
             request,
-            remote: Some("10.1.2.3".parse().unwrap()),
+            remote: &|| Some("10.1.2.3".parse().unwrap()),
             cluster: Some("backend"),
         }
     }

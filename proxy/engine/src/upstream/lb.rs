@@ -290,7 +290,17 @@ pub fn choose(
             // times per request) costs O(hosts), and a host is still missed only ~2% of picks.
             // Samples are drawn among the source's usable hosts, as Envoy's (which draws from
             // the source's host list).
-            let n = (0..hosts.len()).filter(|i| usable(*i)).count();
+            // The usable hosts, listed (on the stack up to 32) only when some host is not.
+            let all = (0..hosts.len()).all(&usable);
+            let listed: SmallVec<[u32; 32]> = if all {
+                SmallVec::new()
+            } else {
+                (0..hosts.len())
+                    .filter(|i| usable(*i))
+                    .map(|i| i as u32)
+                    .collect()
+            };
+            let n = if all { hosts.len() } else { listed.len() };
             if n == 0 {
                 return None;
             }
@@ -299,12 +309,7 @@ pub fn choose(
             let samples = (*choice_count as usize).min(n.saturating_mul(4).max(2));
             for _ in 0..samples.max(1) {
                 let k = rng.gen_range(0..n);
-                let i = if n == hosts.len() {
-                    k
-                } else {
-                    (0..hosts.len()).filter(|i| usable(*i)).nth(k).unwrap_or(0)
-                };
-                let c = &hosts[i];
+                let c = &hosts[if all { k } else { listed[k] as usize }];
                 if best.is_none_or(|b| {
                     c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
                 }) {

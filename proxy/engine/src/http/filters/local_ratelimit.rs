@@ -123,6 +123,9 @@ const STATUS_NAMES: &[(&str, u16)] = &[
     ("GatewayTimeout", 504),
 ];
 
+/// Envoy's smallest `token_bucket.fill_interval`.
+const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Envoy's status when `status` is absent or below 400.
 const DEFAULT_STATUS: u16 = 429;
 
@@ -240,7 +243,17 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
                 .err(format!("unknown value {o:?}")))
         }
     };
-    let rate_limits = crate::route::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?;
+    let rp = p.field("rate_limits");
+    for (i, r) in raw.rate_limits.iter().enumerate() {
+        // Envoy: "'stage' field and 'disable_key' field are not supported" here.
+        if let Some(f) = r.route_only_fields().next() {
+            return Err(rp
+                .index(i)
+                .field(f)
+                .unsupported("only in a route's rate_limits"));
+        }
+    }
+    let rate_limits = crate::route::rate_limits::build(&raw.rate_limits, &rp)?;
     let status = match raw.status.as_ref().and_then(|s| s.code.as_ref()) {
         None => DEFAULT_STATUS,
         Some(RawStatusCode::Number(n)) => *n as u16,
@@ -321,6 +334,11 @@ fn bucket_spec(b: &RawTokenBucket, p: &FieldPath) -> Result<BucketSpec, ConfigEr
         .map(|d| d.0)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| p.field("fill_interval").err("required, greater than 0"))?;
+    if interval < MIN_FILL_INTERVAL {
+        return Err(p
+            .field("fill_interval")
+            .err(format!("{interval:?} is below Envoy's minimum of 50ms")));
+    }
     Ok(BucketSpec {
         max: f64::from(max),
         rate: f64::from(per_fill) / interval.as_secs_f64(),
@@ -406,6 +424,11 @@ impl LocalRateLimit {
         !self.descriptors.is_empty()
     }
 
+    /// `filter_enabled` for a request's random value (absent: off).
+    pub fn enabled(&self, random: u64) -> bool {
+        self.enabled.is_some_and(|e| e.holds(random))
+    }
+
     fn take(spec: BucketSpec, b: &mut Bucket, now: Instant) -> (bool, f64) {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * spec.rate).min(spec.max);
@@ -470,7 +493,7 @@ impl LocalRateLimit {
         random: u64,
         descriptors: &[Descriptor<'_>],
     ) -> Option<Verdict> {
-        if !self.enabled.is_some_and(|e| e.holds(random)) {
+        if !self.enabled(random) {
             return None;
         }
         // The configured descriptors a request descriptor equals, slowest-filling first.

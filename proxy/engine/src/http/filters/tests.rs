@@ -341,4 +341,16 @@ fn bad_descriptors_are_named() {
         "token_bucket"
     );
     assert_eq!(err(&format!("{DESCRIPTORS}stage: 11\n")), "stage");
+    assert_eq!(
+        err(&format!(
+            "{DESCRIPTORS}rate_limits: [{{stage: 1, actions: [{{remote_address: {{}}}}]}}]\n"
+        )),
+        "rate_limits[0].stage",
+        "the filter's own entries have no stage"
+    );
+    assert_eq!(
+        err(&DESCRIPTORS.replace("fill_interval: 60s}", "fill_interval: 0.01s}")),
+        "token_bucket.fill_interval",
+        "Envoy's 50ms minimum"
+    );
 }
