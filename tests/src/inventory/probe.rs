@@ -69,6 +69,7 @@ static_resources:
                   request_mirror_policies: [{ cluster: c, request_headers_mutations: [{ remove: x-r }] }]
                   internal_redirect_policy: { max_internal_redirects: 1 }
                   rate_limits: [{ actions: [{ remote_address: {} }] }]
+                  hedge_policy: { initial_requests: 1 }
                   hash_policy:
                   - { header: { header_name: x } }
                   - { cookie: { name: k, ttl: 1s, attributes: [{ name: a, value: b }] } }
@@ -151,6 +152,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.InternalRedirectPolicy", format!("{ROUTES}/0/route/internal_redirect_policy")),
         ("config.route.v3.RouteAction.HashPolicy", format!("{ROUTES}/0/route/hash_policy/0")),
         ("config.route.v3.RateLimit", format!("{ROUTES}/0/route/rate_limits/0")),
+        ("config.route.v3.HedgePolicy", format!("{ROUTES}/0/route/hedge_policy")),
         ("config.route.v3.RouteAction.HashPolicy.Header", format!("{ROUTES}/0/route/hash_policy/0/header")),
         ("config.route.v3.RouteAction.HashPolicy.Cookie", format!("{ROUTES}/0/route/hash_policy/1/cookie")),
         ("config.route.v3.RouteAction.HashPolicy.CookieAttribute", format!("{ROUTES}/0/route/hash_policy/1/cookie/attributes/0")),

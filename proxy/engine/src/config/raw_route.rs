@@ -58,6 +58,7 @@ pub(crate) struct RawVirtualHost {
     pub response_headers_to_add: Vec<RawHeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    pub hedge_policy: Option<RawHedgePolicy>,
     #[serde(default)]
     pub rate_limits: Vec<crate::route::rate_limits::RawRateLimit>,
     pub retry_policy: Option<RawRetryPolicy>,
@@ -251,6 +252,7 @@ pub(crate) struct RawRouteAction {
     /// Empty (proto3: the same as unset): the virtual host's apply.
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    pub hedge_policy: Option<RawHedgePolicy>,
     #[serde(default)]
     pub rate_limits: Vec<crate::route::rate_limits::RawRateLimit>,
     pub include_vh_rate_limits: Option<bool>,
@@ -491,4 +493,15 @@ pub(crate) struct RawDirectResponse {
 pub(crate) struct RawDataSource {
     pub filename: Option<String>,
     pub inline_string: Option<String>,
+}
+
+/// `HedgePolicy`: Envoy 1.40 implements only `hedge_on_per_try_timeout`; `initial_requests`
+/// and `additional_request_chance` are marked not implemented there and have no effect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHedgePolicy {
+    pub initial_requests: Option<u32>,
+    #[allow(dead_code)]
+    pub additional_request_chance: Option<serde_json::Value>,
+    pub hedge_on_per_try_timeout: Option<bool>,
 }

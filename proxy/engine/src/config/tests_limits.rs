@@ -278,3 +278,33 @@ fn deeply_nested_yaml_is_rejected_fast() {
     let err = from_yaml_str(&big).unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 }
+
+#[test]
+fn hedge_policy_is_accepted_for_its_no_ops_and_hedging_is_refused() {
+    let route = |hedge: &str| {
+        with_routes(&ROUTES_OK.replacen(
+            "route: { cluster: a }",
+            &format!("route: {{ cluster: a, hedge_policy: {{ {hedge} }} }}"),
+            1,
+        ))
+    };
+    from_yaml_str(&route(
+        "initial_requests: 1, additional_request_chance: { numerator: 5 }",
+    ))
+    .expect("no-ops in Envoy too");
+    from_yaml_str(&route("hedge_on_per_try_timeout: false")).expect("off is fine");
+    let e = from_yaml_str(&route("hedge_on_per_try_timeout: true")).unwrap_err();
+    assert!(
+        e.path()
+            .ends_with("route.hedge_policy.hedge_on_per_try_timeout"),
+        "{}",
+        e.path()
+    );
+    assert!(e.to_string().contains("not supported"), "{e}");
+    let e = from_yaml_str(&route("initial_requests: 0")).unwrap_err();
+    assert!(
+        e.path().ends_with("hedge_policy.initial_requests"),
+        "{}",
+        e.path()
+    );
+}

@@ -192,6 +192,9 @@ fn virtual_host(
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => None,
     };
+    if let Some(h) = &raw.hedge_policy {
+        hedge_policy(h, &p.field("hedge_policy"))?;
+    }
     let per_filter = crate::http::filters::per_filter_configs(
         raw.typed_per_filter_config.as_ref(),
         &p.field("typed_per_filter_config"),
@@ -526,6 +529,9 @@ fn forward(
         None => None,
     };
     let rate_limits = super::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?;
+    if let Some(h) = &raw.hedge_policy {
+        hedge_policy(h, &p.field("hedge_policy"))?;
+    }
     Ok(ForwardAction {
         mirrors,
         internal_redirect,
@@ -741,4 +747,22 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
         max_interval,
         retriable_status_codes: codes,
     })
+}
+
+/// `hedge_policy`: `initial_requests` (>= 1) and `additional_request_chance` are accepted
+/// and have no effect, as in Envoy 1.40, which marks them not implemented;
+/// `hedge_on_per_try_timeout: true` is refused (hedging not implemented).
+fn hedge_policy(
+    h: &crate::config::raw_route::RawHedgePolicy,
+    p: &FieldPath,
+) -> Result<(), ConfigError> {
+    if h.initial_requests == Some(0) {
+        return Err(p.field("initial_requests").err("must be at least 1"));
+    }
+    if h.hedge_on_per_try_timeout == Some(true) {
+        return Err(p
+            .field("hedge_on_per_try_timeout")
+            .unsupported("request hedging not implemented"));
+    }
+    Ok(())
 }
