@@ -177,11 +177,12 @@ impl HttpFilters {
         self.filters.is_empty()
     }
 
-    /// Whether a connection needs its own rate limit buckets.
+    /// Whether a connection may need its own rate limit buckets: a local rate limit filter is
+    /// configured (its per-route configs may count per connection even when its own does not).
     pub fn per_connection(&self) -> bool {
         self.filters
             .iter()
-            .any(|f| matches!(&f.kind, Kind::LocalRateLimit(l) if l.per_connection()))
+            .any(|f| matches!(&f.kind, Kind::LocalRateLimit(_)))
     }
 
     /// The filter names in order (for tests and the explain output).

@@ -147,6 +147,9 @@ pub struct LocalRateLimit {
     retry_after: bool,
     /// The shared bucket (when not per connection).
     shared: Option<Mutex<Bucket>>,
+    /// Unique per compiled config: the key of its buckets in a connection's [`ConnBuckets`]
+    /// (an address could be reused by a later config).
+    id: u64,
     /// `descriptors[]`, with their buckets.
     descriptors: Vec<DescriptorLimit>,
     /// `rate_limits[]`: the filter's own descriptor actions (else the route's).
@@ -310,6 +313,10 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
         resource_exhausted: raw.rate_limited_as_resource_exhausted == Some(true),
         retry_after: raw.enable_retry_after_header == Some(true),
         shared: bucket.filter(|_| !per_connection).map(Bucket::full),
+        id: {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        },
         descriptors,
         rate_limits,
         stage,
@@ -396,7 +403,7 @@ fn descriptors(
 
 /// The per-connection buckets of one downstream connection, by config and descriptor.
 #[derive(Debug, Default)]
-pub struct ConnBuckets(Mutex<Vec<((usize, usize), Bucket)>>);
+pub struct ConnBuckets(Mutex<Vec<((u64, usize), Bucket)>>);
 
 /// Which bucket of a config: the default one or a descriptor's.
 const DEFAULT_BUCKET: usize = usize::MAX;
@@ -460,7 +467,7 @@ impl LocalRateLimit {
         let Some(c) = conn else {
             return (true, spec.max);
         };
-        let key = (self as *const Self as usize, which);
+        let key = (self.id, which);
         let mut v = c.0.lock().unwrap_or_else(|e| e.into_inner());
         let i = match v.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
