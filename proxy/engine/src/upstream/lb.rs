@@ -3,7 +3,8 @@
 //! A request first gets a priority level and a host source ([`priority`](super::priority):
 //! Envoy's spill-over, degraded load and panic, from the request hash for hashing balancers, a
 //! random number otherwise), then a host of that level. In panic every host of the level is a
-//! candidate (or, with `zone_aware_lb_config.fail_traffic_on_panic`, none). Weighted round robin
+//! candidate (or, with `zone_aware_lb_config.fail_traffic_on_panic`, none, except for ring hash
+//! and maglev, which ignore it as Envoy's do). Weighted round robin
 //! follows Envoy's EDF order (`edf.rs`) while every host of the source is usable; otherwise it
 //! falls back to cumulative weights over the usable hosts. Ring hash and maglev walk their
 //! table (built over the level's healthy hosts, or every host in panic) past unusable hosts;
@@ -239,7 +240,8 @@ pub fn choose(
         panic_threshold: opts.healthy_panic_threshold.round().clamp(0.0, 100.0) as u64,
     };
     let pick = priority::pick(&counts, params, draw);
-    if pick.source == Source::All && opts.fail_traffic_on_panic {
+    // Envoy's ring hash and maglev balancers ignore `fail_traffic_on_panic`.
+    if pick.source == Source::All && opts.fail_traffic_on_panic && !hashing {
         return None;
     }
     let level = &set.levels[pick.level];
