@@ -7,7 +7,8 @@
 //! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
 //!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
-//!   `up.conn` (which connection of that server it came on, 1 = the first).
+//!   `up.conn` (which connection of that server it came on, 1 = the first), `up.peer` (the
+//!   address the proxy connected from, when it is not 127.0.0.1).
 //! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
 //!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
 //!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
@@ -410,6 +411,10 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
 fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: bool) {
     o.insert(format!("{prefix}.method"), last.method.clone());
     o.insert(format!("{prefix}.conn"), last.conn.to_string());
+    // The source address only when it is not the default one (`upstream_bind_config`).
+    if last.peer != std::net::IpAddr::from([127, 0, 0, 1]) {
+        o.insert(format!("{prefix}.peer"), last.peer.to_string());
+    }
     o.insert(format!("{prefix}.path"), last.path.clone());
     if !last.body.is_empty() {
         o.insert(format!("{prefix}.body"), body_text(&last.body));
@@ -706,6 +711,7 @@ mod tests {
             headers: h.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             body: Vec::new(),
             conn: 1,
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
         let o = observe(

@@ -61,6 +61,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The connection it came on: 1 for the server's first accepted connection, 2 for the next.
     pub conn: usize,
+    /// The address the connection came from (the proxy's upstream source address).
+    pub peer: std::net::IpAddr,
 }
 
 #[derive(Default)]
@@ -101,10 +103,10 @@ impl Upstreams {
             tasks.push(rt.spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();
                 let mut serial = 0;
-                while let Ok((sock, _)) = listener.accept().await {
+                while let Ok((sock, peer)) = listener.accept().await {
                     serial += 1;
                     let (name, script, shared) = (name.clone(), script.clone(), shared.clone());
-                    conns.spawn(serve(sock, serial, name, script, shared));
+                    conns.spawn(serve(sock, (serial, peer.ip()), name, script, shared));
                 }
             }));
         }
@@ -143,7 +145,7 @@ impl Drop for Upstreams {
 
 async fn serve(
     mut sock: TcpStream,
-    conn: usize,
+    (conn, peer): (usize, std::net::IpAddr),
     name: String,
     script: Arc<Vec<Reply>>,
     shared: Arc<Mutex<Shared>>,
@@ -204,6 +206,7 @@ async fn serve(
                 headers,
                 body,
                 conn,
+                peer,
             });
             script.get(i).or(script.last()).cloned()
         };
