@@ -394,15 +394,7 @@ impl Cluster {
 
     /// Every host currently known (static, resolved or original-destination ones).
     pub fn all_hosts(&self) -> Vec<Arc<Host>> {
-        let mut v = self.hosts.load().hosts.clone();
-        if matches!(self.spec.discovery, Discovery::OriginalDst) {
-            let map = self
-                .orig_dst_hosts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            v.extend(map.values().cloned());
-        }
-        v
+        self.hosts_with_meta().into_iter().map(|(h, _)| h).collect()
     }
 
     /// Records a finished request's outcome for outlier detection.

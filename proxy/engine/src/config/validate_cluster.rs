@@ -54,6 +54,10 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             }
         }
         // Per priority level, as the hashing balancers sum a level's weights.
+        let hashing = matches!(
+            lb_policy,
+            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
+        );
         let mut level_weights: std::collections::BTreeMap<u32, u64> = Default::default();
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
@@ -93,10 +97,6 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                 // Envoy's ring hash and maglev reject a level whose weights sum past u32.
                 let total_weight = level_weights.entry(priority).or_default();
                 *total_weight += u64::from(weight);
-                let hashing = matches!(
-                    lb_policy,
-                    LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
-                );
                 if hashing && *total_weight > u64::from(u32::MAX) {
                     return Err(bp.field("load_balancing_weight").err(format!(
                         "the sum of the endpoint weights of priority {priority} exceeds {}",

@@ -38,12 +38,6 @@ pub(super) fn request(
         h.remove(*n);
     }
     let peer = conn.peer.ip();
-    let mut client = peer;
-    if cfg.xff_num_trusted_hops > 0 {
-        if let Some(ip) = xff_from_right(h, cfg.xff_num_trusted_hops as usize - 1) {
-            client = ip;
-        }
-    }
     // Envoy appends its own (first non-loopback) address for a loopback peer.
     let appended = if peer.is_loopback() {
         local_address()
@@ -66,6 +60,8 @@ pub(super) fn request(
         h.insert("x-forwarded-for", v);
     }
     h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    // The client as the rest of the request sees it (rate limit descriptors too).
+    let client = RemoteAddress::of(cfg, conn).resolve(h);
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         h.insert("x-envoy-external-address", v);
     }

@@ -160,13 +160,16 @@ pub(crate) fn build(
         .collect()
 }
 
-fn entry(r: &RawRateLimit, p: &FieldPath) -> Result<RateLimitEntry, ConfigError> {
-    let stage = r.stage.unwrap_or(0);
-    if stage > MAX_STAGE {
-        return Err(p
-            .field("stage")
-            .err(format!("{stage} is above the maximum {MAX_STAGE}")));
+/// A `stage` (a route entry's or the filter's) at `p`: 0 when unset, at most [`MAX_STAGE`].
+pub(crate) fn stage(raw: Option<u32>, p: &FieldPath) -> Result<u32, ConfigError> {
+    match raw.unwrap_or(0) {
+        s if s > MAX_STAGE => Err(p.err(format!("{s} is above the maximum {MAX_STAGE}"))),
+        s => Ok(s),
     }
+}
+
+fn entry(r: &RawRateLimit, p: &FieldPath) -> Result<RateLimitEntry, ConfigError> {
+    let stage = stage(r.stage, &p.field("stage"))?;
     if r.limit.is_some() {
         return Err(p
             .field("limit")

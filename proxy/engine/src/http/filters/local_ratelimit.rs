@@ -133,20 +133,18 @@ const DEFAULT_STATUS: u16 = 429;
 #[derive(Debug)]
 pub struct LocalRateLimit {
     status: u16,
-    bucket: Option<BucketSpec>,
+    /// `token_bucket`, the default bucket.
+    bucket: Option<Limit>,
     enabled: Option<FractionalPercent>,
     enforced: Option<FractionalPercent>,
     request_headers_not_enforced: HeaderMutations,
     response_headers: HeaderMutations,
-    per_connection: bool,
     x_headers: bool,
     /// `rate_limited_as_resource_exhausted`: a limited gRPC request gets `grpc-status` 8
     /// (RESOURCE_EXHAUSTED) instead of 14 (UNAVAILABLE).
     pub resource_exhausted: bool,
     /// `enable_retry_after_header`: a 429 carries `retry-after` (seconds to the next token).
     retry_after: bool,
-    /// The shared bucket (when not per connection).
-    shared: Option<Mutex<Bucket>>,
     /// Unique per compiled config: the key of its buckets in a connection's [`ConnBuckets`]
     /// (an address could be reused by a later config).
     id: u64,
@@ -177,9 +175,24 @@ pub enum VhRateLimits {
 #[derive(Debug)]
 struct DescriptorLimit {
     entries: Vec<(String, String)>,
+    limit: Limit,
+}
+
+/// A configured bucket: its spec, and the bucket itself unless each connection has its own.
+#[derive(Debug)]
+struct Limit {
     spec: BucketSpec,
-    /// When not per connection.
+    /// The shared bucket (None: one per connection, in [`ConnBuckets`]).
     shared: Option<Mutex<Bucket>>,
+}
+
+impl Limit {
+    fn new(spec: BucketSpec, per_connection: bool) -> Self {
+        Self {
+            spec,
+            shared: (!per_connection).then(|| Bucket::full(spec)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,13 +242,7 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
             .field("max_dynamic_descriptors")
             .unsupported("dynamic (wildcard) descriptors not implemented"));
     }
-    let stage = raw.stage.unwrap_or(0);
-    if stage > crate::route::rate_limits::MAX_STAGE {
-        return Err(p.field("stage").err(format!(
-            "{stage} is above the maximum {}",
-            crate::route::rate_limits::MAX_STAGE
-        )));
-    }
+    let stage = crate::route::rate_limits::stage(raw.stage, &p.field("stage"))?;
     let vh_rate_limits = match raw.vh_rate_limits.as_deref() {
         None | Some("OVERRIDE") => VhRateLimits::Override,
         Some("INCLUDE") => VhRateLimits::Include,
@@ -303,16 +310,14 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
     )?;
     Ok(LocalRateLimit {
         status,
-        bucket,
+        bucket: bucket.map(|b| Limit::new(b, per_connection)),
         enabled: percent(&raw.filter_enabled, &p.field("filter_enabled"))?,
         enforced: percent(&raw.filter_enforced, &p.field("filter_enforced"))?,
         request_headers_not_enforced: not_enforced,
         response_headers: mutations(&raw.response_headers_to_add, &[], p, "response")?,
-        per_connection,
         x_headers,
         resource_exhausted: raw.rate_limited_as_resource_exhausted == Some(true),
         retry_after: raw.enable_retry_after_header == Some(true),
-        shared: bucket.filter(|_| !per_connection).map(Bucket::full),
         id: {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -394,8 +399,7 @@ fn descriptors(
         }
         out.push(DescriptorLimit {
             entries,
-            spec,
-            shared: (!per_connection).then(|| Bucket::full(spec)),
+            limit: Limit::new(spec, per_connection),
         });
     }
     Ok(out)
@@ -421,11 +425,6 @@ pub struct Verdict {
 }
 
 impl LocalRateLimit {
-    /// Whether a request needs a per-connection bucket.
-    pub fn per_connection(&self) -> bool {
-        self.per_connection && self.bucket.is_some()
-    }
-
     /// Whether requests need descriptors (`descriptors` configured).
     pub fn has_descriptors(&self) -> bool {
         !self.descriptors.is_empty()
@@ -451,16 +450,10 @@ impl LocalRateLimit {
     /// Takes a token from bucket `which` (a descriptor index or [`DEFAULT_BUCKET`]): the
     /// shared one, or the connection's. Returns whether one was left, and what is left.
     fn take_from(&self, which: usize, conn: Option<&ConnBuckets>, now: Instant) -> (bool, f64) {
-        let (spec, shared) = match which {
-            DEFAULT_BUCKET => match self.bucket {
-                Some(spec) => (spec, self.shared.as_ref()),
-                None => return (true, 0.0),
-            },
-            i => (
-                self.descriptors[i].spec,
-                self.descriptors[i].shared.as_ref(),
-            ),
+        let Some(Limit { spec, shared }) = self.limit(which) else {
+            return (true, 0.0);
         };
+        let spec = *spec;
         if let Some(m) = shared {
             return Self::take(spec, &mut m.lock().unwrap_or_else(|e| e.into_inner()), now);
         }
@@ -485,10 +478,11 @@ impl LocalRateLimit {
         Self::take(spec, &mut v[i].1, now)
     }
 
-    fn spec_of(&self, which: usize) -> Option<BucketSpec> {
+    /// Bucket `which`: a descriptor index or [`DEFAULT_BUCKET`] (None when not configured).
+    fn limit(&self, which: usize) -> Option<&Limit> {
         match which {
-            DEFAULT_BUCKET => self.bucket,
-            i => Some(self.descriptors[i].spec),
+            DEFAULT_BUCKET => self.bucket.as_ref(),
+            i => Some(&self.descriptors[i].limit),
         }
     }
 
@@ -521,9 +515,10 @@ impl LocalRateLimit {
         }
         matched.sort_by(|a, b| {
             self.descriptors[*a]
+                .limit
                 .spec
                 .rate
-                .total_cmp(&self.descriptors[*b].spec.rate)
+                .total_cmp(&self.descriptors[*b].limit.spec.rate)
         });
         let now = Instant::now();
         // The bucket that decided (Envoy's token bucket context) and what it has left.
@@ -544,7 +539,7 @@ impl LocalRateLimit {
             }
         }
         let (which, allowed, left) = decided?;
-        let spec = self.spec_of(which)?;
+        let spec = self.limit(which)?.spec;
         // Seconds until the next token.
         let next_token = || {
             if left >= 1.0 {
