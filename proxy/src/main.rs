@@ -343,7 +343,8 @@ fn run() -> Result<()> {
                 )),
                 None => None,
             };
-            let (l7, pod_config) = pod_xds::setup(&xds, l7)?;
+            let directory = pod_watch::directory(&watch);
+            let (l7, pod_config) = pod_xds::setup(&xds, l7, directory.clone())?;
             let handlers = agent::registry::Handlers {
                 outbound: handler,
                 inbound: Arc::new(sluice_node::inbound::InboundPassthrough),
@@ -356,7 +357,7 @@ fn run() -> Result<()> {
             }
             let pod_workers = pod_workers.unwrap_or_else(|| agent::default_pod_workers(workers));
             let rt = rt.enable_all().build().context("tokio runtime")?;
-            let ready_gates = pod_watch::start(&watch, &control, &rt)?
+            let ready_gates = pod_watch::start(&watch, &control, &rt, directory)?
                 .into_iter()
                 .collect();
             rt.block_on(agent::run(
@@ -421,7 +422,7 @@ fn run() -> Result<()> {
                 )),
                 None => None,
             };
-            let (l7, pod_config) = pod_xds::setup(&xds, l7)?;
+            let (l7, pod_config) = pod_xds::setup(&xds, l7, None)?;
             let opts = SidecarOptions {
                 netns,
                 uid,

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use sluice_k8s::{decide::Settings, reconcile::LoopOptions, watch::WatchOptions};
+use sluice_k8s::{
+    decide::Settings, directory::PodDirectory, reconcile::LoopOptions, watch::WatchOptions,
+};
 use sluice_node::{agent::health::ReadyGate, policy::Mode};
 
 /// The watcher's flags.
@@ -31,11 +33,18 @@ pub struct WatchArgs {
     kubeconfig: Option<std::path::PathBuf>,
 }
 
-/// With `--watch-pods`: spawns the watcher on `rt` and returns the readiness gate it keeps.
+/// With `--watch-pods`: the directory the watcher will publish the pods' metadata to.
+pub fn directory(args: &WatchArgs) -> Option<PodDirectory> {
+    args.watch_pods.then(PodDirectory::new)
+}
+
+/// With `--watch-pods`: spawns the watcher on `rt` (publishing to `directory`) and returns the
+/// readiness gate it keeps.
 pub fn start(
     args: &WatchArgs,
     control: &Path,
     rt: &tokio::runtime::Runtime,
+    directory: Option<PodDirectory>,
 ) -> anyhow::Result<Option<ReadyGate>> {
     if !args.watch_pods {
         return Ok(None);
@@ -56,6 +65,7 @@ pub fn start(
         },
         loop_opts: LoopOptions::default(),
         kubeconfig: args.kubeconfig.clone(),
+        directory,
     };
     let ready = ReadyGate::not_ready(sluice_k8s::reconcile::NOT_SYNCED);
     rt.spawn(sluice_k8s::watch::run(opts, ready.clone()));

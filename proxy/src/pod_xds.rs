@@ -4,12 +4,16 @@
 //! applying each accepted version to the pod's outbound and inbound servers; dropping the guard
 //! (unenroll, agent shutdown) aborts the client, which closes its stream.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use sluice_k8s::directory::PodDirectory;
 use sluice_node::{
-    agent::pod_config::{PodConfigSource, PodInfo},
+    agent::pod_config::{PodConfigSource, PodInfo, PodMeta},
     l7capture::{L7Config, PodServers},
 };
 use sluice_xds::{
@@ -56,11 +60,17 @@ pub enum XdsApi {
 /// The per-pod config source given to the agent.
 pub type Source = Arc<dyn PodConfigSource>;
 
+/// How long a pod's stream waits for the pod watcher to know the pod (its labels and service
+/// account go in the node metadata) before it starts without them.
+const META_WAIT: Duration = Duration::from_secs(3);
+
 /// The L7 config and the per-pod source for these flags: without --xds-address, `l7` unchanged
 /// and no source; with it, `l7` (or an empty base) serving both directions by the engine.
+/// `directory` (with --watch-pods) gives each pod's labels and service account.
 pub fn setup(
     args: &XdsArgs,
     l7: Option<Arc<L7Config>>,
+    directory: Option<PodDirectory>,
 ) -> Result<(Option<Arc<L7Config>>, Option<Source>)> {
     let Some(url) = &args.xds_address else {
         return Ok((l7, None));
@@ -75,6 +85,7 @@ pub fn setup(
         delta: args.xds_api == XdsApi::Delta,
         cluster_id: args.xds_cluster_id.clone(),
         credentials,
+        directory,
     };
     // Checked once here so a bad base fails the start, not every enrollment.
     let probe = PodInfo {
@@ -82,9 +93,10 @@ pub fn setup(
         name: "agent".into(),
         namespace: "default".into(),
         ips: Vec::new(),
+        meta: None,
     };
     let (bootstrap, doc) = source
-        .bootstrap(&probe)
+        .bootstrap(&probe, None)
         .map_err(|e| anyhow::anyhow!("--xds-address {url}: {e}"))?;
     let l7 = match l7 {
         Some(c) => Arc::unwrap_or_clone(c).with_dynamic_listeners(),
@@ -118,26 +130,53 @@ fn credentials(args: &XdsArgs, address: &XdsAddress) -> Result<Credentials, Stri
 }
 
 /// One ADS client per pod.
+#[derive(Clone)]
 struct XdsPods {
     base: serde_json::Value,
     address: XdsAddress,
     delta: bool,
     cluster_id: String,
     credentials: Credentials,
+    directory: Option<PodDirectory>,
 }
 
 impl XdsPods {
-    /// The pod's bootstrap, validated, and its document.
-    fn bootstrap(
-        &self,
-        pod: &PodInfo,
-    ) -> Result<(sluice_engine::config::Bootstrap, serde_json::Value), String> {
-        let node = PodNode {
+    /// The pod as the control plane sees it, with `meta` when known.
+    fn node(&self, pod: &PodInfo, meta: Option<PodMeta>) -> PodNode {
+        let meta = meta.unwrap_or_default();
+        PodNode {
             name: pod.name.clone(),
             namespace: pod.namespace.clone(),
             ips: pod.ips.clone(),
             cluster_id: self.cluster_id.clone(),
-        };
+            labels: meta.labels,
+            service_account: meta.service_account,
+            workload_name: meta.workload_name,
+            owner: meta.owner,
+        }
+    }
+
+    /// The pod's metadata: its own (sidecar mode's environment), else the pod watcher's,
+    /// waited for up to [`META_WAIT`]; None without either.
+    async fn meta(&self, pod: &PodInfo) -> Option<PodMeta> {
+        if let Some(m) = &pod.meta {
+            return Some(m.clone());
+        }
+        let dir = self.directory.as_ref()?;
+        let found = dir.wait_for(&pod.namespace, &pod.name, META_WAIT).await;
+        if found.is_none() {
+            tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), wait = ?META_WAIT, "the pod watcher does not know the pod: its node metadata has no LABELS or SERVICE_ACCOUNT");
+        }
+        found
+    }
+
+    /// The pod's bootstrap, validated, and its document.
+    fn bootstrap(
+        &self,
+        pod: &PodInfo,
+        meta: Option<PodMeta>,
+    ) -> Result<(sluice_engine::config::Bootstrap, serde_json::Value), String> {
+        let node = self.node(pod, meta);
         let doc = pod_bootstrap(&self.base, node.node(), &self.address, self.delta)?;
         let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
         let bootstrap = sluice_engine::config::from_yaml_str(&text).map_err(|e| e.to_string())?;
@@ -145,8 +184,12 @@ impl XdsPods {
     }
 
     /// The pod's client configuration and its core.
-    fn client(&self, pod: &PodInfo) -> Result<(client::ClientConfig, Core), String> {
-        let (bootstrap, doc) = self.bootstrap(pod)?;
+    fn client(
+        &self,
+        pod: &PodInfo,
+        meta: Option<PodMeta>,
+    ) -> Result<(client::ClientConfig, Core), String> {
+        let (bootstrap, doc) = self.bootstrap(pod, meta)?;
         let dynamic = bootstrap
             .dynamic_resources
             .clone()
@@ -168,23 +211,29 @@ impl Drop for Stream {
 
 impl PodConfigSource for XdsPods {
     fn start(&self, pod: &PodInfo, servers: &PodServers) -> Box<dyn Send + Sync> {
-        let (cfg, core) = match self.client(pod) {
-            Ok(c) => c,
-            Err(e) => {
-                // Checked at startup with the same base; only a pod-specific value gets here.
-                tracing::error!(netns = %pod.netns, error = %e, "no xDS stream for the pod");
-                return Box::new(());
-            }
-        };
         let servers: Vec<_> = [&servers.outbound, &servers.inbound]
             .into_iter()
             .flatten()
             .cloned()
             .collect();
-        let span = tracing::info_span!("xds", netns = %pod.netns, node = %cfg.node.id);
-        tracing::info!(parent: &span, pod = %format!("{}/{}", pod.namespace, pod.name), "pod ADS stream starting");
+        let node_id = self.node(pod, None).id();
+        let span = tracing::info_span!("xds", netns = %pod.netns, node = %node_id);
+        let (this, pod) = (self.clone(), pod.clone());
         let task = tokio::spawn(tracing::Instrument::instrument(
-            client::run_all(servers, cfg, core),
+            async move {
+                let meta = this.meta(&pod).await;
+                let (cfg, core) = match this.client(&pod, meta) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Checked at startup with the same base; only a pod-specific value
+                        // gets here.
+                        tracing::error!(error = %e, "no xDS stream for the pod");
+                        return;
+                    }
+                };
+                tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), cluster = %cfg.node.cluster, "pod ADS stream starting");
+                client::run_all(servers, cfg, core).await
+            },
             span,
         ));
         Box::new(Stream(task))

@@ -165,7 +165,7 @@ impl Watcher {
                 resync: Duration::from_millis(300),
                 error_hold: Duration::from_secs(1),
             };
-            rt.block_on(reconcile::run(inputs, rec, agent, opts, Some(flag)));
+            rt.block_on(reconcile::run(inputs, rec, agent, opts, Some(flag), None));
         });
         Self {
             tx,
@@ -394,12 +394,17 @@ fn http_status(addr: std::net::SocketAddr, path: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
-    require_root();
-    let pods_cg = Cgroup::new("podw-api-pods");
-    let p = TestPod::new(&pods_cg, 20);
-    let mut obj = serde_json::to_value(pod(&p, "shop", "web-0", &[])).unwrap();
+/// A fake API server listing `p` as `shop/NAME` on node-1 (namespace `shop` with
+/// istio-injection=enabled), a kubeconfig for it in a fresh directory, and that file's path.
+fn api_serving(
+    p: &TestPod,
+    name: &str,
+) -> (
+    sluice_tests::kube_api::FakeApiServer,
+    std::path::PathBuf,
+    String,
+) {
+    let mut obj = serde_json::to_value(pod(p, "shop", name, &[])).unwrap();
     obj["spec"]["nodeName"] = "node-1".into();
     let api = sluice_tests::kube_api::FakeApiServer::start(
         vec![obj],
@@ -407,15 +412,21 @@ fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
     );
     let dir = std::env::temp_dir().join(sluice_tests::unique_name("kubeconfig"));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = api.kubeconfig(&dir);
+    let kc = api.kubeconfig(&dir).to_string_lossy().into_owned();
+    (api, dir, kc)
+}
+
+#[test]
+fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
+    require_root();
+    let pods_cg = Cgroup::new("podw-api-pods");
+    let p = TestPod::new(&pods_cg, 20);
+    let (api, dir, kc) = api_serving(&p, "web-0");
     let health = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let (kc, ha) = (
-        kubeconfig.to_string_lossy().into_owned(),
-        health.to_string(),
-    );
+    let ha = health.to_string();
     let mut node = Node::start_with(
         "podw-api",
         &[
@@ -478,4 +489,97 @@ fn agent_watch_pods_enrolls_from_the_api_server_and_is_not_ready_without_it() {
         node.agent().wait_exit(Duration::from_millis(200)).is_none(),
         "the agent keeps running"
     );
+}
+
+/// A string field of a protobuf Struct.
+fn struct_str(s: &envoy_types::pb::google::protobuf::Struct, key: &str) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match s.fields.get(key).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn agent_watch_pods_gives_each_pod_stream_its_labels_and_service_account() {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    require_root();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let xds = rt.block_on(sluice_tests::xds_server::XdsServer::start());
+    let pods_cg = Cgroup::new("podw-xds-pods");
+    let p = TestPod::new(&pods_cg, 30);
+    // The fixture: labels app=reviews, version=v1, pod-template-hash; owned by the ReplicaSet
+    // reviews-v1-5b4c8d7f9c; service account bookinfo-reviews.
+    let name = "reviews-v1-5b4c8d7f9c-x2k8q";
+    let (api, dir, kc) = api_serving(&p, name);
+    let address = format!("http://{}", xds.addr);
+    let node = Node::start_with(
+        "podw-xds",
+        &[
+            "--watch-pods",
+            "--node-name",
+            "node-1",
+            "--kubeconfig",
+            &kc,
+            "--xds-address",
+            &address,
+        ],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    wait_enrolled(
+        &node,
+        &p.ns,
+        "enrolled by the watcher",
+        Some(("node", true)),
+    );
+
+    let records = until(
+        "the pod's ADS stream",
+        || xds.stream_records(),
+        |r| !r.is_empty(),
+    );
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let n = &records[0].node;
+    assert_eq!(
+        n.id, "sidecar~0.0.0.0~reviews-v1-5b4c8d7f9c-x2k8q.shop~shop.svc.cluster.local",
+        "the pod netns has no address here"
+    );
+    assert_eq!(
+        n.cluster, "reviews.shop",
+        "Istio's service cluster: app.namespace"
+    );
+    let meta = n.metadata.as_ref().expect("node metadata");
+    assert_eq!(
+        struct_str(meta, "SERVICE_ACCOUNT").as_deref(),
+        Some("bookinfo-reviews")
+    );
+    assert_eq!(
+        struct_str(meta, "WORKLOAD_NAME").as_deref(),
+        Some("reviews-v1")
+    );
+    assert_eq!(
+        struct_str(meta, "OWNER").as_deref(),
+        Some("kubernetes://apis/apps/v1/namespaces/shop/deployments/reviews-v1")
+    );
+    assert_eq!(struct_str(meta, "NAME").as_deref(), Some(name));
+    let labels = match meta.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(s)) => s.clone(),
+        other => panic!("LABELS: {other:?}"),
+    };
+    for (k, v) in [
+        ("app", "reviews"),
+        ("version", "v1"),
+        ("pod-template-hash", "5b4c8d7f9c"),
+        ("service.istio.io/canonical-name", "reviews"),
+        ("service.istio.io/canonical-revision", "v1"),
+    ] {
+        assert_eq!(
+            struct_str(&labels, k).as_deref(),
+            Some(v),
+            "LABELS {k}: {labels:?}"
+        );
+    }
+    drop(node);
+    drop(api);
+    drop(p);
 }

@@ -425,13 +425,15 @@ pub const NOT_SYNCED: &str =
     "pod watcher: waiting for the first list of pods and namespaces from the Kubernetes API server";
 
 /// Runs passes over `inputs` until the stream ends. `ready` is true while both initial lists
-/// are complete and no watch error happened within `error_hold`.
+/// are complete and no watch error happened within `error_hold`; `directory` gets the pods'
+/// metadata after every batch of events.
 pub async fn run<S>(
     inputs: S,
     mut rec: Reconciler,
     agent: Arc<dyn Agent>,
     opts: LoopOptions,
     ready: Option<ReadyGate>,
+    directory: Option<crate::directory::PodDirectory>,
 ) where
     S: Stream<Item = Input> + Send,
 {
@@ -458,6 +460,9 @@ pub async fn run<S>(
                         last_error = Some((Instant::now(), msg.clone()));
                     }
                     rec.store.apply(i);
+                }
+                if let Some(d) = &directory {
+                    d.publish(&rec.store);
                 }
             }
             _ = tick.tick() => {}

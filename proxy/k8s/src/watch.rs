@@ -34,6 +34,8 @@ pub struct WatchOptions {
     pub loop_opts: LoopOptions,
     /// A kubeconfig file instead of the in-cluster config (off-cluster runs, tests).
     pub kubeconfig: Option<PathBuf>,
+    /// Where the pods' labels and service accounts are published (for per-pod xDS streams).
+    pub directory: Option<crate::directory::PodDirectory>,
 }
 
 /// A client from `kubeconfig`, else the in-cluster config (then `KUBECONFIG` / ~/.kube/config).
@@ -88,6 +90,14 @@ pub async fn run(opts: WatchOptions, ready: ReadyGate) {
         only_own_process: true,
     });
     let rec = Reconciler::new(opts.settings, PathBuf::from("/proc"));
-    reconcile::run(inputs, rec, agent, opts.loop_opts, Some(ready)).await;
+    reconcile::run(
+        inputs,
+        rec,
+        agent,
+        opts.loop_opts,
+        Some(ready),
+        opts.directory,
+    )
+    .await;
     error!("pod watcher: watch streams ended");
 }

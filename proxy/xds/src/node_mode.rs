@@ -4,7 +4,10 @@
 //! synthesized from the address; the `sluice` binary runs [`crate::client::run_all`] on it
 //! against the pod's outbound and inbound servers.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
+};
 
 use serde_json::{json, Value};
 
@@ -86,7 +89,19 @@ pub struct PodNode {
     pub ips: Vec<IpAddr>,
     /// `CLUSTER_ID`.
     pub cluster_id: String,
+    /// The pod's labels (`LABELS`), as the API server has them (empty when unknown).
+    pub labels: BTreeMap<String, String>,
+    /// `SERVICE_ACCOUNT` (spec.serviceAccountName), when known.
+    pub service_account: Option<String>,
+    /// `WORKLOAD_NAME`: the owning Deployment, CronJob, ..., when known.
+    pub workload_name: Option<String>,
+    /// `OWNER`: `kubernetes://apis/apps/v1/namespaces/NS/deployments/NAME`, when known.
+    pub owner: Option<String>,
 }
+
+/// Istio's canonical service labels, which its injector adds to a pod that lacks them.
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
 impl PodNode {
     /// Istio's sidecar node id: `sidecar~POD_IP~NAME.NS~NS.svc.cluster.local` (POD_IP the first
@@ -104,20 +119,60 @@ impl PodNode {
         )
     }
 
-    /// The bootstrap's `node`: id, cluster `NAME.NS`, and the metadata istiod reads.
+    /// Istio's canonical service name: the `service.istio.io/canonical-name`,
+    /// `app.kubernetes.io/name` or `app` label, else the workload name, else the pod name.
+    pub fn canonical_name(&self) -> &str {
+        [CANONICAL_NAME, "app.kubernetes.io/name", "app"]
+            .iter()
+            .find_map(|k| self.labels.get(*k).filter(|v| !v.is_empty()))
+            .or(self.workload_name.as_ref())
+            .unwrap_or(&self.name)
+    }
+
+    /// Istio's canonical revision: the `service.istio.io/canonical-revision`,
+    /// `app.kubernetes.io/version` or `version` label, else `latest`.
+    pub fn canonical_revision(&self) -> &str {
+        [CANONICAL_REVISION, "app.kubernetes.io/version", "version"]
+            .iter()
+            .find_map(|k| self.labels.get(*k).filter(|v| !v.is_empty()))
+            .map_or("latest", String::as_str)
+    }
+
+    /// The bootstrap's `node`: id, cluster `CANONICAL_NAME.NS` (Istio's default service
+    /// cluster), and the metadata istiod reads: `LABELS` (with the canonical service labels
+    /// added when missing, as injection adds them), `SERVICE_ACCOUNT`, `WORKLOAD_NAME` and
+    /// `OWNER` when known.
     pub fn node(&self) -> Value {
         let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        let mut labels = self.labels.clone();
+        labels
+            .entry(CANONICAL_NAME.into())
+            .or_insert_with(|| self.canonical_name().to_string());
+        labels
+            .entry(CANONICAL_REVISION.into())
+            .or_insert_with(|| self.canonical_revision().to_string());
+        let mut meta = json!({
+            "NAME": self.name,
+            "NAMESPACE": self.namespace,
+            "INSTANCE_IPS": ips.join(","),
+            "ISTIO_VERSION": ISTIO_VERSION,
+            "CLUSTER_ID": self.cluster_id,
+            "INTERCEPTION_MODE": "REDIRECT",
+            "LABELS": labels,
+        });
+        for (key, value) in [
+            ("SERVICE_ACCOUNT", &self.service_account),
+            ("WORKLOAD_NAME", &self.workload_name),
+            ("OWNER", &self.owner),
+        ] {
+            if let Some(v) = value {
+                meta[key] = v.as_str().into();
+            }
+        }
         json!({
             "id": self.id(),
-            "cluster": format!("{}.{}", self.name, self.namespace),
-            "metadata": {
-                "NAME": self.name,
-                "NAMESPACE": self.namespace,
-                "INSTANCE_IPS": ips.join(","),
-                "ISTIO_VERSION": ISTIO_VERSION,
-                "CLUSTER_ID": self.cluster_id,
-                "INTERCEPTION_MODE": "REDIRECT",
-            }
+            "cluster": format!("{}.{}", self.canonical_name(), self.namespace),
+            "metadata": meta,
         })
     }
 }
@@ -190,6 +245,10 @@ mod tests {
             namespace: "shop".into(),
             ips: vec!["fd00::5".parse().unwrap(), "10.1.2.3".parse().unwrap()],
             cluster_id: DEFAULT_CLUSTER_ID.into(),
+            labels: BTreeMap::new(),
+            service_account: None,
+            workload_name: None,
+            owner: None,
         }
     }
 
@@ -198,7 +257,15 @@ mod tests {
         let p = pod();
         assert_eq!(p.id(), "sidecar~10.1.2.3~web-1.shop~shop.svc.cluster.local");
         let n = p.node();
-        assert_eq!(n["cluster"], "web-1.shop");
+        assert_eq!(
+            n["cluster"], "web-1.shop",
+            "no labels, no workload: the pod name"
+        );
+        assert_eq!(
+            n["metadata"]["LABELS"],
+            json!({CANONICAL_NAME: "web-1", CANONICAL_REVISION: "latest"})
+        );
+        assert!(n["metadata"].get("SERVICE_ACCOUNT").is_none());
         assert_eq!(n["metadata"]["NAMESPACE"], "shop");
         assert_eq!(n["metadata"]["NAME"], "web-1");
         assert_eq!(n["metadata"]["INSTANCE_IPS"], "fd00::5,10.1.2.3");
@@ -206,6 +273,42 @@ mod tests {
         assert_eq!(n["metadata"]["CLUSTER_ID"], "Kubernetes");
         let none = PodNode { ips: vec![], ..p };
         assert!(none.id().starts_with("sidecar~0.0.0.0~"));
+    }
+
+    #[test]
+    fn kubernetes_metadata_names_the_service_cluster_and_labels() {
+        let labels = [("app", "web"), ("version", "v2"), ("tier", "front")];
+        let p = PodNode {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            service_account: Some("web-sa".into()),
+            workload_name: Some("web-v2".into()),
+            owner: Some("kubernetes://apis/apps/v1/namespaces/shop/deployments/web-v2".into()),
+            ..pod()
+        };
+        let n = p.node();
+        assert_eq!(n["cluster"], "web.shop", "the app label");
+        let m = &n["metadata"];
+        assert_eq!(m["SERVICE_ACCOUNT"], "web-sa");
+        assert_eq!(m["WORKLOAD_NAME"], "web-v2");
+        assert_eq!(
+            m["OWNER"],
+            "kubernetes://apis/apps/v1/namespaces/shop/deployments/web-v2"
+        );
+        assert_eq!(
+            m["LABELS"],
+            json!({"app": "web", "version": "v2", "tier": "front",
+                CANONICAL_NAME: "web", CANONICAL_REVISION: "v2"})
+        );
+        // An explicit canonical label wins over app; without app, the workload name.
+        let mut q = p.clone();
+        q.labels.insert(CANONICAL_NAME.into(), "storefront".into());
+        assert_eq!(q.node()["cluster"], "storefront.shop");
+        q.labels.clear();
+        assert_eq!(q.node()["cluster"], "web-v2.shop");
+        assert_eq!(q.canonical_revision(), "latest");
     }
 
     #[test]

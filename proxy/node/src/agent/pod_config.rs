@@ -4,7 +4,7 @@
 //! served; dropping the guard (unenroll, agent shutdown) stops the source for that pod. This
 //! crate knows nothing of gRPC: the source lives in the `sluice` binary on top of sluice-xds.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{l7capture::PodServers, netns::Netns, policy::PodIdentity};
 
@@ -22,6 +22,25 @@ pub struct PodInfo {
     pub namespace: String,
     /// The pod's addresses found in its netns (IPv4 first; loopback and link-local left out).
     pub ips: Vec<IpAddr>,
+    /// What Kubernetes says of the pod beyond its name, when known (sidecar mode: the
+    /// downward-API environment; node mode: filled from the pod watcher by the config source).
+    pub meta: Option<PodMeta>,
+}
+
+/// A pod's Kubernetes metadata a control plane keys on (istiod: Sidecar and EnvoyFilter
+/// workload selectors, telemetry labels, the node's cluster name).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName`.
+    pub service_account: Option<String>,
+    /// The name of the workload that owns the pod (a ReplicaSet's Deployment, a Job's
+    /// CronJob, else the controller, else the pod).
+    pub workload_name: Option<String>,
+    /// That workload as Istio's `OWNER`:
+    /// `kubernetes://apis/apps/v1/namespaces/NS/deployments/NAME`.
+    pub owner: Option<String>,
 }
 
 impl PodInfo {
@@ -55,6 +74,7 @@ impl PodInfo {
             name,
             namespace,
             ips,
+            meta: None,
         }
     }
 }
@@ -64,13 +84,50 @@ impl PodInfo {
     /// `POD_NAME` / `POD_NAMESPACE` (the downward API names Istio's injector sets), else the
     /// netns name and [`DEFAULT_NAMESPACE`]; the addresses of the current netns.
     pub fn sidecar_here(netns_arg: &str) -> Self {
-        let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+        let env = |k: &str| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
         let identity = PodIdentity {
             pod_name: env("POD_NAME"),
             pod_namespace: env("POD_NAMESPACE"),
             ..PodIdentity::default()
         };
-        Self::with_ips(netns_arg, Some(&identity), addresses())
+        let mut pod = Self::with_ips(netns_arg, Some(&identity), addresses());
+        pod.meta = PodMeta::from_sidecar_env(&env);
+        pod
+    }
+}
+
+impl PodMeta {
+    /// Sidecar mode's metadata from the environment Istio's injector gives the proxy container:
+    /// `SERVICE_ACCOUNT` (spec.serviceAccountName), `ISTIO_METAJSON_LABELS` (the pod's labels as
+    /// a JSON object), `ISTIO_META_WORKLOAD_NAME` and `ISTIO_META_OWNER`; None when none is set. Labels that are not
+    /// a JSON object of strings are ignored with a warning (the stream still starts).
+    pub fn from_sidecar_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        let service_account = env("SERVICE_ACCOUNT");
+        let workload_name = env("ISTIO_META_WORKLOAD_NAME");
+        let owner = env("ISTIO_META_OWNER");
+        let labels = env("ISTIO_METAJSON_LABELS");
+        if service_account.is_none()
+            && workload_name.is_none()
+            && owner.is_none()
+            && labels.is_none()
+        {
+            return None;
+        }
+        let labels = labels
+            .and_then(|text| match serde_json::from_str(&text) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ISTIO_METAJSON_LABELS is not a JSON object of strings; no labels sent");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        Some(Self {
+            labels,
+            service_account,
+            workload_name,
+            owner,
+        })
     }
 }
 
@@ -112,4 +169,44 @@ pub trait PodConfigSource: Send + Sync {
     /// Starts configuring `servers` for `pod`; called when the pod's servers start (enroll,
     /// adoption after a restart or an upgrade). Stopped when the returned guard is dropped.
     fn start(&self, pod: &PodInfo, servers: &PodServers) -> Box<dyn Send + Sync>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn sidecar_metadata_comes_from_the_injectors_environment() {
+        assert_eq!(PodMeta::from_sidecar_env(&env(&[])), None);
+        let m = PodMeta::from_sidecar_env(&env(&[
+            ("SERVICE_ACCOUNT", "web-sa"),
+            ("ISTIO_METAJSON_LABELS", r#"{"app":"web","version":"v2"}"#),
+            ("ISTIO_META_WORKLOAD_NAME", "web-v2"),
+            (
+                "ISTIO_META_OWNER",
+                "kubernetes://apis/apps/v1/namespaces/shop/deployments/web-v2",
+            ),
+        ]))
+        .expect("metadata");
+        assert_eq!(m.service_account.as_deref(), Some("web-sa"));
+        assert_eq!(m.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(m.workload_name.as_deref(), Some("web-v2"));
+        assert!(m.owner.unwrap().ends_with("/deployments/web-v2"));
+        // Labels that are not an object of strings are dropped, the rest kept.
+        let m = PodMeta::from_sidecar_env(&env(&[
+            ("SERVICE_ACCOUNT", "s"),
+            ("ISTIO_METAJSON_LABELS", r#"{"app": 1}"#),
+        ]))
+        .expect("metadata");
+        assert!(m.labels.is_empty());
+        assert_eq!(m.service_account.as_deref(), Some("s"));
+    }
 }
