@@ -220,18 +220,11 @@ pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Res
 /// The listeners `/drain_listeners` stops: all, or with `inboundonly` those whose
 /// `traffic_direction` is INBOUND.
 fn drain_targets(rt: &Runtime, inbound_only: bool) -> Vec<String> {
-    let inbound: Vec<&str> = rt.source["static_resources"]["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["traffic_direction"] == "INBOUND")
-        .filter_map(|l| l["name"].as_str())
-        .collect();
     rt.bootstrap
         .listeners
         .iter()
+        .filter(|l| !inbound_only || l.traffic_direction.as_deref() == Some("INBOUND"))
         .map(|l| l.name.as_str().to_string())
-        .filter(|n| !inbound_only || inbound.contains(&n.as_str()))
         .collect()
 }
 

@@ -134,10 +134,8 @@ impl Runtime {
         // Built on first use, once per reporter for the whole version.
         let mut istio_series: HashMap<istio::Reporter, Arc<istio::ClusterSeries>> = HashMap::new();
         for l in &bootstrap.listeners {
-            let reporter = istio::Reporter::of_listener(
-                traffic_direction(&source, l.name.as_str()),
-                l.name.as_str(),
-            );
+            let reporter =
+                istio::Reporter::of_listener(l.traffic_direction.as_deref(), l.name.as_str());
             let chains = l
                 .filter_chains
                 .iter()
@@ -225,15 +223,6 @@ impl ClusterFingerprint {
             shape: format!("{shape:?}"),
         }
     }
-}
-
-/// The `traffic_direction` of listener `name` in the config file's JSON.
-fn traffic_direction<'a>(source: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    source["static_resources"]["listeners"]
-        .as_array()?
-        .iter()
-        .find(|l| l["name"] == name)?["traffic_direction"]
-        .as_str()
 }
 
 /// A listener name's current runtime; persists across reloads while the listener exists.

@@ -5,7 +5,7 @@
 //! task (inside `block_in_place`, so connections move to other workers), never on a
 //! connection's path; it needs the multi-threaded runtime `sluice proxy` builds.
 
-use std::{collections::BTreeSet, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
@@ -290,7 +290,7 @@ async fn answer(
 }
 
 /// The RDS/EDS names subscribed to now.
-fn wanted(core: &Core) -> [(ResourceType, BTreeSet<String>); 2] {
+fn wanted(core: &Core) -> [(ResourceType, crate::core::Names); 2] {
     [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)))
 }
 
@@ -300,7 +300,7 @@ async fn follow(
     wire: &mut Wire,
     core: &Core,
     status: &XdsStatus,
-    before: &[(ResourceType, BTreeSet<String>); 2],
+    before: &[(ResourceType, crate::core::Names); 2],
     held: &mut Option<Answer>,
 ) -> Result<(), String> {
     status.subscriptions(core);
@@ -325,13 +325,19 @@ async fn apply(
     origin: impl FnOnce() -> sluice_engine::admin::ConfigOrigin,
 ) -> Result<(), String> {
     match a {
-        Apply::Full { bootstrap, doc } => server.apply_with_origin(bootstrap, doc, origin()).await,
+        Apply::Full { bootstrap } => {
+            server
+                .apply_with_origin(bootstrap, &core.base(), origin())
+                .await
+        }
         Apply::Endpoints(clusters) => {
             if server.update_endpoints(clusters).await? {
                 return Ok(());
             }
-            let (bootstrap, doc) = tokio::task::block_in_place(|| core.full(c))?;
-            server.apply_with_origin(&bootstrap, &doc, origin()).await
+            let bootstrap = tokio::task::block_in_place(|| core.full(c))?;
+            server
+                .apply_with_origin(&bootstrap, &core.base(), origin())
+                .await
         }
     }
 }
@@ -345,10 +351,13 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 
 /// Warming timers: apply what timed-out warming now allows.
 async fn tick(server: &Servers, core: &mut Core, status: &XdsStatus) {
-    if let Some((bootstrap, doc)) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
+    if let Some(bootstrap) = tokio::task::block_in_place(|| core.tick(Instant::now())) {
         core.meta = core.meta.clone().with_plan(core.serving());
         let origin = core.meta.origin(&core.versions);
-        if let Err(e) = server.apply_with_origin(&bootstrap, &doc, origin).await {
+        if let Err(e) = server
+            .apply_with_origin(&bootstrap, &core.base(), origin)
+            .await
+        {
             tracing::error!(error = %e, "xDS: applying after warming or initial_fetch_timeout failed");
         }
     }
@@ -366,11 +375,11 @@ impl Servers {
     async fn apply_with_origin(
         &self,
         bootstrap: &Bootstrap,
-        doc: &Value,
+        source: &Arc<Value>,
         origin: sluice_engine::admin::ConfigOrigin,
     ) -> Result<(), String> {
         for s in &self.0 {
-            s.apply_with_origin(bootstrap.clone(), doc.clone(), origin.clone())
+            s.apply_with_origin(bootstrap.clone(), source.clone(), origin.clone())
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -22,8 +22,10 @@ use std::{
 use serde_json::Value;
 use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
 
+pub use self::wanted::Names;
+use self::wanted::{union, WantedMemo};
 use crate::{
-    assemble::{assemble, eds_name, route_names, with_assignment, Assembly, Resources},
+    assemble::{assemble, eds_name, with_assignment, Assembly, Resources},
     convert::{decode_resource, Any, ResourceType},
 };
 
@@ -45,12 +47,12 @@ pub enum Update {
 /// How a checked response changes the running configuration.
 #[derive(Debug)]
 pub enum Apply {
-    /// A whole new version: the validated configuration and its document (for /config_dump).
+    /// A whole new version: the validated configuration. (The server is given the bootstrap
+    /// file's document, not the assembled one: `/config_dump` shows the xDS resources from the
+    /// origin metadata, which shares their JSON with the accepted state.)
     Full {
         /// The validated configuration.
         bootstrap: Box<Bootstrap>,
-        /// Its document.
-        doc: Value,
     },
     /// An EDS response that changes the endpoints of running clusters only: their new configs
     /// (validated one by one), for `Server::update_endpoints`. If the server finds one differs
@@ -96,7 +98,7 @@ impl Candidate {
 /// The client's state across streams (it survives reconnects).
 #[derive(Debug)]
 pub struct Core {
-    base: Value,
+    base: Arc<Value>,
     dynamic: DynamicResources,
     accepted: Resources,
     /// Delta: each accepted resource's version, per type (`initial_resource_versions`).
@@ -119,6 +121,10 @@ pub struct Core {
     pub meta: crate::origin::Meta,
     /// Per type, the last accepted State-of-the-world response's resources by their bytes.
     memo: HashMap<ResourceType, Memo>,
+    /// The RDS/EDS names of listener and cluster sets seen lately.
+    names: WantedMemo,
+    /// The RDS and EDS names `wanted_since` was last brought up to date with.
+    tracked: [Option<Names>; 2],
 }
 
 /// A decoded resource, its JSON shared with the accepted state.
@@ -135,7 +141,7 @@ impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
     pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
         Self {
-            base,
+            base: Arc::new(base),
             dynamic,
             accepted: Resources::new(),
             resource_versions: BTreeMap::new(),
@@ -149,6 +155,8 @@ impl Core {
             ready: false,
             meta: crate::origin::Meta::default(),
             memo: HashMap::new(),
+            names: WantedMemo::default(),
+            tracked: [None, None],
         }
     }
 
@@ -172,10 +180,11 @@ impl Core {
     /// The names to subscribe to for `ty` (RDS from HCMs, EDS from EDS clusters, of the accepted
     /// listeners and clusters and of the previous versions serving while those warm; empty for
     /// the wildcard types).
-    pub fn wanted(&self, ty: ResourceType) -> BTreeSet<String> {
-        let mut out = wanted_in(&self.accepted, ty);
-        out.extend(wanted_in(&self.serving.resources, ty));
-        out
+    pub fn wanted(&self, ty: ResourceType) -> Names {
+        union(
+            self.names.names(&self.accepted, ty),
+            self.names.names(&self.serving.resources, ty),
+        )
     }
 
     /// The accepted resources of `ty`.
@@ -298,7 +307,7 @@ impl Core {
                 .collect(),
             _ => HashSet::new(),
         };
-        prune(&mut resources, &self.serving.resources);
+        prune(&self.names, &mut resources, &self.serving.resources);
         if ty == ResourceType::Endpoint && self.ready && !self.pending {
             let plan = self.select(&resources, now);
             let same_set = |t| plan.resources.get(&t) == self.serving.resources.get(&t);
@@ -332,7 +341,6 @@ impl Core {
             };
             let apply = Apply::Full {
                 bootstrap: Box::new(bootstrap),
-                doc: asm.doc,
             };
             (Some(plan), Some(apply))
         } else if !self.ready {
@@ -341,8 +349,7 @@ impl Core {
             let (plan, applied) = self.settle(self.select(&resources, now))?;
             // Also when only what warms changed: the applied origin shows it in /config_dump.
             let apply = (plan != self.serving).then(|| Apply::Full {
-                bootstrap: Box::new(applied.0),
-                doc: applied.1,
+                bootstrap: Box::new(applied),
             });
             (Some(plan), apply)
         };
@@ -359,11 +366,22 @@ impl Core {
 
     /// The whole version a candidate stands for (when an endpoint-only update cannot be done in
     /// place); `Err` is the NACK detail.
-    pub fn full(&self, c: &Candidate) -> Result<(Bootstrap, Value), String> {
+    pub fn full(&self, c: &Candidate) -> Result<Bootstrap, String> {
         let resources = c.plan.as_ref().map_or(&c.resources, |p| &p.resources);
         let asm = assemble(&self.base, resources, &HashSet::new());
-        let bootstrap = validate(&asm)?;
-        Ok((bootstrap, asm.doc))
+        validate(&asm)
+    }
+
+    /// The document of what runs (tests look into it).
+    #[cfg(test)]
+    pub(crate) fn serving_doc(&self) -> Value {
+        assemble(&self.base, &self.serving.resources, &HashSet::new()).doc
+    }
+
+    /// The bootstrap file's document, which the server keeps as its source (its static
+    /// resources, node, admin: what `/config_dump` shows beside the xDS resources).
+    pub fn base(&self) -> Arc<Value> {
+        self.base.clone()
     }
 
     /// Makes a checked (and, if complete, applied) candidate the accepted state.
@@ -388,7 +406,7 @@ impl Core {
             None => self.pending = true,
         }
         // What only a version that no longer runs named.
-        prune(&mut self.accepted, &self.serving.resources);
+        prune(&self.names, &mut self.accepted, &self.serving.resources);
         self.track_wanted(now);
         self.evaluated = now;
         if c.complete {
@@ -398,7 +416,7 @@ impl Core {
 
     /// Timers: once warming resources time out (or LDS/CDS's initial fetch does), the accepted
     /// state is assembled with empty stand-ins; returns what to apply, if anything.
-    pub fn tick(&mut self, now: Instant) -> Option<(Bootstrap, Value)> {
+    pub fn tick(&mut self, now: Instant) -> Option<Bootstrap> {
         self.evaluated = now;
         if self.ready {
             if self.serving.warming.is_empty() {
@@ -411,7 +429,7 @@ impl Core {
             let (plan, applied) = self.settle(plan).ok()?;
             let changed = plan != self.serving;
             self.serving = plan;
-            prune(&mut self.accepted, &self.serving.resources);
+            prune(&self.names, &mut self.accepted, &self.serving.resources);
             return changed.then_some(applied);
         }
         if !self.pending {
@@ -431,7 +449,7 @@ impl Core {
 
     /// The whole accepted state as the running plan (before `/ready`: stand-ins for what is
     /// missing).
-    fn applied_whole(&mut self) -> Option<(Bootstrap, Value)> {
+    fn applied_whole(&mut self) -> Option<Bootstrap> {
         let asm = assemble(&self.base, &self.accepted, &HashSet::new());
         let b = validate(&asm).ok()?;
         self.pending = false;
@@ -439,7 +457,7 @@ impl Core {
             resources: self.accepted.clone(),
             warming: BTreeSet::new(),
         };
-        Some((b, asm.doc))
+        Some(b)
     }
 
     /// The next instant a timer may change something.
@@ -508,9 +526,22 @@ impl Core {
     }
 
     fn track_wanted(&mut self, now: Instant) {
+        let now_wanted = [ResourceType::Route, ResourceType::Endpoint].map(|t| self.wanted(t));
+        let same = |a: &Option<Names>, b: &Names| a.as_ref().is_some_and(|a| Arc::ptr_eq(a, b));
+        if self
+            .tracked
+            .iter()
+            .zip(&now_wanted)
+            .all(|(a, b)| same(a, b))
+        {
+            return;
+        }
         let mut current = HashSet::new();
-        for ty in [ResourceType::Route, ResourceType::Endpoint] {
-            for name in self.wanted(ty) {
+        for (ty, names) in [ResourceType::Route, ResourceType::Endpoint]
+            .into_iter()
+            .zip(&now_wanted)
+        {
+            for name in names.iter().cloned() {
                 // Looked up for new names only: each lookup scans every listener or cluster.
                 let accepted = &self.accepted;
                 self.wanted_since
@@ -520,6 +551,7 @@ impl Core {
             }
         }
         self.wanted_since.retain(|k, _| current.contains(k));
+        self.tracked = now_wanted.map(Some);
     }
 }
 
@@ -561,27 +593,12 @@ fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
 
 /// Drops RDS/EDS resources nothing names any more, in `resources` or the running listeners and
 /// clusters of `serving` (Envoy unsubscribes them).
-fn prune(resources: &mut Resources, serving: &Resources) {
+fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
     for ty in [ResourceType::Route, ResourceType::Endpoint] {
-        let mut wanted = wanted_in(resources, ty);
-        wanted.extend(wanted_in(serving, ty));
+        let wanted = union(names.names(resources, ty), names.names(serving, ty));
         if let Some(m) = resources.get_mut(&ty) {
             m.retain(|n, _| wanted.contains(n));
         }
-    }
-}
-
-fn wanted_in(resources: &Resources, ty: ResourceType) -> BTreeSet<String> {
-    let all = |t| {
-        resources
-            .get(&t)
-            .into_iter()
-            .flat_map(|m| m.values().map(|v| &**v))
-    };
-    match ty {
-        ResourceType::Route => all(ResourceType::Listener).flat_map(route_names).collect(),
-        ResourceType::Endpoint => all(ResourceType::Cluster).filter_map(eds_name).collect(),
-        _ => BTreeSet::new(),
     }
 }
 
@@ -641,6 +658,7 @@ fn validate_raw(asm: &Assembly) -> Result<Bootstrap, config::ConfigError> {
 
 mod plan;
 pub use plan::Plan;
+mod wanted;
 
 #[cfg(test)]
 mod tests;

@@ -238,5 +238,5 @@ pub(crate) fn push(c: &mut Core, ty: ResourceType, items: Vec<Any>) -> Result<bo
 
 /// The names `c` subscribes to for `ty`.
 pub(crate) fn names(c: &Core, ty: ResourceType) -> Vec<String> {
-    c.wanted(ty).into_iter().collect()
+    c.wanted(ty).iter().cloned().collect()
 }

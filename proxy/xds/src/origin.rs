@@ -25,12 +25,25 @@ struct Entry {
     resource: Arc<Value>,
 }
 
+/// Entries by name; shared between versions while none of them changes (an EDS response
+/// leaves the listener and cluster entries as they are, without a copy).
+type Entries = Arc<BTreeMap<String, Entry>>;
+
+/// Whether `entries` are exactly the resources of `map` (the same allocations).
+fn same_resources(entries: &Entries, map: &BTreeMap<String, Arc<Value>>) -> bool {
+    entries.len() == map.len()
+        && entries
+            .iter()
+            .zip(map)
+            .all(|((a, e), (b, json))| Arc::ptr_eq(&e.resource, json) && a == b)
+}
+
 /// The dump metadata of the accepted resources.
 #[derive(Debug, Clone)]
 pub struct Meta {
-    entries: BTreeMap<ResourceType, BTreeMap<String, Entry>>,
+    entries: BTreeMap<ResourceType, Entries>,
     /// The listeners and clusters that run (a warming one's previous version).
-    running: BTreeMap<ResourceType, BTreeMap<String, Entry>>,
+    running: BTreeMap<ResourceType, Entries>,
     /// The listeners and clusters of `entries` that warm.
     warming: BTreeSet<(ResourceType, String)>,
     /// When the bootstrap file was loaded (its static resources' `last_updated`).
@@ -64,6 +77,10 @@ impl Meta {
         let mut entries = BTreeMap::new();
         for (t, map) in resources {
             let old = self.entries.get(t);
+            if let Some(o) = old.filter(|o| same_resources(o, map)) {
+                entries.insert(*t, o.clone());
+                continue;
+            }
             let mut out = BTreeMap::new();
             for (name, json) in map {
                 let kept = old
@@ -84,7 +101,7 @@ impl Meta {
                 });
                 out.insert(name.clone(), entry);
             }
-            entries.insert(*t, out);
+            entries.insert(*t, Arc::new(out));
         }
         Self {
             entries,
@@ -99,9 +116,19 @@ impl Meta {
     /// warms).
     pub fn with_plan(mut self, plan: &Plan) -> Self {
         for ty in [ResourceType::Listener, ResourceType::Cluster] {
+            let planned = plan.resources.get(&ty);
+            let unchanged = |m: &BTreeMap<ResourceType, Entries>| {
+                m.get(&ty)
+                    .filter(|e| planned.is_some_and(|p| same_resources(e, p)))
+                    .cloned()
+            };
+            if let Some(e) = unchanged(&self.running).or_else(|| unchanged(&self.entries)) {
+                self.running.insert(ty, e);
+                continue;
+            }
             let mut out = BTreeMap::new();
-            for (name, json) in plan.resources.get(&ty).into_iter().flatten() {
-                let of = |m: &BTreeMap<ResourceType, BTreeMap<String, Entry>>| {
+            for (name, json) in planned.into_iter().flatten() {
+                let of = |m: &BTreeMap<ResourceType, Entries>| {
                     m.get(&ty)
                         .and_then(|m| m.get(name))
                         .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
@@ -117,7 +144,7 @@ impl Meta {
                     }),
                 );
             }
-            self.running.insert(ty, out);
+            self.running.insert(ty, Arc::new(out));
         }
         self.warming = plan.warming.clone();
         self
@@ -125,16 +152,16 @@ impl Meta {
 
     /// The engine's view: dynamic entries by type, plus the last LDS/CDS `version_info`s.
     pub fn origin(&self, versions: &BTreeMap<ResourceType, String>) -> ConfigOrigin {
-        let dump = |m: &BTreeMap<ResourceType, BTreeMap<String, Entry>>, t, warming: bool| {
+        let dump = |m: &BTreeMap<ResourceType, Entries>, t, warming: bool| {
             m.get(&t)
                 .into_iter()
-                .flatten()
+                .flat_map(|e| e.iter())
                 .filter(|(name, _)| !warming || self.warming.contains(&(t, name.to_string())))
                 .map(|(name, e)| {
                     let entry = DynamicEntry {
                         version_info: e.version_info.clone(),
                         last_updated: e.last_updated,
-                        resource: Value::clone(&e.resource),
+                        resource: e.resource.clone(),
                     };
                     (name.clone(), entry)
                 })

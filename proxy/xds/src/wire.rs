@@ -109,7 +109,7 @@ impl Wire {
                 let req = DeltaDiscoveryRequest {
                     node: node(),
                     type_url: ty.type_url().to_string(),
-                    resource_names_subscribe: wanted.into_iter().collect(),
+                    resource_names_subscribe: wanted.iter().cloned().collect(),
                     initial_resource_versions: core
                         .resource_versions
                         .get(&ty)
@@ -131,7 +131,7 @@ impl Wire {
                 let req = DiscoveryRequest {
                     node: node(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
-                    resource_names: core.wanted(ty).into_iter().collect(),
+                    resource_names: core.wanted(ty).iter().cloned().collect(),
                     type_url: ty.type_url().to_string(),
                     ..Default::default()
                 };
@@ -209,7 +209,7 @@ impl Wire {
                 .send(DiscoveryRequest {
                     node: every.clone(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
-                    resource_names: core.wanted(ty).into_iter().collect(),
+                    resource_names: core.wanted(ty).iter().cloned().collect(),
                     type_url: ty.type_url().to_string(),
                     response_nonce: nonce.to_string(),
                     error_detail,
@@ -238,7 +238,7 @@ impl Wire {
         old: &BTreeSet<String>,
     ) -> Result<(), String> {
         let new = core.wanted(ty);
-        if &new == old {
+        if *new == *old {
             return Ok(());
         }
         match self {
@@ -248,7 +248,7 @@ impl Wire {
                 .send(DiscoveryRequest {
                     node: every.clone(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
-                    resource_names: new.into_iter().collect(),
+                    resource_names: new.iter().cloned().collect(),
                     type_url: ty.type_url().to_string(),
                     response_nonce: nonces.get(&ty).cloned().unwrap_or_default(),
                     ..Default::default()

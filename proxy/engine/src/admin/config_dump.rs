@@ -175,7 +175,7 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
     let inline = static_listeners
         .iter()
         .copied()
-        .chain(o.listeners.values().map(|e| &e.resource))
+        .chain(o.listeners.values().map(|e| &*e.resource))
         .flat_map(inline_route_configs)
         .map(|rc| json!({"route_config": any(types::ROUTE_CONFIG, rc), "last_updated": loaded}))
         .collect();

@@ -3,7 +3,7 @@
 //! with, when they last changed, and the resource as received). Cheap metadata kept beside the
 //! [`Runtime`](crate::server::Runtime); the data path never reads it.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use serde_json::Value;
 
@@ -14,8 +14,9 @@ pub struct DynamicEntry {
     pub version_info: String,
     /// When it last changed.
     pub last_updated: SystemTime,
-    /// The resource as received (proto3 JSON, Envoy field names; RDS names not inlined).
-    pub resource: Value,
+    /// The resource as received (proto3 JSON, Envoy field names; RDS names not inlined),
+    /// shared with the xDS client's accepted state.
+    pub resource: Arc<Value>,
 }
 
 /// The origin of every resource of one config version. The default is "all from the file".

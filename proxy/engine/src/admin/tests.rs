@@ -188,7 +188,7 @@ async fn xds_resources_are_dynamic_entries_with_versions() {
         DynamicEntry {
             version_info: "7".into(),
             last_updated: at,
-            resource: dyn_cluster,
+            resource: dyn_cluster.into(),
         },
     );
     let rt = runtime(s, Some(o)).await;
@@ -214,10 +214,10 @@ async fn xds_resources_are_dynamic_entries_with_versions() {
 
 #[tokio::test]
 async fn warming_listeners_and_clusters_are_dumped_as_warming() {
-    let entry = |resource| DynamicEntry {
+    let entry = |resource: serde_json::Value| DynamicEntry {
         version_info: "2".into(),
         last_updated: UNIX_EPOCH,
-        resource,
+        resource: resource.into(),
     };
     let mut o = ConfigOrigin::file(SystemTime::now());
     o.warming_listeners

@@ -43,6 +43,9 @@ pub struct Listener {
     /// `bind_to_port` (default true): false for listeners that only receive connections
     /// handed over by a `use_original_dst` listener.
     pub bind_to_port: bool,
+    /// `traffic_direction` (`INBOUND`, `OUTBOUND`; None when UNSPECIFIED or absent): Istio's
+    /// metrics reporter and the admin's `/drain_listeners?inboundonly`.
+    pub traffic_direction: Option<String>,
     /// `listener_filters[]`, in order.
     pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters[].filter_disabled`, for the filters that have one.

@@ -269,6 +269,7 @@ fn listener(
         address,
         use_original_dst: raw.use_original_dst.unwrap_or(false),
         bind_to_port: raw.bind_to_port.unwrap_or(true),
+        traffic_direction: raw.traffic_direction.filter(|t| t != "UNSPECIFIED"),
         listener_filters,
         filter_disabled,
         filter_chains,

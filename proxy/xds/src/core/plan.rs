@@ -5,7 +5,6 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
-use serde_json::Value;
 use sluice_engine::config::Bootstrap;
 
 use super::{same, validate_raw, Core};
@@ -70,11 +69,11 @@ impl Core {
     /// refuses (a route configuration with `validate_clusters: true` naming a cluster that is
     /// not running) runs at its previous version, else is left out, and warms until its
     /// clusters are there; `Err` only for what cannot be put on a listener.
-    pub(super) fn settle(&self, mut plan: Plan) -> Result<(Plan, (Bootstrap, Value)), String> {
+    pub(super) fn settle(&self, mut plan: Plan) -> Result<(Plan, Bootstrap), String> {
         loop {
             let asm = assemble(&self.base, &plan.resources, &HashSet::new());
             let err = match validate_raw(&asm) {
-                Ok(b) => return Ok((plan, (b, asm.doc))),
+                Ok(b) => return Ok((plan, b)),
                 Err(e) => e,
             };
             let describe = || asm.origins.describe(err.path(), err.message());

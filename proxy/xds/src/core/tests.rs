@@ -233,7 +233,7 @@ fn warming_waits_for_eds_until_initial_fetch_timeout_then_serves_without_endpoin
     c.commit(cand, t0);
     assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(1)));
     assert!(c.tick(t0 + Duration::from_millis(500)).is_none());
-    let (b, _) = c
+    let b = c
         .tick(t0 + Duration::from_secs(1))
         .expect("applied at the timeout");
     assert!(b.cluster("backend").unwrap().endpoints.is_empty());
@@ -321,7 +321,7 @@ fn an_endpoint_only_change_is_applied_in_place_and_anything_more_is_not() {
         "Ip(127.0.0.1:9004):1 P1 Healthy",
     ];
     assert_eq!(endpoints_of(&clusters[0]), moved_eps);
-    let (whole, _) = c.full(&cand).unwrap();
+    let whole = c.full(&cand).unwrap();
     assert_eq!(
         endpoints_of(whole.cluster("backend").unwrap()),
         moved_eps,

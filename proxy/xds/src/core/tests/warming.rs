@@ -26,16 +26,21 @@ use ResourceType::{Cluster, Endpoint, Listener, Route};
 
 /// Checks and commits one State-of-the-world response at `t`; what it applies.
 fn step(c: &mut Core, ty: ResourceType, items: Vec<Any>, t: Instant) -> Option<Apply> {
+    step_doc(c, ty, items, t).0
+}
+
+/// [`step`], and the document of what runs after it.
+fn step_doc(c: &mut Core, ty: ResourceType, items: Vec<Any>, t: Instant) -> (Option<Apply>, Value) {
     let mut cand = c.check(ty, Update::Sotw(items), t).unwrap();
     let apply = cand.apply.take();
     c.commit(cand, t);
-    apply
+    (apply, c.serving_doc())
 }
 
 /// The document of a whole-version apply.
-fn doc(a: Option<Apply>) -> Value {
+fn doc((a, d): (Option<Apply>, Value)) -> Value {
     match a {
-        Some(Apply::Full { doc, .. }) => doc,
+        Some(Apply::Full { .. }) => d,
         other => panic!("expected a whole version, got {other:?}"),
     }
 }
@@ -107,7 +112,7 @@ fn serving(t: Instant) -> Core {
         any(RDS, &route_config("ra", "c1", None)),
         any(RDS, &route_config("rb", "c1", None)),
     ];
-    doc(step(&mut c, Route, routes, t));
+    doc(step_doc(&mut c, Route, routes, t));
     assert!(c.is_ready() && !c.warming());
     c
 }
@@ -117,7 +122,7 @@ fn a_listener_waiting_for_rds_does_not_hold_back_another_listeners_route_change(
     let t = Instant::now();
     let mut c = serving(t);
     let lds = vec![http("a", 10001, "slow"), http("b", 10002, "rb")];
-    let d = doc(step(&mut c, Listener, lds, t));
+    let d = doc(step_doc(&mut c, Listener, lds, t));
     assert_eq!(
         route_of(&d, "a")["name"],
         "ra",
@@ -131,7 +136,7 @@ fn a_listener_waiting_for_rds_does_not_hold_back_another_listeners_route_change(
         "the route of a's old version stays subscribed"
     );
 
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("rb", "c2", None))],
@@ -141,7 +146,7 @@ fn a_listener_waiting_for_rds_does_not_hold_back_another_listeners_route_change(
     assert_eq!(route_of(&d, "a")["name"], "ra", "a's old version serves");
     assert!(c.warming());
 
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("slow", "c2", None))],
@@ -166,9 +171,9 @@ fn a_new_listener_warms_left_out() {
         http("b", 10002, "rb"),
         http("n", 10003, "rn"),
     ];
-    let d = doc(step(&mut c, Listener, lds, t));
+    let d = doc(step_doc(&mut c, Listener, lds, t));
     assert!(named(&d, "listeners", "n").is_none(), "n warms, left out");
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("ra", "c2", None))],
@@ -176,7 +181,7 @@ fn a_new_listener_warms_left_out() {
     ));
     assert!(named(&d, "listeners", "n").is_none(), "n is not there yet");
     assert_eq!(first_cluster(route_of(&d, "a")), "c2");
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("rn", "c1", None))],
@@ -200,7 +205,7 @@ fn a_new_eds_cluster_warming_does_not_hold_back_other_cluster_updates() {
         any(CDS, &eds_cluster("c2", "e2")),
         any(CDS, &eds_cluster("c3", "e3")),
     ];
-    let d = doc(step(&mut c, Cluster, cds, t));
+    let d = doc(step_doc(&mut c, Cluster, cds, t));
     assert!(named(&d, "clusters", "c3").is_none(), "c3 warms, left out");
     assert_eq!(
         named(&d, "clusters", "c1").unwrap()["connect_timeout"],
@@ -213,7 +218,7 @@ fn a_new_eds_cluster_warming_does_not_hold_back_other_cluster_updates() {
     );
 
     // An RDS route to the warming cluster is taken (Envoy: 503 NC until it is active).
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("rb", "c3", None))],
@@ -233,7 +238,7 @@ fn a_new_eds_cluster_warming_does_not_hold_back_other_cluster_updates() {
         other => panic!("an endpoint-only change: {other:?}"),
     }
 
-    let d = doc(step(&mut c, Endpoint, vec![any(EDS, &cla("e3"))], t));
+    let d = doc(step_doc(&mut c, Endpoint, vec![any(EDS, &cla("e3"))], t));
     assert_eq!(
         named(&d, "clusters", "c3").unwrap()["load_assignment"]["cluster_name"],
         "c3"
@@ -256,7 +261,7 @@ fn a_tcp_proxy_to_a_warming_cluster_is_applied_as_envoy_does() {
         }
         v
     };
-    let d = doc(step(&mut c, Listener, lds("c1", false), t));
+    let d = doc(step_doc(&mut c, Listener, lds("c1", false), t));
     assert_eq!(
         named(&d, "listeners", "t").unwrap()["filter_chains"][0]["filters"][0]["typed_config"]
             ["cluster"],
@@ -267,11 +272,11 @@ fn a_tcp_proxy_to_a_warming_cluster_is_applied_as_envoy_does() {
         any(CDS, &eds_cluster("c2", "e2")),
         any(CDS, &eds_cluster("c3", "e3")),
     ];
-    let d = doc(step(&mut c, Cluster, cds, t));
+    let d = doc(step_doc(&mut c, Cluster, cds, t));
     assert!(named(&d, "clusters", "c3").is_none(), "c3 warms");
     // As in Envoy, a tcp_proxy looks its cluster up per connection: t and the new u are applied
     // at once and close their connections (NC) until c3 is active; only c3 warms.
-    let d = doc(step(&mut c, Listener, lds("c3", true), t));
+    let d = doc(step_doc(&mut c, Listener, lds("c3", true), t));
     assert_eq!(
         named(&d, "listeners", "t").unwrap()["filter_chains"][0]["filters"][0]["typed_config"]
             ["cluster"],
@@ -279,7 +284,7 @@ fn a_tcp_proxy_to_a_warming_cluster_is_applied_as_envoy_does() {
     );
     assert!(named(&d, "listeners", "u").is_some());
     assert_eq!(c.warming_resources(), &set(&[(Cluster, "c3")]));
-    let d = doc(step(&mut c, Endpoint, vec![any(EDS, &cla("e3"))], t));
+    let d = doc(step_doc(&mut c, Endpoint, vec![any(EDS, &cla("e3"))], t));
     let tcp_cluster = |l| {
         named(&d, "listeners", l).unwrap()["filter_chains"][0]["filters"][0]["typed_config"]
             ["cluster"]
@@ -308,13 +313,13 @@ fn a_warming_listener_times_out_to_an_empty_route_configuration() {
         any(LDS, &listener("a", 10001, slow)),
         http("b", 10002, "rb"),
     ];
-    let d = doc(step(&mut c, Listener, lds, t));
+    let d = doc(step_doc(&mut c, Listener, lds, t));
     assert_eq!(route_of(&d, "a")["name"], "ra");
     assert_eq!(c.next_deadline(), Some(t + Duration::from_secs(1)));
     assert!(c.tick(t + Duration::from_millis(500)).is_none());
-    let (_, d) = c
-        .tick(t + Duration::from_secs(1))
+    c.tick(t + Duration::from_secs(1))
         .expect("applied at the timeout");
+    let d = c.serving_doc();
     let rc = route_of(&d, "a");
     assert_eq!(rc["name"], "slow");
     assert!(rc["virtual_hosts"].is_null(), "an empty stand-in: {rc}");
@@ -329,14 +334,14 @@ fn ready_still_waits_for_the_first_complete_configuration() {
     let mut c = core();
     let cds = vec![any(CDS, &eds_cluster("c1", "e1"))];
     assert!(step(&mut c, Cluster, cds, t).is_none());
-    doc(step(&mut c, Endpoint, vec![any(EDS, &cla("e1"))], t));
+    doc(step_doc(&mut c, Endpoint, vec![any(EDS, &cla("e1"))], t));
     assert!(!c.is_ready(), "LDS has not answered");
     assert!(
         step(&mut c, Listener, vec![http("a", 10001, "ra")], t).is_none(),
         "before the first complete configuration, the whole state waits"
     );
     assert!(!c.is_ready() && c.warming());
-    let d = doc(step(
+    let d = doc(step_doc(
         &mut c,
         Route,
         vec![any(RDS, &route_config("ra", "c1", None))],
@@ -357,14 +362,14 @@ fn an_inline_route_to_a_warming_cluster_is_applied() {
         any(CDS, &eds_cluster("c2", "e2")),
         any(CDS, &eds_cluster("c3", "e3")),
     ];
-    doc(step(&mut c, Cluster, cds, t));
+    doc(step_doc(&mut c, Cluster, cds, t));
     let inline = RouteSpecifier::RouteConfig(route_config("inline", "c3", None));
     let lds = vec![
         http("a", 10001, "ra"),
         http("b", 10002, "rb"),
         any(LDS, &listener("i", 10006, inline)),
     ];
-    let d = doc(step(&mut c, Listener, lds, t));
+    let d = doc(step_doc(&mut c, Listener, lds, t));
     assert_eq!(first_cluster(route_of(&d, "i")), "c3");
     assert!(named(&d, "clusters", "c3").is_none(), "c3 still warms");
     assert_eq!(c.warming_resources(), &set(&[(Cluster, "c3")]));
