@@ -18,9 +18,10 @@ use crate::convert::ResourceType;
 /// Type URL of the HTTP connection manager (the filter that may name an RDS route).
 pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
-/// Accepted resources by type and name (JSON as converted; shared, so copying the accepted state
-/// per response costs a pointer per resource).
-pub type Resources = BTreeMap<ResourceType, BTreeMap<String, Arc<Value>>>;
+/// Accepted resources by type and name (JSON as converted; shared at both levels, so copying
+/// the accepted state per response costs a pointer per type, and changing one type copies only
+/// that type's map of pointers: `Arc::make_mut`).
+pub type Resources = BTreeMap<ResourceType, Arc<BTreeMap<String, Arc<Value>>>>;
 
 /// One assembled document.
 #[derive(Debug, Clone)]
@@ -148,7 +149,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     let mut missing = BTreeSet::new();
     let mut origins = Origins::default();
     let empty = BTreeMap::new();
-    let get = |t| res.get(&t).unwrap_or(&empty);
+    let get = |t| res.get(&t).map_or(&empty, |m| &**m);
 
     let clusters = list(sr, "clusters");
     for (name, c) in get(ResourceType::Cluster) {

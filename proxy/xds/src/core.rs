@@ -189,7 +189,7 @@ impl Core {
 
     /// The accepted resources of `ty`.
     pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Arc<Value>>> {
-        self.accepted.get(&ty)
+        self.accepted.get(&ty).map(|m| &**m)
     }
 
     /// Whether `/ready` should answer 200.
@@ -262,7 +262,8 @@ impl Core {
             // Envoy ignores resources it did not ask for.
             Ok(keep(&d.name).then_some(d))
         };
-        let map = resources.entry(ty).or_default();
+        // Only this type's map of pointers is copied (the others stay shared).
+        let map = Arc::make_mut(resources.entry(ty).or_default());
         match update {
             Update::Sotw(list) => {
                 if Core::wildcard(ty) {
@@ -316,7 +317,7 @@ impl Core {
                 && same_set(ResourceType::Cluster)
             {
                 let empty = BTreeMap::new();
-                let running = self.serving.resources.get(&ty).unwrap_or(&empty);
+                let running = self.serving.resources.get(&ty).map_or(&empty, |m| &**m);
                 if let Some(clusters) = endpoints_only(running, &plan.resources) {
                     return Ok(Candidate {
                         ty,
@@ -596,8 +597,11 @@ fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
 fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
     for ty in [ResourceType::Route, ResourceType::Endpoint] {
         let wanted = union(names.names(resources, ty), names.names(serving, ty));
-        if let Some(m) = resources.get_mut(&ty) {
-            m.retain(|n, _| wanted.contains(n));
+        if let Some(m) = resources
+            .get_mut(&ty)
+            .filter(|m| m.keys().any(|n| !wanted.contains(n)))
+        {
+            Arc::make_mut(m).retain(|n, _| wanted.contains(n));
         }
     }
 }

@@ -82,7 +82,7 @@ impl Meta {
                 continue;
             }
             let mut out = BTreeMap::new();
-            for (name, json) in map {
+            for (name, json) in map.iter() {
                 let kept = old
                     .and_then(|o| o.get(name))
                     .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
@@ -127,7 +127,7 @@ impl Meta {
                 continue;
             }
             let mut out = BTreeMap::new();
-            for (name, json) in planned.into_iter().flatten() {
+            for (name, json) in planned.into_iter().flat_map(|m| m.iter()) {
                 let of = |m: &BTreeMap<ResourceType, Entries>| {
                     m.get(&ty)
                         .and_then(|m| m.get(name))
@@ -206,14 +206,13 @@ mod tests {
         let t1 = UNIX_EPOCH + Duration::from_secs(1);
         let t2 = UNIX_EPOCH + Duration::from_secs(2);
         let mut res = Resources::new();
-        let clusters = res.entry(ResourceType::Cluster).or_default();
+        let clusters = std::sync::Arc::make_mut(res.entry(ResourceType::Cluster).or_default());
         clusters.insert("a".into(), json!({"name": "a"}).into());
         clusters.insert("b".into(), json!({"name": "b"}).into());
         let m1 = Meta::default()
             .next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1)
             .with_plan(&all(&res));
-        res.get_mut(&ResourceType::Cluster)
-            .expect("cds")
+        std::sync::Arc::make_mut(res.get_mut(&ResourceType::Cluster).expect("cds"))
             .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
         let m2 = m1
             .next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2)
@@ -237,8 +236,7 @@ mod tests {
         );
         assert_eq!(o.cds_version.as_deref(), Some("2"));
         let delta: BTreeMap<String, String> = [("b".to_string(), "b-v9".to_string())].into();
-        res.get_mut(&ResourceType::Cluster)
-            .expect("cds")
+        std::sync::Arc::make_mut(res.get_mut(&ResourceType::Cluster).expect("cds"))
             .insert("b".into(), json!({"name": "b", "type": "EDS"}).into());
         let m3 = m2.next(&res, ResourceType::Cluster, "", &delta, t2);
         assert_eq!(
@@ -252,11 +250,13 @@ mod tests {
 
         // While the new b warms, the running b stays active and the new one is warming.
         let mut warming = all(&res);
-        warming
-            .resources
-            .get_mut(&ResourceType::Cluster)
-            .expect("cds")
-            .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
+        std::sync::Arc::make_mut(
+            warming
+                .resources
+                .get_mut(&ResourceType::Cluster)
+                .expect("cds"),
+        )
+        .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
         warming.warming.insert((ResourceType::Cluster, "b".into()));
         let o = m3.with_plan(&warming).origin(&BTreeMap::new());
         assert_eq!(o.clusters["b"].version_info, "2");

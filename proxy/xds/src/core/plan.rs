@@ -3,6 +3,7 @@
 //! engine's verdict on the result.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_engine::config::Bootstrap;
@@ -38,6 +39,17 @@ impl Core {
             let Some(map) = plan.resources.get_mut(&ty) else {
                 continue;
             };
+            // Copied only when something in it warms (the names it needs are remembered by
+            // resource identity: no JSON is read when nothing changed).
+            let needs = if ty == ResourceType::Listener {
+                ResourceType::Route
+            } else {
+                ResourceType::Endpoint
+            };
+            if self.names.names(res, needs).iter().all(|n| has(needs, n)) {
+                continue;
+            }
+            let map = Arc::make_mut(map);
             let running = self.serving.resources.get(&ty);
             map.retain(|name, v| {
                 let ready = match ty {
@@ -78,7 +90,8 @@ impl Core {
             };
             let describe = || asm.origins.describe(err.path(), err.message());
             let name = asm.origins.listener(err.path()).ok_or_else(describe)?;
-            let listeners = plan.resources.entry(ResourceType::Listener).or_default();
+            let listeners =
+                Arc::make_mut(plan.resources.entry(ResourceType::Listener).or_default());
             let old = self
                 .serving
                 .resources

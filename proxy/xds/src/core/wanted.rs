@@ -105,7 +105,7 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.clone()))
             .collect();
-        BTreeMap::from([(ResourceType::Cluster, map)])
+        BTreeMap::from([(ResourceType::Cluster, Arc::new(map))])
     }
 
     fn eds(name: &str, service: &str) -> Arc<Value> {
