@@ -200,6 +200,28 @@ impl XdsPods {
     }
 }
 
+impl XdsPods {
+    /// Runs the pod's ADS client with `meta` (forever; returns at once if the pod's bootstrap
+    /// cannot be made).
+    async fn stream(
+        &self,
+        pod: &PodInfo,
+        servers: &[Arc<sluice_engine::server::Server>],
+        meta: Option<PodMeta>,
+    ) {
+        let (cfg, core) = match self.client(pod, meta) {
+            Ok(c) => c,
+            Err(e) => {
+                // Checked at startup with the same base; only a pod-specific value gets here.
+                tracing::error!(error = %e, "no xDS stream for the pod");
+                return;
+            }
+        };
+        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), cluster = %cfg.node.cluster, "pod ADS stream starting");
+        client::run_all(servers.to_vec(), cfg, core).await
+    }
+}
+
 /// Aborts the pod's client when dropped.
 struct Stream(tokio::task::JoinHandle<()>);
 
@@ -222,17 +244,21 @@ impl PodConfigSource for XdsPods {
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let meta = this.meta(&pod).await;
-                let (cfg, core) = match this.client(&pod, meta) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Checked at startup with the same base; only a pod-specific value
-                        // gets here.
-                        tracing::error!(error = %e, "no xDS stream for the pod");
-                        return;
-                    }
+                let late = this.directory.clone().filter(|_| meta.is_none());
+                let stream = this.stream(&pod, &servers, meta);
+                let Some(dir) = late else {
+                    return stream.await;
                 };
-                tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), cluster = %cfg.node.cluster, "pod ADS stream starting");
-                client::run_all(servers, cfg, core).await
+                // The watcher did not know the pod in time (an agent restart adopting pods
+                // while its first list is slow): the stream starts without the Kubernetes
+                // metadata and starts again with it once the watcher knows the pod.
+                tokio::select! {
+                    () = stream => {}
+                    m = dir.known(&pod.namespace, &pod.name) => {
+                        tracing::info!("the pod watcher knows the pod now: its ADS stream starts again with LABELS and SERVICE_ACCOUNT");
+                        this.stream(&pod, &servers, Some(m)).await;
+                    }
+                }
             },
             span,
         ));

@@ -102,7 +102,7 @@ fn scenario(tag: &str, api: &str, identity: Option<(&str, &str)>) {
         "one stream: {:#?}",
         server.stream_records()
     );
-    assert_eq!(r[0].node.cluster, format!("{name}.{namespace}"));
+    assert_eq!(r[0].node.cluster, format!("istio-proxy.{namespace}"));
     assert_eq!(metadata(&r[0], "NAME"), name);
     assert_eq!(metadata(&r[0], "NAMESPACE"), namespace);
     assert_eq!(

@@ -65,12 +65,23 @@ impl PodDirectory {
     /// The pod's metadata, waiting up to `bound` for the watcher to see it (a CNI ADD can come
     /// before the pod's watch event); None after that.
     pub async fn wait_for(&self, namespace: &str, name: &str, bound: Duration) -> Option<PodMeta> {
+        tokio::time::timeout(bound, self.known(namespace, name))
+            .await
+            .ok()
+    }
+
+    /// The pod's metadata once the watcher knows the pod (pending forever if it never does).
+    pub async fn known(&self, namespace: &str, name: &str) -> PodMeta {
         let key = (namespace.to_string(), name.to_string());
         let mut rx = self.tx.subscribe();
-        let found = tokio::time::timeout(bound, rx.wait_for(|s| s.contains_key(&key))).await;
+        let found = match rx.wait_for(|s| s.contains_key(&key)).await {
+            Ok(s) => s.get(&key).cloned(),
+            // The sender lives in `self`: never closed while this borrow lasts.
+            Err(_) => None,
+        };
         match found {
-            Ok(Ok(s)) => s.get(&key).cloned(),
-            _ => None,
+            Some(m) => m,
+            None => std::future::pending().await,
         }
     }
 }

@@ -272,8 +272,9 @@ impl Core {
                 let mut memo = HashMap::with_capacity(list.len());
                 for (i, any) in list.into_iter().enumerate() {
                     if let Some(d) = decode(i, &any)? {
-                        map.insert(d.name.clone(), d.json.clone());
-                        memo.insert(any.value, d);
+                        let json = reuse(before.get(&d.name), &d.json);
+                        map.insert(d.name.clone(), json.clone());
+                        memo.insert(any.value, Shared { name: d.name, json });
                     }
                 }
                 next_memo = Some(memo);
@@ -293,7 +294,8 @@ impl Core {
                             ));
                         }
                         versions.insert(d.name.clone(), version.clone());
-                        map.insert(d.name, d.json);
+                        let json = reuse(before.get(&d.name), &d.json);
+                        map.insert(d.name, json);
                     }
                 }
             }
@@ -585,6 +587,15 @@ fn endpoints_only(
         out.push(config::cluster_from_json(json, i).ok()?);
     }
     Some(out)
+}
+
+/// `old` when `new` is equal to it (a resource sent again in another allocation keeps the one
+/// everything already compares against by pointer), else `new`.
+fn reuse(old: Option<&Arc<Value>>, new: &Arc<Value>) -> Arc<Value> {
+    match old {
+        Some(o) if same(o, new) => o.clone(),
+        _ => new.clone(),
+    }
 }
 
 /// The same resource: one allocation, or equal JSON.

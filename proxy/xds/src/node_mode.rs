@@ -129,6 +129,18 @@ impl PodNode {
             .unwrap_or(&self.name)
     }
 
+    /// Istio's default service cluster (`tracingServiceName: APP_LABEL_AND_NAMESPACE`):
+    /// `APP.NS` from the `app` label, else `WORKLOAD_NAME.NS`, else `istio-proxy.NS`.
+    pub fn service_cluster(&self) -> String {
+        let name = self
+            .labels
+            .get("app")
+            .filter(|v| !v.is_empty())
+            .or(self.workload_name.as_ref())
+            .map_or("istio-proxy", String::as_str);
+        format!("{name}.{}", self.namespace)
+    }
+
     /// Istio's canonical revision: the `service.istio.io/canonical-revision`,
     /// `app.kubernetes.io/version` or `version` label, else `latest`.
     pub fn canonical_revision(&self) -> &str {
@@ -138,8 +150,8 @@ impl PodNode {
             .map_or("latest", String::as_str)
     }
 
-    /// The bootstrap's `node`: id, cluster `CANONICAL_NAME.NS` (Istio's default service
-    /// cluster), and the metadata istiod reads: `LABELS` (with the canonical service labels
+    /// The bootstrap's `node`: id, cluster ([`Self::service_cluster`]), and the metadata istiod
+    /// reads: `LABELS` (with the canonical service labels
     /// added when missing, as injection adds them), `SERVICE_ACCOUNT`, `WORKLOAD_NAME` and
     /// `OWNER` when known.
     pub fn node(&self) -> Value {
@@ -171,7 +183,7 @@ impl PodNode {
         }
         json!({
             "id": self.id(),
-            "cluster": format!("{}.{}", self.canonical_name(), self.namespace),
+            "cluster": self.service_cluster(),
             "metadata": meta,
         })
     }
@@ -258,8 +270,8 @@ mod tests {
         assert_eq!(p.id(), "sidecar~10.1.2.3~web-1.shop~shop.svc.cluster.local");
         let n = p.node();
         assert_eq!(
-            n["cluster"], "web-1.shop",
-            "no labels, no workload: the pod name"
+            n["cluster"], "istio-proxy.shop",
+            "no app label, no workload: Istio's istio-proxy.NS"
         );
         assert_eq!(
             n["metadata"]["LABELS"],
@@ -302,12 +314,19 @@ mod tests {
             json!({"app": "web", "version": "v2", "tier": "front",
                 CANONICAL_NAME: "web", CANONICAL_REVISION: "v2"})
         );
-        // An explicit canonical label wins over app; without app, the workload name.
+        // The service cluster follows the app label only (as Istio's default); the canonical
+        // name label wins over app in LABELS.
         let mut q = p.clone();
         q.labels.insert(CANONICAL_NAME.into(), "storefront".into());
-        assert_eq!(q.node()["cluster"], "storefront.shop");
+        assert_eq!(q.node()["cluster"], "web.shop");
+        assert_eq!(q.node()["metadata"]["LABELS"][CANONICAL_NAME], "storefront");
         q.labels.clear();
-        assert_eq!(q.node()["cluster"], "web-v2.shop");
+        assert_eq!(
+            q.node()["cluster"],
+            "web-v2.shop",
+            "without app: the workload"
+        );
+        assert_eq!(q.canonical_name(), "web-v2");
         assert_eq!(q.canonical_revision(), "latest");
     }
 

@@ -83,10 +83,14 @@ impl Meta {
             }
             let mut out = BTreeMap::new();
             for (name, json) in map.iter() {
+                // Kept with the new allocation: later versions then compare by pointer.
                 let kept = old
                     .and_then(|o| o.get(name))
                     .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
-                    .cloned();
+                    .map(|e| Entry {
+                        resource: json.clone(),
+                        ..e.clone()
+                    });
                 let entry = kept.unwrap_or_else(|| Entry {
                     version_info: if *t == ty {
                         delta_versions
@@ -132,7 +136,10 @@ impl Meta {
                     m.get(&ty)
                         .and_then(|m| m.get(name))
                         .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
-                        .cloned()
+                        .map(|e| Entry {
+                            resource: json.clone(),
+                            ..e.clone()
+                        })
                 };
                 let entry = of(&self.entries).or_else(|| of(&self.running));
                 out.insert(

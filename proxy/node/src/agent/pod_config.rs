@@ -92,11 +92,47 @@ impl PodInfo {
         };
         let mut pod = Self::with_ips(netns_arg, Some(&identity), addresses());
         pod.meta = PodMeta::from_sidecar_env(&env);
+        // Istio's injector mounts the pod's labels as a downward-API file.
+        if let Ok(text) = std::fs::read_to_string(ISTIO_POD_LABELS) {
+            let labels = PodMeta::labels_from_downward_api(&text);
+            let meta = pod.meta.get_or_insert_with(PodMeta::default);
+            if meta.labels.is_empty() {
+                meta.labels = labels;
+            }
+        }
         pod
     }
 }
 
+/// Where Istio's injector mounts the pod's labels (downward API, `metadata.labels`).
+pub const ISTIO_POD_LABELS: &str = "/etc/istio/pod/labels";
+
 impl PodMeta {
+    /// A downward-API labels file: one `key="value"` per line (the value Go-quoted).
+    pub fn labels_from_downward_api(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|line| {
+                let (k, v) = line.split_once('=')?;
+                let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+                let mut out = String::with_capacity(v.len());
+                let mut chars = v.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => match chars.next() {
+                            Some('n') => out.push('\n'),
+                            Some('t') => out.push('\t'),
+                            Some(o) => out.push(o),
+                            None => {}
+                        },
+                        c => out.push(c),
+                    }
+                }
+                Some((k.trim().to_string(), out))
+            })
+            .filter(|(k, _)| !k.is_empty())
+            .collect()
+    }
+
     /// Sidecar mode's metadata from the environment Istio's injector gives the proxy container:
     /// `SERVICE_ACCOUNT` (spec.serviceAccountName), `ISTIO_METAJSON_LABELS` (the pod's labels as
     /// a JSON object), `ISTIO_META_WORKLOAD_NAME` and `ISTIO_META_OWNER`; None when none is set. Labels that are not
@@ -181,6 +217,17 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn downward_api_labels_are_unquoted() {
+        let l = PodMeta::labels_from_downward_api(
+            "app=\"web\"\nsecurity.istio.io/tlsMode=\"istio\"\nnote=\"a \\\"b\\\"\"\nbroken\n",
+        );
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l["app"], "web");
+        assert_eq!(l["security.istio.io/tlsMode"], "istio");
+        assert_eq!(l["note"], "a \"b\"");
     }
 
     #[test]

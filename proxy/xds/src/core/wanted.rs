@@ -21,7 +21,7 @@ pub type Names = Arc<BTreeSet<String>>;
 
 /// How many listener/cluster sets are remembered (the accepted one, the running one, and a
 /// candidate's, which are usually the same).
-const SLOTS: usize = 4;
+const SLOTS: usize = 8;
 
 /// One remembered answer: the resources it was read from (weak: the allocations stay, so an
 /// address cannot be reused by another resource while it is remembered, but their JSON is freed
