@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{json, Map, Value};
 
-use crate::convert::ResourceType;
+use crate::{convert::ResourceType, resource::Resource};
 
 /// Type URL of the HTTP connection manager (the filter that may name an RDS route).
 pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -21,7 +21,7 @@ pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network
 /// Accepted resources by type and name (JSON as converted; shared at both levels, so copying
 /// the accepted state per response costs a pointer per type, and changing one type copies only
 /// that type's map of pointers: `Arc::make_mut`).
-pub type Resources = BTreeMap<ResourceType, Arc<BTreeMap<String, Arc<Value>>>>;
+pub type Resources = BTreeMap<ResourceType, Arc<BTreeMap<String, Arc<Resource>>>>;
 
 /// One assembled document.
 #[derive(Debug, Clone)]
@@ -119,9 +119,9 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
 
 /// EDS cluster `cluster` (named `name`) with its assignment `cla` as `load_assignment` (an
 /// empty stand-in while it has not arrived), as the engine reads it.
-pub fn with_assignment(cluster: &Value, name: &str, cla: Option<&Value>) -> Value {
-    let mut c = cluster.clone();
-    let mut la = cla.cloned().unwrap_or_else(|| json!({}));
+pub fn with_assignment(cluster: Value, name: &str, cla: Option<Value>) -> Value {
+    let mut c = cluster;
+    let mut la = cla.unwrap_or_else(|| json!({}));
     la["cluster_name"] = json!(name);
     c["load_assignment"] = la;
     c
@@ -155,19 +155,19 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     for (name, c) in get(ResourceType::Cluster) {
         let i = clusters.len();
         let prefix = format!("static_resources.clusters[{i}]");
-        let c = match eds_name(c) {
-            None => Value::clone(c),
+        let c = match c.eds_name() {
+            None => c.json(),
             Some(eds) => {
-                let cla = get(ResourceType::Endpoint).get(&eds).map(|v| &**v);
+                let cla = get(ResourceType::Endpoint).get(eds).map(|v| v.json());
                 if cla.is_none() {
                     missing.insert((ResourceType::Endpoint, eds.clone()));
                 }
                 origins.prefixes.push((
                     format!("{prefix}.load_assignment"),
                     ResourceType::Endpoint,
-                    eds,
+                    eds.clone(),
                 ));
-                with_assignment(c, name, cla)
+                with_assignment(c.json(), name, cla)
             }
         };
         origins
@@ -178,7 +178,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
 
     let listeners = list(sr, "listeners");
     for (name, l) in get(ResourceType::Listener) {
-        let mut l = Value::clone(l);
+        let mut l = l.json();
         let i = listeners.len();
         let prefix = format!("static_resources.listeners[{i}]");
         let lax = !strict.contains(name);
@@ -212,7 +212,7 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
                 if let Some(rn) = rds {
                     tc.remove("rds");
                     let mut rc = match get(ResourceType::Route).get(&rn) {
-                        Some(rc) => Value::clone(rc),
+                        Some(rc) => rc.json(),
                         None => {
                             missing.insert((ResourceType::Route, rn.clone()));
                             json!({ "name": rn })

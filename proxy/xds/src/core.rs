@@ -25,8 +25,9 @@ use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_F
 pub use self::wanted::Names;
 use self::wanted::{union, WantedMemo};
 use crate::{
-    assemble::{assemble, eds_name, with_assignment, Assembly, Resources},
+    assemble::{assemble, with_assignment, Assembly, Resources},
     convert::{decode_resource, Any, ResourceType},
+    resource::Resource,
 };
 
 /// One response's resources.
@@ -127,11 +128,11 @@ pub struct Core {
     tracked: [Option<Names>; 2],
 }
 
-/// A decoded resource, its JSON shared with the accepted state.
+/// A decoded resource, shared with the accepted state.
 #[derive(Debug, Clone)]
 struct Shared {
     name: String,
-    json: Arc<Value>,
+    json: Arc<Resource>,
 }
 
 /// Resources by the bytes they came as (an `Any`'s `value`).
@@ -188,7 +189,7 @@ impl Core {
     }
 
     /// The accepted resources of `ty`.
-    pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Arc<Value>>> {
+    pub fn accepted(&self, ty: ResourceType) -> Option<&BTreeMap<String, Arc<Resource>>> {
         self.accepted.get(&ty).map(|m| &**m)
     }
 
@@ -251,8 +252,8 @@ impl Core {
                 None => {
                     let d = decode_resource(ty, any).map_err(|e| format!("resources[{i}]: {e}"))?;
                     Shared {
+                        json: Arc::new(Resource::new(ty, &d.json)),
                         name: d.name,
-                        json: Arc::new(d.json),
                     }
                 }
             };
@@ -563,7 +564,7 @@ impl Core {
 /// validates alone; `None` sends the response down the whole-config path (which also gives a
 /// failure its exact NACK detail).
 fn endpoints_only(
-    before: &BTreeMap<String, Arc<Value>>,
+    before: &BTreeMap<String, Arc<Resource>>,
     after: &Resources,
 ) -> Option<Vec<config::Cluster>> {
     let now = after.get(&ResourceType::Endpoint)?;
@@ -580,10 +581,10 @@ fn endpoints_only(
         return Some(out);
     }
     for (i, (name, c)) in after.get(&ResourceType::Cluster)?.iter().enumerate() {
-        let Some(eds) = eds_name(c).filter(|e| changed.contains(e)) else {
+        let Some(eds) = c.eds_name().filter(|e| changed.contains(e)) else {
             continue;
         };
-        let json = with_assignment(c, name, now.get(&eds).map(|v| &**v));
+        let json = with_assignment(c.json(), name, now.get(eds).map(|v| v.json()));
         out.push(config::cluster_from_json(json, i).ok()?);
     }
     Some(out)
@@ -591,7 +592,7 @@ fn endpoints_only(
 
 /// `old` when `new` is equal to it (a resource sent again in another allocation keeps the one
 /// everything already compares against by pointer), else `new`.
-fn reuse(old: Option<&Arc<Value>>, new: &Arc<Value>) -> Arc<Value> {
+fn reuse(old: Option<&Arc<Resource>>, new: &Arc<Resource>) -> Arc<Resource> {
     match old {
         Some(o) if same(o, new) => o.clone(),
         _ => new.clone(),
@@ -599,7 +600,7 @@ fn reuse(old: Option<&Arc<Value>>, new: &Arc<Value>) -> Arc<Value> {
 }
 
 /// The same resource: one allocation, or equal JSON.
-fn same(a: &Arc<Value>, b: &Arc<Value>) -> bool {
+fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
@@ -623,7 +624,9 @@ fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Du
     let all = |t| resources.get(&t).into_iter().flat_map(|m| m.values());
     let source = match ty {
         ResourceType::Route => all(ResourceType::Listener)
+            .filter(|l| l.route_names().iter().any(|r| r == name))
             .flat_map(|l| {
+                let l = l.json();
                 l["filter_chains"]
                     .as_array()
                     .into_iter()
@@ -637,8 +640,8 @@ fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Du
             })
             .next(),
         ResourceType::Endpoint => all(ResourceType::Cluster)
-            .find(|c| eds_name(c).as_deref() == Some(name))
-            .map(|c| c["eds_cluster_config"]["eds_config"].clone()),
+            .find(|c| c.eds_name().is_some_and(|e| e == name))
+            .map(|c| c.json()["eds_cluster_config"]["eds_config"].clone()),
         _ => None,
     };
     match source.as_ref().map(|s| &s["initial_fetch_timeout"]) {

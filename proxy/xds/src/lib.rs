@@ -18,6 +18,7 @@ pub mod node_mode;
 pub mod origin;
 pub mod pool;
 pub mod proxy;
+pub mod resource;
 pub mod status;
 pub mod transport;
 pub mod wire;

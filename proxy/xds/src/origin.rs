@@ -11,18 +11,16 @@ use std::{
     time::SystemTime,
 };
 
-use serde_json::Value;
-
 use sluice_engine::admin::{ConfigOrigin, DynamicEntry};
 
-use crate::{assemble::Resources, convert::ResourceType, core::Plan};
+use crate::{assemble::Resources, convert::ResourceType, core::Plan, resource::Resource};
 
 /// One accepted resource's dump metadata (the resource shared with the accepted state).
 #[derive(Debug, Clone)]
 struct Entry {
     version_info: String,
     last_updated: SystemTime,
-    resource: Arc<Value>,
+    resource: Arc<Resource>,
 }
 
 /// Entries by name; shared between versions while none of them changes (an EDS response
@@ -30,7 +28,7 @@ struct Entry {
 type Entries = Arc<BTreeMap<String, Entry>>;
 
 /// Whether `entries` are exactly the resources of `map` (the same allocations).
-fn same_resources(entries: &Entries, map: &BTreeMap<String, Arc<Value>>) -> bool {
+fn same_resources(entries: &Entries, map: &BTreeMap<String, Arc<Resource>>) -> bool {
     entries.len() == map.len()
         && entries
             .iter()
@@ -168,7 +166,7 @@ impl Meta {
                     let entry = DynamicEntry {
                         version_info: e.version_info.clone(),
                         last_updated: e.last_updated,
-                        resource: e.resource.clone(),
+                        resource: e.resource.text().clone(),
                     };
                     (name.clone(), entry)
                 })
@@ -208,19 +206,23 @@ mod tests {
         }
     }
 
+    fn res_of(v: serde_json::Value) -> std::sync::Arc<crate::resource::Resource> {
+        std::sync::Arc::new(crate::resource::Resource::new(ResourceType::Cluster, &v))
+    }
+
     #[test]
     fn unchanged_resources_keep_their_version_and_time() {
         let t1 = UNIX_EPOCH + Duration::from_secs(1);
         let t2 = UNIX_EPOCH + Duration::from_secs(2);
         let mut res = Resources::new();
         let clusters = std::sync::Arc::make_mut(res.entry(ResourceType::Cluster).or_default());
-        clusters.insert("a".into(), json!({"name": "a"}).into());
-        clusters.insert("b".into(), json!({"name": "b"}).into());
+        clusters.insert("a".into(), res_of(json!({"name": "a"})));
+        clusters.insert("b".into(), res_of(json!({"name": "b"})));
         let m1 = Meta::default()
             .next(&res, ResourceType::Cluster, "1", &BTreeMap::new(), t1)
             .with_plan(&all(&res));
         std::sync::Arc::make_mut(res.get_mut(&ResourceType::Cluster).expect("cds"))
-            .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
+            .insert("b".into(), res_of(json!({"name": "b", "type": "STATIC"})));
         let m2 = m1
             .next(&res, ResourceType::Cluster, "2", &BTreeMap::new(), t2)
             .with_plan(&all(&res));
@@ -244,7 +246,7 @@ mod tests {
         assert_eq!(o.cds_version.as_deref(), Some("2"));
         let delta: BTreeMap<String, String> = [("b".to_string(), "b-v9".to_string())].into();
         std::sync::Arc::make_mut(res.get_mut(&ResourceType::Cluster).expect("cds"))
-            .insert("b".into(), json!({"name": "b", "type": "EDS"}).into());
+            .insert("b".into(), res_of(json!({"name": "b", "type": "EDS"})));
         let m3 = m2.next(&res, ResourceType::Cluster, "", &delta, t2);
         assert_eq!(
             m3.clone()
@@ -263,7 +265,7 @@ mod tests {
                 .get_mut(&ResourceType::Cluster)
                 .expect("cds"),
         )
-        .insert("b".into(), json!({"name": "b", "type": "STATIC"}).into());
+        .insert("b".into(), res_of(json!({"name": "b", "type": "STATIC"})));
         warming.warming.insert((ResourceType::Cluster, "b".into()));
         let o = m3.with_plan(&warming).origin(&BTreeMap::new());
         assert_eq!(o.clusters["b"].version_info, "2");

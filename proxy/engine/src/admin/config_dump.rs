@@ -102,7 +102,7 @@ fn message(type_url: &str, fields: Vec<(&str, Value)>) -> Value {
 fn dynamic(entry: &DynamicEntry, field: &str, type_url: &str) -> Value {
     let mut m = Map::new();
     m.insert("version_info".into(), json!(entry.version_info));
-    m.insert(field.into(), any(type_url, &entry.resource));
+    m.insert(field.into(), any(type_url, &entry.json()));
     m.insert("last_updated".into(), json!(rfc3339(entry.last_updated)));
     Value::Object(m)
 }
@@ -172,10 +172,11 @@ pub fn configs(rt: &Runtime, include_eds: bool) -> Vec<Value> {
         ],
     ));
     out.push(message(types::SCOPED_ROUTES, vec![]));
+    let dynamic_listeners: Vec<Value> = o.listeners.values().map(DynamicEntry::json).collect();
     let inline = static_listeners
         .iter()
         .copied()
-        .chain(o.listeners.values().map(|e| &*e.resource))
+        .chain(dynamic_listeners.iter())
         .flat_map(inline_route_configs)
         .map(|rc| json!({"route_config": any(types::ROUTE_CONFIG, rc), "last_updated": loaded}))
         .collect();
@@ -298,9 +299,10 @@ fn endpoints(rt: &Runtime) -> Value {
     let (mut statics, mut dynamics) = (Vec::new(), Vec::new());
     for name in names {
         let cla = any(types::CLA, &assignment(rt, name));
-        let eds = o.clusters.get(name.as_str()).and_then(|c| {
-            (c.resource["type"] == "EDS").then(|| {
-                c.resource["eds_cluster_config"]["service_name"]
+        let cluster = o.clusters.get(name.as_str()).map(DynamicEntry::json);
+        let eds = cluster.as_ref().and_then(|c| {
+            (c["type"] == "EDS").then(|| {
+                c["eds_cluster_config"]["service_name"]
                     .as_str()
                     .filter(|s| !s.is_empty())
                     .unwrap_or(name)

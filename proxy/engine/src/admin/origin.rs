@@ -5,8 +5,6 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
-use serde_json::Value;
-
 /// One resource that came over xDS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynamicEntry {
@@ -14,9 +12,16 @@ pub struct DynamicEntry {
     pub version_info: String,
     /// When it last changed.
     pub last_updated: SystemTime,
-    /// The resource as received (proto3 JSON, Envoy field names; RDS names not inlined),
-    /// shared with the xDS client's accepted state.
-    pub resource: Arc<Value>,
+    /// The resource as received: proto3 JSON text (Envoy field names; RDS names not inlined),
+    /// shared with the xDS client's accepted state and parsed when a dump is made.
+    pub resource: Arc<str>,
+}
+
+impl DynamicEntry {
+    /// The resource's JSON, parsed now (admin path only).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.resource).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// The origin of every resource of one config version. The default is "all from the file".

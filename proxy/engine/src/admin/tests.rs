@@ -188,7 +188,7 @@ async fn xds_resources_are_dynamic_entries_with_versions() {
         DynamicEntry {
             version_info: "7".into(),
             last_updated: at,
-            resource: dyn_cluster.into(),
+            resource: dyn_cluster.to_string().into(),
         },
     );
     let rt = runtime(s, Some(o)).await;
@@ -217,7 +217,7 @@ async fn warming_listeners_and_clusters_are_dumped_as_warming() {
     let entry = |resource: serde_json::Value| DynamicEntry {
         version_info: "2".into(),
         last_updated: UNIX_EPOCH,
-        resource: resource.into(),
+        resource: resource.to_string().into(),
     };
     let mut o = ConfigOrigin::file(SystemTime::now());
     o.warming_listeners

@@ -10,7 +10,7 @@ use sluice_engine::config::Bootstrap;
 
 use super::{same, validate_raw, Core};
 use crate::{
-    assemble::{assemble, eds_name, route_names, Resources},
+    assemble::{assemble, Resources},
     convert::ResourceType,
 };
 
@@ -54,9 +54,9 @@ impl Core {
             map.retain(|name, v| {
                 let ready = match ty {
                     ResourceType::Listener => {
-                        route_names(v).iter().all(|r| has(ResourceType::Route, r))
+                        v.route_names().iter().all(|r| has(ResourceType::Route, r))
                     }
-                    _ => eds_name(v).is_none_or(|e| has(ResourceType::Endpoint, &e)),
+                    _ => v.eds_name().is_none_or(|e| has(ResourceType::Endpoint, e)),
                 };
                 if ready {
                     return true;

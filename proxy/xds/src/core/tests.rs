@@ -398,7 +398,7 @@ fn a_resent_sotw_resource_is_not_decoded_again_and_keeps_its_json() {
     .unwrap();
     let again = c.accepted(ResourceType::Cluster).unwrap();
     assert!(Arc::ptr_eq(&first, &again["a"]));
-    assert_eq!(again["b"]["name"], "b");
+    assert_eq!(again["b"].json()["name"], "b");
     // Different bytes for `a`: decoded, a new JSON with the change.
     let mut changed = eds_cluster("a", "a");
     changed.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
@@ -408,7 +408,7 @@ fn a_resent_sotw_resource_is_not_decoded_again_and_keeps_its_json() {
     push(&mut c, ResourceType::Cluster, vec![any(CDS, &changed)]).unwrap();
     let now = c.accepted(ResourceType::Cluster).unwrap();
     assert!(!Arc::ptr_eq(&first, &now["a"]));
-    assert_eq!(now["a"]["connect_timeout"], "7s");
+    assert_eq!(now["a"].json()["connect_timeout"], "7s");
     // A cached resource is still checked: the same bytes twice in one response is a duplicate.
     let dup = c.check(
         ResourceType::Cluster,

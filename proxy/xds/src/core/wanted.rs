@@ -2,19 +2,14 @@
 //! the resources they were read from. An EDS response leaves every listener and cluster the
 //! same allocation, so the client's many questions about what it subscribes to (before and
 //! after a response, while pruning, for the ACK's `resource_names`) cost a pointer comparison
-//! per resource instead of reading every cluster's JSON and allocating its name again.
+//! per resource instead of collecting every cluster's name into a new set.
 
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex, Weak},
 };
 
-use serde_json::Value;
-
-use crate::{
-    assemble::{eds_name, route_names, Resources},
-    convert::ResourceType,
-};
+use crate::{assemble::Resources, convert::ResourceType, resource::Resource};
 
 /// Names, shared.
 pub type Names = Arc<BTreeSet<String>>;
@@ -29,7 +24,7 @@ const SLOTS: usize = 8;
 #[derive(Debug)]
 struct Slot {
     ty: ResourceType,
-    from: Vec<Weak<Value>>,
+    from: Vec<Weak<Resource>>,
     names: Names,
 }
 
@@ -65,8 +60,8 @@ impl WantedMemo {
             return names;
         }
         let names: Names = Arc::new(match ty {
-            ResourceType::Route => values().flat_map(|v| route_names(v)).collect(),
-            _ => values().filter_map(|v| eds_name(v)).collect(),
+            ResourceType::Route => values().flat_map(|v| v.route_names()).cloned().collect(),
+            _ => values().filter_map(|v| v.eds_name()).cloned().collect(),
         });
         slots.insert(
             0,
@@ -100,17 +95,18 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeMap;
 
-    fn clusters(list: &[(&str, Arc<Value>)]) -> Resources {
-        let map: BTreeMap<String, Arc<Value>> = list
+    fn clusters(list: &[(&str, Arc<Resource>)]) -> Resources {
+        let map: BTreeMap<String, Arc<Resource>> = list
             .iter()
             .map(|(n, v)| (n.to_string(), v.clone()))
             .collect();
         BTreeMap::from([(ResourceType::Cluster, Arc::new(map))])
     }
 
-    fn eds(name: &str, service: &str) -> Arc<Value> {
-        Arc::new(json!({"name": name, "type": "EDS",
-            "eds_cluster_config": {"service_name": service}}))
+    fn eds(name: &str, service: &str) -> Arc<Resource> {
+        let json = json!({"name": name, "type": "EDS",
+            "eds_cluster_config": {"service_name": service}});
+        Arc::new(Resource::new(ResourceType::Cluster, &json))
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! One accepted xDS resource at rest: its JSON as compact text, parsed again when a bootstrap
+//! document is assembled (or a `/config_dump` is made), and the RDS or EDS names it needs, read
+//! once when it arrives. A mesh-sized configuration (thousands of routes, clusters and
+//! endpoints) then costs its text while it serves, not serde_json's tree of maps, which is
+//! several times larger; the typed configuration the engine runs is built from the parsed
+//! document and kept, the document is not.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::{
+    assemble::{eds_name, route_names},
+    convert::ResourceType,
+};
+
+/// An accepted resource (immutable; shared by the accepted state, the running plan and the
+/// dump metadata).
+#[derive(Debug)]
+pub struct Resource {
+    /// Compact JSON (Envoy field names, as converted from the protobuf).
+    text: Arc<str>,
+    /// A listener's RDS route configuration names, or a cluster's EDS name (0 or 1).
+    needs: Box<[String]>,
+}
+
+impl Resource {
+    /// `json` of a resource of type `ty`.
+    pub fn new(ty: ResourceType, json: &Value) -> Self {
+        let needs = match ty {
+            ResourceType::Listener => route_names(json).into(),
+            ResourceType::Cluster => eds_name(json).into_iter().collect(),
+            _ => Box::default(),
+        };
+        Self {
+            text: serde_json::to_string(json)
+                .expect("a JSON value serialises")
+                .into(),
+            needs,
+        }
+    }
+
+    /// Its JSON, parsed now.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).expect("text made from a JSON value parses")
+    }
+
+    /// Its JSON text (shared).
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// A listener's RDS route configuration names (HCMs with `rds`).
+    pub fn route_names(&self) -> &[String] {
+        &self.needs
+    }
+
+    /// A cluster's EDS name (`eds_cluster_config.service_name`, else its name), if it is EDS.
+    pub fn eds_name(&self) -> Option<&String> {
+        self.needs.first()
+    }
+}
+
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Resource {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_round_trips_and_needs_are_read_once() {
+        let c = json!({"name": "c", "type": "EDS", "connect_timeout": "0.25s",
+            "eds_cluster_config": {"service_name": "svc"}, "weight": 1.5, "n": 18446744073709551615u64});
+        let r = Resource::new(ResourceType::Cluster, &c);
+        assert_eq!(r.json(), c);
+        assert_eq!(r.eds_name().map(String::as_str), Some("svc"));
+        let s = Resource::new(
+            ResourceType::Cluster,
+            &json!({"name": "s", "type": "STATIC"}),
+        );
+        assert_eq!(s.eds_name(), None);
+        assert_eq!(r, Resource::new(ResourceType::Cluster, &c));
+        assert_ne!(r, s);
+    }
+}
