@@ -97,6 +97,28 @@ impl Proxy {
 }
 
 /// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
+/// Starts `kind` on `yaml` (admin port `admin`), waits for its ACK of LDS version "1" from
+/// `server` and checks that `GET /` on `port` reaches the upstream named `a`.
+pub async fn start_serving_a(
+    kind: Kind,
+    yaml: String,
+    admin: u16,
+    server: &crate::xds_server::XdsServer,
+    port: u16,
+) -> Proxy {
+    let proxy = tokio::task::spawn_blocking(move || start_proxy(kind, &yaml, admin))
+        .await
+        .unwrap();
+    let ack = server.wait_for(crate::xds_server::LDS, "1").await;
+    assert_eq!(ack.error, None, "{kind:?}: LDS 1 NACKed");
+    assert_eq!(
+        get(port, "/").await,
+        Some((200, "a".to_string())),
+        "{kind:?}"
+    );
+    proxy
+}
+
 pub fn start_proxy(kind: Kind, yaml: &str, admin: u16) -> Proxy {
     match kind {
         Kind::Sluice => Proxy::Sluice(ProxyProcess::start(yaml, admin)),

@@ -13,9 +13,9 @@ use sluice_tests::{
         tls::test_pki,
         TestUpstream,
     },
-    xds_run::{admin_get, get, ready_status, spawn_sluice, start_proxy, Kind},
+    xds_run::{admin_get, get, ready_status, spawn_sluice, start_serving_a, Kind},
     xds_script::{bootstrap, listener, rds, routes, static_cluster},
-    xds_server::{Snapshot, XdsServer, LDS},
+    xds_server::{Snapshot, XdsServer},
 };
 
 /// `bootstrap` with the ADS cluster's TLS (files in `dir`) and `initial_metadata`.
@@ -69,16 +69,7 @@ async fn converge_over_mtls(kind: Kind) {
         ],
     ));
     let yaml = tls_bootstrap(admin, server.addr, &dir.path(""));
-    let proxy = tokio::task::spawn_blocking(move || start_proxy(kind, &yaml, admin))
-        .await
-        .unwrap();
-    let ack = server.wait_for(LDS, "1").await;
-    assert_eq!(ack.error, None, "{kind:?}: LDS 1 NACKed");
-    assert_eq!(
-        get(port, "/").await,
-        Some((200, "a".to_string())),
-        "{kind:?}"
-    );
+    let proxy = start_serving_a(kind, yaml, admin, &server, port).await;
     let records = server.stream_records();
     assert!(!records.is_empty(), "{kind:?}: no stream");
     assert!(

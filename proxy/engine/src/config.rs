@@ -53,7 +53,9 @@ pub use cluster::{
     DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OUTLIER_INTERVAL, DEFAULT_OVERPROVISIONING_FACTOR,
     DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
-pub use dynamic::{AdsConfig, DynamicResources, DEFAULT_INITIAL_FETCH_TIMEOUT};
+pub use dynamic::{
+    AdsConfig, CallMetadata, DynamicResources, GoogleGrpc, DEFAULT_INITIAL_FETCH_TIMEOUT,
+};
 pub use filter_disabled::Predicate as FilterDisabled;
 pub use hcm_request::{
     ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,

@@ -54,11 +54,17 @@ impl ClientConfig {
             .cluster(&d.ads.cluster_name)
             .map(|c| sluice_engine::upstream::from_config::cluster_spec(c))
             .and_then(|spec| spec.tls.map(|tls| (spec.name, tls)));
-        let credentials = Credentials {
+        let mut credentials = Credentials {
             cluster_tls,
             initial_metadata: d.ads.initial_metadata.clone(),
             ..Default::default()
         };
+        if let Some(g) = &d.ads.google {
+            let (_, host) = crate::transport::Target::from_target_uri(&g.target_uri)?;
+            credentials.ca = g.root_certs.clone();
+            credentials.server_name = host;
+            credentials.call_metadata = g.call_metadata.clone();
+        }
         let node_json =
             serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
         Ok(Self {

@@ -11,7 +11,10 @@ use rustls::{
     pki_types::{pem::PemObject as _, CertificateDer, ServerName},
     ClientConfig, RootCertStore,
 };
-use sluice_engine::upstream::{spec::TlsSpec, tls::TlsOrigin};
+use sluice_engine::{
+    config::CallMetadata,
+    upstream::{spec::TlsSpec, tls::TlsOrigin},
+};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 /// gRPC metadata sent on every stream.
@@ -32,6 +35,8 @@ pub struct Credentials {
     pub cluster_tls: Option<(String, TlsSpec)>,
     /// A bootstrap's `grpc_services[0].initial_metadata` (validated by the engine).
     pub initial_metadata: Vec<(String, String)>,
+    /// A bootstrap's `google_grpc.call_credentials` (files read on every connect).
+    pub call_metadata: Vec<CallMetadata>,
 }
 
 impl Credentials {
@@ -84,6 +89,22 @@ impl Credentials {
         }
         if let Some(a) = self.authorization()? {
             out.push((AsciiMetadataKey::from_static("authorization"), a));
+        }
+        for c in &self.call_metadata {
+            let (key, value, source) = match c {
+                CallMetadata::Static { key, value } => (key, value.clone(), "call_credentials"),
+                // As Envoy's file_based_metadata: the prefix and the file as it is.
+                CallMetadata::File { key, prefix, path } => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("call credentials file {}: {e}", path.display()))?;
+                    (key, format!("{prefix}{text}"), "call credentials file")
+                }
+            };
+            let k = AsciiMetadataKey::from_bytes(key.as_bytes())
+                .map_err(|_| format!("{source}: {key:?} is not a valid metadata key"))?;
+            let v = AsciiMetadataValue::try_from(value.as_str())
+                .map_err(|_| format!("{source} for {key:?}: not a valid header value"))?;
+            out.push((k, v));
         }
         Ok(out)
     }

@@ -32,6 +32,9 @@ impl Target {
             .dynamic_resources
             .as_ref()
             .ok_or("the bootstrap has no dynamic_resources")?;
+        if let Some(g) = &d.ads.google {
+            return Self::from_target_uri(&g.target_uri).map(|(t, _)| t);
+        }
         if let Some(p) = d.ads.pipes.first() {
             return Ok(Target::Pipe(p.clone()));
         }
@@ -51,6 +54,41 @@ impl Target {
                     d.ads.cluster_name
                 )
             })
+    }
+}
+
+impl Target {
+    /// A gRPC target URI (`host:port`, `dns:host:port`, `dns:///host:port`, `ipv4:a.b.c.d:port`,
+    /// `ipv6:[::1]:port`, `unix:path`, `unix:///path`) and its host (the name a TLS server's
+    /// certificate must carry; empty for unix). A host name is resolved now (IPv4 first).
+    pub fn from_target_uri(uri: &str) -> Result<(Self, String), String> {
+        let bad = |why: &str| format!("target_uri {uri:?}: {why}");
+        if let Some(path) = uri.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(bad("empty unix socket path"));
+            }
+            return Ok((Target::Pipe(path.into()), String::new()));
+        }
+        let hostport = ["dns:///", "dns:", "ipv4:", "ipv6:"]
+            .iter()
+            .find_map(|p| uri.strip_prefix(p))
+            .unwrap_or(uri);
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        let mut addrs: Vec<SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map_err(|e| bad(&e.to_string()))?
+                .collect();
+        addrs.sort_by_key(SocketAddr::is_ipv6);
+        let addr = addrs
+            .first()
+            .ok_or_else(|| bad("the host has no address"))?;
+        Ok((Target::Tcp(*addr), host))
     }
 }
 

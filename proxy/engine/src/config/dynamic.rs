@@ -34,8 +34,10 @@ pub struct DynamicResources {
 pub struct AdsConfig {
     /// `api_type: DELTA_GRPC` (else `GRPC`, State-of-the-world).
     pub delta: bool,
-    /// `grpc_services[0].envoy_grpc.cluster_name`: a static cluster.
+    /// `grpc_services[0].envoy_grpc.cluster_name`: a static cluster (empty with `google`).
     pub cluster_name: String,
+    /// `grpc_services[0].google_grpc`: the server by target URI instead of a cluster.
+    pub google: Option<GoogleGrpc>,
     /// The ADS cluster's `pipe` endpoints (unix sockets), if it has any; its socket_address
     /// endpoints stay in the cluster.
     pub pipes: Vec<PathBuf>,
@@ -76,28 +78,101 @@ pub(crate) fn dynamic_resources(
             .err("exactly one entry is supported"));
     }
     let gp = ap.field("grpc_services").index(0);
-    let cluster_name = ads.grpc_services[0]
-        .envoy_grpc
-        .as_ref()
-        .ok_or_else(|| {
-            gp.field("envoy_grpc")
-                .err("required (google_grpc is not supported)")
-        })?
-        .cluster_name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| gp.field("envoy_grpc").field("cluster_name").err("required"))?;
-    let initial_metadata = initial_metadata(
-        &ads.grpc_services[0].initial_metadata,
-        &gp.field("initial_metadata"),
-    )?;
+    let svc = &ads.grpc_services[0];
+    let initial_metadata = initial_metadata(&svc.initial_metadata, &gp.field("initial_metadata"))?;
+    let (cluster_name, google, pipes) = match (&svc.envoy_grpc, &svc.google_grpc) {
+        (Some(e), None) => {
+            let cluster_name = e
+                .cluster_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| gp.field("envoy_grpc").field("cluster_name").err("required"))?;
+            let pipes = ads_cluster_pipes(statics, &cluster_name, &gp)?;
+            (cluster_name, None, pipes)
+        }
+        (None, Some(g)) => (
+            String::new(),
+            Some(google_grpc(g, &gp.field("google_grpc"))?),
+            Vec::new(),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(gp.err("only one of envoy_grpc and google_grpc may be set"))
+        }
+        (None, None) => return Err(gp.err("envoy_grpc or google_grpc is required")),
+    };
+    let (lds, lds_initial_fetch_timeout) = source(raw.lds_config.as_ref(), &p.field("lds_config"))?;
+    let (cds, cds_initial_fetch_timeout) = source(raw.cds_config.as_ref(), &p.field("cds_config"))?;
+    Ok(DynamicResources {
+        ads: AdsConfig {
+            delta,
+            cluster_name,
+            google,
+            pipes,
+            set_node_on_first_message_only: ads.set_node_on_first_message_only.unwrap_or(false),
+            initial_metadata,
+        },
+        lds,
+        cds,
+        lds_initial_fetch_timeout,
+        cds_initial_fetch_timeout,
+    })
+}
+
+/// `GrpcService.GoogleGrpc`, as far as an ADS client needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleGrpc {
+    /// `target_uri` (`host:port`, `dns:[///]host:port`, `ipv4:`/`ipv6:` addresses,
+    /// `unix:path`), resolved by the client.
+    pub target_uri: String,
+    /// `channel_credentials.ssl_credentials.root_certs` (a file): TLS, the server's chain and
+    /// name (the target's host) verified against it. None: plaintext (`local_credentials`, or
+    /// no channel credentials).
+    pub root_certs: Option<PathBuf>,
+    /// `call_credentials`, as the metadata each stream carries.
+    pub call_metadata: Vec<CallMetadata>,
+}
+
+/// One call credential as gRPC metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallMetadata {
+    /// A fixed header (`access_token`: `authorization: Bearer TOKEN`; an inline secret).
+    Static {
+        /// Header name.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// `envoy.grpc_credentials.file_based_metadata` with a `filename`: `prefix` + the file's
+    /// contents, read on every (re)connect (a rotated token is picked up by the next stream).
+    File {
+        /// Header name (`header_key`, default `authorization`).
+        key: String,
+        /// `header_prefix`.
+        prefix: String,
+        /// `secret_data.filename`.
+        path: PathBuf,
+    },
+}
+
+/// The plugin and type of file-based call credentials.
+const FILE_BASED_METADATA: &str = "envoy.grpc_credentials.file_based_metadata";
+const FILE_BASED_METADATA_TYPE: &str =
+    "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig";
+
+/// The ADS cluster's `pipe` endpoints, taken out of `statics` (the engine cannot serve data
+/// traffic to a unix socket; the xDS client can); the cluster must be a static one.
+fn ads_cluster_pipes(
+    statics: &mut Option<RawStaticResources>,
+    cluster_name: &str,
+    gp: &FieldPath,
+) -> Result<Vec<PathBuf>, ConfigError> {
     let clusters = statics
         .as_mut()
         .map(|s| &mut s.clusters[..])
         .unwrap_or(&mut []);
     let Some(cluster) = clusters
         .iter_mut()
-        .find(|c| c.name.as_deref() == Some(&cluster_name))
+        .find(|c| c.name.as_deref() == Some(cluster_name))
     else {
         return Err(gp.field("envoy_grpc").field("cluster_name").err(format!(
             "unknown cluster {cluster_name:?} (must be a static cluster)"
@@ -124,20 +199,160 @@ pub(crate) fn dynamic_resources(
             }
         });
     }
-    let (lds, lds_initial_fetch_timeout) = source(raw.lds_config.as_ref(), &p.field("lds_config"))?;
-    let (cds, cds_initial_fetch_timeout) = source(raw.cds_config.as_ref(), &p.field("cds_config"))?;
-    Ok(DynamicResources {
-        ads: AdsConfig {
-            delta,
-            cluster_name,
-            pipes,
-            set_node_on_first_message_only: ads.set_node_on_first_message_only.unwrap_or(false),
-            initial_metadata,
+    Ok(pipes)
+}
+
+/// `google_grpc`: target, TLS roots and call credentials; what sluice cannot honour is refused
+/// naming the field.
+fn google_grpc(
+    g: &super::raw_dynamic::RawGoogleGrpc,
+    p: &FieldPath,
+) -> Result<GoogleGrpc, ConfigError> {
+    let target_uri = g
+        .target_uri
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| p.field("target_uri").err("required"))?;
+    if g.stat_prefix.as_deref().is_none_or(str::is_empty) {
+        return Err(p.field("stat_prefix").err("required"));
+    }
+    let mut root_certs = None;
+    if let Some(cc) = &g.channel_credentials {
+        let cp = p.field("channel_credentials");
+        match (
+            &cc.ssl_credentials,
+            &cc.local_credentials,
+            &cc.google_default,
+        ) {
+            (Some(ssl), None, None) => {
+                let sp = cp.field("ssl_credentials");
+                if ssl.private_key.is_some() || ssl.cert_chain.is_some() {
+                    let f = if ssl.private_key.is_some() {
+                        "private_key"
+                    } else {
+                        "cert_chain"
+                    };
+                    return Err(sp
+                        .field(f)
+                        .unsupported("client certificates for google_grpc"));
+                }
+                let rp = sp.field("root_certs");
+                let roots = ssl.root_certs.as_ref().ok_or_else(|| {
+                    rp.err("required (sluice does not use the system's roots for the management server)")
+                })?;
+                root_certs = match (&roots.filename, &roots.inline_string) {
+                    (Some(f), None) if !f.is_empty() => Some(PathBuf::from(f)),
+                    (None, Some(_)) => {
+                        return Err(rp
+                            .field("inline_string")
+                            .unsupported("inline root_certs (use filename)"))
+                    }
+                    _ => return Err(rp.err("filename is required")),
+                };
+            }
+            (None, Some(_), None) => {}
+            (None, None, Some(_)) => {
+                return Err(cp
+                    .field("google_default")
+                    .unsupported("google_default credentials"))
+            }
+            _ => {
+                return Err(
+                    cp.err("exactly one of ssl_credentials and local_credentials is required")
+                )
+            }
+        }
+    }
+    // Envoy's credentials factories: the default one honours the built-in call credentials and
+    // skips `from_plugin`; the file-based one honours only its `from_plugin` entries.
+    let file_factory = match g.credentials_factory_name.as_deref() {
+        None | Some("") => false,
+        Some(FILE_BASED_METADATA) => true,
+        Some(o) => {
+            return Err(p
+                .field("credentials_factory_name")
+                .unsupported(&format!("credentials factory {o:?}")))
+        }
+    };
+    let mut call_metadata = Vec::new();
+    for (i, c) in g.call_credentials.iter().enumerate() {
+        let cp = p.field("call_credentials").index(i);
+        if file_factory != c.from_plugin.is_some() {
+            tracing::warn!(field = %cp, "call credential skipped, as Envoy skips it: the {} credentials factory does not use it", if file_factory { "file-based" } else { "default" });
+            continue;
+        }
+        let other = [
+            ("google_compute_engine", c.google_compute_engine.is_some()),
+            ("google_refresh_token", c.google_refresh_token.is_some()),
+            (
+                "service_account_jwt_access",
+                c.service_account_jwt_access.is_some(),
+            ),
+            ("google_iam", c.google_iam.is_some()),
+            ("sts_service", c.sts_service.is_some()),
+        ];
+        if let Some((f, _)) = other.iter().find(|(_, set)| *set) {
+            return Err(cp.field(f).unsupported(&format!("{f} call credentials")));
+        }
+        match (&c.access_token, &c.from_plugin) {
+            (Some(t), None) => call_metadata.push(CallMetadata::Static {
+                key: "authorization".into(),
+                value: format!("Bearer {t}"),
+            }),
+            (None, Some(plugin)) => {
+                call_metadata.push(file_based(plugin, &cp.field("from_plugin"))?)
+            }
+            _ => return Err(cp.err("exactly one credential is required")),
+        }
+    }
+    Ok(GoogleGrpc {
+        target_uri,
+        root_certs,
+        call_metadata,
+    })
+}
+
+/// `from_plugin` `envoy.grpc_credentials.file_based_metadata` (the only plugin sluice has).
+fn file_based(
+    plugin: &super::raw_dynamic::RawMetadataCredentialsFromPlugin,
+    p: &FieldPath,
+) -> Result<CallMetadata, ConfigError> {
+    let name = plugin.name.as_deref().unwrap_or("");
+    let tc = plugin.typed_config.as_ref();
+    let ty = tc.and_then(|t| t.get("@type")).and_then(|t| t.as_str());
+    if name != FILE_BASED_METADATA && ty != Some(FILE_BASED_METADATA_TYPE) {
+        return Err(p
+            .field("name")
+            .unsupported(&format!("call credentials plugin {name:?}")));
+    }
+    let tp = p.field("typed_config");
+    let raw: super::raw_dynamic::RawFileBasedMetadataConfig =
+        serde_path_to_error::deserialize(tc.cloned().unwrap_or_default())
+            .map_err(|e| tp.join_serde(e.path()).err(e.inner().to_string()))?;
+    let key = raw
+        .header_key
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "authorization".into())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(key.as_bytes()).is_err() || key.ends_with("-bin") {
+        return Err(tp.field("header_key").err(format!(
+            "{key:?} is not a gRPC metadata key sluice can send"
+        )));
+    }
+    let prefix = raw.header_prefix.unwrap_or_default();
+    let sp = tp.field("secret_data");
+    let secret = raw.secret_data.ok_or_else(|| sp.err("required"))?;
+    Ok(match (secret.filename, secret.inline_string) {
+        (Some(f), None) if !f.is_empty() => CallMetadata::File {
+            key,
+            prefix,
+            path: f.into(),
         },
-        lds,
-        cds,
-        lds_initial_fetch_timeout,
-        cds_initial_fetch_timeout,
+        (None, Some(s)) => CallMetadata::Static {
+            key,
+            value: format!("{prefix}{s}"),
+        },
+        _ => return Err(sp.err("exactly one of filename and inline_string is required")),
     })
 }
 

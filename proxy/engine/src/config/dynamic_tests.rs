@@ -188,3 +188,80 @@ fn every_endpoint_is_kept_with_its_priority_and_health_status() {
         "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].health_status"
     );
 }
+
+#[test]
+fn google_grpc_target_tls_and_call_credentials_follow_envoys_factories() {
+    let with =
+        |svc: &str| ads("GRPC", "", TCP).replace("    - envoy_grpc: { cluster_name: xds }\n", svc);
+    let google = |extra: &str| {
+        with(&format!(
+            "    - google_grpc:\n        target_uri: istiod.istio-system.svc:15012\n        stat_prefix: xds\n{extra}"
+        ))
+    };
+    let file_plugin = "        - from_plugin:\n            name: envoy.grpc_credentials.file_based_metadata\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig\n              secret_data: { filename: /var/run/secrets/tokens/istio-token }\n              header_prefix: 'Bearer '\n";
+    let tls = "        channel_credentials: { ssl_credentials: { root_certs: { filename: /etc/ca.pem } } }\n";
+    // The file-based factory: its plugin is honoured, access_token skipped (as Envoy).
+    let b = from_yaml_str(&google(&format!(
+        "{tls}        credentials_factory_name: envoy.grpc_credentials.file_based_metadata\n        call_credentials:\n{file_plugin}        - access_token: skipped\n"
+    )))
+    .unwrap();
+    let g = b.dynamic_resources.unwrap().ads.google.unwrap();
+    assert_eq!(g.target_uri, "istiod.istio-system.svc:15012");
+    assert_eq!(g.root_certs, Some("/etc/ca.pem".into()));
+    assert_eq!(
+        g.call_metadata,
+        [super::CallMetadata::File {
+            key: "authorization".into(),
+            prefix: "Bearer ".into(),
+            path: "/var/run/secrets/tokens/istio-token".into(),
+        }]
+    );
+    // The default factory: access_token honoured, the plugin skipped.
+    let b = from_yaml_str(&google(&format!(
+        "        call_credentials:\n{file_plugin}        - access_token: abc\n"
+    )))
+    .unwrap();
+    let g = b.dynamic_resources.unwrap().ads.google.unwrap();
+    assert_eq!(g.root_certs, None, "no channel credentials: plaintext");
+    assert_eq!(
+        g.call_metadata,
+        [super::CallMetadata::Static {
+            key: "authorization".into(),
+            value: "Bearer abc".into()
+        }]
+    );
+    let gp = "dynamic_resources.ads_config.grpc_services[0]";
+    for (bad, path) in [
+        (
+            with("    - google_grpc: { stat_prefix: xds }\n"),
+            format!("{gp}.google_grpc.target_uri"),
+        ),
+        (
+            with("    - google_grpc: { target_uri: 'a:1' }\n"),
+            format!("{gp}.google_grpc.stat_prefix"),
+        ),
+        (
+            with("    - envoy_grpc: { cluster_name: xds }\n      google_grpc: { target_uri: 'a:1', stat_prefix: x }\n"),
+            gp.to_string(),
+        ),
+        (
+            google("        channel_credentials: { ssl_credentials: { root_certs: { filename: /ca }, private_key: { filename: /k } } }\n"),
+            format!("{gp}.google_grpc.channel_credentials.ssl_credentials.private_key"),
+        ),
+        (
+            google("        channel_credentials: { google_default: {} }\n"),
+            format!("{gp}.google_grpc.channel_credentials.google_default"),
+        ),
+        (
+            google("        credentials_factory_name: envoy.grpc_credentials.aws_iam\n"),
+            format!("{gp}.google_grpc.credentials_factory_name"),
+        ),
+        (
+            google("        call_credentials: [{ google_compute_engine: {} }]\n"),
+            format!("{gp}.google_grpc.call_credentials[0].google_compute_engine"),
+        ),
+    ] {
+        let e = from_yaml_str(&bad).unwrap_err();
+        assert_eq!(e.path(), path, "{bad}: {e}");
+    }
+}
