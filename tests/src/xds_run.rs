@@ -96,7 +96,6 @@ impl Proxy {
     }
 }
 
-/// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
 /// Starts `kind` on `yaml` (admin port `admin`), waits for its ACK of LDS version "1" from
 /// `server` and checks that `GET /` on `port` reaches the upstream named `a`.
 pub async fn start_serving_a(
@@ -119,6 +118,7 @@ pub async fn start_serving_a(
     proxy
 }
 
+/// Starts `kind` on `yaml` and waits until its admin `/ready` says 200.
 pub fn start_proxy(kind: Kind, yaml: &str, admin: u16) -> Proxy {
     match kind {
         Kind::Sluice => Proxy::Sluice(ProxyProcess::start(yaml, admin)),

@@ -251,8 +251,10 @@ impl Core {
                 Some(d) => d.clone(),
                 None => {
                     let d = decode_resource(ty, any).map_err(|e| format!("resources[{i}]: {e}"))?;
+                    let res = Resource::new(ty, &d.json)
+                        .map_err(|e| format!("resources[{i}] {:?}: {e}", d.name))?;
                     Shared {
-                        json: Arc::new(Resource::new(ty, &d.json)),
+                        json: Arc::new(res),
                         name: d.name,
                     }
                 }
@@ -337,7 +339,7 @@ impl Core {
         // The whole accepted state is checked (NACK), warming resources with empty stand-ins.
         let asm = assemble(&self.base, &resources, &strict);
         let bootstrap = validate(&asm)?;
-        let complete = self.complete(&asm, &resources, now);
+        let complete = self.complete(&asm, now);
         let (plan, apply) = if complete {
             let plan = Plan {
                 resources: resources.clone(),
@@ -444,7 +446,7 @@ impl Core {
             return self.applied_whole();
         }
         let asm = assemble(&self.base, &self.accepted, &HashSet::new());
-        if !self.complete(&asm, &self.accepted, now) {
+        if !self.complete(&asm, now) {
             return None;
         }
         self.ready = self.lds_cds_initialized(now);
@@ -513,20 +515,19 @@ impl Core {
     }
 
     /// No needed resource is missing, except ones whose initial fetch timed out.
-    fn complete(&self, asm: &Assembly, resources: &Resources, now: Instant) -> bool {
+    fn complete(&self, asm: &Assembly, now: Instant) -> bool {
         asm.missing
             .iter()
-            .all(|(ty, name)| self.timed_out(resources, *ty, name, now))
+            .all(|(ty, name)| self.timed_out(*ty, name, now))
     }
 
-    /// Whether the initial fetch of RDS/EDS `name` has timed out by `now`.
-    fn timed_out(&self, resources: &Resources, ty: ResourceType, name: &str, now: Instant) -> bool {
-        let deadline = self
-            .wanted_since
+    /// Whether the initial fetch of RDS/EDS `name` has timed out by `now` (a name not tracked
+    /// yet has just started waiting).
+    fn timed_out(&self, ty: ResourceType, name: &str, now: Instant) -> bool {
+        self.wanted_since
             .get(&(ty, name.to_string()))
-            .map(|(since, t)| t.map(|t| *since + t))
-            .unwrap_or_else(|| timeout_for(resources, ty, name).map(|t| now + t));
-        deadline.is_some_and(|deadline| now >= deadline)
+            .and_then(|(since, t)| t.map(|t| *since + t))
+            .is_some_and(|deadline| now >= deadline)
     }
 
     fn track_wanted(&mut self, now: Instant) {

@@ -92,18 +92,27 @@ impl Credentials {
         }
         for c in &self.call_metadata {
             let (key, value, source) = match c {
-                CallMetadata::Static { key, value } => (key, value.clone(), "call_credentials"),
-                // As Envoy's file_based_metadata: the prefix and the file as it is.
+                CallMetadata::Static { key, value } => {
+                    (key, value.clone(), "call_credentials".to_string())
+                }
+                // As Envoy's file_based_metadata: the prefix and the file as it is (not
+                // trimmed: a trailing newline makes it an invalid header, in Envoy too).
                 CallMetadata::File { key, prefix, path } => {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|e| format!("call credentials file {}: {e}", path.display()))?;
-                    (key, format!("{prefix}{text}"), "call credentials file")
+                    let shown = format!("call credentials file {}", path.display());
+                    let text =
+                        std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+                    let hint = if text.ends_with('\n') {
+                        " (it ends with a newline)"
+                    } else {
+                        ""
+                    };
+                    (key, format!("{prefix}{text}"), format!("{shown}{hint}"))
                 }
             };
             let k = AsciiMetadataKey::from_bytes(key.as_bytes())
                 .map_err(|_| format!("{source}: {key:?} is not a valid metadata key"))?;
             let v = AsciiMetadataValue::try_from(value.as_str())
-                .map_err(|_| format!("{source} for {key:?}: not a valid header value"))?;
+                .map_err(|_| format!("{source}: not a valid {key} header value"))?;
             out.push((k, v));
         }
         Ok(out)

@@ -207,7 +207,7 @@ mod tests {
     }
 
     fn res_of(v: serde_json::Value) -> std::sync::Arc<crate::resource::Resource> {
-        std::sync::Arc::new(crate::resource::Resource::new(ResourceType::Cluster, &v))
+        std::sync::Arc::new(crate::resource::Resource::new(ResourceType::Cluster, &v).unwrap())
     }
 
     #[test]

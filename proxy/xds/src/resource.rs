@@ -25,24 +25,30 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// `json` of a resource of type `ty`.
-    pub fn new(ty: ResourceType, json: &Value) -> Self {
+    /// `json` of a resource of type `ty`. `Err` (the NACK detail) when its text would not parse
+    /// back: nested deeper than the JSON and YAML parsers go (128 levels; a protobuf `Any`
+    /// restarts the decoder's own depth count, so a pushed resource can be deeper).
+    pub fn new(ty: ResourceType, json: &Value) -> Result<Self, String> {
         let needs = match ty {
             ResourceType::Listener => route_names(json).into(),
             ResourceType::Cluster => eds_name(json).into_iter().collect(),
             _ => Box::default(),
         };
-        Self {
-            text: serde_json::to_string(json)
-                .expect("a JSON value serialises")
-                .into(),
-            needs,
+        if depth(json) > MAX_DEPTH {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} levels (the JSON and YAML parsers' limit)"
+            ));
         }
+        let text = serde_json::to_string(json).map_err(|e| e.to_string())?;
+        Ok(Self {
+            text: text.into(),
+            needs,
+        })
     }
 
-    /// Its JSON, parsed now.
+    /// Its JSON, parsed now (checked to parse when it was made).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).expect("text made from a JSON value parses")
+        serde_json::from_str(&self.text).expect("checked by Resource::new")
     }
 
     /// Its JSON text (shared).
@@ -59,6 +65,25 @@ impl Resource {
     pub fn eds_name(&self) -> Option<&String> {
         self.needs.first()
     }
+}
+
+/// serde_json's and serde_norway's recursion limit is 128 nested arrays or objects.
+const MAX_DEPTH: usize = 127;
+
+/// How many arrays and objects `v` nests (without recursion: `v` may be very deep).
+fn depth(v: &Value) -> usize {
+    let mut max = 0;
+    let mut todo = vec![(v, 0usize)];
+    while let Some((v, d)) = todo.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        max = max.max(d + 1);
+        todo.extend(children.map(|c| (c, d + 1)));
+    }
+    max
 }
 
 impl PartialEq for Resource {
@@ -78,15 +103,28 @@ mod tests {
     fn text_round_trips_and_needs_are_read_once() {
         let c = json!({"name": "c", "type": "EDS", "connect_timeout": "0.25s",
             "eds_cluster_config": {"service_name": "svc"}, "weight": 1.5, "n": 18446744073709551615u64});
-        let r = Resource::new(ResourceType::Cluster, &c);
+        let r = Resource::new(ResourceType::Cluster, &c).unwrap();
         assert_eq!(r.json(), c);
         assert_eq!(r.eds_name().map(String::as_str), Some("svc"));
         let s = Resource::new(
             ResourceType::Cluster,
             &json!({"name": "s", "type": "STATIC"}),
-        );
+        )
+        .unwrap();
         assert_eq!(s.eds_name(), None);
-        assert_eq!(r, Resource::new(ResourceType::Cluster, &c));
+        assert_eq!(r, Resource::new(ResourceType::Cluster, &c).unwrap());
         assert_ne!(r, s);
+    }
+
+    #[test]
+    fn too_deep_to_read_back_is_an_error_not_a_panic() {
+        let mut v = json!("leaf");
+        for _ in 0..200 {
+            v = json!({ "and_rules": { "rules": [v] } });
+        }
+        let e = Resource::new(ResourceType::Listener, &v).unwrap_err();
+        assert!(e.contains("nested deeper than 127"), "{e}");
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        assert_eq!(depth(&json!("x")), 0);
     }
 }

@@ -68,6 +68,7 @@ impl XdsStatus {
             address: match target {
                 Target::Tcp(a) => a.to_string(),
                 Target::Pipe(p) => format!("unix:{}", p.display()),
+                Target::Dns { host, port } => format!("{host}:{port}"),
             },
             api_type: if delta { "DELTA_GRPC" } else { "GRPC" },
             state: Mutex::new(State {

@@ -23,6 +23,14 @@ pub enum Target {
     Tcp(SocketAddr),
     /// A unix socket path (the ADS cluster's `pipe` endpoint).
     Pipe(PathBuf),
+    /// A `google_grpc` target's host name, resolved on every connect (IPv4 first), so a
+    /// control plane that moves is followed and a name that does not resolve yet is retried.
+    Dns {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
 }
 
 impl Target {
@@ -80,20 +88,39 @@ impl Target {
             .trim_end_matches(']')
             .to_string();
         let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
-        let mut addrs: Vec<SocketAddr> =
-            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map_err(|e| bad(&e.to_string()))?
-                .collect();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let target = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Target::Tcp(SocketAddr::new(ip, port)),
+            Err(_) => Target::Dns {
+                host: host.clone(),
+                port,
+            },
+        };
+        Ok((target, host))
+    }
+
+    /// The address to connect to now: a [`Target::Dns`] name resolved (IPv4 first).
+    async fn resolved(&self) -> Result<Target, String> {
+        let Target::Dns { host, port } = self else {
+            return Ok(self.clone());
+        };
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .map_err(|e| format!("resolve {host}: {e}"))?
+            .collect();
         addrs.sort_by_key(SocketAddr::is_ipv6);
-        let addr = addrs
+        addrs
             .first()
-            .ok_or_else(|| bad("the host has no address"))?;
-        Ok((Target::Tcp(*addr), host))
+            .map(|a| Target::Tcp(*a))
+            .ok_or_else(|| format!("resolve {host}: no address"))
     }
 }
 
 /// Connects a gRPC channel to `target`, over TLS when `creds` has a CA or the ADS cluster's TLS.
 pub async fn connect(target: &Target, creds: &Credentials) -> Result<Channel, String> {
+    let target = &target.resolved().await?;
     if let Some(origin) = creds.cluster_tls()? {
         return connect_cluster_tls(target, origin).await;
     }
@@ -143,6 +170,7 @@ pub async fn connect(target: &Target, creds: &Credentials) -> Result<Channel, St
                 .await
                 .map_err(|e| format!("connect unix:{shown}: {e}"))
         }
+        (Target::Dns { host, .. }, _) => Err(format!("{host} not resolved")),
     }
 }
 
@@ -156,6 +184,7 @@ async fn connect_cluster_tls(target: &Target, origin: TlsOrigin) -> Result<Chann
                 path.display()
             ))
         }
+        Target::Dns { host, .. } => return Err(format!("{host} not resolved")),
     };
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -189,6 +218,56 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_uris_as_grpc_names_them() {
+        let t = |u: &str| Target::from_target_uri(u).unwrap();
+        let ip = |a: &str| Target::Tcp(a.parse().unwrap());
+        assert_eq!(
+            t("127.0.0.1:15012"),
+            (ip("127.0.0.1:15012"), "127.0.0.1".into())
+        );
+        assert_eq!(
+            t("ipv4:10.0.0.1:15010"),
+            (ip("10.0.0.1:15010"), "10.0.0.1".into())
+        );
+        assert_eq!(t("ipv6:[::1]:15010"), (ip("[::1]:15010"), "::1".into()));
+        let dns = Target::Dns {
+            host: "istiod.istio-system.svc".into(),
+            port: 15012,
+        };
+        for u in [
+            "istiod.istio-system.svc:15012",
+            "dns:istiod.istio-system.svc:15012",
+            "dns:///istiod.istio-system.svc:15012",
+        ] {
+            assert_eq!(t(u), (dns.clone(), "istiod.istio-system.svc".into()), "{u}");
+        }
+        assert_eq!(
+            t("unix:///run/xds.sock").0,
+            Target::Pipe("/run/xds.sock".into())
+        );
+        assert_eq!(
+            t("unix:relative.sock").0,
+            Target::Pipe("relative.sock".into())
+        );
+        for bad in ["istiod", "istiod:port", ":15012", "unix:"] {
+            let e = Target::from_target_uri(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_is_resolved_when_connecting() {
+        let t = Target::Dns {
+            host: "localhost".into(),
+            port: 15010,
+        };
+        assert_eq!(
+            t.resolved().await.unwrap(),
+            Target::Tcp("127.0.0.1:15010".parse().unwrap())
+        );
+    }
 
     #[test]
     fn backoff_grows_jittered_and_caps_at_15s() {

@@ -216,6 +216,7 @@ fn google_grpc(
     if g.stat_prefix.as_deref().is_none_or(str::is_empty) {
         return Err(p.field("stat_prefix").err("required"));
     }
+    let unix = target_uri.starts_with("unix:");
     let mut root_certs = None;
     if let Some(cc) = &g.channel_credentials {
         let cp = p.field("channel_credentials");
@@ -240,6 +241,9 @@ fn google_grpc(
                 let roots = ssl.root_certs.as_ref().ok_or_else(|| {
                     rp.err("required (sluice does not use the system's roots for the management server)")
                 })?;
+                if unix {
+                    return Err(sp.unsupported("TLS to a unix socket target"));
+                }
                 root_certs = match (&roots.filename, &roots.inline_string) {
                     (Some(f), None) if !f.is_empty() => Some(PathBuf::from(f)),
                     (None, Some(_)) => {
@@ -295,15 +299,35 @@ fn google_grpc(
             return Err(cp.field(f).unsupported(&format!("{f} call credentials")));
         }
         match (&c.access_token, &c.from_plugin) {
-            (Some(t), None) => call_metadata.push(CallMetadata::Static {
-                key: "authorization".into(),
-                value: format!("Bearer {t}"),
-            }),
+            (Some(t), None) => {
+                let value = format!("Bearer {t}");
+                if http::HeaderValue::from_str(&value).is_err() {
+                    return Err(cp.field("access_token").err("not a valid header value"));
+                }
+                call_metadata.push(CallMetadata::Static {
+                    key: "authorization".into(),
+                    value,
+                });
+            }
             (None, Some(plugin)) => {
-                call_metadata.push(file_based(plugin, &cp.field("from_plugin"))?)
+                if plugin.name.as_deref() != Some(FILE_BASED_METADATA) {
+                    tracing::warn!(field = %cp, "call credentials plugin skipped, as Envoy's file-based factory skips plugins it does not know");
+                    continue;
+                }
+                call_metadata.push(file_based(plugin, &cp.field("from_plugin"))?);
             }
             _ => return Err(cp.err("exactly one credential is required")),
         }
+    }
+    // gRPC sends call credentials over a secure channel only (TLS, or a local unix socket);
+    // Envoy's file-based factory without channel credentials uses TLS with the system roots.
+    if !call_metadata.is_empty() && root_certs.is_none() && !unix {
+        let why = if g.channel_credentials.is_none() && file_factory {
+            "the file-based factory then uses TLS with the system's roots, which sluice does not use: set ssl_credentials.root_certs"
+        } else {
+            "call credentials are sent over TLS only (gRPC refuses them on a plaintext TCP channel): set ssl_credentials"
+        };
+        return Err(p.field("channel_credentials").err(why));
     }
     Ok(GoogleGrpc {
         target_uri,
@@ -317,15 +341,14 @@ fn file_based(
     plugin: &super::raw_dynamic::RawMetadataCredentialsFromPlugin,
     p: &FieldPath,
 ) -> Result<CallMetadata, ConfigError> {
-    let name = plugin.name.as_deref().unwrap_or("");
     let tc = plugin.typed_config.as_ref();
     let ty = tc.and_then(|t| t.get("@type")).and_then(|t| t.as_str());
-    if name != FILE_BASED_METADATA && ty != Some(FILE_BASED_METADATA_TYPE) {
-        return Err(p
-            .field("name")
-            .unsupported(&format!("call credentials plugin {name:?}")));
-    }
     let tp = p.field("typed_config");
+    if ty != Some(FILE_BASED_METADATA_TYPE) {
+        return Err(tp
+            .field("@type")
+            .err(format!("expected {FILE_BASED_METADATA_TYPE}")));
+    }
     let raw: super::raw_dynamic::RawFileBasedMetadataConfig =
         serde_path_to_error::deserialize(tc.cloned().unwrap_or_default())
             .map_err(|e| tp.join_serde(e.path()).err(e.inner().to_string()))?;
@@ -348,10 +371,13 @@ fn file_based(
             prefix,
             path: f.into(),
         },
-        (None, Some(s)) => CallMetadata::Static {
-            key,
-            value: format!("{prefix}{s}"),
-        },
+        (None, Some(s)) => {
+            let value = format!("{prefix}{s}");
+            if http::HeaderValue::from_str(&value).is_err() {
+                return Err(sp.field("inline_string").err("not a valid header value"));
+            }
+            CallMetadata::Static { key, value }
+        }
         _ => return Err(sp.err("exactly one of filename and inline_string is required")),
     })
 }

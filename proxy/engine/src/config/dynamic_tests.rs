@@ -218,11 +218,11 @@ fn google_grpc_target_tls_and_call_credentials_follow_envoys_factories() {
     );
     // The default factory: access_token honoured, the plugin skipped.
     let b = from_yaml_str(&google(&format!(
-        "        call_credentials:\n{file_plugin}        - access_token: abc\n"
+        "{tls}        call_credentials:\n{file_plugin}        - access_token: abc\n"
     )))
     .unwrap();
     let g = b.dynamic_resources.unwrap().ads.google.unwrap();
-    assert_eq!(g.root_certs, None, "no channel credentials: plaintext");
+    assert_eq!(g.root_certs, Some("/etc/ca.pem".into()));
     assert_eq!(
         g.call_metadata,
         [super::CallMetadata::Static {
@@ -259,6 +259,25 @@ fn google_grpc_target_tls_and_call_credentials_follow_envoys_factories() {
         (
             google("        call_credentials: [{ google_compute_engine: {} }]\n"),
             format!("{gp}.google_grpc.call_credentials[0].google_compute_engine"),
+        ),
+        // Call credentials are never sent in plaintext over TCP.
+        (
+            google("        call_credentials: [{ access_token: abc }]\n"),
+            format!("{gp}.google_grpc.channel_credentials"),
+        ),
+        (
+            google(&format!(
+                "        credentials_factory_name: envoy.grpc_credentials.file_based_metadata\n        call_credentials:\n{file_plugin}"
+            )),
+            format!("{gp}.google_grpc.channel_credentials"),
+        ),
+        (
+            google(&format!("{tls}        call_credentials: [{{ access_token: \"a\\nb\" }}]\n")),
+            format!("{gp}.google_grpc.call_credentials[0].access_token"),
+        ),
+        (
+            with("    - google_grpc:\n        target_uri: unix:/run/xds.sock\n        stat_prefix: xds\n        channel_credentials: { ssl_credentials: { root_certs: { filename: /ca } } }\n"),
+            format!("{gp}.google_grpc.channel_credentials.ssl_credentials"),
         ),
     ] {
         let e = from_yaml_str(&bad).unwrap_err();

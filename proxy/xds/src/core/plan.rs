@@ -33,7 +33,7 @@ impl Core {
             warming: BTreeSet::new(),
         };
         let has = |ty: ResourceType, name: &str| {
-            res.get(&ty).is_some_and(|m| m.contains_key(name)) || self.timed_out(res, ty, name, now)
+            res.get(&ty).is_some_and(|m| m.contains_key(name)) || self.timed_out(ty, name, now)
         };
         for ty in [ResourceType::Listener, ResourceType::Cluster] {
             let Some(map) = plan.resources.get_mut(&ty) else {

@@ -106,7 +106,7 @@ mod tests {
     fn eds(name: &str, service: &str) -> Arc<Resource> {
         let json = json!({"name": name, "type": "EDS",
             "eds_cluster_config": {"service_name": service}});
-        Arc::new(Resource::new(ResourceType::Cluster, &json))
+        Arc::new(Resource::new(ResourceType::Cluster, &json).unwrap())
     }
 
     #[test]
