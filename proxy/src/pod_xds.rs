@@ -78,9 +78,10 @@ pub fn setup(
     let address = XdsAddress::parse(url).map_err(anyhow::Error::msg)?;
     let credentials = credentials(args, &address).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source = XdsPods {
-        base: l7
-            .as_ref()
-            .map_or(serde_json::Value::Null, |c| c.source().clone()),
+        base: Arc::new(
+            l7.as_ref()
+                .map_or(serde_json::Value::Null, |c| c.source().clone()),
+        ),
         address,
         delta: args.xds_api == XdsApi::Delta,
         cluster_id: args.xds_cluster_id.clone(),
@@ -132,7 +133,8 @@ fn credentials(args: &XdsArgs, address: &XdsAddress) -> Result<Credentials, Stri
 /// One ADS client per pod.
 #[derive(Clone)]
 struct XdsPods {
-    base: serde_json::Value,
+    /// The agent's `--config` as JSON (shared by every pod's bootstrap).
+    base: Arc<serde_json::Value>,
     address: XdsAddress,
     delta: bool,
     cluster_id: String,

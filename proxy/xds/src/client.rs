@@ -49,7 +49,12 @@ impl ClientConfig {
             .as_ref()
             .ok_or("the bootstrap has no dynamic_resources")?;
         let n = b.node.clone().unwrap_or_default();
-        let target = Target::from_bootstrap(b)?;
+        // A google_grpc service names its server by URI (whose host TLS checks), envoy_grpc by
+        // a cluster.
+        let (target, google_host) = match &d.ads.google {
+            Some(g) => Target::from_target_uri(&g.target_uri)?,
+            None => (Target::from_bootstrap(b)?, String::new()),
+        };
         let cluster_tls = b
             .cluster(&d.ads.cluster_name)
             .map(|c| sluice_engine::upstream::from_config::cluster_spec(c))
@@ -60,9 +65,8 @@ impl ClientConfig {
             ..Default::default()
         };
         if let Some(g) = &d.ads.google {
-            let (_, host) = crate::transport::Target::from_target_uri(&g.target_uri)?;
             credentials.ca = g.root_certs.clone();
-            credentials.server_name = host;
+            credentials.server_name = google_host;
             credentials.call_metadata = g.call_metadata.clone();
         }
         let node_json =

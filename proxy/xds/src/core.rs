@@ -132,7 +132,7 @@ pub struct Core {
 #[derive(Debug, Clone)]
 struct Shared {
     name: String,
-    json: Arc<Resource>,
+    res: Arc<Resource>,
 }
 
 /// Resources by the bytes they came as (an `Any`'s `value`).
@@ -254,7 +254,7 @@ impl Core {
                     let res = Resource::new(ty, &d.json)
                         .map_err(|e| format!("resources[{i}] {:?}: {e}", d.name))?;
                     Shared {
-                        json: Arc::new(res),
+                        res: Arc::new(res),
                         name: d.name,
                     }
                 }
@@ -275,9 +275,9 @@ impl Core {
                 let mut memo = HashMap::with_capacity(list.len());
                 for (i, any) in list.into_iter().enumerate() {
                     if let Some(d) = decode(i, &any)? {
-                        let json = reuse(before.get(&d.name), &d.json);
-                        map.insert(d.name.clone(), json.clone());
-                        memo.insert(any.value, Shared { name: d.name, json });
+                        let res = reuse(before.get(&d.name), &d.res);
+                        map.insert(d.name.clone(), res.clone());
+                        memo.insert(any.value, Shared { name: d.name, res });
                     }
                 }
                 next_memo = Some(memo);
@@ -297,8 +297,8 @@ impl Core {
                             ));
                         }
                         versions.insert(d.name.clone(), version.clone());
-                        let json = reuse(before.get(&d.name), &d.json);
-                        map.insert(d.name, json);
+                        let res = reuse(before.get(&d.name), &d.res);
+                        map.insert(d.name, res);
                     }
                 }
             }

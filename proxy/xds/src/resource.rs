@@ -75,13 +75,12 @@ fn depth(v: &Value) -> usize {
     let mut max = 0;
     let mut todo = vec![(v, 0usize)];
     while let Some((v, d)) = todo.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
+        match v {
+            Value::Array(a) => todo.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(o) => todo.extend(o.values().map(|c| (c, d + 1))),
             _ => continue,
-        };
+        }
         max = max.max(d + 1);
-        todo.extend(children.map(|c| (c, d + 1)));
     }
     max
 }

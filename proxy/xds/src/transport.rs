@@ -40,9 +40,6 @@ impl Target {
             .dynamic_resources
             .as_ref()
             .ok_or("the bootstrap has no dynamic_resources")?;
-        if let Some(g) = &d.ads.google {
-            return Self::from_target_uri(&g.target_uri).map(|(t, _)| t);
-        }
         if let Some(p) = d.ads.pipes.first() {
             return Ok(Target::Pipe(p.clone()));
         }
