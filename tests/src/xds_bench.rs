@@ -1,7 +1,7 @@
 //! The xDS scale benchmark (`cargo xtask bench --xds`, issue 10): one management server pushes
 //! a mesh-sized configuration (by default 5,000 routes in 500 virtual hosts, 1,000 EDS clusters,
 //! 10,000 endpoints) to `sluice proxy` and to Envoy, one after the other on the same machine,
-//! and times what an operator waits for: the full push, then an EDS-only change of one cluster,
+//! and times what an operator waits for: the full push, then EDS-only changes of one cluster
 //! each from the server's push to the ACK and to the first request that sees the new config.
 //!
 //! One probe route observes the change: virtual host `svc-0.bench` route `/r0` goes to cluster

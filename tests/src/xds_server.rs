@@ -317,7 +317,16 @@ impl XdsServer {
                     .await
                     .expect("bind");
                 self.addr = l.local_addr().unwrap();
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                // TCP_NODELAY, as Go (istiod, go-control-plane) sets on every connection: with
+                // Nagle, a response's last segment can wait for the proxy's delayed ACK (40 ms).
+                let incoming = {
+                    use futures_util::StreamExt as _;
+                    tokio_stream::wrappers::TcpListenerStream::new(l).map(|r| {
+                        r.inspect(|s| {
+                            let _ = s.set_nodelay(true);
+                        })
+                    })
+                };
                 match &self.tls {
                     Some(config) => {
                         let incoming = tls_incoming(incoming, config.clone());
@@ -448,7 +457,7 @@ impl Drop for XdsServer {
 /// Accepted TCP connections after their TLS handshake (a failed handshake is an error item,
 /// which the server logs and skips).
 fn tls_incoming(
-    tcp: tokio_stream::wrappers::TcpListenerStream,
+    tcp: impl Stream<Item = std::io::Result<tokio::net::TcpStream>>,
     config: Arc<rustls::ServerConfig>,
 ) -> impl Stream<Item = std::io::Result<TlsIo>> {
     use futures_util::StreamExt as _;

@@ -1,6 +1,6 @@
 //! CI smoke test of the xDS scale bench driver (`cargo xtask bench --xds` runs it at full size):
-//! a small push to sluice and to Envoy on one management server, both ADS flavours, and a
-//! report with every row filled.
+//! a small push to sluice and to Envoy on one management server, both ADS flavours, a few
+//! EDS-only changes, and a report with every row filled.
 
 use sluice_tests::{sluice_cli::sluice_bin, upstream::harness::TempDir};
 
@@ -15,6 +15,8 @@ fn xds_bench_small_run_reports_both_proxies() {
             "20",
             "--clusters",
             "40",
+            "--eds-changes",
+            "4",
             "--sluice",
         ])
         .arg(sluice_bin())
@@ -29,6 +31,7 @@ fn xds_bench_small_run_reports_both_proxies() {
         "## Delta ADS",
         "| full push: sent -> probe served by the new config (ms) |",
         "| RSS after the push (MiB) |",
+        "| EDS-only changes, all 5 pooled: server send -> ACK p50 / p90 / max (ms) |",
         "Types pushed for the EDS-only change: sluice EDS, Envoy EDS",
     ] {
         assert!(report.contains(needle), "no {needle:?} in:\n{report}");
@@ -42,6 +45,12 @@ fn xds_bench_small_run_reports_both_proxies() {
         assert!(
             s["sample"]["full_serving_ms"].as_f64().unwrap() > 0.0,
             "{s}"
+        );
+        let more = s["sample"]["eds_more_send_to_ack_ms"].as_array().unwrap();
+        assert_eq!(
+            more.len(),
+            4,
+            "every further EDS-only change was ACKed: {s}"
         );
     }
 }

@@ -68,7 +68,9 @@ pub struct Candidate {
     resources: Resources,
     /// A State-of-the-world response's resources by their bytes (`None` for Delta).
     memo: Option<Memo>,
+    /// Delta: the versions this response sets, and the names it removes.
     versions: BTreeMap<String, String>,
+    removed: Vec<String>,
     /// What the server would run (`None`: what runs now, before the first complete
     /// configuration).
     plan: Option<Plan>,
@@ -90,7 +92,7 @@ impl Candidate {
         self.plan.as_ref()
     }
 
-    /// Delta: the resource versions of its type.
+    /// Delta: the versions of the resources this response adds or changes.
     pub fn versions(&self) -> &BTreeMap<String, String> {
         &self.versions
     }
@@ -131,12 +133,16 @@ pub struct Core {
 /// A decoded resource, shared with the accepted state.
 #[derive(Debug, Clone)]
 struct Shared {
-    name: String,
+    name: Arc<str>,
     res: Arc<Resource>,
 }
 
+/// A fast hasher for the client's own tables (the keys come from the management server, which
+/// the client trusts with its whole configuration).
+type FastHash = foldhash::fast::RandomState;
+
 /// Resources by the bytes they came as (an `Any`'s `value`).
-type Memo = HashMap<Vec<u8>, Shared>;
+type Memo = HashMap<Vec<u8>, Shared, FastHash>;
 
 impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
@@ -233,11 +239,17 @@ impl Core {
         now: Instant,
     ) -> Result<Candidate, String> {
         let mut resources = self.accepted.clone();
-        let mut versions = self.resource_versions.get(&ty).cloned().unwrap_or_default();
+        let mut versions = BTreeMap::new();
+        let mut removed_names = Vec::new();
         let wanted = self.wanted(ty);
         let keep = |name: &str| Core::wildcard(ty) || wanted.contains(name);
         let before = resources.get(&ty).cloned().unwrap_or_default();
-        let mut seen = HashSet::new();
+        let count = match &update {
+            Update::Sotw(list) => list.len(),
+            Update::Delta { added, .. } => added.len(),
+        };
+        let mut seen: HashSet<Arc<str>, FastHash> =
+            HashSet::with_capacity_and_hasher(count, FastHash::default());
         let memo = self.memo.get(&ty);
         let mut next_memo = None;
         // A resource whose bytes the last State-of-the-world response of its type carried is
@@ -255,54 +267,64 @@ impl Core {
                         .map_err(|e| format!("resources[{i}] {:?}: {e}", d.name))?;
                     Shared {
                         res: Arc::new(res),
-                        name: d.name,
+                        name: d.name.into(),
                     }
                 }
             };
             if !seen.insert(d.name.clone()) {
                 return Err(format!("duplicate {} {:?}", ty.kind(), d.name));
             }
-            // Envoy ignores resources it did not ask for.
-            Ok(keep(&d.name).then_some(d))
+            // Envoy ignores resources it did not ask for (what was accepted is still wanted:
+            // a commit prunes what no longer is).
+            Ok((before.contains_key(&*d.name) || keep(&d.name)).then_some(d))
         };
-        // Only this type's map of pointers is copied (the others stay shared).
-        let map = Arc::make_mut(resources.entry(ty).or_default());
+        // Only this type's map of pointers is copied (the others stay shared), and only once
+        // something in it changes: a State-of-the-world response that resends every resource
+        // of the type leaves the unchanged ones where they are.
+        let slot = resources.entry(ty).or_default();
         match update {
             Update::Sotw(list) => {
-                if Core::wildcard(ty) {
-                    map.clear();
+                let wildcard = Core::wildcard(ty);
+                if wildcard {
+                    Arc::make_mut(slot).clear();
                 }
-                let mut memo = HashMap::with_capacity(list.len());
+                let mut memo = Memo::with_capacity_and_hasher(list.len(), FastHash::default());
                 for (i, any) in list.into_iter().enumerate() {
-                    if let Some(d) = decode(i, &any)? {
-                        let res = reuse(before.get(&d.name), &d.res);
-                        map.insert(d.name.clone(), res.clone());
-                        memo.insert(any.value, Shared { name: d.name, res });
+                    let Some(d) = decode(i, &any)? else { continue };
+                    let prev = before.get(&*d.name);
+                    let res = reuse(prev, &d.res);
+                    // An unchanged resource is already in the map, unless a wildcard type's
+                    // map was cleared.
+                    if wildcard || !prev.is_some_and(|p| Arc::ptr_eq(p, &res)) {
+                        Arc::make_mut(slot).insert(d.name.to_string(), res.clone());
                     }
+                    memo.insert(any.value, Shared { name: d.name, res });
                 }
                 next_memo = Some(memo);
             }
             Update::Delta { added, removed } => {
+                let map = Arc::make_mut(slot);
                 for name in removed {
                     map.remove(&name);
-                    versions.remove(&name);
+                    removed_names.push(name);
                 }
                 for (i, (name, version, any)) in added.iter().enumerate() {
                     if let Some(d) = decode(i, any)? {
-                        if &d.name != name {
+                        if *d.name != **name {
                             return Err(format!(
                                 "resources[{i}]: name {name:?} differs from the {} name {:?}",
                                 ty.kind(),
                                 d.name
                             ));
                         }
-                        versions.insert(d.name.clone(), version.clone());
-                        let res = reuse(before.get(&d.name), &d.res);
-                        map.insert(d.name, res);
+                        versions.insert(name.clone(), version.clone());
+                        let res = reuse(before.get(&*d.name), &d.res);
+                        map.insert(name.clone(), res);
                     }
                 }
             }
         }
+        let map = &**slot;
         // A listener is checked as it is loaded (its inline routes' clusters must exist); the
         // others are not re-checked against clusters that left since.
         let strict: HashSet<String> = match ty {
@@ -330,6 +352,7 @@ impl Core {
                         resources,
                         memo: next_memo,
                         versions,
+                        removed: removed_names,
                         plan: Some(plan),
                         apply: Some(Apply::Endpoints(clusters)),
                     });
@@ -364,6 +387,7 @@ impl Core {
             resources,
             memo: next_memo,
             versions,
+            removed: removed_names,
             plan,
             apply,
             complete,
@@ -396,11 +420,14 @@ impl Core {
         if let Some(m) = c.memo {
             self.memo.insert(c.ty, m);
         }
-        self.resource_versions.insert(c.ty, c.versions);
+        let v = self.resource_versions.entry(c.ty).or_default();
+        for name in &c.removed {
+            v.remove(name);
+        }
+        v.extend(c.versions);
         if let Some(m) = self.accepted.get(&c.ty) {
-            let names: BTreeSet<&String> = m.keys().collect();
-            if let Some(v) = self.resource_versions.get_mut(&c.ty) {
-                v.retain(|n, _| names.contains(n));
+            if !sorted_subset(v.keys(), m.keys()) {
+                v.retain(|n, _| m.contains_key(n));
             }
         }
         self.initialized.insert(c.ty);
@@ -569,26 +596,48 @@ fn endpoints_only(
     after: &Resources,
 ) -> Option<Vec<config::Cluster>> {
     let now = after.get(&ResourceType::Endpoint)?;
-    if before.keys().any(|k| !now.contains_key(k)) {
+    // One walk over both maps in name order (no lookups): a name of `before` missing from
+    // `now` was removed; a name of `now` missing from or changed since `before` changed.
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    let mut old = before.iter().peekable();
+    for (name, cla) in now.iter() {
+        if old.next_if(|(o, _)| *o < name).is_some() {
+            return None;
+        }
+        match old.next_if(|(o, _)| *o == name) {
+            Some((_, b)) if same(b, cla) => {}
+            _ => {
+                changed.insert(name);
+            }
+        }
+    }
+    if old.next().is_some() {
         return None;
     }
-    let changed: BTreeSet<&String> = now
-        .iter()
-        .filter(|(name, cla)| !before.get(*name).is_some_and(|b| same(b, cla)))
-        .map(|(name, _)| name)
-        .collect();
     let mut out = Vec::new();
     if changed.is_empty() {
         return Some(out);
     }
     for (i, (name, c)) in after.get(&ResourceType::Cluster)?.iter().enumerate() {
-        let Some(eds) = c.eds_name().filter(|e| changed.contains(e)) else {
+        let Some(eds) = c.eds_name().filter(|e| changed.contains(e.as_str())) else {
             continue;
         };
         let json = with_assignment(c.json(), name, now.get(eds).map(|v| v.json()));
         out.push(config::cluster_from_json(json, i).ok()?);
     }
     Some(out)
+}
+
+/// Whether every item of `a` is in `b`, both in ascending order (one walk, no lookups).
+fn sorted_subset<'a>(
+    a: impl IntoIterator<Item = &'a String>,
+    b: impl IntoIterator<Item = &'a String>,
+) -> bool {
+    let mut b = b.into_iter().peekable();
+    a.into_iter().all(|x| {
+        while b.next_if(|y| *y < x).is_some() {}
+        b.next_if(|y| *y == x).is_some()
+    })
 }
 
 /// `old` when `new` is equal to it (a resource sent again in another allocation keeps the one
@@ -612,7 +661,7 @@ fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
         let wanted = union(names.names(resources, ty), names.names(serving, ty));
         if let Some(m) = resources
             .get_mut(&ty)
-            .filter(|m| m.keys().any(|n| !wanted.contains(n)))
+            .filter(|m| !sorted_subset(m.keys(), wanted.iter()))
         {
             Arc::make_mut(m).retain(|n, _| wanted.contains(n));
         }

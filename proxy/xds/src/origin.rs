@@ -18,14 +18,14 @@ use crate::{assemble::Resources, convert::ResourceType, core::Plan, resource::Re
 /// One accepted resource's dump metadata (the resource shared with the accepted state).
 #[derive(Debug, Clone)]
 struct Entry {
-    version_info: String,
+    version_info: Arc<str>,
     last_updated: SystemTime,
     resource: Arc<Resource>,
 }
 
 /// Entries by name; shared between versions while none of them changes (an EDS response
 /// leaves the listener and cluster entries as they are, without a copy).
-type Entries = Arc<BTreeMap<String, Entry>>;
+type Entries = Arc<BTreeMap<Arc<str>, Entry>>;
 
 /// Whether `entries` are exactly the resources of `map` (the same allocations).
 fn same_resources(entries: &Entries, map: &BTreeMap<String, Arc<Resource>>) -> bool {
@@ -33,7 +33,7 @@ fn same_resources(entries: &Entries, map: &BTreeMap<String, Arc<Resource>>) -> b
         && entries
             .iter()
             .zip(map)
-            .all(|((a, e), (b, json))| Arc::ptr_eq(&e.resource, json) && a == b)
+            .all(|((a, e), (b, json))| Arc::ptr_eq(&e.resource, json) && **a == **b)
 }
 
 /// The dump metadata of the accepted resources.
@@ -79,31 +79,51 @@ impl Meta {
                 entries.insert(*t, o.clone());
                 continue;
             }
-            let mut out = BTreeMap::new();
-            for (name, json) in map.iter() {
-                // Kept with the new allocation: later versions then compare by pointer.
-                let kept = old
-                    .and_then(|o| o.get(name))
-                    .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
-                    .map(|e| Entry {
-                        resource: json.clone(),
-                        ..e.clone()
-                    });
-                let entry = kept.unwrap_or_else(|| Entry {
-                    version_info: if *t == ty {
-                        delta_versions
-                            .get(name)
-                            .cloned()
-                            .unwrap_or_else(|| version_info.to_string())
-                    } else {
-                        String::new()
-                    },
+            // One walk over the old entries and the new resources, both in name order, finds
+            // what changed; the old map is copied (names and versions are shared, so that is
+            // cheap) and only those entries are replaced or removed.
+            let stamp: Arc<str> = version_info.into();
+            let fresh = |name: &String, json: &Arc<Resource>| {
+                let version_info = match delta_versions.get(name) {
+                    Some(v) if *t == ty => v.as_str().into(),
+                    _ if *t == ty => stamp.clone(),
+                    _ => "".into(),
+                };
+                let entry = Entry {
+                    version_info,
                     last_updated: now,
                     resource: json.clone(),
-                });
-                out.insert(name.clone(), entry);
+                };
+                (Arc::<str>::from(name.as_str()), entry)
+            };
+            let mut out = old.cloned().unwrap_or_default();
+            let mut olds = old.into_iter().flat_map(|o| o.iter()).peekable();
+            let mut removed = Vec::new();
+            let mut changed = Vec::new();
+            for (name, json) in map.iter() {
+                while let Some((o, _)) = olds.next_if(|(o, _)| o.as_ref() < name.as_str()) {
+                    removed.push(o.clone());
+                }
+                match olds.next_if(|(o, _)| o.as_ref() == name.as_str()) {
+                    // Kept with the new allocation: later versions then compare by pointer.
+                    Some((_, e)) if Arc::ptr_eq(&e.resource, json) => {}
+                    Some((k, e)) if e.resource == *json => changed.push((
+                        k.clone(),
+                        Entry {
+                            resource: json.clone(),
+                            ..e.clone()
+                        },
+                    )),
+                    _ => changed.push(fresh(name, json)),
+                }
             }
-            entries.insert(*t, Arc::new(out));
+            removed.extend(olds.map(|(o, _)| o.clone()));
+            let patch = Arc::make_mut(&mut out);
+            for name in removed {
+                patch.remove(&name);
+            }
+            patch.extend(changed);
+            entries.insert(*t, out);
         }
         Self {
             entries,
@@ -132,7 +152,7 @@ impl Meta {
             for (name, json) in planned.into_iter().flat_map(|m| m.iter()) {
                 let of = |m: &BTreeMap<ResourceType, Entries>| {
                     m.get(&ty)
-                        .and_then(|m| m.get(name))
+                        .and_then(|m| m.get(name.as_str()))
                         .filter(|e| Arc::ptr_eq(&e.resource, json) || e.resource == *json)
                         .map(|e| Entry {
                             resource: json.clone(),
@@ -141,9 +161,9 @@ impl Meta {
                 };
                 let entry = of(&self.entries).or_else(|| of(&self.running));
                 out.insert(
-                    name.clone(),
+                    name.as_str().into(),
                     entry.unwrap_or_else(|| Entry {
-                        version_info: String::new(),
+                        version_info: "".into(),
                         last_updated: SystemTime::now(),
                         resource: json.clone(),
                     }),
@@ -164,11 +184,11 @@ impl Meta {
                 .filter(|(name, _)| !warming || self.warming.contains(&(t, name.to_string())))
                 .map(|(name, e)| {
                     let entry = DynamicEntry {
-                        version_info: e.version_info.clone(),
+                        version_info: e.version_info.to_string(),
                         last_updated: e.last_updated,
                         resource: e.resource.text().clone(),
                     };
-                    (name.clone(), entry)
+                    (name.to_string(), entry)
                 })
                 .collect()
         };

@@ -46,7 +46,11 @@ impl Core {
             } else {
                 ResourceType::Endpoint
             };
-            if self.names.names(res, needs).iter().all(|n| has(needs, n)) {
+            let names = self.names.names(res, needs);
+            let arrived = res
+                .get(&needs)
+                .is_some_and(|m| super::sorted_subset(names.iter(), m.keys()));
+            if arrived || names.iter().all(|n| has(needs, n)) {
                 continue;
             }
             let map = Arc::make_mut(map);

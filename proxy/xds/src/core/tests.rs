@@ -417,3 +417,19 @@ fn a_resent_sotw_resource_is_not_decoded_again_and_keeps_its_json() {
     );
     assert!(dup.unwrap_err().contains("duplicate"));
 }
+
+#[test]
+fn sorted_subset_walks_both_sets_in_order() {
+    let s = |v: &[&str]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    let (a, abc, bd) = (s(&["a"]), s(&["a", "b", "c"]), s(&["b", "d"]));
+    assert!(sorted_subset(&a, &abc));
+    assert!(sorted_subset(&s(&[]), &a));
+    assert!(sorted_subset(&abc, &abc));
+    assert!(!sorted_subset(&abc, &a));
+    assert!(!sorted_subset(&bd, &abc), "d is missing");
+    assert!(!sorted_subset(&s(&["0"]), &abc), "a name before the first");
+}
