@@ -227,7 +227,9 @@ async fn active_health_check_excludes_failing_host() {
     bad.state.status.store(503, Ordering::SeqCst);
     let (admin, port) = (free_port(), free_port());
     let routes = &route_to("hc");
-    let hc = "    health_checks:\n    - timeout: 1s\n      interval: 0.2s\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n      http_health_check: { path: /healthz }\n";
+    // no_traffic_interval: Envoy's default 60 s would hold the first recheck (scheduled before
+    // any traffic) past the end of the test.
+    let hc = "    health_checks:\n    - timeout: 1s\n      interval: 0.2s\n      no_traffic_interval: 0.2s\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n      http_health_check: { path: /healthz }\n";
     let proxy = ProxyProcess::start(
         &http_bootstrap(
             admin,

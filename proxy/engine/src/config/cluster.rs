@@ -257,6 +257,9 @@ impl Default for OutlierDetection {
     }
 }
 
+/// Envoy's default `no_traffic_interval` (60 s).
+pub const DEFAULT_NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
+
 /// `health_checks[]` (all four timing/threshold fields are required, as in Envoy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
@@ -268,6 +271,9 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// `healthy_threshold`.
     pub healthy_threshold: u32,
+    /// `no_traffic_interval` (default [`DEFAULT_NO_TRAFFIC_INTERVAL`]): the interval while the
+    /// cluster has had no traffic (no upstream connection but the checker's own).
+    pub no_traffic_interval: Duration,
     /// `http_health_check` or `tcp_health_check`.
     pub kind: HealthCheckKind,
 }

@@ -152,6 +152,7 @@ pub(crate) struct RawHealthCheck {
     pub interval: Option<PbDuration>,
     pub unhealthy_threshold: Option<u32>,
     pub healthy_threshold: Option<u32>,
+    pub no_traffic_interval: Option<PbDuration>,
     pub http_health_check: Option<RawHttpHealthCheck>,
     pub tcp_health_check: Option<RawTcpHealthCheck>,
 }

@@ -296,7 +296,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "event_logger",
     "always_log_health_check_failures",
     "always_log_health_check_success",
-    "no_traffic_interval",
     "no_traffic_healthy_interval",
     "grpc_health_check",
     "custom_health_check",

@@ -14,7 +14,8 @@ use super::{
     Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection,
     UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE,
     DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
+    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE,
+    DEFAULT_RING_HASH_MIN_SIZE,
 };
 
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -451,6 +452,14 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
     if interval.is_zero() {
         return Err(p.field("interval").err("must be greater than 0s"));
     }
+    let no_traffic_interval = raw
+        .no_traffic_interval
+        .map_or(DEFAULT_NO_TRAFFIC_INTERVAL, |d| d.0);
+    if no_traffic_interval.is_zero() {
+        return Err(p
+            .field("no_traffic_interval")
+            .err("must be greater than 0s"));
+    }
     let unhealthy_threshold = raw
         .unhealthy_threshold
         .ok_or_else(|| p.field("unhealthy_threshold").err("required"))?;
@@ -493,6 +502,7 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
         interval,
         unhealthy_threshold,
         healthy_threshold,
+        no_traffic_interval,
         kind,
     })
 }

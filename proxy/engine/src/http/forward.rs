@@ -562,7 +562,14 @@ pub(crate) async fn run(
                         AttemptError::Downstream => Flag::DownstreamProtocolError,
                     };
                     let mut o = Outcome::local(flag);
-                    o.resp = local_reply::for_failure(flag, retries_done > 0);
+                    let retried = retries_done > 0;
+                    o.resp = match e {
+                        // Envoy's pool failure Timeout: flag UF, its own reset reason.
+                        AttemptError::Connect(ConnectError::Timeout) => {
+                            local_reply::for_reset(local_reply::CONNECT_TIMEOUT, retried)
+                        }
+                        _ => local_reply::for_failure(flag, retried),
+                    };
                     if count_resp {
                         o.resp
                             .headers_mut()

@@ -173,6 +173,9 @@ fn grpc_message(text: &[u8]) -> Vec<u8> {
 /// Envoy's prefix of a reset local reply body.
 const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before headers. ";
 
+/// Envoy's reset reason for a connect that `connect_timeout` ended (still flag UF).
+pub const CONNECT_TIMEOUT: &str = "connection timeout";
+
 /// The local reply for a failed upstream attempt, in Envoy's `... retried and the latest reset
 /// reason: ...` form when the request was retried.
 pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
@@ -181,6 +184,11 @@ pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
         Flag::ConnectionTermination => "connection termination",
         _ => return for_flag(flag),
     };
+    for_reset(reason, retried)
+}
+
+/// The local reply for an upstream attempt that failed with Envoy's reset `reason` (503).
+pub fn for_reset(reason: &str, retried: bool) -> Response<Body> {
     let how = if retried {
         "retried and the latest reset reason: "
     } else {

@@ -37,15 +37,16 @@ pub(crate) async fn run(
         .extensions
         .remove::<crate::server::drain::DrainWatch>();
     let t0 = Instant::now();
-    let sender = match pool::connect::<super::Body>(cluster, host.addr, true).await {
-        Ok(Sender::H1(s)) => s,
-        Ok(Sender::H2(_)) | Err(_) => {
-            cluster.record_outcome(host, true);
-            let mut o = Outcome::local(Flag::ConnectFailure);
-            o.upstream_host = Some(host.addr);
-            return o;
-        }
-    };
+    let sender =
+        match pool::connect::<super::Body>(cluster, host.addr, pool::Purpose::Upgrade).await {
+            Ok(Sender::H1(s)) => s,
+            Ok(Sender::H2(_)) | Err(_) => {
+                cluster.record_outcome(host, true);
+                let mut o = Outcome::local(Flag::ConnectFailure);
+                o.upstream_host = Some(host.addr);
+                return o;
+            }
+        };
     let mut s = sender;
     use http_body_util::BodyExt;
     let mut up_req = Request::from_parts(parts, body.map_err(Into::into).boxed());

@@ -106,6 +106,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             expected_statuses,
         } => HealthCheckSpec {
             interval: h.interval,
+            no_traffic_interval: h.no_traffic_interval,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
             healthy_threshold: h.healthy_threshold,
@@ -116,6 +117,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
         config::HealthCheckKind::Tcp => HealthCheckSpec {
             interval: h.interval,
+            no_traffic_interval: h.no_traffic_interval,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
             healthy_threshold: h.healthy_threshold,

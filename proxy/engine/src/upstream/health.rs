@@ -1,4 +1,6 @@
-//! Active HTTP health checking: one task per cluster probes every host each interval.
+//! Active HTTP health checking: one task per cluster probes every host each interval, on one
+//! connection per host kept from check to check (Envoy's default `reuse_connection`) until a
+//! check fails or times out.
 
 use std::{
     collections::HashMap,
@@ -8,8 +10,12 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
 
 use super::{pool, Cluster, HealthCheckSpec, Host};
+
+/// A host's kept health check connection.
+type Conn = http1::SendRequest<Empty<Bytes>>;
 
 #[derive(Default)]
 struct Streak {
@@ -21,6 +27,7 @@ struct Streak {
 /// Runs until the cluster is dropped (config replaced).
 pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
     let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
+    let mut conns: HashMap<SocketAddr, Conn> = HashMap::new();
     Cluster::dns_resolved(&cluster).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
@@ -28,10 +35,16 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
         let checks = hosts.iter().map(|h| {
             let c = c.clone();
             let spec = &spec;
-            async move { check(&c, h, spec).await }
+            let kept = conns.remove(&h.addr);
+            async move { check(&c, h, spec, kept).await }
         });
+        // A removed host's connection is not put back: dropping it closes it.
         let results = futures_util::future::join_all(checks).await;
-        for (h, ok) in hosts.iter().zip(results) {
+        conns.clear();
+        for (h, (ok, conn)) in hosts.iter().zip(results) {
+            if let Some(conn) = conn {
+                conns.insert(h.addr, conn);
+            }
             if ok {
                 c.stats.health_check_success.inc();
             } else {
@@ -40,8 +53,16 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
             apply(&mut streaks, h, ok, &spec);
         }
         c.health_round_done();
+        // Envoy's checker picks the next interval as it schedules it: `no_traffic_interval`
+        // until the cluster has opened an upstream connection of its own (the checker's are
+        // not counted).
+        let wait = if c.stats.upstream_cx_total.get() > 0 {
+            spec.interval
+        } else {
+            spec.no_traffic_interval
+        };
         drop(c);
-        tokio::time::sleep(spec.interval).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -67,36 +88,61 @@ fn apply(streaks: &mut HashMap<SocketAddr, Streak>, h: &Host, ok: bool, spec: &H
     }
 }
 
-async fn check(cluster: &Arc<Cluster>, host: &Host, spec: &HealthCheckSpec) -> bool {
+/// One check of `host`: whether it passed, and the connection to keep for the next one (HTTP
+/// checks that got a response; a timed out or failed check drops it, which closes it).
+async fn check(
+    cluster: &Arc<Cluster>,
+    host: &Host,
+    spec: &HealthCheckSpec,
+    kept: Option<Conn>,
+) -> (bool, Option<Conn>) {
     if spec.tcp_only {
-        return matches!(
+        let ok = matches!(
             tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await,
             Ok(Ok(_))
         );
+        return (ok, None);
     }
     let fut = async {
-        let sender = pool::connect::<Empty<Bytes>>(cluster, host.addr, true)
-            .await
-            .ok()?;
-        let pool::Sender::H1(mut s) = sender else {
-            return None;
+        let mut s = match reusable(kept).await {
+            Some(s) => s,
+            None => {
+                match pool::connect::<Empty<Bytes>>(cluster, host.addr, pool::Purpose::HealthCheck)
+                    .await
+                {
+                    Ok(pool::Sender::H1(s)) => s,
+                    _ => return None,
+                }
+            }
         };
         let req = http::Request::get(spec.path.as_str())
             .header(http::header::HOST, spec.host.as_str())
             .header(http::header::USER_AGENT, "Envoy/HC")
-            .header(http::header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
             .ok()?;
         let resp = s.send_request(req).await.ok()?;
         let status = resp.status().as_u16();
         let _ = resp.into_body().collect().await;
-        Some(status)
+        Some((status, s))
     };
     match tokio::time::timeout(spec.timeout, fut).await {
-        Ok(Some(status)) => spec
-            .expected
-            .iter()
-            .any(|(lo, hi)| status >= *lo && status < *hi),
-        _ => false,
+        Ok(Some((status, s))) => {
+            let ok = spec
+                .expected
+                .iter()
+                .any(|(lo, hi)| status >= *lo && status < *hi);
+            (ok, Some(s))
+        }
+        _ => (false, None),
     }
 }
+
+/// The kept connection, unless the host closed it (or answered `connection: close`) since.
+async fn reusable(kept: Option<Conn>) -> Option<Conn> {
+    let mut s = kept?;
+    s.ready().await.ok()?;
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests;

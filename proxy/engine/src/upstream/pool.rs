@@ -157,7 +157,7 @@ impl<B: PoolBody> HostPool<B> {
                 return Ok((Sender::H2(s), true, 0));
             }
             let _pending = Pending::enter(cluster)?;
-            let s = connect(cluster, addr, false).await?;
+            let s = connect(cluster, addr, Purpose::Pool).await?;
             if let Sender::H2(h2) = &s {
                 self.set_h2(cluster, h2);
             }
@@ -172,7 +172,7 @@ impl<B: PoolBody> HostPool<B> {
                 return Ok((Sender::H1(s), true, left));
             }
             if self.reserve(cluster) {
-                return connect_reserved(cluster, addr, false, Some(self.cx.clone()))
+                return connect_reserved(cluster, addr, Purpose::Pool, Some(self.cx.clone()))
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
@@ -248,16 +248,28 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// What a connection is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The pool's requests: HTTP/2 when the cluster speaks it.
+    Pool,
+    /// An upgraded (WebSocket) request: HTTP/1.1 whatever the cluster speaks.
+    Upgrade,
+    /// An active health check: HTTP/1.1, and not counted in `upstream_cx_total` (Envoy's checker
+    /// connections are not the pool's; the count is how the checker knows whether the cluster
+    /// has had traffic, `health::NO_TRAFFIC_INTERVAL`).
+    HealthCheck,
+}
+
 /// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
-/// check (health checks, upgrades, replacing a stale pooled connection). `force_h1` is for
-/// upgrades.
+/// check: a health check's, an upgrade's, or the pool's replacing a stale pooled connection.
 pub async fn connect<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
-    force_h1: bool,
+    purpose: Purpose,
 ) -> Result<Sender<B>, ConnectError> {
     cluster.cx_active.fetch_add(1, Ordering::AcqRel);
-    connect_reserved(cluster, addr, force_h1, None).await
+    connect_reserved(cluster, addr, purpose, None).await
 }
 
 /// Opens a connection whose `cx_active` slot (and `pool_cx` slot, for a pooled connection) the
@@ -266,10 +278,10 @@ pub async fn connect<B: PoolBody>(
 async fn connect_reserved<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
-    force_h1: bool,
+    purpose: Purpose,
     pool_cx: Option<Arc<AtomicUsize>>,
 ) -> Result<Sender<B>, ConnectError> {
-    let r = open(cluster, addr, force_h1, pool_cx.clone()).await;
+    let r = open(cluster, addr, purpose, pool_cx.clone()).await;
     if r.is_err() {
         cluster.cx_active.fetch_sub(1, Ordering::AcqRel);
         if let Some(cx) = pool_cx {
@@ -282,9 +294,10 @@ async fn connect_reserved<B: PoolBody>(
 async fn open<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
-    force_h1: bool,
+    purpose: Purpose,
     pool_cx: Option<Arc<AtomicUsize>>,
 ) -> Result<Sender<B>, ConnectError> {
+    let force_h1 = purpose != Purpose::Pool;
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
         Err(_) => {
@@ -304,7 +317,9 @@ async fn open<B: PoolBody>(
             tracing::debug!(cluster = %cluster.spec.name, %addr, error = %e, "tcp_keepalive");
         }
     }
-    cluster.stats.upstream_cx_total.inc();
+    if purpose != Purpose::HealthCheck {
+        cluster.stats.upstream_cx_total.inc();
+    }
     match &cluster.tls {
         Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp)).await {
             Err(_) => {

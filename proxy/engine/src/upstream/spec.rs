@@ -172,8 +172,10 @@ pub struct OutlierSpec {
 /// Active HTTP health check.
 #[derive(Debug, Clone)]
 pub struct HealthCheckSpec {
-    /// Time between checks.
+    /// Time between checks once the cluster has had traffic.
     pub interval: Duration,
+    /// Time between checks until then (Envoy's `no_traffic_interval`).
+    pub no_traffic_interval: Duration,
     /// Per-check timeout.
     pub timeout: Duration,
     /// Failures before a healthy host is marked unhealthy.

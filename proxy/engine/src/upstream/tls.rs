@@ -90,11 +90,13 @@ impl TlsOrigin {
             }
             _ => builder.with_no_client_auth(),
         };
+        // Without alpn_protocols Envoy's HTTP pools offer their own protocol (HTTP/1's
+        // `http/1.1` too, as its connection pool's ALPN fallback).
         config.alpn_protocols = if spec.alpn.is_empty() {
             if http2 {
                 vec![b"h2".to_vec()]
             } else {
-                Vec::new()
+                vec![b"http/1.1".to_vec()]
             }
         } else {
             spec.alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
@@ -214,5 +216,31 @@ impl ServerCertVerifier for NoVerify {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alpn(spec: &TlsSpec, http2: bool) -> Vec<Vec<u8>> {
+        let origin = TlsOrigin::build("c", spec, http2).expect("tls origin");
+        origin.connector.config().alpn_protocols.clone()
+    }
+
+    #[test]
+    fn without_alpn_protocols_the_clusters_protocol_is_offered() {
+        let mut spec = TlsSpec {
+            sni: Some("localhost".into()),
+            trusted_ca: None,
+            cert_chain: None,
+            private_key: None,
+            alpn: Vec::new(),
+            match_sans: Vec::new(),
+        };
+        assert_eq!(alpn(&spec, false), [b"http/1.1".to_vec()]);
+        assert_eq!(alpn(&spec, true), [b"h2".to_vec()]);
+        spec.alpn = vec!["x".into(), "http/1.1".into()];
+        assert_eq!(alpn(&spec, false), [b"x".to_vec(), b"http/1.1".to_vec()]);
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, Version};
 use hyper::{body::Incoming, client::conn::http1};
 
-use super::{connect, ConnectError, HostPool, Idle, PoolBody, Sender};
+use super::{connect, ConnectError, HostPool, Idle, PoolBody, Purpose, Sender};
 use crate::upstream::Cluster;
 
 /// Why a request got no response.
@@ -67,7 +67,7 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::Downstream) => return Err(SendError::Downstream),
             Err(_) => return Err(SendError::Reset),
         };
-        let sender = connect(cluster, addr, false)
+        let sender = connect(cluster, addr, Purpose::Pool)
             .await
             .map_err(SendError::Connect)?;
         if let Sender::H2(h2) = &sender {

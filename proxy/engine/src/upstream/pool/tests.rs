@@ -131,3 +131,36 @@ async fn max_pending_requests_zero_refuses_a_request_without_an_idle_connection(
     assert!(body.ends_with("reset reason: overflow"), "{body}");
     assert_eq!(conns.load(Ordering::SeqCst), 0);
 }
+
+/// A loopback port whose listener never answers a connect: backlog 0 and its one queued
+/// connection never accepted, so the kernel drops the next SYN. Keep both alive.
+fn unanswered_port() -> (std::net::TcpListener, std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // SAFETY: a valid listening socket owned by `l`; listen() again only sets the backlog.
+    assert_eq!(
+        unsafe { libc::listen(l.as_raw_fd(), 0) },
+        0,
+        "listen backlog 0"
+    );
+    let filler = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("filler");
+    (l, filler)
+}
+
+#[tokio::test]
+async fn a_connect_timeout_answers_with_envoys_connection_timeout_reason() {
+    let (l, _filler) = unanswered_port();
+    let up = l.local_addr().expect("addr");
+    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)])
+        .replace("    connect_timeout: 1s\n", "    connect_timeout: 0.2s\n");
+    let config = crate::config::from_yaml_str(&yaml).expect("valid config");
+    let front = serve(config, None).await.1;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), get(front, "/1"))
+        .await
+        .expect("answered after the connect timeout");
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+    );
+}
