@@ -9,6 +9,9 @@
 //!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
 //!   `up.conn` (which connection of that server it came on, 1 = the first), `up.peer` (the
 //!   address the proxy connected from, when it is not 127.0.0.1).
+//! - for a case with `access_log`: `log` (the access log lines written during the request,
+//!   masked: [`access_log::normalize`]); for a case with `startup_requests`, on the first request:
+//!   `startup.upstream` and `startup.NAME.*` (what the upstreams got before it: health checks).
 //! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
 //!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
 //!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
@@ -17,10 +20,12 @@
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
 //! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
 
+pub mod access_log;
 pub mod agreement;
 pub mod case;
 pub mod client;
 pub mod proxy;
+pub mod unanswered;
 pub mod upstream;
 
 use std::{
@@ -121,18 +126,38 @@ fn run_case_once(
     std::fs::create_dir_all(workdir)
         .unwrap_or_else(|e| panic!("creating {}: {e}", workdir.display()));
     let names = case.upstream_names();
-    for r in case.upstreams.keys() {
+    for r in case.upstreams.keys().chain(case.health_replies.keys()) {
         assert!(
             names.contains(r),
             "case {}: upstream script for unknown cluster {r}",
             case.name
         );
     }
-    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams);
+    let health = upstream::HealthScripts {
+        path: case.health_check_path.clone(),
+        replies: case.health_replies.clone(),
+    };
+    let tls: Vec<String> = case
+        .clusters
+        .iter()
+        .filter(|(_, c)| c.tls)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams, &health, &tls);
+    let unanswered = unanswered::Unanswered::start();
     let [listener, closed, admin] = proxy::free_ports::<3>();
+    let log = workdir.join(ACCESS_LOG);
+    let ca_file = workdir.join("ca.pem");
+    if let Some(pem) = ups.ca_pem() {
+        std::fs::write(&ca_file, pem)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", ca_file.display()));
+    }
     let ports = case::Ports {
         listener,
         closed,
+        unanswered: unanswered.port(),
+        access_log: &log.to_string_lossy(),
+        ca_file: &ca_file.to_string_lossy(),
         upstream: &|n| ups.port(n),
     };
     let config = workdir.join("envoy.yaml");
@@ -176,12 +201,19 @@ fn run_one(
         }
     }
     let case = &case;
+    ups.restart_health_scripts();
+    // The access log is started afresh before the proxy opens it.
+    let mut access_log = case
+        .access_log
+        .then(|| access_log::LogTail::new(&workdir.join(ACCESS_LOG)));
     let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log)?;
     let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
     let mut out = Vec::new();
-    ups.take();
+    let mut startup = Some(ups.take()).filter(|_| case.startup_requests);
+    let upstream_ports: Vec<(&str, u16)> =
+        ups.names().into_iter().map(|n| (n, ups.port(n))).collect();
     let fill = |text: &str| {
         ups.names().iter().fold(text.to_string(), |t, n| {
             t.replace(&format!("{{{{upstream.{n}}}}}"), &ups.port(n).to_string())
@@ -218,9 +250,23 @@ fn run_one(
             // A shadow copy is fire and forget: give it time to arrive (loopback, no delay).
             std::thread::sleep(SHADOW_SETTLE);
         }
-        let mut obs = observe_with_shadows(resp, ups.take(), &case.shadow_upstreams);
+        let mut recorded = ups.take();
+        recorded.retain(|r| !r.health_check);
+        let mut obs = observe_with_shadows(resp, recorded, &case.shadow_upstreams);
         // Which connection a shadow copy came on is never compared.
         obs.remove("shadow.conn");
+        if let Some(tail) = access_log.as_mut() {
+            access_log::flush(kind, admin_addr);
+            let lines: Vec<String> = tail
+                .take()
+                .iter()
+                .map(|l| access_log::normalize(l, &upstream_ports))
+                .collect();
+            obs.insert("log".into(), joined_or_none(&lines, "\n"));
+        }
+        if let Some(recorded) = startup.take() {
+            observe_startup(&mut obs, &recorded);
+        }
         if !case.upstream_conns {
             obs.remove("up.conn");
         }
@@ -246,6 +292,44 @@ fn run_one(
         renumber_conns(&mut out);
     }
     Ok(out)
+}
+
+/// The access log file of a case (`{{access_log}}`), in its work directory.
+const ACCESS_LOG: &str = "access.log";
+
+/// `items` joined with `sep`, or `none`.
+fn joined_or_none<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join(sep)
+}
+
+/// Upstream names as observed: `,`-joined, or `none`.
+fn names_or_none(names: &[&str]) -> String {
+    joined_or_none(names, ",")
+}
+
+/// `startup.upstream` (the upstreams that got a request before the case's first one, sorted:
+/// health checks race each other) and `startup.NAME.*` for the last of them per upstream; which
+/// connection is not compared.
+fn observe_startup(o: &mut Observation, recorded: &[Recorded]) {
+    let mut names: Vec<&str> = recorded.iter().map(|r| r.upstream.as_str()).collect();
+    names.sort_unstable();
+    o.insert("startup.upstream".into(), names_or_none(&names));
+    let mut last: BTreeMap<&str, &Recorded> = BTreeMap::new();
+    for r in recorded {
+        last.insert(&r.upstream, r);
+    }
+    for (name, r) in last {
+        let prefix = format!("startup.{name}");
+        record_request(o, &prefix, r, false);
+        o.remove(&format!("{prefix}.conn"));
+    }
 }
 
 /// Numbers `up.conn` from 1 per upstream by first appearance in the run (the upstream servers
@@ -350,14 +434,7 @@ pub fn observe_with_shadows(
     let mut o = observe(resp, main);
     if !shadows.is_empty() {
         let names: Vec<&str> = shadow.iter().map(|r| r.upstream.as_str()).collect();
-        o.insert(
-            "shadow.upstream".into(),
-            if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(",")
-            },
-        );
+        o.insert("shadow.upstream".into(), names_or_none(&names));
         if let Some(last) = shadow.last() {
             record_request(&mut o, "shadow", last, false);
         }
@@ -391,14 +468,7 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
         }
     }
     let names: Vec<&str> = recorded.iter().map(|r| r.upstream.as_str()).collect();
-    o.insert(
-        "upstream".into(),
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(",")
-        },
-    );
+    o.insert("upstream".into(), names_or_none(&names));
     o.insert("attempts".into(), recorded.len().to_string());
     if let Some(last) = recorded.last() {
         record_request(&mut o, "up", last, recorded.len() > 1);
@@ -414,6 +484,9 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
     // The source address only when it is not the default one (`upstream_bind_config`).
     if last.peer != std::net::IpAddr::from([127, 0, 0, 1]) {
         o.insert(format!("{prefix}.peer"), last.peer.to_string());
+    }
+    if let Some(tls) = &last.tls {
+        o.insert(format!("{prefix}.tls"), tls.clone());
     }
     o.insert(format!("{prefix}.path"), last.path.clone());
     if !last.body.is_empty() {
@@ -640,166 +713,4 @@ pub fn undocumented_divergences(cases: &[Case], section: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_generated_cookies_value_is_masked() {
-        assert_eq!(
-            mask_generated_cookie("s=\"0cc0f7dab9951cfd\"; Max-Age=1; HttpOnly"),
-            "s=\"<generated>\"; Max-Age=1; HttpOnly"
-        );
-        for kept in [
-            "s=0cc0f7dab9951cfd",
-            "s=\"alice\"; Path=/",
-            "s=\"0cc0f7dab9951cfz\"",
-        ] {
-            assert_eq!(mask_generated_cookie(kept), kept);
-        }
-    }
-
-    fn case(yaml: &str) -> Case {
-        let mut c: Case = serde_norway::from_str(yaml).expect("case yaml");
-        c.name = "t".into();
-        c
-    }
-
-    fn obs(pairs: &[(&str, &str)]) -> Observation {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn compare_splits_undeclared_declared_and_stale() {
-        let c = case(
-            "description: d\nroute_config: {}\ndiverge: {\"resp.header.x-*\": r1, never: r2}\n\
-             requests:\n- {path: /, diverge: {status: r3}}\n- {path: /b}\n",
-        );
-        let e = [
-            obs(&[("status", "200"), ("resp.header.x-a", "1")]),
-            obs(&[("up.path", "/b")]),
-        ];
-        let s = [obs(&[("status", "404")]), obs(&[("up.path", "/c")])];
-        let d = compare(&c, &e, &s);
-        assert_eq!(
-            d.undeclared,
-            vec![r#"  req[1] GET /b up.path: envoy="/b" sluice="/c""#]
-        );
-        assert_eq!(d.declared.len(), 2, "{:?}", d.declared);
-        assert_eq!(d.stale.len(), 1, "{:?}", d.stale);
-        assert!(d.stale[0].contains("\"never\""));
-    }
-
-    #[test]
-    fn observe_reduces_varying_values_only() {
-        let resp = Response {
-            status: 200,
-            headers: vec![
-                ("date".into(), "Tue".into()),
-                ("x-request-id".into(), "client-id".into()),
-                ("x-m".into(), "1".into()),
-                ("x-m".into(), "2".into()),
-            ],
-            body: b"ok".to_vec(),
-        };
-        let rec = |h: Vec<(&str, &str)>| Recorded {
-            upstream: "a".into(),
-            method: "GET".into(),
-            path: "/p".into(),
-            headers: h.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
-            body: Vec::new(),
-            conn: 1,
-            peer: std::net::IpAddr::from([127, 0, 0, 1]),
-        };
-        let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
-        let o = observe(
-            Ok(resp),
-            vec![
-                rec(vec![]),
-                rec(vec![
-                    ("host", "h"),
-                    ("x-request-id", uuid),
-                    ("x-envoy-expected-rq-timeout-ms", "14990"),
-                ]),
-            ],
-        );
-        assert_eq!(o["resp.header.date"], PRESENT);
-        assert_eq!(o["resp.header.x-request-id"], "client-id");
-        assert_eq!(o["resp.header.x-m"], "1\n2");
-        assert_eq!(o["upstream"], "a,a");
-        assert_eq!(o["attempts"], "2");
-        assert_eq!(o["up.host"], "h");
-        assert_eq!(o["up.header.x-request-id"], PRESENT);
-        assert_eq!(o["up.header.x-envoy-expected-rq-timeout-ms"], PRESENT);
-        assert!(!o.contains_key("up.header.host"));
-    }
-
-    #[test]
-    fn undocumented_divergences_need_case_and_key_on_one_line() {
-        let c = case(
-            "description: d\nroute_config: {}\ndiverge: {sluice-start: r}\n\
-             requests:\n- {path: /, diverge: {status: r}}\n",
-        );
-        let section = "\n- `t` `status`: reason\n- `t`\n`sluice-start` on another line\n";
-        assert_eq!(
-            undocumented_divergences(&[c], section),
-            vec!["  t: sluice-start"]
-        );
-    }
-
-    #[test]
-    fn rotate_round_makes_every_start_of_a_round_equal() {
-        let labelled = |names: &[&str]| {
-            let mut o: Vec<Observation> = names.iter().map(|n| obs(&[("upstream", n)])).collect();
-            rotate_round(&mut o, 4);
-            relabel(&mut o);
-            o.iter().map(|o| o["upstream"].clone()).collect::<Vec<_>>()
-        };
-        let a = labelled(&["x", "x", "y", "x", "x", "x", "y", "x"]);
-        assert_eq!(a, ["#1", "#1", "#1", "#2", "#1", "#1", "#1", "#2"]);
-        assert_eq!(a, labelled(&["y", "x", "x", "x", "y", "x", "x", "x"]));
-        assert_eq!(a, labelled(&["x", "y", "x", "x", "x", "y", "x", "x"]));
-        // Not a repeated round: stays different.
-        assert_ne!(a, labelled(&["x", "x", "x", "y", "y", "x", "x", "x"]));
-    }
-
-    #[test]
-    fn relabel_follows_first_appearance() {
-        let mut o = vec![
-            obs(&[("upstream", "e2")]),
-            obs(&[("upstream", "e1,e2")]),
-            obs(&[("upstream", "none")]),
-        ];
-        relabel(&mut o);
-        let got: Vec<&str> = o.iter().map(|o| o["upstream"].as_str()).collect();
-        assert_eq!(got, ["#1", "#2,#1", "none"]);
-    }
-
-    #[test]
-    fn render_wraps_route_config_and_fills_ports() {
-        let c = case(
-            "description: d\nroute_config: {virtual_hosts: []}\nhcm: {use_remote_address: true}\n\
-             clusters: {a: {}, dead: {closed: true}}\nrequests: []\n",
-        );
-        let text = c.render(&case::Ports {
-            listener: 1001,
-            closed: 1002,
-            upstream: &|_| 1003,
-        });
-        let v: serde_json::Value = serde_norway::from_str(&text).expect("rendered YAML parses");
-        let l = &v["static_resources"]["listeners"][0];
-        assert_eq!(l["address"]["socket_address"]["port_value"], 1001);
-        assert_eq!(
-            l["filter_chains"][0]["filters"][0]["typed_config"]["use_remote_address"],
-            true
-        );
-        let port = |i: usize| {
-            v["static_resources"]["clusters"][i]["load_assignment"]["endpoints"][0]["lb_endpoints"]
-                [0]["endpoint"]["address"]["socket_address"]["port_value"]
-                .clone()
-        };
-        assert_eq!((port(0), port(1)), (1003.into(), 1002.into()));
-    }
-}
+mod tests;

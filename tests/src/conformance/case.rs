@@ -22,8 +22,8 @@ pub struct Case {
     /// `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.merge_slashes`.
     #[serde(default)]
     pub covers: Vec<String>,
-    /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}` and `{{closed_port}}`
-    /// placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
+    /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}`, `{{closed_port}}`,
+    /// `{{unanswered_port}}`, `{{access_log}}` and `{{ca_file}}` placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
     pub bootstrap: Option<String>,
     /// The http_connection_manager's inline `route_config`; the harness wraps it into a bootstrap
     /// with one listener named `main` on `{{listener}}`.
@@ -57,6 +57,22 @@ pub struct Case {
     /// `conformance`), after a short wait, since a shadow arrives in its own time.
     #[serde(default)]
     pub shadow_upstreams: Vec<String>,
+    /// Observe `log` on every request: the lines the proxy appended to the file `{{access_log}}`
+    /// (an HCM `FileAccessLog` path in the config) during it, masked by
+    /// [`super::access_log::normalize`].
+    #[serde(default)]
+    pub access_log: bool,
+    /// The path of the config's HTTP health checks: requests for it are answered from
+    /// `health_replies` and never observed as the case's requests (only as `startup.*`).
+    pub health_check_path: Option<String>,
+    /// Health check reply scripts by upstream name (see [`super::upstream::HealthScripts`]).
+    #[serde(default)]
+    pub health_replies: BTreeMap<String, Vec<Reply>>,
+    /// Observe on the first request what the upstream servers got before it (the proxy's first
+    /// active health checks) as `startup.upstream` (names sorted) and `startup.NAME.*` (the
+    /// last such request each, reduced like `up.*`).
+    #[serde(default)]
+    pub startup_requests: bool,
     /// Declared divergences for every request: observation key (or `sluice-start`) -> reason. A key
     /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]
@@ -70,6 +86,14 @@ pub struct ClusterSpec {
     /// Point the endpoint at a closed loopback port (connect failure) instead of an upstream server.
     #[serde(default)]
     pub closed: bool,
+    /// The upstream server speaks TLS (the test PKI's `localhost` certificate; its CA in the file
+    /// `{{ca_file}}`); the case's cluster config sets the `transport_socket`.
+    #[serde(default)]
+    pub tls: bool,
+    /// Point the endpoint at a loopback port that never answers a connect (the SYN is dropped,
+    /// [`super::unanswered`]), so a connect hangs until the cluster's `connect_timeout`.
+    #[serde(default)]
+    pub unanswered: bool,
     /// Extra cluster fields merged into the generated cluster (e.g. `connect_timeout`, `lb_policy`).
     #[serde(default)]
     pub extra: serde_json::Map<String, Value>,
@@ -122,16 +146,22 @@ pub struct Ports<'a> {
     pub listener: u16,
     /// A loopback port nothing listens on.
     pub closed: u16,
+    /// A loopback port whose listener never answers a connect.
+    pub unanswered: u16,
+    /// The access log file's path.
+    pub access_log: &'a str,
+    /// The file holding the TLS upstreams' CA certificate.
+    pub ca_file: &'a str,
     /// Upstream port by name.
     pub upstream: &'a dyn Fn(&str) -> u16,
 }
 
 impl Case {
-    /// Names of the upstream servers to run (clusters not marked closed).
+    /// Names of the upstream servers to run (clusters not marked closed or unanswered).
     pub fn upstream_names(&self) -> Vec<String> {
         self.clusters
             .iter()
-            .filter(|(_, c)| !c.closed)
+            .filter(|(_, c)| !c.closed && !c.unanswered)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -148,6 +178,9 @@ impl Case {
         };
         let mut out = text.replace("{{listener}}", &ports.listener.to_string());
         out = out.replace("{{closed_port}}", &ports.closed.to_string());
+        out = out.replace("{{unanswered_port}}", &ports.unanswered.to_string());
+        out = out.replace("{{access_log}}", ports.access_log);
+        out = out.replace("{{ca_file}}", ports.ca_file);
         for name in self.upstream_names() {
             out = out.replace(
                 &format!("{{{{upstream.{name}}}}}"),
@@ -179,7 +212,13 @@ impl Case {
             .clusters
             .iter()
             .map(|(name, spec)| {
-                let port = if spec.closed { "{{closed_port}}".to_string() } else { format!("{{{{upstream.{name}}}}}") };
+                let port = if spec.closed {
+                    "{{closed_port}}".to_string()
+                } else if spec.unanswered {
+                    "{{unanswered_port}}".to_string()
+                } else {
+                    format!("{{{{upstream.{name}}}}}")
+                };
                 let mut c = json!({
                     "name": name,
                     "type": "STATIC",

@@ -1,5 +1,6 @@
 //! Recording upstream servers: one loopback HTTP/1.1 server per cluster that logs every request it
-//! gets and answers from a per-request script.
+//! gets and answers from a per-request script; requests for the case's health check path answer
+//! from a script of their own, by their count since the server started.
 
 use std::{
     collections::BTreeMap,
@@ -9,11 +10,12 @@ use std::{
 
 use serde::Deserialize;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     runtime::Runtime,
     task::JoinHandle,
 };
+use tokio_rustls::TlsAcceptor;
 
 use super::client::find;
 
@@ -63,6 +65,21 @@ pub struct Recorded {
     pub conn: usize,
     /// The address the connection came from (the proxy's upstream source address).
     pub peer: std::net::IpAddr,
+    /// It was for the case's health check path (answered from [`HealthScripts`]).
+    pub health_check: bool,
+    /// For a TLS upstream: the SNI and ALPN the proxy sent (`sni=localhost alpn=-`).
+    pub tls: Option<String>,
+}
+
+/// How the upstream servers answer the proxy's active health checks: requests for `path` get
+/// reply i of `replies[name]` for the server's i-th such request since it started (the last
+/// repeating; none: 200), whatever the requests of the case in between.
+#[derive(Debug, Clone, Default)]
+pub struct HealthScripts {
+    /// The health check path; `None`: health checks are requests like any other.
+    pub path: Option<String>,
+    /// Reply scripts by upstream name.
+    pub replies: BTreeMap<String, Vec<Reply>>,
 }
 
 #[derive(Default)]
@@ -70,6 +87,8 @@ struct Shared {
     log: Vec<Recorded>,
     /// Requests each upstream answered since the last `take` (indexes the reply script).
     count: BTreeMap<String, usize>,
+    /// Health checks each upstream answered since it started (indexes its health script).
+    health_count: BTreeMap<String, usize>,
 }
 
 /// The running set of upstream servers of one proxy run. Dropping it stops them.
@@ -77,16 +96,22 @@ pub struct Upstreams {
     shared: Arc<Mutex<Shared>>,
     ports: BTreeMap<String, u16>,
     tasks: Vec<JoinHandle<()>>,
+    ca_pem: Option<String>,
 }
 
 impl Upstreams {
     /// Binds one server per name on 127.0.0.1 (ephemeral port) and serves `scripts[name]`
-    /// (reply i for the i-th request since the last [`Upstreams::take`], the last reply repeating).
+    /// (reply i for the i-th request since the last [`Upstreams::take`], the last reply repeating),
+    /// and health checks from `health`. The servers named in `tls` speak TLS with the test PKI's
+    /// `localhost` / 127.0.0.1 certificate (ALPN http/1.1 offered; [`Upstreams::ca_pem`]).
     pub fn start(
         rt: &Runtime,
         names: &[String],
         scripts: &BTreeMap<String, Vec<Reply>>,
+        health: &HealthScripts,
+        tls: &[String],
     ) -> Upstreams {
+        let pki = (!tls.is_empty()).then(crate::upstream::tls::test_pki);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut ports = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -98,15 +123,57 @@ impl Upstreams {
                 name.clone(),
                 listener.local_addr().expect("local_addr").port(),
             );
-            let script = Arc::new(scripts.get(name).cloned().unwrap_or_default());
+            let script = Arc::new(Script {
+                replies: scripts.get(name).cloned().unwrap_or_default(),
+                health_path: health.path.clone(),
+                health: health.replies.get(name).cloned().unwrap_or_default(),
+            });
+            let acceptor = pki
+                .as_ref()
+                .filter(|_| tls.contains(name))
+                .map(|p| TlsAcceptor::from(p.server.clone()));
             let (shared, name) = (shared.clone(), name.clone());
             tasks.push(rt.spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();
                 let mut serial = 0;
                 while let Ok((sock, peer)) = listener.accept().await {
                     serial += 1;
-                    let (name, script, shared) = (name.clone(), script.clone(), shared.clone());
-                    conns.spawn(serve(sock, (serial, peer.ip()), name, script, shared));
+                    let _ = sock.set_nodelay(true);
+                    let conn = Conn {
+                        serial,
+                        peer: peer.ip(),
+                        name: name.clone(),
+                        script: script.clone(),
+                        shared: shared.clone(),
+                        tls: None,
+                    };
+                    let Some(acceptor) = acceptor.clone() else {
+                        conns.spawn(serve(sock, conn));
+                        continue;
+                    };
+                    conns.spawn(async move {
+                        // A failed handshake is the proxy's to report: nothing recorded.
+                        let Ok(s) = acceptor.accept(sock).await else {
+                            return;
+                        };
+                        let session = s.get_ref().1;
+                        let text = |v: Option<&[u8]>| {
+                            v.map_or("-".into(), |b| String::from_utf8_lossy(b).into_owned())
+                        };
+                        let tls = format!(
+                            "sni={} alpn={}",
+                            text(session.server_name().map(str::as_bytes)),
+                            text(session.alpn_protocol())
+                        );
+                        serve(
+                            s,
+                            Conn {
+                                tls: Some(tls),
+                                ..conn
+                            },
+                        )
+                        .await;
+                    });
                 }
             }));
         }
@@ -114,7 +181,13 @@ impl Upstreams {
             shared,
             ports,
             tasks,
+            ca_pem: pki.map(|p| p.ca_pem),
         }
+    }
+
+    /// The PEM of the CA that signed the TLS servers' certificate, when there are any.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// Port of upstream `name`.
@@ -125,6 +198,16 @@ impl Upstreams {
     /// Names of the running upstreams.
     pub fn names(&self) -> Vec<&str> {
         self.ports.keys().map(String::as_str).collect()
+    }
+
+    /// Starts the health check scripts over, for the next proxy's run (its first checks come
+    /// while it starts).
+    pub fn restart_health_scripts(&self) {
+        self.shared
+            .lock()
+            .expect("upstream log lock")
+            .health_count
+            .clear();
     }
 
     /// Returns and clears the requests recorded so far, resetting the reply scripts.
@@ -143,14 +226,34 @@ impl Drop for Upstreams {
     }
 }
 
-async fn serve(
-    mut sock: TcpStream,
-    (conn, peer): (usize, std::net::IpAddr),
+/// One server's replies: to the case's requests, and to health checks.
+struct Script {
+    replies: Vec<Reply>,
+    health_path: Option<String>,
+    health: Vec<Reply>,
+}
+
+/// One accepted connection of an upstream server.
+struct Conn {
+    /// 1 for the server's first connection.
+    serial: usize,
+    peer: std::net::IpAddr,
     name: String,
-    script: Arc<Vec<Reply>>,
+    script: Arc<Script>,
     shared: Arc<Mutex<Shared>>,
-) {
-    let _ = sock.set_nodelay(true);
+    /// The TLS session's SNI and ALPN, for a TLS server.
+    tls: Option<String>,
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
+    let Conn {
+        serial: conn,
+        peer,
+        name,
+        script,
+        shared,
+        tls,
+    } = c;
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -194,11 +297,18 @@ async fn serve(
             buf.drain(..len).collect()
         };
         let head_only = method == "HEAD";
+        let health_check = script.health_path.as_deref() == Some(path.as_str());
         let reply = {
             let mut s = shared.lock().expect("upstream log lock");
-            let n = s.count.entry(name.clone()).or_default();
+            let (counts, replies) = if health_check {
+                (&mut s.health_count, &script.health)
+            } else {
+                (&mut s.count, &script.replies)
+            };
+            let n = counts.entry(name.clone()).or_default();
             let i = *n;
             *n += 1;
+            let reply = replies.get(i).or(replies.last()).cloned();
             s.log.push(Recorded {
                 upstream: name.clone(),
                 method,
@@ -207,8 +317,10 @@ async fn serve(
                 body,
                 conn,
                 peer,
+                health_check,
+                tls: tls.clone(),
             });
-            script.get(i).or(script.last()).cloned()
+            reply
         };
         let reply = reply.unwrap_or(Reply {
             status: 200,
@@ -261,7 +373,7 @@ async fn serve(
     }
 }
 
-async fn read_chunked(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+async fn read_chunked<S: AsyncRead + Unpin>(sock: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
