@@ -22,6 +22,7 @@
 
 pub mod access_log;
 pub mod agreement;
+pub mod background;
 pub mod case;
 pub mod client;
 pub mod proxy;
@@ -73,7 +74,7 @@ pub const PRESENT: &str = "<present>";
 pub const ABSENT: &str = "<absent>";
 
 /// How long the client waits for one response.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The directory holding the case files.
 pub fn case_dir() -> PathBuf {
@@ -220,7 +221,8 @@ fn run_one(
         })
     };
     let mut conn = None;
-    for r in &case.requests {
+    let mut held: Option<background::Held> = None;
+    for (i, r) in case.requests.iter().enumerate() {
         let path = fill(&r.path);
         let body = r
             .body_size
@@ -240,6 +242,18 @@ fn run_one(
         };
         if let Some(ms) = r.pause_ms {
             std::thread::sleep(Duration::from_millis(ms));
+        }
+        if r.background {
+            let sent = background::Owned {
+                method: r.method.clone(),
+                path: path.clone(),
+                host: r.host.clone(),
+                headers: headers.clone(),
+                body: body.clone(),
+            };
+            held = Some(background::send(i, addr, sent, ups, route_lines.as_mut()));
+            out.push(Observation::new());
+            continue;
         }
         let reused = if r.reuse { conn.take() } else { None };
         let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
@@ -278,9 +292,19 @@ fn run_one(
             );
         }
         out.push(obs);
+        if let Some(h) = held.take() {
+            let explained = route_lines.is_some().then_some((admin_addr, listener));
+            let (i, obs) = finish_background(case, h, ups, explained, tally);
+            out[i] = obs;
+        }
         if let Some(e) = proc.exited() {
             return Err(format!("{kind} died during case {}: {e}", case.name));
         }
+    }
+    if let Some(h) = held.take() {
+        let explained = route_lines.is_some().then_some((admin_addr, listener));
+        let (i, obs) = finish_background(case, h, ups, explained, tally);
+        out[i] = obs;
     }
     if let Some(round) = case.upstream_round {
         rotate_round(&mut out, round);
@@ -292,6 +316,36 @@ fn run_one(
         renumber_conns(&mut out);
     }
     Ok(out)
+}
+
+/// Waits for a background request's answer and observes it; `explained`: the admin address and
+/// the listener port when the run checks explain's agreement (sluice).
+fn finish_background(
+    case: &Case,
+    held: background::Held,
+    ups: &upstream::Upstreams,
+    explained: Option<(SocketAddr, u16)>,
+    tally: &mut Tally,
+) -> (usize, Observation) {
+    let mut done = held.finish(ups);
+    if !case.upstream_conns {
+        done.obs.remove("up.conn");
+    }
+    if let Some((admin, listener)) = explained {
+        let (sent, obs) = (&done.sent, &done.obs);
+        agreement::check(
+            case,
+            done.index,
+            admin,
+            listener,
+            &sent.path,
+            &sent.headers,
+            &done.taken,
+            obs,
+            tally,
+        );
+    }
+    (done.index, done.obs)
 }
 
 /// The access log file of a case (`{{access_log}}`), in its work directory.
@@ -487,6 +541,9 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
     }
     if let Some(tls) = &last.tls {
         o.insert(format!("{prefix}.tls"), tls.clone());
+    }
+    if let Some(protocol) = last.protocol {
+        o.insert(format!("{prefix}.protocol"), protocol.to_string());
     }
     o.insert(format!("{prefix}.path"), last.path.clone());
     if !last.body.is_empty() {

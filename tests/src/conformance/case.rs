@@ -124,6 +124,11 @@ pub struct CaseRequest {
     /// Wait this long before sending (connection timers: `idle_timeout`,
     /// `max_connection_duration`).
     pub pause_ms: Option<u64>,
+    /// Send it on its own connection without waiting for the answer: the next request goes out
+    /// once an upstream got this one (it is then in flight there), and this one is observed
+    /// after the next has been answered (no `log`, `startup.*` or shadows for it).
+    #[serde(default)]
+    pub background: bool,
     /// Observations Envoy must show (key -> value), checked so a case provably tests what it says.
     #[serde(default)]
     pub expect: BTreeMap<String, String>,

@@ -19,6 +19,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::client::find;
 
+mod h2;
+
 /// One scripted answer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +71,8 @@ pub struct Recorded {
     pub health_check: bool,
     /// For a TLS upstream: the SNI and ALPN the proxy sent (`sni=localhost alpn=-`).
     pub tls: Option<String>,
+    /// `h2` when the request came over HTTP/2; `None` for HTTP/1.1.
+    pub protocol: Option<&'static str>,
 }
 
 /// How the upstream servers answer the proxy's active health checks: requests for `path` get
@@ -146,9 +150,10 @@ impl Upstreams {
                         script: script.clone(),
                         shared: shared.clone(),
                         tls: None,
+                        protocol: None,
                     };
                     let Some(acceptor) = acceptor.clone() else {
-                        conns.spawn(serve(sock, conn));
+                        conns.spawn(serve_plain(sock, conn));
                         continue;
                     };
                     conns.spawn(async move {
@@ -233,6 +238,24 @@ struct Script {
     health: Vec<Reply>,
 }
 
+/// Serves a plaintext connection: HTTP/2 when it opens with the prior-knowledge preface.
+async fn serve_plain(sock: tokio::net::TcpStream, conn: Conn) {
+    let mut first = [0u8; 3];
+    match sock.peek(&mut first).await {
+        Ok(3) if &first == b"PRI" => {
+            h2::serve(
+                sock,
+                Conn {
+                    protocol: Some("h2"),
+                    ..conn
+                },
+            )
+            .await;
+        }
+        _ => serve(sock, conn).await,
+    }
+}
+
 /// One accepted connection of an upstream server.
 struct Conn {
     /// 1 for the server's first connection.
@@ -243,17 +266,63 @@ struct Conn {
     shared: Arc<Mutex<Shared>>,
     /// The TLS session's SNI and ALPN, for a TLS server.
     tls: Option<String>,
+    /// `h2` for an HTTP/2 (prior knowledge) connection.
+    protocol: Option<&'static str>,
+}
+
+impl Conn {
+    /// Records a request and returns the scripted reply to it (default: 200, the name as body).
+    fn record(
+        &self,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let health_check = self.script.health_path.as_deref() == Some(path.as_str());
+        let mut s = self.shared.lock().expect("upstream log lock");
+        let (counts, replies) = if health_check {
+            (&mut s.health_count, &self.script.health)
+        } else {
+            (&mut s.count, &self.script.replies)
+        };
+        let n = counts.entry(self.name.clone()).or_default();
+        let i = *n;
+        *n += 1;
+        let reply = replies.get(i).or(replies.last()).cloned();
+        s.log.push(Recorded {
+            upstream: self.name.clone(),
+            method,
+            path,
+            headers,
+            body,
+            conn: self.serial,
+            peer: self.peer,
+            health_check,
+            tls: self.tls.clone(),
+            protocol: self.protocol,
+        });
+        reply.unwrap_or(Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: None,
+            delay_ms: 0,
+            body_size: None,
+            close: false,
+            chunked: false,
+        })
+    }
+
+    /// A reply's body: `body_size` bytes of [`pattern`], its `body`, or the upstream's name.
+    fn body(&self, reply: &Reply) -> String {
+        match reply.body_size {
+            Some(n) => pattern(n),
+            None => reply.body.clone().unwrap_or_else(|| self.name.clone()),
+        }
+    }
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
-    let Conn {
-        serial: conn,
-        peer,
-        name,
-        script,
-        shared,
-        tls,
-    } = c;
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -297,50 +366,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             buf.drain(..len).collect()
         };
         let head_only = method == "HEAD";
-        let health_check = script.health_path.as_deref() == Some(path.as_str());
-        let reply = {
-            let mut s = shared.lock().expect("upstream log lock");
-            let (counts, replies) = if health_check {
-                (&mut s.health_count, &script.health)
-            } else {
-                (&mut s.count, &script.replies)
-            };
-            let n = counts.entry(name.clone()).or_default();
-            let i = *n;
-            *n += 1;
-            let reply = replies.get(i).or(replies.last()).cloned();
-            s.log.push(Recorded {
-                upstream: name.clone(),
-                method,
-                path,
-                headers,
-                body,
-                conn,
-                peer,
-                health_check,
-                tls: tls.clone(),
-            });
-            reply
-        };
-        let reply = reply.unwrap_or(Reply {
-            status: 200,
-            headers: Vec::new(),
-            body: None,
-            delay_ms: 0,
-            body_size: None,
-            close: false,
-            chunked: false,
-        });
+        let reply = c.record(method, path, headers, body);
         if reply.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
         }
         if reply.close {
             return;
         }
-        let body = match reply.body_size {
-            Some(n) => pattern(n),
-            None => reply.body.unwrap_or_else(|| name.clone()),
-        };
+        let body = c.body(&reply);
         let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
