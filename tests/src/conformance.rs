@@ -255,11 +255,21 @@ fn run_one(
             out.push(Observation::new());
             continue;
         }
-        let reused = if r.reuse { conn.take() } else { None };
-        let resp = client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
-            conn = Some(s);
-            resp
-        });
+        let resp = match &r.tls_sni {
+            Some(sni) => {
+                let ca = ups.ca_pem().unwrap_or_else(|| {
+                    panic!("case {}: tls_sni without a `tls` upstream", case.name)
+                });
+                client::send_tls(addr, sni, ca, &req, REQUEST_TIMEOUT)
+            }
+            None => {
+                let reused = if r.reuse { conn.take() } else { None };
+                client::send_on(reused, addr, &req, REQUEST_TIMEOUT).map(|(resp, s)| {
+                    conn = Some(s);
+                    resp
+                })
+            }
+        };
         if !case.shadow_upstreams.is_empty() {
             // A shadow copy is fire and forget: give it time to arrive (loopback, no delay).
             std::thread::sleep(SHADOW_SETTLE);
@@ -287,9 +297,11 @@ fn run_one(
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();
             let taken = lines.taken();
-            agreement::check(
-                case, i, admin_addr, listener, &path, &headers, &taken, &obs, tally,
-            );
+            if r.tls_sni.is_none() {
+                agreement::check(
+                    case, i, admin_addr, listener, &path, &headers, &taken, &obs, tally,
+                );
+            }
         }
         out.push(obs);
         if let Some(h) = held.take() {

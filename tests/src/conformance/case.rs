@@ -124,6 +124,10 @@ pub struct CaseRequest {
     /// Wait this long before sending (connection timers: `idle_timeout`,
     /// `max_connection_duration`).
     pub pause_ms: Option<u64>,
+    /// Send it inside TLS with this SNI (the server verified against the TLS upstreams' CA): for
+    /// listeners that pass TLS through (`server_names` chains to `tls` upstreams). Not checked
+    /// against explain, which is asked about plaintext requests.
+    pub tls_sni: Option<String>,
     /// Send it on its own connection without waiting for the answer: the next request goes out
     /// once an upstream got this one (it is then in flight there), and this one is observed
     /// after the next has been answered (no `log`, `startup.*` or shadows for it).

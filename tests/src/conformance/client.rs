@@ -3,8 +3,11 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 
 /// One request as the test writes it on the wire.
 #[derive(Debug, Clone)]
@@ -47,15 +50,54 @@ pub fn send_on(
 ) -> Result<(Response, TcpStream), String> {
     let mut s = match conn {
         Some(s) => s,
-        None => {
-            let s = TcpStream::connect_timeout(&addr, timeout)
-                .map_err(|e| format!("connect {addr}: {e}"))?;
-            s.set_read_timeout(Some(timeout))
-                .map_err(|e| e.to_string())?;
-            s.set_nodelay(true).map_err(|e| e.to_string())?;
-            s
-        }
+        None => connect(addr, timeout)?,
     };
+    s.write_all(&encode(req))
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let resp = read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)?;
+    Ok((resp, s))
+}
+
+/// Like [`send`], inside TLS with `sni`, verifying the server against the CA in `ca_pem` (a
+/// tcp_proxy passes the TLS through to the case's TLS upstreams).
+pub fn send_tls(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    req: &Request<'_>,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| format!("CA PEM: {e}"))?)
+            .map_err(|e| format!("CA: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| format!("sni {sni}: {e}"))?;
+    let tls = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(tls, connect(addr, timeout)?);
+    s.write_all(&encode(req))
+        .map_err(|e| format!("write to {addr} (TLS, sni {sni}): {e}"))?;
+    read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)
+}
+
+fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// The request's bytes: request line, Host, headers, content-length, body.
+fn encode(req: &Request<'_>) -> Vec<u8> {
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     if let Some(h) = req.host {
         head.push_str(&format!("host: {h}\r\n"));
@@ -71,14 +113,11 @@ pub fn send_on(
     if let Some(b) = req.body {
         bytes.extend_from_slice(b);
     }
-    s.write_all(&bytes)
-        .map_err(|e| format!("write to {addr}: {e}"))?;
-    let resp = read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)?;
-    Ok((resp, s))
+    bytes
 }
 
-fn read_response(
-    s: &mut TcpStream,
+fn read_response<S: Read>(
+    s: &mut S,
     head_only: bool,
     deadline: Instant,
 ) -> Result<Response, String> {
@@ -139,7 +178,7 @@ fn read_response(
     })
 }
 
-fn dechunk(s: &mut TcpStream, rest: &mut Vec<u8>, deadline: Instant) -> Result<Vec<u8>, String> {
+fn dechunk<S: Read>(s: &mut S, rest: &mut Vec<u8>, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
@@ -167,7 +206,7 @@ fn dechunk(s: &mut TcpStream, rest: &mut Vec<u8>, deadline: Instant) -> Result<V
     }
 }
 
-fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<usize, String> {
+fn fill<S: Read>(s: &mut S, buf: &mut Vec<u8>, deadline: Instant) -> Result<usize, String> {
     if Instant::now() > deadline {
         return Err("timed out reading the response".into());
     }

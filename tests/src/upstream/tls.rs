@@ -42,8 +42,13 @@ pub fn test_pki() -> TestPki {
         .push(DnType::CommonName, "sluice test CA");
     let ca = ca_params.self_signed(&ca_key).expect("ca cert");
     let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("server params");
+    // `*.sni.test`: names a client can send as SNI and still verify (conformance server_names).
+    let params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "*.sni.test".to_string(),
+    ])
+    .expect("server params");
     let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
     let client_key = KeyPair::generate().expect("client key");
     let mut client_params =
