@@ -25,6 +25,7 @@ pub mod agreement;
 pub mod background;
 pub mod case;
 pub mod client;
+pub mod keepalive;
 pub mod proxy;
 pub mod unanswered;
 pub mod upstream;
@@ -276,9 +277,19 @@ fn run_one(
         }
         let mut recorded = ups.take();
         recorded.retain(|r| !r.health_check);
+        let keepalive = recorded
+            .last()
+            .filter(|_| case.upstream_keepalive)
+            .map(|last| {
+                let at = |port| std::net::SocketAddrV4::new([127, 0, 0, 1].into(), port);
+                keepalive::observe(at(last.peer_port), at(ups.port(&last.upstream)))
+            });
         let mut obs = observe_with_shadows(resp, recorded, &case.shadow_upstreams);
         // Which connection a shadow copy came on is never compared.
         obs.remove("shadow.conn");
+        if let Some(k) = keepalive {
+            obs.insert("up.keepalive".into(), k);
+        }
         if let Some(tail) = access_log.as_mut() {
             access_log::flush(kind, admin_addr);
             let lines: Vec<String> = tail

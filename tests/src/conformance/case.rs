@@ -68,6 +68,10 @@ pub struct Case {
     /// Health check reply scripts by upstream name (see [`super::upstream::HealthScripts`]).
     #[serde(default)]
     pub health_replies: BTreeMap<String, Vec<Reply>>,
+    /// Observe `up.keepalive`: the kernel's keepalive timer on the proxy's connection that
+    /// carried the last attempt, right after the response ([`super::keepalive`]).
+    #[serde(default)]
+    pub upstream_keepalive: bool,
     /// Observe on the first request what the upstream servers got before it (the proxy's first
     /// active health checks) as `startup.upstream` (names sorted) and `startup.NAME.*` (the
     /// last such request each, reduced like `up.*`).

@@ -70,6 +70,7 @@ fn observe_reduces_varying_values_only() {
         body: Vec::new(),
         conn: 1,
         peer: std::net::IpAddr::from([127, 0, 0, 1]),
+        peer_port: 40000,
         health_check: false,
         tls: None,
         protocol: None,

@@ -67,6 +67,8 @@ pub struct Recorded {
     pub conn: usize,
     /// The address the connection came from (the proxy's upstream source address).
     pub peer: std::net::IpAddr,
+    /// The port it came from.
+    pub peer_port: u16,
     /// It was for the case's health check path (answered from [`HealthScripts`]).
     pub health_check: bool,
     /// For a TLS upstream: the SNI and ALPN the proxy sent (`sni=localhost alpn=-`).
@@ -145,7 +147,7 @@ impl Upstreams {
                     let _ = sock.set_nodelay(true);
                     let conn = Conn {
                         serial,
-                        peer: peer.ip(),
+                        peer,
                         name: name.clone(),
                         script: script.clone(),
                         shared: shared.clone(),
@@ -260,7 +262,7 @@ async fn serve_plain(sock: tokio::net::TcpStream, conn: Conn) {
 struct Conn {
     /// 1 for the server's first connection.
     serial: usize,
-    peer: std::net::IpAddr,
+    peer: std::net::SocketAddr,
     name: String,
     script: Arc<Script>,
     shared: Arc<Mutex<Shared>>,
@@ -297,7 +299,8 @@ impl Conn {
             headers,
             body,
             conn: self.serial,
-            peer: self.peer,
+            peer: self.peer.ip(),
+            peer_port: self.peer.port(),
             health_check,
             tls: self.tls.clone(),
             protocol: self.protocol,
