@@ -113,6 +113,15 @@ pub fn eds_name(cluster: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The bootstrap file's own EDS clusters (`static_resources.clusters` of `type: EDS`, whose
+/// `eds_config` is ADS): `(index, cluster JSON, EDS name)`. Envoy subscribes their assignments
+/// on the ADS stream too.
+pub fn static_eds(base: &Value) -> impl Iterator<Item = (usize, &Value, String)> {
+    array(&base["static_resources"], "clusters")
+        .enumerate()
+        .filter_map(|(i, c)| eds_name(c).map(|e| (i, c, e)))
+}
+
 fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
@@ -152,6 +161,22 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     let get = |t| res.get(&t).map_or(&empty, |m| &**m);
 
     let clusters = list(sr, "clusters");
+    // The bootstrap file's own EDS clusters take their assignments from EDS too.
+    for (i, c) in clusters.iter_mut().enumerate() {
+        let (Some(eds), Some(name)) = (eds_name(c), c["name"].as_str().map(str::to_string)) else {
+            continue;
+        };
+        let cla = get(ResourceType::Endpoint).get(&eds).map(|v| v.json());
+        if cla.is_none() {
+            missing.insert((ResourceType::Endpoint, eds.clone()));
+        }
+        origins.prefixes.push((
+            format!("static_resources.clusters[{i}].load_assignment"),
+            ResourceType::Endpoint,
+            eds,
+        ));
+        *c = with_assignment(c.take(), &name, cla);
+    }
     for (name, c) in get(ResourceType::Cluster) {
         let i = clusters.len();
         let prefix = format!("static_resources.clusters[{i}]");

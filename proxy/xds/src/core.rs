@@ -25,7 +25,7 @@ use sluice_engine::config::{self, Bootstrap, DynamicResources, DEFAULT_INITIAL_F
 pub use self::wanted::Names;
 use self::wanted::{union, WantedMemo};
 use crate::{
-    assemble::{assemble, with_assignment, Assembly, Resources},
+    assemble::{assemble, static_eds, with_assignment, Assembly, Resources},
     convert::{decode_resource, Any, ResourceType},
     resource::Resource,
 };
@@ -128,6 +128,8 @@ pub struct Core {
     names: WantedMemo,
     /// The RDS and EDS names `wanted_since` was last brought up to date with.
     tracked: [Option<Names>; 2],
+    /// The EDS names of the bootstrap file's own EDS clusters (always subscribed).
+    static_eds: Names,
 }
 
 /// A decoded resource, shared with the accepted state.
@@ -147,7 +149,9 @@ type Memo = HashMap<Vec<u8>, Shared, FastHash>;
 impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
     pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
+        let static_eds = Arc::new(static_eds(&base).map(|(_, _, e)| e).collect());
         Self {
+            static_eds,
             base: Arc::new(base),
             dynamic,
             accepted: Resources::new(),
@@ -185,12 +189,15 @@ impl Core {
     }
 
     /// The names to subscribe to for `ty` (RDS from HCMs, EDS from EDS clusters, of the accepted
-    /// listeners and clusters and of the previous versions serving while those warm; empty for
-    /// the wildcard types).
+    /// listeners and clusters and of the previous versions serving while those warm, and the
+    /// bootstrap file's own EDS clusters; empty for the wildcard types).
     pub fn wanted(&self, ty: ResourceType) -> Names {
-        union(
-            self.names.names(&self.accepted, ty),
-            self.names.names(&self.serving.resources, ty),
+        wanted_in(
+            &self.names,
+            &self.accepted,
+            &self.serving.resources,
+            &self.static_eds,
+            ty,
         )
     }
 
@@ -274,8 +281,8 @@ impl Core {
             if !seen.insert(d.name.clone()) {
                 return Err(format!("duplicate {} {:?}", ty.kind(), d.name));
             }
-            // Envoy ignores resources it did not ask for (what was accepted is still wanted:
-            // a commit prunes what no longer is).
+            // Envoy ignores resources it did not ask for. A name already accepted is let
+            // through without the lookup: the prune below drops it if nothing wants it now.
             Ok((before.contains_key(&*d.name) || keep(&d.name)).then_some(d))
         };
         // Only this type's map of pointers is copied (the others stay shared), and only once
@@ -335,7 +342,12 @@ impl Core {
                 .collect(),
             _ => HashSet::new(),
         };
-        prune(&self.names, &mut resources, &self.serving.resources);
+        prune(
+            &self.names,
+            &mut resources,
+            &self.serving.resources,
+            &self.static_eds,
+        );
         if ty == ResourceType::Endpoint && self.ready && !self.pending {
             let plan = self.select(&resources, now);
             let same_set = |t| plan.resources.get(&t) == self.serving.resources.get(&t);
@@ -345,7 +357,7 @@ impl Core {
             {
                 let empty = BTreeMap::new();
                 let running = self.serving.resources.get(&ty).map_or(&empty, |m| &**m);
-                if let Some(clusters) = endpoints_only(running, &plan.resources) {
+                if let Some(clusters) = endpoints_only(running, &plan.resources, &self.base) {
                     return Ok(Candidate {
                         ty,
                         complete: plan.warming.is_empty(),
@@ -439,7 +451,12 @@ impl Core {
             None => self.pending = true,
         }
         // What only a version that no longer runs named.
-        prune(&self.names, &mut self.accepted, &self.serving.resources);
+        prune(
+            &self.names,
+            &mut self.accepted,
+            &self.serving.resources,
+            &self.static_eds,
+        );
         self.track_wanted(now);
         self.evaluated = now;
         if c.complete {
@@ -462,7 +479,12 @@ impl Core {
             let (plan, applied) = self.settle(plan).ok()?;
             let changed = plan != self.serving;
             self.serving = plan;
-            prune(&self.names, &mut self.accepted, &self.serving.resources);
+            prune(
+                &self.names,
+                &mut self.accepted,
+                &self.serving.resources,
+                &self.static_eds,
+            );
             return changed.then_some(applied);
         }
         if !self.pending {
@@ -575,10 +597,10 @@ impl Core {
         {
             for name in names.iter().cloned() {
                 // Looked up for new names only: each lookup scans every listener or cluster.
-                let accepted = &self.accepted;
+                let (accepted, base) = (&self.accepted, &self.base);
                 self.wanted_since
                     .entry((ty, name.clone()))
-                    .or_insert_with(|| (now, timeout_for(accepted, ty, &name)));
+                    .or_insert_with(|| (now, timeout_for(accepted, base, ty, &name)));
                 current.insert((ty, name));
             }
         }
@@ -594,6 +616,7 @@ impl Core {
 fn endpoints_only(
     before: &BTreeMap<String, Arc<Resource>>,
     after: &Resources,
+    base: &Value,
 ) -> Option<Vec<config::Cluster>> {
     let now = after.get(&ResourceType::Endpoint)?;
     // One walk over both maps in name order (no lookups): a name of `before` missing from
@@ -625,6 +648,12 @@ fn endpoints_only(
         let json = with_assignment(c.json(), name, now.get(eds).map(|v| v.json()));
         out.push(config::cluster_from_json(json, i).ok()?);
     }
+    // The bootstrap file's own EDS clusters.
+    for (i, c, eds) in static_eds(base).filter(|(_, _, e)| changed.contains(e.as_str())) {
+        let name = c["name"].as_str()?;
+        let json = with_assignment(c.clone(), name, now.get(&eds).map(|v| v.json()));
+        out.push(config::cluster_from_json(json, i).ok()?);
+    }
     Some(out)
 }
 
@@ -654,11 +683,27 @@ fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
+/// The RDS/EDS names the listeners and clusters of `accepted` and `serving` ask for, and (EDS)
+/// the bootstrap file's own EDS clusters, `statics`.
+fn wanted_in(
+    names: &WantedMemo,
+    accepted: &Resources,
+    serving: &Resources,
+    statics: &Names,
+    ty: ResourceType,
+) -> Names {
+    let dynamic = union(names.names(accepted, ty), names.names(serving, ty));
+    match ty {
+        ResourceType::Endpoint => union(dynamic, statics.clone()),
+        _ => dynamic,
+    }
+}
+
 /// Drops RDS/EDS resources nothing names any more, in `resources` or the running listeners and
 /// clusters of `serving` (Envoy unsubscribes them).
-fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
+fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources, statics: &Names) {
     for ty in [ResourceType::Route, ResourceType::Endpoint] {
-        let wanted = union(names.names(resources, ty), names.names(serving, ty));
+        let wanted = wanted_in(names, resources, serving, statics, ty);
         if let Some(m) = resources
             .get_mut(&ty)
             .filter(|m| !sorted_subset(m.keys(), wanted.iter()))
@@ -670,7 +715,12 @@ fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
 
 /// The `initial_fetch_timeout` of the config source that asks for `name` (an HCM's
 /// `rds.config_source`, an EDS cluster's `eds_cluster_config.eds_config`); `None` = forever.
-fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Duration> {
+fn timeout_for(
+    resources: &Resources,
+    base: &Value,
+    ty: ResourceType,
+    name: &str,
+) -> Option<Duration> {
     let all = |t| resources.get(&t).into_iter().flat_map(|m| m.values());
     let source = match ty {
         ResourceType::Route => all(ResourceType::Listener)
@@ -691,7 +741,12 @@ fn timeout_for(resources: &Resources, ty: ResourceType, name: &str) -> Option<Du
             .next(),
         ResourceType::Endpoint => all(ResourceType::Cluster)
             .find(|c| c.eds_name().is_some_and(|e| e == name))
-            .map(|c| c.json()["eds_cluster_config"]["eds_config"].clone()),
+            .map(|c| c.json()["eds_cluster_config"]["eds_config"].clone())
+            .or_else(|| {
+                static_eds(base)
+                    .find(|(_, _, e)| e == name)
+                    .map(|(_, c, _)| c["eds_cluster_config"]["eds_config"].clone())
+            }),
         _ => None,
     };
     match source.as_ref().map(|s| &s["initial_fetch_timeout"]) {

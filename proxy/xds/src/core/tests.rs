@@ -433,3 +433,62 @@ fn sorted_subset_walks_both_sets_in_order() {
     assert!(!sorted_subset(&bd, &abc), "d is missing");
     assert!(!sorted_subset(&s(&["0"]), &abc), "a name before the first");
 }
+
+#[test]
+fn a_static_eds_cluster_of_the_bootstrap_is_subscribed_waited_for_and_updated_in_place() {
+    let mut b = base();
+    b["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"name": "static-backend", "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"ads": {}}, "service_name": "static-eds"}}),
+        );
+    let boot = sluice_engine::config::from_yaml_str(&b.to_string()).unwrap();
+    let mut c = Core::new(b, boot.dynamic_resources.unwrap(), Instant::now());
+    assert_eq!(names(&c, ResourceType::Endpoint), ["static-eds"]);
+    push(&mut c, ResourceType::Listener, vec![]).unwrap();
+    assert!(
+        !push(&mut c, ResourceType::Cluster, vec![]).unwrap(),
+        "the bootstrap's EDS cluster waits for its assignment, as Envoy's init does"
+    );
+    assert!(!c.is_ready());
+    assert_eq!(names(&c, ResourceType::Endpoint), ["static-eds"]);
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &cla("static-eds"))]),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(cand.complete);
+    let Some(Apply::Full { bootstrap }) = &cand.apply else {
+        panic!("the first assignment is a whole version: {:?}", cand.apply)
+    };
+    assert_eq!(
+        endpoints_of(bootstrap.cluster("static-backend").unwrap()).len(),
+        4
+    );
+    c.commit(cand, Instant::now());
+    assert!(c.is_ready());
+    assert_eq!(names(&c, ResourceType::Endpoint), ["static-eds"], "kept");
+
+    let mut moved = cla("static-eds");
+    moved.endpoints[0].lb_endpoints[0] = lb("127.0.0.1", 9100, HealthStatus::Healthy, Some(3));
+    let cand = c
+        .check(
+            ResourceType::Endpoint,
+            Update::Sotw(vec![any(EDS, &moved)]),
+            Instant::now(),
+        )
+        .unwrap();
+    let Some(Apply::Endpoints(clusters)) = &cand.apply else {
+        panic!("an endpoint-only change: {:?}", cand.apply)
+    };
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].name.as_str(), "static-backend");
+    assert_eq!(
+        endpoints_of(&clusters[0])[0],
+        "Ip(127.0.0.1:9100):3 P0 Healthy"
+    );
+}
