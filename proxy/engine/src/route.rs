@@ -123,6 +123,9 @@ pub struct VirtualHost {
     pub rate_limits: Arc<[rate_limits::RateLimitEntry]>,
     /// `include_request_attempt_count`: `x-envoy-attempt-count` on every upstream attempt.
     pub include_request_attempt_count: bool,
+    /// `include_is_timeout_retry_header`: `x-envoy-is-timeout-retry` on every retry, `true`
+    /// when a per-try timeout caused it, else `false`.
+    pub include_is_timeout_retry_header: bool,
     /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the response.
     pub include_attempt_count_in_response: bool,
 }

@@ -68,6 +68,7 @@ pub(crate) struct RawVirtualHost {
     pub cors: Option<Value>,
     pub include_request_attempt_count: Option<bool>,
     pub include_attempt_count_in_response: Option<bool>,
+    pub include_is_timeout_retry_header: Option<bool>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
 }

@@ -160,7 +160,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "ignore_path_parameters_in_path_matching",
     "require_tls",
     "virtual_clusters",
-    "include_is_timeout_retry_header",
     "per_request_buffer_limit_bytes",
     "matcher",
     "request_body_buffer_limit",

@@ -86,6 +86,8 @@ pub(crate) struct Plan {
     /// `include_request_attempt_count`, `include_attempt_count_in_response` (the virtual
     /// host's).
     attempt_count: (bool, bool),
+    /// `include_is_timeout_retry_header` (the virtual host's).
+    timeout_retry_header: bool,
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
@@ -186,6 +188,7 @@ impl Plan {
                 fwd.vhost.include_request_attempt_count,
                 fwd.vhost.include_attempt_count_in_response,
             ),
+            timeout_retry_header: fwd.vhost.include_is_timeout_retry_header,
             shadows: Vec::new(),
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
@@ -412,6 +415,8 @@ pub(crate) async fn run(
         let mut last_host: Option<SocketAddr> = None;
         // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
         let mut tried: Vec<SocketAddr> = Vec::new();
+        // Whether the last attempt ended at its per-try timeout.
+        let mut timed_out = false;
         loop {
             let Some(host) = choose_retry_host(&cluster, &lb, plan.retry.as_ref(), &tried) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
@@ -426,6 +431,12 @@ pub(crate) async fn run(
                 parts
                     .headers
                     .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+            }
+            if plan.timeout_retry_header && retries_done > 0 {
+                let v = if timed_out { "true" } else { "false" };
+                parts
+                    .headers
+                    .insert("x-envoy-is-timeout-retry", HeaderValue::from_static(v));
             }
             if let Some(s) = shadows.take() {
                 // A body streamed (over MAX_RETRY_BODY or of unknown length) cannot be copied:
@@ -465,6 +476,7 @@ pub(crate) async fn run(
                     return o;
                 }
             };
+            timed_out = matches!(outcome, Try::PerTryTimeout);
             cluster.record_outcome(&host, failed);
             let retry = plan.retry.as_ref().filter(|p| {
                 plan.retry_allowed

@@ -237,6 +237,7 @@ fn virtual_host(
         rate_limits: super::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?.into(),
         include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
         include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
+        include_is_timeout_retry_header: raw.include_is_timeout_retry_header.unwrap_or(false),
     })
 }
 
