@@ -213,7 +213,7 @@ fn run_one(
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
     let mut out = Vec::new();
-    let mut startup = Some(ups.take()).filter(|_| case.startup_requests);
+    let mut startup = Some(ups.take_all()).filter(|_| case.startup_requests);
     let upstream_ports: Vec<(&str, u16)> =
         ups.names().into_iter().map(|n| (n, ups.port(n))).collect();
     let fill = |text: &str| {
@@ -275,8 +275,7 @@ fn run_one(
             // A shadow copy is fire and forget: give it time to arrive (loopback, no delay).
             std::thread::sleep(SHADOW_SETTLE);
         }
-        let mut recorded = ups.take();
-        recorded.retain(|r| !r.health_check);
+        let recorded = ups.take();
         let keepalive = recorded
             .last()
             .filter(|_| case.upstream_keepalive)

@@ -161,45 +161,44 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     let get = |t| res.get(&t).map_or(&empty, |m| &**m);
 
     let clusters = list(sr, "clusters");
-    // The bootstrap file's own EDS clusters take their assignments from EDS too.
-    for (i, c) in clusters.iter_mut().enumerate() {
-        let (Some(eds), Some(name)) = (eds_name(c), c["name"].as_str().map(str::to_string)) else {
-            continue;
-        };
-        let cla = get(ResourceType::Endpoint).get(&eds).map(|v| v.json());
+    let endpoints = get(ResourceType::Endpoint);
+    // Places EDS name `eds`'s assignment in cluster `c` (`name`) at `prefix`.
+    let mut place = |c: Value, name: &str, eds: &String, prefix: &str| {
+        let cla = endpoints.get(eds).map(|v| v.json());
         if cla.is_none() {
             missing.insert((ResourceType::Endpoint, eds.clone()));
         }
         origins.prefixes.push((
-            format!("static_resources.clusters[{i}].load_assignment"),
+            format!("{prefix}.load_assignment"),
             ResourceType::Endpoint,
-            eds,
+            eds.clone(),
         ));
-        *c = with_assignment(c.take(), &name, cla);
+        with_assignment(c, name, cla)
+    };
+    // The bootstrap file's own EDS clusters take their assignments from EDS too.
+    let mut cluster_origins = Vec::new();
+    for (i, c) in clusters.iter_mut().enumerate() {
+        let (Some(eds), Some(name)) = (eds_name(c), c["name"].as_str().map(str::to_string)) else {
+            continue;
+        };
+        *c = place(
+            c.take(),
+            &name,
+            &eds,
+            &format!("static_resources.clusters[{i}]"),
+        );
     }
     for (name, c) in get(ResourceType::Cluster) {
         let i = clusters.len();
         let prefix = format!("static_resources.clusters[{i}]");
         let c = match c.eds_name() {
             None => c.json(),
-            Some(eds) => {
-                let cla = get(ResourceType::Endpoint).get(eds).map(|v| v.json());
-                if cla.is_none() {
-                    missing.insert((ResourceType::Endpoint, eds.clone()));
-                }
-                origins.prefixes.push((
-                    format!("{prefix}.load_assignment"),
-                    ResourceType::Endpoint,
-                    eds.clone(),
-                ));
-                with_assignment(c.json(), name, cla)
-            }
+            Some(eds) => place(c.json(), name, eds, &prefix),
         };
-        origins
-            .prefixes
-            .push((prefix, ResourceType::Cluster, name.clone()));
+        cluster_origins.push((prefix, ResourceType::Cluster, name.clone()));
         clusters.push(c);
     }
+    origins.prefixes.extend(cluster_origins);
 
     let listeners = list(sr, "listeners");
     for (name, l) in get(ResourceType::Listener) {

@@ -128,8 +128,6 @@ pub struct Core {
     names: WantedMemo,
     /// The RDS and EDS names `wanted_since` was last brought up to date with.
     tracked: [Option<Names>; 2],
-    /// The EDS names of the bootstrap file's own EDS clusters (always subscribed).
-    static_eds: Names,
 }
 
 /// A decoded resource, shared with the accepted state.
@@ -149,9 +147,8 @@ type Memo = HashMap<Vec<u8>, Shared, FastHash>;
 impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
     pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
-        let static_eds = Arc::new(static_eds(&base).map(|(_, _, e)| e).collect());
+        let static_names = static_eds(&base).map(|(_, _, e)| e).collect();
         Self {
-            static_eds,
             base: Arc::new(base),
             dynamic,
             accepted: Resources::new(),
@@ -166,7 +163,7 @@ impl Core {
             ready: false,
             meta: crate::origin::Meta::default(),
             memo: HashMap::new(),
-            names: WantedMemo::default(),
+            names: WantedMemo::new(static_names),
             tracked: [None, None],
         }
     }
@@ -192,12 +189,9 @@ impl Core {
     /// listeners and clusters and of the previous versions serving while those warm, and the
     /// bootstrap file's own EDS clusters; empty for the wildcard types).
     pub fn wanted(&self, ty: ResourceType) -> Names {
-        wanted_in(
-            &self.names,
-            &self.accepted,
-            &self.serving.resources,
-            &self.static_eds,
-            ty,
+        union(
+            self.names.names(&self.accepted, ty),
+            self.names.names(&self.serving.resources, ty),
         )
     }
 
@@ -342,12 +336,7 @@ impl Core {
                 .collect(),
             _ => HashSet::new(),
         };
-        prune(
-            &self.names,
-            &mut resources,
-            &self.serving.resources,
-            &self.static_eds,
-        );
+        prune(&self.names, &mut resources, &self.serving.resources);
         if ty == ResourceType::Endpoint && self.ready && !self.pending {
             let plan = self.select(&resources, now);
             let same_set = |t| plan.resources.get(&t) == self.serving.resources.get(&t);
@@ -451,12 +440,7 @@ impl Core {
             None => self.pending = true,
         }
         // What only a version that no longer runs named.
-        prune(
-            &self.names,
-            &mut self.accepted,
-            &self.serving.resources,
-            &self.static_eds,
-        );
+        prune(&self.names, &mut self.accepted, &self.serving.resources);
         self.track_wanted(now);
         self.evaluated = now;
         if c.complete {
@@ -479,12 +463,7 @@ impl Core {
             let (plan, applied) = self.settle(plan).ok()?;
             let changed = plan != self.serving;
             self.serving = plan;
-            prune(
-                &self.names,
-                &mut self.accepted,
-                &self.serving.resources,
-                &self.static_eds,
-            );
+            prune(&self.names, &mut self.accepted, &self.serving.resources);
             return changed.then_some(applied);
         }
         if !self.pending {
@@ -683,27 +662,11 @@ fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-/// The RDS/EDS names the listeners and clusters of `accepted` and `serving` ask for, and (EDS)
-/// the bootstrap file's own EDS clusters, `statics`.
-fn wanted_in(
-    names: &WantedMemo,
-    accepted: &Resources,
-    serving: &Resources,
-    statics: &Names,
-    ty: ResourceType,
-) -> Names {
-    let dynamic = union(names.names(accepted, ty), names.names(serving, ty));
-    match ty {
-        ResourceType::Endpoint => union(dynamic, statics.clone()),
-        _ => dynamic,
-    }
-}
-
 /// Drops RDS/EDS resources nothing names any more, in `resources` or the running listeners and
 /// clusters of `serving` (Envoy unsubscribes them).
-fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources, statics: &Names) {
+fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
     for ty in [ResourceType::Route, ResourceType::Endpoint] {
-        let wanted = wanted_in(names, resources, serving, statics, ty);
+        let wanted = union(names.names(resources, ty), names.names(serving, ty));
         if let Some(m) = resources
             .get_mut(&ty)
             .filter(|m| !sorted_subset(m.keys(), wanted.iter()))

@@ -72,7 +72,7 @@ pub fn send(
     let mut recorded = Vec::new();
     while recorded.is_empty() && Instant::now() < deadline && !thread.is_finished() {
         std::thread::sleep(Duration::from_millis(10));
-        recorded.extend(ups.take().into_iter().filter(|r| !r.health_check));
+        recorded.extend(ups.take());
     }
     Held {
         index,
@@ -110,7 +110,7 @@ impl Held {
             .join()
             .unwrap_or_else(|_| Err("the background client panicked".into()));
         if recorded.is_empty() {
-            recorded.extend(ups.take().into_iter().filter(|r| !r.health_check));
+            recorded.extend(ups.take());
         }
         Done {
             index,

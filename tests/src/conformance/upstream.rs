@@ -217,11 +217,19 @@ impl Upstreams {
             .clear();
     }
 
-    /// Returns and clears the requests recorded so far, resetting the reply scripts.
-    pub fn take(&self) -> Vec<Recorded> {
+    /// Returns and clears the requests recorded so far (health checks included), resetting the
+    /// reply scripts.
+    pub fn take_all(&self) -> Vec<Recorded> {
         let mut s = self.shared.lock().expect("upstream log lock");
         s.count.clear();
         std::mem::take(&mut s.log)
+    }
+
+    /// [`take_all`](Self::take_all) without the health checks: the case's requests.
+    pub fn take(&self) -> Vec<Recorded> {
+        let mut recorded = self.take_all();
+        recorded.retain(|r| !r.health_check);
+        recorded
     }
 }
 

@@ -574,13 +574,9 @@ pub(crate) async fn run(
                         AttemptError::Downstream => Flag::DownstreamProtocolError,
                     };
                     let mut o = Outcome::local(flag);
-                    let retried = retries_done > 0;
-                    o.resp = match e {
-                        // Envoy's pool failure Timeout: flag UF, its own reset reason.
-                        AttemptError::Connect(ConnectError::Timeout) => {
-                            local_reply::for_reset(local_reply::CONNECT_TIMEOUT, retried)
-                        }
-                        _ => local_reply::for_failure(flag, retried),
+                    o.resp = match e.reset_reason() {
+                        Some(reason) => local_reply::for_reset(reason, retries_done > 0),
+                        None => local_reply::for_flag(flag),
                     };
                     if count_resp {
                         o.resp
@@ -679,6 +675,19 @@ enum AttemptError {
     Timeout,
     /// The client's request body failed (a downstream protocol error).
     Downstream,
+}
+
+impl AttemptError {
+    /// Envoy's reset reason in the local reply for this failure, if it answers with one.
+    fn reset_reason(&self) -> Option<&'static str> {
+        match self {
+            // Envoy's pool failure Timeout: flag UF, its own reset reason.
+            AttemptError::Connect(ConnectError::Timeout) => Some(local_reply::CONNECT_TIMEOUT),
+            AttemptError::Connect(_) => Some("remote connection failure"),
+            AttemptError::Reset => Some("connection termination"),
+            AttemptError::Timeout | AttemptError::Downstream => None,
+        }
+    }
 }
 
 async fn attempt(

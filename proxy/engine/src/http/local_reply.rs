@@ -176,18 +176,8 @@ const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before he
 /// Envoy's reset reason for a connect that `connect_timeout` ended (still flag UF).
 pub const CONNECT_TIMEOUT: &str = "connection timeout";
 
-/// The local reply for a failed upstream attempt, in Envoy's `... retried and the latest reset
-/// reason: ...` form when the request was retried.
-pub fn for_failure(flag: Flag, retried: bool) -> Response<Body> {
-    let reason = match flag {
-        Flag::ConnectFailure => "remote connection failure",
-        Flag::ConnectionTermination => "connection termination",
-        _ => return for_flag(flag),
-    };
-    for_reset(reason, retried)
-}
-
-/// The local reply for an upstream attempt that failed with Envoy's reset `reason` (503).
+/// The local reply for an upstream attempt that failed with Envoy's reset `reason` (503), in
+/// Envoy's `... retried and the latest reset reason: ...` form when the request was retried.
 pub fn for_reset(reason: &str, retried: bool) -> Response<Body> {
     let how = if retried {
         "retried and the latest reset reason: "

@@ -257,7 +257,7 @@ pub enum Purpose {
     Upgrade,
     /// An active health check: HTTP/1.1, and not counted in `upstream_cx_total` (Envoy's checker
     /// connections are not the pool's; the count is how the checker knows whether the cluster
-    /// has had traffic, `health::NO_TRAFFIC_INTERVAL`).
+    /// has had traffic, `HealthCheckSpec::no_traffic_interval`).
     HealthCheck,
 }
 

@@ -28,13 +28,25 @@ struct Slot {
     names: Names,
 }
 
-/// The remembered answers, most recent first.
+/// The remembered answers, most recent first, and the EDS names every answer includes.
 #[derive(Debug, Default)]
-pub struct WantedMemo(Mutex<Vec<Slot>>);
+pub struct WantedMemo {
+    slots: Mutex<Vec<Slot>>,
+    /// The EDS names of the bootstrap file's own EDS clusters, wanted whatever else is.
+    static_eds: BTreeSet<String>,
+}
 
 impl WantedMemo {
+    /// A memo whose EDS answers always include `static_eds`.
+    pub fn new(static_eds: BTreeSet<String>) -> Self {
+        Self {
+            slots: Mutex::default(),
+            static_eds,
+        }
+    }
+
     /// The RDS names (`ty` Route) of the listeners in `resources`, or the EDS names (`ty`
-    /// Endpoint) of its clusters; empty for other types.
+    /// Endpoint) of its clusters and the static EDS names; empty for other types.
     pub fn names(&self, resources: &Resources, ty: ResourceType) -> Names {
         let source = match ty {
             ResourceType::Route => ResourceType::Listener,
@@ -44,7 +56,7 @@ impl WantedMemo {
         let map = resources.get(&source);
         let values = || map.into_iter().flat_map(|m| m.values());
         let len = map.map_or(0, |m| m.len());
-        let mut slots = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let hit = slots.iter().position(|s| {
             s.ty == ty
                 && s.from.len() == len
@@ -61,7 +73,11 @@ impl WantedMemo {
         }
         let names: Names = Arc::new(match ty {
             ResourceType::Route => values().flat_map(|v| v.route_names()).cloned().collect(),
-            _ => values().filter_map(|v| v.eds_name()).cloned().collect(),
+            _ => values()
+                .filter_map(|v| v.eds_name())
+                .chain(&self.static_eds)
+                .cloned()
+                .collect(),
         });
         slots.insert(
             0,
