@@ -589,6 +589,11 @@ impl AggregatedDiscoveryService for Ads {
                         changed_types.push(m.type_url.clone());
                     }
                 }
+                // A new snapshot set while a request was handled is taken now, for every
+                // type: borrowing it below marks it seen, so its own wake-up never comes.
+                if snap_rx.has_changed().unwrap_or(false) {
+                    changed_types.extend(subs.keys().cloned());
+                }
                 let snap =
                     shared.snapshot_for(guard.id.as_deref(), snap_rx.borrow_and_update().clone());
                 for ty in changed_types {
