@@ -9,6 +9,7 @@ pub mod edf;
 pub mod from_config;
 pub mod health;
 pub mod lb;
+pub mod locality;
 pub mod outlier;
 pub mod pool;
 pub mod priority;
@@ -163,6 +164,10 @@ pub struct HostMeta {
     pub priority: u32,
     /// `health_status` from the config or EDS.
     pub health: EndpointHealth,
+    /// Its locality's rank in Envoy's locality order (locality-weighted LB).
+    pub locality: u32,
+    /// Its locality's weight in its priority (0: none, no traffic with locality-weighted LB).
+    pub locality_weight: u32,
 }
 
 /// One host a cluster should have: what the config or DNS says about it.
@@ -191,6 +196,8 @@ pub struct Level {
     pub all_table: Option<lb::HashTable>,
     /// How many of its hosts are healthy by `health_status`.
     pub eds_healthy: usize,
+    /// Its localities, with `locality_weighted_lb_config`.
+    pub locality: Option<locality::LocalityLevel>,
 }
 
 /// The current host list of a cluster plus the structures the balancer derives from it.
@@ -205,8 +212,13 @@ pub struct HostSet {
 }
 
 impl HostSet {
-    /// Orders `hosts` into priority levels and builds each level's tables for balancer `kind`.
-    pub fn build(kind: &LbKind, mut hosts: Vec<(Arc<Host>, HostMeta)>) -> Self {
+    /// Orders `hosts` into priority levels and builds each level's tables for balancer `kind`
+    /// (and its localities when `locality_weighted`).
+    pub fn build(
+        kind: &LbKind,
+        mut hosts: Vec<(Arc<Host>, HostMeta)>,
+        locality_weighted: bool,
+    ) -> Self {
         hosts.sort_by_key(|(_, m)| m.priority);
         let (hosts, meta): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
         let mut levels = Vec::new();
@@ -227,13 +239,36 @@ impl HostSet {
                 .iter()
                 .map(|i| level_hosts[*i as usize].clone())
                 .collect();
+            let locality =
+                locality_weighted.then(|| locality::LocalityLevel::build(&meta[start..end]));
+            let some_unhealthy = members.len() < level_hosts.len();
+            let (healthy_table, all_table) = match &locality {
+                Some(loc) if kind.hashes() => {
+                    let healthy = |i: usize| meta[start + i].health == EndpointHealth::Healthy;
+                    let table = |take: &dyn Fn(usize) -> bool| {
+                        let (m, w) = locality::hashing_weights(loc, level_hosts, take);
+                        let hs: Vec<Arc<Host>> =
+                            m.iter().map(|i| level_hosts[*i as usize].clone()).collect();
+                        lb::HashTable::hashing(kind, &hs, &w).remap(&m)
+                    };
+                    (
+                        Some(table(&healthy)),
+                        some_unhealthy.then(|| table(&|_| true)),
+                    )
+                }
+                _ => (
+                    lb::HashTable::build(kind, &picked).map(|t| t.remap(&members)),
+                    some_unhealthy
+                        .then(|| lb::HashTable::build(kind, level_hosts))
+                        .flatten(),
+                ),
+            };
             levels.push(Level {
                 range: start..end,
-                healthy_table: lb::HashTable::build(kind, &picked).map(|t| t.remap(&members)),
-                all_table: (members.len() < level_hosts.len())
-                    .then(|| lb::HashTable::build(kind, level_hosts))
-                    .flatten(),
+                healthy_table,
+                all_table,
                 eds_healthy: members.len(),
+                locality,
             });
             start = end;
         }
@@ -326,7 +361,7 @@ impl Cluster {
                 .collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
         };
-        let set = HostSet::build(&spec.lb, hosts);
+        let set = HostSet::build(&spec.lb, hosts, spec.options.locality_weighted_lb);
         let spec_discovery_is_dns = matches!(spec.discovery, Discovery::StrictDns { .. });
         let has_hc = spec.health_check.is_some();
         let cluster = Arc::new(Self {
@@ -442,8 +477,11 @@ impl Cluster {
                 (host, e.meta)
             })
             .collect();
-        self.hosts
-            .store(Arc::new(HostSet::build(&self.spec.lb, hosts)));
+        self.hosts.store(Arc::new(HostSet::build(
+            &self.spec.lb,
+            hosts,
+            self.spec.options.locality_weighted_lb,
+        )));
     }
 }
 
@@ -457,6 +495,8 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
             meta: HostMeta {
                 priority: e.priority,
                 health: e.health,
+                locality: e.locality,
+                locality_weight: e.locality_weight,
             },
         })
     })
@@ -567,6 +607,8 @@ impl Cluster {
                                 meta: HostMeta {
                                     priority: e.priority,
                                     health: e.health,
+                                    locality: e.locality,
+                                    locality_weight: e.locality_weight,
                                 },
                             });
                         }

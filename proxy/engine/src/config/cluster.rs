@@ -167,6 +167,13 @@ pub struct Endpoint {
     pub priority: u32,
     /// `health_status`.
     pub health: EndpointHealth,
+    /// Its locality's rank among the load assignment's localities, in Envoy's order (region,
+    /// zone, sub_zone; an endpoint without `locality` is in the empty one).
+    pub locality: u32,
+    /// Its locality's `load_balancing_weight` in its priority (the last `LocalityLbEndpoints`
+    /// of that locality and priority with both `locality` and a weight sets it; 0: none, so
+    /// locality-weighted LB sends it nothing).
+    pub locality_weight: u32,
 }
 
 /// `LbEndpoint.health_status`, as Envoy's load balancers class it.
@@ -361,6 +368,9 @@ pub struct ClusterOptions {
     /// `load_assignment.policy.weighted_priority_health`: a level's health counts endpoint
     /// weights instead of endpoints.
     pub weighted_priority_health: bool,
+    /// `common_lb_config.locality_weighted_lb_config` is set: within a priority level a
+    /// locality is picked first, by its weight scaled by its availability (`upstream/locality.rs`).
+    pub locality_weighted_lb: bool,
 }
 
 /// Envoy's default `ClusterLoadAssignment.policy.overprovisioning_factor` (140 %).
@@ -378,6 +388,7 @@ impl Default for ClusterOptions {
             source_address: None,
             overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
             weighted_priority_health: false,
+            locality_weighted_lb: false,
         }
     }
 }

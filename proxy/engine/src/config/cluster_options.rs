@@ -173,6 +173,7 @@ fn common_lb_config(
     // update_merge_window: a no-op here (host updates apply at once; Envoy's window only batches
     // them).
     let _ = c.update_merge_window;
+    out.locality_weighted_lb = c.locality_weighted_lb_config.is_some();
     Ok(())
 }
 

@@ -153,13 +153,57 @@ fn common_lb_config() {
         &format!("{C}.common_lb_config.healthy_panic_threshold.value"),
         "out of range",
     );
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    common_lb_config: {locality_weighted_lb_config: {}}\n",
+    ));
+    assert!(o.locality_weighted_lb);
+}
+
+#[test]
+fn endpoints_carry_their_locality_rank_and_weight() {
+    let ep = |ip: &str| {
+        format!("        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: 80}}}}}}\n")
+    };
+    let yaml = cluster(&format!(
+        "    type: STATIC\n    load_assignment:\n      cluster_name: svc\n      endpoints:\n\
+         \x20     - locality: {{region: r, zone: b}}\n        load_balancing_weight: 3\n        lb_endpoints:\n{}\
+         \x20     - locality: {{region: r, zone: a}}\n        load_balancing_weight: 1\n        lb_endpoints:\n{}\
+         \x20     - load_balancing_weight: 5\n        lb_endpoints:\n{}\
+         \x20     - locality: {{region: r, zone: a}}\n        lb_endpoints:\n{}\
+         \x20     - locality: {{region: r, zone: a}}\n        priority: 1\n        load_balancing_weight: 7\n        lb_endpoints:\n{}",
+        ep("10.0.0.1"),
+        ep("10.0.0.2"),
+        ep("10.0.0.3"),
+        ep("10.0.0.4"),
+        ep("10.0.0.5"),
+    ));
+    let b = from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(u32, u32)> = b
+        .cluster("svc")
+        .expect("cluster svc")
+        .endpoints
+        .iter()
+        .map(|e| (e.locality, e.locality_weight))
+        .collect();
+    // Ranks: the empty locality (no `locality`: its weight is ignored, as Envoy's), r/a, r/b;
+    // r/a keeps weight 1 at priority 0 (an entry without a weight sets none) and has 7 at 1.
+    assert_eq!(got, vec![(2, 3), (1, 1), (0, 0), (1, 1), (1, 7)]);
     expect_err(
-        &with_cluster(
-            "STATIC",
-            "127.0.0.1",
-            "    common_lb_config: {locality_weighted_lb_config: {}}\n",
-        ),
-        &format!("{C}.common_lb_config.locality_weighted_lb_config"),
-        "not supported",
+        &yaml.replace("load_balancing_weight: 3", "load_balancing_weight: 0"),
+        &format!("{C}.load_assignment.endpoints[0].load_balancing_weight"),
+        "at least 1",
+    );
+    // Ring hash and maglev refuse locality weights summing past u32 in a level.
+    let big = yaml.replace(
+        "load_balancing_weight: 3",
+        "load_balancing_weight: 4294967295",
+    );
+    from_yaml_str(&big).unwrap_or_else(|e| panic!("{e}"));
+    expect_err(
+        &big.replace("type: STATIC\n", "type: STATIC\n    lb_policy: MAGLEV\n"),
+        &format!("{C}.load_assignment.endpoints"),
+        "sum of the locality weights of priority 0",
     );
 }

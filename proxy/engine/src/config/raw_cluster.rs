@@ -86,13 +86,23 @@ pub(crate) struct RawLocalityLbEndpoints {
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub lb_endpoints: Vec<RawLbEndpoint>,
-    /// Informational (zone-aware routing is not implemented).
-    #[allow(dead_code)]
-    pub locality: Option<Value>,
-    /// Locality weight: only used by locality-weighted LB, which Envoy leaves off by default.
-    #[allow(dead_code)]
+    /// The locality its endpoints are in (locality-weighted LB groups endpoints by it).
+    pub locality: Option<RawLocality>,
+    /// Locality weight: used by locality-weighted LB (with `locality`).
     pub load_balancing_weight: Option<u32>,
     pub priority: Option<u32>,
+}
+
+/// `core.v3.Locality`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub sub_zone: String,
 }
 
 /// `LbEndpoint`.

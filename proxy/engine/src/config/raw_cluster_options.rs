@@ -44,7 +44,13 @@ pub(crate) struct RawCommonLbConfig {
     pub healthy_panic_threshold: Option<RawPercent>,
     pub zone_aware_lb_config: Option<RawZoneAwareLbConfig>,
     pub update_merge_window: Option<PbDuration>,
+    pub locality_weighted_lb_config: Option<RawLocalityWeightedLbConfig>,
 }
+
+/// `CommonLbConfig.LocalityWeightedLbConfig` (no fields).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocalityWeightedLbConfig {}
 
 /// `type.v3.Percent`.
 #[derive(Debug, Deserialize)]

@@ -138,6 +138,8 @@ fn full_bootstrap_parses_into_the_typed_model() {
             hostname: None,
             priority: 0,
             health: Default::default(),
+            locality: 0,
+            locality_weight: 0,
         }]
     );
 }

@@ -60,9 +60,28 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
         );
         let mut level_weights: std::collections::BTreeMap<u32, u64> = Default::default();
+        // Envoy's locality order (region, zone, sub_zone; no `locality` = the empty one) and,
+        // per (priority, locality), the weight of the last entry with both `locality` and
+        // `load_balancing_weight` (Envoy's PriorityStateManager::initializePriorityFor).
+        let mut keys: Vec<(&str, &str, &str)> = Vec::new();
+        let mut locality_weights: std::collections::HashMap<(u32, (&str, &str, &str)), u32> =
+            Default::default();
         for (i, loc) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
             let priority = loc.priority.unwrap_or(0);
+            let key = loc.locality.as_ref().map_or(("", "", ""), |l| {
+                (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str())
+            });
+            keys.push(key);
+            match (loc.locality.is_some(), loc.load_balancing_weight) {
+                (_, Some(0)) => {
+                    return Err(ep.field("load_balancing_weight").err("must be at least 1"))
+                }
+                (true, Some(w)) => {
+                    locality_weights.insert((priority, key), w);
+                }
+                _ => {}
+            }
             for (j, lbe) in loc.lb_endpoints.iter().enumerate() {
                 let bp = ep.field("lb_endpoints").index(j);
                 let health = super::dynamic::endpoint_health(
@@ -110,8 +129,35 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     hostname: lbe.endpoint.as_ref().and_then(|e| e.hostname.clone()),
                     priority,
                     health,
+                    locality: i as u32,
+                    locality_weight: 0,
                 });
             }
+        }
+        // Envoy's ring hash and maglev also reject a level whose locality weights sum past u32.
+        if hashing {
+            let mut sums: std::collections::BTreeMap<u32, u64> = Default::default();
+            for ((priority, _), w) in &locality_weights {
+                *sums.entry(*priority).or_default() += u64::from(*w);
+            }
+            if let Some((priority, _)) = sums.iter().find(|(_, s)| **s > u64::from(u32::MAX)) {
+                return Err(lp.field("endpoints").err(format!(
+                    "the sum of the locality weights of priority {priority} exceeds {}",
+                    u32::MAX
+                )));
+            }
+        }
+        // `locality` held the entry index so far: now its locality's rank and weight.
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for e in &mut endpoints {
+            let key = keys[e.locality as usize];
+            e.locality_weight = locality_weights
+                .get(&(e.priority, key))
+                .copied()
+                .unwrap_or(0);
+            e.locality = sorted.binary_search(&key).unwrap_or(0) as u32;
         }
     }
     if discovery == DiscoveryType::LogicalDns && endpoints.len() != 1 {

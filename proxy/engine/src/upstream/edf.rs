@@ -51,7 +51,7 @@ impl Ord for Entry {
 
 /// The scheduler state: the current time, the next FIFO order and the queue.
 struct Scheduler<'w> {
-    weights: &'w [u32],
+    weights: &'w [f64],
     now: f64,
     order: u64,
     queue: BinaryHeap<Entry>,
@@ -65,7 +65,7 @@ impl Scheduler<'_> {
         };
         self.now = e.deadline;
         self.queue.push(Entry {
-            deadline: self.now + 1.0 / f64::from(self.weights[e.host as usize]),
+            deadline: self.now + 1.0 / self.weights[e.host as usize],
             order: self.order,
             host: e.host,
         });
@@ -76,9 +76,9 @@ impl Scheduler<'_> {
 
 /// Envoy's scheduler after `picks` picks: each host's share of the picks is emulated at once
 /// (its floor, with the epsilon-augmented weights), the rest picked one by one.
-fn with_picks(weights: &[u32], picks: u32) -> Scheduler<'_> {
+fn with_picks(weights: &[f64], picks: u32) -> Scheduler<'_> {
     let picks = picks % MAX_PICKS;
-    let aug = |w: u32| f64::from(w) + EMULATION_EPSILON;
+    let aug = |w: f64| w + EMULATION_EPSILON;
     let sum = weights.iter().fold(0.0, |s, w| s + aug(*w));
     let share = f64::from(picks) / sum;
     let mut now = 0.0f64;
@@ -122,8 +122,50 @@ pub fn round(weights: &[u32], picks: u32) -> Option<Vec<u32>> {
     if total > MAX_ROUND {
         return None;
     }
-    let mut s = with_picks(weights, picks);
+    let weights: Vec<f64> = weights.iter().map(|w| f64::from(*w)).collect();
+    let mut s = with_picks(&weights, picks);
     Some((0..total).map(|_| s.pick()).collect())
+}
+
+/// `len` picks of Envoy's EDF scheduler over positive real `weights` (Envoy's locality scheduler,
+/// which runs even for one entry or equal weights), started after `picks` emulated picks.
+pub fn picks(weights: &[f64], picks: u32, len: usize) -> Vec<u32> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let mut s = with_picks(weights, picks);
+    (0..len).map(|_| s.pick()).collect()
+}
+
+/// The length of one round of EDF picks over `weights`: the sum of the weights scaled to the
+/// smallest whole numbers (each entry's pick count per round), when that sum is at most
+/// [`MAX_ROUND`]; otherwise [`MAX_ROUND`] (a round that only approximates the weights).
+pub fn round_len(weights: &[f64]) -> usize {
+    const CLOSE: f64 = 1e-9;
+    for k in 1..=10_000u32 {
+        let k = f64::from(k);
+        let scaled: f64 = weights.iter().map(|w| w * k).sum();
+        if scaled > MAX_ROUND as f64 + CLOSE {
+            break;
+        }
+        if weights
+            .iter()
+            .all(|w| ((w * k) - (w * k).round()).abs() < CLOSE)
+        {
+            let whole = || weights.iter().map(|w| (w * k).round() as u64);
+            let g = whole().fold(0, gcd).max(1);
+            return (whole().sum::<u64>() / g) as usize;
+        }
+    }
+    MAX_ROUND as usize
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +194,25 @@ mod tests {
         for (i, w) in weights.iter().enumerate() {
             assert_eq!(r.iter().filter(|h| **h == i as u32).count(), *w as usize);
         }
+    }
+
+    #[test]
+    fn real_weights_pick_like_whole_ones_and_rounds_cover_them() {
+        for p in 0..4 {
+            assert_eq!(picks(&[3.0, 1.0], p, 4), round(&[3, 1], p).unwrap());
+        }
+        // Equal weights (Envoy still schedules localities): one each per round.
+        let r = picks(&[2.0, 2.0, 2.0], 5, 3);
+        let mut sorted = r.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(round_len(&[1.0, 3.0]), 4);
+        assert_eq!(round_len(&[1.0, 0.7]), 17);
+        assert_eq!(round_len(&[2.0, 2.0]), 2);
+        assert_eq!(round_len(&[1.0, 1.0 / 3.0]), 4);
+        assert_eq!(round_len(&[1.0, std::f64::consts::PI]), MAX_ROUND as usize);
+        let r = picks(&[1.0, 0.7], 0, 17);
+        assert_eq!(r.iter().filter(|l| **l == 1).count(), 7);
     }
 
     #[test]

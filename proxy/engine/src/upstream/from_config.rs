@@ -45,6 +45,8 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                     .or_else(|| dns.then(|| a.ip().to_string())),
                 priority: e.priority,
                 health: e.health,
+                locality: e.locality,
+                locality_weight: e.locality_weight,
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
@@ -53,6 +55,8 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 hostname: e.hostname.clone().or_else(|| Some(host.clone())),
                 priority: e.priority,
                 health: e.health,
+                locality: e.locality,
+                locality_weight: e.locality_weight,
             },
         })
         .collect();

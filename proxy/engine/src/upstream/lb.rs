@@ -23,6 +23,7 @@ use rand::Rng;
 use smallvec::SmallVec;
 
 use super::{
+    locality::{Eligible, LevelView},
     now_ms,
     priority::{self, LevelCounts, Source},
     EndpointHealth, Host, HostSet, LbContext, LbKind,
@@ -57,21 +58,43 @@ impl HashTable {
             return None;
         }
         match kind {
-            LbKind::RingHash {
-                min_ring_size,
-                max_ring_size,
-            } => Some(Self::Ring(ring(
-                hosts,
-                *min_ring_size,
-                (*max_ring_size).min(MAX_RING_SIZE),
-            ))),
-            LbKind::Maglev { table_size } => Some(Self::Maglev(maglev_table(hosts, *table_size))),
+            LbKind::RingHash { .. } | LbKind::Maglev { .. } => {
+                // Envoy's normalizeHostWeights: each host's share of the weights.
+                let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
+                let weights: Vec<f64> = hosts
+                    .iter()
+                    .map(|h| f64::from(h.weight) * 1.0 / total)
+                    .collect();
+                Some(Self::hashing(kind, hosts, &weights))
+            }
             LbKind::RoundRobin => {
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
                 // Envoy's seed is a random u64 passed on as the u32 number of initial picks.
                 super::edf::round(&weights, rand::random::<u64>() as u32).map(Self::Round)
             }
             _ => None,
+        }
+    }
+
+    /// The ring or maglev table over `hosts` with normalized `weights` (summing to at most 1;
+    /// locality-weighted levels leave out localities without weight). Empty without hosts (no
+    /// host for any hash, as Envoy's empty table).
+    pub fn hashing(kind: &LbKind, hosts: &[Arc<Host>], weights: &[f64]) -> Self {
+        match kind {
+            LbKind::Maglev { table_size } if !hosts.is_empty() => {
+                Self::Maglev(maglev_table(hosts, weights, *table_size))
+            }
+            LbKind::Maglev { .. } => Self::Maglev(Vec::new()),
+            LbKind::RingHash {
+                min_ring_size,
+                max_ring_size,
+            } => Self::Ring(ring(
+                hosts,
+                weights,
+                *min_ring_size,
+                (*max_ring_size).min(MAX_RING_SIZE),
+            )),
+            _ => Self::Ring(Vec::new()),
         }
     }
 
@@ -90,18 +113,22 @@ impl HashTable {
 /// Envoy's ring: `min(ceil(w_min * min_ring_size) / w_min, max)` points (w = normalized weights),
 /// handed out by running sums of `scale * w` in host order, point `i` of a host at
 /// XXH64("<address>_<i>"), sorted by hash.
-fn ring(hosts: &[Arc<Host>], min_ring_size: u64, max_ring_size: u64) -> Vec<(u64, u32)> {
-    let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
-    let min_w = hosts
-        .iter()
-        .map(|h| f64::from(h.weight) / total)
-        .fold(f64::INFINITY, f64::min);
+fn ring(
+    hosts: &[Arc<Host>],
+    weights: &[f64],
+    min_ring_size: u64,
+    max_ring_size: u64,
+) -> Vec<(u64, u32)> {
+    if hosts.is_empty() {
+        return Vec::new();
+    }
+    let min_w = weights.iter().copied().fold(1.0, f64::min);
     let scale = ((min_w * min_ring_size as f64).ceil() / min_w).min(max_ring_size as f64);
     let mut ring = Vec::with_capacity(scale.ceil() as usize);
     let (mut current, mut target) = (0.0f64, 0.0f64);
     let mut key = String::new();
-    for (i, h) in hosts.iter().enumerate() {
-        target += scale * (f64::from(h.weight) / total);
+    for (i, (h, w)) in hosts.iter().zip(weights).enumerate() {
+        target += scale * w;
         let mut n = 0u64;
         while current < target {
             key.clear();
@@ -119,9 +146,8 @@ fn ring(hosts: &[Arc<Host>], min_ring_size: u64, max_ring_size: u64) -> Vec<(u64
 /// `offset = XXH64(addr) % m`, `skip = XXH64(addr, seed 1) % (m - 1) + 1`; rounds over the sorted
 /// hosts give a host its next free slot whenever `round * w >= target` (w = normalized weight;
 /// target starts at 0 and grows by the largest w per slot taken).
-fn maglev_table(hosts: &[Arc<Host>], m: u64) -> Vec<u32> {
+fn maglev_table(hosts: &[Arc<Host>], weights: &[f64], m: u64) -> Vec<u32> {
     let size = m as usize;
-    let total: f64 = hosts.iter().map(|h| f64::from(h.weight)).sum();
     struct Entry {
         host: u32,
         offset: u64,
@@ -142,7 +168,7 @@ fn maglev_table(hosts: &[Arc<Host>], m: u64) -> Vec<u32> {
             host: *i,
             offset: super::xxhash::xxh64(k.as_bytes(), 0) % m,
             skip: super::xxhash::xxh64(k.as_bytes(), 1) % (m - 1) + 1,
-            weight: f64::from(hosts[*i as usize].weight) / total,
+            weight: weights[*i as usize],
             target: 0.0,
             next: 0,
         })
@@ -255,6 +281,37 @@ pub fn choose(
         _ => Some(EndpointHealth::Healthy),
     };
     let usable = |i: usize| want.is_none_or(|w| meta[i].health == w && hosts[i].is_healthy(now));
+    // Locality-weighted: a locality of the source first (Envoy's hostSourceToUse; panic and
+    // hashing balancers bypass it, and without a locality of positive weight the whole source
+    // serves the request).
+    if let (Some(loc), Some(w), false) = (&level.locality, want, hashing) {
+        let which = match w {
+            EndpointHealth::Degraded => Eligible::Degraded,
+            _ => Eligible::Healthy,
+        };
+        let counted = |i: usize| meta[i].health != EndpointHealth::Draining;
+        let view = LevelView {
+            hosts,
+            eligible: &usable,
+            counted: &counted,
+            overprovisioning_factor: opts.overprovisioning_factor,
+        };
+        let schedule = loc.schedule(which, &view);
+        if let Some(l) = schedule.next_locality() {
+            let i = match kind {
+                LbKind::RoundRobin => l.round_robin(hosts)?,
+                LbKind::LeastRequest { choice_count } => {
+                    let at = |k: usize| l.eligible[k] as usize;
+                    least_request(hosts, l.eligible.len(), &at, *choice_count)?
+                }
+                _ => {
+                    let k = rand::thread_rng().gen_range(0..l.eligible.len().max(1));
+                    *l.eligible.get(k)? as usize
+                }
+            };
+            return Some(hosts[i].clone());
+        }
+    }
     let all_table = || level.all_table.as_ref().or(level.healthy_table.as_ref());
     match kind {
         LbKind::RoundRobin => {
@@ -288,8 +345,6 @@ pub fn choose(
         }
         LbKind::Random => pick_random(hosts, &usable),
         LbKind::LeastRequest { choice_count } => {
-            // Samples are capped at 4 per host: a huge `choice_count` (Envoy loops that many
-            // times per request) costs O(hosts), and a host is still missed only ~2% of picks.
             // Samples are drawn among the source's usable hosts, as Envoy's (which draws from
             // the source's host list).
             // The usable hosts, listed (on the stack up to 32) only when some host is not.
@@ -303,22 +358,8 @@ pub fn choose(
                     .collect()
             };
             let n = if all { hosts.len() } else { listed.len() };
-            if n == 0 {
-                return None;
-            }
-            let mut rng = rand::thread_rng();
-            let mut best: Option<&Arc<Host>> = None;
-            let samples = (*choice_count as usize).min(n.saturating_mul(4).max(2));
-            for _ in 0..samples.max(1) {
-                let k = rng.gen_range(0..n);
-                let c = &hosts[if all { k } else { listed[k] as usize }];
-                if best.is_none_or(|b| {
-                    c.active_rq.load(Ordering::Relaxed) < b.active_rq.load(Ordering::Relaxed)
-                }) {
-                    best = Some(c);
-                }
-            }
-            best.cloned()
+            let at = |k: usize| if all { k } else { listed[k] as usize };
+            least_request(hosts, n, &at, *choice_count).map(|i| hosts[i].clone())
         }
         LbKind::RingHash { .. } | LbKind::Maglev { .. } => {
             let hash = hash.unwrap_or(draw);
@@ -335,7 +376,7 @@ pub fn choose(
                         .map(|i| hosts[i].clone())
                 }
                 Some(HashTable::Maglev(table)) => {
-                    let start = (hash % table.len() as u64) as usize;
+                    let start = (hash % (table.len() as u64).max(1)) as usize;
                     // Unhealthy host: walk on (a rebuilt table would move fewer keys; see docs).
                     (0..table.len())
                         .map(|i| table[(start + i) % table.len()] as usize)
@@ -346,6 +387,32 @@ pub fn choose(
             }
         }
     }
+}
+
+/// Least request (P2C): the host with the fewest requests in flight of `choice_count` random
+/// samples among the `n` candidates (`at(k)`: the k-th candidate's index in `hosts`). Samples
+/// are capped at 4 per host: a huge `choice_count` (Envoy loops that many times per request)
+/// costs O(hosts), and a host is still missed only ~2% of picks.
+fn least_request(
+    hosts: &[Arc<Host>],
+    n: usize,
+    at: &dyn Fn(usize) -> usize,
+    choice_count: u32,
+) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let mut rng = rand::thread_rng();
+    let mut best: Option<usize> = None;
+    let samples = (choice_count as usize).min(n.saturating_mul(4).max(2));
+    for _ in 0..samples.max(1) {
+        let c = at(rng.gen_range(0..n));
+        let active = |i: usize| hosts[i].active_rq.load(Ordering::Relaxed);
+        if best.is_none_or(|b| active(c) < active(b)) {
+            best = Some(c);
+        }
+    }
+    best
 }
 
 /// A uniformly random usable host (two passes, no allocation).
@@ -374,6 +441,7 @@ mod tests {
         HostSet::build(
             kind,
             hosts.into_iter().map(|h| (h, Default::default())).collect(),
+            false,
         )
     }
 

@@ -76,6 +76,10 @@ pub struct EndpointSpec {
     pub priority: u32,
     /// `health_status` from the config or EDS.
     pub health: crate::config::EndpointHealth,
+    /// Its locality's rank in Envoy's locality order.
+    pub locality: u32,
+    /// Its locality's weight in its priority (0: none).
+    pub locality_weight: u32,
 }
 
 /// Load-balancing policies.
