@@ -297,7 +297,7 @@ pub fn choose(
             overprovisioning_factor: opts.overprovisioning_factor,
         };
         let schedule = loc.schedule(which, &view);
-        if let Some(l) = schedule.next_locality() {
+        if let Some(l) = schedule.as_ref().and_then(|s| s.next_locality()) {
             let i = match kind {
                 LbKind::RoundRobin => l.round_robin(hosts)?,
                 LbKind::LeastRequest { choice_count } => {

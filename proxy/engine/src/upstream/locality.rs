@@ -24,7 +24,7 @@ use std::sync::{
     Arc,
 };
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwapOption, Guard};
 
 use super::{edf, Host, HostMeta};
 
@@ -154,21 +154,21 @@ impl LocalityLevel {
         self.of_host[i] as usize
     }
 
-    /// The schedule over `level`'s eligible hosts, rebuilt when they changed.
-    pub fn schedule(&self, which: Eligible, level: &LevelView<'_>) -> Arc<Schedule> {
+    /// The schedule over `level`'s eligible hosts, rebuilt when they changed (a guard: no
+    /// reference count taken on the hot path).
+    pub fn schedule(&self, which: Eligible, level: &LevelView<'_>) -> Guard<Option<Arc<Schedule>>> {
         let slot = match which {
             Eligible::Healthy => &self.healthy,
             Eligible::Degraded => &self.degraded,
         };
         let key = eligible_key(level.hosts.len(), level.eligible);
-        if let Some(s) = slot.load_full() {
-            if s.key == key {
-                return s;
-            }
+        let current = slot.load();
+        if current.as_ref().is_some_and(|s| s.key == key) {
+            return current;
         }
-        let s = Arc::new(self.build_schedule(key, level));
-        slot.store(Some(s.clone()));
-        s
+        drop(current);
+        slot.store(Some(Arc::new(self.build_schedule(key, level))));
+        slot.load()
     }
 
     fn build_schedule(&self, key: u64, level: &LevelView<'_>) -> Schedule {
