@@ -222,7 +222,8 @@ fn run_one(
         })
     };
     let mut conn = None;
-    let mut held: Option<background::Held> = None;
+    // Background requests in flight, observed once the next foreground request is answered.
+    let mut held: Vec<background::Held> = Vec::new();
     for (i, r) in case.requests.iter().enumerate() {
         let path = fill(&r.path);
         let body = r
@@ -252,7 +253,7 @@ fn run_one(
                 headers: headers.clone(),
                 body: body.clone(),
             };
-            held = Some(background::send(i, addr, sent, ups, route_lines.as_mut()));
+            held.push(background::send(i, addr, sent, ups, route_lines.as_mut()));
             out.push(Observation::new());
             continue;
         }
@@ -314,7 +315,7 @@ fn run_one(
             }
         }
         out.push(obs);
-        if let Some(h) = held.take() {
+        for h in held.drain(..) {
             let explained = route_lines.is_some().then_some((admin_addr, listener));
             let (i, obs) = finish_background(case, h, ups, explained, tally);
             out[i] = obs;
@@ -323,7 +324,7 @@ fn run_one(
             return Err(format!("{kind} died during case {}: {e}", case.name));
         }
     }
-    if let Some(h) = held.take() {
+    for h in held.drain(..) {
         let explained = route_lines.is_some().then_some((admin_addr, listener));
         let (i, obs) = finish_background(case, h, ups, explained, tally);
         out[i] = obs;
