@@ -25,6 +25,7 @@ mod raw_cluster_options;
 mod raw_dynamic;
 pub(crate) mod raw_route;
 mod references;
+mod routing_priority;
 mod sds;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,7 @@ pub use listener::{
     DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
 pub(crate) use path::FieldPath;
+pub use routing_priority::{ByPriority, RoutingPriority};
 pub use typed::{ClusterRef, ListenerRef};
 
 /// A validated Envoy v3 static bootstrap: everything the proxy runs.

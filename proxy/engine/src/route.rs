@@ -39,7 +39,10 @@ pub use matcher::{
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
 
-use crate::{config::ClusterRef, http::filters::PerFilterConfigs};
+use crate::{
+    config::{ClusterRef, RoutingPriority},
+    http::filters::PerFilterConfigs,
+};
 
 /// Envoy's default route `timeout` (15 s).
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -228,6 +231,8 @@ pub struct ForwardAction {
     pub rate_limits: Arc<[rate_limits::RateLimitEntry]>,
     /// `include_vh_rate_limits` (deprecated): the virtual host's `rate_limits` apply too.
     pub include_vh_rate_limits: bool,
+    /// `priority`: the cluster's circuit breakers and host connection pools the request uses.
+    pub priority: RoutingPriority,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

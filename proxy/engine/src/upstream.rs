@@ -13,6 +13,7 @@ pub mod locality;
 pub mod outlier;
 pub mod pool;
 pub mod priority;
+pub mod resources;
 pub mod sockopts;
 pub mod spec;
 pub mod tls;
@@ -23,7 +24,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, Weak,
+        Arc, Mutex, OnceLock, Weak,
     },
     time::{Duration, Instant},
 };
@@ -31,6 +32,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 pub use crate::config::EndpointHealth;
+use crate::config::{ByPriority, RoutingPriority};
 
 pub use self::spec::{
     Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
@@ -96,8 +98,11 @@ pub struct Host {
     pub rq_error: AtomicU64,
     /// Last time an ORIGINAL_DST request picked this host ([`now_ms`]).
     pub last_used: AtomicU64,
-    /// Connection pool.
-    pub pool: pool::HostPool<RequestBody>,
+    /// The DEFAULT priority's connection pool.
+    pool: pool::HostPool<RequestBody>,
+    /// The HIGH priority's, made by the first HIGH request to the host: Envoy keys a host's
+    /// pools by priority, so the two never share a connection.
+    high_pool: OnceLock<pool::HostPool<RequestBody>>,
     /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
     /// name); None keeps the request's Host.
     pub hostname: Option<Arc<str>>,
@@ -121,8 +126,19 @@ impl Host {
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
-            pool: pool::HostPool::default(),
+            pool: pool::HostPool::new(RoutingPriority::Default),
+            high_pool: OnceLock::new(),
         })
+    }
+
+    /// The connection pool of requests of priority `p`.
+    pub fn pool(&self, p: RoutingPriority) -> &pool::HostPool<RequestBody> {
+        match p {
+            RoutingPriority::Default => &self.pool,
+            RoutingPriority::High => self
+                .high_pool
+                .get_or_init(|| pool::HostPool::new(RoutingPriority::High)),
+        }
     }
 
     /// Whether outlier detection currently ejects this host.
@@ -305,14 +321,8 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     /// Round-robin cursor.
     rr: AtomicUsize,
-    /// Requests in flight (circuit breaker max_requests).
-    pub rq_active: AtomicUsize,
-    /// Requests waiting for a connection (max_pending_requests).
-    pub rq_pending: AtomicUsize,
-    /// Open upstream connections (max_connections).
-    pub cx_active: Arc<AtomicUsize>,
-    /// Retries in flight (max_retries).
-    pub retries_active: AtomicUsize,
+    /// Circuit-breaker counts of each routing priority (a route's `priority` picks one).
+    pub resources: ByPriority<resources::Resources>,
     /// Opens this cluster's upstream sockets (the capture side's netns/mark hook).
     pub connector: connector::Connector,
     /// True once the first STRICT_DNS resolution is done (always true for other types).
@@ -364,6 +374,7 @@ impl Cluster {
         let set = HostSet::build(&spec.lb, hosts, spec.options.locality_weighted_lb);
         let spec_discovery_is_dns = matches!(spec.discovery, Discovery::StrictDns { .. });
         let has_hc = spec.health_check.is_some();
+        let resources = spec.breakers.map(|b| resources::Resources::new(*b));
         let cluster = Arc::new(Self {
             stats: stats.cluster(&spec.name),
             spec,
@@ -371,10 +382,7 @@ impl Cluster {
             orig_dst_hosts: Mutex::new(HashMap::new()),
             tls,
             rr: AtomicUsize::new(0),
-            rq_active: AtomicUsize::new(0),
-            rq_pending: AtomicUsize::new(0),
-            cx_active: Arc::new(AtomicUsize::new(0)),
-            retries_active: AtomicUsize::new(0),
+            resources,
             connector,
             dns_ready: tokio::sync::watch::Sender::new(!spec_discovery_is_dns),
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),

@@ -16,8 +16,14 @@ use crate::{
 fn host_counters(c: &Cluster, h: &Host) -> [(&'static str, bool, u64); 5] {
     let total = h.rq_total.load(Relaxed);
     let error = h.rq_error.load(Relaxed);
+    let cx_active: usize = c
+        .resources
+        .0
+        .iter()
+        .map(|r| r.connections.load(Relaxed))
+        .sum();
     [
-        ("cx_active", true, c.cx_active.load(Relaxed) as u64),
+        ("cx_active", true, cx_active as u64),
         ("rq_active", true, h.active_rq.load(Relaxed) as u64),
         ("rq_error", false, error),
         ("rq_success", false, total.saturating_sub(error)),
@@ -25,32 +31,20 @@ fn host_counters(c: &Cluster, h: &Host) -> [(&'static str, bool, u64); 5] {
     ]
 }
 
-/// The circuit-breaker lines of both priorities (sluice configures the default priority;
-/// the high one keeps Envoy's defaults).
+/// The circuit-breaker lines of both priorities.
 fn thresholds(c: &Cluster) -> [(&'static str, [(&'static str, usize); 4]); 2] {
-    use crate::upstream::spec::{
-        DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RETRIES,
+    let line = |b: &crate::upstream::Breakers| {
+        [
+            ("max_connections", b.max_connections),
+            ("max_pending_requests", b.max_pending_requests),
+            ("max_requests", b.max_requests),
+            ("max_retries", b.max_retries),
+        ]
     };
-    let b = &c.spec.breakers;
+    let [default, high] = &c.spec.breakers.0;
     [
-        (
-            "default_priority",
-            [
-                ("max_connections", b.max_connections),
-                ("max_pending_requests", b.max_pending_requests),
-                ("max_requests", b.max_requests),
-                ("max_retries", b.max_retries),
-            ],
-        ),
-        (
-            "high_priority",
-            [
-                ("max_connections", DEFAULT_MAX_CONNECTIONS),
-                ("max_pending_requests", DEFAULT_MAX_PENDING),
-                ("max_requests", DEFAULT_MAX_REQUESTS),
-                ("max_retries", DEFAULT_MAX_RETRIES),
-            ],
-        ),
+        ("default_priority", line(default)),
+        ("high_priority", line(high)),
     ]
 }
 

@@ -322,6 +322,17 @@ async fn clusters_and_listeners_formats() {
         "HEALTHY"
     );
     assert_eq!(s["circuit_breakers"]["thresholds"][1]["priority"], "HIGH");
+    // Each priority's own thresholds (Envoy prints the HIGH entry as configured).
+    let mut src = no_tls(source());
+    src["static_resources"]["clusters"][0]["circuit_breakers"] =
+        serde_json::json!({"thresholds": [{"priority": "HIGH", "max_retries": 9}]});
+    let t = clusters::text(&runtime(src, None).await);
+    for line in [
+        "b::default_priority::max_retries::3",
+        "b::high_priority::max_retries::9",
+    ] {
+        assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
+    }
     assert_eq!(listeners::text(&rt), "web::127.0.0.1:8080\n");
     assert_eq!(
         listeners::json(&rt)["listener_statuses"][0]["local_address"]["socket_address"]

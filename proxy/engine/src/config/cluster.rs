@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, ops::Range, path::PathBuf, time::Duration};
 
-use super::ClusterRef;
+use super::{ByPriority, ClusterRef};
 
 /// Envoy's default `connect_timeout` (5 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,8 +51,9 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     /// `load_assignment.endpoints[].lb_endpoints[]`, flattened in order (empty for ORIGINAL_DST).
     pub endpoints: Vec<Endpoint>,
-    /// `circuit_breakers.thresholds[]` (DEFAULT priority).
-    pub circuit_breakers: CircuitBreakers,
+    /// `circuit_breakers.thresholds[]` per routing priority (the first entry of each priority;
+    /// a priority without one has Envoy's defaults).
+    pub circuit_breakers: ByPriority<CircuitBreakers>,
     /// `outlier_detection`, if configured (absent = no outlier detection, as in Envoy).
     pub outlier_detection: Option<OutlierDetection>,
     /// `health_checks[]`.
@@ -216,7 +217,7 @@ pub enum EndpointAddress {
     },
 }
 
-/// `circuit_breakers.thresholds[]` for the DEFAULT priority.
+/// One priority's `circuit_breakers.thresholds[]` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CircuitBreakers {
     /// `max_connections` (default [`DEFAULT_MAX_CONNECTIONS`]).

@@ -258,6 +258,8 @@ pub(crate) struct RawRouteAction {
     pub rate_limits: Vec<crate::route::rate_limits::RawRateLimit>,
     pub include_vh_rate_limits: Option<bool>,
     pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
+    /// `core.v3.RoutingPriority` by name.
+    pub priority: Option<String>,
 }
 
 /// `InternalRedirectPolicy`.

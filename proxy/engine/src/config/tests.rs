@@ -126,8 +126,8 @@ fn full_bootstrap_parses_into_the_typed_model() {
     assert_eq!(a.discovery, DiscoveryType::Static);
     assert_eq!(a.lb_policy, LbPolicy::RoundRobin);
     assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-    assert_eq!(a.circuit_breakers, CircuitBreakers::default());
-    assert_eq!(a.circuit_breakers.max_retries, 3);
+    assert_eq!(a.circuit_breakers, ByPriority::<CircuitBreakers>::default());
+    assert_eq!(a.circuit_breakers[RoutingPriority::High].max_retries, 3);
     assert_eq!(a.outlier_detection, None);
     assert_eq!(a.protocol, UpstreamProtocol::Http1);
     assert_eq!(
@@ -339,12 +339,12 @@ fn unsupported_envoy_field_is_rejected_not_ignored() {
     );
     let yaml = with_routes(ROUTES_OK).replace(
         "  - name: b\n",
-        "  - name: b\n    circuit_breakers: {thresholds: [{priority: HIGH}, {priority: HIGH}]}\n",
+        "  - name: b\n    circuit_breakers: {thresholds: [{priority: LOW}]}\n",
     );
     expect_err(
         &yaml,
-        "static_resources.clusters[1].circuit_breakers.thresholds[1]",
-        "duplicate thresholds for priority HIGH",
+        "static_resources.clusters[1].circuit_breakers.thresholds[0].priority",
+        "unknown value \"LOW\"",
     );
     // A second HTTP filter.
     let yaml = with_routes(ROUTES_OK).replace(
@@ -635,12 +635,14 @@ fn cluster_options_parse() {
         c.endpoints[1].address,
         EndpointAddress::Ip("10.0.0.1:443".parse().unwrap())
     );
-    assert_eq!(c.circuit_breakers.max_connections, 10);
+    let cb = c.circuit_breakers[RoutingPriority::Default];
+    assert_eq!(cb.max_connections, 10);
+    assert_eq!(cb.max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
+    assert_eq!(cb.max_retries, 1);
     assert_eq!(
-        c.circuit_breakers.max_pending_requests,
-        DEFAULT_MAX_PENDING_REQUESTS
+        c.circuit_breakers[RoutingPriority::High],
+        CircuitBreakers::default()
     );
-    assert_eq!(c.circuit_breakers.max_retries, 1);
     let od = c.outlier_detection.unwrap();
     assert_eq!(
         (od.consecutive_5xx, od.interval, od.max_ejection_percent),

@@ -10,12 +10,12 @@ use super::{
     raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions, RawUpstreamTlsContext},
     raw_route::RawDataSource,
     validate::socket_address,
-    CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType, DnsLookupFamily,
-    Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection,
-    UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE,
-    DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE,
-    DEFAULT_RING_HASH_MIN_SIZE,
+    ByPriority, CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType,
+    DnsLookupFamily, Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy,
+    OutlierDetection, RoutingPriority, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER,
+    DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -171,26 +171,23 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             .err("ORIGINAL_DST clusters must not have endpoints"));
     }
 
-    let mut circuit_breakers = CircuitBreakers::default();
+    let mut circuit_breakers = ByPriority::<CircuitBreakers>::default();
     if let Some(cb) = &raw.circuit_breakers {
-        let (mut seen_default, mut seen_high) = (false, false);
+        // Envoy's `ResourceManagers::load`: the first entry of a priority applies, later ones
+        // of the same priority are ignored.
+        let mut seen = ByPriority([false; 2]);
         for (i, t) in cb.thresholds.iter().enumerate() {
             let tp = p.field("circuit_breakers").field("thresholds").index(i);
-            let (seen, name) = match t.priority.as_deref() {
-                None | Some("DEFAULT") => (&mut seen_default, "DEFAULT"),
-                Some("HIGH") => (&mut seen_high, "HIGH"),
-                Some(o) => return Err(tp.field("priority").err(format!("unknown value {o:?}"))),
+            let prio = match t.priority.as_deref() {
+                None => RoutingPriority::Default,
+                Some(name) => RoutingPriority::parse(name)
+                    .ok_or_else(|| tp.field("priority").err(format!("unknown value {name:?}")))?,
             };
-            if std::mem::replace(seen, true) {
-                return Err(tp.err(format!("duplicate thresholds for priority {name}")));
-            }
-            // Every route has the DEFAULT priority (RouteAction.priority is rejected), so
-            // HIGH thresholds never apply: validated, then left unused as in Envoy.
-            if name == "HIGH" {
+            if std::mem::replace(&mut seen[prio], true) {
                 continue;
             }
             let d = CircuitBreakers::default();
-            circuit_breakers = CircuitBreakers {
+            circuit_breakers[prio] = CircuitBreakers {
                 max_connections: t.max_connections.unwrap_or(d.max_connections),
                 max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
                 max_requests: t.max_requests.unwrap_or(d.max_requests),

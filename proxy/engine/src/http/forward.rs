@@ -26,6 +26,7 @@ use super::{
     upgrade, Body, ConnInfo, Outcome,
 };
 use crate::{
+    config::RoutingPriority,
     route::{
         format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HashPolicyKind,
         HeaderMutations, HostRewriteResult, RetryPolicy,
@@ -88,6 +89,8 @@ pub(crate) struct Plan {
     attempt_count: (bool, bool),
     /// `include_is_timeout_retry_header` (the virtual host's).
     timeout_retry_header: bool,
+    /// The route's `priority`: whose circuit breakers and host pools the request uses.
+    priority: RoutingPriority,
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
@@ -189,6 +192,7 @@ impl Plan {
                 fwd.vhost.include_attempt_count_in_response,
             ),
             timeout_retry_header: fwd.vhost.include_is_timeout_retry_header,
+            priority: fwd.action.priority,
             shadows: Vec::new(),
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
@@ -353,13 +357,12 @@ pub(crate) async fn run(
         orig_dst,
     };
 
-    // Circuit breaker: max_requests.
-    if cluster.rq_active.fetch_add(1, Ordering::Relaxed) >= cluster.spec.breakers.max_requests {
-        cluster.rq_active.fetch_sub(1, Ordering::Relaxed);
+    // Circuit breakers of the route's priority: max_requests here, max_retries below.
+    let resources = &cluster.resources[plan.priority];
+    let Some(_active) = resources.request() else {
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Outcome::local(Flag::Overflow);
-    }
-    let _active = Gauge(&cluster.rq_active);
+    };
 
     if upgrade {
         let Some(host) = cluster.choose_host(&lb) else {
@@ -372,7 +375,7 @@ pub(crate) async fn run(
         let Input::Stream(body) = input else {
             return Outcome::local(Flag::ConnectionTermination);
         };
-        return upgrade::run(&cluster, &host, parts, body, plan.idle).await;
+        return upgrade::run(&cluster, &host, parts, body, plan.idle, plan.priority).await;
     }
 
     let body_end = plan.body_end.take();
@@ -452,9 +455,8 @@ pub(crate) async fn run(
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
-            let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
             let t0 = Instant::now();
-            let result = attempt(&cluster, &host, &parts, &path, b, &body, per_try).await;
+            let result = attempt(&cluster, &host, &plan, &parts, &path, b, &body).await;
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, failed) = match &result {
                 Ok(r) => (
@@ -485,12 +487,7 @@ pub(crate) async fn run(
                     && retry::should_retry(p, outcome, result.as_ref().ok().map(|r| r.headers()))
             });
             if let Some(policy) = retry {
-                if cluster.retries_active.fetch_add(1, Ordering::Relaxed)
-                    >= cluster.spec.breakers.max_retries
-                {
-                    cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
-                    cluster.stats.upstream_rq_retry_overflow.inc();
-                } else {
+                if let Some(slot) = resources.retry() {
                     let wait = retry::backoff_after(
                         policy,
                         retries_done,
@@ -498,11 +495,12 @@ pub(crate) async fn run(
                     );
                     drop(result);
                     tokio::time::sleep(wait).await;
-                    cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
                     continue;
                 }
+                cluster.stats.upstream_rq_retry_overflow.inc();
             }
             return match result {
                 Ok(resp) => {
@@ -690,15 +688,17 @@ impl AttemptError {
     }
 }
 
+/// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`.
 async fn attempt(
     cluster: &Cluster,
     host: &Arc<Host>,
+    plan: &Plan,
     parts: &Parts,
     path: &PathAndQuery,
     body: Body,
     again: &ReqBody,
-    per_try: Option<Duration>,
 ) -> Result<Upstream, AttemptError> {
+    let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
     host.active_rq.fetch_add(1, Ordering::Relaxed);
     let _active = Gauge(&host.active_rq);
     host.rq_total.fetch_add(1, Ordering::Relaxed);
@@ -713,7 +713,7 @@ async fn attempt(
     };
     let req = upstream_request(parts, path, body);
     let fut = async {
-        host.pool
+        host.pool(plan.priority)
             .send(cluster, host.addr, req, replay)
             .await
             .map_err(|e| match e {

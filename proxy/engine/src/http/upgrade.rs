@@ -15,9 +15,12 @@ use super::{
     local_reply::{self, Flag},
     Outcome,
 };
-use crate::upstream::{
-    pool::{self, Sender},
-    Cluster, Host,
+use crate::{
+    config::RoutingPriority,
+    upstream::{
+        pool::{self, Sender},
+        Cluster, Host,
+    },
 };
 
 /// Forwards an upgrade request and, when the upstream switches protocols, copies bytes both ways
@@ -28,6 +31,7 @@ pub(crate) async fn run(
     mut parts: Parts,
     body: Incoming,
     idle: Option<Duration>,
+    priority: RoutingPriority,
 ) -> Outcome {
     cluster.stats.upstream_rq_total.inc();
     let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -37,16 +41,16 @@ pub(crate) async fn run(
         .extensions
         .remove::<crate::server::drain::DrainWatch>();
     let t0 = Instant::now();
-    let sender =
-        match pool::connect::<super::Body>(cluster, host.addr, pool::Purpose::Upgrade).await {
-            Ok(Sender::H1(s)) => s,
-            Ok(Sender::H2(_)) | Err(_) => {
-                cluster.record_outcome(host, true);
-                let mut o = Outcome::local(Flag::ConnectFailure);
-                o.upstream_host = Some(host.addr);
-                return o;
-            }
-        };
+    let purpose = pool::Purpose::Upgrade;
+    let sender = match pool::connect::<super::Body>(cluster, host.addr, purpose, priority).await {
+        Ok(Sender::H1(s)) => s,
+        Ok(Sender::H2(_)) | Err(_) => {
+            cluster.record_outcome(host, true);
+            let mut o = Outcome::local(Flag::ConnectFailure);
+            o.upstream_host = Some(host.addr);
+            return o;
+        }
+    };
     let mut s = sender;
     use http_body_util::BodyExt;
     let mut up_req = Request::from_parts(parts, body.map_err(Into::into).boxed());

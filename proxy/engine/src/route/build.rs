@@ -22,7 +22,7 @@ use crate::config::{
         RawHeaderMatcher, RawInt64, RawRegexMatchAndSubstitute, RawRetryPolicy, RawRoute,
         RawRouteAction, RawRouteConfiguration, RawVirtualHost,
     },
-    ClusterRef, ConfigError, FieldPath,
+    ClusterRef, ConfigError, FieldPath, RoutingPriority,
 };
 
 pub(crate) use super::build_weighted::{build_weighted, WeightedInput};
@@ -533,7 +533,13 @@ fn forward(
     if let Some(h) = &raw.hedge_policy {
         hedge_policy(h, &p.field("hedge_policy"))?;
     }
+    let priority = match raw.priority.as_deref() {
+        None => RoutingPriority::Default,
+        Some(name) => RoutingPriority::parse(name)
+            .ok_or_else(|| p.field("priority").err(format!("unknown value {name:?}")))?,
+    };
     Ok(ForwardAction {
+        priority,
         mirrors,
         internal_redirect,
         rate_limits: rate_limits.into(),

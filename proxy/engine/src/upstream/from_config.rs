@@ -85,7 +85,6 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
         config::LbPolicy::Maglev { table_size } => LbKind::Maglev { table_size },
     };
-    let cb = c.circuit_breakers;
     let tls = c.tls.as_ref().map(|t| TlsSpec {
         sni: t.sni.clone(),
         trusted_ca: t
@@ -141,12 +140,12 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         connect_timeout: c.connect_timeout,
         http2: c.protocol == config::UpstreamProtocol::Http2,
         tls,
-        breakers: Breakers {
+        breakers: c.circuit_breakers.map(|cb| Breakers {
             max_connections: cb.max_connections as usize,
             max_pending_requests: cb.max_pending_requests as usize,
             max_requests: cb.max_requests as usize,
             max_retries: cb.max_retries as usize,
-        },
+        }),
         outlier: c.outlier_detection.map(|o| OutlierSpec {
             consecutive_5xx: o.consecutive_5xx,
             interval: o.interval,

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 
 use super::{pool, Cluster, HealthCheckSpec, Host};
+use crate::config::RoutingPriority;
 
 /// A host's kept health check connection.
 type Conn = http1::SendRequest<Empty<Bytes>>;
@@ -107,9 +108,8 @@ async fn check(
         let mut s = match reusable(kept).await {
             Some(s) => s,
             None => {
-                match pool::connect::<Empty<Bytes>>(cluster, host.addr, pool::Purpose::HealthCheck)
-                    .await
-                {
+                let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
+                match pool::connect::<Empty<Bytes>>(cluster, host.addr, purpose, prio).await {
                     Ok(pool::Sender::H1(s)) => s,
                     _ => return None,
                 }

@@ -1,5 +1,6 @@
 //! Per-host connection pools: HTTP/1.1 keep-alive reuse, one multiplexed HTTP/2 connection, and the
-//! max_connections / max_pending_requests circuit breakers.
+//! max_connections / max_pending_requests circuit breakers of the pool's routing priority (a host
+//! has one pool per priority, as Envoy's).
 //!
 //! The pool is generic over the request body type `B` (any [`PoolBody`]); it never sees the HTTP
 //! connection manager's types. Requests go through [`HostPool::send`] (in `pool/send.rs`), which
@@ -23,7 +24,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use self::send::{ReturnOnEnd, SendError};
-use super::Cluster;
+use super::{resources::Resources, Cluster};
+use crate::config::RoutingPriority;
 
 /// A boxed error, what a [`PoolBody`]'s errors become.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -111,8 +113,10 @@ fn requests_left(cluster: &Cluster) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// Connections of one host.
+/// Connections of one host for the requests of one routing priority.
 pub struct HostPool<B> {
+    /// Whose circuit breakers (the cluster's resources of this priority) the pool counts in.
+    priority: RoutingPriority,
     idle: Arc<Idle<B>>,
     /// The HTTP/2 connection and the streams it may still carry.
     h2: Mutex<Option<(http2::SendRequest<B>, u32)>>,
@@ -120,9 +124,11 @@ pub struct HostPool<B> {
     cx: Arc<AtomicUsize>,
 }
 
-impl<B> Default for HostPool<B> {
-    fn default() -> Self {
+impl<B> HostPool<B> {
+    /// An empty pool for requests of priority `priority`.
+    pub fn new(priority: RoutingPriority) -> Self {
         Self {
+            priority,
             idle: Arc::new(Idle(Mutex::new(Vec::new()))),
             h2: Mutex::new(None),
             cx: Arc::new(AtomicUsize::new(0)),
@@ -138,8 +144,8 @@ impl<B> std::fmt::Debug for HostPool<B> {
 
 impl<B: PoolBody> HostPool<B> {
     /// Gets a sender to `addr`: a ready pooled connection, a new one, or a wait while the cluster is
-    /// at max_connections. The flag says whether the connection was reused (a reused HTTP/1
-    /// connection may have been closed by the upstream meanwhile).
+    /// at the pool's priority's max_connections. The flag says whether the connection was reused
+    /// (a reused HTTP/1 connection may have been closed by the upstream meanwhile).
     ///
     /// Envoy's connection pool semantics: a request that finds no ready connection is pending
     /// until it has one, and fails with [`ConnectError::Overflow`] at once when
@@ -152,12 +158,13 @@ impl<B: PoolBody> HostPool<B> {
         cluster: &Cluster,
         addr: SocketAddr,
     ) -> Result<(Sender<B>, bool, u32), ConnectError> {
+        let resources = &cluster.resources[self.priority];
         if cluster.spec.http2 {
             if let Some(s) = self.take_h2() {
                 return Ok((Sender::H2(s), true, 0));
             }
-            let _pending = Pending::enter(cluster)?;
-            let s = connect(cluster, addr, Purpose::Pool).await?;
+            let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
+            let s = connect(cluster, addr, Purpose::Pool, self.priority).await?;
             if let Sender::H2(h2) = &s {
                 self.set_h2(cluster, h2);
             }
@@ -166,13 +173,14 @@ impl<B: PoolBody> HostPool<B> {
         if let Some((s, left)) = self.idle.take() {
             return Ok((Sender::H1(s), true, left));
         }
-        let _pending = Pending::enter(cluster)?;
+        let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
             if let Some((s, left)) = self.idle.take() {
                 return Ok((Sender::H1(s), true, left));
             }
-            if self.reserve(cluster) {
-                return connect_reserved(cluster, addr, Purpose::Pool, Some(self.cx.clone()))
+            if self.reserve(resources) {
+                let slots = (self.priority, Some(self.cx.clone()));
+                return connect_reserved(cluster, addr, Purpose::Pool, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
@@ -200,18 +208,11 @@ impl<B: PoolBody> HostPool<B> {
         *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = (left > 0).then(|| (s.clone(), left));
     }
 
-    /// Takes a connection slot in the cluster (below max_connections) and in this pool; the
-    /// pool's first connection is always allowed (Envoy: a pool with no connection opens one
-    /// past the circuit breaker, counting `upstream_cx_overflow`).
-    fn reserve(&self, cluster: &Cluster) -> bool {
-        let max = cluster.spec.breakers.max_connections;
-        let below = cluster
-            .cx_active
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if below {
+    /// Takes a connection slot in the priority's resources (below max_connections) and in
+    /// this pool; the pool's first connection is always allowed (Envoy: a pool with no
+    /// connection opens one past the circuit breaker, counting `upstream_cx_overflow`).
+    fn reserve(&self, resources: &Resources) -> bool {
+        if resources.connection() {
             self.cx.fetch_add(1, Ordering::AcqRel);
             return true;
         }
@@ -220,31 +221,10 @@ impl<B: PoolBody> HostPool<B> {
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            cluster.cx_active.fetch_add(1, Ordering::AcqRel);
+            resources.connections.fetch_add(1, Ordering::AcqRel);
             return true;
         }
         false
-    }
-}
-
-/// A request counted in the cluster's `rq_pending` (max_pending_requests) until dropped.
-struct Pending<'a>(&'a Cluster);
-
-impl<'a> Pending<'a> {
-    fn enter(cluster: &'a Cluster) -> Result<Self, ConnectError> {
-        cluster
-            .rq_pending
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < cluster.spec.breakers.max_pending_requests).then_some(n + 1)
-            })
-            .map(|_| Self(cluster))
-            .map_err(|_| ConnectError::Overflow)
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.0.rq_pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -262,29 +242,38 @@ pub enum Purpose {
 }
 
 /// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
-/// check: a health check's, an upgrade's, or the pool's replacing a stale pooled connection.
+/// check, counted in the connections of `priority`: a health check's, an upgrade's, or the
+/// pool's replacing a stale pooled connection.
 pub async fn connect<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
     purpose: Purpose,
+    priority: RoutingPriority,
 ) -> Result<Sender<B>, ConnectError> {
-    cluster.cx_active.fetch_add(1, Ordering::AcqRel);
-    connect_reserved(cluster, addr, purpose, None).await
+    cluster.resources[priority]
+        .connections
+        .fetch_add(1, Ordering::AcqRel);
+    connect_reserved(cluster, addr, purpose, (priority, None)).await
 }
 
-/// Opens a connection whose `cx_active` slot (and `pool_cx` slot, for a pooled connection) the
-/// caller already took; the slots are released when the connection closes, or at once when
-/// connecting fails.
+/// The connection slots a connection holds: one in its priority's `connections`, and, for a
+/// pooled HTTP/1 connection, one in its pool's count.
+type Slots = (RoutingPriority, Option<Arc<AtomicUsize>>);
+
+/// Opens a connection whose slots the caller already took; they are released when the
+/// connection closes, or at once when connecting fails.
 async fn connect_reserved<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
     purpose: Purpose,
-    pool_cx: Option<Arc<AtomicUsize>>,
+    slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
-    let r = open(cluster, addr, purpose, pool_cx.clone()).await;
+    let r = open(cluster, addr, purpose, slots.clone()).await;
     if r.is_err() {
-        cluster.cx_active.fetch_sub(1, Ordering::AcqRel);
-        if let Some(cx) = pool_cx {
+        cluster.resources[slots.0]
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
+        if let Some(cx) = slots.1 {
             cx.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -295,7 +284,7 @@ async fn open<B: PoolBody>(
     cluster: &Cluster,
     addr: SocketAddr,
     purpose: Purpose,
-    pool_cx: Option<Arc<AtomicUsize>>,
+    slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
     let force_h1 = purpose != Purpose::Pool;
     let timeout = cluster.spec.connect_timeout;
@@ -332,10 +321,10 @@ async fn open<B: PoolBody>(
             }
             Ok(Ok((s, alpn_h2))) => {
                 let h2 = !force_h1 && (alpn_h2 || cluster.spec.http2);
-                handshake(cluster, s, h2, pool_cx).await
+                handshake(cluster, s, h2, slots).await
             }
         },
-        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, pool_cx).await,
+        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, slots).await,
     }
 }
 
@@ -343,13 +332,13 @@ async fn handshake<T, B>(
     cluster: &Cluster,
     io: T,
     h2: bool,
-    pool_cx: Option<Arc<AtomicUsize>>,
+    (priority, pool_cx): Slots,
 ) -> Result<Sender<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: PoolBody,
 {
-    let active = cluster.cx_active.clone();
+    let active = cluster.resources[priority].connections.clone();
     let stats = cluster.stats.clone();
     let io = TokioIo::new(io);
     let closed = move || {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::ByPriority;
+
 /// Envoy's default circuit-breaker thresholds.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Envoy's default max_pending_requests.
@@ -28,8 +30,8 @@ pub struct ClusterSpec {
     pub http2: bool,
     /// TLS origination.
     pub tls: Option<TlsSpec>,
-    /// Circuit breaker thresholds (default priority).
-    pub breakers: Breakers,
+    /// Circuit breaker thresholds of each routing priority.
+    pub breakers: ByPriority<Breakers>,
     /// Outlier detection, when configured.
     pub outlier: Option<OutlierSpec>,
     /// Active HTTP health check, when configured.
@@ -134,8 +136,8 @@ pub struct TlsSpec {
     pub match_sans: Vec<String>,
 }
 
-/// Circuit-breaker thresholds.
-#[derive(Debug, Clone)]
+/// One routing priority's circuit-breaker thresholds.
+#[derive(Debug, Clone, Copy)]
 pub struct Breakers {
     /// Max open connections to the cluster.
     pub max_connections: usize,

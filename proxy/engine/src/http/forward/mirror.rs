@@ -111,7 +111,10 @@ async fn shadow_one(
     timeout: Option<Duration>,
 ) {
     let send = async {
-        let Ok(resp) = host.pool.send(&cluster, host.addr, req, || None).await else {
+        // Envoy's shadow goes through its async client, whose routes have the DEFAULT
+        // priority whatever the mirroring route's.
+        let pool = host.pool(crate::config::RoutingPriority::Default);
+        let Ok(resp) = pool.send(&cluster, host.addr, req, || None).await else {
             return;
         };
         // Frame by frame: `BodyExt::collect` here trips rustc's higher-ranked `Send` check on

@@ -67,7 +67,7 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::Downstream) => return Err(SendError::Downstream),
             Err(_) => return Err(SendError::Reset),
         };
-        let sender = connect(cluster, addr, Purpose::Pool)
+        let sender = connect(cluster, addr, Purpose::Pool, self.priority)
             .await
             .map_err(SendError::Connect)?;
         if let Sender::H2(h2) = &sender {
