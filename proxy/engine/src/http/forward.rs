@@ -420,6 +420,10 @@ pub(crate) async fn run(
         let mut tried: Vec<SocketAddr> = Vec::new();
         // Whether the last attempt ended at its per-try timeout.
         let mut timed_out = false;
+        // The max_retries slot of the retry under way: held from the decision to retry until
+        // the retried attempt has its outcome (Envoy's `RetryStateImpl` gives it back at its
+        // next `shouldRetry` or when it ends).
+        let mut retrying = None;
         loop {
             let Some(host) = choose_retry_host(&cluster, &lb, plan.retry.as_ref(), &tried) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
@@ -479,6 +483,7 @@ pub(crate) async fn run(
                 }
             };
             timed_out = matches!(outcome, Try::PerTryTimeout);
+            drop(retrying.take());
             cluster.record_outcome(&host, failed);
             let retry = plan.retry.as_ref().filter(|p| {
                 plan.retry_allowed
@@ -495,7 +500,7 @@ pub(crate) async fn run(
                     );
                     drop(result);
                     tokio::time::sleep(wait).await;
-                    drop(slot);
+                    retrying = Some(slot);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
                     continue;
