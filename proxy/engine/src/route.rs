@@ -233,6 +233,9 @@ pub struct ForwardAction {
     pub include_vh_rate_limits: bool,
     /// `priority`: the cluster's circuit breakers and host connection pools the request uses.
     pub priority: RoutingPriority,
+    /// `hedge_policy.hedge_on_per_try_timeout` (the route's policy, else the virtual host's): a
+    /// per-try timeout starts another attempt without resetting the late one.
+    pub hedge_on_per_try_timeout: bool,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

@@ -42,10 +42,13 @@ use crate::{
 /// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
+mod attempts;
 mod hash_policy;
+mod hedge;
 mod host;
 pub(crate) mod mirror;
 
+use attempts::{classify, send_shadows, Attempts, Final};
 use host::{apply_request_mutations, HostPlan, Hosting};
 
 /// Hop-by-hop headers never forwarded.
@@ -91,6 +94,8 @@ pub(crate) struct Plan {
     timeout_retry_header: bool,
     /// The route's `priority`: whose circuit breakers and host pools the request uses.
     priority: RoutingPriority,
+    /// `hedge_policy.hedge_on_per_try_timeout`.
+    hedge: bool,
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
@@ -193,6 +198,7 @@ impl Plan {
             ),
             timeout_retry_header: fwd.vhost.include_is_timeout_retry_header,
             priority: fwd.action.priority,
+            hedge: fwd.action.hedge_on_per_try_timeout,
             shadows: Vec::new(),
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
@@ -334,8 +340,10 @@ pub(crate) async fn run(
         rewrite: host_rewrite,
     };
     if let Some(t) = plan.timeout {
+        // With hedging the upstream may use the whole route timeout (Envoy's
+        // `setTimeoutHeaders`), else the per-try timeout when it is shorter.
         let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
-        let t = per_try.map_or(t, |p| p.min(t));
+        let t = per_try.filter(|_| !plan.hedge).map_or(t, |p| p.min(t));
         parts.headers.insert(
             "x-envoy-expected-rq-timeout-ms",
             HeaderValue::from(t.as_millis() as u64),
@@ -412,10 +420,23 @@ pub(crate) async fn run(
 
     // Mirrored once, with the first attempt's headers.
     let mut shadows = Some(std::mem::take(&mut plan.shadows)).filter(|s| !s.is_empty());
-    let (count_up, count_resp) = plan.attempt_count;
+    let ctx = Attempts {
+        cluster: &cluster,
+        lb: &lb,
+        plan: &plan,
+        hosting: &hosting,
+        path: &path,
+        // The route timeout, from the time the request is ready to go (its body read when it is
+        // buffered), as Envoy's from the downstream request's end.
+        deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
+    };
+    let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
     let attempts = async {
+        // `hedge_on_per_try_timeout`: a per-try timeout leaves its attempt running.
+        if let Some(per_try) = per_try.filter(|_| plan.hedge) {
+            return hedge::race(&ctx, &mut parts, &mut body, &mut shadows, per_try, fmt).await;
+        }
         let mut retries_done = 0u32;
-        let mut last_host: Option<SocketAddr> = None;
         // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
         let mut tried: Vec<SocketAddr> = Vec::new();
         // Whether the last attempt ended at its per-try timeout.
@@ -424,63 +445,28 @@ pub(crate) async fn run(
         // the retried attempt has its outcome (Envoy's `RetryStateImpl` gives it back at its
         // next `shouldRetry` or when it ends).
         let mut retrying = None;
+        // A retry was refused by the retry circuit breaker (UO).
+        let mut overflowed = false;
         loop {
-            let Some(host) = choose_retry_host(&cluster, &lb, plan.retry.as_ref(), &tried) else {
+            let Some(host) = ctx.prepare(&mut tried, &mut parts, retries_done, timed_out) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
-            if plan.retry.as_ref().is_some_and(|r| r.previous_hosts) {
-                tried.push(host.addr);
-            }
-            last_host = Some(host.addr).or(last_host);
-            hosting.apply(&mut parts, &host);
-            if count_up {
-                parts
-                    .headers
-                    .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
-            }
-            if plan.timeout_retry_header && retries_done > 0 {
-                let v = if timed_out { "true" } else { "false" };
-                parts
-                    .headers
-                    .insert("x-envoy-is-timeout-retry", HeaderValue::from_static(v));
-            }
             if let Some(s) = shadows.take() {
-                // A body streamed (over MAX_RETRY_BODY or of unknown length) cannot be copied:
-                // no shadow then, rather than one without its body.
-                match &body {
-                    ReqBody::Empty => mirror::send(s, &parts, &path, None, &lb, plan.timeout),
-                    ReqBody::Buffered(b) => {
-                        mirror::send(s, &parts, &path, Some(b.clone()), &lb, plan.timeout)
-                    }
-                    ReqBody::Once(_) => {}
-                }
+                send_shadows(s, &parts, &path, &body, &lb, plan.timeout);
             }
             let Some(b) = body.take() else {
                 return Outcome::local(Flag::ConnectionTermination);
             };
             let t0 = Instant::now();
-            let result = attempt(&cluster, &host, &plan, &parts, &path, b, &body).await;
+            let sent = attempt(&ctx, &host, &parts, b, &body, per_try);
+            let Some(result) = ctx.within(sent).await else {
+                return ctx.route_timeout(Some(host.addr), 1, retries_done + 1);
+            };
             let upstream_ms = t0.elapsed().as_millis() as u64;
-            let (outcome, failed) = match &result {
-                Ok(r) => (
-                    Try::Status(r.status().as_u16()),
-                    r.status().is_server_error(),
-                ),
-                Err(AttemptError::Connect(ConnectError::Overflow)) => {
-                    cluster.stats.upstream_rq_pending_overflow.inc();
-                    return Outcome::local(Flag::Overflow);
-                }
-                Err(AttemptError::Connect(_)) => (Try::ConnectFailure, true),
-                Err(AttemptError::Reset) => (Try::Reset, true),
-                Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
-                // The client sent a malformed body: its fault, never counted against the host
-                // (outlier detection) and never retried; Envoy answers 400 and closes.
-                Err(AttemptError::Downstream) => {
-                    let mut o = Outcome::local(Flag::DownstreamProtocolError);
-                    o.upstream_host = last_host;
-                    return o;
-                }
+            let (outcome, failed) = match classify(&cluster, &result) {
+                Ok(c) => c,
+                Err(flag) => return attempts::ended(flag, host.addr),
             };
             timed_out = matches!(outcome, Try::PerTryTimeout);
             drop(retrying.take());
@@ -499,101 +485,34 @@ pub(crate) async fn run(
                         result.as_ref().ok().map(|r| r.headers()),
                     );
                     drop(result);
-                    tokio::time::sleep(wait).await;
+                    let waited = ctx.within(tokio::time::sleep(wait)).await;
+                    if waited.is_none() {
+                        return ctx.route_timeout(Some(host.addr), 0, retries_done + 1);
+                    }
                     retrying = Some(slot);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
                     continue;
                 }
                 cluster.stats.upstream_rq_retry_overflow.inc();
+                overflowed = true;
             }
-            return match result {
-                Ok(resp) => {
-                    let flag = if retries_done > 0 && failed {
-                        Flag::RetryLimitExceeded
-                    } else {
-                        Flag::None
-                    };
-                    // A redirect the route's policy may follow: only for a request whose body
-                    // was read whole (Envoy: no redirect for a streamed request).
-                    let redirect = plan
-                        .redirect
-                        .as_ref()
-                        .filter(|p| p.follows(resp.status().as_u16()))
-                        .and_then(|p| {
-                            let body = match &body {
-                                ReqBody::Empty => None,
-                                ReqBody::Buffered(b) => Some(b.clone()),
-                                ReqBody::Once(_) => return None,
-                            };
-                            internal_redirect::candidate(
-                                p,
-                                resp.status().as_u16(),
-                                resp.headers(),
-                                &parts,
-                                &path,
-                                body,
-                            )
-                        });
-                    let mut resp = resp;
-                    // Only a hashing balancer asks for the hash, and so for the cookie (Envoy);
-                    // before the route's response mutations, which may remove it.
-                    if let Some(c) = plan
-                        .set_cookie
-                        .as_ref()
-                        .filter(|_| cluster.spec.lb.hashes())
-                    {
-                        resp.headers_mut().append(header::SET_COOKIE, c.clone());
-                    }
-                    let mut resp = finish_response(
-                        resp,
-                        upstream_ms,
-                        &plan.resp_mutations,
-                        &FormatContext {
-                            request: Some(&parts.headers),
-                            upstream_remote: Some(host.addr),
-                            ..fmt
-                        },
-                        plan.idle,
-                        plan.stream_deadline,
-                    );
-                    if count_resp {
-                        resp.headers_mut()
-                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
-                    }
-                    Outcome {
-                        resp,
-                        flag,
-                        upstream_host: last_host,
-                        upstream_ms: Some(upstream_ms),
-                        redirect,
-                    }
-                }
-                Err(e) => {
-                    let flag = match e {
-                        AttemptError::Connect(_) => Flag::ConnectFailure,
-                        AttemptError::Reset => Flag::ConnectionTermination,
-                        AttemptError::Timeout => Flag::Timeout,
-                        AttemptError::Downstream => Flag::DownstreamProtocolError,
-                    };
-                    let mut o = Outcome::local(flag);
-                    o.resp = match e.reset_reason() {
-                        Some(reason) => local_reply::for_reset(reason, retries_done > 0),
-                        None => local_reply::for_flag(flag),
-                    };
-                    if count_resp {
-                        o.resp
-                            .headers_mut()
-                            .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
-                    }
-                    o.upstream_host = last_host;
-                    o
-                }
+            let fin = Final {
+                result,
+                host,
+                upstream_ms,
+                attempts: retries_done + 1,
+                flag: match () {
+                    () if overflowed => Flag::Overflow,
+                    () if retries_done > 0 && failed => Flag::RetryLimitExceeded,
+                    () => Flag::None,
+                },
             };
+            return ctx.respond(fin, &parts, &body, fmt);
         }
     };
-    // The route timeout, and the stream idle timeout while no response has started (Envoy's
-    // stream idle timer; the response body is guarded by `IdleBody`).
+    // The stream idle timeout while no response has started (Envoy's stream idle timer; the
+    // response body is guarded by `IdleBody`); the route timeout is the attempts' own.
     let after = |d: Option<Duration>| async move {
         match d {
             Some(d) => tokio::time::sleep(d).await,
@@ -602,10 +521,6 @@ pub(crate) async fn run(
     };
     tokio::select! {
         o = attempts => o,
-        () = after(plan.timeout) => {
-            cluster.stats.upstream_rq_timeout.inc();
-            Outcome::local(Flag::Timeout)
-        }
         () = after(plan.idle) => Outcome::local(Flag::StreamIdleTimeout),
         () = until(plan.stream_deadline) => Outcome::local(Flag::DurationTimeout),
     }
@@ -695,15 +610,14 @@ impl AttemptError {
 
 /// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`.
 async fn attempt(
-    cluster: &Cluster,
+    ctx: &Attempts<'_>,
     host: &Arc<Host>,
-    plan: &Plan,
     parts: &Parts,
-    path: &PathAndQuery,
     body: Body,
     again: &ReqBody,
+    per_try: Option<Duration>,
 ) -> Result<Upstream, AttemptError> {
-    let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
+    let (cluster, path) = (&**ctx.cluster, ctx.path);
     host.active_rq.fetch_add(1, Ordering::Relaxed);
     let _active = Gauge(&host.active_rq);
     host.rq_total.fetch_add(1, Ordering::Relaxed);
@@ -718,7 +632,7 @@ async fn attempt(
     };
     let req = upstream_request(parts, path, body);
     let fut = async {
-        host.pool(plan.priority)
+        host.pool(ctx.plan.priority)
             .send(cluster, host.addr, req, replay)
             .await
             .map_err(|e| match e {

@@ -192,9 +192,10 @@ fn virtual_host(
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
         None => None,
     };
-    if let Some(h) = &raw.hedge_policy {
-        hedge_policy(h, &p.field("hedge_policy"))?;
-    }
+    let hedge = match &raw.hedge_policy {
+        Some(h) => hedge_policy(h, &p.field("hedge_policy"))?,
+        None => false,
+    };
     let per_filter = crate::http::filters::per_filter_configs(
         raw.typed_per_filter_config.as_ref(),
         &p.field("typed_per_filter_config"),
@@ -212,8 +213,11 @@ fn virtual_host(
             r,
             &p.field("routes").index(i),
             clusters,
-            retry_policy.as_ref(),
-            &mirrors,
+            VhostDefaults {
+                retry: retry_policy.as_ref(),
+                mirrors: &mirrors,
+                hedge,
+            },
         )?);
     }
     Ok(VirtualHost {
@@ -241,12 +245,20 @@ fn virtual_host(
     })
 }
 
+/// What a virtual host gives the routes that do not set their own.
+#[derive(Clone, Copy)]
+struct VhostDefaults<'a> {
+    retry: Option<&'a RetryPolicy>,
+    mirrors: &'a Arc<[MirrorPolicy]>,
+    /// `hedge_policy.hedge_on_per_try_timeout`.
+    hedge: bool,
+}
+
 fn route(
     raw: RawRoute,
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
-    vhost_retry: Option<&RetryPolicy>,
-    vhost_mirrors: &Arc<[MirrorPolicy]>,
+    vhost: VhostDefaults<'_>,
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
@@ -267,8 +279,7 @@ fn route(
             &matcher,
             &p.field("route"),
             clusters,
-            vhost_retry,
-            vhost_mirrors,
+            vhost,
         )?)),
         (None, Some(r), None) => {
             let rp = p.field("redirect");
@@ -446,8 +457,7 @@ fn forward(
     m: &RouteMatch,
     p: &FieldPath,
     clusters: &KnownClusters<'_>,
-    vhost_retry: Option<&RetryPolicy>,
-    vhost_mirrors: &Arc<[MirrorPolicy]>,
+    vhost: VhostDefaults<'_>,
 ) -> Result<ForwardAction, ConfigError> {
     let cluster = match (raw.cluster, raw.weighted_clusters, raw.cluster_header) {
         (Some(c), None, None) => {
@@ -501,7 +511,7 @@ fn forward(
     )?;
     let retry_policy = match &raw.retry_policy {
         Some(r) => Some(retry_policy(r, &p.field("retry_policy"))?),
-        None => vhost_retry.cloned(),
+        None => vhost.retry.cloned(),
     };
     let hash_policy = hash_policies(&raw.hash_policy, &p.field("hash_policy"))?;
     let max_stream_duration = raw.max_stream_duration.as_ref().map(|m| MaxStreamDuration {
@@ -520,7 +530,7 @@ fn forward(
         &raw.request_mirror_policies,
         &p.field("request_mirror_policies"),
         clusters,
-        vhost_mirrors,
+        vhost.mirrors,
     )?;
     let internal_redirect = match &raw.internal_redirect_policy {
         Some(r) => Some(Arc::new(internal_redirect_policy(
@@ -530,9 +540,11 @@ fn forward(
         None => None,
     };
     let rate_limits = super::rate_limits::build(&raw.rate_limits, &p.field("rate_limits"))?;
-    if let Some(h) = &raw.hedge_policy {
-        hedge_policy(h, &p.field("hedge_policy"))?;
-    }
+    // Envoy's `buildHedgePolicy`: the route's policy when it has one, else the virtual host's.
+    let hedge_on_per_try_timeout = match &raw.hedge_policy {
+        Some(h) => hedge_policy(h, &p.field("hedge_policy"))?,
+        None => vhost.hedge,
+    };
     let priority = match raw.priority.as_deref() {
         None => RoutingPriority::Default,
         Some(name) => RoutingPriority::parse(name)
@@ -540,6 +552,7 @@ fn forward(
     };
     Ok(ForwardAction {
         priority,
+        hedge_on_per_try_timeout,
         mirrors,
         internal_redirect,
         rate_limits: rate_limits.into(),
@@ -757,19 +770,14 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
 }
 
 /// `hedge_policy`: `initial_requests` (>= 1) and `additional_request_chance` are accepted
-/// and have no effect, as in Envoy 1.40, which marks them not implemented;
-/// `hedge_on_per_try_timeout: true` is refused (hedging not implemented).
+/// and have no effect, as in Envoy 1.40, which marks them not implemented; returns
+/// `hedge_on_per_try_timeout`.
 fn hedge_policy(
     h: &crate::config::raw_route::RawHedgePolicy,
     p: &FieldPath,
-) -> Result<(), ConfigError> {
+) -> Result<bool, ConfigError> {
     if h.initial_requests == Some(0) {
         return Err(p.field("initial_requests").err("must be at least 1"));
     }
-    if h.hedge_on_per_try_timeout == Some(true) {
-        return Err(p
-            .field("hedge_on_per_try_timeout")
-            .unsupported("request hedging not implemented"));
-    }
-    Ok(())
+    Ok(h.hedge_on_per_try_timeout.unwrap_or(false))
 }

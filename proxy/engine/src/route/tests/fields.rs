@@ -275,3 +275,42 @@ fn max_stream_duration_limit() {
     );
     assert_eq!(uncapped.limit(None), None);
 }
+
+#[test]
+fn hedge_policy_route_wins_over_the_virtual_host() {
+    let t = table(
+        r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  hedge_policy: { hedge_on_per_try_timeout: true }
+  routes:
+  - { match: { prefix: "/own" }, route: { cluster: a, hedge_policy: { initial_requests: 1 } } }
+  - { match: { prefix: "/" }, route: { cluster: a } }
+- name: w
+  domains: ["w"]
+  routes:
+  - { match: { prefix: "/on" }, route: { cluster: a, hedge_policy: { hedge_on_per_try_timeout: true } } }
+  - { match: { prefix: "/" }, route: { cluster: a } }
+"#,
+    );
+    let hedged = |authority: &'static str, path: &'static str| {
+        let view = super::RequestView {
+            authority: Some(authority),
+            path,
+            method: "GET",
+            scheme: "http",
+            headers: &[] as &[(&str, &str)],
+            random: 0,
+        };
+        match t.select(&view) {
+            super::Selection::Forward(f) => f.action.hedge_on_per_try_timeout,
+            _ => panic!("must forward"),
+        }
+    };
+    // Envoy's `buildHedgePolicy`: a route's own policy replaces the virtual host's whole.
+    assert!(!hedged("h", "/own"));
+    assert!(hedged("h", "/x"));
+    assert!(hedged("w", "/on"));
+    assert!(!hedged("w", "/x"));
+}

@@ -1,0 +1,240 @@
+//! What the attempts of one request share: picking each attempt's host and headers, sorting
+//! an attempt's end for retrying, the route timeout, and the outcome of the final attempt.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{header, request::Parts, uri::PathAndQuery, HeaderValue};
+
+use super::{
+    choose_retry_host, finish_response, internal_redirect, local_reply, mirror, AttemptError, Flag,
+    Hosting, Outcome, Plan, ReqBody, Try, Upstream,
+};
+use crate::{
+    route::format::FormatContext,
+    upstream::{pool::ConnectError, Cluster, Host, LbContext},
+};
+
+/// What every attempt of a request shares.
+pub(super) struct Attempts<'a> {
+    pub(super) cluster: &'a Arc<Cluster>,
+    pub(super) lb: &'a LbContext,
+    pub(super) plan: &'a Plan,
+    pub(super) hosting: &'a Hosting,
+    pub(super) path: &'a PathAndQuery,
+    /// When the route timeout passes.
+    pub(super) deadline: Option<tokio::time::Instant>,
+}
+
+/// The attempt that answers the request, or the failure that does.
+pub(super) struct Final {
+    pub(super) result: Result<Upstream, AttemptError>,
+    pub(super) host: Arc<Host>,
+    pub(super) upstream_ms: u64,
+    /// Attempts started (Envoy's attempt count, `x-envoy-attempt-count`).
+    pub(super) attempts: u32,
+    /// The response flag of an answer from the upstream: a retry it called for was past
+    /// `num_retries` (URX) or refused by the retry circuit breaker (UO).
+    pub(super) flag: Flag,
+}
+
+impl Attempts<'_> {
+    /// `fut`'s output, or `None` when the route timeout passes first.
+    pub(super) async fn within<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+
+    /// The route timeout's answer: 504 `upstream request timeout` (UT) naming the host of the
+    /// last attempt; each of the `running` attempts it resets counts as an upstream timeout
+    /// (Envoy's `onResponseTimeout`); `attempts`: how many were started.
+    pub(super) fn route_timeout(
+        &self,
+        host: Option<SocketAddr>,
+        running: usize,
+        attempts: u32,
+    ) -> Outcome {
+        for _ in 0..running {
+            self.cluster.stats.upstream_rq_timeout.inc();
+        }
+        let mut o = Outcome::local(Flag::Timeout);
+        o.upstream_host = host;
+        if self.plan.attempt_count.1 {
+            o.resp
+                .headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(attempts));
+        }
+        o
+    }
+
+    /// Picks the host of the attempt after `retries` retries and sets its request headers
+    /// (Host, `x-envoy-attempt-count`, `x-envoy-is-timeout-retry`: `timed_out` says whether the
+    /// retry follows a per-try timeout).
+    pub(super) fn prepare(
+        &self,
+        tried: &mut Vec<SocketAddr>,
+        parts: &mut Parts,
+        retries: u32,
+        timed_out: bool,
+    ) -> Option<Arc<Host>> {
+        let plan = self.plan;
+        let host = choose_retry_host(self.cluster, self.lb, plan.retry.as_ref(), tried)?;
+        if plan.retry.as_ref().is_some_and(|r| r.previous_hosts) {
+            tried.push(host.addr);
+        }
+        self.hosting.apply(parts, &host);
+        if plan.attempt_count.0 {
+            parts
+                .headers
+                .insert("x-envoy-attempt-count", HeaderValue::from(retries + 1));
+        }
+        if plan.timeout_retry_header && retries > 0 {
+            let v = if timed_out { "true" } else { "false" };
+            parts
+                .headers
+                .insert("x-envoy-is-timeout-retry", HeaderValue::from_static(v));
+        }
+        Some(host)
+    }
+
+    /// The request's outcome from its final attempt; `parts` carries the last attempt's
+    /// request headers (what the response's header formatters read).
+    pub(super) fn respond(
+        &self,
+        fin: Final,
+        parts: &Parts,
+        body: &ReqBody,
+        fmt: FormatContext<'_>,
+    ) -> Outcome {
+        let (plan, cluster) = (self.plan, self.cluster);
+        let count = HeaderValue::from(fin.attempts);
+        match fin.result {
+            Ok(resp) => {
+                let flag = fin.flag;
+                // A redirect the route's policy may follow: only for a request whose body was
+                // read whole (Envoy: no redirect for a streamed request).
+                let redirect = plan
+                    .redirect
+                    .as_ref()
+                    .filter(|p| p.follows(resp.status().as_u16()))
+                    .and_then(|p| {
+                        let body = match body {
+                            ReqBody::Empty => None,
+                            ReqBody::Buffered(b) => Some(b.clone()),
+                            ReqBody::Once(_) => return None,
+                        };
+                        internal_redirect::candidate(
+                            p,
+                            resp.status().as_u16(),
+                            resp.headers(),
+                            parts,
+                            self.path,
+                            body,
+                        )
+                    });
+                let mut resp = resp;
+                // Only a hashing balancer asks for the hash, and so for the cookie (Envoy);
+                // before the route's response mutations, which may remove it.
+                if let Some(c) = plan
+                    .set_cookie
+                    .as_ref()
+                    .filter(|_| cluster.spec.lb.hashes())
+                {
+                    resp.headers_mut().append(header::SET_COOKIE, c.clone());
+                }
+                let mut resp = finish_response(
+                    resp,
+                    fin.upstream_ms,
+                    &plan.resp_mutations,
+                    &FormatContext {
+                        request: Some(&parts.headers),
+                        upstream_remote: Some(fin.host.addr),
+                        ..fmt
+                    },
+                    plan.idle,
+                    plan.stream_deadline,
+                );
+                if plan.attempt_count.1 {
+                    resp.headers_mut().insert("x-envoy-attempt-count", count);
+                }
+                Outcome {
+                    resp,
+                    flag,
+                    upstream_host: Some(fin.host.addr),
+                    upstream_ms: Some(fin.upstream_ms),
+                    redirect,
+                }
+            }
+            Err(e) => {
+                let flag = match e {
+                    AttemptError::Connect(_) => Flag::ConnectFailure,
+                    AttemptError::Reset => Flag::ConnectionTermination,
+                    AttemptError::Timeout => Flag::Timeout,
+                    AttemptError::Downstream => Flag::DownstreamProtocolError,
+                };
+                let mut o = Outcome::local(flag);
+                o.resp = match e.reset_reason() {
+                    Some(reason) => local_reply::for_reset(reason, fin.attempts > 1),
+                    None => local_reply::for_flag(flag),
+                };
+                if plan.attempt_count.1 {
+                    o.resp.headers_mut().insert("x-envoy-attempt-count", count);
+                }
+                o.upstream_host = Some(fin.host.addr);
+                o
+            }
+        }
+    }
+}
+
+/// How an attempt ended as far as retrying is concerned, and whether it counts as a failure
+/// of its host; `Err`: the request ends here with this outcome's flag (a circuit breaker's
+/// overflow, or the client's malformed body: its fault, never counted against the host and
+/// never retried; Envoy answers 400 and closes), see [`ended`].
+pub(super) fn classify(
+    cluster: &Cluster,
+    result: &Result<Upstream, AttemptError>,
+) -> Result<(Try, bool), Flag> {
+    Ok(match result {
+        Ok(r) => (
+            Try::Status(r.status().as_u16()),
+            r.status().is_server_error(),
+        ),
+        Err(AttemptError::Connect(ConnectError::Overflow)) => {
+            cluster.stats.upstream_rq_pending_overflow.inc();
+            return Err(Flag::Overflow);
+        }
+        Err(AttemptError::Connect(_)) => (Try::ConnectFailure, true),
+        Err(AttemptError::Reset) => (Try::Reset, true),
+        Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
+        Err(AttemptError::Downstream) => return Err(Flag::DownstreamProtocolError),
+    })
+}
+
+/// The outcome of a request [`classify`] ended with `flag` on an attempt to `host`.
+pub(super) fn ended(flag: Flag, host: SocketAddr) -> Outcome {
+    let mut o = Outcome::local(flag);
+    if flag == Flag::DownstreamProtocolError {
+        o.upstream_host = Some(host);
+    }
+    o
+}
+
+/// Sends the request's shadows (with the first attempt's headers). A body streamed (over
+/// MAX_RETRY_BODY or of unknown length) cannot be copied: no shadow then, rather than one
+/// without its body.
+pub(super) fn send_shadows(
+    shadows: Vec<mirror::Shadow>,
+    parts: &Parts,
+    path: &PathAndQuery,
+    body: &ReqBody,
+    lb: &LbContext,
+    timeout: Option<Duration>,
+) {
+    match body {
+        ReqBody::Empty => mirror::send(shadows, parts, path, None, lb, timeout),
+        ReqBody::Buffered(b) => mirror::send(shadows, parts, path, Some(b.clone()), lb, timeout),
+        ReqBody::Once(_) => {}
+    }
+}
