@@ -63,6 +63,7 @@ static_resources:
                   query_parameters: [{ name: q, present_match: true }]
                 typed_per_filter_config:
                   envoy.filters.http.fault: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }
+                decorator: { operation: op }
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
@@ -141,6 +142,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RetryPolicy.ResetHeader", format!("{vh}/retry_policy/rate_limited_retry_back_off/reset_headers/0")),
         ("config.route.v3.Route", format!("{ROUTES}/0")),
         ("config.route.v3.FilterConfig", format!("{ROUTES}/0/typed_per_filter_config/envoy.filters.http.fault")),
+        ("config.route.v3.Decorator", format!("{ROUTES}/0/decorator")),
         ("config.route.v3.RouteMatch", format!("{ROUTES}/0/match")),
         ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),

@@ -97,6 +97,22 @@ pub(crate) struct RawRoute {
     pub response_headers_to_remove: Vec<String>,
     /// Filter name -> per-route config (`@type`d).
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
+    /// `decorator` (istiod sets one on every route): checked and never read (see
+    /// [`RawDecorator`]).
+    pub decorator: Option<RawDecorator>,
+}
+
+/// `Decorator`: the span name of a traced request and, with `propagate`, the
+/// `x-envoy-decorator-operation` header Envoy adds to it. Both need the HCM's `tracing`, which
+/// the loader rejects, so under any config sluice accepts Envoy's decorator has no effect
+/// either: accepted as a no-op.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDecorator {
+    /// Required, at least one character (Envoy's validation).
+    pub operation: String,
+    #[allow(dead_code)]
+    pub propagate: Option<bool>,
 }
 
 /// `RouteMatch`.

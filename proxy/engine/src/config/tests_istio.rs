@@ -41,7 +41,8 @@ fn istio_config(extra_cluster: &str) -> String {
             virtual_hosts:
             - name: inbound
               domains: ["*"]
-              routes: [{{ match: {{ prefix: / }}, route: {{ cluster: "inbound|8080||" }} }}]
+              # istiod sets a decorator on every route (route.go buildDefaultHTTPRoute).
+              routes: [{{ match: {{ prefix: / }}, decorator: {{ operation: "reviews.default.svc.cluster.local:8080/*" }}, route: {{ cluster: "inbound|8080||" }} }}]
           http_filters:
           - name: istio.metadata_exchange
             typed_config:
@@ -138,6 +139,19 @@ fn istio_inbound_listener_loads_and_chooses_like_envoy() {
     // The detected-protocol fallback is off once chains match on the protocol themselves.
     assert!(l.matches_protocol());
     assert_eq!(l.choose_chain(&opaque, Some(false)), Some((1, true)));
+}
+
+#[test]
+fn a_decorator_needs_an_operation() {
+    let bad = istio_config("").replace(
+        r#"operation: "reviews.default.svc.cluster.local:8080/*""#,
+        r#"operation: """#,
+    );
+    let err = from_yaml_str(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].decorator.operation: must not be empty"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -164,7 +164,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "matcher",
     "request_body_buffer_limit",
     // Route / RouteMatch
-    "decorator",
     "non_forwarding_action",
     "filter_action",
     "stat_prefix",

@@ -262,6 +262,16 @@ fn route(
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
+    if raw
+        .decorator
+        .as_ref()
+        .is_some_and(|d| d.operation.is_empty())
+    {
+        return Err(p
+            .field("decorator")
+            .field("operation")
+            .err("must not be empty"));
+    }
     let legacy = match &raw.route {
         Some(a) => {
             crate::http::filters::legacy_cors(a.cors.as_ref(), &p.field("route").field("cors"))?
