@@ -15,6 +15,8 @@
 //! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
 //!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
 //!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
+//! - for a case with `dns`: `dns.NAME` (the A queries for NAME the case's DNS server got within
+//!   its window, [`dns`]).
 //!
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared), and
@@ -25,6 +27,7 @@ pub mod agreement;
 pub mod background;
 pub mod case;
 pub mod client;
+pub mod dns;
 pub mod keepalive;
 pub mod proxy;
 pub mod unanswered;
@@ -147,6 +150,7 @@ fn run_case_once(
         .collect();
     let ups = upstream::Upstreams::start(rt, &names, &case.upstreams, &health, &tls);
     let unanswered = unanswered::Unanswered::start();
+    let dns = case.dns.as_ref().map(|d| dns::Dns::start(d, workdir));
     let [listener, closed, admin] = proxy::free_ports::<3>();
     let log = workdir.join(ACCESS_LOG);
     let ca_file = workdir.join("ca.pem");
@@ -175,7 +179,15 @@ fn run_case_once(
         .map(|&kind| {
             (
                 kind,
-                run_one(case, kind, &config, [listener, admin], &ups, workdir, tally),
+                run_one(
+                    case,
+                    kind,
+                    &config,
+                    [listener, admin],
+                    (&ups, dns.as_ref()),
+                    workdir,
+                    tally,
+                ),
             )
         })
         .collect()
@@ -186,7 +198,7 @@ fn run_one(
     kind: Kind,
     config: &Path,
     [listener, admin]: [u16; 2],
-    ups: &upstream::Upstreams,
+    (ups, dns): (&upstream::Upstreams, Option<&dns::Dns>),
     workdir: &Path,
     tally: &mut Tally,
 ) -> RunResult {
@@ -208,7 +220,10 @@ fn run_one(
     let mut access_log = case
         .access_log
         .then(|| access_log::LogTail::new(&workdir.join(ACCESS_LOG)));
-    let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log)?;
+    if let Some(d) = dns {
+        d.reset();
+    }
+    let mut proc = proxy::start_logging(kind, config, [listener, admin], workdir, log, dns)?;
     let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
@@ -304,6 +319,9 @@ fn run_one(
         }
         if !case.upstream_conns {
             obs.remove("up.conn");
+        }
+        if let Some(d) = dns {
+            d.observe(&mut obs);
         }
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();

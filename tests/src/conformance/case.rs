@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::upstream::Reply;
+use super::{dns::DnsSpec, upstream::Reply};
 
 /// One conformance case: a config, upstream scripts and the requests to send.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +81,9 @@ pub struct Case {
     /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]
     pub diverge: BTreeMap<String, String>,
+    /// A DNS server both proxies resolve through, observed as `dns.NAME` on every request
+    /// ([`super::dns`]).
+    pub dns: Option<DnsSpec>,
 }
 
 /// How a cluster of a case is backed.

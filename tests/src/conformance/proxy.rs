@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::client;
+use super::{client, dns::Dns};
 
 /// The Envoy release the suite compares against (installed by `cargo xtask setup`).
 pub const ENVOY_VERSION: &str = "1.40.0";
@@ -240,23 +240,24 @@ pub fn start(
     admin_port: u16,
     workdir: &Path,
 ) -> Result<Running, String> {
-    start_logging(kind, config, [listener, admin_port], workdir, None)
+    start_logging(kind, config, [listener, admin_port], workdir, None, None)
 }
 
 /// [`start`], with sluice's log filter (`-l`) when `sluice_log` is set (the conformance suite
-/// turns the data path's route lines on with it).
+/// turns the data path's route lines on with it), resolving through `dns` when set.
 pub fn start_logging(
     kind: Kind,
     config: &Path,
     [listener, admin_port]: [u16; 2],
     workdir: &Path,
     sluice_log: Option<&str>,
+    dns: Option<&Dns>,
 ) -> Result<Running, String> {
     let log = workdir.join(format!("{kind}.log"));
     let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut admin = None;
-    let mut cmd = match kind {
+    let cmd = match kind {
         Kind::Envoy => {
             let port = admin_port;
             admin = Some(port);
@@ -286,6 +287,10 @@ pub fn start_logging(
             c.env("RUST_LOG", "warn").env("RUST_BACKTRACE", "0");
             c
         }
+    };
+    let mut cmd = match dns {
+        Some(d) => d.wrap(&cmd),
+        None => cmd,
     };
     let child = cmd
         .stdin(Stdio::null())
