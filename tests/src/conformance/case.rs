@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, path::Path};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{dns::DnsSpec, upstream::Reply};
+use super::{
+    dns::DnsSpec,
+    upstream::{pattern, Reply},
+};
 
 /// One conformance case: a config, upstream scripts and the requests to send.
 #[derive(Debug, Clone, Deserialize)]
@@ -311,7 +314,27 @@ pub fn load_all(dir: &Path) -> Vec<Case> {
             let mut case: Case = serde_norway::from_str(&text)
                 .unwrap_or_else(|e| panic!("parsing case {}: {e}", p.display()));
             case.name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+            expand_sized_headers(&mut case);
             case
         })
         .collect()
+}
+
+/// A reply header value written `<N bytes>` stands for N bytes of [`pattern`] (a large
+/// response head without a long line in the case file).
+fn expand_sized_headers(case: &mut Case) {
+    for (_, v) in case
+        .upstreams
+        .values_mut()
+        .flatten()
+        .flat_map(|r| &mut r.headers)
+    {
+        let n = v
+            .strip_prefix('<')
+            .and_then(|v| v.strip_suffix(" bytes>"))
+            .and_then(|n| n.parse().ok());
+        if let Some(n) = n {
+            *v = pattern(n);
+        }
+    }
 }

@@ -347,8 +347,9 @@ pub struct ClusterOptions {
     pub max_requests_per_connection: Option<u32>,
     /// `upstream_connection_options.tcp_keepalive`, set on every upstream socket.
     pub tcp_keepalive: Option<TcpKeepalive>,
-    /// `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB): bounds hyper's read buffer
-    /// and the HTTP/2 flow-control windows of the cluster's connections.
+    /// `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB): the HTTP/2 flow-control
+    /// windows of the cluster's connections; a flow-control bound, never a size cap (HTTP/1
+    /// bodies are read piece by piece anyway).
     pub buffer_limit_bytes: Option<u32>,
     /// `dns_failure_refresh_rate` (`base_interval`, `max_interval`): after a failed resolution
     /// the next one comes after a backoff in this range instead of `dns_refresh_rate`.

@@ -43,8 +43,6 @@ impl<T> PoolBody for T where
 
 /// Idle HTTP/1 connections kept per host.
 pub const MAX_IDLE_PER_HOST: usize = 1024;
-/// hyper's smallest HTTP/1 read buffer (`max_buf_size` panics below it).
-const MIN_H1_BUF: usize = 8192;
 /// HTTP/2's default (and here smallest) flow-control window.
 const MIN_H2_WINDOW: u32 = 65_535;
 /// How often a pending request re-checks for a free connection.
@@ -366,12 +364,14 @@ where
         });
         Sender::H2(s)
     } else {
-        let mut b = http1::Builder::new();
-        if let Some(n) = limit {
-            // per_connection_buffer_limit_bytes: hyper's read buffer (at least its minimum).
-            b.max_buf_size((n as usize).max(MIN_H1_BUF));
-        }
-        let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
+        // per_connection_buffer_limit_bytes is no bound here: Envoy's limit is a watermark that
+        // pauses reading, never a cap on a response head (its codec takes a head of any size up
+        // to max_response_headers_kb), and hyper reads an HTTP/1 body piece by piece as the
+        // client takes it. Bounding hyper's read buffer by it reset larger heads.
+        let (s, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
         crate::fair::spawn(async move {
             let _ = conn.with_upgrades().await;
