@@ -157,12 +157,15 @@ fn inventory_agrees_with_the_config_loader() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Every `covers:` entry of a case names a supported inventory field.
+/// Every `covers:` entry of a case, and every field a differential test outside the suite
+/// covers, names a supported inventory field (and that test exists).
 #[test]
 fn case_covers_name_supported_fields() {
     let inv = Inventory::load();
     let cases = conformance::load_all(&conformance::case_dir());
-    let problems = coverage::covers_problems(&inv, &cases);
+    let mut problems = coverage::covers_problems(&inv, &cases);
+    let root = sluice_tests::inventory::docs_dir().join("..");
+    problems.extend(coverage::other_tests_problems(&inv, &root));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

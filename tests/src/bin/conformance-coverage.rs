@@ -9,7 +9,12 @@ use sluice_tests::{
 fn main() {
     let inv = Inventory::load();
     let cases = conformance::load_all(&conformance::case_dir());
-    for problem in coverage::covers_problems(&inv, &cases) {
+    let root = docs_dir().join("..");
+    let other = coverage::other_tests_problems(&inv, &root);
+    for problem in coverage::covers_problems(&inv, &cases)
+        .into_iter()
+        .chain(other)
+    {
         eprintln!("warning: {problem}");
     }
     for (name, text) in coverage::generate(&inv, &cases) {
