@@ -30,6 +30,7 @@ pub mod client;
 pub mod dns;
 pub mod keepalive;
 pub mod proxy;
+pub mod redirect;
 pub mod unanswered;
 pub mod upstream;
 
@@ -151,7 +152,10 @@ fn run_case_once(
     let ups = upstream::Upstreams::start(rt, &names, &case.upstreams, &health, &tls);
     let unanswered = unanswered::Unanswered::start();
     let dns = case.dns.as_ref().map(|d| dns::Dns::start(d, workdir));
-    let [listener, closed, admin] = proxy::free_ports::<3>();
+    let [listener, closed, admin, redirected] = proxy::free_ports::<4>();
+    let _redirect = case
+        .redirected
+        .then(|| redirect::Redirect::install(redirected, listener));
     let log = workdir.join(ACCESS_LOG);
     let ca_file = workdir.join("ca.pem");
     if let Some(pem) = ups.ca_pem() {
@@ -162,6 +166,7 @@ fn run_case_once(
         listener,
         closed,
         unanswered: unanswered.port(),
+        redirected,
         access_log: &log.to_string_lossy(),
         ca_file: &ca_file.to_string_lossy(),
         upstream: &|n| ups.port(n),
@@ -183,7 +188,7 @@ fn run_case_once(
                     case,
                     kind,
                     &config,
-                    [listener, admin],
+                    [listener, admin, closed, redirected],
                     (&ups, dns.as_ref()),
                     workdir,
                     tally,
@@ -197,7 +202,7 @@ fn run_one(
     case: &Case,
     kind: Kind,
     config: &Path,
-    [listener, admin]: [u16; 2],
+    [listener, admin, closed, redirected]: [u16; 4],
     (ups, dns): (&upstream::Upstreams, Option<&dns::Dns>),
     workdir: &Path,
     tally: &mut Tally,
@@ -256,6 +261,12 @@ fn run_one(
             host: r.host.as_deref(),
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
+        };
+        let addr = match r.to.as_deref() {
+            None => addr,
+            Some("redirected") => ([127, 0, 0, 1], redirected).into(),
+            Some("closed") => ([127, 0, 0, 1], closed).into(),
+            Some(other) => panic!("case {}: `to: {other}`", case.name),
         };
         if let Some(ms) = r.pause_ms {
             std::thread::sleep(Duration::from_millis(ms));
@@ -326,7 +337,7 @@ fn run_one(
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();
             let taken = lines.taken();
-            if r.tls_sni.is_none() {
+            if r.tls_sni.is_none() && r.to.is_none() {
                 agreement::check(
                     case, i, admin_addr, listener, &path, &headers, &taken, &obs, tally,
                 );

@@ -26,7 +26,7 @@ pub struct Case {
     #[serde(default)]
     pub covers: Vec<String>,
     /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}`, `{{closed_port}}`,
-    /// `{{unanswered_port}}`, `{{access_log}}` and `{{ca_file}}` placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
+    /// `{{unanswered_port}}`, `{{redirected_port}}`, `{{access_log}}` and `{{ca_file}}` placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
     pub bootstrap: Option<String>,
     /// The http_connection_manager's inline `route_config`; the harness wraps it into a bootstrap
     /// with one listener named `main` on `{{listener}}`.
@@ -84,6 +84,10 @@ pub struct Case {
     /// ending in `*` is a prefix. Each must also be listed in docs/conformance.md.
     #[serde(default)]
     pub diverge: BTreeMap<String, String>,
+    /// Reserve `{{redirected_port}}` and REDIRECT it to the listener while the case runs
+    /// ([`super::redirect`]); a request's `to: redirected` connects there.
+    #[serde(default)]
+    pub redirected: bool,
     /// A DNS server both proxies resolve through, observed as `dns.NAME` on every request
     /// ([`super::dns`]).
     pub dns: Option<DnsSpec>,
@@ -138,6 +142,9 @@ pub struct CaseRequest {
     /// listeners that pass TLS through (`server_names` chains to `tls` upstreams). Not checked
     /// against explain, which is asked about plaintext requests.
     pub tls_sni: Option<String>,
+    /// Connect to `redirected` (`{{redirected_port}}`) or `closed` (`{{closed_port}}`) instead
+    /// of the listener. Not checked against explain (which is asked about the listener).
+    pub to: Option<String>,
     /// Send it on its own connection without waiting for the answer: the next request goes out
     /// once an upstream got this one (it is then in flight there), and this one is observed
     /// after the next has been answered (no `log`, `startup.*` or shadows for it).
@@ -167,6 +174,8 @@ pub struct Ports<'a> {
     pub closed: u16,
     /// A loopback port whose listener never answers a connect.
     pub unanswered: u16,
+    /// A loopback port redirected to the listener (with the case's `redirected`).
+    pub redirected: u16,
     /// The access log file's path.
     pub access_log: &'a str,
     /// The file holding the TLS upstreams' CA certificate.
@@ -198,6 +207,7 @@ impl Case {
         let mut out = text.replace("{{listener}}", &ports.listener.to_string());
         out = out.replace("{{closed_port}}", &ports.closed.to_string());
         out = out.replace("{{unanswered_port}}", &ports.unanswered.to_string());
+        out = out.replace("{{redirected_port}}", &ports.redirected.to_string());
         out = out.replace("{{access_log}}", ports.access_log);
         out = out.replace("{{ca_file}}", ports.ca_file);
         for name in self.upstream_names() {

@@ -149,6 +149,7 @@ fn render_wraps_route_config_and_fills_ports() {
         listener: 1001,
         closed: 1002,
         unanswered: 1004,
+        redirected: 1005,
         access_log: "/tmp/a.log",
         ca_file: "/tmp/ca.pem",
         upstream: &|_| 1003,
