@@ -114,6 +114,11 @@ enum Cmd {
         /// least one; 0 = no bound).
         #[arg(long)]
         pod_workers: Option<usize>,
+        /// The scheduler slice each worker asks the kernel for, in µs (Linux 6.12+; 100 to
+        /// 100000; 0 = the kernel's default): a task of another pod that wakes on a worker's
+        /// core waits at most this long for it.
+        #[arg(long, default_value_t = sluice_engine::fair::slice::MIN_SLICE_US)]
+        worker_slice_us: u32,
         /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
         /// netns; 0 = none (the control socket's `admin` op still serves it).
         #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
@@ -326,6 +331,7 @@ fn run() -> Result<()> {
             drain_timeout,
             workers,
             pod_workers,
+            worker_slice_us,
             pod_admin_port,
             xds,
             watch,
@@ -356,6 +362,7 @@ fn run() -> Result<()> {
                 rt.worker_threads(n.max(1));
             }
             let pod_workers = pod_workers.unwrap_or_else(|| agent::default_pod_workers(workers));
+            rt.on_thread_start(move || sluice_engine::fair::slice::for_worker(worker_slice_us));
             let rt = rt.enable_all().build().context("tokio runtime")?;
             let ready_gates = pod_watch::start(&watch, &control, &rt, directory)?
                 .into_iter()

@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::PollSemaphore;
 
 pub mod lane;
+pub mod slice;
 
 /// One pod's share of the agent's workers.
 #[derive(Debug)]

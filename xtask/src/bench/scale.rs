@@ -117,11 +117,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 11] = [
+    const SECTIONS: [&str; 13] = [
         "noisy-l4",
         "noisy-l7",
         "noisy-l4-unbounded",
         "noisy-l7-unbounded",
+        "noisy-l4-kernel-slice",
+        "noisy-l7-kernel-slice",
         "node-l4",
         "node-mixed",
         "node-l7",
@@ -202,18 +204,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             })?;
         }
     }
-    // The same without per-pod fairness (`--pod-workers 0`): what the bound buys, measured in
-    // the same run. Part of every full run.
-    for (section, engines) in [
-        ("noisy-l4-unbounded", Engines::L4),
-        ("noisy-l7-unbounded", Engines::L7),
-    ] {
-        if on(section) {
-            let key = format!("{}_unbounded", engines.key());
-            step(section, &mut |m| {
-                let mut agent = node::enroll_all(&cx, engines, &key, &["--pod-workers", "0"], m)?;
-                neighbour::run(&cx, Some(&mut agent), &key, m)
-            })?;
+    // The same with one fairness measure off (`neighbour::VARIANTS`): what each buys, measured
+    // in the same run. Part of every full run.
+    for v in &neighbour::VARIANTS {
+        for engines in [Engines::L4, Engines::L7] {
+            let section = format!("noisy-{}-{}", engines.key().replace("node_", ""), v.name);
+            if on(&section) {
+                let key = format!("{}_{}", engines.key(), v.name.replace('-', "_"));
+                step(&section, &mut |m| {
+                    let mut agent = node::enroll_all(&cx, engines, &key, v.args, m)?;
+                    neighbour::run(&cx, Some(&mut agent), &key, m)
+                })?;
+            }
         }
     }
     if on("node-mixed") {

@@ -13,6 +13,30 @@ use super::{
     report::Metrics,
 };
 
+/// The agent's fairness measures switched off one at a time, each its own section
+/// (`noisy-l4-<name>`, `noisy-l7-<name>`) and report row: what each buys, in the same run.
+pub struct Variant {
+    /// Section and key suffix.
+    pub name: &'static str,
+    /// Extra `sluice agent` arguments.
+    pub args: &'static [&'static str],
+    /// The report row's label after the engine.
+    pub label: &'static str,
+}
+
+pub const VARIANTS: [Variant; 2] = [
+    Variant {
+        name: "unbounded",
+        args: &["--pod-workers", "0"],
+        label: "no per-pod bound (`--pod-workers 0`)",
+    },
+    Variant {
+        name: "kernel-slice",
+        args: &["--worker-slice-us", "0"],
+        label: "the kernel's default slice (`--worker-slice-us 0`)",
+    },
+];
+
 const QUIET: usize = 1;
 const NOISY: usize = 0;
 

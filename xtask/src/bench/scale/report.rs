@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{super::report::Stat, Plan};
+use super::{super::report::Stat, neighbour, Plan};
 
 /// Recorded values by key (`<deployment>.<stage>.<field>`), one per repetition.
 #[derive(Default, Serialize)]
@@ -330,19 +330,18 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         p.quiet_rps, p.noisy_secs
     );
     md.push_str("| | quiet p50 alone (µs) | quiet p99 alone (µs) | quiet p50 with neighbour | quiet p99 with neighbour | p99 ratio | neighbour req/s |\n|---|---|---|---|---|---|---|\n");
-    for (label, k) in [
-        ("L4", "node_l4"),
-        ("L7", "node_l7"),
-        (
-            "L4, no per-pod bound (`--pod-workers 0`)",
-            "node_l4_unbounded",
-        ),
-        (
-            "L7, no per-pod bound (`--pod-workers 0`)",
-            "node_l7_unbounded",
-        ),
-        ("no proxy (control)", "direct"),
-    ] {
+    let mut rows = vec![("L4".to_string(), "node_l4".to_string())];
+    rows.push(("L7".into(), "node_l7".into()));
+    for v in &neighbour::VARIANTS {
+        for e in ["l4", "l7"] {
+            rows.push((
+                format!("{}, {}", e.to_uppercase(), v.label),
+                format!("node_{e}_{}", v.name.replace('-', "_")),
+            ));
+        }
+    }
+    rows.push(("no proxy (control)".into(), "direct".into()));
+    for (label, k) in &rows {
         let c = |f: &str, d| m.cell(&format!("{k}.noisy.{f}"), d);
         let _ = writeln!(
             md,
@@ -356,12 +355,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         );
     }
 
-    for k in [
-        "node_l4",
-        "node_l7",
-        "node_l4_unbounded",
-        "node_l7_unbounded",
-    ] {
+    for (_, k) in rows.iter().filter(|(_, k)| k != "direct") {
         if let Some(n) = m.med(&format!("{k}.noisy.warmup_failures")) {
             let _ = writeln!(
                 md,
@@ -369,7 +363,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             );
         }
     }
-    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent. The agent bounds each pod to half its workers (`--pod-workers`, default half rounded up: one of two here), so a pod at full speed leaves the other worker to the other pods; the unbounded rows run the same agent with `--pod-workers 0`.\n");
+    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent. The agent bounds each pod to half its workers (`--pod-workers`, default half rounded up: one of two here), so a pod at full speed leaves the other worker to the other pods; the unbounded rows run the same agent with `--pod-workers 0`. The agent's workers also ask the kernel for a 100 µs scheduler slice (`--worker-slice-us`, Linux 6.12+), so a task that wakes on a core where a worker serves the neighbour waits at most that long instead of the default slice (1.4 ms on 2 cores); the kernel-slice rows run the same agent with `--worker-slice-us 0`.\n");
     let _ = writeln!(
         md,
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",
