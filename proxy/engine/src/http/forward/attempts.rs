@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use futures_util::{future::Either, FutureExt};
 use http::{header, request::Parts, uri::PathAndQuery, HeaderValue};
 
 use super::{
@@ -39,10 +40,16 @@ pub(super) struct Final {
 
 impl Attempts<'_> {
     /// `fut`'s output, or `None` when the route timeout passes first.
-    pub(super) async fn within<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+    ///
+    /// Not an `async fn`: one would keep `fut` both as its argument and inside the timeout,
+    /// twice the attempt's state in every request's future.
+    pub(super) fn within<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> impl std::future::Future<Output = Option<F::Output>> {
         match self.deadline {
-            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-            None => Some(fut.await),
+            Some(d) => Either::Left(tokio::time::timeout_at(d, fut).map(Result::ok)),
+            None => Either::Right(fut.map(Some)),
         }
     }
 
