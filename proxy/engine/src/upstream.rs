@@ -173,6 +173,9 @@ impl Host {
     }
 }
 
+/// A host set's localities in Envoy's order ([`HostMeta::locality`] indexes it).
+pub type Localities = Arc<[crate::config::Locality]>;
+
 /// A host's place in its cluster: its priority level and its `health_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HostMeta {
@@ -184,6 +187,21 @@ pub struct HostMeta {
     pub locality: u32,
     /// Its locality's weight in its priority (0: none, no traffic with locality-weighted LB).
     pub locality_weight: u32,
+    /// Envoy's canary flag (endpoint metadata `envoy.lb`; the admin shows it).
+    pub canary: bool,
+}
+
+impl HostMeta {
+    /// What a configured endpoint says about its place in the cluster.
+    fn of(e: &EndpointSpec) -> Self {
+        Self {
+            priority: e.priority,
+            health: e.health,
+            locality: e.locality,
+            locality_weight: e.locality_weight,
+            canary: e.canary,
+        }
+    }
 }
 
 /// One host a cluster should have: what the config or DNS says about it.
@@ -225,6 +243,8 @@ pub struct HostSet {
     pub meta: Vec<HostMeta>,
     /// The priority levels present, highest first.
     pub levels: Vec<Level>,
+    /// The localities [`HostMeta::locality`] indexes (for the admin's views).
+    pub localities: Localities,
 }
 
 impl HostSet {
@@ -292,6 +312,7 @@ impl HostSet {
             hosts,
             meta,
             levels,
+            localities: Arc::from([]),
         }
     }
 
@@ -371,7 +392,8 @@ impl Cluster {
                 .collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
         };
-        let set = HostSet::build(&spec.lb, hosts, spec.options.locality_weighted_lb);
+        let mut set = HostSet::build(&spec.lb, hosts, spec.options.locality_weighted_lb);
+        set.localities = spec.localities.clone();
         let spec_discovery_is_dns = matches!(spec.discovery, Discovery::StrictDns { .. });
         let has_hc = spec.health_check.is_some();
         let resources = spec.breakers.map(|b| resources::Resources::new(*b));
@@ -418,6 +440,12 @@ impl Cluster {
     /// Every host currently known with its priority and health status (original-destination
     /// hosts are priority 0, healthy).
     pub fn hosts_with_meta(&self) -> Vec<(Arc<Host>, HostMeta)> {
+        self.hosts_view().0
+    }
+
+    /// [`hosts_with_meta`](Self::hosts_with_meta) with the localities their
+    /// [`HostMeta::locality`] indexes, from one host set.
+    pub fn hosts_view(&self) -> (Vec<(Arc<Host>, HostMeta)>, Localities) {
         let set = self.hosts.load();
         let mut v: Vec<(Arc<Host>, HostMeta)> = set
             .hosts
@@ -432,7 +460,7 @@ impl Cluster {
                 .unwrap_or_else(|e| e.into_inner());
             v.extend(map.values().map(|h| (h.clone(), HostMeta::default())));
         }
-        v
+        (v, set.localities.clone())
     }
 
     /// Every host currently known (static, resolved or original-destination ones).
@@ -460,17 +488,20 @@ impl Cluster {
     /// ones, keeping hosts (pools, health, outlier state) that did not change.
     pub fn replace_endpoints(&self, spec: &ClusterSpec) {
         if let Discovery::Static(eps) = &spec.discovery {
-            self.set_hosts(static_addrs(eps).collect());
+            self.set_hosts(static_addrs(eps).collect(), &spec.localities);
         }
     }
 
     /// Replaces the host list (DNS refresh, EDS), keeping hosts (and their pools, health and
     /// outlier state) whose address, weight and host name did not change, whatever their
     /// priority or health status now.
-    fn set_hosts(&self, mut entries: Vec<HostEntry>) {
+    fn set_hosts(&self, mut entries: Vec<HostEntry>, localities: &Localities) {
         entries.sort_by_key(|e| e.meta.priority);
         let old = self.hosts.load();
-        if old.hosts.len() == entries.len() && old.entries().eq(entries.iter().cloned()) {
+        if old.hosts.len() == entries.len()
+            && old.entries().eq(entries.iter().cloned())
+            && old.localities == *localities
+        {
             return;
         }
         let hosts: Vec<(Arc<Host>, HostMeta)> = entries
@@ -485,11 +516,9 @@ impl Cluster {
                 (host, e.meta)
             })
             .collect();
-        self.hosts.store(Arc::new(HostSet::build(
-            &self.spec.lb,
-            hosts,
-            self.spec.options.locality_weighted_lb,
-        )));
+        let mut set = HostSet::build(&self.spec.lb, hosts, self.spec.options.locality_weighted_lb);
+        set.localities = localities.clone();
+        self.hosts.store(Arc::new(set));
     }
 }
 
@@ -500,12 +529,7 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
             addr: SocketAddr::new(ip, e.port),
             weight: e.weight,
             hostname: e.hostname.as_deref().map(Arc::from),
-            meta: HostMeta {
-                priority: e.priority,
-                health: e.health,
-                locality: e.locality,
-                locality_weight: e.locality_weight,
-            },
+            meta: HostMeta::of(e),
         })
     })
 }
@@ -612,12 +636,7 @@ impl Cluster {
                                 addr: a,
                                 weight: e.weight,
                                 hostname: name.clone(),
-                                meta: HostMeta {
-                                    priority: e.priority,
-                                    health: e.health,
-                                    locality: e.locality,
-                                    locality_weight: e.locality_weight,
-                                },
+                                meta: HostMeta::of(e),
                             });
                         }
                     }
@@ -629,7 +648,7 @@ impl Cluster {
             }
         }
         if !addrs.is_empty() || endpoints.is_empty() {
-            self.set_hosts(addrs);
+            self.set_hosts(addrs, &self.spec.localities);
         }
         ok
     }

@@ -9,6 +9,7 @@ use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
 use serde_json::{json, Value};
 
 use crate::{
+    config::Locality,
     server::Runtime,
     upstream::{now_ms, Cluster, Host},
 };
@@ -63,7 +64,9 @@ pub fn text(rt: &Runtime) -> String {
         }
         let via_api = rt.origin.clusters.contains_key(name);
         let _ = writeln!(out, "{name}::added_via_api::{via_api}");
-        for (h, meta) in c.hosts_with_meta() {
+        let (hosts, localities) = c.hosts_view();
+        let none = Locality::default();
+        for (h, meta) in hosts {
             let a = h.addr;
             for (k, _, v) in host_counters(c, &h) {
                 let _ = writeln!(out, "{name}::{a}::{k}::{v}");
@@ -73,7 +76,18 @@ pub fn text(rt: &Runtime) -> String {
             let flags = h.health_flags(meta.health);
             let _ = writeln!(out, "{name}::{a}::health_flags::{flags}");
             let _ = writeln!(out, "{name}::{a}::weight::{}", h.weight);
+            let l = localities.get(meta.locality as usize).unwrap_or(&none);
+            let _ = writeln!(out, "{name}::{a}::region::{}", l.region);
+            let _ = writeln!(out, "{name}::{a}::zone::{}", l.zone);
+            let _ = writeln!(out, "{name}::{a}::sub_zone::{}", l.sub_zone);
+            let _ = writeln!(out, "{name}::{a}::canary::{}", meta.canary);
             let _ = writeln!(out, "{name}::{a}::priority::{}", meta.priority);
+            // Without outlier detection Envoy has no success rate (-1); with it, Envoy computes
+            // one that sluice does not, so the lines are left out.
+            if c.spec.outlier.is_none() {
+                let _ = writeln!(out, "{name}::{a}::success_rate::-1");
+                let _ = writeln!(out, "{name}::{a}::local_origin_success_rate::-1");
+            }
         }
     }
     out
@@ -87,8 +101,8 @@ pub fn json(rt: &Runtime) -> Value {
         .iter()
         .filter_map(|name| rt.clusters.get(name).map(|c| (name, c)))
         .map(|(name, c)| {
-            let hosts: Vec<Value> = c
-                .hosts_with_meta()
+            let (hosts, localities) = c.hosts_view();
+            let hosts: Vec<Value> = hosts
                 .iter()
                 .map(|(h, meta)| {
                     let stats: Vec<Value> = host_counters(c, h)
@@ -116,7 +130,9 @@ pub fn json(rt: &Runtime) -> Value {
                         "stats": stats,
                         "health_status": health,
                         "weight": h.weight,
-                        "locality": {},
+                        "locality": localities
+                            .get(meta.locality as usize)
+                            .map_or_else(|| json!({}), super::config_dump::locality_json),
                     });
                     if meta.priority != 0 {
                         hs["priority"] = json!(meta.priority);

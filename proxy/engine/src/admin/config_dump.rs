@@ -327,14 +327,17 @@ fn endpoints(rt: &Runtime) -> Value {
     )
 }
 
-/// A cluster's current hosts as a ClusterLoadAssignment (one locality per priority level).
+/// A cluster's current hosts as a ClusterLoadAssignment: one entry per priority and locality,
+/// by priority, then in Envoy's locality order (as Envoy's per-locality host lists).
 fn assignment(rt: &Runtime, name: &str) -> Value {
     let Some(c) = rt.clusters.get(name) else {
         return json!({"cluster_name": name});
     };
     let now = crate::upstream::now_ms();
-    let mut levels: Vec<(u32, Vec<Value>)> = Vec::new();
-    for (h, meta) in c.hosts_with_meta() {
+    let (hosts, localities) = c.hosts_view();
+    // (priority, locality rank) -> the locality's weight and its lb_endpoints.
+    let mut groups: std::collections::BTreeMap<(u32, u32), (u32, Vec<Value>)> = Default::default();
+    for (h, meta) in hosts {
         let mut ep = json!({
             "address": {"socket_address": {"address": h.addr.ip().to_string(), "port_value": h.addr.port()}},
             "health_check_config": {},
@@ -353,19 +356,22 @@ fn assignment(rt: &Runtime, name: &str) -> Value {
             "health_status": status,
             "load_balancing_weight": h.weight,
         });
-        match levels.iter_mut().find(|(p, _)| *p == meta.priority) {
-            Some((_, v)) => v.push(lbe),
-            None => levels.push((meta.priority, vec![lbe])),
-        }
+        let group = groups
+            .entry((meta.priority, meta.locality))
+            .or_insert_with(|| (meta.locality_weight, Vec::new()));
+        group.1.push(lbe);
     }
     let overprovisioning = c.spec.options.overprovisioning_factor;
     let mut cla =
         json!({"cluster_name": name, "policy": {"overprovisioning_factor": overprovisioning}});
-    if !levels.is_empty() {
-        let eps: Vec<Value> = levels
+    if !groups.is_empty() {
+        let eps: Vec<Value> = groups
             .into_iter()
-            .map(|(p, lb)| {
-                let mut l = json!({"locality": {}, "lb_endpoints": lb, "load_balancing_weight": 0});
+            .map(|((p, rank), (weight, lb))| {
+                let locality = localities
+                    .get(rank as usize)
+                    .map_or_else(|| json!({}), locality_json);
+                let mut l = json!({"locality": locality, "lb_endpoints": lb, "load_balancing_weight": weight});
                 if p != 0 {
                     l["priority"] = json!(p);
                 }
@@ -375,4 +381,19 @@ fn assignment(rt: &Runtime, name: &str) -> Value {
         cla["endpoints"] = json!(eps);
     }
     cla
+}
+
+/// `core.v3.Locality` as proto JSON (empty fields left out).
+pub(super) fn locality_json(l: &crate::config::Locality) -> Value {
+    let mut v = json!({});
+    for (k, s) in [
+        ("region", &l.region),
+        ("zone", &l.zone),
+        ("sub_zone", &l.sub_zone),
+    ] {
+        if !s.is_empty() {
+            v[k] = json!(s);
+        }
+    }
+    v
 }

@@ -323,10 +323,30 @@ async fn clusters_and_listeners_formats() {
     );
     assert_eq!(s["circuit_breakers"]["thresholds"][1]["priority"], "HIGH");
     // Each priority's own thresholds (Envoy prints the HIGH entry as configured).
+    // A canary endpoint in a locality (Envoy 1.40 prints both, in this order).
     let mut src = no_tls(source());
     src["static_resources"]["clusters"][0]["circuit_breakers"] =
         serde_json::json!({"thresholds": [{"priority": "HIGH", "max_retries": 9}]});
+    src["static_resources"]["clusters"][0]["load_assignment"]["endpoints"] = serde_json::json!([{
+        "locality": {"region": "r", "sub_zone": "s"},
+        "lb_endpoints": [{
+            "endpoint": {"address": {"socket_address": {"address": "127.0.0.2", "port_value": 80}}},
+            "metadata": {"filter_metadata": {"envoy.lb": {"canary": true}}},
+        }],
+    }]);
     let t = clusters::text(&runtime(src, None).await);
+    assert!(
+        t.contains(concat!(
+            "b::127.0.0.2:80::weight::1\n",
+            "b::127.0.0.2:80::region::r\n",
+            "b::127.0.0.2:80::zone::\n",
+            "b::127.0.0.2:80::sub_zone::s\n",
+            "b::127.0.0.2:80::canary::true\n",
+            "b::127.0.0.2:80::priority::0\n",
+            "b::127.0.0.2:80::success_rate::-1\n",
+        )),
+        "{t}"
+    );
     for line in [
         "b::default_priority::max_retries::3",
         "b::high_priority::max_retries::9",

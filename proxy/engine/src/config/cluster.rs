@@ -1,7 +1,7 @@
 //! Typed clusters: discovery type, endpoints, load balancing, circuit breakers, outlier
 //! detection, health checks, upstream protocol and TLS.
 
-use std::{net::SocketAddr, ops::Range, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, ops::Range, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{ByPriority, ClusterRef};
 
@@ -51,6 +51,9 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     /// `load_assignment.endpoints[].lb_endpoints[]`, flattened in order (empty for ORIGINAL_DST).
     pub endpoints: Vec<Endpoint>,
+    /// The load assignment's localities in Envoy's order (region, zone, sub_zone), each once:
+    /// [`Endpoint::locality`] indexes it.
+    pub localities: Arc<[Locality]>,
     /// `circuit_breakers.thresholds[]` per routing priority (the first entry of each priority;
     /// a priority without one has Envoy's defaults).
     pub circuit_breakers: ByPriority<CircuitBreakers>,
@@ -175,6 +178,19 @@ pub struct Endpoint {
     /// of that locality and priority with both `locality` and a weight sets it; 0: none, so
     /// locality-weighted LB sends it nothing).
     pub locality_weight: u32,
+    /// `metadata.filter_metadata["envoy.lb"].canary` is true (shown by the admin's /clusters).
+    pub canary: bool,
+}
+
+/// `core.v3.Locality`: where an endpoint runs (all empty: an entry without `locality`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locality {
+    /// `region`.
+    pub region: String,
+    /// `zone`.
+    pub zone: String,
+    /// `sub_zone`.
+    pub sub_zone: String,
 }
 
 /// `LbEndpoint.health_status`, as Envoy's load balancers class it.

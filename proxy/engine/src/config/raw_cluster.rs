@@ -109,8 +109,8 @@ pub(crate) struct RawLocality {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLbEndpoint {
-    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (no subset load balancing or transport socket matching reads it).
-    #[allow(dead_code)]
+    /// `metadata` (e.g. Istio's `filter_metadata`): only `envoy.lb`'s `canary` is read (the
+    /// admin's /clusters shows it); no subset load balancing or transport socket matching.
     pub metadata: Option<serde_json::Value>,
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,

@@ -140,8 +140,10 @@ fn full_bootstrap_parses_into_the_typed_model() {
             health: Default::default(),
             locality: 0,
             locality_weight: 0,
+            canary: false,
         }]
     );
+    assert_eq!(&*a.localities, &[Locality::default()]);
 }
 
 #[test]

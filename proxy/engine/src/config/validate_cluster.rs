@@ -11,7 +11,7 @@ use super::{
     raw_route::RawDataSource,
     validate::socket_address,
     ByPriority, CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType,
-    DnsLookupFamily, Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy,
+    DnsLookupFamily, Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, Locality,
     OutlierDetection, RoutingPriority, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER,
@@ -45,6 +45,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     super::dynamic::eds_cluster_config(&raw, discovery, p)?;
 
     let mut endpoints = Vec::new();
+    let mut localities: Vec<Locality> = Vec::new();
     if let Some(la) = &raw.load_assignment {
         let lp = p.field("load_assignment");
         if let Some(cn) = &la.cluster_name {
@@ -131,6 +132,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     health,
                     locality: i as u32,
                     locality_weight: 0,
+                    canary: is_canary(lbe.metadata.as_ref()),
                 });
             }
         }
@@ -159,6 +161,14 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                 .unwrap_or(0);
             e.locality = sorted.binary_search(&key).unwrap_or(0) as u32;
         }
+        localities = sorted
+            .into_iter()
+            .map(|(region, zone, sub_zone)| Locality {
+                region: region.into(),
+                zone: zone.into(),
+                sub_zone: sub_zone.into(),
+            })
+            .collect();
     }
     if discovery == DiscoveryType::LogicalDns && endpoints.len() != 1 {
         return Err(p
@@ -350,6 +360,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
             .dns_refresh_rate
             .map_or(DEFAULT_DNS_REFRESH_RATE, |d| d.0),
         endpoints,
+        localities: localities.into(),
         circuit_breakers,
         outlier_detection,
         health_checks,
@@ -359,6 +370,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         original_dst_header,
         options,
     })
+}
+
+/// Envoy's canary flag: `metadata.filter_metadata["envoy.lb"].canary` is `true`.
+fn is_canary(metadata: Option<&serde_json::Value>) -> bool {
+    metadata.and_then(|m| m["filter_metadata"]["envoy.lb"]["canary"].as_bool()) == Some(true)
 }
 
 fn lb_policy(

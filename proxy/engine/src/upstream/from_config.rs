@@ -47,6 +47,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 health: e.health,
                 locality: e.locality,
                 locality_weight: e.locality_weight,
+                canary: e.canary,
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
@@ -57,6 +58,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 health: e.health,
                 locality: e.locality,
                 locality_weight: e.locality_weight,
+                canary: e.canary,
             },
         })
         .collect();
@@ -155,6 +157,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         }),
         health_check,
         options: c.options.clone(),
+        localities: c.localities.clone(),
         name,
     }
 }

@@ -19,6 +19,7 @@ fn level(spec: &[(u32, u32, u32, EndpointHealth)]) -> Vec<(Arc<Host>, HostMeta)>
                     health: *health,
                     locality: *loc,
                     locality_weight: *lw,
+                    canary: false,
                 },
             )
         })

@@ -40,6 +40,8 @@ pub struct ClusterSpec {
     pub orig_dst_header: Option<http::HeaderName>,
     /// Connection, DNS and `common_lb_config` options, as validated.
     pub options: crate::config::ClusterOptions,
+    /// The endpoints' localities in Envoy's order ([`EndpointSpec::locality`] indexes it).
+    pub localities: std::sync::Arc<[crate::config::Locality]>,
 }
 
 /// Host discovery.
@@ -82,6 +84,8 @@ pub struct EndpointSpec {
     pub locality: u32,
     /// Its locality's weight in its priority (0: none).
     pub locality_weight: u32,
+    /// Envoy's canary flag (endpoint metadata `envoy.lb`).
+    pub canary: bool,
 }
 
 /// Load-balancing policies.
