@@ -1,8 +1,12 @@
 //! Istio's telemetry-only filters, accepted as documented no-ops: the stats plugin
 //! (`istio.stats`, native or Wasm-hosted), peer metadata exchange (`istio.metadata_exchange`,
 //! `envoy.filters.http.peer_metadata`, `envoy.filters.network.metadata_exchange`) and the
-//! upstream ALPN override (`istio.alpn`). They only feed Istio's metrics and peer labels, which
-//! sluice computes itself (`server/istio.rs`); routing never depends on them. A filter is
+//! upstream ALPN override (`istio.alpn`), the peer-principal filter (`istio_authn`, which records
+//! the mutual-TLS peer for Istio's RBAC: no downstream mutual TLS here, so nothing to record) and
+//! Envoy's gRPC statistics filter (`envoy.filters.http.grpc_stats`, which istiod puts in every
+//! HTTP connection manager: it counts gRPC messages and sets filter state for the stats plugin,
+//! and changes no byte of a request or response). They only feed Istio's metrics and peer
+//! labels, which sluice computes itself (`server/istio.rs`); routing never depends on them. A filter is
 //! recognised by its typed_config's type URL (the `type_url` inside a `udpa.type.v1` /
 //! `xds.type.v3` TypedStruct), as Envoy picks factories, or by name when it has no typed_config.
 
@@ -20,6 +24,9 @@ const PEER_METADATA: &str = "type.googleapis.com/io.istio.http.peer_metadata.Con
 const ALPN: &str = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 const TCP_METADATA_EXCHANGE: &str =
     "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange";
+const ISTIO_AUTHN: &str = "type.googleapis.com/io.istio.network.authn.Config";
+const GRPC_STATS: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
 const HTTP_WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const NETWORK_WASM: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
 /// Istio's Wasm plugins (null VM code names and root ids) that only do telemetry.
@@ -52,7 +59,7 @@ pub(crate) fn is_telemetry_noop(
             Place::Http => matches!(
                 name,
                 Some("istio.stats" | "istio.metadata_exchange" | "istio.alpn")
-                    | Some("envoy.filters.http.peer_metadata")
+                    | Some("envoy.filters.http.peer_metadata" | "envoy.filters.http.grpc_stats")
             ),
             Place::Network => matches!(
                 name,
@@ -75,8 +82,8 @@ pub(crate) fn is_telemetry_noop(
     }
     match (place, ty) {
         (_, STATS) => true,
-        (Place::Http, PEER_METADATA | ALPN) => true,
-        (Place::Network, TCP_METADATA_EXCHANGE) => true,
+        (Place::Http, PEER_METADATA | ALPN | GRPC_STATS) => true,
+        (Place::Network, TCP_METADATA_EXCHANGE | ISTIO_AUTHN) => true,
         (Place::Http, HTTP_WASM) | (Place::Network, NETWORK_WASM) => wasm_is_telemetry(body),
         _ => false,
     }
@@ -127,6 +134,23 @@ mod tests {
             (
                 Place::Http,
                 "{'@type': type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: {root_id: stats_outbound, vm_config: {code: {local: {inline_string: my.plugin}}}}}",
+                false,
+            ),
+            // As istiod sends them (listener_builder.go, authn): grpc_stats in every HCM,
+            // istio_authn before the HCM of an inbound chain.
+            (
+                Place::Http,
+                "{'@type': type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig, emit_filter_state: true, stats_for_all_methods: false}",
+                true,
+            ),
+            (
+                Place::Network,
+                "{'@type': type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/io.istio.network.authn.Config}",
+                true,
+            ),
+            (
+                Place::Network,
+                "{'@type': type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig}",
                 false,
             ),
             // The network metadata exchange is not an HTTP filter, nor the reverse.

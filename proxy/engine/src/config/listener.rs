@@ -193,6 +193,11 @@ pub struct HttpConnectionManager {
     /// `preserve_external_request_id` (default false): with `use_remote_address`, keep an
     /// external request's `x-request-id` instead of generating a new one.
     pub preserve_external_request_id: bool,
+    /// `forward_client_cert_details` is `ALWAYS_FORWARD_ONLY`: the client's
+    /// `x-forwarded-client-cert` goes upstream unchanged. Every other mode (default `SANITIZE`)
+    /// removes it on a connection without a peer certificate, i.e. on every connection here
+    /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
+    pub forward_client_cert: bool,
     /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
     /// `strip_matching_host_port` / `strip_any_host_port`.

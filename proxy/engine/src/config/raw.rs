@@ -325,6 +325,24 @@ pub(crate) struct RawHcm {
     pub always_set_request_id_in_response: Option<bool>,
     pub max_request_headers_kb: Option<u32>,
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
+    pub forward_client_cert_details: Option<String>,
+    /// Validated, no effect: there is never a peer certificate to set from.
+    #[allow(dead_code)]
+    pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,
+}
+
+/// `set_current_client_cert_details`: which parts of the peer certificate SANITIZE_SET and
+/// APPEND_FORWARD put into `x-forwarded-client-cert`; without downstream mutual TLS there is no
+/// peer certificate, so nothing is ever set (validated, no effect).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct RawSetCurrentClientCertDetails {
+    pub subject: Option<bool>,
+    pub cert: Option<bool>,
+    pub chain: Option<bool>,
+    pub dns: Option<bool>,
+    pub uri: Option<bool>,
 }
 
 /// `common_http_protocol_options` (HttpProtocolOptions; the timeouts and the other fields are

@@ -1,4 +1,5 @@
-//! What istiod sends a sidecar: filter chain matches, Istio's telemetry filters, its clusters,
+//! What istiod sends a sidecar: filter chain matches, Istio's telemetry filters (grpc_stats and
+//! istio_authn too), the inbound HCM's client-certificate fields, its clusters,
 //! and the refusal of transport sockets that need SDS.
 
 use super::tests::expect_err;
@@ -33,10 +34,16 @@ fn istio_config(extra_cluster: &str) -> String {
           "@type": type.googleapis.com/udpa.type.v1.TypedStruct
           type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
           value: {{ protocol: istio-peer-exchange, enable_discovery: true }}
+      - name: istio_authn
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/io.istio.network.authn.Config
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: inbound_0.0.0.0_8080
+          forward_client_cert_details: APPEND_FORWARD
+          set_current_client_cert_details: {{ subject: true, dns: true, uri: true }}
           route_config:
             virtual_hosts:
             - name: inbound
@@ -49,6 +56,11 @@ fn istio_config(extra_cluster: &str) -> String {
               "@type": type.googleapis.com/xds.type.v3.TypedStruct
               type_url: type.googleapis.com/io.istio.http.peer_metadata.Config
               value: {{ downstream_discovery: [{{ istio_headers: {{}} }}] }}
+          - name: envoy.filters.http.grpc_stats
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig
+              emit_filter_state: true
+              stats_for_all_methods: false
           - name: istio.stats
             typed_config: {{ "@type": type.googleapis.com/stats.PluginConfig, disable_host_header_fallback: true }}
           - name: envoy.filters.http.router
@@ -120,7 +132,7 @@ fn istio_inbound_listener_loads_and_chooses_like_envoy() {
     let l = &b.listeners[0];
     assert_eq!(l.filter_chains.len(), 4, "three chains and the default");
     assert!(l.filter_chains[3].is_default);
-    assert_eq!(l.filter_chains[0].terminal_index, 1);
+    assert_eq!(l.filter_chains[0].terminal_index, 2);
     let name = |f: &ConnFacts<'_>| {
         l.select_chain(f)
             .map(|i| l.filter_chains[i].name.clone().unwrap_or("default".into()))
@@ -225,7 +237,7 @@ fn only_istio_telemetry_filters_are_no_ops() {
     );
     expect_err(
         &bad,
-        &format!("{LISTENER}.filter_chains[0].filters[1].typed_config.http_filters[0]"),
+        &format!("{LISTENER}.filter_chains[0].filters[2].typed_config.http_filters[0]"),
         "TypedStruct",
     );
     let bad = base.replace(

@@ -115,8 +115,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "internal_address_config",
     "skip_xff_append",
     "via",
-    "forward_client_cert_details",
-    "set_current_client_cert_details",
     "proxy_100_continue",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "request_id_extension",

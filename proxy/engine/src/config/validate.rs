@@ -429,6 +429,7 @@ fn hcm(
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
+        forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
         upgrade_configs,
         strip_port: opts.strip_port,
         path_normalization: opts.path,
@@ -439,6 +440,17 @@ fn hcm(
         max_stream_duration: opts.max_stream_duration,
         conn_timeouts: opts.conn_timeouts,
     })
+}
+
+/// `forward_client_cert_details`: whether the client's `x-forwarded-client-cert` is kept.
+fn forward_client_cert(mode: Option<&str>, p: &FieldPath) -> Result<bool, ConfigError> {
+    match mode {
+        None | Some("SANITIZE" | "FORWARD_ONLY" | "APPEND_FORWARD" | "SANITIZE_SET") => Ok(false),
+        Some("ALWAYS_FORWARD_ONLY") => Ok(true),
+        Some(other) => Err(p
+            .field("forward_client_cert_details")
+            .err(format!("unknown value {other:?}"))),
+    }
 }
 
 fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, ConfigError> {

@@ -266,6 +266,11 @@ fn is_upgrade(parts: &Parts) -> bool {
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Envoy keeps TE's exact `trailers` token (gRPC needs it end to end) and drops the rest.
+    let te_trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == "trailers"))
+    });
     let listed: Vec<String> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -278,6 +283,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     for n in HOP_BY_HOP {
         h.remove(*n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

@@ -22,6 +22,11 @@ pub(super) fn request(
     if h.contains_key(header::CONNECTION) {
         strip_connection_nominations(h);
     }
+    // No connection has a peer certificate here (no downstream mutual TLS): Envoy keeps a
+    // client's x-forwarded-client-cert only under ALWAYS_FORWARD_ONLY.
+    if !cfg.forward_client_cert {
+        h.remove("x-forwarded-client-cert");
+    }
     // One pass over the names usually shows there is nothing to strip.
     if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
@@ -69,7 +74,8 @@ pub(super) fn request(
 
 /// Applies the client's hop-by-hop nominations (`Connection: a, b`) now, before the proxy adds
 /// its headers: nominated headers are removed, except those the proxy owns (XFF, XFP,
-/// `x-request-id`, `x-envoy-*`, Host, framing), whose nomination is ignored. `Connection` then
+/// `x-request-id`, `x-envoy-*`, Host, framing, TE whose `trailers` Envoy keeps), whose
+/// nomination is ignored. `Connection` then
 /// keeps only an `upgrade` token, so nothing later can remove a header by nomination.
 fn strip_connection_nominations(h: &mut HeaderMap) {
     let mut upgrade = false;
@@ -112,6 +118,7 @@ fn is_proxy_owned(name: &str) -> bool {
             | "content-length"
             | "transfer-encoding"
             | "upgrade"
+            | "te"
     ) || name.starts_with("x-envoy-")
         || name.starts_with(':')
 }
@@ -211,6 +218,19 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_client_xfcc_is_kept_only_under_always_forward_only() {
+        let xfcc = || headers(&[("x-forwarded-client-cert", "By=spiffe://evil")]);
+        let mut h = xfcc();
+        request(&hcm(false, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        assert!(!h.contains_key("x-forwarded-client-cert"), "SANITIZE");
+        let mut cfg = hcm(true, 0);
+        cfg.forward_client_cert = true;
+        let mut h = xfcc();
+        request(&cfg, &conn("10.0.0.2:5000"), "http", &mut h);
+        assert_eq!(h["x-forwarded-client-cert"], "By=spiffe://evil");
     }
 
     #[test]
