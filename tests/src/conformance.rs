@@ -554,6 +554,10 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
     match resp {
         Ok(r) => {
             o.insert("status".into(), r.status.to_string());
+            if !r.interim.is_empty() {
+                let interim: Vec<String> = r.interim.iter().map(u16::to_string).collect();
+                o.insert("interim".into(), interim.join(","));
+            }
             o.insert("body".into(), body_text(&r.body));
             for (k, v) in r
                 .headers

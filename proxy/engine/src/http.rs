@@ -12,6 +12,7 @@
 
 pub mod access_log;
 mod conn_timers;
+mod expect_continue;
 pub mod filters;
 mod forward;
 mod h2_flood;
@@ -558,6 +559,16 @@ pub async fn handle_with(
         );
         return (resp, Flag::None);
     }
+    let continued = match expect_continue::on_request(hcm.cfg.proxy_100_continue, &mut req).await {
+        Ok(c) => c,
+        // The client's body broke off (Envoy resets the stream): close the connection.
+        Err(()) => {
+            let mut resp = local_reply::reply(400, "");
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return (resp, Flag::DownstreamTermination);
+        }
+    };
     let authority = Authority::of(&req);
     let path = req
         .uri()
@@ -654,8 +665,14 @@ pub async fn handle_with(
             }
             ref answering @ (Selection::DirectResponse { .. } | Selection::Redirect { .. }) => {
                 close = body_pending;
-                let resp = route_reply::answer(answering, req.headers(), fmt)
-                    .expect("a route that answers by itself");
+                let resp = route_reply::answer(
+                    answering,
+                    req.headers(),
+                    authority.as_ref().map_or("", Authority::as_str),
+                    path.as_str(),
+                    fmt,
+                )
+                .expect("a route that answers by itself");
                 Outcome::answered(resp)
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
@@ -702,7 +719,12 @@ pub async fn handle_with(
                             conn,
                             fmt,
                             parts,
-                            forward::Input::Stream(body),
+                            match continued {
+                                expect_continue::Continued::Stream => forward::Input::Stream(body),
+                                expect_continue::Continued::Buffered(b) => {
+                                    forward::Input::Replay(Some(b))
+                                }
+                            },
                         )
                         .await;
                         // Boxed: following holds a second forward future, which would double

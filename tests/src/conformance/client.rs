@@ -33,6 +33,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// De-chunked body.
     pub body: Vec<u8>,
+    /// Interim (1xx, not 101) responses before it, e.g. `100 Continue`, in order.
+    pub interim: Vec<u16>,
 }
 
 /// Sends `req` to `addr` on a fresh connection and reads one response.
@@ -122,25 +124,36 @@ fn read_response<S: Read>(
     deadline: Instant,
 ) -> Result<Response, String> {
     let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(p) = find(&buf, b"\r\n\r\n") {
-            break p;
+    let mut interim = Vec::new();
+    let (head_end, head, status) = loop {
+        let head_end = loop {
+            if let Some(p) = find(&buf, b"\r\n\r\n") {
+                break p;
+            }
+            if fill(s, &mut buf, deadline)? == 0 {
+                return Err(format!(
+                    "connection closed before a complete response head ({} bytes read)",
+                    buf.len()
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status_line = head.split("\r\n").next().unwrap_or_default();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        // An interim response (100 Continue) precedes the one that answers the request.
+        if (100..200).contains(&status) && status != 101 {
+            interim.push(status);
+            buf.drain(..head_end + 4);
+            continue;
         }
-        if fill(s, &mut buf, deadline)? == 0 {
-            return Err(format!(
-                "connection closed before a complete response head ({} bytes read)",
-                buf.len()
-            ));
-        }
+        break (head_end, head, status);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    lines.next();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -175,6 +188,7 @@ fn read_response<S: Read>(
         status,
         headers,
         body,
+        interim,
     })
 }
 

@@ -61,6 +61,7 @@ fn observe_reduces_varying_values_only() {
             ("x-m".into(), "2".into()),
         ],
         body: b"ok".to_vec(),
+        interim: Vec::new(),
     };
     let rec = |h: Vec<(&str, &str)>| Recorded {
         upstream: "a".into(),

@@ -357,6 +357,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        // As most servers do: a client that waits for `100 Continue` gets it before the body.
+        if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+            && sock
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return;
+        }
         let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
         {
             match read_chunked(&mut sock, &mut buf).await {

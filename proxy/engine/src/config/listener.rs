@@ -198,6 +198,9 @@ pub struct HttpConnectionManager {
     /// removes it on a connection without a peer certificate, i.e. on every connection here
     /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
     pub forward_client_cert: bool,
+    /// `proxy_100_continue` (default false): forward `Expect: 100-continue` instead of
+    /// answering `100 Continue` at once and removing it (`http/expect_continue.rs`).
+    pub proxy_100_continue: bool,
     /// `upgrade_configs[]`: the `Upgrade` types forwarded as tunnels (others are refused 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
     /// `strip_matching_host_port` / `strip_any_host_port`.

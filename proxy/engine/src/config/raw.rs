@@ -326,6 +326,7 @@ pub(crate) struct RawHcm {
     pub max_request_headers_kb: Option<u32>,
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
     pub forward_client_cert_details: Option<String>,
+    pub proxy_100_continue: Option<bool>,
     /// Validated, no effect: there is never a peer certificate to set from.
     #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,

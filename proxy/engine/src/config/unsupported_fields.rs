@@ -115,7 +115,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "internal_address_config",
     "skip_xff_append",
     "via",
-    "proxy_100_continue",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "request_id_extension",
     "local_reply_config",

@@ -430,6 +430,7 @@ fn hcm(
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
+        proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         upgrade_configs,
         strip_port: opts.strip_port,
         path_normalization: opts.path,

@@ -155,7 +155,13 @@ pub(crate) async fn follow(
             // A direct-response or redirect route answers the redirected request itself.
             let fwd = match selection {
                 Selection::Forward(fwd) => fwd,
-                ref answering => match route_reply::answer(answering, &headers, fmt) {
+                ref answering => match route_reply::answer(
+                    answering,
+                    &headers,
+                    &t.authority,
+                    t.path.as_str(),
+                    fmt,
+                ) {
                     Some(resp) => return Outcome::answered(resp),
                     None => break,
                 },

@@ -8,10 +8,13 @@ use http::{header, HeaderMap, HeaderValue, Response};
 use super::{local_reply, Body};
 use crate::route::{format::FormatContext, Selection};
 
-/// The response of `selection` when it answers by itself (`None` for forwarding or no route).
+/// The response of `selection` when it answers by itself (`None` for forwarding or no route);
+/// `authority` and `path` are the request's (a `201` direct response points `location` at them).
 pub(crate) fn answer(
     selection: &Selection<'_>,
     request: &HeaderMap,
+    authority: &str,
+    path: &str,
     fmt: FormatContext<'_>,
 ) -> Option<Response<Body>> {
     let ctx = FormatContext {
@@ -25,6 +28,16 @@ pub(crate) fn answer(
             ..
         } => {
             let mut r = local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
+            // Envoy's router: a direct `201 Created` is located at the request's own URL.
+            if response.status == 201 {
+                let scheme = request
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("http");
+                if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{authority}{path}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+            }
             response_headers.apply_with(r.headers_mut(), &ctx);
             Some(r)
         }
