@@ -48,9 +48,15 @@ impl Proxy {
 
 /// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
 pub fn start(fixture: &str, envoy: bool) -> Proxy {
-    let [port] = free_ports::<1>();
     let text = std::fs::read_to_string(fixtures().join(fixture))
         .unwrap_or_else(|e| panic!("read fixture {fixture}: {e}"));
+    start_text(fixture, &text, envoy)
+}
+
+/// [`start`] on the config `text` (`ADMIN_PORT` in it is replaced by a free port); `fixture`
+/// names it in messages.
+pub fn start_text(fixture: &str, text: &str, envoy: bool) -> Proxy {
+    let [port] = free_ports::<1>();
     let dir = std::env::temp_dir().join(format!(
         "sluice-admin-{}-{}-{port}",
         std::process::id(),

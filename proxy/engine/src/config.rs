@@ -16,6 +16,7 @@ mod dynamic;
 mod dynamic_tests;
 mod filter_disabled;
 mod hcm_request;
+mod http2_options;
 pub(crate) mod istio_filters;
 mod listener;
 mod path;
@@ -62,6 +63,10 @@ pub use hcm_request::{
     ConnTimeouts, EscapedSlashes, HeadLimits, PathNormalization, ServerHeader,
     ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,
     DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_SERVER_NAME,
+};
+pub use http2_options::{
+    H2FloodLimits, Http2Options, DEFAULT_MAX_CONSECUTIVE_EMPTY_FRAMES,
+    DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM, DEFAULT_MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT,
 };
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,

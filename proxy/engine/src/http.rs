@@ -226,8 +226,8 @@ pub async fn serve<I, F>(
     } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
-    let (head_limits, timeouts) = current()
-        .map(|h| (h.cfg.head_limits, h.cfg.conn_timeouts))
+    let (head_limits, timeouts, h2) = current()
+        .map(|h| (h.cfg.head_limits, h.cfg.conn_timeouts, h.cfg.http2))
         .unwrap_or_default();
     let activity = conn_timers::Activity::new();
     let streams = activity.clone();
@@ -295,6 +295,17 @@ pub async fn serve<I, F>(
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(head_limits.max_request_headers_bytes as u32);
+    // `http2_protocol_options`: what the connection's SETTINGS advertise (hyper's defaults
+    // otherwise).
+    if let Some(n) = h2.max_concurrent_streams {
+        b.http2().max_concurrent_streams(n);
+    }
+    if let Some(n) = h2.initial_stream_window_size {
+        b.http2().initial_stream_window_size(n);
+    }
+    if let Some(n) = h2.initial_connection_window_size {
+        b.http2().initial_connection_window_size(n);
+    }
     let b = match codec {
         config::CodecType::Auto => b,
         config::CodecType::Http1 => b.http1_only(),
@@ -302,7 +313,7 @@ pub async fn serve<I, F>(
     };
     // The guard also enforces `HTTP2` (hyper-util's upgrade-capable connection ignores
     // `http2_only` and would serve HTTP/1.1).
-    let io = h2_flood::FloodGuard::new(io, codec);
+    let io = h2_flood::FloodGuard::new(io, codec, h2.flood);
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let header_deadline = tokio::time::sleep(header_timeout);

@@ -29,6 +29,13 @@ pub const OTHER_TESTS: &[OtherTest] = &[OtherTest {
         "config.cluster.v3.Cluster.EdsClusterConfig.eds_config",
         "config.cluster.v3.Cluster.EdsClusterConfig.service_name",
     ],
+},
+OtherTest {
+    // The SETTINGS and connection window of a downstream HTTP/2 connection: the suite's client
+    // speaks HTTP/1.1 only.
+    file: "tests/tests/hcm_http2_options.rs",
+    test: "settings_and_connection_window_are_envoys",
+    covers: &["extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options"],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

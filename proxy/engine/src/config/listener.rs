@@ -198,6 +198,8 @@ pub struct HttpConnectionManager {
     /// removes it on a connection without a peer certificate, i.e. on every connection here
     /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
     pub forward_client_cert: bool,
+    /// `http2_protocol_options`: the downstream HTTP/2 SETTINGS and flood limits.
+    pub http2: super::Http2Options,
     /// `proxy_100_continue` (default false): forward `Expect: 100-continue` instead of
     /// answering `100 Continue` at once and removing it (`http/expect_continue.rs`).
     pub proxy_100_continue: bool,

@@ -327,9 +327,22 @@ pub(crate) struct RawHcm {
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
     pub forward_client_cert_details: Option<String>,
     pub proxy_100_continue: Option<bool>,
+    pub http2_protocol_options: Option<RawHttp2Options>,
     /// Validated, no effect: there is never a peer certificate to set from.
     #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,
+}
+
+/// The HCM's `http2_protocol_options` (core.v3.Http2ProtocolOptions; other fields rejected).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp2Options {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub max_consecutive_inbound_frames_with_empty_payload: Option<u32>,
+    pub max_inbound_priority_frames_per_stream: Option<u32>,
+    pub max_inbound_window_update_frames_per_data_frame_sent: Option<u32>,
 }
 
 /// `set_current_client_cert_details`: which parts of the peer certificate SANITIZE_SET and

@@ -101,7 +101,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "scoped_routes",
     "tracing",
     "http_protocol_options",
-    "http2_protocol_options",
     "http3_protocol_options",
     "scheme_header_transformation",
     "request_headers_timeout",
@@ -128,6 +127,18 @@ const ENVOY_FIELDS: &[&str] = &[
     "add_proxy_protocol_connection_state",
     "add_user_agent",
     "max_requests_per_connection",
+    // Http2ProtocolOptions (the HCM's http2_protocol_options)
+    "hpack_table_size",
+    "max_outbound_frames",
+    "max_outbound_control_frames",
+    "allow_connect",
+    "allow_metadata",
+    "stream_error_on_invalid_http_messaging",
+    "override_stream_error_on_invalid_http_message",
+    "custom_settings_parameters",
+    "connection_keepalive",
+    "use_oghttp2_codec",
+    "max_metadata_size",
     // HttpProtocolOptions (common_http_protocol_options)
     "max_response_headers_kb",
     // FileAccessLog / AccessLog

@@ -431,6 +431,7 @@ fn hcm(
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
+        http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
         upgrade_configs,
         strip_port: opts.strip_port,
         path_normalization: opts.path,

@@ -11,13 +11,14 @@
 //!   "Too many frames in the outbound queue"; Envoy's own `max_outbound_control_frames` is 1000
 //!   too); a flood gets there within one read;
 //! - frames with an empty payload and no END_STREAM (`DATA`, `HEADERS`, `CONTINUATION`): more
-//!   than [`MAX_CONSECUTIVE_EMPTY_FRAMES`] in a row (Envoy's
-//!   `max_consecutive_inbound_frames_with_empty_payload`, default 1);
-//! - `PRIORITY`: more than [`MAX_PRIORITY_FRAMES_PER_STREAM`] x (1 + streams opened) (Envoy's
-//!   `max_inbound_priority_frames_per_stream`, default 100);
+//!   than `max_consecutive_inbound_frames_with_empty_payload` (default 1) in a row;
+//! - `PRIORITY`: more than `max_inbound_priority_frames_per_stream` (default 100) x (1 + streams
+//!   opened);
 //! - `WINDOW_UPDATE`: more than 5 + 2 x (streams opened +
-//!   [`MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT`] x DATA frames sent) (Envoy's
-//!   `max_inbound_window_update_frames_per_data_frame_sent`, default 10, and its formula).
+//!   `max_inbound_window_update_frames_per_data_frame_sent` (default 10) x DATA frames sent)
+//!   (Envoy's formula).
+//!
+//! The three limits are the HCM's `http2_protocol_options` ([`H2FloodLimits`]).
 //!
 //! A flooding connection is not read any further (its frames never reach h2) and is closed
 //! [`FLOOD_CLOSE_DELAY`] later with a read error, without GOAWAY: what Envoy does (observed:
@@ -35,19 +36,13 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::config::CodecType;
+use crate::config::{CodecType, H2FloodLimits};
 
 /// `PING` + `SETTINGS` frames (not ACKs) a client may send per second while earlier ones are
 /// unanswered.
 pub const MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC: u32 = 1000;
 /// How long a flooding connection is held (unread) before it is closed.
 pub const FLOOD_CLOSE_DELAY: Duration = Duration::from_secs(1);
-/// Consecutive empty `DATA`/`HEADERS`/`CONTINUATION` frames without END_STREAM allowed.
-pub const MAX_CONSECUTIVE_EMPTY_FRAMES: u32 = 1;
-/// `PRIORITY` frames allowed per opened stream (plus one stream's worth).
-pub const MAX_PRIORITY_FRAMES_PER_STREAM: u64 = 100;
-/// `WINDOW_UPDATE` frames allowed per `DATA` frame sent (Envoy's formula, see the module doc).
-pub const MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT: u64 = 10;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTROL_WINDOW: Duration = Duration::from_secs(1);
@@ -159,6 +154,7 @@ struct Counts {
     streams: u64,
     window_updates: u64,
     data_sent: u64,
+    limits: H2FloodLimits,
 }
 
 impl Counts {
@@ -167,7 +163,7 @@ impl Counts {
             DATA | HEADERS | CONTINUATION => {
                 if h.len == 0 && h.flags & FLAG_END_STREAM == 0 {
                     self.empty_run += 1;
-                    if self.empty_run > MAX_CONSECUTIVE_EMPTY_FRAMES {
+                    if self.empty_run > self.limits.max_consecutive_empty {
                         return Err(Flood::Empty);
                     }
                 } else {
@@ -202,14 +198,15 @@ impl Counts {
             }
             PRIORITY => {
                 self.priority += 1;
-                if self.priority > MAX_PRIORITY_FRAMES_PER_STREAM * (1 + self.streams) {
+                if self.priority > self.limits.max_priority_per_stream * (1 + self.streams) {
                     return Err(Flood::Priority);
                 }
             }
             WINDOW_UPDATE => {
                 self.window_updates += 1;
                 let limit = 5 + 2
-                    * (self.streams + MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT * self.data_sent);
+                    * (self.streams
+                        + self.limits.max_window_updates_per_data_sent * self.data_sent);
                 if self.window_updates > limit {
                     return Err(Flood::WindowUpdate);
                 }
@@ -237,7 +234,7 @@ impl<I> FloodGuard<I> {
     /// Wraps `io` for the HCM's `codec_type`: `HTTP1` connections are never inspected; under
     /// `HTTP2` a connection that does not open with the h2 preface is closed at once (Envoy's
     /// HTTP/2 codec refuses it: no response, nothing forwarded).
-    pub fn new(io: I, codec: CodecType) -> Self {
+    pub fn new(io: I, codec: CodecType, limits: H2FloodLimits) -> Self {
         Self {
             io,
             mode: match codec {
@@ -247,7 +244,10 @@ impl<I> FloodGuard<I> {
             },
             inbound: Cursor::default(),
             outbound: Cursor::default(),
-            counts: Counts::default(),
+            counts: Counts {
+                limits,
+                ..Counts::default()
+            },
             flooded: None,
             close_at: None,
         }
@@ -396,7 +396,7 @@ mod tests {
     }
 
     fn h2() -> FloodGuard<()> {
-        let mut g = FloodGuard::new((), CodecType::Auto);
+        let mut g = FloodGuard::new((), CodecType::Auto, H2FloodLimits::default());
         g.inspect(PREFACE).unwrap();
         assert_eq!(g.mode, Mode::Http2);
         g
@@ -404,31 +404,31 @@ mod tests {
 
     #[test]
     fn http1_is_not_inspected() {
-        let mut g = FloodGuard::new((), CodecType::Auto);
+        let mut g = FloodGuard::new((), CodecType::Auto, H2FloodLimits::default());
         g.inspect(b"GET / HTTP/1.1\r\n").unwrap();
         assert_eq!(g.mode, Mode::Http1);
-        let mut g = FloodGuard::new((), CodecType::Auto);
+        let mut g = FloodGuard::new((), CodecType::Auto, H2FloodLimits::default());
         g.inspect(b"PRI * HTTP/2.0\r\n\r\nSX").unwrap();
         assert_eq!(g.mode, Mode::Http1);
     }
 
     #[test]
     fn http2_codec_refuses_http1_and_accepts_the_preface_in_pieces() {
-        let mut g = FloodGuard::new((), CodecType::Http2);
+        let mut g = FloodGuard::new((), CodecType::Http2, H2FloodLimits::default());
         g.inspect(b"GET / HTTP/1.1\r\n").unwrap();
         assert_eq!(g.mode, Mode::NotHttp2);
-        let mut g = FloodGuard::new((), CodecType::Http2);
+        let mut g = FloodGuard::new((), CodecType::Http2, H2FloodLimits::default());
         g.inspect(&PREFACE[..5]).unwrap();
         assert_eq!(g.mode, Mode::SniffH2Only(5));
         g.inspect(&PREFACE[5..]).unwrap();
         assert_eq!(g.mode, Mode::Http2);
-        let g = FloodGuard::new((), CodecType::Http1);
+        let g = FloodGuard::new((), CodecType::Http1, H2FloodLimits::default());
         assert_eq!(g.mode, Mode::Http1);
     }
 
     #[test]
     fn headers_split_across_reads_are_parsed() {
-        let mut g = FloodGuard::new((), CodecType::Auto);
+        let mut g = FloodGuard::new((), CodecType::Auto, H2FloodLimits::default());
         let mut all = PREFACE.to_vec();
         for _ in 0..=MAX_UNANSWERED_CONTROL_FRAMES_PER_SEC + 1 {
             all.extend(frame(PING, 0, 8));
@@ -468,6 +468,23 @@ mod tests {
     }
 
     #[test]
+    fn the_hcm_sets_the_limits() {
+        let limits = H2FloodLimits {
+            max_consecutive_empty: 3,
+            max_priority_per_stream: 2,
+            max_window_updates_per_data_sent: 1,
+        };
+        let mut g = FloodGuard::new((), CodecType::Auto, limits);
+        g.inspect(PREFACE).unwrap();
+        g.inspect(&frame(DATA, 0, 0).repeat(3)).unwrap();
+        assert_eq!(g.inspect(&frame(DATA, 0, 0)), Err(Flood::Empty));
+        let mut g = FloodGuard::new((), CodecType::Auto, limits);
+        g.inspect(PREFACE).unwrap();
+        g.inspect(&frame(PRIORITY, 0, 5).repeat(2)).unwrap();
+        assert_eq!(g.inspect(&frame(PRIORITY, 0, 5)), Err(Flood::Priority));
+    }
+
+    #[test]
     fn empty_frames_priority_and_window_updates_are_bounded() {
         let mut g = h2();
         g.inspect(&frame(DATA, 0, 0)).unwrap();
@@ -478,7 +495,8 @@ mod tests {
         assert_eq!(g.inspect(&frame(CONTINUATION, 4, 0)), Err(Flood::Empty));
 
         let mut g = h2();
-        let p = frame(PRIORITY, 0, 5).repeat(MAX_PRIORITY_FRAMES_PER_STREAM as usize);
+        let p = frame(PRIORITY, 0, 5)
+            .repeat(crate::config::DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM as usize);
         g.inspect(&p).unwrap();
         assert_eq!(g.inspect(&frame(PRIORITY, 0, 5)), Err(Flood::Priority));
 
