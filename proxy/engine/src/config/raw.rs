@@ -325,6 +325,9 @@ pub(crate) struct RawHcm {
     pub always_set_request_id_in_response: Option<bool>,
     pub max_request_headers_kb: Option<u32>,
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
+    pub tracing: Option<super::tracing::RawHcmTracing>,
+    /// `RequestIDExtension` (read by `tracing::request_id_extension`).
+    pub request_id_extension: Option<Value>,
 }
 
 /// `common_http_protocol_options` (HttpProtocolOptions; the timeouts and the other fields are

@@ -99,7 +99,6 @@ const ENVOY_FIELDS: &[&str] = &[
     // HttpConnectionManager
     "rds",
     "scoped_routes",
-    "tracing",
     "http_protocol_options",
     "http2_protocol_options",
     "http3_protocol_options",
@@ -119,7 +118,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "set_current_client_cert_details",
     "proxy_100_continue",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
-    "request_id_extension",
     "local_reply_config",
     "stream_error_on_invalid_http_message",
     "path_normalization_options",
