@@ -34,6 +34,9 @@ mod tests;
 mod tests_istio;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_tracing;
+pub(crate) mod tracing;
 mod typed;
 mod unsupported_fields;
 mod validate;
@@ -75,6 +78,7 @@ pub use listener::{
 };
 pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};
+pub use tracing::{RequestIdExtension, Sampling, Tracing};
 pub use typed::{ClusterRef, ListenerRef};
 
 /// A validated Envoy v3 static bootstrap: everything the proxy runs.

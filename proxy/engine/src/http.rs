@@ -30,6 +30,7 @@ mod route_reply;
 mod sanitize;
 mod server_header;
 mod target;
+mod trace;
 mod upgrade;
 mod upgrade_policy;
 
@@ -592,7 +593,7 @@ pub async fn handle_with(
         .always_set_request_id_in_response
         .then(|| req.headers().get("x-request-id").cloned())
         .flatten();
-    let log_entry = hcm.log.enabled().then(|| Entry {
+    let mut log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),
         path: path.as_str().to_string(),
@@ -622,6 +623,7 @@ pub async fn handle_with(
         protocol: Some(protocol_str(version)),
         start: Some(start_wall),
     };
+    let trace;
     let outcome = {
         let table = hcm.cfg.route_table.clone();
         let view = RequestView {
@@ -634,6 +636,14 @@ pub async fn handle_with(
         };
         let selection = table.select(&view);
         crate::route::observe::log_taken(&selection, view.random);
+        // The HCM's `tracing`: the trace reason in x-request-id, the decorator's header.
+        trace = trace::decide(
+            hcm.cfg.tracing.as_ref(),
+            hcm.cfg.request_id,
+            selection.route(),
+            req.headers(),
+            rand::random,
+        );
         // The HTTP filters before the router (none: the router alone, nothing to do).
         let mut decoded = if hcm.cfg.http_filters.is_empty() {
             None
@@ -713,6 +723,7 @@ pub async fn handle_with(
                             &hcm.by_name,
                         );
                     }
+                    trace.apply_request(req.headers_mut());
                     if let Some(d) = &decoded {
                         d.apply_request_headers(req.headers_mut());
                     }
@@ -800,7 +811,17 @@ pub async fn handle_with(
     }
     // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
     server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
-    if let Some(id) = response_id {
+    trace.apply_response(resp.headers_mut());
+    if let Some(new_id) = &trace.new_id {
+        if let Some(e) = log_entry.as_mut() {
+            e.request_id = new_id.to_str().ok().map(str::to_string);
+        }
+    }
+    if let Some(id) = trace
+        .new_id
+        .filter(|_| response_id.is_some())
+        .or(response_id)
+    {
         resp.headers_mut().insert("x-request-id", id);
     }
     let status = resp.status().as_u16();

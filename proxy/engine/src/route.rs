@@ -8,7 +8,7 @@
 mod build;
 mod build_hash;
 mod build_headers;
-mod build_match;
+pub(crate) mod build_match;
 mod build_weighted;
 mod describe;
 pub mod explain;
@@ -148,6 +148,20 @@ pub struct Route {
     pub response_headers: HeaderMutations,
     /// `typed_per_filter_config`, and the route action's deprecated `cors`.
     pub per_filter: PerFilterConfigs,
+    /// `decorator`: its operation goes out as `x-envoy-decorator-operation` under the HCM's
+    /// `tracing` (http/trace.rs).
+    pub decorator: Option<Decorator>,
+    /// `tracing`: replaces the HCM's sampling rates for this route (each unset one is 100%).
+    pub tracing: Option<crate::config::Sampling>,
+}
+
+/// `decorator` (config.route.v3.Decorator).
+#[derive(Debug, Clone)]
+pub struct Decorator {
+    /// `operation`, as a header value.
+    pub operation: http::HeaderValue,
+    /// `propagate` (default true): send the operation in `x-envoy-decorator-operation`.
+    pub propagate: bool,
 }
 
 /// `match` (RouteMatch).

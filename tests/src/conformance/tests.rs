@@ -94,7 +94,7 @@ fn observe_reduces_varying_values_only() {
     assert_eq!(o["upstream"], "a,a");
     assert_eq!(o["attempts"], "2");
     assert_eq!(o["up.host"], "h");
-    assert_eq!(o["up.header.x-request-id"], PRESENT);
+    assert_eq!(o["up.header.x-request-id"], "<uuid:4>");
     assert_eq!(o["up.header.x-envoy-expected-rq-timeout-ms"], PRESENT);
     assert!(!o.contains_key("up.header.host"));
 }
@@ -168,4 +168,27 @@ fn render_wraps_route_config_and_fills_ports() {
             .clone()
     };
     assert_eq!((port(0), port(1)), (1003.into(), 1002.into()));
+}
+
+#[test]
+fn a_uuid_request_id_keeps_its_trace_reason_and_present_holds_for_it() {
+    assert_eq!(
+        reduce(
+            PRESENCE_ONLY_UPSTREAM,
+            "x-request-id",
+            "00000001-0000-9000-8000-000000000001"
+        ),
+        "<uuid:9>"
+    );
+    assert_eq!(
+        reduce(PRESENCE_ONLY_UPSTREAM, "x-request-id", "my-id"),
+        "my-id"
+    );
+    let c = case(
+        "description: d\nroute_config: {}\n\
+         requests:\n- {path: /, expect: {up.header.x-request-id: <present>}}\n",
+    );
+    let seen = obs(&[("up.header.x-request-id", "<uuid:4>")]);
+    assert!(check_expectations(&c, &[seen]).is_empty());
+    assert_eq!(check_expectations(&c, &[obs(&[])]).len(), 1);
 }

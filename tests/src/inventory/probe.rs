@@ -25,6 +25,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: s
           upgrade_configs: [{ upgrade_type: websocket }]
+          tracing: { custom_tags: [{ tag: t, literal: { value: v } }] }
+          request_id_extension: { typed_config: { "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig } }
           common_http_protocol_options: { idle_timeout: 3600s }
           access_log:
           - name: envoy.access_loggers.stdout
@@ -64,6 +66,7 @@ static_resources:
                 typed_per_filter_config:
                   envoy.filters.http.fault: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }
                 decorator: { operation: op }
+                tracing: {}
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
@@ -123,6 +126,10 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),
         ("extensions.filters.network.http_connection_manager.v3.HttpFilter", format!("{HCM}/http_filters/0")),
+        ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing", format!("{HCM}/tracing")),
+        ("type.tracing.v3.CustomTag", format!("{HCM}/tracing/custom_tags/0")),
+        ("extensions.filters.network.http_connection_manager.v3.RequestIDExtension", format!("{HCM}/request_id_extension")),
+        ("extensions.request_id.uuid.v3.UuidRequestIdConfig", format!("{HCM}/request_id_extension/typed_config")),
         ("config.core.v3.HttpProtocolOptions", format!("{HCM}/common_http_protocol_options")),
         ("extensions.filters.http.fault.v3.HTTPFault", format!("{HCM}/http_filters/0/typed_config")),
         ("extensions.filters.common.fault.v3.FaultDelay", format!("{HCM}/http_filters/0/typed_config/delay")),
@@ -143,6 +150,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.Route", format!("{ROUTES}/0")),
         ("config.route.v3.FilterConfig", format!("{ROUTES}/0/typed_per_filter_config/envoy.filters.http.fault")),
         ("config.route.v3.Decorator", format!("{ROUTES}/0/decorator")),
+        ("config.route.v3.Tracing", format!("{ROUTES}/0/tracing")),
         ("config.route.v3.RouteMatch", format!("{ROUTES}/0/match")),
         ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),

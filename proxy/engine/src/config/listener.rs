@@ -226,6 +226,11 @@ pub struct HttpConnectionManager {
     pub max_stream_duration: Option<Duration>,
     /// `common_http_protocol_options.idle_timeout` / `.max_connection_duration`.
     pub conn_timeouts: ConnTimeouts,
+    /// `tracing` (None: unset): the trace decision packed into `x-request-id` and the route
+    /// decorators' `x-envoy-decorator-operation` (http/trace.rs); no span is exported.
+    pub tracing: Option<super::Tracing>,
+    /// `request_id_extension` (the UUID extension and its options).
+    pub request_id: super::RequestIdExtension,
 }
 
 /// One `upgrade_configs[]` entry.

@@ -331,6 +331,9 @@ pub(crate) struct RawHcm {
     /// Validated, no effect: there is never a peer certificate to set from.
     #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,
+    pub tracing: Option<super::tracing::RawHcmTracing>,
+    /// `RequestIDExtension` (read by `tracing::request_id_extension`).
+    pub request_id_extension: Option<Value>,
 }
 
 /// The HCM's `http2_protocol_options` (core.v3.Http2ProtocolOptions; other fields rejected).

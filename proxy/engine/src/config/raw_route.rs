@@ -97,21 +97,20 @@ pub(crate) struct RawRoute {
     pub response_headers_to_remove: Vec<String>,
     /// Filter name -> per-route config (`@type`d).
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
-    /// `decorator` (istiod sets one on every route): checked and never read (see
-    /// [`RawDecorator`]).
+    /// `decorator` (istiod sets one on every route; see [`RawDecorator`]).
     pub decorator: Option<RawDecorator>,
+    /// `tracing`: the route's sampling rates (config/tracing.rs).
+    pub tracing: Option<super::tracing::RawRouteTracing>,
 }
 
-/// `Decorator`: the span name of a traced request and, with `propagate`, the
-/// `x-envoy-decorator-operation` header Envoy adds to it. Both need the HCM's `tracing`, which
-/// the loader rejects, so under any config sluice accepts Envoy's decorator has no effect
-/// either: accepted as a no-op.
+/// `Decorator`: the span name of a request and, with `propagate` (default true), the
+/// `x-envoy-decorator-operation` header Envoy sends with it under the HCM's `tracing`
+/// (http/trace.rs).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDecorator {
     /// Required, at least one character (Envoy's validation).
     pub operation: String,
-    #[allow(dead_code)]
     pub propagate: Option<bool>,
 }
 
@@ -300,7 +299,7 @@ pub(crate) struct RawRequestMirrorPolicy {
     pub cluster: Option<String>,
     pub cluster_header: Option<String>,
     pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
-    /// A documented no-op: sluice does no tracing.
+    /// A documented no-op: the shadow span's sampled flag, and no span is exported.
     #[allow(dead_code)]
     pub trace_sampled: Option<bool>,
     pub disable_shadow_host_suffix_append: Option<bool>,

@@ -44,6 +44,19 @@ fn istio_config(extra_cluster: &str) -> String {
           stat_prefix: inbound_0.0.0.0_8080
           forward_client_cert_details: APPEND_FORWARD
           set_current_client_cert_details: {{ subject: true, dns: true, uri: true }}
+          # istiod's default mesh (enableTracing: true, sampling 1%, no provider), tracing.go
+          # buildHCMTracing: Istio's custom tags and rates, no provider.
+          tracing:
+            client_sampling: {{ value: 100 }}
+            random_sampling: {{ value: 1 }}
+            overall_sampling: {{ value: 100 }}
+            max_path_tag_length: 256
+            custom_tags:
+            - {{ tag: istio.canonical_revision, literal: {{ value: latest }} }}
+            - {{ tag: istio.canonical_service, literal: {{ value: reviews }} }}
+            - {{ tag: istio.mesh_id, literal: {{ value: cluster.local }} }}
+            - {{ tag: istio.namespace, literal: {{ value: default }} }}
+            - {{ tag: istio.authorization.dry_run.allow_policy.name, metadata: {{ kind: {{ request: {{}} }}, metadata_key: {{ key: envoy.filters.http.rbac, path: [{{ key: istio_dry_run_allow_shadow_effective_policy_id }}] }} }} }}
           route_config:
             virtual_hosts:
             - name: inbound
@@ -151,6 +164,22 @@ fn istio_inbound_listener_loads_and_chooses_like_envoy() {
     // The detected-protocol fallback is off once chains match on the protocol themselves.
     assert!(l.matches_protocol());
     assert_eq!(l.choose_chain(&opaque, Some(false)), Some((1, true)));
+}
+
+#[test]
+fn istiods_tracing_block_loads_without_a_provider() {
+    let b = from_yaml_str(&istio_config("")).expect("istiod's HCM with tracing loads");
+    let NetworkFilter::Http(hcm) = &b.listeners[0].filter_chains[0].filter else {
+        panic!("an HCM");
+    };
+    let t = hcm.tracing.expect("tracing");
+    // 1% of 10000; client sampling out of 100; INBOUND: the decorator goes in the response.
+    assert_eq!(t.sampling.random.numerator, 100);
+    assert_eq!(t.sampling.random.denominator, 10_000);
+    assert_eq!(t.sampling.client.numerator, 100);
+    assert_eq!(t.sampling.overall.numerator, 10_000);
+    assert!(!t.egress);
+    assert_eq!(hcm.request_id, RequestIdExtension::default());
 }
 
 #[test]

@@ -99,7 +99,6 @@ const ENVOY_FIELDS: &[&str] = &[
     // HttpConnectionManager
     "rds",
     "scoped_routes",
-    "tracing",
     "http_protocol_options",
     "http3_protocol_options",
     "scheme_header_transformation",
@@ -115,7 +114,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "skip_xff_append",
     "via",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
-    "request_id_extension",
     "local_reply_config",
     "stream_error_on_invalid_http_message",
     "path_normalization_options",

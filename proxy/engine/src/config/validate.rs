@@ -245,12 +245,15 @@ fn listener(
             .field("filter_chains")
             .err("at least one filter chain is required"));
     }
+    // Envoy's tracing operation: egress for OUTBOUND, ingress otherwise.
+    let egress = raw.traffic_direction.as_deref() == Some("OUTBOUND");
     let mut filter_chains: Vec<FilterChain> = Vec::new();
     for (i, fc) in raw.filter_chains.into_iter().enumerate() {
         filter_chains.push(filter_chain(
             fc,
             &p.field("filter_chains").index(i),
             clusters,
+            egress,
         )?);
     }
     let paths: Vec<_> = filter_chains
@@ -260,7 +263,7 @@ fn listener(
         .collect();
     validate_chain::check_overlaps(&paths)?;
     if let Some(fc) = raw.default_filter_chain {
-        let mut chain = filter_chain(fc, &p.field("default_filter_chain"), clusters)?;
+        let mut chain = filter_chain(fc, &p.field("default_filter_chain"), clusters, egress)?;
         chain.is_default = true;
         filter_chains.push(chain);
     }
@@ -280,6 +283,7 @@ fn filter_chain(
     raw: RawFilterChain,
     p: &FieldPath,
     clusters: &HashSet<String>,
+    egress: bool,
 ) -> Result<FilterChain, ConfigError> {
     let matcher =
         validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
@@ -302,7 +306,7 @@ fn filter_chain(
     let first = filters
         .next()
         .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
-    let filter = network_filter(first, &fp.index(terminal_index), clusters)?;
+    let filter = network_filter(first, &fp.index(terminal_index), clusters, egress)?;
     if filters.next().is_some() {
         return Err(fp.index(terminal_index + 1).unsupported(
             "only one network filter per chain (http_connection_manager or tcp_proxy), after \
@@ -322,6 +326,7 @@ fn network_filter(
     raw: RawNetworkFilter,
     p: &FieldPath,
     clusters: &HashSet<String>,
+    egress: bool,
 ) -> Result<NetworkFilter, ConfigError> {
     let name = raw.name.as_deref().unwrap_or("");
     let tp = p.field("typed_config");
@@ -350,7 +355,9 @@ fn network_filter(
     match kind {
         "hcm" => {
             let raw: RawHcm = typed_config(tc, &tp, HCM_TYPE)?;
-            Ok(NetworkFilter::Http(Arc::new(hcm(raw, &tp, clusters)?)))
+            Ok(NetworkFilter::Http(Arc::new(hcm(
+                raw, &tp, clusters, egress,
+            )?)))
         }
         _ => {
             let raw: RawTcpProxy = typed_config(tc, &tp, TCP_PROXY_TYPE)?;
@@ -372,8 +379,17 @@ fn hcm(
     raw: RawHcm,
     p: &FieldPath,
     clusters: &HashSet<String>,
+    egress: bool,
 ) -> Result<HttpConnectionManager, ConfigError> {
     let opts = super::hcm_request::parse(&raw, p)?;
+    let tracing = match &raw.tracing {
+        Some(t) => Some(super::tracing::hcm_tracing(t, &p.field("tracing"), egress)?),
+        None => None,
+    };
+    let request_id = super::tracing::request_id_extension(
+        raw.request_id_extension.as_ref(),
+        &p.field("request_id_extension"),
+    )?;
     let stat_prefix = raw
         .stat_prefix
         .ok_or_else(|| p.field("stat_prefix").err("required"))?;
@@ -441,6 +457,8 @@ fn hcm(
         always_set_request_id_in_response: opts.always_set_request_id_in_response,
         max_stream_duration: opts.max_stream_duration,
         conn_timeouts: opts.conn_timeouts,
+        tracing,
+        request_id,
     })
 }
 

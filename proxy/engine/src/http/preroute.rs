@@ -76,11 +76,15 @@ pub(super) fn before_routing<B>(
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
     // Envoy regenerates an external request's id unless `preserve_external_request_id`.
     // `generate_request_id: false` neither adds nor replaces one.
+    // An empty id counts as none. An external id that is kept loses its packed trace reason.
     let distrust_id = cfg.use_remote_address && !cfg.preserve_external_request_id;
-    if cfg.generate_request_id && (distrust_id || !h.contains_key("x-request-id")) {
+    let absent = h.get("x-request-id").is_none_or(HeaderValue::is_empty);
+    if cfg.generate_request_id && (distrust_id || absent) {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }
+    } else if cfg.generate_request_id && cfg.use_remote_address {
+        super::trace::clear_external_reason(cfg.request_id, h);
     }
     normalize_path(&cfg.path_normalization, req)?;
     strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);

@@ -262,16 +262,28 @@ fn route(
 ) -> Result<Route, ConfigError> {
     let mp = p.field("match");
     let matcher = route_match(raw.matcher.as_ref().ok_or_else(|| mp.err("required"))?, &mp)?;
-    if raw
-        .decorator
-        .as_ref()
-        .is_some_and(|d| d.operation.is_empty())
-    {
-        return Err(p
-            .field("decorator")
-            .field("operation")
-            .err("must not be empty"));
-    }
+    let decorator = match &raw.decorator {
+        None => None,
+        Some(d) => {
+            let op = p.field("decorator").field("operation");
+            if d.operation.is_empty() {
+                return Err(op.err("must not be empty"));
+            }
+            Some(crate::route::Decorator {
+                operation: http::HeaderValue::from_str(&d.operation).map_err(|_| {
+                    op.err(format!("{:?} is not a valid header value", d.operation))
+                })?,
+                propagate: d.propagate.unwrap_or(true),
+            })
+        }
+    };
+    let tracing = match &raw.tracing {
+        Some(t) => Some(crate::config::tracing::route_tracing(
+            t,
+            &p.field("tracing"),
+        )?),
+        None => None,
+    };
     let legacy = match &raw.route {
         Some(a) => {
             crate::http::filters::legacy_cors(a.cors.as_ref(), &p.field("route").field("cors"))?
@@ -401,6 +413,8 @@ fn route(
             "response",
         )?,
         per_filter,
+        decorator,
+        tracing,
     })
 }
 
