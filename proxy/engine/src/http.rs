@@ -652,7 +652,9 @@ pub async fn handle_with(
                 close = body_pending;
                 Outcome::local(Flag::NoRoute)
             }
-            ref answering @ (Selection::DirectResponse { .. } | Selection::Redirect { .. }) => {
+            ref answering @ (Selection::DirectResponse { .. }
+            | Selection::Redirect { .. }
+            | Selection::SslRedirect { .. }) => {
                 close = body_pending;
                 let resp = route_reply::answer(answering, req.headers(), fmt)
                     .expect("a route that answers by itself");

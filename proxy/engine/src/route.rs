@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
 pub mod rate_limits;
+pub mod require_tls;
 mod select;
 pub(crate) use select::is_grpc;
 #[cfg(test)]
@@ -131,6 +132,8 @@ pub struct VirtualHost {
     pub include_is_timeout_retry_header: bool,
     /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the response.
     pub include_attempt_count_in_response: bool,
+    /// `require_tls`: a plain request gets a 301 to `https://` before any route is tried.
+    pub require_tls: require_tls::RequireTls,
 }
 
 /// `routes[]`.

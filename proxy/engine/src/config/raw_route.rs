@@ -71,6 +71,8 @@ pub(crate) struct RawVirtualHost {
     pub include_is_timeout_retry_header: Option<bool>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    /// `require_tls` (`NONE` / `EXTERNAL_ONLY` / `ALL`).
+    pub require_tls: Option<String>,
 }
 
 /// `Route`.

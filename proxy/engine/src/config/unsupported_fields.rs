@@ -158,7 +158,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "max_direct_response_body_size_bytes",
     "cluster_specifier_plugins",
     "ignore_path_parameters_in_path_matching",
-    "require_tls",
     "virtual_clusters",
     "per_request_buffer_limit_bytes",
     "matcher",

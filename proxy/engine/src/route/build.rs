@@ -242,6 +242,10 @@ fn virtual_host(
         include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
         include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
         include_is_timeout_retry_header: raw.include_is_timeout_retry_header.unwrap_or(false),
+        require_tls: super::require_tls::RequireTls::parse(
+            raw.require_tls.as_deref(),
+            &p.field("require_tls"),
+        )?,
     })
 }
 

@@ -154,6 +154,11 @@ impl RouteTable {
         let mut rec = Recorder::default();
         let selection = self.select_observed(req, &mut rec);
         let chosen = rec.vhost.map(|(i, _)| i);
+        let untried = if matches!(selection, Selection::SslRedirect { .. }) {
+            "not tried: require_tls redirects a request that is not https first"
+        } else {
+            "not tried"
+        };
         let virtual_hosts = self
             .virtual_hosts
             .iter()
@@ -176,7 +181,7 @@ impl RouteTable {
                 .map(|(i, r)| {
                     let tried = rec.tried.iter().find(|(t, _)| *t == i).map(|(_, res)| *res);
                     let result = match tried {
-                        None => "not tried".to_string(),
+                        None => untried.to_string(),
                         Some(Ok(())) => "matched".to_string(),
                         Some(Err(m)) => format!("no: {}", mismatch_why(r, m, req)),
                     };
@@ -277,6 +282,10 @@ fn decide(
         Selection::Redirect {
             status, location, ..
         } => Decision::Redirect { status, location },
+        Selection::SslRedirect { location, .. } => Decision::Redirect {
+            status: super::require_tls::SSL_REDIRECT_STATUS,
+            location,
+        },
         Selection::DirectResponse { response, .. } => Decision::DirectResponse {
             status: response.status,
             body: response.body.clone(),
