@@ -10,6 +10,7 @@ mod build_hash;
 mod build_headers;
 mod build_match;
 mod build_weighted;
+pub mod cookies;
 mod describe;
 pub mod explain;
 pub mod format;
@@ -169,6 +170,8 @@ pub struct RouteMatch {
     pub runtime_fraction: Option<FractionalPercent>,
     /// `grpc`: the request's `content-type` is `application/grpc` or `application/grpc+...`.
     pub grpc: bool,
+    /// `cookies[]`: all must match.
+    pub cookies: Vec<cookies::CookieMatcher>,
 }
 
 /// `type.v3.FractionalPercent`.

@@ -61,6 +61,7 @@ static_resources:
                   prefix: /
                   headers: [{ name: h, present_match: true }, { name: h2, string_match: { exact: x } }]
                   query_parameters: [{ name: q, present_match: true }]
+                  cookies: [{ name: c, string_match: { exact: v } }]
                 typed_per_filter_config:
                   envoy.filters.http.fault: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }
                 decorator: { operation: op }
@@ -147,6 +148,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),
         ("config.route.v3.QueryParameterMatcher", format!("{ROUTES}/0/match/query_parameters/0")),
+        ("config.route.v3.CookieMatcher", format!("{ROUTES}/0/match/cookies/0")),
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
         ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
         ("config.route.v3.RouteAction.RequestMirrorPolicy", format!("{ROUTES}/0/route/request_mirror_policies/0")),

@@ -132,6 +132,8 @@ pub(crate) struct RawRouteMatch {
     pub query_parameters: Vec<RawQueryParameterMatcher>,
     pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
     pub grpc: Option<RawGrpcRouteMatchOptions>,
+    #[serde(default)]
+    pub cookies: Vec<RawCookieMatcher>,
 }
 
 /// `core.v3.RuntimeFractionalPercent`.
@@ -199,6 +201,17 @@ pub(crate) struct RawStringMatcher {
     pub contains: Option<String>,
     pub safe_regex: Option<RawRegexMatcher>,
     pub ignore_case: Option<bool>,
+}
+
+/// `CookieMatcher`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCookieMatcher {
+    /// Required (empty counts as missing).
+    #[serde(default)]
+    pub name: String,
+    pub string_match: Option<RawStringMatcher>,
+    pub invert_match: Option<bool>,
 }
 
 /// `HeaderMatcher`.

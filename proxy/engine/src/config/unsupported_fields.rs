@@ -171,7 +171,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "connect_matcher",
     "path_match_policy",
     "filter_state",
-    "cookies",
     // HeaderMatcher / StringMatcher / QueryParameterMatcher
     "custom",
     // RouteAction

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    describe::{describe_header, describe_match, describe_query},
+    describe::{describe_cookie, describe_header, describe_match, describe_query},
     observe::{DomainMatch, Mismatch, SelectObserver},
     ClusterSpecifier, HeaderMatcher, HostRewriteResult, RequestView, RouteTable, SelectedCluster,
     Selection,
@@ -254,6 +254,12 @@ fn mismatch_why(
             None => "runtime_fraction".to_string(),
         },
         Mismatch::Grpc => "not a gRPC request (content-type)".to_string(),
+        Mismatch::Cookie(i) => {
+            let c = &route.matcher.cookies[i];
+            let value = super::cookies::cookie_value(req.headers, &c.name)
+                .map_or("absent".to_string(), |v| format!("\"{v}\""));
+            format!("cookie {} is {value}, wants {}", c.name, describe_cookie(c))
+        }
         Mismatch::Query(i) => {
             let q = &route.matcher.query_parameters[i];
             format!(

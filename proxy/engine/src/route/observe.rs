@@ -30,6 +30,8 @@ pub enum Mismatch {
     RuntimeFraction,
     /// `grpc`: the request is not gRPC (`content-type`).
     Grpc,
+    /// `cookies[i]`.
+    Cookie(usize),
 }
 
 /// Receives the steps of one route selection.

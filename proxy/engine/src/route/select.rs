@@ -411,6 +411,9 @@ fn route_matches<H: HeaderLookup + ?Sized>(
             return Err(Mismatch::Query(i));
         }
     }
+    if let Some(i) = m.cookies.iter().position(|c| !c.matches(req.headers)) {
+        return Err(Mismatch::Cookie(i));
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Issue 14's virtual-host and match fields: `require_tls` (conformance cases
-//! `vhost_require_tls_*`).
+//! `vhost_require_tls_*`), `RouteMatch.cookies` (case `route_match_cookies`).
 
 use super::{check, get};
 
@@ -95,21 +95,90 @@ fn require_tls() {
     check(REQUIRE_TLS, &cases);
 }
 
+const COOKIES: &str = r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/", cookies: [{ name: s, string_match: { exact: v1 } }, { name: t, string_match: { prefix: x }, invert_match: true }] }
+    route: { cluster: a }
+  - match: { prefix: "/" }
+    route: { cluster: b }
+"#;
+
+/// `Cookie` header values, selection.
+const COOKIE_CASES: &[(&[&str], &str)] = &[
+    (&["s=v1"], "v r0 -> a /"),
+    (&["a=1; s=\"v1\"; t=y"], "v r0 -> a /"),
+    (&["s=v1; t=x1"], "v r1 -> b /"),
+    (&["s=v2; s=v1"], "v r1 -> b /"),
+    (&["t=1", "s=v1"], "v r0 -> a /"),
+    (&["s=v2", "s=v1"], "v r1 -> b /"),
+    (&["S=v1"], "v r1 -> b /"),
+    (&[], "v r1 -> b /"),
+];
+
 #[test]
-fn bad_require_tls_names_the_field() {
-    let raw = crate::config::raw::parse_document(
-        "virtual_hosts: [{ name: v, domains: ['*'], require_tls: SOME, routes: [] }]",
-    )
-    .expect("parses");
-    let e = super::super::build_route_table(
+fn cookies() {
+    let cases: Vec<_> = COOKIE_CASES
+        .iter()
+        .map(|&(values, want)| {
+            let r = values.iter().fold(get("h", "/"), |r, v| r.h("cookie", v));
+            (r, want)
+        })
+        .collect();
+    check(COOKIES, &cases);
+}
+
+fn build_err(vhost: &str) -> String {
+    let raw =
+        crate::config::raw::parse_document(&format!("virtual_hosts: [{vhost}]")).expect("parses");
+    super::super::build_route_table(
         raw,
         &crate::config::FieldPath::root().field("rc"),
-        &Default::default(),
+        &["a".to_string()].into_iter().collect(),
     )
     .expect_err("must be rejected")
-    .to_string();
-    assert!(
-        e.contains("rc.virtual_hosts[0].require_tls: unknown value \"SOME\""),
-        "{e}"
-    );
+    .to_string()
+}
+
+#[test]
+fn bad_fields_name_the_field() {
+    let cookie = "rc.virtual_hosts[0].routes[0].match.cookies[0]";
+    for (vhost, want) in [
+        (
+            "{ name: v, domains: ['*'], require_tls: SOME, routes: [] }".to_string(),
+            "rc.virtual_hosts[0].require_tls: unknown value \"SOME\"".to_string(),
+        ),
+        (
+            route_with_cookie("{ string_match: { exact: v } }"),
+            format!("{cookie}.name: required"),
+        ),
+        (
+            route_with_cookie("{ name: s }"),
+            format!("{cookie}.string_match: required"),
+        ),
+        (
+            route_with_cookie(
+                "{ name: s, string_match: { safe_regex: { regex: a }, ignore_case: true } }",
+            ),
+            format!("{cookie}.string_match.ignore_case: has no effect for safe_regex"),
+        ),
+        (
+            route_with_cookie(&format!(
+                "{{ name: {}, string_match: {{ exact: v }} }}",
+                "n".repeat(1025)
+            )),
+            format!("{cookie}.name: longer than 1024 bytes"),
+        ),
+    ] {
+        let e = build_err(&vhost);
+        assert!(e.contains(&want), "{vhost}: {e}");
+    }
+}
+
+fn route_with_cookie(cookie: &str) -> String {
+    format!(
+        "{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: /, cookies: [{cookie}] }}, route: {{ cluster: a }} }}] }}"
+    )
 }
