@@ -5,6 +5,7 @@
 //! and route, the cluster, the rewritten path and host, and the header mutations to apply in
 //! Envoy's order — or a redirect, a direct response, or no route (404 NR).
 
+pub mod body_format;
 mod build;
 mod build_hash;
 mod build_headers;
@@ -539,4 +540,6 @@ pub struct DirectResponse {
     pub status: u16,
     /// `body.inline_string` (or `body.filename` read at load time).
     pub body: Option<String>,
+    /// `body_format`: the body rendered per request (`%LOCAL_REPLY_BODY%` is `body`).
+    pub body_format: Option<body_format::BodyFormat>,
 }

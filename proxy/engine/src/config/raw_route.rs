@@ -519,6 +519,7 @@ pub(crate) struct RawRedirectAction {
 pub(crate) struct RawDirectResponse {
     pub status: Option<u32>,
     pub body: Option<RawDataSource>,
+    pub body_format: Option<crate::route::body_format::RawBodyFormat>,
 }
 
 /// `core.v3.DataSource`.

@@ -24,7 +24,19 @@ pub(crate) fn answer(
             response_headers,
             ..
         } => {
-            let mut r = local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
+            let mut r = match &response.body_format {
+                None => local_reply::reply(response.status, response.body.as_deref().unwrap_or("")),
+                Some(f) => {
+                    let body = f.render(&ctx, response.body.as_deref());
+                    let mut r = local_reply::reply(response.status, &body);
+                    if !body.is_empty() {
+                        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
+                            r.headers_mut().insert(header::CONTENT_TYPE, v);
+                        }
+                    }
+                    r
+                }
+            };
             response_headers.apply_with(r.headers_mut(), &ctx);
             Some(r)
         }

@@ -378,9 +378,17 @@ fn route(
                     Some(body)
                 }
             };
+            let body_format = match &d.body_format {
+                Some(f) => Some(super::body_format::BodyFormat::build(
+                    f,
+                    &dp.field("body_format"),
+                )?),
+                None => None,
+            };
             RouteAction::DirectResponse(DirectResponse {
                 status: status as u16,
                 body,
+                body_format,
             })
         }
         (None, None, None) => {
