@@ -31,6 +31,7 @@ mod server_header;
 mod target;
 mod upgrade;
 mod upgrade_policy;
+mod via;
 
 use std::{
     collections::HashMap,
@@ -490,6 +491,9 @@ fn refuse_before_routing(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     server_header::apply(&hcm.cfg.server_header, r2.headers_mut());
+    if let Some(v) = &hcm.cfg.via {
+        via::append(v, r2.headers_mut());
+    }
     r2
 }
 
@@ -769,6 +773,9 @@ pub async fn handle_with(
     }
     // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
     server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
+    if let Some(v) = &hcm.cfg.via {
+        via::append(v, resp.headers_mut());
+    }
     if let Some(id) = response_id {
         resp.headers_mut().insert("x-request-id", id);
     }

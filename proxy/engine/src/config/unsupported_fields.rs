@@ -113,8 +113,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "original_ip_detection_extensions",
     "early_header_mutation_extensions",
     "internal_address_config",
-    "skip_xff_append",
-    "via",
     "forward_client_cert_details",
     "set_current_client_cert_details",
     "proxy_100_continue",
