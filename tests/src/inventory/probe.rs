@@ -82,7 +82,7 @@ static_resources:
               - match: { prefix: /r }
                 redirect: { host_redirect: example.com }
               - match: { prefix: /d }
-                direct_response: { status: 200 }
+                direct_response: { status: 200, body_format: { text_format: x } }
   clusters:
   - name: c
     type: STATIC
@@ -166,6 +166,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.WeightedCluster.ClusterWeight", format!("{ROUTES}/1/route/weighted_clusters/clusters/0")),
         ("config.route.v3.RedirectAction", format!("{ROUTES}/2/redirect")),
         ("config.route.v3.DirectResponseAction", format!("{ROUTES}/3/direct_response")),
+        ("config.core.v3.SubstitutionFormatString", format!("{ROUTES}/3/direct_response/body_format")),
         ("config.cluster.v3.Cluster", c.into()),
         ("config.cluster.v3.Cluster.LeastRequestLbConfig", format!("{c}/least_request_lb_config")),
         ("config.cluster.v3.Cluster.RingHashLbConfig", "/static_resources/clusters/1/ring_hash_lb_config".into()),
