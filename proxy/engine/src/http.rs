@@ -33,6 +33,7 @@ mod target;
 mod trace;
 mod upgrade;
 mod upgrade_policy;
+mod via;
 
 use std::{
     collections::HashMap,
@@ -503,6 +504,9 @@ fn refuse_before_routing(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     server_header::apply(&hcm.cfg.server_header, r2.headers_mut());
+    if let Some(v) = &hcm.cfg.via {
+        via::append(v, r2.headers_mut());
+    }
     r2
 }
 
@@ -684,7 +688,9 @@ pub async fn handle_with(
                 close = body_pending;
                 Outcome::local(Flag::NoRoute)
             }
-            ref answering @ (Selection::DirectResponse { .. } | Selection::Redirect { .. }) => {
+            ref answering @ (Selection::DirectResponse { .. }
+            | Selection::Redirect { .. }
+            | Selection::SslRedirect { .. }) => {
                 close = body_pending;
                 let resp = route_reply::answer(
                     answering,
@@ -811,6 +817,9 @@ pub async fn handle_with(
     }
     // `server_name` (default "envoy") per `server_header_transformation` (default OVERWRITE).
     server_header::apply(&hcm.cfg.server_header, resp.headers_mut());
+    if let Some(v) = &hcm.cfg.via {
+        via::append(v, resp.headers_mut());
+    }
     trace.apply_response(resp.headers_mut());
     if let Some(new_id) = &trace.new_id {
         if let Some(e) = log_entry.as_mut() {

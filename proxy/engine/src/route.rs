@@ -5,11 +5,13 @@
 //! and route, the cluster, the rewritten path and host, and the header mutations to apply in
 //! Envoy's order — or a redirect, a direct response, or no route (404 NR).
 
+pub mod body_format;
 mod build;
 mod build_hash;
 mod build_headers;
 pub(crate) mod build_match;
 mod build_weighted;
+pub mod cookies;
 mod describe;
 pub mod explain;
 pub mod format;
@@ -20,6 +22,7 @@ pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
 pub mod rate_limits;
+pub mod require_tls;
 mod select;
 pub(crate) use select::is_grpc;
 #[cfg(test)]
@@ -131,6 +134,8 @@ pub struct VirtualHost {
     pub include_is_timeout_retry_header: bool,
     /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the response.
     pub include_attempt_count_in_response: bool,
+    /// `require_tls`: a plain request gets a 301 to `https://` before any route is tried.
+    pub require_tls: require_tls::RequireTls,
 }
 
 /// `routes[]`.
@@ -180,6 +185,8 @@ pub struct RouteMatch {
     pub runtime_fraction: Option<FractionalPercent>,
     /// `grpc`: the request's `content-type` is `application/grpc` or `application/grpc+...`.
     pub grpc: bool,
+    /// `cookies[]`: all must match.
+    pub cookies: Vec<cookies::CookieMatcher>,
 }
 
 /// `type.v3.FractionalPercent`.
@@ -547,4 +554,6 @@ pub struct DirectResponse {
     pub status: u16,
     /// `body.inline_string` (or `body.filename` read at load time).
     pub body: Option<String>,
+    /// `body_format`: the body rendered per request (`%LOCAL_REPLY_BODY%` is `body`).
+    pub body_format: Option<body_format::BodyFormat>,
 }

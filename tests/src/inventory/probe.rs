@@ -63,6 +63,7 @@ static_resources:
                   prefix: /
                   headers: [{ name: h, present_match: true }, { name: h2, string_match: { exact: x } }]
                   query_parameters: [{ name: q, present_match: true }]
+                  cookies: [{ name: c, string_match: { exact: v } }]
                 typed_per_filter_config:
                   envoy.filters.http.fault: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }
                 decorator: { operation: op }
@@ -84,7 +85,7 @@ static_resources:
               - match: { prefix: /r }
                 redirect: { host_redirect: example.com }
               - match: { prefix: /d }
-                direct_response: { status: 200 }
+                direct_response: { status: 200, body_format: { text_format: x } }
   clusters:
   - name: c
     type: STATIC
@@ -155,6 +156,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.HeaderMatcher", format!("{ROUTES}/0/match/headers/0")),
         ("type.matcher.v3.StringMatcher", format!("{ROUTES}/0/match/headers/1/string_match")),
         ("config.route.v3.QueryParameterMatcher", format!("{ROUTES}/0/match/query_parameters/0")),
+        ("config.route.v3.CookieMatcher", format!("{ROUTES}/0/match/cookies/0")),
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
         ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
         ("config.route.v3.RouteAction.RequestMirrorPolicy", format!("{ROUTES}/0/route/request_mirror_policies/0")),
@@ -172,6 +174,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.WeightedCluster.ClusterWeight", format!("{ROUTES}/1/route/weighted_clusters/clusters/0")),
         ("config.route.v3.RedirectAction", format!("{ROUTES}/2/redirect")),
         ("config.route.v3.DirectResponseAction", format!("{ROUTES}/3/direct_response")),
+        ("config.core.v3.SubstitutionFormatString", format!("{ROUTES}/3/direct_response/body_format")),
         ("config.cluster.v3.Cluster", c.into()),
         ("config.cluster.v3.Cluster.LeastRequestLbConfig", format!("{c}/least_request_lb_config")),
         ("config.cluster.v3.Cluster.RingHashLbConfig", "/static_resources/clusters/1/ring_hash_lb_config".into()),

@@ -190,6 +190,11 @@ pub struct HttpConnectionManager {
     /// `xff_num_trusted_hops` (default 0): with `use_remote_address`, the client address is the
     /// `x-forwarded-for` entry this many hops from the right (before the append).
     pub xff_num_trusted_hops: u32,
+    /// `skip_xff_append`: with `use_remote_address`, the peer is not appended to
+    /// `x-forwarded-for` (it is still the remote address).
+    pub skip_xff_append: bool,
+    /// `via` (non-empty): appended to the `via` header of every request and response.
+    pub via: Option<http::HeaderValue>,
     /// `preserve_external_request_id` (default false): with `use_remote_address`, keep an
     /// external request's `x-request-id` instead of generating a new one.
     pub preserve_external_request_id: bool,

@@ -311,6 +311,8 @@ pub(crate) struct RawHcm {
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,
     pub xff_num_trusted_hops: Option<u32>,
+    pub skip_xff_append: Option<bool>,
+    pub via: Option<String>,
     pub preserve_external_request_id: Option<bool>,
     #[serde(default)]
     pub upgrade_configs: Vec<RawUpgradeConfig>,

@@ -71,6 +71,8 @@ pub(crate) struct RawVirtualHost {
     pub include_is_timeout_retry_header: Option<bool>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
+    /// `require_tls` (`NONE` / `EXTERNAL_ONLY` / `ALL`).
+    pub require_tls: Option<String>,
 }
 
 /// `Route`.
@@ -129,6 +131,8 @@ pub(crate) struct RawRouteMatch {
     pub query_parameters: Vec<RawQueryParameterMatcher>,
     pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
     pub grpc: Option<RawGrpcRouteMatchOptions>,
+    #[serde(default)]
+    pub cookies: Vec<RawCookieMatcher>,
 }
 
 /// `core.v3.RuntimeFractionalPercent`.
@@ -196,6 +200,17 @@ pub(crate) struct RawStringMatcher {
     pub contains: Option<String>,
     pub safe_regex: Option<RawRegexMatcher>,
     pub ignore_case: Option<bool>,
+}
+
+/// `CookieMatcher`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCookieMatcher {
+    /// Required (empty counts as missing).
+    #[serde(default)]
+    pub name: String,
+    pub string_match: Option<RawStringMatcher>,
+    pub invert_match: Option<bool>,
 }
 
 /// `HeaderMatcher`.
@@ -503,6 +518,7 @@ pub(crate) struct RawRedirectAction {
 pub(crate) struct RawDirectResponse {
     pub status: Option<u32>,
     pub body: Option<RawDataSource>,
+    pub body_format: Option<crate::route::body_format::RawBodyFormat>,
 }
 
 /// `core.v3.DataSource`.

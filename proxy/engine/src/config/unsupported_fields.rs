@@ -164,7 +164,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "max_direct_response_body_size_bytes",
     "cluster_specifier_plugins",
     "ignore_path_parameters_in_path_matching",
-    "require_tls",
     "virtual_clusters",
     "per_request_buffer_limit_bytes",
     "matcher",
@@ -178,7 +177,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "connect_matcher",
     "path_match_policy",
     "filter_state",
-    "cookies",
     // HeaderMatcher / StringMatcher / QueryParameterMatcher
     "custom",
     // RouteAction

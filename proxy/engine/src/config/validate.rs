@@ -413,6 +413,14 @@ fn hcm(
         &raw.http_filters,
         &p.field("http_filters"),
     )?);
+    // Envoy's `via` is a header value (`HTTP_HEADER_VALUE`); empty: none.
+    let via = match raw.via.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(
+            http::HeaderValue::from_str(v)
+                .map_err(|_| p.field("via").err("not a valid header value"))?,
+        ),
+    };
     let mut upgrade_configs = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
         let up = p.field("upgrade_configs").index(i);
@@ -444,6 +452,8 @@ fn hcm(
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
+        skip_xff_append: raw.skip_xff_append.unwrap_or(false),
+        via,
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),

@@ -228,6 +228,9 @@ pub fn preroute<B>(
             response_headers.apply_with(&mut resp, &fmt);
             return PreRoute::Redirect(status);
         }
+        Selection::SslRedirect { .. } => {
+            return PreRoute::Redirect(crate::route::require_tls::SSL_REDIRECT_STATUS)
+        }
         Selection::Forward(fwd) => {
             forward::Plan::new(&fwd, conn, &path, req.headers(), cfg.stream_idle_timeout);
             fwd.response_headers.apply_with(&mut resp, &fmt);

@@ -1,6 +1,6 @@
 //! The answer of a route that answers by itself: a `direct_response` (its status and body) or a
 //! `redirect` (its status and `location`), each with the route's response header mutations
-//! rendered against the request. Used for a request's own route and for the route an internal
+//! rendered against the request, or a virtual host's `require_tls` redirect (none). Used for a request's own route and for the route an internal
 //! redirect lands on (Envoy's router answers both the same way).
 
 use http::{header, HeaderMap, HeaderValue, Response};
@@ -27,7 +27,19 @@ pub(crate) fn answer(
             response_headers,
             ..
         } => {
-            let mut r = local_reply::reply(response.status, response.body.as_deref().unwrap_or(""));
+            let mut r = match &response.body_format {
+                None => local_reply::reply(response.status, response.body.as_deref().unwrap_or("")),
+                Some(f) => {
+                    let body = f.render(&ctx, response.body.as_deref());
+                    let mut r = local_reply::reply(response.status, &body);
+                    if !body.is_empty() {
+                        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
+                            r.headers_mut().insert(header::CONTENT_TYPE, v);
+                        }
+                    }
+                    r
+                }
+            };
             // Envoy's router: a direct `201 Created` is located at the request's own URL.
             if response.status == 201 {
                 let scheme = request
@@ -52,6 +64,13 @@ pub(crate) fn answer(
                 r.headers_mut().insert(header::LOCATION, v);
             }
             response_headers.apply_with(r.headers_mut(), &ctx);
+            Some(r)
+        }
+        Selection::SslRedirect { location, .. } => {
+            let mut r = local_reply::reply(crate::route::require_tls::SSL_REDIRECT_STATUS, "");
+            if let Ok(v) = HeaderValue::from_str(location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
             Some(r)
         }
         Selection::Forward(_) | Selection::NoRoute => None,

@@ -27,6 +27,9 @@ pub(super) fn request(
     if !cfg.forward_client_cert {
         h.remove("x-forwarded-client-cert");
     }
+    if let Some(v) = &cfg.via {
+        super::via::append(v, h);
+    }
     // One pass over the names usually shows there is nothing to strip.
     if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
@@ -42,6 +45,19 @@ pub(super) fn request(
     for n in super::retry::EDGE_STRIPPED_HEADERS {
         h.remove(*n);
     }
+    if !cfg.skip_xff_append {
+        append_xff(conn, h);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    // The client as the rest of the request sees it (rate limit descriptors too).
+    let client = RemoteAddress::of(cfg, conn).resolve(h);
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert("x-envoy-external-address", v);
+    }
+}
+
+/// Appends the peer to `x-forwarded-for` (`use_remote_address` without `skip_xff_append`).
+fn append_xff(conn: &ConnInfo, h: &mut HeaderMap) {
     let peer = conn.peer.ip();
     // Envoy appends its own (first non-loopback) address for a loopback peer.
     let appended = if peer.is_loopback() {
@@ -63,12 +79,6 @@ pub(super) fn request(
     let _ = write!(xff, "{appended}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    // The client as the rest of the request sees it (rate limit descriptors too).
-    let client = RemoteAddress::of(cfg, conn).resolve(h);
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        h.insert("x-envoy-external-address", v);
     }
 }
 
@@ -134,13 +144,19 @@ pub struct RemoteAddress {
 
 impl RemoteAddress {
     /// With `use_remote_address` the peer, or with `xff_num_trusted_hops` the address that many
-    /// hops left of the one the proxy appended; without it the `x-forwarded-for` address
+    /// hops left of the one the proxy appended (the last client entry `hops - 1` back, which
+    /// is where it stands under `skip_xff_append`); without it the `x-forwarded-for` address
     /// `xff_num_trusted_hops` from the right, else the peer.
     pub fn of(cfg: &config::HttpConnectionManager, conn: &ConnInfo) -> Self {
         let hops = cfg.xff_num_trusted_hops as usize;
+        let skip = if cfg.use_remote_address && cfg.skip_xff_append {
+            hops.saturating_sub(1)
+        } else {
+            hops
+        };
         Self {
             peer: conn.peer.ip(),
-            xff_skip: (!cfg.use_remote_address || hops > 0).then_some(hops),
+            xff_skip: (!cfg.use_remote_address || hops > 0).then_some(skip),
         }
     }
 
@@ -272,6 +288,23 @@ mod tests {
         request(&hcm(true, 0), &conn("127.0.0.1:5000"), "http", &mut h);
         assert_eq!(h["x-forwarded-for"], local_address().to_string().as_str());
         assert_eq!(h["x-envoy-external-address"], "127.0.0.1");
+    }
+
+    #[test]
+    fn skip_xff_append_keeps_the_clients_list() {
+        let mut cfg = hcm(true, 1);
+        cfg.skip_xff_append = true;
+        cfg.via = Some(HeaderValue::from_static("1.1 p"));
+        let mut h = headers(&[("x-forwarded-for", "192.0.2.1, 203.0.113.9")]);
+        request(&cfg, &conn("198.51.100.7:5000"), "http", &mut h);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 203.0.113.9");
+        // The trusted hop is counted as if the peer had been appended.
+        assert_eq!(h["x-envoy-external-address"], "203.0.113.9");
+        assert_eq!(h["via"], "1.1 p");
+        let mut h = HeaderMap::new();
+        request(&cfg, &conn("198.51.100.7:5000"), "http", &mut h);
+        assert!(!h.contains_key("x-forwarded-for"));
+        assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
     }
 
     #[test]

@@ -242,6 +242,10 @@ fn virtual_host(
         include_request_attempt_count: raw.include_request_attempt_count.unwrap_or(false),
         include_attempt_count_in_response: raw.include_attempt_count_in_response.unwrap_or(false),
         include_is_timeout_retry_header: raw.include_is_timeout_retry_header.unwrap_or(false),
+        require_tls: super::require_tls::RequireTls::parse(
+            raw.require_tls.as_deref(),
+            &p.field("require_tls"),
+        )?,
     })
 }
 
@@ -386,9 +390,17 @@ fn route(
                     Some(body)
                 }
             };
+            let body_format = match &d.body_format {
+                Some(f) => Some(super::body_format::BodyFormat::build(
+                    f,
+                    &dp.field("body_format"),
+                )?),
+                None => None,
+            };
             RouteAction::DirectResponse(DirectResponse {
                 status: status as u16,
                 body,
+                body_format,
             })
         }
         (None, None, None) => {

@@ -69,7 +69,14 @@ pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMat
         Some(rf) => Some(fractional_percent(rf, &p.field("runtime_fraction"))?),
         None => None,
     };
+    let cookies = raw
+        .cookies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| super::cookies::CookieMatcher::build(c, &p.field("cookies").index(i)))
+        .collect::<Result<_, _>>()?;
     Ok(RouteMatch {
+        cookies,
         path,
         case_sensitive: raw.case_sensitive.unwrap_or(true),
         headers,

@@ -22,7 +22,16 @@ pub(crate) fn describe_match(m: &RouteMatch) -> String {
     for q in &m.query_parameters {
         s.push_str(&format!(" query {}", describe_query(q)));
     }
+    for c in &m.cookies {
+        s.push_str(&format!(" cookie {} {}", c.name, describe_cookie(c)));
+    }
     s
+}
+
+/// `exact "v"`, `not prefix "x"` (a missing cookie matches the inverted one).
+pub(crate) fn describe_cookie(c: &super::cookies::CookieMatcher) -> String {
+    let not = if c.invert_match { "not " } else { "" };
+    format!("{not}{}", describe_string(&c.string_match))
 }
 
 /// `exact "v"`, `present`, `not prefix "x"`, ...

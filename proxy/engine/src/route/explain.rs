@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    describe::{describe_header, describe_match, describe_query},
+    describe::{describe_cookie, describe_header, describe_match, describe_query},
     observe::{DomainMatch, Mismatch, SelectObserver},
     ClusterSpecifier, HeaderMatcher, HostRewriteResult, RequestView, RouteTable, SelectedCluster,
     Selection,
@@ -154,6 +154,11 @@ impl RouteTable {
         let mut rec = Recorder::default();
         let selection = self.select_observed(req, &mut rec);
         let chosen = rec.vhost.map(|(i, _)| i);
+        let untried = if matches!(selection, Selection::SslRedirect { .. }) {
+            "not tried: require_tls redirects a request that is not https first"
+        } else {
+            "not tried"
+        };
         let virtual_hosts = self
             .virtual_hosts
             .iter()
@@ -176,7 +181,7 @@ impl RouteTable {
                 .map(|(i, r)| {
                     let tried = rec.tried.iter().find(|(t, _)| *t == i).map(|(_, res)| *res);
                     let result = match tried {
-                        None => "not tried".to_string(),
+                        None => untried.to_string(),
                         Some(Ok(())) => "matched".to_string(),
                         Some(Err(m)) => format!("no: {}", mismatch_why(r, m, req)),
                     };
@@ -249,6 +254,12 @@ fn mismatch_why(
             None => "runtime_fraction".to_string(),
         },
         Mismatch::Grpc => "not a gRPC request (content-type)".to_string(),
+        Mismatch::Cookie(i) => {
+            let c = &route.matcher.cookies[i];
+            let value = super::cookies::cookie_value(req.headers, &c.name)
+                .map_or("absent".to_string(), |v| format!("\"{v}\""));
+            format!("cookie {} is {value}, wants {}", c.name, describe_cookie(c))
+        }
         Mismatch::Query(i) => {
             let q = &route.matcher.query_parameters[i];
             format!(
@@ -277,6 +288,10 @@ fn decide(
         Selection::Redirect {
             status, location, ..
         } => Decision::Redirect { status, location },
+        Selection::SslRedirect { location, .. } => Decision::Redirect {
+            status: super::require_tls::SSL_REDIRECT_STATUS,
+            location,
+        },
         Selection::DirectResponse { response, .. } => Decision::DirectResponse {
             status: response.status,
             body: response.body.clone(),

@@ -34,6 +34,8 @@ enum Piece {
     Hostname(String),
     /// `%START_TIME%` (Envoy's default `%Y-%m-%dT%H:%M:%E3SZ`).
     StartTime,
+    /// `%LOCAL_REPLY_BODY%` (body formats only): the direct response's own body.
+    LocalReplyBody,
 }
 
 /// A header value: literal, or a template with command operators.
@@ -75,6 +77,21 @@ impl HeaderValueFormat {
         if !v.contains('%') {
             return Ok(ParsedValue::Literal(v.to_string()));
         }
+        match Self::parse_as(v, Kind::Header)? {
+            f if f.pieces.iter().all(|p| matches!(p, Piece::Lit(_))) => Ok(ParsedValue::Literal(
+                f.pieces.into_iter().map(lit_text).collect(),
+            )),
+            f => Ok(ParsedValue::Format(f)),
+        }
+    }
+
+    /// Parses a body format string (`SubstitutionFormatString`): `%LOCAL_REPLY_BODY%` is
+    /// allowed too. Errors name the operator.
+    pub(crate) fn parse_body(v: &str) -> Result<Self, String> {
+        Self::parse_as(v, Kind::Body)
+    }
+
+    fn parse_as(v: &str, kind: Kind) -> Result<Self, String> {
         let mut pieces: Vec<Piece> = Vec::new();
         let mut lit = String::new();
         let mut rest = v;
@@ -86,7 +103,7 @@ impl HeaderValueFormat {
                 rest = r;
                 continue;
             }
-            let (piece, after) = parse_operator(rest)?;
+            let (piece, after) = parse_operator(rest, kind)?;
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
@@ -94,52 +111,95 @@ impl HeaderValueFormat {
             rest = after;
         }
         lit.push_str(rest);
-        if pieces.is_empty() {
-            return Ok(ParsedValue::Literal(lit));
-        }
         if !lit.is_empty() {
             pieces.push(Piece::Lit(lit));
         }
-        Ok(ParsedValue::Format(Self { pieces }))
+        Ok(Self { pieces })
     }
 
     /// Renders the value (empty when every operator had nothing to say and there is no
     /// literal text).
     pub fn render(&self, ctx: &FormatContext<'_>) -> String {
         let mut out = String::new();
+        self.render_into(ctx, None, "", &mut out);
+        out
+    }
+
+    /// Appends the rendering to `out`, with `missing` for each operator that has no value
+    /// (Envoy's text formatter: `-`, or nothing with `omit_empty_values`); `local_body` is
+    /// `%LOCAL_REPLY_BODY%`. Returns whether every operator had a value.
+    pub(crate) fn render_into(
+        &self,
+        ctx: &FormatContext<'_>,
+        local_body: Option<&str>,
+        missing: &str,
+        out: &mut String,
+    ) -> bool {
+        let mut all = true;
         for p in &self.pieces {
-            match p {
-                Piece::Lit(s) => out.push_str(s),
-                Piece::Req { name, alt, max_len } => {
-                    let v = req_header(ctx, name)
-                        .or_else(|| alt.as_deref().and_then(|a| req_header(ctx, a)));
-                    if let Some(v) = v {
-                        let v = match max_len {
-                            Some(n) => truncate(v, *n),
-                            None => v,
-                        };
-                        out.push_str(v);
-                    }
-                }
-                Piece::DownstreamRemote { with_port } => {
-                    push_addr(&mut out, ctx.downstream_remote, *with_port)
-                }
-                Piece::DownstreamLocal { with_port } => {
-                    push_addr(&mut out, ctx.downstream_local, *with_port)
-                }
-                Piece::UpstreamRemote { with_port } => {
-                    push_addr(&mut out, ctx.upstream_remote, *with_port)
-                }
-                Piece::Protocol => out.push_str(ctx.protocol.unwrap_or("")),
-                Piece::Hostname(h) => out.push_str(h),
-                Piece::StartTime => {
-                    if let Some(t) = ctx.start {
-                        out.push_str(&crate::http::access_log::format_time(t));
-                    }
-                }
+            if !push_piece(p, ctx, local_body, out) {
+                out.push_str(missing);
+                all = false;
             }
         }
-        out
+        all
+    }
+
+    /// Whether the format is one operator and nothing else (a JSON value then becomes `null`
+    /// when it has no value).
+    pub(crate) fn is_single_operator(&self) -> bool {
+        matches!(self.pieces.as_slice(), [p] if !matches!(p, Piece::Lit(_)))
+    }
+}
+
+/// Appends piece `p`'s value to `out`; false when it has none.
+fn push_piece(
+    p: &Piece,
+    ctx: &FormatContext<'_>,
+    local_body: Option<&str>,
+    out: &mut String,
+) -> bool {
+    let text = match p {
+        Piece::Lit(s) => Some(s.as_str()),
+        Piece::Req { name, alt, max_len } => req_header(ctx, name)
+            .or_else(|| alt.as_deref().and_then(|a| req_header(ctx, a)))
+            .map(|v| match max_len {
+                Some(n) => truncate(v, *n),
+                None => v,
+            }),
+        Piece::DownstreamRemote { with_port } => {
+            return push_addr(out, ctx.downstream_remote, *with_port)
+        }
+        Piece::DownstreamLocal { with_port } => {
+            return push_addr(out, ctx.downstream_local, *with_port)
+        }
+        Piece::UpstreamRemote { with_port } => {
+            return push_addr(out, ctx.upstream_remote, *with_port)
+        }
+        Piece::Protocol => ctx.protocol,
+        Piece::Hostname(h) => Some(h.as_str()),
+        Piece::StartTime => {
+            let Some(t) = ctx.start else { return false };
+            out.push_str(&crate::http::access_log::format_time(t));
+            return true;
+        }
+        Piece::LocalReplyBody => local_body,
+    };
+    text.map(|t| out.push_str(t)).is_some()
+}
+
+/// Where a format string is used: header values, or a body format (which may also say
+/// `%LOCAL_REPLY_BODY%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Header,
+    Body,
+}
+
+fn lit_text(p: Piece) -> String {
+    match p {
+        Piece::Lit(s) => s,
+        _ => String::new(),
     }
 }
 
@@ -160,19 +220,19 @@ fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
     h.get(name)?.to_str().ok()
 }
 
-fn push_addr(out: &mut String, a: Option<SocketAddr>, with_port: bool) {
+fn push_addr(out: &mut String, a: Option<SocketAddr>, with_port: bool) -> bool {
     use std::fmt::Write;
-    if let Some(a) = a {
-        let _ = if with_port {
-            write!(out, "{a}")
-        } else {
-            write!(out, "{}", a.ip())
-        };
-    }
+    let Some(a) = a else { return false };
+    let _ = if with_port {
+        write!(out, "{a}")
+    } else {
+        write!(out, "{}", a.ip())
+    };
+    true
 }
 
 /// Parses `NAME[(arg)][:N]%` at the start of `s` (after the opening `%`).
-fn parse_operator(s: &str) -> Result<(Piece, &str), String> {
+fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
     let end = s
         .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
         .unwrap_or(s.len());
@@ -200,9 +260,14 @@ fn parse_operator(s: &str) -> Result<(Piece, &str), String> {
         format!("header value formatter %{name}...: missing closing `%` (write %% for a literal %)")
     })?;
     let unsupported = || {
-        format!(
+        match kind {
+        Kind::Header => format!(
             "not supported (header value formatter %{name}%; supported here: {SUPPORTED_OPERATORS}; write %% for a literal %)"
-        )
+        ),
+        Kind::Body => format!(
+            "not supported (command operator %{name}%; supported here: {SUPPORTED_OPERATORS}, LOCAL_REPLY_BODY; write %% for a literal %)"
+        ),
+    }
     };
     let no_arg = |p: Piece| {
         if arg.is_some() || max_len.is_some() {
@@ -258,6 +323,7 @@ fn parse_operator(s: &str) -> Result<(Piece, &str), String> {
                 .unwrap_or_default(),
         ))?,
         "START_TIME" => no_arg(Piece::StartTime)?,
+        "LOCAL_REPLY_BODY" if kind == Kind::Body => no_arg(Piece::LocalReplyBody)?,
         _ => return Err(unsupported()),
     };
     Ok((piece, rest))

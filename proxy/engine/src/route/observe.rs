@@ -30,6 +30,8 @@ pub enum Mismatch {
     RuntimeFraction,
     /// `grpc`: the request is not gRPC (`content-type`).
     Grpc,
+    /// `cookies[i]`.
+    Cookie(usize),
 }
 
 /// Receives the steps of one route selection.
@@ -63,6 +65,7 @@ pub fn log_taken(sel: &super::Selection<'_>, random: u64) {
     let (action, route_ref, cluster) = match sel {
         Selection::Forward(f) => ("forward", Some(f.route_ref), f.cluster.name()),
         Selection::Redirect { route_ref, .. } => ("redirect", Some(*route_ref), None),
+        Selection::SslRedirect { .. } => ("redirect", None, None),
         Selection::DirectResponse { route_ref, .. } => ("direct_response", Some(*route_ref), None),
         Selection::NoRoute => ("no_route", None, None),
     };

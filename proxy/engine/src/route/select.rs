@@ -63,6 +63,14 @@ pub enum Selection<'a> {
         /// Response header levels, in application order.
         response_headers: HeaderLevels<'a>,
     },
+    /// The virtual host's `require_tls` refused a plain request (Envoy's `SslRedirectRoute`):
+    /// 301 with `Location: location`, empty body, no header mutations.
+    SslRedirect {
+        /// The matched virtual host.
+        vhost: &'a VirtualHost,
+        /// `https://` + the Host as sent + the path with its query.
+        location: String,
+    },
     /// No virtual host or no route matched: Envoy answers 404 with response flag `NR`.
     NoRoute,
 }
@@ -72,9 +80,9 @@ impl<'a> Selection<'a> {
     pub fn vhost(&self) -> Option<&'a VirtualHost> {
         match self {
             Selection::Forward(f) => Some(f.vhost),
-            Selection::Redirect { vhost, .. } | Selection::DirectResponse { vhost, .. } => {
-                Some(vhost)
-            }
+            Selection::Redirect { vhost, .. }
+            | Selection::DirectResponse { vhost, .. }
+            | Selection::SslRedirect { vhost, .. } => Some(vhost),
             Selection::NoRoute => None,
         }
     }
@@ -86,7 +94,7 @@ impl<'a> Selection<'a> {
             Selection::Redirect { route, .. } | Selection::DirectResponse { route, .. } => {
                 Some(route)
             }
-            Selection::NoRoute => None,
+            Selection::SslRedirect { .. } | Selection::NoRoute => None,
         }
     }
 }
@@ -248,6 +256,9 @@ impl RouteTable {
         let Some((vi, vhost)) = self.find_virtual_host_observed(req.authority, obs) else {
             return Selection::NoRoute;
         };
+        if let Some(location) = vhost.require_tls.redirect(req) {
+            return Selection::SslRedirect { vhost, location };
+        }
         let (path, query) = split_path(req.path);
         let Some((ri, route)) = vhost.routes.iter().enumerate().find(|(i, r)| {
             let result = route_matches(r, req, path, query);
@@ -399,6 +410,9 @@ fn route_matches<H: HeaderLookup + ?Sized>(
         if let Some(i) = m.query_parameters.iter().position(|qp| !qp.matches(q)) {
             return Err(Mismatch::Query(i));
         }
+    }
+    if let Some(i) = m.cookies.iter().position(|c| !c.matches(req.headers)) {
+        return Err(Mismatch::Cookie(i));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use super::*;
 
 mod fields;
 mod router_fields;
+mod vhost_fields;
 use crate::config::{raw::parse_document, raw_route::RawRouteConfiguration, FieldPath};
 
 fn table(yaml: &str) -> RouteTable {
@@ -99,6 +100,9 @@ fn render(t: &RouteTable, r: &Req) -> String {
     };
     match t.select(&view) {
         Selection::NoRoute => "NR".to_string(),
+        Selection::SslRedirect { vhost, location } => {
+            format!("{} tls-redirect {location}", vhost.name)
+        }
         Selection::Forward(f) => {
             let cluster = match f.cluster {
                 SelectedCluster::Named(c) => c.to_string(),
@@ -203,13 +207,16 @@ fn explain_agrees(t: &RouteTable, r: &Req) -> Result<(), String> {
         Selection::Redirect { route_ref, .. } | Selection::DirectResponse { route_ref, .. } => {
             (Some(route_ref.route as usize), None)
         }
-        Selection::NoRoute => (None, None),
+        Selection::SslRedirect { .. } | Selection::NoRoute => (None, None),
     };
     if routes != want_route.into_iter().collect::<Vec<_>>() {
         return Err(format!("route {routes:?}, select {want_route:?}"));
     }
     // Every route before the matched one was tried and failed with a reason.
-    let before = want_route.unwrap_or(trace.routes.len());
+    let before = match sel {
+        Selection::SslRedirect { .. } => 0,
+        _ => want_route.unwrap_or(trace.routes.len()),
+    };
     if let Some(bad) = trace.routes[..before]
         .iter()
         .find(|s| !s.result.starts_with("no: "))

@@ -46,23 +46,14 @@ pub(super) fn header<'h>(
     Some(values.iter().fold(0, |seed, v| xxh64(v, seed)))
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, as Envoy reads it: the first
-/// `name=value` pair with that name (spaces before the name skipped, the value as sent but for
-/// the double quotes that may wrap it, RFC 6265 4.1.1); an empty value counts as no cookie.
+/// The value of cookie `name` in the request's `Cookie` headers, as Envoy reads it
+/// ([`crate::route::cookies::find`]: the first pair with that name, quotes dropped); an empty
+/// value counts as no cookie here (`parseCookieValue`).
 pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     let first = headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
-            let start = pair.iter().position(|b| *b != b' ')?;
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            let key = pair.get(start..eq)?;
-            (key == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
+        crate::route::cookies::find(v.as_bytes(), name.as_bytes()).map(|r| &v.as_bytes()[r])
     })?;
-    let unquoted = match first {
-        [b'"', inner @ .., b'"'] => inner,
-        v => v,
-    };
-    (!unquoted.is_empty()).then_some(unquoted)
+    (!first.is_empty()).then_some(first)
 }
 
 /// The cookie a `ttl` cookie policy makes for a request without one: Envoy's value, the hex of
