@@ -46,6 +46,9 @@ pub struct Args {
     /// The random draw for weighted clusters (the data path draws a fresh one per request).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Send the request as HTTP/1.0 (as curl's `--http1.0`).
+    #[arg(long = "http1.0")]
+    pub http10: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -57,26 +60,28 @@ pub fn run(args: &Args) -> Result<()> {
         (Some(config), [url]) => {
             let boot = sluice_engine::config::load_file(config)
                 .map_err(|e| anyhow!("loading {}: {e}", config.display()))?;
-            let req = Request::from_url(
+            let mut req = Request::from_url(
                 url,
                 &args.method,
                 &args.headers,
                 args.listener.clone(),
                 args.seed,
             )?;
+            req.http10 = args.http10;
             sluice_engine::explain::explain(&boot, &req)?
         }
         (None, [target, url]) => {
-            let v = crate::proxy_config::fetch::get_json(
-                target,
-                &sluice_engine::admin::explain::path(
-                    url,
-                    &args.method,
-                    &args.headers,
-                    args.listener.as_deref(),
-                    args.seed,
-                ),
-            )?;
+            let mut q = sluice_engine::admin::explain::path(
+                url,
+                &args.method,
+                &args.headers,
+                args.listener.as_deref(),
+                args.seed,
+            );
+            if args.http10 {
+                q.push_str("&version=HTTP/1.0");
+            }
+            let v = crate::proxy_config::fetch::get_json(target, &q)?;
             serde_json::from_value(v)
                 .map_err(|e| anyhow!("{target}: /explain answered an unknown shape: {e}"))?
         }

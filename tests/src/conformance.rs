@@ -262,6 +262,7 @@ fn run_one(
             host: r.host.as_deref(),
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
+            http10: r.http10,
         };
         let addr = match r.to.as_deref() {
             None => addr,

@@ -72,9 +72,9 @@ pub use http2_options::{
     DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM, DEFAULT_MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT,
 };
 pub use listener::{
-    AccessLog, Admin, CodecType, FilterChain, HttpConnectionManager, Listener, ListenerFilter,
-    NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig, DEFAULT_STREAM_IDLE_TIMEOUT,
-    DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
+    AccessLog, Admin, CodecType, FilterChain, Http10, HttpConnectionManager, Listener,
+    ListenerFilter, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
+    DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
 pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};

@@ -44,6 +44,8 @@ pub struct Request {
     pub listener: Option<String>,
     /// The random draw for `weighted_clusters`.
     pub random: u64,
+    /// Sent as HTTP/1.0 (refused unless the HCM has `accept_http_10`).
+    pub http10: bool,
 }
 
 /// A request that cannot be built: which parameter (`url`, `header`), its value and why.
@@ -111,6 +113,7 @@ impl Request {
             headers,
             listener,
             random,
+            http10: false,
         })
     }
 }
@@ -281,7 +284,11 @@ fn route(
     let mut b = http::Request::builder()
         .method(http::Method::from_bytes(req.method.as_bytes()).map_err(|e| bad("method", &e))?)
         .uri(req.path.as_str())
-        .version(http::Version::HTTP_11);
+        .version(if req.http10 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        });
     let hosts: Vec<&str> = req
         .headers
         .iter()

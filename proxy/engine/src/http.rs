@@ -546,6 +546,14 @@ pub async fn handle_with(
     hcm.stats.downstream_rq_total.inc();
     let version = req.version();
     let h1 = version == Version::HTTP_10 || version == Version::HTTP_11;
+    // HTTP/1.0 (`accept_http_10`): the connection stays open only when the client asked.
+    let keep_alive_10 = version == Version::HTTP_10
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+            })
+        });
     let scheme = if conn.tls { "https" } else { "http" };
     // Envoy's gRPC test: `application/grpc` or `application/grpc+...` (gRPC-Web is not gRPC).
     let grpc = req
@@ -559,6 +567,7 @@ pub async fn handle_with(
             preroute::Refused::Target(t) => (t.body, true),
             // A refused upgrade closes the connection (what follows may be the new protocol).
             preroute::Refused::Upgrade => ("", true),
+            preroute::Refused::Http10 => ("Upgrade Required", true),
             preroute::Refused::MissingHost | preroute::Refused::Path => ("", true),
             preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
@@ -808,9 +817,12 @@ pub async fn handle_with(
     }
     if h1 {
         *resp.version_mut() = version;
-        if close {
+        if close || (version == Version::HTTP_10 && !keep_alive_10) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if keep_alive_10 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         }
     } else {
         *resp.version_mut() = Version::HTTP_2;

@@ -71,6 +71,7 @@ pub fn flush(kind: Kind, admin: SocketAddr) {
         host: Some("127.0.0.1"),
         headers: &[],
         body: None,
+        http10: false,
     };
     if let Err(e) = client::send(admin, &req, WAIT) {
         panic!("POST /reopen_logs to {admin}: {e}");

@@ -172,13 +172,17 @@ fn explain(
     let mut hs = vec![format!("host: {}", host.unwrap_or_default())];
     hs.extend(headers.iter().map(|(k, v)| format!("{k}: {v}")));
     let url = format!("http://127.0.0.1:{listener}{path}");
-    let q = sluice_engine::admin::explain::path(&url, &req.method, &hs, None, seed);
+    let mut q = sluice_engine::admin::explain::path(&url, &req.method, &hs, None, seed);
+    if req.http10 {
+        q.push_str("&version=HTTP/1.0");
+    }
     let get = client::Request {
         method: "GET",
         path: &q,
         host: Some("admin"),
         headers: &[],
         body: None,
+        http10: false,
     };
     // The harness waits for the proxy's listener; its admin listener may come up just after.
     let mut tries = 0;

@@ -65,6 +65,7 @@ pub fn send(
             host: host.as_deref(),
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
+            http10: false,
         };
         client::send(addr, &req, REQUEST_TIMEOUT)
     });

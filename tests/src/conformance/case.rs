@@ -133,6 +133,9 @@ pub struct CaseRequest {
     /// Send on the previous request's connection (HTTP/1.1 keep-alive) instead of a new one.
     #[serde(default)]
     pub reuse: bool,
+    /// Send the request as HTTP/1.0.
+    #[serde(default)]
+    pub http10: bool,
     /// Instead of `body`: this many bytes of [`super::upstream::pattern`].
     pub body_size: Option<usize>,
     /// Wait this long before sending (connection timers: `idle_timeout`,

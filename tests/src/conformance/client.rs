@@ -22,6 +22,8 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// Body; sent with a `content-length` header.
     pub body: Option<&'a [u8]>,
+    /// Send `HTTP/1.0` instead of `HTTP/1.1` in the request line.
+    pub http10: bool,
 }
 
 /// A parsed response. Header names are lower-cased, order kept.
@@ -100,7 +102,8 @@ fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
 
 /// The request's bytes: request line, Host, headers, content-length, body.
 fn encode(req: &Request<'_>) -> Vec<u8> {
-    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+    let version = if req.http10 { "1.0" } else { "1.1" };
+    let mut head = format!("{} {} HTTP/{version}\r\n", req.method, req.path);
     if let Some(h) = req.host {
         head.push_str(&format!("host: {h}\r\n"));
     }

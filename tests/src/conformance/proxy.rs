@@ -309,6 +309,7 @@ pub fn start_logging(
                 host: Some("admin"),
                 headers: &[],
                 body: None,
+                http10: false,
             };
             if let Ok(r) = client::send(addr, &req, Duration::from_secs(1)) {
                 if String::from_utf8_lossy(&r.body).contains("LIVE") {

@@ -1,6 +1,7 @@
 //! `GET /explain?url=...`: `sluice explain` on the live config (the [`Runtime`] the data path
 //! runs, file or xDS): `url=` (required), `method=` (default GET), `header=name:value`
-//! (repeatable), `listener=`, `seed=` (the weighted-cluster draw). The answer is the
+//! (repeatable), `listener=`, `seed=` (the weighted-cluster draw), `version=HTTP/1.0` (default
+//! HTTP/1.1). The answer is the
 //! [`Explanation`](crate::explain::Explanation) as JSON; a bad parameter is a 400 naming it, a
 //! request no listener or filter chain takes is a 404 saying why. Read-only.
 
@@ -19,13 +20,25 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
         message: format!("explain: {message}\n"),
     };
     let (mut url, mut method, mut headers) = (None, "GET".to_string(), Vec::new());
-    let (mut listener, mut seed) = (None, 0u64);
+    let (mut listener, mut seed, mut http10) = (None, 0u64, false);
     for (k, v) in params(query) {
         match k.as_str() {
             "url" => url = Some(v),
             "method" if !v.is_empty() => method = v,
             "header" => headers.push(v),
             "listener" if !v.is_empty() => listener = Some(v),
+            "version" => {
+                http10 = match v.as_str() {
+                    "HTTP/1.0" => true,
+                    "HTTP/1.1" | "" => false,
+                    _ => {
+                        return Err(bad(
+                            400,
+                            format!("version {v:?}: want HTTP/1.0 or HTTP/1.1"),
+                        ))
+                    }
+                }
+            }
             "seed" => {
                 seed = v
                     .parse()
@@ -34,14 +47,17 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
             other => {
                 return Err(bad(
                     400,
-                    format!("unknown parameter {other:?} (url, method, header, listener, seed)"),
+                    format!(
+                        "unknown parameter {other:?} (url, method, header, listener, seed, version)"
+                    ),
                 ))
             }
         }
     }
     let url = url.ok_or_else(|| bad(400, "url= is required".into()))?;
-    let req = Request::from_url(&url, &method, &headers, listener, seed)
+    let mut req = Request::from_url(&url, &method, &headers, listener, seed)
         .map_err(|e| bad(400, e.to_string()))?;
+    req.http10 = http10;
     let ex = explain(&rt.bootstrap, &req).map_err(|e| match e {
         ExplainError::NoListenerNamed(_) => bad(400, format!("listener: {e}")),
         ExplainError::BadRequest(_) => bad(400, e.to_string()),

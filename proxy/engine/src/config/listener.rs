@@ -203,6 +203,10 @@ pub struct HttpConnectionManager {
     /// removes it on a connection without a peer certificate, i.e. on every connection here
     /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
     pub forward_client_cert: bool,
+    /// `http_protocol_options.accept_http_10` (default false): HTTP/1.0 requests are served
+    /// instead of refused with 426; one without Host then takes `default_host_for_http_10`
+    /// (else 400).
+    pub http10: Option<Http10>,
     /// `http2_protocol_options`: the downstream HTTP/2 SETTINGS and flood limits.
     pub http2: super::Http2Options,
     /// `proxy_100_continue` (default false): forward `Expect: 100-continue` instead of
@@ -236,6 +240,13 @@ pub struct HttpConnectionManager {
     pub tracing: Option<super::Tracing>,
     /// `request_id_extension` (the UUID extension and its options).
     pub request_id: super::RequestIdExtension,
+}
+
+/// `http_protocol_options` with `accept_http_10: true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http10 {
+    /// `default_host_for_http_10`: the Host of an HTTP/1.0 request that has none.
+    pub default_host: Option<http::HeaderValue>,
 }
 
 /// One `upgrade_configs[]` entry.

@@ -330,12 +330,21 @@ pub(crate) struct RawHcm {
     pub forward_client_cert_details: Option<String>,
     pub proxy_100_continue: Option<bool>,
     pub http2_protocol_options: Option<RawHttp2Options>,
+    pub http_protocol_options: Option<RawHttp1Options>,
     /// Validated, no effect: there is never a peer certificate to set from.
     #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,
     pub tracing: Option<super::tracing::RawHcmTracing>,
     /// `RequestIDExtension` (read by `tracing::request_id_extension`).
     pub request_id_extension: Option<Value>,
+}
+
+/// The HCM's `http_protocol_options` (core.v3.Http1ProtocolOptions; other fields rejected).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp1Options {
+    pub accept_http_10: Option<bool>,
+    pub default_host_for_http_10: Option<String>,
 }
 
 /// The HCM's `http2_protocol_options` (core.v3.Http2ProtocolOptions; other fields rejected).

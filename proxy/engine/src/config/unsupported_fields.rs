@@ -125,6 +125,15 @@ const ENVOY_FIELDS: &[&str] = &[
     "add_proxy_protocol_connection_state",
     "add_user_agent",
     "max_requests_per_connection",
+    // Http1ProtocolOptions (the HCM's http_protocol_options)
+    "allow_absolute_url",
+    "header_key_format",
+    "enable_trailers",
+    "allow_chunked_length",
+    "send_fully_qualified_url",
+    "use_balsa_parser",
+    "allow_custom_methods",
+    "ignore_http_11_upgrade",
     // Http2ProtocolOptions (the HCM's http2_protocol_options)
     "hpack_table_size",
     "max_outbound_frames",

@@ -458,6 +458,7 @@ fn hcm(
         forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
+        http10: http10(raw.http_protocol_options.as_ref(), p)?,
         upgrade_configs,
         strip_port: opts.strip_port,
         path_normalization: opts.path,
@@ -470,6 +471,25 @@ fn hcm(
         tracing,
         request_id,
     })
+}
+
+/// `http_protocol_options`: HTTP/1.0 accepted, and the Host given to one without.
+fn http10(
+    raw: Option<&super::raw::RawHttp1Options>,
+    p: &FieldPath,
+) -> Result<Option<super::Http10>, ConfigError> {
+    let Some(raw) = raw.filter(|r| r.accept_http_10 == Some(true)) else {
+        return Ok(None);
+    };
+    let default_host = match raw.default_host_for_http_10.as_deref() {
+        None | Some("") => None,
+        Some(h) => Some(http::HeaderValue::from_str(h).map_err(|_| {
+            p.field("http_protocol_options")
+                .field("default_host_for_http_10")
+                .err(format!("{h:?} is not a valid Host value"))
+        })?),
+    };
+    Ok(Some(super::Http10 { default_host }))
 }
 
 /// `forward_client_cert_details`: whether the client's `x-forwarded-client-cert` is kept.

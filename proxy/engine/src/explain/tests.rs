@@ -73,9 +73,20 @@ fn repeated_hosts_are_joined_as_the_data_path_does() {
 fn an_empty_host_is_refused_before_routing() {
     let ex = run("http://127.0.0.1:8080/x", &["host:"], 0);
     assert!(ex.route.is_none());
+    assert_eq!(ex.refused.as_deref(), Some("400: request without Host"));
+}
+
+#[test]
+fn http10_is_refused_without_accept_http_10() {
+    let boot = from_yaml_str(&yaml()).expect("config");
+    let mut req =
+        Request::from_url("http://127.0.0.1:8080/x", "GET", &[], None, 0).expect("request");
+    req.http10 = true;
+    let ex = explain(&boot, &req).expect("explain");
+    assert!(ex.route.is_none());
     assert_eq!(
         ex.refused.as_deref(),
-        Some("400: HTTP/1.1 request without Host")
+        Some("426: HTTP/1.0 without accept_http_10")
     );
 }
 

@@ -18,7 +18,10 @@ use crate::{
 
 /// Why a request was refused before routing.
 pub(super) enum Refused {
-    /// HTTP/1.1 without Host (Envoy's codec: 400).
+    /// HTTP/1.0 without `accept_http_10` (Envoy's codec: 426 `Upgrade Required`).
+    Http10,
+    /// HTTP/1.1, or HTTP/1.0 without `default_host_for_http_10`, without Host (Envoy's
+    /// codec: 400).
     MissingHost,
     /// CONNECT, authority-form targets ([`target::normalize`]); a head over the HCM's limits
     /// or with a refused underscore ([`limits::check`]).
@@ -35,6 +38,7 @@ impl Refused {
     /// The status Envoy answers with.
     pub(super) fn status(&self) -> u16 {
         match self {
+            Refused::Http10 => 426,
             Refused::MissingHost => 400,
             Refused::Target(r) => r.status,
             Refused::Upgrade => 403,
@@ -55,8 +59,11 @@ pub(super) fn before_routing<B>(
     scheme: &'static str,
     req: &mut Request<B>,
 ) -> Result<(), Refused> {
-    limits::check(&cfg.head_limits, req).map_err(Refused::Target)?;
     let version = req.version();
+    if version == Version::HTTP_10 {
+        http10(cfg, req)?;
+    }
+    limits::check(&cfg.head_limits, req).map_err(Refused::Target)?;
     if version == Version::HTTP_11
         && req.uri().authority().is_none()
         && !req.headers().contains_key(header::HOST)
@@ -88,6 +95,19 @@ pub(super) fn before_routing<B>(
     }
     normalize_path(&cfg.path_normalization, req)?;
     strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);
+    Ok(())
+}
+
+/// An HTTP/1.0 request: refused unless `accept_http_10`; one without Host takes
+/// `default_host_for_http_10`, else it is refused as Envoy's codec does.
+fn http10<B>(cfg: &config::HttpConnectionManager, req: &mut Request<B>) -> Result<(), Refused> {
+    let Some(h10) = &cfg.http10 else {
+        return Err(Refused::Http10);
+    };
+    if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+        let host = h10.default_host.clone().ok_or(Refused::MissingHost)?;
+        req.headers_mut().insert(header::HOST, host);
+    }
     Ok(())
 }
 
@@ -147,7 +167,8 @@ pub fn for_explain<B>(
     let scheme = if conn.tls { "https" } else { "http" };
     before_routing(cfg, conn, scheme, req).map_err(|r| {
         let why = match &r {
-            Refused::MissingHost => "HTTP/1.1 request without Host".to_string(),
+            Refused::Http10 => "HTTP/1.0 without accept_http_10".to_string(),
+            Refused::MissingHost => "request without Host".to_string(),
             Refused::Target(t) if t.body.is_empty() => "CONNECT (no route takes it)".to_string(),
             Refused::Target(t) => format!("request target or Host refused ({})", t.body),
             Refused::Upgrade => "an upgrade upgrade_configs does not enable".to_string(),
