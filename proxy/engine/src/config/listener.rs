@@ -207,6 +207,11 @@ pub struct HttpConnectionManager {
     /// instead of refused with 426; one without Host then takes `default_host_for_http_10`
     /// (else 400).
     pub http10: Option<Http10>,
+    /// `strip_trailing_host_dot` (default false): `a.example.` routes and goes upstream as
+    /// `a.example` (before the port stripping).
+    pub strip_trailing_host_dot: bool,
+    /// `append_x_forwarded_port` (default false): `x-forwarded-port` from the listener's port.
+    pub append_x_forwarded_port: bool,
     /// `http2_protocol_options`: the downstream HTTP/2 SETTINGS and flood limits.
     pub http2: super::Http2Options,
     /// `proxy_100_continue` (default false): forward `Expect: 100-continue` instead of

@@ -331,6 +331,8 @@ pub(crate) struct RawHcm {
     pub proxy_100_continue: Option<bool>,
     pub http2_protocol_options: Option<RawHttp2Options>,
     pub http_protocol_options: Option<RawHttp1Options>,
+    pub strip_trailing_host_dot: Option<bool>,
+    pub append_x_forwarded_port: Option<bool>,
     /// Validated, no effect: there is never a peer certificate to set from.
     #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,

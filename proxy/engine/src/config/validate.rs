@@ -459,6 +459,8 @@ fn hcm(
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
         http10: http10(raw.http_protocol_options.as_ref(), p)?,
+        strip_trailing_host_dot: raw.strip_trailing_host_dot.unwrap_or(false),
+        append_x_forwarded_port: raw.append_x_forwarded_port.unwrap_or(false),
         upgrade_configs,
         strip_port: opts.strip_port,
         path_normalization: opts.path,

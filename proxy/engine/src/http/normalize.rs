@@ -93,6 +93,17 @@ pub(crate) fn strip_port(mode: StripPort, host: &str, local_port: u16) -> Option
     Some(&host[..colon])
 }
 
+/// Envoy's `stripTrailingHostDot`: the host with the one dot that ends its name (before a port,
+/// if any) removed; `None` when there is none.
+pub(crate) fn strip_trailing_dot(host: &str) -> Option<String> {
+    // Envoy's `getPortStart`: the last `:` unless it is inside an IPv6 literal's `[...]`.
+    let port_start = host
+        .rfind(':')
+        .filter(|c| host.rfind(']').is_none_or(|b| b < *c));
+    let dot = port_start.unwrap_or(host.len()).checked_sub(1)?;
+    (host.as_bytes()[dot] == b'.').then(|| [&host[..dot], &host[dot + 1..]].concat())
+}
+
 /// absl's `SimpleAtoi` into a `uint32_t`: surrounding whitespace and a `+` allowed.
 fn parse_port(s: &str) -> Option<u32> {
     s.trim_matches(|c: char| c.is_ascii_whitespace())
@@ -409,6 +420,27 @@ mod tests {
         );
         // Only an escaped slash redirects; other normalisation is forwarded.
         assert_eq!(path(&all, "/a//b"), PathVerdict::Rewrite("/a/b".into()));
+    }
+
+    #[test]
+    fn trailing_host_dots() {
+        assert_eq!(
+            strip_trailing_dot("a.example.").as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            strip_trailing_dot("a.example.:80").as_deref(),
+            Some("a.example:80")
+        );
+        assert_eq!(
+            strip_trailing_dot("a.example..").as_deref(),
+            Some("a.example.")
+        );
+        assert_eq!(strip_trailing_dot(".").as_deref(), Some(""));
+        assert_eq!(strip_trailing_dot("[::1]:80"), None);
+        assert_eq!(strip_trailing_dot("a.example"), None);
+        assert_eq!(strip_trailing_dot(""), None);
+        assert_eq!(strip_trailing_dot(":80"), None);
     }
 
     #[test]

@@ -94,8 +94,35 @@ pub(super) fn before_routing<B>(
         super::trace::clear_external_reason(cfg.request_id, h);
     }
     normalize_path(&cfg.path_normalization, req)?;
+    if cfg.strip_trailing_host_dot {
+        strip_trailing_host_dot(req);
+    }
     strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);
     Ok(())
+}
+
+/// `strip_trailing_host_dot` on the `:authority` (HTTP/2) or Host, before its port is stripped
+/// (Envoy's `maybeNormalizeHost` order).
+fn strip_trailing_host_dot<B>(req: &mut Request<B>) {
+    if let Some(a) = req.uri().authority() {
+        let Some(host) = normalize::strip_trailing_dot(a.as_str()) else {
+            return;
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = host.parse().ok();
+        if let Ok(u) = Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+        return;
+    }
+    let stripped = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(normalize::strip_trailing_dot);
+    if let Some(v) = stripped.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        req.headers_mut().insert(header::HOST, v);
+    }
 }
 
 /// An HTTP/1.0 request: refused unless `accept_http_10`; one without Host takes

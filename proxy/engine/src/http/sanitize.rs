@@ -36,6 +36,13 @@ pub(super) fn request(
             h.remove(*n);
         }
     }
+    // `append_x_forwarded_port`: the listener's (original destination) port; a client's is
+    // kept unless `use_remote_address` (observed: Envoy 1.40 then overwrites it).
+    if cfg.append_x_forwarded_port
+        && (cfg.use_remote_address || !h.contains_key("x-forwarded-port"))
+    {
+        h.insert("x-forwarded-port", HeaderValue::from(conn.orig_dst.port()));
+    }
     if !cfg.use_remote_address {
         if !h.contains_key("x-forwarded-proto") {
             h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
