@@ -219,6 +219,9 @@ pub struct ForwardAction {
     pub cluster_not_found_status: u16,
     /// `max_stream_duration` (when set, `timeout` is ignored, as Envoy's "new timeouts").
     pub max_stream_duration: Option<MaxStreamDuration>,
+    /// `max_grpc_timeout` and `grpc_timeout_offset` (ignored, as Envoy, once
+    /// `max_stream_duration` is set).
+    pub grpc_timeout: Option<GrpcTimeout>,
     /// `append_x_forwarded_host`: a host rewrite appends the original Host to
     /// `x-forwarded-host`.
     pub append_x_forwarded_host: bool,
@@ -264,6 +267,37 @@ impl MaxStreamDuration {
             }
             _ => self.max.filter(|d| !d.is_zero()),
         }
+    }
+}
+
+/// `max_grpc_timeout` with `grpc_timeout_offset`: a gRPC request's route timeout comes from its
+/// `grpc-timeout` header (Envoy's `FilterUtility::finalTimeout`), and the expected timeout is
+/// sent upstream as its `grpc-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// `max_grpc_timeout` in ms (`0`: no cap).
+    pub max_ms: u64,
+    /// `grpc_timeout_offset` in ms (`0`: none).
+    pub offset_ms: u64,
+}
+
+impl GrpcTimeout {
+    /// The route timeout of a gRPC request whose `grpc-timeout` is `header` (`None` = none):
+    /// the header's value (no header or an invalid one: infinite), less the offset when that
+    /// leaves more than zero, capped at `max_grpc_timeout` (which also replaces infinity unless
+    /// it is 0). `None` = no route timeout.
+    pub fn route_timeout(&self, header: Option<&str>) -> Option<Duration> {
+        // Envoy's `getGrpcTimeout` counts milliseconds, rounding sub-millisecond units up.
+        let mut ms = header.and_then(parse_grpc_timeout).map_or(0, |d| {
+            u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+        });
+        if self.offset_ms < ms {
+            ms -= self.offset_ms;
+        }
+        if self.max_ms != 0 && (ms == 0 || ms > self.max_ms) {
+            ms = self.max_ms;
+        }
+        (ms != 0).then(|| Duration::from_millis(ms))
     }
 }
 

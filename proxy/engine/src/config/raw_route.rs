@@ -263,6 +263,8 @@ pub(crate) struct RawRouteAction {
     #[serde(default)]
     pub hash_policy: Vec<RawHashPolicy>,
     pub max_stream_duration: Option<RawMaxStreamDuration>,
+    pub max_grpc_timeout: Option<PbDuration>,
+    pub grpc_timeout_offset: Option<PbDuration>,
     pub append_x_forwarded_host: Option<bool>,
     /// Deprecated `cors` (config.route.v3.CorsPolicy).
     pub cors: Option<Value>,

@@ -179,8 +179,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "cluster_specifier_plugin",
     "inline_cluster_specifier_plugin",
     "path_rewrite_policy",
-    "max_grpc_timeout",
-    "grpc_timeout_offset",
     "internal_redirect_action",
     "max_internal_redirects",
     "early_data_policy",

@@ -47,9 +47,11 @@ mod hash_policy;
 mod hedge;
 mod host;
 pub(crate) mod mirror;
+mod timeouts;
 
 use attempts::{classify, send_shadows, Attempts, Final};
 use host::{apply_request_mutations, HostPlan, Hosting};
+use timeouts::{grpc_timeout_value, is_grpc_request};
 
 /// Hop-by-hop headers never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -72,7 +74,11 @@ pub(crate) struct Plan {
     cluster_host: Option<(usize, String)>,
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
+    /// The route timeout of this request (`None`: none).
     timeout: Option<Duration>,
+    /// `max_grpc_timeout` applies to this gRPC request: the expected timeout is sent upstream
+    /// as its `grpc-timeout`.
+    grpc_expected: bool,
     /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
     idle: Option<Duration>,
     retry: Option<RetryPolicy>,
@@ -153,6 +159,7 @@ impl Plan {
                 break;
             }
         }
+        let grpc = is_grpc_request(headers);
         let stream_limit = fwd
             .action
             .max_stream_duration
@@ -174,7 +181,8 @@ impl Plan {
                 .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
-            timeout: fwd.action.timeout,
+            timeout: timeouts::route_timeout(fwd.action, headers, grpc),
+            grpc_expected: grpc && fwd.action.grpc_timeout.is_some(),
             idle: match fwd.action.idle_timeout {
                 Some(d) if d.is_zero() => None,
                 Some(d) => Some(d),
@@ -188,7 +196,7 @@ impl Plan {
             grpc_timeout: fwd
                 .action
                 .max_stream_duration
-                .filter(|_| is_grpc_request(headers))
+                .filter(|_| grpc)
                 .and(stream_limit)
                 .map(grpc_timeout_value),
             hash,
@@ -339,16 +347,7 @@ pub(crate) async fn run(
         xfh,
         rewrite: host_rewrite,
     };
-    if let Some(t) = plan.timeout {
-        // With hedging the upstream may use the whole route timeout (Envoy's
-        // `setTimeoutHeaders`), else the per-try timeout when it is shorter.
-        let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
-        let t = per_try.filter(|_| !plan.hedge).map_or(t, |p| p.min(t));
-        parts.headers.insert(
-            "x-envoy-expected-rq-timeout-ms",
-            HeaderValue::from(t.as_millis() as u64),
-        );
-    }
+    timeouts::set_headers(&plan, &mut parts.headers, None);
     // ORIGINAL_DST `use_http_header`: the header names the destination (an unparsable value
     // gives no host, as Envoy); without it, the connection's original destination.
     let orig_dst = match cluster
@@ -452,6 +451,9 @@ pub(crate) async fn run(
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
+            if retries_done > 0 {
+                ctx.retry_timeout_headers(&mut parts);
+            }
             if let Some(s) = shadows.take() {
                 send_shadows(s, &parts, &path, &body, &lb, plan.timeout);
             }
@@ -531,32 +533,6 @@ async fn until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Envoy's `Grpc::Common::isGrpcRequestHeaders` (content-type `application/grpc[+...]`).
-fn is_grpc_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("application/grpc"))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
-}
-
-/// Envoy's `Grpc::Common::toGrpcTimeout`: milliseconds, moving to a coarser unit while the
-/// number has more than 8 digits.
-fn grpc_timeout_value(d: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let mut n = d.as_millis();
-    let mut unit = 'm';
-    for (next, div) in [('S', 1000), ('M', 60), ('H', 60)] {
-        if n <= MAX {
-            break;
-        }
-        n /= div;
-        unit = next;
-    }
-    HeaderValue::from_str(&format!("{}{unit}", n.min(MAX)))
-        .unwrap_or(HeaderValue::from_static("0m"))
 }
 
 /// Picks the host of an attempt: with the previous_hosts predicate, a host already tried is

@@ -11,9 +11,9 @@ use super::{
     internal_redirect::internal_redirect_policy,
     mirror::{mirror_policies, MirrorPolicy},
     rate_limited::rate_limited_back_off,
-    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HostRewrite, MaxStreamDuration,
-    PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy, Route,
-    RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
+    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, GrpcTimeout, HostRewrite,
+    MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy,
+    Route, RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
     DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
 };
@@ -529,7 +529,15 @@ fn forward(
         grpc_header_max: m.grpc_timeout_header_max.map(|d| d.0),
         grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
     });
-    // Envoy ignores the route `timeout` once `max_stream_duration` is set ("new timeouts").
+    // Envoy ignores the route `timeout`, `max_grpc_timeout` and `grpc_timeout_offset` once
+    // `max_stream_duration` is set ("new timeouts"); the offset alone does nothing.
+    let grpc_timeout = raw
+        .max_grpc_timeout
+        .filter(|_| max_stream_duration.is_none())
+        .map(|max| GrpcTimeout {
+            max_ms: duration_ms(max.0),
+            offset_ms: raw.grpc_timeout_offset.map_or(0, |d| duration_ms(d.0)),
+        });
     let timeout = match raw.timeout {
         _ if max_stream_duration.is_some() => None,
         None => Some(DEFAULT_ROUTE_TIMEOUT),
@@ -577,8 +585,14 @@ fn forward(
         hash_policy,
         cluster_not_found_status,
         max_stream_duration,
+        grpc_timeout,
         append_x_forwarded_host: raw.append_x_forwarded_host.unwrap_or(false),
     })
+}
+
+/// A duration in whole milliseconds (Envoy's `PROTOBUF_GET_MS`).
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `host_rewrite_literal` | `auto_host_rewrite` | `host_rewrite_header` |

@@ -105,6 +105,15 @@ impl Attempts<'_> {
         Some(host)
     }
 
+    /// Envoy's `setTimeoutHeaders` before a retry: the expected timeout within the route
+    /// timeout left.
+    pub(super) fn retry_timeout_headers(&self, parts: &mut Parts) {
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        super::timeouts::set_headers(self.plan, &mut parts.headers, left);
+    }
+
     /// The request's outcome from its final attempt; `parts` carries the last attempt's
     /// request headers (what the response's header formatters read).
     pub(super) fn respond(

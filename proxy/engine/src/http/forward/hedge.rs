@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use http::{request::Parts, HeaderMap, HeaderValue};
+use http::{request::Parts, HeaderMap};
 use tokio::time::Instant;
 
 use super::{
@@ -163,15 +163,8 @@ pub(super) async fn race(
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
-            if let Some(d) = ctx.deadline.filter(|_| retries > 0) {
-                // Envoy's `setTimeoutHeaders` on a retry: the route timeout left.
-                let left = d
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
-                parts.headers.insert(
-                    "x-envoy-expected-rq-timeout-ms",
-                    HeaderValue::from(left.as_millis() as u64),
-                );
+            if retries > 0 {
+                ctx.retry_timeout_headers(parts);
             }
             if let Some(s) = shadows.take() {
                 send_shadows(s, parts, ctx.path, body, ctx.lb, plan.timeout);
