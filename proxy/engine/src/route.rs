@@ -438,6 +438,9 @@ pub struct RetryPolicy {
     pub num_retries: u32,
     /// `per_try_timeout`; `None` = the route timeout applies.
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: an attempt that gets no response bytes for this long (from its
+    /// connection being ready) is reset as a per-try timeout; `None` = none (`0s`).
+    pub per_try_idle_timeout: Option<Duration>,
     /// `retry_back_off.base_interval` (default [`DEFAULT_RETRY_BASE_INTERVAL`]).
     pub base_interval: Duration,
     /// `retry_back_off.max_interval` (default 10 x base_interval).

@@ -387,6 +387,7 @@ pub(crate) struct RawRetryPolicy {
     pub retry_on: Option<String>,
     pub num_retries: Option<u32>,
     pub per_try_timeout: Option<PbDuration>,
+    pub per_try_idle_timeout: Option<PbDuration>,
     pub retry_back_off: Option<RawRetryBackOff>,
     #[serde(default)]
     pub retriable_status_codes: Vec<u32>,

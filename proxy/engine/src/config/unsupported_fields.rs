@@ -186,7 +186,6 @@ const ENVOY_FIELDS: &[&str] = &[
     // RetryPolicy
     "retry_priority",
     "retry_options_predicates",
-    "per_try_idle_timeout",
     // HashPolicy
     "filter_state",
     // WeightedCluster

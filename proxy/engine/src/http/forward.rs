@@ -430,10 +430,16 @@ pub(crate) async fn run(
         deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
     };
     let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
+    let per_try_idle = plan.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
     let attempts = async {
-        // `hedge_on_per_try_timeout`: a per-try timeout leaves its attempt running.
-        if let Some(per_try) = per_try.filter(|_| plan.hedge) {
-            return hedge::race(&ctx, &mut parts, &mut body, &mut shadows, per_try, fmt).await;
+        // `hedge_on_per_try_timeout`: a per-try (or per-try idle) timeout leaves its attempt
+        // running.
+        if plan.hedge && (per_try.is_some() || per_try_idle.is_some()) {
+            let timers = hedge::Timers {
+                per_try,
+                idle: per_try_idle,
+            };
+            return hedge::race(&ctx, &mut parts, &mut body, &mut shadows, timers, fmt).await;
         }
         let mut retries_done = 0u32;
         // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
@@ -461,7 +467,7 @@ pub(crate) async fn run(
                 return Outcome::local(Flag::ConnectionTermination);
             };
             let t0 = Instant::now();
-            let sent = attempt(&ctx, &host, &parts, b, &body, per_try);
+            let sent = attempt(&ctx, &host, &parts, b, &body, per_try, per_try_idle);
             let Some(result) = ctx.within(sent).await else {
                 return ctx.route_timeout(Some(host.addr), 1, retries_done + 1);
             };
@@ -584,7 +590,9 @@ impl AttemptError {
     }
 }
 
-/// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`.
+/// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`, and
+/// reset when `idle` (`per_try_idle_timeout`) passes without a response head once its
+/// connection is ready.
 async fn attempt(
     ctx: &Attempts<'_>,
     host: &Arc<Host>,
@@ -592,6 +600,7 @@ async fn attempt(
     body: Body,
     again: &ReqBody,
     per_try: Option<Duration>,
+    idle: Option<Duration>,
 ) -> Result<Upstream, AttemptError> {
     let (cluster, path) = (&**ctx.cluster, ctx.path);
     host.active_rq.fetch_add(1, Ordering::Relaxed);
@@ -609,12 +618,17 @@ async fn attempt(
     let req = upstream_request(parts, path, body);
     let fut = async {
         host.pool(ctx.plan.priority)
-            .send(cluster, host.addr, req, replay)
+            .send(cluster, host.addr, req, replay, idle)
             .await
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),
                 SendError::Reset => AttemptError::Reset,
                 SendError::Downstream => AttemptError::Downstream,
+                // Envoy's `onPerTryIdleTimeout`: a per-try timeout of its own counter.
+                SendError::IdleTimeout => {
+                    cluster.stats.upstream_rq_per_try_idle_timeout.inc();
+                    AttemptError::Timeout
+                }
             })
     };
     let result = match per_try {
@@ -655,10 +669,17 @@ fn finish_response(
     mutations: &[HeaderMutations],
     fmt: &FormatContext<'_>,
     idle: Option<Duration>,
+    per_try_idle: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
 ) -> Response<Body> {
-    let mut resp = resp
-        .map(|b| super::idle::IdleBody::wrap_until(b.map_err(Into::into).boxed(), idle, deadline));
+    let mut resp = resp.map(|b| {
+        super::idle::IdleBody::wrap_upstream(
+            b.map_err(Into::into).boxed(),
+            idle,
+            per_try_idle,
+            deadline,
+        )
+    });
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut().insert(
         "x-envoy-upstream-service-time",

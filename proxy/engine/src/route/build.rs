@@ -787,6 +787,10 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
         retry_on: on,
         num_retries: raw.num_retries.unwrap_or(DEFAULT_NUM_RETRIES),
         per_try_timeout: raw.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        per_try_idle_timeout: raw
+            .per_try_idle_timeout
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero()),
         base_interval,
         max_interval,
         retriable_status_codes: codes,
