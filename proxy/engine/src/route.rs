@@ -222,6 +222,9 @@ pub struct ForwardAction {
     /// `max_grpc_timeout` and `grpc_timeout_offset` (ignored, as Envoy, once
     /// `max_stream_duration` is set).
     pub grpc_timeout: Option<GrpcTimeout>,
+    /// `upgrade_configs[]`: (`upgrade_type` lower-cased, `enabled`), which override the HCM's
+    /// for requests on this route (Envoy's `RouteEntry::upgradeMap`); empty: none.
+    pub upgrades: Box<[(String, bool)]>,
     /// `append_x_forwarded_host`: a host rewrite appends the original Host to
     /// `x-forwarded-host`.
     pub append_x_forwarded_host: bool,

@@ -265,6 +265,8 @@ pub(crate) struct RawRouteAction {
     pub max_stream_duration: Option<RawMaxStreamDuration>,
     pub max_grpc_timeout: Option<PbDuration>,
     pub grpc_timeout_offset: Option<PbDuration>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<RawRouteUpgradeConfig>,
     pub append_x_forwarded_host: Option<bool>,
     /// Deprecated `cors` (config.route.v3.CorsPolicy).
     pub cors: Option<Value>,
@@ -278,6 +280,14 @@ pub(crate) struct RawRouteAction {
     pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
     /// `core.v3.RoutingPriority` by name.
     pub priority: Option<String>,
+}
+
+/// `RouteAction.UpgradeConfig` (`connect_config` not supported: CONNECT is never routed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteUpgradeConfig {
+    pub upgrade_type: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 /// `InternalRedirectPolicy`.

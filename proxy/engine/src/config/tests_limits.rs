@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::tests::{expect_err, with_routes, ROUTES_OK};
+use super::tests::{expect_err, rc_path, with_routes, ROUTES_OK};
 use super::*;
 
 /// `with_routes(ROUTES_OK)` with `extra` appended to cluster `a` (indented under it).
@@ -300,4 +300,42 @@ fn hedge_policy_is_accepted() {
         "{}",
         e.path()
     );
+}
+
+#[test]
+fn route_upgrade_configs_are_checked_as_envoy() {
+    let route = |u: &str| {
+        format!(
+            "virtual_hosts: [{{ name: v, domains: [\"*\"], routes: [{{ match: {{ prefix: \"/\" }}, \
+             route: {{ cluster: a, upgrade_configs: [{u}] }} }}] }}]\n"
+        )
+    };
+    let at = |i: usize| {
+        rc_path(&format!(
+            "virtual_hosts[0].routes[0].route.upgrade_configs[{i}].upgrade_type"
+        ))
+    };
+    let dup = route("{ upgrade_type: WebSocket }, { upgrade_type: websocket, enabled: false }");
+    expect_err(
+        &with_routes(&dup),
+        &at(1),
+        "duplicate upgrade \"websocket\"",
+    );
+    expect_err(
+        &with_routes(&route("{ upgrade_type: CONNECT }")),
+        &at(0),
+        "CONNECT",
+    );
+    expect_err(
+        &with_routes(&route("{ enabled: true }")),
+        &at(0),
+        "must not be empty",
+    );
+    let connect = route("{ upgrade_type: foo, connect_config: {} }");
+    let e = from_yaml_str(&with_routes(&connect)).expect_err("connect_config");
+    assert!(e.to_string().contains("connect_config"), "{e}");
+    from_yaml_str(&with_routes(&route(
+        "{ upgrade_type: foo, enabled: false }",
+    )))
+    .expect("valid");
 }

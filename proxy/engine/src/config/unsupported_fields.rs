@@ -180,6 +180,8 @@ const ENVOY_FIELDS: &[&str] = &[
     "inline_cluster_specifier_plugin",
     "path_rewrite_policy",
     "internal_redirect_action",
+    // RouteAction.UpgradeConfig
+    "connect_config",
     "max_internal_redirects",
     "early_data_policy",
     "retry_policy_typed_config",

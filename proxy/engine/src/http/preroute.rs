@@ -64,13 +64,9 @@ pub(super) fn before_routing<B>(
         return Err(Refused::MissingHost);
     }
     target::normalize(req).map_err(Refused::Target)?;
-    // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
-    // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
-    if upgrade_policy::decide(&cfg.upgrade_configs, version, req.headers_mut())
-        == upgrade_policy::Decision::Refuse
-    {
-        return Err(Refused::Upgrade);
-    }
+    // Upgrades: h2c is stripped and served as plain HTTP/1.1; whether another upgrade may
+    // become a tunnel is decided once the route is known ([`upgrade_refused`]).
+    upgrade_policy::strip_h2c(version, req.headers_mut());
     sanitize::request(cfg, conn, scheme, req.headers_mut());
     let h = req.headers_mut();
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
@@ -85,6 +81,25 @@ pub(super) fn before_routing<B>(
     normalize_path(&cfg.path_normalization, req)?;
     strip_host_port(cfg.strip_port, conn.orig_dst.port(), req);
     Ok(())
+}
+
+/// The upgrade decision once the route is selected (Envoy's `ActiveStream::decodeHeaders`
+/// after `createFilterChain`): whether the request is refused (403, as [`Refused::Upgrade`]).
+/// A forwarding route's `upgrade_configs` decide for their types, else the HCM's; without a
+/// route nothing is refused (the request goes on to its 404).
+pub(crate) fn upgrade_refused(
+    cfg: &config::HttpConnectionManager,
+    selection: &Selection<'_>,
+    version: Version,
+    headers: &HeaderMap,
+) -> bool {
+    let route: &[(String, bool)] = match selection {
+        Selection::Forward(f) => &f.action.upgrades,
+        Selection::NoRoute => return false,
+        _ => &[],
+    };
+    upgrade_policy::for_route(&cfg.upgrade_configs, route, version, headers)
+        == upgrade_policy::Decision::Refuse
 }
 
 /// The HCM's path options on `req`'s path (the URI is replaced only when the path changes).
@@ -206,7 +221,11 @@ pub fn preroute<B>(
         random,
     };
     let mut resp = HeaderMap::new();
-    let (decision, mutations) = match cfg.route_table.select(&view) {
+    let selection = cfg.route_table.select(&view);
+    if upgrade_refused(cfg, &selection, version, req.headers()) {
+        return PreRoute::Refused(Refused::Upgrade.status());
+    }
+    let (decision, mutations) = match selection {
         Selection::NoRoute => return PreRoute::NoRoute,
         Selection::DirectResponse {
             response,

@@ -586,8 +586,36 @@ fn forward(
         cluster_not_found_status,
         max_stream_duration,
         grpc_timeout,
+        upgrades: route_upgrades(&raw.upgrade_configs, &p.field("upgrade_configs"))?,
         append_x_forwarded_host: raw.append_x_forwarded_host.unwrap_or(false),
     })
+}
+
+/// `RouteAction.upgrade_configs[]` as Envoy's `RouteEntryImplBase` reads them: `upgrade_type`
+/// lower-cased, a repeated type refused ("Duplicate upgrade"), `enabled` default true. CONNECT
+/// is refused: no route here takes a CONNECT request.
+fn route_upgrades(
+    raw: &[crate::config::raw_route::RawRouteUpgradeConfig],
+    p: &FieldPath,
+) -> Result<Box<[(String, bool)]>, ConfigError> {
+    let mut out: Vec<(String, bool)> = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        let at = p.index(i).field("upgrade_type");
+        let t = u
+            .upgrade_type
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| at.err("must not be empty"))?
+            .to_ascii_lowercase();
+        if t == "connect" || t == "connect-udp" {
+            return Err(at.err("CONNECT is not supported (never routed here)"));
+        }
+        if out.iter().any(|(seen, _)| *seen == t) {
+            return Err(at.err(format!("duplicate upgrade {t:?}")));
+        }
+        out.push((t, u.enabled.unwrap_or(true)));
+    }
+    Ok(out.into_boxed_slice())
 }
 
 /// A duration in whole milliseconds (Envoy's `PROTOBUF_GET_MS`).
