@@ -335,6 +335,7 @@ fn route(
         scheme: &req.scheme,
         headers: &headers,
         random: req.random,
+        peer: Some(conn.peer.ip()),
     };
     // A route's own `upgrade_configs` may refuse the upgrade once the route is known.
     let selection = hcm.route_table.select(&view);

@@ -611,6 +611,7 @@ pub async fn handle_with(
             scheme,
             headers: req.headers(),
             random: rand::random(),
+            peer: Some(conn.peer.ip()),
         };
         let selection = table.select(&view);
         if preroute::upgrade_refused(&hcm.cfg, &selection, version, req.headers()) {

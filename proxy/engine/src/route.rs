@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
 pub mod rate_limits;
+pub mod request_hash;
 mod select;
 pub(crate) use select::is_grpc;
 #[cfg(test)]
@@ -344,14 +345,27 @@ pub struct WeightedClusters {
     /// `header_name`: a single-valued request header holding a number replaces the random
     /// value of the pick.
     pub random_header: Option<String>,
+    /// `use_hash_policy`: the route's `hash_policy` hash, when the request has one, replaces
+    /// the random value of the pick.
+    pub use_hash_policy: bool,
 }
 
 impl WeightedClusters {
-    /// The random value of the pick: `header_name`'s value when the request has exactly one
-    /// such header holding a decimal u64 (Envoy's `absl::SimpleAtoi`), else `random`.
-    pub fn random_value<H: HeaderLookup + ?Sized>(&self, headers: &H, random: u64) -> u64 {
+    /// The random value of the pick (Envoy's `WeightedClusterSpecifierPlugin::route`):
+    /// `header_name`'s value when the request has exactly one such header holding a decimal u64
+    /// (`absl::SimpleAtoi`), else with `use_hash_policy` the route's hash (`hash`, asked only
+    /// then) when the request has one, else `random`.
+    pub fn random_value<H: HeaderLookup + ?Sized>(
+        &self,
+        headers: &H,
+        random: u64,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> u64 {
         let Some(name) = &self.random_header else {
-            return random;
+            return match self.use_hash_policy {
+                true => hash().unwrap_or(random),
+                false => random,
+            };
         };
         let (mut count, mut parsed) = (0, None);
         headers.for_each_value(name, &mut |v| {

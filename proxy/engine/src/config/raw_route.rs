@@ -360,6 +360,8 @@ pub(crate) struct RawWeightedClusters {
     pub runtime_key_prefix: Option<String>,
     /// The request header whose numeric value is the random value of the pick.
     pub header_name: Option<String>,
+    /// The route's hash policy's hash is the value of the pick.
+    pub use_hash_policy: Option<bool>,
 }
 
 /// `WeightedCluster.ClusterWeight`.

@@ -339,3 +339,16 @@ fn route_upgrade_configs_are_checked_as_envoy() {
     )))
     .expect("valid");
 }
+
+#[test]
+fn weighted_header_name_and_use_hash_policy_are_one_of() {
+    let routes =
+        "virtual_hosts: [{ name: v, domains: [\"*\"], routes: [{ match: { prefix: \"/\" }, \
+        route: { weighted_clusters: { header_name: x-pick, use_hash_policy: true, \
+        clusters: [{ name: a, weight: 1 }] } } }] }]\n";
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.use_hash_policy"),
+        "only one of header_name and use_hash_policy",
+    );
+}

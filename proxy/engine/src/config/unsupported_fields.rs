@@ -192,7 +192,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "filter_state",
     // WeightedCluster
     "random_value_specifier",
-    "use_hash_policy",
     // Cluster
     "transport_socket_matches",
     "eds_cluster_config",

@@ -28,8 +28,8 @@ use super::{
 use crate::{
     config::RoutingPriority,
     route::{
-        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HashPolicyKind,
-        HeaderMutations, HostRewriteResult, RetryPolicy,
+        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HeaderMutations,
+        HostRewriteResult, RetryPolicy,
     },
     upstream::{
         lb::hash_bytes,
@@ -127,38 +127,18 @@ impl Plan {
         headers: &HeaderMap,
         stream_idle: Option<Duration>,
     ) -> Self {
-        let mut hash: Option<u64> = None;
         let mut set_cookie = None;
-        for p in &fwd.action.hash_policy {
-            let h = match &p.kind {
-                HashPolicyKind::Header { name, rewrite } => {
-                    hash_policy::header(headers, name, rewrite.as_ref())
-                }
-                HashPolicyKind::QueryParameter(name) => {
-                    hash_policy::query_parameter(path, name).map(|v| hash_bytes(v.as_bytes()))
-                }
-                HashPolicyKind::Cookie { name, generate } => {
-                    match (hash_policy::cookie(headers, name), generate) {
-                        (Some(v), _) => Some(hash_bytes(v)),
-                        (None, Some(generate)) => {
-                            let (value, set) = hash_policy::new_cookie(name, generate, conn);
-                            set_cookie = Some(set);
-                            Some(hash_bytes(value.as_bytes()))
-                        }
-                        (None, None) => None,
-                    }
-                }
-                HashPolicyKind::SourceIp => Some(hash_bytes(conn.peer.ip().to_string().as_bytes())),
-            };
-            if let Some(h) = h {
-                hash = Some(hash.map_or(h, |old| old.rotate_left(1) ^ h));
-            }
-            // Envoy stops at a terminal policy once the hash so far is set, whether or not this
-            // policy added to it.
-            if p.terminal && hash.is_some() {
-                break;
-            }
-        }
+        let hash = crate::route::request_hash::request_hash(
+            &fwd.action.hash_policy,
+            headers,
+            path.as_str(),
+            Some(conn.peer.ip()),
+            &mut |name, generate| {
+                let (value, set) = hash_policy::new_cookie(name, generate, conn);
+                set_cookie = Some(set);
+                Some(hash_bytes(value.as_bytes()))
+            },
+        );
         let grpc = is_grpc_request(headers);
         let stream_limit = fwd
             .action

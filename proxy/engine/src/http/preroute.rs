@@ -219,6 +219,7 @@ pub fn preroute<B>(
         scheme,
         headers: req.headers(),
         random,
+        peer: Some(conn.peer.ip()),
     };
     let mut resp = HeaderMap::new();
     let selection = cfg.route_table.select(&view);

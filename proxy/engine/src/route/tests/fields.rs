@@ -230,6 +230,7 @@ virtual_hosts:
             scheme: "http",
             headers,
             random: 0,
+            peer: None,
         };
         match t.select(&view) {
             super::Selection::Forward(f) => {
@@ -364,9 +365,45 @@ fn forwarded<T>(
         scheme: "http",
         headers: &[] as &[(&str, &str)],
         random: 0,
+        peer: None,
     };
     match t.select(&view) {
         super::Selection::Forward(f) => read(f.action),
         _ => panic!("must forward"),
     }
+}
+
+#[test]
+fn use_hash_policy_picks_by_the_routes_hash() {
+    let t = table(
+        r#"
+virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, route: {
+  weighted_clusters: { use_hash_policy: true, clusters: [{ name: a, weight: 1 }, { name: b, weight: 2 }, { name: c, weight: 3 }] },
+  hash_policy: [{ header: { header_name: x-user } }] } }] }]
+"#,
+    );
+    let pick = |headers: &[(&str, &str)], random: u64| {
+        let view = super::RequestView {
+            authority: Some("h"),
+            path: "/",
+            method: "GET",
+            scheme: "http",
+            headers,
+            random,
+            peer: None,
+        };
+        match t.select(&view) {
+            super::Selection::Forward(f) => f.weighted.expect("weighted").name.to_string(),
+            _ => panic!("must forward"),
+        }
+    };
+    // Envoy 1.40 sends x-user alice to c, bob to b (route_weighted_use_hash_policy): the hash
+    // modulo 6, whatever the random value.
+    for random in [0, 1, 2, 3, 4, 5] {
+        assert_eq!(pick(&[("x-user", "alice")], random), "c");
+        assert_eq!(pick(&[("x-user", "bob")], random), "b");
+    }
+    // Without the header there is no hash: the random value picks.
+    assert_eq!(pick(&[], 0), "a");
+    assert_eq!(pick(&[], 5), "c");
 }
