@@ -21,7 +21,8 @@
 //! Values that vary by nature are reduced to `<present>`: see [`PRESENCE_ONLY_RESPONSE`] and
 //! [`PRESENCE_ONLY_UPSTREAM`] (a client-sent, non-UUID `x-request-id` is still compared, a UUID
 //! one is reduced to `<uuid:N>`, N its trace-reason nibble), and
-//! `x-envoy-expected-rq-timeout-ms` when the request was retried (it then carries the time left).
+//! `x-envoy-expected-rq-timeout-ms` and `grpc-timeout` when the request was retried (they then
+//! carry the time left).
 
 pub mod access_log;
 pub mod agreement;
@@ -612,8 +613,9 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
             push_value(o, format!("{prefix}.host"), v);
             continue;
         }
-        // On a retried request Envoy sends the time left, which varies with elapsed time.
-        let v = if k == "x-envoy-expected-rq-timeout-ms" && retried {
+        // On a retried request Envoy sends the time left (also as a gRPC request's
+        // `grpc-timeout` under `max_grpc_timeout`), which varies with elapsed time.
+        let v = if (k == "x-envoy-expected-rq-timeout-ms" || k == "grpc-timeout") && retried {
             PRESENT
         } else {
             v

@@ -342,7 +342,14 @@ fn route(
         scheme: &req.scheme,
         headers: &headers,
         random: req.random,
+        peer: Some(conn.peer.ip()),
     };
+    // A route's own `upgrade_configs` may refuse the upgrade once the route is known.
+    let selection = hcm.route_table.select(&view);
+    if preroute::upgrade_refused(hcm, &selection, r.version(), r.headers()) {
+        let why = "an upgrade the route's (or else the HCM's) upgrade_configs does not enable";
+        return Ok(Err(format!("403: {why}")));
+    }
     let trace = hcm.route_table.explain(&view, &headers);
     Ok(Ok((seen, trace)))
 }

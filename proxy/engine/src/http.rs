@@ -625,8 +625,10 @@ pub async fn handle_with(
 
     let method = req.method().clone();
     let mut series = hcm.istio.unknown();
-    // A local reply leaves a request body unread: Envoy then closes the connection.
+    // A local reply leaves a request body unread: Envoy then closes the connection (an
+    // upgrade request's too: its codec never sees the request end).
     let body_pending = !req.body().is_end_stream();
+    let local_close = body_pending || upgrade_policy::is_upgrade(version, req.headers());
     let mut close = false;
     let fmt = FormatContext {
         request: None,
@@ -646,8 +648,21 @@ pub async fn handle_with(
             scheme,
             headers: req.headers(),
             random: rand::random(),
+            peer: Some(conn.peer.ip()),
         };
         let selection = table.select(&view);
+        if preroute::upgrade_refused(&hcm.cfg, &selection, version, req.headers()) {
+            let r = preroute::Refused::Upgrade;
+            let mut resp = refuse_before_routing(&hcm, &r, "", true);
+            if grpc {
+                local_reply::to_grpc(&mut resp);
+            }
+            let port = conn.orig_dst.port();
+            hcm.istio
+                .unknown()
+                .record(r.status(), Flag::None, false, port, start.elapsed());
+            return (resp, Flag::None);
+        }
         crate::route::observe::log_taken(&selection, view.random);
         // The HCM's `tracing`: the trace reason in x-request-id, the decorator's header.
         trace = trace::decide(
@@ -679,7 +694,7 @@ pub async fn handle_with(
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
         let o = match selection {
             _ if filtered => {
-                close = body_pending;
+                close = local_close;
                 let (resp, flag) = decoded
                     .as_mut()
                     .and_then(|d| d.local.take())
@@ -694,13 +709,13 @@ pub async fn handle_with(
             }
             Selection::NoRoute => {
                 hcm.stats.no_route.inc();
-                close = body_pending;
+                close = local_close;
                 Outcome::local(Flag::NoRoute)
             }
             ref answering @ (Selection::DirectResponse { .. }
             | Selection::Redirect { .. }
             | Selection::SslRedirect { .. }) => {
-                close = body_pending;
+                close = local_close;
                 let resp = route_reply::answer(
                     answering,
                     req.headers(),
@@ -713,7 +728,7 @@ pub async fn handle_with(
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
                 None => {
-                    close = body_pending;
+                    close = local_close;
                     let mut o = Outcome::local(Flag::NoCluster);
                     *o.resp.status_mut() =
                         http::StatusCode::from_u16(fwd.action.cluster_not_found_status)

@@ -22,6 +22,7 @@ pub mod mirror;
 pub mod observe;
 pub mod rate_limited;
 pub mod rate_limits;
+pub mod request_hash;
 pub mod require_tls;
 mod select;
 pub(crate) use select::is_grpc;
@@ -240,6 +241,12 @@ pub struct ForwardAction {
     pub cluster_not_found_status: u16,
     /// `max_stream_duration` (when set, `timeout` is ignored, as Envoy's "new timeouts").
     pub max_stream_duration: Option<MaxStreamDuration>,
+    /// `max_grpc_timeout` and `grpc_timeout_offset` (ignored, as Envoy, once
+    /// `max_stream_duration` is set).
+    pub grpc_timeout: Option<GrpcTimeout>,
+    /// `upgrade_configs[]`: (`upgrade_type` lower-cased, `enabled`), which override the HCM's
+    /// for requests on this route (Envoy's `RouteEntry::upgradeMap`); empty: none.
+    pub upgrades: Box<[(String, bool)]>,
     /// `append_x_forwarded_host`: a host rewrite appends the original Host to
     /// `x-forwarded-host`.
     pub append_x_forwarded_host: bool,
@@ -288,6 +295,37 @@ impl MaxStreamDuration {
     }
 }
 
+/// `max_grpc_timeout` with `grpc_timeout_offset`: a gRPC request's route timeout comes from its
+/// `grpc-timeout` header (Envoy's `FilterUtility::finalTimeout`), and the expected timeout is
+/// sent upstream as its `grpc-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// `max_grpc_timeout` in ms (`0`: no cap).
+    pub max_ms: u64,
+    /// `grpc_timeout_offset` in ms (`0`: none).
+    pub offset_ms: u64,
+}
+
+impl GrpcTimeout {
+    /// The route timeout of a gRPC request whose `grpc-timeout` is `header` (`None` = none):
+    /// the header's value (no header or an invalid one: infinite), less the offset when that
+    /// leaves more than zero, capped at `max_grpc_timeout` (which also replaces infinity unless
+    /// it is 0). `None` = no route timeout.
+    pub fn route_timeout(&self, header: Option<&str>) -> Option<Duration> {
+        // Envoy's `getGrpcTimeout` counts milliseconds, rounding sub-millisecond units up.
+        let mut ms = header.and_then(parse_grpc_timeout).map_or(0, |d| {
+            u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+        });
+        if self.offset_ms < ms {
+            ms -= self.offset_ms;
+        }
+        if self.max_ms != 0 && (ms == 0 || ms > self.max_ms) {
+            ms = self.max_ms;
+        }
+        (ms != 0).then(|| Duration::from_millis(ms))
+    }
+}
+
 /// A `grpc-timeout` value (`<up to 8 digits><H|M|S|m|u|n>`), as Envoy's
 /// `Grpc::Common::getGrpcTimeout`; anything else is no timeout.
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
@@ -328,14 +366,27 @@ pub struct WeightedClusters {
     /// `header_name`: a single-valued request header holding a number replaces the random
     /// value of the pick.
     pub random_header: Option<String>,
+    /// `use_hash_policy`: the route's `hash_policy` hash, when the request has one, replaces
+    /// the random value of the pick.
+    pub use_hash_policy: bool,
 }
 
 impl WeightedClusters {
-    /// The random value of the pick: `header_name`'s value when the request has exactly one
-    /// such header holding a decimal u64 (Envoy's `absl::SimpleAtoi`), else `random`.
-    pub fn random_value<H: HeaderLookup + ?Sized>(&self, headers: &H, random: u64) -> u64 {
+    /// The random value of the pick (Envoy's `WeightedClusterSpecifierPlugin::route`):
+    /// `header_name`'s value when the request has exactly one such header holding a decimal u64
+    /// (`absl::SimpleAtoi`), else with `use_hash_policy` the route's hash (`hash`, asked only
+    /// then) when the request has one, else `random`.
+    pub fn random_value<H: HeaderLookup + ?Sized>(
+        &self,
+        headers: &H,
+        random: u64,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> u64 {
         let Some(name) = &self.random_header else {
-            return random;
+            return match self.use_hash_policy {
+                true => hash().unwrap_or(random),
+                false => random,
+            };
         };
         let (mut count, mut parsed) = (0, None);
         headers.for_each_value(name, &mut |v| {
@@ -425,6 +476,9 @@ pub struct RetryPolicy {
     pub num_retries: u32,
     /// `per_try_timeout`; `None` = the route timeout applies.
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: an attempt that gets no response bytes for this long (from its
+    /// connection being ready) is reset as a per-try timeout; `None` = none (`0s`).
+    pub per_try_idle_timeout: Option<Duration>,
     /// `retry_back_off.base_interval` (default [`DEFAULT_RETRY_BASE_INTERVAL`]).
     pub base_interval: Duration,
     /// `retry_back_off.max_interval` (default 10 x base_interval).

@@ -44,6 +44,9 @@ pub struct Reply {
     /// Send the body chunked instead of with a content-length.
     #[serde(default)]
     pub chunked: bool,
+    /// Wait this long between the response head and its body (body idle timeouts).
+    #[serde(default)]
+    pub body_delay_ms: u64,
 }
 
 fn default_status() -> u16 {
@@ -321,6 +324,7 @@ impl Conn {
             body_size: None,
             close: false,
             chunked: false,
+            body_delay_ms: 0,
         })
     }
 
@@ -398,8 +402,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
+        // Where the head ends: a `body_delay_ms` pause goes there.
+        let head_len;
         if reply.chunked {
             out.push_str("transfer-encoding: chunked\r\n\r\n");
+            head_len = out.len();
             if !head_only {
                 // Small bodies in 4-byte chunks (several chunks to re-frame), large ones in 16 KiB.
                 for piece in body
@@ -416,9 +423,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             }
         } else {
             out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+            head_len = out.len();
             if !head_only {
                 out.push_str(&body);
             }
+        }
+        if reply.body_delay_ms > 0 {
+            if sock.write_all(&out.as_bytes()[..head_len]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(reply.body_delay_ms)).await;
+            out.drain(..head_len);
         }
         if sock.write_all(out.as_bytes()).await.is_err() {
             return;

@@ -71,6 +71,7 @@ static_resources:
                 route:
                   cluster: c
                   max_stream_duration: { max_stream_duration: 5s }
+                  upgrade_configs: [{ upgrade_type: websocket }]
                   request_mirror_policies: [{ cluster: c, request_headers_mutations: [{ remove: x-r }] }]
                   internal_redirect_policy: { max_internal_redirects: 1 }
                   rate_limits: [{ actions: [{ remote_address: {} }] }]
@@ -159,6 +160,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.CookieMatcher", format!("{ROUTES}/0/match/cookies/0")),
         ("config.route.v3.RouteAction", format!("{ROUTES}/0/route")),
         ("config.route.v3.RouteAction.MaxStreamDuration", format!("{ROUTES}/0/route/max_stream_duration")),
+        ("config.route.v3.RouteAction.UpgradeConfig", format!("{ROUTES}/0/route/upgrade_configs/0")),
         ("config.route.v3.RouteAction.RequestMirrorPolicy", format!("{ROUTES}/0/route/request_mirror_policies/0")),
         ("config.common.mutation_rules.v3.HeaderMutation", format!("{ROUTES}/0/route/request_mirror_policies/0/request_headers_mutations/0")),
         ("config.route.v3.InternalRedirectPolicy", format!("{ROUTES}/0/route/internal_redirect_policy")),

@@ -277,6 +277,10 @@ pub(crate) struct RawRouteAction {
     #[serde(default)]
     pub hash_policy: Vec<RawHashPolicy>,
     pub max_stream_duration: Option<RawMaxStreamDuration>,
+    pub max_grpc_timeout: Option<PbDuration>,
+    pub grpc_timeout_offset: Option<PbDuration>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<RawRouteUpgradeConfig>,
     pub append_x_forwarded_host: Option<bool>,
     /// Deprecated `cors` (config.route.v3.CorsPolicy).
     pub cors: Option<Value>,
@@ -290,6 +294,14 @@ pub(crate) struct RawRouteAction {
     pub internal_redirect_policy: Option<RawInternalRedirectPolicy>,
     /// `core.v3.RoutingPriority` by name.
     pub priority: Option<String>,
+}
+
+/// `RouteAction.UpgradeConfig` (`connect_config` not supported: CONNECT is never routed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteUpgradeConfig {
+    pub upgrade_type: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 /// `InternalRedirectPolicy`.
@@ -362,6 +374,8 @@ pub(crate) struct RawWeightedClusters {
     pub runtime_key_prefix: Option<String>,
     /// The request header whose numeric value is the random value of the pick.
     pub header_name: Option<String>,
+    /// The route's hash policy's hash is the value of the pick.
+    pub use_hash_policy: Option<bool>,
 }
 
 /// `WeightedCluster.ClusterWeight`.
@@ -399,6 +413,7 @@ pub(crate) struct RawRetryPolicy {
     pub retry_on: Option<String>,
     pub num_retries: Option<u32>,
     pub per_try_timeout: Option<PbDuration>,
+    pub per_try_idle_timeout: Option<PbDuration>,
     pub retry_back_off: Option<RawRetryBackOff>,
     #[serde(default)]
     pub retriable_status_codes: Vec<u32>,

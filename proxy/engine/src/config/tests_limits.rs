@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::tests::{expect_err, with_routes, ROUTES_OK};
+use super::tests::{expect_err, rc_path, with_routes, ROUTES_OK};
 use super::*;
 
 /// `with_routes(ROUTES_OK)` with `extra` appended to cluster `a` (indented under it).
@@ -299,5 +299,56 @@ fn hedge_policy_is_accepted() {
         e.path().ends_with("hedge_policy.initial_requests"),
         "{}",
         e.path()
+    );
+}
+
+#[test]
+fn route_upgrade_configs_are_checked_as_envoy() {
+    let route = |u: &str| {
+        format!(
+            "virtual_hosts: [{{ name: v, domains: [\"*\"], routes: [{{ match: {{ prefix: \"/\" }}, \
+             route: {{ cluster: a, upgrade_configs: [{u}] }} }}] }}]\n"
+        )
+    };
+    let at = |i: usize| {
+        rc_path(&format!(
+            "virtual_hosts[0].routes[0].route.upgrade_configs[{i}].upgrade_type"
+        ))
+    };
+    let dup = route("{ upgrade_type: WebSocket }, { upgrade_type: websocket, enabled: false }");
+    expect_err(
+        &with_routes(&dup),
+        &at(1),
+        "duplicate upgrade \"websocket\"",
+    );
+    expect_err(
+        &with_routes(&route("{ upgrade_type: CONNECT }")),
+        &at(0),
+        "CONNECT",
+    );
+    expect_err(
+        &with_routes(&route("{ enabled: true }")),
+        &at(0),
+        "must not be empty",
+    );
+    let connect = route("{ upgrade_type: foo, connect_config: {} }");
+    let e = from_yaml_str(&with_routes(&connect)).expect_err("connect_config");
+    assert!(e.to_string().contains("connect_config"), "{e}");
+    from_yaml_str(&with_routes(&route(
+        "{ upgrade_type: foo, enabled: false }",
+    )))
+    .expect("valid");
+}
+
+#[test]
+fn weighted_header_name_and_use_hash_policy_are_one_of() {
+    let routes =
+        "virtual_hosts: [{ name: v, domains: [\"*\"], routes: [{ match: { prefix: \"/\" }, \
+        route: { weighted_clusters: { header_name: x-pick, use_hash_policy: true, \
+        clusters: [{ name: a, weight: 1 }] } } }] }]\n";
+    expect_err(
+        &with_routes(routes),
+        &rc_path("virtual_hosts[0].routes[0].route.weighted_clusters.use_hash_policy"),
+        "only one of header_name and use_hash_policy",
     );
 }

@@ -190,21 +190,19 @@ const ENVOY_FIELDS: &[&str] = &[
     "cluster_specifier_plugin",
     "inline_cluster_specifier_plugin",
     "path_rewrite_policy",
-    "max_grpc_timeout",
-    "grpc_timeout_offset",
     "internal_redirect_action",
+    // RouteAction.UpgradeConfig
+    "connect_config",
     "max_internal_redirects",
     "early_data_policy",
     "retry_policy_typed_config",
     // RetryPolicy
     "retry_priority",
     "retry_options_predicates",
-    "per_try_idle_timeout",
     // HashPolicy
     "filter_state",
     // WeightedCluster
     "random_value_specifier",
-    "use_hash_policy",
     // Cluster
     "transport_socket_matches",
     "eds_cluster_config",

@@ -220,7 +220,17 @@ impl HttpBody for LoggedBody {
                     this.finish();
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Ready(Some(Err(err))) => {
+                // Envoy's per-try idle timeout after the response head resets the stream as an
+                // upstream request timeout (UT).
+                if let Some((e, _, _)) = this.pending.as_mut() {
+                    if err.is::<super::idle::PerTryIdleTimeout>() && e.flags == "-" {
+                        e.flags = "UT";
+                    }
+                }
+                this.finish();
+            }
+            Poll::Ready(None) => this.finish(),
             Poll::Pending => {}
         }
         r

@@ -28,8 +28,8 @@ use super::{
 use crate::{
     config::RoutingPriority,
     route::{
-        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HashPolicyKind,
-        HeaderMutations, HostRewriteResult, RetryPolicy,
+        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HeaderMutations,
+        HostRewriteResult, RetryPolicy,
     },
     upstream::{
         lb::hash_bytes,
@@ -47,9 +47,11 @@ mod hash_policy;
 mod hedge;
 mod host;
 pub(crate) mod mirror;
+mod timeouts;
 
 use attempts::{classify, send_shadows, Attempts, Final};
 use host::{apply_request_mutations, HostPlan, Hosting};
+use timeouts::{grpc_timeout_value, is_grpc_request};
 
 /// Hop-by-hop headers never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -72,7 +74,11 @@ pub(crate) struct Plan {
     cluster_host: Option<(usize, String)>,
     req_mutations: Vec<HeaderMutations>,
     resp_mutations: Vec<HeaderMutations>,
+    /// The route timeout of this request (`None`: none).
     timeout: Option<Duration>,
+    /// `max_grpc_timeout` applies to this gRPC request: the expected timeout is sent upstream
+    /// as its `grpc-timeout`.
+    grpc_expected: bool,
     /// Response body idle timeout (route `idle_timeout`, else the HCM's stream_idle_timeout).
     idle: Option<Duration>,
     retry: Option<RetryPolicy>,
@@ -121,38 +127,19 @@ impl Plan {
         headers: &HeaderMap,
         stream_idle: Option<Duration>,
     ) -> Self {
-        let mut hash: Option<u64> = None;
         let mut set_cookie = None;
-        for p in &fwd.action.hash_policy {
-            let h = match &p.kind {
-                HashPolicyKind::Header { name, rewrite } => {
-                    hash_policy::header(headers, name, rewrite.as_ref())
-                }
-                HashPolicyKind::QueryParameter(name) => {
-                    hash_policy::query_parameter(path, name).map(|v| hash_bytes(v.as_bytes()))
-                }
-                HashPolicyKind::Cookie { name, generate } => {
-                    match (hash_policy::cookie(headers, name), generate) {
-                        (Some(v), _) => Some(hash_bytes(v)),
-                        (None, Some(generate)) => {
-                            let (value, set) = hash_policy::new_cookie(name, generate, conn);
-                            set_cookie = Some(set);
-                            Some(hash_bytes(value.as_bytes()))
-                        }
-                        (None, None) => None,
-                    }
-                }
-                HashPolicyKind::SourceIp => Some(hash_bytes(conn.peer.ip().to_string().as_bytes())),
-            };
-            if let Some(h) = h {
-                hash = Some(hash.map_or(h, |old| old.rotate_left(1) ^ h));
-            }
-            // Envoy stops at a terminal policy once the hash so far is set, whether or not this
-            // policy added to it.
-            if p.terminal && hash.is_some() {
-                break;
-            }
-        }
+        let hash = crate::route::request_hash::request_hash(
+            &fwd.action.hash_policy,
+            headers,
+            path.as_str(),
+            Some(conn.peer.ip()),
+            &mut |name, generate| {
+                let (value, set) = hash_policy::new_cookie(name, generate, conn);
+                set_cookie = Some(set);
+                Some(hash_bytes(value.as_bytes()))
+            },
+        );
+        let grpc = is_grpc_request(headers);
         let stream_limit = fwd
             .action
             .max_stream_duration
@@ -174,7 +161,8 @@ impl Plan {
                 .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
-            timeout: fwd.action.timeout,
+            timeout: timeouts::route_timeout(fwd.action, headers, grpc),
+            grpc_expected: grpc && fwd.action.grpc_timeout.is_some(),
             idle: match fwd.action.idle_timeout {
                 Some(d) if d.is_zero() => None,
                 Some(d) => Some(d),
@@ -188,7 +176,7 @@ impl Plan {
             grpc_timeout: fwd
                 .action
                 .max_stream_duration
-                .filter(|_| is_grpc_request(headers))
+                .filter(|_| grpc)
                 .and(stream_limit)
                 .map(grpc_timeout_value),
             hash,
@@ -347,16 +335,7 @@ pub(crate) async fn run(
         xfh,
         rewrite: host_rewrite,
     };
-    if let Some(t) = plan.timeout {
-        // With hedging the upstream may use the whole route timeout (Envoy's
-        // `setTimeoutHeaders`), else the per-try timeout when it is shorter.
-        let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
-        let t = per_try.filter(|_| !plan.hedge).map_or(t, |p| p.min(t));
-        parts.headers.insert(
-            "x-envoy-expected-rq-timeout-ms",
-            HeaderValue::from(t.as_millis() as u64),
-        );
-    }
+    timeouts::set_headers(&plan, &mut parts.headers, None);
     // ORIGINAL_DST `use_http_header`: the header names the destination (an unparsable value
     // gives no host, as Envoy); without it, the connection's original destination.
     let orig_dst = match cluster
@@ -439,10 +418,16 @@ pub(crate) async fn run(
         deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
     };
     let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
+    let per_try_idle = plan.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
     let attempts = async {
-        // `hedge_on_per_try_timeout`: a per-try timeout leaves its attempt running.
-        if let Some(per_try) = per_try.filter(|_| plan.hedge) {
-            return hedge::race(&ctx, &mut parts, &mut body, &mut shadows, per_try, fmt).await;
+        // `hedge_on_per_try_timeout`: a per-try (or per-try idle) timeout leaves its attempt
+        // running.
+        if plan.hedge && (per_try.is_some() || per_try_idle.is_some()) {
+            let timers = hedge::Timers {
+                per_try,
+                idle: per_try_idle,
+            };
+            return hedge::race(&ctx, &mut parts, &mut body, &mut shadows, timers, fmt).await;
         }
         let mut retries_done = 0u32;
         // Hosts tried so far, for the previous_hosts retry predicate (only then kept).
@@ -460,6 +445,9 @@ pub(crate) async fn run(
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
+            if retries_done > 0 {
+                ctx.retry_timeout_headers(&mut parts);
+            }
             if let Some(s) = shadows.take() {
                 send_shadows(s, &parts, &path, &body, &lb, plan.timeout);
             }
@@ -467,7 +455,7 @@ pub(crate) async fn run(
                 return Outcome::local(Flag::ConnectionTermination);
             };
             let t0 = Instant::now();
-            let sent = attempt(&ctx, &host, &parts, b, &body, per_try);
+            let sent = attempt(&ctx, &host, &parts, b, &body, per_try, per_try_idle);
             let Some(result) = ctx.within(sent).await else {
                 return ctx.route_timeout(Some(host.addr), 1, retries_done + 1);
             };
@@ -541,32 +529,6 @@ async fn until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Envoy's `Grpc::Common::isGrpcRequestHeaders` (content-type `application/grpc[+...]`).
-fn is_grpc_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("application/grpc"))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
-}
-
-/// Envoy's `Grpc::Common::toGrpcTimeout`: milliseconds, moving to a coarser unit while the
-/// number has more than 8 digits.
-fn grpc_timeout_value(d: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let mut n = d.as_millis();
-    let mut unit = 'm';
-    for (next, div) in [('S', 1000), ('M', 60), ('H', 60)] {
-        if n <= MAX {
-            break;
-        }
-        n /= div;
-        unit = next;
-    }
-    HeaderValue::from_str(&format!("{}{unit}", n.min(MAX)))
-        .unwrap_or(HeaderValue::from_static("0m"))
-}
-
 /// Picks the host of an attempt: with the previous_hosts predicate, a host already tried is
 /// picked again up to `host_selection_retry_max_attempts` times, and the last pick stands
 /// (Envoy's `LoadBalancerContext::shouldSelectAnotherHost`).
@@ -616,7 +578,9 @@ impl AttemptError {
     }
 }
 
-/// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`.
+/// One attempt on `host`'s pool of the plan's priority, within its `per_try_timeout`, and
+/// reset when `idle` (`per_try_idle_timeout`) passes without a response head once its
+/// connection is ready.
 async fn attempt(
     ctx: &Attempts<'_>,
     host: &Arc<Host>,
@@ -624,6 +588,7 @@ async fn attempt(
     body: Body,
     again: &ReqBody,
     per_try: Option<Duration>,
+    idle: Option<Duration>,
 ) -> Result<Upstream, AttemptError> {
     let (cluster, path) = (&**ctx.cluster, ctx.path);
     host.active_rq.fetch_add(1, Ordering::Relaxed);
@@ -641,12 +606,17 @@ async fn attempt(
     let req = upstream_request(parts, path, body);
     let fut = async {
         host.pool(ctx.plan.priority)
-            .send(cluster, host.addr, req, replay)
+            .send(cluster, host.addr, req, replay, idle)
             .await
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),
                 SendError::Reset => AttemptError::Reset,
                 SendError::Downstream => AttemptError::Downstream,
+                // Envoy's `onPerTryIdleTimeout`: a per-try timeout of its own counter.
+                SendError::IdleTimeout => {
+                    cluster.stats.upstream_rq_per_try_idle_timeout.inc();
+                    AttemptError::Timeout
+                }
             })
     };
     let result = match per_try {
@@ -687,10 +657,17 @@ fn finish_response(
     mutations: &[HeaderMutations],
     fmt: &FormatContext<'_>,
     idle: Option<Duration>,
+    per_try_idle: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
 ) -> Response<Body> {
-    let mut resp = resp
-        .map(|b| super::idle::IdleBody::wrap_until(b.map_err(Into::into).boxed(), idle, deadline));
+    let mut resp = resp.map(|b| {
+        super::idle::IdleBody::wrap_upstream(
+            b.map_err(Into::into).boxed(),
+            idle,
+            per_try_idle,
+            deadline,
+        )
+    });
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut().insert(
         "x-envoy-upstream-service-time",

@@ -22,6 +22,12 @@ use super::{Body, BodyError};
 #[error("stream idle timeout ({0:?} without data)")]
 pub struct StreamIdleTimeout(pub Duration);
 
+/// The error a body ends with when the route's `per_try_idle_timeout` passes without upstream
+/// data (Envoy's `onPerTryIdleTimeout` after the response head: the stream is reset, flag UT).
+#[derive(Debug, thiserror::Error)]
+#[error("per-try idle timeout ({0:?} without upstream data)")]
+pub struct PerTryIdleTimeout(pub Duration);
+
 /// The error a body still running at its stream deadline ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("max stream duration reached")]
@@ -31,6 +37,8 @@ pub struct StreamDurationTimeout;
 pub struct IdleBody {
     inner: Body,
     idle: Option<Duration>,
+    /// The idle timer is the per-try idle timeout (its error is [`PerTryIdleTimeout`]).
+    per_try: bool,
     sleep: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -49,6 +57,19 @@ impl IdleBody {
     /// Wraps `inner` with an optional `idle` timeout and an optional `deadline`; with
     /// neither, `inner` is returned as is.
     pub fn wrap_until(inner: Body, idle: Option<Duration>, deadline: Option<Instant>) -> Body {
+        Self::wrap_upstream(inner, idle, None, deadline)
+    }
+
+    /// [`Self::wrap_until`] for an upstream response body, whose idle timer is also the
+    /// per-try idle timeout: both are reset by every frame, so the shorter one ends it.
+    pub fn wrap_upstream(
+        inner: Body,
+        idle: Option<Duration>,
+        per_try_idle: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Body {
+        let per_try = per_try_idle.is_some_and(|p| idle.is_none_or(|i| p < i));
+        let idle = if per_try { per_try_idle } else { idle };
         if idle.is_none() && deadline.is_none() {
             return inner;
         }
@@ -57,6 +78,7 @@ impl IdleBody {
         Self {
             inner,
             idle,
+            per_try,
             sleep: Box::pin(tokio::time::sleep(first)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
@@ -86,6 +108,9 @@ impl HttpBody for IdleBody {
                 Poll::Ready(r)
             }
             Poll::Pending => match (this.sleep.as_mut().poll(cx), this.idle) {
+                (Poll::Ready(()), Some(idle)) if this.per_try => {
+                    Poll::Ready(Some(Err(Box::new(PerTryIdleTimeout(idle)))))
+                }
                 (Poll::Ready(()), Some(idle)) => {
                     Poll::Ready(Some(Err(Box::new(StreamIdleTimeout(idle)))))
                 }
@@ -127,5 +152,22 @@ mod tests {
         let e = b.frame().await.expect("an error").expect_err("cut");
         assert!(e.is::<StreamDurationTimeout>(), "{e}");
         assert!(start.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn the_shorter_of_the_stream_and_per_try_idle_timeouts_ends_the_body() {
+        let ms = |n| Some(Duration::from_millis(n));
+        for (idle, per_try, per_try_fired) in [
+            (ms(300), ms(50), true),
+            (ms(50), ms(300), false),
+            (None, ms(50), true),
+            (ms(50), None, false),
+        ] {
+            let mut b = IdleBody::wrap_upstream(stalled(), idle, per_try, None);
+            assert!(b.frame().await.expect("frame").is_ok());
+            let e = b.frame().await.expect("an error").expect_err("cut");
+            assert_eq!(e.is::<PerTryIdleTimeout>(), per_try_fired, "{e}");
+            assert_eq!(e.is::<StreamIdleTimeout>(), !per_try_fired, "{e}");
+        }
     }
 }

@@ -140,6 +140,7 @@ pub(crate) async fn follow(
                 scheme: scheme(t.https),
                 headers: &headers,
                 random: rand::random(),
+                peer: Some(conn.peer.ip()),
             };
             let selection = table.select(&view);
             let name = selection

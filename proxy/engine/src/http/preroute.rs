@@ -71,13 +71,9 @@ pub(super) fn before_routing<B>(
         return Err(Refused::MissingHost);
     }
     target::normalize(req).map_err(Refused::Target)?;
-    // Upgrades: only what `upgrade_configs` enables becomes a tunnel; h2c is served as plain
-    // HTTP/1.1; anything else is refused before routing (Envoy's 403 "upgrade_failed").
-    if upgrade_policy::decide(&cfg.upgrade_configs, version, req.headers_mut())
-        == upgrade_policy::Decision::Refuse
-    {
-        return Err(Refused::Upgrade);
-    }
+    // Upgrades: h2c is stripped and served as plain HTTP/1.1; whether another upgrade may
+    // become a tunnel is decided once the route is known ([`upgrade_refused`]).
+    upgrade_policy::strip_h2c(version, req.headers_mut());
     sanitize::request(cfg, conn, scheme, req.headers_mut());
     let h = req.headers_mut();
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
@@ -136,6 +132,25 @@ fn http10<B>(cfg: &config::HttpConnectionManager, req: &mut Request<B>) -> Resul
         req.headers_mut().insert(header::HOST, host);
     }
     Ok(())
+}
+
+/// The upgrade decision once the route is selected (Envoy's `ActiveStream::decodeHeaders`
+/// after `createFilterChain`): whether the request is refused (403, as [`Refused::Upgrade`]).
+/// A forwarding route's `upgrade_configs` decide for their types, else the HCM's; without a
+/// route nothing is refused (the request goes on to its 404).
+pub(crate) fn upgrade_refused(
+    cfg: &config::HttpConnectionManager,
+    selection: &Selection<'_>,
+    version: Version,
+    headers: &HeaderMap,
+) -> bool {
+    let route: &[(String, bool)] = match selection {
+        Selection::Forward(f) => &f.action.upgrades,
+        Selection::NoRoute => return false,
+        _ => &[],
+    };
+    upgrade_policy::for_route(&cfg.upgrade_configs, route, version, headers)
+        == upgrade_policy::Decision::Refuse
 }
 
 /// The HCM's path options on `req`'s path (the URI is replaced only when the path changes).
@@ -256,9 +271,14 @@ pub fn preroute<B>(
         scheme,
         headers: req.headers(),
         random,
+        peer: Some(conn.peer.ip()),
     };
     let mut resp = HeaderMap::new();
-    let (decision, mutations) = match cfg.route_table.select(&view) {
+    let selection = cfg.route_table.select(&view);
+    if upgrade_refused(cfg, &selection, version, req.headers()) {
+        return PreRoute::Refused(Refused::Upgrade.status());
+    }
+    let (decision, mutations) = match selection {
         Selection::NoRoute => return PreRoute::NoRoute,
         Selection::DirectResponse {
             response,

@@ -44,7 +44,8 @@ pub fn should_retry(
             on.connect_failure || on.server_error || on.gateway_error || on.reset
         }
         Outcome::Reset => on.server_error || on.gateway_error || on.reset,
-        Outcome::PerTryTimeout => on.server_error || on.gateway_error,
+        // Envoy resets a timed-out attempt (`LocalReset`) and asks `wouldRetryFromReset`.
+        Outcome::PerTryTimeout => on.server_error || on.gateway_error || on.reset,
     }
 }
 
@@ -181,6 +182,7 @@ mod tests {
             retry_on: on,
             num_retries: 1,
             per_try_timeout: None,
+            per_try_idle_timeout: None,
             base_interval: Duration::from_millis(25),
             max_interval: Duration::from_millis(250),
             retriable_status_codes: codes,
@@ -236,6 +238,8 @@ mod tests {
             (codes, Outcome::Status(418), true),
             (codes, Outcome::Status(500), false),
             (reset, Outcome::Reset, true),
+            (reset, Outcome::PerTryTimeout, true),
+            (cf, Outcome::PerTryTimeout, false),
             (reset, Outcome::Status(503), false),
         ];
         for (on, outcome, want) in table {

@@ -40,6 +40,10 @@ pub(crate) async fn run(
     let drain = parts
         .extensions
         .remove::<crate::server::drain::DrainWatch>();
+    let websocket = parts
+        .headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let t0 = Instant::now();
     let purpose = pool::Purpose::Upgrade;
     let sender = match pool::connect::<super::Body>(cluster, host.addr, purpose, priority).await {
@@ -66,6 +70,13 @@ pub(crate) async fn run(
     };
     let upstream_ms = t0.elapsed().as_millis() as u64;
     cluster.record_outcome(host, resp.status().is_server_error());
+    let relayed = |resp| Outcome {
+        resp,
+        flag: Flag::None,
+        upstream_host: Some(host.addr),
+        upstream_ms: Some(upstream_ms),
+        redirect: None,
+    };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let up_upgrade = hyper::upgrade::on(&mut resp);
         crate::fair::spawn(async move {
@@ -82,13 +93,7 @@ pub(crate) async fn run(
             let _ = crate::tcp_proxy::copy_streams_idle(d, u, idle, stop).await;
         });
         let (parts, _) = resp.into_parts();
-        return Outcome {
-            resp: http::Response::from_parts(parts, local_reply::empty()),
-            flag: Flag::None,
-            upstream_host: Some(host.addr),
-            upstream_ms: Some(upstream_ms),
-            redirect: None,
-        };
+        return relayed(http::Response::from_parts(parts, local_reply::empty()));
     }
     // Refused by the upstream: the connection cannot go on (bytes after the request may be the
     // new protocol's), so Envoy closes it.
@@ -96,11 +101,15 @@ pub(crate) async fn run(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
     );
-    Outcome {
-        resp: resp.map(|b| b.map_err(Into::into).boxed()),
-        flag: Flag::None,
-        upstream_host: Some(host.addr),
-        upstream_ms: Some(upstream_ms),
-        redirect: None,
+    // A WebSocket handshake answered below 400 but not 101 failed as a handshake: Envoy 1.40
+    // relays the head alone (`content-length: 0`, the body dropped) and ends the stream; an
+    // error status (400 and up) comes with its body (route_upgrade_configs).
+    if websocket && resp.status().as_u16() < 400 {
+        let (mut head, _) = resp.into_parts();
+        head.headers.remove(http::header::TRANSFER_ENCODING);
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0u64));
+        return relayed(http::Response::from_parts(head, local_reply::empty()));
     }
+    relayed(resp.map(|b| b.map_err(Into::into).boxed()))
 }

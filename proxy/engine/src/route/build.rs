@@ -11,9 +11,9 @@ use super::{
     internal_redirect::internal_redirect_policy,
     mirror::{mirror_policies, MirrorPolicy},
     rate_limited::rate_limited_back_off,
-    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, HostRewrite, MaxStreamDuration,
-    PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy, Route,
-    RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
+    ClusterSpecifier, DirectResponse, DomainIndex, ForwardAction, GrpcTimeout, HostRewrite,
+    MaxStreamDuration, PathMatch, RedirectAction, RedirectPath, RegexRewrite, RetryOn, RetryPolicy,
+    Route, RouteAction, RouteMatch, RouteTable, VirtualHost, DEFAULT_CLUSTER_NOT_FOUND_STATUS,
     DEFAULT_NUM_RETRIES, DEFAULT_REDIRECT_STATUS, DEFAULT_RETRY_BASE_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL_FACTOR, DEFAULT_ROUTE_TIMEOUT,
 };
@@ -555,7 +555,15 @@ fn forward(
         grpc_header_max: m.grpc_timeout_header_max.map(|d| d.0),
         grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
     });
-    // Envoy ignores the route `timeout` once `max_stream_duration` is set ("new timeouts").
+    // Envoy ignores the route `timeout`, `max_grpc_timeout` and `grpc_timeout_offset` once
+    // `max_stream_duration` is set ("new timeouts"); the offset alone does nothing.
+    let grpc_timeout = raw
+        .max_grpc_timeout
+        .filter(|_| max_stream_duration.is_none())
+        .map(|max| GrpcTimeout {
+            max_ms: duration_ms(max.0),
+            offset_ms: raw.grpc_timeout_offset.map_or(0, |d| duration_ms(d.0)),
+        });
     let timeout = match raw.timeout {
         _ if max_stream_duration.is_some() => None,
         None => Some(DEFAULT_ROUTE_TIMEOUT),
@@ -603,8 +611,42 @@ fn forward(
         hash_policy,
         cluster_not_found_status,
         max_stream_duration,
+        grpc_timeout,
+        upgrades: route_upgrades(&raw.upgrade_configs, &p.field("upgrade_configs"))?,
         append_x_forwarded_host: raw.append_x_forwarded_host.unwrap_or(false),
     })
+}
+
+/// `RouteAction.upgrade_configs[]` as Envoy's `RouteEntryImplBase` reads them: `upgrade_type`
+/// lower-cased, a repeated type refused ("Duplicate upgrade"), `enabled` default true. CONNECT
+/// is refused: no route here takes a CONNECT request.
+fn route_upgrades(
+    raw: &[crate::config::raw_route::RawRouteUpgradeConfig],
+    p: &FieldPath,
+) -> Result<Box<[(String, bool)]>, ConfigError> {
+    let mut out: Vec<(String, bool)> = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        let at = p.index(i).field("upgrade_type");
+        let t = u
+            .upgrade_type
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| at.err("must not be empty"))?
+            .to_ascii_lowercase();
+        if t == "connect" || t == "connect-udp" {
+            return Err(at.err("CONNECT is not supported (never routed here)"));
+        }
+        if out.iter().any(|(seen, _)| *seen == t) {
+            return Err(at.err(format!("duplicate upgrade {t:?}")));
+        }
+        out.push((t, u.enabled.unwrap_or(true)));
+    }
+    Ok(out.into_boxed_slice())
+}
+
+/// A duration in whole milliseconds (Envoy's `PROTOBUF_GET_MS`).
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `host_rewrite_literal` | `auto_host_rewrite` | `host_rewrite_header` |
@@ -799,6 +841,10 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
         retry_on: on,
         num_retries: raw.num_retries.unwrap_or(DEFAULT_NUM_RETRIES),
         per_try_timeout: raw.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        per_try_idle_timeout: raw
+            .per_try_idle_timeout
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero()),
         base_interval,
         max_interval,
         retriable_status_codes: codes,

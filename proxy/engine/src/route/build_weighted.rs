@@ -88,10 +88,17 @@ pub(super) fn route_weighted(
             )));
         }
     }
+    // `header_name` and `use_hash_policy` are Envoy's `random_value_specifier` oneof.
+    if w.header_name.is_some() && w.use_hash_policy.is_some() {
+        return Err(wp
+            .field("use_hash_policy")
+            .err("only one of header_name and use_hash_policy may be set"));
+    }
     weighted.random_header = match w.header_name {
         Some(h) if !h.is_empty() => Some(header_name(&h, &wp.field("header_name"))?),
         _ => None,
     };
+    weighted.use_hash_policy = w.use_hash_policy.unwrap_or(false);
     Ok(weighted)
 }
 
@@ -149,5 +156,6 @@ pub(crate) fn build_weighted(
         clusters: out,
         total_weight: total,
         random_header: None,
+        use_hash_policy: false,
     })
 }

@@ -321,7 +321,11 @@ fn decide(
                     (
                         "weighted_clusters".to_string(),
                         steps,
-                        Some(w.random_value(req.headers, req.random) % w.total_weight),
+                        Some(
+                            w.random_value(req.headers, req.random, || {
+                                super::request_hash::of_view(f.action, req)
+                            }) % w.total_weight,
+                        ),
                     )
                 }
                 ClusterSpecifier::Header(h) => (format!("cluster_header {h}"), Vec::new(), None),

@@ -9,6 +9,11 @@ pub trait HeaderLookup {
     /// UTF-8 may be skipped.
     fn for_each_value<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s str));
 
+    /// Calls `f` with every value of header `name` as sent, in order (text or not).
+    fn for_each_raw<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        self.for_each_value(name, &mut |v| f(v.as_bytes()));
+    }
+
     /// The first value of `name`.
     fn first_value(&self, name: &str) -> Option<&str> {
         let mut first = None;
@@ -47,6 +52,12 @@ impl HeaderLookup for http::HeaderMap {
             if let Ok(s) = v.to_str() {
                 f(s)
             }
+        }
+    }
+
+    fn for_each_raw<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes())
         }
     }
 }

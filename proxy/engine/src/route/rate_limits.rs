@@ -391,6 +391,7 @@ mod tests {
             scheme: "http",
             headers,
             random: 0,
+            peer: None,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct RequestView<'a, H: HeaderLookup + ?Sized> {
     pub headers: &'a H,
     /// A uniformly random value for `weighted_clusters` (reduced modulo the total weight).
     pub random: u64,
+    /// The downstream peer's address (a `connection_properties.source_ip` hash policy, for
+    /// `weighted_clusters.use_hash_policy`).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The routing decision for a request.
@@ -296,7 +299,8 @@ impl RouteTable {
                     match &action.cluster {
                         ClusterSpecifier::Cluster(c) => (SelectedCluster::Named(c), None),
                         ClusterSpecifier::Weighted(w) => {
-                            let wc = w.pick(w.random_value(req.headers, req.random));
+                            let hash = || super::request_hash::of_view(action, req);
+                            let wc = w.pick(w.random_value(req.headers, req.random, hash));
                             let cluster = match &wc.cluster_header {
                                 None => SelectedCluster::Named(&wc.name),
                                 Some(h) => match req.headers.first_value(h) {

@@ -89,6 +89,7 @@ fn render(t: &RouteTable, r: &Req) -> String {
         scheme: r.scheme,
         headers: r.headers.as_slice(),
         random: r.random,
+        peer: None,
     };
     let resp = |levels: &HeaderLevels<'_>| {
         if levels.is_empty() {
@@ -179,6 +180,7 @@ fn explain_agrees(t: &RouteTable, r: &Req) -> Result<(), String> {
         scheme: r.scheme,
         headers: &headers,
         random: r.random,
+        peer: None,
     };
     let trace = t.explain(&view, &headers);
     let sel = t.select(&view);

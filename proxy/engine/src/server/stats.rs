@@ -64,6 +64,8 @@ stat_struct!(
         upstream_rq_5xx,
         /// Attempts that hit per_try_timeout or the route timeout.
         upstream_rq_timeout,
+        /// Attempts reset by per_try_idle_timeout.
+        upstream_rq_per_try_idle_timeout,
         /// Retries performed.
         upstream_rq_retry,
         /// Requests refused by max_requests/max_pending_requests.

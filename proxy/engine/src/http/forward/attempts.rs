@@ -105,6 +105,15 @@ impl Attempts<'_> {
         Some(host)
     }
 
+    /// Envoy's `setTimeoutHeaders` before a retry: the expected timeout within the route
+    /// timeout left.
+    pub(super) fn retry_timeout_headers(&self, parts: &mut Parts) {
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        super::timeouts::set_headers(self.plan, &mut parts.headers, left);
+    }
+
     /// The request's outcome from its final attempt; `parts` carries the last attempt's
     /// request headers (what the response's header formatters read).
     pub(super) fn respond(
@@ -160,6 +169,7 @@ impl Attempts<'_> {
                         ..fmt
                     },
                     plan.idle,
+                    body_per_try_idle(plan),
                     plan.stream_deadline,
                 );
                 if plan.attempt_count.1 {
@@ -217,6 +227,16 @@ pub(super) fn classify(
         Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
         Err(AttemptError::Downstream) => return Err(Flag::DownstreamProtocolError),
     })
+}
+
+/// The per-try idle timeout on the response body: Envoy resets that timer on every upstream
+/// data frame and resets the stream when it fires; a hedged request's fires into
+/// `onSoftPerTryTimeout`, which does nothing once the response has started.
+fn body_per_try_idle(plan: &Plan) -> Option<Duration> {
+    plan.retry
+        .as_ref()
+        .and_then(|r| r.per_try_idle_timeout)
+        .filter(|_| !plan.hedge)
 }
 
 /// The outcome of a request [`classify`] ended with `flag` on an attempt to `host`.

@@ -1,60 +1,9 @@
-//! The request properties a route's `hash_policy` hashes that need more than a lookup: every
-//! value of a repeated header, a query parameter, a cookie (read, or made when a `ttl` policy
-//! finds none).
+//! The cookie a route's `ttl` cookie hash policy makes for a request without one (the hash
+//! itself is `route::request_hash`, shared with the weighted cluster pick).
 
-use std::borrow::Cow;
+use http::HeaderValue;
 
-use http::{uri::PathAndQuery, HeaderMap, HeaderValue};
-
-use crate::{
-    http::ConnInfo,
-    route::{CookieGen, RegexRewrite},
-    upstream::{lb::hash_bytes, xxhash::xxh64},
-};
-
-/// Envoy's header hash: every value of `name`, each rewritten by `rewrite` when set, sorted
-/// (so the order the values came in does not matter) and hashed in turn, each hash seeding the
-/// next. None when the header is absent. One value and no rewrite hash without a copy.
-pub(super) fn header<'h>(
-    headers: &'h HeaderMap,
-    name: &str,
-    rewrite: Option<&RegexRewrite>,
-) -> Option<u64> {
-    let mut all = headers.get_all(name).iter();
-    let first = all.next()?;
-    let rewritten = |v: &'h http::HeaderValue| -> Cow<'h, [u8]> {
-        match (rewrite, v.to_str()) {
-            (Some(r), Ok(s)) => match r.apply(s) {
-                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-            },
-            // A value that is not text is hashed as sent (the regex reads text).
-            _ => Cow::Borrowed(v.as_bytes()),
-        }
-    };
-    let Some(second) = all.next() else {
-        return Some(hash_bytes(&rewritten(first)));
-    };
-    let mut values: Vec<Cow<'h, [u8]>> = [first, second]
-        .into_iter()
-        .chain(all)
-        .map(rewritten)
-        .collect();
-    values.sort();
-    // Each value hashed with the previous hash as the seed (Envoy's `HashUtil::xxHash64` of a
-    // list).
-    Some(values.iter().fold(0, |seed, v| xxh64(v, seed)))
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers, as Envoy reads it
-/// ([`crate::route::cookies::find`]: the first pair with that name, quotes dropped); an empty
-/// value counts as no cookie here (`parseCookieValue`).
-pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    let first = headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-        crate::route::cookies::find(v.as_bytes(), name.as_bytes()).map(|r| &v.as_bytes()[r])
-    })?;
-    (!first.is_empty()).then_some(first)
-}
+use crate::{http::ConnInfo, route::CookieGen, upstream::xxhash::xxh64};
 
 /// The cookie a `ttl` cookie policy makes for a request without one: Envoy's value, the hex of
 /// XXH64 over the downstream peer and local (original destination) addresses, so every request
@@ -75,18 +24,18 @@ pub(super) fn new_cookie(
     (value, set)
 }
 
-/// The first value of query parameter `name` in `path`, as sent (Envoy does not decode it for
-/// hashing); a parameter without `=` has the empty value.
-pub(super) fn query_parameter<'p>(path: &'p PathAndQuery, name: &str) -> Option<&'p str> {
-    path.query()?.split('&').find_map(|param| {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        (key == name).then_some(value)
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
+    use crate::{
+        route::{
+            request_hash::{cookie, header, query_parameter},
+            RegexRewrite,
+        },
+        upstream::lb::hash_bytes,
+    };
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -191,9 +140,7 @@ mod tests {
 
     #[test]
     fn the_first_value_of_the_query_parameter_as_sent() {
-        let q = |p: &'static str, n: &str| {
-            query_parameter(&PathAndQuery::from_static(p), n).map(str::to_owned)
-        };
+        let q = |p: &'static str, n: &str| query_parameter(p, n).map(str::to_owned);
         assert_eq!(q("/a?user=alice", "user").as_deref(), Some("alice"));
         assert_eq!(
             q("/a?x=1&user=bob&user=carol", "user").as_deref(),

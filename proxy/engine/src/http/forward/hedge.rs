@@ -1,13 +1,13 @@
 //! `hedge_policy.hedge_on_per_try_timeout`: Envoy's router hedging. A per-try timeout leaves
 //! its attempt running and starts another one (when the retry policy has a retry left); the
 //! first answer that is not retried wins and the attempts still running are reset (dropped).
-//! Only routes with hedging and a `per_try_timeout` come here: the plain path keeps its single
+//! Only routes with hedging and a `per_try_timeout` or `per_try_idle_timeout` come here: the plain path keeps its single
 //! attempt at a time and allocates nothing of this.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use http::{request::Parts, HeaderMap, HeaderValue};
+use http::{request::Parts, HeaderMap};
 use tokio::time::Instant;
 
 use super::{
@@ -19,11 +19,24 @@ use crate::{
     upstream::resources::Slot as RetrySlot,
 };
 
+/// The soft timeouts of every attempt of the race.
+pub(super) struct Timers {
+    /// `per_try_timeout`.
+    pub(super) per_try: Option<Duration>,
+    /// `per_try_idle_timeout`: before the response head nothing resets it, so it is a second
+    /// soft timeout from the attempt's start; after the head it does nothing (Envoy's
+    /// `onSoftPerTryTimeout` once the response has started).
+    pub(super) idle: Option<Duration>,
+}
+
 /// One attempt of the race.
 struct Slot {
     host: Arc<Host>,
     /// When its per-try timeout fires; `None` once it fired or the attempt answered.
     per_try_at: Option<Instant>,
+    /// When its per-try idle timeout fires, likewise (each one hedges once, as Envoy's two
+    /// timers).
+    idle_at: Option<Instant>,
     /// Its per-try timeout fired (Envoy's `retried()`): its own answer is never retried.
     retried: bool,
 }
@@ -129,7 +142,7 @@ pub(super) async fn race(
     parts: &mut Parts,
     body: &mut ReqBody,
     shadows: &mut Option<Vec<mirror::Shadow>>,
-    per_try: Duration,
+    timers: Timers,
     fmt: FormatContext<'_>,
 ) -> Outcome {
     let plan = ctx.plan;
@@ -163,32 +176,32 @@ pub(super) async fn race(
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Outcome::local(Flag::NoHealthyUpstream);
             };
-            if let Some(d) = ctx.deadline.filter(|_| retries > 0) {
-                // Envoy's `setTimeoutHeaders` on a retry: the route timeout left.
-                let left = d
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
-                parts.headers.insert(
-                    "x-envoy-expected-rq-timeout-ms",
-                    HeaderValue::from(left.as_millis() as u64),
-                );
+            if retries > 0 {
+                ctx.retry_timeout_headers(parts);
             }
             if let Some(s) = shadows.take() {
                 send_shadows(s, parts, ctx.path, body, ctx.lb, plan.timeout);
             }
             running.push(one(ctx, slots.len(), host.clone(), parts.clone(), b, body));
+            let now = Instant::now();
             slots.push(Slot {
                 host,
-                per_try_at: Some(Instant::now() + per_try),
+                per_try_at: timers.per_try.map(|t| now + t),
+                idle_at: timers.idle.map(|t| now + t),
                 retried: false,
             });
         }
-        let soft = slots.iter().filter_map(|s| s.per_try_at).min();
+        let soft = slots
+            .iter()
+            .flat_map(|s| [s.per_try_at, s.idle_at])
+            .flatten()
+            .min();
         let retry_at = race.pending.as_ref().map(|p| p.0);
         tokio::select! {
             Some((id, result, upstream_ms)) = running.next() => {
                 let slot = &mut slots[id];
                 slot.per_try_at = None;
+                slot.idle_at = None;
                 let (retried, host) = (slot.retried, slot.host.clone());
                 let (outcome, failed) = match classify(cluster, &result) {
                     Ok(c) => c,
@@ -231,14 +244,20 @@ pub(super) async fn race(
                 if race.pending.is_none() {
                     race.held = None;
                 }
-                for slot in slots.iter_mut().filter(|s| s.per_try_at.is_some_and(|t| t <= now)) {
-                    slot.per_try_at = None;
-                    slot.retried = true;
-                    // Counted as a timeout for outlier detection though it may still answer.
-                    cluster.record_outcome(&slot.host, true);
-                    // Envoy's `shouldHedgeRetryPerTryTimeout`: retried whatever `retry_on`
-                    // says, while retries are left.
-                    race.schedule(true, None);
+                for slot in &mut slots {
+                    for timer in [&mut slot.per_try_at, &mut slot.idle_at] {
+                        if timer.is_none_or(|t| t > now) {
+                            continue;
+                        }
+                        *timer = None;
+                        slot.retried = true;
+                        // Counted as a timeout for outlier detection though it may still
+                        // answer.
+                        cluster.record_outcome(&slot.host, true);
+                        // Envoy's `shouldHedgeRetryPerTryTimeout`: retried whatever
+                        // `retry_on` says, while retries are left.
+                        race.schedule(true, None);
+                    }
                 }
             }
             () = super::until(ctx.deadline) => {
@@ -264,7 +283,7 @@ async fn one(
     again: &ReqBody,
 ) -> (usize, Result<Upstream, AttemptError>, u64) {
     let t0 = std::time::Instant::now();
-    let result = attempt(ctx, &host, &parts, body, again, None).await;
+    let result = attempt(ctx, &host, &parts, body, again, None, None).await;
     (id, result, t0.elapsed().as_millis() as u64)
 }
 

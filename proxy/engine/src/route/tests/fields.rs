@@ -230,6 +230,7 @@ virtual_hosts:
             scheme: "http",
             headers,
             random: 0,
+            peer: None,
         };
         match t.select(&view) {
             super::Selection::Forward(f) => {
@@ -294,23 +295,115 @@ virtual_hosts:
   - { match: { prefix: "/" }, route: { cluster: a } }
 "#,
     );
-    let hedged = |authority: &'static str, path: &'static str| {
-        let view = super::RequestView {
-            authority: Some(authority),
-            path,
-            method: "GET",
-            scheme: "http",
-            headers: &[] as &[(&str, &str)],
-            random: 0,
-        };
-        match t.select(&view) {
-            super::Selection::Forward(f) => f.action.hedge_on_per_try_timeout,
-            _ => panic!("must forward"),
-        }
-    };
+    let hedged = |authority, path| forwarded(&t, authority, path, |a| a.hedge_on_per_try_timeout);
     // Envoy's `buildHedgePolicy`: a route's own policy replaces the virtual host's whole.
     assert!(!hedged("h", "/own"));
     assert!(hedged("h", "/x"));
     assert!(hedged("w", "/on"));
     assert!(!hedged("w", "/x"));
+}
+
+#[test]
+fn max_grpc_timeout_route_timeout() {
+    use std::time::Duration;
+
+    use super::GrpcTimeout;
+    let t = table(
+        r#"
+virtual_hosts: [{ name: v, domains: ["*"], routes: [
+  { match: { prefix: "/msd" }, route: { cluster: a, max_grpc_timeout: 1s, max_stream_duration: {} } },
+  { match: { prefix: "/offset" }, route: { cluster: a, grpc_timeout_offset: 1s } },
+  { match: { prefix: "/" }, route: { cluster: a, max_grpc_timeout: 3.0009s, grpc_timeout_offset: 0.5s } },
+] }]
+"#,
+    );
+    let grpc = |path| forwarded(&t, "h", path, |a| a.grpc_timeout);
+    // Envoy's "new timeouts" (max_stream_duration) ignore both; the offset alone does nothing.
+    assert_eq!(grpc("/msd"), None);
+    assert_eq!(grpc("/offset"), None);
+    let g = grpc("/x").expect("max_grpc_timeout");
+    assert_eq!(
+        g,
+        GrpcTimeout {
+            max_ms: 3000,
+            offset_ms: 500
+        }
+    );
+    let ms = |v: Option<&str>| g.route_timeout(v).map(|d| d.as_millis());
+    // Envoy's `finalTimeout`: the offset first (only when it leaves more than 0), then the cap,
+    // which also stands in for no (or an invalid) header.
+    assert_eq!(ms(Some("10S")), Some(3000));
+    assert_eq!(ms(Some("1S")), Some(500));
+    assert_eq!(ms(Some("500m")), Some(500));
+    assert_eq!(ms(Some("2500000u")), Some(2000));
+    assert_eq!(ms(Some("99000001n")), Some(100));
+    assert_eq!(ms(None), Some(3000));
+    assert_eq!(ms(Some("1x")), Some(3000));
+    let uncapped = GrpcTimeout {
+        max_ms: 0,
+        offset_ms: 0,
+    };
+    assert_eq!(uncapped.route_timeout(None), None);
+    assert_eq!(uncapped.route_timeout(Some("0m")), None);
+    assert_eq!(
+        uncapped.route_timeout(Some("2M")),
+        Some(Duration::from_secs(120))
+    );
+}
+
+/// `read` of the route action a plain GET for `authority` and `path` is forwarded with.
+fn forwarded<T>(
+    t: &super::RouteTable,
+    authority: &str,
+    path: &str,
+    read: impl Fn(&super::ForwardAction) -> T,
+) -> T {
+    let view = super::RequestView {
+        authority: Some(authority),
+        path,
+        method: "GET",
+        scheme: "http",
+        headers: &[] as &[(&str, &str)],
+        random: 0,
+        peer: None,
+    };
+    match t.select(&view) {
+        super::Selection::Forward(f) => read(f.action),
+        _ => panic!("must forward"),
+    }
+}
+
+#[test]
+fn use_hash_policy_picks_by_the_routes_hash() {
+    let t = table(
+        r#"
+virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, route: {
+  weighted_clusters: { use_hash_policy: true, clusters: [{ name: a, weight: 1 }, { name: b, weight: 2 }, { name: c, weight: 3 }] },
+  hash_policy: [{ header: { header_name: x-user } }] } }] }]
+"#,
+    );
+    let pick = |headers: &[(&str, &str)], random: u64| {
+        let view = super::RequestView {
+            authority: Some("h"),
+            path: "/",
+            method: "GET",
+            scheme: "http",
+            headers,
+            random,
+            peer: None,
+        };
+        match t.select(&view) {
+            super::Selection::Forward(f) => f.weighted.expect("weighted").name.to_string(),
+            _ => panic!("must forward"),
+        }
+    };
+    // Envoy 1.40 sends x-user alice to c, bob to b (route_weighted_use_hash_policy): the hash
+    // modulo 6, whatever the random value.
+    for random in [0, 1, 2, 3, 4, 5] {
+        assert_eq!(pick(&[("x-user", "alice")], random), "c");
+        assert_eq!(pick(&[("x-user", "bob")], random), "b");
+    }
+    // Without the header there is no hash: the random value picks.
+    assert_eq!(pick(&[], 0), "a");
+    assert_eq!(pick(&[], 5), "c");
 }

@@ -7,6 +7,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -23,6 +24,9 @@ pub enum SendError {
     Connect(ConnectError),
     /// The connection failed or was reset before a response head arrived.
     Reset,
+    /// No response head within the idle time given to [`HostPool::send`] (the request was
+    /// reset: its connection closed or its HTTP/2 stream cancelled).
+    IdleTimeout,
     /// The request body failed on the downstream side (e.g. malformed chunked encoding from
     /// the client): the client's fault, not the upstream's.
     Downstream,
@@ -36,6 +40,8 @@ enum Failure<B> {
     NoResponse,
     /// The request body (the client's) failed while being sent.
     Downstream,
+    /// No response head within the idle time.
+    IdleTimeout,
     /// Anything else.
     Failed,
 }
@@ -49,22 +55,27 @@ impl<B: PoolBody> HostPool<B> {
     /// same request when it never left (hyper hands it back), else `replay()`'s copy, when the
     /// caller can make one (`None`: not replayable, the failure stands). Every other failure is
     /// left to the caller's retry policy, as Envoy's router does.
+    ///
+    /// `idle` (the route's `per_try_idle_timeout`) bounds the wait for the response head once a
+    /// connection is ready, as Envoy's per-try idle timer armed at `onPoolReady`.
     pub async fn send(
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
         req: Request<B>,
         replay: impl FnOnce() -> Option<Request<B>>,
+        idle: Option<Duration>,
     ) -> Result<Response<ReturnOnEnd<B>>, SendError> {
         let (sender, reused, left) = self
             .acquire(cluster, addr)
             .await
             .map_err(SendError::Connect)?;
-        let req = match self.send_on(cluster, addr, sender, left, req).await {
+        let req = match self.send_on(cluster, addr, sender, left, req, idle).await {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
             Err(Failure::Downstream) => return Err(SendError::Downstream),
+            Err(Failure::IdleTimeout) => return Err(SendError::IdleTimeout),
             Err(_) => return Err(SendError::Reset),
         };
         let sender = connect(cluster, addr, Purpose::Pool, self.priority)
@@ -74,15 +85,36 @@ impl<B: PoolBody> HostPool<B> {
             self.set_h2(cluster, h2);
         }
         let left = super::requests_left(cluster);
-        self.send_on(cluster, addr, sender, left, req)
+        self.send_on(cluster, addr, sender, left, req, idle)
             .await
             .map_err(|f| match f {
                 Failure::Downstream => SendError::Downstream,
+                Failure::IdleTimeout => SendError::IdleTimeout,
                 _ => SendError::Reset,
             })
     }
 
+    /// [`Self::send_head`] within `idle`; dropping the send at the timeout drops its
+    /// connection (HTTP/1) or cancels its stream (HTTP/2).
     async fn send_on(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        sender: Sender<B>,
+        left: u32,
+        req: Request<B>,
+        idle: Option<Duration>,
+    ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
+        let send = self.send_head(cluster, addr, sender, left, req);
+        match idle {
+            Some(t) => tokio::time::timeout(t, send)
+                .await
+                .unwrap_or(Err(Failure::IdleTimeout)),
+            None => send.await,
+        }
+    }
+
+    async fn send_head(
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
