@@ -13,7 +13,7 @@ fn main() {
             env::var("TARGET").expect("TARGET"),
         ])
         .exec()
-        .expect("cargo metadata");
+        .expect("cargo metadata --offline (run `cargo fetch` first: it needs every crate in Cargo.lock)");
     let envoy = meta
         .packages
         .iter()

@@ -42,7 +42,15 @@ pub fn run() -> Result<()> {
     cargo_fuzz()?;
     envoy()?;
     kubernetes_validate()?;
-    Ok(())
+    fetch_crates()
+}
+
+/// Downloads every crate in Cargo.lock: sluice-xds's build script asks `cargo metadata
+/// --offline` where the envoy-types protos are, and that needs the whole workspace's graph on
+/// disk, not only the part the package being built uses.
+fn fetch_crates() -> Result<()> {
+    eprintln!("setup: cargo fetch --locked");
+    run_cmd("cargo", &["fetch", "--locked"])
 }
 
 /// Offline Kubernetes schema validation for tests/tests/manifests.rs (bundles the OpenAPI

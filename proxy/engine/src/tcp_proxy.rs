@@ -9,6 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
+use crate::upstream::outlier::HostResult;
 use crate::{
     config,
     server::{istio::TcpSeries, stats::TcpStats},
@@ -113,7 +114,7 @@ impl TcpProxy {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
-                cluster.record_outcome(&host, true);
+                cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: false });
                 return Err(TcpProxyError::Connect {
                     addr: host.addr,
                     reason: e.to_string(),
@@ -121,7 +122,7 @@ impl TcpProxy {
             }
             Err(_) => {
                 cluster.stats.upstream_cx_connect_timeout.inc();
-                cluster.record_outcome(&host, true);
+                cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: true });
                 return Err(TcpProxyError::Connect {
                     addr: host.addr,
                     reason: "timeout".into(),

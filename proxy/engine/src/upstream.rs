@@ -88,8 +88,12 @@ pub struct Host {
     /// Envoy's ejection time backoff: grows by one per ejection, shrinks by one per outlier
     /// sweep that finds the host in service (multiplies `base_ejection_time`).
     pub eject_backoff: AtomicU32,
-    /// Consecutive 5xx (or local-origin failures) seen, for outlier detection.
+    /// Consecutive 5xx (and, unless split, local-origin failures) seen, for outlier detection.
     pub consecutive_5xx: AtomicU32,
+    /// Consecutive gateway errors (502, 503, 504; unless split, local-origin failures).
+    pub consecutive_gateway: AtomicU32,
+    /// Consecutive local-origin failures (`split_external_local_origin_errors`).
+    pub consecutive_local: AtomicU32,
     /// Requests in flight to this host (least-request balancing).
     pub active_rq: AtomicUsize,
     /// Requests sent to this host.
@@ -122,6 +126,8 @@ impl Host {
             ejected_until: AtomicU64::new(0),
             eject_backoff: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
+            consecutive_local: AtomicU32::new(0),
             active_rq: AtomicUsize::new(0),
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
@@ -468,13 +474,13 @@ impl Cluster {
         self.hosts_with_meta().into_iter().map(|(h, _)| h).collect()
     }
 
-    /// Records a finished request's outcome for outlier detection.
-    pub fn record_outcome(&self, host: &Host, failed: bool) {
-        if failed {
+    /// Records a finished attempt's result for outlier detection.
+    pub fn record_outcome(&self, host: &Host, result: outlier::HostResult) {
+        if result.failed() {
             host.rq_error.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(o) = &self.spec.outlier {
-            outlier::record(self, o, host, failed);
+            outlier::record(self, o, host, result);
         }
     }
 

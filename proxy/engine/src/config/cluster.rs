@@ -25,6 +25,8 @@ pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
 pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
 /// Default `outlier_detection.base_ejection_time`.
 pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+/// Default `outlier_detection.max_ejection_time`.
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 /// Default `outlier_detection.max_ejection_percent`.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
 /// Default `least_request_lb_config.choice_count` (power of two choices).
@@ -257,10 +259,12 @@ impl Default for CircuitBreakers {
     }
 }
 
-/// `outlier_detection`.
+/// `outlier_detection`: consecutive 5xx, gateway and local-origin failure ejection (Envoy's
+/// `DetectorHostMonitorImpl`); success-rate and failure-percentage ejection are not
+/// implemented (their `enforcing_*` must be 0, as istiod sends them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutlierDetection {
-    /// `consecutive_5xx` (default [`DEFAULT_CONSECUTIVE_5XX`]).
+    /// `consecutive_5xx` (default [`DEFAULT_CONSECUTIVE_5XX`]; 0 never ejects).
     pub consecutive_5xx: u32,
     /// `interval` (default [`DEFAULT_OUTLIER_INTERVAL`]).
     pub interval: Duration,
@@ -268,6 +272,21 @@ pub struct OutlierDetection {
     pub base_ejection_time: Duration,
     /// `max_ejection_percent` (default [`DEFAULT_MAX_EJECTION_PERCENT`], 0..=100).
     pub max_ejection_percent: u32,
+    /// `max_ejection_time` (default [`DEFAULT_MAX_EJECTION_TIME`]).
+    pub max_ejection_time: Duration,
+    /// `enforcing_consecutive_5xx`: percent of detections that eject (default 100).
+    pub enforcing_consecutive_5xx: u32,
+    /// `consecutive_gateway_failure`: consecutive 502/503/504 (default 5).
+    pub consecutive_gateway_failure: u32,
+    /// `enforcing_consecutive_gateway_failure` (default 0: detected, never ejected).
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// `split_external_local_origin_errors`: connect failures, resets and timeouts count apart
+    /// (`consecutive_local_origin_failure`) instead of as a 503/504 (default false).
+    pub split_local_origin: bool,
+    /// `consecutive_local_origin_failure` (default 5; with `split_local_origin` only).
+    pub consecutive_local_origin_failure: u32,
+    /// `enforcing_consecutive_local_origin_failure` (default 100).
+    pub enforcing_consecutive_local_origin_failure: u32,
 }
 
 impl Default for OutlierDetection {
@@ -277,6 +296,13 @@ impl Default for OutlierDetection {
             interval: DEFAULT_OUTLIER_INTERVAL,
             base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
             max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            enforcing_consecutive_5xx: 100,
+            consecutive_gateway_failure: DEFAULT_CONSECUTIVE_5XX,
+            enforcing_consecutive_gateway_failure: 0,
+            split_local_origin: false,
+            consecutive_local_origin_failure: DEFAULT_CONSECUTIVE_5XX,
+            enforcing_consecutive_local_origin_failure: 100,
         }
     }
 }

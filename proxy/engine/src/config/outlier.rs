@@ -3,12 +3,13 @@
 //! `splitExternalLocalOriginErrors`, `enforcing_local_origin_success_rate: 0`), the consecutive
 //! 5xx and gateway-error thresholds with `enforcing_*` 0 or 100.
 
-use super::{
-    path::FieldPath, raw_cluster::RawOutlierDetection, ConfigError, OutlierDetection,
-};
+use super::{path::FieldPath, raw_cluster::RawOutlierDetection, ConfigError, OutlierDetection};
 
 /// The typed outlier detection of `raw` (`p` is `...outlier_detection`).
-pub(crate) fn parse(raw: &RawOutlierDetection, p: &FieldPath) -> Result<OutlierDetection, ConfigError> {
+pub(crate) fn parse(
+    raw: &RawOutlierDetection,
+    p: &FieldPath,
+) -> Result<OutlierDetection, ConfigError> {
     let d = OutlierDetection::default();
     let percent = |v: Option<u32>, name: &str, default: u32| match v {
         Some(n) if n > 100 => Err(p.field(name).err("must be at most 100")),

@@ -152,6 +152,15 @@ pub(crate) struct RawOutlierDetection {
     pub interval: Option<PbDuration>,
     pub base_ejection_time: Option<PbDuration>,
     pub max_ejection_percent: Option<u32>,
+    pub max_ejection_time: Option<PbDuration>,
+    pub enforcing_consecutive_5xx: Option<u32>,
+    pub enforcing_success_rate: Option<u32>,
+    pub consecutive_gateway_failure: Option<u32>,
+    pub enforcing_consecutive_gateway_failure: Option<u32>,
+    pub split_external_local_origin_errors: Option<bool>,
+    pub consecutive_local_origin_failure: Option<u32>,
+    pub enforcing_consecutive_local_origin_failure: Option<u32>,
+    pub enforcing_local_origin_success_rate: Option<u32>,
 }
 
 /// `core.v3.HealthCheck`.

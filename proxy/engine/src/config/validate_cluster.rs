@@ -12,7 +12,7 @@ use super::{
     validate::socket_address,
     ByPriority, CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType,
     DnsLookupFamily, Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, Locality,
-    OutlierDetection, RoutingPriority, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT,
+    RoutingPriority, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER,
     DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
@@ -208,22 +208,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
 
     let outlier_detection = match &raw.outlier_detection {
         None => None,
-        Some(o) => {
-            let d = OutlierDetection::default();
-            let max_ejection_percent = o.max_ejection_percent.unwrap_or(d.max_ejection_percent);
-            if max_ejection_percent > 100 {
-                return Err(p
-                    .field("outlier_detection")
-                    .field("max_ejection_percent")
-                    .err("must be at most 100"));
-            }
-            Some(OutlierDetection {
-                consecutive_5xx: o.consecutive_5xx.unwrap_or(d.consecutive_5xx),
-                interval: o.interval.map_or(d.interval, |x| x.0),
-                base_ejection_time: o.base_ejection_time.map_or(d.base_ejection_time, |x| x.0),
-                max_ejection_percent,
-            })
-        }
+        Some(o) => Some(super::outlier::parse(o, &p.field("outlier_detection"))?),
     };
 
     let mut health_checks = Vec::new();

@@ -460,13 +460,13 @@ pub(crate) async fn run(
                 return ctx.route_timeout(Some(host.addr), 1, retries_done + 1);
             };
             let upstream_ms = t0.elapsed().as_millis() as u64;
-            let (outcome, failed) = match classify(&cluster, &result) {
+            let (outcome, host_result) = match classify(&cluster, &result) {
                 Ok(c) => c,
                 Err(flag) => return attempts::ended(flag, host.addr),
             };
             timed_out = matches!(outcome, Try::PerTryTimeout);
             drop(retrying.take());
-            cluster.record_outcome(&host, failed);
+            cluster.record_outcome(&host, host_result);
             let retry = plan.retry.as_ref().filter(|p| {
                 plan.retry_allowed
                     && retries_done < p.num_retries
@@ -500,7 +500,7 @@ pub(crate) async fn run(
                 attempts: retries_done + 1,
                 flag: match () {
                     () if overflowed => Flag::Overflow,
-                    () if retries_done > 0 && failed => Flag::RetryLimitExceeded,
+                    () if retries_done > 0 && host_result.failed() => Flag::RetryLimitExceeded,
                     () => Flag::None,
                 },
             };

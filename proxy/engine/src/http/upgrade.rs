@@ -15,6 +15,7 @@ use super::{
     local_reply::{self, Flag},
     Outcome,
 };
+use crate::upstream::outlier::HostResult;
 use crate::{
     config::RoutingPriority,
     upstream::{
@@ -49,7 +50,7 @@ pub(crate) async fn run(
     let sender = match pool::connect::<super::Body>(cluster, host.addr, purpose, priority).await {
         Ok(Sender::H1(s)) => s,
         Ok(Sender::H2(_)) | Err(_) => {
-            cluster.record_outcome(host, true);
+            cluster.record_outcome(host, HostResult::LocalOrigin { timeout: false });
             let mut o = Outcome::local(Flag::ConnectFailure);
             o.upstream_host = Some(host.addr);
             return o;
@@ -62,14 +63,14 @@ pub(crate) async fn run(
     let mut resp = match s.send_request(up_req).await {
         Ok(r) => r,
         Err(_) => {
-            cluster.record_outcome(host, true);
+            cluster.record_outcome(host, HostResult::Status(503));
             let mut o = Outcome::local(Flag::ConnectionTermination);
             o.upstream_host = Some(host.addr);
             return o;
         }
     };
     let upstream_ms = t0.elapsed().as_millis() as u64;
-    cluster.record_outcome(host, resp.status().is_server_error());
+    cluster.record_outcome(host, HostResult::Status(resp.status().as_u16()));
     let relayed = |resp| Outcome {
         resp,
         flag: Flag::None,

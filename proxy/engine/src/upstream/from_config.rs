@@ -1,14 +1,9 @@
 //! Adapter: validated `config::Cluster` -> runtime [`ClusterSpec`].
 
-use std::time::Duration;
-
 use super::spec::{
-    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, OutlierSpec, TlsSpec,
+    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, TlsSpec,
 };
 use crate::config;
-
-/// Envoy's default `outlier_detection.max_ejection_time` (300 s).
-pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
 fn data_source_path(d: &config::DataSource, cluster: &str, what: &str) -> String {
     match d {
@@ -148,13 +143,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             max_requests: cb.max_requests as usize,
             max_retries: cb.max_retries as usize,
         }),
-        outlier: c.outlier_detection.map(|o| OutlierSpec {
-            consecutive_5xx: o.consecutive_5xx,
-            interval: o.interval,
-            base_ejection_time: o.base_ejection_time,
-            max_ejection_percent: o.max_ejection_percent,
-            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
-        }),
+        outlier: c.outlier_detection,
         health_check,
         options: c.options.clone(),
         localities: c.localities.clone(),

@@ -1,29 +1,113 @@
-//! Outlier detection: consecutive 5xx ejection with Envoy's ejection time backoff and cap. As in
-//! Envoy, a host comes back only at an outlier sweep (every `interval` from the cluster's
-//! creation) at least `base_ejection_time x backoff` (at most `max_ejection_time`) after its
-//! ejection, and each sweep that finds it in service lowers its backoff by one. The sweeps are
-//! computed, not run: no timer task per cluster.
+//! Outlier detection as Envoy's `DetectorHostMonitorImpl`: per host, consecutive 5xx,
+//! consecutive gateway errors (502, 503, 504) and, with `split_external_local_origin_errors`,
+//! consecutive local-origin failures (connect failures, resets, timeouts; without the split
+//! they count as a 503 / 504). A count that reaches its threshold exactly is a detection: unless
+//! the host is already ejected, the count restarts, and the host is ejected with the
+//! `enforcing_*` percent's chance, within `max_ejection_percent`. Ejection times follow
+//! Envoy's backoff and cap: a host comes back only at an outlier sweep (every `interval` from
+//! the cluster's creation) at least `base_ejection_time x backoff` (at most
+//! `max_ejection_time`) after its ejection, and each sweep that finds it in service lowers its
+//! backoff by one. The sweeps are computed, not run: no timer task per cluster.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{now_ms, Cluster, Host, OutlierSpec};
 
-/// Records one request outcome; ejects the host when it reaches `consecutive_5xx` failures in a row
-/// and the cluster's ejection budget allows it. Ejection ends by itself (checked lazily by the
-/// balancer against the stored deadline), so a host returns without a timer task.
-pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) {
-    if !failed {
+/// What an attempt's end tells outlier detection about its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostResult {
+    /// A response with this status.
+    Status(u16),
+    /// The connection failed, was reset or timed out (a local-origin failure; Envoy counts a
+    /// connect failure or reset as a 503 and a timeout as a 504 unless split).
+    LocalOrigin {
+        /// A timeout (504 when not split), not a connect failure or reset (503).
+        timeout: bool,
+    },
+}
+
+impl HostResult {
+    /// A 5xx response or a local-origin failure (the host's `rq_error`).
+    pub fn failed(self) -> bool {
+        match self {
+            Self::Status(s) => s >= 500,
+            Self::LocalOrigin { .. } => true,
+        }
+    }
+}
+
+/// Which count reached its threshold.
+#[derive(Debug, Clone, Copy)]
+enum Detected {
+    Consecutive5xx,
+    Gateway,
+    LocalOrigin,
+}
+
+/// Records one attempt's result on `host` and ejects it on a detection (module doc).
+pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, result: HostResult) {
+    let status = match result {
+        HostResult::LocalOrigin { .. } if spec.split_local_origin => {
+            if bump(&host.consecutive_local) == spec.consecutive_local_origin_failure {
+                detected(cluster, spec, host, Detected::LocalOrigin);
+            }
+            return;
+        }
+        HostResult::LocalOrigin { timeout } => {
+            if timeout {
+                504
+            } else {
+                503
+            }
+        }
+        HostResult::Status(s) => {
+            // With the split, a response ends a run of local-origin failures.
+            if spec.split_local_origin {
+                host.consecutive_local.store(0, Ordering::Relaxed);
+            }
+            s
+        }
+    };
+    if status < 500 {
         host.consecutive_5xx.store(0, Ordering::Relaxed);
+        host.consecutive_gateway.store(0, Ordering::Relaxed);
         return;
     }
-    let n = host.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
-    if n < spec.consecutive_5xx.max(1) {
-        return;
+    if matches!(status, 502..=504) {
+        if bump(&host.consecutive_gateway) == spec.consecutive_gateway_failure {
+            detected(cluster, spec, host, Detected::Gateway);
+        }
+    } else {
+        host.consecutive_gateway.store(0, Ordering::Relaxed);
     }
+    if bump(&host.consecutive_5xx) == spec.consecutive_5xx {
+        detected(cluster, spec, host, Detected::Consecutive5xx);
+    }
+}
+
+/// Adds one to a count, returning the new value.
+fn bump(count: &AtomicU32) -> u32 {
+    count.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+}
+
+/// A detection (Envoy's `onConsecutiveErrorWorker` and `ejectHost`).
+fn detected(cluster: &Cluster, spec: &OutlierSpec, host: &Host, kind: Detected) {
     let now = now_ms();
     if host.is_ejected(now) {
         return;
     }
+    let (count, enforcing) = match kind {
+        Detected::Consecutive5xx => (&host.consecutive_5xx, spec.enforcing_consecutive_5xx),
+        Detected::Gateway => (
+            &host.consecutive_gateway,
+            spec.enforcing_consecutive_gateway_failure,
+        ),
+        Detected::LocalOrigin => (
+            &host.consecutive_local,
+            spec.enforcing_consecutive_local_origin_failure,
+        ),
+    };
+    count.store(0, Ordering::Relaxed);
     let hosts = cluster.all_hosts();
     let ejected = hosts.iter().filter(|h| h.is_ejected(now)).count();
     // Envoy ejects only while the ejected share, this host included, stays within
@@ -32,6 +116,15 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) 
     if (ejected + 1) * 100 > hosts.len() * spec.max_ejection_percent as usize {
         return;
     }
+    // The `enforcing_*` percent: Envoy's `featureEnabled` draw.
+    if enforcing < 100 && (enforcing == 0 || rand::random::<u32>() % 100 >= enforcing) {
+        return;
+    }
+    eject(cluster, spec, host, now);
+}
+
+/// Ejects `host` for its backoff's ejection time.
+fn eject(cluster: &Cluster, spec: &OutlierSpec, host: &Host, now: u64) {
     let max = spec.max_ejection_time.max(spec.base_ejection_time);
     let backoff = next_backoff(
         host.eject_backoff.load(Ordering::Relaxed),
@@ -50,7 +143,6 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, failed: bool) 
         interval_ms(spec),
     );
     host.ejected_until.store(until, Ordering::Relaxed);
-    host.consecutive_5xx.store(0, Ordering::Relaxed);
     cluster.stats.outlier_ejections.inc();
     tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = until - now, "outlier ejected host");
 }
@@ -87,6 +179,10 @@ fn back_at(now: u64, dur_ms: u64, epoch: u64, iv: u64) -> u64 {
 }
 
 #[cfg(test)]
+#[path = "outlier_tests.rs"]
+mod detector_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -99,6 +195,7 @@ mod tests {
             base_ejection_time: Duration::from_millis(base),
             max_ejection_percent: 100,
             max_ejection_time: Duration::from_millis(max),
+            ..OutlierSpec::default()
         }
     }
 

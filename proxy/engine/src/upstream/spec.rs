@@ -164,20 +164,8 @@ impl Default for Breakers {
     }
 }
 
-/// Outlier detection (consecutive 5xx only).
-#[derive(Debug, Clone)]
-pub struct OutlierSpec {
-    /// Consecutive 5xx (local-origin failures count too) before ejection (default 5).
-    pub consecutive_5xx: u32,
-    /// Evaluation interval (default 10 s); unused for consecutive-5xx ejection, kept for dumps.
-    pub interval: Duration,
-    /// Base ejection time (default 30 s), multiplied by the number of ejections.
-    pub base_ejection_time: Duration,
-    /// Max share of hosts ejected at once, percent (default 10; at least one host may be ejected).
-    pub max_ejection_percent: u32,
-    /// Upper bound on an ejection (default max(300 s, base)).
-    pub max_ejection_time: Duration,
-}
+/// Outlier detection: the cluster's validated `outlier_detection` (`upstream/outlier.rs`).
+pub type OutlierSpec = crate::config::OutlierDetection;
 
 /// Active HTTP health check.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     route::format::FormatContext,
-    upstream::{pool::ConnectError, Cluster, Host, LbContext},
+    upstream::{outlier::HostResult, pool::ConnectError, Cluster, Host, LbContext},
 };
 
 /// What every attempt of a request shares.
@@ -205,26 +205,36 @@ impl Attempts<'_> {
     }
 }
 
-/// How an attempt ended as far as retrying is concerned, and whether it counts as a failure
-/// of its host; `Err`: the request ends here with this outcome's flag (a circuit breaker's
+/// How an attempt ended as far as retrying is concerned, and what it tells outlier detection
+/// about its host; `Err`: the request ends here with this outcome's flag (a circuit breaker's
 /// overflow, or the client's malformed body: its fault, never counted against the host and
 /// never retried; Envoy answers 400 and closes), see [`ended`].
 pub(super) fn classify(
     cluster: &Cluster,
     result: &Result<Upstream, AttemptError>,
-) -> Result<(Try, bool), Flag> {
+) -> Result<(Try, HostResult), Flag> {
     Ok(match result {
         Ok(r) => (
             Try::Status(r.status().as_u16()),
-            r.status().is_server_error(),
+            HostResult::Status(r.status().as_u16()),
         ),
         Err(AttemptError::Connect(ConnectError::Overflow)) => {
             cluster.stats.upstream_rq_pending_overflow.inc();
             return Err(Flag::Overflow);
         }
-        Err(AttemptError::Connect(_)) => (Try::ConnectFailure, true),
-        Err(AttemptError::Reset) => (Try::Reset, true),
-        Err(AttemptError::Timeout) => (Try::PerTryTimeout, true),
+        // Envoy's outlier results: a connect failure and a timeout are local-origin, a reset
+        // of a stream that was sent is the upstream's (`ExtOriginRequestFailed`, a 503).
+        Err(AttemptError::Connect(e)) => (
+            Try::ConnectFailure,
+            HostResult::LocalOrigin {
+                timeout: matches!(e, ConnectError::Timeout),
+            },
+        ),
+        Err(AttemptError::Reset) => (Try::Reset, HostResult::Status(503)),
+        Err(AttemptError::Timeout) => (
+            Try::PerTryTimeout,
+            HostResult::LocalOrigin { timeout: true },
+        ),
         Err(AttemptError::Downstream) => return Err(Flag::DownstreamProtocolError),
     })
 }

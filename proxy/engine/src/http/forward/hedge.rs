@@ -14,6 +14,7 @@ use super::{
     attempt, attempts::ended, classify, mirror, retry, send_shadows, AttemptError, Attempts, Body,
     Cluster, Final, Flag, Host, Outcome, ReqBody, Upstream,
 };
+use crate::upstream::outlier::HostResult;
 use crate::{
     route::{format::FormatContext, RetryOn, RetryPolicy},
     upstream::resources::Slot as RetrySlot,
@@ -203,11 +204,11 @@ pub(super) async fn race(
                 slot.per_try_at = None;
                 slot.idle_at = None;
                 let (retried, host) = (slot.retried, slot.host.clone());
-                let (outcome, failed) = match classify(cluster, &result) {
+                let (outcome, host_result) = match classify(cluster, &result) {
                     Ok(c) => c,
                     Err(flag) => return ended(flag, host.addr),
                 };
-                cluster.record_outcome(&host, failed);
+                cluster.record_outcome(&host, host_result);
                 if race.pending.is_none() {
                     race.held = None;
                 }
@@ -253,7 +254,7 @@ pub(super) async fn race(
                         slot.retried = true;
                         // Counted as a timeout for outlier detection though it may still
                         // answer.
-                        cluster.record_outcome(&slot.host, true);
+                        cluster.record_outcome(&slot.host, HostResult::LocalOrigin { timeout: true });
                         // Envoy's `shouldHedgeRetryPerTryTimeout`: retried whatever
                         // `retry_on` says, while retries are left.
                         race.schedule(true, None);
