@@ -177,6 +177,31 @@ fn endpoints_answer_like_envoy() {
     }
 }
 
+/// The `circuit_breakers.*` gauges of every cluster (the `*_open` ones, and `remaining_*` where
+/// istiod's thresholds set `track_remaining`) are Envoy's, name and value, at rest.
+#[test]
+fn circuit_breaker_gauges_are_envoys() {
+    let envoy = start("sidecar.yaml", true);
+    let sluice = start("sidecar.yaml", false);
+    let gauges = |admin: &str| {
+        let (_, text) = get(admin, "GET", "/stats");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(".circuit_breakers."))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let e = gauges(&envoy.admin);
+    assert!(
+        e.iter()
+            .any(|l| l.ends_with(".circuit_breakers.default.remaining_rq: 4294967295")),
+        "Envoy: {e:#?}"
+    );
+    assert_eq!(gauges(&sluice.admin), e);
+}
+
 /// `/stats/prometheus` speaks Envoy's Prometheus naming: every `envoy_*` family sluice prints is
 /// one Envoy 1.40 prints for the same config, with the same type, and every sample sluice
 /// prints (name and labels) is one of Envoy's.

@@ -226,7 +226,10 @@ pub struct ForwardAction {
     pub prefix_rewrite: Option<String>,
     /// `regex_rewrite`.
     pub regex_rewrite: Option<RegexRewrite>,
-    /// `host_rewrite_literal` | `auto_host_rewrite`.
+    /// `path_rewrite`: the whole path (the query is kept) from a substitution format,
+    /// rendered after the request header mutations; empty leaves the path.
+    pub path_format: Option<Arc<format::HeaderValueFormat>>,
+    /// The host rewrite (`host_rewrite_specifier`).
     pub host_rewrite: HostRewrite,
     /// `timeout` (default [`DEFAULT_ROUTE_TIMEOUT`]); `None` = disabled (`0s`).
     pub timeout: Option<Duration>,
@@ -465,6 +468,9 @@ pub enum HostRewrite {
     Header(String),
     /// `host_rewrite_path_regex`: the path (without query) rewritten by the regex.
     PathRegex(RegexRewrite),
+    /// `host_rewrite`: a substitution format rendered after the request header mutations (a
+    /// missing value is `-`, as Envoy's); empty keeps the Host.
+    Format(Arc<format::HeaderValueFormat>),
 }
 
 /// `retry_policy`.

@@ -4,10 +4,12 @@
 //! a validated config cluster) and shared as an `Arc` by every request routed to it; requests hold
 //! the `Arc` so a reload never pulls a cluster from under an in-flight request.
 
+mod breaker_gauges;
 pub mod connector;
 pub mod edf;
 pub mod from_config;
 pub mod health;
+mod host_removal;
 pub mod lb;
 pub mod locality;
 pub mod outlier;
@@ -102,6 +104,9 @@ pub struct Host {
     pub rq_error: AtomicU64,
     /// Last time an ORIGINAL_DST request picked this host ([`now_ms`]).
     pub last_used: AtomicU64,
+    /// Service discovery dropped it but it passes its health checks: it stays until one fails
+    /// (Envoy's `pending_dynamic_removal`, `upstream/host_removal.rs`).
+    pub pending_removal: AtomicBool,
     /// The DEFAULT priority's connection pool.
     pool: pool::HostPool<RequestBody>,
     /// The HIGH priority's, made by the first HIGH request to the host: Envoy keys a host's
@@ -132,6 +137,7 @@ impl Host {
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
+            pending_removal: AtomicBool::new(false),
             pool: pool::HostPool::new(RoutingPriority::Default),
             high_pool: OnceLock::new(),
         })
@@ -167,11 +173,16 @@ impl Host {
             flags.push_str("/failed_outlier_check");
         }
         flags.push_str(match eds {
-            EndpointHealth::Healthy => "",
             EndpointHealth::Unhealthy => "/failed_eds_health",
             EndpointHealth::Degraded => "/degraded_eds_health",
-            EndpointHealth::Draining => "/eds_status_draining",
+            EndpointHealth::Healthy | EndpointHealth::Draining => "",
         });
+        if self.pending_removal.load(Ordering::Relaxed) {
+            flags.push_str("/pending_dynamic_removal");
+        }
+        if eds == EndpointHealth::Draining {
+            flags.push_str("/eds_status_draining");
+        }
         if flags.is_empty() {
             flags.push_str("healthy");
         }
@@ -340,6 +351,8 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// Current hosts (swapped by DNS refresh).
     pub hosts: ArcSwap<HostSet>,
+    /// Held by whoever replaces `hosts` (discovery, health checking), so no update is lost.
+    host_writer: Mutex<()>,
     /// ORIGINAL_DST hosts created on demand, keyed by destination.
     orig_dst_hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
     /// TLS origination, when the cluster has a TLS transport socket.
@@ -407,6 +420,7 @@ impl Cluster {
             stats: stats.cluster(&spec.name),
             spec,
             hosts: ArcSwap::from_pointee(set),
+            host_writer: Mutex::new(()),
             orig_dst_hosts: Mutex::new(HashMap::new()),
             tls,
             rr: AtomicUsize::new(0),
@@ -416,6 +430,8 @@ impl Cluster {
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),
             outlier_epoch_ms: now_ms(),
         });
+        let gauges: Arc<dyn crate::server::stats::Gauges> = cluster.clone();
+        stats.add_cluster_gauges(&cluster.spec.name, Arc::downgrade(&gauges));
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             let failure = cluster.spec.options.dns_failure_refresh;
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
@@ -503,6 +519,7 @@ impl Cluster {
     /// priority or health status now.
     fn set_hosts(&self, mut entries: Vec<HostEntry>, localities: &Localities) {
         entries.sort_by_key(|e| e.meta.priority);
+        let _writer = self.host_writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.hosts.load();
         if old.hosts.len() == entries.len()
             && old.entries().eq(entries.iter().cloned())
@@ -510,20 +527,28 @@ impl Cluster {
         {
             return;
         }
-        let hosts: Vec<(Arc<Host>, HostMeta)> = entries
-            .into_iter()
-            .map(|e| {
-                let host = old
-                    .hosts
-                    .iter()
-                    .find(|h| h.addr == e.addr && h.weight == e.weight && h.hostname == e.hostname)
-                    .cloned()
-                    .unwrap_or_else(|| Host::named(e.addr, e.weight, e.hostname));
-                (host, e.meta)
-            })
-            .collect();
+        // Envoy's order: the update's hosts, then the dropped ones that stay.
+        let kept = self.dropped_but_kept(&old, &entries);
+        let mut hosts: Vec<(Arc<Host>, HostMeta)> = Vec::with_capacity(entries.len() + kept.len());
+        hosts.extend(entries.into_iter().map(|e| {
+            let host = old
+                .hosts
+                .iter()
+                .find(|h| h.addr == e.addr && h.weight == e.weight && h.hostname == e.hostname)
+                .cloned()
+                .unwrap_or_else(|| Host::named(e.addr, e.weight, e.hostname));
+            host.pending_removal.store(false, Ordering::Relaxed);
+            (host, e.meta)
+        }));
+        hosts.extend(kept);
+        self.store_hosts(hosts, localities.clone());
+    }
+
+    /// Builds the balancer's tables over `hosts` and makes them current (the caller holds
+    /// `host_writer`).
+    fn store_hosts(&self, hosts: Vec<(Arc<Host>, HostMeta)>, localities: Localities) {
         let mut set = HostSet::build(&self.spec.lb, hosts, self.spec.options.locality_weighted_lb);
-        set.localities = localities.clone();
+        set.localities = localities;
         self.hosts.store(Arc::new(set));
     }
 }

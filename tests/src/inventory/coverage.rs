@@ -36,6 +36,19 @@ OtherTest {
     file: "tests/tests/hcm_http2_options.rs",
     test: "settings_and_connection_window_are_envoys",
     covers: &["extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options"],
+},
+OtherTest {
+    // An EDS update that drops a host which passes its active health checks: kept until a
+    // check fails (unset), or dropped at once (set). The suite has no EDS updates.
+    file: "tests/tests/xds_host_removal.rs",
+    test: "ignore_health_on_host_removal_drops_it_at_once_as_under_envoy",
+    covers: &["config.cluster.v3.Cluster.ignore_health_on_host_removal"],
+},
+OtherTest {
+    // istiod's default thresholds with track_remaining: the remaining_* gauges in /stats.
+    file: "tests/tests/admin.rs",
+    test: "circuit_breaker_gauges_are_envoys",
+    covers: &["config.cluster.v3.CircuitBreakers.Thresholds.track_remaining"],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

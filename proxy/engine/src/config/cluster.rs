@@ -246,6 +246,8 @@ pub struct CircuitBreakers {
     pub max_requests: u32,
     /// `max_retries` (default [`DEFAULT_MAX_RETRIES`]).
     pub max_retries: u32,
+    /// `track_remaining`: the priority's `circuit_breakers.<priority>.remaining_*` gauges.
+    pub track_remaining: bool,
 }
 
 impl Default for CircuitBreakers {
@@ -255,6 +257,7 @@ impl Default for CircuitBreakers {
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
             max_requests: DEFAULT_MAX_REQUESTS,
             max_retries: DEFAULT_MAX_RETRIES,
+            track_remaining: false,
         }
     }
 }
@@ -415,6 +418,10 @@ pub struct ClusterOptions {
     /// `common_lb_config.locality_weighted_lb_config` is set: within a priority level a
     /// locality is picked first, by its weight scaled by its availability (`upstream/locality.rs`).
     pub locality_weighted_lb: bool,
+    /// `ignore_health_on_host_removal`: a host that service discovery removes goes at once.
+    /// Unset (Envoy's default), a cluster with active health checking keeps a removed host
+    /// that passes its checks until it fails one.
+    pub ignore_health_on_host_removal: bool,
 }
 
 /// Envoy's default `ClusterLoadAssignment.policy.overprovisioning_factor` (140 %).
@@ -433,6 +440,7 @@ impl Default for ClusterOptions {
             overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
             weighted_priority_health: false,
             locality_weighted_lb: false,
+            ignore_health_on_host_removal: false,
         }
     }
 }

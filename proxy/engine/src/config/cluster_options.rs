@@ -1,7 +1,7 @@
 //! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
 //! `max_requests_per_connection` (both places), `upstream_connection_options`,
-//! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate` and
-//! `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
+//! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate`,
+//! `ignore_health_on_host_removal` and `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -78,6 +78,7 @@ pub(crate) fn options(
         tcp_keepalive,
         buffer_limit_bytes: raw.per_connection_buffer_limit_bytes,
         dns_failure_refresh,
+        ignore_health_on_host_removal: raw.ignore_health_on_host_removal.unwrap_or(false),
         ..ClusterOptions::default()
     };
     if let Some(c) = &raw.common_lb_config {

@@ -47,6 +47,7 @@ pub(crate) struct RawCluster {
     pub upstream_connection_options:
         Option<super::raw_cluster_options::RawUpstreamConnectionOptions>,
     pub respect_dns_ttl: Option<bool>,
+    pub ignore_health_on_host_removal: Option<bool>,
     pub dns_failure_refresh_rate: Option<super::raw_cluster_options::RawRefreshRate>,
     pub common_lb_config: Option<super::raw_cluster_options::RawCommonLbConfig>,
 }
@@ -142,6 +143,7 @@ pub(crate) struct RawThresholds {
     pub max_pending_requests: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
+    pub track_remaining: Option<bool>,
 }
 
 /// `OutlierDetection`.

@@ -271,6 +271,10 @@ pub(crate) struct RawRouteAction {
     pub auto_host_rewrite: Option<bool>,
     pub host_rewrite_header: Option<String>,
     pub host_rewrite_path_regex: Option<RawRegexMatchAndSubstitute>,
+    /// A substitution format string (`%REQ(...)%`, ...).
+    pub host_rewrite: Option<String>,
+    /// A substitution format string (`%REQ(...)%`, ...).
+    pub path_rewrite: Option<String>,
     pub timeout: Option<PbDuration>,
     pub idle_timeout: Option<PbDuration>,
     pub retry_policy: Option<RawRetryPolicy>,

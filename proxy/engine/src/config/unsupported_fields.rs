@@ -220,7 +220,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "dns_jitter",
     "upstream_connection_options",
     "close_connections_on_host_health_failure",
-    "ignore_health_on_host_removal",
     "filters",
     "track_timeout_budgets",
     "track_cluster_stats",
@@ -265,7 +264,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "additional_addresses",
     // Circuit breakers / outlier detection
     "retry_budget",
-    "track_remaining",
     "max_connection_pools",
     "per_host_thresholds",
     "consecutive_gateway_failure",

@@ -202,6 +202,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                 max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
                 max_requests: t.max_requests.unwrap_or(d.max_requests),
                 max_retries: t.max_retries.unwrap_or(d.max_retries),
+                track_remaining: t.track_remaining.unwrap_or(false),
             };
         }
     }

@@ -68,6 +68,8 @@ pub(crate) struct Plan {
     original_path: PathAndQuery,
     /// The rewritten path, when the route rewrote it.
     rewritten: Option<String>,
+    /// `path_rewrite`: sets `rewritten` once the request header mutations are applied.
+    path_format: Option<Arc<crate::route::format::HeaderValueFormat>>,
     host_rewrite: Option<HostPlan>,
     /// A weighted cluster's `host_rewrite_literal` and how many leading request header levels
     /// (its own: 0 or 1) apply before it.
@@ -155,7 +157,9 @@ impl Plan {
                 HostRewriteResult::Computed(s) => HostPlan::Literal(s.clone()),
                 HostRewriteResult::Auto => HostPlan::Auto,
                 HostRewriteResult::Header(n) => HostPlan::Header(n.to_string()),
+                HostRewriteResult::Format(f) => HostPlan::Format(Arc::clone(f)),
             }),
+            path_format: fwd.action.path_format.clone(),
             cluster_host: fwd
                 .cluster_host_rewrite
                 .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
@@ -287,6 +291,9 @@ pub(crate) async fn run(
     input: Input,
 ) -> Outcome {
     apply_request_mutations(&plan, &fmt, &mut parts);
+    if let Some(f) = &plan.path_format {
+        plan.rewritten = host::render_path(f, &fmt, &parts, &plan.original_path);
+    }
     if let Some(v) = &plan.grpc_timeout {
         parts.headers.insert("grpc-timeout", v.clone());
     }
@@ -317,6 +324,7 @@ pub(crate) async fn run(
         Some(HostPlan::Header(n)) => super::header_str(&parts.headers, n.as_str())
             .filter(|v| !v.is_empty())
             .map(HostPlan::Literal),
+        Some(HostPlan::Format(f)) => host::render_host(f, &fmt, &parts).map(HostPlan::Literal),
         Some(HostPlan::Literal(l)) => Some(HostPlan::Literal(l.clone())),
         Some(HostPlan::Auto) => Some(HostPlan::Auto),
         None => None,

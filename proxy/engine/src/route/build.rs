@@ -8,6 +8,7 @@ use super::{
     build_headers::mutations,
     build_match::{compile_regex, header_matcher, route_match},
     build_weighted::route_weighted,
+    format::HeaderValueFormat,
     internal_redirect::internal_redirect_policy,
     mirror::{mirror_policies, MirrorPolicy},
     rate_limited::rate_limited_back_off,
@@ -527,9 +528,21 @@ fn forward(
                 .err(format!("unknown value {o:?}")))
         }
     };
-    if raw.prefix_rewrite.is_some() && raw.regex_rewrite.is_some() {
-        return Err(p.err("only one of prefix_rewrite and regex_rewrite may be set"));
+    let path_rewrite = raw.path_rewrite.filter(|s| !s.is_empty());
+    let rewrites = [
+        raw.prefix_rewrite.is_some(),
+        raw.regex_rewrite.is_some(),
+        path_rewrite.is_some(),
+    ];
+    if rewrites.iter().filter(|b| **b).count() > 1 {
+        return Err(p.err("only one of prefix_rewrite, regex_rewrite and path_rewrite may be set"));
     }
+    let path_format = match &path_rewrite {
+        Some(f) => Some(Arc::new(
+            HeaderValueFormat::parse_template(f).map_err(|e| p.field("path_rewrite").err(e))?,
+        )),
+        None => None,
+    };
     let prefix_rewrite = raw.prefix_rewrite.filter(|s| !s.is_empty());
     if let Some(pr) = &prefix_rewrite {
         check_prefix_rewrite(pr, m, &p.field("prefix_rewrite"))?;
@@ -543,6 +556,7 @@ fn forward(
         raw.auto_host_rewrite,
         raw.host_rewrite_header,
         raw.host_rewrite_path_regex.as_ref(),
+        raw.host_rewrite,
         p,
     )?;
     let retry_policy = match &raw.retry_policy {
@@ -604,6 +618,7 @@ fn forward(
         cluster,
         prefix_rewrite,
         regex_rewrite,
+        path_format,
         host_rewrite,
         timeout,
         idle_timeout: raw.idle_timeout.map(|d| d.0),
@@ -650,12 +665,13 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 /// `host_rewrite_literal` | `auto_host_rewrite` | `host_rewrite_header` |
-/// `host_rewrite_path_regex` (Envoy's `host_rewrite_specifier` oneof).
+/// `host_rewrite_path_regex` | `host_rewrite` (Envoy's `host_rewrite_specifier` oneof).
 fn host_rewrite(
     literal: Option<String>,
     auto: Option<bool>,
     header: Option<String>,
     path_regex: Option<&RawRegexMatchAndSubstitute>,
+    format: Option<String>,
     p: &FieldPath,
 ) -> Result<HostRewrite, ConfigError> {
     let set = [
@@ -663,11 +679,12 @@ fn host_rewrite(
         auto == Some(true),
         header.is_some(),
         path_regex.is_some(),
+        format.is_some(),
     ];
     if set.iter().filter(|b| **b).count() > 1 {
         return Err(p.err(
-            "only one of host_rewrite_literal, auto_host_rewrite, host_rewrite_header and \
-             host_rewrite_path_regex may be set",
+            "only one of host_rewrite_literal, auto_host_rewrite, host_rewrite_header, \
+             host_rewrite_path_regex and host_rewrite may be set",
         ));
     }
     Ok(if let Some(h) = literal.filter(|h| !h.is_empty()) {
@@ -678,6 +695,10 @@ fn host_rewrite(
         HostRewrite::Header(header_name(&h, &p.field("host_rewrite_header"))?)
     } else if let Some(r) = path_regex {
         HostRewrite::PathRegex(regex_rewrite(r, &p.field("host_rewrite_path_regex"))?)
+    } else if let Some(f) = format.filter(|f| !f.is_empty()) {
+        HostRewrite::Format(Arc::new(
+            HeaderValueFormat::parse_template(&f).map_err(|e| p.field("host_rewrite").err(e))?,
+        ))
     } else {
         HostRewrite::None
     })

@@ -359,6 +359,9 @@ fn decide(
                         Some("auto (the endpoint's host name)".to_string())
                     }
                     Some(HostRewriteResult::Header(h)) => Some(format!("from header {h}")),
+                    Some(HostRewriteResult::Format(_)) => {
+                        Some("from host_rewrite's format (rendered at forward)".to_string())
+                    }
                     None => f.cluster_host_rewrite.map(str::to_string),
                 },
                 request_headers_set,

@@ -85,6 +85,12 @@ impl HeaderValueFormat {
         }
     }
 
+    /// Parses a template even when it has no operator (a route's `path_rewrite` /
+    /// `host_rewrite`). Errors name the operator.
+    pub(crate) fn parse_template(v: &str) -> Result<Self, String> {
+        Self::parse_as(v, Kind::Header)
+    }
+
     /// Parses a body format string (`SubstitutionFormatString`): `%LOCAL_REPLY_BODY%` is
     /// allowed too. Errors name the operator.
     pub(crate) fn parse_body(v: &str) -> Result<Self, String> {

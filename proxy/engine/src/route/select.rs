@@ -171,6 +171,8 @@ pub enum HostRewriteResult<'a> {
     Header(&'a str),
     /// `host_rewrite_path_regex`: the rewritten path (without query).
     Computed(String),
+    /// `host_rewrite`: rendered from this format after the request header mutations.
+    Format(&'a std::sync::Arc<super::format::HeaderValueFormat>),
 }
 
 /// Splits `:path` into path and query (without `?`); the fragment is dropped.
@@ -330,6 +332,7 @@ impl RouteTable {
                     HostRewrite::PathRegex(r) => {
                         Some(HostRewriteResult::Computed(r.apply(path).into_owned()))
                     }
+                    HostRewrite::Format(f) => Some(HostRewriteResult::Format(f)),
                 };
                 Selection::Forward(Forward {
                     route_ref,

@@ -122,6 +122,7 @@ fn render(t: &RouteTable, r: &Req) -> String {
                 Some(HostRewriteResult::Computed(h)) => s.push_str(&format!(" host={h}")),
                 Some(HostRewriteResult::Auto) => s.push_str(" host=auto"),
                 Some(HostRewriteResult::Header(h)) => s.push_str(&format!(" host=header:{h}")),
+                Some(HostRewriteResult::Format(_)) => s.push_str(" host=format"),
                 None => {}
             }
             if !f.request_headers.is_empty() {

@@ -7,9 +7,15 @@ use std::{
     fmt::Write as _,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
 };
+
+/// Gauges read from live state when stats are rendered (nothing updated on the hot path).
+pub trait Gauges: Send + Sync + std::fmt::Debug {
+    /// Inserts `<prefix>.<stat> -> value` for each gauge.
+    fn render_gauges(&self, prefix: &str, out: &mut BTreeMap<String, u64>);
+}
 
 /// A monotonically increasing counter (or a gauge when `dec` is used).
 #[derive(Debug, Default)]
@@ -135,6 +141,10 @@ pub struct StatsStore {
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    /// Each cluster name's gauges, one per built cluster of that name, oldest first: the
+    /// newest still alive is shown (a cluster built for a config that was then rejected dies
+    /// and the running one shows again).
+    cluster_gauges: Mutex<BTreeMap<String, Vec<Weak<dyn Gauges>>>>,
     /// `server.*` counters.
     pub server: ServerStats,
     /// Istio's standard metrics.
@@ -158,6 +168,28 @@ impl StatsStore {
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
         let mut m = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(name.to_string()).or_default().clone()
+    }
+    /// Adds the gauges of a newly built cluster `name`.
+    pub fn add_cluster_gauges(&self, name: &str, gauges: Weak<dyn Gauges>) {
+        let mut m = self
+            .cluster_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let list = m.entry(name.to_string()).or_default();
+        list.retain(|g| g.strong_count() > 0);
+        list.push(gauges);
+    }
+    /// The live gauges of cluster `name`, rendered under `prefix` into `out`.
+    fn render_cluster_gauges(&self, name: &str, prefix: &str, out: &mut BTreeMap<String, u64>) {
+        let g = self
+            .cluster_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .and_then(|list| list.iter().rev().find_map(Weak::upgrade));
+        if let Some(g) = g {
+            g.render_gauges(prefix, out);
+        }
     }
     /// The stats of HTTP connection manager `stat_prefix`.
     pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
@@ -187,7 +219,10 @@ impl StatsStore {
                 "cluster",
                 "envoy_cluster_name",
                 n,
-                &scope(&|m| s.render("", m)),
+                &scope(&|m| {
+                    s.render("", m);
+                    self.render_cluster_gauges(n, "", m);
+                }),
             );
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -210,7 +245,9 @@ impl StatsStore {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            s.render(&format!("cluster.{n}"), &mut all);
+            let prefix = format!("cluster.{n}");
+            s.render(&prefix, &mut all);
+            self.render_cluster_gauges(n, &prefix, &mut all);
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             s.render(&format!("http.{n}"), &mut all);

@@ -142,6 +142,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             max_pending_requests: cb.max_pending_requests as usize,
             max_requests: cb.max_requests as usize,
             max_retries: cb.max_retries as usize,
+            track_remaining: cb.track_remaining,
         }),
         outlier: c.outlier_detection,
         health_check,

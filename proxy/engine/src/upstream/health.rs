@@ -53,6 +53,7 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
             }
             apply(&mut streaks, h, ok, &spec);
         }
+        c.remove_failed_pending();
         c.health_round_done();
         // Envoy's checker picks the next interval as it schedules it: `no_traffic_interval`
         // until the cluster has opened an upstream connection of its own (the checker's are

@@ -97,6 +97,7 @@ mod tests {
             max_pending_requests: max,
             max_requests: max,
             max_retries: max,
+            track_remaining: false,
         }
     }
 

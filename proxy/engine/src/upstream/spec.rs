@@ -151,6 +151,8 @@ pub struct Breakers {
     pub max_requests: usize,
     /// Max retries in flight.
     pub max_retries: usize,
+    /// Publish the `remaining_*` gauges (`track_remaining`).
+    pub track_remaining: bool,
 }
 
 impl Default for Breakers {
@@ -160,6 +162,7 @@ impl Default for Breakers {
             max_pending_requests: DEFAULT_MAX_PENDING,
             max_requests: DEFAULT_MAX_REQUESTS,
             max_retries: DEFAULT_MAX_RETRIES,
+            track_remaining: false,
         }
     }
 }

@@ -1,10 +1,14 @@
-//! The Host of a forwarded request: a ClusterWeight's `host_rewrite_literal` between the
-//! request header levels, and per attempt the route's host rewrite with
-//! `x-envoy-original-host` / `append_x_forwarded_host`.
+//! The Host and path of a forwarded request: a ClusterWeight's `host_rewrite_literal` between
+//! the request header levels, the route's `host_rewrite` / `path_rewrite` formats rendered
+//! after them, and per attempt the route's host rewrite with `x-envoy-original-host` /
+//! `append_x_forwarded_host`.
 
-use http::{header, request::Parts, HeaderValue};
+use std::sync::Arc;
+
+use http::{header, request::Parts, uri::PathAndQuery, HeaderValue};
 
 use super::{FormatContext, HeaderMutations, Host, Plan};
+use crate::route::format::HeaderValueFormat;
 
 /// The route's host rewrite, resolved per attempt by [`set_authority`].
 pub(super) enum HostPlan {
@@ -14,6 +18,51 @@ pub(super) enum HostPlan {
     Auto,
     /// `host_rewrite_header`: this request header's first value after the mutations.
     Header(String),
+    /// `host_rewrite`: rendered after the mutations ([`render_host`]).
+    Format(Arc<HeaderValueFormat>),
+}
+
+/// `host_rewrite`'s Host, from the request after its header mutations: a missing value
+/// renders `-` (Envoy's text formatter); an empty result keeps the Host.
+pub(super) fn render_host(
+    f: &HeaderValueFormat,
+    fmt: &FormatContext<'_>,
+    parts: &Parts,
+) -> Option<String> {
+    let out = render(f, fmt, parts, "-");
+    (!out.is_empty()).then_some(out)
+}
+
+/// `path_rewrite`'s path, from the request after its header mutations, with the request's
+/// query after it (joined with `?` as it is, as Envoy); a missing value renders empty and an
+/// empty result keeps the path (`None`).
+pub(super) fn render_path(
+    f: &HeaderValueFormat,
+    fmt: &FormatContext<'_>,
+    parts: &Parts,
+    original: &PathAndQuery,
+) -> Option<String> {
+    let mut out = render(f, fmt, parts, "");
+    if out.is_empty() {
+        return None;
+    }
+    if let Some(q) = original.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
+/// Renders `f` over the request's headers as they are now, `missing` for an operator without
+/// a value.
+fn render(f: &HeaderValueFormat, fmt: &FormatContext<'_>, parts: &Parts, missing: &str) -> String {
+    let mut out = String::new();
+    let ctx = FormatContext {
+        request: Some(&parts.headers),
+        ..*fmt
+    };
+    f.render_into(&ctx, None, missing, &mut out);
+    out
 }
 
 /// Applies the request header levels in order; a weighted cluster's `host_rewrite_literal`
@@ -90,7 +139,7 @@ fn set_authority(
     let value = match rewrite {
         Some(HostPlan::Literal(literal)) => Some(literal.as_str()),
         Some(HostPlan::Auto) => host.hostname.as_deref(),
-        Some(HostPlan::Header(_)) | None => None,
+        Some(HostPlan::Header(_) | HostPlan::Format(_)) | None => None,
     };
     let value = match value {
         Some(v) => {

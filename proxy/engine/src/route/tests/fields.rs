@@ -165,6 +165,21 @@ fn rejected_combinations_name_the_field() {
         "{ cluster: a, host_rewrite_literal: x, host_rewrite_header: y }",
     ));
     assert!(e.contains("only one of host_rewrite_literal"), "{e}");
+    let e = err(&base(
+        "{ cluster: a, host_rewrite_literal: x, host_rewrite: y }",
+    ));
+    assert!(e.contains("host_rewrite may be set"), "{e}");
+    let e = err(&base(
+        "{ cluster: a, prefix_rewrite: /x, path_rewrite: /y }",
+    ));
+    assert!(
+        e.contains("only one of prefix_rewrite, regex_rewrite and path_rewrite"),
+        "{e}"
+    );
+    let e = err(&base("{ cluster: a, path_rewrite: '/%NOPE%' }"));
+    assert!(e.contains(".route.path_rewrite:"), "{e}");
+    let e = err(&base("{ cluster: a, host_rewrite: '%REQ(x%' }"));
+    assert!(e.contains(".route.host_rewrite:"), "{e}");
     let e = err(
         "virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: /, runtime_fraction: { default_value: { numerator: 1, denominator: BILLION } } }, route: { cluster: a } }] }]",
     );

@@ -102,7 +102,7 @@ impl Families {
     pub(super) fn text(&self) -> String {
         let mut out = String::new();
         for (family, samples) in &self.0 {
-            let kind = if family.ends_with("_active") {
+            let kind = if family.ends_with("_active") || family.contains("_circuit_breakers_") {
                 "gauge"
             } else {
                 "counter"
