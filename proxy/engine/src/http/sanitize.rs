@@ -5,10 +5,14 @@
 
 use std::fmt::Write as _;
 
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use super::ConnInfo;
 use crate::config;
+
+/// Names looked up on every request, made once (a `&str` name is parsed at each lookup).
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
 /// request is internal without `internal_address_config` (1.40), so the router-control headers are
@@ -25,7 +29,7 @@ pub(super) fn request(
     // No connection has a peer certificate here (no downstream mutual TLS): Envoy keeps a
     // client's x-forwarded-client-cert only under ALWAYS_FORWARD_ONLY.
     if !cfg.forward_client_cert {
-        h.remove("x-forwarded-client-cert");
+        h.remove(XFCC);
     }
     if let Some(v) = &cfg.via {
         super::via::append(v, h);
@@ -44,8 +48,8 @@ pub(super) fn request(
         h.insert("x-forwarded-port", HeaderValue::from(conn.orig_dst.port()));
     }
     if !cfg.use_remote_address {
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+        if !h.contains_key(XFP) {
+            h.insert(XFP, HeaderValue::from_static(scheme));
         }
         return;
     }
@@ -55,7 +59,7 @@ pub(super) fn request(
     if !cfg.skip_xff_append {
         append_xff(conn, h);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    h.insert(XFP, HeaderValue::from_static(scheme));
     // The client as the rest of the request sees it (rate limit descriptors too).
     let client = RemoteAddress::of(cfg, conn).resolve(h);
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
