@@ -40,6 +40,7 @@ mod tests_tracing;
 pub(crate) mod tracing;
 mod typed;
 mod unsupported_fields;
+mod user_agent;
 mod validate;
 mod validate_chain;
 mod validate_cluster;
@@ -82,6 +83,7 @@ pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};
 pub use tracing::{RequestIdExtension, Sampling, Tracing};
 pub use typed::{ClusterRef, ListenerRef};
+pub use user_agent::UserAgent;
 
 /// A validated Envoy v3 static bootstrap: everything the proxy runs.
 #[derive(Debug, Clone)]

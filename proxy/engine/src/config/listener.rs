@@ -203,6 +203,10 @@ pub struct HttpConnectionManager {
     /// removes it on a connection without a peer certificate, i.e. on every connection here
     /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
     pub forward_client_cert: bool,
+    /// `add_user_agent` (default false): the node's identity in
+    /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`
+    /// (`config/user_agent.rs`).
+    pub user_agent: Option<super::user_agent::UserAgent>,
     /// `http_protocol_options.accept_http_10` (default false): HTTP/1.0 requests are served
     /// instead of refused with 426; one without Host then takes `default_host_for_http_10`
     /// (else 400).

@@ -328,6 +328,7 @@ pub(crate) struct RawHcm {
     pub max_request_headers_kb: Option<u32>,
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
     pub forward_client_cert_details: Option<String>,
+    pub add_user_agent: Option<bool>,
     pub proxy_100_continue: Option<bool>,
     pub http2_protocol_options: Option<RawHttp2Options>,
     pub http_protocol_options: Option<RawHttp1Options>,

@@ -121,7 +121,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "typed_header_validation_config",
     "append_local_overload",
     "add_proxy_protocol_connection_state",
-    "add_user_agent",
     "max_requests_per_connection",
     // Http1ProtocolOptions (the HCM's http_protocol_options)
     "allow_absolute_url",

@@ -115,6 +115,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         }
         listeners.push(listener);
     }
+    super::user_agent::fill(&mut listeners, node.as_ref(), &root)?;
     // Envoy refuses a bootstrap that serves nothing; on reload such a file (empty, or caught
     // half-written) would otherwise remove every listener. Listeners may come over LDS.
     if listeners.is_empty() && !dynamic_resources.as_ref().is_some_and(|d| d.lds) {
@@ -456,6 +457,9 @@ fn hcm(
         via,
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
         forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
+        // Filled with the node's identity once the bootstrap is read (`user_agent::fill`).
+        user_agent: (raw.add_user_agent == Some(true))
+            .then(super::user_agent::UserAgent::unresolved),
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
         http10: http10(raw.http_protocol_options.as_ref(), p)?,

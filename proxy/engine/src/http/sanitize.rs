@@ -13,11 +13,38 @@ use crate::config;
 /// Names looked up on every request, made once (a `&str` name is parsed at each lookup).
 const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const DOWNSTREAM_CLUSTER: HeaderName =
+    HeaderName::from_static("x-envoy-downstream-service-cluster");
+const DOWNSTREAM_NODE: HeaderName = HeaderName::from_static("x-envoy-downstream-service-node");
 
 /// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
 /// request is internal without `internal_address_config` (1.40), so the router-control headers are
 /// stripped; `use_remote_address` appends the peer to `x-forwarded-for`.
 pub(super) fn request(
+    cfg: &config::HttpConnectionManager,
+    conn: &ConnInfo,
+    scheme: &'static str,
+    h: &mut HeaderMap,
+) {
+    forwarding(cfg, conn, scheme, h);
+    if let Some(ua) = &cfg.user_agent {
+        add_user_agent(ua, h);
+    }
+}
+
+/// `add_user_agent`, after the client's values of these headers were stripped (edge).
+fn add_user_agent(ua: &config::UserAgent, h: &mut HeaderMap) {
+    h.insert(DOWNSTREAM_CLUSTER, ua.cluster.clone());
+    if h.get(header::USER_AGENT).is_none_or(HeaderValue::is_empty) {
+        h.insert(header::USER_AGENT, ua.cluster.clone());
+    }
+    if let Some(n) = &ua.node {
+        h.insert(DOWNSTREAM_NODE, n.clone());
+    }
+}
+
+/// Everything but `add_user_agent`.
+fn forwarding(
     cfg: &config::HttpConnectionManager,
     conn: &ConnInfo,
     scheme: &'static str,
