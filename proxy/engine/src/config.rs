@@ -7,6 +7,7 @@
 //! Parsing is pure: no I/O except [`load_file`] / [`load_serving_file`] reading the file, no
 //! tokio, no sockets.
 
+mod access_log_filter;
 mod chain_match;
 mod cluster;
 mod cluster_options;
@@ -48,6 +49,7 @@ mod yaml_limits;
 
 use std::{path::Path as FsPath, sync::Arc};
 
+pub use access_log_filter::{AccessLogFilter, CmpOp, Comparison, Logged};
 pub use chain_match::{AppProtocols, ChainMatch, Cidr, ConnFacts, SourceType};
 pub use cluster::{
     CircuitBreakers, Cluster, ClusterOptions, DataSource, DiscoveryType, DnsLookupFamily, Endpoint,
@@ -76,7 +78,7 @@ pub use http2_options::{
 };
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, Http10, HttpConnectionManager, Listener,
-    ListenerFilter, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
+    ListenerFilter, LogSink, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
     DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
 pub(crate) use path::FieldPath;

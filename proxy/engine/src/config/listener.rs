@@ -281,7 +281,16 @@ pub enum CodecType {
 
 /// `access_log[]` with Envoy's default format ([`ENVOY_DEFAULT_ACCESS_LOG_FORMAT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLog {
+pub struct AccessLog {
+    /// Where lines go (`typed_config`).
+    pub sink: LogSink,
+    /// `filter`: which requests are logged (all without one).
+    pub filter: Option<super::AccessLogFilter>,
+}
+
+/// An access log's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSink {
     /// `envoy.access_loggers.stdout`.
     Stdout,
     /// `envoy.access_loggers.file` with `path`.

@@ -417,6 +417,7 @@ pub(crate) struct RawAccessLog {
     #[allow(dead_code)]
     pub name: Option<String>,
     pub typed_config: Option<Value>,
+    pub filter: Option<super::access_log_filter::RawAccessLogFilter>,
 }
 
 /// `FileAccessLog` (log_format is not supported: Envoy's default format is used).

@@ -153,7 +153,13 @@ fn kubeflow_example_routes_like_the_istio_gateway() {
         panic!("expected HCM")
     };
     assert_eq!(hcm.stream_idle_timeout, None, "0s disables");
-    assert_eq!(hcm.access_log, vec![AccessLog::Stdout]);
+    assert_eq!(
+        hcm.access_log,
+        vec![AccessLog {
+            sink: LogSink::Stdout,
+            filter: None
+        }]
+    );
     let headers: Vec<(&str, &str)> = vec![("x-forwarded-prefix", "/spoofed")];
     let req = RequestView {
         authority: Some("gateway.kubeflow.example"),

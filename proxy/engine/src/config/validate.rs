@@ -19,8 +19,9 @@ use super::{
         RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawSocketAddress, RawTcpProxy,
     },
     validate_chain, validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError,
-    FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, NetworkFilter, Node,
-    TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
+    FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, LogSink,
+    NetworkFilter, Node, TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT,
+    DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
 };
 use crate::route::{build_route_table, build_weighted, WeightedInput};
 
@@ -510,6 +511,18 @@ fn forward_client_cert(mode: Option<&str>, p: &FieldPath) -> Result<bool, Config
 }
 
 fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, ConfigError> {
+    let filter = match &raw.filter {
+        Some(f) => Some(super::access_log_filter::parse(f, &p.field("filter"))?),
+        None => None,
+    };
+    Ok(AccessLog {
+        sink: log_sink(raw, p)?,
+        filter,
+    })
+}
+
+/// `typed_config`: stdout or a file.
+fn log_sink(raw: &RawAccessLog, p: &FieldPath) -> Result<LogSink, ConfigError> {
     let tp = p.field("typed_config");
     let tc: &Value = raw
         .typed_config
@@ -518,7 +531,7 @@ fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, Conf
     match type_url(tc) {
         Some(STDOUT_LOG_TYPE) => {
             let _: Empty = typed_config(tc, &tp, STDOUT_LOG_TYPE)?;
-            Ok(AccessLog::Stdout)
+            Ok(LogSink::Stdout)
         }
         Some(FILE_LOG_TYPE) => {
             let f: RawFileAccessLog = typed_config(tc, &tp, FILE_LOG_TYPE)?;
@@ -526,7 +539,7 @@ fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, Conf
                 .path
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| tp.field("path").err("required"))?;
-            Ok(AccessLog::File {
+            Ok(LogSink::File {
                 path: PathBuf::from(path),
             })
         }

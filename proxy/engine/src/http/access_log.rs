@@ -120,10 +120,10 @@ impl Entry {
     }
 }
 
-/// Where one HCM's access log lines go.
+/// Where one HCM's access log lines go: each sink with its filter.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogger {
-    sinks: Vec<mpsc::Sender<String>>,
+    sinks: Vec<(mpsc::Sender<String>, Option<config::AccessLogFilter>)>,
 }
 
 impl AccessLogger {
@@ -133,11 +133,11 @@ impl AccessLogger {
             .iter()
             .map(|l| {
                 let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
-                let target = l.clone();
+                let target = l.sink.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut out: Box<dyn std::io::Write> = match &target {
-                        config::AccessLog::Stdout => Box::new(std::io::stdout()),
-                        config::AccessLog::File { path } => match std::fs::OpenOptions::new()
+                        config::LogSink::Stdout => Box::new(std::io::stdout()),
+                        config::LogSink::File { path } => match std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)
                             .open(path)
@@ -156,7 +156,7 @@ impl AccessLogger {
                         }
                     }
                 });
-                tx
+                (tx, l.filter.clone())
             })
             .collect();
         Self { sinks }
@@ -167,10 +167,19 @@ impl AccessLogger {
         !self.sinks.is_empty()
     }
 
-    /// Queues one line to every sink (dropped if a sink is backed up).
+    /// Queues one line to every sink whose filter admits it (dropped if a sink is backed up).
     pub fn log(&self, e: &Entry) {
-        let line = e.render();
-        for s in &self.sinks {
+        let logged = config::Logged {
+            status: e.status,
+            duration_ms: e.duration.as_millis() as u64,
+            flags: e.flags,
+        };
+        let mut line: Option<String> = None;
+        for (s, filter) in &self.sinks {
+            if filter.as_ref().is_some_and(|f| !f.admits(&logged)) {
+                continue;
+            }
+            let line = line.get_or_insert_with(|| e.render());
             let _ = s.try_send(line.clone());
         }
     }
