@@ -620,6 +620,7 @@ pub async fn handle_with(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0),
+        request_headers: hcm.log.headers_to_keep(req.headers()),
         ..Entry::default()
     });
 

@@ -1,18 +1,23 @@
 //! `AccessLog.filter` (`config.accesslog.v3.AccessLogFilter`): which requests an access log
 //! writes. Supported: `status_code_filter` and `duration_filter` (a comparison with the
 //! status sent downstream, 0 when none, or the request's duration in ms), `response_flag_filter`
-//! (any of the flags, or any flag at all when none are listed), `not_health_check_filter`
-//! (always true: the HCM serves no health check requests here), `and_filter` / `or_filter`.
+//! (any of the flags, or any flag at all when none are listed), `header_filter` (a route
+//! `HeaderMatcher` over the request headers as the HCM received them, kept for the log only when
+//! a filter asks), `not_health_check_filter` (always true: the HCM serves no health check
+//! requests here), `and_filter` / `or_filter`.
 //! A `RuntimeUInt32`'s `runtime_key` is a documented no-op (no runtime here): its
 //! `default_value` is used. The other filters are refused, naming the field.
+
+use std::{borrow::Cow, sync::Arc};
 
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::{ConfigError, FieldPath};
+use super::{raw_route::RawHeaderMatcher, ConfigError, FieldPath};
+use crate::route::HeaderMatcher;
 
 /// One `AccessLogFilter`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AccessLogFilter {
     /// `status_code_filter`.
     StatusCode(Comparison),
@@ -22,6 +27,8 @@ pub enum AccessLogFilter {
     NotHealthCheck,
     /// `response_flag_filter`: these flags (empty: any flag).
     ResponseFlags(Box<[String]>),
+    /// `header_filter`.
+    Header(Arc<HeaderMatcher>),
     /// `and_filter`.
     And(Box<[AccessLogFilter]>),
     /// `or_filter`.
@@ -59,6 +66,14 @@ pub struct Logged<'a> {
     pub duration_ms: u64,
     /// Response flags, comma-separated (`-`: none).
     pub flags: &'a str,
+    /// `:method`, `:path` and `:authority` as received.
+    pub method: &'a str,
+    /// See `method`.
+    pub path: &'a str,
+    /// See `method`.
+    pub authority: Option<&'a str>,
+    /// The request headers as received (kept only when a filter reads them).
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 impl Comparison {
@@ -73,6 +88,15 @@ impl Comparison {
 }
 
 impl AccessLogFilter {
+    /// Whether the filter reads request headers (the log then keeps them).
+    pub fn reads_headers(&self) -> bool {
+        match self {
+            Self::Header(_) => true,
+            Self::And(fs) | Self::Or(fs) => fs.iter().any(Self::reads_headers),
+            _ => false,
+        }
+    }
+
     /// Whether the request is logged.
     pub fn admits(&self, l: &Logged<'_>) -> bool {
         match self {
@@ -85,6 +109,18 @@ impl AccessLogFilter {
                     set.next().is_some()
                 } else {
                     set.any(|f| want.iter().any(|w| w == f))
+                }
+            }
+            Self::Header(m) => {
+                let single = |v: Option<&str>| m.matches(v.map(Cow::Borrowed));
+                match m.name.as_str() {
+                    ":method" => single(Some(l.method)),
+                    ":path" => single(Some(l.path)),
+                    ":authority" | "host" => single(l.authority),
+                    name => match l.headers {
+                        Some(h) => m.matches_any(name, h),
+                        None => single(None),
+                    },
                 }
             }
             Self::And(fs) => fs.iter().all(|f| f.admits(l)),
@@ -111,7 +147,7 @@ pub(crate) struct RawAccessLogFilter {
     response_flag_filter: Option<RawFlags>,
     traceable_filter: Option<Value>,
     runtime_filter: Option<Value>,
-    header_filter: Option<Value>,
+    header_filter: Option<RawHeaderFilter>,
     grpc_status_filter: Option<Value>,
     extension_filter: Option<Value>,
     metadata_filter: Option<Value>,
@@ -149,6 +185,12 @@ struct RawFilters {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHeaderFilter {
+    header: Option<RawHeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawFlags {
     #[serde(default)]
     flags: Vec<String>,
@@ -162,7 +204,6 @@ pub(crate) fn parse(
     let unsupported = [
         ("traceable_filter", raw.traceable_filter.is_some()),
         ("runtime_filter", raw.runtime_filter.is_some()),
-        ("header_filter", raw.header_filter.is_some()),
         ("grpc_status_filter", raw.grpc_status_filter.is_some()),
         ("extension_filter", raw.extension_filter.is_some()),
         ("metadata_filter", raw.metadata_filter.is_some()),
@@ -171,7 +212,8 @@ pub(crate) fn parse(
     if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(p.field(name).unsupported(
             "access log filters other than status_code_filter, duration_filter, \
-             response_flag_filter, not_health_check_filter, and_filter and or_filter",
+             response_flag_filter, header_filter, not_health_check_filter, and_filter and \
+             or_filter",
         ));
     }
     let mut found: Vec<AccessLogFilter> = Vec::with_capacity(1);
@@ -186,6 +228,13 @@ pub(crate) fn parse(
             c,
             &p.field("duration_filter"),
         )?));
+    }
+    if let Some(h) = &raw.header_filter {
+        let hp = p.field("header_filter").field("header");
+        let m = h.header.as_ref().ok_or_else(|| hp.err("required"))?;
+        found.push(AccessLogFilter::Header(Arc::new(
+            crate::route::build_match::header_matcher(m, &hp)?,
+        )));
     }
     if raw.not_health_check_filter.is_some() {
         found.push(AccessLogFilter::NotHealthCheck);
@@ -253,6 +302,10 @@ mod tests {
             status,
             duration_ms,
             flags,
+            method: "GET",
+            path: "/",
+            authority: None,
+            headers: None,
         }
     }
 
@@ -292,8 +345,10 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field() {
-        let e = err("header_filter: {header: {name: x, present_match: true}}");
-        assert!(e.contains("filter.header_filter: not supported"), "{e}");
+        let e = err("traceable_filter: {}");
+        assert!(e.contains("filter.traceable_filter: not supported"), "{e}");
+        let e = err("header_filter: {}");
+        assert!(e.contains("filter.header_filter.header: required"), "{e}");
         let e = err("response_flag_filter: {flags: [UH, XX]}");
         assert!(
             e.contains("filter.response_flag_filter.flags[1]: unknown response flag"),

@@ -280,7 +280,7 @@ pub enum CodecType {
 }
 
 /// `access_log[]` with Envoy's default format ([`ENVOY_DEFAULT_ACCESS_LOG_FORMAT`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AccessLog {
     /// Where lines go (`typed_config`).
     pub sink: LogSink,

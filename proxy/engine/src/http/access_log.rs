@@ -56,6 +56,8 @@ pub struct Entry {
     pub authority: Option<String>,
     /// Upstream host address.
     pub upstream_host: Option<String>,
+    /// The request headers as received, kept only when a `header_filter` reads them.
+    pub request_headers: Option<http::HeaderMap>,
 }
 
 /// Formats `t` like Envoy's `%START_TIME%`: `2024-01-31T12:34:56.789Z`.
@@ -124,6 +126,8 @@ impl Entry {
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogger {
     sinks: Vec<(mpsc::Sender<String>, Option<config::AccessLogFilter>)>,
+    /// A filter reads request headers: entries keep them ([`Entry::request_headers`]).
+    keeps_headers: bool,
 }
 
 impl AccessLogger {
@@ -159,7 +163,20 @@ impl AccessLogger {
                 (tx, l.filter.clone())
             })
             .collect();
-        Self { sinks }
+        let keeps_headers = logs.iter().any(|l| {
+            l.filter
+                .as_ref()
+                .is_some_and(config::AccessLogFilter::reads_headers)
+        });
+        Self {
+            sinks,
+            keeps_headers,
+        }
+    }
+
+    /// The request headers an entry keeps: a copy only when a filter reads them.
+    pub fn headers_to_keep(&self, h: &http::HeaderMap) -> Option<http::HeaderMap> {
+        self.keeps_headers.then(|| h.clone())
     }
 
     /// Whether any sink is configured (skip building entries otherwise).
@@ -173,6 +190,10 @@ impl AccessLogger {
             status: e.status,
             duration_ms: e.duration.as_millis() as u64,
             flags: e.flags,
+            method: &e.method,
+            path: &e.path,
+            authority: e.authority.as_deref(),
+            headers: e.request_headers.as_ref(),
         };
         let mut line: Option<String> = None;
         for (s, filter) in &self.sinks {
