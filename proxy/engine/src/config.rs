@@ -20,6 +20,7 @@ mod hcm_request;
 mod http2_options;
 pub(crate) mod istio_filters;
 mod listener;
+mod local_reply;
 mod outlier;
 mod path;
 pub(crate) mod raw;
@@ -81,6 +82,7 @@ pub use listener::{
     ListenerFilter, LogSink, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
     DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
+pub use local_reply::{LocalReplyConfig, Mapper as LocalReplyMapper};
 pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};
 pub use tracing::{RequestIdExtension, Sampling, Tracing};

@@ -22,6 +22,7 @@ pub mod idle;
 mod internal_redirect;
 mod limits;
 pub mod local_reply;
+mod local_reply_map;
 mod normalize;
 pub(crate) mod preroute;
 mod request_timeout;
@@ -481,6 +482,38 @@ impl Outcome {
 
 /// A local reply for a request refused before routing (counted; `connection: close` when the
 /// request cannot be followed on this connection; `location` for a path redirect).
+/// What the operators of a request's formats read of its connection.
+fn format_context(
+    conn: &ConnInfo,
+    version: Version,
+    start_wall: SystemTime,
+) -> FormatContext<'static> {
+    FormatContext {
+        request: None,
+        downstream_remote: Some(conn.peer),
+        downstream_local: Some(conn.local),
+        upstream_remote: None,
+        protocol: Some(protocol_str(version)),
+        start: Some(start_wall),
+        response_code: None,
+    }
+}
+
+/// `req` as `local_reply_config` reads it.
+fn answered<'a>(req: &'a Request<Incoming>, start: Instant) -> local_reply_map::Answered<'a> {
+    local_reply_map::Answered {
+        method: req.method().as_str(),
+        path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        authority: req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        }),
+        headers: Some(req.headers()),
+        elapsed: start.elapsed(),
+    }
+}
+
 fn refuse_before_routing(
     hcm: &Hcm,
     r: &preroute::Refused,
@@ -572,11 +605,16 @@ pub async fn handle_with(
             preroute::Refused::PathRedirect(_) => ("", !req.body().is_end_stream()),
         };
         let mut resp = refuse_before_routing(&hcm, &r, body, close);
+        if let Some(l) = &hcm.cfg.local_reply {
+            let fmt = format_context(&conn, version, start_wall);
+            local_reply_map::rewrite(l, &mut resp, Flag::None, &answered(&req, start), fmt);
+        }
+        let status = resp.status().as_u16();
         if grpc {
             local_reply::to_grpc(&mut resp);
         }
         hcm.istio.unknown().record(
-            r.status(),
+            status,
             Flag::None,
             false,
             conn.orig_dst.port(),
@@ -631,14 +669,9 @@ pub async fn handle_with(
     let body_pending = !req.body().is_end_stream();
     let local_close = body_pending || upgrade_policy::is_upgrade(version, req.headers());
     let mut close = false;
-    let fmt = FormatContext {
-        request: None,
-        downstream_remote: Some(conn.peer),
-        downstream_local: Some(conn.local),
-        upstream_remote: None,
-        protocol: Some(protocol_str(version)),
-        start: Some(start_wall),
-    };
+    let fmt = format_context(&conn, version, start_wall);
+    // `local_reply_config`: the request headers its mappers and formats read, kept only then.
+    let reply_headers = hcm.cfg.local_reply.as_ref().map(|_| req.headers().clone());
     let trace;
     let outcome = {
         let table = hcm.cfg.route_table.clone();
@@ -655,13 +688,17 @@ pub async fn handle_with(
         if preroute::upgrade_refused(&hcm.cfg, &selection, version, req.headers()) {
             let r = preroute::Refused::Upgrade;
             let mut resp = refuse_before_routing(&hcm, &r, "", true);
+            if let Some(l) = &hcm.cfg.local_reply {
+                local_reply_map::rewrite(l, &mut resp, Flag::None, &answered(&req, start), fmt);
+            }
+            let status = resp.status().as_u16();
             if grpc {
                 local_reply::to_grpc(&mut resp);
             }
             let port = conn.orig_dst.port();
             hcm.istio
                 .unknown()
-                .record(r.status(), Flag::None, false, port, start.elapsed());
+                .record(status, Flag::None, false, port, start.elapsed());
             return (resp, Flag::None);
         }
         crate::route::observe::log_taken(&selection, view.random);
@@ -821,6 +858,16 @@ pub async fn handle_with(
         },
         decoded,
     ) = outcome;
+    if let Some(l) = &hcm.cfg.local_reply {
+        let req = local_reply_map::Answered {
+            method: method.as_str(),
+            path: path.as_str(),
+            authority: authority.as_ref().map(Authority::as_str),
+            headers: reply_headers.as_ref(),
+            elapsed: start.elapsed(),
+        };
+        local_reply_map::rewrite(l, &mut resp, flag, &req, fmt);
+    }
     // A gRPC request's local reply is trailers-only, as Envoy's sendLocalReply makes it.
     if grpc {
         local_reply::to_grpc(&mut resp);

@@ -8,7 +8,7 @@
 pub mod body_format;
 mod build;
 mod build_hash;
-mod build_headers;
+pub(crate) mod build_headers;
 pub(crate) mod build_match;
 mod build_weighted;
 pub mod cookies;

@@ -207,6 +207,8 @@ pub struct HttpConnectionManager {
     /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`
     /// (`config/user_agent.rs`).
     pub user_agent: Option<super::user_agent::UserAgent>,
+    /// `local_reply_config`: how local replies are rewritten (`http/local_reply_map.rs`).
+    pub local_reply: Option<Arc<super::LocalReplyConfig>>,
     /// `http_protocol_options.accept_http_10` (default false): HTTP/1.0 requests are served
     /// instead of refused with 426; one without Host then takes `default_host_for_http_10`
     /// (else 400).

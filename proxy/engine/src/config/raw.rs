@@ -329,6 +329,7 @@ pub(crate) struct RawHcm {
     pub common_http_protocol_options: Option<RawHttpProtocolOptions>,
     pub forward_client_cert_details: Option<String>,
     pub add_user_agent: Option<bool>,
+    pub local_reply_config: Option<super::local_reply::RawLocalReplyConfig>,
     pub proxy_100_continue: Option<bool>,
     pub http2_protocol_options: Option<RawHttp2Options>,
     pub http_protocol_options: Option<RawHttp1Options>,

@@ -114,7 +114,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "skip_xff_append",
     "via",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
-    "local_reply_config",
     "stream_error_on_invalid_http_message",
     "path_normalization_options",
     "proxy_status_config",

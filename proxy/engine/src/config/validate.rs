@@ -461,6 +461,13 @@ fn hcm(
         // Filled with the node's identity once the bootstrap is read (`user_agent::fill`).
         user_agent: (raw.add_user_agent == Some(true))
             .then(super::user_agent::UserAgent::unresolved),
+        local_reply: match &raw.local_reply_config {
+            Some(l) => Some(Arc::new(super::local_reply::parse(
+                l,
+                &p.field("local_reply_config"),
+            )?)),
+            None => None,
+        },
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
         http10: http10(raw.http_protocol_options.as_ref(), p)?,

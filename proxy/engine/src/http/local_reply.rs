@@ -87,7 +87,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 /// reply is turned into a trailers-only gRPC response ([`to_grpc`]).
 #[derive(Debug, Clone)]
 pub(crate) struct LocalReply {
-    text: Bytes,
+    pub(crate) text: Bytes,
     /// The `grpc-status` to send instead of the one mapped from the HTTP status.
     pub(crate) grpc_status: Option<u32>,
 }

@@ -263,6 +263,7 @@ pub fn preroute<B>(
         upstream_remote: None,
         protocol: Some(super::protocol_str(version)),
         start: None,
+        response_code: None,
     };
     let view = RequestView {
         authority: authority.as_ref().map(Authority::as_str),
@@ -316,6 +317,7 @@ pub fn preroute<B>(
             upstream_remote: None,
             protocol: Some(super::protocol_str(version)),
             start: None,
+            response_code: None,
         };
         for m in &mutations {
             m.apply_with(req.headers_mut(), &fmt);

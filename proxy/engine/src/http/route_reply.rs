@@ -30,6 +30,12 @@ pub(crate) fn answer(
             let mut r = match &response.body_format {
                 None => local_reply::reply(response.status, response.body.as_deref().unwrap_or("")),
                 Some(f) => {
+                    // Envoy renders the body before the stream has a response code:
+                    // `%RESPONSE_CODE%` is 0 here (a local_reply_config format sees the status).
+                    let ctx = FormatContext {
+                        response_code: Some(0),
+                        ..ctx
+                    };
                     let body = f.render(&ctx, response.body.as_deref());
                     let mut r = local_reply::reply(response.status, &body);
                     if !body.is_empty() {

@@ -163,6 +163,9 @@ impl BodyFormat {
                         return false;
                     }
                     out.push_str("null");
+                } else if f.is_numeric_operator() {
+                    // A typed operator alone keeps its type in JSON (Envoy: `"code": 404`).
+                    out.push_str(&s);
                 } else {
                     let _ = write!(out, "{}", Value::String(s));
                 }
@@ -316,8 +319,8 @@ mod tests {
     fn bad_formats_name_the_field() {
         for (yaml, want) in [
             (
-                "text_format: '%RESPONSE_CODE%'",
-                "bf.text_format: not supported (command operator %RESPONSE_CODE%",
+                "text_format: '%RESPONSE_FLAGS%'",
+                "bf.text_format: not supported (command operator %RESPONSE_FLAGS%",
             ),
             (
                 "json_format: { a: { b: '%FOO%' } }",

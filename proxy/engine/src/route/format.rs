@@ -36,6 +36,8 @@ enum Piece {
     StartTime,
     /// `%LOCAL_REPLY_BODY%` (body formats only): the direct response's own body.
     LocalReplyBody,
+    /// `%RESPONSE_CODE%` (body formats only): the status of the reply being made.
+    ResponseCode,
 }
 
 /// A header value: literal, or a template with command operators.
@@ -68,6 +70,8 @@ pub struct FormatContext<'a> {
     pub protocol: Option<&'static str>,
     /// When the request started.
     pub start: Option<SystemTime>,
+    /// The status of a local reply being rendered (`%RESPONSE_CODE%`).
+    pub response_code: Option<u16>,
 }
 
 impl HeaderValueFormat {
@@ -151,6 +155,12 @@ impl HeaderValueFormat {
         all
     }
 
+    /// Whether the format is one numeric operator and nothing else (a JSON value then is a
+    /// number).
+    pub(crate) fn is_numeric_operator(&self) -> bool {
+        matches!(self.pieces.as_slice(), [Piece::ResponseCode])
+    }
+
     /// Whether the format is one operator and nothing else (a JSON value then becomes `null`
     /// when it has no value).
     pub(crate) fn is_single_operator(&self) -> bool {
@@ -190,6 +200,14 @@ fn push_piece(
             return true;
         }
         Piece::LocalReplyBody => local_body,
+        Piece::ResponseCode => {
+            let Some(c) = ctx.response_code else {
+                return false;
+            };
+            use std::fmt::Write;
+            let _ = write!(out, "{c}");
+            return true;
+        }
     };
     text.map(|t| out.push_str(t)).is_some()
 }
@@ -271,7 +289,7 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
             "not supported (header value formatter %{name}%; supported here: {SUPPORTED_OPERATORS}; write %% for a literal %)"
         ),
         Kind::Body => format!(
-            "not supported (command operator %{name}%; supported here: {SUPPORTED_OPERATORS}, LOCAL_REPLY_BODY; write %% for a literal %)"
+            "not supported (command operator %{name}%; supported here: {SUPPORTED_OPERATORS}, LOCAL_REPLY_BODY, RESPONSE_CODE; write %% for a literal %)"
         ),
     }
     };
@@ -330,6 +348,7 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
         ))?,
         "START_TIME" => no_arg(Piece::StartTime)?,
         "LOCAL_REPLY_BODY" if kind == Kind::Body => no_arg(Piece::LocalReplyBody)?,
+        "RESPONSE_CODE" if kind == Kind::Body => no_arg(Piece::ResponseCode)?,
         _ => return Err(unsupported()),
     };
     Ok((piece, rest))
@@ -370,6 +389,7 @@ mod tests {
             upstream_remote: None,
             protocol: Some("HTTP/1.1"),
             start: Some(SystemTime::UNIX_EPOCH),
+            response_code: None,
         };
         assert_eq!(fmt("u=%REQ(X-User)%;%%").render(&ctx), "u=alice;%");
         assert_eq!(fmt("%REQ(x-none?x-user):3%").render(&ctx), "ali");
