@@ -49,6 +49,17 @@ OtherTest {
     file: "tests/tests/admin.rs",
     test: "circuit_breaker_gauges_are_envoys",
     covers: &["config.cluster.v3.CircuitBreakers.Thresholds.track_remaining"],
+},
+OtherTest {
+    // The health check request's method and headers, as the upstream records them: the
+    // suite's expectations are per client request.
+    file: "tests/tests/health_check_request.rs",
+    test: "health_check_method_and_headers_are_envoys",
+    covers: &[
+        "config.core.v3.HealthCheck.HttpHealthCheck.method",
+        "config.core.v3.HealthCheck.HttpHealthCheck.request_headers_to_add",
+        "config.core.v3.HealthCheck.HttpHealthCheck.request_headers_to_remove",
+    ],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

@@ -342,6 +342,10 @@ pub enum HealthCheckKind {
         host: Option<String>,
         /// `expected_statuses[]` as half-open ranges `[start, end)` (default `[200, 201)`).
         expected_statuses: Vec<Range<u16>>,
+        /// `method` (default GET).
+        method: http::Method,
+        /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).
+        headers: crate::route::HeaderMutations,
     },
     /// `tcp_health_check: {}` (connect only).
     Tcp,

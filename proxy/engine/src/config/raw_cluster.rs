@@ -186,6 +186,12 @@ pub(crate) struct RawHttpHealthCheck {
     pub host: Option<String>,
     #[serde(default)]
     pub expected_statuses: Vec<RawInt64Range>,
+    /// `core.v3.RequestMethod` by name.
+    pub method: Option<String>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<super::raw_route::RawHeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
 }
 
 /// `HealthCheck.TcpHealthCheck` (connect-only: `send`/`receive` are not supported).

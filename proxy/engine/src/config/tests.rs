@@ -667,7 +667,9 @@ fn cluster_options_parse() {
         HealthCheckKind::Http {
             path: "/healthz".into(),
             host: None,
-            expected_statuses: std::iter::once(200..300).collect()
+            expected_statuses: std::iter::once(200..300).collect(),
+            method: http::Method::GET,
+            headers: Default::default(),
         }
     );
     assert_eq!(c.protocol, UpstreamProtocol::Http2);

@@ -537,6 +537,8 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 path,
                 host: h.host.clone().filter(|h| !h.is_empty()),
                 expected_statuses,
+                method: health_check_method(h.method.as_deref(), &hp.field("method"))?,
+                headers: health_check_headers(h, &hp)?,
             }
         }
         (None, Some(_)) => HealthCheckKind::Tcp,
@@ -608,4 +610,48 @@ fn upstream_tls(raw: RawUpstreamTlsContext, p: &FieldPath) -> Result<UpstreamTls
         tls.alpn_protocols = ctx.alpn_protocols;
     }
     Ok(tls)
+}
+
+/// `HttpHealthCheck.method`: any `RequestMethod` but CONNECT (and the unspecified value), as
+/// Envoy's validation; unset is GET.
+fn health_check_method(m: Option<&str>, p: &FieldPath) -> Result<http::Method, ConfigError> {
+    Ok(match m {
+        None | Some("GET") => http::Method::GET,
+        Some("HEAD") => http::Method::HEAD,
+        Some("POST") => http::Method::POST,
+        Some("PUT") => http::Method::PUT,
+        Some("OPTIONS") => http::Method::OPTIONS,
+        Some("TRACE") => http::Method::TRACE,
+        Some("PATCH") => http::Method::PATCH,
+        Some(o @ ("CONNECT" | "METHOD_UNSPECIFIED")) => {
+            return Err(p.err(format!("{o} is not allowed for a health check")))
+        }
+        Some(o) => return Err(p.err(format!("unknown value {o:?}"))),
+    })
+}
+
+/// `HttpHealthCheck.request_headers_to_remove` / `_to_add`: literal values (command operators
+/// such as `%UPSTREAM_METADATA(...)%` are not supported in a health check request).
+fn health_check_headers(
+    h: &super::raw_cluster::RawHttpHealthCheck,
+    p: &FieldPath,
+) -> Result<crate::route::HeaderMutations, ConfigError> {
+    let (ap, rp) = (
+        p.field("request_headers_to_add"),
+        p.field("request_headers_to_remove"),
+    );
+    let m = crate::route::build_headers::mutations_at(
+        &h.request_headers_to_add,
+        &h.request_headers_to_remove,
+        &ap,
+        &rp,
+    )?;
+    if let Some(i) = m.add.iter().position(|a| a.format.is_some()) {
+        return Err(ap
+            .index(i)
+            .field("header")
+            .field("value")
+            .unsupported("command operators in a health check header"));
+    }
+    Ok(m)
 }

@@ -104,6 +104,8 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             path,
             host,
             expected_statuses,
+            method,
+            headers,
         } => HealthCheckSpec {
             interval: h.interval,
             no_traffic_interval: h.no_traffic_interval,
@@ -113,6 +115,8 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             path: path.clone(),
             host: host.clone().unwrap_or_else(|| name.clone()),
             expected: expected_statuses.iter().map(|r| (r.start, r.end)).collect(),
+            method: method.clone(),
+            headers: headers.clone(),
             tcp_only: false,
         },
         config::HealthCheckKind::Tcp => HealthCheckSpec {
@@ -124,6 +128,8 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             path: String::new(),
             host: name.clone(),
             expected: Vec::new(),
+            method: http::Method::GET,
+            headers: Default::default(),
             tcp_only: true,
         },
     });

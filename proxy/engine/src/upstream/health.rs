@@ -116,11 +116,16 @@ async fn check(
                 }
             }
         };
-        let req = http::Request::get(spec.path.as_str())
+        let mut req = http::Request::builder()
+            .method(spec.method.clone())
+            .uri(spec.path.as_str())
             .header(http::header::HOST, spec.host.as_str())
             .header(http::header::USER_AGENT, "Envoy/HC")
             .body(Empty::<Bytes>::new())
             .ok()?;
+        spec.headers.apply(req.headers_mut());
+        // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
+        pool::add_empty_content_length(&mut req);
         let resp = s.send_request(req).await.ok()?;
         let status = resp.status().as_u16();
         let _ = resp.into_body().collect().await;

@@ -7,6 +7,7 @@
 //! also owns the stale keep-alive retry.
 
 mod send;
+pub(crate) use send::add_empty_content_length;
 #[cfg(test)]
 mod tests;
 

@@ -189,6 +189,10 @@ pub struct HealthCheckSpec {
     pub host: String,
     /// Accepted statuses as [start, end) ranges (default 200..201).
     pub expected: Vec<(u16, u16)>,
+    /// Request method (`method`, default GET).
+    pub method: http::Method,
+    /// `request_headers_to_remove` then `request_headers_to_add`, after Host and user-agent.
+    pub headers: crate::route::HeaderMutations,
     /// `tcp_health_check`: a successful connect is a pass (no HTTP request).
     pub tcp_only: bool,
 }

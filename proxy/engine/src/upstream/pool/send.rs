@@ -166,7 +166,7 @@ impl<B: PoolBody> HostPool<B> {
 
 /// Envoy's HTTP/1 encoder: a request without a body, of a method that may have one, carries
 /// `content-length: 0` (GET, HEAD, DELETE, TRACE and CONNECT go without).
-fn add_empty_content_length<B: http_body::Body>(req: &mut Request<B>) {
+pub(crate) fn add_empty_content_length<B: http_body::Body>(req: &mut Request<B>) {
     use http::{header, Method};
     let bodiless = [
         Method::GET,
