@@ -3,7 +3,8 @@
 //!
 //! Input: one flag byte, then an HTTP/1 request head parsed by httparse (hyper's own head
 //! parser), so the request is one hyper could hand the proxy. Flag bits: 0 = the `mesh`
-//! listener (Envoy defaults) instead of `edge` (use_remote_address), 1 = TLS downstream,
+//! listener (Envoy defaults: HTTP/1.0 refused with 426) instead of `edge`
+//! (use_remote_address, accept_http_10), 1 = TLS downstream,
 //! 2 = an external peer instead of loopback, 3 = served as HTTP/2 (authority in the URI),
 //! 4-7 = the weighted-cluster pick.
 #![no_main]
@@ -80,13 +81,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let sent_xff = req.headers().contains_key("x-forwarded-for");
     let connect = req.method() == http::Method::CONNECT;
+    let http10 = req.version() == Version::HTTP_10;
     let decision = preroute(cfg, &conn, &mut req, u64::from(flags >> 4) * 7);
     if let PreRoute::Refused(status) = decision {
         // 400 (no Host, bad target), 403 (upgrade not allowed), 404 (CONNECT: no CONNECT
-        // routes, as Envoy answers it); nothing else is refused before routing.
+        // routes, as Envoy answers it), 426 (HTTP/1.0 without `accept_http_10`, as Envoy);
+        // nothing else is refused before routing.
         assert!(
-            status == 400 || status == 403 || (status == 404 && connect),
-            "refused {status} (CONNECT: {connect})"
+            status == 400
+                || status == 403
+                || (status == 404 && connect)
+                || (status == 426 && http10 && cfg.http10.is_none()),
+            "refused {status} (CONNECT: {connect}, HTTP/1.0: {http10})"
         );
         return;
     }
