@@ -254,10 +254,13 @@ impl HttpFilters {
                         cors::Decision::None => {}
                         cors::Decision::Allowed(a) => out.encode.cors = Some(a),
                         cors::Decision::Preflight(h) => {
-                            let mut r = local_reply::reply(200, "");
                             // Envoy encodes the preflight answer itself, not as a local reply:
                             // local_reply_config and the gRPC conversion leave it alone.
-                            r.extensions_mut().remove::<local_reply::LocalReply>();
+                            let mut r = http::Response::new(local_reply::empty());
+                            r.headers_mut().insert(
+                                http::header::CONTENT_LENGTH,
+                                http::HeaderValue::from_static("0"),
+                            );
                             r.headers_mut().extend(h);
                             out.local = Some((r, Flag::None));
                             return out;

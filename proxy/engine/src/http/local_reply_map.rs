@@ -50,16 +50,16 @@ pub(super) fn rewrite(
         request: req.headers,
         ..fmt
     };
+    let logged = Logged {
+        status,
+        duration_ms: req.elapsed.as_millis() as u64,
+        flags: flag.as_str(),
+        method: req.method,
+        path: req.path,
+        authority: req.authority,
+        headers: req.headers,
+    };
     for m in cfg.mappers.iter() {
-        let logged = Logged {
-            status,
-            duration_ms: req.elapsed.as_millis() as u64,
-            flags: flag.as_str(),
-            method: req.method,
-            path: req.path,
-            authority: req.authority,
-            headers: req.headers,
-        };
         if !m.filter.admits(&logged) {
             continue;
         }

@@ -32,6 +32,19 @@ fn table(yaml: &str) -> RouteTable {
         .unwrap_or_else(|e| panic!("test config is invalid: {e}"))
 }
 
+/// The error building `yaml` (a route configuration whose only cluster is `a`) gives, with
+/// field paths from `rc`.
+fn table_err(yaml: &str) -> String {
+    let raw = parse_document(yaml).unwrap_or_else(|e| panic!("test config does not parse: {e}"));
+    build_route_table(
+        raw,
+        &FieldPath::root().field("rc"),
+        &["a".to_string()].into_iter().collect(),
+    )
+    .expect_err("must be rejected")
+    .to_string()
+}
+
 #[derive(Clone)]
 struct Req {
     authority: Option<&'static str>,

@@ -135,16 +135,7 @@ fn host_rewrite_header_and_path_regex() {
 
 #[test]
 fn rejected_combinations_name_the_field() {
-    let err = |yaml: &str| {
-        let raw = crate::config::raw::parse_document(yaml).expect("parses");
-        super::build_route_table(
-            raw,
-            &crate::config::FieldPath::root().field("rc"),
-            &["a".to_string()].into_iter().collect(),
-        )
-        .expect_err("must be rejected")
-        .to_string()
-    };
+    let err = super::table_err;
     let base = |action: &str| {
         format!(
             "virtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}, route: {action} }}] }}]"

@@ -6,14 +6,7 @@ fn err(action: &str) -> String {
     let yaml = format!(
         "virtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}, route: {action} }}] }}]"
     );
-    let raw = crate::config::raw::parse_document(&yaml).expect("parses");
-    super::super::build_route_table(
-        raw,
-        &crate::config::FieldPath::root().field("rc"),
-        &["a".to_string()].into_iter().collect(),
-    )
-    .expect_err("must be rejected")
-    .to_string()
+    super::table_err(&yaml)
 }
 
 #[test]
