@@ -65,7 +65,10 @@ use self::{
 };
 use crate::{
     config,
-    route::{format::FormatContext, RequestView, SelectedCluster, Selection},
+    route::{
+        format::{FormatContext, RequestLine},
+        RequestView, SelectedCluster, Selection,
+    },
     server::{drain::DrainWatch, istio::ClusterSeries, stats::HttpStats, ConnObserver},
     upstream::Cluster,
 };
@@ -490,6 +493,7 @@ fn format_context(
 ) -> FormatContext<'static> {
     FormatContext {
         request: None,
+        line: None,
         downstream_remote: Some(conn.peer),
         downstream_local: Some(conn.local),
         upstream_remote: None,
@@ -500,10 +504,15 @@ fn format_context(
 }
 
 /// `req` as `local_reply_config` reads it.
-fn answered<'a>(req: &'a Request<Incoming>, start: Instant) -> local_reply_map::Answered<'a> {
+fn answered<'a>(
+    req: &'a Request<Incoming>,
+    scheme: &'a str,
+    start: Instant,
+) -> local_reply_map::Answered<'a> {
     local_reply_map::Answered {
         method: req.method().as_str(),
         path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        scheme,
         authority: req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
                 .get(header::HOST)
@@ -607,7 +616,13 @@ pub async fn handle_with(
         let mut resp = refuse_before_routing(&hcm, &r, body, close);
         if let Some(l) = &hcm.cfg.local_reply {
             let fmt = format_context(&conn, version, start_wall);
-            local_reply_map::rewrite(l, &mut resp, Flag::None, &answered(&req, start), fmt);
+            local_reply_map::rewrite(
+                l,
+                &mut resp,
+                Flag::None,
+                &answered(&req, scheme, start),
+                fmt,
+            );
         }
         let status = resp.status().as_u16();
         if grpc {
@@ -689,7 +704,13 @@ pub async fn handle_with(
             let r = preroute::Refused::Upgrade;
             let mut resp = refuse_before_routing(&hcm, &r, "", true);
             if let Some(l) = &hcm.cfg.local_reply {
-                local_reply_map::rewrite(l, &mut resp, Flag::None, &answered(&req, start), fmt);
+                local_reply_map::rewrite(
+                    l,
+                    &mut resp,
+                    Flag::None,
+                    &answered(&req, scheme, start),
+                    fmt,
+                );
             }
             let status = resp.status().as_u16();
             if grpc {
@@ -759,7 +780,10 @@ pub async fn handle_with(
                     req.headers(),
                     authority.as_ref().map_or("", Authority::as_str),
                     path.as_str(),
-                    fmt,
+                    FormatContext {
+                        line: Some(RequestLine::new(&method, path.as_str(), scheme)),
+                        ..fmt
+                    },
                 )
                 .expect("a route that answers by itself");
                 Outcome::answered(resp)
@@ -862,6 +886,7 @@ pub async fn handle_with(
         let req = local_reply_map::Answered {
             method: method.as_str(),
             path: path.as_str(),
+            scheme,
             authority: authority.as_ref().map(Authority::as_str),
             headers: reply_headers.as_ref(),
             elapsed: start.elapsed(),

@@ -28,8 +28,9 @@ use super::{
 use crate::{
     config::RoutingPriority,
     route::{
-        format::FormatContext, internal_redirect::InternalRedirectPolicy, Forward, HeaderMutations,
-        HostRewriteResult, RetryPolicy,
+        format::{FormatContext, RequestLine},
+        internal_redirect::InternalRedirectPolicy,
+        Forward, HeaderMutations, HostRewriteResult, RetryPolicy,
     },
     upstream::{
         lb::hash_bytes,
@@ -290,9 +291,17 @@ pub(crate) async fn run(
     mut parts: Parts,
     input: Input,
 ) -> Outcome {
+    // `%REQ(:path)%` and friends read the request as it came until the path is rewritten
+    // (a shared-bytes clone; a standard method is not allocated).
+    let (method, original_path) = (parts.method.clone(), plan.original_path.clone());
+    let scheme = if conn.tls { "https" } else { "http" };
+    let fmt = FormatContext {
+        line: Some(RequestLine::new(&method, original_path.as_str(), scheme)),
+        ..fmt
+    };
     apply_request_mutations(&plan, &fmt, &mut parts);
     if let Some(f) = &plan.path_format {
-        plan.rewritten = host::render_path(f, &fmt, &parts, &plan.original_path);
+        plan.rewritten = host::render_path(f, &fmt, &parts, &original_path);
     }
     if let Some(v) = &plan.grpc_timeout {
         parts.headers.insert("grpc-timeout", v.clone());

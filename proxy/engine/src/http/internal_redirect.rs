@@ -15,7 +15,9 @@ use http::{
 
 use super::{forward, route_reply, ConnInfo, Hcm, Outcome};
 use crate::route::{
-    format::FormatContext, internal_redirect::InternalRedirectPolicy, RequestView, Selection,
+    format::{FormatContext, RequestLine},
+    internal_redirect::InternalRedirectPolicy,
+    RequestView, Selection,
 };
 
 /// An upstream redirect that the route's policy may follow, with the request as it went.
@@ -161,7 +163,14 @@ pub(crate) async fn follow(
                     &headers,
                     &t.authority,
                     t.path.as_str(),
-                    fmt,
+                    FormatContext {
+                        line: Some(RequestLine::new(
+                            &c.method,
+                            t.path.as_str(),
+                            scheme(t.https),
+                        )),
+                        ..fmt
+                    },
                 ) {
                     Some(resp) => return Outcome::answered(resp),
                     None => break,

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     config::{LocalReplyConfig, Logged},
-    route::format::FormatContext,
+    route::format::{FormatContext, RequestLine},
 };
 
 /// The request a reply answers, as the mappers and formats read it.
@@ -24,6 +24,8 @@ pub(super) struct Answered<'a> {
     pub method: &'a str,
     /// `:path` as received.
     pub path: &'a str,
+    /// `:scheme` (the connection's).
+    pub scheme: &'a str,
     /// `:authority` / Host.
     pub authority: Option<&'a str>,
     /// The request headers (kept for this only when the config has a local reply mapping).
@@ -48,6 +50,11 @@ pub(super) fn rewrite(
     let mut format = cfg.body_format.as_ref();
     let ctx = FormatContext {
         request: req.headers,
+        line: Some(RequestLine {
+            method: req.method,
+            path: req.path,
+            scheme: req.scheme,
+        }),
         ..fmt
     };
     let logged = Logged {

@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     config,
-    route::{format::FormatContext, HeaderMutations, RequestView, Selection},
+    route::{
+        format::{FormatContext, RequestLine},
+        HeaderMutations, RequestView, Selection,
+    },
 };
 
 /// Why a request was refused before routing.
@@ -258,6 +261,7 @@ pub fn preroute<B>(
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let fmt = FormatContext {
         request: Some(req.headers()),
+        line: Some(RequestLine::new(req.method(), path.as_str(), scheme)),
         downstream_remote: Some(conn.peer),
         downstream_local: Some(conn.local),
         upstream_remote: None,
@@ -310,8 +314,10 @@ pub fn preroute<B>(
     };
     if mutations.iter().any(HeaderMutations::has_format) {
         let request = req.headers().clone();
+        let method = req.method().clone();
         let fmt = FormatContext {
             request: Some(&request),
+            line: Some(RequestLine::new(&method, path.as_str(), scheme)),
             downstream_remote: Some(conn.peer),
             downstream_local: Some(conn.local),
             upstream_remote: None,

@@ -5,7 +5,8 @@
 use std::{net::SocketAddr, time::SystemTime};
 
 /// The command operators a header value may use (Envoy's names).
-pub const SUPPORTED_OPERATORS: &str = "REQ(header), DOWNSTREAM_REMOTE_ADDRESS, \
+pub const SUPPORTED_OPERATORS: &str = "REQ(header or :authority, :path, :method, :scheme), \
+DOWNSTREAM_REMOTE_ADDRESS, \
 DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, DOWNSTREAM_LOCAL_ADDRESS, \
 DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, UPSTREAM_REMOTE_ADDRESS, \
 UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, PROTOCOL, HOSTNAME, START_TIME";
@@ -15,8 +16,8 @@ UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, PROTOCOL, HOSTNAME, START_TIME";
 enum Piece {
     /// Literal text (`%%` already unescaped).
     Lit(String),
-    /// `%REQ(name)%` / `%REQ(name?alt)%` (first value; `:authority` reads Host), with the
-    /// optional `:N` length limit.
+    /// `%REQ(name)%` / `%REQ(name?alt)%` (first value; `:authority` reads Host, `:path`,
+    /// `:method` and `:scheme` the request line), with the optional `:N` length limit.
     Req {
         name: String,
         alt: Option<String>,
@@ -60,6 +61,9 @@ pub enum ParsedValue {
 pub struct FormatContext<'a> {
     /// The downstream request's headers.
     pub request: Option<&'a http::HeaderMap>,
+    /// The request's pseudo-headers `:method`, `:path` (with the query) and `:scheme`, as
+    /// the operators' moment sees them (a rewritten path on the response side).
+    pub line: Option<RequestLine<'a>>,
     /// The downstream peer.
     pub downstream_remote: Option<SocketAddr>,
     /// The local address of the downstream connection.
@@ -72,6 +76,29 @@ pub struct FormatContext<'a> {
     pub start: Option<SystemTime>,
     /// The status of a local reply being rendered (`%RESPONSE_CODE%`).
     pub response_code: Option<u16>,
+}
+
+/// The pseudo-headers `%REQ(...)%` reads besides `:authority`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`, query included.
+    pub path: &'a str,
+    /// `:scheme`.
+    pub scheme: &'a str,
+}
+
+impl<'a> RequestLine<'a> {
+    /// The line of a request whose path is `path` (the rewritten one on the response side)
+    /// and whose scheme is `scheme`.
+    pub fn new(method: &'a http::Method, path: &'a str, scheme: &'a str) -> Self {
+        Self {
+            method: method.as_str(),
+            path,
+            scheme,
+        }
+    }
 }
 
 impl HeaderValueFormat {
@@ -239,6 +266,12 @@ fn truncate(v: &str, n: usize) -> &str {
 }
 
 fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
+    match name {
+        ":path" => return ctx.line.map(|l| l.path),
+        ":method" => return ctx.line.map(|l| l.method),
+        ":scheme" => return ctx.line.map(|l| l.scheme),
+        _ => {}
+    }
     let h = ctx.request?;
     let name = if name == ":authority" { "host" } else { name };
     h.get(name)?.to_str().ok()
@@ -312,7 +345,7 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
             };
             let check = |h: &str| -> Result<String, String> {
                 let h = h.to_ascii_lowercase();
-                if h == ":authority" {
+                if matches!(h.as_str(), ":authority" | ":path" | ":method" | ":scheme") {
                     return Ok(h);
                 }
                 if h.starts_with(':') || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
@@ -382,8 +415,10 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-user", "alice".parse().unwrap());
         h.insert("host", "front.example.com".parse().unwrap());
+        let method = http::Method::PUT;
         let ctx = FormatContext {
             request: Some(&h),
+            line: Some(RequestLine::new(&method, "/a?b=1", "http")),
             downstream_remote: Some("127.0.0.1:4242".parse().unwrap()),
             downstream_local: Some("[::1]:80".parse().unwrap()),
             upstream_remote: None,
@@ -394,6 +429,10 @@ mod tests {
         assert_eq!(fmt("u=%REQ(X-User)%;%%").render(&ctx), "u=alice;%");
         assert_eq!(fmt("%REQ(x-none?x-user):3%").render(&ctx), "ali");
         assert_eq!(fmt("%REQ(:authority)%").render(&ctx), "front.example.com");
+        assert_eq!(
+            fmt("%REQ(:METHOD)% %REQ(:scheme)% %REQ(:path):2%").render(&ctx),
+            "PUT http /a"
+        );
         assert_eq!(
             fmt("%DOWNSTREAM_REMOTE_ADDRESS%").render(&ctx),
             "127.0.0.1:4242"
@@ -416,6 +455,6 @@ mod tests {
         assert!(HeaderValueFormat::parse("%REQ(x-a%").is_err());
         assert!(HeaderValueFormat::parse("50% off").is_err());
         assert!(HeaderValueFormat::parse("%PROTOCOL(x)%").is_err());
-        assert!(HeaderValueFormat::parse("%REQ(:path)%").is_err());
+        assert!(HeaderValueFormat::parse("%REQ(:protocol)%").is_err());
     }
 }

@@ -11,7 +11,7 @@ use super::{
     Hosting, Outcome, Plan, ReqBody, Try, Upstream,
 };
 use crate::{
-    route::format::FormatContext,
+    route::format::{FormatContext, RequestLine},
     upstream::{outlier::HostResult, pool::ConnectError, Cluster, Host, LbContext},
 };
 
@@ -166,6 +166,11 @@ impl Attempts<'_> {
                     &FormatContext {
                         request: Some(&parts.headers),
                         upstream_remote: Some(fin.host.addr),
+                        // Response mutations see the request as it went upstream.
+                        line: fmt.line.map(|l| RequestLine {
+                            path: self.path.as_str(),
+                            ..l
+                        }),
                         ..fmt
                     },
                     plan.idle,
