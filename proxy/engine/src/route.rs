@@ -25,7 +25,7 @@ pub mod rate_limits;
 pub mod request_hash;
 pub mod require_tls;
 mod select;
-pub(crate) use select::is_grpc;
+pub(crate) use select::{is_grpc, rendered_location};
 #[cfg(test)]
 mod tests;
 
@@ -605,6 +605,9 @@ pub enum RedirectPath {
     PrefixRewrite(String),
     /// `regex_rewrite`.
     RegexRewrite(RegexRewrite),
+    /// `path_rewrite`: a substitution format rendered when the redirect is answered
+    /// (`http::route_reply`); until then, and when it renders empty, the request's path.
+    Format(Arc<format::HeaderValueFormat>),
 }
 
 /// `direct_response`.

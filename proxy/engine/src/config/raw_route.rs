@@ -527,6 +527,7 @@ pub(crate) struct RawRedirectAction {
     pub path_redirect: Option<String>,
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<RawRegexMatchAndSubstitute>,
+    pub path_rewrite: Option<String>,
     pub response_code: Option<String>,
     pub strip_query: Option<bool>,
 }

@@ -3,10 +3,12 @@
 //! rendered against the request, or a virtual host's `require_tls` redirect (none). Used for a request's own route and for the route an internal
 //! redirect lands on (Envoy's router answers both the same way).
 
+use std::borrow::Cow;
+
 use http::{header, HeaderMap, HeaderValue, Response};
 
 use super::{local_reply, Body};
-use crate::route::{format::FormatContext, Selection};
+use crate::route::{format::FormatContext, RedirectPath, Selection};
 
 /// The response of `selection` when it answers by itself (`None` for forwarding or no route);
 /// `authority` and `path` are the request's (a `201` direct response points `location` at them).
@@ -60,13 +62,26 @@ pub(crate) fn answer(
             Some(r)
         }
         Selection::Redirect {
+            redirect,
             location,
+            path_start,
             status,
             response_headers,
             ..
         } => {
             let mut r = local_reply::reply(*status, "");
-            if let Ok(v) = HeaderValue::from_str(location) {
+            let location = match &redirect.path {
+                RedirectPath::Format(f) => crate::route::rendered_location(
+                    f,
+                    redirect.strip_query,
+                    location,
+                    *path_start,
+                    path,
+                    &ctx,
+                ),
+                _ => Cow::Borrowed(location.as_str()),
+            };
+            if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             response_headers.apply_with(r.headers_mut(), &ctx);

@@ -318,22 +318,30 @@ fn route(
                 (None, Some(true)) => Some("https".to_string()),
                 (None, _) => None,
             };
-            let path = match (r.path_redirect, r.prefix_rewrite, r.regex_rewrite) {
-                (None, None, None) => RedirectPath::Keep,
-                (Some(pr), None, None) => RedirectPath::Path(pr),
-                (None, Some(pr), None) => {
-                    check_prefix_rewrite(&pr, &matcher, &rp.field("prefix_rewrite"))?;
-                    RedirectPath::PrefixRewrite(pr)
-                }
-                (None, None, Some(rr)) => {
-                    RedirectPath::RegexRewrite(regex_rewrite(&rr, &rp.field("regex_rewrite"))?)
-                }
-                _ => {
-                    return Err(
-                        rp.err("only one of path_redirect, prefix_rewrite and regex_rewrite")
-                    )
-                }
-            };
+            let path =
+                match (
+                    r.path_redirect,
+                    r.prefix_rewrite,
+                    r.regex_rewrite,
+                    r.path_rewrite,
+                ) {
+                    (None, None, None, None) => RedirectPath::Keep,
+                    (Some(pr), None, None, None) => RedirectPath::Path(pr),
+                    (None, Some(pr), None, None) => {
+                        check_prefix_rewrite(&pr, &matcher, &rp.field("prefix_rewrite"))?;
+                        RedirectPath::PrefixRewrite(pr)
+                    }
+                    (None, None, Some(rr), None) => {
+                        RedirectPath::RegexRewrite(regex_rewrite(&rr, &rp.field("regex_rewrite"))?)
+                    }
+                    (None, None, None, Some(f)) => RedirectPath::Format(Arc::new(
+                        HeaderValueFormat::parse_template(&f)
+                            .map_err(|e| rp.field("path_rewrite").err(e))?,
+                    )),
+                    _ => return Err(rp.err(
+                        "only one of path_redirect, prefix_rewrite, regex_rewrite and path_rewrite",
+                    )),
+                };
             let status = match r.response_code.as_deref() {
                 None | Some("MOVED_PERMANENTLY") => DEFAULT_REDIRECT_STATUS,
                 Some("FOUND") => 302,

@@ -286,8 +286,46 @@ fn decide(
             },
         },
         Selection::Redirect {
-            status, location, ..
-        } => Decision::Redirect { status, location },
+            status,
+            location,
+            redirect,
+            path_start,
+            ..
+        } => Decision::Redirect {
+            status,
+            location: match &redirect.path {
+                super::RedirectPath::Format(f) => {
+                    let headers: http::HeaderMap = req_headers
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((
+                                http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                                http::HeaderValue::from_str(v).ok()?,
+                            ))
+                        })
+                        .collect();
+                    let ctx = super::format::FormatContext {
+                        request: Some(&headers),
+                        line: Some(super::format::RequestLine {
+                            method: req.method,
+                            path: req.path,
+                            scheme: req.scheme,
+                        }),
+                        ..Default::default()
+                    };
+                    super::rendered_location(
+                        f,
+                        redirect.strip_query,
+                        &location,
+                        path_start,
+                        req.path,
+                        &ctx,
+                    )
+                    .into_owned()
+                }
+                _ => location,
+            },
+        },
         Selection::SslRedirect { location, .. } => Decision::Redirect {
             status: super::require_tls::SSL_REDIRECT_STATUS,
             location,

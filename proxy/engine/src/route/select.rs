@@ -48,6 +48,8 @@ pub enum Selection<'a> {
         redirect: &'a RedirectAction,
         /// The `Location` header value.
         location: String,
+        /// Where the path starts in `location` (after `scheme://host[:port]`).
+        path_start: usize,
         /// The status code (301, 302, 303, 307 or 308).
         status: u16,
         /// Response header levels, in application order.
@@ -285,13 +287,14 @@ impl RouteTable {
                 response_headers: self.levels(None, route, vhost, false),
             },
             RouteAction::Redirect(redirect) => {
-                let location = redirect_location(redirect, route, req, path);
+                let (location, path_start) = redirect_location(redirect, route, req, path);
                 Selection::Redirect {
                     route_ref,
                     vhost,
                     route,
                     redirect,
                     location,
+                    path_start,
                     status: redirect.status,
                     response_headers: self.levels(None, route, vhost, false),
                 }
@@ -501,13 +504,13 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Envoy's redirect URI: scheme, host (port handling), path (rewrite / path_redirect /
-/// strip_query).
+/// strip_query), and where its path starts.
 fn redirect_location<H: HeaderLookup + ?Sized>(
     r: &RedirectAction,
     route: &Route,
     req: &RequestView<'_, H>,
     path: &str,
-) -> String {
+) -> (String, usize) {
     // Envoy's `newUri` takes the request's scheme from `x-forwarded-proto` (the client's, kept on
     // a plain-text listener without `use_remote_address`; set to the connection's otherwise).
     let request_scheme = req
@@ -545,7 +548,8 @@ fn redirect_location<H: HeaderLookup + ?Sized>(
     };
     let mut path_has_own_query = false;
     let mut final_path: String = match &r.path {
-        RedirectPath::Keep => req.path.to_string(),
+        // `path_rewrite` renders when the redirect is answered (`http::route_reply`).
+        RedirectPath::Keep | RedirectPath::Format(_) => req.path.to_string(),
         RedirectPath::Path(p) => {
             if p.contains('?') {
                 path_has_own_query = true;
@@ -571,5 +575,32 @@ fn redirect_location<H: HeaderLookup + ?Sized>(
             final_path.truncate(i);
         }
     }
-    format!("{scheme}://{host}{port}{final_path}")
+    let location = format!("{scheme}://{host}{port}{final_path}");
+    let path_start = location.len() - final_path.len();
+    (location, path_start)
+}
+
+/// A `path_rewrite` redirect's Location: `location` with its path (from `path_start`) set to
+/// the rendered format (a missing value renders empty), followed by the request's query unless
+/// it has its own or `strip_query`; an empty result keeps `location` (the request's path), as
+/// Envoy.
+pub(crate) fn rendered_location<'a>(
+    f: &super::format::HeaderValueFormat,
+    strip_query: bool,
+    location: &'a str,
+    path_start: usize,
+    request_path: &str,
+    ctx: &super::format::FormatContext<'_>,
+) -> Cow<'a, str> {
+    let mut out = location[..path_start].to_string();
+    f.render_into(ctx, None, "", &mut out);
+    if out.len() == path_start {
+        return Cow::Borrowed(location);
+    }
+    if !strip_query && !out[path_start..].contains('?') {
+        if let Some(q) = request_path.find('?') {
+            out.push_str(&request_path[q..]);
+        }
+    }
+    Cow::Owned(out)
 }
