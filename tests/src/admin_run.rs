@@ -46,6 +46,28 @@ impl Proxy {
     }
 }
 
+/// A bootstrap for [`start_text`]: one HTTP listener on `port` whose HCM has `hcm_options`
+/// (YAML at the HCM's indentation) and answers every request with a direct 200.
+pub fn direct_response_config(port: u16, hcm_options: &str) -> String {
+    format!(
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: ADMIN_PORT}}}}}}
+static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: s
+          {hcm_options}
+          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+          route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]}}
+"#
+    )
+}
+
 /// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
 pub fn start(fixture: &str, envoy: bool) -> Proxy {
     let text = std::fs::read_to_string(fixtures().join(fixture))

@@ -10,28 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice_tests::{admin_run::start_text, conformance::proxy::free_ports};
-
-/// The config: one HCM on `port` with `options` as its `http2_protocol_options`.
-fn config(port: u16, options: &str) -> String {
-    format!(
-        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: ADMIN_PORT}}}}}}
-static_resources:
-  listeners:
-  - name: l
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: s
-          {options}
-          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-          route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]}}
-"#
-    )
-}
+use sluice_tests::{
+    admin_run::{direct_response_config as config, start_text},
+    conformance::proxy::free_ports,
+};
 
 /// What the server's first frames say: (SETTINGS_MAX_CONCURRENT_STREAMS,
 /// SETTINGS_INITIAL_WINDOW_SIZE, the connection window after its WINDOW_UPDATEs).

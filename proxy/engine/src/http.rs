@@ -16,6 +16,8 @@ mod expect_continue;
 pub mod filters;
 mod forward;
 mod h2_flood;
+mod head_timer;
+pub use head_timer::HeadTimeout;
 #[cfg(test)]
 mod header_timeout_tests;
 pub mod idle;
@@ -198,8 +200,11 @@ impl Hcm {
 pub struct ConnOptions {
     /// The HCM's `codec_type`.
     pub codec: config::CodecType,
-    /// Time allowed for a request's headers (and for the first request from accept).
+    /// Time allowed from accept to the first request (a connection that sends no byte of a
+    /// request head, or only the HTTP/2 preface, is closed then).
     pub header_timeout: Duration,
+    /// How long an HTTP/1 request head may take from its first byte.
+    pub head: HeadTimeout,
     /// The drain of the listener the connection arrived on.
     pub drain: DrainWatch,
 }
@@ -228,6 +233,7 @@ pub async fn serve<I, F>(
     let ConnOptions {
         codec,
         header_timeout,
+        head,
         mut drain,
     } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
@@ -253,14 +259,15 @@ pub async fn serve<I, F>(
             seen.store(true, Ordering::Relaxed);
         }
         if req.headers().contains_key(header::UPGRADE) {
+            streams.set_upgraded();
             req.extensions_mut().insert(tunnel_drain.clone());
         }
         let hcm = current();
         let observer = observer.clone();
         let buckets = buckets.clone();
         let last = streams.count_request(timeouts.max_requests);
-        // The stream is active (no idle timer) until its response body is done.
-        let stream = timeouts.idle.is_some().then(|| streams.begin());
+        // The stream is active (no idle timer, no head timer) until its response body is done.
+        let stream = streams.begin();
         let streams = streams.clone();
         async move {
             let Some(hcm) = hcm else {
@@ -285,16 +292,15 @@ pub async fn serve<I, F>(
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok::<_, Infallible>(match stream {
-                Some(g) => resp.map(|b| conn_timers::Activity::track(b, g)),
-                None => resp,
-            })
+            Ok::<_, Infallible>(resp.map(|b| conn_timers::Activity::track(b, stream)))
         }
     });
     let mut b = auto::Builder::new(crate::fair::Executor);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        // Off: it would run from the end of each response, closing idle keep-alive
+        // connections (the head timer runs from a head's first byte instead).
+        .header_read_timeout(None)
         .max_buf_size(limits::hyper_buf_size(&head_limits))
         .max_headers(limits::hyper_max_headers(&head_limits))
         .keep_alive(true);
@@ -320,6 +326,11 @@ pub async fn serve<I, F>(
     // The guard also enforces `HTTP2` (hyper-util's upgrade-capable connection ignores
     // `http2_only` and would serve HTTP/1.1).
     let io = h2_flood::FloodGuard::new(io, codec, h2.flood);
+    let io = head_timer::HeadTimer::new(io, activity.clone(), head);
+    let io = match codec {
+        config::CodecType::Http2 => io.disabled(),
+        _ => io,
+    };
     let c = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(c);
     let header_deadline = tokio::time::sleep(header_timeout);
@@ -337,7 +348,7 @@ pub async fn serve<I, F>(
             r = &mut c => break r,
             () = &mut header_deadline, if !header_checked => {
                 header_checked = true;
-                if !first_request.load(Ordering::Relaxed) {
+                if !first_request.load(Ordering::Relaxed) && !activity.head_seen() {
                     tracing::debug!(peer = %conn.peer, "no request within the header timeout of accept");
                     return;
                 }

@@ -45,6 +45,12 @@ OtherTest {
     covers: &["config.cluster.v3.Cluster.ignore_health_on_host_removal"],
 },
 OtherTest {
+    // A head that stops short: the suite's client always sends whole requests.
+    file: "tests/tests/request_headers_timeout.rs",
+    test: "a_slow_head_gets_envoys_408_and_idle_keep_alive_survives",
+    covers: &["extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_headers_timeout"],
+},
+OtherTest {
     // istiod's default thresholds with track_remaining: the remaining_* gauges in /stats.
     file: "tests/tests/admin.rs",
     test: "circuit_breaker_gauges_are_envoys",

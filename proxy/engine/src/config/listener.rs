@@ -182,6 +182,10 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout` (default disabled); `None` = disabled.
     pub request_timeout: Option<Duration>,
+    /// `request_headers_timeout`: from the first byte of an HTTP/1 request head to its end,
+    /// else 408 and the connection closes (`http::head_timer`); `None` (unset or `0s`): the
+    /// hardening default [`crate::http::DEFAULT_HEADER_READ_TIMEOUT`] applies instead.
+    pub request_headers_timeout: Option<Duration>,
     /// `access_log[]`, each with Envoy's default format.
     pub access_log: Vec<AccessLog>,
     /// `use_remote_address` (default false): append the peer to `x-forwarded-for`, set

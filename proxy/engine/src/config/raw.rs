@@ -307,6 +307,7 @@ pub(crate) struct RawHcm {
     pub http_filters: Vec<RawHttpFilter>,
     pub stream_idle_timeout: Option<PbDuration>,
     pub request_timeout: Option<PbDuration>,
+    pub request_headers_timeout: Option<PbDuration>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,

@@ -102,7 +102,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "http_protocol_options",
     "http3_protocol_options",
     "scheme_header_transformation",
-    "request_headers_timeout",
     "drain_timeout",
     "delayed_close_timeout",
     "access_log_flush_interval",

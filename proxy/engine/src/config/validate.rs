@@ -451,6 +451,7 @@ fn hcm(
             Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         ),
         request_timeout: timeout_or(raw.request_timeout.map(|d| d.0), None),
+        request_headers_timeout: timeout_or(raw.request_headers_timeout.map(|d| d.0), None),
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),

@@ -40,6 +40,13 @@ pub(crate) struct Activity {
     /// Whether the connection speaks HTTP/2 (drained with a GOAWAY at once).
     pub(crate) h2: AtomicBool,
     active: AtomicUsize,
+    /// Streams begun so far (the head timer's mark: `http::head_timer`).
+    begun: AtomicU64,
+    /// Set when a request head's first byte arrived (the accept guard leaves the connection
+    /// to the head timer then).
+    head_seen: AtomicBool,
+    /// Set by an upgrade request: the connection may become a tunnel, heads are no longer timed.
+    upgraded: AtomicBool,
     /// Milliseconds from `start` to the moment the last stream ended.
     idle_since_ms: AtomicU64,
     became_idle: Notify,
@@ -56,6 +63,9 @@ impl Activity {
             draining: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
+            head_seen: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             became_idle: Notify::new(),
             requests: AtomicU32::new(0),
@@ -77,8 +87,39 @@ impl Activity {
 
     /// A stream starts; the returned guard ends it when dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> Guard {
+        self.begun.fetch_add(1, Ordering::AcqRel);
         self.active.fetch_add(1, Ordering::AcqRel);
         Guard(self.clone())
+    }
+
+    /// Streams begun so far.
+    pub(crate) fn streams_begun(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
+    }
+
+    /// Streams not yet ended.
+    pub(crate) fn active_streams(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// A request head's first byte arrived.
+    pub(crate) fn head_started(&self) {
+        self.head_seen.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request head's first byte ever arrived.
+    pub(crate) fn head_seen(&self) -> bool {
+        self.head_seen.load(Ordering::Relaxed)
+    }
+
+    /// An upgrade request arrived.
+    pub(crate) fn set_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an upgrade request arrived.
+    pub(crate) fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
     }
 
     /// `body` with `guard` kept until the body ends or is dropped.

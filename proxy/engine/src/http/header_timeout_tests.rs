@@ -32,6 +32,11 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
         super::ConnOptions {
             codec,
             header_timeout: TIMEOUT,
+            head: super::HeadTimeout {
+                after: TIMEOUT,
+                body: "request header timeout",
+                server: None,
+            },
             drain: crate::server::drain::DrainWatch::never(),
         },
         // Asked once at accept for the head limits (none: Envoy's defaults); no request is

@@ -365,6 +365,7 @@ impl Chain<'_> {
                     .cfg
                     .request_timeout
                     .unwrap_or(http::DEFAULT_HEADER_READ_TIMEOUT);
+                let head = http::HeadTimeout::of(&hcm.cfg);
                 // Weak: a long-lived connection must not keep a replaced config (and its route
                 // tables) alive; it only serves when the chain is no longer HTTP.
                 let fallback = Arc::downgrade(&hcm);
@@ -377,6 +378,7 @@ impl Chain<'_> {
                 let opts = http::ConnOptions {
                     codec,
                     header_timeout,
+                    head,
                     drain,
                 };
                 http::serve(stream, conn, opts, current, observer).await;
