@@ -12,6 +12,7 @@
 
 pub mod access_log;
 mod conn_timers;
+mod delayed_close;
 mod expect_continue;
 pub mod filters;
 mod forward;
@@ -326,7 +327,8 @@ pub async fn serve<I, F>(
     // The guard also enforces `HTTP2` (hyper-util's upgrade-capable connection ignores
     // `http2_only` and would serve HTTP/1.1).
     let io = h2_flood::FloodGuard::new(io, codec, h2.flood);
-    let io = head_timer::HeadTimer::new(io, activity.clone(), head);
+    let close = delayed_close::DelayedClose::new(activity.clone(), timeouts.delayed_close);
+    let io = head_timer::HeadTimer::new(io, activity.clone(), head, close);
     let io = match codec {
         config::CodecType::Http2 => io.disabled(),
         _ => io,
@@ -363,7 +365,7 @@ pub async fn serve<I, F>(
                 } else {
                     drain_end
                         .as_mut()
-                        .reset(tokio::time::Instant::now() + conn_timers::DRAIN_TIMEOUT);
+                        .reset(tokio::time::Instant::now() + timeouts.drain);
                 }
             }
             // max_requests_per_connection on HTTP/2: GOAWAY at once.

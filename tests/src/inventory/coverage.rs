@@ -51,6 +51,15 @@ OtherTest {
     covers: &["extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_headers_timeout"],
 },
 OtherTest {
+    // When an idle connection is closed: the suite's client does not time closes.
+    file: "tests/tests/connection_close_timing.rs",
+    test: "idle_drain_and_delayed_close_time_the_close_as_envoy",
+    covers: &[
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.drain_timeout",
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.delayed_close_timeout",
+    ],
+},
+OtherTest {
     // istiod's default thresholds with track_remaining: the remaining_* gauges in /stats.
     file: "tests/tests/admin.rs",
     test: "circuit_breaker_gauges_are_envoys",

@@ -68,7 +68,20 @@ pub struct ConnTimeouts {
     /// `max_requests_per_connection` (default none; `0` = none): the response to this
     /// request starts the connection's drain (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
     pub max_requests: Option<u32>,
+    /// The HCM's `drain_timeout` (default [`DEFAULT_DRAIN_TIMEOUT`]): how long a draining
+    /// HTTP/1 connection may still carry a request (answered with `connection: close`).
+    pub drain: Duration,
+    /// The HCM's `delayed_close_timeout` (default [`DEFAULT_DELAYED_CLOSE_TIMEOUT`]; `None`:
+    /// `0s`): how long a connection the proxy closes waits, its write side shut, for the
+    /// client to close its own (`http::delayed_close`).
+    pub delayed_close: Option<Duration>,
 }
+
+/// Envoy's default HCM `drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Envoy's default HCM `delayed_close_timeout`.
+pub const DEFAULT_DELAYED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for ConnTimeouts {
     fn default() -> Self {
@@ -76,6 +89,8 @@ impl Default for ConnTimeouts {
             idle: Some(DEFAULT_HCM_IDLE_TIMEOUT),
             max_duration: None,
             max_requests: None,
+            drain: DEFAULT_DRAIN_TIMEOUT,
+            delayed_close: Some(DEFAULT_DELAYED_CLOSE_TIMEOUT),
         }
     }
 }
@@ -250,6 +265,15 @@ pub(crate) fn parse(raw: &RawHcm, p: &FieldPath) -> Result<Options, ConfigError>
             max_requests: opts
                 .and_then(|o| o.max_requests_per_connection)
                 .filter(|n| *n > 0),
+            drain: raw
+                .drain_timeout
+                .as_ref()
+                .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
+            delayed_close: match raw.delayed_close_timeout.as_ref() {
+                None => Some(DEFAULT_DELAYED_CLOSE_TIMEOUT),
+                Some(d) if d.0.is_zero() => None,
+                Some(d) => Some(d.0),
+            },
         },
     })
 }

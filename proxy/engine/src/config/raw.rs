@@ -308,6 +308,8 @@ pub(crate) struct RawHcm {
     pub stream_idle_timeout: Option<PbDuration>,
     pub request_timeout: Option<PbDuration>,
     pub request_headers_timeout: Option<PbDuration>,
+    pub drain_timeout: Option<PbDuration>,
+    pub delayed_close_timeout: Option<PbDuration>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,

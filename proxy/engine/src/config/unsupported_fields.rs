@@ -102,8 +102,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "http_protocol_options",
     "http3_protocol_options",
     "scheme_header_transformation",
-    "drain_timeout",
-    "delayed_close_timeout",
     "access_log_flush_interval",
     "flush_access_log_on_new_request",
     "access_log_options",

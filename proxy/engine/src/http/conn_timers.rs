@@ -4,7 +4,7 @@
 //! response), the duration timer from accept. Either one firing starts Envoy's drain: HTTP/1
 //! responses from then on carry `connection: close` (so the connection closes after the next
 //! one; observed against Envoy: `hcm_idle_timeout`, `hcm_max_connection_duration`), and the
-//! connection is closed after [`DRAIN_TIMEOUT`]; an HTTP/2 connection gets its GOAWAY at once
+//! connection is closed after the HCM's `drain_timeout` ([`ConnTimeouts::drain`]); an HTTP/2 connection gets its GOAWAY at once
 //! (hyper's `graceful_shutdown`).
 //!
 //! `max_requests_per_connection` drains the same way once the connection has carried that many
@@ -26,10 +26,6 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::Body;
 use crate::config::ConnTimeouts;
-
-/// Envoy's default HCM `drain_timeout`: how long a draining HTTP/1 connection may still carry a
-/// request (answered with `connection: close`).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Active streams of a connection and when it last became idle.
 #[derive(Debug)]
@@ -187,7 +183,7 @@ mod tests {
         let t = ConnTimeouts {
             idle: Some(100 * MS),
             max_duration: None,
-            max_requests: None,
+            ..ConnTimeouts::default()
         };
         let g = a.begin();
         let waited = tokio::time::timeout(300 * MS, a.expired(t)).await;
@@ -204,7 +200,7 @@ mod tests {
         let t = ConnTimeouts {
             idle: None,
             max_duration: Some(100 * MS),
-            max_requests: None,
+            ..ConnTimeouts::default()
         };
         let _g = a.begin();
         a.expired(t).await;

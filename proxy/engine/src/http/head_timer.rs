@@ -10,6 +10,8 @@
 //! Bytes of a pipelined next request read during the current one do not, so a client that
 //! pipelines a partial head is left to the idle timeout (Envoy times that head too). HTTP/2
 //! (the preface) and upgraded connections (a tunnel follows) never run it.
+//!
+//! The wrapper also closes the connection as `delayed_close_timeout` says (`http::delayed_close`).
 
 use std::{
     future::Future,
@@ -27,7 +29,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::conn_timers::Activity;
+use super::{conn_timers::Activity, delayed_close::DelayedClose};
 use crate::config::{HttpConnectionManager, ServerTransformation};
 
 /// The HTTP/2 connection preface.
@@ -105,15 +107,23 @@ pub(crate) struct HeadTimer<I> {
     armed: Option<Armed>,
     /// The 408 being written, and how much of it is out.
     reply: Option<(Bytes, usize)>,
+    /// The connection's close (`delayed_close_timeout`).
+    close: DelayedClose,
 }
 
 impl<I> HeadTimer<I> {
-    /// Wraps `io`; `activity` counts the connection's streams.
-    pub(crate) fn new(io: I, activity: Arc<Activity>, timeout: HeadTimeout) -> Self {
+    /// Wraps `io`; `activity` counts the connection's streams; `close` is how it closes.
+    pub(crate) fn new(
+        io: I,
+        activity: Arc<Activity>,
+        timeout: HeadTimeout,
+        close: DelayedClose,
+    ) -> Self {
         Self {
             io,
             activity,
             timeout,
+            close,
             mode: Mode::Sniff(0),
             sleep: None,
             armed: None,
@@ -177,7 +187,7 @@ impl<I> HeadTimer<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> HeadTimer<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> HeadTimer<I> {
     /// Writes the 408, shuts the write side and ends the connection's reads with an error
     /// (hyper then closes it without an answer of its own).
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -190,7 +200,7 @@ impl<I: AsyncWrite + Unpin> HeadTimer<I> {
                 *sent += n;
             }
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            let _ = ready!(self.close.poll_shutdown(&mut self.io, cx));
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -251,7 +261,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimer<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -277,6 +287,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.close.poll_shutdown(&mut this.io, cx)
     }
 }
