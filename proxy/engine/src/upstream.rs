@@ -18,6 +18,7 @@ pub mod priority;
 pub mod resources;
 pub mod sockopts;
 pub mod spec;
+pub mod success_rate;
 pub mod tls;
 pub mod xxhash;
 
@@ -96,6 +97,10 @@ pub struct Host {
     pub consecutive_gateway: AtomicU32,
     /// Consecutive local-origin failures (`split_external_local_origin_errors`).
     pub consecutive_local: AtomicU32,
+    /// Requests and successes since the last outlier sweep (success-rate ejection).
+    pub sr_external: success_rate::SuccessRate,
+    /// The same for local-origin results (`split_external_local_origin_errors`).
+    pub sr_local: success_rate::SuccessRate,
     /// Requests in flight to this host (least-request balancing).
     pub active_rq: AtomicUsize,
     /// Requests sent to this host.
@@ -133,6 +138,8 @@ impl Host {
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
             consecutive_local: AtomicU32::new(0),
+            sr_external: success_rate::SuccessRate::default(),
+            sr_local: success_rate::SuccessRate::default(),
             active_rq: AtomicUsize::new(0),
             rq_total: AtomicU64::new(0),
             rq_error: AtomicU64::new(0),
@@ -372,6 +379,8 @@ pub struct Cluster {
     /// When the cluster was built ([`now_ms`]): Envoy's outlier sweeps run every `interval`
     /// from then, and an ejected host returns at a sweep.
     pub outlier_epoch_ms: u64,
+    /// The success-rate sweeps evaluated so far and what the last found.
+    pub outlier_sweeps: success_rate::Sweeps,
 }
 
 /// How the request asks for a host: a hash for hash balancers, the original destination for
@@ -429,6 +438,7 @@ impl Cluster {
             dns_ready: tokio::sync::watch::Sender::new(!spec_discovery_is_dns),
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),
             outlier_epoch_ms: now_ms(),
+            outlier_sweeps: success_rate::Sweeps::default(),
         });
         let gauges: Arc<dyn crate::server::stats::Gauges> = cluster.clone();
         stats.add_cluster_gauges(&cluster.spec.name, Arc::downgrade(&gauges));
@@ -454,6 +464,10 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             return Some(map.entry(dst).or_insert_with(|| Host::new(dst, 1)).clone());
+        }
+        // A success-rate sweep that is due ejects before this choice, as Envoy's timer would.
+        if let Some(o) = &self.spec.outlier {
+            success_rate::sweep_if_due(self, o, now_ms());
         }
         let set = self.hosts.load();
         lb::choose(&self.spec.lb, &set, &self.rr, ctx, &self.spec.options)

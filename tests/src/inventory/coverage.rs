@@ -60,6 +60,20 @@ OtherTest {
     ],
 },
 OtherTest {
+    // Success-rate ejection needs two endpoints sharing the traffic, which round robin starts
+    // at a random one of: the suite's per-request expectations cannot hold.
+    file: "tests/tests/outlier_success_rate.rs",
+    test: "success_rate_and_failure_percentage_eject_as_under_envoy",
+    covers: &[
+        "config.cluster.v3.OutlierDetection.enforcing_success_rate",
+        "config.cluster.v3.OutlierDetection.success_rate_minimum_hosts",
+        "config.cluster.v3.OutlierDetection.success_rate_request_volume",
+        "config.cluster.v3.OutlierDetection.success_rate_stdev_factor",
+        "config.cluster.v3.OutlierDetection.enforcing_local_origin_success_rate",
+        "config.cluster.v3.OutlierDetection.enforcing_failure_percentage_local_origin",
+    ],
+},
+OtherTest {
     // istiod's default thresholds with track_remaining: the remaining_* gauges in /stats.
     file: "tests/tests/admin.rs",
     test: "circuit_breaker_gauges_are_envoys",

@@ -49,6 +49,13 @@ fn thresholds(c: &Cluster) -> [(&'static str, [(&'static str, usize); 4]); 2] {
     ]
 }
 
+/// Evaluates an outlier sweep that is due, as Envoy's timer would have by now.
+fn sweep(c: &crate::upstream::Cluster) {
+    if let Some(o) = &c.spec.outlier {
+        crate::upstream::success_rate::sweep_if_due(c, o, now_ms());
+    }
+}
+
 /// Envoy's text format.
 pub fn text(rt: &Runtime) -> String {
     let mut out = String::new();
@@ -56,7 +63,18 @@ pub fn text(rt: &Runtime) -> String {
         let Some(c) = rt.clusters.get(name) else {
             continue;
         };
+        sweep(c);
         let _ = writeln!(out, "{name}::observability_name::{name}");
+        if c.spec.outlier.is_some() {
+            for (local, prefix) in [(false, ""), (true, "local_origin_")] {
+                let (avg, threshold) = c.outlier_sweeps.success_rate(local);
+                let _ = writeln!(out, "{name}::outlier::{prefix}success_rate_average::{avg}");
+                let _ = writeln!(
+                    out,
+                    "{name}::outlier::{prefix}success_rate_ejection_threshold::{threshold}"
+                );
+            }
+        }
         for (prio, lines) in thresholds(c) {
             for (k, v) in lines {
                 let _ = writeln!(out, "{name}::{prio}::{k}::{v}");
@@ -82,12 +100,13 @@ pub fn text(rt: &Runtime) -> String {
             let _ = writeln!(out, "{name}::{a}::sub_zone::{}", l.sub_zone);
             let _ = writeln!(out, "{name}::{a}::canary::{}", meta.canary);
             let _ = writeln!(out, "{name}::{a}::priority::{}", meta.priority);
-            // Without outlier detection Envoy has no success rate (-1); with it, Envoy computes
-            // one that sluice does not, so the lines are left out.
-            if c.spec.outlier.is_none() {
-                let _ = writeln!(out, "{name}::{a}::success_rate::-1");
-                let _ = writeln!(out, "{name}::{a}::local_origin_success_rate::-1");
-            }
+            // What the last outlier sweep computed (-1: none, or no outlier detection).
+            let _ = writeln!(out, "{name}::{a}::success_rate::{}", h.sr_external.last());
+            let _ = writeln!(
+                out,
+                "{name}::{a}::local_origin_success_rate::{}",
+                h.sr_local.last()
+            );
         }
     }
     out
@@ -101,6 +120,7 @@ pub fn json(rt: &Runtime) -> Value {
         .iter()
         .filter_map(|name| rt.clusters.get(name).map(|c| (name, c)))
         .map(|(name, c)| {
+            sweep(c);
             let (hosts, localities) = c.hosts_view();
             let hosts: Vec<Value> = hosts
                 .iter()
@@ -140,6 +160,14 @@ pub fn json(rt: &Runtime) -> Value {
                     if let Some(n) = &h.hostname {
                         hs["hostname"] = json!(n.as_ref());
                     }
+                    for (k, v) in [
+                        ("success_rate", h.sr_external.last()),
+                        ("local_origin_success_rate", h.sr_local.last()),
+                    ] {
+                        if v >= 0.0 {
+                            hs[k] = json!({"value": v});
+                        }
+                    }
                     hs
                 })
                 .collect();
@@ -163,6 +191,15 @@ pub fn json(rt: &Runtime) -> Value {
             });
             if rt.origin.clusters.contains_key(name.as_str()) {
                 s["added_via_api"] = json!(true);
+            }
+            for (local, k) in [
+                (false, "success_rate_ejection_threshold"),
+                (true, "local_origin_success_rate_ejection_threshold"),
+            ] {
+                let (_, threshold) = c.outlier_sweeps.success_rate(local);
+                if threshold >= 0.0 {
+                    s[k] = json!({"value": threshold});
+                }
             }
             if !hosts.is_empty() {
                 s["host_statuses"] = json!(hosts);

@@ -263,8 +263,8 @@ impl Default for CircuitBreakers {
 }
 
 /// `outlier_detection`: consecutive 5xx, gateway and local-origin failure ejection (Envoy's
-/// `DetectorHostMonitorImpl`); success-rate and failure-percentage ejection are not
-/// implemented (their `enforcing_*` must be 0, as istiod sends them).
+/// `DetectorHostMonitorImpl`), and success-rate and failure-percentage ejection at each sweep
+/// (Envoy's `processSuccessRateEjections`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutlierDetection {
     /// `consecutive_5xx` (default [`DEFAULT_CONSECUTIVE_5XX`]; 0 never ejects).
@@ -290,6 +290,68 @@ pub struct OutlierDetection {
     pub consecutive_local_origin_failure: u32,
     /// `enforcing_consecutive_local_origin_failure` (default 100).
     pub enforcing_consecutive_local_origin_failure: u32,
+    /// Success-rate ejection (external origin; local origin with the split).
+    pub success_rate: SuccessRateEjection,
+    /// Failure-percentage ejection.
+    pub failure_percentage: FailurePercentageEjection,
+}
+
+/// Success-rate ejection: at each sweep, among hosts with at least `request_volume` requests
+/// in the last interval (at least `minimum_hosts` of them), those whose success rate is below
+/// mean - `stdev_factor` / 1000 x stdev are ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SuccessRateEjection {
+    /// `success_rate_minimum_hosts` (default 5).
+    pub minimum_hosts: u32,
+    /// `success_rate_request_volume` (default 100).
+    pub request_volume: u32,
+    /// `success_rate_stdev_factor` (default 1900).
+    pub stdev_factor: u32,
+    /// `enforcing_success_rate` (default 100).
+    pub enforcing: u32,
+    /// `enforcing_local_origin_success_rate` (default 100).
+    pub enforcing_local_origin: u32,
+}
+
+impl Default for SuccessRateEjection {
+    fn default() -> Self {
+        Self {
+            minimum_hosts: 5,
+            request_volume: 100,
+            stdev_factor: 1900,
+            enforcing: 100,
+            enforcing_local_origin: 100,
+        }
+    }
+}
+
+/// Failure-percentage ejection: at each sweep, among hosts with at least `request_volume`
+/// requests in the last interval (at least `minimum_hosts` of them), those whose failure
+/// percentage is at least `threshold` are ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FailurePercentageEjection {
+    /// `failure_percentage_threshold` (default 85).
+    pub threshold: u32,
+    /// `failure_percentage_minimum_hosts` (default 5).
+    pub minimum_hosts: u32,
+    /// `failure_percentage_request_volume` (default 50).
+    pub request_volume: u32,
+    /// `enforcing_failure_percentage` (default 0).
+    pub enforcing: u32,
+    /// `enforcing_failure_percentage_local_origin` (default 0).
+    pub enforcing_local_origin: u32,
+}
+
+impl Default for FailurePercentageEjection {
+    fn default() -> Self {
+        Self {
+            threshold: 85,
+            minimum_hosts: 5,
+            request_volume: 50,
+            enforcing: 0,
+            enforcing_local_origin: 0,
+        }
+    }
 }
 
 impl Default for OutlierDetection {
@@ -306,6 +368,8 @@ impl Default for OutlierDetection {
             split_local_origin: false,
             consecutive_local_origin_failure: DEFAULT_CONSECUTIVE_5XX,
             enforcing_consecutive_local_origin_failure: 100,
+            success_rate: SuccessRateEjection::default(),
+            failure_percentage: FailurePercentageEjection::default(),
         }
     }
 }

@@ -1,9 +1,12 @@
-//! A cluster's `outlier_detection`, validated with Envoy's bounds. What istiod makes of a
-//! DestinationRule's `outlierDetection` loads: `enforcing_success_rate: 0` (and, with
-//! `splitExternalLocalOriginErrors`, `enforcing_local_origin_success_rate: 0`), the consecutive
-//! 5xx and gateway-error thresholds with `enforcing_*` 0 or 100.
+//! A cluster's `outlier_detection`, validated with Envoy's bounds (percents at most 100).
+//! istiod's shape of a DestinationRule's `outlierDetection`: `enforcing_success_rate: 0` (and,
+//! with `splitExternalLocalOriginErrors`, `enforcing_local_origin_success_rate: 0`), the
+//! consecutive 5xx and gateway-error thresholds with `enforcing_*` 0 or 100.
 
-use super::{path::FieldPath, raw_cluster::RawOutlierDetection, ConfigError, OutlierDetection};
+use super::{
+    path::FieldPath, raw_cluster::RawOutlierDetection, ConfigError, FailurePercentageEjection,
+    OutlierDetection, SuccessRateEjection,
+};
 
 /// The typed outlier detection of `raw` (`p` is `...outlier_detection`).
 pub(crate) fn parse(
@@ -15,20 +18,8 @@ pub(crate) fn parse(
         Some(n) if n > 100 => Err(p.field(name).err("must be at most 100")),
         v => Ok(v.unwrap_or(default)),
     };
-    // Success-rate ejection is not implemented: only its disabled form loads.
-    for (v, name) in [
-        (raw.enforcing_success_rate, "enforcing_success_rate"),
-        (
-            raw.enforcing_local_origin_success_rate,
-            "enforcing_local_origin_success_rate",
-        ),
-    ] {
-        if v.is_some_and(|n| n != 0) {
-            return Err(p.field(name).err(
-                "not supported other than 0 (success-rate ejection is not implemented; istiod sends 0)",
-            ));
-        }
-    }
+    let sr = SuccessRateEjection::default();
+    let fp = FailurePercentageEjection::default();
     Ok(OutlierDetection {
         consecutive_5xx: raw.consecutive_5xx.unwrap_or(d.consecutive_5xx),
         interval: raw.interval.map_or(d.interval, |x| x.0),
@@ -61,5 +52,43 @@ pub(crate) fn parse(
             "enforcing_consecutive_local_origin_failure",
             d.enforcing_consecutive_local_origin_failure,
         )?,
+        success_rate: SuccessRateEjection {
+            minimum_hosts: raw.success_rate_minimum_hosts.unwrap_or(sr.minimum_hosts),
+            request_volume: raw.success_rate_request_volume.unwrap_or(sr.request_volume),
+            stdev_factor: raw.success_rate_stdev_factor.unwrap_or(sr.stdev_factor),
+            enforcing: percent(
+                raw.enforcing_success_rate,
+                "enforcing_success_rate",
+                sr.enforcing,
+            )?,
+            enforcing_local_origin: percent(
+                raw.enforcing_local_origin_success_rate,
+                "enforcing_local_origin_success_rate",
+                sr.enforcing_local_origin,
+            )?,
+        },
+        failure_percentage: FailurePercentageEjection {
+            threshold: percent(
+                raw.failure_percentage_threshold,
+                "failure_percentage_threshold",
+                fp.threshold,
+            )?,
+            minimum_hosts: raw
+                .failure_percentage_minimum_hosts
+                .unwrap_or(fp.minimum_hosts),
+            request_volume: raw
+                .failure_percentage_request_volume
+                .unwrap_or(fp.request_volume),
+            enforcing: percent(
+                raw.enforcing_failure_percentage,
+                "enforcing_failure_percentage",
+                fp.enforcing,
+            )?,
+            enforcing_local_origin: percent(
+                raw.enforcing_failure_percentage_local_origin,
+                "enforcing_failure_percentage_local_origin",
+                fp.enforcing_local_origin,
+            )?,
+        },
     })
 }

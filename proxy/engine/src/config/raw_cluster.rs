@@ -163,6 +163,14 @@ pub(crate) struct RawOutlierDetection {
     pub consecutive_local_origin_failure: Option<u32>,
     pub enforcing_consecutive_local_origin_failure: Option<u32>,
     pub enforcing_local_origin_success_rate: Option<u32>,
+    pub success_rate_minimum_hosts: Option<u32>,
+    pub success_rate_request_volume: Option<u32>,
+    pub success_rate_stdev_factor: Option<u32>,
+    pub failure_percentage_threshold: Option<u32>,
+    pub enforcing_failure_percentage: Option<u32>,
+    pub enforcing_failure_percentage_local_origin: Option<u32>,
+    pub failure_percentage_minimum_hosts: Option<u32>,
+    pub failure_percentage_request_volume: Option<u32>,
 }
 
 /// `core.v3.HealthCheck`.

@@ -46,6 +46,8 @@ enum Detected {
 
 /// Records one attempt's result on `host` and ejects it on a detection (module doc).
 pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, result: HostResult) {
+    super::success_rate::sweep_if_due(cluster, spec, now_ms());
+    count_success_rate(spec, host, result);
     let status = match result {
         HostResult::LocalOrigin { .. } if spec.split_local_origin => {
             if bump(&host.consecutive_local) == spec.consecutive_local_origin_failure {
@@ -85,6 +87,22 @@ pub fn record(cluster: &Cluster, spec: &OutlierSpec, host: &Host, result: HostRe
     }
 }
 
+/// Counts `result` in the host's success-rate monitors (Envoy's: a response below 500 is an
+/// external success; with the split a response is a local-origin success and a local-origin
+/// failure counts only there, without it the failure is a 503 / 504).
+fn count_success_rate(spec: &OutlierSpec, host: &Host, result: HostResult) {
+    match result {
+        HostResult::Status(s) => {
+            host.sr_external.count(s < 500);
+            if spec.split_local_origin {
+                host.sr_local.count(true);
+            }
+        }
+        HostResult::LocalOrigin { .. } if spec.split_local_origin => host.sr_local.count(false),
+        HostResult::LocalOrigin { .. } => host.sr_external.count(false),
+    }
+}
+
 /// Adds one to a count, returning the new value.
 fn bump(count: &AtomicU32) -> u32 {
     count.fetch_add(1, Ordering::Relaxed).saturating_add(1)
@@ -108,6 +126,21 @@ fn detected(cluster: &Cluster, spec: &OutlierSpec, host: &Host, kind: Detected) 
         ),
     };
     count.store(0, Ordering::Relaxed);
+    try_eject(cluster, spec, host, now, enforcing);
+}
+
+/// Envoy's `ejectHost`: ejects `host` (unless already ejected) within `max_ejection_percent`,
+/// with the `enforcing_*` percent's chance.
+pub(super) fn try_eject(
+    cluster: &Cluster,
+    spec: &OutlierSpec,
+    host: &Host,
+    now: u64,
+    enforcing: u32,
+) {
+    if host.is_ejected(now) {
+        return;
+    }
     let hosts = cluster.all_hosts();
     let ejected = hosts.iter().filter(|h| h.is_ejected(now)).count();
     // Envoy ejects only while the ejected share, this host included, stays within
@@ -147,7 +180,7 @@ fn eject(cluster: &Cluster, spec: &OutlierSpec, host: &Host, now: u64) {
     tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = until - now, "outlier ejected host");
 }
 
-fn interval_ms(spec: &OutlierSpec) -> u64 {
+pub(super) fn interval_ms(spec: &OutlierSpec) -> u64 {
     u64::try_from(spec.interval.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)

@@ -95,11 +95,13 @@ async fn a_detection_restarts_its_count() {
 }
 
 #[test]
-fn success_rate_ejection_loads_only_disabled() {
+fn percents_above_100_are_refused_naming_the_field() {
     for (field, value) in [
-        ("enforcing_success_rate", 100),
-        ("enforcing_local_origin_success_rate", 1),
+        ("enforcing_success_rate", 101),
+        ("enforcing_local_origin_success_rate", 200),
         ("enforcing_consecutive_5xx", 101),
+        ("failure_percentage_threshold", 101),
+        ("enforcing_failure_percentage", 101),
     ] {
         let yaml = crate::testing::bootstrap_yaml(&[("/", "svc")], &[])
             + &format!(
@@ -112,4 +114,57 @@ fn success_rate_ejection_loads_only_disabled() {
             "{e}"
         );
     }
+}
+
+/// Feeds each host `n` results (host 0 failing them all), then evaluates the sweep one
+/// interval (1 s) after the cluster's start; which hosts end ejected.
+fn swept(c: &Cluster, n: usize, hosts_fed: usize) -> Vec<bool> {
+    let spec = c.spec.outlier.expect("outlier detection");
+    let hosts = c.all_hosts();
+    for (i, h) in hosts.iter().enumerate().take(hosts_fed) {
+        for _ in 0..n {
+            record(c, &spec, h, if i == 0 { S503 } else { OK });
+        }
+    }
+    let at = c.outlier_epoch_ms + 1000;
+    crate::upstream::success_rate::sweep_if_due(c, &spec, at);
+    hosts.iter().map(|h| h.is_ejected(at)).collect()
+}
+
+#[tokio::test]
+async fn a_sweep_ejects_below_the_success_rate_threshold() {
+    let c = cluster("interval: 1s, consecutive_5xx: 1000, success_rate_request_volume: 10");
+    let ejected = swept(&c, 10, 10);
+    assert_eq!(ejected.iter().filter(|e| **e).count(), 1);
+    assert!(ejected[0]);
+    // Rates 0 and nine 100: mean 90, stdev 30, threshold 90 - 1.9 x 30 = 33.
+    let (mean, threshold) = c.outlier_sweeps.success_rate(false);
+    assert_eq!(mean, 90.0);
+    assert!((threshold - 33.0).abs() < 1e-9, "{threshold}");
+    assert_eq!(c.all_hosts()[1].sr_external.last(), 100.0);
+}
+
+#[tokio::test]
+async fn too_few_hosts_or_requests_eject_nobody() {
+    // Four hosts with traffic, five needed.
+    let c = cluster("interval: 1s, consecutive_5xx: 1000, success_rate_request_volume: 10");
+    assert!(swept(&c, 10, 4).iter().all(|e| !e));
+    assert_eq!(c.outlier_sweeps.success_rate(false), (-1.0, -1.0));
+    // Nine requests each, ten needed.
+    let c = cluster("interval: 1s, consecutive_5xx: 1000, success_rate_request_volume: 10");
+    assert!(swept(&c, 9, 10).iter().all(|e| !e));
+}
+
+#[tokio::test]
+async fn failure_percentage_ejects_only_when_enforced() {
+    let fp = "interval: 1s, consecutive_5xx: 1000, enforcing_success_rate: 0, \
+              failure_percentage_request_volume: 10";
+    let c = cluster(fp);
+    assert!(
+        swept(&c, 10, 10).iter().all(|e| !e),
+        "enforcing 0 by default"
+    );
+    let c = cluster(&format!("{fp}, enforcing_failure_percentage: 100"));
+    let ejected = swept(&c, 10, 10);
+    assert!(ejected[0] && ejected.iter().filter(|e| **e).count() == 1);
 }
