@@ -49,6 +49,13 @@ impl Proxy {
 /// A bootstrap for [`start_text`]: one HTTP listener on `port` whose HCM has `hcm_options`
 /// (YAML at the HCM's indentation) and answers every request with a direct 200.
 pub fn direct_response_config(port: u16, hcm_options: &str) -> String {
+    hcm_config(port, hcm_options, "", "direct_response: {status: 200}")
+}
+
+/// A bootstrap for [`start_text`]: one HTTP listener on `port` whose HCM has `hcm_options`
+/// (YAML at the HCM's indentation), the HTTP filters `filters` (flow-style list items, each
+/// followed by `, `) before the router, and one route `/` with `action` (flow style).
+pub fn hcm_config(port: u16, hcm_options: &str, filters: &str, action: &str) -> String {
     format!(
         r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: ADMIN_PORT}}}}}}
 static_resources:
@@ -62,8 +69,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: s
           {hcm_options}
-          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-          route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]}}
+          http_filters: [{filters}{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+          route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, {action}}}]}}]}}
 "#
     )
 }

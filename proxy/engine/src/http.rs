@@ -915,6 +915,12 @@ pub async fn handle_with(
         if d.delayed && flag == Flag::None {
             flag = Flag::DelayInjected;
         }
+        // A fault's response rate limit paces the body; its faults stay active until the end.
+        if let Some(kbps) = d.throttle_kbps {
+            let guards = d.guards;
+            let since = tokio::time::Instant::from_std(start);
+            resp = resp.map(|b| BoxBody::new(filters::Throttled::new(b, kbps, since, guards)));
+        }
     }
     if h1 {
         *resp.version_mut() = version;

@@ -74,6 +74,18 @@ OtherTest {
     ],
 },
 OtherTest {
+    // A paced response body: the suite does not time responses.
+    file: "tests/tests/fault_response_rate_limit.rs",
+    test: "response_bodies_are_paced_as_envoy_paces_them",
+    covers: &[
+        "extensions.filters.http.fault.v3.HTTPFault.response_rate_limit",
+        "extensions.filters.common.fault.v3.FaultRateLimit.fixed_limit",
+        "extensions.filters.common.fault.v3.FaultRateLimit.header_limit",
+        "extensions.filters.common.fault.v3.FaultRateLimit.percentage",
+        "extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit.limit_kbps",
+    ],
+},
+OtherTest {
     // istiod's default thresholds with track_remaining: the remaining_* gauges in /stats.
     file: "tests/tests/admin.rs",
     test: "circuit_breaker_gauges_are_envoys",

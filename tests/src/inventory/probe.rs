@@ -37,6 +37,7 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
               delay: { fixed_delay: 1s }
               abort: { http_status: 503 }
+              response_rate_limit: { fixed_limit: { limit_kbps: 1 } }
           - name: envoy.filters.http.cors
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }
           - name: envoy.filters.http.local_ratelimit
@@ -136,6 +137,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.http.fault.v3.HTTPFault", format!("{HCM}/http_filters/0/typed_config")),
         ("extensions.filters.common.fault.v3.FaultDelay", format!("{HCM}/http_filters/0/typed_config/delay")),
         ("extensions.filters.http.fault.v3.FaultAbort", format!("{HCM}/http_filters/0/typed_config/abort")),
+        ("extensions.filters.common.fault.v3.FaultRateLimit", format!("{HCM}/http_filters/0/typed_config/response_rate_limit")),
+        ("extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit", format!("{HCM}/http_filters/0/typed_config/response_rate_limit/fixed_limit")),
         ("extensions.filters.http.local_ratelimit.v3.LocalRateLimit", format!("{HCM}/http_filters/2/typed_config")),
         ("type.v3.TokenBucket", format!("{HCM}/http_filters/2/typed_config/token_bucket")),
         ("extensions.filters.http.cors.v3.CorsPolicy", format!("{vh}/typed_per_filter_config/envoy.filters.http.cors")),

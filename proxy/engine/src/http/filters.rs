@@ -9,11 +9,13 @@
 //! skips all of this.
 
 mod cors;
+pub use throttle::Throttled;
 mod fault;
 mod local_ratelimit;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 use std::{sync::Arc, time::Instant};
 
@@ -134,8 +136,11 @@ pub struct Decoded {
     pub delayed: bool,
     /// The response headers to add.
     pub encode: Encode,
-    /// Faults in progress (`max_active_faults`), released with the request.
+    /// Faults in progress (`max_active_faults`), released with the request (or, with a
+    /// response rate limit, with its body).
     pub guards: Vec<fault::ActiveFault>,
+    /// A fault's `response_rate_limit`: the response body's KiB/s.
+    pub throttle_kbps: Option<u64>,
     /// Rate limiters that let a limited request through: their
     /// `request_headers_to_add_when_not_enforced` go upstream.
     pub not_enforced: Vec<Arc<LocalRateLimit>>,
@@ -198,6 +203,7 @@ impl HttpFilters {
             delayed: false,
             encode: Encode::default(),
             guards: Vec::new(),
+            throttle_kbps: None,
             not_enforced: Vec::new(),
         };
         for f in &self.filters {
@@ -225,6 +231,7 @@ impl HttpFilters {
                         continue;
                     };
                     out.guards.push(inj.guard);
+                    out.throttle_kbps = inj.throttle_kbps.or(out.throttle_kbps);
                     if let Some(d) = inj.delay {
                         out.delayed = true;
                         let until = Instant::now() + d;

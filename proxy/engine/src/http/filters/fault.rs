@@ -1,6 +1,7 @@
-//! `envoy.filters.http.fault` (extensions.filters.http.fault.v3.HTTPFault): delays and aborts,
-//! fixed or taken from the request's `x-envoy-fault-*` headers, with Envoy 1.40's checks
-//! (upstream cluster, downstream nodes, header matchers, max active faults) in its order.
+//! `envoy.filters.http.fault` (extensions.filters.http.fault.v3.HTTPFault): delays, aborts and
+//! response rate limits (`filters/throttle.rs`), fixed or taken from the request's
+//! `x-envoy-fault-*` headers, with Envoy 1.40's checks (upstream cluster, downstream nodes,
+//! header matchers, max active faults) in its order.
 
 use std::{
     sync::{
@@ -31,6 +32,7 @@ pub const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.
 pub(crate) struct RawFault {
     delay: Option<RawDelay>,
     abort: Option<RawAbort>,
+    response_rate_limit: Option<RawRateLimit>,
     upstream_cluster: Option<String>,
     #[serde(default)]
     headers: Vec<RawHeaderMatcher>,
@@ -50,6 +52,8 @@ pub(crate) struct RawFault {
     delay_duration_runtime: Option<String>,
     #[allow(dead_code)]
     max_active_faults_runtime: Option<String>,
+    #[allow(dead_code)]
+    response_rate_limit_percent_runtime: Option<String>,
     /// Only stats: a no-op.
     #[allow(dead_code)]
     disable_downstream_cluster_stats: Option<bool>,
@@ -73,6 +77,22 @@ struct RawAbort {
     header_abort: Option<crate::config::raw::Empty>,
     percentage: Option<RawFractionalPercent>,
     response_body: Option<String>,
+}
+
+/// `extensions.filters.common.fault.v3.FaultRateLimit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    fixed_limit: Option<RawFixedLimit>,
+    header_limit: Option<crate::config::raw::Empty>,
+    percentage: Option<RawFractionalPercent>,
+}
+
+/// `FaultRateLimit.FixedLimit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFixedLimit {
+    limit_kbps: Option<u64>,
 }
 
 /// What a delay or abort takes its value from.
@@ -102,11 +122,19 @@ struct Abort {
     body: Arc<str>,
 }
 
+/// `response_rate_limit`: KiB/s.
+#[derive(Debug)]
+struct RateLimit {
+    source: Source<u64>,
+    percent: FractionalPercent,
+}
+
 /// A compiled `HTTPFault`.
 #[derive(Debug)]
 pub struct Fault {
     delay: Option<Delay>,
     abort: Option<Abort>,
+    rate_limit: Option<RateLimit>,
     upstream_cluster: Option<String>,
     headers: Vec<HeaderMatcher>,
     downstream_nodes: Vec<String>,
@@ -129,22 +157,37 @@ fn pct(
     }
 }
 
+/// A fault's value: fixed (`fixed`, already checked) or from a header; exactly one of the
+/// two fields `names` must be set.
+fn fixed_or_header<T>(
+    fixed: Option<Result<T, ConfigError>>,
+    header: bool,
+    names: (&str, &str),
+    p: &FieldPath,
+) -> Result<Source<T>, ConfigError> {
+    match (fixed, header) {
+        (Some(f), false) => Ok(Source::Fixed(f?)),
+        (None, true) => Ok(Source::Header),
+        (None, false) => Err(p.err(format!("one of {} and {} is required", names.0, names.1))),
+        (Some(_), true) => Err(p.err(format!(
+            "only one of {} and {} may be set",
+            names.0, names.1
+        ))),
+    }
+}
+
 /// Compiles `raw` (at `p`).
 pub(crate) fn build(raw: RawFault, p: &FieldPath) -> Result<Fault, ConfigError> {
     let delay = match raw.delay {
         None => None,
         Some(d) => {
             let dp = p.field("delay");
-            let source = match (d.fixed_delay, d.header_delay) {
-                (Some(f), None) => Source::Fixed(f.0),
-                (None, Some(_)) => Source::Header,
-                (None, None) => {
-                    return Err(dp.err("one of fixed_delay and header_delay is required"))
-                }
-                (Some(_), Some(_)) => {
-                    return Err(dp.err("only one of fixed_delay and header_delay may be set"))
-                }
-            };
+            let source = fixed_or_header(
+                d.fixed_delay.map(|f| Ok(f.0)),
+                d.header_delay.is_some(),
+                ("fixed_delay", "header_delay"),
+                &dp,
+            )?;
             Some(Delay {
                 source,
                 percent: pct(&d.percentage, &dp)?,
@@ -188,6 +231,29 @@ pub(crate) fn build(raw: RawFault, p: &FieldPath) -> Result<Fault, ConfigError> 
             })
         }
     };
+    let rate_limit = match raw.response_rate_limit {
+        None => None,
+        Some(r) => {
+            let rp = p.field("response_rate_limit");
+            let fixed = r.fixed_limit.map(|f| match f.limit_kbps {
+                Some(k) if k >= 1 => Ok(k),
+                _ => Err(rp
+                    .field("fixed_limit")
+                    .field("limit_kbps")
+                    .err("must be at least 1")),
+            });
+            let source = fixed_or_header(
+                fixed,
+                r.header_limit.is_some(),
+                ("fixed_limit", "header_limit"),
+                &rp,
+            )?;
+            Some(RateLimit {
+                source,
+                percent: pct(&r.percentage, &rp)?,
+            })
+        }
+    };
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (i, h) in raw.headers.iter().enumerate() {
         headers.push(header_matcher(h, &p.field("headers").index(i))?);
@@ -195,6 +261,7 @@ pub(crate) fn build(raw: RawFault, p: &FieldPath) -> Result<Fault, ConfigError> 
     Ok(Fault {
         delay,
         abort,
+        rate_limit,
         upstream_cluster: raw.upstream_cluster.filter(|c| !c.is_empty()),
         headers,
         downstream_nodes: raw.downstream_nodes,
@@ -218,6 +285,8 @@ pub struct Injected {
     pub delay: Option<Duration>,
     /// Then answer locally.
     pub abort: Option<AbortReply>,
+    /// Pace the response body to this many KiB/s.
+    pub throttle_kbps: Option<u64>,
     /// Held for the request's life.
     pub guard: ActiveFault,
 }
@@ -242,6 +311,8 @@ const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
 const ABORT_GRPC_HEADER: &str = "x-envoy-fault-abort-grpc-request";
 const ABORT_PCT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
 const NODE_HEADER: &str = "x-envoy-downstream-service-node";
+const THROUGHPUT_HEADER: &str = "x-envoy-fault-throughput-response";
+const THROUGHPUT_PCT_HEADER: &str = "x-envoy-fault-throughput-response-percentage";
 
 fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.parse().ok()
@@ -287,6 +358,16 @@ impl Fault {
                 return None;
             }
         }
+        // Envoy sets up the response rate limit first, then the delay, then the abort.
+        let throttle_kbps = self.rate_limit.as_ref().and_then(|r| {
+            if !effective(r.percent, h, THROUGHPUT_PCT_HEADER).holds(random()) {
+                return None;
+            }
+            match r.source {
+                Source::Fixed(k) => Some(k),
+                Source::Header => header_u64(h, THROUGHPUT_HEADER).filter(|k| *k > 0),
+            }
+        });
         let delay = self.delay.as_ref().and_then(|d| {
             if !effective(d.percent, h, DELAY_PCT_HEADER).holds(random()) {
                 return None;
@@ -329,13 +410,14 @@ impl Fault {
                 }
             }
         });
-        if delay.is_none() && abort.is_none() {
+        if delay.is_none() && abort.is_none() && throttle_kbps.is_none() {
             return None;
         }
         self.active.fetch_add(1, Ordering::Relaxed);
         Some(Injected {
             delay,
             abort,
+            throttle_kbps,
             guard: ActiveFault(self.active.clone()),
         })
     }
