@@ -339,7 +339,8 @@ fn route(
         authority: seen.as_deref(),
         path: r.uri().path_and_query().map_or("/", |p| p.as_str()),
         method: r.method().as_str(),
-        scheme: &req.scheme,
+        // `scheme_header_transformation.scheme_to_overwrite` replaces the connection's.
+        scheme: hcm.scheme_to_overwrite.unwrap_or(&req.scheme),
         headers: &headers,
         random: req.random,
         peer: Some(conn.peer.ip()),

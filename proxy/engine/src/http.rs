@@ -609,7 +609,7 @@ pub async fn handle_with(
                     .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
             })
         });
-    let scheme = if conn.tls { "https" } else { "http" };
+    let scheme = hcm.cfg.request_scheme(conn.tls);
     // Envoy's gRPC test: `application/grpc` or `application/grpc+...` (gRPC-Web is not gRPC).
     let grpc = req
         .headers()
@@ -819,6 +819,8 @@ pub async fn handle_with(
                         req.headers(),
                         hcm.cfg.stream_idle_timeout,
                     );
+                    plan.scheme = scheme;
+                    plan.scheme_match_upstream = hcm.cfg.scheme_match_upstream;
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {

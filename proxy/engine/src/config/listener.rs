@@ -186,6 +186,12 @@ pub struct HttpConnectionManager {
     /// else 408 and the connection closes (`http::head_timer`); `None` (unset or `0s`): the
     /// hardening default [`crate::http::DEFAULT_HEADER_READ_TIMEOUT`] applies instead.
     pub request_headers_timeout: Option<Duration>,
+    /// `scheme_header_transformation.scheme_to_overwrite`: the request's `:scheme` and
+    /// `x-forwarded-proto` whatever the connection.
+    pub scheme_to_overwrite: Option<&'static str>,
+    /// `scheme_header_transformation.match_upstream`: `:scheme` follows the upstream's transport
+    /// once the request goes upstream (what response header formats read).
+    pub scheme_match_upstream: bool,
     /// `access_log[]`, each with Envoy's default format.
     pub access_log: Vec<AccessLog>,
     /// `use_remote_address` (default false): append the peer to `x-forwarded-for`, set
@@ -255,6 +261,15 @@ pub struct HttpConnectionManager {
     pub tracing: Option<super::Tracing>,
     /// `request_id_extension` (the UUID extension and its options).
     pub request_id: super::RequestIdExtension,
+}
+
+impl HttpConnectionManager {
+    /// A request's `:scheme` on a connection with (`tls`) or without TLS:
+    /// `scheme_to_overwrite` when set.
+    pub fn request_scheme(&self, tls: bool) -> &'static str {
+        self.scheme_to_overwrite
+            .unwrap_or(if tls { "https" } else { "http" })
+    }
 }
 
 /// `http_protocol_options` with `accept_http_10: true`.

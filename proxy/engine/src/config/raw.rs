@@ -308,6 +308,7 @@ pub(crate) struct RawHcm {
     pub stream_idle_timeout: Option<PbDuration>,
     pub request_timeout: Option<PbDuration>,
     pub request_headers_timeout: Option<PbDuration>,
+    pub scheme_header_transformation: Option<RawSchemeHeaderTransformation>,
     pub drain_timeout: Option<PbDuration>,
     pub delayed_close_timeout: Option<PbDuration>,
     #[serde(default)]
@@ -455,4 +456,12 @@ pub(crate) struct RawTcpWeightedClusters {
 pub(crate) struct RawTcpWeightedCluster {
     pub name: Option<String>,
     pub weight: Option<u32>,
+}
+
+/// `HttpConnectionManager.scheme_header_transformation` (`config.core.v3.SchemeHeaderTransformation`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchemeHeaderTransformation {
+    pub scheme_to_overwrite: Option<String>,
+    pub match_upstream: Option<bool>,
 }

@@ -928,3 +928,30 @@ fn metadata_is_accepted_wherever_istiod_sends_it() {
     assert_eq!(yaml.matches("filter_metadata:").count(), 5, "{yaml}");
     from_yaml_str(&yaml).unwrap();
 }
+
+#[test]
+fn hcm_connection_fields_load_with_envoys_defaults_and_bounds() {
+    let hcm_with = |fields: &str| {
+        with_routes(ROUTES_OK).replace(
+            "          stat_prefix: ingress\n",
+            &format!("          stat_prefix: ingress\n          {fields}\n"),
+        )
+    };
+    let b = from_yaml_str(&hcm_with(
+        "request_headers_timeout: 2s\n          drain_timeout: 3s\n          delayed_close_timeout: 0s\n          scheme_header_transformation: {scheme_to_overwrite: https}",
+    ))
+    .expect("valid");
+    let chain = chain_for(&b.listeners[0], 10000).expect("default chain");
+    let NetworkFilter::Http(hcm) = &chain.filter else {
+        panic!("expected HCM")
+    };
+    assert_eq!(hcm.request_headers_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(hcm.conn_timeouts.drain, Duration::from_secs(3));
+    assert_eq!(hcm.conn_timeouts.delayed_close, None, "0s disables");
+    assert_eq!(hcm.request_scheme(false), "https");
+    expect_err(
+        &hcm_with("scheme_header_transformation: {scheme_to_overwrite: ftp}"),
+        &format!("{HCM_PATH}.scheme_header_transformation.scheme_to_overwrite"),
+        "\"ftp\" is not http or https",
+    );
+}

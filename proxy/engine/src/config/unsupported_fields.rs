@@ -101,7 +101,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "scoped_routes",
     "http_protocol_options",
     "http3_protocol_options",
-    "scheme_header_transformation",
     "access_log_flush_interval",
     "flush_access_log_on_new_request",
     "access_log_options",

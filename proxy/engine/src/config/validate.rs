@@ -369,6 +369,23 @@ fn network_filter(
 }
 
 /// A timeout where `0s` means disabled.
+/// `scheme_header_transformation.scheme_to_overwrite`: `http` or `https` (empty: unset), as
+/// Envoy validates it.
+fn scheme_to_overwrite(
+    raw: Option<&super::raw::RawSchemeHeaderTransformation>,
+    p: &FieldPath,
+) -> Result<Option<&'static str>, ConfigError> {
+    match raw.and_then(|r| r.scheme_to_overwrite.as_deref()) {
+        None | Some("") => Ok(None),
+        Some("http") => Ok(Some("http")),
+        Some("https") => Ok(Some("https")),
+        Some(o) => Err(p
+            .field("scheme_header_transformation")
+            .field("scheme_to_overwrite")
+            .err(format!("{o:?} is not http or https"))),
+    }
+}
+
 fn timeout_or(raw: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
     match raw {
         Some(d) if d.is_zero() => None,
@@ -452,6 +469,12 @@ fn hcm(
         ),
         request_timeout: timeout_or(raw.request_timeout.map(|d| d.0), None),
         request_headers_timeout: timeout_or(raw.request_headers_timeout.map(|d| d.0), None),
+        scheme_to_overwrite: scheme_to_overwrite(raw.scheme_header_transformation.as_ref(), p)?,
+        scheme_match_upstream: raw
+            .scheme_header_transformation
+            .as_ref()
+            .and_then(|s| s.match_upstream)
+            .unwrap_or(false),
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),

@@ -108,6 +108,11 @@ pub(crate) struct Plan {
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
+    /// The request's `:scheme` (the connection's, or `scheme_to_overwrite`), set by the caller.
+    pub(crate) scheme: &'static str,
+    /// `scheme_header_transformation.match_upstream`: response formats see the upstream's
+    /// transport as `:scheme`.
+    pub(crate) scheme_match_upstream: bool,
     /// The route's `internal_redirect_policy`.
     redirect: Option<Arc<InternalRedirectPolicy>>,
     /// Set when the request body has been read to its end (the HCM's `request_timeout` is
@@ -193,6 +198,8 @@ impl Plan {
             priority: fwd.action.priority,
             hedge: fwd.action.hedge_on_per_try_timeout,
             shadows: Vec::new(),
+            scheme: if conn.tls { "https" } else { "http" },
+            scheme_match_upstream: false,
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
         }
@@ -294,9 +301,12 @@ pub(crate) async fn run(
     // `%REQ(:path)%` and friends read the request as it came until the path is rewritten
     // (a shared-bytes clone; a standard method is not allocated).
     let (method, original_path) = (parts.method.clone(), plan.original_path.clone());
-    let scheme = if conn.tls { "https" } else { "http" };
     let fmt = FormatContext {
-        line: Some(RequestLine::new(&method, original_path.as_str(), scheme)),
+        line: Some(RequestLine::new(
+            &method,
+            original_path.as_str(),
+            plan.scheme,
+        )),
         ..fmt
     };
     apply_request_mutations(&plan, &fmt, &mut parts);

@@ -209,7 +209,7 @@ pub fn for_explain<B>(
     conn: &ConnInfo,
     req: &mut Request<B>,
 ) -> Result<Option<String>, (u16, String)> {
-    let scheme = if conn.tls { "https" } else { "http" };
+    let scheme = cfg.request_scheme(conn.tls);
     before_routing(cfg, conn, scheme, req).map_err(|r| {
         let why = match &r {
             Refused::Http10 => "HTTP/1.0 without accept_http_10".to_string(),
@@ -248,7 +248,7 @@ pub fn preroute<B>(
     req: &mut Request<B>,
     random: u64,
 ) -> PreRoute {
-    let scheme = if conn.tls { "https" } else { "http" };
+    let scheme = cfg.request_scheme(conn.tls);
     if let Err(r) = before_routing(cfg, conn, scheme, req) {
         return PreRoute::Refused(r.status());
     }

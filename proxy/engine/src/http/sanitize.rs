@@ -75,7 +75,8 @@ fn forwarding(
         h.insert("x-forwarded-port", HeaderValue::from(conn.orig_dst.port()));
     }
     if !cfg.use_remote_address {
-        if !h.contains_key(XFP) {
+        // `scheme` is `scheme_to_overwrite` when set, which replaces a client's value too.
+        if cfg.scheme_to_overwrite.is_some() || !h.contains_key(XFP) {
             h.insert(XFP, HeaderValue::from_static(scheme));
         }
         return;

@@ -169,6 +169,11 @@ impl Attempts<'_> {
                         // Response mutations see the request as it went upstream.
                         line: fmt.line.map(|l| RequestLine {
                             path: self.path.as_str(),
+                            scheme: match (plan.scheme_match_upstream, cluster.tls.is_some()) {
+                                (true, true) => "https",
+                                (true, false) => "http",
+                                (false, _) => l.scheme,
+                            },
                             ..l
                         }),
                         ..fmt
