@@ -93,6 +93,8 @@ pub struct RouteTable {
     pub(crate) domains: DomainIndex,
     /// `typed_per_filter_config` (the least specific level).
     pub per_filter: PerFilterConfigs,
+    /// `internal_only_headers`, lower-cased: removed from every request, none being internal.
+    pub internal_only_headers: Vec<http::HeaderName>,
 }
 
 /// Lower-cased domain -> virtual host index, in Envoy's four classes.

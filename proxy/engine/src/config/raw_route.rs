@@ -31,6 +31,8 @@ pub(crate) struct RawRouteConfiguration {
     pub ignore_port_in_host_matching: Option<bool>,
     pub validate_clusters: Option<bool>,
     pub max_direct_response_body_size_bytes: Option<u32>,
+    #[serde(default)]
+    pub internal_only_headers: Vec<String>,
     /// Filter name -> per-route config (`@type`d), the least specific level.
     pub typed_per_filter_config: Option<BTreeMap<String, Value>>,
     #[serde(default)]

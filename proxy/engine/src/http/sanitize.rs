@@ -61,6 +61,10 @@ fn forwarding(
     if let Some(v) = &cfg.via {
         super::via::append(v, h);
     }
+    // `internal_only_headers`: no request is internal here, so every one loses them.
+    for n in &cfg.route_table.internal_only_headers {
+        h.remove(n);
+    }
     // One pass over the names usually shows there is nothing to strip.
     if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for n in super::retry::EXTERNAL_STRIPPED_HEADERS {

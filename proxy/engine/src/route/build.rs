@@ -101,6 +101,16 @@ pub(crate) fn build_route_table(
         clusters,
         &Arc::from([]),
     )?;
+    let mut internal_only_headers = Vec::with_capacity(raw.internal_only_headers.len());
+    for (i, n) in raw.internal_only_headers.iter().enumerate() {
+        let name =
+            http::HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                p.field("internal_only_headers")
+                    .index(i)
+                    .err(format!("{n:?} is not a valid header name"))
+            })?;
+        internal_only_headers.push(name);
+    }
     let mut domains = DomainIndex::default();
     let mut virtual_hosts = Vec::with_capacity(raw.virtual_hosts.len());
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
@@ -124,6 +134,7 @@ pub(crate) fn build_route_table(
         response_headers,
         domains,
         per_filter,
+        internal_only_headers,
     })
 }
 
