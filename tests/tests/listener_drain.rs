@@ -29,6 +29,11 @@ use tokio::{
 
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// How soon a drained HTTP/1 connection closes after its `connection: close` response: the
+/// HCM's `delayed_close_timeout` (1 s: the socket stays open that long unless the client
+/// closes first, as Envoy's `FlushWriteAndDelay`) and some slack.
+const HTTP1_CLOSE: Duration = Duration::from_millis(1500);
+
 fn http_listener(name: &str, port: u16, cluster: &str) -> String {
     format!(
         r#"  - name: {name}
@@ -203,12 +208,7 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
     let r = read_response(&mut idle).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
-    closed_within(
-        &mut idle,
-        Duration::from_secs(1),
-        "drained keep-alive connection",
-    )
-    .await;
+    closed_within(&mut idle, HTTP1_CLOSE, "drained keep-alive connection").await;
     let r = read_response(&mut busy).await;
     assert!(
         r.starts_with("HTTP/1.1 200"),
@@ -218,12 +218,7 @@ async fn removed_listener_drains_http_and_closes_tcp_at_drain_time() {
         r.to_ascii_lowercase().contains("connection: close"),
         "drained: {r}"
     );
-    closed_within(
-        &mut busy,
-        Duration::from_secs(1),
-        "drained HTTP/1 connection",
-    )
-    .await;
+    closed_within(&mut busy, HTTP1_CLOSE, "drained HTTP/1 connection").await;
 
     // The tcp_proxy connection and the tunnel work until the drain time ends; then they and the
     // silent HTTP connection are closed.
@@ -300,7 +295,7 @@ async fn lds_removal(api_type: &str) {
     let r = read_response(&mut busy).await;
     assert!(r.starts_with("HTTP/1.1 200"), "in flight: {r}");
     assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
-    closed_within(&mut busy, Duration::from_secs(1), "drained HTTP/1").await;
+    closed_within(&mut busy, HTTP1_CLOSE, "drained HTTP/1").await;
     echo(&mut tcp_conn, b"draining\n").await;
     let after = closed_within(&mut tcp_conn, DRAIN_TIME * 3, "tcp_proxy").await - removed;
     assert!(
