@@ -812,15 +812,7 @@ pub async fn handle_with(
                 }
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
-                    let mut plan = forward::Plan::new(
-                        &fwd,
-                        &conn,
-                        &path,
-                        req.headers(),
-                        hcm.cfg.stream_idle_timeout,
-                    );
-                    plan.scheme = scheme;
-                    plan.scheme_match_upstream = hcm.cfg.scheme_match_upstream;
+                    let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {

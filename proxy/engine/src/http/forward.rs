@@ -108,11 +108,11 @@ pub(crate) struct Plan {
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
-    /// The request's `:scheme` (the connection's, or `scheme_to_overwrite`), set by the caller.
-    pub(crate) scheme: &'static str,
+    /// The request's `:scheme` (the connection's, or `scheme_to_overwrite`).
+    scheme: &'static str,
     /// `scheme_header_transformation.match_upstream`: response formats see the upstream's
     /// transport as `:scheme`.
-    pub(crate) scheme_match_upstream: bool,
+    scheme_match_upstream: bool,
     /// The route's `internal_redirect_policy`.
     redirect: Option<Arc<InternalRedirectPolicy>>,
     /// Set when the request body has been read to its end (the HCM's `request_timeout` is
@@ -133,8 +133,9 @@ impl Plan {
         conn: &ConnInfo,
         path: &PathAndQuery,
         headers: &HeaderMap,
-        stream_idle: Option<Duration>,
+        hcm: &crate::config::HttpConnectionManager,
     ) -> Self {
+        let stream_idle = hcm.stream_idle_timeout;
         let mut set_cookie = None;
         let hash = crate::route::request_hash::request_hash(
             &fwd.action.hash_policy,
@@ -198,8 +199,8 @@ impl Plan {
             priority: fwd.action.priority,
             hedge: fwd.action.hedge_on_per_try_timeout,
             shadows: Vec::new(),
-            scheme: if conn.tls { "https" } else { "http" },
-            scheme_match_upstream: false,
+            scheme: hcm.request_scheme(conn.tls),
+            scheme_match_upstream: hcm.scheme_match_upstream,
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
         }

@@ -179,8 +179,7 @@ pub(crate) async fn follow(
             let Some(cluster) = hcm.resolve(&fwd) else {
                 break;
             };
-            let mut plan =
-                forward::Plan::new(&fwd, &conn, &t.path, &headers, hcm.cfg.stream_idle_timeout);
+            let mut plan = forward::Plan::new(&fwd, &conn, &t.path, &headers, &hcm.cfg);
             if !fwd.action.mirrors.is_empty() {
                 plan.shadows = forward::mirror::select(&fwd.action.mirrors, &headers, &hcm.by_name);
             }

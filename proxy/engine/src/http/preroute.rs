@@ -305,7 +305,7 @@ pub fn preroute<B>(
             return PreRoute::Redirect(crate::route::require_tls::SSL_REDIRECT_STATUS)
         }
         Selection::Forward(fwd) => {
-            forward::Plan::new(&fwd, conn, &path, req.headers(), cfg.stream_idle_timeout);
+            forward::Plan::new(&fwd, conn, &path, req.headers(), cfg);
             fwd.response_headers.apply_with(&mut resp, &fmt);
             let cluster = fwd.cluster.name().map(str::to_string);
             let m: Vec<HeaderMutations> = fwd.request_headers.iter().cloned().collect();
