@@ -50,6 +50,7 @@ pub mod host_check;
 mod inbound;
 mod instance_loader;
 mod link;
+mod prog_load;
 
 use std::{
     os::fd::{AsRawFd, BorrowedFd},

@@ -121,15 +121,15 @@ pub fn load_and_attach(
             source: Box::new(e),
         };
         match (prog, h.target) {
-            (Program::CgroupSockAddr(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
-            (Program::SockOps(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
-            (Program::CgroupSockopt(p), Target::Cgroup(_)) => load(p.load(), load_err)?,
+            (Program::CgroupSockAddr(p), Target::Cgroup(_)) => load(|| p.load(), load_err)?,
+            (Program::SockOps(p), Target::Cgroup(_)) => load(|| p.load(), load_err)?,
+            (Program::CgroupSockopt(p), Target::Cgroup(_)) => load(|| p.load(), load_err)?,
             (Program::SkLookup(p), Target::Netns) => {
-                load(p.load(), load_err)?;
+                load(|| p.load(), load_err)?;
                 continue;
             }
             (Program::SkMsg(p), Target::SockHash) => {
-                load(p.load(), load_err)?;
+                load(|| p.load(), load_err)?;
                 let id = p.attach(sockhash).map_err(|e| BpfError::Attach {
                     hook: h.hook,
                     target: sluice_common::MAP_SOCKS.to_string(),
@@ -181,10 +181,10 @@ fn load_err_of(h: Hook) -> impl FnOnce(aya::programs::ProgramError) -> BpfError 
 }
 
 fn load(
-    r: Result<(), aya::programs::ProgramError>,
+    load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
     err: impl FnOnce(aya::programs::ProgramError) -> BpfError,
 ) -> Result<(), BpfError> {
-    match r {
+    match super::prog_load::load_retrying(load) {
         // A pinned program reused by a second load is already loaded.
         Err(aya::programs::ProgramError::AlreadyLoaded) => Ok(()),
         r => r.map_err(err),

@@ -259,7 +259,7 @@ fn load_instance(
         detail: super::attach::chain(&e),
         source: Box::new(e),
     };
-    prog.load().map_err(load_err)?;
+    super::prog_load::load_retrying(|| prog.load()).map_err(load_err)?;
     let fd = prog.fd().map_err(load_err)?;
     let owned = fd
         .as_fd()
