@@ -44,7 +44,7 @@ mod typed;
 mod unsupported_fields;
 mod user_agent;
 mod validate;
-mod validate_chain;
+pub(crate) mod validate_chain;
 mod validate_cluster;
 mod yaml_limits;
 

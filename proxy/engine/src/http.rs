@@ -111,6 +111,8 @@ pub struct Hcm {
     by_name: HashMap<String, Arc<Cluster>>,
     /// Istio's request series of the config version's clusters (for this HCM's reporter).
     istio: Arc<ClusterSeries>,
+    /// The HTTP filters' counters.
+    filter_stats: filters::FilterStats,
 }
 
 /// The downstream connection a request arrived on.
@@ -164,6 +166,9 @@ impl Hcm {
             .collect();
         Self {
             istio,
+            filter_stats: cfg
+                .http_filters
+                .stats(&cfg.route_table, stats, &cfg.stat_prefix),
             stats: stats.http(&cfg.stat_prefix),
             log: AccessLogger::start(&cfg.access_log),
             cfg,
@@ -759,6 +764,9 @@ pub async fn handle_with(
                 conn: conn_buckets.as_deref(),
                 deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
                 remote: sanitize::RemoteAddress::of(&hcm.cfg, &conn),
+                peer: conn.peer,
+                local: conn.orig_dst,
+                stats: &hcm.filter_stats,
             }))
             .await;
             Some(d)

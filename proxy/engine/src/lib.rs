@@ -15,6 +15,7 @@ pub mod explain;
 pub mod fair;
 pub mod heap;
 pub mod http;
+pub mod rbac;
 pub mod route;
 pub mod server;
 pub mod tcp_proxy;

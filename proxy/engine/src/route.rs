@@ -41,6 +41,7 @@ pub use matcher::{
     HeaderMatchKind, HeaderMatcher, Int64Range, PathMatch, QueryParameterMatcher, StringMatcher,
 };
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
+pub(crate) use select::header_matches;
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
 
 use crate::{

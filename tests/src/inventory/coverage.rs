@@ -101,6 +101,17 @@ OtherTest {
         "config.core.v3.HealthCheck.HttpHealthCheck.request_headers_to_add",
         "config.core.v3.HealthCheck.HttpHealthCheck.request_headers_to_remove",
     ],
+},
+OtherTest {
+    // The RBAC filter's counters in /stats: the suite does not read stats.
+    file: "tests/tests/rbac_stats.rs",
+    test: "rbac_counters_are_named_and_counted_as_envoys",
+    covers: &[
+        "extensions.filters.http.rbac.v3.RBAC.rules_stat_prefix",
+        "extensions.filters.http.rbac.v3.RBAC.shadow_rules_stat_prefix",
+        "extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats",
+        "extensions.filters.http.rbac.v3.RBAC.shadow_rules",
+    ],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

@@ -46,6 +46,23 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
               stat_prefix: rl
               token_bucket: { max_tokens: 1, fill_interval: 1s }
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                policies:
+                  p:
+                    permissions:
+                    - { any: true }
+                    - { and_rules: { rules: [{ any: true }] } }
+                    - { url_path: { path: { exact: / } } }
+                    - { destination_port_range: { start: 1, end: 2 } }
+                    - { destination_ip: { address_prefix: 10.0.0.0, prefix_len: 8 } }
+                    principals:
+                    - { any: true }
+                    - { or_ids: { ids: [{ any: true }] } }
+                    - { authenticated: {} }
+                    - { filter_state: { key: k, string_match: { exact: v } } }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
           route_config:
@@ -60,6 +77,8 @@ static_resources:
                 envoy.filters.http.cors:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
                   allow_methods: GET
+                envoy.filters.http.rbac:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
               routes:
               - match:
                   prefix: /
@@ -124,6 +143,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let vh = format!("{rc}/virtual_hosts/0");
     let c = "/static_resources/clusters/0";
     let la = format!("{c}/load_assignment");
+    let rbac = format!("{HCM}/http_filters/3/typed_config");
+    let policy = format!("{rbac}/rules/policies/p");
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
         ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
@@ -143,6 +164,19 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit", format!("{HCM}/http_filters/0/typed_config/response_rate_limit/fixed_limit")),
         ("extensions.filters.http.local_ratelimit.v3.LocalRateLimit", format!("{HCM}/http_filters/2/typed_config")),
         ("type.v3.TokenBucket", format!("{HCM}/http_filters/2/typed_config/token_bucket")),
+        ("extensions.filters.http.rbac.v3.RBAC", rbac.clone()),
+        ("extensions.filters.http.rbac.v3.RBACPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.rbac")),
+        ("config.rbac.v3.RBAC", format!("{rbac}/rules")),
+        ("config.rbac.v3.Policy", policy.clone()),
+        ("config.rbac.v3.Permission", format!("{policy}/permissions/0")),
+        ("config.rbac.v3.Permission.Set", format!("{policy}/permissions/1/and_rules")),
+        ("type.matcher.v3.PathMatcher", format!("{policy}/permissions/2/url_path")),
+        ("type.v3.Int32Range", format!("{policy}/permissions/3/destination_port_range")),
+        ("config.core.v3.CidrRange", format!("{policy}/permissions/4/destination_ip")),
+        ("config.rbac.v3.Principal", format!("{policy}/principals/0")),
+        ("config.rbac.v3.Principal.Set", format!("{policy}/principals/1/or_ids")),
+        ("config.rbac.v3.Principal.Authenticated", format!("{policy}/principals/2/authenticated")),
+        ("type.matcher.v3.FilterStateMatcher", format!("{policy}/principals/3/filter_state")),
         ("extensions.filters.http.cors.v3.CorsPolicy", format!("{vh}/typed_per_filter_config/envoy.filters.http.cors")),
         ("config.route.v3.CorsPolicy", format!("{vh}/cors")),
         ("config.accesslog.v3.AccessLog", format!("{HCM}/access_log/0")),

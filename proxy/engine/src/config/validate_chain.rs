@@ -74,26 +74,28 @@ pub(crate) fn chain_match(
 fn cidrs(raw: &[RawCidrRange], p: &FieldPath) -> Result<Vec<Cidr>, ConfigError> {
     raw.iter()
         .enumerate()
-        .map(|(i, r)| {
-            let rp = p.index(i);
-            let a = r
-                .address_prefix
-                .as_deref()
-                .ok_or_else(|| rp.field("address_prefix").err("required"))?;
-            let ip: IpAddr = a.parse().map_err(|_| {
-                rp.field("address_prefix")
-                    .err(format!("{a:?} is not an IP address"))
-            })?;
-            let len = r.prefix_len.unwrap_or(0);
-            u8::try_from(len)
-                .ok()
-                .and_then(|l| Cidr::new(ip, l))
-                .ok_or_else(|| {
-                    rp.field("prefix_len")
-                        .err(format!("{len} is too long for {ip}"))
-                })
-        })
+        .map(|(i, r)| cidr(r, &p.index(i)))
         .collect()
+}
+
+/// One `core.v3.CidrRange` at `rp`.
+pub(crate) fn cidr(r: &RawCidrRange, rp: &FieldPath) -> Result<Cidr, ConfigError> {
+    let a = r
+        .address_prefix
+        .as_deref()
+        .ok_or_else(|| rp.field("address_prefix").err("required"))?;
+    let ip: IpAddr = a.parse().map_err(|_| {
+        rp.field("address_prefix")
+            .err(format!("{a:?} is not an IP address"))
+    })?;
+    let len = r.prefix_len.unwrap_or(0);
+    u8::try_from(len)
+        .ok()
+        .and_then(|l| Cidr::new(ip, l))
+        .ok_or_else(|| {
+            rp.field("prefix_len")
+                .err(format!("{len} is too long for {ip}"))
+        })
 }
 
 /// Envoy's refusal of two chains with the same (or overlapping) matching rules, naming the

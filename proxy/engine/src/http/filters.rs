@@ -1,4 +1,4 @@
-//! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit.
+//! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit, rbac.
 //!
 //! Parsed once at config load (`parse`), with per-route overrides from
 //! `typed_per_filter_config` on the virtual host, route and weighted cluster (the most
@@ -13,6 +13,7 @@ pub use throttle::Throttled;
 mod fault;
 mod local_ratelimit;
 mod parse;
+mod rbac;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -25,6 +26,7 @@ pub use cors::CorsPolicy;
 pub use fault::Fault;
 pub use local_ratelimit::{ConnBuckets, LocalRateLimit, VhRateLimits};
 pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
+pub use rbac::{Rbac, RbacStats};
 
 use super::{local_reply, local_reply::Flag, Body};
 use smallvec::SmallVec;
@@ -43,6 +45,8 @@ pub enum PerRoute {
     Cors(Arc<CorsPolicy>),
     /// `LocalRateLimit`: replaces the filter's config (its own bucket).
     LocalRateLimit(Arc<LocalRateLimit>),
+    /// `RBACPerRoute`: replaces the filter's rules (none: the filter is off).
+    Rbac(Arc<Rbac>),
 }
 
 /// `typed_per_filter_config` of one level (filter name -> config), and the level's deprecated
@@ -93,6 +97,7 @@ enum Kind {
     Fault(Arc<Fault>),
     Cors,
     LocalRateLimit(Arc<LocalRateLimit>),
+    Rbac(Arc<Rbac>),
 }
 
 #[derive(Debug)]
@@ -172,9 +177,19 @@ pub struct Request<'a, 'r> {
     /// The stream's deadline (`max_stream_duration`), which a delay cannot outlive.
     pub deadline: Option<Instant>,
     /// How to find the downstream remote address after `x-forwarded-for` processing (rate
-    /// limit descriptors' `remote_address`).
+    /// limit descriptors' `remote_address`, RBAC's `remote_ip`).
     pub remote: super::sanitize::RemoteAddress,
+    /// The connection's peer.
+    pub peer: std::net::SocketAddr,
+    /// The connection's destination (the original destination of a captured connection).
+    pub local: std::net::SocketAddr,
+    /// The filters' counters (resolved when the HCM was built).
+    pub stats: &'a FilterStats,
 }
+
+/// The counters of a chain's filters, by position (None: a filter that keeps none).
+#[derive(Debug, Default)]
+pub struct FilterStats(Vec<Option<RbacStats>>);
 
 impl HttpFilters {
     /// Whether only the router is configured.
@@ -188,6 +203,31 @@ impl HttpFilters {
         self.filters
             .iter()
             .any(|f| matches!(&f.kind, Kind::LocalRateLimit(_)))
+    }
+
+    /// The filters' counters in `store` for an HCM with `stat_prefix` and route table `table`.
+    pub fn stats(
+        &self,
+        table: &crate::route::RouteTable,
+        store: &crate::server::stats::StatsStore,
+        stat_prefix: &str,
+    ) -> FilterStats {
+        FilterStats(
+            self.filters
+                .iter()
+                .map(|f| match &f.kind {
+                    Kind::Rbac(r) => {
+                        let routes =
+                            per_filter_levels(table).filter_map(|l| match l.get(&f.name) {
+                                Some(PerRoute::Rbac(r)) => Some(&**r),
+                                _ => None,
+                            });
+                        Some(r.stats(routes, store, stat_prefix))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 
     /// The filter names in order (for tests and the explain output).
@@ -206,7 +246,7 @@ impl HttpFilters {
             throttle_kbps: None,
             not_enforced: Vec::new(),
         };
-        for f in &self.filters {
+        for (i, f) in self.filters.iter().enumerate() {
             // The most specific level naming the filter decides, else `HttpFilter.disabled`.
             let disabled = levels
                 .iter()
@@ -272,6 +312,29 @@ impl HttpFilters {
                             out.local = Some((r, Flag::None));
                             return out;
                         }
+                    }
+                }
+                Kind::Rbac(base) => {
+                    let cfg = match specific {
+                        Some(PerRoute::Rbac(c)) => c,
+                        _ => base,
+                    };
+                    let facts = crate::rbac::Facts {
+                        request: Some(req.view),
+                        peer: req.peer,
+                        remote: req.remote.resolve(req.headers),
+                        local: req.local,
+                        sni: "",
+                    };
+                    let stats = req.stats.0.get(i).and_then(Option::as_ref);
+                    if let Some(policy) = cfg.decide(&facts, stats).denied {
+                        tracing::debug!(
+                            filter = %f.name,
+                            policy = policy.unwrap_or("none"),
+                            "rbac: enforced denied"
+                        );
+                        out.local = Some((local_reply::reply(403, rbac::DENIED_BODY), Flag::None));
+                        return out;
                     }
                 }
                 Kind::LocalRateLimit(base) => {
@@ -360,6 +423,23 @@ fn request_descriptors<'a>(
         _ => {}
     }
     out
+}
+
+/// Every `typed_per_filter_config` level of a route table: the table's, each virtual host's,
+/// route's and weighted cluster's.
+fn per_filter_levels(t: &crate::route::RouteTable) -> impl Iterator<Item = &PerFilterConfigs> {
+    std::iter::once(&t.per_filter).chain(t.virtual_hosts.iter().flat_map(|vh| {
+        std::iter::once(&vh.per_filter).chain(vh.routes.iter().flat_map(|r| {
+            let weighted = match &r.action {
+                crate::route::RouteAction::Forward(f) => match &f.cluster {
+                    crate::route::ClusterSpecifier::Weighted(w) => &w.clusters[..],
+                    _ => &[],
+                },
+                _ => &[],
+            };
+            std::iter::once(&r.per_filter).chain(weighted.iter().map(|w| &w.per_filter))
+        }))
+    }))
 }
 
 /// The per-filter config levels of a selection, most specific first: weighted cluster,

@@ -135,11 +135,18 @@ stat_struct!(
     }
 );
 
+/// HTTP filter counters by (HCM stat prefix, name), each with whether it is lazy.
+type FilterCounters = BTreeMap<(String, String), (Arc<Counter>, bool)>;
+
 /// Every named stats block, shared by all config versions.
 #[derive(Debug, Default)]
 pub struct StatsStore {
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
+    /// Counters of an HCM's filters (`http.<stat_prefix>.<name>`, e.g. `rbac.allowed`), by
+    /// stat prefix and name.
+    /// A lazy one (`true`) is shown once it counted, as Envoy's dynamically named counters.
+    http_filters: Mutex<FilterCounters>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// Each cluster name's gauges, one per built cluster of that name, oldest first: the
     /// newest still alive is shown (a cluster built for a config that was then rejected dies
@@ -196,6 +203,29 @@ impl StatsStore {
         let mut m = self.http.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(prefix.to_string()).or_default().clone()
     }
+    /// The counter `http.<prefix>.<name>` of an HTTP filter (created on first use); a `lazy`
+    /// one is shown once it is not zero.
+    pub fn http_filter_counter(&self, prefix: &str, name: &str, lazy: bool) -> Arc<Counter> {
+        let mut m = self.http_filters.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m
+            .entry((prefix.to_string(), name.to_string()))
+            .or_insert_with(|| (Arc::default(), lazy));
+        e.1 &= lazy;
+        e.0.clone()
+    }
+    /// The filter counters of HCM `prefix`, rendered under `scope` into `out`.
+    fn render_http_filters(&self, prefix: &str, scope: &str, out: &mut BTreeMap<String, u64>) {
+        let m = self.http_filters.lock().unwrap_or_else(|e| e.into_inner());
+        for ((p, name), (c, lazy)) in m.range((prefix.to_string(), String::new())..) {
+            if p != prefix {
+                break;
+            }
+            let v = c.get();
+            if v > 0 || !lazy {
+                out.insert(format!("{scope}.{name}"), v);
+            }
+        }
+    }
     /// The stats of tcp_proxy `stat_prefix`.
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         let mut m = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,7 +256,10 @@ impl StatsStore {
             );
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let m = scope(&|m| s.render("", m));
+            let m = scope(&|m| {
+                s.render("", m);
+                self.render_http_filters(n, "", m);
+            });
             f.add("http", "envoy_http_conn_manager_prefix", n, &m);
         }
         for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -251,6 +284,7 @@ impl StatsStore {
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             s.render(&format!("http.{n}"), &mut all);
+            self.render_http_filters(n, &format!("http.{n}"), &mut all);
         }
         for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             s.render(&format!("tcp.{n}"), &mut all);

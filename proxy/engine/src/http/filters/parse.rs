@@ -8,7 +8,8 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, fault, local_ratelimit, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
+    cors, fault, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs,
+    PerRoute,
 };
 use crate::config::{
     istio_filters::{is_telemetry_noop, Place},
@@ -21,7 +22,8 @@ pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http
 
 /// The supported filters, for error messages.
 const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
-                         envoy.filters.http.local_ratelimit, envoy.filters.http.router";
+                         envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
+                         envoy.filters.http.router";
 
 /// `http_filters` at `hp`: supported filters, then the router, last.
 pub(crate) fn http_filters(
@@ -75,6 +77,10 @@ pub(crate) fn http_filters(
             (Some(local_ratelimit::TYPE), Some(tc)) => Kind::LocalRateLimit(Arc::new(
                 local_ratelimit::build(typed_config(tc, &tp, local_ratelimit::TYPE)?, &tp)?,
             )),
+            (Some(rbac::TYPE), Some(tc)) => Kind::Rbac(Arc::new(rbac::build(
+                typed_config(tc, &tp, rbac::TYPE)?,
+                &tp,
+            )?)),
             _ => {
                 let what = ty.unwrap_or(&name);
                 return Err(
@@ -156,9 +162,13 @@ fn per_route(v: &Value, vp: &FieldPath) -> Result<PerRoute, ConfigError> {
             typed_config(v, vp, local_ratelimit::TYPE)?,
             vp,
         )?)),
+        Some(rbac::PER_ROUTE_TYPE) => PerRoute::Rbac(Arc::new(rbac::build_per_route(
+            typed_config(v, vp, rbac::PER_ROUTE_TYPE)?,
+            vp,
+        )?)),
         Some(other) => {
             return Err(vp.field("@type").unsupported(&format!(
-                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, FilterConfig"
+                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, FilterConfig"
             )))
         }
         None => return Err(vp.field("@type").err("missing")),

@@ -354,3 +354,47 @@ fn bad_descriptors_are_named() {
         "Envoy's 50ms minimum"
     );
 }
+
+#[test]
+fn rbac_filter_refuses_what_it_does_not_implement_naming_the_field() {
+    let rbac = |fields: &str| {
+        format!(
+            "[{{name: rbac, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC, {fields}}}}}, {ROUTER}]"
+        )
+    };
+    assert_eq!(
+        chain(&rbac("rules: {action: DENY}")),
+        Ok(vec!["rbac".to_owned()])
+    );
+    let table = [
+        ("matcher: {}", "http_filters[0].typed_config.matcher"),
+        ("shadow_matcher: {}", "http_filters[0].typed_config.shadow_matcher"),
+        ("rules: {audit_logging_options: {}}", "http_filters[0].typed_config.rules.audit_logging_options"),
+        (
+            "shadow_rules: {policies: {p: {permissions: [{any: true}], principals: [{custom: {}}]}}}",
+            "http_filters[0].typed_config.shadow_rules.policies.p.principals[0].custom",
+        ),
+        ("rules: {bogus: 1}", "http_filters[0].typed_config.rules.bogus"),
+    ];
+    for (fields, want) in table {
+        let (path, msg) = chain(&rbac(fields)).unwrap_err();
+        assert_eq!(path, want, "{fields}: {msg}");
+    }
+}
+
+#[test]
+fn rbac_per_route_config_replaces_or_turns_off_the_filter() {
+    let levels: std::collections::BTreeMap<String, serde_norway::Value> = serde_norway::from_str(
+        "{on: {'@type': type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute, rbac: {rules: {action: DENY}}}, off: {'@type': type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute}}",
+    )
+    .unwrap();
+    let pf = parse::per_filter_configs(Some(&levels), &FieldPath::root(), None).unwrap();
+    assert!(matches!(pf.get("on"), Some(super::PerRoute::Rbac(_))));
+    assert!(matches!(pf.get("off"), Some(super::PerRoute::Rbac(_))));
+    let bad: std::collections::BTreeMap<String, serde_norway::Value> = serde_norway::from_str(
+        "{x: {'@type': type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute, rbac: {rules: {policies: {p: {permissions: [], principals: [{any: true}]}}}}}}",
+    )
+    .unwrap();
+    let e = parse::per_filter_configs(Some(&bad), &FieldPath::root().field("t"), None).unwrap_err();
+    assert_eq!(e.path(), "t.x.rbac.rules.policies.p.permissions");
+}

@@ -1,0 +1,200 @@
+//! Envoy's role-based access control engine (`config.rbac.v3.RBAC`): named policies, each a set
+//! of permissions (what the request does) and principals (who sends it); a policy matches when
+//! one of its permissions and one of its principals match. `ALLOW` lets a request through when a
+//! policy matches, `DENY` when none does, `LOG` always. Used by the HTTP filter
+//! (`http/filters/rbac.rs`); the request facts ([`Facts`]) carry no request for a connection
+//! check, where header and path matchers then see no header.
+//!
+//! Compiled once per config version (`rbac/build.rs`); evaluation is pure and allocation-free.
+
+pub(crate) mod build;
+pub(crate) mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{
+    config::Cidr,
+    route::{HeaderLookup, HeaderMatcher, RequestView, StringMatcher},
+};
+
+/// `RBAC.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `ALLOW`: allowed when a policy matches.
+    Allow,
+    /// `DENY`: allowed when no policy matches.
+    Deny,
+    /// `LOG`: always allowed (the match only marks the request for logging).
+    Log,
+}
+
+/// One engine: an action and its policies, sorted by name (Envoy keeps them in an ordered map,
+/// so the first matching policy by name is the one reported).
+#[derive(Debug)]
+pub struct Engine {
+    /// `action`.
+    pub action: Action,
+    /// `policies`, by name.
+    pub policies: Vec<(String, Policy)>,
+}
+
+/// `Policy`: matches when any permission and any principal match.
+#[derive(Debug)]
+pub struct Policy {
+    /// `permissions`.
+    pub permissions: Vec<Permission>,
+    /// `principals`.
+    pub principals: Vec<Principal>,
+}
+
+/// `Permission`: a property of the request or of its destination.
+#[derive(Debug)]
+pub enum Permission {
+    /// `any: true`.
+    Any,
+    /// `and_rules`.
+    And(Vec<Permission>),
+    /// `or_rules`.
+    Or(Vec<Permission>),
+    /// `not_rule`.
+    Not(Box<Permission>),
+    /// `header` (pseudo-headers read the request line).
+    Header(HeaderMatcher),
+    /// `url_path`: the path without query and fragment.
+    UrlPath(StringMatcher),
+    /// `destination_ip`.
+    DestinationIp(Cidr),
+    /// `destination_port`.
+    DestinationPort(u16),
+    /// `destination_port_range`: `[start, end)`.
+    DestinationPortRange(i64, i64),
+    /// `requested_server_name` (empty without TLS).
+    RequestedServerName(StringMatcher),
+}
+
+/// `Principal`: a property of the downstream.
+#[derive(Debug)]
+pub enum Principal {
+    /// `any: true`.
+    Any,
+    /// `and_ids`.
+    And(Vec<Principal>),
+    /// `or_ids`.
+    Or(Vec<Principal>),
+    /// `not_id`.
+    Not(Box<Principal>),
+    /// `authenticated`: needs a TLS peer certificate, which sluice's plaintext downstreams never
+    /// have (Envoy: no match without TLS).
+    Authenticated,
+    /// `source_ip` (deprecated) and `direct_remote_ip`: the connection's peer.
+    DirectRemoteIp(Cidr),
+    /// `remote_ip`: the downstream address after `x-forwarded-for` processing.
+    RemoteIp(Cidr),
+    /// `header`.
+    Header(HeaderMatcher),
+    /// `url_path`.
+    UrlPath(StringMatcher),
+    /// `filter_state`: sluice's filters set no filter state, so no key is ever present and
+    /// the matcher fails, as Envoy's does for a missing key.
+    FilterState,
+}
+
+/// What the engine checks a request (or connection) against.
+pub struct Facts<'a, H: HeaderLookup + ?Sized> {
+    /// The request line and headers (`None`: a connection, no request).
+    pub request: Option<&'a RequestView<'a, H>>,
+    /// The connection's peer.
+    pub peer: SocketAddr,
+    /// The downstream address after `x-forwarded-for` processing (the peer without a request).
+    pub remote: IpAddr,
+    /// The connection's destination (the original destination of a captured connection).
+    pub local: SocketAddr,
+    /// The TLS SNI (empty for plaintext).
+    pub sni: &'a str,
+}
+
+/// The outcome of one engine for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict<'e> {
+    /// Whether the request may continue.
+    pub allowed: bool,
+    /// The first matching policy by name (Envoy's effective policy id), if any.
+    pub policy: Option<&'e str>,
+}
+
+impl Engine {
+    /// Envoy's `handleAction`: the verdict and the first matching policy.
+    pub fn check<H: HeaderLookup + ?Sized>(&self, f: &Facts<'_, H>) -> Verdict<'_> {
+        let policy = self
+            .policies
+            .iter()
+            .find(|(_, p)| p.matches(f))
+            .map(|(n, _)| n.as_str());
+        let allowed = match self.action {
+            Action::Allow => policy.is_some(),
+            Action::Deny => policy.is_none(),
+            Action::Log => true,
+        };
+        Verdict { allowed, policy }
+    }
+}
+
+impl Policy {
+    fn matches<H: HeaderLookup + ?Sized>(&self, f: &Facts<'_, H>) -> bool {
+        self.permissions.iter().any(|p| p.matches(f))
+            && self.principals.iter().any(|p| p.matches(f))
+    }
+}
+
+impl Permission {
+    fn matches<H: HeaderLookup + ?Sized>(&self, f: &Facts<'_, H>) -> bool {
+        match self {
+            Permission::Any => true,
+            Permission::And(all) => all.iter().all(|p| p.matches(f)),
+            Permission::Or(any) => any.iter().any(|p| p.matches(f)),
+            Permission::Not(p) => !p.matches(f),
+            Permission::Header(h) => header_matches(h, f),
+            Permission::UrlPath(m) => path_matches(m, f),
+            Permission::DestinationIp(c) => c.contains(f.local.ip()),
+            Permission::DestinationPort(p) => f.local.port() == *p,
+            Permission::DestinationPortRange(start, end) => {
+                (*start..*end).contains(&i64::from(f.local.port()))
+            }
+            Permission::RequestedServerName(m) => m.matches(f.sni),
+        }
+    }
+}
+
+impl Principal {
+    fn matches<H: HeaderLookup + ?Sized>(&self, f: &Facts<'_, H>) -> bool {
+        match self {
+            Principal::Any => true,
+            Principal::And(all) => all.iter().all(|p| p.matches(f)),
+            Principal::Or(any) => any.iter().any(|p| p.matches(f)),
+            Principal::Not(p) => !p.matches(f),
+            Principal::Authenticated | Principal::FilterState => false,
+            Principal::DirectRemoteIp(c) => c.contains(f.peer.ip()),
+            Principal::RemoteIp(c) => c.contains(f.remote),
+            Principal::Header(h) => header_matches(h, f),
+            Principal::UrlPath(m) => path_matches(m, f),
+        }
+    }
+}
+
+/// A header matcher against the request; without one (a connection), against no header.
+fn header_matches<H: HeaderLookup + ?Sized>(h: &HeaderMatcher, f: &Facts<'_, H>) -> bool {
+    match f.request {
+        Some(r) => crate::route::header_matches(h, r),
+        None => h.matches(None),
+    }
+}
+
+/// Envoy's `PathMatcher`: the path without query string and fragment; no request, no match.
+fn path_matches<H: HeaderLookup + ?Sized>(m: &StringMatcher, f: &Facts<'_, H>) -> bool {
+    f.request.is_some_and(|r| {
+        let end = r.path.find(['?', '#']).unwrap_or(r.path.len());
+        m.matches(&r.path[..end])
+    })
+}
