@@ -8,7 +8,9 @@
 //! Compiled once per config version (`rbac/build.rs`); evaluation is pure and allocation-free.
 
 pub(crate) mod build;
+pub mod network;
 pub(crate) mod raw;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 

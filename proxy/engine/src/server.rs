@@ -17,6 +17,7 @@ mod endpoints;
 pub mod istio;
 mod listener;
 pub mod observer;
+mod rbac_gate;
 mod reload;
 pub mod stats;
 #[cfg(test)]
@@ -185,11 +186,21 @@ impl Runtime {
                     }
                 })
                 .collect();
+            // Each chain's network RBAC filters, with their counters.
+            let rbac = l
+                .filter_chains
+                .iter()
+                .map(|fc| {
+                    (!fc.rbac.is_empty())
+                        .then(|| fc.rbac.iter().map(|r| r.runtime(stats)).collect())
+                })
+                .collect();
             listeners.insert(
                 l.name.as_str().to_string(),
                 Arc::new(ListenerRt {
                     cfg: l.clone(),
                     chains,
+                    rbac,
                 }),
             );
         }

@@ -204,12 +204,16 @@ async fn copy_halves_idle(
             return (rx, tx, false);
         }
         tokio::select! {
+            // A read error (a reset, or a network RBAC denial) ends both sides; an end of
+            // stream is a half close, forwarded.
             r = dr.read(&mut b1), if down_open => match r {
-                Ok(0) | Err(_) => { down_open = false; let _ = uw.shutdown().await; }
+                Ok(0) => { down_open = false; let _ = uw.shutdown().await; }
+                Err(_) => return (rx, tx, false),
                 Ok(n) => { if uw.write_all(&b1[..n]).await.is_err() { return (rx, tx, false); } rx += n as u64; }
             },
             r = ur.read(&mut b2), if up_open => match r {
-                Ok(0) | Err(_) => { up_open = false; let _ = dw.shutdown().await; }
+                Ok(0) => { up_open = false; let _ = dw.shutdown().await; }
+                Err(_) => return (rx, tx, false),
                 Ok(n) => { if dw.write_all(&b2[..n]).await.is_err() { return (rx, tx, false); } tx += n as u64; }
             },
             _ = tokio::time::sleep(idle) => return (rx, tx, true),

@@ -112,6 +112,26 @@ OtherTest {
         "extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats",
         "extensions.filters.http.rbac.v3.RBAC.shadow_rules",
     ],
+},
+OtherTest {
+    // The network RBAC filter over raw TCP (greeting, first bytes, close, delay) and its
+    // counters: the suite's client speaks HTTP only.
+    file: "tests/tests/network_rbac.rs",
+    test: "network_rbac_decides_on_the_first_bytes_as_envoy_does",
+    covers: &[
+        "config.listener.v3.Listener.filter_chains",
+        "extensions.filters.network.rbac.v3.RBAC.rules",
+        "extensions.filters.network.rbac.v3.RBAC.shadow_rules",
+        "extensions.filters.network.rbac.v3.RBAC.shadow_rules_stat_prefix",
+        "extensions.filters.network.rbac.v3.RBAC.stat_prefix",
+        "extensions.filters.network.rbac.v3.RBAC.enforcement_type",
+    ],
+},
+OtherTest {
+    // delay_deny: how long a denied connection stays open.
+    file: "tests/tests/network_rbac.rs",
+    test: "delay_deny_holds_a_denied_connection_open_first",
+    covers: &["extensions.filters.network.rbac.v3.RBAC.delay_deny"],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

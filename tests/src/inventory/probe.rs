@@ -108,6 +108,15 @@ static_resources:
                 redirect: { host_redirect: example.com }
               - match: { prefix: /d }
                 direct_response: { status: 200, body_format: { text_format: x } }
+    - filter_chain_match: { destination_port: 1 }
+      filters:
+      - name: envoy.filters.network.rbac
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC
+          stat_prefix: n
+          rules: { action: DENY }
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
   clusters:
   - name: c
     type: STATIC
@@ -165,6 +174,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.http.local_ratelimit.v3.LocalRateLimit", format!("{HCM}/http_filters/2/typed_config")),
         ("type.v3.TokenBucket", format!("{HCM}/http_filters/2/typed_config/token_bucket")),
         ("extensions.filters.http.rbac.v3.RBAC", rbac.clone()),
+        ("extensions.filters.network.rbac.v3.RBAC", "/static_resources/listeners/0/filter_chains/1/filters/0/typed_config".into()),
         ("extensions.filters.http.rbac.v3.RBACPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.rbac")),
         ("config.rbac.v3.RBAC", format!("{rbac}/rules")),
         ("config.rbac.v3.Policy", policy.clone()),

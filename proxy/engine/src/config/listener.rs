@@ -156,6 +156,8 @@ pub struct FilterChain {
     pub terminal_index: usize,
     /// The terminal network filter.
     pub filter: NetworkFilter,
+    /// The network RBAC filters before it, in order.
+    pub rbac: Vec<Arc<crate::rbac::network::NetworkRbac>>,
 }
 
 /// A terminal network filter.

@@ -249,7 +249,7 @@ fn only_istio_telemetry_filters_are_no_ops() {
     let base = istio_config("");
     let bad = base.replace(
         "      - name: istio.stats\n        typed_config: { \"@type\": type.googleapis.com/stats.PluginConfig }\n",
-        "      - name: envoy.filters.network.rbac\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC }\n",
+        "      - name: envoy.filters.network.ext_authz\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz }\n",
     );
     expect_err(
         &bad,
@@ -359,5 +359,36 @@ fn filter_disabled_turns_an_inspector_off_per_port() {
         &bad,
         &format!("{LISTENER}.listener_filters[2].filter_disabled.or_match.rules[1].requested_server_name"),
         "not supported",
+    );
+}
+
+#[test]
+fn istio_tcp_chain_with_an_authorization_policy_loads_its_network_rbac() {
+    // istiod's inbound TCP chain under an AuthorizationPolicy: metadata exchange, the RBAC
+    // filter (stat prefix `tcp.`), the stats plugin, then tcp_proxy.
+    let base = istio_config("");
+    let with_rbac = base.replace(
+        "      filters:\n      - name: istio.stats\n        typed_config: { \"@type\": type.googleapis.com/stats.PluginConfig }\n      - name: envoy.filters.network.tcp_proxy",
+        "      filters:\n      - name: envoy.filters.network.rbac\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC\n          stat_prefix: tcp.\n          rules: { policies: { \"ns[default]-policy[allow-tcp]-rule[0]\": { permissions: [{ and_rules: { rules: [{ or_rules: { rules: [{ destination_port: 8080 }] } }] } }], principals: [{ and_ids: { ids: [{ or_ids: { ids: [{ filter_state: { key: io.istio.peer_principal, string_match: { exact: \"spiffe://cluster.local/ns/default/sa/client\" } } }] } }] } }] } } }\n      - name: istio.stats\n        typed_config: { \"@type\": type.googleapis.com/stats.PluginConfig }\n      - name: envoy.filters.network.tcp_proxy",
+    );
+    assert_ne!(with_rbac, base, "the TCP chain was found");
+    let b = from_yaml_str(&with_rbac).expect("loads");
+    let chain = b.listeners[0]
+        .filter_chains
+        .iter()
+        .find(|c| c.name.as_deref() == Some("0.0.0.0_8080_tcp"))
+        .expect("the TCP chain");
+    assert_eq!(chain.rbac.len(), 1);
+    assert_eq!(chain.rbac[0].stat_prefix, "tcp.");
+    assert_eq!(chain.terminal_index, 2);
+    // A header rule is refused, as Envoy refuses it in the network filter.
+    let header = with_rbac.replace(
+        "[{ destination_port: 8080 }]",
+        "[{ header: { name: x, present_match: true } }]",
+    );
+    expect_err(
+        &header,
+        &format!("{LISTENER}.filter_chains[1].filters[0].typed_config.rules.policies.ns[default]-policy[allow-tcp]-rule[0].permissions[0].and_rules.rules[0].or_rules.rules[0].header"),
+        "not supported by the RBAC network filter",
     );
 }

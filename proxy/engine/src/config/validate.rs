@@ -23,6 +23,7 @@ use super::{
     NetworkFilter, Node, TcpProxy, TcpProxyCluster, DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
 };
+use crate::rbac::network as network_rbac;
 use crate::route::{build_route_table, build_weighted, WeightedInput};
 
 /// Type URL of the http_connection_manager typed_config.
@@ -296,31 +297,41 @@ fn filter_chain(
         ));
     }
     let fp = p.field("filters");
-    // Istio's telemetry-only filters before the terminal one are no-ops.
-    let terminal_index = raw
-        .filters
-        .iter()
-        .position(|f| {
-            !is_telemetry_noop(Place::Network, f.name.as_deref(), f.typed_config.as_ref())
-        })
-        .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
-    let mut filters = raw.filters.into_iter().skip(terminal_index);
-    let first = filters
-        .next()
-        .ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
-    let filter = network_filter(first, &fp.index(terminal_index), clusters, egress)?;
-    if filters.next().is_some() {
-        return Err(fp.index(terminal_index + 1).unsupported(
-            "only one network filter per chain (http_connection_manager or tcp_proxy), after \
-             Istio's telemetry filters",
-        ));
+    // Istio's telemetry-only filters before the terminal one are no-ops; network RBAC filters
+    // before it check the connection.
+    let mut rbac = Vec::new();
+    let mut terminal = None;
+    for (i, f) in raw.filters.into_iter().enumerate() {
+        if terminal.is_some() {
+            return Err(fp.index(i).unsupported(
+                "only one terminal network filter per chain (http_connection_manager or \
+                 tcp_proxy), after Istio's telemetry filters and network RBAC filters",
+            ));
+        }
+        if is_telemetry_noop(Place::Network, f.name.as_deref(), f.typed_config.as_ref()) {
+            continue;
+        }
+        let tp = fp.index(i).field("typed_config");
+        let ty = f.typed_config.as_ref().and_then(type_url);
+        if ty == Some(network_rbac::TYPE)
+            || (ty.is_none() && f.name.as_deref() == Some("envoy.filters.network.rbac"))
+        {
+            let tc = f.typed_config.as_ref().ok_or_else(|| tp.err("required"))?;
+            let raw = typed_config(tc, &tp, network_rbac::TYPE)?;
+            rbac.push(Arc::new(network_rbac::build(raw, &tp)?));
+            continue;
+        }
+        terminal = Some((i, network_filter(f, &fp.index(i), clusters, egress)?));
     }
+    let (terminal_index, filter) =
+        terminal.ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
     Ok(FilterChain {
         name: raw.name,
         matcher,
         is_default: false,
         terminal_index,
         filter,
+        rbac,
     })
 }
 

@@ -22,11 +22,12 @@ use std::{sync::Arc, time::Instant};
 
 use http::{HeaderMap, Method, Response};
 
+pub use crate::rbac::rules::RulesStats as RbacStats;
 pub use cors::CorsPolicy;
 pub use fault::Fault;
 pub use local_ratelimit::{ConnBuckets, LocalRateLimit, VhRateLimits};
 pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
-pub use rbac::{Rbac, RbacStats};
+pub use rbac::Rbac;
 
 use super::{local_reply, local_reply::Flag, Body};
 use smallvec::SmallVec;
@@ -222,7 +223,10 @@ impl HttpFilters {
                                 Some(PerRoute::Rbac(r)) => Some(&**r),
                                 _ => None,
                             });
-                        Some(r.stats(routes, store, stat_prefix))
+                        let counter = |name: &str, lazy: bool| {
+                            store.http_filter_counter(stat_prefix, name, lazy)
+                        };
+                        Some(r.stats(routes, &counter))
                     }
                     _ => None,
                 })

@@ -14,6 +14,32 @@ use crate::{
     },
 };
 
+/// A filter's `rules` and `shadow_rules` (each at its field of `p`, checked first by
+/// `extra`), with its `matcher` / `shadow_matcher` refused.
+pub(crate) fn engines(
+    rules: Option<&RawRbac>,
+    shadow_rules: Option<&RawRbac>,
+    matchers: [Option<&serde_json::Value>; 2],
+    p: &FieldPath,
+    extra: fn(&RawRbac, &FieldPath) -> Result<(), ConfigError>,
+) -> Result<(Option<Engine>, Option<Engine>), ConfigError> {
+    for (field, set) in ["matcher", "shadow_matcher"].into_iter().zip(matchers) {
+        if set.is_some() {
+            return Err(p
+                .field(field)
+                .unsupported("the matcher API for RBAC (use rules / shadow_rules)"));
+        }
+    }
+    let one = |r: Option<&RawRbac>, f: &str| {
+        r.map(|r| {
+            extra(r, &p.field(f))?;
+            engine(r, &p.field(f))
+        })
+        .transpose()
+    };
+    Ok((one(rules, "rules")?, one(shadow_rules, "shadow_rules")?))
+}
+
 /// The engine of `raw` at `p`.
 pub(crate) fn engine(raw: &RawRbac, p: &FieldPath) -> Result<Engine, ConfigError> {
     if raw.audit_logging_options.is_some() {

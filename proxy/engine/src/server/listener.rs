@@ -16,11 +16,12 @@ use tracing::Instrument;
 
 use super::{
     observer::{ConnObserver, Metered},
-    ListenerSlot, Server,
+    rbac_gate, ListenerSlot, Server,
 };
 use crate::{
     config, detect,
     http::{self, ConnInfo, Hcm},
+    rbac::network::NetworkRbacRt,
     tcp_proxy::{self, TcpProxy},
     upstream::connector::Connector,
 };
@@ -47,6 +48,8 @@ pub struct ListenerRt {
     pub cfg: config::Listener,
     /// `filter_chains[]` resolved, same order.
     pub chains: Vec<ChainRt>,
+    /// Each chain's network RBAC filters (None: it has none), same order.
+    pub rbac: Vec<Option<Arc<[NetworkRbacRt]>>>,
 }
 
 impl ListenerRt {
@@ -185,6 +188,10 @@ async fn dispatch(
         tracing::debug!("no filter chain matches; closing");
         return;
     };
+    // The SNI the tls_inspector reports (network RBAC's requested_server_name).
+    let sni = conn_facts(&l.cfg, proto.as_ref(), a)
+        .server_name
+        .map(Arc::<str>::from);
     // Not held while the connection lives: a replaced config must be freed after a reload.
     drop(l);
     // Nothing sent within DETECT_TIMEOUT and headed for the passthrough: connect to the original
@@ -217,6 +224,7 @@ async fn dispatch(
         up,
         a,
         observer: observer.clone(),
+        sni,
     };
     match observer {
         Some(o) => chain.serve(Metered::new(stream, o)).await,
@@ -331,10 +339,35 @@ struct Chain<'a> {
     up: Option<TcpStream>,
     a: Addrs,
     observer: Option<Arc<dyn ConnObserver>>,
+    /// The SNI the tls_inspector reported.
+    sni: Option<Arc<str>>,
 }
 
 impl Chain<'_> {
-    async fn serve<S>(mut self, stream: S)
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // The chain's network RBAC filters check the connection's first bytes.
+        let gate = match self.passthrough_only {
+            true => None,
+            false => self.slot.rt.load().rbac.get(self.idx).cloned().flatten(),
+        };
+        match gate {
+            Some(filters) => {
+                let addrs = rbac_gate::ConnAddrs {
+                    peer: self.a.peer,
+                    dst: self.a.dst,
+                };
+                let sni = self.sni.clone();
+                self.serve_chain(rbac_gate::RbacGate::new(stream, filters, addrs, sni))
+                    .await
+            }
+            None => self.serve_chain(stream).await,
+        }
+    }
+
+    async fn serve_chain<S>(mut self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

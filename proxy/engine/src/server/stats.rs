@@ -147,6 +147,9 @@ pub struct StatsStore {
     /// stat prefix and name.
     /// A lazy one (`true`) is shown once it counted, as Envoy's dynamically named counters.
     http_filters: Mutex<FilterCounters>,
+    /// Counters named in full by their filter (`<stat_prefix>.rbac.allowed` of a network RBAC
+    /// filter), each with whether it is lazy.
+    named: Mutex<BTreeMap<String, (Arc<Counter>, bool)>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// Each cluster name's gauges, one per built cluster of that name, oldest first: the
     /// newest still alive is shown (a cluster built for a config that was then rejected dies
@@ -213,6 +216,25 @@ impl StatsStore {
         e.1 &= lazy;
         e.0.clone()
     }
+    /// The counter `name` (created on first use); a `lazy` one is shown once it is not zero.
+    pub fn named_counter(&self, name: &str, lazy: bool) -> Arc<Counter> {
+        let mut m = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m
+            .entry(name.to_string())
+            .or_insert_with(|| (Arc::default(), lazy));
+        e.1 &= lazy;
+        e.0.clone()
+    }
+    /// The named counters to show, into `out`.
+    fn render_named(&self, out: &mut BTreeMap<String, u64>) {
+        let m = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, (c, lazy)) in m.iter() {
+            let v = c.get();
+            if v > 0 || !lazy {
+                out.insert(name.clone(), v);
+            }
+        }
+    }
     /// The filter counters of HCM `prefix`, rendered under `scope` into `out`.
     fn render_http_filters(&self, prefix: &str, scope: &str, out: &mut BTreeMap<String, u64>) {
         let m = self.http_filters.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,6 +288,7 @@ impl StatsStore {
             f.add("tcp", "envoy_tcp_prefix", n, &scope(&|m| s.render("", m)));
         }
         f.add_server(&scope(&|m| self.server.render("", m)));
+        f.add_named(&scope(&|m| self.render_named(m)));
         f.text()
     }
 
@@ -290,6 +313,7 @@ impl StatsStore {
             s.render(&format!("tcp.{n}"), &mut all);
         }
         self.server.render("server", &mut all);
+        self.render_named(&mut all);
         let mut out = String::new();
         for (k, v) in all {
             let _ = writeln!(out, "{k}: {v}");

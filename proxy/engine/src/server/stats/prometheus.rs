@@ -98,6 +98,15 @@ impl Families {
         }
     }
 
+    /// Counters named in full (a network filter's `<stat_prefix>.rbac.allowed`): `envoy_` and
+    /// the name, untagged.
+    pub(super) fn add_named(&mut self, stats: &BTreeMap<String, u64>) {
+        for (stat, v) in stats {
+            let family = format!("envoy_{}", sanitize(stat));
+            self.0.entry(family).or_default().push((String::new(), *v));
+        }
+    }
+
     /// The text: `# TYPE` then the samples of each family, families sorted.
     pub(super) fn text(&self) -> String {
         let mut out = String::new();
