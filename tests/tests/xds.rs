@@ -18,7 +18,7 @@ use sluice_tests::{
     },
     xds_run::{get, ready_status, spawn_sluice, start_proxy, Kind, Run},
     xds_script::{
-        bootstrap, bootstrap_to, cla, eds_cluster, listener, rds, routes, static_cluster,
+        bootstrap, bootstrap_to, cla, eds_cluster, listener, rds, router, routes, static_cluster,
         web_backend,
     },
     xds_server::{Snapshot, XdsServer, CDS, EDS, LDS, RDS},
@@ -243,6 +243,7 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
             ],
         )
     };
+    let c_port = c.port();
     let ep = |port: u16, health: &str| {
         json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
             "health_status": health})
@@ -286,6 +287,41 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
     run.expect_with(p2, "/", Some("x-pick: other"), 200, "b")
         .await;
     run.expect(p2, "/", 200, "c").await;
+
+    // v15: authorization from the control plane: an RBAC filter on the listener (ALLOW when
+    // `x-allow` is present) and an RBACPerRoute without rules turning it off for `/open`.
+    let mut guarded = listener("web2", p2, rds("routes2"));
+    guarded.1["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"] = json!([
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"with-x-allow": {
+                "permissions": [{"header": {"name": "x-allow", "present_match": true}}],
+                "principals": [{"any": true}]}}}}},
+        router()[0].clone()
+    ]);
+    let mut open = routes("routes2", &[("/open", "other"), ("/", "backend")]);
+    open.1["virtual_hosts"][0]["routes"][0]["typed_per_filter_config"] = json!({
+        "envoy.filters.http.rbac": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}});
+    server.set(Snapshot::from_json(
+        "15",
+        &[
+            guarded,
+            open,
+            eds_cluster("backend"),
+            {
+                let mut c = cla("backend", &[]);
+                c.1["endpoints"][0]["lb_endpoints"] = json!([ep(c_port, "HEALTHY")]);
+                c
+            },
+            static_cluster("other", b.port()),
+        ],
+    ));
+    run.ack(&server, LDS, "15").await;
+    run.ack(&server, RDS, "15").await;
+    run.expect(p2, "/", 403, "").await;
+    run.expect_with(p2, "/", Some("x-allow: 1"), 200, "c").await;
+    run.expect(p2, "/open", 200, "b").await;
     // The whole ACK/NACK sequence per type, in the order the server received it.
     let log = server.log();
     for ty in [CDS, EDS, LDS, RDS] {
