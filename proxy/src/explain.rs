@@ -49,6 +49,9 @@ pub struct Args {
     /// Send the request as HTTP/1.0 (as curl's `--http1.0`).
     #[arg(long = "http1.0")]
     pub http10: bool,
+    /// The client's IP address (RBAC principals, `x-forwarded-for`); default 127.0.0.1.
+    #[arg(long)]
+    pub source: Option<std::net::IpAddr>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -68,6 +71,7 @@ pub fn run(args: &Args) -> Result<()> {
                 args.seed,
             )?;
             req.http10 = args.http10;
+            req.source = args.source;
             sluice_engine::explain::explain(&boot, &req)?
         }
         (None, [target, url]) => {
@@ -80,6 +84,9 @@ pub fn run(args: &Args) -> Result<()> {
             );
             if args.http10 {
                 q.push_str("&version=HTTP/1.0");
+            }
+            if let Some(ip) = args.source {
+                q.push_str(&format!("&source={ip}"));
             }
             let v = crate::proxy_config::fetch::get_json(target, &q)?;
             serde_json::from_value(v)
@@ -113,11 +120,21 @@ pub fn render(ex: &Explanation) -> String {
         c.filter,
         c.why
     );
+    let network_denied = ex
+        .authorization
+        .iter()
+        .any(|a| a.denied && a.filter.starts_with("network "));
+    if network_denied {
+        render_authz(&mut s, ex);
+    }
     if let Some(r) = &ex.refused {
         let _ = writeln!(s, "refused       {r} (before routing)");
     }
     if let Some(r) = &ex.route {
         render_route(&mut s, r);
+    }
+    if !network_denied {
+        render_authz(&mut s, ex);
     }
     if let Some(t) = &ex.tcp_cluster {
         let _ = writeln!(s, "tcp_proxy     -> {t}");
@@ -129,6 +146,29 @@ pub fn render(ex: &Explanation) -> String {
         }
     }
     s
+}
+
+/// The RBAC filters' verdicts, in order (a denial ends the request there).
+fn render_authz(s: &mut String, ex: &Explanation) {
+    for a in &ex.authorization {
+        let _ = writeln!(
+            s,
+            "authz         {} ({}): {}",
+            a.filter,
+            a.rules,
+            a.enforced.as_deref().unwrap_or("no rules: allowed")
+        );
+        if let Some(sh) = &a.shadow {
+            let _ = writeln!(s, "  shadow      {sh} (counted only)");
+        }
+        if a.denied {
+            let what = match a.filter.starts_with("network ") {
+                true => "the connection is closed",
+                false => "403 RBAC: access denied (the route above is not taken)",
+            };
+            let _ = writeln!(s, "  denied      {what}");
+        }
+    }
 }
 
 fn render_route(s: &mut String, r: &RouteTrace) {

@@ -171,3 +171,54 @@ async fn explain_follows_xds_updates() {
     .await
     .expect("v2");
 }
+
+#[test]
+fn explain_shows_rbac_verdicts_for_a_given_source() {
+    let cfg = r#"admin: {address: {socket_address: {address: 127.0.0.1, port_value: ADMIN_PORT}}}
+static_resources:
+  listeners:
+  - name: web
+    address: {socket_address: {address: 127.0.0.1, port_value: LISTEN_AT}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          http_filters:
+          - name: authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules: {policies: {from-ten: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: 10.0.0.0, prefix_len: 8}}]}}}
+          - {name: envoy.filters.http.router}
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: a}}]}]}
+  clusters:
+  - {name: a, type: STATIC, load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.2, port_value: 80}}}}]}]}}
+"#
+    .replace("LISTEN_AT", &free_port().to_string());
+    let p = sluice_tests::admin_run::start_text("rbac-explain", &cfg, false);
+    let path = p.config();
+    let path = path.to_str().expect("utf-8 path");
+    let port = cfg
+        .split("port_value: ")
+        .nth(2)
+        .and_then(|s| s.split('}').next())
+        .expect("listener port");
+    let url = format!("http://127.0.0.1:{port}/x");
+    for source in [None, Some("10.1.2.3")] {
+        let src: Vec<&str> = source.map(|s| vec!["--source", s]).unwrap_or_default();
+        let live = explain(&[&[p.admin.as_str(), url.as_str()][..], &src].concat());
+        let file = explain(&[&["-c", path, url.as_str()][..], &src].concat());
+        assert_eq!(live, file, "{source:?}: live (left) and -c (right) differ");
+        let want = match source {
+            None => "authz         http rbac authz (filter): ALLOW: no policy matches: denied",
+            Some(_) => {
+                "authz         http rbac authz (filter): ALLOW: policy \"from-ten\" matches: allowed"
+            }
+        };
+        assert!(live.contains(want), "want {want:?} in:\n{live}");
+    }
+    let (status, body) = get(&p.admin, "GET", &format!("/explain?url={url}&source=nope"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("source \"nope\""), "{body}");
+}

@@ -46,6 +46,8 @@ pub struct Request {
     pub random: u64,
     /// Sent as HTTP/1.0 (refused unless the HCM has `accept_http_10`).
     pub http10: bool,
+    /// The client's address (RBAC principals, `x-forwarded-for`); default 127.0.0.1.
+    pub source: Option<IpAddr>,
 }
 
 /// A request that cannot be built: which parameter (`url`, `header`), its value and why.
@@ -114,7 +116,15 @@ impl Request {
             listener,
             random,
             http10: false,
+            source: None,
         })
+    }
+}
+
+impl Request {
+    /// The client's address: `source`, else 127.0.0.1.
+    fn source(&self) -> IpAddr {
+        self.source.unwrap_or(IpAddr::from([127, 0, 0, 1]))
     }
 }
 
@@ -152,6 +162,10 @@ pub struct Explanation {
     /// checks decide (missing Host, request target, upgrade policy).
     #[serde(default)]
     pub refused: Option<String>,
+    /// What the chain's network RBAC filters, then the HCM's RBAC filters, say of the request,
+    /// in order, up to the first that denies.
+    #[serde(default)]
+    pub authorization: Vec<AuthzStep>,
     /// The route table trace (HTTP chains).
     pub route: Option<RouteTrace>,
     /// The tcp_proxy cluster (TCP chains).
@@ -184,6 +198,34 @@ pub struct ChainStep {
     pub filter: String,
     /// Why this one.
     pub why: String,
+}
+
+/// One RBAC filter's verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthzStep {
+    /// `network rbac <stat_prefix>` or `http rbac <filter name>`.
+    pub filter: String,
+    /// Where the rules come from: `filter`, or a route's `RBACPerRoute`.
+    pub rules: String,
+    /// The enforced rules' verdict (None: none configured, the filter allows).
+    pub enforced: Option<String>,
+    /// The shadow rules' verdict (counted only).
+    pub shadow: Option<String>,
+    /// Whether this filter denies (a network one closes the connection, an HTTP one answers
+    /// 403 `RBAC: access denied`).
+    pub denied: bool,
+}
+
+impl AuthzStep {
+    fn of(filter: String, rules: &str, e: crate::rbac::rules::Explained) -> Self {
+        Self {
+            filter,
+            rules: rules.to_string(),
+            enforced: e.enforced,
+            shadow: e.shadow,
+            denied: e.denied,
+        }
+    }
 }
 
 /// The chosen cluster.
@@ -232,22 +274,50 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
             why: chain_why,
         },
         refused: None,
+        authorization: Vec::new(),
         route: None,
         tcp_cluster: None,
         cluster: None,
     };
+    // The chain's network RBAC filters decide on the connection's first bytes.
+    let net = crate::rbac::Facts::<[(&str, &str)]> {
+        request: None,
+        peer: facts.src,
+        remote: facts.src.ip(),
+        local: facts.dst,
+        sni: facts.server_name.unwrap_or(""),
+    };
+    for f in &chain.rbac {
+        let e = f.rules.explain(&net);
+        let denied = e.denied;
+        out.authorization.push(AuthzStep::of(
+            format!("network rbac {}", f.stat_prefix),
+            "filter",
+            e,
+        ));
+        if denied {
+            out.filter_chain.filter = chain_filter_name(&chain.filter);
+            out.refused = Some(format!(
+                "connection closed on its first bytes: network RBAC {} denies it",
+                f.stat_prefix
+            ));
+            return Ok(out);
+        }
+    }
     let cluster_name = match &chain.filter {
         NetworkFilter::Http(hcm) => {
-            out.filter_chain.filter = format!("http_connection_manager {}", hcm.stat_prefix);
+            out.filter_chain.filter = chain_filter_name(&chain.filter);
             match route(hcm, listener, req, &authority)? {
                 Err(refused) => {
                     out.refused = Some(refused);
                     None
                 }
-                Ok((seen, trace)) => {
+                Ok(Routed { seen, trace, authz }) => {
                     out.authority = seen.unwrap_or_default();
+                    let denied = authz.iter().any(|a| a.denied);
+                    out.authorization.extend(authz);
                     let name = match &trace.decision {
-                        Decision::Forward(f) => f.cluster.clone(),
+                        Decision::Forward(f) if !denied => f.cluster.clone(),
                         _ => None,
                     };
                     out.route = Some(trace);
@@ -256,7 +326,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
             }
         }
         NetworkFilter::Tcp(tcp) => {
-            out.filter_chain.filter = format!("tcp_proxy {}", tcp.stat_prefix);
+            out.filter_chain.filter = chain_filter_name(&chain.filter);
             let name = match &tcp.cluster {
                 TcpProxyCluster::Single(c) => c.to_string(),
                 TcpProxyCluster::Weighted(w) => w.pick(req.random).name.to_string(),
@@ -269,16 +339,34 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     Ok(out)
 }
 
+/// `http_connection_manager <stat_prefix>` or `tcp_proxy <stat_prefix>`.
+fn chain_filter_name(f: &NetworkFilter) -> String {
+    match f {
+        NetworkFilter::Http(h) => format!("http_connection_manager {}", h.stat_prefix),
+        NetworkFilter::Tcp(t) => format!("tcp_proxy {}", t.stat_prefix),
+    }
+}
+
+/// What routing saw of a request.
+struct Routed {
+    /// The authority routing saw.
+    seen: Option<String>,
+    /// The route table trace.
+    trace: RouteTrace,
+    /// The HCM's RBAC filters' verdicts.
+    authz: Vec<AuthzStep>,
+}
+
 /// The data path's steps before routing (`preroute::for_explain`: Host checks, request
-/// target, upgrade policy, header sanitation, repeated Hosts joined), then the route table:
-/// the authority routing saw and the trace, or why the request is refused first.
-#[allow(clippy::type_complexity)]
+/// target, upgrade policy, header sanitation, repeated Hosts joined), then the route table
+/// and the HTTP RBAC filters: the authority routing saw, the trace and the verdicts, or why
+/// the request is refused first.
 fn route(
     hcm: &HttpConnectionManager,
     listener: &Listener,
     req: &Request,
     authority: &str,
-) -> Result<Result<(Option<String>, RouteTrace), String>, ExplainError> {
+) -> Result<Result<Routed, String>, ExplainError> {
     let bad =
         |what: &str, e: &dyn std::fmt::Display| ExplainError::BadRequest(format!("{what}: {e}"));
     let mut b = http::Request::builder()
@@ -315,7 +403,7 @@ fn route(
     let ip = req.host.parse().unwrap_or(listener.address.ip());
     let local = SocketAddr::new(ip, req.port);
     let conn = ConnInfo {
-        peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        peer: SocketAddr::new(req.source(), 0),
         local,
         orig_dst: local,
         tls: req.scheme == "https",
@@ -352,7 +440,20 @@ fn route(
         return Ok(Err(format!("403: {why}")));
     }
     let trace = hcm.route_table.explain(&view, &headers);
-    Ok(Ok((seen, trace)))
+    let facts = crate::rbac::Facts {
+        request: Some(&view),
+        peer: conn.peer,
+        remote: crate::http::sanitize::RemoteAddress::of(hcm, &conn).resolve(r.headers()),
+        local: conn.orig_dst,
+        sni: "",
+    };
+    let authz = hcm
+        .http_filters
+        .explain_rbac(&selection, &hcm.route_table.per_filter, &facts)
+        .into_iter()
+        .map(|(name, from, e)| AuthzStep::of(format!("http rbac {name}"), from, e))
+        .collect();
+    Ok(Ok(Routed { seen, trace, authz }))
 }
 
 /// What curl sends as Host: the port only when it is not the scheme's default.
@@ -379,7 +480,7 @@ fn conn_facts<'r>(l: &Listener, req: &'r Request) -> ConnFacts<'r> {
     let http = !tls && l.runs_filter(ListenerFilter::HttpInspector, req.port);
     ConnFacts {
         dst: SocketAddr::new(ip, req.port),
-        src: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0),
+        src: SocketAddr::new(req.source(), 0),
         server_name: tls.then_some(req.host.as_str()),
         transport_protocol: if tls { "tls" } else { "raw_buffer" },
         application_protocols: match http {

@@ -31,7 +31,7 @@ pub(crate) mod preroute;
 mod request_timeout;
 pub mod retry;
 mod route_reply;
-mod sanitize;
+pub(crate) mod sanitize;
 mod server_header;
 mod target;
 mod trace;

@@ -1,7 +1,8 @@
 //! `GET /explain?url=...`: `sluice explain` on the live config (the [`Runtime`] the data path
 //! runs, file or xDS): `url=` (required), `method=` (default GET), `header=name:value`
 //! (repeatable), `listener=`, `seed=` (the weighted-cluster draw), `version=HTTP/1.0` (default
-//! HTTP/1.1). The answer is the
+//! HTTP/1.1), `source=` (the client's IP, default 127.0.0.1: RBAC principals, `x-forwarded-for`).
+//! The answer is the
 //! [`Explanation`](crate::explain::Explanation) as JSON; a bad parameter is a 400 naming it, a
 //! request no listener or filter chain takes is a 404 saying why. Read-only.
 
@@ -20,7 +21,7 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
         message: format!("explain: {message}\n"),
     };
     let (mut url, mut method, mut headers) = (None, "GET".to_string(), Vec::new());
-    let (mut listener, mut seed, mut http10) = (None, 0u64, false);
+    let (mut listener, mut seed, mut http10, mut source) = (None, 0u64, false, None);
     for (k, v) in params(query) {
         match k.as_str() {
             "url" => url = Some(v),
@@ -39,6 +40,12 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
                     }
                 }
             }
+            "source" if !v.is_empty() => {
+                source = Some(
+                    v.parse::<std::net::IpAddr>()
+                        .map_err(|_| bad(400, format!("source {v:?}: want an IP address")))?,
+                );
+            }
             "seed" => {
                 seed = v
                     .parse()
@@ -48,7 +55,7 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
                 return Err(bad(
                     400,
                     format!(
-                        "unknown parameter {other:?} (url, method, header, listener, seed, version)"
+                        "unknown parameter {other:?} (url, method, header, listener, seed, version, source)"
                     ),
                 ))
             }
@@ -58,6 +65,7 @@ pub fn json(rt: &Runtime, query: &str) -> Result<String, QueryError> {
     let mut req = Request::from_url(&url, &method, &headers, listener, seed)
         .map_err(|e| bad(400, e.to_string()))?;
     req.http10 = http10;
+    req.source = source;
     let ex = explain(&rt.bootstrap, &req).map_err(|e| match e {
         ExplainError::NoListenerNamed(_) => bad(400, format!("listener: {e}")),
         ExplainError::BadRequest(_) => bad(400, e.to_string()),

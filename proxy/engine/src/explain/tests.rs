@@ -123,3 +123,95 @@ fn request_errors_name_the_parameter() {
     let e = Request::from_url("http://h/", "BAD METHOD", &[], None, 0).expect_err("bad method");
     assert_eq!(e.param, "method");
 }
+
+/// A listener with an HTTP RBAC filter (ALLOW GET from 10/8, a shadow DENY of everything, off
+/// for `/open` by an RBACPerRoute) and a TCP listener with a network RBAC DENY of 10/8.
+const RBAC: &str = r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {socket_address: {address: 127.0.0.1, port_value: 8080}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          http_filters:
+          - name: authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              shadow_rules: {action: DENY, policies: {dry: {permissions: [{any: true}], principals: [{any: true}]}}}
+              rules: {policies: {from-ten: {permissions: [{header: {name: ":method", string_match: {exact: GET}}}], principals: [{direct_remote_ip: {address_prefix: 10.0.0.0, prefix_len: 8}}]}}}
+          - {name: envoy.filters.http.router}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: /open}
+                route: {cluster: a}
+                typed_per_filter_config:
+                  authz: {"@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute}
+              - {match: {prefix: /}, route: {cluster: a}}
+  - name: tcp
+    address: {socket_address: {address: 127.0.0.1, port_value: 9090}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.rbac
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, stat_prefix: tcp., rules: {action: DENY, policies: {no-ten: {permissions: [{any: true}], principals: [{direct_remote_ip: {address_prefix: 10.0.0.0, prefix_len: 8}}]}}}}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: a}
+  clusters:
+  - {name: a, type: STATIC, load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.2, port_value: 80}}}}]}]}}
+"#;
+
+fn rbac_run(url: &str, source: Option<&str>) -> Explanation {
+    let boot = from_yaml_str(RBAC).expect("config");
+    let mut req = Request::from_url(url, "GET", &[], None, 0).expect("request");
+    req.source = source.map(|s| s.parse().unwrap());
+    explain(&boot, &req).expect("explain")
+}
+
+#[test]
+fn rbac_verdicts_follow_the_source_and_the_route() {
+    // From loopback: no policy allows it; the request stops at the filter (no cluster).
+    let ex = rbac_run("http://127.0.0.1:8080/x", None);
+    let a = &ex.authorization[0];
+    assert_eq!(
+        (a.filter.as_str(), a.rules.as_str()),
+        ("http rbac authz", "filter")
+    );
+    assert_eq!(
+        a.enforced.as_deref(),
+        Some("ALLOW: no policy matches: denied")
+    );
+    assert_eq!(
+        a.shadow.as_deref(),
+        Some("DENY: policy \"dry\" matches: denied")
+    );
+    assert!(a.denied);
+    assert!(ex.cluster.is_none());
+    // From 10.1.2.3 the policy matches and the request goes on.
+    let ex = rbac_run("http://127.0.0.1:8080/x", Some("10.1.2.3"));
+    assert_eq!(
+        ex.authorization[0].enforced.as_deref(),
+        Some("ALLOW: policy \"from-ten\" matches: allowed")
+    );
+    assert_eq!(ex.cluster.map(|c| c.name).as_deref(), Some("a"));
+    // The route's RBACPerRoute without rules turns the filter off.
+    let ex = rbac_run("http://127.0.0.1:8080/open", None);
+    assert_eq!(ex.authorization[0].rules, "RBACPerRoute");
+    assert_eq!(ex.authorization[0].enforced, None);
+    assert!(!ex.authorization[0].denied);
+    // The network filter closes a connection from 10/8 before tcp_proxy.
+    let ex = rbac_run("http://127.0.0.1:9090/", Some("10.9.9.9"));
+    assert!(ex.authorization[0].denied);
+    assert_eq!(ex.tcp_cluster, None);
+    assert!(ex
+        .refused
+        .as_deref()
+        .is_some_and(|r| r.contains("network RBAC tcp.")));
+    let ex = rbac_run("http://127.0.0.1:9090/", None);
+    assert_eq!(ex.tcp_cluster.as_deref(), Some("a"));
+}

@@ -109,6 +109,18 @@ struct Filter {
     disabled: bool,
 }
 
+impl Filter {
+    /// Whether the filter is off for a request with these config `levels`: the most specific
+    /// level naming it decides, else `HttpFilter.disabled`.
+    fn disabled_at(&self, levels: &[Option<&PerFilterConfigs>; 4]) -> bool {
+        levels
+            .iter()
+            .flatten()
+            .find_map(|l| l.disabled(&self.name))
+            .unwrap_or(self.disabled)
+    }
+}
+
 /// The filters before the router, in `http_filters` order (empty: the router alone).
 #[derive(Debug, Default)]
 pub struct HttpFilters {
@@ -234,6 +246,35 @@ impl HttpFilters {
         )
     }
 
+    /// What the chain's RBAC filters say of a request (`sluice explain`): each enabled one in
+    /// order, with where its rules come from, up to the first that denies.
+    pub fn explain_rbac<H: crate::route::HeaderLookup + ?Sized>(
+        &self,
+        selection: &Selection<'_>,
+        route_config: &PerFilterConfigs,
+        facts: &crate::rbac::Facts<'_, H>,
+    ) -> Vec<(String, &'static str, crate::rbac::rules::Explained)> {
+        let levels = levels(selection, route_config);
+        let mut out = Vec::new();
+        for f in &self.filters {
+            let Kind::Rbac(base) = &f.kind else { continue };
+            if f.disabled_at(&levels) {
+                continue;
+            }
+            let (rules, from) = match levels.iter().flatten().find_map(|l| l.get(&f.name)) {
+                Some(PerRoute::Rbac(r)) => (&**r, "RBACPerRoute"),
+                _ => (&**base, "filter"),
+            };
+            let e = rules.explain(facts);
+            let denied = e.denied;
+            out.push((f.name.clone(), from, e));
+            if denied {
+                break;
+            }
+        }
+        out
+    }
+
     /// The filter names in order (for tests and the explain output).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.filters.iter().map(|f| f.name.as_str())
@@ -251,13 +292,7 @@ impl HttpFilters {
             not_enforced: Vec::new(),
         };
         for (i, f) in self.filters.iter().enumerate() {
-            // The most specific level naming the filter decides, else `HttpFilter.disabled`.
-            let disabled = levels
-                .iter()
-                .flatten()
-                .find_map(|l| l.disabled(&f.name))
-                .unwrap_or(f.disabled);
-            if disabled {
+            if f.disabled_at(&levels) {
                 continue;
             }
             let specific = levels.iter().flatten().find_map(|l| l.get(&f.name));

@@ -151,3 +151,40 @@ fn stat_prefix_join(prefix: &str, token: &str) -> String {
     }
     format!("{prefix}.{token}")
 }
+
+/// What one filter's rules say of a request, for `sluice explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The enforced rules' verdict in words (None: no enforced rules).
+    pub enforced: Option<String>,
+    /// The shadow rules' verdict in words (None: no shadow rules).
+    pub shadow: Option<String>,
+    /// Whether the request (or connection) is denied.
+    pub denied: bool,
+}
+
+impl Rules {
+    /// The verdicts of the enforced and shadow rules, without counting.
+    pub fn explain<H: HeaderLookup + ?Sized>(&self, facts: &Facts<'_, H>) -> Explained {
+        let say = |e: &Engine| {
+            let v = e.check(facts);
+            let action = match e.action {
+                super::Action::Allow => "ALLOW",
+                super::Action::Deny => "DENY",
+                super::Action::Log => "LOG",
+            };
+            let matched = match v.policy {
+                Some(p) => format!("policy {p:?} matches"),
+                None => "no policy matches".to_string(),
+            };
+            let verdict = if v.allowed { "allowed" } else { "denied" };
+            (format!("{action}: {matched}: {verdict}"), v.allowed)
+        };
+        let enforced = self.enforced.as_ref().map(say);
+        Explained {
+            denied: enforced.as_ref().is_some_and(|(_, allowed)| !allowed),
+            enforced: enforced.map(|(s, _)| s),
+            shadow: self.shadow.as_ref().map(|e| say(e).0),
+        }
+    }
+}
