@@ -24,7 +24,7 @@ mod local_reply;
 mod outlier;
 mod path;
 pub(crate) mod raw;
-mod raw_cluster;
+pub(crate) mod raw_cluster;
 mod raw_cluster_options;
 mod raw_dynamic;
 pub(crate) mod raw_route;

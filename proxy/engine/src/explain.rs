@@ -279,6 +279,11 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         tcp_cluster: None,
         cluster: None,
     };
+    // A chain that terminates TLS: the client's SNI (the URL's host), no client certificate.
+    let explained_tls = chain.tls.as_ref().map(|_| crate::downstream_tls::TlsFacts {
+        sni: facts.server_name.map(str::to_string),
+        peer: None,
+    });
     // The chain's network RBAC filters decide on the connection's first bytes.
     let net = crate::rbac::Facts::<[(&str, &str)]> {
         request: None,
@@ -286,6 +291,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         remote: facts.src.ip(),
         local: facts.dst,
         sni: facts.server_name.unwrap_or(""),
+        tls: explained_tls.as_ref(),
     };
     for f in &chain.rbac {
         let e = f.rules.explain(&net);
@@ -446,6 +452,7 @@ fn route(
         remote: crate::http::sanitize::RemoteAddress::of(hcm, &conn).resolve(r.headers()),
         local: conn.orig_dst,
         sni: "",
+        tls: None,
     };
     let authz = hcm
         .http_filters

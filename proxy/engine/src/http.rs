@@ -213,6 +213,9 @@ pub struct ConnOptions {
     pub head: HeadTimeout,
     /// The drain of the listener the connection arrived on.
     pub drain: DrainWatch,
+    /// What the downstream TLS handshake established (None: plaintext); every request carries
+    /// it in its extensions.
+    pub tls: Option<Arc<crate::downstream_tls::TlsFacts>>,
 }
 
 /// Serves one downstream connection until it closes; each request is handled by the HCM
@@ -241,6 +244,7 @@ pub async fn serve<I, F>(
         header_timeout,
         head,
         mut drain,
+        tls,
     } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
@@ -267,6 +271,9 @@ pub async fn serve<I, F>(
         if req.headers().contains_key(header::UPGRADE) {
             streams.set_upgraded();
             req.extensions_mut().insert(tunnel_drain.clone());
+        }
+        if let Some(t) = &tls {
+            req.extensions_mut().insert(t.clone());
         }
         let hcm = current();
         let observer = observer.clone();
@@ -753,6 +760,10 @@ pub async fn handle_with(
         let mut decoded = if hcm.cfg.http_filters.is_empty() {
             None
         } else {
+            let tls = req
+                .extensions()
+                .get::<Arc<crate::downstream_tls::TlsFacts>>()
+                .cloned();
             // Boxed: the filters' state (a fault delay's timer) stays out of the request's
             // state machine when no filter is configured.
             let d = Box::pin(hcm.cfg.http_filters.decode(filters::Request {
@@ -767,6 +778,7 @@ pub async fn handle_with(
                 peer: conn.peer,
                 local: conn.orig_dst,
                 stats: &hcm.filter_stats,
+                tls: tls.as_deref(),
             }))
             .await;
             Some(d)

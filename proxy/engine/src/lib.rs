@@ -11,6 +11,7 @@ mod accept;
 pub mod admin;
 pub mod config;
 pub mod detect;
+pub mod downstream_tls;
 pub mod explain;
 pub mod fair;
 pub mod heap;

@@ -87,9 +87,9 @@ pub enum Principal {
     Or(Vec<Principal>),
     /// `not_id`.
     Not(Box<Principal>),
-    /// `authenticated`: needs a TLS peer certificate, which sluice's plaintext downstreams never
-    /// have (Envoy: no match without TLS).
-    Authenticated,
+    /// `authenticated`: a TLS connection (none: never), whose peer certificate's URI SANs, else
+    /// DNS SANs, else subject match `principal_name` (unset: any TLS connection), as Envoy.
+    Authenticated(Option<StringMatcher>),
     /// `source_ip` (deprecated) and `direct_remote_ip`: the connection's peer.
     DirectRemoteIp(Cidr),
     /// `remote_ip`: the downstream address after `x-forwarded-for` processing.
@@ -115,6 +115,8 @@ pub struct Facts<'a, H: HeaderLookup + ?Sized> {
     pub local: SocketAddr,
     /// The TLS SNI (empty for plaintext).
     pub sni: &'a str,
+    /// What the downstream TLS handshake established (None: plaintext).
+    pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
 }
 
 /// The outcome of one engine for one request.
@@ -176,13 +178,27 @@ impl Principal {
             Principal::And(all) => all.iter().all(|p| p.matches(f)),
             Principal::Or(any) => any.iter().any(|p| p.matches(f)),
             Principal::Not(p) => !p.matches(f),
-            Principal::Authenticated | Principal::FilterState => false,
+            Principal::FilterState => false,
+            Principal::Authenticated(m) => authenticated(m.as_ref(), f.tls),
             Principal::DirectRemoteIp(c) => c.contains(f.peer.ip()),
             Principal::RemoteIp(c) => c.contains(f.remote),
             Principal::Header(h) => header_matches(h, f),
             Principal::UrlPath(m) => path_matches(m, f),
         }
     }
+}
+
+/// Envoy's `AuthenticatedMatcher`: any URI SAN, then any DNS SAN, then the subject (empty
+/// without a peer certificate) matches; without a matcher any TLS connection does.
+fn authenticated(m: Option<&StringMatcher>, tls: Option<&crate::downstream_tls::TlsFacts>) -> bool {
+    let Some(tls) = tls else { return false };
+    let Some(m) = m else { return true };
+    let Some(peer) = &tls.peer else {
+        return m.matches("");
+    };
+    peer.uri_sans.iter().any(|u| m.matches(u))
+        || peer.dns_sans.iter().any(|d| m.matches(d))
+        || m.matches(&peer.subject)
 }
 
 /// A header matcher against the request; without one (a connection), against no header.

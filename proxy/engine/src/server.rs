@@ -9,6 +9,7 @@
 //! reload (`reload`) is one such source.
 
 mod apply;
+mod boxed_io;
 pub mod cli;
 pub mod drain;
 #[cfg(test)]

@@ -132,6 +132,18 @@ OtherTest {
     file: "tests/tests/network_rbac.rs",
     test: "delay_deny_holds_a_denied_connection_open_first",
     covers: &["extensions.filters.network.rbac.v3.RBAC.delay_deny"],
+},
+OtherTest {
+    // TLS termination and the peer identity RBAC reads: the suite's client speaks plaintext
+    // HTTP (or TLS passed through).
+    file: "tests/tests/downstream_tls.rs",
+    test: "tls_termination_and_peer_identity_match_envoy",
+    covers: &[
+        "config.listener.v3.Listener.filter_chains",
+        "config.rbac.v3.Principal.authenticated",
+        "config.rbac.v3.Principal.Authenticated.principal_name",
+        "config.rbac.v3.Permission.requested_server_name",
+    ],
 }];
 
 /// Problems with [`OTHER_TESTS`]: a field that is not a supported inventory field, or a test

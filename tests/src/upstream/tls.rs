@@ -18,6 +18,16 @@ pub struct TestPki {
     pub client_cert_pem: String,
     /// Client private key, PEM.
     pub client_key_pem: String,
+    /// A client certificate whose only SAN is the URI
+    /// `spiffe://cluster.local/ns/default/sa/sleep` (an Istio workload identity), PEM.
+    pub spiffe_cert_pem: String,
+    /// Its private key, PEM.
+    pub spiffe_key_pem: String,
+    /// The server certificate (`localhost`, 127.0.0.1, `*.sni.test`), PEM: for a proxy that
+    /// terminates TLS.
+    pub server_cert_pem: String,
+    /// Its private key, PEM.
+    pub server_key_pem: String,
     /// Server config presenting the server certificate (ALPN http/1.1).
     pub server: Arc<ServerConfig>,
     /// Same, offering ALPN h2 first.
@@ -58,6 +68,17 @@ pub fn test_pki() -> TestPki {
         .signed_by(&client_key, &ca, &ca_key)
         .expect("client cert");
 
+    let spiffe_key = KeyPair::generate().expect("spiffe key");
+    let mut spiffe_params = CertificateParams::new(Vec::<String>::new()).expect("spiffe params");
+    spiffe_params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::Ia5String::try_from("spiffe://cluster.local/ns/default/sa/sleep")
+            .expect("spiffe uri"),
+    )];
+    spiffe_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let spiffe = spiffe_params
+        .signed_by(&spiffe_key, &ca, &ca_key)
+        .expect("spiffe cert");
+
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let server_key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let base = || {
@@ -95,6 +116,10 @@ pub fn test_pki() -> TestPki {
         ca_pem: ca.pem(),
         client_cert_pem: client.pem(),
         client_key_pem: client_key.serialize_pem(),
+        spiffe_cert_pem: spiffe.pem(),
+        spiffe_key_pem: spiffe_key.serialize_pem(),
+        server_cert_pem: cert.pem(),
+        server_key_pem: key.serialize_pem(),
         server: Arc::new(server),
         server_h2: Arc::new(server_h2),
         server_mtls: Arc::new(server_mtls),

@@ -158,6 +158,8 @@ pub struct FilterChain {
     pub filter: NetworkFilter,
     /// The network RBAC filters before it, in order.
     pub rbac: Vec<Arc<crate::rbac::network::NetworkRbac>>,
+    /// `transport_socket` `envoy.transport_sockets.tls`: TLS termination (None: plaintext).
+    pub tls: Option<Arc<crate::downstream_tls::DownstreamTls>>,
 }
 
 /// A terminal network filter.

@@ -250,6 +250,24 @@ pub(crate) struct RawTlsCertificate {
     pub private_key: Option<RawDataSource>,
 }
 
+impl RawTlsCertificate {
+    /// `certificate_chain` and `private_key`, both required (at `tp`).
+    pub(crate) fn pair(
+        &self,
+        tp: &super::FieldPath,
+    ) -> Result<(&RawDataSource, &RawDataSource), super::ConfigError> {
+        let chain = self
+            .certificate_chain
+            .as_ref()
+            .ok_or_else(|| tp.field("certificate_chain").err("required"))?;
+        let key = self
+            .private_key
+            .as_ref()
+            .ok_or_else(|| tp.field("private_key").err("required"))?;
+        Ok((chain, key))
+    }
+}
+
 /// `CertificateValidationContext`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

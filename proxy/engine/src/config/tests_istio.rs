@@ -326,8 +326,8 @@ fn transport_sockets_needing_sds_are_refused_as_such() {
     let plain = "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext }\n";
     expect_err(
         &base.replace(chain, &format!("{chain}{plain}")),
-        &format!("{LISTENER}.filter_chains[2].transport_socket"),
-        "downstream TLS termination",
+        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context"),
+        "required (a server certificate)",
     );
     // A raw_buffer transport socket on a cluster is plaintext, as Envoy's default.
     let raw = "    transport_socket: { name: envoy.transport_sockets.raw_buffer }\n";

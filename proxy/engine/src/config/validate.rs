@@ -290,12 +290,10 @@ fn filter_chain(
 ) -> Result<FilterChain, ConfigError> {
     let matcher =
         validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
-    if let Some(ts) = &raw.transport_socket {
-        return Err(validate_chain::transport_socket(
-            ts,
-            &p.field("transport_socket"),
-        ));
-    }
+    let tls = match &raw.transport_socket {
+        Some(ts) => validate_chain::transport_socket(ts, &p.field("transport_socket"))?,
+        None => None,
+    };
     let fp = p.field("filters");
     // Istio's telemetry-only filters before the terminal one are no-ops; network RBAC filters
     // before it check the connection.
@@ -332,6 +330,7 @@ fn filter_chain(
         terminal_index,
         filter,
         rbac,
+        tls,
     })
 }
 

@@ -118,11 +118,36 @@ pub(crate) fn check_overlaps(chains: &[(&ChainMatch, FieldPath)]) -> Result<(), 
     Ok(())
 }
 
-/// A chain's `transport_socket` (downstream TLS termination) is not supported; when it needs
-/// SDS, the error names the SDS field.
-pub(crate) fn transport_socket(v: &Value, p: &FieldPath) -> ConfigError {
-    match sds::find(v, p) {
-        Some(fp) => sds::unsupported(&fp),
-        None => p.unsupported("downstream TLS termination"),
+/// A chain's `transport_socket`: `envoy.transport_sockets.tls` (a `DownstreamTlsContext`,
+/// secrets from files or inline: one that needs SDS is refused naming the SDS field) or
+/// `raw_buffer` (plaintext, as without one).
+pub(crate) fn transport_socket(
+    v: &Value,
+    p: &FieldPath,
+) -> Result<Option<std::sync::Arc<crate::downstream_tls::DownstreamTls>>, ConfigError> {
+    use super::raw::{type_url, typed_config};
+    use crate::downstream_tls::{build, TYPE};
+    if let Some(fp) = sds::find(v, p) {
+        return Err(sds::unsupported(&fp));
+    }
+    let ts: super::raw_cluster::RawTransportSocket = serde_path_to_error::deserialize(v.clone())
+        .map_err(|e| p.join_serde(e.path()).err(e.inner().to_string()))?;
+    let tp = p.field("typed_config");
+    match ts.typed_config.as_ref() {
+        Some(tc) if type_url(tc) == Some(TYPE) => {
+            let raw = typed_config(tc, &tp, TYPE)?;
+            Ok(Some(std::sync::Arc::new(build(raw, &tp)?)))
+        }
+        Some(tc) if type_url(tc) == Some(RAW_BUFFER) => Ok(None),
+        None if ts.name.as_deref() == Some("envoy.transport_sockets.raw_buffer") => Ok(None),
+        Some(tc) => Err(tp.field("@type").unsupported(&format!(
+            "transport socket {:?} (envoy.transport_sockets.tls with a DownstreamTlsContext, or raw_buffer)",
+            type_url(tc).unwrap_or("")
+        ))),
+        None => Err(tp.err("required (a DownstreamTlsContext)")),
     }
 }
+
+/// `@type` of the plaintext transport socket.
+const RAW_BUFFER: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";

@@ -587,14 +587,7 @@ fn upstream_tls(raw: RawUpstreamTlsContext, p: &FieldPath) -> Result<UpstreamTls
             [] => {}
             [c] => {
                 let tp = cp.field("tls_certificates").index(0);
-                let chain = c
-                    .certificate_chain
-                    .as_ref()
-                    .ok_or_else(|| tp.field("certificate_chain").err("required"))?;
-                let key = c
-                    .private_key
-                    .as_ref()
-                    .ok_or_else(|| tp.field("private_key").err("required"))?;
+                let (chain, key) = c.pair(&tp)?;
                 tls.client_cert = Some((
                     data_source(chain, &tp.field("certificate_chain"))?,
                     data_source(key, &tp.field("private_key"))?,

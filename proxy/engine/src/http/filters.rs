@@ -198,6 +198,8 @@ pub struct Request<'a, 'r> {
     pub local: std::net::SocketAddr,
     /// The filters' counters (resolved when the HCM was built).
     pub stats: &'a FilterStats,
+    /// What the downstream TLS handshake established (None: plaintext).
+    pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
 }
 
 /// The counters of a chain's filters, by position (None: a filter that keeps none).
@@ -363,7 +365,8 @@ impl HttpFilters {
                         peer: req.peer,
                         remote: req.remote.resolve(req.headers),
                         local: req.local,
-                        sni: "",
+                        sni: req.tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
+                        tls: req.tls,
                     };
                     let stats = req.stats.0.get(i).and_then(Option::as_ref);
                     if let Some(policy) = cfg.decide(&facts, stats).denied {

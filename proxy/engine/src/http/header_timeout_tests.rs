@@ -38,6 +38,7 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
                 server: None,
             },
             drain: crate::server::drain::DrainWatch::never(),
+            tls: None,
         },
         // Asked once at accept for the head limits (none: Envoy's defaults); no request is
         // ever sent.

@@ -258,14 +258,13 @@ fn principal(r: &RawPrincipal, p: &FieldPath) -> Result<Principal, ConfigError> 
             Principal::Any
         }
         "authenticated" => {
-            if let Some(sm) = r
+            let name = r
                 .authenticated
                 .as_ref()
                 .and_then(|a| a.principal_name.as_ref())
-            {
-                string_matcher(sm, &f.field("principal_name"))?;
-            }
-            Principal::Authenticated
+                .map(|sm| string_matcher(sm, &f.field("principal_name")))
+                .transpose()?;
+            Principal::Authenticated(name)
         }
         "source_ip" | "direct_remote_ip" => {
             let c = r

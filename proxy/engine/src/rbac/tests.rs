@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 
 use super::{build, raw::RawRbac, Engine, Facts};
-use crate::{config::FieldPath, route::RequestView};
+use crate::{
+    config::FieldPath,
+    downstream_tls::{PeerCert, TlsFacts},
+    route::RequestView,
+};
 
 fn engine(yaml: &str) -> Engine {
     let raw: RawRbac = serde_norway::from_str(yaml).expect("RBAC yaml");
@@ -23,6 +27,7 @@ struct Req {
     peer: &'static str,
     remote: &'static str,
     local: &'static str,
+    tls: Option<TlsFacts>,
 }
 
 impl Default for Req {
@@ -34,6 +39,7 @@ impl Default for Req {
             peer: "10.0.0.1:4000",
             remote: "10.0.0.1",
             local: "10.0.0.2:8080",
+            tls: None,
         }
     }
 }
@@ -54,7 +60,8 @@ fn check(e: &Engine, r: &Req) -> (bool, Option<String>) {
         peer: r.peer.parse::<SocketAddr>().unwrap(),
         remote: r.remote.parse().unwrap(),
         local: r.local.parse::<SocketAddr>().unwrap(),
-        sni: "",
+        sni: r.tls.as_ref().and_then(|t| t.sni.as_deref()).unwrap_or(""),
+        tls: r.tls.as_ref(),
     };
     let v = e.check(&facts);
     (v.allowed, v.policy.map(str::to_string))
@@ -248,4 +255,67 @@ fn bad_rules_are_refused_naming_the_field() {
             "{yaml}\n  got:  {got}\n  want: {want}"
         );
     }
+}
+
+#[test]
+fn authenticated_reads_uri_sans_then_dns_sans_then_the_subject() {
+    let e = engine(
+        r#"
+policies:
+  sleep:
+    permissions: [{any: true}]
+    principals: [{authenticated: {principal_name: {exact: "spiffe://cluster.local/ns/default/sa/sleep"}}}]
+  any-tls:
+    permissions: [{url_path: {path: {prefix: /tls}}}]
+    principals: [{authenticated: {}}]
+  by-dns:
+    permissions: [{url_path: {path: {prefix: /dns}}}]
+    principals: [{authenticated: {principal_name: {suffix: ".example"}}}]
+  by-subject:
+    permissions: [{url_path: {path: {prefix: /subject}}}]
+    principals: [{authenticated: {principal_name: {exact: "CN=client,O=acme"}}}]
+  sni:
+    permissions: [{requested_server_name: {exact: api.example}}]
+    principals: [{any: true}]
+"#,
+    );
+    let peer = |uri: &[&str], dns: &[&str], subject: &str| TlsFacts {
+        sni: None,
+        peer: Some(PeerCert {
+            uri_sans: uri.iter().map(|s| s.to_string()).collect(),
+            dns_sans: dns.iter().map(|s| s.to_string()).collect(),
+            subject: subject.into(),
+        }),
+    };
+    let with = |path: &'static str, tls: Option<TlsFacts>| Req {
+        path,
+        tls,
+        ..Req::default()
+    };
+    let sleep = peer(
+        &[
+            "spiffe://other",
+            "spiffe://cluster.local/ns/default/sa/sleep",
+        ],
+        &[],
+        "CN=x",
+    );
+    assert!(check(&e, &with("/", Some(sleep))).0, "any URI SAN matches");
+    assert!(!check(&e, &with("/", Some(peer(&[], &[], "CN=x")))).0);
+    // Plaintext never authenticates; TLS without a client certificate passes `authenticated: {}`.
+    assert!(!check(&e, &with("/tls", None)).0);
+    assert!(check(&e, &with("/tls", Some(TlsFacts::default()))).0);
+    assert!(check(&e, &with("/dns", Some(peer(&[], &["svc.example"], "CN=x")))).0);
+    assert!(
+        check(
+            &e,
+            &with("/subject", Some(peer(&[], &[], "CN=client,O=acme")))
+        )
+        .0
+    );
+    let sni = TlsFacts {
+        sni: Some("api.example".into()),
+        peer: None,
+    };
+    assert!(check(&e, &with("/other", Some(sni))).0);
 }

@@ -15,6 +15,7 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
+    boxed_io::BoxedIo,
     observer::{ConnObserver, Metered},
     rbac_gate, ListenerSlot, Server,
 };
@@ -348,26 +349,67 @@ impl Chain<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // The chain's network RBAC filters check the connection's first bytes.
-        let gate = match self.passthrough_only {
-            true => None,
-            false => self.slot.rt.load().rbac.get(self.idx).cloned().flatten(),
-        };
-        match gate {
-            Some(filters) => {
-                let addrs = rbac_gate::ConnAddrs {
-                    peer: self.a.peer,
-                    dst: self.a.dst,
-                };
-                let sni = self.sni.clone();
-                self.serve_chain(rbac_gate::RbacGate::new(stream, filters, addrs, sni))
-                    .await
+        // The chain's TLS termination, then its network RBAC filters (on the decrypted bytes,
+        // with the handshake's SNI and peer certificate), as Envoy's transport socket and
+        // network filters.
+        let (tls, gate) = match self.passthrough_only {
+            true => (None, None),
+            false => {
+                let rt = self.slot.rt.load();
+                (
+                    rt.cfg
+                        .filter_chains
+                        .get(self.idx)
+                        .and_then(|c| c.tls.clone()),
+                    rt.rbac.get(self.idx).cloned().flatten(),
+                )
             }
-            None => self.serve_chain(stream).await,
+        };
+        match (tls, gate) {
+            (None, None) => self.serve_chain(stream, None).await,
+            (None, Some(filters)) => {
+                let sni = self.sni.clone();
+                let io = rbac_gate::RbacGate::new(stream, filters, self.gate_addrs(), sni, None);
+                self.serve_chain(BoxedIo::new(io), None).await
+            }
+            (Some(tls), gate) => {
+                let (io, mut facts) = match tls.accept(stream).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, peer = %self.a.peer, "downstream TLS handshake failed");
+                        return;
+                    }
+                };
+                facts.sni = self.sni.as_deref().map(str::to_string);
+                let facts = Arc::new(facts);
+                let io = match gate {
+                    Some(filters) => {
+                        let sni = self.sni.clone();
+                        BoxedIo::new(rbac_gate::RbacGate::new(
+                            io,
+                            filters,
+                            self.gate_addrs(),
+                            sni,
+                            Some(facts.clone()),
+                        ))
+                    }
+                    None => BoxedIo::new(io),
+                };
+                self.serve_chain(io, Some(facts)).await
+            }
         }
     }
 
-    async fn serve_chain<S>(mut self, stream: S)
+    fn gate_addrs(&self) -> rbac_gate::ConnAddrs {
+        rbac_gate::ConnAddrs {
+            peer: self.a.peer,
+            dst: self.a.dst,
+        }
+    }
+
+    /// Serves the (decrypted) `stream` with the chain's terminal filter; `tls`: what a
+    /// terminated handshake established.
+    async fn serve_chain<S>(mut self, stream: S, tls: Option<Arc<crate::downstream_tls::TlsFacts>>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -386,7 +428,7 @@ impl Chain<'_> {
             peer,
             local,
             orig_dst: dst,
-            tls: false,
+            tls: tls.is_some(),
         };
         let (slot, idx) = (self.slot.clone(), self.idx);
         let chain = slot.rt.load().chains[idx].clone();
@@ -413,6 +455,7 @@ impl Chain<'_> {
                     header_timeout,
                     head,
                     drain,
+                    tls,
                 };
                 http::serve(stream, conn, opts, current, observer).await;
             }

@@ -16,7 +16,10 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::rbac::{network::NetworkRbacRt, Facts};
+use crate::{
+    downstream_tls::TlsFacts,
+    rbac::{network::NetworkRbacRt, Facts},
+};
 
 /// The connection facts the check reads.
 #[derive(Debug, Clone, Copy)]
@@ -46,21 +49,25 @@ pub struct RbacGate<S> {
     state: State,
     addrs: ConnAddrs,
     sni: Option<Arc<str>>,
+    tls: Option<Arc<TlsFacts>>,
 }
 
 impl<S> RbacGate<S> {
-    /// `inner` checked against `filters` (in chain order) on its first bytes.
+    /// `inner` checked against `filters` (in chain order) on its first bytes; `sni`: what the
+    /// tls_inspector reported, `tls`: what a terminated handshake established.
     pub fn new(
         inner: S,
         filters: Arc<[NetworkRbacRt]>,
         addrs: ConnAddrs,
         sni: Option<Arc<str>>,
+        tls: Option<Arc<TlsFacts>>,
     ) -> Self {
         Self {
             inner,
             state: State::Pending(filters),
             addrs,
             sni,
+            tls,
         }
     }
 
@@ -73,6 +80,7 @@ impl<S> RbacGate<S> {
             remote: self.addrs.peer.ip(),
             local: self.addrs.dst,
             sni: self.sni.as_deref().unwrap_or(""),
+            tls: self.tls.as_deref(),
         };
         for f in filters.iter().filter(|f| first || f.cfg.continuous) {
             if let Some(policy) = f.cfg.rules.decide(&facts, Some(&f.stats)).denied {

@@ -1,0 +1,348 @@
+//! Downstream TLS termination: a filter chain's `transport_socket` `envoy.transport_sockets.tls`
+//! (`DownstreamTlsContext`) with its certificate and key from files or inline PEM, a client
+//! certificate requested when a `validation_context.trusted_ca` is set (and required with
+//! `require_client_certificate`), ALPN from `alpn_protocols`, and `require_sni`. The server
+//! config is built when the config is loaded (a bad file, PEM or key mismatch rejects the config
+//! naming the field). After the handshake the connection's [`TlsFacts`] (SNI, the peer
+//! certificate's URI and DNS SANs and subject) feed RBAC's `authenticated` and
+//! `requested_server_name`.
+
+use std::{sync::Arc, time::Duration};
+
+use rustls::{
+    crypto::ring,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+
+use crate::config::{
+    raw_cluster::RawCommonTlsContext, raw_route::RawDataSource, ConfigError, FieldPath,
+};
+
+/// `@type` of the context.
+pub const TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+
+/// How long a TLS handshake may take before the connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `DownstreamTlsContext`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDownstreamTlsContext {
+    common_tls_context: Option<RawCommonTlsContext>,
+    require_client_certificate: Option<bool>,
+    require_sni: Option<bool>,
+    session_ticket_keys: Option<serde_json::Value>,
+    session_ticket_keys_sds_secret_config: Option<serde_json::Value>,
+    disable_stateless_session_resumption: Option<bool>,
+    disable_stateful_session_resumption: Option<bool>,
+    session_timeout: Option<serde_json::Value>,
+    ocsp_staple_policy: Option<String>,
+    full_scan_certs_on_sni_mismatch: Option<bool>,
+    prefer_client_ciphers: Option<bool>,
+}
+
+/// A filter chain's TLS termination, ready to accept.
+pub struct DownstreamTls {
+    acceptor: TlsAcceptor,
+    /// `require_sni`: a ClientHello without SNI fails the handshake.
+    require_sni: bool,
+}
+
+impl std::fmt::Debug for DownstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownstreamTls")
+            .field("require_sni", &self.require_sni)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a terminated TLS connection established, for RBAC and the request's scheme.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// The SNI as Envoy's `requestedServerName()`: what the listener's tls_inspector reported
+    /// (none without it, even when the handshake carried one; checked against Envoy).
+    pub sni: Option<String>,
+    /// The client's certificate, when it presented one (it was verified against the CA).
+    pub peer: Option<PeerCert>,
+}
+
+/// The names of a peer certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCert {
+    /// URI SANs (SPIFFE ids), in certificate order.
+    pub uri_sans: Vec<String>,
+    /// DNS SANs, in certificate order.
+    pub dns_sans: Vec<String>,
+    /// The subject in RFC 2253 form (`CN=client,O=example`), as Envoy prints it.
+    pub subject: String,
+}
+
+impl PeerCert {
+    /// Reads the names of a DER certificate (an unreadable one has none).
+    pub fn parse(der: &[u8]) -> Self {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return Self::default();
+        };
+        let mut out = Self {
+            subject: rfc2253(cert.subject()),
+            ..Self::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    GeneralName::URI(u) => out.uri_sans.push((*u).to_string()),
+                    GeneralName::DNSName(d) => out.dns_sans.push((*d).to_string()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A name in RFC 2253 order (last RDN first), attributes by their RFC 4514 short names (others
+/// in dotted form; `emailAddress` as OpenSSL prints it).
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut parts = Vec::new();
+    for rdn in name.iter().collect::<Vec<_>>().into_iter().rev() {
+        let attrs: Vec<String> = rdn
+            .iter()
+            .map(|a| {
+                let oid = a.attr_type().to_id_string();
+                let key = match oid.as_str() {
+                    "2.5.4.3" => "CN",
+                    "2.5.4.6" => "C",
+                    "2.5.4.7" => "L",
+                    "2.5.4.8" => "ST",
+                    "2.5.4.9" => "STREET",
+                    "2.5.4.10" => "O",
+                    "2.5.4.11" => "OU",
+                    "0.9.2342.19200300.100.1.1" => "UID",
+                    "0.9.2342.19200300.100.1.25" => "DC",
+                    "1.2.840.113549.1.9.1" => "emailAddress",
+                    other => other,
+                };
+                let value = a.as_str().map(str::to_string).unwrap_or_default();
+                format!("{key}={value}")
+            })
+            .collect();
+        parts.push(attrs.join("+"));
+    }
+    parts.join(",")
+}
+
+/// A DataSource's PEM bytes (a file's, or the inline string).
+fn pem(raw: &RawDataSource, p: &FieldPath) -> Result<Vec<u8>, ConfigError> {
+    match (&raw.filename, &raw.inline_string) {
+        (Some(f), None) if !f.is_empty() => {
+            std::fs::read(f).map_err(|e| p.field("filename").err(format!("{f}: {e}")))
+        }
+        (None, Some(s)) => Ok(s.clone().into_bytes()),
+        _ => Err(p.err("exactly one of filename and inline_string is required")),
+    }
+}
+
+fn certs(raw: &RawDataSource, p: &FieldPath) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bytes = pem(raw, p)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| p.err(format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(p.err("no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// Compiles a chain's `DownstreamTlsContext` at `p` (its `typed_config`).
+pub(crate) fn build(
+    raw: RawDownstreamTlsContext,
+    p: &FieldPath,
+) -> Result<DownstreamTls, ConfigError> {
+    for (field, set) in [
+        ("session_ticket_keys", raw.session_ticket_keys.is_some()),
+        (
+            "session_ticket_keys_sds_secret_config",
+            raw.session_ticket_keys_sds_secret_config.is_some(),
+        ),
+        ("session_timeout", raw.session_timeout.is_some()),
+        (
+            "disable_stateless_session_resumption",
+            raw.disable_stateless_session_resumption == Some(true),
+        ),
+        (
+            "disable_stateful_session_resumption",
+            raw.disable_stateful_session_resumption == Some(true),
+        ),
+        (
+            "ocsp_staple_policy",
+            raw.ocsp_staple_policy
+                .as_deref()
+                .is_some_and(|o| o != "LENIENT_STAPLING"),
+        ),
+        (
+            "full_scan_certs_on_sni_mismatch",
+            raw.full_scan_certs_on_sni_mismatch == Some(true),
+        ),
+        (
+            "prefer_client_ciphers",
+            raw.prefer_client_ciphers == Some(true),
+        ),
+    ] {
+        if set {
+            return Err(p
+                .field(field)
+                .unsupported("this TLS session option (rustls' defaults apply)"));
+        }
+    }
+    let cp = p.field("common_tls_context");
+    let ctx = raw
+        .common_tls_context
+        .ok_or_else(|| cp.err("required (a server certificate)"))?;
+    let tp = cp.field("tls_certificates");
+    let (chain, key) = match ctx.tls_certificates.as_slice() {
+        [c] => {
+            let tp = tp.index(0);
+            let (chain, key) = c.pair(&tp)?;
+            let kp = tp.field("private_key");
+            let key = PrivateKeyDer::from_pem_slice(&pem(key, &kp)?)
+                .map_err(|e| kp.err(format!("not a PEM private key: {e}")))?;
+            (certs(chain, &tp.field("certificate_chain"))?, key)
+        }
+        [] => return Err(tp.err("one server certificate is required")),
+        _ => return Err(tp.index(1).unsupported("more than one server certificate")),
+    };
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| p.err(e.to_string()))?;
+    let require = raw.require_client_certificate == Some(true);
+    let vp = cp.field("validation_context").field("trusted_ca");
+    let builder = match ctx
+        .validation_context
+        .as_ref()
+        .and_then(|v| v.trusted_ca.as_ref())
+    {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs(ca, &vp)? {
+                roots
+                    .add(c)
+                    .map_err(|e| vp.err(format!("not a CA certificate: {e}")))?;
+            }
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = if require {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| vp.err(e.to_string()))?)
+        }
+        None if require => {
+            return Err(p
+                .field("require_client_certificate")
+                .err("needs common_tls_context.validation_context.trusted_ca to verify it"))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| tp.index(0).err(format!("certificate and key: {e}")))?;
+    config.alpn_protocols = ctx
+        .alpn_protocols
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    Ok(DownstreamTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        require_sni: raw.require_sni == Some(true),
+    })
+}
+
+impl DownstreamTls {
+    /// Runs the server handshake on `io` (bounded); the stream and what it established (the
+    /// peer certificate; `sni` is left to the caller, see [`TlsFacts::sni`]).
+    pub async fn accept<S>(&self, io: S) -> std::io::Result<(TlsStream<S>, TlsFacts)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(io));
+        let stream = handshake.await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+        let conn = stream.get_ref().1;
+        let facts = TlsFacts {
+            sni: None,
+            peer: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| PeerCert::parse(c)),
+        };
+        if self.require_sni && conn.server_name().is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "require_sni: the ClientHello has no SNI",
+            ));
+        }
+        Ok((stream, facts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(yaml: &str) -> String {
+        let raw: RawDownstreamTlsContext = serde_norway::from_str(yaml).expect("yaml");
+        let e = build(raw, &FieldPath::root().field("tc")).expect_err("refused");
+        format!("{}: {}", e.path(), e.message())
+    }
+
+    #[test]
+    fn bad_contexts_are_refused_naming_the_field() {
+        for (yaml, want) in [
+            ("{}", "tc.common_tls_context: required"),
+            ("common_tls_context: {}", "tc.common_tls_context.tls_certificates: one server certificate"),
+            (
+                "common_tls_context: {tls_certificates: [{certificate_chain: {filename: /nonexistent/c.pem}, private_key: {inline_string: x}}]}",
+                "tc.common_tls_context.tls_certificates[0].private_key: not a PEM private key",
+            ),
+            (
+                "common_tls_context: {tls_certificates: [{certificate_chain: {filename: /nonexistent/c.pem}, private_key: {inline_string: \"-----BEGIN PRIVATE KEY-----\\nMC4CAQAwBQYDK2VwBCIEIOnk\\n-----END PRIVATE KEY-----\\n\"}}]}",
+                "tc.common_tls_context.tls_certificates[0].certificate_chain.filename: /nonexistent/c.pem:",
+            ),
+            ("session_timeout: 10s", "tc.session_timeout: not supported"),
+            ("prefer_client_ciphers: true", "tc.prefer_client_ciphers: not supported"),
+        ] {
+            let got = refused(yaml);
+            assert!(got.starts_with(want), "{yaml}\n  got:  {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn peer_names_come_from_the_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["svc.example".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::Ia5String::try_from("spiffe://cluster.local/ns/a/sa/b").unwrap(),
+        ));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "acme");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client");
+        let cert = params.self_signed(&key).unwrap();
+        let p = PeerCert::parse(cert.der());
+        assert_eq!(p.uri_sans, ["spiffe://cluster.local/ns/a/sa/b"]);
+        assert_eq!(p.dns_sans, ["svc.example"]);
+        assert_eq!(p.subject, "CN=client,O=acme");
+    }
+}
