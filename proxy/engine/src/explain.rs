@@ -279,7 +279,8 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         tcp_cluster: None,
         cluster: None,
     };
-    // A chain that terminates TLS: the client's SNI (the URL's host), no client certificate.
+    // A chain that terminates TLS: the SNI the tls_inspector reports (the URL's host, for an
+    // https URL on a listener that runs it), no client certificate.
     let explained_tls = chain.tls.as_ref().map(|_| crate::downstream_tls::TlsFacts {
         sni: facts.server_name.map(str::to_string),
         peer: None,
@@ -313,7 +314,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     let cluster_name = match &chain.filter {
         NetworkFilter::Http(hcm) => {
             out.filter_chain.filter = chain_filter_name(&chain.filter);
-            match route(hcm, listener, req, &authority)? {
+            match route(hcm, listener, req, &authority, explained_tls.as_ref())? {
                 Err(refused) => {
                     out.refused = Some(refused);
                     None
@@ -372,6 +373,7 @@ fn route(
     listener: &Listener,
     req: &Request,
     authority: &str,
+    tls: Option<&crate::downstream_tls::TlsFacts>,
 ) -> Result<Result<Routed, String>, ExplainError> {
     let bad =
         |what: &str, e: &dyn std::fmt::Display| ExplainError::BadRequest(format!("{what}: {e}"));
@@ -451,8 +453,8 @@ fn route(
         peer: conn.peer,
         remote: crate::http::sanitize::RemoteAddress::of(hcm, &conn).resolve(r.headers()),
         local: conn.orig_dst,
-        sni: "",
-        tls: None,
+        sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
+        tls,
     };
     let authz = hcm
         .http_filters
