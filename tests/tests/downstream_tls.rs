@@ -5,7 +5,10 @@
 //! `require_client_certificate`, and RBAC on the result: `authenticated` (the peer's URI SAN, an
 //! Istio SPIFFE id; `{}`: any TLS connection) and `requested_server_name` (the SNI the listener's
 //! tls_inspector reports: without one it is empty, also on a terminated connection). A plaintext
-//! client on the TLS port gets no HTTP answer from either.
+//! client on the TLS port gets no HTTP answer from either. `x-forwarded-client-cert` as the route
+//! sees it: APPEND_FORWARD with every detail (By, Hash, Cert and Chain URL-encoded PEM, Subject,
+//! URI, DNS) after the client's, SANITIZE_SET with Istio's three, removed without a client
+//! certificate.
 
 use std::path::Path;
 
@@ -23,6 +26,11 @@ use sluice_tests::{
 fn config(dir: &Path, optional: u16, required: u16) -> String {
     let file = |n: &str| dir.join(n).display().to_string();
     let listener = |name: &str, port: u16, require: bool| {
+        // x-forwarded-client-cert: appended with every detail here, set with Istio's three there.
+        let xfcc = match require {
+            false => "forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: {subject: true, cert: true, chain: true, uri: true, dns: true}",
+            true => "forward_client_cert_details: SANITIZE_SET\n          set_current_client_cert_details: {subject: true, uri: true, dns: true}",
+        };
         // The tls_inspector is what gives RBAC the SNI (`requested_server_name`), in Envoy.
         let inspector = match require {
             false => "    listener_filters: [{name: envoy.filters.listener.tls_inspector, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]\n",
@@ -46,6 +54,7 @@ fn config(dir: &Path, optional: u16, required: u16) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
+          {xfcc}
           http_filters:
           - name: envoy.filters.http.rbac
             typed_config:
@@ -69,7 +78,9 @@ fn config(dir: &Path, optional: u16, required: u16) -> String {
               routes:
               - match: {{prefix: /}}
                 direct_response: {{status: 200, body: {{inline_string: ok}}}}
-                response_headers_to_add: [{{header: {{key: x-proto, value: "%REQ(x-forwarded-proto)%"}}}}]
+                response_headers_to_add:
+                - {{header: {{key: x-proto, value: "%REQ(x-forwarded-proto)%"}}}}
+                - {{header: {{key: x-xfcc, value: "%REQ(x-forwarded-client-cert)%"}}}}
 "#,
             cert = file("server.pem"),
             key = file("server.key"),
@@ -83,7 +94,8 @@ fn config(dir: &Path, optional: u16, required: u16) -> String {
     )
 }
 
-/// What curl got: `HTTP/<version> <status> x-proto=<value> <body>`, or `no response`.
+/// What curl got: `HTTP/<version> <status> x-proto=<value> <body>` and, when the request
+/// reached the route, `xfcc=<x-forwarded-client-cert as the route saw it>`; or `no response`.
 fn fetch(dir: &Path, url: &str, extra: &[&str]) -> String {
     let ca = dir.join("ca.pem").display().to_string();
     let mut args = vec!["-s", "-m", "5", "--cacert", ca.as_str()];
@@ -104,7 +116,11 @@ fn fetch(dir: &Path, url: &str, extra: &[&str]) -> String {
                 .find(|(k, _)| k == "x-proto")
                 .map_or("-", |(_, v)| v.as_str())
                 .to_string();
-            format!("{version} {status} x-proto={proto} {body}")
+            let xfcc = headers
+                .iter()
+                .find(|(k, _)| k == "x-xfcc")
+                .map_or(String::new(), |(_, v)| format!(" xfcc={v}"));
+            format!("{version} {status} x-proto={proto} {body}{xfcc}")
         }
     }
 }
@@ -151,6 +167,33 @@ fn tls_termination_and_peer_identity_match_envoy() {
             ("no certificate on /sleep", url(optional, "/sleep"), &[][..]),
             ("no certificate on /tls", url(optional, "/tls"), &[][..]),
             ("h2 over ALPN", url(optional, "/tls"), &["--http2"][..]),
+            (
+                "xfcc appended",
+                url(optional, "/sleep"),
+                &[
+                    &spiffe[..],
+                    &[
+                        "-H",
+                        "x-forwarded-client-cert: By=spiffe://prev;URI=spiffe://orig",
+                    ][..],
+                ]
+                .concat()[..],
+            ),
+            ("xfcc dns peer", url(optional, "/tls"), &client[..]),
+            (
+                "xfcc set",
+                url(required, "/sleep"),
+                &[
+                    &spiffe[..],
+                    &["-H", "x-forwarded-client-cert: By=spiffe://forged"][..],
+                ]
+                .concat()[..],
+            ),
+            (
+                "xfcc from a peer without a certificate",
+                url(optional, "/tls"),
+                &["-H", "x-forwarded-client-cert: By=spiffe://forged"][..],
+            ),
             ("http/1.1 only", url(optional, "/tls"), &["--http1.1"][..]),
             (
                 "SNI api.sni.test",
@@ -192,7 +235,21 @@ fn tls_termination_and_peer_identity_match_envoy() {
         assert_eq!(s, e, "{what}: sluice (left) and Envoy (right) differ");
     }
     let want = |what: &str| &envoy.iter().find(|(w, _)| *w == what).expect(what).1;
-    assert_eq!(want("spiffe peer on /sleep"), "HTTP/2 200 x-proto=https ok");
+    assert!(want("spiffe peer on /sleep").starts_with(
+        "HTTP/2 200 x-proto=https ok xfcc=By=spiffe://cluster.local/ns/default/sa/server;Hash="
+    ));
+    assert!(want("xfcc appended").starts_with("HTTP/2 200 x-proto=https ok xfcc=By=spiffe://prev;URI=spiffe://orig,By=spiffe://cluster.local/ns/default/sa/server;Hash="));
+    assert!(
+        want("xfcc set").ends_with(
+            ";Subject=\"CN=rcgen self signed cert\";URI=spiffe://cluster.local/ns/default/sa/sleep"
+        ),
+        "{}",
+        want("xfcc set")
+    );
+    assert_eq!(
+        want("xfcc from a peer without a certificate"),
+        "HTTP/2 200 x-proto=https ok"
+    );
     assert_eq!(
         want("other peer on /sleep"),
         "HTTP/2 403 x-proto=- RBAC: access denied"

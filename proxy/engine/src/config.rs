@@ -78,9 +78,10 @@ pub use http2_options::{
     DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM, DEFAULT_MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT,
 };
 pub use listener::{
-    AccessLog, Admin, CodecType, FilterChain, Http10, HttpConnectionManager, Listener,
-    ListenerFilter, LogSink, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
-    DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT, ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
+    AccessLog, Admin, CodecType, FilterChain, ForwardClientCert, Http10, HttpConnectionManager,
+    Listener, ListenerFilter, LogSink, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,
+    Xfcc, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
+    ENVOY_DEFAULT_ACCESS_LOG_FORMAT,
 };
 pub use local_reply::{LocalReplyConfig, Mapper as LocalReplyMapper};
 pub(crate) use path::FieldPath;

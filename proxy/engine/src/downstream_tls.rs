@@ -50,6 +50,8 @@ pub(crate) struct RawDownstreamTlsContext {
 /// A filter chain's TLS termination, ready to accept.
 pub struct DownstreamTls {
     acceptor: TlsAcceptor,
+    /// The URI SANs of the chain's own certificate (`By=` of `x-forwarded-client-cert`).
+    local_uri_sans: Arc<[String]>,
     /// `require_sni`: a ClientHello without SNI fails the handshake.
     require_sni: bool,
 }
@@ -70,6 +72,8 @@ pub struct TlsFacts {
     pub sni: Option<String>,
     /// The client's certificate, when it presented one (it was verified against the CA).
     pub peer: Option<PeerCert>,
+    /// The URI SANs of the certificate this side presented.
+    pub local_uri_sans: Arc<[String]>,
 }
 
 /// The names of a peer certificate.
@@ -81,6 +85,8 @@ pub struct PeerCert {
     pub dns_sans: Vec<String>,
     /// The subject in RFC 2253 form (`CN=client,O=example`), as Envoy prints it.
     pub subject: String,
+    /// The certificate and the rest of the chain the client sent, DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
 }
 
 impl PeerCert {
@@ -92,6 +98,7 @@ impl PeerCert {
         };
         let mut out = Self {
             subject: rfc2253(cert.subject()),
+            chain: vec![der.to_vec()],
             ..Self::default()
         };
         if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -251,6 +258,11 @@ pub(crate) fn build(
         }
         None => builder.with_no_client_auth(),
     };
+    let local_uri_sans: Arc<[String]> = chain
+        .first()
+        .map(|c| PeerCert::parse(c).uri_sans)
+        .unwrap_or_default()
+        .into();
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| tp.index(0).err(format!("certificate and key: {e}")))?;
@@ -261,6 +273,7 @@ pub(crate) fn build(
         .collect();
     Ok(DownstreamTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        local_uri_sans,
         require_sni: raw.require_sni == Some(true),
     })
 }
@@ -279,10 +292,12 @@ impl DownstreamTls {
         let conn = stream.get_ref().1;
         let facts = TlsFacts {
             sni: None,
-            peer: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| PeerCert::parse(c)),
+            peer: conn.peer_certificates().and_then(|certs| {
+                let mut p = PeerCert::parse(certs.first()?);
+                p.chain = certs.iter().map(|c| c.to_vec()).collect();
+                Some(p)
+            }),
+            local_uri_sans: self.local_uri_sans.clone(),
         };
         if self.require_sni && conn.server_name().is_none() {
             return Err(std::io::Error::new(

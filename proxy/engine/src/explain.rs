@@ -283,7 +283,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     // https URL on a listener that runs it), no client certificate.
     let explained_tls = chain.tls.as_ref().map(|_| crate::downstream_tls::TlsFacts {
         sni: facts.server_name.map(str::to_string),
-        peer: None,
+        ..Default::default()
     });
     // The chain's network RBAC filters decide on the connection's first bytes.
     let net = crate::rbac::Facts::<[(&str, &str)]> {

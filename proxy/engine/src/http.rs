@@ -38,6 +38,7 @@ mod trace;
 mod upgrade;
 mod upgrade_policy;
 mod via;
+mod xfcc;
 
 use std::{
     collections::HashMap,

@@ -143,6 +143,8 @@ OtherTest {
         "config.rbac.v3.Principal.authenticated",
         "config.rbac.v3.Principal.Authenticated.principal_name",
         "config.rbac.v3.Permission.requested_server_name",
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.forward_client_cert_details",
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.set_current_client_cert_details",
     ],
 }];
 

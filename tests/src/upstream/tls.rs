@@ -53,12 +53,16 @@ pub fn test_pki() -> TestPki {
     let ca = ca_params.self_signed(&ca_key).expect("ca cert");
     let key = KeyPair::generate().expect("server key");
     // `*.sni.test`: names a client can send as SNI and still verify (conformance server_names).
-    let params = CertificateParams::new(vec![
+    let mut params = CertificateParams::new(vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "*.sni.test".to_string(),
     ])
     .expect("server params");
+    // A workload identity too: `By=` of an x-forwarded-client-cert a terminating proxy sets.
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        rcgen::Ia5String::try_from("spiffe://cluster.local/ns/default/sa/server").expect("uri"),
+    ));
     let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
     let client_key = KeyPair::generate().expect("client key");
     let mut client_params =

@@ -171,6 +171,39 @@ pub enum NetworkFilter {
     Tcp(Arc<TcpProxy>),
 }
 
+/// `forward_client_cert_details` with `set_current_client_cert_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Xfcc {
+    /// The mode.
+    pub mode: ForwardClientCert,
+    /// `set_current_client_cert_details.cert`.
+    pub cert: bool,
+    /// `set_current_client_cert_details.chain`.
+    pub chain: bool,
+    /// `set_current_client_cert_details.subject`.
+    pub subject: bool,
+    /// `set_current_client_cert_details.uri`.
+    pub uri: bool,
+    /// `set_current_client_cert_details.dns`.
+    pub dns: bool,
+}
+
+/// `forward_client_cert_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// `SANITIZE` (default): the header is removed.
+    #[default]
+    Sanitize,
+    /// `FORWARD_ONLY`: kept on a mutual TLS connection, removed otherwise.
+    ForwardOnly,
+    /// `APPEND_FORWARD`: this hop's details appended on a mutual TLS connection.
+    AppendForward,
+    /// `SANITIZE_SET`: replaced by this hop's details on a mutual TLS connection.
+    SanitizeSet,
+    /// `ALWAYS_FORWARD_ONLY`: kept as the client sent it, always.
+    AlwaysForwardOnly,
+}
+
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
 #[derive(Debug, Clone)]
 pub struct HttpConnectionManager {
@@ -212,11 +245,9 @@ pub struct HttpConnectionManager {
     /// `preserve_external_request_id` (default false): with `use_remote_address`, keep an
     /// external request's `x-request-id` instead of generating a new one.
     pub preserve_external_request_id: bool,
-    /// `forward_client_cert_details` is `ALWAYS_FORWARD_ONLY`: the client's
-    /// `x-forwarded-client-cert` goes upstream unchanged. Every other mode (default `SANITIZE`)
-    /// removes it on a connection without a peer certificate, i.e. on every connection here
-    /// (no downstream mutual TLS), as Envoy's `mutateXfccRequestHeader` does.
-    pub forward_client_cert: bool,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`: what happens to
+    /// `x-forwarded-client-cert` (`http/xfcc.rs`).
+    pub xfcc: Xfcc,
     /// `add_user_agent` (default false): the node's identity in
     /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`
     /// (`config/user_agent.rs`).

@@ -339,8 +339,6 @@ pub(crate) struct RawHcm {
     pub http_protocol_options: Option<RawHttp1Options>,
     pub strip_trailing_host_dot: Option<bool>,
     pub append_x_forwarded_port: Option<bool>,
-    /// Validated, no effect: there is never a peer certificate to set from.
-    #[allow(dead_code)]
     pub set_current_client_cert_details: Option<RawSetCurrentClientCertDetails>,
     pub tracing: Option<super::tracing::RawHcmTracing>,
     /// `RequestIDExtension` (read by `tracing::request_id_extension`).
@@ -368,11 +366,9 @@ pub(crate) struct RawHttp2Options {
 }
 
 /// `set_current_client_cert_details`: which parts of the peer certificate SANITIZE_SET and
-/// APPEND_FORWARD put into `x-forwarded-client-cert`; without downstream mutual TLS there is no
-/// peer certificate, so nothing is ever set (validated, no effect).
+/// APPEND_FORWARD put into `x-forwarded-client-cert`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub(crate) struct RawSetCurrentClientCertDetails {
     pub subject: Option<bool>,
     pub cert: Option<bool>,

@@ -491,7 +491,11 @@ fn hcm(
         skip_xff_append: raw.skip_xff_append.unwrap_or(false),
         via,
         preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
-        forward_client_cert: forward_client_cert(raw.forward_client_cert_details.as_deref(), p)?,
+        xfcc: xfcc(
+            raw.forward_client_cert_details.as_deref(),
+            raw.set_current_client_cert_details.as_ref(),
+            p,
+        )?,
         // Filled with the node's identity once the bootstrap is read (`user_agent::fill`).
         user_agent: (raw.add_user_agent == Some(true))
             .then(super::user_agent::UserAgent::unresolved),
@@ -540,15 +544,34 @@ fn http10(
     Ok(Some(super::Http10 { default_host }))
 }
 
-/// `forward_client_cert_details`: whether the client's `x-forwarded-client-cert` is kept.
-fn forward_client_cert(mode: Option<&str>, p: &FieldPath) -> Result<bool, ConfigError> {
-    match mode {
-        None | Some("SANITIZE" | "FORWARD_ONLY" | "APPEND_FORWARD" | "SANITIZE_SET") => Ok(false),
-        Some("ALWAYS_FORWARD_ONLY") => Ok(true),
-        Some(other) => Err(p
-            .field("forward_client_cert_details")
-            .err(format!("unknown value {other:?}"))),
-    }
+/// `forward_client_cert_details` and `set_current_client_cert_details`.
+fn xfcc(
+    mode: Option<&str>,
+    details: Option<&super::raw::RawSetCurrentClientCertDetails>,
+    p: &FieldPath,
+) -> Result<super::Xfcc, ConfigError> {
+    use super::ForwardClientCert as F;
+    let mode = match mode {
+        None | Some("SANITIZE") => F::Sanitize,
+        Some("FORWARD_ONLY") => F::ForwardOnly,
+        Some("APPEND_FORWARD") => F::AppendForward,
+        Some("SANITIZE_SET") => F::SanitizeSet,
+        Some("ALWAYS_FORWARD_ONLY") => F::AlwaysForwardOnly,
+        Some(other) => {
+            return Err(p
+                .field("forward_client_cert_details")
+                .err(format!("unknown value {other:?}")))
+        }
+    };
+    let on = |v: Option<bool>| v == Some(true);
+    Ok(super::Xfcc {
+        mode,
+        cert: details.is_some_and(|d| on(d.cert)),
+        chain: details.is_some_and(|d| on(d.chain)),
+        subject: details.is_some_and(|d| on(d.subject)),
+        uri: details.is_some_and(|d| on(d.uri)),
+        dns: details.is_some_and(|d| on(d.dns)),
+    })
 }
 
 fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, ConfigError> {

@@ -77,7 +77,11 @@ pub(super) fn before_routing<B>(
     // Upgrades: h2c is stripped and served as plain HTTP/1.1; whether another upgrade may
     // become a tunnel is decided once the route is known ([`upgrade_refused`]).
     upgrade_policy::strip_h2c(version, req.headers_mut());
-    sanitize::request(cfg, conn, scheme, req.headers_mut());
+    let tls = req
+        .extensions()
+        .get::<std::sync::Arc<crate::downstream_tls::TlsFacts>>()
+        .cloned();
+    sanitize::request(cfg, conn, scheme, tls.as_deref(), req.headers_mut());
     let h = req.headers_mut();
     // Under `use_remote_address` every request is external (no `internal_address_config`), and
     // Envoy regenerates an external request's id unless `preserve_external_request_id`.

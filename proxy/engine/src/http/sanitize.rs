@@ -11,7 +11,6 @@ use super::ConnInfo;
 use crate::config;
 
 /// Names looked up on every request, made once (a `&str` name is parsed at each lookup).
-const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const DOWNSTREAM_CLUSTER: HeaderName =
     HeaderName::from_static("x-envoy-downstream-service-cluster");
@@ -24,8 +23,10 @@ pub(super) fn request(
     cfg: &config::HttpConnectionManager,
     conn: &ConnInfo,
     scheme: &'static str,
+    tls: Option<&crate::downstream_tls::TlsFacts>,
     h: &mut HeaderMap,
 ) {
+    super::xfcc::apply(&cfg.xfcc, tls, h);
     forwarding(cfg, conn, scheme, h);
     if let Some(ua) = &cfg.user_agent {
         add_user_agent(ua, h);
@@ -52,11 +53,6 @@ fn forwarding(
 ) {
     if h.contains_key(header::CONNECTION) {
         strip_connection_nominations(h);
-    }
-    // No connection has a peer certificate here (no downstream mutual TLS): Envoy keeps a
-    // client's x-forwarded-client-cert only under ALWAYS_FORWARD_ONLY.
-    if !cfg.forward_client_cert {
-        h.remove(XFCC);
     }
     if let Some(v) = &cfg.via {
         super::via::append(v, h);
@@ -283,12 +279,18 @@ mod tests {
     fn a_client_xfcc_is_kept_only_under_always_forward_only() {
         let xfcc = || headers(&[("x-forwarded-client-cert", "By=spiffe://evil")]);
         let mut h = xfcc();
-        request(&hcm(false, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        request(
+            &hcm(false, 0),
+            &conn("127.0.0.1:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert!(!h.contains_key("x-forwarded-client-cert"), "SANITIZE");
         let mut cfg = hcm(true, 0);
-        cfg.forward_client_cert = true;
+        cfg.xfcc.mode = crate::config::ForwardClientCert::AlwaysForwardOnly;
         let mut h = xfcc();
-        request(&cfg, &conn("10.0.0.2:5000"), "http", &mut h);
+        request(&cfg, &conn("10.0.0.2:5000"), "http", None, &mut h);
         assert_eq!(h["x-forwarded-client-cert"], "By=spiffe://evil");
     }
 
@@ -302,7 +304,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-for", "203.0.113.9"),
         ]);
-        request(&hcm(false, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        request(
+            &hcm(false, 0),
+            &conn("127.0.0.1:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert!(!h.contains_key("x-envoy-upstream-rq-timeout-ms"));
         assert!(!h.contains_key("x-envoy-internal"));
         assert!(!h.contains_key("x-envoy-retry-on"));
@@ -318,17 +326,29 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
         ]);
-        request(&hcm(true, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        request(
+            &hcm(true, 0),
+            &conn("198.51.100.7:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9,198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
         // One trusted hop: the client is the last XFF entry before the append.
         let mut h = headers(&[("x-forwarded-for", "192.0.2.1, 203.0.113.9")]);
-        request(&hcm(true, 1), &conn("198.51.100.7:5000"), "http", &mut h);
+        request(
+            &hcm(true, 1),
+            &conn("198.51.100.7:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert_eq!(h["x-envoy-external-address"], "203.0.113.9");
         // A loopback peer is replaced by the host's own address in XFF (Envoy's local address).
         let mut h = HeaderMap::new();
-        request(&hcm(true, 0), &conn("127.0.0.1:5000"), "http", &mut h);
+        request(&hcm(true, 0), &conn("127.0.0.1:5000"), "http", None, &mut h);
         assert_eq!(h["x-forwarded-for"], local_address().to_string().as_str());
         assert_eq!(h["x-envoy-external-address"], "127.0.0.1");
     }
@@ -339,13 +359,13 @@ mod tests {
         cfg.skip_xff_append = true;
         cfg.via = Some(HeaderValue::from_static("1.1 p"));
         let mut h = headers(&[("x-forwarded-for", "192.0.2.1, 203.0.113.9")]);
-        request(&cfg, &conn("198.51.100.7:5000"), "http", &mut h);
+        request(&cfg, &conn("198.51.100.7:5000"), "http", None, &mut h);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 203.0.113.9");
         // The trusted hop is counted as if the peer had been appended.
         assert_eq!(h["x-envoy-external-address"], "203.0.113.9");
         assert_eq!(h["via"], "1.1 p");
         let mut h = HeaderMap::new();
-        request(&cfg, &conn("198.51.100.7:5000"), "http", &mut h);
+        request(&cfg, &conn("198.51.100.7:5000"), "http", None, &mut h);
         assert!(!h.contains_key("x-forwarded-for"));
         assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
     }
@@ -361,7 +381,13 @@ mod tests {
             ("x-request-id", "client-id"),
             ("x-forwarded-for", "203.0.113.9"),
         ]);
-        request(&hcm(true, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        request(
+            &hcm(true, 0),
+            &conn("198.51.100.7:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9,198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-envoy-external-address"], "198.51.100.7");
@@ -379,7 +405,13 @@ mod tests {
             ("connection", "Upgrade, x-forwarded-proto"),
             ("upgrade", "websocket"),
         ]);
-        request(&hcm(false, 0), &conn("198.51.100.7:5000"), "http", &mut h);
+        request(
+            &hcm(false, 0),
+            &conn("198.51.100.7:5000"),
+            "http",
+            None,
+            &mut h,
+        );
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["x-forwarded-proto"], "http");

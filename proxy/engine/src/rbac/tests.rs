@@ -285,7 +285,9 @@ policies:
             uri_sans: uri.iter().map(|s| s.to_string()).collect(),
             dns_sans: dns.iter().map(|s| s.to_string()).collect(),
             subject: subject.into(),
+            chain: Vec::new(),
         }),
+        ..TlsFacts::default()
     };
     let with = |path: &'static str, tls: Option<TlsFacts>| Req {
         path,
@@ -315,7 +317,7 @@ policies:
     );
     let sni = TlsFacts {
         sni: Some("api.example".into()),
-        peer: None,
+        ..TlsFacts::default()
     };
     assert!(check(&e, &with("/other", Some(sni))).0);
 }
