@@ -294,6 +294,9 @@ pub struct OutlierDetection {
     pub success_rate: SuccessRateEjection,
     /// Failure-percentage ejection.
     pub failure_percentage: FailurePercentageEjection,
+    /// `successful_active_health_check_uneject_host` (default true): an ejected host returns
+    /// at its next passing active health check.
+    pub uneject_on_health_check: bool,
 }
 
 /// Success-rate ejection: at each sweep, among hosts with at least `request_volume` requests
@@ -370,6 +373,7 @@ impl Default for OutlierDetection {
             enforcing_consecutive_local_origin_failure: 100,
             success_rate: SuccessRateEjection::default(),
             failure_percentage: FailurePercentageEjection::default(),
+            uneject_on_health_check: true,
         }
     }
 }

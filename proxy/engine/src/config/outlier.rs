@@ -90,5 +90,8 @@ pub(crate) fn parse(
                 fp.enforcing_local_origin,
             )?,
         },
+        uneject_on_health_check: raw
+            .successful_active_health_check_uneject_host
+            .unwrap_or(true),
     })
 }

@@ -171,6 +171,7 @@ pub(crate) struct RawOutlierDetection {
     pub enforcing_failure_percentage_local_origin: Option<u32>,
     pub failure_percentage_minimum_hosts: Option<u32>,
     pub failure_percentage_request_volume: Option<u32>,
+    pub successful_active_health_check_uneject_host: Option<bool>,
 }
 
 /// `core.v3.HealthCheck`.

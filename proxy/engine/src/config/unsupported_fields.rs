@@ -278,7 +278,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "failure_percentage_request_volume",
     "max_ejection_time",
     "max_ejection_time_jitter",
-    "successful_active_health_check_uneject_host",
     "monitors",
     "always_eject_one_host",
     "detect_degraded_hosts",

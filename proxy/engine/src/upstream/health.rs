@@ -52,6 +52,11 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
                 c.stats.health_check_failure.inc();
             }
             apply(&mut streaks, h, ok, &spec);
+            // `successful_active_health_check_uneject_host`: a passing check brings an
+            // outlier-ejected host back at once.
+            if ok && c.spec.outlier.is_some_and(|o| o.uneject_on_health_check) {
+                super::outlier::uneject(&c, h);
+            }
         }
         c.remove_failed_pending();
         c.health_round_done();

@@ -180,6 +180,17 @@ fn eject(cluster: &Cluster, spec: &OutlierSpec, host: &Host, now: u64) {
     tracing::info!(cluster = %cluster.spec.name, host = %host.addr, ms = until - now, "outlier ejected host");
 }
 
+/// Brings `host` back if it is ejected (a passing active health check, Envoy's `unejectHost`):
+/// its backoff stays, and it lowers at the sweeps that find the host in service.
+pub(super) fn uneject(cluster: &Cluster, host: &Host) {
+    let now = now_ms();
+    if host.is_ejected(now) {
+        // Back from now: the backoff counts the sweeps in service from here.
+        host.ejected_until.store(now, Ordering::Relaxed);
+        tracing::info!(cluster = %cluster.spec.name, host = %host.addr, "health check passed: outlier ejection ended");
+    }
+}
+
 pub(super) fn interval_ms(spec: &OutlierSpec) -> u64 {
     u64::try_from(spec.interval.as_millis())
         .unwrap_or(u64::MAX)
