@@ -297,6 +297,12 @@ pub struct OutlierDetection {
     /// `successful_active_health_check_uneject_host` (default true): an ejected host returns
     /// at its next passing active health check.
     pub uneject_on_health_check: bool,
+    /// `max_ejection_time_jitter` (default 0): a random `[0, jitter)` added to each ejection
+    /// time.
+    pub max_ejection_time_jitter: Duration,
+    /// `always_eject_one_host` (default false): one host may be ejected whatever
+    /// `max_ejection_percent` says.
+    pub always_eject_one_host: bool,
 }
 
 /// Success-rate ejection: at each sweep, among hosts with at least `request_volume` requests
@@ -374,6 +380,8 @@ impl Default for OutlierDetection {
             success_rate: SuccessRateEjection::default(),
             failure_percentage: FailurePercentageEjection::default(),
             uneject_on_health_check: true,
+            max_ejection_time_jitter: Duration::ZERO,
+            always_eject_one_host: false,
         }
     }
 }

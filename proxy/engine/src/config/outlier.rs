@@ -93,5 +93,9 @@ pub(crate) fn parse(
         uneject_on_health_check: raw
             .successful_active_health_check_uneject_host
             .unwrap_or(true),
+        max_ejection_time_jitter: raw
+            .max_ejection_time_jitter
+            .map_or(Default::default(), |x| x.0),
+        always_eject_one_host: raw.always_eject_one_host.unwrap_or(false),
     })
 }

@@ -172,6 +172,8 @@ pub(crate) struct RawOutlierDetection {
     pub failure_percentage_minimum_hosts: Option<u32>,
     pub failure_percentage_request_volume: Option<u32>,
     pub successful_active_health_check_uneject_host: Option<bool>,
+    pub max_ejection_time_jitter: Option<PbDuration>,
+    pub always_eject_one_host: Option<bool>,
 }
 
 /// `core.v3.HealthCheck`.

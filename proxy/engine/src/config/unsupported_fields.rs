@@ -277,9 +277,7 @@ const ENVOY_FIELDS: &[&str] = &[
     "failure_percentage_minimum_hosts",
     "failure_percentage_request_volume",
     "max_ejection_time",
-    "max_ejection_time_jitter",
     "monitors",
-    "always_eject_one_host",
     "detect_degraded_hosts",
     // HealthCheck
     "initial_jitter",

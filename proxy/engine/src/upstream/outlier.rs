@@ -144,9 +144,10 @@ pub(super) fn try_eject(
     let hosts = cluster.all_hosts();
     let ejected = hosts.iter().filter(|h| h.is_ejected(now)).count();
     // Envoy ejects only while the ejected share, this host included, stays within
-    // max_ejection_percent (without always_eject_one_host, which is rejected): two hosts and
-    // the default 10% eject none.
-    if (ejected + 1) * 100 > hosts.len() * spec.max_ejection_percent as usize {
+    // max_ejection_percent (two hosts and the default 10% eject none), unless
+    // always_eject_one_host lets the first one go.
+    let first_allowed = spec.always_eject_one_host && ejected == 0;
+    if (ejected + 1) * 100 > hosts.len() * spec.max_ejection_percent as usize && !first_allowed {
         return;
     }
     // The `enforcing_*` percent: Envoy's `featureEnabled` draw.
@@ -168,7 +169,13 @@ fn eject(cluster: &Cluster, spec: &OutlierSpec, host: &Host, now: u64) {
     );
     host.eject_backoff.store(backoff, Ordering::Relaxed);
     // Saturating: a long base_ejection_time times many ejections must not overflow.
-    let dur = spec.base_ejection_time.saturating_mul(backoff).min(max);
+    // `max_ejection_time_jitter`: Envoy's random share on top, drawn per ejection.
+    let jitter_ms = u64::try_from(spec.max_ejection_time_jitter.as_millis()).unwrap_or(u64::MAX);
+    let jitter = match jitter_ms {
+        0 => std::time::Duration::ZERO,
+        j => std::time::Duration::from_millis(rand::random::<u64>() % j),
+    };
+    let dur = spec.base_ejection_time.saturating_mul(backoff).min(max) + jitter;
     let until = back_at(
         now,
         u64::try_from(dur.as_millis()).unwrap_or(u64::MAX),
