@@ -7,7 +7,7 @@
 //! certificate's URI and DNS SANs and subject) feed RBAC's `authenticated` and
 //! `requested_server_name`.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use rustls::{
     crypto::ring,
@@ -114,35 +114,98 @@ impl PeerCert {
     }
 }
 
-/// A name in RFC 2253 order (last RDN first), attributes by their RFC 4514 short names (others
-/// in dotted form; `emailAddress` as OpenSSL prints it).
+/// A name as OpenSSL's `XN_FLAG_RFC2253` prints it (Envoy's `subjectPeerCertificate`): the last
+/// RDN first, `,` between RDNs and `+` within one, attributes by their short names, values
+/// escaped ([`escape_2253`]); an attribute without a short name as its dotted OID and `#` with
+/// the hex of its DER value.
 fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let mut parts = Vec::new();
-    for rdn in name.iter().collect::<Vec<_>>().into_iter().rev() {
-        let attrs: Vec<String> = rdn
-            .iter()
-            .map(|a| {
-                let oid = a.attr_type().to_id_string();
-                let key = match oid.as_str() {
-                    "2.5.4.3" => "CN",
-                    "2.5.4.6" => "C",
-                    "2.5.4.7" => "L",
-                    "2.5.4.8" => "ST",
-                    "2.5.4.9" => "STREET",
-                    "2.5.4.10" => "O",
-                    "2.5.4.11" => "OU",
-                    "0.9.2342.19200300.100.1.1" => "UID",
-                    "0.9.2342.19200300.100.1.25" => "DC",
-                    "1.2.840.113549.1.9.1" => "emailAddress",
-                    other => other,
-                };
-                let value = a.as_str().map(str::to_string).unwrap_or_default();
-                format!("{key}={value}")
-            })
-            .collect();
-        parts.push(attrs.join("+"));
+    let mut out = String::new();
+    for (i, rdn) in name
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, a) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = a.attr_type().to_id_string();
+            match short_name(&oid) {
+                Some(key) => {
+                    out.push_str(key);
+                    out.push('=');
+                    escape_2253(a.as_slice(), &mut out);
+                }
+                None => {
+                    out.push_str(&oid);
+                    out.push_str("=#");
+                    let value = a.attr_value();
+                    let data = value.as_bytes();
+                    let mut der = vec![u8::try_from(value.tag().0).unwrap_or(0)];
+                    match data.len() {
+                        n if n < 0x80 => der.push(n as u8),
+                        n if n <= 0xff => der.extend([0x81, n as u8]),
+                        n => der.extend([0x82, (n >> 8) as u8, n as u8]),
+                    }
+                    der.extend_from_slice(data);
+                    for b in der {
+                        let _ = write!(out, "{b:02X}");
+                    }
+                }
+            }
+        }
     }
-    parts.join(",")
+    out
+}
+
+/// OpenSSL's short names of the usual name attributes.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.12" => "title",
+        "2.5.4.42" => "GN",
+        "2.5.4.43" => "initials",
+        "2.5.4.44" => "generationQualifier",
+        "2.5.4.46" => "dnQualifier",
+        "2.5.4.65" => "pseudonym",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// OpenSSL's `ASN1_STRFLGS_RFC2253` escaping of a value: `,+"\<>;` with a backslash, a
+/// leading `#` or space and a trailing space likewise, control characters and bytes with the
+/// high bit set as `\XX`.
+fn escape_2253(value: &[u8], out: &mut String) {
+    let last = value.len().saturating_sub(1);
+    for (i, &b) in value.iter().enumerate() {
+        let special = matches!(b, b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';')
+            || (i == 0 && matches!(b, b'#' | b' '))
+            || (i == last && b == b' ');
+        if special {
+            out.push('\\');
+            out.push(b as char);
+        } else if !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
 }
 
 /// A DataSource's PEM bytes (a file's, or the inline string).
@@ -359,5 +422,18 @@ mod tests {
         assert_eq!(p.uri_sans, ["spiffe://cluster.local/ns/a/sa/b"]);
         assert_eq!(p.dns_sans, ["svc.example"]);
         assert_eq!(p.subject, "CN=client,O=acme");
+    }
+
+    #[test]
+    fn subject_values_are_escaped_as_openssl_rfc2253() {
+        let mut out = String::new();
+        escape_2253("a,b+c\"d\\e<f>g;h".as_bytes(), &mut out);
+        assert_eq!(out, r#"a\,b\+c\"d\\e\<f\>g\;h"#);
+        let mut out = String::new();
+        escape_2253("#lead trail ".as_bytes(), &mut out);
+        assert_eq!(out, r"\#lead trail\ ");
+        let mut out = String::new();
+        escape_2253("caf\u{e9}\u{1}".as_bytes(), &mut out);
+        assert_eq!(out, r"caf\C3\A9\01");
     }
 }

@@ -40,6 +40,9 @@ pub struct Engine {
     pub action: Action,
     /// `policies`, by name.
     pub policies: Vec<(String, Policy)>,
+    /// Whether a `remote_ip` principal reads the client after `x-forwarded-for` processing
+    /// (else [`Facts::remote`] is never read, and a caller may skip working it out).
+    pub needs_remote: bool,
 }
 
 /// `Policy`: matches when any permission and any principal match.
@@ -172,6 +175,16 @@ impl Permission {
 }
 
 impl Principal {
+    /// Whether this principal (or one inside it) is a `remote_ip`.
+    fn reads_remote(&self) -> bool {
+        match self {
+            Principal::RemoteIp(_) => true,
+            Principal::And(v) | Principal::Or(v) => v.iter().any(Principal::reads_remote),
+            Principal::Not(p) => p.reads_remote(),
+            _ => false,
+        }
+    }
+
     fn matches<H: HeaderLookup + ?Sized>(&self, f: &Facts<'_, H>) -> bool {
         match self {
             Principal::Any => true,

@@ -2,7 +2,9 @@
 //! (`istio.stats`, native or Wasm-hosted), peer metadata exchange (`istio.metadata_exchange`,
 //! `envoy.filters.http.peer_metadata`, `envoy.filters.network.metadata_exchange`) and the
 //! upstream ALPN override (`istio.alpn`), the peer-principal filter (`istio_authn`, which records
-//! the mutual-TLS peer for Istio's RBAC: no downstream mutual TLS here, so nothing to record) and
+//! the mutual-TLS peer for Istio's RBAC as filter state: not recorded here, so RBAC's
+//! `filter_state` principals never match; the peer certificate itself is what `authenticated`
+//! reads) and
 //! Envoy's gRPC statistics filter (`envoy.filters.http.grpc_stats`, which istiod puts in every
 //! HTTP connection manager: it counts gRPC messages and sets filter state for the stats plugin,
 //! and changes no byte of a request or response). They only feed Istio's metrics and peer

@@ -360,10 +360,15 @@ impl HttpFilters {
                         Some(PerRoute::Rbac(c)) => c,
                         _ => base,
                     };
+                    // The x-forwarded-for walk only when a `remote_ip` principal reads it.
+                    let remote = match cfg.needs_remote() {
+                        true => req.remote.resolve(req.headers),
+                        false => req.peer.ip(),
+                    };
                     let facts = crate::rbac::Facts {
                         request: Some(req.view),
                         peer: req.peer,
-                        remote: req.remote.resolve(req.headers),
+                        remote,
                         local: req.local,
                         sni: req.tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
                         tls: req.tls,

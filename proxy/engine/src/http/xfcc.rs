@@ -27,9 +27,9 @@ pub(super) fn apply(cfg: &Xfcc, tls: Option<&TlsFacts>, h: &mut HeaderMap) {
         h.remove(XFCC);
         return;
     };
-    let element = element(cfg, tls, peer);
     let value = match cfg.mode {
         ForwardClientCert::AppendForward => {
+            let element = element(cfg, tls, peer);
             let mut all: Vec<&str> = h
                 .get_all(&XFCC)
                 .iter()
@@ -38,7 +38,8 @@ pub(super) fn apply(cfg: &Xfcc, tls: Option<&TlsFacts>, h: &mut HeaderMap) {
             all.push(&element);
             all.join(",")
         }
-        ForwardClientCert::SanitizeSet => element,
+        ForwardClientCert::SanitizeSet => element(cfg, tls, peer),
+        // FORWARD_ONLY: the client's header stays as it is.
         _ => return,
     };
     match HeaderValue::from_str(&value) {

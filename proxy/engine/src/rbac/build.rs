@@ -89,7 +89,14 @@ pub(crate) fn engine(raw: &RawRbac, p: &FieldPath) -> Result<Engine, ConfigError
             },
         ));
     }
-    Ok(Engine { action, policies })
+    let needs_remote = policies
+        .iter()
+        .any(|(_, p)| p.principals.iter().any(Principal::reads_remote));
+    Ok(Engine {
+        action,
+        policies,
+        needs_remote,
+    })
 }
 
 fn list<R, T>(
@@ -195,10 +202,22 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
         }
         "destination_port_range" => {
             let range = r.destination_port_range.as_ref().expect("chosen");
-            Permission::DestinationPortRange(
-                i64::from(range.start.unwrap_or(0)),
-                i64::from(range.end.unwrap_or(0)),
-            )
+            let (start, end) = (range.start.unwrap_or(0), range.end.unwrap_or(0));
+            // Envoy's PortRangeMatcher bounds.
+            if !(0..=65536).contains(&start) {
+                return Err(f
+                    .field("start")
+                    .err(format!("{start} is out of bounds (0..=65536)")));
+            }
+            if !(0..=65536).contains(&end) {
+                return Err(f
+                    .field("end")
+                    .err(format!("{end} is out of bounds (0..=65536)")));
+            }
+            if start >= end {
+                return Err(f.err(format!("start {start} must be below end {end}")));
+            }
+            Permission::DestinationPortRange(i64::from(start), i64::from(end))
         }
         "not_rule" => Permission::Not(Box::new(permission(
             r.not_rule.as_ref().expect("chosen"),

@@ -49,6 +49,14 @@ pub struct RulesStats {
 }
 
 impl Rules {
+    /// Whether a check reads the client address after `x-forwarded-for` processing.
+    pub fn needs_remote(&self) -> bool {
+        [&self.enforced, &self.shadow]
+            .into_iter()
+            .flatten()
+            .any(|e| e.needs_remote)
+    }
+
     /// The filter's counters, each made by `counter(name, lazy)` (`name` below the filter's
     /// scope, starting `rbac`; a lazy one is shown once it counted). Envoy names them by the
     /// filter's own prefixes, also when a route's config decides; `routes`: the routes'

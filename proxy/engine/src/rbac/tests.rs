@@ -247,6 +247,14 @@ fn bad_rules_are_refused_naming_the_field() {
             "rules.policies.p.permissions[0].url_path.path: required",
         ),
         ("action: MAYBE", "rules.action: unknown value \"MAYBE\""),
+        (
+            "policies: {p: {permissions: [{destination_port_range: {start: 90, end: 80}}], principals: [{any: true}]}}",
+            "rules.policies.p.permissions[0].destination_port_range: start 90 must be below end 80",
+        ),
+        (
+            "policies: {p: {permissions: [{destination_port_range: {start: 1, end: 70000}}], principals: [{any: true}]}}",
+            "rules.policies.p.permissions[0].destination_port_range.end: 70000 is out of bounds",
+        ),
     ];
     for (yaml, want) in table {
         let got = refused(yaml);

@@ -351,12 +351,17 @@ impl Chain<'_> {
     {
         // The chain's TLS termination, then its network RBAC filters (on the decrypted bytes,
         // with the handshake's SNI and peer certificate), as Envoy's transport socket and
-        // network filters.
-        let (tls, gate) = match self.passthrough_only {
-            true => (None, None),
+        // network filters; all three from one config version, read once (a reload during the
+        // handshake does not mix versions). A chain gone in a reload closes the connection.
+        let (chain, tls, gate) = match self.passthrough_only {
+            true => (None, None, None),
             false => {
                 let rt = self.slot.rt.load();
+                let Some(chain) = rt.chains.get(self.idx).cloned() else {
+                    return;
+                };
                 (
+                    Some(chain),
                     rt.cfg
                         .filter_chains
                         .get(self.idx)
@@ -366,11 +371,11 @@ impl Chain<'_> {
             }
         };
         match (tls, gate) {
-            (None, None) => self.serve_chain(stream, None).await,
+            (None, None) => self.serve_chain(stream, chain, None).await,
             (None, Some(filters)) => {
                 let sni = self.sni.clone();
                 let io = rbac_gate::RbacGate::new(stream, filters, self.gate_addrs(), sni, None);
-                self.serve_chain(BoxedIo::new(io), None).await
+                self.serve_chain(BoxedIo::new(io), chain, None).await
             }
             (Some(tls), gate) => {
                 let (io, mut facts) = match tls.accept(stream).await {
@@ -395,7 +400,7 @@ impl Chain<'_> {
                     }
                     None => BoxedIo::new(io),
                 };
-                self.serve_chain(io, Some(facts)).await
+                self.serve_chain(io, chain, Some(facts)).await
             }
         }
     }
@@ -407,10 +412,14 @@ impl Chain<'_> {
         }
     }
 
-    /// Serves the (decrypted) `stream` with the chain's terminal filter; `tls`: what a
-    /// terminated handshake established.
-    async fn serve_chain<S>(mut self, stream: S, tls: Option<Arc<crate::downstream_tls::TlsFacts>>)
-    where
+    /// Serves the (decrypted) `stream` with the chain's terminal filter `chain` (None: the
+    /// passthrough); `tls`: what a terminated handshake established.
+    async fn serve_chain<S>(
+        mut self,
+        stream: S,
+        chain: Option<ChainRt>,
+        tls: Option<Arc<crate::downstream_tls::TlsFacts>>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Addrs { peer, local, dst } = self.a;
@@ -431,7 +440,7 @@ impl Chain<'_> {
             tls: tls.is_some(),
         };
         let (slot, idx) = (self.slot.clone(), self.idx);
-        let chain = slot.rt.load().chains[idx].clone();
+        let Some(chain) = chain else { return };
         match chain {
             ChainRt::Http(hcm) => {
                 hcm.stats.downstream_cx_total.inc();

@@ -52,9 +52,10 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
                 c.stats.health_check_failure.inc();
             }
             apply(&mut streaks, h, ok, &spec);
-            // `successful_active_health_check_uneject_host`: a passing check brings an
-            // outlier-ejected host back at once.
-            if ok && c.spec.outlier.is_some_and(|o| o.uneject_on_health_check) {
+            // `successful_active_health_check_uneject_host`: a passing check of a host that
+            // passes its health checks brings it back from an outlier ejection at once.
+            let healthy = ok && h.hc_healthy.load(Ordering::Relaxed);
+            if healthy && c.spec.outlier.is_some_and(|o| o.uneject_on_health_check) {
                 super::outlier::uneject(&c, h);
             }
         }

@@ -169,11 +169,12 @@ fn eject(cluster: &Cluster, spec: &OutlierSpec, host: &Host, now: u64) {
     );
     host.eject_backoff.store(backoff, Ordering::Relaxed);
     // Saturating: a long base_ejection_time times many ejections must not overflow.
-    // `max_ejection_time_jitter`: Envoy's random share on top, drawn per ejection.
+    // `max_ejection_time_jitter`: Envoy's random share on top, drawn per ejection (up to and
+    // including the maximum).
     let jitter_ms = u64::try_from(spec.max_ejection_time_jitter.as_millis()).unwrap_or(u64::MAX);
     let jitter = match jitter_ms {
         0 => std::time::Duration::ZERO,
-        j => std::time::Duration::from_millis(rand::random::<u64>() % j),
+        j => std::time::Duration::from_millis(rand::random::<u64>() % j.saturating_add(1)),
     };
     let dur = spec.base_ejection_time.saturating_mul(backoff).min(max) + jitter;
     let until = back_at(
