@@ -8,12 +8,12 @@
 //! client on the TLS port gets no HTTP answer from either. `x-forwarded-client-cert` as the route
 //! sees it: APPEND_FORWARD with every detail (By, Hash, Cert and Chain URL-encoded PEM, Subject,
 //! URI, DNS) after the client's, SANITIZE_SET with Istio's three, removed without a client
-//! certificate.
+//! certificate. The admin's `/certs` shows the same certificates as Envoy's.
 
 use std::path::Path;
 
 use sluice_tests::{
-    admin_run::start_text,
+    admin_run::{get, start_text},
     conformance::proxy::free_ports,
     upstream::{
         harness::{curl_opt, TempDir},
@@ -150,6 +150,7 @@ fn tls_termination_and_peer_identity_match_envoy() {
     let spiffe = ["--cert", spiffe_cert.as_str(), "--key", spiffe_key.as_str()];
     let client = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
     let mut results = Vec::new();
+    let mut cert_views = Vec::new();
     for envoy in [true, false] {
         let [optional, required] = free_ports::<2>();
         let proxy = start_text("downstream-tls", &config(&dir.0, optional, required), envoy);
@@ -227,9 +228,22 @@ fn tls_termination_and_peer_identity_match_envoy() {
         ] {
             got.push((what, fetch(&dir.0, &url, extra)));
         }
+        let (status, certs) = get(&proxy.admin, "GET", "/certs");
+        assert_eq!(status, 200, "{certs}");
         drop(proxy);
         results.push(got);
+        cert_views.push(serde_json::from_str::<serde_json::Value>(&certs).expect("/certs JSON"));
     }
+    // The admin's /certs: the same contexts, files, serials, SANs and validity as Envoy's.
+    assert_eq!(
+        cert_views[1], cert_views[0],
+        "/certs: sluice (left) and Envoy (right)"
+    );
+    let sans = cert_views[0]["certificates"][0]["cert_chain"][0]["subject_alt_names"].to_string();
+    assert!(
+        sans.contains(r#"{"uri":"spiffe://cluster.local/ns/default/sa/server"}"#),
+        "{sans}"
+    );
     let (envoy, sluice) = (&results[0], &results[1]);
     for ((what, e), (_, s)) in envoy.iter().zip(sluice) {
         assert_eq!(s, e, "{what}: sluice (left) and Envoy (right) differ");

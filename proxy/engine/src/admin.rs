@@ -6,6 +6,7 @@
 //! 127.0.0.1). Everything here reads the current [`Runtime`](crate::server::Runtime); nothing
 //! runs on a request's path.
 
+mod certs;
 mod clusters;
 pub mod config_dump;
 pub mod explain;
@@ -116,6 +117,7 @@ fn pretty(v: &Value) -> String {
 const MUTATING: &[&str] = &["/logging", "/drain_listeners", "/quitquitquit"];
 
 const HELP: &str = "admin commands are:
+  /certs: print certs on machine
   /clusters: upstream cluster status
       format: File format to use; One of (text, json)
   /config_dump: dump current Envoy configs
@@ -188,6 +190,7 @@ pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Res
             Ok(body) => reply(200, body, JSON),
             Err(e) => reply(e.status, e.message, TEXT),
         },
+        "/certs" => reply(200, pretty(&certs::json(&rt)), JSON),
         "/clusters" if format_json => reply(200, pretty(&clusters::json(&rt)), JSON),
         "/clusters" => reply(200, clusters::text(&rt), TEXT),
         "/listeners" if format_json => reply(200, pretty(&listeners::json(&rt)), JSON),

@@ -50,6 +50,8 @@ pub(crate) struct RawDownstreamTlsContext {
 /// A filter chain's TLS termination, ready to accept.
 pub struct DownstreamTls {
     acceptor: TlsAcceptor,
+    /// The certificates it serves and trusts, for the admin's `/certs`.
+    pub certs: CertSet,
     /// The URI SANs of the chain's own certificate (`By=` of `x-forwarded-client-cert`).
     local_uri_sans: Arc<[String]>,
     /// `require_sni`: a ClientHello without SNI fails the handshake.
@@ -62,6 +64,23 @@ impl std::fmt::Debug for DownstreamTls {
             .field("require_sni", &self.require_sni)
             .finish_non_exhaustive()
     }
+}
+
+/// A TLS context's certificates as loaded: (where from: a file name or `<inline>`, DER), the
+/// served chain leaf first.
+#[derive(Debug, Clone, Default)]
+pub struct CertSet {
+    /// `validation_context.trusted_ca`.
+    pub ca: Vec<(String, Vec<u8>)>,
+    /// `tls_certificates[0].certificate_chain`.
+    pub chain: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a DataSource came from, as Envoy's `/certs` names it.
+fn source_name(raw: &RawDataSource) -> String {
+    raw.filename
+        .clone()
+        .unwrap_or_else(|| "<inline>".to_string())
 }
 
 /// What a terminated TLS connection established, for RBAC and the request's scheme.
@@ -276,6 +295,7 @@ pub(crate) fn build(
         .common_tls_context
         .ok_or_else(|| cp.err("required (a server certificate)"))?;
     let tp = cp.field("tls_certificates");
+    let mut cert_set = CertSet::default();
     let (chain, key) = match ctx.tls_certificates.as_slice() {
         [c] => {
             let tp = tp.index(0);
@@ -283,7 +303,10 @@ pub(crate) fn build(
             let kp = tp.field("private_key");
             let key = PrivateKeyDer::from_pem_slice(&pem(key, &kp)?)
                 .map_err(|e| kp.err(format!("not a PEM private key: {e}")))?;
-            (certs(chain, &tp.field("certificate_chain"))?, key)
+            let ders = certs(chain, &tp.field("certificate_chain"))?;
+            let from = source_name(chain);
+            cert_set.chain = ders.iter().map(|d| (from.clone(), d.to_vec())).collect();
+            (ders, key)
         }
         [] => return Err(tp.err("one server certificate is required")),
         _ => return Err(tp.index(1).unsupported("more than one server certificate")),
@@ -301,7 +324,9 @@ pub(crate) fn build(
     {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
+            let from = source_name(ca);
             for c in certs(ca, &vp)? {
+                cert_set.ca.push((from.clone(), c.to_vec()));
                 roots
                     .add(c)
                     .map_err(|e| vp.err(format!("not a CA certificate: {e}")))?;
@@ -336,6 +361,7 @@ pub(crate) fn build(
         .collect();
     Ok(DownstreamTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        certs: cert_set,
         local_uri_sans,
         require_sni: raw.require_sni == Some(true),
     })

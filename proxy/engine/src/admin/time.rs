@@ -17,6 +17,18 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Unix seconds `secs` as `YYYY-MM-DDTHH:MM:SSZ` (UTC; Envoy's certificate times).
+pub fn rfc3339_seconds(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 -> (year, month, day) (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
