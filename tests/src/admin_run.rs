@@ -44,6 +44,15 @@ impl Proxy {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends it SIGHUP: `sluice proxy` reloads its config file.
+    pub fn sighup(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid")),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP the proxy");
+    }
 }
 
 /// A bootstrap for [`start_text`]: one HTTP listener on `port` whose HCM has `hcm_options`

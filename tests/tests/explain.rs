@@ -50,11 +50,7 @@ fn explain_on_a_running_proxy_is_explain_on_its_config() {
         .expect("read config")
         .replace("prefix_rewrite: /", "prefix_rewrite: /lab/");
     std::fs::write(p.config(), new).expect("write config");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(p.pid()).expect("pid")),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP sluice");
+    p.sighup();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = explain(&[p.admin.as_str(), URL]);

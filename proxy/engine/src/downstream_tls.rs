@@ -154,22 +154,92 @@ fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
                 out.push('+');
             }
             let oid = a.attr_type().to_id_string();
-            match short_name(&oid) {
-                Some(key) => {
+            let value = a.attr_value();
+            // OpenSSL's UTF8_CONVERT: the string types as UTF-8 (then escaped); any other
+            // value, and any attribute without a short name, dumped as `#` + its DER in hex.
+            let text = match value.tag().0 {
+                // UTF8String, NumericString, PrintableString, IA5String, VisibleString.
+                12 | 18 | 19 | 22 | 26 => Some(value.as_bytes().to_vec()),
+                // TeletexString: Latin-1, as OpenSSL reads it.
+                20 => Some(
+                    value
+                        .as_bytes()
+                        .iter()
+                        .map(|&b| b as char)
+                        .collect::<String>()
+                        .into_bytes(),
+                ),
+                // BMPString: UTF-16BE.
+                30 => Some(
+                    char::decode_utf16(
+                        value
+                            .as_bytes()
+                            .chunks(2)
+                            .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])),
+                    )
+                    .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                    .collect::<String>()
+                    .into_bytes(),
+                ),
+                // UniversalString: UTF-32BE.
+                28 => Some(
+                    value
+                        .as_bytes()
+                        .chunks(4)
+                        .map(|c| {
+                            let mut b = [0u8; 4];
+                            b[..c.len()].copy_from_slice(c);
+                            char::from_u32(u32::from_be_bytes(b))
+                                .unwrap_or(char::REPLACEMENT_CHARACTER)
+                        })
+                        .collect::<String>()
+                        .into_bytes(),
+                ),
+                _ => None,
+            };
+            match (short_name(&oid), text) {
+                (Some(key), Some(text)) => {
                     out.push_str(key);
                     out.push('=');
-                    escape_2253(a.as_slice(), &mut out);
+                    escape_2253(&text, &mut out);
                 }
-                None => {
-                    out.push_str(&oid);
+                (key, _) => {
+                    out.push_str(key.unwrap_or(&oid));
                     out.push_str("=#");
-                    let value = a.attr_value();
                     let data = value.as_bytes();
-                    let mut der = vec![u8::try_from(value.tag().0).unwrap_or(0)];
-                    match data.len() {
-                        n if n < 0x80 => der.push(n as u8),
-                        n if n <= 0xff => der.extend([0x81, n as u8]),
-                        n => der.extend([0x82, (n >> 8) as u8, n as u8]),
+                    let h = &value.header;
+                    let tag = value.tag().0;
+                    let mut der = Vec::with_capacity(data.len() + 6);
+                    let first = ((h.class() as u8) << 6) | (u8::from(h.constructed()) << 5);
+                    if tag < 31 {
+                        der.push(first | tag as u8);
+                    } else {
+                        // High tag numbers: base-128, high bit on all but the last byte.
+                        der.push(first | 0x1f);
+                        let mut groups = Vec::new();
+                        let mut t = tag;
+                        loop {
+                            groups.push((t & 0x7f) as u8);
+                            t >>= 7;
+                            if t == 0 {
+                                break;
+                            }
+                        }
+                        for (i, g) in groups.iter().rev().enumerate() {
+                            der.push(if i + 1 < groups.len() { g | 0x80 } else { *g });
+                        }
+                    }
+                    let n = data.len();
+                    if n < 0x80 {
+                        der.push(n as u8);
+                    } else {
+                        let bytes: Vec<u8> = n
+                            .to_be_bytes()
+                            .into_iter()
+                            .skip_while(|b| *b == 0)
+                            .collect();
+                        der.push(0x80 | bytes.len() as u8);
+                        der.extend(bytes);
                     }
                     der.extend_from_slice(data);
                     for b in der {
@@ -448,6 +518,24 @@ mod tests {
         assert_eq!(p.uri_sans, ["spiffe://cluster.local/ns/a/sa/b"]);
         assert_eq!(p.dns_sans, ["svc.example"]);
         assert_eq!(p.subject, "CN=client,O=acme");
+    }
+
+    #[test]
+    fn subject_string_types_are_read_as_utf8_before_escaping() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            rcgen::DnValue::BmpString(rcgen::BmpString::try_from("evil,O=trusted").unwrap()),
+        );
+        params.distinguished_name.push(
+            rcgen::DnType::OrganizationName,
+            rcgen::DnValue::UniversalString(rcgen::UniversalString::try_from("caf\u{e9}").unwrap()),
+        );
+        let cert = params.self_signed(&key).unwrap();
+        let p = PeerCert::parse(cert.der());
+        assert_eq!(p.subject, r"O=caf\C3\A9,CN=evil\,O=trusted");
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn dispatch(
     let sni = conn_facts(&l.cfg, proto.as_ref(), a)
         .server_name
         .map(Arc::<str>::from);
+    let mut id = ChainId::of(&l, idx);
     // Not held while the connection lives: a replaced config must be freed after a reload.
     drop(l);
     // Nothing sent within DETECT_TIMEOUT and headed for the passthrough: connect to the original
@@ -205,8 +206,12 @@ async fn dispatch(
             Late::Upstream(u) => up = Some(u),
             Late::Client(u) => {
                 let p = detect::detect(&stream).await;
-                match (choose_chain(&slot.rt.load_full(), Some(&p), a), u) {
-                    (Some((i, false)), _) if p.is_http() => (idx, passthrough_only) = (i, false),
+                let rt = slot.rt.load_full();
+                match (choose_chain(&rt, Some(&p), a), u) {
+                    (Some((i, false)), _) if p.is_http() => {
+                        (idx, passthrough_only) = (i, false);
+                        id = ChainId::of(&rt, i);
+                    }
                     // Not HTTP: the passthrough, over the upstream when it is connected (else
                     // it connects now).
                     (_, u) => up = u,
@@ -221,6 +226,7 @@ async fn dispatch(
         server: &server,
         slot,
         idx,
+        id,
         passthrough_only,
         up,
         a,
@@ -331,10 +337,49 @@ async fn first_speaker(connector: &Connector, down: &TcpStream, dst: SocketAddr)
 
 /// The filter chain a connection was given, ready to serve it over any stream type (the
 /// accepted socket, or the socket wrapped in a byte counter for the capture side).
+/// Which filter chain a connection was given, across config versions: its name and match
+/// (the default chain by being the default). A reload that adds, removes or reorders chains
+/// moves the index; the connection keeps following its own chain, as Envoy's connections keep
+/// theirs.
+#[derive(Debug, Clone, PartialEq)]
+struct ChainId {
+    name: Option<String>,
+    matcher: config::ChainMatch,
+    is_default: bool,
+}
+
+impl ChainId {
+    /// The identity of chain `idx` of `l` (None: no such chain).
+    fn of(l: &ListenerRt, idx: usize) -> Option<Self> {
+        let c = l.cfg.filter_chains.get(idx)?;
+        Some(Self {
+            name: c.name.clone(),
+            matcher: c.matcher.clone(),
+            is_default: c.is_default,
+        })
+    }
+
+    fn is(&self, c: &config::FilterChain) -> bool {
+        self.is_default == c.is_default && self.name == c.name && self.matcher == c.matcher
+    }
+
+    /// Where this chain is in `l`: `hint` (its index when chosen) when it is still there,
+    /// else wherever it moved (None: gone).
+    fn index_in(&self, l: &ListenerRt, hint: usize) -> Option<usize> {
+        let chains = &l.cfg.filter_chains;
+        if chains.get(hint).is_some_and(|c| self.is(c)) {
+            return Some(hint);
+        }
+        chains.iter().position(|c| self.is(c))
+    }
+}
+
 struct Chain<'a> {
     server: &'a Arc<Server>,
     slot: Arc<ListenerSlot>,
     idx: usize,
+    /// The chain's identity (None for the passthrough).
+    id: Option<ChainId>,
     passthrough_only: bool,
     /// The passthrough's upstream, when it was connected during detection.
     up: Option<TcpStream>,
@@ -345,7 +390,7 @@ struct Chain<'a> {
 }
 
 impl Chain<'_> {
-    async fn serve<S>(self, stream: S)
+    async fn serve<S>(mut self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -357,16 +402,17 @@ impl Chain<'_> {
             true => (None, None, None),
             false => {
                 let rt = self.slot.rt.load();
-                let Some(chain) = rt.chains.get(self.idx).cloned() else {
+                let Some(idx) = self.id.as_ref().and_then(|id| id.index_in(&rt, self.idx)) else {
+                    return;
+                };
+                self.idx = idx;
+                let Some(chain) = rt.chains.get(idx).cloned() else {
                     return;
                 };
                 (
                     Some(chain),
-                    rt.cfg
-                        .filter_chains
-                        .get(self.idx)
-                        .and_then(|c| c.tls.clone()),
-                    rt.rbac.get(self.idx).cloned().flatten(),
+                    rt.cfg.filter_chains.get(idx).and_then(|c| c.tls.clone()),
+                    rt.rbac.get(idx).cloned().flatten(),
                 )
             }
         };
@@ -454,9 +500,16 @@ impl Chain<'_> {
                 // tables) alive; it only serves when the chain is no longer HTTP.
                 let fallback = Arc::downgrade(&hcm);
                 drop(hcm);
-                let current = move || match slot.rt.load().chains.get(idx) {
-                    Some(ChainRt::Http(h)) => Some(h.clone()),
-                    _ => fallback.upgrade(),
+                // Each request takes the newest version of the connection's own chain (found
+                // by its identity: a reload may move it), else the one it started with.
+                let id = self.id.clone();
+                let current = move || {
+                    let rt = slot.rt.load();
+                    let now = id.as_ref().and_then(|id| id.index_in(&rt, idx));
+                    match now.and_then(|i| rt.chains.get(i)) {
+                        Some(ChainRt::Http(h)) => Some(h.clone()),
+                        _ => fallback.upgrade(),
+                    }
                 };
                 let observer = self.observer.clone();
                 let opts = http::ConnOptions {
