@@ -59,11 +59,8 @@ fn element(cfg: &Xfcc, tls: &TlsFacts, peer: &PeerCert) -> String {
         .iter()
         .map(|u| format!("By={u}"))
         .collect();
-    if let Some(leaf) = peer.chain.first() {
-        parts.push(format!(
-            "Hash={}",
-            hex(ring::digest::digest(&ring::digest::SHA256, leaf).as_ref())
-        ));
+    if !peer.chain.is_empty() {
+        parts.push(format!("Hash={}", peer.sha256));
     }
     if cfg.cert {
         if let Some(leaf) = peer.chain.first() {
@@ -89,14 +86,6 @@ fn element(cfg: &Xfcc, tls: &TlsFacts, peer: &PeerCert) -> String {
         parts.extend(peer.dns_sans.iter().map(|d| format!("DNS={d}")));
     }
     parts.join(";")
-}
-
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
 }
 
 /// The certificates as OpenSSL writes PEM (64-column base64), percent-encoded as Envoy's

@@ -294,6 +294,7 @@ policies:
             dns_sans: dns.iter().map(|s| s.to_string()).collect(),
             subject: subject.into(),
             chain: Vec::new(),
+            sha256: String::new(),
         }),
         ..TlsFacts::default()
     };

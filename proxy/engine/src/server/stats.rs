@@ -135,8 +135,35 @@ stat_struct!(
     }
 );
 
-/// HTTP filter counters by (HCM stat prefix, name), each with whether it is lazy.
-type FilterCounters = BTreeMap<(String, String), (Arc<Counter>, bool)>;
+/// HTTP filter counters by (HCM stat prefix, name).
+type FilterCounters = BTreeMap<(String, String), DynCounter>;
+
+/// A counter named at run time (a filter's). A lazy one is shown once it counted, as Envoy
+/// creates such counters on first use; one also asked for eagerly is always shown.
+#[derive(Debug)]
+struct DynCounter {
+    counter: Arc<Counter>,
+    lazy: bool,
+}
+
+impl DynCounter {
+    /// Its value, when it is shown.
+    fn shown(&self) -> Option<u64> {
+        let v = self.counter.get();
+        (v > 0 || !self.lazy).then_some(v)
+    }
+}
+
+/// The counter under `key` in `map` (created on first use).
+fn dyn_counter<K: Ord>(map: &Mutex<BTreeMap<K, DynCounter>>, key: K, lazy: bool) -> Arc<Counter> {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    let e = m.entry(key).or_insert_with(|| DynCounter {
+        counter: Arc::default(),
+        lazy,
+    });
+    e.lazy &= lazy;
+    e.counter.clone()
+}
 
 /// Every named stats block, shared by all config versions.
 #[derive(Debug, Default)]
@@ -145,11 +172,10 @@ pub struct StatsStore {
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     /// Counters of an HCM's filters (`http.<stat_prefix>.<name>`, e.g. `rbac.allowed`), by
     /// stat prefix and name.
-    /// A lazy one (`true`) is shown once it counted, as Envoy's dynamically named counters.
     http_filters: Mutex<FilterCounters>,
     /// Counters named in full by their filter (`<stat_prefix>.rbac.allowed` of a network RBAC
-    /// filter), each with whether it is lazy.
-    named: Mutex<BTreeMap<String, (Arc<Counter>, bool)>>,
+    /// filter).
+    named: Mutex<BTreeMap<String, DynCounter>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// Each cluster name's gauges, one per built cluster of that name, oldest first: the
     /// newest still alive is shown (a cluster built for a config that was then rejected dies
@@ -209,28 +235,21 @@ impl StatsStore {
     /// The counter `http.<prefix>.<name>` of an HTTP filter (created on first use); a `lazy`
     /// one is shown once it is not zero.
     pub fn http_filter_counter(&self, prefix: &str, name: &str, lazy: bool) -> Arc<Counter> {
-        let mut m = self.http_filters.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m
-            .entry((prefix.to_string(), name.to_string()))
-            .or_insert_with(|| (Arc::default(), lazy));
-        e.1 &= lazy;
-        e.0.clone()
+        dyn_counter(
+            &self.http_filters,
+            (prefix.to_string(), name.to_string()),
+            lazy,
+        )
     }
     /// The counter `name` (created on first use); a `lazy` one is shown once it is not zero.
     pub fn named_counter(&self, name: &str, lazy: bool) -> Arc<Counter> {
-        let mut m = self.named.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m
-            .entry(name.to_string())
-            .or_insert_with(|| (Arc::default(), lazy));
-        e.1 &= lazy;
-        e.0.clone()
+        dyn_counter(&self.named, name.to_string(), lazy)
     }
     /// The named counters to show, into `out`.
     fn render_named(&self, out: &mut BTreeMap<String, u64>) {
         let m = self.named.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, (c, lazy)) in m.iter() {
-            let v = c.get();
-            if v > 0 || !lazy {
+        for (name, c) in m.iter() {
+            if let Some(v) = c.shown() {
                 out.insert(name.clone(), v);
             }
         }
@@ -238,12 +257,11 @@ impl StatsStore {
     /// The filter counters of HCM `prefix`, rendered under `scope` into `out`.
     fn render_http_filters(&self, prefix: &str, scope: &str, out: &mut BTreeMap<String, u64>) {
         let m = self.http_filters.lock().unwrap_or_else(|e| e.into_inner());
-        for ((p, name), (c, lazy)) in m.range((prefix.to_string(), String::new())..) {
+        for ((p, name), c) in m.range((prefix.to_string(), String::new())..) {
             if p != prefix {
                 break;
             }
-            let v = c.get();
-            if v > 0 || !lazy {
+            if let Some(v) = c.shown() {
                 out.insert(format!("{scope}.{name}"), v);
             }
         }
