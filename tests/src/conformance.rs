@@ -160,10 +160,7 @@ fn run_case_once(
         .then(|| redirect::Redirect::install(redirected, listener));
     let log = workdir.join(ACCESS_LOG);
     let ca_file = workdir.join("ca.pem");
-    if let Some(pem) = ups.ca_pem() {
-        std::fs::write(&ca_file, pem)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", ca_file.display()));
-    }
+    ups.write_pki(workdir);
     let ports = case::Ports {
         listener,
         closed,
@@ -171,6 +168,7 @@ fn run_case_once(
         redirected,
         access_log: &log.to_string_lossy(),
         ca_file: &ca_file.to_string_lossy(),
+        pki_dir: &workdir.to_string_lossy(),
         upstream: &|n| ups.port(n),
     };
     let config = workdir.join("envoy.yaml");

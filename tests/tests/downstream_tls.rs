@@ -129,17 +129,7 @@ fn fetch(dir: &Path, url: &str, extra: &[&str]) -> String {
 fn tls_termination_and_peer_identity_match_envoy() {
     let pki = test_pki();
     let dir = TempDir::new("downstream-tls");
-    for (name, pem) in [
-        ("ca.pem", &pki.ca_pem),
-        ("server.pem", &pki.server_cert_pem),
-        ("server.key", &pki.server_key_pem),
-        ("spiffe.pem", &pki.spiffe_cert_pem),
-        ("spiffe.key", &pki.spiffe_key_pem),
-        ("client.pem", &pki.client_cert_pem),
-        ("client.key", &pki.client_key_pem),
-    ] {
-        std::fs::write(dir.path(name), pem).expect("write pem");
-    }
+    pki.write_files(&dir.0);
     let f = |n: &str| dir.path(n).display().to_string();
     let (spiffe_cert, spiffe_key, client_cert, client_key) = (
         f("spiffe.pem"),

@@ -7,12 +7,12 @@
 //! certificate's names and digest, `peer_cert.rs`) feed RBAC's `authenticated` and
 //! `requested_server_name`, and `x-forwarded-client-cert`.
 
+mod client_san;
 mod peer_cert;
 
 use std::{sync::Arc, time::Duration};
 
 use rustls::{
-    crypto::ring,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig,
@@ -24,8 +24,10 @@ use tokio_rustls::{server::TlsStream, TlsAcceptor};
 pub use peer_cert::PeerCert;
 
 use crate::config::{
-    raw_cluster::RawCommonTlsContext, raw_route::RawDataSource, ConfigError, FieldPath,
+    raw_cluster::RawCommonTlsContext, raw_route::RawDataSource, secrets::Secrets, ConfigError,
+    FieldPath,
 };
+use crate::tls_common::{params::Side, SanMatchers, TlsParams};
 
 /// `@type` of the context.
 pub const TYPE: &str =
@@ -125,6 +127,7 @@ fn certs(raw: &RawDataSource, p: &FieldPath) -> Result<Vec<CertificateDer<'stati
 pub(crate) fn build(
     raw: RawDownstreamTlsContext,
     p: &FieldPath,
+    secrets: &Secrets,
 ) -> Result<DownstreamTls, ConfigError> {
     for (field, set) in [
         ("session_ticket_keys", raw.session_ticket_keys.is_some()),
@@ -166,12 +169,11 @@ pub(crate) fn build(
     let ctx = raw
         .common_tls_context
         .ok_or_else(|| cp.err("required (a server certificate)"))?;
-    let tp = cp.field("tls_certificates");
+    let material = secrets.resolve(&ctx, &cp)?;
     let mut cert_set = CertSet::default();
-    let (chain, key) = match ctx.tls_certificates.as_slice() {
-        [c] => {
-            let tp = tp.index(0);
-            let (chain, key) = c.pair(&tp)?;
+    let (chain, key) = match &material.certificate {
+        Some((c, tp)) => {
+            let (chain, key) = c.pair(tp)?;
             let kp = tp.field("private_key");
             let key = PrivateKeyDer::from_pem_slice(&pem(key, &kp)?)
                 .map_err(|e| kp.err(format!("not a PEM private key: {e}")))?;
@@ -180,24 +182,35 @@ pub(crate) fn build(
             cert_set.chain = ders.iter().map(|d| (from.clone(), d.to_vec())).collect();
             (ders, key)
         }
-        [] => return Err(tp.err("one server certificate is required")),
-        _ => return Err(tp.index(1).unsupported("more than one server certificate")),
+        None => {
+            return Err(cp
+                .field("tls_certificates")
+                .err("one server certificate is required"))
+        }
     };
-    let provider = Arc::new(ring::default_provider());
+    let params = TlsParams::build(
+        ctx.tls_params.as_ref(),
+        Side::Server,
+        &cp.field("tls_params"),
+    )?;
+    let provider = params.provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&params.versions())
         .map_err(|e| p.err(e.to_string()))?;
     let require = raw.require_client_certificate == Some(true);
-    let vp = cp.field("validation_context").field("trusted_ca");
-    let builder = match ctx
-        .validation_context
+    let sans = match &material.validation {
+        Some(v) => v.san_matchers()?,
+        None => SanMatchers::default(),
+    };
+    let ca = material
+        .validation
         .as_ref()
-        .and_then(|v| v.trusted_ca.as_ref())
-    {
-        Some(ca) => {
+        .and_then(|v| v.trusted_ca.as_ref());
+    let builder = match ca {
+        Some((ca, vp)) => {
             let mut roots = RootCertStore::empty();
             let from = source_name(ca);
-            for c in certs(ca, &vp)? {
+            for c in certs(ca, vp)? {
                 cert_set.ca.push((from.clone(), c.to_vec()));
                 roots
                     .add(c)
@@ -209,12 +222,20 @@ pub(crate) fn build(
             } else {
                 v.allow_unauthenticated()
             };
-            builder.with_client_cert_verifier(v.build().map_err(|e| vp.err(e.to_string()))?)
+            let inner = v.build().map_err(|e| vp.err(e.to_string()))?;
+            builder.with_client_cert_verifier(client_san::verifier(inner, sans))
         }
         None if require => {
             return Err(p
                 .field("require_client_certificate")
                 .err("needs common_tls_context.validation_context.trusted_ca to verify it"))
+        }
+        None if !sans.is_empty() => {
+            let vp = material.validation.as_ref().and_then(|v| v.sans.first());
+            let vp = vp.map_or(cp.clone(), |(_, p)| p.clone());
+            return Err(vp
+                .field("trusted_ca")
+                .err("required to verify the client certificate's subject alt names"));
         }
         None => builder.with_no_client_auth(),
     };
@@ -223,9 +244,13 @@ pub(crate) fn build(
         .map(|c| PeerCert::parse(c).uri_sans)
         .unwrap_or_default()
         .into();
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| tp.index(0).err(format!("certificate and key: {e}")))?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        let tp = material
+            .certificate
+            .as_ref()
+            .map_or(cp.clone(), |(_, tp)| tp.clone());
+        tp.err(format!("certificate and key: {e}"))
+    })?;
     config.alpn_protocols = ctx
         .alpn_protocols
         .iter()
@@ -276,7 +301,8 @@ mod tests {
 
     fn refused(yaml: &str) -> String {
         let raw: RawDownstreamTlsContext = serde_norway::from_str(yaml).expect("yaml");
-        let e = build(raw, &FieldPath::root().field("tc")).expect_err("refused");
+        let e =
+            build(raw, &FieldPath::root().field("tc"), &Secrets::default()).expect_err("refused");
         format!("{}: {}", e.path(), e.message())
     }
 

@@ -22,4 +22,5 @@ pub mod server;
 pub mod tcp_proxy;
 #[cfg(test)]
 mod testing;
+pub mod tls_common;
 pub mod upstream;

@@ -120,16 +120,28 @@ pub struct Host {
     /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
     /// name); None keeps the request's Host.
     pub hostname: Option<Arc<str>>,
+    /// Its transport socket ([`Cluster::tls`]: the cluster's, or a `transport_socket_matches`
+    /// entry's).
+    pub transport: u8,
 }
 
 impl Host {
     fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
-        Self::named(addr, weight, None)
+        Self::of(&HostEntry {
+            addr,
+            weight,
+            hostname: None,
+            transport: 0,
+            meta: HostMeta::default(),
+        })
     }
 
-    fn named(addr: SocketAddr, weight: u32, hostname: Option<Arc<str>>) -> Arc<Self> {
+    /// A new host for `e`.
+    fn of(e: &HostEntry) -> Arc<Self> {
+        let (addr, weight, transport) = (e.addr, e.weight, e.transport);
         Arc::new(Self {
-            hostname,
+            hostname: e.hostname.clone(),
+            transport,
             addr,
             weight: weight.max(1),
             hc_healthy: AtomicBool::new(true),
@@ -145,7 +157,7 @@ impl Host {
             rq_error: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
             pending_removal: AtomicBool::new(false),
-            pool: pool::HostPool::new(RoutingPriority::Default),
+            pool: pool::HostPool::new(RoutingPriority::Default, transport),
             high_pool: OnceLock::new(),
         })
     }
@@ -156,7 +168,7 @@ impl Host {
             RoutingPriority::Default => &self.pool,
             RoutingPriority::High => self
                 .high_pool
-                .get_or_init(|| pool::HostPool::new(RoutingPriority::High)),
+                .get_or_init(|| pool::HostPool::new(RoutingPriority::High, self.transport)),
         }
     }
 
@@ -237,6 +249,8 @@ pub struct HostEntry {
     pub weight: u32,
     /// The name `auto_host_rewrite` sends.
     pub hostname: Option<Arc<str>>,
+    /// Its transport socket (see [`Host::transport`]).
+    pub transport: u8,
     /// Priority and health status.
     pub meta: HostMeta,
 }
@@ -346,6 +360,7 @@ impl HostSet {
             addr: h.addr,
             weight: h.weight,
             hostname: h.hostname.clone(),
+            transport: h.transport,
             meta: *m,
         })
     }
@@ -362,8 +377,9 @@ pub struct Cluster {
     host_writer: Mutex<()>,
     /// ORIGINAL_DST hosts created on demand, keyed by destination.
     orig_dst_hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
-    /// TLS origination, when the cluster has a TLS transport socket.
-    pub tls: Option<tls::TlsOrigin>,
+    /// TLS origination of each transport socket (`[0]` the cluster's `transport_socket`,
+    /// `[i + 1]` `transport_socket_matches[i]`'s; `None`: plaintext).
+    transports: Box<[Option<tls::TlsOrigin>]>,
     /// Counters, shared across config versions.
     pub stats: Arc<ClusterStats>,
     /// Round-robin cursor.
@@ -394,6 +410,13 @@ pub struct LbContext {
 }
 
 impl Cluster {
+    /// The TLS origination of a host's `transport` (`None`: plaintext).
+    pub fn tls(&self, transport: u8) -> Option<&tls::TlsOrigin> {
+        self.transports
+            .get(usize::from(transport))
+            .and_then(Option::as_ref)
+    }
+
     /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
     /// cluster is dropped.
     pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {
@@ -410,14 +433,15 @@ impl Cluster {
             Some(src) => connector.bound_to(src),
             None => connector,
         };
-        let tls = match &spec.tls {
-            Some(t) => Some(tls::TlsOrigin::build(&spec.name, t, spec.http2)?),
-            None => None,
-        };
+        let tls = std::iter::once(&spec.tls)
+            .chain(&spec.tls_matches)
+            .map(|t| match t {
+                Some(t) => tls::TlsOrigin::build(&spec.name, t, spec.http2).map(Some),
+                None => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
         let hosts = match &spec.discovery {
-            Discovery::Static(eps) => static_addrs(eps)
-                .map(|e| (Host::named(e.addr, e.weight, e.hostname), e.meta))
-                .collect(),
+            Discovery::Static(eps) => static_addrs(eps).map(|e| (Host::of(&e), e.meta)).collect(),
             Discovery::StrictDns { .. } | Discovery::OriginalDst => Vec::new(),
         };
         let mut set = HostSet::build(&spec.lb, hosts, spec.options.locality_weighted_lb);
@@ -431,7 +455,7 @@ impl Cluster {
             hosts: ArcSwap::from_pointee(set),
             host_writer: Mutex::new(()),
             orig_dst_hosts: Mutex::new(HashMap::new()),
-            tls,
+            transports: tls,
             rr: AtomicUsize::new(0),
             resources,
             connector,
@@ -548,9 +572,14 @@ impl Cluster {
             let host = old
                 .hosts
                 .iter()
-                .find(|h| h.addr == e.addr && h.weight == e.weight && h.hostname == e.hostname)
+                .find(|h| {
+                    h.addr == e.addr
+                        && h.weight == e.weight
+                        && h.hostname == e.hostname
+                        && h.transport == e.transport
+                })
                 .cloned()
-                .unwrap_or_else(|| Host::named(e.addr, e.weight, e.hostname));
+                .unwrap_or_else(|| Host::of(&e));
             host.pending_removal.store(false, Ordering::Relaxed);
             (host, e.meta)
         }));
@@ -574,6 +603,7 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
             addr: SocketAddr::new(ip, e.port),
             weight: e.weight,
             hostname: e.hostname.as_deref().map(Arc::from),
+            transport: e.transport,
             meta: HostMeta::of(e),
         })
     })
@@ -681,6 +711,7 @@ impl Cluster {
                                 addr: a,
                                 weight: e.weight,
                                 hostname: name.clone(),
+                                transport: e.transport,
                                 meta: HostMeta::of(e),
                             });
                         }

@@ -21,7 +21,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 pub type Metadata = Vec<(AsciiMetadataKey, AsciiMetadataValue)>;
 
 /// What the client presents and checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Credentials {
     /// PEM CA bundle: connect with TLS and verify the server against it (None: plaintext).
     pub ca: Option<PathBuf>,

@@ -26,7 +26,7 @@ pub struct Case {
     #[serde(default)]
     pub covers: Vec<String>,
     /// A complete bootstrap as text, with `{{listener}}`, `{{upstream.NAME}}`, `{{closed_port}}`,
-    /// `{{unanswered_port}}`, `{{redirected_port}}`, `{{access_log}}` and `{{ca_file}}` placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
+    /// `{{unanswered_port}}`, `{{redirected_port}}`, `{{access_log}}`, `{{ca_file}}` and `{{pki_dir}}` placeholders. Exclusive with `route_config`; `clusters` then only names the upstreams to run.
     pub bootstrap: Option<String>,
     /// The http_connection_manager's inline `route_config`; the harness wraps it into a bootstrap
     /// with one listener named `main` on `{{listener}}`.
@@ -183,6 +183,9 @@ pub struct Ports<'a> {
     pub access_log: &'a str,
     /// The file holding the TLS upstreams' CA certificate.
     pub ca_file: &'a str,
+    /// The directory of the test PKI's PEM files (`{{pki_dir}}`: `ca.pem`, `client.pem` /
+    /// `client.key`, `spiffe.pem` / `spiffe.key`, `server.pem` / `server.key`).
+    pub pki_dir: &'a str,
     /// Upstream port by name.
     pub upstream: &'a dyn Fn(&str) -> u16,
 }
@@ -213,6 +216,7 @@ impl Case {
         out = out.replace("{{redirected_port}}", &ports.redirected.to_string());
         out = out.replace("{{access_log}}", ports.access_log);
         out = out.replace("{{ca_file}}", ports.ca_file);
+        out = out.replace("{{pki_dir}}", ports.pki_dir);
         for name in self.upstream_names() {
             out = out.replace(
                 &format!("{{{{upstream.{name}}}}}"),

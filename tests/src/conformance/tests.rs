@@ -153,6 +153,7 @@ fn render_wraps_route_config_and_fills_ports() {
         redirected: 1005,
         access_log: "/tmp/a.log",
         ca_file: "/tmp/ca.pem",
+        pki_dir: "/tmp",
         upstream: &|_| 1003,
     });
     let v: serde_json::Value = serde_norway::from_str(&text).expect("rendered YAML parses");

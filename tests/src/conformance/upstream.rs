@@ -74,7 +74,8 @@ pub struct Recorded {
     pub peer_port: u16,
     /// It was for the case's health check path (answered from [`HealthScripts`]).
     pub health_check: bool,
-    /// For a TLS upstream: the SNI and ALPN the proxy sent (`sni=localhost alpn=-`).
+    /// For a TLS upstream: the SNI and ALPN the proxy sent (`sni=localhost alpn=-`), and the
+    /// names of the client certificate it presented, if any (` client=spiffe://...`).
     pub tls: Option<String>,
     /// `h2` when the request came over HTTP/2; `None` for HTTP/1.1.
     pub protocol: Option<&'static str>,
@@ -105,7 +106,29 @@ pub struct Upstreams {
     shared: Arc<Mutex<Shared>>,
     ports: BTreeMap<String, u16>,
     tasks: Vec<JoinHandle<()>>,
-    ca_pem: Option<String>,
+    pki: Option<crate::upstream::tls::TestPki>,
+}
+
+/// A client certificate's URI and DNS SANs, `,`-joined (`-` with none).
+fn client_names(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return "-".into();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::URI(u) | GeneralName::DNSName(u) => names.push(u.to_string()),
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
 }
 
 impl Upstreams {
@@ -140,7 +163,7 @@ impl Upstreams {
             let acceptor = pki
                 .as_ref()
                 .filter(|_| tls.contains(name))
-                .map(|p| TlsAcceptor::from(p.server.clone()));
+                .map(|p| TlsAcceptor::from(p.server_optional_mtls.clone()));
             let (shared, name) = (shared.clone(), name.clone());
             tasks.push(rt.spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();
@@ -170,11 +193,15 @@ impl Upstreams {
                         let text = |v: Option<&[u8]>| {
                             v.map_or("-".into(), |b| String::from_utf8_lossy(b).into_owned())
                         };
-                        let tls = format!(
+                        let mut tls = format!(
                             "sni={} alpn={}",
                             text(session.server_name().map(str::as_bytes)),
                             text(session.alpn_protocol())
                         );
+                        if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
+                            let names = client_names(cert);
+                            tls.push_str(&format!(" client={names}"));
+                        }
                         serve(
                             s,
                             Conn {
@@ -191,13 +218,22 @@ impl Upstreams {
             shared,
             ports,
             tasks,
-            ca_pem: pki.map(|p| p.ca_pem),
+            pki,
+        }
+    }
+
+    /// Writes the test PKI's PEM files into `dir` when a TLS upstream runs
+    /// ([`TestPki::write_files`]: `ca.pem`, `client.pem` / `client.key`, `spiffe.pem` /
+    /// `spiffe.key`, ...).
+    pub fn write_pki(&self, dir: &std::path::Path) {
+        if let Some(p) = &self.pki {
+            p.write_files(dir);
         }
     }
 
     /// The PEM of the CA that signed the TLS servers' certificate, when there are any.
     pub fn ca_pem(&self) -> Option<&str> {
-        self.ca_pem.as_deref()
+        self.pki.as_ref().map(|p| p.ca_pem.as_str())
     }
 
     /// Port of upstream `name`.

@@ -20,6 +20,42 @@ pub struct OtherTest {
 
 /// The differential tests outside the suite, and what each covers (kept short and explicit).
 pub const OTHER_TESTS: &[OtherTest] = &[OtherTest {
+    // Downstream TLS (a listener chain's DownstreamTlsContext) from static secrets, SAN matchers
+    // on the client certificate and tls_params, with curl against both proxies: the suite's
+    // client speaks plaintext to the listener.
+    file: "tests/tests/downstream_tls_secrets.rs",
+    test: "istio_inbound_mtls_from_static_secrets_matches_envoy",
+    covers: &[
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_sds_secret_configs",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.combined_validation_context",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.default_validation_context",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_sds_secret_config",
+        "extensions.transport_sockets.tls.v3.CertificateValidationContext.match_subject_alt_names",
+        "extensions.transport_sockets.tls.v3.CertificateValidationContext.match_typed_subject_alt_names",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.tls_params",
+        "extensions.transport_sockets.tls.v3.TlsParameters.tls_minimum_protocol_version",
+        "extensions.transport_sockets.tls.v3.TlsParameters.tls_maximum_protocol_version",
+        "extensions.transport_sockets.tls.v3.TlsParameters.cipher_suites",
+        "extensions.transport_sockets.tls.v3.Secret.tls_certificate",
+        "extensions.transport_sockets.tls.v3.Secret.validation_context",
+        "config.bootstrap.v3.Bootstrap.StaticResources.secrets",
+        "extensions.transport_sockets.tls.v3.TlsParameters.ecdh_curves",
+    ],
+},
+OtherTest {
+    // Downstream TLS termination with the certificate, CA and ALPN given as files.
+    file: "tests/tests/downstream_tls.rs",
+    test: "tls_termination_and_peer_identity_match_envoy",
+    covers: &[
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificates",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context",
+        "extensions.transport_sockets.tls.v3.CommonTlsContext.alpn_protocols",
+        "extensions.transport_sockets.tls.v3.TlsCertificate.certificate_chain",
+        "extensions.transport_sockets.tls.v3.TlsCertificate.private_key",
+        "extensions.transport_sockets.tls.v3.CertificateValidationContext.trusted_ca",
+    ],
+},
+OtherTest {
     // A static `type: EDS` cluster whose `service_name` differs from its name: both proxies
     // serve the ADS assignment of that name, and then its change.
     file: "tests/tests/xds_static_eds.rs",

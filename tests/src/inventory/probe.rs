@@ -117,10 +117,29 @@ static_resources:
           rules: { action: DENY }
       - name: envoy.filters.network.tcp_proxy
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
+  secrets:
+  - name: s
+    tls_certificate: { certificate_chain: { inline_string: x }, private_key: { inline_string: y } }
+  - name: ca
+    validation_context: { trusted_ca: { inline_string: z } }
   clusters:
   - name: c
     type: STATIC
     lb_policy: LEAST_REQUEST
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_params: { tls_maximum_protocol_version: TLSv1_3 }
+          tls_certificate_sds_secret_configs: [{ name: s }]
+          combined_validation_context:
+            default_validation_context: { match_typed_subject_alt_names: [{ san_type: URI, matcher: { exact: u } }] }
+            validation_context_sds_secret_config: { name: ca }
+    transport_socket_matches:
+    - name: m
+      match: { tlsMode: istio }
+      transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }
     least_request_lb_config: { choice_count: 2 }
     circuit_breakers: { thresholds: [{ max_connections: 10 }] }
     outlier_detection: { consecutive_5xx: 5 }
@@ -152,6 +171,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let vh = format!("{rc}/virtual_hosts/0");
     let c = "/static_resources/clusters/0";
     let la = format!("{c}/load_assignment");
+    let tls = format!("{c}/transport_socket/typed_config");
     let rbac = format!("{HCM}/http_filters/3/typed_config");
     let policy = format!("{rbac}/rules/policies/p");
     vec![
@@ -226,7 +246,19 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.route.v3.RedirectAction", format!("{ROUTES}/2/redirect")),
         ("config.route.v3.DirectResponseAction", format!("{ROUTES}/3/direct_response")),
         ("config.core.v3.SubstitutionFormatString", format!("{ROUTES}/3/direct_response/body_format")),
+        ("config.bootstrap.v3.Bootstrap.StaticResources", "/static_resources".into()),
+        ("extensions.transport_sockets.tls.v3.Secret", "/static_resources/secrets/0".into()),
+        ("extensions.transport_sockets.tls.v3.TlsCertificate", "/static_resources/secrets/0/tls_certificate".into()),
+        ("extensions.transport_sockets.tls.v3.CertificateValidationContext", "/static_resources/secrets/1/validation_context".into()),
         ("config.cluster.v3.Cluster", c.into()),
+        ("config.cluster.v3.Cluster.TransportSocketMatch", format!("{c}/transport_socket_matches/0")),
+        ("config.core.v3.TransportSocket", format!("{c}/transport_socket")),
+        ("extensions.transport_sockets.tls.v3.UpstreamTlsContext", tls.clone()),
+        ("extensions.transport_sockets.tls.v3.CommonTlsContext", format!("{tls}/common_tls_context")),
+        ("extensions.transport_sockets.tls.v3.TlsParameters", format!("{tls}/common_tls_context/tls_params")),
+        ("extensions.transport_sockets.tls.v3.SdsSecretConfig", format!("{tls}/common_tls_context/tls_certificate_sds_secret_configs/0")),
+        ("extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", format!("{tls}/common_tls_context/combined_validation_context")),
+        ("extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", format!("{tls}/common_tls_context/combined_validation_context/default_validation_context/match_typed_subject_alt_names/0")),
         ("config.cluster.v3.Cluster.LeastRequestLbConfig", format!("{c}/least_request_lb_config")),
         ("config.cluster.v3.Cluster.RingHashLbConfig", "/static_resources/clusters/1/ring_hash_lb_config".into()),
         ("config.cluster.v3.Cluster.MaglevLbConfig", "/static_resources/clusters/2/maglev_lb_config".into()),

@@ -36,10 +36,34 @@ pub struct TestPki {
     pub server_mtls: Arc<ServerConfig>,
     /// Same as `server_mtls`, offering ALPN h2 (a gRPC server).
     pub server_mtls_h2: Arc<ServerConfig>,
+    /// Same as `server`, asking for a client certificate signed by the CA without requiring
+    /// one (so a test sees whether the proxy presented one).
+    pub server_optional_mtls: Arc<ServerConfig>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TestPki {
+    /// Writes the PEM files into `dir`: `ca.pem`, the server's `server.pem` / `server.key`,
+    /// the client certificates `client.pem` / `client.key` (`client.test`) and `spiffe.pem` /
+    /// `spiffe.key` (`spiffe://cluster.local/ns/default/sa/sleep`).
+    pub fn write_files(&self, dir: &std::path::Path) {
+        for (name, pem) in [
+            ("ca.pem", &self.ca_pem),
+            ("server.pem", &self.server_cert_pem),
+            ("server.key", &self.server_key_pem),
+            ("spiffe.pem", &self.spiffe_cert_pem),
+            ("spiffe.key", &self.spiffe_key_pem),
+            ("client.pem", &self.client_cert_pem),
+            ("client.key", &self.client_key_pem),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, pem)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+    }
 }
 
 /// Generates a fresh CA, server and client certificates.
@@ -104,9 +128,18 @@ pub fn test_pki() -> TestPki {
     roots
         .add(CertificateDer::from(ca.der().to_vec()))
         .expect("ca root");
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider())
         .build()
         .expect("client verifier");
+    let optional = WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider())
+        .allow_unauthenticated()
+        .build()
+        .expect("optional client verifier");
+    let mut server_optional_mtls = base()
+        .with_client_cert_verifier(optional)
+        .with_single_cert(chain.clone(), server_key())
+        .expect("server optional mtls config");
+    server_optional_mtls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_mtls = base()
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain.clone(), server_key())
@@ -128,5 +161,6 @@ pub fn test_pki() -> TestPki {
         server_h2: Arc::new(server_h2),
         server_mtls: Arc::new(server_mtls),
         server_mtls_h2: Arc::new(server_mtls_h2),
+        server_optional_mtls: Arc::new(server_optional_mtls),
     }
 }

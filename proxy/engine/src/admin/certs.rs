@@ -9,26 +9,39 @@ use rustls::pki_types::{pem::PemObject, CertificateDer};
 use serde_json::{json, Value};
 
 use super::time::rfc3339_seconds;
-use crate::server::Runtime;
+use crate::{config::DataSource, server::Runtime};
+
+/// The certificates of a DataSource: (its file or `<inline>`, DER).
+fn pems(d: Option<&DataSource>) -> Vec<(String, Vec<u8>)> {
+    let (from, bytes) = match d {
+        None => return Vec::new(),
+        Some(DataSource::Inline(s)) => ("<inline>".to_string(), s.clone().into_bytes()),
+        Some(DataSource::File(p)) => match std::fs::read(p) {
+            Ok(b) => (p.display().to_string(), b),
+            Err(_) => return Vec::new(),
+        },
+    };
+    CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .map(|c| (from.clone(), c.to_vec()))
+        .collect()
+}
 
 /// The `/certs` document.
 pub fn json(rt: &Runtime) -> Value {
     let mut contexts = Vec::new();
     for name in &rt.cluster_order {
-        let Some(tls) = rt.clusters.get(name).and_then(|c| c.spec.tls.as_ref()) else {
+        let Some(c) = rt.clusters.get(name) else {
             continue;
         };
-        let files = |f: &Option<String>| -> Vec<(String, Vec<u8>)> {
-            let Some(path) = f else { return Vec::new() };
-            let Ok(bytes) = std::fs::read(path) else {
-                return Vec::new();
-            };
-            CertificateDer::pem_slice_iter(&bytes)
-                .filter_map(Result::ok)
-                .map(|c| (path.clone(), c.to_vec()))
-                .collect()
-        };
-        contexts.push(context(&files(&tls.trusted_ca), &files(&tls.cert_chain)));
+        let spec = &c.spec;
+        for tls in std::iter::once(&spec.tls)
+            .chain(&spec.tls_matches)
+            .flatten()
+        {
+            let chain = tls.client_cert.as_ref().map(|(chain, _)| chain);
+            contexts.push(context(&pems(tls.trusted_ca.as_ref()), &pems(chain)));
+        }
     }
     for l in &rt.bootstrap.listeners {
         for fc in &l.filter_chains {

@@ -68,6 +68,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// `transport_socket` `envoy.transport_sockets.tls` (UpstreamTlsContext), if any.
     pub tls: Option<UpstreamTls>,
+    /// `transport_socket_matches` ([`Endpoint::transport`] picks one, or `tls`).
+    pub transport_socket_matches: Vec<super::TransportSocketMatch>,
     /// `dns_lookup_family` for STRICT_DNS (default `AUTO`, as Envoy).
     pub dns_lookup_family: DnsLookupFamily,
     /// ORIGINAL_DST `original_dst_lb_config`: with `use_http_header: true`, the request header
@@ -182,6 +184,9 @@ pub struct Endpoint {
     pub locality_weight: u32,
     /// `metadata.filter_metadata["envoy.lb"].canary` is true (shown by the admin's /clusters).
     pub canary: bool,
+    /// Its transport socket: 0 the cluster's `transport_socket`, `i + 1` its
+    /// `transport_socket_matches[i]` (chosen by its and its locality's metadata).
+    pub transport: u8,
 }
 
 /// `core.v3.Locality`: where an endpoint runs (all empty: an entry without `locality`).
@@ -438,7 +443,7 @@ pub enum UpstreamProtocol {
 }
 
 /// `transport_socket` `envoy.transport_sockets.tls` UpstreamTlsContext.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpstreamTls {
     /// `sni`.
     pub sni: Option<String>,
@@ -449,6 +454,10 @@ pub struct UpstreamTls {
     pub client_cert: Option<(DataSource, DataSource)>,
     /// `common_tls_context.alpn_protocols`.
     pub alpn_protocols: Vec<String>,
+    /// The validation context's SAN matchers (empty: any name the CA vouches for).
+    pub match_sans: crate::tls_common::SanMatchers,
+    /// `common_tls_context.tls_params` (Envoy's client defaults: TLS 1.2 only).
+    pub params: crate::tls_common::TlsParams,
 }
 
 /// An Envoy `DataSource`.

@@ -194,6 +194,8 @@ pub(crate) struct RawStaticResources {
     pub listeners: Vec<RawListener>,
     #[serde(default)]
     pub clusters: Vec<RawCluster>,
+    #[serde(default)]
+    pub secrets: Vec<super::secrets::RawSecret>,
 }
 
 /// `core.v3.Address`.

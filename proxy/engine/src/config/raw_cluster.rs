@@ -28,7 +28,7 @@ pub(crate) struct RawCluster {
     pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
     pub http2_protocol_options: Option<Value>,
     pub transport_socket: Option<RawTransportSocket>,
-    /// Parsed only to refuse it with a precise reason (Istio's `tlsMode-istio` needs SDS).
+    /// Read by `upstream_transport::matches`.
     pub transport_socket_matches: Option<Value>,
     /// Upstream network filters: only Istio's telemetry ones (no-ops) are accepted.
     #[serde(default)]
@@ -82,8 +82,7 @@ pub(crate) struct RawLoadAssignmentPolicy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocalityLbEndpoints {
-    /// `metadata` (e.g. Istio's `filter_metadata`): accepted and never read (nothing reads locality metadata).
-    #[allow(dead_code)]
+    /// `metadata`: only `envoy.transport_socket_match` is read (transport socket matching).
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub lb_endpoints: Vec<RawLbEndpoint>,
@@ -110,8 +109,9 @@ pub(crate) struct RawLocality {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLbEndpoint {
-    /// `metadata` (e.g. Istio's `filter_metadata`): only `envoy.lb`'s `canary` is read (the
-    /// admin's /clusters shows it); no subset load balancing or transport socket matching.
+    /// `metadata` (e.g. Istio's `filter_metadata`): `envoy.lb`'s `canary` is read (the admin's
+    /// /clusters shows it) and `envoy.transport_socket_match` (transport socket matching); no
+    /// subset load balancing.
     pub metadata: Option<serde_json::Value>,
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,
@@ -234,19 +234,25 @@ pub(crate) struct RawUpstreamTlsContext {
     pub common_tls_context: Option<RawCommonTlsContext>,
 }
 
-/// `CommonTlsContext`.
+/// `CommonTlsContext`: its certificate and validation context are read through
+/// [`super::secrets::Secrets::resolve`], which also follows the SDS references.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCommonTlsContext {
     #[serde(default)]
     pub tls_certificates: Vec<RawTlsCertificate>,
+    #[serde(default)]
+    pub tls_certificate_sds_secret_configs: Vec<super::secrets::RawSdsSecretConfig>,
     pub validation_context: Option<RawValidationContext>,
+    pub validation_context_sds_secret_config: Option<super::secrets::RawSdsSecretConfig>,
+    pub combined_validation_context: Option<super::secrets::RawCombinedValidationContext>,
+    pub tls_params: Option<super::secrets::RawTlsParams>,
     #[serde(default)]
     pub alpn_protocols: Vec<String>,
 }
 
 /// `TlsCertificate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTlsCertificate {
     pub certificate_chain: Option<RawDataSource>,
@@ -272,10 +278,15 @@ impl RawTlsCertificate {
 }
 
 /// `CertificateValidationContext`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawValidationContext {
     pub trusted_ca: Option<RawDataSource>,
+    /// Matched against the peer certificate's DNS, URI, email and IP SANs.
+    #[serde(default)]
+    pub match_subject_alt_names: Vec<super::raw_route::RawStringMatcher>,
+    #[serde(default)]
+    pub match_typed_subject_alt_names: Vec<crate::tls_common::san::RawSanMatcher>,
 }
 
 /// `upstreams.http.v3.HttpProtocolOptions`.

@@ -544,7 +544,7 @@ pub(crate) struct RawDirectResponse {
 }
 
 /// `core.v3.DataSource`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDataSource {
     pub filename: Option<String>,

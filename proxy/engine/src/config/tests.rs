@@ -141,6 +141,7 @@ fn full_bootstrap_parses_into_the_typed_model() {
             locality: 0,
             locality_weight: 0,
             canary: false,
+            transport: 0,
         }]
     );
     assert_eq!(&*a.localities, &[Locality::default()]);

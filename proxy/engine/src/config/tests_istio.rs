@@ -281,7 +281,7 @@ fn only_istio_telemetry_filters_are_no_ops() {
 }
 
 #[test]
-fn transport_sockets_needing_sds_are_refused_as_such() {
+fn secrets_from_a_discovery_service_are_refused_as_such() {
     let sds_cluster = r#"  - name: "outbound|80||web.default.svc.cluster.local"
     type: STATIC
     connect_timeout: 1s
@@ -302,8 +302,8 @@ fn transport_sockets_needing_sds_are_refused_as_such() {
 "#;
     let err = expect_err(
         &istio_config(sds_cluster),
-        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs",
-        "SDS is not supported yet",
+        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config",
+        "secrets from a discovery service (SDS) are not supported yet",
     );
     assert!(err.to_string().contains("not supported"), "{err}");
     let single = sds_cluster
@@ -311,8 +311,8 @@ fn transport_sockets_needing_sds_are_refused_as_such() {
         .replace("    - name: tlsMode-disabled\n      match: {}\n      transport_socket: { name: envoy.transport_sockets.raw_buffer }\n", "");
     expect_err(
         &istio_config(&single),
-        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs",
-        "SDS is not supported yet",
+        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config",
+        "secrets from a discovery service (SDS) are not supported yet",
     );
     // Downstream: a filter chain's transport_socket, with and without SDS.
     let chain = "    - name: virtualInbound-blackhole\n      filter_chain_match: { destination_port: 15006 }\n";
@@ -320,8 +320,8 @@ fn transport_sockets_needing_sds_are_refused_as_such() {
     let base = istio_config("");
     expect_err(
         &base.replace(chain, &format!("{chain}{tls}")),
-        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context.combined_validation_context.validation_context_sds_secret_config"),
-        "SDS is not supported yet",
+        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context.combined_validation_context.validation_context_sds_secret_config.sds_config"),
+        "secrets from a discovery service (SDS) are not supported yet",
     );
     let plain = "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext }\n";
     expect_err(

@@ -74,16 +74,17 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
         )?),
         None => None,
     };
-    let (raw_listeners, raw_clusters) = match statics {
-        Some(s) => (s.listeners, s.clusters),
-        None => (Vec::new(), Vec::new()),
+    let (raw_listeners, raw_clusters, raw_secrets) = match statics {
+        Some(s) => (s.listeners, s.clusters, s.secrets),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
+    let secrets = super::secrets::Secrets::build(raw_secrets, &sr.field("secrets"))?;
 
     let mut clusters = Vec::with_capacity(raw_clusters.len());
     let mut cluster_names = HashSet::new();
     for (i, c) in raw_clusters.into_iter().enumerate() {
         let p = sr.field("clusters").index(i);
-        let cluster = validate_cluster::cluster(c, &p)?;
+        let cluster = validate_cluster::cluster(c, &p, &secrets)?;
         if !cluster_names.insert(cluster.name.as_str().to_string()) {
             return Err(p.field("name").err(format!(
                 "duplicate cluster name {:?}",
@@ -96,7 +97,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(raw_listeners.len());
     for (i, l) in raw_listeners.into_iter().enumerate() {
         let p = sr.field("listeners").index(i);
-        let listener = listener(l, &p, &cluster_names)?;
+        let listener = listener(l, &p, &cluster_names, &secrets)?;
         if listeners.iter().any(|o| o.name == listener.name) {
             return Err(p.field("name").err(format!(
                 "duplicate listener name {:?}",
@@ -197,6 +198,7 @@ fn listener(
     raw: RawListener,
     p: &FieldPath,
     clusters: &HashSet<String>,
+    secrets: &super::secrets::Secrets,
 ) -> Result<Listener, ConfigError> {
     let name = raw
         .name
@@ -256,6 +258,7 @@ fn listener(
             fc,
             &p.field("filter_chains").index(i),
             clusters,
+            secrets,
             egress,
         )?);
     }
@@ -266,7 +269,8 @@ fn listener(
         .collect();
     validate_chain::check_overlaps(&paths)?;
     if let Some(fc) = raw.default_filter_chain {
-        let mut chain = filter_chain(fc, &p.field("default_filter_chain"), clusters, egress)?;
+        let dp = p.field("default_filter_chain");
+        let mut chain = filter_chain(fc, &dp, clusters, secrets, egress)?;
         chain.is_default = true;
         filter_chains.push(chain);
     }
@@ -286,12 +290,13 @@ fn filter_chain(
     raw: RawFilterChain,
     p: &FieldPath,
     clusters: &HashSet<String>,
+    secrets: &super::secrets::Secrets,
     egress: bool,
 ) -> Result<FilterChain, ConfigError> {
     let matcher =
         validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
     let tls = match &raw.transport_socket {
-        Some(ts) => validate_chain::transport_socket(ts, &p.field("transport_socket"))?,
+        Some(ts) => validate_chain::transport_socket(ts, &p.field("transport_socket"), secrets)?,
         None => None,
     };
     let fp = p.field("filters");

@@ -9,7 +9,7 @@ use super::{
     chain_match::{overlaps, ChainMatch, Cidr, SourceType},
     path::FieldPath,
     raw::{RawCidrRange, RawFilterChainMatch},
-    sds, ConfigError,
+    ConfigError,
 };
 
 /// Validates one `filter_chain_match` (absent: matches anything).
@@ -124,19 +124,17 @@ pub(crate) fn check_overlaps(chains: &[(&ChainMatch, FieldPath)]) -> Result<(), 
 pub(crate) fn transport_socket(
     v: &Value,
     p: &FieldPath,
+    secrets: &super::secrets::Secrets,
 ) -> Result<Option<std::sync::Arc<crate::downstream_tls::DownstreamTls>>, ConfigError> {
     use super::raw::{type_url, typed_config};
     use crate::downstream_tls::{build, TYPE};
-    if let Some(fp) = sds::find(v, p) {
-        return Err(sds::unsupported(&fp));
-    }
     let ts: super::raw_cluster::RawTransportSocket = serde_path_to_error::deserialize(v.clone())
         .map_err(|e| p.join_serde(e.path()).err(e.inner().to_string()))?;
     let tp = p.field("typed_config");
     match ts.typed_config.as_ref() {
         Some(tc) if type_url(tc) == Some(TYPE) => {
             let raw = typed_config(tc, &tp, TYPE)?;
-            Ok(Some(std::sync::Arc::new(build(raw, &tp)?)))
+            Ok(Some(std::sync::Arc::new(build(raw, &tp, secrets)?)))
         }
         Some(tc) if type_url(tc) == Some(RAW_BUFFER) => Ok(None),
         None if ts.name.as_deref() == Some("envoy.transport_sockets.raw_buffer") => Ok(None),

@@ -7,27 +7,26 @@ use super::{
     istio_filters::{is_telemetry_noop, Place},
     path::FieldPath,
     raw::typed_config,
-    raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions, RawUpstreamTlsContext},
-    raw_route::RawDataSource,
+    raw_cluster::{RawCluster, RawHealthCheck, RawHttpProtocolOptions},
+    secrets::Secrets,
+    upstream_transport,
     validate::socket_address,
-    ByPriority, CircuitBreakers, Cluster, ClusterRef, ConfigError, DataSource, DiscoveryType,
-    DnsLookupFamily, Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, Locality,
-    RoutingPriority, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_LEAST_REQUEST_CHOICE_COUNT,
-    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_ORIGINAL_DST_HEADER,
-    DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
+    ByPriority, CircuitBreakers, Cluster, ClusterRef, ConfigError, DiscoveryType, DnsLookupFamily,
+    Endpoint, EndpointAddress, HealthCheck, HealthCheckKind, LbPolicy, Locality, RoutingPriority,
+    UpstreamProtocol, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT,
+    DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_NO_TRAFFIC_INTERVAL,
+    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const RAW_BUFFER_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
-const UPSTREAM_TLS_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
-
 /// Validates one `static_resources.clusters[]` entry at `p`.
-pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigError> {
+pub(crate) fn cluster(
+    raw: RawCluster,
+    p: &FieldPath,
+    secrets: &Secrets,
+) -> Result<Cluster, ConfigError> {
     let name = raw
         .name
         .clone()
@@ -43,6 +42,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     };
     let lb_policy = lb_policy(&raw, p, discovery)?;
     super::dynamic::eds_cluster_config(&raw, discovery, p)?;
+    let socket_matches = upstream_transport::matches(
+        raw.transport_socket_matches.as_ref(),
+        &p.field("transport_socket_matches"),
+        secrets,
+    )?;
 
     let mut endpoints = Vec::new();
     let mut localities: Vec<Locality> = Vec::new();
@@ -133,6 +137,11 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
                     locality: i as u32,
                     locality_weight: 0,
                     canary: is_canary(lbe.metadata.as_ref()),
+                    transport: upstream_transport::select(
+                        &socket_matches,
+                        lbe.metadata.as_ref(),
+                        loc.metadata.as_ref(),
+                    ),
                 });
             }
         }
@@ -255,15 +264,6 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     }
     let options = super::cluster_options::options(&raw, typed_opts.as_ref(), discovery, p)?;
 
-    if let Some(m) = raw
-        .transport_socket_matches
-        .as_ref()
-        .filter(|m| m.as_sequence().is_none_or(|s| !s.is_empty()))
-    {
-        let mp = p.field("transport_socket_matches");
-        super::sds::refuse(m, &mp)?;
-        return Err(mp.unsupported("only one transport_socket per cluster"));
-    }
     for (i, f) in raw.filters.iter().enumerate() {
         let (name, tc) = (f.name.as_deref(), f.typed_config.as_ref());
         if !is_telemetry_noop(Place::Network, name, tc) {
@@ -275,25 +275,8 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
     }
     let tls = match &raw.transport_socket {
         None => None,
-        Some(ts) if is_raw_buffer(ts) => None,
         Some(ts) => {
-            let tp = p.field("transport_socket");
-            let tcp = tp.field("typed_config");
-            let tc = ts
-                .typed_config
-                .as_ref()
-                .ok_or_else(|| tcp.err("required"))?;
-            match ts.name.as_deref() {
-                None | Some("envoy.transport_sockets.tls") => {}
-                Some(other) => {
-                    return Err(tp
-                        .field("name")
-                        .unsupported(&format!("transport socket {other:?}")))
-                }
-            }
-            super::sds::refuse(tc, &tcp)?;
-            let raw_tls: RawUpstreamTlsContext = typed_config(tc, &tcp, UPSTREAM_TLS_TYPE)?;
-            Some(upstream_tls(raw_tls, &tcp)?)
+            upstream_transport::transport_socket(ts, &p.field("transport_socket"), secrets)?
         }
     };
 
@@ -352,6 +335,7 @@ pub(crate) fn cluster(raw: RawCluster, p: &FieldPath) -> Result<Cluster, ConfigE
         health_checks,
         protocol,
         tls,
+        transport_socket_matches: socket_matches,
         dns_lookup_family,
         original_dst_header,
         options,
@@ -552,57 +536,6 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
         no_traffic_interval,
         kind,
     })
-}
-
-fn data_source(raw: &RawDataSource, p: &FieldPath) -> Result<DataSource, ConfigError> {
-    match (&raw.filename, &raw.inline_string) {
-        (Some(f), None) if !f.is_empty() => Ok(DataSource::File(f.into())),
-        (None, Some(s)) => Ok(DataSource::Inline(s.clone())),
-        _ => Err(p.err("exactly one of filename and inline_string is required")),
-    }
-}
-
-/// `envoy.transport_sockets.raw_buffer` (plaintext, the default), by type or by name.
-fn is_raw_buffer(ts: &super::raw_cluster::RawTransportSocket) -> bool {
-    match ts.typed_config.as_ref().and_then(super::raw::type_url) {
-        Some(t) => t == RAW_BUFFER_TYPE,
-        None => ts.name.as_deref() == Some("envoy.transport_sockets.raw_buffer"),
-    }
-}
-
-fn upstream_tls(raw: RawUpstreamTlsContext, p: &FieldPath) -> Result<UpstreamTls, ConfigError> {
-    let mut tls = UpstreamTls {
-        sni: raw.sni.filter(|s| !s.is_empty()),
-        ..UpstreamTls::default()
-    };
-    if let Some(ctx) = raw.common_tls_context {
-        let cp = p.field("common_tls_context");
-        if let Some(vc) = &ctx.validation_context {
-            if let Some(ca) = &vc.trusted_ca {
-                let vp = cp.field("validation_context").field("trusted_ca");
-                tls.trusted_ca = Some(data_source(ca, &vp)?);
-            }
-        }
-        match ctx.tls_certificates.as_slice() {
-            [] => {}
-            [c] => {
-                let tp = cp.field("tls_certificates").index(0);
-                let (chain, key) = c.pair(&tp)?;
-                tls.client_cert = Some((
-                    data_source(chain, &tp.field("certificate_chain"))?,
-                    data_source(key, &tp.field("private_key"))?,
-                ));
-            }
-            _ => {
-                return Err(cp
-                    .field("tls_certificates")
-                    .index(1)
-                    .unsupported("more than one client certificate"))
-            }
-        }
-        tls.alpn_protocols = ctx.alpn_protocols;
-    }
-    Ok(tls)
 }
 
 /// `HttpHealthCheck.method`: any `RequestMethod` but CONNECT (and the unspecified value), as

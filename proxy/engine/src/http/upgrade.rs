@@ -47,7 +47,8 @@ pub(crate) async fn run(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let t0 = Instant::now();
     let purpose = pool::Purpose::Upgrade;
-    let sender = match pool::connect::<super::Body>(cluster, host.addr, purpose, priority).await {
+    let to = (host.addr, host.transport);
+    let sender = match pool::connect::<super::Body>(cluster, to, purpose, priority).await {
         Ok(Sender::H1(s)) => s,
         Ok(Sender::H2(_)) | Err(_) => {
             cluster.record_outcome(host, HostResult::LocalOrigin { timeout: false });

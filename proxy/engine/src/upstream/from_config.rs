@@ -1,23 +1,7 @@
 //! Adapter: validated `config::Cluster` -> runtime [`ClusterSpec`].
 
-use super::spec::{
-    Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind, TlsSpec,
-};
+use super::spec::{Breakers, ClusterSpec, Discovery, EndpointSpec, HealthCheckSpec, LbKind};
 use crate::config;
-
-fn data_source_path(d: &config::DataSource, cluster: &str, what: &str) -> String {
-    match d {
-        config::DataSource::File(p) => p.display().to_string(),
-        // Inline PEM: written to a private temp file so one loader handles both.
-        config::DataSource::Inline(s) => {
-            let dir = std::env::temp_dir().join(format!("sluice-{}", std::process::id()));
-            let _ = std::fs::create_dir_all(&dir);
-            let p = dir.join(format!("{cluster}-{what}.pem"));
-            let _ = std::fs::write(&p, s);
-            p.display().to_string()
-        }
-    }
-}
 
 /// Converts one config cluster.
 pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
@@ -43,6 +27,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 locality: e.locality,
                 locality_weight: e.locality_weight,
                 canary: e.canary,
+                transport: e.transport,
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
@@ -54,6 +39,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 locality: e.locality,
                 locality_weight: e.locality_weight,
                 canary: e.canary,
+                transport: e.transport,
             },
         })
         .collect();
@@ -82,23 +68,6 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
         config::LbPolicy::Maglev { table_size } => LbKind::Maglev { table_size },
     };
-    let tls = c.tls.as_ref().map(|t| TlsSpec {
-        sni: t.sni.clone(),
-        trusted_ca: t
-            .trusted_ca
-            .as_ref()
-            .map(|d| data_source_path(d, &name, "ca")),
-        cert_chain: t
-            .client_cert
-            .as_ref()
-            .map(|(cert, _)| data_source_path(cert, &name, "cert")),
-        private_key: t
-            .client_cert
-            .as_ref()
-            .map(|(_, key)| data_source_path(key, &name, "key")),
-        alpn: t.alpn_protocols.clone(),
-        match_sans: Vec::new(),
-    });
     let health_check = c.health_checks.first().map(|h| match &h.kind {
         config::HealthCheckKind::Http {
             path,
@@ -142,7 +111,12 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         lb,
         connect_timeout: c.connect_timeout,
         http2: c.protocol == config::UpstreamProtocol::Http2,
-        tls,
+        tls: c.tls.clone(),
+        tls_matches: c
+            .transport_socket_matches
+            .iter()
+            .map(|m| m.tls.clone())
+            .collect(),
         breakers: c.circuit_breakers.map(|cb| Breakers {
             max_connections: cb.max_connections as usize,
             max_pending_requests: cb.max_pending_requests as usize,

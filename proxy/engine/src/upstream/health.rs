@@ -116,7 +116,8 @@ async fn check(
             Some(s) => s,
             None => {
                 let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
-                match pool::connect::<Empty<Bytes>>(cluster, host.addr, purpose, prio).await {
+                let to = (host.addr, host.transport);
+                match pool::connect::<Empty<Bytes>>(cluster, to, purpose, prio).await {
                     Ok(pool::Sender::H1(s)) => s,
                     _ => return None,
                 }

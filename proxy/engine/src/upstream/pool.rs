@@ -121,13 +121,16 @@ pub struct HostPool<B> {
     h2: Mutex<Option<(http2::SendRequest<B>, u32)>>,
     /// This pool's open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
+    /// Its host's transport socket ([`Cluster::tls`]).
+    transport: u8,
 }
 
 impl<B> HostPool<B> {
-    /// An empty pool for requests of priority `priority`.
-    pub fn new(priority: RoutingPriority) -> Self {
+    /// An empty pool for requests of priority `priority` to a host of transport `transport`.
+    pub fn new(priority: RoutingPriority, transport: u8) -> Self {
         Self {
             priority,
+            transport,
             idle: Arc::new(Idle(Mutex::new(Vec::new()))),
             h2: Mutex::new(None),
             cx: Arc::new(AtomicUsize::new(0)),
@@ -163,7 +166,8 @@ impl<B: PoolBody> HostPool<B> {
                 return Ok((Sender::H2(s), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
-            let s = connect(cluster, addr, Purpose::Pool, self.priority).await?;
+            let to = (addr, self.transport);
+            let s = connect(cluster, to, Purpose::Pool, self.priority).await?;
             if let Sender::H2(h2) = &s {
                 self.set_h2(cluster, h2);
             }
@@ -179,7 +183,7 @@ impl<B: PoolBody> HostPool<B> {
             }
             if self.reserve(resources) {
                 let slots = (self.priority, Some(self.cx.clone()));
-                return connect_reserved(cluster, addr, Purpose::Pool, slots)
+                return connect_reserved(cluster, (addr, self.transport), Purpose::Pool, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
@@ -245,15 +249,18 @@ pub enum Purpose {
 /// pool's replacing a stale pooled connection.
 pub async fn connect<B: PoolBody>(
     cluster: &Cluster,
-    addr: SocketAddr,
+    to: Target,
     purpose: Purpose,
     priority: RoutingPriority,
 ) -> Result<Sender<B>, ConnectError> {
     cluster.resources[priority]
         .connections
         .fetch_add(1, Ordering::AcqRel);
-    connect_reserved(cluster, addr, purpose, (priority, None)).await
+    connect_reserved(cluster, to, purpose, (priority, None)).await
 }
+
+/// Where a connection goes: the host's address and its transport socket ([`Cluster::tls`]).
+pub type Target = (SocketAddr, u8);
 
 /// The connection slots a connection holds: one in its priority's `connections`, and, for a
 /// pooled HTTP/1 connection, one in its pool's count.
@@ -263,11 +270,11 @@ type Slots = (RoutingPriority, Option<Arc<AtomicUsize>>);
 /// connection closes, or at once when connecting fails.
 async fn connect_reserved<B: PoolBody>(
     cluster: &Cluster,
-    addr: SocketAddr,
+    to: Target,
     purpose: Purpose,
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
-    let r = open(cluster, addr, purpose, slots.clone()).await;
+    let r = open(cluster, to, purpose, slots.clone()).await;
     if r.is_err() {
         cluster.resources[slots.0]
             .connections
@@ -281,7 +288,7 @@ async fn connect_reserved<B: PoolBody>(
 
 async fn open<B: PoolBody>(
     cluster: &Cluster,
-    addr: SocketAddr,
+    (addr, transport): Target,
     purpose: Purpose,
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
@@ -308,7 +315,7 @@ async fn open<B: PoolBody>(
     if purpose != Purpose::HealthCheck {
         cluster.stats.upstream_cx_total.inc();
     }
-    match &cluster.tls {
+    match cluster.tls(transport) {
         Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp)).await {
             Err(_) => {
                 cluster.stats.upstream_cx_connect_fail.inc();

@@ -28,8 +28,10 @@ pub struct ClusterSpec {
     pub connect_timeout: Duration,
     /// Speak HTTP/2 (prior knowledge, or ALPN when TLS) to the hosts.
     pub http2: bool,
-    /// TLS origination.
+    /// TLS origination (`transport_socket`; `None`: plaintext).
     pub tls: Option<TlsSpec>,
+    /// `transport_socket_matches`' transport sockets, in order ([`EndpointSpec::transport`]).
+    pub tls_matches: Vec<Option<TlsSpec>>,
     /// Circuit breaker thresholds of each routing priority.
     pub breakers: ByPriority<Breakers>,
     /// Outlier detection, when configured.
@@ -86,6 +88,8 @@ pub struct EndpointSpec {
     pub locality_weight: u32,
     /// Envoy's canary flag (endpoint metadata `envoy.lb`).
     pub canary: bool,
+    /// Its transport socket: 0 `tls`, `i + 1` `tls_matches[i]`.
+    pub transport: u8,
 }
 
 /// Load-balancing policies.
@@ -122,23 +126,8 @@ impl LbKind {
     }
 }
 
-/// TLS origination settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSpec {
-    /// SNI to send (none: no SNI, like Envoy).
-    pub sni: Option<String>,
-    /// PEM CA bundle to verify the server against; None: no verification (Envoy's default when no
-    /// validation_context is set).
-    pub trusted_ca: Option<String>,
-    /// PEM client certificate chain file (mTLS).
-    pub cert_chain: Option<String>,
-    /// PEM client private key file (mTLS).
-    pub private_key: Option<String>,
-    /// ALPN protocols to offer (empty: derived from the cluster's protocol).
-    pub alpn: Vec<String>,
-    /// Accept these SANs only (empty: any name the CA vouches for... see tls.rs).
-    pub match_sans: Vec<String>,
-}
+/// A TLS origination context: the validated `UpstreamTlsContext`.
+pub type TlsSpec = crate::config::UpstreamTls;
 
 /// One routing priority's circuit-breaker thresholds.
 #[derive(Debug, Clone, Copy)]

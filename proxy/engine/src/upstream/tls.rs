@@ -1,13 +1,15 @@
-//! TLS origination with rustls (ring provider): SNI, CA validation, client certificates, ALPN.
+//! TLS origination with rustls (ring provider): SNI, CA validation, SAN matchers, client
+//! certificates, ALPN, `tls_params`.
 //!
-//! Like Envoy, a cluster without a validation context does not verify the server certificate, and
-//! with one it verifies the chain against the CA; the name is checked only when `match_sans` is set.
+//! Like Envoy, a cluster without a validation context does not verify the server certificate;
+//! with one it verifies the chain against the CA and, with SAN matchers, wants one of the
+//! certificate's SANs to match (the SNI itself is never checked against the certificate).
 
 use std::sync::Arc;
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{ring, CryptoProvider},
+    crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -15,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use super::{TlsSpec, UpstreamError};
+use crate::{config::DataSource, tls_common::SanMatchers};
 
 /// A cluster's ready-to-use TLS client side.
 #[derive(Clone)]
@@ -29,77 +32,93 @@ impl std::fmt::Debug for TlsOrigin {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
-}
-
 impl TlsOrigin {
-    /// Loads the files named in `spec` and builds the client config.
+    /// Reads the certificates `spec` names (files or inline PEM) and builds the client config.
     pub fn build(cluster: &str, spec: &TlsSpec, http2: bool) -> Result<Self, UpstreamError> {
-        let file_err = |what: &'static str, path: &str, reason: String| UpstreamError::TlsFile {
-            cluster: cluster.to_string(),
-            what,
-            path: path.to_string(),
-            reason,
-        };
         let tls_err = |reason: String| UpstreamError::Tls {
             cluster: cluster.to_string(),
             reason,
         };
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+        let pem = |what: &'static str, d: &DataSource| -> Result<Vec<u8>, UpstreamError> {
+            match d {
+                DataSource::Inline(s) => Ok(s.clone().into_bytes()),
+                DataSource::File(p) => std::fs::read(p).map_err(|e| UpstreamError::TlsFile {
+                    cluster: cluster.to_string(),
+                    what,
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            }
+        };
+        let where_ = |d: &DataSource| match d {
+            DataSource::File(p) => p.display().to_string(),
+            DataSource::Inline(_) => "<inline>".to_string(),
+        };
+        let bad = |what: &'static str, d: &DataSource, reason: String| UpstreamError::TlsFile {
+            cluster: cluster.to_string(),
+            what,
+            path: where_(d),
+            reason,
+        };
+        let provider = spec.params.provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&spec.params.versions())
             .map_err(|e| tls_err(e.to_string()))?;
         let verifier: Arc<dyn ServerCertVerifier> = match &spec.trusted_ca {
-            Some(path) => {
+            Some(ca) => {
                 let mut roots = RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
-                for c in certs {
-                    let c = c.map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
+                let bytes = pem("trusted_ca", ca)?;
+                for c in CertificateDer::pem_slice_iter(&bytes) {
+                    let c = c.map_err(|e| bad("trusted_ca", ca, e.to_string()))?;
                     roots
                         .add(c)
-                        .map_err(|e| file_err("trusted_ca", path, e.to_string()))?;
+                        .map_err(|e| bad("trusted_ca", ca, e.to_string()))?;
                 }
                 let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
-                    provider(),
+                    provider.clone(),
                 )
                 .build()
                 .map_err(|e| tls_err(e.to_string()))?;
                 Arc::new(ChainVerifier {
                     inner,
-                    check_name: !spec.match_sans.is_empty(),
+                    sans: spec.match_sans.clone(),
                 })
             }
-            None => Arc::new(NoVerify(provider())),
+            None => Arc::new(NoVerify(provider)),
         };
         let builder = builder
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match (&spec.cert_chain, &spec.private_key) {
-            (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| file_err("certificate_chain", cert, e.to_string()))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| file_err("certificate_chain", cert, e.to_string()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| file_err("private_key", key, e.to_string()))?;
+        let mut config = match &spec.client_cert {
+            Some((cert, key)) => {
+                let chain_pem = pem("certificate_chain", cert)?;
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(&chain_pem)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| bad("certificate_chain", cert, e.to_string()))?;
+                let key_pem = pem("private_key", key)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                    .map_err(|e| bad("private_key", key, e.to_string()))?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| tls_err(e.to_string()))?
             }
-            _ => builder.with_no_client_auth(),
+            None => builder.with_no_client_auth(),
         };
         // Without alpn_protocols Envoy's HTTP pools offer their own protocol (HTTP/1's
         // `http/1.1` too, as its connection pool's ALPN fallback).
-        config.alpn_protocols = if spec.alpn.is_empty() {
+        config.alpn_protocols = if spec.alpn_protocols.is_empty() {
             if http2 {
                 vec![b"h2".to_vec()]
             } else {
                 vec![b"http/1.1".to_vec()]
             }
         } else {
-            spec.alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
+            spec.alpn_protocols
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect()
         };
         config.enable_sni = spec.sni.is_some();
         let sni = match &spec.sni {
@@ -126,11 +145,12 @@ impl TlsOrigin {
     }
 }
 
-/// Chain validation against the configured CA; the name is only checked when SANs are required.
+/// Chain validation against the configured CA. As in Envoy the SNI is not checked against the
+/// certificate; with SAN matchers one of the certificate's SANs must match one of them.
 #[derive(Debug)]
 struct ChainVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
-    check_name: bool,
+    sans: SanMatchers,
 }
 
 impl ServerCertVerifier for ChainVerifier {
@@ -146,10 +166,18 @@ impl ServerCertVerifier for ChainVerifier {
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
-            Err(rustls::Error::InvalidCertificate(
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
-            other => other,
+            )) => {}
+            Err(e) => return Err(e),
+        }
+        if self.sans.accepts(end_entity.as_ref()) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
     fn verify_tls12_signature(
@@ -232,15 +260,11 @@ mod tests {
     fn without_alpn_protocols_the_clusters_protocol_is_offered() {
         let mut spec = TlsSpec {
             sni: Some("localhost".into()),
-            trusted_ca: None,
-            cert_chain: None,
-            private_key: None,
-            alpn: Vec::new(),
-            match_sans: Vec::new(),
+            ..TlsSpec::default()
         };
         assert_eq!(alpn(&spec, false), [b"http/1.1".to_vec()]);
         assert_eq!(alpn(&spec, true), [b"h2".to_vec()]);
-        spec.alpn = vec!["x".into(), "http/1.1".into()];
+        spec.alpn_protocols = vec!["x".into(), "http/1.1".into()];
         assert_eq!(alpn(&spec, false), [b"x".to_vec(), b"http/1.1".to_vec()]);
     }
 }

@@ -169,7 +169,10 @@ impl Attempts<'_> {
                         // Response mutations see the request as it went upstream.
                         line: fmt.line.map(|l| RequestLine {
                             path: self.path.as_str(),
-                            scheme: match (plan.scheme_match_upstream, cluster.tls.is_some()) {
+                            scheme: match (
+                                plan.scheme_match_upstream,
+                                cluster.tls(fin.host.transport).is_some(),
+                            ) {
                                 (true, true) => "https",
                                 (true, false) => "http",
                                 (false, _) => l.scheme,

@@ -78,9 +78,14 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::IdleTimeout) => return Err(SendError::IdleTimeout),
             Err(_) => return Err(SendError::Reset),
         };
-        let sender = connect(cluster, addr, Purpose::Pool, self.priority)
-            .await
-            .map_err(SendError::Connect)?;
+        let sender = connect(
+            cluster,
+            (addr, self.transport),
+            Purpose::Pool,
+            self.priority,
+        )
+        .await
+        .map_err(SendError::Connect)?;
         if let Sender::H2(h2) = &sender {
             self.set_h2(cluster, h2);
         }
@@ -146,7 +151,7 @@ impl<B: PoolBody> HostPool<B> {
                 if s.ready().await.is_err() {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
-                if !to_h2(&mut req, cluster.tls.is_some(), addr) {
+                if !to_h2(&mut req, cluster.tls(self.transport).is_some(), addr) {
                     return Err(Failure::Failed);
                 }
                 s.send_request(req)
