@@ -35,6 +35,8 @@ pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigurat
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 /// ClusterLoadAssignment.
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of secrets (SDS over ADS).
+pub const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// One ACK or NACK the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]

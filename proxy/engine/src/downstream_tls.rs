@@ -25,7 +25,7 @@ pub use peer_cert::PeerCert;
 
 use crate::config::{
     raw_cluster::RawCommonTlsContext, raw_route::RawDataSource, secrets::Secrets, ConfigError,
-    FieldPath,
+    DataSource, FieldPath,
 };
 use crate::tls_common::{params::Side, SanMatchers, TlsParams};
 
@@ -55,7 +55,10 @@ pub(crate) struct RawDownstreamTlsContext {
 
 /// A filter chain's TLS termination, ready to accept.
 pub struct DownstreamTls {
-    acceptor: TlsAcceptor,
+    /// `None` while a secret it names has not arrived over ADS: every handshake fails.
+    acceptor: Option<TlsAcceptor>,
+    /// That secret's name.
+    pending: Option<String>,
     /// The certificates it serves and trusts, for the admin's `/certs`.
     pub certs: CertSet,
     /// The URI SANs of the chain's own certificate (`By=` of `x-forwarded-client-cert`).
@@ -82,13 +85,6 @@ pub struct CertSet {
     pub chain: Vec<(String, Vec<u8>)>,
 }
 
-/// Where a DataSource came from, as Envoy's `/certs` names it.
-fn source_name(raw: &RawDataSource) -> String {
-    raw.filename
-        .clone()
-        .unwrap_or_else(|| "<inline>".to_string())
-}
-
 /// What a terminated TLS connection established, for RBAC and the request's scheme.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFacts {
@@ -101,26 +97,30 @@ pub struct TlsFacts {
     pub local_uri_sans: Arc<[String]>,
 }
 
-/// A DataSource's PEM bytes (a file's, or the inline string).
-fn pem(raw: &RawDataSource, p: &FieldPath) -> Result<Vec<u8>, ConfigError> {
-    match (&raw.filename, &raw.inline_string) {
-        (Some(f), None) if !f.is_empty() => {
-            std::fs::read(f).map_err(|e| p.field("filename").err(format!("{f}: {e}")))
-        }
-        (None, Some(s)) => Ok(s.clone().into_bytes()),
-        _ => Err(p.err("exactly one of filename and inline_string is required")),
+/// A DataSource's PEM bytes (a file's, or the inline text), and where they came from.
+fn pem(raw: &RawDataSource, p: &FieldPath) -> Result<(Vec<u8>, String), ConfigError> {
+    let d = crate::tls_common::data_source(raw, p)?;
+    let from = crate::tls_common::source_name(&d);
+    match d {
+        DataSource::Inline(s) => Ok((s.into_bytes(), from)),
+        DataSource::File(f) => std::fs::read(&f)
+            .map(|b| (b, from))
+            .map_err(|e| p.field("filename").err(format!("{}: {e}", f.display()))),
     }
 }
 
-fn certs(raw: &RawDataSource, p: &FieldPath) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bytes = pem(raw, p)?;
+fn certs(
+    raw: &RawDataSource,
+    p: &FieldPath,
+) -> Result<(Vec<CertificateDer<'static>>, String), ConfigError> {
+    let (bytes, from) = pem(raw, p)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| p.err(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
         return Err(p.err("no PEM certificate in it"));
     }
-    Ok(certs)
+    Ok((certs, from))
 }
 
 /// Compiles a chain's `DownstreamTlsContext` at `p` (its `typed_config`).
@@ -170,15 +170,23 @@ pub(crate) fn build(
         .common_tls_context
         .ok_or_else(|| cp.err("required (a server certificate)"))?;
     let material = secrets.resolve(&ctx, &cp)?;
+    if material.pending.is_some() {
+        return Ok(DownstreamTls {
+            acceptor: None,
+            pending: material.pending,
+            certs: CertSet::default(),
+            local_uri_sans: Arc::from([]),
+            require_sni: raw.require_sni == Some(true),
+        });
+    }
     let mut cert_set = CertSet::default();
     let (chain, key) = match &material.certificate {
         Some((c, tp)) => {
             let (chain, key) = c.pair(tp)?;
             let kp = tp.field("private_key");
-            let key = PrivateKeyDer::from_pem_slice(&pem(key, &kp)?)
+            let key = PrivateKeyDer::from_pem_slice(&pem(key, &kp)?.0)
                 .map_err(|e| kp.err(format!("not a PEM private key: {e}")))?;
-            let ders = certs(chain, &tp.field("certificate_chain"))?;
-            let from = source_name(chain);
+            let (ders, from) = certs(chain, &tp.field("certificate_chain"))?;
             cert_set.chain = ders.iter().map(|d| (from.clone(), d.to_vec())).collect();
             (ders, key)
         }
@@ -209,8 +217,8 @@ pub(crate) fn build(
     let builder = match ca {
         Some((ca, vp)) => {
             let mut roots = RootCertStore::empty();
-            let from = source_name(ca);
-            for c in certs(ca, vp)? {
+            let (ca_certs, from) = certs(ca, vp)?;
+            for c in ca_certs {
                 cert_set.ca.push((from.clone(), c.to_vec()));
                 roots
                     .add(c)
@@ -257,7 +265,8 @@ pub(crate) fn build(
         .map(|a| a.as_bytes().to_vec())
         .collect();
     Ok(DownstreamTls {
-        acceptor: TlsAcceptor::from(Arc::new(config)),
+        acceptor: Some(TlsAcceptor::from(Arc::new(config))),
+        pending: None,
         certs: cert_set,
         local_uri_sans,
         require_sni: raw.require_sni == Some(true),
@@ -271,7 +280,14 @@ impl DownstreamTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(io));
+        let Some(acceptor) = &self.acceptor else {
+            let name = self.pending.as_deref().unwrap_or_default();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("secret {name:?} is not supplied by SDS"),
+            ));
+        };
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
         let stream = handshake.await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;

@@ -113,6 +113,49 @@ pub fn eds_name(cluster: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Adds to `out` the names of the secrets `v` asks for over ADS: every `SdsSecretConfig` (a
+/// `name` beside an `sds_config` with `ads`) anywhere in it, each once, in document order.
+pub fn ads_secret_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let (Some(Value::String(n)), Some(src)) = (m.get("name"), m.get("sds_config")) {
+                if src.get("ads").is_some() && !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+            m.values().for_each(|c| ads_secret_names(c, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| ads_secret_names(c, out)),
+        _ => {}
+    }
+}
+
+/// The `sds_config` of the first `SdsSecretConfig` in `v` naming secret `name` over ADS.
+pub fn ads_secret_source<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(name) {
+                if let Some(src) = m.get("sds_config").filter(|s| s.get("ads").is_some()) {
+                    return Some(src);
+                }
+            }
+            m.values().find_map(|c| ads_secret_source(c, name))
+        }
+        Value::Array(a) => a.iter().find_map(|c| ads_secret_source(c, name)),
+        _ => None,
+    }
+}
+
+/// The bootstrap file's own listeners' and clusters' secrets over ADS.
+pub fn static_secrets(base: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let sr = &base["static_resources"];
+    for v in array(sr, "listeners").chain(array(sr, "clusters")) {
+        ads_secret_names(v, &mut out);
+    }
+    out
+}
+
 /// The bootstrap file's own EDS clusters (`static_resources.clusters` of `type: EDS`, whose
 /// `eds_config` is ADS): `(index, cluster JSON, EDS name)`. Envoy subscribes their assignments
 /// on the ADS stream too.
@@ -199,6 +242,40 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
         clusters.push(c);
     }
     origins.prefixes.extend(cluster_origins);
+
+    // Secrets over ADS join the file's static secrets (one namespace, as the engine reads
+    // them); a secret asked for that has not arrived gets a pending stand-in, which leaves the
+    // TLS context that names it not ready.
+    let mut wanted_secrets = static_secrets(base);
+    for t in [ResourceType::Listener, ResourceType::Cluster] {
+        for r in get(t).values() {
+            for n in r.secret_names() {
+                if !wanted_secrets.contains(n) {
+                    wanted_secrets.push(n.clone());
+                }
+            }
+        }
+    }
+    let arrived = get(ResourceType::Secret);
+    let pending: Vec<String> = wanted_secrets
+        .into_iter()
+        .filter(|n| !arrived.contains_key(n))
+        .collect();
+    let secrets = match arrived.is_empty() && pending.is_empty() {
+        true => &mut Vec::new(),
+        false => list(sr, "secrets"),
+    };
+    for (name, s) in arrived {
+        let prefix = format!("static_resources.secrets[{}]", secrets.len());
+        origins
+            .prefixes
+            .push((prefix, ResourceType::Secret, name.clone()));
+        secrets.push(s.json());
+    }
+    for name in pending {
+        missing.insert((ResourceType::Secret, name.clone()));
+        secrets.push(json!({ "name": name, "@pending": {} }));
+    }
 
     let listeners = list(sr, "listeners");
     for (name, l) in get(ResourceType::Listener) {

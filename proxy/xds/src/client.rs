@@ -299,9 +299,9 @@ async fn answer(
     Ok(())
 }
 
-/// The RDS/EDS names subscribed to now.
-fn wanted(core: &Core) -> [(ResourceType, crate::core::Names); 2] {
-    [ResourceType::Route, ResourceType::Endpoint].map(|t| (t, core.wanted(t)))
+/// The RDS/EDS/SDS names subscribed to now.
+fn wanted(core: &Core) -> [(ResourceType, crate::core::Names); 3] {
+    ResourceType::NAMED.map(|t| (t, core.wanted(t)))
 }
 
 /// After a response or a timer: the status, RDS/EDS subscriptions following the names wanted
@@ -310,7 +310,7 @@ async fn follow(
     wire: &mut Wire,
     core: &Core,
     status: &XdsStatus,
-    before: &[(ResourceType, crate::core::Names); 2],
+    before: &[(ResourceType, crate::core::Names); 3],
     held: &mut Option<Answer>,
 ) -> Result<(), String> {
     status.subscriptions(core);

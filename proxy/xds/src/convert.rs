@@ -22,15 +22,27 @@ pub enum ResourceType {
     Cluster,
     /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
     Endpoint,
+    /// SDS over ADS: `envoy.extensions.transport_sockets.tls.v3.Secret` (the secrets TLS
+    /// contexts name with `sds_config: {ads: {}}`).
+    Secret,
 }
 
 impl ResourceType {
-    /// Every type, in Envoy's ADS subscription order (CDS, EDS, LDS, RDS).
-    pub const ALL: [ResourceType; 4] = [
+    /// Every type, in Envoy's ADS subscription order (CDS, EDS, LDS, RDS; SDS as secrets are
+    /// needed).
+    pub const ALL: [ResourceType; 5] = [
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Listener,
         ResourceType::Route,
+        ResourceType::Secret,
+    ];
+
+    /// The types whose names the listeners and clusters ask for (RDS, EDS, SDS).
+    pub const NAMED: [ResourceType; 3] = [
+        ResourceType::Route,
+        ResourceType::Endpoint,
+        ResourceType::Secret,
     ];
 
     /// The type URL (`type.googleapis.com/<message>`).
@@ -41,6 +53,9 @@ impl ResourceType {
             ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             ResourceType::Endpoint => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
         }
     }
@@ -57,6 +72,7 @@ impl ResourceType {
             ResourceType::Route => "RouteConfiguration",
             ResourceType::Cluster => "Cluster",
             ResourceType::Endpoint => "ClusterLoadAssignment",
+            ResourceType::Secret => "Secret",
         }
     }
 
@@ -67,6 +83,7 @@ impl ResourceType {
             ResourceType::Route => "RDS",
             ResourceType::Cluster => "CDS",
             ResourceType::Endpoint => "EDS",
+            ResourceType::Secret => "SDS",
         }
     }
 

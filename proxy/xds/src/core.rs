@@ -126,8 +126,8 @@ pub struct Core {
     memo: HashMap<ResourceType, Memo>,
     /// The RDS/EDS names of listener and cluster sets seen lately.
     names: WantedMemo,
-    /// The RDS and EDS names `wanted_since` was last brought up to date with.
-    tracked: [Option<Names>; 2],
+    /// The RDS, EDS and SDS names `wanted_since` was last brought up to date with.
+    tracked: [Option<Names>; 3],
 }
 
 /// A decoded resource, shared with the accepted state.
@@ -148,6 +148,7 @@ impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
     pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
         let static_names = static_eds(&base).map(|(_, _, e)| e).collect();
+        let static_secrets = crate::assemble::static_secrets(&base).into_iter().collect();
         Self {
             base: Arc::new(base),
             dynamic,
@@ -163,8 +164,8 @@ impl Core {
             ready: false,
             meta: crate::origin::Meta::default(),
             memo: HashMap::new(),
-            names: WantedMemo::new(static_names),
-            tracked: [None, None],
+            names: WantedMemo::new(static_names, static_secrets),
+            tracked: [None, None, None],
         }
     }
 
@@ -559,7 +560,7 @@ impl Core {
     }
 
     fn track_wanted(&mut self, now: Instant) {
-        let now_wanted = [ResourceType::Route, ResourceType::Endpoint].map(|t| self.wanted(t));
+        let now_wanted = ResourceType::NAMED.map(|t| self.wanted(t));
         let same = |a: &Option<Names>, b: &Names| a.as_ref().is_some_and(|a| Arc::ptr_eq(a, b));
         if self
             .tracked
@@ -570,10 +571,7 @@ impl Core {
             return;
         }
         let mut current = HashSet::new();
-        for (ty, names) in [ResourceType::Route, ResourceType::Endpoint]
-            .into_iter()
-            .zip(&now_wanted)
-        {
+        for (ty, names) in ResourceType::NAMED.into_iter().zip(&now_wanted) {
             for name in names.iter().cloned() {
                 // Looked up for new names only: each lookup scans every listener or cluster.
                 let (accepted, base) = (&self.accepted, &self.base);
@@ -662,10 +660,10 @@ fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-/// Drops RDS/EDS resources nothing names any more, in `resources` or the running listeners and
-/// clusters of `serving` (Envoy unsubscribes them).
+/// Drops RDS/EDS/SDS resources nothing names any more, in `resources` or the running listeners
+/// and clusters of `serving` (Envoy unsubscribes them).
 fn prune(names: &WantedMemo, resources: &mut Resources, serving: &Resources) {
-    for ty in [ResourceType::Route, ResourceType::Endpoint] {
+    for ty in ResourceType::NAMED {
         let wanted = union(names.names(resources, ty), names.names(serving, ty));
         if let Some(m) = resources
             .get_mut(&ty)
@@ -709,6 +707,14 @@ fn timeout_for(
                 static_eds(base)
                     .find(|(_, _, e)| e == name)
                     .map(|(_, c, _)| c["eds_cluster_config"]["eds_config"].clone())
+            }),
+        ResourceType::Secret => all(ResourceType::Listener)
+            .chain(all(ResourceType::Cluster))
+            .filter(|r| r.secret_names().iter().any(|s| s == name))
+            .find_map(|r| crate::assemble::ads_secret_source(&r.json(), name).cloned())
+            .or_else(|| {
+                let sr = &base["static_resources"];
+                crate::assemble::ads_secret_source(sr, name).cloned()
             }),
         _ => None,
     };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::{
-    assemble::{eds_name, route_names},
+    assemble::{ads_secret_names, eds_name, route_names},
     convert::ResourceType,
 };
 
@@ -22,6 +22,8 @@ pub struct Resource {
     text: Arc<str>,
     /// A listener's RDS route configuration names, or a cluster's EDS name (0 or 1).
     needs: Box<[String]>,
+    /// The names of the secrets a listener's or cluster's TLS contexts ask for over ADS.
+    secrets: Box<[String]>,
 }
 
 impl Resource {
@@ -34,6 +36,14 @@ impl Resource {
             ResourceType::Cluster => eds_name(json).into_iter().collect(),
             _ => Box::default(),
         };
+        let secrets = match ty {
+            ResourceType::Listener | ResourceType::Cluster => {
+                let mut names = Vec::new();
+                ads_secret_names(json, &mut names);
+                names.into()
+            }
+            _ => Box::default(),
+        };
         if depth(json) > MAX_DEPTH {
             return Err(format!(
                 "nested deeper than {MAX_DEPTH} levels (the JSON and YAML parsers' limit)"
@@ -43,6 +53,7 @@ impl Resource {
         Ok(Self {
             text: text.into(),
             needs,
+            secrets,
         })
     }
 
@@ -64,6 +75,11 @@ impl Resource {
     /// A cluster's EDS name (`eds_cluster_config.service_name`, else its name), if it is EDS.
     pub fn eds_name(&self) -> Option<&String> {
         self.needs.first()
+    }
+
+    /// The secrets a listener's or cluster's TLS contexts ask for over ADS.
+    pub fn secret_names(&self) -> &[String] {
+        &self.secrets
     }
 }
 

@@ -182,7 +182,7 @@ impl XdsStatus {
         };
         self.with(|s| {
             let (since, since_ago) = at(s.since);
-            // Envoy's subscription order: CDS, EDS, LDS, RDS.
+            // Envoy's subscription order: CDS, EDS, LDS, RDS (and SDS).
             let types: Vec<Value> = ResourceType::ALL
                 .iter()
                 .filter_map(|ty| s.types.get(ty).map(|t| (ty, t)))
@@ -267,7 +267,7 @@ mod tests {
             .iter()
             .map(|t| &t["type"])
             .collect();
-        assert_eq!(order, ["CDS", "EDS", "LDS", "RDS"]);
+        assert_eq!(order, ["CDS", "EDS", "LDS", "RDS", "SDS"]);
 
         s.connected();
         s.received(ResourceType::Listener, "1", "n-1");

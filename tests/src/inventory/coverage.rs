@@ -20,6 +20,18 @@ pub struct OtherTest {
 
 /// The differential tests outside the suite, and what each covers (kept short and explicit).
 pub const OTHER_TESTS: &[OtherTest] = &[OtherTest {
+    // Secrets over ADS: the suite has no management server.
+    file: "tests/tests/xds_sds.rs",
+    test: "secrets_over_ads_give_envoys_answers",
+    covers: &[
+        "extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config",
+        "extensions.transport_sockets.tls.v3.SdsSecretConfig.name",
+        "extensions.transport_sockets.tls.v3.Secret.name",
+        "extensions.transport_sockets.tls.v3.Secret.tls_certificate",
+        "extensions.transport_sockets.tls.v3.Secret.validation_context",
+    ],
+},
+OtherTest {
     // Downstream TLS (a listener chain's DownstreamTlsContext) from static secrets, SAN matchers
     // on the client certificate and tls_params, with curl against both proxies: the suite's
     // client speaks plaintext to the listener.

@@ -119,9 +119,9 @@ static_resources:
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
   secrets:
   - name: s
-    tls_certificate: { certificate_chain: { inline_string: x }, private_key: { inline_string: y } }
+    tls_certificate: { certificate_chain: { filename: /probe/c.pem }, private_key: { filename: /probe/k.pem } }
   - name: ca
-    validation_context: { trusted_ca: { inline_string: z } }
+    validation_context: { trusted_ca: { filename: /probe/ca.pem } }
   clusters:
   - name: c
     type: STATIC

@@ -13,11 +13,12 @@ use crate::{config::DataSource, server::Runtime};
 
 /// The certificates of a DataSource: (its file or `<inline>`, DER).
 fn pems(d: Option<&DataSource>) -> Vec<(String, Vec<u8>)> {
-    let (from, bytes) = match d {
-        None => return Vec::new(),
-        Some(DataSource::Inline(s)) => ("<inline>".to_string(), s.clone().into_bytes()),
-        Some(DataSource::File(p)) => match std::fs::read(p) {
-            Ok(b) => (p.display().to_string(), b),
+    let Some(d) = d else { return Vec::new() };
+    let from = crate::tls_common::source_name(d);
+    let bytes = match d {
+        DataSource::Inline(s) => s.clone().into_bytes(),
+        DataSource::File(p) => match std::fs::read(p) {
+            Ok(b) => b,
             Err(_) => return Vec::new(),
         },
     };

@@ -458,6 +458,9 @@ pub struct UpstreamTls {
     pub match_sans: crate::tls_common::SanMatchers,
     /// `common_tls_context.tls_params` (Envoy's client defaults: TLS 1.2 only).
     pub params: crate::tls_common::TlsParams,
+    /// A secret it names has not arrived over ADS: every handshake fails, as Envoy's context
+    /// before its secrets are supplied.
+    pub pending_secret: Option<String>,
 }
 
 /// An Envoy `DataSource`.

@@ -549,6 +549,9 @@ pub(crate) struct RawDirectResponse {
 pub(crate) struct RawDataSource {
     pub filename: Option<String>,
     pub inline_string: Option<String>,
+    /// Base64 in proto JSON (istiod sends SDS secrets so); read by TLS contexts
+    /// (`tls_common::data_source`), refused as `required inline_string` elsewhere.
+    pub inline_bytes: Option<String>,
 }
 
 /// `HedgePolicy`: Envoy 1.40 implements only `hedge_on_per_try_timeout`; `initial_requests`

@@ -2,8 +2,11 @@
 //! Envoy, an `SdsSecretConfig` with a `name` alone names a static secret (a missing one refuses
 //! the config), and a `combined_validation_context` is its `default_validation_context` with the
 //! named secret's validation context merged over it (the secret's `trusted_ca` wins, SAN
-//! matchers add up). A reference with `sds_config` (a secret from a discovery service) is
-//! refused naming that field, never loaded as plaintext.
+//! matchers add up). A reference with `sds_config: {ads: {}}` names a secret that came over
+//! ADS: the xDS client places the ones it has among the static secrets (one namespace; a name
+//! given by both is a duplicate), and holds back whatever needs one that has not arrived. Any
+//! other secret source (Istio's `sds-grpc` cluster) is refused naming its field, never loaded
+//! as plaintext.
 
 use std::collections::HashMap;
 
@@ -22,6 +25,10 @@ use crate::tls_common::SanMatchers;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSecret {
     name: Option<String>,
+    /// The xDS client's stand-in for a secret that has not arrived over ADS (not a proto
+    /// field: no proto JSON key starts with `@` but `@type`).
+    #[serde(rename = "@pending")]
+    pending: Option<Value>,
     tls_certificate: Option<RawTlsCertificate>,
     validation_context: Option<RawValidationContext>,
     session_ticket_keys: Option<Value>,
@@ -47,9 +54,42 @@ pub(crate) struct RawCombinedValidationContext {
 
 pub(crate) use crate::tls_common::params::RawTlsParams;
 
+/// An `sds_config` (at `p`): only `ads: {}` (with `resource_api_version` V3 and
+/// `initial_fetch_timeout`); any other source is refused naming its field.
+fn ads_source(source: &Value, p: &FieldPath) -> Result<(), ConfigError> {
+    let Some(m) = source.as_object() else {
+        return Err(p.err("must be a ConfigSource"));
+    };
+    if let Some(k) = m.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "ads" | "resource_api_version" | "initial_fetch_timeout"
+        )
+    }) {
+        return Err(p.field(k).unsupported(
+            "secrets from a discovery service other than ADS (Istio's sds-grpc cluster) are \
+             not supported yet: send them over ADS (sds_config: {ads: {}}), name a static \
+             secret, or give the certificates inline or as files",
+        ));
+    }
+    if !m.contains_key("ads") {
+        return Err(p
+            .field("ads")
+            .err("required (only ADS secret sources are supported)"));
+    }
+    match m.get("resource_api_version").and_then(Value::as_str) {
+        None | Some("V3") => Ok(()),
+        Some(o) => Err(p
+            .field("resource_api_version")
+            .unsupported(&format!("{o}; only V3"))),
+    }
+}
+
 /// One static secret and where it is (errors in its material name that path).
 #[derive(Debug)]
 struct Secret {
+    /// Not arrived (a stand-in): a context using it is not ready.
+    pending: bool,
     tls_certificate: Option<RawTlsCertificate>,
     validation_context: Option<RawValidationContext>,
     path: FieldPath,
@@ -66,6 +106,9 @@ pub(crate) struct Material {
     pub certificate: Option<(RawTlsCertificate, FieldPath)>,
     /// The validation context, merged as described above.
     pub validation: Option<Validation>,
+    /// A secret it names has not arrived over ADS (the xDS client's stand-in): the context is
+    /// not ready, as Envoy's before its secrets are supplied.
+    pub pending: Option<String>,
 }
 
 /// A (possibly merged) validation context.
@@ -119,6 +162,7 @@ impl Secrets {
             }
             let kinds = [s.tls_certificate.is_some(), s.validation_context.is_some()];
             match kinds.iter().filter(|k| **k).count() {
+                0 if s.pending.is_some() => {}
                 0 => {
                     return Err(sp.err("one of tls_certificate and validation_context is required"))
                 }
@@ -130,6 +174,7 @@ impl Secrets {
                 }
             }
             let secret = Secret {
+                pending: s.pending.is_some(),
                 tls_certificate: s.tls_certificate,
                 validation_context: s.validation_context,
                 path: sp.clone(),
@@ -143,23 +188,26 @@ impl Secrets {
         Ok(Self(out))
     }
 
-    /// The static secret `r` (at `p`) names.
+    /// The secret `r` (at `p`) names: a static one, or (`sds_config: {ads: {}}`) one that came
+    /// over ADS, which the xDS client places among the static ones once it has arrived.
     fn get(&self, r: &RawSdsSecretConfig, p: &FieldPath) -> Result<&Secret, ConfigError> {
-        if r.sds_config.is_some() {
-            return Err(p.field("sds_config").unsupported(
-                "secrets from a discovery service (SDS) are not supported yet: put the secret in \
-                 static_resources.secrets and name it without sds_config, or give the \
-                 certificates inline or as files",
-            ));
-        }
+        let over_ads = match &r.sds_config {
+            None => false,
+            Some(source) => {
+                ads_source(source, &p.field("sds_config"))?;
+                true
+            }
+        };
         let name = r
             .name
             .as_deref()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| p.field("name").err("required"))?;
         self.0.get(name).ok_or_else(|| {
-            p.field("name")
-                .err(format!("no secret {name:?} in static_resources.secrets"))
+            p.field("name").err(match over_ads {
+                false => format!("no secret {name:?} in static_resources.secrets"),
+                true => format!("secret {name:?} has not arrived over ADS"),
+            })
         })
     }
 
@@ -183,6 +231,10 @@ impl Secrets {
             ([], [r]) => {
                 let rp = sp.index(0);
                 let s = self.get(r, &rp)?;
+                if s.pending {
+                    out.pending = r.name.clone();
+                    return Ok(out);
+                }
                 let c = s.tls_certificate.as_ref().ok_or_else(|| {
                     rp.field("name")
                         .err("the secret it names has no tls_certificate")
@@ -211,8 +263,10 @@ impl Secrets {
         }
         if let Some(r) = &ctx.validation_context_sds_secret_config {
             let rp = p.field("validation_context_sds_secret_config");
-            let (v, vp) = self.validation_secret(r, &rp)?;
-            out.validation = Some(Validation::of(v, vp));
+            match self.validation_secret(r, &rp)? {
+                Some((v, vp)) => out.validation = Some(Validation::of(v, vp)),
+                None => out.pending = r.name.clone(),
+            }
         }
         if let Some(c) = &ctx.combined_validation_context {
             let cp = p.field("combined_validation_context");
@@ -226,7 +280,10 @@ impl Secrets {
                 .validation_context_sds_secret_config
                 .as_ref()
                 .ok_or_else(|| rp.err("required"))?;
-            let (dynamic, path) = self.validation_secret(r, &rp)?;
+            let Some((dynamic, path)) = self.validation_secret(r, &rp)? else {
+                out.pending = r.name.clone();
+                return Ok(out);
+            };
             let mut merged = match &c.default_validation_context {
                 Some(d) => Validation::of(d, cp.field("default_validation_context")),
                 None => Validation::default(),
@@ -246,13 +303,16 @@ impl Secrets {
         &self,
         r: &RawSdsSecretConfig,
         p: &FieldPath,
-    ) -> Result<(&RawValidationContext, FieldPath), ConfigError> {
+    ) -> Result<Option<(&RawValidationContext, FieldPath)>, ConfigError> {
         let s = self.get(r, p)?;
+        if s.pending {
+            return Ok(None);
+        }
         let v = s.validation_context.as_ref().ok_or_else(|| {
             p.field("name")
                 .err("the secret it names has no validation_context")
         })?;
-        Ok((v, s.path.field("validation_context")))
+        Ok(Some((v, s.path.field("validation_context"))))
     }
 }
 
@@ -321,13 +381,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_secret_makes_the_context_not_ready() {
+        let s = secrets("[{name: default, \"@pending\": {}}, {name: ROOTCA, \"@pending\": {}}]");
+        let p = FieldPath::root().field("ctx");
+        for yaml in [
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]",
+            "validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}}}",
+            "combined_validation_context: {validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}}}}",
+        ] {
+            let m = s.resolve(&ctx(yaml), &p).expect(yaml);
+            assert!(m.pending.is_some() && m.certificate.is_none() && m.validation.is_none(), "{yaml}");
+        }
+    }
+
+    #[test]
     fn bad_references_name_the_field() {
         let s = secrets(SECRETS);
         let p = FieldPath::root().field("ctx");
         for (yaml, want) in [
             ("tls_certificate_sds_secret_configs: [{name: nope}]", "ctx.tls_certificate_sds_secret_configs[0].name: no secret \"nope\""),
             ("tls_certificate_sds_secret_configs: [{name: ca}]", "ctx.tls_certificate_sds_secret_configs[0].name: the secret it names has no tls_certificate"),
-            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config: not supported"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]", "ctx.tls_certificate_sds_secret_configs[0].name: secret \"default\" has not arrived over ADS"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.api_config_source: not supported (secrets from a discovery service other than ADS"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {resource_api_version: V3}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.ads: required"),
             ("validation_context_sds_secret_config: {name: cert}", "ctx.validation_context_sds_secret_config.name: the secret it names has no validation_context"),
             ("combined_validation_context: {default_validation_context: {}}", "ctx.combined_validation_context.validation_context_sds_secret_config: required"),
             ("{validation_context: {}, validation_context_sds_secret_config: {name: ca}}", "ctx: only one of validation_context"),

@@ -295,15 +295,17 @@ fn secrets_from_a_discovery_service_are_refused_as_such() {
           common_tls_context:
             tls_certificate_sds_secret_configs:
             - name: default
-              sds_config: { ads: {}, resource_api_version: V3 }
+              sds_config:
+                api_config_source: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: sds-grpc } }] }
+                resource_api_version: V3
     - name: tlsMode-disabled
       match: {}
       transport_socket: { name: envoy.transport_sockets.raw_buffer }
 "#;
     let err = expect_err(
         &istio_config(sds_cluster),
-        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config",
-        "secrets from a discovery service (SDS) are not supported yet",
+        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config.api_config_source",
+        "secrets from a discovery service other than ADS",
     );
     assert!(err.to_string().contains("not supported"), "{err}");
     let single = sds_cluster
@@ -311,8 +313,8 @@ fn secrets_from_a_discovery_service_are_refused_as_such() {
         .replace("    - name: tlsMode-disabled\n      match: {}\n      transport_socket: { name: envoy.transport_sockets.raw_buffer }\n", "");
     expect_err(
         &istio_config(&single),
-        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config",
-        "secrets from a discovery service (SDS) are not supported yet",
+        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config.api_config_source",
+        "secrets from a discovery service other than ADS",
     );
     // Downstream: a filter chain's transport_socket, with and without SDS.
     let chain = "    - name: virtualInbound-blackhole\n      filter_chain_match: { destination_port: 15006 }\n";
@@ -320,8 +322,8 @@ fn secrets_from_a_discovery_service_are_refused_as_such() {
     let base = istio_config("");
     expect_err(
         &base.replace(chain, &format!("{chain}{tls}")),
-        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context.combined_validation_context.validation_context_sds_secret_config.sds_config"),
-        "secrets from a discovery service (SDS) are not supported yet",
+        &format!("{LISTENER}.filter_chains[2].transport_socket.typed_config.common_tls_context.combined_validation_context.validation_context_sds_secret_config.name"),
+        "secret \"ROOTCA\" has not arrived over ADS",
     );
     let plain = "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext }\n";
     expect_err(

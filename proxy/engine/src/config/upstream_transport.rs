@@ -12,11 +12,10 @@ use serde_json::{Map, Value as Json};
 use super::{
     raw::typed_config,
     raw_cluster::{RawTransportSocket, RawUpstreamTlsContext},
-    raw_route::RawDataSource,
     secrets::Secrets,
-    ConfigError, DataSource, FieldPath, UpstreamTls,
+    ConfigError, FieldPath, UpstreamTls,
 };
-use crate::tls_common::{params::Side, TlsParams};
+use crate::tls_common::{check_inline, data_source, params::Side, Pem, TlsParams};
 
 const RAW_BUFFER_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
@@ -137,14 +136,6 @@ fn same(a: &Json, b: &Json) -> bool {
     }
 }
 
-fn data_source(raw: &RawDataSource, p: &FieldPath) -> Result<DataSource, ConfigError> {
-    match (&raw.filename, &raw.inline_string) {
-        (Some(f), None) if !f.is_empty() => Ok(DataSource::File(f.into())),
-        (None, Some(s)) => Ok(DataSource::Inline(s.clone())),
-        _ => Err(p.err("exactly one of filename and inline_string is required")),
-    }
-}
-
 fn upstream_tls(
     raw: RawUpstreamTlsContext,
     p: &FieldPath,
@@ -160,9 +151,15 @@ fn upstream_tls(
     };
     let cp = p.field("common_tls_context");
     let material = secrets.resolve(&ctx, &cp)?;
+    if material.pending.is_some() {
+        tls.pending_secret = material.pending;
+        return Ok(tls);
+    }
     if let Some(v) = &material.validation {
         if let Some((ca, cap)) = &v.trusted_ca {
-            tls.trusted_ca = Some(data_source(ca, cap)?);
+            let d = data_source(ca, cap)?;
+            check_inline(&d, Pem::Certificates, cap)?;
+            tls.trusted_ca = Some(d);
         }
         tls.match_sans = v.san_matchers()?;
         if let (None, Some((_, vp))) = (&tls.trusted_ca, v.sans.first()) {
@@ -175,10 +172,11 @@ fn upstream_tls(
     }
     if let Some((c, tp)) = &material.certificate {
         let (chain, key) = c.pair(tp)?;
-        tls.client_cert = Some((
-            data_source(chain, &tp.field("certificate_chain"))?,
-            data_source(key, &tp.field("private_key"))?,
-        ));
+        let (cp, kp) = (tp.field("certificate_chain"), tp.field("private_key"));
+        let (chain, key) = (data_source(chain, &cp)?, data_source(key, &kp)?);
+        check_inline(&chain, Pem::Certificates, &cp)?;
+        check_inline(&key, Pem::Key, &kp)?;
+        tls.client_cert = Some((chain, key));
     }
     tls.params = TlsParams::build(
         ctx.tls_params.as_ref(),

@@ -24,6 +24,8 @@ use crate::{config::DataSource, tls_common::SanMatchers};
 pub struct TlsOrigin {
     connector: TlsConnector,
     sni: Option<ServerName<'static>>,
+    /// The secret that has not arrived (every handshake fails until a config has it).
+    pending: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for TlsOrigin {
@@ -130,11 +132,18 @@ impl TlsOrigin {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             sni,
+            pending: spec.pending_secret.as_deref().map(Arc::from),
         })
     }
 
     /// Runs the TLS handshake over `tcp`; returns the stream and whether ALPN chose h2.
     pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
+        if let Some(name) = &self.pending {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("secret {name:?} is not supplied by SDS"),
+            ));
+        }
         let name = match &self.sni {
             Some(n) => n.clone(),
             None => ServerName::IpAddress(tcp.peer_addr()?.ip().into()),

@@ -25,8 +25,8 @@ pub struct Plan {
 }
 
 impl Core {
-    /// The plan for `res`: each listener and cluster whose RDS/EDS resources have all arrived (or
-    /// timed out) as accepted, the others at their running version or left out.
+    /// The plan for `res`: each listener and cluster whose RDS/EDS resources and secrets have
+    /// all arrived (or timed out) as accepted, the others at their running version or left out.
     pub(super) fn select(&self, res: &Resources, now: Instant) -> Plan {
         let mut plan = Plan {
             resources: res.clone(),
@@ -34,6 +34,15 @@ impl Core {
         };
         let has = |ty: ResourceType, name: &str| {
             res.get(&ty).is_some_and(|m| m.contains_key(name)) || self.timed_out(ty, name, now)
+        };
+        // Whether every secret asked for is there: then secrets hold nothing back.
+        let secrets = self.names.names(res, ResourceType::Secret);
+        let secrets_in = secrets.iter().all(|n| has(ResourceType::Secret, n));
+        let secrets_of = |v: &crate::resource::Resource| {
+            secrets_in
+                || v.secret_names()
+                    .iter()
+                    .all(|n| has(ResourceType::Secret, n))
         };
         for ty in [ResourceType::Listener, ResourceType::Cluster] {
             let Some(map) = plan.resources.get_mut(&ty) else {
@@ -50,18 +59,19 @@ impl Core {
             let arrived = res
                 .get(&needs)
                 .is_some_and(|m| super::sorted_subset(names.iter(), m.keys()));
-            if arrived || names.iter().all(|n| has(needs, n)) {
+            if secrets_in && (arrived || names.iter().all(|n| has(needs, n))) {
                 continue;
             }
             let map = Arc::make_mut(map);
             let running = self.serving.resources.get(&ty);
             map.retain(|name, v| {
-                let ready = match ty {
-                    ResourceType::Listener => {
-                        v.route_names().iter().all(|r| has(ResourceType::Route, r))
-                    }
-                    _ => v.eds_name().is_none_or(|e| has(ResourceType::Endpoint, e)),
-                };
+                let ready = secrets_of(v)
+                    && match ty {
+                        ResourceType::Listener => {
+                            v.route_names().iter().all(|r| has(ResourceType::Route, r))
+                        }
+                        _ => v.eds_name().is_none_or(|e| has(ResourceType::Endpoint, e)),
+                    };
                 if ready {
                     return true;
                 }

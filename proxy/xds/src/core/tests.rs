@@ -381,6 +381,7 @@ fn a_default_filter_chain_subscribes_and_inlines_its_rds() {
     );
 }
 
+mod secrets;
 mod warming;
 
 #[test]

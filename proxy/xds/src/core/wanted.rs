@@ -1,4 +1,4 @@
-//! The RDS and EDS names a set of listeners or clusters asks for, remembered by the identity of
+//! The RDS, EDS and SDS names a set of listeners or clusters asks for, remembered by the identity of
 //! the resources they were read from. An EDS response leaves every listener and cluster the
 //! same allocation, so the client's many questions about what it subscribes to (before and
 //! after a response, while pruning, for the ACK's `resource_names`) cost a pointer comparison
@@ -23,42 +23,57 @@ const SLOTS: usize = 8;
 /// with the resource) and the names.
 #[derive(Debug)]
 struct Slot {
+    /// What was asked (RDS, EDS, SDS) and of which resources (listeners, clusters).
     ty: ResourceType,
+    source: ResourceType,
     from: Vec<Weak<Resource>>,
     names: Names,
 }
 
-/// The remembered answers, most recent first, and the EDS names every answer includes.
+/// The remembered answers, most recent first, and the EDS and SDS names every answer includes.
 #[derive(Debug, Default)]
 pub struct WantedMemo {
     slots: Mutex<Vec<Slot>>,
     /// The EDS names of the bootstrap file's own EDS clusters, wanted whatever else is.
     static_eds: BTreeSet<String>,
+    /// The secrets the bootstrap file's own listeners and clusters ask for over ADS.
+    static_secrets: BTreeSet<String>,
 }
 
 impl WantedMemo {
-    /// A memo whose EDS answers always include `static_eds`.
-    pub fn new(static_eds: BTreeSet<String>) -> Self {
+    /// A memo whose EDS answers always include `static_eds`, and SDS answers `static_secrets`.
+    pub fn new(static_eds: BTreeSet<String>, static_secrets: BTreeSet<String>) -> Self {
         Self {
             slots: Mutex::default(),
             static_eds,
+            static_secrets,
         }
     }
 
-    /// The RDS names (`ty` Route) of the listeners in `resources`, or the EDS names (`ty`
-    /// Endpoint) of its clusters and the static EDS names; empty for other types.
+    /// The RDS names (`ty` Route) of the listeners in `resources`, the EDS names (`ty`
+    /// Endpoint) of its clusters and the static EDS names, or the secrets (`ty` Secret) its
+    /// listeners and clusters and the file's own ask for over ADS; empty for other types.
     pub fn names(&self, resources: &Resources, ty: ResourceType) -> Names {
-        let source = match ty {
-            ResourceType::Route => ResourceType::Listener,
-            ResourceType::Endpoint => ResourceType::Cluster,
-            _ => return Names::default(),
-        };
+        match ty {
+            ResourceType::Route => self.of(resources, ty, ResourceType::Listener),
+            ResourceType::Endpoint => self.of(resources, ty, ResourceType::Cluster),
+            ResourceType::Secret => union(
+                self.of(resources, ty, ResourceType::Listener),
+                self.of(resources, ty, ResourceType::Cluster),
+            ),
+            _ => Names::default(),
+        }
+    }
+
+    /// The `ty` names of `resources`' `source` resources (with the static ones of `ty`).
+    fn of(&self, resources: &Resources, ty: ResourceType, source: ResourceType) -> Names {
         let map = resources.get(&source);
         let values = || map.into_iter().flat_map(|m| m.values());
         let len = map.map_or(0, |m| m.len());
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let hit = slots.iter().position(|s| {
             s.ty == ty
+                && s.source == source
                 && s.from.len() == len
                 && s.from
                     .iter()
@@ -73,6 +88,11 @@ impl WantedMemo {
         }
         let names: Names = Arc::new(match ty {
             ResourceType::Route => values().flat_map(|v| v.route_names()).cloned().collect(),
+            ResourceType::Secret => values()
+                .flat_map(|v| v.secret_names())
+                .chain(&self.static_secrets)
+                .cloned()
+                .collect(),
             _ => values()
                 .filter_map(|v| v.eds_name())
                 .chain(&self.static_eds)
@@ -83,6 +103,7 @@ impl WantedMemo {
             0,
             Slot {
                 ty,
+                source,
                 from: values().map(Arc::downgrade).collect(),
                 names: names.clone(),
             },
