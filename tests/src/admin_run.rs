@@ -193,3 +193,16 @@ fn dechunk(mut b: &str) -> String {
     }
     out
 }
+
+/// The SecretsConfigDump of a `/config_dump` body (the certificates istioctl's
+/// `proxy-config secret` reads).
+pub fn secrets_config_dump(body: &str) -> serde_json::Value {
+    let dump: serde_json::Value = serde_json::from_str(body).expect("/config_dump JSON");
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump")
+        .cloned()
+        .expect("a SecretsConfigDump")
+}

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use sluice_tests::{
-    admin_run::{get, start_text},
+    admin_run::{get, secrets_config_dump, start_text},
     conformance::proxy::free_ports,
     upstream::{
         harness::{curl_opt, TempDir},
@@ -118,6 +118,7 @@ fn istio_inbound_mtls_from_static_secrets_matches_envoy() {
     let client = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
     let mut results = Vec::new();
     let mut cert_views = Vec::new();
+    let mut secret_dumps = Vec::new();
     for envoy in [true, false] {
         let [mesh, strict] = free_ports::<2>();
         let proxy = start_text(
@@ -185,6 +186,9 @@ fn istio_inbound_mtls_from_static_secrets_matches_envoy() {
         }
         let (status, certs) = get(&proxy.admin, "GET", "/certs");
         assert_eq!(status, 200, "{certs}");
+        let (status, dump) = get(&proxy.admin, "GET", "/config_dump");
+        assert_eq!(status, 200, "{dump}");
+        secret_dumps.push(secrets_config_dump(&dump));
         drop(proxy);
         results.push(got);
         cert_views.push(serde_json::from_str::<serde_json::Value>(&certs).expect("/certs JSON"));
@@ -193,6 +197,12 @@ fn istio_inbound_mtls_from_static_secrets_matches_envoy() {
         cert_views[1], cert_views[0],
         "/certs: sluice (left) and Envoy (right)"
     );
+    // The static secrets in /config_dump, as istioctl's `proxy-config secret` reads them.
+    assert_eq!(
+        secret_dumps[1], secret_dumps[0],
+        "SecretsConfigDump: sluice (left) and Envoy (right)"
+    );
+    assert_eq!(secret_dumps[0]["static_secrets"][0]["name"], "default");
     let (envoy, sluice) = (&results[0], &results[1]);
     for ((what, e), (_, s)) in envoy.iter().zip(sluice) {
         assert_eq!(s, e, "{what}: sluice (left) and Envoy (right) differ");

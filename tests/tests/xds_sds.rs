@@ -10,8 +10,9 @@
 
 use serde_json::{json, Value};
 use sluice_tests::{
+    admin_run::secrets_config_dump,
     upstream::{harness::free_port, tls::test_pki, TestUpstream},
-    xds_run::{start_serving_a, Kind, Run},
+    xds_run::{admin_get, start_serving_a, Kind, Run},
     xds_script::{bootstrap, listener, rds, routes},
     xds_server::{Snapshot, XdsServer, CDS, SDS},
 };
@@ -80,6 +81,37 @@ fn snapshot(
     Snapshot::from_json(version, &items)
 }
 
+/// The SecretsConfigDump of `/config_dump` (times left out; the certificates differ per run,
+/// so only whether they are there is kept; the key must be redacted): what istioctl's
+/// `proxy-config secret` reads.
+async fn secrets_dump(admin: u16) -> String {
+    let (status, body) = admin_get(admin, "/config_dump")
+        .await
+        .expect("/config_dump");
+    assert_eq!(status, 200, "{body}");
+    let mut s = secrets_config_dump(&body);
+    // Envoy lists them in the order its secret providers were made, sluice by name.
+    if let Some(list) = s["dynamic_active_secrets"].as_array_mut() {
+        list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    }
+    for d in s["dynamic_active_secrets"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        d.as_object_mut().expect("entry").remove("last_updated");
+        for pem in [
+            "/secret/tls_certificate/certificate_chain/inline_bytes",
+            "/secret/validation_context/trusted_ca/inline_bytes",
+        ] {
+            if let Some(v) = d.pointer_mut(pem) {
+                *v = json!(v.as_str().is_some_and(|c| c.len() > 100));
+            }
+        }
+    }
+    s.to_string()
+}
+
 async fn scenario(kind: Kind) -> Vec<String> {
     let pki = test_pki();
     let stranger = test_pki();
@@ -102,6 +134,7 @@ async fn scenario(kind: Kind) -> Vec<String> {
     };
     run.ports.push((port, "web"));
     run.ack(&server, SDS, "1").await;
+    run.trace.push(secrets_dump(admin).await);
 
     let rotated = secrets(
         &pki.spiffe_cert_pem,
@@ -138,4 +171,9 @@ async fn secrets_over_ads_give_envoys_answers() {
     let envoy = scenario(Kind::Envoy).await;
     let sluice = scenario(Kind::Sluice).await;
     assert_eq!(sluice, envoy, "sluice (left) and Envoy (right)");
+    assert!(
+        envoy[1].contains(r#""private_key":{"inline_bytes":"W3JlZGFjdGVkXQ=="}"#),
+        "the key is redacted: {}",
+        envoy[1]
+    );
 }

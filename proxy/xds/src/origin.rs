@@ -200,6 +200,7 @@ impl Meta {
         o.endpoints = dump(accepted, ResourceType::Endpoint, false);
         o.warming_listeners = dump(accepted, ResourceType::Listener, true);
         o.warming_clusters = dump(accepted, ResourceType::Cluster, true);
+        o.secrets = dump(accepted, ResourceType::Secret, false);
         o.lds_version = versions.get(&ResourceType::Listener).cloned();
         o.cds_version = versions.get(&ResourceType::Cluster).cloned();
         o

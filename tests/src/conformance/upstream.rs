@@ -47,6 +47,8 @@ pub struct Reply {
     /// Wait this long between the response head and its body (body idle timeouts).
     #[serde(default)]
     pub body_delay_ms: u64,
+    /// Instead of a response: these bytes, then close (a malformed response head; HTTP/1).
+    pub raw: Option<String>,
 }
 
 fn default_status() -> u16 {
@@ -361,6 +363,7 @@ impl Conn {
             close: false,
             chunked: false,
             body_delay_ms: 0,
+            raw: None,
         })
     }
 
@@ -431,6 +434,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
         }
         if reply.close {
+            return;
+        }
+        if let Some(raw) = &reply.raw {
+            let _ = sock.write_all(raw.as_bytes()).await;
+            let _ = sock.shutdown().await;
             return;
         }
         let body = c.body(&reply);

@@ -42,6 +42,9 @@ pub struct ConfigOrigin {
     pub warming_listeners: BTreeMap<String, DynamicEntry>,
     /// Clusters accepted but still warming (their EDS on its way), by name.
     pub warming_clusters: BTreeMap<String, DynamicEntry>,
+    /// Secrets over ADS by name (SecretsConfigDump's `dynamic_active_secrets`; keys redacted
+    /// when dumped).
+    pub secrets: BTreeMap<String, DynamicEntry>,
     /// The last accepted LDS `version_info` (ListenersConfigDump.version_info).
     pub lds_version: Option<String>,
     /// The last accepted CDS `version_info` (ClustersConfigDump.version_info).
@@ -65,6 +68,7 @@ impl ConfigOrigin {
             endpoints: BTreeMap::new(),
             warming_listeners: BTreeMap::new(),
             warming_clusters: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             lds_version: None,
             cds_version: None,
         }

@@ -1,6 +1,7 @@
-//! Secrets never leave through the admin interface: every `DataSource` under a sensitive
-//! field (`private_key`, `password`, ...) keeps its `filename` but has its inline contents
-//! replaced by `[redacted]`, as Envoy's config dump does; SDS secrets are not dumped at all.
+//! Secrets never leave through the admin interface: every value under a sensitive field
+//! (`private_key`, `password`, ...) is replaced by `[redacted]` (a bytes field by its base64),
+//! its file name too, as Envoy 1.40's config dump does (checked against it by test
+//! `downstream_tls_secrets`).
 
 use serde_json::Value;
 
@@ -15,12 +16,17 @@ const SENSITIVE: &[&str] = &[
     "pkcs12",
 ];
 
+/// `[redacted]` in base64, the redacted form of a bytes field.
+const REDACTED_BYTES: &str = "W3JlZGFjdGVkXQ==";
+
 /// The redacted form of a sensitive field's value.
 fn redact_value(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {
-                if k == "filename" || k == "environment_variable" {
+                // A bytes field stays valid proto JSON: base64 of `[redacted]`, as Envoy's.
+                if k == "inline_bytes" {
+                    *val = Value::String(REDACTED_BYTES.into());
                     continue;
                 }
                 *val = match val {
@@ -42,7 +48,10 @@ pub fn redact(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {
-                if SENSITIVE.contains(&k.as_str()) {
+                // A Secret in a SecretsConfigDump is a message (`@type`), not GenericSecret's
+                // `secret` DataSource: its own sensitive fields are found inside.
+                let message = val.get("@type").is_some();
+                if SENSITIVE.contains(&k.as_str()) && !message {
                     redact_value(val);
                 } else {
                     redact(val);
@@ -66,7 +75,14 @@ mod tests {
         let text = v.to_string();
         assert!(!text.contains("BEGIN PRIVATE KEY"), "{text}");
         assert!(!text.contains("c2VjcmV0"), "{text}");
-        assert!(text.contains("/c.pem") && text.contains("/k.pem"), "{text}");
+        assert!(
+            text.contains("/c.pem") && !text.contains("/k.pem"),
+            "{text}"
+        );
+        assert_eq!(
+            v["a"][0]["tls_certificates"][1]["password"]["inline_bytes"],
+            "W3JlZGFjdGVkXQ=="
+        );
         assert_eq!(
             v["a"][0]["tls_certificates"][0]["private_key"]["inline_string"],
             "[redacted]"

@@ -588,6 +588,8 @@ pub(super) fn origin_form(path: &PathAndQuery) -> Uri {
 enum AttemptError {
     Connect(ConnectError),
     Reset,
+    /// The upstream's response head did not parse: Envoy's 502 `protocol error` (UPE).
+    Protocol,
     Timeout,
     /// The client's request body failed (a downstream protocol error).
     Downstream,
@@ -601,6 +603,7 @@ impl AttemptError {
             AttemptError::Connect(ConnectError::Timeout) => Some(local_reply::CONNECT_TIMEOUT),
             AttemptError::Connect(_) => Some("remote connection failure"),
             AttemptError::Reset => Some("connection termination"),
+            AttemptError::Protocol => Some("protocol error"),
             AttemptError::Timeout | AttemptError::Downstream => None,
         }
     }
@@ -639,6 +642,7 @@ async fn attempt(
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),
                 SendError::Reset => AttemptError::Reset,
+                SendError::Protocol => AttemptError::Protocol,
                 SendError::Downstream => AttemptError::Downstream,
                 // Envoy's `onPerTryIdleTimeout`: a per-try timeout of its own counter.
                 SendError::IdleTimeout => {

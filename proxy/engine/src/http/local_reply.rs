@@ -25,6 +25,8 @@ pub enum Flag {
     Timeout,
     /// UC: upstream connection termination.
     ConnectionTermination,
+    /// UPE: the upstream's response did not parse.
+    UpstreamProtocolError,
     /// URX: retry limit exceeded (upstream answered with a retriable error each time).
     RetryLimitExceeded,
     /// DC: downstream connection termination.
@@ -41,13 +43,36 @@ pub enum Flag {
     DelayInjected,
     /// RL: the local rate limit filter refused the request.
     RateLimited,
+    /// URX,UF: the last retry, too, failed to connect.
+    RetryLimitConnectFailure,
+    /// URX,UC: the last retry, too, was reset.
+    RetryLimitConnectionTermination,
+    /// URX,UPE: the last retry's response, too, did not parse.
+    RetryLimitProtocolError,
+    /// URX,UT: the last retry, too, hit its per-try timeout.
+    RetryLimitTimeout,
 }
 
 impl Flag {
     /// Whether the upstream could not be reached at all (UF connect failure, UH no healthy
     /// host): what the capture side counts as a failed upstream, like a failed TCP connect.
     pub fn is_upstream_failure(self) -> bool {
-        matches!(self, Flag::ConnectFailure | Flag::NoHealthyUpstream)
+        matches!(
+            self,
+            Flag::ConnectFailure | Flag::RetryLimitConnectFailure | Flag::NoHealthyUpstream
+        )
+    }
+
+    /// This local failure's flag once retries ran out on it: Envoy adds URX (first, as it
+    /// prints them) to a connect failure, a reset, a protocol error and a per-try timeout.
+    pub fn after_retries(self) -> Flag {
+        match self {
+            Flag::ConnectFailure => Flag::RetryLimitConnectFailure,
+            Flag::ConnectionTermination => Flag::RetryLimitConnectionTermination,
+            Flag::UpstreamProtocolError => Flag::RetryLimitProtocolError,
+            Flag::Timeout => Flag::RetryLimitTimeout,
+            other => other,
+        }
     }
 
     /// The short flag text.
@@ -61,6 +86,7 @@ impl Flag {
             Flag::Overflow => "UO",
             Flag::Timeout => "UT",
             Flag::ConnectionTermination => "UC",
+            Flag::UpstreamProtocolError => "UPE",
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
             Flag::StreamIdleTimeout => "SI",
@@ -69,6 +95,10 @@ impl Flag {
             Flag::FaultInjected => "FI",
             Flag::DelayInjected => "DI",
             Flag::RateLimited => "RL",
+            Flag::RetryLimitConnectFailure => "URX,UF",
+            Flag::RetryLimitConnectionTermination => "URX,UC",
+            Flag::RetryLimitProtocolError => "URX,UPE",
+            Flag::RetryLimitTimeout => "URX,UT",
         }
     }
 }
@@ -179,12 +209,17 @@ pub const CONNECT_TIMEOUT: &str = "connection timeout";
 /// The local reply for an upstream attempt that failed with Envoy's reset `reason` (503), in
 /// Envoy's `... retried and the latest reset reason: ...` form when the request was retried.
 pub fn for_reset(reason: &str, retried: bool) -> Response<Body> {
+    for_reset_with(503, reason, retried)
+}
+
+/// [`for_reset`] with another status (Envoy's 502 for a protocol error).
+pub fn for_reset_with(status: u16, reason: &str, retried: bool) -> Response<Body> {
     let how = if retried {
         "retried and the latest reset reason: "
     } else {
         "reset reason: "
     };
-    reply(503, &format!("{RESET_PREFIX}{how}{reason}"))
+    reply(status, &format!("{RESET_PREFIX}{how}{reason}"))
 }
 
 /// The status and body Envoy sends for a local failure flag.
@@ -202,7 +237,7 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
         Flag::NoRoute => reply(404, ""),
         Flag::NoCluster => reply(503, ""),
         Flag::NoHealthyUpstream => reply(503, "no healthy upstream"),
-        Flag::ConnectFailure => reply(
+        Flag::ConnectFailure | Flag::RetryLimitConnectFailure => reply(
             503,
             "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
         ),
@@ -215,8 +250,12 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
                 .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
             r
         }
-        Flag::Timeout => reply(504, "upstream request timeout"),
-        Flag::ConnectionTermination | Flag::RetryLimitExceeded => reply(
+        Flag::Timeout | Flag::RetryLimitTimeout => reply(504, "upstream request timeout"),
+        Flag::UpstreamProtocolError => for_reset_with(502, "protocol error", false),
+        Flag::RetryLimitProtocolError => for_reset_with(502, "protocol error", true),
+        Flag::ConnectionTermination
+        | Flag::RetryLimitConnectionTermination
+        | Flag::RetryLimitExceeded => reply(
             503,
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         ),

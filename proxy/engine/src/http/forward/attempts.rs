@@ -200,11 +200,20 @@ impl Attempts<'_> {
                 let flag = match e {
                     AttemptError::Connect(_) => Flag::ConnectFailure,
                     AttemptError::Reset => Flag::ConnectionTermination,
+                    AttemptError::Protocol => Flag::UpstreamProtocolError,
                     AttemptError::Timeout => Flag::Timeout,
                     AttemptError::Downstream => Flag::DownstreamProtocolError,
                 };
+                let flag = match fin.flag {
+                    Flag::RetryLimitExceeded => flag.after_retries(),
+                    _ => flag,
+                };
                 let mut o = Outcome::local(flag);
                 o.resp = match e.reset_reason() {
+                    // Envoy's router answers a protocol error 502, every other reset 503.
+                    Some(reason) if matches!(e, AttemptError::Protocol) => {
+                        local_reply::for_reset_with(502, reason, fin.attempts > 1)
+                    }
                     Some(reason) => local_reply::for_reset(reason, fin.attempts > 1),
                     None => local_reply::for_flag(flag),
                 };
@@ -243,7 +252,10 @@ pub(super) fn classify(
                 timeout: matches!(e, ConnectError::Timeout),
             },
         ),
+        // A protocol error is a reset to the retry policy (`reset`, `5xx`), as Envoy's
+        // `wouldRetryFromReset`; outlier detection sees the 502 it answers.
         Err(AttemptError::Reset) => (Try::Reset, HostResult::Status(503)),
+        Err(AttemptError::Protocol) => (Try::Reset, HostResult::Status(502)),
         Err(AttemptError::Timeout) => (
             Try::PerTryTimeout,
             HostResult::LocalOrigin { timeout: true },

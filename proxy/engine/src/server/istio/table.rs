@@ -17,7 +17,7 @@ pub const BUCKETS_MS: [f64; 19] = [
 pub const SLOTS: usize = 32;
 
 /// Every response flag, indexed by its key bits.
-const FLAGS: [Flag; 13] = [
+const FLAGS: [Flag; 21] = [
     Flag::None,
     Flag::NoRoute,
     Flag::NoCluster,
@@ -31,6 +31,14 @@ const FLAGS: [Flag; 13] = [
     Flag::StreamIdleTimeout,
     Flag::DownstreamProtocolError,
     Flag::DurationTimeout,
+    Flag::FaultInjected,
+    Flag::DelayInjected,
+    Flag::RateLimited,
+    Flag::UpstreamProtocolError,
+    Flag::RetryLimitConnectFailure,
+    Flag::RetryLimitConnectionTermination,
+    Flag::RetryLimitProtocolError,
+    Flag::RetryLimitTimeout,
 ];
 
 /// Set in every used key, so 0 means "free slot".
@@ -143,6 +151,45 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_keeps_its_name_in_a_key() {
+        // Exhaustive: a new flag does not compile here until it is listed, and must then be
+        // in FLAGS (else its requests would be labelled `-`).
+        let all = |f: Flag| match f {
+            Flag::None
+            | Flag::NoRoute
+            | Flag::NoCluster
+            | Flag::NoHealthyUpstream
+            | Flag::ConnectFailure
+            | Flag::Overflow
+            | Flag::Timeout
+            | Flag::ConnectionTermination
+            | Flag::UpstreamProtocolError
+            | Flag::RetryLimitExceeded
+            | Flag::DownstreamTermination
+            | Flag::StreamIdleTimeout
+            | Flag::DownstreamProtocolError
+            | Flag::DurationTimeout
+            | Flag::FaultInjected
+            | Flag::DelayInjected
+            | Flag::RateLimited
+            | Flag::RetryLimitConnectFailure
+            | Flag::RetryLimitConnectionTermination
+            | Flag::RetryLimitProtocolError
+            | Flag::RetryLimitTimeout => f,
+        };
+        for f in FLAGS.map(all) {
+            assert_eq!(Key::new(200, f, false, 80).parts().map(|p| p.1), Some(f));
+        }
+        assert_eq!(FLAGS.len(), 21);
+        assert_eq!(
+            Flag::ConnectionTermination.after_retries().as_str(),
+            "URX,UC"
+        );
+        assert_eq!(Flag::Timeout.after_retries().as_str(), "URX,UT");
+        assert_eq!(Flag::NoRoute.after_retries().as_str(), "NR");
+    }
 
     #[test]
     fn keys_round_trip_and_full_tables_fold_into_overflow() {

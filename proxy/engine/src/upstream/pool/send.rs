@@ -24,6 +24,9 @@ pub enum SendError {
     Connect(ConnectError),
     /// The connection failed or was reset before a response head arrived.
     Reset,
+    /// The upstream answered with something that is not an HTTP/1 response head (Envoy's
+    /// `ProtocolError` reset reason).
+    Protocol,
     /// No response head within the idle time given to [`HostPool::send`] (the request was
     /// reset: its connection closed or its HTTP/2 stream cancelled).
     IdleTimeout,
@@ -42,6 +45,8 @@ enum Failure<B> {
     Downstream,
     /// No response head within the idle time.
     IdleTimeout,
+    /// The response head did not parse.
+    Protocol,
     /// Anything else.
     Failed,
 }
@@ -76,6 +81,7 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
             Err(Failure::Downstream) => return Err(SendError::Downstream),
             Err(Failure::IdleTimeout) => return Err(SendError::IdleTimeout),
+            Err(Failure::Protocol) => return Err(SendError::Protocol),
             Err(_) => return Err(SendError::Reset),
         };
         let sender = connect(
@@ -95,6 +101,7 @@ impl<B: PoolBody> HostPool<B> {
             .map_err(|f| match f {
                 Failure::Downstream => SendError::Downstream,
                 Failure::IdleTimeout => SendError::IdleTimeout,
+                Failure::Protocol => SendError::Protocol,
                 _ => SendError::Reset,
             })
     }
@@ -143,6 +150,7 @@ impl<B: PoolBody> HostPool<B> {
                         _ if e.error().is_user() => Err(Failure::Downstream),
                         Some(req) if !e.error().is_parse() => Err(Failure::NotSent(Box::new(req))),
                         _ if closed_early(e.error()) => Err(Failure::NoResponse),
+                        _ if e.error().is_parse() => Err(Failure::Protocol),
                         _ => Err(Failure::Failed),
                     },
                 }
