@@ -1,4 +1,4 @@
-//! `sluice proxy-config listener|route|cluster|endpoint|all TARGET [-o short|json|yaml]`:
+//! `sluice proxy-config listener|route|cluster|endpoint|secret|all TARGET [-o short|json|yaml]`:
 //! istioctl's `proxy-config` views (its columns, wording, order and filters) over the admin
 //! interface's `/config_dump` (and `/clusters?format=json` for endpoints). TARGET is an admin
 //! address (`127.0.0.1:15000`); `-f FILE` reads a saved dump instead — sluice's or Envoy's.
@@ -10,6 +10,7 @@ mod endpoint;
 pub(crate) mod fetch;
 mod listener;
 mod route;
+mod secret;
 mod table;
 mod target;
 #[cfg(test)]
@@ -33,6 +34,9 @@ pub enum View {
     Cluster,
     /// Endpoints: ENDPOINT / STATUS / OUTLIER CHECK / CLUSTER.
     Endpoint,
+    /// Secrets: RESOURCE NAME / TYPE / STATUS / VALID CERT / SERIAL NUMBER / NOT AFTER /
+    /// NOT BEFORE.
+    Secret,
     /// Everything (istioctl's `all`).
     All,
 }
@@ -51,7 +55,7 @@ pub enum Output {
 /// `sluice proxy-config` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// listener, route, cluster, endpoint or all.
+    /// listener, route, cluster, endpoint, secret or all.
     #[arg(value_enum)]
     pub view: View,
     /// The proxy's admin address (e.g. 127.0.0.1:15000), a node-mode pod as NAMESPACE/NAME or
@@ -218,6 +222,15 @@ pub fn render(args: &Args, inputs: &Inputs) -> anyhow::Result<String> {
                 .map_or(Value::Null, |c| c["cluster_statuses"].clone());
             structured(statuses, args.output)
         }
+        View::Secret => {
+            if short {
+                return Ok(secret_table(d));
+            }
+            let s = dump::message(d, "SecretsConfigDump")
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no secrets found"))?;
+            structured(s, args.output)
+        }
         View::All => {
             if !short {
                 return structured(d.clone(), args.output);
@@ -265,7 +278,7 @@ fn all(
     out.push_str(&table::render(&route::rows(&rs, &args.name, true), 5));
     out.push('\n');
     header(&mut out, "SECRET INFO");
-    out.push_str("No active or warming secrets found.\n");
+    out.push_str(&secret_table(d));
     out.push('\n');
     header(&mut out, "ENDPOINTS INFO");
     out.push_str(&table::render(
@@ -273,6 +286,14 @@ fn all(
         5,
     ));
     Ok(out)
+}
+
+/// istioctl's secret summary: the table, or its sentence without dynamic secrets.
+fn secret_table(d: &Value) -> String {
+    match secret::rows(d) {
+        Some(rows) => table::render(&rows, 5),
+        None => "No active or warming secrets found.\n".into(),
+    }
 }
 
 /// istioctl's bootstrap summary: Istio versions from the node metadata, the proxy's version

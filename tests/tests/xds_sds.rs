@@ -11,6 +11,7 @@
 use serde_json::{json, Value};
 use sluice_tests::{
     admin_run::secrets_config_dump,
+    sluice_cli::sluice_bin,
     upstream::{harness::free_port, tls::test_pki, TestUpstream},
     xds_run::{admin_get, start_serving_a, Kind, Run},
     xds_script::{bootstrap, listener, rds, routes},
@@ -112,6 +113,41 @@ async fn secrets_dump(admin: u16) -> String {
     s.to_string()
 }
 
+/// `sluice proxy-config secret` against the admin (istioctl's table), each row's serial number
+/// and dates replaced by their shape: the certificates differ per run.
+async fn secret_view(admin: u16) -> String {
+    let target = format!("127.0.0.1:{admin}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(sluice_bin())
+            .args(["proxy-config", "secret", &target])
+            .output()
+            .expect("run sluice proxy-config")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Envoy lists secrets in the order its providers were made, sluice by name.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].sort_unstable();
+    lines
+        .into_iter()
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let mut masked: Vec<String> = Vec::new();
+            for c in cols {
+                masked.push(match c {
+                    c if c.len() == 20 && c.ends_with('Z') && c.contains('T') => "<time>".into(),
+                    c if c.len() > 4 && c.bytes().all(|b| b.is_ascii_digit()) => "<serial>".into(),
+                    c => c.into(),
+                });
+            }
+            masked.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn scenario(kind: Kind) -> Vec<String> {
     let pki = test_pki();
     let stranger = test_pki();
@@ -135,6 +171,7 @@ async fn scenario(kind: Kind) -> Vec<String> {
     run.ports.push((port, "web"));
     run.ack(&server, SDS, "1").await;
     run.trace.push(secrets_dump(admin).await);
+    run.trace.push(secret_view(admin).await);
 
     let rotated = secrets(
         &pki.spiffe_cert_pem,
@@ -175,5 +212,12 @@ async fn secrets_over_ads_give_envoys_answers() {
         envoy[1].contains(r#""private_key":{"inline_bytes":"W3JlZGFjdGVkXQ=="}"#),
         "the key is redacted: {}",
         envoy[1]
+    );
+    assert_eq!(
+        envoy[2],
+        "RESOURCE NAME TYPE STATUS VALID CERT SERIAL NUMBER NOT AFTER NOT BEFORE\n\
+         ROOTCA CA ACTIVE true <serial> <time> <time>\n\
+         default Cert Chain ACTIVE true <serial> <time> <time>",
+        "istioctl's secret table over Envoy's dump"
     );
 }
