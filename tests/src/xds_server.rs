@@ -21,6 +21,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     },
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
 use futures_util::Stream;
 use serde_json::Value;
 use sluice_xds::convert::{json_to_any, Any};
@@ -295,12 +298,16 @@ impl XdsServer {
         if *self.kill.borrow() {
             self.kill = watch::channel(false).0;
         }
-        let svc = AggregatedDiscoveryServiceServer::new(Ads {
+        let ads = Ads {
             snapshot: self.snapshot.subscribe(),
             shared: self.shared.clone(),
             kill: self.kill.subscribe(),
-        });
-        let router = tonic::transport::Server::builder().add_service(svc);
+        };
+        // The same server answers SecretDiscoveryService's StreamSecrets (as pilot-agent's SDS
+        // server does) from the same snapshot.
+        let router = tonic::transport::Server::builder()
+            .add_service(SecretDiscoveryServiceServer::new(ads.clone()))
+            .add_service(AggregatedDiscoveryServiceServer::new(ads));
         let mut kill = self.kill.subscribe();
         let killed = async move {
             let _ = kill.wait_for(|k| *k).await;
@@ -539,6 +546,35 @@ fn version_of(any: &Any) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     any.value.hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+/// SecretDiscoveryService: a State-of-the-world stream like the ADS one (its requests carry
+/// the Secret type URL); Delta and Fetch are not served.
+#[tonic::async_trait]
+impl SecretDiscoveryService for Ads {
+    type StreamSecretsStream = Out<DiscoveryResponse>;
+    type DeltaSecretsStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_secrets(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        self.stream_aggregated_resources(req).await
+    }
+
+    async fn delta_secrets(
+        &self,
+        _: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented("DeltaSecrets"))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("FetchSecrets"))
+    }
 }
 
 #[tonic::async_trait]

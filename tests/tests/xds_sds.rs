@@ -1,19 +1,22 @@
-//! Secrets over ADS (`sds_config: {ads: {}}`), Istio's upstream mTLS shape: a cluster's
-//! `UpstreamTlsContext` names its client certificate (`default`) and its CA (`ROOTCA`, in a
-//! `combined_validation_context` with a SAN matcher) as secrets the management server sends as
-//! `Secret` resources with `inline_bytes`, as istiod does. The same server script runs under
-//! Envoy 1.40 and under sluice, and both answer the same: the request reaches the mTLS upstream
-//! once the secrets are there; a CA rotated to one that did not sign the upstream fails the
-//! handshake (503); rotating back with another client certificate serves again; a certificate
-//! that is not PEM is NACKed and the running one stays. Every request opens its own upstream connection
-//! (`max_requests_per_connection: 1`), so each sees the secrets of its moment.
+//! Secrets over ADS (`sds_config: {ads: {}}`) and from Istio's `sds-grpc` cluster (a GRPC
+//! `api_config_source`: its own SecretDiscoveryService stream on a unix socket), in Istio's
+//! upstream mTLS shape: a cluster's `UpstreamTlsContext` names its client certificate
+//! (`default`) and its CA (`ROOTCA`, in a `combined_validation_context` with a SAN matcher) as
+//! secrets the management server sends with `inline_bytes`, as istiod and pilot-agent do. The
+//! same server script runs under Envoy 1.40 and under sluice, and both answer the same: the
+//! request reaches the mTLS upstream once the secrets are there; the SecretsConfigDump and
+//! istioctl's secret table agree; a CA rotated to one that did not sign the upstream fails the
+//! handshake (503); rotating back with another client certificate serves again. Then (sluice
+//! alone, see there) a certificate that is not PEM is NACKed naming it and the running one
+//! stays. Every request opens its own upstream connection (`max_requests_per_connection: 1`),
+//! so each sees the secrets of its moment.
 
 use serde_json::{json, Value};
 use sluice_tests::{
     admin_run::secrets_config_dump,
     sluice_cli::sluice_bin,
     upstream::{harness::free_port, tls::test_pki, TestUpstream},
-    xds_run::{admin_get, start_serving_a, Kind, Run},
+    xds_run::{admin_get, start_proxy, start_serving_a, Kind, Run},
     xds_script::{bootstrap, listener, rds, routes},
     xds_server::{Snapshot, XdsServer, CDS, SDS},
 };
@@ -23,9 +26,32 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// The cluster `a` to the mTLS upstream on `port`, its secrets from ADS.
-fn mtls_cluster(port: u16) -> (&'static str, Value) {
-    let ads = json!({"ads": {}, "resource_api_version": "V3"});
+/// Where the secrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `sds_config: {ads: {}}`: the ADS stream.
+    Ads,
+    /// Istio's sidecar form: `api_config_source` to the static cluster `sds-grpc`, a unix
+    /// socket served by another server (pilot-agent's role).
+    SdsGrpc,
+}
+
+impl Source {
+    fn sds_config(self) -> Value {
+        match self {
+            Source::Ads => json!({"ads": {}, "resource_api_version": "V3"}),
+            Source::SdsGrpc => json!({
+                "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                    "set_node_on_first_message_only": true,
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]},
+                "initial_fetch_timeout": "0s", "resource_api_version": "V3"}),
+        }
+    }
+}
+
+/// The cluster `a` to the mTLS upstream on `port`, its secrets from `source`.
+fn mtls_cluster(port: u16, source: Source) -> (&'static str, Value) {
+    let ads = source.sds_config();
     (
         CDS,
         json!({"name": "a", "type": "STATIC", "connect_timeout": "1s",
@@ -67,19 +93,111 @@ fn secrets(cert: &str, key: &str, ca: &str, bad: bool) -> [(&'static str, Value)
     ]
 }
 
+/// The configuration, with the secrets over ADS.
 fn snapshot(
     version: &str,
     port: u16,
     upstream: u16,
     secrets: [(&'static str, Value); 2],
 ) -> Snapshot {
-    let mut items = vec![
-        listener("web", port, rds("r")),
-        routes("r", &[("/", "a")]),
-        mtls_cluster(upstream),
-    ];
+    let mut items = config(port, upstream, Source::Ads);
     items.extend(secrets);
     Snapshot::from_json(version, &items)
+}
+
+fn config(port: u16, upstream: u16, source: Source) -> Vec<(&'static str, Value)> {
+    vec![
+        listener("web", port, rds("r")),
+        routes("r", &[("/", "a")]),
+        mtls_cluster(upstream, source),
+    ]
+}
+
+/// The ADS bootstrap, with Istio's `sds-grpc` cluster on the unix socket `sds`.
+fn bootstrap_with_sds(admin: u16, ads: std::net::SocketAddr, sds: &std::path::Path) -> String {
+    bootstrap(admin, ads, "GRPC")
+        + &format!(
+            r#"  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              pipe: {{ path: {} }}
+"#,
+            sds.display()
+        )
+}
+
+/// Istio's sidecar shape: the listener and cluster over ADS, the secrets on their own stream
+/// to `sds-grpc` (a unix socket), which `/ready` waits for (`initial_fetch_timeout: 0s`); then
+/// the same rotation, refusal and views as over ADS.
+async fn sds_grpc_scenario(kind: Kind) -> Vec<String> {
+    let pki = test_pki();
+    let stranger = test_pki();
+    let up = TestUpstream::start_tls("a", pki.server_mtls.clone()).await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = sluice_tests::upstream::harness::TempDir::new("xds-sds-grpc");
+    let sock = dir.path("sds.sock");
+    let ads = XdsServer::start().await;
+    let sds = XdsServer::start_unix(sock.clone()).await;
+    ads.set(Snapshot::from_json(
+        "1",
+        &config(port, up.port(), Source::SdsGrpc),
+    ));
+    let spiffe = |bad| secrets(&pki.spiffe_cert_pem, &pki.spiffe_key_pem, &pki.ca_pem, bad);
+    sds.set(Snapshot::from_json("1", &spiffe(false)));
+    let yaml = bootstrap_with_sds(admin, ads.addr, &sock);
+    let proxy = tokio::task::spawn_blocking(move || start_proxy(kind, &yaml, admin))
+        .await
+        .unwrap();
+    let mut run = Run {
+        strict: kind == Kind::Sluice,
+        ..Run::strict()
+    };
+    run.ports.push((port, "web"));
+    run.ack(&sds, SDS, "1").await;
+    run.expect(port, "/", 200, "a").await;
+    run.trace.push(secrets_dump(admin).await);
+    run.trace.push(secret_view(admin).await);
+
+    let rotated = secrets(
+        &pki.spiffe_cert_pem,
+        &pki.spiffe_key_pem,
+        &stranger.ca_pem,
+        false,
+    );
+    sds.set(Snapshot::from_json("2", &rotated));
+    run.ack(&sds, SDS, "2").await;
+    run.expect(port, "/", 503, "").await;
+
+    let back = secrets(
+        &pki.client_cert_pem,
+        &pki.client_key_pem,
+        &pki.ca_pem,
+        false,
+    );
+    sds.set(Snapshot::from_json("3", &back));
+    run.ack(&sds, SDS, "3").await;
+    run.expect(port, "/", 200, "a").await;
+
+    if kind == Kind::Sluice {
+        sds.set(Snapshot::from_json("4", &spiffe(true)));
+        let mut own = Run::strict();
+        own.ports.push((port, "web"));
+        let what = ["Secret \"default\": tls_certificate.certificate_chain"];
+        own.nack(&sds, SDS, "4", &what).await;
+        own.expect(port, "/", 200, "a").await;
+    }
+    drop(proxy);
+    run.trace
 }
 
 /// The SecretsConfigDump of `/config_dump` (times left out; the certificates differ per run,
@@ -193,12 +311,17 @@ async fn scenario(kind: Kind) -> Vec<String> {
     run.ack(&server, SDS, "3").await;
     run.expect(port, "/", 200, "a").await;
 
-    // Last: Envoy keeps a refused secret and refuses every later update that rebuilds a
-    // context with it, which sluice does not copy.
-    server.set(snapshot("4", port, up.port(), spiffe(true)));
-    let what = ["Secret \"default\": tls_certificate.certificate_chain"];
-    run.nack(&server, SDS, "4", &what).await;
-    run.expect(port, "/", 200, "a").await;
+    // Last, and sluice's alone: a certificate that is not PEM is NACKed naming it and the
+    // running one stays. Envoy's answer varies here (seen ACK and NACK of the same update), and
+    // once it refused a secret it refuses every later update rebuilding a context with it.
+    if kind == Kind::Sluice {
+        server.set(snapshot("4", port, up.port(), spiffe(true)));
+        let mut own = Run::strict();
+        own.ports.push((port, "web"));
+        let what = ["Secret \"default\": tls_certificate.certificate_chain"];
+        own.nack(&server, SDS, "4", &what).await;
+        own.expect(port, "/", 200, "a").await;
+    }
     drop(proxy);
     run.trace
 }
@@ -219,5 +342,17 @@ async fn secrets_over_ads_give_envoys_answers() {
          ROOTCA CA ACTIVE true <serial> <time> <time>\n\
          default Cert Chain ACTIVE true <serial> <time> <time>",
         "istioctl's secret table over Envoy's dump"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_sds_grpc_give_envoys_answers() {
+    let envoy = sds_grpc_scenario(Kind::Envoy).await;
+    let sluice = sds_grpc_scenario(Kind::Sluice).await;
+    assert_eq!(sluice, envoy, "sluice (left) and Envoy (right)");
+    assert!(
+        envoy[3].contains("default Cert Chain ACTIVE true"),
+        "{}",
+        envoy[3]
     );
 }

@@ -113,45 +113,60 @@ pub fn eds_name(cluster: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Adds to `out` the names of the secrets `v` asks for over ADS: every `SdsSecretConfig` (a
-/// `name` beside an `sds_config` with `ads`) anywhere in it, each once, in document order.
-pub fn ads_secret_names(v: &Value, out: &mut Vec<String>) {
+/// A secret a TLS context names with `sds_config`: its name and where it comes from (`None`:
+/// the ADS stream; else the static cluster of its GRPC `api_config_source`).
+pub type SecretRef = (String, Option<Arc<str>>);
+
+/// Adds to `out` the secrets `v` asks for from a discovery service: every `SdsSecretConfig` (a
+/// `name` beside an `sds_config` with `ads` or a GRPC `api_config_source`) anywhere in it, each
+/// once, in document order.
+pub fn secret_refs(v: &Value, out: &mut Vec<SecretRef>) {
     match v {
         Value::Object(m) => {
             if let (Some(Value::String(n)), Some(src)) = (m.get("name"), m.get("sds_config")) {
-                if src.get("ads").is_some() && !out.contains(n) {
-                    out.push(n.clone());
+                let from = match src.get("ads") {
+                    Some(_) => Some(None),
+                    None => src["api_config_source"]["grpc_services"][0]["envoy_grpc"]
+                        ["cluster_name"]
+                        .as_str()
+                        .map(|c| Some(Arc::from(c))),
+                };
+                if let Some(from) = from {
+                    let r = (n.clone(), from);
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
                 }
             }
-            m.values().for_each(|c| ads_secret_names(c, out));
+            m.values().for_each(|c| secret_refs(c, out));
         }
-        Value::Array(a) => a.iter().for_each(|c| ads_secret_names(c, out)),
+        Value::Array(a) => a.iter().for_each(|c| secret_refs(c, out)),
         _ => {}
     }
 }
 
-/// The `sds_config` of the first `SdsSecretConfig` in `v` naming secret `name` over ADS.
-pub fn ads_secret_source<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+/// The `sds_config` of the first `SdsSecretConfig` in `v` naming secret `name`.
+pub fn secret_source<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     match v {
         Value::Object(m) => {
             if m.get("name").and_then(Value::as_str) == Some(name) {
-                if let Some(src) = m.get("sds_config").filter(|s| s.get("ads").is_some()) {
+                if let Some(src) = m.get("sds_config") {
                     return Some(src);
                 }
             }
-            m.values().find_map(|c| ads_secret_source(c, name))
+            m.values().find_map(|c| secret_source(c, name))
         }
-        Value::Array(a) => a.iter().find_map(|c| ads_secret_source(c, name)),
+        Value::Array(a) => a.iter().find_map(|c| secret_source(c, name)),
         _ => None,
     }
 }
 
-/// The bootstrap file's own listeners' and clusters' secrets over ADS.
-pub fn static_secrets(base: &Value) -> Vec<String> {
+/// The secrets the bootstrap file's own listeners and clusters ask for.
+pub fn static_secrets(base: &Value) -> Vec<SecretRef> {
     let mut out = Vec::new();
     let sr = &base["static_resources"];
     for v in array(sr, "listeners").chain(array(sr, "clusters")) {
-        ads_secret_names(v, &mut out);
+        secret_refs(v, &mut out);
     }
     out
 }
@@ -246,14 +261,15 @@ pub fn assemble(base: &Value, res: &Resources, strict: &HashSet<String>) -> Asse
     // Secrets over ADS join the file's static secrets (one namespace, as the engine reads
     // them); a secret asked for that has not arrived gets a pending stand-in, which leaves the
     // TLS context that names it not ready.
-    let mut wanted_secrets = static_secrets(base);
-    for t in [ResourceType::Listener, ResourceType::Cluster] {
-        for r in get(t).values() {
-            for n in r.secret_names() {
-                if !wanted_secrets.contains(n) {
-                    wanted_secrets.push(n.clone());
-                }
-            }
+    let mut wanted_secrets: Vec<String> = Vec::new();
+    let statics = static_secrets(base);
+    let dynamic = [ResourceType::Listener, ResourceType::Cluster]
+        .into_iter()
+        .flat_map(|t| get(t).values())
+        .flat_map(|r| r.secret_names());
+    for n in statics.iter().map(|(n, _)| n).chain(dynamic) {
+        if !wanted_secrets.contains(n) {
+            wanted_secrets.push(n.clone());
         }
     }
     let arrived = get(ResourceType::Secret);

@@ -14,10 +14,13 @@ use envoy_types::pb::{
 use serde_json::Value;
 use sluice_engine::{config::Bootstrap, server::Server};
 
+use tokio::sync::mpsc;
+
 use crate::{
     convert::ResourceType,
-    core::{Apply, Candidate, Core},
+    core::{Apply, Candidate, Core, Update},
     credentials::Credentials,
+    sds::{SdsResponse, SdsStreams},
     status::XdsStatus,
     transport::{backoff, connect, Target},
     wire::Wire,
@@ -39,6 +42,9 @@ pub struct ClientConfig {
     /// TLS and metadata: a bootstrap's ADS cluster `transport_socket` and `initial_metadata`;
     /// node mode's `--xds-ca`, `--xds-token`.
     pub credentials: Credentials,
+    /// Where each static cluster a secret's `api_config_source` may name is (its pipe, else
+    /// its first IP endpoint): the SDS streams' servers.
+    pub secret_targets: std::collections::BTreeMap<String, Target>,
 }
 
 impl ClientConfig {
@@ -71,7 +77,23 @@ impl ClientConfig {
         }
         let node_json =
             serde_json::json!({"id": n.id, "cluster": n.cluster, "metadata": n.metadata});
+        let secret_targets = b
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let name = c.name.as_str();
+                let target = match d.grpc_pipes.get(name).and_then(|p| p.first()) {
+                    Some(p) => Target::Pipe(p.clone()),
+                    None => c.endpoints.iter().find_map(|e| match &e.address {
+                        sluice_engine::config::EndpointAddress::Ip(a) => Some(Target::Tcp(*a)),
+                        _ => None,
+                    })?,
+                };
+                Some((name.to_string(), target))
+            })
+            .collect();
         Ok(Self {
+            secret_targets,
             status: XdsStatus::new(node_json, &target, d.ads.delta),
             credentials,
             target,
@@ -108,6 +130,8 @@ pub async fn run_all(servers: Vec<Arc<Server>>, cfg: ClientConfig, core: Core) {
         s.set_xds_status(Arc::new(move || status.json()));
     }
     cfg.status.subscriptions(&core);
+    let (mut sds, mut sds_rx) = SdsStreams::new(cfg.secret_targets.clone(), cfg.node.clone());
+    sds.follow(&core.secret_streams());
     loop {
         // The token is read on every (re)connect: a rotated one is used from the next stream.
         let connected = match cfg.credentials.metadata() {
@@ -118,7 +142,7 @@ pub async fn run_all(servers: Vec<Arc<Server>>, cfg: ClientConfig, core: Core) {
         };
         let error = match connected {
             Ok((ch, md)) => {
-                let r = stream(&server, &cfg, &mut core, ch, md).await;
+                let r = stream(&server, &cfg, &mut core, ch, md, (&mut sds, &mut sds_rx)).await;
                 if matches!(r, Ok(true) | Err((true, _))) {
                     attempt = 0;
                 }
@@ -170,6 +194,7 @@ async fn stream(
     core: &mut Core,
     ch: tonic::transport::Channel,
     metadata: crate::credentials::Metadata,
+    (sds, sds_rx): (&mut SdsStreams, &mut mpsc::Receiver<SdsResponse>),
 ) -> Result<bool, (bool, String)> {
     let mut wire = Wire::open(
         ch,
@@ -192,7 +217,21 @@ async fn stream(
             _ = sleep_until_opt(deadline) => {
                 let before = wanted(core);
                 tick(server, core, &cfg.status).await;
-                follow(&mut wire, core, &cfg.status, &before, &mut held)
+                follow(&mut wire, core, &cfg.status, &before, &mut held, sds)
+                    .await
+                    .map_err(|e| (got, e))?;
+                continue;
+            }
+            Some(u) = sds_rx.recv() => {
+                let before = wanted(core);
+                let update = Update::Sotw(u.resources);
+                let error =
+                    handle(server, cfg, core, ResourceType::Secret, update, &u.version, false).await;
+                if let Some(e) = &error {
+                    tracing::warn!(cluster = %u.cluster, version = %u.version, error = %e, "SDS response refused");
+                }
+                let _ = u.answer.send(error);
+                follow(&mut wire, core, &cfg.status, &before, &mut held, sds)
                     .await
                     .map_err(|e| (got, e))?;
                 continue;
@@ -210,47 +249,7 @@ async fn stream(
         };
         cfg.status.received(ty, &resp.version_info, &resp.nonce);
         let before = wanted(core);
-        let now = Instant::now();
-        // Decoding and validation are CPU work: this worker hands its other tasks (connections)
-        // to the rest of the pool while it runs.
-        let checked = tokio::task::block_in_place(|| core.check(ty, resp.update, now));
-        let result = match checked {
-            Err(detail) => Err(detail),
-            Ok(c) => {
-                let meta = core.meta.next(
-                    c.resources(),
-                    ty,
-                    &resp.version_info,
-                    c.versions(),
-                    std::time::SystemTime::now(),
-                );
-                let meta = match c.plan() {
-                    Some(plan) => meta.with_plan(plan),
-                    None => meta,
-                };
-                let mut versions = core.versions.clone();
-                if !cfg.delta {
-                    versions.insert(ty, resp.version_info.clone());
-                }
-                let applied = match &c.apply {
-                    Some(a) => apply(server, core, &c, a, || meta.origin(&versions)).await,
-                    None => Ok(()),
-                };
-                applied.map(|()| (c, meta))
-            }
-        };
-        let error = match result {
-            Ok((c, meta)) => {
-                core.commit(c, now);
-                core.meta = meta;
-                core.versions.insert(ty, resp.version_info.clone());
-                if core.is_ready() && !server.is_ready() {
-                    server.set_ready(true);
-                }
-                None
-            }
-            Err(detail) => Some(detail),
-        };
+        let error = handle(server, cfg, core, ty, resp.update, &resp.version_info, true).await;
         let a = Answer {
             ty,
             version: resp.version_info,
@@ -265,9 +264,66 @@ async fn stream(
                 .await
                 .map_err(|e| (got, e))?;
         }
-        follow(&mut wire, core, &cfg.status, &before, &mut held)
+        follow(&mut wire, core, &cfg.status, &before, &mut held, sds)
             .await
             .map_err(|e| (got, e))?;
+    }
+}
+
+/// Checks one response of `ty` (from the ADS stream, `ads`, or an SDS stream), applies it to the
+/// servers and commits it; the NACK detail, if refused. An SDS stream's version is its own:
+/// the ADS stream's `version_info` of the type is left alone.
+async fn handle(
+    server: &Servers,
+    cfg: &ClientConfig,
+    core: &mut Core,
+    ty: ResourceType,
+    update: Update,
+    version: &str,
+    ads: bool,
+) -> Option<String> {
+    let now = Instant::now();
+    // Decoding and validation are CPU work: this worker hands its other tasks (connections)
+    // to the rest of the pool while it runs.
+    let checked = tokio::task::block_in_place(|| core.check(ty, update, now));
+    let result = match checked {
+        Err(detail) => Err(detail),
+        Ok(c) => {
+            let meta = core.meta.next(
+                c.resources(),
+                ty,
+                version,
+                c.versions(),
+                std::time::SystemTime::now(),
+            );
+            let meta = match c.plan() {
+                Some(plan) => meta.with_plan(plan),
+                None => meta,
+            };
+            let mut versions = core.versions.clone();
+            if ads && !cfg.delta {
+                versions.insert(ty, version.to_string());
+            }
+            let applied = match &c.apply {
+                Some(a) => apply(server, core, &c, a, || meta.origin(&versions)).await,
+                None => Ok(()),
+            };
+            applied.map(|()| (c, meta))
+        }
+    };
+    match result {
+        Ok((c, meta)) => {
+            core.commit(c, now);
+            core.meta = meta;
+            if ads {
+                core.versions.insert(ty, version.to_string());
+            }
+            if core.is_ready() && !server.is_ready() {
+                server.set_ready(true);
+            }
+            None
+        }
+        Err(detail) => Some(detail),
     }
 }
 
@@ -301,22 +357,25 @@ async fn answer(
 
 /// The RDS/EDS/SDS names subscribed to now.
 fn wanted(core: &Core) -> [(ResourceType, crate::core::Names); 3] {
-    ResourceType::NAMED.map(|t| (t, core.wanted(t)))
+    ResourceType::NAMED.map(|t| (t, core.subscribed(t)))
 }
 
-/// After a response or a timer: the status, RDS/EDS subscriptions following the names wanted
-/// `before` to now, and a held CDS answer once no cluster warms.
+/// After a response or a timer: the status, RDS/EDS/SDS subscriptions following the names
+/// wanted `before` to now (and the SDS streams' names), and a held CDS answer once no cluster
+/// warms.
 async fn follow(
     wire: &mut Wire,
     core: &Core,
     status: &XdsStatus,
     before: &[(ResourceType, crate::core::Names); 3],
     held: &mut Option<Answer>,
+    sds: &mut SdsStreams,
 ) -> Result<(), String> {
     status.subscriptions(core);
     for (t, old) in before {
         wire.resubscribe(core, *t, old).await?;
     }
+    sds.follow(&core.secret_streams());
     if !core.cds_paused() {
         if let Some(a) = held.take() {
             answer(wire, core, status, &a).await?;

@@ -128,6 +128,8 @@ pub struct Core {
     names: WantedMemo,
     /// The RDS, EDS and SDS names `wanted_since` was last brought up to date with.
     tracked: [Option<Names>; 3],
+    /// The secrets the bootstrap file's own listeners and clusters ask for, and where from.
+    static_secret_refs: Vec<crate::assemble::SecretRef>,
 }
 
 /// A decoded resource, shared with the accepted state.
@@ -148,7 +150,8 @@ impl Core {
     /// A client for `base` (the bootstrap file as JSON) whose `dynamic_resources` are `dynamic`.
     pub fn new(base: Value, dynamic: DynamicResources, now: Instant) -> Self {
         let static_names = static_eds(&base).map(|(_, _, e)| e).collect();
-        let static_secrets = crate::assemble::static_secrets(&base).into_iter().collect();
+        let static_secret_refs = crate::assemble::static_secrets(&base);
+        let static_secrets = static_secret_refs.iter().map(|(n, _)| n.clone()).collect();
         Self {
             base: Arc::new(base),
             dynamic,
@@ -165,6 +168,7 @@ impl Core {
             meta: crate::origin::Meta::default(),
             memo: HashMap::new(),
             names: WantedMemo::new(static_names, static_secrets),
+            static_secret_refs,
             tracked: [None, None, None],
         }
     }
@@ -194,6 +198,53 @@ impl Core {
             self.names.names(&self.accepted, ty),
             self.names.names(&self.serving.resources, ty),
         )
+    }
+
+    /// The names of `ty` to ask the ADS stream for: [`Core::wanted`], but for secrets only those
+    /// some TLS context names with `sds_config: {ads: {}}` (the others come on the SDS streams
+    /// of [`Core::secret_streams`]).
+    pub fn subscribed(&self, ty: ResourceType) -> Names {
+        if ty != ResourceType::Secret {
+            return self.wanted(ty);
+        }
+        let names = self.wanted(ty);
+        if !self.secret_refs().any(|(_, from)| from.is_some()) {
+            return names;
+        }
+        let ads: BTreeSet<String> = self
+            .secret_refs()
+            .filter(|(n, from)| from.is_none() && names.contains(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        Arc::new(ads)
+    }
+
+    /// The secrets to ask each SDS stream for: by static cluster, the names TLS contexts name
+    /// with a GRPC `api_config_source` to it.
+    pub fn secret_streams(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let wanted = self.wanted(ResourceType::Secret);
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (n, from) in self.secret_refs() {
+            if let Some(c) = from.as_ref().filter(|_| wanted.contains(n)) {
+                out.entry(c.to_string()).or_default().insert(n.clone());
+            }
+        }
+        out
+    }
+
+    /// Every secret reference of the accepted and running listeners and clusters and of the
+    /// bootstrap file's own.
+    fn secret_refs(&self) -> impl Iterator<Item = &crate::assemble::SecretRef> {
+        [&self.accepted, &self.serving.resources]
+            .into_iter()
+            .flat_map(|r| {
+                [ResourceType::Listener, ResourceType::Cluster]
+                    .into_iter()
+                    .filter_map(move |t| r.get(&t))
+            })
+            .flat_map(|m| m.values())
+            .flat_map(|v| v.secret_refs())
+            .chain(self.static_secret_refs.iter())
     }
 
     /// The accepted resources of `ty`.
@@ -710,11 +761,11 @@ fn timeout_for(
             }),
         ResourceType::Secret => all(ResourceType::Listener)
             .chain(all(ResourceType::Cluster))
-            .filter(|r| r.secret_names().iter().any(|s| s == name))
-            .find_map(|r| crate::assemble::ads_secret_source(&r.json(), name).cloned())
+            .filter(|r| r.secret_names().any(|s| s == name))
+            .find_map(|r| crate::assemble::secret_source(&r.json(), name).cloned())
             .or_else(|| {
                 let sr = &base["static_resources"];
-                crate::assemble::ads_secret_source(sr, name).cloned()
+                crate::assemble::secret_source(sr, name).cloned()
             }),
         _ => None,
     };

@@ -19,6 +19,7 @@ pub mod origin;
 pub mod pool;
 pub mod proxy;
 pub mod resource;
+pub mod sds;
 pub mod status;
 pub mod transport;
 pub mod wire;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::{
-    assemble::{ads_secret_names, eds_name, route_names},
+    assemble::{eds_name, route_names, secret_refs, SecretRef},
     convert::ResourceType,
 };
 
@@ -22,8 +22,8 @@ pub struct Resource {
     text: Arc<str>,
     /// A listener's RDS route configuration names, or a cluster's EDS name (0 or 1).
     needs: Box<[String]>,
-    /// The names of the secrets a listener's or cluster's TLS contexts ask for over ADS.
-    secrets: Box<[String]>,
+    /// The secrets a listener's or cluster's TLS contexts ask for, and where from.
+    secrets: Box<[SecretRef]>,
 }
 
 impl Resource {
@@ -38,9 +38,9 @@ impl Resource {
         };
         let secrets = match ty {
             ResourceType::Listener | ResourceType::Cluster => {
-                let mut names = Vec::new();
-                ads_secret_names(json, &mut names);
-                names.into()
+                let mut refs = Vec::new();
+                secret_refs(json, &mut refs);
+                refs.into()
             }
             _ => Box::default(),
         };
@@ -77,8 +77,13 @@ impl Resource {
         self.needs.first()
     }
 
-    /// The secrets a listener's or cluster's TLS contexts ask for over ADS.
-    pub fn secret_names(&self) -> &[String] {
+    /// The names of the secrets a listener's or cluster's TLS contexts ask for.
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        self.secrets.iter().map(|(n, _)| n)
+    }
+
+    /// Those secrets with where they come from.
+    pub fn secret_refs(&self) -> &[SecretRef] {
         &self.secrets
     }
 }

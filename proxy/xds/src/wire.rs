@@ -100,12 +100,12 @@ impl Wire {
         let types: Vec<ResourceType> = core
             .types()
             .into_iter()
-            .filter(|t| Core::wildcard(*t) || !core.wanted(*t).is_empty())
+            .filter(|t| Core::wildcard(*t) || !core.subscribed(*t).is_empty())
             .collect();
         if delta {
             let (tx, rx) = mpsc::channel(64);
             for ty in types {
-                let wanted = core.wanted(ty);
+                let wanted = core.subscribed(ty);
                 let req = DeltaDiscoveryRequest {
                     node: node(),
                     type_url: ty.type_url().to_string(),
@@ -131,7 +131,7 @@ impl Wire {
                 let req = DiscoveryRequest {
                     node: node(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
-                    resource_names: core.wanted(ty).iter().cloned().collect(),
+                    resource_names: core.subscribed(ty).iter().cloned().collect(),
                     type_url: ty.type_url().to_string(),
                     ..Default::default()
                 };
@@ -209,7 +209,7 @@ impl Wire {
                 .send(DiscoveryRequest {
                     node: every.clone(),
                     version_info: core.versions.get(&ty).cloned().unwrap_or_default(),
-                    resource_names: core.wanted(ty).iter().cloned().collect(),
+                    resource_names: core.subscribed(ty).iter().cloned().collect(),
                     type_url: ty.type_url().to_string(),
                     response_nonce: nonce.to_string(),
                     error_detail,
@@ -237,7 +237,7 @@ impl Wire {
         ty: ResourceType,
         old: &BTreeSet<String>,
     ) -> Result<(), String> {
-        let new = core.wanted(ty);
+        let new = core.subscribed(ty);
         if *new == *old {
             return Ok(());
         }

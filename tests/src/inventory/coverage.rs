@@ -26,6 +26,15 @@ pub const OTHER_TESTS: &[OtherTest] = &[OtherTest {
     covers: &[
         "extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config",
         "extensions.transport_sockets.tls.v3.SdsSecretConfig.name",
+    ],
+},
+OtherTest {
+    // Secrets on Istio's sds-grpc stream (a unix socket): the suite has no SDS server.
+    file: "tests/tests/xds_sds.rs",
+    test: "secrets_from_sds_grpc_give_envoys_answers",
+    covers: &[
+        "extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config",
+        "extensions.transport_sockets.tls.v3.SdsSecretConfig.name",
         "extensions.transport_sockets.tls.v3.Secret.name",
         "extensions.transport_sockets.tls.v3.Secret.tls_certificate",
         "extensions.transport_sockets.tls.v3.Secret.validation_context",

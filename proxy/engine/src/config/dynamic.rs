@@ -27,6 +27,10 @@ pub struct DynamicResources {
     pub lds_initial_fetch_timeout: Option<Duration>,
     /// `cds_config.initial_fetch_timeout` (default 15 s; `None` = wait forever, `0s`).
     pub cds_initial_fetch_timeout: Option<Duration>,
+    /// The `pipe` endpoints (unix sockets) of the other static clusters, by cluster name: gRPC
+    /// services the xDS client dials (Istio's `sds-grpc`, pilot-agent's SDS server), taken out
+    /// of the clusters as the engine cannot serve data traffic to a unix socket.
+    pub grpc_pipes: std::collections::BTreeMap<String, Vec<PathBuf>>,
 }
 
 /// `dynamic_resources.ads_config`.
@@ -100,6 +104,16 @@ pub(crate) fn dynamic_resources(
         }
         (None, None) => return Err(gp.err("envoy_grpc or google_grpc is required")),
     };
+    let grpc_pipes = statics
+        .as_mut()
+        .map(|s| &mut s.clusters[..])
+        .unwrap_or(&mut [])
+        .iter_mut()
+        .filter_map(|c| {
+            let pipes = take_pipes(c);
+            Some((c.name.clone()?, pipes)).filter(|(_, p)| !p.is_empty())
+        })
+        .collect();
     let (lds, lds_initial_fetch_timeout) = source(raw.lds_config.as_ref(), &p.field("lds_config"))?;
     let (cds, cds_initial_fetch_timeout) = source(raw.cds_config.as_ref(), &p.field("cds_config"))?;
     Ok(DynamicResources {
@@ -115,6 +129,7 @@ pub(crate) fn dynamic_resources(
         cds,
         lds_initial_fetch_timeout,
         cds_initial_fetch_timeout,
+        grpc_pipes,
     })
 }
 
@@ -178,6 +193,11 @@ fn ads_cluster_pipes(
             "unknown cluster {cluster_name:?} (must be a static cluster)"
         )));
     };
+    Ok(take_pipes(cluster))
+}
+
+/// `cluster`'s `pipe` endpoints, taken out of it.
+fn take_pipes(cluster: &mut super::raw_cluster::RawCluster) -> Vec<PathBuf> {
     let mut pipes = Vec::new();
     for loc in cluster
         .load_assignment
@@ -199,7 +219,7 @@ fn ads_cluster_pipes(
             }
         });
     }
-    Ok(pipes)
+    pipes
 }
 
 /// `google_grpc`: target, TLS roots and call credentials; what sluice cannot honour is refused

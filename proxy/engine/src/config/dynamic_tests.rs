@@ -54,11 +54,23 @@ fn ads_cluster_pipe_goes_to_the_client_not_the_engine() {
     let d = b.dynamic_resources.as_ref().unwrap();
     assert_eq!(d.ads.pipes, [std::path::PathBuf::from("/run/xds.sock")]);
     assert!(b.cluster("xds").unwrap().endpoints.is_empty());
-    // A pipe anywhere else is refused.
+    // A pipe in another static cluster is a gRPC service for the xDS client too (Istio's
+    // sds-grpc), never a data endpoint.
     let other = ads("GRPC", "", TCP).replace("static_resources:\n  clusters:\n", &format!(
-        "static_resources:\n  clusters:\n  - name: other\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n{PIPE}"
+        "static_resources:\n  clusters:\n  - name: sds-grpc\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n{PIPE}"
     ));
-    let e = from_yaml_str(&other).unwrap_err();
+    let b = from_yaml_str(&other).unwrap();
+    let d = b.dynamic_resources.as_ref().unwrap();
+    assert_eq!(
+        d.grpc_pipes["sds-grpc"],
+        [std::path::PathBuf::from("/run/xds.sock")]
+    );
+    assert!(b.cluster("sds-grpc").unwrap().endpoints.is_empty());
+    // Without an xDS client a pipe is refused.
+    let e = from_yaml_str(&format!(
+        "static_resources:\n  listeners: []\n  clusters:\n  - name: sds-grpc\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n{PIPE}"
+    ))
+    .unwrap_err();
     assert_eq!(
         e.path(),
         "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe"

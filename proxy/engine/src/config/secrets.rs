@@ -2,11 +2,11 @@
 //! Envoy, an `SdsSecretConfig` with a `name` alone names a static secret (a missing one refuses
 //! the config), and a `combined_validation_context` is its `default_validation_context` with the
 //! named secret's validation context merged over it (the secret's `trusted_ca` wins, SAN
-//! matchers add up). A reference with `sds_config: {ads: {}}` names a secret that came over
-//! ADS: the xDS client places the ones it has among the static secrets (one namespace; a name
-//! given by both is a duplicate), and holds back whatever needs one that has not arrived. Any
-//! other secret source (Istio's `sds-grpc` cluster) is refused naming its field, never loaded
-//! as plaintext.
+//! matchers add up). A reference with `sds_config` names a secret from a discovery service:
+//! `ads: {}` (the ADS stream) or a GRPC `api_config_source` to a static cluster (Istio's
+//! `sds-grpc`); the xDS client places the ones it has among the static secrets (one namespace; a
+//! name given twice is a duplicate), and holds back whatever needs one that has not arrived.
+//! Any other secret source is refused naming its field, never loaded as plaintext.
 
 use std::collections::HashMap;
 
@@ -54,34 +54,85 @@ pub(crate) struct RawCombinedValidationContext {
 
 pub(crate) use crate::tls_common::params::RawTlsParams;
 
-/// An `sds_config` (at `p`): only `ads: {}` (with `resource_api_version` V3 and
-/// `initial_fetch_timeout`); any other source is refused naming its field.
-fn ads_source(source: &Value, p: &FieldPath) -> Result<(), ConfigError> {
+/// Where a secret named with `sds_config` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `ads: {}`: the ADS stream.
+    Ads,
+    /// `api_config_source` (GRPC, one `envoy_grpc` service): an SDS stream to this static
+    /// cluster (Istio's `sds-grpc`, pilot-agent's SDS server).
+    Cluster(String),
+}
+
+/// An `sds_config` (at `p`): `ads: {}`, or an `api_config_source` of `api_type: GRPC` with one
+/// `envoy_grpc` service (with `resource_api_version` V3 and `initial_fetch_timeout`); any other
+/// source is refused naming its field.
+pub(crate) fn secret_source(source: &Value, p: &FieldPath) -> Result<SecretSource, ConfigError> {
     let Some(m) = source.as_object() else {
         return Err(p.err("must be a ConfigSource"));
     };
     if let Some(k) = m.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "ads" | "resource_api_version" | "initial_fetch_timeout"
+            "ads" | "api_config_source" | "resource_api_version" | "initial_fetch_timeout"
         )
     }) {
         return Err(p.field(k).unsupported(
-            "secrets from a discovery service other than ADS (Istio's sds-grpc cluster) are \
-             not supported yet: send them over ADS (sds_config: {ads: {}}), name a static \
-             secret, or give the certificates inline or as files",
+            "secrets from this kind of source (ADS, or a GRPC api_config_source to a static cluster)",
         ));
     }
-    if !m.contains_key("ads") {
-        return Err(p
-            .field("ads")
-            .err("required (only ADS secret sources are supported)"));
+    if let Some(o) = m.get("resource_api_version").and_then(Value::as_str) {
+        if o != "V3" {
+            return Err(p
+                .field("resource_api_version")
+                .unsupported(&format!("{o}; only V3")));
+        }
     }
-    match m.get("resource_api_version").and_then(Value::as_str) {
-        None | Some("V3") => Ok(()),
-        Some(o) => Err(p
-            .field("resource_api_version")
-            .unsupported(&format!("{o}; only V3"))),
+    match (m.get("ads"), m.get("api_config_source")) {
+        (Some(_), None) => Ok(SecretSource::Ads),
+        (None, Some(api)) => {
+            let ap = p.field("api_config_source");
+            let raw: super::raw_dynamic::RawApiConfigSource =
+                serde_path_to_error::deserialize(api.clone())
+                    .map_err(|e| ap.join_serde(e.path()).err(e.inner().to_string()))?;
+            match raw.api_type.as_deref() {
+                Some("GRPC") => {}
+                Some(o) => {
+                    return Err(ap
+                        .field("api_type")
+                        .unsupported(&format!("{o} for secrets (GRPC)")))
+                }
+                None => return Err(ap.field("api_type").err("required")),
+            }
+            if let Some(v) = raw.transport_api_version.as_deref().filter(|v| *v != "V3") {
+                return Err(ap
+                    .field("transport_api_version")
+                    .unsupported(&format!("{v}; only V3")));
+            }
+            let gp = ap.field("grpc_services");
+            let [svc] = raw.grpc_services.as_slice() else {
+                return Err(gp.err("exactly one entry is supported"));
+            };
+            let gp = gp.index(0);
+            if svc.google_grpc.is_some() {
+                return Err(gp
+                    .field("google_grpc")
+                    .unsupported("for secrets (envoy_grpc)"));
+            }
+            if !svc.initial_metadata.is_empty() {
+                return Err(gp
+                    .field("initial_metadata")
+                    .unsupported("for a secret stream"));
+            }
+            svc.envoy_grpc
+                .as_ref()
+                .and_then(|e| e.cluster_name.clone())
+                .filter(|n| !n.is_empty())
+                .map(SecretSource::Cluster)
+                .ok_or_else(|| gp.field("envoy_grpc").field("cluster_name").err("required"))
+        }
+        (Some(_), Some(_)) => Err(p.err("only one of ads and api_config_source may be set")),
+        (None, None) => Err(p.field("ads").err("required (or api_config_source)")),
     }
 }
 
@@ -191,12 +242,9 @@ impl Secrets {
     /// The secret `r` (at `p`) names: a static one, or (`sds_config: {ads: {}}`) one that came
     /// over ADS, which the xDS client places among the static ones once it has arrived.
     fn get(&self, r: &RawSdsSecretConfig, p: &FieldPath) -> Result<&Secret, ConfigError> {
-        let over_ads = match &r.sds_config {
-            None => false,
-            Some(source) => {
-                ads_source(source, &p.field("sds_config"))?;
-                true
-            }
+        let source = match &r.sds_config {
+            None => None,
+            Some(s) => Some(secret_source(s, &p.field("sds_config"))?),
         };
         let name = r
             .name
@@ -204,9 +252,12 @@ impl Secrets {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| p.field("name").err("required"))?;
         self.0.get(name).ok_or_else(|| {
-            p.field("name").err(match over_ads {
-                false => format!("no secret {name:?} in static_resources.secrets"),
-                true => format!("secret {name:?} has not arrived over ADS"),
+            p.field("name").err(match &source {
+                None => format!("no secret {name:?} in static_resources.secrets"),
+                Some(SecretSource::Ads) => format!("secret {name:?} has not arrived over ADS"),
+                Some(SecretSource::Cluster(c)) => {
+                    format!("secret {name:?} has not arrived from cluster {c:?}")
+                }
             })
         })
     }
@@ -402,7 +453,10 @@ mod tests {
             ("tls_certificate_sds_secret_configs: [{name: nope}]", "ctx.tls_certificate_sds_secret_configs[0].name: no secret \"nope\""),
             ("tls_certificate_sds_secret_configs: [{name: ca}]", "ctx.tls_certificate_sds_secret_configs[0].name: the secret it names has no tls_certificate"),
             ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]", "ctx.tls_certificate_sds_secret_configs[0].name: secret \"default\" has not arrived over ADS"),
-            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.api_config_source: not supported (secrets from a discovery service other than ADS"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}]}}}]", "ctx.tls_certificate_sds_secret_configs[0].name: secret \"default\" has not arrived from cluster \"sds-grpc\""),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: s}}]}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.api_config_source.api_type: not supported"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.api_config_source.grpc_services: exactly one"),
+            ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {path_config_source: {path: /x}}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.path_config_source: not supported"),
             ("tls_certificate_sds_secret_configs: [{name: default, sds_config: {resource_api_version: V3}}]", "ctx.tls_certificate_sds_secret_configs[0].sds_config.ads: required"),
             ("validation_context_sds_secret_config: {name: cert}", "ctx.validation_context_sds_secret_config.name: the secret it names has no validation_context"),
             ("combined_validation_context: {default_validation_context: {}}", "ctx.combined_validation_context.validation_context_sds_secret_config: required"),

@@ -281,7 +281,7 @@ fn only_istio_telemetry_filters_are_no_ops() {
 }
 
 #[test]
-fn secrets_from_a_discovery_service_are_refused_as_such() {
+fn secrets_from_a_discovery_service_must_have_arrived() {
     let sds_cluster = r#"  - name: "outbound|80||web.default.svc.cluster.local"
     type: STATIC
     connect_timeout: 1s
@@ -302,19 +302,19 @@ fn secrets_from_a_discovery_service_are_refused_as_such() {
       match: {}
       transport_socket: { name: envoy.transport_sockets.raw_buffer }
 "#;
-    let err = expect_err(
+    // Loaded alone (no xDS client placed the secret): the reference names what is missing.
+    expect_err(
         &istio_config(sds_cluster),
-        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config.api_config_source",
-        "secrets from a discovery service other than ADS",
+        "static_resources.clusters[3].transport_socket_matches[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name",
+        "secret \"default\" has not arrived from cluster \"sds-grpc\"",
     );
-    assert!(err.to_string().contains("not supported"), "{err}");
     let single = sds_cluster
         .replace("    transport_socket_matches:\n    - name: tlsMode-istio\n      match: { tlsMode: istio }\n      transport_socket:\n        name", "    transport_socket:\n        name")
         .replace("    - name: tlsMode-disabled\n      match: {}\n      transport_socket: { name: envoy.transport_sockets.raw_buffer }\n", "");
     expect_err(
         &istio_config(&single),
-        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config.api_config_source",
-        "secrets from a discovery service other than ADS",
+        "static_resources.clusters[3].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name",
+        "secret \"default\" has not arrived from cluster \"sds-grpc\"",
     );
     // Downstream: a filter chain's transport_socket, with and without SDS.
     let chain = "    - name: virtualInbound-blackhole\n      filter_chain_match: { destination_port: 15006 }\n";

@@ -39,10 +39,7 @@ impl Core {
         let secrets = self.names.names(res, ResourceType::Secret);
         let secrets_in = secrets.iter().all(|n| has(ResourceType::Secret, n));
         let secrets_of = |v: &crate::resource::Resource| {
-            secrets_in
-                || v.secret_names()
-                    .iter()
-                    .all(|n| has(ResourceType::Secret, n))
+            secrets_in || v.secret_names().all(|n| has(ResourceType::Secret, n))
         };
         for ty in [ResourceType::Listener, ResourceType::Cluster] {
             let Some(map) = plan.resources.get_mut(&ty) else {
