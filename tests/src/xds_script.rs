@@ -37,7 +37,16 @@ dynamic_resources:
   cds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 5s }}
 static_resources:
   clusters:
-  - name: xds-grpc
+{}"#,
+        grpc_cluster("xds-grpc", address)
+    )
+}
+
+/// A static HTTP/2 cluster `name` (a gRPC service) with one endpoint at `address` (a
+/// socket_address or a pipe), as a `static_resources.clusters` list entry.
+pub fn grpc_cluster(name: &str, address: &str) -> String {
+    format!(
+        r#"  - name: {name}
     type: STATIC
     connect_timeout: 1s
     typed_extension_protocol_options:
@@ -45,7 +54,7 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {{ http2_protocol_options: {{}} }}
     load_assignment:
-      cluster_name: xds-grpc
+      cluster_name: {name}
       endpoints:
       - lb_endpoints:
         - endpoint:

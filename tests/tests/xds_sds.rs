@@ -17,7 +17,7 @@ use sluice_tests::{
     sluice_cli::sluice_bin,
     upstream::{harness::free_port, tls::test_pki, TestUpstream},
     xds_run::{admin_get, start_proxy, start_serving_a, Kind, Run},
-    xds_script::{bootstrap, listener, rds, routes},
+    xds_script::{bootstrap, grpc_cluster, listener, rds, routes},
     xds_server::{Snapshot, XdsServer, CDS, SDS},
 };
 
@@ -74,9 +74,12 @@ fn mtls_cluster(port: u16, source: Source) -> (&'static str, Value) {
     )
 }
 
+/// The `default` and `ROOTCA` secrets of one version.
+type Secrets = [(&'static str, Value); 2];
+
 /// The two secrets: `default` (certificate `cert`, key `key`) and `ROOTCA` (`ca`); with
 /// `bad`, `default` carries a key password, which neither proxy implements.
-fn secrets(cert: &str, key: &str, ca: &str, bad: bool) -> [(&'static str, Value); 2] {
+fn secrets(cert: &str, key: &str, ca: &str, bad: bool) -> Secrets {
     let mut default = json!({"name": "default", "tls_certificate": {
         "certificate_chain": {"inline_bytes": b64(cert)},
         "private_key": {"inline_bytes": b64(key)}}});
@@ -94,12 +97,7 @@ fn secrets(cert: &str, key: &str, ca: &str, bad: bool) -> [(&'static str, Value)
 }
 
 /// The configuration, with the secrets over ADS.
-fn snapshot(
-    version: &str,
-    port: u16,
-    upstream: u16,
-    secrets: [(&'static str, Value); 2],
-) -> Snapshot {
+fn snapshot(version: &str, port: u16, upstream: u16, secrets: Secrets) -> Snapshot {
     let mut items = config(port, upstream, Source::Ads);
     items.extend(secrets);
     Snapshot::from_json(version, &items)
@@ -115,25 +113,8 @@ fn config(port: u16, upstream: u16, source: Source) -> Vec<(&'static str, Value)
 
 /// The ADS bootstrap, with Istio's `sds-grpc` cluster on the unix socket `sds`.
 fn bootstrap_with_sds(admin: u16, ads: std::net::SocketAddr, sds: &std::path::Path) -> String {
-    bootstrap(admin, ads, "GRPC")
-        + &format!(
-            r#"  - name: sds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: sds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              pipe: {{ path: {} }}
-"#,
-            sds.display()
-        )
+    let pipe = format!("pipe: {{ path: {} }}", sds.display());
+    bootstrap(admin, ads, "GRPC") + &grpc_cluster("sds-grpc", &pipe)
 }
 
 /// Istio's sidecar shape: the listener and cluster over ADS, the secrets on their own stream
@@ -141,7 +122,6 @@ fn bootstrap_with_sds(admin: u16, ads: std::net::SocketAddr, sds: &std::path::Pa
 /// the same rotation, refusal and views as over ADS.
 async fn sds_grpc_scenario(kind: Kind) -> Vec<String> {
     let pki = test_pki();
-    let stranger = test_pki();
     let up = TestUpstream::start_tls("a", pki.server_mtls.clone()).await;
     let (port, admin) = (free_port(), free_port());
     let dir = sluice_tests::upstream::harness::TempDir::new("xds-sds-grpc");
@@ -152,52 +132,21 @@ async fn sds_grpc_scenario(kind: Kind) -> Vec<String> {
         "1",
         &config(port, up.port(), Source::SdsGrpc),
     ));
-    let spiffe = |bad| secrets(&pki.spiffe_cert_pem, &pki.spiffe_key_pem, &pki.ca_pem, bad);
-    sds.set(Snapshot::from_json("1", &spiffe(false)));
+    let first = secrets(
+        &pki.spiffe_cert_pem,
+        &pki.spiffe_key_pem,
+        &pki.ca_pem,
+        false,
+    );
+    sds.set(Snapshot::from_json("1", &first));
     let yaml = bootstrap_with_sds(admin, ads.addr, &sock);
     let proxy = tokio::task::spawn_blocking(move || start_proxy(kind, &yaml, admin))
         .await
         .unwrap();
-    let mut run = Run {
-        strict: kind == Kind::Sluice,
-        ..Run::strict()
-    };
-    run.ports.push((port, "web"));
-    run.ack(&sds, SDS, "1").await;
-    run.expect(port, "/", 200, "a").await;
-    run.trace.push(secrets_dump(admin).await);
-    run.trace.push(secret_view(admin).await);
-
-    let rotated = secrets(
-        &pki.spiffe_cert_pem,
-        &pki.spiffe_key_pem,
-        &stranger.ca_pem,
-        false,
-    );
-    sds.set(Snapshot::from_json("2", &rotated));
-    run.ack(&sds, SDS, "2").await;
-    run.expect(port, "/", 503, "").await;
-
-    let back = secrets(
-        &pki.client_cert_pem,
-        &pki.client_key_pem,
-        &pki.ca_pem,
-        false,
-    );
-    sds.set(Snapshot::from_json("3", &back));
-    run.ack(&sds, SDS, "3").await;
-    run.expect(port, "/", 200, "a").await;
-
-    if kind == Kind::Sluice {
-        sds.set(Snapshot::from_json("4", &spiffe(true)));
-        let mut own = Run::strict();
-        own.ports.push((port, "web"));
-        let what = ["Secret \"default\": tls_certificate.certificate_chain"];
-        own.nack(&sds, SDS, "4", &what).await;
-        own.expect(port, "/", 200, "a").await;
-    }
+    let publish = |v: &str, s: Secrets| sds.set(Snapshot::from_json(v, &s));
+    let trace = steps(kind, (port, admin), &pki, &sds, &publish).await;
     drop(proxy);
-    run.trace
+    trace
 }
 
 /// The SecretsConfigDump of `/config_dump` (times left out; the certificates differ per run,
@@ -268,61 +217,83 @@ async fn secret_view(admin: u16) -> String {
 
 async fn scenario(kind: Kind) -> Vec<String> {
     let pki = test_pki();
-    let stranger = test_pki();
     let up = TestUpstream::start_tls("a", pki.server_mtls.clone()).await;
     let (port, admin) = (free_port(), free_port());
     let server = XdsServer::start().await;
-    let spiffe = |bad| secrets(&pki.spiffe_cert_pem, &pki.spiffe_key_pem, &pki.ca_pem, bad);
-    server.set(snapshot("1", port, up.port(), spiffe(false)));
-    let proxy = start_serving_a(
-        kind,
-        bootstrap(admin, server.addr, "GRPC"),
-        admin,
-        &server,
-        port,
-    )
-    .await;
+    let first = secrets(
+        &pki.spiffe_cert_pem,
+        &pki.spiffe_key_pem,
+        &pki.ca_pem,
+        false,
+    );
+    server.set(snapshot("1", port, up.port(), first));
+    let yaml = bootstrap(admin, server.addr, "GRPC");
+    let proxy = start_serving_a(kind, yaml, admin, &server, port).await;
+    let publish = |v: &str, s| server.set(snapshot(v, port, up.port(), s));
+    let trace = steps(kind, (port, admin), &pki, &server, &publish).await;
+    drop(proxy);
+    trace
+}
+
+/// From version 1 (served): the views, a CA rotation (503), another client certificate (200),
+/// then, for sluice alone, a certificate that is not PEM (NACK, the running one stays). The
+/// secrets of each version go out with `publish`; their ACKs come to `acks`.
+async fn steps(
+    kind: Kind,
+    (port, admin): (u16, u16),
+    pki: &sluice_tests::upstream::tls::TestPki,
+    acks: &XdsServer,
+    publish: &dyn Fn(&str, Secrets),
+) -> Vec<String> {
+    let stranger = test_pki();
     let mut run = Run {
         strict: kind == Kind::Sluice,
         ..Run::strict()
     };
     run.ports.push((port, "web"));
-    run.ack(&server, SDS, "1").await;
+    run.ack(acks, SDS, "1").await;
+    run.expect(port, "/", 200, "a").await;
     run.trace.push(secrets_dump(admin).await);
     run.trace.push(secret_view(admin).await);
 
-    let rotated = secrets(
-        &pki.spiffe_cert_pem,
-        &pki.spiffe_key_pem,
-        &stranger.ca_pem,
-        false,
+    publish(
+        "2",
+        secrets(
+            &pki.spiffe_cert_pem,
+            &pki.spiffe_key_pem,
+            &stranger.ca_pem,
+            false,
+        ),
     );
-    server.set(snapshot("2", port, up.port(), rotated));
-    run.ack(&server, SDS, "2").await;
+    run.ack(acks, SDS, "2").await;
     run.expect(port, "/", 503, "").await;
 
-    let back = secrets(
-        &pki.client_cert_pem,
-        &pki.client_key_pem,
-        &pki.ca_pem,
-        false,
+    publish(
+        "3",
+        secrets(
+            &pki.client_cert_pem,
+            &pki.client_key_pem,
+            &pki.ca_pem,
+            false,
+        ),
     );
-    server.set(snapshot("3", port, up.port(), back));
-    run.ack(&server, SDS, "3").await;
+    run.ack(acks, SDS, "3").await;
     run.expect(port, "/", 200, "a").await;
 
-    // Last, and sluice's alone: a certificate that is not PEM is NACKed naming it and the
-    // running one stays. Envoy's answer varies here (seen ACK and NACK of the same update), and
-    // once it refused a secret it refuses every later update rebuilding a context with it.
+    // Envoy's answer to a certificate that is not PEM varies (seen ACK and NACK of the same
+    // update), and once it refused a secret it refuses every later update that rebuilds a
+    // context with it: this step is sluice's alone.
     if kind == Kind::Sluice {
-        server.set(snapshot("4", port, up.port(), spiffe(true)));
+        publish(
+            "4",
+            secrets(&pki.spiffe_cert_pem, &pki.spiffe_key_pem, &pki.ca_pem, true),
+        );
         let mut own = Run::strict();
         own.ports.push((port, "web"));
         let what = ["Secret \"default\": tls_certificate.certificate_chain"];
-        own.nack(&server, SDS, "4", &what).await;
+        own.nack(acks, SDS, "4", &what).await;
         own.expect(port, "/", 200, "a").await;
     }
-    drop(proxy);
     run.trace
 }
 
@@ -332,12 +303,12 @@ async fn secrets_over_ads_give_envoys_answers() {
     let sluice = scenario(Kind::Sluice).await;
     assert_eq!(sluice, envoy, "sluice (left) and Envoy (right)");
     assert!(
-        envoy[1].contains(r#""private_key":{"inline_bytes":"W3JlZGFjdGVkXQ=="}"#),
+        envoy[2].contains(r#""private_key":{"inline_bytes":"W3JlZGFjdGVkXQ=="}"#),
         "the key is redacted: {}",
-        envoy[1]
+        envoy[2]
     );
     assert_eq!(
-        envoy[2],
+        envoy[3],
         "RESOURCE NAME TYPE STATUS VALID CERT SERIAL NUMBER NOT AFTER NOT BEFORE\n\
          ROOTCA CA ACTIVE true <serial> <time> <time>\n\
          default Cert Chain ACTIVE true <serial> <time> <time>",
