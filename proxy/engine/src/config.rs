@@ -276,13 +276,25 @@ pub fn from_yaml_str(text: &str) -> Result<Bootstrap, ConfigError> {
 /// same parsing and validation as in a whole bootstrap; for the xDS client's endpoint-only
 /// updates, which fall back to a whole-config check (and its exact error) on any failure.
 pub fn cluster_from_json(value: serde_json::Value, index: usize) -> Result<Cluster, ConfigError> {
+    cluster_from_json_with(value, index, Vec::new())
+}
+
+/// [`cluster_from_json`] with the secrets its TLS contexts may name (as they would sit at
+/// `static_resources.secrets`).
+pub fn cluster_from_json_with(
+    value: serde_json::Value,
+    index: usize,
+    secrets: Vec<serde_json::Value>,
+) -> Result<Cluster, ConfigError> {
     let p = FieldPath::root()
         .field("static_resources")
         .field("clusters")
         .index(index);
     let raw: raw_cluster::RawCluster =
         serde_path_to_error::deserialize(value).map_err(|e| p.err(e.to_string()))?;
-    // Static secrets live in the bootstrap: a cluster naming one fails here, and the caller
-    // checks the whole configuration instead.
-    validate_cluster::cluster(raw, &p, &secrets::Secrets::default())
+    let sp = FieldPath::root().field("static_resources").field("secrets");
+    let raw_secrets: Vec<secrets::RawSecret> =
+        serde_path_to_error::deserialize(serde_json::Value::Array(secrets))
+            .map_err(|e| sp.err(e.to_string()))?;
+    validate_cluster::cluster(raw, &p, &secrets::Secrets::build(raw_secrets, &sp)?)
 }

@@ -171,6 +171,22 @@ pub(crate) fn build(
         .ok_or_else(|| cp.err("required (a server certificate)"))?;
     let material = secrets.resolve(&ctx, &cp)?;
     if material.pending.is_some() {
+        // What does not depend on the secret is checked now, as Envoy checks a listener when
+        // it arrives; the context is not ready until the secret is there.
+        TlsParams::build(
+            ctx.tls_params.as_ref(),
+            Side::Server,
+            &cp.field("tls_params"),
+        )?;
+        if let Some(v) = &material.validation {
+            v.san_matchers()?;
+            if let Some((ca, vp)) = &v.trusted_ca {
+                certs(ca, vp)?;
+            }
+        }
+        if let Some((c, tp)) = &material.certificate {
+            c.pair(tp)?;
+        }
         return Ok(DownstreamTls {
             acceptor: None,
             pending: material.pending,

@@ -136,8 +136,35 @@ impl TcpProxy {
             s.open();
         }
         let _ = up.set_nodelay(true);
-        let (rx, tx, idled) =
-            copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout, stop).await;
+        // The host's transport socket: TLS (its cluster's, or its transport_socket_matches
+        // entry's) or plaintext.
+        let (rx, tx, idled) = match cluster.tls(host.transport) {
+            None => copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout, stop).await,
+            Some(tls) => {
+                let shake = tokio::time::timeout(cluster.spec.connect_timeout, tls.connect_raw(up));
+                let up = match shake.await {
+                    Ok(Ok(s)) => s,
+                    failed => {
+                        cluster.stats.upstream_cx_active.dec();
+                        cluster.stats.upstream_cx_connect_fail.inc();
+                        let timeout = failed.is_err();
+                        cluster.record_outcome(&host, HostResult::LocalOrigin { timeout });
+                        if let Some(s) = series {
+                            s.close(0, 0);
+                        }
+                        let reason = match failed {
+                            Ok(Err(e)) => format!("TLS: {e}"),
+                            _ => "TLS handshake timeout".into(),
+                        };
+                        return Err(TcpProxyError::Connect {
+                            addr: host.addr,
+                            reason,
+                        });
+                    }
+                };
+                copy_streams_idle(&mut down, up, self.cfg.idle_timeout, stop).await
+            }
+        };
         cluster.stats.upstream_cx_active.dec();
         if let Some(s) = series {
             s.close(rx, tx);

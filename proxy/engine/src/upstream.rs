@@ -126,6 +126,8 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host of the cluster's own transport without metadata (tests).
+    #[cfg(test)]
     fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
         Self::of(&HostEntry {
             addr,
@@ -487,7 +489,19 @@ impl Cluster {
                 .orig_dst_hosts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            return Some(map.entry(dst).or_insert_with(|| Host::new(dst, 1)).clone());
+            // A host made on demand has no metadata: the transport an endpoint without any
+            // gets (an empty `match`, else the cluster's).
+            let transport = self.spec.bare_transport;
+            let host = map.entry(dst).or_insert_with(|| {
+                Host::of(&HostEntry {
+                    addr: dst,
+                    weight: 1,
+                    hostname: None,
+                    transport,
+                    meta: HostMeta::default(),
+                })
+            });
+            return Some(host.clone());
         }
         // A success-rate sweep that is due ejects before this choice, as Envoy's timer would.
         if let Some(o) = &self.spec.outlier {

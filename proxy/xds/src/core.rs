@@ -669,18 +669,44 @@ fn endpoints_only(
     if changed.is_empty() {
         return Some(out);
     }
+    // The secrets a cluster's TLS contexts may name: the file's and those that arrived (one
+    // naming a secret still on its way falls back to the whole-config path).
+    let secrets = || -> Vec<Value> {
+        let file = base["static_resources"]["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        let arrived = after
+            .get(&ResourceType::Secret)
+            .into_iter()
+            .flat_map(|m| m.values());
+        file.cloned().chain(arrived.map(|s| s.json())).collect()
+    };
+    let needs_secrets = |c: &Value| {
+        c.get("transport_socket").is_some() || c.get("transport_socket_matches").is_some()
+    };
     for (i, (name, c)) in after.get(&ResourceType::Cluster)?.iter().enumerate() {
         let Some(eds) = c.eds_name().filter(|e| changed.contains(e.as_str())) else {
             continue;
         };
         let json = with_assignment(c.json(), name, now.get(eds).map(|v| v.json()));
-        out.push(config::cluster_from_json(json, i).ok()?);
+        let s = if needs_secrets(&json) {
+            secrets()
+        } else {
+            Vec::new()
+        };
+        out.push(config::cluster_from_json_with(json, i, s).ok()?);
     }
     // The bootstrap file's own EDS clusters.
     for (i, c, eds) in static_eds(base).filter(|(_, _, e)| changed.contains(e.as_str())) {
         let name = c["name"].as_str()?;
         let json = with_assignment(c.clone(), name, now.get(&eds).map(|v| v.json()));
-        out.push(config::cluster_from_json(json, i).ok()?);
+        let s = if needs_secrets(&json) {
+            secrets()
+        } else {
+            Vec::new()
+        };
+        out.push(config::cluster_from_json_with(json, i, s).ok()?);
     }
     Some(out)
 }

@@ -236,6 +236,16 @@ pub(crate) fn push(c: &mut Core, ty: ResourceType, items: Vec<Any>) -> Result<bo
     Ok(complete)
 }
 
+/// `c`'s check (not committed) of an EDS response with `cla`.
+pub(crate) fn check_eds(c: &Core, cla: &ClusterLoadAssignment) -> crate::core::Candidate {
+    c.check(
+        ResourceType::Endpoint,
+        Update::Sotw(vec![any(EDS, cla)]),
+        Instant::now(),
+    )
+    .unwrap()
+}
+
 /// The names `c` subscribes to for `ty`.
 pub(crate) fn names(c: &Core, ty: ResourceType) -> Vec<String> {
     c.wanted(ty).iter().cloned().collect()

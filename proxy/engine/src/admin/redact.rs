@@ -50,7 +50,11 @@ pub fn redact(v: &mut Value) {
             for (k, val) in m.iter_mut() {
                 // A Secret in a SecretsConfigDump is a message (`@type`), not GenericSecret's
                 // `secret` DataSource: its own sensitive fields are found inside.
-                let message = val.get("@type").is_some();
+                let message = k == "secret"
+                    && val.get("@type").and_then(Value::as_str)
+                        == Some(
+                            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                        );
                 if SENSITIVE.contains(&k.as_str()) && !message {
                     redact_value(val);
                 } else {

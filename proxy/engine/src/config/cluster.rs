@@ -79,6 +79,14 @@ pub struct Cluster {
     pub options: ClusterOptions,
 }
 
+impl Cluster {
+    /// The transport of an endpoint without metadata (an ORIGINAL_DST host): the first empty
+    /// `match`, else the cluster's `transport_socket`.
+    pub fn bare_transport(&self) -> u8 {
+        super::upstream_transport::select(&self.transport_socket_matches, None, None)
+    }
+}
+
 /// Envoy's default ORIGINAL_DST destination header.
 pub const DEFAULT_ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
 

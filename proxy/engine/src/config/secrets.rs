@@ -157,8 +157,8 @@ pub(crate) struct Material {
     pub certificate: Option<(RawTlsCertificate, FieldPath)>,
     /// The validation context, merged as described above.
     pub validation: Option<Validation>,
-    /// A secret it names has not arrived over ADS (the xDS client's stand-in): the context is
-    /// not ready, as Envoy's before its secrets are supplied.
+    /// A secret it names has not arrived (the xDS client's stand-in): the context is not ready,
+    /// as Envoy's before its secrets are supplied; the rest is as far as it is known (to check).
     pub pending: Option<String>,
 }
 
@@ -283,14 +283,16 @@ impl Secrets {
                 let rp = sp.index(0);
                 let s = self.get(r, &rp)?;
                 if s.pending {
+                    // The rest is still checked: what does not depend on the secret is refused
+                    // now, not when the secret arrives.
                     out.pending = r.name.clone();
-                    return Ok(out);
+                } else {
+                    let c = s.tls_certificate.as_ref().ok_or_else(|| {
+                        rp.field("name")
+                            .err("the secret it names has no tls_certificate")
+                    })?;
+                    out.certificate = Some((c.clone(), s.path.field("tls_certificate")));
                 }
-                let c = s.tls_certificate.as_ref().ok_or_else(|| {
-                    rp.field("name")
-                        .err("the secret it names has no tls_certificate")
-                })?;
-                out.certificate = Some((c.clone(), s.path.field("tls_certificate")));
             }
             ([_, ..], [_, ..]) => return Err(sp.err(
                 "only one of tls_certificates and tls_certificate_sds_secret_configs may be set",
@@ -331,19 +333,21 @@ impl Secrets {
                 .validation_context_sds_secret_config
                 .as_ref()
                 .ok_or_else(|| rp.err("required"))?;
-            let Some((dynamic, path)) = self.validation_secret(r, &rp)? else {
-                out.pending = r.name.clone();
-                return Ok(out);
-            };
             let mut merged = match &c.default_validation_context {
                 Some(d) => Validation::of(d, cp.field("default_validation_context")),
                 None => Validation::default(),
             };
-            let dynamic = Validation::of(dynamic, path);
-            if dynamic.trusted_ca.is_some() {
-                merged.trusted_ca = dynamic.trusted_ca;
+            match self.validation_secret(r, &rp)? {
+                Some((dynamic, path)) => {
+                    let dynamic = Validation::of(dynamic, path);
+                    if dynamic.trusted_ca.is_some() {
+                        merged.trusted_ca = dynamic.trusted_ca;
+                    }
+                    merged.sans.extend(dynamic.sans);
+                }
+                // The default context alone, so it is checked now.
+                None => out.pending = r.name.clone(),
             }
-            merged.sans.extend(dynamic.sans);
             out.validation = Some(merged);
         }
         Ok(out)
@@ -441,7 +445,8 @@ mod tests {
             "combined_validation_context: {validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}}}}",
         ] {
             let m = s.resolve(&ctx(yaml), &p).expect(yaml);
-            assert!(m.pending.is_some() && m.certificate.is_none() && m.validation.is_none(), "{yaml}");
+            assert!(m.pending.is_some() && m.certificate.is_none(), "{yaml}");
+            assert!(m.validation.is_none_or(|v| v.trusted_ca.is_none()), "{yaml}");
         }
     }
 

@@ -151,10 +151,6 @@ fn upstream_tls(
     };
     let cp = p.field("common_tls_context");
     let material = secrets.resolve(&ctx, &cp)?;
-    if material.pending.is_some() {
-        tls.pending_secret = material.pending;
-        return Ok(tls);
-    }
     if let Some(v) = &material.validation {
         if let Some((ca, cap)) = &v.trusted_ca {
             let d = data_source(ca, cap)?;
@@ -162,7 +158,7 @@ fn upstream_tls(
             tls.trusted_ca = Some(d);
         }
         tls.match_sans = v.san_matchers()?;
-        if let (None, Some((_, vp))) = (&tls.trusted_ca, v.sans.first()) {
+        if let (None, None, Some((_, vp))) = (&tls.trusted_ca, &material.pending, v.sans.first()) {
             if !tls.match_sans.is_empty() {
                 return Err(vp
                     .field("trusted_ca")
@@ -184,6 +180,8 @@ fn upstream_tls(
         &cp.field("tls_params"),
     )?;
     tls.alpn_protocols = ctx.alpn_protocols;
+    // Everything else was checked: a secret that has not arrived leaves it not ready.
+    tls.pending_secret = material.pending;
     Ok(tls)
 }
 

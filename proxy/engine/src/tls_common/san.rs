@@ -2,8 +2,9 @@
 //! validator does it: `match_subject_alt_names` matchers try every DNS, URI, email and IP SAN;
 //! `match_typed_subject_alt_names` ones only the SANs of their `san_type`. The certificate is
 //! accepted when one SAN matches one matcher (always, without matchers). A DNS SAN with a
-//! wildcard (`*.example.com`) matches an `exact` value one label deep (`a.example.com`), an IP
-//! SAN is compared in its text form.
+//! wildcard in its first label (`*.example.com`, `api*.example.com`) matches an `exact` value
+//! one label deep (`a.example.com`, `api-v1.example.com`); an IP SAN is compared in its text
+//! form.
 
 use std::net::IpAddr;
 
@@ -156,18 +157,31 @@ fn ip_text(b: &[u8]) -> Option<String> {
 }
 
 /// Envoy's `dnsNameMatch`: `name` (configured) equals the certificate's `pattern` ignoring
-/// case, or `pattern` is `*.rest` and `name` is one more label in front of `rest`.
+/// case, or `pattern`'s first label holds one `*` (the whole label, or a partial `api*` /
+/// `*-v1`, which never matches an IDN `xn--` label) matching exactly one label of `name` in
+/// front of the same rest.
 fn dns_name_match(name: &str, pattern: &str) -> bool {
     if name.eq_ignore_ascii_case(pattern) {
         return true;
     }
-    let Some(rest) = pattern.strip_prefix('*') else {
+    let (Some((p_first, p_rest)), Some((n_first, n_rest))) =
+        (pattern.split_once('.'), name.split_once('.'))
+    else {
         return false;
     };
-    match name.find('.') {
-        Some(dot) if dot > 0 => rest.starts_with('.') && name[dot..].eq_ignore_ascii_case(rest),
-        _ => false,
+    let Some((pre, suf)) = p_first.split_once('*') else {
+        return false;
+    };
+    if suf.contains('*') || n_first.is_empty() || !n_rest.eq_ignore_ascii_case(p_rest) {
+        return false;
     }
+    if p_first == "*" {
+        return true;
+    }
+    let idn = n_first.len() >= 4 && n_first[..4].eq_ignore_ascii_case("xn--");
+    !idn && n_first.len() >= pre.len() + suf.len()
+        && n_first[..pre.len()].eq_ignore_ascii_case(pre)
+        && n_first[n_first.len() - suf.len()..].eq_ignore_ascii_case(suf)
 }
 
 #[cfg(test)]
@@ -232,6 +246,11 @@ mod tests {
 
     #[test]
     fn wildcards_cover_one_label_only() {
+        assert!(dns_name_match("api-v1.example.com", "api*.example.com"));
+        assert!(dns_name_match("a-v1.example.com", "*-v1.example.com"));
+        assert!(!dns_name_match("xn--api.example.com", "xn*.example.com"));
+        assert!(!dns_name_match("web.example.com", "api*.example.com"));
+        assert!(!dns_name_match("api.b.example.com", "api*.example.com"));
         assert!(dns_name_match("a.example.com", "*.example.com"));
         assert!(dns_name_match("A.Example.com", "*.example.COM"));
         assert!(!dns_name_match("example.com", "*.example.com"));

@@ -117,6 +117,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             .iter()
             .map(|m| m.tls.clone())
             .collect(),
+        bare_transport: c.bare_transport(),
         breakers: c.circuit_breakers.map(|cb| Breakers {
             max_connections: cb.max_connections as usize,
             max_pending_requests: cb.max_pending_requests as usize,

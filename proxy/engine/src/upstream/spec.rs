@@ -32,6 +32,8 @@ pub struct ClusterSpec {
     pub tls: Option<TlsSpec>,
     /// `transport_socket_matches`' transport sockets, in order ([`EndpointSpec::transport`]).
     pub tls_matches: Vec<Option<TlsSpec>>,
+    /// The transport of a host without metadata (an ORIGINAL_DST host).
+    pub bare_transport: u8,
     /// Circuit breaker thresholds of each routing priority.
     pub breakers: ByPriority<Breakers>,
     /// Outlier detection, when configured.

@@ -23,6 +23,9 @@ use crate::{config::DataSource, tls_common::SanMatchers};
 #[derive(Clone)]
 pub struct TlsOrigin {
     connector: TlsConnector,
+    /// The same with only the configured `alpn_protocols` (a tcp_proxy's upstream: no HTTP
+    /// protocol to offer by default).
+    raw: TlsConnector,
     sni: Option<ServerName<'static>>,
     /// The secret that has not arrived (every handshake fails until a config has it).
     pending: Option<Arc<str>>,
@@ -52,14 +55,10 @@ impl TlsOrigin {
                 }),
             }
         };
-        let where_ = |d: &DataSource| match d {
-            DataSource::File(p) => p.display().to_string(),
-            DataSource::Inline(_) => "<inline>".to_string(),
-        };
         let bad = |what: &'static str, d: &DataSource, reason: String| UpstreamError::TlsFile {
             cluster: cluster.to_string(),
             what,
-            path: where_(d),
+            path: crate::tls_common::source_name(d),
             reason,
         };
         let provider = spec.params.provider();
@@ -123,6 +122,12 @@ impl TlsOrigin {
                 .collect()
         };
         config.enable_sni = spec.sni.is_some();
+        let mut raw = config.clone();
+        raw.alpn_protocols = spec
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
         let sni = match &spec.sni {
             Some(s) => Some(
                 ServerName::try_from(s.clone()).map_err(|e| tls_err(format!("sni {s}: {e}")))?,
@@ -131,6 +136,7 @@ impl TlsOrigin {
         };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
+            raw: TlsConnector::from(Arc::new(raw)),
             sni,
             pending: spec.pending_secret.as_deref().map(Arc::from),
         })
@@ -138,6 +144,21 @@ impl TlsOrigin {
 
     /// Runs the TLS handshake over `tcp`; returns the stream and whether ALPN chose h2.
     pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
+        let stream = self.handshake(&self.connector, tcp).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok((stream, h2))
+    }
+
+    /// The handshake of a tcp_proxy's upstream: ALPN only as configured.
+    pub async fn connect_raw(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.handshake(&self.raw, tcp).await
+    }
+
+    async fn handshake(
+        &self,
+        connector: &TlsConnector,
+        tcp: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
         if let Some(name) = &self.pending {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -148,9 +169,7 @@ impl TlsOrigin {
             Some(n) => n.clone(),
             None => ServerName::IpAddress(tcp.peer_addr()?.ip().into()),
         };
-        let stream = self.connector.connect(name, tcp).await?;
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok((stream, h2))
+        connector.connect(name, tcp).await
     }
 }
 

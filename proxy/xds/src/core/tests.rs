@@ -476,13 +476,7 @@ fn a_static_eds_cluster_of_the_bootstrap_is_subscribed_waited_for_and_updated_in
 
     let mut moved = cla("static-eds");
     moved.endpoints[0].lb_endpoints[0] = lb("127.0.0.1", 9100, HealthStatus::Healthy, Some(3));
-    let cand = c
-        .check(
-            ResourceType::Endpoint,
-            Update::Sotw(vec![any(EDS, &moved)]),
-            Instant::now(),
-        )
-        .unwrap();
+    let cand = check_eds(&c, &moved);
     let Some(Apply::Endpoints(clusters)) = &cand.apply else {
         panic!("an endpoint-only change: {:?}", cand.apply)
     };

@@ -151,3 +151,57 @@ fn a_bad_secret_is_nacked_naming_it_and_an_unasked_one_is_ignored() {
     step(&mut c, Secret, vec![secret("stray")]).unwrap();
     assert!(c.accepted(Secret).is_none_or(|m| m.is_empty()));
 }
+
+#[test]
+fn what_does_not_depend_on_a_pending_secret_is_checked_at_once() {
+    let mut c = core();
+    let bad = json_to_any(
+        CDS,
+        &json!({"name": "bad", "type": "STATIC", "connect_timeout": "1s",
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "tls_params": {"cipher_suites": ["NOPE"]},
+                    "tls_certificate_sds_secret_configs": [
+                        {"name": "default", "sds_config": {"ads": {}}}]}}}}),
+    )
+    .unwrap();
+    let e = step(&mut c, Cluster, vec![bad]).unwrap_err();
+    assert!(
+        e.contains("Cluster \"bad\"") && e.contains("cipher_suites[0]: unknown cipher suite"),
+        "{e}"
+    );
+    // So a good cluster naming the same secret is not held back by it.
+    step(&mut c, Cluster, vec![tls_cluster("good", "default")]).unwrap();
+    step(&mut c, Listener, Vec::new()).unwrap();
+    step(&mut c, Secret, vec![secret("default")]).unwrap();
+    assert!(c.is_ready());
+}
+
+#[test]
+fn an_endpoint_move_of_a_cluster_naming_a_secret_is_applied_in_place() {
+    let mut c = core();
+    let eds_tls = json_to_any(
+        CDS,
+        &json!({"name": "e", "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"ads": {}}},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"tls_certificate_sds_secret_configs": [
+                    {"name": "default", "sds_config": {"ads": {}}}]}}}}),
+    )
+    .unwrap();
+    step(&mut c, Cluster, vec![eds_tls]).unwrap();
+    step(&mut c, Listener, Vec::new()).unwrap();
+    step(&mut c, Secret, vec![secret("default")]).unwrap();
+    step(&mut c, ResourceType::Endpoint, vec![any(EDS, &cla("e"))]).unwrap();
+    assert!(c.is_ready());
+    let mut moved = cla("e");
+    moved.endpoints[0].lb_endpoints.truncate(1);
+    let cand = check_eds(&c, &moved);
+    assert!(
+        matches!(cand.apply, Some(crate::core::Apply::Endpoints(_))),
+        "{:?}",
+        cand.apply
+    );
+}
