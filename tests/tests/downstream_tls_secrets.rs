@@ -14,7 +14,7 @@ use sluice_tests::{
     conformance::proxy::free_ports,
     upstream::{
         harness::{curl_opt, TempDir},
-        tls::test_pki,
+        tls::{curl_cert, test_pki},
     },
 };
 
@@ -107,15 +107,9 @@ fn istio_inbound_mtls_from_static_secrets_matches_envoy() {
     let pki = test_pki();
     let dir = TempDir::new("downstream-tls-secrets");
     pki.write_files(&dir.0);
-    let f = |n: &str| dir.path(n).display().to_string();
-    let (spiffe_cert, spiffe_key, client_cert, client_key) = (
-        f("spiffe.pem"),
-        f("spiffe.key"),
-        f("client.pem"),
-        f("client.key"),
-    );
-    let spiffe = ["--cert", spiffe_cert.as_str(), "--key", spiffe_key.as_str()];
-    let client = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    let (spiffe_args, client_args) = (curl_cert(&dir.0, "spiffe"), curl_cert(&dir.0, "client"));
+    let spiffe = spiffe_args.each_ref().map(String::as_str);
+    let client = client_args.each_ref().map(String::as_str);
     let mut results = Vec::new();
     let mut cert_views = Vec::new();
     let mut secret_dumps = Vec::new();

@@ -25,7 +25,7 @@ pub use peer_cert::PeerCert;
 
 use crate::config::{
     raw_cluster::RawCommonTlsContext, raw_route::RawDataSource, secrets::Secrets, ConfigError,
-    DataSource, FieldPath,
+    FieldPath,
 };
 use crate::tls_common::{params::Side, SanMatchers, TlsParams};
 
@@ -101,11 +101,9 @@ pub struct TlsFacts {
 fn pem(raw: &RawDataSource, p: &FieldPath) -> Result<(Vec<u8>, String), ConfigError> {
     let d = crate::tls_common::data_source(raw, p)?;
     let from = crate::tls_common::source_name(&d);
-    match d {
-        DataSource::Inline(s) => Ok((s.into_bytes(), from)),
-        DataSource::File(f) => std::fs::read(&f)
-            .map(|b| (b, from))
-            .map_err(|e| p.field("filename").err(format!("{}: {e}", f.display()))),
+    match d.read() {
+        Ok(b) => Ok((b, from)),
+        Err(e) => Err(p.field("filename").err(format!("{from}: {e}"))),
     }
 }
 

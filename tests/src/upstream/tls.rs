@@ -66,6 +66,13 @@ impl TestPki {
     }
 }
 
+/// curl's options presenting the client certificate `name` (`spiffe` or `client`) that
+/// [`TestPki::write_files`] wrote into `dir`.
+pub fn curl_cert(dir: &std::path::Path, name: &str) -> [String; 4] {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
+    ["--cert".into(), file("pem"), "--key".into(), file("key")]
+}
+
 /// Generates a fresh CA, server and client certificates.
 pub fn test_pki() -> TestPki {
     let ca_key = KeyPair::generate().expect("ca key");

@@ -15,12 +15,8 @@ use crate::{config::DataSource, server::Runtime};
 fn pems(d: Option<&DataSource>) -> Vec<(String, Vec<u8>)> {
     let Some(d) = d else { return Vec::new() };
     let from = crate::tls_common::source_name(d);
-    let bytes = match d {
-        DataSource::Inline(s) => s.clone().into_bytes(),
-        DataSource::File(p) => match std::fs::read(p) {
-            Ok(b) => b,
-            Err(_) => return Vec::new(),
-        },
+    let Ok(bytes) = d.read() else {
+        return Vec::new();
     };
     CertificateDer::pem_slice_iter(&bytes)
         .filter_map(Result::ok)

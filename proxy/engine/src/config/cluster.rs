@@ -480,6 +480,16 @@ pub enum DataSource {
     Inline(String),
 }
 
+impl DataSource {
+    /// Its bytes: the file's (read now) or the inline text's.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            DataSource::File(p) => std::fs::read(p),
+            DataSource::Inline(s) => Ok(s.clone().into_bytes()),
+        }
+    }
+}
+
 /// Envoy's default `common_lb_config.healthy_panic_threshold` (50 %).
 pub const DEFAULT_HEALTHY_PANIC_THRESHOLD: f64 = 50.0;
 

@@ -45,15 +45,12 @@ impl TlsOrigin {
             reason,
         };
         let pem = |what: &'static str, d: &DataSource| -> Result<Vec<u8>, UpstreamError> {
-            match d {
-                DataSource::Inline(s) => Ok(s.clone().into_bytes()),
-                DataSource::File(p) => std::fs::read(p).map_err(|e| UpstreamError::TlsFile {
-                    cluster: cluster.to_string(),
-                    what,
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
-                }),
-            }
+            d.read().map_err(|e| UpstreamError::TlsFile {
+                cluster: cluster.to_string(),
+                what,
+                path: crate::tls_common::source_name(d),
+                reason: e.to_string(),
+            })
         };
         let bad = |what: &'static str, d: &DataSource, reason: String| UpstreamError::TlsFile {
             cluster: cluster.to_string(),
