@@ -105,8 +105,8 @@ enum Cmd {
         /// (e.g. 30s, 500ms, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: std::time::Duration,
-        /// Worker threads of the agent's tokio runtime (default: TOKIO_WORKER_THREADS, else one
-        /// per core).
+        /// The agent's worker threads, each serving its share of the connections on its own
+        /// runtime (default: TOKIO_WORKER_THREADS, else one per core).
         #[arg(long)]
         workers: Option<usize>,
         /// How many of the workers one pod's connections may occupy at once, so a pod driven
@@ -342,6 +342,14 @@ fn run() -> Result<()> {
                 Some(c) => c,
                 None => bpf::default_cgroup_root()?,
             };
+            // Connections run on the agent's own workers (one single-threaded runtime each);
+            // the runtime built below keeps the accept loops, the control socket and xDS. Installed
+            // first, so every upstream pool built from here on has a slot per worker.
+            let worker_count = agent::worker_count(workers);
+            sluice_engine::workers::install(worker_count, move || {
+                sluice_engine::fair::slice::for_worker(worker_slice_us)
+            })
+            .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;
             let l7 = match config {
                 Some(p) => Some(Arc::new(
@@ -357,13 +365,12 @@ fn run() -> Result<()> {
                 l7,
                 pod_config,
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                rt.worker_threads(n.max(1));
-            }
             let pod_workers = pod_workers.unwrap_or_else(|| agent::default_pod_workers(workers));
-            rt.on_thread_start(move || sluice_engine::fair::slice::for_worker(worker_slice_us));
-            let rt = rt.enable_all().build().context("tokio runtime")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
             let ready_gates = pod_watch::start(&watch, &control, &rt, directory)?
                 .into_iter()
                 .collect();

@@ -24,3 +24,4 @@ pub mod tcp_proxy;
 mod testing;
 pub mod tls_common;
 pub mod upstream;
+pub mod workers;

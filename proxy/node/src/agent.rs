@@ -81,12 +81,16 @@ pub struct AgentOptions {
 /// runtime has `workers` when given, else `TOKIO_WORKER_THREADS`, else one per core (tokio's
 /// own rule).
 pub fn default_pod_workers(workers: Option<usize>) -> usize {
-    let runtime = workers
+    worker_count(workers).div_ceil(2)
+}
+
+/// The agent's worker threads: `--workers`, else TOKIO_WORKER_THREADS, else one per core.
+pub fn worker_count(workers: Option<usize>) -> usize {
+    workers
         .or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok())
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1)
-        .max(1);
-    runtime.div_ceil(2)
+        .max(1)
 }
 
 /// Errors starting the agent.

@@ -130,8 +130,8 @@ pub struct ListenerContext {
     pub upstream: UpstreamFactory,
     /// Counters for `sluice status`.
     pub stats: ListenerStats,
-    /// The pod's share of the agent's workers (node mode; see [`sluice_engine::fair`]): every
-    /// connection task of the pod, and what it spawns, runs under it. `None`: unbounded.
+    /// The pod's share of the agent's workers (node mode; see [`sluice_engine::fair`]): the
+    /// workers its connections run on. `None`: any worker (round robin).
     pub share: Option<Arc<PodShare>>,
 }
 
@@ -261,6 +261,47 @@ fn accept_one(
         return reset(stream);
     }
     ctx.stats.record(orig_dst);
+    let Some(workers) = sluice_engine::workers::get() else {
+        tokio::spawn(connection(stream, peer, orig_dst, id, ctx, handler));
+        return;
+    };
+    // The agent's workers: the connection moves to its pod's next worker and stays there.
+    let worker = ctx
+        .share
+        .as_ref()
+        .and_then(|s| s.next_worker())
+        .unwrap_or_else(|| workers.next_any());
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
+            return warn!(conn = id, %peer, error = %e, "handing the connection to a worker");
+        }
+    };
+    let (ctx, handler) = (ctx.clone(), handler.clone());
+    workers.spawn_on(worker, async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                tokio::spawn(connection(stream, peer, orig_dst, id, &ctx, &handler));
+            }
+            Err(e) => {
+                ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
+                warn!(conn = id, %peer, error = %e, "registering the connection on a worker");
+            }
+        }
+    });
+}
+
+/// One connection's task: the handler's future inside the connection's span, counted out of the
+/// listener's active connections when it ends.
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+    id: u64,
+    ctx: &Arc<ListenerContext>,
+    handler: &Arc<dyn ConnectionHandler>,
+) -> impl Future<Output = ()> + Send + 'static {
     let span = info_span!(
         parent: None,
         "conn",
@@ -278,8 +319,7 @@ fn accept_one(
     };
     let fut = handler.handle(conn);
     let ctx = ctx.clone();
-    let share = ctx.share.clone();
-    let task = async move {
+    async move {
         info!(%peer, "accepted");
         match fut.await {
             Ok(()) => {}
@@ -292,11 +332,7 @@ fn accept_one(
         }
         ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
-    .instrument(span);
-    match share {
-        Some(share) => tokio::spawn(share.run(task)),
-        None => tokio::spawn(task),
-    };
+    .instrument(span)
 }
 
 /// Aborts a connection with a TCP RST (SO_LINGER 0, then close) so the client sees

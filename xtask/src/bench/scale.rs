@@ -117,13 +117,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 13] = [
+    const SECTIONS: [&str; 15] = [
         "noisy-l4",
         "noisy-l7",
         "noisy-l4-unbounded",
         "noisy-l7-unbounded",
         "noisy-l4-kernel-slice",
         "noisy-l7-kernel-slice",
+        "noisy-l4-same-worker",
+        "noisy-l7-same-worker",
         "node-l4",
         "node-mixed",
         "node-l7",
@@ -138,8 +140,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             SECTIONS.join(", ")
         );
     }
-    if plan.pods < 2 {
-        bail!("--pods must be at least 2 (noisy neighbour)");
+    if plan.pods < 3 {
+        bail!("--pods must be at least 3 (noisy neighbour: the neighbour, a quiet pod on the other worker and one on its own)");
     }
     let (bin_dir, loadgen) = build_loadgen(a)?;
     let sluice = match &a.sluice {
@@ -190,7 +192,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if on("node-l4") {
         step("node mode, L4", &mut |m| {
             let mut agent = node::run(&cx, Engines::L4, m)?;
-            neighbour::run(&cx, Some(&mut agent), "node_l4", m)?;
+            neighbour::run(&cx, Some(&mut agent), "node_l4", neighbour::QUIET, m)?;
             churn::run(&cx, &mut agent, m)?;
             status_scale::run(&cx, &agent, m)
         })?;
@@ -200,7 +202,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         if a.paths.iter().any(|p| p == section) {
             step(section, &mut |m| {
                 let mut agent = node::enroll_all(&cx, engines, engines.key(), &[], m)?;
-                neighbour::run(&cx, Some(&mut agent), engines.key(), m)
+                neighbour::run(&cx, Some(&mut agent), engines.key(), neighbour::QUIET, m)
             })?;
         }
     }
@@ -213,7 +215,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 let key = format!("{}_{}", engines.key(), v.name.replace('-', "_"));
                 step(&section, &mut |m| {
                     let mut agent = node::enroll_all(&cx, engines, &key, v.args, m)?;
-                    neighbour::run(&cx, Some(&mut agent), &key, m)
+                    neighbour::run(&cx, Some(&mut agent), &key, v.quiet, m)
                 })?;
             }
         }
@@ -226,7 +228,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if on("node-l7") {
         step("node mode, L7", &mut |m| {
             let mut agent = node::run(&cx, Engines::L7, m)?;
-            neighbour::run(&cx, Some(&mut agent), "node_l7", m)
+            neighbour::run(&cx, Some(&mut agent), "node_l7", neighbour::QUIET, m)
         })?;
     }
     if on("sidecars") {
@@ -242,7 +244,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     if on("noisy-control") {
         step("noisy neighbour without a proxy", &mut |m| {
-            neighbour::run(&cx, None, "direct", m)
+            neighbour::run(&cx, None, "direct", neighbour::QUIET, m)
         })?;
     }
     let profiles = cx.profiles.take();

@@ -113,28 +113,49 @@ fn requests_left(cluster: &Cluster) -> u32 {
 }
 
 /// Connections of one host for the requests of one routing priority.
+///
+/// Under the agent's workers ([`crate::workers`]) the pool has one [`Slot`] per worker, as each of
+/// Envoy's workers has its own pools: a connection's driver runs on the worker that opened it, and
+/// only that worker's requests use it, so a request never waits on another worker's thread.
+/// Elsewhere it has one slot.
 pub struct HostPool<B> {
     /// Whose circuit breakers (the cluster's resources of this priority) the pool counts in.
     priority: RoutingPriority,
+    slots: Box<[Slot<B>]>,
+    /// Its host's transport socket ([`Cluster::tls`]).
+    transport: u8,
+}
+
+/// One worker's connections of a [`HostPool`].
+struct Slot<B> {
     idle: Arc<Idle<B>>,
     /// The HTTP/2 connection and the streams it may still carry.
     h2: Mutex<Option<(http2::SendRequest<B>, u32)>>,
-    /// This pool's open or opening HTTP/1 connections (idle, busy or connecting).
+    /// The open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
-    /// Its host's transport socket ([`Cluster::tls`]).
-    transport: u8,
 }
 
 impl<B> HostPool<B> {
     /// An empty pool for requests of priority `priority` to a host of transport `transport`.
     pub fn new(priority: RoutingPriority, transport: u8) -> Self {
+        let n = crate::workers::get().map_or(1, crate::workers::Workers::count);
         Self {
             priority,
             transport,
-            idle: Arc::new(Idle(Mutex::new(Vec::new()))),
-            h2: Mutex::new(None),
-            cx: Arc::new(AtomicUsize::new(0)),
+            slots: (0..n)
+                .map(|_| Slot {
+                    idle: Arc::new(Idle(Mutex::new(Vec::new()))),
+                    h2: Mutex::new(None),
+                    cx: Arc::new(AtomicUsize::new(0)),
+                })
+                .collect(),
         }
+    }
+
+    /// The calling worker's slot.
+    fn here(&self) -> &Slot<B> {
+        let i = crate::workers::index().unwrap_or(0);
+        &self.slots[i % self.slots.len()]
     }
 }
 
@@ -161,28 +182,29 @@ impl<B: PoolBody> HostPool<B> {
         addr: SocketAddr,
     ) -> Result<(Sender<B>, bool, u32), ConnectError> {
         let resources = &cluster.resources[self.priority];
+        let here = self.here();
         if cluster.spec.http2 {
-            if let Some(s) = self.take_h2() {
+            if let Some(s) = here.take_h2() {
                 return Ok((Sender::H2(s), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
             let to = (addr, self.transport);
             let s = connect(cluster, to, Purpose::Pool, self.priority).await?;
             if let Sender::H2(h2) = &s {
-                self.set_h2(cluster, h2);
+                here.set_h2(cluster, h2);
             }
             return Ok((s, false, 0));
         }
-        if let Some((s, left)) = self.idle.take() {
+        if let Some((s, left)) = here.idle.take() {
             return Ok((Sender::H1(s), true, left));
         }
         let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
-            if let Some((s, left)) = self.idle.take() {
+            if let Some((s, left)) = here.idle.take() {
                 return Ok((Sender::H1(s), true, left));
             }
-            if self.reserve(resources) {
-                let slots = (self.priority, Some(self.cx.clone()));
+            if here.reserve(resources) {
+                let slots = (self.priority, Some(here.cx.clone()));
                 return connect_reserved(cluster, (addr, self.transport), Purpose::Pool, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
@@ -191,6 +213,13 @@ impl<B: PoolBody> HostPool<B> {
         }
     }
 
+    /// The calling worker's idle HTTP/1 connections.
+    fn idle_here(&self) -> &Arc<Idle<B>> {
+        &self.here().idle
+    }
+}
+
+impl<B> Slot<B> {
     /// A stream on the pooled HTTP/2 connection, if it is open and may carry one more; the
     /// connection's last allowed stream takes it out of the pool (it closes once its streams
     /// end).
@@ -356,7 +385,7 @@ where
     };
     let limit = cluster.spec.options.buffer_limit_bytes;
     let sender = if h2 {
-        let mut b = http2::Builder::new(crate::fair::Executor);
+        let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
         if let Some(n) = limit {
             // per_connection_buffer_limit_bytes: the flow-control windows (as Envoy's codec,
             // at least HTTP/2's minimum window).
@@ -366,7 +395,7 @@ where
         }
         let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        crate::fair::spawn(async move {
+        tokio::spawn(async move {
             let _ = conn.await;
             closed();
         });
@@ -381,7 +410,7 @@ where
             .await
             .map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        crate::fair::spawn(async move {
+        tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
             closed();
         });

@@ -1,6 +1,8 @@
 //! Noisy neighbour on one agent with every pod enrolled: the quiet pod (pod 1) runs the open
 //! loop at `plan.quiet_rps` over 16 connections, alone and then while pod 0 runs wrk at its
-//! maximum rate (64 connections, nice 19) through the same agent. Repeated `plan.reps` times, alone and
+//! maximum rate (64 connections, nice 19) through the same agent. Pods enrolled in order are
+//! placed on the agent's workers in turn, so with two workers pod 1 is on the other worker than
+//! pod 0; the `same-worker` variant takes pod 2, on pod 0's worker. Repeated `plan.reps` times, alone and
 //! with the neighbour interleaved; the ratio is taken per repetition.
 
 use std::time::Duration;
@@ -22,26 +24,37 @@ pub struct Variant {
     pub args: &'static [&'static str],
     /// The report row's label after the engine.
     pub label: &'static str,
+    /// The quiet pod.
+    pub quiet: usize,
 }
 
-pub const VARIANTS: [Variant; 2] = [
+pub const VARIANTS: [Variant; 3] = [
     Variant {
         name: "unbounded",
         args: &["--pod-workers", "0"],
         label: "no per-pod bound (`--pod-workers 0`)",
+        quiet: QUIET,
     },
     Variant {
         name: "kernel-slice",
         args: &["--worker-slice-us", "0"],
         label: "the kernel's default slice (`--worker-slice-us 0`)",
+        quiet: QUIET,
+    },
+    Variant {
+        name: "same-worker",
+        args: &[],
+        label: "the quiet pod on the neighbour's worker (pod 2)",
+        quiet: 2,
     },
 ];
 
-const QUIET: usize = 1;
+/// The quiet pod of the base rows.
+pub const QUIET: usize = 1;
 const NOISY: usize = 0;
 
-fn quiet_run(cx: &Ctx, secs: f64) -> Result<OpenResult> {
-    let r = cx.multi(&[QUIET], cx.plan.quiet_rps, 16, secs)?;
+fn quiet_run(cx: &Ctx, quiet: usize, secs: f64) -> Result<OpenResult> {
+    let r = cx.multi(&[quiet], cx.plan.quiet_rps, 16, secs)?;
     if r.requests == 0 {
         bail!("quiet pod: no request answered ({} errors)", r.errors);
     }
@@ -49,24 +62,30 @@ fn quiet_run(cx: &Ctx, secs: f64) -> Result<OpenResult> {
 }
 
 /// `agent` None: the control run with no proxy (no pod enrolled), for what the shared cores
-/// alone do to the quiet pod.
-pub fn run(cx: &Ctx, agent: Option<&mut Agent>, key: &str, m: &mut Metrics) -> Result<()> {
+/// alone do to the quiet pod `quiet`.
+pub fn run(
+    cx: &Ctx,
+    agent: Option<&mut Agent>,
+    key: &str,
+    quiet: usize,
+    m: &mut Metrics,
+) -> Result<()> {
     let secs = cx.plan.noisy_secs;
     // Warm-up of the quiet pod's path (not timed). A failure is a finding, recorded and
     // printed, not hidden; the run goes on.
-    if let Err(e) = quiet_run(cx, 0.5) {
+    if let Err(e) = quiet_run(cx, quiet, 0.5) {
         println!("FINDING: {key}: the quiet pod's warm-up failed: {e:#}");
         m.push(&format!("{key}.noisy.warmup_failures"), 1.0);
     }
     for _ in 0..cx.plan.reps {
-        let alone = quiet_run(cx, secs)?;
+        let alone = quiet_run(cx, quiet, secs)?;
         // wrk runs 1 s before and after the quiet pod's window, at nice 19: its own CPU goes
         // to it only when nothing else wants the core, as if it ran on its own cores; what
         // the quiet pod still feels is what it shares with the neighbour: the agent and the
         // one nginx both pods call.
         let noisy = cx.wrk_start_noisy(NOISY, 64, secs + 2.0)?;
         std::thread::sleep(Duration::from_secs(1));
-        let with = quiet_run(cx, secs);
+        let with = quiet_run(cx, quiet, secs);
         let wrk = cx.wrk_wait(noisy, secs + 2.0)?;
         let with = with?;
         m.push(&format!("{key}.noisy.alone.p50_us"), alone.p50_us);

@@ -122,9 +122,11 @@ fn goals(m: &Metrics) -> Vec<Goal> {
     add(
         "Noisy neighbour: quiet pod's p99 <= 2x its p99 alone",
         format!(
-            "L4 {}x, L7 {}x",
+            "L4 {}x, L7 {}x (the quiet pod on the neighbour's worker: L4 {}x, L7 {}x)",
             m.cell("node_l4.noisy.p99_ratio", 2),
-            m.cell("node_l7.noisy.p99_ratio", 2)
+            m.cell("node_l7.noisy.p99_ratio", 2),
+            m.cell("node_l4_same_worker.noisy.p99_ratio", 2),
+            m.cell("node_l7_same_worker.noisy.p99_ratio", 2)
         ),
         ratio
             .iter()
@@ -363,7 +365,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
             );
         }
     }
-    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent. The agent bounds each pod to half its workers (`--pod-workers`, default half rounded up: one of two here), so a pod at full speed leaves the other worker to the other pods; the unbounded rows run the same agent with `--pod-workers 0`. The agent's workers also ask the kernel for a 100 µs scheduler slice (`--worker-slice-us`, Linux 6.12+), so a task that wakes on a core where a worker serves the neighbour waits at most that long instead of the default slice (1.4 ms on 2 cores); the kernel-slice rows run the same agent with `--worker-slice-us 0`.\n");
+    md.push_str("\nThe control row runs the same with no pod enrolled (no proxy): what the neighbour's wrk and nginx (both at nice 19) and the quiet pod's generator and nginx sharing the 2 cores do to the quiet pod's latency without the agent. The proxy rows add the one thing the two pods share on a real node: the agent. The agent places each pod on half its workers (`--pod-workers`, default half rounded up: one of two here; pods enrolled in turn alternate), and a pod's connections run only there, so a pod at full speed leaves the other worker to the other pods; the unbounded rows run the same agent with `--pod-workers 0` (every pod's connections on both workers), and the same-worker rows take pod 2 as the quiet pod, placed on the neighbour's worker. The agent's workers also ask the kernel for a 100 µs scheduler slice (`--worker-slice-us`, Linux 6.12+), so a task that wakes on a core where a worker serves the neighbour waits at most that long instead of the default slice (1.4 ms on 2 cores); the kernel-slice rows run the same agent with `--worker-slice-us 0`.\n");
     let _ = writeln!(
         md,
         "\n## Worker scaling ({} pods, one wrk -t1 -c8 each, {:.0} s; `sluice agent --workers N`)\n",

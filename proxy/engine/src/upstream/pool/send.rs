@@ -93,7 +93,7 @@ impl<B: PoolBody> HostPool<B> {
         .await
         .map_err(SendError::Connect)?;
         if let Sender::H2(h2) = &sender {
-            self.set_h2(cluster, h2);
+            self.here().set_h2(cluster, h2);
         }
         let left = super::requests_left(cluster);
         self.send_on(cluster, addr, sender, left, req, idle)
@@ -144,7 +144,7 @@ impl<B: PoolBody> HostPool<B> {
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
-                        slot: Some((s, left.saturating_sub(1), self.idle.clone())),
+                        slot: Some((s, left.saturating_sub(1), self.idle_here().clone())),
                     })),
                     Err(mut e) => match e.take_message() {
                         _ if e.error().is_user() => Err(Failure::Downstream),
