@@ -93,6 +93,9 @@ pub fn pod_line(p: &PodStatus) -> String {
     if let Some(engine) = &p.engine {
         let _ = write!(line, " engine={engine}");
     }
+    if !p.workers.is_empty() {
+        let _ = write!(line, " workers={}", workers_cell(p));
+    }
     if let Some(admin) = &p.admin {
         let _ = write!(line, " admin={admin}");
     }
@@ -154,11 +157,21 @@ pub fn select_pods(s: &mut StatusReport, filter: Option<&str>, sort: SortBy) {
     }
 }
 
-/// One line that sums the pods up: how many per mode, listening, connections, failures.
+/// The workers a pod is placed on (`0,1`), `-` for none.
+fn workers_cell(p: &PodStatus) -> String {
+    if p.workers.is_empty() {
+        return "-".into();
+    }
+    let w: Vec<String> = p.workers.iter().map(ToString::to_string).collect();
+    w.join(",")
+}
+
+/// One line that sums the pods up: how many per mode, listening, connections, failures, and the
+/// pods placed on each worker.
 pub fn summary_line(s: &StatusReport) -> String {
     let mode = |m: &str| s.pods.iter().filter(|p| p.mode == m).count();
     let sum = |f: fn(&PodStatus) -> u64| s.pods.iter().map(f).sum::<u64>();
-    format!(
+    let mut line = format!(
         "{} pods ({} node, {} sidecar, {} off), {} with listeners up, {} connections open, \
          {} accepted, {} upstream failures",
         s.pods.len(),
@@ -169,7 +182,12 @@ pub fn summary_line(s: &StatusReport) -> String {
         sum(|p| p.active),
         sum(|p| p.accepted + p.inbound_accepted),
         sum(|p| p.upstream_failures),
-    )
+    );
+    if !s.pods_per_worker.is_empty() {
+        let w: Vec<String> = s.pods_per_worker.iter().map(ToString::to_string).collect();
+        let _ = write!(line, ", pods per worker {}", w.join("/"));
+    }
+    line
 }
 
 /// The status report as tables: pods, a summary line, then counters.
@@ -177,8 +195,8 @@ pub fn format_status(s: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<28} {:>20} {:<8} {:<24} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  RECENT ORIGINAL DESTINATIONS",
-        "NETNS", "COOKIE", "MODE", "POD", "LISTENER", "ACCEPTED", "ACTIVE", "FAILED", "BYTES_OUT", "BYTES_IN", "ENTRIES"
+        "{:<28} {:>20} {:<8} {:<24} {:<8} {:<7} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  RECENT ORIGINAL DESTINATIONS",
+        "NETNS", "COOKIE", "MODE", "POD", "LISTENER", "WORKERS", "ACCEPTED", "ACTIVE", "FAILED", "BYTES_OUT", "BYTES_IN", "ENTRIES"
     );
     for p in &s.pods {
         // Listeners up: the engine serving them (l4 / l7).
@@ -189,12 +207,13 @@ pub fn format_status(s: &StatusReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<28} {:>20} {:<8} {:<24} {:<8} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  {}",
+            "{:<28} {:>20} {:<8} {:<24} {:<8} {:<7} {:>8} {:>6} {:>6} {:>10} {:>10} {:>7}  {}",
             p.netns,
             p.cookie,
             p.mode,
             pod_name(p),
             up,
+            workers_cell(p),
             p.accepted,
             p.active,
             p.upstream_failures,
@@ -245,10 +264,12 @@ mod tests {
                     pod_name: Some("web-0".into()),
                     pod_namespace: Some("shop".into()),
                 }),
+                workers: vec![1],
                 ..Default::default()
             }],
             kernel_policies: vec![4097, 5000],
             counters: vec![("captured".into(), 2)],
+            pods_per_worker: vec![0, 1],
         };
         let t = format_status(&s);
         assert!(
@@ -257,8 +278,10 @@ mod tests {
         );
         assert!(t.contains("10.96.0.10:80"), "{t}");
         assert!(t.contains("shop/web-0"), "{t}");
+        assert!(t.contains(" up       1 "), "the WORKERS column: {t}");
+        assert!(t.contains(", pods per worker 0/1"), "{t}");
         assert!(
-            pod_line(&s.pods[0]).ends_with("pod=shop/web-0 container=c0ffee"),
+            pod_line(&s.pods[0]).ends_with("pod=shop/web-0 container=c0ffee workers=1"),
             "{}",
             pod_line(&s.pods[0])
         );
@@ -291,6 +314,7 @@ mod tests {
                 .collect(),
             kernel_policies: Vec::new(),
             counters: Vec::new(),
+            pods_per_worker: Vec::new(),
         };
         assert_eq!(
             summary_line(&s),

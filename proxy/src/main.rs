@@ -109,9 +109,9 @@ enum Cmd {
         /// runtime (default: TOKIO_WORKER_THREADS, else one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// How many of the workers one pod's connections may occupy at once, so a pod driven
-        /// at full speed leaves the rest to the other pods (default: half the workers, at
-        /// least one; 0 = no bound).
+        /// How many workers each pod is placed on (those with the fewest pods when it enrolls):
+        /// its connections run only there, so a pod driven at full speed leaves the rest to the
+        /// other pods (default: half the workers, at least one; 0 = every worker).
         #[arg(long)]
         pod_workers: Option<usize>,
         /// The scheduler slice each worker asks the kernel for, in µs (Linux 6.12+; 100 to

@@ -44,6 +44,13 @@ impl PodShare {
         self.workers
     }
 
+    /// The workers the pod is placed on (empty when the agent has no workers of its own).
+    pub fn placed_on(&self) -> &[usize] {
+        self.placement
+            .as_ref()
+            .map_or(&[], crate::workers::Placement::workers)
+    }
+
     /// The worker for the pod's next connection, when the agent has its own workers.
     pub fn next_worker(&self) -> Option<usize> {
         self.placement.as_ref().map(crate::workers::Placement::next)

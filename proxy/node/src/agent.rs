@@ -67,8 +67,8 @@ pub struct AgentOptions {
     /// Port of each node-mode L7 pod's admin on 127.0.0.1 inside its netns
     /// ([`pod_admin::DEFAULT_POD_ADMIN_PORT`]); 0 = none (the control socket still serves it).
     pub pod_admin_port: u16,
-    /// How many of the agent's workers one pod's connections may occupy at once (0 = no bound):
-    /// a pod at full speed leaves the other workers to the other pods ([`sluice_engine::fair`]).
+    /// How many of the agent's workers each pod is placed on (0 = every worker): a pod at full
+    /// speed leaves the other workers to the other pods ([`sluice_engine::fair`]).
     pub pod_workers: usize,
     /// Serve every pod's Istio metrics here (`/stats/prometheus`, labels `pod` and
     /// `namespace`); see [`registry::Registry::metrics_targets`].

@@ -197,6 +197,10 @@ pub struct PodStatus {
     /// passthrough: the agent has no config or the pod was enrolled with `--engine l4`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// The agent's workers the pod's connections run on (node mode with a per-pod placement,
+    /// `--pod-workers`); empty: any worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<usize>,
 }
 
 /// One pod handed from an old agent to a new one (graceful upgrade).
@@ -236,6 +240,9 @@ pub struct StatusReport {
     pub kernel_policies: Vec<u64>,
     /// eBPF counters by name.
     pub counters: Vec<(String, u64)>,
+    /// Pods placed on each of the agent's workers, by worker.
+    #[serde(default)]
+    pub pods_per_worker: Vec<usize>,
 }
 
 /// Errors talking to the agent; each names the socket path.

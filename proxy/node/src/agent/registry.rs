@@ -167,8 +167,8 @@ impl Registry {
         }
     }
 
-    /// Bounds how many of the agent's workers each pod enrolled from now on may occupy at once
-    /// (0 = no bound); see [`sluice_engine::fair`].
+    /// How many of the agent's workers each pod enrolled from now on is placed on (0 = every
+    /// worker); see [`sluice_engine::fair`].
     pub fn set_pod_workers(&mut self, workers: usize) {
         self.pod_workers = workers;
     }
@@ -569,6 +569,12 @@ impl Registry {
             s.inbound_recent_destinations = ist.recent().iter().map(ToString::to_string).collect();
             s.admin = l.admin.as_ref().map(|a| a.addr().to_string());
             s.engine = Some(if l.engine.is_some() { "l7" } else { "l4" }.to_string());
+            s.workers = l
+                .ctx
+                .share
+                .as_ref()
+                .map(|share| share.placed_on().to_vec())
+                .unwrap_or_default();
             s.engine_versions = l.engine.as_ref().map(|e| {
                 let version = |s: &Option<Arc<Server>>| s.as_ref().map(|s| s.runtime().version);
                 (version(&e.outbound), version(&e.inbound))
@@ -639,6 +645,9 @@ impl Registry {
                 .collect(),
             kernel_policies,
             counters,
+            pods_per_worker: sluice_engine::workers::get()
+                .map(sluice_engine::workers::Workers::pods)
+                .unwrap_or_default(),
         }
     }
 

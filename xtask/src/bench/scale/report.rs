@@ -128,10 +128,14 @@ fn goals(m: &Metrics) -> Vec<Goal> {
             m.cell("node_l4_same_worker.noisy.p99_ratio", 2),
             m.cell("node_l7_same_worker.noisy.p99_ratio", 2)
         ),
-        ratio
-            .iter()
-            .all(Option::is_some)
-            .then(|| ratio.iter().flatten().all(|&v| v <= 2.0)),
+        // Every pod counts: a quiet pod placed on the neighbour's worker too, when measured.
+        ratio.iter().all(Option::is_some).then(|| {
+            let same = [
+                m.med("node_l4_same_worker.noisy.p99_ratio"),
+                m.med("node_l7_same_worker.noisy.p99_ratio"),
+            ];
+            ratio.iter().chain(&same).flatten().all(|&v| v <= 2.0)
+        }),
     );
     // The load generators share the machine's 2 cores with the agent, so the fallback
     // applies: requests per agent CPU-second, i.e. 2 workers' capacity on 2 dedicated cores
@@ -210,7 +214,7 @@ pub fn render(h: &Header, m: &Metrics) -> (String, Value) {
         h.secs, p.pods, p.per_pod_rps, p.traffic_secs, p.idle_secs, p.reps
     );
     md.push_str("- the agent's `--config` applies to every pod, so L4 (no config) and L7 (Envoy's outbound YAML, listener `virtualOutbound`, as the bench's `ebpf+sluice-node-l7`) run as two agents one after the other; the issue's half/half split needs a per-pod engine choice, which does not exist yet\n");
-    md.push_str("- the node agent runs with tokio's default workers (one per core); sluice sidecars with one worker each, Envoy with `--concurrency 1` (the cheapest sidecar configuration); the pods are enrolled with the sk_msg fast path on, as in the bench's eBPF paths\n");
+    md.push_str("- the node agent runs with its default workers (one per core, each its own single-threaded runtime; each pod placed on half of them); sluice sidecars with one worker each, Envoy with `--concurrency 1` (the cheapest sidecar configuration); the pods are enrolled with the sk_msg fast path on, as in the bench's eBPF paths\n");
     md.push_str("- enrollment latency is the wall time of `sluice enroll` (process start + one control call); the machine's 2 cores are shared with other work (compilers): take ratios and medians, not absolute throughput\n\n");
 
     md.push_str("## Goals\n\n| goal | measured | |\n|---|---|---|\n");
