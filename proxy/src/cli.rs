@@ -183,7 +183,7 @@ pub fn summary_line(s: &StatusReport) -> String {
         sum(|p| p.accepted + p.inbound_accepted),
         sum(|p| p.upstream_failures),
     );
-    if !s.pods_per_worker.is_empty() {
+    if s.pods_per_worker.iter().any(|&n| n > 0) {
         let w: Vec<String> = s.pods_per_worker.iter().map(ToString::to_string).collect();
         let _ = write!(line, ", pods per worker {}", w.join("/"));
     }

@@ -343,7 +343,8 @@ fn run() -> Result<()> {
                 None => bpf::default_cgroup_root()?,
             };
             // Connections run on the agent's own workers (one single-threaded runtime each);
-            // the runtime built below keeps the accept loops, the control socket and xDS. Installed
+            // the runtime built below keeps the accept loops, the control socket, xDS and config
+            // builds. Installed
             // first, so every upstream pool built from here on has a slot per worker.
             let worker_count = agent::worker_count(workers);
             sluice_engine::workers::install(worker_count, move || {
@@ -366,8 +367,11 @@ fn run() -> Result<()> {
                 pod_config,
             };
             let pod_workers = pod_workers.unwrap_or_else(|| agent::default_pod_workers(workers));
+            // Two threads: a config build (an xDS push, a SIGHUP reload, an enrollment) on one
+            // leaves the other to accept every pod's connections.
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
+                .worker_threads(2)
+                .on_thread_start(move || sluice_engine::fair::slice::for_worker(worker_slice_us))
                 .enable_all()
                 .build()
                 .context("tokio runtime")?;

@@ -77,9 +77,8 @@ pub struct AgentOptions {
     pub ready_gates: Vec<health::ReadyGate>,
 }
 
-/// The default of [`AgentOptions::pod_workers`]: half the runtime's workers, rounded up. The
-/// runtime has `workers` when given, else `TOKIO_WORKER_THREADS`, else one per core (tokio's
-/// own rule).
+/// The default of [`AgentOptions::pod_workers`]: half the agent's workers ([`worker_count`]),
+/// rounded up.
 pub fn default_pod_workers(workers: Option<usize>) -> usize {
     worker_count(workers).div_ceil(2)
 }

@@ -15,7 +15,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -114,14 +114,16 @@ fn requests_left(cluster: &Cluster) -> u32 {
 
 /// Connections of one host for the requests of one routing priority.
 ///
-/// Under the agent's workers ([`crate::workers`]) the pool has one [`Slot`] per worker, as each of
-/// Envoy's workers has its own pools: a connection's driver runs on the worker that opened it, and
-/// only that worker's requests use it, so a request never waits on another worker's thread.
-/// Elsewhere it has one slot.
+/// Under the agent's workers ([`crate::workers`]) the pool has a [`Slot`] per worker, made when
+/// the worker first uses it (a pod uses only the workers it is placed on), as each of Envoy's
+/// workers has its own pools: a connection's driver runs on the worker that opened it, and that
+/// worker's requests use it, so a request does not wait on another worker's thread. Elsewhere it
+/// has one slot.
 pub struct HostPool<B> {
     /// Whose circuit breakers (the cluster's resources of this priority) the pool counts in.
     priority: RoutingPriority,
-    slots: Box<[Slot<B>]>,
+    /// By worker index; 16 bytes for a worker that never used the pool.
+    slots: Box<[OnceLock<Box<Slot<B>>>]>,
     /// Its host's transport socket ([`Cluster::tls`]).
     transport: u8,
 }
@@ -142,20 +144,30 @@ impl<B> HostPool<B> {
         Self {
             priority,
             transport,
-            slots: (0..n)
-                .map(|_| Slot {
-                    idle: Arc::new(Idle(Mutex::new(Vec::new()))),
-                    h2: Mutex::new(None),
-                    cx: Arc::new(AtomicUsize::new(0)),
-                })
-                .collect(),
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
         }
     }
 
     /// The calling worker's slot.
     fn here(&self) -> &Slot<B> {
         let i = crate::workers::index().unwrap_or(0);
-        &self.slots[i % self.slots.len()]
+        self.slots[i % self.slots.len()].get_or_init(|| {
+            Box::new(Slot {
+                idle: Arc::new(Idle(Mutex::new(Vec::new()))),
+                h2: Mutex::new(None),
+                cx: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+    }
+
+    /// An idle HTTP/1 connection of another worker's slot: only while the cluster is at
+    /// `max_connections`, so a request does not wait for its own worker's connections while
+    /// another worker's sit idle (the connection's driver stays on its worker).
+    fn idle_elsewhere(&self) -> Option<(http1::SendRequest<B>, u32)> {
+        self.slots
+            .iter()
+            .filter_map(OnceLock::get)
+            .find_map(|s| s.idle.take())
     }
 }
 
@@ -208,6 +220,9 @@ impl<B: PoolBody> HostPool<B> {
                 return connect_reserved(cluster, (addr, self.transport), Purpose::Pool, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
+            }
+            if let Some((s, left)) = self.idle_elsewhere() {
+                return Ok((Sender::H1(s), true, left));
             }
             tokio::time::sleep(PENDING_POLL).await;
         }

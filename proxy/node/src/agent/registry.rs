@@ -151,7 +151,7 @@ pub struct Registry {
     pods: HashMap<u64, Pod>,
     /// Port of each engine-served pod's admin (0 = none).
     pod_admin_port: u16,
-    /// How many of the agent's workers one pod's tasks may occupy at once (0 = no bound).
+    /// How many of the agent's workers each pod is placed on (0 = every worker).
     pod_workers: usize,
 }
 
