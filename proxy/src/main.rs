@@ -117,7 +117,7 @@ enum Cmd {
         /// The scheduler slice each worker asks the kernel for, in µs (Linux 6.12+; 100 to
         /// 100000; 0 = the kernel's default): a task of another pod that wakes on a worker's
         /// core waits at most this long for it.
-        #[arg(long, default_value_t = sluice_engine::fair::slice::MIN_SLICE_US)]
+        #[arg(long, default_value_t = sluice_engine::workers::slice::MIN_SLICE_US)]
         worker_slice_us: u32,
         /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
         /// netns; 0 = none (the control socket's `admin` op still serves it).
@@ -348,7 +348,7 @@ fn run() -> Result<()> {
             // first, so every upstream pool built from here on has a slot per worker.
             let worker_count = agent::worker_count(workers);
             sluice_engine::workers::install(worker_count, move || {
-                sluice_engine::fair::slice::for_worker(worker_slice_us)
+                sluice_engine::workers::slice::for_worker(worker_slice_us)
             })
             .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;
@@ -371,7 +371,7 @@ fn run() -> Result<()> {
             // leaves the other to accept every pod's connections.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .on_thread_start(move || sluice_engine::fair::slice::for_worker(worker_slice_us))
+                .on_thread_start(move || sluice_engine::workers::slice::for_worker(worker_slice_us))
                 .enable_all()
                 .build()
                 .context("tokio runtime")?;

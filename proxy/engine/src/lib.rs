@@ -13,7 +13,6 @@ pub mod config;
 pub mod detect;
 pub mod downstream_tls;
 pub mod explain;
-pub mod fair;
 pub mod heap;
 pub mod http;
 pub mod rbac;

@@ -9,9 +9,11 @@
 //! requests per second (`cargo xtask bench --scale --paths workers`, ARCHITECTURE.md "Per-pod
 //! fairness and the agent's workers").
 //!
-//! Pods are placed on workers when they enroll: a pod's [`Placement`] is the `k` workers with the
-//! fewest pods (`k` = `--pod-workers`), and its connections go round robin over them. So one pod's
-//! work occupies at most `k` workers, whatever its rate, and pods spread evenly over the workers.
+//! Per-pod fairness: pods are placed on workers when they enroll. A pod's [`Placement`] is the `k`
+//! workers with the fewest pods (`k` = `--pod-workers`), and its connections go round robin over
+//! them, so one pod's work occupies at most `k` workers, whatever its rate, and pods spread evenly
+//! over the workers. The workers also ask the kernel for a short scheduler slice ([`slice`]), so a
+//! task that wakes on a core where a worker serves a busy pod waits at most that long.
 //! Outside the agent (`sluice proxy`, the sidecar) no workers are installed and connections run
 //! on the caller's runtime.
 
@@ -25,6 +27,8 @@ use std::{
 };
 
 use tokio::{runtime::Handle, task::JoinHandle};
+
+pub mod slice;
 
 static INSTALLED: OnceLock<Workers> = OnceLock::new();
 
@@ -54,7 +58,7 @@ pub fn index() -> Option<usize> {
 }
 
 /// Starts `n` (at least one) worker threads and makes them the process's workers; each thread
-/// runs `on_start` first (e.g. [`crate::fair::slice::for_worker`]). Fails if workers are already
+/// runs `on_start` first (e.g. [`slice::for_worker`]). Fails if workers are already
 /// installed or a thread or runtime cannot be made.
 pub fn install(
     n: usize,
@@ -175,11 +179,6 @@ impl Placement {
     /// The pod's workers.
     pub fn workers(&self) -> &[usize] {
         &self.workers
-    }
-
-    /// The workers the placement is on.
-    pub fn of(&self) -> &'static Workers {
-        self.of
     }
 }
 

@@ -68,7 +68,7 @@ pub struct AgentOptions {
     /// ([`pod_admin::DEFAULT_POD_ADMIN_PORT`]); 0 = none (the control socket still serves it).
     pub pod_admin_port: u16,
     /// How many of the agent's workers each pod is placed on (0 = every worker): a pod at full
-    /// speed leaves the other workers to the other pods ([`sluice_engine::fair`]).
+    /// speed leaves the other workers to the other pods ([`sluice_engine::workers`]).
     pub pod_workers: usize,
     /// Serve every pod's Istio metrics here (`/stats/prometheus`, labels `pod` and
     /// `namespace`); see [`registry::Registry::metrics_targets`].

@@ -23,8 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument as _};
 
 use sluice_engine::{
-    fair::PodShare,
     server::{original_dst, ConnObserver},
+    workers::Placement,
 };
 
 use crate::{drain::Watch, upstream_factory::UpstreamFactory};
@@ -130,9 +130,9 @@ pub struct ListenerContext {
     pub upstream: UpstreamFactory,
     /// Counters for `sluice status`.
     pub stats: ListenerStats,
-    /// The pod's share of the agent's workers (node mode; see [`sluice_engine::fair`]): the
-    /// workers its connections run on. `None`: any worker (round robin).
-    pub share: Option<Arc<PodShare>>,
+    /// The agent's workers the pod's connections run on (node mode with `--pod-workers`; see
+    /// [`sluice_engine::workers`]). `None`: any worker (round robin).
+    pub placement: Option<Arc<Placement>>,
 }
 
 /// The L7 engine reports the connections it serves for a capture listener here, so `sluice
@@ -267,10 +267,9 @@ fn accept_one(
     };
     // The agent's workers: the connection moves to its pod's next worker and stays there.
     let worker = ctx
-        .share
+        .placement
         .as_ref()
-        .and_then(|s| s.next_worker())
-        .unwrap_or_else(|| workers.next_any());
+        .map_or_else(|| workers.next_any(), |p| p.next());
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -281,9 +280,7 @@ fn accept_one(
     let (ctx, handler) = (ctx.clone(), handler.clone());
     workers.spawn_on(worker, async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                tokio::spawn(connection(stream, peer, orig_dst, id, &ctx, &handler));
-            }
+            Ok(stream) => connection(stream, peer, orig_dst, id, &ctx, &handler).await,
             Err(e) => {
                 ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
                 warn!(conn = id, %peer, error = %e, "registering the connection on a worker");

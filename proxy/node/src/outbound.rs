@@ -99,7 +99,7 @@ mod tests {
             netns: "self".into(),
             upstream: UpstreamFactory::new(None, None, DEFAULT_CONNECT_TIMEOUT),
             stats: ListenerStats::default(),
-            share: None,
+            placement: None,
         })
     }
 

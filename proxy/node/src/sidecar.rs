@@ -258,7 +258,7 @@ pub async fn serve(
             upstream: upstream.clone(),
             stats: ListenerStats::default(),
             // A sidecar serves one pod: nothing to share its workers with.
-            share: None,
+            placement: None,
         })
     };
     let out_ctx = ctx("outbound", Direction::Outbound);

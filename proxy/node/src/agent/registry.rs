@@ -7,7 +7,7 @@ use std::{
 };
 
 use sluice_common::{Counter, PROXY_MARK};
-use sluice_engine::{fair::PodShare, server::Server};
+use sluice_engine::server::Server;
 use tracing::info;
 
 use super::{
@@ -168,7 +168,7 @@ impl Registry {
     }
 
     /// How many of the agent's workers each pod enrolled from now on is placed on (0 = every
-    /// worker); see [`sluice_engine::fair`].
+    /// worker); see [`sluice_engine::workers`].
     pub fn set_pod_workers(&mut self, workers: usize) {
         self.pod_workers = workers;
     }
@@ -300,8 +300,10 @@ impl Registry {
             Some(PROXY_MARK),
             DEFAULT_CONNECT_TIMEOUT,
         );
-        // One share for both directions: the pod's inbound and outbound work count together.
-        let share = (self.pod_workers > 0).then(|| PodShare::new(self.pod_workers));
+        // One placement for both directions: the pod's inbound and outbound work count together.
+        let placement = sluice_engine::workers::get()
+            .filter(|_| self.pod_workers > 0)
+            .map(|w| Arc::new(w.place(self.pod_workers)));
         let ctx = |name, direction| {
             Arc::new(ListenerContext {
                 name,
@@ -309,7 +311,7 @@ impl Registry {
                 netns: bound.netns_arg.clone(),
                 upstream: upstream.clone(),
                 stats: ListenerStats::default(),
-                share: share.clone(),
+                placement: placement.clone(),
             })
         };
         let out_ctx = ctx("outbound", Direction::Outbound);
@@ -571,9 +573,9 @@ impl Registry {
             s.engine = Some(if l.engine.is_some() { "l7" } else { "l4" }.to_string());
             s.workers = l
                 .ctx
-                .share
+                .placement
                 .as_ref()
-                .map(|share| share.placed_on().to_vec())
+                .map(|p| p.workers().to_vec())
                 .unwrap_or_default();
             s.engine_versions = l.engine.as_ref().map(|e| {
                 let version = |s: &Option<Arc<Server>>| s.as_ref().map(|s| s.runtime().version);
