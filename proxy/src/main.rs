@@ -119,6 +119,11 @@ enum Cmd {
         /// core waits at most this long for it.
         #[arg(long, default_value_t = sluice_engine::workers::slice::MIN_SLICE_US)]
         worker_slice_us: u32,
+        /// How many of a pod's task polls a worker runs before it turns to the next pod with
+        /// work on it: a quiet pod sharing a worker with a busy one waits one such turn, not
+        /// for every connection of the busy pod (0 = no turns: one queue for all pods' tasks).
+        #[arg(long, default_value_t = sluice_engine::workers::DEFAULT_TURN)]
+        pod_turn: usize,
         /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
         /// netns; 0 = none (the control socket's `admin` op still serves it).
         #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
@@ -332,6 +337,7 @@ fn run() -> Result<()> {
             workers,
             pod_workers,
             worker_slice_us,
+            pod_turn,
             pod_admin_port,
             xds,
             watch,
@@ -347,7 +353,7 @@ fn run() -> Result<()> {
             // builds. Installed
             // first, so every upstream pool built from here on has a slot per worker.
             let worker_count = agent::worker_count(workers);
-            sluice_engine::workers::install(worker_count, move || {
+            sluice_engine::workers::install(worker_count, pod_turn, move || {
                 sluice_engine::workers::slice::for_worker(worker_slice_us)
             })
             .context("the agent's workers")?;

@@ -41,8 +41,10 @@ pub struct BenchArgs {
     /// 2hop:iptables+envoy. With --scale, the sections to run: node-l4 (with the noisy
     /// neighbour, the churn and status at 1,000 pods), node-mixed, node-l7, sidecars, envoys,
     /// workers, noisy-control, noisy-l4-unbounded / noisy-l7-unbounded (`--pod-workers 0`) and
-    /// noisy-l4-kernel-slice / noisy-l7-kernel-slice (`--worker-slice-us 0`); noisy-l4 and
-    /// noisy-l7 (the neighbour alone) only when named.
+    /// noisy-l4-kernel-slice / noisy-l7-kernel-slice (`--worker-slice-us 0`),
+    /// noisy-l4-same-worker / noisy-l7-same-worker (the quiet pod on the neighbour's worker) and
+    /// noisy-l4-same-worker-fifo / noisy-l7-same-worker-fifo (the same, `--pod-turn 0`); noisy-l4
+    /// and noisy-l7 (the neighbour alone) only when named.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).

@@ -309,7 +309,7 @@ pub async fn serve<I, F>(
             Ok::<_, Infallible>(resp.map(|b| conn_timers::Activity::track(b, stream)))
         }
     });
-    let mut b = auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut b = auto::Builder::new(crate::workers::Exec);
     b.http1()
         .timer(TokioTimer::new())
         // Off: it would run from the end of each response, closing idle keep-alive

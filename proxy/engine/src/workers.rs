@@ -12,8 +12,11 @@
 //! Per-pod fairness: pods are placed on workers when they enroll. A pod's [`Placement`] is the `k`
 //! workers with the fewest pods (`k` = `--pod-workers`), and its connections go round robin over
 //! them, so one pod's work occupies at most `k` workers, whatever its rate, and pods spread evenly
-//! over the workers. The workers also ask the kernel for a short scheduler slice ([`slice`]), so a
-//! task that wakes on a core where a worker serves a busy pod waits at most that long.
+//! over the workers. Inside a worker each pod's tasks form a [`lane`], and the worker serves its
+//! lanes in turn (`--pod-turn` task polls each), so a quiet pod that shares a worker with a busy one
+//! waits for one turn of it, not for all of its connections. The workers also ask the kernel for a
+//! short scheduler slice ([`slice`]), so a task that wakes on a core where a worker serves a busy
+//! pod waits at most that long.
 //! Outside the agent (`sluice proxy`, the sidecar) no workers are installed and connections run
 //! on the caller's runtime.
 
@@ -22,13 +25,21 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        OnceLock,
+        Arc, OnceLock,
     },
 };
 
 use tokio::{runtime::Handle, task::JoinHandle};
 
+pub mod lane;
 pub mod slice;
+
+use lane::Lane;
+
+/// The default of `--pod-turn`: a pod's task polls per turn on a worker. A poll of an L7
+/// connection is a few µs, so a quiet pod's ready task waits some tens of µs per busy pod on its
+/// worker.
+pub const DEFAULT_TURN: usize = 16;
 
 static INSTALLED: OnceLock<Workers> = OnceLock::new();
 
@@ -45,6 +56,8 @@ pub struct Workers {
     pods: Vec<AtomicUsize>,
     /// Round robin over every worker, for connections of no pod.
     next: AtomicUsize,
+    /// Task polls per pod's turn; 0: no lanes (a worker's tasks in one FIFO).
+    turn: usize,
 }
 
 /// The process's workers, once [`install`]ed.
@@ -57,14 +70,16 @@ pub fn index() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
-/// Starts `n` (at least one) worker threads and makes them the process's workers; each thread
-/// runs `on_start` first (e.g. [`slice::for_worker`]). Fails if workers are already
-/// installed or a thread or runtime cannot be made.
+/// Starts `n` (at least one) worker threads serving pods' lanes in turns of `turn` task polls (0:
+/// no lanes) and makes them the process's workers; each thread runs `on_start` first (e.g.
+/// [`slice::for_worker`]). Fails if workers are already installed or a thread or runtime cannot
+/// be made.
 pub fn install(
     n: usize,
+    turn: usize,
     on_start: impl Fn() + Send + Clone + 'static,
 ) -> std::io::Result<&'static Workers> {
-    let workers = Workers::start(n, on_start)?;
+    let workers = Workers::start(n, turn, on_start)?;
     INSTALLED
         .set(workers)
         .map_err(|_| std::io::Error::other("the workers are already installed"))?;
@@ -72,9 +87,11 @@ pub fn install(
 }
 
 impl Workers {
-    /// Starts `n` (at least one) worker threads. They run for the rest of the process.
+    /// Starts `n` (at least one) worker threads, with lanes of `turn` task polls (0: none). They
+    /// run for the rest of the process.
     pub fn start(
         n: usize,
+        turn: usize,
         on_start: impl Fn() + Send + Clone + 'static,
     ) -> std::io::Result<Workers> {
         let n = n.max(1);
@@ -87,9 +104,14 @@ impl Workers {
                 .spawn(move || {
                     INDEX.with(|c| c.set(Some(i)));
                     on_start();
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build();
+                    let mut rt = tokio::runtime::Builder::new_current_thread();
+                    if turn > 0 {
+                        // The I/O driver and the queue of tasks woken from other threads after
+                        // every lane's turn: a task that became ready joins its lane's queue
+                        // before the next turn, not 61 (31) turns later.
+                        rt.event_interval(1).global_queue_interval(1);
+                    }
+                    let rt = rt.enable_all().build();
                     match rt {
                         Ok(rt) => {
                             let _ = tx.send(Ok(rt.handle().clone()));
@@ -109,6 +131,7 @@ impl Workers {
             pods: handles.iter().map(|_| AtomicUsize::new(0)).collect(),
             handles,
             next: AtomicUsize::new(0),
+            turn,
         })
     }
 
@@ -146,8 +169,13 @@ impl Workers {
         for &i in &workers {
             self.pods[i].fetch_add(1, Ordering::Relaxed);
         }
+        let lanes = match self.turn {
+            0 => Vec::new(),
+            turn => workers.iter().map(|_| Lane::new(turn)).collect(),
+        };
         Placement {
             workers,
+            lanes,
             next: AtomicUsize::new(0),
             of: self,
         }
@@ -162,18 +190,63 @@ impl Workers {
     }
 }
 
+/// Runs `fut` beside the calling task: in its lane when the caller is a lane's task (a
+/// connection's upstream driver, HTTP/2 streams, mirrors, upgrades stay in their pod's turns),
+/// else as a task of the current tokio runtime.
+pub fn spawn<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if let Some(fut) = lane::spawn_here(fut) {
+        tokio::spawn(fut);
+    }
+}
+
+/// hyper's executor for the tasks a connection spawns (HTTP/2 streams and connection drivers):
+/// [`spawn`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exec;
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        spawn(async move {
+            fut.await;
+        });
+    }
+}
+
 /// The workers one pod's connections run on (see the module docs).
 #[derive(Debug)]
 pub struct Placement {
     workers: Vec<usize>,
+    /// The pod's lane on each of its workers (empty without lanes).
+    lanes: Vec<Arc<Lane>>,
     next: AtomicUsize,
     of: &'static Workers,
 }
 
 impl Placement {
-    /// The worker for the pod's next connection (round robin over its workers).
-    pub fn next(&self) -> usize {
-        self.workers[self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()]
+    /// Runs `fut` (a new connection of the pod) on the pod's next worker, round robin over its
+    /// workers, in the pod's lane there.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let n = self.next_index();
+        let handle = &self.of.handles[self.workers[n]];
+        match self.lanes.get(n) {
+            Some(lane) => lane.spawn(handle, fut),
+            None => drop(handle.spawn(fut)),
+        }
+    }
+
+    /// Which of the pod's workers takes its next connection (round robin).
+    fn next_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()
     }
 
     /// The pod's workers.
@@ -186,6 +259,9 @@ impl Drop for Placement {
     fn drop(&mut self) {
         for &i in &self.workers {
             self.of.pods[i].fetch_sub(1, Ordering::Relaxed);
+        }
+        for lane in &self.lanes {
+            lane.close();
         }
     }
 }
@@ -200,7 +276,7 @@ mod tests {
 
     #[test]
     fn pods_spread_over_the_least_loaded_workers_and_leave_on_drop() {
-        let w = leak(Workers::start(3, || {}).unwrap());
+        let w = leak(Workers::start(3, DEFAULT_TURN, || {}).unwrap());
         let a = w.place(1);
         let b = w.place(1);
         let c = w.place(1);
@@ -215,13 +291,13 @@ mod tests {
         assert_eq!(w.pods().iter().sum::<usize>(), 2);
         let all = w.place(10);
         assert_eq!(all.workers().len(), 3, "clamped to the worker count");
-        let seen: Vec<usize> = (0..6).map(|_| all.next()).collect();
+        let seen: Vec<usize> = (0..6).map(|_| all.workers()[all.next_index()]).collect();
         assert_eq!(seen[..3], seen[3..], "round robin");
     }
 
     #[test]
     fn a_task_runs_on_the_worker_it_was_given_and_its_spawns_stay_there() {
-        let w = leak(Workers::start(2, || {}).unwrap());
+        let w = leak(Workers::start(2, 0, || {}).unwrap());
         for i in 0..2 {
             let (tx, rx) = std::sync::mpsc::channel();
             w.spawn_on(i, async move {
@@ -233,5 +309,104 @@ mod tests {
             assert_eq!(rx.recv().unwrap(), (Some(i), Some(i), Some(i)));
         }
         assert_eq!(index(), None, "the test thread is no worker");
+    }
+
+    /// A future that is ready on its second poll and wakes itself on the first (the shape of a
+    /// connection with data always waiting).
+    fn yield_once() -> impl Future<Output = ()> {
+        let mut yielded = false;
+        std::future::poll_fn(move |cx| {
+            if yielded {
+                return std::task::Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+    }
+
+    /// The busy pod's task polls a quiet pod's new task waited for before it ran, over 21
+    /// trials, sorted, with 64 always-ready tasks of a busy pod on the same (single) worker.
+    fn quiet_waits(turn: usize) -> Vec<usize> {
+        use std::sync::atomic::AtomicBool;
+        let w = leak(Workers::start(1, turn, || {}).unwrap());
+        let (busy, quiet) = (w.place(1), w.place(1));
+        let polls: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        for _ in 0..64 {
+            busy.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    polls.fetch_add(1, Ordering::Relaxed);
+                    yield_once().await;
+                }
+            });
+        }
+        while polls.load(Ordering::Relaxed) < 10_000 {
+            std::thread::yield_now();
+        }
+        let mut waits = Vec::new();
+        for _ in 0..21 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let before = polls.load(Ordering::Relaxed);
+            quiet.spawn(async move {
+                tx.send(polls.load(Ordering::Relaxed)).unwrap();
+            });
+            waits.push(rx.recv().unwrap() - before);
+        }
+        stop.store(true, Ordering::Relaxed);
+        waits.sort_unstable();
+        waits
+    }
+
+    #[test]
+    fn a_quiet_pod_waits_one_turn_of_a_busy_pod_on_its_worker() {
+        const TURN: usize = 4;
+        let lanes = quiet_waits(TURN);
+        let fifo = quiet_waits(0);
+        // The busy pod's current turn (and the polls the test thread's own preemption adds:
+        // hence the median, not the worst).
+        assert!(
+            lanes[10] <= 2 * TURN,
+            "with lanes: {lanes:?}; without: {fifo:?}"
+        );
+        assert!(
+            fifo[10] > lanes[10],
+            "with lanes: {lanes:?}; without: {fifo:?}"
+        );
+        eprintln!("busy polls waited, with lanes: {lanes:?}; without: {fifo:?}");
+    }
+
+    #[test]
+    fn a_lanes_spawns_join_it_and_the_lane_ends_with_its_last_task() {
+        let w = leak(Workers::start(1, DEFAULT_TURN, || {}).unwrap());
+        let pod = w.place(1);
+        let lane = pod.lanes[0].clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        pod.spawn(async move {
+            spawn(async move {
+                let _ = stop_rx.await;
+            });
+            tx.send(index()).unwrap();
+        });
+        assert_eq!(rx.recv().unwrap(), Some(0));
+        // The outer task ends right after its send; the one it spawned stays, in the lane.
+        let t = std::time::Instant::now();
+        while lane.live() != 1 {
+            assert!(
+                lane.live() == 2 && t.elapsed().as_secs() < 5,
+                "live: {}",
+                lane.live()
+            );
+            std::thread::yield_now();
+        }
+        drop(pod);
+        assert_eq!(w.pods(), [0], "the placement is released");
+        stop_tx.send(()).unwrap();
+        let t = std::time::Instant::now();
+        while lane.live() > 0 || Arc::strong_count(&lane) > 1 {
+            assert!(t.elapsed().as_secs() < 5, "the lane's driver did not end");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }

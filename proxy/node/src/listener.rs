@@ -265,11 +265,8 @@ fn accept_one(
         tokio::spawn(connection(stream, peer, orig_dst, id, ctx, handler));
         return;
     };
-    // The agent's workers: the connection moves to its pod's next worker and stays there.
-    let worker = ctx
-        .placement
-        .as_ref()
-        .map_or_else(|| workers.next_any(), |p| p.next());
+    // The agent's workers: the connection moves to its pod's next worker (in the pod's lane
+    // there) and stays there.
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -278,7 +275,8 @@ fn accept_one(
         }
     };
     let (ctx, handler) = (ctx.clone(), handler.clone());
-    workers.spawn_on(worker, async move {
+    let placement = ctx.placement.clone();
+    let fut = async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => connection(stream, peer, orig_dst, id, &ctx, &handler).await,
             Err(e) => {
@@ -286,7 +284,11 @@ fn accept_one(
                 warn!(conn = id, %peer, error = %e, "registering the connection on a worker");
             }
         }
-    });
+    };
+    match placement {
+        Some(p) => p.spawn(fut),
+        None => drop(workers.spawn_on(workers.next_any(), fut)),
+    }
 }
 
 /// One connection's task: the handler's future inside the connection's span, counted out of the

@@ -81,7 +81,7 @@ pub(crate) async fn run(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let up_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
+        crate::workers::spawn(async move {
             let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up_upgrade) else {
                 return;
             };

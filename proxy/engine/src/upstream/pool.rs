@@ -400,7 +400,7 @@ where
     };
     let limit = cluster.spec.options.buffer_limit_bytes;
     let sender = if h2 {
-        let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let mut b = http2::Builder::new(crate::workers::Exec);
         if let Some(n) = limit {
             // per_connection_buffer_limit_bytes: the flow-control windows (as Envoy's codec,
             // at least HTTP/2's minimum window).
@@ -410,7 +410,7 @@ where
         }
         let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::workers::spawn(async move {
             let _ = conn.await;
             closed();
         });
@@ -425,7 +425,7 @@ where
             .await
             .map_err(ConnectError::Handshake)?;
         cluster.stats.upstream_cx_active.inc();
-        tokio::spawn(async move {
+        crate::workers::spawn(async move {
             let _ = conn.with_upgrades().await;
             closed();
         });

@@ -2,7 +2,8 @@
 //! loop at `plan.quiet_rps` over 16 connections, alone and then while pod 0 runs wrk at its
 //! maximum rate (64 connections, nice 19) through the same agent. Pods enrolled in order are
 //! placed on the agent's workers in turn, so with two workers pod 1 is on the other worker than
-//! pod 0; the `same-worker` variant takes pod 2, on pod 0's worker. Repeated `plan.reps` times, alone and
+//! pod 0; the `same-worker` variants take pod 2, on pod 0's worker (with and without per-pod
+//! turns). Repeated `plan.reps` times, alone and
 //! with the neighbour interleaved; the ratio is taken per repetition.
 
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub struct Variant {
     pub quiet: usize,
 }
 
-pub const VARIANTS: [Variant; 3] = [
+pub const VARIANTS: [Variant; 4] = [
     Variant {
         name: "unbounded",
         args: &["--pod-workers", "0"],
@@ -45,6 +46,12 @@ pub const VARIANTS: [Variant; 3] = [
         name: "same-worker",
         args: &[],
         label: "the quiet pod on the neighbour's worker (pod 2)",
+        quiet: 2,
+    },
+    Variant {
+        name: "same-worker-fifo",
+        args: &["--pod-turn", "0"],
+        label: "the quiet pod on the neighbour's worker, no per-pod turns (`--pod-turn 0`)",
         quiet: 2,
     },
 ];

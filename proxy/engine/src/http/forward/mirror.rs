@@ -98,7 +98,7 @@ pub(crate) fn send(
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = super::origin_form(path);
         *req.headers_mut() = headers;
-        tokio::spawn(shadow_one(s.cluster, host, req, timeout));
+        crate::workers::spawn(shadow_one(s.cluster, host, req, timeout));
     }
 }
 

@@ -1,0 +1,203 @@
+//! Per-pod turns inside a worker: a pod's tasks on one worker form a lane, and the worker serves
+//! its lanes in turn, at most `turn` task polls each.
+//!
+//! Without lanes every task on a worker is in one FIFO: a quiet pod's request that becomes ready
+//! waits behind every connection of a pod driven at full speed on the same worker (64 of them in
+//! the bench) and behind up to 61 polls before the I/O driver even sees it. With lanes, the
+//! worker's runtime holds one task per pod (the lane's driver), which runs up to `turn` of the
+//! pod's ready tasks and yields; the runtime polls its I/O driver after each lane's turn and
+//! queues the lanes it woke before the one that yielded, so a quiet pod's ready task waits for at
+//! most one turn of each busy pod on its worker.
+//!
+//! A lane is a small executor over [`async_task`]: its run queue is a deque the tasks' wakers push
+//! to (from any thread: a lock per wake, never contended by more than the waker and the worker),
+//! and its driver is an ordinary tokio task on the worker, so tokio's I/O, timers and coop budget
+//! work inside the lane's tasks unchanged. A turn also ends when tokio's budget for the driver's
+//! poll is spent. The driver ends when the lane is closed (its pod's placement is gone) and its
+//! last task has ended; tasks a lane's task spawns through [`super::spawn`] join its lane.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+};
+
+use async_task::Runnable;
+use futures_util::task::AtomicWaker;
+use tokio::runtime::Handle;
+
+thread_local! {
+    /// The lane whose task the calling thread is running, if any.
+    static CURRENT: RefCell<Option<Arc<Lane>>> = const { RefCell::new(None) };
+}
+
+/// One pod's tasks on one worker.
+#[derive(Debug)]
+pub struct Lane {
+    queue: Mutex<VecDeque<Runnable>>,
+    waker: AtomicWaker,
+    /// Tasks spawned into the lane and not yet ended.
+    live: AtomicUsize,
+    /// The pod's placement is gone: no connection will be added.
+    closed: AtomicBool,
+    /// The driver was spawned on the worker.
+    started: AtomicBool,
+    turn: usize,
+}
+
+impl Lane {
+    /// A lane whose turns run at most `turn` (at least one) task polls.
+    pub fn new(turn: usize) -> Arc<Lane> {
+        Arc::new(Lane {
+            queue: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
+            live: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            turn: turn.max(1),
+        })
+    }
+
+    /// Runs `fut` in this lane; `worker` is the runtime of the worker the lane belongs to (its
+    /// driver is spawned there on first use).
+    pub fn spawn<F>(self: &Arc<Self>, worker: &Handle, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            worker.spawn(Driver(self.clone()));
+        }
+        self.add(fut);
+    }
+
+    /// Marks the lane as getting no more connections: its driver ends with its last task.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Tasks in the lane that have not ended.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    fn add<F>(self: &Arc<Self>, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        let ended = Ended(self.clone());
+        let fut = async move {
+            let _ended = ended;
+            fut.await
+        };
+        let lane = self.clone();
+        // A panicking task ends alone, as a tokio task would; the panic hook has printed it.
+        let (runnable, task) = async_task::Builder::new()
+            .propagate_panic(true)
+            .spawn(move |_| fut, move |r| lane.schedule(r));
+        task.detach();
+        runnable.schedule();
+    }
+
+    fn schedule(&self, r: Runnable) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let empty = q.is_empty();
+            q.push_back(r);
+            empty
+        };
+        // A non-empty queue means the driver is due to run anyway (it never leaves work queued
+        // without waking itself).
+        if was_empty {
+            self.waker.wake();
+        }
+    }
+
+    fn pop(&self) -> Option<Runnable> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Runs `fut` in the lane of the task the caller is running, if it is a lane's; gives it back
+/// otherwise.
+pub(super) fn spawn_here<F>(fut: F) -> Option<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let lane = CURRENT.with(|c| c.borrow().clone());
+    match lane {
+        Some(lane) => {
+            lane.add(fut);
+            None
+        }
+        None => Some(fut),
+    }
+}
+
+/// Counts a task out of its lane when its future is dropped (ended or cancelled).
+struct Ended(Arc<Lane>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The lane's task on its worker's runtime.
+struct Driver(Arc<Lane>);
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let lane = &self.0;
+        lane.waker.register(cx.waker());
+        let previous = CURRENT.with(|c| c.replace(Some(lane.clone())));
+        for _ in 0..lane.turn {
+            let Some(r) = lane.pop() else { break };
+            r.run();
+            if !tokio::task::coop::has_budget_remaining() {
+                break;
+            }
+        }
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+        if !lane.is_idle() {
+            // The turn is over. Back in the worker's queue only once its I/O driver has been
+            // polled (tokio defers a yielding task's wake until then): a lane its I/O woke is
+            // queued first, so it waits for this turn alone, not also for the next.
+            let yielded = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            debug_assert!(yielded.is_pending());
+            return Poll::Pending;
+        }
+        if lane.closed.load(Ordering::Acquire) && lane.live() == 0 {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The runtime is shutting down (or the lane has ended, with nothing queued): dropping the
+        // queued tasks drops their futures and breaks their references back to the lane.
+        let queued = std::mem::take(&mut *self.0.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(queued);
+    }
+}
