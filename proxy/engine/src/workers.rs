@@ -197,9 +197,36 @@ pub fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    if std::mem::size_of::<F>() > BOX_ABOVE {
+        spawn_sized(Box::pin(fut));
+    } else {
+        spawn_sized(fut);
+    }
+}
+
+/// Futures larger than this are boxed before they are handed on, as tokio's own `spawn` does: an
+/// unoptimised build copies a future on every move, and a few copies of an HTTP/2 stream's
+/// future (the whole request's routing and forwarding) overflow a worker thread's stack.
+const BOX_ABOVE: usize = if cfg!(debug_assertions) { 2048 } else { 16384 };
+
+fn spawn_sized<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     if let Some(fut) = lane::spawn_here(fut) {
         tokio::spawn(fut);
     }
+}
+
+/// [`spawn`] for a future whose output nobody takes.
+fn spawn_ignoring<F>(fut: F)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    spawn(async move {
+        fut.await;
+    });
 }
 
 /// hyper's executor for the tasks a connection spawns (HTTP/2 streams and connection drivers):
@@ -213,9 +240,11 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        spawn(async move {
-            fut.await;
-        });
+        if std::mem::size_of::<F>() > BOX_ABOVE {
+            spawn_ignoring(Box::pin(fut));
+        } else {
+            spawn_ignoring(fut);
+        }
     }
 }
 
@@ -233,6 +262,17 @@ impl Placement {
     /// Runs `fut` (a new connection of the pod) on the pod's next worker, round robin over its
     /// workers, in the pod's lane there.
     pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if std::mem::size_of::<F>() > BOX_ABOVE {
+            self.spawn_sized(Box::pin(fut));
+        } else {
+            self.spawn_sized(fut);
+        }
+    }
+
+    fn spawn_sized<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
