@@ -274,8 +274,8 @@ fn accept_one(
             return warn!(conn = id, %peer, error = %e, "handing the connection to a worker");
         }
     };
+    let placement = ctx.placement.as_deref();
     let (ctx, handler) = (ctx.clone(), handler.clone());
-    let placement = ctx.placement.clone();
     let fut = async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => connection(stream, peer, orig_dst, id, &ctx, &handler).await,
