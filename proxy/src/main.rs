@@ -124,6 +124,12 @@ enum Cmd {
         /// for every connection of the busy pod (0 = no turns: one queue for all pods' tasks).
         #[arg(long, default_value_t = sluice_engine::workers::DEFAULT_TURN)]
         pod_turn: usize,
+        /// A worker that has run this many µs without sleeping gives its core up between two
+        /// pods' turns (sched_yield), so a task waiting for that core (a quiet pod's client or
+        /// server) runs within this long instead of at the next scheduler tick (0 = never;
+        /// needs --pod-turn > 0).
+        #[arg(long, default_value_t = sluice_engine::workers::give_way::DEFAULT_US)]
+        worker_yield_us: u32,
         /// Each node-mode L7 pod's admin (Envoy's paths) on 127.0.0.1:PORT inside the pod's
         /// netns; 0 = none (the control socket's `admin` op still serves it).
         #[arg(long, default_value_t = agent::pod_admin::DEFAULT_POD_ADMIN_PORT)]
@@ -338,6 +344,7 @@ fn run() -> Result<()> {
             pod_workers,
             worker_slice_us,
             pod_turn,
+            worker_yield_us,
             pod_admin_port,
             xds,
             watch,
@@ -354,7 +361,8 @@ fn run() -> Result<()> {
             // first, so every upstream pool built from here on has a slot per worker.
             let worker_count = agent::worker_count(workers);
             sluice_engine::workers::install(worker_count, pod_turn, move || {
-                sluice_engine::workers::slice::for_worker(worker_slice_us)
+                sluice_engine::workers::slice::for_worker(worker_slice_us);
+                sluice_engine::workers::give_way::for_worker(worker_yield_us);
             })
             .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;

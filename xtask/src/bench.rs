@@ -43,8 +43,9 @@ pub struct BenchArgs {
     /// workers, noisy-control, noisy-l4-unbounded / noisy-l7-unbounded (`--pod-workers 0`) and
     /// noisy-l4-kernel-slice / noisy-l7-kernel-slice (`--worker-slice-us 0`),
     /// noisy-l4-same-worker / noisy-l7-same-worker (the quiet pod on the neighbour's worker) and
-    /// noisy-l4-same-worker-fifo / noisy-l7-same-worker-fifo (the same, `--pod-turn 0`); noisy-l4
-    /// and noisy-l7 (the neighbour alone) only when named.
+    /// noisy-l4-same-worker-fifo / noisy-l7-same-worker-fifo (the same, `--pod-turn 0`) and
+    /// noisy-l4-same-worker-no-yield / noisy-l7-same-worker-no-yield (the same,
+    /// `--worker-yield-us 0`); noisy-l4 and noisy-l7 (the neighbour alone) only when named.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// The sluice binary (default: `cargo build --release -p sluice`).

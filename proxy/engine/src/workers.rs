@@ -16,7 +16,8 @@
 //! lanes in turn (`--pod-turn` task polls each), so a quiet pod that shares a worker with a busy one
 //! waits for one turn of it, not for all of its connections. The workers also ask the kernel for a
 //! short scheduler slice ([`slice`]), so a task that wakes on a core where a worker serves a busy
-//! pod waits at most that long.
+//! pod waits at most that long, and a worker busy without a pause yields its core between turns
+//! ([`give_way`]), so a task the kernel queued behind it is not left waiting for the next tick.
 //! Outside the agent (`sluice proxy`, the sidecar) no workers are installed and connections run
 //! on the caller's runtime.
 
@@ -31,6 +32,7 @@ use std::{
 
 use tokio::{runtime::Handle, task::JoinHandle};
 
+pub mod give_way;
 pub mod lane;
 pub mod slice;
 
@@ -111,6 +113,7 @@ impl Workers {
                         // before the next turn, not 61 (31) turns later.
                         rt.event_interval(1).global_queue_interval(1);
                     }
+                    rt.on_thread_unpark(give_way::woke);
                     let rt = rt.enable_all().build();
                     match rt {
                         Ok(rt) => {

@@ -178,6 +178,8 @@ impl Future for Driver {
             }
         }
         CURRENT.with(|c| *c.borrow_mut() = previous);
+        // Between turns: a worker busy for its interval lets the tasks queued on its core run.
+        super::give_way::after_turn();
         if !lane.is_idle() {
             // The turn is over. Back in the worker's queue only once its I/O driver has been
             // polled (tokio defers a yielding task's wake until then): a lane its I/O woke is

@@ -11,7 +11,9 @@
 //!
 //! Since 6.12 a task can ask for its own slice with `sched_setattr(2)` (`sched_runtime`,
 //! 100 µs to 100 ms, no privilege needed). A worker with a 100 µs slice gives the core up to a
-//! waking task within 100 µs. Older kernels take the call and ignore the runtime.
+//! waking task within 100 µs when the kernel lets that task in at its wakeup; one it does not
+//! (a task that comes back owing time) waits for the next tick, which [`super::give_way`]
+//! shortens. Older kernels take the call and ignore the runtime.
 
 /// `sched_attr` of `sched_setattr(2)` (its first version, 56 bytes).
 #[repr(C)]
