@@ -18,6 +18,7 @@ mod dynamic_tests;
 mod filter_disabled;
 mod hcm_request;
 mod http2_options;
+mod internal_address;
 pub(crate) mod istio_filters;
 mod listener;
 mod local_reply;
@@ -79,6 +80,7 @@ pub use http2_options::{
     H2FloodLimits, Http2Options, DEFAULT_MAX_CONSECUTIVE_EMPTY_FRAMES,
     DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM, DEFAULT_MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT,
 };
+pub use internal_address::InternalAddresses;
 pub use listener::{
     AccessLog, Admin, CodecType, FilterChain, ForwardClientCert, Http10, HttpConnectionManager,
     Listener, ListenerFilter, LogSink, NetworkFilter, TcpProxy, TcpProxyCluster, UpgradeConfig,

@@ -679,12 +679,12 @@ pub async fn handle_with(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // `always_set_request_id_in_response`: the id as it goes upstream (a shared-bytes clone).
-    let response_id = hcm
-        .cfg
-        .always_set_request_id_in_response
-        .then(|| req.headers().get("x-request-id").cloned())
-        .flatten();
+    // `always_set_request_id_in_response`, or an `x-envoy-force-trace` that sanitation kept (an
+    // internal request): the id as it goes upstream (a shared-bytes clone).
+    let response_id = (hcm.cfg.always_set_request_id_in_response
+        || req.headers().contains_key("x-envoy-force-trace"))
+    .then(|| req.headers().get("x-request-id").cloned())
+    .flatten();
     let mut log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),

@@ -540,6 +540,58 @@ pub struct RetryOn {
     pub grpc_unavailable: bool,
 }
 
+impl RetryOn {
+    /// Adds the HTTP condition `token` names (Envoy's `parseRetryOn`: `retry_on`,
+    /// `x-envoy-retry-on`); false when it names none sluice implements.
+    pub fn add_http(&mut self, token: &str) -> bool {
+        match token {
+            "5xx" => self.server_error = true,
+            "gateway-error" => self.gateway_error = true,
+            "reset" => self.reset = true,
+            "connect-failure" => self.connect_failure = true,
+            "retriable-4xx" => self.retriable_4xx = true,
+            "retriable-status-codes" => self.retriable_status_codes = true,
+            "retriable-headers" => self.retriable_headers = true,
+            "envoy-ratelimited" => self.envoy_ratelimited = true,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Adds the gRPC condition `token` names (Envoy's `parseRetryGrpcOn`: `retry_on`,
+    /// `x-envoy-retry-grpc-on`); false when it names none.
+    pub fn add_grpc(&mut self, token: &str) -> bool {
+        match token {
+            "cancelled" => self.grpc_cancelled = true,
+            "deadline-exceeded" => self.grpc_deadline_exceeded = true,
+            "internal" => self.grpc_internal = true,
+            "resource-exhausted" => self.grpc_resource_exhausted = true,
+            "unavailable" => self.grpc_unavailable = true,
+            _ => return false,
+        }
+        true
+    }
+
+    /// The conditions of both.
+    pub fn union(self, o: RetryOn) -> RetryOn {
+        RetryOn {
+            server_error: self.server_error || o.server_error,
+            gateway_error: self.gateway_error || o.gateway_error,
+            reset: self.reset || o.reset,
+            connect_failure: self.connect_failure || o.connect_failure,
+            retriable_4xx: self.retriable_4xx || o.retriable_4xx,
+            retriable_status_codes: self.retriable_status_codes || o.retriable_status_codes,
+            retriable_headers: self.retriable_headers || o.retriable_headers,
+            envoy_ratelimited: self.envoy_ratelimited || o.envoy_ratelimited,
+            grpc_cancelled: self.grpc_cancelled || o.grpc_cancelled,
+            grpc_deadline_exceeded: self.grpc_deadline_exceeded || o.grpc_deadline_exceeded,
+            grpc_resource_exhausted: self.grpc_resource_exhausted || o.grpc_resource_exhausted,
+            grpc_internal: self.grpc_internal || o.grpc_internal,
+            grpc_unavailable: self.grpc_unavailable || o.grpc_unavailable,
+        }
+    }
+}
+
 /// `hash_policy[]`.
 #[derive(Debug, Clone)]
 pub struct HashPolicy {

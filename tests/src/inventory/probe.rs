@@ -29,6 +29,7 @@ static_resources:
           request_id_extension: { typed_config: { "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig } }
           common_http_protocol_options: { idle_timeout: 3600s }
           scheme_header_transformation: { match_upstream: true }
+          internal_address_config: { cidr_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }
           access_log:
           - name: envoy.access_loggers.stdout
             typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }
@@ -186,6 +187,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.request_id.uuid.v3.UuidRequestIdConfig", format!("{HCM}/request_id_extension/typed_config")),
         ("config.core.v3.HttpProtocolOptions", format!("{HCM}/common_http_protocol_options")),
         ("config.core.v3.SchemeHeaderTransformation", format!("{HCM}/scheme_header_transformation")),
+        ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", format!("{HCM}/internal_address_config")),
         ("extensions.filters.http.fault.v3.HTTPFault", format!("{HCM}/http_filters/0/typed_config")),
         ("extensions.filters.common.fault.v3.FaultDelay", format!("{HCM}/http_filters/0/typed_config/delay")),
         ("extensions.filters.http.fault.v3.FaultAbort", format!("{HCM}/http_filters/0/typed_config/abort")),

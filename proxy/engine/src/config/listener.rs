@@ -234,6 +234,9 @@ pub struct HttpConnectionManager {
     /// `use_remote_address` (default false): append the peer to `x-forwarded-for`, set
     /// `x-forwarded-proto` from the connection and `x-envoy-external-address`.
     pub use_remote_address: bool,
+    /// `internal_address_config`: the final remote addresses whose requests are internal (kept
+    /// router-control and internal-only headers, `x-envoy-internal: true`); None: no request is.
+    pub internal_addresses: Option<super::InternalAddresses>,
     /// `xff_num_trusted_hops` (default 0): with `use_remote_address`, the client address is the
     /// `x-forwarded-for` entry this many hops from the right (before the append).
     pub xff_num_trusted_hops: u32,

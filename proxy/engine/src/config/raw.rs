@@ -316,6 +316,7 @@ pub(crate) struct RawHcm {
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,
+    pub internal_address_config: Option<super::internal_address::RawInternalAddressConfig>,
     pub xff_num_trusted_hops: Option<u32>,
     pub skip_xff_append: Option<bool>,
     pub via: Option<String>,

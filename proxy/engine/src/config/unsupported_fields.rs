@@ -106,7 +106,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "access_log_options",
     "original_ip_detection_extensions",
     "early_header_mutation_extensions",
-    "internal_address_config",
     "skip_xff_append",
     "via",
     "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",

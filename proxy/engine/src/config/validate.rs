@@ -492,6 +492,10 @@ fn hcm(
             .unwrap_or(false),
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
+        internal_addresses: super::internal_address::parse(
+            raw.internal_address_config.as_ref(),
+            p,
+        )?,
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         skip_xff_append: raw.skip_xff_append.unwrap_or(false),
         via,

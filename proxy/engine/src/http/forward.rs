@@ -48,6 +48,7 @@ mod hash_policy;
 mod hedge;
 mod host;
 pub(crate) mod mirror;
+mod router_headers;
 mod timeouts;
 
 use attempts::{classify, send_shadows, Attempts, Final};
@@ -103,8 +104,15 @@ pub(crate) struct Plan {
     timeout_retry_header: bool,
     /// The route's `priority`: whose circuit breakers and host pools the request uses.
     priority: RoutingPriority,
-    /// `hedge_policy.hedge_on_per_try_timeout`.
+    /// `hedge_policy.hedge_on_per_try_timeout` (or an internal request's
+    /// `x-envoy-hedge-on-per-try-timeout`).
     hedge: bool,
+    /// An internal request's `x-envoy-upstream-rq-timeout-alt-response`: a timeout is answered
+    /// 204 instead of 504.
+    timeout_alt_response: bool,
+    /// The request carries router-control headers the router consumes (an internal request's):
+    /// removed before it goes upstream.
+    consume_router_headers: bool,
     /// Mirror targets of this request (`request_mirror_policies`), set by the caller; empty
     /// (no allocation) without mirror policies.
     pub(crate) shadows: Vec<mirror::Shadow>,
@@ -149,6 +157,8 @@ impl Plan {
             },
         );
         let grpc = is_grpc_request(headers);
+        // An internal request's `x-envoy-*` router controls (one header lookup for any other).
+        let overrides = router_headers::read(headers);
         let stream_limit = fwd
             .action
             .max_stream_duration
@@ -172,14 +182,20 @@ impl Plan {
                 .map(|h| (usize::from(fwd.cluster_request_headers), h.to_string())),
             req_mutations: fwd.request_headers.iter().cloned().collect(),
             resp_mutations: fwd.response_headers.iter().cloned().collect(),
-            timeout: timeouts::route_timeout(fwd.action, headers, grpc),
+            timeout: match overrides.as_ref().and_then(|o| o.timeout) {
+                Some(t) => (!t.is_zero()).then_some(t),
+                None => timeouts::route_timeout(fwd.action, headers, grpc),
+            },
             grpc_expected: grpc && fwd.action.grpc_timeout.is_some(),
             idle: match fwd.action.idle_timeout {
                 Some(d) if d.is_zero() => None,
                 Some(d) => Some(d),
                 None => stream_idle,
             },
-            retry: fwd.action.retry_policy.clone(),
+            retry: match &overrides {
+                Some(o) => o.retry(fwd.action.retry_policy.clone()),
+                None => fwd.action.retry_policy.clone(),
+            },
             retry_allowed: fwd.retry_allowed,
             append_xfh: fwd.action.append_x_forwarded_host,
             set_cookie,
@@ -197,7 +213,12 @@ impl Plan {
             ),
             timeout_retry_header: fwd.vhost.include_is_timeout_retry_header,
             priority: fwd.action.priority,
-            hedge: fwd.action.hedge_on_per_try_timeout,
+            hedge: overrides
+                .as_ref()
+                .and_then(|o| o.hedge)
+                .unwrap_or(fwd.action.hedge_on_per_try_timeout),
+            timeout_alt_response: overrides.as_ref().is_some_and(|o| o.alt_response),
+            consume_router_headers: overrides.is_some(),
             shadows: Vec::new(),
             scheme: hcm.request_scheme(conn.tls),
             scheme_match_upstream: hcm.scheme_match_upstream,
@@ -310,6 +331,10 @@ pub(crate) async fn run(
         )),
         ..fmt
     };
+    if plan.consume_router_headers {
+        // Read into the plan; Envoy's router removes them before its header mutations.
+        router_headers::remove(&mut parts.headers);
+    }
     apply_request_mutations(&plan, &fmt, &mut parts);
     if let Some(f) = &plan.path_format {
         plan.rewritten = host::render_path(f, &fmt, &parts, &original_path);

@@ -122,6 +122,16 @@ pub(crate) struct LocalReply {
     pub(crate) grpc_status: Option<u32>,
 }
 
+/// A timeout's answer under `x-envoy-upstream-rq-timeout-alt-response`: 204, whose text
+/// (`upstream request timeout`, what a local reply mapper and the access log see) has no body.
+pub fn timeout_alt_response() -> Response<Body> {
+    let mut r = reply(204, "");
+    if let Some(l) = r.extensions_mut().get_mut::<LocalReply>() {
+        l.text = Bytes::from_static(b"upstream request timeout");
+    }
+    r
+}
+
 /// Envoy-style local reply: `text/plain` body (none when empty).
 pub fn reply(status: u16, body: &str) -> Response<Body> {
     let text = Bytes::copy_from_slice(body.as_bytes());

@@ -81,19 +81,19 @@ pub(super) fn before_routing<B>(
         .extensions()
         .get::<std::sync::Arc<crate::downstream_tls::TlsFacts>>()
         .cloned();
-    sanitize::request(cfg, conn, scheme, tls.as_deref(), req.headers_mut());
+    let origin = sanitize::request(cfg, conn, scheme, tls.as_deref(), req.headers_mut());
     let h = req.headers_mut();
-    // Under `use_remote_address` every request is external (no `internal_address_config`), and
-    // Envoy regenerates an external request's id unless `preserve_external_request_id`.
-    // `generate_request_id: false` neither adds nor replaces one.
-    // An empty id counts as none. An external id that is kept loses its packed trace reason.
-    let distrust_id = cfg.use_remote_address && !cfg.preserve_external_request_id;
+    // Envoy regenerates an edge request's id (external, under `use_remote_address`) unless
+    // `preserve_external_request_id`. `generate_request_id: false` neither adds nor replaces
+    // one. An empty id counts as none. An edge id that is kept loses its packed trace reason.
+    let edge = origin == sanitize::Origin::Edge;
+    let distrust_id = edge && !cfg.preserve_external_request_id;
     let absent = h.get("x-request-id").is_none_or(HeaderValue::is_empty);
     if cfg.generate_request_id && (distrust_id || absent) {
         if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
             h.insert("x-request-id", v);
         }
-    } else if cfg.generate_request_id && cfg.use_remote_address {
+    } else if cfg.generate_request_id && edge {
         super::trace::clear_external_reason(cfg.request_id, h);
     }
     normalize_path(&cfg.path_normalization, req)?;

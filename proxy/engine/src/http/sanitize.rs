@@ -12,24 +12,64 @@ use crate::config;
 
 /// Names looked up on every request, made once (a `&str` name is parsed at each lookup).
 const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 const DOWNSTREAM_CLUSTER: HeaderName =
     HeaderName::from_static("x-envoy-downstream-service-cluster");
 const DOWNSTREAM_NODE: HeaderName = HeaderName::from_static("x-envoy-downstream-service-node");
 
-/// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): no
-/// request is internal without `internal_address_config` (1.40), so the router-control headers are
-/// stripped; `use_remote_address` appends the peer to `x-forwarded-for`.
+/// How Envoy's HCM classes a request (`mutateRequestHeaders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Its final remote address is one of `internal_address_config`'s, and it came through no
+    /// proxy (no client `x-forwarded-for` under `use_remote_address`, a single entry without):
+    /// `x-envoy-internal: true`, the router-control and internal-only headers kept.
+    Internal,
+    /// Not internal, without `use_remote_address`.
+    External,
+    /// Not internal, under `use_remote_address`: this proxy is where it entered the mesh.
+    Edge,
+}
+
+/// Envoy's request header sanitation (`ConnectionManagerUtility::mutateRequestHeaders`): an
+/// external request loses the router-control headers (no request is internal without
+/// `internal_address_config`, 1.40); `use_remote_address` appends the peer to `x-forwarded-for`.
 pub(super) fn request(
     cfg: &config::HttpConnectionManager,
     conn: &ConnInfo,
     scheme: &'static str,
     tls: Option<&crate::downstream_tls::TlsFacts>,
     h: &mut HeaderMap,
-) {
+) -> Origin {
     super::xfcc::apply(&cfg.xfcc, tls, h);
-    forwarding(cfg, conn, scheme, h);
+    let origin = forwarding(cfg, conn, scheme, h);
     if let Some(ua) = &cfg.user_agent {
         add_user_agent(ua, h);
+    }
+    origin
+}
+
+/// Whether the request is internal (before `x-forwarded-for` is appended to): Envoy's
+/// `single_xff_address` and `internal_address_config` over the final remote address.
+fn is_internal(cfg: &config::HttpConnectionManager, conn: &ConnInfo, h: &HeaderMap) -> bool {
+    let Some(internal) = &cfg.internal_addresses else {
+        return false;
+    };
+    if cfg.use_remote_address {
+        // Only a request without `x-forwarded-for`; its remote address is then the peer (the
+        // trusted hops find no entry).
+        return !h.contains_key(XFF) && internal.contains(conn.peer.ip());
+    }
+    // One entry and no trusted hop to skip (Envoy's `getLastAddressFromXFF` single address).
+    if cfg.xff_num_trusted_hops != 0 {
+        return false;
+    }
+    let mut values = h.get_all(XFF).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    match v.to_str() {
+        Ok(s) if !s.contains(',') => s.trim().parse().is_ok_and(|ip| internal.contains(ip)),
+        _ => false,
     }
 }
 
@@ -50,21 +90,25 @@ fn forwarding(
     conn: &ConnInfo,
     scheme: &'static str,
     h: &mut HeaderMap,
-) {
+) -> Origin {
     if h.contains_key(header::CONNECTION) {
         strip_connection_nominations(h);
     }
     if let Some(v) = &cfg.via {
         super::via::append(v, h);
     }
-    // `internal_only_headers`: no request is internal here, so every one loses them.
-    for n in &cfg.route_table.internal_only_headers {
-        h.remove(n);
-    }
-    // One pass over the names usually shows there is nothing to strip.
-    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-        for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
-            h.remove(*n);
+    let internal = is_internal(cfg, conn, h);
+    if internal {
+        h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+    } else {
+        for n in &cfg.route_table.internal_only_headers {
+            h.remove(n);
+        }
+        // One pass over the names usually shows there is nothing to strip.
+        if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+            for n in super::retry::EXTERNAL_STRIPPED_HEADERS {
+                h.remove(*n);
+            }
         }
     }
     // `append_x_forwarded_port`: the listener's (original destination) port; a client's is
@@ -79,20 +123,30 @@ fn forwarding(
         if cfg.scheme_to_overwrite.is_some() || !h.contains_key(XFP) {
             h.insert(XFP, HeaderValue::from_static(scheme));
         }
-        return;
+        return if internal {
+            Origin::Internal
+        } else {
+            Origin::External
+        };
     }
-    for n in super::retry::EDGE_STRIPPED_HEADERS {
-        h.remove(*n);
+    if !internal {
+        for n in super::retry::EDGE_STRIPPED_HEADERS {
+            h.remove(*n);
+        }
     }
     if !cfg.skip_xff_append {
         append_xff(conn, h);
     }
     h.insert(XFP, HeaderValue::from_static(scheme));
+    if internal {
+        return Origin::Internal;
+    }
     // The client as the rest of the request sees it (rate limit descriptors too).
     let client = RemoteAddress::of(cfg, conn).resolve(h);
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         h.insert("x-envoy-external-address", v);
     }
+    Origin::Edge
 }
 
 /// Appends the peer to `x-forwarded-for` (`use_remote_address` without `skip_xff_append`).
@@ -415,5 +469,78 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    /// An HCM whose internal addresses are 10/8.
+    fn internal_hcm(use_remote_address: bool) -> config::HttpConnectionManager {
+        let mut cfg = hcm(use_remote_address, 0);
+        cfg.internal_addresses = Some(
+            config::from_yaml_str(
+                "static_resources:\n  listeners:\n  - name: l\n    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: s\n          internal_address_config: { cidr_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }\n          http_filters: [{ name: envoy.filters.http.router }]\n          route_config: { virtual_hosts: [] }\n",
+            )
+            .map(|b| match &b.listeners[0].filter_chains[0].filter {
+                config::NetworkFilter::Http(h) => h.internal_addresses.clone(),
+                _ => None,
+            })
+            .expect("valid")
+            .expect("internal addresses"),
+        );
+        cfg
+    }
+
+    #[test]
+    fn a_peer_in_the_internal_ranges_without_xff_is_internal_under_use_remote_address() {
+        let cfg = internal_hcm(true);
+        let mut h = headers(&[
+            ("x-envoy-retry-on", "5xx"),
+            ("x-envoy-downstream-service-cluster", "c"),
+        ]);
+        let origin = request(&cfg, &conn("10.1.2.3:5000"), "http", None, &mut h);
+        assert_eq!(origin, Origin::Internal);
+        assert_eq!(h["x-envoy-internal"], "true");
+        assert_eq!(h["x-envoy-retry-on"], "5xx");
+        assert_eq!(h["x-envoy-downstream-service-cluster"], "c");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert!(!h.contains_key("x-envoy-external-address"));
+        // A client XFF means another proxy was on the way: an edge request.
+        let mut h = headers(&[("x-forwarded-for", "10.9.9.9"), ("x-envoy-retry-on", "5xx")]);
+        let origin = request(&cfg, &conn("10.1.2.3:5000"), "http", None, &mut h);
+        assert_eq!(origin, Origin::Edge);
+        assert!(!h.contains_key("x-envoy-internal"));
+        assert!(!h.contains_key("x-envoy-retry-on"));
+        // A peer outside the ranges.
+        let mut h = headers(&[("x-envoy-internal", "true")]);
+        let origin = request(&cfg, &conn("192.168.1.1:5000"), "http", None, &mut h);
+        assert_eq!(origin, Origin::Edge);
+        assert!(!h.contains_key("x-envoy-internal"));
+    }
+
+    #[test]
+    fn without_use_remote_address_a_single_internal_xff_entry_is_internal() {
+        let cfg = internal_hcm(false);
+        for (xff, want) in [
+            (Some("10.1.2.3"), Origin::Internal),
+            (Some(" 10.1.2.3 "), Origin::Internal),
+            (Some("10.1.2.3,10.1.2.4"), Origin::External),
+            (Some("192.168.1.1"), Origin::External),
+            (Some("not-an-ip"), Origin::External),
+            (None, Origin::External),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(x) = xff {
+                h.insert("x-forwarded-for", HeaderValue::from_static(x));
+            }
+            let origin = request(&cfg, &conn("10.1.1.1:5000"), "http", None, &mut h);
+            assert_eq!(origin, want, "{xff:?}");
+            assert_eq!(h.contains_key("x-envoy-internal"), want == Origin::Internal);
+        }
+        // Two XFF lines are two addresses.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.2.3"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.2.4"));
+        assert_eq!(
+            request(&cfg, &conn("10.1.1.1:5000"), "http", None, &mut h),
+            Origin::External
+        );
     }
 }

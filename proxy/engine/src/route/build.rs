@@ -763,19 +763,7 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
         .filter(|t| !t.is_empty())
     {
         match token {
-            "5xx" => on.server_error = true,
-            "gateway-error" => on.gateway_error = true,
-            "reset" => on.reset = true,
-            "connect-failure" => on.connect_failure = true,
-            "retriable-4xx" => on.retriable_4xx = true,
-            "retriable-status-codes" => on.retriable_status_codes = true,
-            "retriable-headers" => on.retriable_headers = true,
-            "envoy-ratelimited" => on.envoy_ratelimited = true,
-            "cancelled" => on.grpc_cancelled = true,
-            "deadline-exceeded" => on.grpc_deadline_exceeded = true,
-            "internal" => on.grpc_internal = true,
-            "resource-exhausted" => on.grpc_resource_exhausted = true,
-            "unavailable" => on.grpc_unavailable = true,
+            t if on.add_http(t) || on.add_grpc(t) => {}
             "refused-stream" | "http3-post-connect-failure" | "reset-before-request" => {
                 return Err(p
                     .field("retry_on")

@@ -66,6 +66,9 @@ impl Attempts<'_> {
             self.cluster.stats.upstream_rq_timeout.inc();
         }
         let mut o = Outcome::local(Flag::Timeout);
+        if self.plan.timeout_alt_response {
+            o.resp = local_reply::timeout_alt_response();
+        }
         o.upstream_host = host;
         if self.plan.attempt_count.1 {
             o.resp
@@ -215,6 +218,11 @@ impl Attempts<'_> {
                         local_reply::for_reset_with(502, reason, fin.attempts > 1)
                     }
                     Some(reason) => local_reply::for_reset(reason, fin.attempts > 1),
+                    None if plan.timeout_alt_response
+                        && matches!(flag, Flag::Timeout | Flag::RetryLimitTimeout) =>
+                    {
+                        local_reply::timeout_alt_response()
+                    }
                     None => local_reply::for_flag(flag),
                 };
                 if plan.attempt_count.1 {
