@@ -77,6 +77,10 @@ use crate::{
     upstream::Cluster,
 };
 
+/// Looked up per request under `internal_address_config` (a `&str` name is parsed at each
+/// lookup).
+const FORCE_TRACE: http::HeaderName = http::HeaderName::from_static("x-envoy-force-trace");
+
 /// Error of a [`Body`]: hyper's, or the proxy's own (stream idle timeout).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -679,12 +683,14 @@ pub async fn handle_with(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // `always_set_request_id_in_response`, or an `x-envoy-force-trace` that sanitation kept (an
-    // internal request): the id as it goes upstream (a shared-bytes clone).
-    let response_id = (hcm.cfg.always_set_request_id_in_response
-        || req.headers().contains_key("x-envoy-force-trace"))
-    .then(|| req.headers().get("x-request-id").cloned())
-    .flatten();
+    // `always_set_request_id_in_response`, or an `x-envoy-force-trace` that sanitation kept
+    // (only an internal request keeps it, and only an HCM with `internal_address_config` has
+    // those): the id as it goes upstream (a shared-bytes clone).
+    let force_trace =
+        hcm.cfg.internal_addresses.is_some() && req.headers().contains_key(FORCE_TRACE);
+    let response_id = (hcm.cfg.always_set_request_id_in_response || force_trace)
+        .then(|| req.headers().get("x-request-id").cloned())
+        .flatten();
     let mut log_entry = hcm.log.enabled().then(|| Entry {
         start: Some(start_wall),
         method: req.method().as_str().to_string(),

@@ -540,6 +540,27 @@ pub struct RetryOn {
     pub grpc_unavailable: bool,
 }
 
+/// The policy of a route without one (Envoy's `RetryPolicyImpl` defaults): no condition, one
+/// retry, the default back-off.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retry_on: RetryOn::default(),
+            num_retries: DEFAULT_NUM_RETRIES,
+            per_try_timeout: None,
+            per_try_idle_timeout: None,
+            base_interval: DEFAULT_RETRY_BASE_INTERVAL,
+            max_interval: DEFAULT_RETRY_BASE_INTERVAL * DEFAULT_RETRY_MAX_INTERVAL_FACTOR,
+            retriable_status_codes: Vec::new(),
+            retriable_headers: Arc::from(Vec::new()),
+            retriable_request_headers: Arc::from(Vec::new()),
+            previous_hosts: false,
+            host_selection_max_attempts: 1,
+            rate_limited: None,
+        }
+    }
+}
+
 impl RetryOn {
     /// Adds the HTTP condition `token` names (Envoy's `parseRetryOn`: `retry_on`,
     /// `x-envoy-retry-on`); false when it names none sluice implements.
@@ -570,25 +591,6 @@ impl RetryOn {
             _ => return false,
         }
         true
-    }
-
-    /// The conditions of both.
-    pub fn union(self, o: RetryOn) -> RetryOn {
-        RetryOn {
-            server_error: self.server_error || o.server_error,
-            gateway_error: self.gateway_error || o.gateway_error,
-            reset: self.reset || o.reset,
-            connect_failure: self.connect_failure || o.connect_failure,
-            retriable_4xx: self.retriable_4xx || o.retriable_4xx,
-            retriable_status_codes: self.retriable_status_codes || o.retriable_status_codes,
-            retriable_headers: self.retriable_headers || o.retriable_headers,
-            envoy_ratelimited: self.envoy_ratelimited || o.envoy_ratelimited,
-            grpc_cancelled: self.grpc_cancelled || o.grpc_cancelled,
-            grpc_deadline_exceeded: self.grpc_deadline_exceeded || o.grpc_deadline_exceeded,
-            grpc_resource_exhausted: self.grpc_resource_exhausted || o.grpc_resource_exhausted,
-            grpc_internal: self.grpc_internal || o.grpc_internal,
-            grpc_unavailable: self.grpc_unavailable || o.grpc_unavailable,
-        }
     }
 }
 

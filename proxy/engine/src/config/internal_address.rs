@@ -32,6 +32,11 @@ pub struct InternalAddresses {
 }
 
 impl InternalAddresses {
+    /// The addresses in `ranges` (empty: Envoy's private ranges).
+    pub fn new(ranges: Vec<Cidr>) -> Self {
+        Self { ranges }
+    }
+
     /// Whether a request from `ip` (the final remote address) is internal.
     pub fn contains(&self, ip: IpAddr) -> bool {
         if self.ranges.is_empty() {
@@ -79,7 +84,7 @@ mod tests {
 
     #[test]
     fn no_range_means_envoys_private_ranges() {
-        let all = InternalAddresses { ranges: vec![] };
+        let all = InternalAddresses::new(vec![]);
         for a in [
             "10.1.2.3",
             "172.16.0.1",
@@ -105,9 +110,7 @@ mod tests {
 
     #[test]
     fn ranges_replace_the_private_ones() {
-        let r = InternalAddresses {
-            ranges: vec![Cidr::new(ip("203.0.113.0"), 24).unwrap()],
-        };
+        let r = InternalAddresses::new(vec![Cidr::new(ip("203.0.113.0"), 24).unwrap()]);
         assert!(r.contains(ip("203.0.113.9")));
         assert!(!r.contains(ip("10.1.2.3")));
         assert!(

@@ -157,8 +157,12 @@ impl Plan {
             },
         );
         let grpc = is_grpc_request(headers);
-        // An internal request's `x-envoy-*` router controls (one header lookup for any other).
-        let overrides = router_headers::read(headers);
+        // An internal request's `x-envoy-*` router controls; only an HCM with
+        // `internal_address_config` has internal requests.
+        let overrides = hcm
+            .internal_addresses
+            .as_ref()
+            .and_then(|_| router_headers::read(headers));
         let stream_limit = fwd
             .action
             .max_stream_duration

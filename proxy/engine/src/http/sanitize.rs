@@ -474,17 +474,8 @@ mod tests {
     /// An HCM whose internal addresses are 10/8.
     fn internal_hcm(use_remote_address: bool) -> config::HttpConnectionManager {
         let mut cfg = hcm(use_remote_address, 0);
-        cfg.internal_addresses = Some(
-            config::from_yaml_str(
-                "static_resources:\n  listeners:\n  - name: l\n    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: s\n          internal_address_config: { cidr_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }\n          http_filters: [{ name: envoy.filters.http.router }]\n          route_config: { virtual_hosts: [] }\n",
-            )
-            .map(|b| match &b.listeners[0].filter_chains[0].filter {
-                config::NetworkFilter::Http(h) => h.internal_addresses.clone(),
-                _ => None,
-            })
-            .expect("valid")
-            .expect("internal addresses"),
-        );
+        let ten = config::Cidr::new("10.0.0.0".parse().unwrap(), 8).unwrap();
+        cfg.internal_addresses = Some(config::InternalAddresses::new(vec![ten]));
         cfg
     }
 

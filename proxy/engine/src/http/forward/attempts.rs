@@ -65,11 +65,13 @@ impl Attempts<'_> {
         for _ in 0..running {
             self.cluster.stats.upstream_rq_timeout.inc();
         }
-        let mut o = Outcome::local(Flag::Timeout);
-        if self.plan.timeout_alt_response {
-            o.resp = local_reply::timeout_alt_response();
-        }
-        o.upstream_host = host;
+        let mut o = Outcome {
+            resp: flag_reply(self.plan, Flag::Timeout),
+            flag: Flag::Timeout,
+            upstream_host: host,
+            upstream_ms: None,
+            redirect: None,
+        };
         if self.plan.attempt_count.1 {
             o.resp
                 .headers_mut()
@@ -218,12 +220,7 @@ impl Attempts<'_> {
                         local_reply::for_reset_with(502, reason, fin.attempts > 1)
                     }
                     Some(reason) => local_reply::for_reset(reason, fin.attempts > 1),
-                    None if plan.timeout_alt_response
-                        && matches!(flag, Flag::Timeout | Flag::RetryLimitTimeout) =>
-                    {
-                        local_reply::timeout_alt_response()
-                    }
-                    None => local_reply::for_flag(flag),
+                    None => flag_reply(plan, flag),
                 };
                 if plan.attempt_count.1 {
                     o.resp.headers_mut().insert("x-envoy-attempt-count", count);
@@ -232,6 +229,17 @@ impl Attempts<'_> {
                 o
             }
         }
+    }
+}
+
+/// The local reply for `flag`, with an internal request's
+/// `x-envoy-upstream-rq-timeout-alt-response` turning a timeout's 504 into 204.
+fn flag_reply(plan: &Plan, flag: Flag) -> http::Response<super::Body> {
+    match flag {
+        Flag::Timeout | Flag::RetryLimitTimeout if plan.timeout_alt_response => {
+            local_reply::timeout_alt_response()
+        }
+        _ => local_reply::for_flag(flag),
     }
 }
 

@@ -6,18 +6,17 @@
 //! `x-envoy-hedge-on-per-try-timeout`.
 //!
 //! Only an internal request (HCM `internal_address_config`) still has them when it is routed:
-//! sanitation strips them from every other (`http/sanitize.rs`), and marks an internal one with
-//! `x-envoy-internal: true`, so a request without that mark costs one header lookup here.
+//! sanitation strips them from every other (`http/sanitize.rs`) and marks an internal one with
+//! `x-envoy-internal: true`. The caller looks only under an HCM with `internal_address_config`,
+//! so any other request pays nothing here.
 
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName};
 
-use crate::route::{
-    HeaderMatchKind, HeaderMatcher, RetryOn, RetryPolicy, DEFAULT_NUM_RETRIES,
-    DEFAULT_RETRY_BASE_INTERVAL,
-};
+use crate::route::{HeaderMatchKind, HeaderMatcher, RetryOn, RetryPolicy};
 
+const INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 const TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 const PER_TRY: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 const ALT_RESPONSE: HeaderName =
@@ -42,9 +41,10 @@ const CONSUMED: [HeaderName; 9] = [
     HEDGE,
 ];
 
-/// What an internal request's headers change in its forwarding.
+/// What an internal request's headers change in its forwarding (the retry headers as sent:
+/// they are parsed into the request's retry policy, [`Overrides::retry`]).
 #[derive(Debug, Default)]
-pub(super) struct Overrides {
+pub(super) struct Overrides<'h> {
     /// `x-envoy-upstream-rq-timeout-ms`: the route timeout (0: none).
     pub timeout: Option<Duration>,
     /// `x-envoy-upstream-rq-per-try-timeout-ms`: the per-try timeout (0: none).
@@ -53,16 +53,17 @@ pub(super) struct Overrides {
     pub alt_response: bool,
     /// `x-envoy-hedge-on-per-try-timeout`: `true` or `false` (other values: the route's).
     pub hedge: Option<bool>,
-    retry_on: RetryOn,
+    retry_on: Option<&'h str>,
+    retry_grpc_on: Option<&'h str>,
     max_retries: Option<u32>,
-    status_codes: Vec<u16>,
-    header_names: Vec<String>,
+    status_codes: Option<&'h str>,
+    header_names: Option<&'h str>,
 }
 
 /// Reads an internal request's router-control headers (`None` for any other request, or one
 /// without them).
-pub(super) fn read(h: &HeaderMap) -> Option<Overrides> {
-    if h.get("x-envoy-internal").is_none_or(|v| v != "true") {
+pub(super) fn read(h: &HeaderMap) -> Option<Overrides<'_>> {
+    if h.get(INTERNAL).is_none_or(|v| v != "true") {
         return None;
     }
     if !CONSUMED.iter().any(|n| h.contains_key(n)) {
@@ -74,7 +75,7 @@ pub(super) fn read(h: &HeaderMap) -> Option<Overrides> {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis)
     };
-    let mut o = Overrides {
+    Some(Overrides {
         timeout: millis(&TIMEOUT),
         per_try: millis(&PER_TRY),
         alt_response: h.contains_key(ALT_RESPONSE),
@@ -83,32 +84,12 @@ pub(super) fn read(h: &HeaderMap) -> Option<Overrides> {
             Some("false") => Some(false),
             _ => None,
         },
-        ..Overrides::default()
-    };
-    // Envoy's `parseRetryOn` / `parseRetryGrpcOn`: unknown tokens are ignored, and so are
-    // `refused-stream`, `reset-before-request` and `http3-post-connect-failure` here (a route's
-    // `retry_on` with one is refused; docs/config.md "Known divergences").
-    for t in text(&RETRY_ON).into_iter().flat_map(|v| v.split(',')) {
-        o.retry_on.add_http(t.trim());
-    }
-    for t in text(&RETRY_GRPC_ON).into_iter().flat_map(|v| v.split(',')) {
-        o.retry_on.add_grpc(t.trim());
-    }
-    o.max_retries = text(&MAX_RETRIES).and_then(|v| v.parse().ok());
-    if let Some(v) = text(&STATUS_CODES) {
-        o.status_codes = v
-            .split(',')
-            .filter_map(|c| c.trim().parse::<u16>().ok())
-            .collect();
-    }
-    if let Some(v) = text(&HEADER_NAMES) {
-        o.header_names = v
-            .split(',')
-            .map(|n| n.trim().to_ascii_lowercase())
-            .filter(|n| !n.is_empty())
-            .collect();
-    }
-    Some(o)
+        retry_on: text(&RETRY_ON),
+        retry_grpc_on: text(&RETRY_GRPC_ON),
+        max_retries: text(&MAX_RETRIES).and_then(|v| v.parse().ok()),
+        status_codes: text(&STATUS_CODES),
+        header_names: text(&HEADER_NAMES),
+    })
 }
 
 /// Removes the consumed headers (what Envoy's router does as it reads them).
@@ -118,59 +99,55 @@ pub(super) fn remove(h: &mut HeaderMap) {
     }
 }
 
-impl Overrides {
+impl Overrides<'_> {
     /// The request's retry policy: the route's (`route`) with the headers merged in, as
     /// Envoy's `RetryStateImpl`: their conditions join the route's, `x-envoy-max-retries`
     /// replaces the count once any condition is set, the status codes and header names join the
     /// route's lists, and the per-try timeout header replaces the route's. A route without a
     /// policy gets Envoy's defaults (one retry, 25 ms base interval).
     pub fn retry(&self, route: Option<RetryPolicy>) -> Option<RetryPolicy> {
-        let header_conditions = self.retry_on != RetryOn::default();
-        if route.is_none() && !header_conditions && self.per_try.is_none() {
+        let headers = self.retry_on.is_some() || self.retry_grpc_on.is_some();
+        if route.is_none() && !headers && self.per_try.is_none() {
             return None;
         }
-        let mut p = route.unwrap_or_else(default_policy);
-        p.retry_on = p.retry_on.union(self.retry_on);
+        let mut p = route.unwrap_or_default();
+        // Envoy's `parseRetryOn` / `parseRetryGrpcOn`: unknown tokens are ignored, and so are
+        // `refused-stream`, `reset-before-request` and `http3-post-connect-failure` here (a
+        // route's `retry_on` with one is refused; docs/config.md "Known divergences").
+        for t in self.retry_on.into_iter().flat_map(|v| v.split(',')) {
+            p.retry_on.add_http(t.trim());
+        }
+        for t in self.retry_grpc_on.into_iter().flat_map(|v| v.split(',')) {
+            p.retry_on.add_grpc(t.trim());
+        }
         if p.retry_on != RetryOn::default() {
             if let Some(n) = self.max_retries {
                 p.num_retries = n;
             }
         }
-        if !self.status_codes.is_empty() {
-            p.retriable_status_codes.extend(&self.status_codes);
+        if let Some(v) = self.status_codes {
+            let codes = v.split(',').filter_map(|c| c.trim().parse::<u16>().ok());
+            p.retriable_status_codes.extend(codes);
         }
-        if !self.header_names.is_empty() {
+        if let Some(v) = self.header_names {
             let mut all: Vec<HeaderMatcher> = p.retriable_headers.to_vec();
-            all.extend(self.header_names.iter().map(|n| HeaderMatcher {
-                name: n.clone(),
-                kind: HeaderMatchKind::Present(true),
-                invert_match: false,
-                treat_missing_header_as_empty: false,
-            }));
+            all.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| HeaderMatcher {
+                        name: n.to_ascii_lowercase(),
+                        kind: HeaderMatchKind::Present(true),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    }),
+            );
             p.retriable_headers = Arc::from(all);
         }
         if let Some(t) = self.per_try {
             p.per_try_timeout = (!t.is_zero()).then_some(t);
         }
         Some(p)
-    }
-}
-
-/// The policy of a route without one (Envoy's `RetryPolicyImpl` defaults).
-fn default_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: RetryOn::default(),
-        num_retries: DEFAULT_NUM_RETRIES,
-        per_try_timeout: None,
-        per_try_idle_timeout: None,
-        base_interval: DEFAULT_RETRY_BASE_INTERVAL,
-        max_interval: DEFAULT_RETRY_BASE_INTERVAL * 10,
-        retriable_status_codes: Vec::new(),
-        retriable_headers: Arc::from(Vec::new()),
-        retriable_request_headers: Arc::from(Vec::new()),
-        previous_hosts: false,
-        host_selection_max_attempts: 1,
-        rate_limited: None,
     }
 }
 
@@ -200,21 +177,22 @@ mod tests {
 
     #[test]
     fn header_conditions_join_the_routes_and_max_retries_needs_one() {
-        let o = read(&internal(&[
+        let h = internal(&[
             ("x-envoy-retry-on", "bogus, gateway-error"),
             ("x-envoy-retry-grpc-on", "unavailable"),
             ("x-envoy-max-retries", "3"),
-        ]))
-        .unwrap();
+        ]);
+        let o = read(&h).unwrap();
         let p = o.retry(None).expect("a policy from the headers");
         assert!(p.retry_on.gateway_error && p.retry_on.grpc_unavailable);
         assert!(!p.retry_on.server_error);
         assert_eq!(p.num_retries, 3);
         // No condition anywhere: the count alone does not make a policy.
-        let o = read(&internal(&[("x-envoy-max-retries", "3")])).unwrap();
+        let h = internal(&[("x-envoy-max-retries", "3")]);
+        let o = read(&h).unwrap();
         assert!(o.retry(None).is_none());
         // The route's conditions are kept.
-        let mut route = default_policy();
+        let mut route = RetryPolicy::default();
         route.retry_on.server_error = true;
         let p = o.retry(Some(route)).unwrap();
         assert!(p.retry_on.server_error);
@@ -223,15 +201,15 @@ mod tests {
 
     #[test]
     fn timeouts_codes_and_names() {
-        let o = read(&internal(&[
+        let h = internal(&[
             ("x-envoy-upstream-rq-timeout-ms", "300"),
             ("x-envoy-upstream-rq-per-try-timeout-ms", "100"),
             ("x-envoy-upstream-rq-timeout-alt-response", ""),
             ("x-envoy-retriable-status-codes", "418, abc,500"),
             ("x-envoy-retriable-header-names", " X-Retry-Me ,,x-other"),
             ("x-envoy-hedge-on-per-try-timeout", "true"),
-        ]))
-        .unwrap();
+        ]);
+        let o = read(&h).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(300)));
         assert!(o.alt_response);
         assert_eq!(o.hedge, Some(true));
