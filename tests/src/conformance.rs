@@ -232,6 +232,10 @@ fn run_one(
     let mut route_lines = (kind == Kind::Sluice).then(|| LogCursor::new(&proc.log_path()));
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let addr: SocketAddr = ([127, 0, 0, 1], listener).into();
+    if let Some(tail) = access_log.as_mut() {
+        // The readiness probe's connection is a line of a tcp_proxy's access log: not a request's.
+        tail.skip_settled(kind, admin_addr);
+    }
     let mut out = Vec::new();
     let mut startup = Some(ups.take_all()).filter(|_| case.startup_requests);
     let upstream_ports: Vec<(&str, u16)> =
@@ -318,11 +322,15 @@ fn run_one(
             obs.insert("up.keepalive".into(), k);
         }
         if let Some(tail) = access_log.as_mut() {
-            access_log::flush(kind, admin_addr);
+            // A connection the next request does not reuse is closed now rather than when the
+            // next one opens: a tcp_proxy logs a connection when it closes.
+            if !case.requests.get(i + 1).is_some_and(|n| n.reuse) {
+                conn = None;
+            }
             let lines: Vec<String> = tail
-                .take()
+                .take(|| access_log::flush(kind, admin_addr))
                 .iter()
-                .map(|l| access_log::normalize(l, &upstream_ports))
+                .map(|l| access_log::normalize(l, &upstream_ports, &case.log_mask))
                 .collect();
             obs.insert("log".into(), joined_or_none(&lines, "\n"));
         }

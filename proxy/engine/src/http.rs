@@ -64,7 +64,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use self::preroute::{preroute, PreRoute};
 use self::{
-    access_log::{AccessLogger, Entry},
+    access_log::{AccessLogger, Entry, ResponseDetails},
     local_reply::Flag,
 };
 use crate::{
@@ -486,6 +486,8 @@ pub(crate) struct Outcome {
     pub(crate) flag: Flag,
     pub(crate) upstream_host: Option<SocketAddr>,
     pub(crate) upstream_ms: Option<u64>,
+    /// The local address of the upstream connection the response came on.
+    pub(crate) upstream_local: Option<SocketAddr>,
     /// An upstream redirect the route's `internal_redirect_policy` may follow.
     pub(crate) redirect: Option<Box<internal_redirect::Candidate>>,
 }
@@ -498,6 +500,7 @@ impl Outcome {
             flag: Flag::None,
             upstream_host: None,
             upstream_ms: None,
+            upstream_local: None,
             redirect: None,
         }
     }
@@ -508,6 +511,7 @@ impl Outcome {
             flag,
             upstream_host: None,
             upstream_ms: None,
+            upstream_local: None,
             redirect: None,
         }
     }
@@ -530,6 +534,7 @@ fn format_context(
         protocol: Some(protocol_str(version)),
         start: Some(start_wall),
         response_code: None,
+        log: None,
     }
 }
 
@@ -706,6 +711,15 @@ pub async fn handle_with(
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0),
         request_headers: hcm.log.headers_to_keep(req.headers()),
+        scheme,
+        downstream_remote: Some(
+            sanitize::RemoteAddress::of(&hcm.cfg, &conn).resolve_addr(req.headers(), conn.peer),
+        ),
+        downstream_local: Some(conn.orig_dst),
+        sni: req
+            .extensions()
+            .get::<Arc<crate::downstream_tls::TlsFacts>>()
+            .and_then(|t| t.sni.clone()),
         ..Entry::default()
     });
 
@@ -755,6 +769,12 @@ pub async fn handle_with(
             return (resp, Flag::None);
         }
         crate::route::observe::log_taken(&selection, view.random);
+        if let Some(e) = log_entry.as_mut() {
+            e.route_name = selection.route().and_then(|r| r.name.clone());
+            if let Selection::Forward(fwd) = &selection {
+                e.cluster = hcm.resolve(fwd).map(|c| c.spec.name.clone());
+            }
+        }
         // The HCM's `tracing`: the trace reason in x-request-id, the decorator's header.
         trace = trace::decide(
             hcm.cfg.tracing.as_ref(),
@@ -803,6 +823,7 @@ pub async fn handle_with(
                     flag,
                     upstream_host: None,
                     upstream_ms: None,
+                    upstream_local: None,
                     redirect: None,
                 }
             }
@@ -826,6 +847,11 @@ pub async fn handle_with(
                     },
                 )
                 .expect("a route that answers by itself");
+                let mut resp = resp;
+                if hcm.log.enabled() {
+                    resp.extensions_mut()
+                        .insert(ResponseDetails::DirectResponse);
+                }
                 Outcome::answered(resp)
             }
             Selection::Forward(fwd) => match hcm.resolve(&fwd) {
@@ -912,6 +938,7 @@ pub async fn handle_with(
             mut flag,
             upstream_host,
             upstream_ms,
+            upstream_local,
             ..
         },
         decoded,
@@ -964,6 +991,9 @@ pub async fn handle_with(
     if let Some(new_id) = &trace.new_id {
         if let Some(e) = log_entry.as_mut() {
             e.request_id = new_id.to_str().ok().map(str::to_string);
+            if let Some(h) = e.request_headers.as_mut() {
+                h.insert("x-request-id", new_id.clone());
+            }
         }
     }
     if let Some(id) = trace
@@ -986,7 +1016,12 @@ pub async fn handle_with(
         e.status = status;
         e.flags = flag.as_str();
         e.upstream_ms = upstream_ms;
-        e.upstream_host = upstream_host.map(|a| a.to_string());
+        e.upstream_host = upstream_host;
+        e.upstream_answered = upstream_ms.is_some();
+        e.flag_details = ResponseDetails::of_flag(flag);
+        e.details = resp.extensions().get::<ResponseDetails>().cloned();
+        e.upstream_local = upstream_local;
+        e.response_headers = hcm.log.response_headers_to_keep(resp.headers());
         // Logged when the response body ends (or the stream is dropped), with the bytes sent.
         let resp = resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
         return (resp, flag);

@@ -171,6 +171,7 @@ impl Runtime {
                             .map(|n| clusters.get(n.as_str()).cloned())
                             .collect();
                         ChainRt::Tcp(Arc::new(TcpProxy {
+                            log: crate::http::access_log::AccessLogger::start(&t.access_log),
                             cfg: t.clone(),
                             stats: stats.tcp(&t.stat_prefix),
                             istio: resolved

@@ -2,7 +2,12 @@
 //! until either side closes, the connection is idle for `idle_timeout`, or its listener's drain
 //! time ends.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -12,6 +17,10 @@ use tokio::{
 use crate::upstream::outlier::HostResult;
 use crate::{
     config,
+    http::{
+        access_log::{AccessLogger, Entry, ResponseDetails},
+        local_reply::Flag,
+    },
     server::{istio::TcpSeries, stats::TcpStats},
     upstream::{Cluster, LbContext},
 };
@@ -32,6 +41,31 @@ pub struct TcpProxy {
     pub clusters: Vec<Option<Arc<Cluster>>>,
     /// Istio's TCP series, one per entry of `clusters` (`None` with it).
     pub istio: Vec<Option<Arc<TcpSeries>>>,
+    /// The filter's `access_log`.
+    pub log: AccessLogger,
+}
+
+/// The downstream side of a proxied connection.
+#[derive(Debug)]
+pub struct Downstream {
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The local address (the original destination of a captured connection).
+    pub local: SocketAddr,
+    /// The SNI the listener's tls_inspector read.
+    pub sni: Option<Arc<str>>,
+}
+
+/// What the access log tells of a connection, filled in as it goes.
+#[derive(Debug, Default)]
+struct Session {
+    cluster: Option<String>,
+    host: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    /// Envoy's transport failure reason of a failed connect.
+    transport: Option<Box<str>>,
+    rx: u64,
+    tx: u64,
 }
 
 /// Why a TCP proxy session ended early.
@@ -77,14 +111,67 @@ impl TcpProxy {
         }
     }
 
-    /// Proxies `down` to an upstream host until done, or until `stop` resolves (the listener's
-    /// drain time ended): both sides are then closed.
+    /// Proxies `down` (from `from`) to an upstream host until done, or until `stop` resolves
+    /// (the listener's drain time ended): both sides are then closed. The access log gets one
+    /// line when the connection ends.
     pub async fn serve<D>(
         &self,
-        mut down: D,
-        orig_dst: Option<SocketAddr>,
-        src: SocketAddr,
+        down: D,
+        from: Downstream,
         stop: impl Future<Output = ()>,
+    ) -> Result<(), TcpProxyError>
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = (Instant::now(), SystemTime::now());
+        let mut session = Session::default();
+        let r = self.proxy(down, &from, stop, &mut session).await;
+        if self.log.enabled() {
+            self.log(from, session, r.as_ref().err(), started);
+        }
+        r
+    }
+
+    /// Writes the connection's access log line.
+    fn log(
+        &self,
+        from: Downstream,
+        s: Session,
+        err: Option<&TcpProxyError>,
+        (start, start_wall): (Instant, SystemTime),
+    ) {
+        let flags = match err {
+            None => Flag::None.as_str(),
+            Some(TcpProxyError::NoCluster(_)) => Flag::NoCluster.as_str(),
+            Some(TcpProxyError::NoHealthyUpstream(_)) => Flag::NoHealthyUpstream.as_str(),
+            // Envoy's tcp_proxy has made its one connect attempt (`max_connect_attempts`):
+            // the connect failure and the attempts exhausted, in its flag order.
+            Some(TcpProxyError::Connect { .. }) => "UF,URX",
+        };
+        let e = Entry {
+            start: Some(start_wall),
+            flags,
+            bytes_rx: s.rx,
+            bytes_tx: s.tx,
+            duration: start.elapsed(),
+            upstream_host: s.host,
+            upstream_local: s.local,
+            downstream_remote: Some(from.peer),
+            downstream_local: Some(from.local),
+            sni: from.sni.map(|n| n.to_string()),
+            cluster: s.cluster,
+            details: s.transport.map(ResponseDetails::Transport),
+            ..Entry::default()
+        };
+        self.log.log(&e);
+    }
+
+    async fn proxy<D>(
+        &self,
+        mut down: D,
+        from: &Downstream,
+        stop: impl Future<Output = ()>,
+        session: &mut Session,
     ) -> Result<(), TcpProxyError>
     where
         D: AsyncRead + AsyncWrite + Unpin,
@@ -95,16 +182,18 @@ impl TcpProxy {
             self.stats.downstream_cx_no_route.inc();
             return Err(TcpProxyError::NoCluster(name.to_string()));
         };
+        session.cluster = Some(cluster.spec.name.clone());
         let ctx = LbContext {
             hash: Some(crate::upstream::lb::hash_bytes(
-                src.ip().to_string().as_bytes(),
+                from.peer.ip().to_string().as_bytes(),
             )),
-            orig_dst,
+            orig_dst: Some(from.local),
         };
         let Some(host) = cluster.choose_host(&ctx) else {
             cluster.stats.upstream_cx_none_healthy.inc();
             return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
         };
+        session.host = Some(host.addr);
         let up = match tokio::time::timeout(
             cluster.spec.connect_timeout,
             cluster.connector.connect(host.addr),
@@ -115,6 +204,7 @@ impl TcpProxy {
             Ok(Err(e)) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: false });
+                session.transport = Some(ResponseDetails::connect_error(&e));
                 return Err(TcpProxyError::Connect {
                     addr: host.addr,
                     reason: e.to_string(),
@@ -129,6 +219,7 @@ impl TcpProxy {
                 });
             }
         };
+        session.local = up.local_addr().ok();
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
         let series = self.istio.get(i).and_then(Option::as_ref);
@@ -166,6 +257,7 @@ impl TcpProxy {
             }
         };
         cluster.stats.upstream_cx_active.dec();
+        (session.rx, session.tx) = (rx, tx);
         if let Some(s) = series {
             s.close(rx, tx);
         }

@@ -65,6 +65,11 @@ pub struct Case {
     /// [`super::access_log::normalize`].
     #[serde(default)]
     pub access_log: bool,
+    /// With `access_log`, a custom `log_format`'s varying tokens: the space-separated tokens of
+    /// a line at these indexes (from 0) are observed as `<x>` instead of Envoy's default
+    /// format's time and durations (see [`super::access_log::normalize`]).
+    #[serde(default)]
+    pub log_mask: Vec<usize>,
     /// The path of the config's HTTP health checks: requests for it are answered from
     /// `health_replies` and never observed as the case's requests (only as `startup.*`).
     pub health_check_path: Option<String>,

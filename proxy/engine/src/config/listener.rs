@@ -338,13 +338,16 @@ pub enum CodecType {
     Http2,
 }
 
-/// `access_log[]` with Envoy's default format ([`ENVOY_DEFAULT_ACCESS_LOG_FORMAT`]).
+/// `access_log[]`.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     /// Where lines go (`typed_config`).
     pub sink: LogSink,
     /// `filter`: which requests are logged (all without one).
     pub filter: Option<super::AccessLogFilter>,
+    /// The logger's `log_format`; `None`: Envoy's default format
+    /// ([`ENVOY_DEFAULT_ACCESS_LOG_FORMAT`]).
+    pub format: Option<Arc<crate::route::body_format::BodyFormat>>,
 }
 
 /// An access log's destination.
@@ -368,6 +371,8 @@ pub struct TcpProxy {
     pub cluster: TcpProxyCluster,
     /// `idle_timeout` (default [`DEFAULT_TCP_PROXY_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
     pub idle_timeout: Option<Duration>,
+    /// `access_log[]`: one line per connection, when it closes.
+    pub access_log: Vec<AccessLog>,
 }
 
 /// The upstream cluster of a tcp_proxy.

@@ -424,11 +424,19 @@ pub(crate) struct RawAccessLog {
     pub filter: Option<super::access_log_filter::RawAccessLogFilter>,
 }
 
-/// `FileAccessLog` (log_format is not supported: Envoy's default format is used).
+/// `FileAccessLog`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFileAccessLog {
     pub path: Option<String>,
+    pub log_format: Option<crate::route::body_format::RawBodyFormat>,
+}
+
+/// `StdoutAccessLog`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStdoutAccessLog {
+    pub log_format: Option<crate::route::body_format::RawBodyFormat>,
 }
 
 /// `TcpProxy`.
@@ -439,6 +447,8 @@ pub(crate) struct RawTcpProxy {
     pub cluster: Option<String>,
     pub weighted_clusters: Option<RawTcpWeightedClusters>,
     pub idle_timeout: Option<PbDuration>,
+    #[serde(default)]
+    pub access_log: Vec<RawAccessLog>,
 }
 
 /// `TcpProxy.weighted_clusters`.

@@ -159,7 +159,8 @@ fn kubeflow_example_routes_like_the_istio_gateway() {
             hcm.access_log.as_slice(),
             [AccessLog {
                 sink: LogSink::Stdout,
-                filter: None
+                filter: None,
+                format: None,
             }]
         ),
         "{:?}",

@@ -16,7 +16,8 @@ use super::{
     path::FieldPath,
     raw::{
         type_url, typed_config, Empty, RawAccessLog, RawAddress, RawBootstrap, RawFileAccessLog,
-        RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawSocketAddress, RawTcpProxy,
+        RawFilterChain, RawHcm, RawListener, RawNetworkFilter, RawSocketAddress,
+        RawStdoutAccessLog, RawTcpProxy,
     },
     validate_chain, validate_cluster, AccessLog, Admin, Bootstrap, CodecType, ConfigError,
     FilterChain, HttpConnectionManager, Listener, ListenerFilter, ListenerRef, LogSink,
@@ -24,6 +25,7 @@ use super::{
     DEFAULT_TCP_PROXY_IDLE_TIMEOUT,
 };
 use crate::rbac::network as network_rbac;
+use crate::route::body_format::{BodyFormat, RawBodyFormat};
 use crate::route::{build_route_table, build_weighted, WeightedInput};
 
 /// Type URL of the http_connection_manager typed_config.
@@ -588,14 +590,23 @@ fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, Conf
         Some(f) => Some(super::access_log_filter::parse(f, &p.field("filter"))?),
         None => None,
     };
+    let (sink, format) = log_sink(raw, p)?;
     Ok(AccessLog {
-        sink: log_sink(raw, p)?,
+        sink,
         filter,
+        format,
     })
 }
 
-/// `typed_config`: stdout or a file.
-fn log_sink(raw: &RawAccessLog, p: &FieldPath) -> Result<LogSink, ConfigError> {
+/// `typed_config`: stdout or a file, with its `log_format` (none: Envoy's default format).
+fn log_sink(
+    raw: &RawAccessLog,
+    p: &FieldPath,
+) -> Result<(LogSink, Option<Arc<BodyFormat>>), ConfigError> {
+    let format = |f: Option<&RawBodyFormat>, tp: &FieldPath| {
+        f.map(|f| BodyFormat::build_log(f, &tp.field("log_format")).map(Arc::new))
+            .transpose()
+    };
     let tp = p.field("typed_config");
     let tc: &Value = raw
         .typed_config
@@ -603,8 +614,8 @@ fn log_sink(raw: &RawAccessLog, p: &FieldPath) -> Result<LogSink, ConfigError> {
         .ok_or_else(|| tp.err("required"))?;
     match type_url(tc) {
         Some(STDOUT_LOG_TYPE) => {
-            let _: Empty = typed_config(tc, &tp, STDOUT_LOG_TYPE)?;
-            Ok(LogSink::Stdout)
+            let s: RawStdoutAccessLog = typed_config(tc, &tp, STDOUT_LOG_TYPE)?;
+            Ok((LogSink::Stdout, format(s.log_format.as_ref(), &tp)?))
         }
         Some(FILE_LOG_TYPE) => {
             let f: RawFileAccessLog = typed_config(tc, &tp, FILE_LOG_TYPE)?;
@@ -612,9 +623,11 @@ fn log_sink(raw: &RawAccessLog, p: &FieldPath) -> Result<LogSink, ConfigError> {
                 .path
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| tp.field("path").err("required"))?;
-            Ok(LogSink::File {
+            let log_format = format(f.log_format.as_ref(), &tp)?;
+            let sink = LogSink::File {
                 path: PathBuf::from(path),
-            })
+            };
+            Ok((sink, log_format))
         }
         Some(other) => Err(tp
             .field("@type")
@@ -653,9 +666,16 @@ fn tcp_proxy(
             )?)
         }
     };
+    let access_log = raw
+        .access_log
+        .iter()
+        .enumerate()
+        .map(|(i, al)| access_log_entry(al, &p.field("access_log").index(i)))
+        .collect::<Result<_, _>>()?;
     Ok(TcpProxy {
         stat_prefix,
         cluster,
+        access_log,
         idle_timeout: timeout_or(
             raw.idle_timeout.map(|d| d.0),
             Some(DEFAULT_TCP_PROXY_IDLE_TIMEOUT),

@@ -1,8 +1,14 @@
-//! Access log in Envoy's default format, written by a background task (stdout or a file).
+//! Access log in Envoy's default format or a logger's `log_format`, written by a background
+//! task (stdout or a file).
+
+pub mod details;
+pub mod ops;
 
 use std::{
     fmt::Write as _,
     io::Write as _,
+    net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,7 +24,14 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::Body;
-use crate::config;
+use crate::{
+    config,
+    route::{
+        body_format::BodyFormat,
+        format::{FormatContext, RequestLine},
+    },
+};
+pub use details::ResponseDetails;
 
 /// Lines buffered before the logger drops (and counts) new ones.
 const QUEUE: usize = 8192;
@@ -54,10 +67,34 @@ pub struct Entry {
     pub request_id: Option<String>,
     /// `:authority`.
     pub authority: Option<String>,
-    /// Upstream host address.
-    pub upstream_host: Option<String>,
-    /// The request headers as received, kept only when a `header_filter` reads them.
+    /// Upstream host address (of the last attempt).
+    pub upstream_host: Option<SocketAddr>,
+    /// The request headers as received, kept only when a `header_filter` or a `log_format`
+    /// reads them.
     pub request_headers: Option<http::HeaderMap>,
+    /// The response headers as sent, kept only when a `log_format` reads them.
+    pub response_headers: Option<http::HeaderMap>,
+    /// `:scheme`.
+    pub scheme: &'static str,
+    /// Envoy's downstream remote address: the peer, or the `x-forwarded-for` address (port 0)
+    /// the connection manager trusts.
+    pub downstream_remote: Option<SocketAddr>,
+    /// The downstream connection's local address (the original destination when captured).
+    pub downstream_local: Option<SocketAddr>,
+    /// The local address of the upstream connection the response came on.
+    pub upstream_local: Option<SocketAddr>,
+    /// The route's `name`.
+    pub route_name: Option<String>,
+    /// The route's cluster.
+    pub cluster: Option<String>,
+    /// The SNI of a TLS connection.
+    pub sni: Option<String>,
+    /// What made the response, when its flag does not tell ([`ResponseDetails`]).
+    pub details: Option<ResponseDetails>,
+    /// The detail the response flag tells ([`ResponseDetails::of_flag`]).
+    pub flag_details: Option<&'static str>,
+    /// The response came from an upstream (`via_upstream`).
+    pub upstream_answered: bool,
 }
 
 /// Formats `t` like Envoy's `%START_TIME%`: `2024-01-31T12:34:56.789Z`.
@@ -84,6 +121,15 @@ pub fn format_time(t: SystemTime) -> String {
     )
 }
 
+/// `-` for a value a TCP connection's entry does not have (no request line, no protocol).
+fn dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
 fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
@@ -101,9 +147,9 @@ impl Entry {
             s,
             "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
             format_time(self.start.unwrap_or_else(SystemTime::now)),
-            self.method,
-            self.path,
-            self.protocol,
+            dash(&self.method),
+            dash(&self.path),
+            dash(self.protocol),
             status,
             self.flags,
             self.bytes_rx,
@@ -116,67 +162,118 @@ impl Entry {
             opt(&self.user_agent),
             opt(&self.request_id),
             opt(&self.authority),
-            opt(&self.upstream_host),
+            self.upstream_host
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
         );
         s
     }
+
+    /// Renders a logger's `log_format`.
+    pub fn render_with(&self, f: &BodyFormat) -> String {
+        let ctx = FormatContext {
+            request: self.request_headers.as_ref(),
+            // A TCP connection's entry has no request line.
+            line: (!self.method.is_empty()).then_some(RequestLine {
+                method: &self.method,
+                path: &self.path,
+                scheme: self.scheme,
+            }),
+            downstream_remote: self.downstream_remote,
+            downstream_local: self.downstream_local,
+            upstream_remote: self.upstream_host,
+            protocol: Some(self.protocol).filter(|p| !p.is_empty()),
+            start: self.start,
+            response_code: Some(self.status),
+            log: Some(self),
+        };
+        f.render(&ctx, None)
+    }
+
+    /// Appends `%RESPONSE_CODE_DETAILS%`; false when there are none.
+    pub fn push_details(&self, out: &mut String) -> bool {
+        if let Some(d) = &self.details {
+            return d.push(out);
+        } else if self.upstream_answered {
+            out.push_str("via_upstream");
+        } else if let Some(d) = self.flag_details {
+            out.push_str(d);
+        } else {
+            return false;
+        }
+        true
+    }
 }
 
-/// Where one HCM's access log lines go: each sink with its filter.
+/// One sink of an [`AccessLogger`]: where its lines go, its filter and its format.
+#[derive(Debug, Clone)]
+struct Sink {
+    tx: mpsc::Sender<String>,
+    filter: Option<config::AccessLogFilter>,
+    /// `None`: Envoy's default format.
+    format: Option<Arc<BodyFormat>>,
+}
+
+/// Where one HCM's access log lines go: each sink with its filter and format.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogger {
-    sinks: Vec<(mpsc::Sender<String>, Option<config::AccessLogFilter>)>,
-    /// A filter reads request headers: entries keep them ([`Entry::request_headers`]).
+    sinks: Vec<Sink>,
+    /// A filter or a format reads request headers: entries keep them
+    /// ([`Entry::request_headers`]).
     keeps_headers: bool,
+    /// A format reads response headers ([`Entry::response_headers`]).
+    keeps_response_headers: bool,
 }
 
 impl AccessLogger {
-    /// Starts one writer task per configured sink.
+    /// Starts one writer task per destination: loggers of one file (or stdout) share it, so
+    /// their lines keep the order they were logged in (Envoy's one file per path).
     pub fn start(logs: &[config::AccessLog]) -> Self {
+        let mut writers: Vec<(config::LogSink, mpsc::Sender<String>)> = Vec::new();
         let sinks = logs
             .iter()
             .map(|l| {
-                let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
-                let target = l.sink.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut out: Box<dyn std::io::Write> = match &target {
-                        config::LogSink::Stdout => Box::new(std::io::stdout()),
-                        config::LogSink::File { path } => match std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                        {
-                            Ok(f) => Box::new(f),
-                            Err(e) => {
-                                tracing::error!(path = %path.display(), error = %e, "cannot open access log");
-                                return;
-                            }
-                        },
-                    };
-                    while let Some(line) = rx.blocking_recv() {
-                        let _ = out.write_all(line.as_bytes());
-                        if rx.is_empty() {
-                            let _ = out.flush();
-                        }
+                let tx = match writers.iter().find(|(t, _)| *t == l.sink) {
+                    Some((_, tx)) => tx.clone(),
+                    None => {
+                        let tx = writer(l.sink.clone());
+                        writers.push((l.sink.clone(), tx.clone()));
+                        tx
                     }
-                });
-                (tx, l.filter.clone())
+                };
+                Sink {
+                    tx,
+                    filter: l.filter.clone(),
+                    format: l.format.clone(),
+                }
             })
             .collect();
         let keeps_headers = logs.iter().any(|l| {
             l.filter
                 .as_ref()
                 .is_some_and(config::AccessLogFilter::reads_headers)
+                || l.format.as_ref().is_some_and(|f| f.reads_request_headers())
+        });
+        let keeps_response_headers = logs.iter().any(|l| {
+            l.format
+                .as_ref()
+                .is_some_and(|f| f.reads_response_headers())
         });
         Self {
             sinks,
             keeps_headers,
+            keeps_response_headers,
         }
     }
 
-    /// The request headers an entry keeps: a copy only when a filter reads them.
+    /// The request headers an entry keeps: a copy only when a filter or format reads them.
     pub fn headers_to_keep(&self, h: &http::HeaderMap) -> Option<http::HeaderMap> {
         self.keeps_headers.then(|| h.clone())
+    }
+
+    /// The response headers an entry keeps: a copy only when a format reads them.
+    pub fn response_headers_to_keep(&self, h: &http::HeaderMap) -> Option<http::HeaderMap> {
+        self.keeps_response_headers.then(|| h.clone())
     }
 
     /// Whether any sink is configured (skip building entries otherwise).
@@ -195,15 +292,46 @@ impl AccessLogger {
             authority: e.authority.as_deref(),
             headers: e.request_headers.as_ref(),
         };
-        let mut line: Option<String> = None;
-        for (s, filter) in &self.sinks {
-            if filter.as_ref().is_some_and(|f| !f.admits(&logged)) {
+        let mut default_line: Option<String> = None;
+        for s in &self.sinks {
+            if s.filter.as_ref().is_some_and(|f| !f.admits(&logged)) {
                 continue;
             }
-            let line = line.get_or_insert_with(|| e.render());
-            let _ = s.try_send(line.clone());
+            let line = match &s.format {
+                None => default_line.get_or_insert_with(|| e.render()).clone(),
+                Some(f) => e.render_with(f),
+            };
+            let _ = s.tx.try_send(line);
         }
     }
+}
+
+/// Starts the task that writes the lines sent to the returned channel to `target`.
+fn writer(target: config::LogSink) -> mpsc::Sender<String> {
+    let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut out: Box<dyn std::io::Write> = match &target {
+            config::LogSink::Stdout => Box::new(std::io::stdout()),
+            config::LogSink::File { path } => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot open access log");
+                    return;
+                }
+            },
+        };
+        while let Some(line) = rx.blocking_recv() {
+            let _ = out.write_all(line.as_bytes());
+            if rx.is_empty() {
+                let _ = out.flush();
+            }
+        }
+    });
+    tx
 }
 
 /// A response body that counts the bytes sent and writes the access log line when the stream
@@ -284,6 +412,91 @@ impl Drop for LoggedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn log_format(yaml: &str) -> Result<BodyFormat, String> {
+        let raw: crate::route::body_format::RawBodyFormat =
+            crate::config::raw::parse_document(yaml).expect("parses");
+        let p = crate::config::FieldPath::root().field("log_format");
+        BodyFormat::build_log(&raw, &p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn log_format_renders_the_entry() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", "alpha".parse().unwrap());
+        let mut resp = http::HeaderMap::new();
+        resp.insert("x-up", "abcdef".parse().unwrap());
+        let e = Entry {
+            method: "GET".into(),
+            path: "/p?q".into(),
+            protocol: "HTTP/2",
+            status: 503,
+            flags: "UF",
+            bytes_rx: 5,
+            bytes_tx: 7,
+            duration: Duration::from_millis(12),
+            authority: Some("h.example".into()),
+            upstream_host: Some("10.0.0.2:80".parse().unwrap()),
+            upstream_local: Some("10.0.0.1:40000".parse().unwrap()),
+            downstream_remote: Some("192.0.2.9:0".parse().unwrap()),
+            request_headers: Some(h),
+            response_headers: Some(resp),
+            scheme: "http",
+            route_name: Some("r".into()),
+            cluster: Some("c".into()),
+            details: Some(ResponseDetails::connect_failed(
+                "remote connection failure",
+                &std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+            )),
+            ..Entry::default()
+        };
+        let f = log_format(
+            "text_format: '%REQ(:METHOD)% %REQ(:PATH)% %REQ(:AUTHORITY)% %REQ(X-A):3% %PROTOCOL% \
+             %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \
+             %RESP(X-UP)% %UPSTREAM_HOST% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% \
+             %DOWNSTREAM_REMOTE_ADDRESS% %ROUTE_NAME% %UPSTREAM_CLUSTER_RAW% \
+             %REQUESTED_SERVER_NAME% %UPSTREAM_TRANSPORT_FAILURE_REASON%'",
+        )
+        .expect("valid");
+        assert_eq!(
+            e.render_with(&f),
+            "GET /p?q h.example alp HTTP/2 503 UF 5 7 12 abcdef 10.0.0.2:80 10.0.0.1 \
+             192.0.2.9:0 r c - delayed_connect_error:_Connection_refused"
+        );
+        let j = log_format("json_format: {code: '%RESPONSE_CODE%', d: '%DURATION%', n: '%ROUTE_NAME%', s: '%REQUESTED_SERVER_NAME%'}")
+            .expect("valid");
+        assert_eq!(
+            e.render_with(&j),
+            "{\"code\":503,\"d\":12,\"n\":\"r\",\"s\":null}\n"
+        );
+        assert!(f.reads_request_headers() && f.reads_response_headers());
+        assert!(!j.reads_request_headers() && !j.reads_response_headers());
+    }
+
+    #[test]
+    fn log_format_refusals_name_the_field() {
+        for (yaml, want) in [
+            (
+                "text_format: '%LOCAL_REPLY_BODY%'",
+                "log_format.text_format: not supported (command operator %LOCAL_REPLY_BODY%",
+            ),
+            (
+                "json_format: {a: '%DYNAMIC_METADATA(x)%'}",
+                "log_format.json_format.a: not supported (command operator %DYNAMIC_METADATA%",
+            ),
+            (
+                "text_format: '%BYTES_SENT(x)%'",
+                "log_format.text_format: command operator %BYTES_SENT% takes no argument",
+            ),
+            (
+                "text_format: '%RESP%'",
+                "log_format.text_format: command operator %RESP% needs (header)",
+            ),
+        ] {
+            let e = log_format(yaml).expect_err(yaml);
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
 
     #[test]
     fn start_time_format() {

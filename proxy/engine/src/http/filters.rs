@@ -380,7 +380,13 @@ impl HttpFilters {
                             policy = policy.unwrap_or("none"),
                             "rbac: enforced denied"
                         );
-                        out.local = Some((local_reply::reply(403, rbac::DENIED_BODY), Flag::None));
+                        let mut r = local_reply::reply(403, rbac::DENIED_BODY);
+                        r.extensions_mut().insert(
+                            crate::http::access_log::ResponseDetails::RbacDenied(
+                                policy.map(Into::into),
+                            ),
+                        );
+                        out.local = Some((r, Flag::None));
                         return out;
                     }
                 }

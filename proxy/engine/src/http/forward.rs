@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
+    access_log::ResponseDetails,
     internal_redirect,
     local_reply::{self, Flag},
     request_timeout::EndFlagged,
@@ -634,6 +635,21 @@ impl AttemptError {
             AttemptError::Reset => Some("connection termination"),
             AttemptError::Protocol => Some("protocol error"),
             AttemptError::Timeout | AttemptError::Downstream => None,
+        }
+    }
+
+    /// Envoy's response code details for a request this failure ended (the access log).
+    fn details(&self) -> Option<ResponseDetails> {
+        match self {
+            AttemptError::Connect(ConnectError::Io(e)) => {
+                Some(ResponseDetails::connect_failed(self.reset_reason()?, e))
+            }
+            AttemptError::Timeout => Some(ResponseDetails::Named("upstream_per_try_timeout")),
+            AttemptError::Downstream => None,
+            _ => Some(ResponseDetails::Reset {
+                reason: self.reset_reason()?,
+                transport: None,
+            }),
         }
     }
 }

@@ -272,6 +272,7 @@ pub fn preroute<B>(
         protocol: Some(super::protocol_str(version)),
         start: None,
         response_code: None,
+        log: None,
     };
     let view = RequestView {
         authority: authority.as_ref().map(Authority::as_str),
@@ -328,6 +329,7 @@ pub fn preroute<B>(
             protocol: Some(super::protocol_str(version)),
             start: None,
             response_code: None,
+            log: None,
         };
         for m in &mutations {
             m.apply_with(req.headers_mut(), &fmt);

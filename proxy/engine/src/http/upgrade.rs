@@ -49,8 +49,8 @@ pub(crate) async fn run(
     let purpose = pool::Purpose::Upgrade;
     let to = (host.addr, host.transport);
     let sender = match pool::connect::<super::Body>(cluster, to, purpose, priority).await {
-        Ok(Sender::H1(s)) => s,
-        Ok(Sender::H2(_)) | Err(_) => {
+        Ok(Sender::H1(s, _)) => s,
+        Ok(Sender::H2(..)) | Err(_) => {
             cluster.record_outcome(host, HostResult::LocalOrigin { timeout: false });
             let mut o = Outcome::local(Flag::ConnectFailure);
             o.upstream_host = Some(host.addr);
@@ -77,6 +77,7 @@ pub(crate) async fn run(
         flag: Flag::None,
         upstream_host: Some(host.addr),
         upstream_ms: Some(upstream_ms),
+        upstream_local: None,
         redirect: None,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -63,6 +63,46 @@ enum Json {
 impl BodyFormat {
     /// Compiles `raw` (at `p`); an unsupported command operator is rejected naming it.
     pub(crate) fn build(raw: &RawBodyFormat, p: &FieldPath) -> Result<Self, ConfigError> {
+        Self::build_with(raw, p, HeaderValueFormat::parse_body)
+    }
+
+    /// Compiles an access logger's `log_format` (at `p`): the access log's command operators
+    /// instead of `%LOCAL_REPLY_BODY%`.
+    pub(crate) fn build_log(raw: &RawBodyFormat, p: &FieldPath) -> Result<Self, ConfigError> {
+        Self::build_with(raw, p, HeaderValueFormat::parse_log)
+    }
+
+    /// Whether a rendering reads request headers other than the request line.
+    pub fn reads_request_headers(&self) -> bool {
+        self.any(&HeaderValueFormat::reads_request_headers)
+    }
+
+    /// Whether a rendering reads response headers.
+    pub fn reads_response_headers(&self) -> bool {
+        self.any(&HeaderValueFormat::reads_response_headers)
+    }
+
+    /// Whether any string of the template satisfies `f`.
+    fn any(&self, f: &dyn Fn(&HeaderValueFormat) -> bool) -> bool {
+        fn walk(j: &Json, f: &dyn Fn(&HeaderValueFormat) -> bool) -> bool {
+            match j {
+                Json::Str(s) => f(s),
+                Json::Scalar(_) => false,
+                Json::List(items) => items.iter().any(|i| walk(i, f)),
+                Json::Object(fields) => fields.iter().any(|(_, v)| walk(v, f)),
+            }
+        }
+        match &self.template {
+            Template::Text(t) => f(t),
+            Template::Json(j) => walk(j, f),
+        }
+    }
+
+    fn build_with(
+        raw: &RawBodyFormat,
+        p: &FieldPath,
+        parse_str: fn(&str) -> Result<HeaderValueFormat, String>,
+    ) -> Result<Self, ConfigError> {
         for (f, set) in [
             ("formatters", !raw.formatters.is_empty()),
             ("json_format_options", raw.json_format_options.is_some()),
@@ -71,8 +111,7 @@ impl BodyFormat {
                 return Err(p.field(f).unsupported("not implemented"));
             }
         }
-        let parse =
-            |v: &str, at: &FieldPath| HeaderValueFormat::parse_body(v).map_err(|e| at.err(e));
+        let parse = |v: &str, at: &FieldPath| parse_str(v).map_err(|e| at.err(e));
         let formats = [
             raw.text_format.is_some(),
             raw.json_format.is_some(),

@@ -4,6 +4,11 @@
 
 use std::{net::SocketAddr, time::SystemTime};
 
+use crate::http::access_log::{
+    ops::{LogOp, LOG_OPERATORS},
+    Entry,
+};
+
 /// The command operators a header value may use (Envoy's names).
 pub const SUPPORTED_OPERATORS: &str = "REQ(header or :authority, :path, :method, :scheme), \
 DOWNSTREAM_REMOTE_ADDRESS, \
@@ -37,8 +42,10 @@ enum Piece {
     StartTime,
     /// `%LOCAL_REPLY_BODY%` (body formats only): the direct response's own body.
     LocalReplyBody,
-    /// `%RESPONSE_CODE%` (body formats only): the status of the reply being made.
+    /// `%RESPONSE_CODE%` (body and access log formats): the status of the reply being made.
     ResponseCode,
+    /// An access log operator (access log formats only).
+    Log(LogOp),
 }
 
 /// A header value: literal, or a template with command operators.
@@ -76,6 +83,8 @@ pub struct FormatContext<'a> {
     pub start: Option<SystemTime>,
     /// The status of a local reply being rendered (`%RESPONSE_CODE%`).
     pub response_code: Option<u16>,
+    /// The request's access log entry (access log formats).
+    pub log: Option<&'a Entry>,
 }
 
 /// The pseudo-headers `%REQ(...)%` reads besides `:authority`.
@@ -126,6 +135,30 @@ impl HeaderValueFormat {
     /// allowed too. Errors name the operator.
     pub(crate) fn parse_body(v: &str) -> Result<Self, String> {
         Self::parse_as(v, Kind::Body)
+    }
+
+    /// Parses an access log format string: the access log's operators ([`LogOp`]) are
+    /// allowed too. Errors name the operator.
+    pub(crate) fn parse_log(v: &str) -> Result<Self, String> {
+        Self::parse_as(v, Kind::Log)
+    }
+
+    /// Whether the format reads request headers other than the request line's
+    /// (`%REQ(...)%`).
+    pub(crate) fn reads_request_headers(&self) -> bool {
+        self.pieces.iter().any(|p| match p {
+            Piece::Req { name, alt, .. } => {
+                !is_line(name) || alt.as_deref().is_some_and(|a| !is_line(a))
+            }
+            _ => false,
+        })
+    }
+
+    /// Whether the format reads response headers (`%RESP(...)%`).
+    pub(crate) fn reads_response_headers(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Log(op) if op.reads_response_headers()))
     }
 
     fn parse_as(v: &str, kind: Kind) -> Result<Self, String> {
@@ -185,7 +218,11 @@ impl HeaderValueFormat {
     /// Whether the format is one numeric operator and nothing else (a JSON value then is a
     /// number).
     pub(crate) fn is_numeric_operator(&self) -> bool {
-        matches!(self.pieces.as_slice(), [Piece::ResponseCode])
+        match self.pieces.as_slice() {
+            [Piece::ResponseCode] => true,
+            [Piece::Log(op)] => op.is_numeric(),
+            _ => false,
+        }
     }
 
     /// Whether the format is one operator and nothing else (a JSON value then becomes `null`
@@ -227,6 +264,7 @@ fn push_piece(
             return true;
         }
         Piece::LocalReplyBody => local_body,
+        Piece::Log(op) => return ctx.log.is_some_and(|e| op.push(e, out)),
         Piece::ResponseCode => {
             let Some(c) = ctx.response_code else {
                 return false;
@@ -239,12 +277,20 @@ fn push_piece(
     text.map(|t| out.push_str(t)).is_some()
 }
 
-/// Where a format string is used: header values, or a body format (which may also say
-/// `%LOCAL_REPLY_BODY%`).
+/// Where a format string is used: header values, a body format (which may also say
+/// `%LOCAL_REPLY_BODY%` and `%RESPONSE_CODE%`), or an access log format (the access log's
+/// operators and `%RESPONSE_CODE%`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Header,
     Body,
+    Log,
+}
+
+/// Whether `%REQ(name)%` reads the request line rather than a header (`:authority` is the Host
+/// header).
+fn is_line(name: &str) -> bool {
+    matches!(name, ":path" | ":method" | ":scheme")
 }
 
 fn lit_text(p: Piece) -> String {
@@ -254,7 +300,8 @@ fn lit_text(p: Piece) -> String {
     }
 }
 
-fn truncate(v: &str, n: usize) -> &str {
+/// `v` cut to at most `n` bytes, at a character boundary (the `:N` length limit).
+pub(crate) fn truncate(v: &str, n: usize) -> &str {
     if v.len() <= n {
         return v;
     }
@@ -270,6 +317,8 @@ fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
         ":path" => return ctx.line.map(|l| l.path),
         ":method" => return ctx.line.map(|l| l.method),
         ":scheme" => return ctx.line.map(|l| l.scheme),
+        // The access log keeps the authority apart (an HTTP/2 request has no Host header).
+        ":authority" if ctx.log.is_some() => return ctx.log?.authority.as_deref(),
         _ => {}
     }
     let h = ctx.request?;
@@ -277,7 +326,8 @@ fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
     h.get(name)?.to_str().ok()
 }
 
-fn push_addr(out: &mut String, a: Option<SocketAddr>, with_port: bool) -> bool {
+/// Appends address `a` (with or without its port); false when there is none.
+pub(crate) fn push_addr(out: &mut String, a: Option<SocketAddr>, with_port: bool) -> bool {
     use std::fmt::Write;
     let Some(a) = a else { return false };
     let _ = if with_port {
@@ -323,6 +373,9 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
         ),
         Kind::Body => format!(
             "not supported (command operator %{name}%; supported here: {SUPPORTED_OPERATORS}, LOCAL_REPLY_BODY, RESPONSE_CODE; write %% for a literal %)"
+        ),
+        Kind::Log => format!(
+            "not supported (command operator %{name}%; supported here: {SUPPORTED_OPERATORS}, {LOG_OPERATORS}; write %% for a literal %)"
         ),
     }
     };
@@ -381,7 +434,11 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
         ))?,
         "START_TIME" => no_arg(Piece::StartTime)?,
         "LOCAL_REPLY_BODY" if kind == Kind::Body => no_arg(Piece::LocalReplyBody)?,
-        "RESPONSE_CODE" if kind == Kind::Body => no_arg(Piece::ResponseCode)?,
+        "RESPONSE_CODE" if kind != Kind::Header => no_arg(Piece::ResponseCode)?,
+        _ if kind == Kind::Log => match LogOp::parse(name, arg, max_len) {
+            Some(op) => Piece::Log(op?),
+            None => return Err(unsupported()),
+        },
         _ => return Err(unsupported()),
     };
     Ok((piece, rest))
@@ -425,6 +482,7 @@ mod tests {
             protocol: Some("HTTP/1.1"),
             start: Some(SystemTime::UNIX_EPOCH),
             response_code: None,
+            log: None,
         };
         assert_eq!(fmt("u=%REQ(X-User)%;%%").render(&ctx), "u=alice;%");
         assert_eq!(fmt("%REQ(x-none?x-user):3%").render(&ctx), "ali");

@@ -522,7 +522,12 @@ impl Chain<'_> {
                 http::serve(stream, conn, opts, current, observer).await;
             }
             ChainRt::Tcp(tp) => {
-                if let Err(e) = tp.serve(stream, Some(dst), peer, drain.ended()).await {
+                let addrs = crate::tcp_proxy::Downstream {
+                    peer,
+                    local: dst,
+                    sni: self.sni.clone(),
+                };
+                if let Err(e) = tp.serve(stream, addrs, drain.ended()).await {
                     tracing::debug!(error = %e, "tcp proxy");
                     if e.is_upstream_failure() {
                         self.upstream_failed();

@@ -118,7 +118,7 @@ async fn check(
                 let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
                 let to = (host.addr, host.transport);
                 match pool::connect::<Empty<Bytes>>(cluster, to, purpose, prio).await {
-                    Ok(pool::Sender::H1(s)) => s,
+                    Ok(pool::Sender::H1(s, _)) => s,
                     _ => return None,
                 }
             }

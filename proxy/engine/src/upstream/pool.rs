@@ -51,11 +51,14 @@ const PENDING_POLL: Duration = Duration::from_millis(2);
 
 /// A ready sender for one request.
 pub enum Sender<B> {
-    /// HTTP/1.1 connection (exclusive while the request runs).
-    H1(http1::SendRequest<B>),
-    /// HTTP/2 connection (shared).
-    H2(http2::SendRequest<B>),
+    /// HTTP/1.1 connection (exclusive while the request runs) and its local address.
+    H1(http1::SendRequest<B>, Local),
+    /// HTTP/2 connection (shared) and its local address.
+    H2(http2::SendRequest<B>, Local),
 }
+
+/// A connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`), when the socket reported one.
+pub type Local = Option<SocketAddr>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +82,15 @@ pub enum ConnectError {
 
 /// Idle HTTP/1 connections of one host (shared with the response bodies that give theirs back),
 /// each with the requests it may still carry (`max_requests_per_connection`).
-struct Idle<B>(Mutex<Vec<(http1::SendRequest<B>, u32)>>);
+struct Idle<B>(Mutex<Vec<IdleConn<B>>>);
+
+/// An idle HTTP/1 connection, the requests it may still carry and its local address.
+type IdleConn<B> = (http1::SendRequest<B>, u32, Local);
 
 impl<B> Idle<B> {
-    fn take(&self) -> Option<(http1::SendRequest<B>, u32)> {
+    fn take(&self) -> Option<IdleConn<B>> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|(s, _)| !s.is_closed());
+        idle.retain(|(s, _, _)| !s.is_closed());
         idle.pop()
     }
 
@@ -92,13 +98,13 @@ impl<B> Idle<B> {
     /// [`ReturnOnEnd`]) while it may carry `left` more requests; the next user waits for
     /// hyper to report it ready. At `left == 0` the sender is dropped, which closes the
     /// connection (Envoy's `max_requests_per_connection`).
-    fn release(&self, s: http1::SendRequest<B>, left: u32) {
+    fn release(&self, s: http1::SendRequest<B>, left: u32, local: Local) {
         if s.is_closed() || left == 0 {
             return;
         }
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push((s, left));
+            idle.push((s, left, local));
         }
     }
 }
@@ -131,8 +137,8 @@ pub struct HostPool<B> {
 /// One worker's connections of a [`HostPool`].
 struct Slot<B> {
     idle: Arc<Idle<B>>,
-    /// The HTTP/2 connection and the streams it may still carry.
-    h2: Mutex<Option<(http2::SendRequest<B>, u32)>>,
+    /// The HTTP/2 connection, the streams it may still carry and its local address.
+    h2: Mutex<Option<(http2::SendRequest<B>, u32, Local)>>,
     /// The open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
 }
@@ -163,7 +169,7 @@ impl<B> HostPool<B> {
     /// An idle HTTP/1 connection of another worker's slot: only while the cluster is at
     /// `max_connections`, so a request does not wait for its own worker's connections while
     /// another worker's sit idle (the connection's driver stays on its worker).
-    fn idle_elsewhere(&self) -> Option<(http1::SendRequest<B>, u32)> {
+    fn idle_elsewhere(&self) -> Option<IdleConn<B>> {
         self.slots
             .iter()
             .filter_map(OnceLock::get)
@@ -196,24 +202,24 @@ impl<B: PoolBody> HostPool<B> {
         let resources = &cluster.resources[self.priority];
         let here = self.here();
         if cluster.spec.http2 {
-            if let Some(s) = here.take_h2() {
-                return Ok((Sender::H2(s), true, 0));
+            if let Some((s, local)) = here.take_h2() {
+                return Ok((Sender::H2(s, local), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
             let to = (addr, self.transport);
             let s = connect(cluster, to, Purpose::Pool, self.priority).await?;
-            if let Sender::H2(h2) = &s {
-                here.set_h2(cluster, h2);
+            if let Sender::H2(h2, local) = &s {
+                here.set_h2(cluster, h2, *local);
             }
             return Ok((s, false, 0));
         }
-        if let Some((s, left)) = here.idle.take() {
-            return Ok((Sender::H1(s), true, left));
+        if let Some((s, left, local)) = here.idle.take() {
+            return Ok((Sender::H1(s, local), true, left));
         }
         let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
-            if let Some((s, left)) = here.idle.take() {
-                return Ok((Sender::H1(s), true, left));
+            if let Some((s, left, local)) = here.idle.take() {
+                return Ok((Sender::H1(s, local), true, left));
             }
             if here.reserve(resources) {
                 let slots = (self.priority, Some(here.cx.clone()));
@@ -221,8 +227,8 @@ impl<B: PoolBody> HostPool<B> {
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
-            if let Some((s, left)) = self.idle_elsewhere() {
-                return Ok((Sender::H1(s), true, left));
+            if let Some((s, left, local)) = self.idle_elsewhere() {
+                return Ok((Sender::H1(s, local), true, left));
             }
             tokio::time::sleep(PENDING_POLL).await;
         }
@@ -238,21 +244,22 @@ impl<B> Slot<B> {
     /// A stream on the pooled HTTP/2 connection, if it is open and may carry one more; the
     /// connection's last allowed stream takes it out of the pool (it closes once its streams
     /// end).
-    fn take_h2(&self) -> Option<http2::SendRequest<B>> {
+    fn take_h2(&self) -> Option<(http2::SendRequest<B>, Local)> {
         let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        let (s, left) = slot.as_mut().filter(|(s, _)| !s.is_closed())?;
-        let s = s.clone();
+        let (s, left, local) = slot.as_mut().filter(|(s, _, _)| !s.is_closed())?;
+        let taken = (s.clone(), *local);
         *left -= 1;
         if *left == 0 {
             *slot = None;
         }
-        Some(s)
+        Some(taken)
     }
 
     /// Pools a new HTTP/2 connection whose first stream the caller sends.
-    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>) {
+    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>, local: Local) {
         let left = requests_left(cluster) - 1;
-        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = (left > 0).then(|| (s.clone(), left));
+        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) =
+            (left > 0).then(|| (s.clone(), left, local));
     }
 
     /// Takes a connection slot in the priority's resources (below max_connections) and in
@@ -351,6 +358,7 @@ async fn open<B: PoolBody>(
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().ok();
     if let Some(k) = &cluster.spec.options.tcp_keepalive {
         if let Err(e) = super::sockopts::apply_keepalive(&tcp, k) {
             tracing::debug!(cluster = %cluster.spec.name, %addr, error = %e, "tcp_keepalive");
@@ -371,10 +379,10 @@ async fn open<B: PoolBody>(
             }
             Ok(Ok((s, alpn_h2))) => {
                 let h2 = !force_h1 && (alpn_h2 || cluster.spec.http2);
-                handshake(cluster, s, h2, slots).await
+                handshake(cluster, s, h2, slots, local).await
             }
         },
-        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, slots).await,
+        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, slots, local).await,
     }
 }
 
@@ -383,6 +391,7 @@ async fn handshake<T, B>(
     io: T,
     h2: bool,
     (priority, pool_cx): Slots,
+    local: Local,
 ) -> Result<Sender<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -414,7 +423,7 @@ where
             let _ = conn.await;
             closed();
         });
-        Sender::H2(s)
+        Sender::H2(s, local)
     } else {
         // per_connection_buffer_limit_bytes is no bound here: Envoy's limit is a watermark that
         // pauses reading, never a cap on a response head (its codec takes a head of any size up
@@ -429,7 +438,7 @@ where
             let _ = conn.with_upgrades().await;
             closed();
         });
-        Sender::H1(s)
+        Sender::H1(s, local)
     };
     Ok(sender)
 }

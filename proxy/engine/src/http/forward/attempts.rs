@@ -70,6 +70,7 @@ impl Attempts<'_> {
             flag: Flag::Timeout,
             upstream_host: host,
             upstream_ms: None,
+            upstream_local: None,
             redirect: None,
         };
         if self.plan.attempt_count.1 {
@@ -133,6 +134,7 @@ impl Attempts<'_> {
         match fin.result {
             Ok(resp) => {
                 let flag = fin.flag;
+                let upstream_local = resp.body().local();
                 // A redirect the route's policy may follow: only for a request whose body was
                 // read whole (Envoy: no redirect for a streamed request).
                 let redirect = plan
@@ -198,6 +200,7 @@ impl Attempts<'_> {
                     flag,
                     upstream_host: Some(fin.host.addr),
                     upstream_ms: Some(fin.upstream_ms),
+                    upstream_local,
                     redirect,
                 }
             }
@@ -224,6 +227,9 @@ impl Attempts<'_> {
                 };
                 if plan.attempt_count.1 {
                     o.resp.headers_mut().insert("x-envoy-attempt-count", count);
+                }
+                if let Some(d) = e.details() {
+                    o.resp.extensions_mut().insert(d);
                 }
                 o.upstream_host = Some(fin.host.addr);
                 o

@@ -12,9 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use http::{header, Request, Response, Version};
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::body::Incoming;
 
-use super::{connect, ConnectError, HostPool, Idle, PoolBody, Purpose, Sender};
+use super::{connect, ConnectError, HostPool, Idle, IdleConn, Local, PoolBody, Purpose, Sender};
 use crate::upstream::Cluster;
 
 /// Why a request got no response.
@@ -92,8 +92,8 @@ impl<B: PoolBody> HostPool<B> {
         )
         .await
         .map_err(SendError::Connect)?;
-        if let Sender::H2(h2) = &sender {
-            self.here().set_h2(cluster, h2);
+        if let Sender::H2(h2, local) = &sender {
+            self.here().set_h2(cluster, h2, *local);
         }
         let left = super::requests_left(cluster);
         self.send_on(cluster, addr, sender, left, req, idle)
@@ -135,7 +135,7 @@ impl<B: PoolBody> HostPool<B> {
         mut req: Request<B>,
     ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
         match sender {
-            Sender::H1(mut s) => {
+            Sender::H1(mut s, local) => {
                 if s.ready().await.is_err() {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
@@ -144,7 +144,8 @@ impl<B: PoolBody> HostPool<B> {
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
-                        slot: Some((s, left.saturating_sub(1), self.idle_here().clone())),
+                        slot: Some(((s, left.saturating_sub(1), local), self.idle_here().clone())),
+                        local,
                     })),
                     Err(mut e) => match e.take_message() {
                         _ if e.error().is_user() => Err(Failure::Downstream),
@@ -155,7 +156,7 @@ impl<B: PoolBody> HostPool<B> {
                     },
                 }
             }
-            Sender::H2(mut s) => {
+            Sender::H2(mut s, local) => {
                 if s.ready().await.is_err() {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
@@ -164,7 +165,13 @@ impl<B: PoolBody> HostPool<B> {
                 }
                 s.send_request(req)
                     .await
-                    .map(|r| r.map(|inner| ReturnOnEnd { inner, slot: None }))
+                    .map(|r| {
+                        r.map(|inner| ReturnOnEnd {
+                            inner,
+                            slot: None,
+                            local,
+                        })
+                    })
                     .map_err(|e| {
                         if e.is_user() {
                             Failure::Downstream
@@ -238,14 +245,22 @@ fn to_h2<B>(req: &mut Request<B>, tls: bool, addr: SocketAddr) -> bool {
 /// has been read to the end (a body abandoned midway closes the connection instead).
 pub struct ReturnOnEnd<B> {
     inner: Incoming,
-    /// The connection, the requests it may carry after this one, and the pool it goes back to.
-    slot: Option<(http1::SendRequest<B>, u32, Arc<Idle<B>>)>,
+    /// The connection, the requests it may carry after this one, its local address, and the
+    /// pool it goes back to.
+    slot: Option<(IdleConn<B>, Arc<Idle<B>>)>,
+    /// The local address of the connection (`%UPSTREAM_LOCAL_ADDRESS%`).
+    local: Local,
 }
 
 impl<B> ReturnOnEnd<B> {
+    /// The local address of the connection the response came on.
+    pub fn local(&self) -> Local {
+        self.local
+    }
+
     fn give_back(&mut self) {
-        if let Some((s, left, idle)) = self.slot.take() {
-            idle.release(s, left);
+        if let Some(((s, left, local), idle)) = self.slot.take() {
+            idle.release(s, left, local);
         }
     }
 }

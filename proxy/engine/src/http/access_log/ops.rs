@@ -1,0 +1,173 @@
+//! The access log's command operators beyond the header formatter's (Envoy's names): parsed
+//! by [`crate::route::format`] in an access log format and rendered from the request's
+//! [`Entry`].
+
+use std::fmt::Write as _;
+
+use http::HeaderName;
+
+use super::Entry;
+use crate::route::format::{push_addr, truncate};
+
+/// The access log's own operators, for errors.
+pub const LOG_OPERATORS: &str = "RESP(header), RESPONSE_CODE, RESPONSE_FLAGS, \
+RESPONSE_CODE_DETAILS, CONNECTION_TERMINATION_DETAILS, UPSTREAM_TRANSPORT_FAILURE_REASON, \
+BYTES_RECEIVED, BYTES_SENT, DURATION, UPSTREAM_HOST, UPSTREAM_CLUSTER, UPSTREAM_CLUSTER_RAW, \
+UPSTREAM_LOCAL_ADDRESS, UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, ROUTE_NAME, REQUESTED_SERVER_NAME";
+
+/// One access log operator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LogOp {
+    /// `%RESP(name?alt)%` with the optional `:N` length limit: a response header's first value.
+    Resp {
+        name: HeaderName,
+        alt: Option<HeaderName>,
+        max_len: Option<usize>,
+    },
+    /// `%RESPONSE_FLAGS%` (`-` when none, as Envoy).
+    ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    ResponseCodeDetails,
+    /// `%CONNECTION_TERMINATION_DETAILS%`: set only by a network filter that closes the
+    /// connection, which never happens to a request that reaches the log here.
+    ConnectionTerminationDetails,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+    UpstreamTransportFailureReason,
+    /// `%BYTES_RECEIVED%` (request body bytes).
+    BytesReceived,
+    /// `%BYTES_SENT%` (response body bytes).
+    BytesSent,
+    /// `%DURATION%` (ms from the request's start to the response's end).
+    Duration,
+    /// `%UPSTREAM_HOST%`: the upstream host's address of the last attempt.
+    UpstreamHost,
+    /// `%UPSTREAM_CLUSTER%` / `%UPSTREAM_CLUSTER_RAW%`: the route's cluster (sluice has no
+    /// `alt_stat_name`, so the two are the same).
+    UpstreamCluster,
+    /// `%UPSTREAM_LOCAL_ADDRESS%` or `..._WITHOUT_PORT`: the local address of the connection
+    /// the response came on.
+    UpstreamLocal { with_port: bool },
+    /// `%ROUTE_NAME%`.
+    RouteName,
+    /// `%REQUESTED_SERVER_NAME%`: the SNI of a TLS connection.
+    RequestedServerName,
+}
+
+impl LogOp {
+    /// The operator `name` with its `(arg)` and `:N`; `None` when it is no access log operator.
+    pub fn parse(
+        name: &str,
+        arg: Option<&str>,
+        max_len: Option<usize>,
+    ) -> Option<Result<Self, String>> {
+        let op = match name {
+            "RESP" => return Some(resp(arg, max_len)),
+            "RESPONSE_FLAGS" => LogOp::ResponseFlags,
+            "RESPONSE_CODE_DETAILS" => LogOp::ResponseCodeDetails,
+            "CONNECTION_TERMINATION_DETAILS" => LogOp::ConnectionTerminationDetails,
+            "UPSTREAM_TRANSPORT_FAILURE_REASON" => LogOp::UpstreamTransportFailureReason,
+            "BYTES_RECEIVED" => LogOp::BytesReceived,
+            "BYTES_SENT" => LogOp::BytesSent,
+            "DURATION" => LogOp::Duration,
+            "UPSTREAM_HOST" => LogOp::UpstreamHost,
+            "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => LogOp::UpstreamCluster,
+            "UPSTREAM_LOCAL_ADDRESS" => LogOp::UpstreamLocal { with_port: true },
+            "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => LogOp::UpstreamLocal { with_port: false },
+            "ROUTE_NAME" => LogOp::RouteName,
+            "REQUESTED_SERVER_NAME" => LogOp::RequestedServerName,
+            _ => return None,
+        };
+        if arg.is_some() || max_len.is_some() {
+            return Some(Err(format!(
+                "command operator %{name}% takes no argument or length"
+            )));
+        }
+        Some(Ok(op))
+    }
+
+    /// Whether its value is a number (a JSON format writes it unquoted).
+    pub fn is_numeric(&self) -> bool {
+        matches!(
+            self,
+            LogOp::BytesReceived | LogOp::BytesSent | LogOp::Duration
+        )
+    }
+
+    /// Whether it reads the response headers.
+    pub fn reads_response_headers(&self) -> bool {
+        matches!(self, LogOp::Resp { .. })
+    }
+
+    /// Appends the value for `e`; false when it has none.
+    pub fn push(&self, e: &Entry, out: &mut String) -> bool {
+        match self {
+            LogOp::Resp { name, alt, max_len } => {
+                let Some(h) = e.response_headers.as_ref() else {
+                    return false;
+                };
+                let v = h
+                    .get(name)
+                    .or_else(|| alt.as_ref().and_then(|a| h.get(a)))
+                    .and_then(|v| v.to_str().ok());
+                let Some(v) = v else { return false };
+                out.push_str(match max_len {
+                    Some(n) => truncate(v, *n),
+                    None => v,
+                });
+                true
+            }
+            LogOp::ResponseFlags => {
+                out.push_str(e.flags);
+                true
+            }
+            LogOp::ResponseCodeDetails => e.push_details(out),
+            LogOp::ConnectionTerminationDetails => false,
+            LogOp::UpstreamTransportFailureReason => {
+                match e.details.as_ref().and_then(|d| d.transport_failure()) {
+                    Some(t) => {
+                        super::details::push_underscored(t, out);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            LogOp::BytesReceived => {
+                let _ = write!(out, "{}", e.bytes_rx);
+                true
+            }
+            LogOp::BytesSent => {
+                let _ = write!(out, "{}", e.bytes_tx);
+                true
+            }
+            LogOp::Duration => {
+                let _ = write!(out, "{}", e.duration.as_millis());
+                true
+            }
+            LogOp::UpstreamHost => push_addr(out, e.upstream_host, true),
+            LogOp::UpstreamLocal { with_port } => push_addr(out, e.upstream_local, *with_port),
+            LogOp::UpstreamCluster => push_opt(e.cluster.as_deref(), out),
+            LogOp::RouteName => push_opt(e.route_name.as_deref(), out),
+            LogOp::RequestedServerName => push_opt(e.sni.as_deref(), out),
+        }
+    }
+}
+
+/// `%RESP(name?alt)%`: response header names, lower-cased.
+fn resp(arg: Option<&str>, max_len: Option<usize>) -> Result<LogOp, String> {
+    let arg = arg.ok_or_else(|| "command operator %RESP% needs (header)".to_string())?;
+    let header = |h: &str| {
+        HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("command operator %RESP({h})%: not a valid header name"))
+    };
+    let (name, alt) = match arg.split_once('?') {
+        Some((m, a)) => (header(m)?, Some(header(a)?)),
+        None => (header(arg)?, None),
+    };
+    Ok(LogOp::Resp { name, alt, max_len })
+}
+
+fn push_opt(v: Option<&str>, out: &mut String) -> bool {
+    v.filter(|v| !v.is_empty())
+        .map(|v| out.push_str(v))
+        .is_some()
+}
