@@ -37,6 +37,8 @@ pub use upstream_transport::TransportSocketMatch;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_access_log;
+#[cfg(test)]
 mod tests_istio;
 #[cfg(test)]
 mod tests_limits;

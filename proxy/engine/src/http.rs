@@ -221,6 +221,8 @@ pub struct ConnOptions {
     /// What the downstream TLS handshake established (None: plaintext); every request carries
     /// it in its extensions.
     pub tls: Option<Arc<crate::downstream_tls::TlsFacts>>,
+    /// The listener's access log of the connection, told each request's HTTP version.
+    pub(crate) conn_log: Option<Arc<crate::server::conn_log::ConnLog>>,
 }
 
 /// Serves one downstream connection until it closes; each request is handled by the HCM
@@ -250,6 +252,7 @@ pub async fn serve<I, F>(
         head,
         mut drain,
         tls,
+        conn_log,
     } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
@@ -272,6 +275,9 @@ pub async fn serve<I, F>(
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         if !seen.load(Ordering::Relaxed) {
             seen.store(true, Ordering::Relaxed);
+        }
+        if let Some(l) = &conn_log {
+            l.saw_request(req.version());
         }
         if req.headers().contains_key(header::UPGRADE) {
             streams.set_upgraded();

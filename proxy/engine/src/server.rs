@@ -11,6 +11,7 @@
 mod apply;
 mod boxed_io;
 pub mod cli;
+pub(crate) mod conn_log;
 pub mod drain;
 #[cfg(test)]
 mod drain_tests;
@@ -171,7 +172,9 @@ impl Runtime {
                             .map(|n| clusters.get(n.as_str()).cloned())
                             .collect();
                         ChainRt::Tcp(Arc::new(TcpProxy {
-                            log: crate::http::access_log::AccessLogger::start(&t.access_log),
+                            log: Arc::new(crate::http::access_log::AccessLogger::start(
+                                &t.access_log,
+                            )),
                             cfg: t.clone(),
                             stats: stats.tcp(&t.stat_prefix),
                             istio: resolved
@@ -200,6 +203,9 @@ impl Runtime {
             listeners.insert(
                 l.name.as_str().to_string(),
                 Arc::new(ListenerRt {
+                    log: (!l.access_log.is_empty()).then(|| {
+                        Arc::new(crate::http::access_log::AccessLogger::start(&l.access_log))
+                    }),
                     cfg: l.clone(),
                     chains,
                     rbac,

@@ -21,7 +21,7 @@ use crate::{
         access_log::{AccessLogger, Entry, ResponseDetails},
         local_reply::Flag,
     },
-    server::{istio::TcpSeries, stats::TcpStats},
+    server::{conn_log::ConnLog, istio::TcpSeries, stats::TcpStats},
     upstream::{Cluster, LbContext},
 };
 
@@ -42,7 +42,7 @@ pub struct TcpProxy {
     /// Istio's TCP series, one per entry of `clusters` (`None` with it).
     pub istio: Vec<Option<Arc<TcpSeries>>>,
     /// The filter's `access_log`.
-    pub log: AccessLogger,
+    pub log: Arc<AccessLogger>,
 }
 
 /// The downstream side of a proxied connection.
@@ -119,27 +119,35 @@ impl TcpProxy {
         down: D,
         from: Downstream,
         stop: impl Future<Output = ()>,
+        conn_log: Option<&ConnLog>,
     ) -> Result<(), TcpProxyError>
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut down = down;
         let started = (Instant::now(), SystemTime::now());
         let mut session = Session::default();
-        let r = self.proxy(down, &from, stop, &mut session).await;
-        if self.log.enabled() {
-            self.log(from, session, r.as_ref().err(), started);
+        let r = self.proxy(&mut down, &from, stop, &mut session).await;
+        // Before `down` is dropped: the listener's line (written when the connection closes)
+        // carries what the session learned.
+        if self.log.enabled() || conn_log.is_some() {
+            let e = self.entry(from, session, r.as_ref().err(), started);
+            match conn_log {
+                Some(l) => l.adopt(e, self.log.enabled().then(|| self.log.clone())),
+                None => self.log.log(&e),
+            }
         }
         r
     }
 
-    /// Writes the connection's access log line.
-    fn log(
+    /// The connection's access log entry.
+    fn entry(
         &self,
         from: Downstream,
         s: Session,
         err: Option<&TcpProxyError>,
         (start, start_wall): (Instant, SystemTime),
-    ) {
+    ) -> Entry {
         let flags = match err {
             None => Flag::None.as_str(),
             Some(TcpProxyError::NoCluster(_)) => Flag::NoCluster.as_str(),
@@ -148,7 +156,7 @@ impl TcpProxy {
             // the connect failure and the attempts exhausted, in its flag order.
             Some(TcpProxyError::Connect { .. }) => "UF,URX",
         };
-        let e = Entry {
+        Entry {
             start: Some(start_wall),
             flags,
             bytes_rx: s.rx,
@@ -162,13 +170,12 @@ impl TcpProxy {
             cluster: s.cluster,
             details: s.transport.map(ResponseDetails::Transport),
             ..Entry::default()
-        };
-        self.log.log(&e);
+        }
     }
 
     async fn proxy<D>(
         &self,
-        mut down: D,
+        down: &mut D,
         from: &Downstream,
         stop: impl Future<Output = ()>,
         session: &mut Session,
@@ -230,7 +237,7 @@ impl TcpProxy {
         // The host's transport socket: TLS (its cluster's, or its transport_socket_matches
         // entry's) or plaintext.
         let (rx, tx, idled) = match cluster.tls(host.transport) {
-            None => copy_bidirectional_idle(&mut down, up, self.cfg.idle_timeout, stop).await,
+            None => copy_bidirectional_idle(down, up, self.cfg.idle_timeout, stop).await,
             Some(tls) => {
                 let shake = tokio::time::timeout(cluster.spec.connect_timeout, tls.connect_raw(up));
                 let up = match shake.await {
@@ -253,7 +260,7 @@ impl TcpProxy {
                         });
                     }
                 };
-                copy_streams_idle(&mut down, up, self.cfg.idle_timeout, stop).await
+                copy_streams_idle(down, up, self.cfg.idle_timeout, stop).await
             }
         };
         cluster.stats.upstream_cx_active.dec();

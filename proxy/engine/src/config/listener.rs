@@ -53,6 +53,9 @@ pub struct Listener {
     /// `filter_chains[]`, in config order, then `default_filter_chain` if set; see
     /// [`Listener::select_chain`].
     pub filter_chains: Vec<FilterChain>,
+    /// `access_log[]`: one line per connection when it closes (also one no filter chain
+    /// takes: flag `NR`).
+    pub access_log: Vec<AccessLog>,
 }
 
 impl Listener {

@@ -238,6 +238,8 @@ pub(crate) struct RawListener {
     pub listener_filters_timeout: Option<PbDuration>,
     #[allow(dead_code)]
     pub continue_on_listener_filters_timeout: Option<bool>,
+    #[serde(default)]
+    pub access_log: Vec<RawAccessLog>,
 }
 
 /// `listener_filters[]`.

@@ -276,7 +276,9 @@ fn listener(
         chain.is_default = true;
         filter_chains.push(chain);
     }
+    let access_log = access_logs(&raw.access_log, p)?;
     Ok(Listener {
+        access_log,
         name: ListenerRef::new(&name),
         address,
         use_original_dst: raw.use_original_dst.unwrap_or(false),
@@ -471,10 +473,7 @@ fn hcm(
             enabled: u.enabled.unwrap_or(true),
         });
     }
-    let mut access_log = Vec::new();
-    for (i, al) in raw.access_log.iter().enumerate() {
-        access_log.push(access_log_entry(al, &p.field("access_log").index(i))?);
-    }
+    let access_log = access_logs(&raw.access_log, p)?;
     Ok(HttpConnectionManager {
         stat_prefix,
         codec_type,
@@ -585,6 +584,14 @@ fn xfcc(
     })
 }
 
+/// `access_log[]` of a listener, an HCM or a tcp_proxy at `p`.
+fn access_logs(raw: &[RawAccessLog], p: &FieldPath) -> Result<Vec<AccessLog>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, al)| access_log_entry(al, &p.field("access_log").index(i)))
+        .collect()
+}
+
 fn access_log_entry(raw: &RawAccessLog, p: &FieldPath) -> Result<AccessLog, ConfigError> {
     let filter = match &raw.filter {
         Some(f) => Some(super::access_log_filter::parse(f, &p.field("filter"))?),
@@ -666,12 +673,7 @@ fn tcp_proxy(
             )?)
         }
     };
-    let access_log = raw
-        .access_log
-        .iter()
-        .enumerate()
-        .map(|(i, al)| access_log_entry(al, &p.field("access_log").index(i)))
-        .collect::<Result<_, _>>()?;
+    let access_log = access_logs(&raw.access_log, p)?;
     Ok(TcpProxy {
         stat_prefix,
         cluster,

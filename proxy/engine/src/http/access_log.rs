@@ -8,7 +8,7 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -226,21 +226,14 @@ pub struct AccessLogger {
 }
 
 impl AccessLogger {
-    /// Starts one writer task per destination: loggers of one file (or stdout) share it, so
-    /// their lines keep the order they were logged in (Envoy's one file per path).
+    /// Starts the loggers of `logs`: every logger of one file (or stdout), in this process,
+    /// shares one writer task, so lines keep the order they were logged in (Envoy's one file
+    /// per path: a listener's, a tcp_proxy's and an HCM's loggers, also across reloads).
     pub fn start(logs: &[config::AccessLog]) -> Self {
-        let mut writers: Vec<(config::LogSink, mpsc::Sender<String>)> = Vec::new();
         let sinks = logs
             .iter()
             .map(|l| {
-                let tx = match writers.iter().find(|(t, _)| *t == l.sink) {
-                    Some((_, tx)) => tx.clone(),
-                    None => {
-                        let tx = writer(l.sink.clone());
-                        writers.push((l.sink.clone(), tx.clone()));
-                        tx
-                    }
-                };
+                let tx = shared_writer(&l.sink);
                 Sink {
                     tx,
                     filter: l.filter.clone(),
@@ -304,6 +297,24 @@ impl AccessLogger {
             let _ = s.tx.try_send(line);
         }
     }
+}
+
+/// The writer of `target`: the running one, else a new one.
+fn shared_writer(target: &config::LogSink) -> mpsc::Sender<String> {
+    static WRITERS: Mutex<Vec<(config::LogSink, mpsc::WeakSender<String>)>> =
+        Mutex::new(Vec::new());
+    let mut writers = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+    writers.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(tx) = writers
+        .iter()
+        .find(|(t, _)| t == target)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return tx;
+    }
+    let tx = writer(target.clone());
+    writers.push((target.clone(), tx.downgrade()));
+    tx
 }
 
 /// Starts the task that writes the lines sent to the returned channel to `target`.

@@ -39,6 +39,7 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
             },
             drain: crate::server::drain::DrainWatch::never(),
             tls: None,
+            conn_log: None,
         },
         // Asked once at accept for the head limits (none: Envoy's defaults); no request is
         // ever sent.

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     os::fd::{AsFd, AsRawFd as _},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::{
@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::{
     boxed_io::BoxedIo,
+    conn_log::{Both, ConnLog},
     observer::{ConnObserver, Metered},
     rbac_gate, ListenerSlot, Server,
 };
@@ -51,6 +52,8 @@ pub struct ListenerRt {
     pub chains: Vec<ChainRt>,
     /// Each chain's network RBAC filters (None: it has none), same order.
     pub rbac: Vec<Option<Arc<[NetworkRbacRt]>>>,
+    /// The listener's `access_log` (None: it has none).
+    pub log: Option<Arc<crate::http::access_log::AccessLogger>>,
 }
 
 impl ListenerRt {
@@ -180,19 +183,27 @@ async fn dispatch(
             }
         }
     }
+    let started = l.log.as_ref().map(|_| (Instant::now(), SystemTime::now()));
     let proto = if l.cfg.detects_protocol() {
         Some(detect::detect(&stream).await)
     } else {
         None
     };
-    let Some((mut idx, mut passthrough_only)) = choose_chain(&l, proto.as_ref(), a) else {
-        tracing::debug!("no filter chain matches; closing");
-        return;
-    };
     // The SNI the tls_inspector reports (network RBAC's requested_server_name).
     let sni = conn_facts(&l.cfg, proto.as_ref(), a)
         .server_name
         .map(Arc::<str>::from);
+    // The listener's access log of this connection.
+    let conn_log = l.log.clone().zip(started).map(|(logger, started)| {
+        Arc::new(ConnLog::new(logger, a.peer, a.dst, sni.clone(), started))
+    });
+    let Some((mut idx, mut passthrough_only)) = choose_chain(&l, proto.as_ref(), a) else {
+        tracing::debug!("no filter chain matches; closing");
+        if let Some(log) = conn_log.and_then(Arc::into_inner) {
+            log.no_chain();
+        }
+        return;
+    };
     let mut id = ChainId::of(&l, idx);
     // Not held while the connection lives: a replaced config must be freed after a reload.
     drop(l);
@@ -222,7 +233,13 @@ async fn dispatch(
         }
     }
     let _ = stream.set_nodelay(true);
+    // The listener's log counts the connection's bytes as the capture side's observer does.
+    let observer = match (observer, conn_log.clone()) {
+        (Some(o), Some(l)) => Some(Arc::new(Both(o, l)) as Arc<dyn ConnObserver>),
+        (o, l) => o.or(l.map(|l| l as Arc<dyn ConnObserver>)),
+    };
     let chain = Chain {
+        conn_log,
         server: &server,
         slot,
         idx,
@@ -387,6 +404,8 @@ struct Chain<'a> {
     observer: Option<Arc<dyn ConnObserver>>,
     /// The SNI the tls_inspector reported.
     sni: Option<Arc<str>>,
+    /// The listener's access log of the connection (None: the listener has none).
+    conn_log: Option<Arc<ConnLog>>,
 }
 
 impl Chain<'_> {
@@ -518,6 +537,7 @@ impl Chain<'_> {
                     head,
                     drain,
                     tls,
+                    conn_log: self.conn_log.clone(),
                 };
                 http::serve(stream, conn, opts, current, observer).await;
             }
@@ -527,7 +547,8 @@ impl Chain<'_> {
                     local: dst,
                     sni: self.sni.clone(),
                 };
-                if let Err(e) = tp.serve(stream, addrs, drain.ended()).await {
+                let conn_log = self.conn_log.as_deref();
+                if let Err(e) = tp.serve(stream, addrs, drain.ended(), conn_log).await {
                     tracing::debug!(error = %e, "tcp proxy");
                     if e.is_upstream_failure() {
                         self.upstream_failed();
