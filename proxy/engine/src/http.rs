@@ -711,11 +711,7 @@ pub async fn handle_with(
         user_agent: header_str(req.headers(), header::USER_AGENT),
         request_id: header_str(req.headers(), "x-request-id"),
         authority: authority.as_ref().map(|a| a.as_str().to_string()),
-        bytes_rx: req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0),
+        request_bytes: Some(Arc::default()),
         request_headers: hcm.log.headers_to_keep(req.headers()),
         scheme,
         downstream_remote: Some(
@@ -872,6 +868,7 @@ pub async fn handle_with(
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
                     let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
+                    plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {

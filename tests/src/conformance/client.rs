@@ -110,13 +110,25 @@ fn encode(req: &Request<'_>) -> Vec<u8> {
     for (k, v) in req.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(b) = req.body {
+    // A request that says `transfer-encoding: chunked` sends its body as one chunk.
+    let chunked = req
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if let Some(b) = req.body.filter(|_| !chunked) {
         head.push_str(&format!("content-length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
-    if let Some(b) = req.body {
-        bytes.extend_from_slice(b);
+    match req.body {
+        Some(b) if chunked => {
+            bytes.extend_from_slice(format!("{:x}\r\n", b.len()).as_bytes());
+            bytes.extend_from_slice(b);
+            bytes.extend_from_slice(b"\r\n0\r\n\r\n");
+        }
+        Some(b) => bytes.extend_from_slice(b),
+        None if chunked => bytes.extend_from_slice(b"0\r\n\r\n"),
+        None => {}
     }
     bytes
 }

@@ -1,6 +1,7 @@
 //! Access log in Envoy's default format or a logger's `log_format`, written by a background
 //! task (stdout or a file).
 
+pub(crate) mod counted_body;
 pub mod details;
 pub mod ops;
 
@@ -51,8 +52,11 @@ pub struct Entry {
     pub status: u16,
     /// Envoy response flags (`-` when none).
     pub flags: &'static str,
-    /// Request body bytes received (when known).
+    /// Request body bytes received.
     pub bytes_rx: u64,
+    /// Counts the request body bytes as they are forwarded; read into `bytes_rx` when the
+    /// line is written.
+    pub request_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Response body bytes sent.
     pub bytes_tx: u64,
     /// Time from the start of the request to the end of the response.
@@ -365,6 +369,9 @@ impl LoggedBody {
     fn finish(&mut self) {
         if let Some((mut e, logger, start)) = self.pending.take() {
             e.duration = start.elapsed();
+            if let Some(c) = &e.request_bytes {
+                e.bytes_rx = c.load(std::sync::atomic::Ordering::Relaxed);
+            }
             logger.log(&e);
         }
     }

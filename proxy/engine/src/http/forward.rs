@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
-    access_log::ResponseDetails,
+    access_log::{counted_body::CountedBody, ResponseDetails},
     internal_redirect,
     local_reply::{self, Flag},
     request_timeout::EndFlagged,
@@ -127,6 +127,8 @@ pub(crate) struct Plan {
     /// Set when the request body has been read to its end (the HCM's `request_timeout` is
     /// then disarmed); `None` without that timer.
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
+    pub(crate) body_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -229,6 +231,7 @@ impl Plan {
             scheme_match_upstream: hcm.scheme_match_upstream,
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
+            body_bytes: None,
         }
     }
 }
@@ -454,11 +457,21 @@ pub(crate) async fn run(
                 Err(_) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
-        Input::Stream(body) => ReqBody::Once(Some(match body_end.clone() {
-            None => body.map_err(Into::into).boxed(),
-            Some(end) => EndFlagged::new(body, end).map_err(Into::into).boxed(),
-        })),
+        // Boxed once, whichever wrappers it needs.
+        Input::Stream(body) => {
+            ReqBody::Once(Some(match (plan.body_bytes.take(), body_end.clone()) {
+                (None, None) => body.map_err(Into::into).boxed(),
+                (None, Some(end)) => EndFlagged::new(body, end).map_err(Into::into).boxed(),
+                (Some(count), None) => CountedBody::new(body, count).map_err(Into::into).boxed(),
+                (Some(count), Some(end)) => EndFlagged::new(CountedBody::new(body, count), end)
+                    .map_err(Into::into)
+                    .boxed(),
+            }))
+        }
     };
+    if let (Some(count), ReqBody::Buffered(b)) = (plan.body_bytes.take(), &body) {
+        count.store(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(end) = body_end.filter(|_| body.replayable()) {
         end.store(true, std::sync::atomic::Ordering::Release);
     }
