@@ -487,6 +487,7 @@ pub(crate) async fn run(
         // The route timeout, from the time the request is ready to go (its body read when it is
         // buffered), as Envoy's from the downstream request's end.
         deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
+        local: std::sync::Mutex::new(None),
     };
     let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
     let per_try_idle = plan.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
@@ -695,7 +696,9 @@ async fn attempt(
     let req = upstream_request(parts, path, body);
     let fut = async {
         host.pool(ctx.plan.priority)
-            .send(cluster, host.addr, req, replay, idle)
+            .send(cluster, host.addr, req, replay, idle, &|l| {
+                *ctx.local.lock().unwrap_or_else(|p| p.into_inner()) = l;
+            })
             .await
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),

@@ -60,6 +60,15 @@ pub enum Sender<B> {
 /// A connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`), when the socket reported one.
 pub type Local = Option<SocketAddr>;
 
+impl<B> Sender<B> {
+    /// The connection's local address.
+    pub fn local(&self) -> Local {
+        match self {
+            Sender::H1(_, l) | Sender::H2(_, l) => *l,
+        }
+    }
+}
+
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -24,6 +24,9 @@ pub(super) struct Attempts<'a> {
     pub(super) path: &'a PathAndQuery,
     /// When the route timeout passes.
     pub(super) deadline: Option<tokio::time::Instant>,
+    /// The local address of the connection the latest attempt went out on (what the route
+    /// timeout's answer reports as `%UPSTREAM_LOCAL_ADDRESS%`).
+    pub(super) local: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 /// The attempt that answers the request, or the failure that does.
@@ -70,7 +73,7 @@ impl Attempts<'_> {
             flag: Flag::Timeout,
             upstream_host: host,
             upstream_ms: None,
-            upstream_local: None,
+            upstream_local: *self.local.lock().unwrap_or_else(|p| p.into_inner()),
             redirect: None,
         };
         if self.plan.attempt_count.1 {

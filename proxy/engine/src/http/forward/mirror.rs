@@ -114,7 +114,10 @@ async fn shadow_one(
         // Envoy's shadow goes through its async client, whose routes have the DEFAULT
         // priority whatever the mirroring route's.
         let pool = host.pool(crate::config::RoutingPriority::Default);
-        let Ok(resp) = pool.send(&cluster, host.addr, req, || None, None).await else {
+        let Ok(resp) = pool
+            .send(&cluster, host.addr, req, || None, None, &|_| {})
+            .await
+        else {
             return;
         };
         // Frame by frame: `BodyExt::collect` here trips rustc's higher-ranked `Send` check on

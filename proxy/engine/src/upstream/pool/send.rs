@@ -62,7 +62,8 @@ impl<B: PoolBody> HostPool<B> {
     /// left to the caller's retry policy, as Envoy's router does.
     ///
     /// `idle` (the route's `per_try_idle_timeout`) bounds the wait for the response head once a
-    /// connection is ready, as Envoy's per-try idle timer armed at `onPoolReady`.
+    /// connection is ready, as Envoy's per-try idle timer armed at `onPoolReady`. `on_conn` is
+    /// told the local address of each connection the request goes out on.
     pub async fn send(
         &self,
         cluster: &Cluster,
@@ -70,11 +71,13 @@ impl<B: PoolBody> HostPool<B> {
         req: Request<B>,
         replay: impl FnOnce() -> Option<Request<B>>,
         idle: Option<Duration>,
+        on_conn: &(dyn Fn(Local) + Sync),
     ) -> Result<Response<ReturnOnEnd<B>>, SendError> {
         let (sender, reused, left) = self
             .acquire(cluster, addr)
             .await
             .map_err(SendError::Connect)?;
+        on_conn(sender.local());
         let req = match self.send_on(cluster, addr, sender, left, req, idle).await {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
@@ -95,6 +98,7 @@ impl<B: PoolBody> HostPool<B> {
         if let Sender::H2(h2, local) = &sender {
             self.here().set_h2(cluster, h2, *local);
         }
+        on_conn(sender.local());
         let left = super::requests_left(cluster);
         self.send_on(cluster, addr, sender, left, req, idle)
             .await
