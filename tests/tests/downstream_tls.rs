@@ -8,7 +8,8 @@
 //! client on the TLS port gets no HTTP answer from either. `x-forwarded-client-cert` as the route
 //! sees it: APPEND_FORWARD with every detail (By, Hash, Cert and Chain URL-encoded PEM, Subject,
 //! URI, DNS) after the client's, SANITIZE_SET with Istio's three, removed without a client
-//! certificate. The admin's `/certs` shows the same certificates as Envoy's.
+//! certificate. The admin's `/certs` shows the same certificates as Envoy's. A filter chain's
+//! `transport_socket_connect_timeout` closes a client that never starts its handshake.
 
 use std::path::Path;
 
@@ -36,11 +37,16 @@ fn config(dir: &Path, optional: u16, required: u16) -> String {
             false => "    listener_filters: [{name: envoy.filters.listener.tls_inspector, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]\n",
             true => "",
         };
+        // Istio bounds every handshake of its filter chains (15 s); here 0.5 s.
+        let connect_timeout = match require {
+            false => "",
+            true => "transport_socket_connect_timeout: 0.5s\n      ",
+        };
         format!(
             r#"  - name: {name}
     address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
 {inspector}    filter_chains:
-    - transport_socket:
+    - {connect_timeout}transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
@@ -122,6 +128,28 @@ fn fetch(dir: &Path, url: &str, extra: &[&str]) -> String {
                 .map_or(String::new(), |(_, v)| format!(" xfcc={v}"));
             format!("{version} {status} x-proto={proto} {body}{xfcc}")
         }
+    }
+}
+
+/// What happens to a client that connects to `port` and sends nothing: closed within the chain's
+/// 0.5 s `transport_socket_connect_timeout` (Envoy closes at the timeout; its default has none,
+/// sluice's 10 s), or not.
+fn silent_client(port: u16) -> String {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("read timeout");
+    let closed = match s.read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    let waited = t.elapsed();
+    match (closed, waited.as_millis()) {
+        (true, 400..=2500) => "closed at the handshake timeout".into(),
+        (true, ms) => format!("closed after {ms} ms"),
+        (false, ms) => format!("still open after {ms} ms"),
     }
 }
 
@@ -212,6 +240,10 @@ fn tls_termination_and_peer_identity_match_envoy() {
         ] {
             got.push((what, fetch(&dir.0, &url, extra)));
         }
+        got.push((
+            "a client that never starts the handshake",
+            silent_client(required),
+        ));
         let (status, certs) = get(&proxy.admin, "GET", "/certs");
         assert_eq!(status, 200, "{certs}");
         drop(proxy);
@@ -257,6 +289,10 @@ fn tls_termination_and_peer_identity_match_envoy() {
         "HTTP/2 200 x-proto=https ok"
     );
     assert_eq!(want("http/1.1 only"), "HTTP/1.1 200 x-proto=https ok");
+    assert_eq!(
+        want("a client that never starts the handshake"),
+        "closed at the handshake timeout"
+    );
     assert_eq!(want("SNI api.sni.test"), "HTTP/2 200 x-proto=https ok");
     assert_eq!(
         want("SNI localhost on /sni"),

@@ -65,6 +65,9 @@ pub struct DownstreamTls {
     local_uri_sans: Arc<[String]>,
     /// `require_sni`: a ClientHello without SNI fails the handshake.
     require_sni: bool,
+    /// How long a handshake may take: the chain's `transport_socket_connect_timeout`, else
+    /// [`HANDSHAKE_TIMEOUT`].
+    handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for DownstreamTls {
@@ -191,6 +194,7 @@ pub(crate) fn build(
             certs: CertSet::default(),
             local_uri_sans: Arc::from([]),
             require_sni: raw.require_sni == Some(true),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         });
     }
     let mut cert_set = CertSet::default();
@@ -284,10 +288,17 @@ pub(crate) fn build(
         certs: cert_set,
         local_uri_sans,
         require_sni: raw.require_sni == Some(true),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
     })
 }
 
 impl DownstreamTls {
+    /// Bounds the handshake by `t` (the chain's `transport_socket_connect_timeout`).
+    pub(crate) fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
     /// Runs the server handshake on `io` (bounded); the stream and what it established (the
     /// peer certificate; `sni` is left to the caller, see [`TlsFacts::sni`]).
     pub async fn accept<S>(&self, io: S) -> std::io::Result<(TlsStream<S>, TlsFacts)>
@@ -301,7 +312,7 @@ impl DownstreamTls {
                 format!("secret {name:?} is not supplied by SDS"),
             ));
         };
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
+        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(io));
         let stream = handshake.await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;

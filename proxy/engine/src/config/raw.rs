@@ -261,6 +261,7 @@ pub(crate) struct RawFilterChain {
     pub filters: Vec<RawNetworkFilter>,
     /// Parsed only to refuse it with a precise reason (downstream TLS, SDS).
     pub transport_socket: Option<Value>,
+    pub transport_socket_connect_timeout: Option<PbDuration>,
 }
 
 /// `filter_chain_match`.

@@ -1,6 +1,7 @@
 //! Access logs where istiod puts them when `meshConfig.accessLogFile` is set: the listener's
 //! (with a `response_flag_filter: NR`), the tcp_proxy's and the HCM's, each with Istio's text
-//! format as `log_format.text_format_source`.
+//! format as `log_format.text_format_source`; with the `transport_socket_connect_timeout: 15s`
+//! istiod puts on its outbound filter chains.
 
 use super::tests::expect_err;
 use super::*;
@@ -29,7 +30,8 @@ fn config(format: &str) -> String {
     use_original_dst: true
     access_log:{listener}
     filter_chains:
-    - filters:
+    - transport_socket_connect_timeout: 15s
+      filters:
       - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy

@@ -87,7 +87,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "fcds_config",
     // FilterChain / FilterChainMatch / filters
     "transport_socket",
-    "transport_socket_connect_timeout",
     "use_proxy_proto",
     "on_demand_configuration",
     "config_discovery",

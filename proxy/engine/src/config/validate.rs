@@ -299,8 +299,19 @@ fn filter_chain(
 ) -> Result<FilterChain, ConfigError> {
     let matcher =
         validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
+    // `transport_socket_connect_timeout` (Envoy: absent or 0 is no bound; sluice keeps its
+    // own 10 s then) bounds the TLS handshake; a plaintext chain has nothing to negotiate.
+    let handshake_timeout = raw
+        .transport_socket_connect_timeout
+        .map(|d| d.0)
+        .filter(|d| !d.is_zero());
     let tls = match &raw.transport_socket {
-        Some(ts) => validate_chain::transport_socket(ts, &p.field("transport_socket"), secrets)?,
+        Some(ts) => validate_chain::transport_socket(
+            ts,
+            &p.field("transport_socket"),
+            secrets,
+            handshake_timeout,
+        )?,
         None => None,
     };
     let fp = p.field("filters");

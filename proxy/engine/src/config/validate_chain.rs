@@ -125,6 +125,7 @@ pub(crate) fn transport_socket(
     v: &Value,
     p: &FieldPath,
     secrets: &super::secrets::Secrets,
+    handshake_timeout: Option<std::time::Duration>,
 ) -> Result<Option<std::sync::Arc<crate::downstream_tls::DownstreamTls>>, ConfigError> {
     use super::raw::{type_url, typed_config};
     use crate::downstream_tls::{build, TYPE};
@@ -134,7 +135,11 @@ pub(crate) fn transport_socket(
     match ts.typed_config.as_ref() {
         Some(tc) if type_url(tc) == Some(TYPE) => {
             let raw = typed_config(tc, &tp, TYPE)?;
-            Ok(Some(std::sync::Arc::new(build(raw, &tp, secrets)?)))
+            let tls = build(raw, &tp, secrets)?;
+            Ok(Some(std::sync::Arc::new(match handshake_timeout {
+                Some(t) => tls.with_handshake_timeout(t),
+                None => tls,
+            })))
         }
         Some(tc) if type_url(tc) == Some(RAW_BUFFER) => Ok(None),
         None if ts.name.as_deref() == Some("envoy.transport_sockets.raw_buffer") => Ok(None),
