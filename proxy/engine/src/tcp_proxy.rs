@@ -191,9 +191,10 @@ impl TcpProxy {
         };
         session.cluster = Some(cluster.spec.name.clone());
         let ctx = LbContext {
-            hash: Some(crate::upstream::lb::hash_bytes(
-                from.peer.ip().to_string().as_bytes(),
-            )),
+            hash: self
+                .cfg
+                .hash_source_ip
+                .then(|| crate::upstream::lb::hash_bytes(from.peer.ip().to_string().as_bytes())),
             orig_dst: Some(from.local),
         };
         let Some(host) = cluster.choose_host(&ctx) else {

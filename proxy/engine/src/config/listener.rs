@@ -376,6 +376,9 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// `access_log[]`: one line per connection, when it closes.
     pub access_log: Vec<AccessLog>,
+    /// `hash_policy: [{source_ip: {}}]`: a hashing balancer (RING_HASH, MAGLEV) picks by the
+    /// client's address; without it by a random value, as Envoy.
+    pub hash_source_ip: bool,
 }
 
 /// The upstream cluster of a tcp_proxy.

@@ -262,6 +262,10 @@ pub(crate) struct RawFilterChain {
     /// Parsed only to refuse it with a precise reason (downstream TLS, SDS).
     pub transport_socket: Option<Value>,
     pub transport_socket_connect_timeout: Option<PbDuration>,
+    /// A no-op: istiod labels a chain with the config it came from (`filter_metadata.istio`);
+    /// nothing here reads filter chain metadata.
+    #[allow(dead_code)]
+    pub metadata: Option<Value>,
 }
 
 /// `filter_chain_match`.
@@ -452,6 +456,18 @@ pub(crate) struct RawTcpProxy {
     pub idle_timeout: Option<PbDuration>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
+    /// `hash_policy[]`: `source_ip` only (what istiod sends for a consistent-hash
+    /// DestinationRule on a TCP port).
+    #[serde(default)]
+    pub hash_policy: Vec<RawTcpHashPolicy>,
+}
+
+/// `type.v3.HashPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpHashPolicy {
+    pub source_ip: Option<Value>,
+    pub filter_state: Option<Value>,
 }
 
 /// `TcpProxy.weighted_clusters`.

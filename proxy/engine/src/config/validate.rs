@@ -685,7 +685,25 @@ fn tcp_proxy(
         }
     };
     let access_log = access_logs(&raw.access_log, p)?;
+    // Envoy's tcp_proxy hashes a connection only under a `hash_policy`: `source_ip` is the one
+    // policy (more than one is refused, as Envoy's config validation does).
+    let hp = p.field("hash_policy");
+    if raw.hash_policy.len() > 1 {
+        return Err(hp.err("at most one entry"));
+    }
+    for (i, h) in raw.hash_policy.iter().enumerate() {
+        if h.filter_state.is_some() {
+            return Err(hp
+                .index(i)
+                .field("filter_state")
+                .unsupported("no filter sets state here"));
+        }
+        if h.source_ip.is_none() {
+            return Err(hp.index(i).err("source_ip is required"));
+        }
+    }
     Ok(TcpProxy {
+        hash_source_ip: !raw.hash_policy.is_empty(),
         stat_prefix,
         cluster,
         access_log,
