@@ -28,6 +28,7 @@ pub mod local_reply;
 mod local_reply_map;
 mod normalize;
 pub(crate) mod preroute;
+mod request_body_tap;
 mod request_timeout;
 pub mod retry;
 mod route_reply;
@@ -1020,9 +1021,11 @@ pub async fn handle_with(
         e.flags = flag.as_str();
         e.upstream_ms = upstream_ms;
         e.upstream_host = upstream_host;
-        e.upstream_answered = upstream_ms.is_some();
-        e.flag_details = ResponseDetails::of_flag(flag);
-        e.details = resp.extensions().get::<ResponseDetails>().cloned();
+        e.details = ResponseDetails::of_response(
+            resp.extensions().get::<ResponseDetails>(),
+            upstream_ms.is_some(),
+            flag,
+        );
         e.upstream_local = upstream_local;
         e.response_headers = hcm.log.response_headers_to_keep(resp.headers());
         // Logged when the response body ends (or the stream is dropped), with the bytes sent.

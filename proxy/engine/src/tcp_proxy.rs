@@ -116,7 +116,7 @@ impl TcpProxy {
     /// line when the connection ends.
     pub async fn serve<D>(
         &self,
-        down: D,
+        mut down: D,
         from: Downstream,
         stop: impl Future<Output = ()>,
         conn_log: Option<&ConnLog>,
@@ -124,7 +124,6 @@ impl TcpProxy {
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut down = down;
         let started = (Instant::now(), SystemTime::now());
         let mut session = Session::default();
         let r = self.proxy(&mut down, &from, stop, &mut session).await;

@@ -1,7 +1,6 @@
 //! Access log in Envoy's default format or a logger's `log_format`, written by a background
 //! task (stdout or a file).
 
-pub(crate) mod counted_body;
 pub mod details;
 pub mod ops;
 
@@ -93,12 +92,8 @@ pub struct Entry {
     pub cluster: Option<String>,
     /// The SNI of a TLS connection.
     pub sni: Option<String>,
-    /// What made the response, when its flag does not tell ([`ResponseDetails`]).
+    /// What made the response (`%RESPONSE_CODE_DETAILS%`, [`ResponseDetails::of_response`]).
     pub details: Option<ResponseDetails>,
-    /// The detail the response flag tells ([`ResponseDetails::of_flag`]).
-    pub flag_details: Option<&'static str>,
-    /// The response came from an upstream (`via_upstream`).
-    pub upstream_answered: bool,
 }
 
 /// Formats `t` like Envoy's `%START_TIME%`: `2024-01-31T12:34:56.789Z`.
@@ -182,6 +177,7 @@ impl Entry {
                 method: &self.method,
                 path: &self.path,
                 scheme: self.scheme,
+                authority: self.authority.as_deref(),
             }),
             downstream_remote: self.downstream_remote,
             downstream_local: self.downstream_local,
@@ -196,16 +192,7 @@ impl Entry {
 
     /// Appends `%RESPONSE_CODE_DETAILS%`; false when there are none.
     pub fn push_details(&self, out: &mut String) -> bool {
-        if let Some(d) = &self.details {
-            return d.push(out);
-        } else if self.upstream_answered {
-            out.push_str("via_upstream");
-        } else if let Some(d) = self.flag_details {
-            out.push_str(d);
-        } else {
-            return false;
-        }
-        true
+        self.details.as_ref().is_some_and(|d| d.push(out))
     }
 }
 

@@ -19,10 +19,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
-    access_log::{counted_body::CountedBody, ResponseDetails},
+    access_log::ResponseDetails,
     internal_redirect,
     local_reply::{self, Flag},
-    request_timeout::EndFlagged,
+    request_body_tap::Tapped,
     retry::{self, Outcome as Try},
     upgrade, Body, ConnInfo, Outcome,
 };
@@ -435,6 +435,8 @@ pub(crate) async fn run(
     }
 
     let body_end = plan.body_end.take();
+    // The HCM has an access log (it counts the body): attempts note their connection's address.
+    let logged = plan.body_bytes.is_some();
     let mut body = match input {
         Input::Replay(None) => ReqBody::Empty,
         Input::Replay(Some(b)) => ReqBody::Buffered(b),
@@ -457,15 +459,11 @@ pub(crate) async fn run(
                 Err(_) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
-        // Boxed once, whichever wrappers it needs.
+        // Tapped only when the request timeout or the access log wants to know.
         Input::Stream(body) => {
-            ReqBody::Once(Some(match (plan.body_bytes.take(), body_end.clone()) {
+            ReqBody::Once(Some(match (body_end.clone(), plan.body_bytes.take()) {
                 (None, None) => body.map_err(Into::into).boxed(),
-                (None, Some(end)) => EndFlagged::new(body, end).map_err(Into::into).boxed(),
-                (Some(count), None) => CountedBody::new(body, count).map_err(Into::into).boxed(),
-                (Some(count), Some(end)) => EndFlagged::new(CountedBody::new(body, count), end)
-                    .map_err(Into::into)
-                    .boxed(),
+                (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
             }))
         }
     };
@@ -487,7 +485,7 @@ pub(crate) async fn run(
         // The route timeout, from the time the request is ready to go (its body read when it is
         // buffered), as Envoy's from the downstream request's end.
         deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
-        local: std::sync::Mutex::new(None),
+        local: logged.then(Default::default),
     };
     let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
     let per_try_idle = plan.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
@@ -697,7 +695,9 @@ async fn attempt(
     let fut = async {
         host.pool(ctx.plan.priority)
             .send(cluster, host.addr, req, replay, idle, &|l| {
-                *ctx.local.lock().unwrap_or_else(|p| p.into_inner()) = l;
+                if let Some(m) = &ctx.local {
+                    *m.lock().unwrap_or_else(|p| p.into_inner()) = l;
+                }
             })
             .await
             .map_err(|e| match e {

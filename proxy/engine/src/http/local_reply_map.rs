@@ -54,6 +54,7 @@ pub(super) fn rewrite(
             method: req.method,
             path: req.path,
             scheme: req.scheme,
+            authority: req.authority,
         }),
         ..fmt
     };

@@ -6,17 +6,12 @@
 
 use std::{
     future::Future,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
-
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 
 /// One request's timer: its deadline and the flag its body sets at its end.
 pub(crate) struct RequestTimer {
@@ -61,51 +56,13 @@ impl RequestTimer {
     }
 }
 
-/// A request body that raises a flag once it has yielded its last frame.
-pub(crate) struct EndFlagged<B> {
-    inner: B,
-    end: Arc<AtomicBool>,
-}
-
-impl<B: HttpBody + Unpin> EndFlagged<B> {
-    /// Wraps `inner`; `end` is set when it has ended.
-    pub(crate) fn new(inner: B, end: Arc<AtomicBool>) -> Self {
-        if inner.is_end_stream() {
-            end.store(true, Ordering::Release);
-        }
-        Self { inner, end }
-    }
-}
-
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for EndFlagged<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.end.store(true, Ordering::Release);
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use http_body_util::{BodyExt, Full, StreamBody};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
 
     use super::*;
+    use crate::http::request_body_tap::Tapped;
 
     #[test]
     fn no_timeout_or_no_body_starts_no_timer() {
@@ -123,7 +80,11 @@ mod tests {
 
         let t = RequestTimer::start(Some(Duration::from_millis(30)), true, Instant::now())
             .expect("timer");
-        let mut body = EndFlagged::new(Full::new(Bytes::from_static(b"abc")), t.end_flag());
+        let mut body = Tapped::new(
+            Full::new(Bytes::from_static(b"abc")),
+            Some(t.end_flag()),
+            None,
+        );
         assert_eq!(
             body.frame().await.unwrap().unwrap().into_data().unwrap(),
             "abc"
@@ -135,20 +96,5 @@ mod tests {
             7
         };
         assert_eq!(t.bound(late).await, Some(7));
-    }
-
-    #[tokio::test]
-    async fn a_streamed_body_sets_the_flag_at_its_end() {
-        let end = Arc::new(AtomicBool::new(false));
-        let frames = futures_util::stream::iter(vec![
-            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"a"))),
-            Ok(Frame::data(Bytes::from_static(b"b"))),
-        ]);
-        let mut body = EndFlagged::new(StreamBody::new(frames), end.clone());
-        body.frame().await.unwrap().unwrap();
-        assert!(!end.load(Ordering::Acquire));
-        body.frame().await.unwrap().unwrap();
-        assert!(body.frame().await.is_none());
-        assert!(end.load(Ordering::Acquire));
     }
 }

@@ -256,17 +256,18 @@ impl RemoteAddress {
     /// [`Self::resolve`] as Envoy's downstream remote address: the peer with its port, or the
     /// `x-forwarded-for` address with port 0.
     pub fn resolve_addr(&self, h: &HeaderMap, peer: std::net::SocketAddr) -> std::net::SocketAddr {
-        match self.xff_skip.and_then(|skip| xff_from_right(h, skip)) {
-            Some(ip) => std::net::SocketAddr::new(ip, 0),
-            None => peer,
-        }
+        self.trusted_xff(h)
+            .map_or(peer, |ip| std::net::SocketAddr::new(ip, 0))
     }
 
     /// The address, read from the (sanitized) request headers `h`.
     pub fn resolve(&self, h: &HeaderMap) -> std::net::IpAddr {
-        self.xff_skip
-            .and_then(|skip| xff_from_right(h, skip))
-            .unwrap_or(self.peer)
+        self.trusted_xff(h).unwrap_or(self.peer)
+    }
+
+    /// The `x-forwarded-for` address trusted, if it is one (not the peer).
+    fn trusted_xff(&self, h: &HeaderMap) -> Option<std::net::IpAddr> {
+        self.xff_skip.and_then(|skip| xff_from_right(h, skip))
     }
 }
 

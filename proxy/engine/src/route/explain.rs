@@ -310,6 +310,7 @@ fn decide(
                             method: req.method,
                             path: req.path,
                             scheme: req.scheme,
+                            authority: None,
                         }),
                         ..Default::default()
                     };

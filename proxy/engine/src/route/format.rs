@@ -87,7 +87,7 @@ pub struct FormatContext<'a> {
     pub log: Option<&'a Entry>,
 }
 
-/// The pseudo-headers `%REQ(...)%` reads besides `:authority`.
+/// The pseudo-headers `%REQ(...)%` reads.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLine<'a> {
     /// `:method`.
@@ -96,6 +96,9 @@ pub struct RequestLine<'a> {
     pub path: &'a str,
     /// `:scheme`.
     pub scheme: &'a str,
+    /// `:authority` when known apart from the headers (an HTTP/2 request has no Host header);
+    /// else the Host header is read.
+    pub authority: Option<&'a str>,
 }
 
 impl<'a> RequestLine<'a> {
@@ -106,6 +109,7 @@ impl<'a> RequestLine<'a> {
             method: method.as_str(),
             path,
             scheme,
+            authority: None,
         }
     }
 }
@@ -143,7 +147,7 @@ impl HeaderValueFormat {
         Self::parse_as(v, Kind::Log)
     }
 
-    /// Whether the format reads request headers other than the request line's
+    /// Whether the format reads request headers other than the request line's pseudo-headers
     /// (`%REQ(...)%`).
     pub(crate) fn reads_request_headers(&self) -> bool {
         self.pieces.iter().any(|p| match p {
@@ -287,10 +291,10 @@ enum Kind {
     Log,
 }
 
-/// Whether `%REQ(name)%` reads the request line rather than a header (`:authority` is the Host
-/// header).
+/// Whether `%REQ(name)%` reads the request line rather than a header (an access log entry
+/// keeps the authority with it).
 fn is_line(name: &str) -> bool {
-    matches!(name, ":path" | ":method" | ":scheme")
+    matches!(name, ":path" | ":method" | ":scheme" | ":authority")
 }
 
 fn lit_text(p: Piece) -> String {
@@ -317,8 +321,11 @@ fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
         ":path" => return ctx.line.map(|l| l.path),
         ":method" => return ctx.line.map(|l| l.method),
         ":scheme" => return ctx.line.map(|l| l.scheme),
-        // The access log keeps the authority apart (an HTTP/2 request has no Host header).
-        ":authority" if ctx.log.is_some() => return ctx.log?.authority.as_deref(),
+        ":authority" => {
+            if let Some(a) = ctx.line.and_then(|l| l.authority) {
+                return Some(a);
+            }
+        }
         _ => {}
     }
     let h = ctx.request?;

@@ -3,7 +3,7 @@
 //!
 //! A reply whose reason the response flag does not tell carries a [`ResponseDetails`] in its
 //! extensions (a failed upstream attempt, an RBAC denial, a route's own answer); any other is
-//! told by its flag ([`ResponseDetails::of_flag`]), or is an upstream's (`via_upstream`).
+//! an upstream's (`via_upstream`) or told by its flag ([`ResponseDetails::of_response`]).
 
 use crate::http::local_reply::Flag;
 
@@ -56,8 +56,18 @@ impl ResponseDetails {
         format!("{when} connect error: {text}").into()
     }
 
+    /// The details of a response: what its maker attached (`attached`), else `via_upstream`
+    /// for an upstream's answer, else what its flag tells.
+    pub fn of_response(attached: Option<&Self>, from_upstream: bool, flag: Flag) -> Option<Self> {
+        match attached {
+            Some(d) => Some(d.clone()),
+            None if from_upstream => Some(ResponseDetails::Named("via_upstream")),
+            None => Self::of_flag(flag).map(ResponseDetails::Named),
+        }
+    }
+
     /// Envoy's detail for a reply the response flag tells, if it has one.
-    pub fn of_flag(flag: Flag) -> Option<&'static str> {
+    fn of_flag(flag: Flag) -> Option<&'static str> {
         Some(match flag {
             Flag::NoRoute => "route_not_found",
             Flag::NoCluster => "cluster_not_found",

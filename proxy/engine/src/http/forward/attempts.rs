@@ -25,8 +25,8 @@ pub(super) struct Attempts<'a> {
     /// When the route timeout passes.
     pub(super) deadline: Option<tokio::time::Instant>,
     /// The local address of the connection the latest attempt went out on (what the route
-    /// timeout's answer reports as `%UPSTREAM_LOCAL_ADDRESS%`).
-    pub(super) local: std::sync::Mutex<Option<SocketAddr>>,
+    /// timeout's answer reports as `%UPSTREAM_LOCAL_ADDRESS%`); kept only for an access log.
+    pub(super) local: Option<std::sync::Mutex<Option<SocketAddr>>>,
 }
 
 /// The attempt that answers the request, or the failure that does.
@@ -73,7 +73,10 @@ impl Attempts<'_> {
             flag: Flag::Timeout,
             upstream_host: host,
             upstream_ms: None,
-            upstream_local: *self.local.lock().unwrap_or_else(|p| p.into_inner()),
+            upstream_local: self
+                .local
+                .as_ref()
+                .and_then(|m| *m.lock().unwrap_or_else(|p| p.into_inner())),
             redirect: None,
         };
         if self.plan.attempt_count.1 {
