@@ -88,11 +88,9 @@ pub(crate) fn http_filters(
                 );
             }
         };
-        if filters.iter().any(|x: &Filter| x.name == name) {
-            return Err(fp
-                .field("name")
-                .err(format!("duplicate filter name {name:?}")));
-        }
+        // Names may repeat, as in Envoy: istiod names its DENY and ALLOW RBAC filters both
+        // `envoy.filters.http.rbac`; each runs, and a per-route config under that name is
+        // given to both.
         filters.push(Filter {
             name,
             kind,
