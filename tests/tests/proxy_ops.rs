@@ -405,30 +405,20 @@ async fn tcp_proxy_weighted_clusters_and_idle_timeout() {
     let (one, _t1) = banner_server(b"one\r\n").await;
     let (two, _t2) = banner_server(b"two\r\n").await;
     let (admin, tcp_port) = (free_port(), free_port());
-    let yaml = format!(
-        r#"admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
-static_resources:
-  listeners:
-  - name: tcp
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: {tcp_port} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: split
+    let yaml = tcp_proxy_bootstrap(
+        admin,
+        tcp_port,
+        "stat_prefix: split
           idle_timeout: 0.5s
           weighted_clusters:
             clusters:
-            - {{ name: one, weight: 1 }}
-            - {{ name: two, weight: 1 }}
-  clusters:
-{}{}"#,
-        static_cluster("one", &[one.port()], ""),
-        static_cluster("two", &[two.port()], "")
+            - { name: one, weight: 1 }
+            - { name: two, weight: 1 }",
+        &format!(
+            "{}{}",
+            static_cluster("one", &[one.port()], ""),
+            static_cluster("two", &[two.port()], "")
+        ),
     );
     let proxy = ProxyProcess::start(&yaml, admin);
     let mut seen = std::collections::HashMap::new();
@@ -465,4 +455,76 @@ static_resources:
         t0.elapsed()
     );
     assert!(proxy.stat("tcp.split.idle_timeout") >= 1);
+}
+
+/// `max_downstream_connection_duration` closes a connection that long after it was accepted,
+/// however busy it is (an echo every 100 ms keeps it far from `idle_timeout`), and counts it in
+/// `tcp.<stat_prefix>.max_downstream_connection_duration`, as Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_max_downstream_connection_duration_closes_a_busy_connection() {
+    let (echo, _t) = banner_server(b"hi\r\n").await;
+    let (admin, tcp_port) = (free_port(), free_port());
+    let yaml = tcp_proxy_bootstrap(
+        admin,
+        tcp_port,
+        "stat_prefix: capped
+          cluster: echo
+          idle_timeout: 10s
+          max_downstream_connection_duration: 0.8s",
+        &static_cluster("echo", &[echo.port()], ""),
+    );
+    let proxy = ProxyProcess::start(&yaml, admin);
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"hi\r\n");
+    let mut echoed = 0;
+    let closed_after = loop {
+        assert!(t0.elapsed() < Duration::from_secs(5), "never closed");
+        if s.write_all(b"ping").await.is_err() {
+            break t0.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break t0.elapsed(),
+            Ok(Ok(_)) => {
+                echoed += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => {}
+        }
+    };
+    assert!(echoed >= 3, "the connection carried {echoed} echoes");
+    assert!(
+        closed_after >= Duration::from_millis(750) && closed_after < Duration::from_millis(2000),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(
+        proxy.stat("tcp.capped.max_downstream_connection_duration"),
+        1
+    );
+    assert_eq!(proxy.stat("tcp.capped.idle_timeout"), 0);
+}
+
+/// A bootstrap with an admin on `admin` and one listener on `port` whose only filter is a
+/// tcp_proxy with `fields` (YAML at the typed_config's indentation), and `clusters`.
+fn tcp_proxy_bootstrap(admin: u16, port: u16, fields: &str, clusters: &str) -> String {
+    format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
+static_resources:
+  listeners:
+  - name: tcp
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          {fields}
+  clusters:
+{clusters}"#
+    )
 }

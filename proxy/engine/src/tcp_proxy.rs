@@ -1,11 +1,11 @@
 //! tcp_proxy: pick a cluster (single or weighted) and a host, connect, and copy bytes both ways
-//! until either side closes, the connection is idle for `idle_timeout`, or its listener's drain
-//! time ends.
+//! until either side closes, the connection is idle for `idle_timeout`, it reaches
+//! `max_downstream_connection_duration`, or its listener's drain time ends.
 
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -64,6 +64,8 @@ struct Session {
     local: Option<SocketAddr>,
     /// Envoy's transport failure reason of a failed connect.
     transport: Option<Box<str>>,
+    /// Closed at `max_downstream_connection_duration` while copying (flag `DT`).
+    duration_reached: bool,
     rx: u64,
     tx: u64,
 }
@@ -77,6 +79,9 @@ pub enum TcpProxyError {
     /// The configuration has no cluster of that name (Envoy's `NC`: the connection is closed).
     #[error("cluster {0}: not found")]
     NoCluster(String),
+    /// `max_downstream_connection_duration` passed before the copy began (Envoy's `DT`).
+    #[error("max_downstream_connection_duration reached")]
+    DurationReached,
     /// Connecting upstream failed.
     #[error("upstream {addr}: connect failed: {reason}")]
     Connect {
@@ -126,7 +131,15 @@ impl TcpProxy {
     {
         let started = (Instant::now(), SystemTime::now());
         let mut session = Session::default();
-        let r = self.proxy(&mut down, &from, stop, &mut session).await;
+        // Envoy starts the timer when the connection reaches the filter, before the upstream
+        // connect; when it fires the downstream (and with it the upstream) is closed.
+        let deadline = self
+            .cfg
+            .max_downstream_connection_duration
+            .map(|d| tokio::time::Instant::from_std(started.0 + d));
+        let r = self
+            .proxy(&mut down, &from, stop, deadline, &mut session)
+            .await;
         // Before `down` is dropped: the listener's line (written when the connection closes)
         // carries what the session learned.
         if self.log.enabled() || conn_log.is_some() {
@@ -148,7 +161,9 @@ impl TcpProxy {
         (start, start_wall): (Instant, SystemTime),
     ) -> Entry {
         let flags = match err {
+            None if s.duration_reached => Flag::DurationTimeout.as_str(),
             None => Flag::None.as_str(),
+            Some(TcpProxyError::DurationReached) => Flag::DurationTimeout.as_str(),
             Some(TcpProxyError::NoCluster(_)) => Flag::NoCluster.as_str(),
             Some(TcpProxyError::NoHealthyUpstream(_)) => Flag::NoHealthyUpstream.as_str(),
             // Envoy's tcp_proxy has made its one connect attempt (`max_connect_attempts`):
@@ -177,6 +192,7 @@ impl TcpProxy {
         down: &mut D,
         from: &Downstream,
         stop: impl Future<Output = ()>,
+        deadline: Option<tokio::time::Instant>,
         session: &mut Session,
     ) -> Result<(), TcpProxyError>
     where
@@ -201,12 +217,14 @@ impl TcpProxy {
             return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
         };
         session.host = Some(host.addr);
-        let up = match tokio::time::timeout(
+        let connect = tokio::time::timeout(
             cluster.spec.connect_timeout,
             cluster.connector.connect(host.addr),
-        )
-        .await
-        {
+        );
+        let Some(connected) = by(deadline, connect).await else {
+            return Err(self.duration_reached());
+        };
+        let up = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
@@ -234,13 +252,31 @@ impl TcpProxy {
             s.open();
         }
         let _ = up.set_nodelay(true);
+        // The drain's end or the connection's deadline, whichever comes first.
+        let reached = std::sync::atomic::AtomicBool::new(false);
+        let stop = async {
+            match deadline {
+                None => stop.await,
+                Some(at) => tokio::select! {
+                    () = stop => {}
+                    () = tokio::time::sleep_until(at) => reached.store(true, Relaxed),
+                },
+            }
+        };
         // The host's transport socket: TLS (its cluster's, or its transport_socket_matches
         // entry's) or plaintext.
         let (rx, tx, idled) = match cluster.tls(host.transport) {
             None => copy_bidirectional_idle(down, up, self.cfg.idle_timeout, stop).await,
             Some(tls) => {
                 let shake = tokio::time::timeout(cluster.spec.connect_timeout, tls.connect_raw(up));
-                let up = match shake.await {
+                let Some(shaken) = by(deadline, shake).await else {
+                    cluster.stats.upstream_cx_active.dec();
+                    if let Some(s) = series {
+                        s.close(0, 0);
+                    }
+                    return Err(self.duration_reached());
+                };
+                let up = match shaken {
                     Ok(Ok(s)) => s,
                     failed => {
                         cluster.stats.upstream_cx_active.dec();
@@ -273,7 +309,25 @@ impl TcpProxy {
         if idled {
             self.stats.idle_timeout.inc();
         }
+        if reached.load(Relaxed) {
+            self.stats.max_downstream_connection_duration.inc();
+            session.duration_reached = true;
+        }
         Ok(())
+    }
+
+    /// Counts a connection closed at `max_downstream_connection_duration` before its copy began.
+    fn duration_reached(&self) -> TcpProxyError {
+        self.stats.max_downstream_connection_duration.inc();
+        TcpProxyError::DurationReached
+    }
+}
+
+/// `fut`'s output, or `None` when `deadline` passes first.
+async fn by<F: Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        None => Some(fut.await),
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
     }
 }
 

@@ -374,6 +374,9 @@ pub struct TcpProxy {
     pub cluster: TcpProxyCluster,
     /// `idle_timeout` (default [`DEFAULT_TCP_PROXY_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
     pub idle_timeout: Option<Duration>,
+    /// `max_downstream_connection_duration` (at least 1 ms, as Envoy validates): the
+    /// connection is closed that long after it was accepted, flag `DT`; `None`: no limit.
+    pub max_downstream_connection_duration: Option<Duration>,
     /// `access_log[]`: one line per connection, when it closes.
     pub access_log: Vec<AccessLog>,
     /// `hash_policy: [{source_ip: {}}]`: a hashing balancer (RING_HASH, MAGLEV) picks by the

@@ -454,6 +454,7 @@ pub(crate) struct RawTcpProxy {
     pub cluster: Option<String>,
     pub weighted_clusters: Option<RawTcpWeightedClusters>,
     pub idle_timeout: Option<PbDuration>,
+    pub max_downstream_connection_duration: Option<PbDuration>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     /// `hash_policy[]`: `source_ip` only (what istiod sends for a consistent-hash

@@ -415,6 +415,21 @@ fn dangling_cluster_references_are_rejected() {
 "#;
     // A tcp_proxy looks its cluster up per connection (Envoy accepts this file too).
     from_yaml_str(tcp).expect("a tcp_proxy may name a cluster that does not exist");
+    // max_downstream_connection_duration: at least 1 ms, as Envoy's validation says.
+    let capped = |d: &str| format!("{tcp}          max_downstream_connection_duration: {d}\n");
+    let cfg = from_yaml_str(&capped("30s")).unwrap();
+    let NetworkFilter::Tcp(tp) = &cfg.listeners[0].filter_chains[0].filter else {
+        panic!("a tcp_proxy chain");
+    };
+    assert_eq!(
+        tp.max_downstream_connection_duration,
+        Some(Duration::from_secs(30))
+    );
+    expect_err(
+        &capped("0s"),
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration",
+        "at least 1ms",
+    );
 }
 
 #[test]

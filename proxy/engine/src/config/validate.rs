@@ -702,7 +702,17 @@ fn tcp_proxy(
             return Err(hp.index(i).err("source_ip is required"));
         }
     }
+    let max_downstream_connection_duration = match raw.max_downstream_connection_duration {
+        None => None,
+        Some(d) if d.0 < Duration::from_millis(1) => {
+            return Err(p
+                .field("max_downstream_connection_duration")
+                .err("must be at least 1ms (Envoy's validation)"))
+        }
+        Some(d) => Some(d.0),
+    };
     Ok(TcpProxy {
+        max_downstream_connection_duration,
         hash_source_ip: !raw.hash_policy.is_empty(),
         stat_prefix,
         cluster,

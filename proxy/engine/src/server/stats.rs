@@ -128,6 +128,8 @@ stat_struct!(
         downstream_cx_no_route,
         /// Connections closed for idleness.
         idle_timeout,
+        /// Connections closed at `max_downstream_connection_duration`.
+        max_downstream_connection_duration,
         /// Bytes from downstream.
         downstream_cx_rx_bytes_total,
         /// Bytes to downstream.
