@@ -330,7 +330,7 @@ fn run_one(
             let lines: Vec<String> = tail
                 .take(|| access_log::flush(kind, admin_addr))
                 .iter()
-                .map(|l| access_log::normalize(l, &upstream_ports, &case.log_mask))
+                .map(|l| access_log::normalize(l, &upstream_ports, &case.log_mask, &case.log_ms))
                 .collect();
             obs.insert("log".into(), joined_or_none(&lines, "\n"));
         }

@@ -28,7 +28,7 @@ pub mod local_reply;
 mod local_reply_map;
 mod normalize;
 pub(crate) mod preroute;
-mod request_body_tap;
+pub mod request_body_tap;
 mod request_timeout;
 pub mod retry;
 mod route_reply;
@@ -495,6 +495,8 @@ pub(crate) struct Outcome {
     pub(crate) upstream_ms: Option<u64>,
     /// The local address of the upstream connection the response came on.
     pub(crate) upstream_local: Option<SocketAddr>,
+    /// Upstream attempts started (Envoy's attempt count; 0: none).
+    pub(crate) attempts: u32,
     /// An upstream redirect the route's `internal_redirect_policy` may follow.
     pub(crate) redirect: Option<Box<internal_redirect::Candidate>>,
 }
@@ -508,6 +510,7 @@ impl Outcome {
             upstream_host: None,
             upstream_ms: None,
             upstream_local: None,
+            attempts: 0,
             redirect: None,
         }
     }
@@ -519,6 +522,7 @@ impl Outcome {
             upstream_host: None,
             upstream_ms: None,
             upstream_local: None,
+            attempts: 0,
             redirect: None,
         }
     }
@@ -712,7 +716,15 @@ pub async fn handle_with(
         user_agent: header_str(req.headers(), header::USER_AGENT),
         request_id: header_str(req.headers(), "x-request-id"),
         authority: authority.as_ref().map(|a| a.as_str().to_string()),
-        request_bytes: Some(Arc::default()),
+        request_bytes: Some({
+            let tally = request_body_tap::BodyTally::new(start);
+            // A request without a body has come whole with its headers.
+            if req.body().is_end_stream() {
+                tally.end();
+            }
+            Arc::new(tally)
+        }),
+        grpc_request: grpc,
         request_headers: hcm.log.headers_to_keep(req.headers()),
         scheme,
         downstream_remote: Some(
@@ -827,6 +839,7 @@ pub async fn handle_with(
                     upstream_host: None,
                     upstream_ms: None,
                     upstream_local: None,
+                    attempts: 0,
                     redirect: None,
                 }
             }
@@ -943,6 +956,7 @@ pub async fn handle_with(
             upstream_host,
             upstream_ms,
             upstream_local,
+            attempts,
             ..
         },
         decoded,
@@ -1020,6 +1034,10 @@ pub async fn handle_with(
         e.status = status;
         e.flags = flag.as_str();
         e.upstream_ms = upstream_ms;
+        // The response head has just come from the upstream (or was made here).
+        e.response_duration = upstream_ms.map(|_| start.elapsed());
+        e.attempts = attempts;
+        e.grpc_status = access_log::grpc_status(resp.headers());
         e.upstream_host = upstream_host;
         e.details = ResponseDetails::of_response(
             resp.extensions().get::<ResponseDetails>(),

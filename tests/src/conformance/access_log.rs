@@ -104,14 +104,23 @@ pub fn flush(kind: Kind, admin: SocketAddr) {
 /// (`upstreams`: name and port) and any other loopback port (a proxy's listener, an ephemeral
 /// port) -> `127.0.0.1:<port>`. Envoy's default format (`mask` empty): `[%START_TIME%]` ->
 /// `[<time>]`, `%DURATION%` and `%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%` -> `<ms>` (when a
-/// number). A custom format (`mask` given): the space-separated tokens at those indexes -> `<x>`.
-pub fn normalize(line: &str, upstreams: &[(&str, u16)], mask: &[usize]) -> String {
-    let line = if mask.is_empty() {
+/// number). A custom format (`mask` or `ms` given): the space-separated tokens at `mask`'s
+/// indexes -> `<x>`, those at `ms`'s -> `<ms>` when a number (so `-` is still compared).
+pub fn normalize(line: &str, upstreams: &[(&str, u16)], mask: &[usize], ms: &[usize]) -> String {
+    let line = if mask.is_empty() && ms.is_empty() {
         default_format_masked(line)
     } else {
         line.split(' ')
             .enumerate()
-            .map(|(i, t)| if mask.contains(&i) { "<x>" } else { t })
+            .map(|(i, t)| {
+                if mask.contains(&i) {
+                    "<x>"
+                } else if ms.contains(&i) && t.parse::<u64>().is_ok() {
+                    "<ms>"
+                } else {
+                    t
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -185,18 +194,18 @@ mod tests {
                     \"curl/8\" \"0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f\" \"example.com\" \
                     \"127.0.0.1:40001\"";
         assert_eq!(
-            normalize(line, &[("a", 40001)], &[]),
+            normalize(line, &[("a", 40001)], &[], &[]),
             "[<time>] \"GET /x HTTP/1.1\" 200 - 0 1 <ms> <ms> \"-\" \"curl/8\" \"<uuid>\" \
              \"example.com\" \"127.0.0.1:{{upstream.a}}\""
         );
         let local = "[t] \"GET /n HTTP/1.1\" 404 NR 0 0 0 - \"-\" \"-\" \"id\" \"h\" \"-\"";
         assert_eq!(
-            normalize(local, &[], &[]),
+            normalize(local, &[], &[], &[]),
             "[<time>] \"GET /n HTTP/1.1\" 404 NR 0 0 <ms> - \"-\" \"-\" \"id\" \"h\" \"-\""
         );
         let custom = "t1 200 7 127.0.0.1:40001 127.0.0.1:51234 127.0.0.1";
         assert_eq!(
-            normalize(custom, &[("a", 40001)], &[0, 2]),
+            normalize(custom, &[("a", 40001)], &[0, 2], &[]),
             "<x> 200 <x> 127.0.0.1:{{upstream.a}} 127.0.0.1:<port> 127.0.0.1"
         );
     }

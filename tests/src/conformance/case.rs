@@ -70,6 +70,10 @@ pub struct Case {
     /// format's time and durations (see [`super::access_log::normalize`]).
     #[serde(default)]
     pub log_mask: Vec<usize>,
+    /// With `access_log`, a custom `log_format`'s durations: the tokens at these indexes are
+    /// observed as `<ms>` when they are a number (`-` stays, and is compared).
+    #[serde(default)]
+    pub log_ms: Vec<usize>,
     /// The path of the config's HTTP health checks: requests for it are answered from
     /// `health_replies` and never observed as the case's requests (only as `startup.*`).
     pub health_check_path: Option<String>,

@@ -53,9 +53,22 @@ pub struct Entry {
     pub flags: &'static str,
     /// Request body bytes received.
     pub bytes_rx: u64,
-    /// Counts the request body bytes as they are forwarded; read into `bytes_rx` when the
-    /// line is written.
-    pub request_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Counts the request body bytes as they are forwarded and times the body's end; read into
+    /// `bytes_rx` and `request_duration` when the line is written.
+    pub request_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
+    /// `%REQUEST_DURATION%`: from the start to the request's last byte; `None` when it never
+    /// came whole (or went nowhere).
+    pub request_duration: Option<Duration>,
+    /// `%RESPONSE_DURATION%`: from the start to the upstream's response head; `None` for a
+    /// reply made here.
+    pub response_duration: Option<Duration>,
+    /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%`: upstream attempts started (0: none).
+    pub attempts: u32,
+    /// The request is gRPC (`content-type: application/grpc[+...]`): `%GRPC_STATUS%` is
+    /// written only then, as Envoy.
+    pub grpc_request: bool,
+    /// `grpc-status` of the response's trailers, else of its headers, when a number.
+    pub grpc_status: Option<u32>,
     /// Response body bytes sent.
     pub bytes_tx: u64,
     /// Time from the start of the request to the end of the response.
@@ -336,6 +349,11 @@ fn writer(target: config::LogSink) -> mpsc::Sender<String> {
     tx
 }
 
+/// The `grpc-status` of `h`, when a number.
+pub fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 /// A response body that counts the bytes sent and writes the access log line when the stream
 /// ends (or is dropped, e.g. the client went away).
 pub struct LoggedBody {
@@ -356,8 +374,9 @@ impl LoggedBody {
     fn finish(&mut self) {
         if let Some((mut e, logger, start)) = self.pending.take() {
             e.duration = start.elapsed();
-            if let Some(c) = &e.request_bytes {
-                e.bytes_rx = c.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = &e.request_bytes {
+                e.bytes_rx = t.bytes();
+                e.request_duration = t.ended_after();
             }
             logger.log(&e);
         }
@@ -378,6 +397,11 @@ impl HttpBody for LoggedBody {
             Poll::Ready(Some(Ok(f))) => {
                 if let (Some(d), Some((e, _, _))) = (f.data_ref(), this.pending.as_mut()) {
                     e.bytes_tx += d.len() as u64;
+                }
+                if let (Some(t), Some((e, _, _))) = (f.trailers_ref(), this.pending.as_mut()) {
+                    if let Some(s) = grpc_status(t) {
+                        e.grpc_status = Some(s);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish();
@@ -476,6 +500,49 @@ mod tests {
         );
         assert!(f.reads_request_headers() && f.reads_response_headers());
         assert!(!j.reads_request_headers() && !j.reads_response_headers());
+    }
+
+    #[test]
+    fn durations_attempts_and_grpc_status() {
+        let f = log_format(
+            "text_format: '%REQUEST_DURATION% %RESPONSE_DURATION% %RESPONSE_TX_DURATION% \
+             %UPSTREAM_REQUEST_ATTEMPT_COUNT% %GRPC_STATUS% %GRPC_STATUS(SNAKE_STRING)% \
+             %GRPC_STATUS_NUMBER%'",
+        )
+        .expect("valid");
+        let forwarded = Entry {
+            status: 200,
+            duration: Duration::from_millis(250),
+            request_duration: Some(Duration::from_micros(3_900)),
+            response_duration: Some(Duration::from_millis(180)),
+            attempts: 2,
+            grpc_request: true,
+            grpc_status: Some(4),
+            ..Entry::default()
+        };
+        // The body's time after the head: 250 - 180; ms truncated, as Envoy.
+        assert_eq!(
+            forwarded.render_with(&f),
+            "3 180 70 2 DeadlineExceeded DEADLINE_EXCEEDED 4"
+        );
+        let local = Entry {
+            status: 429,
+            grpc_request: true,
+            ..Entry::default()
+        };
+        // No upstream head: no response durations; the status inferred from 429.
+        assert_eq!(local.render_with(&f), "- - - 0 Unavailable UNAVAILABLE 14");
+        let plain = Entry {
+            status: 200,
+            grpc_status: Some(0),
+            ..Entry::default()
+        };
+        assert!(
+            plain.render_with(&f).ends_with(" - - -"),
+            "not a gRPC request"
+        );
+        let e = log_format("text_format: '%GRPC_STATUS(LOUD)%'").expect_err("bad format");
+        assert!(e.contains("CAMEL_STRING, SNAKE_STRING, NUMBER"), "{e}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub(crate) struct Plan {
     /// then disarmed); `None` without that timer.
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
-    pub(crate) body_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -467,8 +467,9 @@ pub(crate) async fn run(
             }))
         }
     };
-    if let (Some(count), ReqBody::Buffered(b)) = (plan.body_bytes.take(), &body) {
-        count.store(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let (Some(tally), ReqBody::Buffered(b)) = (plan.body_bytes.take(), &body) {
+        tally.add(b.len() as u64);
+        tally.end();
     }
     if let Some(end) = body_end.filter(|_| body.replayable()) {
         end.store(true, std::sync::atomic::Ordering::Release);
@@ -532,7 +533,7 @@ pub(crate) async fn run(
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, host_result) = match classify(&cluster, &result) {
                 Ok(c) => c,
-                Err(flag) => return attempts::ended(flag, host.addr),
+                Err(flag) => return attempts::ended(flag, host.addr, retries_done + 1),
             };
             timed_out = matches!(outcome, Try::PerTryTimeout);
             drop(retrying.take());

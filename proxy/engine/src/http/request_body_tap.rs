@@ -1,7 +1,8 @@
 //! What the connection manager learns of a downstream request body on its way upstream: that it
-//! has ended (the HCM's `request_timeout` is then disarmed, [`super::request_timeout`]) and how
-//! many bytes it carried (the access log's `%BYTES_RECEIVED%`). One wrapper for both, put on a
-//! streamed body only when one of them is wanted.
+//! has ended (the HCM's `request_timeout` is then disarmed, [`super::request_timeout`]), how
+//! many bytes it carried and when its last one came (the access log's `%BYTES_RECEIVED%` and
+//! `%REQUEST_DURATION%`, [`BodyTally`]). One wrapper for all, put on a streamed body only when
+//! one of them is wanted.
 
 use std::{
     pin::Pin,
@@ -10,17 +11,65 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-/// A request body that raises `end` once it has yielded its last frame and adds the length of
-/// each data frame to `count`.
+/// The access log's account of a request body: the bytes it carried and when its last one
+/// came (Envoy's `lastDownstreamRxByteReceived`), counted from the request's start.
+#[derive(Debug)]
+pub struct BodyTally {
+    start: Instant,
+    bytes: AtomicU64,
+    /// µs from `start` to the body's end; `u64::MAX` while it has not ended.
+    ended_us: AtomicU64,
+}
+
+impl BodyTally {
+    /// A tally of a request that started at `start`.
+    pub fn new(start: Instant) -> Self {
+        Self {
+            start,
+            bytes: AtomicU64::new(0),
+            ended_us: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Counts `n` more bytes.
+    pub fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The body has ended now (the first call counts).
+    pub fn end(&self) {
+        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        let _ = self
+            .ended_us
+            .compare_exchange(u64::MAX, us, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The bytes counted.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// From the request's start to the body's end; `None` while it has not ended.
+    pub fn ended_after(&self) -> Option<Duration> {
+        match self.ended_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// A request body that raises `end` once it has yielded its last frame and tallies its data
+/// frames and end in `tally`.
 pub(crate) struct Tapped<B> {
     inner: B,
     end: Option<Arc<AtomicBool>>,
-    count: Option<Arc<AtomicU64>>,
+    tally: Option<Arc<BodyTally>>,
 }
 
 impl<B: HttpBody + Unpin> Tapped<B> {
@@ -28,9 +77,9 @@ impl<B: HttpBody + Unpin> Tapped<B> {
     pub(crate) fn new(
         inner: B,
         end: Option<Arc<AtomicBool>>,
-        count: Option<Arc<AtomicU64>>,
+        tally: Option<Arc<BodyTally>>,
     ) -> Self {
-        let this = Self { inner, end, count };
+        let this = Self { inner, end, tally };
         if this.inner.is_end_stream() {
             this.ended();
         }
@@ -40,6 +89,9 @@ impl<B: HttpBody + Unpin> Tapped<B> {
     fn ended(&self) {
         if let Some(end) = &self.end {
             end.store(true, Ordering::Release);
+        }
+        if let Some(t) = &self.tally {
+            t.end();
         }
     }
 }
@@ -53,9 +105,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tapped<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(f))), Some(count)) = (&r, &self.count) {
+        if let (Poll::Ready(Some(Ok(f))), Some(tally)) = (&r, &self.tally) {
             if let Some(d) = f.data_ref() {
-                count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                tally.add(d.len() as u64);
             }
         }
         if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
@@ -84,16 +136,13 @@ mod tests {
         let frames = ["hello", " ", "world"]
             .map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s))));
         let body = StreamBody::new(futures_util::stream::iter(frames));
-        let count = Arc::new(AtomicU64::new(0));
-        let got = Tapped::new(body, None, Some(count.clone()))
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(
-            (got.as_ref(), count.load(Ordering::Relaxed)),
-            (&b"hello world"[..], 11)
-        );
+        let tally = Arc::new(BodyTally::new(Instant::now()));
+        let mut body = Tapped::new(body, None, Some(tally.clone()));
+        body.frame().await.unwrap().unwrap();
+        assert_eq!((tally.bytes(), tally.ended_after()), (5, None));
+        let got = body.collect().await.expect("body").to_bytes();
+        assert_eq!((got.as_ref(), tally.bytes()), (&b"hello world"[..], 11));
+        assert!(tally.ended_after().is_some(), "the end is timed");
     }
 
     #[tokio::test]

@@ -78,6 +78,7 @@ pub(crate) async fn run(
         upstream_host: Some(host.addr),
         upstream_ms: Some(upstream_ms),
         upstream_local: None,
+        attempts: 1,
         redirect: None,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

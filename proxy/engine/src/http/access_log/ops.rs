@@ -12,7 +12,9 @@ use crate::route::format::{push_addr, truncate};
 /// The access log's own operators, for errors.
 pub const LOG_OPERATORS: &str = "RESP(header), RESPONSE_CODE, RESPONSE_FLAGS, \
 RESPONSE_CODE_DETAILS, CONNECTION_TERMINATION_DETAILS, UPSTREAM_TRANSPORT_FAILURE_REASON, \
-BYTES_RECEIVED, BYTES_SENT, DURATION, UPSTREAM_HOST, UPSTREAM_CLUSTER, UPSTREAM_CLUSTER_RAW, \
+BYTES_RECEIVED, BYTES_SENT, DURATION, REQUEST_DURATION, RESPONSE_DURATION, RESPONSE_TX_DURATION, \
+UPSTREAM_REQUEST_ATTEMPT_COUNT, GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER), GRPC_STATUS_NUMBER, \
+UPSTREAM_HOST, UPSTREAM_CLUSTER, UPSTREAM_CLUSTER_RAW, \
 UPSTREAM_LOCAL_ADDRESS, UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, ROUTE_NAME, REQUESTED_SERVER_NAME";
 
 /// One access log operator.
@@ -39,6 +41,18 @@ pub enum LogOp {
     BytesSent,
     /// `%DURATION%` (ms from the request's start to the response's end).
     Duration,
+    /// `%REQUEST_DURATION%` (ms from the start to the request's last byte).
+    RequestDuration,
+    /// `%RESPONSE_DURATION%` (ms from the start to the upstream's response head).
+    ResponseDuration,
+    /// `%RESPONSE_TX_DURATION%` (ms from the upstream's response head to the response's end).
+    ResponseTxDuration,
+    /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%`.
+    AttemptCount,
+    /// `%GRPC_STATUS(...)%` / `%GRPC_STATUS_NUMBER%`: a gRPC request's status, from the
+    /// response's trailers, else its headers, else its HTTP status (Envoy's
+    /// `Grpc::Common::getGrpcStatus`).
+    GrpcStatus(GrpcStatusFormat),
     /// `%UPSTREAM_HOST%`: the upstream host's address of the last attempt.
     UpstreamHost,
     /// `%UPSTREAM_CLUSTER%` / `%UPSTREAM_CLUSTER_RAW%`: the route's cluster (sluice has no
@@ -53,6 +67,17 @@ pub enum LogOp {
     RequestedServerName,
 }
 
+/// How `%GRPC_STATUS%` writes a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrpcStatusFormat {
+    /// `CAMEL_STRING` (the default): `OK`, `NotFound`, ... (a code without a name: the number).
+    Camel,
+    /// `SNAKE_STRING`: `OK`, `NOT_FOUND`, ...
+    Snake,
+    /// `NUMBER`.
+    Number,
+}
+
 impl LogOp {
     /// The operator `name` with its `(arg)` and `:N`; `None` when it is no access log operator.
     pub fn parse(
@@ -62,6 +87,26 @@ impl LogOp {
     ) -> Option<Result<Self, String>> {
         let op = match name {
             "RESP" => return Some(resp(arg, max_len)),
+            "GRPC_STATUS" => {
+                if max_len.is_some() {
+                    return Some(Err(
+                        "command operator %GRPC_STATUS% takes no length".to_string()
+                    ));
+                }
+                return Some(match arg {
+                    None | Some("CAMEL_STRING") => Ok(LogOp::GrpcStatus(GrpcStatusFormat::Camel)),
+                    Some("SNAKE_STRING") => Ok(LogOp::GrpcStatus(GrpcStatusFormat::Snake)),
+                    Some("NUMBER") => Ok(LogOp::GrpcStatus(GrpcStatusFormat::Number)),
+                    Some(other) => Err(format!(
+                        "command operator %GRPC_STATUS({other})%: the format is one of CAMEL_STRING, SNAKE_STRING, NUMBER"
+                    )),
+                });
+            }
+            "GRPC_STATUS_NUMBER" => LogOp::GrpcStatus(GrpcStatusFormat::Number),
+            "REQUEST_DURATION" => LogOp::RequestDuration,
+            "RESPONSE_DURATION" => LogOp::ResponseDuration,
+            "RESPONSE_TX_DURATION" => LogOp::ResponseTxDuration,
+            "UPSTREAM_REQUEST_ATTEMPT_COUNT" => LogOp::AttemptCount,
             "RESPONSE_FLAGS" => LogOp::ResponseFlags,
             "RESPONSE_CODE_DETAILS" => LogOp::ResponseCodeDetails,
             "CONNECTION_TERMINATION_DETAILS" => LogOp::ConnectionTerminationDetails,
@@ -89,7 +134,14 @@ impl LogOp {
     pub fn is_numeric(&self) -> bool {
         matches!(
             self,
-            LogOp::BytesReceived | LogOp::BytesSent | LogOp::Duration
+            LogOp::BytesReceived
+                | LogOp::BytesSent
+                | LogOp::Duration
+                | LogOp::RequestDuration
+                | LogOp::ResponseDuration
+                | LogOp::ResponseTxDuration
+                | LogOp::AttemptCount
+                | LogOp::GrpcStatus(GrpcStatusFormat::Number)
         )
     }
 
@@ -139,8 +191,29 @@ impl LogOp {
                 let _ = write!(out, "{}", e.bytes_tx);
                 true
             }
-            LogOp::Duration => {
-                let _ = write!(out, "{}", e.duration.as_millis());
+            LogOp::Duration => push_ms(Some(e.duration), out),
+            LogOp::RequestDuration => push_ms(e.request_duration, out),
+            LogOp::ResponseDuration => push_ms(e.response_duration, out),
+            LogOp::ResponseTxDuration => push_ms(
+                e.response_duration
+                    .map(|head| e.duration.saturating_sub(head)),
+                out,
+            ),
+            LogOp::AttemptCount => {
+                let _ = write!(out, "{}", e.attempts);
+                true
+            }
+            LogOp::GrpcStatus(f) => {
+                if !e.grpc_request {
+                    return false;
+                }
+                // No response at all: no status to infer.
+                let code = match (e.grpc_status, e.status) {
+                    (Some(c), _) => c,
+                    (None, 0) => return false,
+                    (None, http) => crate::http::local_reply::grpc_status_of(http),
+                };
+                push_grpc_status(code, *f, out);
                 true
             }
             LogOp::UpstreamHost => push_addr(out, e.upstream_host, true),
@@ -164,6 +237,50 @@ fn resp(arg: Option<&str>, max_len: Option<usize>) -> Result<LogOp, String> {
         None => (header(arg)?, None),
     };
     Ok(LogOp::Resp { name, alt, max_len })
+}
+
+/// A duration in whole ms (Envoy truncates); false when there is none.
+fn push_ms(d: Option<std::time::Duration>, out: &mut String) -> bool {
+    match d {
+        Some(d) => {
+            let _ = write!(out, "{}", d.as_millis());
+            true
+        }
+        None => false,
+    }
+}
+
+/// gRPC's status names: Envoy's `grpcStatusToString` (camel) and absl's `StatusCodeToString`
+/// (snake), by code.
+const GRPC_NAMES: [(&str, &str); 17] = [
+    ("OK", "OK"),
+    ("Canceled", "CANCELLED"),
+    ("Unknown", "UNKNOWN"),
+    ("InvalidArgument", "INVALID_ARGUMENT"),
+    ("DeadlineExceeded", "DEADLINE_EXCEEDED"),
+    ("NotFound", "NOT_FOUND"),
+    ("AlreadyExists", "ALREADY_EXISTS"),
+    ("PermissionDenied", "PERMISSION_DENIED"),
+    ("ResourceExhausted", "RESOURCE_EXHAUSTED"),
+    ("FailedPrecondition", "FAILED_PRECONDITION"),
+    ("Aborted", "ABORTED"),
+    ("OutOfRange", "OUT_OF_RANGE"),
+    ("Unimplemented", "UNIMPLEMENTED"),
+    ("Internal", "INTERNAL"),
+    ("Unavailable", "UNAVAILABLE"),
+    ("DataLoss", "DATA_LOSS"),
+    ("Unauthenticated", "UNAUTHENTICATED"),
+];
+
+fn push_grpc_status(code: u32, f: GrpcStatusFormat, out: &mut String) {
+    let named = usize::try_from(code).ok().and_then(|i| GRPC_NAMES.get(i));
+    match (f, named) {
+        (GrpcStatusFormat::Camel, Some((camel, _))) => out.push_str(camel),
+        (GrpcStatusFormat::Snake, Some((_, snake))) => out.push_str(snake),
+        _ => {
+            let _ = write!(out, "{code}");
+        }
+    }
 }
 
 fn push_opt(v: Option<&str>, out: &mut String) -> bool {

@@ -77,6 +77,7 @@ impl Attempts<'_> {
                 .local
                 .as_ref()
                 .and_then(|m| *m.lock().unwrap_or_else(|p| p.into_inner())),
+            attempts,
             redirect: None,
         };
         if self.plan.attempt_count.1 {
@@ -207,6 +208,7 @@ impl Attempts<'_> {
                     upstream_host: Some(fin.host.addr),
                     upstream_ms: Some(fin.upstream_ms),
                     upstream_local,
+                    attempts: fin.attempts,
                     redirect,
                 }
             }
@@ -238,6 +240,7 @@ impl Attempts<'_> {
                     o.resp.extensions_mut().insert(d);
                 }
                 o.upstream_host = Some(fin.host.addr);
+                o.attempts = fin.attempts;
                 o
             }
         }
@@ -302,9 +305,11 @@ fn body_per_try_idle(plan: &Plan) -> Option<Duration> {
         .filter(|_| !plan.hedge)
 }
 
-/// The outcome of a request [`classify`] ended with `flag` on an attempt to `host`.
-pub(super) fn ended(flag: Flag, host: SocketAddr) -> Outcome {
+/// The outcome of a request [`classify`] ended with `flag` on an attempt to `host`, after
+/// `attempts` attempts.
+pub(super) fn ended(flag: Flag, host: SocketAddr, attempts: u32) -> Outcome {
     let mut o = Outcome::local(flag);
+    o.attempts = attempts;
     if flag == Flag::DownstreamProtocolError {
         o.upstream_host = Some(host);
     }

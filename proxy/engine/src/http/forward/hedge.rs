@@ -206,7 +206,7 @@ pub(super) async fn race(
                 let (retried, host) = (slot.retried, slot.host.clone());
                 let (outcome, host_result) = match classify(cluster, &result) {
                     Ok(c) => c,
-                    Err(flag) => return ended(flag, host.addr),
+                    Err(flag) => return ended(flag, host.addr, slots.len() as u32),
                 };
                 cluster.record_outcome(&host, host_result);
                 if race.pending.is_none() {
