@@ -528,3 +528,67 @@ static_resources:
 {clusters}"#
     )
 }
+
+/// `additional_addresses`: the listener takes connections on each of its addresses, as Envoy's
+/// (istiod's dual-stack listeners put `::` beside `0.0.0.0`: the IPv6 socket is IPv6 only, so
+/// both bind), and `/listeners` shows them as Envoy does (a line per address; JSON
+/// `additional_local_addresses`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_additional_addresses_each_take_connections() {
+    let (echo, _t) = banner_server(b"hi\r\n").await;
+    let (admin, port) = (free_port(), free_port());
+    let v4_only = tcp_proxy_bootstrap(
+        admin,
+        port,
+        "stat_prefix: dual
+          cluster: echo",
+        &static_cluster("echo", &[echo.port()], ""),
+    )
+    .replace(
+        &format!("address: 127.0.0.1, port_value: {port} }}"),
+        &format!("address: 0.0.0.0, port_value: {port} }}"),
+    );
+    let dual = v4_only.replace(
+        &format!("      socket_address: {{ address: 0.0.0.0, port_value: {port} }}\n"),
+        &format!(
+            "      socket_address: {{ address: 0.0.0.0, port_value: {port} }}\n    \
+             additional_addresses:\n    \
+             - address: {{ socket_address: {{ address: \"::\", port_value: {port} }} }}\n"
+        ),
+    );
+    assert!(dual.contains("additional_addresses"), "{dual}");
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let banner = |entry: String| async move {
+        let mut s = TcpStream::connect(&entry).await?;
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await??;
+        Ok::<_, Box<dyn std::error::Error>>(buf[..n].to_vec())
+    };
+    // SIGHUP only: a rejected reload is not retried behind the test's back.
+    let proxy = ProxyProcess::start_with(
+        sluice_tests::upstream::harness::TempDir::new("dual"),
+        &v4_only,
+        admin,
+        0,
+    );
+    assert_eq!(banner(v4.clone()).await.unwrap(), b"hi\r\n");
+    assert!(banner(v6.clone()).await.is_err(), "no IPv6 address yet");
+    // Adding the IPv6 address re-binds the listener: its IPv4 socket is taken over, not
+    // bound anew (that would fail: the old one is still open).
+    std::fs::write(&proxy.config, &dual).unwrap();
+    proxy.reload().await;
+    assert!(!proxy.log().contains("config rejected"), "{}", proxy.log());
+    for entry in [v4, v6] {
+        assert_eq!(banner(entry.clone()).await.unwrap(), b"hi\r\n", "{entry}");
+    }
+    assert_eq!(
+        proxy.admin_get("/listeners"),
+        format!("tcp::0.0.0.0:{port}\ntcp::[::]:{port}\n")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&proxy.admin_get("/listeners?format=json")).unwrap();
+    assert_eq!(
+        json["listener_statuses"][0]["additional_local_addresses"],
+        serde_json::json!([{"socket_address": {"address": "::", "port_value": port}}])
+    );
+}

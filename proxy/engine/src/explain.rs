@@ -556,18 +556,21 @@ fn choose_listener<'b>(
     let takes = |a: &SocketAddr| {
         a.port() == req.port && (a.ip().is_unspecified() || ip.is_none_or(|ip| ip == a.ip()))
     };
-    if let Some(l) = boot.listeners.iter().find(|l| takes(&l.address)) {
+    let taken = boot
+        .listeners
+        .iter()
+        .find_map(|l| l.addresses().find(|a| takes(a)).map(|a| (l, a)));
+    if let Some((l, address)) = taken {
         let why = if l.bind_to_port {
-            format!("its address {} takes port {}", l.address, req.port)
+            format!("its address {address} takes port {}", req.port)
         } else {
             match boot.listeners.iter().find(|o| o.use_original_dst) {
                 Some(o) => format!(
-                    "bind_to_port false: {} (use_original_dst) hands it the captured connection whose original destination is {}",
-                    o.name, l.address
+                    "bind_to_port false: {} (use_original_dst) hands it the captured connection whose original destination is {address}",
+                    o.name
                 ),
                 None => format!(
-                    "bind_to_port false and no use_original_dst listener: nothing hands it connections in this config (explained as if one did); address {}",
-                    l.address
+                    "bind_to_port false and no use_original_dst listener: nothing hands it connections in this config (explained as if one did); address {address}"
                 ),
             }
         };

@@ -254,10 +254,14 @@ pub struct ListenerSlot {
 }
 
 struct Bound {
-    addr: SocketAddr,
+    /// The listener's `address`, then its `additional_addresses`.
+    addrs: Vec<SocketAddr>,
     slot: Arc<ListenerSlot>,
-    /// The accept loop; None for `bind_to_port: false` listeners (hand-off targets only).
-    task: Option<JoinHandle<()>>,
+    /// The accept loops, one per address; none for `bind_to_port: false` listeners (hand-off
+    /// targets only).
+    tasks: Vec<JoinHandle<()>>,
+    /// The bound sockets by address (those of `tasks`).
+    sockets: Vec<(SocketAddr, Arc<tokio::net::TcpListener>)>,
 }
 
 /// The running proxy.
@@ -427,11 +431,15 @@ impl Server {
     /// end and their sockets close; open connections run to their end. Returns how many
     /// listeners stopped.
     pub fn stop_accepting(&self, names: &[String]) -> usize {
-        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
-        for (name, b) in bound.iter() {
-            if let Some(t) = b.task.as_ref().filter(|_| names.contains(name)) {
-                t.abort();
+        for (name, b) in bound.iter_mut() {
+            if names.contains(name) && !b.tasks.is_empty() {
+                for t in &b.tasks {
+                    t.abort();
+                }
+                // The sockets close once the aborted loops let go of them too.
+                b.sockets.clear();
                 n += 1;
             }
         }
@@ -443,11 +451,13 @@ impl Server {
         let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
         bound
             .values()
-            .find(|b| b.addr == addr)
+            .find(|b| b.addrs.contains(&addr))
             .or_else(|| {
-                bound
-                    .values()
-                    .find(|b| b.addr.ip().is_unspecified() && b.addr.port() == addr.port())
+                bound.values().find(|b| {
+                    b.addrs
+                        .iter()
+                        .any(|a| a.ip().is_unspecified() && a.port() == addr.port())
+                })
             })
             .map(|b| b.slot.clone())
     }
@@ -457,57 +467,94 @@ impl Server {
     }
 
     /// Binds new listeners, drops removed ones, and points existing ones at the current version.
-    /// A listener whose address changed is re-bound. A dropped listener (removed or re-bound)
-    /// drains its open connections (module `drain`); one updated in place keeps them, and they
-    /// pick up the new version per request.
+    /// A listener whose addresses changed is re-bound; an address it keeps (or one a removed
+    /// listener had) hands its socket over instead of being bound anew, so no connection is
+    /// refused in between. All or nothing: when a new address cannot be bound, nothing changes.
+    /// A dropped listener (removed or re-bound) drains its open connections (module `drain`);
+    /// one updated in place keeps them, and they pick up the new version per request.
     async fn reconcile_listeners(self: &Arc<Self>) -> Result<(), ServerError> {
         let rt = self.runtime();
-        let mut to_bind = Vec::new();
-        {
-            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
-            bound.retain(|name, b| {
-                let keep = rt
-                    .listeners
-                    .get(name)
-                    .is_some_and(|l| l.cfg.address == b.addr && self.binds(l) == b.task.is_some());
-                if !keep {
-                    if let Some(t) = &b.task {
-                        t.abort();
-                    }
-                    b.slot.drain.start(self.drain_time);
-                    tracing::info!(listener = %name, addr = %b.addr, drain_s = self.drain_time.as_secs(), "listener removed; draining its connections");
-                }
-                keep
-            });
-            for (name, l) in &rt.listeners {
-                match bound.get(name) {
-                    Some(b) => b.slot.rt.store(l.clone()),
-                    None => to_bind.push((name.clone(), l.clone())),
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = |name: &String, b: &Bound| {
+            rt.listeners.get(name).is_some_and(|l| {
+                l.cfg.addresses().eq(b.addrs.iter().copied()) && self.binds(l) != b.tasks.is_empty()
+            })
+        };
+        let gone: Vec<String> = bound
+            .iter()
+            .filter(|(name, b)| !kept(name, b))
+            .map(|(name, _)| name.clone())
+            .collect();
+        // The sockets the listeners that go would close, by address.
+        let handed: HashMap<SocketAddr, Arc<tokio::net::TcpListener>> = gone
+            .iter()
+            .flat_map(|n| bound[n].sockets.iter().cloned())
+            .collect();
+        // Every socket the new listeners need, before anything changes.
+        let mut starting = Vec::new();
+        for (name, l) in &rt.listeners {
+            if bound.contains_key(name) && !gone.contains(name) {
+                continue;
+            }
+            let mut sockets = Vec::new();
+            if self.binds(l) {
+                for addr in l.cfg.addresses() {
+                    let tcp = match handed.get(&addr) {
+                        Some(tcp) => tcp.clone(),
+                        None => {
+                            Arc::new(listener::bind(addr).map_err(|source| ServerError::Bind {
+                                listener: name.clone(),
+                                addr,
+                                source,
+                            })?)
+                        }
+                    };
+                    sockets.push((addr, tcp));
                 }
             }
+            starting.push((name.clone(), l.clone(), sockets));
         }
-        for (name, l) in to_bind {
-            let addr = l.cfg.address;
-            let tcp = if self.binds(&l) {
-                Some(listener::bind(addr).map_err(|source| ServerError::Bind {
-                    listener: name.clone(),
-                    addr,
-                    source,
-                })?)
-            } else {
-                None
+        for name in &gone {
+            let Some(b) = bound.remove(name) else {
+                continue;
             };
+            for t in &b.tasks {
+                t.abort();
+            }
+            b.slot.drain.start(self.drain_time);
+            tracing::info!(listener = %name, addrs = ?b.addrs, drain_s = self.drain_time.as_secs(), "listener removed; draining its connections");
+        }
+        for (name, b) in bound.iter() {
+            if let Some(l) = rt.listeners.get(name) {
+                b.slot.rt.store(l.clone());
+            }
+        }
+        for (name, l, sockets) in starting {
+            let addrs: Vec<SocketAddr> = l.cfg.addresses().collect();
             let slot = Arc::new(ListenerSlot {
                 rt: ArcSwap::new(l),
                 drain: drain::ListenerDrain::default(),
             });
-            let task =
-                tcp.map(|tcp| tokio::spawn(listener::accept_loop(self.clone(), slot.clone(), tcp)));
-            tracing::info!(listener = %name, %addr, bound = task.is_some(), "listener started");
-            self.bound
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name, Bound { addr, slot, task });
+            let tasks: Vec<_> = sockets
+                .iter()
+                .map(|(_, tcp)| {
+                    tokio::spawn(listener::accept_loop(
+                        self.clone(),
+                        slot.clone(),
+                        tcp.clone(),
+                    ))
+                })
+                .collect();
+            tracing::info!(listener = %name, addrs = ?addrs, bound = !tasks.is_empty(), "listener started");
+            bound.insert(
+                name,
+                Bound {
+                    addrs,
+                    slot,
+                    tasks,
+                    sockets,
+                },
+            );
         }
         Ok(())
     }

@@ -10,8 +10,11 @@ use crate::server::Runtime;
 /// Envoy's text format.
 pub fn text(rt: &Runtime) -> String {
     let mut out = String::new();
+    // One line per address, as Envoy's.
     for l in &rt.bootstrap.listeners {
-        let _ = writeln!(out, "{}::{}", l.name, l.address);
+        for a in l.addresses() {
+            let _ = writeln!(out, "{}::{a}", l.name);
+        }
     }
     out
 }
@@ -23,14 +26,24 @@ pub fn json(rt: &Runtime) -> Value {
         .listeners
         .iter()
         .map(|l| {
-            json!({
+            let mut status = json!({
                 "name": l.name.as_str(),
-                "local_address": {"socket_address": {
-                    "address": l.address.ip().to_string(),
-                    "port_value": l.address.port(),
-                }},
-            })
+                "local_address": socket_address(l.address),
+            });
+            if !l.additional_addresses.is_empty() {
+                status["additional_local_addresses"] = l
+                    .additional_addresses
+                    .iter()
+                    .map(|&a| socket_address(a))
+                    .collect();
+            }
+            status
         })
         .collect();
     json!({ "listener_statuses": statuses })
+}
+
+/// Envoy's `{"socket_address": {"address", "port_value"}}`.
+fn socket_address(a: std::net::SocketAddr) -> Value {
+    json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
 }

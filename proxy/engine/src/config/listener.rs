@@ -37,6 +37,9 @@ pub struct Listener {
     pub name: ListenerRef,
     /// `address.socket_address` (`address` must be an IP literal, `protocol` TCP).
     pub address: SocketAddr,
+    /// `additional_addresses[].address`: more addresses bound to the same listener (istiod's
+    /// dual-stack `::` beside `0.0.0.0`), each distinct from the others and from `address`.
+    pub additional_addresses: Vec<SocketAddr>,
     /// `use_original_dst`: hand connections whose original destination (SO_ORIGINAL_DST)
     /// matches another listener to that listener (Envoy's deprecated v2 behaviour for 15001).
     pub use_original_dst: bool,
@@ -59,6 +62,11 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// `address`, then the `additional_addresses`.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.address).chain(self.additional_addresses.iter().copied())
+    }
+
     /// Envoy's filter chain choice for a connection with `facts` ([`chain_match::select`]
     /// over the chains' `filter_chain_match`, then `default_filter_chain`); `None` means Envoy
     /// closes the connection.

@@ -225,6 +225,9 @@ pub(crate) struct RawListener {
     pub metadata: Option<serde_json::Value>,
 
     pub address: Option<RawAddress>,
+    /// `additional_addresses[]` (istiod's dual-stack listeners: `::` beside `0.0.0.0`).
+    #[serde(default)]
+    pub additional_addresses: Vec<RawAdditionalAddress>,
     #[serde(default)]
     pub filter_chains: Vec<RawFilterChain>,
     #[serde(default)]
@@ -240,6 +243,14 @@ pub(crate) struct RawListener {
     pub continue_on_listener_filters_timeout: Option<bool>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
+}
+
+/// `config.listener.v3.AdditionalAddress`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdditionalAddress {
+    pub address: Option<RawAddress>,
+    pub socket_options: Option<Value>,
 }
 
 /// `listener_filters[]`.

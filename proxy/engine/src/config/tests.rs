@@ -433,6 +433,54 @@ fn dangling_cluster_references_are_rejected() {
 }
 
 #[test]
+fn additional_addresses_are_distinct_and_bound_once() {
+    let tcp = |name: &str, extra: &str| {
+        format!(
+            r#"  - name: {name}
+    address: {{ socket_address: {{ address: 0.0.0.0, port_value: 15001 }} }}
+{extra}    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: c
+"#
+        )
+    };
+    let v6 = "    additional_addresses:\n    - address: { socket_address: { address: \"::\", port_value: 15001 } }\n";
+    let boot = |listeners: &str| format!("static_resources:\n  listeners:\n{listeners}");
+    let b = from_yaml_str(&boot(&tcp("dual", v6))).unwrap();
+    let addrs: Vec<SocketAddr> = b.listeners[0].addresses().collect();
+    assert_eq!(
+        addrs,
+        [
+            "0.0.0.0:15001".parse().unwrap(),
+            "[::]:15001".parse().unwrap()
+        ]
+    );
+    let twice = "    additional_addresses:\n    - address: { socket_address: { address: 0.0.0.0, port_value: 15001 } }\n";
+    expect_err(
+        &boot(&tcp("dual", twice)),
+        "static_resources.listeners[0].additional_addresses[0].address",
+        "already an address of this listener",
+    );
+    // Another listener binding one of them.
+    let other = tcp("v6", "").replace("address: 0.0.0.0", "address: \"::\"");
+    expect_err(
+        &format!("{}{other}", boot(&tcp("dual", v6))),
+        "static_resources.listeners[1].address",
+        "address [::]:15001 is already used by listener \"dual\"",
+    );
+    let opts = "    additional_addresses:\n    - address: { socket_address: { address: \"::\", port_value: 15001 } }\n      socket_options: {}\n";
+    expect_err(
+        &boot(&tcp("dual", opts)),
+        "static_resources.listeners[0].additional_addresses[0].socket_options",
+        "not supported",
+    );
+}
+
+#[test]
 fn duplicate_domains_and_names_are_rejected() {
     let routes = r#"virtual_hosts:
 - { name: v0, domains: ["Foo.com", "*.foo.com"], routes: [] }

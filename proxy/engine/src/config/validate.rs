@@ -107,13 +107,22 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
             )));
         }
         if listener.bind_to_port {
-            if let Some(o) = listeners
-                .iter()
-                .find(|o| o.bind_to_port && o.address == listener.address)
-            {
-                return Err(p.field("address").err(format!(
-                    "address {} is already used by listener {:?}",
-                    listener.address,
+            for (k, addr) in listener.addresses().enumerate() {
+                let Some(o) = listeners
+                    .iter()
+                    .find(|o| o.bind_to_port && o.addresses().any(|a| a == addr))
+                else {
+                    continue;
+                };
+                let at = match k {
+                    0 => p.field("address"),
+                    k => p
+                        .field("additional_addresses")
+                        .index(k - 1)
+                        .field("address"),
+                };
+                return Err(at.err(format!(
+                    "address {addr} is already used by listener {:?}",
                     o.name.as_str()
                 )));
             }
@@ -210,6 +219,26 @@ fn listener(
         Some(a) => ip_socket_address(a, &p.field("address"))?,
         None => return Err(p.field("address").err("required")),
     };
+    let mut additional_addresses = Vec::with_capacity(raw.additional_addresses.len());
+    for (i, a) in raw.additional_addresses.iter().enumerate() {
+        let ap = p.field("additional_addresses").index(i);
+        if a.socket_options.is_some() {
+            return Err(ap
+                .field("socket_options")
+                .unsupported("no socket options are set on listener sockets here"));
+        }
+        let addr = match &a.address {
+            Some(x) => ip_socket_address(x, &ap.field("address"))?,
+            None => return Err(ap.field("address").err("required")),
+        };
+        // Envoy refuses a listener with the same address twice.
+        if addr == address || additional_addresses.contains(&addr) {
+            return Err(ap
+                .field("address")
+                .err(format!("{addr} is already an address of this listener")));
+        }
+        additional_addresses.push(addr);
+    }
     if let Some(td) = &raw.traffic_direction {
         if !matches!(td.as_str(), "UNSPECIFIED" | "INBOUND" | "OUTBOUND") {
             return Err(p
@@ -281,6 +310,7 @@ fn listener(
         access_log,
         name: ListenerRef::new(&name),
         address,
+        additional_addresses,
         use_original_dst: raw.use_original_dst.unwrap_or(false),
         bind_to_port: raw.bind_to_port.unwrap_or(true),
         traffic_direction: raw.traffic_direction.filter(|t| t != "UNSPECIFIED"),

@@ -71,20 +71,27 @@ pub enum ServeError {
     NoListener(String),
 }
 
-/// Binds a listener socket (SO_REUSEADDR) on `addr`.
+/// Binds a listener socket (SO_REUSEADDR) on `addr`. An IPv6 one is IPv6 only, as Envoy binds
+/// it (`ipv4_compat` false), so `::` and `0.0.0.0` of one port are two sockets (istiod's
+/// dual-stack listeners).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(BACKLOG)
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG as i32)?;
+    TcpListener::from_std(sock.into())
 }
 
-/// Accepts until the task is aborted (listener removed).
-pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: TcpListener) {
+/// Accepts until the task is aborted (listener removed). The socket is shared: a listener
+/// re-bound with this address takes it over (its queued connections included).
+pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: Arc<TcpListener>) {
     loop {
         match l.accept().await {
             Ok((stream, _)) => {
