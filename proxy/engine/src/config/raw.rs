@@ -228,6 +228,9 @@ pub(crate) struct RawListener {
     /// `additional_addresses[]` (istiod's dual-stack listeners: `::` beside `0.0.0.0`).
     #[serde(default)]
     pub additional_addresses: Vec<RawAdditionalAddress>,
+    /// `connection_balance_config`: `exact_balance` only (istiod's, when the proxy metadata
+    /// asks for it), a no-op here.
+    pub connection_balance_config: Option<RawConnectionBalanceConfig>,
     #[serde(default)]
     pub filter_chains: Vec<RawFilterChain>,
     #[serde(default)]
@@ -243,6 +246,14 @@ pub(crate) struct RawListener {
     pub continue_on_listener_filters_timeout: Option<bool>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
+}
+
+/// `Listener.ConnectionBalanceConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnectionBalanceConfig {
+    pub exact_balance: Option<Value>,
+    pub extend_balance: Option<Value>,
 }
 
 /// `config.listener.v3.AdditionalAddress`.

@@ -433,7 +433,7 @@ fn dangling_cluster_references_are_rejected() {
 }
 
 #[test]
-fn additional_addresses_are_distinct_and_bound_once() {
+fn additional_addresses_are_distinct_and_bound_once_and_exact_balance_is_a_no_op() {
     let tcp = |name: &str, extra: &str| {
         format!(
             r#"  - name: {name}
@@ -471,6 +471,17 @@ fn additional_addresses_are_distinct_and_bound_once() {
         &format!("{}{other}", boot(&tcp("dual", v6))),
         "static_resources.listeners[1].address",
         "address [::]:15001 is already used by listener \"dual\"",
+    );
+    // istiod's exact balance (proxy metadata OutboundListenerExactBalance) is a no-op.
+    let exact = "    connection_balance_config: { exact_balance: {} }\n";
+    from_yaml_str(&boot(&tcp("dual", exact))).expect("exact_balance accepted");
+    expect_err(
+        &boot(&tcp(
+            "dual",
+            "    connection_balance_config: { extend_balance: {} }\n",
+        )),
+        "static_resources.listeners[0].connection_balance_config.extend_balance",
+        "not supported",
     );
     let opts = "    additional_addresses:\n    - address: { socket_address: { address: \"::\", port_value: 15001 } }\n      socket_options: {}\n";
     expect_err(

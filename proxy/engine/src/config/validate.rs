@@ -219,6 +219,21 @@ fn listener(
         Some(a) => ip_socket_address(a, &p.field("address"))?,
         None => return Err(p.field("address").err("required")),
     };
+    // Envoy's exact balance spreads a listener's connections evenly over its worker threads,
+    // each with its own accept queue. Here no worker owns an accept queue: a connection becomes
+    // a task of a work-stealing runtime (the proxy, the sidecar), or goes to the node agent's
+    // workers round robin within its pod's placement, so it is balanced without asking.
+    if let Some(b) = &raw.connection_balance_config {
+        let bp = p.field("connection_balance_config");
+        if b.extend_balance.is_some() {
+            return Err(bp
+                .field("extend_balance")
+                .unsupported("balancer extensions are not implemented"));
+        }
+        if b.exact_balance.is_none() {
+            return Err(bp.err("exact_balance is required"));
+        }
+    }
     let mut additional_addresses = Vec::with_capacity(raw.additional_addresses.len());
     for (i, a) in raw.additional_addresses.iter().enumerate() {
         let ap = p.field("additional_addresses").index(i);
