@@ -598,6 +598,64 @@ fn refuse_before_routing(
     r2
 }
 
+/// The access log entry of a request refused before routing (`r`), as Envoy logs it: one its
+/// HTTP/1 codec refused has no request (`"- - HTTP/1.1"`, flag `DPE`), one refused after
+/// parsing its request line and headers (`path` as the connection manager had it).
+fn refused_entry<B>(
+    hcm: &Hcm,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    r: &preroute::Refused,
+    scheme: &'static str,
+    start_wall: std::time::SystemTime,
+) -> Entry {
+    let (details, codec) = r.details();
+    let mut e = Entry {
+        start: Some(start_wall),
+        protocol: "HTTP/1.1",
+        flags: "DPE",
+        scheme,
+        downstream_remote: Some(conn.peer),
+        downstream_local: Some(conn.orig_dst),
+        details: Some(ResponseDetails::Named(details)),
+        ..Entry::default()
+    };
+    if codec {
+        return e;
+    }
+    e.flags = match r {
+        preroute::Refused::Target(_) if details == "route_not_found" => Flag::NoRoute.as_str(),
+        _ => Flag::None.as_str(),
+    };
+    e.protocol = protocol_str(req.version());
+    e.method = req.method().as_str().to_string();
+    e.path = match r {
+        preroute::Refused::PathRedirect(p) => p.clone(),
+        // A CONNECT's authority-form target has no path.
+        _ if req.uri().path_and_query().is_none() => String::new(),
+        _ => req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+    };
+    e.authority = Authority::of(req).map(|a| a.as_str().to_string());
+    e.xff = header_str(req.headers(), "x-forwarded-for");
+    e.user_agent = header_str(req.headers(), header::USER_AGENT);
+    e.request_id = header_str(req.headers(), "x-request-id");
+    e.request_headers = hcm.log.headers_to_keep(req.headers());
+    e.downstream_remote =
+        Some(sanitize::RemoteAddress::of(&hcm.cfg, conn).resolve_addr(req.headers(), conn.peer));
+    e
+}
+
+/// `resp` with `e` completed (status, response headers) and logged when its body ends.
+fn log_refused(hcm: &Hcm, mut e: Entry, resp: Response<Body>, start: Instant) -> Response<Body> {
+    e.status = resp.status().as_u16();
+    e.response_headers = hcm.log.response_headers_to_keep(resp.headers());
+    resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start))
+}
+
 /// The HCM's `max_stream_duration` on a forwarded stream: a response not started by `deadline`
 /// becomes Envoy's 504 `downstream duration timeout` (DT); a body still streaming then is reset.
 async fn with_deadline(
@@ -681,6 +739,10 @@ pub async fn handle_with(
             conn.orig_dst.port(),
             start.elapsed(),
         );
+        if hcm.log.enabled() {
+            let e = refused_entry(&hcm, &conn, &req, &r, scheme, start_wall);
+            resp = log_refused(&hcm, e, resp, start);
+        }
         return (resp, Flag::None);
     }
     let continued = match expect_continue::on_request(hcm.cfg.proxy_100_continue, &mut req).await {
@@ -781,6 +843,15 @@ pub async fn handle_with(
             hcm.istio
                 .unknown()
                 .record(status, Flag::None, false, port, start.elapsed());
+            if let Some(mut e) = log_entry {
+                e.route_name = selection.route().and_then(|r| r.name.clone());
+                if let Selection::Forward(fwd) = &selection {
+                    e.cluster = hcm.resolve(fwd).map(|c| c.spec.name.clone());
+                }
+                e.flags = Flag::None.as_str();
+                e.details = Some(ResponseDetails::Named(r.details().0));
+                resp = log_refused(&hcm, e, resp, start);
+            }
             return (resp, Flag::None);
         }
         crate::route::observe::log_taken(&selection, view.random);

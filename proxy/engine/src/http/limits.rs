@@ -13,12 +13,14 @@
 
 use http::{HeaderMap, Request, Version};
 
-use super::target::{Refusal, BAD_REQUEST};
+use super::target::{Refusal, UNDERSCORE};
 use crate::config::{HeadLimits, UnderscoreAction};
 
 const TOO_LARGE: Refusal = Refusal {
     status: 431,
     body: "Request Header Fields Too Large",
+    details: "http1.headers_too_large",
+    codec: true,
 };
 
 /// hyper's HTTP/1 read buffer limit for `limits`: room above the configured head size, so a
@@ -42,7 +44,7 @@ pub(crate) fn check<B>(limits: &HeadLimits, req: &mut Request<B>) -> Result<(), 
     }
     match limits.underscores {
         UnderscoreAction::Allow => Ok(()),
-        UnderscoreAction::Reject if has_underscore(req.headers()) => Err(BAD_REQUEST),
+        UnderscoreAction::Reject if has_underscore(req.headers()) => Err(UNDERSCORE),
         UnderscoreAction::Reject => Ok(()),
         UnderscoreAction::Drop => {
             drop_underscored(req.headers_mut());
@@ -139,7 +141,7 @@ mod tests {
     fn underscores() {
         let mut r = req("/", &[("x_a", "1"), ("x-b", "2")]);
         let reject = limits(60, 100, UnderscoreAction::Reject);
-        assert_eq!(check(&reject, &mut r), Err(BAD_REQUEST));
+        assert_eq!(check(&reject, &mut r), Err(UNDERSCORE));
         let drop = limits(60, 100, UnderscoreAction::Drop);
         assert!(check(&drop, &mut r).is_ok());
         assert!(!r.headers().contains_key("x_a") && r.headers().contains_key("x-b"));

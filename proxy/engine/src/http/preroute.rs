@@ -38,6 +38,18 @@ pub(super) enum Refused {
 }
 
 impl Refused {
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for it, and whether its codec refused it (no request
+    /// in the log line, flag `DPE`).
+    pub(super) fn details(&self) -> (&'static str, bool) {
+        match self {
+            Refused::Http10 => ("low_version", true),
+            Refused::MissingHost => ("missing_host_header", false),
+            Refused::Target(r) => (r.details, r.codec),
+            Refused::Upgrade => ("upgrade_failed", false),
+            Refused::Path | Refused::PathRedirect(_) => ("path_normalization_failed", false),
+        }
+    }
+
     /// The status Envoy answers with.
     pub(super) fn status(&self) -> u16 {
         match self {

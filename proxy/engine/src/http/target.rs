@@ -13,24 +13,47 @@
 use http::{header, uri::Authority, HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
 /// Why a request is refused before routing: the status and body of Envoy's reply (the
-/// connection is closed after it).
+/// connection is closed after it) and what its access log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
     pub(crate) status: u16,
     pub(crate) body: &'static str,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`.
+    pub(crate) details: &'static str,
+    /// Envoy's HTTP/1 codec refuses it before the request exists: its log line has no
+    /// request (`"- - HTTP/1.1"`) and flag `DPE`.
+    pub(crate) codec: bool,
 }
 
+/// A request the codec cannot parse (an unknown method, an authority-form target).
 pub(crate) const BAD_REQUEST: Refusal = Refusal {
     status: 400,
     body: "Bad Request",
+    details: "http1.codec_error",
+    codec: true,
 };
+/// A header name with an underscore under `headers_with_underscores_action: REJECT_REQUEST`.
+pub(crate) const UNDERSCORE: Refusal = Refusal {
+    details: "http1.unexpected_underscore",
+    ..BAD_REQUEST
+};
+/// A CONNECT with an origin-form target.
+const INVALID_URL: Refusal = Refusal {
+    details: "http1.invalid_url",
+    ..BAD_REQUEST
+};
+/// QUERY without a body's content type: past the parser, refused by the connection manager.
 const EMPTY_BAD_REQUEST: Refusal = Refusal {
     status: 400,
     body: "",
+    details: "query_missing_content_type",
+    codec: false,
 };
 const CONNECT_NO_ROUTE: Refusal = Refusal {
     status: 404,
     body: "",
+    details: "route_not_found",
+    codec: false,
 };
 
 /// The methods Envoy 1.40's HTTP/1 codec (BalsaParser) accepts; any other is a 400. Observed
@@ -60,7 +83,7 @@ pub(crate) fn normalize<B>(req: &mut Request<B>) -> Result<(), Refusal> {
         return Err(if authority_form || req.version() == Version::HTTP_2 {
             CONNECT_NO_ROUTE
         } else {
-            BAD_REQUEST
+            INVALID_URL
         });
     }
     if req.version() == Version::HTTP_2 {
@@ -156,7 +179,7 @@ mod tests {
         let mut r = req("CONNECT", "one.example:443", &["one.example:443"]);
         assert_eq!(normalize(&mut r), Err(CONNECT_NO_ROUTE));
         let mut r = req("CONNECT", "/x", &["one.example"]);
-        assert_eq!(normalize(&mut r), Err(BAD_REQUEST));
+        assert_eq!(normalize(&mut r), Err(INVALID_URL));
         let mut r = req("GET", "one.example:443", &["one.example"]);
         assert_eq!(normalize(&mut r), Err(BAD_REQUEST));
     }

@@ -318,7 +318,8 @@ pub(crate) fn truncate(v: &str, n: usize) -> &str {
 
 fn req_header<'a>(ctx: &FormatContext<'a>, name: &str) -> Option<&'a str> {
     match name {
-        ":path" => return ctx.line.map(|l| l.path),
+        // A CONNECT to an authority has no path.
+        ":path" => return ctx.line.map(|l| l.path).filter(|p| !p.is_empty()),
         ":method" => return ctx.line.map(|l| l.method),
         ":scheme" => return ctx.line.map(|l| l.scheme),
         ":authority" => {
