@@ -65,6 +65,25 @@ pub fn direct_response_config(port: u16, hcm_options: &str) -> String {
 /// (YAML at the HCM's indentation), the HTTP filters `filters` (flow-style list items, each
 /// followed by `, `) before the router, and one route `/` with `action` (flow style).
 pub fn hcm_config(port: u16, hcm_options: &str, filters: &str, action: &str) -> String {
+    let routes = format!(
+        r#"route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, {action}}}]}}]}}"#
+    );
+    hcm_bootstrap(
+        port,
+        &format!("{hcm_options}\n          {routes}"),
+        filters,
+        "",
+    )
+}
+
+/// [`hcm_config`] with the HCM's other fields given whole (`hcm_fields`: YAML at the HCM's
+/// indentation, its `route_config` included) and `clusters` (YAML list items at the
+/// `clusters:` indentation, or empty).
+pub fn hcm_bootstrap(port: u16, hcm_fields: &str, filters: &str, clusters: &str) -> String {
+    let clusters = match clusters {
+        "" => String::new(),
+        c => format!("  clusters:\n{c}"),
+    };
     format!(
         r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: ADMIN_PORT}}}}}}
 static_resources:
@@ -77,10 +96,9 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: s
-          {hcm_options}
           http_filters: [{filters}{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-          route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, {action}}}]}}]}}
-"#
+          {hcm_fields}
+{clusters}"#
     )
 }
 

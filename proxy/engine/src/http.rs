@@ -103,6 +103,13 @@ enum RouteClusters {
     Weighted(Vec<Option<Arc<Cluster>>>),
 }
 
+/// A route's runtime: its clusters and its `stat_prefix` counters.
+#[derive(Debug)]
+struct RouteRt {
+    clusters: RouteClusters,
+    stats: Option<Arc<crate::server::stats::RouteStats>>,
+}
+
 /// An HTTP connection manager with its routes resolved to running clusters.
 #[derive(Debug)]
 pub struct Hcm {
@@ -111,8 +118,8 @@ pub struct Hcm {
     /// `http.<stat_prefix>` counters.
     pub stats: Arc<HttpStats>,
     log: AccessLogger,
-    /// `[vhost][route]` -> clusters.
-    routes: Vec<Vec<RouteClusters>>,
+    /// `[vhost][route]` -> clusters and counters.
+    routes: Vec<Vec<RouteRt>>,
     /// All clusters by name (cluster_header routes only).
     by_name: HashMap<String, Arc<Cluster>>,
     /// Istio's request series of the config version's clusters (for this HCM's reporter).
@@ -151,21 +158,24 @@ impl Hcm {
             .map(|vh| {
                 vh.routes
                     .iter()
-                    .map(|r| match &r.action {
-                        RouteAction::Forward(f) => match &f.cluster {
-                            ClusterSpecifier::Cluster(c) => clusters
-                                .get(c.as_str())
-                                .map(|c| RouteClusters::Single(c.clone()))
-                                .unwrap_or(RouteClusters::None),
-                            ClusterSpecifier::Weighted(w) => RouteClusters::Weighted(
-                                w.clusters
-                                    .iter()
-                                    .map(|wc| clusters.get(wc.name.as_str()).cloned())
-                                    .collect(),
-                            ),
-                            ClusterSpecifier::Header(_) => RouteClusters::None,
+                    .map(|r| RouteRt {
+                        stats: r.stat_prefix.as_ref().map(|p| stats.route(&vh.name, p)),
+                        clusters: match &r.action {
+                            RouteAction::Forward(f) => match &f.cluster {
+                                ClusterSpecifier::Cluster(c) => clusters
+                                    .get(c.as_str())
+                                    .map(|c| RouteClusters::Single(c.clone()))
+                                    .unwrap_or(RouteClusters::None),
+                                ClusterSpecifier::Weighted(w) => RouteClusters::Weighted(
+                                    w.clusters
+                                        .iter()
+                                        .map(|wc| clusters.get(wc.name.as_str()).cloned())
+                                        .collect(),
+                                ),
+                                ClusterSpecifier::Header(_) => RouteClusters::None,
+                            },
+                            _ => RouteClusters::None,
                         },
-                        _ => RouteClusters::None,
                     })
                     .collect()
             })
@@ -183,12 +193,24 @@ impl Hcm {
         }
     }
 
+    /// The `stat_prefix` counters of the route `fwd` took, when it has one.
+    fn route_stats(
+        &self,
+        fwd: &crate::route::Forward<'_>,
+    ) -> Option<&Arc<crate::server::stats::RouteStats>> {
+        self.routes
+            .get(fwd.route_ref.vhost as usize)?
+            .get(fwd.route_ref.route as usize)?
+            .stats
+            .as_ref()
+    }
+
     fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {
         let rc = self
             .routes
             .get(fwd.route_ref.vhost as usize)?
             .get(fwd.route_ref.route as usize)?;
-        match (fwd.cluster, rc) {
+        match (fwd.cluster, &rc.clusters) {
             (SelectedCluster::Named(_), RouteClusters::Single(c)) => Some(c.clone()),
             (SelectedCluster::Named(name), RouteClusters::Weighted(cs)) => {
                 if let crate::route::ClusterSpecifier::Weighted(w) = &fwd.action.cluster {
@@ -802,6 +824,8 @@ pub async fn handle_with(
 
     let method = req.method().clone();
     let mut series = hcm.istio.unknown();
+    // The `stat_prefix` counters of the route taken, when it has one.
+    let mut route_stats = None;
     // A local reply leaves a request body unread: Envoy then closes the connection (an
     // upgrade request's too: its codec never sees the request end).
     let body_pending = !req.body().is_end_stream();
@@ -855,6 +879,9 @@ pub async fn handle_with(
             return (resp, Flag::None);
         }
         crate::route::observe::log_taken(&selection, view.random);
+        if let Selection::Forward(fwd) = &selection {
+            route_stats = hcm.route_stats(fwd).cloned();
+        }
         if let Some(e) = log_entry.as_mut() {
             e.route_name = selection.route().and_then(|r| r.name.clone());
             if let Selection::Forward(fwd) = &selection {
@@ -954,6 +981,7 @@ pub async fn handle_with(
                     series = hcm.istio.of(&cluster.spec.name);
                     let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
                     plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
+                    plan.route_stats = hcm.route_stats(&fwd).cloned();
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {
@@ -1032,6 +1060,10 @@ pub async fn handle_with(
         },
         decoded,
     ) = outcome;
+    // The router's answer to a request it sent upstream, before any local reply mapping.
+    if let Some(rs) = route_stats.as_ref().filter(|_| attempts > 0) {
+        rs.answered(resp.status().as_u16());
+    }
     if let Some(l) = &hcm.cfg.local_reply {
         let req = local_reply_map::Answered {
             method: method.as_str(),

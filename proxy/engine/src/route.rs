@@ -162,6 +162,9 @@ pub struct Route {
     pub decorator: Option<Decorator>,
     /// `tracing`: replaces the HCM's sampling rates for this route (each unset one is 100%).
     pub tracing: Option<crate::config::Sampling>,
+    /// `stat_prefix` (empty: none): Envoy's per-route counters under
+    /// `vhost.<virtual host>.route.<stat_prefix>.`.
+    pub stat_prefix: Option<String>,
 }
 
 /// `decorator` (config.route.v3.Decorator).

@@ -105,6 +105,8 @@ pub(crate) struct RawRoute {
     pub decorator: Option<RawDecorator>,
     /// `tracing`: the route's sampling rates (config/tracing.rs).
     pub tracing: Option<super::tracing::RawRouteTracing>,
+    /// `stat_prefix` (Istio's VirtualService `statPrefix`): the route's own counters.
+    pub stat_prefix: Option<String>,
 }
 
 /// `Decorator`: the span name of a request and, with `propagate` (default true), the

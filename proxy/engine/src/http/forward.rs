@@ -129,6 +129,8 @@ pub(crate) struct Plan {
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
     pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
+    /// The route's `stat_prefix` counters, when it has one.
+    pub(crate) route_stats: Option<Arc<crate::server::stats::RouteStats>>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -232,6 +234,16 @@ impl Plan {
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
             body_bytes: None,
+            route_stats: None,
+        }
+    }
+}
+
+impl Plan {
+    /// Counts on the route's `stat_prefix` counters, when it has them.
+    pub(crate) fn count_route(&self, f: impl FnOnce(&crate::server::stats::RouteStats)) {
+        if let Some(r) = &self.route_stats {
+            f(r);
         }
     }
 }
@@ -538,12 +550,19 @@ pub(crate) async fn run(
             timed_out = matches!(outcome, Try::PerTryTimeout);
             drop(retrying.take());
             cluster.record_outcome(&host, host_result);
-            let retry = plan.retry.as_ref().filter(|p| {
+            let retriable = plan.retry.as_ref().filter(|p| {
                 plan.retry_allowed
-                    && retries_done < p.num_retries
                     && body.replayable()
                     && retry::should_retry(p, outcome, result.as_ref().ok().map(|r| r.headers()))
             });
+            let retry = retriable.filter(|p| retries_done < p.num_retries);
+            // Envoy's per-route counters: a retriable answer past `num_retries`, and a retried
+            // request ending with an answer that is not retried.
+            match (retriable.is_some(), retry.is_some()) {
+                (true, false) => plan.count_route(|r| r.retry_limit_exceeded.inc()),
+                (false, _) if retries_done > 0 => plan.count_route(|r| r.retry_success.inc()),
+                _ => {}
+            }
             if let Some(policy) = retry {
                 if let Some(slot) = resources.retry() {
                     let wait = retry::backoff_after(
@@ -559,9 +578,11 @@ pub(crate) async fn run(
                     retrying = Some(slot);
                     retries_done += 1;
                     cluster.stats.upstream_rq_retry.inc();
+                    plan.count_route(|r| r.retry.inc());
                     continue;
                 }
                 cluster.stats.upstream_rq_retry_overflow.inc();
+                plan.count_route(|r| r.retry_overflow.inc());
                 overflowed = true;
             }
             let fin = Final {
@@ -684,6 +705,7 @@ async fn attempt(
     let _active = Gauge(&host.active_rq);
     host.rq_total.fetch_add(1, Ordering::Relaxed);
     cluster.stats.upstream_rq_total.inc();
+    ctx.plan.count_route(|r| r.total.inc());
     // The pool sends it once more on a fresh connection when a reused one turns out closed;
     // a request that already went out is replayed only when safe to repeat.
     let replay = || {

@@ -447,6 +447,7 @@ fn route(
         per_filter,
         decorator,
         tracing,
+        stat_prefix: raw.stat_prefix.filter(|s| !s.is_empty()),
     })
 }
 

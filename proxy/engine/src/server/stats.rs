@@ -1,6 +1,9 @@
 //! Counters with Envoy's names, kept across config reloads (looked up by name at build time only).
 
 mod prometheus;
+mod route;
+
+pub use route::RouteStats;
 
 use std::{
     collections::BTreeMap,
@@ -179,6 +182,8 @@ pub struct StatsStore {
     /// filter).
     named: Mutex<BTreeMap<String, DynCounter>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    /// Routes' `stat_prefix` counters by (virtual host, stat prefix).
+    routes: Mutex<BTreeMap<(String, String), Arc<RouteStats>>>,
     /// Each cluster name's gauges, one per built cluster of that name, oldest first: the
     /// newest still alive is shown (a cluster built for a config that was then rejected dies
     /// and the running one shows again).
@@ -268,6 +273,14 @@ impl StatsStore {
             }
         }
     }
+    /// The counters of routes with `stat_prefix` `prefix` in virtual host `vhost` (created on
+    /// first use).
+    pub fn route(&self, vhost: &str, prefix: &str) -> Arc<RouteStats> {
+        let mut m = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((vhost.to_string(), prefix.to_string()))
+            .or_default()
+            .clone()
+    }
     /// The stats of tcp_proxy `stat_prefix`.
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         let mut m = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,6 +320,9 @@ impl StatsStore {
         for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             f.add("tcp", "envoy_tcp_prefix", n, &scope(&|m| s.render("", m)));
         }
+        for ((vhost, route), s) in self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            f.add_route(vhost, route, &scope(&|m| s.render("", m)));
+        }
         f.add_server(&scope(&|m| self.server.render("", m)));
         f.add_named(&scope(&|m| self.render_named(m)));
         f.text()
@@ -331,6 +347,9 @@ impl StatsStore {
         }
         for (n, s) in self.tcp.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             s.render(&format!("tcp.{n}"), &mut all);
+        }
+        for ((vhost, route), s) in self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            s.render(&format!("vhost.{vhost}.route.{route}"), &mut all);
         }
         self.server.render("server", &mut all);
         self.render_named(&mut all);

@@ -68,6 +68,7 @@ impl Attempts<'_> {
         for _ in 0..running {
             self.cluster.stats.upstream_rq_timeout.inc();
         }
+        self.plan.count_route(|r| r.timeout.inc());
         let mut o = Outcome {
             resp: flag_reply(self.plan, Flag::Timeout),
             flag: Flag::Timeout,

@@ -117,16 +117,19 @@ impl<'a> Race<'a, '_> {
         };
         if self.retries_left == 0 {
             self.limit_exceeded = true;
+            self.ctx.plan.count_route(|r| r.retry_limit_exceeded.inc());
             return false;
         }
         self.retries_left -= 1;
         let cluster: &'a Cluster = self.ctx.cluster;
         let Some(slot) = cluster.resources[self.ctx.plan.priority].retry() else {
             cluster.stats.upstream_rq_retry_overflow.inc();
+            self.ctx.plan.count_route(|r| r.retry_overflow.inc());
             self.overflowed = true;
             return false;
         };
         cluster.stats.upstream_rq_retry.inc();
+        self.ctx.plan.count_route(|r| r.retry.inc());
         let wait = retry::backoff_after(policy, self.scheduled, headers);
         self.scheduled += 1;
         // A retry scheduled while another waits replaces it (Envoy's `resetRetry`).

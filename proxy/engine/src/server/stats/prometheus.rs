@@ -90,6 +90,38 @@ impl Families {
         }
     }
 
+    /// Adds a route's `stat_prefix` counters (`stats`: `.stat` -> value) as Envoy's tag
+    /// extraction names them: `envoy_vhost_route_<stat>{envoy_virtual_host, envoy_route}`, a code
+    /// as `envoy_vhost_route_upstream_rq{envoy_response_code}`, a class as `..._rq_xx`.
+    pub(super) fn add_route(&mut self, vhost: &str, route: &str, stats: &BTreeMap<String, u64>) {
+        let tags = format!(
+            "envoy_virtual_host=\"{}\",envoy_route=\"{}\"",
+            escape(vhost),
+            escape(route)
+        );
+        for (stat, v) in stats {
+            let stat = stat.trim_start_matches('.');
+            let code = stat
+                .strip_prefix("upstream_rq_")
+                .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()));
+            let (family, labels) = match (code, class(stat)) {
+                (Some(code), _) => (
+                    "upstream_rq".to_string(),
+                    format!("envoy_response_code=\"{code}\",{tags}"),
+                ),
+                (None, Some((p, d))) => (
+                    format!("{p}xx"),
+                    format!("envoy_response_code_class=\"{d}\",{tags}"),
+                ),
+                (None, None) => (stat.to_string(), tags.clone()),
+            };
+            self.0
+                .entry(format!("envoy_vhost_route_{}", sanitize(&family)))
+                .or_default()
+                .push((format!("{{{labels}}}"), *v));
+        }
+    }
+
     /// Adds sluice's own `server.*` counters.
     pub(super) fn add_server(&mut self, stats: &BTreeMap<String, u64>) {
         for (stat, v) in stats {
