@@ -66,6 +66,8 @@ struct Session {
     transport: Option<Box<str>>,
     /// Closed at `max_downstream_connection_duration` while copying (flag `DT`).
     duration_reached: bool,
+    /// A connect attempt failed before one succeeded (Envoy keeps its flag `UF`).
+    connect_failed: bool,
     rx: u64,
     tx: u64,
 }
@@ -162,6 +164,7 @@ impl TcpProxy {
     ) -> Entry {
         let flags = match err {
             None if s.duration_reached => Flag::DurationTimeout.as_str(),
+            None if s.connect_failed => Flag::ConnectFailure.as_str(),
             None => Flag::None.as_str(),
             Some(TcpProxyError::DurationReached) => Flag::DurationTimeout.as_str(),
             Some(TcpProxyError::NoCluster(_)) => Flag::NoCluster.as_str(),
@@ -212,37 +215,48 @@ impl TcpProxy {
                 .then(|| crate::upstream::lb::hash_bytes(from.peer.ip().to_string().as_bytes())),
             orig_dst: Some(from.local),
         };
-        let Some(host) = cluster.choose_host(&ctx) else {
-            cluster.stats.upstream_cx_none_healthy.inc();
-            return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
-        };
-        session.host = Some(host.addr);
-        let connect = tokio::time::timeout(
-            cluster.spec.connect_timeout,
-            cluster.connector.connect(host.addr),
-        );
-        let Some(connected) = by(deadline, connect).await else {
-            return Err(self.duration_reached());
-        };
-        let up = match connected {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                cluster.stats.upstream_cx_connect_fail.inc();
-                cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: false });
-                session.transport = Some(ResponseDetails::connect_error(&e));
-                return Err(TcpProxyError::Connect {
-                    addr: host.addr,
-                    reason: e.to_string(),
-                });
+        // `max_connect_attempts` (default 1): a failed connect tries again, each time with a
+        // host the balancer picks anew, as Envoy's `establishUpstreamConnection`.
+        let mut attempts_left = self.cfg.max_connect_attempts;
+        let (host, up) = loop {
+            attempts_left -= 1;
+            let Some(host) = cluster.choose_host(&ctx) else {
+                cluster.stats.upstream_cx_none_healthy.inc();
+                return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
+            };
+            session.host = Some(host.addr);
+            let connect = tokio::time::timeout(
+                cluster.spec.connect_timeout,
+                cluster.connector.connect(host.addr),
+            );
+            let Some(connected) = by(deadline, connect).await else {
+                return Err(self.duration_reached());
+            };
+            let failed = match connected {
+                Ok(Ok(s)) => break (host, s),
+                Ok(Err(e)) => {
+                    cluster.stats.upstream_cx_connect_fail.inc();
+                    cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: false });
+                    session.transport = Some(ResponseDetails::connect_error(&e));
+                    TcpProxyError::Connect {
+                        addr: host.addr,
+                        reason: e.to_string(),
+                    }
+                }
+                Err(_) => {
+                    cluster.stats.upstream_cx_connect_timeout.inc();
+                    cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: true });
+                    session.transport = None;
+                    TcpProxyError::Connect {
+                        addr: host.addr,
+                        reason: "timeout".into(),
+                    }
+                }
+            };
+            if attempts_left == 0 {
+                return Err(failed);
             }
-            Err(_) => {
-                cluster.stats.upstream_cx_connect_timeout.inc();
-                cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: true });
-                return Err(TcpProxyError::Connect {
-                    addr: host.addr,
-                    reason: "timeout".into(),
-                });
-            }
+            session.connect_failed = true;
         };
         session.local = up.local_addr().ok();
         cluster.stats.upstream_cx_total.inc();

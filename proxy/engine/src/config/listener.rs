@@ -382,6 +382,9 @@ pub struct TcpProxy {
     pub cluster: TcpProxyCluster,
     /// `idle_timeout` (default [`DEFAULT_TCP_PROXY_IDLE_TIMEOUT`]); `None` = disabled (`0s`).
     pub idle_timeout: Option<Duration>,
+    /// `max_connect_attempts` (default 1, at least 1): connects tried, each to a host picked
+    /// anew, before the connection is given up (`UF,URX`).
+    pub max_connect_attempts: u32,
     /// `max_downstream_connection_duration` (at least 1 ms, as Envoy validates): the
     /// connection is closed that long after it was accepted, flag `DT`; `None`: no limit.
     pub max_downstream_connection_duration: Option<Duration>,

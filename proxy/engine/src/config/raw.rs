@@ -477,6 +477,7 @@ pub(crate) struct RawTcpProxy {
     pub weighted_clusters: Option<RawTcpWeightedClusters>,
     pub idle_timeout: Option<PbDuration>,
     pub max_downstream_connection_duration: Option<PbDuration>,
+    pub max_connect_attempts: Option<u32>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     /// `hash_policy[]`: `source_ip` only (what istiod sends for a consistent-hash

@@ -430,6 +430,12 @@ fn dangling_cluster_references_are_rejected() {
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration",
         "at least 1ms",
     );
+    assert_eq!(tp.max_connect_attempts, 1, "Envoy's default");
+    expect_err(
+        &format!("{tcp}          max_connect_attempts: 0\n"),
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connect_attempts",
+        "at least 1",
+    );
 }
 
 #[test]

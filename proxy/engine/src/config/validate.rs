@@ -756,7 +756,18 @@ fn tcp_proxy(
         }
         Some(d) => Some(d.0),
     };
+    // Envoy's validation: at least 1.
+    let max_connect_attempts = match raw.max_connect_attempts {
+        None => 1,
+        Some(0) => {
+            return Err(p
+                .field("max_connect_attempts")
+                .err("must be at least 1 (Envoy's validation)"))
+        }
+        Some(n) => n,
+    };
     Ok(TcpProxy {
+        max_connect_attempts,
         max_downstream_connection_duration,
         hash_source_ip: !raw.hash_policy.is_empty(),
         stat_prefix,
