@@ -632,9 +632,18 @@ fn refused_entry<B>(
     start_wall: std::time::SystemTime,
 ) -> Entry {
     let (details, codec) = r.details();
+    // The one codec refusal an HTTP/2 request gets (its codec's own words).
+    let details = match (details, req.version()) {
+        ("http1.unexpected_underscore", Version::HTTP_2) => "http2.unexpected_underscore",
+        (d, _) => d,
+    };
     let mut e = Entry {
         start: Some(start_wall),
-        protocol: "HTTP/1.1",
+        // Envoy's HTTP/1 codec logs a request it refused as HTTP/1.1, an HTTP/1.0 one too.
+        protocol: match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        },
         flags: "DPE",
         scheme,
         downstream_remote: Some(conn.peer),

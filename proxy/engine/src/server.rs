@@ -453,11 +453,18 @@ impl Server {
             .values()
             .find(|b| b.addrs.contains(&addr))
             .or_else(|| {
-                bound.values().find(|b| {
-                    b.addrs
-                        .iter()
-                        .any(|a| a.ip().is_unspecified() && a.port() == addr.port())
-                })
+                // A wildcard of the destination's family first (a dual-stack listener pair
+                // binds `0.0.0.0` and `::` of one port), else one of the other family.
+                let wildcard = |same_family: bool| {
+                    bound.values().find(move |b| {
+                        b.addrs.iter().any(|a| {
+                            a.ip().is_unspecified()
+                                && a.port() == addr.port()
+                                && (!same_family || a.is_ipv4() == addr.is_ipv4())
+                        })
+                    })
+                };
+                wildcard(true).or_else(|| wildcard(false))
             })
             .map(|b| b.slot.clone())
     }

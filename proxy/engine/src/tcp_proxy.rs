@@ -219,7 +219,7 @@ impl TcpProxy {
         // host the balancer picks anew, as Envoy's `establishUpstreamConnection`.
         let mut attempts_left = self.cfg.max_connect_attempts;
         let (host, up) = loop {
-            attempts_left -= 1;
+            attempts_left = attempts_left.saturating_sub(1);
             let Some(host) = cluster.choose_host(&ctx) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
                 return Err(TcpProxyError::NoHealthyUpstream(cluster.spec.name.clone()));
@@ -300,6 +300,7 @@ impl TcpProxy {
                         if let Some(s) = series {
                             s.close(0, 0);
                         }
+                        session.transport = None;
                         let reason = match failed {
                             Ok(Err(e)) => format!("TLS: {e}"),
                             _ => "TLS handshake timeout".into(),
@@ -397,18 +398,32 @@ async fn copy_halves_idle(
         if !up_open && !down_open {
             return (rx, tx, false);
         }
+        // A write blocked on a peer that does not read still ends when `stop` resolves (the
+        // drain's end, `max_downstream_connection_duration`).
         tokio::select! {
             // A read error (a reset, or a network RBAC denial) ends both sides; an end of
             // stream is a half close, forwarded.
             r = dr.read(&mut b1), if down_open => match r {
                 Ok(0) => { down_open = false; let _ = uw.shutdown().await; }
                 Err(_) => return (rx, tx, false),
-                Ok(n) => { if uw.write_all(&b1[..n]).await.is_err() { return (rx, tx, false); } rx += n as u64; }
+                Ok(n) => {
+                    tokio::select! {
+                        w = uw.write_all(&b1[..n]) => if w.is_err() { return (rx, tx, false); },
+                        () = &mut stop => return (rx, tx, false),
+                    }
+                    rx += n as u64;
+                }
             },
             r = ur.read(&mut b2), if up_open => match r {
                 Ok(0) => { up_open = false; let _ = dw.shutdown().await; }
                 Err(_) => return (rx, tx, false),
-                Ok(n) => { if dw.write_all(&b2[..n]).await.is_err() { return (rx, tx, false); } tx += n as u64; }
+                Ok(n) => {
+                    tokio::select! {
+                        w = dw.write_all(&b2[..n]) => if w.is_err() { return (rx, tx, false); },
+                        () = &mut stop => return (rx, tx, false),
+                    }
+                    tx += n as u64;
+                }
             },
             _ = tokio::time::sleep(idle) => return (rx, tx, true),
             () = &mut stop => return (rx, tx, false),

@@ -386,7 +386,7 @@ pub struct TcpProxy {
     /// anew, before the connection is given up (`UF,URX`).
     pub max_connect_attempts: u32,
     /// `max_downstream_connection_duration` (at least 1 ms, as Envoy validates): the
-    /// connection is closed that long after it was accepted, flag `DT`; `None`: no limit.
+    /// connection is closed that long after it reached the filter, flag `DT`; `None`: no limit.
     pub max_downstream_connection_duration: Option<Duration>,
     /// `access_log[]`: one line per connection, when it closes.
     pub access_log: Vec<AccessLog>,

@@ -443,6 +443,7 @@ pub(crate) async fn run(
         let Input::Stream(body) = input else {
             return Outcome::local(Flag::ConnectionTermination);
         };
+        plan.count_route(|r| r.total.inc());
         return upgrade::run(&cluster, &host, parts, body, plan.idle, plan.priority).await;
     }
 

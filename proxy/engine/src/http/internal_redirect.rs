@@ -180,6 +180,7 @@ pub(crate) async fn follow(
                 break;
             };
             let mut plan = forward::Plan::new(&fwd, &conn, &t.path, &headers, &hcm.cfg);
+            plan.route_stats = hcm.route_stats(&fwd).cloned();
             if !fwd.action.mirrors.is_empty() {
                 plan.shadows = forward::mirror::select(&fwd.action.mirrors, &headers, &hcm.by_name);
             }

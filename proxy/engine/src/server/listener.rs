@@ -95,9 +95,17 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: Arc<Tc
     loop {
         match l.accept().await {
             Ok((stream, _)) => {
-                let server = server.clone();
-                let slot = slot.clone();
-                tokio::spawn(handle_connection(server, slot, stream));
+                // An abort takes effect at the loop's next yield: a connection it still took
+                // from a socket handed to a re-bound listener goes to that listener's slot
+                // (none: the listener is gone, and so is the connection).
+                let slot = match slot.drain.started() {
+                    false => slot.clone(),
+                    true => match l.local_addr().ok().and_then(|a| server.slot_for_addr(a)) {
+                        Some(now) => now,
+                        None => continue,
+                    },
+                };
+                tokio::spawn(handle_connection(server.clone(), slot, stream));
             }
             Err(e) => crate::accept::failed(&e).await,
         }

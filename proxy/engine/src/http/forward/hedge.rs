@@ -232,6 +232,9 @@ pub(super) async fn race(
                 match v {
                     Verdict::Retry | Verdict::Wait => {}
                     Verdict::Answer => {
+                        if race.scheduled > 0 && !would_retry {
+                            ctx.plan.count_route(|r| r.retry_success.inc());
+                        }
                         let fin = Final {
                             result,
                             host,
