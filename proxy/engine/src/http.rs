@@ -637,47 +637,72 @@ fn refused_entry<B>(
         ("http1.unexpected_underscore", Version::HTTP_2) => "http2.unexpected_underscore",
         (d, _) => d,
     };
-    let mut e = Entry {
-        start: Some(start_wall),
-        // Envoy's HTTP/1 codec logs a request it refused as HTTP/1.1, an HTTP/1.0 one too.
-        protocol: match req.version() {
-            Version::HTTP_2 => "HTTP/2",
-            _ => "HTTP/1.1",
-        },
-        flags: "DPE",
-        scheme,
-        downstream_remote: Some(conn.peer),
-        downstream_local: Some(conn.orig_dst),
-        details: Some(ResponseDetails::Named(details)),
-        ..Entry::default()
-    };
-    if codec {
-        return e;
-    }
-    e.flags = match r {
-        preroute::Refused::Target(_) if details == "route_not_found" => Flag::NoRoute.as_str(),
+    // A CONNECT to an authority finds no route.
+    let flags = match details {
+        "route_not_found" => Flag::NoRoute.as_str(),
         _ => Flag::None.as_str(),
     };
-    e.protocol = protocol_str(req.version());
-    e.method = req.method().as_str().to_string();
-    e.path = match r {
-        preroute::Refused::PathRedirect(p) => p.clone(),
+    let details = Some(ResponseDetails::Named(details));
+    if codec {
+        return Entry {
+            start: Some(start_wall),
+            // Envoy's HTTP/1 codec logs a request it refused as HTTP/1.1, an HTTP/1.0 one too.
+            protocol: match req.version() {
+                Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
+            flags: "DPE",
+            scheme,
+            downstream_remote: Some(conn.peer),
+            downstream_local: Some(conn.orig_dst),
+            details,
+            ..Entry::default()
+        };
+    }
+    let path = match r {
+        preroute::Refused::PathRedirect(p) => p.as_str(),
         // A CONNECT's authority-form target has no path.
-        _ if req.uri().path_and_query().is_none() => String::new(),
-        _ => req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        _ => req.uri().path_and_query().map_or("", |p| p.as_str()),
     };
-    e.authority = Authority::of(req).map(|a| a.as_str().to_string());
-    e.xff = header_str(req.headers(), "x-forwarded-for");
-    e.user_agent = header_str(req.headers(), header::USER_AGENT);
-    e.request_id = header_str(req.headers(), "x-request-id");
-    e.request_headers = hcm.log.headers_to_keep(req.headers());
-    e.downstream_remote =
-        Some(sanitize::RemoteAddress::of(&hcm.cfg, conn).resolve_addr(req.headers(), conn.peer));
-    e
+    Entry {
+        flags,
+        details,
+        ..request_entry(hcm, conn, req, path, scheme, start_wall)
+    }
+}
+
+/// The access log entry's account of a request as the connection manager has it (`path`: its
+/// target), before anything answers it.
+fn request_entry<B>(
+    hcm: &Hcm,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    path: &str,
+    scheme: &'static str,
+    start_wall: std::time::SystemTime,
+) -> Entry {
+    let h = req.headers();
+    Entry {
+        start: Some(start_wall),
+        method: req.method().as_str().to_string(),
+        path: path.to_string(),
+        protocol: protocol_str(req.version()),
+        xff: header_str(h, "x-forwarded-for"),
+        user_agent: header_str(h, header::USER_AGENT),
+        request_id: header_str(h, "x-request-id"),
+        authority: Authority::of(req).map(|a| a.as_str().to_string()),
+        request_headers: hcm.log.headers_to_keep(h),
+        scheme,
+        downstream_remote: Some(
+            sanitize::RemoteAddress::of(&hcm.cfg, conn).resolve_addr(h, conn.peer),
+        ),
+        downstream_local: Some(conn.orig_dst),
+        sni: req
+            .extensions()
+            .get::<Arc<crate::downstream_tls::TlsFacts>>()
+            .and_then(|t| t.sni.clone()),
+        ..Entry::default()
+    }
 }
 
 /// `resp` with `e` completed (status, response headers) and logged when its body ends.
@@ -801,14 +826,6 @@ pub async fn handle_with(
         .then(|| req.headers().get("x-request-id").cloned())
         .flatten();
     let mut log_entry = hcm.log.enabled().then(|| Entry {
-        start: Some(start_wall),
-        method: req.method().as_str().to_string(),
-        path: path.as_str().to_string(),
-        protocol: protocol_str(version),
-        xff: header_str(req.headers(), "x-forwarded-for"),
-        user_agent: header_str(req.headers(), header::USER_AGENT),
-        request_id: header_str(req.headers(), "x-request-id"),
-        authority: authority.as_ref().map(|a| a.as_str().to_string()),
         request_bytes: Some({
             let tally = request_body_tap::BodyTally::new(start);
             // A request without a body has come whole with its headers.
@@ -818,17 +835,7 @@ pub async fn handle_with(
             Arc::new(tally)
         }),
         grpc_request: grpc,
-        request_headers: hcm.log.headers_to_keep(req.headers()),
-        scheme,
-        downstream_remote: Some(
-            sanitize::RemoteAddress::of(&hcm.cfg, &conn).resolve_addr(req.headers(), conn.peer),
-        ),
-        downstream_local: Some(conn.orig_dst),
-        sni: req
-            .extensions()
-            .get::<Arc<crate::downstream_tls::TlsFacts>>()
-            .and_then(|t| t.sni.clone()),
-        ..Entry::default()
+        ..request_entry(&hcm, &conn, &req, path.as_str(), scheme, start_wall)
     });
 
     let method = req.method().clone();
@@ -990,7 +997,7 @@ pub async fn handle_with(
                     series = hcm.istio.of(&cluster.spec.name);
                     let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
                     plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
-                    plan.route_stats = hcm.route_stats(&fwd).cloned();
+                    plan.route_stats = route_stats.clone();
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {
@@ -1149,7 +1156,7 @@ pub async fn handle_with(
         // The response head has just come from the upstream (or was made here).
         e.response_duration = upstream_ms.map(|_| start.elapsed());
         e.attempts = attempts;
-        e.grpc_status = access_log::grpc_status(resp.headers());
+        e.grpc_status = local_reply::grpc_status(resp.headers());
         e.upstream_host = upstream_host;
         e.details = ResponseDetails::of_response(
             resp.extensions().get::<ResponseDetails>(),

@@ -349,11 +349,6 @@ fn writer(target: config::LogSink) -> mpsc::Sender<String> {
     tx
 }
 
-/// The `grpc-status` of `h`, when a number.
-pub fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
 /// A response body that counts the bytes sent and writes the access log line when the stream
 /// ends (or is dropped, e.g. the client went away).
 pub struct LoggedBody {
@@ -399,7 +394,7 @@ impl HttpBody for LoggedBody {
                     e.bytes_tx += d.len() as u64;
                 }
                 if let (Some(t), Some((e, _, _))) = (f.trailers_ref(), this.pending.as_mut()) {
-                    if let Some(s) = grpc_status(t) {
+                    if let Some(s) = super::local_reply::grpc_status(t) {
                         e.grpc_status = Some(s);
                     }
                 }

@@ -1,7 +1,7 @@
 //! Locally generated responses and Envoy's response flags.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
@@ -183,6 +183,11 @@ pub(crate) fn to_grpc(r: &mut Response<Body>) {
             h.insert("grpc-message", v);
         }
     }
+}
+
+/// The `grpc-status` of `h` (response headers or trailers), when a number.
+pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`.

@@ -68,10 +68,7 @@ fn retry_on_headers(policy: &RetryPolicy, h: &http::HeaderMap) -> bool {
     if !grpc {
         return false;
     }
-    let status = h
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok());
+    let status = super::local_reply::grpc_status(h);
     matches!(
         (status, on),
         (
