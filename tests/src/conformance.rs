@@ -15,6 +15,9 @@
 //! - for a case with `shadow_upstreams`: `shadow.upstream` (those that got a copy, by name, or
 //!   `none`), and for the last copy (by name) `shadow.method`, `shadow.path`, `shadow.host`, `shadow.body`,
 //!   `shadow.header.<name>` (reduced like `up.*`); the copies never count in `upstream`.
+//! - for a case with `check_upstreams`: `check.upstream` (those that got a filter's side call,
+//!   an ext_authz check, in order, or `none`) and the last such call as `check.method`,
+//!   `check.path`, `check.host`, `check.body`, `check.header.<name>` (reduced like `up.*`).
 //! - for a case with `dns`: `dns.NAME` (the A queries for NAME the case's DNS server got within
 //!   its window, [`dns`]).
 //!
@@ -315,7 +318,14 @@ fn run_one(
                 let at = |port| std::net::SocketAddrV4::new([127, 0, 0, 1].into(), port);
                 keepalive::observe(at(last.peer_port), at(ups.port(&last.upstream)))
             });
+        let (checks, recorded): (Vec<Recorded>, Vec<Recorded>) = recorded
+            .into_iter()
+            .partition(|r| case.check_upstreams.contains(&r.upstream));
         let mut obs = observe_with_shadows(resp, recorded, &case.shadow_upstreams);
+        if !case.check_upstreams.is_empty() {
+            observe_side(&mut obs, "check", &checks);
+            obs.remove("check.conn");
+        }
         // Which connection a shadow copy came on is never compared.
         obs.remove("shadow.conn");
         if let Some(k) = keepalive {
@@ -555,6 +565,16 @@ pub fn observe_with_shadows(
         }
     }
     o
+}
+
+/// `<prefix>.upstream` (the side upstreams that got a request, in order, or `none`) and the
+/// last such request as `<prefix>.*`, reduced like `up.*`.
+fn observe_side(o: &mut Observation, prefix: &str, recorded: &[Recorded]) {
+    let names: Vec<&str> = recorded.iter().map(|r| r.upstream.as_str()).collect();
+    o.insert(format!("{prefix}.upstream"), names_or_none(&names));
+    if let Some(last) = recorded.last() {
+        record_request(o, prefix, last, false);
+    }
 }
 
 /// Flattens a response and the upstream recordings into an [`Observation`].

@@ -935,6 +935,7 @@ pub async fn handle_with(
                 local: conn.orig_dst,
                 stats: &hcm.filter_stats,
                 tls: tls.as_deref(),
+                clusters: &hcm.by_name,
             }))
             .await;
             Some(d)

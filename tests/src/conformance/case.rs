@@ -60,6 +60,11 @@ pub struct Case {
     /// `conformance`), after a short wait, since a shadow arrives in its own time.
     #[serde(default)]
     pub shadow_upstreams: Vec<String>,
+    /// Upstreams that answer a filter's side call (an ext_authz check): their recordings are
+    /// left out of `upstream` / `attempts` / `up.*` and observed as `check.*` (the call is made
+    /// before the response, so nothing is waited for).
+    #[serde(default)]
+    pub check_upstreams: Vec<String>,
     /// Observe `log` on every request: the lines the proxy appended to the file `{{access_log}}`
     /// (an HCM `FileAccessLog` path in the config) during it, masked by
     /// [`super::access_log::normalize`].

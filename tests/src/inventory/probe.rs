@@ -64,6 +64,17 @@ static_resources:
                     - { or_ids: { ids: [{ any: true }] } }
                     - { authenticated: {} }
                     - { filter_state: { key: k, string_match: { exact: v } } }
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              http_service:
+                server_uri: { uri: "http://authz", cluster: c, timeout: 1s }
+                authorization_request: { allowed_headers: { patterns: [{ exact: x }] } }
+                authorization_response: { allowed_upstream_headers: { patterns: [{ exact: x }] } }
+              filter_enabled_metadata:
+                filter: envoy.filters.http.rbac
+                path: [{ key: k }]
+                value: { string_match: { prefix: v } }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
           route_config:
@@ -80,6 +91,9 @@ static_resources:
                   allow_methods: GET
                 envoy.filters.http.rbac:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+                envoy.filters.http.ext_authz:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                  check_settings: {}
               routes:
               - match:
                   prefix: /
@@ -174,6 +188,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let la = format!("{c}/load_assignment");
     let tls = format!("{c}/transport_socket/typed_config");
     let rbac = format!("{HCM}/http_filters/3/typed_config");
+    let authz = format!("{HCM}/http_filters/4/typed_config");
     let policy = format!("{rbac}/rules/policies/p");
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
@@ -199,6 +214,17 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.network.rbac.v3.RBAC", "/static_resources/listeners/0/filter_chains/1/filters/0/typed_config".into()),
         ("extensions.filters.http.rbac.v3.RBACPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.rbac")),
         ("config.rbac.v3.RBAC", format!("{rbac}/rules")),
+        ("extensions.filters.http.ext_authz.v3.ExtAuthz", authz.clone()),
+        ("extensions.filters.http.ext_authz.v3.HttpService", format!("{authz}/http_service")),
+        ("config.core.v3.HttpUri", format!("{authz}/http_service/server_uri")),
+        ("extensions.filters.http.ext_authz.v3.AuthorizationRequest", format!("{authz}/http_service/authorization_request")),
+        ("extensions.filters.http.ext_authz.v3.AuthorizationResponse", format!("{authz}/http_service/authorization_response")),
+        ("type.matcher.v3.ListStringMatcher", format!("{authz}/http_service/authorization_request/allowed_headers")),
+        ("type.matcher.v3.MetadataMatcher", format!("{authz}/filter_enabled_metadata")),
+        ("type.matcher.v3.MetadataMatcher.PathSegment", format!("{authz}/filter_enabled_metadata/path/0")),
+        ("type.matcher.v3.ValueMatcher", format!("{authz}/filter_enabled_metadata/value")),
+        ("extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.ext_authz")),
+        ("extensions.filters.http.ext_authz.v3.CheckSettings", format!("{vh}/typed_per_filter_config/envoy.filters.http.ext_authz/check_settings")),
         ("config.rbac.v3.Policy", policy.clone()),
         ("config.rbac.v3.Permission", format!("{policy}/permissions/0")),
         ("config.rbac.v3.Permission.Set", format!("{policy}/permissions/1/and_rules")),

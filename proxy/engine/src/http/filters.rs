@@ -1,4 +1,5 @@
-//! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit, rbac.
+//! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit, rbac,
+//! ext_authz.
 //!
 //! Parsed once at config load (`parse`), with per-route overrides from
 //! `typed_per_filter_config` on the virtual host, route and weighted cluster (the most
@@ -10,20 +11,23 @@
 
 mod cors;
 pub use throttle::Throttled;
+mod ext_authz;
 mod fault;
 mod local_ratelimit;
+mod metadata;
 mod parse;
 mod rbac;
 #[cfg(test)]
 mod tests;
 mod throttle;
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 
 pub use crate::rbac::rules::RulesStats as RbacStats;
 pub use cors::CorsPolicy;
+pub use ext_authz::{ExtAuthz, ExtAuthzPerRoute};
 pub use fault::Fault;
 pub use local_ratelimit::{ConnBuckets, LocalRateLimit, VhRateLimits};
 pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
@@ -48,6 +52,8 @@ pub enum PerRoute {
     LocalRateLimit(Arc<LocalRateLimit>),
     /// `RBACPerRoute`: replaces the filter's rules (none: the filter is off).
     Rbac(Arc<Rbac>),
+    /// `ExtAuthzPerRoute`: turns the check off (`disabled`).
+    ExtAuthz(Arc<ExtAuthzPerRoute>),
 }
 
 /// `typed_per_filter_config` of one level (filter name -> config), and the level's deprecated
@@ -99,6 +105,7 @@ enum Kind {
     Cors,
     LocalRateLimit(Arc<LocalRateLimit>),
     Rbac(Arc<Rbac>),
+    ExtAuthz(Arc<ExtAuthz>),
 }
 
 #[derive(Debug)]
@@ -125,6 +132,9 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct HttpFilters {
     filters: Vec<Filter>,
+    /// Whether a filter reads the request's dynamic metadata (an ext_authz
+    /// `filter_enabled_metadata`): only then do the RBAC filters write it.
+    reads_metadata: bool,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -132,11 +142,16 @@ pub struct HttpFilters {
 pub struct Encode {
     cors: Option<cors::Allowed>,
     x_ratelimit: Option<(u32, u32, u64)>,
+    /// ext_authz's `allowed_client_headers_on_success`, added.
+    authz: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Encode {
     /// Adds the response headers of the filters that ran.
     pub fn apply(&self, h: &mut HeaderMap) {
+        for (n, v) in &self.authz {
+            h.append(n.clone(), v.clone());
+        }
         if let Some(v) = self.x_ratelimit {
             local_ratelimit::apply_x_headers(v, h);
         }
@@ -162,6 +177,15 @@ pub struct Decoded {
     /// Rate limiters that let a limited request through: their
     /// `request_headers_to_add_when_not_enforced` go upstream.
     pub not_enforced: Vec<Arc<LocalRateLimit>>,
+    /// The request header changes of the ext_authz checks that let it through, in order.
+    authz: Vec<AuthzChange>,
+}
+
+/// One request header change an ext_authz check asked for.
+enum AuthzChange {
+    Remove(HeaderName),
+    Set(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
 }
 
 impl Decoded {
@@ -169,6 +193,19 @@ impl Decoded {
     pub fn apply_request_headers(&self, h: &mut HeaderMap) {
         for l in &self.not_enforced {
             l.not_enforced_headers(h);
+        }
+        for c in &self.authz {
+            match c {
+                AuthzChange::Remove(n) => {
+                    h.remove(n);
+                }
+                AuthzChange::Set(n, v) => {
+                    h.insert(n.clone(), v.clone());
+                }
+                AuthzChange::Append(n, v) => {
+                    h.append(n.clone(), v.clone());
+                }
+            }
         }
     }
 }
@@ -200,11 +237,20 @@ pub struct Request<'a, 'r> {
     pub stats: &'a FilterStats,
     /// What the downstream TLS handshake established (None: plaintext).
     pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
+    /// The HCM's clusters by name (an ext_authz service's cluster).
+    pub clusters: &'a HashMap<String, Arc<crate::upstream::Cluster>>,
 }
 
 /// The counters of a chain's filters, by position (None: a filter that keeps none).
 #[derive(Debug, Default)]
-pub struct FilterStats(Vec<Option<RbacStats>>);
+pub struct FilterStats(Vec<Option<Counters>>);
+
+/// One filter's counters.
+#[derive(Debug)]
+enum Counters {
+    Rbac(RbacStats),
+    ExtAuthz(ext_authz::ExtAuthzStats),
+}
 
 impl HttpFilters {
     /// Whether only the router is configured.
@@ -240,7 +286,12 @@ impl HttpFilters {
                         let counter = |name: &str, lazy: bool| {
                             store.http_filter_counter(stat_prefix, name, lazy)
                         };
-                        Some(r.stats(routes, &counter))
+                        Some(Counters::Rbac(r.stats(routes, &counter)))
+                    }
+                    Kind::ExtAuthz(a) => {
+                        Some(Counters::ExtAuthz(a.stats(&|name: &str| {
+                            store.http_filter_counter(stat_prefix, name, false)
+                        })))
                     }
                     _ => None,
                 })
@@ -292,7 +343,9 @@ impl HttpFilters {
             guards: Vec::new(),
             throttle_kbps: None,
             not_enforced: Vec::new(),
+            authz: Vec::new(),
         };
+        let mut metadata = metadata::DynamicMetadata::default();
         for (i, f) in self.filters.iter().enumerate() {
             if f.disabled_at(&levels) {
                 continue;
@@ -373,8 +426,15 @@ impl HttpFilters {
                         sni: req.tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
                         tls: req.tls,
                     };
-                    let stats = req.stats.0.get(i).and_then(Option::as_ref);
-                    if let Some(policy) = cfg.decide(&facts, stats).denied {
+                    let stats = match req.stats.0.get(i) {
+                        Some(Some(Counters::Rbac(s))) => Some(s),
+                        _ => None,
+                    };
+                    let d = cfg.decide(&facts, stats);
+                    if self.reads_metadata {
+                        d.write_metadata(cfg, |k, v| metadata.set(metadata::RBAC_NAMESPACE, k, v));
+                    }
+                    if let Some(policy) = d.denied {
                         tracing::debug!(
                             filter = %f.name,
                             policy = policy.unwrap_or("none"),
@@ -387,6 +447,29 @@ impl HttpFilters {
                             ),
                         );
                         out.local = Some((r, Flag::None));
+                        return out;
+                    }
+                }
+                Kind::ExtAuthz(cfg) => {
+                    if let Some(PerRoute::ExtAuthz(r)) = specific {
+                        if r.disabled {
+                            continue;
+                        }
+                    }
+                    let stats = match req.stats.0.get(i) {
+                        Some(Some(Counters::ExtAuthz(s))) => Some(s),
+                        _ => None,
+                    };
+                    if let Some(m) = &cfg.enabled_metadata {
+                        if !m.matches(&metadata) {
+                            if let Some(s) = stats {
+                                s.disabled.inc();
+                            }
+                            continue;
+                        }
+                    }
+                    if let Some(local) = ext_authz_decide(cfg, &req, stats, &mut out).await {
+                        out.local = Some(local);
                         return out;
                     }
                 }
@@ -427,6 +510,102 @@ impl HttpFilters {
             }
         }
         out
+    }
+}
+
+/// Runs one ext_authz check: None when the request goes on (with the check's header changes
+/// in `out`), else the local reply.
+async fn ext_authz_decide(
+    cfg: &ExtAuthz,
+    req: &Request<'_, '_>,
+    stats: Option<&ext_authz::ExtAuthzStats>,
+    out: &mut Decoded,
+) -> Option<(Response<Body>, Flag)> {
+    use crate::http::access_log::ResponseDetails;
+    let checked = ext_authz::Checked {
+        method: req.method,
+        authority: req.view.authority,
+        path: req.view.path,
+        headers: req.headers,
+    };
+    let count = |f: fn(&ext_authz::ExtAuthzStats) -> &crate::server::stats::Counter| {
+        if let Some(s) = stats {
+            f(s).inc();
+        }
+    };
+    // Boxed: only a chain with ext_authz carries the check's state.
+    let check = Box::pin(ext_authz::check(
+        &cfg.service,
+        checked,
+        req.clusters,
+        cfg.max_denied_body,
+    ));
+    // The stream's deadline bounds the check too, as it bounds a fault delay.
+    let verdict = match req.deadline {
+        None => check.await,
+        Some(dl) => match tokio::time::timeout_at(dl.into(), check).await {
+            Ok(v) => v,
+            Err(_) => {
+                return Some((
+                    local_reply::for_flag(Flag::DurationTimeout),
+                    Flag::DurationTimeout,
+                ))
+            }
+        },
+    };
+    match verdict {
+        ext_authz::Verdict::Ok {
+            remove,
+            set,
+            append,
+            response,
+        } => {
+            count(|s| &s.ok);
+            // Envoy's order: set, add, then remove.
+            out.authz
+                .extend(set.into_iter().map(|(n, v)| AuthzChange::Set(n, v)));
+            out.authz
+                .extend(append.into_iter().map(|(n, v)| AuthzChange::Append(n, v)));
+            out.authz
+                .extend(remove.into_iter().map(AuthzChange::Remove));
+            out.encode.authz.extend(response);
+            None
+        }
+        ext_authz::Verdict::Denied {
+            status,
+            headers,
+            body,
+        } => {
+            count(|s| &s.denied);
+            let mut r = local_reply::reply_bytes(status, body);
+            for (n, _) in &headers {
+                r.headers_mut().remove(n);
+            }
+            for (n, v) in headers {
+                r.headers_mut().append(n, v);
+            }
+            r.extensions_mut()
+                .insert(ResponseDetails::Named("ext_authz_denied"));
+            Some((r, Flag::UnauthorizedExternalService))
+        }
+        ext_authz::Verdict::Error if cfg.failure_mode_allow => {
+            count(|s| &s.error);
+            count(|s| &s.failure_mode_allowed);
+            if cfg.failure_header {
+                out.authz.push(AuthzChange::Set(
+                    HeaderName::from_static("x-envoy-auth-failure-mode-allowed"),
+                    HeaderValue::from_static("true"),
+                ));
+            }
+            None
+        }
+        ext_authz::Verdict::Error => {
+            count(|s| &s.error);
+            let mut r = local_reply::reply(cfg.status_on_error, "");
+            r.extensions_mut()
+                .insert(ResponseDetails::Named("ext_authz_error"));
+            Some((r, Flag::UnauthorizedExternalService))
+        }
     }
 }
 

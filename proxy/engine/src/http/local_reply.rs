@@ -43,6 +43,8 @@ pub enum Flag {
     DelayInjected,
     /// RL: the local rate limit filter refused the request.
     RateLimited,
+    /// UAEX: the ext_authz service denied the request, or its check failed.
+    UnauthorizedExternalService,
     /// URX,UF: the last retry, too, failed to connect.
     RetryLimitConnectFailure,
     /// URX,UC: the last retry, too, was reset.
@@ -95,6 +97,7 @@ impl Flag {
             Flag::FaultInjected => "FI",
             Flag::DelayInjected => "DI",
             Flag::RateLimited => "RL",
+            Flag::UnauthorizedExternalService => "UAEX",
             Flag::RetryLimitConnectFailure => "URX,UF",
             Flag::RetryLimitConnectionTermination => "URX,UC",
             Flag::RetryLimitProtocolError => "URX,UPE",
@@ -134,8 +137,13 @@ pub fn timeout_alt_response() -> Response<Body> {
 
 /// Envoy-style local reply: `text/plain` body (none when empty).
 pub fn reply(status: u16, body: &str) -> Response<Body> {
-    let text = Bytes::copy_from_slice(body.as_bytes());
-    let mut r = Response::new(if body.is_empty() {
+    reply_bytes(status, Bytes::copy_from_slice(body.as_bytes()))
+}
+
+/// [`reply`] with a body of bytes (another service's answer, relayed).
+pub fn reply_bytes(status: u16, text: Bytes) -> Response<Body> {
+    let len = text.len();
+    let mut r = Response::new(if len == 0 {
         empty()
     } else {
         full(text.clone())
@@ -145,12 +153,12 @@ pub fn reply(status: u16, body: &str) -> Response<Body> {
         grpc_status: None,
     });
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if !body.is_empty() {
+    if len > 0 {
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len as u64));
     r
 }
 
@@ -279,5 +287,6 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
         | Flag::FaultInjected
         | Flag::DelayInjected
         | Flag::RateLimited => reply(503, ""),
+        Flag::UnauthorizedExternalService => reply(403, ""),
     }
 }

@@ -11,6 +11,35 @@ use crate::{route::HeaderLookup, server::stats::Counter};
 pub struct Decision<'e> {
     /// Deny (with the first matching policy, Envoy's `rbac_access_denied_matched_policy[...]`).
     pub denied: Option<Option<&'e str>>,
+    /// The shadow rules' verdict, if there are shadow rules.
+    pub shadow: Option<Verdict<'e>>,
+    /// The enforced rules' verdict, if there are enforced rules.
+    pub enforced: Option<Verdict<'e>>,
+}
+
+impl Decision<'_> {
+    /// Writes the HTTP filter's dynamic metadata as Envoy's RBAC filter does:
+    /// `<shadow_rules_stat_prefix>shadow_effective_policy_id` (the matching policy, if any) and
+    /// `...shadow_engine_result` (`allowed` / `denied`), and the same of the enforced rules under
+    /// `<rules_stat_prefix>enforced_...`. istiod's CUSTOM policy turns ext_authz on by the
+    /// shadow policy id.
+    pub fn write_metadata(&self, rules: &Rules, mut set: impl FnMut(String, String)) {
+        let engines = [
+            (&self.shadow, &rules.shadow_rules_stat_prefix, "shadow"),
+            (&self.enforced, &rules.rules_stat_prefix, "enforced"),
+        ];
+        for (v, prefix, which) in engines {
+            let Some(v) = v else { continue };
+            if let Some(p) = v.policy {
+                set(
+                    format!("{prefix}{which}_effective_policy_id"),
+                    p.to_string(),
+                );
+            }
+            let result = if v.allowed { "allowed" } else { "denied" };
+            set(format!("{prefix}{which}_engine_result"), result.to_string());
+        }
+    }
 }
 
 /// Index into a policy's counters.
@@ -104,14 +133,16 @@ impl Rules {
         facts: &Facts<'_, H>,
         stats: Option<&RulesStats>,
     ) -> Decision<'e> {
-        if let Some(shadow) = &self.shadow {
-            let v = shadow.check(facts);
-            if let Some(s) = stats {
-                self.record(s, v, true);
-            }
+        let shadow = self.shadow.as_ref().map(|e| e.check(facts));
+        if let (Some(v), Some(s)) = (shadow, stats) {
+            self.record(s, v, true);
         }
         let Some(engine) = &self.enforced else {
-            return Decision { denied: None };
+            return Decision {
+                denied: None,
+                shadow,
+                enforced: None,
+            };
         };
         let v = engine.check(facts);
         if let Some(s) = stats {
@@ -119,6 +150,8 @@ impl Rules {
         }
         Decision {
             denied: (!v.allowed).then_some(v.policy),
+            shadow,
+            enforced: Some(v),
         }
     }
 

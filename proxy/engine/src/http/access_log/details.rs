@@ -92,7 +92,8 @@ impl ResponseDetails {
             Flag::DownstreamProtocolError
             | Flag::DownstreamTermination
             | Flag::None
-            | Flag::DelayInjected => return None,
+            | Flag::DelayInjected
+            | Flag::UnauthorizedExternalService => return None,
         })
     }
 

@@ -81,7 +81,7 @@ struct RawDescriptorEntry {
 /// `type.v3.HttpStatus`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHttpStatus {
+pub(crate) struct RawHttpStatus {
     code: Option<RawStatusCode>,
 }
 
@@ -90,6 +90,21 @@ struct RawHttpStatus {
 enum RawStatusCode {
     Number(u32),
     Name(String),
+}
+
+/// The code of a `type.v3.HttpStatus` at `p` (a number or the enum's name; None: unset).
+pub(crate) fn http_status(raw: &RawHttpStatus, p: &FieldPath) -> Result<Option<u16>, ConfigError> {
+    Ok(match &raw.code {
+        None => None,
+        Some(RawStatusCode::Number(n)) => Some(*n as u16),
+        Some(RawStatusCode::Name(n)) => Some(
+            STATUS_NAMES
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, c)| *c)
+                .ok_or_else(|| p.field("code").err(format!("unknown value {n:?}")))?,
+        ),
+    })
 }
 
 /// `type.v3.TokenBucket`.
@@ -264,18 +279,9 @@ pub(crate) fn build(raw: RawLocalRateLimit, p: &FieldPath) -> Result<LocalRateLi
         }
     }
     let rate_limits = crate::route::rate_limits::build(&raw.rate_limits, &rp)?;
-    let status = match raw.status.as_ref().and_then(|s| s.code.as_ref()) {
+    let status = match &raw.status {
         None => DEFAULT_STATUS,
-        Some(RawStatusCode::Number(n)) => *n as u16,
-        Some(RawStatusCode::Name(n)) => STATUS_NAMES
-            .iter()
-            .find(|(name, _)| name == n)
-            .map(|(_, c)| *c)
-            .ok_or_else(|| {
-                p.field("status")
-                    .field("code")
-                    .err(format!("unknown value {n:?}"))
-            })?,
+        Some(s) => http_status(s, &p.field("status"))?.unwrap_or(DEFAULT_STATUS),
     };
     let status = if status < 400 { DEFAULT_STATUS } else { status };
     let bucket = match &raw.token_bucket {

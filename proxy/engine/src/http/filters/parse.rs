@@ -8,8 +8,8 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, fault, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs,
-    PerRoute,
+    cors, ext_authz, fault, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter,
+    PerFilterConfigs, PerRoute,
 };
 use crate::config::{
     istio_filters::{is_telemetry_noop, Place},
@@ -23,7 +23,7 @@ pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http
 /// The supported filters, for error messages.
 const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
                          envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
-                         envoy.filters.http.router";
+                         envoy.filters.http.ext_authz, envoy.filters.http.router";
 
 /// `http_filters` at `hp`: supported filters, then the router, last.
 pub(crate) fn http_filters(
@@ -54,7 +54,13 @@ pub(crate) fn http_filters(
                     .field("disabled")
                     .unsupported("true on the router (the terminal filter)"));
             }
-            return Ok(HttpFilters { filters });
+            let reads_metadata = filters.iter().any(
+                |f: &Filter| matches!(&f.kind, Kind::ExtAuthz(a) if a.enabled_metadata.is_some()),
+            );
+            return Ok(HttpFilters {
+                filters,
+                reads_metadata,
+            });
         }
         // Istio's telemetry-only filters are no-ops. `is_optional` changes nothing here: Envoy
         // runs the optional filters it knows, so one sluice does not implement is refused either way.
@@ -79,6 +85,10 @@ pub(crate) fn http_filters(
             )),
             (Some(rbac::TYPE), Some(tc)) => Kind::Rbac(Arc::new(rbac::build(
                 typed_config(tc, &tp, rbac::TYPE)?,
+                &tp,
+            )?)),
+            (Some(ext_authz::TYPE), Some(tc)) => Kind::ExtAuthz(Arc::new(ext_authz::build(
+                typed_config(tc, &tp, ext_authz::TYPE)?,
                 &tp,
             )?)),
             _ => {
@@ -164,9 +174,13 @@ fn per_route(v: &Value, vp: &FieldPath) -> Result<PerRoute, ConfigError> {
             typed_config(v, vp, rbac::PER_ROUTE_TYPE)?,
             vp,
         )?)),
+        Some(ext_authz::PER_ROUTE_TYPE) => PerRoute::ExtAuthz(Arc::new(ext_authz::build_per_route(
+            typed_config(v, vp, ext_authz::PER_ROUTE_TYPE)?,
+            vp,
+        )?)),
         Some(other) => {
             return Err(vp.field("@type").unsupported(&format!(
-                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, FilterConfig"
+                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, ExtAuthzPerRoute, FilterConfig"
             )))
         }
         None => return Err(vp.field("@type").err("missing")),

@@ -1,9 +1,9 @@
-//! Unit tests of the HTTP filters' decisions (fault, cors, local_ratelimit) and of
-//! `http_filters` parsing.
+//! Unit tests of the HTTP filters' decisions (fault, cors, local_ratelimit, rbac metadata,
+//! ext_authz config) and of `http_filters` parsing.
 
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::{cors, fault, local_ratelimit, parse};
+use super::{cors, fault, local_ratelimit, metadata, parse, rbac};
 use crate::config::{raw::RawHttpFilter, FieldPath};
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -397,4 +397,102 @@ fn rbac_per_route_config_replaces_or_turns_off_the_filter() {
     .unwrap();
     let e = parse::per_filter_configs(Some(&bad), &FieldPath::root().field("t"), None).unwrap_err();
     assert_eq!(e.path(), "t.x.rbac.rules.policies.p.permissions");
+}
+
+#[test]
+fn ext_authz_refuses_what_it_does_not_implement_naming_the_field() {
+    let authz = |fields: &str| {
+        format!(
+            "[{{name: a, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, {fields}}}}}, {ROUTER}]"
+        )
+    };
+    let svc = "http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}}";
+    assert_eq!(chain(&authz(svc)), Ok(vec!["a".to_owned()]));
+    let p = "http_filters[0].typed_config";
+    let table = [
+        ("grpc_service: {envoy_grpc: {cluster_name: c}}".to_string(), format!("{p}.grpc_service")),
+        (format!("{svc}, with_request_body: {{max_request_bytes: 10}}"), format!("{p}.with_request_body")),
+        (format!("{svc}, clear_route_cache: true"), format!("{p}.clear_route_cache")),
+        (format!("{svc}, filter_enabled: {{default_value: {{numerator: 1}}}}"), format!("{p}.filter_enabled")),
+        (format!("{svc}, transport_api_version: V2"), format!("{p}.transport_api_version")),
+        (format!("{svc}, status_on_error: {{code: Teapot}}"), format!("{p}.status_on_error.code")),
+        ("http_service: {server_uri: {uri: 'http://x', cluster: c}}".to_string(), format!("{p}.http_service.server_uri.timeout")),
+        ("http_service: {server_uri: {uri: 'http://x', timeout: 1s}}".to_string(), format!("{p}.http_service.server_uri.cluster")),
+        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: k}}], value: {{bool_match: true}}}}"), format!("{p}.filter_enabled_metadata.value.bool_match")),
+        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: a}}, {{key: b}}], value: {{present_match: true}}}}"), format!("{p}.filter_enabled_metadata.path")),
+        ("http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}, path_prefix: nope}".to_string(), format!("{p}.http_service.path_prefix")),
+        ("http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}, authorization_request: {headers_to_add: [{key: 'bad name', value: v}]}}".to_string(), format!("{p}.http_service.authorization_request.headers_to_add[0].key")),
+        (format!("{svc}, bogus: 1"), format!("{p}.bogus")),
+    ];
+    for (fields, want) in table {
+        let (path, msg) = chain(&authz(&fields)).unwrap_err();
+        assert_eq!(path, want, "{fields}: {msg}");
+    }
+}
+
+#[test]
+fn rbac_shadow_verdicts_become_metadata_that_turns_ext_authz_on() {
+    use crate::config::ConfigError;
+    let m: metadata::RawMetadataMatcher = serde_norway::from_str(
+        "{filter: envoy.filters.http.rbac, path: [{key: istio_ext_authz_shadow_effective_policy_id}], value: {string_match: {prefix: istio-ext-authz}}}",
+    )
+    .unwrap();
+    let on = metadata::build(&m, &FieldPath::root())
+        .map_err(|e: ConfigError| e.to_string())
+        .unwrap();
+    let rules: rbac::RawRbacFilter = serde_norway::from_str(
+        "{shadow_rules_stat_prefix: istio_ext_authz_, shadow_rules: {action: DENY, policies: {istio-ext-authz-p: {permissions: [{header: {name: x-check, present_match: true}}], principals: [{any: true}]}}}}",
+    )
+    .unwrap();
+    let rules = rbac::build(rules, &FieldPath::root()).unwrap();
+    let peer: std::net::SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    let run = |h: &HeaderMap| {
+        let view = crate::route::RequestView {
+            authority: Some("h"),
+            path: "/",
+            method: "GET",
+            scheme: "http",
+            headers: h,
+            random: 0,
+            peer: None,
+        };
+        let facts = crate::rbac::Facts {
+            request: Some(&view),
+            peer,
+            remote: peer.ip(),
+            local: peer,
+            sni: "",
+            tls: None,
+        };
+        let mut md = metadata::DynamicMetadata::default();
+        let d = rules.decide(&facts, None);
+        assert!(d.denied.is_none(), "shadow rules never deny");
+        d.write_metadata(&rules, |k, v| md.set(metadata::RBAC_NAMESPACE, k, v));
+        md
+    };
+    let md = run(&headers(&[("x-check", "1")]));
+    assert_eq!(
+        md.get(
+            metadata::RBAC_NAMESPACE,
+            "istio_ext_authz_shadow_effective_policy_id"
+        ),
+        Some("istio-ext-authz-p")
+    );
+    assert_eq!(
+        md.get(
+            metadata::RBAC_NAMESPACE,
+            "istio_ext_authz_shadow_engine_result"
+        ),
+        Some("denied")
+    );
+    assert!(on.matches(&md));
+    let md = run(&headers(&[]));
+    assert_eq!(
+        md.get(
+            metadata::RBAC_NAMESPACE,
+            "istio_ext_authz_shadow_engine_result"
+        ),
+        Some("allowed")
+    );
+    assert!(!on.matches(&md), "no matching policy: no id, no check");
 }

@@ -17,7 +17,7 @@ pub const BUCKETS_MS: [f64; 19] = [
 pub const SLOTS: usize = 32;
 
 /// Every response flag, indexed by its key bits.
-const FLAGS: [Flag; 21] = [
+const FLAGS: [Flag; 22] = [
     Flag::None,
     Flag::NoRoute,
     Flag::NoCluster,
@@ -39,6 +39,7 @@ const FLAGS: [Flag; 21] = [
     Flag::RetryLimitConnectionTermination,
     Flag::RetryLimitProtocolError,
     Flag::RetryLimitTimeout,
+    Flag::UnauthorizedExternalService,
 ];
 
 /// Set in every used key, so 0 means "free slot".
@@ -177,12 +178,13 @@ mod tests {
             | Flag::RetryLimitConnectFailure
             | Flag::RetryLimitConnectionTermination
             | Flag::RetryLimitProtocolError
-            | Flag::RetryLimitTimeout => f,
+            | Flag::RetryLimitTimeout
+            | Flag::UnauthorizedExternalService => f,
         };
         for f in FLAGS.map(all) {
             assert_eq!(Key::new(200, f, false, 80).parts().map(|p| p.1), Some(f));
         }
-        assert_eq!(FLAGS.len(), 21);
+        assert_eq!(FLAGS.len(), 22);
         assert_eq!(
             Flag::ConnectionTermination.after_retries().as_str(),
             "URX,UC"

@@ -1,0 +1,233 @@
+//! One check against the HTTP authorization service, as Envoy's `RawHttpClientImpl`: the
+//! request's method, its path under `path_prefix`, `Content-Length: 0`, the default headers
+//! (Host, Authorization) and the allowed ones, `headers_to_add`, and what Envoy's async client
+//! adds (`x-envoy-internal`, `x-envoy-expected-rq-timeout-ms`); the answer read whole. A 200 is
+//! OK, a 5xx (or no answer) an error, anything else a denial.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
+
+use super::HttpService;
+use crate::{
+    http::{local_reply, Body},
+    upstream::{Cluster, LbContext},
+};
+
+/// A denial's body is read up to this much (Envoy's async client buffers it whole).
+const MAX_BODY: usize = 1 << 20;
+
+/// The response header naming request headers to remove on success.
+const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// What the service said.
+pub(crate) enum Verdict {
+    /// 200: the request goes on with these changes.
+    Ok {
+        /// Request headers to remove (`x-envoy-auth-headers-to-remove`).
+        remove: Vec<HeaderName>,
+        /// Request headers to set (`allowed_upstream_headers`).
+        set: Vec<(HeaderName, HeaderValue)>,
+        /// Request headers to add (`allowed_upstream_headers_to_append`).
+        append: Vec<(HeaderName, HeaderValue)>,
+        /// Response headers to add (`allowed_client_headers_on_success`).
+        response: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Another status below 500: the client's answer.
+    Denied {
+        status: u16,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    },
+    /// No answer, a 5xx, or no such cluster.
+    Error,
+}
+
+/// The request as the check sees it.
+pub(crate) struct Checked<'a> {
+    pub method: &'a Method,
+    /// `:authority` (None: the request had none).
+    pub authority: Option<&'a str>,
+    /// `:path` with the query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// Asks `svc` about `req`.
+pub(crate) async fn check(
+    svc: &HttpService,
+    req: Checked<'_>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    max_denied_body: usize,
+) -> Verdict {
+    let Some(cluster) = clusters.get(&svc.cluster) else {
+        tracing::debug!(cluster = %svc.cluster, "ext_authz: no such cluster");
+        return Verdict::Error;
+    };
+    let Some(host) = cluster.choose_host(&LbContext::default()) else {
+        return Verdict::Error;
+    };
+    let started = Instant::now();
+    let send = async {
+        let pool = host.pool(crate::config::RoutingPriority::Default);
+        let resp = pool
+            .send(
+                cluster,
+                host.addr,
+                request(svc, &req),
+                || None,
+                None,
+                &|_| {},
+            )
+            .await
+            .ok()?;
+        let (parts, body) = resp.into_parts();
+        // Only a denial's body is used, up to what it may carry; the rest is read to give
+        // the connection back, and a body that fails midway keeps what came.
+        let keep = match (parts.status.as_u16(), max_denied_body) {
+            (200, _) => 0,
+            (_, 0) => MAX_BODY,
+            (_, n) => n.min(MAX_BODY),
+        };
+        let mut body = std::pin::pin!(body);
+        let mut buf = BytesMut::new();
+        while let Some(Ok(frame)) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+        {
+            if let Ok(d) = frame.into_data() {
+                let room = keep - buf.len();
+                buf.extend_from_slice(&d[..d.len().min(room)]);
+                if buf.len() == keep && keep != 0 {
+                    break;
+                }
+            }
+        }
+        Some((parts, buf.freeze()))
+    };
+    let answer = match svc.timeout {
+        Some(t) => tokio::time::timeout(t, send).await.ok().flatten(),
+        None => send.await,
+    };
+    let Some((parts, body)) = answer else {
+        return Verdict::Error;
+    };
+    let status = parts.status.as_u16();
+    if status >= 500 {
+        return Verdict::Error;
+    }
+    let mut headers = parts.headers;
+    // Envoy's async client goes through a router, which stamps the answer.
+    headers.insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(started.elapsed().as_millis() as u64),
+    );
+    if status == 200 {
+        let remove = headers
+            .get_all(HEADERS_TO_REMOVE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            // Envoy never lets the service remove the request's Host.
+            .filter(|n| n != header::HOST)
+            .collect();
+        headers.remove(HEADERS_TO_REMOVE);
+        let pick = |l: &super::NameList| -> Vec<(HeaderName, HeaderValue)> {
+            headers
+                .iter()
+                .filter(|(n, _)| !is_framing(n) && l.matches(n.as_str()))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect()
+        };
+        return Verdict::Ok {
+            remove,
+            set: pick(&svc.upstream_set),
+            append: pick(&svc.upstream_append),
+            response: pick(&svc.client_success),
+        };
+    }
+    headers.remove(HEADERS_TO_REMOVE);
+    let client: Vec<(HeaderName, HeaderValue)> = headers
+        .iter()
+        .filter(|(n, _)| denied_header(svc, n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    Verdict::Denied {
+        status,
+        headers: client,
+        body,
+    }
+}
+
+/// Whether a denial's header goes to the client: the listed ones and Envoy's defaults
+/// (`:status`, Content-Length, WWW-Authenticate, Location), or with no list every one but Host.
+/// The reply's Content-Length is its own body's (the service's body may have been cut).
+fn denied_header(svc: &HttpService, n: &HeaderName) -> bool {
+    if is_framing(n) {
+        return false;
+    }
+    if svc.client_denied.is_empty() {
+        return n != header::HOST;
+    }
+    n == header::WWW_AUTHENTICATE || n == header::LOCATION || svc.client_denied.matches(n.as_str())
+}
+
+/// Headers of one connection's framing, never carried from one message to another (Envoy's
+/// codecs and HCM drop them before any filter sees them).
+fn is_framing(n: &HeaderName) -> bool {
+    n == header::CONTENT_LENGTH
+        || n == header::TRANSFER_ENCODING
+        || n == header::CONNECTION
+        || n == header::TE
+        || n == header::UPGRADE
+        || n == "keep-alive"
+        || n == "proxy-connection"
+}
+
+/// The check request.
+fn request(svc: &HttpService, req: &Checked<'_>) -> Request<Body> {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Some(v) = req.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+        h.insert(header::HOST, v);
+    }
+    for (n, v) in req.headers {
+        if is_framing(n) || n == header::HOST {
+            continue;
+        }
+        let allowed = n == header::AUTHORIZATION || svc.allowed.matches(n.as_str());
+        if allowed && !svc.disallowed.matches(n.as_str()) {
+            h.append(n.clone(), v.clone());
+        }
+    }
+    for (n, v) in &svc.headers_to_add {
+        h.insert(n.clone(), v.clone());
+    }
+    h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+    if let Some(t) = svc.timeout {
+        h.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(millis(t)),
+        );
+    }
+    let uri = match &svc.path_override {
+        Some(p) => Ok(p.clone()),
+        None if svc.path_prefix.is_empty() => req.path.parse(),
+        None => format!("{}{}", svc.path_prefix, req.path).parse(),
+    };
+    let mut r = Request::new(local_reply::empty());
+    *r.method_mut() = req.method.clone();
+    // The request's path parsed as a URI when it came; the prefix was checked at load.
+    *r.uri_mut() = uri.unwrap_or_else(|_| http::Uri::from_static("/"));
+    *r.headers_mut() = h;
+    r
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
