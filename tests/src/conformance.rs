@@ -154,7 +154,13 @@ fn run_case_once(
         .filter(|(_, c)| c.tls)
         .map(|(n, _)| n.clone())
         .collect();
-    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams, &health, &tls);
+    let grpc_authz: Vec<String> = case
+        .clusters
+        .iter()
+        .filter(|(_, c)| c.grpc_authz)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let ups = upstream::Upstreams::start(rt, &names, &case.upstreams, &health, &tls, &grpc_authz);
     let unanswered = unanswered::Unanswered::start();
     let dns = case.dns.as_ref().map(|d| dns::Dns::start(d, workdir));
     let [listener, closed, admin, redirected] = proxy::free_ports::<4>();

@@ -936,6 +936,7 @@ pub async fn handle_with(
                 stats: &hcm.filter_stats,
                 tls: tls.as_deref(),
                 clusters: &hcm.by_name,
+                version,
             }))
             .await;
             Some(d)

@@ -122,6 +122,10 @@ pub struct ClusterSpec {
     /// [`super::unanswered`]), so a connect hangs until the cluster's `connect_timeout`.
     #[serde(default)]
     pub unanswered: bool,
+    /// The upstream is a gRPC ext_authz service (HTTP/2 plaintext; the case's `extra` sets the
+    /// cluster's HTTP/2 options), answering from its script (`upstream::grpc_authz`).
+    #[serde(default)]
+    pub grpc_authz: bool,
     /// Extra cluster fields merged into the generated cluster (e.g. `connect_timeout`, `lb_policy`).
     #[serde(default)]
     pub extra: serde_json::Map<String, Value>,

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::client::find;
 
+mod grpc_authz;
 mod h2;
 
 /// One scripted answer.
@@ -137,13 +138,15 @@ impl Upstreams {
     /// Binds one server per name on 127.0.0.1 (ephemeral port) and serves `scripts[name]`
     /// (reply i for the i-th request since the last [`Upstreams::take`], the last reply repeating),
     /// and health checks from `health`. The servers named in `tls` speak TLS with the test PKI's
-    /// `localhost` / 127.0.0.1 certificate (ALPN http/1.1 offered; [`Upstreams::ca_pem`]).
+    /// `localhost` / 127.0.0.1 certificate (ALPN http/1.1 offered; [`Upstreams::ca_pem`]); those
+    /// named in `grpc_authz` are gRPC ext_authz services ([`grpc_authz`]).
     pub fn start(
         rt: &Runtime,
         names: &[String],
         scripts: &BTreeMap<String, Vec<Reply>>,
         health: &HealthScripts,
         tls: &[String],
+        grpc_authz: &[String],
     ) -> Upstreams {
         let pki = (!tls.is_empty()).then(crate::upstream::tls::test_pki);
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -166,6 +169,16 @@ impl Upstreams {
                 .as_ref()
                 .filter(|_| tls.contains(name))
                 .map(|p| TlsAcceptor::from(p.server_optional_mtls.clone()));
+            if grpc_authz.contains(name) {
+                tasks.push(grpc_authz::spawn(
+                    rt,
+                    listener,
+                    name.clone(),
+                    script,
+                    shared.clone(),
+                ));
+                continue;
+            }
             let (shared, name) = (shared.clone(), name.clone());
             tasks.push(rt.spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();

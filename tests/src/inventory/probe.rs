@@ -75,6 +75,10 @@ static_resources:
                 filter: envoy.filters.http.rbac
                 path: [{ key: k }]
                 value: { string_match: { prefix: v } }
+          - name: grpc-authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              grpc_service: { envoy_grpc: { cluster_name: c }, timeout: 1s }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
           route_config:
@@ -217,6 +221,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.http.ext_authz.v3.ExtAuthz", authz.clone()),
         ("extensions.filters.http.ext_authz.v3.HttpService", format!("{authz}/http_service")),
         ("config.core.v3.HttpUri", format!("{authz}/http_service/server_uri")),
+        ("config.core.v3.GrpcService", format!("{HCM}/http_filters/5/typed_config/grpc_service")),
+        ("config.core.v3.GrpcService.EnvoyGrpc", format!("{HCM}/http_filters/5/typed_config/grpc_service/envoy_grpc")),
         ("extensions.filters.http.ext_authz.v3.AuthorizationRequest", format!("{authz}/http_service/authorization_request")),
         ("extensions.filters.http.ext_authz.v3.AuthorizationResponse", format!("{authz}/http_service/authorization_response")),
         ("type.matcher.v3.ListStringMatcher", format!("{authz}/http_service/authorization_request/allowed_headers")),

@@ -195,22 +195,29 @@ impl Decoded {
             l.not_enforced_headers(h);
         }
         for c in &self.authz {
-            match c {
-                AuthzChange::Remove(n) => {
-                    h.remove(n);
-                }
-                AuthzChange::Set(n, v) => {
-                    h.insert(n.clone(), v.clone());
-                }
-                AuthzChange::Append(n, v) => {
-                    h.append(n.clone(), v.clone());
-                }
+            c.apply(h);
+        }
+    }
+}
+
+impl AuthzChange {
+    fn apply(&self, h: &mut HeaderMap) {
+        match self {
+            AuthzChange::Remove(n) => {
+                h.remove(n);
+            }
+            AuthzChange::Set(n, v) => {
+                h.insert(n.clone(), v.clone());
+            }
+            AuthzChange::Append(n, v) => {
+                h.append(n.clone(), v.clone());
             }
         }
     }
 }
 
 /// The request as the filters see it.
+#[derive(Clone, Copy)]
 pub struct Request<'a, 'r> {
     /// The route selection.
     pub selection: &'a Selection<'r>,
@@ -237,6 +244,8 @@ pub struct Request<'a, 'r> {
     pub stats: &'a FilterStats,
     /// What the downstream TLS handshake established (None: plaintext).
     pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
+    /// The request's HTTP version.
+    pub version: http::Version,
     /// The HCM's clusters by name (an ext_authz service's cluster).
     pub clusters: &'a HashMap<String, Arc<crate::upstream::Cluster>>,
 }
@@ -334,8 +343,8 @@ impl HttpFilters {
     }
 
     /// Runs the chain's request side (Envoy's decodeHeaders of each filter).
-    pub async fn decode(&self, req: Request<'_, '_>) -> Decoded {
-        let levels = levels(req.selection, req.route_config);
+    pub async fn decode(&self, orig: Request<'_, '_>) -> Decoded {
+        let levels = levels(orig.selection, orig.route_config);
         let mut out = Decoded {
             local: None,
             delayed: false,
@@ -346,10 +355,29 @@ impl HttpFilters {
             authz: Vec::new(),
         };
         let mut metadata = metadata::DynamicMetadata::default();
+        // The request headers after an ext_authz check changed them, as the later filters see
+        // them (the changes themselves go upstream from `out.authz`).
+        let mut changed: Option<HeaderMap> = None;
         for (i, f) in self.filters.iter().enumerate() {
             if f.disabled_at(&levels) {
                 continue;
             }
+            let view;
+            let req = match &changed {
+                None => orig,
+                Some(h) => {
+                    view = crate::route::RequestView {
+                        headers: h,
+                        ..*orig.view
+                    };
+                    Request {
+                        headers: h,
+                        view: &view,
+                        ..orig
+                    }
+                }
+            };
+            let authz_before = out.authz.len();
             let specific = levels.iter().flatten().find_map(|l| l.get(&f.name));
             match &f.kind {
                 Kind::Fault(base) => {
@@ -456,6 +484,21 @@ impl HttpFilters {
                             continue;
                         }
                     }
+                    // `context_extensions` merged from the least specific level to the most.
+                    let mut context = Vec::new();
+                    for l in levels.iter().rev().flatten() {
+                        if let Some(PerRoute::ExtAuthz(r)) = l.get(&f.name) {
+                            for (k, v) in &r.context_extensions {
+                                match context
+                                    .iter_mut()
+                                    .find(|(ck, _): &&mut (String, String)| ck == k)
+                                {
+                                    Some(e) => e.1 = v.clone(),
+                                    None => context.push((k.clone(), v.clone())),
+                                }
+                            }
+                        }
+                    }
                     let stats = match req.stats.0.get(i) {
                         Some(Some(Counters::ExtAuthz(s))) => Some(s),
                         _ => None,
@@ -468,7 +511,9 @@ impl HttpFilters {
                             continue;
                         }
                     }
-                    if let Some(local) = ext_authz_decide(cfg, &req, stats, &mut out).await {
+                    if let Some(local) =
+                        ext_authz_decide(cfg, &req, &context, stats, &mut out).await
+                    {
                         out.local = Some(local);
                         return out;
                     }
@@ -508,6 +553,12 @@ impl HttpFilters {
                     }
                 }
             }
+            if out.authz.len() > authz_before {
+                let h = changed.get_or_insert_with(|| orig.headers.clone());
+                for c in &out.authz[authz_before..] {
+                    c.apply(h);
+                }
+            }
         }
         out
     }
@@ -518,6 +569,7 @@ impl HttpFilters {
 async fn ext_authz_decide(
     cfg: &ExtAuthz,
     req: &Request<'_, '_>,
+    context_extensions: &[(String, String)],
     stats: Option<&ext_authz::ExtAuthzStats>,
     out: &mut Decoded,
 ) -> Option<(Response<Body>, Flag)> {
@@ -526,7 +578,13 @@ async fn ext_authz_decide(
         method: req.method,
         authority: req.view.authority,
         path: req.view.path,
+        scheme: req.view.scheme,
+        version: req.version,
         headers: req.headers,
+        peer: req.peer,
+        local: req.local,
+        tls: req.tls,
+        context_extensions,
     };
     let count = |f: fn(&ext_authz::ExtAuthzStats) -> &crate::server::stats::Counter| {
         if let Some(s) = stats {
@@ -534,12 +592,7 @@ async fn ext_authz_decide(
         }
     };
     // Boxed: only a chain with ext_authz carries the check's state.
-    let check = Box::pin(ext_authz::check(
-        &cfg.service,
-        checked,
-        req.clusters,
-        cfg.max_denied_body,
-    ));
+    let check = Box::pin(ext_authz::run(cfg, &checked, req.clusters));
     // The stream's deadline bounds the check too, as it bounds a fault delay.
     let verdict = match req.deadline {
         None => check.await,

@@ -1,21 +1,23 @@
 //! `envoy.filters.http.ext_authz` (extensions.filters.http.ext_authz.v3.ExtAuthz) with an HTTP
-//! authorization service: Istio's `envoyExtAuthzHttp` extension provider, which a CUSTOM
-//! AuthorizationPolicy turns on for the requests its shadow RBAC rules match
-//! (`filter_enabled_metadata`). The check itself is [`check`]; this module is its config.
+//! or a gRPC authorization service: Istio's `envoyExtAuthzHttp` / `envoyExtAuthzGrpc`
+//! extension providers, which a CUSTOM AuthorizationPolicy turns on for the requests its shadow
+//! RBAC rules match (`filter_enabled_metadata`). One check is [`check`] (HTTP) or [`grpc`]
+//! (`envoy.service.auth.v3.Authorization/Check`); this module is their config.
 //!
-//! The gRPC service (`grpc_service`) and the buffered request body (`with_request_body`) are
-//! not implemented and are refused naming the field; the fields only Envoy's gRPC client reads
-//! (metadata and TLS context, `context_extensions`) are no-ops with the HTTP service, as in
-//! Envoy.
+//! The buffered request body (`with_request_body`) is not implemented and is refused naming
+//! the field; the fields only Envoy's gRPC client reads (metadata and TLS context) are no-ops
+//! with the HTTP service, as in Envoy, and refused with the gRPC one when they ask for more
+//! than sluice sends.
 
 mod check;
+mod grpc;
 
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-pub(crate) use check::{check, Checked, Verdict};
+pub(crate) use check::Verdict;
 
 use super::{
     local_ratelimit::{http_status, RawHttpStatus},
@@ -41,7 +43,7 @@ pub const PER_ROUTE_TYPE: &str =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExtAuthz {
-    grpc_service: Option<serde_json::Value>,
+    grpc_service: Option<RawGrpcService>,
     http_service: Option<RawHttpService>,
     transport_api_version: Option<String>,
     failure_mode_allow: Option<bool>,
@@ -76,6 +78,29 @@ pub(crate) struct RawExtAuthz {
     enforce_response_header_limits: Option<bool>,
     shadow_mode: Option<bool>,
     emit_client_span: Option<bool>,
+}
+
+/// `config.core.v3.GrpcService`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrpcService {
+    envoy_grpc: Option<RawEnvoyGrpc>,
+    google_grpc: Option<serde_json::Value>,
+    timeout: Option<String>,
+    #[serde(default)]
+    initial_metadata: Vec<RawHeaderValue>,
+    retry_policy: Option<serde_json::Value>,
+}
+
+/// `GrpcService.EnvoyGrpc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvoyGrpc {
+    cluster_name: Option<String>,
+    authority: Option<String>,
+    retry_policy: Option<serde_json::Value>,
+    max_receive_message_length: Option<u32>,
+    skip_envoy_headers: Option<bool>,
 }
 
 /// `ExtAuthz.HttpService`.
@@ -140,8 +165,8 @@ pub(crate) struct RawExtAuthzPerRoute {
 #[serde(deny_unknown_fields)]
 struct RawCheckSettings {
     /// Sent only to a gRPC service: a no-op with the HTTP one, as in Envoy.
-    #[allow(dead_code)]
-    context_extensions: Option<serde_json::Value>,
+    #[serde(default)]
+    context_extensions: std::collections::BTreeMap<String, String>,
     /// Nothing is buffered here anyway.
     #[allow(dead_code)]
     disable_request_body_buffering: Option<bool>,
@@ -198,7 +223,7 @@ pub(crate) struct HttpService {
 /// The filter's config.
 #[derive(Debug)]
 pub struct ExtAuthz {
-    pub(crate) service: HttpService,
+    pub(crate) service: Service,
     /// `failure_mode_allow`: a failed check lets the request through.
     pub(crate) failure_mode_allow: bool,
     /// `failure_mode_allow_header_add`: ... marked `x-envoy-auth-failure-mode-allowed: true`.
@@ -218,15 +243,50 @@ pub struct ExtAuthz {
 pub struct ExtAuthzPerRoute {
     /// `disabled`: no check for the route.
     pub(crate) disabled: bool,
+    /// `check_settings.context_extensions` (sent to a gRPC service), merged over the levels.
+    pub(crate) context_extensions: Vec<(String, String)>,
+}
+
+/// The request as a check sees it.
+pub(crate) struct Checked<'a> {
+    pub method: &'a http::Method,
+    /// `:authority` (None: the request had none).
+    pub authority: Option<&'a str>,
+    /// `:path` with the query.
+    pub path: &'a str,
+    pub scheme: &'a str,
+    pub version: http::Version,
+    pub headers: &'a http::HeaderMap,
+    /// The connection's peer.
+    pub peer: std::net::SocketAddr,
+    /// The connection's destination.
+    pub local: std::net::SocketAddr,
+    pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
+    /// The route's `context_extensions` (gRPC only).
+    pub context_extensions: &'a [(String, String)],
+}
+
+/// Runs one check against the filter's service.
+pub(crate) async fn run(
+    cfg: &ExtAuthz,
+    req: &Checked<'_>,
+    clusters: &std::collections::HashMap<String, Arc<crate::upstream::Cluster>>,
+) -> Verdict {
+    match &cfg.service {
+        Service::Http(s) => check::check(s, req, clusters, cfg.max_denied_body).await,
+        Service::Grpc(s) => grpc::check(s, req, clusters).await,
+    }
+}
+
+/// The authorization service.
+#[derive(Debug)]
+pub(crate) enum Service {
+    Http(HttpService),
+    Grpc(grpc::GrpcService),
 }
 
 /// Compiles the filter config at `p`.
 pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigError> {
-    if raw.grpc_service.is_some() {
-        return Err(p
-            .field("grpc_service")
-            .unsupported("(the gRPC authorization service is not implemented; use http_service)"));
-    }
     if raw.with_request_body.is_some() {
         return Err(p
             .field("with_request_body")
@@ -291,22 +351,6 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
                 .unsupported("(not implemented; use filter_enabled_metadata)"));
         }
     }
-    // Read only by Envoy's gRPC client: no-ops with the HTTP service.
-    let _ = (
-        raw.metadata_context_namespaces,
-        raw.typed_metadata_context_namespaces,
-        raw.route_metadata_context_namespaces,
-        raw.route_typed_metadata_context_namespaces,
-        raw.include_peer_certificate,
-        raw.include_tls_session,
-        raw.bootstrap_metadata_labels_key,
-        raw.encode_raw_headers,
-        raw.emit_client_span,
-    );
-    let hp = p.field("http_service");
-    let Some(hs) = raw.http_service else {
-        return Err(p.err("one of grpc_service or http_service is required"));
-    };
     let top_allowed = match &raw.allowed_headers {
         Some(l) => Some(name_list(l, &p.field("allowed_headers"))?),
         None => None,
@@ -315,7 +359,77 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
         Some(l) => name_list(l, &p.field("disallowed_headers"))?,
         None => NameList::default(),
     };
-    let service = http_service(hs, &hp, top_allowed, disallowed)?;
+    let service = match (raw.grpc_service, raw.http_service) {
+        (Some(_), Some(_)) => {
+            return Err(p.err("only one of grpc_service and http_service may be set"))
+        }
+        (None, None) => return Err(p.err("one of grpc_service or http_service is required")),
+        (None, Some(hs)) => {
+            // Read only by Envoy's gRPC client: no-ops with the HTTP service.
+            let _ = (
+                raw.metadata_context_namespaces,
+                raw.typed_metadata_context_namespaces,
+                raw.route_metadata_context_namespaces,
+                raw.route_typed_metadata_context_namespaces,
+                raw.include_peer_certificate,
+                raw.include_tls_session,
+                raw.bootstrap_metadata_labels_key,
+                raw.encode_raw_headers,
+                raw.emit_client_span,
+            );
+            Service::Http(http_service(
+                hs,
+                &p.field("http_service"),
+                top_allowed,
+                disallowed,
+            )?)
+        }
+        (Some(gs), None) => {
+            let refused = [
+                (
+                    "metadata_context_namespaces",
+                    !raw.metadata_context_namespaces.is_empty(),
+                ),
+                (
+                    "typed_metadata_context_namespaces",
+                    !raw.typed_metadata_context_namespaces.is_empty(),
+                ),
+                (
+                    "route_metadata_context_namespaces",
+                    !raw.route_metadata_context_namespaces.is_empty(),
+                ),
+                (
+                    "route_typed_metadata_context_namespaces",
+                    !raw.route_typed_metadata_context_namespaces.is_empty(),
+                ),
+                (
+                    "include_peer_certificate",
+                    raw.include_peer_certificate == Some(true),
+                ),
+                ("include_tls_session", raw.include_tls_session == Some(true)),
+                (
+                    "bootstrap_metadata_labels_key",
+                    raw.bootstrap_metadata_labels_key
+                        .as_deref()
+                        .is_some_and(|k| !k.is_empty()),
+                ),
+                ("encode_raw_headers", raw.encode_raw_headers == Some(true)),
+            ];
+            for (f, set) in refused {
+                if set {
+                    return Err(p.field(f).unsupported(
+                        "with grpc_service (the check request carries the request's attributes, headers and context_extensions only)",
+                    ));
+                }
+            }
+            Service::Grpc(grpc_service(
+                gs,
+                &p.field("grpc_service"),
+                top_allowed,
+                disallowed,
+            )?)
+        }
+    };
     let sp = p.field("status_on_error");
     let status_on_error = match &raw.status_on_error {
         Some(s) => http_status(s, &sp)?.unwrap_or(403),
@@ -392,19 +506,7 @@ fn http_service(
                 Some(l) => Some(name_list(l, &rp.field("allowed_headers"))?),
                 None => None,
             };
-            let mut add = Vec::new();
-            for (i, h) in r.headers_to_add.iter().enumerate() {
-                let hp = rp.field("headers_to_add").index(i);
-                let key = h.key.as_deref().unwrap_or_default();
-                let name = HeaderName::from_bytes(key.as_bytes())
-                    .map_err(|_| hp.field("key").err(format!("{key:?} is not a header name")))?;
-                let value = h.value.as_deref().unwrap_or_default();
-                let value = HeaderValue::from_str(value).map_err(|_| {
-                    hp.field("value")
-                        .err(format!("{value:?} is not a header value"))
-                })?;
-                add.push((name, value));
-            }
+            let add = header_pairs(&r.headers_to_add, &rp.field("headers_to_add"))?;
             (allowed, add)
         }
     };
@@ -449,6 +551,100 @@ fn http_service(
     })
 }
 
+fn grpc_service(
+    gs: RawGrpcService,
+    gp: &FieldPath,
+    allowed: Option<NameList>,
+    disallowed: NameList,
+) -> Result<grpc::GrpcService, ConfigError> {
+    if gs.google_grpc.is_some() {
+        return Err(gp
+            .field("google_grpc")
+            .unsupported("(Envoy's Google gRPC client is not implemented; use envoy_grpc)"));
+    }
+    if gs.retry_policy.is_some() {
+        return Err(gp
+            .field("retry_policy")
+            .unsupported("(checks are not retried here)"));
+    }
+    let ep = gp.field("envoy_grpc");
+    let eg = gs.envoy_grpc.ok_or_else(|| ep.err("required"))?;
+    if eg.retry_policy.is_some() {
+        return Err(ep
+            .field("retry_policy")
+            .unsupported("(checks are not retried here)"));
+    }
+    let cluster = eg
+        .cluster_name
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ep.field("cluster_name").err("required"))?;
+    let authority = eg
+        .authority
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| cluster.clone());
+    let authority = HeaderValue::from_str(&authority).map_err(|_| {
+        ep.field("authority")
+            .err(format!("{authority:?} is not a header value"))
+    })?;
+    // Envoy's ext_authz default for the gRPC call: 200 ms.
+    let timeout = match gs.timeout.as_deref() {
+        None => Some(Duration::from_millis(200)),
+        Some(t) => {
+            let d = parse_duration(t).map_err(|e| gp.field("timeout").err(e))?;
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    let metadata = header_pairs(&gs.initial_metadata, &gp.field("initial_metadata"))?;
+    Ok(grpc::GrpcService {
+        cluster,
+        authority,
+        timeout,
+        initial_metadata: metadata,
+        max_message: eg
+            .max_receive_message_length
+            .filter(|&n| n > 0)
+            .map(|n| n as usize),
+        envoy_headers: eg.skip_envoy_headers != Some(true),
+        allowed,
+        disallowed,
+    })
+}
+
+/// `config.core.v3.HeaderValue`s at `p` as header pairs.
+fn header_pairs(
+    raw: &[RawHeaderValue],
+    p: &FieldPath,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, h) in raw.iter().enumerate() {
+        let hp = p.index(i);
+        let key = h.key.as_deref().unwrap_or_default();
+        let name = HeaderName::from_bytes(key.as_bytes())
+            .map_err(|_| hp.field("key").err(format!("{key:?} is not a header name")))?;
+        let value = h.value.as_deref().unwrap_or_default();
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            hp.field("value")
+                .err(format!("{value:?} is not a header value"))
+        })?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The service's cluster (looked up per check: a cluster CDS removed is an error) and a host
+/// of it.
+fn pick_host(
+    name: &str,
+    clusters: &std::collections::HashMap<String, Arc<crate::upstream::Cluster>>,
+) -> Option<(Arc<crate::upstream::Cluster>, Arc<crate::upstream::Host>)> {
+    let Some(cluster) = clusters.get(name) else {
+        tracing::debug!(cluster = %name, "ext_authz: no such cluster");
+        return None;
+    };
+    let host = cluster.choose_host(&crate::upstream::LbContext::default())?;
+    Some((cluster.clone(), host))
+}
+
 fn name_list(raw: &RawListStringMatcher, p: &FieldPath) -> Result<NameList, ConfigError> {
     raw.patterns
         .iter()
@@ -466,7 +662,10 @@ pub(crate) fn build_per_route(
     match (raw.disabled, raw.check_settings) {
         (Some(_), Some(_)) => Err(p.err("only one of disabled and check_settings may be set")),
         (None, None) => Err(p.err("one of disabled or check_settings is required")),
-        (Some(d), None) => Ok(ExtAuthzPerRoute { disabled: d }),
+        (Some(d), None) => Ok(ExtAuthzPerRoute {
+            disabled: d,
+            context_extensions: Vec::new(),
+        }),
         (None, Some(cs)) => {
             let cp = p.field("check_settings");
             for (f, set) in [
@@ -478,7 +677,10 @@ pub(crate) fn build_per_route(
                     return Err(cp.field(f).unsupported("(not implemented)"));
                 }
             }
-            Ok(ExtAuthzPerRoute { disabled: false })
+            Ok(ExtAuthzPerRoute {
+                disabled: false,
+                context_extensions: cs.context_extensions.into_iter().collect(),
+            })
         }
     }
 }

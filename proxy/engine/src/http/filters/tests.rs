@@ -408,9 +408,14 @@ fn ext_authz_refuses_what_it_does_not_implement_naming_the_field() {
     };
     let svc = "http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}}";
     assert_eq!(chain(&authz(svc)), Ok(vec!["a".to_owned()]));
+    let grpc = "grpc_service: {envoy_grpc: {cluster_name: c}, timeout: 1s}";
+    assert_eq!(chain(&authz(grpc)), Ok(vec!["a".to_owned()]));
     let p = "http_filters[0].typed_config";
     let table = [
-        ("grpc_service: {envoy_grpc: {cluster_name: c}}".to_string(), format!("{p}.grpc_service")),
+        ("grpc_service: {google_grpc: {}}".to_string(), format!("{p}.grpc_service.google_grpc")),
+        ("grpc_service: {envoy_grpc: {}}".to_string(), format!("{p}.grpc_service.envoy_grpc.cluster_name")),
+        ("grpc_service: {envoy_grpc: {cluster_name: c}}, include_peer_certificate: true".to_string(), format!("{p}.include_peer_certificate")),
+        (format!("{svc}, grpc_service: {{envoy_grpc: {{cluster_name: c}}}}"), p.to_string()),
         (format!("{svc}, with_request_body: {{max_request_bytes: 10}}"), format!("{p}.with_request_body")),
         (format!("{svc}, clear_route_cache: true"), format!("{p}.clear_route_cache")),
         (format!("{svc}, filter_enabled: {{default_value: {{numerator: 1}}}}"), format!("{p}.filter_enabled")),

@@ -11,12 +11,12 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 
-use super::HttpService;
+use super::{Checked, HttpService};
 use crate::{
     http::{local_reply, Body},
-    upstream::{Cluster, LbContext},
+    upstream::Cluster,
 };
 
 /// A denial's body is read up to this much (Envoy's async client buffers it whole).
@@ -48,30 +48,17 @@ pub(crate) enum Verdict {
     Error,
 }
 
-/// The request as the check sees it.
-pub(crate) struct Checked<'a> {
-    pub method: &'a Method,
-    /// `:authority` (None: the request had none).
-    pub authority: Option<&'a str>,
-    /// `:path` with the query.
-    pub path: &'a str,
-    pub headers: &'a HeaderMap,
-}
-
 /// Asks `svc` about `req`.
 pub(crate) async fn check(
     svc: &HttpService,
-    req: Checked<'_>,
+    req: &Checked<'_>,
     clusters: &HashMap<String, Arc<Cluster>>,
     max_denied_body: usize,
 ) -> Verdict {
-    let Some(cluster) = clusters.get(&svc.cluster) else {
-        tracing::debug!(cluster = %svc.cluster, "ext_authz: no such cluster");
+    let Some((cluster, host)) = super::pick_host(&svc.cluster, clusters) else {
         return Verdict::Error;
     };
-    let Some(host) = cluster.choose_host(&LbContext::default()) else {
-        return Verdict::Error;
-    };
+    let cluster = &*cluster;
     let started = Instant::now();
     let send = async {
         let pool = host.pool(crate::config::RoutingPriority::Default);
@@ -79,7 +66,7 @@ pub(crate) async fn check(
             .send(
                 cluster,
                 host.addr,
-                request(svc, &req),
+                request(svc, req),
                 || None,
                 None,
                 &|_| {},

@@ -1,0 +1,377 @@
+//! One check against a gRPC authorization service (`envoy.service.auth.v3.Authorization/Check`),
+//! as Envoy's `GrpcClientImpl`: a `CheckRequest` with the request's attributes (source and
+//! destination address and principal, method, path, host, scheme, protocol, `x-request-id`,
+//! the headers `allowed_headers` lets through, or all of them, pseudo-headers included) and the
+//! route's `context_extensions`, over HTTP/2 to the service's cluster. A `CheckResponse` whose
+//! status is OK allows with its `ok_response` changes; another denies with its
+//! `denied_response` (403 when it names no status); a failed call (a gRPC status other than
+//! OK, no answer within the timeout, no such cluster) is an error.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::{
+    config::core::v3::{address, socket_address, Address, HeaderValueOption, SocketAddress},
+    service::auth::v3::{
+        attribute_context::{HttpRequest, Peer, Request as AttrRequest},
+        check_response::HttpResponse,
+        AttributeContext, CheckRequest, CheckResponse,
+    },
+};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
+use prost::Message;
+
+use super::{check::Verdict, Checked, NameList};
+use crate::upstream::Cluster;
+
+/// The method's path.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// The answer's size limit when `max_receive_message_length` is unset or 0 (unlimited in
+/// Envoy; a bound on memory here).
+const DEFAULT_MAX_MESSAGE: usize = 4 << 20;
+
+/// Where the check goes (`grpc_service.envoy_grpc`).
+#[derive(Debug)]
+pub(crate) struct GrpcService {
+    /// `cluster_name`, looked up per check.
+    pub cluster: String,
+    /// `authority` (default: the cluster's name).
+    pub authority: HeaderValue,
+    /// `timeout` (unset: Envoy's 200 ms; None: `0s`, no limit).
+    pub timeout: Option<Duration>,
+    /// `initial_metadata`, sent as request headers.
+    pub initial_metadata: Vec<(HeaderName, HeaderValue)>,
+    /// `max_receive_message_length`.
+    pub max_message: Option<usize>,
+    /// Not `skip_envoy_headers`: the call carries `x-envoy-internal` and
+    /// `x-envoy-expected-rq-timeout-ms`, as Envoy's async client adds them.
+    pub envoy_headers: bool,
+    /// `allowed_headers` (None: every request header goes in the check).
+    pub allowed: Option<NameList>,
+    /// `disallowed_headers`.
+    pub disallowed: NameList,
+}
+
+/// Asks `svc` about the request.
+pub(crate) async fn check(
+    svc: &GrpcService,
+    attrs: &Checked<'_>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Verdict {
+    let Some((cluster, host)) = super::pick_host(&svc.cluster, clusters) else {
+        return Verdict::Error;
+    };
+    let cluster = &*cluster;
+    let message = check_request(svc, attrs).encode_to_vec();
+    let limit = svc.max_message.unwrap_or(DEFAULT_MAX_MESSAGE);
+    let call = async {
+        let pool = host.pool(crate::config::RoutingPriority::Default);
+        let resp = pool
+            .send(
+                cluster,
+                host.addr,
+                call(svc, &message),
+                || None,
+                None,
+                &|_| {},
+            )
+            .await
+            .ok()?;
+        if resp.status() != http::StatusCode::OK {
+            return None;
+        }
+        let trailers_only = grpc_status(resp.headers());
+        let mut body = std::pin::pin!(resp.into_body());
+        let mut buf = BytesMut::new();
+        let mut status = trailers_only;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+        {
+            let frame = frame.ok()?;
+            match frame.into_data() {
+                Ok(d) => {
+                    if buf.len() + d.len() > limit + 5 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&d);
+                }
+                Err(f) => {
+                    if let Some(t) = f.trailers_ref() {
+                        status = grpc_status(t);
+                    }
+                }
+            }
+        }
+        (status == Some(0)).then_some(())?;
+        let msg = unframe(&buf)?;
+        CheckResponse::decode(msg).ok()
+    };
+    let answer = match svc.timeout {
+        Some(t) => tokio::time::timeout(t, call).await.ok().flatten(),
+        None => call.await,
+    };
+    match answer {
+        Some(r) => verdict(r),
+        None => Verdict::Error,
+    }
+}
+
+/// The call's HTTP/2 request: the framed message and gRPC's headers.
+fn call(svc: &GrpcService, message: &[u8]) -> Request<crate::http::Body> {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.extend_from_slice(message);
+    let mut h = HeaderMap::new();
+    h.insert(header::HOST, svc.authority.clone());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(t) = svc.timeout {
+        // gRPC allows 8 digits: hours beyond that.
+        let ms = match t.as_millis() {
+            ms if ms < 100_000_000 => format!("{ms}m"),
+            ms => format!("{}H", (ms / 3_600_000).min(99_999_999)),
+        };
+        h.insert("grpc-timeout", HeaderValue::from_str(&ms).expect("digits"));
+    }
+    if svc.envoy_headers {
+        // As Envoy's async client stamps a call: internal, from this node.
+        h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&crate::http::sanitize::local_address().to_string())
+                .expect("an address is a header value"),
+        );
+        if let Some(t) = svc.timeout {
+            h.insert(
+                "x-envoy-expected-rq-timeout-ms",
+                HeaderValue::from(t.as_millis() as u64),
+            );
+        }
+    }
+    for (n, v) in &svc.initial_metadata {
+        h.insert(n.clone(), v.clone());
+    }
+    // A body of unknown length, as Envoy's gRPC client sends it: no content-length.
+    let frame = framed.freeze();
+    let body = http_body_util::StreamBody::new(futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame))
+    }));
+    let mut r = Request::new(http_body_util::BodyExt::boxed(
+        http_body_util::BodyExt::map_err(body, |n| match n {}),
+    ));
+    *r.method_mut() = Method::POST;
+    *r.uri_mut() = http::Uri::from_static(CHECK_PATH);
+    *r.headers_mut() = h;
+    r
+}
+
+/// A gRPC message's bytes from its length-prefixed frame (uncompressed).
+fn unframe(buf: &[u8]) -> Option<&[u8]> {
+    let (&[0, a, b, c, d], rest) = buf.split_first_chunk::<5>()? else {
+        return None;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    rest.get(..len)
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Envoy's `getPrincipal`: the first URI SAN, else the first DNS SAN, else the subject.
+fn principal(cert: Option<&crate::downstream_tls::PeerCert>) -> String {
+    let Some(c) = cert else {
+        return String::new();
+    };
+    c.uri_sans
+        .first()
+        .or(c.dns_sans.first())
+        .cloned()
+        .unwrap_or_else(|| c.subject.clone())
+}
+
+fn peer(addr: std::net::SocketAddr, principal: String) -> Peer {
+    Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    addr.port(),
+                ))),
+                ..Default::default()
+            })),
+        }),
+        principal,
+        ..Default::default()
+    }
+}
+
+/// The `CheckRequest`, as Envoy's `CheckRequestUtils::createHttpCheck` fills it.
+fn check_request(svc: &GrpcService, a: &Checked<'_>) -> CheckRequest {
+    let mut headers = HashMap::new();
+    let mut keep = |name: &str, value: &str| {
+        let allowed = svc.allowed.as_ref().is_none_or(|l| l.matches(name));
+        if allowed && !svc.disallowed.matches(name) {
+            headers
+                .entry(name.to_string())
+                .and_modify(|v: &mut String| {
+                    v.push(',');
+                    v.push_str(value);
+                })
+                .or_insert_with(|| value.to_string());
+        }
+    };
+    let authority = a.authority.unwrap_or_default();
+    keep(":authority", authority);
+    keep(":path", a.path);
+    keep(":method", a.method.as_str());
+    keep(":scheme", a.scheme);
+    for (n, v) in a.headers {
+        if n == header::HOST {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            keep(n.as_str(), v);
+        }
+    }
+    // Envoy's size is the buffered body's, none here (checked: 0 with a Content-Length too).
+    let size = 0;
+    let protocol = match a.version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let tls = a.tls;
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(a.peer, principal(tls.and_then(|t| t.peer.as_ref())))),
+            destination: Some(peer(
+                a.local,
+                tls.and_then(|t| t.local_uri_sans.first().cloned())
+                    .unwrap_or_default(),
+            )),
+            request: Some(AttrRequest {
+                time: Some(envoy_types::pb::google::protobuf::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                }),
+                http: Some(HttpRequest {
+                    id: stream_id(a.headers).to_string(),
+                    method: a.method.to_string(),
+                    headers,
+                    path: a.path.to_string(),
+                    host: authority.to_string(),
+                    scheme: a.scheme.to_string(),
+                    size,
+                    protocol: protocol.to_string(),
+                    ..Default::default()
+                }),
+            }),
+            context_extensions: a.context_extensions.iter().cloned().collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The stream's id as Envoy gives it (`StreamIdProvider::toInteger`, a number from the
+/// `x-request-id` UUID): the first 16 hex digits of the id as an unsigned number (0: none).
+fn stream_id(h: &HeaderMap) -> u64 {
+    let Some(id) = h.get("x-request-id").and_then(|v| v.to_str().ok()) else {
+        return 0;
+    };
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    u64::from_str_radix(&hex, 16).unwrap_or(0)
+}
+
+/// Envoy's `GrpcClientImpl::toResponse`.
+fn verdict(r: CheckResponse) -> Verdict {
+    let ok = r.status.as_ref().is_none_or(|s| s.code == 0);
+    match (ok, r.http_response) {
+        (true, ok_response) => {
+            let mut set = Vec::new();
+            let mut append = Vec::new();
+            let mut remove = Vec::new();
+            let mut response = Vec::new();
+            if let Some(HttpResponse::OkResponse(o)) = ok_response {
+                for h in &o.headers {
+                    if let Some((n, v, add)) = header_option(h) {
+                        if add {
+                            append.push((n, v));
+                        } else {
+                            set.push((n, v));
+                        }
+                    }
+                }
+                remove.extend(
+                    o.headers_to_remove
+                        .iter()
+                        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                        .filter(|n| n != header::HOST && !n.as_str().starts_with(':')),
+                );
+                response.extend(
+                    o.response_headers_to_add
+                        .iter()
+                        .filter_map(header_option)
+                        .map(|(n, v, _)| (n, v)),
+                );
+            }
+            Verdict::Ok {
+                remove,
+                set,
+                append,
+                response,
+            }
+        }
+        (false, denied) => {
+            let (status, headers, body) = match denied {
+                Some(HttpResponse::DeniedResponse(d)) => {
+                    let status = d
+                        .status
+                        .map(|s| s.code)
+                        .filter(|c| (100..=599).contains(c))
+                        .unwrap_or(403) as u16;
+                    let headers = d
+                        .headers
+                        .iter()
+                        .filter_map(header_option)
+                        .map(|(n, v, _)| (n, v))
+                        .collect();
+                    (status, headers, Bytes::from(d.body))
+                }
+                _ => (403, Vec::new(), Bytes::new()),
+            };
+            Verdict::Denied {
+                status,
+                headers,
+                body,
+            }
+        }
+    }
+}
+
+/// A `HeaderValueOption` as (name, value, append): `append` true adds, else (unset too) the
+/// value replaces the header, as Envoy's gRPC client reads an OK response (checked against
+/// Envoy 1.40; `append_action` is not read there).
+fn header_option(o: &HeaderValueOption) -> Option<(HeaderName, HeaderValue, bool)> {
+    let h = o.header.as_ref()?;
+    let name = HeaderName::from_bytes(h.key.as_bytes()).ok()?;
+    let value = match h.raw_value.is_empty() {
+        true => HeaderValue::from_str(&h.value).ok()?,
+        false => HeaderValue::from_bytes(&h.raw_value).ok()?,
+    };
+    #[allow(deprecated)]
+    let add = o.append.as_ref().is_some_and(|b| b.value);
+    Some((name, value, add))
+}
