@@ -246,6 +246,11 @@ fn run_one(
         tail.skip_settled(kind, admin_addr);
     }
     let mut out = Vec::new();
+    if !case.check_upstreams.is_empty() {
+        // The readiness probe's connection may be checked too (a network ext_authz filter):
+        // let that check land before the case's first request.
+        std::thread::sleep(SHADOW_SETTLE);
+    }
     let mut startup = Some(ups.take_all()).filter(|_| case.startup_requests);
     let upstream_ports: Vec<(&str, u16)> =
         ups.names().into_iter().map(|n| (n, ups.port(n))).collect();

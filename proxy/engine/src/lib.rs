@@ -15,6 +15,7 @@ pub mod downstream_tls;
 pub mod explain;
 pub mod heap;
 pub mod http;
+pub mod network_ext_authz;
 pub mod rbac;
 pub mod route;
 pub mod server;

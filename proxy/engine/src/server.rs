@@ -200,6 +200,21 @@ impl Runtime {
                         .then(|| fc.rbac.iter().map(|r| r.runtime(stats)).collect())
                 })
                 .collect();
+            // Each chain's network ext_authz filters, with their counters and clusters.
+            let ext_authz = l
+                .filter_chains
+                .iter()
+                .map(|fc| {
+                    (!fc.ext_authz.is_empty()).then(|| {
+                        Arc::new(crate::network_ext_authz::AuthzGate::new(
+                            &fc.ext_authz,
+                            &fc.rbac,
+                            &clusters,
+                            stats,
+                        ))
+                    })
+                })
+                .collect();
             listeners.insert(
                 l.name.as_str().to_string(),
                 Arc::new(ListenerRt {
@@ -209,6 +224,7 @@ impl Runtime {
                     cfg: l.clone(),
                     chains,
                     rbac,
+                    ext_authz,
                 }),
             );
         }

@@ -134,6 +134,11 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC
           stat_prefix: n
           rules: { action: DENY }
+      - name: envoy.filters.network.ext_authz
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz
+          stat_prefix: a
+          grpc_service: { envoy_grpc: { cluster_name: c } }
       - name: envoy.filters.network.tcp_proxy
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
   secrets:
@@ -216,6 +221,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("type.v3.TokenBucket", format!("{HCM}/http_filters/2/typed_config/token_bucket")),
         ("extensions.filters.http.rbac.v3.RBAC", rbac.clone()),
         ("extensions.filters.network.rbac.v3.RBAC", "/static_resources/listeners/0/filter_chains/1/filters/0/typed_config".into()),
+        ("extensions.filters.network.ext_authz.v3.ExtAuthz", "/static_resources/listeners/0/filter_chains/1/filters/1/typed_config".into()),
         ("extensions.filters.http.rbac.v3.RBACPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.rbac")),
         ("config.rbac.v3.RBAC", format!("{rbac}/rules")),
         ("extensions.filters.http.ext_authz.v3.ExtAuthz", authz.clone()),

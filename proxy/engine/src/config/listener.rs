@@ -169,6 +169,8 @@ pub struct FilterChain {
     pub filter: NetworkFilter,
     /// The network RBAC filters before it, in order.
     pub rbac: Vec<Arc<crate::rbac::network::NetworkRbac>>,
+    /// The network ext_authz filters before it, in order.
+    pub ext_authz: Vec<Arc<crate::network_ext_authz::NetworkExtAuthz>>,
     /// `transport_socket` `envoy.transport_sockets.tls`: TLS termination (None: plaintext).
     pub tls: Option<Arc<crate::downstream_tls::DownstreamTls>>,
 }

@@ -249,7 +249,7 @@ fn only_istio_telemetry_filters_are_no_ops() {
     let base = istio_config("");
     let bad = base.replace(
         "      - name: istio.stats\n        typed_config: { \"@type\": type.googleapis.com/stats.PluginConfig }\n",
-        "      - name: envoy.filters.network.ext_authz\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz }\n",
+        "      - name: envoy.filters.network.redis_proxy\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy }\n",
     );
     expect_err(
         &bad,

@@ -363,6 +363,7 @@ fn filter_chain(
     // Istio's telemetry-only filters before the terminal one are no-ops; network RBAC filters
     // before it check the connection.
     let mut rbac = Vec::new();
+    let mut ext_authz = Vec::new();
     let mut terminal = None;
     for (i, f) in raw.filters.into_iter().enumerate() {
         if terminal.is_some() {
@@ -384,6 +385,16 @@ fn filter_chain(
             rbac.push(Arc::new(network_rbac::build(raw, &tp)?));
             continue;
         }
+        if ty == Some(crate::network_ext_authz::TYPE) {
+            let tc = f.typed_config.as_ref().ok_or_else(|| tp.err("required"))?;
+            let raw = typed_config(tc, &tp, crate::network_ext_authz::TYPE)?;
+            ext_authz.push(Arc::new(crate::network_ext_authz::build(
+                raw,
+                &tp,
+                rbac.len(),
+            )?));
+            continue;
+        }
         terminal = Some((i, network_filter(f, &fp.index(i), clusters, egress)?));
     }
     let (terminal_index, filter) =
@@ -395,6 +406,7 @@ fn filter_chain(
         terminal_index,
         filter,
         rbac,
+        ext_authz,
         tls,
     })
 }

@@ -11,10 +11,10 @@
 
 mod cors;
 pub use throttle::Throttled;
-mod ext_authz;
+pub(crate) mod ext_authz;
 mod fault;
 mod local_ratelimit;
-mod metadata;
+pub(crate) mod metadata;
 mod parse;
 mod rbac;
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub struct ListenerRt {
     pub chains: Vec<ChainRt>,
     /// Each chain's network RBAC filters (None: it has none), same order.
     pub rbac: Vec<Option<Arc<[NetworkRbacRt]>>>,
+    /// Each chain's network ext_authz filters (None: it has none), same order.
+    pub ext_authz: Vec<Option<Arc<crate::network_ext_authz::AuthzGate>>>,
     /// The listener's `access_log` (None: it has none).
     pub log: Option<Arc<crate::http::access_log::AccessLogger>>,
 }
@@ -432,8 +434,8 @@ impl Chain<'_> {
         // with the handshake's SNI and peer certificate), as Envoy's transport socket and
         // network filters; all three from one config version, read once (a reload during the
         // handshake does not mix versions). A chain gone in a reload closes the connection.
-        let (chain, tls, gate) = match self.passthrough_only {
-            true => (None, None, None),
+        let (chain, tls, gate, authz) = match self.passthrough_only {
+            true => (None, None, None, None),
             false => {
                 let rt = self.slot.rt.load();
                 let Some(idx) = self.id.as_ref().and_then(|id| id.index_in(&rt, self.idx)) else {
@@ -447,12 +449,19 @@ impl Chain<'_> {
                     Some(chain),
                     rt.cfg.filter_chains.get(idx).and_then(|c| c.tls.clone()),
                     rt.rbac.get(idx).cloned().flatten(),
+                    rt.ext_authz.get(idx).cloned().flatten(),
                 )
             }
         };
         match (tls, gate) {
-            (None, None) => self.serve_chain(stream, chain, None).await,
-            (None, Some(filters)) => {
+            (None, None) if authz.is_none() => self.serve_chain(stream, chain, None).await,
+            (None, gate) => {
+                if !self.authz_allows(authz.as_deref(), None).await {
+                    return;
+                }
+                let Some(filters) = gate else {
+                    return self.serve_chain(stream, chain, None).await;
+                };
                 let sni = self.sni.clone();
                 let io = rbac_gate::RbacGate::new(stream, filters, self.gate_addrs(), sni, None);
                 self.serve_chain(BoxedIo::new(io), chain, None).await
@@ -467,6 +476,9 @@ impl Chain<'_> {
                 };
                 facts.sni = self.sni.as_deref().map(str::to_string);
                 let facts = Arc::new(facts);
+                if !self.authz_allows(authz.as_deref(), Some(&facts)).await {
+                    return;
+                }
                 let io = match gate {
                     Some(filters) => {
                         let sni = self.sni.clone();
@@ -482,6 +494,19 @@ impl Chain<'_> {
                 };
                 self.serve_chain(io, chain, Some(facts)).await
             }
+        }
+    }
+
+    /// The chain's network ext_authz checks (none: allowed).
+    async fn authz_allows(
+        &self,
+        authz: Option<&crate::network_ext_authz::AuthzGate>,
+        tls: Option<&crate::downstream_tls::TlsFacts>,
+    ) -> bool {
+        match authz {
+            None => true,
+            // Boxed: only a chain with the filter carries the check's state.
+            Some(a) => Box::pin(a.allows(self.a.peer, self.a.dst, self.sni.as_deref(), tls)).await,
         }
     }
 

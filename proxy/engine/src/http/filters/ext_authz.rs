@@ -10,7 +10,7 @@
 //! than sluice sends.
 
 mod check;
-mod grpc;
+pub(crate) mod grpc;
 
 use std::{sync::Arc, time::Duration};
 
@@ -83,7 +83,7 @@ pub(crate) struct RawExtAuthz {
 /// `config.core.v3.GrpcService`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGrpcService {
+pub(crate) struct RawGrpcService {
     envoy_grpc: Option<RawEnvoyGrpc>,
     google_grpc: Option<serde_json::Value>,
     timeout: Option<String>,
@@ -292,14 +292,7 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
             .field("with_request_body")
             .unsupported("(the request body is not buffered for the check)"));
     }
-    match raw.transport_api_version.as_deref() {
-        None | Some("AUTO") | Some("V3") => {}
-        Some(v) => {
-            return Err(p
-                .field("transport_api_version")
-                .err(format!("{v:?}: only V3 is supported (as Envoy 1.40)")))
-        }
-    }
+    transport_api_version(raw.transport_api_version.as_deref(), p)?;
     let refuse_true = [
         (
             "clear_route_cache",
@@ -551,7 +544,7 @@ fn http_service(
     })
 }
 
-fn grpc_service(
+pub(crate) fn grpc_service(
     gs: RawGrpcService,
     gp: &FieldPath,
     allowed: Option<NameList>,
@@ -608,6 +601,16 @@ fn grpc_service(
         allowed,
         disallowed,
     })
+}
+
+/// `transport_api_version` at `p`: V3 (or AUTO), as Envoy 1.40 accepts.
+pub(crate) fn transport_api_version(v: Option<&str>, p: &FieldPath) -> Result<(), ConfigError> {
+    match v {
+        None | Some("AUTO") | Some("V3") => Ok(()),
+        Some(v) => Err(p
+            .field("transport_api_version")
+            .err(format!("{v:?}: only V3 is supported (as Envoy 1.40)"))),
+    }
 }
 
 /// `config.core.v3.HeaderValue`s at `p` as header pairs.

@@ -59,11 +59,43 @@ pub(crate) async fn check(
     attrs: &Checked<'_>,
     clusters: &HashMap<String, Arc<Cluster>>,
 ) -> Verdict {
+    send(svc, check_request(svc, attrs), clusters).await
+}
+
+/// Asks `svc` about a connection (the network ext_authz filter): a `CheckRequest` with the
+/// source and destination only, as Envoy's `createTcpCheck`.
+pub(crate) async fn check_connection(
+    svc: &GrpcService,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    tls: Option<&crate::downstream_tls::TlsFacts>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Verdict {
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer_of(peer, principal(tls.and_then(|t| t.peer.as_ref())))),
+            destination: Some(peer_of(
+                local,
+                tls.and_then(|t| t.local_uri_sans.first().cloned())
+                    .unwrap_or_default(),
+            )),
+            ..Default::default()
+        }),
+    };
+    send(svc, req, clusters).await
+}
+
+/// Sends one `CheckRequest` and reads the verdict.
+async fn send(
+    svc: &GrpcService,
+    req: CheckRequest,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Verdict {
     let Some((cluster, host)) = super::pick_host(&svc.cluster, clusters) else {
         return Verdict::Error;
     };
     let cluster = &*cluster;
-    let message = check_request(svc, attrs).encode_to_vec();
+    let message = req.encode_to_vec();
     let limit = svc.max_message.unwrap_or(DEFAULT_MAX_MESSAGE);
     let call = async {
         let pool = host.pool(crate::config::RoutingPriority::Default);
@@ -195,7 +227,7 @@ fn principal(cert: Option<&crate::downstream_tls::PeerCert>) -> String {
         .unwrap_or_else(|| c.subject.clone())
 }
 
-fn peer(addr: std::net::SocketAddr, principal: String) -> Peer {
+fn peer_of(addr: std::net::SocketAddr, principal: String) -> Peer {
     Peer {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
@@ -252,8 +284,11 @@ fn check_request(svc: &GrpcService, a: &Checked<'_>) -> CheckRequest {
     let tls = a.tls;
     CheckRequest {
         attributes: Some(AttributeContext {
-            source: Some(peer(a.peer, principal(tls.and_then(|t| t.peer.as_ref())))),
-            destination: Some(peer(
+            source: Some(peer_of(
+                a.peer,
+                principal(tls.and_then(|t| t.peer.as_ref())),
+            )),
+            destination: Some(peer_of(
                 a.local,
                 tls.and_then(|t| t.local_uri_sans.first().cloned())
                     .unwrap_or_default(),
