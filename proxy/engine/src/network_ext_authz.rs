@@ -44,6 +44,11 @@ pub(crate) struct RawNetworkExtAuthz {
     bootstrap_metadata_labels_key: Option<String>,
     include_tls_session: Option<bool>,
     send_tls_alert_on_denial: Option<bool>,
+    #[serde(default)]
+    metadata_context_namespaces: Vec<String>,
+    #[serde(default)]
+    typed_metadata_context_namespaces: Vec<String>,
+    shadow_mode: Option<bool>,
 }
 
 /// The filter's config.
@@ -80,6 +85,15 @@ pub(crate) fn build(
             "send_tls_alert_on_denial",
             raw.send_tls_alert_on_denial == Some(true),
         ),
+        (
+            "metadata_context_namespaces",
+            !raw.metadata_context_namespaces.is_empty(),
+        ),
+        (
+            "typed_metadata_context_namespaces",
+            !raw.typed_metadata_context_namespaces.is_empty(),
+        ),
+        ("shadow_mode", raw.shadow_mode == Some(true)),
         (
             "bootstrap_metadata_labels_key",
             raw.bootstrap_metadata_labels_key
@@ -181,22 +195,28 @@ impl AuthzGate {
     ) -> bool {
         let mut md = DynamicMetadata::default();
         let mut rbac_done = 0;
+        let facts = Facts::<[(&str, &str)]> {
+            request: None,
+            peer,
+            remote: peer.ip(),
+            local,
+            sni: sni.unwrap_or(""),
+            tls,
+        };
         for (f, stats) in &self.filters {
-            if let Some(m) = &f.enabled_metadata {
-                // The verdicts of the RBAC filters before this one, as they wrote them.
-                let facts = Facts::<[(&str, &str)]> {
-                    request: None,
-                    peer,
-                    remote: peer.ip(),
-                    local,
-                    sni: sni.unwrap_or(""),
-                    tls,
-                };
-                for r in &self.rbac[rbac_done..f.rbac_before.min(self.rbac.len())] {
-                    let d = r.rules.decide(&facts, None);
-                    d.write_metadata(&r.rules, |k, v| md.set(NETWORK_RBAC_NAMESPACE, k, v));
+            // The RBAC filters before this one, as they decide: their verdicts are its
+            // metadata, and one that denies ends the checks (the RBAC gate then closes the
+            // connection with its own counters, and Envoy would not have called the service).
+            let upto = f.rbac_before.min(self.rbac.len());
+            for r in &self.rbac[rbac_done.min(upto)..upto] {
+                let d = r.rules.decide(&facts, None);
+                if d.denied.is_some() {
+                    return true;
                 }
-                rbac_done = rbac_done.max(f.rbac_before.min(self.rbac.len()));
+                d.write_metadata(&r.rules, |k, v| md.set(NETWORK_RBAC_NAMESPACE, k, v));
+            }
+            rbac_done = rbac_done.max(upto);
+            if let Some(m) = &f.enabled_metadata {
                 if !m.matches(&md) {
                     stats.disabled.inc();
                     continue;

@@ -505,8 +505,16 @@ impl Chain<'_> {
     ) -> bool {
         match authz {
             None => true,
-            // Boxed: only a chain with the filter carries the check's state.
-            Some(a) => Box::pin(a.allows(self.a.peer, self.a.dst, self.sni.as_deref(), tls)).await,
+            Some(a) => {
+                // Boxed: only a chain with the filter carries the check's state. A listener
+                // drained meanwhile ends a check still pending (the connection closes).
+                let check = Box::pin(a.allows(self.a.peer, self.a.dst, self.sni.as_deref(), tls));
+                let drain = self.slot.drain.watch();
+                tokio::select! {
+                    allowed = check => allowed,
+                    () = drain.ended() => false,
+                }
+            }
         }
     }
 
