@@ -569,11 +569,7 @@ pub fn observe_with_shadows(
     shadow.sort_by(|x, y| x.upstream.cmp(&y.upstream));
     let mut o = observe(resp, main);
     if !shadows.is_empty() {
-        let names: Vec<&str> = shadow.iter().map(|r| r.upstream.as_str()).collect();
-        o.insert("shadow.upstream".into(), names_or_none(&names));
-        if let Some(last) = shadow.last() {
-            record_request(&mut o, "shadow", last, false);
-        }
+        observe_side(&mut o, "shadow", &shadow);
     }
     o
 }

@@ -177,7 +177,12 @@ impl AuthzGate {
                 (f.clone(), stats)
             })
             .collect();
-        let clusters = filters_clusters(filters_iter(&filters), clusters);
+        // The services' clusters as this config version has them.
+        let clusters = filters
+            .iter()
+            .filter_map(|(f, _)| clusters.get_key_value(&f.service.cluster))
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
         Self {
             filters,
             rbac: rbac.to_vec(),
@@ -245,27 +250,6 @@ impl AuthzGate {
         }
         true
     }
-}
-
-fn filters_iter(
-    filters: &[(Arc<NetworkExtAuthz>, Stats)],
-) -> impl Iterator<Item = &grpc::GrpcService> {
-    filters.iter().map(|(f, _)| &f.service)
-}
-
-/// The clusters the services name, as they are now (a cluster CDS adds later is seen by the
-/// next listener build).
-fn filters_clusters<'a>(
-    services: impl Iterator<Item = &'a grpc::GrpcService>,
-    clusters: &HashMap<String, Arc<Cluster>>,
-) -> HashMap<String, Arc<Cluster>> {
-    services
-        .filter_map(|s| {
-            clusters
-                .get(&s.cluster)
-                .map(|c| (s.cluster.clone(), c.clone()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

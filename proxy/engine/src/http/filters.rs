@@ -479,25 +479,8 @@ impl HttpFilters {
                     }
                 }
                 Kind::ExtAuthz(cfg) => {
-                    if let Some(PerRoute::ExtAuthz(r)) = specific {
-                        if r.disabled {
-                            continue;
-                        }
-                    }
-                    // `context_extensions` merged from the least specific level to the most.
-                    let mut context = Vec::new();
-                    for l in levels.iter().rev().flatten() {
-                        if let Some(PerRoute::ExtAuthz(r)) = l.get(&f.name) {
-                            for (k, v) in &r.context_extensions {
-                                match context
-                                    .iter_mut()
-                                    .find(|(ck, _): &&mut (String, String)| ck == k)
-                                {
-                                    Some(e) => e.1 = v.clone(),
-                                    None => context.push((k.clone(), v.clone())),
-                                }
-                            }
-                        }
+                    if matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.disabled) {
+                        continue;
                     }
                     let stats = match req.stats.0.get(i) {
                         Some(Some(Counters::ExtAuthz(s))) => Some(s),
@@ -511,6 +494,7 @@ impl HttpFilters {
                             continue;
                         }
                     }
+                    let context = context_extensions(&levels, &f.name);
                     if let Some(local) =
                         ext_authz_decide(cfg, &req, &context, stats, &mut out).await
                     {
@@ -562,6 +546,27 @@ impl HttpFilters {
         }
         out
     }
+}
+
+/// The `context_extensions` of a filter's `ExtAuthzPerRoute` levels, merged from the least
+/// specific to the most (the more specific wins a key), as Envoy merges them.
+fn context_extensions(
+    levels: &[Option<&PerFilterConfigs>; 4],
+    name: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for l in levels.iter().rev().flatten() {
+        let Some(PerRoute::ExtAuthz(r)) = l.get(name) else {
+            continue;
+        };
+        for (k, v) in &r.context_extensions {
+            match out.iter_mut().find(|(ck, _)| ck == k) {
+                Some(e) => e.1 = v.clone(),
+                None => out.push((k.clone(), v.clone())),
+            }
+        }
+    }
+    out
 }
 
 /// Runs one ext_authz check: None when the request goes on (with the check's header changes

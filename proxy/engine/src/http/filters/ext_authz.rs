@@ -9,15 +9,17 @@
 //! with the HTTP service, as in Envoy, and refused with the gRPC one when they ask for more
 //! than sluice sends.
 
+mod call;
 mod check;
 pub(crate) mod grpc;
 
+pub(crate) use grpc::{grpc_service, RawGrpcService};
+
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-
-pub(crate) use check::Verdict;
 
 use super::{
     local_ratelimit::{http_status, RawHttpStatus},
@@ -78,29 +80,6 @@ pub(crate) struct RawExtAuthz {
     enforce_response_header_limits: Option<bool>,
     shadow_mode: Option<bool>,
     emit_client_span: Option<bool>,
-}
-
-/// `config.core.v3.GrpcService`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawGrpcService {
-    envoy_grpc: Option<RawEnvoyGrpc>,
-    google_grpc: Option<serde_json::Value>,
-    timeout: Option<String>,
-    #[serde(default)]
-    initial_metadata: Vec<RawHeaderValue>,
-    retry_policy: Option<serde_json::Value>,
-}
-
-/// `GrpcService.EnvoyGrpc`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEnvoyGrpc {
-    cluster_name: Option<String>,
-    authority: Option<String>,
-    retry_policy: Option<serde_json::Value>,
-    max_receive_message_length: Option<u32>,
-    skip_envoy_headers: Option<bool>,
 }
 
 /// `ExtAuthz.HttpService`.
@@ -245,6 +224,29 @@ pub struct ExtAuthzPerRoute {
     pub(crate) disabled: bool,
     /// `check_settings.context_extensions` (sent to a gRPC service), merged over the levels.
     pub(crate) context_extensions: Vec<(String, String)>,
+}
+
+/// What the service said.
+pub(crate) enum Verdict {
+    /// 200: the request goes on with these changes.
+    Ok {
+        /// Request headers to remove (`x-envoy-auth-headers-to-remove`).
+        remove: Vec<HeaderName>,
+        /// Request headers to set (`allowed_upstream_headers`).
+        set: Vec<(HeaderName, HeaderValue)>,
+        /// Request headers to add (`allowed_upstream_headers_to_append`).
+        append: Vec<(HeaderName, HeaderValue)>,
+        /// Response headers to add (`allowed_client_headers_on_success`).
+        response: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Another status below 500: the client's answer.
+    Denied {
+        status: u16,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    },
+    /// No answer, a 5xx, or no such cluster.
+    Error,
 }
 
 /// The request as a check sees it.
@@ -544,65 +546,6 @@ fn http_service(
     })
 }
 
-pub(crate) fn grpc_service(
-    gs: RawGrpcService,
-    gp: &FieldPath,
-    allowed: Option<NameList>,
-    disallowed: NameList,
-) -> Result<grpc::GrpcService, ConfigError> {
-    if gs.google_grpc.is_some() {
-        return Err(gp
-            .field("google_grpc")
-            .unsupported("(Envoy's Google gRPC client is not implemented; use envoy_grpc)"));
-    }
-    if gs.retry_policy.is_some() {
-        return Err(gp
-            .field("retry_policy")
-            .unsupported("(checks are not retried here)"));
-    }
-    let ep = gp.field("envoy_grpc");
-    let eg = gs.envoy_grpc.ok_or_else(|| ep.err("required"))?;
-    if eg.retry_policy.is_some() {
-        return Err(ep
-            .field("retry_policy")
-            .unsupported("(checks are not retried here)"));
-    }
-    let cluster = eg
-        .cluster_name
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| ep.field("cluster_name").err("required"))?;
-    let authority = eg
-        .authority
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| cluster.clone());
-    let authority = HeaderValue::from_str(&authority).map_err(|_| {
-        ep.field("authority")
-            .err(format!("{authority:?} is not a header value"))
-    })?;
-    // Envoy's ext_authz default for the gRPC call: 200 ms.
-    let timeout = match gs.timeout.as_deref() {
-        None => Some(Duration::from_millis(200)),
-        Some(t) => {
-            let d = parse_duration(t).map_err(|e| gp.field("timeout").err(e))?;
-            (!d.is_zero()).then_some(d)
-        }
-    };
-    let metadata = header_pairs(&gs.initial_metadata, &gp.field("initial_metadata"))?;
-    Ok(grpc::GrpcService {
-        cluster,
-        authority,
-        timeout,
-        initial_metadata: metadata,
-        max_message: eg
-            .max_receive_message_length
-            .filter(|&n| n > 0)
-            .map(|n| n as usize),
-        envoy_headers: eg.skip_envoy_headers != Some(true),
-        allowed,
-        disallowed,
-    })
-}
-
 /// `transport_api_version` at `p`: V3 (or AUTO), as Envoy 1.40 accepts.
 pub(crate) fn transport_api_version(v: Option<&str>, p: &FieldPath) -> Result<(), ConfigError> {
     match v {
@@ -614,7 +557,7 @@ pub(crate) fn transport_api_version(v: Option<&str>, p: &FieldPath) -> Result<()
 }
 
 /// `config.core.v3.HeaderValue`s at `p` as header pairs.
-fn header_pairs(
+pub(super) fn header_pairs(
     raw: &[RawHeaderValue],
     p: &FieldPath,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
@@ -632,20 +575,6 @@ fn header_pairs(
         out.push((name, value));
     }
     Ok(out)
-}
-
-/// The service's cluster (looked up per check: a cluster CDS removed is an error) and a host
-/// of it.
-fn pick_host(
-    name: &str,
-    clusters: &std::collections::HashMap<String, Arc<crate::upstream::Cluster>>,
-) -> Option<(Arc<crate::upstream::Cluster>, Arc<crate::upstream::Host>)> {
-    let Some(cluster) = clusters.get(name) else {
-        tracing::debug!(cluster = %name, "ext_authz: no such cluster");
-        return None;
-    };
-    let host = cluster.choose_host(&crate::upstream::LbContext::default())?;
-    Some((cluster.clone(), host))
 }
 
 fn name_list(raw: &RawListStringMatcher, p: &FieldPath) -> Result<NameList, ConfigError> {

@@ -10,10 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 
-use super::{Checked, HttpService};
+use super::{Checked, HttpService, Verdict};
 use crate::{
     http::{local_reply, Body},
     upstream::Cluster,
@@ -25,29 +24,6 @@ const MAX_BODY: usize = 1 << 20;
 /// The response header naming request headers to remove on success.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
-/// What the service said.
-pub(crate) enum Verdict {
-    /// 200: the request goes on with these changes.
-    Ok {
-        /// Request headers to remove (`x-envoy-auth-headers-to-remove`).
-        remove: Vec<HeaderName>,
-        /// Request headers to set (`allowed_upstream_headers`).
-        set: Vec<(HeaderName, HeaderValue)>,
-        /// Request headers to add (`allowed_upstream_headers_to_append`).
-        append: Vec<(HeaderName, HeaderValue)>,
-        /// Response headers to add (`allowed_client_headers_on_success`).
-        response: Vec<(HeaderName, HeaderValue)>,
-    },
-    /// Another status below 500: the client's answer.
-    Denied {
-        status: u16,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        body: Bytes,
-    },
-    /// No answer, a 5xx, or no such cluster.
-    Error,
-}
-
 /// Asks `svc` about `req`.
 pub(crate) async fn check(
     svc: &HttpService,
@@ -55,52 +31,19 @@ pub(crate) async fn check(
     clusters: &HashMap<String, Arc<Cluster>>,
     max_denied_body: usize,
 ) -> Verdict {
-    let Some((cluster, host)) = super::pick_host(&svc.cluster, clusters) else {
-        return Verdict::Error;
-    };
-    let cluster = &*cluster;
     let started = Instant::now();
-    let send = async {
-        let pool = host.pool(crate::config::RoutingPriority::Default);
-        let resp = pool
-            .send(
-                cluster,
-                host.addr,
-                request(svc, req),
-                || None,
-                None,
-                &|_| {},
-            )
-            .await
-            .ok()?;
-        let (parts, body) = resp.into_parts();
-        // Only a denial's body is used, up to what it may carry; the rest is read to give
-        // the connection back, and a body that fails midway keeps what came.
-        let keep = match (parts.status.as_u16(), max_denied_body) {
-            (200, _) => 0,
-            (_, 0) => MAX_BODY,
-            (_, n) => n.min(MAX_BODY),
-        };
-        let mut body = std::pin::pin!(body);
-        let mut buf = BytesMut::new();
-        while let Some(Ok(frame)) =
-            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
-        {
-            if let Ok(d) = frame.into_data() {
-                let room = keep - buf.len();
-                buf.extend_from_slice(&d[..d.len().min(room)]);
-                if buf.len() == keep && keep != 0 {
-                    break;
-                }
-            }
-        }
-        Some((parts, buf.freeze()))
+    // Only a denial's body is used, up to what it may carry.
+    let keep = |head: &http::response::Parts| match (head.status.as_u16(), max_denied_body) {
+        (200, _) => 0,
+        (_, 0) => MAX_BODY,
+        (_, n) => n.min(MAX_BODY),
     };
-    let answer = match svc.timeout {
-        Some(t) => tokio::time::timeout(t, send).await.ok().flatten(),
-        None => send.await,
-    };
-    let Some((parts, body)) = answer else {
+    let answer = super::call::call(&svc.cluster, clusters, request(svc, req), svc.timeout, keep);
+    // A body that breaks off keeps what came.
+    let Some(super::call::Answer {
+        head: parts, body, ..
+    }) = answer.await
+    else {
         return Verdict::Error;
     };
     let status = parts.status.as_u16();

@@ -21,7 +21,10 @@ use envoy_types::pb::envoy::{
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 use prost::Message;
 
-use super::{check::Verdict, Checked, NameList};
+use serde::Deserialize;
+
+use super::{header_pairs, Checked, NameList, Verdict};
+use crate::config::{duration::parse_duration, raw_route::RawHeaderValue, ConfigError, FieldPath};
 use crate::upstream::Cluster;
 
 /// The method's path.
@@ -51,6 +54,90 @@ pub(crate) struct GrpcService {
     pub allowed: Option<NameList>,
     /// `disallowed_headers`.
     pub disallowed: NameList,
+}
+
+/// `config.core.v3.GrpcService`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrpcService {
+    envoy_grpc: Option<RawEnvoyGrpc>,
+    google_grpc: Option<serde_json::Value>,
+    timeout: Option<String>,
+    #[serde(default)]
+    initial_metadata: Vec<RawHeaderValue>,
+    retry_policy: Option<serde_json::Value>,
+}
+
+/// `GrpcService.EnvoyGrpc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvoyGrpc {
+    cluster_name: Option<String>,
+    authority: Option<String>,
+    retry_policy: Option<serde_json::Value>,
+    max_receive_message_length: Option<u32>,
+    skip_envoy_headers: Option<bool>,
+}
+
+/// Compiles `grpc_service` at `gp` (`envoy_grpc` only); `allowed` / `disallowed`: the filter's
+/// header lists.
+pub(crate) fn grpc_service(
+    gs: RawGrpcService,
+    gp: &FieldPath,
+    allowed: Option<NameList>,
+    disallowed: NameList,
+) -> Result<GrpcService, ConfigError> {
+    if gs.google_grpc.is_some() {
+        return Err(gp
+            .field("google_grpc")
+            .unsupported("(Envoy's Google gRPC client is not implemented; use envoy_grpc)"));
+    }
+    if gs.retry_policy.is_some() {
+        return Err(gp
+            .field("retry_policy")
+            .unsupported("(checks are not retried here)"));
+    }
+    let ep = gp.field("envoy_grpc");
+    let eg = gs.envoy_grpc.ok_or_else(|| ep.err("required"))?;
+    if eg.retry_policy.is_some() {
+        return Err(ep
+            .field("retry_policy")
+            .unsupported("(checks are not retried here)"));
+    }
+    let cluster = eg
+        .cluster_name
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ep.field("cluster_name").err("required"))?;
+    let authority = eg
+        .authority
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| cluster.clone());
+    let authority = HeaderValue::from_str(&authority).map_err(|_| {
+        ep.field("authority")
+            .err(format!("{authority:?} is not a header value"))
+    })?;
+    // Envoy's ext_authz default for the gRPC call: 200 ms.
+    let timeout = match gs.timeout.as_deref() {
+        None => Some(Duration::from_millis(200)),
+        Some(t) => {
+            let d = parse_duration(t).map_err(|e| gp.field("timeout").err(e))?;
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    let metadata = header_pairs(&gs.initial_metadata, &gp.field("initial_metadata"))?;
+    Ok(GrpcService {
+        cluster,
+        authority,
+        timeout,
+        initial_metadata: metadata,
+        max_message: eg
+            .max_receive_message_length
+            .filter(|&n| n > 0)
+            .map(|n| n as usize),
+        envoy_headers: eg.skip_envoy_headers != Some(true),
+        allowed,
+        disallowed,
+    })
 }
 
 /// Asks `svc` about the request.
@@ -91,66 +178,35 @@ async fn send(
     req: CheckRequest,
     clusters: &HashMap<String, Arc<Cluster>>,
 ) -> Verdict {
-    let Some((cluster, host)) = super::pick_host(&svc.cluster, clusters) else {
-        return Verdict::Error;
-    };
-    let cluster = &*cluster;
     let message = req.encode_to_vec();
     let limit = svc.max_message.unwrap_or(DEFAULT_MAX_MESSAGE);
-    let call = async {
-        let pool = host.pool(crate::config::RoutingPriority::Default);
-        let resp = pool
-            .send(
-                cluster,
-                host.addr,
-                call(svc, &message),
-                || None,
-                None,
-                &|_| {},
-            )
-            .await
-            .ok()?;
-        if resp.status() != http::StatusCode::OK {
-            return None;
-        }
-        let trailers_only = grpc_status(resp.headers());
-        let mut body = std::pin::pin!(resp.into_body());
-        let mut buf = BytesMut::new();
-        let mut status = trailers_only;
-        while let Some(frame) =
-            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
-        {
-            let frame = frame.ok()?;
-            match frame.into_data() {
-                Ok(d) => {
-                    if buf.len() + d.len() > limit + 5 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&d);
-                }
-                Err(f) => {
-                    if let Some(t) = f.trailers_ref() {
-                        status = grpc_status(t);
-                    }
-                }
-            }
-        }
-        (status == Some(0)).then_some(())?;
-        let msg = unframe(&buf)?;
-        CheckResponse::decode(msg).ok()
+    let answer = super::call::call(
+        &svc.cluster,
+        clusters,
+        request(svc, &message),
+        svc.timeout,
+        |_| limit + 5,
+    );
+    let Some(a) = answer.await else {
+        return Verdict::Error;
     };
-    let answer = match svc.timeout {
-        Some(t) => tokio::time::timeout(t, call).await.ok().flatten(),
-        None => call.await,
-    };
-    match answer {
+    // A trailers-only answer carries its status in the head.
+    let status = a
+        .trailers
+        .as_ref()
+        .and_then(grpc_status)
+        .or_else(|| grpc_status(&a.head.headers));
+    if a.head.status != http::StatusCode::OK || a.cut || a.broken || status != Some(0) {
+        return Verdict::Error;
+    }
+    match unframe(&a.body).and_then(|m| CheckResponse::decode(m).ok()) {
         Some(r) => verdict(r),
         None => Verdict::Error,
     }
 }
 
 /// The call's HTTP/2 request: the framed message and gRPC's headers.
-fn call(svc: &GrpcService, message: &[u8]) -> Request<crate::http::Body> {
+fn request(svc: &GrpcService, message: &[u8]) -> Request<crate::http::Body> {
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.put_u8(0);
     framed.put_u32(message.len() as u32);
