@@ -124,6 +124,12 @@ enum Cmd {
         /// for every connection of the busy pod (0 = no turns: one queue for all pods' tasks).
         #[arg(long, default_value_t = sluice_engine::workers::DEFAULT_TURN)]
         pod_turn: usize,
+        /// A pod's turn on a worker also ends once its polls have run this many µs (at least
+        /// one poll runs; 0 = by --pod-turn alone): a quiet pod's ready task waits at most about
+        /// this long per busy pod on its worker, however cheap or dear the busy pod's polls, at
+        /// the cost of the busy pod's rate (an I/O poll per turn).
+        #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_TURN_US)]
+        pod_turn_us: u32,
         /// A worker that has run this many µs without sleeping gives its core up between two
         /// pods' turns (sched_yield), so a task waiting for that core (a quiet pod's client or
         /// server) runs within this long instead of at the next scheduler tick (0 = never;
@@ -344,6 +350,7 @@ fn run() -> Result<()> {
             pod_workers,
             worker_slice_us,
             pod_turn,
+            pod_turn_us,
             worker_yield_us,
             pod_admin_port,
             xds,
@@ -363,6 +370,7 @@ fn run() -> Result<()> {
             sluice_engine::workers::install(worker_count, pod_turn, move || {
                 sluice_engine::workers::slice::for_worker(worker_slice_us);
                 sluice_engine::workers::give_way::for_worker(worker_yield_us);
+                sluice_engine::workers::lane::turn_time_for_worker(pod_turn_us);
             })
             .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;

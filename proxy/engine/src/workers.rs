@@ -371,8 +371,14 @@ mod tests {
     /// The busy pod's task polls a quiet pod's new task waited for before it ran, over 21
     /// trials, sorted, with 64 always-ready tasks of a busy pod on the same (single) worker.
     fn quiet_waits(turn: usize) -> Vec<usize> {
+        quiet_waits_timed(turn, 0, 0)
+    }
+
+    /// [`quiet_waits`] with turns bounded to `turn_us` µs (0: none) and busy polls that each
+    /// run `spin_us` µs.
+    fn quiet_waits_timed(turn: usize, turn_us: u32, spin_us: u64) -> Vec<usize> {
         use std::sync::atomic::AtomicBool;
-        let w = leak(Workers::start(1, turn, || {}).unwrap());
+        let w = leak(Workers::start(1, turn, move || lane::turn_time_for_worker(turn_us)).unwrap());
         let (busy, quiet) = (w.place(1), w.place(1));
         let polls: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
         let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
@@ -380,6 +386,10 @@ mod tests {
             busy.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     polls.fetch_add(1, Ordering::Relaxed);
+                    let t = std::time::Instant::now();
+                    while t.elapsed().as_micros() < u128::from(spin_us) {
+                        std::hint::spin_loop();
+                    }
                     yield_once().await;
                 }
             });
@@ -417,6 +427,21 @@ mod tests {
             "with lanes: {lanes:?}; without: {fifo:?}"
         );
         eprintln!("busy polls waited, with lanes: {lanes:?}; without: {fifo:?}");
+    }
+
+    #[test]
+    fn a_turn_bounded_in_time_ends_before_its_polls_when_they_are_slow() {
+        // Polls of 200 µs: a turn of 64 polls runs 12.8 ms, one bounded to 500 µs three polls.
+        let timed = quiet_waits_timed(64, 500, 200);
+        let polls_only = quiet_waits_timed(64, 0, 200);
+        assert!(
+            timed[10] <= 8,
+            "bounded: {timed:?}; by polls only: {polls_only:?}"
+        );
+        assert!(
+            polls_only[10] > timed[10],
+            "bounded: {timed:?}; by polls only: {polls_only:?}"
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 19] = [
+    const SECTIONS: [&str; 21] = [
         "noisy-l4",
         "noisy-l7",
         "noisy-l4-unbounded",
@@ -130,6 +130,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "noisy-l7-same-worker-fifo",
         "noisy-l4-same-worker-no-yield",
         "noisy-l7-same-worker-no-yield",
+        "noisy-l4-same-worker-turn-20us",
+        "noisy-l7-same-worker-turn-20us",
         "node-l4",
         "node-mixed",
         "node-l7",

@@ -3,7 +3,7 @@
 //! maximum rate (64 connections, nice 19) through the same agent. Pods enrolled in order are
 //! placed on the agent's workers in turn, so with two workers pod 1 is on the other worker than
 //! pod 0; the `same-worker` variants take pod 2, on pod 0's worker (with and without per-pod
-//! turns, with and without the busy worker yielding its core). Repeated `plan.reps` times, alone and
+//! turns, with and without the busy worker yielding its core, with turns bounded in time). Repeated `plan.reps` times, alone and
 //! with the neighbour interleaved; the ratio is taken per repetition.
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub struct Variant {
     pub quiet: usize,
 }
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant {
         name: "unbounded",
         args: &["--pod-workers", "0"],
@@ -58,6 +58,12 @@ pub const VARIANTS: [Variant; 5] = [
         name: "same-worker-no-yield",
         args: &["--worker-yield-us", "0"],
         label: "the quiet pod on the neighbour's worker, the busy worker never yields its core (`--worker-yield-us 0`)",
+        quiet: 2,
+    },
+    Variant {
+        name: "same-worker-turn-20us",
+        args: &["--pod-turn-us", "20"],
+        label: "the quiet pod on the neighbour's worker, turns of at most 20 µs (`--pod-turn-us 20`)",
         quiet: 2,
     },
 ];
