@@ -293,6 +293,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
         local: facts.dst,
         sni: facts.server_name.unwrap_or(""),
         tls: explained_tls.as_ref(),
+        metadata: None,
     };
     for f in &chain.rbac {
         let e = f.rules.explain(&net);
@@ -455,6 +456,7 @@ fn route(
         local: conn.orig_dst,
         sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
         tls,
+        metadata: None,
     };
     let authz = hcm
         .http_filters

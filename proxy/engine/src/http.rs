@@ -997,6 +997,11 @@ pub async fn handle_with(
                 }
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
+                    // A jwt_authn filter that took a token out of the query changed the path.
+                    let path = decoded
+                        .as_ref()
+                        .and_then(|d| d.path.clone())
+                        .unwrap_or_else(|| path.clone());
                     let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
                     plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
                     plan.route_stats = route_stats.clone();

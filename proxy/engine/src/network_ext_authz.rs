@@ -207,6 +207,7 @@ impl AuthzGate {
             local,
             sni: sni.unwrap_or(""),
             tls,
+            metadata: None,
         };
         for (f, stats) in &self.filters {
             // The RBAC filters before this one, as they decide: their verdicts are its

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     config::Cidr,
+    http::filters::metadata::{DynamicMetadata, MetadataMatcher},
     route::{HeaderLookup, HeaderMatcher, RequestView, StringMatcher},
 };
 
@@ -77,6 +78,9 @@ pub enum Permission {
     DestinationPortRange(i64, i64),
     /// `requested_server_name` (empty without TLS).
     RequestedServerName(StringMatcher),
+    /// `metadata`: the request's dynamic metadata (never matched by a connection check, which
+    /// has none, unless the matcher wants the value absent).
+    Metadata(MetadataMatcher),
 }
 
 /// `Principal`: a property of the downstream.
@@ -101,6 +105,9 @@ pub enum Principal {
     Header(HeaderMatcher),
     /// `url_path`.
     UrlPath(StringMatcher),
+    /// `metadata`: the request's dynamic metadata (istiod's `requestPrincipals` and
+    /// `request.auth.claims` read the jwt_authn filter's payload).
+    Metadata(MetadataMatcher),
     /// `filter_state`: sluice's filters set no filter state, so no key is ever present and
     /// the matcher fails, as Envoy's does for a missing key.
     FilterState,
@@ -120,6 +127,8 @@ pub struct Facts<'a, H: HeaderLookup + ?Sized> {
     pub sni: &'a str,
     /// What the downstream TLS handshake established (None: plaintext).
     pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
+    /// The request's dynamic metadata (None: a connection, or no filter writes any).
+    pub metadata: Option<&'a DynamicMetadata>,
 }
 
 /// The outcome of one engine for one request.
@@ -170,6 +179,7 @@ impl Permission {
                 (*start..*end).contains(&i64::from(f.local.port()))
             }
             Permission::RequestedServerName(m) => m.matches(f.sni),
+            Permission::Metadata(m) => metadata_matches(m, f.metadata),
         }
     }
 }
@@ -197,6 +207,7 @@ impl Principal {
             Principal::RemoteIp(c) => c.contains(f.remote),
             Principal::Header(h) => header_matches(h, f),
             Principal::UrlPath(m) => path_matches(m, f),
+            Principal::Metadata(m) => metadata_matches(m, f.metadata),
         }
     }
 }
@@ -228,4 +239,13 @@ fn path_matches<H: HeaderLookup + ?Sized>(m: &StringMatcher, f: &Facts<'_, H>) -
         let end = r.path.find(['?', '#']).unwrap_or(r.path.len());
         m.matches(&r.path[..end])
     })
+}
+
+/// A metadata matcher over the request's metadata (none: an empty set, as Envoy's stream info
+/// has before any filter writes).
+fn metadata_matches(m: &MetadataMatcher, md: Option<&DynamicMetadata>) -> bool {
+    match md {
+        Some(md) => m.matches(md),
+        None => m.matches(&DynamicMetadata::default()),
+    }
 }

@@ -42,6 +42,7 @@ pub use matcher::{
 };
 pub use observe::{DomainMatch, Mismatch, SelectObserver};
 pub(crate) use select::header_matches;
+pub(crate) use select::request_matches;
 pub use select::{Forward, HostRewriteResult, RequestView, SelectedCluster, Selection};
 
 use crate::{

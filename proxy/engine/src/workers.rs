@@ -434,12 +434,14 @@ mod tests {
         // Polls of 200 µs: a turn of 64 polls runs 12.8 ms, one bounded to 500 µs three polls.
         let timed = quiet_waits_timed(64, 500, 200);
         let polls_only = quiet_waits_timed(64, 0, 200);
+        // The median, with room for the polls the test thread's own preemption adds (a loaded
+        // machine) on both sides.
         assert!(
-            timed[10] <= 8,
+            timed[10] <= 16,
             "bounded: {timed:?}; by polls only: {polls_only:?}"
         );
         assert!(
-            polls_only[10] > timed[10],
+            polls_only[10] >= 2 * timed[10],
             "bounded: {timed:?}; by polls only: {polls_only:?}"
         );
     }

@@ -64,6 +64,8 @@ static_resources:
                     - { or_ids: { ids: [{ any: true }] } }
                     - { authenticated: {} }
                     - { filter_state: { key: k, string_match: { exact: v } } }
+                    - { metadata: { filter: f, path: [{ key: k }], value: { list_match: { one_of: { string_match: { exact: v } } } } } }
+                    - { metadata: { filter: f, path: [{ key: k }], value: { or_match: { value_matchers: [{ bool_match: true }, { double_match: { exact: 1 } }] } } } }
           - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -79,6 +81,22 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               grpc_service: { envoy_grpc: { cluster_name: c }, timeout: 1s }
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                p:
+                  local_jwks: { inline_string: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}' }
+                  from_headers: [{ name: x-jwt }]
+                  claim_to_headers: [{ header_name: x-sub, claim_name: sub }]
+                  normalize_payload_in_metadata: { space_delimited_claims: [scope] }
+              rules:
+              - match: { prefix: / }
+                requires: { provider_and_audiences: { provider_name: p, audiences: [a] } }
+              - match: { prefix: /any }
+                requires: { requires_any: { requirements: [{ provider_name: p }, { allow_missing: {} }] } }
+              - match: { prefix: /all }
+                requires: { requires_all: { requirements: [{ provider_name: p }, { provider_name: p }] } }
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
           route_config:
@@ -98,6 +116,9 @@ static_resources:
                 envoy.filters.http.ext_authz:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                   check_settings: {}
+                envoy.filters.http.jwt_authn:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+                  disabled: true
               routes:
               - match:
                   prefix: /
@@ -198,6 +219,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let tls = format!("{c}/transport_socket/typed_config");
     let rbac = format!("{HCM}/http_filters/3/typed_config");
     let authz = format!("{HCM}/http_filters/4/typed_config");
+    let jwt = format!("{HCM}/http_filters/6/typed_config");
     let policy = format!("{rbac}/rules/policies/p");
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
@@ -236,6 +258,17 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("type.matcher.v3.MetadataMatcher.PathSegment", format!("{authz}/filter_enabled_metadata/path/0")),
         ("type.matcher.v3.ValueMatcher", format!("{authz}/filter_enabled_metadata/value")),
         ("extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", format!("{vh}/typed_per_filter_config/envoy.filters.http.ext_authz")),
+        ("extensions.filters.http.jwt_authn.v3.JwtAuthentication", jwt.clone()),
+        ("extensions.filters.http.jwt_authn.v3.JwtProvider", format!("{jwt}/providers/p")),
+        ("extensions.filters.http.jwt_authn.v3.JwtHeader", format!("{jwt}/providers/p/from_headers/0")),
+        ("extensions.filters.http.jwt_authn.v3.JwtClaimToHeader", format!("{jwt}/providers/p/claim_to_headers/0")),
+        ("extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload", format!("{jwt}/providers/p/normalize_payload_in_metadata")),
+        ("extensions.filters.http.jwt_authn.v3.RequirementRule", format!("{jwt}/rules/0")),
+        ("extensions.filters.http.jwt_authn.v3.JwtRequirement", format!("{jwt}/rules/0/requires")),
+        ("extensions.filters.http.jwt_authn.v3.ProviderWithAudiences", format!("{jwt}/rules/0/requires/provider_and_audiences")),
+        ("extensions.filters.http.jwt_authn.v3.JwtRequirementOrList", format!("{jwt}/rules/1/requires/requires_any")),
+        ("extensions.filters.http.jwt_authn.v3.JwtRequirementAndList", format!("{jwt}/rules/2/requires/requires_all")),
+        ("extensions.filters.http.jwt_authn.v3.PerRouteConfig", format!("{vh}/typed_per_filter_config/envoy.filters.http.jwt_authn")),
         ("extensions.filters.http.ext_authz.v3.CheckSettings", format!("{vh}/typed_per_filter_config/envoy.filters.http.ext_authz/check_settings")),
         ("config.rbac.v3.Policy", policy.clone()),
         ("config.rbac.v3.Permission", format!("{policy}/permissions/0")),
@@ -247,6 +280,9 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.rbac.v3.Principal.Set", format!("{policy}/principals/1/or_ids")),
         ("config.rbac.v3.Principal.Authenticated", format!("{policy}/principals/2/authenticated")),
         ("type.matcher.v3.FilterStateMatcher", format!("{policy}/principals/3/filter_state")),
+        ("type.matcher.v3.ListMatcher", format!("{policy}/principals/4/metadata/value/list_match")),
+        ("type.matcher.v3.OrMatcher", format!("{policy}/principals/5/metadata/value/or_match")),
+        ("type.matcher.v3.DoubleMatcher", format!("{policy}/principals/5/metadata/value/or_match/value_matchers/1/double_match")),
         ("extensions.filters.http.cors.v3.CorsPolicy", format!("{vh}/typed_per_filter_config/envoy.filters.http.cors")),
         ("config.route.v3.CorsPolicy", format!("{vh}/cors")),
         ("config.accesslog.v3.AccessLog", format!("{HCM}/access_log/0")),

@@ -1,5 +1,5 @@
 //! The HCM's HTTP filters before the router (`http_filters`): fault, cors, local_ratelimit, rbac,
-//! ext_authz.
+//! ext_authz, jwt_authn.
 //!
 //! Parsed once at config load (`parse`), with per-route overrides from
 //! `typed_per_filter_config` on the virtual host, route and weighted cluster (the most
@@ -13,6 +13,7 @@ mod cors;
 pub use throttle::Throttled;
 pub(crate) mod ext_authz;
 mod fault;
+pub(crate) mod jwt_authn;
 mod local_ratelimit;
 pub(crate) mod metadata;
 mod parse;
@@ -54,6 +55,8 @@ pub enum PerRoute {
     Rbac(Arc<Rbac>),
     /// `ExtAuthzPerRoute`: turns the check off (`disabled`).
     ExtAuthz(Arc<ExtAuthzPerRoute>),
+    /// jwt_authn's `PerRouteConfig`: off, or a requirement by name.
+    JwtAuthn(Arc<jwt_authn::JwtPerRoute>),
 }
 
 /// `typed_per_filter_config` of one level (filter name -> config), and the level's deprecated
@@ -106,6 +109,7 @@ enum Kind {
     LocalRateLimit(Arc<LocalRateLimit>),
     Rbac(Arc<Rbac>),
     ExtAuthz(Arc<ExtAuthz>),
+    JwtAuthn(Arc<jwt_authn::JwtAuthn>),
 }
 
 #[derive(Debug)]
@@ -177,11 +181,15 @@ pub struct Decoded {
     /// Rate limiters that let a limited request through: their
     /// `request_headers_to_add_when_not_enforced` go upstream.
     pub not_enforced: Vec<Arc<LocalRateLimit>>,
-    /// The request header changes of the ext_authz checks that let it through, in order.
+    /// The request header changes of the ext_authz checks that let it through and of the
+    /// jwt_authn filter (a verified token's headers, the token taken out), in order.
     authz: Vec<AuthzChange>,
+    /// The request's path with a verified token taken out of its query (jwt_authn, `forward:
+    /// false`), when it changed.
+    pub path: Option<http::uri::PathAndQuery>,
 }
 
-/// One request header change an ext_authz check asked for.
+/// One request header change a filter made.
 enum AuthzChange {
     Remove(HeaderName),
     Set(HeaderName, HeaderValue),
@@ -259,6 +267,7 @@ pub struct FilterStats(Vec<Option<Counters>>);
 enum Counters {
     Rbac(RbacStats),
     ExtAuthz(ext_authz::ExtAuthzStats),
+    JwtAuthn(jwt_authn::JwtAuthnStats),
 }
 
 impl HttpFilters {
@@ -299,6 +308,11 @@ impl HttpFilters {
                     }
                     Kind::ExtAuthz(a) => {
                         Some(Counters::ExtAuthz(a.stats(&|name: &str| {
+                            store.http_filter_counter(stat_prefix, name, false)
+                        })))
+                    }
+                    Kind::JwtAuthn(j) => {
+                        Some(Counters::JwtAuthn(j.stats(&|name: &str| {
                             store.http_filter_counter(stat_prefix, name, false)
                         })))
                     }
@@ -353,6 +367,7 @@ impl HttpFilters {
             throttle_kbps: None,
             not_enforced: Vec::new(),
             authz: Vec::new(),
+            path: None,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -453,6 +468,7 @@ impl HttpFilters {
                         local: req.local,
                         sni: req.tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
                         tls: req.tls,
+                        metadata: Some(&metadata),
                     };
                     let stats = match req.stats.0.get(i) {
                         Some(Some(Counters::Rbac(s))) => Some(s),
@@ -500,6 +516,40 @@ impl HttpFilters {
                     {
                         out.local = Some(local);
                         return out;
+                    }
+                }
+                Kind::JwtAuthn(cfg) => {
+                    let per_route = match specific {
+                        Some(PerRoute::JwtAuthn(r)) => Some(&**r),
+                        _ => None,
+                    };
+                    let stats = match req.stats.0.get(i) {
+                        Some(Some(Counters::JwtAuthn(s))) => Some(s),
+                        _ => None,
+                    };
+                    // The query as a token left it, as the later filters see it.
+                    let view;
+                    let jwt_req = match &out.path {
+                        None => req.view,
+                        Some(p) => {
+                            view = crate::route::RequestView {
+                                path: p.as_str(),
+                                ..*req.view
+                            };
+                            &view
+                        }
+                    };
+                    match cfg.decide(jwt_req, per_route, stats, &mut metadata) {
+                        jwt_authn::Outcome::Deny(r) => {
+                            out.local = Some((r, Flag::None));
+                            return out;
+                        }
+                        jwt_authn::Outcome::Pass { changes, path } => {
+                            out.authz.extend(changes);
+                            if let Some(p) = path {
+                                out.path = p.parse().ok();
+                            }
+                        }
                     }
                 }
                 Kind::LocalRateLimit(base) => {

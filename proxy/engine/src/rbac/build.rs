@@ -8,6 +8,7 @@ use super::{
 };
 use crate::{
     config::{validate_chain::cidr, ConfigError, FieldPath},
+    http::filters::metadata,
     route::{
         build_match::{header_matcher, string_matcher},
         StringMatcher,
@@ -141,7 +142,6 @@ fn url_path(raw: &RawPathMatcher, p: &FieldPath) -> Result<StringMatcher, Config
 
 fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigError> {
     for (field, set) in [
-        ("metadata", &r.metadata),
         ("matcher", &r.matcher),
         ("uri_template", &r.uri_template),
         ("sourced_metadata", &r.sourced_metadata),
@@ -149,7 +149,7 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
         if set.is_some() {
             return Err(p
                 .field(field)
-                .unsupported("this permission (no dynamic metadata or matcher extensions here)"));
+                .unsupported("this permission (no matcher extensions or sourced metadata here)"));
         }
     }
     let which = one_of(
@@ -164,6 +164,7 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
             ("destination_port_range", r.destination_port_range.is_some()),
             ("not_rule", r.not_rule.is_some()),
             ("requested_server_name", r.requested_server_name.is_some()),
+            ("metadata", r.metadata.is_some()),
         ],
         p,
     )?;
@@ -219,6 +220,9 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
             }
             Permission::DestinationPortRange(i64::from(start), i64::from(end))
         }
+        "metadata" => {
+            Permission::Metadata(metadata::build(r.metadata.as_ref().expect("chosen"), &f)?)
+        }
         "not_rule" => Permission::Not(Box::new(permission(
             r.not_rule.as_ref().expect("chosen"),
             &f,
@@ -232,14 +236,13 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
 
 fn principal(r: &RawPrincipal, p: &FieldPath) -> Result<Principal, ConfigError> {
     for (field, set) in [
-        ("metadata", &r.metadata),
         ("sourced_metadata", &r.sourced_metadata),
         ("custom", &r.custom),
     ] {
         if set.is_some() {
             return Err(p
                 .field(field)
-                .unsupported("this principal (no dynamic metadata or principal extensions here)"));
+                .unsupported("this principal (no principal extensions or sourced metadata here)"));
         }
     }
     let which = one_of(
@@ -255,6 +258,7 @@ fn principal(r: &RawPrincipal, p: &FieldPath) -> Result<Principal, ConfigError> 
             ("url_path", r.url_path.is_some()),
             ("filter_state", r.filter_state.is_some()),
             ("not_id", r.not_id.is_some()),
+            ("metadata", r.metadata.is_some()),
         ],
         p,
     )?;
@@ -312,6 +316,9 @@ fn principal(r: &RawPrincipal, p: &FieldPath) -> Result<Principal, ConfigError> 
                 .ok_or_else(|| f.err("one of string_match and address_match is required"))?;
             string_matcher(sm, &f.field("string_match"))?;
             Principal::FilterState
+        }
+        "metadata" => {
+            Principal::Metadata(metadata::build(r.metadata.as_ref().expect("chosen"), &f)?)
         }
         _ => Principal::Not(Box::new(principal(r.not_id.as_ref().expect("chosen"), &f)?)),
     })

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::http::filters::metadata::RawMetadataMatcher;
+
 use crate::config::{
     raw::RawCidrRange,
     raw_route::{RawHeaderMatcher, RawStringMatcher},
@@ -80,7 +82,7 @@ pub(crate) struct RawPermission {
     pub destination_ip: Option<RawCidrRange>,
     pub destination_port: Option<u32>,
     pub destination_port_range: Option<RawInt32Range>,
-    pub metadata: Refused,
+    pub metadata: Option<RawMetadataMatcher>,
     pub not_rule: Option<Box<RawPermission>>,
     pub requested_server_name: Option<RawStringMatcher>,
     pub matcher: Refused,
@@ -117,7 +119,7 @@ pub(crate) struct RawPrincipal {
     pub remote_ip: Option<RawCidrRange>,
     pub header: Option<RawHeaderMatcher>,
     pub url_path: Option<RawPathMatcher>,
-    pub metadata: Refused,
+    pub metadata: Option<RawMetadataMatcher>,
     pub filter_state: Option<RawFilterStateMatcher>,
     pub not_id: Option<Box<RawPrincipal>>,
     pub sourced_metadata: Refused,

@@ -62,6 +62,7 @@ fn check(e: &Engine, r: &Req) -> (bool, Option<String>) {
         local: r.local.parse::<SocketAddr>().unwrap(),
         sni: r.tls.as_ref().and_then(|t| t.sni.as_deref()).unwrap_or(""),
         tls: r.tls.as_ref(),
+        metadata: None,
     };
     let v = e.check(&facts);
     (v.allowed, v.policy.map(str::to_string))
@@ -329,4 +330,62 @@ policies:
         ..TlsFacts::default()
     };
     assert!(check(&e, &with("/other", Some(sni))).0);
+}
+
+#[test]
+fn istio_request_principals_match_the_jwt_payload_in_metadata() {
+    use crate::http::filters::metadata::{DynamicMetadata, JWT_NAMESPACE};
+    // istiod's requestPrincipals ["issuer.example/alice"] and request.auth.claims[groups].
+    let raw: RawRbac = serde_norway::from_str(
+        r#"{action: ALLOW, policies: {p: {permissions: [{any: true}], principals: [{and_ids: {ids: [
+            {metadata: {filter: envoy.filters.http.jwt_authn, path: [{key: payload}, {key: iss}], value: {string_match: {exact: issuer.example}}}},
+            {metadata: {filter: envoy.filters.http.jwt_authn, path: [{key: payload}, {key: sub}], value: {string_match: {exact: alice}}}},
+            {metadata: {filter: envoy.filters.http.jwt_authn, path: [{key: payload}, {key: groups}], value: {or_match: {value_matchers: [
+                {list_match: {one_of: {string_match: {exact: admins}}}}, {string_match: {exact: admins}}]}}}}
+        ]}}]}}}"#,
+    )
+    .unwrap();
+    let e = build::engine(&raw, &FieldPath::root()).unwrap();
+    let view = crate::route::RequestView {
+        authority: Some("h"),
+        path: "/",
+        method: "GET",
+        scheme: "http",
+        headers: &[] as &[(&str, &str)],
+        random: 0,
+        peer: None,
+    };
+    let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    let check = |md: Option<&DynamicMetadata>| {
+        e.check(&Facts {
+            request: Some(&view),
+            peer,
+            remote: peer.ip(),
+            local: peer,
+            sni: "",
+            tls: None,
+            metadata: md,
+        })
+        .allowed
+    };
+    let mut md = DynamicMetadata::default();
+    md.set_value(
+        JWT_NAMESPACE,
+        "payload".into(),
+        serde_json::json!({"iss": "issuer.example", "sub": "alice", "groups": ["dev", "admins"]}),
+    );
+    assert!(check(Some(&md)));
+    md.set_value(
+        JWT_NAMESPACE,
+        "payload".into(),
+        serde_json::json!({"iss": "issuer.example", "sub": "alice", "groups": "admins"}),
+    );
+    assert!(check(Some(&md)), "a single string claim matches too");
+    md.set_value(
+        JWT_NAMESPACE,
+        "payload".into(),
+        serde_json::json!({"iss": "issuer.example", "sub": "bob", "groups": ["admins"]}),
+    );
+    assert!(!check(Some(&md)));
+    assert!(!check(None), "no token: no metadata");
 }

@@ -398,7 +398,25 @@ fn route_matches<H: HeaderLookup + ?Sized>(
     path: &str,
     query: Option<&str>,
 ) -> Result<(), Mismatch> {
-    let m = &route.matcher;
+    match_request(&route.matcher, req, path, query)
+}
+
+/// Whether a request matches a `RouteMatch` outside a route table (a filter's rules, as the
+/// jwt_authn filter's `rules[].match`).
+pub(crate) fn request_matches<H: HeaderLookup + ?Sized>(
+    m: &super::RouteMatch,
+    req: &RequestView<'_, H>,
+) -> bool {
+    let (path, query) = split_path(req.path);
+    match_request(m, req, path, query).is_ok()
+}
+
+fn match_request<H: HeaderLookup + ?Sized>(
+    m: &super::RouteMatch,
+    req: &RequestView<'_, H>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), Mismatch> {
     if let Some(f) = &m.runtime_fraction {
         if !f.holds(req.random) {
             return Err(Mismatch::RuntimeFraction);

@@ -81,6 +81,7 @@ impl<S> RbacGate<S> {
             local: self.addrs.dst,
             sni: self.sni.as_deref().unwrap_or(""),
             tls: self.tls.as_deref(),
+            metadata: None,
         };
         for f in filters.iter().filter(|f| first || f.cfg.continuous) {
             if let Some(policy) = f.cfg.rules.decide(&facts, Some(&f.stats)).denied {

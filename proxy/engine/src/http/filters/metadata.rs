@@ -2,10 +2,13 @@
 //! `StreamInfo::dynamicMetadata`), and `type.matcher.v3.MetadataMatcher` over it.
 //!
 //! Only what a filter here writes is kept: the RBAC filter's shadow and enforced results
-//! (`envoy.filters.http.rbac` namespace), which istiod's CUSTOM AuthorizationPolicy reads back
-//! through ext_authz's `filter_enabled_metadata`. Values are strings, as those are.
+//! (`envoy.filters.http.rbac`), which istiod's CUSTOM AuthorizationPolicy reads back through
+//! ext_authz's `filter_enabled_metadata`, and the jwt_authn filter's verified payloads
+//! (`envoy.filters.http.jwt_authn`), which istiod's `requestPrincipals` / `request.auth.claims`
+//! read through RBAC `metadata` principals. Values are JSON values (Envoy's `Struct`).
 
 use serde::Deserialize;
+use serde_json::Value;
 use smallvec::SmallVec;
 
 use crate::{
@@ -16,13 +19,21 @@ use crate::{
 /// The namespace the RBAC filter writes under, whatever the filter's configured name.
 pub const RBAC_NAMESPACE: &str = "envoy.filters.http.rbac";
 
+/// The namespace the jwt_authn filter writes its payloads under.
+pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
+
 /// One request's metadata: (namespace, key, value), the latest write of a key winning.
 #[derive(Debug, Default)]
-pub struct DynamicMetadata(SmallVec<[(&'static str, String, String); 2]>);
+pub struct DynamicMetadata(SmallVec<[(&'static str, String, Value); 2]>);
 
 impl DynamicMetadata {
-    /// Sets `key` under `namespace`.
+    /// Sets `key` under `namespace` to a string.
     pub fn set(&mut self, namespace: &'static str, key: String, value: String) {
+        self.set_value(namespace, key, Value::String(value));
+    }
+
+    /// Sets `key` under `namespace`.
+    pub fn set_value(&mut self, namespace: &'static str, key: String, value: Value) {
         match self
             .0
             .iter_mut()
@@ -33,12 +44,24 @@ impl DynamicMetadata {
         }
     }
 
-    /// The value of `key` under `namespace`.
+    /// The string value of `key` under `namespace`.
     pub fn get(&self, namespace: &str, key: &str) -> Option<&str> {
-        self.0
+        self.value(namespace, &[key]).and_then(Value::as_str)
+    }
+
+    /// Envoy's `Metadata::metadataValue`: the value at `path` (keys into nested structs) under
+    /// `namespace`; None when a key is missing or a step is not a struct.
+    pub fn value<S: AsRef<str>>(&self, namespace: &str, path: &[S]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self
+            .0
             .iter()
-            .find(|(n, k, _)| *n == namespace && k == key)
-            .map(|(_, _, v)| v.as_str())
+            .find(|(n, k, _)| *n == namespace && k == first.as_ref())
+            .map(|(_, _, v)| v)?;
+        for k in rest {
+            v = v.as_object()?.get(k.as_ref())?;
+        }
+        Some(v)
     }
 }
 
@@ -65,26 +88,87 @@ struct RawPathSegment {
 #[serde(deny_unknown_fields)]
 struct RawValueMatcher {
     null_match: Option<serde_json::Value>,
-    double_match: Option<serde_json::Value>,
+    double_match: Option<RawDoubleMatcher>,
     string_match: Option<RawStringMatcher>,
     bool_match: Option<bool>,
     present_match: Option<bool>,
-    list_match: Option<serde_json::Value>,
-    or_match: Option<serde_json::Value>,
+    list_match: Option<RawListMatcher>,
+    or_match: Option<RawOrMatcher>,
 }
 
-/// What a matcher wants of the value.
+/// `type.matcher.v3.DoubleMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoubleMatcher {
+    range: Option<RawDoubleRange>,
+    exact: Option<f64>,
+}
+
+/// `type.v3.DoubleRange`: `[start, end)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoubleRange {
+    start: Option<f64>,
+    end: Option<f64>,
+}
+
+/// `type.matcher.v3.ListMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListMatcher {
+    one_of: Option<Box<RawValueMatcher>>,
+}
+
+/// `type.matcher.v3.OrMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrMatcher {
+    #[serde(default)]
+    value_matchers: Vec<RawValueMatcher>,
+}
+
+/// A compiled `ValueMatcher` (Envoy's `ValueMatcher::create`).
 #[derive(Debug)]
 enum ValueMatch {
+    Null,
+    Double {
+        start: f64,
+        end: f64,
+    },
+    DoubleExact(f64),
     String(StringMatcher),
+    Bool(bool),
     Present(bool),
+    /// `list_match.one_of`: a list with an element that matches.
+    ListOneOf(Box<ValueMatch>),
+    Or(Vec<ValueMatch>),
 }
 
-/// A compiled `MetadataMatcher` over one key of one namespace.
+impl ValueMatch {
+    /// `None`: the path names nothing (`KIND_NOT_SET`).
+    fn matches(&self, v: Option<&Value>) -> bool {
+        match self {
+            ValueMatch::Present(want) => v.is_some() == *want,
+            ValueMatch::Or(all) => all.iter().any(|m| m.matches(v)),
+            ValueMatch::Null => matches!(v, Some(Value::Null)),
+            ValueMatch::Double { start, end } => v
+                .and_then(Value::as_f64)
+                .is_some_and(|d| *start <= d && d < *end),
+            ValueMatch::DoubleExact(x) => v.and_then(Value::as_f64) == Some(*x),
+            ValueMatch::String(m) => v.and_then(Value::as_str).is_some_and(|s| m.matches(s)),
+            ValueMatch::Bool(b) => v.and_then(Value::as_bool) == Some(*b),
+            ValueMatch::ListOneOf(m) => v
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|e| m.matches(Some(e)))),
+        }
+    }
+}
+
+/// A compiled `MetadataMatcher`.
 #[derive(Debug)]
 pub struct MetadataMatcher {
     namespace: String,
-    key: String,
+    path: Vec<String>,
     value: ValueMatch,
     invert: bool,
 }
@@ -92,17 +176,16 @@ pub struct MetadataMatcher {
 impl MetadataMatcher {
     /// Whether the request's metadata matches (Envoy's `MetadataMatcher::match`).
     pub fn matches(&self, md: &DynamicMetadata) -> bool {
-        let v = md.get(&self.namespace, &self.key);
-        let hit = match &self.value {
-            ValueMatch::String(m) => v.is_some_and(|v| m.matches(v)),
-            ValueMatch::Present(want) => v.is_some() == *want,
-        };
-        hit != self.invert
+        self.value.matches(md.value(&self.namespace, &self.path)) != self.invert
+    }
+
+    /// The namespace the matcher reads.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 }
 
-/// Compiles a `MetadataMatcher` at `p`: one key deep, a string or presence match (the values
-/// the filters here write are strings).
+/// Compiles a `MetadataMatcher` at `p`.
 pub(crate) fn build(
     raw: &RawMetadataMatcher,
     p: &FieldPath,
@@ -112,46 +195,92 @@ pub(crate) fn build(
         .clone()
         .filter(|f| !f.is_empty())
         .ok_or_else(|| p.field("filter").err("required"))?;
-    let key = match raw.path.as_slice() {
-        [] => return Err(p.field("path").err("required (at least one key)")),
-        [one] => one
-            .key
-            .clone()
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| p.field("path").index(0).field("key").err("required"))?,
-        _ => {
-            return Err(p
-                .field("path")
-                .unsupported("more than one segment (the metadata kept here is one key deep)"))
-        }
-    };
+    if raw.path.is_empty() {
+        return Err(p.field("path").err("required (at least one key)"));
+    }
+    let path = raw
+        .path
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            seg.key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| p.field("path").index(i).field("key").err("required"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let vp = p.field("value");
     let v = raw.value.as_ref().ok_or_else(|| vp.err("required"))?;
-    for (f, set) in [
-        ("null_match", v.null_match.is_some()),
-        ("double_match", v.double_match.is_some()),
-        ("bool_match", v.bool_match.is_some()),
-        ("list_match", v.list_match.is_some()),
-        ("or_match", v.or_match.is_some()),
-    ] {
-        if set {
-            return Err(vp.field(f).unsupported(
-                "(the metadata kept here is strings: use string_match or present_match)",
-            ));
-        }
-    }
-    let value = match (&v.string_match, v.present_match) {
-        (Some(s), None) => ValueMatch::String(string_matcher(s, &vp.field("string_match"))?),
-        (None, Some(b)) => ValueMatch::Present(b),
-        (None, None) => return Err(vp.err("one of string_match or present_match is required")),
-        (Some(_), Some(_)) => {
-            return Err(vp.err("only one of string_match and present_match may be set"))
-        }
-    };
     Ok(MetadataMatcher {
         namespace,
-        key,
-        value,
+        path,
+        value: value_matcher(v, &vp)?,
         invert: raw.invert == Some(true),
     })
+}
+
+/// Compiles a `ValueMatcher` at `p`: exactly one of its fields.
+fn value_matcher(v: &RawValueMatcher, p: &FieldPath) -> Result<ValueMatch, ConfigError> {
+    let set = [
+        v.null_match.is_some(),
+        v.double_match.is_some(),
+        v.string_match.is_some(),
+        v.bool_match.is_some(),
+        v.present_match.is_some(),
+        v.list_match.is_some(),
+        v.or_match.is_some(),
+    ];
+    match set.iter().filter(|s| **s).count() {
+        0 => return Err(p.err("one of null_match, double_match, string_match, bool_match, present_match, list_match or or_match is required")),
+        1 => {}
+        _ => return Err(p.err("only one of null_match, double_match, string_match, bool_match, present_match, list_match and or_match may be set")),
+    }
+    if v.null_match.is_some() {
+        return Ok(ValueMatch::Null);
+    }
+    if let Some(d) = &v.double_match {
+        let dp = p.field("double_match");
+        return match (&d.range, d.exact) {
+            (Some(r), None) => Ok(ValueMatch::Double {
+                start: r.start.unwrap_or(0.0),
+                end: r.end.unwrap_or(0.0),
+            }),
+            (None, Some(x)) => Ok(ValueMatch::DoubleExact(x)),
+            _ => Err(dp.err("exactly one of range and exact is required")),
+        };
+    }
+    if let Some(s) = &v.string_match {
+        return Ok(ValueMatch::String(string_matcher(
+            s,
+            &p.field("string_match"),
+        )?));
+    }
+    if let Some(b) = v.bool_match {
+        return Ok(ValueMatch::Bool(b));
+    }
+    if let Some(b) = v.present_match {
+        return Ok(ValueMatch::Present(b));
+    }
+    if let Some(l) = &v.list_match {
+        let lp = p.field("list_match");
+        let one = l
+            .one_of
+            .as_ref()
+            .ok_or_else(|| lp.field("one_of").err("required"))?;
+        return Ok(ValueMatch::ListOneOf(Box::new(value_matcher(
+            one,
+            &lp.field("one_of"),
+        )?)));
+    }
+    let o = v.or_match.as_ref().expect("counted");
+    let op = p.field("or_match").field("value_matchers");
+    if o.value_matchers.len() < 2 {
+        return Err(op.err("at least two value matchers are required"));
+    }
+    o.value_matchers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| value_matcher(m, &op.index(i)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(ValueMatch::Or)
 }

@@ -8,7 +8,7 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, ext_authz, fault, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter,
+    cors, ext_authz, fault, jwt_authn, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter,
     PerFilterConfigs, PerRoute,
 };
 use crate::config::{
@@ -23,7 +23,8 @@ pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http
 /// The supported filters, for error messages.
 const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
                          envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
-                         envoy.filters.http.ext_authz, envoy.filters.http.router";
+                         envoy.filters.http.ext_authz, envoy.filters.http.jwt_authn, \
+                         envoy.filters.http.router";
 
 /// `http_filters` at `hp`: supported filters, then the router, last.
 pub(crate) fn http_filters(
@@ -89,6 +90,10 @@ pub(crate) fn http_filters(
             )?)),
             (Some(ext_authz::TYPE), Some(tc)) => Kind::ExtAuthz(Arc::new(ext_authz::build(
                 typed_config(tc, &tp, ext_authz::TYPE)?,
+                &tp,
+            )?)),
+            (Some(jwt_authn::TYPE), Some(tc)) => Kind::JwtAuthn(Arc::new(jwt_authn::build(
+                typed_config(tc, &tp, jwt_authn::TYPE)?,
                 &tp,
             )?)),
             _ => {
@@ -178,9 +183,13 @@ fn per_route(v: &Value, vp: &FieldPath) -> Result<PerRoute, ConfigError> {
             typed_config(v, vp, ext_authz::PER_ROUTE_TYPE)?,
             vp,
         )?)),
+        Some(jwt_authn::PER_ROUTE_TYPE) => PerRoute::JwtAuthn(Arc::new(jwt_authn::build_per_route(
+            typed_config(v, vp, jwt_authn::PER_ROUTE_TYPE)?,
+            vp,
+        )?)),
         Some(other) => {
             return Err(vp.field("@type").unsupported(&format!(
-                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, ExtAuthzPerRoute, FilterConfig"
+                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, ExtAuthzPerRoute, jwt_authn PerRouteConfig, FilterConfig"
             )))
         }
         None => return Err(vp.field("@type").err("missing")),

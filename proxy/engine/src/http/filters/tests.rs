@@ -423,8 +423,8 @@ fn ext_authz_refuses_what_it_does_not_implement_naming_the_field() {
         (format!("{svc}, status_on_error: {{code: Teapot}}"), format!("{p}.status_on_error.code")),
         ("http_service: {server_uri: {uri: 'http://x', cluster: c}}".to_string(), format!("{p}.http_service.server_uri.timeout")),
         ("http_service: {server_uri: {uri: 'http://x', timeout: 1s}}".to_string(), format!("{p}.http_service.server_uri.cluster")),
-        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: k}}], value: {{bool_match: true}}}}"), format!("{p}.filter_enabled_metadata.value.bool_match")),
-        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: a}}, {{key: b}}], value: {{present_match: true}}}}"), format!("{p}.filter_enabled_metadata.path")),
+        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: k}}], value: {{bool_match: true, present_match: true}}}}"), format!("{p}.filter_enabled_metadata.value")),
+        (format!("{svc}, filter_enabled_metadata: {{filter: f, path: [{{key: k}}], value: {{or_match: {{value_matchers: [{{null_match: {{}}}}]}}}}}}"), format!("{p}.filter_enabled_metadata.value.or_match.value_matchers")),
         ("http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}, path_prefix: nope}".to_string(), format!("{p}.http_service.path_prefix")),
         ("http_service: {server_uri: {uri: 'http://x', cluster: c, timeout: 1s}, authorization_request: {headers_to_add: [{key: 'bad name', value: v}]}}".to_string(), format!("{p}.http_service.authorization_request.headers_to_add[0].key")),
         (format!("{svc}, bogus: 1"), format!("{p}.bogus")),
@@ -468,6 +468,7 @@ fn rbac_shadow_verdicts_become_metadata_that_turns_ext_authz_on() {
             local: peer,
             sni: "",
             tls: None,
+            metadata: None,
         };
         let mut md = metadata::DynamicMetadata::default();
         let d = rules.decide(&facts, None);

@@ -1,0 +1,267 @@
+//! Checking a request against a requirement, as Envoy's jwt_authn verifiers and authenticator
+//! do it: a provider's tokens must all verify (issuer, time, audiences, signature, in that
+//! order); `requires_any` passes with its first passing child and otherwise fails with the last
+//! child error that is not a missing token or unknown issuer (an unknown issuer over a missing
+//! token), unless its `allow_missing` (the error is a missing token) or
+//! `allow_missing_or_failed` lets it pass; `requires_all` fails with its first failing child. A verified token's payload
+//! header, claim headers and token removal happen at once, as in Envoy; its payload reaches the
+//! metadata only when the whole requirement passes.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use super::{
+    extract::{without_param, Extractor, Found, Place},
+    token::{Audiences, Jwt, Status},
+    JwtAuthn, Provider,
+};
+use crate::http::filters::AuthzChange;
+
+/// A compiled `JwtRequirement`.
+#[derive(Debug)]
+pub enum Requirement {
+    /// `provider_name` / `provider_and_audiences`.
+    Provider {
+        provider: usize,
+        audiences: Option<Audiences>,
+        extractor: Extractor,
+    },
+    /// `requires_any`: its regular children (or, with none, one bypass over every provider),
+    /// and whether it lists `allow_missing` / `allow_missing_or_failed`.
+    Any {
+        children: Vec<Requirement>,
+        allow_missing: bool,
+        allow_failed: bool,
+    },
+    /// `requires_all`.
+    All(Vec<Requirement>),
+    /// `allow_missing` (`failed: false`) / `allow_missing_or_failed`: any token found where any
+    /// provider looks must verify (unless `failed`) with the provider of its issuer.
+    Bypass { failed: bool, extractor: Extractor },
+    /// No requirement: passes.
+    AllowAll,
+}
+
+/// The request as the filter changes it: its headers (copied on the first change), its path
+/// (when a token left the query) and the changes to replay upstream.
+pub struct Working<'a> {
+    headers: Cow<'a, HeaderMap>,
+    pub(super) path: Cow<'a, str>,
+    pub(super) changes: Vec<AuthzChange>,
+    /// Verified payloads (`payload_in_metadata` / `header_in_metadata` name, value).
+    pub(super) payloads: Vec<(String, Value)>,
+    pub(super) now: u64,
+}
+
+impl<'a> Working<'a> {
+    pub fn new(headers: &'a HeaderMap, path: &'a str, now: u64) -> Working<'a> {
+        Working {
+            headers: Cow::Borrowed(headers),
+            path: Cow::Borrowed(path),
+            changes: Vec::new(),
+            payloads: Vec::new(),
+            now,
+        }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    pub fn remove_header(&mut self, h: &HeaderName) {
+        self.headers.to_mut().remove(h);
+        self.changes.push(AuthzChange::Remove(h.clone()));
+    }
+
+    fn append_header(&mut self, h: &HeaderName, v: HeaderValue) {
+        self.headers.to_mut().append(h.clone(), v.clone());
+        self.changes.push(AuthzChange::Append(h.clone(), v));
+    }
+}
+
+impl JwtAuthn {
+    /// Checks `req` against `r`.
+    pub(super) fn check(&self, r: &Requirement, w: &mut Working<'_>) -> Status {
+        match r {
+            Requirement::AllowAll => Status::Ok,
+            Requirement::Any {
+                children,
+                allow_missing,
+                allow_failed,
+            } => {
+                let mut status = Status::Missed;
+                for c in children {
+                    let s = self.check(c, w);
+                    if s == Status::Ok {
+                        return Status::Ok;
+                    }
+                    if !matches!(s, Status::Missed | Status::UnknownIssuer)
+                        || status == Status::Missed
+                    {
+                        status = s;
+                    }
+                }
+                if *allow_failed || (*allow_missing && status == Status::Missed) {
+                    return Status::Ok;
+                }
+                status
+            }
+            Requirement::All(children) => {
+                for c in children {
+                    let s = self.check(c, w);
+                    if s != Status::Ok {
+                        return s;
+                    }
+                }
+                Status::Ok
+            }
+            Requirement::Provider {
+                provider,
+                audiences,
+                extractor,
+            } => self.authenticate(extractor, Some(*provider), audiences.as_ref(), None, w),
+            Requirement::Bypass { failed, extractor } => {
+                self.authenticate(extractor, None, None, Some(*failed), w)
+            }
+        }
+    }
+
+    /// Envoy's `AuthenticatorImpl::verify`: `bypass` None for a provider's requirement, else
+    /// whether failures are allowed too.
+    fn authenticate(
+        &self,
+        extractor: &Extractor,
+        provider: Option<usize>,
+        audiences: Option<&Audiences>,
+        bypass: Option<bool>,
+        w: &mut Working<'_>,
+    ) -> Status {
+        extractor.sanitize(w);
+        let tokens = extractor.extract(w.headers(), &w.path);
+        let mut status = Status::Missed;
+        for t in tokens.iter().rev() {
+            status = self.verify_one(t, provider, audiences, w);
+            if status != Status::Ok && bypass.is_none() {
+                break;
+            }
+        }
+        match bypass {
+            Some(true) => Status::Ok,
+            Some(false) if status == Status::Missed => Status::Ok,
+            _ => status,
+        }
+    }
+
+    fn verify_one(
+        &self,
+        t: &Found<'_>,
+        provider: Option<usize>,
+        audiences: Option<&Audiences>,
+        w: &mut Working<'_>,
+    ) -> Status {
+        let jwt = match Jwt::parse(&t.token) {
+            Ok(j) => j,
+            Err(s) => return s,
+        };
+        if !t.issuers.allows(&jwt.iss) {
+            return Status::UnknownIssuer;
+        }
+        let Some(p) = provider.or_else(|| self.by_issuer(&jwt.iss)) else {
+            return Status::UnknownIssuer;
+        };
+        let p = &self.providers[p];
+        let s = jwt.check_time(w.now, p.clock_skew);
+        if s != Status::Ok {
+            return s;
+        }
+        if !audiences.unwrap_or(&p.audiences).allows(&jwt.audiences) {
+            return Status::AudienceNotAllowed;
+        }
+        let s = p.jwks.verify(&jwt);
+        if s != Status::Ok {
+            return s;
+        }
+        good(p, &jwt, t, w);
+        Status::Ok
+    }
+
+    /// The first provider with this issuer, else the first without one (Envoy's
+    /// `JwksCache::findByIssuer`).
+    fn by_issuer(&self, iss: &str) -> Option<usize> {
+        self.providers
+            .iter()
+            .position(|p| p.issuer == iss)
+            .or_else(|| self.providers.iter().position(|p| p.issuer.is_empty()))
+    }
+}
+
+/// Envoy's `handleGoodJwt`.
+fn good(p: &Provider, jwt: &Jwt<'_>, t: &Found<'_>, w: &mut Working<'_>) {
+    if let Some(h) = &p.forward_payload_header {
+        let mut v = jwt.payload_b64.to_string();
+        if p.pad_forward_payload_header {
+            while !v.len().is_multiple_of(4) {
+                v.push('=');
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            w.append_header(h, v);
+        }
+    }
+    for (h, claim) in &p.claim_to_headers {
+        let v = claim_value(&jwt.payload, claim).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+                _ => n.to_string(),
+            }),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                w.append_header(h, v);
+            }
+        }
+    }
+    if !p.forward {
+        match &t.place {
+            Place::Header(h) => w.remove_header(h),
+            Place::Param(name) => {
+                let path = without_param(&w.path, name);
+                w.path = Cow::Owned(path);
+            }
+            Place::Cookie => {}
+        }
+    }
+    if let Some(name) = &p.header_in_metadata {
+        w.payloads
+            .push((name.clone(), Value::Object(jwt.header.clone())));
+    }
+    if let Some(name) = &p.payload_in_metadata {
+        let mut payload = jwt.payload.clone();
+        for c in &p.space_delimited_claims {
+            if let Some(Value::String(s)) = payload.get(c) {
+                let list = s
+                    .split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| Value::String(x.to_string()))
+                    .collect();
+                payload.insert(c.clone(), Value::Array(list));
+            }
+        }
+        w.payloads.push((name.clone(), Value::Object(payload)));
+    }
+}
+
+/// A claim by name, `.` walking into nested objects.
+fn claim_value<'v>(payload: &'v Map<String, Value>, claim: &str) -> Option<&'v Value> {
+    let mut parts = claim.split('.');
+    let mut v = payload.get(parts.next()?)?;
+    for k in parts {
+        v = v.as_object()?.get(k)?;
+    }
+    Some(v)
+}
