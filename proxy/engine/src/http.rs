@@ -1000,9 +1000,9 @@ pub async fn handle_with(
                     // A jwt_authn filter that took a token out of the query changed the path.
                     let path = decoded
                         .as_ref()
-                        .and_then(|d| d.path.clone())
-                        .unwrap_or_else(|| path.clone());
-                    let mut plan = forward::Plan::new(&fwd, &conn, &path, req.headers(), &hcm.cfg);
+                        .and_then(|d| d.path.as_ref())
+                        .unwrap_or(&path);
+                    let mut plan = forward::Plan::new(&fwd, &conn, path, req.headers(), &hcm.cfg);
                     plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
                     plan.route_stats = route_stats.clone();
                     // The shadows are chosen here; their copies are made from the request as

@@ -373,20 +373,26 @@ impl HttpFilters {
         // The request headers after an ext_authz check changed them, as the later filters see
         // them (the changes themselves go upstream from `out.authz`).
         let mut changed: Option<HeaderMap> = None;
+        // The path after a jwt_authn filter took a token out of its query.
+        let mut new_path: Option<http::uri::PathAndQuery> = None;
         for (i, f) in self.filters.iter().enumerate() {
             if f.disabled_at(&levels) {
                 continue;
             }
+            // The request as the filters before changed it: headers (ext_authz, jwt_authn)
+            // and the path (a token taken out of the query).
             let view;
-            let req = match &changed {
-                None => orig,
-                Some(h) => {
+            let req = match (&changed, &new_path) {
+                (None, None) => orig,
+                (h, p) => {
+                    let headers = h.as_ref().unwrap_or(orig.headers);
                     view = crate::route::RequestView {
-                        headers: h,
+                        headers,
+                        path: p.as_ref().map_or(orig.view.path, |p| p.as_str()),
                         ..*orig.view
                     };
                     Request {
-                        headers: h,
+                        headers,
                         view: &view,
                         ..orig
                     }
@@ -527,19 +533,7 @@ impl HttpFilters {
                         Some(Some(Counters::JwtAuthn(s))) => Some(s),
                         _ => None,
                     };
-                    // The query as a token left it, as the later filters see it.
-                    let view;
-                    let jwt_req = match &out.path {
-                        None => req.view,
-                        Some(p) => {
-                            view = crate::route::RequestView {
-                                path: p.as_str(),
-                                ..*req.view
-                            };
-                            &view
-                        }
-                    };
-                    match cfg.decide(jwt_req, per_route, stats, &mut metadata) {
+                    match cfg.decide(req.view, per_route, stats, &mut metadata) {
                         jwt_authn::Outcome::Deny(r) => {
                             out.local = Some((r, Flag::None));
                             return out;
@@ -547,7 +541,7 @@ impl HttpFilters {
                         jwt_authn::Outcome::Pass { changes, path } => {
                             out.authz.extend(changes);
                             if let Some(p) = path {
-                                out.path = p.parse().ok();
+                                new_path = p.parse().ok();
                             }
                         }
                     }
@@ -594,6 +588,7 @@ impl HttpFilters {
                 }
             }
         }
+        out.path = new_path;
         out
     }
 }

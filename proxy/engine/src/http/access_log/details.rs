@@ -28,6 +28,9 @@ pub enum ResponseDetails {
     /// A tcp_proxy connection whose upstream connect failed: only the transport failure
     /// reason (a TCP session has no response code details).
     Transport(Box<str>),
+    /// The jwt_authn filter refused the request for a reason of its config at run time (a
+    /// route's unknown requirement name): `jwt_authn_access_denied{<reason, spaces as _>}`.
+    JwtDenied(Box<str>),
 }
 
 impl ResponseDetails {
@@ -113,6 +116,11 @@ impl ResponseDetails {
                 out.push('}');
             }
             ResponseDetails::Named(n) => out.push_str(n),
+            ResponseDetails::JwtDenied(why) => {
+                out.push_str("jwt_authn_access_denied{");
+                push_underscored(why, out);
+                out.push('}');
+            }
             ResponseDetails::RbacDenied(policy) => {
                 out.push_str("rbac_access_denied_matched_policy[");
                 push_underscored(policy.as_deref().unwrap_or("none"), out);

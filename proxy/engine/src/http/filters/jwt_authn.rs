@@ -258,11 +258,17 @@ impl JwtAuthn {
         }
         let requirement = match per_route {
             Some(JwtPerRoute::Disabled) => None,
-            Some(JwtPerRoute::Requirement(name)) => self
-                .requirement_map
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, r)| r),
+            Some(JwtPerRoute::Requirement(name)) => {
+                match self.requirement_map.iter().find(|(n, _)| n == name) {
+                    Some((_, r)) => Some(r),
+                    None => {
+                        if let Some(s) = stats {
+                            s.denied.inc();
+                        }
+                        return Outcome::Deny(self.wrong_requirement(name));
+                    }
+                }
+            }
             None => self
                 .rules
                 .iter()
@@ -297,6 +303,27 @@ impl JwtAuthn {
             changes: w.changes,
             path,
         }
+    }
+
+    /// Envoy's 403 for a route whose `requirement_name` the map lacks.
+    fn wrong_requirement(&self, name: &str) -> Response<Body> {
+        let names: Vec<&str> = self
+            .requirement_map
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let why = format!(
+            "Wrong requirement_name: {name}. It should be one of [{}]",
+            names.join(",")
+        );
+        let mut r = if self.strip_failure_response {
+            local_reply::reply(403, "")
+        } else {
+            local_reply::reply(403, &format!("Failed JWT authentication: {why}"))
+        };
+        r.extensions_mut()
+            .insert(ResponseDetails::JwtDenied(why.into()));
+        r
     }
 
     /// Envoy's local reply for a failed check.
@@ -566,7 +593,9 @@ impl Compile<'_> {
             "provider_and_audiences" => {
                 let pa = r.provider_and_audiences.as_ref().expect("chosen");
                 let i = self.index(pa.provider_name.as_deref(), &f.field("provider_name"))?;
-                provider(i, Some(Audiences::new(&pa.audiences)))
+                // No audiences: the provider's own (Envoy's plain provider verifier).
+                let audiences = (!pa.audiences.is_empty()).then(|| Audiences::new(&pa.audiences));
+                provider(i, audiences)
             }
             "requires_all" => {
                 let list = &r.requires_all.as_ref().expect("chosen").requirements;

@@ -148,7 +148,8 @@ impl ValueMatch {
     /// `None`: the path names nothing (`KIND_NOT_SET`).
     fn matches(&self, v: Option<&Value>) -> bool {
         match self {
-            ValueMatch::Present(want) => v.is_some() == *want,
+            // Envoy's PresentMatcher: `present_match: false` never matches (use `invert`).
+            ValueMatch::Present(want) => *want && v.is_some(),
             ValueMatch::Or(all) => all.iter().any(|m| m.matches(v)),
             ValueMatch::Null => matches!(v, Some(Value::Null)),
             ValueMatch::Double { start, end } => v

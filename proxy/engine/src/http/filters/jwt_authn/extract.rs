@@ -119,7 +119,9 @@ impl Extractor {
         let mut out = Vec::new();
         for (name, prefix, issuers) in &self.headers {
             for v in headers.get_all(name) {
-                let Ok(v) = v.to_str() else { continue };
+                // Envoy reads the bytes as sent: a token that is not text fails to parse.
+                let v = String::from_utf8_lossy(v.as_bytes());
+                let v = v.as_ref();
                 let token = if prefix.is_empty() {
                     v
                 } else {
@@ -135,13 +137,16 @@ impl Extractor {
                 });
             }
         }
-        for (name, issuers) in &self.params {
-            if let Some(v) = crate::route::request_hash::query_parameter(path, name) {
-                out.push(Found {
-                    token: v.to_string(),
-                    place: Place::Param(name.clone()),
-                    issuers,
-                });
+        if !self.params.is_empty() {
+            let query = query_params(path);
+            for (name, issuers) in &self.params {
+                if let Some((_, v)) = query.iter().find(|(k, _)| k == name) {
+                    out.push(Found {
+                        token: v.clone(),
+                        place: Place::Param(name.clone()),
+                        issuers,
+                    });
+                }
             }
         }
         for (name, issuers) in &self.cookies {
@@ -167,20 +172,65 @@ fn jwt_from(v: &str, after: usize) -> &str {
     }
 }
 
-/// `path` without query parameter `name` (every occurrence), the rest as sent.
-pub fn without_param(path: &str, name: &str) -> String {
-    let Some((p, q)) = path.split_once('?') else {
-        return path.to_string();
+/// The query's parameters as Envoy's `parseAndDecodeQueryString` reads them: split at `&`,
+/// key and value percent-decoded (`+` a space), a parameter without `=` an empty value.
+fn query_params(path: &str) -> Vec<(String, String)> {
+    let Some((_, q)) = path.split_once('?') else {
+        return Vec::new();
     };
-    let kept: Vec<&str> = q
-        .split('&')
-        .filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k) != name)
-        .collect();
-    if kept.is_empty() {
-        p.to_string()
-    } else {
-        format!("{p}?{}", kept.join("&"))
+    let q = q.split_once('#').map_or(q, |(q, _)| q);
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Envoy's `urlDecodeQueryComponent`: `+` is a space, `%XX` a byte; a bad escape stays.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// `path` without query parameter `name`, as Envoy's `replaceQueryString` writes the rest: the
+/// parameters sorted by key (a key's values in order), decoded, each `key=value`.
+pub fn without_param(path: &str, name: &str) -> String {
+    let (p, _) = path.split_once('?').unwrap_or((path, ""));
+    let mut kept: Vec<(String, String)> = query_params(path)
+        .into_iter()
+        .filter(|(k, _)| k != name)
+        .collect();
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = p.to_string();
+    for (i, (k, v)) in kept.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 impl HeaderLookup for Working<'_> {

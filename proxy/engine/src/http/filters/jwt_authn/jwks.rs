@@ -59,44 +59,42 @@ impl Jwks {
     /// Verifies the token's signature with a matching key.
     pub fn verify(&self, jwt: &Jwt<'_>) -> Status {
         let mut matched = false;
+        let kid = jwt.kid.as_deref().filter(|k| !k.is_empty());
         for k in &self.0 {
-            if let (Some(t), Some(kk)) = (&jwt.kid, &k.kid) {
+            if let (Some(t), Some(kk)) = (kid, k.kid.as_deref()) {
                 if t != kk {
                     continue;
                 }
             }
-            if k.alg.as_ref().is_some_and(|a| *a != jwt.alg) {
+            if k.alg.as_deref().is_some_and(|a| a != jwt.alg) {
                 continue;
             }
+            // Envoy's verifyJwtWithoutTimeChecking: a key that passed the kid and alg filter
+            // makes a failure a verification failure, whatever its type.
+            matched = true;
             let ok = match (&k.material, jwt.alg.as_str()) {
-                (Material::Rsa { n, e }, alg) if alg.starts_with("RS") || alg.starts_with("PS") => {
-                    let Some(params) = rsa_params(alg) else {
-                        continue;
-                    };
-                    matched = true;
+                (Material::Rsa { n, e }, alg) => rsa_params(alg).is_some_and(|params| {
                     signature::RsaPublicKeyComponents { n, e }
                         .verify(params, jwt.signed.as_bytes(), &jwt.signature)
                         .is_ok()
-                }
-                (Material::Ec { curve, point }, alg) if alg.starts_with("ES") => {
+                }),
+                (Material::Ec { curve, point }, alg) => {
                     let params: &dyn signature::VerificationAlgorithm = match (alg, *curve) {
                         ("ES256", "P-256") => &signature::ECDSA_P256_SHA256_FIXED,
                         ("ES384", "P-384") => &signature::ECDSA_P384_SHA384_FIXED,
                         _ => continue,
                     };
-                    matched = true;
                     signature::UnparsedPublicKey::new(params, point)
                         .verify(jwt.signed.as_bytes(), &jwt.signature)
                         .is_ok()
                 }
-                (Material::Oct(secret), alg) if alg.starts_with("HS") => {
+                (Material::Oct(secret), alg) => {
                     let a = match alg {
                         "HS256" => hmac::HMAC_SHA256,
                         "HS384" => hmac::HMAC_SHA384,
                         "HS512" => hmac::HMAC_SHA512,
                         _ => continue,
                     };
-                    matched = true;
                     hmac::verify(
                         &hmac::Key::new(a, secret),
                         jwt.signed.as_bytes(),
@@ -105,7 +103,6 @@ impl Jwks {
                     .is_ok()
                 }
                 (Material::Ed25519(x), "EdDSA") => {
-                    matched = true;
                     signature::UnparsedPublicKey::new(&signature::ED25519, x)
                         .verify(jwt.signed.as_bytes(), &jwt.signature)
                         .is_ok()
@@ -126,9 +123,10 @@ impl Jwks {
 
 fn rsa_params(alg: &str) -> Option<&'static signature::RsaParameters> {
     Some(match alg {
-        "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+        // BoringSSL takes 1024-bit keys too; ring does for SHA-256 and SHA-512.
+        "RS256" => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
         "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
-        "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
+        "RS512" => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
         "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
         "PS384" => &signature::RSA_PSS_2048_8192_SHA384,
         "PS512" => &signature::RSA_PSS_2048_8192_SHA512,
@@ -136,8 +134,11 @@ fn rsa_params(alg: &str) -> Option<&'static signature::RsaParameters> {
     })
 }
 
+/// One key as Envoy's `Jwks::createFrom` takes it: an `alg` that does not fit the key type,
+/// an RSA exponent other than 3 or 65537, an EC `alg` and `crv` that disagree, an empty
+/// secret are refused (the key is skipped). Empty `kid` / `alg` count as absent.
 fn key(k: &Value) -> Result<Key, String> {
-    let s = |f: &str| k.get(f).and_then(Value::as_str);
+    let s = |f: &str| k.get(f).and_then(Value::as_str).filter(|v| !v.is_empty());
     let b = |f: &str| -> Result<Vec<u8>, String> {
         let v = s(f).ok_or_else(|| format!("\"{f}\" is required"))?;
         B64URL
@@ -145,13 +146,42 @@ fn key(k: &Value) -> Result<Key, String> {
             .map_err(|_| format!("\"{f}\" is not base64url"))
     };
     let kty = s("kty").ok_or("\"kty\" is required")?;
+    let alg = s("alg");
+    let fits = |prefixes: &[&str]| alg.is_none_or(|a| prefixes.iter().any(|p| a.starts_with(p)));
     let material = match kty {
-        "RSA" => Material::Rsa {
-            n: b("n")?,
-            e: b("e")?,
-        },
+        "RSA" => {
+            if !fits(&["RS", "PS"]) {
+                return Err(format!("alg {alg:?} does not fit an RSA key"));
+            }
+            let mut n = b("n")?;
+            let e = b("e")?;
+            if e != [3] && e != [1, 0, 1] {
+                return Err("the RSA exponent is neither 3 nor 65537".into());
+            }
+            while n.len() > 1 && n[0] == 0 {
+                n.remove(0);
+            }
+            Material::Rsa { n, e }
+        }
         "EC" => {
-            let curve = match s("crv").unwrap_or("P-256") {
+            if !fits(&["ES"]) {
+                return Err(format!("alg {alg:?} does not fit an EC key"));
+            }
+            let by_alg = match alg {
+                Some("ES256") => Some("P-256"),
+                Some("ES384") => Some("P-384"),
+                Some("ES512") => Some("P-521"),
+                _ => None,
+            };
+            let curve = match (s("crv"), by_alg) {
+                (Some(c), Some(a)) if c != a => {
+                    return Err(format!("curve {c:?} does not fit alg {alg:?}"))
+                }
+                (Some(c), _) => c,
+                (None, Some(a)) => a,
+                (None, None) => "P-256",
+            };
+            let curve = match curve {
                 "P-256" => "P-256",
                 "P-384" => "P-384",
                 c => return Err(format!("curve {c:?} not supported here (P-256, P-384)")),
@@ -161,16 +191,26 @@ fn key(k: &Value) -> Result<Key, String> {
             point.extend(b("y")?);
             Material::Ec { curve, point }
         }
-        "oct" => Material::Oct(b("k")?),
-        "OKP" => match s("crv") {
-            Some("Ed25519") => Material::Ed25519(b("x")?),
-            c => return Err(format!("OKP curve {c:?} not supported (Ed25519)")),
-        },
+        "oct" => {
+            if !fits(&["HS"]) {
+                return Err(format!("alg {alg:?} does not fit an oct key"));
+            }
+            Material::Oct(b("k")?)
+        }
+        "OKP" => {
+            if !fits(&["EdDSA"]) {
+                return Err(format!("alg {alg:?} does not fit an OKP key"));
+            }
+            match s("crv") {
+                Some("Ed25519") => Material::Ed25519(b("x")?),
+                c => return Err(format!("OKP curve {c:?} not supported (Ed25519)")),
+            }
+        }
         other => return Err(format!("key type {other:?} not supported")),
     };
     Ok(Key {
         kid: s("kid").map(str::to_string),
-        alg: s("alg").map(str::to_string),
+        alg: alg.map(str::to_string),
         material,
     })
 }
@@ -207,6 +247,11 @@ mod tests {
             Status::KidAlgMismatch
         );
         assert!(Jwks::parse("{}").is_err());
+        assert!(
+            Jwks::parse(r#"{"keys":[{"kty":"oct","k":""}]}"#).is_err(),
+            "no empty secret"
+        );
+        assert!(Jwks::parse(r#"{"keys":[{"kty":"oct","alg":"RS256","k":"AA"}]}"#).is_err());
         assert!(
             Jwks::parse(r#"{"keys":[{"kty":"EC","crv":"P-521","x":"AA","y":"AA"}]}"#)
                 .unwrap_err()

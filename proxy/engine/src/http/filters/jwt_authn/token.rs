@@ -37,6 +37,9 @@ pub enum Status {
     IatNotInteger,
     NbfNotInteger,
     ExpNotInteger,
+    IatOutOfRange,
+    NbfOutOfRange,
+    ExpOutOfRange,
     JtiNotString,
     AudNotString,
     SignatureBadBase64,
@@ -69,6 +72,9 @@ impl Status {
             Status::IatNotInteger => "Jwt payload [iat] field is not an integer",
             Status::NbfNotInteger => "Jwt payload [nbf] field is not an integer",
             Status::ExpNotInteger => "Jwt payload [exp] field is not an integer",
+            Status::IatOutOfRange => "Jwt payload [iat] field is not a positive 64 bit integer",
+            Status::NbfOutOfRange => "Jwt payload [nbf] field is not a positive 64 bit integer",
+            Status::ExpOutOfRange => "Jwt payload [exp] field is not a positive 64 bit integer",
             Status::JtiNotString => "Jwt payload [jti] field is not a string",
             Status::AudNotString => "Jwt payload [aud] field is not a string or string list",
             Status::SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded",
@@ -99,6 +105,9 @@ impl Status {
             Status::IatNotInteger => "jwt_authn_access_denied{Jwt_payload_[iat]_field_is_not_an_integer}",
             Status::NbfNotInteger => "jwt_authn_access_denied{Jwt_payload_[nbf]_field_is_not_an_integer}",
             Status::ExpNotInteger => "jwt_authn_access_denied{Jwt_payload_[exp]_field_is_not_an_integer}",
+            Status::IatOutOfRange => "jwt_authn_access_denied{Jwt_payload_[iat]_field_is_not_a_positive_64_bit_integer}",
+            Status::NbfOutOfRange => "jwt_authn_access_denied{Jwt_payload_[nbf]_field_is_not_a_positive_64_bit_integer}",
+            Status::ExpOutOfRange => "jwt_authn_access_denied{Jwt_payload_[exp]_field_is_not_a_positive_64_bit_integer}",
             Status::JtiNotString => "jwt_authn_access_denied{Jwt_payload_[jti]_field_is_not_a_string}",
             Status::AudNotString => "jwt_authn_access_denied{Jwt_payload_[aud]_field_is_not_a_string_or_string_list}",
             Status::SignatureBadBase64 => "jwt_authn_access_denied{Jwt_signature_is_an_invalid_Base64url_encoded}",
@@ -157,9 +166,24 @@ impl<'t> Jwt<'t> {
         let payload = object(p, Status::PayloadBadBase64, Status::PayloadBadJson)?;
         let iss = string_claim(&payload, "iss", Status::IssNotString)?.unwrap_or_default();
         string_claim(&payload, "sub", Status::SubNotString)?;
-        int_claim(&payload, "iat", Status::IatNotInteger)?;
-        let nbf = int_claim(&payload, "nbf", Status::NbfNotInteger)?;
-        let exp = int_claim(&payload, "exp", Status::ExpNotInteger)?;
+        int_claim(
+            &payload,
+            "iat",
+            Status::IatNotInteger,
+            Status::IatOutOfRange,
+        )?;
+        let nbf = int_claim(
+            &payload,
+            "nbf",
+            Status::NbfNotInteger,
+            Status::NbfOutOfRange,
+        )?;
+        let exp = int_claim(
+            &payload,
+            "exp",
+            Status::ExpNotInteger,
+            Status::ExpOutOfRange,
+        )?;
         string_claim(&payload, "jti", Status::JtiNotString)?;
         let audiences = match payload.get("aud") {
             None => Vec::new(),
@@ -189,10 +213,10 @@ impl<'t> Jwt<'t> {
 
     /// `verifyTimeConstraint`: not before `nbf`, not after `exp`, both with `skew` seconds.
     pub fn check_time(&self, now: u64, skew: u64) -> Status {
-        if now + skew < self.nbf {
+        if now.saturating_add(skew) < self.nbf {
             return Status::NotYetValid;
         }
-        if self.exp != 0 && now > self.exp + skew {
+        if self.exp != 0 && now > self.exp.saturating_add(skew) {
             return Status::Expired;
         }
         Status::Ok
@@ -215,17 +239,23 @@ fn string_claim(m: &Map<String, Value>, k: &str, bad: Status) -> Result<Option<S
     }
 }
 
-/// An integer claim (0 when absent).
-fn int_claim(m: &Map<String, Value>, k: &str, bad: Status) -> Result<u64, Status> {
+/// An integer claim (0 when absent), as Envoy's `GetUInt64` reads it: a JSON number taken as
+/// a double, negative or 2^64 and above out of range, a fraction cut off.
+fn int_claim(
+    m: &Map<String, Value>,
+    k: &str,
+    not_number: Status,
+    out_of_range: Status,
+) -> Result<u64, Status> {
     match m.get(k) {
         None => Ok(0),
-        Some(v) => match v.as_u64() {
-            Some(n) => Ok(n),
-            None => match v.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1.8e19 => Ok(f as u64),
-                _ => Err(bad),
-            },
-        },
+        Some(v) => {
+            let f = v.as_f64().ok_or(not_number)?;
+            if !(0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                return Err(out_of_range);
+            }
+            Ok(f as u64)
+        }
     }
 }
 
@@ -284,6 +314,23 @@ mod tests {
             Jwt::parse(&format!("{h}.{}.x", enc(r#"{"exp":"soon"}"#))).unwrap_err(),
             Status::ExpNotInteger
         );
+        assert_eq!(
+            Jwt::parse(&format!("{h}.{}.x", enc(r#"{"exp":-1}"#))).unwrap_err(),
+            Status::ExpOutOfRange
+        );
+        assert_eq!(
+            Jwt::parse(&format!("{h}.{}.x", enc(r#"{"exp":1e30}"#))).unwrap_err(),
+            Status::ExpOutOfRange
+        );
+        let huge = format!(
+            "{h}.{}.{}",
+            enc(r#"{"exp":18446744073709551615,"nbf":18446744073709551615.0}"#),
+            enc("s")
+        );
+        let huge = Jwt::parse(&huge);
+        assert!(huge.is_err() || huge.unwrap().check_time(u64::MAX, 60) != Status::Ok);
+        let cut = format!("{h}.{}.{}", enc(r#"{"exp":100.9}"#), enc("s"));
+        assert_eq!(Jwt::parse(&cut).unwrap().exp, 100);
         assert_eq!(Jwt::parse("!.b.c").unwrap_err(), Status::HeaderBadBase64);
         for s in [Status::Missed, Status::KidAlgMismatch, Status::BadFormat] {
             assert_eq!(

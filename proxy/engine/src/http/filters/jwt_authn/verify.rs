@@ -211,15 +211,7 @@ fn good(p: &Provider, jwt: &Jwt<'_>, t: &Found<'_>, w: &mut Working<'_>) {
         }
     }
     for (h, claim) in &p.claim_to_headers {
-        let v = claim_value(&jwt.payload, claim).and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-                _ => n.to_string(),
-            }),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        });
+        let v = claim_value(&jwt.payload, claim).and_then(claim_header);
         if let Some(v) = v.filter(|v| !v.is_empty()) {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 w.append_header(h, v);
@@ -244,16 +236,42 @@ fn good(p: &Provider, jwt: &Jwt<'_>, t: &Found<'_>, w: &mut Working<'_>) {
         let mut payload = jwt.payload.clone();
         for c in &p.space_delimited_claims {
             if let Some(Value::String(s)) = payload.get(c) {
-                let list = s
+                let list: Vec<Value> = s
                     .split(' ')
                     .filter(|x| !x.is_empty())
                     .map(|x| Value::String(x.to_string()))
                     .collect();
-                payload.insert(c.clone(), Value::Array(list));
+                // Nothing to split: the claim stays a string, as in Envoy.
+                if !list.is_empty() {
+                    payload.insert(c.clone(), Value::Array(list));
+                }
             }
         }
         w.payloads.push((name.clone(), Value::Object(payload)));
     }
+}
+
+/// A claim's header value as Envoy's `addJWTClaimToHeader` writes it: a string as is, a whole
+/// non-negative number without decimals, another number as C's `%f`, a bool as
+/// `true` / `false`, a list or object as the base64 of its JSON.
+fn claim_header(v: &Value) -> Option<String> {
+    use base64::Engine as _;
+    Some(match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            if f >= 0.0 && f.fract() == 0.0 && f < 1.8e19 {
+                format!("{}", f as u64)
+            } else {
+                format!("{f:.6}")
+            }
+        }
+        Value::Bool(b) => b.to_string(),
+        Value::Array(_) | Value::Object(_) => {
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_string(v).ok()?)
+        }
+        Value::Null => return None,
+    })
 }
 
 /// A claim by name, `.` walking into nested objects.
