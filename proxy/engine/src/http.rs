@@ -28,6 +28,7 @@ pub mod local_reply;
 mod local_reply_map;
 mod normalize;
 pub(crate) mod preroute;
+pub(crate) mod query_decode;
 pub mod request_body_tap;
 mod request_timeout;
 pub mod retry;

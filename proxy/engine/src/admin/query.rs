@@ -3,6 +3,7 @@
 //! each dump message, or with `resource` to each element), `name_regex=` (only resources whose
 //! name matches) and `include_eds`.
 
+use crate::http::query_decode::decode;
 use serde_json::{json, Map, Value};
 
 use super::config_dump::types;
@@ -134,31 +135,6 @@ fn message_fields(type_url: &str) -> &'static [&'static str] {
     }
 }
 
-/// Decodes `%XX` and `+` in a query value.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Percent-encodes everything but RFC 3986's unreserved characters (a query value).
 pub fn escape(s: &str) -> String {
     s.bytes()
@@ -178,7 +154,7 @@ pub fn escape(s: &str) -> String {
 pub fn params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (unescape(k), unescape(v))
+        (decode(k), decode(v))
     })
 }
 

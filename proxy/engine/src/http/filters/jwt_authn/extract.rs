@@ -6,6 +6,7 @@
 use http::{HeaderMap, HeaderName};
 
 use super::{verify::Working, Provider};
+use crate::http::query_decode::decode;
 use crate::route::{cookies, HeaderLookup};
 
 /// Issuers whose providers named a location: a provider without `issuer` allows any.
@@ -186,32 +187,6 @@ fn query_params(path: &str) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
-}
-
-/// Envoy's `urlDecodeQueryComponent`: `+` is a space, `%XX` a byte; a bad escape stays.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// `path` without query parameter `name`, as Envoy's `replaceQueryString` writes the rest: the
