@@ -90,6 +90,8 @@ static_resources:
                   from_headers: [{ name: x-jwt }]
                   claim_to_headers: [{ header_name: x-sub, claim_name: sub }]
                   normalize_payload_in_metadata: { space_delimited_claims: [scope] }
+                r:
+                  remote_jwks: { http_uri: { uri: "http://keys/jwks", cluster: c, timeout: 1s } }
               rules:
               - match: { prefix: / }
                 requires: { provider_and_audiences: { provider_name: p, audiences: [a] } }
@@ -261,6 +263,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.filters.http.jwt_authn.v3.JwtAuthentication", jwt.clone()),
         ("extensions.filters.http.jwt_authn.v3.JwtProvider", format!("{jwt}/providers/p")),
         ("extensions.filters.http.jwt_authn.v3.JwtHeader", format!("{jwt}/providers/p/from_headers/0")),
+        ("extensions.filters.http.jwt_authn.v3.RemoteJwks", format!("{jwt}/providers/r/remote_jwks")),
         ("extensions.filters.http.jwt_authn.v3.JwtClaimToHeader", format!("{jwt}/providers/p/claim_to_headers/0")),
         ("extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload", format!("{jwt}/providers/p/normalize_payload_in_metadata")),
         ("extensions.filters.http.jwt_authn.v3.RequirementRule", format!("{jwt}/rules/0")),

@@ -533,7 +533,15 @@ impl HttpFilters {
                         Some(Some(Counters::JwtAuthn(s))) => Some(s),
                         _ => None,
                     };
-                    match cfg.decide(req.view, per_route, stats, &mut metadata) {
+                    let decided = Box::pin(cfg.decide(
+                        req.view,
+                        per_route,
+                        stats,
+                        &mut metadata,
+                        req.clusters,
+                    ))
+                    .await;
+                    match decided {
                         jwt_authn::Outcome::Deny(r) => {
                             out.local = Some((r, Flag::None));
                             return out;

@@ -9,7 +9,7 @@
 //! with the HTTP service, as in Envoy, and refused with the gRPC one when they ask for more
 //! than sluice sends.
 
-mod call;
+pub(super) mod call;
 mod check;
 pub(crate) mod grpc;
 
@@ -94,13 +94,13 @@ struct RawHttpService {
     retry_policy: Option<serde_json::Value>,
 }
 
-/// `config.core.v3.HttpUri`.
+/// `config.core.v3.HttpUri` (also jwt_authn's `remote_jwks.http_uri`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHttpUri {
-    uri: Option<String>,
-    cluster: Option<String>,
-    timeout: Option<String>,
+pub(super) struct RawHttpUri {
+    pub(super) uri: Option<String>,
+    pub(super) cluster: Option<String>,
+    pub(super) timeout: Option<String>,
 }
 
 /// `ExtAuthz.AuthorizationRequest`.

@@ -1,27 +1,35 @@
 //! HTTP filter `envoy.filters.http.jwt_authn` (istiod's RequestAuthentication): JSON Web Tokens
-//! checked against each provider's issuer, audiences, time and inline key set (`local_jwks`),
+//! checked against each provider's issuer, audiences, time and key set (`local_jwks`, or
+//! `remote_jwks` fetched through a cluster when first needed),
 //! by the requirement of the first rule whose `match` the request matches (or the route's
 //! `JwtPerRoute`); a failure is answered 401 (403 for audiences) with Envoy's text and
 //! `www-authenticate`. A verified token's payload goes upstream as configured and into the
 //! request's metadata (`envoy.filters.http.jwt_authn`), where RBAC `metadata` principals read
 //! it (istiod's `requestPrincipals` and `request.auth.claims`).
 //!
-//! Not here, each refused naming its field: `remote_jwks` (istiod inlines the keys unless told
-//! to let the proxy fetch them), `filter_state_rules`, `clear_route_cache: true` (the route is
+//! Not here, each refused naming its field: `remote_jwks.async_fetch` and `retry_policy`,
+//! `filter_state_rules`, `clear_route_cache: true` (the route is
 //! chosen once, before the filters; istiod sets it for gateways only), `require_expiration`,
 //! `max_lifetime`, `subjects`, `failed_status_in_metadata`.
 
 mod extract;
 mod jwks;
+mod remote;
 mod token;
 mod verify;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use serde::Deserialize;
 
-use super::metadata::{DynamicMetadata, JWT_NAMESPACE};
+use super::{
+    ext_authz::RawHttpUri,
+    metadata::{DynamicMetadata, JWT_NAMESPACE},
+};
 use crate::{
     config::{raw_route::RawDataSource, raw_route::RawRouteMatch, ConfigError, FieldPath},
     http::{access_log::ResponseDetails, local_reply, Body},
@@ -69,7 +77,7 @@ struct RawProvider {
     subjects: Refused,
     require_expiration: Option<bool>,
     max_lifetime: Refused,
-    remote_jwks: Refused,
+    remote_jwks: Option<RawRemoteJwks>,
     local_jwks: Option<RawDataSource>,
     forward: Option<bool>,
     #[serde(default)]
@@ -91,6 +99,16 @@ struct RawProvider {
     #[serde(default)]
     claim_to_headers: Vec<RawClaimToHeader>,
     clear_route_cache: Option<bool>,
+}
+
+/// `RemoteJwks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    http_uri: Option<RawHttpUri>,
+    cache_duration: Option<String>,
+    async_fetch: Refused,
+    retry_policy: Refused,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,12 +177,21 @@ pub(crate) struct RawPerRoute {
     requirement_name: Option<String>,
 }
 
+/// Where a provider's keys come from.
+#[derive(Debug)]
+pub enum Keys {
+    /// `local_jwks`, parsed at load.
+    Local(jwks::Jwks),
+    /// `remote_jwks`, fetched when first needed.
+    Remote(remote::RemoteJwks),
+}
+
 /// One provider, compiled.
 #[derive(Debug)]
 pub struct Provider {
     issuer: String,
     audiences: Audiences,
-    jwks: jwks::Jwks,
+    keys: Keys,
     forward: bool,
     /// (header, value prefix); `Authorization: Bearer ` when no location is configured.
     from_headers: Vec<(HeaderName, String)>,
@@ -233,13 +260,15 @@ impl JwtAuthn {
         }
     }
 
-    /// Runs the filter on a request (`per_route`: the most specific `JwtPerRoute`).
-    pub(super) fn decide(
+    /// Runs the filter on a request (`per_route`: the most specific `JwtPerRoute`; `clusters`:
+    /// where remote key sets are fetched from).
+    pub(super) async fn decide(
         &self,
         view: &RequestView<'_, HeaderMap>,
         per_route: Option<&JwtPerRoute>,
         stats: Option<&JwtAuthnStats>,
         metadata: &mut DynamicMetadata,
+        clusters: &HashMap<String, Arc<crate::upstream::Cluster>>,
     ) -> Outcome {
         let pass = |stats: Option<&JwtAuthnStats>| {
             if let Some(s) = stats {
@@ -281,8 +310,30 @@ impl JwtAuthn {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut w = Working::new(view.headers, view.path, now);
-        let status = self.check(requirement, &mut w);
+        // A token that needs a remote key set not fetched yet stops the check; it runs again
+        // once the fetch is done (or failed: then that provider's tokens fail). Each round
+        // fetches one key set, so the rounds are bounded.
+        let mut failed = Vec::new();
+        let mut rounds = 0;
+        let (status, w) = loop {
+            let mut w = Working::new(view.headers, view.path, now);
+            w.failed.clone_from(&failed);
+            let status = self.check(requirement, &mut w);
+            let pending = w.pending.filter(|_| status == Status::JwksPending);
+            let Some(pi) = pending else {
+                break (status, w);
+            };
+            rounds += 1;
+            let fetched = match &self.providers[pi].keys {
+                Keys::Remote(r) if rounds <= 2 * self.providers.len() + 2 => {
+                    r.fetch(clusters).await
+                }
+                _ => false,
+            };
+            if !fetched {
+                failed.push(pi);
+            }
+        };
         if status != Status::Ok {
             if let Some(s) = stats {
                 s.denied.inc();
@@ -450,7 +501,6 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
     for (f, set) in [
         ("subjects", r.subjects.is_some()),
         ("max_lifetime", r.max_lifetime.is_some()),
-        ("remote_jwks", r.remote_jwks.is_some()),
         (
             "failed_status_in_metadata",
             r.failed_status_in_metadata.is_some(),
@@ -460,7 +510,6 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
     ] {
         if set {
             let why = match f {
-                "remote_jwks" => "(keys inline only: local_jwks; istiod inlines them by default)",
                 "clear_route_cache" => {
                     "true (the route is chosen once, before the filters; istiod sets it for gateways only)"
                 }
@@ -469,17 +518,22 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
             return Err(p.field(f).unsupported(why));
         }
     }
-    let jp = p.field("local_jwks");
-    let src = r
-        .local_jwks
-        .as_ref()
-        .ok_or_else(|| jp.err("required (remote_jwks is not supported)"))?;
-    let text = match crate::tls_common::data_source(src, &jp)? {
-        crate::config::DataSource::Inline(s) => s,
-        crate::config::DataSource::File(f) => std::fs::read_to_string(&f)
-            .map_err(|e| jp.field("filename").err(format!("{}: {e}", f.display())))?,
+    let keys = match (&r.local_jwks, &r.remote_jwks) {
+        (Some(src), None) => {
+            let jp = p.field("local_jwks");
+            let text = match crate::tls_common::data_source(src, &jp)? {
+                crate::config::DataSource::Inline(s) => s,
+                crate::config::DataSource::File(f) => std::fs::read_to_string(&f)
+                    .map_err(|e| jp.field("filename").err(format!("{}: {e}", f.display())))?,
+            };
+            Keys::Local(jwks::Jwks::parse(&text).map_err(|e| jp.err(e))?)
+        }
+        (None, Some(rj)) => Keys::Remote(remote_jwks(rj, &p.field("remote_jwks"))?),
+        (None, None) => return Err(p.err("one of local_jwks and remote_jwks is required")),
+        (Some(_), Some(_)) => {
+            return Err(p.err("only one of local_jwks and remote_jwks may be set"))
+        }
     };
-    let jwks = jwks::Jwks::parse(&text).map_err(|e| jp.err(e))?;
     let mut from_headers = Vec::new();
     for (i, h) in r.from_headers.iter().enumerate() {
         let hp = p.field("from_headers").index(i).field("name");
@@ -525,7 +579,7 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
     Ok(Provider {
         issuer: r.issuer.clone().unwrap_or_default(),
         audiences: Audiences::new(&r.audiences),
-        jwks,
+        keys,
         forward: r.forward == Some(true),
         from_headers,
         from_params,
@@ -545,6 +599,52 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
         },
         claim_to_headers,
     })
+}
+
+fn remote_jwks(r: &RawRemoteJwks, p: &FieldPath) -> Result<remote::RemoteJwks, ConfigError> {
+    use crate::config::duration::parse_duration;
+    for (f, set) in [
+        ("async_fetch", r.async_fetch.is_some()),
+        ("retry_policy", r.retry_policy.is_some()),
+    ] {
+        if set {
+            return Err(p
+                .field(f)
+                .unsupported("(the key set is fetched when a token first needs it)"));
+        }
+    }
+    let up = p.field("http_uri");
+    let u = r.http_uri.as_ref().ok_or_else(|| up.err("required"))?;
+    let uri_p = up.field("uri");
+    let text = u
+        .uri
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| uri_p.err("required"))?;
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| uri_p.err(format!("{text:?}: {e}")))?;
+    if uri.authority().is_none() {
+        return Err(uri_p.err(format!("{text:?} has no host")));
+    }
+    let cluster = u
+        .cluster
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| up.field("cluster").err("required"))?;
+    let tp = up.field("timeout");
+    let timeout = parse_duration(u.timeout.as_deref().ok_or_else(|| tp.err("required"))?)
+        .map_err(|e| tp.err(e))?;
+    let cache = match &r.cache_duration {
+        Some(d) => parse_duration(d).map_err(|e| p.field("cache_duration").err(e))?,
+        None => remote::DEFAULT_CACHE,
+    };
+    Ok(remote::RemoteJwks::new(
+        uri,
+        cluster,
+        (!timeout.is_zero()).then_some(timeout),
+        cache,
+    ))
 }
 
 /// Requirement compilation against the providers.

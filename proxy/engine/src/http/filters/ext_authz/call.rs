@@ -1,4 +1,5 @@
-//! One call to an authorization service's cluster, shared by the HTTP and the gRPC check: a
+//! One call to a side service's cluster, shared by ext_authz's HTTP and gRPC checks and
+//! jwt_authn's key set fetch: a
 //! host of the cluster (looked up per call: a cluster CDS removed is an error), the request
 //! through its pool, and the answer read to its end within the timeout — its body kept up to
 //! what the caller asks for (the rest is read and dropped, so an HTTP/1 connection goes back
@@ -15,7 +16,7 @@ use crate::{
 };
 
 /// What the service answered.
-pub(super) struct Answer {
+pub(in crate::http::filters) struct Answer {
     /// The response head.
     pub head: Parts,
     /// The body, up to what the caller kept.
@@ -30,7 +31,7 @@ pub(super) struct Answer {
 
 /// Sends `req` to a host of `cluster` and reads the answer, keeping `keep(&head)` bytes of its
 /// body; None when there is no such cluster or host, the request failed, or `timeout` passed.
-pub(super) async fn call(
+pub(in crate::http::filters) async fn call(
     cluster: &str,
     clusters: &HashMap<String, Arc<Cluster>>,
     req: Request<Body>,

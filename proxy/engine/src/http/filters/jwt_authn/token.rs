@@ -47,6 +47,10 @@ pub enum Status {
     AudienceNotAllowed,
     VerificationFail,
     KidAlgMismatch,
+    JwksFetchFail,
+    /// Not Envoy's: a provider's remote key set is not fetched yet (the check runs again once
+    /// it is).
+    JwksPending,
 }
 
 impl Status {
@@ -82,6 +86,7 @@ impl Status {
             Status::AudienceNotAllowed => "Audiences in Jwt are not allowed",
             Status::VerificationFail => "Jwt verification fails",
             Status::KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
+            Status::JwksFetchFail | Status::JwksPending => "Jwks remote fetch is failed",
         }
     }
 
@@ -115,6 +120,7 @@ impl Status {
             Status::AudienceNotAllowed => "jwt_authn_access_denied{Audiences_in_Jwt_are_not_allowed}",
             Status::VerificationFail => "jwt_authn_access_denied{Jwt_verification_fails}",
             Status::KidAlgMismatch => "jwt_authn_access_denied{Jwks_doesn't_have_key_to_match_kid_or_alg_from_Jwt}",
+            Status::JwksFetchFail | Status::JwksPending => "jwt_authn_access_denied{Jwks_remote_fetch_is_failed}",
         }
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::{
     extract::{without_param, Extractor, Found, Place},
     token::{Audiences, Jwt, Status},
-    JwtAuthn, Provider,
+    JwtAuthn, Keys, Provider,
 };
 use crate::http::filters::AuthzChange;
 
@@ -53,6 +53,10 @@ pub struct Working<'a> {
     /// Verified payloads (`payload_in_metadata` / `header_in_metadata` name, value).
     pub(super) payloads: Vec<(String, Value)>,
     pub(super) now: u64,
+    /// The provider whose remote key set a token waits for.
+    pub(super) pending: Option<usize>,
+    /// Providers whose remote key set failed to come for this request.
+    pub(super) failed: Vec<usize>,
 }
 
 impl<'a> Working<'a> {
@@ -63,6 +67,8 @@ impl<'a> Working<'a> {
             changes: Vec::new(),
             payloads: Vec::new(),
             now,
+            pending: None,
+            failed: Vec::new(),
         }
     }
 
@@ -94,8 +100,8 @@ impl JwtAuthn {
                 let mut status = Status::Missed;
                 for c in children {
                     let s = self.check(c, w);
-                    if s == Status::Ok {
-                        return Status::Ok;
+                    if matches!(s, Status::Ok | Status::JwksPending) {
+                        return s;
                     }
                     if !matches!(s, Status::Missed | Status::UnknownIssuer)
                         || status == Status::Missed
@@ -143,6 +149,9 @@ impl JwtAuthn {
         let mut status = Status::Missed;
         for t in tokens.iter().rev() {
             status = self.verify_one(t, provider, audiences, w);
+            if status == Status::JwksPending {
+                return status;
+            }
             if status != Status::Ok && bypass.is_none() {
                 break;
             }
@@ -168,10 +177,10 @@ impl JwtAuthn {
         if !t.issuers.allows(&jwt.iss) {
             return Status::UnknownIssuer;
         }
-        let Some(p) = provider.or_else(|| self.by_issuer(&jwt.iss)) else {
+        let Some(pi) = provider.or_else(|| self.by_issuer(&jwt.iss)) else {
             return Status::UnknownIssuer;
         };
-        let p = &self.providers[p];
+        let p = &self.providers[pi];
         let s = jwt.check_time(w.now, p.clock_skew);
         if s != Status::Ok {
             return s;
@@ -179,7 +188,22 @@ impl JwtAuthn {
         if !audiences.unwrap_or(&p.audiences).allows(&jwt.audiences) {
             return Status::AudienceNotAllowed;
         }
-        let s = p.jwks.verify(&jwt);
+        let fetched;
+        let jwks = match &p.keys {
+            Keys::Local(j) => j,
+            Keys::Remote(_) if w.failed.contains(&pi) => return Status::JwksFetchFail,
+            Keys::Remote(r) => match r.current() {
+                Some(j) => {
+                    fetched = j;
+                    &*fetched
+                }
+                None => {
+                    w.pending = Some(pi);
+                    return Status::JwksPending;
+                }
+            },
+        };
+        let s = jwks.verify(&jwt);
         if s != Status::Ok {
             return s;
         }
