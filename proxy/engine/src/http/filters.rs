@@ -533,14 +533,27 @@ impl HttpFilters {
                         Some(Some(Counters::JwtAuthn(s))) => Some(s),
                         _ => None,
                     };
-                    let decided = Box::pin(cfg.decide(
+                    let decide = Box::pin(cfg.decide(
                         req.view,
                         per_route,
                         stats,
                         &mut metadata,
                         req.clusters,
-                    ))
-                    .await;
+                    ));
+                    // The stream's deadline bounds a key set fetch too.
+                    let decided = match req.deadline {
+                        None => decide.await,
+                        Some(dl) => match tokio::time::timeout_at(dl.into(), decide).await {
+                            Ok(d) => d,
+                            Err(_) => {
+                                out.local = Some((
+                                    local_reply::for_flag(Flag::DurationTimeout),
+                                    Flag::DurationTimeout,
+                                ));
+                                return out;
+                            }
+                        },
+                    };
                     match decided {
                         jwt_authn::Outcome::Deny(r) => {
                             out.local = Some((r, Flag::None));

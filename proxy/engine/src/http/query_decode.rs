@@ -10,15 +10,13 @@ pub(crate) fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+                i += 2;
             }
             c => out.push(c),
         }
@@ -33,5 +31,6 @@ mod tests {
     fn escapes_and_plus_are_decoded_and_bad_escapes_kept() {
         assert_eq!(super::decode("a%2Bb+c%zz%4"), "a+b c%zz%4");
         assert_eq!(super::decode("%41"), "A");
+        assert_eq!(super::decode("%+A"), "% A", "two hex digits, no sign");
     }
 }

@@ -314,24 +314,27 @@ impl JwtAuthn {
         // once the fetch is done (or failed: then that provider's tokens fail). Each round
         // fetches one key set, so the rounds are bounded.
         let mut failed = Vec::new();
+        let mut fetched = Vec::new();
         let mut rounds = 0;
         let (status, w) = loop {
             let mut w = Working::new(view.headers, view.path, now);
             w.failed.clone_from(&failed);
+            w.fetched.clone_from(&fetched);
             let status = self.check(requirement, &mut w);
             let pending = w.pending.filter(|_| status == Status::JwksPending);
             let Some(pi) = pending else {
                 break (status, w);
             };
             rounds += 1;
-            let fetched = match &self.providers[pi].keys {
+            let got = match &self.providers[pi].keys {
                 Keys::Remote(r) if rounds <= 2 * self.providers.len() + 2 => {
                     r.fetch(clusters).await
                 }
-                _ => false,
+                _ => None,
             };
-            if !fetched {
-                failed.push(pi);
+            match got {
+                Some(j) => fetched.push((pi, j)),
+                None => failed.push(pi),
             }
         };
         if status != Status::Ok {

@@ -205,7 +205,22 @@ pub fn without_param(path: &str, name: &str) -> String {
         out.push('=');
         out.push_str(v);
     }
-    out
+    if out.parse::<http::uri::PathAndQuery>().is_ok() {
+        return out;
+    }
+    // A decoded value that cannot stand in a request target (a space, a quote, `#`): the
+    // other parameters as sent instead, so the token never stays.
+    let q = path.split_once('?').map_or("", |(_, q)| q);
+    let raw: Vec<&str> = q
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| decode(kv.split_once('=').map_or(kv, |(k, _)| k)) != name)
+        .collect();
+    if raw.is_empty() {
+        p.to_string()
+    } else {
+        format!("{p}?{}", raw.join("&"))
+    }
 }
 
 impl HeaderLookup for Working<'_> {
@@ -227,6 +242,11 @@ mod tests {
             "/p?a=1&b=2"
         );
         assert_eq!(without_param("/p?access_token=x", "access_token"), "/p");
+        assert_eq!(
+            without_param("/p?q=a+b&access_token=x&z=%23", "access_token"),
+            "/p?q=a+b&z=%23",
+            "decoded values that cannot stand in a target: the rest as sent"
+        );
         assert_eq!(without_param("/p", "access_token"), "/p");
     }
 }

@@ -158,9 +158,8 @@ fn key(k: &Value) -> Result<Key, String> {
             if e != [3] && e != [1, 0, 1] {
                 return Err("the RSA exponent is neither 3 nor 65537".into());
             }
-            while n.len() > 1 && n[0] == 0 {
-                n.remove(0);
-            }
+            let zeros = n.iter().take_while(|b| **b == 0).count();
+            n.drain(..zeros.min(n.len().saturating_sub(1)));
             Material::Rsa { n, e }
         }
         "EC" => {

@@ -41,11 +41,12 @@ impl RemoteJwks {
         timeout: Option<Duration>,
         cache: Duration,
     ) -> Self {
+        // Whole seconds, as Envoy reads the duration.
         RemoteJwks {
             uri,
             cluster,
             timeout,
-            cache,
+            cache: Duration::from_secs(cache.as_secs()),
             fetched: Mutex::new(None),
         }
     }
@@ -58,8 +59,8 @@ impl RemoteJwks {
             .map(|(_, j)| j.clone())
     }
 
-    /// Fetches the key set; false when the fetch failed.
-    pub async fn fetch(&self, clusters: &HashMap<String, Arc<Cluster>>) -> bool {
+    /// Fetches the key set (cached for later requests); None when the fetch failed.
+    pub async fn fetch(&self, clusters: &HashMap<String, Arc<Cluster>>) -> Option<Arc<Jwks>> {
         let answer = call::call(
             &self.cluster,
             clusters,
@@ -70,18 +71,19 @@ impl RemoteJwks {
         .await;
         let Some(a) = answer.filter(|a| a.head.status == 200 && !a.cut && !a.broken) else {
             tracing::debug!(uri = %self.uri, "jwt_authn: the key set fetch failed");
-            return false;
+            return None;
         };
         let text = String::from_utf8_lossy(&a.body);
         match Jwks::parse(&text) {
             Ok(j) => {
+                let j = Arc::new(j);
                 *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((Instant::now(), Arc::new(j)));
-                true
+                    Some((Instant::now(), j.clone()));
+                Some(j)
             }
             Err(e) => {
                 tracing::debug!(uri = %self.uri, error = %e, "jwt_authn: the fetched key set is unusable");
-                false
+                None
             }
         }
     }

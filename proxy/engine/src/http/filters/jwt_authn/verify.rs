@@ -7,7 +7,7 @@
 //! header, claim headers and token removal happen at once, as in Envoy; its payload reaches the
 //! metadata only when the whole requirement passes.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -57,6 +57,9 @@ pub struct Working<'a> {
     pub(super) pending: Option<usize>,
     /// Providers whose remote key set failed to come for this request.
     pub(super) failed: Vec<usize>,
+    /// Remote key sets fetched for this request (used even if they expire at once, as Envoy
+    /// verifies with the set it just fetched).
+    pub(super) fetched: Vec<(usize, Arc<super::jwks::Jwks>)>,
 }
 
 impl<'a> Working<'a> {
@@ -69,6 +72,7 @@ impl<'a> Working<'a> {
             now,
             pending: None,
             failed: Vec::new(),
+            fetched: Vec::new(),
         }
     }
 
@@ -97,17 +101,24 @@ impl JwtAuthn {
                 allow_missing,
                 allow_failed,
             } => {
+                // Envoy runs every child at once: one that passes ends the list even while
+                // another waits for its remote key set.
                 let mut status = Status::Missed;
+                let mut pending = false;
                 for c in children {
-                    let s = self.check(c, w);
-                    if matches!(s, Status::Ok | Status::JwksPending) {
-                        return s;
+                    match self.check(c, w) {
+                        Status::Ok => return Status::Ok,
+                        Status::JwksPending => pending = true,
+                        s if !matches!(s, Status::Missed | Status::UnknownIssuer)
+                            || status == Status::Missed =>
+                        {
+                            status = s
+                        }
+                        _ => {}
                     }
-                    if !matches!(s, Status::Missed | Status::UnknownIssuer)
-                        || status == Status::Missed
-                    {
-                        status = s;
-                    }
+                }
+                if pending {
+                    return Status::JwksPending;
                 }
                 if *allow_failed || (*allow_missing && status == Status::Missed) {
                     return Status::Ok;
@@ -115,13 +126,20 @@ impl JwtAuthn {
                 status
             }
             Requirement::All(children) => {
+                // A child that fails without waiting ends the list before one that waits.
+                let mut pending = false;
                 for c in children {
-                    let s = self.check(c, w);
-                    if s != Status::Ok {
-                        return s;
+                    match self.check(c, w) {
+                        Status::Ok => {}
+                        Status::JwksPending => pending = true,
+                        s => return s,
                     }
                 }
-                Status::Ok
+                if pending {
+                    Status::JwksPending
+                } else {
+                    Status::Ok
+                }
             }
             Requirement::Provider {
                 provider,
@@ -192,7 +210,13 @@ impl JwtAuthn {
         let jwks = match &p.keys {
             Keys::Local(j) => j,
             Keys::Remote(_) if w.failed.contains(&pi) => return Status::JwksFetchFail,
-            Keys::Remote(r) => match r.current() {
+            Keys::Remote(r) => match w
+                .fetched
+                .iter()
+                .find(|(i, _)| *i == pi)
+                .map(|(_, j)| j.clone())
+                .or_else(|| r.current())
+            {
                 Some(j) => {
                     fetched = j;
                     &*fetched
