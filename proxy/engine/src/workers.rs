@@ -407,9 +407,11 @@ mod tests {
                 tx.send(polls.load(Ordering::Relaxed)).unwrap();
             });
             waits.push(rx.recv().unwrap() - before);
-            // Let the quiet lane's turn end first: a task spawned while it is still running
-            // would join that turn and wait for nothing.
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            // With slow busy polls, let the quiet lane's turn end first: a task spawned while
+            // it is still running would join that turn and wait for nothing.
+            if spin_us > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         }
         stop.store(true, Ordering::Relaxed);
         waits.sort_unstable();

@@ -28,9 +28,9 @@ pub enum ResponseDetails {
     /// A tcp_proxy connection whose upstream connect failed: only the transport failure
     /// reason (a TCP session has no response code details).
     Transport(Box<str>),
-    /// The jwt_authn filter refused the request for a reason of its config at run time (a
-    /// route's unknown requirement name): `jwt_authn_access_denied{<reason, spaces as _>}`.
-    JwtDenied(Box<str>),
+    /// The jwt_authn filter refused the request (a token's status text, or a route's unknown
+    /// requirement name): `jwt_authn_access_denied{<reason, spaces as _>}`.
+    JwtDenied(std::borrow::Cow<'static, str>),
 }
 
 impl ResponseDetails {

@@ -214,8 +214,9 @@ pub struct Provider {
 pub struct JwtAuthn {
     /// By name (sorted).
     providers: Vec<Provider>,
-    rules: Vec<(RouteMatch, Requirement)>,
-    requirement_map: Vec<(String, Requirement)>,
+    /// A rule naming a `requirement_map` entry shares its compiled requirement.
+    rules: Vec<(RouteMatch, Arc<Requirement>)>,
+    requirement_map: Vec<(String, Arc<Requirement>)>,
     bypass_cors_preflight: bool,
     strip_failure_response: bool,
     stat_prefix: String,
@@ -289,7 +290,7 @@ impl JwtAuthn {
             Some(JwtPerRoute::Disabled) => None,
             Some(JwtPerRoute::Requirement(name)) => {
                 match self.requirement_map.iter().find(|(n, _)| n == name) {
-                    Some((_, r)) => Some(r),
+                    Some((_, r)) => Some(&**r),
                     None => {
                         if let Some(s) = stats {
                             s.denied.inc();
@@ -302,7 +303,7 @@ impl JwtAuthn {
                 .rules
                 .iter()
                 .find(|(m, _)| crate::route::request_matches(m, view))
-                .map(|(_, r)| r),
+                .map(|(_, r)| &**r),
         };
         let Some(requirement) = requirement else {
             return pass(stats);
@@ -415,7 +416,7 @@ impl JwtAuthn {
             r
         };
         r.extensions_mut()
-            .insert(ResponseDetails::Named(status.details()));
+            .insert(ResponseDetails::JwtDenied(status.message().into()));
         r
     }
 }
@@ -447,7 +448,7 @@ pub(crate) fn build(raw: RawJwtAuthn, p: &FieldPath) -> Result<JwtAuthn, ConfigE
     let mut requirement_map = Vec::new();
     let mp = p.field("requirement_map");
     for (name, r) in &raw.requirement_map {
-        requirement_map.push((name.clone(), cx.requirement(r, &mp.field(name))?));
+        requirement_map.push((name.clone(), Arc::new(cx.requirement(r, &mp.field(name))?)));
     }
     let mut rules = Vec::new();
     let rp = p.field("rules");
@@ -459,18 +460,16 @@ pub(crate) fn build(raw: RawJwtAuthn, p: &FieldPath) -> Result<JwtAuthn, ConfigE
             .ok_or_else(|| p.field("match").err("required"))?;
         let m = route_match(m, &p.field("match"))?;
         let req = match (&r.requires, &r.requirement_name) {
-            (Some(req), None) => cx.requirement(req, &p.field("requires"))?,
-            (None, Some(name)) => {
-                let Some(i) = requirement_map.iter().position(|(n, _)| n == name) else {
+            (Some(req), None) => Arc::new(cx.requirement(req, &p.field("requires"))?),
+            (None, Some(name)) => match requirement_map.iter().find(|(n, _)| n == name) {
+                Some((_, r)) => r.clone(),
+                None => {
                     return Err(p
                         .field("requirement_name")
-                        .err(format!("{name:?} is not in requirement_map")));
-                };
-                // A second compile of the same requirement (the rule owns its own).
-                let raw_req = &raw.requirement_map[&requirement_map[i].0];
-                cx.requirement(raw_req, &p.field("requirement_name"))?
-            }
-            (None, None) => Requirement::AllowAll,
+                        .err(format!("{name:?} is not in requirement_map")))
+                }
+            },
+            (None, None) => Arc::new(Requirement::AllowAll),
             (Some(_), Some(_)) => {
                 return Err(p.err("only one of requires and requirement_name may be set"))
             }

@@ -89,40 +89,6 @@ impl Status {
             Status::JwksFetchFail | Status::JwksPending => "Jwks remote fetch is failed",
         }
     }
-
-    /// The response code details: `jwt_authn_access_denied{<message, spaces as _>}`.
-    pub fn details(self) -> &'static str {
-        match self {
-            Status::Ok => "jwt_authn_access_denied{OK}",
-            Status::Missed => "jwt_authn_access_denied{Jwt_is_missing}",
-            Status::NotYetValid => "jwt_authn_access_denied{Jwt_not_yet_valid}",
-            Status::Expired => "jwt_authn_access_denied{Jwt_is_expired}",
-            Status::BadFormat => "jwt_authn_access_denied{Jwt_is_not_in_the_form_of_Header.Payload.Signature_with_two_dots_and_3_sections}",
-            Status::HeaderBadBase64 => "jwt_authn_access_denied{Jwt_header_is_an_invalid_Base64url_encoded}",
-            Status::HeaderBadJson => "jwt_authn_access_denied{Jwt_header_is_an_invalid_JSON}",
-            Status::HeaderBadAlg => "jwt_authn_access_denied{Jwt_header_[alg]_field_is_required_and_must_be_a_string}",
-            Status::HeaderNotImplementedAlg => "jwt_authn_access_denied{Jwt_header_[alg]_is_not_supported}",
-            Status::HeaderBadKid => "jwt_authn_access_denied{Jwt_header_[kid]_field_is_not_a_string}",
-            Status::PayloadBadBase64 => "jwt_authn_access_denied{Jwt_payload_is_an_invalid_Base64url_encoded}",
-            Status::PayloadBadJson => "jwt_authn_access_denied{Jwt_payload_is_an_invalid_JSON}",
-            Status::IssNotString => "jwt_authn_access_denied{Jwt_payload_[iss]_field_is_not_a_string}",
-            Status::SubNotString => "jwt_authn_access_denied{Jwt_payload_[sub]_field_is_not_a_string}",
-            Status::IatNotInteger => "jwt_authn_access_denied{Jwt_payload_[iat]_field_is_not_an_integer}",
-            Status::NbfNotInteger => "jwt_authn_access_denied{Jwt_payload_[nbf]_field_is_not_an_integer}",
-            Status::ExpNotInteger => "jwt_authn_access_denied{Jwt_payload_[exp]_field_is_not_an_integer}",
-            Status::IatOutOfRange => "jwt_authn_access_denied{Jwt_payload_[iat]_field_is_not_a_positive_64_bit_integer}",
-            Status::NbfOutOfRange => "jwt_authn_access_denied{Jwt_payload_[nbf]_field_is_not_a_positive_64_bit_integer}",
-            Status::ExpOutOfRange => "jwt_authn_access_denied{Jwt_payload_[exp]_field_is_not_a_positive_64_bit_integer}",
-            Status::JtiNotString => "jwt_authn_access_denied{Jwt_payload_[jti]_field_is_not_a_string}",
-            Status::AudNotString => "jwt_authn_access_denied{Jwt_payload_[aud]_field_is_not_a_string_or_string_list}",
-            Status::SignatureBadBase64 => "jwt_authn_access_denied{Jwt_signature_is_an_invalid_Base64url_encoded}",
-            Status::UnknownIssuer => "jwt_authn_access_denied{Jwt_issuer_is_not_configured}",
-            Status::AudienceNotAllowed => "jwt_authn_access_denied{Audiences_in_Jwt_are_not_allowed}",
-            Status::VerificationFail => "jwt_authn_access_denied{Jwt_verification_fails}",
-            Status::KidAlgMismatch => "jwt_authn_access_denied{Jwks_doesn't_have_key_to_match_kid_or_alg_from_Jwt}",
-            Status::JwksFetchFail | Status::JwksPending => "jwt_authn_access_denied{Jwks_remote_fetch_is_failed}",
-        }
-    }
 }
 
 /// The algorithms Envoy's jwt_authn implements.
@@ -339,8 +305,10 @@ mod tests {
         assert_eq!(Jwt::parse(&cut).unwrap().exp, 100);
         assert_eq!(Jwt::parse("!.b.c").unwrap_err(), Status::HeaderBadBase64);
         for s in [Status::Missed, Status::KidAlgMismatch, Status::BadFormat] {
+            let mut out = String::new();
+            crate::http::access_log::ResponseDetails::JwtDenied(s.message().into()).push(&mut out);
             assert_eq!(
-                s.details(),
+                out,
                 format!(
                     "jwt_authn_access_denied{{{}}}",
                     s.message().replace(' ', "_")
