@@ -219,7 +219,8 @@ fn check_explain_agreement(t: &conformance::agreement::Tally, cases: usize) {
         "explain agreement: {} requests compared ({} forwarded to a cluster, {} of them weighted \
          draws replayed by seed, {} also checked against the upstream that answered; {} redirects \
          or direct responses, {} no route, {} refused before routing by both); not asked: {} \
-         authority-form targets, {} requests the proxy never got; {} disagreements",
+         authority-form targets, {} requests the proxy never got; {} routes chosen again by a \
+         filter; {} disagreements",
         t.compared,
         t.clusters,
         t.weighted,
@@ -229,6 +230,7 @@ fn check_explain_agreement(t: &conformance::agreement::Tally, cases: usize) {
         t.refused,
         t.not_url,
         t.unanswered,
+        t.chosen_again,
         t.disagreements.len()
     );
     assert!(

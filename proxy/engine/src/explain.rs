@@ -441,6 +441,7 @@ fn route(
         headers: &headers,
         random: req.random,
         peer: Some(conn.peer.ip()),
+        metadata: None,
     };
     // A route's own `upgrade_configs` may refuse the upgrade once the route is known.
     let selection = hcm.route_table.select(&view);

@@ -862,6 +862,7 @@ pub async fn handle_with(
             headers: req.headers(),
             random: rand::random(),
             peer: Some(conn.peer.ip()),
+            metadata: None,
         };
         let selection = table.select(&view);
         if preroute::upgrade_refused(&hcm.cfg, &selection, version, req.headers()) {
@@ -925,6 +926,7 @@ pub async fn handle_with(
             // state machine when no filter is configured.
             let d = Box::pin(hcm.cfg.http_filters.decode(filters::Request {
                 selection: &selection,
+                table: &table,
                 route_config: &table.per_filter,
                 method: &method,
                 headers: req.headers(),
@@ -943,6 +945,28 @@ pub async fn handle_with(
             Some(d)
         };
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
+        // A filter cleared the route cache: the route is chosen again from the request as it
+        // left it, and the access log and route stats follow the new one.
+        let snapshot = decoded.as_mut().and_then(|d| d.route_snapshot.take());
+        let selection = match &snapshot {
+            None => selection,
+            Some(s) => {
+                let again = table.select(&s.view(&view));
+                crate::route::observe::log_chosen_again(&again, view.random);
+                route_stats = match &again {
+                    Selection::Forward(fwd) => hcm.route_stats(fwd).cloned(),
+                    _ => None,
+                };
+                if let Some(e) = log_entry.as_mut() {
+                    e.route_name = again.route().and_then(|r| r.name.clone());
+                    e.cluster = match &again {
+                        Selection::Forward(fwd) => hcm.resolve(fwd).map(|c| c.spec.name.clone()),
+                        _ => None,
+                    };
+                }
+                again
+            }
+        };
         let o = match selection {
             _ if filtered => {
                 close = local_close;

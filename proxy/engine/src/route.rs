@@ -195,6 +195,10 @@ pub struct RouteMatch {
     pub grpc: bool,
     /// `cookies[]`: all must match.
     pub cookies: Vec<cookies::CookieMatcher>,
+    /// `dynamic_metadata[]`: all must match the request's dynamic metadata (empty when the
+    /// route is first chosen; a filter that clears the route cache, as jwt_authn's
+    /// `clear_route_cache`, has the route chosen again with what it wrote).
+    pub dynamic_metadata: Vec<crate::http::filters::metadata::MetadataMatcher>,
 }
 
 /// `type.v3.FractionalPercent`.

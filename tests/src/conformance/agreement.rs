@@ -4,7 +4,9 @@
 //! draw; in `route_config` cases also the upstream server that answered, which by construction
 //! is the cluster of the same name; for tcp_proxy the upstream that got the bytes) is compared
 //! with the answer of the same process's admin `GET /explain` for the same request, asked with
-//! the draw the data path made as `seed` (so weighted clusters compare exactly).
+//! the draw the data path made as `seed` (so weighted clusters compare exactly). Explain answers
+//! for the route chosen before the filters; when a filter cleared the route cache the process
+//! also logs the route it chose again (`again=true`), and the upstream that answered is checked against that one.
 
 use std::{
     fs::File,
@@ -39,14 +41,19 @@ pub struct Taken {
     pub cluster: String,
     /// The random draw.
     pub random: u64,
+    /// An `again=true` line: the route chosen again after a filter cleared the route cache.
+    pub again: bool,
 }
 
-/// Parses a `route taken` line (fields as tracing's fmt layer writes them).
+/// Parses a `route taken` line (fields as tracing's fmt layer writes them; `again=true`: the
+/// route a filter had chosen again).
 pub fn parse_taken(line: &str) -> Option<Taken> {
     if !line.contains("sluice_route:") || !line.contains("route taken") {
         return None;
     }
+    let again = bare(line, "again") == Some("true");
     Some(Taken {
+        again,
         action: quoted(line, "action")?,
         vhost: quoted(line, "vhost")?,
         route: bare(line, "route")?.parse().ok()?,
@@ -128,6 +135,8 @@ pub struct Tally {
     pub unanswered: usize,
     /// Authority-form targets (not a URL, so not asked) that the data path did not route.
     pub not_url: usize,
+    /// Requests whose route a filter had chosen again (the upstream checked against that one).
+    pub chosen_again: usize,
     /// Disagreements, one line each.
     pub disagreements: Vec<String>,
 }
@@ -144,6 +153,7 @@ impl Tally {
         self.refused += o.refused;
         self.unanswered += o.unanswered;
         self.not_url += o.not_url;
+        self.chosen_again += o.chosen_again;
         self.disagreements.extend(o.disagreements);
     }
 }
@@ -230,7 +240,11 @@ pub fn check(
             .parse::<http::Uri>()
             .is_ok_and(|u| u.scheme().is_some());
     let errored = obs.get("status").is_some_and(|s| s.starts_with("error:"));
-    let t = match taken {
+    // The route a filter chose again is the one the request went by.
+    let again = taken.iter().rfind(|t| t.again).cloned();
+    let first: Vec<Taken> = taken.iter().filter(|t| !t.again).cloned().collect();
+    tally.chosen_again += usize::from(again.is_some());
+    let t = match &first[..] {
         // The connection was gone before the proxy read the request (keep-alive cases).
         [] if errored && first_upstream.is_none() => return tally.unanswered += 1,
         // Authority-form (CONNECT) targets: explain takes a URL; the data path refused them.
@@ -296,6 +310,7 @@ pub fn check(
         random: t.random,
         ..summary(route)
     };
+    let went = again.as_ref().unwrap_or(t);
     tally.compared += 1;
     if got != *t {
         tally
@@ -307,13 +322,13 @@ pub fn check(
         Decision::Forward(f) => {
             tally.clusters += 1;
             tally.weighted += usize::from(f.draw.is_some());
-            if case.bootstrap.is_none() && !t.cluster.is_empty() {
+            if case.bootstrap.is_none() && !went.cluster.is_empty() {
                 if let Some(up) = first_upstream {
                     tally.by_backend += 1;
-                    if up != t.cluster {
+                    if up != went.cluster {
                         tally.disagreements.push(format!(
-                            "{at}: explain and the route line say cluster {:?}, upstream {up:?} answered",
-                            t.cluster
+                            "{at}: the route line says cluster {:?}, upstream {up:?} answered",
+                            went.cluster
                         ));
                     }
                 }
@@ -345,6 +360,7 @@ fn summary(r: &RouteTrace) -> Taken {
         route_name: route.and_then(|s| s.name.clone()).unwrap_or_default(),
         cluster,
         random: 0,
+        again: false,
     }
 }
 
@@ -365,8 +381,11 @@ mod tests {
                 route_name: "nb".into(),
                 cluster: "a".into(),
                 random: 17_591_144_953_936_639_627,
+                again: false,
             })
         );
+        let again = format!("{line} again=true");
+        assert!(parse_taken(&again).is_some_and(|t| t.again));
         assert_eq!(parse_taken("INFO sluice_engine::server: started"), None);
     }
 }

@@ -137,6 +137,8 @@ pub(crate) struct RawRouteMatch {
     pub grpc: Option<RawGrpcRouteMatchOptions>,
     #[serde(default)]
     pub cookies: Vec<RawCookieMatcher>,
+    #[serde(default)]
+    pub dynamic_metadata: Vec<crate::http::filters::metadata::RawMetadataMatcher>,
 }
 
 /// `core.v3.RuntimeFractionalPercent`.

@@ -175,6 +175,7 @@ fn kubeflow_example_routes_like_the_istio_gateway() {
         headers: headers.as_slice(),
         random: 0,
         peer: None,
+        metadata: None,
     };
     let Selection::Forward(f) = hcm.route_table.select(&req) else {
         panic!("expected a forward")

@@ -6,8 +6,9 @@
 //! specific wins). At run time [`HttpFilters::decode`] runs them in order after route
 //! selection: each may answer locally (abort, preflight, 429) or delay the request, and the
 //! ones that ran add their response headers ([`Encode::apply`]) to whatever response follows,
-//! as Envoy's encoder filters do. An HCM with only the router has an empty chain: `handle`
-//! skips all of this.
+//! as Envoy's encoder filters do. A filter that clears the route cache has the route chosen
+//! again ([`reroute`]). An HCM with only the router has an empty chain: `handle` skips all of
+//! this.
 
 mod cors;
 pub use throttle::Throttled;
@@ -18,6 +19,7 @@ mod local_ratelimit;
 pub(crate) mod metadata;
 mod parse;
 mod rbac;
+mod reroute;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -33,6 +35,7 @@ pub use fault::Fault;
 pub use local_ratelimit::{ConnBuckets, LocalRateLimit, VhRateLimits};
 pub(crate) use parse::{http_filters, legacy_cors, per_filter_configs};
 pub use rbac::Rbac;
+pub use reroute::RouteSnapshot;
 
 use super::{local_reply, local_reply::Flag, Body};
 use smallvec::SmallVec;
@@ -187,6 +190,11 @@ pub struct Decoded {
     /// The request's path with a verified token taken out of its query (jwt_authn, `forward:
     /// false`), when it changed.
     pub path: Option<http::uri::PathAndQuery>,
+    /// The request as the last filter that cleared the route cache left it: the route is
+    /// chosen again from it ([`RouteSnapshot::view`]).
+    pub route_snapshot: Option<RouteSnapshot>,
+    /// The filter that just ran cleared the route cache.
+    clear_route: bool,
 }
 
 /// One request header change a filter made.
@@ -229,6 +237,9 @@ impl AuthzChange {
 pub struct Request<'a, 'r> {
     /// The route selection.
     pub selection: &'a Selection<'r>,
+    /// The route table the selection came from (to choose again after a filter cleared the
+    /// route cache).
+    pub table: &'r crate::route::RouteTable,
     /// `:method`.
     pub method: &'a Method,
     /// The request headers.
@@ -358,7 +369,6 @@ impl HttpFilters {
 
     /// Runs the chain's request side (Envoy's decodeHeaders of each filter).
     pub async fn decode(&self, orig: Request<'_, '_>) -> Decoded {
-        let levels = levels(orig.selection, orig.route_config);
         let mut out = Decoded {
             local: None,
             delayed: false,
@@ -368,6 +378,8 @@ impl HttpFilters {
             not_enforced: Vec::new(),
             authz: Vec::new(),
             path: None,
+            route_snapshot: None,
+            clear_route: false,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -375,15 +387,32 @@ impl HttpFilters {
         let mut changed: Option<HeaderMap> = None;
         // The path after a jwt_authn filter took a token out of its query.
         let mut new_path: Option<http::uri::PathAndQuery> = None;
-        for (i, f) in self.filters.iter().enumerate() {
-            if f.disabled_at(&levels) {
+        // The request as the last filter that cleared the route cache left it.
+        let mut route_snapshot: Option<RouteSnapshot> = None;
+        // Which filters run is decided by the first route (Envoy builds the chain on arrival).
+        let first_levels = levels(orig.selection, orig.route_config);
+        'chain: for (i, f) in self.filters.iter().enumerate() {
+            if std::mem::take(&mut out.clear_route) {
+                route_snapshot = Some(snapshot(&changed, orig.headers, &new_path, &metadata));
+            }
+            // The route chosen again when a filter before cleared the route cache.
+            let chosen_again;
+            let selection = match &route_snapshot {
+                Some(s) => {
+                    chosen_again = orig.table.select(&s.view(orig.view));
+                    &chosen_again
+                }
+                None => orig.selection,
+            };
+            if f.disabled_at(&first_levels) {
                 continue;
             }
+            let levels = levels(selection, orig.route_config);
             // The request as the filters before changed it: headers (ext_authz, jwt_authn)
             // and the path (a token taken out of the query).
             let view;
             let req = match (&changed, &new_path) {
-                (None, None) => orig,
+                (None, None) => Request { selection, ..orig },
                 (h, p) => {
                     let headers = h.as_ref().unwrap_or(orig.headers);
                     view = crate::route::RequestView {
@@ -392,6 +421,7 @@ impl HttpFilters {
                         ..*orig.view
                     };
                     Request {
+                        selection,
                         headers,
                         view: &view,
                         ..orig
@@ -425,14 +455,14 @@ impl HttpFilters {
                                     local_reply::for_flag(Flag::DurationTimeout),
                                     Flag::DurationTimeout,
                                 ));
-                                return out;
+                                break 'chain;
                             }
                             _ => tokio::time::sleep_until(until.into()).await,
                         }
                     }
                     if let Some(a) = inj.abort {
                         out.local = Some((abort_reply(a), Flag::FaultInjected));
-                        return out;
+                        break 'chain;
                     }
                 }
                 Kind::Cors => {
@@ -453,7 +483,7 @@ impl HttpFilters {
                             );
                             r.headers_mut().extend(h);
                             out.local = Some((r, Flag::None));
-                            return out;
+                            break 'chain;
                         }
                     }
                 }
@@ -497,7 +527,7 @@ impl HttpFilters {
                             ),
                         );
                         out.local = Some((r, Flag::None));
-                        return out;
+                        break 'chain;
                     }
                 }
                 Kind::ExtAuthz(cfg) => {
@@ -521,7 +551,7 @@ impl HttpFilters {
                         ext_authz_decide(cfg, &req, &context, stats, &mut out).await
                     {
                         out.local = Some(local);
-                        return out;
+                        break 'chain;
                     }
                 }
                 Kind::JwtAuthn(cfg) => {
@@ -550,20 +580,25 @@ impl HttpFilters {
                                     local_reply::for_flag(Flag::DurationTimeout),
                                     Flag::DurationTimeout,
                                 ));
-                                return out;
+                                break 'chain;
                             }
                         },
                     };
                     match decided {
                         jwt_authn::Outcome::Deny(r) => {
                             out.local = Some((r, Flag::None));
-                            return out;
+                            break 'chain;
                         }
-                        jwt_authn::Outcome::Pass { changes, path } => {
+                        jwt_authn::Outcome::Pass {
+                            changes,
+                            path,
+                            clear_route,
+                        } => {
                             out.authz.extend(changes);
                             if let Some(p) = path {
                                 new_path = p.parse().ok();
                             }
+                            out.clear_route = clear_route;
                         }
                     }
                 }
@@ -598,7 +633,7 @@ impl HttpFilters {
                             }
                         }
                         out.local = Some((r, Flag::RateLimited));
-                        return out;
+                        break 'chain;
                     }
                 }
             }
@@ -609,9 +644,27 @@ impl HttpFilters {
                 }
             }
         }
+        if std::mem::take(&mut out.clear_route) {
+            route_snapshot = Some(snapshot(&changed, orig.headers, &new_path, &metadata));
+        }
+        out.route_snapshot = route_snapshot;
         out.path = new_path;
         out
     }
+}
+
+/// The request as the filters so far left it, to choose the route again from.
+fn snapshot(
+    changed: &Option<HeaderMap>,
+    orig: &HeaderMap,
+    path: &Option<http::uri::PathAndQuery>,
+    metadata: &metadata::DynamicMetadata,
+) -> RouteSnapshot {
+    RouteSnapshot::new(
+        changed.as_ref().unwrap_or(orig).clone(),
+        path.clone(),
+        metadata.clone(),
+    )
 }
 
 /// The `context_extensions` of a filter's `ExtAuthzPerRoute` levels, merged from the least
@@ -685,6 +738,9 @@ async fn ext_authz_decide(
             response,
         } => {
             count(|s| &s.ok);
+            // Envoy clears the route cache for a check that changes a request header.
+            out.clear_route = cfg.clear_route_cache
+                && !(set.is_empty() && append.is_empty() && remove.is_empty());
             // Envoy's order: set, add, then remove.
             out.authz
                 .extend(set.into_iter().map(|(n, v)| AuthzChange::Set(n, v)));

@@ -143,6 +143,7 @@ pub(crate) async fn follow(
                 headers: &headers,
                 random: rand::random(),
                 peer: Some(conn.peer.ip()),
+                metadata: None,
             };
             let selection = table.select(&view);
             let name = selection

@@ -294,6 +294,7 @@ pub fn preroute<B>(
         headers: req.headers(),
         random,
         peer: Some(conn.peer.ip()),
+        metadata: None,
     };
     let mut resp = HeaderMap::new();
     let selection = cfg.route_table.select(&view);

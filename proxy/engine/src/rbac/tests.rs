@@ -54,6 +54,7 @@ fn check(e: &Engine, r: &Req) -> (bool, Option<String>) {
         headers: &r.headers,
         random: 0,
         peer: None,
+        metadata: None,
     };
     let facts = Facts {
         request: Some(&view),
@@ -354,6 +355,7 @@ fn istio_request_principals_match_the_jwt_payload_in_metadata() {
         headers: &[] as &[(&str, &str)],
         random: 0,
         peer: None,
+        metadata: None,
     };
     let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
     let check = |md: Option<&DynamicMetadata>| {

@@ -75,8 +75,17 @@ pub(crate) fn route_match(raw: &RawRouteMatch, p: &FieldPath) -> Result<RouteMat
         .enumerate()
         .map(|(i, c)| super::cookies::CookieMatcher::build(c, &p.field("cookies").index(i)))
         .collect::<Result<_, _>>()?;
+    let dynamic_metadata = raw
+        .dynamic_metadata
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            crate::http::filters::metadata::build(m, &p.field("dynamic_metadata").index(i))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(RouteMatch {
         cookies,
+        dynamic_metadata,
         path,
         case_sensitive: raw.case_sensitive.unwrap_or(true),
         headers,

@@ -254,6 +254,10 @@ fn mismatch_why(
             None => "runtime_fraction".to_string(),
         },
         Mismatch::Grpc => "not a gRPC request (content-type)".to_string(),
+        Mismatch::DynamicMetadata(i) => format!(
+            "dynamic_metadata[{i}] (namespace {}) does not match",
+            route.matcher.dynamic_metadata[i].namespace()
+        ),
         Mismatch::Cookie(i) => {
             let c = &route.matcher.cookies[i];
             let value = super::cookies::cookie_value(req.headers, &c.name)

@@ -32,6 +32,8 @@ pub enum Mismatch {
     Grpc,
     /// `cookies[i]`.
     Cookie(usize),
+    /// `dynamic_metadata[i]`.
+    DynamicMetadata(usize),
 }
 
 /// Receives the steps of one route selection.
@@ -58,6 +60,18 @@ pub const TAKEN_TARGET: &str = "sluice_route";
 /// level check and nothing is computed.
 #[inline]
 pub fn log_taken(sel: &super::Selection<'_>, random: u64) {
+    log_selection(sel, random, false);
+}
+
+/// [`log_taken`] for the route chosen again after a filter cleared the route cache: the same
+/// line with `again=true` (`sluice explain` answers for the first choice; the request went by
+/// this one).
+#[inline]
+pub fn log_chosen_again(sel: &super::Selection<'_>, random: u64) {
+    log_selection(sel, random, true);
+}
+
+fn log_selection(sel: &super::Selection<'_>, random: u64, again: bool) {
     use super::Selection;
     if !tracing::enabled!(target: TAKEN_TARGET, tracing::Level::DEBUG) {
         return;
@@ -69,14 +83,19 @@ pub fn log_taken(sel: &super::Selection<'_>, random: u64) {
         Selection::DirectResponse { route_ref, .. } => ("direct_response", Some(*route_ref), None),
         Selection::NoRoute => ("no_route", None, None),
     };
+    let vhost = sel.vhost().map_or("", |v| v.name.as_str());
+    let route = route_ref.map_or(-1, |r| i64::from(r.route));
+    let route_name = sel.route().and_then(|r| r.name.as_deref()).unwrap_or("");
+    let cluster = cluster.unwrap_or("");
     tracing::debug!(
         target: TAKEN_TARGET,
         action,
-        vhost = ?sel.vhost().map_or("", |v| v.name.as_str()),
-        route = ?route_ref.map_or(-1, |r| i64::from(r.route)),
-        route_name = ?sel.route().and_then(|r| r.name.as_deref()).unwrap_or(""),
-        cluster = ?cluster.unwrap_or(""),
+        vhost = ?vhost,
+        route = ?route,
+        route_name = ?route_name,
+        cluster = ?cluster,
         random,
+        again,
         "route taken"
     );
 }

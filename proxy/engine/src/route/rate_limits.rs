@@ -392,6 +392,7 @@ mod tests {
             headers,
             random: 0,
             peer: None,
+            metadata: None,
         }
     }
 

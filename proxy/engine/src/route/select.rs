@@ -9,7 +9,7 @@ use super::{
     HostRewrite, RedirectAction, RedirectPath, Route, RouteAction, RouteRef, RouteTable,
     VirtualHost, WeightedCluster,
 };
-use crate::config::ClusterRef;
+use crate::{config::ClusterRef, http::filters::metadata::DynamicMetadata};
 
 /// The parts of a request routing looks at.
 #[derive(Clone, Copy)]
@@ -29,6 +29,9 @@ pub struct RequestView<'a, H: HeaderLookup + ?Sized> {
     /// The downstream peer's address (a `connection_properties.source_ip` hash policy, for
     /// `weighted_clusters.use_hash_policy`).
     pub peer: Option<std::net::IpAddr>,
+    /// The request's dynamic metadata, for `dynamic_metadata` route matchers (`None`: empty, as
+    /// when the route is first chosen, before any filter ran).
+    pub metadata: Option<&'a DynamicMetadata>,
 }
 
 /// The routing decision for a request.
@@ -441,6 +444,13 @@ fn match_request<H: HeaderLookup + ?Sized>(
     }
     if let Some(i) = m.cookies.iter().position(|c| !c.matches(req.headers)) {
         return Err(Mismatch::Cookie(i));
+    }
+    if !m.dynamic_metadata.is_empty() {
+        let empty = DynamicMetadata::default();
+        let md = req.metadata.unwrap_or(&empty);
+        if let Some(i) = m.dynamic_metadata.iter().position(|d| !d.matches(md)) {
+            return Err(Mismatch::DynamicMetadata(i));
+        }
     }
     Ok(())
 }

@@ -103,6 +103,7 @@ fn render(t: &RouteTable, r: &Req) -> String {
         headers: r.headers.as_slice(),
         random: r.random,
         peer: None,
+        metadata: None,
     };
     let resp = |levels: &HeaderLevels<'_>| {
         if levels.is_empty() {
@@ -195,6 +196,7 @@ fn explain_agrees(t: &RouteTable, r: &Req) -> Result<(), String> {
         headers: &headers,
         random: r.random,
         peer: None,
+        metadata: None,
     };
     let trace = t.explain(&view, &headers);
     let sel = t.select(&view);

@@ -207,6 +207,9 @@ pub struct ExtAuthz {
     pub(crate) failure_mode_allow: bool,
     /// `failure_mode_allow_header_add`: ... marked `x-envoy-auth-failure-mode-allowed: true`.
     pub(crate) failure_header: bool,
+    /// `clear_route_cache`: the route is chosen again after an allowed check that changed a
+    /// request header.
+    pub(crate) clear_route_cache: bool,
     /// `status_on_error` (Envoy: 403).
     pub(crate) status_on_error: u16,
     /// `filter_enabled_metadata`: checks only requests whose metadata matches.
@@ -296,11 +299,6 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
     }
     transport_api_version(raw.transport_api_version.as_deref(), p)?;
     let refuse_true = [
-        (
-            "clear_route_cache",
-            raw.clear_route_cache,
-            "re-routing after the check",
-        ),
         (
             "validate_mutations",
             raw.validate_mutations,
@@ -443,6 +441,7 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
         service,
         failure_mode_allow: raw.failure_mode_allow == Some(true),
         failure_header: raw.failure_mode_allow_header_add == Some(true),
+        clear_route_cache: raw.clear_route_cache == Some(true),
         status_on_error,
         enabled_metadata,
         max_denied_body: raw.max_denied_response_body_bytes.unwrap_or(0) as usize,

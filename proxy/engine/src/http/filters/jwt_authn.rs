@@ -5,12 +5,14 @@
 //! `JwtPerRoute`); a failure is answered 401 (403 for audiences) with Envoy's text and
 //! `www-authenticate`. A verified token's payload goes upstream as configured and into the
 //! request's metadata (`envoy.filters.http.jwt_authn`), where RBAC `metadata` principals read
-//! it (istiod's `requestPrincipals` and `request.auth.claims`).
+//! it (istiod's `requestPrincipals` and `request.auth.claims`). A provider's
+//! `clear_route_cache` (istiod sets it on gateways and waypoints) has the route chosen again
+//! once a claim header was added or the payload put in the metadata, so routes can match the
+//! claims (`headers`, and `dynamic_metadata` on the payload).
 //!
 //! Not here, each refused naming its field: `remote_jwks.async_fetch` and `retry_policy`,
-//! `filter_state_rules`, `clear_route_cache: true` (the route is
-//! chosen once, before the filters; istiod sets it for gateways only), `require_expiration`,
-//! `max_lifetime`, `subjects`, `failed_status_in_metadata`.
+//! `filter_state_rules`, `require_expiration`, `max_lifetime`, `subjects`,
+//! `failed_status_in_metadata`.
 
 mod extract;
 mod jwks;
@@ -207,6 +209,9 @@ pub struct Provider {
     clock_skew: u64,
     /// (header, claim).
     claim_to_headers: Vec<(HeaderName, String)>,
+    /// `clear_route_cache`: the route is chosen again once a claim header was added or the
+    /// payload put in the metadata.
+    clear_route_cache: bool,
 }
 
 /// The filter.
@@ -241,10 +246,12 @@ pub struct JwtAuthnStats {
 
 /// What the filter decided.
 pub(super) enum Outcome {
-    /// Go on (the header changes, the new path if a token left the query).
+    /// Go on (the header changes, the new path if a token left the query, whether the route
+    /// is to be chosen again).
     Pass {
         changes: Vec<super::AuthzChange>,
         path: Option<String>,
+        clear_route: bool,
     },
     /// The local reply.
     Deny(Response<Body>),
@@ -278,6 +285,7 @@ impl JwtAuthn {
             Outcome::Pass {
                 changes: Vec::new(),
                 path: None,
+                clear_route: false,
             }
         };
         if self.bypass_cors_preflight && is_preflight(view) {
@@ -357,6 +365,7 @@ impl JwtAuthn {
         Outcome::Pass {
             changes: w.changes,
             path,
+            clear_route: w.clear_route,
         }
     }
 
@@ -508,16 +517,9 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
             r.failed_status_in_metadata.is_some(),
         ),
         ("require_expiration", r.require_expiration == Some(true)),
-        ("clear_route_cache", r.clear_route_cache == Some(true)),
     ] {
         if set {
-            let why = match f {
-                "clear_route_cache" => {
-                    "true (the route is chosen once, before the filters; istiod sets it for gateways only)"
-                }
-                _ => "(not implemented)",
-            };
-            return Err(p.field(f).unsupported(why));
+            return Err(p.field(f).unsupported("(not implemented)"));
         }
     }
     let keys = match (&r.local_jwks, &r.remote_jwks) {
@@ -600,6 +602,7 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
             _ => 60,
         },
         claim_to_headers,
+        clear_route_cache: r.clear_route_cache == Some(true),
     })
 }
 

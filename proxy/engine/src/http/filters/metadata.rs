@@ -23,7 +23,7 @@ pub const RBAC_NAMESPACE: &str = "envoy.filters.http.rbac";
 pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 
 /// One request's metadata: (namespace, key, value), the latest write of a key winning.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DynamicMetadata(SmallVec<[(&'static str, String, Value); 2]>);
 
 impl DynamicMetadata {
@@ -128,7 +128,7 @@ struct RawOrMatcher {
 }
 
 /// A compiled `ValueMatcher` (Envoy's `ValueMatcher::create`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum ValueMatch {
     Null,
     Double {
@@ -166,7 +166,7 @@ impl ValueMatch {
 }
 
 /// A compiled `MetadataMatcher`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MetadataMatcher {
     namespace: String,
     path: Vec<String>,

@@ -417,7 +417,7 @@ fn ext_authz_refuses_what_it_does_not_implement_naming_the_field() {
         ("grpc_service: {envoy_grpc: {cluster_name: c}}, include_peer_certificate: true".to_string(), format!("{p}.include_peer_certificate")),
         (format!("{svc}, grpc_service: {{envoy_grpc: {{cluster_name: c}}}}"), p.to_string()),
         (format!("{svc}, with_request_body: {{max_request_bytes: 10}}"), format!("{p}.with_request_body")),
-        (format!("{svc}, clear_route_cache: true"), format!("{p}.clear_route_cache")),
+        (format!("{svc}, validate_mutations: true"), format!("{p}.validate_mutations")),
         (format!("{svc}, filter_enabled: {{default_value: {{numerator: 1}}}}"), format!("{p}.filter_enabled")),
         (format!("{svc}, transport_api_version: V2"), format!("{p}.transport_api_version")),
         (format!("{svc}, status_on_error: {{code: Teapot}}"), format!("{p}.status_on_error.code")),
@@ -460,6 +460,7 @@ fn rbac_shadow_verdicts_become_metadata_that_turns_ext_authz_on() {
             headers: h,
             random: 0,
             peer: None,
+            metadata: None,
         };
         let facts = crate::rbac::Facts {
             request: Some(&view),

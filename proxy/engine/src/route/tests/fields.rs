@@ -237,6 +237,7 @@ virtual_hosts:
             headers,
             random: 0,
             peer: None,
+            metadata: None,
         };
         match t.select(&view) {
             super::Selection::Forward(f) => {
@@ -372,6 +373,7 @@ fn forwarded<T>(
         headers: &[] as &[(&str, &str)],
         random: 0,
         peer: None,
+        metadata: None,
     };
     match t.select(&view) {
         super::Selection::Forward(f) => read(f.action),
@@ -397,6 +399,7 @@ virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, ro
             headers,
             random,
             peer: None,
+            metadata: None,
         };
         match t.select(&view) {
             super::Selection::Forward(f) => f.weighted.expect("weighted").name.to_string(),

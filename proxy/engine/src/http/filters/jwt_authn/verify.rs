@@ -60,6 +60,9 @@ pub struct Working<'a> {
     /// Remote key sets fetched for this request (used even if they expire at once, as Envoy
     /// verifies with the set it just fetched).
     pub(super) fetched: Vec<(usize, Arc<super::jwks::Jwks>)>,
+    /// A verified token of a provider with `clear_route_cache` added a claim header or put
+    /// its payload in the metadata (Envoy then clears the route cache).
+    pub(super) clear_route: bool,
 }
 
 impl<'a> Working<'a> {
@@ -73,6 +76,7 @@ impl<'a> Working<'a> {
             pending: None,
             failed: Vec::new(),
             fetched: Vec::new(),
+            clear_route: false,
         }
     }
 
@@ -263,6 +267,7 @@ fn good(p: &Provider, jwt: &Jwt<'_>, t: &Found<'_>, w: &mut Working<'_>) {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 w.append_header(h, v);
+                w.clear_route |= p.clear_route_cache;
             }
         }
     }
@@ -296,6 +301,8 @@ fn good(p: &Provider, jwt: &Jwt<'_>, t: &Found<'_>, w: &mut Working<'_>) {
             }
         }
         w.payloads.push((name.clone(), Value::Object(payload)));
+        // Envoy: a claim header added or the payload in the metadata clears the route cache.
+        w.clear_route |= p.clear_route_cache;
     }
 }
 

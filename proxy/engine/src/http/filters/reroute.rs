@@ -1,0 +1,53 @@
+//! The route chosen again after a filter cleared the route cache (Envoy's `clearRouteCache`):
+//! jwt_authn with `clear_route_cache` once a verified token added a claim header or put its
+//! payload in the metadata, ext_authz with `clear_route_cache` once an allowed check changed a
+//! request header.
+//!
+//! The route is first chosen before the filters run, as Envoy's HCM does. A filter that clears
+//! the cache leaves a [`RouteSnapshot`]: the request headers, path and dynamic metadata as that
+//! filter left them. The filters after it read their per-route configs from the route chosen
+//! with the snapshot, and the router forwards by it; a later filter's changes do not move the
+//! route unless it clears the cache too. Which filters run stays as the first route had it
+//! (`FilterConfig.disabled`): Envoy builds a request's filter chain once, on arrival. Choosing a route is pure given the same view (the
+//! request's one random value included), so choosing it from the snapshot again gives the
+//! same route each time.
+
+use http::{uri::PathAndQuery, HeaderMap};
+
+use super::metadata::DynamicMetadata;
+use crate::route::RequestView;
+
+/// What the route is chosen again from.
+#[derive(Debug)]
+pub struct RouteSnapshot {
+    headers: HeaderMap,
+    path: Option<PathAndQuery>,
+    metadata: DynamicMetadata,
+}
+
+impl RouteSnapshot {
+    /// The request as the clearing filter left it: `headers`, the path (`None`: as sent) and
+    /// the dynamic metadata written so far.
+    pub fn new(
+        headers: HeaderMap,
+        path: Option<PathAndQuery>,
+        metadata: DynamicMetadata,
+    ) -> RouteSnapshot {
+        RouteSnapshot {
+            headers,
+            path,
+            metadata,
+        }
+    }
+
+    /// `base` (the request line as routing first saw it) with the snapshot's headers, path
+    /// and metadata.
+    pub fn view<'a>(&'a self, base: &RequestView<'a, HeaderMap>) -> RequestView<'a, HeaderMap> {
+        RequestView {
+            headers: &self.headers,
+            path: self.path.as_ref().map_or(base.path, PathAndQuery::as_str),
+            metadata: Some(&self.metadata),
+            ..*base
+        }
+    }
+}
