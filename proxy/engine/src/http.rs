@@ -1027,17 +1027,19 @@ pub async fn handle_with(
                         .as_ref()
                         .and_then(|d| d.path.as_ref())
                         .unwrap_or(&path);
-                    let mut plan = forward::Plan::new(&fwd, &conn, path, req.headers(), &hcm.cfg);
+                    // The router reads the request as the filters left it.
+                    let seen = decoded
+                        .as_ref()
+                        .and_then(|d| d.headers.as_ref())
+                        .unwrap_or(req.headers());
+                    let mut plan = forward::Plan::new(&fwd, &conn, path, seen, &hcm.cfg);
                     plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
                     plan.route_stats = route_stats.clone();
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
                     if !fwd.action.mirrors.is_empty() {
-                        plan.shadows = forward::mirror::select(
-                            &fwd.action.mirrors,
-                            req.headers(),
-                            &hcm.by_name,
-                        );
+                        plan.shadows =
+                            forward::mirror::select(&fwd.action.mirrors, seen, &hcm.by_name);
                     }
                     trace.apply_request(req.headers_mut());
                     if let Some(d) = &decoded {

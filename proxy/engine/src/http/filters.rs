@@ -192,9 +192,12 @@ pub struct Decoded {
     pub path: Option<http::uri::PathAndQuery>,
     /// The request as the last filter that cleared the route cache left it: the route is
     /// chosen again from it ([`RouteSnapshot::view`]).
-    pub route_snapshot: Option<RouteSnapshot>,
+    pub route_snapshot: Option<Box<RouteSnapshot>>,
     /// The filter that just ran cleared the route cache.
     clear_route: bool,
+    /// The request headers after the filters' changes, when a filter changed them (what the
+    /// router reads: hash policies, timeouts, mirrors).
+    pub headers: Option<HeaderMap>,
 }
 
 /// One request header change a filter made.
@@ -380,6 +383,7 @@ impl HttpFilters {
             path: None,
             route_snapshot: None,
             clear_route: false,
+            headers: None,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -388,12 +392,15 @@ impl HttpFilters {
         // The path after a jwt_authn filter took a token out of its query.
         let mut new_path: Option<http::uri::PathAndQuery> = None;
         // The request as the last filter that cleared the route cache left it.
-        let mut route_snapshot: Option<RouteSnapshot> = None;
+        let mut route_snapshot: Option<Box<RouteSnapshot>> = None;
         // Which filters run is decided by the first route (Envoy builds the chain on arrival).
         let first_levels = levels(orig.selection, orig.route_config);
         'chain: for (i, f) in self.filters.iter().enumerate() {
             if std::mem::take(&mut out.clear_route) {
                 route_snapshot = Some(snapshot(&changed, orig.headers, &new_path, &metadata));
+            }
+            if f.disabled_at(&first_levels) {
+                continue;
             }
             // The route chosen again when a filter before cleared the route cache.
             let chosen_again;
@@ -404,9 +411,6 @@ impl HttpFilters {
                 }
                 None => orig.selection,
             };
-            if f.disabled_at(&first_levels) {
-                continue;
-            }
             let levels = levels(selection, orig.route_config);
             // The request as the filters before changed it: headers (ext_authz, jwt_authn)
             // and the path (a token taken out of the query).
@@ -648,6 +652,7 @@ impl HttpFilters {
             route_snapshot = Some(snapshot(&changed, orig.headers, &new_path, &metadata));
         }
         out.route_snapshot = route_snapshot;
+        out.headers = changed;
         out.path = new_path;
         out
     }
@@ -659,12 +664,13 @@ fn snapshot(
     orig: &HeaderMap,
     path: &Option<http::uri::PathAndQuery>,
     metadata: &metadata::DynamicMetadata,
-) -> RouteSnapshot {
-    RouteSnapshot::new(
-        changed.as_ref().unwrap_or(orig).clone(),
+) -> Box<RouteSnapshot> {
+    Box::new(RouteSnapshot::new(
+        changed.as_ref(),
+        orig,
         path.clone(),
         metadata.clone(),
-    )
+    ))
 }
 
 /// The `context_extensions` of a filter's `ExtAuthzPerRoute` levels, merged from the least

@@ -467,7 +467,10 @@ pub(crate) fn build(raw: RawJwtAuthn, p: &FieldPath) -> Result<JwtAuthn, ConfigE
             .matcher
             .as_ref()
             .ok_or_else(|| p.field("match").err("required"))?;
-        let m = route_match(m, &p.field("match"))?;
+        let mut m = route_match(m, &p.field("match"))?;
+        // Envoy's jwt_authn matcher reads the path, headers and query parameters, not the
+        // dynamic metadata (which no filter has written yet when the rule is picked).
+        m.dynamic_metadata.clear();
         let req = match (&r.requires, &r.requirement_name) {
             (Some(req), None) => Arc::new(cx.requirement(req, &p.field("requires"))?),
             (None, Some(name)) => match requirement_map.iter().find(|(n, _)| n == name) {

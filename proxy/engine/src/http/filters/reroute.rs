@@ -12,7 +12,7 @@
 //! request's one random value included), so choosing it from the snapshot again gives the
 //! same route each time.
 
-use http::{uri::PathAndQuery, HeaderMap};
+use http::{header::HOST, uri::PathAndQuery, HeaderMap};
 
 use super::metadata::DynamicMetadata;
 use crate::route::RequestView;
@@ -21,20 +21,30 @@ use crate::route::RequestView;
 #[derive(Debug)]
 pub struct RouteSnapshot {
     headers: HeaderMap,
+    /// A `host` a filter set (an ext_authz service's allowed upstream header): the authority
+    /// the route is chosen again with, as Envoy's `:authority` would be.
+    authority: Option<String>,
     path: Option<PathAndQuery>,
     metadata: DynamicMetadata,
 }
 
 impl RouteSnapshot {
-    /// The request as the clearing filter left it: `headers`, the path (`None`: as sent) and
-    /// the dynamic metadata written so far.
+    /// The request as the clearing filter left it: its headers (`changed`, or `orig` when no
+    /// filter changed them), the path (`None`: as sent) and the dynamic metadata written so far.
     pub fn new(
-        headers: HeaderMap,
+        changed: Option<&HeaderMap>,
+        orig: &HeaderMap,
         path: Option<PathAndQuery>,
         metadata: DynamicMetadata,
     ) -> RouteSnapshot {
+        let authority = changed
+            .and_then(|h| h.get(HOST))
+            .filter(|v| orig.get(HOST) != Some(*v))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         RouteSnapshot {
-            headers,
+            headers: changed.unwrap_or(orig).clone(),
+            authority,
             path,
             metadata,
         }
@@ -45,6 +55,7 @@ impl RouteSnapshot {
     pub fn view<'a>(&'a self, base: &RequestView<'a, HeaderMap>) -> RequestView<'a, HeaderMap> {
         RequestView {
             headers: &self.headers,
+            authority: self.authority.as_deref().or(base.authority),
             path: self.path.as_ref().map_or(base.path, PathAndQuery::as_str),
             metadata: Some(&self.metadata),
             ..*base
