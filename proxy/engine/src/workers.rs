@@ -40,7 +40,11 @@ use lane::Lane;
 
 /// The default of `--pod-turn`: a pod's task polls per turn on a worker. A poll of an L7
 /// connection is a few µs, so a quiet pod's ready task waits some tens of µs per busy pod on its
-/// worker.
+/// worker. Shorter turns keep a quiet pod next to a saturating one closer to its latency alone
+/// (4: p99 1.78x / 1.12x its p99 alone, L4 / L7, against 3.40x / 1.60x), but cost every pod's
+/// L7 throughput, also alone on its worker (4: -22% requests per agent CPU-second), as a turn
+/// ends with an I/O poll and a request's stages no longer run in one turn (ARCHITECTURE.md
+/// "Per-pod fairness").
 pub const DEFAULT_TURN: usize = 16;
 
 static INSTALLED: OnceLock<Workers> = OnceLock::new();
