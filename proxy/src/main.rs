@@ -130,6 +130,12 @@ enum Cmd {
         /// the cost of the busy pod's rate (an I/O poll per turn).
         #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_TURN_US)]
         pod_turn_us: u32,
+        /// A pod's turn, in task polls, while another pod has had a turn on the same worker
+        /// within the last millisecond (at most --pod-turn; 0 = --pod-turn always): short turns
+        /// keep a quiet pod's latency next to a busy one, at the busy one's throughput, paid
+        /// only while the worker is shared.
+        #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_SHARED_TURN)]
+        pod_turn_shared: usize,
         /// A worker that has run this many µs without sleeping gives its core up between two
         /// pods' turns (sched_yield), so a task waiting for that core (a quiet pod's client or
         /// server) runs within this long instead of at the next scheduler tick (0 = never;
@@ -351,6 +357,7 @@ fn run() -> Result<()> {
             worker_slice_us,
             pod_turn,
             pod_turn_us,
+            pod_turn_shared,
             worker_yield_us,
             pod_admin_port,
             xds,
@@ -371,6 +378,7 @@ fn run() -> Result<()> {
                 sluice_engine::workers::slice::for_worker(worker_slice_us);
                 sluice_engine::workers::give_way::for_worker(worker_yield_us);
                 sluice_engine::workers::lane::turn_time_for_worker(pod_turn_us);
+                sluice_engine::workers::lane::shared_turn_for_worker(pod_turn_shared);
             })
             .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;

@@ -117,7 +117,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 21] = [
+    const SECTIONS: [&str; 23] = [
         "noisy-l4",
         "noisy-l7",
         "noisy-l4-unbounded",
@@ -132,6 +132,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "noisy-l7-same-worker-no-yield",
         "noisy-l4-same-worker-turn-20us",
         "noisy-l7-same-worker-turn-20us",
+        "noisy-l4-same-worker-own-turns",
+        "noisy-l7-same-worker-own-turns",
         "node-l4",
         "node-mixed",
         "node-l7",

@@ -260,18 +260,18 @@ pub const PEER_PATH: &str = "/peer";
 /// nginx (1 worker) in `server`, serving the payloads from `dir`/www on `sip` (HTTP/1.1 on
 /// [`HTTP_PORT`], h2c on [`H2_PORT`], the [`PEER_PATH`] probe); its pid file and logs go to `dir`.
 pub fn start_nginx(server: &Netns, dir: &Path, sip: &str) -> Result<Proc> {
-    start_nginx_on(server, dir, sip, HTTP_PORT, H2_PORT, false)
+    start_nginx_on(server, dir, sip, HTTP_PORT, H2_PORT, 0)
 }
 
-/// [`start_nginx`] on other ports; `background`: under `SCHED_IDLE` (the scale bench's noisy
-/// neighbour's own server: its CPU is what nothing else wants, as if it ran on cores of its own).
+/// [`start_nginx`] on other ports, at scheduling priority `nice` (the scale bench's noisy
+/// neighbour's own server).
 pub fn start_nginx_on(
     server: &Netns,
     dir: &Path,
     sip: &str,
     http_port: u16,
     h2_port: u16,
-    background: bool,
+    nice: i32,
 ) -> Result<Proc> {
     let www = dir.join("www");
     fs::create_dir_all(&www)?;
@@ -294,17 +294,11 @@ pub fn start_nginx_on(
         w = www.display(),
     )?;
     let log = fs::File::create(dir.join("nginx.out"))?;
-    let mut c = match background {
-        true => {
-            let mut c = server.command("chrt", None);
-            c.args(["--idle", "0", "nginx"]);
-            c
-        }
-        false => server.command("nginx", None),
-    };
     Ok(Proc {
         name: "nginx".into(),
-        child: c
+        child: server
+            .command("nice", None)
+            .args(["-n", &nice.to_string(), "nginx"])
             .args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()])
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -196,13 +196,13 @@ impl<'a> Ctx<'a> {
         Ok((c.spawn().context("starting wrk")?, url))
     }
 
-    /// The noisy neighbour's wrk from pod `i`: under `SCHED_IDLE` (its CPU goes to it only when
-    /// nothing else wants the core, as if it ran on cores of its own) against its own nginx
+    /// The noisy neighbour's wrk from pod `i`: at nice 19 (its CPU goes to it only when nothing
+    /// else wants the core, as if it ran on cores of its own) against its own nginx
     /// ([`NOISY_PORT`], host `noisy.bench`: the L7 config routes that host to that nginx).
     pub fn wrk_start_noisy(&self, i: usize, conns: u64, secs: f64) -> Result<(Child, String)> {
         let url = format!("http://{}:{NOISY_PORT}/1k", self.pods.server_ip);
-        let mut c = self.pods.in_pod(i, Path::new("chrt"));
-        c.args(["--idle", "0", "wrk", "-H", "Host: noisy.bench"])
+        let mut c = self.pods.in_pod(i, Path::new("nice"));
+        c.args(["-n", "19", "wrk", "-H", "Host: noisy.bench"])
             .args(["-t1", "-c", &conns.to_string()])
             .args(["-d", &format!("{}s", secs.ceil() as u64), &url])
             .stdout(Stdio::piped())

@@ -1,6 +1,6 @@
 //! Noisy neighbour on one agent with every pod enrolled: the quiet pod (pod 1) runs the open
 //! loop at `plan.quiet_rps` over 16 connections, alone and then while pod 0 runs wrk at its
-//! maximum rate (64 connections, `SCHED_IDLE`) through the same agent. Pods enrolled in order are
+//! maximum rate (64 connections, nice 19) through the same agent. Pods enrolled in order are
 //! placed on the agent's workers in turn, so with two workers pod 1 is on the other worker than
 //! pod 0; the `same-worker` variants take pod 2, on pod 0's worker (with and without per-pod
 //! turns, with and without the busy worker yielding its core, with turns bounded in time). Repeated `plan.reps` times, alone and
@@ -29,7 +29,7 @@ pub struct Variant {
     pub quiet: usize,
 }
 
-pub const VARIANTS: [Variant; 6] = [
+pub const VARIANTS: [Variant; 7] = [
     Variant {
         name: "unbounded",
         args: &["--pod-workers", "0"],
@@ -66,6 +66,12 @@ pub const VARIANTS: [Variant; 6] = [
         label: "the quiet pod on the neighbour's worker, turns of at most 20 µs (`--pod-turn-us 20`)",
         quiet: 2,
     },
+    Variant {
+        name: "same-worker-own-turns",
+        args: &["--pod-turn-shared", "0"],
+        label: "the quiet pod on the neighbour's worker, no shorter turns while shared (`--pod-turn-shared 0`)",
+        quiet: 2,
+    },
 ];
 
 /// The quiet pod of the base rows.
@@ -98,12 +104,10 @@ pub fn run(
     }
     for _ in 0..cx.plan.reps {
         let alone = quiet_run(cx, quiet, secs)?;
-        // wrk runs 1 s before and after the quiet pod's window under SCHED_IDLE, as does the
-        // neighbour's nginx: their CPU goes to them only when nothing else wants the core, as
-        // if they ran on cores of their own. (At nice 19 the kernel's EEVDF let them keep a
-        // core for up to a tick while the quiet pod's nginx waited: `perf sched` put 32 ms of
-        // that nginx's 40 ms of waits over 300 µs behind the nice-19 nginx.) What the quiet
-        // pod still feels is what it shares with the neighbour: the agent.
+        // wrk runs 1 s before and after the quiet pod's window, at nice 19: its own CPU goes
+        // to it only when nothing else wants the core, as if it ran on its own cores; what
+        // the quiet pod still feels is what it shares with the neighbour: the agent and the
+        // one nginx both pods call.
         let noisy = cx.wrk_start_noisy(NOISY, 64, secs + 2.0)?;
         std::thread::sleep(Duration::from_secs(1));
         let with = quiet_run(cx, quiet, secs);

@@ -30,7 +30,7 @@ pub const NET: &str = "10.250";
 /// host-local.
 pub const CHURN_RANGE: (&str, &str) = ("10.250.8.1", "10.250.15.254");
 
-/// The noisy neighbour's own server (a second nginx under `SCHED_IDLE` on the server's address): the
+/// The noisy neighbour's own server (a second nginx at nice 19 on the server's address): the
 /// quiet pod's nginx does not serve the neighbour's requests, so what the quiet pod still
 /// shares with it is the agent.
 pub const NOISY_PORT: u16 = 8081;
@@ -107,7 +107,7 @@ impl Pods {
             &server_ip,
             NOISY_PORT,
             NOISY_H2_PORT,
-            true,
+            19,
         )?;
         let mut pods = Vec::with_capacity(n);
         for i in 0..n {
