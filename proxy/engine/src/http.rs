@@ -206,6 +206,15 @@ impl Hcm {
             .as_ref()
     }
 
+    /// The access log's route name and upstream cluster for the route `sel` took.
+    fn name_route(&self, e: &mut Entry, sel: &Selection<'_>) {
+        e.route_name = sel.route().and_then(|r| r.name.clone());
+        e.cluster = match sel {
+            Selection::Forward(fwd) => self.resolve(fwd).map(|c| c.spec.name.clone()),
+            _ => None,
+        };
+    }
+
     fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {
         let rc = self
             .routes
@@ -886,10 +895,7 @@ pub async fn handle_with(
                 .unknown()
                 .record(status, Flag::None, false, port, start.elapsed());
             if let Some(mut e) = log_entry {
-                e.route_name = selection.route().and_then(|r| r.name.clone());
-                if let Selection::Forward(fwd) = &selection {
-                    e.cluster = hcm.resolve(fwd).map(|c| c.spec.name.clone());
-                }
+                hcm.name_route(&mut e, &selection);
                 e.flags = Flag::None.as_str();
                 e.details = Some(ResponseDetails::Named(r.details().0));
                 resp = log_refused(&hcm, e, resp, start);
@@ -901,10 +907,7 @@ pub async fn handle_with(
             route_stats = hcm.route_stats(fwd).cloned();
         }
         if let Some(e) = log_entry.as_mut() {
-            e.route_name = selection.route().and_then(|r| r.name.clone());
-            if let Selection::Forward(fwd) = &selection {
-                e.cluster = hcm.resolve(fwd).map(|c| c.spec.name.clone());
-            }
+            hcm.name_route(e, &selection);
         }
         // The HCM's `tracing`: the trace reason in x-request-id, the decorator's header.
         trace = trace::decide(
@@ -958,11 +961,7 @@ pub async fn handle_with(
                     _ => None,
                 };
                 if let Some(e) = log_entry.as_mut() {
-                    e.route_name = again.route().and_then(|r| r.name.clone());
-                    e.cluster = match &again {
-                        Selection::Forward(fwd) => hcm.resolve(fwd).map(|c| c.spec.name.clone()),
-                        _ => None,
-                    };
+                    hcm.name_route(e, &again);
                 }
                 again
             }

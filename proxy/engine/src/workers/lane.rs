@@ -53,11 +53,11 @@ thread_local! {
 }
 
 /// The default of `--pod-turn-shared`: turns of 4 polls while another pod has work on the
-/// worker. Next to a pod driven at full speed on the same worker, the quiet pod's p99 measured
-/// 2.84x (L4) and 1.27x (L7) its p99 alone against 3.40x and 1.60x with 16-poll turns (1.78x
-/// and 1.12x with 4-poll turns always, which cost a pod alone on its worker 22% of its L7
-/// requests per agent CPU-second); a pod alone keeps its long turns (ARCHITECTURE.md "Per-pod
-/// fairness").
+/// worker. Next to a pod driven at full speed on the same worker, side by side in one run, the
+/// quiet pod's p99 measured 2.93x (L4) and 1.41x (L7) its p99 alone against 3.81x and 1.99x
+/// with 16-poll turns, for 9% of the busy pod's L7 rate; 4-poll turns always would cost a pod
+/// alone on its worker 22% of its L7 requests per agent CPU-second, shared ones cost it
+/// nothing (ARCHITECTURE.md "Per-pod fairness").
 pub const DEFAULT_SHARED_TURN: usize = 4;
 
 /// How long a worker counts as shared after two pods' turns followed each other.
