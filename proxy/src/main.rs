@@ -131,11 +131,15 @@ enum Cmd {
         #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_TURN_US)]
         pod_turn_us: u32,
         /// A pod's turn, in task polls, while another pod has had a turn on the same worker
-        /// within the last millisecond (at most --pod-turn; 0 = --pod-turn always): short turns
+        /// within --pod-turn-shared-window-us (at most --pod-turn; 0 = --pod-turn always): short turns
         /// keep a quiet pod's latency next to a busy one, at the busy one's throughput, paid
         /// only while the worker is shared.
         #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_SHARED_TURN)]
         pod_turn_shared: usize,
+        /// How long, in µs, a worker counts as shared (its turns --pod-turn-shared polls) after
+        /// two pods' turns followed each other on it.
+        #[arg(long, default_value_t = sluice_engine::workers::lane::DEFAULT_SHARED_WINDOW_US)]
+        pod_turn_shared_window_us: u32,
         /// A worker that has run this many µs without sleeping gives its core up between two
         /// pods' turns (sched_yield), so a task waiting for that core (a quiet pod's client or
         /// server) runs within this long instead of at the next scheduler tick (0 = never;
@@ -358,6 +362,7 @@ fn run() -> Result<()> {
             pod_turn,
             pod_turn_us,
             pod_turn_shared,
+            pod_turn_shared_window_us,
             worker_yield_us,
             pod_admin_port,
             xds,
@@ -378,7 +383,10 @@ fn run() -> Result<()> {
                 sluice_engine::workers::slice::for_worker(worker_slice_us);
                 sluice_engine::workers::give_way::for_worker(worker_yield_us);
                 sluice_engine::workers::lane::turn_time_for_worker(pod_turn_us);
-                sluice_engine::workers::lane::shared_turn_for_worker(pod_turn_shared);
+                sluice_engine::workers::lane::shared_turn_for_worker(
+                    pod_turn_shared,
+                    pod_turn_shared_window_us,
+                );
             })
             .context("the agent's workers")?;
             let handler = passthrough(services.as_deref())?;

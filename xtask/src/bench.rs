@@ -47,7 +47,9 @@ pub struct BenchArgs {
     /// noisy-l4-same-worker-no-yield / noisy-l7-same-worker-no-yield (the same,
     /// `--worker-yield-us 0`) and noisy-l4-same-worker-turn-20us / noisy-l7-same-worker-turn-20us
     /// (the same, `--pod-turn-us 20`) and noisy-l4-same-worker-own-turns /
-    /// noisy-l7-same-worker-own-turns (the same, `--pod-turn-shared 0`); noisy-l4 and noisy-l7
+    /// noisy-l7-same-worker-own-turns (the same, `--pod-turn-shared 0`),
+    /// noisy-l4-same-worker-window-1ms / noisy-l7-same-worker-window-1ms (the same,
+    /// `--pod-turn-shared-window-us 1000`); noisy-l4 and noisy-l7
     /// (the neighbour alone) only when named.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,

@@ -383,7 +383,7 @@ mod tests {
         let w = leak(
             Workers::start(1, turn, move || {
                 lane::turn_time_for_worker(turn_us);
-                lane::shared_turn_for_worker(shared);
+                lane::shared_turn_for_worker(shared, lane::DEFAULT_SHARED_WINDOW_US);
             })
             .unwrap(),
         );

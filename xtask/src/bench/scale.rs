@@ -117,23 +117,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let machine_start = machine();
     let plan = Plan::new(a);
-    const SECTIONS: [&str; 23] = [
+    // The variants' sections (`noisy-l4-<name>`, `noisy-l7-<name>`) come from their table.
+    const BASE_SECTIONS: [&str; 9] = [
         "noisy-l4",
         "noisy-l7",
-        "noisy-l4-unbounded",
-        "noisy-l7-unbounded",
-        "noisy-l4-kernel-slice",
-        "noisy-l7-kernel-slice",
-        "noisy-l4-same-worker",
-        "noisy-l7-same-worker",
-        "noisy-l4-same-worker-fifo",
-        "noisy-l7-same-worker-fifo",
-        "noisy-l4-same-worker-no-yield",
-        "noisy-l7-same-worker-no-yield",
-        "noisy-l4-same-worker-turn-20us",
-        "noisy-l7-same-worker-turn-20us",
-        "noisy-l4-same-worker-own-turns",
-        "noisy-l7-same-worker-own-turns",
         "node-l4",
         "node-mixed",
         "node-l7",
@@ -142,10 +129,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "workers",
         "noisy-control",
     ];
-    if let Some(bad) = a.paths.iter().find(|p| !SECTIONS.contains(&p.as_str())) {
+    let sections: Vec<String> = BASE_SECTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(neighbour::VARIANTS.iter().flat_map(|v| {
+            [
+                format!("noisy-l4-{}", v.name),
+                format!("noisy-l7-{}", v.name),
+            ]
+        }))
+        .collect();
+    if let Some(bad) = a.paths.iter().find(|p| !sections.contains(p)) {
         bail!(
             "--paths {bad}: --scale sections are {}",
-            SECTIONS.join(", ")
+            sections.join(", ")
         );
     }
     if plan.pods < 3 {

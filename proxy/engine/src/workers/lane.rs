@@ -18,7 +18,7 @@
 //!
 //! A turn is `turn` polls while the worker serves one pod, and the shorter shared turn
 //! (`--pod-turn-shared`) while two pods' turns have followed each other within the last
-//! millisecond: each turn ends with an I/O poll, so short turns cost a pod's throughput, paid
+//! `--pod-turn-shared-window-us` (10 ms): each turn ends with an I/O poll, so short turns cost a pod's throughput, paid
 //! only while another pod is there to gain from them.
 
 use std::{
@@ -47,8 +47,10 @@ thread_local! {
     static SHARED_TURN: Cell<usize> = const { Cell::new(0) };
     /// The lane whose turn ran last on the calling worker (its address; 0: none yet).
     static LAST_LANE: Cell<usize> = const { Cell::new(0) };
+    /// How long the calling worker counts as shared after two lanes' turns followed each other.
+    static SHARED_WINDOW: Cell<Duration> = const { Cell::new(Duration::from_micros(DEFAULT_SHARED_WINDOW_US as u64)) };
     /// Until when the calling worker counts as shared: another lane than the one before ran
-    /// within [`SHARED_WINDOW`].
+    /// within its shared window.
     static SHARED_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
@@ -60,8 +62,13 @@ thread_local! {
 /// nothing (ARCHITECTURE.md "Per-pod fairness").
 pub const DEFAULT_SHARED_TURN: usize = 4;
 
-/// How long a worker counts as shared after two pods' turns followed each other.
-const SHARED_WINDOW: Duration = Duration::from_millis(1);
+/// The default of `--pod-turn-shared-window-us`: how long a worker counts as shared after two
+/// pods' turns followed each other. Long enough to cover the gaps of a quiet pod at 1k rps
+/// (its turns come about every millisecond): side by side, the quiet L7 pod next to a busy one
+/// on its worker measured 1.25x its p99 alone against 1.50x with a 1 ms window, for 7% of the
+/// busy pod's rate (L4 unchanged, 2.68x against 2.60x: not its turn length, ARCHITECTURE.md
+/// "Per-pod fairness"). A pod alone on its worker never pays it.
+pub const DEFAULT_SHARED_WINDOW_US: u32 = 10_000;
 
 /// The default of `--pod-turn-us`: off, turns bounded by their polls alone. A bound of 20 µs
 /// took a quiet pod's p99 next to a busy pod on its worker from 2.08x to 1.28x its p99 alone
@@ -77,14 +84,15 @@ pub fn turn_time_for_worker(us: u32) {
 }
 
 /// Shortens each lane's turn on the calling thread (a worker, at its start) to `polls` while
-/// another lane has run on it within the last millisecond (at most the lane's own turn; 0: the
-/// lane's own turn always).
-pub fn shared_turn_for_worker(polls: usize) {
+/// another lane has run on it within the last `window_us` µs (at most the lane's own turn; 0
+/// polls: the lane's own turn always).
+pub fn shared_turn_for_worker(polls: usize, window_us: u32) {
     SHARED_TURN.with(|c| c.set(polls));
+    SHARED_WINDOW.with(|c| c.set(Duration::from_micros(u64::from(window_us))));
 }
 
 /// The polls of `lane`'s turn starting now on the calling worker: its own turn, or the shared
-/// one while another lane's turn came just before (within [`SHARED_WINDOW`]).
+/// one while another lane's turn came just before (within the worker's shared window).
 fn turn_polls(lane: &Lane) -> usize {
     let shared = SHARED_TURN.with(Cell::get);
     if shared == 0 || shared >= lane.turn {
@@ -94,7 +102,8 @@ fn turn_polls(lane: &Lane) -> usize {
     let before = LAST_LANE.with(|c| c.replace(me));
     let now = Instant::now();
     if before != 0 && before != me {
-        SHARED_UNTIL.with(|c| c.set(Some(now + SHARED_WINDOW)));
+        let window = SHARED_WINDOW.with(Cell::get);
+        SHARED_UNTIL.with(|c| c.set(Some(now + window)));
     }
     match SHARED_UNTIL.with(Cell::get) {
         Some(until) if now < until => shared,

@@ -29,7 +29,7 @@ pub struct Variant {
     pub quiet: usize,
 }
 
-pub const VARIANTS: [Variant; 7] = [
+pub const VARIANTS: [Variant; 8] = [
     Variant {
         name: "unbounded",
         args: &["--pod-workers", "0"],
@@ -70,6 +70,12 @@ pub const VARIANTS: [Variant; 7] = [
         name: "same-worker-own-turns",
         args: &["--pod-turn-shared", "0"],
         label: "the quiet pod on the neighbour's worker, no shorter turns while shared (`--pod-turn-shared 0`)",
+        quiet: 2,
+    },
+    Variant {
+        name: "same-worker-window-1ms",
+        args: &["--pod-turn-shared-window-us", "1000"],
+        label: "the quiet pod on the neighbour's worker, shared for 1 ms after a switch (`--pod-turn-shared-window-us 1000`)",
         quiet: 2,
     },
 ];
