@@ -10,9 +10,11 @@
 //! once a claim header was added or the payload put in the metadata, so routes can match the
 //! claims (`headers`, and `dynamic_metadata` on the payload).
 //!
+//! A provider's `subjects` and `require_expiration` / `max_lifetime` constrain the token's
+//! `sub` and how long it has left to live (Envoy's `isSubjectAllowed` / `isLifetimeAllowed`).
+//!
 //! Not here, each refused naming its field: `remote_jwks.async_fetch` and `retry_policy`,
-//! `filter_state_rules`, `require_expiration`, `max_lifetime`, `subjects`,
-//! `failed_status_in_metadata`.
+//! `filter_state_rules`, `failed_status_in_metadata`.
 
 mod extract;
 mod jwks;
@@ -76,9 +78,9 @@ struct RawProvider {
     issuer: Option<String>,
     #[serde(default)]
     audiences: Vec<String>,
-    subjects: Refused,
+    subjects: Option<crate::config::raw_route::RawStringMatcher>,
     require_expiration: Option<bool>,
-    max_lifetime: Refused,
+    max_lifetime: Option<String>,
     remote_jwks: Option<RawRemoteJwks>,
     local_jwks: Option<RawDataSource>,
     forward: Option<bool>,
@@ -207,11 +209,41 @@ pub struct Provider {
     space_delimited_claims: Vec<String>,
     /// Seconds (default 60).
     clock_skew: u64,
+    /// `subjects`: the token's `sub` must match (an absent `sub` is the empty string).
+    subjects: Option<crate::route::StringMatcher>,
+    /// `require_expiration` / `max_lifetime`.
+    lifetime: Lifetime,
     /// (header, claim).
     claim_to_headers: Vec<(HeaderName, String)>,
     /// `clear_route_cache`: the route is chosen again once a claim header was added or the
     /// payload put in the metadata.
     clear_route_cache: bool,
+}
+
+/// How long a token may have left to live (Envoy's `isLifetimeAllowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// Neither field: any `exp`, or none.
+    Any,
+    /// `require_expiration`: an `exp` is required.
+    ExpRequired,
+    /// `max_lifetime` (it takes precedence): an `exp` is required, and less than this many
+    /// seconds (nanoseconds kept) away.
+    Max(std::time::Duration),
+}
+
+impl Lifetime {
+    /// Whether a token whose `exp` is `exp` (0: none) may be taken at `now` (Unix seconds):
+    /// its remaining lifetime `exp - now` must be under the maximum.
+    pub(crate) fn allows(self, now: u64, exp: u64) -> bool {
+        match self {
+            Lifetime::Any => true,
+            Lifetime::ExpRequired => exp != 0,
+            Lifetime::Max(max) => {
+                exp != 0 && (exp.saturating_sub(now) as u128) * 1_000_000_000 < max.as_nanos()
+            }
+        }
+    }
 }
 
 /// The filter.
@@ -512,19 +544,24 @@ fn header_name(s: &str, p: &FieldPath) -> Result<HeaderName, ConfigError> {
 }
 
 fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
-    for (f, set) in [
-        ("subjects", r.subjects.is_some()),
-        ("max_lifetime", r.max_lifetime.is_some()),
-        (
-            "failed_status_in_metadata",
-            r.failed_status_in_metadata.is_some(),
-        ),
-        ("require_expiration", r.require_expiration == Some(true)),
-    ] {
-        if set {
-            return Err(p.field(f).unsupported("(not implemented)"));
-        }
+    if r.failed_status_in_metadata.is_some() {
+        return Err(p
+            .field("failed_status_in_metadata")
+            .unsupported("(not implemented)"));
     }
+    let subjects = r
+        .subjects
+        .as_ref()
+        .map(|m| crate::route::string_matcher(m, &p.field("subjects")))
+        .transpose()?;
+    let lifetime = match (&r.max_lifetime, r.require_expiration == Some(true)) {
+        (Some(d), _) => Lifetime::Max(
+            crate::config::duration::parse_duration(d)
+                .map_err(|e| p.field("max_lifetime").err(e))?,
+        ),
+        (None, true) => Lifetime::ExpRequired,
+        (None, false) => Lifetime::Any,
+    };
     let keys = match (&r.local_jwks, &r.remote_jwks) {
         (Some(src), None) => {
             let jp = p.field("local_jwks");
@@ -604,6 +641,8 @@ fn provider(r: &RawProvider, p: &FieldPath) -> Result<Provider, ConfigError> {
             Some(s) if s > 0 => u64::from(s),
             _ => 60,
         },
+        subjects,
+        lifetime,
         claim_to_headers,
         clear_route_cache: r.clear_route_cache == Some(true),
     })
@@ -752,5 +791,33 @@ impl Compile<'_> {
             failed,
             extractor: Extractor::new(self.providers),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Lifetime;
+
+    #[test]
+    fn a_lifetime_bound_needs_an_exp_closer_than_the_bound() {
+        let now = 1_000;
+        assert!(Lifetime::Any.allows(now, 0));
+        assert!(!Lifetime::ExpRequired.allows(now, 0));
+        assert!(Lifetime::ExpRequired.allows(now, u64::MAX));
+        let max = Lifetime::Max(Duration::from_secs(60));
+        assert!(!max.allows(now, 0), "no exp");
+        assert!(max.allows(now, now + 59));
+        assert!(
+            !max.allows(now, now + 60),
+            "the remaining lifetime must be under the bound"
+        );
+        assert!(
+            max.allows(now, now - 5),
+            "already past: the time check's to refuse"
+        );
+        let max = Lifetime::Max(Duration::new(60, 1));
+        assert!(max.allows(now, now + 60), "nanoseconds count");
     }
 }

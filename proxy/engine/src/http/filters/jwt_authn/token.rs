@@ -109,6 +109,8 @@ pub struct Jwt<'t> {
     pub header: Map<String, Value>,
     pub payload: Map<String, Value>,
     pub iss: String,
+    /// `sub` (empty when absent).
+    pub sub: String,
     pub audiences: Vec<String>,
     pub nbf: u64,
     pub exp: u64,
@@ -137,7 +139,7 @@ impl<'t> Jwt<'t> {
         };
         let payload = object(p, Status::PayloadBadBase64, Status::PayloadBadJson)?;
         let iss = string_claim(&payload, "iss", Status::IssNotString)?.unwrap_or_default();
-        string_claim(&payload, "sub", Status::SubNotString)?;
+        let sub = string_claim(&payload, "sub", Status::SubNotString)?.unwrap_or_default();
         int_claim(
             &payload,
             "iat",
@@ -176,6 +178,7 @@ impl<'t> Jwt<'t> {
             header,
             payload,
             iss,
+            sub,
             audiences,
             nbf,
             exp,

@@ -210,6 +210,13 @@ impl JwtAuthn {
         if !audiences.unwrap_or(&p.audiences).allows(&jwt.audiences) {
             return Status::AudienceNotAllowed;
         }
+        // Envoy 1.40 checks the subject and the lifetime here, after the time and the
+        // audiences and before the key, and answers both "Jwt verification fails".
+        if p.subjects.as_ref().is_some_and(|m| !m.matches(&jwt.sub))
+            || !p.lifetime.allows(w.now, jwt.exp)
+        {
+            return Status::VerificationFail;
+        }
         let fetched;
         let jwks = match &p.keys {
             Keys::Local(j) => j,
