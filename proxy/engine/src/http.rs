@@ -858,6 +858,41 @@ pub async fn handle_with(
     let local_close = body_pending || upgrade_policy::is_upgrade(version, req.headers());
     let mut close = false;
     let fmt = format_context(&conn, version, start_wall);
+    // An ext_authz filter that sends the body with its check (`with_request_body`): the body
+    // is read before routing, up to what the filters want, bounded by the request's timeouts.
+    let read_body = match hcm.cfg.http_filters.body_wanted() {
+        Some(want) if body_pending && matches!(continued, expect_continue::Continued::Stream) => {
+            let read = filters::ext_authz::body::read(req.body_mut(), want);
+            let bound = hcm.cfg.request_timeout.or(hcm.cfg.stream_idle_timeout);
+            let read = match bound {
+                None => Ok(read.await),
+                Some(d) => tokio::time::timeout_at((start + d).into(), read).await,
+            };
+            match read {
+                Ok(Ok(b)) => Some(b),
+                // The client's body broke off (Envoy resets the stream).
+                Ok(Err(())) => {
+                    let mut resp = local_reply::reply(400, "");
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return (resp, Flag::DownstreamTermination);
+                }
+                Err(_) => {
+                    let (mut resp, flag) = match hcm.cfg.request_timeout {
+                        Some(_) => (local_reply::reply(408, "request timeout"), Flag::None),
+                        None => (
+                            local_reply::for_flag(Flag::StreamIdleTimeout),
+                            Flag::StreamIdleTimeout,
+                        ),
+                    };
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return (resp, flag);
+                }
+            }
+        }
+        _ => None,
+    };
     // `local_reply_config`: the request headers its mappers and formats read, kept only then.
     let reply_headers = hcm.cfg.local_reply.as_ref().map(|_| req.headers().clone());
     let trace;
@@ -943,6 +978,7 @@ pub async fn handle_with(
                 tls: tls.as_deref(),
                 clusters: &hcm.by_name,
                 version,
+                body: read_body.as_ref(),
             }))
             .await;
             Some(d)
@@ -1058,9 +1094,17 @@ pub async fn handle_with(
                             conn,
                             fmt,
                             parts,
-                            match continued {
-                                expect_continue::Continued::Stream => forward::Input::Stream(body),
-                                expect_continue::Continued::Buffered(b) => {
+                            match (continued, read_body) {
+                                (_, Some(read)) if read.is_whole() => {
+                                    forward::Input::Replay(Some(read.bytes))
+                                }
+                                (_, Some(read)) => forward::Input::Prefixed(
+                                    filters::ext_authz::body::Prefixed::new(read, body),
+                                ),
+                                (expect_continue::Continued::Stream, None) => {
+                                    forward::Input::Stream(body)
+                                }
+                                (expect_continue::Continued::Buffered(b), None) => {
                                     forward::Input::Replay(Some(b))
                                 }
                             },

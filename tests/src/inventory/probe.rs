@@ -73,6 +73,7 @@ static_resources:
                 server_uri: { uri: "http://authz", cluster: c, timeout: 1s }
                 authorization_request: { allowed_headers: { patterns: [{ exact: x }] } }
                 authorization_response: { allowed_upstream_headers: { patterns: [{ exact: x }] } }
+              with_request_body: { max_request_bytes: 16 }
               filter_enabled_metadata:
                 filter: envoy.filters.http.rbac
                 path: [{ key: k }]
@@ -250,6 +251,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.rbac.v3.RBAC", format!("{rbac}/rules")),
         ("extensions.filters.http.ext_authz.v3.ExtAuthz", authz.clone()),
         ("extensions.filters.http.ext_authz.v3.HttpService", format!("{authz}/http_service")),
+        ("extensions.filters.http.ext_authz.v3.BufferSettings", format!("{authz}/with_request_body")),
         ("config.core.v3.HttpUri", format!("{authz}/http_service/server_uri")),
         ("config.core.v3.GrpcService", format!("{HCM}/http_filters/5/typed_config/grpc_service")),
         ("config.core.v3.GrpcService.EnvoyGrpc", format!("{HCM}/http_filters/5/typed_config/grpc_service/envoy_grpc")),

@@ -142,6 +142,9 @@ pub struct HttpFilters {
     /// Whether a filter reads the request's dynamic metadata (an ext_authz
     /// `filter_enabled_metadata`): only then do the RBAC filters write it.
     reads_metadata: bool,
+    /// How much of the request body the ext_authz filters want read first
+    /// ([`HttpFilters::body_wanted`]).
+    body_want: Option<ext_authz::body::Want>,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -270,6 +273,9 @@ pub struct Request<'a, 'r> {
     pub version: http::Version,
     /// The HCM's clusters by name (an ext_authz service's cluster).
     pub clusters: &'a HashMap<String, Arc<crate::upstream::Cluster>>,
+    /// The request body read before the filters, when one of them wants it
+    /// ([`HttpFilters::body_wanted`]; None: no body, or none wanted).
+    pub body: Option<&'a ext_authz::body::BufferedBody>,
 }
 
 /// The counters of a chain's filters, by position (None: a filter that keeps none).
@@ -363,6 +369,14 @@ impl HttpFilters {
             }
         }
         out
+    }
+
+    /// How much of the request body the chain's ext_authz filters want read before they run
+    /// (`with_request_body`; None: none of them). Read for every route: a route that turns the
+    /// filter off (or its body buffering) gets its body whole or in part first, then the rest,
+    /// and no check sees it.
+    pub fn body_wanted(&self) -> Option<ext_authz::body::Want> {
+        self.body_want
     }
 
     /// The filter names in order (for tests and the explain output).
@@ -538,6 +552,7 @@ impl HttpFilters {
                     if matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.disabled) {
                         continue;
                     }
+                    let no_body = matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.no_body);
                     let stats = match req.stats.0.get(i) {
                         Some(Some(Counters::ExtAuthz(s))) => Some(s),
                         _ => None,
@@ -550,9 +565,28 @@ impl HttpFilters {
                             continue;
                         }
                     }
+                    let body = match (cfg.with_body, req.body) {
+                        (Some(s), Some(b)) if !no_body => match s.take(b) {
+                            ext_authz::body::ForCheck::TooLarge => {
+                                out.local = Some((payload_too_large(), Flag::None));
+                                break 'chain;
+                            }
+                            ext_authz::body::ForCheck::Send {
+                                data,
+                                partial,
+                                size,
+                            } => Some(ext_authz::CheckBody {
+                                data,
+                                partial,
+                                size,
+                                pack_as_bytes: s.pack_as_bytes,
+                            }),
+                        },
+                        _ => None,
+                    };
                     let context = context_extensions(&levels, &f.name);
                     if let Some(local) =
-                        ext_authz_decide(cfg, &req, &context, stats, &mut out).await
+                        ext_authz_decide(cfg, &req, &context, body, stats, &mut out).await
                     {
                         out.local = Some(local);
                         break 'chain;
@@ -658,6 +692,17 @@ impl HttpFilters {
     }
 }
 
+/// The HCM's reply to a body over an ext_authz filter's `max_request_bytes` (Envoy's decoder
+/// buffer overflowing): 413 `Payload Too Large`.
+fn payload_too_large() -> Response<Body> {
+    let mut r = local_reply::reply(413, "Payload Too Large");
+    r.extensions_mut()
+        .insert(crate::http::access_log::ResponseDetails::Named(
+            "request_payload_too_large",
+        ));
+    r
+}
+
 /// The request as the filters so far left it, to choose the route again from.
 fn snapshot(
     changed: &Option<HeaderMap>,
@@ -700,6 +745,7 @@ async fn ext_authz_decide(
     cfg: &ExtAuthz,
     req: &Request<'_, '_>,
     context_extensions: &[(String, String)],
+    body: Option<ext_authz::CheckBody<'_>>,
     stats: Option<&ext_authz::ExtAuthzStats>,
     out: &mut Decoded,
 ) -> Option<(Response<Body>, Flag)> {
@@ -715,6 +761,7 @@ async fn ext_authz_decide(
         local: req.local,
         tls: req.tls,
         context_extensions,
+        body,
     };
     let count = |f: fn(&ext_authz::ExtAuthzStats) -> &crate::server::stats::Counter| {
         if let Some(s) = stats {

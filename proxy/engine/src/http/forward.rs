@@ -138,6 +138,8 @@ pub(crate) struct Plan {
 pub(crate) enum Input {
     Stream(Incoming),
     Replay(Option<Bytes>),
+    /// A part read before the filters (an ext_authz check's body), then the rest.
+    Prefixed(crate::http::filters::ext_authz::body::Prefixed),
 }
 
 impl Plan {
@@ -471,6 +473,12 @@ pub(crate) async fn run(
                 Ok(c) => ReqBody::Buffered(c.to_bytes()),
                 Err(_) => return Outcome::local(Flag::DownstreamTermination),
             }
+        }
+        Input::Prefixed(body) => {
+            ReqBody::Once(Some(match (body_end.clone(), plan.body_bytes.take()) {
+                (None, None) => body.map_err(Into::into).boxed(),
+                (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
+            }))
         }
         // Tapped only when the request timeout or the access log wants to know.
         Input::Stream(body) => {

@@ -1,7 +1,7 @@
 //! An upstream that is a gRPC ext_authz service (`envoy.service.auth.v3.Authorization/Check`,
 //! HTTP/2 plaintext): each `CheckRequest` is recorded as a request (method, path, host and the
-//! headers of its `attributes.request.http`, and `attr.*` pseudo-headers for the other
-//! attributes), and answered from the upstream's script: a 200 reply is OK, its headers
+//! headers of its `attributes.request.http`, its `body` as the body, and `attr.*`
+//! pseudo-headers for the other attributes, `raw_body` among them), and answered from the upstream's script: a 200 reply is OK, its headers
 //! the `ok_response` headers (`x-envoy-auth-headers-to-remove` names `headers_to_remove`,
 //! `x-resp-*` headers go to `response_headers_to_add`); any other status is a
 //! `denied_response` with that status, the headers and the body; `close` fails the call
@@ -132,7 +132,15 @@ impl Authorization for Authz {
             tls: None,
             protocol: Some("grpc"),
         };
-        let reply = conn.record(http.method, http.path, headers, Vec::new());
+        // The body as the check carried it: `body` as the recorded body, `raw_body` (gRPC
+        // `pack_as_bytes`) as a pseudo-header.
+        if !http.raw_body.is_empty() {
+            headers.push((
+                "attr.raw_body".into(),
+                String::from_utf8_lossy(&http.raw_body).into_owned(),
+            ));
+        }
+        let reply = conn.record(http.method, http.path, headers, http.body.into_bytes());
         if reply.delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(reply.delay_ms)).await;
         }

@@ -4,11 +4,12 @@
 //! RBAC rules match (`filter_enabled_metadata`). One check is [`check`] (HTTP) or [`grpc`]
 //! (`envoy.service.auth.v3.Authorization/Check`); this module is their config.
 //!
-//! The buffered request body (`with_request_body`) is not implemented and is refused naming
-//! the field; the fields only Envoy's gRPC client reads (metadata and TLS context) are no-ops
+//! `with_request_body` sends the request body with the check ([`body`]); the fields only
+//! Envoy's gRPC client reads (metadata and TLS context) are no-ops
 //! with the HTTP service, as in Envoy, and refused with the gRPC one when they ask for more
 //! than sluice sends.
 
+pub mod body;
 pub(super) mod call;
 mod check;
 pub(crate) mod grpc;
@@ -50,7 +51,7 @@ pub(crate) struct RawExtAuthz {
     transport_api_version: Option<String>,
     failure_mode_allow: Option<bool>,
     failure_mode_allow_header_add: Option<bool>,
-    with_request_body: Option<serde_json::Value>,
+    with_request_body: Option<body::RawBufferSettings>,
     clear_route_cache: Option<bool>,
     status_on_error: Option<RawHttpStatus>,
     validate_mutations: Option<bool>,
@@ -146,8 +147,6 @@ struct RawCheckSettings {
     /// Sent only to a gRPC service: a no-op with the HTTP one, as in Envoy.
     #[serde(default)]
     context_extensions: std::collections::BTreeMap<String, String>,
-    /// Nothing is buffered here anyway.
-    #[allow(dead_code)]
     disable_request_body_buffering: Option<bool>,
     with_request_body: Option<serde_json::Value>,
     grpc_service: Option<serde_json::Value>,
@@ -218,6 +217,8 @@ pub struct ExtAuthz {
     pub(crate) max_denied_body: usize,
     /// `stat_prefix`: the counters' scope below `ext_authz`.
     pub(crate) stat_prefix: String,
+    /// `with_request_body`: the request body goes with the check.
+    pub(crate) with_body: Option<body::BodySettings>,
 }
 
 /// A route's `ExtAuthzPerRoute`.
@@ -227,6 +228,8 @@ pub struct ExtAuthzPerRoute {
     pub(crate) disabled: bool,
     /// `check_settings.context_extensions` (sent to a gRPC service), merged over the levels.
     pub(crate) context_extensions: Vec<(String, String)>,
+    /// `check_settings.disable_request_body_buffering`: the check goes without the body.
+    pub(crate) no_body: bool,
 }
 
 /// What the service said.
@@ -269,6 +272,21 @@ pub(crate) struct Checked<'a> {
     pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
     /// The route's `context_extensions` (gRPC only).
     pub context_extensions: &'a [(String, String)],
+    /// The body the check carries (`with_request_body`), how it is packed (gRPC
+    /// `pack_as_bytes`) and the bytes received so far.
+    pub body: Option<CheckBody<'a>>,
+}
+
+/// The request body a check carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckBody<'a> {
+    pub data: &'a [u8],
+    /// More had come than `data` (`x-envoy-auth-partial-body: true`).
+    pub partial: bool,
+    /// The bytes received so far.
+    pub size: u64,
+    /// gRPC: in `raw_body` instead of `body`.
+    pub pack_as_bytes: bool,
 }
 
 /// Runs one check against the filter's service.
@@ -292,11 +310,11 @@ pub(crate) enum Service {
 
 /// Compiles the filter config at `p`.
 pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigError> {
-    if raw.with_request_body.is_some() {
-        return Err(p
-            .field("with_request_body")
-            .unsupported("(the request body is not buffered for the check)"));
-    }
+    let with_body = raw
+        .with_request_body
+        .as_ref()
+        .map(|b| body::settings(b, &p.field("with_request_body")))
+        .transpose()?;
     transport_api_version(raw.transport_api_version.as_deref(), p)?;
     let refuse_true = [
         (
@@ -446,6 +464,7 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
         enabled_metadata,
         max_denied_body: raw.max_denied_response_body_bytes.unwrap_or(0) as usize,
         stat_prefix: raw.stat_prefix.unwrap_or_default(),
+        with_body,
     })
 }
 
@@ -596,6 +615,7 @@ pub(crate) fn build_per_route(
         (Some(d), None) => Ok(ExtAuthzPerRoute {
             disabled: d,
             context_extensions: Vec::new(),
+            no_body: false,
         }),
         (None, Some(cs)) => {
             let cp = p.field("check_settings");
@@ -611,6 +631,7 @@ pub(crate) fn build_per_route(
             Ok(ExtAuthzPerRoute {
                 disabled: false,
                 context_extensions: cs.context_extensions.into_iter().collect(),
+                no_body: cs.disable_request_body_buffering == Some(true),
             })
         }
     }

@@ -1,5 +1,6 @@
 //! One check against the HTTP authorization service, as Envoy's `RawHttpClientImpl`: the
-//! request's method, its path under `path_prefix`, `Content-Length: 0`, the default headers
+//! request's method, its path under `path_prefix`, the body `with_request_body` read (none:
+//! `Content-Length: 0`) with `x-envoy-auth-partial-body`, the default headers
 //! (Host, Authorization) and the allowed ones, `headers_to_add`, and what Envoy's async client
 //! adds (`x-envoy-internal`, `x-envoy-expected-rq-timeout-ms`); the answer read whole. A 200 is
 //! OK, a 5xx (or no answer) an error, anything else a denial.
@@ -122,18 +123,26 @@ fn is_framing(n: &HeaderName) -> bool {
 /// The check request.
 fn request(svc: &HttpService, req: &Checked<'_>) -> Request<Body> {
     let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let body = req.body.map(|b| b.data).unwrap_or_default();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if let Some(v) = req.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
         h.insert(header::HOST, v);
     }
     for (n, v) in req.headers {
-        if is_framing(n) || n == header::HOST {
+        // The client's own partial-body header never reaches the service.
+        if is_framing(n) || n == header::HOST || n == super::body::PARTIAL_HEADER {
             continue;
         }
         let allowed = n == header::AUTHORIZATION || svc.allowed.matches(n.as_str());
         if allowed && !svc.disallowed.matches(n.as_str()) {
             h.append(n.clone(), v.clone());
         }
+    }
+    if let Some(b) = &req.body {
+        h.insert(
+            super::body::PARTIAL_HEADER,
+            HeaderValue::from_static(if b.partial { "true" } else { "false" }),
+        );
     }
     for (n, v) in &svc.headers_to_add {
         h.insert(n.clone(), v.clone());
@@ -150,7 +159,10 @@ fn request(svc: &HttpService, req: &Checked<'_>) -> Request<Body> {
         None if svc.path_prefix.is_empty() => req.path.parse(),
         None => format!("{}{}", svc.path_prefix, req.path).parse(),
     };
-    let mut r = Request::new(local_reply::empty());
+    let mut r = Request::new(match body {
+        [] => local_reply::empty(),
+        data => local_reply::full(bytes::Bytes::copy_from_slice(data)),
+    });
     *r.method_mut() = req.method.clone();
     // The request's path parsed as a URI when it came; the prefix was checked at load.
     *r.uri_mut() = uri.unwrap_or_else(|_| http::Uri::from_static("/"));

@@ -320,15 +320,31 @@ fn check_request(svc: &GrpcService, a: &Checked<'_>) -> CheckRequest {
     keep(":method", a.method.as_str());
     keep(":scheme", a.scheme);
     for (n, v) in a.headers {
-        if n == header::HOST {
+        // The client's own partial-body header never reaches the service.
+        if n == header::HOST || n == super::body::PARTIAL_HEADER {
             continue;
         }
         if let Ok(v) = v.to_str() {
             keep(n.as_str(), v);
         }
     }
-    // Envoy's size is the buffered body's, none here (checked: 0 with a Content-Length too).
-    let size = 0;
+    // Envoy's size is the buffered body's (checked: 0 with a Content-Length and no buffering).
+    let size = a.body.map_or(0, |b| b.size as i64);
+    let (mut body, mut raw_body) = (String::new(), Vec::new());
+    if let Some(b) = &a.body {
+        // Envoy puts the bytes in the string field as they are; a protobuf string here must be
+        // UTF-8, so a body that is not goes with U+FFFD in place of its bad bytes (pack_as_bytes
+        // sends it exactly).
+        if b.pack_as_bytes {
+            raw_body = b.data.to_vec();
+        } else {
+            body = String::from_utf8_lossy(b.data).into_owned();
+        }
+        headers.insert(
+            super::body::PARTIAL_HEADER.to_string(),
+            if b.partial { "true" } else { "false" }.to_string(),
+        );
+    }
     let protocol = match a.version {
         Version::HTTP_10 => "HTTP/1.0",
         Version::HTTP_2 => "HTTP/2",
@@ -363,6 +379,8 @@ fn check_request(svc: &GrpcService, a: &Checked<'_>) -> CheckRequest {
                     scheme: a.scheme.to_string(),
                     size,
                     protocol: protocol.to_string(),
+                    body,
+                    raw_body,
                     ..Default::default()
                 }),
             }),
