@@ -557,13 +557,21 @@ impl HttpFilters {
                         Some(Some(Counters::ExtAuthz(s))) => Some(s),
                         _ => None,
                     };
-                    if let Some(m) = &cfg.enabled_metadata {
-                        if !m.matches(&metadata) {
-                            if let Some(s) = stats {
-                                s.disabled.inc();
-                            }
-                            continue;
+                    // Envoy's `filterEnabled`: the runtime share and the metadata both.
+                    let enabled = cfg.enabled_share.is_none_or(|f| f.holds(rand::random()))
+                        && cfg
+                            .enabled_metadata
+                            .as_ref()
+                            .is_none_or(|m| m.matches(&metadata));
+                    if !enabled {
+                        if let Some(s) = stats {
+                            s.disabled.inc();
                         }
+                        if cfg.deny_at_disable {
+                            out.local = Some(ext_authz_error_reply(cfg));
+                            break 'chain;
+                        }
+                        continue;
                     }
                     let body = match (cfg.with_body, req.body) {
                         (Some(s), Some(b)) if !no_body => match s.take(b) {
@@ -834,12 +842,20 @@ async fn ext_authz_decide(
         }
         ext_authz::Verdict::Error => {
             count(|s| &s.error);
-            let mut r = local_reply::reply(cfg.status_on_error, "");
-            r.extensions_mut()
-                .insert(ResponseDetails::Named("ext_authz_error"));
-            Some((r, Flag::UnauthorizedExternalService))
+            Some(ext_authz_error_reply(cfg))
         }
     }
+}
+
+/// The reply to a check that failed closed, or to a request the filter is disabled for under
+/// `deny_at_disable`: `status_on_error`, no body, UAEX.
+fn ext_authz_error_reply(cfg: &ExtAuthz) -> (Response<Body>, Flag) {
+    let mut r = local_reply::reply(cfg.status_on_error, "");
+    r.extensions_mut()
+        .insert(crate::http::access_log::ResponseDetails::Named(
+            "ext_authz_error",
+        ));
+    (r, Flag::UnauthorizedExternalService)
 }
 
 /// A request's rate limit descriptors for `cfg`: from the filter's own `rate_limits`, else

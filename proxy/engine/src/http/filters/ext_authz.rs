@@ -63,9 +63,9 @@ pub(crate) struct RawExtAuthz {
     route_metadata_context_namespaces: Vec<String>,
     #[serde(default)]
     route_typed_metadata_context_namespaces: Vec<String>,
-    filter_enabled: Option<serde_json::Value>,
+    filter_enabled: Option<crate::config::raw_route::RawRuntimeFractionalPercent>,
     filter_enabled_metadata: Option<RawMetadataMatcher>,
-    deny_at_disable: Option<serde_json::Value>,
+    deny_at_disable: Option<RawRuntimeFeatureFlag>,
     include_peer_certificate: Option<bool>,
     stat_prefix: Option<String>,
     bootstrap_metadata_labels_key: Option<String>,
@@ -138,6 +138,15 @@ struct RawListStringMatcher {
 pub(crate) struct RawExtAuthzPerRoute {
     disabled: Option<bool>,
     check_settings: Option<RawCheckSettings>,
+}
+
+/// `config.core.v3.RuntimeFeatureFlag` (no runtime here: its `default_value`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntimeFeatureFlag {
+    default_value: Option<bool>,
+    #[allow(dead_code)]
+    runtime_key: Option<String>,
 }
 
 /// `ExtAuthzPerRoute.CheckSettings`.
@@ -213,6 +222,12 @@ pub struct ExtAuthz {
     pub(crate) status_on_error: u16,
     /// `filter_enabled_metadata`: checks only requests whose metadata matches.
     pub(crate) enabled_metadata: Option<MetadataMatcher>,
+    /// `filter_enabled.default_value`: checks only this share of the requests (no runtime
+    /// here, as with every runtime key).
+    pub(crate) enabled_share: Option<crate::route::FractionalPercent>,
+    /// `deny_at_disable`: a request the filter is not enabled for (by `filter_enabled` or
+    /// `filter_enabled_metadata`) is denied with `status_on_error`.
+    pub(crate) deny_at_disable: bool,
     /// `max_denied_response_body_bytes` (0: the whole body).
     pub(crate) max_denied_body: usize,
     /// `stat_prefix`: the counters' scope below `ext_authz`.
@@ -351,17 +366,22 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
                 .unsupported(&format!("true ({what} is not implemented)")));
         }
     }
-    for (f, set) in [
-        ("filter_enabled", raw.filter_enabled.is_some()),
-        ("deny_at_disable", raw.deny_at_disable.is_some()),
-        ("filter_metadata", raw.filter_metadata.is_some()),
-    ] {
-        if set {
-            return Err(p
-                .field(f)
-                .unsupported("(not implemented; use filter_enabled_metadata)"));
-        }
+    if raw.filter_metadata.is_some() {
+        return Err(p.field("filter_metadata").unsupported("(not implemented)"));
     }
+    let enabled_share = raw
+        .filter_enabled
+        .as_ref()
+        .map(|f| crate::route::fractional_percent(f, &p.field("filter_enabled")))
+        .transpose()?;
+    let deny_at_disable = match &raw.deny_at_disable {
+        None => false,
+        Some(f) => f.default_value.ok_or_else(|| {
+            p.field("deny_at_disable")
+                .field("default_value")
+                .err("required")
+        })?,
+    };
     let top_allowed = match &raw.allowed_headers {
         Some(l) => Some(name_list(l, &p.field("allowed_headers"))?),
         None => None,
@@ -462,6 +482,8 @@ pub(crate) fn build(raw: RawExtAuthz, p: &FieldPath) -> Result<ExtAuthz, ConfigE
         clear_route_cache: raw.clear_route_cache == Some(true),
         status_on_error,
         enabled_metadata,
+        enabled_share,
+        deny_at_disable,
         max_denied_body: raw.max_denied_response_body_bytes.unwrap_or(0) as usize,
         stat_prefix: raw.stat_prefix.unwrap_or_default(),
         with_body,
