@@ -58,6 +58,8 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Body as _;
 use hyper::body::Incoming;
+
+use self::filters::ext_authz::body::Upstream;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::conn::auto,
@@ -582,8 +584,8 @@ fn format_context(
 }
 
 /// `req` as `local_reply_config` reads it.
-fn answered<'a>(
-    req: &'a Request<Incoming>,
+fn answered<'a, B>(
+    req: &'a Request<B>,
     scheme: &'a str,
     start: Instant,
 ) -> local_reply_map::Answered<'a> {
@@ -855,44 +857,19 @@ pub async fn handle_with(
     // A local reply leaves a request body unread: Envoy then closes the connection (an
     // upgrade request's too: its codec never sees the request end).
     let body_pending = !req.body().is_end_stream();
-    let local_close = body_pending || upgrade_policy::is_upgrade(version, req.headers());
     let mut close = false;
     let fmt = format_context(&conn, version, start_wall);
-    // An ext_authz filter that sends the body with its check (`with_request_body`): the body
-    // is read before routing, up to what the filters want, bounded by the request's timeouts.
-    let read_body = match hcm.cfg.http_filters.body_wanted() {
-        Some(want) if body_pending && matches!(continued, expect_continue::Continued::Stream) => {
-            let read = filters::ext_authz::body::read(req.body_mut(), want);
-            let bound = hcm.cfg.request_timeout.or(hcm.cfg.stream_idle_timeout);
-            let read = match bound {
-                None => Ok(read.await),
-                Some(d) => tokio::time::timeout_at((start + d).into(), read).await,
-            };
-            match read {
-                Ok(Ok(b)) => Some(b),
-                // The client's body broke off (Envoy resets the stream).
-                Ok(Err(())) => {
-                    let mut resp = local_reply::reply(400, "");
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return (resp, Flag::DownstreamTermination);
-                }
-                Err(_) => {
-                    let (mut resp, flag) = match hcm.cfg.request_timeout {
-                        Some(_) => (local_reply::reply(408, "request timeout"), Flag::None),
-                        None => (
-                            local_reply::for_flag(Flag::StreamIdleTimeout),
-                            Flag::StreamIdleTimeout,
-                        ),
-                    };
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return (resp, flag);
-                }
-            }
-        }
-        _ => None,
-    };
+    // The body waits in a slot: an ext_authz filter that sends it with its check
+    // (`with_request_body`) reads what it needs when its turn comes; the router takes the rest.
+    let (head, incoming) = req.into_parts();
+    let mut req = Request::from_parts(head, ());
+    let mut body_slot = filters::ext_authz::body::BodySlot::new(
+        incoming,
+        version,
+        hcm.cfg.request_timeout.map(|d| start + d),
+        hcm.cfg.stream_idle_timeout,
+    );
+    let upgrade = upgrade_policy::is_upgrade(version, req.headers());
     // `local_reply_config`: the request headers its mappers and formats read, kept only then.
     let reply_headers = hcm.cfg.local_reply.as_ref().map(|_| req.headers().clone());
     let trace;
@@ -962,28 +939,42 @@ pub async fn handle_with(
                 .cloned();
             // Boxed: the filters' state (a fault delay's timer) stays out of the request's
             // state machine when no filter is configured.
-            let d = Box::pin(hcm.cfg.http_filters.decode(filters::Request {
-                selection: &selection,
-                table: &table,
-                route_config: &table.per_filter,
-                method: &method,
-                headers: req.headers(),
-                view: &view,
-                conn: conn_buckets.as_deref(),
-                deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
-                remote: sanitize::RemoteAddress::of(&hcm.cfg, &conn),
-                peer: conn.peer,
-                local: conn.orig_dst,
-                stats: &hcm.filter_stats,
-                tls: tls.as_deref(),
-                clusters: &hcm.by_name,
-                version,
-                body: read_body.as_ref(),
-            }))
+            let d = Box::pin(hcm.cfg.http_filters.decode(
+                filters::Request {
+                    selection: &selection,
+                    table: &table,
+                    route_config: &table.per_filter,
+                    method: &method,
+                    headers: req.headers(),
+                    view: &view,
+                    conn: conn_buckets.as_deref(),
+                    deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
+                    remote: sanitize::RemoteAddress::of(&hcm.cfg, &conn),
+                    peer: conn.peer,
+                    local: conn.orig_dst,
+                    stats: &hcm.filter_stats,
+                    tls: tls.as_deref(),
+                    clusters: &hcm.by_name,
+                    version,
+                },
+                &mut body_slot,
+            ))
             .await;
             Some(d)
         };
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
+        // A body a filter read whole no longer keeps a local reply from leaving the connection
+        // open.
+        let local_close = !body_slot.is_complete() || upgrade;
+        // The access log counts what a filter read of a body that no upstream will get.
+        if filtered && body_slot.was_read() {
+            if let Some(t) = log_entry.as_ref().and_then(|e| e.request_bytes.as_ref()) {
+                t.add(body_slot.received());
+                if body_slot.is_complete() {
+                    t.end();
+                }
+            }
+        }
         // A filter cleared the route cache: the route is chosen again from the request as it
         // left it, and the access log and route stats follow the new one.
         let snapshot = decoded.as_mut().and_then(|d| d.route_snapshot.take());
@@ -1001,6 +992,28 @@ pub async fn handle_with(
                 }
                 again
             }
+        };
+        // A redirect is made from the request as the filters left it (a token jwt_authn took
+        // out of the query, a header a check set), as Envoy's router makes it when it answers.
+        let selection = match decoded.as_ref() {
+            Some(d)
+                if snapshot.is_none()
+                    && (d.headers.is_some() || d.path.is_some())
+                    && matches!(selection, Selection::Redirect { .. }) =>
+            {
+                let headers = d.headers.as_ref().unwrap_or(req.headers());
+                let host_set = headers
+                    .get(header::HOST)
+                    .filter(|v| req.headers().get(header::HOST) != Some(*v))
+                    .and_then(|v| v.to_str().ok());
+                selection.answered_for(&RequestView {
+                    headers,
+                    path: d.path.as_ref().map_or(view.path, |p| p.as_str()),
+                    authority: host_set.or(view.authority),
+                    ..view
+                })
+            }
+            _ => selection,
         };
         let o = match selection {
             _ if filtered => {
@@ -1028,10 +1041,24 @@ pub async fn handle_with(
             | Selection::Redirect { .. }
             | Selection::SslRedirect { .. }) => {
                 close = local_close;
+                // The router answers from the request as the filters left it: their headers, a
+                // `host` one of them set, the path without a token jwt_authn took out.
+                let seen = decoded
+                    .as_ref()
+                    .and_then(|d| d.headers.as_ref())
+                    .unwrap_or(req.headers());
+                let host_set = seen
+                    .get(header::HOST)
+                    .filter(|v| req.headers().get(header::HOST) != Some(*v))
+                    .and_then(|v| v.to_str().ok());
+                let path = decoded
+                    .as_ref()
+                    .and_then(|d| d.path.as_ref())
+                    .unwrap_or(&path);
                 let resp = route_reply::answer(
                     answering,
-                    req.headers(),
-                    authority.as_ref().map_or("", Authority::as_str),
+                    seen,
+                    host_set.unwrap_or(authority.as_ref().map_or("", Authority::as_str)),
                     path.as_str(),
                     FormatContext {
                         line: Some(RequestLine::new(&method, path.as_str(), scheme)),
@@ -1086,7 +1113,7 @@ pub async fn handle_with(
                         start,
                     );
                     plan.body_end = timer.as_ref().map(request_timeout::RequestTimer::end_flag);
-                    let (parts, body) = req.into_parts();
+                    let (parts, ()) = req.into_parts();
                     let run = async {
                         let o = forward::run(
                             cluster,
@@ -1094,19 +1121,13 @@ pub async fn handle_with(
                             conn,
                             fmt,
                             parts,
-                            match (continued, read_body) {
-                                (_, Some(read)) if read.is_whole() => {
-                                    forward::Input::Replay(Some(read.bytes))
-                                }
-                                (_, Some(read)) => forward::Input::Prefixed(
-                                    filters::ext_authz::body::Prefixed::new(read, body),
-                                ),
-                                (expect_continue::Continued::Stream, None) => {
-                                    forward::Input::Stream(body)
-                                }
-                                (expect_continue::Continued::Buffered(b), None) => {
+                            match (continued, body_slot.into_upstream()) {
+                                (expect_continue::Continued::Buffered(b), _) => {
                                     forward::Input::Replay(Some(b))
                                 }
+                                (_, Upstream::Untouched(b)) => forward::Input::Stream(b),
+                                (_, Upstream::Whole(b)) => forward::Input::Replay(Some(b)),
+                                (_, Upstream::Prefixed(p)) => forward::Input::Prefixed(p),
                             },
                         )
                         .await;

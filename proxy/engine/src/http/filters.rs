@@ -142,9 +142,6 @@ pub struct HttpFilters {
     /// Whether a filter reads the request's dynamic metadata (an ext_authz
     /// `filter_enabled_metadata`): only then do the RBAC filters write it.
     reads_metadata: bool,
-    /// How much of the request body the ext_authz filters want read first
-    /// ([`HttpFilters::body_wanted`]).
-    body_want: Option<ext_authz::body::Want>,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -273,9 +270,6 @@ pub struct Request<'a, 'r> {
     pub version: http::Version,
     /// The HCM's clusters by name (an ext_authz service's cluster).
     pub clusters: &'a HashMap<String, Arc<crate::upstream::Cluster>>,
-    /// The request body read before the filters, when one of them wants it
-    /// ([`HttpFilters::body_wanted`]; None: no body, or none wanted).
-    pub body: Option<&'a ext_authz::body::BufferedBody>,
 }
 
 /// The counters of a chain's filters, by position (None: a filter that keeps none).
@@ -371,21 +365,18 @@ impl HttpFilters {
         out
     }
 
-    /// How much of the request body the chain's ext_authz filters want read before they run
-    /// (`with_request_body`; None: none of them). Read for every route: a route that turns the
-    /// filter off (or its body buffering) gets its body whole or in part first, then the rest,
-    /// and no check sees it.
-    pub fn body_wanted(&self) -> Option<ext_authz::body::Want> {
-        self.body_want
-    }
-
     /// The filter names in order (for tests and the explain output).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.filters.iter().map(|f| f.name.as_str())
     }
 
-    /// Runs the chain's request side (Envoy's decodeHeaders of each filter).
-    pub async fn decode(&self, orig: Request<'_, '_>) -> Decoded {
+    /// Runs the chain's request side (Envoy's decodeHeaders of each filter); an ext_authz
+    /// filter with `with_request_body` reads what it needs of `body` when its turn comes.
+    pub async fn decode(
+        &self,
+        orig: Request<'_, '_>,
+        body_slot: &mut ext_authz::body::BodySlot,
+    ) -> Decoded {
         let mut out = Decoded {
             local: None,
             delayed: false,
@@ -573,28 +564,35 @@ impl HttpFilters {
                         }
                         continue;
                     }
-                    let body = match (cfg.with_body, req.body) {
-                        (Some(s), Some(b)) if !no_body => match s.take(b) {
-                            ext_authz::body::ForCheck::TooLarge => {
+                    // Envoy buffers for a filter that runs, not for an upgrade request.
+                    let upgrade = crate::http::upgrade_policy::is_upgrade(req.version, req.headers);
+                    if let (Some(s), false, false) = (&cfg.with_body, no_body, upgrade) {
+                        if let Err(e) = body_slot.fill(s, req.deadline).await {
+                            out.local = Some(body_read_failed(e));
+                            break 'chain;
+                        }
+                    }
+                    let body = match (&cfg.with_body, no_body || upgrade) {
+                        (Some(s), false) => match body_slot.take(s) {
+                            Some(ext_authz::body::ForCheck::TooLarge) => {
                                 out.local = Some((payload_too_large(), Flag::None));
                                 break 'chain;
                             }
-                            ext_authz::body::ForCheck::Send {
-                                data,
-                                partial,
-                                size,
-                            } => Some(ext_authz::CheckBody {
-                                data,
-                                partial,
-                                size,
-                                pack_as_bytes: s.pack_as_bytes,
-                            }),
+                            Some(ext_authz::body::ForCheck::Send { data, partial }) => {
+                                Some(ext_authz::CheckBody {
+                                    data,
+                                    partial,
+                                    pack_as_bytes: s.pack_as_bytes,
+                                })
+                            }
+                            None => None,
                         },
                         _ => None,
                     };
+                    let received = body_slot.received();
                     let context = context_extensions(&levels, &f.name);
                     if let Some(local) =
-                        ext_authz_decide(cfg, &req, &context, body, stats, &mut out).await
+                        ext_authz_decide(cfg, &req, &context, body, received, stats, &mut out).await
                     {
                         out.local = Some(local);
                         break 'chain;
@@ -704,11 +702,36 @@ impl HttpFilters {
 /// buffer overflowing): 413 `Payload Too Large`.
 fn payload_too_large() -> Response<Body> {
     let mut r = local_reply::reply(413, "Payload Too Large");
+    // Envoy answers while the request is still coming (its HTTP/1 codec ends a body with a
+    // frame of its own), so the connection closes, whatever of the body came.
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     r.extensions_mut()
         .insert(crate::http::access_log::ResponseDetails::Named(
             "request_payload_too_large",
         ));
     r
+}
+
+/// The reply when the body an ext_authz check needs could not be read: the client's body broke
+/// off (400, the connection closes), no frame within `stream_idle_timeout` (408 `stream
+/// timeout`), `request_timeout` (408) or the stream's deadline passed.
+fn body_read_failed(e: ext_authz::body::ReadError) -> (Response<Body>, Flag) {
+    use ext_authz::body::ReadError;
+    match e {
+        ReadError::Broken => (local_reply::reply(400, ""), Flag::DownstreamTermination),
+        ReadError::Idle => (
+            local_reply::reply(408, "stream timeout"),
+            Flag::StreamIdleTimeout,
+        ),
+        ReadError::RequestTimeout => (local_reply::reply(408, "request timeout"), Flag::None),
+        ReadError::Deadline => (
+            local_reply::for_flag(Flag::DurationTimeout),
+            Flag::DurationTimeout,
+        ),
+    }
 }
 
 /// The request as the filters so far left it, to choose the route again from.
@@ -754,6 +777,7 @@ async fn ext_authz_decide(
     req: &Request<'_, '_>,
     context_extensions: &[(String, String)],
     body: Option<ext_authz::CheckBody<'_>>,
+    received: u64,
     stats: Option<&ext_authz::ExtAuthzStats>,
     out: &mut Decoded,
 ) -> Option<(Response<Body>, Flag)> {
@@ -770,6 +794,7 @@ async fn ext_authz_decide(
         tls: req.tls,
         context_extensions,
         body,
+        received,
     };
     let count = |f: fn(&ext_authz::ExtAuthzStats) -> &crate::server::stats::Counter| {
         if let Some(s) = stats {

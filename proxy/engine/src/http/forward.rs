@@ -258,6 +258,36 @@ impl Drop for Gauge<'_> {
     }
 }
 
+/// The downstream body as the attempts take it: read whole when it may be sent again
+/// (`replay`) and is small, else streamed once, tapped when the request timeout (`end`) or
+/// the access log (`count`, taken then) wants to know. `Err` when the client's body broke off.
+async fn req_body<B>(
+    body: B,
+    replay: bool,
+    end: &Option<Arc<std::sync::atomic::AtomicBool>>,
+    count: &mut Option<Arc<crate::http::request_body_tap::BodyTally>>,
+) -> Result<ReqBody, ()>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<crate::http::BodyError>,
+{
+    if replay
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|u| u <= MAX_RETRY_BODY)
+    {
+        return match body.collect().await {
+            Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
+            Err(_) => Err(()),
+        };
+    }
+    Ok(ReqBody::Once(Some(match (end.clone(), count.take()) {
+        (None, None) => body.map_err(Into::into).boxed(),
+        (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
+    })))
+}
+
 /// The request body, replayable when small.
 enum ReqBody {
     Empty,
@@ -452,6 +482,10 @@ pub(crate) async fn run(
     let body_end = plan.body_end.take();
     // The HCM has an access log (it counts the body): attempts note their connection's address.
     let logged = plan.body_bytes.is_some();
+    let replay = plan.retry.is_some()
+        || !plan.shadows.is_empty()
+        || plan.redirect.is_some()
+        || body_end.is_some();
     let mut body = match input {
         Input::Replay(None) => ReqBody::Empty,
         Input::Replay(Some(b)) => ReqBody::Buffered(b),
@@ -459,33 +493,18 @@ pub(crate) async fn run(
         // Buffered when it may be sent again (retries, mirrors, redirects), and under the HCM's
         // `request_timeout`: Envoy's router reads a small body while the upstream connects, so
         // a client that sent it whole is not timed out by a slow connect.
-        Input::Stream(body)
-            if (plan.retry.is_some()
-                || !plan.shadows.is_empty()
-                || plan.redirect.is_some()
-                || body_end.is_some())
-                && body
-                    .size_hint()
-                    .upper()
-                    .is_some_and(|u| u <= MAX_RETRY_BODY) =>
-        {
-            match body.collect().await {
-                Ok(c) => ReqBody::Buffered(c.to_bytes()),
-                Err(_) => return Outcome::local(Flag::DownstreamTermination),
+        Input::Stream(body) => {
+            match req_body(body, replay, &body_end, &mut plan.body_bytes).await {
+                Ok(b) => b,
+                Err(()) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
+        // What an ext_authz check read, then the rest: on the same terms.
         Input::Prefixed(body) => {
-            ReqBody::Once(Some(match (body_end.clone(), plan.body_bytes.take()) {
-                (None, None) => body.map_err(Into::into).boxed(),
-                (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
-            }))
-        }
-        // Tapped only when the request timeout or the access log wants to know.
-        Input::Stream(body) => {
-            ReqBody::Once(Some(match (body_end.clone(), plan.body_bytes.take()) {
-                (None, None) => body.map_err(Into::into).boxed(),
-                (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
-            }))
+            match req_body(body, replay, &body_end, &mut plan.body_bytes).await {
+                Ok(b) => b,
+                Err(()) => return Outcome::local(Flag::DownstreamTermination),
+            }
         }
     };
     if let (Some(tally), ReqBody::Buffered(b)) = (plan.body_bytes.take(), &body) {

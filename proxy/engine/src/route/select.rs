@@ -84,6 +84,54 @@ pub enum Selection<'a> {
 }
 
 impl<'a> Selection<'a> {
+    /// The same answer for the request as the filters left it (`req`): a redirect's location
+    /// is made again from its headers and path, as Envoy's router makes it when it answers;
+    /// every other selection is kept.
+    pub fn answered_for<H: HeaderLookup + ?Sized>(self, req: &RequestView<'_, H>) -> Selection<'a> {
+        match self {
+            Selection::Redirect {
+                route_ref,
+                vhost,
+                route,
+                redirect,
+                response_headers,
+                ..
+            } => Selection::redirect(
+                route_ref,
+                vhost,
+                route,
+                redirect,
+                response_headers,
+                req,
+                split_path(req.path).0,
+            ),
+            other => other,
+        }
+    }
+
+    /// A redirect answer for `req` (its path without the query: `path`).
+    fn redirect<H: HeaderLookup + ?Sized>(
+        route_ref: RouteRef,
+        vhost: &'a VirtualHost,
+        route: &'a Route,
+        redirect: &'a RedirectAction,
+        response_headers: HeaderLevels<'a>,
+        req: &RequestView<'_, H>,
+        path: &str,
+    ) -> Selection<'a> {
+        let (location, path_start) = redirect_location(redirect, route, req, path);
+        Selection::Redirect {
+            route_ref,
+            vhost,
+            route,
+            redirect,
+            location,
+            path_start,
+            status: redirect.status,
+            response_headers,
+        }
+    }
+
     /// The matched virtual host, if any.
     pub fn vhost(&self) -> Option<&'a VirtualHost> {
         match self {
@@ -289,19 +337,15 @@ impl RouteTable {
                 response,
                 response_headers: self.levels(None, route, vhost, false),
             },
-            RouteAction::Redirect(redirect) => {
-                let (location, path_start) = redirect_location(redirect, route, req, path);
-                Selection::Redirect {
-                    route_ref,
-                    vhost,
-                    route,
-                    redirect,
-                    location,
-                    path_start,
-                    status: redirect.status,
-                    response_headers: self.levels(None, route, vhost, false),
-                }
-            }
+            RouteAction::Redirect(redirect) => Selection::redirect(
+                route_ref,
+                vhost,
+                route,
+                redirect,
+                self.levels(None, route, vhost, false),
+                req,
+                path,
+            ),
             RouteAction::Forward(action) => {
                 let (cluster, weighted): (SelectedCluster<'a>, Option<&'a WeightedCluster>) =
                     match &action.cluster {

@@ -287,9 +287,11 @@ pub(crate) struct Checked<'a> {
     pub tls: Option<&'a crate::downstream_tls::TlsFacts>,
     /// The route's `context_extensions` (gRPC only).
     pub context_extensions: &'a [(String, String)],
-    /// The body the check carries (`with_request_body`), how it is packed (gRPC
-    /// `pack_as_bytes`) and the bytes received so far.
+    /// The body the check carries (`with_request_body`) and how it is packed (gRPC
+    /// `pack_as_bytes`).
     pub body: Option<CheckBody<'a>>,
+    /// The request body's bytes received so far (a gRPC check's `size`).
+    pub received: u64,
 }
 
 /// The request body a check carries.
@@ -298,8 +300,6 @@ pub(crate) struct CheckBody<'a> {
     pub data: &'a [u8],
     /// More had come than `data` (`x-envoy-auth-partial-body: true`).
     pub partial: bool,
-    /// The bytes received so far.
-    pub size: u64,
     /// gRPC: in `raw_body` instead of `body`.
     pub pack_as_bytes: bool,
 }

@@ -58,17 +58,9 @@ pub(crate) fn http_filters(
             let reads_metadata = filters.iter().any(
                 |f: &Filter| matches!(&f.kind, Kind::ExtAuthz(a) if a.enabled_metadata.is_some()),
             );
-            let body_want = filters
-                .iter()
-                .filter_map(|f: &Filter| match &f.kind {
-                    Kind::ExtAuthz(a) => a.with_body.as_ref().map(super::ext_authz::body::Want::of),
-                    _ => None,
-                })
-                .reduce(super::ext_authz::body::Want::and);
             return Ok(HttpFilters {
                 filters,
                 reads_metadata,
-                body_want,
             });
         }
         // Istio's telemetry-only filters are no-ops. `is_optional` changes nothing here: Envoy

@@ -5,13 +5,15 @@
 //! `allow_partial_message` the check then carries the first `max_request_bytes` and an
 //! `x-envoy-auth-partial-body: true` header when more had come, without it a body over the
 //! bound is the HCM's 413 (the decoder buffer's limit) before any check. Here the body is read
-//! once, before the filters run, up to the largest bound of the chain's filters that want it
-//! ([`Want`]); each filter takes its part when its turn comes, so a filter before it still
-//! answers first. What was read goes upstream first, then the rest of the stream.
+//! when the first filter that runs and wants it has its turn ([`BodySlot`]), up to its bound
+//! (a later one with a larger bound reads on), so a route without such a filter streams its
+//! body as before and a filter before it still answers first. What was read goes upstream
+//! first, then the rest of the stream.
 
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -62,56 +64,194 @@ pub(crate) fn settings(
     })
 }
 
-/// How much of the body the chain's filters want read before they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Want {
-    /// The largest `max_request_bytes`.
-    max: usize,
-    /// Every filter that wants it takes a partial body: reading stops once `max` have come
-    /// (Envoy's full buffer); else it stops only past `max` (a body over the bound is refused).
-    partial: bool,
-}
-
-impl Want {
-    /// What one filter's settings want.
-    pub(crate) fn of(s: &BodySettings) -> Want {
-        Want {
-            max: s.max,
-            partial: s.partial,
-        }
-    }
-
-    /// What two filters want together.
-    pub(crate) fn and(self, other: Want) -> Want {
-        Want {
-            max: self.max.max(other.max),
-            partial: self.partial && other.partial,
-        }
-    }
-
-    fn enough(&self, len: usize) -> bool {
-        len > self.max || (self.partial && len >= self.max)
-    }
-}
-
-/// The request body as read before the filters ran.
+/// The request body, read by the ext_authz filters that want it when their turn comes (the
+/// first one that runs and wants it reads up to its bound, a later one with a larger bound
+/// reads on), and handed to the router afterwards: untouched when no filter read it.
 #[derive(Debug, Default)]
-pub struct BufferedBody {
-    /// What came.
-    pub bytes: Bytes,
+pub struct BodySlot {
+    /// The stream (None: a request without one, or taken).
+    incoming: Option<Incoming>,
+    buf: BytesMut,
     /// The body ended (`trailers` hold its trailers, if it had any).
-    pub complete: bool,
-    pub trailers: Option<HeaderMap>,
+    complete: bool,
+    trailers: Option<HeaderMap>,
     /// Its length was known when it came (a Content-Length): upstream it goes with one too,
     /// else as it came (chunked).
-    pub sized: bool,
+    sized: bool,
+    /// HTTP/2: a DATA frame can carry the stream's end; Envoy's HTTP/1 codec ends the body
+    /// with an empty frame of its own.
+    h2: bool,
+    /// The bytes buffered before the last data frame, when that frame carried the end: Envoy
+    /// takes it in whatever its size (the buffer's limit is checked on frames before the end).
+    end_frame_start: Option<usize>,
+    /// The request had a body (its head did not end the stream).
+    had_body: bool,
+    /// Something was read.
+    touched: bool,
+    /// `request_timeout`, from the request's start.
+    request_deadline: Option<Instant>,
+    /// `stream_idle_timeout`: the longest wait for a frame.
+    idle: Option<Duration>,
 }
 
-impl BufferedBody {
-    /// The body may go upstream as these bytes alone, with their length.
-    pub fn is_whole(&self) -> bool {
-        self.complete && self.trailers.is_none() && self.sized
+/// Why the body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The client's body broke off (Envoy resets the stream).
+    Broken,
+    /// No frame within `stream_idle_timeout`.
+    Idle,
+    /// `request_timeout` passed.
+    RequestTimeout,
+    /// The stream's deadline (`max_stream_duration`) passed.
+    Deadline,
+}
+
+impl BodySlot {
+    /// The slot for a request's body stream.
+    pub fn new(
+        incoming: Incoming,
+        version: http::Version,
+        request_deadline: Option<Instant>,
+        idle: Option<Duration>,
+    ) -> BodySlot {
+        let ended = incoming.is_end_stream();
+        BodySlot {
+            sized: incoming.size_hint().exact().is_some(),
+            incoming: Some(incoming),
+            complete: ended,
+            h2: version == http::Version::HTTP_2,
+            had_body: !ended,
+            request_deadline,
+            idle,
+            ..BodySlot::default()
+        }
     }
+
+    /// A request without a body (tests).
+    pub fn none() -> BodySlot {
+        BodySlot {
+            complete: true,
+            ..BodySlot::default()
+        }
+    }
+
+    /// The whole body has come (read, or none was sent).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// A filter read from the body.
+    pub fn was_read(&self) -> bool {
+        self.touched
+    }
+
+    /// The body's bytes read so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// Reads on until the stream ends or `s` has what it needs: past `max_request_bytes`, or
+    /// up to it with `allow_partial_message` (Envoy's full buffer). `deadline` is the stream's.
+    pub(crate) async fn fill(
+        &mut self,
+        s: &BodySettings,
+        deadline: Option<Instant>,
+    ) -> Result<(), ReadError> {
+        let enough = |len: usize| len > s.max || (s.partial && len >= s.max);
+        while !self.complete && !enough(self.buf.len()) {
+            let Some(body) = self.incoming.as_mut() else {
+                break;
+            };
+            self.touched = true;
+            // The nearest of the stream's deadline, `request_timeout` and the idle bound.
+            let idle_until = self.idle.map(|d| Instant::now() + d);
+            let until = [deadline, self.request_deadline, idle_until]
+                .into_iter()
+                .flatten()
+                .min();
+            let frame = match until {
+                None => body.frame().await,
+                Some(t) => match tokio::time::timeout_at(t.into(), body.frame()).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        let passed = |d: Option<Instant>| d.is_some_and(|d| d <= t);
+                        return Err(if passed(deadline) {
+                            ReadError::Deadline
+                        } else if passed(self.request_deadline) {
+                            ReadError::RequestTimeout
+                        } else {
+                            ReadError::Idle
+                        });
+                    }
+                },
+            };
+            match frame {
+                None => self.complete = true,
+                Some(Err(_)) => return Err(ReadError::Broken),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => {
+                        let before = self.buf.len();
+                        self.buf.extend_from_slice(&d);
+                        if body.is_end_stream() {
+                            self.complete = true;
+                            if self.h2 {
+                                self.end_frame_start = Some(before);
+                            }
+                        }
+                    }
+                    Err(f) => {
+                        self.trailers = f.into_trailers().ok();
+                        self.complete = true;
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// What a filter with `s` sends of what has been read (None: the request has no body).
+    pub(crate) fn take(&self, s: &BodySettings) -> Option<ForCheck<'_>> {
+        if !self.had_body {
+            return None;
+        }
+        let len = self.buf.len();
+        // The limit is Envoy's decoder buffer's, checked as each frame before the end comes.
+        let checked = self.end_frame_start.unwrap_or(len);
+        if checked > s.max && !s.partial {
+            return Some(ForCheck::TooLarge);
+        }
+        let n = len.min(s.max);
+        Some(ForCheck::Send {
+            data: &self.buf[..n],
+            partial: n != len,
+        })
+    }
+
+    /// The body for the router: the stream untouched, the bytes read when they are all of it
+    /// (with a known length), or what was read followed by the rest of the stream.
+    pub(crate) fn into_upstream(self) -> Upstream {
+        match self.incoming {
+            None => Upstream::Whole(Bytes::new()),
+            Some(rest) if !self.touched => Upstream::Untouched(rest),
+            Some(_) if self.complete && self.trailers.is_none() && self.sized => {
+                Upstream::Whole(self.buf.freeze())
+            }
+            Some(rest) => Upstream::Prefixed(Prefixed {
+                prefix: Some(self.buf.freeze()).filter(|b| !b.is_empty()),
+                rest: (!self.complete).then_some(rest),
+                trailers: self.trailers,
+                sized: self.sized,
+            }),
+        }
+    }
+}
+
+/// The request body as it goes to the router.
+pub(crate) enum Upstream {
+    Untouched(Incoming),
+    Whole(Bytes),
+    Prefixed(Prefixed),
 }
 
 /// What one filter sends of the buffered body.
@@ -119,60 +259,30 @@ impl BufferedBody {
 pub(crate) enum ForCheck<'a> {
     /// Over `max_request_bytes` without `allow_partial_message`: the HCM's 413.
     TooLarge,
-    /// The first `max_request_bytes` (all of it when shorter), whether more had come
-    /// (`x-envoy-auth-partial-body`), and the bytes received so far (the check's `size`).
-    Send {
-        data: &'a [u8],
-        partial: bool,
-        size: u64,
-    },
+    /// The first `max_request_bytes` (all of it when shorter) and whether more had come
+    /// (`x-envoy-auth-partial-body`).
+    Send { data: &'a [u8], partial: bool },
 }
 
-impl BodySettings {
-    /// What this filter sends of `b`.
-    pub(crate) fn take<'a>(&self, b: &'a BufferedBody) -> ForCheck<'a> {
-        let len = b.bytes.len();
-        if len > self.max && !self.partial {
-            return ForCheck::TooLarge;
-        }
-        let n = len.min(self.max);
-        ForCheck::Send {
-            data: &b.bytes[..n],
-            partial: n != len,
-            size: len as u64,
-        }
-    }
-}
-
-/// Reads `body` until it ends or `want` has come. `Err` when the client's body broke off.
-pub(crate) async fn read(body: &mut Incoming, want: Want) -> Result<BufferedBody, ()> {
-    let mut buf = BytesMut::new();
-    let mut out = BufferedBody {
-        sized: body.size_hint().exact().is_some(),
-        ..BufferedBody::default()
-    };
-    while !want.enough(buf.len()) {
-        match body.frame().await {
-            None => {
-                out.complete = true;
-                break;
+/// A body for a gRPC `string` field, as Envoy's `MessageUtil::sanitizeUtf8String`: each byte
+/// that breaks UTF-8 becomes `!` (the length stays).
+pub(crate) fn sanitize_utf8(mut data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len());
+    loop {
+        match std::str::from_utf8(data) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
             }
-            Some(Err(_)) => return Err(()),
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => buf.extend_from_slice(&d),
-                Err(f) => {
-                    out.trailers = f.into_trailers().ok();
-                    out.complete = true;
-                    break;
-                }
-            },
+            Err(e) => {
+                let (valid, rest) = data.split_at(e.valid_up_to());
+                // Valid by construction.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push('!');
+                data = &rest[1..];
+            }
         }
     }
-    if !out.complete && body.is_end_stream() {
-        out.complete = true;
-    }
-    out.bytes = buf.freeze();
-    Ok(out)
 }
 
 /// The body that goes upstream after a part of it was read: that part, then the rest of the
@@ -184,18 +294,6 @@ pub(crate) struct Prefixed {
     trailers: Option<HeaderMap>,
     /// The length is known (see [`BufferedBody::sized`]).
     sized: bool,
-}
-
-impl Prefixed {
-    /// `read` went before; `rest` is the stream it read from.
-    pub(crate) fn new(read: BufferedBody, rest: Incoming) -> Prefixed {
-        Prefixed {
-            prefix: Some(read.bytes).filter(|b| !b.is_empty()),
-            rest: (!read.complete).then_some(rest),
-            trailers: read.trailers,
-            sized: read.sized,
-        }
-    }
 }
 
 impl HttpBody for Prefixed {
@@ -246,12 +344,14 @@ impl HttpBody for Prefixed {
 mod tests {
     use super::*;
 
-    fn body(s: &str, complete: bool) -> BufferedBody {
-        BufferedBody {
-            bytes: Bytes::copy_from_slice(s.as_bytes()),
+    fn slot(s: &str, complete: bool, end_frame_start: Option<usize>) -> BodySlot {
+        BodySlot {
+            buf: BytesMut::from(s.as_bytes()),
             complete,
-            trailers: None,
-            sized: true,
+            had_body: true,
+            touched: true,
+            end_frame_start,
+            ..BodySlot::default()
         }
     }
 
@@ -266,41 +366,52 @@ mod tests {
             partial: true,
             ..whole
         };
+        let send = |data: &'static [u8], partial| Some(ForCheck::Send { data, partial });
         assert_eq!(
-            whole.take(&body("abcd", true)),
-            ForCheck::Send {
-                data: b"abcd",
-                partial: false,
-                size: 4
-            }
+            whole.take_of(&slot("abcd", true, None)),
+            send(b"abcd", false)
         );
-        assert_eq!(whole.take(&body("abcde", false)), ForCheck::TooLarge);
         assert_eq!(
-            partial.take(&body("abcdef", false)),
-            ForCheck::Send {
-                data: b"abcd",
-                partial: true,
-                size: 6
-            }
+            whole.take_of(&slot("abcde", false, None)),
+            Some(ForCheck::TooLarge)
+        );
+        assert_eq!(
+            partial.take_of(&slot("abcdef", false, None)),
+            send(b"abcd", true)
         );
         // Exactly the bound with more to come: Envoy's header says false (its buffer held no more).
         assert_eq!(
-            partial.take(&body("abcd", false)),
-            ForCheck::Send {
-                data: b"abcd",
-                partial: false,
-                size: 4
-            }
+            partial.take_of(&slot("abcd", false, None)),
+            send(b"abcd", false)
         );
+        // HTTP/2: the frame that carried the end went past the bound; Envoy takes it in.
+        assert_eq!(
+            whole.take_of(&slot("abcdef", true, Some(0))),
+            send(b"abcd", true)
+        );
+        assert_eq!(
+            whole.take_of(&slot("abcdefgh", true, Some(5))),
+            Some(ForCheck::TooLarge)
+        );
+        assert_eq!(whole.take_of(&BodySlot::none()), None);
+    }
+
+    impl BodySettings {
+        fn take_of<'a>(&self, b: &'a BodySlot) -> Option<ForCheck<'a>> {
+            b.take(self)
+        }
     }
 
     #[test]
-    fn reading_stops_at_the_bound_for_partial_filters_and_past_it_otherwise() {
-        let w = |max, partial| Want { max, partial };
-        assert!(!w(4, false).enough(4));
-        assert!(w(4, false).enough(5));
-        assert!(w(4, true).enough(4));
-        assert_eq!(w(4, true).and(w(8, false)), w(8, false));
-        assert_eq!(w(4, true).and(w(2, true)), w(4, true));
+    fn a_body_that_is_not_utf8_has_each_bad_byte_replaced_by_a_bang() {
+        let mut v = b"valid_prefix".to_vec();
+        v.extend([0xc3, 0xc7]);
+        v.extend(b"valid_middle");
+        v.push(0xc4);
+        v.extend(b"valid_suffix");
+        let s = sanitize_utf8(&v);
+        assert_eq!(s, "valid_prefix!!valid_middle!valid_suffix");
+        assert_eq!(s.len(), v.len());
+        assert_eq!(sanitize_utf8("héllo".as_bytes()), "héllo");
     }
 }

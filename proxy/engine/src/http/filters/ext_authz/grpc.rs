@@ -329,16 +329,15 @@ fn check_request(svc: &GrpcService, a: &Checked<'_>) -> CheckRequest {
         }
     }
     // Envoy's size is the buffered body's (checked: 0 with a Content-Length and no buffering).
-    let size = a.body.map_or(0, |b| b.size as i64);
+    let size = a.received as i64;
     let (mut body, mut raw_body) = (String::new(), Vec::new());
     if let Some(b) = &a.body {
-        // Envoy puts the bytes in the string field as they are; a protobuf string here must be
-        // UTF-8, so a body that is not goes with U+FFFD in place of its bad bytes (pack_as_bytes
-        // sends it exactly).
+        // A protobuf string is UTF-8: each byte that breaks it becomes `!`, as Envoy sanitizes
+        // it (pack_as_bytes sends it exactly).
         if b.pack_as_bytes {
             raw_body = b.data.to_vec();
         } else {
-            body = String::from_utf8_lossy(b.data).into_owned();
+            body = super::body::sanitize_utf8(b.data);
         }
         headers.insert(
             super::body::PARTIAL_HEADER.to_string(),
