@@ -994,11 +994,12 @@ pub async fn handle_with(
             }
         };
         // A redirect is made from the request as the filters left it (a token jwt_authn took
-        // out of the query, a header a check set), as Envoy's router makes it when it answers.
+        // out of the query, a header a check set), as Envoy's router makes it when it answers:
+        // also after a route chosen again, whose snapshot is the request as the clearing filter
+        // left it.
         let selection = match decoded.as_ref() {
             Some(d)
-                if snapshot.is_none()
-                    && (d.headers.is_some() || d.path.is_some())
+                if (d.headers.is_some() || d.path.is_some())
                     && matches!(selection, Selection::Redirect { .. }) =>
             {
                 let headers = d.headers.as_ref().unwrap_or(req.headers());

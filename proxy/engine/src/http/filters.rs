@@ -540,7 +540,10 @@ impl HttpFilters {
                     }
                 }
                 Kind::ExtAuthz(cfg) => {
-                    if matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.disabled) {
+                    // Envoy checks nothing for a request without a route (`getPerRouteFlags`).
+                    if matches!(req.selection, Selection::NoRoute)
+                        || matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.disabled)
+                    {
                         continue;
                     }
                     let no_body = matches!(specific, Some(PerRoute::ExtAuthz(r)) if r.no_body);
