@@ -583,6 +583,21 @@ fn format_context(
     }
 }
 
+/// The request as the HTTP filters left it (`decoded`; None: no filter ran): its headers, a
+/// `host` one of them set, and its path (a token jwt_authn took out of the query).
+fn filtered_request<'a>(
+    decoded: Option<&'a filters::Decoded>,
+    orig: &'a HeaderMap,
+    path: &'a http::uri::PathAndQuery,
+) -> (&'a HeaderMap, Option<&'a str>, &'a http::uri::PathAndQuery) {
+    let headers = decoded.and_then(|d| d.headers.as_ref()).unwrap_or(orig);
+    (
+        headers,
+        filters::reroute::host_set(headers, orig),
+        decoded.and_then(|d| d.path.as_ref()).unwrap_or(path),
+    )
+}
+
 /// `req` as `local_reply_config` reads it.
 fn answered<'a, B>(
     req: &'a Request<B>,
@@ -863,13 +878,14 @@ pub async fn handle_with(
     // (`with_request_body`) reads what it needs when its turn comes; the router takes the rest.
     let (head, incoming) = req.into_parts();
     let mut req = Request::from_parts(head, ());
+    let upgrade = upgrade_policy::is_upgrade(version, req.headers());
     let mut body_slot = filters::ext_authz::body::BodySlot::new(
         incoming,
         version,
+        upgrade,
         hcm.cfg.request_timeout.map(|d| start + d),
         hcm.cfg.stream_idle_timeout,
     );
-    let upgrade = upgrade_policy::is_upgrade(version, req.headers());
     // `local_reply_config`: the request headers its mappers and formats read, kept only then.
     let reply_headers = hcm.cfg.local_reply.as_ref().map(|_| req.headers().clone());
     let trace;
@@ -1002,14 +1018,10 @@ pub async fn handle_with(
                 if (d.headers.is_some() || d.path.is_some())
                     && matches!(selection, Selection::Redirect { .. }) =>
             {
-                let headers = d.headers.as_ref().unwrap_or(req.headers());
-                let host_set = headers
-                    .get(header::HOST)
-                    .filter(|v| req.headers().get(header::HOST) != Some(*v))
-                    .and_then(|v| v.to_str().ok());
+                let (headers, host_set, path) = filtered_request(Some(d), req.headers(), &path);
                 selection.answered_for(&RequestView {
                     headers,
-                    path: d.path.as_ref().map_or(view.path, |p| p.as_str()),
+                    path: path.as_str(),
                     authority: host_set.or(view.authority),
                     ..view
                 })
@@ -1044,18 +1056,8 @@ pub async fn handle_with(
                 close = local_close;
                 // The router answers from the request as the filters left it: their headers, a
                 // `host` one of them set, the path without a token jwt_authn took out.
-                let seen = decoded
-                    .as_ref()
-                    .and_then(|d| d.headers.as_ref())
-                    .unwrap_or(req.headers());
-                let host_set = seen
-                    .get(header::HOST)
-                    .filter(|v| req.headers().get(header::HOST) != Some(*v))
-                    .and_then(|v| v.to_str().ok());
-                let path = decoded
-                    .as_ref()
-                    .and_then(|d| d.path.as_ref())
-                    .unwrap_or(&path);
+                let (seen, host_set, path) =
+                    filtered_request(decoded.as_ref(), req.headers(), &path);
                 let resp = route_reply::answer(
                     answering,
                     seen,

@@ -19,7 +19,7 @@ mod local_ratelimit;
 pub(crate) mod metadata;
 mod parse;
 mod rbac;
-mod reroute;
+pub(crate) mod reroute;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -567,15 +567,14 @@ impl HttpFilters {
                         }
                         continue;
                     }
-                    // Envoy buffers for a filter that runs, not for an upgrade request.
-                    let upgrade = crate::http::upgrade_policy::is_upgrade(req.version, req.headers);
-                    if let (Some(s), false, false) = (&cfg.with_body, no_body, upgrade) {
+                    // Envoy buffers for a filter that runs (the slot never reads an upgrade's).
+                    if let (Some(s), false) = (&cfg.with_body, no_body) {
                         if let Err(e) = body_slot.fill(s, req.deadline).await {
                             out.local = Some(body_read_failed(e));
                             break 'chain;
                         }
                     }
-                    let body = match (&cfg.with_body, no_body || upgrade) {
+                    let body = match (&cfg.with_body, no_body) {
                         (Some(s), false) => match body_slot.take(s) {
                             Some(ext_authz::body::ForCheck::TooLarge) => {
                                 out.local = Some((payload_too_large(), Flag::None));

@@ -37,11 +37,7 @@ impl RouteSnapshot {
         path: Option<PathAndQuery>,
         metadata: DynamicMetadata,
     ) -> RouteSnapshot {
-        let authority = changed
-            .and_then(|h| h.get(HOST))
-            .filter(|v| orig.get(HOST) != Some(*v))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let authority = changed.and_then(|h| host_set(h, orig)).map(str::to_owned);
         RouteSnapshot {
             headers: changed.unwrap_or(orig).clone(),
             authority,
@@ -61,4 +57,13 @@ impl RouteSnapshot {
             ..*base
         }
     }
+}
+
+/// A `host` the filters set (`changed` against the request as it came, `orig`): the authority
+/// the request now has, as Envoy's `:authority` would be.
+pub(crate) fn host_set<'h>(changed: &'h HeaderMap, orig: &HeaderMap) -> Option<&'h str> {
+    changed
+        .get(HOST)
+        .filter(|v| orig.get(HOST) != Some(*v))
+        .and_then(|v| v.to_str().ok())
 }

@@ -108,10 +108,12 @@ pub(crate) enum ReadError {
 }
 
 impl BodySlot {
-    /// The slot for a request's body stream.
+    /// The slot for a request's body stream. An upgrade request's is never read (Envoy does
+    /// not buffer it: what follows may be the new protocol).
     pub fn new(
         incoming: Incoming,
         version: http::Version,
+        upgrade: bool,
         request_deadline: Option<Instant>,
         idle: Option<Duration>,
     ) -> BodySlot {
@@ -121,14 +123,15 @@ impl BodySlot {
             incoming: Some(incoming),
             complete: ended,
             h2: version == http::Version::HTTP_2,
-            had_body: !ended,
+            had_body: !ended && !upgrade,
             request_deadline,
             idle,
             ..BodySlot::default()
         }
     }
 
-    /// A request without a body (tests).
+    /// A request without a body.
+    #[cfg(test)]
     pub fn none() -> BodySlot {
         BodySlot {
             complete: true,
@@ -159,7 +162,7 @@ impl BodySlot {
         deadline: Option<Instant>,
     ) -> Result<(), ReadError> {
         let enough = |len: usize| len > s.max || (s.partial && len >= s.max);
-        while !self.complete && !enough(self.buf.len()) {
+        while self.had_body && !self.complete && !enough(self.buf.len()) {
             let Some(body) = self.incoming.as_mut() else {
                 break;
             };
@@ -292,7 +295,7 @@ pub(crate) struct Prefixed {
     prefix: Option<Bytes>,
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
-    /// The length is known (see [`BufferedBody::sized`]).
+    /// The length is known (see [`BodySlot`]'s `sized`).
     sized: bool,
 }
 
