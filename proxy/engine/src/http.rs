@@ -211,10 +211,12 @@ impl Hcm {
     /// The access log's route name and upstream cluster for the route `sel` took.
     fn name_route(&self, e: &mut Entry, sel: &Selection<'_>) {
         e.route_name = sel.route().and_then(|r| r.name.clone());
-        e.cluster = match sel {
-            Selection::Forward(fwd) => self.resolve(fwd).map(|c| c.spec.name.clone()),
+        let cluster = match sel {
+            Selection::Forward(fwd) => self.resolve(fwd),
             _ => None,
         };
+        e.cluster = cluster.as_ref().map(|c| c.spec.name.clone());
+        e.cluster_alt_name = cluster.and_then(|c| c.spec.alt_stat_name.clone());
     }
 
     fn resolve(&self, fwd: &crate::route::Forward<'_>) -> Option<Arc<Cluster>> {

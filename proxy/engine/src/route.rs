@@ -528,6 +528,10 @@ pub struct RetryOn {
     pub reset: bool,
     /// `connect-failure`.
     pub connect_failure: bool,
+    /// `refused-stream`: an HTTP/2 RST_STREAM with REFUSED_STREAM (istiod's default policy).
+    pub refused_stream: bool,
+    /// `reset-before-request`: a reset before the request went out.
+    pub reset_before_request: bool,
     /// `retriable-4xx`: 409.
     pub retriable_4xx: bool,
     /// `retriable-status-codes`: the codes in `retriable_status_codes`.
@@ -582,6 +586,11 @@ impl RetryOn {
             "retriable-status-codes" => self.retriable_status_codes = true,
             "retriable-headers" => self.retriable_headers = true,
             "envoy-ratelimited" => self.envoy_ratelimited = true,
+            "refused-stream" => self.refused_stream = true,
+            "reset-before-request" => self.reset_before_request = true,
+            // Fires only for a request sent over HTTP/3, which sluice never sends upstream
+            // (Envoy's `RETRY_ON_HTTP3_POST_CONNECT_FAILURE` without HTTP/3 is the same).
+            "http3-post-connect-failure" => {}
             _ => return false,
         }
         true

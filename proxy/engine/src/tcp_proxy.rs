@@ -60,6 +60,8 @@ pub struct Downstream {
 #[derive(Debug, Default)]
 struct Session {
     cluster: Option<String>,
+    /// The cluster's `alt_stat_name`, if any.
+    cluster_alt_name: Option<String>,
     host: Option<SocketAddr>,
     local: Option<SocketAddr>,
     /// Envoy's transport failure reason of a failed connect.
@@ -185,6 +187,7 @@ impl TcpProxy {
             downstream_local: Some(from.local),
             sni: from.sni.map(|n| n.to_string()),
             cluster: s.cluster,
+            cluster_alt_name: s.cluster_alt_name,
             details: s.transport.map(ResponseDetails::Transport),
             ..Entry::default()
         }
@@ -208,6 +211,7 @@ impl TcpProxy {
             return Err(TcpProxyError::NoCluster(name.to_string()));
         };
         session.cluster = Some(cluster.spec.name.clone());
+        session.cluster_alt_name = cluster.spec.alt_stat_name.clone();
         let ctx = LbContext {
             hash: self
                 .cfg

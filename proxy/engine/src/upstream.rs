@@ -174,6 +174,11 @@ impl Host {
         }
     }
 
+    /// Whether one of its pools holds a connection ([`pool::HostPool::holds_connections`]).
+    pub fn holds_connections(&self) -> bool {
+        self.pool.holds_connections() || self.high_pool.get().is_some_and(|p| p.holds_connections())
+    }
+
     /// Whether outlier detection currently ejects this host.
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
@@ -452,7 +457,7 @@ impl Cluster {
         let has_hc = spec.health_check.is_some();
         let resources = spec.breakers.map(|b| resources::Resources::new(*b));
         let cluster = Arc::new(Self {
-            stats: stats.cluster(&spec.name),
+            stats: stats.cluster(spec.observability_name()),
             spec,
             hosts: ArcSwap::from_pointee(set),
             host_writer: Mutex::new(()),
@@ -467,13 +472,14 @@ impl Cluster {
             outlier_sweeps: success_rate::Sweeps::default(),
         });
         let gauges: Arc<dyn crate::server::stats::Gauges> = cluster.clone();
-        stats.add_cluster_gauges(&cluster.spec.name, Arc::downgrade(&gauges));
+        stats.add_cluster_gauges(cluster.spec.observability_name(), Arc::downgrade(&gauges));
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             let failure = cluster.spec.options.dns_failure_refresh;
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
         }
         if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
-            tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster)));
+            let every = cluster.spec.options.original_dst_cleanup;
+            tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster), every));
         }
         if let Some(hc) = cluster.spec.health_check.clone() {
             tokio::spawn(health::run(Arc::downgrade(&cluster), hc));
@@ -623,17 +629,23 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
     })
 }
 
-/// Envoy's ORIGINAL_DST `cleanup_interval` default.
-pub const ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
-
-/// ORIGINAL_DST: drops hosts no request has used since the last sweep (with their pools).
-async fn orig_dst_cleanup(cluster: Weak<Cluster>) {
+/// ORIGINAL_DST: every `interval` (`cleanup_interval`), drops the hosts no request has used
+/// since the last sweep and no connection pool holds (Envoy's cleanup with
+/// `original_dst_rely_on_idle_timeout`: a host with a kept-alive connection stays until the
+/// connection closes, at the upstream idle timeout at the latest).
+async fn orig_dst_cleanup(cluster: Weak<Cluster>, interval: Duration) {
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     loop {
-        tokio::time::sleep(ORIGINAL_DST_CLEANUP).await;
+        // tokio clamps a far deadline (istiod's inbound clusters set 10,000 years).
+        tokio::time::sleep(interval).await;
         let Some(c) = cluster.upgrade() else { return };
         let mut map = c.orig_dst_hosts.lock().unwrap_or_else(|e| e.into_inner());
-        let cutoff = now_ms().saturating_sub(ORIGINAL_DST_CLEANUP.as_millis() as u64);
-        map.retain(|_, h| h.last_used.load(Ordering::Relaxed) > cutoff || Arc::strong_count(h) > 1);
+        let cutoff = now_ms().saturating_sub(interval_ms);
+        map.retain(|_, h| {
+            h.last_used.load(Ordering::Relaxed) > cutoff
+                || Arc::strong_count(h) > 1
+                || h.holds_connections()
+        });
     }
 }
 
@@ -748,3 +760,7 @@ impl Cluster {
 pub const DNS_WARM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Added to the health check `timeout` to bound the wait for the first health-check round.
 pub const HC_WARM_MARGIN: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+#[path = "upstream/original_dst_tests.rs"]
+mod original_dst_tests;

@@ -42,6 +42,9 @@ pub struct Reply {
     /// Close the connection without answering (an upstream reset before headers).
     #[serde(default)]
     pub close: bool,
+    /// HTTP/2 only: reset the stream with this RST_STREAM code (`REFUSED_STREAM`,
+    /// `INTERNAL_ERROR`, ...) instead of answering.
+    pub rst_stream: Option<String>,
     /// Send the body chunked instead of with a content-length.
     #[serde(default)]
     pub chunked: bool,
@@ -374,6 +377,7 @@ impl Conn {
             delay_ms: 0,
             body_size: None,
             close: false,
+            rst_stream: None,
             chunked: false,
             body_delay_ms: 0,
             raw: None,

@@ -64,7 +64,11 @@ pub fn text(rt: &Runtime) -> String {
             continue;
         };
         sweep(c);
-        let _ = writeln!(out, "{name}::observability_name::{name}");
+        let _ = writeln!(
+            out,
+            "{name}::observability_name::{}",
+            c.spec.observability_name()
+        );
         if c.spec.outlier.is_some() {
             for (local, prefix) in [(false, ""), (true, "local_origin_")] {
                 let (avg, threshold) = c.outlier_sweeps.success_rate(local);
@@ -187,7 +191,7 @@ pub fn json(rt: &Runtime) -> Value {
             let mut s = json!({
                 "name": name,
                 "circuit_breakers": {"thresholds": th},
-                "observability_name": name,
+                "observability_name": c.spec.observability_name(),
             });
             if rt.origin.clusters.contains_key(name.as_str()) {
                 s["added_via_api"] = json!(true);

@@ -299,6 +299,40 @@ async fn resource_mask_and_name_regex_as_envoy() {
     );
 }
 
+/// `alt_stat_name` names the cluster's stats scope and its admin observability name; the
+/// /clusters lines keep the cluster's name, as Envoy's.
+#[tokio::test]
+async fn alt_stat_name_is_the_observability_name() {
+    let mut src = no_tls(source());
+    src["static_resources"]["clusters"][0]["alt_stat_name"] = json!("outbound|80||b.ns;");
+    let yaml = serde_norway::to_string(&src).expect("yaml");
+    let b = crate::config::from_yaml_str(&yaml).expect("config");
+    let stats = StatsStore::default();
+    let rt = Runtime::build(b, src.into(), &stats, 1, None, &Connector::default())
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let t = clusters::text(&rt);
+    assert!(
+        t.contains("b::observability_name::outbound|80||b.ns;\n"),
+        "{t}"
+    );
+    assert!(t.contains("b::127.0.0.2:80::rq_total::0\n"), "{t}");
+    assert_eq!(
+        clusters::json(&rt)["cluster_statuses"][0]["observability_name"],
+        "outbound|80||b.ns;"
+    );
+    let s = stats.render();
+    assert!(
+        s.contains("cluster.outbound|80||b.ns;.upstream_rq_total: 0\n"),
+        "{s}"
+    );
+    assert!(!s.contains("cluster.b."), "{s}");
+    let p = stats.render_prometheus();
+    assert!(
+        p.contains("envoy_cluster_ns__upstream_rq_total{envoy_cluster_name=\"outbound|80||b\"} 0"),
+        "{p}"
+    );
+}
+
 #[tokio::test]
 async fn clusters_and_listeners_formats() {
     let rt = runtime(no_tls(source()), None).await;

@@ -77,6 +77,10 @@ pub struct Cluster {
     pub original_dst_header: Option<String>,
     /// Connection, DNS and `common_lb_config` options.
     pub options: ClusterOptions,
+    /// `alt_stat_name` when set and not empty: Envoy's observability name, which names the
+    /// cluster's stats (`cluster.<alt_stat_name>.*`), `%UPSTREAM_CLUSTER%` and the admin
+    /// `observability_name` (the cluster's `name` otherwise).
+    pub alt_stat_name: Option<String>,
 }
 
 impl Cluster {
@@ -532,7 +536,14 @@ pub struct ClusterOptions {
     /// Unset (Envoy's default), a cluster with active health checking keeps a removed host
     /// that passes its checks until it fails one.
     pub ignore_health_on_host_removal: bool,
+    /// ORIGINAL_DST `cleanup_interval` (default [`DEFAULT_ORIGINAL_DST_CLEANUP`]): a host no
+    /// request used for this long is dropped with its connections' pool. Other types ignore it,
+    /// as Envoy does.
+    pub original_dst_cleanup: Duration,
 }
+
+/// Envoy's default ORIGINAL_DST `cleanup_interval` (5 s).
+pub const DEFAULT_ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
 
 /// Envoy's default `ClusterLoadAssignment.policy.overprovisioning_factor` (140 %).
 pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
@@ -551,6 +562,7 @@ impl Default for ClusterOptions {
             weighted_priority_health: false,
             locality_weighted_lb: false,
             ignore_health_on_host_removal: false,
+            original_dst_cleanup: DEFAULT_ORIGINAL_DST_CLEANUP,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
 //! `max_requests_per_connection` (both places), `upstream_connection_options`,
 //! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate`,
-//! `ignore_health_on_host_removal` and `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
+//! `ignore_health_on_host_removal`, `cleanup_interval` and `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -81,6 +81,18 @@ pub(crate) fn options(
         ignore_health_on_host_removal: raw.ignore_health_on_host_removal.unwrap_or(false),
         ..ClusterOptions::default()
     };
+    if let Some(d) = raw.cleanup_interval {
+        let max = super::duration::MAX_MILLIS_SECONDS;
+        if d.0.is_zero() {
+            return Err(p.field("cleanup_interval").err("must be greater than 0s"));
+        }
+        if d.0.as_secs() > max {
+            return Err(p
+                .field("cleanup_interval")
+                .err(format!("out of range (at most {max} seconds, as Envoy)")));
+        }
+        out.original_dst_cleanup = d.0;
+    }
     if let Some(c) = &raw.common_lb_config {
         common_lb_config(c, &p.field("common_lb_config"), &mut out)?;
     }

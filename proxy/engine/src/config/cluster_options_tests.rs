@@ -207,3 +207,34 @@ fn endpoints_carry_their_locality_rank_and_weight() {
         "sum of the locality weights of priority 0",
     );
 }
+
+#[test]
+fn original_dst_cleanup_interval() {
+    let (_, o) = options(&cluster(
+        "    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    cleanup_interval: 9223372035s\n",
+    ));
+    // istiod's inbound ORIGINAL_DST clusters: the longest duration Envoy takes here.
+    assert_eq!(
+        o.original_dst_cleanup,
+        std::time::Duration::from_secs(9_223_372_035)
+    );
+    expect_err(
+        &cluster("    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    cleanup_interval: 9223372036s\n"),
+        &format!("{C}.cleanup_interval"),
+        "out of range",
+    );
+    let (_, o) = options(&cluster(
+        "    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n",
+    ));
+    assert_eq!(
+        o.original_dst_cleanup,
+        crate::config::DEFAULT_ORIGINAL_DST_CLEANUP
+    );
+    expect_err(
+        &cluster(
+            "    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    cleanup_interval: 0s\n",
+        ),
+        &format!("{C}.cleanup_interval"),
+        "greater than 0s",
+    );
+}

@@ -11,6 +11,11 @@ use serde::{
 /// enough for any timer, near enough that `Instant + d` and `d.as_millis()` never overflow.
 pub(crate) const MAX_SECONDS: u64 = 315_576_000_000;
 
+/// Envoy's bound for a duration it reads as milliseconds (`DurationUtil::
+/// durationToMilliseconds`: the seconds that fit an i64 of nanoseconds, about 292 years;
+/// istiod's "no cleanup" value).
+pub(crate) const MAX_MILLIS_SECONDS: u64 = 9_223_372_035;
+
 /// A non-negative protobuf Duration, within [`MAX_SECONDS`] in either form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PbDuration(pub(crate) Duration);

@@ -59,6 +59,10 @@ pub struct Listener {
     /// `access_log[]`: one line per connection when it closes (also one no filter chain
     /// takes: flag `NR`).
     pub access_log: Vec<AccessLog>,
+    /// `max_connections_to_accept_per_socket_event` (unset: no bound): the accept loop yields
+    /// to the other tasks of its thread after this many connections in a row, as Envoy's
+    /// listener returns to its event loop.
+    pub max_accepts_per_event: Option<u32>,
 }
 
 impl Listener {

@@ -244,6 +244,8 @@ pub(crate) struct RawListener {
     pub listener_filters_timeout: Option<PbDuration>,
     #[allow(dead_code)]
     pub continue_on_listener_filters_timeout: Option<bool>,
+    /// istiod sets 1 on its sidecar listeners (`MAX_CONNECTIONS_PER_SOCKET_EVENT_LOOP`).
+    pub max_connections_to_accept_per_socket_event: Option<u32>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
 }

@@ -50,6 +50,11 @@ pub(crate) struct RawCluster {
     pub ignore_health_on_host_removal: Option<bool>,
     pub dns_failure_refresh_rate: Option<super::raw_cluster_options::RawRefreshRate>,
     pub common_lb_config: Option<super::raw_cluster_options::RawCommonLbConfig>,
+    /// The name the cluster's stats and `%UPSTREAM_CLUSTER%` use (Istio sets it on every
+    /// cluster).
+    pub alt_stat_name: Option<String>,
+    /// ORIGINAL_DST: how often hosts no request used are dropped.
+    pub cleanup_interval: Option<PbDuration>,
 }
 
 /// `Cluster.OriginalDstLbConfig`.

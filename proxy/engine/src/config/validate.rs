@@ -321,8 +321,14 @@ fn listener(
         filter_chains.push(chain);
     }
     let access_log = access_logs(&raw.access_log, p)?;
+    if raw.max_connections_to_accept_per_socket_event == Some(0) {
+        return Err(p
+            .field("max_connections_to_accept_per_socket_event")
+            .err("must be greater than 0"));
+    }
     Ok(Listener {
         access_log,
+        max_accepts_per_event: raw.max_connections_to_accept_per_socket_event,
         name: ListenerRef::new(&name),
         address,
         additional_addresses,

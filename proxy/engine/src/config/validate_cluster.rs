@@ -339,6 +339,7 @@ pub(crate) fn cluster(
         dns_lookup_family,
         original_dst_header,
         options,
+        alt_stat_name: raw.alt_stat_name.clone().filter(|n| !n.is_empty()),
     })
 }
 

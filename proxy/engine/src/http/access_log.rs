@@ -101,8 +101,10 @@ pub struct Entry {
     pub upstream_local: Option<SocketAddr>,
     /// The route's `name`.
     pub route_name: Option<String>,
-    /// The route's cluster.
+    /// The route's cluster (`%UPSTREAM_CLUSTER_RAW%`).
     pub cluster: Option<String>,
+    /// The cluster's `alt_stat_name`, when it has one (`%UPSTREAM_CLUSTER%`, else `cluster`).
+    pub cluster_alt_name: Option<String>,
     /// The SNI of a TLS connection.
     pub sni: Option<String>,
     /// What made the response (`%RESPONSE_CODE_DETAILS%`, [`ResponseDetails::of_response`]).

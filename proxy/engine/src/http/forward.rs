@@ -680,6 +680,12 @@ pub(super) fn origin_form(path: &PathAndQuery) -> Uri {
 enum AttemptError {
     Connect(ConnectError),
     Reset,
+    /// Reset before the request went out (Envoy's `upstream_request_started` false).
+    NotSent,
+    /// The upstream reset the HTTP/2 stream (REFUSED_STREAM when `refused`): Envoy's UR.
+    StreamReset {
+        refused: bool,
+    },
     /// The upstream's response head did not parse: Envoy's 502 `protocol error` (UPE).
     Protocol,
     Timeout,
@@ -694,7 +700,9 @@ impl AttemptError {
             // Envoy's pool failure Timeout: flag UF, its own reset reason.
             AttemptError::Connect(ConnectError::Timeout) => Some(local_reply::CONNECT_TIMEOUT),
             AttemptError::Connect(_) => Some("remote connection failure"),
-            AttemptError::Reset => Some("connection termination"),
+            AttemptError::Reset | AttemptError::NotSent => Some("connection termination"),
+            AttemptError::StreamReset { refused: true } => Some("remote refused stream reset"),
+            AttemptError::StreamReset { refused: false } => Some("remote reset"),
             AttemptError::Protocol => Some("protocol error"),
             AttemptError::Timeout | AttemptError::Downstream => None,
         }
@@ -754,6 +762,8 @@ async fn attempt(
             .map_err(|e| match e {
                 SendError::Connect(c) => AttemptError::Connect(c),
                 SendError::Reset => AttemptError::Reset,
+                SendError::NotSent => AttemptError::NotSent,
+                SendError::StreamReset { refused } => AttemptError::StreamReset { refused },
                 SendError::Protocol => AttemptError::Protocol,
                 SendError::Downstream => AttemptError::Downstream,
                 // Envoy's `onPerTryIdleTimeout`: a per-try timeout of its own counter.

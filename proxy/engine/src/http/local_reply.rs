@@ -25,6 +25,8 @@ pub enum Flag {
     Timeout,
     /// UC: upstream connection termination.
     ConnectionTermination,
+    /// UR: the upstream reset the stream (HTTP/2 RST_STREAM).
+    UpstreamRemoteReset,
     /// UPE: the upstream's response did not parse.
     UpstreamProtocolError,
     /// URX: retry limit exceeded (upstream answered with a retriable error each time).
@@ -53,6 +55,8 @@ pub enum Flag {
     RetryLimitProtocolError,
     /// URX,UT: the last retry, too, hit its per-try timeout.
     RetryLimitTimeout,
+    /// URX,UR: the last retry's stream, too, was reset by the upstream.
+    RetryLimitRemoteReset,
 }
 
 impl Flag {
@@ -73,6 +77,7 @@ impl Flag {
             Flag::ConnectionTermination => Flag::RetryLimitConnectionTermination,
             Flag::UpstreamProtocolError => Flag::RetryLimitProtocolError,
             Flag::Timeout => Flag::RetryLimitTimeout,
+            Flag::UpstreamRemoteReset => Flag::RetryLimitRemoteReset,
             other => other,
         }
     }
@@ -88,6 +93,7 @@ impl Flag {
             Flag::Overflow => "UO",
             Flag::Timeout => "UT",
             Flag::ConnectionTermination => "UC",
+            Flag::UpstreamRemoteReset => "UR",
             Flag::UpstreamProtocolError => "UPE",
             Flag::RetryLimitExceeded => "URX",
             Flag::DownstreamTermination => "DC",
@@ -102,6 +108,7 @@ impl Flag {
             Flag::RetryLimitConnectionTermination => "URX,UC",
             Flag::RetryLimitProtocolError => "URX,UPE",
             Flag::RetryLimitTimeout => "URX,UT",
+            Flag::RetryLimitRemoteReset => "URX,UR",
         }
     }
 }
@@ -276,6 +283,8 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
         Flag::Timeout | Flag::RetryLimitTimeout => reply(504, "upstream request timeout"),
         Flag::UpstreamProtocolError => for_reset_with(502, "protocol error", false),
         Flag::RetryLimitProtocolError => for_reset_with(502, "protocol error", true),
+        Flag::UpstreamRemoteReset => for_reset("remote reset", false),
+        Flag::RetryLimitRemoteReset => for_reset("remote reset", true),
         Flag::ConnectionTermination
         | Flag::RetryLimitConnectionTermination
         | Flag::RetryLimitExceeded => reply(

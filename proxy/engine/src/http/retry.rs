@@ -14,9 +14,32 @@ pub enum Outcome {
     /// The connection could not be established.
     ConnectFailure,
     /// The upstream reset or closed before response headers.
-    Reset,
+    Reset(Reset),
     /// per_try_timeout elapsed.
     PerTryTimeout,
+}
+
+/// What [`Outcome::Reset`] knows of a reset (Envoy's `wouldRetryFromReset` inputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    /// The request went out (`upstream_request_started`): `reset-before-request` no longer
+    /// retries it.
+    pub sent: bool,
+    /// An HTTP/2 RST_STREAM with REFUSED_STREAM (`refused-stream`).
+    pub refused: bool,
+}
+
+impl Reset {
+    /// A reset of a request that went out.
+    pub const SENT: Reset = Reset {
+        sent: true,
+        refused: false,
+    };
+    /// A reset before the request went out.
+    pub const NOT_SENT: Reset = Reset {
+        sent: false,
+        refused: false,
+    };
 }
 
 /// Whether `policy` retries `outcome`; `headers` are the response's (for `retriable-headers`
@@ -43,7 +66,13 @@ pub fn should_retry(
         Outcome::ConnectFailure => {
             on.connect_failure || on.server_error || on.gateway_error || on.reset
         }
-        Outcome::Reset => on.server_error || on.gateway_error || on.reset,
+        Outcome::Reset(r) => {
+            (on.reset_before_request && !r.sent)
+                || on.server_error
+                || on.gateway_error
+                || on.reset
+                || (on.refused_stream && r.refused)
+        }
         // Envoy resets a timed-out attempt (`LocalReset`) and asks `wouldRetryFromReset`.
         Outcome::PerTryTimeout => on.server_error || on.gateway_error || on.reset,
     }
@@ -217,24 +246,46 @@ mod tests {
             reset: true,
             ..Default::default()
         };
+        let refused = RetryOn {
+            refused_stream: true,
+            ..Default::default()
+        };
+        let before = RetryOn {
+            reset_before_request: true,
+            ..Default::default()
+        };
+        let refused_reset = Outcome::Reset(Reset {
+            sent: true,
+            refused: true,
+        });
+        let not_sent = Outcome::Reset(Reset::NOT_SENT);
         let table = [
+            (refused, refused_reset, true),
+            (refused, Outcome::Reset(Reset::SENT), false),
+            (refused, not_sent, false),
+            (refused, Outcome::ConnectFailure, false),
+            (before, not_sent, true),
+            (before, Outcome::Reset(Reset::SENT), false),
+            (before, refused_reset, false),
+            (five, refused_reset, true),
+            (reset, not_sent, true),
             (five, Outcome::Status(500), true),
             (five, Outcome::Status(503), true),
             (five, Outcome::Status(404), false),
             (five, Outcome::ConnectFailure, true),
-            (five, Outcome::Reset, true),
+            (five, Outcome::Reset(Reset::SENT), true),
             (five, Outcome::PerTryTimeout, true),
             (gw, Outcome::Status(500), false),
             (gw, Outcome::Status(502), true),
             (gw, Outcome::Status(504), true),
             (cf, Outcome::ConnectFailure, true),
             (cf, Outcome::Status(503), false),
-            (cf, Outcome::Reset, false),
+            (cf, Outcome::Reset(Reset::SENT), false),
             (r4, Outcome::Status(409), true),
             (r4, Outcome::Status(400), false),
             (codes, Outcome::Status(418), true),
             (codes, Outcome::Status(500), false),
-            (reset, Outcome::Reset, true),
+            (reset, Outcome::Reset(Reset::SENT), true),
             (reset, Outcome::PerTryTimeout, true),
             (cf, Outcome::PerTryTimeout, false),
             (reset, Outcome::Status(503), false),

@@ -765,11 +765,6 @@ fn retry_policy(raw: &RawRetryPolicy, p: &FieldPath) -> Result<RetryPolicy, Conf
     {
         match token {
             t if on.add_http(t) || on.add_grpc(t) => {}
-            "refused-stream" | "http3-post-connect-failure" | "reset-before-request" => {
-                return Err(p
-                    .field("retry_on")
-                    .unsupported(&format!("retry condition {token:?}")))
-            }
             other => {
                 return Err(p
                     .field("retry_on")

@@ -88,6 +88,7 @@ impl ConnLog {
         let mut e = tcp.map_or_else(none, |t| Entry {
             flags: t.flags,
             cluster: t.cluster.clone(),
+            cluster_alt_name: t.cluster_alt_name.clone(),
             upstream_host: t.upstream_host,
             upstream_local: t.upstream_local,
             details: t.details.clone(),

@@ -94,6 +94,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts until the task is aborted (listener removed). The socket is shared: a listener
 /// re-bound with this address takes it over (its queued connections included).
 pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: Arc<TcpListener>) {
+    // Connections taken since the loop last yielded.
+    let mut in_a_row = 0u32;
     loop {
         match l.accept().await {
             Ok((stream, _)) => {
@@ -107,7 +109,13 @@ pub async fn accept_loop(server: Arc<Server>, slot: Arc<ListenerSlot>, l: Arc<Tc
                         None => continue,
                     },
                 };
+                let max = slot.rt.load().cfg.max_accepts_per_event;
                 tokio::spawn(handle_connection(server.clone(), slot, stream));
+                in_a_row += 1;
+                if max.is_some_and(|m| in_a_row >= m) {
+                    in_a_row = 0;
+                    tokio::task::yield_now().await;
+                }
             }
             Err(e) => crate::accept::failed(&e).await,
         }

@@ -175,6 +175,19 @@ impl<B> HostPool<B> {
         })
     }
 
+    /// Whether the pool holds a connection: an open HTTP/1 one (idle, busy or connecting) or
+    /// an HTTP/2 one not known closed. Envoy keeps an ORIGINAL_DST host while a pool holds
+    /// it (`original_dst_rely_on_idle_timeout`).
+    pub fn holds_connections(&self) -> bool {
+        self.slots.iter().filter_map(OnceLock::get).any(|s| {
+            s.cx.load(Ordering::Acquire) > 0
+                || s.h2
+                    .lock()
+                    .map(|g| g.as_ref().is_some_and(|(tx, _, _)| !tx.is_closed()))
+                    .unwrap_or(false)
+        })
+    }
+
     /// An idle HTTP/1 connection of another worker's slot: only while the cluster is at
     /// `max_connections`, so a request does not wait for its own worker's connections while
     /// another worker's sit idle (the connection's driver stays on its worker).

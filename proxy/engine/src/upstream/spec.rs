@@ -46,6 +46,16 @@ pub struct ClusterSpec {
     pub options: crate::config::ClusterOptions,
     /// The endpoints' localities in Envoy's order ([`EndpointSpec::locality`] indexes it).
     pub localities: std::sync::Arc<[crate::config::Locality]>,
+    /// `alt_stat_name`, when set ([`ClusterSpec::observability_name`]).
+    pub alt_stat_name: Option<String>,
+}
+
+impl ClusterSpec {
+    /// Envoy's observability name: `alt_stat_name` when set, else the name. It names the
+    /// cluster's stats scope, `%UPSTREAM_CLUSTER%` and the admin `observability_name`.
+    pub fn observability_name(&self) -> &str {
+        self.alt_stat_name.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// Host discovery.

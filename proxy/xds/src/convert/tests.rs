@@ -82,3 +82,52 @@ fn json_round_trips_through_any() {
     let back = json_to_any(LDS, &j).unwrap();
     assert_eq!(Listener::decode(&back.value[..]).unwrap(), l);
 }
+
+/// istiod's `istio.stats` and `istio.alpn` come as plain Anys of Istio's own types (not
+/// TypedStructs): they decode, their content skipped, and print as `{"@type": ...}` (the
+/// engine takes them as telemetry no-ops by type).
+#[test]
+fn istio_telemetry_anys_decode_without_their_fields() {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpConnectionManager, HttpFilter,
+    };
+    let hcm_any = hcm(rds("routes"));
+    let mut h = HttpConnectionManager::decode(hcm_any.value.as_slice()).unwrap();
+    // Field 1 (a string, `disable_host_header_fallback`-like content) and field 2 (varint).
+    let content = vec![0x0a, 3, b'a', b'b', b'c', 0x10, 1];
+    for (name, ty) in [
+        ("istio.stats", "type.googleapis.com/stats.PluginConfig"),
+        (
+            "istio.alpn",
+            "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+        ),
+    ] {
+        h.http_filters.insert(
+            0,
+            HttpFilter {
+                name: name.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                    type_url: ty.into(),
+                    value: content.clone(),
+                })),
+                ..Default::default()
+            },
+        );
+    }
+    let j = any_to_json(crate::assemble::HCM_TYPE, &h.encode_to_vec()).unwrap();
+    assert_eq!(
+        j["http_filters"][0]["typed_config"],
+        json!({"@type": "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"})
+    );
+    assert_eq!(
+        j["http_filters"][1]["typed_config"],
+        json!({"@type": "type.googleapis.com/stats.PluginConfig"})
+    );
+    // A type nobody declares is still an error naming it.
+    h.http_filters[0].config_type = Some(http_filter::ConfigType::TypedConfig(Any {
+        type_url: "type.googleapis.com/acme.Filter".into(),
+        value: Vec::new(),
+    }));
+    let e = any_to_json(crate::assemble::HCM_TYPE, &h.encode_to_vec()).unwrap_err();
+    assert!(e.contains("acme.Filter"), "{e}");
+}

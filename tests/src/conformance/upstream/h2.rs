@@ -23,10 +23,25 @@ pub(super) async fn serve(sock: TcpStream, conn: Conn) {
         .await;
 }
 
-/// A scripted `close` resets the stream (HTTP/2's way of ending a request without an answer).
-async fn answer(conn: &Conn, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, String> {
+/// The RST_STREAM code a script names (an unknown name: INTERNAL_ERROR).
+fn reason(name: &str) -> h2::Reason {
+    match name {
+        "REFUSED_STREAM" => h2::Reason::REFUSED_STREAM,
+        "CANCEL" => h2::Reason::CANCEL,
+        _ => h2::Reason::INTERNAL_ERROR,
+    }
+}
+
+/// A scripted `close` resets the stream with INTERNAL_ERROR (HTTP/2's way of ending a request
+/// without an answer), `rst_stream` with that code: hyper resets the stream with the
+/// `h2::Reason` of the service's error.
+async fn answer(conn: &Conn, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, h2::Error> {
+    let internal = || h2::Error::from(h2::Reason::INTERNAL_ERROR);
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(internal()),
+    };
     let mut headers = Vec::new();
     if let Some(a) = parts.uri.authority() {
         headers.push(("host".to_string(), a.to_string()));
@@ -46,7 +61,10 @@ async fn answer(conn: &Conn, req: Request<Incoming>) -> Result<Response<Full<Byt
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
     if reply.close {
-        return Err("scripted close".into());
+        return Err(internal());
+    }
+    if let Some(code) = &reply.rst_stream {
+        return Err(h2::Error::from(reason(code)));
     }
     let mut resp = Response::builder().status(reply.status);
     for (k, v) in &reply.headers {
@@ -58,5 +76,5 @@ async fn answer(conn: &Conn, req: Request<Incoming>) -> Result<Response<Full<Byt
         conn.body(&reply)
     };
     resp.body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())
+        .map_err(|_| internal())
 }

@@ -89,6 +89,9 @@ impl ResponseDetails {
             | Flag::RetryLimitExceeded => {
                 "upstream_reset_before_response_started{connection_termination}"
             }
+            Flag::UpstreamRemoteReset | Flag::RetryLimitRemoteReset => {
+                "upstream_reset_before_response_started{remote_reset}"
+            }
             Flag::UpstreamProtocolError | Flag::RetryLimitProtocolError => {
                 "upstream_reset_before_response_started{protocol_error}"
             }

@@ -55,9 +55,9 @@ pub enum LogOp {
     GrpcStatus(GrpcStatusFormat),
     /// `%UPSTREAM_HOST%`: the upstream host's address of the last attempt.
     UpstreamHost,
-    /// `%UPSTREAM_CLUSTER%` / `%UPSTREAM_CLUSTER_RAW%`: the route's cluster (sluice has no
-    /// `alt_stat_name`, so the two are the same).
-    UpstreamCluster,
+    /// `%UPSTREAM_CLUSTER%` (`raw: false`: the cluster's observability name, its
+    /// `alt_stat_name` when set) / `%UPSTREAM_CLUSTER_RAW%` (`raw: true`: its name).
+    UpstreamCluster { raw: bool },
     /// `%UPSTREAM_LOCAL_ADDRESS%` or `..._WITHOUT_PORT`: the local address of the connection
     /// the response came on.
     UpstreamLocal { with_port: bool },
@@ -115,7 +115,8 @@ impl LogOp {
             "BYTES_SENT" => LogOp::BytesSent,
             "DURATION" => LogOp::Duration,
             "UPSTREAM_HOST" => LogOp::UpstreamHost,
-            "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => LogOp::UpstreamCluster,
+            "UPSTREAM_CLUSTER" => LogOp::UpstreamCluster { raw: false },
+            "UPSTREAM_CLUSTER_RAW" => LogOp::UpstreamCluster { raw: true },
             "UPSTREAM_LOCAL_ADDRESS" => LogOp::UpstreamLocal { with_port: true },
             "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => LogOp::UpstreamLocal { with_port: false },
             "ROUTE_NAME" => LogOp::RouteName,
@@ -218,7 +219,14 @@ impl LogOp {
             }
             LogOp::UpstreamHost => push_addr(out, e.upstream_host, true),
             LogOp::UpstreamLocal { with_port } => push_addr(out, e.upstream_local, *with_port),
-            LogOp::UpstreamCluster => push_opt(e.cluster.as_deref(), out),
+            LogOp::UpstreamCluster { raw } => {
+                let alt = if *raw {
+                    None
+                } else {
+                    e.cluster_alt_name.as_deref()
+                };
+                push_opt(alt.or(e.cluster.as_deref()), out)
+            }
             LogOp::RouteName => push_opt(e.route_name.as_deref(), out),
             LogOp::RequestedServerName => push_opt(e.sni.as_deref(), out),
         }

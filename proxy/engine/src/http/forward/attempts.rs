@@ -216,7 +216,8 @@ impl Attempts<'_> {
             Err(e) => {
                 let flag = match e {
                     AttemptError::Connect(_) => Flag::ConnectFailure,
-                    AttemptError::Reset => Flag::ConnectionTermination,
+                    AttemptError::Reset | AttemptError::NotSent => Flag::ConnectionTermination,
+                    AttemptError::StreamReset { .. } => Flag::UpstreamRemoteReset,
                     AttemptError::Protocol => Flag::UpstreamProtocolError,
                     AttemptError::Timeout => Flag::Timeout,
                     AttemptError::Downstream => Flag::DownstreamProtocolError,
@@ -286,8 +287,25 @@ pub(super) fn classify(
         ),
         // A protocol error is a reset to the retry policy (`reset`, `5xx`), as Envoy's
         // `wouldRetryFromReset`; outlier detection sees the 502 it answers.
-        Err(AttemptError::Reset) => (Try::Reset, HostResult::Status(503)),
-        Err(AttemptError::Protocol) => (Try::Reset, HostResult::Status(502)),
+        Err(AttemptError::Reset) => (
+            Try::Reset(crate::http::retry::Reset::SENT),
+            HostResult::Status(503),
+        ),
+        Err(AttemptError::NotSent) => (
+            Try::Reset(crate::http::retry::Reset::NOT_SENT),
+            HostResult::Status(503),
+        ),
+        Err(AttemptError::StreamReset { refused }) => (
+            Try::Reset(crate::http::retry::Reset {
+                sent: true,
+                refused: *refused,
+            }),
+            HostResult::Status(503),
+        ),
+        Err(AttemptError::Protocol) => (
+            Try::Reset(crate::http::retry::Reset::SENT),
+            HostResult::Status(502),
+        ),
         Err(AttemptError::Timeout) => (
             Try::PerTryTimeout,
             HostResult::LocalOrigin { timeout: true },

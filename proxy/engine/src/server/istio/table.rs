@@ -17,7 +17,7 @@ pub const BUCKETS_MS: [f64; 19] = [
 pub const SLOTS: usize = 32;
 
 /// Every response flag, indexed by its key bits.
-const FLAGS: [Flag; 22] = [
+const FLAGS: [Flag; 24] = [
     Flag::None,
     Flag::NoRoute,
     Flag::NoCluster,
@@ -40,6 +40,8 @@ const FLAGS: [Flag; 22] = [
     Flag::RetryLimitProtocolError,
     Flag::RetryLimitTimeout,
     Flag::UnauthorizedExternalService,
+    Flag::UpstreamRemoteReset,
+    Flag::RetryLimitRemoteReset,
 ];
 
 /// Set in every used key, so 0 means "free slot".
@@ -179,12 +181,14 @@ mod tests {
             | Flag::RetryLimitConnectionTermination
             | Flag::RetryLimitProtocolError
             | Flag::RetryLimitTimeout
-            | Flag::UnauthorizedExternalService => f,
+            | Flag::UnauthorizedExternalService
+            | Flag::UpstreamRemoteReset
+            | Flag::RetryLimitRemoteReset => f,
         };
         for f in FLAGS.map(all) {
             assert_eq!(Key::new(200, f, false, 80).parts().map(|p| p.1), Some(f));
         }
-        assert_eq!(FLAGS.len(), 22);
+        assert_eq!(FLAGS.len(), 24);
         assert_eq!(
             Flag::ConnectionTermination.after_retries().as_str(),
             "URX,UC"

@@ -24,6 +24,15 @@ pub enum SendError {
     Connect(ConnectError),
     /// The connection failed or was reset before a response head arrived.
     Reset,
+    /// The request never went out (hyper gave it back: the connection closed first), Envoy's
+    /// reset with `upstream_request_started` false (`reset-before-request`).
+    NotSent,
+    /// The upstream reset the HTTP/2 stream (RST_STREAM) before a response head; `refused`:
+    /// with REFUSED_STREAM (`refused-stream`). Envoy's `remote (refused stream) reset`.
+    StreamReset {
+        /// The reset's code was REFUSED_STREAM.
+        refused: bool,
+    },
     /// The upstream answered with something that is not an HTTP/1 response head (Envoy's
     /// `ProtocolError` reset reason).
     Protocol,
@@ -41,6 +50,8 @@ enum Failure<B> {
     NotSent(Box<Request<B>>),
     /// The request (or part of it) went out, then the connection closed before a response.
     NoResponse,
+    /// The upstream reset the HTTP/2 stream ([`SendError::StreamReset`]).
+    StreamReset { refused: bool },
     /// The request body (the client's) failed while being sent.
     Downstream,
     /// No response head within the idle time.
@@ -82,10 +93,7 @@ impl<B: PoolBody> HostPool<B> {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
-            Err(Failure::Downstream) => return Err(SendError::Downstream),
-            Err(Failure::IdleTimeout) => return Err(SendError::IdleTimeout),
-            Err(Failure::Protocol) => return Err(SendError::Protocol),
-            Err(_) => return Err(SendError::Reset),
+            Err(f) => return Err(f.into()),
         };
         let sender = connect(
             cluster,
@@ -102,12 +110,7 @@ impl<B: PoolBody> HostPool<B> {
         let left = super::requests_left(cluster);
         self.send_on(cluster, addr, sender, left, req, idle)
             .await
-            .map_err(|f| match f {
-                Failure::Downstream => SendError::Downstream,
-                Failure::IdleTimeout => SendError::IdleTimeout,
-                Failure::Protocol => SendError::Protocol,
-                _ => SendError::Reset,
-            })
+            .map_err(SendError::from)
     }
 
     /// [`Self::send_head`] within `idle`; dropping the send at the timeout drops its
@@ -179,6 +182,10 @@ impl<B: PoolBody> HostPool<B> {
                     .map_err(|e| {
                         if e.is_user() {
                             Failure::Downstream
+                        } else if let Some(reason) = remote_stream_reset(&e) {
+                            Failure::StreamReset {
+                                refused: reason == h2::Reason::REFUSED_STREAM,
+                            }
                         } else {
                             Failure::Failed
                         }
@@ -186,6 +193,34 @@ impl<B: PoolBody> HostPool<B> {
             }
         }
     }
+}
+
+impl<B> From<Failure<B>> for SendError {
+    fn from(f: Failure<B>) -> Self {
+        match f {
+            Failure::NotSent(_) => SendError::NotSent,
+            Failure::StreamReset { refused } => SendError::StreamReset { refused },
+            Failure::Downstream => SendError::Downstream,
+            Failure::IdleTimeout => SendError::IdleTimeout,
+            Failure::Protocol => SendError::Protocol,
+            Failure::NoResponse | Failure::Failed => SendError::Reset,
+        }
+    }
+}
+
+/// The code of an RST_STREAM the upstream sent for the stream (not a GOAWAY, an I/O error or a
+/// reset of our own).
+fn remote_stream_reset(e: &hyper::Error) -> Option<h2::Reason> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return (h2e.is_reset() && h2e.is_remote())
+                .then(|| h2e.reason())
+                .flatten();
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Envoy's HTTP/1 encoder: a request without a body, of a method that may have one, carries
