@@ -17,6 +17,9 @@ static_resources:
   listeners:
   - name: l
     address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
     filter_chains:
     - filter_chain_match: { transport_protocol: raw_buffer }
       filters:
@@ -226,6 +229,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
     let policy = format!("{rbac}/rules/policies/p");
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
+        ("extensions.filters.listener.tls_inspector.v3.TlsInspector", "/static_resources/listeners/0/listener_filters/0/typed_config".into()),
         ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),

@@ -159,6 +159,18 @@ pub(crate) fn type_url(value: &Value) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Empty {}
 
+/// `extensions.filters.listener.tls_inspector.v3.TlsInspector`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTlsInspector {
+    /// istiod sets 512 on every inbound listener: Envoy's first read size (the buffer then
+    /// doubles up to 64 KiB), a no-op for what the inspector finds.
+    pub initial_read_buffer_size: Option<u32>,
+    pub enable_ja3_fingerprinting: Option<bool>,
+    pub enable_ja4_fingerprinting: Option<bool>,
+    pub close_connection_on_client_hello_parsing_errors: Option<bool>,
+}
+
 /// `Bootstrap`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

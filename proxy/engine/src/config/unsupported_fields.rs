@@ -4,6 +4,8 @@
 /// Envoy v3 field names (of the messages sluice parses) that are not in the supported
 /// subset.
 const ENVOY_FIELDS: &[&str] = &[
+    // TlsInspector
+    "max_client_hello_size",
     // Bootstrap
     "dynamic_resources",
     "cluster_manager",

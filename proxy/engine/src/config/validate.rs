@@ -283,7 +283,12 @@ fn listener(
             }
         };
         if let Some(tc) = &f.typed_config {
-            let _: Empty = typed_config(tc, &fp.field("typed_config"), ty)?;
+            let tp = fp.field("typed_config");
+            if kind == ListenerFilter::TlsInspector {
+                tls_inspector(&typed_config(tc, &tp, ty)?, &tp)?;
+            } else {
+                let _: Empty = typed_config(tc, &tp, ty)?;
+            }
         }
         if let Some(d) = &f.filter_disabled {
             let pred = super::filter_disabled::parse(d, &fp.field("filter_disabled"))?;
@@ -339,6 +344,35 @@ fn listener(
         filter_disabled,
         filter_chains,
     })
+}
+
+/// The tls_inspector's options: `initial_read_buffer_size` within Envoy's bounds (256 to
+/// 65536) and a no-op (the ClientHello is peeked whole, up to [`crate::detect::PEEK_MAX`]);
+/// JA3/JA4 fingerprints are not computed.
+fn tls_inspector(t: &super::raw::RawTlsInspector, p: &FieldPath) -> Result<(), ConfigError> {
+    if let Some(n) = t.initial_read_buffer_size {
+        if !(256..=65536).contains(&n) {
+            return Err(p
+                .field("initial_read_buffer_size")
+                .err(format!("{n} is out of range (256 to 65536)")));
+        }
+    }
+    for (field, on) in [
+        ("enable_ja3_fingerprinting", t.enable_ja3_fingerprinting),
+        ("enable_ja4_fingerprinting", t.enable_ja4_fingerprinting),
+    ] {
+        if on == Some(true) {
+            return Err(p
+                .field(field)
+                .unsupported("TLS fingerprints (true; false accepted)"));
+        }
+    }
+    if t.close_connection_on_client_hello_parsing_errors == Some(true) {
+        return Err(p
+            .field("close_connection_on_client_hello_parsing_errors")
+            .unsupported("true: a ClientHello that does not parse is served as opaque TCP"));
+    }
+    Ok(())
 }
 
 fn filter_chain(
