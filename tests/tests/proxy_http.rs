@@ -234,6 +234,48 @@ async fn http2_downstream_and_upstream() {
     assert!(proxy.stat("cluster.backend.upstream_rq_2xx") >= 401);
 }
 
+/// `use_downstream_protocol_config` (istiod's on every cluster of a port whose protocol it
+/// sniffs): an HTTP/2 request goes upstream over HTTP/2, an HTTP/1.1 one over HTTP/1.1, one
+/// after the other on the same cluster and host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_downstream_protocol_follows_each_request() {
+    let up = TestUpstream::start("either").await;
+    let (admin, port) = (free_port(), free_port());
+    let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: {idle_timeout: 300s}\n        use_downstream_protocol_config: {http_protocol_options: {}, http2_protocol_options: {}}\n";
+    let yaml = http_bootstrap(
+        admin,
+        port,
+        &route_to("backend"),
+        &static_cluster("backend", &[up.port()], opts),
+        "",
+    );
+    let _proxy = ProxyProcess::start(&yaml, admin);
+    for (flag, want_code, want) in [
+        ("--http2-prior-knowledge", "200 2", http::Version::HTTP_2),
+        ("--http1.1", "200 1.1", http::Version::HTTP_11),
+        ("--http2-prior-knowledge", "200 2", http::Version::HTTP_2),
+    ] {
+        let u = format!("http://127.0.0.1:{port}/x");
+        let out = blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    flag,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{http_version}",
+                    &u,
+                ])
+                .output()
+                .unwrap()
+        })
+        .await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want_code, "{flag}");
+        assert_eq!(up.state.last_request().unwrap().version, want, "{flag}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;

@@ -202,7 +202,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } }
-  - { name: ring, type: STATIC, lb_policy: RING_HASH, ring_hash_lb_config: { minimum_ring_size: 1024 } }
+  - name: ring
+    type: STATIC
+    lb_policy: RING_HASH
+    ring_hash_lb_config: { minimum_ring_size: 1024 }
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http_protocol_options: {} }
   - { name: maglev, type: STATIC, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65537 } }
   - name: orig
     type: ORIGINAL_DST
@@ -230,6 +237,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
         ("extensions.filters.listener.tls_inspector.v3.TlsInspector", "/static_resources/listeners/0/listener_filters/0/typed_config".into()),
+        ("extensions.upstreams.http.v3.HttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into()),
         ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),

@@ -452,6 +452,9 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 (`explicit_http_config.http2_protocol_options`).
     Http2,
+    /// The downstream request's (`use_downstream_protocol_config`, istiod's on every cluster
+    /// of a port whose protocol it sniffs): HTTP/2 for an HTTP/2 request, HTTP/1.1 otherwise.
+    Downstream,
 }
 
 /// `transport_socket` `envoy.transport_sockets.tls` UpstreamTlsContext.
@@ -540,7 +543,14 @@ pub struct ClusterOptions {
     /// request used for this long is dropped with its connections' pool. Other types ignore it,
     /// as Envoy does.
     pub original_dst_cleanup: Duration,
+    /// The typed HttpProtocolOptions' `common_http_protocol_options.idle_timeout` (default
+    /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`]; `0s`: `None`, no limit): a pooled connection without
+    /// a request for this long is not used again and closes.
+    pub upstream_idle_timeout: Option<Duration>,
 }
+
+/// Envoy's default idle timeout of upstream HTTP connections (1 hour).
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Envoy's default ORIGINAL_DST `cleanup_interval` (5 s).
 pub const DEFAULT_ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
@@ -563,6 +573,7 @@ impl Default for ClusterOptions {
             locality_weighted_lb: false,
             ignore_health_on_host_removal: false,
             original_dst_cleanup: DEFAULT_ORIGINAL_DST_CLEANUP,
+            upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The cluster's connection, DNS and load-balancing options -> [`ClusterOptions`]:
-//! `max_requests_per_connection` (both places), `upstream_connection_options`,
+//! `max_requests_per_connection` (both places), the typed options' `idle_timeout`,
+//! `upstream_connection_options`,
 //! `per_connection_buffer_limit_bytes`, `respect_dns_ttl`, `dns_failure_refresh_rate`,
 //! `ignore_health_on_host_removal`, `cleanup_interval` and `common_lb_config`, `upstream_bind_config` and `load_assignment.policy`.
 
@@ -13,6 +14,7 @@ use super::{
     raw_cluster::{RawCluster, RawHttpProtocolOptions},
     raw_cluster_options::{RawBindConfig, RawCommonLbConfig, RawRefreshRate},
     ClusterOptions, ConfigError, DiscoveryType, TcpKeepalive, DEFAULT_HEALTHY_PANIC_THRESHOLD,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
 };
 
 /// Envoy's bound on `dns_failure_refresh_rate.base_interval` (`gt: 1ms`).
@@ -72,7 +74,14 @@ pub(crate) fn options(
         None => None,
         Some(b) => Some(bind_source(b, &p.field("upstream_bind_config"))?),
     };
+    let idle = typed
+        .and_then(|t| t.common_http_protocol_options.as_ref())
+        .and_then(|c| c.idle_timeout);
     let mut out = ClusterOptions {
+        // `0s` disables it, as Envoy.
+        upstream_idle_timeout: idle.map_or(Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), |d| {
+            Some(d.0).filter(|d| !d.is_zero())
+        }),
         source_address,
         max_requests_per_connection,
         tcp_keepalive,

@@ -299,6 +299,8 @@ pub(crate) struct RawValidationContext {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpProtocolOptions {
     pub explicit_http_config: Option<RawExplicitHttpConfig>,
+    /// Same shape as `explicit_http_config`: each protocol's options when it is the one used.
+    pub use_downstream_protocol_config: Option<RawExplicitHttpConfig>,
     pub common_http_protocol_options:
         Option<super::raw_cluster_options::RawUpstreamCommonHttpOptions>,
 }

@@ -69,9 +69,10 @@ pub(crate) struct RawZoneAwareLbConfig {
 }
 
 /// `core.v3.HttpProtocolOptions` inside the upstream `HttpProtocolOptions`
-/// (`common_http_protocol_options`): only `max_requests_per_connection`.
+/// (`common_http_protocol_options`): `max_requests_per_connection` and `idle_timeout`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamCommonHttpOptions {
     pub max_requests_per_connection: Option<u32>,
+    pub idle_timeout: Option<super::duration::PbDuration>,
 }

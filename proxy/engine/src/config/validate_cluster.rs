@@ -245,20 +245,27 @@ pub(crate) fn cluster(
                 return Err(kp.unsupported("protocol options other than HttpProtocolOptions"));
             }
             let hpo: RawHttpProtocolOptions = typed_config(v, &kp, HTTP_PROTOCOL_OPTIONS_TYPE)?;
-            let ep = kp.field("explicit_http_config");
-            let e = hpo
-                .explicit_http_config
-                .as_ref()
-                .ok_or_else(|| ep.err("required"))?;
-            protocol = match (&e.http_protocol_options, &e.http2_protocol_options) {
-                (Some(_), None) => UpstreamProtocol::Http1,
-                (None, Some(_)) => UpstreamProtocol::Http2,
-                _ => {
-                    return Err(
-                        ep.err("exactly one of http_protocol_options and http2_protocol_options")
-                    )
-                }
-            };
+            protocol =
+                match (
+                    &hpo.explicit_http_config,
+                    &hpo.use_downstream_protocol_config,
+                ) {
+                    (Some(e), None) => {
+                        let ep = kp.field("explicit_http_config");
+                        match (&e.http_protocol_options, &e.http2_protocol_options) {
+                            (Some(_), None) => UpstreamProtocol::Http1,
+                            (None, Some(_)) => UpstreamProtocol::Http2,
+                            _ => return Err(ep.err(
+                                "exactly one of http_protocol_options and http2_protocol_options",
+                            )),
+                        }
+                    }
+                    // Either options message may be absent: the protocol's defaults then apply.
+                    (None, Some(_)) => UpstreamProtocol::Downstream,
+                    _ => return Err(kp.err(
+                        "exactly one of explicit_http_config and use_downstream_protocol_config",
+                    )),
+                };
             typed_opts = Some(hpo);
         }
     }

@@ -800,7 +800,13 @@ fn upstream_request(parts: &Parts, path: &PathAndQuery, body: Body) -> Request<B
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = origin_form(path);
-    *req.version_mut() = Version::HTTP_11;
+    // HTTP/2 stays HTTP/2 (a cluster that uses the downstream's protocol reads it); the pool
+    // sends over the protocol its connection speaks.
+    *req.version_mut() = if parts.version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     *req.headers_mut() = parts.headers.clone();
     req
 }

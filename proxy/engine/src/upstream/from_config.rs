@@ -110,7 +110,11 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         discovery,
         lb,
         connect_timeout: c.connect_timeout,
-        http2: c.protocol == config::UpstreamProtocol::Http2,
+        http2: matches!(
+            c.protocol,
+            config::UpstreamProtocol::Http2 | config::UpstreamProtocol::Downstream
+        ),
+        follow_downstream: c.protocol == config::UpstreamProtocol::Downstream,
         tls: c.tls.clone(),
         tls_matches: c
             .transport_socket_matches

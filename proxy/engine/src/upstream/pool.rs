@@ -17,7 +17,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, OnceLock,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hyper::client::conn::{http1, http2};
@@ -91,16 +91,21 @@ pub enum ConnectError {
 
 /// Idle HTTP/1 connections of one host (shared with the response bodies that give theirs back),
 /// each with the requests it may still carry (`max_requests_per_connection`).
-struct Idle<B>(Mutex<Vec<IdleConn<B>>>);
+struct Idle<B>(Mutex<Vec<(IdleConn<B>, Instant)>>);
 
 /// An idle HTTP/1 connection, the requests it may still carry and its local address.
 type IdleConn<B> = (http1::SendRequest<B>, u32, Local);
 
 impl<B> Idle<B> {
-    fn take(&self) -> Option<IdleConn<B>> {
+    /// The most recently released open connection idle for less than `timeout` (the
+    /// cluster's upstream `idle_timeout`); older ones are dropped, which closes them.
+    fn take(&self, timeout: Option<Duration>) -> Option<IdleConn<B>> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|(s, _, _)| !s.is_closed());
-        idle.pop()
+        let now = Instant::now();
+        idle.retain(|((s, _, _), since)| {
+            !s.is_closed() && timeout.is_none_or(|t| now.duration_since(*since) < t)
+        });
+        idle.pop().map(|(c, _)| c)
     }
 
     /// Keeps an HTTP/1 connection whose response body was read to the end (see
@@ -113,7 +118,7 @@ impl<B> Idle<B> {
         }
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push((s, left, local));
+            idle.push(((s, left, local), Instant::now()));
         }
     }
 }
@@ -143,11 +148,15 @@ pub struct HostPool<B> {
     transport: u8,
 }
 
+/// A pooled HTTP/2 connection: its sender, the streams it may still carry, its local address
+/// and when it last took a stream.
+type H2Conn<B> = (http2::SendRequest<B>, u32, Local, Instant);
+
 /// One worker's connections of a [`HostPool`].
 struct Slot<B> {
     idle: Arc<Idle<B>>,
     /// The HTTP/2 connection, the streams it may still carry and its local address.
-    h2: Mutex<Option<(http2::SendRequest<B>, u32, Local)>>,
+    h2: Mutex<Option<H2Conn<B>>>,
     /// The open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
 }
@@ -183,7 +192,7 @@ impl<B> HostPool<B> {
             s.cx.load(Ordering::Acquire) > 0
                 || s.h2
                     .lock()
-                    .map(|g| g.as_ref().is_some_and(|(tx, _, _)| !tx.is_closed()))
+                    .map(|g| g.as_ref().is_some_and(|(tx, _, _, _)| !tx.is_closed()))
                     .unwrap_or(false)
         })
     }
@@ -191,11 +200,11 @@ impl<B> HostPool<B> {
     /// An idle HTTP/1 connection of another worker's slot: only while the cluster is at
     /// `max_connections`, so a request does not wait for its own worker's connections while
     /// another worker's sit idle (the connection's driver stays on its worker).
-    fn idle_elsewhere(&self) -> Option<IdleConn<B>> {
+    fn idle_elsewhere(&self, timeout: Option<Duration>) -> Option<IdleConn<B>> {
         self.slots
             .iter()
             .filter_map(OnceLock::get)
-            .find_map(|s| s.idle.take())
+            .find_map(|s| s.idle.take(timeout))
     }
 }
 
@@ -220,36 +229,38 @@ impl<B: PoolBody> HostPool<B> {
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
+        purpose: Purpose,
     ) -> Result<(Sender<B>, bool, u32), ConnectError> {
         let resources = &cluster.resources[self.priority];
         let here = self.here();
-        if cluster.spec.http2 {
-            if let Some((s, local)) = here.take_h2() {
+        let timeout = cluster.spec.options.upstream_idle_timeout;
+        if purpose == Purpose::Pool && cluster.spec.http2 {
+            if let Some((s, local)) = here.take_h2(timeout) {
                 return Ok((Sender::H2(s, local), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
             let to = (addr, self.transport);
-            let s = connect(cluster, to, Purpose::Pool, self.priority).await?;
+            let s = connect(cluster, to, purpose, self.priority).await?;
             if let Sender::H2(h2, local) = &s {
                 here.set_h2(cluster, h2, *local);
             }
             return Ok((s, false, 0));
         }
-        if let Some((s, left, local)) = here.idle.take() {
+        if let Some((s, left, local)) = here.idle.take(timeout) {
             return Ok((Sender::H1(s, local), true, left));
         }
         let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
-            if let Some((s, left, local)) = here.idle.take() {
+            if let Some((s, left, local)) = here.idle.take(timeout) {
                 return Ok((Sender::H1(s, local), true, left));
             }
             if here.reserve(resources) {
                 let slots = (self.priority, Some(here.cx.clone()));
-                return connect_reserved(cluster, (addr, self.transport), Purpose::Pool, slots)
+                return connect_reserved(cluster, (addr, self.transport), purpose, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
-            if let Some((s, left, local)) = self.idle_elsewhere() {
+            if let Some((s, left, local)) = self.idle_elsewhere(timeout) {
                 return Ok((Sender::H1(s, local), true, left));
             }
             tokio::time::sleep(PENDING_POLL).await;
@@ -266,10 +277,20 @@ impl<B> Slot<B> {
     /// A stream on the pooled HTTP/2 connection, if it is open and may carry one more; the
     /// connection's last allowed stream takes it out of the pool (it closes once its streams
     /// end).
-    fn take_h2(&self) -> Option<(http2::SendRequest<B>, Local)> {
+    ///
+    /// A connection that took no stream for `timeout` (the upstream `idle_timeout`) is let go
+    /// instead: it closes once its streams end.
+    fn take_h2(&self, timeout: Option<Duration>) -> Option<(http2::SendRequest<B>, Local)> {
         let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        let (s, left, local) = slot.as_mut().filter(|(s, _, _)| !s.is_closed())?;
+        let now = Instant::now();
+        if slot.as_ref().is_some_and(|(s, _, _, last)| {
+            s.is_closed() || timeout.is_some_and(|t| now.duration_since(*last) >= t)
+        }) {
+            *slot = None;
+        }
+        let (s, left, local, last) = slot.as_mut()?;
         let taken = (s.clone(), *local);
+        *last = now;
         *left -= 1;
         if *left == 0 {
             *slot = None;
@@ -281,7 +302,7 @@ impl<B> Slot<B> {
     fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>, local: Local) {
         let left = requests_left(cluster) - 1;
         *self.h2.lock().unwrap_or_else(|e| e.into_inner()) =
-            (left > 0).then(|| (s.clone(), left, local));
+            (left > 0).then(|| (s.clone(), left, local, Instant::now()));
     }
 
     /// Takes a connection slot in the priority's resources (below max_connections) and in
@@ -309,6 +330,9 @@ impl<B> Slot<B> {
 pub enum Purpose {
     /// The pool's requests: HTTP/2 when the cluster speaks it.
     Pool,
+    /// The pool's request from an HTTP/1 downstream on a cluster that uses the downstream's
+    /// protocol (`use_downstream_protocol_config`): HTTP/1.1, with HTTP/1's ALPN over TLS.
+    PoolH1,
     /// An upgraded (WebSocket) request: HTTP/1.1 whatever the cluster speaks.
     Upgrade,
     /// An active health check: HTTP/1.1, and not counted in `upstream_cx_total` (Envoy's checker
@@ -366,6 +390,7 @@ async fn open<B: PoolBody>(
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
     let force_h1 = purpose != Purpose::Pool;
+    let h1_alpn = purpose == Purpose::PoolH1;
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
         Err(_) => {
@@ -390,7 +415,7 @@ async fn open<B: PoolBody>(
         cluster.stats.upstream_cx_total.inc();
     }
     match cluster.tls(transport) {
-        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp)).await {
+        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, h1_alpn)).await {
             Err(_) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 Err(ConnectError::Timeout)

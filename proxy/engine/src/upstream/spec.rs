@@ -28,6 +28,9 @@ pub struct ClusterSpec {
     pub connect_timeout: Duration,
     /// Speak HTTP/2 (prior knowledge, or ALPN when TLS) to the hosts.
     pub http2: bool,
+    /// `use_downstream_protocol_config`: HTTP/2 (`http2` is set) only for an HTTP/2 request,
+    /// HTTP/1.1 for the others.
+    pub follow_downstream: bool,
     /// TLS origination (`transport_socket`; `None`: plaintext).
     pub tls: Option<TlsSpec>,
     /// `transport_socket_matches`' transport sockets, in order ([`EndpointSpec::transport`]).

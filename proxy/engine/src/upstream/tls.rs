@@ -23,6 +23,9 @@ use crate::{config::DataSource, tls_common::SanMatchers};
 #[derive(Clone)]
 pub struct TlsOrigin {
     connector: TlsConnector,
+    /// The same offering HTTP/1's `http/1.1` when no `alpn_protocols` are configured: an
+    /// HTTP/1 request of a cluster that uses the downstream's protocol.
+    h1: TlsConnector,
     /// The same with only the configured `alpn_protocols` (a tcp_proxy's upstream: no HTTP
     /// protocol to offer by default).
     raw: TlsConnector,
@@ -119,6 +122,10 @@ impl TlsOrigin {
                 .collect()
         };
         config.enable_sni = spec.sni.is_some();
+        let mut h1 = config.clone();
+        if spec.alpn_protocols.is_empty() {
+            h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let mut raw = config.clone();
         raw.alpn_protocols = spec
             .alpn_protocols
@@ -133,15 +140,22 @@ impl TlsOrigin {
         };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
+            h1: TlsConnector::from(Arc::new(h1)),
             raw: TlsConnector::from(Arc::new(raw)),
             sni,
             pending: spec.pending_secret.as_deref().map(Arc::from),
         })
     }
 
-    /// Runs the TLS handshake over `tcp`; returns the stream and whether ALPN chose h2.
-    pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
-        let stream = self.handshake(&self.connector, tcp).await?;
+    /// Runs the TLS handshake over `tcp` (offering HTTP/1's ALPN when `h1`); returns the
+    /// stream and whether ALPN chose h2.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        h1: bool,
+    ) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
+        let connector = if h1 { &self.h1 } else { &self.connector };
+        let stream = self.handshake(connector, tcp).await?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok((stream, h2))
     }

@@ -84,8 +84,15 @@ impl<B: PoolBody> HostPool<B> {
         idle: Option<Duration>,
         on_conn: &(dyn Fn(Local) + Sync),
     ) -> Result<Response<ReturnOnEnd<B>>, SendError> {
+        // A cluster that uses the downstream's protocol speaks HTTP/2 for an HTTP/2 request
+        // (the caller keeps its version) and HTTP/1.1 for the others.
+        let purpose = if cluster.spec.follow_downstream && req.version() != Version::HTTP_2 {
+            Purpose::PoolH1
+        } else {
+            Purpose::Pool
+        };
         let (sender, reused, left) = self
-            .acquire(cluster, addr)
+            .acquire(cluster, addr, purpose)
             .await
             .map_err(SendError::Connect)?;
         on_conn(sender.local());
@@ -95,14 +102,9 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
             Err(f) => return Err(f.into()),
         };
-        let sender = connect(
-            cluster,
-            (addr, self.transport),
-            Purpose::Pool,
-            self.priority,
-        )
-        .await
-        .map_err(SendError::Connect)?;
+        let sender = connect(cluster, (addr, self.transport), purpose, self.priority)
+            .await
+            .map_err(SendError::Connect)?;
         if let Sender::H2(h2, local) = &sender {
             self.here().set_h2(cluster, h2, *local);
         }
