@@ -28,6 +28,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// curl's `<status> <http version>` for `url` with the protocol option `flag`.
+async fn curl_code_version(flag: &'static str, url: String) -> String {
+    let out = blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                flag,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                &url,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A bootstrap (admin on `admin`) whose listener on `port` has `routes`, and one cluster
 /// `backend` with `up` as its endpoint.
 fn backend_bootstrap(admin: u16, port: u16, routes: &str, up: &TestUpstream) -> String {
@@ -193,22 +213,10 @@ async fn http2_downstream_and_upstream() {
     let proxy = ProxyProcess::start(&yaml, admin);
 
     let u = format!("http://127.0.0.1:{port}/x");
-    let out = blocking(move || {
-        std::process::Command::new("curl")
-            .args([
-                "-s",
-                "--http2-prior-knowledge",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{http_version}",
-                &u,
-            ])
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2");
+    assert_eq!(
+        curl_code_version("--http2-prior-knowledge", u).await,
+        "200 2"
+    );
     assert_eq!(
         up.state.last_request().unwrap().version,
         http::Version::HTTP_2
@@ -256,22 +264,7 @@ async fn use_downstream_protocol_follows_each_request() {
         ("--http2-prior-knowledge", "200 2", http::Version::HTTP_2),
     ] {
         let u = format!("http://127.0.0.1:{port}/x");
-        let out = blocking(move || {
-            std::process::Command::new("curl")
-                .args([
-                    "-s",
-                    flag,
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code} %{http_version}",
-                    &u,
-                ])
-                .output()
-                .unwrap()
-        })
-        .await;
-        assert_eq!(String::from_utf8_lossy(&out.stdout), want_code, "{flag}");
+        assert_eq!(curl_code_version(flag, u).await, want_code, "{flag}");
         assert_eq!(up.state.last_request().unwrap().version, want, "{flag}");
     }
 }

@@ -689,8 +689,9 @@ pub enum RedirectPath {
 pub struct DirectResponse {
     /// `status`.
     pub status: u16,
-    /// `body.inline_string` (or `body.filename` read at load time).
-    pub body: Option<String>,
+    /// `body.inline_string`, or `body.inline_bytes` (base64 in YAML and proto JSON; istiod's
+    /// VirtualService `directResponse.body.bytes`), sent as is.
+    pub body: Option<bytes::Bytes>,
     /// `body_format`: the body rendered per request (`%LOCAL_REPLY_BODY%` is `body`).
     pub body_format: Option<body_format::BodyFormat>,
 }

@@ -554,7 +554,8 @@ pub(crate) struct RawDataSource {
     pub filename: Option<String>,
     pub inline_string: Option<String>,
     /// Base64 in proto JSON (istiod sends SDS secrets so); read by TLS contexts
-    /// (`tls_common::data_source`), refused as `required inline_string` elsewhere.
+    /// (`tls_common::data_source`) and direct_response bodies, refused as `required
+    /// inline_string` elsewhere.
     pub inline_bytes: Option<String>,
 }
 

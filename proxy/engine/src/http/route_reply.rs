@@ -30,7 +30,10 @@ pub(crate) fn answer(
             ..
         } => {
             let mut r = match &response.body_format {
-                None => local_reply::reply(response.status, response.body.as_deref().unwrap_or("")),
+                None => local_reply::reply_bytes(
+                    response.status,
+                    response.body.clone().unwrap_or_default(),
+                ),
                 Some(f) => {
                     // Envoy renders the body before the stream has a response code:
                     // `%RESPONSE_CODE%` is 0 here (a local_reply_config format sees the status).
@@ -38,7 +41,8 @@ pub(crate) fn answer(
                         response_code: Some(0),
                         ..ctx
                     };
-                    let body = f.render(&ctx, response.body.as_deref());
+                    let text = response.body.as_deref().map(String::from_utf8_lossy);
+                    let body = f.render(&ctx, text.as_deref());
                     let mut r = local_reply::reply(response.status, &body);
                     if !body.is_empty() {
                         if let Ok(v) = HeaderValue::from_str(&f.content_type) {

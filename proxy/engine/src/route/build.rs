@@ -398,8 +398,23 @@ fn route(
                             .field("filename")
                             .unsupported("use inline_string"));
                     }
-                    let ip = dp.field("body").field("inline_string");
-                    let body = b.inline_string.ok_or_else(|| ip.err("required"))?;
+                    let bp = dp.field("body");
+                    let (ip, body) = match (b.inline_string, b.inline_bytes) {
+                        (Some(s), None) => (bp.field("inline_string"), bytes::Bytes::from(s)),
+                        (None, Some(b64)) => {
+                            let ip = bp.field("inline_bytes");
+                            let raw = base64::Engine::decode(
+                                &base64::engine::general_purpose::STANDARD,
+                                b64.as_bytes(),
+                            )
+                            .map_err(|e| ip.err(format!("not base64: {e}")))?;
+                            (ip, bytes::Bytes::from(raw))
+                        }
+                        (Some(_), Some(_)) => {
+                            return Err(bp.err("only one of inline_string and inline_bytes"))
+                        }
+                        (None, None) => return Err(bp.field("inline_string").err("required")),
+                    };
                     if body.len() > clusters.max_direct_response_body {
                         return Err(ip.err(format!(
                             "{} bytes exceed max_direct_response_body_size_bytes ({})",

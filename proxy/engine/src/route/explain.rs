@@ -337,7 +337,10 @@ fn decide(
         },
         Selection::DirectResponse { response, .. } => Decision::DirectResponse {
             status: response.status,
-            body: response.body.clone(),
+            body: response
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
         },
         Selection::Forward(f) => {
             let (cluster_from, weights, draw) = match &f.action.cluster {

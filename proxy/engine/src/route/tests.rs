@@ -174,7 +174,10 @@ fn render(t: &RouteTable, r: &Req) -> String {
             vhost.name,
             route_ref.route,
             response.status,
-            response.body.as_deref().unwrap_or("-"),
+            response
+                .body
+                .as_deref()
+                .map_or("-".into(), String::from_utf8_lossy),
             resp(&response_headers)
         ),
     }
