@@ -238,6 +238,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
         ("extensions.filters.listener.tls_inspector.v3.TlsInspector", "/static_resources/listeners/0/listener_filters/0/typed_config".into()),
         ("extensions.upstreams.http.v3.HttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into()),
+        ("extensions.filters.http.router.v3.Router", format!("{HCM}/http_filters/7/typed_config")),
         ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", format!("{HCM}/upgrade_configs/0")),

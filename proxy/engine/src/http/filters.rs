@@ -142,6 +142,8 @@ pub struct HttpFilters {
     /// Whether a filter reads the request's dynamic metadata (an ext_authz
     /// `filter_enabled_metadata`): only then do the RBAC filters write it.
     reads_metadata: bool,
+    /// The router's `suppress_envoy_headers`.
+    suppress_envoy_headers: bool,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -151,6 +153,14 @@ pub struct Encode {
     x_ratelimit: Option<(u32, u32, u64)>,
     /// ext_authz's `allowed_client_headers_on_success`, added.
     authz: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HttpFilters {
+    /// The router's `suppress_envoy_headers`: it adds none of its own `x-envoy-*` headers
+    /// (upstream service time, expected timeout, original path, overloaded).
+    pub fn suppress_envoy_headers(&self) -> bool {
+        self.suppress_envoy_headers
+    }
 }
 
 impl Encode {

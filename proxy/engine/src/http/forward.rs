@@ -103,6 +103,8 @@ pub(crate) struct Plan {
     attempt_count: (bool, bool),
     /// `include_is_timeout_retry_header` (the virtual host's).
     timeout_retry_header: bool,
+    /// The router adds its own `x-envoy-*` headers (not `suppress_envoy_headers`).
+    envoy_headers: bool,
     /// The route's `priority`: whose circuit breakers and host pools the request uses.
     priority: RoutingPriority,
     /// `hedge_policy.hedge_on_per_try_timeout` (or an internal request's
@@ -223,6 +225,7 @@ impl Plan {
                 fwd.vhost.include_attempt_count_in_response,
             ),
             timeout_retry_header: fwd.vhost.include_is_timeout_retry_header,
+            envoy_headers: !hcm.http_filters.suppress_envoy_headers(),
             priority: fwd.action.priority,
             hedge: overrides
                 .as_ref()
@@ -366,6 +369,24 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Runs the forward path for one request.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
+    plan: Plan,
+    conn: ConnInfo,
+    fmt: FormatContext<'_>,
+    parts: Parts,
+    input: Input,
+) -> Outcome {
+    let envoy_headers = plan.envoy_headers;
+    let mut o = run_planned(cluster, plan, conn, fmt, parts, input).await;
+    // The overflow's local reply carries the router's `x-envoy-overloaded` unless suppressed
+    // (an upstream's own is kept: only a local overflow answer is touched).
+    if !envoy_headers && o.flag == Flag::Overflow {
+        o.resp.headers_mut().remove("x-envoy-overloaded");
+    }
+    o
+}
+
+async fn run_planned(
+    cluster: Arc<Cluster>,
     mut plan: Plan,
     conn: ConnInfo,
     fmt: FormatContext<'_>,
@@ -398,7 +419,7 @@ pub(crate) async fn run(
     if !upgrade {
         strip_hop_by_hop(&mut parts.headers);
     }
-    if plan.rewritten.is_some() {
+    if plan.rewritten.is_some() && plan.envoy_headers {
         if let Ok(v) = HeaderValue::from_str(plan.original_path.as_str()) {
             parts.headers.insert("x-envoy-original-path", v);
         }
@@ -811,29 +832,32 @@ fn upstream_request(parts: &Parts, path: &PathAndQuery, body: Body) -> Request<B
     req
 }
 
+/// The upstream's response as it goes downstream: its body under the plan's idle timeout,
+/// `per_try_idle` and stream deadline, hop-by-hop headers out, the router's service time
+/// (unless suppressed) and the route's response header mutations in.
 fn finish_response(
     resp: Upstream,
     upstream_ms: u64,
-    mutations: &[HeaderMutations],
+    plan: &Plan,
     fmt: &FormatContext<'_>,
-    idle: Option<Duration>,
     per_try_idle: Option<Duration>,
-    deadline: Option<tokio::time::Instant>,
 ) -> Response<Body> {
     let mut resp = resp.map(|b| {
         super::idle::IdleBody::wrap_upstream(
             b.map_err(Into::into).boxed(),
-            idle,
+            plan.idle,
             per_try_idle,
-            deadline,
+            plan.stream_deadline,
         )
     });
     strip_hop_by_hop(resp.headers_mut());
-    resp.headers_mut().insert(
-        "x-envoy-upstream-service-time",
-        HeaderValue::from(upstream_ms),
-    );
-    for m in mutations {
+    if plan.envoy_headers {
+        resp.headers_mut().insert(
+            "x-envoy-upstream-service-time",
+            HeaderValue::from(upstream_ms),
+        );
+    }
+    for m in &plan.resp_mutations {
         m.apply_with(resp.headers_mut(), fmt);
     }
     resp

@@ -20,6 +20,59 @@ use crate::config::{
 /// The router's `@type`.
 pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 
+/// `extensions.filters.http.router.v3.Router`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    /// Only per-zone and canary stats, which sluice does not keep: a no-op.
+    #[allow(dead_code)]
+    dynamic_stats: Option<bool>,
+    /// A child span per upstream request: no span is exported here, a no-op.
+    #[allow(dead_code)]
+    start_child_span: Option<bool>,
+    #[serde(default)]
+    upstream_log: Vec<Value>,
+    upstream_log_options: Option<Value>,
+    suppress_envoy_headers: Option<bool>,
+    #[serde(default)]
+    strict_check_headers: Vec<String>,
+    respect_expected_rq_timeout: Option<bool>,
+    /// Only stats: a no-op.
+    #[allow(dead_code)]
+    suppress_grpc_request_failure_code_stats: Option<bool>,
+    #[serde(default)]
+    upstream_http_filters: Vec<Value>,
+    /// No request arrives as TLS early data here (no downstream 0-RTT): a no-op.
+    #[allow(dead_code)]
+    reject_connect_request_early_data: Option<bool>,
+}
+
+impl RawRouter {
+    /// Refuses the options sluice does not implement, naming them.
+    fn check(&self, p: &FieldPath) -> Result<(), ConfigError> {
+        let refused = [
+            ("upstream_log", !self.upstream_log.is_empty()),
+            ("upstream_log_options", self.upstream_log_options.is_some()),
+            (
+                "strict_check_headers",
+                !self.strict_check_headers.is_empty(),
+            ),
+            (
+                "respect_expected_rq_timeout",
+                self.respect_expected_rq_timeout == Some(true),
+            ),
+            (
+                "upstream_http_filters",
+                !self.upstream_http_filters.is_empty(),
+            ),
+        ];
+        match refused.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(p.field(field).unsupported("not implemented")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The supported filters, for error messages.
 const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
                          envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
@@ -47,9 +100,11 @@ pub(crate) fn http_filters(
             if i + 1 != raw.len() {
                 return Err(hp.index(i + 1).unsupported("HTTP filters after the router"));
             }
-            if let Some(tc) = &f.typed_config {
-                let _: Empty = typed_config(tc, &tp, ROUTER_TYPE)?;
-            }
+            let router: RawRouter = match &f.typed_config {
+                Some(tc) => typed_config(tc, &tp, ROUTER_TYPE)?,
+                None => RawRouter::default(),
+            };
+            router.check(&tp)?;
             if f.disabled == Some(true) {
                 return Err(fp
                     .field("disabled")
@@ -61,6 +116,7 @@ pub(crate) fn http_filters(
             return Ok(HttpFilters {
                 filters,
                 reads_metadata,
+                suppress_envoy_headers: router.suppress_envoy_headers.unwrap_or(false),
             });
         }
         // Istio's telemetry-only filters are no-ops. `is_optional` changes nothing here: Envoy

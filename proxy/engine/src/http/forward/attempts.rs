@@ -177,7 +177,7 @@ impl Attempts<'_> {
                 let mut resp = finish_response(
                     resp,
                     fin.upstream_ms,
-                    &plan.resp_mutations,
+                    plan,
                     &FormatContext {
                         request: Some(&parts.headers),
                         upstream_remote: Some(fin.host.addr),
@@ -196,9 +196,7 @@ impl Attempts<'_> {
                         }),
                         ..fmt
                     },
-                    plan.idle,
                     body_per_try_idle(plan),
-                    plan.stream_deadline,
                 );
                 if plan.attempt_count.1 {
                     resp.headers_mut().insert("x-envoy-attempt-count", count);

@@ -29,10 +29,12 @@ pub(super) fn set_headers(plan: &Plan, headers: &mut HeaderMap, left: Option<Dur
     let Some(expected) = expected_ms(plan.timeout, per_try, plan.hedge, left) else {
         return;
     };
-    headers.insert(
-        "x-envoy-expected-rq-timeout-ms",
-        HeaderValue::from(expected),
-    );
+    if plan.envoy_headers {
+        headers.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(expected),
+        );
+    }
     if plan.grpc_expected {
         headers.insert(
             "grpc-timeout",
