@@ -175,7 +175,12 @@ pub fn web_backend(
 pub const SVC_CLUSTER: &str = "outbound|80||svc.test";
 
 /// One pod's snapshot: `virtualOutbound` -> RDS `out` -> `svc.test` `/api` rewritten to
-/// `rewrite`, to the EDS cluster whose one endpoint is `backend`.
+/// `rewrite`, to the EDS cluster whose one endpoint is `backend`. The resources carry what
+/// istiod sets by default on every sidecar (an audit of its generators): the listener's
+/// `max_connections_to_accept_per_socket_event: 1`, `istio.stats` and `istio.alpn` as plain
+/// Anys of Istio's own types before the router, the default retry policy on the route, and on
+/// the cluster `alt_stat_name` with the `;` delimiter and HttpProtocolOptions with
+/// `use_downstream_protocol_config` and an `idle_timeout`.
 pub fn pod_snapshot(
     version: &str,
     backend: std::net::SocketAddr,
@@ -184,24 +189,37 @@ pub fn pod_snapshot(
     let mut tc = rds("out");
     tc["@type"] = json!(HCM);
     tc["stat_prefix"] = json!("outbound");
-    tc["http_filters"] = router();
+    let mut filters = vec![
+        json!({"name": "istio.alpn", "typed_config": {"@type":
+            "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"}}),
+        json!({"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}}),
+    ];
+    filters.extend(router().as_array().cloned().unwrap_or_default());
+    tc["http_filters"] = json!(filters);
     let listener = json!({"name": "virtualOutbound", "use_original_dst": true,
+        "max_connections_to_accept_per_socket_event": 1,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15001}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
             "typed_config": tc}]}]});
+    let retry = json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]});
     let route = json!({"name": "out", "virtual_hosts": [{"name": "svc", "domains": ["svc.test"],
         "routes": [{"match": {"prefix": "/api"},
-            "route": {"cluster": SVC_CLUSTER, "prefix_rewrite": rewrite}}]}]});
+            "route": {"cluster": SVC_CLUSTER, "prefix_rewrite": rewrite, "retry_policy": retry}}]}]});
+    let (cds, mut cluster) = eds_cluster(SVC_CLUSTER);
+    cluster["alt_stat_name"] = json!(format!("{SVC_CLUSTER};"));
+    cluster["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "3600s"},
+            "use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}});
     let cla = json!({"cluster_name": SVC_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint":
         {"address": {"socket_address": {"address": backend.ip().to_string(),
             "port_value": backend.port()}}}}]}]});
     crate::xds_server::Snapshot::from_json(
         version,
-        &[
-            (LDS, listener),
-            (RDS, route),
-            eds_cluster(SVC_CLUSTER),
-            (EDS, cla),
-        ],
+        &[(LDS, listener), (RDS, route), (cds, cluster), (EDS, cla)],
     )
 }

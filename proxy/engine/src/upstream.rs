@@ -174,6 +174,14 @@ impl Host {
         }
     }
 
+    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]).
+    pub fn drop_idle(&self, timeout: Duration) {
+        self.pool.drop_idle(timeout);
+        if let Some(p) = self.high_pool.get() {
+            p.drop_idle(timeout);
+        }
+    }
+
     /// Whether one of its pools holds a connection ([`pool::HostPool::holds_connections`]).
     pub fn holds_connections(&self) -> bool {
         self.pool.holds_connections() || self.high_pool.get().is_some_and(|p| p.holds_connections())
@@ -477,6 +485,13 @@ impl Cluster {
             let failure = cluster.spec.options.dns_failure_refresh;
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
         }
+        // Built outside a runtime (a config check), a cluster has no pool traffic to sweep.
+        if let (Some(t), Ok(rt)) = (
+            cluster.spec.options.upstream_idle_timeout,
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(idle_sweep(Arc::downgrade(&cluster), t));
+        }
         if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
             let every = cluster.spec.options.original_dst_cleanup;
             tokio::spawn(orig_dst_cleanup(Arc::downgrade(&cluster), every));
@@ -627,6 +642,21 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
             meta: HostMeta::of(e),
         })
     })
+}
+
+/// The upstream `idle_timeout`: a sweep every quarter of it (at least 50 ms) closes the pooled
+/// connections idle for the whole timeout, so an idle connection closes within 1.25 times it
+/// (Envoy's per-connection timer closes it at the timeout); a connection is never used past
+/// it either way ([`pool::HostPool`] checks on take).
+async fn idle_sweep(cluster: Weak<Cluster>, timeout: Duration) {
+    let every = (timeout / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(c) = cluster.upgrade() else { return };
+        for h in c.all_hosts() {
+            h.drop_idle(timeout);
+        }
+    }
 }
 
 /// ORIGINAL_DST: every `interval` (`cleanup_interval`), drops the hosts no request has used

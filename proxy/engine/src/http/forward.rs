@@ -379,7 +379,7 @@ pub(crate) async fn run(
     let mut o = run_planned(cluster, plan, conn, fmt, parts, input).await;
     // The overflow's local reply carries the router's `x-envoy-overloaded` unless suppressed
     // (an upstream's own is kept: only a local overflow answer is touched).
-    if !envoy_headers && o.flag == Flag::Overflow {
+    if !envoy_headers && o.flag == Flag::Overflow && o.upstream_ms.is_none() {
         o.resp.headers_mut().remove("x-envoy-overloaded");
     }
     o
@@ -572,6 +572,8 @@ async fn run_planned(
         let mut retrying = None;
         // A retry was refused by the retry circuit breaker (UO).
         let mut overflowed = false;
+        // An attempt of this request went out (Envoy's sticky `upstream_request_started`).
+        let mut started = false;
         loop {
             let Some(host) = ctx.prepare(&mut tried, &mut parts, retries_done, timed_out) else {
                 cluster.stats.upstream_cx_none_healthy.inc();
@@ -593,8 +595,14 @@ async fn run_planned(
             };
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, host_result) = match classify(&cluster, &result) {
+                Ok((Try::Reset(r), h)) => (Try::Reset(r.after(started)), h),
                 Ok(c) => c,
                 Err(flag) => return attempts::ended(flag, host.addr, retries_done + 1),
+            };
+            started |= match outcome {
+                Try::ConnectFailure => false,
+                Try::Reset(r) => r.sent,
+                Try::Status(_) | Try::PerTryTimeout => true,
             };
             timed_out = matches!(outcome, Try::PerTryTimeout);
             drop(retrying.take());

@@ -30,6 +30,15 @@ pub struct Reset {
 }
 
 impl Reset {
+    /// This reset as Envoy's retry state sees it after `started` (an earlier attempt of the
+    /// request went out): `upstream_request_started` is sticky across attempts.
+    pub fn after(self, started: bool) -> Reset {
+        Reset {
+            sent: self.sent || started,
+            ..self
+        }
+    }
+
     /// A reset of a request that went out.
     pub const SENT: Reset = Reset {
         sent: true,
@@ -63,8 +72,14 @@ pub fn should_retry(
                 || (on.retriable_status_codes && policy.retriable_status_codes.contains(&s))
                 || headers.is_some_and(|h| retry_on_headers(policy, h))
         }
+        // A pool failure: `connect-failure`, else, as Envoy's `wouldRetryFromReset` falls
+        // through, `reset-before-request` (nothing went out), `reset`, `5xx`, `gateway-error`.
         Outcome::ConnectFailure => {
-            on.connect_failure || on.server_error || on.gateway_error || on.reset
+            on.connect_failure
+                || on.reset_before_request
+                || on.server_error
+                || on.gateway_error
+                || on.reset
         }
         Outcome::Reset(r) => {
             (on.reset_before_request && !r.sent)
@@ -267,6 +282,7 @@ mod tests {
             (before, not_sent, true),
             (before, Outcome::Reset(Reset::SENT), false),
             (before, refused_reset, false),
+            (before, Outcome::ConnectFailure, true),
             (five, refused_reset, true),
             (reset, not_sent, true),
             (five, Outcome::Status(500), true),

@@ -184,6 +184,28 @@ impl<B> HostPool<B> {
         })
     }
 
+    /// Drops (so closes) the connections idle for `timeout` or more: HTTP/1 ones released that
+    /// long ago, an HTTP/2 one that took no stream for that long (it closes once its streams
+    /// end). The cluster's idle sweep ([`super::Cluster::build`]) calls it.
+    pub fn drop_idle(&self, timeout: Duration) {
+        let now = Instant::now();
+        for s in self.slots.iter().filter_map(OnceLock::get) {
+            s.idle
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|((tx, _, _), since)| {
+                    !tx.is_closed() && now.duration_since(*since) < timeout
+                });
+            let mut h2 = s.h2.lock().unwrap_or_else(|e| e.into_inner());
+            if h2.as_ref().is_some_and(|(tx, _, _, last)| {
+                tx.is_closed() || now.duration_since(*last) >= timeout
+            }) {
+                *h2 = None;
+            }
+        }
+    }
+
     /// Whether the pool holds a connection: an open HTTP/1 one (idle, busy or connecting) or
     /// an HTTP/2 one not known closed. Envoy keeps an ORIGINAL_DST host while a pool holds
     /// it (`original_dst_rely_on_idle_timeout`).
@@ -389,8 +411,10 @@ async fn open<B: PoolBody>(
     purpose: Purpose,
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
+    // Every purpose but the pool's own speaks HTTP/1.1, and offers HTTP/1's ALPN for it
+    // (Envoy's HTTP/1 pool falls back to `http/1.1`).
     let force_h1 = purpose != Purpose::Pool;
-    let h1_alpn = purpose == Purpose::PoolH1;
+    let h1_alpn = force_h1;
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
         Err(_) => {

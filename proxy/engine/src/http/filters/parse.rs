@@ -24,8 +24,8 @@ pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRouter {
-    /// Only per-zone and canary stats, which sluice does not keep: a no-op.
-    #[allow(dead_code)]
+    /// `false` stops the cluster's and route's per-code response stats, which sluice keeps
+    /// regardless: only `true` (the default) is accepted.
     dynamic_stats: Option<bool>,
     /// A child span per upstream request: no span is exported here, a no-op.
     #[allow(dead_code)]
@@ -37,8 +37,7 @@ struct RawRouter {
     #[serde(default)]
     strict_check_headers: Vec<String>,
     respect_expected_rq_timeout: Option<bool>,
-    /// Only stats: a no-op.
-    #[allow(dead_code)]
+    /// `true` drops a gRPC request's per-code stats, which sluice keeps: only `false`.
     suppress_grpc_request_failure_code_stats: Option<bool>,
     #[serde(default)]
     upstream_http_filters: Vec<Value>,
@@ -51,6 +50,11 @@ impl RawRouter {
     /// Refuses the options sluice does not implement, naming them.
     fn check(&self, p: &FieldPath) -> Result<(), ConfigError> {
         let refused = [
+            ("dynamic_stats", self.dynamic_stats == Some(false)),
+            (
+                "suppress_grpc_request_failure_code_stats",
+                self.suppress_grpc_request_failure_code_stats == Some(true),
+            ),
             ("upstream_log", !self.upstream_log.is_empty()),
             ("upstream_log_options", self.upstream_log_options.is_some()),
             (

@@ -275,8 +275,9 @@ pub(super) fn classify(
             cluster.stats.upstream_rq_pending_overflow.inc();
             return Err(Flag::Overflow);
         }
-        // Envoy's outlier results: a connect failure and a timeout are local-origin, a reset
-        // of a stream that was sent is the upstream's (`ExtOriginRequestFailed`, a 503).
+        // Envoy's outlier results: every failure without a response is local-origin (its
+        // `onUpstreamReset` reports `LocalOriginConnectFailed` for a reset from the wire too),
+        // which outside `split_external_local_origin_errors` counts as a 503 (a timeout: 504).
         Err(AttemptError::Connect(e)) => (
             Try::ConnectFailure,
             HostResult::LocalOrigin {
@@ -284,25 +285,21 @@ pub(super) fn classify(
             },
         ),
         // A protocol error is a reset to the retry policy (`reset`, `5xx`), as Envoy's
-        // `wouldRetryFromReset`; outlier detection sees the 502 it answers.
-        Err(AttemptError::Reset) => (
+        // `wouldRetryFromReset`.
+        Err(AttemptError::Reset | AttemptError::Protocol) => (
             Try::Reset(crate::http::retry::Reset::SENT),
-            HostResult::Status(503),
+            HostResult::LocalOrigin { timeout: false },
         ),
         Err(AttemptError::NotSent) => (
             Try::Reset(crate::http::retry::Reset::NOT_SENT),
-            HostResult::Status(503),
+            HostResult::LocalOrigin { timeout: false },
         ),
         Err(AttemptError::StreamReset { refused }) => (
             Try::Reset(crate::http::retry::Reset {
                 sent: true,
                 refused: *refused,
             }),
-            HostResult::Status(503),
-        ),
-        Err(AttemptError::Protocol) => (
-            Try::Reset(crate::http::retry::Reset::SENT),
-            HostResult::Status(502),
+            HostResult::LocalOrigin { timeout: false },
         ),
         Err(AttemptError::Timeout) => (
             Try::PerTryTimeout,

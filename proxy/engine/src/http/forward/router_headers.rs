@@ -111,9 +111,7 @@ impl Overrides<'_> {
             return None;
         }
         let mut p = route.unwrap_or_default();
-        // Envoy's `parseRetryOn` / `parseRetryGrpcOn`: unknown tokens are ignored, and so are
-        // `refused-stream`, `reset-before-request` and `http3-post-connect-failure` here (a
-        // route's `retry_on` with one is refused; docs/config.md "Known divergences").
+        // Envoy's `parseRetryOn` / `parseRetryGrpcOn`: unknown tokens are ignored.
         for t in self.retry_on.into_iter().flat_map(|v| v.split(',')) {
             p.retry_on.add_http(t.trim());
         }

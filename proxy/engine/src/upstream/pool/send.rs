@@ -210,12 +210,16 @@ impl<B> From<Failure<B>> for SendError {
     }
 }
 
-/// The code of an RST_STREAM the upstream sent for the stream (not a GOAWAY, an I/O error or a
-/// reset of our own).
+/// The code of an RST_STREAM the upstream sent for the stream, or REFUSED_STREAM for a stream
+/// its GOAWAY left out (above the last stream it will process: Envoy's codec closes those
+/// as refused); not an I/O error or a reset of our own.
 fn remote_stream_reset(e: &hyper::Error) -> Option<h2::Reason> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            if h2e.is_go_away() && h2e.is_remote() {
+                return Some(h2::Reason::REFUSED_STREAM);
+            }
             return (h2e.is_reset() && h2e.is_remote())
                 .then(|| h2e.reason())
                 .flatten();
