@@ -62,6 +62,8 @@ pub struct UpstreamState {
     pub fail_status: AtomicU16,
     /// Requests in flight now.
     pub active: AtomicUsize,
+    /// Connections open now (accepted and not yet closed).
+    pub open: AtomicUsize,
     /// When > 0: send a first body chunk, stall this long, then the rest (streamed body).
     pub stall_body_ms: AtomicU64,
     /// SNI of TLS connections seen last.
@@ -123,21 +125,22 @@ impl TestUpstream {
                     continue;
                 };
                 st.connections.fetch_add(1, Ordering::SeqCst);
+                st.open.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
-                        None => serve(TokioIo::new(stream), st).await,
+                        None => serve(TokioIo::new(stream), st.clone()).await,
                         Some(cfg) => {
                             let acc = tokio_rustls::TlsAcceptor::from(cfg);
-                            let Ok(s) = acc.accept(stream).await else {
-                                return;
-                            };
-                            *st.last_sni.lock().unwrap() =
-                                s.get_ref().1.server_name().map(str::to_string);
-                            serve(TokioIo::new(s), st).await
+                            if let Ok(s) = acc.accept(stream).await {
+                                *st.last_sni.lock().unwrap() =
+                                    s.get_ref().1.server_name().map(str::to_string);
+                                serve(TokioIo::new(s), st.clone()).await
+                            }
                         }
                     }
+                    st.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });

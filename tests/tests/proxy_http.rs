@@ -269,6 +269,59 @@ async fn use_downstream_protocol_follows_each_request() {
     }
 }
 
+/// A cluster's `idle_timeout` (istiod sets 300 s on its passthrough clusters): the pooled
+/// connection of a host that gets no more requests is closed by the idle sweep (within 1.25
+/// times the timeout), and the next request opens a new one; without it (Envoy's 1 h
+/// default) the connection stays open and is reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_idle_timeout_closes_pooled_connections() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (short, long) = (
+        TestUpstream::start("short").await,
+        TestUpstream::start("long").await,
+    );
+    let (admin, port) = (free_port(), free_port());
+    let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: {idle_timeout: 0.4s}\n        explicit_http_config: {http_protocol_options: {}}\n";
+    let routes = format!(
+        "              - match: {{ prefix: \"/short\" }}\n                route: {{ cluster: short }}\n{}",
+        route_to("long")
+    );
+    let clusters = static_cluster("short", &[short.port()], opts)
+        + &static_cluster("long", &[long.port()], "");
+    let proxy = ProxyProcess::start(&http_bootstrap(admin, port, &routes, &clusters, ""), admin);
+    for path in ["/short", "/long"] {
+        let u = format!("http://127.0.0.1:{port}{path}");
+        assert_eq!(curl_code_version("--http1.1", u).await, "200 1.1", "{path}");
+    }
+    assert_eq!(
+        (short.state.open.load(SeqCst), long.state.open.load(SeqCst)),
+        (1, 1)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(short.state.open.load(SeqCst), 0, "closed by the idle sweep");
+    assert_eq!(
+        long.state.open.load(SeqCst),
+        1,
+        "kept under the 1 h default"
+    );
+    assert_eq!(proxy.stat("cluster.short.upstream_cx_idle_timeout"), 1);
+    assert_eq!(proxy.stat("cluster.long.upstream_cx_idle_timeout"), 0);
+    for path in ["/short", "/long"] {
+        let u = format!("http://127.0.0.1:{port}{path}");
+        assert_eq!(curl_code_version("--http1.1", u).await, "200 1.1", "{path}");
+    }
+    assert_eq!(
+        short.state.connections.load(SeqCst),
+        2,
+        "a new connection after the close"
+    );
+    assert_eq!(
+        long.state.connections.load(SeqCst),
+        1,
+        "the kept one reused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;

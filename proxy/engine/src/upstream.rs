@@ -174,12 +174,10 @@ impl Host {
         }
     }
 
-    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]).
-    pub fn drop_idle(&self, timeout: Duration) {
-        self.pool.drop_idle(timeout);
-        if let Some(p) = self.high_pool.get() {
-            p.drop_idle(timeout);
-        }
+    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]);
+    /// returns how many.
+    pub fn drop_idle(&self, timeout: Duration) -> u64 {
+        self.pool.drop_idle(timeout) + self.high_pool.get().map_or(0, |p| p.drop_idle(timeout))
     }
 
     /// Whether one of its pools holds a connection ([`pool::HostPool::holds_connections`]).
@@ -653,9 +651,8 @@ async fn idle_sweep(cluster: Weak<Cluster>, timeout: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(c) = cluster.upgrade() else { return };
-        for h in c.all_hosts() {
-            h.drop_idle(timeout);
-        }
+        let closed: u64 = c.all_hosts().iter().map(|h| h.drop_idle(timeout)).sum();
+        c.stats.upstream_cx_idle_timeout.add(closed);
     }
 }
 

@@ -89,6 +89,8 @@ stat_struct!(
         upstream_cx_connect_fail,
         /// Connection attempts that timed out.
         upstream_cx_connect_timeout,
+        /// Pooled connections closed by the cluster's `idle_timeout`.
+        upstream_cx_idle_timeout,
         /// Requests that found no healthy host.
         upstream_cx_none_healthy,
         /// Outlier ejections (outlier_detection.ejections_enforced_total).

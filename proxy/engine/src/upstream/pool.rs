@@ -187,23 +187,31 @@ impl<B> HostPool<B> {
     /// Drops (so closes) the connections idle for `timeout` or more: HTTP/1 ones released that
     /// long ago, an HTTP/2 one that took no stream for that long (it closes once its streams
     /// end). The cluster's idle sweep ([`super::Cluster::build`]) calls it.
-    pub fn drop_idle(&self, timeout: Duration) {
+    /// Returns how many open connections it closed.
+    pub fn drop_idle(&self, timeout: Duration) -> u64 {
         let now = Instant::now();
+        let mut closed = 0;
         for s in self.slots.iter().filter_map(OnceLock::get) {
             s.idle
                 .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|((tx, _, _), since)| {
-                    !tx.is_closed() && now.duration_since(*since) < timeout
+                    let open = !tx.is_closed();
+                    let keep = open && now.duration_since(*since) < timeout;
+                    closed += u64::from(open && !keep);
+                    keep
                 });
             let mut h2 = s.h2.lock().unwrap_or_else(|e| e.into_inner());
-            if h2.as_ref().is_some_and(|(tx, _, _, last)| {
-                tx.is_closed() || now.duration_since(*last) >= timeout
-            }) {
-                *h2 = None;
+            if let Some((tx, _, _, last)) = h2.as_ref() {
+                let open = !tx.is_closed();
+                if !open || now.duration_since(*last) >= timeout {
+                    closed += u64::from(open);
+                    *h2 = None;
+                }
             }
         }
+        closed
     }
 
     /// Whether the pool holds a connection: an open HTTP/1 one (idle, busy or connecting) or
