@@ -61,7 +61,7 @@ pub struct Downstream {
 struct Session {
     cluster: Option<String>,
     /// The cluster's `alt_stat_name`, if any.
-    cluster_alt_name: Option<String>,
+    cluster_alt_name: Option<Arc<str>>,
     host: Option<SocketAddr>,
     local: Option<SocketAddr>,
     /// Envoy's transport failure reason of a failed connect.

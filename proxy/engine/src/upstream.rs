@@ -663,7 +663,7 @@ async fn idle_sweep(cluster: Weak<Cluster>, timeout: Duration) {
 async fn orig_dst_cleanup(cluster: Weak<Cluster>, interval: Duration) {
     let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     loop {
-        // tokio clamps a far deadline (istiod's inbound clusters set 10,000 years).
+        // tokio clamps a far deadline (istiod's inbound clusters set about 292 years).
         tokio::time::sleep(interval).await;
         let Some(c) = cluster.upgrade() else { return };
         let mut map = c.orig_dst_hosts.lock().unwrap_or_else(|e| e.into_inner());

@@ -103,8 +103,9 @@ pub struct Entry {
     pub route_name: Option<String>,
     /// The route's cluster (`%UPSTREAM_CLUSTER_RAW%`).
     pub cluster: Option<String>,
-    /// The cluster's `alt_stat_name`, when it has one (`%UPSTREAM_CLUSTER%`, else `cluster`).
-    pub cluster_alt_name: Option<String>,
+    /// The cluster's `alt_stat_name`, when it has one (`%UPSTREAM_CLUSTER%`, else `cluster`):
+    /// shared with the cluster, as istiod sets one on every cluster (no copy per request).
+    pub cluster_alt_name: Option<std::sync::Arc<str>>,
     /// The SNI of a TLS connection.
     pub sni: Option<String>,
     /// What made the response (`%RESPONSE_CODE_DETAILS%`, [`ResponseDetails::of_response`]).

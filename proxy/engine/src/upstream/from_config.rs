@@ -133,7 +133,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         health_check,
         options: c.options.clone(),
         localities: c.localities.clone(),
-        alt_stat_name: c.alt_stat_name.clone(),
+        alt_stat_name: c.alt_stat_name.as_deref().map(std::sync::Arc::from),
         name,
     }
 }

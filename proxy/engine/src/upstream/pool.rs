@@ -422,7 +422,6 @@ async fn open<B: PoolBody>(
     // Every purpose but the pool's own speaks HTTP/1.1, and offers HTTP/1's ALPN for it
     // (Envoy's HTTP/1 pool falls back to `http/1.1`).
     let force_h1 = purpose != Purpose::Pool;
-    let h1_alpn = force_h1;
     let timeout = cluster.spec.connect_timeout;
     let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
         Err(_) => {
@@ -447,7 +446,7 @@ async fn open<B: PoolBody>(
         cluster.stats.upstream_cx_total.inc();
     }
     match cluster.tls(transport) {
-        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, h1_alpn)).await {
+        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, force_h1)).await {
             Err(_) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 Err(ConnectError::Timeout)

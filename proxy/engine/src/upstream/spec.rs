@@ -50,7 +50,7 @@ pub struct ClusterSpec {
     /// The endpoints' localities in Envoy's order ([`EndpointSpec::locality`] indexes it).
     pub localities: std::sync::Arc<[crate::config::Locality]>,
     /// `alt_stat_name`, when set ([`ClusterSpec::observability_name`]).
-    pub alt_stat_name: Option<String>,
+    pub alt_stat_name: Option<std::sync::Arc<str>>,
 }
 
 impl ClusterSpec {
