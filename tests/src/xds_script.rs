@@ -191,7 +191,11 @@ pub fn pod_snapshot(
     tc["stat_prefix"] = json!("outbound");
     let mut filters = vec![
         json!({"name": "istio.alpn", "typed_config": {"@type":
-            "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"}}),
+            "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+            "alpn_override": [
+                {"upstream_protocol": "HTTP10", "alpn_override": ["istio-http/1.0", "istio", "http/1.0"]},
+                {"upstream_protocol": "HTTP11", "alpn_override": ["istio-http/1.1", "istio", "http/1.1"]},
+                {"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2", "istio", "h2"]}]}}),
         json!({"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}}),
     ];
     filters.extend(router().as_array().cloned().unwrap_or_default());

@@ -72,3 +72,33 @@ pub(crate) fn source_name(d: &DataSource) -> String {
         DataSource::Inline(_) => "<inline>".to_string(),
     }
 }
+
+/// The signature checks of a certificate verifier that adds checks to the verifier in its
+/// `inner` field: delegated as they are (rustls' `ServerCertVerifier` and `ClientCertVerifier`
+/// have the same three).
+macro_rules! signature_checks_of_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+pub(crate) use signature_checks_of_inner;

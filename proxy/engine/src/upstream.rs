@@ -20,6 +20,7 @@ pub mod sockopts;
 pub mod spec;
 pub mod success_rate;
 pub mod tls;
+pub mod transport_options;
 pub mod xxhash;
 
 use std::{
@@ -65,6 +66,24 @@ pub enum UpstreamError {
         /// Why it failed.
         reason: String,
     },
+}
+
+/// A host's connection pool for a request ([`Host::pool_for`]).
+pub enum PoolRef<'a> {
+    /// The priority's own pool.
+    Own(&'a pool::HostPool<RequestBody>),
+    /// The pool of the request's transport options.
+    Keyed(Arc<pool::HostPool<RequestBody>>),
+}
+
+impl std::ops::Deref for PoolRef<'_> {
+    type Target = pool::HostPool<RequestBody>;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            PoolRef::Own(p) => p,
+            PoolRef::Keyed(p) => p,
+        }
+    }
 }
 
 /// The request body the cluster's pools carry: any body, boxed (the HTTP connection manager's
@@ -117,6 +136,8 @@ pub struct Host {
     /// The HIGH priority's, made by the first HIGH request to the host: Envoy keys a host's
     /// pools by priority, so the two never share a connection.
     high_pool: OnceLock<pool::HostPool<RequestBody>>,
+    /// The pools of requests with transport options ([`Host::pool_for`]), made as they come.
+    keyed: arc_swap::ArcSwapOption<Vec<Arc<pool::HostPool<RequestBody>>>>,
     /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
     /// name); None keeps the request's Host.
     pub hostname: Option<Arc<str>>,
@@ -161,6 +182,7 @@ impl Host {
             pending_removal: AtomicBool::new(false),
             pool: pool::HostPool::new(RoutingPriority::Default, transport),
             high_pool: OnceLock::new(),
+            keyed: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -174,15 +196,82 @@ impl Host {
         }
     }
 
-    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]);
-    /// returns how many.
+    /// The connection pool of requests of priority `p` with transport options `o`: the
+    /// priority's own pool without options (or on a plaintext host, where they change
+    /// nothing), else the host's keyed pool for them, made by the first such request. Past
+    /// [`transport_options::MAX_KEYED_POOLS`] keyed pools (none of them idle and empty) the
+    /// request gets a pool of its own, which is not kept.
+    pub fn pool_for(
+        &self,
+        p: RoutingPriority,
+        o: transport_options::OptionsRef<'_>,
+        cluster: &Cluster,
+    ) -> PoolRef<'_> {
+        if o.is_none() || cluster.tls(self.transport).is_none() {
+            return PoolRef::Own(self.pool(p));
+        }
+        let find = |v: &Option<Arc<Vec<Arc<pool::HostPool<RequestBody>>>>>| {
+            v.as_deref()
+                .and_then(|v| v.iter().find(|x| x.is_for(p, &o)).cloned())
+        };
+        if let Some(found) = find(&self.keyed.load()) {
+            return PoolRef::Keyed(found);
+        }
+        let new = Arc::new(pool::HostPool::keyed(p, self.transport, o.to_owned()));
+        let mut chosen = None;
+        self.keyed.rcu(|cur| {
+            if let Some(found) = find(cur) {
+                chosen = Some(found);
+                return cur.clone();
+            }
+            let mut v: Vec<_> = cur.as_deref().cloned().unwrap_or_default();
+            if v.len() >= transport_options::MAX_KEYED_POOLS {
+                v.retain(|x| x.holds_connections());
+            }
+            if v.len() >= transport_options::MAX_KEYED_POOLS {
+                chosen = None;
+                return cur.clone();
+            }
+            v.push(new.clone());
+            chosen = Some(new.clone());
+            Some(Arc::new(v))
+        });
+        PoolRef::Keyed(chosen.unwrap_or(new))
+    }
+
+    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]) and
+    /// lets go of the keyed pools left without a connection; returns how many connections.
     pub fn drop_idle(&self, timeout: Duration) -> u64 {
-        self.pool.drop_idle(timeout) + self.high_pool.get().map_or(0, |p| p.drop_idle(timeout))
+        let mut closed =
+            self.pool.drop_idle(timeout) + self.high_pool.get().map_or(0, |p| p.drop_idle(timeout));
+        let keyed = self.keyed.load();
+        if let Some(v) = keyed.as_deref() {
+            closed += v.iter().map(|p| p.drop_idle(timeout)).sum::<u64>();
+            if v.iter().any(|p| !p.holds_connections()) {
+                self.keyed.rcu(|cur| {
+                    let v: Vec<_> = cur
+                        .as_deref()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p.holds_connections())
+                        .cloned()
+                        .collect();
+                    (!v.is_empty()).then(|| Arc::new(v))
+                });
+            }
+        }
+        closed
     }
 
     /// Whether one of its pools holds a connection ([`pool::HostPool::holds_connections`]).
     pub fn holds_connections(&self) -> bool {
-        self.pool.holds_connections() || self.high_pool.get().is_some_and(|p| p.holds_connections())
+        self.pool.holds_connections()
+            || self.high_pool.get().is_some_and(|p| p.holds_connections())
+            || self
+                .keyed
+                .load()
+                .as_deref()
+                .is_some_and(|v| v.iter().any(|p| p.holds_connections()))
     }
 
     /// Whether outlier detection currently ejects this host.
@@ -791,3 +880,7 @@ pub const HC_WARM_MARGIN: Duration = Duration::from_millis(500);
 #[cfg(test)]
 #[path = "upstream/original_dst_tests.rs"]
 mod original_dst_tests;
+
+#[cfg(test)]
+#[path = "upstream/keyed_pool_tests.rs"]
+mod keyed_pool_tests;

@@ -17,25 +17,110 @@ pub fn pool() -> &'static DescriptorPool {
             pool.add_file_descriptor_proto(empty_message_file(package, message))
                 .expect("a one-message file");
         }
+        pool.add_file_descriptor_proto(istio_alpn_file())
+            .expect("istio.alpn's config file");
         pool
     })
 }
 
-/// Istio's own filter configs (package, message): istiod sends `istio.stats` and `istio.alpn`
-/// as plain Anys of these types, not wrapped in a TypedStruct, on every connection manager
-/// and TCP chain. Declared here without fields so such an Any decodes (its content skipped)
-/// and prints as `{"@type": ...}`; the engine takes these filters as telemetry no-ops by
-/// type (`sluice_engine` `config/istio_filters.rs`).
+/// Istio's own telemetry filter configs (package, message): istiod sends `istio.stats` as a
+/// plain Any of its type, not wrapped in a TypedStruct, on every connection manager and TCP
+/// chain. Declared here without fields so such an Any decodes (its content skipped) and
+/// prints as `{"@type": ...}`; the engine takes these filters as telemetry no-ops by type
+/// (`sluice_engine` `config/istio_filters.rs`).
 const ISTIO_TELEMETRY: &[(&str, &str)] = &[
     ("stats", "PluginConfig"),
-    (
-        "istio.envoy.config.filter.http.alpn.v2alpha1",
-        "FilterConfig",
-    ),
     ("io.istio.http.peer_metadata", "Config"),
     ("envoy.tcp.metadataexchange.config", "MetadataExchange"),
     ("io.istio.network.authn", "Config"),
 ];
+
+/// istio-proxy's `istio.alpn` config (`istio.envoy.config.filter.http.alpn.v2alpha1`), whose
+/// content the engine reads (`http/filters/istio_alpn.rs`), with its fields:
+/// `repeated AlpnOverride alpn_override = 1`, `AlpnOverride { Protocol upstream_protocol = 1;
+/// repeated string alpn_override = 2; }`, `enum Protocol { HTTP10; HTTP11; HTTP2; }`.
+fn istio_alpn_file() -> prost_reflect::prost_types::FileDescriptorProto {
+    use prost_reflect::prost_types::{
+        field_descriptor_proto::{Label, Type},
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto,
+    };
+    const PACKAGE: &str = "istio.envoy.config.filter.http.alpn.v2alpha1";
+    let field = |name: &str, number, label: Label, ty: Type, type_name: Option<String>| {
+        FieldDescriptorProto {
+            name: Some(name.to_string()),
+            json_name: Some(camel(name)),
+            number: Some(number),
+            label: Some(label as i32),
+            r#type: Some(ty as i32),
+            type_name,
+            ..FieldDescriptorProto::default()
+        }
+    };
+    let protocol = EnumDescriptorProto {
+        name: Some("Protocol".to_string()),
+        value: ["HTTP10", "HTTP11", "HTTP2"]
+            .iter()
+            .zip(0..)
+            .map(|(n, i)| EnumValueDescriptorProto {
+                name: Some(n.to_string()),
+                number: Some(i),
+                ..EnumValueDescriptorProto::default()
+            })
+            .collect(),
+        ..EnumDescriptorProto::default()
+    };
+    let entry = DescriptorProto {
+        name: Some("AlpnOverride".to_string()),
+        field: vec![
+            field(
+                "upstream_protocol",
+                1,
+                Label::Optional,
+                Type::Enum,
+                Some(format!(".{PACKAGE}.FilterConfig.Protocol")),
+            ),
+            field("alpn_override", 2, Label::Repeated, Type::String, None),
+        ],
+        ..DescriptorProto::default()
+    };
+    FileDescriptorProto {
+        name: Some("sluice/istio/alpn.proto".to_string()),
+        package: Some(PACKAGE.to_string()),
+        syntax: Some("proto3".to_string()),
+        message_type: vec![DescriptorProto {
+            name: Some("FilterConfig".to_string()),
+            field: vec![field(
+                "alpn_override",
+                1,
+                Label::Repeated,
+                Type::Message,
+                Some(format!(".{PACKAGE}.FilterConfig.AlpnOverride")),
+            )],
+            nested_type: vec![entry],
+            enum_type: vec![protocol],
+            ..DescriptorProto::default()
+        }],
+        ..FileDescriptorProto::default()
+    }
+}
+
+/// protoc's JSON name of a field: `alpn_override` -> `alpnOverride`.
+fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut up = false;
+    for c in name.chars() {
+        match (c, up) {
+            ('_', _) => up = true,
+            (c, true) => {
+                out.push(c.to_ascii_uppercase());
+                up = false;
+            }
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
 
 /// A `.proto` file of `package` declaring the one field-less `message`.
 fn empty_message_file(

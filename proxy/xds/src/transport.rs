@@ -191,7 +191,7 @@ async fn connect_cluster_tls(target: &Target, origin: TlsOrigin) -> Result<Chann
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
-                let (tls, _h2) = origin.connect(tcp, false).await?;
+                let (tls, _h2) = origin.connect(tcp, false, None).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))

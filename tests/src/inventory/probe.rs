@@ -192,7 +192,7 @@ static_resources:
       match: { tlsMode: istio }
       transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }
     least_request_lb_config: { choice_count: 2 }
-    circuit_breakers: { thresholds: [{ max_connections: 10 }] }
+    circuit_breakers: { thresholds: [{ max_connections: 10, retry_budget: { min_retry_concurrency: 3 } }] }
     outlier_detection: { consecutive_5xx: 5 }
     health_checks:
     - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: { path: / } }
@@ -210,6 +210,7 @@ static_resources:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: { http_protocol_options: {} }
+        upstream_http_protocol_options: { auto_sni: true }
   - { name: maglev, type: STATIC, lb_policy: MAGLEV, maglev_lb_config: { table_size: 65537 } }
   - name: orig
     type: ORIGINAL_DST
@@ -238,6 +239,8 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
         ("extensions.filters.listener.tls_inspector.v3.TlsInspector", "/static_resources/listeners/0/listener_filters/0/typed_config".into()),
         ("extensions.upstreams.http.v3.HttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into()),
+        ("config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", "/static_resources/clusters/0/circuit_breakers/thresholds/0/retry_budget".into()),
+        ("config.core.v3.UpstreamHttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions/upstream_http_protocol_options".into()),
         ("extensions.filters.http.router.v3.Router", format!("{HCM}/http_filters/7/typed_config")),
         ("config.listener.v3.FilterChainMatch", "/static_resources/listeners/0/filter_chains/0/filter_chain_match".into()),
         ("extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", HCM.into()),

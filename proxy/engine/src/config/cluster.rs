@@ -265,6 +265,30 @@ pub struct CircuitBreakers {
     pub max_retries: u32,
     /// `track_remaining`: the priority's `circuit_breakers.<priority>.remaining_*` gauges.
     pub track_remaining: bool,
+    /// `retry_budget`: replaces `max_retries` when set.
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `circuit_breakers.thresholds[].retry_budget` (Envoy's `RetryBudgetImpl`): the retries in
+/// flight may be `budget_percent` of the priority's active and pending requests, never fewer
+/// than `min_retry_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetryBudget {
+    /// `budget_percent`, in thousandths of a percent (default 20 %: 20 000).
+    pub percent_milli: u32,
+    /// `min_retry_concurrency` (default 3).
+    pub min_concurrency: u32,
+}
+
+impl RetryBudget {
+    /// Retries allowed in flight with `active` requests active or pending (Envoy truncates
+    /// the share).
+    pub fn max(&self, active: usize) -> usize {
+        let share = (active as u64).saturating_mul(u64::from(self.percent_milli)) / 100_000;
+        usize::try_from(share)
+            .unwrap_or(usize::MAX)
+            .max(self.min_concurrency as usize)
+    }
 }
 
 impl Default for CircuitBreakers {
@@ -275,6 +299,7 @@ impl Default for CircuitBreakers {
             max_requests: DEFAULT_MAX_REQUESTS,
             max_retries: DEFAULT_MAX_RETRIES,
             track_remaining: false,
+            retry_budget: None,
         }
     }
 }
@@ -547,6 +572,26 @@ pub struct ClusterOptions {
     /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`]; `0s`: `None`, no limit): a pooled connection without
     /// a request for this long is not used again and closes.
     pub upstream_idle_timeout: Option<Duration>,
+    /// The typed HttpProtocolOptions' `upstream_http_protocol_options` (`None`: neither
+    /// `auto_sni` nor `auto_san_validation`).
+    pub auto_sni: Option<AutoSni>,
+    /// Istio's `istio.alpn` filter may change the ALPN of the cluster's TLS connections: not
+    /// when the cluster's `filter_metadata.istio.alpn_override` is `"false"` (istiod's mark on
+    /// a cluster whose TLS is a DestinationRule's own, not Istio's mutual TLS).
+    pub istio_alpn: bool,
+}
+
+/// `UpstreamHttpProtocolOptions`: a request's upstream TLS handshake takes its name from the
+/// request's host (after the route's host rewrite), or from `header` when the request has it
+/// and it is not empty (`override_auto_sni_header`), port left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoSni {
+    /// `auto_sni`: the name is the SNI (unless it is an IP address).
+    pub sni: bool,
+    /// `auto_san_validation`: a SAN of the server certificate must match the name.
+    pub san: bool,
+    /// `override_auto_sni_header`, lower-cased.
+    pub header: Option<http::HeaderName>,
 }
 
 /// Envoy's default idle timeout of upstream HTTP connections (1 hour).
@@ -574,6 +619,8 @@ impl Default for ClusterOptions {
             ignore_health_on_host_removal: false,
             original_dst_cleanup: DEFAULT_ORIGINAL_DST_CLEANUP,
             upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            auto_sni: None,
+            istio_alpn: true,
         }
     }
 }

@@ -17,6 +17,28 @@ use super::{
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
 };
 
+/// `upstream_http_protocol_options` at `p`: `None` when neither flag is on (the header alone
+/// does nothing, as in Envoy).
+fn auto_sni(
+    u: &super::raw_cluster_options::RawUpstreamHttpProtocolOptions,
+    p: &FieldPath,
+) -> Result<Option<super::AutoSni>, ConfigError> {
+    let header = match u.override_auto_sni_header.as_deref() {
+        None | Some("") => None,
+        Some(h) => Some(
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                p.field("override_auto_sni_header")
+                    .err(format!("{h:?} is not a valid HTTP header name"))
+            })?,
+        ),
+    };
+    let (sni, san) = (
+        u.auto_sni.unwrap_or(false),
+        u.auto_san_validation.unwrap_or(false),
+    );
+    Ok((sni || san).then_some(super::AutoSni { sni, san, header }))
+}
+
 /// Envoy's bound on `dns_failure_refresh_rate.base_interval` (`gt: 1ms`).
 const MIN_REFRESH_BASE: Duration = Duration::from_millis(1);
 
@@ -90,6 +112,19 @@ pub(crate) fn options(
         ignore_health_on_host_removal: raw.ignore_health_on_host_removal.unwrap_or(false),
         ..ClusterOptions::default()
     };
+    if let Some(u) = typed.and_then(|t| t.upstream_http_protocol_options.as_ref()) {
+        let up = p
+            .field("typed_extension_protocol_options")
+            .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
+            .field("upstream_http_protocol_options");
+        out.auto_sni = auto_sni(u, &up)?;
+    }
+    out.istio_alpn = raw
+        .metadata
+        .as_ref()
+        .and_then(|m| m.pointer("/filter_metadata/istio/alpn_override"))
+        .and_then(|v| v.as_str())
+        != Some("false");
     if let Some(d) = raw.cleanup_interval {
         let max = super::duration::MAX_MILLIS_SECONDS;
         if d.0.is_zero() {

@@ -1,7 +1,7 @@
 //! Istio's telemetry-only filters, accepted as documented no-ops: the stats plugin
 //! (`istio.stats`, native or Wasm-hosted), peer metadata exchange (`istio.metadata_exchange`,
-//! `envoy.filters.http.peer_metadata`, `envoy.filters.network.metadata_exchange`) and the
-//! upstream ALPN override (`istio.alpn`), the peer-principal filter (`istio_authn`, which records
+//! `envoy.filters.http.peer_metadata`, `envoy.filters.network.metadata_exchange`), the
+//! peer-principal filter (`istio_authn`, which records
 //! the mutual-TLS peer for Istio's RBAC as filter state: not recorded here, so RBAC's
 //! `filter_state` principals never match; the peer certificate itself is what `authenticated`
 //! reads) and
@@ -23,7 +23,6 @@ const TYPED_STRUCTS: &[&str] = &[
 ];
 const STATS: &str = "type.googleapis.com/stats.PluginConfig";
 const PEER_METADATA: &str = "type.googleapis.com/io.istio.http.peer_metadata.Config";
-const ALPN: &str = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 const TCP_METADATA_EXCHANGE: &str =
     "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange";
 const ISTIO_AUTHN: &str = "type.googleapis.com/io.istio.network.authn.Config";
@@ -38,6 +37,23 @@ const WASM_TELEMETRY: &[&str] = &[
     "stats_inbound",
     "stats_outbound",
 ];
+
+/// Whether the HTTP filter `name` with `typed_config` is Istio's `istio.alpn` (by its type,
+/// plain or in a TypedStruct, or by name without a typed_config), which is not a no-op:
+/// `http/filters/istio_alpn.rs`.
+pub(crate) fn is_istio_alpn(name: Option<&str>, typed_config: Option<&Value>) -> bool {
+    let alpn = crate::http::filters::istio_alpn::TYPE;
+    match typed_config.and_then(type_url) {
+        None => typed_config.is_none() && name == Some("istio.alpn"),
+        Some(t) if TYPED_STRUCTS.contains(&t) => {
+            typed_config
+                .and_then(|tc| tc.get("type_url"))
+                .and_then(Value::as_str)
+                == Some(alpn)
+        }
+        Some(t) => t == alpn,
+    }
+}
 
 /// Where a filter sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +76,7 @@ pub(crate) fn is_telemetry_noop(
         return match place {
             Place::Http => matches!(
                 name,
-                Some("istio.stats" | "istio.metadata_exchange" | "istio.alpn")
+                Some("istio.stats" | "istio.metadata_exchange")
                     | Some("envoy.filters.http.peer_metadata" | "envoy.filters.http.grpc_stats")
             ),
             Place::Network => matches!(
@@ -84,7 +100,7 @@ pub(crate) fn is_telemetry_noop(
     }
     match (place, ty) {
         (_, STATS) => true,
-        (Place::Http, PEER_METADATA | ALPN | GRPC_STATS) => true,
+        (Place::Http, PEER_METADATA | GRPC_STATS) => true,
         (Place::Network, TCP_METADATA_EXCHANGE | ISTIO_AUTHN) => true,
         (Place::Http, HTTP_WASM) | (Place::Network, NETWORK_WASM) => wasm_is_telemetry(body),
         _ => false,
@@ -179,7 +195,17 @@ mod tests {
                 "{tc}"
             );
         }
-        assert!(is_telemetry_noop(Place::Http, Some("istio.alpn"), None));
+        assert!(is_telemetry_noop(Place::Http, Some("istio.stats"), None));
+        assert!(!is_telemetry_noop(Place::Http, Some("istio.alpn"), None));
+        assert!(is_istio_alpn(Some("istio.alpn"), None));
+        assert!(is_istio_alpn(
+            Some("x"),
+            Some(&yaml("{'@type': type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig}"))
+        ));
+        assert!(!is_istio_alpn(
+            Some("istio.alpn"),
+            Some(&yaml("{'@type': type.googleapis.com/stats.PluginConfig}"))
+        ));
         assert!(!is_telemetry_noop(
             Place::Http,
             Some("envoy.filters.http.lua"),

@@ -11,9 +11,9 @@ use super::{duration::PbDuration, raw::RawAddress, raw_route::RawDataSource};
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCluster {
     pub name: Option<String>,
-    /// `metadata` (e.g. Istio's `filter_metadata.istio.config`): informational, shown by
-    /// /config_dump and `sluice proxy-config`, never used for routing.
-    #[allow(dead_code)]
+    /// `metadata` (e.g. Istio's `filter_metadata.istio.config`): shown by /config_dump and
+    /// `sluice proxy-config`; only `filter_metadata.istio.alpn_override` is read (whether
+    /// Istio's `istio.alpn` filter may change the cluster's ALPN).
     pub metadata: Option<serde_json::Value>,
     #[serde(rename = "type")]
     pub discovery_type: Option<String>,
@@ -149,6 +149,24 @@ pub(crate) struct RawThresholds {
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
     pub track_remaining: Option<bool>,
+    pub retry_budget: Option<RawRetryBudget>,
+}
+
+/// `CircuitBreakers.Thresholds.RetryBudget`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryBudget {
+    /// `type.v3.Percent`.
+    pub budget_percent: Option<RawPercent>,
+    pub min_retry_concurrency: Option<u32>,
+    pub budget_interval: Option<PbDuration>,
+}
+
+/// `type.v3.Percent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPercent {
+    pub value: Option<f64>,
 }
 
 /// `OutlierDetection`.
@@ -303,6 +321,8 @@ pub(crate) struct RawHttpProtocolOptions {
     pub use_downstream_protocol_config: Option<RawExplicitHttpConfig>,
     pub common_http_protocol_options:
         Option<super::raw_cluster_options::RawUpstreamCommonHttpOptions>,
+    pub upstream_http_protocol_options:
+        Option<super::raw_cluster_options::RawUpstreamHttpProtocolOptions>,
 }
 
 /// `HttpProtocolOptions.ExplicitHttpConfig`.

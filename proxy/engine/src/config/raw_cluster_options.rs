@@ -76,3 +76,12 @@ pub(crate) struct RawUpstreamCommonHttpOptions {
     pub max_requests_per_connection: Option<u32>,
     pub idle_timeout: Option<super::duration::PbDuration>,
 }
+
+/// `core.v3.UpstreamHttpProtocolOptions` (HttpProtocolOptions' `upstream_http_protocol_options`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamHttpProtocolOptions {
+    pub auto_sni: Option<bool>,
+    pub auto_san_validation: Option<bool>,
+    pub override_auto_sni_header: Option<String>,
+}

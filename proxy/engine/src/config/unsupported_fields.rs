@@ -253,7 +253,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "health_check_config",
     "additional_addresses",
     // Circuit breakers / outlier detection
-    "retry_budget",
     "max_connection_pools",
     "per_host_thresholds",
     "consecutive_gateway_failure",

@@ -18,7 +18,34 @@ use super::{
     DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_RING_HASH_MAX_SIZE, DEFAULT_RING_HASH_MIN_SIZE,
 };
 
-const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// `retry_budget` at `p` (Envoy's defaults: 20 %, at least 3).
+fn retry_budget(
+    b: &super::raw_cluster::RawRetryBudget,
+    p: &FieldPath,
+) -> Result<super::RetryBudget, ConfigError> {
+    let percent = match &b.budget_percent {
+        None => 20.0,
+        Some(v) => v.value.unwrap_or(0.0),
+    };
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(p
+            .field("budget_percent")
+            .field("value")
+            .err(format!("{percent} is not within 0..=100")));
+    }
+    if b.budget_interval.is_some_and(|d| !d.0.is_zero()) {
+        return Err(p.field("budget_interval").unsupported(
+            "only 0s: the budget counts the requests active now, not those of an interval",
+        ));
+    }
+    Ok(super::RetryBudget {
+        percent_milli: (percent * 1000.0).round() as u32,
+        min_concurrency: b.min_retry_concurrency.unwrap_or(3),
+    })
+}
+
+pub(crate) const HTTP_PROTOCOL_OPTIONS_KEY: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Validates one `static_resources.clusters[]` entry at `p`.
@@ -212,6 +239,10 @@ pub(crate) fn cluster(
                 max_requests: t.max_requests.unwrap_or(d.max_requests),
                 max_retries: t.max_retries.unwrap_or(d.max_retries),
                 track_remaining: t.track_remaining.unwrap_or(false),
+                retry_budget: match &t.retry_budget {
+                    None => None,
+                    Some(b) => Some(retry_budget(b, &tp.field("retry_budget"))?),
+                },
             };
         }
     }

@@ -14,6 +14,7 @@ mod cors;
 pub use throttle::Throttled;
 pub(crate) mod ext_authz;
 mod fault;
+pub(crate) mod istio_alpn;
 pub(crate) mod jwt_authn;
 mod local_ratelimit;
 pub(crate) mod metadata;
@@ -144,6 +145,8 @@ pub struct HttpFilters {
     reads_metadata: bool,
     /// The router's `suppress_envoy_headers`.
     suppress_envoy_headers: bool,
+    /// Istio's `istio.alpn` filter, when the chain has it.
+    istio_alpn: Option<Arc<istio_alpn::IstioAlpn>>,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -160,6 +163,11 @@ impl HttpFilters {
     /// (upstream service time, expected timeout, original path, overloaded).
     pub fn suppress_envoy_headers(&self) -> bool {
         self.suppress_envoy_headers
+    }
+
+    /// Istio's `istio.alpn` filter, when the chain has it.
+    pub fn istio_alpn(&self) -> Option<&Arc<istio_alpn::IstioAlpn>> {
+        self.istio_alpn.as_ref()
     }
 }
 

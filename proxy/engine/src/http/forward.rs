@@ -51,6 +51,7 @@ mod host;
 pub(crate) mod mirror;
 mod router_headers;
 mod timeouts;
+mod transport;
 
 use attempts::{classify, send_shadows, Attempts, Final};
 use host::{apply_request_mutations, HostPlan, Hosting};
@@ -133,6 +134,8 @@ pub(crate) struct Plan {
     pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
     /// The route's `stat_prefix` counters, when it has one.
     pub(crate) route_stats: Option<Arc<crate::server::stats::RouteStats>>,
+    /// The connection manager's `istio.alpn` filter, when it has one.
+    istio_alpn: Option<Arc<crate::http::filters::istio_alpn::IstioAlpn>>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -240,6 +243,7 @@ impl Plan {
             body_end: None,
             body_bytes: None,
             route_stats: None,
+            istio_alpn: hcm.http_filters.istio_alpn().cloned(),
         }
     }
 }
@@ -497,7 +501,10 @@ async fn run_planned(
             return Outcome::local(Flag::ConnectionTermination);
         };
         plan.count_route(|r| r.total.inc());
-        return upgrade::run(&cluster, &host, parts, body, plan.idle, plan.priority).await;
+        let o = transport::options(&plan, &cluster, &parts);
+        let options = (!o.is_none()).then(|| o.to_owned());
+        let (idle, priority) = (plan.idle, plan.priority);
+        return upgrade::run(&cluster, &host, parts, body, idle, priority, options).await;
     }
 
     let body_end = plan.body_end.take();
@@ -781,7 +788,8 @@ async fn attempt(
     };
     let req = upstream_request(parts, path, body);
     let fut = async {
-        host.pool(ctx.plan.priority)
+        let options = transport::options(ctx.plan, cluster, parts);
+        host.pool_for(ctx.plan.priority, options, cluster)
             .send(cluster, host.addr, req, replay, idle, &|l| {
                 if let Some(m) = &ctx.local {
                     *m.lock().unwrap_or_else(|p| p.into_inner()) = l;

@@ -24,7 +24,8 @@ use crate::{
     },
 };
 
-/// Forwards an upgrade request and, when the upstream switches protocols, copies bytes both ways
+/// Forwards an upgrade request (on a connection made with the request's transport `options`)
+/// and, when the upstream switches protocols, copies bytes both ways
 /// in a background task for as long as either side keeps the connection open.
 pub(crate) async fn run(
     cluster: &Cluster,
@@ -33,6 +34,7 @@ pub(crate) async fn run(
     body: Incoming,
     idle: Option<Duration>,
     priority: RoutingPriority,
+    options: Option<crate::upstream::transport_options::TransportOptions>,
 ) -> Outcome {
     cluster.stats.upstream_rq_total.inc();
     let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -47,7 +49,7 @@ pub(crate) async fn run(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let t0 = Instant::now();
     let purpose = pool::Purpose::Upgrade;
-    let to = (host.addr, host.transport);
+    let to = (host.addr, host.transport, options.as_ref());
     let sender = match pool::connect::<super::Body>(cluster, to, purpose, priority).await {
         Ok(Sender::H1(s, _)) => s,
         Ok(Sender::H2(..)) | Err(_) => {

@@ -147,6 +147,25 @@ impl SanMatchers {
     }
 }
 
+/// Whether the DER certificate `der` has a SAN naming `name` (Envoy's `verifySubjectAltName`,
+/// the check of `auto_san_validation`): a DNS SAN matching it as [`dns_name_match`] does, or
+/// a URI or IP SAN equal to it. False for a certificate that cannot be read.
+pub fn has_name(der: &[u8], name: &str) -> bool {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|n| match n {
+        GeneralName::DNSName(d) => dns_name_match(name, d),
+        GeneralName::URI(u) => *u == name,
+        GeneralName::IPAddress(b) => ip_text(b).is_some_and(|t| t == name),
+        _ => false,
+    })
+}
+
 /// An IP SAN's 4 or 16 bytes as text.
 fn ip_text(b: &[u8]) -> Option<String> {
     Some(match b.len() {

@@ -31,7 +31,7 @@ impl Gauges for Cluster {
                     l.max_pending_requests,
                 ),
                 ("rq", "rq", n(&r.requests), l.max_requests),
-                ("rq_retry", "retries", n(&r.retries), l.max_retries),
+                ("rq_retry", "retries", n(&r.retries), r.max_retries()),
             ];
             let mut put = |stat: &str, v: u64| {
                 out.insert(format!("{prefix}.circuit_breakers.{scope}.{stat}"), v);

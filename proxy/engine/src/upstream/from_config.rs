@@ -128,6 +128,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             max_requests: cb.max_requests as usize,
             max_retries: cb.max_retries as usize,
             track_remaining: cb.track_remaining,
+            retry_budget: cb.retry_budget,
         }),
         outlier: c.outlier_detection,
         health_check,

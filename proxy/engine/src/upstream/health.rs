@@ -116,7 +116,7 @@ async fn check(
             Some(s) => s,
             None => {
                 let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
-                let to = (host.addr, host.transport);
+                let to = (host.addr, host.transport, None);
                 match pool::connect::<Empty<Bytes>>(cluster, to, purpose, prio).await {
                     Ok(pool::Sender::H1(s, _)) => s,
                     _ => return None,

@@ -25,7 +25,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use self::send::{ReturnOnEnd, SendError};
-use super::{resources::Resources, Cluster};
+use super::{
+    resources::Resources,
+    transport_options::{OptionsRef, TransportOptions},
+    Cluster,
+};
 use crate::config::RoutingPriority;
 
 /// A boxed error, what a [`PoolBody`]'s errors become.
@@ -146,6 +150,9 @@ pub struct HostPool<B> {
     slots: Box<[OnceLock<Box<Slot<B>>>]>,
     /// Its host's transport socket ([`Cluster::tls`]).
     transport: u8,
+    /// The transport options its connections are made with (a keyed pool,
+    /// [`super::Host::pool_for`]); `None`: the cluster's own handshake.
+    options: Option<Box<TransportOptions>>,
 }
 
 /// A pooled HTTP/2 connection: its sender, the streams it may still carry, its local address
@@ -169,7 +176,26 @@ impl<B> HostPool<B> {
             priority,
             transport,
             slots: (0..n).map(|_| OnceLock::new()).collect(),
+            options: None,
         }
+    }
+
+    /// An empty pool whose connections are made with `options`.
+    pub fn keyed(priority: RoutingPriority, transport: u8, options: TransportOptions) -> Self {
+        Self {
+            options: Some(Box::new(options)),
+            ..Self::new(priority, transport)
+        }
+    }
+
+    /// Whether it is the keyed pool of requests of priority `p` with options `o`.
+    pub fn is_for(&self, p: RoutingPriority, o: &OptionsRef<'_>) -> bool {
+        self.priority == p && self.options.as_ref().is_some_and(|x| x.is(o))
+    }
+
+    /// Where its connections go: `addr` over its transport, with its options.
+    fn target(&self, addr: SocketAddr) -> Target<'_> {
+        (addr, self.transport, self.options.as_deref())
     }
 
     /// The calling worker's slot.
@@ -269,8 +295,7 @@ impl<B: PoolBody> HostPool<B> {
                 return Ok((Sender::H2(s, local), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
-            let to = (addr, self.transport);
-            let s = connect(cluster, to, purpose, self.priority).await?;
+            let s = connect(cluster, self.target(addr), purpose, self.priority).await?;
             if let Sender::H2(h2, local) = &s {
                 here.set_h2(cluster, h2, *local);
             }
@@ -286,7 +311,7 @@ impl<B: PoolBody> HostPool<B> {
             }
             if here.reserve(resources) {
                 let slots = (self.priority, Some(here.cx.clone()));
-                return connect_reserved(cluster, (addr, self.transport), purpose, slots)
+                return connect_reserved(cluster, self.target(addr), purpose, slots)
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
@@ -376,7 +401,7 @@ pub enum Purpose {
 /// pool's replacing a stale pooled connection.
 pub async fn connect<B: PoolBody>(
     cluster: &Cluster,
-    to: Target,
+    to: Target<'_>,
     purpose: Purpose,
     priority: RoutingPriority,
 ) -> Result<Sender<B>, ConnectError> {
@@ -386,8 +411,9 @@ pub async fn connect<B: PoolBody>(
     connect_reserved(cluster, to, purpose, (priority, None)).await
 }
 
-/// Where a connection goes: the host's address and its transport socket ([`Cluster::tls`]).
-pub type Target = (SocketAddr, u8);
+/// Where a connection goes: the host's address, its transport socket ([`Cluster::tls`]) and
+/// the request's transport options (a keyed pool's).
+pub type Target<'a> = (SocketAddr, u8, Option<&'a TransportOptions>);
 
 /// The connection slots a connection holds: one in its priority's `connections`, and, for a
 /// pooled HTTP/1 connection, one in its pool's count.
@@ -397,7 +423,7 @@ type Slots = (RoutingPriority, Option<Arc<AtomicUsize>>);
 /// connection closes, or at once when connecting fails.
 async fn connect_reserved<B: PoolBody>(
     cluster: &Cluster,
-    to: Target,
+    to: Target<'_>,
     purpose: Purpose,
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
@@ -415,7 +441,7 @@ async fn connect_reserved<B: PoolBody>(
 
 async fn open<B: PoolBody>(
     cluster: &Cluster,
-    (addr, transport): Target,
+    (addr, transport, options): Target<'_>,
     purpose: Purpose,
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
@@ -446,7 +472,8 @@ async fn open<B: PoolBody>(
         cluster.stats.upstream_cx_total.inc();
     }
     match cluster.tls(transport) {
-        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, force_h1)).await {
+        Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, force_h1, options)).await
+        {
             Err(_) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 Err(ConnectError::Timeout)

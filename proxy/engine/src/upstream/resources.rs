@@ -49,9 +49,20 @@ impl Resources {
         Slot::take(&self.pending, self.limits.max_pending_requests)
     }
 
-    /// A retry in flight, or `None` at `max_retries` (the retry is not made).
+    /// A retry in flight, or `None` at `max_retries` (the retry is not made); with a
+    /// `retry_budget`, at the budget's share of the requests active and pending now.
     pub fn retry(&self) -> Option<Slot<'_>> {
-        Slot::take(&self.retries, self.limits.max_retries)
+        Slot::take(&self.retries, self.max_retries())
+    }
+
+    /// The retries allowed in flight now.
+    pub fn max_retries(&self) -> usize {
+        match &self.limits.retry_budget {
+            None => self.limits.max_retries,
+            Some(b) => {
+                b.max(self.requests.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed))
+            }
+        }
     }
 
     /// Takes a connection slot below `max_connections`; the connection gives it back when it
@@ -98,6 +109,7 @@ mod tests {
             max_requests: max,
             max_retries: max,
             track_remaining: false,
+            retry_budget: None,
         }
     }
 
@@ -118,6 +130,30 @@ mod tests {
         assert!(r.connection() && r.connection());
         assert!(!r.connection());
         assert_eq!(r.connections.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_retry_budget_scales_with_the_requests_in_flight() {
+        let mut l = limits(0);
+        l.retry_budget = Some(crate::config::RetryBudget {
+            percent_milli: 25_000,
+            min_concurrency: 1,
+        });
+        let r = Resources::new(l);
+        // No request: the minimum concurrency.
+        assert_eq!(r.max_retries(), 1);
+        let held: Vec<_> = (0..8).filter_map(|_| r.request()).collect();
+        assert!(held.is_empty(), "max_requests 0");
+        r.requests.store(7, Ordering::Relaxed);
+        r.pending.store(1, Ordering::Relaxed);
+        // 25 % of 8 active and pending requests; max_retries 0 does not count.
+        assert_eq!(r.max_retries(), 2);
+        let (a, b) = (r.retry().expect("first"), r.retry().expect("second"));
+        assert!(r.retry().is_none());
+        drop((a, b));
+        r.requests.store(3, Ordering::Relaxed);
+        r.pending.store(0, Ordering::Relaxed);
+        assert_eq!(r.max_retries(), 1, "0.75 truncates, the minimum holds");
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct Breakers {
     pub max_retries: usize,
     /// Publish the `remaining_*` gauges (`track_remaining`).
     pub track_remaining: bool,
+    /// `retry_budget`, which replaces `max_retries`.
+    pub retry_budget: Option<crate::config::RetryBudget>,
 }
 
 impl Default for Breakers {
@@ -167,6 +169,7 @@ impl Default for Breakers {
             max_requests: DEFAULT_MAX_REQUESTS,
             max_retries: DEFAULT_MAX_RETRIES,
             track_remaining: false,
+            retry_budget: None,
         }
     }
 }

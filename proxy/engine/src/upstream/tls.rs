@@ -16,7 +16,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::{TlsSpec, UpstreamError};
+use super::{transport_options::TransportOptions, TlsSpec, UpstreamError};
 use crate::{config::DataSource, tls_common::SanMatchers};
 
 /// A cluster's ready-to-use TLS client side.
@@ -30,6 +30,8 @@ pub struct TlsOrigin {
     /// protocol to offer by default).
     raw: TlsConnector,
     sni: Option<ServerName<'static>>,
+    /// The server certificate check (a request's `auto_san_validation` adds its name to it).
+    verifier: Arc<dyn ServerCertVerifier>,
     /// The secret that has not arrived (every handshake fails until a config has it).
     pending: Option<Arc<str>>,
 }
@@ -90,7 +92,7 @@ impl TlsOrigin {
         };
         let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(verifier);
+            .with_custom_certificate_verifier(verifier.clone());
         let mut config = match &spec.client_cert {
             Some((cert, key)) => {
                 let chain_pem = pem("certificate_chain", cert)?;
@@ -143,31 +145,74 @@ impl TlsOrigin {
             h1: TlsConnector::from(Arc::new(h1)),
             raw: TlsConnector::from(Arc::new(raw)),
             sni,
+            verifier,
             pending: spec.pending_secret.as_deref().map(Arc::from),
         })
     }
 
-    /// Runs the TLS handshake over `tcp` (offering HTTP/1's ALPN when `h1`); returns the
-    /// stream and whether ALPN chose h2.
+    /// Runs the TLS handshake over `tcp` (offering HTTP/1's ALPN when `h1`), with the
+    /// request's transport `options` when it has some; returns the stream and whether ALPN
+    /// chose h2.
     pub async fn connect(
         &self,
         tcp: TcpStream,
         h1: bool,
+        options: Option<&TransportOptions>,
     ) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
         let connector = if h1 { &self.h1 } else { &self.connector };
-        let stream = self.handshake(connector, tcp).await?;
+        let stream = match options {
+            None => self.handshake(connector, None, tcp).await?,
+            Some(o) => {
+                let sni = match o.sni.as_deref() {
+                    Some(s) => Some(ServerName::try_from(s.to_string()).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("sni {s}: {e}"),
+                        )
+                    })?),
+                    None => None,
+                };
+                self.handshake(&self.with_options(connector, o), sni, tcp)
+                    .await?
+            }
+        };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok((stream, h2))
     }
 
-    /// The handshake of a tcp_proxy's upstream: ALPN only as configured.
-    pub async fn connect_raw(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        self.handshake(&self.raw, tcp).await
+    /// `base` with a request's options, as Envoy's client context applies them: the ALPN list
+    /// replaces the configured one, the SNI is sent, and the certificate must also carry a SAN
+    /// matching the `auto_san_validation` name (after the chain and SAN checks configured).
+    fn with_options(&self, base: &TlsConnector, o: &TransportOptions) -> TlsConnector {
+        let mut config = ClientConfig::clone(base.config());
+        if let Some(alpn) = &o.alpn {
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        }
+        if o.sni.is_some() {
+            config.enable_sni = true;
+        }
+        if let Some(name) = &o.san {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(NameVerifier {
+                    inner: self.verifier.clone(),
+                    name: name.clone(),
+                }));
+        }
+        TlsConnector::from(Arc::new(config))
     }
 
+    /// The handshake of a tcp_proxy's upstream: ALPN only as configured.
+    pub async fn connect_raw(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.handshake(&self.raw, None, tcp).await
+    }
+
+    /// The handshake with `connector`, naming `sni` (else the configured SNI, else the peer's
+    /// address, which sends none).
     async fn handshake(
         &self,
         connector: &TlsConnector,
+        sni: Option<ServerName<'static>>,
         tcp: TcpStream,
     ) -> std::io::Result<TlsStream<TcpStream>> {
         if let Some(name) = &self.pending {
@@ -176,8 +221,8 @@ impl TlsOrigin {
                 format!("secret {name:?} is not supplied by SDS"),
             ));
         }
-        let name = match &self.sni {
-            Some(n) => n.clone(),
+        let name = match sni.or_else(|| self.sni.clone()) {
+            Some(n) => n,
             None => ServerName::IpAddress(tcp.peer_addr()?.ip().into()),
         };
         connector.connect(name, tcp).await
@@ -219,25 +264,38 @@ impl ServerCertVerifier for ChainVerifier {
             ))
         }
     }
-    fn verify_tls12_signature(
+    crate::tls_common::signature_checks_of_inner!();
+}
+
+/// A request's `auto_san_validation`: the cluster's own check, then a SAN of the certificate
+/// must match `name` (Envoy's `verifySubjectAltName`: DNS SANs with their wildcard, URI and IP
+/// SANs exactly).
+#[derive(Debug)]
+struct NameVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    name: Box<str>,
+}
+
+impl ServerCertVerifier for NameVerifier {
+    fn verify_server_cert(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        if crate::tls_common::san::has_name(end_entity.as_ref(), &self.name) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ))
+        }
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    crate::tls_common::signature_checks_of_inner!();
 }
 
 /// No validation context: accept any certificate (signatures are still checked).

@@ -84,8 +84,8 @@ fn json_round_trips_through_any() {
 }
 
 /// istiod's `istio.stats` and `istio.alpn` come as plain Anys of Istio's own types (not
-/// TypedStructs): they decode, their content skipped, and print as `{"@type": ...}` (the
-/// engine takes them as telemetry no-ops by type).
+/// TypedStructs): they decode; `istio.stats`' content is skipped and it prints as
+/// `{"@type": ...}` (a telemetry no-op), `istio.alpn`'s fields are read (the engine uses them).
 #[test]
 fn istio_telemetry_anys_decode_without_their_fields() {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -93,13 +93,21 @@ fn istio_telemetry_anys_decode_without_their_fields() {
     };
     let hcm_any = hcm(rds("routes"));
     let mut h = HttpConnectionManager::decode(hcm_any.value.as_slice()).unwrap();
-    // Field 1 (a string, `disable_host_header_fallback`-like content) and field 2 (varint).
-    let content = vec![0x0a, 3, b'a', b'b', b'c', 0x10, 1];
-    for (name, ty) in [
-        ("istio.stats", "type.googleapis.com/stats.PluginConfig"),
+    // istio.stats: field 1 (a string) and field 2 (varint). istio.alpn: one AlpnOverride
+    // {upstream_protocol: HTTP2 (2), alpn_override: ["istio-h2", "h2"]}.
+    let stats = vec![0x0a, 3, b'a', b'b', b'c', 0x10, 1];
+    let entry = [&[0x08, 2, 0x12, 8][..], b"istio-h2", &[0x12, 2], b"h2"].concat();
+    let alpn = [&[0x0a, entry.len() as u8][..], &entry].concat();
+    for (name, ty, content) in [
+        (
+            "istio.stats",
+            "type.googleapis.com/stats.PluginConfig",
+            stats,
+        ),
         (
             "istio.alpn",
             "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+            alpn,
         ),
     ] {
         h.http_filters.insert(
@@ -108,7 +116,7 @@ fn istio_telemetry_anys_decode_without_their_fields() {
                 name: name.into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(Any {
                     type_url: ty.into(),
-                    value: content.clone(),
+                    value: content,
                 })),
                 ..Default::default()
             },
@@ -117,7 +125,8 @@ fn istio_telemetry_anys_decode_without_their_fields() {
     let j = any_to_json(crate::assemble::HCM_TYPE, &h.encode_to_vec()).unwrap();
     assert_eq!(
         j["http_filters"][0]["typed_config"],
-        json!({"@type": "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"})
+        json!({"@type": "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+            "alpn_override": [{"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2", "h2"]}]})
     );
     assert_eq!(
         j["http_filters"][1]["typed_config"],

@@ -8,11 +8,11 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, ext_authz, fault, jwt_authn, local_ratelimit, rbac, Filter, HttpFilters, Kind, PerFilter,
-    PerFilterConfigs, PerRoute,
+    cors, ext_authz, fault, istio_alpn, jwt_authn, local_ratelimit, rbac, Filter, HttpFilters,
+    Kind, PerFilter, PerFilterConfigs, PerRoute,
 };
 use crate::config::{
-    istio_filters::{is_telemetry_noop, Place},
+    istio_filters::{is_istio_alpn, is_telemetry_noop, Place},
     raw::{type_url, typed_config, Empty, RawHttpFilter},
     ConfigError, FieldPath,
 };
@@ -92,6 +92,7 @@ pub(crate) fn http_filters(
         return Err(hp.err("must end with the router filter (envoy.filters.http.router)"));
     }
     let mut filters = Vec::new();
+    let mut alpn = None;
     for (i, f) in raw.iter().enumerate() {
         let fp = hp.index(i);
         let tp = fp.field("typed_config");
@@ -121,7 +122,18 @@ pub(crate) fn http_filters(
                 filters,
                 reads_metadata,
                 suppress_envoy_headers: router.suppress_envoy_headers.unwrap_or(false),
+                istio_alpn: alpn,
             });
+        }
+        if is_istio_alpn(f.name.as_deref(), f.typed_config.as_ref()) {
+            if alpn.is_some() {
+                return Err(fp.unsupported("a second istio.alpn filter"));
+            }
+            if f.disabled == Some(true) {
+                return Err(fp.field("disabled").unsupported("true on istio.alpn"));
+            }
+            alpn = Some(Arc::new(istio_alpn::build(f.typed_config.as_ref(), &tp)?));
+            continue;
         }
         // Istio's telemetry-only filters are no-ops. `is_optional` changes nothing here: Envoy
         // runs the optional filters it knows, so one sluice does not implement is refused either way.

@@ -102,7 +102,7 @@ impl<B: PoolBody> HostPool<B> {
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
             Err(f) => return Err(f.into()),
         };
-        let sender = connect(cluster, (addr, self.transport), purpose, self.priority)
+        let sender = connect(cluster, self.target(addr), purpose, self.priority)
             .await
             .map_err(SendError::Connect)?;
         if let Sender::H2(h2, local) = &sender {

@@ -1,0 +1,80 @@
+//! A host's keyed pools ([`super::Host::pool_for`]): one per priority and transport options,
+//! none for a plaintext host, and never more than [`MAX_KEYED_POOLS`].
+
+use std::sync::Arc;
+
+use crate::config::RoutingPriority;
+use crate::upstream::{
+    from_config::cluster_spec,
+    transport_options::{AlpnList, OptionsRef, MAX_KEYED_POOLS},
+    Cluster, LbContext, PoolRef,
+};
+
+/// A STATIC cluster of one host, over TLS when `tls`.
+fn cluster(tls: bool) -> Arc<Cluster> {
+    let socket = if tls {
+        "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+    } else {
+        ""
+    };
+    let yaml = crate::testing::bootstrap_yaml(&[("/", "svc")], &[])
+        + "  - name: svc\n    load_assignment: {cluster_name: svc, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}\n"
+        + socket;
+    let b = crate::config::from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let spec = cluster_spec(b.cluster("svc").expect("svc"));
+    Cluster::build(spec, &crate::server::stats::StatsStore::default()).expect("cluster")
+}
+
+fn keyed(p: PoolRef<'_>) -> Arc<super::pool::HostPool<super::RequestBody>> {
+    match p {
+        PoolRef::Keyed(k) => k,
+        PoolRef::Own(_) => panic!("the host's own pool"),
+    }
+}
+
+#[tokio::test]
+async fn pools_are_keyed_by_options_on_tls_hosts_only() {
+    let (d, h) = (RoutingPriority::Default, RoutingPriority::High);
+    let plain = cluster(false);
+    let host = plain.choose_host(&LbContext::default()).expect("host");
+    let sni = OptionsRef {
+        sni: Some("a.test"),
+        ..OptionsRef::default()
+    };
+    assert!(matches!(host.pool_for(d, sni, &plain), PoolRef::Own(_)));
+
+    let tls = cluster(true);
+    let host = tls.choose_host(&LbContext::default()).expect("host");
+    assert!(matches!(
+        host.pool_for(d, OptionsRef::default(), &tls),
+        PoolRef::Own(_)
+    ));
+    let a = keyed(host.pool_for(d, sni, &tls));
+    assert!(Arc::ptr_eq(&a, &keyed(host.pool_for(d, sni, &tls))));
+    assert!(!Arc::ptr_eq(&a, &keyed(host.pool_for(h, sni, &tls))));
+    let alpn: AlpnList = Arc::from(vec![Box::from(&b"istio-h2"[..])]);
+    let with_alpn = OptionsRef {
+        alpn: Some(&alpn),
+        ..sni
+    };
+    assert!(!Arc::ptr_eq(&a, &keyed(host.pool_for(d, with_alpn, &tls))));
+
+    // Many host names (a client choosing the Host of an auto_sni cluster): the pools kept stay
+    // bounded; pools without a connection make room.
+    let names: Vec<String> = (0..3 * MAX_KEYED_POOLS)
+        .map(|i| format!("n{i}.test"))
+        .collect();
+    for n in &names {
+        let o = OptionsRef {
+            sni: Some(n),
+            ..OptionsRef::default()
+        };
+        let p = keyed(host.pool_for(d, o, &tls));
+        assert!(p.is_for(d, &o));
+    }
+    let kept = host.keyed.load().as_deref().map_or(0, Vec::len);
+    assert!((1..=MAX_KEYED_POOLS).contains(&kept), "{kept} keyed pools");
+    // The idle sweep lets go of the keyed pools left without a connection.
+    host.drop_idle(std::time::Duration::from_secs(3600));
+    assert!(host.keyed.load().is_none());
+}
