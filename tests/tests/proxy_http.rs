@@ -322,6 +322,45 @@ async fn upstream_idle_timeout_closes_pooled_connections() {
     );
 }
 
+/// A cluster's `max_connection_duration` (HttpProtocolOptions): a request in flight when the
+/// connection reaches it finishes on it, the connection then takes no new request (the next
+/// opens a new one), and a connection left idle past it is closed by the sweep; both counted
+/// in `upstream_cx_max_duration_reached`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_max_connection_duration_drains_connections() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let up = TestUpstream::start("aged").await;
+    let (admin, port) = (free_port(), free_port());
+    let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: {max_connection_duration: 0.6s}\n        explicit_http_config: {http_protocol_options: {}}\n";
+    let clusters = static_cluster("aged", &[up.port()], opts);
+    let proxy = ProxyProcess::start(
+        &http_bootstrap(admin, port, &route_to("aged"), &clusters, ""),
+        admin,
+    );
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert_eq!(curl_code_version("--http1.1", url.clone()).await, "200 1.1");
+    // In flight across the deadline: answered on the same connection.
+    up.state.delay_ms.store(900, SeqCst);
+    assert_eq!(curl_code_version("--http1.1", url.clone()).await, "200 1.1");
+    up.state.delay_ms.store(0, SeqCst);
+    assert_eq!(
+        up.state.connections.load(SeqCst),
+        1,
+        "the slow one went on the first"
+    );
+    // Past the duration: a new connection, and the old one is closed.
+    assert_eq!(curl_code_version("--http1.1", url.clone()).await, "200 1.1");
+    assert_eq!(up.state.connections.load(SeqCst), 2, "a new connection");
+    assert_eq!(up.state.open.load(SeqCst), 1, "the aged one closed");
+    // Left idle past its own duration, the new one is closed by the sweep.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(up.state.open.load(SeqCst), 0, "closed by the sweep");
+    assert_eq!(
+        proxy.stat("cluster.aged.upstream_cx_max_duration_reached"),
+        2
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;

@@ -239,14 +239,19 @@ impl Host {
         PoolRef::Keyed(chosen.unwrap_or(new))
     }
 
-    /// Closes its pools' connections idle for `timeout` ([`pool::HostPool::drop_idle`]) and
-    /// lets go of the keyed pools left without a connection; returns how many connections.
-    pub fn drop_idle(&self, timeout: Duration) -> u64 {
-        let mut closed =
-            self.pool.drop_idle(timeout) + self.high_pool.get().map_or(0, |p| p.drop_idle(timeout));
+    /// Closes its pools' connections idle for `timeout` or past their
+    /// `max_connection_duration` ([`pool::HostPool::drop_idle`]) and lets go of the keyed
+    /// pools left without a connection; returns how many connections it closed for being idle.
+    pub fn drop_idle(&self, timeout: Option<Duration>) -> u64 {
+        let mut closed = 0;
+        let mut add = |n: u64| closed += n;
+        add(self.pool.drop_idle(timeout));
+        if let Some(p) = self.high_pool.get() {
+            add(p.drop_idle(timeout));
+        }
         let keyed = self.keyed.load();
         if let Some(v) = keyed.as_deref() {
-            closed += v.iter().map(|p| p.drop_idle(timeout)).sum::<u64>();
+            v.iter().for_each(|p| add(p.drop_idle(timeout)));
             if v.iter().any(|p| !p.holds_connections()) {
                 self.keyed.rcu(|cur| {
                     let v: Vec<_> = cur
@@ -573,11 +578,13 @@ impl Cluster {
             tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
         }
         // Built outside a runtime (a config check), a cluster has no pool traffic to sweep.
-        if let (Some(t), Ok(rt)) = (
-            cluster.spec.options.upstream_idle_timeout,
+        let o = &cluster.spec.options;
+        let (idle, max) = (o.upstream_idle_timeout, o.upstream_max_connection_duration);
+        if let (Some(every), Ok(rt)) = (
+            idle.into_iter().chain(max).min(),
             tokio::runtime::Handle::try_current(),
         ) {
-            rt.spawn(idle_sweep(Arc::downgrade(&cluster), t));
+            rt.spawn(idle_sweep(Arc::downgrade(&cluster), idle, every));
         }
         if matches!(cluster.spec.discovery, Discovery::OriginalDst) {
             let every = cluster.spec.options.original_dst_cleanup;
@@ -735,8 +742,8 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
 /// connections idle for the whole timeout, so an idle connection closes within 1.25 times it
 /// (Envoy's per-connection timer closes it at the timeout); a connection is never used past
 /// it either way ([`pool::HostPool`] checks on take).
-async fn idle_sweep(cluster: Weak<Cluster>, timeout: Duration) {
-    let every = (timeout / 4).max(Duration::from_millis(50));
+async fn idle_sweep(cluster: Weak<Cluster>, timeout: Option<Duration>, shortest: Duration) {
+    let every = (shortest / 4).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(every).await;
         let Some(c) = cluster.upgrade() else { return };

@@ -572,6 +572,10 @@ pub struct ClusterOptions {
     /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`]; `0s`: `None`, no limit): a pooled connection without
     /// a request for this long is not used again and closes.
     pub upstream_idle_timeout: Option<Duration>,
+    /// The typed HttpProtocolOptions' `common_http_protocol_options.max_connection_duration`
+    /// (unset or `0s`: `None`, no limit): a connection that old takes no new request and closes
+    /// once its requests end.
+    pub upstream_max_connection_duration: Option<Duration>,
     /// The typed HttpProtocolOptions' `upstream_http_protocol_options` (`None`: neither
     /// `auto_sni` nor `auto_san_validation`).
     pub auto_sni: Option<AutoSni>,
@@ -619,6 +623,7 @@ impl Default for ClusterOptions {
             ignore_health_on_host_removal: false,
             original_dst_cleanup: DEFAULT_ORIGINAL_DST_CLEANUP,
             upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            upstream_max_connection_duration: None,
             auto_sni: None,
             istio_alpn: true,
         }

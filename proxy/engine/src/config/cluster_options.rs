@@ -96,14 +96,17 @@ pub(crate) fn options(
         None => None,
         Some(b) => Some(bind_source(b, &p.field("upstream_bind_config"))?),
     };
-    let idle = typed
-        .and_then(|t| t.common_http_protocol_options.as_ref())
-        .and_then(|c| c.idle_timeout);
+    let common = typed.and_then(|t| t.common_http_protocol_options.as_ref());
+    let idle = common.and_then(|c| c.idle_timeout);
     let mut out = ClusterOptions {
         // `0s` disables it, as Envoy.
         upstream_idle_timeout: idle.map_or(Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), |d| {
             Some(d.0).filter(|d| !d.is_zero())
         }),
+        upstream_max_connection_duration: common
+            .and_then(|c| c.max_connection_duration)
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero()),
         source_address,
         max_requests_per_connection,
         tcp_keepalive,

@@ -75,6 +75,7 @@ pub(crate) struct RawZoneAwareLbConfig {
 pub(crate) struct RawUpstreamCommonHttpOptions {
     pub max_requests_per_connection: Option<u32>,
     pub idle_timeout: Option<super::duration::PbDuration>,
+    pub max_connection_duration: Option<super::duration::PbDuration>,
 }
 
 /// `core.v3.UpstreamHttpProtocolOptions` (HttpProtocolOptions' `upstream_http_protocol_options`).

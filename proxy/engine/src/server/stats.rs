@@ -91,6 +91,8 @@ stat_struct!(
         upstream_cx_connect_timeout,
         /// Pooled connections closed by the cluster's `idle_timeout`.
         upstream_cx_idle_timeout,
+        /// Connections closed by the cluster's `max_connection_duration`.
+        upstream_cx_max_duration_reached,
         /// Requests that found no healthy host.
         upstream_cx_none_healthy,
         /// Outlier ejections (outlier_detection.ejections_enforced_total).

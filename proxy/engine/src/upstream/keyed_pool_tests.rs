@@ -75,6 +75,6 @@ async fn pools_are_keyed_by_options_on_tls_hosts_only() {
     let kept = host.keyed.load().as_deref().map_or(0, Vec::len);
     assert!((1..=MAX_KEYED_POOLS).contains(&kept), "{kept} keyed pools");
     // The idle sweep lets go of the keyed pools left without a connection.
-    host.drop_idle(std::time::Duration::from_secs(3600));
+    host.drop_idle(Some(std::time::Duration::from_secs(3600)));
     assert!(host.keyed.load().is_none());
 }

@@ -55,20 +55,37 @@ const PENDING_POLL: Duration = Duration::from_millis(2);
 
 /// A ready sender for one request.
 pub enum Sender<B> {
-    /// HTTP/1.1 connection (exclusive while the request runs) and its local address.
-    H1(http1::SendRequest<B>, Local),
-    /// HTTP/2 connection (shared) and its local address.
-    H2(http2::SendRequest<B>, Local),
+    /// HTTP/1.1 connection (exclusive while the request runs) and what the pool knows of it.
+    H1(http1::SendRequest<B>, Meta),
+    /// HTTP/2 connection (shared) and what the pool knows of it.
+    H2(http2::SendRequest<B>, Meta),
 }
 
 /// A connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`), when the socket reported one.
 pub type Local = Option<SocketAddr>;
 
+/// What the pool knows of one of its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    /// Its local address.
+    pub local: Local,
+    /// When it reaches the cluster's `max_connection_duration`: from then on it takes no new
+    /// request and closes once its requests end (Envoy's drain of an upstream connection).
+    pub expires: Option<Instant>,
+}
+
+impl Meta {
+    /// Past its `max_connection_duration` at `now`.
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+}
+
 impl<B> Sender<B> {
     /// The connection's local address.
     pub fn local(&self) -> Local {
         match self {
-            Sender::H1(_, l) | Sender::H2(_, l) => *l,
+            Sender::H1(_, m) | Sender::H2(_, m) => m.local,
         }
     }
 }
@@ -97,17 +114,20 @@ pub enum ConnectError {
 /// each with the requests it may still carry (`max_requests_per_connection`).
 struct Idle<B>(Mutex<Vec<(IdleConn<B>, Instant)>>);
 
-/// An idle HTTP/1 connection, the requests it may still carry and its local address.
-type IdleConn<B> = (http1::SendRequest<B>, u32, Local);
+/// An idle HTTP/1 connection, the requests it may still carry and what the pool knows of it.
+type IdleConn<B> = (http1::SendRequest<B>, u32, Meta);
 
 impl<B> Idle<B> {
     /// The most recently released open connection idle for less than `timeout` (the
-    /// cluster's upstream `idle_timeout`); older ones are dropped, which closes them.
+    /// cluster's upstream `idle_timeout`) and not past its `max_connection_duration`; the
+    /// others are dropped, which closes them.
     fn take(&self, timeout: Option<Duration>) -> Option<IdleConn<B>> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        idle.retain(|((s, _, _), since)| {
-            !s.is_closed() && timeout.is_none_or(|t| now.duration_since(*since) < t)
+        idle.retain(|((s, _, m), since)| {
+            !s.is_closed()
+                && !m.expired(now)
+                && timeout.is_none_or(|t| now.duration_since(*since) < t)
         });
         idle.pop().map(|(c, _)| c)
     }
@@ -115,14 +135,16 @@ impl<B> Idle<B> {
     /// Keeps an HTTP/1 connection whose response body was read to the end (see
     /// [`ReturnOnEnd`]) while it may carry `left` more requests; the next user waits for
     /// hyper to report it ready. At `left == 0` the sender is dropped, which closes the
-    /// connection (Envoy's `max_requests_per_connection`).
-    fn release(&self, s: http1::SendRequest<B>, left: u32, local: Local) {
-        if s.is_closed() || left == 0 {
+    /// connection (Envoy's `max_requests_per_connection`), and so it is past its
+    /// `max_connection_duration`.
+    fn release(&self, s: http1::SendRequest<B>, left: u32, meta: Meta) {
+        let now = Instant::now();
+        if s.is_closed() || left == 0 || meta.expired(now) {
             return;
         }
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(((s, left, local), Instant::now()));
+            idle.push(((s, left, meta), now));
         }
     }
 }
@@ -155,9 +177,9 @@ pub struct HostPool<B> {
     options: Option<Box<TransportOptions>>,
 }
 
-/// A pooled HTTP/2 connection: its sender, the streams it may still carry, its local address
-/// and when it last took a stream.
-type H2Conn<B> = (http2::SendRequest<B>, u32, Local, Instant);
+/// A pooled HTTP/2 connection: its sender, the streams it may still carry, what the pool
+/// knows of it and when it last took a stream.
+type H2Conn<B> = (http2::SendRequest<B>, u32, Meta, Instant);
 
 /// One worker's connections of a [`HostPool`].
 struct Slot<B> {
@@ -210,34 +232,36 @@ impl<B> HostPool<B> {
         })
     }
 
-    /// Drops (so closes) the connections idle for `timeout` or more: HTTP/1 ones released that
-    /// long ago, an HTTP/2 one that took no stream for that long (it closes once its streams
-    /// end). The cluster's idle sweep ([`super::Cluster::build`]) calls it.
-    /// Returns how many open connections it closed.
-    pub fn drop_idle(&self, timeout: Duration) -> u64 {
+    /// Drops (so closes) the connections idle for `timeout` (`None`: no idle timeout) or
+    /// more, HTTP/1 ones released that long ago, an HTTP/2 one that took no stream for that
+    /// long (it closes once its streams end), and those past their `max_connection_duration`.
+    /// The cluster's idle sweep ([`super::Cluster::build`]) calls it.
+    /// Returns how many open connections it closed for being idle (a connection closed past
+    /// its duration is counted when it closes, [`handshake`]).
+    pub fn drop_idle(&self, timeout: Option<Duration>) -> u64 {
         let now = Instant::now();
-        let mut closed = 0;
+        let idle_for = |since: Instant| timeout.is_some_and(|t| now.duration_since(since) >= t);
+        let mut idle = 0;
+        let mut count = |open: bool, expired: bool, stale: bool| {
+            idle += u64::from(open && !expired && stale);
+            open && !expired && !stale
+        };
         for s in self.slots.iter().filter_map(OnceLock::get) {
             s.idle
                 .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|((tx, _, _), since)| {
-                    let open = !tx.is_closed();
-                    let keep = open && now.duration_since(*since) < timeout;
-                    closed += u64::from(open && !keep);
-                    keep
+                .retain(|((tx, _, m), since)| {
+                    count(!tx.is_closed(), m.expired(now), idle_for(*since))
                 });
             let mut h2 = s.h2.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((tx, _, _, last)) = h2.as_ref() {
-                let open = !tx.is_closed();
-                if !open || now.duration_since(*last) >= timeout {
-                    closed += u64::from(open);
+            if let Some((tx, _, m, last)) = h2.as_ref() {
+                if !count(!tx.is_closed(), m.expired(now), idle_for(*last)) {
                     *h2 = None;
                 }
             }
         }
-        closed
+        idle
     }
 
     /// Whether the pool holds a connection: an open HTTP/1 one (idle, busy or connecting) or
@@ -291,23 +315,23 @@ impl<B: PoolBody> HostPool<B> {
         let here = self.here();
         let timeout = cluster.spec.options.upstream_idle_timeout;
         if purpose == Purpose::Pool && cluster.spec.http2 {
-            if let Some((s, local)) = here.take_h2(timeout) {
-                return Ok((Sender::H2(s, local), true, 0));
+            if let Some((s, meta)) = here.take_h2(timeout) {
+                return Ok((Sender::H2(s, meta), true, 0));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
             let s = connect(cluster, self.target(addr), purpose, self.priority).await?;
-            if let Sender::H2(h2, local) = &s {
-                here.set_h2(cluster, h2, *local);
+            if let Sender::H2(h2, meta) = &s {
+                here.set_h2(cluster, h2, *meta);
             }
             return Ok((s, false, 0));
         }
-        if let Some((s, left, local)) = here.idle.take(timeout) {
-            return Ok((Sender::H1(s, local), true, left));
+        if let Some((s, left, meta)) = here.idle.take(timeout) {
+            return Ok((Sender::H1(s, meta), true, left));
         }
         let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
-            if let Some((s, left, local)) = here.idle.take(timeout) {
-                return Ok((Sender::H1(s, local), true, left));
+            if let Some((s, left, meta)) = here.idle.take(timeout) {
+                return Ok((Sender::H1(s, meta), true, left));
             }
             if here.reserve(resources) {
                 let slots = (self.priority, Some(here.cx.clone()));
@@ -315,8 +339,8 @@ impl<B: PoolBody> HostPool<B> {
                     .await
                     .map(|s| (s, false, requests_left(cluster)));
             }
-            if let Some((s, left, local)) = self.idle_elsewhere(timeout) {
-                return Ok((Sender::H1(s, local), true, left));
+            if let Some((s, left, meta)) = self.idle_elsewhere(timeout) {
+                return Ok((Sender::H1(s, meta), true, left));
             }
             tokio::time::sleep(PENDING_POLL).await;
         }
@@ -335,16 +359,18 @@ impl<B> Slot<B> {
     ///
     /// A connection that took no stream for `timeout` (the upstream `idle_timeout`) is let go
     /// instead: it closes once its streams end.
-    fn take_h2(&self, timeout: Option<Duration>) -> Option<(http2::SendRequest<B>, Local)> {
+    fn take_h2(&self, timeout: Option<Duration>) -> Option<(http2::SendRequest<B>, Meta)> {
         let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if slot.as_ref().is_some_and(|(s, _, _, last)| {
-            s.is_closed() || timeout.is_some_and(|t| now.duration_since(*last) >= t)
+        if slot.as_ref().is_some_and(|(s, _, m, last)| {
+            s.is_closed()
+                || m.expired(now)
+                || timeout.is_some_and(|t| now.duration_since(*last) >= t)
         }) {
             *slot = None;
         }
-        let (s, left, local, last) = slot.as_mut()?;
-        let taken = (s.clone(), *local);
+        let (s, left, meta, last) = slot.as_mut()?;
+        let taken = (s.clone(), *meta);
         *last = now;
         *left -= 1;
         if *left == 0 {
@@ -354,10 +380,10 @@ impl<B> Slot<B> {
     }
 
     /// Pools a new HTTP/2 connection whose first stream the caller sends.
-    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>, local: Local) {
+    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>, meta: Meta) {
         let left = requests_left(cluster) - 1;
         *self.h2.lock().unwrap_or_else(|e| e.into_inner()) =
-            (left > 0).then(|| (s.clone(), left, local, Instant::now()));
+            (left > 0).then(|| (s.clone(), left, meta, Instant::now()));
     }
 
     /// Takes a connection slot in the priority's resources (below max_connections) and in
@@ -505,7 +531,21 @@ where
     let active = cluster.resources[priority].connections.clone();
     let stats = cluster.stats.clone();
     let io = TokioIo::new(io);
+    let meta = Meta {
+        local,
+        expires: cluster
+            .spec
+            .options
+            .upstream_max_connection_duration
+            .map(|d| Instant::now() + d),
+    };
+    let expires = meta.expires;
     let closed = move || {
+        // Envoy counts each connection its max_connection_duration closed (here: that
+        // closed after it, as it then takes no request and is dropped once free).
+        if expires.is_some_and(|e| Instant::now() >= e) {
+            stats.upstream_cx_max_duration_reached.inc();
+        }
         active.fetch_sub(1, Ordering::Relaxed);
         if let Some(cx) = &pool_cx {
             cx.fetch_sub(1, Ordering::Relaxed);
@@ -528,7 +568,7 @@ where
             let _ = conn.await;
             closed();
         });
-        Sender::H2(s, local)
+        Sender::H2(s, meta)
     } else {
         // per_connection_buffer_limit_bytes is no bound here: Envoy's limit is a watermark that
         // pauses reading, never a cap on a response head (its codec takes a head of any size up
@@ -543,7 +583,7 @@ where
             let _ = conn.with_upgrades().await;
             closed();
         });
-        Sender::H1(s, local)
+        Sender::H1(s, meta)
     };
     Ok(sender)
 }

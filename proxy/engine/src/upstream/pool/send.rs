@@ -105,8 +105,8 @@ impl<B: PoolBody> HostPool<B> {
         let sender = connect(cluster, self.target(addr), purpose, self.priority)
             .await
             .map_err(SendError::Connect)?;
-        if let Sender::H2(h2, local) = &sender {
-            self.here().set_h2(cluster, h2, *local);
+        if let Sender::H2(h2, meta) = &sender {
+            self.here().set_h2(cluster, h2, *meta);
         }
         on_conn(sender.local());
         let left = super::requests_left(cluster);
@@ -144,7 +144,7 @@ impl<B: PoolBody> HostPool<B> {
         mut req: Request<B>,
     ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
         match sender {
-            Sender::H1(mut s, local) => {
+            Sender::H1(mut s, meta) => {
                 if s.ready().await.is_err() {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
@@ -153,8 +153,8 @@ impl<B: PoolBody> HostPool<B> {
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
-                        slot: Some(((s, left.saturating_sub(1), local), self.idle_here().clone())),
-                        local,
+                        slot: Some(((s, left.saturating_sub(1), meta), self.idle_here().clone())),
+                        local: meta.local,
                     })),
                     Err(mut e) => match e.take_message() {
                         _ if e.error().is_user() => Err(Failure::Downstream),
@@ -165,7 +165,7 @@ impl<B: PoolBody> HostPool<B> {
                     },
                 }
             }
-            Sender::H2(mut s, local) => {
+            Sender::H2(mut s, meta) => {
                 if s.ready().await.is_err() {
                     return Err(Failure::NotSent(Box::new(req)));
                 }
@@ -178,7 +178,7 @@ impl<B: PoolBody> HostPool<B> {
                         r.map(|inner| ReturnOnEnd {
                             inner,
                             slot: None,
-                            local,
+                            local: meta.local,
                         })
                     })
                     .map_err(|e| {
@@ -304,8 +304,8 @@ impl<B> ReturnOnEnd<B> {
     }
 
     fn give_back(&mut self) {
-        if let Some(((s, left, local), idle)) = self.slot.take() {
-            idle.release(s, left, local);
+        if let Some(((s, left, meta), idle)) = self.slot.take() {
+            idle.release(s, left, meta);
         }
     }
 }
