@@ -11,6 +11,7 @@ mod access_log_filter;
 mod chain_match;
 mod cluster;
 mod cluster_options;
+mod dns_resolver;
 pub(crate) mod duration;
 mod dynamic;
 #[cfg(test)]

@@ -575,7 +575,13 @@ impl Cluster {
         stats.add_cluster_gauges(cluster.spec.observability_name(), Arc::downgrade(&gauges));
         if let Discovery::StrictDns { refresh, .. } = &cluster.spec.discovery {
             let failure = cluster.spec.options.dns_failure_refresh;
-            tokio::spawn(dns_loop(Arc::downgrade(&cluster), *refresh, failure));
+            let jitter = cluster.spec.options.dns_jitter;
+            tokio::spawn(dns_loop(
+                Arc::downgrade(&cluster),
+                *refresh,
+                jitter,
+                failure,
+            ));
         }
         // Built outside a runtime (a config check), a cluster has no pool traffic to sweep.
         let o = &cluster.spec.options;
@@ -773,11 +779,13 @@ async fn orig_dst_cleanup(cluster: Weak<Cluster>, interval: Duration) {
 }
 
 /// STRICT_DNS / LOGICAL_DNS: resolves at once (awaited by [`Cluster::warm`]), then every
-/// `refresh`; after a failed resolution, with `dns_failure_refresh_rate` (`failure`: base, max),
-/// after a backoff doubling from the base up to the max (Envoy's failure refresh).
+/// `refresh` plus a random share of `jitter` (`dns_jitter`); after a failed resolution, with
+/// `dns_failure_refresh_rate` (`failure`: base, max), after a backoff doubling from the base up
+/// to the max (Envoy's failure refresh).
 async fn dns_loop(
     cluster: Weak<Cluster>,
     refresh: Duration,
+    jitter: Option<Duration>,
     failure: Option<(Duration, Duration)>,
 ) {
     let mut backoff = None;
@@ -796,7 +804,12 @@ async fn dns_loop(
             }
             _ => {
                 backoff = None;
-                refresh
+                // Envoy: a uniform random delay below the jitter, in milliseconds.
+                let extra = jitter.map_or(0, |j| {
+                    let below = u64::try_from(j.as_millis()).unwrap_or(u64::MAX).max(1);
+                    rand::Rng::gen_range(&mut rand::thread_rng(), 0..below)
+                });
+                refresh + Duration::from_millis(extra)
             }
         };
         tokio::time::sleep(wait).await;

@@ -576,6 +576,8 @@ pub struct ClusterOptions {
     /// (unset or `0s`: `None`, no limit): a connection that old takes no new request and closes
     /// once its requests end.
     pub upstream_max_connection_duration: Option<Duration>,
+    /// DNS clusters' `dns_jitter`: each refresh comes up to this much later (a random share).
+    pub dns_jitter: Option<Duration>,
     /// The typed HttpProtocolOptions' `upstream_http_protocol_options` (`None`: neither
     /// `auto_sni` nor `auto_san_validation`).
     pub auto_sni: Option<AutoSni>,
@@ -624,6 +626,7 @@ impl Default for ClusterOptions {
             original_dst_cleanup: DEFAULT_ORIGINAL_DST_CLEANUP,
             upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
             upstream_max_connection_duration: None,
+            dns_jitter: None,
             auto_sni: None,
             istio_alpn: true,
         }

@@ -115,6 +115,11 @@ pub(crate) fn options(
         ignore_health_on_host_removal: raw.ignore_health_on_host_removal.unwrap_or(false),
         ..ClusterOptions::default()
     };
+    // Envoy ignores both on other cluster types.
+    if let Some(r) = &raw.typed_dns_resolver_config {
+        super::dns_resolver::check(r, &p.field("typed_dns_resolver_config"))?;
+    }
+    out.dns_jitter = raw.dns_jitter.map(|d| d.0).filter(|d| dns && !d.is_zero());
     if let Some(u) = typed.and_then(|t| t.upstream_http_protocol_options.as_ref()) {
         let up = p
             .field("typed_extension_protocol_options")

@@ -47,6 +47,10 @@ pub(crate) struct RawCluster {
     pub upstream_connection_options:
         Option<super::raw_cluster_options::RawUpstreamConnectionOptions>,
     pub respect_dns_ttl: Option<bool>,
+    /// DNS clusters: a random delay below it is added to each refresh.
+    pub dns_jitter: Option<PbDuration>,
+    /// DNS clusters: the resolver's options (`config/dns_resolver.rs`).
+    pub typed_dns_resolver_config: Option<super::dns_resolver::RawDnsResolver>,
     pub ignore_health_on_host_removal: Option<bool>,
     pub dns_failure_refresh_rate: Option<super::raw_cluster_options::RawRefreshRate>,
     pub common_lb_config: Option<super::raw_cluster_options::RawCommonLbConfig>,

@@ -209,7 +209,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "wait_for_warm_on_init",
     "dns_failure_refresh_rate",
     "respect_dns_ttl",
-    "dns_jitter",
     "upstream_connection_options",
     "close_connections_on_host_health_failure",
     "filters",
