@@ -199,8 +199,8 @@ impl Host {
     /// The connection pool of requests of priority `p` with transport options `o`: the
     /// priority's own pool without options (or on a plaintext host, where they change
     /// nothing), else the host's keyed pool for them, made by the first such request. Past
-    /// [`transport_options::MAX_KEYED_POOLS`] keyed pools (none of them idle and empty) the
-    /// request gets a pool of its own, which is not kept.
+    /// [`transport_options::MAX_KEYED_POOLS`] keyed pools, those neither in use nor holding a
+    /// connection go, else the least recently used one (its connections close once free).
     pub fn pool_for(
         &self,
         p: RoutingPriority,
@@ -215,28 +215,38 @@ impl Host {
                 .and_then(|v| v.iter().find(|x| x.is_for(p, &o)).cloned())
         };
         if let Some(found) = find(&self.keyed.load()) {
+            if let Some(k) = found.keyed_transport() {
+                k.touch();
+            }
             return PoolRef::Keyed(found);
         }
         let new = Arc::new(pool::HostPool::keyed(p, self.transport, o.to_owned()));
-        let mut chosen = None;
+        let mut chosen = new.clone();
         self.keyed.rcu(|cur| {
             if let Some(found) = find(cur) {
-                chosen = Some(found);
+                chosen = found;
                 return cur.clone();
             }
             let mut v: Vec<_> = cur.as_deref().cloned().unwrap_or_default();
             if v.len() >= transport_options::MAX_KEYED_POOLS {
-                v.retain(|x| x.holds_connections());
+                // In use: held by a request besides this list and its copy here.
+                v.retain(|x| Arc::strong_count(x) > 2 || x.holds_connections());
             }
             if v.len() >= transport_options::MAX_KEYED_POOLS {
-                chosen = None;
-                return cur.clone();
+                let lru = v
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, x)| x.keyed_transport().map_or(0, |k| k.last_used()))
+                    .map(|(i, _)| i);
+                if let Some(i) = lru {
+                    v.swap_remove(i);
+                }
             }
             v.push(new.clone());
-            chosen = Some(new.clone());
+            chosen = new.clone();
             Some(Arc::new(v))
         });
-        PoolRef::Keyed(chosen.unwrap_or(new))
+        PoolRef::Keyed(chosen)
     }
 
     /// Closes its pools' connections idle for `timeout` or past their
@@ -254,11 +264,12 @@ impl Host {
             v.iter().for_each(|p| add(p.drop_idle(timeout)));
             if v.iter().any(|p| !p.holds_connections()) {
                 self.keyed.rcu(|cur| {
+                    // Kept while in use (held by a request besides this list).
                     let v: Vec<_> = cur
                         .as_deref()
                         .into_iter()
                         .flatten()
-                        .filter(|p| p.holds_connections())
+                        .filter(|p| Arc::strong_count(p) > 1 || p.holds_connections())
                         .cloned()
                         .collect();
                     (!v.is_empty()).then(|| Arc::new(v))

@@ -274,20 +274,26 @@ pub struct CircuitBreakers {
 /// than `min_retry_concurrency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetryBudget {
-    /// `budget_percent`, in thousandths of a percent (default 20 %: 20 000).
-    pub percent_milli: u32,
+    /// `budget_percent` (default 20), as `f64` bits (so the thresholds stay `Eq` and `Hash`).
+    pub percent_bits: u64,
     /// `min_retry_concurrency` (default 3).
     pub min_concurrency: u32,
 }
 
 impl RetryBudget {
-    /// Retries allowed in flight with `active` requests active or pending (Envoy truncates
-    /// the share).
+    /// A budget of `percent` percent, at least `min_concurrency`.
+    pub fn new(percent: f64, min_concurrency: u32) -> Self {
+        Self {
+            percent_bits: percent.to_bits(),
+            min_concurrency,
+        }
+    }
+
+    /// Retries allowed in flight with `active` requests active or pending: Envoy's
+    /// `budget_percent / 100.0 * active`, truncated, at least the minimum.
     pub fn max(&self, active: usize) -> usize {
-        let share = (active as u64).saturating_mul(u64::from(self.percent_milli)) / 100_000;
-        usize::try_from(share)
-            .unwrap_or(usize::MAX)
-            .max(self.min_concurrency as usize)
+        let share = f64::from_bits(self.percent_bits) / 100.0 * active as f64;
+        (share as usize).max(self.min_concurrency as usize)
     }
 }
 

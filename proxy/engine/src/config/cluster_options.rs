@@ -25,6 +25,7 @@ fn auto_sni(
 ) -> Result<Option<super::AutoSni>, ConfigError> {
     let header = match u.override_auto_sni_header.as_deref() {
         None | Some("") => None,
+        Some(h) if h.eq_ignore_ascii_case(":authority") => Some(http::header::HOST),
         Some(h) => Some(
             http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 p.field("override_auto_sni_header")

@@ -38,10 +38,10 @@ fn retry_budget(
             "only 0s: the budget counts the requests active now, not those of an interval",
         ));
     }
-    Ok(super::RetryBudget {
-        percent_milli: (percent * 1000.0).round() as u32,
-        min_concurrency: b.min_retry_concurrency.unwrap_or(3),
-    })
+    Ok(super::RetryBudget::new(
+        percent,
+        b.min_retry_concurrency.unwrap_or(3),
+    ))
 }
 
 pub(crate) const HTTP_PROTOCOL_OPTIONS_KEY: &str =

@@ -36,6 +36,7 @@ use crate::{
     upstream::{
         lb::hash_bytes,
         pool::{ConnectError, ReturnOnEnd, SendError},
+        transport_options::KeyedTransport,
         Cluster, Host, LbContext,
     },
 };
@@ -413,6 +414,9 @@ async fn run_planned(
         router_headers::remove(&mut parts.headers);
     }
     apply_request_mutations(&plan, &fmt, &mut parts);
+    // Envoy 1.40's router takes the auto_sni / auto_san_validation host after the route's
+    // header mutations, before the endpoint's host rewrite.
+    let auto_host = transport::auto_host(&plan, &cluster, &parts);
     if let Some(f) = &plan.path_format {
         plan.rewritten = host::render_path(f, &fmt, &parts, &original_path);
     }
@@ -501,8 +505,8 @@ async fn run_planned(
             return Outcome::local(Flag::ConnectionTermination);
         };
         plan.count_route(|r| r.total.inc());
-        let o = transport::options(&plan, &cluster, &parts);
-        let options = (!o.is_none()).then(|| o.to_owned());
+        let o = transport::options(&plan, &cluster, parts.version, auto_host.as_deref(), true);
+        let options = (!o.is_none()).then(|| KeyedTransport::new(o.to_owned()));
         let (idle, priority) = (plan.idle, plan.priority);
         return upgrade::run(&cluster, &host, parts, body, idle, priority, options).await;
     }
@@ -555,6 +559,7 @@ async fn run_planned(
         // buffered), as Envoy's from the downstream request's end.
         deadline: plan.timeout.map(|t| tokio::time::Instant::now() + t),
         local: logged.then(Default::default),
+        auto_host: auto_host.as_deref(),
     };
     let per_try = plan.retry.as_ref().and_then(|r| r.per_try_timeout);
     let per_try_idle = plan.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
@@ -788,7 +793,7 @@ async fn attempt(
     };
     let req = upstream_request(parts, path, body);
     let fut = async {
-        let options = transport::options(ctx.plan, cluster, parts);
+        let options = transport::options(ctx.plan, cluster, parts.version, ctx.auto_host, false);
         host.pool_for(ctx.plan.priority, options, cluster)
             .send(cluster, host.addr, req, replay, idle, &|l| {
                 if let Some(m) = &ctx.local {

@@ -34,7 +34,7 @@ pub(crate) async fn run(
     body: Incoming,
     idle: Option<Duration>,
     priority: RoutingPriority,
-    options: Option<crate::upstream::transport_options::TransportOptions>,
+    options: Option<crate::upstream::transport_options::KeyedTransport>,
 ) -> Outcome {
     cluster.stats.upstream_rq_total.inc();
     let Some(down_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {

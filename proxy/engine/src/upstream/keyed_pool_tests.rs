@@ -74,7 +74,21 @@ async fn pools_are_keyed_by_options_on_tls_hosts_only() {
     }
     let kept = host.keyed.load().as_deref().map_or(0, Vec::len);
     assert!((1..=MAX_KEYED_POOLS).contains(&kept), "{kept} keyed pools");
-    // The idle sweep lets go of the keyed pools left without a connection.
-    host.drop_idle(Some(std::time::Duration::from_secs(3600)));
+    // The latest name's pool is kept (the least recently used ones went).
+    let last = OptionsRef {
+        sni: names.last().map(String::as_str),
+        ..OptionsRef::default()
+    };
+    let latest = keyed(host.pool_for(d, last, &tls));
+    assert!(Arc::ptr_eq(&latest, &keyed(host.pool_for(d, last, &tls))));
+    // The idle sweep lets go of the keyed pools left without a connection, not of one a
+    // request still holds.
+    let hour = Some(std::time::Duration::from_secs(3600));
+    host.drop_idle(hour);
+    let kept: Vec<_> = host.keyed.load().as_deref().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 2, "the two pools held here");
+    assert!(kept.iter().any(|p| Arc::ptr_eq(p, &a)));
+    drop((a, latest, kept));
+    host.drop_idle(hour);
     assert!(host.keyed.load().is_none());
 }

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use self::send::{ReturnOnEnd, SendError};
 use super::{
     resources::Resources,
-    transport_options::{OptionsRef, TransportOptions},
+    transport_options::{KeyedTransport, OptionsRef, TransportOptions},
     Cluster,
 };
 use crate::config::RoutingPriority;
@@ -174,7 +174,7 @@ pub struct HostPool<B> {
     transport: u8,
     /// The transport options its connections are made with (a keyed pool,
     /// [`super::Host::pool_for`]); `None`: the cluster's own handshake.
-    options: Option<Box<TransportOptions>>,
+    options: Option<Box<KeyedTransport>>,
 }
 
 /// A pooled HTTP/2 connection: its sender, the streams it may still carry, what the pool
@@ -205,14 +205,19 @@ impl<B> HostPool<B> {
     /// An empty pool whose connections are made with `options`.
     pub fn keyed(priority: RoutingPriority, transport: u8, options: TransportOptions) -> Self {
         Self {
-            options: Some(Box::new(options)),
+            options: Some(Box::new(KeyedTransport::new(options))),
             ..Self::new(priority, transport)
         }
     }
 
+    /// Its options, when it is a keyed pool.
+    pub fn keyed_transport(&self) -> Option<&KeyedTransport> {
+        self.options.as_deref()
+    }
+
     /// Whether it is the keyed pool of requests of priority `p` with options `o`.
     pub fn is_for(&self, p: RoutingPriority, o: &OptionsRef<'_>) -> bool {
-        self.priority == p && self.options.as_ref().is_some_and(|x| x.is(o))
+        self.priority == p && self.options.as_ref().is_some_and(|x| x.options.is(o))
     }
 
     /// Where its connections go: `addr` over its transport, with its options.
@@ -439,7 +444,7 @@ pub async fn connect<B: PoolBody>(
 
 /// Where a connection goes: the host's address, its transport socket ([`Cluster::tls`]) and
 /// the request's transport options (a keyed pool's).
-pub type Target<'a> = (SocketAddr, u8, Option<&'a TransportOptions>);
+pub type Target<'a> = (SocketAddr, u8, Option<&'a KeyedTransport>);
 
 /// The connection slots a connection holds: one in its priority's `connections`, and, for a
 /// pooled HTTP/1 connection, one in its pool's count.

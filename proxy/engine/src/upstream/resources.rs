@@ -55,13 +55,12 @@ impl Resources {
         Slot::take(&self.retries, self.max_retries())
     }
 
-    /// The retries allowed in flight now.
+    /// The retries allowed in flight now. A request holds its `requests` slot from its start
+    /// (waiting for a connection too), so that count is Envoy's active plus pending requests.
     pub fn max_retries(&self) -> usize {
         match &self.limits.retry_budget {
             None => self.limits.max_retries,
-            Some(b) => {
-                b.max(self.requests.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed))
-            }
+            Some(b) => b.max(self.requests.load(Ordering::Relaxed)),
         }
     }
 
@@ -135,18 +134,16 @@ mod tests {
     #[test]
     fn a_retry_budget_scales_with_the_requests_in_flight() {
         let mut l = limits(0);
-        l.retry_budget = Some(crate::config::RetryBudget {
-            percent_milli: 25_000,
-            min_concurrency: 1,
-        });
+        l.retry_budget = Some(crate::config::RetryBudget::new(25.0, 1));
         let r = Resources::new(l);
         // No request: the minimum concurrency.
         assert_eq!(r.max_retries(), 1);
         let held: Vec<_> = (0..8).filter_map(|_| r.request()).collect();
         assert!(held.is_empty(), "max_requests 0");
-        r.requests.store(7, Ordering::Relaxed);
+        r.requests.store(8, Ordering::Relaxed);
         r.pending.store(1, Ordering::Relaxed);
-        // 25 % of 8 active and pending requests; max_retries 0 does not count.
+        // 25 % of the 8 requests (a pending one holds its request slot too); max_retries 0
+        // does not count.
         assert_eq!(r.max_retries(), 2);
         let (a, b) = (r.retry().expect("first"), r.retry().expect("second"));
         assert!(r.retry().is_none());

@@ -16,7 +16,10 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::{transport_options::TransportOptions, TlsSpec, UpstreamError};
+use super::{
+    transport_options::{KeyedTransport, TransportOptions},
+    TlsSpec, UpstreamError,
+};
 use crate::{config::DataSource, tls_common::SanMatchers};
 
 /// A cluster's ready-to-use TLS client side.
@@ -32,6 +35,8 @@ pub struct TlsOrigin {
     sni: Option<ServerName<'static>>,
     /// The server certificate check (a request's `auto_san_validation` adds its name to it).
     verifier: Arc<dyn ServerCertVerifier>,
+    /// The check verifies the chain (a `trusted_ca`).
+    chain_checked: bool,
     /// The secret that has not arrived (every handshake fails until a config has it).
     pending: Option<Arc<str>>,
 }
@@ -146,6 +151,7 @@ impl TlsOrigin {
             raw: TlsConnector::from(Arc::new(raw)),
             sni,
             verifier,
+            chain_checked: spec.trusted_ca.is_some(),
             pending: spec.pending_secret.as_deref().map(Arc::from),
         })
     }
@@ -157,12 +163,13 @@ impl TlsOrigin {
         &self,
         tcp: TcpStream,
         h1: bool,
-        options: Option<&TransportOptions>,
+        keyed: Option<&KeyedTransport>,
     ) -> std::io::Result<(TlsStream<TcpStream>, bool)> {
         let connector = if h1 { &self.h1 } else { &self.connector };
-        let stream = match options {
+        let stream = match keyed {
             None => self.handshake(connector, None, tcp).await?,
-            Some(o) => {
+            Some(k) => {
+                let o = &k.options;
                 let sni = match o.sni.as_deref() {
                     Some(s) => Some(ServerName::try_from(s.to_string()).map_err(|e| {
                         std::io::Error::new(
@@ -172,8 +179,8 @@ impl TlsOrigin {
                     })?),
                     None => None,
                 };
-                self.handshake(&self.with_options(connector, o), sni, tcp)
-                    .await?
+                let c = k.connector(h1, connector, || self.with_options(connector, o));
+                self.handshake(&c, sni, tcp).await?
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -197,6 +204,7 @@ impl TlsOrigin {
                 .set_certificate_verifier(Arc::new(NameVerifier {
                     inner: self.verifier.clone(),
                     name: name.clone(),
+                    chain_checked: self.chain_checked,
                 }));
         }
         TlsConnector::from(Arc::new(config))
@@ -269,11 +277,13 @@ impl ServerCertVerifier for ChainVerifier {
 
 /// A request's `auto_san_validation`: the cluster's own check, then a SAN of the certificate
 /// must match `name` (Envoy's `verifySubjectAltName`: DNS SANs with their wildcard, URI and IP
-/// SANs exactly).
+/// SANs exactly). Without a `trusted_ca` every certificate fails, as in Envoy (the override
+/// makes BoringSSL verify the peer, against an empty trust store).
 #[derive(Debug)]
 struct NameVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     name: Box<str>,
+    chain_checked: bool,
 }
 
 impl ServerCertVerifier for NameVerifier {
@@ -285,6 +295,11 @@ impl ServerCertVerifier for NameVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.chain_checked {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ));
+        }
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         if crate::tls_common::san::has_name(end_entity.as_ref(), &self.name) {

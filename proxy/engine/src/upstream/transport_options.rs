@@ -6,7 +6,10 @@
 //!
 //! They only change a TLS handshake: a plaintext host ignores them (and keeps one pool).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 
 /// An ALPN list, as offered on the wire.
 pub type AlpnList = Arc<[Box<[u8]>]>;
@@ -51,10 +54,16 @@ pub struct TransportOptions {
 }
 
 impl TransportOptions {
-    /// Whether these are the options `r` describes.
+    /// Whether these are the options `r` describes (host names compared ignoring case, as
+    /// Envoy's pool key hashes them).
     pub fn is(&self, r: &OptionsRef<'_>) -> bool {
-        self.sni.as_deref() == r.sni
-            && self.san.as_deref() == r.san
+        let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        same(self.sni.as_deref(), r.sni)
+            && same(self.san.as_deref(), r.san)
             && match (&self.alpn, r.alpn) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
@@ -63,9 +72,80 @@ impl TransportOptions {
     }
 }
 
-/// Most pools a host keeps for requests with options; past it a request's connection is not
-/// pooled (a client choosing the Host header of an `auto_sni` cluster cannot grow a host's
-/// pools without bound). The idle sweep drops such pools once their connections are gone.
+/// A connector and the cluster's client config it was made from.
+type Made = (Arc<ClientConfig>, TlsConnector);
+
+/// A keyed pool's options and the TLS client configs made for them (HTTP/2-or-own ALPN, and
+/// HTTP/1's), each kept with the cluster config it was made from: one per pool, so its
+/// connections resume TLS sessions (rustls resumes only under the same verifier), made again
+/// when the cluster's TLS changes (a new secret).
+pub struct KeyedTransport {
+    /// The options.
+    pub options: TransportOptions,
+    made: Mutex<[Option<Made>; 2]>,
+    /// When a request last took the pool ([`super::now_ms`], to the second): the least
+    /// recently used keyed pool goes first past [`MAX_KEYED_POOLS`].
+    last_used: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for KeyedTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedTransport")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl KeyedTransport {
+    /// Options without a config made yet.
+    pub fn new(options: TransportOptions) -> Self {
+        Self {
+            options,
+            made: Mutex::new([None, None]),
+            last_used: std::sync::atomic::AtomicU64::new(super::now_ms()),
+        }
+    }
+
+    /// Notes a use now (a write at most once a second, so workers sharing the pool do not
+    /// write its cache line on every request).
+    pub fn touch(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = super::now_ms();
+        if now.saturating_sub(self.last_used.load(Relaxed)) >= 1000 {
+            self.last_used.store(now, Relaxed);
+        }
+    }
+
+    /// When it was last used ([`super::now_ms`]).
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The connector for `base` (`h1`: HTTP/1's), made by `make` unless made from the same
+    /// `base` before.
+    pub fn connector(
+        &self,
+        h1: bool,
+        base: &TlsConnector,
+        make: impl FnOnce() -> TlsConnector,
+    ) -> TlsConnector {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut made[usize::from(h1)];
+        match slot {
+            Some((from, c)) if Arc::ptr_eq(from, base.config()) => c.clone(),
+            _ => {
+                let c = make();
+                *slot = Some((base.config().clone(), c.clone()));
+                c
+            }
+        }
+    }
+}
+
+/// Most pools a host keeps for requests with options (a client choosing the Host header of
+/// an `auto_sni` cluster cannot grow a host's pools without bound): past it the least recently
+/// used one is let go (its connections close once free). The idle sweep drops pools left
+/// without a connection.
 pub const MAX_KEYED_POOLS: usize = 64;
 
 #[cfg(test)]

@@ -74,19 +74,21 @@ pub(crate) fn build(typed: Option<&Value>, p: &FieldPath) -> Result<IstioAlpn, C
     };
     let mut out = IstioAlpn::default();
     let op = p.field("alpn_override");
+    let mut seen = [false; 3];
     for (i, o) in raw.alpn_override.iter().enumerate() {
-        let slot = match o.upstream_protocol.as_deref() {
-            None | Some("HTTP10") => &mut out.http10,
-            Some("HTTP11") => &mut out.http11,
-            Some("HTTP2") => &mut out.http2,
+        let (slot, seen) = match o.upstream_protocol.as_deref() {
+            None | Some("HTTP10") => (&mut out.http10, &mut seen[0]),
+            Some("HTTP11") => (&mut out.http11, &mut seen[1]),
+            Some("HTTP2") => (&mut out.http2, &mut seen[2]),
             Some(other) => {
                 return Err(op.index(i).field("upstream_protocol").err(format!(
                     "unknown value {other:?} (expected HTTP10, HTTP11 or HTTP2)"
                 )))
             }
         };
-        // The filter's map keeps the first entry of a protocol; an empty list overrides nothing.
-        if slot.is_none() && !o.alpn_override.is_empty() {
+        // The filter's map keeps the first entry of a protocol (an empty list, which
+        // overrides nothing, too).
+        if !std::mem::replace(seen, true) && !o.alpn_override.is_empty() {
             let list: Vec<Box<[u8]>> = o
                 .alpn_override
                 .iter()
@@ -134,7 +136,7 @@ mod tests {
         let ts = parse(
             "{'@type': type.googleapis.com/udpa.type.v1.TypedStruct,
               type_url: type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig,
-              value: {alpn_override: [{upstream_protocol: HTTP2, alpn_override: []}]}}",
+              value: {alpn_override: [{upstream_protocol: HTTP2, alpn_override: []}, {upstream_protocol: HTTP2, alpn_override: [h2]}]}}",
         )
         .unwrap();
         assert_eq!(ts, IstioAlpn::default());

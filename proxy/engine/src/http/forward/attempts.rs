@@ -27,6 +27,8 @@ pub(super) struct Attempts<'a> {
     /// The local address of the connection the latest attempt went out on (what the route
     /// timeout's answer reports as `%UPSTREAM_LOCAL_ADDRESS%`); kept only for an access log.
     pub(super) local: Option<std::sync::Mutex<Option<SocketAddr>>>,
+    /// The host `auto_sni` / `auto_san_validation` use (`transport::auto_host`).
+    pub(super) auto_host: Option<&'a str>,
 }
 
 /// The attempt that answers the request, or the failure that does.
