@@ -7,7 +7,8 @@
 //! downstream's protocol with an HTTP/2 and an HTTP/1.1 client); a cluster marked
 //! `istio.alpn_override: "false"` keeps its own ALPN (the TCP chain), and so does every cluster
 //! of a connection manager without the filter. The peer echoes the protocol it was spoken to in
-//! `x-proto`.
+//! `x-proto`. A WebSocket upgrade through the HTTP/2 cluster offers HTTP/1.1's list, the
+//! protocol it goes over, and reaches the peer's application.
 
 use std::path::Path;
 
@@ -24,8 +25,9 @@ use sluice_tests::{
 const ISTIO_ALPN: &str = r#"{name: istio.alpn, typed_config: {"@type": type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig, alpn_override: [{upstream_protocol: HTTP10, alpn_override: [istio-http/1.0, istio, http/1.0]}, {upstream_protocol: HTTP11, alpn_override: [istio-http/1.1, istio, http/1.1]}, {upstream_protocol: HTTP2, alpn_override: [istio-h2, istio, h2]}]}}, "#;
 
 /// The peer: Envoy's inbound sidecar listener on `port`, an HTTP chain and a TCP chain (here
-/// an HCM too, answering `tcp-chain`) told apart by ALPN, both terminating TLS.
-fn peer(dir: &Path, port: u16) -> String {
+/// an HCM too, answering `tcp-chain`) told apart by ALPN, both terminating TLS; `/ws` goes
+/// to the application on `app` (WebSocket upgrades allowed).
+fn peer(dir: &Path, port: u16, app: u16) -> String {
     let file = |n: &str| dir.join(n).display().to_string();
     let chain = |alpns: &str, body: &str| {
         format!(
@@ -42,13 +44,16 @@ fn peer(dir: &Path, port: u16) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: peer
+          upgrade_configs: [{{upgrade_type: websocket}}]
           http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
               response_headers_to_add: [{{header: {{key: x-proto, value: "%PROTOCOL%"}}}}]
-              routes: [{{match: {{prefix: /}}, direct_response: {{status: 200, body: {{inline_string: {body}}}}}}}]
+              routes:
+              - {{match: {{prefix: /ws}}, route: {{cluster: app}}}}
+              - {{match: {{prefix: /}}, direct_response: {{status: 200, body: {{inline_string: {body}}}}}}}
 "#,
             cert = file("server.pem"),
             key = file("server.key"),
@@ -62,7 +67,11 @@ static_resources:
     address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     listener_filters: [{{name: envoy.filters.listener.tls_inspector, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}}}]
     filter_chains:
-{http}{tcp}"#,
+{http}{tcp}  clusters:
+  - name: app
+    connect_timeout: 2s
+    load_assignment: {{cluster_name: app, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {app}}}}}}}}}]}}]}}
+"#,
         http = chain("istio-http/1.0, istio-http/1.1, istio-h2", "http-chain"),
         tcp = chain("istio-peer-exchange, istio", "tcp-chain"),
     )
@@ -84,6 +93,7 @@ fn client(dir: &Path, with: u16, without: u16, peer: u16) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
+          upgrade_configs: [{{upgrade_type: websocket}}]
           http_filters: [{filters}{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
           route_config:
             virtual_hosts:
@@ -92,6 +102,7 @@ fn client(dir: &Path, with: u16, without: u16, peer: u16) -> String {
               routes:
               - {{match: {{prefix: /h1}}, route: {{cluster: h1}}}}
               - {{match: {{prefix: /h2}}, route: {{cluster: h2}}}}
+              - {{match: {{prefix: /ws}}, route: {{cluster: h2}}}}
               - {{match: {{prefix: /down}}, route: {{cluster: down}}}}
               - {{match: {{prefix: /own}}, route: {{cluster: own}}}}
 "#
@@ -164,13 +175,18 @@ fn get(port: u16, path: &str, h2: bool) -> (String, String) {
     (body, proto)
 }
 
-#[test]
-fn istio_alpn_reaches_an_envoy_peers_http_chain() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_alpn_reaches_an_envoy_peers_http_chain() {
     let pki = test_pki();
     let dir = TempDir::new("istio-alpn");
     pki.write_files(&dir.0);
+    let app = sluice_tests::upstream::TestUpstream::start("app").await;
     let [peer_port, with, without] = free_ports::<3>();
-    let _peer = start_text("istio-alpn-peer", &peer(&dir.0, peer_port), true);
+    let _peer = start_text(
+        "istio-alpn-peer",
+        &peer(&dir.0, peer_port, app.port()),
+        true,
+    );
     let _sluice = start_text(
         "istio-alpn-client",
         &client(&dir.0, with, without, peer_port),
@@ -216,4 +232,41 @@ fn istio_alpn_reaches_an_envoy_peers_http_chain() {
         "no filter, HTTP/2"
     );
     assert_eq!(get(with, "/h1", false), http("HTTP/1.1"), "filter again");
+    // A WebSocket upgrade through the HTTP/2 cluster: HTTP/1.1's ALPN, so the peer speaks
+    // HTTP/1.1 and passes the upgrade to the application, which echoes.
+    websocket_echo(with).await;
+}
+
+/// Upgrades `GET /ws` on `port` to a WebSocket and checks the application's echo.
+async fn websocket_echo(port: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"over the tunnel").await.expect("write");
+    let mut echo = [0u8; 15];
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .expect("the echo in time")
+        .expect("read");
+    assert_eq!(&echo, b"over the tunnel");
 }

@@ -23,6 +23,7 @@ mod internal_address;
 pub(crate) mod istio_filters;
 mod listener;
 mod local_reply;
+mod mongo_proxy;
 mod outlier;
 mod path;
 pub(crate) mod raw;

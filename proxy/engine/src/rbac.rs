@@ -70,6 +70,9 @@ pub enum Permission {
     Header(HeaderMatcher),
     /// `url_path`: the path without query and fragment.
     UrlPath(StringMatcher),
+    /// `uri_template`: the path without query and fragment fully matches the template's
+    /// regex (`route/uri_template.rs`).
+    UriTemplate(regex::Regex),
     /// `destination_ip`.
     DestinationIp(Cidr),
     /// `destination_port`.
@@ -173,6 +176,10 @@ impl Permission {
             Permission::Not(p) => !p.matches(f),
             Permission::Header(h) => header_matches(h, f),
             Permission::UrlPath(m) => path_matches(m, f),
+            Permission::UriTemplate(re) => f.request.is_some_and(|r| {
+                let end = r.path.find(['?', '#']).unwrap_or(r.path.len());
+                re.is_match(&r.path[..end])
+            }),
             Permission::DestinationIp(c) => c.contains(f.local.ip()),
             Permission::DestinationPort(p) => f.local.port() == *p,
             Permission::DestinationPortRange(start, end) => {

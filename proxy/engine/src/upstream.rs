@@ -548,7 +548,7 @@ impl Cluster {
         connector: connector::Connector,
     ) -> Result<Arc<Self>, UpstreamError> {
         let connector = match spec.options.source_address {
-            Some(src) => connector.bound_to(src),
+            Some(src) => connector.bound_to(src, spec.options.extra_source_address),
             None => connector,
         };
         let tls = std::iter::once(&spec.tls)
@@ -616,7 +616,11 @@ impl Cluster {
     /// Picks a host, or None when the cluster has no usable host (503 UH).
     pub fn choose_host(&self, ctx: &LbContext) -> Option<Arc<Host>> {
         if matches!(self.spec.discovery, Discovery::OriginalDst) {
-            let dst = ctx.orig_dst?;
+            let mut dst = ctx.orig_dst?;
+            // `upstream_port_override` wins over the connection's and the header's port.
+            if let Some(port) = self.spec.orig_dst_port {
+                dst.set_port(port);
+            }
             let mut map = self
                 .orig_dst_hosts
                 .lock()

@@ -75,6 +75,8 @@ pub struct Cluster {
     /// ORIGINAL_DST `original_dst_lb_config`: with `use_http_header: true`, the request header
     /// (`http_header_name`, default `x-envoy-original-dst-host`) naming the destination.
     pub original_dst_header: Option<String>,
+    /// ORIGINAL_DST `upstream_port_override`: the destination's port is replaced by it.
+    pub original_dst_port: Option<u16>,
     /// Connection, DNS and `common_lb_config` options.
     pub options: ClusterOptions,
     /// `alt_stat_name` when set and not empty: Envoy's observability name, which names the
@@ -556,6 +558,9 @@ pub struct ClusterOptions {
     /// `upstream_bind_config.source_address`: every upstream socket is bound to it before
     /// connecting (Istio's inbound clusters use `127.0.0.6`, port 0).
     pub source_address: Option<SocketAddr>,
+    /// `upstream_bind_config.extra_source_addresses[0]`, of the other IP family: an upstream
+    /// of that family is connected to from it (Envoy picks the bind address by family).
+    pub extra_source_address: Option<SocketAddr>,
     /// `load_assignment.policy.overprovisioning_factor`, percent (default
     /// [`DEFAULT_OVERPROVISIONING_FACTOR`]): a priority level's health is its healthy share times
     /// this, capped at 100.
@@ -625,6 +630,7 @@ impl Default for ClusterOptions {
             healthy_panic_threshold: DEFAULT_HEALTHY_PANIC_THRESHOLD,
             fail_traffic_on_panic: false,
             source_address: None,
+            extra_source_address: None,
             overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
             weighted_priority_health: false,
             locality_weighted_lb: false,

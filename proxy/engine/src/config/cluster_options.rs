@@ -93,9 +93,12 @@ pub(crate) fn options(
             .field(field)
             .err("only valid with type STRICT_DNS or LOGICAL_DNS"));
     }
-    let source_address = match &raw.upstream_bind_config {
-        None => None,
-        Some(b) => Some(bind_source(b, &p.field("upstream_bind_config"))?),
+    let (source_address, extra_source_address) = match &raw.upstream_bind_config {
+        None => (None, None),
+        Some(b) => {
+            let (s, e) = bind_source(b, &p.field("upstream_bind_config"))?;
+            (Some(s), e)
+        }
     };
     let common = typed.and_then(|t| t.common_http_protocol_options.as_ref());
     let idle = common.and_then(|c| c.idle_timeout);
@@ -109,6 +112,7 @@ pub(crate) fn options(
             .map(|d| d.0)
             .filter(|d| !d.is_zero()),
         source_address,
+        extra_source_address,
         max_requests_per_connection,
         tcp_keepalive,
         buffer_limit_bytes: raw.per_connection_buffer_limit_bytes,
@@ -171,15 +175,49 @@ pub(crate) fn options(
 
 /// `upstream_bind_config.source_address`: an IP literal and a port (0: any), both required as
 /// in Envoy.
-fn bind_source(b: &RawBindConfig, p: &FieldPath) -> Result<SocketAddr, ConfigError> {
+/// `upstream_bind_config` at `p`: the source address, and the extra one of the other IP
+/// family (Envoy allows one, of a different family; istiod's `::6` beside `127.0.0.6` on a
+/// dual-stack pod's inbound passthrough cluster).
+fn bind_source(
+    b: &RawBindConfig,
+    p: &FieldPath,
+) -> Result<(SocketAddr, Option<SocketAddr>), ConfigError> {
     let sp = p.field("source_address");
     let sa = b
         .source_address
         .as_ref()
         .ok_or_else(|| sp.err("required"))?;
-    let (a, port) = super::validate::socket_address_fields(sa, &sp)?;
+    let source = socket_ip(sa, &sp)?;
+    let ep = p.field("extra_source_addresses");
+    if b.extra_source_addresses.len() > 1 {
+        return Err(ep.err("at most one extra source address (of the other IP family), as Envoy"));
+    }
+    let extra = match b.extra_source_addresses.first() {
+        None => None,
+        Some(e) => {
+            let e0 = ep.index(0);
+            if e.socket_options.is_some() {
+                return Err(e0.field("socket_options").unsupported(""));
+            }
+            let ap = e0.field("address");
+            let a = e.address.as_ref().ok_or_else(|| ap.err("required"))?;
+            let extra = socket_ip(a, &ap)?;
+            if extra.is_ipv4() == source.is_ipv4() {
+                return Err(ap.err(format!(
+                    "{extra} is of the same IP family as source_address {source}; Envoy requires the other"
+                )));
+            }
+            Some(extra)
+        }
+    };
+    Ok((source, extra))
+}
+
+/// A `SocketAddress` at `p` whose address is an IP literal.
+fn socket_ip(sa: &super::raw::RawSocketAddress, p: &FieldPath) -> Result<SocketAddr, ConfigError> {
+    let (a, port) = super::validate::socket_address_fields(sa, p)?;
     let ip: IpAddr = a.parse().map_err(|_| {
-        sp.field("address")
+        p.field("address")
             .err(format!("{a:?} is not an IP address"))
     })?;
     Ok(SocketAddr::new(ip, port))

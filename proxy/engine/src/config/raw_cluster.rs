@@ -67,6 +67,8 @@ pub(crate) struct RawCluster {
 pub(crate) struct RawOriginalDstLbConfig {
     pub use_http_header: Option<bool>,
     pub http_header_name: Option<String>,
+    /// UInt32Value.
+    pub upstream_port_override: Option<u32>,
 }
 
 /// `ClusterLoadAssignment`.

@@ -13,11 +13,21 @@ pub(crate) struct RawUpstreamConnectionOptions {
     pub tcp_keepalive: Option<RawTcpKeepalive>,
 }
 
-/// `core.v3.BindConfig` (only `source_address`).
+/// `core.v3.BindConfig` (`source_address` and `extra_source_addresses`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBindConfig {
     pub source_address: Option<super::raw::RawSocketAddress>,
+    #[serde(default)]
+    pub extra_source_addresses: Vec<RawExtraSourceAddress>,
+}
+
+/// `core.v3.ExtraSourceAddress`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExtraSourceAddress {
+    pub address: Option<super::raw::RawSocketAddress>,
+    pub socket_options: Option<serde_norway::Value>,
 }
 
 /// `core.v3.TcpKeepalive` (each a UInt32Value; unset = the kernel's default).

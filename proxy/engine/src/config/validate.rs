@@ -425,6 +425,11 @@ fn filter_chain(
             rbac.push(Arc::new(network_rbac::build(raw, &tp)?));
             continue;
         }
+        if ty == Some(super::mongo_proxy::TYPE) {
+            let tc = f.typed_config.as_ref().ok_or_else(|| tp.err("required"))?;
+            super::mongo_proxy::check(tc, &tp)?;
+            continue;
+        }
         if ty == Some(crate::network_ext_authz::TYPE) {
             let tc = f.typed_config.as_ref().ok_or_else(|| tp.err("required"))?;
             let raw = typed_config(tc, &tp, crate::network_ext_authz::TYPE)?;

@@ -354,6 +354,18 @@ pub(crate) fn cluster(
         }
         Some(_) => None,
     };
+    let original_dst_port = match raw
+        .original_dst_lb_config
+        .as_ref()
+        .and_then(|o| o.upstream_port_override)
+    {
+        None => None,
+        Some(port) => Some(u16::try_from(port).map_err(|_| {
+            p.field("original_dst_lb_config")
+                .field("upstream_port_override")
+                .err(format!("{port} is not a port (at most 65535)"))
+        })?),
+    };
     let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
     if connect_timeout.is_zero() {
         return Err(p.field("connect_timeout").err("must be greater than 0s"));
@@ -376,6 +388,7 @@ pub(crate) fn cluster(
         transport_socket_matches: socket_matches,
         dns_lookup_family,
         original_dst_header,
+        original_dst_port,
         options,
         alt_stat_name: raw.alt_stat_name.clone().filter(|n| !n.is_empty()),
     })

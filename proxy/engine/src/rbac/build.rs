@@ -140,10 +140,33 @@ fn url_path(raw: &RawPathMatcher, p: &FieldPath) -> Result<StringMatcher, Config
     string_matcher(sm, &p.field("path"))
 }
 
+/// The type of `Permission.uri_template`'s config.
+const URI_TEMPLATE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig";
+
+/// `uri_template` at `p`: the compiled template (Envoy's limits: 1 to 256 characters).
+fn uri_template(
+    raw: &super::raw::RawUriTemplate,
+    p: &FieldPath,
+) -> Result<regex::Regex, ConfigError> {
+    let tp = p.field("typed_config");
+    let tc = raw
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| tp.err("required"))?;
+    let c: super::raw::RawUriTemplateMatchConfig =
+        crate::config::raw::typed_config(tc, &tp, URI_TEMPLATE_TYPE)?;
+    let pp = tp.field("path_template");
+    let t = c.path_template.ok_or_else(|| pp.err("required"))?;
+    if t.is_empty() || t.len() > 256 {
+        return Err(pp.err("must be 1 to 256 characters"));
+    }
+    crate::route::uri_template::compile(&t).map_err(|e| pp.err(format!("{t:?}: {e}")))
+}
+
 fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigError> {
     for (field, set) in [
         ("matcher", &r.matcher),
-        ("uri_template", &r.uri_template),
         ("sourced_metadata", &r.sourced_metadata),
     ] {
         if set.is_some() {
@@ -159,6 +182,7 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
             ("any", r.any.is_some()),
             ("header", r.header.is_some()),
             ("url_path", r.url_path.is_some()),
+            ("uri_template", r.uri_template.is_some()),
             ("destination_ip", r.destination_ip.is_some()),
             ("destination_port", r.destination_port.is_some()),
             ("destination_port_range", r.destination_port_range.is_some()),
@@ -192,6 +216,9 @@ fn permission(r: &RawPermission, p: &FieldPath) -> Result<Permission, ConfigErro
         }
         "header" => Permission::Header(header_matcher(r.header.as_ref().expect("chosen"), &f)?),
         "url_path" => Permission::UrlPath(url_path(r.url_path.as_ref().expect("chosen"), &f)?),
+        "uri_template" => {
+            Permission::UriTemplate(uri_template(r.uri_template.as_ref().expect("chosen"), &f)?)
+        }
         "destination_ip" => {
             Permission::DestinationIp(cidr(r.destination_ip.as_ref().expect("chosen"), &f)?)
         }

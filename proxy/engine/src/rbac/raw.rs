@@ -86,8 +86,24 @@ pub(crate) struct RawPermission {
     pub not_rule: Option<Box<RawPermission>>,
     pub requested_server_name: Option<RawStringMatcher>,
     pub matcher: Refused,
-    pub uri_template: Refused,
+    pub uri_template: Option<RawUriTemplate>,
     pub sourced_metadata: Refused,
+}
+
+/// `Permission.uri_template`: a `TypedExtensionConfig` of a `UriTemplateMatchConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUriTemplate {
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    pub typed_config: Option<serde_norway::Value>,
+}
+
+/// `envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUriTemplateMatchConfig {
+    pub path_template: Option<String>,
 }
 
 /// `config.rbac.v3.Principal.Authenticated`.

@@ -103,6 +103,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
     });
     ClusterSpec {
+        orig_dst_port: c.original_dst_port,
         orig_dst_header: c
             .original_dst_header
             .as_deref()

@@ -45,6 +45,8 @@ pub struct ClusterSpec {
     pub health_check: Option<HealthCheckSpec>,
     /// ORIGINAL_DST `use_http_header`: the request header naming the destination `ip:port`.
     pub orig_dst_header: Option<http::HeaderName>,
+    /// ORIGINAL_DST `upstream_port_override`: every destination gets this port.
+    pub orig_dst_port: Option<u16>,
     /// Connection, DNS and `common_lb_config` options, as validated.
     pub options: crate::config::ClusterOptions,
     /// The endpoints' localities in Envoy's order ([`EndpointSpec::locality`] indexes it).
