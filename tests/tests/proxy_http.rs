@@ -361,6 +361,79 @@ async fn upstream_max_connection_duration_drains_connections() {
     );
 }
 
+/// An HTTP/2 upstream that answers the first request of its first connection and then stops
+/// reading that connection (a peer gone silent: PINGs go unanswered); later connections are
+/// served. Returns its port and the count of accepted connections.
+async fn silent_after_first_h2() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::Ordering::SeqCst, Arc};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            let first = count.fetch_add(1, SeqCst) == 0;
+            let mut conn = h2::server::handshake(sock).await.unwrap();
+            let serve_one =
+                |req: http::Request<h2::RecvStream>,
+                 mut tx: h2::server::SendResponse<bytes::Bytes>| {
+                    drop(req);
+                    let resp = http::Response::builder().status(200).body(()).unwrap();
+                    tx.send_response(resp, true).unwrap();
+                };
+            if first {
+                if let Some(Ok((req, tx))) = conn.accept().await {
+                    serve_one(req, tx);
+                }
+                // Flush the answer, then never poll again: PINGs are not acknowledged.
+                let _ = tokio::time::timeout(Duration::from_millis(50), conn.accept()).await;
+                held.push(conn);
+            } else {
+                tokio::spawn(async move {
+                    while let Some(Ok((req, tx))) = conn.accept().await {
+                        serve_one(req, tx);
+                    }
+                });
+            }
+        }
+    });
+    (port, accepted)
+}
+
+/// An HTTP/2 cluster's `connection_keepalive`: the pooled connection to an upstream that no
+/// longer answers PINGs is closed after `interval` + `timeout`, so the next request opens a
+/// new connection and is answered (without keepalive it would be sent on the silent
+/// connection and wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_h2_keepalive_drops_a_silent_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (up, accepted) = silent_after_first_h2().await;
+    let (admin, port) = (free_port(), free_port());
+    let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {connection_keepalive: {interval: 0.2s, timeout: 0.2s}}}\n";
+    let clusters = static_cluster("h2", &[up], opts);
+    let _proxy = ProxyProcess::start(
+        &http_bootstrap(admin, port, &route_to("h2"), &clusters, ""),
+        admin,
+    );
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert_eq!(curl_code_version("--http1.1", url.clone()).await, "200 1.1");
+    assert_eq!(accepted.load(SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        curl_code_version("--http1.1", url.clone()),
+    )
+    .await
+    .expect("the second request is answered, not sent on the silent connection");
+    assert_eq!(second, "200 1.1");
+    assert_eq!(
+        accepted.load(SeqCst),
+        2,
+        "a new connection after the unanswered PING"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passthrough() {
     let up = TestUpstream::start("ws").await;

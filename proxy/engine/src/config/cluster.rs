@@ -587,6 +587,9 @@ pub struct ClusterOptions {
     /// (unset or `0s`: `None`, no limit): a connection that old takes no new request and closes
     /// once its requests end.
     pub upstream_max_connection_duration: Option<Duration>,
+    /// The HTTP/2 options' `connection_keepalive` (`interval`, `timeout`): PINGs every
+    /// interval, the connection closed when one is not answered within the timeout.
+    pub h2_keepalive: Option<(Duration, Duration)>,
     /// DNS clusters' `dns_jitter`: each refresh comes up to this much later (a random share).
     pub dns_jitter: Option<Duration>,
     /// The typed HttpProtocolOptions' `upstream_http_protocol_options` (`None`: neither
@@ -639,6 +642,7 @@ impl Default for ClusterOptions {
             upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
             upstream_max_connection_duration: None,
             dns_jitter: None,
+            h2_keepalive: None,
             auto_sni: None,
             istio_alpn: true,
         }

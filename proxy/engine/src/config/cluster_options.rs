@@ -17,6 +17,35 @@ use super::{
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
 };
 
+/// `connection_keepalive` at `p`: `None` without an interval (Envoy sends no interval PING).
+fn h2_keepalive(
+    k: &super::raw_cluster::RawKeepaliveSettings,
+    p: &FieldPath,
+) -> Result<Option<(Duration, Duration)>, ConfigError> {
+    let timeout = k
+        .timeout
+        .ok_or_else(|| p.field("timeout").err("required"))?
+        .0;
+    if timeout < Duration::from_millis(1) {
+        return Err(p.field("timeout").err("must be at least 1ms"));
+    }
+    if k.connection_idle_interval.is_some_and(|d| !d.0.is_zero()) {
+        return Err(p
+            .field("connection_idle_interval")
+            .unsupported("a PING before a stream on an idle connection"));
+    }
+    // `interval_jitter` (default 15 %) is accepted: PINGs go at the exact interval here.
+    let _ = &k.interval_jitter;
+    match k.interval.map(|d| d.0) {
+        None => Ok(None),
+        Some(i) if i.is_zero() => Ok(None),
+        Some(i) if i < Duration::from_millis(1) => {
+            Err(p.field("interval").err("must be at least 1ms"))
+        }
+        Some(i) => Ok(Some((i, timeout))),
+    }
+}
+
 /// `upstream_http_protocol_options` at `p`: `None` when neither flag is on (the header alone
 /// does nothing, as in Envoy).
 fn auto_sni(
@@ -125,6 +154,26 @@ pub(crate) fn options(
         super::dns_resolver::check(r, &p.field("typed_dns_resolver_config"))?;
     }
     out.dns_jitter = raw.dns_jitter.map(|d| d.0).filter(|d| dns && !d.is_zero());
+    if let Some(t) = typed {
+        for (field, cfg) in [
+            ("explicit_http_config", &t.explicit_http_config),
+            (
+                "use_downstream_protocol_config",
+                &t.use_downstream_protocol_config,
+            ),
+        ] {
+            let h2 = cfg.as_ref().and_then(|c| c.http2_protocol_options.as_ref());
+            if let Some(k) = h2.and_then(|h| h.connection_keepalive.as_ref()) {
+                let kp = p
+                    .field("typed_extension_protocol_options")
+                    .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
+                    .field(field)
+                    .field("http2_protocol_options")
+                    .field("connection_keepalive");
+                out.h2_keepalive = h2_keepalive(k, &kp)?;
+            }
+        }
+    }
     if let Some(u) = typed.and_then(|t| t.upstream_http_protocol_options.as_ref()) {
         let up = p
             .field("typed_extension_protocol_options")

@@ -336,7 +336,24 @@ pub(crate) struct RawHttpProtocolOptions {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExplicitHttpConfig {
     pub http_protocol_options: Option<super::raw::Empty>,
-    pub http2_protocol_options: Option<super::raw::Empty>,
+    pub http2_protocol_options: Option<RawUpstreamHttp2Options>,
+}
+
+/// An upstream `core.v3.Http2ProtocolOptions`: only `connection_keepalive`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamHttp2Options {
+    pub connection_keepalive: Option<RawKeepaliveSettings>,
+}
+
+/// `core.v3.KeepaliveSettings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeepaliveSettings {
+    pub interval: Option<PbDuration>,
+    pub timeout: Option<PbDuration>,
+    pub interval_jitter: Option<RawPercent>,
+    pub connection_idle_interval: Option<PbDuration>,
 }
 
 /// `Cluster.RingHashLbConfig`.

@@ -560,6 +560,13 @@ where
     let limit = cluster.spec.options.buffer_limit_bytes;
     let sender = if h2 {
         let mut b = http2::Builder::new(crate::workers::Exec);
+        // connection_keepalive: Envoy PINGs whether or not streams are open.
+        if let Some((interval, timeout)) = cluster.spec.options.h2_keepalive {
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true);
+        }
         if let Some(n) = limit {
             // per_connection_buffer_limit_bytes: the flow-control windows (as Envoy's codec,
             // at least HTTP/2's minimum window).
