@@ -794,7 +794,8 @@ async fn orig_dst_cleanup(cluster: Weak<Cluster>, interval: Duration) {
 }
 
 /// STRICT_DNS / LOGICAL_DNS: resolves at once (awaited by [`Cluster::warm`]), then every
-/// `refresh` plus a random share of `jitter` (`dns_jitter`); after a failed resolution, with
+/// `refresh` plus a random share of `jitter` (`dns_jitter`) after a success; after a failed
+/// resolution `refresh` alone, or, with
 /// `dns_failure_refresh_rate` (`failure`: base, max), after a backoff doubling from the base up
 /// to the max (Envoy's failure refresh).
 async fn dns_loop(
@@ -817,7 +818,10 @@ async fn dns_loop(
                 backoff = Some(next);
                 next
             }
-            _ => {
+            // A failure without a failure rate: the refresh rate, without jitter (Envoy's fixed
+            // back-off).
+            (false, None) => refresh,
+            (true, _) => {
                 backoff = None;
                 // Envoy: a uniform random delay below the jitter, in milliseconds.
                 let extra = jitter.map_or(0, |j| {

@@ -29,7 +29,7 @@ fn h2_keepalive(
     if timeout < Duration::from_millis(1) {
         return Err(p.field("timeout").err("must be at least 1ms"));
     }
-    if k.connection_idle_interval.is_some_and(|d| !d.0.is_zero()) {
+    if k.connection_idle_interval.is_some() {
         return Err(p
             .field("connection_idle_interval")
             .unsupported("a PING before a stream on an idle connection"));
@@ -38,7 +38,7 @@ fn h2_keepalive(
     let _ = &k.interval_jitter;
     match k.interval.map(|d| d.0) {
         None => Ok(None),
-        Some(i) if i.is_zero() => Ok(None),
+        // Envoy 1.40 validates an explicit interval as at least 1 ms (0s included).
         Some(i) if i < Duration::from_millis(1) => {
             Err(p.field("interval").err("must be at least 1ms"))
         }
@@ -149,8 +149,8 @@ pub(crate) fn options(
         ignore_health_on_host_removal: raw.ignore_health_on_host_removal.unwrap_or(false),
         ..ClusterOptions::default()
     };
-    // Envoy ignores both on other cluster types.
-    if let Some(r) = &raw.typed_dns_resolver_config {
+    // Envoy builds the resolver, and reads the jitter, only for DNS clusters.
+    if let Some(r) = raw.typed_dns_resolver_config.as_ref().filter(|_| dns) {
         super::dns_resolver::check(r, &p.field("typed_dns_resolver_config"))?;
     }
     out.dns_jitter = raw.dns_jitter.map(|d| d.0).filter(|d| dns && !d.is_zero());

@@ -3,7 +3,10 @@
 //! default) with only a `stat_prefix`. So configured Envoy decodes the Mongo wire protocol for
 //! its `mongo.<stat_prefix>.*` statistics and passes every byte on unchanged (a decoding error
 //! only stops the decoding), so it is accepted as a no-op; what would change the traffic or
-//! write metadata (a `delay` fault, `emit_dynamic_metadata`, an access log) is rejected.
+//! write metadata (a `delay` fault, `emit_dynamic_metadata`, an access log) is rejected. One
+//! effect is not reproduced: while its listener drains, Envoy closes a legacy OP_QUERY
+//! connection after a reply with no query outstanding (`cx_drain_close`); sluice keeps it
+//! until the drain time ends.
 
 use serde::Deserialize;
 use serde_norway::Value;

@@ -79,7 +79,7 @@ pub(crate) struct RawZoneAwareLbConfig {
 }
 
 /// `core.v3.HttpProtocolOptions` inside the upstream `HttpProtocolOptions`
-/// (`common_http_protocol_options`): `max_requests_per_connection` and `idle_timeout`.
+/// (`common_http_protocol_options`): `max_requests_per_connection`, `idle_timeout`, `max_connection_duration`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamCommonHttpOptions {

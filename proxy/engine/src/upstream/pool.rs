@@ -515,10 +515,13 @@ async fn open<B: PoolBody>(
             }
             Ok(Ok((s, alpn_h2))) => {
                 let h2 = !force_h1 && (alpn_h2 || cluster.spec.http2);
-                handshake(cluster, s, h2, slots, local).await
+                handshake(cluster, s, h2, slots, (local, purpose)).await
             }
         },
-        None => handshake(cluster, tcp, cluster.spec.http2 && !force_h1, slots, local).await,
+        None => {
+            let h2 = cluster.spec.http2 && !force_h1;
+            handshake(cluster, tcp, h2, slots, (local, purpose)).await
+        }
     }
 }
 
@@ -527,7 +530,7 @@ async fn handshake<T, B>(
     io: T,
     h2: bool,
     (priority, pool_cx): Slots,
-    local: Local,
+    (local, purpose): (Local, Purpose),
 ) -> Result<Sender<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -536,12 +539,16 @@ where
     let active = cluster.resources[priority].connections.clone();
     let stats = cluster.stats.clone();
     let io = TokioIo::new(io);
+    // The pool's connections age; a health checker's and an upgrade's are not the pool's
+    // (Envoy's checker has its own connections without the timer).
+    let pooled = matches!(purpose, Purpose::Pool | Purpose::PoolH1);
     let meta = Meta {
         local,
         expires: cluster
             .spec
             .options
             .upstream_max_connection_duration
+            .filter(|_| pooled)
             .map(|d| Instant::now() + d),
     };
     let expires = meta.expires;
