@@ -113,35 +113,18 @@ impl SanMatchers {
     /// Whether the DER certificate `der` has a SAN one of the matchers accepts (true without
     /// matchers; false for a certificate that cannot be read).
     pub fn accepts(&self, der: &[u8]) -> bool {
-        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
         if self.0.is_empty() {
             return true;
         }
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
-            return false;
-        };
-        let Ok(Some(san)) = cert.subject_alternative_name() else {
-            return false;
-        };
-        san.value.general_names.iter().any(|n| {
-            let (ty, value) = match n {
-                GeneralName::DNSName(d) => (SanType::Dns, (*d).to_string()),
-                GeneralName::URI(u) => (SanType::Uri, (*u).to_string()),
-                GeneralName::RFC822Name(e) => (SanType::Email, (*e).to_string()),
-                GeneralName::IPAddress(b) => match ip_text(b) {
-                    Some(t) => (SanType::IpAddress, t),
-                    None => return false,
-                },
-                _ => return false,
-            };
+        any_san(der, |ty, value| {
             self.0
                 .iter()
                 .filter(|m| m.san_type.is_none_or(|t| t == ty))
                 .any(|m| match (&m.matcher, ty) {
                     (StringMatcher::Exact { value: want, .. }, SanType::Dns) => {
-                        dns_name_match(want, &value)
+                        dns_name_match(want, value)
                     }
-                    (other, _) => other.matches(&value),
+                    (other, _) => other.matches(value),
                 })
         })
     }
@@ -151,6 +134,16 @@ impl SanMatchers {
 /// the check of `auto_san_validation`): a DNS SAN matching it as [`dns_name_match`] does, or
 /// a URI or IP SAN equal to it. False for a certificate that cannot be read.
 pub fn has_name(der: &[u8], name: &str) -> bool {
+    any_san(der, |ty, value| match ty {
+        SanType::Dns => dns_name_match(name, value),
+        SanType::Uri | SanType::IpAddress => value == name,
+        SanType::Email => false,
+    })
+}
+
+/// Whether `f` holds for one of the DNS, URI, email or IP SANs (IPs as text) of the DER
+/// certificate `der`; false for a certificate that cannot be read or has none.
+fn any_san(der: &[u8], mut f: impl FnMut(SanType, &str) -> bool) -> bool {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return false;
@@ -159,9 +152,10 @@ pub fn has_name(der: &[u8], name: &str) -> bool {
         return false;
     };
     san.value.general_names.iter().any(|n| match n {
-        GeneralName::DNSName(d) => dns_name_match(name, d),
-        GeneralName::URI(u) => *u == name,
-        GeneralName::IPAddress(b) => ip_text(b).is_some_and(|t| t == name),
+        GeneralName::DNSName(d) => f(SanType::Dns, d),
+        GeneralName::URI(u) => f(SanType::Uri, u),
+        GeneralName::RFC822Name(e) => f(SanType::Email, e),
+        GeneralName::IPAddress(b) => ip_text(b).is_some_and(|t| f(SanType::IpAddress, &t)),
         _ => false,
     })
 }
