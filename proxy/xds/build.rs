@@ -86,9 +86,46 @@ fn main() {
             }
         }
     }
+    newer_fields(&mut set);
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
     fs::write(&out, prost::Message::encode_to_vec(&set)).expect("write descriptor set");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Fields of Envoy 1.40's API that the protos `envoy-types` ships predate, added to their
+/// messages so a pushed resource that sets them decodes whole: `ZipkinConfig.collector_service`
+/// (field 9, a `config.core.v3.HttpService`), which istiod ≥ 1.29 sends instead of
+/// `collector_cluster`.
+fn newer_fields(set: &mut prost_types::FileDescriptorSet) {
+    use prost_types::{
+        field_descriptor_proto::Label, field_descriptor_proto::Type, FieldDescriptorProto,
+    };
+    const HTTP_SERVICE: &str = "envoy/config/core/v3/http_service.proto";
+    let file = set
+        .file
+        .iter_mut()
+        .find(|f| f.name() == "envoy/config/trace/v3/zipkin.proto")
+        .expect("zipkin.proto in envoy-types");
+    let zipkin = file
+        .message_type
+        .iter_mut()
+        .find(|m| m.name() == "ZipkinConfig")
+        .expect("ZipkinConfig");
+    if zipkin.field.iter().any(|f| f.number() == 9) {
+        return;
+    }
+    zipkin.field.push(FieldDescriptorProto {
+        name: Some("collector_service".into()),
+        number: Some(9),
+        label: Some(Label::Optional as i32),
+        r#type: Some(Type::Message as i32),
+        type_name: Some(".envoy.config.core.v3.HttpService".into()),
+        json_name: Some("collectorService".into()),
+        ..Default::default()
+    });
+    if !file.dependency.iter().any(|d| d == HTTP_SERVICE) {
+        file.dependency.push(HTTP_SERVICE.into());
+    }
 }
 
 fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) {

@@ -54,6 +54,7 @@ mod validate;
 pub(crate) mod validate_chain;
 mod validate_cluster;
 mod yaml_limits;
+pub(crate) mod zipkin;
 
 use std::{path::Path as FsPath, sync::Arc};
 
@@ -95,7 +96,9 @@ pub use listener::{
 pub use local_reply::{LocalReplyConfig, Mapper as LocalReplyMapper};
 pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};
-pub use tracing::{RequestIdExtension, Sampling, Tracing};
+pub use tracing::{
+    CustomTag, RequestIdExtension, RouteTracing, Sampling, TagValue, TraceProvider, Tracing, Zipkin,
+};
 pub use typed::{ClusterRef, ListenerRef};
 pub use user_agent::UserAgent;
 

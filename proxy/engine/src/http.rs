@@ -41,6 +41,7 @@ mod upgrade;
 mod upgrade_policy;
 mod via;
 mod xfcc;
+pub mod zipkin;
 
 use std::{
     collections::HashMap,
@@ -129,6 +130,8 @@ pub struct Hcm {
     istio: Arc<ClusterSeries>,
     /// The HTTP filters' counters.
     filter_stats: filters::FilterStats,
+    /// The `tracing.provider`'s tracer.
+    tracer: Option<Arc<zipkin::Tracer>>,
 }
 
 /// The downstream connection a request arrived on.
@@ -152,6 +155,7 @@ impl Hcm {
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
         istio: Arc<ClusterSeries>,
+        local: &Arc<zipkin::Local>,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg
@@ -183,7 +187,13 @@ impl Hcm {
                     .collect()
             })
             .collect();
+        let tracer = cfg
+            .tracing
+            .as_ref()
+            .and_then(|t| t.provider.clone())
+            .map(|p| Arc::new(zipkin::Tracer::new(p, local.clone(), clusters)));
         Self {
+            tracer,
             istio,
             filter_stats: cfg
                 .http_filters
@@ -854,15 +864,17 @@ pub async fn handle_with(
     let response_id = (hcm.cfg.always_set_request_id_in_response || force_trace)
         .then(|| req.headers().get("x-request-id").cloned())
         .flatten();
+    // The request body's tally: the access log's bytes received, a span's `request_size`.
+    let tally = (hcm.log.enabled() || hcm.tracer.is_some()).then(|| {
+        let tally = request_body_tap::BodyTally::new(start);
+        // A request without a body has come whole with its headers.
+        if req.body().is_end_stream() {
+            tally.end();
+        }
+        Arc::new(tally)
+    });
     let mut log_entry = hcm.log.enabled().then(|| Entry {
-        request_bytes: Some({
-            let tally = request_body_tap::BodyTally::new(start);
-            // A request without a body has come whole with its headers.
-            if req.body().is_end_stream() {
-                tally.end();
-            }
-            Arc::new(tally)
-        }),
+        request_bytes: tally.clone(),
         grpc_request: grpc,
         ..request_entry(&hcm, &conn, &req, path.as_str(), scheme, start_wall)
     });
@@ -891,6 +903,13 @@ pub async fn handle_with(
     // `local_reply_config`: the request headers its mappers and formats read, kept only then.
     let reply_headers = hcm.cfg.local_reply.as_ref().map(|_| req.headers().clone());
     let trace;
+    // The `tracing.provider`'s span, what its tags read when no attempt records the request,
+    // what the attempts record, the cluster and the route's custom tags.
+    let mut span;
+    let mut seen_here;
+    let mut upstream_trace: Option<Arc<zipkin::upstream::UpstreamTrace>> = None;
+    let mut span_cluster = None;
+    let mut route_tags = None;
     let outcome = {
         let table = hcm.cfg.route_table.clone();
         let view = RequestView {
@@ -947,6 +966,30 @@ pub async fn handle_with(
             req.headers(),
             rand::random,
         );
+        span = hcm.tracer.as_ref().and_then(|t| {
+            let egress = hcm.cfg.tracing.as_ref()?.egress;
+            let host = authority.as_ref().map_or("", Authority::as_str);
+            let mut s = t.start(egress, trace.traced, req.headers(), host, start_wall, start)?;
+            if let Some(op) = trace.operation.as_ref().and_then(|v| v.to_str().ok()) {
+                s.rename(op);
+            }
+            Some(s)
+        });
+        let sampled = span.as_ref().is_some_and(|s| s.ids.sampled);
+        seen_here = sampled.then(|| {
+            let mut h = req.headers().clone();
+            if let Some(id) = &trace.new_id {
+                h.insert("x-request-id", id.clone());
+            }
+            h
+        });
+        if sampled {
+            route_tags = selection
+                .route()
+                .and_then(|r| r.tracing.as_ref())
+                .filter(|t| !t.custom_tags.is_empty())
+                .map(|t| t.custom_tags.clone());
+        }
         // The HTTP filters before the router (none: the router alone, nothing to do).
         let mut decoded = if hcm.cfg.http_filters.is_empty() {
             None
@@ -1089,6 +1132,21 @@ pub async fn handle_with(
                 }
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
+                    if let (Some(s), Some(t)) = (&span, &hcm.tracer) {
+                        let name = cluster.spec.name.clone();
+                        let alt = cluster.spec.alt_stat_name.as_deref().map(str::to_string);
+                        let names = (name.clone(), alt.unwrap_or(name));
+                        if s.ids.sampled || t.provider.upstream_spans {
+                            upstream_trace = Some(Arc::new(zipkin::upstream::UpstreamTrace::new(
+                                s,
+                                s.ids.sampled,
+                                t,
+                                names.clone(),
+                                route_tags.as_deref().unwrap_or(&[]),
+                            )));
+                        }
+                        span_cluster = Some(names);
+                    }
                     // A jwt_authn filter that took a token out of the query changed the path.
                     let path = decoded
                         .as_ref()
@@ -1100,7 +1158,8 @@ pub async fn handle_with(
                         .and_then(|d| d.headers.as_ref())
                         .unwrap_or(req.headers());
                     let mut plan = forward::Plan::new(&fwd, &conn, path, seen, &hcm.cfg);
-                    plan.body_bytes = log_entry.as_ref().and_then(|e| e.request_bytes.clone());
+                    plan.body_bytes = tally.clone();
+                    plan.trace = upstream_trace.clone();
                     plan.route_stats = route_stats.clone();
                     // The shadows are chosen here; their copies are made from the request as
                     // it goes upstream, with the filters' header changes.
@@ -1111,6 +1170,12 @@ pub async fn handle_with(
                     trace.apply_request(req.headers_mut());
                     if let Some(d) = &decoded {
                         d.apply_request_headers(req.headers_mut());
+                    }
+                    // The span's context goes upstream (an attempt's own, with upstream spans).
+                    if let (Some(t), Some(s)) = (&hcm.tracer, &span) {
+                        if !t.provider.upstream_spans {
+                            t.inject(s, req.headers_mut());
+                        }
                     }
                     let timer = request_timeout::RequestTimer::start(
                         hcm.cfg.request_timeout,
@@ -1177,8 +1242,10 @@ pub async fn handle_with(
             attempts,
             ..
         },
-        decoded,
+        mut decoded,
     ) = outcome;
+    // What a span's metadata custom tags read.
+    let metadata = decoded.as_mut().and_then(|d| d.metadata.take());
     // The router's answer to a request it sent upstream, before any local reply mapping.
     if let Some(rs) = route_stats.as_ref().filter(|_| attempts > 0) {
         rs.answered(resp.status().as_u16());
@@ -1227,6 +1294,13 @@ pub async fn handle_with(
     if let Some(v) = &hcm.cfg.via {
         via::append(v, resp.headers_mut());
     }
+    // Egress: an upstream's `x-envoy-decorator-operation` names the span (and is removed).
+    if let Some(s) = span.as_mut().filter(|_| trace.egress) {
+        let op = resp.headers().get(trace::DECORATOR_OPERATION);
+        if let Some(op) = op.filter(|v| !v.is_empty()).and_then(|v| v.to_str().ok()) {
+            s.rename(op);
+        }
+    }
     trace.apply_response(resp.headers_mut());
     if let Some(new_id) = &trace.new_id {
         if let Some(e) = log_entry.as_mut() {
@@ -1252,6 +1326,50 @@ pub async fn handle_with(
         _ => {}
     }
     series.record(status, flag, grpc, conn.orig_dst.port(), start.elapsed());
+    if let (Some(mut s), Some(t)) = (span.filter(|s| s.ids.sampled), &hcm.tracer) {
+        // The request as the last attempt sent it, else as it came (the new id in).
+        let (headers, sent_path) = match upstream_trace.as_ref().and_then(|u| u.take()) {
+            Some(seen) => seen,
+            None => (
+                seen_here.take().unwrap_or_default(),
+                path.as_str().to_string(),
+            ),
+        };
+        let seen = zipkin::tags::Seen {
+            headers: &headers,
+            path: &sent_path,
+            authority: authority.as_ref().map_or("", Authority::as_str),
+        };
+        let p = &t.provider;
+        zipkin::tags::downstream_request(
+            &mut s,
+            &seen,
+            &method,
+            version,
+            conn.peer.ip(),
+            p.max_path_tag_length,
+        );
+        let answered = zipkin::tags::Answered {
+            status: Some(status),
+            flags: flag.as_str(),
+            cluster: span_cluster,
+        };
+        let route: &[config::CustomTag] = route_tags.as_deref().unwrap_or(&[]);
+        let md = metadata.as_ref();
+        zipkin::tags::common(&mut s, &answered, &[&p.custom_tags, route], &seen, md);
+        let grpc_request = zipkin::tags::is_grpc(&headers);
+        let in_head = grpc_request && resp.headers().contains_key("grpc-status");
+        if in_head {
+            zipkin::tags::grpc_response(&mut s, resp.headers());
+        }
+        let pending = zipkin::finish::Pending {
+            span: s,
+            request: tally.clone(),
+            grpc_trailers: grpc_request && !in_head,
+            tracer: t.clone(),
+        };
+        resp = resp.map(|b| zipkin::finish::TracedBody::wrap(b, pending));
+    }
     if let Some(mut e) = log_entry {
         e.status = status;
         e.flags = flag.as_str();

@@ -162,8 +162,9 @@ pub struct Route {
     /// `decorator`: its operation goes out as `x-envoy-decorator-operation` under the HCM's
     /// `tracing` (http/trace.rs).
     pub decorator: Option<Decorator>,
-    /// `tracing`: replaces the HCM's sampling rates for this route (each unset one is 100%).
-    pub tracing: Option<crate::config::Sampling>,
+    /// `tracing`: replaces the HCM's sampling rates for this route (each unset one is 100%)
+    /// and adds its custom tags.
+    pub tracing: Option<crate::config::RouteTracing>,
     /// `stat_prefix` (empty: none): Envoy's per-route counters under
     /// `vhost.<virtual host>.route.<stat_prefix>.`.
     pub stat_prefix: Option<String>,

@@ -312,7 +312,8 @@ pub struct HttpConnectionManager {
     /// `common_http_protocol_options.idle_timeout` / `.max_connection_duration`.
     pub conn_timeouts: ConnTimeouts,
     /// `tracing` (None: unset): the trace decision packed into `x-request-id` and the route
-    /// decorators' `x-envoy-decorator-operation` (http/trace.rs); no span is exported.
+    /// decorators' `x-envoy-decorator-operation` (http/trace.rs); with a provider (its own or
+    /// the bootstrap's), Zipkin spans (http/zipkin.rs).
     pub tracing: Option<super::Tracing>,
     /// `request_id_extension` (the UUID extension and its options).
     pub request_id: super::RequestIdExtension,

@@ -179,6 +179,7 @@ pub(crate) struct RawBootstrap {
     pub admin: Option<RawAdmin>,
     pub static_resources: Option<RawStaticResources>,
     pub dynamic_resources: Option<super::raw_dynamic::RawDynamicResources>,
+    pub tracing: Option<super::tracing::RawBootstrapTracing>,
 }
 
 /// `node` (identity only).

@@ -336,7 +336,8 @@ pub(crate) struct RawRequestMirrorPolicy {
     pub cluster: Option<String>,
     pub cluster_header: Option<String>,
     pub runtime_fraction: Option<RawRuntimeFractionalPercent>,
-    /// A documented no-op: the shadow span's sampled flag, and no span is exported.
+    /// A documented no-op: the shadow span's sampled flag (mirrors get no span of their own,
+    /// docs/config.md "Known divergences").
     #[allow(dead_code)]
     pub trace_sampled: Option<bool>,
     pub disable_shadow_host_suffix_append: Option<bool>,

@@ -172,7 +172,7 @@ fn istiods_tracing_block_loads_without_a_provider() {
     let NetworkFilter::Http(hcm) = &b.listeners[0].filter_chains[0].filter else {
         panic!("an HCM");
     };
-    let t = hcm.tracing.expect("tracing");
+    let t = hcm.tracing.clone().expect("tracing");
     // 1% of 10000; client sampling out of 100; INBOUND: the decorator goes in the response.
     assert_eq!(t.sampling.random.numerator, 100);
     assert_eq!(t.sampling.random.denominator, 10_000);

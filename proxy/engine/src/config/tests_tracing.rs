@@ -53,7 +53,7 @@ fn rates_are_truncated_as_envoy_converts_them() {
         "tracing: { client_sampling: { value: 50.9 }, random_sampling: { value: 0.005 }, overall_sampling: { value: 33.339 }, verbose: true, spawn_upstream_span: true },",
         "",
     );
-    let t = hcm_of(&b).tracing.expect("tracing");
+    let t = hcm_of(&b).tracing.clone().expect("tracing");
     assert_eq!(t.sampling.client, pct(50, 100));
     assert_eq!(t.sampling.random, pct(0, 10_000));
     assert_eq!(t.sampling.overall, pct(3333, 10_000));
@@ -65,20 +65,34 @@ fn no_tracing_and_empty_tracing() {
     let b = load("INBOUND", "", "");
     assert!(hcm_of(&b).tracing.is_none());
     let b = load("INBOUND", "tracing: {},", "");
-    let t = hcm_of(&b).tracing.expect("tracing");
+    let t = hcm_of(&b).tracing.clone().expect("tracing");
     assert_eq!(t.sampling.random, pct(10_000, 10_000));
     assert_eq!(t.sampling.client, pct(100, 100));
     assert!(!t.egress);
 }
 
 #[test]
-fn a_provider_is_refused_naming_the_field() {
+fn a_provider_other_than_zipkin_is_refused_naming_the_field() {
+    let yaml = config(
+        "INBOUND",
+        r#"tracing: { provider: { name: envoy.tracers.opentelemetry, typed_config: {"@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig} } },"#,
+        "",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM}.tracing.provider.typed_config.@type"),
+        "not supported",
+    );
     let yaml = config(
         "INBOUND",
         "tracing: { provider: { name: envoy.tracers.zipkin } },",
         "",
     );
-    expect_err(&yaml, &format!("{HCM}.tracing.provider"), "not supported");
+    expect_err(
+        &yaml,
+        &format!("{HCM}.tracing.provider.typed_config"),
+        "required",
+    );
 }
 
 #[test]
@@ -150,11 +164,108 @@ fn route_tracing_defaults_each_rate_to_100_percent() {
     );
     let hcm = hcm_of(&b);
     let route = &hcm.route_table.virtual_hosts[0].routes[0];
-    let s = route.tracing.expect("route tracing");
-    assert_eq!(s.random, pct(5, 10_000));
-    assert_eq!(s.client, pct(100, 100));
-    assert_eq!(s.overall, pct(100, 100));
+    let s = route.tracing.clone().expect("route tracing");
+    assert_eq!(s.sampling.random, pct(5, 10_000));
+    assert_eq!(s.sampling.client, pct(100, 100));
+    assert_eq!(s.sampling.overall, pct(100, 100));
     let d = route.decorator.as_ref().expect("decorator");
     assert_eq!(d.operation, "op");
     assert!(!d.propagate);
+}
+
+/// A Zipkin provider whose collector is the cluster `c`, with `extra` HCM tracing fields.
+fn zipkin(extra: &str) -> String {
+    format!(
+        r#"tracing: {{ {extra} provider: {{ name: envoy.tracers.zipkin, typed_config: {{ "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: c, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON }} }} }},"#
+    )
+}
+
+#[test]
+fn a_zipkin_provider_loads_with_istiods_tags() {
+    let b = load(
+        "OUTBOUND",
+        &zipkin(
+            "custom_tags: [{ tag: istio.mesh_id, literal: { value: m } }, { tag: d, metadata: { kind: { request: {} }, metadata_key: { key: envoy.filters.http.rbac, path: [{ key: istio_dry_run_allow_shadow_engine_result }] } } }], spawn_upstream_span: true, max_path_tag_length: 10,",
+        ),
+        "",
+    );
+    let t = hcm_of(&b).tracing.clone().expect("tracing");
+    let p = t.provider.expect("a provider");
+    assert_eq!(p.zipkin.cluster, "c");
+    assert_eq!(p.max_path_tag_length, 10);
+    assert!(p.upstream_spans && t.egress);
+    assert_eq!(p.custom_tags.len(), 2);
+    assert!(
+        matches!(&p.custom_tags[1].value, TagValue::Metadata { path, .. } if path[0] == "istio_dry_run_allow_shadow_engine_result")
+    );
+}
+
+#[test]
+fn with_a_provider_what_is_not_made_is_refused_naming_the_field() {
+    let yaml = config("INBOUND", &zipkin("verbose: true,"), "");
+    expect_err(&yaml, &format!("{HCM}.tracing.verbose"), "not supported");
+    let yaml = config("INBOUND", &zipkin("operation: \"%REQ(:path)%\","), "");
+    expect_err(&yaml, &format!("{HCM}.tracing.operation"), "not supported");
+    let yaml = config(
+        "INBOUND",
+        &zipkin("custom_tags: [{ tag: f, value: \"%REQ(:path)%\" }],"),
+        "",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM}.tracing.custom_tags[0]"),
+        "not supported",
+    );
+    // The router's own child spans are made only as spawn_upstream_span's.
+    let yaml = config("INBOUND", &zipkin(""), "").replace(
+        "envoy.extensions.filters.http.router.v3.Router }",
+        "envoy.extensions.filters.http.router.v3.Router, start_child_span: true }",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM}.http_filters[0].typed_config.start_child_span"),
+        "not supported",
+    );
+    // Without a provider those are span data, accepted.
+    load(
+        "INBOUND",
+        "tracing: { verbose: true, custom_tags: [{ tag: f, value: x }] },",
+        "",
+    );
+    // The collector must be a configured cluster.
+    let yaml = config(
+        "INBOUND",
+        &zipkin("").replace("collector_cluster: c", "collector_cluster: ghost"),
+        "",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM}.tracing.provider.typed_config.collector_cluster"),
+        "unknown cluster",
+    );
+}
+
+#[test]
+fn the_bootstrap_tracer_serves_an_hcm_without_a_provider() {
+    let tracer = r#"tracing: { http: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: c, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON, shared_span_context: false } } }
+"#;
+    let yaml = format!("{tracer}{}", config("INBOUND", "tracing: {},", ""));
+    let b = from_yaml_str(&yaml).expect("loads");
+    let p = hcm_of(&b)
+        .tracing
+        .clone()
+        .and_then(|t| t.provider)
+        .expect("the bootstrap's");
+    assert!(!p.zipkin.shared_span_context);
+    // An HCM without `tracing` takes none.
+    let yaml = format!("{tracer}{}", config("INBOUND", "", ""));
+    assert!(hcm_of(&from_yaml_str(&yaml).unwrap()).tracing.is_none());
+    // Its errors name its place.
+    let bad = tracer.replace("collector_cluster: c", "collector_cluster: nope");
+    let yaml = format!("{bad}{}", config("INBOUND", "tracing: {},", ""));
+    expect_err(
+        &yaml,
+        "tracing.http.typed_config.collector_cluster",
+        "unknown cluster",
+    );
 }

@@ -17,7 +17,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "stats_flush_on_admin",
     "watchdog",
     "watchdogs",
-    "tracing",
     "layered_runtime",
     "overload_manager",
     "enable_dispatcher_stats",

@@ -66,6 +66,12 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
             })
         }
     };
+    let tracer = raw
+        .tracing
+        .map(|t| super::tracing::bootstrap_tracer(t, &root.field("tracing")))
+        .transpose()?
+        .flatten();
+    let tracer = tracer.as_ref();
     let sr = root.field("static_resources");
     let mut statics = raw.static_resources;
     let dynamic_resources = match raw.dynamic_resources {
@@ -99,7 +105,7 @@ pub(crate) fn bootstrap(raw: RawBootstrap) -> Result<Bootstrap, ConfigError> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(raw_listeners.len());
     for (i, l) in raw_listeners.into_iter().enumerate() {
         let p = sr.field("listeners").index(i);
-        let listener = listener(l, &p, &cluster_names, &secrets)?;
+        let listener = listener(l, &p, &cluster_names, &secrets, tracer)?;
         if listeners.iter().any(|o| o.name == listener.name) {
             return Err(p.field("name").err(format!(
                 "duplicate listener name {:?}",
@@ -210,6 +216,7 @@ fn listener(
     p: &FieldPath,
     clusters: &HashSet<String>,
     secrets: &super::secrets::Secrets,
+    tracer: Option<&super::tracing::BootstrapTracer>,
 ) -> Result<Listener, ConfigError> {
     let name = raw
         .name
@@ -302,7 +309,10 @@ fn listener(
             .err("at least one filter chain is required"));
     }
     // Envoy's tracing operation: egress for OUTBOUND, ingress otherwise.
-    let egress = raw.traffic_direction.as_deref() == Some("OUTBOUND");
+    let ctx = HcmContext {
+        egress: raw.traffic_direction.as_deref() == Some("OUTBOUND"),
+        tracer,
+    };
     let mut filter_chains: Vec<FilterChain> = Vec::new();
     for (i, fc) in raw.filter_chains.into_iter().enumerate() {
         filter_chains.push(filter_chain(
@@ -310,7 +320,7 @@ fn listener(
             &p.field("filter_chains").index(i),
             clusters,
             secrets,
-            egress,
+            ctx,
         )?);
     }
     let paths: Vec<_> = filter_chains
@@ -321,7 +331,7 @@ fn listener(
     validate_chain::check_overlaps(&paths)?;
     if let Some(fc) = raw.default_filter_chain {
         let dp = p.field("default_filter_chain");
-        let mut chain = filter_chain(fc, &dp, clusters, secrets, egress)?;
+        let mut chain = filter_chain(fc, &dp, clusters, secrets, ctx)?;
         chain.is_default = true;
         filter_chains.push(chain);
     }
@@ -380,7 +390,7 @@ fn filter_chain(
     p: &FieldPath,
     clusters: &HashSet<String>,
     secrets: &super::secrets::Secrets,
-    egress: bool,
+    ctx: HcmContext<'_>,
 ) -> Result<FilterChain, ConfigError> {
     let matcher =
         validate_chain::chain_match(raw.filter_chain_match, &p.field("filter_chain_match"))?;
@@ -440,7 +450,7 @@ fn filter_chain(
             )?));
             continue;
         }
-        terminal = Some((i, network_filter(f, &fp.index(i), clusters, egress)?));
+        terminal = Some((i, network_filter(f, &fp.index(i), clusters, ctx)?));
     }
     let (terminal_index, filter) =
         terminal.ok_or_else(|| fp.err("exactly one terminal network filter is required"))?;
@@ -460,7 +470,7 @@ fn network_filter(
     raw: RawNetworkFilter,
     p: &FieldPath,
     clusters: &HashSet<String>,
-    egress: bool,
+    ctx: HcmContext<'_>,
 ) -> Result<NetworkFilter, ConfigError> {
     let name = raw.name.as_deref().unwrap_or("");
     let tp = p.field("typed_config");
@@ -489,9 +499,7 @@ fn network_filter(
     match kind {
         "hcm" => {
             let raw: RawHcm = typed_config(tc, &tp, HCM_TYPE)?;
-            Ok(NetworkFilter::Http(Arc::new(hcm(
-                raw, &tp, clusters, egress,
-            )?)))
+            Ok(NetworkFilter::Http(Arc::new(hcm(raw, &tp, clusters, ctx)?)))
         }
         _ => {
             let raw: RawTcpProxy = typed_config(tc, &tp, TCP_PROXY_TYPE)?;
@@ -526,15 +534,30 @@ fn timeout_or(raw: Option<Duration>, default: Option<Duration>) -> Option<Durati
     }
 }
 
+/// What an HCM takes from its listener and the bootstrap.
+#[derive(Clone, Copy)]
+struct HcmContext<'a> {
+    /// The listener's `traffic_direction` is OUTBOUND (Envoy's egress tracing operation).
+    egress: bool,
+    /// The bootstrap's `tracing.http`: the provider of an HCM `tracing` without one.
+    tracer: Option<&'a super::tracing::BootstrapTracer>,
+}
+
 fn hcm(
     raw: RawHcm,
     p: &FieldPath,
     clusters: &HashSet<String>,
-    egress: bool,
+    ctx: HcmContext<'_>,
 ) -> Result<HttpConnectionManager, ConfigError> {
     let opts = super::hcm_request::parse(&raw, p)?;
     let tracing = match &raw.tracing {
-        Some(t) => Some(super::tracing::hcm_tracing(t, &p.field("tracing"), egress)?),
+        Some(t) => Some(super::tracing::hcm_tracing(
+            t,
+            &p.field("tracing"),
+            ctx.egress,
+            ctx.tracer,
+            |c| clusters.contains(c),
+        )?),
         None => None,
     };
     let request_id = super::tracing::request_id_extension(
@@ -560,10 +583,32 @@ fn hcm(
             .err("required (rds is not supported)")
     })?;
     let route_table = build_route_table(rc, &p.field("route_config"), clusters)?;
-    let http_filters = Arc::new(crate::http::filters::http_filters(
-        &raw.http_filters,
-        &p.field("http_filters"),
-    )?);
+    let mut http_filters =
+        crate::http::filters::http_filters(&raw.http_filters, &p.field("http_filters"))?;
+    // Envoy's router starts a child span per attempt with `start_child_span`; made here only
+    // as `spawn_upstream_span`'s (the connection manager's span then a server span).
+    let provided = tracing.as_ref().and_then(|t| t.provider.as_ref());
+    // A metadata custom tag reads what the RBAC filters write.
+    if provided.is_some_and(|pv| {
+        pv.custom_tags
+            .iter()
+            .any(|t| matches!(t.value, super::TagValue::Metadata { .. }))
+    }) {
+        http_filters.keep_metadata();
+    }
+    if let (Some(i), Some(pv)) = (http_filters.start_child_span, provided) {
+        if !pv.upstream_spans {
+            return Err(p
+                .field("http_filters")
+                .index(i)
+                .field("typed_config")
+                .field("start_child_span")
+                .unsupported(
+                    "with a tracing provider unless tracing.spawn_upstream_span is set too",
+                ));
+        }
+    }
+    let http_filters = Arc::new(http_filters);
     // Envoy's `via` is a header value (`HTTP_HEADER_VALUE`); empty: none.
     let via = match raw.via.as_deref() {
         None | Some("") => None,

@@ -147,6 +147,8 @@ pub struct HttpFilters {
     suppress_envoy_headers: bool,
     /// Istio's `istio.alpn` filter, when the chain has it.
     istio_alpn: Option<Arc<istio_alpn::IstioAlpn>>,
+    /// The router's `start_child_span` is set: the router's index.
+    pub start_child_span: Option<usize>,
 }
 
 /// What the filters that ran add to the response, in reverse order of the chain.
@@ -159,6 +161,12 @@ pub struct Encode {
 }
 
 impl HttpFilters {
+    /// Something after the filters reads the request's dynamic metadata (a tracing provider's
+    /// metadata custom tags): the RBAC filters write it and it is kept.
+    pub fn keep_metadata(&mut self) {
+        self.reads_metadata = true;
+    }
+
     /// The router's `suppress_envoy_headers`: it adds none of its own `x-envoy-*` headers
     /// (upstream service time, expected timeout, original path, overloaded).
     pub fn suppress_envoy_headers(&self) -> bool {
@@ -216,6 +224,9 @@ pub struct Decoded {
     /// The request headers after the filters' changes, when a filter changed them (what the
     /// router reads: hash policies, timeouts, mirrors).
     pub headers: Option<HeaderMap>,
+    /// The request's dynamic metadata as the filters left it, when something reads it (a
+    /// span's metadata custom tags).
+    pub metadata: Option<metadata::DynamicMetadata>,
 }
 
 /// One request header change a filter made.
@@ -407,6 +418,7 @@ impl HttpFilters {
             route_snapshot: None,
             clear_route: false,
             headers: None,
+            metadata: None,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -714,6 +726,7 @@ impl HttpFilters {
         out.route_snapshot = route_snapshot;
         out.headers = changed;
         out.path = new_path;
+        out.metadata = self.reads_metadata.then_some(metadata);
         out
     }
 }

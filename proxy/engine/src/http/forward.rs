@@ -133,6 +133,8 @@ pub(crate) struct Plan {
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
     pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
+    /// A sampled span's: each attempt records the request it sends.
+    pub(crate) trace: Option<Arc<super::zipkin::upstream::UpstreamTrace>>,
     /// The route's `stat_prefix` counters, when it has one.
     pub(crate) route_stats: Option<Arc<crate::server::stats::RouteStats>>,
     /// The connection manager's `istio.alpn` filter, when it has one.
@@ -243,6 +245,7 @@ impl Plan {
             redirect: fwd.action.internal_redirect.clone(),
             body_end: None,
             body_bytes: None,
+            trace: None,
             route_stats: None,
             istio_alpn: hcm.http_filters.istio_alpn().cloned(),
         }
@@ -735,6 +738,18 @@ enum AttemptError {
 }
 
 impl AttemptError {
+    /// The response flag of a request this failure ended.
+    fn flag(&self) -> Flag {
+        match self {
+            AttemptError::Connect(_) => Flag::ConnectFailure,
+            AttemptError::Reset | AttemptError::NotSent => Flag::ConnectionTermination,
+            AttemptError::StreamReset { .. } => Flag::UpstreamRemoteReset,
+            AttemptError::Protocol => Flag::UpstreamProtocolError,
+            AttemptError::Timeout => Flag::Timeout,
+            AttemptError::Downstream => Flag::DownstreamProtocolError,
+        }
+    }
+
     /// Envoy's reset reason in the local reply for this failure, if it answers with one.
     fn reset_reason(&self) -> Option<&'static str> {
         match self {
@@ -785,13 +800,27 @@ async fn attempt(
     ctx.plan.count_route(|r| r.total.inc());
     // The pool sends it once more on a fresh connection when a reused one turns out closed;
     // a request that already went out is replayed only when safe to repeat.
+    let mut req = upstream_request(parts, path, body);
+    // A traced request: the attempt is noted, and with upstream spans gets its own span,
+    // whose context its request (and a replay of it) carries.
+    let child = ctx
+        .plan
+        .trace
+        .as_ref()
+        .and_then(|t| t.attempt(req.headers_mut(), path.as_str()));
+    let traced_headers = child.as_ref().map(|_| req.headers().clone());
     let replay = || {
         idempotent(&parts.method)
             .then(|| again.copy())
             .flatten()
-            .map(|b| upstream_request(parts, path, b))
+            .map(|b| {
+                let mut r = upstream_request(parts, path, b);
+                if let Some(h) = &traced_headers {
+                    r.headers_mut().clone_from(h);
+                }
+                r
+            })
     };
-    let req = upstream_request(parts, path, body);
     let fut = async {
         let options = transport::options(ctx.plan, cluster, parts.version, ctx.auto_host, false);
         host.pool_for(ctx.plan.priority, options, cluster)
@@ -822,6 +851,16 @@ async fn attempt(
         }),
         None => fut.await,
     };
+    let mut result = result;
+    if let Some(c) = child {
+        match &mut result {
+            Ok(r) => {
+                c.answered(host.addr, r.version(), r.status().as_u16(), r.headers());
+                r.extensions_mut().insert(c);
+            }
+            Err(e) => c.failed(host.addr, e.flag()),
+        }
+    }
     if let Ok(r) = &result {
         match r.status().as_u16() {
             200..=299 => cluster.stats.upstream_rq_2xx.inc(),
@@ -863,13 +902,21 @@ fn finish_response(
     fmt: &FormatContext<'_>,
     per_try_idle: Option<Duration>,
 ) -> Response<Body> {
+    let mut resp = resp;
+    let child = resp
+        .extensions_mut()
+        .remove::<Arc<super::zipkin::upstream::ChildSpan>>();
     let mut resp = resp.map(|b| {
-        super::idle::IdleBody::wrap_upstream(
+        let b = super::idle::IdleBody::wrap_upstream(
             b.map_err(Into::into).boxed(),
             plan.idle,
             per_try_idle,
             plan.stream_deadline,
-        )
+        );
+        match child {
+            Some(c) => super::zipkin::upstream::ChildBody::wrap(b, c),
+            None => b,
+        }
     });
     strip_hop_by_hop(resp.headers_mut());
     if plan.envoy_headers {

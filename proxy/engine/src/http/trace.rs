@@ -1,5 +1,5 @@
-//! What a client or upstream sees of Envoy 1.40's tracing when no span is exported (the HCM's
-//! `tracing` without a provider): the per-request trace decision packed into the
+//! What a client or upstream sees of Envoy 1.40's tracing whatever the tracer (with a provider,
+//! `http::zipkin` adds the spans): the per-request trace decision packed into the
 //! `x-request-id` (`ConnectionManagerUtility::mutateTracingRequestHeader` over the UUID request
 //! id extension), and the route decorator's `x-envoy-decorator-operation` (Envoy's
 //! `traceRequest` and `encodeHeaders`, which run with a null span for every request, sampled or
@@ -50,9 +50,15 @@ pub(crate) struct Decision {
     decorator: Option<HeaderValue>,
     /// The listener is OUTBOUND: the decorator goes upstream and an
     /// `x-envoy-decorator-operation` is removed from the response.
-    egress: bool,
+    pub egress: bool,
     /// Ingress: the client's `x-envoy-decorator-operation` is removed from the request.
     strip_request_decorator: bool,
+    /// The request is traced (Envoy's `Tracing::Decision::traced`): its trace reason, as the
+    /// id now carries it, is sampling or forced.
+    pub traced: bool,
+    /// The span's name, when not its Host: the route decorator's operation, or on ingress a
+    /// non-empty `x-envoy-decorator-operation` from the client.
+    pub operation: Option<HeaderValue>,
 }
 
 /// The decision for a request with `headers` (after sanitation and id generation) that took
@@ -70,9 +76,15 @@ pub(crate) fn decide(
     };
     let sampling = route
         .and_then(|r| r.tracing.as_ref())
-        .unwrap_or(&tracing.sampling);
+        .map_or(&tracing.sampling, |t| &t.sampling);
+    let (new_id, reason) = new_request_id(sampling, rid, headers, random);
     let mut d = Decision {
-        new_id: new_request_id(sampling, rid, headers, random),
+        new_id,
+        traced: reason != Reason::NotTraceable,
+        operation: route
+            .and_then(|r| r.decorator.as_ref())
+            .map(|dec| dec.operation.clone())
+            .filter(|op| !op.is_empty()),
         ..Decision::default()
     };
     let decorator = route
@@ -90,6 +102,8 @@ pub(crate) fn decide(
                 d.strip_request_decorator = true;
                 if v.is_empty() {
                     d.decorator = decorator;
+                } else {
+                    d.operation = Some(v.clone());
                 }
             }
             None => d.decorator = decorator,
@@ -123,18 +137,23 @@ impl Decision {
     }
 }
 
-/// `mutateTracingRequestHeader`: the id with its new trace reason, or None when unchanged.
+/// `mutateTracingRequestHeader`: the id with its new trace reason (None when unchanged), and
+/// that reason (without sampling by the id, every request is traced, as Envoy's).
 fn new_request_id(
     s: &Sampling,
     rid: RequestIdExtension,
     headers: &HeaderMap,
     random: impl FnOnce() -> u64,
-) -> Option<HeaderValue> {
+) -> (Option<HeaderValue>, Reason) {
     if !rid.use_request_id_for_trace_sampling {
-        return None;
+        return (None, Reason::Sampling);
     }
-    let id = headers.get("x-request-id")?.as_bytes();
-    let result = id_integer(id)? % 10_000;
+    let Some(id) = headers.get("x-request-id").map(HeaderValue::as_bytes) else {
+        return (None, Reason::NotTraceable);
+    };
+    let Some(result) = id_integer(id).map(|v| v % 10_000) else {
+        return (None, Reason::NotTraceable);
+    };
     let current = if rid.pack_trace_reason {
         reason_of(id)
     } else {
@@ -155,9 +174,9 @@ fn new_request_id(
         reason = Reason::NotTraceable;
     }
     if reason == current || !rid.pack_trace_reason {
-        return None;
+        return (None, reason);
     }
-    with_reason(id, reason)
+    (with_reason(id, reason), reason)
 }
 
 /// The trace reason packed in `id` (a 36-character id's 15th character; anything else: none).
@@ -203,28 +222,7 @@ pub(crate) fn clear_external_reason(rid: RequestIdExtension, h: &mut HeaderMap) 
 /// reads them (leading white space, a sign, a `0x` prefix; all 8 must be consumed); None for
 /// a shorter id or one that does not parse.
 fn id_integer(id: &[u8]) -> Option<u64> {
-    let s = id.get(..8)?;
-    let mut i = s
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))?;
-    let negative = s[i] == b'-';
-    if matches!(s[i], b'+' | b'-') {
-        i += 1;
-    }
-    if s.get(i) == Some(&b'0')
-        && matches!(s.get(i + 1), Some(b'x' | b'X'))
-        && s.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-    {
-        i += 2;
-    }
-    let digits = &s[i..];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let v = digits.iter().fold(0u64, |acc, b| {
-        acc * 16 + u64::from(char::from(*b).to_digit(16).unwrap_or(0))
-    });
-    Some(if negative { v.wrapping_neg() } else { v })
+    super::zipkin::extract::strtoull16(id.get(..8)?)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ fn tracing(random: u32, overall: u32, client: u32) -> Tracing {
             overall: pct(overall, 10_000),
         },
         egress: false,
+        provider: None,
     }
 }
 

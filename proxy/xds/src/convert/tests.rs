@@ -140,3 +140,26 @@ fn istio_telemetry_anys_decode_without_their_fields() {
     let e = any_to_json(crate::assemble::HCM_TYPE, &h.encode_to_vec()).unwrap_err();
     assert!(e.contains("acme.Filter"), "{e}");
 }
+
+/// istiod ≥ 1.29's Zipkin provider sets `collector_service` (field 9 of Envoy 1.40's
+/// ZipkinConfig, newer than envoy-types' protos): it decodes whole, as the engine reads it.
+#[test]
+fn istiods_zipkin_collector_service_decodes() {
+    let j = json!({
+        "trace_id_128bit": true,
+        "shared_span_context": false,
+        "collector_endpoint_version": "HTTP_JSON",
+        "collector_service": {"http_uri": {
+            "uri": "http://zipkin.istio-system.svc.cluster.local/api/v2/spans",
+            "cluster": "outbound|9411||zipkin.istio-system.svc.cluster.local",
+            "timeout": "5s"},
+            "request_headers_to_add": [{"header": {"key": "x-tenant", "value": "a"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+    });
+    let ty = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
+    let any = json_to_any(ty, &j).unwrap();
+    let back = any_to_json(ty, &any.value).unwrap();
+    assert_eq!(back["collector_service"], j["collector_service"]);
+    assert_eq!(back["shared_span_context"], false);
+    assert_eq!(back["collector_endpoint_version"], "HTTP_JSON");
+}

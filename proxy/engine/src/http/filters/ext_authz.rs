@@ -10,7 +10,7 @@
 //! than sluice sends.
 
 pub mod body;
-pub(super) mod call;
+pub(crate) mod call;
 mod check;
 pub(crate) mod grpc;
 

@@ -27,8 +27,8 @@ struct RawRouter {
     /// `false` stops the cluster's and route's per-code response stats, which sluice keeps
     /// regardless: only `true` (the default) is accepted.
     dynamic_stats: Option<bool>,
-    /// A child span per upstream request: no span is exported here, a no-op.
-    #[allow(dead_code)]
+    /// A child span per upstream request: without a tracing provider a no-op; with one,
+    /// accepted only beside the HCM's `spawn_upstream_span` (config/validate.rs).
     start_child_span: Option<bool>,
     #[serde(default)]
     upstream_log: Vec<Value>,
@@ -123,6 +123,7 @@ pub(crate) fn http_filters(
                 reads_metadata,
                 suppress_envoy_headers: router.suppress_envoy_headers.unwrap_or(false),
                 istio_alpn: alpn,
+                start_child_span: router.start_child_span.unwrap_or(false).then_some(i),
             });
         }
         if is_istio_alpn(f.name.as_deref(), f.typed_config.as_ref()) {

@@ -214,17 +214,9 @@ impl Attempts<'_> {
                 }
             }
             Err(e) => {
-                let flag = match e {
-                    AttemptError::Connect(_) => Flag::ConnectFailure,
-                    AttemptError::Reset | AttemptError::NotSent => Flag::ConnectionTermination,
-                    AttemptError::StreamReset { .. } => Flag::UpstreamRemoteReset,
-                    AttemptError::Protocol => Flag::UpstreamProtocolError,
-                    AttemptError::Timeout => Flag::Timeout,
-                    AttemptError::Downstream => Flag::DownstreamProtocolError,
-                };
                 let flag = match fin.flag {
-                    Flag::RetryLimitExceeded => flag.after_retries(),
-                    _ => flag,
+                    Flag::RetryLimitExceeded => e.flag().after_retries(),
+                    _ => e.flag(),
                 };
                 let mut o = Outcome::local(flag);
                 o.resp = match e.reset_reason() {

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// What the service answered.
-pub(in crate::http::filters) struct Answer {
+pub(crate) struct Answer {
     /// The response head.
     pub head: Parts,
     /// The body, up to what the caller kept.
@@ -31,7 +31,7 @@ pub(in crate::http::filters) struct Answer {
 
 /// Sends `req` to a host of `cluster` and reads the answer, keeping `keep(&head)` bytes of its
 /// body; None when there is no such cluster or host, the request failed, or `timeout` passed.
-pub(in crate::http::filters) async fn call(
+pub(crate) async fn call(
     cluster: &str,
     clusters: &HashMap<String, Arc<Cluster>>,
     req: Request<Body>,
