@@ -275,6 +275,7 @@ fn cases() -> Vec<Case> {
 /// One proxy's run: per case, what the application got and the spans reported for it, and
 /// the collector requests' heads.
 struct Run {
+    spans_sent: usize,
     ports: [u16; 4],
     app: u16,
     upstream: BTreeMap<String, Value>,
@@ -291,7 +292,7 @@ async fn run(envoy: bool) -> Run {
         .store(202, std::sync::atomic::Ordering::SeqCst);
     let ports = free_ports::<4>();
     let [ingress, egress, gateway, legacy] = ports;
-    let _proxy = start_text(
+    let proxy = start_text(
         "zipkin-interop",
         &config(ports, app.port(), collector.port()),
         envoy,
@@ -403,6 +404,16 @@ async fn run(envoy: bool) -> Run {
         .filter(|s| !spans.values().flatten().any(|k| k == *s))
         .count();
     assert_eq!(orphans, 0, "spans of no case: {all:?}");
+    // Envoy's `tracing.zipkin.spans_sent` counts every span sent (its other counters count
+    // batches, which are cut differently).
+    let (_, stats) = sluice_tests::admin_run::get(&proxy.admin, "GET", "/stats");
+    let spans_sent = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("tracing.zipkin.spans_sent: "))
+        .unwrap_or_else(|| panic!("no tracing.zipkin.spans_sent in /stats"))
+        .trim()
+        .parse::<usize>()
+        .expect("a count");
     let collector = collector
         .state
         .requests
@@ -416,6 +427,7 @@ async fn run(envoy: bool) -> Run {
         })
         .collect();
     Run {
+        spans_sent,
         ports,
         app: app.port(),
         upstream,
@@ -548,6 +560,11 @@ async fn zipkin_spans_and_headers_match_envoy() {
         envoy.spans.keys().collect::<Vec<_>>()
     );
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+    assert_eq!(
+        (sluice.spans_sent, envoy.spans_sent),
+        (expected_spans(), expected_spans()),
+        "tracing.zipkin.spans_sent"
+    );
     // The cases mean what they say: the shadow DENY policy's verdict is in the span.
     let dry = &e["dry-run-deny"]["spans"][0]["tags"];
     assert_eq!(

@@ -191,7 +191,7 @@ impl Hcm {
             .tracing
             .as_ref()
             .and_then(|t| t.provider.clone())
-            .map(|p| Arc::new(zipkin::Tracer::new(p, local.clone(), clusters)));
+            .map(|p| Arc::new(zipkin::Tracer::new(p, local.clone(), clusters, stats)));
         Self {
             tracer,
             istio,

@@ -10,7 +10,7 @@ pub(crate) mod extract;
 pub(crate) mod finish;
 mod json;
 pub mod local;
-pub mod reporter;
+pub(crate) mod reporter;
 pub(crate) mod tags;
 pub(crate) mod upstream;
 
@@ -45,10 +45,12 @@ impl Tracer {
         provider: Arc<TraceProvider>,
         local: Arc<Local>,
         clusters: &HashMap<String, Arc<Cluster>>,
+        stats: &crate::server::stats::StatsStore,
     ) -> Self {
         let collector = clusters.get(&provider.zipkin.cluster).cloned();
+        let counters = reporter::ZipkinStats::of(stats);
         Self {
-            reporter: reporter::Reporter::start(&provider.zipkin, collector),
+            reporter: reporter::Reporter::start(&provider.zipkin, collector, counters),
             provider,
             local,
         }

@@ -3,22 +3,20 @@
 //! when it holds 5 spans (Envoy's `tracing.zipkin.min_flush_spans`) or 5 s after its first
 //! span (`flush_interval_ms`), as a JSON array. A task per connection manager, started with its
 //! first span and ended when the config version it serves is gone and its spans are sent;
-//! a span that finds the queue full is dropped and counted, never waited for.
+//! a span that finds the queue full is dropped and counted, never waited for. Envoy's
+//! `tracing.zipkin.*` counters are kept in the stats store.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
 use tokio::sync::mpsc;
 
-use crate::{config::Zipkin, upstream::Cluster};
+use crate::{
+    config::Zipkin,
+    server::stats::{Counter, StatsStore},
+    upstream::Cluster,
+};
 
 /// Envoy's `tracing.zipkin.min_flush_spans`.
 const MIN_FLUSH_SPANS: usize = 5;
@@ -29,40 +27,51 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Spans waiting to be sent at most (more are dropped).
 const QUEUE: usize = 4096;
 
-/// What the reporters did (the admin's `tracing.zipkin.*` counters).
-#[derive(Debug, Default)]
-pub struct ZipkinStats {
+/// Envoy's `tracing.zipkin.*` counters (the stats store's, shown by the admin's `/stats`).
+#[derive(Debug, Clone)]
+pub(crate) struct ZipkinStats {
     /// `spans_sent`: spans in batches sent.
-    pub spans_sent: AtomicU64,
+    spans_sent: Arc<Counter>,
     /// `reports_sent`: batches the collector accepted (202).
-    pub reports_sent: AtomicU64,
+    reports_sent: Arc<Counter>,
     /// `reports_dropped`: batches it answered otherwise.
-    pub reports_dropped: AtomicU64,
+    reports_dropped: Arc<Counter>,
     /// `reports_failed`: batches that got no answer.
-    pub reports_failed: AtomicU64,
+    reports_failed: Arc<Counter>,
     /// `reports_skipped_no_cluster`: batches with no collector cluster to go to.
-    pub reports_skipped_no_cluster: AtomicU64,
+    reports_skipped_no_cluster: Arc<Counter>,
     /// `timer_flushed`: batches sent by the interval rather than by count.
-    pub timer_flushed: AtomicU64,
-    /// Spans dropped because the queue was full.
-    pub spans_dropped: AtomicU64,
+    timer_flushed: Arc<Counter>,
+    /// `spans_dropped` (sluice's): spans dropped because the queue was full.
+    spans_dropped: Arc<Counter>,
 }
 
-/// The process's Zipkin counters.
-pub fn stats() -> &'static ZipkinStats {
-    static STATS: std::sync::OnceLock<ZipkinStats> = std::sync::OnceLock::new();
-    STATS.get_or_init(ZipkinStats::default)
+impl ZipkinStats {
+    /// The counters in `stats`.
+    pub(crate) fn of(stats: &StatsStore) -> Self {
+        let c = |n: &str| stats.named_counter(&format!("tracing.zipkin.{n}"), false);
+        Self {
+            spans_sent: c("spans_sent"),
+            reports_sent: c("reports_sent"),
+            reports_dropped: c("reports_dropped"),
+            reports_failed: c("reports_failed"),
+            reports_skipped_no_cluster: c("reports_skipped_no_cluster"),
+            timer_flushed: c("timer_flushed"),
+            spans_dropped: c("spans_dropped"),
+        }
+    }
 }
 
 /// A connection manager's reporter.
 #[derive(Debug)]
 pub(crate) struct Reporter {
     tx: mpsc::Sender<String>,
+    stats: ZipkinStats,
 }
 
 impl Reporter {
     /// Starts the task sending to `z`'s collector, `cluster` (None: it is gone).
-    pub(crate) fn start(z: &Zipkin, cluster: Option<Arc<Cluster>>) -> Self {
+    pub(crate) fn start(z: &Zipkin, cluster: Option<Arc<Cluster>>, stats: ZipkinStats) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let target = Target {
             name: z.cluster.clone(),
@@ -72,15 +81,16 @@ impl Reporter {
             path: z.path.clone(),
             host: HeaderValue::from_str(&z.host).ok(),
             headers: z.headers.clone(),
+            stats: stats.clone(),
         };
         tokio::spawn(run(rx, target));
-        Self { tx }
+        Self { tx, stats }
     }
 
     /// Queues a finished span's JSON.
     pub(crate) fn report(&self, span: String) {
         if self.tx.try_send(span).is_err() {
-            stats().spans_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.spans_dropped.inc();
         }
     }
 }
@@ -92,6 +102,7 @@ struct Target {
     path: String,
     host: Option<HeaderValue>,
     headers: Vec<(http::HeaderName, HeaderValue)>,
+    stats: ZipkinStats,
 }
 
 /// Batches spans until the sender is gone, then sends what is left.
@@ -115,7 +126,7 @@ async fn run(mut rx: mpsc::Receiver<String>, target: Target) {
             }
         }
         if by_timer {
-            stats().timer_flushed.fetch_add(1, Ordering::Relaxed);
+            target.stats.timer_flushed.inc();
         }
         send(&target, std::mem::take(&mut batch)).await;
         if closed {
@@ -126,11 +137,10 @@ async fn run(mut rx: mpsc::Receiver<String>, target: Target) {
 
 /// POSTs one batch.
 async fn send(t: &Target, batch: Vec<String>) {
-    let s = stats();
-    s.spans_sent
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let s = &t.stats;
+    s.spans_sent.add(batch.len() as u64);
     if t.clusters.is_empty() {
-        s.reports_skipped_no_cluster.fetch_add(1, Ordering::Relaxed);
+        s.reports_skipped_no_cluster.inc();
         return;
     }
     let mut body = String::with_capacity(batch.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
@@ -162,8 +172,8 @@ async fn send(t: &Target, batch: Vec<String>) {
     )
     .await;
     match answer {
-        Some(a) if a.head.status == 202 => s.reports_sent.fetch_add(1, Ordering::Relaxed),
-        Some(_) => s.reports_dropped.fetch_add(1, Ordering::Relaxed),
-        None => s.reports_failed.fetch_add(1, Ordering::Relaxed),
-    };
+        Some(a) if a.head.status == 202 => s.reports_sent.inc(),
+        Some(_) => s.reports_dropped.inc(),
+        None => s.reports_failed.inc(),
+    }
 }
