@@ -36,6 +36,7 @@ mod routing_priority;
 pub(crate) mod secrets;
 mod upstream_transport;
 pub use upstream_transport::TransportSocketMatch;
+pub(crate) mod otel;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -97,7 +98,8 @@ pub use local_reply::{LocalReplyConfig, Mapper as LocalReplyMapper};
 pub(crate) use path::FieldPath;
 pub use routing_priority::{ByPriority, RoutingPriority};
 pub use tracing::{
-    CustomTag, RequestIdExtension, RouteTracing, Sampling, TagValue, TraceProvider, Tracing, Zipkin,
+    CustomTag, OpenTelemetry, OtelExport, RequestIdExtension, RouteTracing, Sampling, TagValue,
+    TraceProvider, TracerConfig, Tracing, Zipkin,
 };
 pub use typed::{ClusterRef, ListenerRef};
 pub use user_agent::UserAgent;

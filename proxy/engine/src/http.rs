@@ -35,13 +35,13 @@ pub mod retry;
 mod route_reply;
 pub(crate) mod sanitize;
 mod server_header;
+pub mod spans;
 mod target;
 mod trace;
 mod upgrade;
 mod upgrade_policy;
 mod via;
 mod xfcc;
-pub mod zipkin;
 
 use std::{
     collections::HashMap,
@@ -131,7 +131,7 @@ pub struct Hcm {
     /// The HTTP filters' counters.
     filter_stats: filters::FilterStats,
     /// The `tracing.provider`'s tracer.
-    tracer: Option<Arc<zipkin::Tracer>>,
+    tracer: Option<Arc<spans::Tracer>>,
 }
 
 /// The downstream connection a request arrived on.
@@ -155,7 +155,7 @@ impl Hcm {
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
         istio: Arc<ClusterSeries>,
-        local: &Arc<zipkin::Local>,
+        local: &Arc<spans::Local>,
     ) -> Self {
         use crate::route::{ClusterSpecifier, RouteAction};
         let routes = cfg
@@ -191,7 +191,7 @@ impl Hcm {
             .tracing
             .as_ref()
             .and_then(|t| t.provider.clone())
-            .map(|p| Arc::new(zipkin::Tracer::new(p, local.clone(), clusters, stats)));
+            .map(|p| Arc::new(spans::Tracer::new(p, local.clone(), clusters, stats)));
         Self {
             tracer,
             istio,
@@ -907,7 +907,7 @@ pub async fn handle_with(
     // what the attempts record, the cluster and the route's custom tags.
     let mut span;
     let mut seen_here;
-    let mut upstream_trace: Option<Arc<zipkin::upstream::UpstreamTrace>> = None;
+    let mut upstream_trace: Option<Arc<spans::upstream::UpstreamTrace>> = None;
     let mut span_cluster = None;
     let mut route_tags = None;
     let outcome = {
@@ -1137,7 +1137,7 @@ pub async fn handle_with(
                         let alt = cluster.spec.alt_stat_name.as_deref().map(str::to_string);
                         let names = (name.clone(), alt.unwrap_or(name));
                         if s.ids.sampled || t.provider.upstream_spans {
-                            upstream_trace = Some(Arc::new(zipkin::upstream::UpstreamTrace::new(
+                            upstream_trace = Some(Arc::new(spans::upstream::UpstreamTrace::new(
                                 s,
                                 s.ids.sampled,
                                 t,
@@ -1335,13 +1335,13 @@ pub async fn handle_with(
                 path.as_str().to_string(),
             ),
         };
-        let seen = zipkin::tags::Seen {
+        let seen = spans::tags::Seen {
             headers: &headers,
             path: &sent_path,
             authority: authority.as_ref().map_or("", Authority::as_str),
         };
         let p = &t.provider;
-        zipkin::tags::downstream_request(
+        spans::tags::downstream_request(
             &mut s,
             &seen,
             &method,
@@ -1349,26 +1349,26 @@ pub async fn handle_with(
             conn.peer.ip(),
             p.max_path_tag_length,
         );
-        let answered = zipkin::tags::Answered {
+        let answered = spans::tags::Answered {
             status: Some(status),
             flags: flag.as_str(),
             cluster: span_cluster,
         };
         let route: &[config::CustomTag] = route_tags.as_deref().unwrap_or(&[]);
         let md = metadata.as_ref();
-        zipkin::tags::common(&mut s, &answered, &[&p.custom_tags, route], &seen, md);
-        let grpc_request = zipkin::tags::is_grpc(&headers);
+        spans::tags::common(&mut s, &answered, &[&p.custom_tags, route], &seen, md);
+        let grpc_request = spans::tags::is_grpc(&headers);
         let in_head = grpc_request && resp.headers().contains_key("grpc-status");
         if in_head {
-            zipkin::tags::grpc_response(&mut s, resp.headers());
+            spans::tags::grpc_response(&mut s, resp.headers());
         }
-        let pending = zipkin::finish::Pending {
+        let pending = spans::finish::Pending {
             span: s,
             request: tally.clone(),
             grpc_trailers: grpc_request && !in_head,
             tracer: t.clone(),
         };
-        resp = resp.map(|b| zipkin::finish::TracedBody::wrap(b, pending));
+        resp = resp.map(|b| spans::finish::TracedBody::wrap(b, pending));
     }
     if let Some(mut e) = log_entry {
         e.status = status;

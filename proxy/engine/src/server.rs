@@ -134,7 +134,7 @@ impl Runtime {
             fingerprints.insert(name, fingerprint);
         }
         let mut listeners = HashMap::new();
-        let local = crate::http::zipkin::Local::of(bootstrap.node.as_ref());
+        let local = crate::http::spans::Local::of(bootstrap.node.as_ref());
         // Built on first use, once per reporter for the whole version.
         let mut istio_series: HashMap<istio::Reporter, Arc<istio::ClusterSeries>> = HashMap::new();
         for l in &bootstrap.listeners {

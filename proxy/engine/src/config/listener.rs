@@ -313,7 +313,7 @@ pub struct HttpConnectionManager {
     pub conn_timeouts: ConnTimeouts,
     /// `tracing` (None: unset): the trace decision packed into `x-request-id` and the route
     /// decorators' `x-envoy-decorator-operation` (http/trace.rs); with a provider (its own or
-    /// the bootstrap's), Zipkin spans (http/zipkin.rs).
+    /// the bootstrap's), spans (http/spans.rs).
     pub tracing: Option<super::Tracing>,
     /// `request_id_extension` (the UUID extension and its options).
     pub request_id: super::RequestIdExtension,

@@ -72,10 +72,10 @@ fn no_tracing_and_empty_tracing() {
 }
 
 #[test]
-fn a_provider_other_than_zipkin_is_refused_naming_the_field() {
+fn another_tracer_is_refused_naming_the_field() {
     let yaml = config(
         "INBOUND",
-        r#"tracing: { provider: { name: envoy.tracers.opentelemetry, typed_config: {"@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig} } },"#,
+        r#"tracing: { provider: { name: envoy.tracers.datadog, typed_config: {"@type": type.googleapis.com/envoy.config.trace.v3.DatadogConfig} } },"#,
         "",
     );
     expect_err(
@@ -191,7 +191,7 @@ fn a_zipkin_provider_loads_with_istiods_tags() {
     );
     let t = hcm_of(&b).tracing.clone().expect("tracing");
     let p = t.provider.expect("a provider");
-    assert_eq!(p.zipkin.cluster, "c");
+    assert_eq!(p.zipkin().unwrap().cluster, "c");
     assert_eq!(p.max_path_tag_length, 10);
     assert!(p.upstream_spans && t.egress);
     assert_eq!(p.custom_tags.len(), 2);
@@ -256,7 +256,7 @@ fn the_bootstrap_tracer_serves_an_hcm_without_a_provider() {
         .clone()
         .and_then(|t| t.provider)
         .expect("the bootstrap's");
-    assert!(!p.zipkin.shared_span_context);
+    assert!(!p.zipkin().unwrap().shared_span_context);
     // An HCM without `tracing` takes none.
     let yaml = format!("{tracer}{}", config("INBOUND", "", ""));
     assert!(hcm_of(&from_yaml_str(&yaml).unwrap()).tracing.is_none());
@@ -267,5 +267,83 @@ fn the_bootstrap_tracer_serves_an_hcm_without_a_provider() {
         &yaml,
         "tracing.http.typed_config.collector_cluster",
         "unknown cluster",
+    );
+}
+
+/// An OpenTelemetry provider (`typed_config` fields `fields`), the HTTP exporter's cluster `c`.
+fn otel(fields: &str) -> String {
+    format!(
+        r#"tracing: {{ provider: {{ name: envoy.tracers.opentelemetry, typed_config: {{ "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig, {fields} }} }} }},"#
+    )
+}
+
+#[test]
+fn an_opentelemetry_provider_loads_as_istiod_writes_it() {
+    let b = load(
+        "OUTBOUND",
+        &otel("service_name: productpage.default, grpc_service: { envoy_grpc: { cluster_name: c, authority: otel.obs.svc.cluster.local } }"),
+        "",
+    );
+    let p = hcm_of(&b)
+        .tracing
+        .clone()
+        .and_then(|t| t.provider)
+        .expect("a provider");
+    let TracerConfig::OpenTelemetry(o) = &p.tracer else {
+        panic!("OpenTelemetry");
+    };
+    assert!(
+        matches!(&o.export, OtelExport::Grpc { cluster, authority, .. } if cluster == "c" && authority == "otel.obs.svc.cluster.local")
+    );
+    assert_eq!(
+        o.resource[0],
+        ("service.name".into(), "productpage.default".into())
+    );
+    assert_eq!(o.max_cache_size, 1024);
+    // istiod's HTTP exporter: a URI without a scheme is host then path.
+    let b = load(
+        "INBOUND",
+        &otel("http_service: { http_uri: { uri: otel.obs.svc.cluster.local/v1/traces, cluster: c, timeout: 3s } }, set_telemetry_sdk_resource_attributes: false"),
+        "",
+    );
+    let p = hcm_of(&b).tracing.clone().and_then(|t| t.provider).unwrap();
+    let TracerConfig::OpenTelemetry(o) = &p.tracer else {
+        panic!("OpenTelemetry");
+    };
+    assert!(
+        matches!(&o.export, OtelExport::Http { host, path, .. } if host == "otel.obs.svc.cluster.local" && path == "/v1/traces")
+    );
+    assert_eq!(
+        o.resource,
+        vec![("service.name".into(), "unknown_service:envoy".into())]
+    );
+}
+
+#[test]
+fn opentelemetry_refusals_name_the_field() {
+    let tp = format!("{HCM}.tracing.provider.typed_config");
+    let both = otel("grpc_service: { envoy_grpc: { cluster_name: c } }, http_service: { http_uri: { uri: /x, cluster: c, timeout: 1s } }");
+    expect_err(
+        &config("INBOUND", &both, ""),
+        &tp,
+        "both grpc_service and http_service",
+    );
+    let sampler = otel("sampler: { name: s, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3.AlwaysOnSamplerConfig } }");
+    expect_err(
+        &config("INBOUND", &sampler, ""),
+        &format!("{tp}.sampler"),
+        "not supported",
+    );
+    let ghost = otel("grpc_service: { envoy_grpc: { cluster_name: ghost } }");
+    expect_err(
+        &config("INBOUND", &ghost, ""),
+        &format!("{tp}.grpc_service.envoy_grpc.cluster_name"),
+        "unknown cluster",
+    );
+    let detector = otel("resource_detectors: [{ name: d, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.tracers.opentelemetry.resource_detectors.v3.DynatraceResourceDetectorConfig } }]");
+    expect_err(
+        &config("INBOUND", &detector, ""),
+        &format!("{tp}.resource_detectors[0].typed_config"),
+        "not supported",
     );
 }

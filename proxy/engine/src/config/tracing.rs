@@ -3,7 +3,7 @@
 //! packed into the `x-request-id` (`ConnectionManagerUtility::mutateTracingRequestHeader`, the
 //! UUID request id extension) and the route decorator's `x-envoy-decorator-operation`
 //! (`http::trace`), and with the Zipkin provider (`zipkin.rs`) the custom tags and span options
-//! `http::zipkin` reads. docs/config.md ("Tracing") says which fields are no-ops and why.
+//! `http::spans` reads. docs/config.md ("Tracing") says which fields are no-ops and why.
 
 use std::sync::Arc;
 
@@ -16,7 +16,10 @@ use super::{
 };
 use crate::route::FractionalPercent;
 
-pub use super::zipkin::Zipkin;
+pub use super::{
+    otel::{OpenTelemetry, OtelExport},
+    zipkin::Zipkin,
+};
 
 /// The `@type` of the UUID request id extension's config.
 pub const UUID_REQUEST_ID_TYPE: &str =
@@ -118,11 +121,12 @@ pub struct Tracing {
     pub provider: Option<Arc<TraceProvider>>,
 }
 
-/// `tracing.provider` (`envoy.tracers.zipkin`) and the HCM fields that shape its spans.
+/// `tracing.provider` (`envoy.tracers.zipkin` or `envoy.tracers.opentelemetry`) and the HCM
+/// fields that shape its spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceProvider {
-    /// The Zipkin tracer's config.
-    pub zipkin: Zipkin,
+    /// The tracer's config.
+    pub tracer: TracerConfig,
     /// `custom_tags`, set on every span.
     pub custom_tags: Vec<CustomTag>,
     /// `max_path_tag_length` (default 256): the path's share of the `http.url` tag.
@@ -132,6 +136,25 @@ pub struct TraceProvider {
     /// `spawn_upstream_span`, or the router's `start_child_span`: each upstream attempt gets
     /// its own client span.
     pub upstream_spans: bool,
+}
+
+/// Which tracer, with its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TracerConfig {
+    /// `envoy.tracers.zipkin`.
+    Zipkin(Zipkin),
+    /// `envoy.tracers.opentelemetry`.
+    OpenTelemetry(OpenTelemetry),
+}
+
+impl TraceProvider {
+    /// The Zipkin tracer's config, when it is one.
+    pub fn zipkin(&self) -> Option<&Zipkin> {
+        match &self.tracer {
+            TracerConfig::Zipkin(z) => Some(z),
+            TracerConfig::OpenTelemetry(_) => None,
+        }
+    }
 }
 
 /// A route's `tracing`.
@@ -267,16 +290,21 @@ fn provider(
         Value::Mapping(t) => t.get("@type").and_then(Value::as_str).unwrap_or(""),
         _ => "",
     };
-    if ty != super::zipkin::ZIPKIN_CONFIG_TYPE {
-        return Err(pp
-            .field("typed_config")
-            .field("@type")
-            .unsupported(&format!(
-                "the tracer {ty:?} (only envoy.tracers.zipkin, {} , is implemented)",
-                super::zipkin::ZIPKIN_CONFIG_TYPE
-            )));
-    }
-    let zipkin = super::zipkin::parse(tc, &pp.field("typed_config"), cluster_known)?;
+    let tp = pp.field("typed_config");
+    let tracer = match ty {
+        super::zipkin::ZIPKIN_CONFIG_TYPE => {
+            TracerConfig::Zipkin(super::zipkin::parse(tc, &tp, cluster_known)?)
+        }
+        super::otel::OTEL_CONFIG_TYPE => {
+            TracerConfig::OpenTelemetry(super::otel::parse(tc, &tp, cluster_known)?)
+        }
+        _ => {
+            return Err(tp.field("@type").unsupported(&format!(
+                "the tracer {ty:?} (envoy.tracers.zipkin and envoy.tracers.opentelemetry are \
+                 implemented)"
+            )))
+        }
+    };
     if raw.verbose == Some(true) {
         return Err(p
             .field("verbose")
@@ -301,7 +329,7 @@ fn provider(
         })
         .collect::<Result<_, _>>()?;
     Ok(TraceProvider {
-        zipkin,
+        tracer,
         custom_tags,
         max_path_tag_length: raw.max_path_tag_length.map_or(256, |n| n as usize),
         no_context_propagation: raw.no_context_propagation.unwrap_or(false),

@@ -25,7 +25,7 @@ struct RawZipkinConfig {
     collector_hostname: Option<String>,
     split_spans_for_request: Option<bool>,
     trace_context_option: Option<String>,
-    collector_service: Option<RawHttpService>,
+    collector_service: Option<Value>,
 }
 
 /// `core.v3.HttpService`.
@@ -179,10 +179,42 @@ type Collector = (
     Vec<(http::HeaderName, http::HeaderValue)>,
 );
 
-/// `collector_service`: the cluster, and Envoy's reading of the URI (no `://`: all of it is
-/// the path and the Host is the cluster's name; else the Host is what follows the scheme up to
-/// the first `/`, and the path the rest, `/` when none).
-fn collector_service(s: RawHttpService, p: &FieldPath) -> Result<Collector, ConfigError> {
+/// `collector_service`: the cluster, and the Zipkin driver's reading of the URI (no `://`: all
+/// of it is the path and the Host is the cluster's name; else the Host is what follows the
+/// scheme up to the first `/`, and the path the rest, `/` when none).
+fn collector_service(v: Value, p: &FieldPath) -> Result<Collector, ConfigError> {
+    let s = http_service(v, p)?;
+    let (host, path) = match s.uri.find("://") {
+        None => (s.cluster.clone(), s.uri),
+        Some(i) => {
+            let rest = &s.uri[i + 3..];
+            match rest.find('/') {
+                None => (rest.to_string(), "/".to_string()),
+                Some(j) => (rest[..j].to_string(), rest[j..].to_string()),
+            }
+        }
+    };
+    Ok((s.cluster, path, host, s.headers))
+}
+
+/// A `core.v3.HttpService` as checked: its URI, cluster, timeout and the headers to set.
+#[derive(Debug)]
+pub(crate) struct HttpService {
+    /// `http_uri.uri`.
+    pub uri: String,
+    /// `http_uri.cluster`.
+    pub cluster: String,
+    /// `http_uri.timeout`.
+    pub timeout: std::time::Duration,
+    /// `request_headers_to_add`, each set on the request (whatever its `append_action`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The `core.v3.HttpService` `v` at `p` (`http_uri` with a non-empty `uri` and `cluster` and a
+/// `timeout`, as its proto requires).
+pub(crate) fn http_service(v: Value, p: &FieldPath) -> Result<HttpService, ConfigError> {
+    let s: RawHttpService = serde_path_to_error::deserialize(v)
+        .map_err(|e| p.join_serde(e.path()).err(e.into_inner().to_string()))?;
     let up = p.field("http_uri");
     let u = s.http_uri.ok_or_else(|| up.err("required"))?;
     let uri = u
@@ -196,17 +228,8 @@ fn collector_service(s: RawHttpService, p: &FieldPath) -> Result<Collector, Conf
     let timeout = u
         .timeout
         .ok_or_else(|| up.field("timeout").err("required"))?;
-    super::duration::parse_duration(&timeout).map_err(|e| up.field("timeout").err(e))?;
-    let (host, path) = match uri.find("://") {
-        None => (cluster.clone(), uri),
-        Some(i) => {
-            let rest = &uri[i + 3..];
-            match rest.find('/') {
-                None => (rest.to_string(), "/".to_string()),
-                Some(j) => (rest[..j].to_string(), rest[j..].to_string()),
-            }
-        }
-    };
+    let timeout =
+        super::duration::parse_duration(&timeout).map_err(|e| up.field("timeout").err(e))?;
     let mut headers = Vec::new();
     for (i, h) in s.request_headers_to_add.iter().enumerate() {
         let hp = p.field("request_headers_to_add").index(i).field("header");
@@ -218,7 +241,12 @@ fn collector_service(s: RawHttpService, p: &FieldPath) -> Result<Collector, Conf
             .map_err(|_| hp.field("value").err("not a valid header value"))?;
         headers.push((name, value));
     }
-    Ok((cluster, path, host, headers))
+    Ok(HttpService {
+        uri,
+        cluster,
+        timeout,
+        headers,
+    })
 }
 
 #[cfg(test)]

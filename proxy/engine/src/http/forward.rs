@@ -134,7 +134,7 @@ pub(crate) struct Plan {
     /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
     pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
     /// A sampled span's: each attempt records the request it sends.
-    pub(crate) trace: Option<Arc<super::zipkin::upstream::UpstreamTrace>>,
+    pub(crate) trace: Option<Arc<super::spans::upstream::UpstreamTrace>>,
     /// The route's `stat_prefix` counters, when it has one.
     pub(crate) route_stats: Option<Arc<crate::server::stats::RouteStats>>,
     /// The connection manager's `istio.alpn` filter, when it has one.
@@ -905,7 +905,7 @@ fn finish_response(
     let mut resp = resp;
     let child = resp
         .extensions_mut()
-        .remove::<Arc<super::zipkin::upstream::ChildSpan>>();
+        .remove::<Arc<super::spans::upstream::ChildSpan>>();
     let mut resp = resp.map(|b| {
         let b = super::idle::IdleBody::wrap_upstream(
             b.map_err(Into::into).boxed(),
@@ -914,7 +914,7 @@ fn finish_response(
             plan.stream_deadline,
         );
         match child {
-            Some(c) => super::zipkin::upstream::ChildBody::wrap(b, c),
+            Some(c) => super::spans::upstream::ChildBody::wrap(b, c),
             None => b,
         }
     });

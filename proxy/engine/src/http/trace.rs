@@ -1,5 +1,5 @@
 //! What a client or upstream sees of Envoy 1.40's tracing whatever the tracer (with a provider,
-//! `http::zipkin` adds the spans): the per-request trace decision packed into the
+//! `http::spans` adds the spans): the per-request trace decision packed into the
 //! `x-request-id` (`ConnectionManagerUtility::mutateTracingRequestHeader` over the UUID request
 //! id extension), and the route decorator's `x-envoy-decorator-operation` (Envoy's
 //! `traceRequest` and `encodeHeaders`, which run with a null span for every request, sampled or
@@ -222,7 +222,7 @@ pub(crate) fn clear_external_reason(rid: RequestIdExtension, h: &mut HeaderMap) 
 /// reads them (leading white space, a sign, a `0x` prefix; all 8 must be consumed); None for
 /// a shorter id or one that does not parse.
 fn id_integer(id: &[u8]) -> Option<u64> {
-    super::zipkin::extract::strtoull16(id.get(..8)?)
+    super::spans::extract::strtoull16(id.get(..8)?)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Zipkin spans, as Envoy 1.40's `envoy.tracers.zipkin` makes them for the HCM's `tracing`
-//! with that provider: one span per request, started from the request's B3 (or W3C) context or
+//! The spans of the HCM's tracing provider: OpenTelemetry's ([`otel`]) and Zipkin's, as Envoy
+//! 1.40's `envoy.tracers.zipkin` makes them for the HCM's `tracing` with that provider: one span per request, started from the request's B3 (or W3C) context or
 //! as a new trace, named by its Host or the route's decorator, sampled by the request's flag or
 //! the HCM's trace decision; its context sent upstream as `x-b3-*` headers (and `traceparent`);
 //! finished with Envoy's tags when the response ends, and reported — only when sampled — to
@@ -10,6 +10,7 @@ pub(crate) mod extract;
 pub(crate) mod finish;
 mod json;
 pub mod local;
+pub(crate) mod otel;
 pub(crate) mod reporter;
 pub(crate) mod tags;
 pub(crate) mod upstream;
@@ -23,7 +24,7 @@ use std::{
 use http::{HeaderMap, HeaderValue};
 
 use crate::{
-    config::{TraceProvider, Zipkin},
+    config::{TraceProvider, TracerConfig, Zipkin},
     upstream::Cluster,
 };
 
@@ -47,17 +48,28 @@ impl Tracer {
         clusters: &HashMap<String, Arc<Cluster>>,
         stats: &crate::server::stats::StatsStore,
     ) -> Self {
-        let collector = clusters.get(&provider.zipkin.cluster).cloned();
-        let counters = reporter::ZipkinStats::of(stats);
+        let reporter = match &provider.tracer {
+            TracerConfig::Zipkin(z) => reporter::Reporter::start(
+                reporter::Sink::zipkin(z, clusters.get(&z.cluster).cloned()),
+                reporter::Stats::of(stats, "tracing.zipkin.", true),
+                reporter::QUEUE,
+            ),
+            TracerConfig::OpenTelemetry(o) => reporter::Reporter::start(
+                reporter::Sink::otel(o, clusters),
+                reporter::Stats::of(stats, "tracing.opentelemetry.", false),
+                o.max_cache_size,
+            ),
+        };
         Self {
-            reporter: reporter::Reporter::start(&provider.zipkin, collector, counters),
+            reporter,
             provider,
             local,
         }
     }
 
-    /// The connection manager's span of a request (see [`start`]), with the `node_id` tag
-    /// Envoy's tracer sets on every span it starts.
+    /// The connection manager's span of a request (see [`start`] and [`otel::start`]), with
+    /// the tags Envoy's tracer sets on every span it starts (`node_id`; OpenTelemetry keeps
+    /// an empty `zone` too).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &self,
@@ -68,23 +80,41 @@ impl Tracer {
         wall: SystemTime,
         at: Instant,
     ) -> Option<Span> {
-        let z = &self.provider.zipkin;
-        let split = z.split_spans_for_request || self.provider.upstream_spans;
-        let mut s = start(z, split, egress, traced, headers, host, wall, at)?;
-        s.tag("node_id", self.local.node_id.as_str());
-        Some(s)
+        let upstream_spans = self.provider.upstream_spans;
+        match &self.provider.tracer {
+            TracerConfig::Zipkin(z) => {
+                let split = z.split_spans_for_request || upstream_spans;
+                let mut s = start(z, split, egress, traced, headers, host, wall, at)?;
+                s.tag("node_id", self.local.node_id.as_str());
+                Some(s)
+            }
+            TracerConfig::OpenTelemetry(_) => {
+                let mut s = otel::start(upstream_spans, egress, traced, headers, host, wall, at)?;
+                s.tag("node_id", self.local.node_id.as_str());
+                s.tag("zone", "");
+                Some(s)
+            }
+        }
     }
 
     /// Sends `span`'s context upstream on `h` (unless `no_context_propagation`).
     pub(crate) fn inject(&self, span: &Span, h: &mut HeaderMap) {
-        if !self.provider.no_context_propagation {
-            inject(&span.ids, span.single_b3, self.provider.zipkin.w3c, h);
+        if self.provider.no_context_propagation {
+            return;
+        }
+        match &self.provider.tracer {
+            TracerConfig::Zipkin(z) => inject(&span.ids, span.single_b3, z.w3c, h),
+            TracerConfig::OpenTelemetry(_) => otel::inject(&span.ids, &span.trace_state, h),
         }
     }
 
     /// Finishes `span` now and queues it for the collector.
     pub(crate) fn report(&self, span: &Span) {
-        self.reporter.report(span.finish(&self.local));
+        let item = match &self.provider.tracer {
+            TracerConfig::Zipkin(_) => reporter::Item::Json(span.finish(&self.local)),
+            TracerConfig::OpenTelemetry(_) => reporter::Item::Otlp(Box::new(otel::finish(span))),
+        };
+        self.reporter.report(item);
     }
 }
 
@@ -134,6 +164,10 @@ pub(crate) struct Span {
     pub custom: Vec<(String, String)>,
     /// The request's context came in the single `b3` header: it goes upstream in that form.
     pub single_b3: bool,
+    /// OpenTelemetry: its `tracestate`, and its tags keep empty values (Zipkin drops them).
+    pub trace_state: String,
+    /// An OpenTelemetry span.
+    pub otel: bool,
 }
 
 /// µs since the epoch of `t`.
@@ -194,6 +228,8 @@ pub(crate) fn start(
         tags: Vec::new(),
         custom: Vec::new(),
         single_b3: headers.contains_key("b3"),
+        trace_state: String::new(),
+        otel: false,
     })
 }
 
@@ -277,10 +313,10 @@ pub(crate) fn inject(ids: &Ids, single: bool, w3c: bool, h: &mut HeaderMap) {
 }
 
 impl Span {
-    /// Sets a tag (an empty value is dropped, as Envoy's Zipkin span does).
+    /// Sets a tag (Zipkin drops an empty value; OpenTelemetry keeps it).
     pub(crate) fn tag(&mut self, name: &'static str, value: impl Into<String>) {
         let value = value.into();
-        if !value.is_empty() {
+        if !value.is_empty() || self.otel {
             self.tags.push((name, value));
         }
     }
@@ -299,5 +335,5 @@ impl Span {
 }
 
 #[cfg(test)]
-#[path = "zipkin_tests.rs"]
+#[path = "spans_tests.rs"]
 mod tests;

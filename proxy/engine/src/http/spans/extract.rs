@@ -143,13 +143,17 @@ fn single(b: &[u8], sampled: bool) -> Result<Option<Context>, Malformed> {
 }
 
 /// A `traceparent` that Envoy's W3C extractor accepts.
-struct TraceParent {
-    context: Context,
-    sampled: bool,
+pub(crate) struct TraceParent {
+    /// Its trace id and parent id (as `id`); `parent` 0, `sampled` false.
+    pub context: Context,
+    /// Its flags' low bit.
+    pub sampled: bool,
 }
 
-/// `{version:2}-{trace:32}-{parent:16}-{flags:2}`, all hex, neither id all zeros.
-fn traceparent(b: &[u8]) -> Option<TraceParent> {
+/// `{version:2}-{trace:32}-{parent:16}-{flags:2}`, all hex (either case), neither id all
+/// zeros, the version not checked (Envoy's W3C extractor, which the OpenTelemetry tracer
+/// uses too).
+pub(crate) fn traceparent(b: &[u8]) -> Option<TraceParent> {
     if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }

@@ -20,7 +20,7 @@ use http::{HeaderMap, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{epoch_us, inject, random_id, tags, Ids, Kind, Span, Tracer};
+use super::{epoch_us, random_id, tags, Ids, Kind, Span, Tracer};
 use crate::{
     config::CustomTag,
     http::{local_reply::Flag, Body, BodyError},
@@ -40,6 +40,8 @@ pub(crate) struct UpstreamTrace {
 struct Children {
     parent: Ids,
     single_b3: bool,
+    trace_state: String,
+    otel: bool,
     tracer: Arc<Tracer>,
     /// The cluster's name and observability name.
     cluster: (String, String),
@@ -63,6 +65,8 @@ impl UpstreamTrace {
             children: tracer.provider.upstream_spans.then(|| Children {
                 parent: parent.ids,
                 single_b3: parent.single_b3,
+                trace_state: parent.trace_state.clone(),
+                otel: parent.otel,
                 tracer: tracer.clone(),
                 cluster,
                 route_tags: route_tags.to_vec(),
@@ -90,18 +94,13 @@ impl UpstreamTrace {
                 tags: Vec::new(),
                 custom: Vec::new(),
                 single_b3: c.single_b3,
+                trace_state: c.trace_state.clone(),
+                otel: c.otel,
             };
             if n > 0 {
                 span.tag("retry.count", n.to_string());
             }
-            if !c.tracer.provider.no_context_propagation {
-                inject(
-                    &span.ids,
-                    span.single_b3,
-                    c.tracer.provider.zipkin.w3c,
-                    headers,
-                );
-            }
+            c.tracer.inject(&span, headers);
             Arc::new(ChildSpan {
                 pending: Mutex::new(Some(Pending {
                     span,
@@ -251,6 +250,11 @@ impl Drop for ChildSpan {
             path: "",
             authority: "",
         };
+        // The gRPC status is tagged when the response comes, before the common tags (the
+        // OpenTelemetry status takes the last one).
+        if let Some(g) = &p.grpc {
+            tags::grpc_response(&mut p.span, g);
+        }
         let provider = &self.tracer.provider;
         tags::common(
             &mut p.span,
@@ -259,9 +263,6 @@ impl Drop for ChildSpan {
             &seen,
             None,
         );
-        if let Some(g) = &p.grpc {
-            tags::grpc_response(&mut p.span, g);
-        }
         if p.canceled {
             p.span.tag("canceled", "true");
         }
