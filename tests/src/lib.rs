@@ -23,6 +23,7 @@ pub mod prometheus;
 pub mod sluice_cli;
 pub mod sock;
 pub mod stream_load;
+pub mod trace_peer;
 pub mod veth;
 pub mod xds_bench;
 pub mod xds_run;

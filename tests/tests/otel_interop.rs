@@ -18,9 +18,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use serde_json::{json, Value};
 use sluice_tests::{
-    admin_run::start_text,
-    conformance::proxy::free_ports,
-    upstream::{harness::curl_opt, TestUpstream},
+    admin_run::start_text, conformance::proxy::free_ports, trace_peer, upstream::TestUpstream,
 };
 
 const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -191,38 +189,21 @@ async fn run(envoy: bool) -> Run {
             To::Egress => ports[1],
             To::Gateway => ports[2],
         };
-        let mut args = vec![
-            "-s".to_string(),
-            "--max-time".into(),
-            "5".into(),
-            "-H".into(),
-            format!("x-request-id: {:08x}-0000-4000-8000-000000000000", i + 1),
-            "-H".into(),
-            "user-agent: otel-test".into(),
-        ];
-        for (k, v) in &headers {
-            if *k == "x-method" {
-                args.extend(["-X".to_string(), v.clone()]);
-            } else {
-                args.extend(["-H".to_string(), format!("{k}: {v}")]);
-            }
-        }
-        args.push(format!("http://127.0.0.1:{port}{path}"));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let before = app.state.request_count();
-        let (status, _, _) = curl_opt(&args).unwrap_or_else(|| panic!("{name}: no response"));
-        let seen = (app.state.request_count() > before)
-            .then(|| app.state.last_request())
-            .flatten();
-        let got: BTreeMap<String, String> = seen
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate"))
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (method, headers): (Vec<_>, Vec<_>) =
+            headers.into_iter().partition(|(k, _)| *k == "x-method");
+        let method = method.first().map(|(_, m)| m.as_str());
+        let keep = |k: &str| matches!(k, "traceparent" | "tracestate");
+        let (status, got) = trace_peer::send(
+            "5",
+            port,
+            i,
+            method,
+            path,
+            &headers,
+            "otel-test",
+            &app,
+            keep,
+        );
         upstream.insert(name, json!({"status": status, "headers": got}));
     }
     let want = expected_spans();
@@ -234,12 +215,7 @@ async fn run(envoy: bool) -> Run {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (_, stats) = sluice_tests::admin_run::get(&proxy.admin, "GET", "/stats");
-    let spans_sent = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("tracing.opentelemetry.spans_sent: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no tracing.opentelemetry.spans_sent in /stats"));
+    let spans_sent = trace_peer::counter(&proxy.admin, "tracing.opentelemetry.spans_sent");
     Run {
         upstream,
         spans,
@@ -307,7 +283,7 @@ fn hex(b: &[u8]) -> String {
 fn normalize(r: &Run) -> BTreeMap<&'static str, Value> {
     let mut out = BTreeMap::new();
     for (i, (name, ..)) in cases().into_iter().enumerate() {
-        let rid = format!("{:08x}-0000-4000-8000-000000000000", i + 1);
+        let rid = trace_peer::request_id(i);
         let main = r.spans.iter().find(|s| {
             s.attributes
                 .iter()

@@ -17,9 +17,7 @@ use std::{
 
 use serde_json::{json, Value};
 use sluice_tests::{
-    admin_run::start_text,
-    conformance::proxy::free_ports,
-    upstream::{harness::curl_opt, TestUpstream},
+    admin_run::start_text, conformance::proxy::free_ports, trace_peer, upstream::TestUpstream,
 };
 
 fn config(ports: [u16; 4], app: u16, collector: u16) -> String {
@@ -48,6 +46,7 @@ fn config(ports: [u16; 4], app: u16, collector: u16) -> String {
               - {{match: {{prefix: /rw}}, route: {{cluster: app, prefix_rewrite: /rewritten, host_rewrite_literal: backend.test}}, request_headers_to_add: [{{header: {{key: x-tenant, value: from-route}}}}]}}
               - {{match: {{prefix: /direct}}, direct_response: {{status: 503, body: {{inline_string: down}}}}}}
               - {{match: {{prefix: /retry}}, route: {{cluster: app, retry_policy: {{retry_on: 5xx, num_retries: 1}}}}}}
+              - {{match: {{prefix: /strip}}, route: {{cluster: app}}, request_headers_to_remove: [x-b3-sampled, x-b3-spanid, traceparent]}}
               - {{match: {{prefix: /}}, route: {{cluster: app}}}}
 "#
         )
@@ -224,6 +223,10 @@ fn cases() -> Vec<Case> {
             b3(&[("x-tenant", "t-9"), ("x-client-trace-id", "c-1")]),
         ),
         ("dry-run-deny", To::Ingress, "/a", b3(&[("x-deny", "1")])),
+        ("client-gone", To::Ingress, "/a", vec![]),
+        // The route's header changes come before the context is set.
+        ("route-strips", To::Ingress, "/strip", vec![]),
+        ("egress-route-strips", To::Egress, "/strip", vec![]),
         ("egress-new", To::Egress, "/a", vec![]),
         (
             "egress-b3",
@@ -310,40 +313,26 @@ async fn run(envoy: bool) -> Run {
                 .fail_next
                 .store(1, std::sync::atomic::Ordering::SeqCst);
         }
-        let rid = format!("{:08x}-0000-4000-8000-000000000000", i + 1);
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let mut args = vec![
-            "-s".to_string(),
-            "--max-time".into(),
-            "5".into(),
-            "-H".into(),
-            format!("x-request-id: {rid}"),
-            "-H".into(),
-            "user-agent: zipkin-test".into(),
-        ];
-        for (k, v) in &headers {
-            args.push("-H".into());
-            args.push(format!("{k}: {v}"));
-        }
-        args.push(url);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let before = app.state.request_count();
-        let (status, _, _) = curl_opt(&args).unwrap_or_else(|| panic!("{name}: no response"));
-        let seen = (app.state.request_count() > before)
-            .then(|| app.state.last_request())
-            .flatten();
-        let trace_headers: BTreeMap<String, String> = seen
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.as_str().starts_with("x-b3-")
-                            || matches!(k.as_str(), "b3" | "traceparent" | "x-request-id")
-                    })
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let keep =
+            |k: &str| k.starts_with("x-b3-") || matches!(k, "b3" | "traceparent" | "x-request-id");
+        // The client that leaves while the upstream takes its time.
+        let gone = name == "client-gone";
+        app.state.delay_ms.store(
+            if gone { 1500 } else { 0 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let max_time = if gone { "0.5" } else { "5" };
+        let (status, trace_headers) = trace_peer::send(
+            max_time,
+            port,
+            i,
+            None,
+            path,
+            &headers,
+            "zipkin-test",
+            &app,
+            keep,
+        );
         upstream.insert(
             name.to_string(),
             json!({"status": status, "headers": trace_headers}),
@@ -406,14 +395,7 @@ async fn run(envoy: bool) -> Run {
     assert_eq!(orphans, 0, "spans of no case: {all:?}");
     // Envoy's `tracing.zipkin.spans_sent` counts every span sent (its other counters count
     // batches, which are cut differently).
-    let (_, stats) = sluice_tests::admin_run::get(&proxy.admin, "GET", "/stats");
-    let spans_sent = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("tracing.zipkin.spans_sent: "))
-        .unwrap_or_else(|| panic!("no tracing.zipkin.spans_sent in /stats"))
-        .trim()
-        .parse::<usize>()
-        .expect("a count");
+    let spans_sent = trace_peer::counter(&proxy.admin, "tracing.zipkin.spans_sent") as usize;
     let collector = collector
         .state
         .requests

@@ -865,7 +865,7 @@ pub async fn handle_with(
         .then(|| req.headers().get("x-request-id").cloned())
         .flatten();
     // The request body's tally: the access log's bytes received, a span's `request_size`.
-    let tally = (hcm.log.enabled() || hcm.tracer.is_some()).then(|| {
+    let mut tally = hcm.log.enabled().then(|| {
         let tally = request_body_tap::BodyTally::new(start);
         // A request without a body has come whole with its headers.
         if req.body().is_end_stream() {
@@ -906,7 +906,8 @@ pub async fn handle_with(
     // The `tracing.provider`'s span, what its tags read when no attempt records the request,
     // what the attempts record, the cluster and the route's custom tags.
     let mut span;
-    let mut seen_here;
+    // A sampled span is reported (flag DC) should the request be dropped before it is answered.
+    let mut unanswered: Option<spans::finish::Unanswered> = None;
     let mut upstream_trace: Option<Arc<spans::upstream::UpstreamTrace>> = None;
     let mut span_cluster = None;
     let mut route_tags = None;
@@ -976,13 +977,39 @@ pub async fn handle_with(
             Some(s)
         });
         let sampled = span.as_ref().is_some_and(|s| s.ids.sampled);
-        seen_here = sampled.then(|| {
+        // A sampled span's `request_size`: the body's tally (the access log's, if it keeps
+        // one).
+        if sampled && tally.is_none() {
+            let t = request_body_tap::BodyTally::new(start);
+            if !body_pending {
+                t.end();
+            }
+            tally = Some(Arc::new(t));
+        }
+        // What a sampled span's tags read when no attempt records the request: the request
+        // as it came, the new id in.
+        let seen_here = sampled.then(|| {
             let mut h = req.headers().clone();
             if let Some(id) = &trace.new_id {
                 h.insert("x-request-id", id.clone());
             }
             h
         });
+        if let (Some(s), Some(t), Some(h)) = (span.as_ref(), &hcm.tracer, seen_here) {
+            unanswered = Some(spans::finish::Unanswered {
+                span: Some(s.clone()),
+                tracer: t.clone(),
+                headers: h,
+                path: path.as_str().to_string(),
+                authority: authority.as_ref().map_or("", Authority::as_str).to_string(),
+                method: method.clone(),
+                version,
+                peer: conn.peer.ip(),
+                cluster: None,
+                route_tags: Vec::new(),
+                metadata: None,
+            });
+        }
         if sampled {
             route_tags = selection
                 .route()
@@ -1024,6 +1051,11 @@ pub async fn handle_with(
             Some(d)
         };
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
+        if let Some(u) = unanswered.as_mut() {
+            u.metadata = decoded.as_ref().and_then(|d| d.metadata.clone());
+            u.route_tags
+                .clone_from(route_tags.as_ref().unwrap_or(&Vec::new()));
+        }
         // A body a filter read whole no longer keeps a local reply from leaving the connection
         // open.
         let local_close = !body_slot.is_complete() || upgrade;
@@ -1133,19 +1165,23 @@ pub async fn handle_with(
                 Some(cluster) => {
                     series = hcm.istio.of(&cluster.spec.name);
                     if let (Some(s), Some(t)) = (&span, &hcm.tracer) {
-                        let name = cluster.spec.name.clone();
-                        let alt = cluster.spec.alt_stat_name.as_deref().map(str::to_string);
-                        let names = (name.clone(), alt.unwrap_or(name));
-                        if s.ids.sampled || t.provider.upstream_spans {
-                            upstream_trace = Some(Arc::new(spans::upstream::UpstreamTrace::new(
-                                s,
-                                s.ids.sampled,
-                                t,
-                                names.clone(),
-                                route_tags.as_deref().unwrap_or(&[]),
-                            )));
+                        // The cluster's names, for the tags and upstream spans' names.
+                        let names = (s.ids.sampled || t.provider.upstream_spans).then(|| {
+                            let name = cluster.spec.name.clone();
+                            let alt = cluster.spec.alt_stat_name.as_deref().map(str::to_string);
+                            (name.clone(), alt.unwrap_or(name))
+                        });
+                        upstream_trace = Some(Arc::new(spans::upstream::UpstreamTrace::new(
+                            s,
+                            s.ids.sampled,
+                            t,
+                            names.clone().unwrap_or_default(),
+                            route_tags.as_deref().unwrap_or(&[]),
+                        )));
+                        if let Some(u) = unanswered.as_mut() {
+                            u.cluster.clone_from(&names);
                         }
-                        span_cluster = Some(names);
+                        span_cluster = names;
                     }
                     // A jwt_authn filter that took a token out of the query changed the path.
                     let path = decoded
@@ -1171,11 +1207,11 @@ pub async fn handle_with(
                     if let Some(d) = &decoded {
                         d.apply_request_headers(req.headers_mut());
                     }
-                    // The span's context goes upstream (an attempt's own, with upstream spans).
+                    // The span's context goes upstream: set again on each attempt's request after
+                    // the route's header changes (an attempt's own span's, with upstream
+                    // spans); set here for what takes no attempt (an upgrade, a mirror).
                     if let (Some(t), Some(s)) = (&hcm.tracer, &span) {
-                        if !t.provider.upstream_spans {
-                            t.inject(s, req.headers_mut());
-                        }
+                        t.inject(s, req.headers_mut());
                     }
                     let timer = request_timeout::RequestTimer::start(
                         hcm.cfg.request_timeout,
@@ -1326,14 +1362,16 @@ pub async fn handle_with(
         _ => {}
     }
     series.record(status, flag, grpc, conn.orig_dst.port(), start.elapsed());
+    // Answered: the span is finished with the response (the request as it came kept).
+    let seen_here = unanswered.as_mut().map(|u| {
+        u.span = None;
+        std::mem::take(&mut u.headers)
+    });
     if let (Some(mut s), Some(t)) = (span.filter(|s| s.ids.sampled), &hcm.tracer) {
         // The request as the last attempt sent it, else as it came (the new id in).
         let (headers, sent_path) = match upstream_trace.as_ref().and_then(|u| u.take()) {
             Some(seen) => seen,
-            None => (
-                seen_here.take().unwrap_or_default(),
-                path.as_str().to_string(),
-            ),
+            None => (seen_here.unwrap_or_default(), path.as_str().to_string()),
         };
         let seen = spans::tags::Seen {
             headers: &headers,

@@ -347,3 +347,17 @@ fn opentelemetry_refusals_name_the_field() {
         "not supported",
     );
 }
+
+#[test]
+fn a_custom_tag_field_of_another_kind_is_refused() {
+    let yaml = config(
+        "INBOUND",
+        "tracing: { custom_tags: [{ tag: t, literal: { value: v, name: n } }] },",
+        "",
+    );
+    expect_err(
+        &yaml,
+        &format!("{HCM}.tracing.custom_tags[0].literal.name"),
+        "unknown field",
+    );
+}

@@ -466,6 +466,21 @@ fn custom_tags(tags: &[Value], p: &FieldPath) -> Result<Vec<ParsedTag>, ConfigEr
             ));
             continue;
         }
+        // Each kind's own fields (`CustomTag.Literal` / `Environment` / `Header` / `Metadata`).
+        let allowed: &[&str] = match kind {
+            "literal" => &["value"],
+            "environment" | "request_header" => &["name", "default_value"],
+            _ => &["kind", "metadata_key", "default_value"],
+        };
+        if let Value::Mapping(km) = &m[kind] {
+            if let Some(k) = km
+                .keys()
+                .filter_map(Value::as_str)
+                .find(|k| !allowed.contains(k))
+            {
+                return Err(kp.field(k).err("unknown field"));
+            }
+        }
         let src: RawTagSource =
             serde_norway::from_value(m[kind].clone()).map_err(|e| kp.err(e.to_string()))?;
         let default = src.default_value.clone().unwrap_or_default();

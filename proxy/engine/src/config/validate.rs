@@ -588,12 +588,17 @@ fn hcm(
     // Envoy's router starts a child span per attempt with `start_child_span`; made here only
     // as `spawn_upstream_span`'s (the connection manager's span then a server span).
     let provided = tracing.as_ref().and_then(|t| t.provider.as_ref());
-    // A metadata custom tag reads what the RBAC filters write.
-    if provided.is_some_and(|pv| {
-        pv.custom_tags
-            .iter()
+    // A metadata custom tag (the HCM's or a route's) reads what the RBAC filters write.
+    let reads = |tags: &[super::CustomTag]| {
+        tags.iter()
             .any(|t| matches!(t.value, super::TagValue::Metadata { .. }))
-    }) {
+    };
+    let route_reads = route_table.virtual_hosts.iter().any(|vh| {
+        vh.routes
+            .iter()
+            .any(|r| r.tracing.as_ref().is_some_and(|t| reads(&t.custom_tags)))
+    });
+    if provided.is_some_and(|pv| reads(&pv.custom_tags) || route_reads) {
         http_filters.keep_metadata();
     }
     if let (Some(i), Some(pv)) = (http_filters.start_child_span, provided) {

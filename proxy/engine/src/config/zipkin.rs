@@ -128,11 +128,16 @@ pub(crate) fn parse(
         None => {
             let cluster = raw.collector_cluster.unwrap_or_default();
             let endpoint = raw.collector_endpoint.unwrap_or_default();
-            if cluster.is_empty() || endpoint.is_empty() {
-                return Err(p.err(
-                    "collector_cluster and collector_endpoint must be set when collector_service \
-                     is not",
-                ));
+            for (f, v) in [
+                ("collector_cluster", &cluster),
+                ("collector_endpoint", &endpoint),
+            ] {
+                if v.is_empty() {
+                    return Err(p.field(f).err(
+                        "required: collector_cluster and collector_endpoint must be set when \
+                         collector_service is not",
+                    ));
+                }
             }
             let host = raw
                 .collector_hostname
@@ -154,12 +159,19 @@ pub(crate) fn parse(
              cluster)"
         )));
     }
+    let (host_field, path_field) = match via_service {
+        true => {
+            let u = p.field("collector_service").field("http_uri").field("uri");
+            (u.clone(), u)
+        }
+        false => (p.field("collector_hostname"), p.field("collector_endpoint")),
+    };
     http::HeaderValue::from_str(&host)
-        .map_err(|_| p.err(format!("collector host {host:?} is not a valid Host")))?;
+        .map_err(|_| host_field.err(format!("collector host {host:?} is not a valid Host")))?;
     path.parse::<http::uri::PathAndQuery>()
         .ok()
         .filter(|_| path.starts_with('/'))
-        .ok_or_else(|| p.err(format!("collector path {path:?} is not a valid path")))?;
+        .ok_or_else(|| path_field.err(format!("collector path {path:?} is not a valid path")))?;
     Ok(Zipkin {
         cluster,
         path,

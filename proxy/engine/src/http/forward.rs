@@ -807,16 +807,17 @@ async fn attempt(
         .plan
         .trace
         .as_ref()
-        .and_then(|t| t.attempt(req.headers_mut(), path.as_str()));
-    let traced_headers = child.as_ref().map(|_| req.headers().clone());
+        .and_then(|t| t.attempt(req.headers_mut(), path.as_str(), host.addr));
     let replay = || {
         idempotent(&parts.method)
             .then(|| again.copy())
             .flatten()
             .map(|b| {
                 let mut r = upstream_request(parts, path, b);
-                if let Some(h) = &traced_headers {
-                    r.headers_mut().clone_from(h);
+                match (&child, &ctx.plan.trace) {
+                    (Some(c), _) => c.inject(r.headers_mut()),
+                    (None, Some(t)) => t.inject_own(r.headers_mut()),
+                    (None, None) => {}
                 }
                 r
             })

@@ -85,13 +85,17 @@ impl Tracer {
             TracerConfig::Zipkin(z) => {
                 let split = z.split_spans_for_request || upstream_spans;
                 let mut s = start(z, split, egress, traced, headers, host, wall, at)?;
-                s.tag("node_id", self.local.node_id.as_str());
+                if s.ids.sampled {
+                    s.tag("node_id", self.local.node_id.as_str());
+                }
                 Some(s)
             }
             TracerConfig::OpenTelemetry(_) => {
                 let mut s = otel::start(upstream_spans, egress, traced, headers, host, wall, at)?;
-                s.tag("node_id", self.local.node_id.as_str());
-                s.tag("zone", "");
+                if s.ids.sampled {
+                    s.tag("node_id", self.local.node_id.as_str());
+                    s.tag("zone", "");
+                }
                 Some(s)
             }
         }
@@ -99,12 +103,24 @@ impl Tracer {
 
     /// Sends `span`'s context upstream on `h` (unless `no_context_propagation`).
     pub(crate) fn inject(&self, span: &Span, h: &mut HeaderMap) {
+        self.inject_context(&span.ids, span.single_b3, &span.trace_state, h);
+    }
+
+    /// Sends the context `ids` (its form: `single_b3`, its `trace_state`) upstream on `h`
+    /// (unless `no_context_propagation`).
+    pub(crate) fn inject_context(
+        &self,
+        ids: &Ids,
+        single_b3: bool,
+        trace_state: &str,
+        h: &mut HeaderMap,
+    ) {
         if self.provider.no_context_propagation {
             return;
         }
         match &self.provider.tracer {
-            TracerConfig::Zipkin(z) => inject(&span.ids, span.single_b3, z.w3c, h),
-            TracerConfig::OpenTelemetry(_) => otel::inject(&span.ids, &span.trace_state, h),
+            TracerConfig::Zipkin(z) => inject(ids, single_b3, z.w3c, h),
+            TracerConfig::OpenTelemetry(_) => otel::inject(ids, trace_state, h),
         }
     }
 
@@ -144,7 +160,7 @@ pub(crate) struct Ids {
 }
 
 /// A span being timed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Span {
     /// Its ids.
     pub ids: Ids,

@@ -105,3 +105,65 @@ impl Drop for TracedBody {
         self.finish();
     }
 }
+
+/// A sampled span whose response has not begun: if the request is dropped before (the client
+/// gone while the upstream is awaited), it is reported as Envoy's is then — no status
+/// (`http.status_code` 0, `error`), flag `DC` — with the request's tags. Disarmed once the
+/// response is under way.
+pub(crate) struct Unanswered {
+    /// The span as started (its name set); None once disarmed.
+    pub span: Option<Span>,
+    /// Its tracer.
+    pub tracer: Arc<Tracer>,
+    /// The request as it came (the new request id in).
+    pub headers: http::HeaderMap,
+    /// Its path.
+    pub path: String,
+    /// Its Host.
+    pub authority: String,
+    /// Its method.
+    pub method: http::Method,
+    /// Its protocol.
+    pub version: http::Version,
+    /// The client's address.
+    pub peer: std::net::IpAddr,
+    /// The cluster the route chose, once known.
+    pub cluster: Option<(String, String)>,
+    /// The route's custom tags.
+    pub route_tags: Vec<crate::config::CustomTag>,
+    /// The request's dynamic metadata, once the HTTP filters ran.
+    pub metadata: Option<crate::http::filters::metadata::DynamicMetadata>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(mut span) = self.span.take() else {
+            return;
+        };
+        let seen = super::tags::Seen {
+            headers: &self.headers,
+            path: &self.path,
+            authority: &self.authority,
+        };
+        let p = &self.tracer.provider;
+        super::tags::downstream_request(
+            &mut span,
+            &seen,
+            &self.method,
+            self.version,
+            self.peer,
+            p.max_path_tag_length,
+        );
+        span.tag("request_size", "0");
+        span.tag("response_size", "0");
+        let answered = super::tags::Answered {
+            status: None,
+            flags: crate::http::local_reply::Flag::DownstreamTermination.as_str(),
+            cluster: self.cluster.take(),
+        };
+        let tags: [&[crate::config::CustomTag]; 2] = [&p.custom_tags, &self.route_tags];
+        let md = self.metadata.as_ref();
+        super::tags::common(&mut span, &answered, &tags, &seen, md);
+        self.tracer.report(&span);
+    }
+}

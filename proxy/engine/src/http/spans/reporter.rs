@@ -4,7 +4,8 @@
 //! application/json`, the collector's Host and headers, a 5 s timeout; 202 counts as sent).
 //! OpenTelemetry: one OTLP `ExportTraceServiceRequest`, as a unary gRPC `TraceService/Export`
 //! call (no timeout, as Envoy's) or a protobuf POST (`http_uri.timeout`). A task per connection
-//! manager, ended when the config version it serves is gone and its spans are sent; a span
+//! manager (at most 16 batches in flight), ended when the config version it serves is gone and
+//! its spans are sent; a span
 //! that finds the queue full (Zipkin: 4096; OpenTelemetry: `max_cache_size`) is dropped and
 //! counted, never waited for. Envoy's counters are kept in the stats store.
 
@@ -168,8 +169,14 @@ impl Reporter {
     }
 }
 
-/// Batches spans until the sender is gone, then sends what is left.
+/// Batches sent at once at most (a slow collector holds the rest in the queue).
+const IN_FLIGHT: usize = 16;
+
+/// Batches spans until the sender is gone, then sends what is left; a batch goes while the
+/// next fills, as Envoy sends without waiting for the last.
 async fn run(mut rx: mpsc::Receiver<Item>, sink: Sink, stats: Stats) {
+    let sink = Arc::new(sink);
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut batch = Vec::with_capacity(MIN_FLUSH_SPANS);
     loop {
         let Some(first) = rx.recv().await else {
@@ -191,7 +198,15 @@ async fn run(mut rx: mpsc::Receiver<Item>, sink: Sink, stats: Stats) {
         if by_timer {
             stats.timer_flushed.inc();
         }
-        send(&sink, &stats, std::mem::take(&mut batch)).await;
+        let batch = std::mem::take(&mut batch);
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (sink, stats) = (sink.clone(), stats.clone());
+        tokio::spawn(async move {
+            send(&sink, &stats, batch).await;
+            drop(slot);
+        });
         if closed {
             return;
         }

@@ -31,6 +31,9 @@ use crate::{
 pub(crate) struct UpstreamTrace {
     /// The last attempt's request headers and path (a sampled span's tags read them).
     seen: Option<Mutex<Option<(HeaderMap, String)>>>,
+    /// Without upstream spans: the connection manager span's context, set on each attempt's
+    /// request after the route's header changes (Envoy's router injects it there).
+    own: Option<(Arc<Tracer>, Ids, bool, String)>,
     /// Each attempt's client span.
     children: Option<Children>,
 }
@@ -60,9 +63,18 @@ impl UpstreamTrace {
         cluster: (String, String),
         route_tags: &[CustomTag],
     ) -> Self {
+        let spawn = tracer.provider.upstream_spans;
         Self {
             seen: record.then(|| Mutex::new(None)),
-            children: tracer.provider.upstream_spans.then(|| Children {
+            own: (!spawn).then(|| {
+                (
+                    tracer.clone(),
+                    parent.ids,
+                    parent.single_b3,
+                    parent.trace_state.clone(),
+                )
+            }),
+            children: spawn.then(|| Children {
                 parent: parent.ids,
                 single_b3: parent.single_b3,
                 trace_state: parent.trace_state.clone(),
@@ -77,7 +89,13 @@ impl UpstreamTrace {
 
     /// An attempt sends `headers` to `path`: noted, and with upstream spans its own span is
     /// started and its context set on `headers` (the returned guard finishes it).
-    pub(crate) fn attempt(&self, headers: &mut HeaderMap, path: &str) -> Option<Arc<ChildSpan>> {
+    pub(crate) fn attempt(
+        &self,
+        headers: &mut HeaderMap,
+        path: &str,
+        host: SocketAddr,
+    ) -> Option<Arc<ChildSpan>> {
+        self.inject_own(headers);
         let child = self.children.as_ref().map(|c| {
             let n = c.started.fetch_add(1, Ordering::Relaxed);
             let mut span = Span {
@@ -101,13 +119,24 @@ impl UpstreamTrace {
                 span.tag("retry.count", n.to_string());
             }
             c.tracer.inject(&span, headers);
+            // Until an answer comes, the attempt counts as given up on `host` (a route
+            // timeout, a hedge, the client gone).
+            let sampled = span.ids.sampled;
             Arc::new(ChildSpan {
                 pending: Mutex::new(Some(Pending {
                     span,
-                    request: headers.clone(),
-                    answer: None,
+                    request: if sampled {
+                        headers.clone()
+                    } else {
+                        HeaderMap::new()
+                    },
+                    answer: Some(Answer {
+                        host,
+                        head: None,
+                        flag: Flag::None,
+                    }),
                     grpc: None,
-                    canceled: false,
+                    canceled: true,
                 })),
                 tracer: c.tracer.clone(),
                 cluster: c.cluster.clone(),
@@ -119,6 +148,13 @@ impl UpstreamTrace {
                 Some((headers.clone(), path.to_string()));
         }
         child
+    }
+
+    /// Without upstream spans, sets the connection manager span's context on `headers`.
+    pub(crate) fn inject_own(&self, headers: &mut HeaderMap) {
+        if let Some((tracer, ids, single_b3, state)) = &self.own {
+            tracer.inject_context(ids, *single_b3, state, headers);
+        }
     }
 
     /// The last attempt's headers and path, if one was sent.
@@ -166,6 +202,14 @@ pub(crate) struct ChildSpan {
 }
 
 impl ChildSpan {
+    /// Sets this attempt's context on `h` again (the request replayed on a fresh connection).
+    pub(crate) fn inject(&self, h: &mut HeaderMap) {
+        let g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = g.as_ref() {
+            self.tracer.inject(&p.span, h);
+        }
+    }
+
     /// The upstream on `host` answered with `version` and `status`.
     pub(crate) fn answered(&self, host: SocketAddr, version: Version, status: u16, h: &HeaderMap) {
         let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,6 +236,7 @@ impl ChildSpan {
                 head: None,
                 flag,
             });
+            // A per-try timeout is the router's reset; a failure is the upstream's.
             p.canceled = flag == Flag::Timeout;
         }
     }
@@ -278,8 +323,13 @@ pub(crate) struct ChildBody {
 }
 
 impl ChildBody {
-    /// Wraps `inner`.
+    /// Wraps `inner` (a body already at its end, which hyper never polls, ends the
+    /// attempt at once).
     pub(crate) fn wrap(inner: Body, child: Arc<ChildSpan>) -> Body {
+        if inner.is_end_stream() {
+            child.ended();
+            return inner;
+        }
         Self {
             inner,
             child: Some(child),
