@@ -78,3 +78,27 @@ pub fn mask_ports(text: &str, listeners: &[u16], app: u16) -> String {
     }
     v.replace(&format!("127.0.0.1:{app}"), "127.0.0.1:APP")
 }
+
+/// The cases where sluice's normalized observation differs from Envoy's, each with both.
+pub fn differences<K: std::fmt::Display + Ord>(
+    envoy: &BTreeMap<K, serde_json::Value>,
+    sluice: &BTreeMap<K, serde_json::Value>,
+) -> Vec<String> {
+    envoy
+        .iter()
+        .filter(|(n, v)| sluice.get(*n) != Some(v))
+        .map(|(n, v)| {
+            let s = sluice.get(n).unwrap_or(&serde_json::Value::Null);
+            format!("{n}:\n  envoy:  {v}\n  sluice: {s}")
+        })
+        .collect()
+}
+
+/// The distinct collector requests (their heads as JSON), sorted: the proxies batch
+/// differently, each request says the same.
+pub fn distinct(requests: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = requests.iter().map(ToString::to_string).collect();
+    v.sort();
+    v.dedup();
+    v
+}

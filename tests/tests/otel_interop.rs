@@ -367,11 +367,7 @@ async fn otel_spans_and_headers_match_envoy() {
     let envoy = run(true).await;
     let sluice = run(false).await;
     let (e, s) = (normalize(&envoy), normalize(&sluice));
-    let diffs: Vec<String> = e
-        .iter()
-        .filter(|(n, v)| s.get(*n) != Some(v))
-        .map(|(n, v)| format!("{n}:\n  envoy:  {v}\n  sluice: {}", s[n]))
-        .collect();
+    let diffs = trace_peer::differences(&e, &s);
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
     let counts: Vec<(&str, usize)> = e
         .iter()
@@ -382,13 +378,11 @@ async fn otel_spans_and_headers_match_envoy() {
         expected_spans(),
         "Envoy's spans: {counts:?}"
     );
-    let heads = |r: &Run| {
-        let mut v: Vec<String> = r.exports.iter().map(Value::to_string).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    assert_eq!(heads(&sluice), heads(&envoy), "export requests");
+    assert_eq!(
+        trace_peer::distinct(&sluice.exports),
+        trace_peer::distinct(&envoy.exports),
+        "export requests"
+    );
     assert_eq!(
         (sluice.spans_sent, envoy.spans_sent),
         (expected_spans() as u64, expected_spans() as u64),

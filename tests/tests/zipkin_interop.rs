@@ -526,15 +526,7 @@ async fn zipkin_spans_and_headers_match_envoy() {
     let envoy = run(true).await;
     let sluice = run(false).await;
     let (e, s) = (normalize(&envoy), normalize(&sluice));
-    let mut diffs = Vec::new();
-    for (name, ev) in &e {
-        if s.get(name) != Some(ev) {
-            diffs.push(format!(
-                "{name}:\n  envoy:  {ev}\n  sluice: {}",
-                s.get(name).unwrap_or(&Value::Null)
-            ));
-        }
-    }
+    let diffs = trace_peer::differences(&e, &s);
     assert_eq!(
         envoy.spans.values().map(Vec::len).sum::<usize>(),
         expected_spans(),
@@ -558,11 +550,9 @@ async fn zipkin_spans_and_headers_match_envoy() {
         "denied"
     );
     // The collector requests: Envoy may batch differently; each says the same.
-    let heads = |r: &Run| {
-        let mut v: Vec<String> = r.collector.iter().map(Value::to_string).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    assert_eq!(heads(&sluice), heads(&envoy), "collector requests");
+    assert_eq!(
+        trace_peer::distinct(&sluice.collector),
+        trace_peer::distinct(&envoy.collector),
+        "collector requests"
+    );
 }

@@ -1006,7 +1006,7 @@ pub async fn handle_with(
                 version,
                 peer: conn.peer.ip(),
                 cluster: None,
-                route_tags: Vec::new(),
+                route_tags: Arc::from([]),
                 metadata: None,
             });
         }
@@ -1053,8 +1053,9 @@ pub async fn handle_with(
         let filtered = decoded.as_ref().and_then(|d| d.local.as_ref()).is_some();
         if let Some(u) = unanswered.as_mut() {
             u.metadata = decoded.as_ref().and_then(|d| d.metadata.clone());
-            u.route_tags
-                .clone_from(route_tags.as_ref().unwrap_or(&Vec::new()));
+            if let Some(t) = &route_tags {
+                u.route_tags = t.clone();
+            }
         }
         // A body a filter read whole no longer keeps a local reply from leaving the connection
         // open.
@@ -1176,7 +1177,7 @@ pub async fn handle_with(
                             s.ids.sampled,
                             t,
                             names.clone().unwrap_or_default(),
-                            route_tags.as_deref().unwrap_or(&[]),
+                            route_tags.clone().unwrap_or_else(|| Arc::from([])),
                         )));
                         if let Some(u) = unanswered.as_mut() {
                             u.cluster.clone_from(&names);

@@ -162,8 +162,8 @@ impl TraceProvider {
 pub struct RouteTracing {
     /// Replaces the HCM's rates (each unset one 100%).
     pub sampling: Sampling,
-    /// `custom_tags`, added to the HCM's.
-    pub custom_tags: Vec<CustomTag>,
+    /// `custom_tags`, added to the HCM's (shared by the requests that take the route).
+    pub custom_tags: Arc<[CustomTag]>,
 }
 
 /// `type.tracing.v3.CustomTag`.

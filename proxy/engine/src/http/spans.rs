@@ -103,24 +103,12 @@ impl Tracer {
 
     /// Sends `span`'s context upstream on `h` (unless `no_context_propagation`).
     pub(crate) fn inject(&self, span: &Span, h: &mut HeaderMap) {
-        self.inject_context(&span.ids, span.single_b3, &span.trace_state, h);
-    }
-
-    /// Sends the context `ids` (its form: `single_b3`, its `trace_state`) upstream on `h`
-    /// (unless `no_context_propagation`).
-    pub(crate) fn inject_context(
-        &self,
-        ids: &Ids,
-        single_b3: bool,
-        trace_state: &str,
-        h: &mut HeaderMap,
-    ) {
         if self.provider.no_context_propagation {
             return;
         }
         match &self.provider.tracer {
-            TracerConfig::Zipkin(z) => inject(ids, single_b3, z.w3c, h),
-            TracerConfig::OpenTelemetry(_) => otel::inject(ids, trace_state, h),
+            TracerConfig::Zipkin(z) => inject(&span.ids, span.single_b3, z.w3c, h),
+            TracerConfig::OpenTelemetry(_) => otel::inject(&span.ids, &span.trace_state, h),
         }
     }
 
@@ -234,18 +222,11 @@ pub(crate) fn start(
         }
         Some(c) => join(&c, server, z.shared_span_context),
     };
+    let kind = if server { Kind::Server } else { Kind::Client };
     Some(Span {
-        ids,
-        kind: if server { Kind::Server } else { Kind::Client },
         shared: server && z.shared_span_context,
-        name: host.to_string(),
-        timestamp_us: epoch_us(wall),
-        start,
-        tags: Vec::new(),
-        custom: Vec::new(),
         single_b3: headers.contains_key("b3"),
-        trace_state: String::new(),
-        otel: false,
+        ..Span::new(ids, kind, host.to_string(), wall, start)
     })
 }
 
@@ -315,20 +296,51 @@ pub(crate) fn inject(ids: &Ids, single: bool, w3c: bool, h: &mut HeaderMap) {
         h.insert("x-b3-sampled", HeaderValue::from_static(sampled));
     }
     if w3c {
-        let mut tp = String::with_capacity(55);
-        tp.push_str("00-");
-        if ids.high == 0 {
-            tp.push_str("0000000000000000");
-        }
-        tp.push_str(&trace);
-        tp.push('-');
-        tp.push_str(std::str::from_utf8(&hex16(ids.id)).unwrap_or_default());
-        tp.push_str(if ids.sampled { "-01" } else { "-00" });
-        h.insert("traceparent", value(tp.as_bytes()));
+        h.insert("traceparent", otel::traceparent(ids));
     }
 }
 
 impl Span {
+    /// A span with `ids`, of `kind`, named `name`, started at `(wall, start)`: no tags, in
+    /// Zipkin's form (its caller sets the form's fields).
+    pub(crate) fn new(
+        ids: Ids,
+        kind: Kind,
+        name: String,
+        wall: SystemTime,
+        start: Instant,
+    ) -> Self {
+        Span {
+            ids,
+            kind,
+            shared: false,
+            name,
+            timestamp_us: epoch_us(wall),
+            start,
+            tags: Vec::new(),
+            custom: Vec::new(),
+            single_b3: false,
+            trace_state: String::new(),
+            otel: false,
+        }
+    }
+
+    /// An upstream attempt's client span under this one (a new id, this one's as parent, its
+    /// sampling, form and `tracestate`), named `name`, starting now.
+    pub(crate) fn child(&self, name: String) -> Self {
+        let ids = Ids {
+            id: random_id(),
+            parent: self.ids.id,
+            ..self.ids
+        };
+        Span {
+            single_b3: self.single_b3,
+            trace_state: self.trace_state.clone(),
+            otel: self.otel,
+            ..Span::new(ids, Kind::Client, name, SystemTime::now(), Instant::now())
+        }
+    }
+
     /// Sets a tag (Zipkin drops an empty value; OpenTelemetry keeps it).
     pub(crate) fn tag(&mut self, name: &'static str, value: impl Into<String>) {
         let value = value.into();

@@ -130,7 +130,7 @@ pub(crate) struct Unanswered {
     /// The cluster the route chose, once known.
     pub cluster: Option<(String, String)>,
     /// The route's custom tags.
-    pub route_tags: Vec<crate::config::CustomTag>,
+    pub route_tags: Arc<[crate::config::CustomTag]>,
     /// The request's dynamic metadata, once the HTTP filters ran.
     pub metadata: Option<crate::http::filters::metadata::DynamicMetadata>,
 }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::{
     },
 };
 
-use super::{epoch_us, extract, hex16, random_id, Ids, Kind, Span};
+use super::{extract, hex16, random_id, Ids, Kind, Span};
 
 /// The connection manager's span (see the module's doc); `upstream_spans`: the HCM's
 /// `spawn_upstream_span`.
@@ -66,23 +66,20 @@ pub(crate) fn start(
             )
         }
     };
-    let server = upstream_spans || !egress;
+    let kind = if upstream_spans || !egress {
+        Kind::Server
+    } else {
+        Kind::Client
+    };
+    let name = if egress {
+        format!("egress {host}")
+    } else {
+        "ingress".to_string()
+    };
     Some(Span {
-        ids,
-        kind: if server { Kind::Server } else { Kind::Client },
-        shared: false,
-        name: if egress {
-            format!("egress {host}")
-        } else {
-            "ingress".to_string()
-        },
-        timestamp_us: epoch_us(wall),
-        start: at,
-        tags: Vec::new(),
-        custom: Vec::new(),
-        single_b3: false,
         trace_state,
         otel: true,
+        ..Span::new(ids, kind, name, wall, at)
     })
 }
 
@@ -94,19 +91,22 @@ fn trace_hex32(ids: &Ids) -> String {
     s
 }
 
-/// `injectContext`: `traceparent: 00-{trace}-{span}-{01|00}` and `tracestate` (set even when
-/// empty), replacing the request's.
-pub(crate) fn inject(ids: &Ids, trace_state: &str, h: &mut HeaderMap) {
+/// `00-{trace: 32 digits}-{span}-{01|00}` (a 64-bit trace id zero-padded), as both tracers
+/// send it.
+pub(crate) fn traceparent(ids: &Ids) -> HeaderValue {
     let mut tp = String::with_capacity(55);
     tp.push_str("00-");
     tp.push_str(&trace_hex32(ids));
     tp.push('-');
     tp.push_str(std::str::from_utf8(&hex16(ids.id)).unwrap_or_default());
     tp.push_str(if ids.sampled { "-01" } else { "-00" });
-    h.insert(
-        "traceparent",
-        HeaderValue::from_str(&tp).expect("hex digits"),
-    );
+    HeaderValue::from_str(&tp).expect("hex digits")
+}
+
+/// `injectContext`: `traceparent` and `tracestate` (set even when empty), replacing the
+/// request's.
+pub(crate) fn inject(ids: &Ids, trace_state: &str, h: &mut HeaderMap) {
+    h.insert("traceparent", traceparent(ids));
     let state = HeaderValue::from_str(trace_state).unwrap_or(HeaderValue::from_static(""));
     h.insert("tracestate", state);
 }

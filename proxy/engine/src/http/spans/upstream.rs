@@ -12,7 +12,6 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex,
     },
-    time::{Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use http::{HeaderMap, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{epoch_us, random_id, tags, Ids, Kind, Span, Tracer};
+use super::{tags, Span, Tracer};
 use crate::{
     config::CustomTag,
     http::{local_reply::Flag, Body, BodyError},
@@ -31,25 +30,22 @@ use crate::{
 pub(crate) struct UpstreamTrace {
     /// The last attempt's request headers and path (a sampled span's tags read them).
     seen: Option<Mutex<Option<(HeaderMap, String)>>>,
-    /// Without upstream spans: the connection manager span's context, set on each attempt's
-    /// request after the route's header changes (Envoy's router injects it there).
-    own: Option<(Arc<Tracer>, Ids, bool, String)>,
-    /// Each attempt's client span.
+    /// The connection manager's span (as started): its context goes on each attempt's
+    /// request, or is the parent of each attempt's own span.
+    parent: Span,
+    tracer: Arc<Tracer>,
+    /// With upstream spans (`spawn_upstream_span`): how attempts' spans are made.
     children: Option<Children>,
 }
 
 /// How attempts' spans are made.
 #[derive(Debug)]
 struct Children {
-    parent: Ids,
-    single_b3: bool,
-    trace_state: String,
-    otel: bool,
-    tracer: Arc<Tracer>,
     /// The cluster's name and observability name.
     cluster: (String, String),
     /// The route's custom tags (the HCM's are the tracer's).
-    route_tags: Vec<CustomTag>,
+    route_tags: Arc<[CustomTag]>,
+    /// Attempts started (`retry.count`).
     started: AtomicU32,
 }
 
@@ -61,36 +57,25 @@ impl UpstreamTrace {
         record: bool,
         tracer: &Arc<Tracer>,
         cluster: (String, String),
-        route_tags: &[CustomTag],
+        route_tags: Arc<[CustomTag]>,
     ) -> Self {
-        let spawn = tracer.provider.upstream_spans;
         Self {
             seen: record.then(|| Mutex::new(None)),
-            own: (!spawn).then(|| {
-                (
-                    tracer.clone(),
-                    parent.ids,
-                    parent.single_b3,
-                    parent.trace_state.clone(),
-                )
-            }),
-            children: spawn.then(|| Children {
-                parent: parent.ids,
-                single_b3: parent.single_b3,
-                trace_state: parent.trace_state.clone(),
-                otel: parent.otel,
-                tracer: tracer.clone(),
+            parent: parent.clone(),
+            tracer: tracer.clone(),
+            children: tracer.provider.upstream_spans.then(|| Children {
                 cluster,
-                route_tags: route_tags.to_vec(),
+                route_tags,
                 started: AtomicU32::new(0),
             }),
         }
     }
 
-    /// An attempt sends `headers` to `path`: noted, and with upstream spans its own span is
-    /// started and its context set on `headers` (the returned guard finishes it).
+    /// An attempt on `host` sends `headers` to `path`: noted, and its context set on
+    /// `headers` after the route's header changes (Envoy's router sets it there) — with
+    /// upstream spans its own span's, started here (the returned guard finishes it).
     pub(crate) fn attempt(
-        &self,
+        self: &Arc<Self>,
         headers: &mut HeaderMap,
         path: &str,
         host: SocketAddr,
@@ -98,27 +83,11 @@ impl UpstreamTrace {
         self.inject_own(headers);
         let child = self.children.as_ref().map(|c| {
             let n = c.started.fetch_add(1, Ordering::Relaxed);
-            let mut span = Span {
-                ids: Ids {
-                    id: random_id(),
-                    parent: c.parent.id,
-                    ..c.parent
-                },
-                kind: Kind::Client,
-                shared: false,
-                name: format!("router {} egress", c.cluster.1),
-                timestamp_us: epoch_us(SystemTime::now()),
-                start: Instant::now(),
-                tags: Vec::new(),
-                custom: Vec::new(),
-                single_b3: c.single_b3,
-                trace_state: c.trace_state.clone(),
-                otel: c.otel,
-            };
+            let mut span = self.parent.child(format!("router {} egress", c.cluster.1));
             if n > 0 {
                 span.tag("retry.count", n.to_string());
             }
-            c.tracer.inject(&span, headers);
+            self.tracer.inject(&span, headers);
             // Until an answer comes, the attempt counts as given up on `host` (a route
             // timeout, a hedge, the client gone).
             let sampled = span.ids.sampled;
@@ -138,9 +107,7 @@ impl UpstreamTrace {
                     grpc: None,
                     canceled: true,
                 })),
-                tracer: c.tracer.clone(),
-                cluster: c.cluster.clone(),
-                route_tags: c.route_tags.clone(),
+                trace: self.clone(),
             })
         });
         if let Some(seen) = &self.seen {
@@ -152,8 +119,8 @@ impl UpstreamTrace {
 
     /// Without upstream spans, sets the connection manager span's context on `headers`.
     pub(crate) fn inject_own(&self, headers: &mut HeaderMap) {
-        if let Some((tracer, ids, single_b3, state)) = &self.own {
-            tracer.inject_context(ids, *single_b3, state, headers);
+        if self.children.is_none() {
+            self.tracer.inject(&self.parent, headers);
         }
     }
 
@@ -196,9 +163,8 @@ struct Answer {
 #[derive(Debug)]
 pub(crate) struct ChildSpan {
     pending: Mutex<Option<Pending>>,
-    tracer: Arc<Tracer>,
-    cluster: (String, String),
-    route_tags: Vec<CustomTag>,
+    /// The request's attempts (the tracer, the cluster, the route's tags).
+    trace: Arc<UpstreamTrace>,
 }
 
 impl ChildSpan {
@@ -206,7 +172,7 @@ impl ChildSpan {
     pub(crate) fn inject(&self, h: &mut HeaderMap) {
         let g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = g.as_ref() {
-            self.tracer.inject(&p.span, h);
+            self.trace.tracer.inject(&p.span, h);
         }
     }
 
@@ -273,6 +239,7 @@ impl Drop for ChildSpan {
         if !p.span.ids.sampled {
             return;
         }
+        let children = self.trace.children.as_ref();
         let Answer { host, head, flag } = p.answer.unwrap_or(Answer {
             host: SocketAddr::from(([0, 0, 0, 0], 0)),
             head: None,
@@ -288,7 +255,7 @@ impl Drop for ChildSpan {
         let answered = tags::Answered {
             status: head.map(|(_, s)| s),
             flags: flag.as_str(),
-            cluster: Some(self.cluster.clone()),
+            cluster: children.map(|c| c.cluster.clone()),
         };
         let seen = tags::Seen {
             headers: &p.request,
@@ -300,18 +267,19 @@ impl Drop for ChildSpan {
         if let Some(g) = &p.grpc {
             tags::grpc_response(&mut p.span, g);
         }
-        let provider = &self.tracer.provider;
+        let provider = &self.trace.tracer.provider;
+        let route: &[CustomTag] = children.map_or(&[], |c| &c.route_tags);
         tags::common(
             &mut p.span,
             &answered,
-            &[&provider.custom_tags, &self.route_tags],
+            &[&provider.custom_tags, route],
             &seen,
             None,
         );
         if p.canceled {
             p.span.tag("canceled", "true");
         }
-        self.tracer.report(&p.span);
+        self.trace.tracer.report(&p.span);
     }
 }
 
