@@ -78,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         local: SocketAddr::from(([10, 0, 0, 1], 10001)),
         orig_dst: SocketAddr::from(([10, 0, 0, 1], 10001)),
         tls: flags & 2 != 0,
+        proxy_direct: None,
     };
     let sent_xff = req.headers().contains_key("x-forwarded-for");
     let connect = req.method() == http::Method::CONNECT;

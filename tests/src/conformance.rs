@@ -273,6 +273,7 @@ fn run_one(
             .iter()
             .map(|(k, v)| (k.clone(), fill(v)))
             .collect();
+        let preamble = r.proxy_header.as_deref().map(case::proxy_header_bytes);
         let req = client::Request {
             method: &r.method,
             path: &path,
@@ -280,6 +281,7 @@ fn run_one(
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
             http10: r.http10,
+            preamble: preamble.as_deref(),
         };
         let addr = match r.to.as_deref() {
             None => addr,
@@ -367,7 +369,7 @@ fn run_one(
         if let Some(lines) = route_lines.as_mut() {
             let i = out.len();
             let taken = lines.taken();
-            if r.tls_sni.is_none() && r.to.is_none() {
+            if r.tls_sni.is_none() && r.to.is_none() && r.proxy_header.is_none() {
                 agreement::check(
                     case, i, admin_addr, listener, &path, &headers, &taken, &obs, tally,
                 );
@@ -636,6 +638,9 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
     }
     if let Some(protocol) = last.protocol {
         o.insert(format!("{prefix}.protocol"), protocol.to_string());
+    }
+    if let Some(proxy) = &last.proxy_header {
+        o.insert(format!("{prefix}.proxy"), proxy.clone());
     }
     o.insert(format!("{prefix}.path"), last.path.clone());
     if !last.body.is_empty() {

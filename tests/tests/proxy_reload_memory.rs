@@ -98,6 +98,7 @@ fn rss_returns_after_a_big_config_is_reloaded_away() {
         headers: &[],
         body: None,
         http10: false,
+        preamble: None,
     };
     let (r, conn) = send_on(None, addr, &req, Duration::from_secs(5)).unwrap();
     assert_eq!(r.status, 503);

@@ -26,6 +26,7 @@ mod local_reply;
 mod mongo_proxy;
 mod outlier;
 mod path;
+mod proxy_protocol;
 pub(crate) mod raw;
 pub(crate) mod raw_cluster;
 mod raw_cluster_options;
@@ -34,6 +35,7 @@ pub(crate) mod raw_route;
 mod references;
 mod routing_priority;
 pub(crate) mod secrets;
+pub use proxy_protocol::{ListenerProxyProtocol, DEFAULT_LISTENER_FILTERS_TIMEOUT};
 mod upstream_transport;
 pub use upstream_transport::TransportSocketMatch;
 pub(crate) mod otel;
@@ -45,6 +47,8 @@ mod tests_access_log;
 mod tests_istio;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_proxy_protocol;
 #[cfg(test)]
 mod tests_tracing;
 pub(crate) mod tracing;

@@ -289,6 +289,7 @@ pub fn explain(boot: &Bootstrap, req: &Request) -> Result<Explanation, ExplainEr
     let net = crate::rbac::Facts::<[(&str, &str)]> {
         request: None,
         peer: facts.src,
+        direct: facts.src.ip(),
         remote: facts.src.ip(),
         local: facts.dst,
         sni: facts.server_name.unwrap_or(""),
@@ -416,6 +417,7 @@ fn route(
         local,
         orig_dst: local,
         tls: req.scheme == "https",
+        proxy_direct: None,
     };
     let seen = match preroute::for_explain(hcm, &conn, &mut r) {
         Ok(a) => a,
@@ -453,6 +455,7 @@ fn route(
     let facts = crate::rbac::Facts {
         request: Some(&view),
         peer: conn.peer,
+        direct: conn.peer.ip(),
         remote: crate::http::sanitize::RemoteAddress::of(hcm, &conn).resolve(r.headers()),
         local: conn.orig_dst,
         sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),
@@ -493,6 +496,7 @@ fn conn_facts<'r>(l: &Listener, req: &'r Request) -> ConnFacts<'r> {
     ConnFacts {
         dst: SocketAddr::new(ip, req.port),
         src: SocketAddr::new(req.source(), 0),
+        direct_src: None,
         server_name: tls.then_some(req.host.as_str()),
         transport_protocol: if tls { "tls" } else { "raw_buffer" },
         application_protocols: match http {

@@ -145,6 +145,12 @@ pub struct ConnInfo {
     pub orig_dst: SocketAddr,
     /// Whether the downstream connection is TLS.
     pub tls: bool,
+    /// The directly connected peer, when its `proxy_protocol` listener filter read a PROXY
+    /// header (`peer` is then the source the header stated; a LOCAL one states none). An
+    /// `upstream_proxy_protocol` transport socket then states the connection's addresses
+    /// whatever the connection manager's `add_proxy_protocol_connection_state` (Envoy's filter
+    /// sets the state first).
+    pub proxy_direct: Option<SocketAddr>,
 }
 
 impl Hcm {
@@ -1039,6 +1045,7 @@ pub async fn handle_with(
                     deadline: hcm.cfg.max_stream_duration.map(|d| start + d),
                     remote: sanitize::RemoteAddress::of(&hcm.cfg, &conn),
                     peer: conn.peer,
+                    direct: conn.proxy_direct.unwrap_or(conn.peer).ip(),
                     local: conn.orig_dst,
                     stats: &hcm.filter_stats,
                     tls: tls.as_deref(),

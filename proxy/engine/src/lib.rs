@@ -16,6 +16,7 @@ pub mod explain;
 pub mod heap;
 pub mod http;
 pub mod network_ext_authz;
+pub mod proxy_protocol;
 pub mod rbac;
 pub mod route;
 pub mod server;

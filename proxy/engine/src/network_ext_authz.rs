@@ -194,6 +194,7 @@ impl AuthzGate {
     pub async fn allows(
         &self,
         peer: std::net::SocketAddr,
+        direct: std::net::IpAddr,
         local: std::net::SocketAddr,
         sni: Option<&str>,
         tls: Option<&crate::downstream_tls::TlsFacts>,
@@ -203,6 +204,7 @@ impl AuthzGate {
         let facts = Facts::<[(&str, &str)]> {
             request: None,
             peer,
+            direct,
             remote: peer.ip(),
             local,
             sni: sni.unwrap_or(""),

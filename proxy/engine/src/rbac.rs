@@ -100,7 +100,10 @@ pub enum Principal {
     /// `authenticated`: a TLS connection (none: never), whose peer certificate's URI SANs, else
     /// DNS SANs, else subject match `principal_name` (unset: any TLS connection), as Envoy.
     Authenticated(Option<StringMatcher>),
-    /// `source_ip` (deprecated) and `direct_remote_ip`: the connection's peer.
+    /// `source_ip` (deprecated): the connection's peer (the source a PROXY header stated).
+    SourceIp(Cidr),
+    /// `direct_remote_ip`: the directly connected peer (also when a PROXY header stated
+    /// another source).
     DirectRemoteIp(Cidr),
     /// `remote_ip`: the downstream address after `x-forwarded-for` processing.
     RemoteIp(Cidr),
@@ -122,6 +125,9 @@ pub struct Facts<'a, H: HeaderLookup + ?Sized> {
     pub request: Option<&'a RequestView<'a, H>>,
     /// The connection's peer.
     pub peer: SocketAddr,
+    /// The directly connected peer's address (the peer's, unless a PROXY header stated
+    /// another).
+    pub direct: IpAddr,
     /// The downstream address after `x-forwarded-for` processing (the peer without a request).
     pub remote: IpAddr,
     /// The connection's destination (the original destination of a captured connection).
@@ -210,7 +216,8 @@ impl Principal {
             Principal::Not(p) => !p.matches(f),
             Principal::FilterState => false,
             Principal::Authenticated(m) => authenticated(m.as_ref(), f.tls),
-            Principal::DirectRemoteIp(c) => c.contains(f.peer.ip()),
+            Principal::SourceIp(c) => c.contains(f.peer.ip()),
+            Principal::DirectRemoteIp(c) => c.contains(f.direct),
             Principal::RemoteIp(c) => c.contains(f.remote),
             Principal::Header(h) => header_matches(h, f),
             Principal::UrlPath(m) => path_matches(m, f),

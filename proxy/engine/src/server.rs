@@ -19,6 +19,7 @@ mod endpoints;
 pub mod istio;
 mod listener;
 pub mod observer;
+mod proxy_proto;
 mod rbac_gate;
 mod reload;
 pub mod stats;
@@ -223,6 +224,10 @@ impl Runtime {
                     log: (!l.access_log.is_empty()).then(|| {
                         Arc::new(crate::http::access_log::AccessLogger::start(&l.access_log))
                     }),
+                    proxy_proto: l
+                        .proxy_protocol
+                        .as_ref()
+                        .map(|pp| proxy_proto::ProxyProtoRt::new(pp, stats)),
                     cfg: l.clone(),
                     chains,
                     rbac,

@@ -15,6 +15,7 @@ pub mod locality;
 pub mod outlier;
 pub mod pool;
 pub mod priority;
+pub mod proxied_pools;
 pub mod resources;
 pub mod sockopts;
 pub mod spec;
@@ -138,6 +139,8 @@ pub struct Host {
     high_pool: OnceLock<pool::HostPool<RequestBody>>,
     /// The pools of requests with transport options ([`Host::pool_for`]), made as they come.
     keyed: arc_swap::ArcSwapOption<Vec<Arc<pool::HostPool<RequestBody>>>>,
+    /// The pools of requests whose connections state a downstream in a PROXY header.
+    proxied: proxied_pools::ProxiedPools,
     /// The name `auto_host_rewrite` puts in the Host (endpoint `hostname`, or the STRICT_DNS
     /// name); None keeps the request's Host.
     pub hostname: Option<Arc<str>>,
@@ -183,6 +186,7 @@ impl Host {
             pool: pool::HostPool::new(RoutingPriority::Default, transport),
             high_pool: OnceLock::new(),
             keyed: arc_swap::ArcSwapOption::empty(),
+            proxied: proxied_pools::ProxiedPools::default(),
         })
     }
 
@@ -197,8 +201,10 @@ impl Host {
     }
 
     /// The connection pool of requests of priority `p` with transport options `o`: the
-    /// priority's own pool without options (or on a plaintext host, where they change
-    /// nothing), else the host's keyed pool for them, made by the first such request. Past
+    /// priority's own pool without options the host's transport uses (TLS ones on a plaintext
+    /// host change nothing, nor addresses on one sending no PROXY header), else the host's
+    /// keyed pool for them, made by the first such request (with addresses to state, one of
+    /// [`proxied_pools::ProxiedPools`], uncapped). Past
     /// [`transport_options::MAX_KEYED_POOLS`] keyed pools, those neither in use nor holding a
     /// connection go, else the least recently used one (its connections close once free).
     pub fn pool_for(
@@ -207,8 +213,15 @@ impl Host {
         o: transport_options::OptionsRef<'_>,
         cluster: &Cluster,
     ) -> PoolRef<'_> {
-        if o.is_none() || cluster.tls(self.transport).is_none() {
+        let o = o.used_by(
+            cluster.tls(self.transport).is_some(),
+            cluster.proxy_protocol(self.transport).is_some(),
+        );
+        if o.is_none() {
             return PoolRef::Own(self.pool(p));
+        }
+        if let Some(pair) = o.proxy {
+            return PoolRef::Keyed(self.proxied.get(p, &o, self.transport, pair));
         }
         let find = |v: &Option<Arc<Vec<Arc<pool::HostPool<RequestBody>>>>>| {
             v.as_deref()
@@ -259,6 +272,7 @@ impl Host {
         if let Some(p) = self.high_pool.get() {
             add(p.drop_idle(timeout));
         }
+        add(self.proxied.drop_idle(timeout));
         let keyed = self.keyed.load();
         if let Some(v) = keyed.as_deref() {
             v.iter().for_each(|p| add(p.drop_idle(timeout)));
@@ -288,6 +302,7 @@ impl Host {
                 .load()
                 .as_deref()
                 .is_some_and(|v| v.iter().any(|p| p.holds_connections()))
+            || self.proxied.holds_connections()
     }
 
     /// Whether outlier detection currently ejects this host.
@@ -533,6 +548,15 @@ impl Cluster {
         self.transports
             .get(usize::from(transport))
             .and_then(Option::as_ref)
+    }
+
+    /// The PROXY header version a host's `transport` starts its connections with, if any.
+    pub fn proxy_protocol(&self, transport: u8) -> Option<crate::proxy_protocol::Version> {
+        self.spec
+            .proxy_protocol
+            .get(usize::from(transport))
+            .copied()
+            .flatten()
     }
 
     /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the

@@ -93,6 +93,7 @@ pub fn flush(kind: Kind, admin: SocketAddr) {
         headers: &[],
         body: None,
         http10: false,
+        preamble: None,
     };
     if let Err(e) = client::send(admin, &req, WAIT) {
         panic!("POST /reopen_logs to {admin}: {e}");

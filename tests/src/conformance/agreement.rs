@@ -193,6 +193,7 @@ fn explain(
         headers: &[],
         body: None,
         http10: false,
+        preamble: None,
     };
     // The harness waits for the proxy's listener; its admin listener may come up just after.
     let mut tries = 0;

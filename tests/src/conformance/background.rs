@@ -66,6 +66,7 @@ pub fn send(
             headers: &headers,
             body: body.as_deref().map(str::as_bytes),
             http10: false,
+            preamble: None,
         };
         client::send(addr, &req, REQUEST_TIMEOUT)
     });

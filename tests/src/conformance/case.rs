@@ -166,6 +166,10 @@ pub struct CaseRequest {
     /// Connect to `redirected` (`{{redirected_port}}`) or `closed` (`{{closed_port}}`) instead
     /// of the listener. Not checked against explain (which is asked about the listener).
     pub to: Option<String>,
+    /// A PROXY protocol header written before the request on a fresh connection: text (a v1
+    /// line, YAML escapes for `\r\n`), or `hex:` and the bytes in hex (a v2 header). Not
+    /// checked against explain, which is asked about a connection with its own addresses.
+    pub proxy_header: Option<String>,
     /// Send it on its own connection without waiting for the answer: the next request goes out
     /// once an upstream got this one (it is then in flight there), and this one is observed
     /// after the next has been answered (no `log`, `startup.*` or shadows for it).
@@ -371,5 +375,24 @@ fn expand_sized_headers(case: &mut Case) {
         if let Some(n) = n {
             *v = pattern(n);
         }
+    }
+}
+
+/// The bytes of a request's `proxy_header`: `hex:` and hex digits (spaces allowed), else the
+/// text as is.
+pub fn proxy_header_bytes(spec: &str) -> Vec<u8> {
+    match spec.strip_prefix("hex:") {
+        Some(hex) => {
+            let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            digits
+                .chunks(2)
+                .map(|pair| {
+                    let s = std::str::from_utf8(pair).unwrap_or("");
+                    u8::from_str_radix(s, 16)
+                        .unwrap_or_else(|_| panic!("proxy_header: bad hex byte {s:?}"))
+                })
+                .collect()
+        }
+        None => spec.as_bytes().to_vec(),
     }
 }

@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
     /// Send `HTTP/1.0` instead of `HTTP/1.1` in the request line.
     pub http10: bool,
+    /// Bytes written first on a new connection (a PROXY protocol header), before any TLS.
+    pub preamble: Option<&'a [u8]>,
 }
 
 /// A parsed response. Header names are lower-cased, order kept.
@@ -52,11 +54,19 @@ pub fn send_on(
     req: &Request<'_>,
     timeout: Duration,
 ) -> Result<(Response, TcpStream), String> {
+    let fresh = conn.is_none();
     let mut s = match conn {
         Some(s) => s,
         None => connect(addr, timeout)?,
     };
-    s.write_all(&encode(req))
+    // A preamble goes in the same write as the request: a proxy that refuses it closes a
+    // connection whose bytes all came, whatever its speed.
+    let mut bytes = match req.preamble.filter(|_| fresh) {
+        Some(p) => p.to_vec(),
+        None => Vec::new(),
+    };
+    bytes.extend_from_slice(&encode(req));
+    s.write_all(&bytes)
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let resp = read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)?;
     Ok((resp, s))
@@ -85,7 +95,12 @@ pub fn send_tls(
         .with_no_client_auth();
     let name = ServerName::try_from(sni.to_string()).map_err(|e| format!("sni {sni}: {e}"))?;
     let tls = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let mut s = rustls::StreamOwned::new(tls, connect(addr, timeout)?);
+    let mut tcp = connect(addr, timeout)?;
+    if let Some(p) = req.preamble {
+        tcp.write_all(p)
+            .map_err(|e| format!("write to {addr}: {e}"))?;
+    }
+    let mut s = rustls::StreamOwned::new(tls, tcp);
     s.write_all(&encode(req))
         .map_err(|e| format!("write to {addr} (TLS, sni {sni}): {e}"))?;
     read_response(&mut s, req.method == "HEAD", Instant::now() + timeout)

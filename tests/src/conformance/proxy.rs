@@ -310,6 +310,7 @@ pub fn start_logging(
                 headers: &[],
                 body: None,
                 http10: false,
+                preamble: None,
             };
             if let Ok(r) = client::send(addr, &req, Duration::from_secs(1)) {
                 if String::from_utf8_lossy(&r.body).contains("LIVE") {

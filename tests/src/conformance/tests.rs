@@ -75,6 +75,7 @@ fn observe_reduces_varying_values_only() {
         health_check: false,
         tls: None,
         protocol: None,
+        proxy_header: None,
     };
     let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
     let o = observe(

@@ -21,6 +21,7 @@ use super::client::find;
 
 mod grpc_authz;
 mod h2;
+mod proxy_header;
 
 /// One scripted answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +86,8 @@ pub struct Recorded {
     pub tls: Option<String>,
     /// `h2` when the request came over HTTP/2; `None` for HTTP/1.1.
     pub protocol: Option<&'static str>,
+    /// The PROXY protocol header its connection began with ([`proxy_header::take`]).
+    pub proxy_header: Option<String>,
 }
 
 /// How the upstream servers answer the proxy's active health checks: requests for `path` get
@@ -197,12 +200,18 @@ impl Upstreams {
                         shared: shared.clone(),
                         tls: None,
                         protocol: None,
+                        proxy_header: None,
                     };
-                    let Some(acceptor) = acceptor.clone() else {
-                        conns.spawn(serve_plain(sock, conn));
-                        continue;
-                    };
+                    let acceptor = acceptor.clone();
                     conns.spawn(async move {
+                        let mut sock = sock;
+                        let conn = Conn {
+                            proxy_header: proxy_header::take(&mut sock).await,
+                            ..conn
+                        };
+                        let Some(acceptor) = acceptor else {
+                            return serve_plain(sock, conn).await;
+                        };
                         // A failed handshake is the proxy's to report: nothing recorded.
                         let Ok(s) = acceptor.accept(sock).await else {
                             return;
@@ -335,6 +344,8 @@ struct Conn {
     tls: Option<String>,
     /// `h2` for an HTTP/2 (prior knowledge) connection.
     protocol: Option<&'static str>,
+    /// The PROXY header the connection began with.
+    proxy_header: Option<String>,
 }
 
 impl Conn {
@@ -369,6 +380,7 @@ impl Conn {
             health_check,
             tls: self.tls.clone(),
             protocol: self.protocol,
+            proxy_header: self.proxy_header.clone(),
         });
         reply.unwrap_or(Reply {
             status: 200,

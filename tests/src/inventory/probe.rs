@@ -168,6 +168,15 @@ static_resources:
           grpc_service: { envoy_grpc: { cluster_name: c } }
       - name: envoy.filters.network.tcp_proxy
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }
+  - name: gateway
+    address: { socket_address: { address: 127.0.0.1, port_value: 10001 } }
+    listener_filters:
+    - name: envoy.filters.listener.proxy_protocol
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: g, cluster: c }
   secrets:
   - name: s
     tls_certificate: { certificate_chain: { filename: /probe/c.pem }, private_key: { filename: /probe/k.pem } }
@@ -190,7 +199,12 @@ static_resources:
     transport_socket_matches:
     - name: m
       match: { tlsMode: istio }
-      transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }
+      transport_socket:
+        name: envoy.transport_sockets.upstream_proxy_protocol
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport
+          config: { version: V2 }
+          transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }
     least_request_lb_config: { choice_count: 2 }
     circuit_breakers: { thresholds: [{ max_connections: 10, retry_budget: { min_retry_concurrency: 3 } }] }
     outlier_detection: { consecutive_5xx: 5 }
@@ -238,6 +252,9 @@ pub fn sites() -> Vec<(&'static str, String)> {
     vec![
         ("config.listener.v3.Listener", "/static_resources/listeners/0".into()),
         ("extensions.filters.listener.tls_inspector.v3.TlsInspector", "/static_resources/listeners/0/listener_filters/0/typed_config".into()),
+        ("extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", "/static_resources/listeners/1/listener_filters/0/typed_config".into()),
+        ("extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport", "/static_resources/clusters/0/transport_socket_matches/0/transport_socket/typed_config".into()),
+        ("config.core.v3.ProxyProtocolConfig", "/static_resources/clusters/0/transport_socket_matches/0/transport_socket/typed_config/config".into()),
         ("extensions.upstreams.http.v3.HttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into()),
         ("config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", "/static_resources/clusters/0/circuit_breakers/thresholds/0/retry_budget".into()),
         ("config.core.v3.UpstreamHttpProtocolOptions", "/static_resources/clusters/1/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions/upstream_http_protocol_options".into()),

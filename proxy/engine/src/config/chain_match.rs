@@ -75,7 +75,7 @@ pub struct ChainMatch {
     pub transport_protocol: Option<String>,
     /// `application_protocols`.
     pub application_protocols: Vec<String>,
-    /// `direct_source_prefix_ranges` (the peer: sluice has no PROXY protocol).
+    /// `direct_source_prefix_ranges` (the directly connected peer, before a PROXY header).
     pub direct_source_prefix_ranges: Vec<Cidr>,
     /// `source_type`.
     pub source_type: SourceType,
@@ -123,6 +123,8 @@ pub struct ConnFacts<'a> {
     pub dst: SocketAddr,
     /// The peer.
     pub src: SocketAddr,
+    /// The directly connected peer when a PROXY header restored another `src` (`None`: `src`).
+    pub direct_src: Option<std::net::IpAddr>,
     /// The TLS SNI (tls_inspector), if any.
     pub server_name: Option<&'a str>,
     /// `tls` (tls_inspector saw a ClientHello) or `raw_buffer`.
@@ -197,7 +199,10 @@ fn rank(level: usize, m: &ChainMatch, f: &ConnFacts<'_>) -> Option<u32> {
             Some(t) => exact(t == f.transport_protocol),
         },
         4 => app_protocol_rank(&m.application_protocols, f.application_protocols),
-        5 => prefix_rank(&m.direct_source_prefix_ranges, f.src.ip()),
+        5 => prefix_rank(
+            &m.direct_source_prefix_ranges,
+            f.direct_src.unwrap_or_else(|| f.src.ip()),
+        ),
         6 => match m.source_type {
             SourceType::Any => Some(0),
             SourceType::Local => exact(f.is_local()),

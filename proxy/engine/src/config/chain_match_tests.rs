@@ -15,6 +15,7 @@ fn facts<'a>(dst: &str, src: &str) -> ConnFacts<'a> {
     ConnFacts {
         dst: dst.parse().unwrap(),
         src: src.parse().unwrap(),
+        direct_src: None,
         server_name: None,
         transport_protocol: "raw_buffer",
         application_protocols: AppProtocols::None,

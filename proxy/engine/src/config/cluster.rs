@@ -68,6 +68,9 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// `transport_socket` `envoy.transport_sockets.tls` (UpstreamTlsContext), if any.
     pub tls: Option<UpstreamTls>,
+    /// `transport_socket` `envoy.transport_sockets.upstream_proxy_protocol`: the PROXY header
+    /// version its connections start with.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// `transport_socket_matches` ([`Endpoint::transport`] picks one, or `tls`).
     pub transport_socket_matches: Vec<super::TransportSocketMatch>,
     /// `dns_lookup_family` for STRICT_DNS (default `AUTO`, as Envoy).

@@ -53,6 +53,8 @@ pub struct Listener {
     pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters[].filter_disabled`, for the filters that have one.
     pub filter_disabled: Vec<(ListenerFilter, super::FilterDisabled)>,
+    /// The `envoy.filters.listener.proxy_protocol` filter's config (it runs first).
+    pub proxy_protocol: Option<super::ListenerProxyProtocol>,
     /// `filter_chains[]`, in config order, then `default_filter_chain` if set; see
     /// [`Listener::select_chain`].
     pub filter_chains: Vec<FilterChain>,
@@ -120,7 +122,11 @@ impl Listener {
     /// Whether protocol detection runs before the chain choice (captured listeners and
     /// listeners with listener filters).
     pub fn detects_protocol(&self) -> bool {
-        self.use_original_dst || self.has_original_dst_filter() || !self.listener_filters.is_empty()
+        self.use_original_dst
+            || self
+                .listener_filters
+                .iter()
+                .any(|f| *f != ListenerFilter::ProxyProtocol)
     }
 
     /// Whether the `envoy.filters.listener.original_dst` listener filter is configured.
@@ -154,6 +160,9 @@ pub enum ListenerFilter {
     HttpInspector,
     /// `envoy.filters.listener.tls_inspector`: sniff TLS SNI/ALPN.
     TlsInspector,
+    /// `envoy.filters.listener.proxy_protocol`: read (and consume) a PROXY header, the
+    /// connection's addresses becoming the ones it states ([`Listener::proxy_protocol`]).
+    ProxyProtocol,
 }
 
 /// `filter_chains[]` (or the listener's `default_filter_chain`): one match and exactly one
@@ -248,6 +257,10 @@ pub struct HttpConnectionManager {
     pub scheme_match_upstream: bool,
     /// `access_log[]`, each with Envoy's default format.
     pub access_log: Vec<AccessLog>,
+    /// `add_proxy_protocol_connection_state` (default true): an `upstream_proxy_protocol`
+    /// transport socket states the connection's addresses; false: as a connection without a
+    /// downstream (v1: the upstream connection's own, v2: LOCAL).
+    pub proxy_protocol_state: bool,
     /// `use_remote_address` (default false): append the peer to `x-forwarded-for`, set
     /// `x-forwarded-proto` from the connection and `x-envoy-external-address`.
     pub use_remote_address: bool,

@@ -252,10 +252,9 @@ pub(crate) struct RawListener {
     pub bind_to_port: Option<bool>,
     pub traffic_direction: Option<String>,
     pub default_filter_chain: Option<RawFilterChain>,
-    /// Accepted (istiod sets both); the inspection budget is sluice's own (`detect.rs`).
-    #[allow(dead_code)]
+    /// The proxy_protocol filter's budget (istiod sets both); the inspectors' budget is
+    /// sluice's own (`detect.rs`).
     pub listener_filters_timeout: Option<PbDuration>,
-    #[allow(dead_code)]
     pub continue_on_listener_filters_timeout: Option<bool>,
     /// istiod sets 1 on its sidecar listeners (`MAX_CONNECTIONS_PER_SOCKET_EVENT_LOOP`).
     pub max_connections_to_accept_per_socket_event: Option<u32>,
@@ -360,6 +359,9 @@ pub(crate) struct RawHcm {
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
     pub use_remote_address: Option<bool>,
+    /// Default true: the connection's addresses are what an `upstream_proxy_protocol`
+    /// transport socket states.
+    pub add_proxy_protocol_connection_state: Option<bool>,
     pub internal_address_config: Option<super::internal_address::RawInternalAddressConfig>,
     pub xff_num_trusted_hops: Option<u32>,
     pub skip_xff_append: Option<bool>,

@@ -98,6 +98,7 @@ fn chain_for(l: &Listener, port: u16) -> Option<&FilterChain> {
     let facts = ConnFacts {
         dst: SocketAddr::from(([10, 0, 0, 1], port)),
         src: SocketAddr::from(([10, 0, 0, 2], 40000)),
+        direct_src: None,
         server_name: None,
         transport_protocol: "raw_buffer",
         application_protocols: AppProtocols::None,
@@ -865,7 +866,7 @@ fn listeners_filter_chains_and_tcp_proxy() {
     );
     let bad = yaml.replace(
         "envoy.filters.listener.http_inspector",
-        "envoy.filters.listener.proxy_protocol",
+        "envoy.filters.listener.redis_sniffer",
     );
     expect_err(
         &bad,

@@ -133,6 +133,7 @@ fn facts<'a>(dst: &str, transport: &'a str, app: AppProtocols<'a>) -> ConnFacts<
     ConnFacts {
         dst: dst.parse().unwrap(),
         src: "10.0.0.9:40000".parse().unwrap(),
+        direct_src: None,
         server_name: None,
         transport_protocol: transport,
         application_protocols: app,

@@ -113,7 +113,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "proxy_status_config",
     "typed_header_validation_config",
     "append_local_overload",
-    "add_proxy_protocol_connection_state",
     "max_requests_per_connection",
     // Http1ProtocolOptions (the HCM's http_protocol_options)
     "allow_absolute_url",

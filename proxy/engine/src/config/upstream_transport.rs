@@ -15,12 +15,14 @@ use super::{
     secrets::Secrets,
     ConfigError, FieldPath, UpstreamTls,
 };
+use crate::proxy_protocol::Version;
 use crate::tls_common::{check_inline, data_source, params::Side, Pem, TlsParams};
 
 const RAW_BUFFER_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 const UPSTREAM_TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const PROXY_PROTOCOL_TYPE: &str = super::proxy_protocol::UPSTREAM_TYPE;
 /// The metadata namespace endpoints and localities name their transport socket labels in.
 const MATCH_NAMESPACE: &str = "envoy.transport_socket_match";
 
@@ -43,31 +45,47 @@ pub struct TransportSocketMatch {
     pub criteria: Map<String, Json>,
     /// Its `transport_socket` (`None`: plaintext).
     pub tls: Option<UpstreamTls>,
+    /// Its `upstream_proxy_protocol` wrapper's header version, if it has one.
+    pub proxy_protocol: Option<Version>,
 }
 
-/// `transport_socket` at `p` (`None`: plaintext). As in Envoy the extension is found by the
-/// `typed_config` type (the `name` is not read then); without `typed_config` the name
-/// `envoy.transport_sockets.raw_buffer` is plaintext.
+/// A transport socket: TLS or plaintext, and the PROXY header its connections start with.
+pub(crate) type Transport = (Option<UpstreamTls>, Option<Version>);
+
+/// `transport_socket` at `p` (TLS `None`: plaintext). As in Envoy the extension is found by
+/// the `typed_config` type (the `name` is not read then); without `typed_config` the name
+/// `envoy.transport_sockets.raw_buffer` is plaintext. `upstream_proxy_protocol` wraps one of
+/// the others.
 pub(crate) fn transport_socket(
     ts: &RawTransportSocket,
     p: &FieldPath,
     secrets: &Secrets,
-) -> Result<Option<UpstreamTls>, ConfigError> {
+) -> Result<Transport, ConfigError> {
     let tcp = p.field("typed_config");
     let Some(tc) = ts.typed_config.as_ref() else {
         return match ts.name.as_deref() {
-            Some("envoy.transport_sockets.raw_buffer") => Ok(None),
+            Some("envoy.transport_sockets.raw_buffer") => Ok((None, None)),
             _ => Err(tcp.err("required")),
         };
     };
     match super::raw::type_url(tc) {
-        Some(RAW_BUFFER_TYPE) => Ok(None),
+        Some(PROXY_PROTOCOL_TYPE) => {
+            let (version, inner) = super::proxy_protocol::upstream(tc, &tcp)?;
+            let ip = tcp.field("transport_socket");
+            let inner: RawTransportSocket = serde_path_to_error::deserialize(inner)
+                .map_err(|e| ip.join_serde(e.path()).err(e.inner().to_string()))?;
+            match transport_socket(&inner, &ip, secrets)? {
+                (_, Some(_)) => Err(ip.unsupported("a PROXY protocol socket inside another")),
+                (tls, None) => Ok((tls, Some(version))),
+            }
+        }
+        Some(RAW_BUFFER_TYPE) => Ok((None, None)),
         Some(UPSTREAM_TLS_TYPE) => {
             let raw: RawUpstreamTlsContext = typed_config(tc, &tcp, UPSTREAM_TLS_TYPE)?;
-            Ok(Some(upstream_tls(raw, &tcp, secrets)?))
+            Ok((Some(upstream_tls(raw, &tcp, secrets)?), None))
         }
         other => Err(tcp.field("@type").unsupported(&format!(
-            "transport socket {:?} (envoy.transport_sockets.tls with an UpstreamTlsContext, or raw_buffer)",
+            "transport socket {:?} (envoy.transport_sockets.tls with an UpstreamTlsContext, upstream_proxy_protocol, or raw_buffer)",
             other.unwrap_or("")
         ))),
     }
@@ -96,10 +114,12 @@ pub(crate) fn matches(
         let ts = m.transport_socket.ok_or_else(|| tp.err("required"))?;
         let ts: RawTransportSocket = serde_path_to_error::deserialize(ts)
             .map_err(|e| tp.join_serde(e.path()).err(e.inner().to_string()))?;
+        let (tls, proxy_protocol) = transport_socket(&ts, &tp, secrets)?;
         out.push(TransportSocketMatch {
             name: m.name.unwrap_or_default(),
             criteria: m.criteria.unwrap_or_default(),
-            tls: transport_socket(&ts, &tp, secrets)?,
+            tls,
+            proxy_protocol,
         });
     }
     Ok(out)
@@ -195,6 +215,7 @@ mod tests {
             name: String::new(),
             criteria: criteria.as_object().cloned().unwrap(),
             tls: None,
+            proxy_protocol: None,
         }
     }
 

@@ -269,10 +269,16 @@ fn listener(
         }
     }
     let (mut listener_filters, mut filter_disabled) = (Vec::new(), Vec::new());
+    let mut proxy_protocol = None;
     for (i, f) in raw.listener_filters.iter().enumerate() {
         let fp = p.field("listener_filters").index(i);
         let name = f.name.as_deref().unwrap_or("");
         let (kind, ty) = match name {
+            "envoy.filters.listener.original_dst" if proxy_protocol.is_some() => {
+                return Err(fp.field("name").unsupported(
+                    "envoy.filters.listener.original_dst with envoy.filters.listener.proxy_protocol (which destination wins is not implemented)",
+                ));
+            }
             "envoy.filters.listener.original_dst" => {
                 (ListenerFilter::OriginalDst, ORIGINAL_DST_TYPE)
             }
@@ -281,6 +287,38 @@ fn listener(
             }
             "envoy.filters.listener.tls_inspector" => {
                 (ListenerFilter::TlsInspector, TLS_INSPECTOR_TYPE)
+            }
+            "envoy.filters.listener.proxy_protocol" => {
+                // It consumes the header the other filters would otherwise read as the
+                // client's first bytes: it must come first (Istio's gateways put it there).
+                if !listener_filters.is_empty() {
+                    return Err(fp.field("name").unsupported(
+                        "envoy.filters.listener.proxy_protocol after another listener filter (it must come first)",
+                    ));
+                }
+                if f.filter_disabled.is_some() {
+                    return Err(fp
+                        .field("filter_disabled")
+                        .unsupported("on envoy.filters.listener.proxy_protocol"));
+                }
+                if raw.use_original_dst == Some(true) {
+                    return Err(p.field("use_original_dst").unsupported(
+                        "true with envoy.filters.listener.proxy_protocol (the hand-off by the stated destination is not implemented)",
+                    ));
+                }
+                let timeout = match raw.listener_filters_timeout {
+                    None => Some(super::DEFAULT_LISTENER_FILTERS_TIMEOUT),
+                    Some(t) if t.0.is_zero() => None,
+                    Some(t) => Some(t.0),
+                };
+                proxy_protocol = Some(super::proxy_protocol::listener_filter(
+                    f.typed_config.as_ref(),
+                    &fp.field("typed_config"),
+                    timeout,
+                    raw.continue_on_listener_filters_timeout.unwrap_or(false),
+                )?);
+                listener_filters.push(ListenerFilter::ProxyProtocol);
+                continue;
             }
             "" => return Err(fp.field("name").err("required")),
             other => {
@@ -352,6 +390,7 @@ fn listener(
         traffic_direction: raw.traffic_direction.filter(|t| t != "UNSPECIFIED"),
         listener_filters,
         filter_disabled,
+        proxy_protocol,
         filter_chains,
     })
 }
@@ -656,6 +695,7 @@ fn hcm(
             .unwrap_or(false),
         access_log,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
+        proxy_protocol_state: raw.add_proxy_protocol_connection_state.unwrap_or(true),
         internal_addresses: super::internal_address::parse(
             raw.internal_address_config.as_ref(),
             p,

@@ -311,8 +311,8 @@ pub(crate) fn cluster(
                 .unsupported("upstream network filters other than Istio's telemetry filters"));
         }
     }
-    let tls = match &raw.transport_socket {
-        None => None,
+    let (tls, proxy_protocol) = match &raw.transport_socket {
+        None => (None, None),
         Some(ts) => {
             upstream_transport::transport_socket(ts, &p.field("transport_socket"), secrets)?
         }
@@ -385,6 +385,7 @@ pub(crate) fn cluster(
         health_checks,
         protocol,
         tls,
+        proxy_protocol,
         transport_socket_matches: socket_matches,
         dns_lookup_family,
         original_dst_header,

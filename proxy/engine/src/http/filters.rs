@@ -289,6 +289,8 @@ pub struct Request<'a, 'r> {
     pub remote: super::sanitize::RemoteAddress,
     /// The connection's peer.
     pub peer: std::net::SocketAddr,
+    /// The directly connected peer's address (RBAC's `direct_remote_ip`).
+    pub direct: std::net::IpAddr,
     /// The connection's destination (the original destination of a captured connection).
     pub local: std::net::SocketAddr,
     /// The filters' counters (resolved when the HCM was built).
@@ -539,6 +541,7 @@ impl HttpFilters {
                     let facts = crate::rbac::Facts {
                         request: Some(req.view),
                         peer: req.peer,
+                        direct: req.direct,
                         remote,
                         local: req.local,
                         sni: req.tls.and_then(|t| t.sni.as_deref()).unwrap_or(""),

@@ -139,6 +139,10 @@ pub(crate) struct Plan {
     pub(crate) route_stats: Option<Arc<crate::server::stats::RouteStats>>,
     /// The connection manager's `istio.alpn` filter, when it has one.
     istio_alpn: Option<Arc<crate::http::filters::istio_alpn::IstioAlpn>>,
+    /// The downstream connection's peer and (original) destination: the addresses an
+    /// `upstream_proxy_protocol` transport socket states (`None`: the HCM's
+    /// `add_proxy_protocol_connection_state` is false).
+    downstream: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// The request body as [`run`] gets it: the downstream stream, or a body already read (the
@@ -248,6 +252,8 @@ impl Plan {
             trace: None,
             route_stats: None,
             istio_alpn: hcm.http_filters.istio_alpn().cloned(),
+            downstream: (hcm.proxy_protocol_state || conn.proxy_direct.is_some())
+                .then_some((conn.peer, conn.orig_dst)),
         }
     }
 }
@@ -508,7 +514,11 @@ async fn run_planned(
             return Outcome::local(Flag::ConnectionTermination);
         };
         plan.count_route(|r| r.total.inc());
-        let o = transport::options(&plan, &cluster, parts.version, auto_host.as_deref(), true);
+        let o = transport::options(&plan, &cluster, parts.version, auto_host.as_deref(), true)
+            .used_by(
+                cluster.tls(host.transport).is_some(),
+                cluster.proxy_protocol(host.transport).is_some(),
+            );
         let options = (!o.is_none()).then(|| KeyedTransport::new(o.to_owned()));
         let (idle, priority) = (plan.idle, plan.priority);
         return upgrade::run(&cluster, &host, parts, body, idle, priority, options).await;

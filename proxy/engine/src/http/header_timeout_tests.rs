@@ -23,6 +23,7 @@ async fn serve_client(codec: CodecType, send: &[u8]) -> (DuplexStream, Duration)
         local: addr,
         orig_dst: addr,
         tls: false,
+        proxy_direct: None,
     };
     client.write_all(send).await.unwrap();
     let t = Instant::now();

@@ -390,6 +390,7 @@ mod tests {
             local,
             orig_dst: local,
             tls: false,
+            proxy_direct: None,
         };
         let mut b = Request::builder().uri(req);
         if let Some(h) = host {

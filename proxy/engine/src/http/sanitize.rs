@@ -324,6 +324,7 @@ mod tests {
             local,
             orig_dst: local,
             tls: false,
+            proxy_direct: None,
         }
     }
 

@@ -316,13 +316,9 @@ fn principal(r: &RawPrincipal, p: &FieldPath) -> Result<Principal, ConfigError> 
                 .transpose()?;
             Principal::Authenticated(name)
         }
-        "source_ip" | "direct_remote_ip" => {
-            let c = r
-                .source_ip
-                .as_ref()
-                .or(r.direct_remote_ip.as_ref())
-                .expect("chosen");
-            Principal::DirectRemoteIp(cidr(c, &f)?)
+        "source_ip" => Principal::SourceIp(cidr(r.source_ip.as_ref().expect("chosen"), &f)?),
+        "direct_remote_ip" => {
+            Principal::DirectRemoteIp(cidr(r.direct_remote_ip.as_ref().expect("chosen"), &f)?)
         }
         "remote_ip" => Principal::RemoteIp(cidr(r.remote_ip.as_ref().expect("chosen"), &f)?),
         "header" => Principal::Header(header_matcher(r.header.as_ref().expect("chosen"), &f)?),

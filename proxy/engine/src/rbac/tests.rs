@@ -25,6 +25,8 @@ struct Req {
     path: &'static str,
     headers: Vec<(String, String)>,
     peer: &'static str,
+    /// The directly connected peer when a PROXY header stated `peer` (None: `peer`).
+    direct: Option<&'static str>,
     remote: &'static str,
     local: &'static str,
     tls: Option<TlsFacts>,
@@ -37,6 +39,7 @@ impl Default for Req {
             path: "/",
             headers: Vec::new(),
             peer: "10.0.0.1:4000",
+            direct: None,
             remote: "10.0.0.1",
             local: "10.0.0.2:8080",
             tls: None,
@@ -59,6 +62,12 @@ fn check(e: &Engine, r: &Req) -> (bool, Option<String>) {
     let facts = Facts {
         request: Some(&view),
         peer: r.peer.parse::<SocketAddr>().unwrap(),
+        direct: r
+            .direct
+            .unwrap_or(r.peer)
+            .parse::<SocketAddr>()
+            .unwrap()
+            .ip(),
         remote: r.remote.parse().unwrap(),
         local: r.local.parse::<SocketAddr>().unwrap(),
         sni: r.tls.as_ref().and_then(|t| t.sni.as_deref()).unwrap_or(""),
@@ -93,6 +102,23 @@ policies:
         ..Req::default()
     };
     assert_eq!(check(&e, &other), (false, None));
+}
+
+#[test]
+fn source_ip_is_the_stated_client_and_direct_remote_ip_the_load_balancer() {
+    // Behind a PROXY protocol load balancer (192.168.0.9) stating client 10.0.0.1.
+    let behind_lb = Req {
+        direct: Some("192.168.0.9:5000"),
+        ..Req::default()
+    };
+    let principal = |p: &str| {
+        engine(&format!(
+            "policies:\n  p:\n    permissions: [{{any: true}}]\n    principals: [{{{p}: {{address_prefix: 10.0.0.0, prefix_len: 8}}}}]\n"
+        ))
+    };
+    assert!(check(&principal("source_ip"), &behind_lb).0);
+    assert!(!check(&principal("direct_remote_ip"), &behind_lb).0);
+    assert!(check(&principal("direct_remote_ip"), &Req::default()).0);
 }
 
 #[test]
@@ -362,6 +388,7 @@ fn istio_request_principals_match_the_jwt_payload_in_metadata() {
         e.check(&Facts {
             request: Some(&view),
             peer,
+            direct: peer.ip(),
             remote: peer.ip(),
             local: peer,
             sni: "",

@@ -56,6 +56,8 @@ pub struct ListenerRt {
     pub ext_authz: Vec<Option<Arc<crate::network_ext_authz::AuthzGate>>>,
     /// The listener's `access_log` (None: it has none).
     pub log: Option<Arc<crate::http::access_log::AccessLogger>>,
+    /// Its `envoy.filters.listener.proxy_protocol` filter, if it has one.
+    pub proxy_proto: Option<super::proxy_proto::ProxyProtoRt>,
 }
 
 impl ListenerRt {
@@ -154,7 +156,7 @@ pub async fn handle_connection(server: Arc<Server>, slot: Arc<ListenerSlot>, str
     };
     let span = tracing::debug_span!("conn", listener = %l.cfg.name, %peer, orig_dst = %dst);
     drop(l);
-    dispatch(server, slot, stream, Addrs { peer, local, dst }, None)
+    dispatch(server, slot, stream, Addrs::new(peer, local, dst), None)
         .instrument(span)
         .await
 }
@@ -176,7 +178,7 @@ pub async fn serve_captured(
         server,
         slot,
         stream,
-        Addrs { peer, local, dst },
+        Addrs::new(peer, local, dst),
         Some(observer),
     )
     .await
@@ -188,19 +190,54 @@ struct Addrs {
     peer: SocketAddr,
     local: SocketAddr,
     dst: SocketAddr,
+    /// The directly connected peer, when the proxy_protocol listener filter read a PROXY
+    /// header (`peer` is then the source it stated; a LOCAL one states none).
+    proxy_direct: Option<SocketAddr>,
+}
+
+impl Addrs {
+    /// A connection's addresses as it was accepted.
+    fn new(peer: SocketAddr, local: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            peer,
+            local,
+            dst,
+            proxy_direct: None,
+        }
+    }
 }
 
 /// Original-destination hand-off, protocol detection, filter chain choice, then HTTP or TCP.
 async fn dispatch(
     server: Arc<Server>,
     mut slot: Arc<ListenerSlot>,
-    stream: TcpStream,
-    a: Addrs,
+    mut stream: TcpStream,
+    mut a: Addrs,
     observer: Option<Arc<dyn ConnObserver>>,
 ) {
     let mut l = slot.rt.load_full();
-    // use_original_dst: hand the connection to the listener owning the original destination.
-    if l.cfg.use_original_dst && a.dst != a.local {
+    // The proxy_protocol listener filter runs first: the connection's addresses become the
+    // ones its PROXY header states (Envoy restores the local address and sets the remote one).
+    let mut restored = a.dst != a.local;
+    if let Some(pp) = &l.proxy_proto {
+        match pp.run(&mut stream).await {
+            super::proxy_proto::Verdict::Restore(src, dst) => {
+                restored |= dst != a.local;
+                a = Addrs {
+                    peer: src,
+                    local: dst,
+                    dst,
+                    proxy_direct: Some(a.peer),
+                };
+            }
+            super::proxy_proto::Verdict::Header => a.proxy_direct = Some(a.peer),
+            super::proxy_proto::Verdict::Keep => {}
+            super::proxy_proto::Verdict::Close => return,
+        }
+    }
+    // use_original_dst: hand the connection to the listener owning the original (or restored)
+    // destination.
+    if l.cfg.use_original_dst && restored {
         if let Some(other) = server.slot_for_addr(a.dst) {
             if !Arc::ptr_eq(&other, &slot) {
                 slot = other;
@@ -316,6 +353,7 @@ fn conn_facts<'p>(
     let mut facts = ConnFacts {
         dst: a.dst,
         src: a.peer,
+        direct_src: a.proxy_direct.map(|d| d.ip()),
         server_name: None,
         transport_protocol: "raw_buffer",
         application_protocols: AppProtocols::None,
@@ -516,7 +554,9 @@ impl Chain<'_> {
             Some(a) => {
                 // Boxed: only a chain with the filter carries the check's state. A listener
                 // drained meanwhile ends a check still pending (the connection closes).
-                let check = Box::pin(a.allows(self.a.peer, self.a.dst, self.sni.as_deref(), tls));
+                let direct = self.a.proxy_direct.unwrap_or(self.a.peer).ip();
+                let check =
+                    Box::pin(a.allows(self.a.peer, direct, self.a.dst, self.sni.as_deref(), tls));
                 let drain = self.slot.drain.watch();
                 tokio::select! {
                     allowed = check => allowed,
@@ -529,6 +569,7 @@ impl Chain<'_> {
     fn gate_addrs(&self) -> rbac_gate::ConnAddrs {
         rbac_gate::ConnAddrs {
             peer: self.a.peer,
+            direct: self.a.proxy_direct.unwrap_or(self.a.peer).ip(),
             dst: self.a.dst,
         }
     }
@@ -543,7 +584,12 @@ impl Chain<'_> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Addrs { peer, local, dst } = self.a;
+        let Addrs {
+            peer,
+            local,
+            dst,
+            proxy_direct,
+        } = self.a;
         // Once per connection: the drain of the listener that serves it.
         let drain = self.slot.drain.watch();
         if self.passthrough_only {
@@ -559,6 +605,7 @@ impl Chain<'_> {
             local,
             orig_dst: dst,
             tls: tls.is_some(),
+            proxy_direct,
         };
         let (slot, idx) = (self.slot.clone(), self.idx);
         let Some(chain) = chain else { return };

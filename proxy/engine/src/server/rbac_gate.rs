@@ -26,6 +26,9 @@ use crate::{
 pub struct ConnAddrs {
     /// The client.
     pub peer: SocketAddr,
+    /// The directly connected peer's address (the client's, unless a PROXY header stated
+    /// another client).
+    pub direct: std::net::IpAddr,
     /// The (original) destination.
     pub dst: SocketAddr,
 }
@@ -77,6 +80,7 @@ impl<S> RbacGate<S> {
         let facts = Facts::<[(&str, &str)]> {
             request: None,
             peer: self.addrs.peer,
+            direct: self.addrs.direct,
             remote: self.addrs.peer.ip(),
             local: self.addrs.dst,
             sni: self.sni.as_deref().unwrap_or(""),

@@ -122,6 +122,17 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             .iter()
             .map(|m| m.tls.clone())
             .collect(),
+        proxy_protocol: if c.proxy_protocol.is_none()
+            && c.transport_socket_matches
+                .iter()
+                .all(|m| m.proxy_protocol.is_none())
+        {
+            Vec::new()
+        } else {
+            std::iter::once(c.proxy_protocol)
+                .chain(c.transport_socket_matches.iter().map(|m| m.proxy_protocol))
+                .collect()
+        },
         bare_transport: c.bare_transport(),
         breakers: c.circuit_breakers.map(|cb| Breakers {
             max_connections: cb.max_connections as usize,

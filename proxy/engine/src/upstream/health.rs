@@ -105,6 +105,9 @@ async fn check(
     kept: Option<Conn>,
 ) -> (bool, Option<Conn>) {
     if spec.tcp_only {
+        // Connect only: nothing is written, so an upstream_proxy_protocol socket sends no
+        // header either (Envoy's writes its header with the first bytes; a TCP check without
+        // a payload has none: test proxy_protocol_interop).
         let ok = matches!(
             tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await,
             Ok(Ok(_))

@@ -17,6 +17,11 @@ fn cluster(tls: bool) -> Arc<Cluster> {
     } else {
         ""
     };
+    cluster_with(socket)
+}
+
+/// A STATIC cluster of one host with `socket` (YAML lines of the cluster).
+fn cluster_with(socket: &str) -> Arc<Cluster> {
     let yaml = crate::testing::bootstrap_yaml(&[("/", "svc")], &[])
         + "  - name: svc\n    load_assignment: {cluster_name: svc, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}\n"
         + socket;
@@ -91,4 +96,44 @@ async fn pools_are_keyed_by_options_on_tls_hosts_only() {
     drop((a, latest, kept));
     host.drop_idle(hour);
     assert!(host.keyed.load().is_none());
+}
+
+/// A STATIC cluster of one plaintext host whose connections start with a PROXY header.
+fn proxied_cluster() -> Arc<Cluster> {
+    cluster_with("    transport_socket:\n      name: envoy.transport_sockets.upstream_proxy_protocol\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport\n        config: {version: V2}\n        transport_socket: {name: envoy.transport_sockets.raw_buffer, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}\n")
+}
+
+#[tokio::test]
+async fn proxy_protocol_pools_are_one_per_client_pair_and_uncapped() {
+    let d = RoutingPriority::Default;
+    let c = proxied_cluster();
+    let host = c.choose_host(&LbContext::default()).expect("host");
+    let dst = "198.51.100.1:80".parse().unwrap();
+    let client = |port: u16| OptionsRef {
+        proxy: Some((std::net::SocketAddr::from(([203, 0, 113, 7], port)), dst)),
+        ..OptionsRef::default()
+    };
+    // Without addresses (a health check's, or add_proxy_protocol_connection_state false):
+    // the host's own pool.
+    assert!(matches!(
+        host.pool_for(d, OptionsRef::default(), &c),
+        PoolRef::Own(_)
+    ));
+    // TLS options on this plaintext host are ignored: the pair alone keys the pool.
+    let with_sni = OptionsRef {
+        sni: Some("a.test"),
+        ..client(1)
+    };
+    let a = keyed(host.pool_for(d, client(1), &c));
+    assert!(Arc::ptr_eq(&a, &keyed(host.pool_for(d, with_sni, &c))));
+    // Well past the SNI pools' cap, every client keeps its own pool.
+    let held: Vec<_> = (2..(MAX_KEYED_POOLS as u16 + 40))
+        .map(|port| keyed(host.pool_for(d, client(port), &c)))
+        .collect();
+    assert_eq!(host.proxied.pool_count(), MAX_KEYED_POOLS + 39);
+    assert!(Arc::ptr_eq(&a, &keyed(host.pool_for(d, client(1), &c))));
+    // Not in use and without a connection: gone at the idle sweep.
+    drop((a, held));
+    host.drop_idle(None);
+    assert_eq!(host.proxied.pool_count(), 0);
 }

@@ -502,6 +502,34 @@ async fn open<B: PoolBody>(
     if purpose != Purpose::HealthCheck {
         cluster.stats.upstream_cx_total.inc();
     }
+    let mut tcp = tcp;
+    if let Some(version) = cluster.proxy_protocol(transport) {
+        // The PROXY header goes first, before any TLS (Envoy's upstream_proxy_protocol socket
+        // wraps the TLS one); a connection without a downstream (a health check's) states its
+        // own addresses (v1) or is LOCAL (v2).
+        let own = (local.unwrap_or(addr), addr);
+        let header = crate::proxy_protocol::encode::header(
+            version,
+            options.and_then(|k| k.options.proxy),
+            own,
+        );
+        match tokio::time::timeout(
+            timeout,
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, &header),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                return Err(ConnectError::Io(e));
+            }
+            Err(_) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                return Err(ConnectError::Timeout);
+            }
+        }
+    }
     match cluster.tls(transport) {
         Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, force_h1, options)).await
         {

@@ -35,6 +35,9 @@ pub struct ClusterSpec {
     pub tls: Option<TlsSpec>,
     /// `transport_socket_matches`' transport sockets, in order ([`EndpointSpec::transport`]).
     pub tls_matches: Vec<Option<TlsSpec>>,
+    /// The PROXY header version of each transport (`[0]` the cluster's `transport_socket`,
+    /// `[i + 1]` `transport_socket_matches[i]`'s; empty: none sends one).
+    pub proxy_protocol: Vec<Option<crate::proxy_protocol::Version>>,
     /// The transport of a host without metadata (an ORIGINAL_DST host).
     pub bare_transport: u8,
     /// Circuit breaker thresholds of each routing priority.

@@ -4,9 +4,15 @@
 //! `istio.alpn` filter. Envoy keys a host's connection pools by them, so a connection made with
 //! one set never carries a request of another; [`super::Host::pool_for`] keeps one pool per set.
 //!
-//! They only change a TLS handshake: a plaintext host ignores them (and keeps one pool).
+//! The SNI, SAN and ALPN only change a TLS handshake: a plaintext host ignores them. The
+//! downstream addresses an `upstream_proxy_protocol` transport socket states are options too
+//! (Envoy's `ProxyProtocolFilterState` is part of its pool key): a connection whose header
+//! named one client never carries another's request.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
@@ -24,12 +30,25 @@ pub struct OptionsRef<'a> {
     pub san: Option<&'a str>,
     /// The ALPN list to offer (`istio.alpn`).
     pub alpn: Option<&'a AlpnList>,
+    /// The downstream connection's source and destination, for a PROXY header.
+    pub proxy: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl OptionsRef<'_> {
     /// No option: the cluster's own handshake.
     pub fn is_none(&self) -> bool {
-        self.sni.is_none() && self.san.is_none() && self.alpn.is_none()
+        self.sni.is_none() && self.san.is_none() && self.alpn.is_none() && self.proxy.is_none()
+    }
+
+    /// Only the options a transport uses: the TLS ones when it is TLS, the addresses when it
+    /// sends a PROXY header.
+    pub fn used_by(self, tls: bool, proxy: bool) -> Self {
+        Self {
+            sni: self.sni.filter(|_| tls),
+            san: self.san.filter(|_| tls),
+            alpn: self.alpn.filter(|_| tls),
+            proxy: self.proxy.filter(|_| proxy),
+        }
     }
 
     /// The owned copy a new pool keeps.
@@ -38,6 +57,7 @@ impl OptionsRef<'_> {
             sni: self.sni.map(Box::from),
             san: self.san.map(Box::from),
             alpn: self.alpn.cloned(),
+            proxy: self.proxy,
         }
     }
 }
@@ -51,6 +71,8 @@ pub struct TransportOptions {
     pub san: Option<Box<str>>,
     /// See [`OptionsRef::alpn`].
     pub alpn: Option<AlpnList>,
+    /// See [`OptionsRef::proxy`].
+    pub proxy: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl TransportOptions {
@@ -62,7 +84,8 @@ impl TransportOptions {
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
             _ => false,
         };
-        same(self.sni.as_deref(), r.sni)
+        self.proxy == r.proxy
+            && same(self.sni.as_deref(), r.sni)
             && same(self.san.as_deref(), r.san)
             && match (&self.alpn, r.alpn) {
                 (None, None) => true,
@@ -142,7 +165,7 @@ impl KeyedTransport {
     }
 }
 
-/// Most pools a host keeps for requests with options (a client choosing the Host header of
+/// Most pools a host keeps for requests with SNI / SAN / ALPN options (a client choosing the Host header of
 /// an `auto_sni` cluster cannot grow a host's pools without bound): past it the least recently
 /// used one is let go (its connections close once free). The idle sweep drops pools left
 /// without a connection.
@@ -160,6 +183,7 @@ mod tests {
             sni: Some("api.example.com"),
             san: Some("api.example.com"),
             alpn: Some(&alpn),
+            proxy: None,
         };
         let owned = r.to_owned();
         assert!(owned.is(&r));

@@ -163,3 +163,26 @@ fn istiods_zipkin_collector_service_decodes() {
     assert_eq!(back["shared_span_context"], false);
     assert_eq!(back["collector_endpoint_version"], "HTTP_JSON");
 }
+
+#[test]
+fn istiods_proxy_protocol_configs_decode() {
+    // A DestinationRule's proxyProtocol: the cluster's transport socket wrapped.
+    let upstream = json!({
+        "config": {"version": "V2"},
+        "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+    });
+    let ty = "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport";
+    let back = any_to_json(ty, &json_to_any(ty, &upstream).unwrap().value).unwrap();
+    assert_eq!(back["config"]["version"], "V2");
+    assert_eq!(
+        back["transport_socket"]["name"],
+        "envoy.transport_sockets.raw_buffer"
+    );
+    // A gateway's gatewayTopology.proxyProtocol: the listener filter (istiod sends it empty).
+    let ty =
+        "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
+    let filter = json!({"allow_requests_without_proxy_protocol": true});
+    let back = any_to_json(ty, &json_to_any(ty, &filter).unwrap().value).unwrap();
+    assert_eq!(back["allow_requests_without_proxy_protocol"], true);
+}

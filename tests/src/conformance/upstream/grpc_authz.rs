@@ -131,6 +131,7 @@ impl Authorization for Authz {
             shared: self.shared.clone(),
             tls: None,
             protocol: Some("grpc"),
+            proxy_header: None,
         };
         // The body as the check carried it: `body` as the recorded body, `raw_body` (gRPC
         // `pack_as_bytes`) as a pseudo-header.

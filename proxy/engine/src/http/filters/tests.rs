@@ -468,6 +468,7 @@ fn rbac_shadow_verdicts_become_metadata_that_turns_ext_authz_on() {
         let facts = crate::rbac::Facts {
             request: Some(&view),
             peer,
+            direct: peer.ip(),
             remote: peer.ip(),
             local: peer,
             sni: "",

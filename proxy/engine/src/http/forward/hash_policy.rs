@@ -103,6 +103,7 @@ mod tests {
             local: "127.0.0.1:19900".parse().unwrap(),
             orig_dst: "127.0.0.1:19900".parse().unwrap(),
             tls: false,
+            proxy_direct: None,
         };
         let generate = CookieGen {
             suffix: "; Max-Age=3600; Path=/app; HttpOnly".into(),

@@ -1,7 +1,9 @@
 //! A request's upstream transport options (`upstream::transport_options`), as Envoy's router
 //! sets them before it picks a connection pool: from the cluster's `auto_sni` /
 //! `auto_san_validation` the request's host ([`auto_host`]), and from Istio's `istio.alpn`
-//! filter the ALPN list of the protocol the request goes upstream with.
+//! filter the ALPN list of the protocol the request goes upstream with; for a cluster with an
+//! `upstream_proxy_protocol` transport socket, the downstream connection's addresses (Envoy's
+//! HCM sets them as the connection's `ProxyProtocolFilterState`).
 
 use http::{header, request::Parts, HeaderMap, Version};
 
@@ -57,6 +59,9 @@ pub(super) fn options<'a>(
 ) -> OptionsRef<'a> {
     let spec = &cluster.spec;
     let mut out = OptionsRef::default();
+    if !spec.proxy_protocol.is_empty() {
+        out.proxy = plan.downstream;
+    }
     if let (Some(alpn), true) = (&plan.istio_alpn, spec.options.istio_alpn) {
         // Envoy's `upstreamHttpProtocol`: the downstream's (HTTP/1.0 as HTTP/1.1) when the
         // cluster uses it, else the cluster's; an upgrade goes over HTTP/1.1 here.
