@@ -700,6 +700,7 @@ fn refused_entry<B>(
             scheme,
             downstream_remote: Some(conn.peer),
             downstream_local: Some(conn.orig_dst),
+            downstream_direct: Some(conn.proxy_direct.unwrap_or(conn.peer)),
             details,
             ..Entry::default()
         };
@@ -742,6 +743,7 @@ fn request_entry<B>(
             sanitize::RemoteAddress::of(&hcm.cfg, conn).resolve_addr(h, conn.peer),
         ),
         downstream_local: Some(conn.orig_dst),
+        downstream_direct: Some(conn.proxy_direct.unwrap_or(conn.peer)),
         sni: req
             .extensions()
             .get::<Arc<crate::downstream_tls::TlsFacts>>()

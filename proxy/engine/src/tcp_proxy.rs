@@ -50,6 +50,8 @@ pub struct TcpProxy {
 pub struct Downstream {
     /// The peer.
     pub peer: SocketAddr,
+    /// The directly connected peer (the load balancer behind a PROXY header; else `peer`).
+    pub direct: SocketAddr,
     /// The local address (the original destination of a captured connection).
     pub local: SocketAddr,
     /// The SNI the listener's tls_inspector read.
@@ -185,6 +187,7 @@ impl TcpProxy {
             upstream_local: s.local,
             downstream_remote: Some(from.peer),
             downstream_local: Some(from.local),
+            downstream_direct: Some(from.direct),
             sni: from.sni.map(|n| n.to_string()),
             cluster: s.cluster,
             cluster_alt_name: s.cluster_alt_name,

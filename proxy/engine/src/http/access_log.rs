@@ -97,6 +97,9 @@ pub struct Entry {
     pub downstream_remote: Option<SocketAddr>,
     /// The downstream connection's local address (the original destination when captured).
     pub downstream_local: Option<SocketAddr>,
+    /// The directly connected downstream peer (the load balancer behind a PROXY header;
+    /// else the peer).
+    pub downstream_direct: Option<SocketAddr>,
     /// The local address of the upstream connection the response came on.
     pub upstream_local: Option<SocketAddr>,
     /// The route's `name`.

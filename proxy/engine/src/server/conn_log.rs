@@ -28,6 +28,8 @@ pub struct ConnLog {
     start: Instant,
     start_wall: SystemTime,
     peer: SocketAddr,
+    /// The directly connected peer (the load balancer behind a PROXY header; else `peer`).
+    direct: SocketAddr,
     local: SocketAddr,
     sni: Option<Arc<str>>,
     /// The HTTP version of its last request: 0 none, else [`version_code`].
@@ -38,11 +40,11 @@ pub struct ConnLog {
 }
 
 impl ConnLog {
-    /// The log of a connection from `peer` to `local` (its original destination) that started
-    /// at `started`.
+    /// The log of a connection from `peer` (directly connected: `direct`) to `local` (its
+    /// original destination) that started at `started`.
     pub fn new(
         logger: Arc<AccessLogger>,
-        peer: SocketAddr,
+        (peer, direct): (SocketAddr, SocketAddr),
         local: SocketAddr,
         sni: Option<Arc<str>>,
         started: (Instant, SystemTime),
@@ -52,6 +54,7 @@ impl ConnLog {
             start: started.0,
             start_wall: started.1,
             peer,
+            direct,
             local,
             sni,
             protocol: AtomicU8::new(0),
@@ -100,6 +103,7 @@ impl ConnLog {
         e.bytes_tx = tx;
         e.protocol = protocol_str(self.protocol.load(Ordering::Relaxed));
         e.downstream_remote = Some(self.peer);
+        e.downstream_direct = Some(self.direct);
         e.downstream_local = Some(self.local);
         e.sni = self.sni.as_deref().map(str::to_string);
         e

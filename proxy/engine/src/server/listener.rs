@@ -257,7 +257,8 @@ async fn dispatch(
         .map(Arc::<str>::from);
     // The listener's access log of this connection.
     let conn_log = l.log.clone().zip(started).map(|(logger, started)| {
-        Arc::new(ConnLog::new(logger, a.peer, a.dst, sni.clone(), started))
+        let peers = (a.peer, a.proxy_direct.unwrap_or(a.peer));
+        Arc::new(ConnLog::new(logger, peers, a.dst, sni.clone(), started))
     });
     let Some((mut idx, mut passthrough_only)) = choose_chain(&l, proto.as_ref(), a) else {
         tracing::debug!("no filter chain matches; closing");
@@ -647,6 +648,7 @@ impl Chain<'_> {
             ChainRt::Tcp(tp) => {
                 let addrs = crate::tcp_proxy::Downstream {
                     peer,
+                    direct: proxy_direct.unwrap_or(peer),
                     local: dst,
                     sni: self.sni.clone(),
                 };

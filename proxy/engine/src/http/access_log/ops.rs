@@ -15,7 +15,8 @@ RESPONSE_CODE_DETAILS, CONNECTION_TERMINATION_DETAILS, UPSTREAM_TRANSPORT_FAILUR
 BYTES_RECEIVED, BYTES_SENT, DURATION, REQUEST_DURATION, RESPONSE_DURATION, RESPONSE_TX_DURATION, \
 UPSTREAM_REQUEST_ATTEMPT_COUNT, GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER), GRPC_STATUS_NUMBER, \
 UPSTREAM_HOST, UPSTREAM_CLUSTER, UPSTREAM_CLUSTER_RAW, \
-UPSTREAM_LOCAL_ADDRESS, UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, ROUTE_NAME, REQUESTED_SERVER_NAME";
+UPSTREAM_LOCAL_ADDRESS, UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, DOWNSTREAM_DIRECT_REMOTE_ADDRESS, \
+DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT, ROUTE_NAME, REQUESTED_SERVER_NAME";
 
 /// One access log operator.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,6 +62,10 @@ pub enum LogOp {
     /// `%UPSTREAM_LOCAL_ADDRESS%` or `..._WITHOUT_PORT`: the local address of the connection
     /// the response came on.
     UpstreamLocal { with_port: bool },
+    /// `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%` or `..._WITHOUT_PORT`: the directly connected
+    /// peer (behind a PROXY header, the load balancer; else the peer, never an
+    /// `x-forwarded-for` address).
+    DownstreamDirect { with_port: bool },
     /// `%ROUTE_NAME%`.
     RouteName,
     /// `%REQUESTED_SERVER_NAME%`: the SNI of a TLS connection.
@@ -119,6 +124,10 @@ impl LogOp {
             "UPSTREAM_CLUSTER_RAW" => LogOp::UpstreamCluster { raw: true },
             "UPSTREAM_LOCAL_ADDRESS" => LogOp::UpstreamLocal { with_port: true },
             "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => LogOp::UpstreamLocal { with_port: false },
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => LogOp::DownstreamDirect { with_port: true },
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                LogOp::DownstreamDirect { with_port: false }
+            }
             "ROUTE_NAME" => LogOp::RouteName,
             "REQUESTED_SERVER_NAME" => LogOp::RequestedServerName,
             _ => return None,
@@ -219,6 +228,9 @@ impl LogOp {
             }
             LogOp::UpstreamHost => push_addr(out, e.upstream_host, true),
             LogOp::UpstreamLocal { with_port } => push_addr(out, e.upstream_local, *with_port),
+            LogOp::DownstreamDirect { with_port } => {
+                push_addr(out, e.downstream_direct, *with_port)
+            }
             LogOp::UpstreamCluster { raw } => {
                 let alt = if *raw {
                     None
