@@ -593,6 +593,10 @@ pub struct ClusterOptions {
     /// The HTTP/2 options' `connection_keepalive` (`interval`, `timeout`): PINGs every
     /// interval, the connection closed when one is not answered within the timeout.
     pub h2_keepalive: Option<(Duration, Duration)>,
+    /// The HTTP/2 options' `max_concurrent_streams` (a DestinationRule's
+    /// `maxConcurrentStreams`): streams one connection carries at once; past it a request
+    /// opens another connection (`None`: Envoy's 2^31 - 1, one connection).
+    pub h2_max_concurrent_streams: Option<u32>,
     /// DNS clusters' `dns_jitter`: each refresh comes up to this much later (a random share).
     pub dns_jitter: Option<Duration>,
     /// The typed HttpProtocolOptions' `upstream_http_protocol_options` (`None`: neither
@@ -646,6 +650,7 @@ impl Default for ClusterOptions {
             upstream_max_connection_duration: None,
             dns_jitter: None,
             h2_keepalive: None,
+            h2_max_concurrent_streams: None,
             auto_sni: None,
             istio_alpn: true,
         }

@@ -163,14 +163,22 @@ pub(crate) fn options(
             ),
         ] {
             let h2 = cfg.as_ref().and_then(|c| c.http2_protocol_options.as_ref());
+            let hp = p
+                .field("typed_extension_protocol_options")
+                .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
+                .field(field)
+                .field("http2_protocol_options");
             if let Some(k) = h2.and_then(|h| h.connection_keepalive.as_ref()) {
-                let kp = p
-                    .field("typed_extension_protocol_options")
-                    .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
-                    .field(field)
-                    .field("http2_protocol_options")
-                    .field("connection_keepalive");
-                out.h2_keepalive = h2_keepalive(k, &kp)?;
+                out.h2_keepalive = h2_keepalive(k, &hp.field("connection_keepalive"))?;
+            }
+            if let Some(n) = h2.and_then(|h| h.max_concurrent_streams) {
+                // Envoy's bounds; its default, the largest, is no limit here.
+                if !(1..=2_147_483_647).contains(&n) {
+                    return Err(hp
+                        .field("max_concurrent_streams")
+                        .err(format!("{n} is out of range (1 to 2147483647)")));
+                }
+                out.h2_max_concurrent_streams = (n < 2_147_483_647).then_some(n);
             }
         }
     }

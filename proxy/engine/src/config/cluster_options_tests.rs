@@ -238,3 +238,28 @@ fn original_dst_cleanup_interval() {
         "greater than 0s",
     );
 }
+
+#[test]
+fn http2_max_concurrent_streams_in_either_protocol_config() {
+    let typed = |config: &str, n: &str| {
+        format!(
+            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        {config}: {{http2_protocol_options: {{max_concurrent_streams: {n}}}}}\n"
+        )
+    };
+    for config in ["explicit_http_config", "use_downstream_protocol_config"] {
+        let (_, o) = options(&with_cluster("STATIC", "127.0.0.1", &typed(config, "5")));
+        assert_eq!(o.h2_max_concurrent_streams, Some(5), "{config}");
+    }
+    // Envoy's default, the largest value, is no limit.
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        &typed("explicit_http_config", "2147483647"),
+    ));
+    assert_eq!(o.h2_max_concurrent_streams, None);
+    expect_err(
+        &with_cluster("STATIC", "127.0.0.1", &typed("explicit_http_config", "0")),
+        &format!("{C}.typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config.http2_protocol_options.max_concurrent_streams"),
+        "out of range",
+    );
+}

@@ -339,11 +339,13 @@ pub(crate) struct RawExplicitHttpConfig {
     pub http2_protocol_options: Option<RawUpstreamHttp2Options>,
 }
 
-/// An upstream `core.v3.Http2ProtocolOptions`: only `connection_keepalive`.
+/// An upstream `core.v3.Http2ProtocolOptions`: `connection_keepalive` and
+/// `max_concurrent_streams`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamHttp2Options {
     pub connection_keepalive: Option<RawKeepaliveSettings>,
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// `core.v3.KeepaliveSettings`.

@@ -1,4 +1,5 @@
-//! Per-host connection pools: HTTP/1.1 keep-alive reuse, one multiplexed HTTP/2 connection, and the
+//! Per-host connection pools: HTTP/1.1 keep-alive reuse, multiplexed HTTP/2 connections (one, or
+//! as many as `max_concurrent_streams` needs: `h2_conns.rs`), and the
 //! max_connections / max_pending_requests circuit breakers of the pool's routing priority (a host
 //! has one pool per priority, as Envoy's).
 //!
@@ -6,6 +7,7 @@
 //! connection manager's types. Requests go through [`HostPool::send`] (in `pool/send.rs`), which
 //! also owns the stale keep-alive retry.
 
+mod h2_conns;
 mod send;
 pub(crate) use send::add_empty_content_length;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use self::h2_conns::StreamSlot;
 pub use self::send::{ReturnOnEnd, SendError};
 use super::{
     resources::Resources,
@@ -177,15 +180,11 @@ pub struct HostPool<B> {
     options: Option<Box<KeyedTransport>>,
 }
 
-/// A pooled HTTP/2 connection: its sender, the streams it may still carry, what the pool
-/// knows of it and when it last took a stream.
-type H2Conn<B> = (http2::SendRequest<B>, u32, Meta, Instant);
-
 /// One worker's connections of a [`HostPool`].
 struct Slot<B> {
     idle: Arc<Idle<B>>,
-    /// The HTTP/2 connection, the streams it may still carry and its local address.
-    h2: Mutex<Option<H2Conn<B>>>,
+    /// The pooled HTTP/2 connections ([`h2_conns::H2Conns`]).
+    h2: Mutex<h2_conns::H2Conns<B>>,
     /// The open or opening HTTP/1 connections (idle, busy or connecting).
     cx: Arc<AtomicUsize>,
 }
@@ -231,7 +230,7 @@ impl<B> HostPool<B> {
         self.slots[i % self.slots.len()].get_or_init(|| {
             Box::new(Slot {
                 idle: Arc::new(Idle(Mutex::new(Vec::new()))),
-                h2: Mutex::new(None),
+                h2: Mutex::new(h2_conns::H2Conns::default()),
                 cx: Arc::new(AtomicUsize::new(0)),
             })
         })
@@ -259,12 +258,9 @@ impl<B> HostPool<B> {
                 .retain(|((tx, _, m), since)| {
                     count(!tx.is_closed(), m.expired(now), idle_for(*since))
                 });
-            let mut h2 = s.h2.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((tx, _, m, last)) = h2.as_ref() {
-                if !count(!tx.is_closed(), m.expired(now), idle_for(*last)) {
-                    *h2 = None;
-                }
-            }
+            s.h2.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|open, m, last| count(open, m.expired(now), idle_for(last)));
         }
         idle
     }
@@ -274,11 +270,7 @@ impl<B> HostPool<B> {
     /// it (`original_dst_rely_on_idle_timeout`).
     pub fn holds_connections(&self) -> bool {
         self.slots.iter().filter_map(OnceLock::get).any(|s| {
-            s.cx.load(Ordering::Acquire) > 0
-                || s.h2
-                    .lock()
-                    .map(|g| g.as_ref().is_some_and(|(tx, _, _, _)| !tx.is_closed()))
-                    .unwrap_or(false)
+            s.cx.load(Ordering::Acquire) > 0 || s.h2.lock().map(|g| g.any_open()).unwrap_or(false)
         })
     }
 
@@ -315,37 +307,38 @@ impl<B: PoolBody> HostPool<B> {
         cluster: &Cluster,
         addr: SocketAddr,
         purpose: Purpose,
-    ) -> Result<(Sender<B>, bool, u32), ConnectError> {
+    ) -> Result<(Sender<B>, bool, u32, StreamSlot), ConnectError> {
         let resources = &cluster.resources[self.priority];
         let here = self.here();
         let timeout = cluster.spec.options.upstream_idle_timeout;
         if purpose == Purpose::Pool && cluster.spec.http2 {
-            if let Some((s, meta)) = here.take_h2(timeout) {
-                return Ok((Sender::H2(s, meta), true, 0));
+            let limit = cluster.spec.options.h2_max_concurrent_streams;
+            let taken = here.h2().take(timeout, limit);
+            if let Some((s, meta, stream)) = taken {
+                return Ok((Sender::H2(s, meta), true, 0, stream));
             }
             let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
             let s = connect(cluster, self.target(addr), purpose, self.priority).await?;
-            if let Sender::H2(h2, meta) = &s {
-                here.set_h2(cluster, h2, *meta);
-            }
-            return Ok((s, false, 0));
+            let stream = here.pool_h2(cluster, &s);
+            return Ok((s, false, 0, stream));
         }
+        let none = StreamSlot::uncounted;
         if let Some((s, left, meta)) = here.idle.take(timeout) {
-            return Ok((Sender::H1(s, meta), true, left));
+            return Ok((Sender::H1(s, meta), true, left, none()));
         }
         let _pending = resources.pending().ok_or(ConnectError::Overflow)?;
         loop {
             if let Some((s, left, meta)) = here.idle.take(timeout) {
-                return Ok((Sender::H1(s, meta), true, left));
+                return Ok((Sender::H1(s, meta), true, left, none()));
             }
             if here.reserve(resources) {
                 let slots = (self.priority, Some(here.cx.clone()));
                 return connect_reserved(cluster, self.target(addr), purpose, slots)
                     .await
-                    .map(|s| (s, false, requests_left(cluster)));
+                    .map(|s| (s, false, requests_left(cluster), none()));
             }
             if let Some((s, left, meta)) = self.idle_elsewhere(timeout) {
-                return Ok((Sender::H1(s, meta), true, left));
+                return Ok((Sender::H1(s, meta), true, left, none()));
             }
             tokio::time::sleep(PENDING_POLL).await;
         }
@@ -358,37 +351,23 @@ impl<B: PoolBody> HostPool<B> {
 }
 
 impl<B> Slot<B> {
-    /// A stream on the pooled HTTP/2 connection, if it is open and may carry one more; the
-    /// connection's last allowed stream takes it out of the pool (it closes once its streams
-    /// end).
-    ///
-    /// A connection that took no stream for `timeout` (the upstream `idle_timeout`) is let go
-    /// instead: it closes once its streams end.
-    fn take_h2(&self, timeout: Option<Duration>) -> Option<(http2::SendRequest<B>, Meta)> {
-        let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if slot.as_ref().is_some_and(|(s, _, m, last)| {
-            s.is_closed()
-                || m.expired(now)
-                || timeout.is_some_and(|t| now.duration_since(*last) >= t)
-        }) {
-            *slot = None;
-        }
-        let (s, left, meta, last) = slot.as_mut()?;
-        let taken = (s.clone(), *meta);
-        *last = now;
-        *left -= 1;
-        if *left == 0 {
-            *slot = None;
-        }
-        Some(taken)
+    /// Its pooled HTTP/2 connections.
+    fn h2(&self) -> std::sync::MutexGuard<'_, h2_conns::H2Conns<B>> {
+        self.h2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pools a new HTTP/2 connection whose first stream the caller sends.
-    fn set_h2(&self, cluster: &Cluster, s: &http2::SendRequest<B>, meta: Meta) {
-        let left = requests_left(cluster) - 1;
-        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) =
-            (left > 0).then(|| (s.clone(), left, meta, Instant::now()));
+    /// Pools `s` when it is a new HTTP/2 connection whose first stream the caller sends;
+    /// returns that stream's place.
+    fn pool_h2(&self, cluster: &Cluster, s: &Sender<B>) -> StreamSlot {
+        match s {
+            Sender::H2(h2, meta) => self.h2().add(
+                h2,
+                *meta,
+                requests_left(cluster),
+                cluster.spec.options.h2_max_concurrent_streams,
+            ),
+            Sender::H1(..) => StreamSlot::uncounted(),
+        }
     }
 
     /// Takes a connection slot in the priority's resources (below max_connections) and in

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use http::{header, Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::{connect, ConnectError, HostPool, Idle, IdleConn, Local, PoolBody, Purpose, Sender};
+use super::{
+    connect, ConnectError, HostPool, Idle, IdleConn, Local, PoolBody, Purpose, Sender, StreamSlot,
+};
 use crate::upstream::Cluster;
 
 /// Why a request got no response.
@@ -91,12 +93,15 @@ impl<B: PoolBody> HostPool<B> {
         } else {
             Purpose::Pool
         };
-        let (sender, reused, left) = self
+        let (sender, reused, left, stream) = self
             .acquire(cluster, addr, purpose)
             .await
             .map_err(SendError::Connect)?;
         on_conn(sender.local());
-        let req = match self.send_on(cluster, addr, sender, left, req, idle).await {
+        let req = match self
+            .send_on(cluster, addr, (sender, stream), left, req, idle)
+            .await
+        {
             Ok(r) => return Ok(r),
             Err(Failure::NotSent(req)) if reused => *req,
             Err(Failure::NoResponse) if reused => replay().ok_or(SendError::Reset)?,
@@ -105,12 +110,10 @@ impl<B: PoolBody> HostPool<B> {
         let sender = connect(cluster, self.target(addr), purpose, self.priority)
             .await
             .map_err(SendError::Connect)?;
-        if let Sender::H2(h2, meta) = &sender {
-            self.here().set_h2(cluster, h2, *meta);
-        }
+        let stream = self.here().pool_h2(cluster, &sender);
         on_conn(sender.local());
         let left = super::requests_left(cluster);
-        self.send_on(cluster, addr, sender, left, req, idle)
+        self.send_on(cluster, addr, (sender, stream), left, req, idle)
             .await
             .map_err(SendError::from)
     }
@@ -121,7 +124,7 @@ impl<B: PoolBody> HostPool<B> {
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
-        sender: Sender<B>,
+        sender: (Sender<B>, StreamSlot),
         left: u32,
         req: Request<B>,
         idle: Option<Duration>,
@@ -139,7 +142,7 @@ impl<B: PoolBody> HostPool<B> {
         &self,
         cluster: &Cluster,
         addr: SocketAddr,
-        sender: Sender<B>,
+        (sender, stream): (Sender<B>, StreamSlot),
         left: u32,
         mut req: Request<B>,
     ) -> Result<Response<ReturnOnEnd<B>>, Failure<B>> {
@@ -154,6 +157,7 @@ impl<B: PoolBody> HostPool<B> {
                     Ok(resp) => Ok(resp.map(|inner| ReturnOnEnd {
                         inner,
                         slot: Some(((s, left.saturating_sub(1), meta), self.idle_here().clone())),
+                        stream: None,
                         local: meta.local,
                     })),
                     Err(mut e) => match e.take_message() {
@@ -178,6 +182,7 @@ impl<B: PoolBody> HostPool<B> {
                         r.map(|inner| ReturnOnEnd {
                             inner,
                             slot: None,
+                            stream: Some(stream),
                             local: meta.local,
                         })
                     })
@@ -293,6 +298,9 @@ pub struct ReturnOnEnd<B> {
     /// The connection, the requests it may carry after this one, its local address, and the
     /// pool it goes back to.
     slot: Option<(IdleConn<B>, Arc<Idle<B>>)>,
+    /// An HTTP/2 response's place on its connection, given back when the body ends (or the
+    /// body is dropped).
+    stream: Option<StreamSlot>,
     /// The local address of the connection (`%UPSTREAM_LOCAL_ADDRESS%`).
     local: Local,
 }
@@ -304,6 +312,7 @@ impl<B> ReturnOnEnd<B> {
     }
 
     fn give_back(&mut self) {
+        self.stream = None;
         if let Some(((s, left, meta), idle)) = self.slot.take() {
             idle.release(s, left, meta);
         }
