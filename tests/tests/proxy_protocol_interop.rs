@@ -14,7 +14,7 @@ use std::{
 
 use sluice_tests::{
     admin_run::{get, start_text},
-    conformance::proxy::free_ports,
+    conformance::{proxy::free_ports, upstream::proxy_header::describe},
 };
 
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -65,43 +65,25 @@ static_resources:
     )
 }
 
-/// What a connection's first bytes say, its loopback ports masked.
+/// What a connection's first bytes say (`proxy_header::describe`), its loopback ports masked.
 fn header_of(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
-    while buf.len() < 16 {
+    // Byte by byte: a v1 line ends at its CRLF, a v2 header after 16 + its length.
+    loop {
+        let whole = if buf.starts_with(b"PROXY ") {
+            buf.ends_with(b"\r\n") || buf.len() >= 120
+        } else {
+            buf.len() >= 16 && buf.len() >= 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]))
+        };
+        if whole {
+            return describe(&buf);
+        }
         if s.read(&mut b).unwrap_or(0) == 0 {
             return format!("closed after {buf:?}");
         }
         buf.push(b[0]);
-        if buf.starts_with(b"PROXY ") && buf.ends_with(b"\r\n") {
-            break;
-        }
     }
-    if buf.starts_with(b"PROXY ") {
-        while !buf.ends_with(b"\r\n") && buf.len() < 120 {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                break;
-            }
-            buf.push(b[0]);
-        }
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        let parts: Vec<&str> = line.split(' ').collect();
-        return match parts.as_slice() {
-            ["PROXY", fam, src, dst, _, _] => format!("v1 {fam} {src}:<port> > {dst}:<port>"),
-            _ => format!("v1 ? {line}"),
-        };
-    }
-    if buf.starts_with(V2_SIGNATURE) {
-        let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-        let mut rest = vec![0u8; len];
-        let _ = s.read_exact(&mut rest);
-        return match buf[12] {
-            0x20 => "v2 LOCAL".into(),
-            other => format!("v2 command {other:#x} length {len}"),
-        };
-    }
-    format!("no header: {:?}", String::from_utf8_lossy(&buf))
 }
 
 /// A health check target: records each connection's header, answers its requests 200.

@@ -234,7 +234,7 @@ impl TcpProxy {
             session.host = Some(host.addr);
             let connect = tokio::time::timeout(
                 cluster.spec.connect_timeout,
-                connect_stating(cluster, &host, (from.peer, from.local)),
+                cluster.connect_transport(host.addr, host.transport, Some((from.peer, from.local))),
             );
             let Some(connected) = by(deadline, connect).await else {
                 return Err(self.duration_reached());
@@ -436,20 +436,4 @@ async fn copy_halves_idle(
             () = &mut stop => return (rx, tx, false),
         }
     }
-}
-/// Connects to `host`; when its transport socket is `upstream_proxy_protocol`, the connection
-/// starts with a PROXY header stating the downstream's `(source, destination)`, before any TLS
-/// (Envoy's tcp_proxy sets them as the connection's ProxyProtocolFilterState).
-async fn connect_stating(
-    cluster: &Cluster,
-    host: &crate::upstream::Host,
-    downstream: (SocketAddr, SocketAddr),
-) -> std::io::Result<TcpStream> {
-    let mut up = cluster.connector.connect(host.addr).await?;
-    if let Some(version) = cluster.proxy_protocol(host.transport) {
-        let own = (up.local_addr()?, host.addr);
-        let header = crate::proxy_protocol::encode::header(version, Some(downstream), own);
-        tokio::io::AsyncWriteExt::write_all(&mut up, &header).await?;
-    }
-    Ok(up)
 }

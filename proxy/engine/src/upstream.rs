@@ -559,6 +559,25 @@ impl Cluster {
             .flatten()
     }
 
+    /// Connects to `addr` over its `transport` (no timeout: callers wrap it in theirs); an
+    /// `upstream_proxy_protocol` transport starts the connection with a PROXY header, before
+    /// any TLS, stating `downstream` (source, destination), else (none: a health check's or a
+    /// mirror's connection) its own addresses (v1) or LOCAL (v2), as Envoy.
+    pub async fn connect_transport(
+        &self,
+        addr: SocketAddr,
+        transport: u8,
+        downstream: Option<(SocketAddr, SocketAddr)>,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let mut tcp = self.connector.connect(addr).await?;
+        if let Some(version) = self.proxy_protocol(transport) {
+            let own = (tcp.local_addr()?, addr);
+            let header = crate::proxy_protocol::encode::header(version, downstream, own);
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, &header).await?;
+        }
+        Ok(tcp)
+    }
+
     /// Builds a cluster and starts its background tasks (DNS, health checks), which stop once the
     /// cluster is dropped.
     pub fn build(spec: ClusterSpec, stats: &StatsStore) -> Result<Arc<Self>, UpstreamError> {

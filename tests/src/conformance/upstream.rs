@@ -21,7 +21,7 @@ use super::client::find;
 
 mod grpc_authz;
 mod h2;
-mod proxy_header;
+pub mod proxy_header;
 
 /// One scripted answer.
 #[derive(Debug, Clone, Deserialize)]

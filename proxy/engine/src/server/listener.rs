@@ -218,11 +218,9 @@ async fn dispatch(
     let mut l = slot.rt.load_full();
     // The proxy_protocol listener filter runs first: the connection's addresses become the
     // ones its PROXY header states (Envoy restores the local address and sets the remote one).
-    let mut restored = a.dst != a.local;
     if let Some(pp) = &l.proxy_proto {
         match pp.run(&mut stream).await {
             super::proxy_proto::Verdict::Restore(src, dst) => {
-                restored |= dst != a.local;
                 a = Addrs {
                     peer: src,
                     local: dst,
@@ -235,9 +233,9 @@ async fn dispatch(
             super::proxy_proto::Verdict::Close => return,
         }
     }
-    // use_original_dst: hand the connection to the listener owning the original (or restored)
-    // destination.
-    if l.cfg.use_original_dst && restored {
+    // use_original_dst: hand the connection to the listener owning the original destination
+    // (never with proxy_protocol: the config refuses the two together).
+    if l.cfg.use_original_dst && a.dst != a.local {
         if let Some(other) = server.slot_for_addr(a.dst) {
             if !Arc::ptr_eq(&other, &slot) {
                 slot = other;

@@ -459,7 +459,9 @@ async fn open<B: PoolBody>(
     // (Envoy's HTTP/1 pool falls back to `http/1.1`).
     let force_h1 = purpose != Purpose::Pool;
     let timeout = cluster.spec.connect_timeout;
-    let tcp = match tokio::time::timeout(timeout, cluster.connector.connect(addr)).await {
+    let downstream = options.and_then(|k| k.options.proxy);
+    let connect = cluster.connect_transport(addr, transport, downstream);
+    let tcp = match tokio::time::timeout(timeout, connect).await {
         Err(_) => {
             cluster.stats.upstream_cx_connect_timeout.inc();
             cluster.stats.upstream_cx_connect_fail.inc();
@@ -480,34 +482,6 @@ async fn open<B: PoolBody>(
     }
     if purpose != Purpose::HealthCheck {
         cluster.stats.upstream_cx_total.inc();
-    }
-    let mut tcp = tcp;
-    if let Some(version) = cluster.proxy_protocol(transport) {
-        // The PROXY header goes first, before any TLS (Envoy's upstream_proxy_protocol socket
-        // wraps the TLS one); a connection without a downstream (a health check's) states its
-        // own addresses (v1) or is LOCAL (v2).
-        let own = (local.unwrap_or(addr), addr);
-        let header = crate::proxy_protocol::encode::header(
-            version,
-            options.and_then(|k| k.options.proxy),
-            own,
-        );
-        match tokio::time::timeout(
-            timeout,
-            tokio::io::AsyncWriteExt::write_all(&mut tcp, &header),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                cluster.stats.upstream_cx_connect_fail.inc();
-                return Err(ConnectError::Io(e));
-            }
-            Err(_) => {
-                cluster.stats.upstream_cx_connect_fail.inc();
-                return Err(ConnectError::Timeout);
-            }
-        }
     }
     match cluster.tls(transport) {
         Some(tls) => match tokio::time::timeout(timeout, tls.connect(tcp, force_h1, options)).await

@@ -36,14 +36,26 @@ pub async fn take(sock: &mut TcpStream) -> Option<String> {
             sock.read_exact(&mut b).await.ok()?;
             line.push(b[0]);
         }
-        return Some(v1(&String::from_utf8_lossy(&line)));
+        return Some(describe(&line));
     }
-    let mut head = [0u8; 16];
+    let mut head = vec![0u8; 16];
     sock.read_exact(&mut head).await.ok()?;
     let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-    let mut rest = vec![0u8; len];
-    sock.read_exact(&mut rest).await.ok()?;
-    Some(v2(head[12], head[13], &rest))
+    head.resize(16 + len, 0);
+    sock.read_exact(&mut head[16..]).await.ok()?;
+    Some(describe(&head))
+}
+
+/// A whole header's bytes (a v1 line with its CRLF, or a v2 header with its TLVs), told as
+/// [`take`] tells it.
+pub fn describe(header: &[u8]) -> String {
+    if header.starts_with(b"PROXY ") {
+        return v1(&String::from_utf8_lossy(header));
+    }
+    if header.len() >= 16 && header.starts_with(V2_SIGNATURE) {
+        return v2(header[12], header[13], &header[16..]);
+    }
+    format!("malformed: {header:?}")
 }
 
 fn shown(a: SocketAddr) -> String {
