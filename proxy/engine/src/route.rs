@@ -280,6 +280,10 @@ pub struct ForwardAction {
     /// `hedge_policy.hedge_on_per_try_timeout` (the route's policy, else the virtual host's): a
     /// per-try timeout starts another attempt without resetting the late one.
     pub hedge_on_per_try_timeout: bool,
+    /// The route's (or its virtual host's) `request_body_buffer_limit` or
+    /// `per_request_buffer_limit_bytes`: how much of a streamed request body is kept for a
+    /// retry or redirect; `None`: the listener's `per_connection_buffer_limit_bytes`.
+    pub buffer_limit: Option<u64>,
 }
 
 /// `max_stream_duration` (RouteAction.MaxStreamDuration).

@@ -235,6 +235,10 @@ pub enum ForwardClientCert {
 pub struct HttpConnectionManager {
     /// `stat_prefix`.
     pub stat_prefix: String,
+    /// The listener's `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB; `0`: `None`,
+    /// no limit): how much of a streamed request body is kept for a retry or redirect when the
+    /// route sets no `request_body_buffer_limit` (`http/forward/retained_body.rs`).
+    pub buffer_limit: Option<u64>,
     /// `codec_type` (default AUTO).
     pub codec_type: CodecType,
     /// `route_config`, compiled.

@@ -258,6 +258,9 @@ pub(crate) struct RawListener {
     pub continue_on_listener_filters_timeout: Option<bool>,
     /// istiod sets 1 on its sidecar listeners (`MAX_CONNECTIONS_PER_SOCKET_EVENT_LOOP`).
     pub max_connections_to_accept_per_socket_event: Option<u32>,
+    /// istiod's gateway listeners under the EDGE connection profile (32 KiB): the HTTP
+    /// connection managers' request buffer limit.
+    pub per_connection_buffer_limit_bytes: Option<u32>,
     #[serde(default)]
     pub access_log: Vec<RawAccessLog>,
 }

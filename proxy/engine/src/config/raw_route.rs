@@ -75,6 +75,10 @@ pub(crate) struct RawVirtualHost {
     pub request_mirror_policies: Vec<RawRequestMirrorPolicy>,
     /// `require_tls` (`NONE` / `EXTERNAL_ONLY` / `ALL`).
     pub require_tls: Option<String>,
+    /// The routes' retry buffer limit (below a route's own).
+    pub request_body_buffer_limit: Option<u64>,
+    /// Deprecated form of `request_body_buffer_limit` (below every `request_body_buffer_limit`).
+    pub per_request_buffer_limit_bytes: Option<u32>,
 }
 
 /// `Route`.
@@ -107,6 +111,10 @@ pub(crate) struct RawRoute {
     pub tracing: Option<super::tracing::RawRouteTracing>,
     /// `stat_prefix` (Istio's VirtualService `statPrefix`): the route's own counters.
     pub stat_prefix: Option<String>,
+    /// The request body kept for a retry or redirect (the listener's buffer limit otherwise).
+    pub request_body_buffer_limit: Option<u64>,
+    /// Deprecated form of `request_body_buffer_limit`.
+    pub per_request_buffer_limit_bytes: Option<u32>,
 }
 
 /// `Decorator`: the span name of a request and, with `propagate` (default true), the

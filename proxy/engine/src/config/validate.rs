@@ -350,6 +350,11 @@ fn listener(
     let ctx = HcmContext {
         egress: raw.traffic_direction.as_deref() == Some("OUTBOUND"),
         tracer,
+        buffer_limit: match raw.per_connection_buffer_limit_bytes {
+            None => Some(DEFAULT_BUFFER_LIMIT),
+            Some(0) => None,
+            Some(n) => Some(u64::from(n)),
+        },
     };
     let mut filter_chains: Vec<FilterChain> = Vec::new();
     for (i, fc) in raw.filter_chains.into_iter().enumerate() {
@@ -573,6 +578,9 @@ fn timeout_or(raw: Option<Duration>, default: Option<Duration>) -> Option<Durati
     }
 }
 
+/// Envoy's `per_connection_buffer_limit_bytes` when a listener sets none.
+const DEFAULT_BUFFER_LIMIT: u64 = 1024 * 1024;
+
 /// What an HCM takes from its listener and the bootstrap.
 #[derive(Clone, Copy)]
 struct HcmContext<'a> {
@@ -580,6 +588,8 @@ struct HcmContext<'a> {
     egress: bool,
     /// The bootstrap's `tracing.http`: the provider of an HCM `tracing` without one.
     tracer: Option<&'a super::tracing::BootstrapTracer>,
+    /// The listener's `per_connection_buffer_limit_bytes` (`None`: no limit).
+    buffer_limit: Option<u64>,
 }
 
 fn hcm(
@@ -677,6 +687,7 @@ fn hcm(
     }
     let access_log = access_logs(&raw.access_log, p)?;
     Ok(HttpConnectionManager {
+        buffer_limit: ctx.buffer_limit,
         stat_prefix,
         codec_type,
         route_table: Arc::new(route_table),

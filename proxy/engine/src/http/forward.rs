@@ -41,8 +41,11 @@ use crate::{
     },
 };
 
-/// Largest request body buffered so the request can be retried (Envoy's per-request buffer
-/// limit is of the same order); larger or unknown-length bodies are streamed and not retried.
+/// Largest request body (of a known length, within the request's buffer limit) read whole
+/// before the first attempt when it may be sent again: as Envoy's router buffers the body while
+/// the upstream connects, a client that sent it is not held to a slow connect, and it can be
+/// mirrored and redirected. A larger or unknown-length body is streamed to the first attempt,
+/// retained for a retry up to the buffer limit ([`retained_body`]).
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
 mod attempts;
@@ -50,12 +53,14 @@ mod hash_policy;
 mod hedge;
 mod host;
 pub(crate) mod mirror;
+mod retained_body;
 mod router_headers;
 mod timeouts;
 mod transport;
 
 use attempts::{classify, send_shadows, Attempts, Final};
 use host::{apply_request_mutations, HostPlan, Hosting};
+use retained_body::Retained;
 use timeouts::{grpc_timeout_value, is_grpc_request};
 
 /// Hop-by-hop headers never forwarded.
@@ -128,6 +133,9 @@ pub(crate) struct Plan {
     scheme_match_upstream: bool,
     /// The route's `internal_redirect_policy`.
     redirect: Option<Arc<InternalRedirectPolicy>>,
+    /// How much of a streamed request body is kept for a retry or redirect: the route's
+    /// `request_body_buffer_limit`, else the listener's `per_connection_buffer_limit_bytes`.
+    buffer_limit: u64,
     /// Set when the request body has been read to its end (the HCM's `request_timeout` is
     /// then disarmed); `None` without that timer.
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -247,6 +255,11 @@ impl Plan {
             scheme: hcm.request_scheme(conn.tls),
             scheme_match_upstream: hcm.scheme_match_upstream,
             redirect: fwd.action.internal_redirect.clone(),
+            buffer_limit: fwd
+                .action
+                .buffer_limit
+                .or(hcm.buffer_limit)
+                .unwrap_or(u64::MAX),
             body_end: None,
             body_bytes: None,
             trace: None,
@@ -276,11 +289,14 @@ impl Drop for Gauge<'_> {
 }
 
 /// The downstream body as the attempts take it: read whole when it may be sent again
-/// (`replay`) and is small, else streamed once, tapped when the request timeout (`end`) or
-/// the access log (`count`, taken then) wants to know. `Err` when the client's body broke off.
+/// (`replay`) and is small, retained as it streams when a retry or redirect may want it again
+/// (`retain`: the request's buffer limit), else streamed once; tapped when the request timeout
+/// (`end`) or the access log (`count`, taken then) wants to know. `Err` when the client's body
+/// broke off while read whole.
 async fn req_body<B>(
     body: B,
     replay: bool,
+    retain: Option<(u64, &Arc<crate::server::stats::ClusterStats>)>,
     end: &Option<Arc<std::sync::atomic::AtomicBool>>,
     count: &mut Option<Arc<crate::http::request_body_tap::BodyTally>>,
 ) -> Result<ReqBody, ()>
@@ -288,27 +304,38 @@ where
     B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
     B::Error: Into<crate::http::BodyError>,
 {
+    let limit = retain.map_or(u64::MAX, |(l, _)| l);
     if replay
         && body
             .size_hint()
             .upper()
-            .is_some_and(|u| u <= MAX_RETRY_BODY)
+            .is_some_and(|u| u <= MAX_RETRY_BODY && u <= limit)
     {
         return match body.collect().await {
             Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
             Err(_) => Err(()),
         };
     }
-    Ok(ReqBody::Once(Some(match (end.clone(), count.take()) {
+    let streamed = match (end.clone(), count.take()) {
         (None, None) => body.map_err(Into::into).boxed(),
         (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
-    })))
+    };
+    Ok(match retain {
+        Some((limit, stats)) => {
+            ReqBody::Retained(Retained::new(streamed, limit, Arc::clone(stats)))
+        }
+        None => ReqBody::Once(Some(streamed)),
+    })
 }
 
-/// The request body, replayable when small.
+/// The request body: read whole, retained as it streams, or streamed once.
 enum ReqBody {
     Empty,
     Buffered(Bytes),
+    /// Read whole, sent without a length (a chunked request's body, redirected).
+    Unsized(Bytes),
+    /// The downstream body, streamed and kept for a retry up to the buffer limit.
+    Retained(Retained),
     /// The downstream body, streamed (boxed once, when the request is planned).
     Once(Option<Body>),
 }
@@ -316,19 +343,38 @@ enum ReqBody {
 impl ReqBody {
     fn take(&mut self) -> Option<Body> {
         match self {
-            ReqBody::Empty => Some(local_reply::empty()),
-            ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
             ReqBody::Once(b) => b.take(),
+            _ => self.copy(),
         }
     }
+    /// Whether another attempt can be given the whole body.
     fn replayable(&self) -> bool {
-        !matches!(self, ReqBody::Once(_))
+        match self {
+            ReqBody::Retained(r) => r.replayable(),
+            ReqBody::Once(_) => false,
+            ReqBody::Empty | ReqBody::Buffered(_) | ReqBody::Unsized(_) => true,
+        }
     }
-    /// Another copy of a replayable body (`None` for a streamed one).
+    /// Whether the body was read to its end before the first attempt.
+    fn read_whole(&self) -> bool {
+        self.whole().is_some()
+    }
+    /// The body, when it was read to its end before the first attempt (`None` for no body).
+    fn whole(&self) -> Option<Option<&Bytes>> {
+        match self {
+            ReqBody::Empty => Some(None),
+            ReqBody::Buffered(b) | ReqBody::Unsized(b) => Some(Some(b)),
+            ReqBody::Retained(_) | ReqBody::Once(_) => None,
+        }
+    }
+    /// Another copy of a replayable body (`None` for a streamed one, or one no longer
+    /// retained).
     fn copy(&self) -> Option<Body> {
         match self {
             ReqBody::Empty => Some(local_reply::empty()),
             ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
+            ReqBody::Unsized(b) => Some(retained_body::unsized_body(b.clone())),
+            ReqBody::Retained(r) => r.reader(),
             ReqBody::Once(_) => None,
         }
     }
@@ -531,32 +577,41 @@ async fn run_planned(
         || !plan.shadows.is_empty()
         || plan.redirect.is_some()
         || body_end.is_some();
+    // Envoy's router keeps a streamed body for a retry or redirect, up to the buffer limit.
+    let retain = (plan.retry.is_some() || plan.redirect.is_some())
+        .then_some((plan.buffer_limit, &cluster.stats));
     let mut body = match input {
         Input::Replay(None) => ReqBody::Empty,
-        Input::Replay(Some(b)) => ReqBody::Buffered(b),
+        // A redirected request's body goes as it came: with its length, or chunked.
+        Input::Replay(Some(b)) if parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            ReqBody::Buffered(b)
+        }
+        Input::Replay(Some(b)) => ReqBody::Unsized(b),
         Input::Stream(body) if body.is_end_stream() => ReqBody::Empty,
         // Buffered when it may be sent again (retries, mirrors, redirects), and under the HCM's
         // `request_timeout`: Envoy's router reads a small body while the upstream connects, so
         // a client that sent it whole is not timed out by a slow connect.
         Input::Stream(body) => {
-            match req_body(body, replay, &body_end, &mut plan.body_bytes).await {
+            match req_body(body, replay, retain, &body_end, &mut plan.body_bytes).await {
                 Ok(b) => b,
                 Err(()) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
         // What an ext_authz check read, then the rest: on the same terms.
         Input::Prefixed(body) => {
-            match req_body(body, replay, &body_end, &mut plan.body_bytes).await {
+            match req_body(body, replay, retain, &body_end, &mut plan.body_bytes).await {
                 Ok(b) => b,
                 Err(()) => return Outcome::local(Flag::DownstreamTermination),
             }
         }
     };
-    if let (Some(tally), ReqBody::Buffered(b)) = (plan.body_bytes.take(), &body) {
-        tally.add(b.len() as u64);
-        tally.end();
+    if let Some(Some(b)) = body.whole() {
+        if let Some(tally) = plan.body_bytes.take() {
+            tally.add(b.len() as u64);
+            tally.end();
+        }
     }
-    if let Some(end) = body_end.filter(|_| body.replayable()) {
+    if let Some(end) = body_end.filter(|_| body.read_whole()) {
         end.store(true, std::sync::atomic::Ordering::Release);
     }
 

@@ -229,6 +229,10 @@ fn virtual_host(
                 retry: retry_policy.as_ref(),
                 mirrors: &mirrors,
                 hedge,
+                buffer_limit: (
+                    raw.request_body_buffer_limit,
+                    raw.per_request_buffer_limit_bytes,
+                ),
             },
         )?);
     }
@@ -268,6 +272,8 @@ struct VhostDefaults<'a> {
     mirrors: &'a Arc<[MirrorPolicy]>,
     /// `hedge_policy.hedge_on_per_try_timeout`.
     hedge: bool,
+    /// `request_body_buffer_limit`, `per_request_buffer_limit_bytes`.
+    buffer_limit: (Option<u64>, Option<u32>),
 }
 
 fn route(
@@ -311,14 +317,19 @@ fn route(
         &p.field("typed_per_filter_config"),
         legacy,
     )?;
+    // Envoy's `getRequestBodyBufferLimit`: the route's `request_body_buffer_limit`, the
+    // virtual host's, then the deprecated `per_request_buffer_limit_bytes` of each.
+    let buffer_limit = raw
+        .request_body_buffer_limit
+        .or(vhost.buffer_limit.0)
+        .or(raw.per_request_buffer_limit_bytes.map(u64::from))
+        .or(vhost.buffer_limit.1.map(u64::from));
     let action = match (raw.route, raw.redirect, raw.direct_response) {
-        (Some(a), None, None) => RouteAction::Forward(Box::new(forward(
-            a,
-            &matcher,
-            &p.field("route"),
-            clusters,
-            vhost,
-        )?)),
+        (Some(a), None, None) => {
+            let mut f = forward(a, &matcher, &p.field("route"), clusters, vhost)?;
+            f.buffer_limit = buffer_limit;
+            RouteAction::Forward(Box::new(f))
+        }
         (None, Some(r), None) => {
             let rp = p.field("redirect");
             let scheme = match (r.scheme_redirect, r.https_redirect) {
@@ -644,6 +655,7 @@ fn forward(
             .ok_or_else(|| p.field("priority").err(format!("unknown value {name:?}")))?,
     };
     Ok(ForwardAction {
+        buffer_limit: None,
         priority,
         hedge_on_per_try_timeout,
         mirrors,

@@ -81,6 +81,8 @@ stat_struct!(
         upstream_rq_pending_overflow,
         /// Retries refused by max_retries.
         upstream_rq_retry_overflow,
+        /// Requests whose body outgrew the buffer limit: no retry or redirect then.
+        retry_or_shadow_abandoned,
         /// Connections opened.
         upstream_cx_total,
         /// Connections currently open (gauge).

@@ -153,9 +153,10 @@ impl Attempts<'_> {
                     .filter(|p| p.follows(resp.status().as_u16()))
                     .and_then(|p| {
                         let body = match body {
-                            ReqBody::Empty => None,
-                            ReqBody::Buffered(b) => Some(b.clone()),
-                            ReqBody::Once(_) => return None,
+                            // Read to its end and still retained (Envoy: the request
+                            // complete and its buffer not overflowed).
+                            ReqBody::Retained(r) => Some(r.whole()?),
+                            b => b.whole()?.cloned(),
                         };
                         internal_redirect::candidate(
                             p,
@@ -325,7 +326,7 @@ pub(super) fn ended(flag: Flag, host: SocketAddr, attempts: u32) -> Outcome {
 }
 
 /// Sends the request's shadows (with the first attempt's headers). A body streamed (over
-/// MAX_RETRY_BODY or of unknown length) cannot be copied: no shadow then, rather than one
+/// MAX_RETRY_BODY or of unknown length) is not copied: no shadow then, rather than one
 /// without its body.
 pub(super) fn send_shadows(
     shadows: Vec<mirror::Shadow>,
@@ -335,9 +336,7 @@ pub(super) fn send_shadows(
     lb: &LbContext,
     timeout: Option<Duration>,
 ) {
-    match body {
-        ReqBody::Empty => mirror::send(shadows, parts, path, None, lb, timeout),
-        ReqBody::Buffered(b) => mirror::send(shadows, parts, path, Some(b.clone()), lb, timeout),
-        ReqBody::Once(_) => {}
+    if let Some(b) = body.whole() {
+        mirror::send(shadows, parts, path, b.cloned(), lb, timeout);
     }
 }

@@ -155,7 +155,8 @@ pub(super) async fn race(
     let mut race = Race {
         ctx,
         policy,
-        can_retry: policy.is_some_and(|p| p.retry_on != RetryOn::default()) && body.replayable(),
+        // Hedged attempts run side by side: only a body read whole is given to several.
+        can_retry: policy.is_some_and(|p| p.retry_on != RetryOn::default()) && body.read_whole(),
         retries_left: policy.map_or(0, |p| p.num_retries),
         scheduled: 0,
         pending: None,
