@@ -55,6 +55,7 @@ mod host;
 pub(crate) mod mirror;
 mod retained_body;
 mod router_headers;
+mod shadow_body;
 mod timeouts;
 mod transport;
 
@@ -291,19 +292,19 @@ impl Drop for Gauge<'_> {
 /// The downstream body as the attempts take it: read whole when it may be sent again
 /// (`replay`) and is small, retained as it streams when a retry or redirect may want it again
 /// (`retain`: the request's buffer limit), else streamed once; tapped when the request timeout
-/// (`end`) or the access log (`count`, taken then) wants to know. `Err` when the client's body
-/// broke off while read whole.
-async fn req_body<B>(
-    body: B,
-    replay: bool,
-    retain: Option<(u64, &Arc<crate::server::stats::ClusterStats>)>,
-    end: &Option<Arc<std::sync::atomic::AtomicBool>>,
-    count: &mut Option<Arc<crate::http::request_body_tap::BodyTally>>,
-) -> Result<ReqBody, ()>
+/// (`end`) or the access log (`count`, taken then) wants to know; a streamed body is copied to
+/// the `shadows` as it is read. `Err` when the client's body broke off while read whole.
+async fn req_body<B>(body: B, how: &BodyHow<'_>, plan: &mut Plan) -> Result<ReqBody, ()>
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
     B::Error: Into<crate::http::BodyError>,
 {
+    let BodyHow {
+        replay,
+        retain,
+        end,
+    } = *how;
+    let (shadows, count) = (&mut plan.shadows, &mut plan.body_bytes);
     let limit = retain.map_or(u64::MAX, |(l, _)| l);
     if replay
         && body
@@ -316,16 +317,31 @@ where
             Err(_) => Err(()),
         };
     }
-    let streamed = match (end.clone(), count.take()) {
+    let mut streamed = match (end.clone(), count.take()) {
         (None, None) => body.map_err(Into::into).boxed(),
         (end, count) => Tapped::new(body, end, count).map_err(Into::into).boxed(),
     };
+    if !shadows.is_empty() {
+        let (main, copies) = shadow_body::tee(streamed, shadows.len());
+        streamed = main;
+        for (s, c) in shadows.iter_mut().zip(copies) {
+            s.streamed = Some(c);
+        }
+    }
     Ok(match retain {
         Some((limit, stats)) => {
             ReqBody::Retained(Retained::new(streamed, limit, Arc::clone(stats)))
         }
         None => ReqBody::Once(Some(streamed)),
     })
+}
+
+/// How [`req_body`] takes the request body.
+#[derive(Clone, Copy)]
+struct BodyHow<'a> {
+    replay: bool,
+    retain: Option<(u64, &'a Arc<crate::server::stats::ClusterStats>)>,
+    end: &'a Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The request body: read whole, retained as it streams, or streamed once.
@@ -580,6 +596,11 @@ async fn run_planned(
     // Envoy's router keeps a streamed body for a retry or redirect, up to the buffer limit.
     let retain = (plan.retry.is_some() || plan.redirect.is_some())
         .then_some((plan.buffer_limit, &cluster.stats));
+    let how = BodyHow {
+        replay,
+        retain,
+        end: &body_end,
+    };
     let mut body = match input {
         Input::Replay(None) => ReqBody::Empty,
         // A redirected request's body goes as it came: with its length, or chunked.
@@ -591,19 +612,15 @@ async fn run_planned(
         // Buffered when it may be sent again (retries, mirrors, redirects), and under the HCM's
         // `request_timeout`: Envoy's router reads a small body while the upstream connects, so
         // a client that sent it whole is not timed out by a slow connect.
-        Input::Stream(body) => {
-            match req_body(body, replay, retain, &body_end, &mut plan.body_bytes).await {
-                Ok(b) => b,
-                Err(()) => return Outcome::local(Flag::DownstreamTermination),
-            }
-        }
+        Input::Stream(body) => match req_body(body, &how, &mut plan).await {
+            Ok(b) => b,
+            Err(()) => return Outcome::local(Flag::DownstreamTermination),
+        },
         // What an ext_authz check read, then the rest: on the same terms.
-        Input::Prefixed(body) => {
-            match req_body(body, replay, retain, &body_end, &mut plan.body_bytes).await {
-                Ok(b) => b,
-                Err(()) => return Outcome::local(Flag::DownstreamTermination),
-            }
-        }
+        Input::Prefixed(body) => match req_body(body, &how, &mut plan).await {
+            Ok(b) => b,
+            Err(()) => return Outcome::local(Flag::DownstreamTermination),
+        },
     };
     if let Some(Some(b)) = body.whole() {
         if let Some(tally) = plan.body_bytes.take() {

@@ -325,9 +325,8 @@ pub(super) fn ended(flag: Flag, host: SocketAddr, attempts: u32) -> Outcome {
     o
 }
 
-/// Sends the request's shadows (with the first attempt's headers). A body streamed (over
-/// MAX_RETRY_BODY or of unknown length) is not copied: no shadow then, rather than one
-/// without its body.
+/// Sends the request's shadows (with the first attempt's headers): with the body read whole,
+/// or each with its streamed copy.
 pub(super) fn send_shadows(
     shadows: Vec<mirror::Shadow>,
     parts: &Parts,
@@ -336,7 +335,5 @@ pub(super) fn send_shadows(
     lb: &LbContext,
     timeout: Option<Duration>,
 ) {
-    if let Some(b) = body.whole() {
-        mirror::send(shadows, parts, path, b.cloned(), lb, timeout);
-    }
+    mirror::send(shadows, parts, path, body.whole(), lb, timeout);
 }

@@ -19,6 +19,8 @@ pub(crate) struct Shadow {
     host_suffix: bool,
     host_rewrite: Option<HeaderValue>,
     mutations: Arc<[MirrorMutation]>,
+    /// Its body when the request's is streamed ([`super::shadow_body`]).
+    pub(super) streamed: Option<Body>,
 }
 
 /// The shadows of one request: each policy whose `runtime_fraction` holds and whose cluster
@@ -43,6 +45,7 @@ pub(crate) fn select(
                 host_suffix: p.host_suffix,
                 host_rewrite: p.host_rewrite.clone(),
                 mutations: p.mutations.clone(),
+                streamed: None,
             });
         }
     }
@@ -50,17 +53,24 @@ pub(crate) fn select(
 }
 
 /// Sends one shadow per entry of `shadows`: the request as it goes to the main upstream
-/// (`parts`, `path`), with the `-shadow` Host suffix unless disabled, and `body`; each gives up
-/// after `timeout` (the route's).
+/// (`parts`, `path`), with the `-shadow` Host suffix unless disabled, and the body: `whole` when
+/// the request's was read whole (`Some(None)`: none), else the shadow's streamed copy; each
+/// gives up after `timeout` (the route's).
 pub(crate) fn send(
     shadows: Vec<Shadow>,
     parts: &Parts,
     path: &PathAndQuery,
-    body: Option<Bytes>,
+    whole: Option<Option<&Bytes>>,
     lb: &LbContext,
     timeout: Option<Duration>,
 ) {
-    for s in shadows {
+    for mut s in shadows {
+        let body = match (whole, s.streamed.take()) {
+            (Some(Some(b)), _) => local_reply::full(b.clone()),
+            (Some(None), _) => local_reply::empty(),
+            (None, Some(streamed)) => streamed,
+            (None, None) => continue,
+        };
         let Some(host) = s.cluster.choose_host(lb) else {
             continue;
         };
@@ -91,10 +101,7 @@ pub(crate) fn send(
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert("x-forwarded-for", v);
         }
-        let mut req = Request::new(match &body {
-            Some(b) => local_reply::full(b.clone()),
-            None => local_reply::empty(),
-        });
+        let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = super::origin_form(path);
         *req.headers_mut() = headers;
