@@ -354,7 +354,16 @@ pub async fn serve<I, F>(
             if h2 {
                 streams.h2.store(true, Ordering::Relaxed);
             }
+            // A request asking to close the connection, and whether it came whole.
+            let closing = wants_close(&req).then(|| req.body().is_end_stream());
             let (mut resp, flag) = handle_with(hcm, conn, req, buckets).await;
+            if let Some(whole) = closing {
+                // Envoy closes at once after an upstream's answer to a whole request, and
+                // delays the close after a reply made while the request head was decoded
+                // (its connection check then passes no skip).
+                let answered = resp.extensions().get::<UpstreamAnswered>().is_some();
+                streams.set_closing_request(whole && answered);
+            }
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
             }
@@ -1292,6 +1301,9 @@ pub async fn handle_with(
     ) = outcome;
     // What a span's metadata custom tags read.
     let metadata = decoded.as_mut().and_then(|d| d.metadata.take());
+    if attempts > 0 {
+        resp.extensions_mut().insert(UpstreamAnswered);
+    }
     // The router's answer to a request it sent upstream, before any local reply mapping.
     if let Some(rs) = route_stats.as_ref().filter(|_| attempts > 0) {
         rs.answered(resp.status().as_u16());
@@ -1439,4 +1451,27 @@ pub async fn handle_with(
         return (resp, flag);
     }
     (resp, flag)
+}
+
+/// Marks a response to a request that went upstream (its connection's close is not delayed when
+/// the request asked for it, `delayed_close.rs`).
+#[derive(Clone, Copy)]
+struct UpstreamAnswered;
+
+/// Whether an HTTP/1 request asks to close its connection after it: HTTP/1.0 without
+/// `connection: keep-alive`, or a `close` token in `connection`.
+fn wants_close(req: &Request<Incoming>) -> bool {
+    let has = |token: &str| {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match req.version() {
+        Version::HTTP_10 => !has("keep-alive"),
+        Version::HTTP_11 => has("close"),
+        _ => false,
+    }
 }

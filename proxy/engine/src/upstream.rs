@@ -17,6 +17,7 @@ pub mod pool;
 pub mod priority;
 pub mod proxied_pools;
 pub mod resources;
+pub mod slow_start;
 pub mod sockopts;
 pub mod spec;
 pub mod success_rate;
@@ -106,6 +107,9 @@ pub struct Host {
     pub weight: u32,
     /// False while active health checking says the host is unhealthy.
     pub hc_healthy: AtomicBool,
+    /// Since when the host is healthy ([`now_ms`]): made, or passed its health check after
+    /// failing (Envoy's `lastHcPassTime`, where a slow start window begins).
+    pub healthy_since: AtomicU64,
     /// Outlier ejection end, in [`now_ms`] units; 0 when not ejected.
     pub ejected_until: AtomicU64,
     /// Envoy's ejection time backoff: grows by one per ejection, shrinks by one per outlier
@@ -171,6 +175,7 @@ impl Host {
             addr,
             weight: weight.max(1),
             hc_healthy: AtomicBool::new(true),
+            healthy_since: AtomicU64::new(now_ms()),
             ejected_until: AtomicU64::new(0),
             eject_backoff: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),

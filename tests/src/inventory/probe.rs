@@ -205,7 +205,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport
           config: { version: V2 }
           transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }
-    least_request_lb_config: { choice_count: 2 }
+    least_request_lb_config: { choice_count: 2, slow_start_config: { slow_start_window: 1s } }
     circuit_breakers: { thresholds: [{ max_connections: 10, retry_budget: { min_retry_concurrency: 3 } }] }
     outlier_detection: { consecutive_5xx: 5 }
     health_checks:
@@ -374,6 +374,7 @@ pub fn sites() -> Vec<(&'static str, String)> {
         ("extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", format!("{tls}/common_tls_context/combined_validation_context")),
         ("extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", format!("{tls}/common_tls_context/combined_validation_context/default_validation_context/match_typed_subject_alt_names/0")),
         ("config.cluster.v3.Cluster.LeastRequestLbConfig", format!("{c}/least_request_lb_config")),
+        ("config.cluster.v3.Cluster.SlowStartConfig", format!("{c}/least_request_lb_config/slow_start_config")),
         ("config.cluster.v3.Cluster.RingHashLbConfig", "/static_resources/clusters/1/ring_hash_lb_config".into()),
         ("config.cluster.v3.Cluster.MaglevLbConfig", "/static_resources/clusters/2/maglev_lb_config".into()),
         ("config.cluster.v3.Cluster.OriginalDstLbConfig", "/static_resources/clusters/3/original_dst_lb_config".into()),

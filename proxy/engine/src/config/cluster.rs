@@ -537,8 +537,24 @@ impl DataSource {
 pub const DEFAULT_HEALTHY_PANIC_THRESHOLD: f64 = 50.0;
 
 /// The cluster's connection, DNS and `common_lb_config` options (module `cluster_options`).
+/// `slow_start_config` (of `round_robin_lb_config` or `least_request_lb_config`; a
+/// DestinationRule's `loadBalancer.warmup`): a host healthy for less than `window` takes a
+/// share of its weight that grows with the time (`upstream/slow_start.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// `slow_start_window` (positive; unset or 0 disables slow start).
+    pub window: Duration,
+    /// `aggression.default_value` (default 1.0: linear; not positive is 1.0, as Envoy at run
+    /// time).
+    pub aggression: f64,
+    /// `min_weight_percent` as a fraction (default 0.1).
+    pub min_weight: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOptions {
+    /// `slow_start_config` of the ROUND_ROBIN or LEAST_REQUEST balancer.
+    pub slow_start: Option<SlowStart>,
     /// `max_requests_per_connection` (the typed HttpProtocolOptions'
     /// `common_http_protocol_options` one, else the deprecated cluster field; `None`: unset or 0,
     /// no limit): a connection carries at most this many requests.
@@ -633,6 +649,7 @@ pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
+            slow_start: None,
             max_requests_per_connection: None,
             tcp_keepalive: None,
             buffer_limit_bytes: None,

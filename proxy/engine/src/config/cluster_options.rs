@@ -132,6 +132,7 @@ pub(crate) fn options(
     let common = typed.and_then(|t| t.common_http_protocol_options.as_ref());
     let idle = common.and_then(|c| c.idle_timeout);
     let mut out = ClusterOptions {
+        slow_start: slow_start(raw, p)?,
         // `0s` disables it, as Envoy.
         upstream_idle_timeout: idle.map_or(Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), |d| {
             Some(d.0).filter(|d| !d.is_zero())
@@ -341,3 +342,51 @@ fn common_lb_config(
 #[cfg(test)]
 #[path = "cluster_options_tests.rs"]
 mod tests;
+
+/// The balancer's `slow_start_config` (ROUND_ROBIN's or LEAST_REQUEST's; `lb_policy` checks
+/// which goes with the policy). `None` without one or with a zero window (Envoy's "disabled").
+fn slow_start(raw: &RawCluster, p: &FieldPath) -> Result<Option<super::SlowStart>, ConfigError> {
+    let (field, cfg) = match (&raw.round_robin_lb_config, &raw.least_request_lb_config) {
+        (Some(rr), _) => ("round_robin_lb_config", rr.slow_start_config.as_ref()),
+        (None, Some(lr)) => ("least_request_lb_config", lr.slow_start_config.as_ref()),
+        (None, None) => return Ok(None),
+    };
+    let Some(c) = cfg else {
+        return Ok(None);
+    };
+    let sp = p.field(field).field("slow_start_config");
+    let window = c.slow_start_window.map_or(Duration::ZERO, |d| d.0);
+    let min_weight = match c.min_weight_percent.as_ref().and_then(|m| m.value) {
+        None => 0.1,
+        Some(v) if (0.0..=100.0).contains(&v) => v / 100.0,
+        Some(v) => {
+            return Err(sp
+                .field("min_weight_percent")
+                .field("value")
+                .err(format!("{v} is not within 0..=100")))
+        }
+    };
+    if window.is_zero() {
+        return Ok(None);
+    }
+    if raw
+        .common_lb_config
+        .as_ref()
+        .is_some_and(|c| c.locality_weighted_lb_config.is_some())
+    {
+        return Err(sp.unsupported(
+            "slow start with common_lb_config.locality_weighted_lb_config (per-locality schedulers) is not implemented",
+        ));
+    }
+    let aggression = c
+        .aggression
+        .as_ref()
+        .and_then(|a| a.default_value)
+        .filter(|a| *a > 0.0 && a.is_finite())
+        .unwrap_or(1.0);
+    Ok(Some(super::SlowStart {
+        window,
+        aggression,
+        min_weight,
+    }))
+}

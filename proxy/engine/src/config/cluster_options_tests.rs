@@ -263,3 +263,55 @@ fn http2_max_concurrent_streams_in_either_protocol_config() {
         "out of range",
     );
 }
+
+#[test]
+fn slow_start_as_istiod_sends_a_warmup() {
+    // A DestinationRule's `loadBalancer.warmup` (istiod's `setWarmup`).
+    let warmup = "    round_robin_lb_config:\n      slow_start_config:\n        slow_start_window: 60s\n        aggression: {default_value: 1.5, runtime_key: \"(\"}\n        min_weight_percent: {value: 20}\n";
+    let (_, o) = options(&with_cluster("STATIC", "127.0.0.1", warmup));
+    let s = o.slow_start.expect("slow start");
+    assert_eq!(s.window, Duration::from_secs(60));
+    assert_eq!((s.aggression, s.min_weight), (1.5, 0.2));
+    // The deprecated `warmupDurationSecs`: the window alone, Envoy's defaults for the rest.
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    lb_policy: LEAST_REQUEST\n    least_request_lb_config: {slow_start_config: {slow_start_window: 5s}}\n",
+    ));
+    let s = o.slow_start.expect("slow start");
+    assert_eq!((s.aggression, s.min_weight), (1.0, 0.1));
+    // No window: disabled, as Envoy.
+    let (_, o) = options(&with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        "    round_robin_lb_config: {slow_start_config: {}}\n",
+    ));
+    assert_eq!(o.slow_start, None);
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    round_robin_lb_config: {slow_start_config: {slow_start_window: 1s, min_weight_percent: {value: 150}}}\n",
+        ),
+        &format!("{C}.round_robin_lb_config.slow_start_config.min_weight_percent.value"),
+        "within 0..=100",
+    );
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    lb_policy: RANDOM\n    round_robin_lb_config: {}\n",
+        ),
+        &format!("{C}.round_robin_lb_config"),
+        "requires lb_policy ROUND_ROBIN",
+    );
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            "    common_lb_config: {locality_weighted_lb_config: {}}\n    round_robin_lb_config: {slow_start_config: {slow_start_window: 1s}}\n",
+        ),
+        &format!("{C}.round_robin_lb_config.slow_start_config"),
+        "locality_weighted_lb_config",
+    );
+}

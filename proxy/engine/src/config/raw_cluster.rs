@@ -36,6 +36,7 @@ pub(crate) struct RawCluster {
     pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
     pub maglev_lb_config: Option<RawMaglevLbConfig>,
     pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
+    pub round_robin_lb_config: Option<RawRoundRobinLbConfig>,
     pub dns_lookup_family: Option<String>,
     pub original_dst_lb_config: Option<RawOriginalDstLbConfig>,
     pub eds_cluster_config: Option<super::raw_dynamic::RawEdsClusterConfig>,
@@ -378,4 +379,31 @@ pub(crate) struct RawMaglevLbConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLeastRequestLbConfig {
     pub choice_count: Option<u32>,
+    pub slow_start_config: Option<RawSlowStartConfig>,
+}
+
+/// `Cluster.RoundRobinLbConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoundRobinLbConfig {
+    pub slow_start_config: Option<RawSlowStartConfig>,
+}
+
+/// `Cluster.SlowStartConfig` (a DestinationRule's `loadBalancer.warmup`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSlowStartConfig {
+    pub slow_start_window: Option<PbDuration>,
+    pub aggression: Option<RawRuntimeDouble>,
+    pub min_weight_percent: Option<RawPercent>,
+}
+
+/// `core.v3.RuntimeDouble`: the runtime key is a no-op (no runtime layer; its default applies,
+/// as in Envoy without `layered_runtime`; istiod sends `"("`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntimeDouble {
+    pub default_value: Option<f64>,
+    #[allow(dead_code)]
+    pub runtime_key: Option<String>,
 }

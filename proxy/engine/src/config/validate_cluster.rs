@@ -420,6 +420,11 @@ fn lb_policy(
             raw.least_request_lb_config.is_some(),
             "LEAST_REQUEST",
         ),
+        (
+            "round_robin_lb_config",
+            raw.round_robin_lb_config.is_some(),
+            "ROUND_ROBIN",
+        ),
     ];
     for (field, set, wants) in configs {
         if set && policy != wants {

@@ -43,6 +43,10 @@ pub(crate) struct Activity {
     head_seen: AtomicBool,
     /// Set by an upgrade request: the connection may become a tunnel, heads are no longer timed.
     upgraded: AtomicBool,
+    /// Set by a request that asks to close the connection (HTTP/1.0 without keep-alive, or
+    /// `connection: close`), came whole (no body) and was answered by an upstream: its close
+    /// is not delayed.
+    closes_complete: AtomicBool,
     /// Milliseconds from `start` to the moment the last stream ended.
     idle_since_ms: AtomicU64,
     became_idle: Notify,
@@ -62,6 +66,7 @@ impl Activity {
             begun: AtomicU64::new(0),
             head_seen: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            closes_complete: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             became_idle: Notify::new(),
             requests: AtomicU32::new(0),
@@ -109,6 +114,17 @@ impl Activity {
     }
 
     /// An upgrade request arrived.
+    /// Notes a request asking to close the connection after it: `skip` when it came whole and
+    /// an upstream answered it (Envoy's `shouldSkipDeferredCloseDelay`: nothing is still coming).
+    pub(crate) fn set_closing_request(&self, skip: bool) {
+        self.closes_complete.store(skip, Ordering::Relaxed);
+    }
+
+    /// Whether the connection closes after a whole request that asked for it.
+    pub(crate) fn closes_complete(&self) -> bool {
+        self.closes_complete.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
     }

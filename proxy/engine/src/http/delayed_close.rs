@@ -2,8 +2,11 @@
 //! (`FlushWriteAndDelay`): the response is flushed, then the proxy waits up to the timeout for
 //! the client to close its side (reading and dropping whatever it still sends) before it closes
 //! the socket, so a client that is still sending does not get a reset that could destroy the
-//! response in flight. A client that closes first is not waited for, and an upgraded
-//! connection (a tunnel, whose other direction may still be reading) shuts at once. Observed
+//! response in flight. A client that closes first is not waited for, an upgraded connection (a
+//! tunnel, whose other direction may still be reading) shuts at once, and so does one whose
+//! last request asked for the close (HTTP/1.0, `connection: close`), came whole and was
+//! answered by an upstream, as Envoy's `shouldSkipDeferredCloseDelay` (Envoy's reply made while
+//! decoding the head keeps the delay). Observed
 //! against Envoy 1.40: a drained keep-alive connection closes `drain_timeout` + this after the
 //! drain starts, a timed-out request head this after its 408
 //! (`tests/tests/connection_close_timing.rs`).
@@ -65,7 +68,12 @@ impl DelayedClose {
     ) -> Poll<io::Result<()>> {
         loop {
             match &mut self.close {
-                Close::Open => match self.delay.filter(|_| !self.activity.upgraded()) {
+                // No delay after a whole request that asked for the close (Envoy's
+                // `shouldSkipDeferredCloseDelay`: nothing is still coming from the client).
+                Close::Open => match self
+                    .delay
+                    .filter(|_| !self.activity.upgraded() && !self.activity.closes_complete())
+                {
                     Some(d) => self.close = Close::Waiting(Box::pin(tokio::time::sleep(d))),
                     None => self.close = Close::Closing,
                 },

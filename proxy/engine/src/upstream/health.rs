@@ -92,6 +92,7 @@ fn apply(streaks: &mut HashMap<SocketAddr, Streak>, h: &Host, ok: bool, spec: &H
         tracing::info!(host = %h.addr, "health check: host unhealthy");
     } else if !healthy && ok && (first || s.ok >= spec.healthy_threshold.max(1)) {
         h.hc_healthy.store(true, Ordering::Relaxed);
+        h.healthy_since.store(super::now_ms(), Ordering::Relaxed);
         tracing::info!(host = %h.addr, "health check: host healthy");
     }
 }

@@ -312,6 +312,13 @@ pub fn choose(
             return Some(hosts[i].clone());
         }
     }
+    // Slow start: while a usable host is in its window, weights scaled by it.
+    if let (Some(s), LbKind::RoundRobin | LbKind::LeastRequest { .. }) = (&opts.slow_start, kind) {
+        let least_request = matches!(kind, LbKind::LeastRequest { .. });
+        if let Some(i) = super::slow_start::pick(s, hosts, &usable, now, least_request) {
+            return Some(hosts[i].clone());
+        }
+    }
     let all_table = || level.all_table.as_ref().or(level.healthy_table.as_ref());
     match kind {
         LbKind::RoundRobin => {
