@@ -555,6 +555,10 @@ pub struct SlowStart {
 pub struct ClusterOptions {
     /// `slow_start_config` of the ROUND_ROBIN or LEAST_REQUEST balancer.
     pub slow_start: Option<SlowStart>,
+    /// The typed options' `common_http_protocol_options.max_response_headers_kb` (1..=8192;
+    /// `None`: Envoy's defaults, 80 KiB for HTTP/1 and 60 KiB for HTTP/2): a larger upstream
+    /// response head resets the request as a protocol error.
+    pub max_response_headers_kb: Option<u32>,
     /// `max_requests_per_connection` (the typed HttpProtocolOptions'
     /// `common_http_protocol_options` one, else the deprecated cluster field; `None`: unset or 0,
     /// no limit): a connection carries at most this many requests.
@@ -650,6 +654,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             slow_start: None,
+            max_response_headers_kb: None,
             max_requests_per_connection: None,
             tcp_keepalive: None,
             buffer_limit_bytes: None,

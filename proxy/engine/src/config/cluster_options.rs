@@ -131,7 +131,19 @@ pub(crate) fn options(
     };
     let common = typed.and_then(|t| t.common_http_protocol_options.as_ref());
     let idle = common.and_then(|c| c.idle_timeout);
+    let max_response_headers_kb = match common.and_then(|c| c.max_response_headers_kb) {
+        Some(kb) if !(1..=8192).contains(&kb) => {
+            return Err(p
+                .field("typed_extension_protocol_options")
+                .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
+                .field("common_http_protocol_options")
+                .field("max_response_headers_kb")
+                .err(format!("{kb} is not within 1..=8192")))
+        }
+        kb => kb,
+    };
     let mut out = ClusterOptions {
+        max_response_headers_kb,
         slow_start: slow_start(raw, p)?,
         // `0s` disables it, as Envoy.
         upstream_idle_timeout: idle.map_or(Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), |d| {

@@ -315,3 +315,19 @@ fn slow_start_as_istiod_sends_a_warmup() {
         "locality_weighted_lb_config",
     );
 }
+
+#[test]
+fn max_response_headers_kb_within_envoys_bounds() {
+    let typed = |kb: u32| {
+        format!("    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http_protocol_options: {{}}}}\n        common_http_protocol_options: {{max_response_headers_kb: {kb}}}\n")
+    };
+    let (_, o) = options(&with_cluster("STATIC", "127.0.0.1", &typed(40)));
+    assert_eq!(o.max_response_headers_kb, Some(40));
+    for kb in [0, 8193] {
+        expect_err(
+            &with_cluster("STATIC", "127.0.0.1", &typed(kb)),
+            &format!("{C}.typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.common_http_protocol_options.max_response_headers_kb"),
+            "within 1..=8192",
+        );
+    }
+}

@@ -84,6 +84,7 @@ pub(crate) struct RawZoneAwareLbConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamCommonHttpOptions {
     pub max_requests_per_connection: Option<u32>,
+    pub max_response_headers_kb: Option<u32>,
     pub idle_timeout: Option<super::duration::PbDuration>,
     pub max_connection_duration: Option<super::duration::PbDuration>,
 }

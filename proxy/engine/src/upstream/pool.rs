@@ -51,6 +51,10 @@ impl<T> PoolBody for T where
 
 /// Idle HTTP/1 connections kept per host.
 pub const MAX_IDLE_PER_HOST: usize = 1024;
+/// Envoy's default `max_response_headers_kb` for HTTP/1 upstreams.
+const DEFAULT_H1_RESPONSE_HEADERS_KB: u32 = 80;
+/// Envoy's default `max_response_headers_kb` for HTTP/2 upstreams.
+const DEFAULT_H2_RESPONSE_HEADERS_KB: u32 = 60;
 /// HTTP/2's default (and here smallest) flow-control window.
 const MIN_H2_WINDOW: u32 = 65_535;
 /// How often a pending request re-checks for a free connection.
@@ -555,6 +559,10 @@ where
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(true);
         }
+        // max_response_headers_kb (Envoy's HTTP/2 default 60 KiB): a larger header list
+        // resets the stream.
+        let kb = cluster.spec.options.max_response_headers_kb;
+        b.max_header_list_size(kb.unwrap_or(DEFAULT_H2_RESPONSE_HEADERS_KB) * 1024);
         if let Some(n) = limit {
             // per_connection_buffer_limit_bytes: the flow-control windows (as Envoy's codec,
             // at least HTTP/2's minimum window).
@@ -574,7 +582,13 @@ where
         // pauses reading, never a cap on a response head (its codec takes a head of any size up
         // to max_response_headers_kb), and hyper reads an HTTP/1 body piece by piece as the
         // client takes it. Bounding hyper's read buffer by it reset larger heads.
+        // max_response_headers_kb (Envoy's HTTP/1 default 80 KiB): hyper's read buffer bounds
+        // the head, counted on the wire (status line and line ends too; at least hyper's
+        // 8 KiB), and a larger one fails the request as a protocol error.
+        let kb = cluster.spec.options.max_response_headers_kb;
+        let head_max = (kb.unwrap_or(DEFAULT_H1_RESPONSE_HEADERS_KB) as usize * 1024).max(8192);
         let (s, conn) = http1::Builder::new()
+            .max_buf_size(head_max)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
