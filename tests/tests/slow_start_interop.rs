@@ -101,6 +101,11 @@ fn a_host_back_from_failing_health_checks_warms_up_as_under_envoy() {
         );
         std::thread::sleep(Duration::from_millis(WINDOW_MS + 300).saturating_sub(back.elapsed()));
         let warm = burst(port, 300);
+        eprintln!(
+            "{who}: b's share {:.3} while warming, {:.3} past its window",
+            share(&warming, "b"),
+            share(&warm, "b")
+        );
         let s = share(&warm, "b");
         assert!(
             (0.23..0.43).contains(&s),

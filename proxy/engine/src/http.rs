@@ -356,13 +356,12 @@ pub async fn serve<I, F>(
             }
             // A request asking to close the connection, and whether it came whole.
             let closing = wants_close(&req).then(|| req.body().is_end_stream());
-            let (mut resp, flag) = handle_with(hcm, conn, req, buckets).await;
+            let (mut resp, flag, upstream) = handle_with(hcm, conn, req, buckets).await;
             if let Some(whole) = closing {
                 // Envoy closes at once after an upstream's answer to a whole request, and
                 // delays the close after a reply made while the request head was decoded
                 // (its connection check then passes no skip).
-                let answered = resp.extensions().get::<UpstreamAnswered>().is_some();
-                streams.set_closing_request(whole && answered);
+                streams.set_closing_request(whole && upstream);
             }
             if let Some(o) = observer.filter(|_| flag.is_upstream_failure()) {
                 o.upstream_failed();
@@ -789,16 +788,19 @@ pub async fn handle(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> (Response<Body>, Flag) {
-    handle_with(hcm, conn, req, None).await
+    let (resp, flag, _) = handle_with(hcm, conn, req, None).await;
+    (resp, flag)
 }
 
-/// [`handle`] with the connection's rate limit buckets (`local_rate_limit_per_downstream_connection`).
+/// [`handle`] with the connection's rate limit buckets (`local_rate_limit_per_downstream_connection`);
+/// also whether the request went upstream (its answer is an upstream's, or a reply after an
+/// attempt).
 pub async fn handle_with(
     hcm: Arc<Hcm>,
     conn: ConnInfo,
     mut req: Request<Incoming>,
     conn_buckets: Option<Arc<filters::ConnBuckets>>,
-) -> (Response<Body>, Flag) {
+) -> (Response<Body>, Flag, bool) {
     let start = Instant::now();
     let start_wall = SystemTime::now();
     hcm.stats.downstream_rq_total.inc();
@@ -855,7 +857,7 @@ pub async fn handle_with(
             let e = refused_entry(&hcm, &conn, &req, &r, scheme, start_wall);
             resp = log_refused(&hcm, e, resp, start);
         }
-        return (resp, Flag::None);
+        return (resp, Flag::None, false);
     }
     let continued = match expect_continue::on_request(hcm.cfg.proxy_100_continue, &mut req).await {
         Ok(c) => c,
@@ -864,7 +866,7 @@ pub async fn handle_with(
             let mut resp = local_reply::reply(400, "");
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return (resp, Flag::DownstreamTermination);
+            return (resp, Flag::DownstreamTermination, false);
         }
     };
     let authority = Authority::of(&req);
@@ -967,7 +969,7 @@ pub async fn handle_with(
                 e.details = Some(ResponseDetails::Named(r.details().0));
                 resp = log_refused(&hcm, e, resp, start);
             }
-            return (resp, Flag::None);
+            return (resp, Flag::None, false);
         }
         crate::route::observe::log_taken(&selection, view.random);
         if let Selection::Forward(fwd) = &selection {
@@ -1301,9 +1303,6 @@ pub async fn handle_with(
     ) = outcome;
     // What a span's metadata custom tags read.
     let metadata = decoded.as_mut().and_then(|d| d.metadata.take());
-    if attempts > 0 {
-        resp.extensions_mut().insert(UpstreamAnswered);
-    }
     // The router's answer to a request it sent upstream, before any local reply mapping.
     if let Some(rs) = route_stats.as_ref().filter(|_| attempts > 0) {
         rs.answered(resp.status().as_u16());
@@ -1448,15 +1447,10 @@ pub async fn handle_with(
         e.response_headers = hcm.log.response_headers_to_keep(resp.headers());
         // Logged when the response body ends (or the stream is dropped), with the bytes sent.
         let resp = resp.map(|b| access_log::LoggedBody::wrap(b, e, hcm.log.clone(), start));
-        return (resp, flag);
+        return (resp, flag, attempts > 0);
     }
-    (resp, flag)
+    (resp, flag, attempts > 0)
 }
-
-/// Marks a response to a request that went upstream (its connection's close is not delayed when
-/// the request asked for it, `delayed_close.rs`).
-#[derive(Clone, Copy)]
-struct UpstreamAnswered;
 
 /// Whether an HTTP/1 request asks to close its connection after it: HTTP/1.0 without
 /// `connection: keep-alive`, or a `close` token in `connection`.
