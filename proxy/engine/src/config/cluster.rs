@@ -456,8 +456,49 @@ pub struct HealthCheck {
     /// `no_traffic_interval` (default [`DEFAULT_NO_TRAFFIC_INTERVAL`]): the interval while the
     /// cluster has had no traffic (no upstream connection but the checker's own).
     pub no_traffic_interval: Duration,
+    /// `initial_jitter`, `interval_jitter`, `interval_jitter_percent`.
+    pub jitter: HealthCheckJitter,
     /// `http_health_check` or `tcp_health_check`.
     pub kind: HealthCheckKind,
+}
+
+/// A health check's jitter, as Envoy's: the first checks wait a random time below `initial`;
+/// each interval grows by a random time below `percent` % of it and another below `interval`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthCheckJitter {
+    /// `initial_jitter`.
+    pub initial: Duration,
+    /// `interval_jitter`.
+    pub interval: Duration,
+    /// `interval_jitter_percent`.
+    pub percent: u32,
+}
+
+impl HealthCheckJitter {
+    /// `base` with the interval jitter added (Envoy's `intervalWithJitter`).
+    pub fn apply(&self, base: Duration) -> Duration {
+        let ms = base.as_millis() as u64;
+        let by_percent = u64::from(self.percent) * ms / 100;
+        let random = |below: u64| {
+            if below > 0 {
+                rand::random::<u64>() % below
+            } else {
+                0
+            }
+        };
+        let extra = random(by_percent) + random(self.interval.as_millis() as u64);
+        base + Duration::from_millis(extra)
+    }
+
+    /// The wait before the first checks (Envoy's `initial_jitter`).
+    pub fn initial_wait(&self) -> Duration {
+        let ms = self.initial.as_millis() as u64;
+        Duration::from_millis(if ms > 0 {
+            rand::random::<u64>() % ms
+        } else {
+            0
+        })
+    }
 }
 
 /// The health checker.

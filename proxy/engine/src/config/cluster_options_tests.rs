@@ -331,3 +331,31 @@ fn max_response_headers_kb_within_envoys_bounds() {
         );
     }
 }
+
+#[test]
+fn health_check_jitter_is_read_and_bounded_as_envoys() {
+    let hc = "    health_checks: [{timeout: 1s, interval: 10s, interval_jitter: 1s, interval_jitter_percent: 20, initial_jitter: 2s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}]\n";
+    let yaml = with_cluster("STATIC", "127.0.0.1", hc);
+    let b = from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let j = b.cluster("svc").unwrap().health_checks[0].jitter;
+    assert_eq!(
+        j,
+        super::super::HealthCheckJitter {
+            initial: Duration::from_secs(2),
+            interval: Duration::from_secs(1),
+            percent: 20,
+        }
+    );
+    for _ in 0..200 {
+        // 10 s + below 20 % of it + below 1 s.
+        let w = j.apply(Duration::from_secs(10));
+        assert!(
+            w >= Duration::from_secs(10) && w < Duration::from_secs(13),
+            "{w:?}"
+        );
+        assert!(j.initial_wait() < Duration::from_secs(2));
+    }
+    let none = super::super::HealthCheckJitter::default();
+    assert_eq!(none.apply(Duration::from_secs(1)), Duration::from_secs(1));
+    assert_eq!(none.initial_wait(), Duration::ZERO);
+}

@@ -215,6 +215,9 @@ pub(crate) struct RawHealthCheck {
     pub unhealthy_threshold: Option<u32>,
     pub healthy_threshold: Option<u32>,
     pub no_traffic_interval: Option<PbDuration>,
+    pub interval_jitter: Option<PbDuration>,
+    pub interval_jitter_percent: Option<u32>,
+    pub initial_jitter: Option<PbDuration>,
     pub http_health_check: Option<RawHttpHealthCheck>,
     pub tcp_health_check: Option<RawTcpHealthCheck>,
 }

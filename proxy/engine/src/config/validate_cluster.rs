@@ -586,12 +586,22 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
         (None, Some(_)) => HealthCheckKind::Tcp,
         _ => return Err(p.err("exactly one of http_health_check and tcp_health_check is required")),
     };
+    let jitter = super::HealthCheckJitter {
+        initial: raw
+            .initial_jitter
+            .map_or(std::time::Duration::ZERO, |d| d.0),
+        interval: raw
+            .interval_jitter
+            .map_or(std::time::Duration::ZERO, |d| d.0),
+        percent: raw.interval_jitter_percent.unwrap_or(0),
+    };
     Ok(HealthCheck {
         timeout,
         interval,
         unhealthy_threshold,
         healthy_threshold,
         no_traffic_interval,
+        jitter,
         kind,
     })
 }

@@ -78,6 +78,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         } => HealthCheckSpec {
             interval: h.interval,
             no_traffic_interval: h.no_traffic_interval,
+            jitter: h.jitter,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
             healthy_threshold: h.healthy_threshold,
@@ -91,6 +92,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         config::HealthCheckKind::Tcp => HealthCheckSpec {
             interval: h.interval,
             no_traffic_interval: h.no_traffic_interval,
+            jitter: h.jitter,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
             healthy_threshold: h.healthy_threshold,

@@ -1,4 +1,5 @@
-//! Active HTTP health checking: one task per cluster probes every host each interval, on one
+//! Active HTTP health checking: one task per cluster probes every host each interval (the
+//! jitter drawn per round, where Envoy draws it per host), on one
 //! connection per host kept from check to check (Envoy's default `reuse_connection`) until a
 //! check fails or times out.
 
@@ -30,6 +31,7 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
     let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
     let mut conns: HashMap<SocketAddr, Conn> = HashMap::new();
     Cluster::dns_resolved(&cluster).await;
+    tokio::time::sleep(spec.jitter.initial_wait()).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let hosts = c.all_hosts();
@@ -64,11 +66,11 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
         // Envoy's checker picks the next interval as it schedules it: `no_traffic_interval`
         // until the cluster has opened an upstream connection of its own (the checker's are
         // not counted).
-        let wait = if c.stats.upstream_cx_total.get() > 0 {
+        let wait = spec.jitter.apply(if c.stats.upstream_cx_total.get() > 0 {
             spec.interval
         } else {
             spec.no_traffic_interval
-        };
+        });
         drop(c);
         tokio::time::sleep(wait).await;
     }

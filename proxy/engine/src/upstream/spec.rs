@@ -189,6 +189,8 @@ pub struct HealthCheckSpec {
     pub interval: Duration,
     /// Time between checks until then (Envoy's `no_traffic_interval`).
     pub no_traffic_interval: Duration,
+    /// `initial_jitter`, `interval_jitter`, `interval_jitter_percent`.
+    pub jitter: crate::config::HealthCheckJitter,
     /// Per-check timeout.
     pub timeout: Duration,
     /// Failures before a healthy host is marked unhealthy.
