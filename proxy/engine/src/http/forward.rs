@@ -56,6 +56,8 @@ pub(crate) mod mirror;
 mod retained_body;
 mod router_headers;
 mod shadow_body;
+#[cfg(test)]
+mod test_bodies;
 mod timeouts;
 mod transport;
 
@@ -683,6 +685,16 @@ async fn run_planned(
                 send_shadows(s, &parts, &path, &body, &lb, plan.timeout);
             }
             let Some(b) = body.take() else {
+                // A retry whose body outgrew the buffer while it waited (a failed attempt's
+                // body still read on): Envoy's answer then.
+                if retries_done > 0 {
+                    let mut o = Outcome::answered(local_reply::reply(
+                        507,
+                        "exceeded request buffer limit while retrying upstream",
+                    ));
+                    o.attempts = retries_done;
+                    return o;
+                }
                 return Outcome::local(Flag::ConnectionTermination);
             };
             let t0 = Instant::now();

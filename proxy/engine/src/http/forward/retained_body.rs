@@ -9,14 +9,17 @@
 //! (`retry_or_shadow_abandoned`, Envoy's counter).
 //!
 //! Each attempt reads through its own [`Reader`]; they share the downstream body under a lock
-//! that is never contended in practice (one attempt reads at a time; a hedged request's
-//! attempts are not given one) and is taken once per body frame of requests that have a retry
-//! policy and a body not read whole before the first attempt.
+//! that is hardly ever contended (one attempt reads at a time, though a failed attempt's body
+//! may still be polled for a moment; a hedged request's attempts are not given one) and is
+//! taken once per body frame of requests that have a retry policy and a body not read whole
+//! before the first attempt. A reader waiting on the client is woken whichever reader pulls the
+//! next frame (the source keeps one waker, the last poller's). The copy lives as long as a
+//! reader does (a retry still replaying it when its answer came), bounded by the limit.
 
 use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
@@ -36,8 +39,7 @@ pub(crate) fn unsized_body(b: Bytes) -> Body {
     )))
 }
 
-/// The request's body and the copy kept of it; dropping it (the request is answered) stops
-/// the copying, so a long client stream keeps no buffer once its response started.
+/// The request's body and the copy kept of it.
 pub(crate) struct Retained(Arc<Mutex<State>>);
 
 struct State {
@@ -49,9 +51,13 @@ struct State {
     len: u64,
     /// Data frames read from `source` (a reader at this index reads on from the source).
     read: usize,
+    /// Bytes read from `source`.
+    read_bytes: u64,
     limit: u64,
-    /// The copy was dropped (over the limit, or the request answered).
+    /// The copy was dropped (over the limit).
     dropped: bool,
+    /// Readers waiting for the source's next frame.
+    waiters: Vec<Waker>,
     /// The downstream body ended (its trailers, if any, in `trailers`).
     ended: bool,
     trailers: Option<HeaderMap>,
@@ -71,6 +77,8 @@ impl Retained {
             chunks: Vec::new(),
             len: 0,
             read: 0,
+            read_bytes: 0,
+            waiters: Vec::new(),
             limit,
             dropped: false,
             ended: false,
@@ -115,14 +123,6 @@ impl Retained {
     }
 }
 
-impl Drop for Retained {
-    fn drop(&mut self) {
-        let mut s = lock(&self.0);
-        s.dropped = true;
-        s.chunks = Vec::new();
-    }
-}
-
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     // A reader panicking mid-frame leaves the state as consistent as before the frame.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -138,16 +138,12 @@ struct Reader {
     trailers_sent: bool,
 }
 
-impl http_body::Body for Reader {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
+impl Reader {
+    fn poll_locked(
+        &mut self,
+        s: &mut State,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let state = Arc::clone(&self.state);
-        let mut s = lock(&state);
         if self.at < s.read {
             // Behind the source: replay the retained frame, if it still is.
             if s.dropped {
@@ -173,7 +169,12 @@ impl http_body::Body for Reader {
             return Poll::Ready(None);
         };
         let frame = match Pin::new(source).poll_frame(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.waiters.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => {
                 s.ended = true;
                 s.source = None;
@@ -200,10 +201,14 @@ impl http_body::Body for Reader {
                     }
                 }
                 s.read += 1;
+                s.read_bytes += n;
                 self.at = s.read;
                 self.sent += n;
-                // A body of known length is not polled past its last byte (hyper stops there).
-                if s.source.as_ref().is_some_and(|b| b.is_end_stream()) {
+                // A body of known length ends with its last byte (hyper stops polling there,
+                // whether or not the client's end of stream came with it).
+                let done = s.exact == Some(s.read_bytes)
+                    || s.source.as_ref().is_some_and(|b| b.is_end_stream());
+                if done {
                     s.ended = true;
                     s.source = None;
                     self.trailers_sent = true;
@@ -220,6 +225,38 @@ impl http_body::Body for Reader {
                 Poll::Ready(Some(Ok(frame)))
             }
         }
+    }
+}
+
+impl Drop for Reader {
+    /// A reader that goes while others wait on the source: one of them polls it again (the
+    /// source may hold this one's waker).
+    fn drop(&mut self) {
+        let waiters = std::mem::take(&mut lock(&self.state).waiters);
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl http_body::Body for Reader {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let state = Arc::clone(&self.state);
+        let mut s = lock(&state);
+        let polled = self.poll_locked(&mut s, cx);
+        // Whoever pulled from the source wakes the readers waiting on it.
+        let wake = if polled.is_ready() && self.at == s.read {
+            std::mem::take(&mut s.waiters)
+        } else {
+            Vec::new()
+        };
+        drop(s);
+        wake.into_iter().for_each(Waker::wake);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -239,7 +276,7 @@ impl http_body::Body for Reader {
 mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
-    use super::*;
+    use super::{super::test_bodies::fed, *};
 
     fn chunked(parts: &[&'static str], trailers: bool) -> Body {
         let mut frames: Vec<Result<Frame<Bytes>, BodyError>> = parts
@@ -300,17 +337,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_whole_body_read_to_its_end_can_be_sent_again_and_dropping_frees_it() {
+    async fn a_whole_body_read_to_its_end_can_be_sent_again_and_a_late_replay_still_reads_it() {
         let r = Retained::new(chunked(&["ab", "cd"], false), 100, Default::default());
         assert!(r.whole().is_none(), "not read yet");
         let reader = r.reader().unwrap();
         assert_eq!(read(reader).await.unwrap().0, "abcd");
         assert_eq!(r.whole().unwrap(), "abcd");
+        // A retry still replaying when the request is answered (the owner gone) reads it all.
         let late = r.reader().unwrap();
-        let state = Arc::clone(&r.0);
         drop(r);
-        assert!(lock(&state).chunks.is_empty());
-        drop(late);
+        assert_eq!(read(late).await.unwrap().0, "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_on_the_client_is_woken_when_another_pulls() {
+        let (tx, source) = fed(None);
+        let r = Retained::new(source, 100, Default::default());
+        let (mut a, mut b) = (r.reader().unwrap(), r.reader().unwrap());
+        // b waits first, then a polls the source (its waker replaces b's there).
+        let b_next =
+            tokio::spawn(async move { b.frame().await.map(|f| f.map(|f| f.into_data().ok())) });
+        tokio::task::yield_now().await;
+        let a_next = tokio::spawn(async move {
+            let f = a.frame().await;
+            (a, f)
+        });
+        tokio::task::yield_now().await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .unwrap();
+        let (_a, f) = a_next.await.unwrap();
+        assert_eq!(f.unwrap().unwrap().into_data().unwrap(), "x");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), b_next)
+            .await
+            .expect("b woken")
+            .unwrap();
+        assert_eq!(got.unwrap().unwrap().unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_known_length_ends_with_its_last_byte_without_the_clients_end() {
+        // A body that says 4 bytes, sends them and never ends its stream (an HTTP/2 client
+        // whose END_STREAM comes in a later, empty frame).
+        let (tx, source) = fed(Some(4));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abcd"))))
+            .await
+            .unwrap();
+        let r = Retained::new(source, 100, Default::default());
+        let mut reader = r.reader().unwrap();
+        reader.frame().await.unwrap().unwrap();
+        assert!(reader.is_end_stream());
+        assert_eq!(r.whole().unwrap(), "abcd");
+        drop(tx);
     }
 
     #[tokio::test]

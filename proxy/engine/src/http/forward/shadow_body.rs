@@ -28,6 +28,10 @@ pub(crate) const SHADOW_QUEUE_FRAMES: usize = 64;
 /// The main request's body, handing each frame it gives to the shadows as well.
 pub(crate) struct Teed {
     source: Body,
+    /// The source's exact length (`content-length`) and the bytes read so far: hyper stops
+    /// polling a body of known length at its last byte, whether or not its end came with it.
+    exact: Option<u64>,
+    seen: u64,
     /// Each shadow still fed: its queue, and its flag set when the source ended (a shadow
     /// whose queue closes without it was cut off).
     shadows: Vec<(mpsc::Sender<Frame<Bytes>>, Arc<AtomicBool>)>,
@@ -49,6 +53,8 @@ pub(crate) fn tee(source: Body, n: usize) -> (Body, Vec<Body>) {
         })
         .unzip();
     let main = Teed {
+        exact: hint.exact(),
+        seen: 0,
         source,
         shadows: senders,
     };
@@ -66,6 +72,7 @@ impl http_body::Body for Teed {
         let polled = Pin::new(&mut self.source).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                 let copy = || match (frame.data_ref(), frame.trailers_ref()) {
                     (Some(d), _) => Some(Frame::data(d.clone())),
                     (None, Some(t)) => Some(Frame::trailers(t.clone())),
@@ -74,7 +81,8 @@ impl http_body::Body for Teed {
                 // A full queue drops its shadow (the main request is not held back).
                 self.shadows
                     .retain(|(tx, _)| copy().is_some_and(|f| tx.try_send(f).is_ok()));
-                if self.source.is_end_stream() {
+                self.seen += n;
+                if self.source.is_end_stream() || self.exact == Some(self.seen) {
                     self.finish();
                 }
             }
@@ -139,7 +147,7 @@ impl http_body::Body for ShadowBody {
 mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
-    use super::*;
+    use super::{super::test_bodies::fed, *};
 
     fn chunked(parts: Vec<&'static str>) -> Body {
         let frames: Vec<Result<Frame<Bytes>, BodyError>> = parts
@@ -176,6 +184,21 @@ mod tests {
             SHADOW_QUEUE_FRAMES + 1
         );
         assert!(shadows.pop().unwrap().collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_known_length_ends_the_shadow_at_its_last_byte_without_the_clients_end() {
+        // 5 bytes said and sent, the stream never ended (END_STREAM in a later, empty frame).
+        let (tx, source) = fed(Some(5));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"whole"))))
+            .await
+            .unwrap();
+        let (mut main, mut shadows) = tee(source, 1);
+        main.frame().await.unwrap().unwrap();
+        drop(main);
+        let shadow = shadows.pop().unwrap();
+        assert_eq!(shadow.collect().await.unwrap().to_bytes(), "whole");
+        drop(tx);
     }
 
     #[tokio::test]
