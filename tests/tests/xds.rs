@@ -146,13 +146,13 @@ async fn scenario(api_type: &str, kind: Kind) -> Vec<String> {
 
     // v8: an Envoy field sluice does not implement -> NACK naming it.
     items[1] = routes("routes", &[("/", "backend")]);
-    items[0].1["per_connection_buffer_limit_bytes"] = json!(32768);
+    items[0].1["tcp_backlog_size"] = json!(128);
     server.set(Snapshot::from_json("8", &items));
     run.nack(
         &server,
         LDS,
         "8",
-        &["Listener \"web2\": per_connection_buffer_limit_bytes: not supported"],
+        &["Listener \"web2\": tcp_backlog_size: not supported"],
     )
     .await;
     run.expect(p2, "/", 200, "c").await;
@@ -423,8 +423,8 @@ async fn ads_over_a_unix_socket_pipe() {
 async fn differential(api_type: &str) {
     let sluice = scenario(api_type, Kind::Sluice).await;
     let envoy = scenario(api_type, Kind::Envoy).await;
-    // The one known divergence: Envoy implements per_connection_buffer_limit_bytes (v8 is
-    // ACKed); sluice does not, and NACKs it naming the field.
+    // The one known divergence: Envoy implements tcp_backlog_size (v8 is ACKed); sluice does
+    // not, and NACKs it naming the field.
     let envoy: Vec<String> = envoy
         .into_iter()
         .map(|l| match l.as_str() {

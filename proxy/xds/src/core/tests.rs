@@ -155,10 +155,10 @@ fn invalid_regex_in_rds_is_nacked_with_the_yaml_message() {
 fn unsupported_field_is_nacked_naming_it() {
     let mut c = core();
     let mut l = listener("web", 10000, rds("routes"));
-    l.per_connection_buffer_limit_bytes = Some(UInt32Value { value: 1024 });
+    l.tcp_backlog_size = Some(UInt32Value { value: 128 });
     let err = push(&mut c, ResourceType::Listener, vec![any(LDS, &l)]).unwrap_err();
     assert!(
-        err.starts_with("Listener \"web\": per_connection_buffer_limit_bytes: not supported"),
+        err.starts_with("Listener \"web\": tcp_backlog_size: not supported"),
         "{err}"
     );
 }
