@@ -3,10 +3,12 @@
 //!
 //! An observation is a flat map `key -> value` per request:
 //! - `status`, `body` (over 256 bytes: length and hash), `resp.header.<name>` (the response the client got; repeated headers joined
-//!   with `\n`),
+//!   with `\n`), `resp.reason` (the status line's reason phrase, when it is not the status's
+//!   standard one) and `resp.cased` (the response header names written with an upper-case
+//!   letter, as written, sorted, `,`-joined; absent when none, as Envoy and sluice write lower case),
 //! - `upstream` (the upstreams that got the request, in order, `,`-joined, or `none`), `attempts`,
 //! - `up.method`, `up.path`, `up.host`, `up.body`, `up.header.<name>` (the last attempt as the
-//!   upstream server saw it; `host` is only in `up.host`), and with the case's `upstream_conns`
+//!   upstream server saw it; `host` is only in `up.host`; `up.cased` like `resp.cased`), and with the case's `upstream_conns`
 //!   `up.conn` (which connection of that server it came on, 1 = the first), `up.peer` (the
 //!   address the proxy connected from, when it is not 127.0.0.1).
 //! - for a case with `access_log`: `log` (the access log lines written during the request,
@@ -597,6 +599,17 @@ pub fn observe(resp: Result<Response, String>, recorded: Vec<Recorded>) -> Obser
                 o.insert("interim".into(), interim.join(","));
             }
             o.insert("body".into(), body_text(&r.body));
+            // Header casing: the reason phrase when it is not the status's standard one, and
+            // the names written with an upper-case letter (normally none).
+            let standard = http::StatusCode::from_u16(r.status)
+                .ok()
+                .and_then(|c| c.canonical_reason());
+            if standard != Some(r.reason.as_str()) {
+                o.insert("resp.reason".into(), r.reason.clone());
+            }
+            if !r.cased.is_empty() {
+                o.insert("resp.cased".into(), sorted_names(&r.cased));
+            }
             for (k, v) in r
                 .headers
                 .iter()
@@ -643,6 +656,9 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
         o.insert(format!("{prefix}.proxy"), proxy.clone());
     }
     o.insert(format!("{prefix}.path"), last.path.clone());
+    if !last.cased.is_empty() {
+        o.insert(format!("{prefix}.cased"), sorted_names(&last.cased));
+    }
     if !last.body.is_empty() {
         o.insert(format!("{prefix}.body"), body_text(&last.body));
     }
@@ -664,6 +680,14 @@ fn record_request(o: &mut Observation, prefix: &str, last: &Recorded, retried: b
             &reduce(PRESENCE_ONLY_UPSTREAM, k, v),
         );
     }
+}
+
+/// Header names as written, sorted ignoring case (the proxies order headers differently),
+/// `,`-joined.
+fn sorted_names(names: &[String]) -> String {
+    let mut names = names.to_vec();
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    names.join(",")
 }
 
 /// `v`, or [`PRESENT`] when `k` is in `list` — except an `x-request-id`: one that is not a

@@ -18,6 +18,7 @@ mod dynamic;
 mod dynamic_tests;
 mod filter_disabled;
 mod hcm_request;
+mod header_key_format;
 mod http2_options;
 mod internal_address;
 pub(crate) mod istio_filters;
@@ -88,6 +89,7 @@ pub use hcm_request::{
     ServerTransformation, StripPort, UnderscoreAction, DEFAULT_HCM_IDLE_TIMEOUT,
     DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_SERVER_NAME,
 };
+pub use header_key_format::HeaderKeyFormat;
 pub use http2_options::{
     H2FloodLimits, Http2Options, DEFAULT_MAX_CONSECUTIVE_EMPTY_FRAMES,
     DEFAULT_MAX_PRIORITY_FRAMES_PER_STREAM, DEFAULT_MAX_WINDOW_UPDATES_PER_DATA_FRAME_SENT,

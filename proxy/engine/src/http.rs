@@ -29,6 +29,7 @@ mod local_reply_map;
 mod normalize;
 pub(crate) mod preroute;
 pub(crate) mod query_decode;
+mod reason_phrase;
 pub mod request_body_tap;
 mod request_timeout;
 pub mod retry;
@@ -309,8 +310,11 @@ pub async fn serve<I, F>(
     } = opts;
     // The head limits of the HCM the connection starts with (hyper's are set above them so the
     // exact check, `limits::check`, decides and answers as Envoy).
-    let (head_limits, timeouts, h2) = current()
-        .map(|h| (h.cfg.head_limits, h.cfg.conn_timeouts, h.cfg.http2))
+    let (head_limits, timeouts, h2, keys) = current()
+        .map(|h| {
+            let c = &h.cfg;
+            (c.head_limits, c.conn_timeouts, c.http2, c.header_key_format)
+        })
         .unwrap_or_default();
     let activity = conn_timers::Activity::new();
     let streams = activity.clone();
@@ -377,6 +381,9 @@ pub async fn serve<I, F>(
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            if !h2 {
+                reason_phrase::as_envoy(&mut resp);
+            }
             Ok::<_, Infallible>(resp.map(|b| conn_timers::Activity::track(b, stream)))
         }
     });
@@ -388,6 +395,11 @@ pub async fn serve<I, F>(
         .header_read_timeout(None)
         .max_buf_size(limits::hyper_buf_size(&head_limits))
         .max_headers(limits::hyper_max_headers(&head_limits))
+        // header_key_format: responses in proper case unless they keep the upstream's case
+        // (hyper writes a message's recorded case first), or the request's case recorded for
+        // the upstream request.
+        .title_case_headers(keys.proper_case())
+        .preserve_header_case(keys.preserves_case())
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())

@@ -39,6 +39,10 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Interim (1xx, not 101) responses before it, e.g. `100 Continue`, in order.
     pub interim: Vec<u16>,
+    /// The status line's reason phrase.
+    pub reason: String,
+    /// The header names that came with an upper-case letter, as written, in arrival order.
+    pub cased: Vec<String>,
 }
 
 /// Sends `req` to `addr` on a fresh connection and reads one response.
@@ -183,11 +187,12 @@ fn read_response<S: Read>(
         break (head_end, head, status);
     };
     let mut lines = head.split("\r\n");
-    lines.next();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let reason = lines
+        .next()
+        .and_then(|l| l.splitn(3, ' ').nth(2))
+        .unwrap_or_default()
+        .to_string();
+    let (headers, cased) = header_lines(lines);
     let mut rest = buf[head_end + 4..].to_vec();
     let header = |n: &str| {
         headers
@@ -219,6 +224,8 @@ fn read_response<S: Read>(
         headers,
         body,
         interim,
+        reason,
+        cased,
     })
 }
 
@@ -274,6 +281,23 @@ fn fill<S: Read>(s: &mut S, buf: &mut Vec<u8>, deadline: Instant) -> Result<usiz
 }
 
 /// Position of `needle` in `hay`.
+/// A head's header lines as (lower-cased name, value) pairs, and the names written with an
+/// upper-case letter as written, both in arrival order.
+pub(crate) fn header_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut headers = Vec::new();
+    let mut cased = Vec::new();
+    for (k, v) in lines.filter_map(|l| l.split_once(':')) {
+        let k = k.trim();
+        if k.bytes().any(|b| b.is_ascii_uppercase()) {
+            cased.push(k.to_string());
+        }
+        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    (headers, cased)
+}
+
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

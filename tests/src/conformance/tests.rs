@@ -62,6 +62,8 @@ fn observe_reduces_varying_values_only() {
         ],
         body: b"ok".to_vec(),
         interim: Vec::new(),
+        reason: "OK".into(),
+        cased: Vec::new(),
     };
     let rec = |h: Vec<(&str, &str)>| Recorded {
         upstream: "a".into(),
@@ -76,6 +78,7 @@ fn observe_reduces_varying_values_only() {
         tls: None,
         protocol: None,
         proxy_header: None,
+        cased: Vec::new(),
     };
     let uuid = "0b7c9a52-3f3e-4d2a-9c1e-6a1b2c3d4e5f";
     let o = observe(

@@ -54,6 +54,8 @@ pub struct Reply {
     pub body_delay_ms: u64,
     /// Instead of a response: these bytes, then close (a malformed response head; HTTP/1).
     pub raw: Option<String>,
+    /// The status line's reason phrase (default: the status's standard one; HTTP/1).
+    pub reason: Option<String>,
 }
 
 fn default_status() -> u16 {
@@ -88,6 +90,9 @@ pub struct Recorded {
     pub protocol: Option<&'static str>,
     /// The PROXY protocol header its connection began with ([`proxy_header::take`]).
     pub proxy_header: Option<String>,
+    /// HTTP/1: the header names that came with an upper-case letter, as written, in arrival
+    /// order (header casing: Envoy and hyper write lower case unless told otherwise).
+    pub cased: Vec<String>,
 }
 
 /// How the upstream servers answer the proxy's active health checks: requests for `path` get
@@ -355,6 +360,7 @@ impl Conn {
         method: String,
         path: String,
         headers: Vec<(String, String)>,
+        cased: Vec<String>,
         body: Vec<u8>,
     ) -> Reply {
         let health_check = self.script.health_path.as_deref() == Some(path.as_str());
@@ -381,6 +387,7 @@ impl Conn {
             tls: self.tls.clone(),
             protocol: self.protocol,
             proxy_header: self.proxy_header.clone(),
+            cased,
         });
         reply.unwrap_or(Reply {
             status: 200,
@@ -393,6 +400,7 @@ impl Conn {
             chunked: false,
             body_delay_ms: 0,
             raw: None,
+            reason: None,
         })
     }
 
@@ -424,10 +432,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
         let mut start = lines.next().unwrap_or_default().split(' ');
         let method = start.next().unwrap_or_default().to_string();
         let path = start.next().unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
+        let (headers, cased) = super::client::header_lines(lines);
         let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         // As most servers do: a client that waits for `100 Continue` gets it before the body.
         if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
@@ -458,7 +463,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             buf.drain(..len).collect()
         };
         let head_only = method == "HEAD";
-        let reply = c.record(method, path, headers, body);
+        let reply = c.record(method, path, headers, cased, body);
         if reply.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
         }
@@ -471,7 +476,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, c: Conn) {
             return;
         }
         let body = c.body(&reply);
-        let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+        let phrase = reply.reason.as_deref().unwrap_or(reason(reply.status));
+        let mut out = format!("HTTP/1.1 {} {phrase}\r\n", reply.status);
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }

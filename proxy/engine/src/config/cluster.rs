@@ -600,6 +600,10 @@ pub struct ClusterOptions {
     /// `None`: Envoy's defaults, 80 KiB for HTTP/1 and 60 KiB for HTTP/2): a larger upstream
     /// response head resets the request as a protocol error.
     pub max_response_headers_kb: Option<u32>,
+    /// The typed options' `http_protocol_options.header_key_format` (explicit or under
+    /// `use_downstream_protocol_config`): the case of the request header names written to an
+    /// HTTP/1 upstream (proper case), or the response's kept for the client (`preserve_case`).
+    pub header_key_format: super::HeaderKeyFormat,
     /// `max_requests_per_connection` (the typed HttpProtocolOptions'
     /// `common_http_protocol_options` one, else the deprecated cluster field; `None`: unset or 0,
     /// no limit): a connection carries at most this many requests.
@@ -696,6 +700,7 @@ impl Default for ClusterOptions {
         Self {
             slow_start: None,
             max_response_headers_kb: None,
+            header_key_format: super::HeaderKeyFormat::Lower,
             max_requests_per_connection: None,
             tcp_keepalive: None,
             buffer_limit_bytes: None,

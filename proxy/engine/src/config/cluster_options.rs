@@ -175,6 +175,16 @@ pub(crate) fn options(
                 &t.use_downstream_protocol_config,
             ),
         ] {
+            if let Some(h1) = cfg.as_ref().and_then(|c| c.http_protocol_options.as_ref()) {
+                out.header_key_format = super::header_key_format::parse(
+                    h1.header_key_format.as_ref(),
+                    &p.field("typed_extension_protocol_options")
+                        .field(super::validate_cluster::HTTP_PROTOCOL_OPTIONS_KEY)
+                        .field(field)
+                        .field("http_protocol_options")
+                        .field("header_key_format"),
+                )?;
+            }
             let h2 = cfg.as_ref().and_then(|c| c.http2_protocol_options.as_ref());
             let hp = p
                 .field("typed_extension_protocol_options")

@@ -295,6 +295,10 @@ pub struct HttpConnectionManager {
     /// instead of refused with 426; one without Host then takes `default_host_for_http_10`
     /// (else 400).
     pub http10: Option<Http10>,
+    /// `http_protocol_options.header_key_format`: the case of the response header names
+    /// written to an HTTP/1 client (proper case), or the request's kept for the upstream
+    /// (`preserve_case`).
+    pub header_key_format: super::HeaderKeyFormat,
     /// `strip_trailing_host_dot` (default false): `a.example.` routes and goes upstream as
     /// `a.example` (before the port stripping).
     pub strip_trailing_host_dot: bool,

@@ -403,6 +403,7 @@ pub(crate) struct RawHcm {
 pub(crate) struct RawHttp1Options {
     pub accept_http_10: Option<bool>,
     pub default_host_for_http_10: Option<String>,
+    pub header_key_format: Option<super::header_key_format::RawHeaderKeyFormat>,
 }
 
 /// The HCM's `http2_protocol_options` (core.v3.Http2ProtocolOptions; other fields rejected).

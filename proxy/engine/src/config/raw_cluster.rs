@@ -339,8 +339,15 @@ pub(crate) struct RawHttpProtocolOptions {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExplicitHttpConfig {
-    pub http_protocol_options: Option<super::raw::Empty>,
+    pub http_protocol_options: Option<RawUpstreamHttp1Options>,
     pub http2_protocol_options: Option<RawUpstreamHttp2Options>,
+}
+
+/// An upstream `core.v3.Http1ProtocolOptions`: `header_key_format`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamHttp1Options {
+    pub header_key_format: Option<super::header_key_format::RawHeaderKeyFormat>,
 }
 
 /// An upstream `core.v3.Http2ProtocolOptions`: `connection_keepalive` and

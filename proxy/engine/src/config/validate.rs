@@ -733,6 +733,12 @@ fn hcm(
         proxy_100_continue: raw.proxy_100_continue.unwrap_or(false),
         http2: super::http2_options::parse(raw.http2_protocol_options.as_ref(), p)?,
         http10: http10(raw.http_protocol_options.as_ref(), p)?,
+        header_key_format: super::header_key_format::parse(
+            raw.http_protocol_options
+                .as_ref()
+                .and_then(|h| h.header_key_format.as_ref()),
+            &p.field("http_protocol_options").field("header_key_format"),
+        )?,
         strip_trailing_host_dot: raw.strip_trailing_host_dot.unwrap_or(false),
         append_x_forwarded_port: raw.append_x_forwarded_port.unwrap_or(false),
         upgrade_configs,

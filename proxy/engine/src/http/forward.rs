@@ -947,6 +947,9 @@ async fn attempt(
         None => fut.await,
     };
     let mut result = result;
+    if let Ok(r) = &mut result {
+        super::reason_phrase::from_upstream(r, cluster);
+    }
     if let Some(c) = child {
         match &mut result {
             Ok(r) => {
@@ -984,6 +987,10 @@ fn upstream_request(parts: &Parts, path: &PathAndQuery, body: Body) -> Request<B
         Version::HTTP_11
     };
     *req.headers_mut() = parts.headers.clone();
+    // The case the client wrote the header names in, when the HTTP connection manager keeps it
+    // (`preserve_case`: hyper recorded it in the extensions, and writes it upstream); nothing
+    // to copy otherwise.
+    *req.extensions_mut() = parts.extensions.clone();
     req
 }
 

@@ -74,6 +74,7 @@ pub(crate) async fn run(
     };
     let upstream_ms = t0.elapsed().as_millis() as u64;
     cluster.record_outcome(host, HostResult::Status(resp.status().as_u16()));
+    super::reason_phrase::from_upstream(&mut resp, cluster);
     let relayed = |resp| Outcome {
         resp,
         flag: Flag::None,

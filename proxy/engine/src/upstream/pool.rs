@@ -587,8 +587,14 @@ where
         // 8 KiB), and a larger one fails the request as a protocol error.
         let kb = cluster.spec.options.max_response_headers_kb;
         let head_max = (kb.unwrap_or(DEFAULT_H1_RESPONSE_HEADERS_KB) as usize * 1024).max(8192);
+        // header_key_format: requests in proper case unless they keep the client's case (the
+        // HTTP connection manager's preserve_case), or the response's case recorded for the
+        // client.
+        let keys = cluster.spec.options.header_key_format;
         let (s, conn) = http1::Builder::new()
             .max_buf_size(head_max)
+            .title_case_headers(keys.proper_case())
+            .preserve_header_case(keys.preserves_case())
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;

@@ -141,7 +141,13 @@ impl Authorization for Authz {
                 String::from_utf8_lossy(&http.raw_body).into_owned(),
             ));
         }
-        let reply = conn.record(http.method, http.path, headers, http.body.into_bytes());
+        let reply = conn.record(
+            http.method,
+            http.path,
+            headers,
+            Vec::new(),
+            http.body.into_bytes(),
+        );
         if reply.delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(reply.delay_ms)).await;
         }

@@ -56,7 +56,13 @@ async fn answer(conn: &Conn, req: Request<Incoming>) -> Result<Response<Full<Byt
         .uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
-    let reply = conn.record(parts.method.to_string(), path, headers, body.to_vec());
+    let reply = conn.record(
+        parts.method.to_string(),
+        path,
+        headers,
+        Vec::new(),
+        body.to_vec(),
+    );
     if reply.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
