@@ -25,6 +25,7 @@ pub mod rate_limits;
 pub mod request_hash;
 pub mod require_tls;
 mod select;
+pub mod start_time;
 pub(crate) mod uri_template;
 pub(crate) use select::{is_grpc, rendered_location};
 #[cfg(test)]

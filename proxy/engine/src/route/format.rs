@@ -14,7 +14,7 @@ pub const SUPPORTED_OPERATORS: &str = "REQ(header or :authority, :path, :method,
 DOWNSTREAM_REMOTE_ADDRESS, \
 DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, DOWNSTREAM_LOCAL_ADDRESS, \
 DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, UPSTREAM_REMOTE_ADDRESS, \
-UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, PROTOCOL, HOSTNAME, START_TIME";
+UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, PROTOCOL, HOSTNAME, START_TIME[(format)]";
 
 /// One part of a header value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,8 +38,8 @@ enum Piece {
     Protocol,
     /// `%HOSTNAME%`, resolved at load.
     Hostname(String),
-    /// `%START_TIME%` (Envoy's default `%Y-%m-%dT%H:%M:%E3SZ`).
-    StartTime,
+    /// `%START_TIME%` (Envoy's default `%Y-%m-%dT%H:%M:%E3SZ`), or `%START_TIME(format)%`.
+    StartTime(Option<super::start_time::StartTimeFormat>),
     /// `%LOCAL_REPLY_BODY%` (body formats only): the direct response's own body.
     LocalReplyBody,
     /// `%RESPONSE_CODE%` (body and access log formats): the status of the reply being made.
@@ -262,9 +262,12 @@ fn push_piece(
         }
         Piece::Protocol => ctx.protocol,
         Piece::Hostname(h) => Some(h.as_str()),
-        Piece::StartTime => {
+        Piece::StartTime(f) => {
             let Some(t) = ctx.start else { return false };
-            out.push_str(&crate::http::access_log::format_time(t));
+            match f {
+                Some(f) => f.render(t, out),
+                None => out.push_str(&crate::http::access_log::format_time(t)),
+            }
             return true;
         }
         Piece::LocalReplyBody => local_body,
@@ -440,7 +443,11 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
         ))?,
-        "START_TIME" => no_arg(Piece::StartTime)?,
+        // An empty format is the default one, as Envoy's.
+        "START_TIME" if max_len.is_none() => match arg.filter(|a| !a.is_empty()) {
+            Some(f) => Piece::StartTime(Some(super::start_time::StartTimeFormat::parse(f)?)),
+            None => Piece::StartTime(None),
+        },
         "LOCAL_REPLY_BODY" if kind == Kind::Body => no_arg(Piece::LocalReplyBody)?,
         "RESPONSE_CODE" if kind != Kind::Header => no_arg(Piece::ResponseCode)?,
         _ if kind == Kind::Log => match LogOp::parse(name, arg, max_len) {
