@@ -102,6 +102,22 @@ static_resources:
     )
 }
 
+/// A bootstrap ([`hcm_bootstrap`]) whose every request goes to one STATIC cluster `name` of
+/// loopback endpoints on `ports`, with the extra cluster `fields` (YAML lines indented by 4).
+pub fn one_cluster_bootstrap(port: u16, name: &str, fields: &str, ports: &[u16]) -> String {
+    let eps: String = ports
+        .iter()
+        .map(|p| format!("{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}}}, "))
+        .collect();
+    let routes = format!(
+        r#"route_config: {{virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: {name}}}}}]}}]}}"#
+    );
+    let cluster = format!(
+        "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n{fields}    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{lb_endpoints: [{eps}]}}]\n"
+    );
+    hcm_bootstrap(port, &routes, "", &cluster)
+}
+
 /// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
 pub fn start(fixture: &str, envoy: bool) -> Proxy {
     let text = std::fs::read_to_string(fixtures().join(fixture))

@@ -12,7 +12,7 @@ use std::{
 };
 
 use sluice_tests::{
-    admin_run::{get, hcm_bootstrap, start_text},
+    admin_run::{get, one_cluster_bootstrap, start_text},
     conformance::proxy::free_ports,
     upstream::TestUpstream,
 };
@@ -20,28 +20,17 @@ use sluice_tests::{
 const WINDOW_MS: u64 = 3_000;
 
 fn config(port: u16, ups: &[u16; 3]) -> String {
-    let eps: String = ups
-        .iter()
-        .map(|p| format!("{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}}}, "))
-        .collect();
-    let routes = r#"route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: warm}}]}]}"#;
-    let cluster = format!(
-        r#"  - name: warm
-    type: STATIC
-    connect_timeout: 1s
-    round_robin_lb_config:
+    let fields = format!(
+        r#"    round_robin_lb_config:
       slow_start_config:
         slow_start_window: {window}s
         aggression: {{default_value: 1.0, runtime_key: "("}}
         min_weight_percent: {{value: 10}}
     health_checks: [{{timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {{path: /healthz}}}}]
-    load_assignment:
-      cluster_name: warm
-      endpoints: [{{lb_endpoints: [{eps}]}}]
 "#,
         window = WINDOW_MS as f64 / 1000.0
     );
-    hcm_bootstrap(port, routes, "", &cluster)
+    one_cluster_bootstrap(port, "warm", &fields, ups)
 }
 
 /// `n` requests, counted by the upstream that answered (its name is the body).

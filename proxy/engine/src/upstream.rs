@@ -528,8 +528,11 @@ pub struct Cluster {
     pub connector: connector::Connector,
     /// True once the first STRICT_DNS resolution is done (always true for other types).
     dns_ready: tokio::sync::watch::Sender<bool>,
-    /// True once the first active health-check round is done (true without health checks).
+    /// True once every host has had its first active health check (true without health
+    /// checks).
     hc_ready: tokio::sync::watch::Sender<bool>,
+    /// Counts host set changes: the health checker checks a new host at once.
+    host_changes: tokio::sync::watch::Sender<u64>,
     /// When the cluster was built ([`now_ms`]): Envoy's outlier sweeps run every `interval`
     /// from then, and an ejected host returns at a sweep.
     pub outlier_epoch_ms: u64,
@@ -627,6 +630,7 @@ impl Cluster {
             connector,
             dns_ready: tokio::sync::watch::Sender::new(!spec_discovery_is_dns),
             hc_ready: tokio::sync::watch::Sender::new(!has_hc),
+            host_changes: tokio::sync::watch::Sender::new(0),
             outlier_epoch_ms: now_ms(),
             outlier_sweeps: success_rate::Sweeps::default(),
         });
@@ -791,6 +795,12 @@ impl Cluster {
         let mut set = HostSet::build(&self.spec.lb, hosts, self.spec.options.locality_weighted_lb);
         set.localities = localities;
         self.hosts.store(Arc::new(set));
+        self.host_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever the host set does.
+    pub(crate) fn host_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.host_changes.subscribe()
     }
 }
 
@@ -905,7 +915,7 @@ impl Cluster {
         let _ = tokio::time::timeout(DNS_WARM_TIMEOUT, rx.wait_for(|v| *v)).await;
     }
 
-    /// Marks the first health-check round done.
+    /// Marks the first health checks done (every host checked once).
     pub(crate) fn health_round_done(&self) {
         self.hc_ready.send_replace(true);
     }

@@ -447,15 +447,15 @@ pub const DEFAULT_NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
 pub struct HealthCheck {
     /// `timeout`.
     pub timeout: Duration,
-    /// `interval`.
-    pub interval: Duration,
+    /// `interval`, `unhealthy_interval`, `unhealthy_edge_interval`, `healthy_edge_interval`,
+    /// `no_traffic_interval`, `no_traffic_healthy_interval`.
+    pub intervals: HealthCheckIntervals,
+    /// `reuse_connection` (default true): a check's connection is kept for the next one.
+    pub reuse_connection: bool,
     /// `unhealthy_threshold`.
     pub unhealthy_threshold: u32,
     /// `healthy_threshold`.
     pub healthy_threshold: u32,
-    /// `no_traffic_interval` (default [`DEFAULT_NO_TRAFFIC_INTERVAL`]): the interval while the
-    /// cluster has had no traffic (no upstream connection but the checker's own).
-    pub no_traffic_interval: Duration,
     /// `initial_jitter`, `interval_jitter`, `interval_jitter_percent`.
     pub jitter: HealthCheckJitter,
     /// `http_health_check` or `tcp_health_check`.
@@ -472,6 +472,44 @@ pub struct HealthCheckJitter {
     pub interval: Duration,
     /// `interval_jitter_percent`.
     pub percent: u32,
+}
+
+/// The time to a host's next health check, as Envoy's `HealthCheckerImplBase::interval`
+/// picks it from the check just done: whether it passed and whether it left the host's health
+/// about to change (a result against it, short of the threshold: "change pending").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckIntervals {
+    /// `interval`: after a pass, once the cluster has had traffic.
+    pub interval: Duration,
+    /// `unhealthy_interval` (default `interval`): after a failure.
+    pub unhealthy: Duration,
+    /// `unhealthy_edge_interval` (default `unhealthy_interval`): after a failure that leaves a
+    /// healthy host short of `unhealthy_threshold`.
+    pub unhealthy_edge: Duration,
+    /// `healthy_edge_interval` (default `interval`): after a pass that leaves an unhealthy host
+    /// short of `healthy_threshold`.
+    pub healthy_edge: Duration,
+    /// `no_traffic_interval` (default [`DEFAULT_NO_TRAFFIC_INTERVAL`]): until the cluster has
+    /// opened an upstream connection of its own (the checker's are not counted).
+    pub no_traffic: Duration,
+    /// `no_traffic_healthy_interval` (default `no_traffic_interval`): until then, after a pass
+    /// that changes nothing pending.
+    pub no_traffic_healthy: Duration,
+}
+
+impl HealthCheckIntervals {
+    /// The base interval (before jitter) after a check that `passed`, `pending` a change,
+    /// on a cluster that has had `traffic`.
+    pub fn next(&self, passed: bool, pending: bool, traffic: bool) -> Duration {
+        match (traffic, passed, pending) {
+            (true, false, true) => self.unhealthy_edge,
+            (true, false, false) => self.unhealthy,
+            (true, true, true) => self.healthy_edge,
+            (true, true, false) => self.interval,
+            (false, true, false) => self.no_traffic_healthy,
+            (false, _, _) => self.no_traffic,
+        }
+    }
 }
 
 impl HealthCheckJitter {
@@ -512,6 +550,9 @@ pub enum HealthCheckKind {
         host: Option<String>,
         /// `expected_statuses[]` as half-open ranges `[start, end)` (default `[200, 201)`).
         expected_statuses: Vec<Range<u16>>,
+        /// `retriable_statuses[]`: a failing status in these counts toward
+        /// `unhealthy_threshold` (any other marks the host unhealthy at once, as Envoy).
+        retriable_statuses: Vec<Range<u16>>,
         /// `method` (default GET).
         method: http::Method,
         /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).

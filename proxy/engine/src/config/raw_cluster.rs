@@ -215,6 +215,11 @@ pub(crate) struct RawHealthCheck {
     pub unhealthy_threshold: Option<u32>,
     pub healthy_threshold: Option<u32>,
     pub no_traffic_interval: Option<PbDuration>,
+    pub unhealthy_interval: Option<PbDuration>,
+    pub unhealthy_edge_interval: Option<PbDuration>,
+    pub healthy_edge_interval: Option<PbDuration>,
+    pub no_traffic_healthy_interval: Option<PbDuration>,
+    pub reuse_connection: Option<bool>,
     pub interval_jitter: Option<PbDuration>,
     pub interval_jitter_percent: Option<u32>,
     pub initial_jitter: Option<PbDuration>,
@@ -230,6 +235,8 @@ pub(crate) struct RawHttpHealthCheck {
     pub host: Option<String>,
     #[serde(default)]
     pub expected_statuses: Vec<RawInt64Range>,
+    #[serde(default)]
+    pub retriable_statuses: Vec<RawInt64Range>,
     /// `core.v3.RequestMethod` by name.
     pub method: Option<String>,
     #[serde(default)]

@@ -745,13 +745,17 @@ fn cluster_options_parse() {
         (od.consecutive_5xx, od.interval, od.max_ejection_percent),
         (3, DEFAULT_OUTLIER_INTERVAL, 10)
     );
-    assert_eq!(c.health_checks[0].interval, Duration::from_millis(500));
+    assert_eq!(
+        c.health_checks[0].intervals.interval,
+        Duration::from_millis(500)
+    );
     assert_eq!(
         c.health_checks[0].kind,
         HealthCheckKind::Http {
             path: "/healthz".into(),
             host: None,
             expected_statuses: std::iter::once(200..300).collect(),
+            retriable_statuses: Vec::new(),
             method: http::Method::GET,
             headers: Default::default(),
         }

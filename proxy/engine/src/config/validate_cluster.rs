@@ -539,14 +539,36 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
     if interval.is_zero() {
         return Err(p.field("interval").err("must be greater than 0s"));
     }
-    let no_traffic_interval = raw
-        .no_traffic_interval
-        .map_or(DEFAULT_NO_TRAFFIC_INTERVAL, |d| d.0);
-    if no_traffic_interval.is_zero() {
-        return Err(p
-            .field("no_traffic_interval")
-            .err("must be greater than 0s"));
-    }
+    // Each optional interval must be above 0s where set, as Envoy's validation.
+    let optional = |v: Option<super::duration::PbDuration>,
+                    field: &str,
+                    default: std::time::Duration| match v {
+        None => Ok(default),
+        Some(d) if d.0.is_zero() => Err(p.field(field).err("must be greater than 0s")),
+        Some(d) => Ok(d.0),
+    };
+    let no_traffic = optional(
+        raw.no_traffic_interval,
+        "no_traffic_interval",
+        DEFAULT_NO_TRAFFIC_INTERVAL,
+    )?;
+    let unhealthy = optional(raw.unhealthy_interval, "unhealthy_interval", interval)?;
+    let intervals = super::HealthCheckIntervals {
+        interval,
+        unhealthy,
+        unhealthy_edge: optional(
+            raw.unhealthy_edge_interval,
+            "unhealthy_edge_interval",
+            unhealthy,
+        )?,
+        healthy_edge: optional(raw.healthy_edge_interval, "healthy_edge_interval", interval)?,
+        no_traffic,
+        no_traffic_healthy: optional(
+            raw.no_traffic_healthy_interval,
+            "no_traffic_healthy_interval",
+            no_traffic,
+        )?,
+    };
     let unhealthy_threshold = raw
         .unhealthy_threshold
         .ok_or_else(|| p.field("unhealthy_threshold").err("required"))?;
@@ -561,17 +583,8 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 .clone()
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| hp.field("path").err("required"))?;
-            let mut expected_statuses = Vec::new();
-            for (i, r) in h.expected_statuses.iter().enumerate() {
-                let rp = hp.field("expected_statuses").index(i);
-                let (start, end) = (r.start.unwrap_or(0), r.end.unwrap_or(0));
-                if !(100..=600).contains(&start) || !(100..=600).contains(&end) || start >= end {
-                    return Err(rp.err(format!(
-                        "invalid range [{start}, {end}): need 100 <= start < end <= 600"
-                    )));
-                }
-                expected_statuses.push(start as u16..end as u16);
-            }
+            let mut expected_statuses =
+                status_ranges(&h.expected_statuses, &hp.field("expected_statuses"))?;
             if expected_statuses.is_empty() {
                 expected_statuses.push(200..201);
             }
@@ -579,6 +592,10 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 path,
                 host: h.host.clone().filter(|h| !h.is_empty()),
                 expected_statuses,
+                retriable_statuses: status_ranges(
+                    &h.retriable_statuses,
+                    &hp.field("retriable_statuses"),
+                )?,
                 method: health_check_method(h.method.as_deref(), &hp.field("method"))?,
                 headers: health_check_headers(h, &hp)?,
             }
@@ -597,13 +614,31 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
     };
     Ok(HealthCheck {
         timeout,
-        interval,
+        intervals,
+        reuse_connection: raw.reuse_connection.unwrap_or(true),
         unhealthy_threshold,
         healthy_threshold,
-        no_traffic_interval,
         jitter,
         kind,
     })
+}
+
+/// Half-open HTTP status ranges (`type.v3.Int64Range`), each within [100, 600].
+fn status_ranges(
+    raw: &[super::raw_cluster::RawInt64Range],
+    p: &FieldPath,
+) -> Result<Vec<std::ops::Range<u16>>, ConfigError> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let (start, end) = (r.start.unwrap_or(0), r.end.unwrap_or(0));
+        if !(100..=600).contains(&start) || !(100..=600).contains(&end) || start >= end {
+            return Err(p.index(i).err(format!(
+                "invalid range [{start}, {end}): need 100 <= start < end <= 600"
+            )));
+        }
+        out.push(start as u16..end as u16);
+    }
+    Ok(out)
 }
 
 /// `HttpHealthCheck.method`: any `RequestMethod` but CONNECT (and the unspecified value), as

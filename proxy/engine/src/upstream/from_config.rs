@@ -68,30 +68,11 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         },
         config::LbPolicy::Maglev { table_size } => LbKind::Maglev { table_size },
     };
-    let health_check = c.health_checks.first().map(|h| match &h.kind {
-        config::HealthCheckKind::Http {
-            path,
-            host,
-            expected_statuses,
-            method,
-            headers,
-        } => HealthCheckSpec {
-            interval: h.interval,
-            no_traffic_interval: h.no_traffic_interval,
-            jitter: h.jitter,
-            timeout: h.timeout,
-            unhealthy_threshold: h.unhealthy_threshold,
-            healthy_threshold: h.healthy_threshold,
-            path: path.clone(),
-            host: host.clone().unwrap_or_else(|| name.clone()),
-            expected: expected_statuses.iter().map(|r| (r.start, r.end)).collect(),
-            method: method.clone(),
-            headers: headers.clone(),
-            tcp_only: false,
-        },
-        config::HealthCheckKind::Tcp => HealthCheckSpec {
-            interval: h.interval,
-            no_traffic_interval: h.no_traffic_interval,
+    let health_check = c.health_checks.first().map(|h| {
+        let ranges = |r: &[std::ops::Range<u16>]| r.iter().map(|r| (r.start, r.end)).collect();
+        let mut spec = HealthCheckSpec {
+            intervals: h.intervals,
+            reuse_connection: h.reuse_connection,
             jitter: h.jitter,
             timeout: h.timeout,
             unhealthy_threshold: h.unhealthy_threshold,
@@ -99,10 +80,29 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             path: String::new(),
             host: name.clone(),
             expected: Vec::new(),
+            retriable: Vec::new(),
             method: http::Method::GET,
             headers: Default::default(),
             tcp_only: true,
-        },
+        };
+        if let config::HealthCheckKind::Http {
+            path,
+            host,
+            expected_statuses,
+            retriable_statuses,
+            method,
+            headers,
+        } = &h.kind
+        {
+            spec.path = path.clone();
+            spec.host = host.clone().unwrap_or_else(|| name.clone());
+            spec.expected = ranges(expected_statuses);
+            spec.retriable = ranges(retriable_statuses);
+            spec.method = method.clone();
+            spec.headers = headers.clone();
+            spec.tcp_only = false;
+        }
+        spec
     });
     ClusterSpec {
         orig_dst_port: c.original_dst_port,

@@ -1,7 +1,8 @@
-//! Active HTTP health checking: one task per cluster probes every host each interval (the
-//! jitter drawn per round, where Envoy draws it per host), on one
-//! connection per host kept from check to check (Envoy's default `reuse_connection`) until a
-//! check fails or times out.
+//! Active health checking (HTTP and TCP), as Envoy's per-host sessions: one task per cluster
+//! keeps a schedule per host, checks each host when its time comes (a new host at once), and
+//! sets the time to its next check from the result (Envoy's intervals,
+//! [`crate::config::HealthCheckIntervals`], the jitter drawn per check). A host's connection is
+//! kept from check to check (`reuse_connection`, the default) until a check fails or times out.
 
 use std::{
     collections::HashMap,
@@ -10,8 +11,10 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
+use tokio::time::Instant;
 
 use super::{pool, Cluster, HealthCheckSpec, Host};
 use crate::config::RoutingPriority;
@@ -19,8 +22,24 @@ use crate::config::RoutingPriority;
 /// A host's kept health check connection.
 type Conn = http1::SendRequest<Empty<Bytes>>;
 
-#[derive(Default)]
-struct Streak {
+/// What one check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    /// The host answered a status outside `expected_statuses`; `retriable` when it is in
+    /// `retriable_statuses`.
+    BadStatus {
+        retriable: bool,
+    },
+    /// No answer: the connect failed, the connection broke or the check timed out.
+    Network,
+}
+
+/// One host's schedule and streak (Envoy's `ActiveHealthCheckSession`).
+struct Session {
+    due: Instant,
+    running: bool,
+    conn: Option<Conn>,
     ok: u32,
     fail: u32,
     seen: bool,
@@ -28,85 +47,166 @@ struct Streak {
 
 /// Runs until the cluster is dropped (config replaced).
 pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
-    let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
-    let mut conns: HashMap<SocketAddr, Conn> = HashMap::new();
+    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut first_done = false;
     Cluster::dns_resolved(&cluster).await;
+    let Some(mut changes) = cluster.upgrade().map(|c| c.host_changes()) else {
+        return;
+    };
     tokio::time::sleep(spec.jitter.initial_wait()).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
+        let now = Instant::now();
         let hosts = c.all_hosts();
-        let checks = hosts.iter().map(|h| {
-            let c = c.clone();
-            let spec = &spec;
-            let kept = conns.remove(&h.addr);
-            async move { check(&c, h, spec, kept).await }
-        });
-        // A removed host's connection is not put back: dropping it closes it.
-        let results = futures_util::future::join_all(checks).await;
-        conns.clear();
-        for (h, (ok, conn)) in hosts.iter().zip(results) {
-            if let Some(conn) = conn {
-                conns.insert(h.addr, conn);
-            }
-            if ok {
-                c.stats.health_check_success.inc();
-            } else {
-                c.stats.health_check_failure.inc();
-            }
-            apply(&mut streaks, h, ok, &spec);
-            // `successful_active_health_check_uneject_host`: a passing check of a host that
-            // passes its health checks brings it back from an outlier ejection at once.
-            let healthy = ok && h.hc_healthy.load(Ordering::Relaxed);
-            if healthy && c.spec.outlier.is_some_and(|o| o.uneject_on_health_check) {
-                super::outlier::uneject(&c, h);
+        // A removed host's session goes, and with it its kept connection (closed).
+        sessions.retain(|a, _| hosts.iter().any(|h| h.addr == *a));
+        for h in &hosts {
+            let s = sessions.entry(h.addr).or_insert_with(|| Session::new(now));
+            if !s.running && s.due <= now {
+                s.running = true;
+                let (c, h, kept, spec) = (c.clone(), h.clone(), s.conn.take(), &spec);
+                inflight.push(async move {
+                    let (verdict, conn) = check(&c, &h, spec, kept).await;
+                    (h, verdict, conn)
+                });
             }
         }
-        c.remove_failed_pending();
-        c.health_round_done();
-        // Envoy's checker picks the next interval as it schedules it: `no_traffic_interval`
-        // until the cluster has opened an upstream connection of its own (the checker's are
-        // not counted).
-        let wait = spec.jitter.apply(if c.stats.upstream_cx_total.get() > 0 {
-            spec.interval
-        } else {
-            spec.no_traffic_interval
-        });
+        let next = sessions
+            .values()
+            .filter(|s| !s.running)
+            .map(|s| s.due)
+            .min();
         drop(c);
-        tokio::time::sleep(wait).await;
+        changes.borrow_and_update();
+        tokio::select! {
+            Some((h, verdict, conn)) = inflight.next() => {
+                let Some(c) = cluster.upgrade() else { return };
+                if let Some(s) = sessions.get_mut(&h.addr) {
+                    s.running = false;
+                    s.conn = conn.filter(|_| spec.reuse_connection);
+                    s.due = Instant::now() + done(&c, &h, s, verdict, &spec);
+                }
+                c.remove_failed_pending();
+                if !first_done && sessions.values().all(|s| s.seen) {
+                    first_done = true;
+                    c.health_round_done();
+                }
+            }
+            () = sleep_until(next) => {}
+            // A new host is checked at once (Envoy's checker starts its session as it is added).
+            r = changes.changed() => if r.is_err() { return },
+        }
+        if !first_done && sessions.is_empty() {
+            first_done = true;
+            if let Some(c) = cluster.upgrade() {
+                c.health_round_done();
+            }
+        }
     }
 }
 
-fn apply(streaks: &mut HashMap<SocketAddr, Streak>, h: &Host, ok: bool, spec: &HealthCheckSpec) {
-    let s = streaks.entry(h.addr).or_default();
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    fn new(now: Instant) -> Self {
+        Self {
+            due: now,
+            running: false,
+            conn: None,
+            ok: 0,
+            fail: 0,
+            seen: false,
+        }
+    }
+}
+
+/// Applies a check's verdict to host `h` and its session; returns the time to its next check.
+fn done(
+    c: &Cluster,
+    h: &Host,
+    s: &mut Session,
+    verdict: Verdict,
+    spec: &HealthCheckSpec,
+) -> std::time::Duration {
+    let passed = verdict == Verdict::Pass;
+    if passed {
+        c.stats.health_check_success.inc();
+    } else {
+        c.stats.health_check_failure.inc();
+    }
+    let pending = apply(s, h, verdict, spec);
+    // `successful_active_health_check_uneject_host`: a passing check of a host that passes its
+    // health checks brings it back from an outlier ejection at once.
+    if passed
+        && h.hc_healthy.load(Ordering::Relaxed)
+        && c.spec.outlier.is_some_and(|o| o.uneject_on_health_check)
+    {
+        super::outlier::uneject(c, h);
+    }
+    // Envoy's `no_traffic_interval` applies until the cluster has opened an upstream connection
+    // of its own (the checker's are not counted).
+    let traffic = c.stats.upstream_cx_total.get() > 0;
+    spec.jitter
+        .apply(spec.intervals.next(passed, pending, traffic))
+}
+
+/// Applies `verdict` to host `h` (its health flag, and when it becomes healthy the start of
+/// its slow-start window); returns whether a change is pending ([`judge`]).
+fn apply(s: &mut Session, h: &Host, verdict: Verdict, spec: &HealthCheckSpec) -> bool {
+    let healthy = h.hc_healthy.load(Ordering::Relaxed);
+    let (now_healthy, pending) = judge(s, healthy, verdict, spec);
+    if now_healthy != healthy {
+        h.hc_healthy.store(now_healthy, Ordering::Relaxed);
+        if now_healthy {
+            h.healthy_since.store(super::now_ms(), Ordering::Relaxed);
+            tracing::info!(host = %h.addr, "health check: host healthy");
+        } else {
+            tracing::info!(host = %h.addr, "health check: host unhealthy");
+        }
+    }
+    pending
+}
+
+/// Counts `verdict` in the session's streak and judges a host that was `healthy` as Envoy's
+/// session does: the first result decides at once, a status outside `expected_statuses` (and
+/// `retriable_statuses`) makes a healthy host unhealthy at once, and otherwise it takes
+/// `unhealthy_threshold` failures or `healthy_threshold` passes in a row. Returns the host's
+/// health after it, and whether a change is pending (a result against its health, short of
+/// the threshold).
+fn judge(s: &mut Session, healthy: bool, verdict: Verdict, spec: &HealthCheckSpec) -> (bool, bool) {
     let first = !s.seen;
     s.seen = true;
-    if ok {
+    if verdict == Verdict::Pass {
         s.ok += 1;
         s.fail = 0;
-    } else {
-        s.fail += 1;
-        s.ok = 0;
+        if healthy || first || s.ok >= spec.healthy_threshold.max(1) {
+            return (true, false);
+        }
+        return (false, true);
     }
-    let healthy = h.hc_healthy.load(Ordering::Relaxed);
-    // The first result decides at once (Envoy: a fresh host leaves the initial state on its first check).
-    if healthy && !ok && (first || s.fail >= spec.unhealthy_threshold.max(1)) {
-        h.hc_healthy.store(false, Ordering::Relaxed);
-        tracing::info!(host = %h.addr, "health check: host unhealthy");
-    } else if !healthy && ok && (first || s.ok >= spec.healthy_threshold.max(1)) {
-        h.hc_healthy.store(true, Ordering::Relaxed);
-        h.healthy_since.store(super::now_ms(), Ordering::Relaxed);
-        tracing::info!(host = %h.addr, "health check: host healthy");
+    s.fail += 1;
+    s.ok = 0;
+    let at_once = verdict == Verdict::BadStatus { retriable: false };
+    if !healthy || first || at_once || s.fail >= spec.unhealthy_threshold.max(1) {
+        return (false, false);
     }
+    (true, true)
 }
 
-/// One check of `host`: whether it passed, and the connection to keep for the next one (HTTP
-/// checks that got a response; a timed out or failed check drops it, which closes it).
+/// One check of `host`: its verdict, and the connection to keep for the next one (HTTP checks
+/// that got a response; a timed out or failed check drops it, which closes it).
 async fn check(
     cluster: &Arc<Cluster>,
     host: &Host,
     spec: &HealthCheckSpec,
     kept: Option<Conn>,
-) -> (bool, Option<Conn>) {
+) -> (Verdict, Option<Conn>) {
     if spec.tcp_only {
         // Connect only: nothing is written, so an upstream_proxy_protocol socket sends no
         // header either (Envoy's writes its header with the first bytes; a TCP check without
@@ -115,7 +215,7 @@ async fn check(
             tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await,
             Ok(Ok(_))
         );
-        return (ok, None);
+        return (if ok { Verdict::Pass } else { Verdict::Network }, None);
     }
     let fut = async {
         let mut s = match reusable(kept).await {
@@ -146,13 +246,17 @@ async fn check(
     };
     match tokio::time::timeout(spec.timeout, fut).await {
         Ok(Some((status, s))) => {
-            let ok = spec
-                .expected
-                .iter()
-                .any(|(lo, hi)| status >= *lo && status < *hi);
-            (ok, Some(s))
+            let within = |r: &[(u16, u16)]| r.iter().any(|(lo, hi)| (*lo..*hi).contains(&status));
+            let verdict = if within(&spec.expected) {
+                Verdict::Pass
+            } else {
+                Verdict::BadStatus {
+                    retriable: within(&spec.retriable),
+                }
+            };
+            (verdict, Some(s))
         }
-        _ => (false, None),
+        _ => (Verdict::Network, None),
     }
 }
 

@@ -185,10 +185,10 @@ pub type OutlierSpec = crate::config::OutlierDetection;
 /// Active HTTP health check.
 #[derive(Debug, Clone)]
 pub struct HealthCheckSpec {
-    /// Time between checks once the cluster has had traffic.
-    pub interval: Duration,
-    /// Time between checks until then (Envoy's `no_traffic_interval`).
-    pub no_traffic_interval: Duration,
+    /// The time between a host's checks, by its last result (Envoy's intervals).
+    pub intervals: crate::config::HealthCheckIntervals,
+    /// `reuse_connection`: a host's connection is kept from check to check.
+    pub reuse_connection: bool,
     /// `initial_jitter`, `interval_jitter`, `interval_jitter_percent`.
     pub jitter: crate::config::HealthCheckJitter,
     /// Per-check timeout.
@@ -203,6 +203,9 @@ pub struct HealthCheckSpec {
     pub host: String,
     /// Accepted statuses as [start, end) ranges (default 200..201).
     pub expected: Vec<(u16, u16)>,
+    /// `retriable_statuses`: failing statuses that count toward `unhealthy_threshold` (any
+    /// other failing status marks the host unhealthy at once).
+    pub retriable: Vec<(u16, u16)>,
     /// Request method (`method`, default GET).
     pub method: http::Method,
     /// `request_headers_to_remove` then `request_headers_to_add`, after Host and user-agent.

@@ -71,3 +71,67 @@ async fn checks_reuse_one_connection_at_the_no_traffic_interval() {
     let a = rt.clusters.get("a").expect("cluster a");
     assert_eq!(a.stats.upstream_cx_total.get(), 0);
 }
+
+fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
+    let d = Duration::from_secs;
+    super::HealthCheckSpec {
+        intervals: crate::config::HealthCheckIntervals {
+            interval: d(10),
+            unhealthy: d(2),
+            unhealthy_edge: d(1),
+            healthy_edge: d(3),
+            no_traffic: d(60),
+            no_traffic_healthy: d(90),
+        },
+        reuse_connection: true,
+        jitter: Default::default(),
+        timeout: d(1),
+        unhealthy_threshold: unhealthy,
+        healthy_threshold: healthy,
+        path: "/hc".into(),
+        host: "c".into(),
+        expected: vec![(200, 201)],
+        retriable: vec![(503, 504)],
+        method: http::Method::GET,
+        headers: Default::default(),
+        tcp_only: false,
+    }
+}
+
+#[test]
+fn a_bad_status_fails_a_host_at_once_and_no_answer_takes_the_threshold() {
+    use super::{judge, Session, Verdict};
+    let spec = spec(3, 2);
+    let now = tokio::time::Instant::now();
+    let bad = Verdict::BadStatus { retriable: false };
+    let retriable = Verdict::BadStatus { retriable: true };
+    // The first result decides, whatever the thresholds.
+    let mut s = Session::new(now);
+    assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (false, false));
+    let mut s = Session::new(now);
+    assert_eq!(judge(&mut s, false, Verdict::Pass, &spec), (true, false));
+    // A healthy host: no answer twice is pending, the third fails it.
+    assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (true, true));
+    assert_eq!(judge(&mut s, true, retriable, &spec), (true, true));
+    assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (false, false));
+    // Unhealthy: one pass is pending, the second brings it back.
+    assert_eq!(judge(&mut s, false, Verdict::Pass, &spec), (false, true));
+    assert_eq!(judge(&mut s, false, Verdict::Pass, &spec), (true, false));
+    // A status outside expected and retriable statuses fails it at once.
+    assert_eq!(judge(&mut s, true, bad, &spec), (false, false));
+    assert_eq!(judge(&mut s, false, bad, &spec), (false, false));
+}
+
+#[test]
+fn the_next_interval_follows_envoys_choice() {
+    let i = spec(3, 2).intervals;
+    let d = Duration::from_secs;
+    // (passed, pending, traffic)
+    assert_eq!(i.next(true, false, true), d(10));
+    assert_eq!(i.next(false, false, true), d(2));
+    assert_eq!(i.next(false, true, true), d(1));
+    assert_eq!(i.next(true, true, true), d(3));
+    assert_eq!(i.next(true, false, false), d(90));
+    assert_eq!(i.next(true, true, false), d(60));
+    assert_eq!(i.next(false, false, false), d(60));
+}
