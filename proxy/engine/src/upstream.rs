@@ -107,6 +107,8 @@ pub struct Host {
     pub weight: u32,
     /// False while active health checking says the host is unhealthy.
     pub hc_healthy: AtomicBool,
+    /// Failed its active health checks, the last one by timing out (`/active_hc_timeout`).
+    pub hc_timeout: AtomicBool,
     /// Since when the host is healthy ([`now_ms`]): made, or passed its health check after
     /// failing (Envoy's `lastHcPassTime`, where a slow start window begins).
     pub healthy_since: AtomicU64,
@@ -175,6 +177,7 @@ impl Host {
             addr,
             weight: weight.max(1),
             hc_healthy: AtomicBool::new(true),
+            hc_timeout: AtomicBool::new(false),
             healthy_since: AtomicU64::new(now_ms()),
             ejected_until: AtomicU64::new(0),
             eject_backoff: AtomicU32::new(0),
@@ -336,6 +339,9 @@ impl Host {
         });
         if self.pending_removal.load(Ordering::Relaxed) {
             flags.push_str("/pending_dynamic_removal");
+        }
+        if self.hc_timeout.load(Ordering::Relaxed) {
+            flags.push_str("/active_hc_timeout");
         }
         if eds == EndpointHealth::Draining {
             flags.push_str("/eds_status_draining");

@@ -558,8 +558,14 @@ pub enum HealthCheckKind {
         /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).
         headers: crate::route::HeaderMutations,
     },
-    /// `tcp_health_check: {}` (connect only).
-    Tcp,
+    /// `tcp_health_check`: connect only, or with `receive` payloads: `send` written on the
+    /// (kept) connection, and a pass once every `receive` block has come, in order.
+    Tcp {
+        /// `send` (empty: nothing written).
+        send: Vec<u8>,
+        /// `receive[]` (empty: a connect passes).
+        receive: Vec<Vec<u8>>,
+    },
 }
 
 /// The upstream HTTP protocol.

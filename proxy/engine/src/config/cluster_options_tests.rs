@@ -359,3 +359,71 @@ fn health_check_jitter_is_read_and_bounded_as_envoys() {
     assert_eq!(none.apply(Duration::from_secs(1)), Duration::from_secs(1));
     assert_eq!(none.initial_wait(), Duration::ZERO);
 }
+
+#[test]
+fn health_check_intervals_and_payloads_are_read_and_checked() {
+    let hc = |fields: &str| {
+        format!("    health_checks: [{{timeout: 1s, interval: 10s, unhealthy_threshold: 2, healthy_threshold: 2, {fields}}}]\n")
+    };
+    let yaml = with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        &hc("unhealthy_interval: 2s, healthy_edge_interval: 3s, reuse_connection: false, tcp_health_check: {send: {text: 50494E47}, receive: [{binary: K1BPTkc=}, {text: 0d0a}]}"),
+    );
+    let b = from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let h = &b.cluster("svc").unwrap().health_checks[0];
+    let s = Duration::from_secs;
+    assert_eq!(
+        h.intervals,
+        super::super::HealthCheckIntervals {
+            interval: s(10),
+            unhealthy: s(2),
+            unhealthy_edge: s(2),
+            healthy_edge: s(3),
+            no_traffic: s(60),
+            no_traffic_healthy: s(60),
+        }
+    );
+    assert!(!h.reuse_connection);
+    assert_eq!(
+        h.kind,
+        super::super::HealthCheckKind::Tcp {
+            send: b"PING".to_vec(),
+            receive: vec![b"+PONG".to_vec(), b"\r\n".to_vec()],
+        }
+    );
+    let hp = format!("{C}.health_checks[0]");
+    for (fields, path, message) in [
+        (
+            "unhealthy_edge_interval: 0s, tcp_health_check: {}",
+            format!("{hp}.unhealthy_edge_interval"),
+            "greater than 0s",
+        ),
+        (
+            "tcp_health_check: {send: {text: 5G}}",
+            format!("{hp}.tcp_health_check.send.text"),
+            "not a hex string",
+        ),
+        (
+            "tcp_health_check: {receive: [{text: 505}]}",
+            format!("{hp}.tcp_health_check.receive[0].text"),
+            "not a hex string",
+        ),
+        (
+            "tcp_health_check: {receive: [{}]}",
+            format!("{hp}.tcp_health_check.receive[0]"),
+            "exactly one of text and binary",
+        ),
+        (
+            "http_health_check: {path: /h, retriable_statuses: [{start: 500, end: 500}]}",
+            format!("{hp}.http_health_check.retriable_statuses[0]"),
+            "invalid range",
+        ),
+    ] {
+        expect_err(
+            &with_cluster("STATIC", "127.0.0.1", &hc(fields)),
+            &path,
+            message,
+        );
+    }
+}

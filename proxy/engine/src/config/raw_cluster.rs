@@ -248,7 +248,19 @@ pub(crate) struct RawHttpHealthCheck {
 /// `HealthCheck.TcpHealthCheck` (connect-only: `send`/`receive` are not supported).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawTcpHealthCheck {}
+pub(crate) struct RawTcpHealthCheck {
+    pub send: Option<RawPayload>,
+    #[serde(default)]
+    pub receive: Vec<RawPayload>,
+}
+
+/// `HealthCheck.Payload`: `text` (hex) or `binary` (base64 in YAML / JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPayload {
+    pub text: Option<String>,
+    pub binary: Option<String>,
+}
 
 /// `type.v3.Int64Range` (`[start, end)`).
 #[derive(Debug, Deserialize)]

@@ -317,6 +317,20 @@ pub(crate) fn cluster(
             upstream_transport::transport_socket(ts, &p.field("transport_socket"), secrets)?
         }
     };
+    // A TCP check's payload goes over the raw connection (sluice's TLS lives in the pools).
+    let any_tls = tls.is_some() || socket_matches.iter().any(|m| m.tls.is_some());
+    for (i, hc) in health_checks.iter().enumerate() {
+        if matches!(&hc.kind, HealthCheckKind::Tcp { receive, .. } if !receive.is_empty())
+            && any_tls
+        {
+            return Err(p
+                .field("health_checks")
+                .index(i)
+                .field("tcp_health_check")
+                .field("receive")
+                .unsupported("on a cluster whose transport socket is TLS (TCP check payloads go over plain TCP here)"));
+        }
+    }
 
     let dns_lookup_family = match raw.dns_lookup_family.as_deref() {
         None | Some("AUTO") => DnsLookupFamily::Auto,
@@ -600,7 +614,20 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 headers: health_check_headers(h, &hp)?,
             }
         }
-        (None, Some(_)) => HealthCheckKind::Tcp,
+        (None, Some(t)) => {
+            let tp = p.field("tcp_health_check");
+            let mut receive = Vec::with_capacity(t.receive.len());
+            for (i, r) in t.receive.iter().enumerate() {
+                receive.push(payload(r, &tp.field("receive").index(i))?);
+            }
+            HealthCheckKind::Tcp {
+                send: match &t.send {
+                    Some(s) => payload(s, &tp.field("send"))?,
+                    None => Vec::new(),
+                },
+                receive,
+            }
+        }
         _ => return Err(p.err("exactly one of http_health_check and tcp_health_check is required")),
     };
     let jitter = super::HealthCheckJitter {
@@ -621,6 +648,32 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
         jitter,
         kind,
     })
+}
+
+/// A `HealthCheck.Payload`'s bytes: `text` in hex, or `binary` in base64.
+fn payload(raw: &super::raw_cluster::RawPayload, p: &FieldPath) -> Result<Vec<u8>, ConfigError> {
+    match (&raw.text, &raw.binary) {
+        (Some(t), None) => {
+            let hex = t.as_bytes();
+            let digit = |c: u8| (c as char).to_digit(16);
+            if hex.is_empty() || hex.len() % 2 != 0 {
+                return Err(p.field("text").err(format!("{t:?} is not a hex string")));
+            }
+            hex.chunks(2)
+                .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| p.field("text").err(format!("{t:?} is not a hex string")))
+        }
+        (None, Some(b)) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| p.field("binary").err("must be non-empty base64"))
+        }
+        _ => Err(p.err("exactly one of text and binary is required")),
+    }
 }
 
 /// Half-open HTTP status ranges (`type.v3.Int64Range`), each within [100, 600].

@@ -84,7 +84,13 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             method: http::Method::GET,
             headers: Default::default(),
             tcp_only: true,
+            tcp_send: Vec::new(),
+            tcp_receive: Vec::new(),
         };
+        if let config::HealthCheckKind::Tcp { send, receive } = &h.kind {
+            spec.tcp_send = send.clone();
+            spec.tcp_receive = receive.clone();
+        }
         if let config::HealthCheckKind::Http {
             path,
             host,

@@ -19,8 +19,11 @@ use tokio::time::Instant;
 use super::{pool, Cluster, HealthCheckSpec, Host};
 use crate::config::RoutingPriority;
 
-/// A host's kept health check connection.
-type Conn = http1::SendRequest<Empty<Bytes>>;
+/// A host's kept health check connection: HTTP/1, or TCP for a check with payloads.
+enum Conn {
+    Http(http1::SendRequest<Empty<Bytes>>),
+    Tcp(tokio::net::TcpStream),
+}
 
 /// What one check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +34,10 @@ enum Verdict {
     BadStatus {
         retriable: bool,
     },
-    /// No answer: the connect failed, the connection broke or the check timed out.
+    /// No answer: the connect failed or the connection broke.
     Network,
+    /// No answer within `timeout`.
+    Timeout,
 }
 
 /// One host's schedule and streak (Envoy's `ActiveHealthCheckSession`).
@@ -161,6 +166,11 @@ fn done(
 fn apply(s: &mut Session, h: &Host, verdict: Verdict, spec: &HealthCheckSpec) -> bool {
     let healthy = h.hc_healthy.load(Ordering::Relaxed);
     let (now_healthy, pending) = judge(s, healthy, verdict, spec);
+    // Envoy's ACTIVE_HC_TIMEOUT: failed, the last time by timing out.
+    h.hc_timeout.store(
+        !now_healthy && verdict == Verdict::Timeout,
+        Ordering::Relaxed,
+    );
     if now_healthy != healthy {
         h.hc_healthy.store(now_healthy, Ordering::Relaxed);
         if now_healthy {
@@ -207,16 +217,25 @@ async fn check(
     spec: &HealthCheckSpec,
     kept: Option<Conn>,
 ) -> (Verdict, Option<Conn>) {
-    if spec.tcp_only {
+    if spec.tcp_only && spec.tcp_receive.is_empty() {
         // Connect only: nothing is written, so an upstream_proxy_protocol socket sends no
         // header either (Envoy's writes its header with the first bytes; a TCP check without
         // a payload has none: test proxy_protocol_interop).
-        let ok = matches!(
-            tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await,
-            Ok(Ok(_))
-        );
-        return (if ok { Verdict::Pass } else { Verdict::Network }, None);
+        let verdict =
+            match tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await {
+                Ok(Ok(_)) => Verdict::Pass,
+                Ok(Err(_)) => Verdict::Network,
+                Err(_) => Verdict::Timeout,
+            };
+        return (verdict, None);
     }
+    if spec.tcp_only {
+        return tcp_exchange(cluster, host, spec, kept).await;
+    }
+    let kept = match kept {
+        Some(Conn::Http(s)) => Some(s),
+        _ => None,
+    };
     let fut = async {
         let mut s = match reusable(kept).await {
             Some(s) => s,
@@ -254,14 +273,70 @@ async fn check(
                     retriable: within(&spec.retriable),
                 }
             };
-            (verdict, Some(s))
+            (verdict, Some(Conn::Http(s)))
         }
-        _ => (Verdict::Network, None),
+        Ok(None) => (Verdict::Network, None),
+        Err(_) => (Verdict::Timeout, None),
     }
 }
 
+/// A TCP check with payloads, as Envoy's: `send` written on the host's connection (kept from
+/// the last check, else a new one, which starts with the transport's PROXY header if it has
+/// one), and a pass once every `receive` block has come back in order, not necessarily
+/// contiguous. A connection that closes or a check that times out fails (a network failure).
+async fn tcp_exchange(
+    cluster: &Arc<Cluster>,
+    host: &Host,
+    spec: &HealthCheckSpec,
+    kept: Option<Conn>,
+) -> (Verdict, Option<Conn>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut tcp = match kept {
+            Some(Conn::Tcp(t)) => t,
+            _ => {
+                let t = cluster.connect_transport(host.addr, host.transport, None);
+                t.await.ok()?
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        if !spec.tcp_send.is_empty() {
+            tcp.write_all(&spec.tcp_send).await.ok()?;
+        }
+        let mut got = Vec::new();
+        while !payloads_found(&spec.tcp_receive, &got) {
+            if tcp.read_buf(&mut got).await.ok()? == 0 {
+                return None;
+            }
+        }
+        Some(tcp)
+    };
+    match tokio::time::timeout(spec.timeout, fut).await {
+        Ok(Some(t)) => (Verdict::Pass, Some(Conn::Tcp(t))),
+        Ok(None) => (Verdict::Network, None),
+        Err(_) => (Verdict::Timeout, None),
+    }
+}
+
+/// Every block of `want` in `got`, in order (Envoy's `PayloadMatcher`).
+fn payloads_found(want: &[Vec<u8>], got: &[u8]) -> bool {
+    let mut from = 0;
+    for block in want {
+        match got[from..]
+            .windows(block.len())
+            .position(|w| w == block.as_slice())
+        {
+            Some(at) => from += at + block.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// The kept connection, unless the host closed it (or answered `connection: close`) since.
-async fn reusable(kept: Option<Conn>) -> Option<Conn> {
+async fn reusable(
+    kept: Option<http1::SendRequest<Empty<Bytes>>>,
+) -> Option<http1::SendRequest<Empty<Bytes>>> {
     let mut s = kept?;
     s.ready().await.ok()?;
     Some(s)

@@ -210,6 +210,11 @@ pub struct HealthCheckSpec {
     pub method: http::Method,
     /// `request_headers_to_remove` then `request_headers_to_add`, after Host and user-agent.
     pub headers: crate::route::HeaderMutations,
-    /// `tcp_health_check`: a successful connect is a pass (no HTTP request).
+    /// `tcp_health_check`: a successful connect is a pass (no HTTP request), or with
+    /// `tcp_receive` the payload exchange.
     pub tcp_only: bool,
+    /// `tcp_health_check.send`.
+    pub tcp_send: Vec<u8>,
+    /// `tcp_health_check.receive[]`: blocks to find in order in what the host sends back.
+    pub tcp_receive: Vec<Vec<u8>>,
 }

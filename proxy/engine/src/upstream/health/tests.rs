@@ -95,6 +95,8 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         method: http::Method::GET,
         headers: Default::default(),
         tcp_only: false,
+        tcp_send: Vec::new(),
+        tcp_receive: Vec::new(),
     }
 }
 
@@ -134,4 +136,15 @@ fn the_next_interval_follows_envoys_choice() {
     assert_eq!(i.next(true, false, false), d(90));
     assert_eq!(i.next(true, true, false), d(60));
     assert_eq!(i.next(false, false, false), d(60));
+}
+
+#[test]
+fn payloads_are_found_in_order_not_necessarily_together() {
+    use super::payloads_found;
+    let want = [b"+PO".to_vec(), b"NG".to_vec()];
+    assert!(payloads_found(&want, b"+PONG\r\n"));
+    assert!(payloads_found(&want, b"x+POyyNG"));
+    assert!(!payloads_found(&want, b"NG+PO"));
+    assert!(!payloads_found(&want, b"+PON"));
+    assert!(payloads_found(&[], b""));
 }
