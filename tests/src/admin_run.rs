@@ -118,6 +118,18 @@ pub fn one_cluster_bootstrap(port: u16, name: &str, fields: &str, ports: &[u16])
     hcm_bootstrap(port, &routes, "", &cluster)
 }
 
+/// The `health_flags` `/clusters` at `admin` shows for the host `127.0.0.1:port` of `cluster`
+/// (`<none>` when it lists no such host).
+pub fn host_health_flags(admin: &str, cluster: &str, port: u16) -> String {
+    let (_, clusters) = get(admin, "GET", "/clusters");
+    let key = format!("{cluster}::127.0.0.1:{port}::health_flags::");
+    clusters
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or("<none>")
+        .to_string()
+}
+
 /// Starts `envoy` (true) or `sluice proxy` on `fixture` and waits until `/ready` answers 200.
 pub fn start(fixture: &str, envoy: bool) -> Proxy {
     let text = std::fs::read_to_string(fixtures().join(fixture))

@@ -13,7 +13,7 @@ use std::{
 };
 
 use sluice_tests::{
-    admin_run::{get, one_cluster_bootstrap, start_text},
+    admin_run::{host_health_flags, one_cluster_bootstrap, start_text},
     conformance::proxy::free_ports,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -54,12 +54,8 @@ async fn line_server(answer: &'static str) -> LineServer {
 fn config(port: u16, good: u16, bad: u16) -> String {
     // `PING\r\n` out, `+PONG` back (hex).
     let fields = "    health_checks:
-    - timeout: 0.5s
-      interval: 0.2s
-      no_traffic_interval: 0.2s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-      tcp_health_check: {send: {text: 50494e470d0a}, receive: [{text: 2b504f4e47}]}
+    - {timeout: 0.5s, interval: 0.2s, no_traffic_interval: 0.2s, unhealthy_threshold: 1, healthy_threshold: 1,
+       tcp_health_check: {send: {text: 50494e470d0a}, receive: [{text: 2b504f4e47}]}}
 ";
     one_cluster_bootstrap(port, "pool", fields, &[good, bad])
 }
@@ -74,15 +70,7 @@ fn a_tcp_payload_check_passes_on_its_answer_over_one_kept_connection() {
         let [port] = free_ports::<1>();
         let p = start_text("tcp-hc", &config(port, good.port, bad.port), envoy);
         std::thread::sleep(Duration::from_millis(1_600));
-        let (_, clusters) = get(&p.admin, "GET", "/clusters");
-        let flags = |port: u16| {
-            let key = format!("pool::127.0.0.1:{port}::health_flags::");
-            clusters
-                .lines()
-                .find_map(|l| l.strip_prefix(&key))
-                .unwrap_or("<none>")
-                .to_string()
-        };
+        let flags = |port: u16| host_health_flags(&p.admin, "pool", port);
         let who = if envoy { "envoy" } else { "sluice" };
         let row = (
             flags(good.port),

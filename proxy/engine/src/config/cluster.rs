@@ -558,6 +558,16 @@ pub enum HealthCheckKind {
         /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).
         headers: crate::route::HeaderMutations,
     },
+    /// `grpc_health_check`: `grpc.health.v1.Health/Check` over HTTP/2 (whatever the cluster
+    /// speaks), passing on a `SERVING` answer.
+    Grpc {
+        /// `service_name` (empty: the server's overall health).
+        service_name: String,
+        /// `authority` (default: the endpoint's hostname, else the cluster name).
+        authority: Option<String>,
+        /// `initial_metadata` (literal values).
+        metadata: crate::route::HeaderMutations,
+    },
     /// `tcp_health_check`: connect only, or with `receive` payloads: `send` written on the
     /// (kept) connection, and a pass once every `receive` block has come, in order.
     Tcp {

@@ -385,6 +385,20 @@ fn health_check_intervals_and_payloads_are_read_and_checked() {
         }
     );
     assert!(!h.reuse_connection);
+    // As Envoy: a `binary` send is not written, empty receive blocks are skipped.
+    let quiet = with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        &hc("tcp_health_check: {send: {binary: UElORw==}, receive: [{binary: ''}]}"),
+    );
+    let b = from_yaml_str(&quiet).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        b.cluster("svc").unwrap().health_checks[0].kind,
+        super::super::HealthCheckKind::Tcp {
+            send: Vec::new(),
+            receive: Vec::new(),
+        }
+    );
     assert_eq!(
         h.kind,
         super::super::HealthCheckKind::Tcp {
@@ -415,6 +429,16 @@ fn health_check_intervals_and_payloads_are_read_and_checked() {
             "exactly one of text and binary",
         ),
         (
+            "tcp_health_check: {receive: [{text: ''}]}",
+            format!("{hp}.tcp_health_check.receive[0].text"),
+            "not a hex string",
+        ),
+        (
+            "tcp_health_check: {receive: [{binary: '%%'}]}",
+            format!("{hp}.tcp_health_check.receive[0].binary"),
+            "must be base64",
+        ),
+        (
             "http_health_check: {path: /h, retriable_statuses: [{start: 500, end: 500}]}",
             format!("{hp}.http_health_check.retriable_statuses[0]"),
             "invalid range",
@@ -426,4 +450,35 @@ fn health_check_intervals_and_payloads_are_read_and_checked() {
             message,
         );
     }
+}
+
+#[test]
+fn a_grpc_health_check_needs_an_http2_cluster() {
+    let hc = "    health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {service_name: s, authority: a.example, initial_metadata: [{header: {key: x, value: '1'}}]}}]\n";
+    expect_err(
+        &with_cluster("STATIC", "127.0.0.1", hc),
+        &format!("{C}.health_checks[0].grpc_health_check"),
+        "must support HTTP/2",
+    );
+    let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
+    let (b, _) = options(&with_cluster("STATIC", "127.0.0.1", &format!("{h2}{hc}")));
+    let kind = &b.cluster("svc").unwrap().health_checks[0].kind;
+    let super::super::HealthCheckKind::Grpc {
+        service_name,
+        authority,
+        metadata,
+    } = kind
+    else {
+        panic!("{kind:?}")
+    };
+    assert_eq!(
+        (service_name.as_str(), authority.as_deref()),
+        ("s", Some("a.example"))
+    );
+    assert_eq!(metadata.add.len(), 1);
+    expect_err(
+        &with_cluster("STATIC", "127.0.0.1", &format!("{h2}    health_checks: [{{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {{}}, tcp_health_check: {{}}}}]\n")),
+        &format!("{C}.health_checks[0]"),
+        "exactly one of",
+    );
 }

@@ -225,6 +225,17 @@ pub(crate) struct RawHealthCheck {
     pub initial_jitter: Option<PbDuration>,
     pub http_health_check: Option<RawHttpHealthCheck>,
     pub tcp_health_check: Option<RawTcpHealthCheck>,
+    pub grpc_health_check: Option<RawGrpcHealthCheck>,
+}
+
+/// `HealthCheck.GrpcHealthCheck`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrpcHealthCheck {
+    pub service_name: Option<String>,
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub initial_metadata: Vec<super::raw_route::RawHeaderValueOption>,
 }
 
 /// `HealthCheck.HttpHealthCheck`.

@@ -300,6 +300,26 @@ pub(crate) fn cluster(
             typed_opts = Some(hpo);
         }
     }
+    // Envoy: "cluster must support HTTP/2 for gRPC healthchecking".
+    let h2_capable = protocol == UpstreamProtocol::Http2
+        || typed_opts.as_ref().is_some_and(|t| {
+            t.use_downstream_protocol_config
+                .as_ref()
+                .is_some_and(|d| d.http2_protocol_options.is_some())
+        });
+    if let Some(i) = health_checks
+        .iter()
+        .position(|h| matches!(h.kind, HealthCheckKind::Grpc { .. }))
+        .filter(|_| !h2_capable)
+    {
+        return Err(p
+            .field("health_checks")
+            .index(i)
+            .field("grpc_health_check")
+            .err(
+                "the cluster must support HTTP/2 for gRPC health checking (http2_protocol_options)",
+            ));
+    }
     let options = super::cluster_options::options(&raw, typed_opts.as_ref(), discovery, p)?;
 
     for (i, f) in raw.filters.iter().enumerate() {
@@ -589,8 +609,25 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
     let healthy_threshold = raw
         .healthy_threshold
         .ok_or_else(|| p.field("healthy_threshold").err("required"))?;
-    let kind = match (&raw.http_health_check, &raw.tcp_health_check) {
-        (Some(h), None) => {
+    let kind = match (
+        &raw.http_health_check,
+        &raw.tcp_health_check,
+        &raw.grpc_health_check,
+    ) {
+        (None, None, Some(g)) => {
+            let gp = p.field("grpc_health_check");
+            HealthCheckKind::Grpc {
+                service_name: g.service_name.clone().unwrap_or_default(),
+                authority: g.authority.clone().filter(|a| !a.is_empty()),
+                metadata: literal_headers(
+                    &g.initial_metadata,
+                    &[],
+                    &gp.field("initial_metadata"),
+                    &gp,
+                )?,
+            }
+        }
+        (Some(h), None, None) => {
             let hp = p.field("http_health_check");
             let path = h
                 .path
@@ -614,21 +651,27 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 headers: health_check_headers(h, &hp)?,
             }
         }
-        (None, Some(t)) => {
+        (None, Some(t), None) => {
             let tp = p.field("tcp_health_check");
+            // As Envoy: empty `receive` blocks are skipped (none left: connect only), and
+            // `send` is written only when given as `text` (a `binary` one is read, not sent).
             let mut receive = Vec::with_capacity(t.receive.len());
             for (i, r) in t.receive.iter().enumerate() {
                 receive.push(payload(r, &tp.field("receive").index(i))?);
             }
+            receive.retain(|r| !r.is_empty());
+            let send = match &t.send {
+                Some(s) => Some(payload(s, &tp.field("send"))?).filter(|_| s.text.is_some()),
+                None => None,
+            };
             HealthCheckKind::Tcp {
-                send: match &t.send {
-                    Some(s) => payload(s, &tp.field("send"))?,
-                    None => Vec::new(),
-                },
+                send: send.unwrap_or_default(),
                 receive,
             }
         }
-        _ => return Err(p.err("exactly one of http_health_check and tcp_health_check is required")),
+        _ => return Err(p.err(
+            "exactly one of http_health_check, tcp_health_check and grpc_health_check is required",
+        )),
     };
     let jitter = super::HealthCheckJitter {
         initial: raw
@@ -650,7 +693,7 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
     })
 }
 
-/// A `HealthCheck.Payload`'s bytes: `text` in hex, or `binary` in base64.
+/// A `HealthCheck.Payload`'s bytes: `text` in hex (not empty), or `binary` in base64.
 fn payload(raw: &super::raw_cluster::RawPayload, p: &FieldPath) -> Result<Vec<u8>, ConfigError> {
     match (&raw.text, &raw.binary) {
         (Some(t), None) => {
@@ -668,9 +711,7 @@ fn payload(raw: &super::raw_cluster::RawPayload, p: &FieldPath) -> Result<Vec<u8
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
                 .decode(b)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| p.field("binary").err("must be non-empty base64"))
+                .map_err(|_| p.field("binary").err("must be base64"))
         }
         _ => Err(p.err("exactly one of text and binary is required")),
     }
@@ -718,16 +759,24 @@ fn health_check_headers(
     h: &super::raw_cluster::RawHttpHealthCheck,
     p: &FieldPath,
 ) -> Result<crate::route::HeaderMutations, ConfigError> {
-    let (ap, rp) = (
-        p.field("request_headers_to_add"),
-        p.field("request_headers_to_remove"),
-    );
-    let m = crate::route::build_headers::mutations_at(
+    let ap = p.field("request_headers_to_add");
+    literal_headers(
         &h.request_headers_to_add,
         &h.request_headers_to_remove,
         &ap,
-        &rp,
-    )?;
+        p,
+    )
+}
+
+/// Header mutations with literal values only (`add` at `ap`, removals under `p`).
+fn literal_headers(
+    add: &[super::raw_route::RawHeaderValueOption],
+    remove: &[String],
+    ap: &FieldPath,
+    p: &FieldPath,
+) -> Result<crate::route::HeaderMutations, ConfigError> {
+    let rp = p.field("request_headers_to_remove");
+    let m = crate::route::build_headers::mutations_at(add, remove, ap, &rp)?;
     if let Some(i) = m.add.iter().position(|a| a.format.is_some()) {
         return Err(ap
             .index(i)

@@ -20,12 +20,17 @@ pub(crate) fn as_envoy<B>(resp: &mut Response<B>) {
 /// An upstream's reason phrase (hyper keeps one that is not the standard phrase) goes on only
 /// with its cluster's `preserve_case` `forward_reason_phrase`; the client gets Envoy's otherwise.
 pub(crate) fn from_upstream<B>(resp: &mut Response<B>, cluster: &crate::upstream::Cluster) {
-    if !cluster
+    let forward = cluster
         .spec
         .options
         .header_key_format
-        .forwards_reason_phrase()
-    {
+        .forwards_reason_phrase();
+    // An empty phrase (`HTTP/1.1 200`) is never forwarded: Envoy writes its own then.
+    let empty = resp
+        .extensions()
+        .get::<ReasonPhrase>()
+        .is_some_and(|p| p.as_bytes().is_empty());
+    if !forward || empty {
         resp.extensions_mut().remove::<ReasonPhrase>();
     }
 }

@@ -86,7 +86,20 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             tcp_only: true,
             tcp_send: Vec::new(),
             tcp_receive: Vec::new(),
+            grpc: None,
+            authority_set: false,
         };
+        if let config::HealthCheckKind::Grpc {
+            service_name,
+            authority,
+            metadata,
+        } = &h.kind
+        {
+            spec.tcp_only = false;
+            spec.authority_set = authority.is_some();
+            spec.host = authority.clone().unwrap_or_else(|| name.clone());
+            spec.grpc = Some((service_name.clone(), metadata.clone()));
+        }
         if let config::HealthCheckKind::Tcp { send, receive } = &h.kind {
             spec.tcp_send = send.clone();
             spec.tcp_receive = receive.clone();

@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{atomic::Ordering, Arc, Weak},
 };
 
@@ -19,9 +18,13 @@ use tokio::time::Instant;
 use super::{pool, Cluster, HealthCheckSpec, Host};
 use crate::config::RoutingPriority;
 
-/// A host's kept health check connection: HTTP/1, or TCP for a check with payloads.
+mod grpc;
+
+/// A host's kept health check connection: HTTP/1, HTTP/2 for a gRPC check, or TCP for a
+/// check with payloads.
 enum Conn {
     Http(http1::SendRequest<Empty<Bytes>>),
+    Grpc(grpc::Sender),
     Tcp(tokio::net::TcpStream),
 }
 
@@ -42,9 +45,16 @@ enum Verdict {
 
 /// One host's schedule and streak (Envoy's `ActiveHealthCheckSession`).
 struct Session {
+    host: Arc<Host>,
     due: Instant,
     running: bool,
     conn: Option<Conn>,
+    streak: Streak,
+}
+
+/// Results in a row, and whether the host had its first check.
+#[derive(Debug, Default)]
+struct Streak {
     ok: u32,
     fail: u32,
     seen: bool,
@@ -52,7 +62,9 @@ struct Session {
 
 /// Runs until the cluster is dropped (config replaced).
 pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    // Sessions by host (its `Arc`'s address: a host replaced by an update is a new host, and
+    // two endpoints on one address are two hosts).
+    let mut sessions: HashMap<usize, Session> = HashMap::new();
     let mut inflight = FuturesUnordered::new();
     let mut first_done = false;
     Cluster::dns_resolved(&cluster).await;
@@ -62,12 +74,16 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
     tokio::time::sleep(spec.jitter.initial_wait()).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
+        // Marked seen before the hosts are read: a change after this wakes the loop again.
+        changes.borrow_and_update();
         let now = Instant::now();
         let hosts = c.all_hosts();
         // A removed host's session goes, and with it its kept connection (closed).
-        sessions.retain(|a, _| hosts.iter().any(|h| h.addr == *a));
+        sessions.retain(|k, _| hosts.iter().any(|h| key(h) == *k));
         for h in &hosts {
-            let s = sessions.entry(h.addr).or_insert_with(|| Session::new(now));
+            let s = sessions
+                .entry(key(h))
+                .or_insert_with(|| Session::new(h.clone(), now));
             if !s.running && s.due <= now {
                 s.running = true;
                 let (c, h, kept, spec) = (c.clone(), h.clone(), s.conn.take(), &spec);
@@ -77,38 +93,38 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
                 });
             }
         }
+        // Every host has had its first check (at once for none; a host removed before its
+        // first check no longer counts).
+        if !first_done && sessions.values().all(|s| s.streak.seen) {
+            first_done = true;
+            c.health_round_done();
+        }
         let next = sessions
             .values()
             .filter(|s| !s.running)
             .map(|s| s.due)
             .min();
         drop(c);
-        changes.borrow_and_update();
         tokio::select! {
             Some((h, verdict, conn)) = inflight.next() => {
                 let Some(c) = cluster.upgrade() else { return };
-                if let Some(s) = sessions.get_mut(&h.addr) {
+                if let Some(s) = sessions.get_mut(&key(&h)).filter(|s| Arc::ptr_eq(&s.host, &h)) {
                     s.running = false;
                     s.conn = conn.filter(|_| spec.reuse_connection);
                     s.due = Instant::now() + done(&c, &h, s, verdict, &spec);
                 }
                 c.remove_failed_pending();
-                if !first_done && sessions.values().all(|s| s.seen) {
-                    first_done = true;
-                    c.health_round_done();
-                }
             }
             () = sleep_until(next) => {}
             // A new host is checked at once (Envoy's checker starts its session as it is added).
             r = changes.changed() => if r.is_err() { return },
         }
-        if !first_done && sessions.is_empty() {
-            first_done = true;
-            if let Some(c) = cluster.upgrade() {
-                c.health_round_done();
-            }
-        }
     }
+}
+
+/// A host's session key: its `Arc`'s address (stable while the session holds it).
+fn key(h: &Arc<Host>) -> usize {
+    Arc::as_ptr(h) as usize
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -119,14 +135,13 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 impl Session {
-    fn new(now: Instant) -> Self {
+    fn new(host: Arc<Host>, now: Instant) -> Self {
         Self {
+            host,
             due: now,
             running: false,
             conn: None,
-            ok: 0,
-            fail: 0,
-            seen: false,
+            streak: Streak::default(),
         }
     }
 }
@@ -145,7 +160,7 @@ fn done(
     } else {
         c.stats.health_check_failure.inc();
     }
-    let pending = apply(s, h, verdict, spec);
+    let pending = apply(&mut s.streak, h, verdict, spec);
     // `successful_active_health_check_uneject_host`: a passing check of a host that passes its
     // health checks brings it back from an outlier ejection at once.
     if passed
@@ -163,14 +178,17 @@ fn done(
 
 /// Applies `verdict` to host `h` (its health flag, and when it becomes healthy the start of
 /// its slow-start window); returns whether a change is pending ([`judge`]).
-fn apply(s: &mut Session, h: &Host, verdict: Verdict, spec: &HealthCheckSpec) -> bool {
+fn apply(s: &mut Streak, h: &Host, verdict: Verdict, spec: &HealthCheckSpec) -> bool {
     let healthy = h.hc_healthy.load(Ordering::Relaxed);
     let (now_healthy, pending) = judge(s, healthy, verdict, spec);
-    // Envoy's ACTIVE_HC_TIMEOUT: failed, the last time by timing out.
-    h.hc_timeout.store(
-        !now_healthy && verdict == Verdict::Timeout,
-        Ordering::Relaxed,
-    );
+    // Envoy's ACTIVE_HC_TIMEOUT: set by a timed-out check of a failed host, cleared by any
+    // other failure and by the pass that makes the host healthy again.
+    if verdict != Verdict::Pass {
+        let timed_out = !now_healthy && verdict == Verdict::Timeout;
+        h.hc_timeout.store(timed_out, Ordering::Relaxed);
+    } else if now_healthy {
+        h.hc_timeout.store(false, Ordering::Relaxed);
+    }
     if now_healthy != healthy {
         h.hc_healthy.store(now_healthy, Ordering::Relaxed);
         if now_healthy {
@@ -189,7 +207,7 @@ fn apply(s: &mut Session, h: &Host, verdict: Verdict, spec: &HealthCheckSpec) ->
 /// `unhealthy_threshold` failures or `healthy_threshold` passes in a row. Returns the host's
 /// health after it, and whether a change is pending (a result against its health, short of
 /// the threshold).
-fn judge(s: &mut Session, healthy: bool, verdict: Verdict, spec: &HealthCheckSpec) -> (bool, bool) {
+fn judge(s: &mut Streak, healthy: bool, verdict: Verdict, spec: &HealthCheckSpec) -> (bool, bool) {
     let first = !s.seen;
     s.seen = true;
     if verdict == Verdict::Pass {
@@ -231,6 +249,9 @@ async fn check(
     }
     if spec.tcp_only {
         return tcp_exchange(cluster, host, spec, kept).await;
+    }
+    if spec.grpc.is_some() {
+        return grpc::check(cluster, host, spec, kept).await;
     }
     let kept = match kept {
         Some(Conn::Http(s)) => Some(s),
@@ -305,6 +326,10 @@ async fn tcp_exchange(
         }
         let mut got = Vec::new();
         while !payloads_found(&spec.tcp_receive, &got) {
+            if got.len() >= TCP_ANSWER_LIMIT {
+                // Envoy stops reading at its buffer limit; the check then times out.
+                std::future::pending::<()>().await;
+            }
             if tcp.read_buf(&mut got).await.ok()? == 0 {
                 return None;
             }
@@ -317,6 +342,9 @@ async fn tcp_exchange(
         Err(_) => (Verdict::Timeout, None),
     }
 }
+
+/// The most a TCP check reads while looking for its `receive` blocks.
+const TCP_ANSWER_LIMIT: usize = 64 * 1024;
 
 /// Every block of `want` in `got`, in order (Envoy's `PayloadMatcher`).
 fn payloads_found(want: &[Vec<u8>], got: &[u8]) -> bool {

@@ -406,8 +406,11 @@ pub enum Purpose {
     Upgrade,
     /// An active health check: HTTP/1.1, and not counted in `upstream_cx_total` (Envoy's checker
     /// connections are not the pool's; the count is how the checker knows whether the cluster
-    /// has had traffic, `HealthCheckSpec::no_traffic_interval`).
+    /// has had traffic, `HealthCheckSpec::intervals`).
     HealthCheck,
+    /// An active gRPC health check: HTTP/2 whatever the cluster speaks (Envoy's gRPC checker's
+    /// codec), not counted either.
+    GrpcHealthCheck,
 }
 
 /// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
@@ -461,7 +464,8 @@ async fn open<B: PoolBody>(
 ) -> Result<Sender<B>, ConnectError> {
     // Every purpose but the pool's own speaks HTTP/1.1, and offers HTTP/1's ALPN for it
     // (Envoy's HTTP/1 pool falls back to `http/1.1`).
-    let force_h1 = purpose != Purpose::Pool;
+    let force_h1 = !matches!(purpose, Purpose::Pool | Purpose::GrpcHealthCheck);
+    let force_h2 = purpose == Purpose::GrpcHealthCheck;
     let timeout = cluster.spec.connect_timeout;
     let downstream = options.and_then(|k| k.options.proxy);
     let connect = cluster.connect_transport(addr, transport, downstream);
@@ -484,7 +488,7 @@ async fn open<B: PoolBody>(
             tracing::debug!(cluster = %cluster.spec.name, %addr, error = %e, "tcp_keepalive");
         }
     }
-    if purpose != Purpose::HealthCheck {
+    if !matches!(purpose, Purpose::HealthCheck | Purpose::GrpcHealthCheck) {
         cluster.stats.upstream_cx_total.inc();
     }
     match cluster.tls(transport) {
@@ -499,12 +503,12 @@ async fn open<B: PoolBody>(
                 Err(ConnectError::Tls(e))
             }
             Ok(Ok((s, alpn_h2))) => {
-                let h2 = !force_h1 && (alpn_h2 || cluster.spec.http2);
+                let h2 = force_h2 || (!force_h1 && (alpn_h2 || cluster.spec.http2));
                 handshake(cluster, s, h2, slots, (local, purpose)).await
             }
         },
         None => {
-            let h2 = cluster.spec.http2 && !force_h1;
+            let h2 = force_h2 || (cluster.spec.http2 && !force_h1);
             handshake(cluster, tcp, h2, slots, (local, purpose)).await
         }
     }

@@ -213,6 +213,11 @@ pub struct HealthCheckSpec {
     /// `tcp_health_check`: a successful connect is a pass (no HTTP request), or with
     /// `tcp_receive` the payload exchange.
     pub tcp_only: bool,
+    /// `grpc_health_check`: the service name asked about (empty: the server's health) and the
+    /// call's `initial_metadata`; `host` is its authority, unless the endpoint has a hostname.
+    pub grpc: Option<(String, crate::route::HeaderMutations)>,
+    /// `grpc_health_check.authority` was set: it wins over the endpoint's hostname.
+    pub authority_set: bool,
     /// `tcp_health_check.send`.
     pub tcp_send: Vec<u8>,
     /// `tcp_health_check.receive[]`: blocks to find in order in what the host sends back.

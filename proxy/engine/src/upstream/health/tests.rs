@@ -97,20 +97,21 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         tcp_only: false,
         tcp_send: Vec::new(),
         tcp_receive: Vec::new(),
+        grpc: None,
+        authority_set: false,
     }
 }
 
 #[test]
 fn a_bad_status_fails_a_host_at_once_and_no_answer_takes_the_threshold() {
-    use super::{judge, Session, Verdict};
+    use super::{judge, Streak, Verdict};
     let spec = spec(3, 2);
-    let now = tokio::time::Instant::now();
     let bad = Verdict::BadStatus { retriable: false };
     let retriable = Verdict::BadStatus { retriable: true };
     // The first result decides, whatever the thresholds.
-    let mut s = Session::new(now);
+    let mut s = Streak::default();
     assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (false, false));
-    let mut s = Session::new(now);
+    let mut s = Streak::default();
     assert_eq!(judge(&mut s, false, Verdict::Pass, &spec), (true, false));
     // A healthy host: no answer twice is pending, the third fails it.
     assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (true, true));
@@ -147,4 +148,51 @@ fn payloads_are_found_in_order_not_necessarily_together() {
     assert!(!payloads_found(&want, b"NG+PO"));
     assert!(!payloads_found(&want, b"+PON"));
     assert!(payloads_found(&[], b""));
+}
+
+/// Two endpoints on one address are two hosts, each checked on its own: a server that answers
+/// 503 makes both unhealthy.
+#[tokio::test]
+async fn two_hosts_on_one_address_are_each_checked() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 1024];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let no = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                    if s.write_all(no).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let endpoint = format!(
+        "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+        up.ip(),
+        up.port()
+    );
+    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)])
+        .replace(&endpoint, &format!("{endpoint}{endpoint}"))
+        .replace(
+            "    connect_timeout: 1s\n",
+            "    connect_timeout: 1s\n    health_checks: [{ timeout: 1s, interval: 60s, \
+             no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, \
+             http_health_check: { path: /hc } }]\n",
+        );
+    let config = crate::config::from_yaml_str(&yaml).expect("valid health check config");
+    let (server, _front) = serve(config, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rt = server.runtime();
+    let hosts = rt.clusters.get("a").expect("cluster a").all_hosts();
+    assert_eq!(hosts.len(), 2, "both endpoints are hosts");
+    assert!(
+        hosts.iter().all(|h| !h.hc_healthy.load(Ordering::Relaxed)),
+        "each host failed its own check"
+    );
 }

@@ -1,0 +1,188 @@
+//! The gRPC health check (`grpc_health_check`), as Envoy's `GrpcHealthCheckerImpl`: a
+//! `grpc.health.v1.Health/Check` call over HTTP/2 (whatever the cluster speaks) on the host's
+//! kept connection, passing when the answer is a 200 `application/grpc` response whose one
+//! message says `SERVING` and whose trailers say `grpc-status: 0`. Any other answer fails the
+//! host at once (Envoy's `ACTIVE` failure); no answer, a reset or a broken connection is a
+//! network failure.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderValue, Method, Request, Version};
+use hyper::client::conn::http2;
+use prost::Message;
+
+use super::{Conn, Verdict};
+use crate::{
+    config::RoutingPriority,
+    upstream::{pool, Cluster, HealthCheckSpec, Host},
+};
+
+/// The call's path.
+const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+/// The most an answer may carry (one small message and its frame).
+const MAX_ANSWER: usize = 64 * 1024;
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: i32 = 1;
+
+/// A kept gRPC health check connection.
+pub(super) type Sender = http2::SendRequest<crate::http::Body>;
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`.
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// One gRPC check of `host` within the spec's timeout; the connection to keep.
+pub(super) async fn check(
+    cluster: &Cluster,
+    host: &Host,
+    spec: &HealthCheckSpec,
+    kept: Option<Conn>,
+) -> (Verdict, Option<Conn>) {
+    let Some((service, metadata)) = &spec.grpc else {
+        return (Verdict::Network, None);
+    };
+    let fut = async {
+        let mut s = match kept {
+            Some(Conn::Grpc(s)) if !s.is_closed() => s,
+            _ => {
+                let (purpose, prio) = (pool::Purpose::GrpcHealthCheck, RoutingPriority::Default);
+                let to = (host.addr, host.transport, None);
+                match pool::connect::<crate::http::Body>(cluster, to, purpose, prio).await {
+                    Ok(pool::Sender::H2(s, _)) => s,
+                    _ => return Err(()),
+                }
+            }
+        };
+        s.ready().await.map_err(|_| ())?;
+        let req = request(cluster, host, spec, service, metadata).ok_or(())?;
+        let resp = s.send_request(req).await.map_err(|_| ())?;
+        Ok((answer(resp).await, s))
+    };
+    match tokio::time::timeout(spec.timeout, fut).await {
+        Ok(Ok((Some(verdict), s))) => (verdict, Some(Conn::Grpc(s))),
+        // The answer broke off (a reset): Envoy's network failure.
+        Ok(Ok((None, _))) | Ok(Err(())) => (Verdict::Network, None),
+        Err(_) => (Verdict::Timeout, None),
+    }
+}
+
+/// The `Check` call: Envoy's headers (`te: trailers`, `user-agent: Envoy/HC`, the timeout as
+/// `grpc-timeout`, then `initial_metadata`) and the framed request, sent without a
+/// content-length as Envoy's codec sends it.
+fn request(
+    cluster: &Cluster,
+    host: &Host,
+    spec: &HealthCheckSpec,
+    service: &str,
+    metadata: &crate::route::HeaderMutations,
+) -> Option<Request<crate::http::Body>> {
+    let authority = match &host.hostname {
+        Some(h) if !spec.authority_set => h.as_ref(),
+        _ => spec.host.as_str(),
+    };
+    let scheme = if cluster.tls(host.transport).is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let message = HealthCheckRequest {
+        service: service.to_string(),
+    }
+    .encode_to_vec();
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.extend_from_slice(&message);
+    let frame = framed.freeze();
+    let body = http_body_util::StreamBody::new(futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame))
+    }));
+    let mut req = Request::new(http_body_util::BodyExt::boxed(
+        http_body_util::BodyExt::map_err(body, |n| match n {}),
+    ));
+    *req.method_mut() = Method::POST;
+    *req.version_mut() = Version::HTTP_2;
+    *req.uri_mut() = format!("{scheme}://{authority}{CHECK_PATH}").parse().ok()?;
+    let h = req.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    h.insert(header::USER_AGENT, HeaderValue::from_static("Envoy/HC"));
+    let ms = spec.timeout.as_millis().min(99_999_999);
+    h.insert(
+        "grpc-timeout",
+        HeaderValue::from_str(&format!("{ms}m")).ok()?,
+    );
+    metadata.apply(h);
+    Some(req)
+}
+
+/// The verdict on an answer; `None` when it broke off before its end.
+async fn answer(resp: http::Response<hyper::body::Incoming>) -> Option<Verdict> {
+    let fail = Verdict::BadStatus { retriable: false };
+    let grpc = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+"));
+    if resp.status() != http::StatusCode::OK || !grpc {
+        return Some(fail);
+    }
+    let mut body = std::pin::pin!(resp.into_body());
+    let (mut buf, mut trailers) = (BytesMut::new(), None);
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+    {
+        match frame.ok()?.into_data() {
+            Ok(d) if buf.len() + d.len() > MAX_ANSWER => return Some(fail),
+            Ok(d) => buf.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    let ok = trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .is_some_and(|s| s == "0");
+    let serving = one_message(&buf.freeze())
+        .and_then(|m| HealthCheckResponse::decode(m).ok())
+        .is_some_and(|r| r.status == SERVING);
+    Some(if ok && serving { Verdict::Pass } else { fail })
+}
+
+/// The one uncompressed message of a gRPC body (Envoy fails a check answered with more).
+fn one_message(buf: &Bytes) -> Option<Bytes> {
+    let (&[0, a, b, c, d], rest) = buf.split_first_chunk::<5>()? else {
+        return None;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    (rest.len() == len).then(|| buf.slice(5..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_message_takes_exactly_one_frame() {
+        let serving = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]);
+        let m = one_message(&serving).expect("one message");
+        assert_eq!(HealthCheckResponse::decode(m).unwrap().status, SERVING);
+        assert!(one_message(&Bytes::from_static(&[0, 0, 0, 0, 2, 0x08])).is_none());
+        assert!(one_message(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_none());
+        assert!(one_message(&Bytes::from_static(&[1, 0, 0, 0, 2, 0x08, 0x01])).is_none());
+        let empty = one_message(&Bytes::from_static(&[0, 0, 0, 0, 0])).expect("empty message");
+        // An empty message is status UNKNOWN (0): not serving.
+        assert_eq!(HealthCheckResponse::decode(empty).unwrap().status, 0);
+    }
+}
