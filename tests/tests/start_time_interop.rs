@@ -14,7 +14,8 @@ use sluice_tests::{
 
 /// Whole-second text, then the fractions: `%E3S %E*S %f %3f %*f %E6f %E*f`.
 const FORMAT: &str = "%s|%Y-%m-%dT%H:%M:%S|%a %A %b %B %h|%j %e %u %w %U %W %V %G %g %C %y|\
-%I %l %p %P %k|%T %D %F %R|%z %Z %Ez %E*z %E4Y%ET|%%s %% x|%E3S %E*S %f %3f %*f %E6f %E*f";
+%I %l %p %P %k|%T %D %F %R|%z %Z %Ez %E*z %E4Y%ET|%%s %% x|%c|%x|%X|%r|\
+%-m/%-d %_H %0e %^a %^b %-j %_m|%E3S %E*S %f %3f %*f %E6f %E*f";
 
 fn config(port: u16) -> String {
     let hcm = format!(

@@ -4,8 +4,9 @@
 //! least one; `%E1S`..`%E9S`, `%E*S` the seconds with a dot and the fraction, `%E*S` without
 //! the dot when the fraction is zero); the text between is Abseil's `FormatTime` in UTC, the C
 //! library's `strftime` in the C locale plus `%Ez` / `%E*z` (`+00:00`, `+00:00:00`), `%E4Y` and
-//! `%ET` (`T`). Specifiers whose output depends on the locale (`%c`, `%x`, `%X`, `%r`) or that
-//! `strftime` lacks are refused at load, naming them.
+//! `%ET` (`T`), `%c`, `%x`, `%X`, `%r` as the C locale spells them (Envoy never sets one), and
+//! glibc's `-`, `_`, `0`, `^` flags. Conversions `strftime` lacks are refused at load, naming
+//! them.
 
 use std::{fmt::Write, time::SystemTime};
 
@@ -122,7 +123,8 @@ fn strftime(text: &str, whole: &str) -> Result<String, String> {
         |spec: &str| {
             format!(
             "%START_TIME({whole})%: {spec} is not supported (supported: %s, %f, %1f..%9f, %*f, \
-             %E1S..%E9S, %E*S, %E1f..%E9f, %E*f, %Ez, %E*z, %E4Y, %ET and %{})",
+             %E1S..%E9S, %E*S, %E1f..%E9f, %E*f, %Ez, %E*z, %E4Y, %ET, %c, %x, %X, %r and %{}, \
+             the last ones also with a -, _, 0 or ^ flag)",
             PLAIN.chars().map(String::from).collect::<Vec<_>>().join(", %")
         )
         };
@@ -152,6 +154,21 @@ fn strftime(text: &str, whole: &str) -> Result<String, String> {
                 out.push('%');
                 out.push(n);
             }
+            // The C locale's spellings (Envoy never sets a locale).
+            Some('c') => out.push_str("%a %b %e %H:%M:%S %Y"),
+            Some('x') => out.push_str("%m/%d/%y"),
+            Some('X') => out.push_str("%H:%M:%S"),
+            Some('r') => out.push_str("%I:%M:%S %p"),
+            // glibc's flags: no padding, space padding, zero padding, upper case.
+            Some(f @ ('-' | '_' | '0' | '^')) => match chars.next() {
+                Some(n) if PLAIN.contains(n) && n != '%' => {
+                    out.push('%');
+                    out.push(f);
+                    out.push(n);
+                }
+                Some(n) => return Err(refuse(&format!("%{f}{n}"))),
+                None => return Err(refuse(&format!("%{f}"))),
+            },
             Some(n) => return Err(refuse(&format!("%{n}"))),
         }
     }
@@ -209,6 +226,11 @@ mod tests {
         assert_eq!(render("%z %Z %Ez %E*z", t()), "+0000 UTC +00:00 +00:00:00");
         assert_eq!(render("%E4Y%ETx %u %w %C %y %%", t()), "2024Tx 4 4 20 24 %");
         assert_eq!(render("%G-W%V %U %W", t()), "2024-W09 08 09");
+        assert_eq!(
+            render("%c|%x|%X|%r", t()),
+            "Thu Feb 29 13:04:05 2024|02/29/24|13:04:05|01:04:05 PM"
+        );
+        assert_eq!(render("%-m/%-d %_H %0e %^a %^b", t()), "2/29 13 29 THU FEB");
     }
 
     #[test]
@@ -231,11 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn locale_and_unknown_specifiers_are_refused_by_name() {
+    fn unknown_specifiers_are_refused_by_name() {
         for (f, spec) in [
-            ("%c", "%c"),
-            ("at %x", "%x"),
             ("%Q", "%Q"),
+            ("at %K", "%K"),
+            ("%-q", "%-q"),
+            ("%^", "%^"),
             ("%E5Y", "%E5"),
             ("%Eq", "%Eq"),
         ] {
