@@ -11,7 +11,7 @@ use sluice_tests::{
     upstream::{harness::free_port, TestUpstream},
 };
 
-fn config(listener: u16, upstream: u16) -> String {
+fn config(listener: u16, upstream: u16, codec: &str) -> String {
     format!(
         r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: ADMIN_PORT}}}}}}
 static_resources:
@@ -44,6 +44,7 @@ static_resources:
         path: /healthz
         host: checked.internal
         method: POST
+        codec_client_type: {codec}
         request_headers_to_add:
         - header: {{key: x-hc, value: "1"}}
         - header: {{key: x-hc, value: "2"}}
@@ -57,11 +58,12 @@ static_resources:
     )
 }
 
-/// The first health check request `envoy` (or sluice) sends: method, path and headers, sorted.
-fn first_check(envoy: bool) -> (String, String, Vec<(String, String)>) {
+/// The first health check request `envoy` (or sluice) sends over `codec`: method, path,
+/// version and headers, sorted.
+fn first_check(envoy: bool, codec: &str) -> (String, String, Vec<(String, String)>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let upstream = rt.block_on(TestUpstream::start("checked"));
-    let text = config(free_port(), upstream.port());
+    let text = config(free_port(), upstream.port(), codec);
     let proxy = start_text("health_check_request", &text, envoy);
     let deadline = Instant::now() + Duration::from_secs(5);
     let seen = loop {
@@ -81,18 +83,22 @@ fn first_check(envoy: bool) -> (String, String, Vec<(String, String)>) {
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
         .collect();
     headers.sort();
-    (seen.method, seen.path, headers)
+    (
+        seen.method,
+        format!("{} {:?}", seen.path, seen.version),
+        headers,
+    )
 }
 
 #[test]
 fn health_check_method_and_headers_are_envoys() {
-    let envoy = first_check(true);
+    let envoy = first_check(true, "HTTP1");
     let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
     assert_eq!(
         envoy,
         (
             "POST".to_string(),
-            "/healthz".to_string(),
+            "/healthz HTTP/1.1".to_string(),
             vec![
                 pair("content-length", "0"),
                 pair("host", "checked.internal"),
@@ -103,5 +109,14 @@ fn health_check_method_and_headers_are_envoys() {
         ),
         "Envoy: what the test expects of it"
     );
-    assert_eq!(first_check(false), envoy, "sluice vs Envoy");
+    assert_eq!(first_check(false, "HTTP1"), envoy, "sluice vs Envoy");
+}
+
+/// `codec_client_type: HTTP2` on a cluster that speaks HTTP/1.1: the check goes over HTTP/2
+/// (prior knowledge) under both, with the same headers.
+#[test]
+fn an_http2_health_check_is_envoys() {
+    let envoy = first_check(true, "HTTP2");
+    assert_eq!(envoy.1, "/healthz HTTP/2.0", "Envoy: {envoy:?}");
+    assert_eq!(first_check(false, "HTTP2"), envoy, "sluice vs Envoy");
 }

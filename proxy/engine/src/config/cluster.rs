@@ -553,6 +553,9 @@ pub enum HealthCheckKind {
         /// `retriable_statuses[]`: a failing status in these counts toward
         /// `unhealthy_threshold` (any other marks the host unhealthy at once, as Envoy).
         retriable_statuses: Vec<Range<u16>>,
+        /// `codec_client_type: HTTP2`: the check speaks HTTP/2 (prior knowledge, or `h2` by
+        /// ALPN), whatever the cluster speaks.
+        http2: bool,
         /// `method` (default GET).
         method: http::Method,
         /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).

@@ -248,6 +248,8 @@ pub(crate) struct RawHttpHealthCheck {
     pub expected_statuses: Vec<RawInt64Range>,
     #[serde(default)]
     pub retriable_statuses: Vec<RawInt64Range>,
+    /// `type.v3.CodecClientType` by name.
+    pub codec_client_type: Option<String>,
     /// `core.v3.RequestMethod` by name.
     pub method: Option<String>,
     #[serde(default)]

@@ -756,6 +756,7 @@ fn cluster_options_parse() {
             host: None,
             expected_statuses: std::iter::once(200..300).collect(),
             retriable_statuses: Vec::new(),
+            http2: false,
             method: http::Method::GET,
             headers: Default::default(),
         }

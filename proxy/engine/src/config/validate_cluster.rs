@@ -647,6 +647,20 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                     &h.retriable_statuses,
                     &hp.field("retriable_statuses"),
                 )?,
+                http2: match h.codec_client_type.as_deref() {
+                    None | Some("HTTP1") => false,
+                    Some("HTTP2") => true,
+                    Some("HTTP3") => {
+                        return Err(hp
+                            .field("codec_client_type")
+                            .unsupported("HTTP1 or HTTP2 only"))
+                    }
+                    Some(o) => {
+                        return Err(hp.field("codec_client_type").err(format!(
+                            "unknown value {o:?} (expected HTTP1, HTTP2 or HTTP3)"
+                        )))
+                    }
+                },
                 method: health_check_method(h.method.as_deref(), &hp.field("method"))?,
                 headers: health_check_headers(h, &hp)?,
             }

@@ -88,6 +88,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             tcp_receive: Vec::new(),
             grpc: None,
             authority_set: false,
+            http2: false,
         };
         if let config::HealthCheckKind::Grpc {
             service_name,
@@ -109,10 +110,12 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             host,
             expected_statuses,
             retriable_statuses,
+            http2,
             method,
             headers,
         } = &h.kind
         {
+            spec.http2 = *http2;
             spec.path = path.clone();
             spec.host = host.clone().unwrap_or_else(|| name.clone());
             spec.expected = ranges(expected_statuses);

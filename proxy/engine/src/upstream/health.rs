@@ -20,11 +20,11 @@ use crate::config::RoutingPriority;
 
 mod grpc;
 
-/// A host's kept health check connection: HTTP/1, HTTP/2 for a gRPC check, or TCP for a
-/// check with payloads.
+/// A host's kept health check connection: HTTP/1, HTTP/2 (a gRPC check, or an HTTP check with
+/// `codec_client_type: HTTP2`), or TCP for a check with payloads.
 enum Conn {
     Http(http1::SendRequest<Empty<Bytes>>),
-    Grpc(grpc::Sender),
+    H2(grpc::Sender),
     Tcp(tokio::net::TcpStream),
 }
 
@@ -248,10 +248,13 @@ async fn check(
         return (verdict, None);
     }
     if spec.tcp_only {
-        return tcp_exchange(cluster, host, spec, kept).await;
+        return tcp_exchange((cluster, host, spec), kept).await;
     }
     if spec.grpc.is_some() {
         return grpc::check(cluster, host, spec, kept).await;
+    }
+    if spec.http2 {
+        return http2_check((cluster, host, spec), kept).await;
     }
     let kept = match kept {
         Some(Conn::Http(s)) => Some(s),
@@ -269,35 +272,115 @@ async fn check(
                 }
             }
         };
-        let mut req = http::Request::builder()
-            .method(spec.method.clone())
-            .uri(spec.path.as_str())
-            .header(http::header::HOST, spec.host.as_str())
-            .header(http::header::USER_AGENT, "Envoy/HC")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        spec.headers.apply(req.headers_mut());
+        let host = Some(spec.host.as_str());
+        let mut req = check_request(spec, spec.path.clone(), host, Empty::<Bytes>::new())?;
         // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
         pool::add_empty_content_length(&mut req);
-        let resp = s.send_request(req).await.ok()?;
-        let status = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
-        Some((status, s))
+        Some((status_of(s.send_request(req).await.ok()?).await, s))
     };
+    let fut = async {
+        fut.await
+            .map(|(status, s)| (status_verdict(spec, status), Conn::Http(s)))
+    };
+    timed(spec, fut).await
+}
+
+/// What one check is of: the cluster, the host, the check.
+type Probe<'a> = (&'a Arc<Cluster>, &'a Host, &'a HealthCheckSpec);
+
+/// An HTTP check over HTTP/2 (`codec_client_type: HTTP2`): the same request, `:authority` the
+/// check's host, on the host's kept HTTP/2 connection.
+async fn http2_check(
+    (cluster, host, spec): Probe<'_>,
+    kept: Option<Conn>,
+) -> (Verdict, Option<Conn>) {
+    let fut = async {
+        let mut s = grpc::sender(cluster, host, kept).await?;
+        let scheme = grpc::scheme(cluster, host);
+        let uri = format!("{scheme}://{}{}", spec.host, spec.path);
+        let body = http_body_util::BodyExt::boxed(Bodiless);
+        let mut req = check_request(spec, uri, None, body)?;
+        *req.version_mut() = http::Version::HTTP_2;
+        Some((status_of(s.send_request(req).await.ok()?).await, s))
+    };
+    let fut = async {
+        fut.await
+            .map(|(status, s)| (status_verdict(spec, status), Conn::H2(s)))
+    };
+    timed(spec, fut).await
+}
+
+/// An HTTP check's request to `uri`: `host` (HTTP/1), Envoy's `user-agent: Envoy/HC`, then
+/// the configured header changes.
+fn check_request<B>(
+    spec: &HealthCheckSpec,
+    uri: String,
+    host: Option<&str>,
+    body: B,
+) -> Option<http::Request<B>> {
+    let mut b = http::Request::builder()
+        .method(spec.method.clone())
+        .uri(uri);
+    if let Some(h) = host {
+        b = b.header(http::header::HOST, h);
+    }
+    let mut req = b
+        .header(http::header::USER_AGENT, "Envoy/HC")
+        .body(body)
+        .ok()?;
+    spec.headers.apply(req.headers_mut());
+    Some(req)
+}
+
+/// An answer's status, its body read to the end.
+async fn status_of(resp: http::Response<hyper::body::Incoming>) -> u16 {
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// `fut`'s verdict and connection within the check's timeout: no answer is a network failure,
+/// none in time a timeout.
+async fn timed(
+    spec: &HealthCheckSpec,
+    fut: impl std::future::Future<Output = Option<(Verdict, Conn)>>,
+) -> (Verdict, Option<Conn>) {
     match tokio::time::timeout(spec.timeout, fut).await {
-        Ok(Some((status, s))) => {
-            let within = |r: &[(u16, u16)]| r.iter().any(|(lo, hi)| (*lo..*hi).contains(&status));
-            let verdict = if within(&spec.expected) {
-                Verdict::Pass
-            } else {
-                Verdict::BadStatus {
-                    retriable: within(&spec.retriable),
-                }
-            };
-            (verdict, Some(Conn::Http(s)))
-        }
+        Ok(Some((verdict, conn))) => (verdict, Some(conn)),
         Ok(None) => (Verdict::Network, None),
         Err(_) => (Verdict::Timeout, None),
+    }
+}
+
+/// No body, and no length said for it: hyper's HTTP/2 client then ends the stream with the
+/// headers and writes no `content-length: 0` (Envoy's codec writes none).
+struct Bodiless;
+
+impl http_body::Body for Bodiless {
+    type Data = Bytes;
+    type Error = crate::http::BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
+}
+
+/// A check's verdict on an answer's status.
+fn status_verdict(spec: &HealthCheckSpec, status: u16) -> Verdict {
+    let within = |r: &[(u16, u16)]| r.iter().any(|(lo, hi)| (*lo..*hi).contains(&status));
+    if within(&spec.expected) {
+        Verdict::Pass
+    } else {
+        Verdict::BadStatus {
+            retriable: within(&spec.retriable),
+        }
     }
 }
 
@@ -306,9 +389,7 @@ async fn check(
 /// one), and a pass once every `receive` block has come back in order, not necessarily
 /// contiguous. A connection that closes or a check that times out fails (a network failure).
 async fn tcp_exchange(
-    cluster: &Arc<Cluster>,
-    host: &Host,
-    spec: &HealthCheckSpec,
+    (cluster, host, spec): Probe<'_>,
     kept: Option<Conn>,
 ) -> (Verdict, Option<Conn>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -336,11 +417,10 @@ async fn tcp_exchange(
         }
         Some(tcp)
     };
-    match tokio::time::timeout(spec.timeout, fut).await {
-        Ok(Some(t)) => (Verdict::Pass, Some(Conn::Tcp(t))),
-        Ok(None) => (Verdict::Network, None),
-        Err(_) => (Verdict::Timeout, None),
-    }
+    timed(spec, async {
+        fut.await.map(|t| (Verdict::Pass, Conn::Tcp(t)))
+    })
+    .await
 }
 
 /// The most a TCP check reads while looking for its `receive` blocks.

@@ -408,9 +408,9 @@ pub enum Purpose {
     /// connections are not the pool's; the count is how the checker knows whether the cluster
     /// has had traffic, `HealthCheckSpec::intervals`).
     HealthCheck,
-    /// An active gRPC health check: HTTP/2 whatever the cluster speaks (Envoy's gRPC checker's
-    /// codec), not counted either.
-    GrpcHealthCheck,
+    /// An active health check over HTTP/2 (a gRPC check, or `codec_client_type: HTTP2`):
+    /// HTTP/2 whatever the cluster speaks, not counted either.
+    HealthCheckH2,
 }
 
 /// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
@@ -464,8 +464,8 @@ async fn open<B: PoolBody>(
 ) -> Result<Sender<B>, ConnectError> {
     // Every purpose but the pool's own speaks HTTP/1.1, and offers HTTP/1's ALPN for it
     // (Envoy's HTTP/1 pool falls back to `http/1.1`).
-    let force_h1 = !matches!(purpose, Purpose::Pool | Purpose::GrpcHealthCheck);
-    let force_h2 = purpose == Purpose::GrpcHealthCheck;
+    let force_h1 = !matches!(purpose, Purpose::Pool | Purpose::HealthCheckH2);
+    let force_h2 = purpose == Purpose::HealthCheckH2;
     let timeout = cluster.spec.connect_timeout;
     let downstream = options.and_then(|k| k.options.proxy);
     let connect = cluster.connect_transport(addr, transport, downstream);
@@ -488,7 +488,7 @@ async fn open<B: PoolBody>(
             tracing::debug!(cluster = %cluster.spec.name, %addr, error = %e, "tcp_keepalive");
         }
     }
-    if !matches!(purpose, Purpose::HealthCheck | Purpose::GrpcHealthCheck) {
+    if !matches!(purpose, Purpose::HealthCheck | Purpose::HealthCheckH2) {
         cluster.stats.upstream_cx_total.inc();
     }
     match cluster.tls(transport) {

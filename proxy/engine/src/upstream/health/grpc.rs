@@ -23,7 +23,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// `HealthCheckResponse.ServingStatus.SERVING`.
 const SERVING: i32 = 1;
 
-/// A kept gRPC health check connection.
+/// A kept HTTP/2 health check connection (a gRPC check's, or an HTTP check's over HTTP/2).
 pub(super) type Sender = http2::SendRequest<crate::http::Body>;
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -51,27 +51,43 @@ pub(super) async fn check(
         return (Verdict::Network, None);
     };
     let fut = async {
-        let mut s = match kept {
-            Some(Conn::Grpc(s)) if !s.is_closed() => s,
-            _ => {
-                let (purpose, prio) = (pool::Purpose::GrpcHealthCheck, RoutingPriority::Default);
-                let to = (host.addr, host.transport, None);
-                match pool::connect::<crate::http::Body>(cluster, to, purpose, prio).await {
-                    Ok(pool::Sender::H2(s, _)) => s,
-                    _ => return Err(()),
-                }
-            }
-        };
-        s.ready().await.map_err(|_| ())?;
+        let mut s = sender(cluster, host, kept).await.ok_or(())?;
         let req = request(cluster, host, spec, service, metadata).ok_or(())?;
         let resp = s.send_request(req).await.map_err(|_| ())?;
         Ok((answer(resp).await, s))
     };
     match tokio::time::timeout(spec.timeout, fut).await {
-        Ok(Ok((Some(verdict), s))) => (verdict, Some(Conn::Grpc(s))),
+        Ok(Ok((Some(verdict), s))) => (verdict, Some(Conn::H2(s))),
         // The answer broke off (a reset): Envoy's network failure.
         Ok(Ok((None, _))) | Ok(Err(())) => (Verdict::Network, None),
         Err(_) => (Verdict::Timeout, None),
+    }
+}
+
+/// The host's kept HTTP/2 connection, else a new one (HTTP/2 whatever the cluster speaks, not
+/// counted as the cluster's traffic); ready for a request.
+pub(super) async fn sender(cluster: &Cluster, host: &Host, kept: Option<Conn>) -> Option<Sender> {
+    let mut s = match kept {
+        Some(Conn::H2(s)) if !s.is_closed() => s,
+        _ => {
+            let (purpose, prio) = (pool::Purpose::HealthCheckH2, RoutingPriority::Default);
+            let to = (host.addr, host.transport, None);
+            match pool::connect::<crate::http::Body>(cluster, to, purpose, prio).await {
+                Ok(pool::Sender::H2(s, _)) => s,
+                _ => return None,
+            }
+        }
+    };
+    s.ready().await.ok()?;
+    Some(s)
+}
+
+/// `http` or `https`, as the host's transport is.
+pub(super) fn scheme(cluster: &Cluster, host: &Host) -> &'static str {
+    if cluster.tls(host.transport).is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -89,11 +105,7 @@ fn request(
         Some(h) if !spec.authority_set => h.as_ref(),
         _ => spec.host.as_str(),
     };
-    let scheme = if cluster.tls(host.transport).is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = scheme(cluster, host);
     let message = HealthCheckRequest {
         service: service.to_string(),
     }

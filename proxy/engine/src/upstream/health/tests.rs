@@ -99,6 +99,7 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         tcp_receive: Vec::new(),
         grpc: None,
         authority_set: false,
+        http2: false,
     }
 }
 
