@@ -159,6 +159,9 @@ pub fn start_text(fixture: &str, text: &str, envoy: bool) -> Proxy {
             "warning",
             "--concurrency",
             "1",
+            // Files (access and event logs) reach the disk within 50 ms, as sluice writes them.
+            "--file-flush-interval-msec",
+            "50",
         ]);
         c
     } else {

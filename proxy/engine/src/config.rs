@@ -69,9 +69,9 @@ pub use chain_match::{AppProtocols, ChainMatch, Cidr, ConnFacts, SourceType};
 pub use cluster::{
     AutoSni, CircuitBreakers, Cluster, ClusterOptions, DataSource, DiscoveryType, DnsLookupFamily,
     Endpoint, EndpointAddress, EndpointHealth, FailurePercentageEjection, HealthCheck,
-    HealthCheckIntervals, HealthCheckJitter, HealthCheckKind, LbPolicy, Locality, OutlierDetection,
-    RetryBudget, SlowStart, SuccessRateEjection, TcpKeepalive, UpstreamProtocol, UpstreamTls,
-    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONSECUTIVE_5XX,
+    HealthCheckIntervals, HealthCheckJitter, HealthCheckKind, HealthEventLog, LbPolicy, Locality,
+    OutlierDetection, RetryBudget, SlowStart, SuccessRateEjection, TcpKeepalive, UpstreamProtocol,
+    UpstreamTls, DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONSECUTIVE_5XX,
     DEFAULT_DNS_REFRESH_RATE, DEFAULT_ENDPOINT_WEIGHT, DEFAULT_HEALTHY_PANIC_THRESHOLD,
     DEFAULT_LEAST_REQUEST_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_MAX_EJECTION_TIME, DEFAULT_MAX_PENDING_REQUESTS,

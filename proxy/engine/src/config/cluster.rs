@@ -452,6 +452,9 @@ pub struct HealthCheck {
     pub intervals: HealthCheckIntervals,
     /// `reuse_connection` (default true): a check's connection is kept for the next one.
     pub reuse_connection: bool,
+    /// The health check event log: `event_log_path` (deprecated) or `event_logger`'s file
+    /// sinks, and `always_log_health_check_failures` / `_success`.
+    pub event_log: Option<HealthEventLog>,
     /// `unhealthy_threshold`.
     pub unhealthy_threshold: u32,
     /// `healthy_threshold`.
@@ -472,6 +475,17 @@ pub struct HealthCheckJitter {
     pub interval: Duration,
     /// `interval_jitter_percent`.
     pub percent: u32,
+}
+
+/// Where health check events are written, one JSON line each (Envoy's `HealthCheckEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEventLog {
+    /// The files (`event_log_path`, each file sink's `event_log_path`).
+    pub paths: Vec<std::path::PathBuf>,
+    /// `always_log_health_check_failures`: every failure, not only a host's first check.
+    pub failures: bool,
+    /// `always_log_health_check_success`: every pass that changes nothing.
+    pub successes: bool,
 }
 
 /// The time to a host's next health check, as Envoy's `HealthCheckerImplBase::interval`

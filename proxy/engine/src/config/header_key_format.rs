@@ -58,7 +58,7 @@ pub(crate) struct RawHeaderKeyFormat {
 }
 
 /// `core.v3.TypedExtensionConfig`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTypedExtension {
     /// Informational (the extension is chosen by `typed_config`'s `@type`).

@@ -220,6 +220,11 @@ pub(crate) struct RawHealthCheck {
     pub healthy_edge_interval: Option<PbDuration>,
     pub no_traffic_healthy_interval: Option<PbDuration>,
     pub reuse_connection: Option<bool>,
+    pub event_log_path: Option<String>,
+    #[serde(default)]
+    pub event_logger: Vec<super::header_key_format::RawTypedExtension>,
+    pub always_log_health_check_failures: Option<bool>,
+    pub always_log_health_check_success: Option<bool>,
     pub interval_jitter: Option<PbDuration>,
     pub interval_jitter_percent: Option<u32>,
     pub initial_jitter: Option<PbDuration>,

@@ -700,11 +700,45 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
         timeout,
         intervals,
         reuse_connection: raw.reuse_connection.unwrap_or(true),
+        event_log: health_event_log(raw, p)?,
         unhealthy_threshold,
         healthy_threshold,
         jitter,
         kind,
     })
+}
+
+/// `event_log_path`, `event_logger` (file sinks) and the `always_log_*` switches.
+fn health_event_log(
+    raw: &RawHealthCheck,
+    p: &FieldPath,
+) -> Result<Option<super::HealthEventLog>, ConfigError> {
+    const FILE_SINK: &str = "type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink";
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawFileSink {
+        event_log_path: Option<String>,
+    }
+    let mut paths: Vec<std::path::PathBuf> = raw
+        .event_log_path
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .collect();
+    for (i, l) in raw.event_logger.iter().enumerate() {
+        let tp = p.field("event_logger").index(i).field("typed_config");
+        let tc = l.typed_config.as_ref().ok_or_else(|| tp.err("missing"))?;
+        let sink: RawFileSink = super::raw::typed_config(tc, &tp, FILE_SINK)?;
+        match sink.event_log_path.filter(|p| !p.is_empty()) {
+            Some(path) => paths.push(path.into()),
+            None => return Err(tp.field("event_log_path").err("required")),
+        }
+    }
+    Ok((!paths.is_empty()).then(|| super::HealthEventLog {
+        paths,
+        failures: raw.always_log_health_check_failures.unwrap_or(false),
+        successes: raw.always_log_health_check_success.unwrap_or(false),
+    }))
 }
 
 /// A `HealthCheck.Payload`'s bytes: `text` in hex (not empty), or `binary` in base64.

@@ -89,6 +89,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             grpc: None,
             authority_set: false,
             http2: false,
+            event_log: h.event_log.clone(),
         };
         if let config::HealthCheckKind::Grpc {
             service_name,

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{pool, Cluster, HealthCheckSpec, Host};
 use crate::config::RoutingPriority;
 
+mod events;
 mod grpc;
 
 /// A host's kept health check connection: HTTP/1, HTTP/2 (a gRPC check, or an HTTP check with
@@ -32,10 +33,11 @@ enum Conn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Pass,
-    /// The host answered a status outside `expected_statuses`; `retriable` when it is in
-    /// `retriable_statuses`.
+    /// The host answered `status`, outside `expected_statuses`; `retriable` when it is in
+    /// `retriable_statuses` (a gRPC check's failed call: 0).
     BadStatus {
         retriable: bool,
+        status: u16,
     },
     /// No answer: the connect failed or the connection broke.
     Network,
@@ -160,7 +162,15 @@ fn done(
     } else {
         c.stats.health_check_failure.inc();
     }
+    let (first, was_healthy) = (!s.streak.seen, h.hc_healthy.load(Ordering::Relaxed));
     let pending = apply(&mut s.streak, h, verdict, spec);
+    let now_healthy = h.hc_healthy.load(Ordering::Relaxed);
+    let change = events::Change {
+        first,
+        was_healthy,
+        now_healthy,
+    };
+    events::log(c, &s.host, spec, verdict, change);
     // `successful_active_health_check_uneject_host`: a passing check of a host that passes its
     // health checks brings it back from an outlier ejection at once.
     if passed
@@ -220,7 +230,13 @@ fn judge(s: &mut Streak, healthy: bool, verdict: Verdict, spec: &HealthCheckSpec
     }
     s.fail += 1;
     s.ok = 0;
-    let at_once = verdict == Verdict::BadStatus { retriable: false };
+    let at_once = matches!(
+        verdict,
+        Verdict::BadStatus {
+            retriable: false,
+            ..
+        }
+    );
     if !healthy || first || at_once || s.fail >= spec.unhealthy_threshold.max(1) {
         return (false, false);
     }
@@ -380,6 +396,7 @@ fn status_verdict(spec: &HealthCheckSpec, status: u16) -> Verdict {
     } else {
         Verdict::BadStatus {
             retriable: within(&spec.retriable),
+            status,
         }
     }
 }

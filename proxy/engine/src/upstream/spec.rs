@@ -218,6 +218,8 @@ pub struct HealthCheckSpec {
     pub grpc: Option<(String, crate::route::HeaderMutations)>,
     /// `grpc_health_check.authority` was set: it wins over the endpoint's hostname.
     pub authority_set: bool,
+    /// The health check event log, if any.
+    pub event_log: Option<crate::config::HealthEventLog>,
     /// `codec_client_type: HTTP2`: an HTTP check over HTTP/2.
     pub http2: bool,
     /// `tcp_health_check.send`.

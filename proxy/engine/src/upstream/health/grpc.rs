@@ -142,7 +142,10 @@ fn request(
 
 /// The verdict on an answer; `None` when it broke off before its end.
 async fn answer(resp: http::Response<hyper::body::Incoming>) -> Option<Verdict> {
-    let fail = Verdict::BadStatus { retriable: false };
+    let fail = Verdict::BadStatus {
+        retriable: false,
+        status: 0,
+    };
     let grpc = resp
         .headers()
         .get(header::CONTENT_TYPE)

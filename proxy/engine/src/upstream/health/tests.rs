@@ -100,6 +100,7 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         grpc: None,
         authority_set: false,
         http2: false,
+        event_log: None,
     }
 }
 
@@ -107,8 +108,14 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
 fn a_bad_status_fails_a_host_at_once_and_no_answer_takes_the_threshold() {
     use super::{judge, Streak, Verdict};
     let spec = spec(3, 2);
-    let bad = Verdict::BadStatus { retriable: false };
-    let retriable = Verdict::BadStatus { retriable: true };
+    let bad = Verdict::BadStatus {
+        retriable: false,
+        status: 500,
+    };
+    let retriable = Verdict::BadStatus {
+        retriable: true,
+        status: 503,
+    };
     // The first result decides, whatever the thresholds.
     let mut s = Streak::default();
     assert_eq!(judge(&mut s, true, Verdict::Network, &spec), (false, false));
