@@ -580,7 +580,7 @@ pub enum HealthCheckKind {
     Grpc {
         /// `service_name` (empty: the server's overall health).
         service_name: String,
-        /// `authority` (default: the endpoint's hostname, else the cluster name).
+        /// `authority` (default: the cluster name).
         authority: Option<String>,
         /// `initial_metadata` (literal values).
         metadata: crate::route::HeaderMutations,

@@ -476,6 +476,12 @@ fn a_grpc_health_check_needs_an_http2_cluster() {
         ("s", Some("a.example"))
     );
     assert_eq!(metadata.add.len(), 1);
+    let bad = hc.replace("authority: a.example", "authority: 'outbound|80||a'");
+    expect_err(
+        &with_cluster("STATIC", "127.0.0.1", &format!("{h2}{bad}")),
+        &format!("{C}.health_checks[0].grpc_health_check.authority"),
+        "not a valid HTTP/2 :authority",
+    );
     expect_err(
         &with_cluster("STATIC", "127.0.0.1", &format!("{h2}    health_checks: [{{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {{}}, tcp_health_check: {{}}}}]\n")),
         &format!("{C}.health_checks[0]"),

@@ -307,6 +307,32 @@ pub(crate) fn cluster(
                 .as_ref()
                 .is_some_and(|d| d.http2_protocol_options.is_some())
         });
+    // An HTTP/2 check's `:authority` (the check's, else the cluster's name) must be one the
+    // HTTP/2 library can write (Istio's `outbound|80||...` names are not).
+    for (i, hc) in health_checks.iter().enumerate() {
+        let (field, given) = match &hc.kind {
+            HealthCheckKind::Grpc { authority, .. } => ("grpc_health_check.authority", authority),
+            HealthCheckKind::Http {
+                http2: true, host, ..
+            } => ("http_health_check.host", host),
+            _ => continue,
+        };
+        let authority = given.as_deref().unwrap_or(name.as_str());
+        if http::uri::Authority::try_from(authority).is_err() {
+            let mut fp = p.field("health_checks").index(i);
+            for f in field.split('.') {
+                fp = fp.field(f);
+            }
+            return Err(fp.err(format!(
+                "{authority:?} is not a valid HTTP/2 :authority{}",
+                if given.is_none() {
+                    " (the cluster's name, the default): set one"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
     if let Some(i) = health_checks
         .iter()
         .position(|h| matches!(h.kind, HealthCheckKind::Grpc { .. }))

@@ -87,7 +87,6 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             tcp_send: Vec::new(),
             tcp_receive: Vec::new(),
             grpc: None,
-            authority_set: false,
             http2: false,
             event_log: h.event_log.clone(),
         };
@@ -98,7 +97,6 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
         } = &h.kind
         {
             spec.tcp_only = false;
-            spec.authority_set = authority.is_some();
             spec.host = authority.clone().unwrap_or_else(|| name.clone());
             spec.grpc = Some((service_name.clone(), metadata.clone()));
         }

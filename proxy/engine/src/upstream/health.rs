@@ -292,7 +292,7 @@ async fn check(
         let mut req = check_request(spec, spec.path.clone(), host, Empty::<Bytes>::new())?;
         // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
         pool::add_empty_content_length(&mut req);
-        Some((status_of(s.send_request(req).await.ok()?).await, s))
+        Some((status_of(s.send_request(req).await.ok()?).await?, s))
     };
     let fut = async {
         fut.await
@@ -317,7 +317,7 @@ async fn http2_check(
         let body = http_body_util::BodyExt::boxed(Bodiless);
         let mut req = check_request(spec, uri, None, body)?;
         *req.version_mut() = http::Version::HTTP_2;
-        Some((status_of(s.send_request(req).await.ok()?).await, s))
+        Some((status_of(s.send_request(req).await.ok()?).await?, s))
     };
     let fut = async {
         fut.await
@@ -348,11 +348,12 @@ fn check_request<B>(
     Some(req)
 }
 
-/// An answer's status, its body read to the end.
-async fn status_of(resp: http::Response<hyper::body::Incoming>) -> u16 {
+/// An answer's status once its body has been read to the end; `None` when the body broke off
+/// (a reset or a closed connection: Envoy's network failure).
+async fn status_of(resp: http::Response<hyper::body::Incoming>) -> Option<u16> {
     let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
+    resp.into_body().collect().await.ok()?;
+    Some(status)
 }
 
 /// `fut`'s verdict and connection within the check's timeout: no answer is a network failure,

@@ -214,10 +214,8 @@ pub struct HealthCheckSpec {
     /// `tcp_receive` the payload exchange.
     pub tcp_only: bool,
     /// `grpc_health_check`: the service name asked about (empty: the server's health) and the
-    /// call's `initial_metadata`; `host` is its authority, unless the endpoint has a hostname.
+    /// call's `initial_metadata`; `host` is its authority.
     pub grpc: Option<(String, crate::route::HeaderMutations)>,
-    /// `grpc_health_check.authority` was set: it wins over the endpoint's hostname.
-    pub authority_set: bool,
     /// The health check event log, if any.
     pub event_log: Option<crate::config::HealthEventLog>,
     /// `codec_client_type: HTTP2`: an HTTP check over HTTP/2.

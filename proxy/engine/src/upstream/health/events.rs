@@ -95,7 +95,11 @@ fn write(
         .find(|(x, _)| Arc::ptr_eq(x, h))
         .and_then(|(_, m)| localities.get(m.locality as usize).cloned())
         .unwrap_or_default();
-    let now = crate::http::access_log::format_time(std::time::SystemTime::now());
+    // Protobuf's JSON writes no fraction for a whole second.
+    let mut now = crate::http::access_log::format_time(std::time::SystemTime::now());
+    if now.ends_with(".000Z") {
+        now.replace_range(now.len() - 5.., "Z");
+    }
     let mut out = String::new();
     for (field, e) in events {
         let (before, middle, after) = match field {

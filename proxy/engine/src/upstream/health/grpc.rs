@@ -101,10 +101,9 @@ fn request(
     service: &str,
     metadata: &crate::route::HeaderMutations,
 ) -> Option<Request<crate::http::Body>> {
-    let authority = match &host.hostname {
-        Some(h) if !spec.authority_set => h.as_ref(),
-        _ => spec.host.as_str(),
-    };
+    // Envoy's `getHostname`: the check's authority, else the cluster's name (the endpoint's
+    // `health_check_config.hostname` is refused here).
+    let authority = spec.host.as_str();
     let scheme = scheme(cluster, host);
     let message = HealthCheckRequest {
         service: service.to_string(),
@@ -168,20 +167,36 @@ async fn answer(resp: http::Response<hyper::body::Incoming>) -> Option<Verdict> 
     let ok = trailers
         .as_ref()
         .and_then(|t| t.get("grpc-status"))
-        .is_some_and(|s| s == "0");
+        .and_then(|s| s.to_str().ok()?.trim_start_matches('+').parse::<u32>().ok())
+        == Some(0);
     let serving = one_message(&buf.freeze())
         .and_then(|m| HealthCheckResponse::decode(m).ok())
         .is_some_and(|r| r.status == SERVING);
     Some(if ok && serving { Verdict::Pass } else { fail })
 }
 
-/// The one uncompressed message of a gRPC body (Envoy fails a check answered with more).
+/// The one uncompressed message of a gRPC body: Envoy's decoder skips empty frames and fails
+/// a check answered with a second message or a compressed one.
 fn one_message(buf: &Bytes) -> Option<Bytes> {
-    let (&[0, a, b, c, d], rest) = buf.split_first_chunk::<5>()? else {
-        return None;
-    };
-    let len = u32::from_be_bytes([a, b, c, d]) as usize;
-    (rest.len() == len).then(|| buf.slice(5..))
+    let mut at = 0;
+    let mut message = None;
+    while at < buf.len() {
+        let (&[flag, a, b, c, d], _) = buf[at..].split_first_chunk::<5>()?;
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        let end = at.checked_add(5 + len).filter(|e| *e <= buf.len())?;
+        if flag != 0 {
+            return None;
+        }
+        if len > 0 {
+            if message.is_some() {
+                return None;
+            }
+            message = Some(buf.slice(at + 5..end));
+        }
+        at = end;
+    }
+    // No message at all: an empty one (status UNKNOWN).
+    Some(message.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -194,8 +209,20 @@ mod tests {
         let m = one_message(&serving).expect("one message");
         assert_eq!(HealthCheckResponse::decode(m).unwrap().status, SERVING);
         assert!(one_message(&Bytes::from_static(&[0, 0, 0, 0, 2, 0x08])).is_none());
-        assert!(one_message(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_none());
+        // Two empty frames: no message, which is not SERVING.
+        let none = one_message(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap();
+        assert_ne!(HealthCheckResponse::decode(none).unwrap().status, SERVING);
         assert!(one_message(&Bytes::from_static(&[1, 0, 0, 0, 2, 0x08, 0x01])).is_none());
+        let two = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01, 0, 0, 0, 0, 0]);
+        assert!(
+            one_message(&two).is_some(),
+            "an empty frame after the message is skipped"
+        );
+        let twice = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01, 0, 0, 0, 0, 2, 0x08, 0x01]);
+        assert!(
+            one_message(&twice).is_none(),
+            "a second message fails the check"
+        );
         let empty = one_message(&Bytes::from_static(&[0, 0, 0, 0, 0])).expect("empty message");
         // An empty message is status UNKNOWN (0): not serving.
         assert_eq!(HealthCheckResponse::decode(empty).unwrap().status, 0);

@@ -98,7 +98,6 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         tcp_send: Vec::new(),
         tcp_receive: Vec::new(),
         grpc: None,
-        authority_set: false,
         http2: false,
         event_log: None,
     }
