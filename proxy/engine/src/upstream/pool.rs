@@ -414,18 +414,27 @@ pub enum Purpose {
 }
 
 /// Opens a new connection (TCP, optional TLS, HTTP handshake) outside the max_connections
-/// check, counted in the connections of `priority`: a health check's, an upgrade's, or the
-/// pool's replacing a stale pooled connection.
+/// check: a health check's (not counted in the cluster's connections at all), or an upgrade's
+/// or the pool's replacing a stale pooled connection (counted in those of `priority`).
 pub async fn connect<B: PoolBody>(
     cluster: &Cluster,
     to: Target<'_>,
     purpose: Purpose,
     priority: RoutingPriority,
 ) -> Result<Sender<B>, ConnectError> {
-    cluster.resources[priority]
-        .connections
-        .fetch_add(1, Ordering::AcqRel);
+    if counted(purpose) {
+        cluster.resources[priority]
+            .connections
+            .fetch_add(1, Ordering::AcqRel);
+    }
     connect_reserved(cluster, to, purpose, (priority, None)).await
+}
+
+/// A connection of `purpose` counts in the cluster's connections (its circuit breaker's
+/// `max_connections` and `upstream_cx_active`): all but a health checker's, which Envoy keeps
+/// out of the resource manager and the pool's statistics.
+fn counted(purpose: Purpose) -> bool {
+    !matches!(purpose, Purpose::HealthCheck | Purpose::HealthCheckH2)
 }
 
 /// Where a connection goes: the host's address, its transport socket ([`Cluster::tls`]) and
@@ -445,7 +454,7 @@ async fn connect_reserved<B: PoolBody>(
     slots: Slots,
 ) -> Result<Sender<B>, ConnectError> {
     let r = open(cluster, to, purpose, slots.clone()).await;
-    if r.is_err() {
+    if r.is_err() && counted(purpose) {
         cluster.resources[slots.0]
             .connections
             .fetch_sub(1, Ordering::AcqRel);
@@ -525,7 +534,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: PoolBody,
 {
-    let active = cluster.resources[priority].connections.clone();
+    let counted = counted(purpose);
+    let active = counted.then(|| cluster.resources[priority].connections.clone());
     let stats = cluster.stats.clone();
     let io = TokioIo::new(io);
     // The pool's connections age; a health checker's and an upgrade's are not the pool's
@@ -547,11 +557,13 @@ where
         if expires.is_some_and(|e| Instant::now() >= e) {
             stats.upstream_cx_max_duration_reached.inc();
         }
-        active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(a) = &active {
+            a.fetch_sub(1, Ordering::Relaxed);
+            stats.upstream_cx_active.dec();
+        }
         if let Some(cx) = &pool_cx {
             cx.fetch_sub(1, Ordering::Relaxed);
         }
-        stats.upstream_cx_active.dec();
     };
     let limit = cluster.spec.options.buffer_limit_bytes;
     let sender = if h2 {
@@ -575,7 +587,9 @@ where
                 .initial_connection_window_size(w);
         }
         let (s, conn) = b.handshake(io).await.map_err(ConnectError::Handshake)?;
-        cluster.stats.upstream_cx_active.inc();
+        if counted {
+            cluster.stats.upstream_cx_active.inc();
+        }
         crate::workers::spawn(async move {
             let _ = conn.await;
             closed();
@@ -602,7 +616,9 @@ where
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        cluster.stats.upstream_cx_active.inc();
+        if counted {
+            cluster.stats.upstream_cx_active.inc();
+        }
         crate::workers::spawn(async move {
             let _ = conn.with_upgrades().await;
             closed();

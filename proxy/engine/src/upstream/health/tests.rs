@@ -70,6 +70,11 @@ async fn checks_reuse_one_connection_at_the_no_traffic_interval() {
     let rt = server.runtime();
     let a = rt.clusters.get("a").expect("cluster a");
     assert_eq!(a.stats.upstream_cx_total.get(), 0);
+    // Nor does it count as an active connection or take a circuit breaker's slot (Envoy's
+    // checker connections are outside the resource manager).
+    assert_eq!(a.stats.upstream_cx_active.get(), 0);
+    let slots = &a.resources[crate::config::RoutingPriority::Default].connections;
+    assert_eq!(slots.load(Ordering::SeqCst), 0);
 }
 
 fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
