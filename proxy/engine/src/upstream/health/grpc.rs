@@ -50,18 +50,28 @@ pub(super) async fn check(
     let Some((service, metadata)) = &spec.grpc else {
         return (Verdict::Network, None);
     };
-    let fut = async {
-        let mut s = sender(cluster, host, kept).await.ok_or(())?;
-        let req = request(cluster, host, spec, service, metadata).ok_or(())?;
-        let resp = s.send_request(req).await.map_err(|_| ())?;
-        Ok((answer(resp).await, s))
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let mut s = match tokio::time::timeout_at(deadline, sender(cluster, host, kept)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return (Verdict::Network, None),
+        Err(_) => return (Verdict::Timeout, None),
     };
-    match tokio::time::timeout(spec.timeout, fut).await {
-        Ok(Ok((Some(verdict), s))) => (verdict, Some(Conn::H2(s))),
-        // The answer broke off (a reset): Envoy's network failure.
-        Ok(Ok((None, _))) | Ok(Err(())) => (Verdict::Network, None),
-        Err(_) => (Verdict::Timeout, None),
-    }
+    // A timed-out or reset call ends its stream, not the connection (Envoy's gRPC checker
+    // closes it only for `reuse_connection: false` or a GOAWAY): kept unless it closed.
+    let keep = s.clone();
+    let call = async {
+        let req = request(cluster, host, spec, service, metadata)?;
+        let resp = s.send_request(req).await.ok()?;
+        answer(resp).await
+    };
+    let verdict = match tokio::time::timeout_at(deadline, call).await {
+        Ok(Some(verdict)) => verdict,
+        // No answer, or one that broke off (a reset): Envoy's network failure.
+        Ok(None) => Verdict::Network,
+        Err(_) => Verdict::Timeout,
+    };
+    let kept = Some(keep).filter(|k| !k.is_closed()).map(Conn::H2);
+    (verdict, kept)
 }
 
 /// The host's kept HTTP/2 connection, else a new one (HTTP/2 whatever the cluster speaks, not
