@@ -3,9 +3,8 @@
 //! to the upstream; Envoy (and sluice) write lower case without it.
 
 use serde::Deserialize;
-use serde_norway::Value;
 
-use super::raw::{typed_config, Empty};
+use super::raw::{typed_config, Empty, RawTypedExtension};
 use super::{ConfigError, FieldPath};
 
 /// `envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig`.
@@ -55,16 +54,6 @@ impl HeaderKeyFormat {
 pub(crate) struct RawHeaderKeyFormat {
     pub proper_case_words: Option<Empty>,
     pub stateful_formatter: Option<RawTypedExtension>,
-}
-
-/// `core.v3.TypedExtensionConfig`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTypedExtension {
-    /// Informational (the extension is chosen by `typed_config`'s `@type`).
-    #[allow(dead_code)]
-    pub name: Option<String>,
-    pub typed_config: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -281,6 +281,16 @@ pub(crate) struct RawAdditionalAddress {
     pub socket_options: Option<Value>,
 }
 
+/// `core.v3.TypedExtensionConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTypedExtension {
+    /// Informational (the extension is chosen by `typed_config`'s `@type`).
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
 /// `listener_filters[]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

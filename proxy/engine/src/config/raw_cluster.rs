@@ -222,7 +222,7 @@ pub(crate) struct RawHealthCheck {
     pub reuse_connection: Option<bool>,
     pub event_log_path: Option<String>,
     #[serde(default)]
-    pub event_logger: Vec<super::header_key_format::RawTypedExtension>,
+    pub event_logger: Vec<super::raw::RawTypedExtension>,
     pub always_log_health_check_failures: Option<bool>,
     pub always_log_health_check_success: Option<bool>,
     pub interval_jitter: Option<PbDuration>,

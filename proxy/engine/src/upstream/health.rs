@@ -81,7 +81,8 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
         let now = Instant::now();
         let hosts = c.all_hosts();
         // A removed host's session goes, and with it its kept connection (closed).
-        sessions.retain(|k, _| hosts.iter().any(|h| key(h) == *k));
+        let current: std::collections::HashSet<usize> = hosts.iter().map(key).collect();
+        sessions.retain(|k, _| current.contains(k));
         for h in &hosts {
             let s = sessions
                 .entry(key(h))

@@ -18,44 +18,9 @@ use crate::testing::serve;
 
 #[tokio::test]
 async fn checks_reuse_one_connection_at_the_no_traffic_interval() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up = l.local_addr().expect("addr");
-    let conns = Arc::new(AtomicUsize::new(0));
-    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (count, seen) = (conns.clone(), heads.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head: Vec<u8> = buf.drain(..end + 4).collect();
-                        seen.lock()
-                            .expect("heads")
-                            .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)]).replace(
-        "    connect_timeout: 1s\n",
-        "    connect_timeout: 1s\n    health_checks: [{ timeout: 1s, interval: 60s, \
-         no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, \
-         http_health_check: { path: /hc } }]\n",
-    );
-    let config = crate::config::from_yaml_str(&yaml).expect("valid health check config");
+    let (up, conns, heads) =
+        recording_server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    let config = checked_config(up, 1);
     let (server, _front) = serve(config, None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let heads = heads.lock().expect("heads").clone();
@@ -166,38 +131,9 @@ fn payloads_are_found_in_order_not_necessarily_together() {
 /// 503 makes both unhealthy.
 #[tokio::test]
 async fn two_hosts_on_one_address_are_each_checked() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut chunk = [0u8; 1024];
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
-                    }
-                    let no = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
-                    if s.write_all(no).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let endpoint = format!(
-        "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
-        up.ip(),
-        up.port()
-    );
-    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)])
-        .replace(&endpoint, &format!("{endpoint}{endpoint}"))
-        .replace(
-            "    connect_timeout: 1s\n",
-            "    connect_timeout: 1s\n    health_checks: [{ timeout: 1s, interval: 60s, \
-             no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, \
-             http_health_check: { path: /hc } }]\n",
-        );
-    let config = crate::config::from_yaml_str(&yaml).expect("valid health check config");
+    let no = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+    let (up, _, _) = recording_server(no).await;
+    let config = checked_config(up, 2);
     let (server, _front) = serve(config, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rt = server.runtime();
@@ -207,4 +143,65 @@ async fn two_hosts_on_one_address_are_each_checked() {
         hosts.iter().all(|h| !h.hc_healthy.load(Ordering::Relaxed)),
         "each host failed its own check"
     );
+}
+
+/// A raw HTTP/1 server on loopback answering every request head with `answer`: its address,
+/// the connections it accepted and the request heads it got (lower-cased).
+async fn recording_server(
+    answer: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (count, seen) = (conns.clone(), heads.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        seen.lock()
+                            .expect("heads")
+                            .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (up, conns, heads)
+}
+
+/// A config routing to cluster `a` with `endpoints` endpoints on `up`, HTTP-checked on `/hc`
+/// every 50 ms until it has traffic.
+fn checked_config(up: std::net::SocketAddr, endpoints: usize) -> crate::config::Bootstrap {
+    let endpoint = format!(
+        "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+        up.ip(),
+        up.port()
+    );
+    let yaml = crate::testing::bootstrap_yaml(&[("/", "a")], &[("a", up)])
+        .replace(&endpoint, &endpoint.repeat(endpoints))
+        .replace(
+            "    connect_timeout: 1s\n",
+            "    connect_timeout: 1s\n    health_checks: [{ timeout: 1s, interval: 60s, \
+             no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, \
+             http_health_check: { path: /hc } }]\n",
+        );
+    crate::config::from_yaml_str(&yaml).expect("valid health check config")
 }
