@@ -42,15 +42,16 @@ impl LogTail {
     /// The complete lines appended since the last call, waiting up to [`WAIT`] for at least one
     /// (`none` if none came), and then until the file stops growing (several loggers of one
     /// request, or of one connection, each write their line). `flush` makes the proxy write
-    /// out what it logged; it is called while nothing has come (a tcp_proxy logs when the
-    /// connection has closed, a moment after the response).
+    /// out what it logged (a tcp_proxy logs when the connection has closed, a moment after the
+    /// response); it is called before every look, a [`POLL`] ahead of it, because Envoy writes
+    /// on its own flush thread: a flush can catch the first of two loggers' lines and leave the
+    /// second in the buffer, so the file counts as settled only when a flush added nothing.
     pub fn take(&mut self, flush: impl Fn()) -> Vec<String> {
         let deadline = Instant::now() + WAIT;
         let mut seen = 0;
         loop {
-            if seen == 0 {
-                flush();
-            }
+            flush();
+            std::thread::sleep(POLL);
             let text = std::fs::read(&self.path).unwrap_or_default();
             let new = text.get(self.read..).unwrap_or_default();
             match new.iter().rposition(|&b| b == b'\n') {
@@ -65,7 +66,6 @@ impl LogTail {
                 None if Instant::now() > deadline => return Vec::new(),
                 None => {}
             }
-            std::thread::sleep(POLL);
         }
     }
 
