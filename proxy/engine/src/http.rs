@@ -1253,23 +1253,25 @@ pub async fn handle_with(
                     );
                     plan.body_end = timer.as_ref().map(request_timeout::RequestTimer::end_flag);
                     let (parts, ()) = req.into_parts();
+                    let grpc_web = decoded.as_ref().and_then(|d| d.grpc_web.clone());
                     let run = async {
-                        let o = forward::run(
-                            cluster,
-                            plan,
-                            conn,
-                            fmt,
-                            parts,
-                            match (continued, body_slot.into_upstream()) {
-                                (expect_continue::Continued::Buffered(b), _) => {
-                                    forward::Input::Replay(Some(b))
-                                }
-                                (_, Upstream::Untouched(b)) => forward::Input::Stream(b),
-                                (_, Upstream::Whole(b)) => forward::Input::Replay(Some(b)),
-                                (_, Upstream::Prefixed(p)) => forward::Input::Prefixed(p),
-                            },
-                        )
-                        .await;
+                        let input = match (continued, body_slot.into_upstream()) {
+                            (expect_continue::Continued::Buffered(b), _) => {
+                                forward::Input::Replay(Some(b))
+                            }
+                            (_, Upstream::Untouched(b)) => forward::Input::Stream(b),
+                            (_, Upstream::Whole(b)) => forward::Input::Replay(Some(b)),
+                            (_, Upstream::Prefixed(p)) => forward::Input::Prefixed(p),
+                        };
+                        let input = match &grpc_web {
+                            Some(g) => forward::Input::Filtered(g.request_body(input.into_body())),
+                            None => input,
+                        };
+                        let o = forward::run(cluster, plan, conn, fmt, parts, input).await;
+                        // A gRPC-Web body that was not base64: the filter's answer instead.
+                        if let Some(r) = grpc_web.as_ref().and_then(|g| g.bad_request()) {
+                            return Outcome::answered(r);
+                        }
                         // Boxed: following holds a second forward future, which would double
                         // every request's state machine; only a redirect candidate pays for it.
                         if o.redirect.is_none() {
@@ -1335,6 +1337,9 @@ pub async fn handle_with(
         local_reply::to_grpc(&mut resp);
     }
     if let Some(d) = decoded {
+        if let Some(g) = &d.grpc_web {
+            resp = g.encode(resp).await;
+        }
         d.encode.apply(resp.headers_mut());
         if d.delayed && flag == Flag::None {
             flag = Flag::DelayInjected;

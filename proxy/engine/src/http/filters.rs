@@ -14,6 +14,7 @@ mod cors;
 pub use throttle::Throttled;
 pub(crate) mod ext_authz;
 mod fault;
+pub mod grpc_web;
 pub(crate) mod istio_alpn;
 pub(crate) mod jwt_authn;
 mod local_ratelimit;
@@ -114,6 +115,7 @@ enum Kind {
     Rbac(Arc<Rbac>),
     ExtAuthz(Arc<ExtAuthz>),
     JwtAuthn(Arc<jwt_authn::JwtAuthn>),
+    GrpcWeb,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,9 @@ pub struct Decoded {
     /// The request's dynamic metadata as the filters left it, when something reads it (a
     /// span's metadata custom tags).
     pub metadata: Option<metadata::DynamicMetadata>,
+    /// The gRPC-Web filter took the request as a gRPC-Web call: its body and the answer are
+    /// translated (an answer from a filter before it is not).
+    pub grpc_web: Option<grpc_web::GrpcWebCall>,
 }
 
 /// One request header change a filter made.
@@ -421,6 +426,7 @@ impl HttpFilters {
             clear_route: false,
             headers: None,
             metadata: None,
+            grpc_web: None,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -679,6 +685,11 @@ impl HttpFilters {
                             }
                             out.clear_route = clear_route;
                         }
+                    }
+                }
+                Kind::GrpcWeb => {
+                    if out.grpc_web.is_none() {
+                        out.grpc_web = grpc_web::decode(req.headers, &mut out.authz);
                     }
                 }
                 Kind::LocalRateLimit(base) => {

@@ -163,6 +163,21 @@ pub(crate) enum Input {
     Replay(Option<Bytes>),
     /// A part read before the filters (an ext_authz check's body), then the rest.
     Prefixed(crate::http::filters::ext_authz::body::Prefixed),
+    /// The body as a filter turned it (a gRPC-Web call's, decoded), without a length.
+    Filtered(Body),
+}
+
+impl Input {
+    /// The body as it came, whichever way it was kept.
+    pub(crate) fn into_body(self) -> Body {
+        match self {
+            Input::Stream(b) => b.map_err(Into::into).boxed(),
+            Input::Replay(None) => local_reply::empty(),
+            Input::Replay(Some(b)) => local_reply::full(b),
+            Input::Prefixed(p) => p.map_err(Into::into).boxed(),
+            Input::Filtered(b) => b,
+        }
+    }
 }
 
 impl Plan {
@@ -349,6 +364,8 @@ struct BodyHow<'a> {
 /// The request body: read whole, retained as it streams, or streamed once.
 enum ReqBody {
     Empty,
+    /// No body, and no length either (a filter took the client's `content-length` out).
+    EmptyUnsized,
     Buffered(Bytes),
     /// Read whole, sent without a length (a chunked request's body, redirected).
     Unsized(Bytes),
@@ -370,7 +387,9 @@ impl ReqBody {
         match self {
             ReqBody::Retained(r) => r.replayable(),
             ReqBody::Once(_) => false,
-            ReqBody::Empty | ReqBody::Buffered(_) | ReqBody::Unsized(_) => true,
+            ReqBody::Empty | ReqBody::EmptyUnsized | ReqBody::Buffered(_) | ReqBody::Unsized(_) => {
+                true
+            }
         }
     }
     /// Whether the body was read to its end before the first attempt.
@@ -380,7 +399,7 @@ impl ReqBody {
     /// The body, when it was read to its end before the first attempt (`None` for no body).
     fn whole(&self) -> Option<Option<&Bytes>> {
         match self {
-            ReqBody::Empty => Some(None),
+            ReqBody::Empty | ReqBody::EmptyUnsized => Some(None),
             ReqBody::Buffered(b) | ReqBody::Unsized(b) => Some(Some(b)),
             ReqBody::Retained(_) | ReqBody::Once(_) => None,
         }
@@ -390,6 +409,7 @@ impl ReqBody {
     fn copy(&self) -> Option<Body> {
         match self {
             ReqBody::Empty => Some(local_reply::empty()),
+            ReqBody::EmptyUnsized => Some(retained_body::ended_unsized()),
             ReqBody::Buffered(b) => Some(local_reply::full(b.clone())),
             ReqBody::Unsized(b) => Some(retained_body::unsized_body(b.clone())),
             ReqBody::Retained(r) => r.reader(),
@@ -620,6 +640,11 @@ async fn run_planned(
         },
         // What an ext_authz check read, then the rest: on the same terms.
         Input::Prefixed(body) => match req_body(body, &how, &mut plan).await {
+            Ok(b) => b,
+            Err(()) => return Outcome::local(Flag::DownstreamTermination),
+        },
+        Input::Filtered(body) if body.is_end_stream() => ReqBody::EmptyUnsized,
+        Input::Filtered(body) => match req_body(body, &how, &mut plan).await {
             Ok(b) => b,
             Err(()) => return Outcome::local(Flag::DownstreamTermination),
         },

@@ -217,11 +217,12 @@ pub fn grpc_status_of(http: u16) -> u32 {
     }
 }
 
-/// gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII, and `%`, as `%XX`.
-fn grpc_message(text: &[u8]) -> Vec<u8> {
+/// Envoy's percent-encoding of `grpc-message` (`PercentEncoding::encode`): bytes outside
+/// printable ASCII, `~` (Envoy's range stops before it) and `%`, as `%XX`.
+pub(crate) fn grpc_message(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     for &b in text {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
+        if (0x20..0x7e).contains(&b) && b != b'%' {
             out.push(b);
         } else {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());

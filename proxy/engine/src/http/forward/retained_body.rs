@@ -31,6 +31,34 @@ use crate::{
     server::stats::ClusterStats,
 };
 
+/// An empty body that goes upstream without a length: the request's headers end its stream and
+/// carry no `content-length` (a filter took the client's out).
+pub(crate) fn ended_unsized() -> Body {
+    http_body_util::BodyExt::boxed(EndedUnsized)
+}
+
+struct EndedUnsized;
+
+impl http_body::Body for EndedUnsized {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
 /// A body read whole that goes upstream without a length, as its request came (chunked).
 pub(crate) fn unsized_body(b: Bytes) -> Body {
     let frame: Result<Frame<Bytes>, BodyError> = Ok(Frame::data(b));
