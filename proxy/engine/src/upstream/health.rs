@@ -73,7 +73,6 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
     let Some(mut changes) = cluster.upgrade().map(|c| c.host_changes()) else {
         return;
     };
-    tokio::time::sleep(spec.jitter.initial_wait()).await;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         // Marked seen before the hosts are read: a change after this wakes the loop again.
@@ -86,7 +85,7 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
         for h in &hosts {
             let s = sessions
                 .entry(key(h))
-                .or_insert_with(|| Session::new(h.clone(), now));
+                .or_insert_with(|| Session::new(h.clone(), now + spec.jitter.initial_wait()));
             if !s.running && s.due <= now {
                 s.running = true;
                 let (c, h, kept, spec) = (c.clone(), h.clone(), s.conn.take(), &spec);
@@ -138,10 +137,12 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 impl Session {
-    fn new(host: Arc<Host>, now: Instant) -> Self {
+    /// A session whose first check is `due` (Envoy's `onInitialInterval`: a random wait below
+    /// `initial_jitter`, drawn per host, also for a host added later).
+    fn new(host: Arc<Host>, due: Instant) -> Self {
         Self {
             host,
-            due: now,
+            due,
             running: false,
             conn: None,
             streak: Streak::default(),

@@ -42,6 +42,36 @@ async fn checks_reuse_one_connection_at_the_no_traffic_interval() {
     assert_eq!(slots.load(Ordering::SeqCst), 0);
 }
 
+/// Envoy draws `initial_jitter` per host (`onInitialInterval`): six hosts' first checks are
+/// spread over the jitter, not made together after one wait.
+#[tokio::test]
+async fn initial_jitter_is_drawn_per_host() {
+    let (up, _conns, heads) =
+        recording_server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    let config = health_checked_config(up, 6, "initial_jitter: 0.4s, no_traffic_interval: 60s");
+    // Sampled from before the server starts: it waits for the first checks before serving.
+    let sampler = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut firsts = Vec::new();
+        while start.elapsed() < Duration::from_millis(700) {
+            let n = heads.lock().expect("heads").len();
+            while firsts.len() < n {
+                firsts.push(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        firsts
+    });
+    let (_server, _front) = serve(config, None).await;
+    let firsts = sampler.await.expect("sampler");
+    assert_eq!(firsts.len(), 6, "one first check per host: {firsts:?}");
+    let spread = firsts[5] - firsts[0];
+    assert!(
+        spread >= Duration::from_millis(60),
+        "first checks at {firsts:?}"
+    );
+}
+
 fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
     let d = Duration::from_secs;
     super::HealthCheckSpec {
@@ -190,6 +220,16 @@ async fn recording_server(
 /// A config routing to cluster `a` with `endpoints` endpoints on `up`, HTTP-checked on `/hc`
 /// every 50 ms until it has traffic.
 fn checked_config(up: std::net::SocketAddr, endpoints: usize) -> crate::config::Bootstrap {
+    health_checked_config(up, endpoints, "no_traffic_interval: 0.05s")
+}
+
+/// One cluster of `endpoints` endpoints at `up`, HTTP health checked (`/hc`, thresholds 1, a
+/// 60 s interval) with the health check's further `fields`.
+fn health_checked_config(
+    up: std::net::SocketAddr,
+    endpoints: usize,
+    fields: &str,
+) -> crate::config::Bootstrap {
     let endpoint = format!(
         "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
         up.ip(),
@@ -199,9 +239,11 @@ fn checked_config(up: std::net::SocketAddr, endpoints: usize) -> crate::config::
         .replace(&endpoint, &endpoint.repeat(endpoints))
         .replace(
             "    connect_timeout: 1s\n",
-            "    connect_timeout: 1s\n    health_checks: [{ timeout: 1s, interval: 60s, \
-             no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, \
-             http_health_check: { path: /hc } }]\n",
+            &format!(
+                "    connect_timeout: 1s\n    health_checks: [{{ timeout: 1s, interval: 60s, \
+                 {fields}, unhealthy_threshold: 1, healthy_threshold: 1, \
+                 http_health_check: {{ path: /hc }} }}]\n"
+            ),
         );
     crate::config::from_yaml_str(&yaml).expect("valid health check config")
 }
