@@ -153,6 +153,9 @@ pub struct Host {
     /// Its transport socket ([`Cluster::tls`]: the cluster's, or a `transport_socket_matches`
     /// entry's).
     pub transport: u8,
+    /// Its endpoint's `health_check_config`: the health checks' address and host name, or no
+    /// checks at all.
+    pub health_check: Option<Arc<crate::config::EndpointHealthCheck>>,
 }
 
 impl Host {
@@ -165,7 +168,21 @@ impl Host {
             hostname: None,
             transport: 0,
             meta: HostMeta::default(),
+            health_check: None,
         })
+    }
+
+    /// Where its health checks go (its endpoint's `health_check_config` address and port, else
+    /// its own address).
+    pub fn health_check_addr(&self) -> SocketAddr {
+        self.health_check
+            .as_ref()
+            .map_or(self.addr, |h| h.target(self.addr))
+    }
+
+    /// Its endpoint's `disable_active_health_check`: the health checker leaves it alone.
+    pub fn unchecked(&self) -> bool {
+        self.health_check.as_ref().is_some_and(|h| h.disabled)
     }
 
     /// A new host for `e`.
@@ -173,6 +190,7 @@ impl Host {
         let (addr, weight, transport) = (e.addr, e.weight, e.transport);
         Arc::new(Self {
             hostname: e.hostname.clone(),
+            health_check: e.health_check.clone(),
             transport,
             addr,
             weight: weight.max(1),
@@ -397,6 +415,8 @@ pub struct HostEntry {
     pub transport: u8,
     /// Priority and health status.
     pub meta: HostMeta,
+    /// Its endpoint's `health_check_config` (see [`Host::health_check`]).
+    pub health_check: Option<Arc<crate::config::EndpointHealthCheck>>,
 }
 
 /// One priority level of a [`HostSet`]: a run of its hosts and the balancer's tables over them.
@@ -506,6 +526,7 @@ impl HostSet {
             hostname: h.hostname.clone(),
             transport: h.transport,
             meta: *m,
+            health_check: h.health_check.clone(),
         })
     }
 }
@@ -693,6 +714,7 @@ impl Cluster {
                     hostname: None,
                     transport,
                     meta: HostMeta::default(),
+                    health_check: None,
                 })
             });
             return Some(host.clone());
@@ -785,6 +807,7 @@ impl Cluster {
                         && h.weight == e.weight
                         && h.hostname == e.hostname
                         && h.transport == e.transport
+                        && h.health_check == e.health_check
                 })
                 .cloned()
                 .unwrap_or_else(|| Host::of(&e));
@@ -819,6 +842,7 @@ fn static_addrs(eps: &[EndpointSpec]) -> impl Iterator<Item = HostEntry> + '_ {
             hostname: e.hostname.as_deref().map(Arc::from),
             transport: e.transport,
             meta: HostMeta::of(e),
+            health_check: e.health_check.clone(),
         })
     })
 }
@@ -958,6 +982,7 @@ impl Cluster {
                                 hostname: name.clone(),
                                 transport: e.transport,
                                 meta: HostMeta::of(e),
+                                health_check: e.health_check.clone(),
                             });
                         }
                     }

@@ -204,6 +204,31 @@ pub struct Endpoint {
     /// Its transport socket: 0 the cluster's `transport_socket`, `i + 1` its
     /// `transport_socket_matches[i]` (chosen by its and its locality's metadata).
     pub transport: u8,
+    /// `endpoint.health_check_config`, when it says anything.
+    pub health_check: Option<std::sync::Arc<EndpointHealthCheck>>,
+}
+
+/// `Endpoint.HealthCheckConfig`: where and how the cluster's health checks reach this endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EndpointHealthCheck {
+    /// `address`'s IP: checks go there instead of the endpoint's address.
+    pub ip: Option<std::net::IpAddr>,
+    /// `port_value` when not 0, else `address`'s port: checks go to this port.
+    pub port: Option<u16>,
+    /// `hostname`: the check's Host / `:authority`, before the health check's own `host`.
+    pub hostname: Option<String>,
+    /// `disable_active_health_check`: the endpoint is not checked (and counts as passing).
+    pub disabled: bool,
+}
+
+impl EndpointHealthCheck {
+    /// Where the checks of an endpoint at `addr` go (Envoy's `resolveHealthCheckAddress`).
+    pub fn target(&self, addr: std::net::SocketAddr) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(
+            self.ip.unwrap_or(addr.ip()),
+            self.port.unwrap_or(addr.port()),
+        )
+    }
 }
 
 /// `core.v3.Locality`: where an endpoint runs (all empty: an entry without `locality`).

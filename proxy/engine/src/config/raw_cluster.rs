@@ -136,6 +136,17 @@ pub(crate) struct RawLbEndpoint {
 pub(crate) struct RawEndpoint {
     pub address: Option<RawAddress>,
     pub hostname: Option<String>,
+    pub health_check_config: Option<RawEndpointHealthCheck>,
+}
+
+/// `Endpoint.HealthCheckConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpointHealthCheck {
+    pub port_value: Option<u32>,
+    pub hostname: Option<String>,
+    pub address: Option<RawAddress>,
+    pub disable_active_health_check: Option<bool>,
 }
 
 /// `CircuitBreakers`.

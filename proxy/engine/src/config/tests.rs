@@ -143,6 +143,7 @@ fn full_bootstrap_parses_into_the_typed_model() {
             locality_weight: 0,
             canary: false,
             transport: 0,
+            health_check: None,
         }]
     );
     assert_eq!(&*a.localities, &[Locality::default()]);

@@ -247,7 +247,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "proximity",
     "leds_cluster_locality_config",
     "health_status",
-    "health_check_config",
     "additional_addresses",
     // Circuit breakers / outlier detection
     "max_connection_pools",

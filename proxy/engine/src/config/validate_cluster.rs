@@ -155,7 +155,19 @@ pub(crate) fn cluster(
                         u32::MAX
                     )));
                 }
+                let health_check = match lbe
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.health_check_config.as_ref())
+                {
+                    None => None,
+                    Some(h) => endpoint_health_check(
+                        h,
+                        &bp.field("endpoint").field("health_check_config"),
+                    )?,
+                };
                 endpoints.push(Endpoint {
+                    health_check,
                     address,
                     weight,
                     hostname: lbe.endpoint.as_ref().and_then(|e| e.hostname.clone()),
@@ -859,4 +871,38 @@ fn literal_headers(
             .unsupported("command operators in a health check header"));
     }
     Ok(m)
+}
+
+/// An endpoint's `health_check_config` (at `p`): None when it changes nothing.
+fn endpoint_health_check(
+    raw: &super::raw_cluster::RawEndpointHealthCheck,
+    p: &FieldPath,
+) -> Result<Option<std::sync::Arc<super::EndpointHealthCheck>>, ConfigError> {
+    let port_value = match raw.port_value.unwrap_or(0) {
+        0 => None,
+        v => Some(u16::try_from(v).map_err(|_| {
+            p.field("port_value")
+                .err(format!("{v} is not a valid port"))
+        })?),
+    };
+    let (ip, port) = match &raw.address {
+        None => (None, port_value),
+        Some(a) => {
+            let ap = p.field("address");
+            let (host, port) = socket_address(a, &ap)?;
+            let ip = host.parse::<IpAddr>().map_err(|_| {
+                ap.field("socket_address")
+                    .field("address")
+                    .err(format!("{host:?} is not an IP address"))
+            })?;
+            (Some(ip), Some(port_value.unwrap_or(port)))
+        }
+    };
+    let hc = super::EndpointHealthCheck {
+        ip,
+        port,
+        hostname: raw.hostname.clone().filter(|h| !h.is_empty()),
+        disabled: raw.disable_active_health_check.unwrap_or(false),
+    };
+    Ok((hc != super::EndpointHealthCheck::default()).then(|| std::sync::Arc::new(hc)))
 }

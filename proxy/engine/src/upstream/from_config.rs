@@ -28,6 +28,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 locality_weight: e.locality_weight,
                 canary: e.canary,
                 transport: e.transport,
+                health_check: e.health_check.clone(),
             },
             config::EndpointAddress::Dns { host, port } => EndpointSpec {
                 host: host.clone(),
@@ -40,6 +41,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
                 locality_weight: e.locality_weight,
                 canary: e.canary,
                 transport: e.transport,
+                health_check: e.health_check.clone(),
             },
         })
         .collect();

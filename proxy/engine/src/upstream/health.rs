@@ -78,7 +78,10 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
         // Marked seen before the hosts are read: a change after this wakes the loop again.
         changes.borrow_and_update();
         let now = Instant::now();
-        let hosts = c.all_hosts();
+        // An endpoint with `disable_active_health_check` has no session (Envoy's `addHosts`
+        // skips it): it is never checked and stays healthy.
+        let mut hosts = c.all_hosts();
+        hosts.retain(|h| !h.unchecked());
         // A removed host's session goes, and with it its kept connection (closed).
         let current: std::collections::HashSet<usize> = hosts.iter().map(key).collect();
         sessions.retain(|k, _| current.contains(k));
@@ -257,12 +260,16 @@ async fn check(
         // Connect only: nothing is written, so an upstream_proxy_protocol socket sends no
         // header either (Envoy's writes its header with the first bytes; a TCP check without
         // a payload has none: test proxy_protocol_interop).
-        let verdict =
-            match tokio::time::timeout(spec.timeout, cluster.connector.connect(host.addr)).await {
-                Ok(Ok(_)) => Verdict::Pass,
-                Ok(Err(_)) => Verdict::Network,
-                Err(_) => Verdict::Timeout,
-            };
+        let verdict = match tokio::time::timeout(
+            spec.timeout,
+            cluster.connector.connect(host.health_check_addr()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Verdict::Pass,
+            Ok(Err(_)) => Verdict::Network,
+            Err(_) => Verdict::Timeout,
+        };
         return (verdict, None);
     }
     if spec.tcp_only {
@@ -283,14 +290,14 @@ async fn check(
             Some(s) => s,
             None => {
                 let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
-                let to = (host.addr, host.transport, None);
+                let to = (host.health_check_addr(), host.transport, None);
                 match pool::connect::<Empty<Bytes>>(cluster, to, purpose, prio).await {
                     Ok(pool::Sender::H1(s, _)) => s,
                     _ => return None,
                 }
             }
         };
-        let host = Some(spec.host.as_str());
+        let host = Some(check_host(host, spec));
         let mut req = check_request(spec, spec.path.clone(), host, Empty::<Bytes>::new())?;
         // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
         pool::add_empty_content_length(&mut req);
@@ -301,6 +308,15 @@ async fn check(
             .map(|(status, s)| (status_verdict(spec, status), Conn::Http(s)))
     };
     timed(spec, fut).await
+}
+
+/// The check's host name (Envoy's `getHostname`): the endpoint's `health_check_config.hostname`,
+/// else the check's `host` (`authority` for gRPC), else the cluster's name.
+fn check_host<'a>(host: &'a Host, spec: &'a HealthCheckSpec) -> &'a str {
+    host.health_check
+        .as_ref()
+        .and_then(|h| h.hostname.as_deref())
+        .unwrap_or(&spec.host)
 }
 
 /// What one check is of: the cluster, the host, the check.
@@ -315,7 +331,7 @@ async fn http2_check(
     let fut = async {
         let mut s = grpc::sender(cluster, host, kept).await?;
         let scheme = grpc::scheme(cluster, host);
-        let uri = format!("{scheme}://{}{}", spec.host, spec.path);
+        let uri = format!("{scheme}://{}{}", check_host(host, spec), spec.path);
         let body = http_body_util::BodyExt::boxed(Bodiless);
         let mut req = check_request(spec, uri, None, body)?;
         *req.version_mut() = http::Version::HTTP_2;
@@ -417,7 +433,7 @@ async fn tcp_exchange(
         let mut tcp = match kept {
             Some(Conn::Tcp(t)) => t,
             _ => {
-                let t = cluster.connect_transport(host.addr, host.transport, None);
+                let t = cluster.connect_transport(host.health_check_addr(), host.transport, None);
                 t.await.ok()?
             }
         };

@@ -110,6 +110,8 @@ pub struct EndpointSpec {
     pub canary: bool,
     /// Its transport socket: 0 `tls`, `i + 1` `tls_matches[i]`.
     pub transport: u8,
+    /// `health_check_config`: where its health checks go, their host name, or none.
+    pub health_check: Option<std::sync::Arc<crate::config::EndpointHealthCheck>>,
 }
 
 /// Load-balancing policies.

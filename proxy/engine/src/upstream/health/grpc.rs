@@ -81,7 +81,7 @@ pub(super) async fn sender(cluster: &Cluster, host: &Host, kept: Option<Conn>) -
         Some(Conn::H2(s)) if !s.is_closed() => s,
         _ => {
             let (purpose, prio) = (pool::Purpose::HealthCheckH2, RoutingPriority::Default);
-            let to = (host.addr, host.transport, None);
+            let to = (host.health_check_addr(), host.transport, None);
             match pool::connect::<crate::http::Body>(cluster, to, purpose, prio).await {
                 Ok(pool::Sender::H2(s, _)) => s,
                 _ => return None,
@@ -111,9 +111,9 @@ fn request(
     service: &str,
     metadata: &crate::route::HeaderMutations,
 ) -> Option<Request<crate::http::Body>> {
-    // Envoy's `getHostname`: the check's authority, else the cluster's name (the endpoint's
-    // `health_check_config.hostname` is refused here).
-    let authority = spec.host.as_str();
+    // Envoy's `getHostname`: the endpoint's health check host name, else the check's
+    // authority, else the cluster's name.
+    let authority = super::check_host(host, spec);
     let scheme = scheme(cluster, host);
     let message = HealthCheckRequest {
         service: service.to_string(),
