@@ -2,7 +2,8 @@
 //! YAML: gRPC-Web calls over HTTP/1.1 (binary and base64 text, either way), a gRPC upstream
 //! over HTTP/2 answering with data and trailers, trailers only, an HTML error page, an empty
 //! error, a gRPC-Web answer; bad base64; local replies from a filter before and after the
-//! gRPC-Web filter and from the router; a request that is not gRPC-Web. What the upstream got
+//! gRPC-Web filter and from the router; a request that is not gRPC-Web; under a retry policy
+//! (a body refused for its base64 is not retried, an upstream 503 is). What the upstream got
 //! (the headers the filter changes, the body) and what the client got (status, the headers the
 //! filter changes, the body byte for byte) must be the same under both proxies.
 
@@ -167,7 +168,7 @@ async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> u16 {
 
 fn config(port: u16, upstream: u16) -> String {
     let filters = r#"{name: deny-before, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC, rules: {action: DENY, policies: {p: {permissions: [{header: {name: x-deny-before, present_match: true}}], principals: [{any: true}]}}}}}, {name: envoy.filters.http.grpc_web, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb}}, {name: deny-after, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC, rules: {action: DENY, policies: {p: {permissions: [{header: {name: x-deny-after, present_match: true}}], principals: [{any: true}]}}}}}, "#;
-    let routes = r#"route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /svc.Shop/}, route: {cluster: grpc}}]}]}"#;
+    let routes = r#"route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /svc.Shop/}, route: {cluster: grpc, retry_policy: {retry_on: "reset,5xx", num_retries: 2}}}]}]}"#;
     let cluster = format!(
         "  - name: grpc
     type: STATIC

@@ -1254,6 +1254,11 @@ pub async fn handle_with(
                     plan.body_end = timer.as_ref().map(request_timeout::RequestTimer::end_flag);
                     let (parts, ()) = req.into_parts();
                     let grpc_web = decoded.as_ref().and_then(|d| d.grpc_web.clone());
+                    let grpc_tally = grpc_web.as_ref().and_then(|_| tally.clone());
+                    if let Some(g) = &grpc_web {
+                        plan.body_tallied = true;
+                        plan.refused_body = Some(g.refused_body());
+                    }
                     let run = async {
                         let input = match (continued, body_slot.into_upstream()) {
                             (expect_continue::Continued::Buffered(b), _) => {
@@ -1264,7 +1269,19 @@ pub async fn handle_with(
                             (_, Upstream::Prefixed(p)) => forward::Input::Prefixed(p),
                         };
                         let input = match &grpc_web {
-                            Some(g) => forward::Input::Filtered(g.request_body(input.into_body())),
+                            Some(g) => {
+                                // Counted as the client sent it, before it is decoded.
+                                let raw = input.into_body();
+                                let raw = match &grpc_tally {
+                                    Some(t) => BoxBody::new(request_body_tap::Tapped::new(
+                                        raw,
+                                        None,
+                                        Some(t.clone()),
+                                    )),
+                                    None => raw,
+                                };
+                                forward::Input::Filtered(g.request_body(raw))
+                            }
                             None => input,
                         };
                         let o = forward::run(cluster, plan, conn, fmt, parts, input).await;

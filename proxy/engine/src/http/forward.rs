@@ -144,6 +144,12 @@ pub(crate) struct Plan {
     pub(crate) body_end: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Counts the request body bytes received (the access log's `%BYTES_RECEIVED%`).
     pub(crate) body_bytes: Option<Arc<super::request_body_tap::BodyTally>>,
+    /// `body_bytes` counts the body as the client sent it, before a filter changed it (a
+    /// gRPC-Web text body, decoded): the forward path adds nothing.
+    pub(crate) body_tallied: bool,
+    /// Raised by a filter that refused the body as it streamed (a gRPC-Web body that is not
+    /// base64): the attempt that failed on it is not the host's fault and is not retried.
+    pub(crate) refused_body: Option<Arc<std::sync::atomic::AtomicU8>>,
     /// A sampled span's: each attempt records the request it sends.
     pub(crate) trace: Option<Arc<super::spans::upstream::UpstreamTrace>>,
     /// The route's `stat_prefix` counters, when it has one.
@@ -280,6 +286,8 @@ impl Plan {
                 .unwrap_or(u64::MAX),
             body_end: None,
             body_bytes: None,
+            body_tallied: false,
+            refused_body: None,
             trace: None,
             route_stats: None,
             istio_alpn: hcm.http_filters.istio_alpn().cloned(),
@@ -611,6 +619,9 @@ async fn run_planned(
     let body_end = plan.body_end.take();
     // The HCM has an access log (it counts the body): attempts note their connection's address.
     let logged = plan.body_bytes.is_some();
+    if plan.body_tallied {
+        plan.body_bytes = None;
+    }
     let replay = plan.retry.is_some()
         || !plan.shadows.is_empty()
         || plan.redirect.is_some()
@@ -727,6 +738,14 @@ async fn run_planned(
             let Some(result) = ctx.within(sent).await else {
                 return ctx.route_timeout(Some(host.addr), 1, retries_done + 1);
             };
+            // A filter refused the body as it went: the client's fault, not the host's.
+            if plan
+                .refused_body
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Acquire) != 0)
+            {
+                return attempts::ended(Flag::DownstreamProtocolError, host.addr, retries_done + 1);
+            }
             let upstream_ms = t0.elapsed().as_millis() as u64;
             let (outcome, host_result) = match classify(&cluster, &result) {
                 Ok((Try::Reset(r), h)) => (Try::Reset(r.after(started)), h),

@@ -111,6 +111,12 @@ impl GrpcWebCall {
         })
     }
 
+    /// Raised (not 0) once the request body turned out not to be valid base64: the forward
+    /// path then neither blames the host nor retries.
+    pub fn refused_body(&self) -> Arc<AtomicU8> {
+        self.bad_body.clone()
+    }
+
     /// The filter's 400 when the request body was not valid base64 (checked once the request
     /// is over: Envoy answers it instead of whatever the upstream did).
     pub fn bad_request(&self) -> Option<Response<Body>> {
@@ -146,7 +152,12 @@ impl GrpcWebCall {
             // A local reply comes as one piece, all of which Envoy takes; an upstream's body
             // is cut at 16 KiB.
             let whole = parts.extensions.get::<local_reply::LocalReply>().is_some();
-            let message = first_bytes(body, if whole { usize::MAX } else { MAX_MESSAGE }).await;
+            let limit = if whole { usize::MAX } else { MAX_MESSAGE };
+            let (message, trailers) = match first_bytes(body, limit).await {
+                Ok(read) => read,
+                // The answer broke off while held here: Envoy resets the client's stream.
+                Err(e) => return Response::from_parts(parts, broken(e)),
+            };
             let h = &mut parts.headers;
             if let Ok(v) = HeaderValue::from_bytes(&local_reply::grpc_message(&message)) {
                 h.insert("grpc-message", v);
@@ -156,7 +167,18 @@ impl GrpcWebCall {
                 HeaderValue::from(local_reply::grpc_status_of(parts.status.as_u16())),
             );
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-            return Response::from_parts(parts, local_reply::empty());
+            // The upstream's trailers go on (to an HTTP/2 client), as Envoy's encodeTrailers
+            // leaves them.
+            let body = match trailers {
+                None => local_reply::empty(),
+                Some(t) => {
+                    let frame: Result<Frame<Bytes>, BodyError> = Ok(Frame::trailers(t));
+                    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+                        futures_util::stream::iter([frame]),
+                    ))
+                }
+            };
+            return Response::from_parts(parts, body);
         }
         let body = ResponseBody {
             inner: body,
@@ -196,17 +218,31 @@ fn is_proto_grpc_web(h: &HeaderMap) -> bool {
         || media.eq_ignore_ascii_case(GRPC_WEB.as_bytes())
 }
 
-/// The first `limit` bytes of `body`, read to its end.
-async fn first_bytes(mut body: Body, limit: usize) -> Vec<u8> {
+/// The first `limit` bytes of `body`, read to its end, and its trailers; the body's error when
+/// it broke off.
+async fn first_bytes(
+    mut body: Body,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<HeaderMap>), BodyError> {
     let mut out = Vec::new();
     while let Some(f) = body.frame().await {
-        let Ok(f) = f else { break };
-        if let Ok(d) = f.into_data() {
-            let room = limit.saturating_sub(out.len());
-            out.extend_from_slice(&d[..d.len().min(room)]);
+        match f?.into_data() {
+            Ok(d) => {
+                let room = limit.saturating_sub(out.len());
+                out.extend_from_slice(&d[..d.len().min(room)]);
+            }
+            Err(f) => return Ok((out, f.into_trailers().ok())),
         }
     }
-    out
+    Ok((out, None))
+}
+
+/// A body that fails at once with `e` (the client's stream is reset).
+fn broken(e: BodyError) -> Body {
+    let frame: Result<Frame<Bytes>, BodyError> = Err(e);
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        [frame],
+    )))
 }
 
 /// A gRPC-Web trailers frame: the flag, the length, `name:value\r\n` per trailer.
@@ -275,11 +311,11 @@ impl http_body::Body for RequestBody {
                         pending.extend_from_slice(&d);
                         this.inner.is_end_stream()
                     }
-                    // Trailers on a gRPC-Web request: passed on (the end of the body).
+                    // Trailers on a gRPC-Web request: passed on (the end of the body); what is
+                    // left of the base64 is dropped, as Envoy checks the size only at a data
+                    // frame that ends the stream.
                     Err(f) => {
-                        if !pending.is_empty() {
-                            return this.fail(BAD_SIZE);
-                        }
+                        pending.clear();
                         this.done = true;
                         return Poll::Ready(Some(Ok(f)));
                     }
@@ -364,11 +400,11 @@ impl http_body::Body for ResponseBody {
             pending.extend_from_slice(&data);
             let mut out = BytesMut::new();
             while pending.len() >= 5 {
-                let len = (&pending[1..5]).get_u32() as usize;
-                if pending.len() < 5 + len {
+                let len = u64::from((&pending[1..5]).get_u32()) + 5;
+                if (pending.len() as u64) < len {
                     break;
                 }
-                let frame = pending.split_to(5 + len);
+                let frame = pending.split_to(len as usize);
                 out.extend_from_slice(&base64(&frame));
             }
             if !out.is_empty() {
@@ -498,6 +534,40 @@ mod tests {
                 .get::<ResponseDetails>(),
             Some(ResponseDetails::Named("grpc_base_64_decode_failed"))
         ));
+    }
+
+    #[test]
+    fn request_trailers_end_a_text_body_and_drop_its_leftover() {
+        let (c, _) = call(GRPC_WEB_TEXT, None);
+        let c = c.unwrap();
+        let mut t = HeaderMap::new();
+        t.insert("x-t", HeaderValue::from_static("1"));
+        let out = run(c.request_body(chunks(&[b"AAAAAA"], Some(t))));
+        assert_eq!(data(&out), [0, 0, 0]);
+        assert!(out.last().is_some_and(|f| f.is_trailers()));
+        assert!(c.bad_request().is_none());
+    }
+
+    #[test]
+    fn a_non_grpc_answer_that_breaks_off_resets_the_client() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (c, _) = call(GRPC_WEB, None);
+        let frames: Vec<Result<Frame<Bytes>, BodyError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"half"))),
+            Err("upstream reset".into()),
+        ];
+        let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames),
+        ));
+        let mut r = Response::new(body);
+        *r.status_mut() = StatusCode::BAD_GATEWAY;
+        let r = rt.block_on(c.unwrap().encode(r));
+        assert!(!r.headers().contains_key("grpc-status"));
+        let mut b = r.into_body();
+        let first = rt.block_on(b.frame());
+        assert!(matches!(first, Some(Err(_))));
     }
 
     #[test]
