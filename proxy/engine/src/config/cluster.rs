@@ -578,6 +578,58 @@ impl HealthCheckJitter {
     }
 }
 
+/// What an HTTP health check sends beyond its headers and what it wants of the answer beyond
+/// its status, as Envoy's `HttpHealthCheckerImpl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheckBody {
+    /// `send`: the request body, with its length as `content-length`.
+    pub send: Vec<u8>,
+    /// `receive[]`: blocks the first `response_buffer_size` bytes of the answer's body must
+    /// hold, in order, not necessarily together (empty blocks dropped).
+    pub receive: Vec<Vec<u8>>,
+    /// `response_buffer_size` (default 1024; 0: the whole body is searched).
+    pub response_buffer_size: u64,
+    /// `service_name_matcher`: a passing answer's `x-envoy-upstream-healthchecked-cluster`
+    /// (empty when absent) must match it.
+    pub service_name: Option<ServiceNameMatcher>,
+}
+
+impl Default for HttpCheckBody {
+    fn default() -> Self {
+        Self {
+            send: Vec::new(),
+            receive: Vec::new(),
+            response_buffer_size: 1024,
+            service_name: None,
+        }
+    }
+}
+
+/// A health check's `service_name_matcher`, compared by what it was built from.
+#[derive(Debug, Clone)]
+pub struct ServiceNameMatcher {
+    /// The matcher.
+    pub matcher: crate::route::StringMatcher,
+    /// Its description, for equality.
+    key: String,
+}
+
+impl ServiceNameMatcher {
+    /// Wraps `matcher`.
+    pub fn new(matcher: crate::route::StringMatcher) -> Self {
+        let key = format!("{matcher:?}");
+        Self { matcher, key }
+    }
+}
+
+impl PartialEq for ServiceNameMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ServiceNameMatcher {}
+
 /// The health checker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthCheckKind {
@@ -599,6 +651,8 @@ pub enum HealthCheckKind {
         method: http::Method,
         /// `request_headers_to_remove`, then `request_headers_to_add` (literal values).
         headers: crate::route::HeaderMutations,
+        /// `send`, `receive[]`, `response_buffer_size`, `service_name_matcher`.
+        body: HttpCheckBody,
     },
     /// `grpc_health_check`: `grpc.health.v1.Health/Check` over HTTP/2 (whatever the cluster
     /// speaks), passing on a `SERVING` answer.

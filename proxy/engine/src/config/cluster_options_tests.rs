@@ -488,3 +488,48 @@ fn a_grpc_health_check_needs_an_http2_cluster() {
         "exactly one of",
     );
 }
+
+#[test]
+fn http_check_payloads_are_refused_where_envoy_refuses_them() {
+    let hc = |fields: &str| {
+        format!("    health_checks: [{{timeout: 1s, interval: 10s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {{path: /hc, {fields}}}}}]\n")
+    };
+    let hp = format!("{C}.health_checks[0].http_health_check");
+    // A payload with a method that carries no body.
+    for m in ["", "method: DELETE, "] {
+        expect_err(
+            &with_cluster(
+                "STATIC",
+                "127.0.0.1",
+                &hc(&format!("{m}send: {{text: 70}}")),
+            ),
+            &format!("{hp}.send"),
+            "only POST, PUT, PATCH or OPTIONS",
+        );
+    }
+    // More to receive than the buffer holds.
+    expect_err(
+        &with_cluster(
+            "STATIC",
+            "127.0.0.1",
+            &hc("response_buffer_size: 1, receive: [{text: 6f6b}]"),
+        ),
+        &format!("{hp}.response_buffer_size"),
+        "over the response buffer size 1",
+    );
+    // 0: the whole body is searched.
+    let yaml = with_cluster(
+        "STATIC",
+        "127.0.0.1",
+        &hc("method: PUT, send: {binary: cGluZw==}, response_buffer_size: 0, receive: [{text: 6f6b}]"),
+    );
+    let b = from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let super::super::HealthCheckKind::Http { body, .. } =
+        &b.cluster("svc").unwrap().health_checks[0].kind
+    else {
+        panic!("an HTTP check");
+    };
+    assert_eq!(body.send, b"ping");
+    assert_eq!(body.receive, vec![b"ok".to_vec()]);
+    assert_eq!(body.response_buffer_size, 0);
+}

@@ -272,6 +272,11 @@ pub(crate) struct RawHttpHealthCheck {
     pub request_headers_to_add: Vec<super::raw_route::RawHeaderValueOption>,
     #[serde(default)]
     pub request_headers_to_remove: Vec<String>,
+    pub send: Option<RawPayload>,
+    #[serde(default)]
+    pub receive: Vec<RawPayload>,
+    pub response_buffer_size: Option<u64>,
+    pub service_name_matcher: Option<super::raw_route::RawStringMatcher>,
 }
 
 /// `HealthCheck.TcpHealthCheck` (connect-only: `send`/`receive` are not supported).

@@ -760,6 +760,7 @@ fn cluster_options_parse() {
             http2: false,
             method: http::Method::GET,
             headers: Default::default(),
+            body: Default::default(),
         }
     );
     assert_eq!(c.protocol, UpstreamProtocol::Http2);

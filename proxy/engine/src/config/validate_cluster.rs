@@ -701,6 +701,7 @@ fn health_check(raw: &RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, Conf
                 },
                 method: health_check_method(h.method.as_deref(), &hp.field("method"))?,
                 headers: health_check_headers(h, &hp)?,
+                body: http_check_body(h, &hp)?,
             }
         }
         (None, Some(t), None) => {
@@ -832,6 +833,7 @@ fn health_check_method(m: Option<&str>, p: &FieldPath) -> Result<http::Method, C
         Some("OPTIONS") => http::Method::OPTIONS,
         Some("TRACE") => http::Method::TRACE,
         Some("PATCH") => http::Method::PATCH,
+        Some("DELETE") => http::Method::DELETE,
         Some(o @ ("CONNECT" | "METHOD_UNSPECIFIED")) => {
             return Err(p.err(format!("{o} is not allowed for a health check")))
         }
@@ -905,4 +907,41 @@ fn endpoint_health_check(
         disabled: raw.disable_active_health_check.unwrap_or(false),
     };
     Ok((hc != super::EndpointHealthCheck::default()).then(|| std::sync::Arc::new(hc)))
+}
+
+/// An HTTP health check's `send`, `receive`, `response_buffer_size` and
+/// `service_name_matcher` (at `p`), refused where Envoy refuses them.
+fn http_check_body(
+    h: &super::raw_cluster::RawHttpHealthCheck,
+    p: &FieldPath,
+) -> Result<super::HttpCheckBody, ConfigError> {
+    let mut body = super::HttpCheckBody::default();
+    if let Some(s) = &h.send {
+        let method = h.method.as_deref().unwrap_or("GET");
+        if matches!(method, "GET" | "HEAD" | "DELETE" | "TRACE") {
+            return Err(p.field("send").err(format!(
+                "a request payload cannot go with method {method} (only POST, PUT, PATCH or OPTIONS)"
+            )));
+        }
+        body.send = payload(s, &p.field("send"))?;
+    }
+    for (i, r) in h.receive.iter().enumerate() {
+        body.receive.push(payload(r, &p.field("receive").index(i))?);
+    }
+    body.receive.retain(|r| !r.is_empty());
+    if let Some(n) = h.response_buffer_size {
+        body.response_buffer_size = n;
+    }
+    let total: u64 = body.receive.iter().map(|r| r.len() as u64).sum();
+    if body.response_buffer_size != 0 && total > body.response_buffer_size {
+        return Err(p.field("response_buffer_size").err(format!(
+            "the expected response length {total} is over the response buffer size {}",
+            body.response_buffer_size
+        )));
+    }
+    if let Some(m) = &h.service_name_matcher {
+        let m = crate::route::build_match::string_matcher(m, &p.field("service_name_matcher"))?;
+        body.service_name = Some(super::ServiceNameMatcher::new(m));
+    }
+    Ok(body)
 }

@@ -88,6 +88,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             tcp_only: true,
             tcp_send: Vec::new(),
             tcp_receive: Vec::new(),
+            http_body: Default::default(),
             grpc: None,
             http2: false,
             event_log: h.event_log.clone(),
@@ -114,8 +115,10 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             http2,
             method,
             headers,
+            body,
         } = &h.kind
         {
+            spec.http_body = body.clone();
             spec.http2 = *http2;
             spec.path = path.clone();
             spec.host = host.clone().unwrap_or_else(|| name.clone());

@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use tokio::time::Instant;
 
@@ -24,7 +24,7 @@ mod grpc;
 /// A host's kept health check connection: HTTP/1, HTTP/2 (a gRPC check, or an HTTP check with
 /// `codec_client_type: HTTP2`), or TCP for a check with payloads.
 enum Conn {
-    Http(http1::SendRequest<Empty<Bytes>>),
+    Http(http1::SendRequest<Full<Bytes>>),
     H2(grpc::Sender),
     Tcp(tokio::net::TcpStream),
 }
@@ -291,22 +291,20 @@ async fn check(
             None => {
                 let (purpose, prio) = (pool::Purpose::HealthCheck, RoutingPriority::Default);
                 let to = (host.health_check_addr(), host.transport, None);
-                match pool::connect::<Empty<Bytes>>(cluster, to, purpose, prio).await {
+                match pool::connect::<Full<Bytes>>(cluster, to, purpose, prio).await {
                     Ok(pool::Sender::H1(s, _)) => s,
                     _ => return None,
                 }
             }
         };
         let host = Some(check_host(host, spec));
-        let mut req = check_request(spec, spec.path.clone(), host, Empty::<Bytes>::new())?;
+        let send = Full::new(Bytes::from(spec.http_body.send.clone()));
+        let mut req = check_request(spec, spec.path.clone(), host, send)?;
         // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
         pool::add_empty_content_length(&mut req);
-        Some((status_of(s.send_request(req).await.ok()?).await?, s))
+        Some((answer(spec, s.send_request(req).await.ok()?).await?, s))
     };
-    let fut = async {
-        fut.await
-            .map(|(status, s)| (status_verdict(spec, status), Conn::Http(s)))
-    };
+    let fut = async { fut.await.map(|(verdict, s)| (verdict, Conn::Http(s))) };
     timed(spec, fut).await
 }
 
@@ -332,15 +330,15 @@ async fn http2_check(
         let mut s = grpc::sender(cluster, host, kept).await?;
         let scheme = grpc::scheme(cluster, host);
         let uri = format!("{scheme}://{}{}", check_host(host, spec), spec.path);
-        let body = http_body_util::BodyExt::boxed(Bodiless);
+        let body = match spec.http_body.send.is_empty() {
+            true => http_body_util::BodyExt::boxed(Bodiless),
+            false => crate::http::local_reply::full(spec.http_body.send.clone()),
+        };
         let mut req = check_request(spec, uri, None, body)?;
         *req.version_mut() = http::Version::HTTP_2;
-        Some((status_of(s.send_request(req).await.ok()?).await?, s))
+        Some((answer(spec, s.send_request(req).await.ok()?).await?, s))
     };
-    let fut = async {
-        fut.await
-            .map(|(status, s)| (status_verdict(spec, status), Conn::H2(s)))
-    };
+    let fut = async { fut.await.map(|(verdict, s)| (verdict, Conn::H2(s))) };
     timed(spec, fut).await
 }
 
@@ -363,15 +361,57 @@ fn check_request<B>(
         .body(body)
         .ok()?;
     spec.headers.apply(req.headers_mut());
+    // A `send` payload goes with its length, as Envoy's.
+    if !spec.http_body.send.is_empty() {
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(spec.http_body.send.len()),
+        );
+    }
     Some(req)
 }
 
-/// An answer's status once its body has been read to the end; `None` when the body broke off
-/// (a reset or a closed connection: Envoy's network failure).
-async fn status_of(resp: http::Response<hyper::body::Incoming>) -> Option<u16> {
+/// An HTTP check's verdict once the answer's body has been read to its end (`None` when the
+/// body broke off: a reset or a closed connection, Envoy's network failure), as Envoy's
+/// `healthCheckResult`: the `receive` payloads in the first `response_buffer_size` bytes of
+/// the body (missing: a failure whatever the status), then the status, then the
+/// `service_name_matcher` against `x-envoy-upstream-healthchecked-cluster`.
+async fn answer(
+    spec: &HealthCheckSpec,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Option<Verdict> {
+    let b = &spec.http_body;
     let status = resp.status().as_u16();
-    resp.into_body().collect().await.ok()?;
-    Some(status)
+    let cluster = resp
+        .headers()
+        .get("x-envoy-upstream-healthchecked-cluster")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = resp.into_body();
+    let mut kept = Vec::new();
+    let limit = match b.response_buffer_size {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    while let Some(f) = body.frame().await {
+        if let (Ok(d), false) = (f.ok()?.into_data(), b.receive.is_empty()) {
+            let room = limit.saturating_sub(kept.len());
+            kept.extend_from_slice(&d[..d.len().min(room)]);
+        }
+    }
+    let bad = |retriable| Verdict::BadStatus { retriable, status };
+    if !b.receive.is_empty() && !payloads_found(&b.receive, &kept) {
+        return Some(bad(false));
+    }
+    let verdict = status_verdict(spec, status);
+    if verdict != Verdict::Pass {
+        return Some(verdict);
+    }
+    match &b.service_name {
+        Some(m) if !m.matcher.matches(&cluster) => Some(bad(false)),
+        _ => Some(Verdict::Pass),
+    }
 }
 
 /// `fut`'s verdict and connection within the check's timeout: no answer is a network failure,
@@ -479,8 +519,8 @@ fn payloads_found(want: &[Vec<u8>], got: &[u8]) -> bool {
 
 /// The kept connection, unless the host closed it (or answered `connection: close`) since.
 async fn reusable(
-    kept: Option<http1::SendRequest<Empty<Bytes>>>,
-) -> Option<http1::SendRequest<Empty<Bytes>>> {
+    kept: Option<http1::SendRequest<Full<Bytes>>>,
+) -> Option<http1::SendRequest<Full<Bytes>>> {
     let mut s = kept?;
     s.ready().await.ok()?;
     Some(s)

@@ -226,4 +226,6 @@ pub struct HealthCheckSpec {
     pub tcp_send: Vec<u8>,
     /// `tcp_health_check.receive[]`: blocks to find in order in what the host sends back.
     pub tcp_receive: Vec<Vec<u8>>,
+    /// An HTTP check's body and what it wants of the answer's body and headers.
+    pub http_body: crate::config::HttpCheckBody,
 }

@@ -97,6 +97,7 @@ fn spec(unhealthy: u32, healthy: u32) -> super::HealthCheckSpec {
         tcp_only: false,
         tcp_send: Vec::new(),
         tcp_receive: Vec::new(),
+        http_body: Default::default(),
         grpc: None,
         http2: false,
         event_log: None,
