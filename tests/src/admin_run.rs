@@ -102,6 +102,24 @@ static_resources:
     )
 }
 
+/// One static listener (YAML list item at the `listeners:` indentation) named `name` on
+/// `127.0.0.1:port` whose tcp_proxy goes to `cluster`, with its further `fields` (YAML lines at
+/// the tcp_proxy's indentation, each ending in a newline, or empty).
+pub fn tcp_proxy_listener(name: &str, port: u16, cluster: &str, fields: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {name}
+          cluster: {cluster}
+{fields}"#
+    )
+}
+
 /// A bootstrap ([`hcm_bootstrap`]) whose every request goes to one STATIC cluster `name` of
 /// loopback endpoints on `ports`, with the extra cluster `fields` (YAML lines indented by 4).
 pub fn one_cluster_bootstrap(port: u16, name: &str, fields: &str, ports: &[u16]) -> String {

@@ -60,18 +60,7 @@ fn http_listener(name: &str, port: u16, cluster: &str) -> String {
 }
 
 fn tcp_listener(name: &str, port: u16, cluster: &str) -> String {
-    format!(
-        r#"  - name: {name}
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: {name}
-          cluster: {cluster}
-"#
-    )
+    sluice_tests::admin_run::tcp_proxy_listener(name, port, cluster, "")
 }
 
 fn config(admin: u16, listeners: &[String], clusters: &str) -> String {

@@ -53,6 +53,7 @@ mod tests_proxy_protocol;
 #[cfg(test)]
 mod tests_tracing;
 pub(crate) mod tracing;
+mod tunneling;
 mod typed;
 mod unsupported_fields;
 mod user_agent;
@@ -109,6 +110,7 @@ pub use tracing::{
     CustomTag, OpenTelemetry, OtelExport, RequestIdExtension, RouteTracing, Sampling, TagValue,
     TraceProvider, TracerConfig, Tracing, Zipkin,
 };
+pub use tunneling::{TunnelHost, Tunneling};
 pub use typed::{ClusterRef, ListenerRef};
 pub use user_agent::UserAgent;
 

@@ -14,6 +14,8 @@ use tokio::{
     net::TcpStream,
 };
 
+mod tunnel;
+
 use crate::upstream::outlier::HostResult;
 use crate::{
     config,
@@ -286,9 +288,32 @@ impl TcpProxy {
         };
         // The host's transport socket: TLS (its cluster's, or its transport_socket_matches
         // entry's) or plaintext.
-        let (rx, tx, idled) = match cluster.tls(host.transport) {
-            None => copy_bidirectional_idle(down, up, self.cfg.idle_timeout, stop).await,
-            Some(tls) => {
+        // A tunnel (`tunneling_config`) over the transport, opened within the connect timeout:
+        // a refusal closes the connection as a failed connect (`UF`); None: the connection's
+        // deadline came first.
+        let fail = |session: &mut Session, reason: Option<String>| {
+            cluster.stats.upstream_cx_active.dec();
+            if let Some(s) = series {
+                s.close(0, 0);
+            }
+            let Some(reason) = reason else {
+                return self.duration_reached();
+            };
+            cluster.stats.upstream_cx_connect_fail.inc();
+            session.transport = None;
+            TcpProxyError::Connect {
+                addr: host.addr,
+                reason,
+            }
+        };
+        let idle = self.cfg.idle_timeout;
+        let (rx, tx, idled) = match (cluster.tls(host.transport), &self.cfg.tunneling) {
+            (None, None) => copy_bidirectional_idle(down, up, idle, stop).await,
+            (None, Some(t)) => match self.tunnel(up, t, cluster, from, deadline).await {
+                Ok(up) => copy_streams_idle(down, up, idle, stop).await,
+                Err(reason) => return Err(fail(session, reason)),
+            },
+            (Some(tls), tunneling) => {
                 let shake = tokio::time::timeout(cluster.spec.connect_timeout, tls.connect_raw(up));
                 let Some(shaken) = by(deadline, shake).await else {
                     cluster.stats.upstream_cx_active.dec();
@@ -318,7 +343,13 @@ impl TcpProxy {
                         });
                     }
                 };
-                copy_streams_idle(down, up, self.cfg.idle_timeout, stop).await
+                match tunneling {
+                    None => copy_streams_idle(down, up, idle, stop).await,
+                    Some(t) => match self.tunnel(up, t, cluster, from, deadline).await {
+                        Ok(up) => copy_streams_idle(down, up, idle, stop).await,
+                        Err(reason) => return Err(fail(session, reason)),
+                    },
+                }
             }
         };
         cluster.stats.upstream_cx_active.dec();
@@ -336,6 +367,32 @@ impl TcpProxy {
             session.duration_reached = true;
         }
         Ok(())
+    }
+
+    /// Opens the tunnel over `up` within the cluster's connect timeout: the stream, or why not
+    /// (None: the connection's `deadline` came first).
+    async fn tunnel<S>(
+        &self,
+        up: S,
+        t: &config::Tunneling,
+        cluster: &Cluster,
+        from: &Downstream,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, Option<String>>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let open = tunnel::open(up, t, cluster.spec.http2, from.local, from.peer);
+        match by(
+            deadline,
+            tokio::time::timeout(cluster.spec.connect_timeout, open),
+        )
+        .await
+        {
+            None => Err(None),
+            Some(Ok(opened)) => opened.map_err(Some),
+            Some(Err(_)) => Err(Some("tunnel: timeout".into())),
+        }
     }
 
     /// Counts a connection closed at `max_downstream_connection_duration` before its copy began.

@@ -421,6 +421,8 @@ pub struct TcpProxy {
     /// `hash_policy: [{source_ip: {}}]`: a hashing balancer (RING_HASH, MAGLEV) picks by the
     /// client's address; without it by a random value, as Envoy.
     pub hash_source_ip: bool,
+    /// `tunneling_config`: the bytes go inside an HTTP CONNECT to the upstream.
+    pub tunneling: Option<super::Tunneling>,
 }
 
 /// The upstream cluster of a tcp_proxy.

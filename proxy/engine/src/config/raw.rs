@@ -515,6 +515,7 @@ pub(crate) struct RawTcpProxy {
     /// DestinationRule on a TCP port).
     #[serde(default)]
     pub hash_policy: Vec<RawTcpHashPolicy>,
+    pub tunneling_config: Option<super::tunneling::RawTunnelingConfig>,
 }
 
 /// `type.v3.HashPolicy`.

@@ -150,7 +150,6 @@ const ENVOY_FIELDS: &[&str] = &[
     "access_log",
     "max_connect_attempts",
     "hash_policy",
-    "tunneling_config",
     "max_downstream_connection_duration",
     "on_demand",
     "backoff_options",

@@ -930,7 +930,15 @@ fn tcp_proxy(
         }
         Some(n) => n,
     };
+    let tunneling = match &raw.tunneling_config {
+        Some(t) => Some(super::tunneling::tunneling(
+            t,
+            &p.field("tunneling_config"),
+        )?),
+        None => None,
+    };
     Ok(TcpProxy {
+        tunneling,
         max_connect_attempts,
         max_downstream_connection_duration,
         hash_source_ip: !raw.hash_policy.is_empty(),

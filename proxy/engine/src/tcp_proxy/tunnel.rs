@@ -1,0 +1,76 @@
+//! A tcp_proxy's tunnel (`tunneling_config`): over the upstream connection (TCP or TLS), an
+//! HTTP CONNECT for the configured host name, HTTP/2 when the cluster speaks it, else HTTP/1.1,
+//! as Envoy's `HttpUpstream`; once the upstream answers 200 (any 2xx over HTTP/1.1) the
+//! connection's bytes flow inside it.
+
+use bytes::Bytes;
+use http::{header, Method, Request, Uri, Version};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Tunneling;
+
+/// Opens the tunnel over `io` for a connection from `remote` to `local`: the upgraded stream,
+/// or why the upstream refused it.
+pub(super) async fn open<S>(
+    io: S,
+    t: &Tunneling,
+    http2: bool,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Result<TokioIo<Upgraded>, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let host = t.hostname.render(local, remote);
+    let uri = Uri::builder()
+        .authority(host.as_str())
+        .build()
+        .map_err(|e| format!("tunnel host name {host:?}: {e}"))?;
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(uri)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let io = TokioIo::new(io);
+    let resp = if http2 {
+        *req.version_mut() = Version::HTTP_2;
+        t.headers.apply(req.headers_mut());
+        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?;
+        tokio::spawn(conn);
+        s.send_request(req)
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?
+    } else {
+        // HTTP/1.1 writes the authority as the request target and in `host`.
+        if let Ok(v) = header::HeaderValue::from_str(&host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        t.headers.apply(req.headers_mut());
+        let (mut s, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?;
+        tokio::spawn(conn.with_upgrades());
+        s.send_request(req)
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?
+    };
+    let status = resp.status();
+    // Envoy's `isValidResponse`: 200 over HTTP/2, any 2xx over HTTP/1.1.
+    let valid = if http2 {
+        status == http::StatusCode::OK
+    } else {
+        status.is_success()
+    };
+    if !valid {
+        return Err(format!("tunnel refused: {status}"));
+    }
+    let up = hyper::upgrade::on(resp)
+        .await
+        .map_err(|e| format!("tunnel: {e}"))?;
+    Ok(TokioIo::new(up))
+}
