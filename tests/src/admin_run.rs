@@ -103,20 +103,42 @@ static_resources:
 }
 
 /// One static listener (YAML list item at the `listeners:` indentation) named `name` on
-/// `127.0.0.1:port` whose tcp_proxy goes to `cluster`, with its further `fields` (YAML lines at
-/// the tcp_proxy's indentation, each ending in a newline, or empty).
-pub fn tcp_proxy_listener(name: &str, port: u16, cluster: &str, fields: &str) -> String {
+/// `127.0.0.1:port` whose one network filter is `filter` (its config's `@type` `type_url`) with
+/// `stat_prefix: <name>` and the further `fields` (YAML lines at the config's indentation, each
+/// ending in a newline, or empty).
+pub fn listener_yaml(name: &str, port: u16, filter: &str, type_url: &str, fields: &str) -> String {
     format!(
         r#"  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
     - filters:
-      - name: envoy.filters.network.tcp_proxy
+      - name: {filter}
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          "@type": type.googleapis.com/{type_url}
           stat_prefix: {name}
-          cluster: {cluster}
 {fields}"#
+    )
+}
+
+/// [`listener_yaml`] with a tcp_proxy to `cluster`.
+pub fn tcp_proxy_listener(name: &str, port: u16, cluster: &str, fields: &str) -> String {
+    listener_yaml(
+        name,
+        port,
+        "envoy.filters.network.tcp_proxy",
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        &format!("          cluster: {cluster}\n{fields}"),
+    )
+}
+
+/// [`listener_yaml`] with an HTTP connection manager of `fields`.
+pub fn hcm_listener(name: &str, port: u16, fields: &str) -> String {
+    listener_yaml(
+        name,
+        port,
+        "envoy.filters.network.http_connection_manager",
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        fields,
     )
 }
 

@@ -407,15 +407,7 @@ fn run_calls(proxy: u16, seen: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
                 continue;
             }
         };
-        let kept: Vec<String> = DOWN_HEADERS
-            .iter()
-            .flat_map(|n| {
-                r.headers
-                    .iter()
-                    .filter(move |(k, _)| k == n)
-                    .map(|(k, v)| format!("{k}={v}"))
-            })
-            .collect();
+        let kept = r.kept(DOWN_HEADERS);
         // A request the proxy reset (bad base64) is recorded after the answer came.
         std::thread::sleep(Duration::from_millis(100));
         let up = seen.lock().unwrap().clone();

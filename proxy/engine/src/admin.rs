@@ -114,7 +114,13 @@ fn pretty(v: &Value) -> String {
 }
 
 /// The paths that change state: POST only, as in Envoy.
-const MUTATING: &[&str] = &["/logging", "/drain_listeners", "/quitquitquit"];
+const MUTATING: &[&str] = &[
+    "/logging",
+    "/drain_listeners",
+    "/quitquitquit",
+    "/healthcheck/fail",
+    "/healthcheck/ok",
+];
 
 const HELP: &str = "admin commands are:
   /certs: print certs on machine
@@ -133,6 +139,8 @@ const HELP: &str = "admin commands are:
       header: A request header, name:value (repeatable)
       listener: Explain on this listener instead of the one the URL reaches
       seed: The random draw for weighted clusters (default 0)
+  /healthcheck/fail (POST): cause the server to fail health checks
+  /healthcheck/ok (POST): cause the server to pass health checks
   /help: print out list of admin commands
   /listeners: print listener info
       format: File format to use; One of (text, json)
@@ -180,8 +188,19 @@ pub fn respond(server: &Server, method: &Method, path: &str, query: &str) -> Res
     }
     let rt = server.runtime();
     match path {
-        "/ready" if server.is_ready() => reply(200, "LIVE\n".into(), TEXT),
-        "/ready" => reply(503, "INITIALIZING\n".into(), TEXT),
+        "/ready" => match server_state(server) {
+            "LIVE" => reply(200, "LIVE\n".into(), TEXT),
+            state => reply(503, format!("{state}\n"), TEXT),
+        },
+        "/healthcheck/fail" | "/healthcheck/ok" => {
+            let fail = path == "/healthcheck/fail";
+            server
+                .stats
+                .health_check_failed
+                .store(fail, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(fail, "admin: {path}");
+            reply(200, "OK\n".into(), TEXT)
+        }
         "/config_dump" => match config_dump(&rt, query) {
             Ok(body) => reply(200, body, JSON),
             Err(e) => reply(e.status, e.message, TEXT),
@@ -231,6 +250,22 @@ fn drain_targets(rt: &Runtime, inbound_only: bool) -> Vec<String> {
         .collect()
 }
 
+/// Envoy's `serverState`: INITIALIZING until the first configuration is complete, then
+/// DRAINING while the server fails its health checks (`/healthcheck/fail`), else LIVE.
+fn server_state(server: &Server) -> &'static str {
+    if !server.is_ready() {
+        "INITIALIZING"
+    } else if server
+        .stats
+        .health_check_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        "DRAINING"
+    } else {
+        "LIVE"
+    }
+}
+
 fn terminate_self() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGTERM);
 }
@@ -244,7 +279,7 @@ fn server_info(server: &Server, rt: &Runtime) -> Value {
     }
     json!({
         "version": concat!("sluice/", env!("CARGO_PKG_VERSION")),
-        "state": if server.is_ready() { "LIVE" } else { "INITIALIZING" },
+        "state": server_state(server),
         "uptime_current_epoch": up,
         "uptime_all_epochs": up,
         "hot_restart_version": "disabled",

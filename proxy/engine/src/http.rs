@@ -133,6 +133,10 @@ pub struct Hcm {
     filter_stats: filters::FilterStats,
     /// The `tracing.provider`'s tracer.
     tracer: Option<Arc<spans::Tracer>>,
+    /// The server fails its health checks (admin `/healthcheck/fail`), shared by the server.
+    health_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// `node.cluster`, which a health check filter's answer names.
+    local_cluster: String,
 }
 
 /// The downstream connection a request arrived on.
@@ -201,6 +205,8 @@ impl Hcm {
             .map(|p| Arc::new(spans::Tracer::new(p, local.clone(), clusters, stats)));
         Self {
             tracer,
+            health_failed: stats.health_check_failed.clone(),
+            local_cluster: local.cluster.clone(),
             istio,
             filter_stats: cfg
                 .http_filters
@@ -211,6 +217,12 @@ impl Hcm {
             routes,
             by_name: clusters.clone(),
         }
+    }
+
+    /// Whether the server fails its health checks (admin `/healthcheck/fail`).
+    fn health_check_failed(&self) -> bool {
+        self.health_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The `stat_prefix` counters of the route `fwd` took, when it has one.
@@ -653,6 +665,8 @@ fn answered<'a, B>(
         }),
         headers: Some(req.headers()),
         elapsed: start.elapsed(),
+        // Refused before the filters ran.
+        health_check: false,
     }
 }
 
@@ -1076,6 +1090,8 @@ pub async fn handle_with(
                     tls: tls.as_deref(),
                     clusters: &hcm.by_name,
                     version,
+                    health_check_failed: hcm.health_check_failed(),
+                    local_cluster: &hcm.local_cluster,
                 },
                 &mut body_slot,
             ))
@@ -1338,8 +1354,10 @@ pub async fn handle_with(
     if let Some(rs) = route_stats.as_ref().filter(|_| attempts > 0) {
         rs.answered(resp.status().as_u16());
     }
+    let health_check = decoded.as_ref().is_some_and(|d| d.health_check);
     if let Some(l) = &hcm.cfg.local_reply {
         let req = local_reply_map::Answered {
+            health_check,
             method: method.as_str(),
             path: path.as_str(),
             scheme,
@@ -1357,7 +1375,8 @@ pub async fn handle_with(
         if let Some(g) = &d.grpc_web {
             resp = g.encode(resp).await;
         }
-        d.encode.apply(resp.headers_mut());
+        let status = resp.status().as_u16();
+        d.encode.apply(status, resp.headers_mut());
         if d.delayed && flag == Flag::None {
             flag = Flag::DelayInjected;
         }
@@ -1466,6 +1485,7 @@ pub async fn handle_with(
     if let Some(mut e) = log_entry {
         e.status = status;
         e.flags = flag.as_str();
+        e.health_check = health_check;
         e.upstream_ms = upstream_ms;
         // The response head has just come from the upstream (or was made here).
         e.response_duration = upstream_ms.map(|_| start.elapsed());

@@ -45,6 +45,22 @@ pub struct Response {
     pub cased: Vec<String>,
 }
 
+impl Response {
+    /// The headers `names` as `name=value`, in the order of `names`, each name's values in
+    /// arrival order.
+    pub fn kept(&self, names: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|n| {
+                self.headers
+                    .iter()
+                    .filter(move |(k, _)| k == n)
+                    .map(|(k, v)| format!("{k}={v}"))
+            })
+            .collect()
+    }
+}
+
 /// Sends `req` to `addr` on a fresh connection and reads one response.
 pub fn send(addr: SocketAddr, req: &Request<'_>, timeout: Duration) -> Result<Response, String> {
     send_on(None, addr, req, timeout).map(|(r, _)| r)

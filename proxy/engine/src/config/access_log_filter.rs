@@ -3,8 +3,8 @@
 //! status sent downstream, 0 when none, or the request's duration in ms), `response_flag_filter`
 //! (any of the flags, or any flag at all when none are listed), `header_filter` (a route
 //! `HeaderMatcher` over the request headers as the HCM received them, kept for the log only when
-//! a filter asks), `not_health_check_filter` (always true: the HCM serves no health check
-//! requests here), `and_filter` / `or_filter`.
+//! a filter asks), `not_health_check_filter` (false for a request the health check filter took
+//! as a health check), `and_filter` / `or_filter`.
 //! A `RuntimeUInt32`'s `runtime_key` is a documented no-op (no runtime here): its
 //! `default_value` is used. The other filters are refused, naming the field.
 
@@ -74,6 +74,8 @@ pub struct Logged<'a> {
     pub authority: Option<&'a str>,
     /// The request headers as received (kept only when a filter reads them).
     pub headers: Option<&'a http::HeaderMap>,
+    /// A health check filter took the request as a health check.
+    pub health_check: bool,
 }
 
 impl Comparison {
@@ -102,7 +104,7 @@ impl AccessLogFilter {
         match self {
             Self::StatusCode(c) => c.holds(u64::from(l.status)),
             Self::Duration(c) => c.holds(l.duration_ms),
-            Self::NotHealthCheck => true,
+            Self::NotHealthCheck => !l.health_check,
             Self::ResponseFlags(want) => {
                 let mut set = l.flags.split(',').filter(|f| !f.is_empty() && *f != "-");
                 if want.is_empty() {
@@ -306,6 +308,7 @@ mod tests {
             path: "/",
             authority: None,
             headers: None,
+            health_check: false,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Entry {
     pub protocol: &'static str,
     /// Response status sent downstream (0: none).
     pub status: u16,
+    /// A health check filter took the request as a health check.
+    pub health_check: bool,
     /// Envoy response flags (`-` when none).
     pub flags: &'static str,
     /// Request body bytes received.
@@ -294,6 +296,7 @@ impl AccessLogger {
             path: &e.path,
             authority: e.authority.as_deref(),
             headers: e.request_headers.as_ref(),
+            health_check: e.health_check,
         };
         let mut default_line: Option<String> = None;
         for s in &self.sinks {

@@ -15,6 +15,7 @@ pub use throttle::Throttled;
 pub(crate) mod ext_authz;
 mod fault;
 pub mod grpc_web;
+pub(crate) mod health_check;
 pub(crate) mod istio_alpn;
 pub(crate) mod jwt_authn;
 mod local_ratelimit;
@@ -116,6 +117,7 @@ enum Kind {
     ExtAuthz(Arc<ExtAuthz>),
     JwtAuthn(Arc<jwt_authn::JwtAuthn>),
     GrpcWeb,
+    HealthCheck(Arc<health_check::HealthCheck>),
 }
 
 #[derive(Debug)]
@@ -160,6 +162,11 @@ pub struct Encode {
     x_ratelimit: Option<(u32, u32, u64)>,
     /// ext_authz's `allowed_client_headers_on_success`, added.
     authz: Vec<(HeaderName, HeaderValue)>,
+    /// A health check filter took the request as a health check: its answer names the node's
+    /// cluster (and fills the filter's cache).
+    health_checked: Option<(Arc<health_check::HealthCheck>, HeaderValue)>,
+    /// A health check filter ran while the server fails its health checks.
+    health_check_failed: bool,
 }
 
 impl HttpFilters {
@@ -182,8 +189,18 @@ impl HttpFilters {
 }
 
 impl Encode {
-    /// Adds the response headers of the filters that ran.
-    pub fn apply(&self, h: &mut HeaderMap) {
+    /// Adds the response headers of the filters that ran to a response with `status`.
+    pub fn apply(&self, status: u16, h: &mut HeaderMap) {
+        if let Some((hc, cluster)) = &self.health_checked {
+            hc.seen(status, h.contains_key("x-envoy-degraded"));
+            h.insert("x-envoy-upstream-healthchecked-cluster", cluster.clone());
+        }
+        if self.health_check_failed {
+            h.insert(
+                "x-envoy-immediate-health-check-fail",
+                HeaderValue::from_static("true"),
+            );
+        }
         for (n, v) in &self.authz {
             h.append(n.clone(), v.clone());
         }
@@ -229,6 +246,9 @@ pub struct Decoded {
     /// The request's dynamic metadata as the filters left it, when something reads it (a
     /// span's metadata custom tags).
     pub metadata: Option<metadata::DynamicMetadata>,
+    /// A health check filter took the request as a health check (the access log's
+    /// `not_health_check_filter` leaves it out).
+    pub health_check: bool,
     /// The gRPC-Web filter took the request as a gRPC-Web call: its body and the answer are
     /// translated (an answer from a filter before it is not).
     pub grpc_web: Option<grpc_web::GrpcWebCall>,
@@ -306,6 +326,10 @@ pub struct Request<'a, 'r> {
     pub version: http::Version,
     /// The HCM's clusters by name (an ext_authz service's cluster).
     pub clusters: &'a HashMap<String, Arc<crate::upstream::Cluster>>,
+    /// The server fails its health checks (admin `/healthcheck/fail`).
+    pub health_check_failed: bool,
+    /// The node's cluster (`node.cluster`), which a health check's answer names.
+    pub local_cluster: &'a str,
 }
 
 /// The counters of a chain's filters, by position (None: a filter that keeps none).
@@ -315,6 +339,7 @@ pub struct FilterStats(Vec<Option<Counters>>);
 /// One filter's counters.
 #[derive(Debug)]
 enum Counters {
+    HealthCheck(health_check::HealthCheckStats),
     Rbac(RbacStats),
     ExtAuthz(ext_authz::ExtAuthzStats),
     JwtAuthn(jwt_authn::JwtAuthnStats),
@@ -365,6 +390,11 @@ impl HttpFilters {
                         Some(Counters::JwtAuthn(j.stats(&|name: &str| {
                             store.http_filter_counter(stat_prefix, name, false)
                         })))
+                    }
+                    Kind::HealthCheck(_) => {
+                        Some(Counters::HealthCheck(health_check::HealthCheckStats::new(
+                            &|name: &str| store.http_filter_counter(stat_prefix, name, false),
+                        )))
                     }
                     _ => None,
                 })
@@ -427,6 +457,7 @@ impl HttpFilters {
             headers: None,
             metadata: None,
             grpc_web: None,
+            health_check: false,
         };
         let mut metadata = metadata::DynamicMetadata::default();
         // The request headers after an ext_authz check changed them, as the later filters see
@@ -685,6 +716,27 @@ impl HttpFilters {
                             }
                             out.clear_route = clear_route;
                         }
+                    }
+                }
+                Kind::HealthCheck(hc) => {
+                    if req.health_check_failed {
+                        out.encode.health_check_failed = true;
+                    }
+                    if !hc.matches(req.view) {
+                        continue;
+                    }
+                    out.health_check = true;
+                    let cluster = HeaderValue::from_str(req.local_cluster)
+                        .unwrap_or_else(|_| HeaderValue::from_static(""));
+                    out.encode.health_checked = Some((hc.clone(), cluster));
+                    let answer = hc.answer(req.health_check_failed, req.clusters);
+                    let stats = match req.stats.0.get(i) {
+                        Some(Some(Counters::HealthCheck(s))) => Some(s),
+                        _ => None,
+                    };
+                    if let Some(local) = health_check::reply(answer, stats) {
+                        out.local = Some(local);
+                        break 'chain;
                     }
                 }
                 Kind::GrpcWeb => {

@@ -57,6 +57,8 @@ pub enum Flag {
     RetryLimitTimeout,
     /// URX,UR: the last retry's stream, too, was reset by the upstream.
     RetryLimitRemoteReset,
+    /// The health check filter answered a health check with a failure (LH).
+    FailedLocalHealthCheck,
 }
 
 impl Flag {
@@ -109,6 +111,7 @@ impl Flag {
             Flag::RetryLimitProtocolError => "URX,UPE",
             Flag::RetryLimitTimeout => "URX,UT",
             Flag::RetryLimitRemoteReset => "URX,UR",
+            Flag::FailedLocalHealthCheck => "LH",
         }
     }
 }
@@ -292,6 +295,7 @@ pub fn for_flag(flag: Flag) -> Response<Body> {
             503,
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         ),
+        Flag::FailedLocalHealthCheck => reply(503, ""),
         Flag::DownstreamTermination
         | Flag::None
         | Flag::FaultInjected

@@ -32,6 +32,8 @@ pub(super) struct Answered<'a> {
     pub headers: Option<&'a HeaderMap>,
     /// How long the request has been going.
     pub elapsed: Duration,
+    /// A health check filter took the request as a health check.
+    pub health_check: bool,
 }
 
 /// Rewrites `resp` when it is a local reply.
@@ -66,6 +68,7 @@ pub(super) fn rewrite(
         path: req.path,
         authority: req.authority,
         headers: req.headers,
+        health_check: req.health_check,
     };
     for m in cfg.mappers.iter() {
         if !m.filter.admits(&logged) {

@@ -198,6 +198,10 @@ pub struct StatsStore {
     pub server: ServerStats,
     /// Istio's standard metrics.
     pub istio: Arc<super::istio::IstioMetrics>,
+    /// Admin `/healthcheck/fail` was called (and no `/healthcheck/ok` since): the server fails
+    /// its health checks (Envoy's `failHealthcheck`). Server state rather than a counter, kept
+    /// here because every config version is built with the store.
+    pub health_check_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 stat_struct!(

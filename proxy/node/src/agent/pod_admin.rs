@@ -43,6 +43,8 @@ pub enum Origin {
 /// - `/quitquitquit`: the agent serves every pod of the node; it does not exit for one.
 /// - `/drain_listeners`: a pod's capture listeners belong to the agent's registry, not to the
 ///   pod's engine server (not supported yet; `sluice enroll --mode off` stops capture).
+/// - `/healthcheck/fail` / `/healthcheck/ok`: the pod's two sides are separate servers (not
+///   supported yet).
 /// - `/logging` from inside the pod: the log level is the agent's, for every pod; the
 ///   control socket (root) may change it.
 pub fn refusal(method: &Method, path: &str, origin: Origin, pod: &str) -> Option<(u16, String)> {
@@ -62,6 +64,13 @@ pub fn refusal(method: &Method, path: &str, origin: Origin, pod: &str) -> Option
             format!(
                 "pod {pod}: /drain_listeners is not supported in node mode: the pod's capture \
                  listeners belong to the agent (`sluice enroll --mode off` stops capture)"
+            ),
+        )),
+        "/healthcheck/fail" | "/healthcheck/ok" => Some((
+            501,
+            format!(
+                "pod {pod}: {path} is not supported in node mode: the pod's inbound and \
+                 outbound sides are served by separate servers of the agent"
             ),
         )),
         "/logging" if origin == Origin::PodPort => Some((

@@ -134,6 +134,15 @@ struct SidecarAdmin {
 
 impl AdminHandler for SidecarAdmin {
     fn respond(&self, method: &Method, path: &str, query: &str) -> Response<Body> {
+        if matches!(path, "/healthcheck/fail" | "/healthcheck/ok") && method == Method::POST {
+            return admin_port::text(
+                501,
+                format!(
+                    "{path} is not supported in sidecar mode: the pod's inbound and outbound \
+                     sides are separate servers\n"
+                ),
+            );
+        }
         if path != "/drain_listeners" || method != Method::POST {
             return admin::respond(&self.server, method, path, query);
         }

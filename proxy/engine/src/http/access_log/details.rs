@@ -95,6 +95,7 @@ impl ResponseDetails {
             Flag::UpstreamProtocolError | Flag::RetryLimitProtocolError => {
                 "upstream_reset_before_response_started{protocol_error}"
             }
+            Flag::FailedLocalHealthCheck => "health_check_failed",
             Flag::DownstreamProtocolError
             | Flag::DownstreamTermination
             | Flag::None

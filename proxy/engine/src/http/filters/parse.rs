@@ -8,8 +8,8 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, ext_authz, fault, grpc_web, istio_alpn, jwt_authn, local_ratelimit, rbac, Filter,
-    HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
+    cors, ext_authz, fault, grpc_web, health_check, istio_alpn, jwt_authn, local_ratelimit, rbac,
+    Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
 };
 use crate::config::{
     istio_filters::{is_istio_alpn, is_telemetry_noop, Place},
@@ -81,7 +81,8 @@ impl RawRouter {
 const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
                          envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
                          envoy.filters.http.ext_authz, envoy.filters.http.jwt_authn, \
-                         envoy.filters.http.grpc_web, envoy.filters.http.router";
+                         envoy.filters.http.grpc_web, envoy.filters.http.health_check, \
+                         envoy.filters.http.router";
 
 /// `http_filters` at `hp`: supported filters, then the router, last.
 pub(crate) fn http_filters(
@@ -165,6 +166,9 @@ pub(crate) fn http_filters(
                 typed_config(tc, &tp, ext_authz::TYPE)?,
                 &tp,
             )?)),
+            (Some(health_check::TYPE), Some(tc)) => Kind::HealthCheck(Arc::new(
+                health_check::build(typed_config(tc, &tp, health_check::TYPE)?, &tp)?,
+            )),
             (Some(grpc_web::TYPE), Some(tc)) => {
                 let _: Empty = typed_config(tc, &tp, grpc_web::TYPE)?;
                 Kind::GrpcWeb

@@ -17,7 +17,7 @@ pub const BUCKETS_MS: [f64; 19] = [
 pub const SLOTS: usize = 32;
 
 /// Every response flag, indexed by its key bits.
-const FLAGS: [Flag; 24] = [
+const FLAGS: [Flag; 25] = [
     Flag::None,
     Flag::NoRoute,
     Flag::NoCluster,
@@ -42,6 +42,7 @@ const FLAGS: [Flag; 24] = [
     Flag::UnauthorizedExternalService,
     Flag::UpstreamRemoteReset,
     Flag::RetryLimitRemoteReset,
+    Flag::FailedLocalHealthCheck,
 ];
 
 /// Set in every used key, so 0 means "free slot".
@@ -183,12 +184,13 @@ mod tests {
             | Flag::RetryLimitTimeout
             | Flag::UnauthorizedExternalService
             | Flag::UpstreamRemoteReset
-            | Flag::RetryLimitRemoteReset => f,
+            | Flag::RetryLimitRemoteReset
+            | Flag::FailedLocalHealthCheck => f,
         };
         for f in FLAGS.map(all) {
             assert_eq!(Key::new(200, f, false, 80).parts().map(|p| p.1), Some(f));
         }
-        assert_eq!(FLAGS.len(), 24);
+        assert_eq!(FLAGS.len(), 25);
         assert_eq!(
             Flag::ConnectionTermination.after_retries().as_str(),
             "URX,UC"
