@@ -10,6 +10,7 @@
 //! again ([`reroute`]). An HCM with only the router has an empty chain: `handle` skips all of
 //! this.
 
+mod buffer;
 mod cors;
 pub use throttle::Throttled;
 pub(crate) mod ext_authz;
@@ -63,6 +64,8 @@ pub enum PerRoute {
     ExtAuthz(Arc<ExtAuthzPerRoute>),
     /// jwt_authn's `PerRouteConfig`: off, or a requirement by name.
     JwtAuthn(Arc<jwt_authn::JwtPerRoute>),
+    /// `BufferPerRoute`: off, or another limit.
+    Buffer(buffer::Buffer),
 }
 
 /// `typed_per_filter_config` of one level (filter name -> config), and the level's deprecated
@@ -118,6 +121,7 @@ enum Kind {
     JwtAuthn(Arc<jwt_authn::JwtAuthn>),
     GrpcWeb,
     HealthCheck(Arc<health_check::HealthCheck>),
+    Buffer(buffer::Buffer),
 }
 
 #[derive(Debug)]
@@ -716,6 +720,38 @@ impl HttpFilters {
                             }
                             out.clear_route = clear_route;
                         }
+                    }
+                }
+                Kind::Buffer(base) => {
+                    let cfg = match specific {
+                        Some(PerRoute::Buffer(c)) => c,
+                        _ => base,
+                    };
+                    if cfg.disabled {
+                        continue;
+                    }
+                    let s = cfg.body();
+                    if let Err(e) = body_slot.fill(&s, req.deadline).await {
+                        out.local = Some(body_read_failed(e));
+                        break 'chain;
+                    }
+                    match body_slot.take(&s) {
+                        None => {}
+                        Some(ext_authz::body::ForCheck::TooLarge) => {
+                            out.local = Some((payload_too_large(), Flag::None));
+                            break 'chain;
+                        }
+                        // The whole body: it goes on with its length, as Envoy's
+                        // `maybeAddContentLength`.
+                        Some(ext_authz::body::ForCheck::Send { data, .. })
+                            if !req.headers.contains_key(http::header::CONTENT_LENGTH) =>
+                        {
+                            let len = HeaderValue::from(data.len());
+                            out.authz
+                                .push(AuthzChange::Set(http::header::CONTENT_LENGTH, len));
+                            body_slot.set_sized();
+                        }
+                        Some(ext_authz::body::ForCheck::Send { .. }) => {}
                     }
                 }
                 Kind::HealthCheck(hc) => {

@@ -8,8 +8,8 @@ use serde_norway::Value;
 use serde::Deserialize;
 
 use super::{
-    cors, ext_authz, fault, grpc_web, health_check, istio_alpn, jwt_authn, local_ratelimit, rbac,
-    Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
+    buffer, cors, ext_authz, fault, grpc_web, health_check, istio_alpn, jwt_authn, local_ratelimit,
+    rbac, Filter, HttpFilters, Kind, PerFilter, PerFilterConfigs, PerRoute,
 };
 use crate::config::{
     istio_filters::{is_istio_alpn, is_telemetry_noop, Place},
@@ -82,6 +82,7 @@ const SUPPORTED: &str = "envoy.filters.http.fault, envoy.filters.http.cors, \
                          envoy.filters.http.local_ratelimit, envoy.filters.http.rbac, \
                          envoy.filters.http.ext_authz, envoy.filters.http.jwt_authn, \
                          envoy.filters.http.grpc_web, envoy.filters.http.health_check, \
+                         envoy.filters.http.buffer, \
                          envoy.filters.http.router";
 
 /// `http_filters` at `hp`: supported filters, then the router, last.
@@ -166,6 +167,9 @@ pub(crate) fn http_filters(
                 typed_config(tc, &tp, ext_authz::TYPE)?,
                 &tp,
             )?)),
+            (Some(buffer::TYPE), Some(tc)) => {
+                Kind::Buffer(buffer::build(typed_config(tc, &tp, buffer::TYPE)?, &tp)?)
+            }
             (Some(health_check::TYPE), Some(tc)) => Kind::HealthCheck(Arc::new(
                 health_check::build(typed_config(tc, &tp, health_check::TYPE)?, &tp)?,
             )),
@@ -268,9 +272,13 @@ fn per_route(v: &Value, vp: &FieldPath) -> Result<PerRoute, ConfigError> {
             typed_config(v, vp, jwt_authn::PER_ROUTE_TYPE)?,
             vp,
         )?)),
+        Some(buffer::PER_ROUTE_TYPE) => PerRoute::Buffer(buffer::build_per_route(
+            typed_config(v, vp, buffer::PER_ROUTE_TYPE)?,
+            vp,
+        )?),
         Some(other) => {
             return Err(vp.field("@type").unsupported(&format!(
-                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, ExtAuthzPerRoute, jwt_authn PerRouteConfig, FilterConfig"
+                "per-route config {other:?}; supported: HTTPFault, CorsPolicy, LocalRateLimit, RBACPerRoute, ExtAuthzPerRoute, jwt_authn PerRouteConfig, BufferPerRoute, FilterConfig"
             )))
         }
         None => return Err(vp.field("@type").err("missing")),

@@ -217,11 +217,11 @@ fn http_filters_keep_their_order_and_end_with_the_router() {
         Ok(vec!["c".to_owned(), "c".to_owned()])
     );
     let (path, msg) = chain(&format!(
-        "[{{name: x, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer}}}}, {ROUTER}]"
+        "[{{name: x, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor}}}}, {ROUTER}]"
     ))
     .unwrap_err();
     assert_eq!(path, "http_filters[0]");
-    assert!(msg.contains("Buffer"), "{msg}");
+    assert!(msg.contains("Compressor"), "{msg}");
 }
 
 #[test]

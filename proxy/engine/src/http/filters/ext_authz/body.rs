@@ -149,6 +149,12 @@ impl BodySlot {
         self.touched
     }
 
+    /// The body read whole now goes with its length (a filter gave the request its
+    /// `content-length`).
+    pub(crate) fn set_sized(&mut self) {
+        self.sized = true;
+    }
+
     /// The body's bytes read so far.
     pub(crate) fn received(&self) -> u64 {
         self.buf.len() as u64
