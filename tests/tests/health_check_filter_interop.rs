@@ -4,7 +4,8 @@
 //! (`cluster_min_healthy_percentages`: enough, too few, a missing cluster), in pass-through mode
 //! with a `cache_time`; then the server failing its health checks and back. Status, body, the
 //! filter's headers, `/ready`, the access log (a `not_health_check_filter` logger and one of
-//! everything) and the filter's counters must be Envoy's.
+//! everything), the filter's counters and the names of the cluster's health checker stats must
+//! be Envoy's.
 
 use std::time::Duration;
 
@@ -166,6 +167,18 @@ fn the_health_check_filter_answers_as_envoys() {
             .collect();
         counters.sort_unstable();
         lines.push(format!("counters: {counters:?}"));
+        // The cluster's health checker stats: Envoy's names, zeros shown, one host healthy
+        // (the counts themselves depend on timing).
+        let checker: Vec<String> = stats
+            .lines()
+            .filter(|l| l.starts_with("cluster.pool.health_check."))
+            .map(|l| match l.split_once(": ") {
+                Some((k, v)) if k.ends_with(".healthy") || v == "0" => l.to_string(),
+                Some((k, _)) => format!("{k}: <n>"),
+                None => l.to_string(),
+            })
+            .collect();
+        lines.push(format!("checker: {checker:?}"));
         std::thread::sleep(Duration::from_millis(300));
         drop(p);
         let mut logged: Vec<String> = std::fs::read_to_string(&log)

@@ -198,7 +198,10 @@ async fn outlier_ejection_and_return() {
         assert_eq!((status, body.as_str()), (200, "good"));
     }
     assert_eq!(bad.state.request_count(), 3);
-    assert_eq!(proxy.stat("cluster.pair.outlier_ejections"), 1);
+    assert_eq!(
+        proxy.stat("cluster.pair.outlier_detection.ejections_enforced_total"),
+        1
+    );
     // The host returns at the first outlier sweep (every 0.5 s from the cluster's creation) at
     // least base_ejection_time (1 s) after its ejection: at most 1.5 s after it (and, now
     // healthy, stays).
@@ -285,7 +288,7 @@ async fn active_health_check_excludes_failing_host() {
         "bad host back in rotation: {}",
         app_requests(&bad)
     );
-    assert!(proxy.stat("cluster.hc.health_check_failure") >= 1);
+    assert!(proxy.stat("cluster.hc.health_check.failure") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +365,10 @@ async fn malformed_chunked_bodies_are_the_clients_fault() {
         assert!(text.contains("connection: close"), "{text}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(proxy.stat("cluster.one.outlier_ejections"), 0);
+    assert_eq!(
+        proxy.stat("cluster.one.outlier_detection.ejections_enforced_total"),
+        0
+    );
     let url = format!("http://127.0.0.1:{port}/");
     let (status, _, body) = get(url, &[]).await;
     assert_eq!((status, body.as_str()), (200, "only"));

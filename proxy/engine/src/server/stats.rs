@@ -103,8 +103,24 @@ stat_struct!(
         health_check_success,
         /// Health checks that failed.
         health_check_failure,
+        /// Health checks started.
+        health_check_attempt,
+        /// Health checks that failed for no answer (a failed connect, a broken connection, a
+        /// timeout).
+        health_check_network_failure,
+        /// Passing answers checked against a `service_name_matcher`.
+        health_check_verify_cluster,
     }
 );
+
+impl ClusterStats {
+    /// The counters as `.stat -> value`, but the health checker's: those go with the cluster's
+    /// gauges (`upstream/health/stats.rs`), as they exist only with a checker.
+    fn render_counters(&self, out: &mut BTreeMap<String, u64>) {
+        self.render("", out);
+        out.retain(|k, _| !k.starts_with(".health_check_"));
+    }
+}
 
 stat_struct!(
     /// `http.<stat_prefix>.*`
@@ -315,7 +331,7 @@ impl StatsStore {
                 "envoy_cluster_name",
                 n,
                 &scope(&|m| {
-                    s.render("", m);
+                    s.render_counters(m);
                     self.render_cluster_gauges(n, "", m);
                 }),
             );
@@ -348,7 +364,16 @@ impl StatsStore {
             .iter()
         {
             let prefix = format!("cluster.{n}");
-            s.render(&prefix, &mut all);
+            // Envoy's names (`health_check.success`, ...); a stat Envoy makes on first use
+            // is shown once it is not zero.
+            let mut own = BTreeMap::new();
+            s.render_counters(&mut own);
+            for (k, v) in own {
+                let (name, lazy) = prometheus::envoy_stat(k.trim_start_matches('.'));
+                if !lazy || v != 0 {
+                    all.insert(format!("{prefix}.{name}"), v);
+                }
+            }
             self.render_cluster_gauges(n, &prefix, &mut all);
         }
         for (n, s) in self.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -4,6 +4,7 @@
 //! both priorities, and for a priority whose entry sets `track_remaining` its `remaining_*`
 //! (threshold minus use). `max_connection_pools` is not implemented: pools are unlimited and
 //! not counted, so `cx_pool_open` is 0 and `remaining_cx_pools` the maximum.
+//! A health checked cluster's `health_check.*` stats go with them (`upstream/health/stats.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -15,6 +16,7 @@ use crate::{config::RoutingPriority, server::stats::Gauges};
 
 impl Gauges for Cluster {
     fn render_gauges(&self, prefix: &str, out: &mut BTreeMap<String, u64>) {
+        super::health::stats::render(self, prefix, out);
         for (prio, r) in self.resources.iter() {
             let scope = match prio {
                 RoutingPriority::Default => "default",

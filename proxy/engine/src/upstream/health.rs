@@ -20,6 +20,7 @@ use crate::config::RoutingPriority;
 
 mod events;
 mod grpc;
+pub(crate) mod stats;
 
 /// A host's kept health check connection: HTTP/1, HTTP/2 (a gRPC check, or an HTTP check with
 /// `codec_client_type: HTTP2`), or TCP for a check with payloads.
@@ -91,6 +92,7 @@ pub async fn run(cluster: Weak<Cluster>, spec: HealthCheckSpec) {
                 .or_insert_with(|| Session::new(h.clone(), now + spec.jitter.initial_wait()));
             if !s.running && s.due <= now {
                 s.running = true;
+                c.stats.health_check_attempt.inc();
                 let (c, h, kept, spec) = (c.clone(), h.clone(), s.conn.take(), &spec);
                 inflight.push(async move {
                     let (verdict, conn) = check(&c, &h, spec, kept).await;
@@ -166,6 +168,9 @@ fn done(
         c.stats.health_check_success.inc();
     } else {
         c.stats.health_check_failure.inc();
+        if matches!(verdict, Verdict::Network | Verdict::Timeout) {
+            c.stats.health_check_network_failure.inc();
+        }
     }
     let (first, was_healthy) = (!s.streak.seen, h.hc_healthy.load(Ordering::Relaxed));
     let pending = apply(&mut s.streak, h, verdict, spec);
@@ -302,7 +307,10 @@ async fn check(
         let mut req = check_request(spec, spec.path.clone(), host, send)?;
         // As Envoy's HTTP/1 encoder: a POST / PUT / ... check says `content-length: 0`.
         pool::add_empty_content_length(&mut req);
-        Some((answer(spec, s.send_request(req).await.ok()?).await?, s))
+        Some((
+            answer(cluster, spec, s.send_request(req).await.ok()?).await?,
+            s,
+        ))
     };
     let fut = async { fut.await.map(|(verdict, s)| (verdict, Conn::Http(s))) };
     timed(spec, fut).await
@@ -336,7 +344,10 @@ async fn http2_check(
         };
         let mut req = check_request(spec, uri, None, body)?;
         *req.version_mut() = http::Version::HTTP_2;
-        Some((answer(spec, s.send_request(req).await.ok()?).await?, s))
+        Some((
+            answer(cluster, spec, s.send_request(req).await.ok()?).await?,
+            s,
+        ))
     };
     let fut = async { fut.await.map(|(verdict, s)| (verdict, Conn::H2(s))) };
     timed(spec, fut).await
@@ -377,6 +388,7 @@ fn check_request<B>(
 /// the body (missing: a failure whatever the status), then the status, then the
 /// `service_name_matcher` against `x-envoy-upstream-healthchecked-cluster`.
 async fn answer(
+    c: &Cluster,
     spec: &HealthCheckSpec,
     resp: http::Response<hyper::body::Incoming>,
 ) -> Option<Verdict> {
@@ -409,8 +421,15 @@ async fn answer(
         return Some(verdict);
     }
     match &b.service_name {
-        Some(m) if !m.matcher.matches(&cluster) => Some(bad(false)),
-        _ => Some(Verdict::Pass),
+        Some(m) => {
+            c.stats.health_check_verify_cluster.inc();
+            Some(if m.matcher.matches(&cluster) {
+                Verdict::Pass
+            } else {
+                bad(false)
+            })
+        }
+        None => Some(Verdict::Pass),
     }
 }
 

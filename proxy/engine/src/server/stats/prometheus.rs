@@ -33,11 +33,9 @@ fn escape(v: &str) -> String {
 }
 
 /// Envoy's name of a sluice stat, and whether Envoy creates it only on first use.
-fn envoy_stat(stat: &str) -> (&str, bool) {
+pub(super) fn envoy_stat(stat: &str) -> (&str, bool) {
     match stat {
         "outlier_ejections" => ("outlier_detection.ejections_enforced_total", true),
-        "health_check_success" => ("health_check.success", true),
-        "health_check_failure" => ("health_check.failure", true),
         s if s.starts_with("upstream_rq_") && class(s).is_some() => (s, true),
         s => (s, false),
     }
