@@ -120,14 +120,57 @@ fn endpoint_health_check_config_is_envoys() {
             check_hosts(&s.two_checks),
             check_hosts(&s.three),
         );
+        // `/config_dump?include_eds`: each endpoint's `health_check_config`, ports named.
+        let (_, dump) = sluice_tests::admin_run::get(&p.admin, "GET", "/config_dump?include_eds");
+        let v: serde_json::Value = serde_json::from_str(&dump).expect("config dump JSON");
+        let mut found: Vec<String> = Vec::new();
+        collect_endpoints(&v, &mut found);
+        let mut hc: Vec<String> = found
+            .into_iter()
+            .map(|mut e| {
+                for (u, label) in [
+                    (&s.one, "<one>"),
+                    (&s.one_checks, "<one-checks>"),
+                    (&s.two, "<two>"),
+                    (&s.two_checks, "<two-checks>"),
+                    (&s.three, "<three>"),
+                ] {
+                    e = e.replace(&u.port().to_string(), label);
+                }
+                e
+            })
+            .collect();
+        hc.sort();
+        let row = format!("{row}; dump {hc:?}");
         eprintln!("{}: {row}", if envoy { "envoy" } else { "sluice" });
         rows.push(row);
         drop(p);
     }
     assert_eq!(rows[0], rows[1], "sluice differs from Envoy");
+    let flags_part = rows[0].split("; dump").next().unwrap().to_string();
     assert_eq!(
-        rows[0],
+        flags_part,
         "flags one=healthy two=/failed_active_hc three=healthy; checks at one=none \
          one-checks=checks.one.example two=none two-checks=check.example three=none"
     );
+}
+
+/// Every `lb_endpoints[].endpoint` under `v` as `address-port health_check_config`.
+fn collect_endpoints(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let (Some(addr), Some(hc)) = (
+                m.get("address")
+                    .and_then(|a| a.pointer("/socket_address/port_value")),
+                m.get("health_check_config"),
+            ) {
+                out.push(format!("{addr} {hc}"));
+            }
+            for x in m.values() {
+                collect_endpoints(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_endpoints(x, out)),
+        _ => {}
+    }
 }

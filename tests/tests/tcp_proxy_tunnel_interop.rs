@@ -132,7 +132,7 @@ async fn h2_proxy(seen: Seen) -> u16 {
 fn listener(name: &str, port: u16, cluster: &str, tunnel: &str, log: &str) -> String {
     let fields = format!(
         r#"          tunneling_config: {tunnel}
-          access_log: [{{name: log, typed_config: {{"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: {log}, log_format: {{text_format_source: {{inline_string: "{name} %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%\n"}}}}}}}}]
+          access_log: [{{name: log, typed_config: {{"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: {log}, log_format: {{text_format_source: {{inline_string: "{name} %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"}}}}}}}}]
 "#
     );
     tcp_proxy_listener(name, port, cluster, &fields)

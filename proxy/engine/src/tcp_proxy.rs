@@ -288,22 +288,27 @@ impl TcpProxy {
         };
         // The host's transport socket: TLS (its cluster's, or its transport_socket_matches
         // entry's) or plaintext.
-        // A tunnel (`tunneling_config`) over the transport, opened within the connect timeout:
-        // a refusal closes the connection as a failed connect (`UF`); None: the connection's
-        // deadline came first.
-        let fail = |session: &mut Session, reason: Option<String>| {
+        // A tunnel (`tunneling_config`) over the transport: a refusal closes the connection as
+        // a failed connect (`UF`) whose transport failure reason is Envoy's
+        // `tunnel_response:<status>`, counted against the host as a local-origin connect
+        // failure (the connection itself had succeeded); None: the connection's deadline came
+        // first.
+        let fail = |session: &mut Session, refused: Option<u16>| {
             cluster.stats.upstream_cx_active.dec();
             if let Some(s) = series {
                 s.close(0, 0);
             }
-            let Some(reason) = reason else {
+            let Some(status) = refused else {
                 return self.duration_reached();
             };
-            cluster.stats.upstream_cx_connect_fail.inc();
-            session.transport = None;
+            cluster.record_outcome(&host, HostResult::LocalOrigin { timeout: false });
+            session.transport = (status != 0).then(|| format!("tunnel_response:{status}").into());
             TcpProxyError::Connect {
                 addr: host.addr,
-                reason,
+                reason: match status {
+                    0 => "tunnel: no answer".into(),
+                    s => format!("tunnel refused: {s}"),
+                },
             }
         };
         let idle = self.cfg.idle_timeout;
@@ -314,7 +319,17 @@ impl TcpProxy {
                 Err(reason) => return Err(fail(session, reason)),
             },
             (Some(tls), tunneling) => {
-                let shake = tokio::time::timeout(cluster.spec.connect_timeout, tls.connect_raw(up));
+                // A tunnel's TLS offers its HTTP version by ALPN, as Envoy's HTTP pool.
+                let shake = async {
+                    match tunneling {
+                        None => tls.connect_raw(up).await,
+                        Some(_) => {
+                            let h1 = !cluster.spec.tunnel_http2;
+                            tls.connect(up, h1, None).await.map(|(s, _)| s)
+                        }
+                    }
+                };
+                let shake = tokio::time::timeout(cluster.spec.connect_timeout, shake);
                 let Some(shaken) = by(deadline, shake).await else {
                     cluster.stats.upstream_cx_active.dec();
                     if let Some(s) = series {
@@ -369,8 +384,10 @@ impl TcpProxy {
         Ok(())
     }
 
-    /// Opens the tunnel over `up` within the cluster's connect timeout: the stream, or why not
-    /// (None: the connection's `deadline` came first).
+    /// Opens the tunnel over `up`, waiting for the answer no longer than the connection's idle
+    /// timeout (Envoy has no other timer on it): the stream, or why not (`Err(None)`: the
+    /// connection's `deadline` came first; `Err(Some(status))`: refused with that status, 0
+    /// for no answer).
     async fn tunnel<S>(
         &self,
         up: S,
@@ -378,20 +395,21 @@ impl TcpProxy {
         cluster: &Cluster,
         from: &Downstream,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, Option<String>>
+    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, Option<u16>>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let open = tunnel::open(up, t, cluster.spec.http2, from.local, from.peer);
-        match by(
-            deadline,
-            tokio::time::timeout(cluster.spec.connect_timeout, open),
-        )
-        .await
-        {
+        let open = tunnel::open(up, t, cluster.spec.tunnel_http2, from.local, from.peer);
+        let open = async {
+            match self.cfg.idle_timeout {
+                None => Ok(open.await),
+                Some(idle) => tokio::time::timeout(idle, open).await,
+            }
+        };
+        match by(deadline, open).await {
             None => Err(None),
             Some(Ok(opened)) => opened.map_err(Some),
-            Some(Err(_)) => Err(Some("tunnel: timeout".into())),
+            Some(Err(_)) => Err(Some(0)),
         }
     }
 

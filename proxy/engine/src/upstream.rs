@@ -797,6 +797,7 @@ impl Cluster {
         }
         // Envoy's order: the update's hosts, then the dropped ones that stay.
         let kept = self.dropped_but_kept(&old, &entries);
+        let checked = self.spec.health_check.as_ref();
         let mut hosts: Vec<(Arc<Host>, HostMeta)> = Vec::with_capacity(entries.len() + kept.len());
         hosts.extend(entries.into_iter().map(|e| {
             let host = old
@@ -807,7 +808,8 @@ impl Cluster {
                         && h.weight == e.weight
                         && h.hostname == e.hostname
                         && h.transport == e.transport
-                        && h.health_check == e.health_check
+                        // Envoy refuses the in-place update only with a health checker.
+                        && (checked.is_none() || h.health_check == e.health_check)
                 })
                 .cloned()
                 .unwrap_or_else(|| Host::of(&e));

@@ -371,6 +371,16 @@ fn assignment(rt: &Runtime, name: &str) -> Value {
         if let Some(n) = &h.hostname {
             ep["hostname"] = json!(n.as_ref());
         }
+        // Envoy's: the health check host name, and the port when checks go elsewhere.
+        if let Some(hc) = &h.health_check {
+            if let Some(n) = &hc.hostname {
+                ep["health_check_config"]["hostname"] = json!(n);
+            }
+            let target = h.health_check_addr();
+            if target != h.addr {
+                ep["health_check_config"]["port_value"] = json!(target.port());
+            }
+        }
         // Envoy dumps the coarse health: a DRAINING host is UNHEALTHY there.
         let status = match meta.health {
             _ if !h.is_healthy(now) => "UNHEALTHY",

@@ -66,6 +66,9 @@ pub struct Cluster {
     /// From `typed_extension_protocol_options` (HttpProtocolOptions `explicit_http_config`) or
     /// the legacy `http2_protocol_options`; default HTTP/1.1.
     pub protocol: UpstreamProtocol,
+    /// The cluster speaks HTTP/2 to a tcp_proxy tunnel or a gRPC health check: `protocol`
+    /// HTTP/2, or `use_downstream_protocol_config` with `http2_protocol_options`.
+    pub h2_capable: bool,
     /// `transport_socket` `envoy.transport_sockets.tls` (UpstreamTlsContext), if any.
     pub tls: Option<UpstreamTls>,
     /// `transport_socket` `envoy.transport_sockets.upstream_proxy_protocol`: the PROXY header

@@ -533,3 +533,32 @@ fn http_check_payloads_are_refused_where_envoy_refuses_them() {
     assert_eq!(body.receive, vec![b"ok".to_vec()]);
     assert_eq!(body.response_buffer_size, 0);
 }
+
+#[test]
+fn endpoint_health_check_host_names_are_checked_where_they_are_read() {
+    let ep = |hc: &str| {
+        with_cluster("STATIC", "127.0.0.1", "").replace(
+            "port_value: 80}}}",
+            &format!("port_value: 80}}}}, health_check_config: {hc}}}"),
+        )
+    };
+    expect_err(
+        &ep("{hostname: \"not a host\"}"),
+        &format!("{C}.load_assignment.endpoints[0].lb_endpoints[0].endpoint.health_check_config.hostname"),
+        "not a valid host name",
+    );
+    let b = from_yaml_str(&ep("{hostname: checks.example, port_value: 8081}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = &b.cluster("svc").unwrap().endpoints[0];
+    let hc = e.health_check.as_ref().expect("health_check_config");
+    assert_eq!(hc.hostname.as_deref(), Some("checks.example"));
+    assert_eq!(
+        hc.target("127.0.0.1:80".parse().unwrap()),
+        "127.0.0.1:8081".parse().unwrap()
+    );
+    // Nothing said: no config kept.
+    let b = from_yaml_str(&ep("{port_value: 0}")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.cluster("svc").unwrap().endpoints[0]
+        .health_check
+        .is_none());
+}

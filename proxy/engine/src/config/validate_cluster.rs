@@ -329,8 +329,18 @@ pub(crate) fn cluster(
             } => ("http_health_check.host", host),
             _ => continue,
         };
+        // Every endpoint naming its own (`health_check_config.hostname`, checked where it is
+        // read) leaves the default unused: only the endpoints of the config are known here
+        // (EDS ones come later).
+        let all_named = discovery != DiscoveryType::Eds
+            && !endpoints.is_empty()
+            && endpoints.iter().all(|e| {
+                e.health_check
+                    .as_ref()
+                    .is_some_and(|h| h.hostname.is_some())
+            });
         let authority = given.as_deref().unwrap_or(name.as_str());
-        if http::uri::Authority::try_from(authority).is_err() {
+        if !all_named && http::uri::Authority::try_from(authority).is_err() {
             let mut fp = p.field("health_checks").index(i);
             for f in field.split('.') {
                 fp = fp.field(f);
@@ -443,6 +453,7 @@ pub(crate) fn cluster(
         return Err(p.field("connect_timeout").err("must be greater than 0s"));
     }
     Ok(Cluster {
+        h2_capable,
         name: ClusterRef::new(&name),
         discovery,
         lb_policy,
@@ -900,10 +911,20 @@ fn endpoint_health_check(
             (Some(ip), Some(port_value.unwrap_or(port)))
         }
     };
+    let hostname = raw.hostname.clone().filter(|h| !h.is_empty());
+    // The checks' Host / `:authority`: one that an HTTP request cannot carry would fail every
+    // check without a word.
+    if let Some(h) = &hostname {
+        if http::uri::Authority::try_from(h.as_str()).is_err() {
+            return Err(p.field("hostname").err(format!(
+                "{h:?} is not a valid host name for a health check's Host"
+            )));
+        }
+    }
     let hc = super::EndpointHealthCheck {
         ip,
         port,
-        hostname: raw.hostname.clone().filter(|h| !h.is_empty()),
+        hostname,
         disabled: raw.disable_active_health_check.unwrap_or(false),
     };
     Ok((hc != super::EndpointHealthCheck::default()).then(|| std::sync::Arc::new(hc)))

@@ -13,14 +13,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::Tunneling;
 
 /// Opens the tunnel over `io` for a connection from `remote` to `local`: the upgraded stream,
-/// or why the upstream refused it.
+/// or the status the upstream refused it with (0: no valid answer).
 pub(super) async fn open<S>(
     io: S,
     t: &Tunneling,
     http2: bool,
     local: std::net::SocketAddr,
     remote: std::net::SocketAddr,
-) -> Result<TokioIo<Upgraded>, String>
+) -> Result<TokioIo<Upgraded>, u16>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -28,23 +28,21 @@ where
     let uri = Uri::builder()
         .authority(host.as_str())
         .build()
-        .map_err(|e| format!("tunnel host name {host:?}: {e}"))?;
+        .map_err(|_| 0u16)?;
     let mut req = Request::builder()
         .method(Method::CONNECT)
         .uri(uri)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| 0u16)?;
     let io = TokioIo::new(io);
     let resp = if http2 {
         *req.version_mut() = Version::HTTP_2;
         t.headers.apply(req.headers_mut());
         let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .map_err(|e| format!("tunnel: {e}"))?;
+            .map_err(|_| 0u16)?;
         tokio::spawn(conn);
-        s.send_request(req)
-            .await
-            .map_err(|e| format!("tunnel: {e}"))?
+        s.send_request(req).await.map_err(|_| 0u16)?
     } else {
         // HTTP/1.1 writes the authority as the request target and in `host`.
         if let Ok(v) = header::HeaderValue::from_str(&host) {
@@ -53,24 +51,22 @@ where
         t.headers.apply(req.headers_mut());
         let (mut s, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| format!("tunnel: {e}"))?;
+            .map_err(|_| 0u16)?;
         tokio::spawn(conn.with_upgrades());
-        s.send_request(req)
-            .await
-            .map_err(|e| format!("tunnel: {e}"))?
+        s.send_request(req).await.map_err(|_| 0u16)?
     };
     let status = resp.status();
-    // Envoy's `isValidResponse`: 200 over HTTP/2, any 2xx over HTTP/1.1.
+    // Envoy's `isValidResponse`: 200 over HTTP/2, any 2xx over HTTP/1.1. (Envoy also refuses
+    // an HTTP/2 200 that ends the stream; hyper hands a CONNECT answer over without its
+    // stream's end, so here such a tunnel opens and closes at once.)
     let valid = if http2 {
         status == http::StatusCode::OK
     } else {
         status.is_success()
     };
     if !valid {
-        return Err(format!("tunnel refused: {status}"));
+        return Err(status.as_u16());
     }
-    let up = hyper::upgrade::on(resp)
-        .await
-        .map_err(|e| format!("tunnel: {e}"))?;
+    let up = hyper::upgrade::on(resp).await.map_err(|_| 0u16)?;
     Ok(TokioIo::new(up))
 }

@@ -144,6 +144,7 @@ pub fn cluster_spec(c: &config::Cluster) -> ClusterSpec {
             config::UpstreamProtocol::Http2 | config::UpstreamProtocol::Downstream
         ),
         follow_downstream: c.protocol == config::UpstreamProtocol::Downstream,
+        tunnel_http2: c.h2_capable,
         tls: c.tls.clone(),
         tls_matches: c
             .transport_socket_matches

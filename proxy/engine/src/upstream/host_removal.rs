@@ -34,7 +34,10 @@ impl Cluster {
             .iter()
             .zip(&old.meta)
             .filter(|(h, m)| {
+                // A host with `disable_active_health_check` is not checked: it goes at once,
+                // as Envoy's.
                 !new.iter().any(|e| e.addr == h.addr)
+                    && !h.unchecked()
                     && h.hc_healthy.load(Ordering::Relaxed)
                     && m.health != EndpointHealth::Unhealthy
             })

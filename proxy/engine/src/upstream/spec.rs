@@ -31,6 +31,10 @@ pub struct ClusterSpec {
     /// `use_downstream_protocol_config`: HTTP/2 (`http2` is set) only for an HTTP/2 request,
     /// HTTP/1.1 for the others.
     pub follow_downstream: bool,
+    /// A tcp_proxy tunnel speaks HTTP/2: `explicit_http_config` HTTP/2, or
+    /// `use_downstream_protocol_config` with `http2_protocol_options` (Envoy's TCP upstream
+    /// rule); else HTTP/1.1.
+    pub tunnel_http2: bool,
     /// TLS origination (`transport_socket`; `None`: plaintext).
     pub tls: Option<TlsSpec>,
     /// `transport_socket_matches`' transport sockets, in order ([`EndpointSpec::transport`]).
