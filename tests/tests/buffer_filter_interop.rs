@@ -136,3 +136,76 @@ fn the_buffer_filter_buffers_as_envoys() {
         rows[0]
     );
 }
+
+/// Over HTTP/2 the limit is Envoy's decoder buffer's: a body over it that comes whole in one
+/// final DATA frame was never buffered and goes on (with its full length), one over it in
+/// several frames gets the 413.
+#[test]
+fn http2_bodies_meet_the_limit_as_envoys() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rows = Vec::new();
+    for envoy in [true, false] {
+        let up = rt.block_on(TestUpstream::start("up"));
+        let [port] = free_ports::<1>();
+        let p = start_text("buffer-h2", &config(port, up.port()), envoy);
+        let send = |frames: Vec<&'static [u8]>| {
+            rt.block_on(async {
+                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let body = if frames.len() == 1 {
+                    Full::new(Bytes::from_static(frames[0]))
+                        .map_err(|n| match n {})
+                        .boxed()
+                } else {
+                    let f: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = frames
+                        .into_iter()
+                        .map(|b| Ok(Frame::data(Bytes::from_static(b))))
+                        .collect();
+                    StreamBody::new(futures_util::stream::iter(f)).boxed()
+                };
+                let req = hyper::Request::builder()
+                    .method("POST")
+                    .uri("http://a/x")
+                    .body(body)
+                    .unwrap();
+                let r = send.send_request(req).await.unwrap();
+                r.status().as_u16()
+            })
+        };
+        let one = send(vec![b"twenty bytes of body"]);
+        let two = send(vec![b"ten bytes ", b"and ten.."]);
+        std::thread::sleep(Duration::from_millis(200));
+        let seen: Vec<String> = up
+            .state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} cl={}",
+                    r.path,
+                    r.headers
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                )
+            })
+            .collect();
+        let row = format!("one frame {one}, two frames {two}; upstream {seen:?}");
+        eprintln!("{}: {row}", if envoy { "envoy" } else { "sluice" });
+        rows.push(row);
+        drop(p);
+    }
+    assert_eq!(rows[0], rows[1], "sluice differs from Envoy");
+}

@@ -1389,6 +1389,11 @@ pub async fn handle_with(
     }
     if h1 {
         *resp.version_mut() = version;
+        // A server failing its health checks drains its connections: each HTTP/1 answer
+        // closes its connection (Envoy's `drainClose` while `healthCheckFailed`).
+        if hcm.health_check_failed() {
+            close = true;
+        }
         if close || (version == Version::HTTP_10 && !keep_alive_10) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -1428,7 +1433,9 @@ pub async fn handle_with(
         resp.headers_mut().insert("x-request-id", id);
     }
     let status = resp.status().as_u16();
+    // Envoy leaves health checks out of the connection manager's response classes.
     match status {
+        _ if health_check => {}
         200..=299 => hcm.stats.downstream_rq_2xx.inc(),
         300..=399 => hcm.stats.downstream_rq_3xx.inc(),
         400..=499 => hcm.stats.downstream_rq_4xx.inc(),

@@ -473,6 +473,13 @@ impl HttpFilters {
         let mut route_snapshot: Option<Box<RouteSnapshot>> = None;
         // Which filters run is decided by the first route (Envoy builds the chain on arrival).
         let first_levels = levels(orig.selection, orig.route_config);
+        // A failing server's health check filter marks every answer through it, also one a
+        // filter before it makes (a local reply passes all the encoder filters).
+        out.encode.health_check_failed = orig.health_check_failed
+            && self
+                .filters
+                .iter()
+                .any(|f| matches!(f.kind, Kind::HealthCheck(_)) && !f.disabled_at(&first_levels));
         'chain: for (i, f) in self.filters.iter().enumerate() {
             if std::mem::take(&mut out.clear_route) {
                 route_snapshot = Some(snapshot(&changed, orig.headers, &new_path, &metadata));
@@ -735,29 +742,29 @@ impl HttpFilters {
                         out.local = Some(body_read_failed(e));
                         break 'chain;
                     }
-                    match body_slot.take(&s) {
-                        None => {}
-                        Some(ext_authz::body::ForCheck::TooLarge) => {
-                            out.local = Some((payload_too_large(), Flag::None));
-                            break 'chain;
-                        }
-                        // The whole body: it goes on with its length, as Envoy's
-                        // `maybeAddContentLength`.
-                        Some(ext_authz::body::ForCheck::Send { data, .. })
-                            if !req.headers.contains_key(http::header::CONTENT_LENGTH) =>
-                        {
-                            let len = HeaderValue::from(data.len());
-                            out.authz
-                                .push(AuthzChange::Set(http::header::CONTENT_LENGTH, len));
-                            body_slot.set_sized();
-                        }
-                        Some(ext_authz::body::ForCheck::Send { .. }) => {}
+                    if body_slot.buffer_overflows(cfg.max) {
+                        out.local = Some((payload_too_large(), Flag::None));
+                        break 'chain;
+                    }
+                    // The whole body goes on with its length, as Envoy's
+                    // `maybeAddContentLength` (the request's, as the filters before left it).
+                    let length_known = out.authz.iter().rev().find_map(|c| match c {
+                        AuthzChange::Set(n, _) if n == http::header::CONTENT_LENGTH => Some(true),
+                        AuthzChange::Remove(n) if n == http::header::CONTENT_LENGTH => Some(false),
+                        _ => None,
+                    });
+                    if body_slot.had_body()
+                        && !length_known.unwrap_or_else(|| {
+                            req.headers.contains_key(http::header::CONTENT_LENGTH)
+                        })
+                    {
+                        let len = HeaderValue::from(body_slot.received());
+                        out.authz
+                            .push(AuthzChange::Set(http::header::CONTENT_LENGTH, len));
+                        body_slot.set_sized();
                     }
                 }
                 Kind::HealthCheck(hc) => {
-                    if req.health_check_failed {
-                        out.encode.health_check_failed = true;
-                    }
                     if !hc.matches(req.view) {
                         continue;
                     }

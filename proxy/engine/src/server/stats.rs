@@ -114,11 +114,12 @@ stat_struct!(
 );
 
 impl ClusterStats {
-    /// The counters as `.stat -> value`, but the health checker's: those go with the cluster's
-    /// gauges (`upstream/health/stats.rs`), as they exist only with a checker.
+    /// The counters as `.stat -> value`, but the health checker's and outlier detection's:
+    /// those go with the cluster's gauges (`upstream/health/stats.rs`), as they exist only with
+    /// a checker or outlier detection.
     fn render_counters(&self, out: &mut BTreeMap<String, u64>) {
         self.render("", out);
-        out.retain(|k, _| !k.starts_with(".health_check_"));
+        out.retain(|k, _| !k.starts_with(".health_check_") && k != ".outlier_ejections");
     }
 }
 

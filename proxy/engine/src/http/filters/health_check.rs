@@ -99,7 +99,11 @@ pub(crate) fn build(raw: RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, C
         }
         min_healthy.push((name.clone(), v));
     }
-    // Envoy keeps a cache only in pass-through mode and for a non-zero time.
+    if !pass_through && raw.cache_time.is_some_and(|d| !d.0.is_zero()) {
+        return Err(p
+            .field("cache_time")
+            .err("must not be set when pass_through_mode is false (Envoy's validation)"));
+    }
     let cache = raw
         .cache_time
         .map(|d| d.0)
@@ -175,14 +179,16 @@ impl HealthCheck {
                 return unhealthy("health_check_failed_no_cluster_found");
             };
             let (total, available) = membership(c);
+            // Envoy truncates the percentage first.
+            let min = *min as u64;
             if total == 0 {
-                if *min == 0.0 {
+                if min == 0 {
                     continue;
                 }
                 return unhealthy("health_check_failed_cluster_empty");
             }
             // Envoy's integer comparison: 100 * (healthy + degraded) < total * percentage.
-            if (100 * available) < total * (*min as u64) {
+            if (100 * available) < total * min {
                 return unhealthy("health_check_failed_cluster_unhealthy");
             }
         }

@@ -141,7 +141,11 @@ impl Families {
     pub(super) fn text(&self) -> String {
         let mut out = String::new();
         for (family, samples) in &self.0 {
-            let kind = if family.ends_with("_active") || family.contains("_circuit_breakers_") {
+            let kind = if family.ends_with("_active")
+                || family.contains("_circuit_breakers_")
+                || family.ends_with("_health_check_healthy")
+                || family.ends_with("_health_check_degraded")
+            {
                 "gauge"
             } else {
                 "counter"

@@ -149,6 +149,18 @@ impl BodySlot {
         self.touched
     }
 
+    /// The request had a body (its head did not end the stream).
+    pub(crate) fn had_body(&self) -> bool {
+        self.had_body
+    }
+
+    /// Whether a body read whole overflows a buffer of `max` bytes the way Envoy's buffer
+    /// filter's does: past it, unless it came whole in one final HTTP/2 DATA frame (nothing was
+    /// buffered before it; Envoy's HTTP/1 codec always ends a body with a frame of its own).
+    pub(crate) fn buffer_overflows(&self, max: usize) -> bool {
+        self.had_body && self.buf.len() > max && self.end_frame_start != Some(0)
+    }
+
     /// The body read whole now goes with its length (a filter gave the request its
     /// `content-length`).
     pub(crate) fn set_sized(&mut self) {
