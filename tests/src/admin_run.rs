@@ -295,3 +295,23 @@ pub fn secrets_config_dump(body: &str) -> serde_json::Value {
         .cloned()
         .expect("a SecretsConfigDump")
 }
+
+/// An HTTP/2 (prior knowledge) client connection to a proxy's listener on `127.0.0.1:port`, its
+/// connection driven on the current runtime.
+pub async fn h2_client<B>(port: u16) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the proxy");
+    let io = hyper_util::rt::TokioIo::new(s);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    send
+}

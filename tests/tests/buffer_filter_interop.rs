@@ -145,7 +145,6 @@ fn http2_bodies_meet_the_limit_as_envoys() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::Frame;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut rows = Vec::new();
     for envoy in [true, false] {
@@ -154,14 +153,7 @@ fn http2_bodies_meet_the_limit_as_envoys() {
         let p = start_text("buffer-h2", &config(port, up.port()), envoy);
         let send = |frames: Vec<&'static [u8]>| {
             rt.block_on(async {
-                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .unwrap();
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
+                let mut send = sluice_tests::admin_run::h2_client(port).await;
                 let body = if frames.len() == 1 {
                     Full::new(Bytes::from_static(frames[0]))
                         .map_err(|n| match n {})

@@ -535,14 +535,7 @@ fn grpc_web_over_http2_is_envoys() {
         let mut out = Vec::new();
         for c in calls().into_iter().filter(|c| wanted.contains(&c.name)) {
             let line = rt.block_on(async {
-                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .unwrap();
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
+                let mut send = sluice_tests::admin_run::h2_client(port).await;
                 let mut b = Request::builder()
                     .method("POST")
                     .uri(format!("http://shop.example{}", c.path));
