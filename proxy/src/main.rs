@@ -409,6 +409,7 @@ fn run() -> Result<()> {
             // leaves the other to accept every pod's connections.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .thread_stack_size(sluice_engine::workers::THREAD_STACK)
                 .on_thread_start(move || sluice_engine::workers::slice::for_worker(worker_slice_us))
                 .enable_all()
                 .build()
@@ -496,7 +497,11 @@ fn run() -> Result<()> {
                 sidecar::register_inbound(&bound, control)?;
             }
             sidecar::drop_privileges(uid)?;
-            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_stack_size(sluice_engine::workers::THREAD_STACK)
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
             rt.block_on(async move {
                 let mut servers = sluice_node::l7capture::PodServers::default();
                 let _stream;

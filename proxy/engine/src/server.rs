@@ -593,6 +593,7 @@ impl Server {
 /// Runs `sluice proxy` until SIGINT/SIGTERM (blocking; builds its own tokio runtime).
 pub fn run(args: cli::ProxyArgs) -> Result<(), ServerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::workers::THREAD_STACK)
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;

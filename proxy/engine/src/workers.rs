@@ -21,6 +21,12 @@
 //! Outside the agent (`sluice proxy`, the sidecar) no workers are installed and connections run
 //! on the caller's runtime.
 
+/// The stack of every thread that runs requests (the workers, the runtimes' threads): a request's
+/// state machine nests the connection manager, the filters and the router, and an unoptimised
+/// (debug) build's poll frames of it came within a few KiB of the default 2 MiB (a request under
+/// `request_timeout` overflowed it). Only the pages a thread touches are resident.
+pub const THREAD_STACK: usize = 8 << 20;
+
 use std::{
     cell::Cell,
     future::Future,
@@ -105,6 +111,7 @@ impl Workers {
             let on_start = on_start.clone();
             std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
+                .stack_size(THREAD_STACK)
                 .spawn(move || {
                     INDEX.with(|c| c.set(Some(i)));
                     on_start();
