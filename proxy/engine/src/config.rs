@@ -110,7 +110,7 @@ pub use tracing::{
     CustomTag, OpenTelemetry, OtelExport, RequestIdExtension, RouteTracing, Sampling, TagValue,
     TraceProvider, TracerConfig, Tracing, Zipkin,
 };
-pub use tunneling::{TunnelHost, Tunneling};
+pub use tunneling::Tunneling;
 pub use typed::{ClusterRef, ListenerRef};
 pub use user_agent::UserAgent;
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use super::{path::FieldPath, ConfigError};
+use crate::route::format::{FormatContext, HeaderValueFormat};
 
 /// `TcpProxy.TunnelingConfig`.
 #[derive(Debug, Deserialize)]
@@ -33,76 +34,31 @@ pub(crate) struct RawTunnelingConfig {
 /// How a tcp_proxy opens its tunnel: `CONNECT hostname` with `headers`.
 #[derive(Debug, Clone)]
 pub struct Tunneling {
-    /// `hostname`: the CONNECT's authority, with its command operators.
-    pub hostname: TunnelHost,
-    /// `headers_to_add` (literal values).
-    pub headers: crate::route::HeaderMutations,
+    /// `hostname`: the CONNECT's authority, with its command operators (the header
+    /// formatter's: the downstream addresses and ports, `%HOSTNAME%`, `%START_TIME%`, ...).
+    hostname: HeaderValueFormat,
+    /// `headers_to_add`, with the same operators.
+    headers: crate::route::HeaderMutations,
 }
 
-/// The tunnel's host name, in parts.
-#[derive(Debug, Clone)]
-pub struct TunnelHost(Vec<HostPart>);
-
-#[derive(Debug, Clone)]
-enum HostPart {
-    Text(String),
-    LocalAddress,
-    LocalAddressWithoutPort,
-    LocalPort,
-    RemoteAddress,
-    RemoteAddressWithoutPort,
-    RemotePort,
-}
-
-impl TunnelHost {
-    /// The host name for a connection from `remote` to `local` (its original destination).
-    pub fn render(&self, local: SocketAddr, remote: SocketAddr) -> String {
-        let mut out = String::new();
-        for p in &self.0 {
-            match p {
-                HostPart::Text(t) => out.push_str(t),
-                HostPart::LocalAddress => out.push_str(&local.to_string()),
-                HostPart::LocalAddressWithoutPort => out.push_str(&local.ip().to_string()),
-                HostPart::LocalPort => out.push_str(&local.port().to_string()),
-                HostPart::RemoteAddress => out.push_str(&remote.to_string()),
-                HostPart::RemoteAddressWithoutPort => out.push_str(&remote.ip().to_string()),
-                HostPart::RemotePort => out.push_str(&remote.port().to_string()),
-            }
+impl Tunneling {
+    /// What a connection from `remote` to `local` (its original destination) renders from.
+    fn context(local: SocketAddr, remote: SocketAddr) -> FormatContext<'static> {
+        FormatContext {
+            downstream_local: Some(local),
+            downstream_remote: Some(remote),
+            ..FormatContext::default()
         }
-        out
     }
 
-    /// Parses `raw` (at `p`): text and the downstream address operators.
-    fn parse(raw: &str, p: &FieldPath) -> Result<Self, ConfigError> {
-        let mut parts = Vec::new();
-        let mut rest = raw;
-        while let Some(start) = rest.find('%') {
-            if start > 0 {
-                parts.push(HostPart::Text(rest[..start].to_string()));
-            }
-            let after = &rest[start + 1..];
-            let Some(end) = after.find('%') else {
-                return Err(p.err(format!("unterminated command operator in {raw:?}")));
-            };
-            parts.push(match &after[..end] {
-                "DOWNSTREAM_LOCAL_ADDRESS" => HostPart::LocalAddress,
-                "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => HostPart::LocalAddressWithoutPort,
-                "DOWNSTREAM_LOCAL_PORT" => HostPart::LocalPort,
-                "DOWNSTREAM_REMOTE_ADDRESS" => HostPart::RemoteAddress,
-                "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => HostPart::RemoteAddressWithoutPort,
-                "DOWNSTREAM_REMOTE_PORT" => HostPart::RemotePort,
-                other => {
-                    return Err(p.unsupported(&format!(
-                        "command operator %{other}% (the downstream address operators only)"
-                    )))
-                }
-            });
-            rest = &after[end + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(HostPart::Text(rest.to_string()));
-        }
-        Ok(Self(parts))
+    /// The host name for a connection from `remote` to `local`.
+    pub fn host(&self, local: SocketAddr, remote: SocketAddr) -> String {
+        self.hostname.render(&Self::context(local, remote))
+    }
+
+    /// Adds `headers_to_add` to the CONNECT of a connection from `remote` to `local`.
+    pub fn add_headers(&self, h: &mut http::HeaderMap, local: SocketAddr, remote: SocketAddr) {
+        self.headers.apply_with(h, &Self::context(local, remote));
     }
 }
 
@@ -140,40 +96,36 @@ pub(crate) fn tunneling(raw: &RawTunnelingConfig, p: &FieldPath) -> Result<Tunne
     }
     let ap = p.field("headers_to_add");
     let headers = crate::route::build_headers::mutations_at(&raw.headers_to_add, &[], &ap, &ap)?;
-    if let Some(i) = headers.add.iter().position(|a| a.format.is_some()) {
-        return Err(ap
-            .index(i)
-            .field("header")
-            .field("value")
-            .unsupported("command operators in a tunnel's headers"));
-    }
-    Ok(Tunneling {
-        hostname: TunnelHost::parse(hostname, &p.field("hostname"))?,
-        headers,
-    })
+    let hostname = HeaderValueFormat::parse_template(hostname)
+        .map_err(|e| p.field("hostname").unsupported(&e))?;
+    Ok(Tunneling { hostname, headers })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tunnel(hostname: &str) -> Result<Tunneling, ConfigError> {
+        let raw: RawTunnelingConfig =
+            serde_norway::from_str(&format!("{{hostname: \"{hostname}\"}}")).unwrap();
+        tunneling(&raw, &FieldPath::root())
+    }
+
     #[test]
     fn the_host_name_takes_the_downstream_addresses() {
-        let p = FieldPath::root();
-        let h = TunnelHost::parse(
+        let t = tunnel(
             "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%:%DOWNSTREAM_LOCAL_PORT%/%DOWNSTREAM_REMOTE_ADDRESS%",
-            &p,
         )
         .unwrap();
         let (local, remote) = (
             "10.0.0.1:80".parse().unwrap(),
             "10.0.0.2:4000".parse().unwrap(),
         );
-        assert_eq!(h.render(local, remote), "10.0.0.1:80/10.0.0.2:4000");
-        let lit = TunnelHost::parse("proxy.example:3128", &p).unwrap();
-        assert_eq!(lit.render(local, remote), "proxy.example:3128");
-        let e = TunnelHost::parse("%FILTER_STATE(x:PLAIN)%", &p).unwrap_err();
+        assert_eq!(t.host(local, remote), "10.0.0.1:80/10.0.0.2:4000");
+        let lit = tunnel("proxy.example:3128").unwrap();
+        assert_eq!(lit.host(local, remote), "proxy.example:3128");
+        let e = tunnel("%FILTER_STATE(x:PLAIN)%").unwrap_err();
         assert!(e.to_string().contains("FILTER_STATE"), "{e}");
-        assert!(TunnelHost::parse("a%b", &p).is_err());
+        assert!(tunnel("a%b").is_err());
     }
 }

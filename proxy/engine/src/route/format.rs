@@ -32,6 +32,8 @@ enum Piece {
     DownstreamRemote { with_port: bool },
     /// `%DOWNSTREAM_LOCAL_ADDRESS%` or `..._WITHOUT_PORT`.
     DownstreamLocal { with_port: bool },
+    /// `%DOWNSTREAM_REMOTE_PORT%` (`remote`) or `%DOWNSTREAM_LOCAL_PORT%`.
+    DownstreamPort { remote: bool },
     /// `%UPSTREAM_REMOTE_ADDRESS%` or `..._WITHOUT_PORT` (known on the response side).
     UpstreamRemote { with_port: bool },
     /// `%PROTOCOL%`.
@@ -257,6 +259,17 @@ fn push_piece(
         Piece::DownstreamLocal { with_port } => {
             return push_addr(out, ctx.downstream_local, *with_port)
         }
+        Piece::DownstreamPort { remote } => {
+            use std::fmt::Write;
+            let a = if *remote {
+                ctx.downstream_remote
+            } else {
+                ctx.downstream_local
+            };
+            let Some(a) = a else { return false };
+            let _ = write!(out, "{}", a.port());
+            return true;
+        }
         Piece::UpstreamRemote { with_port } => {
             return push_addr(out, ctx.upstream_remote, *with_port)
         }
@@ -430,6 +443,8 @@ fn parse_operator(s: &str, kind: Kind) -> Result<(Piece, &str), String> {
             no_arg(Piece::DownstreamRemote { with_port: false })?
         }
         "DOWNSTREAM_LOCAL_ADDRESS" => no_arg(Piece::DownstreamLocal { with_port: true })?,
+        "DOWNSTREAM_LOCAL_PORT" => no_arg(Piece::DownstreamPort { remote: false })?,
+        "DOWNSTREAM_REMOTE_PORT" => no_arg(Piece::DownstreamPort { remote: true })?,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
             no_arg(Piece::DownstreamLocal { with_port: false })?
         }

@@ -24,7 +24,7 @@ pub(super) async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let host = t.hostname.render(local, remote);
+    let host = t.host(local, remote);
     let uri = Uri::builder()
         .authority(host.as_str())
         .build()
@@ -37,7 +37,7 @@ where
     let io = TokioIo::new(io);
     let resp = if http2 {
         *req.version_mut() = Version::HTTP_2;
-        t.headers.apply(req.headers_mut());
+        t.add_headers(req.headers_mut(), local, remote);
         let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|_| 0u16)?;
@@ -48,7 +48,7 @@ where
         if let Ok(v) = header::HeaderValue::from_str(&host) {
             req.headers_mut().insert(header::HOST, v);
         }
-        t.headers.apply(req.headers_mut());
+        t.add_headers(req.headers_mut(), local, remote);
         let (mut s, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|_| 0u16)?;
