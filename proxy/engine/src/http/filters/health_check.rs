@@ -124,15 +124,36 @@ pub(crate) fn build(raw: RawHealthCheck, p: &FieldPath) -> Result<HealthCheck, C
 /// What the filter decided for a health check request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Answered here: the status, whether `x-envoy-degraded` goes with it, the response code
-    /// details, and the counter it bumps.
-    Local {
-        status: u16,
-        degraded: bool,
-        details: &'static str,
-    },
+    /// 200: no cluster to look at, or every cluster healthy enough (`clusters`).
+    Ok { clusters: bool },
+    /// 503: the server fails its health checks.
+    ServerFailed,
+    /// The cached answer of the current `cache_time` window.
+    Cached { status: u16, degraded: bool },
+    /// 503: a `cluster_min_healthy_percentages` cluster is missing.
+    NoCluster,
+    /// 503: a cluster has no hosts (and a percentage above 0).
+    ClusterEmpty,
+    /// 503: a cluster has too few healthy and degraded hosts.
+    ClusterUnhealthy,
     /// Passed on to the router (pass-through mode).
     PassOn,
+}
+
+impl Answer {
+    /// The status, whether `x-envoy-degraded` goes with it, and Envoy's response code details.
+    fn reply(self) -> (u16, bool, &'static str) {
+        match self {
+            Answer::Ok { clusters: false } => (200, false, "health_check_ok"),
+            Answer::Ok { clusters: true } => (200, false, "health_check_ok_cluster_healthy"),
+            Answer::ServerFailed => (503, false, "health_check_failed"),
+            Answer::Cached { status, degraded } => (status, degraded, "health_check_cached"),
+            Answer::NoCluster => (503, false, "health_check_failed_no_cluster_found"),
+            Answer::ClusterEmpty => (503, false, "health_check_failed_cluster_empty"),
+            Answer::ClusterUnhealthy => (503, false, "health_check_failed_cluster_unhealthy"),
+            Answer::PassOn => (0, false, ""),
+        }
+    }
 }
 
 impl HealthCheck {
@@ -154,29 +175,17 @@ impl HealthCheck {
         clusters: &std::collections::HashMap<String, std::sync::Arc<Cluster>>,
     ) -> Answer {
         if failed {
-            return Answer::Local {
-                status: 503,
-                degraded: false,
-                details: "health_check_failed",
-            };
+            return Answer::ServerFailed;
         }
-        if let Some(c) = &self.cache {
-            if let Some((status, degraded)) = c.get() {
-                return Answer::Local {
-                    status,
-                    degraded,
-                    details: "health_check_cached",
-                };
-            }
+        if let Some((status, degraded)) = self.cache.as_ref().and_then(Cache::get) {
+            return Answer::Cached { status, degraded };
         }
         if self.pass_through {
             return Answer::PassOn;
         }
-        let mut details = "health_check_ok";
         for (name, min) in &self.min_healthy {
-            details = "health_check_ok_cluster_healthy";
             let Some(c) = clusters.get(name) else {
-                return unhealthy("health_check_failed_no_cluster_found");
+                return Answer::NoCluster;
             };
             let (total, available) = membership(c);
             // Envoy truncates the percentage first.
@@ -185,17 +194,15 @@ impl HealthCheck {
                 if min == 0 {
                     continue;
                 }
-                return unhealthy("health_check_failed_cluster_empty");
+                return Answer::ClusterEmpty;
             }
             // Envoy's integer comparison: 100 * (healthy + degraded) < total * percentage.
             if (100 * available) < total * min {
-                return unhealthy("health_check_failed_cluster_unhealthy");
+                return Answer::ClusterUnhealthy;
             }
         }
-        Answer::Local {
-            status: 200,
-            degraded: false,
-            details,
+        Answer::Ok {
+            clusters: !self.min_healthy.is_empty(),
         }
     }
 
@@ -204,14 +211,6 @@ impl HealthCheck {
         if let Some(c) = &self.cache {
             c.set(status, degraded);
         }
-    }
-}
-
-fn unhealthy(details: &'static str) -> Answer {
-    Answer::Local {
-        status: 503,
-        degraded: false,
-        details,
     }
 }
 
@@ -273,26 +272,23 @@ pub(super) fn reply(
     crate::http::local_reply::Flag,
 )> {
     use crate::http::local_reply::{self, Flag};
-    let Answer::Local {
-        status,
-        degraded,
-        details,
-    } = answer
-    else {
+    if answer == Answer::PassOn {
         return None;
-    };
+    }
+    let (status, degraded, details) = answer.reply();
     let ok = (200..300).contains(&status);
     if let Some(s) = stats {
         s.request_total.inc();
-        match details {
-            "health_check_failed" => s.failed.inc(),
-            "health_check_cached" => s.cached_response.inc(),
-            "health_check_failed_no_cluster_found" => s.failed_cluster_not_found.inc(),
-            "health_check_failed_cluster_empty" => s.failed_cluster_empty.inc(),
-            "health_check_failed_cluster_unhealthy" => s.failed_cluster_unhealthy.inc(),
-            _ => {}
+        // Envoy's counters: the server's failure alone, else the cause and ok / failed.
+        match answer {
+            Answer::ServerFailed => s.failed.inc(),
+            Answer::Cached { .. } => s.cached_response.inc(),
+            Answer::NoCluster => s.failed_cluster_not_found.inc(),
+            Answer::ClusterEmpty => s.failed_cluster_empty.inc(),
+            Answer::ClusterUnhealthy => s.failed_cluster_unhealthy.inc(),
+            Answer::Ok { .. } | Answer::PassOn => {}
         }
-        if details != "health_check_failed" {
+        if answer != Answer::ServerFailed {
             if ok {
                 s.ok.inc();
             } else {
