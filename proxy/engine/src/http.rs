@@ -11,6 +11,7 @@
 //! route rewrites it.
 
 pub mod access_log;
+pub(crate) mod body_prefix;
 mod conn_timers;
 mod delayed_close;
 mod expect_continue;

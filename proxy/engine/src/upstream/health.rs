@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1;
 use tokio::time::Instant;
 
@@ -400,18 +400,15 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let mut body = resp.into_body();
-    let mut kept = Vec::new();
-    let limit = match b.response_buffer_size {
-        0 => usize::MAX,
-        n => usize::try_from(n).unwrap_or(usize::MAX),
+    // The body is read to its end; only what `receive` is looked for in is kept.
+    let limit = match (b.receive.is_empty(), b.response_buffer_size) {
+        (true, _) => 0,
+        (false, 0) => usize::MAX,
+        (false, n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    while let Some(f) = body.frame().await {
-        if let (Ok(d), false) = (f.ok()?.into_data(), b.receive.is_empty()) {
-            let room = limit.saturating_sub(kept.len());
-            kept.extend_from_slice(&d[..d.len().min(room)]);
-        }
-    }
+    let (kept, _) = crate::http::body_prefix::read(resp.into_body(), limit)
+        .await
+        .ok()?;
     let bad = |retriable| Verdict::BadStatus { retriable, status };
     if !b.receive.is_empty() && !payloads_found(&b.receive, &kept) {
         return Some(bad(false));

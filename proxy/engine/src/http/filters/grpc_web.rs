@@ -26,7 +26,6 @@ use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt;
 
 use super::AuthzChange;
 use crate::http::{access_log::ResponseDetails, local_reply, Body, BodyError};
@@ -153,7 +152,7 @@ impl GrpcWebCall {
             // is cut at 16 KiB.
             let whole = parts.extensions.get::<local_reply::LocalReply>().is_some();
             let limit = if whole { usize::MAX } else { MAX_MESSAGE };
-            let (message, trailers) = match first_bytes(body, limit).await {
+            let (message, trailers) = match crate::http::body_prefix::read(body, limit).await {
                 Ok(read) => read,
                 // The answer broke off while held here: Envoy resets the client's stream.
                 Err(e) => return Response::from_parts(parts, broken(e)),
@@ -216,25 +215,6 @@ fn is_proto_grpc_web(h: &HeaderMap) -> bool {
     let media = media.trim_ascii_end();
     media.eq_ignore_ascii_case(GRPC_WEB_PROTO.as_bytes())
         || media.eq_ignore_ascii_case(GRPC_WEB.as_bytes())
-}
-
-/// The first `limit` bytes of `body`, read to its end, and its trailers; the body's error when
-/// it broke off.
-async fn first_bytes(
-    mut body: Body,
-    limit: usize,
-) -> Result<(Vec<u8>, Option<HeaderMap>), BodyError> {
-    let mut out = Vec::new();
-    while let Some(f) = body.frame().await {
-        match f?.into_data() {
-            Ok(d) => {
-                let room = limit.saturating_sub(out.len());
-                out.extend_from_slice(&d[..d.len().min(room)]);
-            }
-            Err(f) => return Ok((out, f.into_trailers().ok())),
-        }
-    }
-    Ok((out, None))
 }
 
 /// A body that fails at once with `e` (the client's stream is reset).
@@ -425,6 +405,7 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     fn call(ct: &str, accept: Option<&str>) -> (Option<GrpcWebCall>, Vec<AuthzChange>) {
         let mut h = HeaderMap::new();
