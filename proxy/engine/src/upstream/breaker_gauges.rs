@@ -4,7 +4,8 @@
 //! both priorities, and for a priority whose entry sets `track_remaining` its `remaining_*`
 //! (threshold minus use). `max_connection_pools` is not implemented: pools are unlimited and
 //! not counted, so `cx_pool_open` is 0 and `remaining_cx_pools` the maximum.
-//! A health checked cluster's `health_check.*` stats go with them (`upstream/health/stats.rs`).
+//! A health checked cluster's `health_check.*` stats go with them (`upstream/health/stats.rs`),
+//! and an outlier-detected one's `outlier_detection.ejections_enforced_total`.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +18,13 @@ use crate::{config::RoutingPriority, server::stats::Gauges};
 impl Gauges for Cluster {
     fn render_gauges(&self, prefix: &str, out: &mut BTreeMap<String, u64>) {
         super::health::stats::render(self, prefix, out);
+        // Envoy makes its outlier detection's counter with the cluster: 0 from the start.
+        if self.spec.outlier.is_some() {
+            out.insert(
+                format!("{prefix}.outlier_detection.ejections_enforced_total"),
+                self.stats.outlier_ejections.get(),
+            );
+        }
         for (prio, r) in self.resources.iter() {
             let scope = match prio {
                 RoutingPriority::Default => "default",

@@ -7,16 +7,8 @@ use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use crate::upstream::Cluster;
 
-/// Inserts `<prefix>.health_check.<stat>` for `c` when it has health checks, and
-/// `<prefix>.outlier_detection.ejections_enforced_total` when it has outlier detection (Envoy
-/// makes both with the cluster, so they show as 0 from the start).
+/// Inserts `<prefix>.health_check.<stat>` for `c` when it has health checks.
 pub(crate) fn render(c: &Cluster, prefix: &str, out: &mut BTreeMap<String, u64>) {
-    if c.spec.outlier.is_some() {
-        out.insert(
-            format!("{prefix}.outlier_detection.ejections_enforced_total"),
-            c.stats.outlier_ejections.get(),
-        );
-    }
     if c.spec.health_check.is_none() {
         return;
     }
