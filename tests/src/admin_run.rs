@@ -315,3 +315,39 @@ where
     tokio::spawn(conn);
     send
 }
+
+/// A log file a proxy under test writes (an access log's `path`), named for the test and the
+/// proxy, removed when dropped (also when the test panics).
+pub struct TempLog(PathBuf);
+
+impl TempLog {
+    /// A fresh file name for test `tag` under `envoy` or sluice.
+    pub fn new(tag: &str, envoy: bool) -> Self {
+        let who = if envoy { "envoy" } else { "sluice" };
+        let p = std::env::temp_dir().join(format!("sluice-{tag}-{}-{who}.log", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Self(p)
+    }
+
+    /// The path, for the config.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// The lines written so far, sorted (loggers of one file may interleave).
+    pub fn sorted_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use sluice_tests::{
-    admin_run::{get, hcm_listener, start_text},
+    admin_run::{get, hcm_listener, start_text, TempLog},
     conformance::{
         client::{send, Request},
         proxy::free_ports,
@@ -121,12 +121,11 @@ fn the_health_check_filter_answers_as_envoys() {
         bad.state
             .status
             .store(503, std::sync::atomic::Ordering::SeqCst);
-        let log = std::env::temp_dir().join(format!("sluice-hcf-{}-{who}.log", std::process::id()));
-        let _ = std::fs::remove_file(&log);
+        let log = TempLog::new("hcf", envoy);
         let ports = free_ports::<5>();
         let p = start_text(
             "hc-filter",
-            &config(ports, good.port(), bad.port(), log.to_str().unwrap()),
+            &config(ports, good.port(), bad.port(), log.path()),
             envoy,
         );
         // The pool's first checks: one host passes, one fails (50 % healthy).
@@ -187,14 +186,7 @@ fn the_health_check_filter_answers_as_envoys() {
         lines.push(format!("checker: {checker:?}"));
         std::thread::sleep(Duration::from_millis(300));
         drop(p);
-        let mut logged: Vec<String> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        logged.sort();
-        lines.push(format!("log: {logged:?}"));
-        let _ = std::fs::remove_file(&log);
+        lines.push(format!("log: {:?}", log.sorted_lines()));
         for l in &lines {
             eprintln!("{who}: {l}");
         }

@@ -17,7 +17,7 @@ use http_body_util::Empty;
 use hyper::{server::conn::http2, service::service_fn, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sluice_tests::{
-    admin_run::{start_text, tcp_proxy_listener},
+    admin_run::{start_text, tcp_proxy_listener, TempLog},
     conformance::proxy::free_ports,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -227,15 +227,9 @@ fn tcp_proxy_tunnels_as_envoy_tunnels() {
     let mut rows = Vec::new();
     for envoy in [true, false] {
         let who = if envoy { "envoy" } else { "sluice" };
-        let log =
-            std::env::temp_dir().join(format!("sluice-tunnel-{}-{who}.log", std::process::id()));
-        let _ = std::fs::remove_file(&log);
+        let log = TempLog::new("tunnel", envoy);
         let ports = free_ports::<3>();
-        let p = start_text(
-            "tunnel",
-            &config(ports, h1, h2, log.to_str().unwrap()),
-            envoy,
-        );
+        let p = start_text("tunnel", &config(ports, h1, h2, log.path()), envoy);
         let mut row = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             seen.lock().unwrap().clear();
@@ -251,14 +245,7 @@ fn tcp_proxy_tunnels_as_envoy_tunnels() {
         }
         std::thread::sleep(Duration::from_millis(300));
         drop(p);
-        let mut lines: Vec<String> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        row.push(format!("log: {lines:?}"));
-        let _ = std::fs::remove_file(&log);
+        row.push(format!("log: {:?}", log.sorted_lines()));
         for r in &row {
             eprintln!("{who}: {r}");
         }
